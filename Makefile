@@ -1,0 +1,31 @@
+# Two entry points that work on a fresh machine: `make serve` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8765
+PROFILE ?= embedded
+
+.PHONY: serve test venv clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned, so that nothing pulls a multi-GB CUDA build in its place.
+	$(BIN)/pip install -q 'torch==2.13.0'
+	$(BIN)/pip install -q -e '.[embedded,engine,kernels,test]'
+	# Test-only data without its runtime deps (we only read its bundled wav files).
+	$(BIN)/pip install -q --no-deps 'moonshine-voice==0.1.5'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV)
