@@ -1,0 +1,24 @@
+"""lm_engine: our inference engine and the chat backends the controller talks to.
+
+Importing this package does no work: names resolve lazily so that the embedded profile never imports torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module that defines it. Each section is owned by the part of the engine it names.
+_EXPORTS: dict[str, str] = {
+    # --- chat backends (embedded profile, remote) ---
+    # --- engine (paged KV, scheduler, models, loader) ---
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lm_engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_EXPORTS)
