@@ -1,0 +1,47 @@
+"""kernels: Triton kernels for Step-Audio, each with its PyTorch reference and a dispatcher.
+
+Every op lives in ``kernels/<op_module>.py`` as three things (STYLE.md section 4):
+
+* ``<op>_ref(...)``  plain PyTorch, fp32 maths: the specification;
+* the Triton kernel(s), in a private module (``kernels/_<module>_triton.py``) imported only when a CUDA
+  tensor arrives, so that importing this package never imports Triton and CPU runs never need it;
+* ``<op>(...)``  the dispatcher: validates inputs (raises ValueError), routes CUDA tensors to Triton and
+  everything else to the reference.
+
+Public ops:
+    alibi_slopes, store_kv, paged_attention            (kernels.attention)
+    istft_head, leaky_relu, add_leaky_relu, sine_source (kernels.vocoder)
+
+Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BIAS_MODES": "kernels.attention",
+    "alibi_slopes": "kernels.attention",
+    "store_kv": "kernels.attention",
+    "store_kv_ref": "kernels.attention",
+    "paged_attention": "kernels.attention",
+    "paged_attention_ref": "kernels.attention",
+    "istft_head": "kernels.vocoder",
+    "istft_head_ref": "kernels.vocoder",
+    "leaky_relu": "kernels.vocoder",
+    "leaky_relu_ref": "kernels.vocoder",
+    "add_leaky_relu": "kernels.vocoder",
+    "add_leaky_relu_ref": "kernels.vocoder",
+    "sine_source": "kernels.vocoder",
+    "sine_source_ref": "kernels.vocoder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_EXPORTS)

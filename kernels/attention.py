@@ -1,0 +1,231 @@
+"""Causal attention over a paged KV cache with Step-1's sqrt-ALiBi, linear ALiBi or no bias.
+
+One call serves chunked prefill (several query tokens per sequence, possibly after a cached prefix) and decode
+(one query token per sequence). Shapes and conventions (the contract with lm_engine):
+
+    q             [num_tokens, num_heads, head_dim]           fp16/bf16/fp32, packed over sequences
+    k_cache       [num_blocks, block_size, num_kv_heads, head_dim]   same dtype as q
+    v_cache       [num_blocks, block_size, num_kv_heads, head_dim]
+    block_tables  [num_seqs, max_blocks] int32, -1 = padding
+    cu_seqlens_q  [num_seqs + 1] int32, query token offsets
+    context_lens  [num_seqs] int32, KV length per sequence INCLUDING the new tokens (already stored)
+    alibi_slopes  [num_heads] fp32 (required unless bias == "none")
+
+Query token t of sequence s (q_len = cu[s+1] - cu[s]) sits at absolute position p = context_len - q_len + t and
+sees keys j <= p. Score = (q . k) * scale + bias, with bias "sqrt_alibi": -slope_h * sqrt(p - j),
+"alibi": -slope_h * (p - j), "none": 0. Query head h reads kv head h // (num_heads / num_kv_heads) (GQA).
+Softmax and accumulation are fp32; the output has q's dtype and shape.
+
+Positions are absolute (from context_lens), so a forked sequence that shares blocks needs no fix-up.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+BIAS_MODES = ("sqrt_alibi", "alibi", "none")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------- slopes
+
+def alibi_slopes(num_heads: int) -> Tensor:
+    """ALiBi slopes as Step-1 (and the ALiBi paper's reference code) define them.
+
+    n = 2**floor(log2(H)); slopes 2**(-8 i / n) for i = 1..n; when H > n the remaining H - n heads take
+    2**(-4 k / n) for k = 1, 3, 5, ... (every other slope of the 2n-head series).
+
+    Returns:
+        [num_heads] fp32 on the CPU.
+    """
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+    n = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+    slopes += [2.0 ** (-4.0 * k / n) for k in range(1, 2 * (num_heads - n), 2)]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------- store_kv
+
+def store_kv_ref(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor) -> None:
+    """Writes k[t], v[t] to cache slot slot_mapping[t] = block * block_size + offset; slot -1 is skipped."""
+    block_size = k_cache.shape[1]
+    valid = slot_mapping >= 0
+    slots = slot_mapping[valid]
+    blocks, offsets = slots // block_size, slots % block_size
+    k_cache[blocks, offsets] = k[valid].to(k_cache.dtype)
+    v_cache[blocks, offsets] = v[valid].to(v_cache.dtype)
+
+
+def _check_store_kv(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor) -> None:
+    if k.dim() != 3 or v.shape != k.shape:
+        raise ValueError(f"k and v must both be [num_tokens, num_kv_heads, head_dim], got {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    if k_cache.dim() != 4 or v_cache.shape != k_cache.shape:
+        raise ValueError(f"caches must both be [num_blocks, block_size, num_kv_heads, head_dim], got "
+                         f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if k_cache.shape[2:] != k.shape[1:]:
+        raise ValueError(f"cache heads/head_dim {tuple(k_cache.shape[2:])} != k's {tuple(k.shape[1:])}")
+    if slot_mapping.dim() != 1 or slot_mapping.shape[0] != k.shape[0]:
+        raise ValueError(f"slot_mapping must be [num_tokens={k.shape[0]}], got {tuple(slot_mapping.shape)}")
+    if slot_mapping.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"slot_mapping must be int32/int64, got {slot_mapping.dtype}")
+    if k.dtype not in _FLOAT_DTYPES or k_cache.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"unsupported dtypes k {k.dtype}, cache {k_cache.dtype}")
+    devices = {t.device for t in (k, v, k_cache, v_cache, slot_mapping)}
+    if len(devices) != 1:
+        raise ValueError(f"all tensors must be on one device, got {devices}")
+
+
+def store_kv(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor) -> None:
+    """Writes new keys/values into the paged cache (in place). See store_kv_ref for the semantics.
+
+    Args:
+        k, v: [num_tokens, num_kv_heads, head_dim].
+        k_cache, v_cache: [num_blocks, block_size, num_kv_heads, head_dim].
+        slot_mapping: [num_tokens] int64 (or int32), block * block_size + offset, -1 = skip.
+    """
+    _check_store_kv(k, v, k_cache, v_cache, slot_mapping)
+    tri = _triton_module() if k.is_cuda else None
+    if tri is not None:
+        tri.store_kv_triton(k, v, k_cache, v_cache, slot_mapping)
+    else:
+        store_kv_ref(k, v, k_cache, v_cache, slot_mapping)
+
+
+# ----------------------------------------------------------------------------------------------- attention
+
+def _bias(mode: str, slopes: Tensor | None, dist: Tensor) -> Tensor:
+    """Bias [H, Lq, Lk] for non-negative distances dist [Lq, Lk] (fp32)."""
+    if mode == "none":
+        return torch.zeros((), dtype=torch.float32, device=dist.device)
+    assert slopes is not None
+    d = dist.clamp(min=0).to(torch.float32)
+    if mode == "sqrt_alibi":
+        d = d.sqrt()
+    return -slopes.to(device=dist.device, dtype=torch.float32)[:, None, None] * d
+
+
+def paged_attention_ref(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    block_tables: Tensor,
+    cu_seqlens_q: Tensor,
+    context_lens: Tensor,
+    *,
+    alibi_slopes: Tensor | None,
+    bias: str,
+    scale: float,
+    max_seqlen_q: int | None = None,
+) -> Tensor:
+    """The specification of paged_attention (module docstring), one sequence at a time in fp32."""
+    del max_seqlen_q  # only a launch hint for the kernel
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
+    group = num_heads // num_kv_heads
+    out = torch.empty_like(q)
+    cu = cu_seqlens_q.tolist()
+    ctx_lens = context_lens.tolist()
+    for s, ctx in enumerate(ctx_lens):
+        q0, q1 = cu[s], cu[s + 1]
+        q_len = q1 - q0
+        if q_len == 0:
+            continue
+        n_blocks = -(-ctx // block_size)
+        blocks = block_tables[s, :n_blocks].long()
+        k = k_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx].float()  # [ctx, G, D]
+        v = v_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx].float()
+        k = k.repeat_interleave(group, dim=1).transpose(0, 1)  # [H, ctx, D]
+        v = v.repeat_interleave(group, dim=1).transpose(0, 1)
+        qs = q[q0:q1].float().transpose(0, 1)  # [H, q_len, D]
+        pos = torch.arange(ctx - q_len, ctx, device=q.device)
+        dist = pos[:, None] - torch.arange(ctx, device=q.device)[None, :]  # [q_len, ctx]
+        scores = torch.matmul(qs, k.transpose(1, 2)) * scale + _bias(bias, alibi_slopes, dist)
+        scores = scores.masked_fill(dist[None] < 0, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out[q0:q1] = torch.matmul(probs, v).transpose(0, 1).to(q.dtype)
+    return out
+
+
+def _check_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_seqlens_q: Tensor,
+                     context_lens: Tensor, alibi_slopes: Tensor | None, bias: str) -> None:
+    if bias not in BIAS_MODES:
+        raise ValueError(f"bias must be one of {BIAS_MODES}, got {bias!r}")
+    if q.dim() != 3:
+        raise ValueError(f"q must be [num_tokens, num_heads, head_dim], got {tuple(q.shape)}")
+    if k_cache.dim() != 4 or v_cache.shape != k_cache.shape:
+        raise ValueError(f"caches must both be [num_blocks, block_size, num_kv_heads, head_dim], got "
+                         f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    num_kv_heads = k_cache.shape[2]
+    if k_cache.shape[3] != head_dim:
+        raise ValueError(f"cache head_dim {k_cache.shape[3]} != q head_dim {head_dim}")
+    if num_heads % num_kv_heads != 0:
+        raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")
+    if q.dtype not in _FLOAT_DTYPES or k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+        raise ValueError(f"q and caches must share one of {_FLOAT_DTYPES}, got {q.dtype}, {k_cache.dtype}, "
+                         f"{v_cache.dtype}")
+    if block_tables.dim() != 2 or block_tables.dtype != torch.int32:
+        raise ValueError(f"block_tables must be [num_seqs, max_blocks] int32, got {tuple(block_tables.shape)} "
+                         f"{block_tables.dtype}")
+    num_seqs = block_tables.shape[0]
+    if cu_seqlens_q.shape != (num_seqs + 1,) or cu_seqlens_q.dtype != torch.int32:
+        raise ValueError(f"cu_seqlens_q must be [num_seqs + 1 = {num_seqs + 1}] int32, got "
+                         f"{tuple(cu_seqlens_q.shape)} {cu_seqlens_q.dtype}")
+    if context_lens.shape != (num_seqs,) or context_lens.dtype != torch.int32:
+        raise ValueError(f"context_lens must be [num_seqs = {num_seqs}] int32, got {tuple(context_lens.shape)} "
+                         f"{context_lens.dtype}")
+    if bias != "none":
+        if alibi_slopes is None:
+            raise ValueError(f"bias {bias!r} needs alibi_slopes")
+        if alibi_slopes.shape != (num_heads,):
+            raise ValueError(f"alibi_slopes must be [num_heads = {num_heads}], got {tuple(alibi_slopes.shape)}")
+    tensors = [q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens]
+    if alibi_slopes is not None and bias != "none":
+        tensors.append(alibi_slopes)
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"all tensors must be on one device, got {devices}")
+
+
+def paged_attention(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    block_tables: Tensor,
+    cu_seqlens_q: Tensor,
+    context_lens: Tensor,
+    *,
+    alibi_slopes: Tensor | None,
+    bias: str,
+    scale: float,
+    max_seqlen_q: int | None = None,
+) -> Tensor:
+    """Causal (sqrt-)ALiBi attention of packed queries over the paged KV cache (see module docstring).
+
+    max_seqlen_q: the longest q_len in the batch, if the caller knows it (saves a device->host sync; 1 = decode).
+
+    Returns:
+        [num_tokens, num_heads, head_dim], q's dtype.
+    """
+    _check_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, alibi_slopes, bias)
+    tri = _triton_module() if q.is_cuda else None
+    if tri is not None:
+        return tri.paged_attention_triton(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
+                                          alibi_slopes=alibi_slopes, bias=bias, scale=scale,
+                                          max_seqlen_q=max_seqlen_q)
+    return paged_attention_ref(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
+                               alibi_slopes=alibi_slopes, bias=bias, scale=scale, max_seqlen_q=max_seqlen_q)
+
+
+def _triton_module():  # -> kernels._attention_triton | None
+    """The Triton implementation, imported on first CUDA use; None when Triton is not installed."""
+    try:
+        from kernels import _attention_triton
+    except ImportError:
+        return None
+    return _attention_triton
