@@ -1,0 +1,71 @@
+"""Run blocking model code on worker threads and hand its output to asyncio without blocking the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
+                            executor: concurrent.futures.Executor, *, maxsize: int = 64
+                            ) -> AsyncIterator[T]:
+    """Yield the items of `make_iter(cancel)` as they are produced on a worker thread.
+
+    The queue is bounded: a slow consumer blocks the producer thread (back-pressure), never the
+    event loop. Leaving the `async for` early (break, exception, task cancellation) sets `cancel`,
+    which the producer must check between items; the thread is then released promptly.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
+    cancel = threading.Event()
+
+    def put(item: object) -> bool:
+        while not cancel.is_set():
+            fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            try:
+                fut.result(timeout=0.25)
+                return True
+            except concurrent.futures.TimeoutError:
+                fut.cancel()
+            except (concurrent.futures.CancelledError, RuntimeError):
+                return False  # loop closed or put cancelled: nobody is listening any more
+        return False
+
+    def produce() -> None:
+        try:
+            for item in make_iter(cancel):
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # the consumer re-raises it on the loop thread
+            put(_Failure(exc))
+
+    task = loop.run_in_executor(executor, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item  # type: ignore[misc]
+    finally:
+        cancel.set()
+        # Unblock a producer waiting on a full queue, then wait for the thread to let go.
+        while not queue.empty():
+            queue.get_nowait()
+        await asyncio.shield(task)
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

@@ -1,0 +1,150 @@
+"""The network face: one port serving the Realtime WebSocket, the browser page, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from controller.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+REALTIME_PATH = "/v1/realtime"
+# Browsers cannot set headers on a WebSocket: they pass the key as a subprotocol, as OpenAI's API accepts.
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_keys: tuple[str, ...] = ()
+    # The transport limit sits above the protocol's 15 MiB so that an oversized event gets a clear
+    # error event from the protocol layer instead of a bare close.
+    ws_max_size: int = 32 * 1024 * 1024
+    max_event_bytes: int = 15 * 1024 * 1024
+    web_root: Path = WEB_ROOT
+
+
+SessionHandler = Callable[[ServerConnection, str], Awaitable[None]]
+
+
+def _text(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8",
+          extra: list[tuple[str, str]] | None = None) -> Response:
+    data = body.encode() if isinstance(body, str) else body
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
+                       ("Cache-Control", "no-store"), *(extra or [])])
+    return Response(status.value, status.phrase, headers, data)
+
+
+def _offered_key(request: Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    for value in request.headers.get_all("Sec-WebSocket-Protocol"):
+        for proto in (p.strip() for p in value.split(",")):
+            if proto.startswith(KEY_SUBPROTOCOL_PREFIX):
+                return proto[len(KEY_SUBPROTOCOL_PREFIX):]
+    return None
+
+
+class RealtimeServer:
+    """Routes HTTP requests and hands each accepted WebSocket to `handler` with the requested model."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics, handler: SessionHandler) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.handler = handler
+        self.ready = False
+        self._server: Server | None = None
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.config.api_keys:
+            return True
+        key = _offered_key(request)
+        return key is not None and any(hmac.compare_digest(key, k) for k in self.config.api_keys)
+
+    def _static(self, path: str) -> Response:
+        root = self.config.web_root.resolve()
+        target = (root / (path.lstrip("/") or "index.html")).resolve()
+        if root not in target.parents and target != root or not target.is_file():
+            return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype in ("application/javascript",):
+            ctype += "; charset=utf-8"
+        return _text(http.HTTPStatus.OK, target.read_bytes(), ctype)
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if path == "/healthz":
+            if self.ready:
+                return _text(http.HTTPStatus.OK, "ok\n")
+            return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
+        if path == "/metrics":
+            return _text(http.HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
+        if path in (REALTIME_PATH, REALTIME_PATH + "/"):
+            if not upgrade:
+                return _text(http.HTTPStatus.UPGRADE_REQUIRED, "WebSocket upgrade required\n",
+                             extra=[("Upgrade", "websocket")])
+            if not self._authorized(request):
+                return _text(http.HTTPStatus.UNAUTHORIZED, "invalid or missing API key\n")
+            if not self.ready:
+                return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
+            return None
+        if upgrade:
+            return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
+        return self._static(path)
+
+    @staticmethod
+    def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+        # Echo the browser's key subprotocol (or "realtime"): a browser refuses a handshake that
+        # doesn't pick one of the protocols it offered.
+        for proto in offered:
+            if proto == "realtime" or proto.startswith(KEY_SUBPROTOCOL_PREFIX):
+                return proto
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
+        model = (query.get("model") or ["stepaudio-rt"])[0]
+        await self.handler(connection, model)
+
+    async def start(self) -> Server:
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            process_request=self.process_request,
+            select_subprotocol=self._select_subprotocol,
+            max_size=self.config.ws_max_size, compression=None,
+            # Audio deltas can back up behind a slow client; the session's own queues bound that.
+            write_limit=4 * 1024 * 1024, max_queue=64, ping_interval=20, ping_timeout=60,
+        )
+        return self._server
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def wait_forever() -> None:
+    await asyncio.Event().wait()

@@ -1,0 +1,417 @@
+"""The per-session turn-taking state machine: a pure core, no I/O, no clock.
+
+Rules (the adapter in controller/session.py feeds events and carries out the actions):
+
+- States: IDLE (nobody speaks, no reply), LISTENING (the user speaks), SPECULATING (the user paused;
+  a speculative reply is being prepared on a fork), RESPONDING (a committed reply is being prepared,
+  no audio out yet), SPEAKING (the reply's audio is going out).
+- VAD events are in audio time (ms since the session's input began); `now` is monotonic seconds and is
+  used only for timers (idle_timeout_ms).
+- A Pause while LISTENING starts a speculative generation that records its inputs: where the user's
+  speech ended and the conversation version. Speech resuming rolls it back (CancelGeneration, reason
+  "rollback"). At end of turn it is committed only if its inputs equal the final ones; otherwise it is
+  cancelled and a fresh generation starts. A speculative generation's output never leaves before commit:
+  the adapter holds it, so GenerationAudioStarted and GenerationFinished only arrive for committed ones.
+- Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response cancels the reply
+  (CancelGeneration + FlushAudio) and the machine listens to the user again.
+- Events about a generation that is not the current one are stale and ignored: adapters may still
+  report output from a generation that was just cancelled.
+- An event that the table does not list for the current state raises LocalProtocolError and leaves
+  the state unchanged; events that are legal but meaningless in a state map to the same state.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from controller.errors import LocalProtocolError
+
+
+class TurnState(enum.Enum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    SPECULATING = "speculating"
+    RESPONDING = "responding"
+    SPEAKING = "speaking"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnConfig:
+    server_vad: bool = True
+    speculation: bool = True
+    create_response: bool = True
+    interrupt_response: bool = True
+    idle_timeout_s: float | None = None
+
+
+# ---- events (inputs) -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferCommitted:
+    """The client committed the input buffer itself (input_audio_buffer.commit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRequested:
+    """response.create from the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """response.cancel from the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextChanged:
+    """The conversation changed outside a turn (item create/delete/truncate, new instructions/tools)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationAudioStarted:
+    gen_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationFinished:
+    gen_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanged:
+    config: TurnConfig
+
+
+Event = (SpeechStarted | Pause | SpeechResumed | SpeechStopped | BufferCommitted | ResponseRequested
+         | CancelRequested | ContextChanged | GenerationAudioStarted | GenerationFinished | TimerFired
+         | ConfigChanged)
+
+
+# ---- actions (outputs) -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EmitSpeechStarted:
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmitSpeechStopped:
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitUserTurn:
+    """Close the user's turn: the input buffer becomes a user item (audio up to audio_end_ms)."""
+    audio_end_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartGeneration:
+    gen_id: int
+    speculative: bool
+    audio_end_ms: int | None  # the user audio the reply answers (None: the conversation as it is)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitGeneration:
+    gen_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelGeneration:
+    gen_id: int
+    reason: str  # "rollback" | "stale" | "barge_in" | "client_cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushAudio:
+    gen_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRequest:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    key: str
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmitIdleTimeout:
+    pass
+
+
+Action = (EmitSpeechStarted | EmitSpeechStopped | CommitUserTurn | StartGeneration | CommitGeneration
+          | CancelGeneration | FlushAudio | RejectRequest | StartTimer | CancelTimer | EmitIdleTimeout)
+
+IDLE_TIMER = "idle"
+
+_S = TurnState
+# The transition table. Where the next state depends on config or on the speculation's inputs,
+# the entry names the usual target and the handler below decides.
+TRANSITIONS: dict[TurnState, dict[type, TurnState]] = {
+    _S.IDLE: {
+        SpeechStarted: _S.LISTENING, Pause: _S.IDLE, SpeechResumed: _S.IDLE, SpeechStopped: _S.IDLE,
+        BufferCommitted: _S.IDLE, ResponseRequested: _S.RESPONDING, CancelRequested: _S.IDLE,
+        ContextChanged: _S.IDLE, GenerationAudioStarted: _S.IDLE, GenerationFinished: _S.IDLE,
+        TimerFired: _S.RESPONDING, ConfigChanged: _S.IDLE,
+    },
+    _S.LISTENING: {
+        SpeechStarted: _S.LISTENING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
+        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, ResponseRequested: _S.RESPONDING,
+        CancelRequested: _S.LISTENING, ContextChanged: _S.LISTENING,
+        GenerationAudioStarted: _S.LISTENING, GenerationFinished: _S.LISTENING,
+        TimerFired: _S.LISTENING, ConfigChanged: _S.LISTENING,
+    },
+    _S.SPECULATING: {
+        SpeechStarted: _S.SPECULATING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
+        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, ResponseRequested: _S.SPECULATING,
+        CancelRequested: _S.LISTENING, ContextChanged: _S.SPECULATING,
+        GenerationAudioStarted: _S.SPECULATING, GenerationFinished: _S.SPECULATING,
+        TimerFired: _S.SPECULATING, ConfigChanged: _S.LISTENING,
+    },
+    _S.RESPONDING: {
+        SpeechStarted: _S.LISTENING, Pause: _S.RESPONDING, SpeechResumed: _S.RESPONDING,
+        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.RESPONDING, ResponseRequested: _S.RESPONDING,
+        CancelRequested: _S.IDLE, ContextChanged: _S.RESPONDING, GenerationAudioStarted: _S.SPEAKING,
+        GenerationFinished: _S.IDLE, TimerFired: _S.RESPONDING, ConfigChanged: _S.RESPONDING,
+    },
+    _S.SPEAKING: {
+        SpeechStarted: _S.LISTENING, Pause: _S.SPEAKING, SpeechResumed: _S.SPEAKING,
+        SpeechStopped: _S.SPEAKING, BufferCommitted: _S.SPEAKING, ResponseRequested: _S.SPEAKING,
+        CancelRequested: _S.IDLE, ContextChanged: _S.SPEAKING, GenerationAudioStarted: _S.SPEAKING,
+        GenerationFinished: _S.IDLE, TimerFired: _S.SPEAKING, ConfigChanged: _S.SPEAKING,
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Speculation:
+    gen_id: int
+    audio_end_ms: int
+    context_version: int
+
+
+@dataclass(slots=True)
+class TurnTaking:
+    """One session's turn-taking. `handle(event, now)` returns the actions to carry out, in order."""
+
+    config: TurnConfig = field(default_factory=TurnConfig)
+    state: TurnState = TurnState.IDLE
+    context_version: int = 0
+    current_gen: int | None = None
+    _next_gen: int = 1
+    _speculation: _Speculation | None = None
+    _speech_end_ms: int | None = None  # where the user's speech ended at the last Pause
+    _idle_timer: bool = False
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        table = TRANSITIONS[self.state]
+        target = table.get(type(event))
+        if target is None:
+            raise LocalProtocolError(f"{type(event).__name__} is not allowed in state {self.state.value}",
+                                     code="invalid_state")
+        gen_id = getattr(event, "gen_id", None)
+        if gen_id is not None and gen_id != self.current_gen:
+            return []  # stale report from a cancelled generation
+        actions: list[Action] = []
+        handler = _HANDLERS.get(type(event))
+        next_state = handler(self, event, target, actions, now) if handler else target
+        self.state = next_state
+        self._rearm_idle_timer(actions, now)
+        return actions
+
+    # ---- helpers used by the handlers ----
+
+    def _new_gen(self, speculative: bool, audio_end_ms: int | None, actions: list[Action]) -> int:
+        gen_id = self._next_gen
+        self._next_gen += 1
+        self.current_gen = gen_id
+        actions.append(StartGeneration(gen_id, speculative, audio_end_ms))
+        return gen_id
+
+    def _cancel_current(self, reason: str, actions: list[Action], flush: bool = False) -> None:
+        if self.current_gen is None:
+            return
+        actions.append(CancelGeneration(self.current_gen, reason))
+        if flush:
+            actions.append(FlushAudio(self.current_gen))
+        self.current_gen = None
+        self._speculation = None
+
+    def _rearm_idle_timer(self, actions: list[Action], now: float) -> None:
+        timeout = self.config.idle_timeout_s if self.config.server_vad else None
+        want = timeout is not None and self.state is TurnState.IDLE
+        started_generation = any(isinstance(a, StartGeneration) for a in actions)
+        if timeout is not None and want and not self._idle_timer:
+            actions.append(StartTimer(IDLE_TIMER, now + timeout))
+            self._idle_timer = True
+        elif self._idle_timer and (not want or started_generation):
+            actions.append(CancelTimer(IDLE_TIMER))
+            self._idle_timer = False
+
+
+def _on_speech_started(tt: TurnTaking, ev: SpeechStarted, target: TurnState, actions: list[Action],
+                       now: float) -> TurnState:
+    if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
+        if not tt.config.interrupt_response:
+            return tt.state
+        tt._cancel_current("barge_in", actions, flush=True)
+    if tt.state in (TurnState.IDLE, TurnState.RESPONDING, TurnState.SPEAKING):
+        actions.append(EmitSpeechStarted(ev.audio_ms))
+    return target
+
+
+def _on_pause(tt: TurnTaking, ev: Pause, target: TurnState, actions: list[Action],
+              now: float) -> TurnState:
+    if tt.state is not TurnState.LISTENING:
+        return target
+    tt._speech_end_ms = ev.audio_ms
+    if not (tt.config.speculation and tt.config.create_response):
+        return TurnState.LISTENING
+    gen_id = tt._new_gen(True, ev.audio_ms, actions)
+    tt._speculation = _Speculation(gen_id, ev.audio_ms, tt.context_version)
+    return target
+
+
+def _on_speech_resumed(tt: TurnTaking, ev: SpeechResumed, target: TurnState, actions: list[Action],
+                       now: float) -> TurnState:
+    if tt.state is TurnState.SPECULATING:
+        tt._cancel_current("rollback", actions)
+    return target
+
+
+def _on_speech_stopped(tt: TurnTaking, ev: SpeechStopped, target: TurnState, actions: list[Action],
+                       now: float) -> TurnState:
+    if tt.state not in (TurnState.LISTENING, TurnState.SPECULATING):
+        return target
+    actions.append(EmitSpeechStopped(ev.audio_ms))
+    actions.append(CommitUserTurn(ev.audio_ms))
+    spec = tt._speculation
+    if spec is not None and spec.audio_end_ms == ev.audio_ms and spec.context_version == tt.context_version:
+        actions.append(CommitGeneration(spec.gen_id))
+        tt._speculation = None
+        return TurnState.RESPONDING
+    if spec is not None:
+        tt._cancel_current("stale", actions)
+    if not tt.config.create_response:
+        return TurnState.IDLE
+    tt._new_gen(False, ev.audio_ms, actions)
+    return TurnState.RESPONDING
+
+
+def _on_buffer_committed(tt: TurnTaking, ev: BufferCommitted, target: TurnState, actions: list[Action],
+                         now: float) -> TurnState:
+    if tt.state is TurnState.SPECULATING:
+        tt._cancel_current("stale", actions)
+    actions.append(CommitUserTurn(None))
+    return tt.state if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING) else target
+
+
+def _on_response_requested(tt: TurnTaking, ev: ResponseRequested, target: TurnState,
+                           actions: list[Action], now: float) -> TurnState:
+    if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING, TurnState.SPECULATING):
+        if tt.state is not TurnState.SPECULATING:
+            actions.append(RejectRequest("conversation_already_has_active_response",
+                                         "A response is already in progress; cancel it first."))
+            return tt.state
+        tt._cancel_current("stale", actions)
+    tt._new_gen(False, None, actions)
+    return TurnState.RESPONDING
+
+
+def _on_cancel_requested(tt: TurnTaking, ev: CancelRequested, target: TurnState, actions: list[Action],
+                         now: float) -> TurnState:
+    if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
+        tt._cancel_current("client_cancelled", actions, flush=True)
+        return target
+    if tt.state is TurnState.SPECULATING:
+        tt._cancel_current("rollback", actions)
+        return target
+    actions.append(RejectRequest("response_cancel_not_active", "There is no active response to cancel."))
+    return tt.state
+
+
+def _on_context_changed(tt: TurnTaking, ev: ContextChanged, target: TurnState, actions: list[Action],
+                        now: float) -> TurnState:
+    tt.context_version += 1
+    return target
+
+
+def _on_generation_finished(tt: TurnTaking, ev: GenerationFinished, target: TurnState,
+                            actions: list[Action], now: float) -> TurnState:
+    if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
+        tt.current_gen = None
+    return target
+
+
+def _on_timer(tt: TurnTaking, ev: TimerFired, target: TurnState, actions: list[Action],
+              now: float) -> TurnState:
+    if ev.key != IDLE_TIMER or not tt._idle_timer:
+        return tt.state
+    tt._idle_timer = False
+    if tt.state is not TurnState.IDLE:
+        return tt.state
+    actions.append(EmitIdleTimeout())
+    actions.append(CommitUserTurn(None))
+    tt._new_gen(False, None, actions)
+    return target
+
+
+def _on_config_changed(tt: TurnTaking, ev: ConfigChanged, target: TurnState, actions: list[Action],
+                       now: float) -> TurnState:
+    tt.config = ev.config
+    if tt.state is TurnState.SPECULATING:
+        tt._cancel_current("stale", actions)  # the speculation's inputs (tools, instructions) changed
+    tt.context_version += 1
+    return target
+
+
+_HANDLERS = {
+    SpeechStarted: _on_speech_started,
+    Pause: _on_pause,
+    SpeechResumed: _on_speech_resumed,
+    SpeechStopped: _on_speech_stopped,
+    BufferCommitted: _on_buffer_committed,
+    ResponseRequested: _on_response_requested,
+    CancelRequested: _on_cancel_requested,
+    ContextChanged: _on_context_changed,
+    GenerationFinished: _on_generation_finished,
+    TimerFired: _on_timer,
+    ConfigChanged: _on_config_changed,
+}
+

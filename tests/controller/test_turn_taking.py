@@ -1,0 +1,133 @@
+"""Scripted timelines through the turn-taking core: exact actions, exact states."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.errors import LocalProtocolError
+from controller.turn_taking import (
+    IDLE_TIMER, BufferCommitted, CancelGeneration, CancelRequested, CancelTimer, CommitGeneration,
+    CommitUserTurn, ConfigChanged, ContextChanged, EmitIdleTimeout, EmitSpeechStarted, EmitSpeechStopped,
+    FlushAudio, GenerationAudioStarted, GenerationFinished, Pause, RejectRequest, ResponseRequested,
+    SpeechResumed, SpeechStarted, SpeechStopped, StartGeneration, StartTimer, TimerFired, TurnConfig,
+    TurnState, TurnTaking,
+)
+
+S = TurnState
+
+
+def test_pause_speculates_then_end_of_turn_commits_it() -> None:
+    tt = TurnTaking()
+    assert tt.handle(SpeechStarted(500), 0.5) == [EmitSpeechStarted(500)]
+    assert tt.state is S.LISTENING
+    assert tt.handle(Pause(2500), 2.7) == [StartGeneration(1, True, 2500)]
+    assert tt.state is S.SPECULATING
+    assert tt.handle(SpeechStopped(2500), 3.0) == [
+        EmitSpeechStopped(2500), CommitUserTurn(2500), CommitGeneration(1)]
+    assert tt.state is S.RESPONDING
+    assert tt.handle(GenerationAudioStarted(1), 3.1) == []
+    assert tt.state is S.SPEAKING
+    assert tt.handle(GenerationFinished(1), 5.0) == []
+    assert tt.state is S.IDLE and tt.current_gen is None
+
+
+def test_speech_resuming_rolls_the_speculation_back_and_a_fresh_one_follows() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+    tt.handle(Pause(1000), 1.2)
+    assert tt.handle(SpeechResumed(1300), 1.3) == [CancelGeneration(1, "rollback")]
+    assert tt.state is S.LISTENING
+    assert tt.handle(Pause(2000), 2.2) == [StartGeneration(2, True, 2000)]
+    # A report from the rolled-back generation is stale and changes nothing.
+    assert tt.handle(GenerationAudioStarted(1), 2.3) == []
+    assert tt.state is S.SPECULATING
+    assert tt.handle(SpeechStopped(2000), 2.5)[-1] == CommitGeneration(2)
+
+
+def test_speculation_with_changed_context_is_cancelled_at_end_of_turn() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+    tt.handle(Pause(1000), 1.2)
+    tt.handle(ContextChanged(), 1.3)
+    assert tt.handle(SpeechStopped(1000), 1.5) == [
+        EmitSpeechStopped(1000), CommitUserTurn(1000), CancelGeneration(1, "stale"),
+        StartGeneration(2, False, 1000)]
+    assert tt.state is S.RESPONDING
+
+
+def test_without_speculation_end_of_turn_starts_the_reply() -> None:
+    tt = TurnTaking(config=TurnConfig(speculation=False))
+    tt.handle(SpeechStarted(0), 0.0)
+    assert tt.handle(Pause(1000), 1.2) == []
+    assert tt.state is S.LISTENING
+    assert tt.handle(SpeechStopped(1000), 1.5) == [
+        EmitSpeechStopped(1000), CommitUserTurn(1000), StartGeneration(1, False, 1000)]
+
+
+def test_barge_in_cancels_and_flushes_and_listens() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+    tt.handle(Pause(1000), 1.2)
+    tt.handle(SpeechStopped(1000), 1.5)
+    tt.handle(GenerationAudioStarted(1), 1.8)
+    assert tt.handle(SpeechStarted(4000), 4.0) == [
+        CancelGeneration(1, "barge_in"), FlushAudio(1), EmitSpeechStarted(4000)]
+    assert tt.state is S.LISTENING and tt.current_gen is None
+
+
+def test_no_barge_in_when_interrupt_response_is_off() -> None:
+    tt = TurnTaking(config=TurnConfig(interrupt_response=False))
+    tt.handle(ResponseRequested(), 0.0)
+    tt.handle(GenerationAudioStarted(1), 0.5)
+    assert tt.handle(SpeechStarted(900), 0.9) == []
+    assert tt.state is S.SPEAKING
+
+
+def test_manual_turns_commit_and_response_create() -> None:
+    tt = TurnTaking(config=TurnConfig(server_vad=False))
+    assert tt.handle(BufferCommitted(), 0.0) == [CommitUserTurn(None)]
+    assert tt.handle(ResponseRequested(), 0.1) == [StartGeneration(1, False, None)]
+    assert tt.handle(ResponseRequested(), 0.2) == [
+        RejectRequest("conversation_already_has_active_response",
+                      "A response is already in progress; cancel it first.")]
+    assert tt.handle(CancelRequested(), 0.3) == [CancelGeneration(1, "client_cancelled"), FlushAudio(1)]
+    assert tt.state is S.IDLE
+    assert tt.handle(CancelRequested(), 0.4)[0].code == "response_cancel_not_active"  # type: ignore[union-attr]
+
+
+def test_create_response_false_commits_the_turn_only() -> None:
+    tt = TurnTaking(config=TurnConfig(create_response=False))
+    tt.handle(SpeechStarted(0), 0.0)
+    assert tt.handle(Pause(800), 1.0) == []
+    assert tt.handle(SpeechStopped(800), 1.3) == [EmitSpeechStopped(800), CommitUserTurn(800)]
+    assert tt.state is S.IDLE
+
+
+def test_idle_timeout_timer_is_armed_and_fires_a_response() -> None:
+    tt = TurnTaking(config=TurnConfig(idle_timeout_s=5.0))
+    assert tt.handle(ConfigChanged(TurnConfig(idle_timeout_s=5.0)), 10.0) == [StartTimer(IDLE_TIMER, 15.0)]
+    assert tt.handle(TimerFired(IDLE_TIMER), 15.0) == [
+        EmitIdleTimeout(), CommitUserTurn(None), StartGeneration(1, False, None)]
+    assert tt.state is S.RESPONDING
+    tt.handle(GenerationFinished(1), 17.0)
+    assert tt.handle(SpeechStarted(20000), 20.0) == [EmitSpeechStarted(20000), CancelTimer(IDLE_TIMER)]
+
+
+def test_unknown_event_raises_and_leaves_state_unchanged() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+
+    class Bogus:
+        pass
+
+    with pytest.raises(LocalProtocolError):
+        tt.handle(Bogus(), 1.0)  # type: ignore[arg-type]
+    assert tt.state is S.LISTENING
+
+
+def test_config_change_while_speculating_drops_the_speculation() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+    tt.handle(Pause(600), 0.8)
+    assert tt.handle(ConfigChanged(TurnConfig()), 0.9) == [CancelGeneration(1, "stale")]
+    assert tt.state is S.LISTENING
