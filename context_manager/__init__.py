@@ -1,0 +1,25 @@
+"""Pure conversation state: items, chat-format rendering under a token budget, persona defaults."""
+
+from __future__ import annotations
+
+from context_manager.conversation import (
+    AssistantMessage,
+    Conversation,
+    ConversationError,
+    DuplicateItemError,
+    FunctionCall,
+    FunctionCallOutput,
+    InvalidEditError,
+    Item,
+    SystemMessage,
+    UnknownItemError,
+    UserMessage,
+)
+from context_manager.heard import truncate_text_to_heard
+from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
+
+__all__ = [
+    "AssistantMessage", "Conversation", "ConversationError", "DuplicateItemError", "FunctionCall",
+    "FunctionCallOutput", "InvalidEditError", "Item", "SystemMessage", "UnknownItemError", "UserMessage",
+    "truncate_text_to_heard", "DEFAULT_INSTRUCTIONS", "Persona",
+]

@@ -1,0 +1,253 @@
+"""The conversation: ordered items with ids, edits, and rendering to chat messages under a budget.
+
+Rules:
+- Item ids are unique; the caller (the session) assigns them. `add` appends, inserts after
+  `previous_item_id`, or at the start when that is ROOT ("root", as in the Realtime API).
+- `version` increases by one on every change that alters an item or the order, and only then;
+  a speculative reply compares it to learn whether its context is still current.
+- Rendering (OpenAI chat format): system instructions first; user/assistant/system items as
+  messages; consecutive function calls join the preceding assistant message as `tool_calls`;
+  outputs become role "tool" messages. Empty texts are skipped (a reply cut before any word was
+  heard says nothing). An output whose call is not rendered before it is dropped: chat format
+  cannot express a tool result without its call.
+- Budget: the history is split into turns, each starting at a user message; a turn holding a
+  function output is merged with the turn holding its call, so dropping never splits them. The
+  oldest turns are dropped until the total fits; the newest turn and the instructions are always
+  kept, even if they alone exceed the budget (the engine then reports the overflow).
+- Token cost of a message = MESSAGE_OVERHEAD_TOKENS + count_tokens(content) + for each tool
+  call count_tokens(name) + count_tokens(arguments).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "ROOT",
+    "MESSAGE_OVERHEAD_TOKENS",
+    "UserMessage",
+    "AssistantMessage",
+    "SystemMessage",
+    "FunctionCall",
+    "FunctionCallOutput",
+    "Item",
+    "Conversation",
+    "ConversationError",
+    "UnknownItemError",
+    "DuplicateItemError",
+    "InvalidEditError",
+]
+
+ROOT: Final = "root"
+# Chat templates wrap each message in role markers (ChatML: "<|im_start|>role\n" ... "<|im_end|>\n").
+MESSAGE_OVERHEAD_TOKENS: Final = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserMessage:
+    id: str
+    text: str  # typed text, or the transcript of spoken audio ("" until transcribed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssistantMessage:
+    id: str
+    text: str  # for audio replies: the transcript (cut to what was heard after a barge-in)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemMessage:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionCall:
+    id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionCallOutput:
+    id: str
+    call_id: str
+    output: str
+
+
+Item = UserMessage | AssistantMessage | SystemMessage | FunctionCall | FunctionCallOutput
+Message = dict[str, object]
+
+
+class ConversationError(Exception):
+    """Base of conversation edit errors (the session maps them to Realtime errors)."""
+
+
+class UnknownItemError(ConversationError, LookupError):
+    """No item has that id."""
+
+
+class DuplicateItemError(ConversationError, ValueError):
+    """An item with that id already exists."""
+
+
+class InvalidEditError(ConversationError, ValueError):
+    """The edit does not apply to that kind of item (e.g. truncating a user message)."""
+
+
+class Conversation:
+    """Ordered conversation items; every change bumps `version`."""
+
+    def __init__(self) -> None:
+        self._items: list[Item] = []
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        return tuple(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return any(it.id == item_id for it in self._items)
+
+    def get(self, item_id: str) -> Item:
+        return self._items[self._index(item_id)]
+
+    def last_item_id(self) -> str | None:
+        return self._items[-1].id if self._items else None
+
+    def previous_item_id(self, item_id: str) -> str | None:
+        """Id of the item just before `item_id` (None when it is first), for *.added events."""
+        i = self._index(item_id)
+        return self._items[i - 1].id if i > 0 else None
+
+    def add(self, item: Item, *, previous_item_id: str | None = None) -> None:
+        """Append `item`, or insert it after `previous_item_id` (ROOT: at the start).
+
+        Raises:
+            DuplicateItemError: the id is taken.  UnknownItemError: previous_item_id not found.
+        """
+        if item.id in self:
+            raise DuplicateItemError(f"item {item.id!r} already exists")
+        if previous_item_id is None:
+            at = len(self._items)
+        elif previous_item_id == ROOT:
+            at = 0
+        else:
+            at = self._index(previous_item_id) + 1
+        self._items.insert(at, item)
+        self._version += 1
+
+    def delete(self, item_id: str) -> Item:
+        item = self._items.pop(self._index(item_id))
+        self._version += 1
+        return item
+
+    def set_text(self, item_id: str, text: str) -> Item:
+        """Replace a message's text (a transcript arrived, a reply finished streaming)."""
+        i = self._index(item_id)
+        item = self._items[i]
+        if not isinstance(item, (UserMessage, AssistantMessage, SystemMessage)):
+            raise InvalidEditError(f"item {item_id!r} is a {type(item).__name__}, not a message")
+        if item.text != text:
+            item = dataclasses.replace(item, text=text)
+            self._items[i] = item
+            self._version += 1
+        return item
+
+    def truncate(self, item_id: str, heard_text: str) -> AssistantMessage:
+        """Keep only what the user heard of an assistant reply (see heard.truncate_text_to_heard)."""
+        item = self.get(item_id)
+        if not isinstance(item, AssistantMessage):
+            raise InvalidEditError(f"only assistant messages can be truncated, {item_id!r} is a {type(item).__name__}")
+        result = self.set_text(item_id, heard_text)
+        assert isinstance(result, AssistantMessage)  # set_text keeps the item's type
+        return result
+
+    def messages(self, instructions: str, budget_tokens: int, count_tokens: Callable[[str], int]) -> list[Message]:
+        """The chat-format prompt, oldest whole turns dropped to fit `budget_tokens`."""
+        head: list[Message] = [{"role": "system", "content": instructions}] if instructions else []
+        rendered = [_render(turn) for turn in _turns(self._items)]
+        costs = [sum(_cost(m, count_tokens) for m in turn) for turn in rendered]
+        total = sum(_cost(m, count_tokens) for m in head) + sum(costs)
+        start = 0
+        while total > budget_tokens and start < len(rendered) - 1:
+            total -= costs[start]
+            start += 1
+        out = head
+        for turn in rendered[start:]:
+            out.extend(turn)
+        return out
+
+    def _index(self, item_id: str) -> int:
+        for i, it in enumerate(self._items):
+            if it.id == item_id:
+                return i
+        raise UnknownItemError(f"no item with id {item_id!r}")
+
+
+def _turns(items: list[Item]) -> list[list[Item]]:
+    """Split at user messages; merge the turns between a call and its output into one."""
+    turns: list[list[Item]] = []
+    turn_of_call: dict[str, int] = {}
+    for it in items:
+        if isinstance(it, UserMessage) or not turns:
+            if not turns or turns[-1]:
+                turns.append([])
+        if isinstance(it, FunctionCallOutput):
+            k = turn_of_call.get(it.call_id)
+            if k is not None and k < len(turns) - 1:
+                merged = [x for t in turns[k:] for x in t]
+                del turns[k:]
+                turns.append(merged)
+                for x in merged:
+                    if isinstance(x, FunctionCall):
+                        turn_of_call[x.call_id] = k
+        turns[-1].append(it)
+        if isinstance(it, FunctionCall):
+            turn_of_call[it.call_id] = len(turns) - 1
+    return turns
+
+
+def _render(items: list[Item]) -> list[Message]:
+    out: list[Message] = []
+    called: set[str] = set()
+    for it in items:
+        if isinstance(it, (UserMessage, AssistantMessage, SystemMessage)):
+            if it.text:
+                role = "user" if isinstance(it, UserMessage) else "assistant" if isinstance(it, AssistantMessage) else "system"
+                out.append({"role": role, "content": it.text})
+        elif isinstance(it, FunctionCall):
+            called.add(it.call_id)
+            call = {"id": it.call_id, "type": "function", "function": {"name": it.name, "arguments": it.arguments}}
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "assistant":
+                calls = last.setdefault("tool_calls", [])
+                assert isinstance(calls, list)
+                calls.append(call)
+            else:
+                out.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif it.call_id in called:
+            out.append({"role": "tool", "tool_call_id": it.call_id, "content": it.output})
+    return out
+
+
+def _cost(m: Message, count_tokens: Callable[[str], int]) -> int:
+    content = m.get("content")
+    n = MESSAGE_OVERHEAD_TOKENS + (count_tokens(content) if isinstance(content, str) else 0)
+    calls = m.get("tool_calls")
+    if isinstance(calls, list):
+        for c in calls:
+            fn = c["function"]
+            n += count_tokens(fn["name"]) + count_tokens(fn["arguments"])
+    return n

@@ -1,0 +1,221 @@
+"""Parsing session.update (and response.create overrides) into a SessionPatch.
+
+See session_config.py for the rules (GA semantics, beta names accepted, unknown keys ignored).
+Every error is a RemoteProtocolError naming the field as the client spelled it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from controller.realtime._json import Fields, invalid
+from controller.realtime.session_config import (
+    BETA_FORMATS,
+    MAX_OUTPUT_TOKENS_LIMIT,
+    AudioFormat,
+    FunctionTool,
+    ServerVad,
+    SessionConfig,
+    SessionPatch,
+    ToolChoice,
+    ToolChoiceFunction,
+    Transcription,
+    apply_patch,
+)
+
+__all__ = ["apply_session_update", "parse_session_patch"]
+
+
+def apply_session_update(
+    cfg: SessionConfig, payload: Mapping[str, object], *, event_id: str | None = None
+) -> SessionConfig:
+    """Validate a session.update's `session` object and apply it to `cfg`.
+
+    Raises:
+        RemoteProtocolError: code "invalid_value"/"missing_required_parameter" with `param` set to
+            the offending field's path (e.g. "session.audio.input.format.type") and `event_id`.
+    """
+    return apply_patch(cfg, parse_session_patch(payload, event_id=event_id))
+
+
+def parse_session_patch(
+    payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
+) -> SessionPatch:
+    """Validate a GA or beta session object (or response.create `response`) into a SessionPatch."""
+    f = Fields(payload, path, event_id)
+    ch: dict[str, object] = {}
+    if f.has("type") and f.obj["type"] is not None:
+        f.choice("type", ("realtime",))
+    if f.has("instructions"):
+        ch["instructions"] = f.str_("instructions")
+    for key in ("output_modalities", "modalities"):
+        if f.has(key):
+            ch["output_modalities"] = _modalities(f, key)
+    audio = f.opt_obj("audio")
+    if audio is not None:
+        _parse_audio(audio, ch)
+    _parse_beta_audio(f, ch)
+    if f.has("tools"):
+        ch["tools"] = _tools(f)
+    if f.has("tool_choice"):
+        ch["tool_choice"] = _tool_choice(f)
+    if f.has("temperature"):
+        ch["temperature"] = None if f.obj["temperature"] is None else f.number("temperature", low=0.0, high=2.0)
+    for key in ("max_output_tokens", "max_response_output_tokens"):
+        if f.has(key):
+            ch["max_output_tokens"] = _max_tokens(f, key)
+    return SessionPatch(**ch)  # type: ignore[arg-type]  # values were checked field by field above
+
+
+def _parse_audio(audio: Fields, ch: dict[str, object]) -> None:
+    inp = audio.opt_obj("input")
+    if inp is not None:
+        if inp.has("format") and inp.obj["format"] is not None:
+            ch["input_format"] = _format(inp.obj_("format"))
+        if inp.has("transcription"):
+            t = inp.opt_obj("transcription")
+            ch["transcription"] = None if t is None else _transcription(t)
+        if inp.has("turn_detection"):
+            td = inp.opt_obj("turn_detection")
+            ch["turn_detection"] = None if td is None else _turn_detection(td)
+    out = audio.opt_obj("output")
+    if out is not None:
+        if out.has("format") and out.obj["format"] is not None:
+            ch["output_format"] = _format(out.obj_("format"))
+        if out.has("voice"):
+            ch["voice"] = _voice(out)
+        if out.has("speed"):
+            ch["speed"] = out.number("speed", low=0.25, high=1.5)
+
+
+def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:
+    if f.has("voice"):
+        ch["voice"] = _voice(f)
+    if f.has("speed"):
+        ch["speed"] = f.number("speed", low=0.25, high=1.5)
+    if f.has("input_audio_format"):
+        ch["input_format"] = BETA_FORMATS[f.choice("input_audio_format", tuple(BETA_FORMATS))]
+    if f.has("output_audio_format"):
+        ch["output_format"] = BETA_FORMATS[f.choice("output_audio_format", tuple(BETA_FORMATS))]
+    if f.has("input_audio_transcription"):
+        t = f.opt_obj("input_audio_transcription")
+        ch["transcription"] = None if t is None else _transcription(t)
+    if f.has("turn_detection"):
+        td = f.opt_obj("turn_detection")
+        ch["turn_detection"] = None if td is None else _turn_detection(td)
+
+
+def _modalities(f: Fields, key: str) -> tuple[str, ...]:
+    values = f.list_(key)
+    seen: set[str] = set()
+    for i, v in enumerate(values):
+        if v not in ("audio", "text"):
+            raise invalid(
+                f"{f.param(key)}[{i}]",
+                f"Invalid value for '{f.param(key)}[{i}]': {v!r}. Supported values are: 'audio', 'text'.",
+                f.event_id,
+            )
+        seen.add(str(v))
+    if not seen:
+        raise invalid(f.param(key), f"'{f.param(key)}' must not be empty.", f.event_id)
+    # Audio output always carries its transcript, so beta ["text", "audio"] is GA ["audio"].
+    return ("audio",) if "audio" in seen else ("text",)
+
+
+def _format(f: Fields) -> AudioFormat:
+    kind = "audio/pcm" if f.obj.get("type") is None else f.choice("type", ("audio/pcm", "audio/pcmu", "audio/pcma"))
+    fmt = AudioFormat(kind)
+    if fmt is AudioFormat.PCM and f.obj.get("rate") is not None:
+        rate = f.int_("rate")
+        if rate != 24000:
+            raise invalid(
+                f.param("rate"),
+                f"Invalid value for '{f.param('rate')}': {rate}. Supported values are: 24000.",
+                f.event_id,
+            )
+    return fmt
+
+
+def _voice(f: Fields) -> str:
+    value = f.obj.get("voice")
+    if isinstance(value, dict):
+        return f.obj_("voice").str_("id")  # custom voice object {"id": ...}
+    voice = f.str_("voice")
+    if not voice:
+        raise invalid(f.param("voice"), f"'{f.param('voice')}' must not be empty.", f.event_id)
+    return voice
+
+
+def _transcription(f: Fields) -> Transcription:
+    return Transcription(
+        model=f.opt_str("model") or "whisper-1",
+        language=f.opt_str("language") or None,
+        prompt=f.opt_str("prompt") or None,
+    )
+
+
+def _turn_detection(f: Fields) -> ServerVad:
+    kind = f.choice("type", ("server_vad", "semantic_vad"))
+    flags: dict[str, object] = {}
+    for key in ("create_response", "interrupt_response"):
+        if f.obj.get(key) is not None:
+            flags[key] = f.bool_(key)
+    if kind == "semantic_vad":
+        return ServerVad(**flags)  # type: ignore[arg-type]  # bools checked above
+    vals: dict[str, object] = dict(flags)
+    if f.obj.get("threshold") is not None:
+        vals["threshold"] = f.number("threshold", low=0.0, high=1.0)
+    for key in ("prefix_padding_ms", "silence_duration_ms"):
+        if f.obj.get(key) is not None:
+            vals[key] = f.int_(key, minimum=0)
+    vals["idle_timeout_ms"] = f.opt_int("idle_timeout_ms", minimum=0)
+    return ServerVad(**vals)  # type: ignore[arg-type]  # each value checked above
+
+
+def _tools(f: Fields) -> tuple[FunctionTool, ...]:
+    tools: list[FunctionTool] = []
+    for i, raw in enumerate(f.list_("tools")):
+        t = f.item_obj("tools", i, raw)
+        if t.obj.get("type") is not None:
+            t.choice("type", ("function",))
+        name = t.str_("name")
+        if not name:
+            raise invalid(t.param("name"), f"'{t.param('name')}' must not be empty.", f.event_id)
+        params = t.opt_obj("parameters")
+        tools.append(
+            FunctionTool(
+                name=name,
+                description=t.opt_str("description") or "",
+                parameters=dict(params.obj) if params is not None else {},
+            )
+        )
+    return tuple(tools)
+
+
+def _tool_choice(f: Fields) -> ToolChoice:
+    value = f.obj.get("tool_choice")
+    if isinstance(value, dict):
+        c = f.obj_("tool_choice")
+        c.choice("type", ("function",))
+        return ToolChoiceFunction(name=c.str_("name"))
+    choice = f.choice("tool_choice", ("auto", "none", "required"))
+    if choice == "auto":
+        return "auto"
+    return "none" if choice == "none" else "required"
+
+
+def _max_tokens(f: Fields, key: str) -> int | Literal["inf"]:
+    if f.obj.get(key) == "inf":
+        return "inf"
+    value = f.obj.get(key)
+    if isinstance(value, str):
+        f.choice(key, ("inf",))
+    n = f.int_(key, minimum=1)
+    if n > MAX_OUTPUT_TOKENS_LIMIT:
+        raise invalid(
+            f.param(key),
+            f"Invalid value for '{f.param(key)}': {n} is above the maximum of {MAX_OUTPUT_TOKENS_LIMIT}.",
+            f.event_id,
+        )
+    return n
