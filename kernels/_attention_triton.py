@@ -1,0 +1,406 @@
+"""Triton kernels behind kernels.attention (imported only by its dispatchers and by tests).
+
+Three kernels:
+* _paged_prefill_kernel: flash-attention forward over the paged cache for any q_len (chunked prefill, mixed batches).
+  One program per (query tile, kv head, sequence). The query heads that share a kv head are packed into the rows of
+  the tile (row r = token r // GROUP, head kv_head * GROUP + r % GROUP), so every K/V tile loaded from memory serves
+  the whole GQA group, and a tile of BLOCK_M rows covers BLOCK_M / GROUP tokens.
+* _paged_decode_kernel + _decode_reduce_kernel: q_len == 1 for every sequence. Split-KV: program (split, kv head,
+  seq) reduces its slice of the context to a partial (max, sum, unnormalised acc) per query head; the reduce pass
+  merges the splits. A split that starts past the context is empty and writes max = -inf, sum = 0.
+* _store_kv_kernel: one program per new token, scatters its K and V rows to its cache slot.
+
+Softmax runs in the log2 domain: scores are pre-multiplied by log2(e) (folded into the scale and the slopes), so the
+inner loop uses exp2. Bias modes are a constexpr: 0 none, 1 linear ALiBi, 2 sqrt-ALiBi.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from triton import knobs
+
+LOG2E = 1.4426950408889634
+_BIAS_CODE = {"none": 0, "alibi": 1, "sqrt_alibi": 2}
+
+
+def _interpreting() -> bool:
+    return bool(knobs.runtime.interpret)
+
+
+# ------------------------------------------------------------------------------------------------ shared
+
+
+@triton.jit
+def _scores(qk, slope2, pos, offs_n, scale_log2, BIAS: tl.constexpr, CLAMP: tl.constexpr):
+    """log2-domain scores: qk * scale * log2e - slope * log2e * f(pos - j). pos [M], offs_n [N]."""
+    s = qk * scale_log2
+    if BIAS != 0:
+        dist = (pos[:, None] - offs_n[None, :]).to(tl.float32)
+        if CLAMP:
+            dist = tl.maximum(dist, 0.0)  # masked (future) keys: keep sqrt finite, they are set to -inf later
+        if BIAS == 2:
+            dist = tl.sqrt(dist)
+        s = s - slope2[:, None] * dist
+    return s
+
+
+@triton.jit
+def _kv_offsets(seq_row_ptr, offs_n, n_ok, stride_b, stride_s, PAGE: tl.constexpr):
+    """Element offsets of keys offs_n (logical positions) in the paged cache, through the block table row."""
+    page = tl.load(seq_row_ptr + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
+    return page * stride_b + (offs_n % PAGE).to(tl.int64) * stride_s
+
+
+# ------------------------------------------------------------------------------------------------ prefill
+
+
+@triton.jit
+def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv_head_off_k, kv_head_off_v,
+                  offs_d, d_ok, scale_log2,
+                  stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
+                  BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_n = start + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < kv_end
+    k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
+    v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
+    # K^T tile [BLOCK_D, BLOCK_N]; V tile [BLOCK_N, BLOCK_D]
+    k = tl.load(K + kv_head_off_k + k_off[None, :] + offs_d[:, None] * stride_kd,
+                mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+    qk = tl.dot(q, k)
+    s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
+    if MASKED:
+        s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(V + kv_head_off_v + v_off[:, None] + offs_d[None, :] * stride_vd,
+                mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _paged_prefill_kernel(
+    Q, K, V, O, BT, CU, CTX, SLOPES,
+    scale_log2,
+    stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_ks, stride_kh, stride_kd,
+    stride_vb, stride_vs, stride_vh, stride_vd,
+    stride_ot, stride_oh, stride_od,
+    stride_bt,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
+    BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # MAX_Q_BUCKET (next power of two of the longest q_len) is unused in the body: it only keys the autotuner, so
+    # decode-sized, chunk-sized and long prefills each get their own tile shape.
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16)
+    tile = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    seq = tl.program_id(2)
+    q_start = tl.load(CU + seq)
+    q_len = tl.load(CU + seq + 1) - q_start
+    m_start = tile * BLOCK_M
+    if m_start >= q_len * GROUP:  # the grid is sized for the longest sequence
+        return
+    ctx = tl.load(CTX + seq)
+
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < q_len * GROUP
+    tok = offs_m // GROUP
+    head = kv_head * GROUP + offs_m % GROUP
+    pos = ctx - q_len + tok  # absolute position of each row's token
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+
+    q_ptrs = Q + (q_start + tok).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh \
+        + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if BIAS != 0:
+        slope2 = tl.load(SLOPES + head, mask=row_ok, other=0.0) * 1.4426950408889634
+    else:
+        slope2 = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    bt_row = BT + seq.to(tl.int64) * stride_bt
+    koff = kv_head.to(tl.int64) * stride_kh
+    voff = kv_head.to(tl.int64) * stride_vh
+    last_tok = tl.minimum((m_start + BLOCK_M - 1) // GROUP, q_len - 1)
+    kv_end = ctx - q_len + last_tok + 1  # keys past the tile's last valid position are never needed
+    first_pos = ctx - q_len + m_start // GROUP
+    # Keys [0, full_end) are visible to every row of the tile: no causal mask there.
+    full_end = ((first_pos + 1) // BLOCK_N) * BLOCK_N
+    for start in range(0, full_end, BLOCK_N):
+        acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
+                                      offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N)
+    for start in range(full_end, kv_end, BLOCK_N):
+        acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
+                                      offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N)
+    # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.
+    out = acc / l_i[:, None]
+    o_ptrs = O + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh \
+        + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+# ------------------------------------------------------------------------------------------------ decode
+
+
+@triton.jit
+def _paged_decode_kernel(
+    Q, K, V, BT, CU, CTX, SLOPES, MP, LP, ACCP,
+    scale_log2,
+    stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_ks, stride_kh, stride_kd,
+    stride_vb, stride_vs, stride_vh, stride_vd,
+    stride_bt,
+    NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    PAGE: tl.constexpr, BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    tl.static_assert(GROUP_PAD >= GROUP and GROUP_PAD >= 16)
+    split = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    seq = tl.program_id(2)
+    q_start = tl.load(CU + seq)
+    q_len = tl.load(CU + seq + 1) - q_start
+    ctx = tl.load(CTX + seq)
+
+    offs_g = tl.arange(0, GROUP_PAD)
+    g_ok = offs_g < tl.where(q_len > 0, GROUP, 0)  # no query row at all when q_len == 0
+    head = kv_head * GROUP + offs_g
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    # Each split covers a BLOCK_N-aligned slice of this sequence's own context; trailing splits may be empty.
+    split_len = tl.cdiv(tl.cdiv(ctx, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    start = split * split_len
+    end = tl.minimum(start + split_len, ctx)
+    if q_len == 0:
+        end = start  # no query for this sequence: nothing to do (the reduce pass skips it too)
+
+    q = tl.load(Q + q_start.to(tl.int64) * stride_qt + head[:, None] * stride_qh + offs_d[None, :] * stride_qd,
+                mask=g_ok[:, None] & d_ok[None, :], other=0.0)
+    if BIAS != 0:
+        slope2 = tl.load(SLOPES + head, mask=g_ok, other=0.0) * 1.4426950408889634
+    else:
+        slope2 = tl.zeros([GROUP_PAD], dtype=tl.float32)
+    pos = tl.zeros([GROUP_PAD], dtype=tl.int32) + (ctx - 1)
+
+    m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
+    acc = tl.zeros([GROUP_PAD, BLOCK_D], dtype=tl.float32)
+    bt_row = BT + seq.to(tl.int64) * stride_bt
+    koff = kv_head.to(tl.int64) * stride_kh
+    voff = kv_head.to(tl.int64) * stride_vh
+    for n0 in range(start, end, BLOCK_N):
+        # keys < end <= ctx are all causal-visible to the single query at ctx - 1: only the length mask applies.
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < end
+        k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
+        v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
+        k = tl.load(K + koff + k_off[None, :] + offs_d[:, None] * stride_kd,
+                    mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+        s = _scores(tl.dot(q, k), slope2, pos, offs_n, scale_log2, BIAS, True)
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(V + voff + v_off[:, None] + offs_d[None, :] * stride_vd,
+                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    # partials laid out [num_seqs, num_heads, NUM_SPLITS(, BLOCK_D)]
+    part = (seq * NUM_HEADS + head).to(tl.int64) * NUM_SPLITS + split
+    tl.store(MP + part, m_i, mask=g_ok)
+    tl.store(LP + part, l_i, mask=g_ok)
+    tl.store(ACCP + part[:, None] * BLOCK_D + offs_d[None, :], acc, mask=g_ok[:, None])
+
+
+@triton.jit
+def _decode_reduce_kernel(
+    MP, LP, ACCP, O, CU,
+    stride_ot, stride_oh, stride_od,
+    NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    head = tl.program_id(0)
+    seq = tl.program_id(1)
+    q_start = tl.load(CU + seq)
+    if tl.load(CU + seq + 1) == q_start:
+        return
+    offs_s = tl.arange(0, SPLITS_PAD)
+    s_ok = offs_s < NUM_SPLITS
+    offs_d = tl.arange(0, BLOCK_D)
+    base = (seq * NUM_HEADS + head).to(tl.int64) * NUM_SPLITS
+    m = tl.load(MP + base + offs_s, mask=s_ok, other=float("-inf"))
+    l = tl.load(LP + base + offs_s, mask=s_ok, other=0.0)
+    acc = tl.load(ACCP + (base + offs_s)[:, None] * BLOCK_D + offs_d[None, :], mask=s_ok[:, None], other=0.0)
+    m_max = tl.max(m, 0)  # finite: split 0 always holds key 0
+    w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_max))  # empty splits weigh 0 (avoid -inf - -inf)
+    total = tl.sum(w * l, 0)
+    out = tl.sum(w[:, None] * acc, 0) / total
+    tl.store(O + q_start.to(tl.int64) * stride_ot + head * stride_oh + offs_d * stride_od,
+             out.to(O.dtype.element_ty), mask=offs_d < HEAD_DIM)
+
+
+# ------------------------------------------------------------------------------------------------ store_kv
+
+
+@triton.jit
+def _store_kv_kernel(
+    K, V, KC, VC, SLOTS,
+    stride_kt, stride_kh, stride_kd, stride_vt, stride_vh, stride_vd,
+    stride_kcb, stride_kcs, stride_kch, stride_kcd, stride_vcb, stride_vcs, stride_vch, stride_vcd,
+    NUM_KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    PAGE: tl.constexpr,
+):
+    tok = tl.program_id(0)
+    slot = tl.load(SLOTS + tok).to(tl.int64)
+    if slot < 0:
+        return
+    blk = slot // PAGE
+    off = slot % PAGE
+    offs_h = tl.arange(0, HEADS_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_h < NUM_KV_HEADS)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    t = tok.to(tl.int64)
+    k = tl.load(K + t * stride_kt + offs_h[:, None] * stride_kh + offs_d[None, :] * stride_kd, mask=mask)
+    v = tl.load(V + t * stride_vt + offs_h[:, None] * stride_vh + offs_d[None, :] * stride_vd, mask=mask)
+    tl.store(KC + blk * stride_kcb + off * stride_kcs + offs_h[:, None] * stride_kch + offs_d[None, :] * stride_kcd,
+             k.to(KC.dtype.element_ty), mask=mask)
+    tl.store(VC + blk * stride_vcb + off * stride_vcs + offs_h[:, None] * stride_vch + offs_d[None, :] * stride_vcd,
+             v.to(VC.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------ launchers
+
+
+def store_kv_triton(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor) -> None:
+    num_tokens, num_kv_heads, head_dim = k.shape
+    if num_tokens == 0:
+        return
+    _store_kv_kernel[(num_tokens,)](
+        k, v, k_cache, v_cache, slot_mapping,
+        *k.stride(), *v.stride(), *k_cache.stride(), *v_cache.stride(),
+        NUM_KV_HEADS=num_kv_heads, HEADS_PAD=triton.next_power_of_2(num_kv_heads), HEAD_DIM=head_dim,
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), PAGE=k_cache.shape[1],
+        num_warps=4 if num_kv_heads * head_dim >= 1024 else 1,
+    )
+
+
+def _prefill_configs() -> list[triton.Config]:
+    if _interpreting():  # the interpreter cannot autotune over several configs
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4),
+                             (64, 128, 4, 2)]
+    ]
+
+
+def _prune_prefill(configs, named_args, **kwargs):  # type: ignore[no-untyped-def]
+    """Drop configs whose K/V tile does not fit the head dim's shared-memory budget (d128: BLOCK_N <= 64 at 3
+    stages) or whose BLOCK_M exceeds what the batch needs."""
+    head_dim = kwargs["HEAD_DIM"]
+    kept = [c for c in configs if not (head_dim > 64 and c.kwargs["BLOCK_N"] * c.num_stages > 256)]
+    return kept or configs[:1]
+
+
+_prefill_launcher = None
+
+
+def _get_prefill_launcher():  # type: ignore[no-untyped-def]
+    global _prefill_launcher
+    if _prefill_launcher is None:
+        if _interpreting():
+            _prefill_launcher = _paged_prefill_kernel
+        else:
+            _prefill_launcher = triton.autotune(
+                configs=_prefill_configs(), key=["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET"],
+                prune_configs_by={"early_config_prune": _prune_prefill},
+            )(_paged_prefill_kernel)
+    return _prefill_launcher
+
+
+def _num_splits(q: Tensor, num_seqs: int, num_kv_heads: int, max_ctx: int, block_n: int) -> int:
+    """Enough (seq, kv head, split) programs to fill the GPU about twice, each split at least 256 keys long."""
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
+    want = triton.cdiv(2 * sms, max(1, num_seqs * num_kv_heads))
+    return max(1, min(want, triton.cdiv(max_ctx, max(256, block_n)), 128))
+
+
+def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_seqlens_q: Tensor,
+                           context_lens: Tensor, *, alibi_slopes: Tensor | None, bias: str, scale: float,
+                           max_seqlen_q: int | None = None, num_splits: int | None = None) -> Tensor:
+    """Launches the decode (all q_len <= 1) or the prefill kernel. Inputs are validated by the dispatcher.
+
+    num_splits overrides the split-KV heuristic (tests use it to force empty splits).
+    """
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads, page = k_cache.shape[2], k_cache.shape[1]
+    group = num_heads // num_kv_heads
+    num_seqs = block_tables.shape[0]
+    out = torch.empty_like(q)
+    if num_tokens == 0 or num_seqs == 0:
+        return out
+    if max_seqlen_q is None:
+        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
+    code = _BIAS_CODE[bias]
+    slopes = alibi_slopes if (alibi_slopes is not None and code != 0) else q.new_zeros(1, dtype=torch.float32)
+    slopes = slopes.to(torch.float32).contiguous()
+    scale_log2 = float(scale) * LOG2E
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    common_k = (*k_cache.stride(), *v_cache.stride())
+
+    if max_seqlen_q <= 1:
+        block_n = 16 if _interpreting() else (64 if head_dim > 64 else 128)
+        max_ctx = block_tables.shape[1] * page
+        splits = num_splits or _num_splits(q, num_seqs, num_kv_heads, max_ctx, block_n)
+        group_pad = max(16, triton.next_power_of_2(group))
+        m_part = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=q.device)
+        l_part = torch.empty_like(m_part)
+        acc_part = torch.empty((num_seqs, num_heads, splits, block_d), dtype=torch.float32, device=q.device)
+        _paged_decode_kernel[(splits, num_kv_heads, num_seqs)](
+            q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, slopes, m_part, l_part, acc_part,
+            scale_log2, *q.stride(), *common_k, block_tables.stride(0),
+            NUM_HEADS=num_heads, NUM_SPLITS=splits, GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim,
+            BLOCK_D=block_d, PAGE=page, BIAS=code, BLOCK_N=block_n,
+            num_warps=4, num_stages=1 if _interpreting() else 3,
+        )
+        _decode_reduce_kernel[(num_heads, num_seqs)](
+            m_part, l_part, acc_part, out, cu_seqlens_q, *out.stride(),
+            NUM_HEADS=num_heads, NUM_SPLITS=splits, SPLITS_PAD=max(2, triton.next_power_of_2(splits)),
+            HEAD_DIM=head_dim, BLOCK_D=block_d, num_warps=4 if head_dim > 64 else 2,
+        )
+        return out
+
+    launcher = _get_prefill_launcher()
+
+    def grid(meta):  # type: ignore[no-untyped-def]
+        return (triton.cdiv(max_seqlen_q * group, meta["BLOCK_M"]), num_kv_heads, num_seqs)
+
+    kwargs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, BIAS=code,
+                  MAX_Q_BUCKET=min(triton.next_power_of_2(max_seqlen_q), 4096))
+    if _interpreting():
+        cfg = _prefill_configs()[0]
+        kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    launcher[grid](
+        q, k_cache, v_cache, out, block_tables, cu_seqlens_q, context_lens, slopes,
+        scale_log2, *q.stride(), *common_k, *out.stride(), block_tables.stride(0),
+        **kwargs,
+    )
+    return out
+
+
+__all__ = ["paged_attention_triton", "store_kv_triton"]
