@@ -10,6 +10,15 @@ from typing import Any
 # name -> module that defines it. Each section is owned by the part of the engine it names.
 _EXPORTS: dict[str, str] = {
     # --- chat backends (embedded profile, remote) ---
+    "ChatRequest": "lm_engine.chat",
+    "ChatDelta": "lm_engine.chat",
+    "ToolCallDelta": "lm_engine.chat",
+    "ChatBackend": "lm_engine.chat",
+    "ChatBackendError": "lm_engine.chat",
+    "ChatRequestError": "lm_engine.chat",
+    "LlamaCppBackend": "lm_engine.backends.llamacpp",
+    "LlamaCppConfig": "lm_engine.backends.llamacpp",
+    "embedded_gguf_path": "lm_engine.assets",
     # --- engine (paged KV, scheduler, models, loader) ---
 }
 

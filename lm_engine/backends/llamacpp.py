@@ -1,0 +1,213 @@
+"""The embedded profile's chat LM: llama.cpp in-process through `xllamacpp.Server`.
+
+One `xllamacpp.Server` (one model, one llama.cpp task queue) is shared by every session. Concurrent `stream()`
+calls are safe: llama.cpp's server queues tasks itself. We default to ONE slot (n_parallel=1), so requests are
+served one after another, because on a 2-core CPU two decodes in one batch would each run at roughly half speed,
+below speaking rate for both, and one slot keeps the active session's prompt prefix (system prompt + history) in
+the KV cache; llama.cpp's host-RAM prompt cache (cache_ram_mib) restores other prompts' prefixes when sessions
+alternate. More slots can be configured for machines with more cores.
+
+Cancellation: xllamacpp calls our streaming callback once per generated chunk; returning True from it makes the
+server cancel the task (it frees the slot before the next token). The consumer side does not wait for that:
+`stream()` polls `cancel` every few ms and returns at once. A cancel during a long prompt prefill is seen by
+llama.cpp only at the first generated token, because no callback runs before then.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lm_engine.backends.oai_stream import OaiChunkTranslator, OaiStreamError
+from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()  # end-of-stream marker on the hand-off queue
+_POLL_S = 0.01    # how often the consumer re-checks `cancel` while waiting for the next chunk
+
+
+class LlamaCppConfigError(ValueError):
+    """Invalid LlamaCppConfig values."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LlamaCppConfig:
+    """Settings of the in-process llama.cpp server.
+
+    Attributes:
+        gguf_path: the model file.
+        n_threads: CPU threads for decode and prompt processing (leave cores for ASR/TTS: see load()).
+        n_ctx: total KV-cache tokens (shared by the slots).
+        n_parallel: slots, i.e. requests decoded concurrently; more queue inside llama.cpp.
+        n_batch: prompt tokens evaluated per llama_decode call.
+        cache_ram_mib: host-RAM prompt cache that keeps other sessions' prefixes (0 disables it).
+        log_verbosity: llama.cpp log threshold (0 = quiet, 3 = per-request timings).
+        tool_result_hint: a system line appended after trailing tool results. The 0.5B model otherwise repeats
+            its tool call and echoes the result JSON instead of answering (seen with the native template);
+            with this line it answers in words. None sends the messages unchanged.
+    """
+
+    gguf_path: Path
+    n_threads: int = 2
+    n_ctx: int = 4096
+    n_parallel: int = 1
+    n_batch: int = 512
+    cache_ram_mib: int = 1024
+    log_verbosity: int = 0
+    tool_result_hint: str | None = "Answer the user's question in plain words using the tool result."
+
+    def __post_init__(self) -> None:
+        if self.n_threads < 1:
+            raise LlamaCppConfigError(f"n_threads must be >= 1, got {self.n_threads}")
+        if self.n_ctx < 256:
+            raise LlamaCppConfigError(f"n_ctx must be >= 256, got {self.n_ctx}")
+        if self.n_parallel < 1:
+            raise LlamaCppConfigError(f"n_parallel must be >= 1, got {self.n_parallel}")
+        if self.n_batch < 1:
+            raise LlamaCppConfigError(f"n_batch must be >= 1, got {self.n_batch}")
+        if self.cache_ram_mib < 0:
+            raise LlamaCppConfigError(f"cache_ram_mib must be >= 0, got {self.cache_ram_mib}")
+
+
+class LlamaCppBackend:
+    """A ChatBackend over an in-process llama.cpp server. Thread-safe; share one per process."""
+
+    def __init__(self, server: Any, config: LlamaCppConfig) -> None:
+        self._server = server
+        self.config = config
+
+    @classmethod
+    def load(cls, gguf_path: Path | str, n_threads: int = 2, n_ctx: int = 4096, *,
+             n_parallel: int = 1) -> LlamaCppBackend:
+        """Load a GGUF model (blocking, ~2.5 s for the 0.5B model on 2 cores)."""
+        return cls.from_config(LlamaCppConfig(gguf_path=Path(gguf_path), n_threads=n_threads, n_ctx=n_ctx,
+                                              n_parallel=n_parallel))
+
+    @classmethod
+    def from_config(cls, config: LlamaCppConfig) -> LlamaCppBackend:
+        import xllamacpp  # heavy native module: imported only when a model is loaded
+
+        if not config.gguf_path.is_file():
+            raise ChatBackendError(f"GGUF model not found: {config.gguf_path}")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(config.gguf_path)
+        params.n_ctx = config.n_ctx
+        params.n_parallel = config.n_parallel
+        # With several slots, a unified KV pool lets one long conversation use more than n_ctx / n_parallel.
+        params.kv_unified = config.n_parallel > 1
+        params.n_batch = config.n_batch
+        params.cpuparams.n_threads = config.n_threads
+        params.cpuparams_batch.n_threads = config.n_threads
+        params.cache_prompt = True   # reuse the longest common prefix already in the slot's KV cache
+        params.cache_ram_mib = config.cache_ram_mib
+        params.use_jinja = True      # the GGUF's own Jinja chat template renders tools and tool results
+        params.verbosity = config.log_verbosity
+        # The server also listens on 127.0.0.1 (an ephemeral port); we only use the in-process calls.
+        params.port = 0
+        try:
+            server = xllamacpp.Server(params)
+        except RuntimeError as exc:
+            raise ChatBackendError(f"llama.cpp failed to load {config.gguf_path}: {exc}") from exc
+        logger.info("llama.cpp loaded %s (threads=%d, n_ctx=%d, slots=%d)", config.gguf_path.name,
+                    config.n_threads, config.n_ctx, config.n_parallel)
+        return cls(server, config)
+
+    def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[ChatDelta]:
+        """Stream the reply (see ChatBackend.stream). Raises ChatBackendError if llama.cpp rejects the request."""
+        server = self._server
+        if server is None:
+            raise ChatBackendError("backend is closed")
+        chunks: queue.Queue[object] = queue.Queue()
+        consumer_gone = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(server, _request_body(request, self.config.tool_result_hint), chunks, cancel, consumer_gone),
+            name="llamacpp-stream", daemon=True)
+        producer.start()
+        translator = OaiChunkTranslator(_tool_names(request))
+        try:
+            while True:
+                if cancel.is_set():
+                    yield ChatDelta(finish_reason="cancelled")
+                    return
+                try:
+                    item = chunks.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise ChatBackendError(f"llama.cpp failed: {item}") from item
+                assert isinstance(item, dict)
+                try:
+                    deltas = translator.feed(item)
+                except OaiStreamError as exc:
+                    raise ChatBackendError(f"llama.cpp rejected the request: {exc}") from exc
+                for delta in deltas:
+                    yield delta
+            if cancel.is_set():
+                yield ChatDelta(finish_reason="cancelled")
+                return
+            yield from translator.finish()
+        finally:
+            # Also reached when the consumer closes the generator early: the next callback stops llama.cpp.
+            consumer_gone.set()
+
+    @staticmethod
+    def _produce(server: Any, body: dict[str, Any], chunks: queue.Queue[object], cancel: threading.Event,
+                 consumer_gone: threading.Event) -> None:
+        on_chunk = _make_callback(chunks, cancel, consumer_gone)
+        try:
+            result = server.handle_chat_completions(body, on_chunk)
+            if isinstance(result, dict):  # an error answered without streaming
+                chunks.put(result)
+        except Exception as exc:  # a worker-thread root: hand the error to the consumer
+            chunks.put(exc)
+        finally:
+            chunks.put(_DONE)
+
+    def close(self) -> None:
+        """Stop the llama.cpp server thread and free the model. The backend is unusable afterwards."""
+        self._server = None  # the last reference: xllamacpp's destructor stops its loop thread
+
+
+def _make_callback(chunks: queue.Queue[object], cancel: threading.Event,
+                   consumer_gone: threading.Event) -> Callable[[Any], bool]:
+    def on_chunk(chunk: Any) -> bool:
+        if cancel.is_set() or consumer_gone.is_set():
+            return True  # tells xllamacpp to stop reading, which cancels the llama.cpp task
+        chunks.put(chunk)
+        return False
+    return on_chunk
+
+
+def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[str, Any]:
+    messages = request.messages
+    if tool_result_hint and messages[-1].get("role") == "tool":
+        messages = [*messages, {"role": "system", "content": tool_result_hint}]
+    body: dict[str, Any] = {
+        "messages": messages,
+        "stream": True,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "cache_prompt": True,
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = request.tools
+    return body
+
+
+def _tool_names(request: ChatRequest) -> list[str]:
+    names: list[str] = []
+    for tool in request.tools or ():
+        function = tool.get("function") or {}
+        name = function.get("name") or tool.get("name")
+        if isinstance(name, str):
+            names.append(name)
+    return names

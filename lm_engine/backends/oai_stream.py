@@ -1,0 +1,176 @@
+"""Pure translation of OpenAI `chat.completion.chunk` dicts into our ChatDeltas.
+
+Shared by every backend that speaks the OpenAI chat format (in-process llama.cpp, a remote server).
+
+Small models often answer a tool request with a bare JSON object (`{"name": ..., "arguments": {...}}`) instead of
+the `<tool_call>` tags their chat template asks for, so the server's tool parser sees plain text. When the
+request has tools, `OaiChunkTranslator` therefore holds back a reply that *starts* like JSON (or like a tool-call
+tag or a code fence) and, at the end, turns it into tool calls if it parses as calls to known tools. Text that
+starts any other way streams through untouched, so normal answers lose no latency.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from lm_engine.chat import ChatDelta, ToolCallDelta
+
+_FINISH_MAP = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
+# A reply that begins with one of these may be a tool call written as text.
+_CALL_OPENERS = ("{", "<tool_call>", "```")
+_TAG_RE = re.compile(r"</?tool_call>|```(?:json)?")
+
+
+class OaiStreamError(RuntimeError):
+    """The server answered with an error object instead of chunks (e.g. the prompt exceeds the context)."""
+
+    def __init__(self, message: str, code: int | None = None, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_type = error_type
+
+
+class OaiChunkTranslator:
+    """Stateful translator for one streamed reply: `feed(chunk)` per chunk dict, then `finish()` once."""
+
+    def __init__(self, tool_names: Iterable[str] | None) -> None:
+        self._tool_names = frozenset(tool_names or ())
+        self._sniff = bool(self._tool_names)
+        self._held = ""            # text held back while it may still be a textual tool call
+        self._holding = False      # the reply started like a tool call: hold everything until the end
+        self._native_calls: dict[int, tuple[str, str]] = {}  # OpenAI tool_calls index -> (call_id, name)
+        self._finish: str | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> list[ChatDelta]:
+        """Translate one chunk dict. Raises OaiStreamError for an error object."""
+        error = chunk.get("error")
+        if error is not None:
+            if isinstance(error, dict):
+                raise OaiStreamError(str(error.get("message", error)), error.get("code"), error.get("type"))
+            raise OaiStreamError(str(error))
+        out: list[ChatDelta] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                out.extend(self._on_text(content))
+            for call in delta.get("tool_calls") or ():
+                out.extend(self._on_native_call(call))
+            reason = choice.get("finish_reason")
+            if reason:
+                self._finish = _FINISH_MAP.get(reason, "stop")
+        return out
+
+    def finish(self) -> list[ChatDelta]:
+        """Flush what was held back and return the closing delta(s); the last has finish_reason set."""
+        reason = self._finish or "stop"
+        if self._native_calls:
+            reason = "tool_calls"
+        out: list[ChatDelta] = []
+        if self._held:
+            calls = _parse_text_calls(self._held, self._tool_names) if self._holding else None
+            if calls:
+                for name, arguments in calls:
+                    out.append(ChatDelta(tool_call=ToolCallDelta(
+                        call_id=_new_call_id(), name=name, arguments_delta=arguments)))
+                reason = "tool_calls"
+            else:
+                out.append(ChatDelta(text=_salvage_text(self._held) if self._holding else self._held))
+            self._held = ""
+        out.append(ChatDelta(finish_reason=reason))
+        return out
+
+    def _on_text(self, content: str) -> list[ChatDelta]:
+        if not self._sniff:
+            return [ChatDelta(text=content)]
+        self._held += content
+        if self._holding:
+            return []
+        head = self._held.lstrip()
+        if not head:
+            return []
+        if any(head.startswith(o) for o in _CALL_OPENERS):
+            self._holding = True
+            return []
+        if any(o.startswith(head) for o in _CALL_OPENERS):
+            return []  # a prefix such as "<tool" or "``": undecided yet
+        # Plain text: stop sniffing for the rest of the reply.
+        self._sniff = False
+        text, self._held = self._held, ""
+        return [ChatDelta(text=text)]
+
+    def _on_native_call(self, call: dict[str, Any]) -> list[ChatDelta]:
+        index = int(call.get("index", 0))
+        function = call.get("function") or {}
+        if index not in self._native_calls:
+            call_id = call.get("id") or _new_call_id()
+            self._native_calls[index] = (call_id, function.get("name") or "")
+        call_id, name = self._native_calls[index]
+        if function.get("name") and not name:
+            name = function["name"]
+            self._native_calls[index] = (call_id, name)
+        return [ChatDelta(tool_call=ToolCallDelta(
+            call_id=call_id, name=name, arguments_delta=function.get("arguments") or ""))]
+
+
+def _new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def _parse_text_calls(text: str, tool_names: frozenset[str]) -> list[tuple[str, str]] | None:
+    """Parse one or more `{"name": ..., "arguments": {...}}` objects (optionally inside tool-call tags or a code
+    fence). Returns (name, arguments JSON) pairs, or None unless every object is a call to a known tool."""
+    body = _TAG_RE.sub(" ", text).strip()
+    decoder = json.JSONDecoder()
+    calls: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(body):
+        try:
+            obj, end = decoder.raw_decode(body, pos)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict) or obj.get("name") not in tool_names:
+            return None
+        arguments = obj.get("arguments", obj.get("parameters", {}))
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                return None
+        if not isinstance(arguments, dict):
+            return None
+        calls.append((obj["name"], json.dumps(arguments, ensure_ascii=False)))
+        pos = end
+        while pos < len(body) and body[pos] in " \t\r\n,":
+            pos += 1
+    return calls or None
+
+
+def _salvage_text(text: str) -> str:
+    """A held reply that is not a call to a known tool. A small model sometimes wraps its answer in a made-up
+    tool (`{"name": "Joke", "arguments": {"joke": "..."}}`); speaking JSON aloud is worse than speaking the
+    strings inside it, so return those. Anything that is not JSON comes back unchanged."""
+    body = _TAG_RE.sub(" ", text).strip()
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError:
+        return text
+    if not isinstance(obj, dict):
+        return text
+    arguments = obj.get("arguments", obj)
+    strings = [v for v in _iter_strings(arguments)]
+    return " ".join(strings) if strings else text
+
+
+def _iter_strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _iter_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _iter_strings(item)
