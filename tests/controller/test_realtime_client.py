@@ -1,0 +1,345 @@
+"""Client event parsing: GA and beta shapes, and each error code with its param and event_id."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from openai.types.realtime import (
+    ConversationItemCreateEventParam,
+    ConversationItemTruncateEventParam,
+    InputAudioBufferAppendEventParam,
+    ResponseCreateEventParam,
+    SessionUpdateEventParam,
+)
+
+from controller.errors import RemoteProtocolError
+from controller.realtime import client_events as ce
+from controller.realtime.items import ContentPart, FunctionCallOutputSpec, FunctionCallSpec, ItemReference, MessageSpec
+from controller.realtime.session_config import (
+    AudioFormat,
+    FunctionTool,
+    ServerVad,
+    SessionPatch,
+    ToolChoiceFunction,
+    Transcription,
+)
+
+
+def parse(doc: object, max_bytes: int = 1 << 20) -> ce.ClientEvent:
+    return ce.parse_client_event(json.dumps(doc), max_bytes=max_bytes)
+
+
+def error_of(raw: str | bytes | object, max_bytes: int = 1 << 20) -> RemoteProtocolError:
+    text = raw if isinstance(raw, (str, bytes)) else json.dumps(raw)
+    with pytest.raises(RemoteProtocolError) as info:
+        ce.parse_client_event(text, max_bytes=max_bytes)
+    return info.value
+
+
+def test_session_update_ga() -> None:
+    doc: SessionUpdateEventParam = {
+        "type": "session.update",
+        "event_id": "c1",
+        "session": {
+            "type": "realtime",
+            "instructions": "Be terse.",
+            "output_modalities": ["text"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "transcription": {"model": "whisper-1", "language": "de"},
+                    "noise_reduction": None,
+                    "turn_detection": {"type": "server_vad", "threshold": 0.6, "silence_duration_ms": 700},
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.2},
+            },
+            "tools": [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "function", "name": "f"},
+            "max_output_tokens": 300,
+            "tracing": "auto",
+        },
+    }
+    assert parse(doc) == ce.SessionUpdate(
+        event_id="c1",
+        patch=SessionPatch(
+            instructions="Be terse.",
+            output_modalities=("text",),
+            input_format=AudioFormat.PCMU,
+            transcription=Transcription(model="whisper-1", language="de"),
+            turn_detection=ServerVad(threshold=0.6, silence_duration_ms=700),
+            output_format=AudioFormat.PCM,
+            voice="marin",
+            speed=1.2,
+            tools=(FunctionTool(name="f", description="d", parameters={"type": "object"}),),
+            tool_choice=ToolChoiceFunction(name="f"),
+            max_output_tokens=300,
+        ),
+    )
+
+
+def test_session_update_beta() -> None:
+    doc = {
+        "type": "session.update",
+        "session": {
+            "modalities": ["text", "audio"],
+            "voice": "alloy",
+            "input_audio_format": "g711_alaw",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": None,
+            "turn_detection": None,
+            "temperature": 0.8,
+            "max_response_output_tokens": "inf",
+            "tool_choice": "required",
+        },
+    }
+    assert parse(doc) == ce.SessionUpdate(
+        event_id=None,
+        patch=SessionPatch(
+            output_modalities=("audio",),
+            voice="alloy",
+            input_format=AudioFormat.PCMA,
+            output_format=AudioFormat.PCM,
+            transcription=None,
+            turn_detection=None,
+            temperature=0.8,
+            max_output_tokens="inf",
+            tool_choice="required",
+        ),
+    )
+
+
+def test_audio_buffer_events() -> None:
+    doc: InputAudioBufferAppendEventParam = {"type": "input_audio_buffer.append", "audio": "AAECAw==", "event_id": "a"}
+    assert parse(doc) == ce.InputAudioBufferAppend(event_id="a", audio=b"\x00\x01\x02\x03")
+    assert parse({"type": "input_audio_buffer.commit"}) == ce.InputAudioBufferCommit(event_id=None)
+    assert parse({"type": "input_audio_buffer.clear", "event_id": "x"}) == ce.InputAudioBufferClear(event_id="x")
+    assert parse({"type": "output_audio_buffer.clear"}) == ce.OutputAudioBufferClear(event_id=None)
+
+
+def test_bytes_input_is_accepted() -> None:
+    raw = b'{"type": "input_audio_buffer.commit", "event_id": "b"}'
+    assert ce.parse_client_event(raw, max_bytes=100) == ce.InputAudioBufferCommit(event_id="b")
+
+
+def test_item_create_ga_messages() -> None:
+    doc: ConversationItemCreateEventParam = {
+        "type": "conversation.item.create",
+        "previous_item_id": "root",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}, {"type": "input_audio", "audio": "AAE=", "transcript": "yo"}],
+        },
+    }
+    assert parse(doc) == ce.ConversationItemCreate(
+        event_id=None,
+        previous_item_id="root",
+        item=MessageSpec(
+            id=None,
+            role="user",
+            content=(
+                ContentPart(type="input_text", text="hi"),
+                ContentPart(type="input_audio", audio=b"\x00\x01", transcript="yo"),
+            ),
+        ),
+    )
+    assistant = parse(
+        {
+            "type": "conversation.item.create",
+            "item": {"id": "m1", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+        }
+    )
+    assert isinstance(assistant, ce.ConversationItemCreate)
+    assert assistant.item == MessageSpec(id="m1", role="assistant", content=(ContentPart(type="output_text", text="ok"),))
+
+
+def test_item_create_beta_content_types() -> None:
+    ev = parse(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": "a"}, {"type": "audio", "transcript": "b"}],
+            },
+        }
+    )
+    assert isinstance(ev, ce.ConversationItemCreate)
+    assert ev.item == MessageSpec(
+        id=None,
+        role="assistant",
+        content=(ContentPart(type="output_text", text="a"), ContentPart(type="output_audio", transcript="b")),
+    )
+    assert isinstance(ev.item, MessageSpec) and ev.item.text == "a b"
+    sys_ev = parse(
+        {"type": "conversation.item.create", "item": {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be nice."}]}}
+    )
+    assert isinstance(sys_ev, ce.ConversationItemCreate)
+    assert sys_ev.item == MessageSpec(id=None, role="system", content=(ContentPart(type="input_text", text="Be nice."),))
+
+
+def test_item_create_function_items() -> None:
+    call = parse(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call", "call_id": "c1", "name": "f", "arguments": '{"a": 1}'},
+        }
+    )
+    assert isinstance(call, ce.ConversationItemCreate)
+    assert call.item == FunctionCallSpec(id=None, call_id="c1", name="f", arguments='{"a": 1}')
+    out = parse(
+        {
+            "type": "conversation.item.create",
+            "event_id": "e",
+            "item": {"id": "o1", "type": "function_call_output", "call_id": "c1", "output": "42"},
+        }
+    )
+    assert out == ce.ConversationItemCreate(
+        event_id="e", previous_item_id=None, item=FunctionCallOutputSpec(id="o1", call_id="c1", output="42")
+    )
+
+
+def test_item_retrieve_truncate_delete() -> None:
+    assert parse({"type": "conversation.item.retrieve", "item_id": "i"}) == ce.ConversationItemRetrieve(event_id=None, item_id="i")
+    doc: ConversationItemTruncateEventParam = {
+        "type": "conversation.item.truncate",
+        "item_id": "i",
+        "content_index": 0,
+        "audio_end_ms": 1500,
+    }
+    assert parse(doc) == ce.ConversationItemTruncate(event_id=None, item_id="i", content_index=0, audio_end_ms=1500)
+    assert parse({"type": "conversation.item.delete", "item_id": "i", "event_id": "d"}) == ce.ConversationItemDelete(
+        event_id="d", item_id="i"
+    )
+
+
+def test_response_create_and_cancel() -> None:
+    assert parse({"type": "response.create"}) == ce.ResponseCreate(
+        event_id=None, overrides=SessionPatch(), conversation="auto", input=None, metadata=None
+    )
+    ga: ResponseCreateEventParam = {
+        "type": "response.create",
+        "response": {
+            "conversation": "none",
+            "output_modalities": ["text"],
+            "instructions": "Summarise.",
+            "audio": {"output": {"voice": "cedar", "format": {"type": "audio/pcma"}}},
+            "input": [
+                {"type": "item_reference", "id": "item_1"},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]},
+            ],
+            "metadata": {"k": "v"},
+            "max_output_tokens": 50,
+        },
+    }
+    assert parse(ga) == ce.ResponseCreate(
+        event_id=None,
+        overrides=SessionPatch(
+            output_modalities=("text",), instructions="Summarise.", voice="cedar", output_format=AudioFormat.PCMA,
+            max_output_tokens=50,
+        ),
+        conversation="none",
+        input=(ItemReference(id="item_1"), MessageSpec(id=None, role="user", content=(ContentPart(type="input_text", text="x"),))),
+        metadata={"k": "v"},
+    )
+    beta = parse({"type": "response.create", "response": {"modalities": ["text"], "voice": "ash", "temperature": 0.7}})
+    assert isinstance(beta, ce.ResponseCreate)
+    assert beta.overrides == SessionPatch(output_modalities=("text",), voice="ash", temperature=0.7)
+    assert parse({"type": "response.cancel", "response_id": "r1"}) == ce.ResponseCancel(event_id=None, response_id="r1")
+    assert parse({"type": "response.cancel"}) == ce.ResponseCancel(event_id=None, response_id=None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "param", "event_id"),
+    [
+        ("{not json", "invalid_json", None, None),
+        (b"\xff\xfe", "invalid_json", None, None),
+        ("[1, 2]", "invalid_event", None, None),
+        ({"event_id": "e1"}, "missing_required_parameter", "type", "e1"),
+        ({"type": 7, "event_id": "e1"}, "invalid_value", "type", "e1"),
+        ({"type": "response.audio.delta", "event_id": "e2"}, "unknown_event_type", "type", "e2"),
+        ({"type": "input_audio_buffer.commit", "event_id": 5}, "invalid_value", "event_id", None),
+        ({"type": "input_audio_buffer.append", "event_id": "e3"}, "missing_required_parameter", "audio", "e3"),
+        ({"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "e4"}, "invalid_base64", "audio", "e4"),
+        ({"type": "input_audio_buffer.append", "audio": "AAE"}, "invalid_base64", "audio", None),
+        ({"type": "conversation.item.truncate", "item_id": "i", "content_index": 0, "audio_end_ms": "1"}, "invalid_value", "audio_end_ms", None),
+        ({"type": "conversation.item.truncate", "item_id": "i", "content_index": True, "audio_end_ms": 1}, "invalid_value", "content_index", None),
+        ({"type": "conversation.item.truncate", "item_id": "i", "content_index": 0, "audio_end_ms": -1}, "invalid_value", "audio_end_ms", None),
+        ({"type": "conversation.item.delete", "item_id": 3}, "invalid_value", "item_id", None),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": 1}]}}, "invalid_value", "item.content[0].text", None),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "x"}]}}, "invalid_value", "item.content[0].type", None),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "@@"}]}}, "invalid_base64", "item.content[0].audio", None),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": ["hi"]}}, "invalid_value", "item.content[0]", None),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "output_text", "text": "x"}]}}, "invalid_value", "item.content[0].type", None),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "tool", "content": []}}, "invalid_value", "item.role", None),
+        ({"type": "conversation.item.create", "item": {"type": "mcp_call"}}, "invalid_value", "item.type", None),
+        ({"type": "conversation.item.create", "item": {"type": "item_reference", "id": "x"}}, "invalid_value", "item.type", None),
+        ({"type": "conversation.item.create", "item": {"type": "function_call_output", "output": "x"}}, "missing_required_parameter", "item.call_id", None),
+        ({"type": "conversation.item.create", "item": []}, "invalid_value", "item", None),
+        ({"type": "session.update"}, "missing_required_parameter", "session", None),
+        ({"type": "session.update", "session": {"type": "transcription"}}, "invalid_value", "session.type", None),
+        ({"type": "session.update", "event_id": "s1", "session": {"audio": {"input": {"format": {"type": "audio/opus"}}}}}, "invalid_value", "session.audio.input.format.type", "s1"),
+        ({"type": "session.update", "session": {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}}}, "invalid_value", "session.audio.output.format.rate", None),
+        ({"type": "session.update", "session": {"input_audio_format": "opus"}}, "invalid_value", "session.input_audio_format", None),
+        ({"type": "session.update", "session": {"output_modalities": ["video"]}}, "invalid_value", "session.output_modalities[0]", None),
+        ({"type": "session.update", "session": {"output_modalities": []}}, "invalid_value", "session.output_modalities", None),
+        ({"type": "session.update", "session": {"modalities": "audio"}}, "invalid_value", "session.modalities", None),
+        ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 1.5}}}}}, "invalid_value", "session.audio.input.turn_detection.threshold", None),
+        ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "push_to_talk"}}}}}, "invalid_value", "session.audio.input.turn_detection.type", None),
+        ({"type": "session.update", "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 0.5}}}, "invalid_value", "session.turn_detection.silence_duration_ms", None),
+        ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": "yes"}}}}}, "invalid_value", "session.audio.input.turn_detection.create_response", None),
+        ({"type": "session.update", "session": {"tools": [{"type": "mcp", "server_label": "x"}]}}, "invalid_value", "session.tools[0].type", None),
+        ({"type": "session.update", "session": {"tools": [{"type": "function"}]}}, "missing_required_parameter", "session.tools[0].name", None),
+        ({"type": "session.update", "session": {"tool_choice": "sometimes"}}, "invalid_value", "session.tool_choice", None),
+        ({"type": "session.update", "session": {"max_output_tokens": 5000}}, "invalid_value", "session.max_output_tokens", None),
+        ({"type": "session.update", "session": {"max_output_tokens": "lots"}}, "invalid_value", "session.max_output_tokens", None),
+        ({"type": "session.update", "session": {"max_output_tokens": 0}}, "invalid_value", "session.max_output_tokens", None),
+        ({"type": "session.update", "session": {"audio": {"output": {"voice": 3}}}}, "invalid_value", "session.audio.output.voice", None),
+        ({"type": "session.update", "session": {"audio": {"output": {"speed": 4}}}}, "invalid_value", "session.audio.output.speed", None),
+        ({"type": "session.update", "session": {"temperature": "hot"}}, "invalid_value", "session.temperature", None),
+        ({"type": "session.update", "session": {"instructions": None}}, "invalid_value", "session.instructions", None),
+        ({"type": "response.create", "event_id": "r", "response": {"conversation": "conv_1"}}, "invalid_value", "response.conversation", "r"),
+        ({"type": "response.create", "response": {"input": [5]}}, "invalid_value", "response.input[0]", None),
+        ({"type": "response.create", "response": {"metadata": {"k": 1}}}, "invalid_value", "response.metadata.k", None),
+        ({"type": "response.create", "response": {"output_modalities": ["speech"]}}, "invalid_value", "response.output_modalities[0]", None),
+    ],
+)
+def test_errors_name_code_param_and_event_id(raw: object, code: str, param: str | None, event_id: str | None) -> None:
+    err = error_of(raw)
+    assert (err.code, err.param, err.event_id) == (code, param, event_id)
+    assert err.error_type == "invalid_request_error"
+
+
+def test_too_large_is_checked_before_parsing() -> None:
+    raw = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 100})
+    err = error_of(raw, max_bytes=50)
+    assert (err.code, err.param, err.message) == ("message_too_large", None, f"Event of {len(raw)} bytes exceeds the maximum of 50 bytes.")
+    # multi-byte characters are counted as UTF-8 bytes, not characters
+    raw = json.dumps({"type": "input_audio_buffer.commit", "event_id": "é" * 20}, ensure_ascii=False)
+    assert len(raw) <= 80 < len(raw.encode())
+    assert error_of(raw, max_bytes=80).code == "message_too_large"
+    assert ce.parse_client_event(raw, max_bytes=len(raw.encode())) == ce.InputAudioBufferCommit(event_id="é" * 20)
+
+
+def test_error_messages_are_specific() -> None:
+    assert error_of({"type": "nope"}).message == "Invalid value: 'nope'. Unknown client event type."
+    assert error_of({"type": "session.update", "session": {"input_audio_format": "opus"}}).message == (
+        "Invalid value for 'session.input_audio_format': 'opus'. Supported values are: 'pcm16', 'g711_ulaw', 'g711_alaw'."
+    )
+    assert error_of({"type": "conversation.item.truncate", "item_id": "i", "content_index": 0, "audio_end_ms": "1"}).message == (
+        "Invalid type for 'audio_end_ms': expected an integer, got string."
+    )
+
+
+def test_semantic_vad_maps_to_server_vad_keeping_flags() -> None:
+    ev = parse(
+        {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high", "interrupt_response": False}}}}}
+    )
+    assert isinstance(ev, ce.SessionUpdate)
+    assert ev.patch == SessionPatch(turn_detection=ServerVad(interrupt_response=False))
+
+
+def test_unknown_session_keys_are_ignored() -> None:
+    ev = parse({"type": "session.update", "session": {"type": "realtime", "model": "gpt-realtime", "prompt": None, "include": []}})
+    assert ev == ce.SessionUpdate(event_id=None, patch=SessionPatch())

@@ -1,0 +1,155 @@
+"""SessionConfig: defaults, applying updates (GA and beta give the same config), validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from controller.errors import ConfigError, RemoteProtocolError
+from controller.realtime.session_config import (
+    AudioFormat,
+    FunctionTool,
+    ServerVad,
+    SessionConfig,
+    SessionPatch,
+    Transcription,
+    apply_patch,
+    session_to_wire,
+)
+from controller.realtime.session_update import apply_session_update
+from tests.realtime_schema import validate_server_event
+
+
+def test_defaults() -> None:
+    cfg = SessionConfig()
+    assert cfg.output_modalities == ("audio",) and cfg.audio_output
+    assert cfg.turn_detection == ServerVad(
+        threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500, idle_timeout_ms=None,
+        create_response=True, interrupt_response=True,
+    )
+    assert (cfg.input_format, cfg.output_format) == (AudioFormat.PCM, AudioFormat.PCM)
+    assert (cfg.transcription, cfg.tools, cfg.tool_choice, cfg.temperature, cfg.max_output_tokens) == (
+        None, (), "auto", None, "inf",
+    )
+    assert [f.sample_rate for f in AudioFormat] == [24000, 8000, 8000]
+
+
+def test_ga_and_beta_updates_give_the_same_config() -> None:
+    ga = {
+        "type": "realtime",
+        "output_modalities": ["text"],
+        "instructions": "Hi.",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcmu"},
+                "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                "turn_detection": {"type": "server_vad", "threshold": 0.7, "prefix_padding_ms": 100, "idle_timeout_ms": 6000},
+            },
+            "output": {"format": {"type": "audio/pcmu"}, "voice": "ash"},
+        },
+        "max_output_tokens": 100,
+    }
+    beta = {
+        "modalities": ["text"],
+        "instructions": "Hi.",
+        "input_audio_format": "g711_ulaw",
+        "output_audio_format": "g711_ulaw",
+        "input_audio_transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+        "turn_detection": {"type": "server_vad", "threshold": 0.7, "prefix_padding_ms": 100, "idle_timeout_ms": 6000},
+        "voice": "ash",
+        "max_response_output_tokens": 100,
+    }
+    expected = SessionConfig(
+        output_modalities=("text",),
+        instructions="Hi.",
+        input_format=AudioFormat.PCMU,
+        output_format=AudioFormat.PCMU,
+        transcription=Transcription(model="gpt-4o-transcribe", language="en"),
+        turn_detection=ServerVad(threshold=0.7, prefix_padding_ms=100, idle_timeout_ms=6000),
+        voice="ash",
+        max_output_tokens=100,
+    )
+    assert apply_session_update(SessionConfig(), ga) == expected
+    assert apply_session_update(SessionConfig(), beta) == expected
+
+
+def test_only_sent_fields_change_and_null_clears() -> None:
+    cfg = SessionConfig(instructions="A", transcription=Transcription())
+    cfg = apply_session_update(cfg, {"audio": {"input": {"turn_detection": None, "transcription": None}}})
+    assert cfg == SessionConfig(instructions="A", turn_detection=None, transcription=None)
+    # clearing instructions with "" and tools with [] (as the API documents)
+    cfg = apply_session_update(
+        SessionConfig(tools=(FunctionTool(name="f"),)), {"instructions": "", "tools": []}
+    )
+    assert (cfg.instructions, cfg.tools) == ("", ())
+
+
+def test_update_error_carries_event_id_and_leaves_config_unchanged() -> None:
+    cfg = SessionConfig()
+    with pytest.raises(RemoteProtocolError) as info:
+        apply_session_update(cfg, {"instructions": "new", "audio": {"input": {"format": {"type": "audio/flac"}}}}, event_id="e9")
+    err = info.value
+    assert (err.code, err.param, err.event_id) == ("invalid_value", "session.audio.input.format.type", "e9")
+    assert err.message == (
+        "Invalid value for 'session.audio.input.format.type': 'audio/flac'. "
+        "Supported values are: 'audio/pcm', 'audio/pcmu', 'audio/pcma'."
+    )
+    assert cfg == SessionConfig()
+
+
+def test_apply_patch_is_replace_of_sent_fields() -> None:
+    patch = SessionPatch(voice="v", temperature=None)
+    assert patch.changes() == {"voice": "v", "temperature": None}
+    assert apply_patch(SessionConfig(temperature=0.9), patch) == SessionConfig(voice="v", temperature=None)
+    assert apply_patch(SessionConfig(), SessionPatch()) == SessionConfig()
+
+
+def test_config_objects_validate_themselves() -> None:
+    with pytest.raises(ConfigError):
+        ServerVad(threshold=2.0)
+    with pytest.raises(ConfigError):
+        SessionConfig(output_modalities=("audio", "text"))
+    with pytest.raises(ConfigError):
+        SessionConfig(max_output_tokens=0)
+    with pytest.raises(ConfigError):
+        FunctionTool(name="")
+
+
+def test_updated_session_wire_validates_and_reflects_update() -> None:
+    cfg = apply_session_update(
+        SessionConfig(),
+        {
+            "audio": {"input": {"transcription": {"model": "whisper-1"}}, "output": {"voice": {"id": "voice_123"}}},
+            "tools": [{"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+            "tool_choice": "none",
+        },
+    )
+    wire = session_to_wire(cfg, session_id="sess_2", model="m")
+    assert wire["tools"] == [
+        {
+            "type": "function",
+            "name": "lookup",
+            "description": "",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
+    assert wire["tool_choice"] == "none"
+    assert wire["audio"] == {
+        "input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": "whisper-1", "language": None, "prompt": None},
+            "noise_reduction": None,
+            "turn_detection": ServerVad().to_wire(),
+        },
+        "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "voice_123", "speed": 1.0},
+    }
+    validate_server_event(json.dumps({"type": "session.updated", "event_id": "e", "session": wire}))
+
+
+def test_function_tool_chat_form() -> None:
+    tool = FunctionTool(name="f", description="d", parameters={"type": "object"})
+    assert tool.to_chat() == {
+        "type": "function",
+        "function": {"name": "f", "description": "d", "parameters": {"type": "object"}},
+    }
