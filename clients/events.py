@@ -1,0 +1,211 @@
+"""OpenAI Realtime (GA) wire events for the client side: server events parsed into `ServerEvent`, client events
+built as plain dicts. Pure: no I/O, no clock.
+
+Unknown server event types are not an error: they pass through as a `ServerEvent` with their raw fields, so a
+newer server never breaks an older client. Only frames that are not a JSON object with a string "type" raise
+`ServerEventError`.
+
+The client also injects a few local events into the same stream; their type starts with "client." (see
+`CLIENT_RECONNECTED`), a prefix the Realtime API never uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CLIENT_RECONNECTED", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
+    "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
+    "parse_server_event", "session_update_event", "truncate_event",
+]
+
+Json = dict[str, object]
+
+CLIENT_RECONNECTED = "client.reconnected"  # data: {"attempt": int}; the server session is a new one
+CLIENT_TRUNCATED = "client.truncated"      # data: {"item_id", "content_index", "audio_end_ms"}: we sent a truncate
+
+
+class ServerEventError(ValueError):
+    """A frame from the server that is not a Realtime event (remote protocol error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The `error` object of an "error" event."""
+
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+    event_id: str | None = None
+
+    def __str__(self) -> str:
+        code = f" [{self.code}]" if self.code else ""
+        return f"{self.type}{code}: {self.message}"
+
+
+def _opt_str(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _opt_int(v: object) -> int | None:
+    # bool is an int in Python but never a valid count on the wire.
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """One event from the server: its `type` and the whole decoded JSON object in `data`."""
+
+    type: str
+    data: Mapping[str, object] = field(default_factory=dict)
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.data.get(key, default)
+
+    @property
+    def event_id(self) -> str | None:
+        return _opt_str(self.data.get("event_id"))
+
+    @property
+    def item_id(self) -> str | None:
+        item_id = _opt_str(self.data.get("item_id"))
+        if item_id is None:  # conversation.item.* and response.output_item.* carry the item object
+            item = self.data.get("item")
+            if isinstance(item, Mapping):
+                item_id = _opt_str(item.get("id"))
+        return item_id
+
+    @property
+    def response_id(self) -> str | None:
+        rid = _opt_str(self.data.get("response_id"))
+        if rid is None:  # response.created / response.done carry the response object
+            resp = self.data.get("response")
+            if isinstance(resp, Mapping):
+                rid = _opt_str(resp.get("id"))
+        return rid
+
+    @property
+    def content_index(self) -> int:
+        return _opt_int(self.data.get("content_index")) or 0
+
+    @property
+    def delta(self) -> str:
+        """Text delta of *.delta events ("" when absent); base64 for output_audio.delta, see `audio`."""
+        return _opt_str(self.data.get("delta")) or ""
+
+    @property
+    def transcript(self) -> str | None:
+        return _opt_str(self.data.get("transcript"))
+
+    @property
+    def audio(self) -> bytes:
+        """Decoded audio bytes of response.output_audio.delta (b"" for other events)."""
+        if self.type not in ("response.output_audio.delta", "response.audio.delta"):
+            return b""
+        return base64.b64decode(self.delta)
+
+    @property
+    def audio_start_ms(self) -> int | None:
+        return _opt_int(self.data.get("audio_start_ms"))
+
+    @property
+    def audio_end_ms(self) -> int | None:
+        return _opt_int(self.data.get("audio_end_ms"))
+
+    @property
+    def response_status(self) -> str | None:
+        resp = self.data.get("response")
+        return _opt_str(resp.get("status")) if isinstance(resp, Mapping) else None
+
+    @property
+    def is_error(self) -> bool:
+        return self.type == "error"
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        err = self.data.get("error")
+        if self.type != "error" or not isinstance(err, Mapping):
+            return None
+        return ErrorInfo(
+            type=_opt_str(err.get("type")) or "error",
+            message=_opt_str(err.get("message")) or "",
+            code=_opt_str(err.get("code")),
+            param=_opt_str(err.get("param")),
+            event_id=_opt_str(err.get("event_id")),
+        )
+
+
+# Beta names a pre-GA server may still send, mapped to their GA names so callers match one spelling.
+_BETA_TO_GA = {
+    "response.audio.delta": "response.output_audio.delta",
+    "response.audio.done": "response.output_audio.done",
+    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+    "response.audio_transcript.done": "response.output_audio_transcript.done",
+    "response.text.delta": "response.output_text.delta",
+    "response.text.done": "response.output_text.done",
+    "conversation.item.created": "conversation.item.added",
+}
+
+
+def parse_server_event(raw: str | bytes) -> ServerEvent:
+    """Parse one WebSocket frame from the server.
+
+    Raises:
+        ServerEventError: the frame is not JSON, not an object, or has no string "type".
+    """
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ServerEventError(f"server frame is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ServerEventError("server frame is not a JSON object")
+    etype = obj.get("type")
+    if not isinstance(etype, str) or not etype:
+        raise ServerEventError("server event has no type")
+    return ServerEvent(_BETA_TO_GA.get(etype, etype), obj)
+
+
+# ----- client events (dicts ready for json.dumps) -----
+
+def session_update_event(session: Mapping[str, object]) -> Json:
+    """session.update; `session` gets "type": "realtime" when it names no type (the GA API requires it)."""
+    body = dict(session)
+    body.setdefault("type", "realtime")
+    return {"type": "session.update", "session": body}
+
+
+def append_event(pcm: bytes) -> Json:
+    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode("ascii")}
+
+
+def commit_event() -> Json:
+    return {"type": "input_audio_buffer.commit"}
+
+
+def clear_event() -> Json:
+    return {"type": "input_audio_buffer.clear"}
+
+
+def create_response_event(response: Mapping[str, object] | None = None) -> Json:
+    ev: Json = {"type": "response.create"}
+    if response:
+        ev["response"] = dict(response)
+    return ev
+
+
+def cancel_response_event(response_id: str | None = None) -> Json:
+    ev: Json = {"type": "response.cancel"}
+    if response_id:
+        ev["response_id"] = response_id
+    return ev
+
+
+def truncate_event(item_id: str, audio_end_ms: int, content_index: int = 0) -> Json:
+    if audio_end_ms < 0:
+        raise ValueError("audio_end_ms must be >= 0")
+    return {"type": "conversation.item.truncate", "item_id": item_id,
+            "content_index": content_index, "audio_end_ms": int(audio_end_ms)}

@@ -1,0 +1,376 @@
+"""Asyncio transport of the Python client: one WebSocket to a Realtime server, with reconnect and barge-in.
+
+The protocol parts live in pure modules (events, audio, playback); this module only owns the socket, the reader
+task, sleeping for pacing and the monotonic clock.
+
+Reconnect: when the connection drops (anything but a close code in `ReconnectPolicy.final_close_codes`), the
+reader retries with exponential backoff and, once connected, re-sends the last session.update and puts a
+`client.reconnected` event into the stream. The server session is a new one: conversation state is gone, and
+input audio timestamps restart at 0. Sends made while reconnecting wait for it; when the policy gives up,
+`events()` raises `RealtimeConnectionError` and sends raise it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import soxr
+from websockets.asyncio.client import ClientConnection, connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from clients import events as ev
+from clients.audio import WIRE_RATE, Chunker, Pacing, SendLog, StreamResampler, chunk_samples, float_to_pcm16, \
+    to_mono_float32
+from clients.events import ServerEvent
+from clients.playback import Playback
+
+__all__ = ["AudioSource", "RealtimeClient", "RealtimeConnectionError", "ReconnectPolicy", "build_url"]
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave headroom
+AudioSource = np.ndarray | Iterable[np.ndarray | bytes] | AsyncIterable[np.ndarray | bytes]
+
+# Bytes of output audio per 24 kHz sample, by output format: PCM16 24 kHz = 2; G.711 8 kHz = 1 byte per 3.
+_BYTES_PER_WIRE_SAMPLE = {"audio/pcm": 2.0, "audio/pcmu": 1 / 3, "audio/pcma": 1 / 3}
+
+
+class RealtimeConnectionError(ConnectionError):
+    """The connection is gone for good (closed by the server with a final code, or reconnecting gave up)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconnectPolicy:
+    """Exponential backoff: delays initial, initial*factor, ... capped at max_delay_s, max_attempts tries."""
+
+    enabled: bool = True
+    initial_delay_s: float = 0.25
+    factor: float = 2.0
+    max_delay_s: float = 8.0
+    max_attempts: int = 8
+    final_close_codes: tuple[int, ...] = (1000, 1008)  # normal close, policy (e.g. bad key): do not retry
+
+    def __post_init__(self) -> None:
+        if self.initial_delay_s < 0 or self.factor < 1 or self.max_delay_s < 0 or self.max_attempts < 0:
+            raise ValueError("invalid reconnect policy")
+
+    def delays(self) -> Iterator[float]:
+        """The wait before each reconnect attempt (pure)."""
+        if not self.enabled:
+            return
+        d = self.initial_delay_s
+        for _ in range(self.max_attempts):
+            yield min(d, self.max_delay_s)
+            d *= self.factor
+
+
+def build_url(url: str, model: str | None) -> str:
+    """Add ?model= to a ws(s) URL unless it already names one."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if model and not any(k == "model" for k, _ in query):
+        query.append(("model", model))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class RealtimeClient:
+    """A Realtime API session over one (reconnecting) WebSocket. Build it with `await RealtimeClient.connect(...)`.
+
+    Attributes:
+        playback: barge-in bookkeeping of received audio (a virtual real-time player).
+        input_samples_sent: 24 kHz samples appended in the current server session.
+        reconnects: how many times the connection was re-established.
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, model: str | None = "stepaudio-rt",
+                 reconnect: ReconnectPolicy = ReconnectPolicy(), auto_truncate: bool = True,
+                 open_timeout: float = 10.0) -> None:
+        self.url = build_url(url, model)
+        self.api_key = api_key
+        self.policy = reconnect
+        self.auto_truncate = auto_truncate
+        self.open_timeout = open_timeout
+        self.playback = Playback(WIRE_RATE)
+        self.input_samples_sent = 0
+        self.reconnects = 0
+        self._ws: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._queue: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._last_session: dict[str, object] | None = None
+        self._out_bytes_per_sample = _BYTES_PER_WIRE_SAMPLE["audio/pcm"]
+
+    @classmethod
+    async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
+                      reconnect: ReconnectPolicy = ReconnectPolicy(), auto_truncate: bool = True,
+                      open_timeout: float = 10.0) -> RealtimeClient:
+        """Open the WebSocket (no retry for the first connection: a wrong URL or key should fail fast)."""
+        client = cls(url, api_key=api_key, model=model, reconnect=reconnect, auto_truncate=auto_truncate,
+                     open_timeout=open_timeout)
+        client._ws = await client._open()
+        client._connected.set()
+        client._reader = asyncio.create_task(client._read_loop(), name="realtime-client-reader")
+        return client
+
+    async def __aenter__(self) -> RealtimeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # ----- sending -----
+
+    async def send(self, event: Mapping[str, object]) -> None:
+        """Send one client event (a dict); waits while reconnecting, re-sends once on the new connection."""
+        data = json.dumps(event, separators=(",", ":"))
+        for _ in range(2):
+            ws = await self._wait_connected()
+            try:
+                await ws.send(data)
+                return
+            except ConnectionClosed:
+                # The reader notices the drop too and reconnects; wait for it, then try once more.
+                if self._ws is ws:
+                    self._connected.clear()
+        raise RealtimeConnectionError("connection lost while sending")
+
+    async def session_update(self, session: Mapping[str, object] | None = None, **fields: object) -> None:
+        """session.update with `session` and/or keyword fields; remembered and re-sent after a reconnect."""
+        body = {**(session or {}), **fields}
+        event = ev.session_update_event(body)
+        self._last_session = event
+        await self.send(event)
+
+    async def append_audio(self, pcm16: bytes) -> None:
+        """input_audio_buffer.append of PCM16 24 kHz mono bytes."""
+        await self.send(ev.append_event(pcm16))
+        self.input_samples_sent += len(pcm16) // 2
+
+    async def commit(self) -> None:
+        await self.send(ev.commit_event())
+
+    async def clear_audio(self) -> None:
+        await self.send(ev.clear_event())
+
+    async def create_response(self, response: Mapping[str, object] | None = None) -> None:
+        await self.send(ev.create_response_event(response))
+
+    async def cancel_response(self, response_id: str | None = None) -> None:
+        await self.send(ev.cancel_response_event(response_id))
+
+    async def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
+        await self.send(ev.truncate_event(item_id, audio_end_ms, content_index))
+
+    async def stream_audio(self, source: AudioSource, sample_rate: int, realtime: bool | float = True, *,
+                           chunk_ms: int = 20, silence_ms: int = 0) -> SendLog:
+        """Resample `source` to 24 kHz PCM16 and append it in `chunk_ms` chunks, paced like a microphone.
+
+        Args:
+            source: a whole array ([n] or [n, channels], float or int16), or a (async) iterable of such blocks
+                or PCM16 bytes, all at `sample_rate`.
+            realtime: True = real time, False = as fast as possible, a float = that speed factor.
+            silence_ms: digital silence appended after the source (lets server VAD end the turn).
+        Returns:
+            The send log: when each chunk left, in samples of this stream (base = session offset).
+        """
+        pacing = Pacing.from_arg(realtime)
+        chunker = Chunker(chunk_samples(chunk_ms))
+        log = SendLog(base=self.input_samples_sent)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def emit(chunks: list[np.ndarray]) -> None:
+            for chunk in chunks:
+                end = log.samples_sent + chunk.size
+                await asyncio.sleep(pacing.delay(end, t0, loop.time()))  # sleep(0) still yields when unpaced
+                await self.append_audio(float_to_pcm16(chunk))
+                log.record(end, loop.time())
+
+        async for block in _wire_blocks(source, sample_rate):
+            await emit(chunker.push(block))
+        if silence_ms > 0:
+            await emit(chunker.push(np.zeros(WIRE_RATE * silence_ms // 1000, np.float32)))
+        await emit(chunker.flush())
+        return log
+
+    # ----- receiving -----
+
+    async def events(self) -> AsyncIterator[ServerEvent]:
+        """Server events in order (plus local client.* events) until close(); raises RealtimeConnectionError
+        if the connection is lost for good."""
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                self._queue.put_nowait(None)  # keep the end marker for any later reader
+                if self._failure is not None and not self._closing:
+                    raise RealtimeConnectionError(str(self._failure)) from self._failure
+                return
+            yield event
+
+    async def recv(self, timeout: float | None = None) -> ServerEvent:
+        """The next event; raises TimeoutError, or RealtimeConnectionError when the stream has ended."""
+        event = await asyncio.wait_for(self._queue.get(), timeout)
+        if event is None:
+            self._queue.put_nowait(None)
+            raise RealtimeConnectionError(str(self._failure or "connection closed"))
+        return event
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        self._connected.clear()
+        self._queue.put_nowait(None)
+
+    # ----- internals -----
+
+    async def _open(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        return await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
+                                open_timeout=self.open_timeout)
+
+    async def _wait_connected(self) -> ClientConnection:
+        while not self._connected.is_set():
+            if self._failure is not None or self._closing:
+                raise RealtimeConnectionError(str(self._failure or "client closed"))
+            waiter = asyncio.ensure_future(self._connected.wait())
+            done = self._reader if self._reader is not None else waiter
+            await asyncio.wait({waiter, done}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        assert self._ws is not None  # invariant: _connected is set only with a live socket
+        return self._ws
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                ws = self._ws
+                assert ws is not None
+                try:
+                    async for raw in ws:
+                        self._on_frame(raw)
+                except ConnectionClosed:
+                    pass
+                self._connected.clear()
+                if self._closing:
+                    return
+                code = ws.close_code if ws.close_code is not None else 1006
+                if code in self.policy.final_close_codes or not self.policy.enabled:
+                    raise RealtimeConnectionError(f"server closed the connection (code {code})")
+                logger.warning("realtime connection dropped (code %s); reconnecting", code)
+                await self._reconnect()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task root: record, end the event stream, wake waiting senders
+            self._failure = exc
+            self._queue.put_nowait(None)
+
+    async def _reconnect(self) -> None:
+        last: BaseException | None = None
+        for attempt, delay in enumerate(self.policy.delays(), start=1):
+            await asyncio.sleep(delay)
+            try:
+                ws = await self._open()
+            except InvalidStatus as exc:
+                if exc.response.status_code in (401, 403):
+                    raise RealtimeConnectionError(f"reconnect refused: HTTP {exc.response.status_code}") from exc
+                last = exc
+                continue
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                last = exc
+                continue
+            if self._last_session is not None:
+                try:
+                    await ws.send(json.dumps(self._last_session, separators=(",", ":")))
+                except ConnectionClosed as exc:
+                    last = exc
+                    continue
+            self._ws = ws
+            self.reconnects += 1
+            self.input_samples_sent = 0  # a new server session: its audio clock starts again
+            self.playback.reset()
+            self._connected.set()
+            self._queue.put_nowait(ServerEvent(ev.CLIENT_RECONNECTED, {"type": ev.CLIENT_RECONNECTED,
+                                                                          "attempt": attempt}))
+            return
+        raise RealtimeConnectionError(f"reconnecting gave up: {last}")
+
+    def _on_frame(self, raw: str | bytes) -> None:
+        try:
+            event = ev.parse_server_event(raw)
+        except ev.ServerEventError as exc:
+            logger.warning("ignoring a bad server frame: %s", exc)
+            return
+        self._queue.put_nowait(event)
+        self._track(event, asyncio.get_running_loop().time())
+
+    def _track(self, event: ServerEvent, now: float) -> None:
+        """Playback bookkeeping and automatic barge-in truncation."""
+        t = event.type
+        if t in ("session.created", "session.updated"):
+            self._out_bytes_per_sample = _output_bytes_per_sample(event)
+        elif t == "response.output_audio.delta" and event.item_id:
+            n = int(len(event.audio) / self._out_bytes_per_sample)
+            self.playback.enqueue(event.item_id, n, now, event.content_index)
+        elif t == "response.output_audio.done" and event.item_id:
+            self.playback.finish_item(event.item_id)
+        elif t == "response.done":
+            self.playback.finish_all()
+        elif t == "input_audio_buffer.speech_started" and self.auto_truncate and self.playback.is_playing(now):
+            for tr in self.playback.interrupt(now):
+                # A task keeps the reader reading; frames still go out in order on the one socket.
+                task = asyncio.ensure_future(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
+                task.add_done_callback(_log_send_failure)
+                self._queue.put_nowait(ServerEvent(ev.CLIENT_TRUNCATED, {
+                    "type": ev.CLIENT_TRUNCATED, "item_id": tr.item_id, "content_index": tr.content_index,
+                    "audio_end_ms": tr.audio_end_ms}))
+
+
+def _log_send_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("sending a truncate failed: %s", task.exception())
+
+
+def _output_bytes_per_sample(event: ServerEvent) -> float:
+    session = event.get("session")
+    fmt: object = None
+    if isinstance(session, Mapping):
+        audio = session.get("audio")
+        out = audio.get("output") if isinstance(audio, Mapping) else None
+        f = out.get("format") if isinstance(out, Mapping) else None
+        fmt = f.get("type") if isinstance(f, Mapping) else None
+    return _BYTES_PER_WIRE_SAMPLE.get(fmt if isinstance(fmt, str) else "audio/pcm", 2.0)
+
+
+async def _wire_blocks(source: AudioSource, rate: int) -> AsyncIterator[np.ndarray]:
+    """Normalise any audio source to float32 mono blocks at 24 kHz."""
+    if isinstance(source, np.ndarray):
+        x = to_mono_float32(source)
+        # One-shot resampling of a whole array has no streaming delay, so sample i maps to i * 24000 / rate.
+        yield x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
+        return
+    rs = StreamResampler(rate, WIRE_RATE)
+    if isinstance(source, AsyncIterable):
+        async for block in source:
+            yield rs.process(to_mono_float32(block))
+    else:
+        for block in source:
+            yield rs.process(to_mono_float32(block))
+    yield rs.flush()

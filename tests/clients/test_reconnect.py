@@ -1,0 +1,139 @@
+"""RealtimeClient reconnect behaviour against a scripted in-test WebSocket server (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
+
+FAST = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.05, max_attempts=3)
+Script = Callable[[int, ServerConnection], Awaitable[None]]
+
+
+class Scripted:
+    """Runs `script(n, ws)` for the n-th connection and records what each connection received."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.received: list[list[dict[str, object]]] = []
+        self.headers: list[str | None] = []
+        self.paths: list[str] = []
+
+    async def handler(self, ws: ServerConnection) -> None:
+        n = len(self.received)
+        self.received.append([])
+        self.headers.append(ws.request.headers.get("Authorization"))
+        self.paths.append(ws.request.path)
+        await self.script(n, ws)
+
+    async def recv(self, n: int, ws: ServerConnection) -> dict[str, object]:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        self.received[n].append(msg)
+        return msg
+
+
+async def _server(s: Scripted) -> AsyncIterator[str]:
+    async with serve(s.handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/v1/realtime"
+
+
+async def _next_types(client: RealtimeClient, n: int) -> list[str]:
+    return [(await client.recv(timeout=5)).type for _ in range(n)]
+
+
+async def test_drop_reconnects_and_resends_last_session_update() -> None:
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": f"s{n}"}))
+        await s.recv(n, ws)  # session.update (sent by the app first, re-sent by the client after a drop)
+        await ws.send(json.dumps({"type": "session.updated", "event_id": f"u{n}"}))
+        if n == 0:
+            await s.recv(n, ws)  # one audio append, then the network fails: no close frame at all
+            ws.transport.abort()
+            return
+        await s.recv(n, ws)  # the app's commit goes to the new connection
+        await ws.send(json.dumps({"type": "input_audio_buffer.committed", "event_id": "c"}))
+        await ws.wait_closed()
+
+    s = Scripted(script)
+    async for url in _server(s):
+        client = await RealtimeClient.connect(url, api_key="k1", model="m1", reconnect=FAST)
+        async with client:
+            await client.session_update(instructions="be brief")
+            assert await _next_types(client, 2) == ["session.created", "session.updated"]
+            await client.append_audio(b"\x00\x00" * 480)
+            assert client.input_samples_sent == 480
+            assert await _next_types(client, 3) == ["client.reconnected", "session.created", "session.updated"]
+            assert client.reconnects == 1 and client.input_samples_sent == 0
+            await client.commit()
+            assert await _next_types(client, 1) == ["input_audio_buffer.committed"]
+
+    update = {"type": "session.update", "session": {"instructions": "be brief", "type": "realtime"}}
+    assert s.received[0][0] == update and s.received[1][0] == update
+    assert s.received[0][1]["type"] == "input_audio_buffer.append"
+    assert s.received[1][1] == {"type": "input_audio_buffer.commit"}
+    assert s.headers == ["Bearer k1", "Bearer k1"]
+    assert s.paths == ["/v1/realtime?model=m1"] * 2
+
+
+async def test_normal_close_is_final() -> None:
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": "s"}))
+        await ws.close(1000, "bye")
+
+    s = Scripted(script)
+    async for url in _server(s):
+        client = await RealtimeClient.connect(url, reconnect=FAST)
+        seen = []
+        with pytest.raises(RealtimeConnectionError, match="1000"):
+            async for event in client.events():
+                seen.append(event.type)
+        assert seen == ["session.created"]
+        with pytest.raises(RealtimeConnectionError):
+            await client.commit()
+        await client.close()
+    assert len(s.received) == 1  # no reconnect attempt
+
+
+async def test_reconnect_gives_up_when_server_is_gone() -> None:
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": "s"}))
+        await ws.wait_closed()
+
+    s = Scripted(script)
+    async for url in _server(s):
+        client = await RealtimeClient.connect(url, reconnect=FAST)
+        assert (await client.recv(timeout=5)).type == "session.created"
+    # The server shut down (1001 going away, a retryable code) and every reconnect attempt is refused.
+    with pytest.raises(RealtimeConnectionError, match="gave up"):
+        await client.recv(timeout=5)
+    with pytest.raises(RealtimeConnectionError):
+        await client.commit()
+    await client.close()
+    assert len(s.received) == 1
+
+
+async def test_no_reconnect_when_disabled() -> None:
+    async def script(n: int, ws: ServerConnection) -> None:
+        ws.transport.abort()
+
+    s = Scripted(script)
+    async for url in _server(s):
+        client = await RealtimeClient.connect(url, reconnect=ReconnectPolicy(enabled=False))
+        with pytest.raises(RealtimeConnectionError, match="1006"):
+            await client.recv(timeout=5)
+        await client.close()
+    assert len(s.received) == 1
+
+
+def test_backoff_delays() -> None:
+    p = ReconnectPolicy(initial_delay_s=0.5, factor=2.0, max_delay_s=3.0, max_attempts=5)
+    assert list(p.delays()) == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert list(ReconnectPolicy(enabled=False).delays()) == []
+    with pytest.raises(ValueError):
+        ReconnectPolicy(factor=0.5)
