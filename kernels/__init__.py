@@ -10,7 +10,7 @@ Every op lives in ``kernels/<op_module>.py`` as three things (STYLE.md section 4
 
 Public ops:
     alibi_slopes, store_kv, paged_attention            (kernels.attention)
-    istft_head, leaky_relu, add_leaky_relu, sine_source (kernels.vocoder)
+    istft_head, leaky_relu, add_leaky_relu, snake, add_snake, sine_source (kernels.vocoder)
 
 Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
 """
@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "leaky_relu_ref": "kernels.vocoder",
     "add_leaky_relu": "kernels.vocoder",
     "add_leaky_relu_ref": "kernels.vocoder",
+    "snake": "kernels.vocoder",
+    "snake_ref": "kernels.vocoder",
+    "add_snake": "kernels.vocoder",
+    "add_snake_ref": "kernels.vocoder",
     "sine_source": "kernels.vocoder",
     "sine_source_ref": "kernels.vocoder",
 }
