@@ -146,5 +146,3 @@ class RealtimeServer:
             await self._server.wait_closed()
 
 
-async def wait_forever() -> None:
-    await asyncio.Event().wait()

@@ -1,0 +1,113 @@
+"""Wiring: load the profile's models, start the server, run sessions until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import Gauge
+from websockets.asyncio.server import ServerConnection
+
+from controller.errors import ConfigError
+from controller.metrics import Metrics
+from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
+from controller.server import RealtimeServer, ServerConfig
+from controller.session import Session, SessionDefaults
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    profile: str = "embedded"
+    model_path: Path | None = None
+    chat_url: str | None = None
+    mqtt_url: str | None = None
+    speculation: bool = True
+    pause_ms: int = 200
+    language: str = "en"
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.profile in ("step-audio",) and self.model_path is None:
+            raise ConfigError(f"--profile {self.profile} needs --model-path DIR")
+        if not 50 <= self.pause_ms <= 2000:
+            raise ConfigError("--pause-ms must be between 50 and 2000")
+
+
+def load_pipeline(config: AppConfig) -> SpeechPipeline:
+    if config.profile == "embedded":
+        return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads))
+    raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
+
+
+class App:
+    """One server process: a pipeline shared by all sessions, each session isolated in its own task."""
+
+    def __init__(self, config: AppConfig, pipeline: SpeechPipeline | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.pipeline = pipeline
+        self.sessions: dict[str, Session] = {}
+        self.server = RealtimeServer(config.server, self.metrics, self._session)
+        self._ids = itertools.count(1)
+        Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
+              registry=self.metrics.registry).set_function(
+            lambda: sum(s.live_tasks for s in self.sessions.values()))
+        Gauge("stepaudio_buffered_audio_seconds", "Input audio held by live sessions",
+              registry=self.metrics.registry).set_function(
+            lambda: sum(s.audio.kept_seconds for s in self.sessions.values()))
+        self.defaults = SessionDefaults(speculation=config.speculation, pause_ms=config.pause_ms,
+                                        max_event_bytes=config.server.max_event_bytes)
+
+    async def start(self) -> None:
+        await self.server.start()
+        logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
+                    self.config.profile)
+        if self.pipeline is None:
+            loop = asyncio.get_running_loop()
+            self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
+        self.server.ready = True
+        logger.info("ready: ws://%s:%d/v1/realtime  page: http://%s:%d/", self.config.server.host,
+                    self.server.port, self.config.server.host, self.server.port)
+
+    async def _session(self, ws: ServerConnection, model: str) -> None:
+        if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard
+            await ws.close(1013, "loading")
+            return
+        session_id = f"sess_{next(self._ids)}"
+        session = Session(session_id=session_id, model=model, pipeline=self.pipeline, metrics=self.metrics,
+                          defaults=self.defaults, )
+        self.sessions[session_id] = session
+        try:
+            await session.run(ws)
+        except Exception:  # one session's failure never touches another
+            logger.exception("session %s crashed", session_id)
+        finally:
+            del self.sessions[session_id]
+
+    async def close(self) -> None:
+        await self.server.close()
+        for session in list(self.sessions.values()):
+            await session.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
+
+
+async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
+    app = App(config)
+    stop = asyncio.Event()
+    if install_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.close()

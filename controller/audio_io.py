@@ -1,0 +1,72 @@
+"""Audio at the session's edges: client formats in and out, resampled with soxr (vad.Resampler)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clients import g711
+from controller.errors import MediaError
+from controller.realtime.session_config import AudioFormat
+from vad import Resampler
+
+PIPELINE_RATE = 16000
+
+
+def bytes_per_ms(fmt: AudioFormat) -> float:
+    width = 2 if fmt is AudioFormat.PCM else 1
+    return fmt.sample_rate * width / 1000.0
+
+
+def decode(data: bytes, fmt: AudioFormat) -> np.ndarray:
+    """Client bytes -> float32 mono at the format's rate."""
+    if fmt is AudioFormat.PCM:
+        if len(data) % 2:
+            raise MediaError("audio/pcm data must be whole 16-bit little-endian samples")
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    if fmt is AudioFormat.PCMU:
+        return g711.ulaw_decode(data).astype(np.float32) / 32768.0
+    if fmt is AudioFormat.PCMA:
+        return g711.alaw_decode(data).astype(np.float32) / 32768.0
+    raise MediaError(f"unsupported audio format {fmt.value!r}")
+
+
+def encode(pcm: np.ndarray, fmt: AudioFormat) -> bytes:
+    """float32 mono at the format's rate -> client bytes."""
+    ints = np.clip(np.round(pcm * 32767.0), -32768, 32767).astype("<i2")
+    if fmt is AudioFormat.PCM:
+        return ints.tobytes()
+    if fmt is AudioFormat.PCMU:
+        return g711.ulaw_encode(ints)
+    if fmt is AudioFormat.PCMA:
+        return g711.alaw_encode(ints)
+    raise MediaError(f"unsupported audio format {fmt.value!r}")
+
+
+class InputConverter:
+    """Client bytes in their format -> float32 at 16 kHz, streaming (keeps the resampler's state)."""
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.fmt = fmt
+        self._resampler = Resampler(fmt.sample_rate, PIPELINE_RATE)
+        self._odd = b""  # a split 16-bit sample waits for its other byte
+
+    def convert(self, data: bytes) -> np.ndarray:
+        if self.fmt is AudioFormat.PCM:
+            data = self._odd + data
+            cut = len(data) - len(data) % 2
+            data, self._odd = data[:cut], data[cut:]
+        return self._resampler.process(decode(data, self.fmt))
+
+
+class OutputConverter:
+    """Synthesised float32 at `src_rate` -> client bytes, streaming."""
+
+    def __init__(self, src_rate: int, fmt: AudioFormat) -> None:
+        self.fmt = fmt
+        self._resampler = Resampler(src_rate, fmt.sample_rate)
+
+    def convert(self, pcm: np.ndarray) -> bytes:
+        return encode(self._resampler.process(pcm.astype(np.float32)), self.fmt)
+
+    def flush(self) -> bytes:
+        return encode(self._resampler.flush(), self.fmt)

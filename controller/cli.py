@@ -1,0 +1,101 @@
+"""The `stepaudio-rt` command: the composition root (reads the command line, env and files)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("stepaudio_rt")
+
+PROFILES = ("embedded", "step-audio", "tiny", "full-random")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--profile", choices=PROFILES, default="embedded")
+    p.add_argument("--model-path", type=Path, help="model folder (step-audio, tiny, full-random)")
+    p.add_argument("--chat-url", help="OpenAI-compatible server for the Chat LM (remote backend)")
+    p.add_argument("--api-key", action="append", default=[],
+                   help="accept this key (repeatable); env STEPAUDIO_RT_API_KEYS, comma separated")
+    p.add_argument("--mqtt-url", help="publish session events to this MQTT broker")
+    p.add_argument("--speculation", choices=("on", "off"), default="on",
+                   help="start replies speculatively at short pauses")
+    p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
+    p.add_argument("--language", default="en", help="default language of user speech")
+    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
+    p.add_argument("--log-level", default="INFO")
+
+
+def _add_talk(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("talk", help="send a wav to a server, print transcripts, save the spoken reply")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout")
+    p.add_argument("--profile", choices=("tiny", "full-random"), required=True)
+    p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all")
+    p.add_argument("--with-chat-weights", action="store_true",
+                   help="also write the Chat LM's weights at full-random size (hundreds of GB)")
+    p.add_argument("out_dir", type=Path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepaudio-rt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_talk(sub)
+    _add_make_checkpoint(sub)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from controller.app import AppConfig, run_app
+    from controller.server import ServerConfig
+
+    keys = tuple(args.api_key) + tuple(
+        k.strip() for k in os.environ.get("STEPAUDIO_RT_API_KEYS", "").split(",") if k.strip())
+    config = AppConfig(
+        server=ServerConfig(host=args.host, port=args.port, api_keys=keys),
+        profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
+        mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
+        language=args.language, threads=args.threads,
+    )
+    try:
+        asyncio.run(run_app(config, install_signals=True))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _make_checkpoint(args: argparse.Namespace) -> int:
+    from controller.checkpoints import make_checkpoint
+    make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
+                    with_chat_weights=args.with_chat_weights)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "talk":
+        from clients.talk import main as talk_main
+        return int(talk_main(args.args) or 0)
+    if args.command == "make-checkpoint":
+        return _make_checkpoint(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

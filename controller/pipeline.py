@@ -1,0 +1,119 @@
+"""The speech pipeline a session drives, and the embedded profile's implementation of it.
+
+A pipeline bundles the models of one profile. Sessions share it; every model call runs on the
+pipeline's worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from controller.bridge import iterate_in_thread
+
+logger = logging.getLogger(__name__)
+
+
+class VadStream(Protocol):
+    def process(self, pcm16k: np.ndarray) -> list[float]: ...
+    def reset(self) -> None: ...
+
+
+class ChatDeltaLike(Protocol):
+    text: str
+    finish_reason: str | None
+
+
+class SpeechPipeline(Protocol):
+    """What a session needs from a profile's models."""
+
+    name: str
+    output_rate: int  # sample rate of synthesize()'s chunks
+
+    def new_vad(self) -> VadStream: ...
+    async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str: ...
+    def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]: ...
+    def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]: ...
+    def count_tokens(self, text: str) -> int: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddedConfig:
+    language: str = "en"
+    threads: int = 2
+    n_ctx: int = 4096
+
+
+class EmbeddedPipeline:
+    """Silero VAD + Whisper (faster-whisper) + Qwen2.5-0.5B (xllamacpp) + Piper, all on the CPU."""
+
+    name = "embedded"
+
+    def __init__(self, config: EmbeddedConfig) -> None:
+        # Imported here so that importing the controller never loads model runtimes.
+        from lm_engine import LlamaCppBackend
+        from lm_engine.assets import embedded_gguf_path
+        from speech_decoder import PiperTts
+        from streaming_tokenizer import WhisperAsr
+        from vad import SileroModel
+
+        self.config = config
+        logger.info("loading silero-vad")
+        self._vad_model = SileroModel.load()
+        logger.info("loading Whisper (%s)", config.language)
+        self._asr = WhisperAsr.load(language=config.language, cpu_threads=config.threads)
+        logger.info("loading Piper TTS")
+        self._tts = PiperTts.load()
+        self.output_rate = int(self._tts.sample_rate)
+        logger.info("loading the chat LM")
+        self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,
+                                         n_ctx=config.n_ctx)
+        # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
+        # generation of the next; llama.cpp serialises its own requests.
+        self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")
+        self._llm_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="llm")
+        self._tts_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tts")
+
+    def new_vad(self) -> VadStream:
+        from vad import SileroVad
+        return SileroVad(self._vad_model)
+
+    async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str:
+        import asyncio
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._asr_pool, self._asr.transcribe, pcm16k,
+                                          language or self.config.language)
+
+    def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]:
+        llm = self._llm
+
+        def run(cancel: threading.Event) -> Iterator[ChatDeltaLike]:
+            return iter(llm.stream(request, cancel))  # type: ignore[arg-type]
+
+        return iterate_in_thread(run, self._llm_pool)
+
+    def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
+        tts = self._tts
+
+        def run(cancel: threading.Event) -> Iterator[np.ndarray]:
+            for chunk in tts.synthesize(text):
+                if cancel.is_set():
+                    return
+                yield chunk
+
+        return iterate_in_thread(run, self._tts_pool, maxsize=8)
+
+    def count_tokens(self, text: str) -> int:
+        # A budget estimate: about 4 characters per token for English with Qwen's BPE.
+        return max(1, len(text) // 4)
+
+    def close(self) -> None:
+        for pool in (self._asr_pool, self._llm_pool, self._tts_pool):
+            pool.shutdown(wait=False, cancel_futures=True)

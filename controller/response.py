@@ -1,0 +1,329 @@
+"""One reply in flight: LM text -> sentences -> speech -> Realtime events, held until committed.
+
+A Response produces its server events into `emit`. While it is speculative, events are held in
+memory; `release()` (the commit) sends what was held and lets the rest flow. Audio is paced to the
+client at real time plus a lead, so that what was sent is close to what was heard; the spoken
+sentences and their audio spans are recorded so that a truncation keeps exactly the heard text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from context_manager import truncate_text_to_heard
+from controller.audio_io import OutputConverter, bytes_per_ms
+from controller.realtime.session_config import AudioFormat
+from controller.pipeline import SpeechPipeline
+from controller.realtime import items as it
+from controller.realtime import server_events as sev
+from speech_decoder import SentenceChunker
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[dict], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseSettings:
+    modalities: tuple[str, ...] = ("audio",)
+    voice: str = "joe"
+    output_format: AudioFormat = AudioFormat.PCM
+    temperature: float = 0.7
+    max_output_tokens: int | None = None
+    # How far audio may run ahead of real time at the client.
+    pacing_lead_s: float = 0.3
+    delta_ms: int = 100
+
+
+@dataclass(slots=True)
+class SpokenSpan:
+    text: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass(slots=True)
+class ToolCall:
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str = ""
+
+
+class Response:
+    def __init__(self, *, gen_id: int, speculative: bool, events: sev.ServerEvents,
+                 new_id: Callable[[str], str], pipeline: SpeechPipeline,
+                 settings: ResponseSettings, emit: Emit, previous_item_id: str | None,
+                 on_first_audio: Callable[[], None]) -> None:
+        self.gen_id = gen_id
+        self.speculative = speculative
+        self.ev = events
+        self.pipeline = pipeline
+        self.settings = settings
+        self._emit_out = emit
+        self._on_first_audio = on_first_audio
+        self.new_id = new_id
+        self.response_id = new_id("resp")
+        self.item_id = new_id("item")
+        self.answers_audio_end_ms: int | None = None
+        self.previous_item_id = previous_item_id
+        self.released = not speculative
+        self._held: list[dict] = []
+        self.spans: list[SpokenSpan] = []
+        self.text = ""
+        self.tool_calls: list[ToolCall] = []
+        self.audio_ms_sent = 0.0  # audio synthesised for this reply
+        self.audio_ms_sent_so_far = 0.0  # audio that has left for the client
+        self.audio_started_at: float | None = None
+        self.first_audio_at: float | None = None
+        self.synth_seconds = 0.0
+        self.status = "in_progress"
+        self.message_opened = False
+        self._release_event = asyncio.Event()
+        if self.released:
+            self._release_event.set()
+
+    # ---- output gate -------------------------------------------------------------------------
+
+    async def _emit(self, event: dict) -> None:
+        if self.released:
+            await self._send(event)
+        else:
+            self._held.append(event)
+
+    async def release(self) -> None:
+        """Commit: everything held goes out now (audio beyond the pacing lead waits its turn).
+
+        The gate opens only once the backlog is drained, so events produced meanwhile keep their order.
+        """
+        while self._held:
+            event = self._held.pop(0)
+            if event["type"] == "response.output_audio.delta":
+                await self._pace(event)
+            await self._send(event)
+        self.released = True
+        self._release_event.set()
+
+    async def wait_released(self) -> None:
+        await self._release_event.wait()
+
+    async def _send(self, event: dict) -> None:
+        if event["type"] == "response.output_audio.delta" and self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+            self._on_first_audio()
+        await self._emit_out(event)
+
+    async def _pace(self, event: dict) -> None:
+        now = time.monotonic()
+        if self.audio_started_at is None:
+            self.audio_started_at = now
+        start_ms = event.pop("_start_ms", 0.0)
+        self.audio_ms_sent_so_far = event.pop("_end_ms", start_ms)
+        wait = self.audio_started_at + start_ms / 1000.0 - self.settings.pacing_lead_s - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _emit_audio(self, pcm: bytes, start_ms: float, end_ms: float) -> None:
+        event = self.ev.output_audio_delta(response_id=self.response_id, item_id=self.item_id,
+                                           output_index=0, content_index=0, audio=pcm)
+        event["_start_ms"] = start_ms
+        event["_end_ms"] = end_ms
+        if self.released:
+            await self._pace(event)
+            await self._send(event)
+        else:
+            self._held.append(event)
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    @property
+    def audio_out(self) -> bool:
+        return "audio" in self.settings.modalities
+
+    async def run(self, request: object) -> None:
+        """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
+        await self._emit(self.ev.response_created(self._response_obj("in_progress")))
+        chunker = SentenceChunker()
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(self._speak(sentences))
+        try:
+            async for delta in self.pipeline.reply(request):
+                text = getattr(delta, "text", "") or ""
+                call = getattr(delta, "tool_call", None)
+                if text:
+                    await self._open_message()
+                    self.text += text
+                    for piece in chunker.push(text):
+                        sentences.put_nowait(piece)
+                if call is not None:
+                    await self._tool_call_delta(call)
+            for piece in chunker.flush():
+                sentences.put_nowait(piece)
+            sentences.put_nowait(None)
+            await speaker
+        finally:
+            if not speaker.done():
+                speaker.cancel()
+                await asyncio.gather(speaker, return_exceptions=True)
+        await self._finish("completed")
+
+    async def _open_message(self) -> None:
+        if self.message_opened:
+            return
+        self.message_opened = True
+        item = it.assistant_message_item(self.item_id, audio=self.audio_out, text=None, status="in_progress")
+        await self._emit(self.ev.output_item_added(response_id=self.response_id, output_index=0, item=item))
+        await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+        await self._emit(self.ev.content_part_added(**self._pos(), part=self._part("")))
+
+    async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        conv = OutputConverter(self.pipeline.output_rate, self.settings.output_format)
+        per_ms = bytes_per_ms(self.settings.output_format)
+        chunk_bytes = int(per_ms * self.settings.delta_ms)
+        pending = b""
+        spoken_ms = 0.0
+        while (sentence := await sentences.get()) is not None:
+            if not self.audio_out:
+                await self._emit(self.ev.output_text_delta(
+                    **self._pos(), delta=sentence if not self.spans else " " + sentence))
+                self.spans.append(SpokenSpan(sentence, 0, 0))
+                continue
+            start_ms = spoken_ms
+            t0 = time.monotonic()
+            await self._emit(self.ev.output_audio_transcript_delta(
+                **self._pos(), delta=sentence if not self.spans else " " + sentence))
+            async for pcm in self.pipeline.synthesize(sentence, self.settings.voice):
+                pending += conv.convert(pcm)
+                while len(pending) >= chunk_bytes:
+                    out, pending = pending[:chunk_bytes], pending[chunk_bytes:]
+                    await self._emit_audio(out, spoken_ms, spoken_ms + len(out) / per_ms)
+                    spoken_ms += len(out) / per_ms
+            self.synth_seconds += time.monotonic() - t0
+            self.spans.append(SpokenSpan(sentence, start_ms, spoken_ms + len(pending) / per_ms))
+        pending += conv.flush()
+        if pending:
+            await self._emit_audio(pending, spoken_ms, spoken_ms + len(pending) / per_ms)
+            spoken_ms += len(pending) / per_ms
+        self.audio_ms_sent = spoken_ms
+
+    async def _tool_call_delta(self, call: object) -> None:
+        call_id = getattr(call, "call_id", None)
+        name = getattr(call, "name", None)
+        args = getattr(call, "arguments_delta", "") or ""
+        current = self.tool_calls[-1] if self.tool_calls else None
+        if current is None or (call_id and call_id != current.call_id):
+            current = ToolCall(self.new_id("item"), call_id or self.new_id("call"), name or "")
+            self.tool_calls.append(current)
+            item = it.function_call_item(current.item_id, call_id=current.call_id, name=current.name,
+                                         arguments="", status="in_progress")
+            await self._emit(self.ev.output_item_added(response_id=self.response_id,
+                                                       output_index=self._index_of(current), item=item))
+            await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+        if name and not current.name:
+            current.name = name
+        if args:
+            current.arguments += args
+            await self._emit(self.ev.function_call_arguments_delta(
+                response_id=self.response_id, item_id=current.item_id, output_index=self._index_of(current),
+                call_id=current.call_id, delta=args))
+
+    def _index_of(self, call: ToolCall) -> int:
+        return self.tool_calls.index(call) + (1 if self.message_opened else 0)
+
+    # ---- endings -----------------------------------------------------------------------------
+
+    def heard_text(self, heard_ms: float | None) -> str:
+        """The reply's text as far as the listener heard it (all of it when heard_ms is None)."""
+        if not self.audio_out or heard_ms is None:
+            return " ".join(s.text for s in self.spans)
+        words: list[str] = []
+        for span in self.spans:
+            if span.end_ms <= heard_ms:
+                words.append(span.text)
+            elif span.start_ms < heard_ms:
+                words.append(truncate_text_to_heard(span.text, heard_ms - span.start_ms,
+                                                    span.end_ms - span.start_ms))
+        return " ".join(w for w in words if w)
+
+    def _pos(self) -> dict:
+        return {"response_id": self.response_id, "item_id": self.item_id, "output_index": 0,
+                "content_index": 0}
+
+    def _part(self, text: str) -> dict:
+        return sev.audio_part(text) if self.audio_out else sev.text_part(text)
+
+    def message_item(self, status: str, text: str | None) -> dict:
+        return it.assistant_message_item(self.item_id, audio=self.audio_out, text=text,
+                                         status=status)  # type: ignore[arg-type]
+
+    def output_items(self, status: str) -> list[dict]:
+        items = []
+        if self.message_opened:
+            items.append(self.message_item(status, self.heard_text(None)))
+        for call in self.tool_calls:
+            items.append(it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
+                                               arguments=call.arguments, status="completed"))
+        return items
+
+    async def _finish(self, status: str) -> None:
+        self.status = status
+        if self.message_opened:
+            text = self.heard_text(None)
+            if self.audio_out:
+                await self._emit(self.ev.output_audio_done(**self._pos()))
+                await self._emit(self.ev.output_audio_transcript_done(**self._pos(), transcript=text))
+            else:
+                await self._emit(self.ev.output_text_done(**self._pos(), text=text))
+            await self._emit(self.ev.content_part_done(**self._pos(), part=self._part(text)))
+            item = self.message_item("completed", text)
+            await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
+            await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+        for call in self.tool_calls:
+            index = self._index_of(call)
+            await self._emit(self.ev.function_call_arguments_done(
+                response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
+                name=call.name, arguments=call.arguments))
+            item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
+                                         arguments=call.arguments, status="completed")
+            await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
+            await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+        await self._emit(self.ev.response_done(self._response_obj(status)))
+
+    async def finish_empty(self) -> None:
+        """Nothing to answer (the user's audio held no words): an empty, completed response."""
+        await self._emit(self.ev.response_created(self._response_obj("in_progress")))
+        await self._finish("completed")
+
+    async def finish_failed(self, message: str) -> None:
+        self.status = "failed"
+        if self.released:
+            await self._emit_out(self.ev.response_done(self._response_obj(
+                "failed", error_message=message)))
+
+    async def finish_cancelled(self, reason: str) -> None:
+        """Called after run() was cancelled: closes the response on the wire if it is visible."""
+        self.status = "cancelled"
+        if not self.released:
+            self._held.clear()
+            return
+        await self._emit_out(self.ev.response_done(self._response_obj("cancelled", reason=reason)))
+
+    def heard_ms_now(self) -> float:
+        """The server's estimate of the audio played so far: real time since the first delta."""
+        if self.audio_started_at is None:
+            return 0.0
+        return min(self.audio_ms_sent_so_far, (time.monotonic() - self.audio_started_at) * 1000.0)
+
+    def _response_obj(self, status: str, reason: str | None = None,
+                      error_message: str | None = None) -> dict:
+        output = [] if status == "in_progress" else self.output_items(
+            "completed" if status == "completed" else "incomplete")
+        details = sev.status_details(status, reason=reason, error_code="response_failed" if error_message else None,
+                                     error_message=error_message)  # type: ignore[arg-type]
+        return sev.response(self.response_id, status=status, output=output,  # type: ignore[arg-type]
+                            output_modalities=self.settings.modalities, output_format=self.settings.output_format,
+                            voice=self.settings.voice, details=details)

@@ -1,0 +1,395 @@
+"""The asyncio shell of one Realtime session: WebSocket in/out, VAD, timers, replies in flight.
+
+The decisions live in pure cores (controller.turn_taking, controller.realtime, context_manager,
+vad.TurnDetector); this file only feeds them events and carries out their actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from context_manager import Conversation
+from controller import turn_taking as tt
+from controller.audio_io import InputConverter
+from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
+from controller.input_audio import InputAudio
+from controller.metrics import Metrics
+from controller.pipeline import SpeechPipeline
+from controller.realtime import client_events as ce
+from controller.realtime.server_events import SequentialIds, ServerEvents
+from controller.realtime.session_config import SessionConfig, apply_patch, session_to_wire
+from controller.response import Response, ResponseSettings
+from controller.session_items import ItemsMixin
+from vad import TurnDetector, TurnDetectorConfig
+from vad import turn_detector as vd
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionDefaults:
+    speculation: bool = True
+    pause_ms: int = 200
+    max_event_bytes: int = 15 * 1024 * 1024
+    out_queue_events: int = 256
+    context_budget_tokens: int = 1500
+    max_output_tokens: int = 256
+
+
+def turn_config(cfg: SessionConfig, speculation: bool) -> tt.TurnConfig:
+    vad = cfg.turn_detection
+    if vad is None:
+        return tt.TurnConfig(server_vad=False, speculation=False)
+    return tt.TurnConfig(
+        server_vad=True, speculation=speculation, create_response=vad.create_response,
+        interrupt_response=vad.interrupt_response,
+        idle_timeout_s=None if vad.idle_timeout_ms is None else vad.idle_timeout_ms / 1000.0)
+
+
+class Session(ItemsMixin):
+    def __init__(self, *, session_id: str, model: str, pipeline: SpeechPipeline, metrics: Metrics,
+                 defaults: SessionDefaults) -> None:
+        self.session_id = session_id
+        self.model = model
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.defaults = defaults
+        self.events = ServerEvents(SequentialIds("event_"))
+        self._id_sources: dict[str, SequentialIds] = {}
+        self.cfg = SessionConfig()
+        self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
+        self.conversation = Conversation()
+        self.vad = pipeline.new_vad()
+        self.detector = self._new_detector()
+        self.converter = InputConverter(self.cfg.input_format)
+        self.audio = InputAudio()
+        self.log = logging.LoggerAdapter(logger, {"session_id": session_id})
+        self._out: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue(defaults.out_queue_events)
+        self._responses: dict[int, tuple[Response, asyncio.Task[None]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._asr: dict[tuple[int, int], asyncio.Task[str]] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._turn_start_ms = 0  # where the current user turn's audio begins
+        self._turn_item_id = self.new_id("item")
+        self._response_overrides: ce.ResponseCreate | None = None
+        self._spoken: dict[str, Response] = {}  # recent replies, for truncation
+        self.closed = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, ws: ServerConnection) -> None:
+        writer = asyncio.create_task(self._writer(ws))
+        self.metrics.sessions_live.inc()
+        self.metrics.sessions_total.inc()
+        try:
+            await self.emit(self.events.session_created(session_to_wire(
+                self.cfg, session_id=self.session_id, model=self.model)))
+            async for raw in ws:
+                await self.receive(raw)
+                if writer.done():
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.close()
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            self.metrics.sessions_live.dec()
+
+    async def close(self) -> None:
+        """Free every task, timer and buffer of the session."""
+        if self.closed:
+            return
+        self.closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = [task for _, task in self._responses.values()] + list(self._tasks) + list(self._asr.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._responses.clear()
+        self._tasks.clear()
+        self._asr.clear()
+        self.audio = InputAudio()
+
+    @property
+    def live_tasks(self) -> int:
+        return len(self._responses) + len(self._tasks) + len(self._asr) + len(self._timers)
+
+    async def _writer(self, ws: ServerConnection) -> None:
+        while True:
+            _, data = await self._out.get()
+            await ws.send(data)
+
+    async def emit(self, event: dict, gen_id: int | None = None) -> None:
+        if self.closed:
+            return
+        await self._out.put((gen_id, json.dumps(event, separators=(",", ":"))))
+
+    def _drop_queued_audio(self, gen_id: int) -> None:
+        """Barge-in: audio of a cancelled reply that has not left yet is dropped, not sent late."""
+        kept = []
+        while not self._out.empty():
+            item = self._out.get_nowait()
+            if item[0] != gen_id:
+                kept.append(item)
+        for item in kept:
+            self._out.put_nowait(item)
+
+    async def error(self, exc: ProtocolError | MediaError | EngineError, event_id: str | None = None,
+                    code: str | None = None) -> None:
+        if isinstance(exc, ProtocolError):
+            code, param, etype = exc.code, exc.param, exc.error_type
+            event_id = event_id or exc.event_id
+            message = exc.message
+        else:
+            param, etype = None, "invalid_request_error" if isinstance(exc, MediaError) else "server_error"
+            code = code or ("invalid_audio" if isinstance(exc, MediaError) else "engine_error")
+            message = str(exc)
+        self.metrics.errors_total.labels(code=code).inc()
+        await self.emit(self.events.error(message=message, error_type=etype, code=code, param=param,
+                                          client_event_id=event_id))
+
+    def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("session task failed", exc_info=task.exception())
+
+    # ---- client events -----------------------------------------------------------------------
+
+    async def receive(self, raw: str | bytes) -> None:
+        try:
+            event = ce.parse_client_event(raw, max_bytes=self.defaults.max_event_bytes)
+        except RemoteProtocolError as exc:
+            await self.error(exc)
+            return
+        try:
+            await self._dispatch(event)
+        except ProtocolError as exc:
+            await self.error(exc, event.event_id)
+        except MediaError as exc:
+            await self.error(exc, event.event_id)
+
+    async def _dispatch(self, event: ce.ClientEvent) -> None:
+        match event:
+            case ce.InputAudioBufferAppend():
+                await self._append(event.audio)
+            case ce.SessionUpdate():
+                await self._session_update(event)
+            case ce.InputAudioBufferCommit():
+                if self.audio.total_ms - self._turn_start_ms < 100:
+                    raise RemoteProtocolError(
+                        "Error committing input audio buffer: buffer too small; expected at least 100ms "
+                        f"of audio, but buffer only has {self.audio.total_ms - self._turn_start_ms}ms.",
+                        code="input_audio_buffer_commit_empty")
+                await self.apply(tt.BufferCommitted())
+            case ce.InputAudioBufferClear():
+                self._turn_start_ms = self.audio.total_ms
+                self.audio.trim(self._turn_start_ms)
+                self.vad.reset()
+                self.detector = self._new_detector(self.audio.total_ms)
+                await self.emit(self.events.cleared())
+            case ce.OutputAudioBufferClear():
+                await self.apply(tt.CancelRequested()) if self.turns.current_gen else None
+            case ce.ResponseCreate():
+                self._response_overrides = event
+                await self.apply(tt.ResponseRequested())
+            case ce.ResponseCancel():
+                await self.apply(tt.CancelRequested())
+            case _:
+                await self.handle_item_event(event)
+
+    async def _session_update(self, event: ce.SessionUpdate) -> None:
+        new = apply_patch(self.cfg, event.patch)
+        old, self.cfg = self.cfg, new
+        if new.input_format != old.input_format:
+            self.converter = InputConverter(new.input_format)
+        if new.turn_detection != old.turn_detection:
+            self.detector = self._new_detector(self.audio.total_ms)
+        await self.emit(self.events.session_updated(session_to_wire(
+            new, session_id=self.session_id, model=self.model)))
+        await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
+
+    def _new_detector(self, origin_ms: int = 0) -> TurnDetector:
+        vad = self.cfg.turn_detection
+        cfg = TurnDetectorConfig(pause_ms=self.defaults.pause_ms) if vad is None else TurnDetectorConfig(
+            threshold=vad.threshold, prefix_padding_ms=vad.prefix_padding_ms,
+            silence_duration_ms=vad.silence_duration_ms,
+            pause_ms=min(self.defaults.pause_ms, vad.silence_duration_ms))
+        return TurnDetector(cfg, origin_ms=origin_ms)
+
+    async def _append(self, data: bytes) -> None:
+        pcm = self.converter.convert(data)
+        now = time.monotonic()
+        self.audio.append(pcm, now)
+        if self.cfg.turn_detection is None:
+            return
+        for vad_event in self.detector.feed(self.vad.process(pcm)):
+            match vad_event:
+                case vd.SpeechStarted():
+                    if self.turns.state in (tt.TurnState.IDLE, tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
+                        self._turn_start_ms = vad_event.audio_start_ms
+                    await self.apply(tt.SpeechStarted(vad_event.audio_start_ms))
+                case vd.Pause():
+                    await self.apply(tt.Pause(vad_event.audio_ms))
+                case vd.SpeechResumed():
+                    await self.apply(tt.SpeechResumed(vad_event.audio_ms))
+                case vd.SpeechStopped():
+                    await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
+
+    # ---- core actions ------------------------------------------------------------------------
+
+    async def apply(self, event: tt.Event) -> None:
+        for action in self.turns.handle(event, time.monotonic()):
+            await self._carry_out(action)
+
+    async def _carry_out(self, action: tt.Action) -> None:
+        match action:
+            case tt.EmitSpeechStarted(audio_ms=ms):
+                await self.emit(self.events.speech_started(item_id=self._turn_item_id, audio_start_ms=ms))
+            case tt.EmitSpeechStopped(audio_ms=ms):
+                await self.emit(self.events.speech_stopped(item_id=self._turn_item_id, audio_end_ms=ms))
+            case tt.CommitUserTurn(audio_end_ms=end):
+                await self.commit_user_turn(end)
+            case tt.StartGeneration():
+                self._start_response(action)
+            case tt.CommitGeneration(gen_id=gen_id):
+                self.metrics.speculations_committed.inc()
+                resp, _ = self._responses[gen_id]
+                self.spawn(resp.release())
+            case tt.CancelGeneration(gen_id=gen_id, reason=reason):
+                await self._cancel_response(gen_id, reason)
+            case tt.FlushAudio(gen_id=gen_id):
+                self._drop_queued_audio(gen_id)
+            case tt.RejectRequest(code=code, message=message):
+                await self.error(RemoteProtocolError(message, code=code))
+            case tt.StartTimer(key=key, deadline=deadline):
+                loop = asyncio.get_running_loop()
+                delay = max(0.0, deadline - time.monotonic())
+                self._timers[key] = loop.call_later(
+                    delay, lambda: self.spawn(self._timer_fired(key)))
+            case tt.CancelTimer(key=key):
+                handle = self._timers.pop(key, None)
+                if handle is not None:
+                    handle.cancel()
+            case tt.EmitIdleTimeout():
+                end = self.audio.total_ms
+                await self.emit(self.events.timeout_triggered(
+                    item_id=self._turn_item_id, audio_start_ms=self._turn_start_ms, audio_end_ms=end))
+
+    async def _timer_fired(self, key: str) -> None:
+        self._timers.pop(key, None)
+        await self.apply(tt.TimerFired(key))
+
+    # ---- replies -----------------------------------------------------------------------------
+
+    def _response_settings(self) -> ResponseSettings:
+        cfg = self.cfg
+        overrides = self._response_overrides
+        if overrides is not None:
+            cfg = apply_patch(cfg, overrides.overrides)
+        limit = cfg.max_output_tokens
+        return ResponseSettings(
+            modalities=cfg.output_modalities, voice=cfg.voice, output_format=cfg.output_format,
+            temperature=cfg.temperature if cfg.temperature is not None else 0.7,
+            max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
+                int(limit), self.defaults.max_output_tokens * 4))
+
+    def _start_response(self, action: tt.StartGeneration) -> None:
+        settings = self._response_settings()
+        instructions_cfg = self.cfg if self._response_overrides is None else apply_patch(
+            self.cfg, self._response_overrides.overrides)
+        self._response_overrides = None
+        gen_id = action.gen_id
+        resp = Response(gen_id=gen_id, speculative=action.speculative, events=self.events, new_id=self.new_id,
+                        pipeline=self.pipeline, settings=settings, emit=lambda e: self.emit(e, gen_id),
+                        previous_item_id=None, on_first_audio=lambda: self._first_audio(gen_id))
+        resp.answers_audio_end_ms = action.audio_end_ms
+        turn = None
+        if action.audio_end_ms is not None:
+            # Capture the turn now: by the time the task runs, the session may have moved on.
+            turn = (self._turn_item_id, self.asr_task(self._turn_start_ms, action.audio_end_ms))
+        if action.speculative:
+            self.metrics.speculations_started.inc()
+        task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))
+        self._responses[gen_id] = (resp, task)
+
+    def _first_audio(self, gen_id: int) -> None:
+        resp = self._responses.get(gen_id)
+        if resp is None:
+            return
+        end = resp[0].answers_audio_end_ms
+        arrived = self.audio.arrival_time(end) if end is not None else None
+        if arrived is not None and resp[0].first_audio_at is not None:
+            self.metrics.first_audio_latency.observe(max(0.0, resp[0].first_audio_at - arrived))
+        self.spawn(self.apply(tt.GenerationAudioStarted(gen_id)))
+
+    async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[str]] | None,
+                            cfg: SessionConfig) -> None:
+        try:
+            request = await self.build_request(resp, turn, cfg)
+            resp.previous_item_id = self.conversation.last_item_id()
+            if request is None:  # nothing was said: no reply
+                await resp.finish_empty()
+            else:
+                await resp.run(request)
+            await resp.wait_released()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a model failed: this reply fails, the session goes on
+            self.log.exception("response %s failed", resp.response_id)
+            await self.error(EngineError(f"response generation failed: {exc}"), code="response_failed")
+            with contextlib.suppress(Exception):
+                await resp.finish_failed(str(exc))
+        self.record_reply(resp, heard_ms=None)
+        self.metrics.responses_total.labels(status=resp.status).inc()
+        if resp.synth_seconds and resp.audio_ms_sent:
+            self.metrics.tts_rtf.observe(resp.synth_seconds / (resp.audio_ms_sent / 1000.0))
+        self._responses.pop(resp.gen_id, None)
+        await self.apply(tt.GenerationFinished(resp.gen_id))
+
+    async def _cancel_response(self, gen_id: int, reason: str) -> None:
+        entry = self._responses.pop(gen_id, None)
+        if entry is None:
+            return
+        resp, task = entry
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if resp.speculative and not resp.released:
+            self.metrics.speculations_rolled_back.inc()
+        if resp.released:
+            heard = resp.heard_ms_now()
+            await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
+            self.record_reply(resp, heard_ms=heard)
+            self.metrics.responses_total.labels(status="cancelled").inc()
+            if reason == "barge_in" and resp.message_opened and resp.audio_out:
+                await self.emit(self.events.item_truncated(item_id=resp.item_id, content_index=0,
+                                                           audio_end_ms=int(heard)))
+
+    def reset_turn(self, end_ms: int) -> None:
+        self._turn_start_ms = end_ms
+        self._turn_item_id = self.new_id("item")
+        # Keep a little audio before the new turn for the next speech start's prefix padding.
+        self.audio.trim(max(0, end_ms - 1000))
+
+    def new_id(self, kind: str) -> str:
+        source = self._id_sources.get(kind)
+        if source is None:
+            source = self._id_sources[kind] = SequentialIds(f"{kind}_{self.session_id}_")
+        return source()

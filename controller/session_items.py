@@ -1,0 +1,206 @@
+"""The conversation side of a session: user turns and their transcripts, client item edits, replies.
+
+Split from session.py to keep each file about one thing; `ItemsMixin` is only ever mixed into
+Session and uses its emit/metrics/pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from context_manager import (
+    AssistantMessage, ConversationError, FunctionCall, FunctionCallOutput, InvalidEditError, SystemMessage,
+    UnknownItemError, UserMessage,
+)
+from controller import turn_taking as tt
+from controller.errors import RemoteProtocolError
+from controller.realtime import client_events as ce
+from controller.realtime import items as it
+from controller.realtime.session_config import SessionConfig
+from controller.response import Response
+from lm_engine.chat import ChatRequest
+
+if TYPE_CHECKING:
+    from controller.session import Session as _Base
+else:
+    _Base = object
+
+logger = logging.getLogger(__name__)
+
+MAX_REMEMBERED_REPLIES = 32
+
+
+def _tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
+    if not cfg.tools or cfg.tool_choice == "none":
+        return None
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": dict(t.parameters) or {"type": "object",
+                                                                                   "properties": {}}}}
+            for t in cfg.tools]
+
+
+class ItemsMixin(_Base):
+    # ---- user turns --------------------------------------------------------------------------
+
+    def asr_task(self, start_ms: int, end_ms: int) -> asyncio.Task[str]:
+        """The transcription of [start_ms, end_ms), started once and shared by everyone who needs it."""
+        key = (start_ms, end_ms)
+        task = self._asr.get(key)
+        if task is None:
+            pcm = self.audio.segment(start_ms, end_ms)
+            language = self.cfg.transcription.language if self.cfg.transcription else None
+            task = asyncio.ensure_future(self.pipeline.transcribe(pcm, language))
+            self._asr[key] = task
+            task.add_done_callback(lambda _t: self._asr.pop(key, None) if len(self._asr) > 8 else None)
+        return task
+
+    async def commit_user_turn(self, end_ms: int | None) -> None:
+        start = self._turn_start_ms
+        end = self.audio.total_ms if end_ms is None else end_ms
+        item_id = self._turn_item_id
+        previous = self.conversation.last_item_id()
+        asr = self.asr_task(start, end)
+        self.conversation.add(UserMessage(id=item_id, text=""))
+        self.reset_turn(end)
+        self.metrics.turns_total.inc()
+        await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
+        await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
+                                               previous_item_id=previous))
+        self.spawn(self._finish_transcription(item_id, previous, asr, end, (end - start) / 1000.0))
+
+    async def _finish_transcription(self, item_id: str, previous: str | None, asr: asyncio.Task[str],
+                                    end_ms: int, seconds: float) -> None:
+        try:
+            text = (await asr).strip()
+        except Exception as exc:
+            self.log.exception("transcription failed")
+            await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
+                                                             code="transcription_failed", message=str(exc)))
+            return
+        if item_id in self.conversation:
+            self.conversation.set_text(item_id, text)
+        arrived = self.audio.arrival_time(end_ms)
+        if arrived is not None:
+            self.metrics.transcript_latency.observe(max(0.0, time.monotonic() - arrived))
+        if text:
+            await self.emit(self.events.transcription_delta(item_id=item_id, content_index=0, delta=text))
+        await self.emit(self.events.transcription_completed(item_id=item_id, content_index=0, transcript=text,
+                                                            audio_seconds=seconds))
+        await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=text),
+                                              previous_item_id=previous))
+
+    async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[str]] | None,
+                            cfg: SessionConfig) -> ChatRequest | None:
+        """The LM request for a reply; None when the user's turn held no words."""
+        user_text: str | None = None
+        if turn is not None:
+            item_id, asr = turn
+            user_text = (await asr).strip()
+            if not user_text:
+                return None
+            if item_id in self.conversation:
+                self.conversation.set_text(item_id, user_text)
+                user_text = None
+        messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
+                                              self.pipeline.count_tokens)
+        if user_text is not None:  # a speculation answers a turn not yet in the conversation
+            messages.append({"role": "user", "content": user_text})
+        return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), temperature=resp.settings.temperature,
+                           max_tokens=resp.settings.max_output_tokens, stop=None)
+
+    def record_reply(self, resp: Response, heard_ms: float | None) -> None:
+        """Put what the assistant actually said into the conversation (never a rolled-back reply)."""
+        if not resp.released:
+            return
+        previous = resp.previous_item_id if resp.previous_item_id in self.conversation else None
+        if resp.message_opened and resp.item_id not in self.conversation:
+            self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms)),
+                                  previous_item_id=previous)
+            previous = resp.item_id
+            self._spoken[resp.item_id] = resp
+            while len(self._spoken) > MAX_REMEMBERED_REPLIES:
+                self._spoken.pop(next(iter(self._spoken)))
+        for call in resp.tool_calls:
+            if call.item_id not in self.conversation:
+                self.conversation.add(FunctionCall(id=call.item_id, call_id=call.call_id, name=call.name,
+                                                   arguments=call.arguments), previous_item_id=previous)
+                previous = call.item_id
+
+    # ---- client item events ------------------------------------------------------------------
+
+    async def handle_item_event(self, event: ce.ClientEvent) -> None:
+        try:
+            match event:
+                case ce.ConversationItemCreate():
+                    await self._item_create(event)
+                case ce.ConversationItemRetrieve():
+                    item = self.conversation.get(event.item_id)
+                    await self.emit(self.events.item_retrieved(self._item_wire(item)))
+                case ce.ConversationItemDelete():
+                    self.conversation.delete(event.item_id)
+                    self._spoken.pop(event.item_id, None)
+                    await self.emit(self.events.item_deleted(item_id=event.item_id))
+                    await self.apply(tt.ContextChanged())
+                case ce.ConversationItemTruncate():
+                    await self._item_truncate(event)
+                case _:
+                    raise RemoteProtocolError(f"unsupported event {type(event).__name__}", code="unknown_event")
+        except UnknownItemError as exc:
+            raise RemoteProtocolError(str(exc), code="item_not_found", param="item_id") from exc
+        except ConversationError as exc:
+            raise RemoteProtocolError(str(exc), code="invalid_value", param="item") from exc
+
+    async def _item_create(self, event: ce.ConversationItemCreate) -> None:
+        spec = event.item
+        item_id = spec.id or self.new_id("item")
+        call_id = None
+        if isinstance(spec, it.MessageSpec):
+            cls = {"user": UserMessage, "assistant": AssistantMessage, "system": SystemMessage}[spec.role]
+            item = cls(id=item_id, text=spec.text)
+        elif isinstance(spec, it.FunctionCallSpec):
+            call_id = spec.call_id or item_id
+            item = FunctionCall(id=item_id, call_id=call_id, name=spec.name, arguments=spec.arguments)
+        else:
+            item = FunctionCallOutput(id=item_id, call_id=spec.call_id, output=spec.output)
+        previous = event.previous_item_id
+        self.conversation.add(item, previous_item_id=previous)
+        previous = self.conversation.previous_item_id(item_id)
+        wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
+        await self.emit(self.events.item_added(wire, previous_item_id=previous))
+        await self.emit(self.events.item_done(wire, previous_item_id=previous))
+        await self.apply(tt.ContextChanged())
+
+    async def _item_truncate(self, event: ce.ConversationItemTruncate) -> None:
+        item = self.conversation.get(event.item_id)
+        resp = self._spoken.get(event.item_id)
+        if not isinstance(item, AssistantMessage) or resp is None or not resp.audio_out:
+            raise InvalidEditError("only assistant audio messages can be truncated")
+        if event.content_index != 0:
+            raise RemoteProtocolError("content_index must be 0", code="invalid_value", param="content_index")
+        sent = resp.audio_ms_sent_so_far
+        if event.audio_end_ms > sent + 1:
+            raise RemoteProtocolError(
+                f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio sent for this item",
+                code="invalid_value", param="audio_end_ms")
+        self.conversation.truncate(event.item_id, resp.heard_text(float(event.audio_end_ms)))
+        await self.emit(self.events.item_truncated(item_id=event.item_id, content_index=0,
+                                                   audio_end_ms=event.audio_end_ms))
+        await self.apply(tt.ContextChanged())
+
+    @staticmethod
+    def _item_wire(item: object) -> dict:
+        match item:
+            case UserMessage(id=i, text=t):
+                return it.user_text_item(i, text=t)
+            case AssistantMessage(id=i, text=t):
+                return it.assistant_message_item(i, audio=True, text=t)
+            case SystemMessage(id=i, text=t):
+                return it.system_item(i, text=t)
+            case FunctionCall(id=i, call_id=c, name=n, arguments=a):
+                return it.function_call_item(i, call_id=c, name=n, arguments=a)
+            case FunctionCallOutput(id=i, call_id=c, output=o):
+                return it.function_call_output_item(i, call_id=c, output=o)
+        raise TypeError(type(item))

@@ -1,0 +1,102 @@
+"""Shared fixtures: real speech from the moonshine-voice wheel and a real running server."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def speech_asset(name: str) -> Path:
+    """A wav shipped in the moonshine-voice wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("moonshine_voice")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("moonshine-voice is not installed (make test installs it)")
+    return Path(list(spec.submodule_search_locations)[0]) / "assets" / name
+
+
+@pytest.fixture(scope="session")
+def beckett_wav() -> Path:
+    return speech_asset("beckett.wav")
+
+
+@pytest.fixture(scope="session")
+def two_cities_wav() -> Path:
+    return speech_asset("two_cities.wav")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`stepaudio-rt serve` in a subprocess, as a user runs it."""
+
+    def __init__(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"stepaudio-serve-{self.port}.log"
+        cmd = [sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port), *args]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.http}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server not healthy after {timeout}s:\n{self.log()}")
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.http}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "embedded")
+    yield server
+    server.stop()

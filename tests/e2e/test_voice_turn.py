@@ -1,0 +1,95 @@
+"""End to end against `stepaudio-rt serve --profile embedded`: real speech in, real speech out."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, rms, silence
+from tests.realtime_schema import validate_server_event
+
+pytestmark = pytest.mark.slow
+
+# Beckett pauses for up to ~1 s between his sentences: one turn needs a longer end-of-turn silence.
+ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 1200, "prefix_padding_ms": 300}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from streaming_tokenizer import WhisperAsr
+    return WhisperAsr.load(language="en", cpu_threads=2)
+
+
+async def test_spoken_turn_transcript_reply_audio_and_schema(embedded_server, beckett_wav, whisper) -> None:
+    conv = await open_conversation(embedded_server.ws + "?model=stepaudio-rt")
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+        await conv.wait_for("session.updated")
+        speech = load_pcm24k(beckett_wav)
+        await conv.stream(np.concatenate([silence(0.3), speech, silence(2.0)]), pace=1.0)
+        done = await conv.wait_for("response.done", timeout=90)
+        transcript_ev = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
+    finally:
+        await conv.close()
+
+    heard = " ".join(words(transcript_ev["transcript"]))
+    assert "ever tried" in heard and "fail better" in heard, heard
+
+    assert done["response"]["status"] == "completed", done
+    audio = conv.audio_of(done["response"]["id"])
+    assert len(audio) / RATE >= 0.5
+    assert rms(audio) > 0.01
+    said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    assert said.strip()
+
+    # The reply's audio says what its transcript says (Whisper listens to the 24 kHz reply at 16 kHz).
+    import soxr
+    back = whisper.transcribe(soxr.resample(audio, RATE, 16000).astype(np.float32), "en")
+    said_words, back_words = set(words(said)), set(words(back))
+    overlap = len(said_words & back_words) / max(1, len(said_words))
+    assert overlap >= 0.6, (said, back)
+
+    # Event order of one turn, and every frame valid against the openai package's own types.
+    types = [e["type"] for e in conv.events]
+    order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+             "input_audio_buffer.committed", "response.created", "response.output_item.added",
+             "response.content_part.added", "response.output_audio.delta", "response.output_audio.done",
+             "response.output_audio_transcript.done", "response.content_part.done",
+             "response.output_item.done", "response.done"]
+    positions = [types.index(t) for t in order]
+    assert positions == sorted(positions), types
+    for raw in conv.raw:
+        validate_server_event(raw)
+    # Beckett's mid-turn pauses started speculations that were rolled back: none of their output left.
+    assert len(conv.of_type("response.created")) == 1
+    assert {e["response_id"] for e in conv.of_type("response.output_audio.delta")} == {done["response"]["id"]}
+
+
+async def test_text_turn_with_manual_commit_mode(embedded_server) -> None:
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "output_modalities": ["audio"],
+            "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "What is the capital of France? One word."}]}})
+        await conv.send({"type": "response.create"})
+        done = await conv.wait_for("response.done", timeout=60)
+    finally:
+        await conv.close()
+    assert done["response"]["status"] == "completed"
+    said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    assert "paris" in said.lower()
+    assert len(conv.audio_of()) / RATE >= 0.3
+    for raw in conv.raw:
+        validate_server_event(raw)
