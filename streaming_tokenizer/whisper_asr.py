@@ -1,0 +1,105 @@
+"""Whisper speech recognition for the embedded profile (faster-whisper / CTranslate2, int8 on the CPU)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streaming_tokenizer.assets import tiny_en_dir, whisper_base_dir
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+# Whisper invents words for near-empty input; below this there is nothing worth transcribing.
+MIN_SAMPLES = SAMPLE_RATE // 10
+
+
+def normalize_language(language: str | None) -> str | None:
+    """"en", "EN", "en-US", "en_GB" -> "en"; None or "" stays None (auto-detect)."""
+    if not language:
+        return None
+    return language.replace("_", "-").split("-")[0].strip().lower() or None
+
+
+class WhisperAsr:
+    """One loaded Whisper model. `transcribe` is blocking and thread-safe (calls are serialised).
+
+    `calls` counts the transcriptions that actually ran the model; callers and tests use it to see
+    that cached results cost nothing.
+    """
+
+    def __init__(self, model: WhisperModel, *, name: str, multilingual: bool,
+                 default_language: str | None) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self.name = name
+        self.multilingual = multilingual
+        self.default_language = default_language
+        self.calls = 0
+        self._warned: set[str] = set()
+
+    @classmethod
+    def load(cls, language: str | None = "en", cpu_threads: int = 2, *,
+             cache_dir: Path | str | None = None) -> WhisperAsr:
+        """Load tiny.en for English (or None), Whisper base (multilingual) for any other language.
+
+        Args:
+            language: the session's expected language; picks the model and is the default for transcribe().
+            cpu_threads: CTranslate2 intra-op threads.
+            cache_dir: where Whisper base gets assembled; defaults to $STEPAUDIO_RT_CACHE or ~/.cache/stepaudio-rt.
+
+        Raises:
+            AsrAssetError: the model's package is not installed (the message names it).
+        """
+        if cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
+        lang = normalize_language(language)
+        english = lang in (None, "en")
+        path = tiny_en_dir() if english else whisper_base_dir(cache_dir)
+        from faster_whisper import WhisperModel  # deferred: imports ctranslate2, av and tokenizers
+
+        model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads,
+                             local_files_only=True)
+        return cls(model, name="tiny.en" if english else "base", multilingual=not english,
+                   default_language=lang if not english else "en")
+
+    def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str:
+        """Transcribe 16 kHz mono float32 audio ([n]) to text ("" for silence or very short input).
+
+        `language` None means the language given to load(); an English-only model transcribes
+        everything as English.
+        """
+        audio = np.ascontiguousarray(pcm16k, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"expected mono audio of shape [n], got shape {audio.shape}")
+        if audio.size < MIN_SAMPLES:
+            return ""
+        lang = self._resolve_language(normalize_language(language))
+        with self._lock:
+            self.calls += 1
+            # Greedy decoding at temperature 0 only: the fallback ladder can re-decode up to six times,
+            # which would make latency unpredictable. Timestamps and conditioning on earlier windows
+            # are off: we transcribe one short turn at a time and want only its text. No VAD filter:
+            # silero already cut the turn.
+            segments, _info = self._model.transcribe(
+                audio, language=lang, task="transcribe", beam_size=1, best_of=1, temperature=0.0,
+                vad_filter=False, without_timestamps=True, condition_on_previous_text=False)
+            # The segments are a lazy generator: decoding happens here, still under the lock.
+            return "".join(segment.text for segment in segments).strip()
+
+    def _resolve_language(self, language: str | None) -> str | None:
+        if not self.multilingual:
+            if language not in (None, "en") and language not in self._warned:
+                self._warned.add(language)
+                logger.warning("Whisper %s is English-only; transcribing %r audio as English "
+                               "(load WhisperAsr with that language for a multilingual model)",
+                               self.name, language)
+            return "en"
+        return language if language is not None else self.default_language
