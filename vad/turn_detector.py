@@ -1,13 +1,14 @@
 """server_vad turn detection over speech probabilities: a pure core (no I/O, no clock).
 
-Rules. Time is *audio* time: chunk i of the session's 16 kHz input covers [i*32, (i+1)*32) ms.
+Rules. Time is *audio* time: chunk i of the session's 16 kHz input covers [i*32, (i+1)*32) ms, offset
+by `origin_ms` when a detector takes over mid-session (e.g. after a turn_detection update).
 - Hysteresis (as silero's own iterator): a chunk is *voiced* when p >= threshold; once speech is
   running it continues while p >= neg_threshold (default threshold - 0.15) and a chunk below
   neg_threshold is *silent*. While trailing silence is being timed, only a voiced chunk can end it.
 - Start: a voiced chunk opens a candidate. It is confirmed once it has lasted min_speech_ms with no
   silent chunk; a silent chunk before that drops it (a blip, ignored). On confirmation
   SpeechStarted(audio_start_ms) is emitted, with audio_start_ms = candidate start - prefix_padding_ms,
-  clamped at 0 (and never before the previous turn's end).
+  clamped at origin_ms (0 by default) and at the previous turn's speech end.
 - Trailing silence: speech ends at the start of the first silent chunk (speech_end_ms). Silence is
   timed from there to the end of the current chunk.
   - It reaches pause_ms: Pause(audio_ms=speech_end_ms), once per silence (the speculation point).
@@ -18,6 +19,8 @@ Rules. Time is *audio* time: chunk i of the session's 16 kHz input covers [i*32,
   min_speech_ms rule. While it is pending no Pause/SpeechStopped fires (it may be speech). Confirmed:
   speech continues, and if a Pause was emitted, SpeechResumed(audio_ms=candidate start) follows.
   Dropped: its chunks count as silence, timed from the old speech_end_ms, and the checks run again.
+- Durations are rounded up to whole chunks; a zero pause_ms/silence_duration_ms fires on the first
+  silent chunk.
 - Events come out of `feed` in the order their conditions were met, chunk by chunk.
 """
 
@@ -48,8 +51,8 @@ class TurnDetectorConfig:
         for name in ("prefix_padding_ms", "min_speech_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.pause_ms <= 0:
-            raise ValueError(f"pause_ms must be > 0, got {self.pause_ms}")
+        if self.pause_ms < 0:
+            raise ValueError(f"pause_ms must be >= 0, got {self.pause_ms}")
         if self.silence_duration_ms < self.pause_ms:
             raise ValueError(f"silence_duration_ms ({self.silence_duration_ms}) must be >= pause_ms "
                              f"({self.pause_ms}): a pause is the start of an end of turn")
@@ -97,8 +100,12 @@ class _State(enum.Enum):
 class TurnDetector:
     """Turns per-chunk speech probabilities into server_vad events in audio time."""
 
-    def __init__(self, config: TurnDetectorConfig | None = None) -> None:
+    def __init__(self, config: TurnDetectorConfig | None = None, *, origin_ms: int = 0) -> None:
+        """`origin_ms`: the audio time at which the first chunk fed to this detector begins."""
+        if origin_ms < 0:
+            raise ValueError(f"origin_ms must be >= 0, got {origin_ms}")
         self.config = config if config is not None else TurnDetectorConfig()
+        self._origin_ms = int(origin_ms)
         self._neg = self.config.effective_neg_threshold
         # Durations in chunks, rounded up: a condition "lasted X ms" holds once whole chunks cover X.
         self._min_speech = self._chunks_for(self.config.min_speech_ms)
@@ -114,7 +121,7 @@ class TurnDetector:
         return max(1, -(-num // den)) if ms > 0 else 0
 
     def _ms(self, chunk_index: int) -> int:
-        return chunk_index * self.config.chunk_samples * 1000 // self.config.sample_rate
+        return self._origin_ms + chunk_index * self.config.chunk_samples * 1000 // self.config.sample_rate
 
     def _reset_turn(self) -> None:
         self._state = _State.SILENCE

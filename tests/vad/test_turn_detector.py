@@ -158,8 +158,26 @@ def test_other_chunk_geometry() -> None:
     ]
 
 
+def test_origin_offsets_all_times() -> None:
+    det = TurnDetector(origin_ms=10_000)
+    assert det.position_ms == 10_000
+    assert det.feed(seq((S, 2), (V, 10), (S, 16))) == [
+        SpeechStarted(10_000),  # 10_064 - 300 clamps at the origin, not at 0
+        Pause(10_000 + 12 * 32), SpeechStopped(10_000 + 12 * 32),
+    ]
+    with pytest.raises(ValueError):
+        TurnDetector(origin_ms=-1)
+
+
+def test_zero_durations_fire_on_first_silent_chunk() -> None:
+    det = TurnDetector(TurnDetectorConfig(pause_ms=0, silence_duration_ms=0))
+    assert timeline(det, seq((V, 5), (S, 2))) == [
+        (3, SpeechStarted(0)), (5, Pause(160)), (5, SpeechStopped(160)),
+    ]
+
+
 @pytest.mark.parametrize("kwargs", [
-    {"threshold": 0.0}, {"threshold": 1.5}, {"neg_threshold": 0.6}, {"pause_ms": 0},
+    {"threshold": 0.0}, {"threshold": 1.5}, {"neg_threshold": 0.6}, {"pause_ms": -1},
     {"pause_ms": 600}, {"min_speech_ms": -1}, {"prefix_padding_ms": -5}, {"chunk_samples": 0},
 ])
 def test_invalid_config_raises(kwargs: dict[str, float]) -> None:
