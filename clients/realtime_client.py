@@ -174,7 +174,7 @@ class RealtimeClient:
         await self.send(ev.truncate_event(item_id, audio_end_ms, content_index))
 
     async def stream_audio(self, source: AudioSource, sample_rate: int, realtime: bool | float = True, *,
-                           chunk_ms: int = 20, silence_ms: int = 0) -> SendLog:
+                           chunk_ms: int = 20, silence_ms: int = 0, log: SendLog | None = None) -> SendLog:
         """Resample `source` to 24 kHz PCM16 and append it in `chunk_ms` chunks, paced like a microphone.
 
         Args:
@@ -182,12 +182,17 @@ class RealtimeClient:
                 or PCM16 bytes, all at `sample_rate`.
             realtime: True = real time, False = as fast as possible, a float = that speed factor.
             silence_ms: digital silence appended after the source (lets server VAD end the turn).
+            log: an empty SendLog to fill while streaming (lets a concurrent task read send times live).
         Returns:
             The send log: when each chunk left, in samples of this stream (base = session offset).
         """
         pacing = Pacing.from_arg(realtime)
         chunker = Chunker(chunk_samples(chunk_ms))
-        log = SendLog(base=self.input_samples_sent)
+        if log is None:
+            log = SendLog()
+        elif log.ends:
+            raise ValueError("stream_audio needs an empty SendLog")
+        log.base = self.input_samples_sent
         loop = asyncio.get_running_loop()
         t0 = loop.time()
 

@@ -1,0 +1,258 @@
+"""`stepaudio-rt talk FILE.wav`: speak a wav file to a server, print both transcripts live, save the spoken reply.
+
+The wav (any rate, any channel count: downmixed) is streamed at real-time pace followed by 1.5 s of silence so
+that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. Exit status:
+0 on success, 1 on an error event, a lost connection or a timeout (the message goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+from websockets.exceptions import WebSocketException
+
+from clients.audio import WIRE_RATE, Pacing, SendLog, to_mono_float32, voiced_indices
+from clients.events import ServerEvent
+from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
+from clients.turns import Turn, TurnTracker
+
+__all__ = ["DEFAULT_URL", "TalkError", "TalkResult", "load_wav_24k", "main", "run_talk", "session_config"]
+
+DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
+TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a late input transcript
+
+
+class TalkError(RuntimeError):
+    """The server sent an error event, the connection was lost, or the reply did not come in time."""
+
+
+@dataclass(slots=True)
+class TalkResult:
+    turns: list[Turn]
+    reply_pcm16: bytes = b""          # every reply's audio, 24 kHz PCM16, in arrival order
+    send_log: SendLog = field(default_factory=SendLog)
+
+
+def load_wav_24k(path: str | Path) -> np.ndarray:
+    """Read any wav soundfile understands, downmix to mono and resample to 24 kHz float32."""
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    x = to_mono_float32(data)
+    return x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
+
+
+def session_config(vad: bool) -> dict[str, object]:
+    """The session.update body talk and the benchmark use: PCM16 24 kHz both ways, input transcription on."""
+    return {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": WIRE_RATE},
+                "transcription": {"model": "whisper-1"},
+                "turn_detection": {"type": "server_vad"} if vad else None,
+            },
+            "output": {"format": {"type": "audio/pcm", "rate": WIRE_RATE}},
+        },
+    }
+
+
+class _Printer:
+    """Live transcript lines: user deltas, user final text, assistant deltas, per-turn timings."""
+
+    def __init__(self, out: TextIO | None) -> None:
+        self.out = out
+        self.turns_done = 0
+        self._line: str | None = None  # what the current unfinished line is ("user"/"assistant")
+
+    def _write(self, s: str) -> None:
+        if self.out is not None:
+            self.out.write(s)
+            self.out.flush()
+
+    def _open(self, who: str) -> None:
+        if self._line != who:
+            self._end()
+            self._write(f"{who}> ")
+            self._line = who
+
+    def _end(self) -> None:
+        if self._line is not None:
+            self._write("\n")
+            self._line = None
+
+    def event(self, e: ServerEvent, turn: Turn | None) -> None:
+        t = e.type
+        if t == "conversation.item.input_audio_transcription.delta" and e.delta:
+            self._open("user")
+            self._write(e.delta)
+        elif t == "conversation.item.input_audio_transcription.completed":
+            if self._line != "user":  # no deltas were shown: print the whole text
+                self._open("user")
+                self._write(e.transcript or "")
+            self._end()
+        elif t in ("response.output_audio_transcript.delta", "response.output_text.delta") and e.delta:
+            self._open("assistant")
+            self._write(e.delta)
+        elif t == "response.done" and turn is not None:
+            self._end()
+            self.turns_done += 1
+            self._write(format_turn(turn, self.turns_done) + "\n")
+        elif t == "client.truncated":
+            self._end()
+            self._write(f"[barge-in: truncated {e.get('item_id')} at {e.get('audio_end_ms')} ms]\n")
+        elif t == "client.reconnected":
+            self._end()
+            self._write("[reconnected: the server started a new session]\n")
+
+
+def _fmt(v: float | None) -> str:
+    return "   n/a" if v is None else f"{v:6.3f}"
+
+
+def format_turn(turn: Turn, number: int) -> str:
+    return (f"  [turn {number}: {turn.status or '?'}] from end of user speech: first audio {_fmt(turn.first_audio_latency)} s"
+            f" | input transcript {_fmt(turn.transcript_latency)} s | response.done {_fmt(turn.done_latency)} s"
+            f" | reply audio {turn.audio_s:.2f} s")
+
+
+async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path | None = None,
+                   api_key: str | None = None, realtime: bool | float = True, vad: bool = True,
+                   timeout_s: float = 60.0, silence_ms: int = 1500, model: str | None = "stepaudio-rt",
+                   reconnect: ReconnectPolicy = ReconnectPolicy(enabled=False),
+                   printer: TextIO | None = sys.stdout) -> TalkResult:
+    """Stream `wav` to the server at `url` and collect the reply (see module docstring).
+
+    `timeout_s` bounds the wait after the audio has been sent. Reconnect is off by default: a new server session
+    would lose the turn. Raises TalkError.
+    """
+    x24 = load_wav_24k(wav)
+    client = await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
+    try:
+        return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer))
+    finally:
+        await client.close()
+
+
+async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None, realtime: bool | float,
+                vad: bool, timeout_s: float, silence_ms: int, printer: _Printer) -> TalkResult:
+    loop = asyncio.get_running_loop()
+    first = await _recv(client, timeout_s)
+    if first is None or first.type != "session.created":
+        raise TalkError(f"expected session.created, got {first.type if first else 'nothing'}")
+    await client.session_update(session_config(vad))
+    log = SendLog()
+    tracker = TurnTracker(log, voiced_indices(x24))
+    result = TalkResult(turns=tracker.turns, send_log=log)
+    reply = bytearray()
+
+    async def send() -> None:
+        await client.stream_audio(x24, WIRE_RATE, realtime, silence_ms=silence_ms if vad else 0, log=log)
+        if not vad:
+            await client.commit()
+            await client.create_response()
+
+    sender = asyncio.create_task(send(), name="talk-sender")
+    try:
+        audio_s = x24.size / WIRE_RATE + silence_ms / 1000
+        deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
+        done_at: float | None = None  # when every turn's response was done (then wait briefly for transcripts)
+        while True:
+            now = loop.time()
+            if sender.done():
+                sender.result()  # re-raise a failed send
+                if tracker.all_done():
+                    done_at = now if done_at is None else done_at
+                    if tracker.transcripts_done() or now - done_at >= TRANSCRIPT_GRACE_S:
+                        break
+                else:
+                    done_at = None  # a new turn began
+            limit = deadline if done_at is None else min(deadline, done_at + TRANSCRIPT_GRACE_S)
+            if now >= limit:
+                if done_at is not None:
+                    break  # replies complete; a transcript never came
+                raise TalkError(f"no complete reply within {timeout_s:.0f} s after the audio was sent")
+            try:
+                event = await _recv(client, limit - now, until=sender)
+            except TimeoutError:
+                continue
+            if event is None:
+                continue
+            if event.is_error:
+                raise TalkError(f"server error: {event.error}")
+            turn = tracker.feed(event, loop.time())
+            if event.type == "response.output_audio.delta":
+                reply += event.audio
+            printer.event(event, turn)
+    finally:
+        if not sender.done():
+            sender.cancel()
+    result.reply_pcm16 = bytes(reply)
+    if out is not None:
+        sf.write(str(out), np.frombuffer(result.reply_pcm16, "<i2"), WIRE_RATE, subtype="PCM_16")
+    return result
+
+
+async def _recv(client: RealtimeClient, timeout: float,
+                until: asyncio.Task[None] | None = None) -> ServerEvent | None:
+    """Next event within `timeout`; with `until`, returns None early when that task finishes first."""
+    try:
+        if until is None or until.done():
+            return await client.recv(timeout=timeout)
+        getter = asyncio.ensure_future(client.recv())
+        done, _ = await asyncio.wait({getter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        if not done:
+            raise TimeoutError
+        return None
+    except RealtimeConnectionError as exc:
+        raise TalkError(f"connection lost: {exc}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
+    p.add_argument("wav", type=Path, help="speech to send (any rate or channel count)")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
+    p.add_argument("--out", type=Path, default=Path("reply.wav"), help="where to write the reply (24 kHz wav)")
+    p.add_argument("--api-key", default=None, help="sent as Authorization: Bearer KEY")
+    p.add_argument("--model", default="stepaudio-rt")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="speed", action="store_const", const=1.0, default=1.0,
+                      help="send at real-time pace (default)")
+    pace.add_argument("--fast", dest="speed", action="store_const", const=float("inf"),
+                      help="send as fast as possible")
+    pace.add_argument("--speed", dest="speed", type=float, help="send at this multiple of real time")
+    p.add_argument("--no-vad", dest="vad", action="store_false",
+                   help="turn server VAD off; commit and request the response explicitly")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply after sending")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.wav.is_file():
+        print(f"talk: no such file: {args.wav}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key,
+                                      realtime=args.speed, vad=args.vad, timeout_s=args.timeout, model=args.model))
+    except (TalkError, RealtimeConnectionError, WebSocketException, OSError) as exc:
+        print(f"talk: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"wrote {len(result.reply_pcm16) / 2 / WIRE_RATE:.2f} s of reply audio to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Per-turn latency bookkeeping (client view), on a scripted event timeline."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from clients.audio import SendLog
+from clients.events import ServerEvent
+from clients.turns import TurnTracker
+
+
+def E(type_: str, **data: object) -> ServerEvent:  # noqa: N802
+    return ServerEvent(type_, {"type": type_, **data})
+
+
+def _log() -> SendLog:
+    log = SendLog()
+    for k in range(1, 101):  # 2 s of 20 ms chunks, chunk k sent at t = 0.02 k
+        log.record(480 * k, 0.02 * k)
+    return log
+
+
+def test_vad_turn_timeline() -> None:
+    voiced = np.array([100, 20_000, 23_999], np.int64)  # speech ends at sample 23999 (chunk 50, sent at 1.0 s)
+    tr = TurnTracker(_log(), voiced)
+    audio = base64.b64encode(b"\x00\x00" * 2400).decode()
+    tr.feed(E("input_audio_buffer.speech_stopped", item_id="u1", audio_end_ms=980), 1.6)
+    turn = tr.feed(E("input_audio_buffer.committed", item_id="u1"), 1.6)
+    assert turn is not None and turn.end_of_speech == pytest.approx(1.0) and turn.audio_end_ms == 980
+    tr.feed(E("response.created", response={"id": "r1"}), 1.7)
+    tr.feed(E("response.output_audio.delta", response_id="r1", item_id="a1", delta=audio), 1.9)
+    tr.feed(E("response.output_audio_transcript.delta", response_id="r1", delta="Hi"), 1.9)
+    tr.feed(E("conversation.item.input_audio_transcription.completed", item_id="u1", transcript="hello"), 2.0)
+    tr.feed(E("response.output_audio.delta", response_id="r1", item_id="a1", delta=audio), 2.0)
+    assert not tr.all_done()
+    tr.feed(E("response.done", response={"id": "r1", "status": "completed"}), 2.1)
+    assert tr.all_done() and tr.transcripts_done()
+    assert turn.first_audio_latency == pytest.approx(0.9)
+    assert turn.transcript_latency == pytest.approx(1.0)
+    assert turn.done_latency == pytest.approx(1.1)
+    assert turn.audio_s == pytest.approx(0.2)
+    assert turn.tts_rtf == pytest.approx(2.0)  # 0.2 s of audio over 0.1 s between first and last delta
+    assert (turn.user_transcript, turn.assistant_transcript, turn.status) == ("hello", "Hi", "completed")
+
+
+def test_manual_commit_uses_last_voiced_sample_sent() -> None:
+    tr = TurnTracker(_log(), np.array([5_000, 9_599], np.int64))
+    turn = tr.feed(E("input_audio_buffer.committed", item_id="u1"), 2.5)
+    assert turn is not None and turn.end_of_speech == pytest.approx(0.4)  # sample 9599 is in chunk 20
+
+
+def test_response_announced_before_commit_belongs_to_that_turn() -> None:
+    tr = TurnTracker(_log(), np.array([1_000], np.int64))
+    tr.feed(E("response.created", response={"id": "r1"}), 1.0)
+    tr.feed(E("input_audio_buffer.committed", item_id="u1"), 1.1)
+    tr.feed(E("response.done", response={"id": "r1", "status": "completed"}), 1.5)
+    assert len(tr.turns) == 1 and tr.all_done()
+    assert tr.turns[0].user_item_id == "u1"
