@@ -19,7 +19,18 @@ from context_manager.heard import truncate_text_to_heard
 from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
 
 __all__ = [
-    "AssistantMessage", "Conversation", "ConversationError", "DuplicateItemError", "FunctionCall",
-    "FunctionCallOutput", "InvalidEditError", "Item", "SystemMessage", "UnknownItemError", "UserMessage",
-    "truncate_text_to_heard", "DEFAULT_INSTRUCTIONS", "Persona",
+    "AssistantMessage",
+    "Conversation",
+    "ConversationError",
+    "DuplicateItemError",
+    "FunctionCall",
+    "FunctionCallOutput",
+    "InvalidEditError",
+    "Item",
+    "SystemMessage",
+    "UnknownItemError",
+    "UserMessage",
+    "truncate_text_to_heard",
+    "DEFAULT_INSTRUCTIONS",
+    "Persona",
 ]

@@ -225,7 +225,13 @@ def _render(items: list[Item]) -> list[Message]:
     for it in items:
         if isinstance(it, (UserMessage, AssistantMessage, SystemMessage)):
             if it.text:
-                role = "user" if isinstance(it, UserMessage) else "assistant" if isinstance(it, AssistantMessage) else "system"
+                role = (
+                    "user"
+                    if isinstance(it, UserMessage)
+                    else "assistant"
+                    if isinstance(it, AssistantMessage)
+                    else "system"
+                )
                 out.append({"role": role, "content": it.text})
         elif isinstance(it, FunctionCall):
             called.add(it.call_id)

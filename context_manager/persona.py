@@ -9,8 +9,7 @@ __all__ = ["DEFAULT_INSTRUCTIONS", "Persona"]
 # Spoken output: long answers and markup read badly through TTS, so the default asks for
 # short plain sentences. Clients replace it with session.update {"instructions": ...}.
 DEFAULT_INSTRUCTIONS = (
-    "You are a helpful voice assistant. Answer in one or two short spoken sentences. "
-    "No lists or markdown."
+    "You are a helpful voice assistant. Answer in one or two short spoken sentences. No lists or markdown."
 )
 
 

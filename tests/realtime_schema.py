@@ -33,11 +33,9 @@ def _members() -> tuple[type[pydantic.BaseModel], ...]:
 
 
 _MEMBERS = _members()
-SERVER_EVENT_TYPES: frozenset[str] = frozenset(
-    typing.get_args(m.model_fields["type"].annotation)[0] for m in _MEMBERS
-)
+SERVER_EVENT_TYPES: frozenset[str] = frozenset(typing.get_args(m.model_fields["type"].annotation)[0] for m in _MEMBERS)
 _ADAPTER: pydantic.TypeAdapter[pydantic.BaseModel] = pydantic.TypeAdapter(
-    Annotated[Union[_MEMBERS], pydantic.Field(discriminator="type")]  # type: ignore[valid-type]
+    Annotated[Union[_MEMBERS], pydantic.Field(discriminator="type")]  # type: ignore[arg-type]
 )
 _SESSION_ADAPTER = pydantic.TypeAdapter(RealtimeSessionCreateResponse)
 
@@ -62,7 +60,7 @@ def validate_server_event(raw_json: str) -> None:
         event = _ADAPTER.validate_json(raw_json, strict=True)
     except pydantic.ValidationError as exc:
         raise SchemaMismatch(f"{exc}\nraw: {raw_json[:2000]}") from exc
-    skip = frozenset()
+    skip: frozenset[str] = frozenset()
     doc = json.loads(raw_json)
     if doc.get("type") in ("session.created", "session.updated"):
         skip = frozenset({".session"})

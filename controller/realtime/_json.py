@@ -130,7 +130,9 @@ class Fields:
         """Wrap element `index` of array `key`, checking that it is an object."""
         path = f"{self.param(key)}[{index}]"
         if not isinstance(value, Mapping):
-            raise invalid(path, f"Invalid type for '{path}': expected an object, got {_json_type(value)}.", self.event_id)
+            raise invalid(
+                path, f"Invalid type for '{path}': expected an object, got {_json_type(value)}.", self.event_id
+            )
         return Fields(value, path, self.event_id)
 
     def choice(self, key: str, allowed: Sequence[str]) -> str:

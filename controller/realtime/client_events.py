@@ -186,7 +186,9 @@ def _append(f: Fields, eid: str | None) -> ClientEvent:
 def _item_create(f: Fields, eid: str | None) -> ClientEvent:
     item = parse_item(f.obj_("item"))
     if isinstance(item, ItemReference):
-        raise invalid("item.type", "Invalid value for 'item.type': 'item_reference' is only valid in response.input.", eid)
+        raise invalid(
+            "item.type", "Invalid value for 'item.type': 'item_reference' is only valid in response.input.", eid
+        )
     return ConversationItemCreate(event_id=eid, previous_item_id=f.opt_str("previous_item_id"), item=item)
 
 

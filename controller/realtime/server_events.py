@@ -72,7 +72,9 @@ def status_details(
     return details
 
 
-def usage(*, input_text_tokens: int, output_text_tokens: int, input_audio_tokens: int = 0, output_audio_tokens: int = 0) -> Json:
+def usage(
+    *, input_text_tokens: int, output_text_tokens: int, input_audio_tokens: int = 0, output_audio_tokens: int = 0
+) -> Json:
     input_tokens = input_text_tokens + input_audio_tokens
     output_tokens = output_text_tokens + output_audio_tokens
     return {
@@ -227,19 +229,25 @@ class ServerEvents:
     def content_part_added(
         self, *, response_id: str, item_id: str, output_index: int, content_index: int, part: Json
     ) -> Json:
-        return self._ev("response.content_part.added", **_pos(response_id, item_id, output_index, content_index), part=part)
+        return self._ev(
+            "response.content_part.added", **_pos(response_id, item_id, output_index, content_index), part=part
+        )
 
     def content_part_done(
         self, *, response_id: str, item_id: str, output_index: int, content_index: int, part: Json
     ) -> Json:
-        return self._ev("response.content_part.done", **_pos(response_id, item_id, output_index, content_index), part=part)
+        return self._ev(
+            "response.content_part.done", **_pos(response_id, item_id, output_index, content_index), part=part
+        )
 
     def output_audio_delta(
         self, *, response_id: str, item_id: str, output_index: int, content_index: int, audio: bytes
     ) -> Json:
         """`audio` is already encoded in the session's output format; it is base64ed here."""
         delta = base64.b64encode(audio).decode("ascii")
-        return self._ev("response.output_audio.delta", **_pos(response_id, item_id, output_index, content_index), delta=delta)
+        return self._ev(
+            "response.output_audio.delta", **_pos(response_id, item_id, output_index, content_index), delta=delta
+        )
 
     def output_audio_done(self, *, response_id: str, item_id: str, output_index: int, content_index: int) -> Json:
         return self._ev("response.output_audio.done", **_pos(response_id, item_id, output_index, content_index))
@@ -259,12 +267,16 @@ class ServerEvents:
     def output_text_delta(
         self, *, response_id: str, item_id: str, output_index: int, content_index: int, delta: str
     ) -> Json:
-        return self._ev("response.output_text.delta", **_pos(response_id, item_id, output_index, content_index), delta=delta)
+        return self._ev(
+            "response.output_text.delta", **_pos(response_id, item_id, output_index, content_index), delta=delta
+        )
 
     def output_text_done(
         self, *, response_id: str, item_id: str, output_index: int, content_index: int, text: str
     ) -> Json:
-        return self._ev("response.output_text.done", **_pos(response_id, item_id, output_index, content_index), text=text)
+        return self._ev(
+            "response.output_text.done", **_pos(response_id, item_id, output_index, content_index), text=text
+        )
 
     def function_call_arguments_delta(
         self, *, response_id: str, item_id: str, output_index: int, call_id: str, delta: str
@@ -314,4 +326,9 @@ class ServerEvents:
 
 
 def _pos(response_id: str, item_id: str, output_index: int, content_index: int) -> Json:
-    return {"response_id": response_id, "item_id": item_id, "output_index": output_index, "content_index": content_index}
+    return {
+        "response_id": response_id,
+        "item_id": item_id,
+        "output_index": output_index,
+        "content_index": content_index,
+    }

@@ -91,7 +91,11 @@ def test_messages_chat_format_with_tools() -> None:
             "role": "assistant",
             "content": "Let me check.",
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Paris"}'}},
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": '{"city": "Paris"}'},
+                },
                 {"id": "call_2", "type": "function", "function": {"name": "get_tz", "arguments": '{"city": "Paris"}'}},
             ],
         },
@@ -116,7 +120,11 @@ def test_messages_skip_empty_texts_orphan_outputs_and_empty_instructions() -> No
     )
     assert c.messages("", 10_000, words) == [
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
         {"role": "system", "content": "Speak French now."},
     ]
 

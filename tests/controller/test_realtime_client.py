@@ -129,7 +129,10 @@ def test_item_create_ga_messages() -> None:
         "item": {
             "type": "message",
             "role": "user",
-            "content": [{"type": "input_text", "text": "hi"}, {"type": "input_audio", "audio": "AAE=", "transcript": "yo"}],
+            "content": [
+                {"type": "input_text", "text": "hi"},
+                {"type": "input_audio", "audio": "AAE=", "transcript": "yo"},
+            ],
         },
     }
     assert parse(doc) == ce.ConversationItemCreate(
@@ -147,11 +150,18 @@ def test_item_create_ga_messages() -> None:
     assistant = parse(
         {
             "type": "conversation.item.create",
-            "item": {"id": "m1", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+            "item": {
+                "id": "m1",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "ok"}],
+            },
         }
     )
     assert isinstance(assistant, ce.ConversationItemCreate)
-    assert assistant.item == MessageSpec(id="m1", role="assistant", content=(ContentPart(type="output_text", text="ok"),))
+    assert assistant.item == MessageSpec(
+        id="m1", role="assistant", content=(ContentPart(type="output_text", text="ok"),)
+    )
 
 
 def test_item_create_beta_content_types() -> None:
@@ -173,10 +183,15 @@ def test_item_create_beta_content_types() -> None:
     )
     assert isinstance(ev.item, MessageSpec) and ev.item.text == "a b"
     sys_ev = parse(
-        {"type": "conversation.item.create", "item": {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be nice."}]}}
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be nice."}]},
+        }
     )
     assert isinstance(sys_ev, ce.ConversationItemCreate)
-    assert sys_ev.item == MessageSpec(id=None, role="system", content=(ContentPart(type="input_text", text="Be nice."),))
+    assert sys_ev.item == MessageSpec(
+        id=None, role="system", content=(ContentPart(type="input_text", text="Be nice."),)
+    )
 
 
 def test_item_create_function_items() -> None:
@@ -201,7 +216,9 @@ def test_item_create_function_items() -> None:
 
 
 def test_item_retrieve_truncate_delete() -> None:
-    assert parse({"type": "conversation.item.retrieve", "item_id": "i"}) == ce.ConversationItemRetrieve(event_id=None, item_id="i")
+    assert parse({"type": "conversation.item.retrieve", "item_id": "i"}) == ce.ConversationItemRetrieve(
+        event_id=None, item_id="i"
+    )
     doc: ConversationItemTruncateEventParam = {
         "type": "conversation.item.truncate",
         "item_id": "i",
@@ -236,11 +253,17 @@ def test_response_create_and_cancel() -> None:
     assert parse(ga) == ce.ResponseCreate(
         event_id=None,
         overrides=SessionPatch(
-            output_modalities=("text",), instructions="Summarise.", voice="cedar", output_format=AudioFormat.PCMA,
+            output_modalities=("text",),
+            instructions="Summarise.",
+            voice="cedar",
+            output_format=AudioFormat.PCMA,
             max_output_tokens=50,
         ),
         conversation="none",
-        input=(ItemReference(id="item_1"), MessageSpec(id=None, role="user", content=(ContentPart(type="input_text", text="x"),))),
+        input=(
+            ItemReference(id="item_1"),
+            MessageSpec(id=None, role="user", content=(ContentPart(type="input_text", text="x"),)),
+        ),
         metadata={"k": "v"},
     )
     beta = parse({"type": "response.create", "response": {"modalities": ["text"], "voice": "ash", "temperature": 0.7}})
@@ -250,6 +273,7 @@ def test_response_create_and_cancel() -> None:
     assert parse({"type": "response.cancel"}) == ce.ResponseCancel(event_id=None, response_id=None)
 
 
+# fmt: off
 @pytest.mark.parametrize(
     ("raw", "code", "param", "event_id"),
     [
@@ -305,6 +329,7 @@ def test_response_create_and_cancel() -> None:
         ({"type": "response.create", "response": {"output_modalities": ["speech"]}}, "invalid_value", "response.output_modalities[0]", None),
     ],
 )
+# fmt: on
 def test_errors_name_code_param_and_event_id(raw: object, code: str, param: str | None, event_id: str | None) -> None:
     err = error_of(raw)
     assert (err.code, err.param, err.event_id) == (code, param, event_id)
@@ -314,7 +339,11 @@ def test_errors_name_code_param_and_event_id(raw: object, code: str, param: str 
 def test_too_large_is_checked_before_parsing() -> None:
     raw = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 100})
     err = error_of(raw, max_bytes=50)
-    assert (err.code, err.param, err.message) == ("message_too_large", None, f"Event of {len(raw)} bytes exceeds the maximum of 50 bytes.")
+    assert (err.code, err.param, err.message) == (
+        "message_too_large",
+        None,
+        f"Event of {len(raw)} bytes exceeds the maximum of 50 bytes.",
+    )
     # multi-byte characters are counted as UTF-8 bytes, not characters
     raw = json.dumps({"type": "input_audio_buffer.commit", "event_id": "é" * 20}, ensure_ascii=False)
     assert len(raw) <= 80 < len(raw.encode())
@@ -325,21 +354,36 @@ def test_too_large_is_checked_before_parsing() -> None:
 def test_error_messages_are_specific() -> None:
     assert error_of({"type": "nope"}).message == "Invalid value: 'nope'. Unknown client event type."
     assert error_of({"type": "session.update", "session": {"input_audio_format": "opus"}}).message == (
-        "Invalid value for 'session.input_audio_format': 'opus'. Supported values are: 'pcm16', 'g711_ulaw', 'g711_alaw'."
+        "Invalid value for 'session.input_audio_format': 'opus'. "
+        "Supported values are: 'pcm16', 'g711_ulaw', 'g711_alaw'."
     )
-    assert error_of({"type": "conversation.item.truncate", "item_id": "i", "content_index": 0, "audio_end_ms": "1"}).message == (
-        "Invalid type for 'audio_end_ms': expected an integer, got string."
-    )
+    assert error_of(
+        {"type": "conversation.item.truncate", "item_id": "i", "content_index": 0, "audio_end_ms": "1"}
+    ).message == ("Invalid type for 'audio_end_ms': expected an integer, got string.")
 
 
 def test_semantic_vad_maps_to_server_vad_keeping_flags() -> None:
     ev = parse(
-        {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high", "interrupt_response": False}}}}}
+        {
+            "type": "session.update",
+            "session": {
+                "audio": {
+                    "input": {
+                        "turn_detection": {"type": "semantic_vad", "eagerness": "high", "interrupt_response": False}
+                    }
+                }
+            },
+        }
     )
     assert isinstance(ev, ce.SessionUpdate)
     assert ev.patch == SessionPatch(turn_detection=ServerVad(interrupt_response=False))
 
 
 def test_unknown_session_keys_are_ignored() -> None:
-    ev = parse({"type": "session.update", "session": {"type": "realtime", "model": "gpt-realtime", "prompt": None, "include": []}})
+    ev = parse(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "model": "gpt-realtime", "prompt": None, "include": []},
+        }
+    )
     assert ev == ce.SessionUpdate(event_id=None, patch=SessionPatch())

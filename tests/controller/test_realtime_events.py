@@ -12,7 +12,6 @@ from controller.realtime import server_events as sev
 from controller.realtime.session_config import (
     AudioFormat,
     FunctionTool,
-    ServerVad,
     SessionConfig,
     ToolChoiceFunction,
     Transcription,
@@ -30,7 +29,9 @@ POS = {"response_id": "resp_1", "item_id": "item_2", "output_index": 0, "content
 
 def _all_events() -> list[dict[str, object]]:
     e = _events()
-    tools = (FunctionTool(name="get_time", description="Current time", parameters={"type": "object", "properties": {}}),)
+    tools = (
+        FunctionTool(name="get_time", description="Current time", parameters={"type": "object", "properties": {}}),
+    )
     cfgs = [
         SessionConfig(),
         SessionConfig(
@@ -73,7 +74,9 @@ def _all_events() -> list[dict[str, object]]:
         e.transcription_failed(item_id="item_1", content_index=0, code="asr_failed", message="ASR crashed"),
         e.response_created(sev.response("resp_1", status="in_progress", conversation_id="conv_1")),
         e.output_item_added(
-            response_id="resp_1", output_index=0, item=it.assistant_message_item("item_2", audio=True, text=None, status="in_progress")
+            response_id="resp_1",
+            output_index=0,
+            item=it.assistant_message_item("item_2", audio=True, text=None, status="in_progress"),
         ),
         e.content_part_added(**POS, part=sev.audio_part()),
         e.content_part_added(**POS, part=sev.text_part()),
@@ -86,7 +89,9 @@ def _all_events() -> list[dict[str, object]]:
         e.content_part_done(**POS, part=sev.audio_part("Hello there.")),
         e.content_part_done(**POS, part=sev.text_part("Hello there.")),
         e.output_item_done(response_id="resp_1", output_index=0, item=asst),
-        e.function_call_arguments_delta(response_id="resp_1", item_id="item_3", output_index=1, call_id="call_1", delta="{"),
+        e.function_call_arguments_delta(
+            response_id="resp_1", item_id="item_3", output_index=1, call_id="call_1", delta="{"
+        ),
         e.function_call_arguments_done(
             response_id="resp_1", item_id="item_3", output_index=1, call_id="call_1", name="get_time", arguments="{}"
         ),
@@ -134,17 +139,36 @@ def test_every_builder_output_validates_strictly() -> None:
 def test_builders_cover_the_must_have_server_events() -> None:
     sent = {ev["type"] for ev in _all_events()}
     must = {
-        "session.created", "session.updated", "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed", "input_audio_buffer.cleared", "input_audio_buffer.timeout_triggered",
-        "conversation.item.added", "conversation.item.done", "conversation.item.truncated",
-        "conversation.item.deleted", "conversation.item.retrieved",
-        "conversation.item.input_audio_transcription.delta", "conversation.item.input_audio_transcription.completed",
-        "conversation.item.input_audio_transcription.failed", "response.created", "response.done",
-        "response.output_item.added", "response.output_item.done", "response.content_part.added",
-        "response.content_part.done", "response.output_audio.delta", "response.output_audio.done",
-        "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
-        "response.output_text.delta", "response.output_text.done", "response.function_call_arguments.delta",
-        "response.function_call_arguments.done", "error",
+        "session.created",
+        "session.updated",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.cleared",
+        "input_audio_buffer.timeout_triggered",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.truncated",
+        "conversation.item.deleted",
+        "conversation.item.retrieved",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
+        "response.created",
+        "response.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "error",
     }
     assert must <= sent
 
@@ -160,7 +184,9 @@ def test_validator_rejects_wrong_shapes() -> None:
         # item content uses output_audio, content parts use audio: swapping them is an error
         e.content_part_added(**POS, part={"type": "output_audio", "transcript": ""}),
         e.session_created({**session_to_wire(SessionConfig(), session_id="s", model="m"), "temperature": 0.8}),
-        e.session_created({k: v for k, v in session_to_wire(SessionConfig(), session_id="s", model="m").items() if k != "type"}),
+        e.session_created(
+            {k: v for k, v in session_to_wire(SessionConfig(), session_id="s", model="m").items() if k != "type"}
+        ),
     ]
     for event in bad:
         with pytest.raises(SchemaMismatch):
@@ -278,7 +304,9 @@ def test_item_builders_exact() -> None:
         "content": [{"type": "input_audio", "transcript": "hi"}],
     }
     assert it.assistant_message_item("item_2", audio=True, text=None, status="in_progress")["content"] == []
-    assert it.assistant_message_item("item_2", audio=False, text="ok")["content"] == [{"type": "output_text", "text": "ok"}]
+    assert it.assistant_message_item("item_2", audio=False, text="ok")["content"] == [
+        {"type": "output_text", "text": "ok"}
+    ]
     assert it.function_call_item("item_3", call_id="call_1", name="f", arguments="{}") == {
         "id": "item_3",
         "object": "realtime.item",

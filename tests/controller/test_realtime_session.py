@@ -25,12 +25,20 @@ def test_defaults() -> None:
     cfg = SessionConfig()
     assert cfg.output_modalities == ("audio",) and cfg.audio_output
     assert cfg.turn_detection == ServerVad(
-        threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500, idle_timeout_ms=None,
-        create_response=True, interrupt_response=True,
+        threshold=0.5,
+        prefix_padding_ms=300,
+        silence_duration_ms=500,
+        idle_timeout_ms=None,
+        create_response=True,
+        interrupt_response=True,
     )
     assert (cfg.input_format, cfg.output_format) == (AudioFormat.PCM, AudioFormat.PCM)
     assert (cfg.transcription, cfg.tools, cfg.tool_choice, cfg.temperature, cfg.max_output_tokens) == (
-        None, (), "auto", None, "inf",
+        None,
+        (),
+        "auto",
+        None,
+        "inf",
     )
     assert [f.sample_rate for f in AudioFormat] == [24000, 8000, 8000]
 
@@ -44,7 +52,12 @@ def test_ga_and_beta_updates_give_the_same_config() -> None:
             "input": {
                 "format": {"type": "audio/pcmu"},
                 "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
-                "turn_detection": {"type": "server_vad", "threshold": 0.7, "prefix_padding_ms": 100, "idle_timeout_ms": 6000},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.7,
+                    "prefix_padding_ms": 100,
+                    "idle_timeout_ms": 6000,
+                },
             },
             "output": {"format": {"type": "audio/pcmu"}, "voice": "ash"},
         },
@@ -79,16 +92,16 @@ def test_only_sent_fields_change_and_null_clears() -> None:
     cfg = apply_session_update(cfg, {"audio": {"input": {"turn_detection": None, "transcription": None}}})
     assert cfg == SessionConfig(instructions="A", turn_detection=None, transcription=None)
     # clearing instructions with "" and tools with [] (as the API documents)
-    cfg = apply_session_update(
-        SessionConfig(tools=(FunctionTool(name="f"),)), {"instructions": "", "tools": []}
-    )
+    cfg = apply_session_update(SessionConfig(tools=(FunctionTool(name="f"),)), {"instructions": "", "tools": []})
     assert (cfg.instructions, cfg.tools) == ("", ())
 
 
 def test_update_error_carries_event_id_and_leaves_config_unchanged() -> None:
     cfg = SessionConfig()
     with pytest.raises(RemoteProtocolError) as info:
-        apply_session_update(cfg, {"instructions": "new", "audio": {"input": {"format": {"type": "audio/flac"}}}}, event_id="e9")
+        apply_session_update(
+            cfg, {"instructions": "new", "audio": {"input": {"format": {"type": "audio/flac"}}}}, event_id="e9"
+        )
     err = info.value
     assert (err.code, err.param, err.event_id) == ("invalid_value", "session.audio.input.format.type", "e9")
     assert err.message == (
@@ -96,6 +109,12 @@ def test_update_error_carries_event_id_and_leaves_config_unchanged() -> None:
         "Supported values are: 'audio/pcm', 'audio/pcmu', 'audio/pcma'."
     )
     assert cfg == SessionConfig()
+
+
+def test_patch_mirrors_config_fields() -> None:
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(SessionPatch)] == [f.name for f in dataclasses.fields(SessionConfig)]
 
 
 def test_apply_patch_is_replace_of_sent_fields() -> None:
