@@ -1,0 +1,165 @@
+"""The only owner of device tensors: the model, the paged KV cache, input tensors, CUDA graphs and sampling.
+
+One runner per tensor-parallel rank; every rank runs the same StepInput (rank 0 sends it, tp_worker.py).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence as Seq
+
+import torch
+import torch.distributed as dist
+
+from lm_engine.engine import sampling
+from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine.forward_context import ForwardContext, forward_context
+from lm_engine.engine.scheduler import StepInput
+from lm_engine.layers.tp import tp_size
+from lm_engine.models.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, model_cfg: ModelConfig, cfg: EngineConfig,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.model = model
+        self.model_cfg = model_cfg
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype
+        self.block_size = cfg.block_size
+        self.num_blocks = self._count_blocks()
+        self._allocate_kv_cache()
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor]]] = {}
+        if device.type == "cuda" and not cfg.enforce_eager:
+            self._capture_cuda_graphs()
+
+    # ------------------------------------------------------------------ KV cache
+
+    def _kv_bytes_per_block(self) -> int:
+        m = self.model_cfg
+        kv_local = m.num_kv_heads // tp_size()
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * m.num_layers * self.block_size * kv_local * m.head_dim * itemsize
+
+    def _count_blocks(self) -> int:
+        if self.cfg.num_kv_blocks is not None:
+            n = self.cfg.num_kv_blocks
+        elif self.device.type == "cuda" and self.cfg.gpu_memory_utilization is not None:
+            free, total = torch.cuda.mem_get_info(self.device)
+            used = total - free
+            budget = total * self.cfg.gpu_memory_utilization - used
+            n = int(budget // self._kv_bytes_per_block())
+        else:
+            n = int(self.cfg.kv_cache_memory_gib * (1 << 30) // self._kv_bytes_per_block())
+        if tp_size() > 1:  # every rank must hold the same pool
+            t = torch.tensor([n], dtype=torch.int64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            n = int(t.item())
+        if n <= 0:
+            raise RuntimeError("no memory left for the KV cache")
+        return n
+
+    def _allocate_kv_cache(self) -> None:
+        m = self.model_cfg
+        layers = self.model.attention_layers()  # type: ignore[operator]
+        kv_local = m.num_kv_heads // tp_size()
+        # [2, layers, num_blocks, block_size, kv_heads_local, head_dim]; zeros so padded graph rows stay finite.
+        self.kv_cache = torch.zeros(2, len(layers), self.num_blocks, self.block_size, kv_local, m.head_dim,
+                                    dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(layers):
+            layer.k_cache = self.kv_cache[0, i]
+            layer.v_cache = self.kv_cache[1, i]
+
+    def copy_blocks(self, copies: Seq[tuple[int, int]]) -> None:
+        if not copies:
+            return
+        src = torch.tensor([c[0] for c in copies], device=self.device)
+        dst = torch.tensor([c[1] for c in copies], device=self.device)
+        self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
+
+    # ------------------------------------------------------------------ forward
+
+    def _tensor(self, values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=self.device)
+
+    @torch.inference_mode()
+    def run(self, step: StepInput) -> torch.Tensor:
+        """Runs one packed forward; returns logits [len(step.logits_rows), vocab] float32."""
+        self.copy_blocks(step.copies)
+        n_seqs = len(step.context_lens)
+        if step.is_decode and self.graphs and n_seqs <= max(self.graphs):
+            hidden = self._replay(step)
+        else:
+            ctx = ForwardContext(
+                slot_mapping=self._tensor(step.slot_mapping, torch.int64),
+                block_tables=self._tensor(step.block_tables, torch.int32),
+                cu_seqlens_q=self._tensor(step.cu_seqlens_q, torch.int32),
+                context_lens=self._tensor(step.context_lens, torch.int32),
+                max_seqlen_q=step.max_seqlen_q,
+            )
+            with forward_context(ctx):
+                hidden = self.model(self._tensor(step.input_ids, torch.int64),
+                                    self._tensor(step.positions, torch.int64))
+        if not step.logits_rows:
+            return torch.empty(0, self.model_cfg.vocab_size, device=self.device)
+        rows = self._tensor(step.logits_rows, torch.int64)
+        return self.model.compute_logits(hidden[rows])  # type: ignore[operator,no-any-return]
+
+    def sample(self, logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[Seq[int]]) -> list[int]:
+        return sampling.sample(logits, params, histories, self.generator)
+
+    # ------------------------------------------------------------------ CUDA graphs (decode only)
+
+    def _graph_batch_sizes(self) -> list[int]:
+        top = min(self.cfg.max_num_seqs, self.cfg.cuda_graph_max_batch)
+        sizes = [b for b in (1, 2, 4, 8) if b <= top] + list(range(16, top + 1, 16))
+        return sizes
+
+    @torch.inference_mode()
+    def _capture_cuda_graphs(self) -> None:
+        max_blocks = -(-(self.cfg.max_model_len or self.model_cfg.max_seq_len) // self.block_size)
+        pool = None
+        try:
+            for bs in reversed(self._graph_batch_sizes()):
+                buf = {
+                    "input_ids": torch.zeros(bs, dtype=torch.int64, device=self.device),
+                    "positions": torch.zeros(bs, dtype=torch.int64, device=self.device),
+                    "slot_mapping": torch.full((bs,), -1, dtype=torch.int64, device=self.device),
+                    "context_lens": torch.ones(bs, dtype=torch.int32, device=self.device),
+                    "block_tables": torch.zeros(bs, max_blocks, dtype=torch.int32, device=self.device),
+                    "cu_seqlens_q": torch.arange(bs + 1, dtype=torch.int32, device=self.device),
+                }
+                ctx = ForwardContext(buf["slot_mapping"], buf["block_tables"], buf["cu_seqlens_q"],
+                                     buf["context_lens"], 1)
+                with forward_context(ctx):
+                    buf["hidden"] = self.model(buf["input_ids"], buf["positions"])  # warm-up
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool):
+                        buf["hidden"] = self.model(buf["input_ids"], buf["positions"])
+                if pool is None:
+                    pool = graph.pool()
+                self.graphs[bs] = (graph, buf)
+            torch.cuda.synchronize()
+        except Exception as exc:  # e.g. the torch reference attention (host syncs) cannot be captured
+            logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
+            self.graphs.clear()
+
+    def _replay(self, step: StepInput) -> torch.Tensor:
+        n = len(step.context_lens)
+        bs = min(b for b in self.graphs if b >= n)
+        graph, buf = self.graphs[bs]
+        buf["input_ids"][:n].copy_(self._tensor(step.input_ids, torch.int64))
+        buf["positions"][:n].copy_(self._tensor(step.positions, torch.int64))
+        buf["slot_mapping"].fill_(-1)
+        buf["slot_mapping"][:n].copy_(self._tensor(step.slot_mapping, torch.int64))
+        buf["context_lens"].fill_(1)
+        buf["context_lens"][:n].copy_(self._tensor(step.context_lens, torch.int32))
+        width = len(step.block_tables[0])
+        buf["block_tables"].fill_(0)
+        tables = self._tensor(step.block_tables, torch.int32).clamp_(min=0)
+        buf["block_tables"][:n, :width].copy_(tables)
+        graph.replay()
+        return buf["hidden"][:n]

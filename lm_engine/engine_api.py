@@ -1,0 +1,243 @@
+"""The public engine API: load a checkpoint, score token ids, generate (blocking or as an async stream), and
+fork / commit / rollback sessions.
+
+Threading: one lock guards the LLMEngine. Blocking calls (meant for worker threads) step the engine themselves until
+their result is ready. Async streams register a listener and a dedicated stepping thread runs the engine; tokens
+reach the event loop through loop.call_soon_threadsafe, so the loop never blocks on the engine.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine.llm_engine import EngineError, LLMEngine, TokenDelta
+from lm_engine.engine.model_runner import ModelRunner
+from lm_engine.engine.sequence import Mode, Sequence, SequenceStatus
+from lm_engine.models import build_model
+from lm_engine.models.config import ModelConfig
+from lm_engine.tokenizer import Step1Tokenizer
+from lm_engine.utils.loader import iter_safetensors, load_weights
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+class Engine:
+    def __init__(self, llm: LLMEngine, model_cfg: ModelConfig, tokenizer: Step1Tokenizer | None,
+                 shutdown: Callable[[], None] | None = None) -> None:
+        self.llm = llm
+        self.model_config = model_cfg
+        self.tokenizer = tokenizer
+        self._shutdown = shutdown
+        self._cv = threading.Condition(threading.RLock())
+        self._listeners: dict[int, Callable[[TokenDelta], None]] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, tp: int = 1, config: EngineConfig | None = None,
+                        progress: bool = True) -> Engine:
+        """Loads a Step-1 / Qwen2 HF checkpoint folder or a Qwen2 .gguf file.
+
+        With tp > 1 the process must run under `torchrun --nproc-per-node tp`; ranks > 0 serve rank 0's steps
+        inside this call and exit the process (SystemExit(0)) when rank 0 closes its engine.
+        """
+        from lm_engine.engine import tp_worker
+
+        cfg = config or EngineConfig()
+        dev = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        dt = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        rank = tp_worker.init_distributed(tp, dev, cfg.tp_master_port) if tp > 1 else 0
+        path = Path(path)
+        if path.suffix == ".gguf":
+            from lm_engine.utils.gguf_loader import iter_gguf, read_gguf
+            model_cfg, reader = read_gguf(path)
+            tensors = iter_gguf(reader, progress and rank == 0)
+            tokenizer = None
+        else:
+            model_cfg = ModelConfig.from_dir(path)
+            tensors = iter_safetensors(path, progress and rank == 0)
+            tokenizer = Step1Tokenizer.from_dir(path) if (path / "tokenizer.model").exists() else None
+        with torch.device(dev), _default_dtype(dt):
+            model = build_model(model_cfg)
+        load_weights(model, tensors)
+        model.to(dev).eval()
+        runner = ModelRunner(model, model_cfg, cfg, dev, dt)
+        if rank > 0:
+            tp_worker.follow(runner)
+            raise SystemExit(0)
+        driver = tp_worker.TPDriver(runner) if tp > 1 else None
+        llm = LLMEngine(runner, cfg, model_cfg.eos_token_ids, run=driver.run if driver else None)
+        return cls(llm, model_cfg, tokenizer, driver.shutdown if driver else None)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        if self._shutdown is not None:
+            self._shutdown()
+            self._shutdown = None
+
+    # ------------------------------------------------------------------ stepping
+
+    def _step_locked(self) -> None:
+        for delta in self.llm.step():
+            listener = self._listeners.get(delta.seq_id)
+            if listener is not None:
+                listener(delta)
+                if delta.finished:
+                    del self._listeners[delta.seq_id]
+
+    def _drive(self, done: Callable[[], bool]) -> None:
+        with self._cv:
+            while not done():
+                if not self.llm.has_unfinished():
+                    raise EngineError("engine is idle but the request has not completed")
+                self._step_locked()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not (self._listeners and self.llm.has_unfinished()):
+                    self._cv.wait()
+                if self._closed:
+                    return
+                self._step_locked()
+
+    # ------------------------------------------------------------------ scoring
+
+    def logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Logits at every position, [len(token_ids), vocab] float32 (CPU), through the paged-cache path."""
+        with self._cv:
+            sid = self.llm.add_request(token_ids, mode=Mode.SCORE, all_logits=True)
+            self._drive(lambda: sid in self.llm.scores)
+            return self.llm.scores.pop(sid)
+
+    def open(self, token_ids: list[int]) -> int:
+        """A held session over token_ids (computed lazily, reusing cached prefix blocks)."""
+        with self._cv:
+            return self.llm.open(token_ids)
+
+    def next_logits(self, seq_id: int) -> torch.Tensor:
+        """Logits for the token after the session's last one, [vocab] float32."""
+        with self._cv:
+            self.llm.score(seq_id)
+            self._drive(lambda: seq_id in self.llm.scores)
+            return self.llm.scores.pop(seq_id)[-1]
+
+    def extend(self, seq_id: int, token_ids: list[int]) -> None:
+        with self._cv:
+            self.llm.extend(seq_id, token_ids)
+
+    def tokens(self, seq_id: int) -> list[int]:
+        with self._cv:
+            return list(self.llm.seqs[seq_id].token_ids)
+
+    # ------------------------------------------------------------------ speculation
+
+    def fork(self, seq_id: int) -> int:
+        with self._cv:
+            return self.llm.fork(seq_id)
+
+    def commit(self, fork_id: int) -> int:
+        with self._cv:
+            return self.llm.commit(fork_id)
+
+    def rollback(self, fork_id: int) -> int:
+        with self._cv:
+            self._listeners.pop(fork_id, None)
+            return self.llm.rollback(fork_id)
+
+    def release(self, seq_id: int) -> int:
+        with self._cv:
+            self._listeners.pop(seq_id, None)
+            return self.llm.release(seq_id)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.llm.block_manager.num_free_blocks
+
+    # ------------------------------------------------------------------ generation
+
+    def _start(self, prompt: list[int] | None, seq_id: int | None, params: SamplingParams) -> int:
+        if (prompt is None) == (seq_id is None):
+            raise EngineError("give exactly one of a prompt or a session id")
+        if seq_id is None:
+            assert prompt is not None
+            return self.llm.add_request(prompt, params)
+        self.llm.generate(seq_id, params)
+        return seq_id
+
+    def generate(self, prompt: list[int] | None = None, params: SamplingParams | None = None, *,
+                 seq_id: int | None = None) -> list[int]:
+        """Blocking generation (worker threads only); returns the new tokens."""
+        out: list[int] = []
+        finished = threading.Event()
+
+        def on_delta(d: TokenDelta) -> None:
+            if d.token_id is not None:
+                out.append(d.token_id)
+            if d.finished:
+                finished.set()
+
+        with self._cv:
+            sid = self._start(prompt, seq_id, params or SamplingParams())
+            self._listeners[sid] = on_delta
+            self._drive(finished.is_set)
+        return out
+
+    async def stream(self, prompt: list[int] | None = None, params: SamplingParams | None = None, *,
+                     seq_id: int | None = None, stop: tuple[str, ...] = ()) -> AsyncIterator[int]:
+        """Async token stream; leaving the loop early (break, cancellation) aborts the generation.
+
+        stop: strings that end the stream once the decoded output contains one (needs a tokenizer).
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
+        with self._cv:
+            sid = self._start(prompt, seq_id, params or SamplingParams())
+            self._listeners[sid] = lambda d: loop.call_soon_threadsafe(queue.put_nowait, d)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="lm-engine-steps", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+        out: list[int] = []
+        finished = False
+        try:
+            while True:
+                d = await queue.get()
+                if d.token_id is not None:
+                    out.append(d.token_id)
+                    yield d.token_id
+                if d.finished:
+                    finished = True
+                    return
+                if stop and self.tokenizer is not None:
+                    text = self.tokenizer.decode(out)
+                    if any(s in text for s in stop):
+                        return
+        finally:
+            if not finished:
+                with self._cv:
+                    self._listeners.pop(sid, None)
+                    self.llm.abort(sid)

@@ -1,0 +1,126 @@
+"""Model configs: one frozen dataclass for every family, read from a Hugging Face config.json dict.
+
+Step-1 (model_type "step1", Step1ForCausalLM) spells its fields the upstream way: num_attention_groups for the
+KV groups and max_seq_len for the context; head_dim is hidden_size / num_attention_heads. Qwen2 uses the usual
+num_key_value_heads / max_position_embeddings / rope_theta fields.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FAMILIES = ("step1", "qwen2")
+
+
+class ModelConfigError(ValueError):
+    """A config.json that this engine cannot run (unknown family, inconsistent head counts)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    max_seq_len: int
+    torch_dtype: str = "bfloat16"
+    rope_theta: float = 0.0          # 0: no RoPE (Step-1)
+    attention_bias: bool = False     # q/k/v biases (Qwen2)
+    tie_word_embeddings: bool = False
+    bos_token_id: int = 1
+    eos_token_ids: tuple[int, ...] = (3,)
+    pad_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ModelConfigError(f"unknown model family {self.family!r}; supported: {FAMILIES}")
+        if self.num_heads % self.num_kv_heads != 0:
+            raise ModelConfigError(f"num_heads {self.num_heads} is not a multiple of kv heads {self.num_kv_heads}")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "head_dim", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ModelConfigError(f"{name} must be > 0")
+
+    @property
+    def uses_alibi(self) -> bool:
+        return self.family == "step1"
+
+    @classmethod
+    def from_hf(cls, d: dict[str, Any]) -> ModelConfig:
+        """Builds a config from a config.json dict (Step-1 or Qwen2 spelling)."""
+        model_type = d.get("model_type", "")
+        eos = d.get("eos_token_id", 3)
+        eos_ids = tuple(eos) if isinstance(eos, list) else (int(eos),)
+        if model_type == "step1":
+            heads = int(d["num_attention_heads"])
+            return cls(
+                family="step1",
+                vocab_size=int(d["vocab_size"]),
+                hidden_size=int(d["hidden_size"]),
+                intermediate_size=int(d["intermediate_size"]),
+                num_layers=int(d["num_hidden_layers"]),
+                num_heads=heads,
+                num_kv_heads=int(d["num_attention_groups"]),
+                head_dim=int(d.get("head_dim") or d["hidden_size"] // heads),
+                rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
+                max_seq_len=int(d.get("max_seq_len") or d.get("max_position_embeddings") or 32768),
+                torch_dtype=str(d.get("torch_dtype", "bfloat16")),
+                tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+                bos_token_id=int(d.get("bos_token_id", 1)),
+                eos_token_ids=eos_ids,
+                pad_token_id=int(d.get("pad_token_id", 0)),
+            )
+        if model_type == "qwen2":
+            heads = int(d["num_attention_heads"])
+            return cls(
+                family="qwen2",
+                vocab_size=int(d["vocab_size"]),
+                hidden_size=int(d["hidden_size"]),
+                intermediate_size=int(d["intermediate_size"]),
+                num_layers=int(d["num_hidden_layers"]),
+                num_heads=heads,
+                num_kv_heads=int(d.get("num_key_value_heads", heads)),
+                head_dim=int(d.get("head_dim") or d["hidden_size"] // heads),
+                rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+                max_seq_len=int(d.get("max_position_embeddings", 32768)),
+                torch_dtype=str(d.get("torch_dtype", "bfloat16")),
+                rope_theta=float(d.get("rope_theta", 1e6)),
+                attention_bias=True,
+                tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+                bos_token_id=int(d.get("bos_token_id") or 151643),
+                eos_token_ids=eos_ids,
+                pad_token_id=int(d.get("pad_token_id") or 151643),
+            )
+        raise ModelConfigError(f"unsupported model_type {model_type!r} (architectures {d.get('architectures')})")
+
+    @classmethod
+    def from_dir(cls, path: Path) -> ModelConfig:
+        return cls.from_hf(json.loads((Path(path) / "config.json").read_text()))
+
+
+def step1_hf_config(*, hidden_size: int, intermediate_size: int, num_attention_heads: int,
+                    num_attention_groups: int, num_hidden_layers: int, vocab_size: int,
+                    max_seq_len: int = 32768, torch_dtype: str = "bfloat16") -> dict[str, Any]:
+    """A Step-1 config.json dict with the upstream field names (Step-Audio-TTS-3B / Step-Audio-Chat)."""
+    return {
+        "architectures": ["Step1ForCausalLM"],
+        "model_type": "step1",
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_attention_heads": num_attention_heads,
+        "num_attention_groups": num_attention_groups,
+        "num_hidden_layers": num_hidden_layers,
+        "max_seq_len": max_seq_len,
+        "vocab_size": vocab_size,
+        "rms_norm_eps": 1e-5,
+        "bos_token_id": 1,
+        "eos_token_id": 3,
+        "pad_token_id": 0,
+        "torch_dtype": torch_dtype,
+    }

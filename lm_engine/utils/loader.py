@@ -1,0 +1,104 @@
+"""Generic weight loading: checkpoint tensors (HF names) -> each Parameter's weight_loader.
+
+Safetensors files are memory-mapped and read one tensor at a time straight into the parameters, which were
+allocated on the target device and dtype; the only extra copy alive at once is one tensor in flight.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from tqdm import tqdm
+
+INDEX_NAME = "model.safetensors.index.json"
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+class CheckpointError(RuntimeError):
+    """Missing files or tensors, or a tensor this model has no parameter for."""
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The checkpoint's .safetensors files: from the index when sharded, else every *.safetensors file."""
+    path = Path(path)
+    index = path / INDEX_NAME
+    if index.exists():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        files = [path / f for f in sorted(set(weight_map.values()))]
+    else:
+        files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no .safetensors files in {path}")
+    for f in files:
+        if not f.exists():
+            raise CheckpointError(f"{f} is named in {INDEX_NAME} but missing")
+    return files
+
+
+def iter_safetensors(path: Path, progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    files = safetensors_files(path)
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as h:
+            total += len(list(h.keys()))
+    bar = tqdm(total=total, desc=f"loading {Path(path).name}", unit="tensor", disable=not progress)
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as h:  # memory-mapped
+            for name in h.keys():
+                yield name, h.get_tensor(name)
+                bar.update(1)
+    bar.close()
+
+
+def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Feeds (hf_name, tensor) pairs to the parameters; raises CheckpointError on unknown or missing names."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    packed: dict[str, tuple[str, str | int]] = getattr(model, "packed_modules_mapping", {})
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    loaded: set[str] = set()
+    for name, tensor in tensors:
+        if name.endswith(_IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
+            continue
+        for src, (dst, shard) in packed.items():
+            if f".{src}." in name:
+                pname = name.replace(f".{src}.", f".{dst}.")
+                param = _lookup(params, pname, name)
+                param.weight_loader(param, tensor.to(param.device), shard)  # type: ignore[operator]
+                loaded.add(f"{pname}:{shard}")
+                break
+        else:
+            param = _lookup(params, name, name)
+            param.weight_loader(param, tensor.to(param.device))  # type: ignore[operator]
+            loaded.add(name)
+    expected = _expected_names(params, packed, tied)
+    missing = sorted(expected - loaded)
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:4]}")
+
+
+def _lookup(params: dict[str, nn.Parameter], pname: str, ckpt_name: str) -> nn.Parameter:
+    param = params.get(pname)
+    if param is None:
+        raise CheckpointError(f"checkpoint tensor {ckpt_name!r} has no parameter in this model")
+    return param
+
+
+def _expected_names(params: dict[str, nn.Parameter], packed: dict[str, tuple[str, str | int]],
+                    tied: bool) -> set[str]:
+    shards: dict[str, list[str | int]] = {}
+    for _src, (dst, shard) in packed.items():
+        shards.setdefault(dst, []).append(shard)
+    out: set[str] = set()
+    for name in params:
+        if tied and name == "lm_head.weight":
+            continue
+        frag = next((d for d in shards if f".{d}." in name), None)
+        if frag is None:
+            out.add(name)
+        else:
+            out.update(f"{name}:{s}" for s in shards[frag])
+    return out
