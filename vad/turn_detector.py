@@ -111,7 +111,7 @@ class TurnDetector:
         self._min_speech = self._chunks_for(self.config.min_speech_ms)
         self._pause = self._chunks_for(self.config.pause_ms)
         self._silence = self._chunks_for(self.config.silence_duration_ms)
-        self._index = 0  # chunks fed since the session's audio began
+        self._index = 0  # chunks fed to this detector (chunk 0 begins at origin_ms)
         self._floor_chunk = 0  # a new turn's padding never reaches back before the previous turn's end
         self._reset_turn()
 
