@@ -1,0 +1,1 @@
+"""Benchmarks that run against a live server (not part of the test suite)."""

@@ -1,0 +1,291 @@
+"""Latency benchmark: real speech through the Python client against a server, speculation on and off.
+
+    python -m bench.latency [--runs 5] [--modes on,off]                 # starts one server per mode itself
+    python -m bench.latency --url ws://127.0.0.1:8765/v1/realtime        # a running server, as configured
+    python -m bench.latency --url-on URL_A --url-off URL_B               # two running servers
+
+Each run is a fresh session that streams beckett.wav (from the moonshine-voice wheel) at real-time pace plus
+1.5 s of silence, with server VAD. End of user speech is the moment the chunk holding the wav's last sample
+above -40 dBFS was sent; latencies are taken for the turn that ends there (the wav's last turn). Reported per
+mode: end of speech -> first audio delta and -> input transcript completed (p50, p95), TTS real-time factor
+(reply audio seconds / seconds from first to last audio delta), and the speculation commit rate from the
+server's /metrics counters (differences over the mode's runs). Results: bench/results/latency.json + a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from clients.audio import WIRE_RATE, last_voiced_index
+from clients.talk import TalkError, load_wav_24k, run_talk
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
+SPEC_COUNTERS = {
+    "started": "stepaudio_speculations_started_total",
+    "committed": "stepaudio_speculations_committed_total",
+    "rolled_back": "stepaudio_speculations_rolled_back_total",
+}
+
+
+# ----- pure helpers -----
+
+def beckett_wav() -> Path:
+    """Path of beckett.wav inside the installed moonshine-voice wheel (found without importing it)."""
+    spec = importlib.util.find_spec("moonshine_voice")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("moonshine-voice is not installed (make venv installs it with --no-deps)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / "beckett.wav"
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return path
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format -> {metric name: value summed over its label sets}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "}" in line:  # name{label="v",...} value [timestamp]
+            head, _, tail = line.rpartition("}")
+            name, fields = head.split("{", 1)[0], tail.split()
+        else:            # name value [timestamp]
+            name, *fields = line.split()
+        try:
+            value = float(fields[0])
+        except (IndexError, ValueError):
+            continue
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def stats(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    """p50/p95/mean/min/max over the values that exist (linear-interpolated percentiles)."""
+    xs = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if xs.size == 0:
+        return {"n": 0, "p50": None, "p95": None, "mean": None, "min": None, "max": None}
+    return {"n": int(xs.size), "p50": float(np.percentile(xs, 50)), "p95": float(np.percentile(xs, 95)),
+            "mean": float(xs.mean()), "min": float(xs.min()), "max": float(xs.max())}
+
+
+def speculation(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    d = {k: after.get(name, 0.0) - before.get(name, 0.0) for k, name in SPEC_COUNTERS.items()}
+    started = d["started"]
+    return {**d, "commit_rate": (d["committed"] / started) if started > 0 else None,
+            "available": float(any(name in after for name in SPEC_COUNTERS.values()))}
+
+
+@dataclass(slots=True)
+class RunResult:
+    first_audio_s: float | None = None
+    transcript_s: float | None = None
+    done_s: float | None = None
+    tts_rtf: float | None = None
+    reply_audio_s: float = 0.0
+    turns: int = 0
+    status: str | None = None
+    user_transcript: str = ""
+    assistant_transcript: str = ""
+    error: str | None = None
+
+
+def format_table(modes: dict[str, dict[str, object]]) -> str:
+    head = (f"{'mode':<8} {'runs':>4} {'first audio p50':>15} {'p95':>7} {'transcript p50':>14} {'p95':>7} "
+            f"{'TTS RTF p50':>11} {'spec commit':>11}")
+    lines = [head, "-" * len(head)]
+
+    def f(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else "n/a"
+
+    for mode, m in modes.items():
+        s = m["summary"]
+        assert isinstance(s, dict)
+        fa, tr, rtf, sp = s["first_audio_s"], s["transcript_s"], s["tts_rtf"], s["speculation"]
+        rate = sp.get("commit_rate") if isinstance(sp, dict) else None
+        lines.append(f"{mode:<8} {fa['n']:>4} {f(fa['p50']):>15} {f(fa['p95']):>7} {f(tr['p50']):>14} "
+                     f"{f(tr['p95']):>7} {f(rtf['p50']):>11} {f(rate):>11}")
+    return "\n".join(lines)
+
+
+# ----- I/O: servers, HTTP, runs -----
+
+def _http_base(ws_url: str) -> str:
+    parts = urlsplit(ws_url)
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+
+
+def _http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (our own server's URL)
+            return resp.status, resp.read().decode("utf-8", "replace")
+    except OSError:
+        return 0, ""
+
+
+async def scrape_metrics(ws_url: str) -> dict[str, float]:
+    status, text = await asyncio.to_thread(_http_get, _http_base(ws_url) + "/metrics")
+    return parse_metrics(text) if status == 200 else {}
+
+
+def start_server(port: int, profile: str, speculation_on: bool, log_path: Path,
+                 extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "controller.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--profile", profile, "--speculation", "on" if speculation_on else "off", *extra]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parent.parent)
+
+
+async def wait_healthy(ws_url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was healthy")
+        status, _ = await asyncio.to_thread(_http_get, _http_base(ws_url) + "/healthz", 2.0)
+        if status == 200:
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"server at {ws_url} not healthy after {timeout_s:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def one_run(url: str, wav: Path, eos_sample: int, api_key: str | None, timeout_s: float) -> RunResult:
+    try:
+        result = await run_talk(wav, url, api_key=api_key, realtime=True, vad=True, timeout_s=timeout_s,
+                                printer=None)
+    except (TalkError, OSError) as exc:
+        return RunResult(error=str(exc))
+    # The turn that ends with the wav's speech: its end of speech is the wav's last voiced sample.
+    eos_t = result.send_log.time_of_sample(eos_sample)
+    final = next((t for t in reversed(result.turns) if t.end_of_speech == eos_t), None)
+    final = final or (result.turns[-1] if result.turns else None)
+    if final is None:
+        return RunResult(error="no turn")
+    return RunResult(first_audio_s=final.first_audio_latency, transcript_s=final.transcript_latency,
+                     done_s=final.done_latency, tts_rtf=final.tts_rtf, reply_audio_s=final.audio_s,
+                     turns=len(result.turns), status=final.status, user_transcript=final.user_transcript,
+                     assistant_transcript=final.assistant_transcript)
+
+
+async def bench_mode(url: str, runs: int, wav: Path, eos_sample: int, api_key: str | None,
+                     timeout_s: float) -> dict[str, object]:
+    before = await scrape_metrics(url)
+    results: list[RunResult] = []
+    for i in range(runs):
+        r = await one_run(url, wav, eos_sample, api_key, timeout_s)
+        results.append(r)
+        print(f"  run {i + 1}/{runs}: first audio {r.first_audio_s}, transcript {r.transcript_s}, "
+              f"rtf {r.tts_rtf}, error {r.error}", file=sys.stderr)
+    after = await scrape_metrics(url)
+    return {
+        "url": url,
+        "runs": [asdict(r) for r in results],
+        "summary": {
+            "first_audio_s": stats([r.first_audio_s for r in results]),
+            "transcript_s": stats([r.transcript_s for r in results]),
+            "done_s": stats([r.done_s for r in results]),
+            "tts_rtf": stats([r.tts_rtf for r in results]),
+            "errors": sum(r.error is not None for r in results),
+            "speculation": speculation(before, after),
+        },
+    }
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, object]:
+    wav = Path(args.wav) if args.wav else beckett_wav()
+    x24 = load_wav_24k(wav)
+    eos = last_voiced_index(x24)
+    if eos is None:
+        raise SystemExit(f"{wav} is silent")
+    targets: list[tuple[str, str | None]]  # (mode label, URL or None = start a server)
+    if args.url:
+        targets = [("server", args.url)]
+    elif args.url_on or args.url_off:
+        targets = [(m, u) for m, u in (("on", args.url_on), ("off", args.url_off)) if u]
+    else:
+        targets = [(m, None) for m in args.modes.split(",")]
+    modes: dict[str, dict[str, object]] = {}
+    for i, (mode, url) in enumerate(targets):
+        proc = None
+        if url is None:
+            port = args.port + i
+            url = f"ws://127.0.0.1:{port}/v1/realtime"
+            print(f"starting server (speculation {mode}) on port {port}", file=sys.stderr)
+            proc = start_server(port, args.profile, mode == "on", RESULTS.parent / f"server-{mode}.log")
+        try:
+            if proc is not None:  # a given URL is assumed to be up already
+                await wait_healthy(url, proc, args.startup_timeout)
+            print(f"mode {mode}: {args.runs} runs against {url}", file=sys.stderr)
+            modes[mode] = await bench_mode(url, args.runs, wav, eos, args.api_key, args.timeout)
+        finally:
+            if proc is not None:
+                stop_server(proc)
+    return {
+        "wav": str(wav), "wav_s": x24.size / WIRE_RATE, "end_of_speech_in_wav_s": eos / WIRE_RATE,
+        "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
+        else None, "host": os.uname().nodename, "cpu_count": os.cpu_count(), "modes": modes,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="benchmark this running server as it is configured")
+    p.add_argument("--url-on", help="a running server with speculation on")
+    p.add_argument("--url-off", help="a running server with speculation off")
+    p.add_argument("--modes", default="on,off", help="modes to start servers for (when no URL is given)")
+    p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
+    p.add_argument("--profile", default="embedded")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--wav", help="speech to send instead of beckett.wav")
+    p.add_argument("--api-key")
+    p.add_argument("--timeout", type=float, default=60.0, help="per run, after the audio was sent")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for /healthz")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = asyncio.run(run_bench(args))
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"bench.latency: {exc}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    modes = report["modes"]
+    assert isinstance(modes, dict)
+    print(format_table(modes))
+    print(f"wrote {args.out}")
+    measured = [m["summary"]["first_audio_s"]["n"] for m in modes.values()]  # type: ignore[index]
+    return 0 if measured and all(n > 0 for n in measured) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
