@@ -112,6 +112,8 @@ def write_tokenizer_folder(out_dir: str | Path, profile: str = "tiny", seed: int
             if p.dim() > 1:
                 fan_in = p.shape[1] * (p.shape[2] if p.dim() == 3 else 1)
                 p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / fan_in) ** 0.5)
+            else:  # distinct values: the ONNX exporter merges identical initializers (all-ones LayerNorms)
+                p.add_(0.02 * torch.randn(p.shape, generator=gen))
         # Unit rows: the quantiser L2-normalises h, so rows of equal norm make the argmin depend on h's direction.
         embed = torch.randn(s3.quantizer._codebook.embed.shape, generator=gen)
         s3.quantizer._codebook.embed.copy_(torch.nn.functional.normalize(embed, dim=-1))
