@@ -107,6 +107,7 @@ class LlamaCppBackend:
         params.cache_ram_mib = config.cache_ram_mib
         params.use_jinja = True      # the GGUF's own Jinja chat template renders tools and tool results
         params.verbosity = config.log_verbosity
+        params.endpoint_metrics = True  # counters() reads llama.cpp's Prometheus counters
         # The server also listens on 127.0.0.1 (an ephemeral port); we only use the in-process calls.
         params.port = 0
         try:
@@ -169,6 +170,22 @@ class LlamaCppBackend:
             chunks.put(exc)
         finally:
             chunks.put(_DONE)
+
+    def counters(self) -> dict[str, float]:
+        """llama.cpp's cumulative counters and gauges (Prometheus names without the `llamacpp:` prefix), e.g.
+        tokens_predicted_total, prompt_tokens_total, prompt_tokens_cached_total, requests_processing."""
+        server = self._server
+        if server is None:
+            raise ChatBackendError("backend is closed")
+        values: dict[str, float] = {}
+        for line in server.handle_metrics().splitlines():
+            if line.startswith("llamacpp:"):
+                name, _, value = line.partition(" ")
+                try:
+                    values[name.removeprefix("llamacpp:")] = float(value)
+                except ValueError:
+                    continue
+        return values
 
     def close(self) -> None:
         """Stop the llama.cpp server thread and free the model. The backend is unusable afterwards."""

@@ -1,0 +1,142 @@
+"""LlamaCppBackend with the real embedded model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, 2 threads)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lm_engine import ChatBackendError, ChatDelta, ChatRequest, LlamaCppBackend, embedded_gguf_path
+
+pytestmark = pytest.mark.slow
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                   "required": ["city"]}}}
+SYSTEM = {"role": "system", "content": "You are a helpful voice assistant. Keep answers short."}
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[LlamaCppBackend]:
+    b = LlamaCppBackend.load(embedded_gguf_path(), n_threads=2, n_ctx=4096)
+    yield b
+    b.close()
+
+
+def collect(backend: LlamaCppBackend, request: ChatRequest, cancel: threading.Event | None = None) -> list[ChatDelta]:
+    return list(backend.stream(request, cancel or threading.Event()))
+
+
+def test_short_question_gets_a_sensible_answer(backend: LlamaCppBackend) -> None:
+    deltas = collect(backend, ChatRequest(messages=[SYSTEM, {"role": "user", "content": "What is the capital of France?"}],
+                                          temperature=0, max_tokens=40))
+    text = "".join(d.text for d in deltas)
+    assert "Paris" in text
+    assert deltas[-1].finish_reason == "stop"
+    assert all(d.finish_reason is None for d in deltas[:-1])
+
+
+def test_max_tokens_gives_length(backend: LlamaCppBackend) -> None:
+    deltas = collect(backend, ChatRequest(messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+                                          temperature=0, max_tokens=5))
+    assert deltas[-1].finish_reason == "length"
+    assert 1 <= sum(1 for d in deltas if d.text) <= 5
+
+
+def test_cancel_stops_promptly_and_cancels_the_llama_task(backend: LlamaCppBackend) -> None:
+    """Timing-free where the machine's load matters: tokens are counted by llama.cpp itself."""
+    before = backend.counters()["tokens_predicted_total"]
+    cancel = threading.Event()
+    request = ChatRequest(messages=[{"role": "user", "content": "Write a very long story about a dragon."}],
+                          temperature=0, max_tokens=400)
+    texts = 0
+    last: ChatDelta | None = None
+    for delta in backend.stream(request, cancel):
+        last = delta
+        if delta.text:
+            texts += 1
+            if texts == 3:
+                cancel.set()
+                t_cancel = time.perf_counter()
+    assert time.perf_counter() - t_cancel < 0.5  # the consumer side returns without waiting for llama.cpp
+    assert last == ChatDelta(finish_reason="cancelled")
+    assert texts == 3
+    # The next request queues behind the cancelled task, so once it is done the cancelled one has stopped.
+    collect(backend, ChatRequest(messages=[{"role": "user", "content": "Say hi."}], temperature=0, max_tokens=8))
+    generated = backend.counters()["tokens_predicted_total"] - before
+    assert generated <= 3 + 8 + 8, f"cancelled task went on generating ({generated} tokens)"
+
+
+def test_closing_the_generator_early_cancels(backend: LlamaCppBackend) -> None:
+    before = backend.counters()["tokens_predicted_total"]
+    gen = backend.stream(ChatRequest(messages=[{"role": "user", "content": "Count from 1 to 300."}],
+                                     temperature=0, max_tokens=400), threading.Event())
+    next(gen)
+    gen.close()
+    deltas = collect(backend, ChatRequest(messages=[{"role": "user", "content": "Say hi."}], temperature=0, max_tokens=8))
+    assert deltas[-1].finish_reason in ("stop", "length")
+    generated = backend.counters()["tokens_predicted_total"] - before
+    assert generated <= 1 + 8 + 8 + 8, f"abandoned task went on generating ({generated} tokens)"
+
+
+def test_follow_up_turn_reuses_the_cached_prefix(backend: LlamaCppBackend) -> None:
+    system = {"role": "system", "content": "You are Ada, a friendly voice assistant for a bakery in Lyon. "
+              "You know the opening hours (7 am to 7 pm, closed on Mondays), the menu (croissants, baguettes, "
+              "tarts, macarons) and you answer in one or two short sentences."}
+    turn1 = [system, {"role": "user", "content": "When are you open?"}]
+    reply = "".join(d.text for d in collect(backend, ChatRequest(messages=turn1, temperature=0, max_tokens=40)))
+    before = backend.counters()
+    turn2 = turn1 + [{"role": "assistant", "content": reply}, {"role": "user", "content": "Do you sell macarons?"}]
+    collect(backend, ChatRequest(messages=turn2, temperature=0, max_tokens=20))
+    after = backend.counters()
+    cached = after["prompt_tokens_cached_total"] - before["prompt_tokens_cached_total"]
+    evaluated = after["prompt_tokens_total"] - before["prompt_tokens_total"]
+    assert cached >= 60, "system prompt and first turn should come from the KV cache"
+    assert evaluated < 30, "only the new user message (and template tokens) should be evaluated"
+
+
+def test_weather_tool_call_then_tool_result_gives_text(backend: LlamaCppBackend) -> None:
+    messages = [SYSTEM, {"role": "user", "content": "What's the weather like in Paris right now?"}]
+    deltas = collect(backend, ChatRequest(messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=80))
+    calls = [d.tool_call for d in deltas if d.tool_call is not None]
+    assert calls, f"no tool call in {deltas}"
+    assert {c.call_id for c in calls} == {calls[0].call_id} and calls[0].name == "get_weather"
+    arguments = json.loads("".join(c.arguments_delta for c in calls))
+    assert "paris" in arguments["city"].lower()
+    assert deltas[-1].finish_reason == "tool_calls"
+
+    followup = messages + [
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": calls[0].call_id, "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps(arguments)}}]},
+        {"role": "tool", "tool_call_id": calls[0].call_id,
+         "content": json.dumps({"temperature_c": 18, "condition": "light rain"})}]
+    deltas = collect(backend, ChatRequest(messages=followup, tools=[WEATHER_TOOL], temperature=0, max_tokens=60))
+    text = "".join(d.text for d in deltas)
+    assert deltas[-1].finish_reason == "stop"
+    assert not any(d.tool_call for d in deltas)
+    assert "{" not in text and ("rain" in text.lower() or "18" in text)
+
+
+def test_concurrent_streams_are_served_one_after_another(backend: LlamaCppBackend) -> None:
+    results: dict[int, str] = {}
+
+    def ask(i: int, city: str) -> None:
+        deltas = collect(backend, ChatRequest(messages=[{"role": "user", "content": f"What country is {city} in?"}],
+                                              temperature=0, max_tokens=24))
+        results[i] = "".join(d.text for d in deltas)
+
+    threads = [threading.Thread(target=ask, args=(0, "Tokyo")), threading.Thread(target=ask, args=(1, "Madrid"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert "Japan" in results[0] and "Spain" in results[1]
+
+
+def test_prompt_longer_than_context_raises(backend: LlamaCppBackend) -> None:
+    with pytest.raises(ChatBackendError, match="context"):
+        collect(backend, ChatRequest(messages=[{"role": "user", "content": "hello " * 5000}], max_tokens=4))

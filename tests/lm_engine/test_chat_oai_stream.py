@@ -1,0 +1,104 @@
+"""OaiChunkTranslator: OpenAI chat.completion.chunk dicts -> ChatDeltas (pure, no model)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lm_engine.backends.oai_stream import OaiChunkTranslator, OaiStreamError
+from lm_engine.chat import ChatDelta, ChatRequest, ChatRequestError, ToolCallDelta
+
+
+def chunk(content: str | None = None, finish: str | None = None, tool_calls: list[dict] | None = None) -> dict:
+    delta: dict = {}
+    if content is not None:
+        delta["content"] = content
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def run(translator: OaiChunkTranslator, chunks: list[dict]) -> list[ChatDelta]:
+    out: list[ChatDelta] = []
+    for c in chunks:
+        out.extend(translator.feed(c))
+    return out + translator.finish()
+
+
+def test_text_streams_through_and_finishes() -> None:
+    deltas = run(OaiChunkTranslator(None), [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}]},
+        chunk("Hello"), chunk(" there."), chunk(finish="stop")])
+    assert deltas == [ChatDelta(text="Hello"), ChatDelta(text=" there."), ChatDelta(finish_reason="stop")]
+
+
+def test_length_finish_is_kept() -> None:
+    assert run(OaiChunkTranslator(None), [chunk("a"), chunk(finish="length")])[-1] == ChatDelta(finish_reason="length")
+
+
+def test_plain_text_with_tools_is_not_held_back() -> None:
+    t = OaiChunkTranslator(["get_weather"])
+    assert t.feed(chunk("  ")) == []          # undecided: only whitespace so far
+    assert t.feed(chunk("Sure")) == [ChatDelta(text="  Sure")]
+    assert t.feed(chunk(" {x}")) == [ChatDelta(text=" {x}")]
+
+
+def test_bare_json_tool_call_becomes_a_tool_call() -> None:
+    pieces = ['{"', 'name', '":', ' "', 'get', '_weather', '",', ' "arguments', '": {"', 'city', '": "Paris"}}']
+    deltas = run(OaiChunkTranslator(["get_weather"]), [chunk(p) for p in pieces] + [chunk(finish="stop")])
+    assert len(deltas) == 2
+    call = deltas[0].tool_call
+    assert call is not None and call.name == "get_weather" and call.call_id.startswith("call_")
+    assert json.loads(call.arguments_delta) == {"city": "Paris"}
+    assert deltas[1] == ChatDelta(finish_reason="tool_calls")
+
+
+def test_tagged_and_multiple_calls() -> None:
+    text = '<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n<tool_call>\n{"name": "b", "arguments": "{}"}\n</tool_call>'
+    deltas = run(OaiChunkTranslator(["a", "b"]), [chunk(text[:5]), chunk(text[5:]), chunk(finish="stop")])
+    calls = [d.tool_call for d in deltas if d.tool_call]
+    assert [(c.name, json.loads(c.arguments_delta)) for c in calls] == [("a", {"x": 1}), ("b", {})]
+    assert calls[0].call_id != calls[1].call_id
+    assert deltas[-1].finish_reason == "tool_calls"
+
+
+def test_json_calling_an_unknown_tool_is_salvaged_as_its_strings() -> None:
+    text = '{"name": "Joke", "arguments": {"joke": "Why did the tomato turn red?"}}'
+    deltas = run(OaiChunkTranslator(["get_weather"]), [chunk(text), chunk(finish="stop")])
+    assert deltas == [ChatDelta(text="Why did the tomato turn red?"), ChatDelta(finish_reason="stop")]
+
+
+def test_held_text_that_is_not_json_comes_back_unchanged() -> None:
+    deltas = run(OaiChunkTranslator(["f"]), [chunk("{not json"), chunk(finish="stop")])
+    assert deltas == [ChatDelta(text="{not json"), ChatDelta(finish_reason="stop")]
+
+
+def test_native_tool_call_deltas_keep_id_and_name() -> None:
+    deltas = run(OaiChunkTranslator(["get_weather"]), [
+        chunk(tool_calls=[{"index": 0, "id": "call_9", "type": "function",
+                           "function": {"name": "get_weather", "arguments": ""}}]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"city": '}}]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": '"Oslo"}'}}]),
+        chunk(finish="tool_calls")])
+    assert deltas == [
+        ChatDelta(tool_call=ToolCallDelta(call_id="call_9", name="get_weather", arguments_delta="")),
+        ChatDelta(tool_call=ToolCallDelta(call_id="call_9", name="get_weather", arguments_delta='{"city": ')),
+        ChatDelta(tool_call=ToolCallDelta(call_id="call_9", name="get_weather", arguments_delta='"Oslo"}')),
+        ChatDelta(finish_reason="tool_calls")]
+
+
+def test_error_object_raises() -> None:
+    with pytest.raises(OaiStreamError) as info:
+        OaiChunkTranslator(None).feed({"error": {"code": 400, "message": "too long", "type": "exceed_context_size_error"}})
+    assert info.value.code == 400 and info.value.error_type == "exceed_context_size_error"
+
+
+def test_request_and_delta_validation() -> None:
+    with pytest.raises(ChatRequestError):
+        ChatRequest(messages=[])
+    with pytest.raises(ChatRequestError):
+        ChatRequest(messages=[{"role": "robot", "content": "x"}])
+    with pytest.raises(ChatRequestError):
+        ChatRequest(messages=[{"role": "user", "content": "x"}], max_tokens=0)
+    with pytest.raises(ChatRequestError):
+        ChatDelta(finish_reason="exploded")
