@@ -1,0 +1,191 @@
+"""kernels.attention: reference vs an independent dense computation, Triton kernels vs the reference.
+
+Triton tests (fixture triton_modules) run on CUDA natively or in the interpreter child (conftest.py). Shapes are
+tiny because the interpreter executes every program in numpy.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels import attention as A
+
+_spec = importlib.util.spec_from_file_location("_kernels_paged", Path(__file__).with_name("_paged.py"))
+P = importlib.util.module_from_spec(_spec)
+sys.modules["_kernels_paged"] = P
+_spec.loader.exec_module(P)  # type: ignore[union-attr]
+
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+BIASES = ["sqrt_alibi", "alibi", "none"]
+
+
+def _run(fn, b, slopes, bias, **kw):  # type: ignore[no-untyped-def]
+    return fn(b.q, b.k_cache, b.v_cache, b.block_tables, b.cu_seqlens_q, b.context_lens,
+              alibi_slopes=slopes, bias=bias, scale=b.q.shape[-1] ** -0.5, **kw)
+
+
+# ------------------------------------------------------------------------------------------- slopes
+
+@pytest.mark.parametrize("num_heads", [1, 8, 12, 48, 96])
+def test_alibi_slopes_match_independent_formula(num_heads: int) -> None:
+    got = A.alibi_slopes(num_heads)
+    assert got.dtype == torch.float32 and got.shape == (num_heads,)
+    want = torch.tensor(P.alibi_slopes_independent(num_heads), dtype=torch.float32)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_alibi_slopes_known_values() -> None:
+    # H = 12: n = 8 -> 2^-1 .. 2^-8, then 2^(-4k/8) for k = 1, 3, 5, 7
+    want = [2.0 ** -i for i in range(1, 9)] + [2.0 ** (-k / 2) for k in (1, 3, 5, 7)]
+    assert A.alibi_slopes(12).tolist() == pytest.approx(want, rel=1e-7)
+    # H = 96: n = 64, the 32 extra heads take k = 1, 3, ..., 63 of 2^(-4k/64)
+    s96 = A.alibi_slopes(96).tolist()
+    assert s96[63] == pytest.approx(2.0 ** -8) and s96[64] == pytest.approx(2.0 ** (-1 / 16))
+    assert s96[95] == pytest.approx(2.0 ** (-63 / 16))
+
+
+# ------------------------------------------------------------------------------------------- reference
+
+@pytest.mark.parametrize("bias", BIASES)
+@pytest.mark.parametrize("heads", [(4, 4, 16), (8, 2, 16), (12, 1, 32), (6, 3, 16)])
+def test_reference_matches_dense(bias: str, heads: tuple[int, int, int]) -> None:
+    h, g, d = heads
+    b = P.make_batch([3, 1, 6, 4], [0, 5, 9, 9], num_heads=h, num_kv_heads=g, head_dim=d, page=4,
+                     dtype=torch.float32, fork_of={3: 2})
+    slopes = A.alibi_slopes(h)
+    got = _run(A.paged_attention_ref, b, slopes, bias)
+    want = P.dense_attention(b, P.alibi_slopes_independent(h), bias, d ** -0.5)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+
+
+def test_store_kv_reference_scatter() -> None:
+    k_cache = torch.zeros(3, 4, 2, 8)
+    v_cache = torch.zeros(3, 4, 2, 8)
+    k, v = torch.randn(3, 2, 8), torch.randn(3, 2, 8)
+    A.store_kv(k, v, k_cache, v_cache, torch.tensor([9, -1, 2]))
+    torch.testing.assert_close(k_cache[2, 1], k[0])
+    torch.testing.assert_close(v_cache[0, 2], v[2])
+    assert k_cache.abs().sum(dim=(2, 3)).count_nonzero() == 2  # slot -1 wrote nothing
+
+
+def test_dispatcher_validates_inputs() -> None:
+    b = P.make_batch([2], [0], num_heads=4, num_kv_heads=2, head_dim=16, page=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="bias"):
+        _run(A.paged_attention, b, A.alibi_slopes(4), "rope")
+    with pytest.raises(ValueError, match="alibi_slopes"):
+        _run(A.paged_attention, b, None, "sqrt_alibi")
+    with pytest.raises(ValueError, match="block_tables"):
+        A.paged_attention(b.q, b.k_cache, b.v_cache, b.block_tables.long(), b.cu_seqlens_q, b.context_lens,
+                          alibi_slopes=None, bias="none", scale=1.0)
+    with pytest.raises(ValueError, match="multiple"):
+        A.paged_attention(b.q[:, :3], b.k_cache, b.v_cache, b.block_tables, b.cu_seqlens_q, b.context_lens,
+                          alibi_slopes=None, bias="none", scale=1.0)
+    with pytest.raises(ValueError, match="slot_mapping"):
+        A.store_kv(torch.zeros(2, 2, 16), torch.zeros(2, 2, 16), b.k_cache, b.v_cache, torch.zeros(3).long())
+    # CPU tensors go to the reference
+    torch.testing.assert_close(_run(A.paged_attention, b, A.alibi_slopes(4), "sqrt_alibi"),
+                               _run(A.paged_attention_ref, b, A.alibi_slopes(4), "sqrt_alibi"))
+
+
+# ------------------------------------------------------------------------------------------- Triton
+
+# (num_heads, num_kv_heads, head_dim): GQA ratios 1, 4, 12; non-power-of-two head counts (6, 12, 24)
+PREFILL_CASES = [
+    (4, 4, 64, 4, torch.float32),
+    (8, 2, 128, 16, torch.float16),
+    (12, 1, 64, 8, torch.float32),
+    (24, 2, 128, 4, torch.float16),
+    (6, 6, 64, 16, torch.float16),
+]
+
+
+@pytest.mark.parametrize("h,g,d,page,dtype", PREFILL_CASES)
+def test_triton_prefill_ragged_prefix_forks(triton_modules, h, g, d, page, dtype) -> None:  # type: ignore[no-untyped-def]
+    tri = triton_modules.attention
+    # ragged q_lens incl. a decode-like row, a KV prefix, a fork sharing the parent's blocks; unused pool blocks
+    b = P.make_batch([5, 1, 13, 7], [0, 7, 20, 20], num_heads=h, num_kv_heads=g, head_dim=d, page=page,
+                     dtype=dtype, device=triton_modules.device, fork_of={3: 2})
+    slopes = A.alibi_slopes(h).to(triton_modules.device)
+    for bias in (BIASES if h == 12 else ["sqrt_alibi"]):
+        got = _run(tri.paged_attention_triton, b, slopes, bias, max_seqlen_q=b.max_seqlen_q)
+        want = _run(A.paged_attention_ref, b, slopes, bias)
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype], msg=bias)
+
+
+@pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (8, 2, 128, 16, torch.float16),
+                                              (12, 1, 64, 8, torch.float16), (24, 2, 64, 16, torch.float32)])
+@pytest.mark.parametrize("num_splits", [None, 7])
+def test_triton_decode_split_kv(triton_modules, h, g, d, page, dtype, num_splits) -> None:  # type: ignore[no-untyped-def]
+    tri = triton_modules.attention
+    # contexts 1 and 6 leave most of the 7 splits empty; a zero-length query row in the middle is skipped
+    b = P.make_batch([1, 1, 0, 1, 1], [0, 5, 3, 60, 40], num_heads=h, num_kv_heads=g, head_dim=d, page=page,
+                     dtype=dtype, device=triton_modules.device, fork_of={4: 3})
+    slopes = A.alibi_slopes(h).to(triton_modules.device)
+    for bias in (BIASES if h == 12 else ["sqrt_alibi"]):
+        got = _run(tri.paged_attention_triton, b, slopes, bias, max_seqlen_q=1, num_splits=num_splits)
+        want = _run(A.paged_attention_ref, b, slopes, bias)
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype], msg=bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("slot_dtype", [torch.int64, torch.int32])
+def test_triton_store_kv(triton_modules, dtype, slot_dtype) -> None:  # type: ignore[no-untyped-def]
+    dev = triton_modules.device
+    g = torch.Generator().manual_seed(1)
+    for kv_heads, d in [(2, 64), (3, 128)]:
+        k = torch.randn(6, kv_heads, d, generator=g).to(dtype).to(dev)
+        v = torch.randn(6, kv_heads, d, generator=g).to(dtype).to(dev)
+        slots = torch.tensor([5, -1, 0, 17, 31, -1], dtype=slot_dtype, device=dev)
+        caches = [torch.randn(4, 8, kv_heads, d, generator=g).to(dtype).to(dev) for _ in range(2)]
+        want = [c.clone() for c in caches]
+        A.store_kv_ref(k, v, want[0], want[1], slots)
+        triton_modules.attention.store_kv_triton(k, v, caches[0], caches[1], slots)
+        assert torch.equal(caches[0], want[0]) and torch.equal(caches[1], want[1])
+
+
+def test_triton_then_attend_roundtrip(triton_modules) -> None:  # type: ignore[no-untyped-def]
+    """store_kv followed by paged_attention through the Triton kernels == dense attention on the same data."""
+    tri, dev = triton_modules.attention, triton_modules.device
+    b = P.make_batch([4, 3], [2, 0], num_heads=4, num_kv_heads=1, head_dim=64, page=4, dtype=torch.float32)
+    k_cache, v_cache = torch.zeros_like(b.k_cache), torch.zeros_like(b.v_cache)
+    toks_k, toks_v, slots = [], [], []
+    for s, (k, v) in enumerate(zip(b.keys, b.values)):
+        for j in range(k.shape[0]):
+            toks_k.append(k[j]); toks_v.append(v[j])
+            slots.append(int(b.block_tables[s, j // 4]) * 4 + j % 4)
+    kc, vc = k_cache.to(dev), v_cache.to(dev)
+    tri.store_kv_triton(torch.stack(toks_k).to(dev), torch.stack(toks_v).to(dev), kc, vc,
+                        torch.tensor(slots, device=dev))
+    got = tri.paged_attention_triton(b.q.to(dev), kc, vc, b.block_tables.to(dev), b.cu_seqlens_q.to(dev),
+                                     b.context_lens.to(dev), alibi_slopes=A.alibi_slopes(4).to(dev),
+                                     bias="sqrt_alibi", scale=0.125)
+    want = P.dense_attention(b, P.alibi_slopes_independent(4), "sqrt_alibi", 0.125)
+    torch.testing.assert_close(got.double().cpu(), want, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- GPU, real shapes
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("h,g,d", [(96, 8, 128), (48, 4, 64), (12, 1, 128)])
+def test_gpu_bf16_prefill_and_decode(h: int, g: int, d: int) -> None:
+    b = P.make_batch([1000, 1, 517, 1], [0, 3000, 1500, 700], num_heads=h, num_kv_heads=g, head_dim=d, page=256,
+                     dtype=torch.bfloat16, device="cuda", fork_of={3: 1})
+    slopes = A.alibi_slopes(h).cuda()
+    for bias in BIASES:
+        got = _run(A.paged_attention, b, slopes, bias)
+        want = _run(A.paged_attention_ref, b, slopes, bias)
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=2e-2, msg=bias)
+    dec = P.make_batch([1] * 32, [4000 + 97 * i for i in range(32)], num_heads=h, num_kv_heads=g, head_dim=d,
+                       page=256, dtype=torch.bfloat16, device="cuda")
+    got = _run(A.paged_attention, dec, slopes, "sqrt_alibi", max_seqlen_q=1)
+    want = _run(A.paged_attention_ref, dec, slopes, "sqrt_alibi")
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=2e-2)
