@@ -208,7 +208,8 @@ class Engine:
 
     async def stream(self, prompt: list[int] | None = None, params: SamplingParams | None = None, *,
                      seq_id: int | None = None, stop: tuple[str, ...] = ()) -> AsyncIterator[int]:
-        """Async token stream; leaving the loop early (break, cancellation) aborts the generation.
+        """Async token stream. Closing it early (`async with contextlib.aclosing(engine.stream(...))` around a loop
+        that breaks, or cancelling the task) aborts the generation and frees its blocks.
 
         stop: strings that end the stream once the decoded output contains one (needs a tokenizer).
         """

@@ -91,6 +91,15 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
 
+    @staticmethod
+    def _chunk(seq: Sequence, budget: int) -> int:
+        n = min(seq.num_pending, budget)
+        if seq.mode is Mode.SCORE and not seq.all_logits and seq.num_pending > 1:
+            # Next-token scores compute the last token alone (q_len 1), so that they depend on the KV cache only
+            # and are bit-reproducible across fork/rollback, whatever the prefill chunking was.
+            n = min(n, seq.num_pending - 1)
+        return n
+
     def schedule(self) -> ScheduledBatch | None:
         batch = ScheduledBatch([], [])
         budget = self.max_num_batched_tokens
@@ -99,7 +108,7 @@ class Scheduler:
                 continue
             if len(batch.seqs) >= self.max_num_seqs or budget == 0:
                 break
-            n = min(seq.num_pending, budget)
+            n = self._chunk(seq, budget)
             while self.bm.blocks_needed(seq, n) > self.bm.num_free_blocks:
                 victim = self._pick_victim(batch, seq)
                 if victim is None:
@@ -117,7 +126,7 @@ class Scheduler:
             if self.bm.num_free_blocks < seq.num_blocks:
                 break
             self.bm.allocate(seq)
-            n = min(seq.num_pending, budget)
+            n = self._chunk(seq, budget)
             if self.bm.blocks_needed(seq, n) > self.bm.num_free_blocks:
                 self.bm.free(seq)
                 seq.num_cached_tokens = 0

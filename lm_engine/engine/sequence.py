@@ -1,7 +1,7 @@
 """One request or session: its tokens, how many of them are in the KV cache, and its block table. No torch.
 
-Invariant: tokens [0, num_cached_tokens) have their K/V in the blocks of block_table; the block table always
-covers every token (len(block_table) == ceil(len(token_ids) / block_size)), so the next compute only writes.
+Invariant: tokens [0, num_cached_tokens) have their K/V in the blocks of block_table. Blocks for pending tokens
+are added (BlockManager.prepare_write) just before a step writes them.
 """
 from __future__ import annotations
 

@@ -1,0 +1,102 @@
+"""Fork / generate / rollback / commit on a session, and continuous batching against single-sequence runs."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_step1_reference import tiny_ckpt  # noqa: E402,F401
+
+from lm_engine.engine.config import EngineConfig, SamplingParams  # noqa: E402
+from lm_engine.engine_api import Engine  # noqa: E402
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+
+
+@pytest.fixture
+def eng(tiny_ckpt):
+    e = Engine.from_pretrained(tiny_ckpt("tts"), device="cpu", dtype=torch.float32, progress=False,
+                               config=EngineConfig(block_size=4, num_kv_blocks=128))
+    yield e
+    e.close()
+
+
+def test_fork_generate_rollback_leaves_the_session_bit_identical(eng):
+    sid = eng.open(list(range(10, 31)))  # 21 tokens: the last block is partly filled, so forks share it
+    before = eng.next_logits(sid)
+    free_before = eng.num_free_blocks
+    fork = eng.fork(sid)
+    assert eng.num_free_blocks == free_before  # a fork shares every block
+    out = eng.generate(seq_id=fork, params=GREEDY)
+    assert len(out) == 20
+    used = free_before - eng.num_free_blocks
+    # 1 copy-on-write of the shared last block + 4 new blocks for positions 24..39 (token 41 is not computed yet)
+    assert used == 5
+    freed = eng.rollback(fork)
+    assert freed == used and eng.num_free_blocks == free_before
+    assert torch.equal(eng.next_logits(sid), before)
+    assert eng.tokens(sid) == list(range(10, 31))
+
+
+def test_commit_makes_the_fork_the_session(eng):
+    prompt = list(range(40, 57))
+    sid = eng.open(prompt)
+    fork = eng.fork(sid)
+    spec = eng.generate(seq_id=fork, params=SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
+    fork_next = eng.next_logits(fork)
+    assert eng.commit(fork) == sid
+    assert eng.tokens(sid) == prompt + spec
+    assert torch.equal(eng.next_logits(sid), fork_next)
+    cont = eng.generate(seq_id=sid, params=SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+    # The continuation is what the fork would have produced with 14 tokens in one go.
+    ref = eng.generate(prompt, SamplingParams(temperature=0.0, max_tokens=14, ignore_eos=True))
+    assert spec + cont == ref
+    eng.release(sid)
+
+
+def test_eight_concurrent_sequences_give_their_solo_greedy_tokens(eng):
+    prompts = [list(range(7 + 3 * i, 7 + 3 * i + n)) for i, n in enumerate([1, 3, 5, 8, 13, 17, 26, 40])]
+    alone = [eng.generate(p, GREEDY) for p in prompts]
+    free = eng.num_free_blocks
+    ids = [eng.llm.add_request(p, GREEDY) for p in prompts]
+    got: dict[int, list[int]] = {i: [] for i in ids}
+    steps = 0
+    while eng.llm.has_unfinished():
+        for d in eng.llm.step():
+            got[d.seq_id].append(d.token_id)
+        steps += 1
+    assert [got[i] for i in ids] == alone
+    assert steps == 20  # all eight prefill together, then decode together
+    assert eng.num_free_blocks == free
+
+
+async def test_async_stream_and_cancellation(eng):
+    prompt = list(range(100, 112))
+    want = eng.generate(prompt, GREEDY)
+    got = [t async for t in eng.stream(prompt, GREEDY)]
+    assert got == want
+    free = eng.num_free_blocks
+    seen = []
+    stream = eng.stream(prompt, SamplingParams(temperature=0.0, max_tokens=500, ignore_eos=True))
+    async with contextlib.aclosing(stream):
+        async for t in stream:
+            seen.append(t)
+            if len(seen) == 3:
+                break  # closing the stream aborts the generation and frees its blocks
+    assert seen == want[:3]
+    assert not eng.llm.has_unfinished()
+    assert eng.num_free_blocks == free
+
+
+def test_stop_token_and_length(eng):
+    prompt = list(range(60, 70))
+    free_run = eng.generate(prompt, GREEDY)
+    stop_at = free_run[5]
+    first = free_run.index(stop_at)
+    out = eng.generate(prompt, SamplingParams(temperature=0.0, max_tokens=20, stop_token_ids=(stop_at,)))
+    assert out == free_run[:first + 1]
+    assert eng.generate(prompt, SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)) == free_run[:3]
