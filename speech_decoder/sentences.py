@@ -1,0 +1,137 @@
+"""Cut streamed LM text into speakable pieces for a sentence-level TTS.
+
+Rules (pure; each cut depends only on the text seen so far plus a bounded lookahead, so feeding a reply whole or one
+character at a time gives the same pieces):
+- A piece ends after . ! ? (with any trailing quotes/brackets) followed by whitespace, after 。！？ and after a
+  newline. The lookahead means "3.14", "10:30", "Hi!Yes" and "example.com" never split.
+- A period does not end a piece after a known abbreviation (e.g., i.e., Mr., Dr., etc.), a single initial
+  ("J. Smith") or a bare list number at the start of a piece ("1. First").
+- The FIRST piece of a reply may also end at a clause mark (, ; : and ，；：) once it holds at least
+  `min_first_words` words, so that audio starts while the rest of the sentence is still being generated.
+- Markdown symbols a TTS would read aloud (* # `) and leading list bullets are removed; pieces without any letter
+  or digit are dropped.
+"""
+from __future__ import annotations
+
+import re
+
+_ENDERS = ".!?"
+_CJK_ENDERS = "。！？"
+_CLAUSE = ",;:"
+_CJK_CLAUSE = "，；："
+_CLOSERS = "\"'”’)]}»」』*"
+_ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "e.g", "i.e", "approx", "no", "fig",
+    "inc", "ltd", "co", "corp", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
+    "oct", "nov", "dec", "a.m", "p.m", "u.s", "u.k", "cf", "al",
+})
+_MARKDOWN = str.maketrans("", "", "*#`")
+_BULLET = re.compile(r"^(?:[-•]\s+)+")
+_SPACES = re.compile(r"\s+")
+
+
+class SentenceChunker:
+    """Streaming sentence splitter for one reply: `push(delta)` as text arrives, `flush()` at the end.
+
+    After `flush()` the chunker is ready for the next reply (the first-piece clause rule applies again).
+    """
+
+    def __init__(self, min_first_words: int = 4) -> None:
+        if min_first_words < 1:
+            raise ValueError(f"min_first_words must be >= 1, got {min_first_words}")
+        self._min_first_words = min_first_words
+        self._buf = ""
+        self._first = True
+
+    def push(self, text_delta: str) -> list[str]:
+        """Add streamed text; return the pieces that are now complete."""
+        self._buf += text_delta
+        return self._drain()
+
+    def flush(self) -> list[str]:
+        """End of the reply: return the complete pieces and whatever text is left."""
+        pieces = self._drain()
+        rest = clean_for_speech(self._buf)
+        if rest:
+            pieces.append(rest)
+        self._buf = ""
+        self._first = True
+        return pieces
+
+    def _drain(self) -> list[str]:
+        pieces: list[str] = []
+        while (cut := _find_cut(self._buf, self._first, self._min_first_words)) is not None:
+            piece = clean_for_speech(self._buf[:cut])
+            self._buf = self._buf[cut:]
+            if piece:
+                pieces.append(piece)
+                self._first = False
+        return pieces
+
+
+def clean_for_speech(text: str) -> str:
+    """Drop markdown symbols and bullets, fold whitespace; "" if nothing speakable is left."""
+    text = _SPACES.sub(" ", text.translate(_MARKDOWN)).strip()
+    text = _BULLET.sub("", text)
+    return text if any(ch.isalnum() for ch in text) else ""
+
+
+def _find_cut(buf: str, first: bool, min_words: int) -> int | None:
+    """End index (exclusive) of the first complete piece in `buf`, or None until more text arrives."""
+    n = len(buf)
+    i = 0
+    while i < n:
+        c = buf[i]
+        if c == "\n":
+            return i + 1
+        if c in _CJK_ENDERS:
+            j = _skip(buf, i + 1, _CJK_ENDERS + _CLOSERS)
+            return None if j == n else j
+        if c in _ENDERS:
+            j = _skip(buf, i + 1, _ENDERS + _CLOSERS)
+            if j == n:
+                return None  # the next character decides (space: end; digit: decimal; ...)
+            if buf[j].isspace() and not (buf[i:j].rstrip(_CLOSERS) == "." and _period_is_not_an_end(buf, i)):
+                return j
+            i = j
+            continue
+        if first and c in _CLAUSE:
+            if i + 1 == n:
+                return None
+            if buf[i + 1].isspace() and _spoken_length(buf[:i]) >= min_words:
+                return i + 1
+        if first and c in _CJK_CLAUSE and _spoken_length(buf[:i]) >= min_words:
+            return i + 1
+        i += 1
+    return None
+
+
+def _skip(buf: str, j: int, chars: str) -> int:
+    while j < len(buf) and buf[j] in chars:
+        j += 1
+    return j
+
+
+def _period_is_not_an_end(buf: str, i: int) -> bool:
+    """True when the single period at buf[i] closes an abbreviation, an initial or a leading list number."""
+    start = i
+    while start > 0 and not buf[start - 1].isspace():
+        start -= 1
+    word = buf[start:i].lstrip("(\"'“‘[").lower()
+    if not word:
+        return False
+    if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+        return True
+    # "1." opening a piece is a list number, not a sentence.
+    return word.isdigit() and not buf[:start].strip()
+
+
+def _spoken_length(text: str) -> int:
+    """Words, counting each CJK character as one word (CJK text has no spaces)."""
+    cjk = sum(1 for ch in text if _is_cjk(ch))
+    words = sum(1 for w in text.split() if any(ch.isalnum() and not _is_cjk(ch) for ch in w))
+    return cjk + words
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff"

@@ -1,0 +1,68 @@
+"""SentenceChunker: exact pieces; whole input and one character at a time give the same pieces."""
+from __future__ import annotations
+
+import pytest
+
+from speech_decoder.sentences import SentenceChunker, clean_for_speech
+
+
+def whole(text: str) -> list[str]:
+    chunker = SentenceChunker()
+    return chunker.push(text) + chunker.flush()
+
+
+def by_char(text: str) -> list[str]:
+    chunker = SentenceChunker()
+    pieces: list[str] = []
+    for ch in text:
+        pieces += chunker.push(ch)
+    return pieces + chunker.flush()
+
+
+CASES = [
+    ("Hello there my friend, how are you? Fine.", ["Hello there my friend,", "how are you?", "Fine."]),
+    ("Sure, here is the weather for today: it is sunny. The high is 3.14 degrees, e.g. cold! Mr. Smith said hi?",
+     ["Sure, here is the weather for today:", "it is sunny.", "The high is 3.14 degrees, e.g. cold!",
+      "Mr. Smith said hi?"]),
+    ("**Note:** use `pip`.\n# Title\n- item one\n- item two\n1. First step. Then go.",
+     ["Note: use pip.", "Title", "item one", "item two", "1. First step.", "Then go."]),
+    ("你好，今天天气很好。我们去公园吧！好的", ["你好，今天天气很好。", "我们去公园吧！", "好的"]),
+    ('Yes. No... Maybe?! "Quoted." (Paren.) Done', ["Yes.", "No...", "Maybe?!", '"Quoted."', "(Paren.)", "Done"]),
+    ("It is 10:30 now. Visit example.com today.", ["It is 10:30 now.", "Visit example.com today."]),
+    ("J. R. R. Tolkien wrote it, i.e. the book. Great", ["J. R. R. Tolkien wrote it,", "i.e. the book.", "Great"]),
+    ("Pi is 3.14159 and e is 2.718.", ["Pi is 3.14159 and e is 2.718."]),
+    ("Short, then a long clause, and more. Next, a b c d, e.",
+     ["Short, then a long clause,", "and more.", "Next, a b c d, e."]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_pieces_are_exact(text: str, expected: list[str]) -> None:
+    assert whole(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_one_character_at_a_time_gives_the_same_pieces(text: str, expected: list[str]) -> None:
+    assert by_char(text) == expected
+
+
+def test_pieces_come_out_as_soon_as_they_are_decided() -> None:
+    chunker = SentenceChunker()
+    assert chunker.push("It costs 3.") == []          # a decimal or a sentence end: wait
+    assert chunker.push("5 euros. Th") == ["It costs 3.5 euros."]
+    assert chunker.push("anks") == []
+    assert chunker.flush() == ["Thanks"]
+
+
+def test_flush_resets_the_first_piece_rule() -> None:
+    chunker = SentenceChunker()
+    assert chunker.push("One two three four, five. Six seven eight nine, ten. ") == [
+        "One two three four,", "five.", "Six seven eight nine, ten."]
+    assert chunker.flush() == []
+    assert chunker.push("One two three four, five. ") == ["One two three four,", "five."]
+
+
+def test_nothing_speakable_yields_nothing() -> None:
+    assert whole("") == []
+    assert whole("  \n\n ** ## ``` \n") == []
+    assert clean_for_speech("  **bold**  and\n`code` ") == "bold and code"
