@@ -1,0 +1,186 @@
+"""The CFM velocity estimator: CosyVoice's ConditionalDecoder, a 1-D U-Net with transformer blocks.
+
+Input channels are [x | mu | spk (broadcast over time) | cond] = 80+80+80+80 = 320. With channels (256, 256) there is
+one stride-2 down/up pair: down_blocks.0 ends in Downsample1D (`.2.conv`, k3 s2), down_blocks.1 in a plain k3 conv
+(`.2`), up_blocks.0 in Upsample1D (`.2.conv`, ConvTranspose k4 s2), up_blocks.1 in a plain conv.
+Transformer blocks are diffusers' BasicTransformerBlock without cross-attention; names kept for flow.pt:
+  norm1, attn1.{to_q,to_k,to_v} (no bias; heads*head_dim wide), attn1.to_out.0 (bias), norm3,
+  ff.net.0.proj (Linear dim->4dim, GELU), ff.net.2 (Linear 4dim->dim).
+Every GroupNorm and attention spans the whole sequence, so the estimator is non-causal and not local in time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speech_decoder.cosyvoice_config import EstimatorConfig
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Matcha SinusoidalPosEmb: t [B] -> [B, dim] = [sin(scale*t*f_k) | cos(scale*t*f_k)]."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
+    arg = scale * t.float()[:, None] * freqs[None, :]
+    return torch.cat([arg.sin(), arg.cos()], dim=-1)
+
+
+class Block1D(nn.Module):
+    def __init__(self, dim: int, dim_out: int, groups: int = 8) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), nn.Mish())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.block(x * mask) * mask
+
+
+class ResnetBlock1D(nn.Module):
+    def __init__(self, dim: int, dim_out: int, time_emb_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Mish(), nn.Linear(time_emb_dim, dim_out))
+        self.block1 = Block1D(dim, dim_out)
+        self.block2 = Block1D(dim_out, dim_out)
+        self.res_conv = nn.Conv1d(dim, dim_out, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        h = self.block1(x, mask) + self.mlp(t_emb).unsqueeze(-1)
+        return self.block2(h, mask) + self.res_conv(x * mask)
+
+
+class _Downsample1D(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class _Upsample1D(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(dim, dim, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class _TimestepMLP(nn.Module):
+    def __init__(self, in_ch: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_ch, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        inner = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (m(x).view(b, t, self.heads, self.head_dim).transpose(1, 2) for m in (self.to_q, self.to_k, self.to_v))
+        out = F.scaled_dot_product_attention(q, k, v)  # full attention, no mask (upstream passes none)
+        return self.to_out[0](out.transpose(1, 2).reshape(b, t, -1))
+
+
+class _GELUProj(nn.Module):
+    def __init__(self, dim: int, inner: int, approximate: str) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, inner)
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate=self.approximate)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, act_fn: str) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = _Attention(dim, heads, head_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        approx = "tanh" if act_fn == "gelu-approximate" else "none"
+        self.ff = nn.Module()
+        self.ff.net = nn.ModuleList([_GELUProj(dim, 4 * dim, approx), nn.Dropout(0.0), nn.Linear(4 * dim, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        h = self.norm3(x)
+        for m in self.ff.net:
+            h = m(h)
+        return x + h
+
+
+def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    h = x.transpose(1, 2)  # [B, C, T] -> [B, T, C]
+    for blk in blocks:
+        h = blk(h)
+    return h.transpose(1, 2)
+
+
+class ConditionalDecoder(nn.Module):
+    def __init__(self, cfg: EstimatorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ch = tuple(cfg.channels)
+        t_dim = ch[0] * 4
+        self.time_mlp = _TimestepMLP(cfg.in_channels, t_dim)
+
+        def blocks(dim: int) -> nn.ModuleList:
+            return nn.ModuleList(TransformerBlock(dim, cfg.num_heads, cfg.attention_head_dim, cfg.act_fn)
+                                 for _ in range(cfg.n_blocks))
+
+        self.down_blocks = nn.ModuleList()
+        out_c = cfg.in_channels
+        for i, c in enumerate(ch):
+            in_c, out_c = out_c, c
+            last = i == len(ch) - 1
+            down: nn.Module = nn.Conv1d(out_c, out_c, 3, padding=1) if last else _Downsample1D(out_c)
+            self.down_blocks.append(nn.ModuleList([ResnetBlock1D(in_c, out_c, t_dim), blocks(out_c), down]))
+        self.mid_blocks = nn.ModuleList(nn.ModuleList([ResnetBlock1D(ch[-1], ch[-1], t_dim), blocks(ch[-1])])
+                                        for _ in range(cfg.num_mid_blocks))
+        up_ch = ch[::-1] + (ch[0],)
+        self.up_blocks = nn.ModuleList()
+        for i in range(len(up_ch) - 1):
+            out_c = up_ch[i + 1]
+            last = i == len(up_ch) - 2
+            up: nn.Module = nn.Conv1d(out_c, out_c, 3, padding=1) if last else _Upsample1D(out_c)
+            self.up_blocks.append(nn.ModuleList([ResnetBlock1D(up_ch[i] * 2, out_c, t_dim), blocks(out_c), up]))
+        self.final_block = Block1D(up_ch[-1], up_ch[-1])
+        self.final_proj = nn.Conv1d(up_ch[-1], cfg.out_channels, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                spks: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """x, mu, cond: [B, 80, T]; mask: [B, 1, T]; t: [B]; spks: [B, 80] -> velocity [B, 80, T]."""
+        t_emb = self.time_mlp(timestep_embedding(t, self.cfg.in_channels).to(x.dtype))
+        h = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.size(-1)), cond], dim=1)
+        skips, masks = [], [mask]
+        for resnet, tblocks, down in self.down_blocks:
+            m = masks[-1]
+            h = _run_blocks(tblocks, resnet(h, m, t_emb))
+            skips.append(h)
+            h = down(h * m)
+            masks.append(m[:, :, ::2])
+        masks.pop()
+        m_mid = masks[-1]
+        for resnet, tblocks in self.mid_blocks:
+            h = _run_blocks(tblocks, resnet(h, m_mid, t_emb))
+        m_up = mask
+        for resnet, tblocks, up in self.up_blocks:
+            m_up = masks.pop()
+            skip = skips.pop()
+            h = torch.cat([h[:, :, : skip.size(-1)], skip], dim=1)
+            h = up(_run_blocks(tblocks, resnet(h, m_up, t_emb)) * m_up)
+        h = self.final_block(h, m_up)
+        return self.final_proj(h * m_up) * mask

@@ -1,0 +1,94 @@
+"""Chunked HiFT vocoding whose output equals offline `HiFTGenerator.inference` sample for sample.
+
+HiFT is convolutional with a finite receptive field, except for two things that we carry as state:
+  * the NSF source: its phase is a running sum over all past samples (kept as float64 fractional cycles) and its
+    f0 comes from a 5-layer k3 conv stack (exact only >= 5 frames from a window edge), so the source is built
+    once per sample from exact f0 and cached (the "source cache");
+  * left context: each window re-runs `context` already-emitted mel frames (the "mel cache").
+A window ends at the newest mel frame; audio is emitted only up to `lookahead` frames before it, where neither the
+window's right edge nor the provisional source of the last 5 frames can reach (the receptive field of the real
+HiFT is about +-13 frames; tests check that outputs beyond `lookahead` do not change).
+Timeline, in mel frames: |--- emitted ---|e .......... M-lookahead|.. lookahead ..|M   (window = [e-context, M))
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from speech_decoder.hift.generator import HiFTGenerator
+
+F0_EDGE = 5  # ConvRNNF0Predictor: five k=3 convs -> f0 is exact 5 frames away from a window edge
+
+
+class HiFTStream:
+    """Per-session vocoder state: push final mel frames, get the audio that can no longer change."""
+
+    def __init__(self, hift: HiFTGenerator, seed: int = 0, context: int = 16, lookahead: int = 16) -> None:
+        if context < F0_EDGE or lookahead < 2 * F0_EDGE:
+            raise ValueError("context must be >= 5 and lookahead >= 10 mel frames")
+        self.hift, self.seed, self.context, self.lookahead = hift, seed, context, lookahead
+        self.spf = hift.cfg.samples_per_frame
+        dev = next(hift.parameters()).device
+        self._mel = torch.zeros(1, hift.cfg.in_channels, 0, device=dev)  # frames [mel_start, total)
+        self._mel_start = 0
+        self._source = torch.zeros(0, device=dev)  # exact source for frames [src_start, src_end)
+        self._src_start = self._src_end = 0
+        self._cycles = torch.zeros(hift.cfg.nb_harmonics + 1, dtype=torch.float64, device=dev)
+        self.emitted_frames = 0
+        self.finished = False
+
+    @property
+    def total_frames(self) -> int:
+        return self._mel_start + self._mel.size(2)
+
+    def push_mel(self, mel: torch.Tensor) -> np.ndarray:
+        """mel [80, n] (or [1, 80, n]) final frames -> newly final audio (float32, multiple of 256 samples)."""
+        if self.finished:
+            raise RuntimeError("HiFTStream.push_mel after finish()")
+        m = mel if mel.dim() == 3 else mel[None]
+        self._mel = torch.cat([self._mel, m.to(self._mel.device, torch.float32)], dim=2)
+        return self._step(final=False)
+
+    def finish(self) -> np.ndarray:
+        """Vocode everything left (the utterance's right edge is real now, as offline)."""
+        out = self._step(final=True)
+        self.finished = True
+        return out
+
+    @torch.inference_mode()
+    def _step(self, final: bool) -> np.ndarray:
+        total = self.total_frames
+        end = total if final else total - self.lookahead
+        if end <= self.emitted_frames:
+            return np.zeros(0, dtype=np.float32)
+        w0 = max(0, self.emitted_frames - self.context)
+        mel = self._mel[:, :, w0 - self._mel_start:]
+        f0 = self.hift.predict_f0(mel)[0]  # [total - w0]
+        exact_end = total if final else total - F0_EDGE
+        if exact_end > self._src_end:  # extend the exact source from exact f0 only
+            lo = self._src_end - w0
+            if w0 > 0 and lo < F0_EDGE:
+                raise RuntimeError("HiFTStream: source cache fell behind the window")
+            src, self._cycles = self.hift.make_source(f0[lo: exact_end - w0], self._cycles,
+                                                      self._src_end * self.spf, self.seed)
+            self._source = torch.cat([self._source, src])
+            self._src_end = exact_end
+        source = self._source[(w0 - self._src_start) * self.spf:]
+        if self._src_end < total:  # provisional tail: only feeds outputs inside the lookahead, never emitted
+            tail, _ = self.hift.make_source(f0[self._src_end - w0:], self._cycles, self._src_end * self.spf,
+                                            self.seed)
+            source = torch.cat([source, tail])
+        audio = self.hift.decode(mel, source[None])[0]
+        out = audio[(self.emitted_frames - w0) * self.spf: (end - w0) * self.spf]
+        self.emitted_frames = end
+        self._trim()
+        return out.cpu().numpy().astype(np.float32)
+
+    def _trim(self) -> None:
+        keep_from = max(0, self.emitted_frames - self.context)
+        if keep_from > self._mel_start:
+            self._mel = self._mel[:, :, keep_from - self._mel_start:]
+            self._mel_start = keep_from
+        if keep_from > self._src_start:
+            self._source = self._source[(keep_from - self._src_start) * self.spf:]
+            self._src_start = keep_from

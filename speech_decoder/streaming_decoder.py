@@ -1,0 +1,135 @@
+"""Per-session streaming token -> 22050 Hz audio for Step-Audio-TTS-3B's CosyVoice decoder.
+
+Upstream Step-Audio decodes only whole utterances. We follow CosyVoice v1's streaming recipe, aligned to absolute
+positions so that it reduces to the offline decode when one window covers everything:
+  * Tokens arrive at 41.667/s (2 linguistic + 3 semantic per 120 ms); all hops and overlaps are multiples of 5
+    tokens so every window starts on a 120 ms group boundary.
+  * Window k runs the flow on tokens [a_k, a_k + hop_k + overlap) (with the speaker prompt). Its mel covers
+    absolute frames [F(a_k), F(a_k + hop_k + overlap)) with F(n) = int(n / 41.667 * 22050 / 256), the same frame
+    grid the offline decode uses, and its CFM noise is indexed by absolute frame (cosyvoice_noise.cfm_noise).
+  * Frames [F(a_k + hop_k), ...) are the overlap tail; the next window's first frames cross-fade with it
+    (Hamming-shaped weights normalised to sum to 1, so identical inputs pass through unchanged).
+  * Final mel goes to HiFTStream (mel cache + source cache + phase state), which emits audio equal to offline HiFT
+    on the same mel.
+The first window is `first_chunk_tokens` (25) long, so audio starts once 25 tokens exist; hops then double up to
+`max_hop_tokens`. finish() decodes the remainder. With fewer than `first_chunk_tokens` tokens in total, finish()
+runs a single window over everything: the output then equals CosyVoiceModel.token2wav exactly.
+The flow itself is non-causal (full attention, whole-sequence GroupNorm), so chunked mel differs from offline mel
+inside every window, not only at seams; this is inherent to the released model (upstream streaming has it too).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
+from speech_decoder.hift.streaming import HiFTStream
+
+
+class StreamingConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamingDecoderConfig:
+    first_chunk_tokens: int = 25  # tokens in the first flow window (hop + overlap): ~0.6 s of speech
+    overlap_tokens: int = 10  # right overlap per window = cross-fade length (~0.24 s, ~20 mel frames)
+    max_hop_tokens: int = 100  # hops double after the first window, up to this
+    vocoder_context: int = 16  # HiFT mel cache, frames
+    vocoder_lookahead: int = 16  # HiFT frames held back until their right context is final
+
+    def __post_init__(self) -> None:
+        for name in ("first_chunk_tokens", "overlap_tokens", "max_hop_tokens"):
+            v = getattr(self, name)
+            if v <= 0 or v % 5:
+                raise StreamingConfigError(f"{name}={v} must be a positive multiple of 5 (one 2:3 token group)")
+        if self.first_chunk_tokens <= self.overlap_tokens:
+            raise StreamingConfigError("first_chunk_tokens must exceed overlap_tokens")
+
+
+def crossfade_weights(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fade_in, fade_out), each [n], Hamming halves normalised so fade_in + fade_out == 1 at every frame."""
+    w = torch.hamming_window(2 * n, periodic=False, dtype=torch.float64)
+    rise, fall = w[:n], w[n:]
+    fade_in = rise / (rise + fall)
+    return fade_in.float(), (1.0 - fade_in).float()
+
+
+class StreamingDecoder:
+    """One utterance of one session: push(tokens) -> audio chunks, finish() -> the rest. Not thread-safe."""
+
+    def __init__(self, model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecoderConfig | None = None,
+                 seed: int = 0) -> None:
+        self.model, self.prompt, self.seed = model, prompt, seed
+        self.config = config or StreamingDecoderConfig()
+        self._tokens: list[int] = []
+        self._start = 0  # a_k: first token not yet owned by an emitted window
+        self._hop = self.config.first_chunk_tokens - self.config.overlap_tokens
+        self._tail: torch.Tensor | None = None  # [80, X] overlap mel waiting for its cross-fade
+        self._vocoder = HiFTStream(model.hift, seed, self.config.vocoder_context, self.config.vocoder_lookahead)
+        self.finished = False
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self._tokens)
+
+    def push(self, tokens: Sequence[int]) -> np.ndarray:
+        """Add flow tokens (LM ids - 65536); returns newly final float32 audio (possibly empty)."""
+        if self.finished:
+            raise RuntimeError("StreamingDecoder.push after finish()")
+        vocab = self.model.cfg.flow.vocab_size
+        for t in tokens:
+            if not 0 <= int(t) < vocab:
+                raise ValueError(f"flow token {t} outside [0, {vocab})")
+        self._tokens.extend(int(t) for t in tokens)
+        out = []
+        ov = self.config.overlap_tokens
+        while len(self._tokens) >= self._start + self._hop + ov:
+            end = self._start + self._hop
+            mel = self._window(self._start, end + ov)
+            flow_cfg = self.model.cfg.flow
+            out.append(self._emit_mel(mel, flow_cfg.mel_frames(end) - flow_cfg.mel_frames(self._start)))
+            self._start = end
+            self._hop = min(2 * self._hop, self.config.max_hop_tokens)  # stays a multiple of 5
+        return _join(out)
+
+    def finish(self) -> np.ndarray:
+        """Decode the remaining tokens and flush the vocoder."""
+        if self.finished:
+            return np.zeros(0, dtype=np.float32)
+        out = []
+        if len(self._tokens) > self._start:
+            mel = self._window(self._start, len(self._tokens))
+            out.append(self._emit_mel(mel, mel.size(1)))
+        out.append(self._vocoder.finish())
+        self.finished = True
+        return _join(out)
+
+    def _window(self, a: int, b: int) -> torch.Tensor:
+        """Flow over tokens [a, b) on the absolute frame grid -> mel [80, F(b) - F(a)] float32."""
+        flow_cfg = self.model.cfg.flow
+        fa, fb = flow_cfg.mel_frames(a), flow_cfg.mel_frames(b)
+        dev, dt = self.model.device, self.model.flow.input_embedding.weight.dtype
+        tokens = torch.tensor(self._tokens[a:b], dtype=torch.int64, device=dev)[None]
+        p = self.prompt
+        mel = self.model.flow.inference(tokens, p.tokens.to(dev)[None], p.mel.to(dev, dt)[None],
+                                        p.embedding.to(dev)[None], mel_len2=fb - fa, seed=self.seed, first_frame=fa)
+        return mel[0].float()
+
+    def _emit_mel(self, mel: torch.Tensor, n_final: int) -> np.ndarray:
+        """Cross-fade the head of `mel` with the pending tail, send its first n_final frames to the vocoder."""
+        if self._tail is not None:
+            x = min(self._tail.size(1), mel.size(1))
+            fade_in, fade_out = crossfade_weights(x)
+            mel = mel.clone()
+            mel[:, :x] = mel[:, :x] * fade_in.to(mel.device) + self._tail[:, :x] * fade_out.to(mel.device)
+        self._tail = mel[:, n_final:] if n_final < mel.size(1) else None
+        return self._vocoder.push_mel(mel[:, :n_final])
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    parts = [p for p in parts if p.size]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
