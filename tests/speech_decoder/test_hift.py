@@ -1,0 +1,82 @@
+"""HiFT on the tiny profile: shapes, the NSF source, and chunked vocoding == offline vocoding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speech_decoder.checkpoint import write_cosyvoice_folder
+from speech_decoder.cosyvoice_model import CosyVoiceModel
+from speech_decoder.hift.source import sine_excitation
+from speech_decoder.hift.streaming import HiFTStream
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def hift(tmp_path_factory):
+    return CosyVoiceModel.load(write_cosyvoice_folder(tmp_path_factory.mktemp("cv"), "tiny")).hift
+
+
+def _mel(frames: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 80, frames, generator=torch.Generator().manual_seed(seed)) * 2 - 5
+
+
+def test_offline_shapes_and_range(hift) -> None:
+    audio = hift.inference(_mel(40))
+    assert audio.shape == (1, 40 * 256)
+    assert torch.isfinite(audio).all() and audio.abs().max() <= 0.99 and audio.std() > 0
+
+
+def test_sine_source_phase_carries_across_chunks() -> None:
+    f0 = torch.cat([torch.full((300,), 120.0), torch.zeros(100), torch.linspace(100, 300, 600)])
+    kw = dict(seed=7, sampling_rate=22050, n_harmonics=8, sine_amp=0.1, noise_std=0.003, voiced_threshold=10.0)
+    start = torch.zeros(9, dtype=torch.float64)
+    whole, _ = sine_excitation(f0, start, 0, **kw)
+    a, mid = sine_excitation(f0[:371], start, 0, **kw)
+    b, _ = sine_excitation(f0[371:], mid, 371, **kw)
+    assert torch.allclose(torch.cat([a, b]), whole, atol=1e-6)
+    # fundamental of a voiced stretch: sin(2*pi*120*n/sr) * 0.1 plus noise of std 0.003
+    n = torch.arange(1, 301, dtype=torch.float64)
+    clean = 0.1 * torch.sin(2 * torch.pi * 120.0 * n / 22050)
+    assert (whole[:300, 0].double() - clean).std() < 0.005
+    assert whole[300:400].std() == pytest.approx(0.1 / 3, rel=0.2)  # unvoiced: noise of std amp/3
+
+
+@pytest.mark.parametrize("chunks", [[150], [1] * 30 + [120], [7, 30, 3, 50, 20, 40], [16, 17, 117]])
+def test_chunked_equals_offline(hift, chunks) -> None:
+    mel = _mel(150)
+    ref = hift.inference(mel, seed=3)[0].numpy()
+    stream = HiFTStream(hift, seed=3)
+    out, i = [], 0
+    for n in chunks:
+        piece = stream.push_mel(mel[0, :, i:i + n])
+        assert piece.size % 256 == 0
+        out.append(piece)
+        i += n
+    assert stream.emitted_frames == 150 - stream.lookahead or sum(chunks) <= stream.lookahead
+    out.append(stream.finish())
+    audio = np.concatenate(out)
+    assert audio.shape == ref.shape
+    np.testing.assert_allclose(audio, ref, atol=1e-6, rtol=0)
+
+
+def test_emitted_audio_never_depends_on_later_mel(hift) -> None:
+    """The causality claim of HiFTStream: audio emitted after frame M depends only on frames < M."""
+    mel_a = _mel(80, seed=1)
+    mel_b = mel_a.clone()
+    mel_b[:, :, 50:] = _mel(30, seed=2)
+    sa, sb = HiFTStream(hift, seed=0), HiFTStream(hift, seed=0)
+    ea, eb = sa.push_mel(mel_a[0, :, :50]), sb.push_mel(mel_b[0, :, :50])
+    assert ea.size == (50 - 16) * 256 and np.array_equal(ea, eb)
+    full_a = hift.inference(mel_a)[0].numpy()
+    full_b = hift.inference(mel_b)[0].numpy()
+    np.testing.assert_allclose(full_a[: ea.size], ea, atol=1e-6)
+    np.testing.assert_allclose(full_b[: eb.size], eb, atol=1e-6)
+    assert not np.allclose(full_a[ea.size:], full_b[eb.size:])
