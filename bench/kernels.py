@@ -1,0 +1,410 @@
+"""Kernel benchmark: sqrt-ALiBi prefill and paged decode (kernels.attention) and the fused HiFT vocoder
+(kernels.vocoder) against the alternatives, on one GPU. Prints a table and writes JSON.
+
+    python -m bench.kernels                      # GPU: everything below, ~2-4 minutes on an H100
+    python -m bench.kernels --smoke              # CPU: tiny shapes through the references, checks the plumbing only
+
+Measured (CUDA events after warm-up, medians):
+* prefill, causal, one sequence of S = 8192 and 16384 tokens, bf16:
+  d128 "chat-tp8": 12 query heads / 1 kv head (Step-Audio-Chat's 96/8 heads split over 8 GPUs);
+  d64  "tts3b":    48 query heads / 4 kv heads (Step-Audio-TTS-3B on one GPU);
+  ours (paged, page 256) | SDPA + dense sqrt-ALiBi bias (upstream fallback; bias built once, outside the timing)
+  | FlexAttention (torch.compile) with a sqrt-ALiBi score_mod | SDPA causal without bias (flash and cuDNN).
+  TFLOP/s = 2 * S^2 * H * D (causal: half of 4 S^2 H D) / time, the same count for every row.
+* device copy bandwidth: 2 * bytes / time of a 2 GiB device-to-device copy.
+* paged decode, q_len 1, context 16384, batch 1 and 32, chat (96/8, d128) and tts3b (48/4, d64): TB/s = K+V bytes
+  read / time, and the fraction of the copy bandwidth.
+* HiFT vocoder (CosyVoice-300M-25Hz shapes, random weights, fp32) for 1 s and 10 s of audio at batch 1:
+  eager (upstream op sequence) vs fused (kernels.vocoder ops) vs fused under a CUDA graph; max |difference|.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import attention as KA
+from kernels import vocoder as KV
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+def bench(fn: Callable[[], object], *, warmup: int = 5, iters: int = 20) -> float:
+    """Median milliseconds of fn() (CUDA events after warm-up; perf_counter on CPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def attempt(fn: Callable[[], float]) -> float | str:
+    try:
+        return fn()
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return "oom"
+    except Exception as exc:  # a baseline that cannot run here is reported, not fatal
+        return f"error: {type(exc).__name__}: {str(exc)[:160]}"
+
+
+# ----------------------------------------------------------------------------------------------- attention
+
+def copy_bandwidth(dev: str, gib: float) -> float:
+    n = int(gib * 2**30) // 4
+    a = torch.empty(n, dtype=torch.float32, device=dev)
+    b = torch.empty_like(a)
+    ms = bench(lambda: b.copy_(a), warmup=3, iters=10)
+    return 2 * a.numel() * 4 / (ms * 1e-3) / 1e12
+
+
+def contiguous_paged(k: torch.Tensor, v: torch.Tensor, page: int):  # type: ignore[no-untyped-def]
+    """[S, G, D] -> caches [S/page, page, G, D] and a one-sequence block table."""
+    s, g, d = k.shape
+    nb = s // page
+    return (k.view(nb, page, g, d), v.view(nb, page, g, d),
+            torch.arange(nb, dtype=torch.int32, device=k.device)[None])
+
+
+def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: str, dtype: torch.dtype,
+                 page: int, iters: int) -> dict:
+    g = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(seq, heads, dim, device=dev, dtype=dtype, generator=g)
+    k = torch.randn(seq, kv_heads, dim, device=dev, dtype=dtype, generator=g)
+    v = torch.randn(seq, kv_heads, dim, device=dev, dtype=dtype, generator=g)
+    slopes = KA.alibi_slopes(heads).to(dev)
+    scale = dim ** -0.5
+    flops = 2.0 * seq * seq * heads * dim
+    row: dict = {"case": name, "S": seq, "H": heads, "G": kv_heads, "D": dim, "flops": flops}
+    kc, vc, bt = contiguous_paged(k, v, page)
+    cu = torch.tensor([0, seq], dtype=torch.int32, device=dev)
+    ctx = torch.tensor([seq], dtype=torch.int32, device=dev)
+
+    def ours() -> float:
+        return bench(lambda: KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi",
+                                                scale=scale, max_seqlen_q=seq), iters=iters)
+
+    qh, kh, vh = q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]  # [1, H|G, S, D]
+    group = heads // kv_heads
+    kx, vx = kh.repeat_interleave(group, 1), vh.repeat_interleave(group, 1)
+
+    def sdpa_dense_bias() -> float:
+        pos = torch.arange(seq, device=dev)
+        dist = (pos[:, None] - pos[None, :]).float()
+        bias = (-slopes[:, None, None] * dist.clamp(min=0).sqrt()).masked_fill(dist < 0, float("-inf"))
+        bias = bias.to(dtype)[None]
+        del dist
+        try:
+            return bench(lambda: F.scaled_dot_product_attention(qh, kx, vx, attn_mask=bias, scale=scale),
+                         iters=max(3, iters // 4))
+        finally:
+            del bias
+            torch.cuda.empty_cache()
+
+    def flex() -> float:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        def score_mod(score, b, h, q_idx, kv_idx):  # type: ignore[no-untyped-def]
+            return score - slopes[h] * torch.sqrt((q_idx - kv_idx).clamp(min=0).to(torch.float32))
+
+        def causal(b, h, q_idx, kv_idx):  # type: ignore[no-untyped-def]
+            return q_idx >= kv_idx
+
+        mask = create_block_mask(causal, None, None, seq, seq, device=dev)
+        fa = torch.compile(flex_attention, dynamic=False)
+        return bench(lambda: fa(qh, kh, vh, score_mod=score_mod, block_mask=mask, scale=scale, enable_gqa=True),
+                     iters=iters)
+
+    def sdpa_backend(backend, expand: bool):  # type: ignore[no-untyped-def]
+        from torch.nn.attention import sdpa_kernel
+
+        def run() -> float:
+            kk, vv = (kx, vx) if expand else (kh, vh)
+            with sdpa_kernel(backend):
+                return bench(lambda: F.scaled_dot_product_attention(qh, kk, vv, is_causal=True, scale=scale,
+                                                                    enable_gqa=not expand), iters=iters)
+        return run
+
+    from torch.nn.attention import SDPBackend
+    row["ms"] = {
+        "ours_sqrt_alibi": attempt(ours),
+        "sdpa_dense_sqrt_alibi_bias": attempt(sdpa_dense_bias),
+        "flex_sqrt_alibi_score_mod": attempt(flex),
+        "sdpa_flash_no_bias": attempt(sdpa_backend(SDPBackend.FLASH_ATTENTION, False)),
+        "sdpa_cudnn_no_bias": attempt(sdpa_backend(SDPBackend.CUDNN_ATTENTION, True)),
+    }
+    # correctness spot check of ours against the reference on the last 64 queries (cheap)
+    tail = 64
+    cu_t = torch.tensor([0, tail], dtype=torch.int32, device=dev)
+    got = KA.paged_attention(q[-tail:], kc, vc, bt, cu_t, ctx, alibi_slopes=slopes, bias="sqrt_alibi", scale=scale)
+    ref = KA.paged_attention_ref(q[-tail:], kc, vc, bt, cu_t, ctx, alibi_slopes=slopes, bias="sqrt_alibi",
+                                 scale=scale)
+    row["max_abs_err_vs_ref"] = float((got.float() - ref.float()).abs().max())
+    return row
+
+
+def decode_case(name: str, batch: int, ctx_len: int, heads: int, kv_heads: int, dim: int, dev: str,
+                dtype: torch.dtype, page: int, iters: int) -> dict:
+    nb_per = ctx_len // page
+    total = batch * nb_per
+    kc = torch.randn(total, page, kv_heads, dim, device=dev, dtype=dtype)
+    vc = torch.randn_like(kc)
+    bt = torch.randperm(total, device=dev).to(torch.int32).view(batch, nb_per)  # scattered pages
+    q = torch.randn(batch, heads, dim, device=dev, dtype=dtype)
+    cu = torch.arange(batch + 1, dtype=torch.int32, device=dev)
+    ctx = torch.full((batch,), ctx_len, dtype=torch.int32, device=dev)
+    slopes = KA.alibi_slopes(heads).to(dev)
+    ms = bench(lambda: KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi",
+                                          scale=dim ** -0.5, max_seqlen_q=1), iters=iters)
+    kv_bytes = 2 * batch * ctx_len * kv_heads * dim * kc.element_size()
+    got = KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi", scale=dim ** -0.5,
+                             max_seqlen_q=1)
+    ref = KA.paged_attention_ref(q[:2], kc, vc, bt[:2], cu[:3], ctx[:2], alibi_slopes=slopes, bias="sqrt_alibi",
+                                 scale=dim ** -0.5)
+    return {"case": name, "batch": batch, "ctx": ctx_len, "H": heads, "G": kv_heads, "D": dim, "ms": ms,
+            "kv_bytes": kv_bytes, "tb_per_s": kv_bytes / (ms * 1e-3) / 1e12,
+            "max_abs_err_vs_ref": float((got[:2].float() - ref.float()).abs().max())}
+
+
+# ----------------------------------------------------------------------------------------------- HiFT
+
+class _ResBlock(nn.Module):
+    def __init__(self, ch: int, k: int, dil: tuple[int, ...] = (1, 3, 5)) -> None:
+        super().__init__()
+        self.c1 = nn.ModuleList(nn.Conv1d(ch, ch, k, dilation=d, padding=(k * d - d) // 2) for d in dil)
+        self.c2 = nn.ModuleList(nn.Conv1d(ch, ch, k, padding=(k - 1) // 2) for _ in dil)
+        self.a1 = nn.Parameter(torch.rand(len(dil), ch) + 0.5)
+        self.a2 = nn.Parameter(torch.rand(len(dil), ch) + 0.5)
+
+    def eager(self, x: torch.Tensor) -> torch.Tensor:
+        def sn(t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            a = a[None, :, None]
+            return t + (1.0 / (a + 1e-9)) * torch.pow(torch.sin(t * a), 2)
+        for i in range(len(self.c1)):
+            xt = self.c2[i](sn(self.c1[i](sn(x, self.a1[i])), self.a2[i]))
+            x = xt + x
+        return x
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        act = KV.snake(x, self.a1[0])
+        n = len(self.c1)
+        for i in range(n):
+            xt = self.c2[i](KV.snake(self.c1[i](act), self.a2[i]))
+            if i + 1 < n:
+                x, act = KV.add_snake(xt, x, self.a1[i + 1])
+            else:
+                x = xt + x
+        return x
+
+
+class HiFTShape(nn.Module):
+    """CosyVoice-300M-25Hz HiFT decoder at its real sizes (random weights, no weight norm, no f0 predictor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_pre = nn.Conv1d(80, 512, 7, padding=3)
+        self.ups = nn.ModuleList([nn.ConvTranspose1d(512, 256, 16, 8, padding=4),
+                                  nn.ConvTranspose1d(256, 128, 16, 8, padding=4)])
+        self.source_downs = nn.ModuleList([nn.Conv1d(18, 256, 16, 8, padding=4), nn.Conv1d(18, 128, 1)])
+        self.source_resblocks = nn.ModuleList([_ResBlock(256, 7), _ResBlock(128, 11)])
+        self.resblocks = nn.ModuleList(_ResBlock(ch, k) for ch in (256, 128) for k in (3, 7, 11))
+        self.conv_post = nn.Conv1d(128, 18, 7, padding=3)
+        self.merge = nn.Linear(9, 1)
+        self.register_buffer("window", torch.hann_window(16, periodic=True))
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+                    m.weight.mul_(0.5)
+
+    def _stage_input(self, s: torch.Tensor) -> torch.Tensor:
+        spec = torch.view_as_real(torch.stft(s, 16, 4, 16, window=self.window, return_complex=True))
+        return torch.cat([spec[..., 0], spec[..., 1]], dim=1)
+
+    def forward(self, mel: torch.Tensor, f0: torch.Tensor, noise: torch.Tensor, phase: torch.Tensor,
+                fused: bool, fp32_sum: bool = False) -> torch.Tensor:
+        if fused:
+            s = KV.sine_source(f0, noise, phase, upsample=256, sampling_rate=22050,
+                               merge_weight=self.merge.weight[0], merge_bias=self.merge.bias)[:, 0]
+        else:  # upstream SineGen ops (running sum in fp64 unless fp32_sum: see sine_source_ref)
+            f0_up = F.interpolate(f0[:, None], scale_factor=256, mode="nearest")
+            fmat = torch.cat([f0_up * (i + 1) / 22050 for i in range(9)], dim=1)
+            run = torch.cumsum(fmat if fp32_sum else fmat.double(), dim=-1) % 1
+            sine = 0.1 * torch.sin(2 * math.pi * run.float() + phase[..., None])
+            uv = (f0_up > 10.0).float()
+            sw = sine * uv + (uv * 0.003 + (1 - uv) * 0.1 / 3) * noise
+            s = torch.tanh(self.merge(sw.transpose(1, 2))).transpose(1, 2)[:, 0]
+        s_stft = self._stage_input(s)
+        x = self.conv_pre(mel)
+        for i, up in enumerate(self.ups):
+            x = KV.leaky_relu(x, 0.1) if fused else F.leaky_relu(x, 0.1)
+            x = up(x)
+            if i == len(self.ups) - 1:
+                x = F.pad(x, (1, 0), mode="reflect")
+            sb = self.source_resblocks[i]
+            x = x + (sb.fused if fused else sb.eager)(self.source_downs[i](s_stft))
+            outs = [(rb.fused if fused else rb.eager)(x) for rb in self.resblocks[3 * i: 3 * i + 3]]
+            if i == len(self.ups) - 1:
+                x = (KV.add_leaky_relu(outs[0] + outs[1], outs[2], slope=0.01, scale=1 / 3) if fused
+                     else F.leaky_relu((outs[0] + outs[1] + outs[2]) / 3))
+            else:
+                x = (outs[0] + outs[1] + outs[2]) / 3
+        x = self.conv_post(x)
+        if fused:
+            return KV.istft_head(x)
+        mag = torch.clip(torch.exp(x[:, :9]), max=1e2)
+        ph = torch.sin(x[:, 9:])
+        y = torch.istft(torch.complex(mag * torch.cos(ph), mag * torch.sin(ph)), 16, 4, 16, window=self.window)
+        return torch.clamp(y, -0.99, 0.99)
+
+
+def vocoder_case(seconds: float, dev: str, iters: int) -> dict:
+    torch.manual_seed(0)
+    model = HiFTShape().to(dev).eval()
+    frames = int(round(seconds * 22050 / 256))
+    mel = torch.randn(1, 80, frames, device=dev)
+    f0 = torch.rand(1, frames, device=dev) * 250 + 5  # a few unvoiced (< 10 Hz) frames
+    noise = torch.randn(1, 9, frames * 256, device=dev)
+    phase = (torch.rand(1, 9, device=dev) * 2 - 1) * math.pi
+    phase[:, 0] = 0
+    row: dict = {"case": f"hift_{seconds:g}s", "frames": frames, "samples": None}
+    with torch.inference_mode():
+        eager = model(mel, f0, noise, phase, fused=False)
+        eager32 = model(mel, f0, noise, phase, fused=False, fp32_sum=True)
+        fused = model(mel, f0, noise, phase, fused=True)
+        row["samples"] = int(fused.shape[-1])
+        row["max_abs_diff_fused_vs_eager"] = float((fused - eager).abs().max())
+        row["max_abs_diff_eager_fp64sum_vs_upstream_fp32sum"] = float((eager - eager32).abs().max())
+        row["ms"] = {"eager": bench(lambda: model(mel, f0, noise, phase, fused=False), iters=iters),
+                     "fused": bench(lambda: model(mel, f0, noise, phase, fused=True), iters=iters)}
+        if dev == "cuda":
+            def graphed() -> float:
+                static = {"out": None}
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
+                        model(mel, f0, noise, phase, fused=True)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static["out"] = model(mel, f0, noise, phase, fused=True)
+                ms = bench(graph.replay, iters=iters)
+                row["max_abs_diff_graph_vs_eager"] = float((static["out"] - eager).abs().max())
+                return ms
+            row["ms"]["fused_cuda_graph"] = attempt(graphed)
+    return row
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+def _fmt(x: object) -> str:
+    return f"{x:9.3f}" if isinstance(x, float) else f"{str(x)[:9]:>9}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed (plumbing check, no figures)")
+    ap.add_argument("--out", default="bench/results/kernels.json")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--seqs", default="8192,16384")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        print("bench.kernels: no CUDA device. This benchmark measures GPU kernels; run it on a GPU machine, or pass "
+              "--smoke for a tiny CPU run that only checks that the script works (its timings mean nothing).",
+              file=sys.stderr)
+        return 2
+    dev = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    seqs = [int(s) for s in args.seqs.split(",")] if not args.smoke else [512]
+    page = 256 if not args.smoke else 64
+    iters = args.iters if not args.smoke else 2
+    ctx_len = 16384 if not args.smoke else 512
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result: dict = {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+                    "torch": torch.__version__, "commit": commit, "smoke": args.smoke, "dtype": str(dtype)}
+    if cuda:
+        import triton
+        result["triton"] = triton.__version__
+    t0 = time.time()
+    result["copy_tb_per_s"] = copy_bandwidth(dev, 2.0 if not args.smoke else 0.01)
+    print(f"[{time.time() - t0:6.1f}s] copy bandwidth {result['copy_tb_per_s']:.3f} TB/s", flush=True)
+
+    result["prefill"] = []
+    shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
+    for name, h, g, d in shapes:
+        for s in seqs:
+            row = prefill_case(name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
+            result["prefill"].append(row)
+            print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
+    result["decode"] = []
+    for name, h, g, d in [("chat d128", 96, 8, 128), ("tts3b d64", 48, 4, 64)]:
+        for b in (1, 32) if not args.smoke else (1, 2):
+            row = decode_case(name, b, ctx_len, h, g, d, dev, dtype, page, iters)
+            result["decode"].append(row)
+            print(f"[{time.time() - t0:6.1f}s] decode {name} B={b}: {row['ms']:.4f} ms", flush=True)
+    result["vocoder"] = []
+    for sec in (1.0, 10.0) if not args.smoke else (0.1,):
+        row = vocoder_case(sec, dev, iters)
+        result["vocoder"].append(row)
+        print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
+
+    print_table(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def print_table(r: dict) -> None:
+    print(f"\n{r['device']}  torch {r['torch']}  commit {r['commit'][:10]}  {'SMOKE (no figures)' if r['smoke'] else ''}")
+    print(f"copy bandwidth: {r['copy_tb_per_s']:.3f} TB/s")
+    print("\nprefill causal (TFLOP/s; ratio = row ms / ours ms, i.e. how many times faster ours is)")
+    print(f"{'case':16} {'S':>6} {'impl':28} {'ms':>9} {'TFLOP/s':>9} {'ratio':>7}")
+    for row in r["prefill"]:
+        ours = row["ms"]["ours_sqrt_alibi"]
+        for impl, ms in row["ms"].items():
+            tf = row["flops"] / (ms * 1e-3) / 1e12 if isinstance(ms, float) else "-"
+            ratio = (ms / ours) if isinstance(ms, float) and isinstance(ours, float) else "-"
+            print(f"{row['case']:16} {row['S']:>6} {impl:28} {_fmt(ms)} {_fmt(tf)} {_fmt(ratio)}")
+    print("\npaged decode (q_len 1, sqrt-ALiBi)")
+    print(f"{'case':16} {'batch':>5} {'ctx':>6} {'ms':>9} {'TB/s':>9} {'of copy':>8}")
+    for row in r["decode"]:
+        print(f"{row['case']:16} {row['batch']:>5} {row['ctx']:>6} {_fmt(row['ms'])} {_fmt(row['tb_per_s'])} "
+              f"{row['tb_per_s'] / r['copy_tb_per_s']:8.2f}")
+    print("\nHiFT vocoder, batch 1 (ms; speed-up = eager / variant)")
+    for row in r["vocoder"]:
+        eager = row["ms"]["eager"]
+        for impl, ms in row["ms"].items():
+            sp = eager / ms if isinstance(ms, float) else "-"
+            print(f"{row['case']:16} {impl:20} {_fmt(ms)} {_fmt(sp)}")
+        print(f"{'':16} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
