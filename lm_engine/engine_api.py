@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -76,11 +76,21 @@ class Engine:
             model_cfg = ModelConfig.from_dir(path)
             tensors = iter_safetensors(path, progress and rank == 0)
             tokenizer = Step1Tokenizer.from_dir(path) if (path / "tokenizer.model").exists() else None
-        with torch.device(dev), _default_dtype(dt):
+        return cls.from_tensors(model_cfg, tensors, dev, dt, cfg, tokenizer, rank=rank, tp=tp)
+
+    @classmethod
+    def from_tensors(cls, model_cfg: ModelConfig, tensors: Iterable[tuple[str, torch.Tensor]],
+                     device: torch.device, dtype: torch.dtype, config: EngineConfig | None = None,
+                     tokenizer: Step1Tokenizer | None = None, *, rank: int = 0, tp: int = 1) -> Engine:
+        """Builds the engine from (HF name, tensor) pairs, e.g. weights already in memory."""
+        from lm_engine.engine import tp_worker
+
+        cfg = config or EngineConfig()
+        with torch.device(device), _default_dtype(dtype):
             model = build_model(model_cfg)
         load_weights(model, tensors)
-        model.to(dev).eval()
-        runner = ModelRunner(model, model_cfg, cfg, dev, dt)
+        model.to(device).eval()
+        runner = ModelRunner(model, model_cfg, cfg, device, dtype)
         if rank > 0:
             tp_worker.follow(runner)
             raise SystemExit(0)

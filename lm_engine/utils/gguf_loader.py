@@ -75,4 +75,4 @@ def iter_gguf(reader: Any, progress: bool = True) -> Iterator[tuple[str, torch.T
 
     for t in tqdm(reader.tensors, desc="dequantising GGUF", unit="tensor", disable=not progress):
         arr = quants.dequantize(t.data, t.tensor_type)
-        yield hf_name(t.name), torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        yield hf_name(t.name), torch.from_numpy(np.array(arr, dtype=np.float32))  # own, writable copy

@@ -1,0 +1,183 @@
+"""Engine throughput on Step-1: decode tokens/s at batch 1 and 32, prefill tokens/s, against an upstream-style
+baseline (eager HF-like loop: KV concatenated per step, dense sqrt-ALiBi bias [H, L, L] rebuilt in every layer at
+every step, SDPA).
+
+    python -m bench.engine                       # GPU: full-random TTS-3B dims (writes a 7 GB checkpoint once)
+    python -m bench.engine --profile tiny        # CPU smoke check (run as a module: bench/kernels.py would
+                                                 # shadow the kernels package if run as a file)
+
+Writes JSON (--out) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lm_engine.checkpoint import write_step1_checkpoint
+from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine_api import Engine
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------- our engine
+
+def engine_decode(eng: Engine, batch: int, prompt_len: int, steps: int, vocab: int) -> float:
+    g = torch.Generator().manual_seed(batch)
+    params = SamplingParams(temperature=0.0, max_tokens=steps + 2, ignore_eos=True)
+    ids = [eng.llm.add_request(torch.randint(5, vocab, (prompt_len,), generator=g).tolist(), params)
+           for _ in range(batch)]
+    while any(eng.llm.seqs[i].num_cached_tokens < prompt_len for i in ids):  # prefill (+ first token)
+        eng.llm.step()
+    eng.llm.step()  # one warm decode step
+    t = time.perf_counter()
+    for _ in range(steps):
+        eng.llm.step()
+    dt = time.perf_counter() - t
+    for i in ids:
+        eng.llm.abort(i)
+    return batch * steps / dt
+
+
+def engine_prefill(eng: Engine, batch: int, prompt_len: int, vocab: int, dev: torch.device) -> float:
+    g = torch.Generator().manual_seed(1000 + batch)
+    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+    for warm in (True, False):
+        prompts = [torch.randint(5, vocab, (prompt_len,), generator=g).tolist() for _ in range(batch)]
+        _sync(dev)
+        t = time.perf_counter()
+        for p in prompts:
+            eng.llm.add_request(p, params)
+        while eng.llm.has_unfinished():
+            eng.llm.step()
+        _sync(dev)
+        dt = time.perf_counter() - t
+    return batch * prompt_len / dt
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+
+class UpstreamStyle:
+    """Step-1 the way the upstream fallback runs it, on the engine's weights (no copy)."""
+
+    def __init__(self, eng: Engine) -> None:
+        self.m = eng.llm.runner.model
+        cfg = eng.model_config
+        self.cfg = cfg
+        n = 2 ** math.floor(math.log2(cfg.num_heads))
+        s = [2 ** (-8 * i / n) for i in range(1, n + 1)] + [2 ** (-4 * k / n) for k in range(1, 2 * n, 2)]
+        self.slopes = torch.tensor(s[:cfg.num_heads], device=eng.llm.runner.device)
+
+    def bias(self, L: int, q: int, dtype: torch.dtype) -> torch.Tensor:
+        # Rebuilt in every layer at every step, as upstream: the full [H, L, L] then its last q rows.
+        pos = torch.arange(L, device=self.slopes.device)
+        dist = (pos[:, None] - pos[None, :]).float()
+        b = -self.slopes[:, None, None] * dist.clamp(min=0).sqrt()
+        b = b.masked_fill(dist[None] < 0, float("-inf"))
+        return b[:, L - q:, :].to(dtype)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]] | None):
+        c, m = self.cfg, self.m.model
+        B, q = ids.shape
+        H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
+        h = F.embedding(ids, m.embed_tokens.weight)
+        new_cache = []
+        for i, layer in enumerate(m.layers):
+            x = layer.input_layernorm(h)
+            qkv = F.linear(x, layer.self_attn.qkv_proj.weight)
+            qh, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
+            qh = qh.view(B, q, H, D).transpose(1, 2)
+            k = k.view(B, q, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
+            v = v.view(B, q, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
+            if cache is not None:
+                k = torch.cat([cache[i][0], k], dim=2)
+                v = torch.cat([cache[i][1], v], dim=2)
+            new_cache.append((k, v))
+            o = F.scaled_dot_product_attention(qh, k, v, attn_mask=self.bias(k.shape[2], q, qh.dtype))
+            h = h + F.linear(o.transpose(1, 2).reshape(B, q, H * D), layer.self_attn.o_proj.weight)
+            x = layer.post_attention_layernorm(h)
+            gate, up = F.linear(x, layer.mlp.gate_up_proj.weight).chunk(2, dim=-1)
+            h = h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
+        logits = F.linear(m.norm(h[:, -1]), self.m.lm_head.weight).float()
+        return logits.argmax(-1, keepdim=True), new_cache
+
+
+def baseline(eng: Engine, batch: int, prompt_len: int, steps: int, dev: torch.device) -> tuple[float, float]:
+    up = UpstreamStyle(eng)
+    ids = torch.randint(5, up.cfg.vocab_size, (batch, prompt_len), device=dev)
+    _sync(dev)
+    t = time.perf_counter()
+    tok, cache = up.forward(ids, None)
+    _sync(dev)
+    prefill = batch * prompt_len / (time.perf_counter() - t)
+    tok, cache = up.forward(tok, cache)  # warm
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        tok, cache = up.forward(tok, cache)
+        tok.tolist()  # the sampled token goes back to the host each step, as in HF generate
+    return prefill, batch * steps / (time.perf_counter() - t)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
+    ap.add_argument("--ckpt", type=Path, help="existing Step-1 checkpoint (default: write one to a temp dir)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--prompt-len", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--baseline-steps", type=int, default=None)
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/engine.json"))
+    a = ap.parse_args()
+    tiny = a.profile == "tiny"
+    prompt_len = a.prompt_len or (32 if tiny else 512)
+    steps = a.steps or (8 if tiny else 128)
+    base_steps = a.baseline_steps or (4 if tiny else 32)
+    dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    ckpt = a.ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
+    if not (ckpt / "config.json").exists():
+        write_step1_checkpoint(ckpt, a.profile, "tts")
+    cfg = EngineConfig(max_num_seqs=64, max_num_batched_tokens=8192,
+                       num_kv_blocks=256 if tiny else None, kv_cache_memory_gib=1.0)
+    eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, config=cfg)
+    vocab = eng.model_config.vocab_size
+    rows = []
+    for b in [int(x) for x in a.batches.split(",")]:
+        ours = engine_decode(eng, b, prompt_len, steps, vocab)
+        base_prefill, base = baseline(eng, b, prompt_len, base_steps, dev)
+        rows.append({"metric": f"decode tok/s batch {b}", "engine": ours, "baseline": base})
+        if b == 1:
+            rows.append({"metric": f"prefill tok/s ({prompt_len}-token prompt)",
+                         "engine": engine_prefill(eng, 1, prompt_len, vocab, dev), "baseline": base_prefill})
+    eng.close()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    result = {"profile": a.profile, "device": card, "dtype": str(dtype), "commit": commit,
+              "torch": torch.__version__, "cuda_graphs": bool(eng.llm.runner.graphs),
+              "prompt_len": prompt_len, "decode_steps": steps, "rows": rows}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {commit}, CUDA graphs {result['cuda_graphs']}")
+    print(f"{'metric':<36}{'engine':>12}{'baseline':>12}{'speedup':>10}")
+    for r in rows:
+        print(f"{r['metric']:<36}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()
