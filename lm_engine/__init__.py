@@ -20,6 +20,15 @@ _EXPORTS: dict[str, str] = {
     "LlamaCppConfig": "lm_engine.backends.llamacpp",
     "embedded_gguf_path": "lm_engine.assets",
     # --- engine (paged KV, scheduler, models, loader) ---
+    "Engine": "lm_engine.engine_api",
+    "EngineConfig": "lm_engine.engine.config",
+    "SamplingParams": "lm_engine.engine.config",
+    "TokenDelta": "lm_engine.engine.llm_engine",
+    "EngineError": "lm_engine.engine.llm_engine",
+    "ModelConfig": "lm_engine.models.config",
+    "Step1Tokenizer": "lm_engine.tokenizer",
+    "make_checkpoint": "lm_engine.checkpoint",
+    "write_step1_checkpoint": "lm_engine.checkpoint",
 }
 
 
