@@ -80,6 +80,9 @@ class LlamaCppBackend:
     def __init__(self, server: Any, config: LlamaCppConfig) -> None:
         self._server = server
         self.config = config
+        self._closing = threading.Event()  # makes every in-flight callback stop its llama.cpp task
+        self._producers: set[threading.Thread] = set()
+        self._producers_lock = threading.Lock()
 
     @classmethod
     def load(cls, gguf_path: Path | str, n_threads: int = 2, n_ctx: int = 4096, *,
@@ -125,9 +128,14 @@ class LlamaCppBackend:
             raise ChatBackendError("backend is closed")
         chunks: queue.Queue[object] = queue.Queue()
         consumer_gone = threading.Event()
+        # Not a daemon: killing a thread inside llama.cpp at interpreter exit aborts the process, while letting
+        # it finish costs at most one more token once its consumer is gone.
         producer = threading.Thread(
-            target=self._produce, args=(server, _request_body(request, self.config.tool_result_hint), chunks, cancel, consumer_gone),
-            name="llamacpp-stream", daemon=True)
+            target=self._produce,
+            args=(server, _request_body(request, self.config.tool_result_hint), chunks, cancel, consumer_gone),
+            name="llamacpp-stream")
+        with self._producers_lock:
+            self._producers.add(producer)
         producer.start()
         translator = OaiChunkTranslator(_tool_names(request))
         try:
@@ -158,10 +166,9 @@ class LlamaCppBackend:
             # Also reached when the consumer closes the generator early: the next callback stops llama.cpp.
             consumer_gone.set()
 
-    @staticmethod
-    def _produce(server: Any, body: dict[str, Any], chunks: queue.Queue[object], cancel: threading.Event,
+    def _produce(self, server: Any, body: dict[str, Any], chunks: queue.Queue[object], cancel: threading.Event,
                  consumer_gone: threading.Event) -> None:
-        on_chunk = _make_callback(chunks, cancel, consumer_gone)
+        on_chunk = _make_callback(chunks, cancel, consumer_gone, self._closing)
         try:
             result = server.handle_chat_completions(body, on_chunk)
             if isinstance(result, dict):  # an error answered without streaming
@@ -170,6 +177,8 @@ class LlamaCppBackend:
             chunks.put(exc)
         finally:
             chunks.put(_DONE)
+            with self._producers_lock:
+                self._producers.discard(threading.current_thread())
 
     def counters(self) -> dict[str, float]:
         """llama.cpp's cumulative counters and gauges (Prometheus names without the `llamacpp:` prefix), e.g.
@@ -187,15 +196,21 @@ class LlamaCppBackend:
                     continue
         return values
 
-    def close(self) -> None:
-        """Stop the llama.cpp server thread and free the model. The backend is unusable afterwards."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Cancel in-flight requests, wait for them, stop the llama.cpp server and free the model.
+        The backend is unusable afterwards."""
+        self._closing.set()
+        with self._producers_lock:
+            producers = list(self._producers)
+        for producer in producers:
+            producer.join(timeout_s)
         self._server = None  # the last reference: xllamacpp's destructor stops its loop thread
 
 
-def _make_callback(chunks: queue.Queue[object], cancel: threading.Event,
-                   consumer_gone: threading.Event) -> Callable[[Any], bool]:
+def _make_callback(chunks: queue.Queue[object], cancel: threading.Event, consumer_gone: threading.Event,
+                   closing: threading.Event) -> Callable[[Any], bool]:
     def on_chunk(chunk: Any) -> bool:
-        if cancel.is_set() or consumer_gone.is_set():
+        if cancel.is_set() or consumer_gone.is_set() or closing.is_set():
             return True  # tells xllamacpp to stop reading, which cancels the llama.cpp task
         chunks.put(chunk)
         return False
