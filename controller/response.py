@@ -72,6 +72,8 @@ class Response:
         self.answers_audio_end_ms: int | None = None
         self.previous_item_id = previous_item_id
         self.released = not speculative
+        self.visible = False  # some event of this response reached the client
+        self.release_task: asyncio.Task[None] | None = None
         self._held: list[dict] = []
         self.spans: list[SpokenSpan] = []
         self.text = ""
@@ -112,6 +114,7 @@ class Response:
         await self._release_event.wait()
 
     async def _send(self, event: dict) -> None:
+        self.visible = True
         if event["type"] == "response.output_audio.delta" and self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
             self._on_first_audio()
@@ -185,30 +188,36 @@ class Response:
         per_ms = bytes_per_ms(self.settings.output_format)
         chunk_bytes = int(per_ms * self.settings.delta_ms)
         pending = b""
-        spoken_ms = 0.0
+        sent_ms = 0.0  # audio handed to _emit_audio
+        made_ms = 0.0  # audio synthesised, sent or pending
         while (sentence := await sentences.get()) is not None:
+            delta = sentence if not self.spans else " " + sentence
+            # The span is recorded before its audio goes out, so that a barge-in in the middle of
+            # this sentence can still cut the text at what was heard.
+            span = SpokenSpan(sentence, made_ms, made_ms)
+            self.spans.append(span)
             if not self.audio_out:
-                await self._emit(self.ev.output_text_delta(
-                    **self._pos(), delta=sentence if not self.spans else " " + sentence))
-                self.spans.append(SpokenSpan(sentence, 0, 0))
+                await self._emit(self.ev.output_text_delta(**self._pos(), delta=delta))
                 continue
-            start_ms = spoken_ms
-            t0 = time.monotonic()
-            await self._emit(self.ev.output_audio_transcript_delta(
-                **self._pos(), delta=sentence if not self.spans else " " + sentence))
+            await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
+            waited_from = time.monotonic()
             async for pcm in self.pipeline.synthesize(sentence, self.settings.voice):
-                pending += conv.convert(pcm)
+                # Time spent waiting for the synthesiser (not for pacing): the TTS cost as seen here.
+                self.synth_seconds += time.monotonic() - waited_from
+                out = conv.convert(pcm)
+                pending += out
+                made_ms += len(out) / per_ms
+                span.end_ms = made_ms
                 while len(pending) >= chunk_bytes:
-                    out, pending = pending[:chunk_bytes], pending[chunk_bytes:]
-                    await self._emit_audio(out, spoken_ms, spoken_ms + len(out) / per_ms)
-                    spoken_ms += len(out) / per_ms
-            self.synth_seconds += time.monotonic() - t0
-            self.spans.append(SpokenSpan(sentence, start_ms, spoken_ms + len(pending) / per_ms))
+                    piece, pending = pending[:chunk_bytes], pending[chunk_bytes:]
+                    await self._emit_audio(piece, sent_ms, sent_ms + len(piece) / per_ms)
+                    sent_ms += len(piece) / per_ms
+                waited_from = time.monotonic()
         pending += conv.flush()
         if pending:
-            await self._emit_audio(pending, spoken_ms, spoken_ms + len(pending) / per_ms)
-            spoken_ms += len(pending) / per_ms
-        self.audio_ms_sent = spoken_ms
+            await self._emit_audio(pending, sent_ms, sent_ms + len(pending) / per_ms)
+            sent_ms += len(pending) / per_ms
+        self.audio_ms_sent = sent_ms
 
     async def _tool_call_delta(self, call: object) -> None:
         call_id = getattr(call, "call_id", None)
@@ -245,8 +254,8 @@ class Response:
             if span.end_ms <= heard_ms:
                 words.append(span.text)
             elif span.start_ms < heard_ms:
-                words.append(truncate_text_to_heard(span.text, heard_ms - span.start_ms,
-                                                    span.end_ms - span.start_ms))
+                words.append(truncate_text_to_heard(span.text, int(heard_ms - span.start_ms),
+                                                    int(span.end_ms - span.start_ms)))
         return " ".join(w for w in words if w)
 
     def _pos(self) -> dict:
@@ -300,15 +309,15 @@ class Response:
 
     async def finish_failed(self, message: str) -> None:
         self.status = "failed"
-        if self.released:
+        if self.visible:
             await self._emit_out(self.ev.response_done(self._response_obj(
                 "failed", error_message=message)))
 
     async def finish_cancelled(self, reason: str) -> None:
         """Called after run() was cancelled: closes the response on the wire if it is visible."""
         self.status = "cancelled"
-        if not self.released:
-            self._held.clear()
+        self._held.clear()
+        if not self.visible:
             return
         await self._emit_out(self.ev.response_done(self._response_obj("cancelled", reason=reason)))
 

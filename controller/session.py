@@ -134,7 +134,10 @@ class Session(ItemsMixin):
     async def emit(self, event: dict, gen_id: int | None = None) -> None:
         if self.closed:
             return
-        await self._out.put((gen_id, json.dumps(event, separators=(",", ":"))))
+        # Only audio is tagged with its generation: a barge-in drops queued audio, never the events
+        # that close the response.
+        tag = gen_id if event["type"] == "response.output_audio.delta" else None
+        await self._out.put((tag, json.dumps(event, separators=(",", ":"))))
 
     def _drop_queued_audio(self, gen_id: int) -> None:
         """Barge-in: audio of a cancelled reply that has not left yet is dropped, not sent late."""
@@ -185,6 +188,10 @@ class Session(ItemsMixin):
             await self.error(exc, event.event_id)
         except MediaError as exc:
             await self.error(exc, event.event_id)
+        except Exception as exc:  # a bug handling one event must not end the session
+            self.log.exception("failed to handle %s", type(event).__name__)
+            await self.error(EngineError(f"internal error handling the event: {exc}"), event.event_id,
+                             code="server_error")
 
     async def _dispatch(self, event: ce.ClientEvent) -> None:
         match event:
@@ -272,7 +279,7 @@ class Session(ItemsMixin):
             case tt.CommitGeneration(gen_id=gen_id):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
-                self.spawn(resp.release())
+                resp.release_task = asyncio.create_task(resp.release())
             case tt.CancelGeneration(gen_id=gen_id, reason=reason):
                 await self._cancel_response(gen_id, reason)
             case tt.FlushAudio(gen_id=gen_id):
@@ -369,11 +376,13 @@ class Session(ItemsMixin):
         if entry is None:
             return
         resp, task = entry
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if resp.speculative and not resp.released:
+        tasks = [task] + ([resp.release_task] if resp.release_task else [])
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if resp.speculative and not resp.visible:
             self.metrics.speculations_rolled_back.inc()
-        if resp.released:
+        if resp.visible:
             heard = resp.heard_ms_now()
             await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
             self.record_reply(resp, heard_ms=heard)

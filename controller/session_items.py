@@ -109,11 +109,11 @@ class ItemsMixin(_Base):
         if user_text is not None:  # a speculation answers a turn not yet in the conversation
             messages.append({"role": "user", "content": user_text})
         return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), temperature=resp.settings.temperature,
-                           max_tokens=resp.settings.max_output_tokens, stop=None)
+                           max_tokens=resp.settings.max_output_tokens or 256)
 
     def record_reply(self, resp: Response, heard_ms: float | None) -> None:
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""
-        if not resp.released:
+        if not resp.visible:
             return
         previous = resp.previous_item_id if resp.previous_item_id in self.conversation else None
         if resp.message_opened and resp.item_id not in self.conversation:

@@ -25,9 +25,10 @@ async def test_short_pause_rolls_back_and_end_of_turn_commits(embedded_server, b
     conv = await open_conversation(embedded_server.ws)
     try:
         await conv.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 700}}}}})
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000}}}}})
         await conv.wait_for("session.updated")
-        # A 350 ms gap: longer than the 200 ms pause that starts a speculation, shorter than end of turn.
+        # A gap (about 0.8 s as silero hears it) longer than the 200 ms pause that starts a speculation,
+        # shorter than the end of turn.
         await conv.stream(np.concatenate([silence(0.3), first, silence(0.35), second, silence(2.0)]))
         done = await conv.wait_for("response.done", timeout=60)
     finally:
