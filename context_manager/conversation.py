@@ -21,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -174,10 +174,15 @@ class Conversation:
         assert isinstance(result, AssistantMessage)  # set_text keeps the item's type
         return result
 
-    def messages(self, instructions: str, budget_tokens: int, count_tokens: Callable[[str], int]) -> list[Message]:
-        """The chat-format prompt, oldest whole turns dropped to fit `budget_tokens`."""
+    def messages(self, instructions: str, budget_tokens: int, count_tokens: Callable[[str], int],
+                 overrides: Mapping[str, str] | None = None) -> list[Message]:
+        """The chat-format prompt, oldest whole turns dropped to fit `budget_tokens`.
+
+        `overrides` replaces the content of the named messages in this prompt only: the turn being
+        answered may reach the LM as audio tokens while the conversation keeps its transcript.
+        """
         head: list[Message] = [{"role": "system", "content": instructions}] if instructions else []
-        rendered = [_render(turn) for turn in _turns(self._items)]
+        rendered = [_render(turn, overrides or {}) for turn in _turns(self._items)]
         costs = [sum(_cost(m, count_tokens) for m in turn) for turn in rendered]
         total = sum(_cost(m, count_tokens) for m in head) + sum(costs)
         start = 0
@@ -219,12 +224,13 @@ def _turns(items: list[Item]) -> list[list[Item]]:
     return turns
 
 
-def _render(items: list[Item]) -> list[Message]:
+def _render(items: list[Item], overrides: Mapping[str, str]) -> list[Message]:
     out: list[Message] = []
     called: set[str] = set()
     for it in items:
         if isinstance(it, (UserMessage, AssistantMessage, SystemMessage)):
-            if it.text:
+            text = overrides.get(it.id, it.text)
+            if text:
                 role = (
                     "user"
                     if isinstance(it, UserMessage)
@@ -232,7 +238,7 @@ def _render(items: list[Item]) -> list[Message]:
                     if isinstance(it, AssistantMessage)
                     else "system"
                 )
-                out.append({"role": role, "content": it.text})
+                out.append({"role": role, "content": text})
         elif isinstance(it, FunctionCall):
             called.add(it.call_id)
             call = {"id": it.call_id, "type": "function", "function": {"name": it.name, "arguments": it.arguments}}

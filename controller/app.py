@@ -8,6 +8,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import Gauge
 from websockets.asyncio.server import ServerConnection
@@ -19,6 +20,14 @@ from controller.server import RealtimeServer, ServerConfig
 from controller.session import Session, SessionDefaults
 
 logger = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """Something that watches sessions (an event bus). Called on the event loop: must not block."""
+
+    def session_opened(self, session_id: str) -> None: ...
+    def session_event(self, session_id: str, event: dict) -> None: ...
+    def session_closed(self, session_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +63,7 @@ class App:
         self.metrics = Metrics()
         self.pipeline = pipeline
         self.sessions: dict[str, Session] = {}
+        self.sinks: list[EventSink] = []  # event buses (MQTT) that see every session's events
         self.server = RealtimeServer(config.server, self.metrics, self._session)
         self._ids = itertools.count(1)
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
@@ -83,13 +93,36 @@ class App:
         session_id = f"sess_{next(self._ids)}"
         session = Session(session_id=session_id, model=model, pipeline=self.pipeline, metrics=self.metrics,
                           defaults=self.defaults, )
+        session.observer = self._observe if self.sinks else None
         self.sessions[session_id] = session
+        for sink in self.sinks:
+            sink.session_opened(session_id)
         try:
             await session.run(ws)
         except Exception:  # one session's failure never touches another
             logger.exception("session %s crashed", session_id)
         finally:
             del self.sessions[session_id]
+            for sink in self.sinks:
+                sink.session_closed(session_id)
+
+    def _observe(self, session_id: str, event: dict) -> None:
+        for sink in self.sinks:
+            sink.session_event(session_id, event)
+
+    async def command(self, session_id: str, name: str, payload: dict) -> None:
+        """An operator's command for one session (from the event bus): say, hangup, instructions."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise KeyError(f"no session {session_id!r}")
+        if name == "say":
+            await session.say(str(payload.get("text", "")))
+        elif name == "instructions":
+            await session.set_instructions(str(payload.get("instructions", "")))
+        elif name == "hangup":
+            await session.hangup()
+        else:
+            raise ValueError(f"unknown command {name!r}")
 
     async def close(self) -> None:
         await self.server.close()

@@ -6,6 +6,7 @@ pipeline's worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -30,6 +31,28 @@ class ChatDeltaLike(Protocol):
     finish_reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    """What a user turn becomes: its transcript (kept in the conversation, shown to the client) and
+    the content the LM receives for it now (the transcript, or Step-Audio's `<audio_N>` tokens)."""
+
+    transcript: str
+    lm_content: str
+
+
+class Listener(Protocol):
+    """Per-session input side of a profile: sees the 16 kHz audio as it arrives."""
+
+    def feed(self, pcm16k: np.ndarray) -> None:
+        """Called on the event loop for every piece of input audio; must not block (offload work)."""
+
+    async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
+                         language: str | None) -> TurnInput:
+        """The turn [start_ms, end_ms) of the session's audio (`pcm16k` holds exactly that audio)."""
+
+    def close(self) -> None: ...
+
+
 class SpeechPipeline(Protocol):
     """What a session needs from a profile's models."""
 
@@ -37,7 +60,7 @@ class SpeechPipeline(Protocol):
     output_rate: int  # sample rate of synthesize()'s chunks
 
     def new_vad(self) -> VadStream: ...
-    async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str: ...
+    def new_listener(self) -> Listener: ...
     def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]: ...
     def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]: ...
     def count_tokens(self, text: str) -> int: ...
@@ -85,8 +108,10 @@ class EmbeddedPipeline:
         from vad import SileroVad
         return SileroVad(self._vad_model)
 
+    def new_listener(self) -> Listener:
+        return _TranscribingListener(self)
+
     async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str:
-        import asyncio
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._asr_pool, self._asr.transcribe, pcm16k,
                                           language or self.config.language)
@@ -117,3 +142,21 @@ class EmbeddedPipeline:
     def close(self) -> None:
         for pool in (self._asr_pool, self._llm_pool, self._tts_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _TranscribingListener:
+    """Whisper needs the whole turn at once: nothing to do while audio streams in."""
+
+    def __init__(self, pipeline: EmbeddedPipeline) -> None:
+        self._pipeline = pipeline
+
+    def feed(self, pcm16k: np.ndarray) -> None:
+        pass
+
+    async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
+                         language: str | None) -> TurnInput:
+        text = (await self._pipeline.transcribe(pcm16k, language)).strip()
+        return TurnInput(transcript=text, lm_content=text)
+
+    def close(self) -> None:
+        pass

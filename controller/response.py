@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from context_manager import truncate_text_to_heard
@@ -37,6 +37,23 @@ class ResponseSettings:
     # How far audio may run ahead of real time at the client.
     pacing_lead_s: float = 0.3
     delta_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """A reply with fixed text (an operator's `say` command): spoken as is, no LM."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    text: str
+    tool_call: None = None
+
+
+async def _say(say: Say) -> AsyncIterator[_Text]:
+    yield _Text(say.text)
 
 
 @dataclass(slots=True)
@@ -70,6 +87,7 @@ class Response:
         self.response_id = new_id("resp")
         self.item_id = new_id("item")
         self.answers_audio_end_ms: int | None = None
+        self.say: Say | None = None
         self.previous_item_id = previous_item_id
         self.released = not speculative
         self.visible = False  # some event of this response reached the client
@@ -154,7 +172,7 @@ class Response:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences))
         try:
-            async for delta in self.pipeline.reply(request):
+            async for delta in (_say(request) if isinstance(request, Say) else self.pipeline.reply(request)):
                 text = getattr(delta, "text", "") or ""
                 call = getattr(delta, "tool_call", None)
                 if text:

@@ -11,8 +11,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -23,11 +23,11 @@ from controller.audio_io import InputConverter
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
 from controller.input_audio import InputAudio
 from controller.metrics import Metrics
-from controller.pipeline import SpeechPipeline
+from controller.pipeline import SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, apply_patch, session_to_wire
-from controller.response import Response, ResponseSettings
+from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
 from vad import TurnDetector, TurnDetectorConfig
 from vad import turn_detector as vd
@@ -69,6 +69,7 @@ class Session(ItemsMixin):
         self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
         self.conversation = Conversation()
         self.vad = pipeline.new_vad()
+        self.listener = pipeline.new_listener()
         self.detector = self._new_detector()
         self.converter = InputConverter(self.cfg.input_format)
         self.audio = InputAudio()
@@ -76,17 +77,21 @@ class Session(ItemsMixin):
         self._out: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue(defaults.out_queue_events)
         self._responses: dict[int, tuple[Response, asyncio.Task[None]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._asr: dict[tuple[int, int], asyncio.Task[str]] = {}
+        self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._turn_item_id = self.new_id("item")
         self._response_overrides: ce.ResponseCreate | None = None
+        self._say: Say | None = None  # the next response speaks this text instead of asking the LM
+        self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self.closed = False
+        self._ws: ServerConnection | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, ws: ServerConnection) -> None:
+        self._ws = ws
         writer = asyncio.create_task(self._writer(ws))
         self.metrics.sessions_live.inc()
         self.metrics.sessions_total.inc()
@@ -113,18 +118,21 @@ class Session(ItemsMixin):
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = [task for _, task in self._responses.values()] + list(self._tasks) + list(self._asr.values())
+        tasks = ([task for _, task in self._responses.values()] + list(self._tasks)
+                 + list(self._turn_inputs.values()))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._responses.clear()
         self._tasks.clear()
-        self._asr.clear()
+        self._turn_inputs.clear()
+        self.listener.close()
         self.audio = InputAudio()
 
     @property
     def live_tasks(self) -> int:
-        return len(self._responses) + len(self._tasks) + len(self._asr) + len(self._timers)
+        pending = sum(not t.done() for t in self._turn_inputs.values())
+        return len(self._responses) + len(self._tasks) + pending + len(self._timers)
 
     async def _writer(self, ws: ServerConnection) -> None:
         while True:
@@ -136,6 +144,8 @@ class Session(ItemsMixin):
             return
         # Only audio is tagged with its generation: a barge-in drops queued audio, never the events
         # that close the response.
+        if self.observer is not None:
+            self.observer(self.session_id, event)
         tag = gen_id if event["type"] == "response.output_audio.delta" else None
         await self._out.put((tag, json.dumps(event, separators=(",", ":"))))
 
@@ -245,6 +255,7 @@ class Session(ItemsMixin):
         pcm = self.converter.convert(data)
         now = time.monotonic()
         self.audio.append(pcm, now)
+        self.listener.feed(pcm)
         if self.cfg.turn_detection is None:
             return
         for vad_event in self.detector.feed(self.vad.process(pcm)):
@@ -328,10 +339,11 @@ class Session(ItemsMixin):
                         pipeline=self.pipeline, settings=settings, emit=lambda e: self.emit(e, gen_id),
                         previous_item_id=None, on_first_audio=lambda: self._first_audio(gen_id))
         resp.answers_audio_end_ms = action.audio_end_ms
+        resp.say, self._say = self._say, None
         turn = None
         if action.audio_end_ms is not None:
             # Capture the turn now: by the time the task runs, the session may have moved on.
-            turn = (self._turn_item_id, self.asr_task(self._turn_start_ms, action.audio_end_ms))
+            turn = (self._turn_item_id, self.turn_task(self._turn_start_ms, action.audio_end_ms))
         if action.speculative:
             self.metrics.speculations_started.inc()
         task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))
@@ -347,10 +359,10 @@ class Session(ItemsMixin):
             self.metrics.first_audio_latency.observe(max(0.0, resp[0].first_audio_at - arrived))
         self.spawn(self.apply(tt.GenerationAudioStarted(gen_id)))
 
-    async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[str]] | None,
+    async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> None:
         try:
-            request = await self.build_request(resp, turn, cfg)
+            request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
             resp.previous_item_id = self.conversation.last_item_id()
             if request is None:  # nothing was said: no reply
                 await resp.finish_empty()
@@ -402,3 +414,20 @@ class Session(ItemsMixin):
         if source is None:
             source = self._id_sources[kind] = SequentialIds(f"{kind}_{self.session_id}_")
         return source()
+
+    # ---- operator commands (event bus) --------------------------------------------------------
+
+    async def say(self, text: str) -> None:
+        """Speak `text` as the assistant's next reply (queued behind a reply in progress: rejected)."""
+        self._say = Say(text)
+        await self.apply(tt.ResponseRequested())
+
+    async def set_instructions(self, instructions: str) -> None:
+        self.cfg = replace(self.cfg, instructions=instructions)
+        await self.emit(self.events.session_updated(session_to_wire(
+            self.cfg, session_id=self.session_id, model=self.model)))
+        await self.apply(tt.ContextChanged())
+
+    async def hangup(self) -> None:
+        if self._ws is not None:
+            await self._ws.close(1000, "hangup")

@@ -17,6 +17,7 @@ from context_manager import (
 )
 from controller import turn_taking as tt
 from controller.errors import RemoteProtocolError
+from controller.pipeline import TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
 from controller.realtime.session_config import SessionConfig
@@ -45,16 +46,18 @@ def _tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
 class ItemsMixin(_Base):
     # ---- user turns --------------------------------------------------------------------------
 
-    def asr_task(self, start_ms: int, end_ms: int) -> asyncio.Task[str]:
-        """The transcription of [start_ms, end_ms), started once and shared by everyone who needs it."""
+    def turn_task(self, start_ms: int, end_ms: int) -> asyncio.Task[TurnInput]:
+        """The input of turn [start_ms, end_ms), computed once and shared by everyone who needs it."""
         key = (start_ms, end_ms)
-        task = self._asr.get(key)
+        task = self._turn_inputs.get(key)
         if task is None:
             pcm = self.audio.segment(start_ms, end_ms)
             language = self.cfg.transcription.language if self.cfg.transcription else None
-            task = asyncio.ensure_future(self.pipeline.transcribe(pcm, language))
-            self._asr[key] = task
-            task.add_done_callback(lambda _t: self._asr.pop(key, None) if len(self._asr) > 8 else None)
+            task = asyncio.ensure_future(self.listener.turn_input(pcm, start_ms, end_ms, language))
+            self._turn_inputs[key] = task
+            # Keep only the recent ones: a speculation and its commit share the latest few.
+            while len(self._turn_inputs) > 4:
+                self._turn_inputs.pop(next(iter(self._turn_inputs)))
         return task
 
     async def commit_user_turn(self, end_ms: int | None) -> None:
@@ -62,19 +65,19 @@ class ItemsMixin(_Base):
         end = self.audio.total_ms if end_ms is None else end_ms
         item_id = self._turn_item_id
         previous = self.conversation.last_item_id()
-        asr = self.asr_task(start, end)
+        turn = self.turn_task(start, end)
         self.conversation.add(UserMessage(id=item_id, text=""))
         self.reset_turn(end)
         self.metrics.turns_total.inc()
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
-        self.spawn(self._finish_transcription(item_id, previous, asr, end, (end - start) / 1000.0))
+        self.spawn(self._finish_transcription(item_id, previous, turn, end, (end - start) / 1000.0))
 
-    async def _finish_transcription(self, item_id: str, previous: str | None, asr: asyncio.Task[str],
+    async def _finish_transcription(self, item_id: str, previous: str | None, turn: asyncio.Task[TurnInput],
                                     end_ms: int, seconds: float) -> None:
         try:
-            text = (await asr).strip()
+            text = (await turn).transcript
         except Exception as exc:
             self.log.exception("transcription failed")
             await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
@@ -92,22 +95,23 @@ class ItemsMixin(_Base):
         await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=text),
                                               previous_item_id=previous))
 
-    async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[str]] | None,
+    async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
-        """The LM request for a reply; None when the user's turn held no words."""
-        user_text: str | None = None
+        """The LM request for a reply; None when the user's turn held nothing to answer."""
+        extra: list[dict] = []
+        overrides: dict[str, str] = {}
         if turn is not None:
-            item_id, asr = turn
-            user_text = (await asr).strip()
-            if not user_text:
+            item_id, task = turn
+            heard = await task
+            if not heard.lm_content:
                 return None
             if item_id in self.conversation:
-                self.conversation.set_text(item_id, user_text)
-                user_text = None
+                self.conversation.set_text(item_id, heard.transcript)
+                overrides[item_id] = heard.lm_content
+            else:  # a speculation answers a turn that is not in the conversation yet
+                extra.append({"role": "user", "content": heard.lm_content})
         messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
-                                              self.pipeline.count_tokens)
-        if user_text is not None:  # a speculation answers a turn not yet in the conversation
-            messages.append({"role": "user", "content": user_text})
+                                              self.pipeline.count_tokens, overrides) + extra
         return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), temperature=resp.settings.temperature,
                            max_tokens=resp.settings.max_output_tokens or 256)
 
