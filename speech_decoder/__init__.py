@@ -16,6 +16,11 @@ _EXPORTS: dict[str, str] = {
     "SentenceChunker": "speech_decoder.sentences",
     "clean_for_speech": "speech_decoder.sentences",
     # --- Step-Audio speech path (flow matching, HiFT) ---
+    "CosyVoiceModel": "speech_decoder.cosyvoice_model",
+    "SpeakerPrompt": "speech_decoder.cosyvoice_model",
+    "StreamingDecoder": "speech_decoder.streaming_decoder",
+    "StreamingDecoderConfig": "speech_decoder.streaming_decoder",
+    "write_cosyvoice_folder": "speech_decoder.checkpoint",
 }
 
 

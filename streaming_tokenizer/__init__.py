@@ -1,4 +1,6 @@
 """Speech -> LM input. In the embedded profile: Whisper ASR text, per turn, streamed as partials.
+For Step-Audio: the dual-codebook tokenizer in `streaming_tokenizer.step_audio` (imports torch: import
+it from there, lazily).
 
 Synchronous objects; callers run them on worker threads. Importing this package loads no model.
 """
