@@ -38,6 +38,11 @@ def _add_talk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER)
 
 
+def _add_sip_bridge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sip-bridge", help="answer SIP calls and bridge each to an agent session")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+
 def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout")
     p.add_argument("--profile", choices=("tiny", "full-random"), required=True)
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_talk(sub)
+    _add_sip_bridge(sub)
     _add_make_checkpoint(sub)
     return parser
 
@@ -92,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "talk":
         from clients.talk import main as talk_main
         return int(talk_main(args.args) or 0)
+    if args.command == "sip-bridge":
+        from clients.sip.cli import main as sip_main
+        return int(sip_main(args.args) or 0)
     if args.command == "make-checkpoint":
         return _make_checkpoint(args)
     raise AssertionError(args.command)
