@@ -4,8 +4,10 @@
     python -m bench.latency --url ws://127.0.0.1:8765/v1/realtime        # a running server, as configured
     python -m bench.latency --url-on URL_A --url-off URL_B               # two running servers
 
-Each run is a fresh session that streams beckett.wav (from the moonshine-voice wheel) at real-time pace plus
-1.5 s of silence, with server VAD. End of user speech is the moment the chunk holding the wav's last sample
+Each run is a fresh session that streams one spoken sentence (by default 13.0-16.9 s of two_cities.wav from the
+moonshine-voice wheel: one turn under the default server VAD) at real-time pace plus 1.5 s of silence.
+With both modes, the two servers run side by side and the runs alternate on/off, so that both modes
+see the same machine conditions. End of user speech is the moment the chunk holding the wav's last sample
 above -40 dBFS was sent; latencies are taken for the turn that ends there (the wav's last turn). Reported per
 mode: end of speech -> first audio delta and -> input transcript completed (p50, p95), TTS real-time factor
 (reply audio seconds / seconds from first to last audio delta), and the speculation commit rate from the
@@ -44,12 +46,12 @@ SPEC_COUNTERS = {
 
 # ----- pure helpers -----
 
-def beckett_wav() -> Path:
-    """Path of beckett.wav inside the installed moonshine-voice wheel (found without importing it)."""
+def moonshine_wav(name: str = "beckett.wav") -> Path:
+    """Path of a wav inside the installed moonshine-voice wheel (found without importing it)."""
     spec = importlib.util.find_spec("moonshine_voice")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("moonshine-voice is not installed (make venv installs it with --no-deps)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / "beckett.wav"
+    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / name
     if not path.is_file():
         raise FileNotFoundError(path)
     return path
@@ -193,32 +195,43 @@ async def one_run(url: str, wav: Path, eos_sample: int, api_key: str | None, tim
                      assistant_transcript=final.assistant_transcript)
 
 
-async def bench_mode(url: str, runs: int, wav: Path, eos_sample: int, api_key: str | None,
-                     timeout_s: float) -> dict[str, object]:
-    before = await scrape_metrics(url)
-    results: list[RunResult] = []
+async def bench_modes(urls: dict[str, str], runs: int, wav: Path, eos_sample: int, api_key: str | None,
+                      timeout_s: float) -> dict[str, dict[str, object]]:
+    """Alternate the modes run by run, so that slow drift of the machine hits both alike."""
+    before = {mode: await scrape_metrics(url) for mode, url in urls.items()}
+    results: dict[str, list[RunResult]] = {mode: [] for mode in urls}
     for i in range(runs):
-        r = await one_run(url, wav, eos_sample, api_key, timeout_s)
-        results.append(r)
-        print(f"  run {i + 1}/{runs}: first audio {r.first_audio_s}, transcript {r.transcript_s}, "
-              f"rtf {r.tts_rtf}, error {r.error}", file=sys.stderr)
-    after = await scrape_metrics(url)
-    return {
+        for mode, url in urls.items():
+            r = await one_run(url, wav, eos_sample, api_key, timeout_s)
+            results[mode].append(r)
+            print(f"  {mode} run {i + 1}/{runs}: first audio {r.first_audio_s}, transcript {r.transcript_s}, "
+                  f"rtf {r.tts_rtf}, error {r.error}", file=sys.stderr)
+    after = {mode: await scrape_metrics(url) for mode, url in urls.items()}
+    return {mode: {
         "url": url,
-        "runs": [asdict(r) for r in results],
+        "runs": [asdict(r) for r in results[mode]],
         "summary": {
-            "first_audio_s": stats([r.first_audio_s for r in results]),
-            "transcript_s": stats([r.transcript_s for r in results]),
-            "done_s": stats([r.done_s for r in results]),
-            "tts_rtf": stats([r.tts_rtf for r in results]),
-            "errors": sum(r.error is not None for r in results),
-            "speculation": speculation(before, after),
+            "first_audio_s": stats([r.first_audio_s for r in results[mode]]),
+            "transcript_s": stats([r.transcript_s for r in results[mode]]),
+            "done_s": stats([r.done_s for r in results[mode]]),
+            "tts_rtf": stats([r.tts_rtf for r in results[mode]]),
+            "errors": sum(r.error is not None for r in results[mode]),
+            "speculation": speculation(before[mode], after[mode]),
         },
-    }
+    } for mode, url in urls.items()}
+
+
+def default_clip(out: Path, start_s: float = 13.0, end_s: float = 16.9) -> Path:
+    """One sentence of two_cities.wav as its own wav (a single turn under the default VAD)."""
+    import soundfile as sf
+    data, rate = sf.read(str(moonshine_wav("two_cities.wav")), dtype="float32", always_2d=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(out), data[int(start_s * rate): int(end_s * rate)].mean(axis=1), rate, subtype="PCM_16")
+    return out
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, object]:
-    wav = Path(args.wav) if args.wav else beckett_wav()
+    wav = Path(args.wav) if args.wav else default_clip(RESULTS.parent / "clip.wav")
     x24 = load_wav_24k(wav)
     eos = last_voiced_index(x24)
     if eos is None:
@@ -230,22 +243,22 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
         targets = [(m, u) for m, u in (("on", args.url_on), ("off", args.url_off)) if u]
     else:
         targets = [(m, None) for m in args.modes.split(",")]
-    modes: dict[str, dict[str, object]] = {}
-    for i, (mode, url) in enumerate(targets):
-        proc = None
-        if url is None:
-            port = args.port + i
-            url = f"ws://127.0.0.1:{port}/v1/realtime"
-            print(f"starting server (speculation {mode}) on port {port}", file=sys.stderr)
-            proc = start_server(port, args.profile, mode == "on", RESULTS.parent / f"server-{mode}.log")
-        try:
-            if proc is not None:  # a given URL is assumed to be up already
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    try:
+        for i, (mode, url) in enumerate(targets):
+            if url is None:
+                port = args.port + i
+                url = f"ws://127.0.0.1:{port}/v1/realtime"
+                print(f"starting server (speculation {mode}) on port {port}", file=sys.stderr)
+                proc = start_server(port, args.profile, mode == "on", RESULTS.parent / f"server-{mode}.log")
+                procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)
-            print(f"mode {mode}: {args.runs} runs against {url}", file=sys.stderr)
-            modes[mode] = await bench_mode(url, args.runs, wav, eos, args.api_key, args.timeout)
-        finally:
-            if proc is not None:
-                stop_server(proc)
+            urls[mode] = url
+        modes = await bench_modes(urls, args.runs, wav, eos, args.api_key, args.timeout)
+    finally:
+        for proc in procs:
+            stop_server(proc)
     return {
         "wav": str(wav), "wav_s": x24.size / WIRE_RATE, "end_of_speech_in_wav_s": eos / WIRE_RATE,
         "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
@@ -262,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
     p.add_argument("--profile", default="embedded")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--wav", help="speech to send instead of beckett.wav")
+    p.add_argument("--wav", help="speech to send instead of the default two_cities sentence")
     p.add_argument("--api-key")
     p.add_argument("--timeout", type=float, default=60.0, help="per run, after the audio was sent")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for /healthz")

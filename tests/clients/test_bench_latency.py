@@ -53,7 +53,7 @@ def test_table_renders_missing_values() -> None:
 def test_beckett_wav_is_found_without_importing_the_package() -> None:
     import sys
     try:
-        path = latency.beckett_wav()
+        path = latency.moonshine_wav()
     except FileNotFoundError:
         pytest.skip("moonshine-voice not installed")
     assert path.name == "beckett.wav" and path.is_file()
