@@ -1,0 +1,53 @@
+"""Function calling over the Realtime protocol: the LM's call becomes a function_call item, its output
+feeds the next response."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.helpers import open_conversation
+from tests.realtime_schema import validate_server_event
+
+pytestmark = pytest.mark.slow
+
+WEATHER_TOOL = {
+    "type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+async def test_tool_call_and_its_output_feed_the_next_reply(embedded_server) -> None:
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "tools": [WEATHER_TOOL], "tool_choice": "auto",
+            "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "What is the weather in Paris right now?"}]}})
+        await conv.send({"type": "response.create"})
+        args_done = await conv.wait_for("response.function_call_arguments.done", timeout=90)
+        first_done = await conv.wait_for("response.done", timeout=30)
+        assert args_done["name"] == "get_weather"
+        assert "paris" in json.loads(args_done["arguments"])["city"].lower()
+        assert conv.of_type("response.function_call_arguments.delta")
+        calls = [o for o in first_done["response"]["output"] if o["type"] == "function_call"]
+        assert calls and calls[0]["call_id"] == args_done["call_id"]
+
+        n = len(conv.events)
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": args_done["call_id"],
+            "output": json.dumps({"city": "Paris", "forecast": "sunny", "temperature_c": 21})}})
+        await conv.send({"type": "response.create"})
+        second_done = await conv.wait_for("response.done", after=n, timeout=90)
+    finally:
+        await conv.close()
+    assert second_done["response"]["status"] == "completed"
+    said = [e["transcript"] for e in conv.events[n:] if e["type"] == "response.output_audio_transcript.done"]
+    assert said and said[-1].strip()
+    assert any(w in said[-1].lower() for w in ("sunny", "21", "twenty"))
+    for raw in conv.raw:
+        validate_server_event(raw)
