@@ -1,0 +1,50 @@
+"""One session's trouble never touches another: a client that stops reading, one that sends garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.e2e.helpers import open_conversation
+
+pytestmark = pytest.mark.slow
+
+
+async def test_stalled_and_misbehaving_clients_do_not_stall_a_healthy_session(embedded_server) -> None:
+    # A client that asks for a long spoken reply and then never reads: with max_queue=1 its socket
+    # buffers fill and the server's writes to it block.
+    stalled = await connect(embedded_server.ws, max_queue=1, max_size=32 * 1024 * 1024)
+    await stalled.send(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "Tell me a very long story about the sea."}]}}))
+    await stalled.send(json.dumps({"type": "response.create"}))
+    # A client that sends garbage and vanishes.
+    rude = await connect(embedded_server.ws)
+    for raw in ("{", "[]", json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"})):
+        await rude.send(raw)
+    rude.transport.abort()
+
+    healthy = await open_conversation(embedded_server.ws)
+    try:
+        await healthy.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await healthy.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hi."}]}})
+        await asyncio.sleep(1.0)  # let the stalled session start speaking first
+        await healthy.send({"type": "response.create"})
+        done = await healthy.wait_for("response.done", timeout=90)
+        assert done["response"]["status"] == "completed"
+        assert healthy.of_type("response.output_audio.delta")
+    finally:
+        await healthy.close()
+        stalled.transport.abort()
+    # Everything is freed once they are gone.
+    for _ in range(80):
+        m = embedded_server.metrics()
+        if m["stepaudio_sessions_live"] == 0 and m["stepaudio_session_tasks"] == 0:
+            break
+        await asyncio.sleep(0.25)
+    assert m["stepaudio_sessions_live"] == 0 and m["stepaudio_session_tasks"] == 0
