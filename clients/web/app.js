@@ -1,0 +1,370 @@
+// The browser page: microphone in, spoken reply out, over the Realtime API.
+//
+// Query parameters prefill the settings: url, key, mode=vad|ptt, silence_ms, ec/ns/agc=0|1,
+// prebuffer_ms. `window.stepaudio` exposes counters for tests and curious people.
+import { AudioEngine, listMicrophones } from './audio.js';
+import { RealtimeSocket, fromBase64, toBase64 } from './realtime.js';
+import { pcm16ToFloat } from './resampler.js';
+
+const $ = (id) => document.getElementById(id);
+const PREROLL_CHUNKS = 75; // 3 s of 40 ms chunks captured before the socket opened
+
+// The test hook: plain counters and lists, never read back by the page itself.
+const hook = {
+  state: 'idle', sessionId: null, audioDeltas: 0, audioBytes: 0, playedFrames: 0, playedSeconds: 0,
+  sampleRate: 0, underruns: 0, bufferedMs: 0, capturedChunks: 0, sentChunks: 0, sentSamples: 0,
+  inputPeak: 0, inputSumSquares: 0, micSettings: null, userTranscripts: [], assistantTranscripts: [],
+  latenciesMs: [], errors: [], truncates: [], events: {}, timeline: [],
+};
+window.stepaudio = hook;
+
+let audio = null;
+let sock = null;
+let mode = 'vad';
+let streaming = false; // hands-free: after session.update; push-to-talk: while the button is held
+let preroll = [];
+let turnEndAt = null; // performance.now() of speech_stopped (or of the push-to-talk release)
+let activeResponse = null;
+const dropped = new Set(); // items flushed by a barge-in: their late audio deltas are ignored
+const lines = new Map(); // item_id -> {el, text}
+
+function setState(state) {
+  hook.state = state;
+  $('state').textContent = state;
+  $('state').dataset.state = state;
+}
+
+function showError(message) {
+  hook.errors.push(message);
+  const li = document.createElement('li');
+  li.textContent = message;
+  $('errors').append(li);
+}
+
+function line(itemId, role) {
+  let entry = lines.get(itemId);
+  if (!entry) {
+    const el = document.createElement('div');
+    el.className = `turn ${role} pending`;
+    el.dataset.item = itemId;
+    el.innerHTML = '<span class="who"></span><span class="text"></span>';
+    el.querySelector('.who').textContent = role === 'user' ? 'you' : 'assistant';
+    el.querySelector('.text').textContent = role === 'user' ? 'listening…' : '…';
+    $('conversation').append(el);
+    entry = { el, text: '' };
+    lines.set(itemId, entry);
+  }
+  return entry;
+}
+
+function setText(entry, text) {
+  entry.text = text;
+  entry.el.classList.remove('pending');
+  entry.el.querySelector('.text').textContent = text;
+  entry.el.scrollIntoView({ block: 'nearest' });
+}
+
+function settings() {
+  return {
+    url: $('url').value.trim(),
+    key: $('key').value.trim(),
+    mode: $('mode').value,
+    silenceMs: Number($('silence-ms').value) || 800,
+    deviceId: $('mic').value,
+    prebufferMs: Number(new URLSearchParams(location.search).get('prebuffer_ms') ?? 100),
+  };
+}
+
+function micConstraints(deviceId) {
+  return {
+    deviceId: deviceId ? { exact: deviceId } : undefined,
+    channelCount: 1,
+    echoCancellation: $('ec').checked,
+    noiseSuppression: $('ns').checked,
+    autoGainControl: $('agc').checked,
+  };
+}
+
+function sessionUpdate(s) {
+  const turnDetection = s.mode === 'vad'
+    ? { type: 'server_vad', silence_duration_ms: s.silenceMs, prefix_padding_ms: 300, interrupt_response: true }
+    : null;
+  return {
+    type: 'session.update',
+    session: {
+      type: 'realtime',
+      audio: {
+        input: {
+          format: { type: 'audio/pcm', rate: 24000 },
+          transcription: { model: 'whisper-1' },
+          turn_detection: turnDetection,
+        },
+        output: { format: { type: 'audio/pcm', rate: 24000 } },
+      },
+    },
+  };
+}
+
+// ---- microphone -> server ---------------------------------------------------------------------
+
+function onChunk(chunk) {
+  hook.capturedChunks += 1;
+  $('level').value = Math.min(1, chunk.peak * 2);
+  if (!sock || !sock.isOpen) {
+    if (mode === 'vad') {
+      preroll.push(chunk);
+      if (preroll.length > PREROLL_CHUNKS) preroll.shift();
+    }
+    return;
+  }
+  if (streaming) sendChunk(chunk);
+}
+
+function sendChunk(chunk) {
+  sock.send({ type: 'input_audio_buffer.append', audio: toBase64(chunk.pcm) });
+  hook.sentChunks += 1;
+  hook.sentSamples += chunk.samples;
+  hook.inputPeak = Math.max(hook.inputPeak, chunk.peak);
+  hook.inputSumSquares += chunk.sumSquares;
+}
+
+// ---- server -> speakers -----------------------------------------------------------------------
+
+function onPlayback(msg) {
+  if (msg.type !== 'stats') return;
+  hook.playedFrames = msg.playedFrames;
+  hook.sampleRate = msg.sampleRate;
+  hook.playedSeconds = msg.playedFrames / msg.sampleRate;
+  hook.underruns = msg.underruns;
+  hook.bufferedMs = msg.bufferedMs;
+  $('played').textContent = `${hook.playedSeconds.toFixed(1)} s`;
+  $('buffered').textContent = `${msg.bufferedMs} ms`;
+}
+
+// Barge-in: stop playback at once and tell the server how much of the item was really played.
+async function bargeIn() {
+  if (!audio) return;
+  const flushed = await audio.flush();
+  if (!flushed || !flushed.item || !flushed.wasPlaying || dropped.has(flushed.item)) return;
+  dropped.add(flushed.item);
+  sock.send({ type: 'conversation.item.truncate', item_id: flushed.item, content_index: 0,
+              audio_end_ms: flushed.playedMs });
+  hook.truncates.push({ item: flushed.item, audioEndMs: flushed.playedMs, droppedMs: flushed.droppedMs });
+  const entry = lines.get(flushed.item);
+  if (entry) {
+    const note = document.createElement('span');
+    note.className = 'note';
+    note.textContent = `interrupted after ${(flushed.playedMs / 1000).toFixed(2)} s`;
+    entry.el.append(note);
+  }
+}
+
+function recordLatency() {
+  if (turnEndAt === null) return;
+  const ms = Math.round(performance.now() - turnEndAt);
+  turnEndAt = null;
+  hook.latenciesMs.push(ms);
+  const sorted = [...hook.latenciesMs].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  $('latency').textContent = `${ms} ms (median ${median} ms over ${sorted.length})`;
+}
+
+const handlers = {
+  'session.created': (e) => { hook.sessionId = e.session && e.session.id; },
+  'session.updated': () => setState(mode === 'vad' ? 'listening' : 'ready'),
+  'input_audio_buffer.speech_started': (e) => {
+    setState('speaking');
+    line(e.item_id, 'user');
+    bargeIn();
+  },
+  'input_audio_buffer.speech_stopped': () => {
+    turnEndAt = performance.now();
+    setState('thinking');
+  },
+  'input_audio_buffer.committed': (e) => line(e.item_id, 'user'),
+  'conversation.item.input_audio_transcription.delta': (e) => {
+    const entry = line(e.item_id, 'user');
+    setText(entry, entry.text + e.delta);
+  },
+  'conversation.item.input_audio_transcription.completed': (e) => {
+    setText(line(e.item_id, 'user'), e.transcript || '(nothing heard)');
+    hook.userTranscripts.push(e.transcript);
+  },
+  'conversation.item.input_audio_transcription.failed': (e) => {
+    showError(`transcription failed: ${e.error ? e.error.message : 'unknown error'}`);
+  },
+  'response.created': (e) => {
+    activeResponse = e.response.id;
+    setState('responding');
+  },
+  'response.output_item.added': (e) => {
+    if (e.item && e.item.type === 'message') line(e.item.id, 'assistant');
+  },
+  'response.output_audio.delta': (e) => {
+    if (dropped.has(e.item_id)) return;
+    hook.audioDeltas += 1;
+    recordLatency();
+    const bytes = fromBase64(e.delta);
+    hook.audioBytes += bytes.length;
+    audio.play(e.item_id, pcm16ToFloat(bytes));
+  },
+  'response.output_audio_transcript.delta': (e) => {
+    const entry = line(e.item_id, 'assistant');
+    setText(entry, entry.text + e.delta);
+  },
+  'response.output_audio_transcript.done': (e) => {
+    setText(line(e.item_id, 'assistant'), e.transcript);
+    hook.assistantTranscripts.push(e.transcript);
+  },
+  'response.output_text.delta': (e) => {
+    const entry = line(e.item_id, 'assistant');
+    setText(entry, entry.text + e.delta);
+  },
+  'response.output_audio.done': () => audio.endOfReply(),
+  'response.done': (e) => {
+    audio.endOfReply();
+    activeResponse = null;
+    const r = e.response || {};
+    if (r.status === 'failed') {
+      const err = r.status_details && r.status_details.error;
+      showError(`reply failed: ${err ? err.message || err.code : 'unknown error'}`);
+    }
+    if (hook.state === 'responding') setState(mode === 'vad' ? 'listening' : 'ready');
+  },
+  error: (e) => {
+    const err = e.error || {};
+    showError(`server error${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
+  },
+};
+
+// ---- connect / disconnect ---------------------------------------------------------------------
+
+async function connect() {
+  const s = settings();
+  mode = s.mode;
+  $('connect').disabled = true;
+  setState('starting');
+  try {
+    audio = new AudioEngine({ onChunk, onPlayback });
+    await audio.start(micConstraints(s.deviceId), { prebufferMs: s.prebufferMs });
+    hook.micSettings = audio.stream.getAudioTracks()[0].getSettings();
+    hook.sampleRate = audio.sampleRate;
+    await refreshMicrophones();
+    sock = new RealtimeSocket(s.url, s.key);
+    sock.onAny = (e) => {
+      hook.events[e.type] = (hook.events[e.type] || 0) + 1;
+      if (e.type !== 'response.output_audio.delta' && hook.timeline.length < 400) {
+        hook.timeline.push([Math.round(performance.now()), e.type]);
+      }
+    };
+    for (const [type, fn] of Object.entries(handlers)) sock.on(type, fn);
+    sock.onClose = (e, byUs) => {
+      if (!byUs) showError(`connection closed by the server (code ${e.code}${e.reason ? `: ${e.reason}` : ''})`);
+      teardown(byUs ? 'idle' : 'closed');
+    };
+    await sock.open();
+    sock.send(sessionUpdate(s));
+    if (mode === 'vad') {
+      for (const chunk of preroll) sendChunk(chunk);
+      streaming = true;
+    }
+    preroll = [];
+    $('connect').textContent = 'Disconnect';
+    $('connect').disabled = false;
+    $('talk').disabled = mode !== 'ptt';
+    $('mode').disabled = true;
+  } catch (err) {
+    showError(`could not start: ${err.message || err}`);
+    await teardown('error');
+  }
+}
+
+async function teardown(state) {
+  streaming = false;
+  preroll = [];
+  activeResponse = null;
+  turnEndAt = null;
+  if (sock) sock.close();
+  sock = null;
+  if (audio) await audio.stop();
+  audio = null;
+  $('connect').textContent = 'Connect';
+  $('connect').disabled = false;
+  $('talk').disabled = true;
+  $('mode').disabled = false;
+  setState(state);
+}
+
+// ---- push-to-talk -----------------------------------------------------------------------------
+
+async function pressTalk() {
+  if (mode !== 'ptt' || !sock || !sock.isOpen || streaming) return;
+  $('talk').classList.add('held');
+  if (activeResponse) sock.send({ type: 'response.cancel' });
+  await bargeIn();
+  sock.send({ type: 'input_audio_buffer.clear' });
+  streaming = true;
+  setState('speaking');
+}
+
+function releaseTalk() {
+  if (mode !== 'ptt' || !streaming) return;
+  $('talk').classList.remove('held');
+  streaming = false;
+  sock.send({ type: 'input_audio_buffer.commit' });
+  sock.send({ type: 'response.create' });
+  turnEndAt = performance.now();
+  setState('thinking');
+}
+
+// ---- microphones ------------------------------------------------------------------------------
+
+async function refreshMicrophones() {
+  const select = $('mic');
+  const current = select.value;
+  const mics = await listMicrophones();
+  select.replaceChildren(new Option('default', ''));
+  mics.forEach((m, i) => {
+    if (m.deviceId && m.deviceId !== 'default') select.append(new Option(m.label || `microphone ${i + 1}`, m.deviceId));
+  });
+  select.value = [...select.options].some((o) => o.value === current) ? current : '';
+}
+
+async function switchMicrophone() {
+  if (!audio) return;
+  try {
+    hook.micSettings = await audio.useMicrophone(micConstraints($('mic').value));
+  } catch (err) {
+    showError(`could not open that microphone: ${err.message || err}`);
+  }
+}
+
+// ---- page setup -------------------------------------------------------------------------------
+
+function init() {
+  const q = new URLSearchParams(location.search);
+  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/realtime`;
+  $('url').value = q.get('url') || wsBase;
+  $('key').value = q.get('key') || '';
+  if (q.get('mode') === 'ptt' || q.get('mode') === 'vad') $('mode').value = q.get('mode');
+  if (q.get('silence_ms')) $('silence-ms').value = q.get('silence_ms');
+  for (const id of ['ec', 'ns', 'agc']) if (q.has(id)) $(id).checked = q.get(id) !== '0';
+  $('connect').addEventListener('click', () => (sock || audio ? teardown('idle') : connect()));
+  $('mic').addEventListener('change', switchMicrophone);
+  const talk = $('talk');
+  talk.addEventListener('pointerdown', pressTalk);
+  for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
+  document.addEventListener('keydown', (e) => {
+    if (e.code === 'Space' && !e.repeat && !(e.target instanceof HTMLInputElement)) {
+      e.preventDefault();
+      pressTalk();
+    }
+  });
+  document.addEventListener('keyup', (e) => { if (e.code === 'Space') releaseTalk(); });
+  if (!window.isSecureContext) {
+    showError('the microphone needs a secure page: open it as http://localhost or over https');
+  }
+  refreshMicrophones().catch(() => {});
+}
+
+init();

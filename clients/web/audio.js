@@ -1,0 +1,90 @@
+// The page's audio graph: one AudioContext at the device rate, a capture worklet fed by the
+// microphone and a playback worklet feeding the speakers. No resampling happens on this thread.
+
+export class AudioEngine {
+  constructor({ onChunk, onPlayback }) {
+    this.onChunk = onChunk; // ({pcm, peak, sumSquares, samples}) per 40 ms of 24 kHz PCM16
+    this.onPlayback = onPlayback; // playback worklet messages (stats, flushed)
+    this.ctx = null;
+    this.stream = null;
+    this.source = null;
+    this.capture = null;
+    this.playback = null;
+    this._flushWaiters = [];
+  }
+
+  get sampleRate() {
+    return this.ctx ? this.ctx.sampleRate : 0;
+  }
+
+  // Must run from a user gesture (a click), so that the context is allowed to start.
+  async start(constraints, { prebufferMs = 100 } = {}) {
+    this.ctx = new AudioContext({ latencyHint: 'interactive' });
+    const base = new URL('.', import.meta.url);
+    await this.ctx.audioWorklet.addModule(new URL('capture-worklet.js', base));
+    await this.ctx.audioWorklet.addModule(new URL('playback-worklet.js', base));
+    this.playback = new AudioWorkletNode(this.ctx, 'stepaudio-playback', {
+      numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1], processorOptions: { prebufferMs },
+    });
+    this.playback.port.onmessage = (e) => this._fromPlayback(e.data);
+    this.playback.connect(this.ctx.destination);
+    this.capture = new AudioWorkletNode(this.ctx, 'stepaudio-capture', {
+      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
+      processorOptions: { outRate: 24000, chunkMs: 40 },
+    });
+    this.capture.port.onmessage = (e) => this.onChunk(e.data);
+    // The capture node writes silence; connecting it keeps it pulled by the graph.
+    this.capture.connect(this.ctx.destination);
+    await this.useMicrophone(constraints);
+    if (this.ctx.state !== 'running') await this.ctx.resume();
+  }
+
+  async useMicrophone(constraints) {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: constraints, video: false });
+    if (this.source) this.source.disconnect();
+    if (this.stream) for (const t of this.stream.getTracks()) t.stop();
+    this.stream = stream;
+    this.source = this.ctx.createMediaStreamSource(stream);
+    this.source.connect(this.capture);
+    const track = stream.getAudioTracks()[0];
+    return track ? track.getSettings() : {};
+  }
+
+  play(itemId, samples) {
+    this.playback.port.postMessage({ type: 'push', item: itemId, pcm: samples }, [samples.buffer]);
+  }
+
+  endOfReply() {
+    if (this.playback) this.playback.port.postMessage({ type: 'end' });
+  }
+
+  // Drop everything queued; resolves with {item, playedMs, droppedMs, wasPlaying}.
+  flush() {
+    if (!this.playback) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      this._flushWaiters.push(resolve);
+      this.playback.port.postMessage({ type: 'flush' });
+    });
+  }
+
+  _fromPlayback(msg) {
+    if (msg.type === 'flushed') {
+      const waiter = this._flushWaiters.shift();
+      if (waiter) waiter(msg);
+    }
+    this.onPlayback(msg);
+  }
+
+  async stop() {
+    if (this.capture) this.capture.port.postMessage({ type: 'stop' });
+    if (this.stream) for (const t of this.stream.getTracks()) t.stop();
+    if (this.ctx) await this.ctx.close();
+    this.ctx = this.stream = this.source = this.capture = this.playback = null;
+    for (const w of this._flushWaiters.splice(0)) w(null);
+  }
+}
+
+export async function listMicrophones() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  return devices.filter((d) => d.kind === 'audioinput');
+}

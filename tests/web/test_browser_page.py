@@ -1,0 +1,166 @@
+"""The browser page in real headless Chromium (Debian's), with a fake microphone playing real speech.
+
+Chromium's fake capture device plays a WAV file as the microphone (see ../shared/TESTING.md): a
+16-bit PCM file at 48 kHz with leading silence (capture starts before the worklet is connected)
+and trailing digital silence (with %noloop the last 10 ms would otherwise repeat forever). The
+page talks to a real `stepaudio-rt serve --profile embedded`; we assert what a person would see
+and hear: their words on the page and the reply played (samples counted inside the page's
+playback worklet), with no error shown. A screenshot is saved as an artifact.
+
+Driven by Selenium with Debian's /usr/bin/chromedriver, which comes from the same source package
+as /usr/bin/chromium, so the driver always matches the browser; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from tests.conftest import ServerProcess, speech_asset
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FAKE_MIC_RATE = 48000
+# Beckett pauses for up to ~1 s between sentences: one turn needs a longer end-of-turn silence.
+SILENCE_MS = 1500
+
+
+def fake_mic_wav(dest: Path, *, lead_s: float = 0.7, tail_s: float = 3.0) -> Path:
+    """beckett.wav as 16-bit PCM mono at 48 kHz, padded with digital silence on both sides."""
+    data, rate = sf.read(str(speech_asset("beckett.wav")), dtype="float32", always_2d=True)
+    speech = soxr.resample(data.mean(axis=1), rate, FAKE_MIC_RATE).astype(np.float32)
+    pcm = np.concatenate([np.zeros(int(lead_s * FAKE_MIC_RATE), np.float32), speech,
+                          np.zeros(int(tail_s * FAKE_MIC_RATE), np.float32)])
+    sf.write(str(dest), pcm, FAKE_MIC_RATE, subtype="PCM_16")
+    return dest
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    path = Path(os.environ.get("STEPAUDIO_RT_ARTIFACTS") or tmp_path / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def chromium_flags(wav: Path, profile: Path) -> list[str]:
+    return [
+        "--headless=new", "--no-sandbox",
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav.resolve()}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        "--disable-sync", "--disable-dev-shm-usage", "--window-size=1100,900",
+        f"--user-data-dir={profile}",
+    ]
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    home = tmp_path / "home"
+    for sub in ("", ".config", ".cache", ".local/share"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
+    wav = fake_mic_wav(tmp_path / "beckett-48k.wav")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in chromium_flags(wav, tmp_path / "chromium-profile"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def hook(driver: object) -> dict:
+    return driver.execute_script("return JSON.parse(JSON.stringify(window.stepaudio));")  # type: ignore[attr-defined]
+
+
+def page_text(driver: object, css: str) -> str:
+    from selenium.webdriver.common.by import By
+    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))  # type: ignore[attr-defined]
+
+
+def run_conversation(driver: object, http_url: str, shots: Path, timeout: float = 90.0) -> tuple[dict, Path]:
+    """Open the page, connect, and wait for the user's transcript and 0.5 s of reply played."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{http_url}/?mode=vad&silence_ms={SILENCE_MS}&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = hook(driver)
+        heard = page_text(driver, ".turn.user .text").lower()
+        if re.search(r"ever tried|fail better", heard) and state["playedSeconds"] >= 0.5:
+            break
+        if state["errors"]:
+            break
+        time.sleep(0.25)
+    shot = shots / "browser_page.png"
+    driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
+    return state, shot
+
+
+def test_page_transcribes_the_microphone_and_plays_the_reply(embedded_server: ServerProcess, browser: object,
+                                                             tmp_path: Path) -> None:
+    started = time.monotonic()
+    shots = artifacts_dir(tmp_path)
+    state, shot = run_conversation(browser, embedded_server.http, shots)
+    print(f"\nscreenshot: {shot}")
+    print(f"page state after {time.monotonic() - started:.1f} s: "
+          f"{ {k: v for k, v in state.items() if k not in ('events', 'timeline')} }")
+    print("timeline (ms, event):", state.get("timeline"))
+    errors_shown = page_text(browser, "#errors li")
+    user_text = page_text(browser, ".turn.user .text")
+    assistant_text = page_text(browser, ".turn.assistant .text")
+    logs = browser.get_log("browser")  # type: ignore[attr-defined]
+    context = f"page: {state}\nbrowser log: {logs[-20:]}\nserver log: {embedded_server.log()[-3000:]}"
+
+    # The fake microphone really delivered speech (a missing or 24-bit wav gives silence silently).
+    assert state["sentSamples"] > 24000 * 5, context
+    assert state["inputPeak"] > 0.05, context
+    assert state["micSettings"]["echoCancellation"] is False, context
+    assert state["micSettings"]["noiseSuppression"] is False, context
+    assert state["micSettings"]["autoGainControl"] is False, context
+
+    assert errors_shown == "", context
+    assert state["errors"] == [], context
+    assert re.search(r"ever tried|fail better", user_text.lower()), context
+    assert any(re.search(r"ever tried|fail better", t.lower()) for t in state["userTranscripts"]), context
+    # The reply was played inside the page: samples counted by the playback worklet.
+    assert state["audioDeltas"] > 0, context
+    assert state["playedSeconds"] >= 0.5, context
+    assert assistant_text.strip(), context
+    assert len(state["latenciesMs"]) >= 1 and 0 < state["latenciesMs"][0] < 30000, context
+    assert state["truncates"] == [], context  # nothing interrupted the reply
+    assert shot.stat().st_size > 10_000
+
+
+def test_page_is_served(embedded_server: ServerProcess) -> None:
+    import urllib.request
+    for path, ctype in (("/", "text/html"), ("/app.js", "javascript"), ("/capture-worklet.js", "javascript"),
+                        ("/playback-worklet.js", "javascript"), ("/style.css", "text/css")):
+        with urllib.request.urlopen(embedded_server.http + path, timeout=5) as r:
+            assert r.status == 200
+            assert ctype in r.headers["Content-Type"], (path, r.headers["Content-Type"])
+
