@@ -30,7 +30,7 @@ async def test_short_pause_rolls_back_and_end_of_turn_commits(embedded_server, b
         # A gap (about 0.8 s as silero hears it) longer than the 200 ms pause that starts a speculation,
         # shorter than the end of turn.
         await conv.stream(np.concatenate([silence(0.3), first, silence(0.35), second, silence(2.0)]))
-        done = await conv.wait_for("response.done", timeout=60)
+        done = await conv.wait_for("response.done", timeout=120)
     finally:
         await conv.close()
     after = counters(embedded_server)

@@ -35,7 +35,7 @@ async def test_spoken_turn_transcript_reply_audio_and_schema(embedded_server, be
         await conv.wait_for("session.updated")
         speech = load_pcm24k(beckett_wav)
         await conv.stream(np.concatenate([silence(0.3), speech, silence(2.0)]), pace=1.0)
-        done = await conv.wait_for("response.done", timeout=90)
+        done = await conv.wait_for("response.done", timeout=120)
         transcript_ev = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
     finally:
         await conv.close()
@@ -84,7 +84,7 @@ async def test_text_turn_with_manual_commit_mode(embedded_server) -> None:
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": "What is the capital of France? One word."}]}})
         await conv.send({"type": "response.create"})
-        done = await conv.wait_for("response.done", timeout=60)
+        done = await conv.wait_for("response.done", timeout=120)
     finally:
         await conv.close()
     assert done["response"]["status"] == "completed"
