@@ -51,7 +51,8 @@ class AppConfig:
 
 def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
-        return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads))
+        return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
+                                                chat_url=config.chat_url))
     raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
 
 

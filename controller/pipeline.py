@@ -72,6 +72,7 @@ class EmbeddedConfig:
     language: str = "en"
     threads: int = 2
     n_ctx: int = 4096
+    chat_url: str | None = None  # an OpenAI-compatible server for the chat LM instead of in-process llama.cpp
 
 
 class EmbeddedPipeline:
@@ -81,7 +82,7 @@ class EmbeddedPipeline:
 
     def __init__(self, config: EmbeddedConfig) -> None:
         # Imported here so that importing the controller never loads model runtimes.
-        from lm_engine import LlamaCppBackend
+        from lm_engine import ChatBackend, LlamaCppBackend
         from lm_engine.assets import embedded_gguf_path
         from speech_decoder import PiperTts
         from streaming_tokenizer import WhisperAsr
@@ -95,9 +96,15 @@ class EmbeddedPipeline:
         logger.info("loading Piper TTS")
         self._tts = PiperTts.load()
         self.output_rate = int(self._tts.sample_rate)
-        logger.info("loading the chat LM")
-        self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,
-                                         n_ctx=config.n_ctx)
+        self._llm: ChatBackend
+        if config.chat_url:
+            from lm_engine import RemoteChatBackend  # the optional `remote` extra
+            logger.info("chat LM: remote server %s", config.chat_url)
+            self._llm = RemoteChatBackend(config.chat_url)
+        else:
+            logger.info("loading the chat LM")
+            self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,
+                                             n_ctx=config.n_ctx)
         # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
         # generation of the next; llama.cpp serialises its own requests.
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")

@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "ChatRequestError": "lm_engine.chat",
     "LlamaCppBackend": "lm_engine.backends.llamacpp",
     "LlamaCppConfig": "lm_engine.backends.llamacpp",
+    "RemoteChatBackend": "lm_engine.backends.remote",
     "embedded_gguf_path": "lm_engine.assets",
     # --- engine (paged KV, scheduler, models, loader) ---
     "Engine": "lm_engine.engine_api",

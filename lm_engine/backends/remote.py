@@ -1,0 +1,302 @@
+"""A chat backend on a remote OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N, llama.cpp, ...).
+
+`stream()` POSTs `/chat/completions` with `stream: true` and translates the server-sent events with the same
+`OaiChunkTranslator` the in-process llama.cpp backend uses. Audio input reaches the Chat LM as `<audio_N>` text
+inside the messages, so nothing here knows about audio: the messages go out as given.
+
+Threads and cancellation: a producer thread reads the HTTP stream into a queue; `stream()` (the consumer, on the
+caller's worker thread) polls `cancel` every few ms. On cancel (or when the consumer closes the generator) it
+returns at once and shuts the TCP socket down, which wakes the producer's blocked read and tells the server the
+client is gone: vLLM aborts the request on disconnect, llama.cpp stops the task at its next token. The socket is
+taken from httpx2's `trace` hook as soon as the connection opens, so a cancel during a long prefill also closes it.
+Keep-alive is off: each reply owns one connection, which is what makes closing it a cancel (and a stale pooled
+connection cannot fail the first request of a turn).
+
+Errors (connection refused, timeouts, HTTP 4xx/5xx, a stream that is not SSE, malformed or truncated SSE, an
+error object in the stream) raise ChatBackendError with the server's own message where it sent one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+try:
+    import httpx2
+except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
+    raise ModuleNotFoundError("the remote chat backend needs httpx2: pip install 'stepaudio-rt[remote]'") from exc
+
+from lm_engine.backends.oai_stream import OaiChunkTranslator, OaiStreamError
+from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.01          # how often the consumer re-checks `cancel` while waiting for the next event
+_ERROR_BODY_MAX = 2000  # characters of an error response quoted in the exception
+
+
+class _End:
+    """End-of-stream marker on the hand-off queue."""
+
+
+_END = _End()
+
+
+class _Abort:
+    """The socket of one reply, and a thread-safe way to shut it down from the consumer side.
+
+    Invariant: once `finish()` ran (the producer closed the response) `abort()` never touches the socket, so a
+    recycled file descriptor cannot be shut down by mistake.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._aborted = False
+        self._finished = False
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    def attach(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            if sock is None or self._finished:
+                return
+            self._sock = sock
+            if self._aborted:
+                _shutdown(sock)
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            if self._sock is not None and not self._finished:
+                _shutdown(self._sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            self._sock = None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv() blocked in another thread; close() alone would not
+    except OSError:
+        pass  # already closed by the peer or by the producer
+
+
+class RemoteChatBackend:
+    """A ChatBackend over an OpenAI-compatible `/v1/chat/completions` endpoint. Thread-safe; share one per process.
+
+    Args:
+        base_url: the API root including the version, e.g. `http://10.0.0.5:8000/v1`.
+        api_key: sent as `Authorization: Bearer ...` when given.
+        model: the served model name; None asks the server (`GET /models`, first entry) on the first request.
+        timeout: seconds to wait for any read (first token included: a long prefill must fit in it) or write.
+        connect_timeout: seconds to wait for the TCP (and TLS) connection.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, timeout: float = 60.0,
+                 *, connect_timeout: float = 5.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError(f"timeouts must be > 0, got timeout={timeout}, connect_timeout={connect_timeout}")
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self._model_lock = threading.Lock()
+        headers = {"Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client: httpx2.Client | None = httpx2.Client(
+            headers=headers,
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
+            limits=httpx2.Limits(max_keepalive_connections=0),
+        )
+        self._aborts: set[_Abort] = set()
+        self._aborts_lock = threading.Lock()
+
+    def model(self) -> str:
+        """The model name sent with each request (asks the server once when none was configured)."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._fetch_model()
+            return self._model
+
+    def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[ChatDelta]:
+        """Stream the reply (see ChatBackend.stream). Raises ChatBackendError when the server fails."""
+        client = self._client
+        if client is None:
+            raise ChatBackendError("backend is closed")
+        if cancel.is_set():
+            yield ChatDelta(finish_reason="cancelled")
+            return
+        body = _request_body(request, self.model())
+        items: queue.Queue[object] = queue.Queue()
+        abort = _Abort()
+        with self._aborts_lock:
+            self._aborts.add(abort)
+        producer = threading.Thread(target=self._produce, args=(client, body, items, abort),
+                                    name="remote-chat-stream", daemon=True)
+        producer.start()
+        translator = OaiChunkTranslator(_tool_names(request))
+        try:
+            while True:
+                if cancel.is_set():
+                    yield ChatDelta(finish_reason="cancelled")
+                    return
+                try:
+                    item = items.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, ChatBackendError):
+                    raise item
+                assert isinstance(item, dict)
+                try:
+                    deltas = translator.feed(item)
+                except OaiStreamError as exc:
+                    raise ChatBackendError(f"chat server {self.base_url} failed the request: {exc}") from exc
+                yield from deltas
+            if cancel.is_set():
+                yield ChatDelta(finish_reason="cancelled")
+                return
+            yield from translator.finish()
+        finally:
+            # Reached on return, on error and when the consumer closes the generator early.
+            abort.abort()
+            with self._aborts_lock:
+                self._aborts.discard(abort)
+
+    def close(self) -> None:
+        """Abort the replies in flight and close the HTTP client. The backend is unusable afterwards."""
+        with self._aborts_lock:
+            aborts = list(self._aborts)
+        for abort in aborts:
+            abort.abort()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # --- producer thread ---
+
+    def _produce(self, client: httpx2.Client, body: dict[str, Any], items: queue.Queue[object],
+                 abort: _Abort) -> None:
+        url = f"{self.base_url}/chat/completions"
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event == "connection.connect_tcp.complete":
+                abort.attach(_socket_of(info.get("return_value")))
+
+        try:
+            with client.stream("POST", url, json=body, extensions={"trace": trace}) as response:
+                abort.attach(_socket_of(response.extensions.get("network_stream")))
+                if response.status_code >= 400:
+                    response.read()
+                    raise ChatBackendError(f"chat server {url} answered HTTP {response.status_code}: "
+                                           f"{_error_message(response.text)}")
+                self._read_events(url, response, items)
+        except ChatBackendError as exc:
+            items.put(exc)
+        except httpx2.HTTPError as exc:
+            if not abort.aborted:  # after an abort the read fails by design and nobody is listening
+                items.put(ChatBackendError(_transport_message(url, exc)))
+        except Exception as exc:  # a worker-thread root: hand the error to the consumer
+            items.put(ChatBackendError(f"chat server {url}: unexpected failure: {exc!r}"))
+        finally:
+            abort.finish()
+            items.put(_END)
+
+    def _read_events(self, url: str, response: httpx2.Response, items: queue.Queue[object]) -> None:
+        """Queue each chunk dict; raise ChatBackendError for anything that is not a well-formed OpenAI stream."""
+        finished = False  # a choice carried finish_reason: tolerate a server that omits [DONE]
+        for event in httpx2.EventSource(response):
+            if event.event == "error":
+                raise ChatBackendError(f"chat server {url} sent an error event: {_error_message(event.data)}")
+            if event.data == "[DONE]":
+                return
+            try:
+                chunk = json.loads(event.data)
+            except json.JSONDecodeError as exc:
+                raise ChatBackendError(f"chat server {url} sent malformed SSE data "
+                                       f"{event.data[:200]!r}: {exc}") from exc
+            if not isinstance(chunk, dict):
+                raise ChatBackendError(f"chat server {url} sent SSE data that is not a JSON object: "
+                                       f"{event.data[:200]!r}")
+            finished = finished or any(isinstance(c, dict) and c.get("finish_reason")
+                                       for c in chunk.get("choices") or ())
+            items.put(chunk)
+        if not finished:
+            raise ChatBackendError(f"chat server {url} closed the stream before the reply finished")
+
+    def _fetch_model(self) -> str:
+        client = self._client
+        if client is None:
+            raise ChatBackendError("backend is closed")
+        url = f"{self.base_url}/models"
+        try:
+            response = client.get(url, headers={"Accept": "application/json"})
+        except httpx2.HTTPError as exc:
+            raise ChatBackendError(_transport_message(url, exc)) from exc
+        if response.status_code >= 400:
+            raise ChatBackendError(f"chat server {url} answered HTTP {response.status_code}: "
+                                   f"{_error_message(response.text)}")
+        try:
+            return str(response.json()["data"][0]["id"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ChatBackendError(f"chat server {url} lists no model; pass model= explicitly") from exc
+
+
+def _socket_of(network_stream: Any) -> socket.socket | None:
+    if network_stream is None:
+        return None
+    sock = network_stream.get_extra_info("socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _transport_message(url: str, exc: httpx2.HTTPError) -> str:
+    if isinstance(exc, httpx2.ConnectError):
+        return f"cannot connect to chat server {url}: {exc}"
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"chat server {url} timed out ({type(exc).__name__}): {exc}"
+    if isinstance(exc, httpx2.SSEError):
+        return f"chat server {url} did not answer with server-sent events: {exc}"
+    return f"chat server {url} failed ({type(exc).__name__}): {exc}"
+
+
+def _error_message(text: str) -> str:
+    """The `error.message` of an OpenAI-style error body, else the (clipped) body itself."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return text[:_ERROR_BODY_MAX] or "(empty body)"
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:_ERROR_BODY_MAX]
+    return text[:_ERROR_BODY_MAX]
+
+
+def _request_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": request.messages,
+        "stream": True,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = request.tools
+    return body
+
+
+def _tool_names(request: ChatRequest) -> list[str]:
+    return [name for tool in request.tools or ()
+            if isinstance(name := (tool.get("function") or {}).get("name") or tool.get("name"), str)]

@@ -1,0 +1,304 @@
+"""RemoteChatBackend against a real OpenAI-compatible server: xllamacpp's own HTTP server (llama.cpp server code)
+serving the embedded Qwen2.5-Coder-0.5B GGUF on 127.0.0.1, in a subprocess. The malformed-stream cases use a tiny
+local HTTP server, since a real server does not send broken SSE on purpose."""
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lm_engine import ChatBackendError, ChatDelta, ChatRequest, RemoteChatBackend, embedded_gguf_path
+from tests.conftest import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+# Runs in the subprocess: llama.cpp's server, as `llama-server` would run it, listening on an ephemeral port.
+_SERVE = """
+import sys, time, xllamacpp
+params = xllamacpp.CommonParams()
+params.model.path = sys.argv[1]
+params.path_prompts_log_dir = sys.argv[2]  # llama.cpp writes each rendered prompt here: what the server received
+params.n_ctx = 2048
+params.n_parallel = 1
+params.cpuparams.n_threads = 2
+params.cpuparams_batch.n_threads = 2
+params.use_jinja = True
+params.endpoint_metrics = True
+params.endpoint_slots = True
+params.verbosity = 0
+params.port = 0
+server = xllamacpp.Server(params)
+print("LISTENING", server.listening_address, flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+class LlamaServer:
+    def __init__(self, prompts_dir: Path, log_path: Path) -> None:
+        self.prompts_dir = prompts_dir
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(embedded_gguf_path()), str(prompts_dir)],
+                                     stdout=subprocess.PIPE, stderr=self._log)
+        assert self.proc.stdout is not None
+        line = b""
+        for line in self.proc.stdout:  # llama.cpp logs go to stderr; our one line comes on stdout
+            if line.startswith(b"LISTENING "):
+                break
+        else:
+            raise RuntimeError(f"llama.cpp server exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
+        self.url = line.split()[1].decode()
+        deadline = time.monotonic() + 60
+        while self.get("/health").get("status") != "ok":
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama.cpp server never became healthy")
+            time.sleep(0.2)
+
+    def get(self, path: str) -> dict:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                return json.loads(r.read())
+        except OSError:
+            return {}
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(f"llamacpp:{name} "):
+                    return float(line.split()[1])
+        raise KeyError(name)
+
+    def busy(self) -> bool:
+        with urllib.request.urlopen(self.url + "/slots", timeout=10) as r:
+            return any(slot["is_processing"] for slot in json.loads(r.read()))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    tmp = tmp_path_factory.mktemp("llama_server")
+    (tmp / "prompts").mkdir()
+    server = LlamaServer(tmp / "prompts", tmp / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backend(llama_server: LlamaServer) -> Iterator[RemoteChatBackend]:
+    b = RemoteChatBackend(llama_server.url + "/v1", timeout=30)
+    yield b
+    b.close()
+
+
+def ask(text: str, max_tokens: int = 40) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "system", "content": "You are a helpful voice assistant. Be brief."},
+                                 {"role": "user", "content": text}], temperature=0, max_tokens=max_tokens)
+
+
+def test_streams_a_sensible_answer(backend: RemoteChatBackend) -> None:
+    deltas = list(backend.stream(ask("What is the capital of France?"), threading.Event()))
+    text = "".join(d.text for d in deltas)
+    assert "Paris" in text
+    assert sum(1 for d in deltas if d.text) > 1  # streamed token by token, not in one piece
+    assert deltas[-1] == ChatDelta(finish_reason="stop")
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    assert backend.model().endswith(".gguf")  # asked the server (GET /v1/models) since none was configured
+
+
+def test_max_tokens_gives_length(backend: RemoteChatBackend) -> None:
+    deltas = list(backend.stream(ask("Write a long story about a dragon.", max_tokens=4), threading.Event()))
+    assert deltas[-1].finish_reason == "length"
+    assert 1 <= sum(1 for d in deltas if d.text) <= 4
+
+
+def test_cancel_mid_stream_closes_the_stream_and_stops_the_server(backend: RemoteChatBackend,
+                                                                  llama_server: LlamaServer) -> None:
+    before = llama_server.metric("tokens_predicted_total")
+    cancel = threading.Event()
+    texts = 0
+    deltas: list[ChatDelta] = []
+    for delta in backend.stream(ask("Write a very long story about a dragon.", max_tokens=400), cancel):
+        deltas.append(delta)
+        if delta.text:
+            texts += 1
+            if texts == 3:
+                cancel.set()
+                t_cancel = time.perf_counter()
+    t_return = time.perf_counter() - t_cancel
+    while llama_server.busy():  # the server notices the closed connection at its next token
+        assert time.perf_counter() - t_cancel < 5.0, "server still generating 5 s after cancel"
+        time.sleep(0.005)
+    t_server = time.perf_counter() - t_cancel
+    print(f"\ncancel: stream returned after {t_return * 1e3:.2f} ms, server slot idle after {t_server * 1e3:.0f} ms")
+    assert t_return < 0.25  # the consumer polls every 10 ms; slack for a loaded CI machine
+    assert deltas[-1] == ChatDelta(finish_reason="cancelled")
+    assert texts == 3
+    generated = llama_server.metric("tokens_predicted_total") - before
+    assert generated <= 3 + 5, f"the server went on generating ({generated} tokens)"
+
+
+def test_cancel_during_prefill_returns_at_once(backend: RemoteChatBackend, llama_server: LlamaServer) -> None:
+    """Nothing has streamed yet (a long prompt is being evaluated): the cancel still ends the reply at once,
+    and the server drops the task at its first token."""
+    before = llama_server.metric("tokens_predicted_total")
+    cancel = threading.Event()
+    long_prompt = "Summarise this: " + " ".join(f"item {i} is blue." for i in range(20))  # ~150 tokens
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    t0 = time.perf_counter()
+    deltas = list(backend.stream(ask(long_prompt, max_tokens=200), cancel))
+    elapsed = time.perf_counter() - t0
+    assert deltas == [ChatDelta(finish_reason="cancelled")]
+    assert elapsed < 0.3 + 0.25
+    while llama_server.busy():  # llama.cpp finishes the prompt batch it is in, then sees the closed socket
+        assert time.perf_counter() - t0 < 60, "server still busy 60 s after a cancel during prefill"
+        time.sleep(0.01)
+    print(f"\ncancel during prefill: server slot idle {time.perf_counter() - t0 - 0.3:.2f} s after the cancel")
+    assert llama_server.metric("tokens_predicted_total") - before <= 2
+
+
+def test_audio_token_text_reaches_the_server_unchanged(backend: RemoteChatBackend, llama_server: LlamaServer) -> None:
+    content = "Here is what I said: <audio_12><audio_345><audio_1023> What did I say?"
+    seen_before = set(llama_server.prompts_dir.iterdir())
+    deltas = list(backend.stream(ChatRequest(messages=[{"role": "user", "content": content}],
+                                             temperature=0, max_tokens=2), threading.Event()))
+    assert deltas[-1].finish_reason in ("stop", "length")
+    new = sorted(set(llama_server.prompts_dir.iterdir()) - seen_before)
+    assert len(new) == 1, new
+    prompt = new[0].read_text()
+    assert f"<|im_start|>user\n{content}<|im_end|>" in prompt, prompt
+
+
+def test_http_error_raises_with_the_status(llama_server: LlamaServer) -> None:
+    bad = RemoteChatBackend(llama_server.url + "/no-such-api", model="m")
+    with pytest.raises(ChatBackendError, match="HTTP 404"):
+        list(bad.stream(ask("hi"), threading.Event()))
+    bad.close()
+
+
+def test_prompt_longer_than_the_context_raises_the_servers_message(backend: RemoteChatBackend) -> None:
+    with pytest.raises(ChatBackendError, match=r"HTTP 400.*context"):
+        list(backend.stream(ask("word " * 3000), threading.Event()))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed on exit: nothing listens there
+
+
+def test_connection_refused_raises() -> None:
+    port = _closed_port()
+    backend = RemoteChatBackend(f"http://127.0.0.1:{port}/v1", model="m")
+    with pytest.raises(ChatBackendError, match="cannot connect"):
+        list(backend.stream(ask("hi"), threading.Event()))
+    # Without a model name the first request asks /models: the same clear error.
+    with pytest.raises(ChatBackendError, match="cannot connect"):
+        list(RemoteChatBackend(f"http://127.0.0.1:{port}/v1").stream(ask("hi"), threading.Event()))
+
+
+# --- malformed streams, from a local server that answers with fixed bytes ---
+
+_CHUNK = 'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+
+
+class _Canned(http.server.BaseHTTPRequestHandler):
+    replies: dict[str, tuple[str, str]] = {
+        "/not-json/chat/completions": ("text/event-stream", _CHUNK + "data: {not json\n\n"),
+        "/not-object/chat/completions": ("text/event-stream", _CHUNK + "data: [1, 2]\n\n"),
+        "/truncated/chat/completions": ("text/event-stream", _CHUNK),
+        "/not-sse/chat/completions": ("application/json", '{"choices": []}'),
+        "/error-object/chat/completions": ("text/event-stream",
+                                           _CHUNK + 'data: {"error": {"message": "KV cache full", "code": 500}}\n\n'),
+        "/no-done/chat/completions": ("text/event-stream", _CHUNK + 'data: {"choices":[{"index":0,"delta":{},'
+                                      '"finish_reason":"stop"}]}\n\n'),
+    }
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        content_type, body = self.replies[self.path]
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def canned_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("not-json", "malformed SSE data"),
+    ("not-object", "not a JSON object"),
+    ("truncated", "closed the stream before the reply finished"),
+    ("not-sse", "did not answer with server-sent events"),
+    ("error-object", "KV cache full"),
+])
+def test_malformed_streams_raise(canned_url: str, path: str, message: str) -> None:
+    backend = RemoteChatBackend(f"{canned_url}/{path}", model="m")
+    with pytest.raises(ChatBackendError, match=message):
+        list(backend.stream(ask("hi"), threading.Event()))
+    backend.close()
+
+
+def test_a_finished_stream_without_done_is_accepted(canned_url: str) -> None:
+    backend = RemoteChatBackend(f"{canned_url}/no-done", model="m")
+    assert list(backend.stream(ask("hi"), threading.Event())) == [ChatDelta(text="Hi"), ChatDelta(finish_reason="stop")]
+    backend.close()
+
+
+# --- end to end: the voice agent server with its chat LM on the remote server ---
+
+async def test_serve_with_chat_url_completes_a_text_turn(llama_server: LlamaServer) -> None:
+    from tests.e2e.helpers import RATE, open_conversation
+
+    seen_before = set(llama_server.prompts_dir.iterdir())
+    server = ServerProcess("--profile", "embedded", "--chat-url", llama_server.url + "/v1")
+    try:
+        conv = await open_conversation(server.ws)
+        try:
+            await conv.send({"type": "session.update", "session": {
+                "type": "realtime", "output_modalities": ["audio"], "audio": {"input": {"turn_detection": None}}}})
+            await conv.wait_for("session.updated")
+            await conv.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": "What is the capital of France? One word."}]}})
+            await conv.send({"type": "response.create"})
+            done = await conv.wait_for("response.done", timeout=90)
+        finally:
+            await conv.close()
+        log = server.log()
+    finally:
+        server.stop()
+    assert done["response"]["status"] == "completed", done
+    said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    assert "paris" in said.lower()
+    assert len(conv.audio_of(done["response"]["id"])) / RATE >= 0.3
+    # The reply came from the remote server (it rendered this turn's prompt), not an in-process llama.cpp.
+    prompts = [p.read_text() for p in set(llama_server.prompts_dir.iterdir()) - seen_before]
+    assert any("What is the capital of France? One word." in p for p in prompts)
+    assert "llama.cpp loaded" not in log
