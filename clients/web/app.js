@@ -144,12 +144,14 @@ function onPlayback(msg) {
 // Barge-in: stop playback at once and tell the server how much of the item was really played.
 async function bargeIn() {
   if (!audio) return;
+  const asked = performance.now();
   const flushed = await audio.flush();
   if (!flushed || !flushed.item || !flushed.wasPlaying || dropped.has(flushed.item)) return;
   dropped.add(flushed.item);
   sock.send({ type: 'conversation.item.truncate', item_id: flushed.item, content_index: 0,
               audio_end_ms: flushed.playedMs });
-  hook.truncates.push({ item: flushed.item, audioEndMs: flushed.playedMs, droppedMs: flushed.droppedMs });
+  hook.truncates.push({ item: flushed.item, audioEndMs: flushed.playedMs, droppedMs: flushed.droppedMs,
+                       flushMs: Math.round(performance.now() - asked), playedSeconds: hook.playedSeconds });
   const entry = lines.get(flushed.item);
   if (entry) {
     const note = document.createElement('span');

@@ -164,3 +164,79 @@ def test_page_is_served(embedded_server: ServerProcess) -> None:
             assert r.status == 200
             assert ctype in r.headers["Content-Type"], (path, r.headers["Content-Type"])
 
+
+
+def test_barge_in_flushes_playback_and_truncates_at_the_played_ms(embedded_server: ServerProcess, browser: object,
+                                                                  tmp_path: Path) -> None:
+    """Talking over the reply (the same speech again, through a re-opened microphone) stops playback
+    at once and sends conversation.item.truncate with the milliseconds the worklet really played."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser
+    driver.get(f"{embedded_server.http}/?mode=vad&silence_ms={SILENCE_MS}&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and hook(driver)["playedSeconds"] < 0.3 and not hook(driver)["errors"]:
+        time.sleep(0.1)
+    before = hook(driver)
+    assert before["playedSeconds"] >= 0.3, f"{before}\n{embedded_server.log()[-3000:]}"
+    # Choosing a microphone re-opens the fake capture device, which plays the file from its start.
+    mic = Select(driver.find_element(By.ID, "mic"))  # type: ignore[attr-defined]
+    choices = [o.get_attribute("value") for o in mic.options if o.get_attribute("value")]
+    assert choices, "the page lists no microphone"
+    mic.select_by_value(choices[0])
+    while time.monotonic() < deadline and not hook(driver)["truncates"] and not hook(driver)["errors"]:
+        time.sleep(0.05)
+    time.sleep(1.0)  # let the server answer the truncate
+    state = hook(driver)
+    driver.save_screenshot(str(artifacts_dir(tmp_path) / "browser_page_barge_in.png"))  # type: ignore[attr-defined]
+    context = f"page: { {k: v for k, v in state.items() if k != 'events'} }\nserver: {embedded_server.log()[-3000:]}"
+    print("\ntruncates:", state["truncates"], "\ntimeline:", state["timeline"])
+
+    assert state["errors"] == [], context
+    assert len(state["truncates"]) == 1, context
+    cut = state["truncates"][0]
+    # Exact played ms: one item was playing, so it equals the worklet's played total (to 1 ms,
+    # plus the few ms the worklet played between the stats message and the flush).
+    assert cut["audioEndMs"] >= 300, context
+    assert abs(cut["audioEndMs"] - cut["playedSeconds"] * 1000) < 150, context
+    assert cut["flushMs"] < 100, context
+    assert state["bufferedMs"] == 0 or state["playedSeconds"] * 1000 > cut["audioEndMs"] + 500, context
+    assert state["events"].get("conversation.item.truncated", 0) >= 1, context
+    assert "error" not in state["events"], context
+
+
+def test_push_to_talk_commits_on_release_and_plays_the_reply(embedded_server: ServerProcess, browser: object,
+                                                             tmp_path: Path) -> None:
+    """Push-to-talk: turn_detection null; holding the button streams the microphone, releasing it
+    sends input_audio_buffer.commit + response.create."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{embedded_server.http}/?mode=ptt&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and hook(driver)["state"] != "ready" and not hook(driver)["errors"]:
+        time.sleep(0.05)
+    talk = driver.find_element(By.ID, "talk")  # type: ignore[attr-defined]
+    ActionChains(driver).click_and_hold(talk).perform()
+    # Hold for the whole recording (0.7 s lead + ~10 s speech) and a little more.
+    while time.monotonic() < deadline and hook(driver)["sentSamples"] < 24000 * 11.2:
+        time.sleep(0.1)
+    ActionChains(driver).release(talk).perform()
+    while time.monotonic() < deadline:
+        state = hook(driver)
+        if state["errors"] or (state["userTranscripts"] and state["playedSeconds"] >= 0.5):
+            break
+        time.sleep(0.25)
+    driver.save_screenshot(str(artifacts_dir(tmp_path) / "browser_page_push_to_talk.png"))  # type: ignore[attr-defined]
+    context = f"page: { {k: v for k, v in state.items() if k != 'events'} }\nserver: {embedded_server.log()[-3000:]}"
+
+    assert state["errors"] == [], context
+    assert "input_audio_buffer.speech_started" not in state["events"], context  # no server VAD
+    assert state["events"].get("input_audio_buffer.committed") == 1, context
+    assert any(re.search(r"tried|fail better", t.lower()) for t in state["userTranscripts"]), context
+    assert state["playedSeconds"] >= 0.5, context
+    assert len(state["latenciesMs"]) == 1, context
