@@ -53,6 +53,9 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
         return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
                                                 chat_url=config.chat_url))
+    if config.profile in ("step-audio", "tiny", "full-random"):
+        from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
+        return load_step_audio(config)
     raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
 
 
@@ -83,6 +86,9 @@ class App:
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
+        register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
+        if register_metrics is not None:
+            register_metrics(self.metrics.registry)
         self.server.ready = True
         logger.info("ready: ws://%s:%d/v1/realtime  page: http://%s:%d/", self.config.server.host,
                     self.server.port, self.config.server.host, self.server.port)

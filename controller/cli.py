@@ -52,6 +52,26 @@ def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", type=Path)
 
 
+def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
+    common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
+                        help="tiny / full-random cap the random models' output")
+    common.add_argument("--out", type=Path, required=True, help="output wav (22050 Hz)")
+    common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
+    common.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
+    common.add_argument("--log-level", default="WARNING")
+    p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)")
+    p.add_argument("--text", required=True)
+    p.add_argument("--clone-wav", type=Path, help="clone this voice (with --clone-text, its transcript)")
+    p.add_argument("--clone-text")
+    p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--wav", type=Path, help="the user's speech")
+    src.add_argument("--text", help="the user's text")
+    p.add_argument("--system", default=None, help="system prompt")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepaudio-rt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_talk(sub)
     _add_sip_bridge(sub)
     _add_make_checkpoint(sub)
+    _add_offline_tools(sub)
     return parser
 
 
@@ -103,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(sip_main(args.args) or 0)
     if args.command == "make-checkpoint":
         return _make_checkpoint(args)
+    if args.command in ("tts", "chat"):
+        from controller.step_audio_pipeline import run_offline_tool
+        return run_offline_tool(args)
     raise AssertionError(args.command)
 
 

@@ -1,0 +1,205 @@
+"""Step-Audio-TTS-3B front-end: speakers, instruction tags and the exact LM prompt; LM ids -> flow tokens.
+
+Synchronous model code (no asyncio). The controller streams the LM (lm_engine.Engine) and feeds the tokens into a
+speech_decoder.StreamingDecoder built from `StepTts.decoder_for(...)`.
+
+Prompt (as upstream stepfun-ai/Step-Audio tts.py builds it, ids of the TTS-3B tokenizer):
+    [bos] + [BOT] + enc("system\\n" + SYS) + [EOT]
+          + [BOT] + enc("human\\n") + T(prompt_text) + [EOT]
+          + [BOT] + enc("assistant\\n") + prompt_code + [EOT]
+          + [BOT] + enc("human\\n") + T(target) + [EOT]
+          + [BOT] + enc("assistant\\n")
+where enc() is the Hugging Face `tokenizer.encode` upstream calls (it prepends <s> when tokenizer_config.json says
+add_bos_token: true, which we reproduce) and T(x) = enc("\\n" + x) without the ids of enc("\\n"). SYS is the
+speaker-aware system prompt naming the speaker, the speaker-less one in clone mode, or the RAP / humming prompt.
+prompt_code is the speaker prompt wav's dual-codebook ids (Step-Audio-Tokenizer, whole utterance).
+
+Generation: temperature 0.7, the repetition-aware ban; outputs minus the audio offset are flow tokens (0..5119).
+RAP / 哼唱 (humming) tags at the start of the text switch to speaker `{name}RAP` / `{name}哼唱` and the
+CosyVoice-300M-25Hz-Music decoder.
+
+Speakers folder (upstream's speakers/ layout): speakers_info.json {name: prompt_text} and {name}_prompt.wav.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+COMMON_DIR = "CosyVoice-300M-25Hz"
+MUSIC_DIR = "CosyVoice-300M-25Hz-Music"
+SPEAKERS_DIR = "speakers"
+SPEAKERS_INFO = "speakers_info.json"
+DEFAULT_SPEAKER = "Tingting"
+MUSIC_TAGS = ("RAP", "哼唱")
+NUM_FLOW_TOKENS = 5120
+UPSTREAM_AUDIO_OFFSET = 65536
+
+# The system prompts the TTS-3B model was trained with (model-interface data, kept verbatim).
+_TAGS_HELP = (
+    "作为一名卓越的声优演员，你的任务是根据文本中（）或()括号内标注的情感、语种或方言、音乐哼唱、语音调整等标签，"
+    "以丰富细腻的情感和自然顺畅的语调来朗读文本。\n"
+    "# 情感标签涵盖了多种情绪状态，包括但不限于：\n"
+    "- \"高兴1\"\n- \"高兴2\"\n- \"生气1\"\n- \"生气2\"\n- \"悲伤1\"\n- \"撒娇1\"\n\n"
+    "# 语种或方言标签包含多种语言或方言，包括但不限于：\n"
+    "- \"中文\"\n- \"英文\"\n- \"韩语\"\n- \"日语\"\n- \"四川话\"\n- \"粤语\"\n- \"广东话\"\n\n"
+    "# 音乐哼唱标签包含多种类型歌曲哼唱，包括但不限于：\n- \"RAP\"\n- \"哼唱\"\n\n"
+    "# 语音调整标签，包括但不限于：\n- \"慢速1\"\n- \"慢速2\"\n- \"快速1\"\n- \"快速2\"\n\n"
+)
+SYS_WITHOUT_SPEAKER = _TAGS_HELP + (
+    "请在朗读时，根据这些情感标签的指示，调整你的情感、语气、语调和哼唱节奏，以确保文本的情感和意义得到准确而生动的传达，"
+    "如果没有()或（）括号，则根据文本语义内容自由演绎。")
+SYS_WITH_SPEAKER = _TAGS_HELP + (
+    "请在朗读时，使用[{}]的声音，根据这些情感标签的指示，调整你的情感、语气、语调和哼唱节奏，以确保文本的情感和意义得到"
+    "准确而生动的传达，如果没有()或（）括号，则根据文本语义内容自由演绎。")
+SYS_RAP = "请参考对话历史里的音色，用RAP方式将文本内容大声说唱出来。"
+SYS_HUMMING = "请参考对话历史里的音色，用哼唱的方式将文本内容大声唱出来。"
+
+_LEADING_TAG = re.compile(r"^([（(][^()（）]*[）)])", re.DOTALL)
+
+
+class StepTtsError(RuntimeError):
+    """A TTS-3B folder, speaker or request that cannot be served."""
+
+
+def instruction_name(text: str) -> str:
+    """The leading (tag) of the text, without brackets ("" when there is none)."""
+    m = _LEADING_TAG.match(text)
+    return m.group(1).strip("()（）") if m else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """A registered voice: what the LM prompt and the flow decoder need."""
+
+    name: str
+    prompt_text: str
+    prompt_code: tuple[int, ...]  # flow tokens (0..5119) of the prompt wav
+    flow_prompt: Any  # speech_decoder.SpeakerPrompt (mel, x-vector, tokens) for the decoder of this voice
+    music: bool = False  # registered for the Music decoder
+    cloned: bool = False  # clone mode: the system prompt names no speaker
+
+
+def read_speakers_info(folder: Path) -> dict[str, str]:
+    path = folder / SPEAKERS_INFO
+    if not path.is_file():
+        raise StepTtsError(f"missing {path}")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+        raise StepTtsError(f"{path} must map speaker names to prompt texts")
+    return info
+
+
+def find_speakers_dir(tts_dir: Path, model_root: Path | None = None) -> Path | None:
+    """Step-Audio-TTS-3B/speakers (what make-checkpoint writes), else MODEL_ROOT/speakers (upstream keeps
+    speakers/ next to its scripts: copy it there)."""
+    for d in (tts_dir / SPEAKERS_DIR, *((model_root / SPEAKERS_DIR,) if model_root else ())):
+        if (d / SPEAKERS_INFO).is_file():
+            return d
+    return None
+
+
+class StepTts:
+    """TTS-3B LM prompt building + decoders. Shared by sessions; speakers are registered at load (or by clone)."""
+
+    def __init__(self, lm_tokenizer: Any, common: Any, music: Any | None, *, add_bos: bool = True) -> None:
+        self.tok = lm_tokenizer  # lm_engine.Step1Tokenizer of the TTS-3B folder
+        self.common, self.music = common, music
+        self.add_bos = add_bos
+        self.speakers: dict[str, Speaker] = {}
+        if self.tok.audio_offset < 0:
+            raise StepTtsError("the TTS-3B tokenizer has no <audio_N> tokens")
+        self._prefix_cache: dict[tuple[str, bool, str], list[int]] = {}
+
+    @staticmethod
+    def tokenizer_adds_bos(tts_dir: Path) -> bool:
+        path = tts_dir / "tokenizer_config.json"
+        if not path.is_file():
+            return True
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("add_bos_token", True))
+
+    # ------------------------------------------------------------------ speakers
+
+    def register(self, name: str, wav: np.ndarray, sample_rate: int, prompt_text: str, prompt_ids: Iterable[int],
+                 *, cloned: bool = False) -> Speaker:
+        """Registers a voice from its prompt wav, transcript and dual-codebook LM ids (65536 + N, upstream ids)."""
+        code = tuple(int(i) - UPSTREAM_AUDIO_OFFSET for i in prompt_ids)
+        if not code or not all(0 <= c < NUM_FLOW_TOKENS for c in code):
+            raise StepTtsError(f"speaker {name!r}: the prompt wav gave no valid audio tokens")
+        music = name.endswith(MUSIC_TAGS) and self.music is not None
+        # Upstream embeds every speaker (music ones too) with the common model's front-end (mel + CAM++).
+        prompt = self.common.make_prompt(wav, sample_rate, list(code))
+        spk = Speaker(name, prompt_text, code, prompt, music=music, cloned=cloned)
+        self.speakers[name] = spk
+        self._prefix_cache = {k: v for k, v in self._prefix_cache.items() if k[0] != name}
+        return spk
+
+    def default_speaker(self) -> str:
+        if DEFAULT_SPEAKER in self.speakers:
+            return DEFAULT_SPEAKER
+        plain = [n for n, s in self.speakers.items() if not s.music]
+        if not plain:
+            raise StepTtsError("no speaker registered (Step-Audio-TTS-3B/speakers/speakers_info.json)")
+        return plain[0]
+
+    def resolve(self, text: str, voice: str | None) -> tuple[Speaker, Any]:
+        """(speaker record, CosyVoiceModel) for this text: tag RAP/哼唱 -> the speaker's music variant."""
+        name = voice if voice in self.speakers else self.default_speaker()
+        tag = instruction_name(text)
+        if tag in MUSIC_TAGS and f"{name}{tag}" in self.speakers:
+            spk = self.speakers[f"{name}{tag}"]
+            return spk, (self.music if self.music is not None else self.common)
+        spk = self.speakers[name]
+        return spk, (self.music if spk.music and self.music is not None else self.common)
+
+    # ------------------------------------------------------------------ prompt
+
+    def _enc(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_bos=self.add_bos)
+
+    def _enc_tail(self, text: str) -> list[int]:
+        """enc("\\n" + text) without the ids of enc("\\n") (upstream's way to tokenise text mid-sequence)."""
+        return self._enc("\n" + text)[len(self._enc("\n")):]
+
+    def _audio_ids(self, flow_tokens: Iterable[int]) -> list[int]:
+        return [self.tok.audio_offset + c for c in flow_tokens]
+
+    def prompt_ids(self, text: str, speaker: Speaker) -> list[int]:
+        bot, eot = self.tok.bot_id, self.tok.eot_id
+        tag = instruction_name(text)
+        name = "" if speaker.cloned else speaker.name
+        key = (speaker.name, speaker.cloned, tag if tag in MUSIC_TAGS else "")
+        prefix = self._prefix_cache.get(key)
+        if prefix is None:
+            if tag in MUSIC_TAGS:
+                sys_prompt = SYS_HUMMING if "哼唱" in text else SYS_RAP
+            elif name:
+                sys_prompt = SYS_WITH_SPEAKER.format(name)
+            else:
+                sys_prompt = SYS_WITHOUT_SPEAKER
+            human, assistant = self._enc("human\n"), self._enc("assistant\n")
+            prefix = ([self.tok.bos_id, bot] + self._enc(f"system\n{sys_prompt}") + [eot]
+                      + [bot] + human + self._enc_tail(speaker.prompt_text) + [eot]
+                      + [bot] + assistant + self._audio_ids(speaker.prompt_code) + [eot])
+            self._prefix_cache[key] = prefix
+        return (prefix + [bot] + self._enc("human\n") + self._enc_tail(text) + [eot]
+                + [bot] + self._enc("assistant\n"))
+
+    # ------------------------------------------------------------------ outputs
+
+    def flow_tokens(self, lm_ids: Iterable[int]) -> list[int]:
+        """LM output ids -> flow tokens; ids that are not audio tokens (a random model emits text ids) are dropped."""
+        off = self.tok.audio_offset
+        return [i - off for i in lm_ids if 0 <= i - off < NUM_FLOW_TOKENS]
+
+    def max_new_tokens(self, text: str, cap: int) -> int:
+        """A generous budget: ~12 audio tokens (0.3 s) per character plus 2 s, at most `cap`."""
+        return max(25, min(cap, 84 + 12 * len(text)))
