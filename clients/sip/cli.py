@@ -1,0 +1,83 @@
+"""`stepaudio-rt sip-bridge`: answer SIP calls over UDP and bridge each one to an agent session.
+
+    stepaudio-rt sip-bridge --server-url ws://127.0.0.1:8765/v1/realtime [--host 127.0.0.1] [--port 5060]
+
+The entry point is `main(argv) -> int`; `python -m clients.sip.cli ...` runs it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from clients.sip.bridge import BridgeConfig, CallRecord, SipBridge
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stepaudio-rt sip-bridge",
+                                description="Answer SIP calls (UDP) and bridge each to a Realtime agent session.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; also used in Contact and SDP")
+    p.add_argument("--port", type=int, default=5060, help="SIP UDP port (default 5060)")
+    p.add_argument("--server-url", required=True, help="the agent server, ws://HOST:PORT/v1/realtime")
+    p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
+                   help="Bearer key for the server (env STEPAUDIO_RT_API_KEY)")
+    p.add_argument("--model", default="stepaudio-rt")
+    p.add_argument("--instructions", default=None, help="session instructions for every call")
+    p.add_argument("--silence-ms", type=int, default=None,
+                   help="server_vad silence_duration_ms (end of a caller's turn); the server's default if unset")
+    p.add_argument("--max-calls", type=int, default=16)
+    p.add_argument("--call-log", type=Path, default=None,
+                   help="append one JSON line per finished call (includes transcripts: personal data)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, api_key=args.api_key,
+                              model=args.model, instructions=args.instructions,
+                              silence_duration_ms=args.silence_ms, max_calls=args.max_calls)
+    except ValueError as exc:
+        print(f"sip-bridge: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, args.call_log))
+    except OSError as exc:
+        print(f"sip-bridge: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(config: BridgeConfig, call_log: Path | None) -> None:
+    def record(rec: CallRecord) -> None:
+        if call_log is not None:
+            with call_log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec.to_json()) + "\n")
+
+    bridge = SipBridge(config, on_call_end=record)
+    await bridge.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await bridge.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

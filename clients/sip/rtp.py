@@ -1,0 +1,203 @@
+"""RTP (RFC 3550) packets, our outbound G.711 stream, and RFC 4733 DTMF events. Pure: no sockets, no clock.
+
+Rules:
+- `RtpPacket.parse` accepts version 2 only, skips CSRCs and a header extension (5.3.1) and strips padding (5.1);
+  anything shorter than its own header fields claim raises RemoteProtocolError.
+- `OutboundStream` is our sender: random initial sequence number, timestamp and SSRC (5.1, from the Rng it is
+  given), 160-sample (20 ms) frames at 8 kHz. The caller calls `tick()` once per 20 ms slot; the timestamp advances
+  by one frame every slot, sent or not (silence suppression), and the first packet after an idle slot carries the
+  marker bit (start of a talkspurt, RFC 3551 4.1). Queued audio is bounded; past the bound the oldest audio is
+  dropped and counted.
+- `DtmfReceiver` turns RFC 4733 telephone-event packets into digits: one event is identified by its RTP timestamp;
+  the digit is reported once, on the first packet with the End bit (the end packet is sent three times, 2.5.1.4),
+  or when a new event starts before an end was seen (the end packets were lost).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass
+
+from clients.sip.errors import RemoteProtocolError
+
+__all__ = ["DtmfDigit", "DtmfReceiver", "OutboundStream", "RtpPacket", "TelephoneEvent"]
+
+FRAME_SAMPLES = 160  # 20 ms at 8 kHz, one byte per sample for G.711
+_HEADER = struct.Struct("!BBHII")
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPacket:
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+    marker: bool = False
+    csrcs: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.payload_type < 128 and 0 <= self.sequence < 2**16 and 0 <= self.timestamp < 2**32
+                and 0 <= self.ssrc < 2**32 and len(self.csrcs) < 16):
+            raise ValueError("RTP header field out of range")
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpPacket:
+        if len(data) < 12:
+            raise RemoteProtocolError("RTP packet shorter than 12 bytes")
+        b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+        if b0 >> 6 != 2:
+            raise RemoteProtocolError(f"RTP version {b0 >> 6}")
+        cc = b0 & 0x0F
+        offset = 12 + 4 * cc
+        if len(data) < offset:
+            raise RemoteProtocolError("RTP CSRC list truncated")
+        csrcs = struct.unpack_from(f"!{cc}I", data, 12)
+        if b0 & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
+            if len(data) < offset + 4:
+                raise RemoteProtocolError("RTP extension truncated")
+            (words,) = struct.unpack_from("!H", data, offset + 2)
+            offset += 4 + 4 * words
+        end = len(data)
+        if b0 & 0x20:  # padding: the last byte counts the padding bytes, itself included
+            pad = data[-1]
+            if pad == 0 or offset + pad > end:
+                raise RemoteProtocolError("bad RTP padding")
+            end -= pad
+        if offset > end:
+            raise RemoteProtocolError("RTP header longer than the packet")
+        return cls(b1 & 0x7F, seq, ts, ssrc, bytes(data[offset:end]), bool(b1 & 0x80), tuple(csrcs))
+
+    def serialize(self) -> bytes:
+        b0 = 0x80 | len(self.csrcs)
+        b1 = (0x80 if self.marker else 0) | self.payload_type
+        head = _HEADER.pack(b0, b1, self.sequence, self.timestamp, self.ssrc)
+        return head + b"".join(struct.pack("!I", c) for c in self.csrcs) + self.payload
+
+
+class OutboundStream:
+    """Our RTP sender for one call: a bounded queue of G.711 bytes cut into 20 ms packets, one per tick."""
+
+    def __init__(self, payload_type: int, silence_byte: int, rng: random.Random, *,
+                 max_queue_bytes: int = 8000 * 60) -> None:
+        self.payload_type = payload_type
+        self.silence_byte = silence_byte
+        self.ssrc = rng.getrandbits(32)
+        self.sequence = rng.getrandbits(16)
+        self.timestamp = rng.getrandbits(32)
+        self.max_queue_bytes = max_queue_bytes
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.bytes_dropped = 0
+        self._queue = bytearray()
+        self._finished = False  # the current utterance is complete: pad its last partial frame
+        self._talking = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def push(self, audio: bytes) -> None:
+        """Queue G.711 bytes to send; past the bound the oldest bytes are dropped (and counted)."""
+        self._queue += audio
+        self._finished = False
+        over = len(self._queue) - self.max_queue_bytes
+        if over > 0:
+            del self._queue[:over]
+            self.bytes_dropped += over
+
+    def finish(self) -> None:
+        """The audio queued so far is a whole utterance: its last partial frame goes out padded with silence."""
+        self._finished = True
+
+    def flush(self) -> int:
+        """Drop everything queued (barge-in); returns how many bytes were dropped."""
+        n = len(self._queue)
+        self._queue.clear()
+        self._finished = False
+        return n
+
+    def tick(self) -> bytes | None:
+        """One 20 ms slot: the serialized packet to send, or None (idle; the timestamp still advances)."""
+        if len(self._queue) >= FRAME_SAMPLES or (self._queue and self._finished):
+            payload = bytes(self._queue[:FRAME_SAMPLES]).ljust(FRAME_SAMPLES, bytes([self.silence_byte]))
+            del self._queue[:FRAME_SAMPLES]
+            packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
+                               marker=not self._talking).serialize()
+            self._talking = True
+            self.sequence = (self.sequence + 1) & 0xFFFF
+            self.packets_sent += 1
+            self.bytes_sent += len(payload)
+        else:
+            packet = None
+            self._talking = False
+        self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+        return packet
+
+
+_DIGITS = "0123456789*#ABCD"
+
+
+@dataclass(frozen=True, slots=True)
+class TelephoneEvent:
+    """An RFC 4733 2.3 payload: event, End bit, volume (-dBm0), duration in timestamp units."""
+
+    event: int
+    end: bool
+    volume: int
+    duration: int
+
+    @classmethod
+    def parse(cls, payload: bytes) -> TelephoneEvent:
+        if len(payload) < 4:
+            raise RemoteProtocolError("telephone-event payload shorter than 4 bytes")
+        event, flags, duration = struct.unpack_from("!BBH", payload)
+        return cls(event, bool(flags & 0x80), flags & 0x3F, duration)
+
+    def serialize(self) -> bytes:
+        return struct.pack("!BBH", self.event, (0x80 if self.end else 0) | (self.volume & 0x3F), self.duration)
+
+    @property
+    def digit(self) -> str:
+        """"0"-"9", "*", "#", "A"-"D", "flash" (16), or "event-N"."""
+        if self.event < len(_DIGITS):
+            return _DIGITS[self.event]
+        return "flash" if self.event == 16 else f"event-{self.event}"
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfDigit:
+    digit: str
+    duration_ms: int
+
+
+class DtmfReceiver:
+    """Reports each telephone-event once (see the module rules)."""
+
+    def __init__(self) -> None:
+        self._current: tuple[int, TelephoneEvent] | None = None  # (rtp timestamp, last payload) of an open event
+        self._done: set[int] = set()  # timestamps already reported (end retransmissions are ignored)
+
+    def feed(self, packet: RtpPacket) -> list[DtmfDigit]:
+        ev = TelephoneEvent.parse(packet.payload)
+        out: list[DtmfDigit] = []
+        ts = packet.timestamp
+        if ts in self._done:
+            return out
+        if self._current is not None and self._current[0] != ts:  # a new event: the old one lost its end
+            out.append(self._digit(self._current[1]))
+            self._done.add(self._current[0])
+        if ev.end:
+            out.append(self._digit(ev))
+            self._done.add(ts)
+            self._current = None
+        else:
+            self._current = (ts, ev)
+        if len(self._done) > 64:  # bounded memory: keep the recent events only
+            self._done = set(sorted(self._done)[-32:])
+        return out
+
+    @staticmethod
+    def _digit(ev: TelephoneEvent) -> DtmfDigit:
+        return DtmfDigit(ev.digit, ev.duration // 8)

@@ -1,0 +1,222 @@
+"""SDP (RFC 4566) parse/serialize and the offer/answer rules we follow (RFC 3264). Pure.
+
+Rules:
+- We answer audio only, with one voice codec: the first of the offer's formats (the offerer's preference order,
+  RFC 3264 6.1) that is PCMU (static 0) or PCMA (static 8), or a dynamic type whose rtpmap names PCMU/8000 or
+  PCMA/8000. If the offer names telephone-event/8000 (RFC 4733) we answer it with the offerer's payload type.
+- An offer with no usable audio stream, or an audio stream with no PCMU/PCMA, raises NoCommonCodec (488).
+- The answer has one m= line per offered m= line (6): audio we accept gets our port, every other stream port 0.
+- Direction mirrors the offer: sendonly -> recvonly, recvonly -> sendonly, inactive -> inactive, else sendrecv.
+- The remote media address is the media-level c= when present, else the session-level c= (5.7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clients.sip.errors import NoCommonCodec, RemoteProtocolError
+
+__all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate"]
+
+PCMU = 0
+PCMA = 8
+_STATIC = {PCMU: "PCMU", PCMA: "PCMA"}
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaDescription:
+    """One m= section: `m=<media> <port> <proto> <fmt> ...` and its c=/a= lines."""
+
+    media: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    connection: str | None = None  # the address of a media-level "c=IN IP4 <addr>"
+    attributes: tuple[tuple[str, str | None], ...] = ()
+
+    def attr(self, name: str) -> list[str | None]:
+        return [v for k, v in self.attributes if k == name]
+
+    def rtpmap(self) -> dict[int, str]:
+        """payload type -> "encoding/clock[/channels]" (upper-cased encoding name)."""
+        out: dict[int, str] = {}
+        for v in self.attr("rtpmap"):
+            pt, _, enc = (v or "").partition(" ")
+            if pt.isdigit() and enc:
+                name, _, rest = enc.strip().partition("/")
+                out[int(pt)] = f"{name.upper()}/{rest}"
+        return out
+
+    @property
+    def direction(self) -> str:
+        return next((k for k, _ in self.attributes if k in _DIRECTIONS), "sendrecv")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDescription:
+    origin: str
+    session_name: str = "-"
+    connection: str | None = None
+    timing: str = "0 0"
+    media: tuple[MediaDescription, ...] = ()
+    attributes: tuple[tuple[str, str | None], ...] = ()
+
+    @classmethod
+    def parse(cls, data: bytes) -> SessionDescription:
+        """Parse an SDP body; raises RemoteProtocolError (400) when it is not SDP."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError("SDP is not UTF-8") from exc
+        origin, name, conn, timing = None, "-", None, "0 0"
+        attrs: list[tuple[str, str | None]] = []
+        media: list[dict[str, object]] = []
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line:
+                continue
+            if len(line) < 2 or line[1] != "=":
+                raise RemoteProtocolError(f"bad SDP line {line[:40]!r}")
+            kind, value = line[0], line[2:]
+            cur = media[-1] if media else None
+            if kind == "v" and value != "0":
+                raise RemoteProtocolError(f"SDP version {value!r}")
+            if kind == "o":
+                origin = value
+            elif kind == "s":
+                name = value
+            elif kind == "c":
+                addr = _connection(value)
+                if cur is None:
+                    conn = addr
+                else:
+                    cur["connection"] = addr
+            elif kind == "t":
+                timing = value
+            elif kind == "m":
+                media.append(_media_line(value))
+            elif kind == "a":
+                k, colon, v = value.partition(":")
+                pair = (k, v if colon else None)
+                if cur is None:
+                    attrs.append(pair)
+                else:
+                    cur["attributes"] = (*cur["attributes"], pair)  # type: ignore[misc]
+        if origin is None:
+            raise RemoteProtocolError("SDP without o= line")
+        return cls(origin, name, conn, timing, tuple(MediaDescription(**m) for m in media),  # type: ignore[arg-type]
+                   tuple(attrs))
+
+    def serialize(self) -> bytes:
+        lines = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
+        if self.connection:
+            lines.append(f"c=IN IP4 {self.connection}")
+        lines.append(f"t={self.timing}")
+        lines += [_attr_line(a) for a in self.attributes]
+        for m in self.media:
+            lines.append(f"m={m.media} {m.port} {m.proto} {' '.join(m.formats)}")
+            if m.connection:
+                lines.append(f"c=IN IP4 {m.connection}")
+            lines += [_attr_line(a) for a in m.attributes]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _attr_line(a: tuple[str, str | None]) -> str:
+    return f"a={a[0]}" if a[1] is None else f"a={a[0]}:{a[1]}"
+
+
+def _connection(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise RemoteProtocolError(f"bad c= line {value!r}")
+    return parts[2].split("/")[0]  # drop a multicast TTL
+
+
+def _media_line(value: str) -> dict[str, object]:
+    parts = value.split()
+    if len(parts) < 4:
+        raise RemoteProtocolError(f"bad m= line {value!r}")
+    port = parts[1].split("/")[0]
+    if not port.isdigit() or int(port) > 65535:
+        raise RemoteProtocolError(f"bad media port {parts[1]!r}")
+    return {"media": parts[0], "port": int(port), "proto": parts[2], "formats": tuple(parts[3:]), "attributes": ()}
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    payload_type: int
+    name: str  # "PCMU" or "PCMA"
+
+    @property
+    def realtime_format(self) -> str:
+        """The Realtime API audio format type for this codec."""
+        return "audio/pcmu" if self.name == "PCMU" else "audio/pcma"
+
+    @property
+    def silence_byte(self) -> int:
+        return 0xFF if self.name == "PCMU" else 0xD5
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """The result of accepting an offer: what we send and receive, and where to."""
+
+    codec: Codec
+    dtmf_payload_type: int | None
+    remote_host: str
+    remote_port: int
+    direction: str  # our direction in the answer
+    media_index: int  # which m= line of the offer we took
+
+
+def negotiate(offer: SessionDescription) -> Negotiated:
+    """Pick the codec for the first usable audio stream of `offer`.
+
+    Raises:
+        NoCommonCodec: no audio stream with PCMU or PCMA.
+    """
+    for index, m in enumerate(offer.media):
+        if m.media != "audio" or m.port == 0 or not m.proto.startswith("RTP/AVP"):
+            continue
+        rtpmap = m.rtpmap()
+        codec, dtmf = None, None
+        for fmt in m.formats:
+            if not fmt.isdigit():
+                continue
+            pt = int(fmt)
+            enc = rtpmap.get(pt) or (f"{_STATIC[pt]}/8000" if pt in _STATIC else "")
+            name, _, clock = enc.partition("/")
+            if codec is None and name in ("PCMU", "PCMA") and clock.split("/")[0] == "8000":
+                codec = Codec(pt, name)
+            elif dtmf is None and name == "TELEPHONE-EVENT" and clock.startswith("8000"):
+                dtmf = pt
+        if codec is None:
+            continue
+        host = m.connection or offer.connection
+        if host is None:
+            raise RemoteProtocolError("SDP offer without a connection address")
+        return Negotiated(codec, dtmf, host, m.port, _MIRROR[m.direction], index)
+    raise NoCommonCodec("no PCMU/PCMA audio stream in the offer")
+
+
+def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: str, rtp_port: int,
+                 session_id: int, session_version: int = 1, ptime_ms: int = 20) -> SessionDescription:
+    """Our SDP answer to `offer` (RFC 3264 6): the chosen stream on `rtp_port`, every other stream rejected."""
+    media: list[MediaDescription] = []
+    for index, m in enumerate(offer.media):
+        if index != chosen.media_index:
+            media.append(MediaDescription(m.media, 0, m.proto, m.formats))
+            continue
+        c = chosen.codec
+        formats = [str(c.payload_type)]
+        attrs: list[tuple[str, str | None]] = [("rtpmap", f"{c.payload_type} {c.name}/8000")]
+        if chosen.dtmf_payload_type is not None:
+            formats.append(str(chosen.dtmf_payload_type))
+            attrs += [("rtpmap", f"{chosen.dtmf_payload_type} telephone-event/8000"),
+                      ("fmtp", f"{chosen.dtmf_payload_type} 0-16")]
+        attrs += [("ptime", str(ptime_ms)), (chosen.direction, None)]
+        media.append(MediaDescription("audio", rtp_port, m.proto, tuple(formats), None, tuple(attrs)))
+    return SessionDescription(origin=f"stepaudio-rt {session_id} {session_version} IN IP4 {local_host}",
+                              session_name="stepaudio-rt", connection=local_host, media=tuple(media))

@@ -1,0 +1,503 @@
+"""The SIP user agent server core of the bridge (RFC 3261 over UDP): dialogs and transactions. Sans-I/O.
+
+Inputs: `receive_datagram(data, addr, now)`, `timer_fired(key, now)`, and the shell's decisions `answer()`,
+`reject()`, `hangup()`. After each call drain `data_to_send()` (datagrams), `events_received()` (call events) and
+`timer_actions()` (StartTimer/CancelTimer the shell schedules, feeding back `timer_fired`). Time (`now`, monotonic
+seconds) and randomness (tags, branches: the `rng` given) are inputs; nothing here reads a clock or a socket.
+
+Rules:
+- INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
+  and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
+  No usable codec -> 488; no SDP offer -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486.
+- A retransmitted INVITE (same Call-ID and From tag) never creates a second call: the last response is re-sent.
+- Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK: intervals T1=0.5 s doubling to
+  T2=4 s (0.5, 1, 2, 4, 4, ... s after each send, 13.3.1.4 and 17.2.1), given up after 64*T1 = 32 s; an answered
+  call that never got its ACK is then ended with a BYE.
+- CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
+  for it (9.2). CANCEL for an unknown transaction -> 481.
+- BYE in a dialog -> 200 OK and CallEnded; a retransmitted BYE after the end gets 200 OK again (the ended call is
+  remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
+  responses until any response, for at most 32 s.
+- OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
+  A re-INVITE -> 488 (the dialog continues, 14.2). Other methods -> 501.
+- Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
+  dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
+  rport, RFC 3581); the top Via gets received/rport filled in.
+- Per call: `{state: {event: next state}}` in TRANSITIONS; an event missing from it raises LocalProtocolError
+  and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
+from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
+    reason_phrase
+from clients.sip.sdp import Negotiated, SessionDescription, build_answer, negotiate
+
+__all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
+           "IncomingCall", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
+
+T1 = 0.5
+T2 = 4.0
+TIMEOUT = 64 * T1
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+Addr = tuple[str, int]
+
+
+class CallState(enum.Enum):
+    PROCEEDING = "proceeding"  # INVITE in, 100/180 out: waiting for answer() or reject()
+    ANSWERED = "answered"      # 200 OK sent and retransmitted: waiting for ACK
+    CONFIRMED = "confirmed"    # ACK in: the call is up
+    REJECTED = "rejected"      # a final non-2xx (486/487/488/503) retransmitted until ACK
+    ENDED = "ended"            # over; remembered for TIMEOUT to answer retransmissions
+
+
+S = CallState
+TRANSITIONS: dict[CallState, dict[str, CallState]] = {
+    S.PROCEEDING: {"answer": S.ANSWERED, "reject": S.REJECTED, "cancel": S.REJECTED},
+    S.ANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
+    S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED},
+    S.REJECTED: {"ack": S.ENDED, "no_ack": S.ENDED},
+    S.ENDED: {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    data: bytes
+    addr: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    key: str
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    call: str  # our handle, used in answer()/reject()/hangup()
+    sip_call_id: str
+    caller: str  # the From URI
+    remote: Addr  # where the INVITE came from
+    media: Negotiated
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfirmed:
+    call: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call: str
+    reason: str  # "remote hangup", "local hangup", "cancelled", "rejected", "no ACK"
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    call: str
+    digit: str
+
+
+CallEvent = IncomingCall | CallConfirmed | CallEnded | DtmfReceived
+TimerAction = StartTimer | CancelTimer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UaConfig:
+    host: str = "127.0.0.1"  # our address in Via/Contact/SDP
+    port: int = 5060
+    user: str = "agent"
+    user_agent: str = "stepaudio-rt sip-bridge"
+    max_calls: int = 16
+    max_message_bytes: int = 8192
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536 or self.max_calls < 1 or self.max_message_bytes < 512:
+            raise ValueError("invalid UaConfig")
+
+
+@dataclass
+class _Call:
+    handle: str
+    invite: Request
+    remote: Addr
+    local_tag: str
+    state: CallState = CallState.PROCEEDING
+    media: Negotiated | None = None
+    last_response: bytes = b""
+    interval: float = T1
+    local_cseq: int = 0
+    bye: bytes = b""
+    bye_interval: float = T1
+    timers: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class UaStats:
+    malformed: int = 0
+    dropped: int = 0
+    bad_requests: int = 0
+
+
+class UserAgent:
+    def __init__(self, config: UaConfig, rng: random.Random) -> None:
+        self.config = config
+        self.rng = rng
+        self.stats = UaStats()
+        self._calls: dict[tuple[str, str], _Call] = {}  # (Call-ID, From tag) -> call
+        self._by_handle: dict[str, _Call] = {}
+        self._counter = 0
+        self._out: list[Datagram] = []
+        self._events: list[CallEvent] = []
+        self._timers: list[TimerAction] = []
+
+    # ----- drains -----
+
+    def data_to_send(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def events_received(self) -> list[CallEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def timer_actions(self) -> list[TimerAction]:
+        out, self._timers = self._timers, []
+        return out
+
+    def state(self, call: str) -> CallState:
+        return self._get(call).state
+
+    @property
+    def live_calls(self) -> int:
+        return sum(c.state in (S.PROCEEDING, S.ANSWERED, S.CONFIRMED) for c in self._by_handle.values())
+
+    # ----- inputs -----
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """One UDP datagram from `addr`. Never raises for bad input."""
+        if not data.strip(b"\r\n \t"):
+            return  # keep-alive (RFC 5626 4.4.1)
+        try:
+            msg = parse_message(data, max_size=self.config.max_message_bytes)
+        except SipParseError as exc:
+            self.stats.malformed += 1
+            self._bad_request(exc.partial, addr, str(exc))
+            return
+        try:
+            if isinstance(msg, Response):
+                self._on_response(msg)
+            else:
+                self._on_request(msg, addr, now)
+        except SipParseError as exc:  # a header only looked at here was malformed
+            self.stats.malformed += 1
+            self._bad_request(msg if isinstance(msg, Request) else None, addr, str(exc))
+
+    def timer_fired(self, key: str, now: float) -> None:
+        kind, _, handle = key.partition(":")
+        call = self._by_handle.get(handle)
+        if call is None or key not in call.timers:
+            return  # a timer that was cancelled while its callback was already queued
+        call.timers.discard(key)
+        if kind == "retx":
+            self._send(call.last_response, call.remote)
+            call.interval = min(call.interval * 2, T2)
+            self._start(call, "retx", now + call.interval)
+        elif kind == "timeout":
+            self._cancel(call, "retx")
+            if call.state is S.ANSWERED:
+                self._transition(call, "no_ack")
+                self._events.append(CallEnded(call.handle, "no ACK"))
+                self._send_bye(call, now)
+            else:
+                self._transition(call, "no_ack")
+            self._start(call, "forget", now + TIMEOUT)
+        elif kind == "byeretx":
+            self._send(call.bye, call.remote)
+            call.bye_interval = min(call.bye_interval * 2, T2)
+            self._start(call, "byeretx", now + call.bye_interval)
+        elif kind == "byetimeout":
+            self._cancel(call, "byeretx")
+        elif kind == "forget":
+            for k in list(call.timers):
+                self._cancel(call, k.partition(":")[0])
+            del self._by_handle[handle]
+            self._calls.pop(self._key(call.invite), None)
+
+    def answer(self, call: str, rtp_port: int, now: float) -> None:
+        """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
+        c = self._get(call)
+        self._transition(c, "answer")
+        assert c.media is not None  # invariant: PROCEEDING calls have negotiated media
+        offer = SessionDescription.parse(c.invite.body)
+        sdp = build_answer(offer, c.media, local_host=self.config.host, rtp_port=rtp_port,
+                           session_id=self.rng.getrandbits(31))
+        self._final(c, 200, now, body=sdp.serialize())
+
+    def reject(self, call: str, status: int, now: float) -> None:
+        """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable)."""
+        if not 300 <= status <= 699:
+            raise LocalProtocolError(f"reject needs a 3xx-6xx status, got {status}")
+        c = self._get(call)
+        self._transition(c, "reject")
+        self._final(c, status, now)
+        self._events.append(CallEnded(c.handle, "rejected"))
+
+    def hangup(self, call: str, now: float) -> None:
+        """End an answered call from our side: BYE (retransmitted until answered)."""
+        c = self._get(call)
+        self._transition(c, "hangup")
+        self._cancel(c, "retx")
+        self._cancel(c, "timeout")
+        self._events.append(CallEnded(c.handle, "local hangup"))
+        self._send_bye(c, now)
+        self._start(c, "forget", now + TIMEOUT)
+
+    # ----- requests -----
+
+    def _on_request(self, req: Request, addr: Addr, now: float) -> None:
+        call = self._calls.get(self._key(req))
+        method = req.method
+        if method == "ACK":
+            self._on_ack(call, req, now)
+        elif method == "INVITE" and req.to.tag is None:
+            if call is not None:  # retransmission: same response again, no second dialog
+                self._send(call.last_response, addr)
+            else:
+                self._on_invite(req, addr, now)
+        elif method == "INVITE":
+            self._reply(req, addr, 488 if self._in_dialog(call, req) else 481)
+        elif method == "CANCEL":
+            self._on_cancel(call, req, addr, now)
+        elif method == "BYE":
+            self._on_bye(call, req, addr, now)
+        elif method == "OPTIONS":
+            self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
+        elif method == "INFO":
+            self._on_info(call, req, addr)
+        else:
+            self._reply(req, addr, 501)
+
+    def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
+        self._counter += 1
+        call = _Call(f"call{self._counter}", req, addr, self._token())
+        self._calls[self._key(req)] = call
+        self._by_handle[call.handle] = call
+        self._send(self._response(req, 100, addr, to_tag=None), addr)
+        if self.live_calls > self.config.max_calls:
+            self._refuse(call, 486, now)
+            return
+        try:
+            if not req.body or "application/sdp" not in (req.headers.get("Content-Type") or "").lower():
+                raise NoCommonCodec("INVITE without an SDP offer")
+            call.media = negotiate(SessionDescription.parse(req.body))
+        except RemoteProtocolError as exc:
+            self._refuse(call, exc.status, now)
+            return
+        call.last_response = self._response(req, 180, addr, to_tag=call.local_tag, extra=self._contact())
+        self._send(call.last_response, addr)
+        self._events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
+
+    def _refuse(self, call: _Call, status: int, now: float) -> None:
+        self._transition(call, "reject")
+        self._final(call, status, now)
+
+    def _on_ack(self, call: _Call | None, req: Request, now: float) -> None:
+        if call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED):
+            return  # a stray or repeated ACK: absorbed (17.2.1), never answered
+        self._cancel(call, "retx")
+        self._cancel(call, "timeout")
+        answered = call.state is S.ANSWERED
+        self._transition(call, "ack")
+        if answered:
+            self._events.append(CallConfirmed(call.handle))
+        else:
+            self._start(call, "forget", now + TIMEOUT)
+
+    def _on_cancel(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+        if call is None or req.top_via.branch != call.invite.top_via.branch:
+            self._reply(req, addr, 481)
+            return
+        self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        if call.state is S.PROCEEDING:
+            self._transition(call, "cancel")
+            self._final(call, 487, now)
+            self._events.append(CallEnded(call.handle, "cancelled"))
+
+    def _on_bye(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+        if not self._in_dialog(call, req) or call is None or call.state in (S.PROCEEDING, S.REJECTED):
+            self._reply(req, addr, 481)
+            return
+        self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        if call.state is S.ENDED:
+            return  # retransmitted BYE, or BYEs crossed
+        self._cancel(call, "retx")
+        self._cancel(call, "timeout")
+        self._transition(call, "bye")
+        self._events.append(CallEnded(call.handle, "remote hangup"))
+        self._start(call, "forget", now + TIMEOUT)
+
+    def _on_info(self, call: _Call | None, req: Request, addr: Addr) -> None:
+        if call is None or not self._in_dialog(call, req):
+            self._reply(req, addr, 481)
+            return
+        self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        if "application/dtmf-relay" in (req.headers.get("Content-Type") or "").lower():
+            for line in req.body.decode("utf-8", "replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip().lower() == "signal" and value.strip():
+                    self._events.append(DtmfReceived(call.handle, value.strip()))
+
+    def _on_response(self, resp: Response) -> None:
+        to_tag = NameAddr.parse(resp.headers.get("To") or "").tag if resp.headers.get("To") else None
+        call = self._calls.get((resp.call_id, to_tag or ""))
+        if call is not None and resp.cseq.method == "BYE" and resp.cseq.number == call.local_cseq:
+            self._cancel(call, "byeretx")
+            self._cancel(call, "byetimeout")
+
+    # ----- helpers -----
+
+    def _final(self, call: _Call, status: int, now: float, body: bytes = b"") -> None:
+        """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
+        extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ())
+        call.last_response = self._response(call.invite, status, call.remote, to_tag=call.local_tag, body=body,
+                                             extra=extra)
+        call.interval = T1
+        self._send(call.last_response, call.remote)
+        self._start(call, "retx", now + T1)
+        self._start(call, "timeout", now + TIMEOUT)
+
+    def _send_bye(self, call: _Call, now: float) -> None:
+        inv = call.invite
+        call.local_cseq += 1
+        try:
+            target = NameAddr.parse(inv.headers.get_all("Contact")[0]).uri
+        except (IndexError, SipParseError):
+            target = inv.from_.uri
+        headers = [("Via", f"SIP/2.0/UDP {self._hostport()};branch=z9hG4bK{self._token()};rport"),
+                   ("Max-Forwards", "70"), ("From", _with_tag(inv.headers.get("To") or "", call.local_tag)),
+                   ("To", inv.headers.get("From") or ""), ("Call-ID", inv.call_id),
+                   ("CSeq", f"{call.local_cseq} BYE")]
+        headers += [("Route", r) for r in inv.headers.get_all("Record-Route")]
+        headers.append(("User-Agent", self.config.user_agent))
+        call.bye = Request("BYE", target, Headers.of(headers)).serialize()
+        call.bye_interval = T1
+        self._send(call.bye, call.remote)
+        self._start(call, "byeretx", now + T1)
+        self._start(call, "byetimeout", now + TIMEOUT)
+
+    def _bad_request(self, partial: Request | Response | None, addr: Addr, why: str) -> None:
+        if not isinstance(partial, Request) or partial.method == "ACK" or not partial.headers.get_all("Via"):
+            self.stats.dropped += 1
+            return
+        try:
+            Via.parse(partial.headers.get_all("Via")[0])
+        except SipParseError:
+            self.stats.dropped += 1
+            return
+        self.stats.bad_requests += 1
+        self._send(self._response(partial, 400, addr, to_tag=self._token(), warning=why), addr)
+
+    def _reply(self, req: Request, addr: Addr, status: int,
+               extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """A stateless final response (out of any INVITE transaction)."""
+        call = self._calls.get(self._key(req))
+        tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
+        self._send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
+
+    def _response(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
+                  extra: tuple[tuple[str, str], ...] = (), warning: str | None = None) -> bytes:
+        """Build a response to `req` (8.2.6): Via/From/To/Call-ID/CSeq copied, a To tag added when absent."""
+        headers: list[tuple[str, str]] = []
+        vias = req.headers.get_all("Via")
+        for i, via in enumerate(vias):
+            headers.append(("Via", _fill_via(via, source) if i == 0 else via))
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            value = req.headers.get(name)
+            if value is None:
+                continue
+            if name == "To" and to_tag is not None and status > 100 and "tag=" not in value.lower():
+                value = _with_tag(value, to_tag)
+            headers.append((name, value))
+        headers += extra
+        headers.append(("Server", self.config.user_agent))
+        if warning:
+            headers.append(("Warning", f'399 {self.config.host} "{_quote(warning)[:120]}"'))
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        return Response(status, reason_phrase(status), Headers.of(headers), body).serialize()
+
+    def _contact(self) -> tuple[tuple[str, str], ...]:
+        return (("Contact", f"<sip:{self.config.user}@{self._hostport()}>"),)
+
+    def _hostport(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def _in_dialog(self, call: _Call | None, req: Request) -> bool:
+        return call is not None and req.to.tag == call.local_tag
+
+    def _send(self, data: bytes, addr: Addr) -> None:
+        self._out.append(Datagram(data, addr))
+
+    def _start(self, call: _Call, kind: str, deadline: float) -> None:
+        key = f"{kind}:{call.handle}"
+        call.timers.add(key)
+        self._timers.append(StartTimer(key, deadline))
+
+    def _cancel(self, call: _Call, kind: str) -> None:
+        key = f"{kind}:{call.handle}"
+        if key in call.timers:
+            call.timers.discard(key)
+            self._timers.append(CancelTimer(key))
+
+    def _transition(self, call: _Call, event: str) -> None:
+        nxt = TRANSITIONS[call.state].get(event)
+        if nxt is None:
+            raise LocalProtocolError(f"{event!r} is not allowed in state {call.state.value} ({call.handle})")
+        call.state = nxt
+
+    def _get(self, handle: str) -> _Call:
+        call = self._by_handle.get(handle)
+        if call is None:
+            raise LocalProtocolError(f"unknown call {handle!r}")
+        return call
+
+    def _token(self) -> str:
+        return f"{self.rng.getrandbits(48):012x}"
+
+    @staticmethod
+    def _key(req: Request) -> tuple[str, str]:
+        return req.call_id, req.from_.tag or ""
+
+
+def _with_tag(value: str, tag: str) -> str:
+    return f"{value};tag={tag}"
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+
+def _fill_via(via: str, source: Addr) -> str:
+    """RFC 3261 18.2.1 received= and RFC 3581 rport= on the top Via."""
+    try:
+        parsed = Via.parse(via)
+    except SipParseError:
+        return via
+    out = via
+    if "rport" in parsed.params and parsed.params["rport"] is None:
+        out = out.replace(";rport", f";rport={source[1]}", 1)
+    if parsed.host != source[0] and "received" not in parsed.params:
+        out += f";received={source[0]}"
+    return out

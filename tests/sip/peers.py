@@ -1,0 +1,119 @@
+"""Real processes for the SIP tests: the bridge CLI, sipp, tshark, baresip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sip.media import free_udp_port
+
+
+def need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install sip-tester baresip-core sox tshark)")
+
+
+def sip_request(method: str, port: int, local_port: int, *, call_id: str = "probe-1", extra: str = "",
+                body: bytes = b"", to_tag: str = "") -> bytes:
+    head = (f"{method} sip:agent@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK-{call_id}-{method.lower()}\r\n"
+            f"From: <sip:test@127.0.0.1:{local_port}>;tag=t-{call_id}\r\n"
+            f"To: <sip:agent@127.0.0.1:{port}>{to_tag}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {2 if method == 'BYE' else 1} {method}\r\n"
+            f"Contact: <sip:test@127.0.0.1:{local_port}>\r\nMax-Forwards: 70\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+class BridgeProcess:
+    """`python -m clients.sip.cli` (the code behind `stepaudio-rt sip-bridge`) in a subprocess."""
+
+    def __init__(self, server_ws: str, workdir: Path, *extra: str) -> None:
+        self.port = free_udp_port()
+        self.call_log = workdir / "calls.jsonl"
+        self.log_path = workdir / "bridge.log"
+        self._log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "clients.sip.cli", "--host", "127.0.0.1", "--port", str(self.port),
+               "--server-url", server_ws, "--call-log", str(self.call_log), "--log-level", "DEBUG", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=Path(__file__).resolve().parents[2])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited early:\n{self.log()}")
+            if self.options_ok():
+                return
+        self.stop()
+        raise RuntimeError(f"bridge not answering OPTIONS:\n{self.log()}")
+
+    def options_ok(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.5)
+            s.sendto(sip_request("OPTIONS", self.port, s.getsockname()[1], call_id=f"opt-{time.time()}"),
+                     ("127.0.0.1", self.port))
+            try:
+                return s.recv(65535).startswith(b"SIP/2.0 200")
+            except OSError:
+                return False
+
+    def calls(self) -> list[dict]:
+        if not self.call_log.exists():
+            return []
+        return [json.loads(line) for line in self.call_log.read_text().splitlines() if line.strip()]
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Capture:
+    """tshark writing a classic pcap of UDP to `port` on loopback."""
+
+    def __init__(self, path: Path, port: int) -> None:
+        self.path = path
+        self._err = open(path.with_suffix(".log"), "wb")
+        self.proc = subprocess.Popen(["tshark", "-q", "-i", "lo", "-f", f"udp dst port {port}", "-F", "pcap",
+                                      "-w", str(path)], stdout=subprocess.DEVNULL, stderr=self._err)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and b"Capturing on" not in path.with_suffix(".log").read_bytes():
+            if self.proc.poll() is not None:
+                raise RuntimeError(path.with_suffix(".log").read_text())
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        time.sleep(0.3)  # the last packets reach the capture buffer
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._err.close()
+
+
+def env_without_display() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    return env
