@@ -240,3 +240,31 @@ def test_push_to_talk_commits_on_release_and_plays_the_reply(embedded_server: Se
     assert any(re.search(r"tried|fail better", t.lower()) for t in state["userTranscripts"]), context
     assert state["playedSeconds"] >= 0.5, context
     assert len(state["latenciesMs"]) == 1, context
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "tiny", "--api-key", "browser-key")
+    yield server
+    server.stop()
+
+
+def test_api_key_travels_as_subprotocol_and_a_wrong_key_is_shown(keyed_server: ServerProcess, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{keyed_server.http}/?key=wrong-key")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not hook(driver)["errors"]:
+        time.sleep(0.05)
+    assert "could not connect" in page_text(driver, "#errors li"), hook(driver)
+    assert hook(driver)["sessionId"] is None
+
+    driver.get(f"{keyed_server.http}/?key=browser-key")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    while time.monotonic() < deadline and hook(driver)["state"] != "listening" and not hook(driver)["errors"]:
+        time.sleep(0.05)
+    state = hook(driver)
+    assert state["errors"] == [] and state["sessionId"], state
+    assert page_text(driver, "#errors li") == ""
