@@ -1,0 +1,33 @@
+"""A tiny Step-Audio model folder (written once per test session by the real CLI) and a server on it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess
+
+
+def run_cli(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"stepaudio-rt {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("step-audio-tiny")
+    run_cli("make-checkpoint", "--profile", "tiny", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "tiny", "--model-path", str(tiny_model_dir), "--threads", "2")
+    yield server
+    server.stop()

@@ -1,0 +1,119 @@
+"""make-checkpoint writes the whole folder in the real layout; `--profile step-audio` loads it through the same
+code as tiny; the listener's streamed turn ids equal whole-utterance tokenisation; the exact prompt layouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from controller.app import AppConfig, load_pipeline
+from controller.errors import ConfigError
+from tests.conftest import speech_asset
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_checkpoint_writes_the_real_layout(tiny_model_dir: Path) -> None:
+    d = tiny_model_dir
+    para = d / "Step-Audio-Tokenizer/dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online"
+    expected = [
+        d / "Step-Audio-Tokenizer/linguistic_tokenizer.npy", d / "Step-Audio-Tokenizer/speech_tokenizer_v1.onnx",
+        *(para / f for f in ("model.pt", "config.yaml", "am.mvn", "tokens.json", "seg_dict")),
+        *(d / "Step-Audio-Chat" / f for f in ("config.json", "tokenizer.model", "tokenizer_config.json")),
+        *(d / "Step-Audio-TTS-3B" / f for f in ("config.json", "tokenizer.model", "model-00001.safetensors")),
+        d / "Step-Audio-TTS-3B/speakers/speakers_info.json", d / "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav",
+    ]
+    for sub in ("CosyVoice-300M-25Hz", "CosyVoice-300M-25Hz-Music"):
+        expected += [d / "Step-Audio-TTS-3B" / sub / f
+                     for f in ("cosyvoice.yaml", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v1.onnx")]
+    missing = [str(p) for p in expected if not p.is_file()]
+    assert not missing, missing
+    assert list((d / "Step-Audio-Chat").glob("*.safetensors"))
+    info = json.loads((d / "Step-Audio-TTS-3B/speakers/speakers_info.json").read_text(encoding="utf-8"))
+    assert "Tingting" in info and all(isinstance(v, str) and v for v in info.values())
+    for name in info:
+        wav, rate = sf.read(d / f"Step-Audio-TTS-3B/speakers/{name}_prompt.wav")
+        assert len(wav) / rate >= 2.0 and np.abs(wav).max() > 0.1
+
+
+@pytest.fixture(scope="module")
+def step_audio(tiny_model_dir: Path):
+    pipeline = load_pipeline(AppConfig(profile="step-audio", model_path=tiny_model_dir, threads=2))
+    yield pipeline
+    pipeline.close()
+
+
+def test_step_audio_profile_loads_the_tiny_folder(step_audio) -> None:
+    p = step_audio
+    assert p.name == "step-audio" and p.output_rate == 22050
+    assert not p.config.constrain_text and p.config.max_reply_tokens is None  # no random-model caps
+    assert {"Tingting", "TingtingRAP", "Tingting哼唱"} <= set(p.tts.speakers)
+    assert p.tts.speakers["TingtingRAP"].music
+
+
+def test_chat_template_and_audio_ids(step_audio) -> None:
+    p = step_audio
+    text = p.render_chat([{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": "<audio_3><audio_1027>"},
+                          {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "hello"}])
+    assert text == ("<|BOT|>system\nBe brief.<|EOT|><|BOT|>human\n<audio_3><audio_1027><|EOT|>"
+                    "<|BOT|>assistant\nHi.<|EOT|><|BOT|>human\nhello<|EOT|><|BOT|>assistant\n")
+    assert p.render_chat([{"role": "user", "content": "x"}]).startswith(
+        "<|BOT|>system\nYou are a helpful assistant.<|EOT|>")
+    ids = p.chat_prompt_ids([{"role": "user", "content": "<audio_3><audio_1027>"}])
+    tok = p.chat_tok
+    assert ids[0] == tok.bos_id and ids[-1] != tok.eot_id
+    assert tok.audio_id(3) in ids and tok.audio_id(1027) in ids  # <audio_N> text -> one id each
+
+
+def test_tts_prompt_layout(step_audio) -> None:
+    p = step_audio
+    tts, tok = p.tts, p.tts.tok
+    spk = tts.speakers["Tingting"]
+    ids = tts.prompt_ids("Hello world.", spk)
+    code = [tok.audio_offset + c for c in spk.prompt_code]
+    assert ids[:2] == [tok.bos_id, tok.bot_id]
+    assert ids.count(tok.bot_id) == 5 and ids.count(tok.eot_id) == 4
+    start = ids.index(code[0])
+    assert ids[start:start + len(code)] == code and ids[start + len(code)] == tok.eot_id
+    assert ids[-len(tts._enc("assistant\n")) - 1:] == [tok.bot_id] + tts._enc("assistant\n")
+    sys_ids = tts._enc("system\n" + tts_sys_prompt("Tingting"))
+    assert ids[2:2 + len(sys_ids)] == sys_ids
+    rap_spk, _ = tts.resolve("(RAP) yo", "Tingting")
+    assert rap_spk.name == "TingtingRAP"
+
+
+def tts_sys_prompt(name: str) -> str:
+    from speech_decoder.step_tts import SYS_WITH_SPEAKER
+    return SYS_WITH_SPEAKER.format(name)
+
+
+async def test_listener_streamed_turn_ids_equal_offline(step_audio) -> None:
+    wav, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    assert rate == 16000
+    wav = wav[: 6 * rate]
+    listener = step_audio.new_listener()
+    try:
+        for i in range(0, len(wav), 512):  # 32 ms pieces, as the session feeds them
+            listener.feed(wav[i:i + 512])
+        whole = await listener.turn_input(wav, 0, 6000, "en")
+        part = await listener.turn_input(wav[2 * rate:5 * rate], 2000, 5000, "en")
+    finally:
+        listener.close()
+    offline = step_audio.audio_tokenizer.tokenize_offline(wav, 16000)
+    from streaming_tokenizer.step_audio import ids_to_text
+    assert whole.lm_content == ids_to_text(offline)
+    assert part.lm_content == ids_to_text(offline[5 * (2000 // 120): 5 * -(-5000 // 120)])
+    assert "tried" in whole.transcript.lower()  # the history keeps text (Whisper)
+
+
+def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Step-Audio-Tokenizer"):
+        load_pipeline(AppConfig(profile="step-audio", model_path=tmp_path))
+    with pytest.raises(ConfigError, match="chat-url"):
+        load_pipeline(AppConfig(profile="step-audio", model_path=tiny_model_dir, chat_url="http://x"))

@@ -1,0 +1,49 @@
+"""`stepaudio-rt tts` and `stepaudio-rt chat` on the tiny folder write wavs of plausible length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import speech_asset
+from tests.step_audio.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+MAX_TINY_SECONDS = 75 / (1000 / 24) + 0.3  # 75 audio tokens per sentence at 41.67 tokens/s
+
+
+def _check_wav(path: Path, max_seconds: float) -> float:
+    audio, rate = sf.read(path)
+    assert rate == 22050
+    seconds = len(audio) / rate
+    assert 0.3 <= seconds <= max_seconds, seconds
+    assert np.sqrt(np.mean(np.square(audio))) > 1e-3
+    return seconds
+
+
+def test_tts_default_speaker_and_clone(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tts.wav"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hello there, friend.",
+            "--out", str(out))
+    _check_wav(out, MAX_TINY_SECONDS)
+    clone = tmp_path / "clone.wav"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "(RAP) yo, check it.",
+            "--clone-wav", str(speech_asset("beckett.wav")), "--clone-text", "Ever tried. Ever failed.",
+            "--out", str(clone))
+    _check_wav(clone, MAX_TINY_SECONDS)
+
+
+def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reply.wav"
+    proc = run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny",
+                   "--wav", str(speech_asset("beckett.wav")), "--out", str(out))
+    assert proc.stdout.strip()  # the reply text
+    _check_wav(out, 4 * MAX_TINY_SECONDS)
+    out2 = tmp_path / "reply2.wav"
+    run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "What is the weather?",
+            "--out", str(out2))
+    _check_wav(out2, 4 * MAX_TINY_SECONDS)

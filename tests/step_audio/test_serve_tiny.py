@@ -1,0 +1,76 @@
+"""`stepaudio-rt serve --profile tiny` completes a spoken turn through the real Controller and the wire:
+audio tokens stream while the user speaks, reply audio streams before the reply ends, every event is valid."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, rms, silence
+from tests.realtime_schema import validate_server_event
+
+pytestmark = pytest.mark.slow
+
+ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 1200, "prefix_padding_ms": 300}
+IDS_PER_SECOND = 1000 / 120 * 5  # 41.67
+
+
+def _ids_total(server) -> float:
+    return server.metrics().get("stepaudio_tokenizer_ids_total", 0.0)
+
+
+async def test_spoken_turn_streams_tokens_and_audio(tiny_server, beckett_wav) -> None:
+    samples: list[tuple[float, float]] = []  # (monotonic time, stepaudio_tokenizer_ids_total)
+    stop = asyncio.Event()
+
+    async def poll() -> None:
+        while not stop.is_set():
+            samples.append((time.monotonic(), await asyncio.to_thread(_ids_total, tiny_server)))
+            await asyncio.sleep(0.25)
+
+    before = _ids_total(tiny_server)
+    conv = await open_conversation(tiny_server.ws)
+    poller = asyncio.create_task(poll())
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+        await conv.wait_for("session.updated")
+        speech = load_pcm24k(beckett_wav)
+        t_start = time.monotonic()
+        await conv.stream(np.concatenate([silence(0.3), speech, silence(2.0)]), pace=1.0)
+        done = await conv.wait_for("response.done", timeout=120)
+        await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
+    finally:
+        stop.set()
+        await poller
+        await conv.close()
+
+    stopped = conv.of_type("input_audio_buffer.speech_stopped")[0]
+    t_stopped = conv.time_of(stopped)
+    # Tokens streamed during speech: well before the end of turn was detected, most of the speech so far
+    # had already become ids (the tokenizer holds back ~0.5 s of lookahead).
+    during = [(t, v - before) for t, v in samples if t < t_stopped]
+    assert during, samples
+    t_mid, v_mid = max((s for s in during if s[0] < t_start + 6.0), key=lambda s: s[0])
+    assert v_mid >= IDS_PER_SECOND * (t_mid - t_start - 1.5), (t_mid - t_start, v_mid)
+    assert during[-1][1] >= IDS_PER_SECOND * 8, during[-1]
+
+    assert done["response"]["status"] == "completed", done
+    deltas = [e for e in conv.of_type("response.output_audio.delta")
+              if e["response_id"] == done["response"]["id"]]
+    assert deltas
+    assert conv.time_of(deltas[0]) < conv.time_of(done)
+    audio = conv.audio_of(done["response"]["id"])
+    assert len(audio) / RATE >= 0.3
+    assert rms(audio) > 1e-3
+    said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    assert said.strip()
+    for raw in conv.raw:
+        validate_server_event(raw)
+    print(f"\nreply {said!r}: first audio {conv.time_of(deltas[0]) - t_stopped:.2f} s after speech_stopped, "
+          f"done after {conv.time_of(done) - t_stopped:.2f} s, {len(audio) / RATE:.2f} s of audio; "
+          f"ids {during[-1][1]:.0f} before speech_stopped")
