@@ -292,7 +292,10 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Request 
     msg = Response(msg.status, msg.reason, headers, body)
     if not headers.get("Call-ID") or not headers.get("CSeq") or not headers.get_all("Via"):
         raise SipParseError("response lacks Via, Call-ID or CSeq", msg)
-    msg.cseq  # noqa: B018 - validates the CSeq syntax
+    try:
+        msg.cseq  # noqa: B018 - validates the CSeq syntax
+    except SipParseError as exc:
+        raise SipParseError(str(exc), msg) from exc
     return msg
 
 

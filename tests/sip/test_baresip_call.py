@@ -1,0 +1,79 @@
+"""A second real SIP peer: baresip (Debian's baresip-core) calls the bridge and records what it hears.
+
+baresip runs headless: the aufile module plays Beckett's "Ever tried. Ever failed." at 8 kHz followed by silence
+(baresip hangs up when the file ends), the sndfile module records the decoded audio it received. We assert the
+agent heard the caller, baresip received speech energy, and the hang-up closed the agent session.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.sip.media import free_udp_port, pcm8k_wav, peak_rms_dbfs, speech_seconds, wait_for
+from tests.sip.peers import BridgeProcess, env_without_display, need
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """poll_method\t\tpoll
+sip_listen\t\t127.0.0.1:{sip_port}
+net_interface\t\t127.0.0.1
+audio_source\t\taufile,{speech}
+audio_player\t\taubridge,nil
+audio_alert\t\taubridge,nil
+ausrc_srate\t\t8000
+auplay_srate\t\t8000
+rtp_ports\t\t{rtp_lo}-{rtp_hi}
+module_path\t\t/usr/lib/baresip/modules
+module\t\t\tg711.so
+module\t\t\taufile.so
+module\t\t\taubridge.so
+module\t\t\tsndfile.so
+module_app\t\taccount.so
+module_app\t\tmenu.so
+snd_path\t\t{rec}
+"""
+
+
+def test_baresip_caller_hears_the_agent(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    need("baresip", "sox")
+    conf = tmp_path / "baresip"
+    rec = tmp_path / "rec"
+    conf.mkdir()
+    rec.mkdir()
+    speech = tmp_path / "speech8k.wav"
+    subprocess.run(["sox", "-D", str(beckett_wav), str(tmp_path / "first.wav"), "trim", "0", "2.9"], check=True)
+    pcm8k_wav(tmp_path / "first.wav", speech, lead_s=0.5, tail_s=16.0)  # the call lasts as long as this file
+    rtp_lo = free_udp_port() & ~1
+    (conf / "config").write_text(CONFIG.format(sip_port=free_udp_port(), speech=speech, rec=rec,
+                                               rtp_lo=rtp_lo, rtp_hi=rtp_lo + 10))
+    (conf / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMA,PCMU\n")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    try:
+        out = subprocess.run(["baresip", "-f", str(conf), "-e", f"/dial sip:agent@127.0.0.1:{bridge.port}",
+                              "-t", "40"], capture_output=True, text=True, timeout=60, env=env_without_display())
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert "Call established" in out.stdout or "established" in out.stdout, out.stdout[-3000:]
+    assert len(calls) == 1, bridge.log()
+    call = calls[0]
+    assert call["end_reason"] == "remote hangup", (call, out.stdout[-2000:])
+    assert call["codec"] == "PCMA"  # baresip's first choice; the bridge takes the offerer's preference
+    assert "ever tried" in " ".join(call["user_transcripts"]).lower(), call
+    assert call["rtp_out_packets"] > 0
+    assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+
+    received = sorted(rec.glob("*-dec.wav"))
+    assert received, f"baresip recorded nothing: {list(rec.iterdir())}"
+    audio, rate = sf.read(str(received[0]), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    assert rate == 8000
+    assert peak_rms_dbfs(audio, rate) > -35.0
+    assert speech_seconds(audio, rate) > 0.5
+    assert np.isfinite(audio).all()

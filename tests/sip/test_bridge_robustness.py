@@ -1,0 +1,116 @@
+"""The bridge CLI against hostile and odd input over real UDP, with a real agent server behind it.
+
+Garbage datagrams are dropped, broken requests get 400 Bad Request (RFC 3261 8.2, 21.4.1), an offer without
+PCMU/PCMA gets 488 (RFC 3264 6), an INVITE retransmitted before the answer makes no second call (17.2.1), and a
+valid call placed afterwards is answered, carried and torn down (BYE -> 200, agent session closed).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import pytest
+
+from clients.sip.message import Response, SipParseError, parse_message
+from tests.sip.media import wait_for
+from tests.sip.peers import BridgeProcess, sip_request
+
+pytestmark = pytest.mark.slow
+
+OFFER = (b"v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 7078 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+G729_OFFER = OFFER.replace(b"RTP/AVP 0 101", b"RTP/AVP 18").replace(b"a=rtpmap:101 telephone-event/8000\r\n", b"")
+
+
+class Phone:
+    def __init__(self, bridge_port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.target = ("127.0.0.1", bridge_port)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.target)
+
+    def recv(self, timeout: float) -> Response | None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65535)
+        except OSError:
+            return None
+        try:
+            msg = parse_message(data)
+        except SipParseError as exc:  # a 400 to a request without Call-ID cannot carry one either
+            msg = exc.partial
+        assert isinstance(msg, Response), data
+        return msg
+
+    def recv_until(self, status: int, timeout: float) -> list[Response]:
+        got: list[Response] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.recv(max(0.05, deadline - time.monotonic()))
+            if r is not None:
+                got.append(r)
+                if r.status == status:
+                    break
+        return got
+
+
+def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path) -> None:
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    phone = Phone(bridge.port)
+    try:
+        rng = random.Random(7)
+        garbage = [b"\x00\xff" * 40, b"hello world", b"INVITE", b"SIP/2.0 200 OK\r\n\r\n", bytes(9000),
+                   *(rng.randbytes(rng.randint(1, 1400)) for _ in range(20)),
+                   b"INVITE sip:x SIP/2.0\r\nVia SIP/2.0/UDP 1.2.3.4\r\n\r\n"]  # a header line without a colon
+        for g in garbage:
+            phone.send(g)
+        assert phone.recv(0.5) is None  # unparseable: dropped, no reply
+
+        no_call_id = sip_request("INVITE", bridge.port, phone.port, call_id="x").replace(b"Call-ID: x\r\n", b"")
+        short_body = sip_request("INVITE", bridge.port, phone.port, call_id="y", body=OFFER).replace(
+            b"Content-Length: %d" % len(OFFER), b"Content-Length: 900")
+        bad_cseq = sip_request("OPTIONS", bridge.port, phone.port, call_id="z").replace(b"CSeq: 1 OPTIONS",
+                                                                                         b"CSeq: one OPTIONS")
+        for broken, branch in ((no_call_id, "x-invite"), (short_body, "y-invite"), (bad_cseq, "z-options")):
+            phone.send(broken)
+            r = phone.recv(2)
+            assert r is not None and r.status == 400, broken
+            assert f"branch=z9hG4bK-{branch}" in (r.headers.get("Via") or "")
+
+        phone.send(sip_request("INVITE", bridge.port, phone.port, call_id="g729", body=G729_OFFER,
+                               extra="Content-Type: application/sdp\r\n"))
+        assert [r.status for r in phone.recv_until(488, 3)] == [100, 488]
+        phone.send(sip_request("ACK", bridge.port, phone.port, call_id="g729", to_tag=""))
+
+        # A valid call, its INVITE retransmitted before the answer.
+        invite = sip_request("INVITE", bridge.port, phone.port, call_id="ok", body=OFFER,
+                             extra="Content-Type: application/sdp\r\n")
+        phone.send(invite)
+        phone.send(invite)
+        responses = phone.recv_until(200, 15)
+        assert responses and responses[-1].status == 200, [r.status for r in responses]
+        ok = responses[-1]
+        assert b"m=audio " in ok.body and b"RTP/AVP 0 101" in ok.body
+        to_tag = ";tag=" + (ok.headers.get("To") or "").split(";tag=")[1]
+        phone.send(sip_request("ACK", bridge.port, phone.port, call_id="ok", to_tag=to_tag))
+        assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 1, 5)
+        time.sleep(0.5)
+        while phone.recv(0.1) is not None:  # late copies of 180/200 for the retransmitted INVITE
+            pass
+        phone.send(sip_request("BYE", bridge.port, phone.port, call_id="ok", to_tag=to_tag))
+        bye_ok = phone.recv(3)
+        assert bye_ok is not None and bye_ok.status == 200 and bye_ok.cseq.method == "BYE"
+        assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+        calls = wait_for(lambda: [c for c in bridge.calls() if c["sip_call_id"] == "ok"], 5)
+        assert bridge.proc.poll() is None, bridge.log()
+    finally:
+        code = bridge.stop()
+        phone.sock.close()
+    assert code == 0, bridge.log()
+    assert len(calls) == 1 and calls[0]["end_reason"] == "remote hangup"
+    assert [c["sip_call_id"] for c in bridge.calls()] == ["ok"]  # 488 never became a call

@@ -1,0 +1,138 @@
+"""SDP offer/answer (RFC 3264/4566), RTP (RFC 3550), DTMF (RFC 4733) and the jitter buffer. Pure, synchronous."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from clients.sip.errors import NoCommonCodec, RemoteProtocolError
+from clients.sip.jitter import JitterBuffer
+from clients.sip.rtp import DtmfDigit, DtmfReceiver, OutboundStream, RtpPacket, TelephoneEvent
+from clients.sip.sdp import Codec, SessionDescription, build_answer, negotiate
+from tests.sip.media import read_pcap_udp
+
+OFFER = (b"v=0\r\no=alice 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+         b"m=video 5002 RTP/AVP 96\r\n"
+         b"m=audio 6000 RTP/AVP 18 8 0 101\r\nc=IN IP4 10.0.0.2\r\na=rtpmap:101 telephone-event/8000\r\n"
+         b"a=fmtp:101 0-15\r\na=sendonly\r\n")
+
+
+def test_negotiation_follows_the_offerers_order_and_keeps_telephone_event() -> None:
+    """RFC 3264 6.1: the first offered codec we support (PCMA here, G.729 skipped); media-level c= wins."""
+    n = negotiate(SessionDescription.parse(OFFER))
+    assert (n.codec, n.dtmf_payload_type, n.remote_host, n.remote_port) == (Codec(8, "PCMA"), 101, "10.0.0.2", 6000)
+    assert (n.direction, n.media_index) == ("recvonly", 1)
+
+
+def test_answer_is_exact_and_rejects_other_streams() -> None:
+    """RFC 3264 6: one m= line per offered one; the video stream gets port 0."""
+    offer = SessionDescription.parse(OFFER)
+    answer = build_answer(offer, negotiate(offer), local_host="127.0.0.1", rtp_port=40000, session_id=7)
+    assert answer.serialize() == (
+        b"v=0\r\no=stepaudio-rt 7 1 IN IP4 127.0.0.1\r\ns=stepaudio-rt\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=video 0 RTP/AVP 96\r\n"
+        b"m=audio 40000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        b"a=fmtp:101 0-16\r\na=ptime:20\r\na=recvonly\r\n")
+    assert SessionDescription.parse(answer.serialize()) == answer
+
+
+def test_dynamic_payload_type_named_pcmu() -> None:
+    sdp = b"v=0\r\no=x 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\nm=audio 1 RTP/AVP 97\r\na=rtpmap:97 pcmu/8000\r\n"
+    assert negotiate(SessionDescription.parse(sdp)).codec == Codec(97, "PCMU")
+
+
+@pytest.mark.parametrize("m_line", [b"m=audio 6000 RTP/AVP 18 9", b"m=audio 0 RTP/AVP 0", b"m=video 6000 RTP/AVP 0"])
+def test_no_common_codec_is_488(m_line: bytes) -> None:
+    sdp = b"v=0\r\no=x 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\n" + m_line + b"\r\n"
+    with pytest.raises(NoCommonCodec) as info:
+        negotiate(SessionDescription.parse(sdp))
+    assert info.value.status == 488
+
+
+@pytest.mark.parametrize("sdp", [b"v=1\r\no=x\r\n", b"garbage", b"v=0\r\nm=audio x RTP/AVP 0\r\n", b"\xff\xfe"])
+def test_bad_sdp_raises(sdp: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        SessionDescription.parse(sdp)
+
+
+def test_rtp_round_trip_with_csrc_extension_and_padding() -> None:
+    """RFC 3550 5.1/5.3.1: CSRCs kept, the extension skipped, padding stripped."""
+    p = RtpPacket(0, 65535, 2**32 - 1, 0xDEADBEEF, b"\x01" * 160, marker=True, csrcs=(1, 2))
+    assert RtpPacket.parse(p.serialize()) == p
+    raw = bytearray(RtpPacket(8, 1, 2, 3, b"abc").serialize())
+    raw[0] |= 0x30  # padding + extension
+    ext = b"\xbe\xde\x00\x01" + b"\x00" * 4
+    data = bytes(raw[:12]) + ext + b"abc" + b"\x00\x00\x03"
+    assert RtpPacket.parse(data).payload == b"abc"
+    for bad in (b"\x80\x00", b"\x40" + bytes(11), b"\x8f" + bytes(11), bytes(raw[:12]) + b"\x00\x00\x09"):
+        with pytest.raises(RemoteProtocolError):
+            RtpPacket.parse(bad)
+
+
+def test_outbound_stream_paces_marks_talkspurts_and_pads() -> None:
+    """One packet per 20 ms tick, timestamp +160 per tick sent or idle, marker after an idle tick (RFC 3551 4.1)."""
+    out = OutboundStream(0, 0xFF, random.Random(3))
+    seq0, ts0 = out.sequence, out.timestamp
+    out.push(b"\x10" * 400)
+    a, b = RtpPacket.parse(out.tick() or b""), RtpPacket.parse(out.tick() or b"")
+    assert out.tick() is None  # 80 bytes left, utterance not finished: wait
+    out.finish()
+    c = RtpPacket.parse(out.tick() or b"")
+    assert [(p.sequence - seq0, p.timestamp - ts0, p.marker) for p in (a, b, c)] == [(0, 0, True), (1, 160, False),
+                                                                                       (2, 480, True)]
+    assert c.payload == b"\x10" * 80 + b"\xff" * 80 and {a.ssrc, b.ssrc, c.ssrc} == {out.ssrc}
+    out.push(b"\x10" * 1000)
+    assert out.flush() == 1000 and out.tick() is None
+    small = OutboundStream(0, 0xFF, random.Random(3), max_queue_bytes=320)
+    small.push(b"\x01" * 500)
+    assert (small.queued, small.bytes_dropped) == (320, 180)
+
+
+def test_dtmf_from_debians_rfc4733_pcap() -> None:
+    """RFC 4733 2.5.1.4: the end packet is sent three times; the digit is reported once."""
+    pcap = Path("/usr/share/sip-tester/dtmf_2833_5.pcap")
+    if not pcap.exists():
+        pytest.skip("sip-tester not installed")
+    rx = DtmfReceiver()
+    digits = [d for _, _, p in read_pcap_udp(pcap) for d in rx.feed(RtpPacket.parse(p))]
+    assert [d.digit for d in digits] == ["5"]
+
+
+def test_dtmf_with_lost_end_packets() -> None:
+    rx = DtmfReceiver()
+    start = RtpPacket(101, 1, 1000, 9, TelephoneEvent(11, False, 10, 400).serialize())
+    nxt = RtpPacket(101, 2, 2000, 9, TelephoneEvent(1, True, 10, 800).serialize())
+    assert rx.feed(start) == []
+    assert rx.feed(nxt) == [DtmfDigit("#", 50), DtmfDigit("1", 100)]
+    assert rx.feed(nxt) == []
+
+
+def _pkt(seq: int, payload: bytes = b"") -> RtpPacket:
+    return RtpPacket(0, seq & 0xFFFF, seq * 160 & 0xFFFFFFFF, 1, payload or bytes([seq % 256]) * 160)
+
+
+def test_jitter_buffer_reorders_conceals_and_drains() -> None:
+    jb = JitterBuffer(0xFF, depth=3, max_wait_s=0.06)
+    assert jb.push(_pkt(10), 0.0) == [_pkt(10).payload]
+    assert jb.push(_pkt(12), 0.02) == []  # 11 is missing: wait
+    assert jb.push(_pkt(11), 0.03) == [_pkt(11).payload, _pkt(12).payload]  # reordered
+    assert jb.push(_pkt(11), 0.04) == [] and jb.stats.late == 1  # already played
+    assert jb.push(_pkt(14), 0.05) == []
+    assert jb.poll(0.08) == []
+    assert jb.poll(0.12) == [b"\xff" * 160, _pkt(14).payload]  # waited max_wait_s: 13 is lost
+    assert jb.push(_pkt(16), 0.13) == [] and jb.push(_pkt(17), 0.14) == []
+    assert jb.push(_pkt(18), 0.15) == [b"\xff" * 160, _pkt(16).payload, _pkt(17).payload, _pkt(18).payload]
+    assert jb.push(_pkt(20), 0.16) == []
+    assert jb.drain() == [b"\xff" * 160, _pkt(20).payload]  # nothing is lost at hang-up
+    assert (jb.stats.lost, jb.stats.late) == (3, 1)
+
+
+def test_jitter_buffer_wraps_and_fills_silence_when_the_caller_stops() -> None:
+    jb = JitterBuffer(0xFF)
+    assert len(jb.push(_pkt(65535), 0.0)) == 1 and len(jb.push(_pkt(65536), 0.02)) == 1  # seq wraps to 0
+    assert jb.stats.lost == 0
+    assert jb.poll(0.1) == []
+    assert jb.poll(0.22) == [b"\xff" * 160] * 10  # 0.02 .. 0.22 s of silence, in 20 ms frames
+    assert jb.poll(0.25) == [b"\xff" * 160]

@@ -1,0 +1,186 @@
+"""The UAS core (RFC 3261 over UDP) on a fake clock: exact responses, timers as actions. Pure, synchronous."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from clients.sip.errors import LocalProtocolError
+from clients.sip.message import Request, Response, parse_message
+from clients.sip.ua import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, StartTimer, \
+    UaConfig, UserAgent
+
+PEER = ("127.0.0.1", 5070)
+SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+
+
+def req(method: str, *, to_tag: str = "", body: bytes = b"", cseq: int = 1, branch: str = "b1",
+        ctype: str = "application/sdp", call_id: str = "c1") -> bytes:
+    extra = f"Content-Type: {ctype}\r\n" if body else ""
+    return (f"{method} sip:agent@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch}\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag=ft\r\nTo: <sip:agent@127.0.0.1:5080>{to_tag}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:5070>\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class Harness:
+    """The UA plus a fake clock that fires StartTimer actions in deadline order."""
+
+    def __init__(self, **cfg: object) -> None:
+        self.ua = UserAgent(UaConfig(host="127.0.0.1", port=5080, **cfg), random.Random(0))  # type: ignore[arg-type]
+        self.now = 0.0
+        self.timers: dict[str, float] = {}
+        self.sent: list[tuple[float, Response | Request]] = []
+        self.events: list[object] = []
+
+    def _drain(self) -> list[Response | Request]:
+        out = []
+        for d in self.ua.data_to_send():
+            msg = parse_message(d.data)
+            out.append(msg)
+            self.sent.append((self.now, msg))
+        for t in self.ua.timer_actions():
+            if isinstance(t, StartTimer):
+                self.timers[t.key] = t.deadline
+            else:
+                assert isinstance(t, CancelTimer)
+                self.timers.pop(t.key, None)
+        self.events += self.ua.events_received()
+        return out
+
+    def feed(self, data: bytes) -> list[Response | Request]:
+        self.ua.receive_datagram(data, PEER, self.now)
+        return self._drain()
+
+    def advance(self, until: float) -> list[Response | Request]:
+        out = []
+        while self.timers and min(self.timers.values()) <= until:
+            key = min(self.timers, key=self.timers.__getitem__)
+            self.now = self.timers.pop(key)
+            self.ua.timer_fired(key, self.now)
+            out += self._drain()
+        self.now = until
+        return out
+
+    def call(self) -> str:
+        self.feed(req("INVITE", body=SDP))
+        incoming = [e for e in self.events if isinstance(e, IncomingCall)]
+        return incoming[-1].call
+
+
+def statuses(msgs: list) -> list[int]:
+    return [m.status for m in msgs]
+
+
+def to_tag(msg: Response) -> str:
+    return ";tag=" + (msg.headers.get("To") or "").split(";tag=")[1]
+
+
+def test_invite_gets_100_then_180_and_one_call_even_when_retransmitted() -> None:
+    """17.2.1: a retransmitted INVITE gets the last provisional response again and no second dialog."""
+    h = Harness()
+    out = h.feed(req("INVITE", body=SDP))
+    assert statuses(out) == [100, 180]
+    assert "tag=" not in (out[0].headers.get("To") or "") and "tag=" in (out[1].headers.get("To") or "")
+    assert out[0].headers.get("Via") == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb1"
+    again = h.feed(req("INVITE", body=SDP))
+    assert statuses(again) == [180] and again[0].serialize() == out[1].serialize()
+    assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
+    assert h.ua.live_calls == 1
+
+
+def test_200_ok_is_retransmitted_at_doubling_intervals_until_ack() -> None:
+    """13.3.1.4: 2xx retransmitted after T1, 2T1, ... capped at T2 = 4 s; the ACK stops it."""
+    h = Harness()
+    call = h.call()
+    h.ua.answer(call, 40000, h.now)
+    first = h._drain()
+    assert statuses(first) == [200] and b"m=audio 40000 RTP/AVP 0 101" in first[0].body
+    assert first[0].headers.get("Contact") == "<sip:agent@127.0.0.1:5080>"
+    resent = h.advance(12.0)
+    assert [t for t, m in h.sent if isinstance(m, Response) and m.status == 200] == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5]
+    assert all(m.serialize() == first[0].serialize() for m in resent)
+    assert h.feed(req("ACK", to_tag=to_tag(first[0]), branch="ack")) == []
+    assert h.events[-1] == CallConfirmed(call) and h.ua.state(call) is CallState.CONFIRMED
+    assert h.timers == {} and h.advance(40.0) == []
+
+
+def test_no_ack_ends_the_call_with_bye_after_64_t1() -> None:
+    h = Harness()
+    call = h.call()
+    h.ua.answer(call, 40000, 0.0)
+    h._drain()
+    out = h.advance(32.0)
+    assert isinstance(out[-1], Request) and out[-1].method == "BYE"
+    assert CallEnded(call, "no ACK") in h.events
+
+
+def test_bye_ends_the_call_and_a_retransmitted_bye_gets_200_again() -> None:
+    h = Harness()
+    call = h.call()
+    h.ua.answer(call, 40000, 0.0)
+    tag = to_tag(h._drain()[0])
+    h.feed(req("ACK", to_tag=tag))
+    bye = req("BYE", to_tag=tag, cseq=2, branch="bye")
+    out = h.feed(bye)
+    assert statuses(out) == [200] and out[0].cseq.method == "BYE"
+    assert h.events[-1] == CallEnded(call, "remote hangup") and h.ua.state(call) is CallState.ENDED
+    assert statuses(h.feed(bye)) == [200] and h.events[-1] == CallEnded(call, "remote hangup")
+    assert statuses(h.feed(req("BYE", to_tag=";tag=other", cseq=3))) == [481]
+    h.advance(40.0)  # forgotten after 32 s: now the dialog is unknown
+    assert statuses(h.feed(bye)) == [481] and h.timers == {}
+
+
+def test_cancel_before_answer_gives_200_and_487_retransmitted_until_ack() -> None:
+    """9.2: 200 to the CANCEL, 487 to the INVITE."""
+    h = Harness()
+    call = h.call()
+    out = h.feed(req("CANCEL", cseq=1, branch="b1"))
+    assert [(m.status, m.cseq.method) for m in out] == [(200, "CANCEL"), (487, "INVITE")]
+    assert h.events[-1] == CallEnded(call, "cancelled")
+    assert statuses(h.advance(0.6)) == [487]
+    h.feed(req("ACK", to_tag=to_tag(out[1])))
+    assert h.timers.keys() == {f"forget:{call}"}
+    with pytest.raises(LocalProtocolError):
+        h.ua.answer(call, 40000, h.now)  # too late: the state stays ENDED
+    assert h.ua.state(call) is CallState.ENDED
+    assert statuses(h.feed(req("CANCEL", branch="nope", call_id="zz"))) == [481]
+
+
+def test_options_488_400_501_and_busy() -> None:
+    h = Harness(max_calls=1)
+    ok = h.feed(req("OPTIONS"))[0]
+    assert ok.status == 200 and ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+    g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
+    assert statuses(h.feed(req("INVITE", body=g729, call_id="g"))) == [100, 488]
+    assert statuses(h.feed(req("INVITE", call_id="nosdp"))) == [100, 488]
+    assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
+    assert statuses(h.feed(req("REGISTER"))) == [501]
+    bad = h.feed(req("OPTIONS").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"))
+    assert statuses(bad) == [400] and (bad[0].headers.get("Warning") or "").startswith("399 127.0.0.1")
+    assert h.feed(b"\x00garbage") == [] and h.ua.stats.dropped == 1
+    h.call()
+    assert statuses(h.feed(req("INVITE", body=SDP, call_id="second"))) == [100, 486]
+    assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
+
+
+def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
+    h = Harness()
+    call = h.call()
+    h.ua.answer(call, 40000, 0.0)
+    tag = to_tag(h._drain()[0])
+    h.feed(req("ACK", to_tag=tag))
+    info = h.feed(req("INFO", to_tag=tag, cseq=2, body=b"Signal=7\r\nDuration=160\r\n", ctype="application/dtmf-relay"))
+    assert statuses(info) == [200] and h.events[-1] == DtmfReceived(call, "7")
+    h.ua.hangup(call, h.now)
+    (bye,) = h._drain()
+    assert isinstance(bye, Request) and bye.method == "BYE" and bye.uri == "sip:caller@127.0.0.1:5070"
+    assert bye.from_.tag == tag.split("=")[1] and bye.to.tag == "ft" and bye.cseq.method == "BYE"
+    (again,) = h.advance(h.now + 0.5)  # Timer E: re-sent after T1
+    assert again.serialize() == bye.serialize()
+    h.feed(b"SIP/2.0 200 OK\r\n" + b"\r\n".join(bye.serialize().split(b"\r\n")[1:]))
+    assert not any(k.startswith("bye") for k in h.timers)
+    with pytest.raises(LocalProtocolError):
+        h.ua.hangup(call, h.now)
