@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from clients import events as ev
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
@@ -93,7 +94,7 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_datagram = on_datagram
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -179,13 +180,13 @@ class SipBridge:
             elif isinstance(event, CallConfirmed):
                 logger.info("call %s confirmed (ACK)", event.call)
             elif isinstance(event, CallEnded):
-                call = self._calls.get(event.call)
-                if call is not None:
-                    call.end(event.reason)
+                ended = self._calls.get(event.call)
+                if ended is not None:
+                    ended.end(event.reason)
             elif isinstance(event, DtmfReceived):
-                call = self._calls.get(event.call)
-                if call is not None:
-                    call.dtmf(event.digit)
+                target = self._calls.get(event.call)
+                if target is not None:
+                    target.dtmf(event.digit)
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
         """Run `coro` as a task the bridge waits for on close(); its failure is logged."""
