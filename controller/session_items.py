@@ -20,7 +20,7 @@ from controller.errors import RemoteProtocolError
 from controller.pipeline import TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
-from controller.realtime.session_config import SessionConfig
+from controller.realtime.session_config import SessionConfig, ToolChoiceFunction
 from controller.response import Response
 from lm_engine.chat import ChatRequest
 
@@ -37,10 +37,14 @@ MAX_REMEMBERED_REPLIES = 32
 def _tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
     if not cfg.tools or cfg.tool_choice == "none":
         return None
-    return [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": dict(t.parameters) or {"type": "object",
-                                                                                   "properties": {}}}}
-            for t in cfg.tools]
+    return [t.to_chat() for t in cfg.tools]
+
+
+def _tool_choice_for_chat(cfg: SessionConfig) -> str | dict:
+    choice = cfg.tool_choice
+    if isinstance(choice, ToolChoiceFunction):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
 
 
 class ItemsMixin(_Base):
@@ -112,8 +116,8 @@ class ItemsMixin(_Base):
                 extra.append({"role": "user", "content": heard.lm_content})
         messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
                                               self.pipeline.count_tokens, overrides) + extra
-        return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), temperature=resp.settings.temperature,
-                           max_tokens=resp.settings.max_output_tokens or 256)
+        return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
+                           temperature=resp.settings.temperature, max_tokens=resp.settings.max_output_tokens or 256)
 
     def record_reply(self, resp: Response, heard_ms: float | None) -> None:
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""

@@ -34,6 +34,7 @@ class ChatRequest:
         temperature: sampling temperature; 0 means greedy.
         max_tokens: cap on generated tokens; the reply ends with finish_reason "length" when it is reached.
         stop: extra stop strings.
+        tool_choice: whether and which tool the model must call (OpenAI semantics).
     """
 
     messages: list[dict[str, Any]]
@@ -41,6 +42,8 @@ class ChatRequest:
     temperature: float = 0.7
     max_tokens: int = 512
     stop: list[str] = field(default_factory=list)
+    # OpenAI tool_choice: "auto" | "none" | "required" | {"type": "function", "function": {"name": ...}}
+    tool_choice: str | dict[str, Any] = "auto"
 
     def __post_init__(self) -> None:
         if not self.messages:

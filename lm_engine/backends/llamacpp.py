@@ -232,6 +232,7 @@ def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[st
         body["stop"] = list(request.stop)
     if request.tools:
         body["tools"] = request.tools
+        body["tool_choice"] = request.tool_choice
     return body
 
 

@@ -294,6 +294,7 @@ def _request_body(request: ChatRequest, model: str) -> dict[str, Any]:
         body["stop"] = list(request.stop)
     if request.tools:
         body["tools"] = request.tools
+        body["tool_choice"] = request.tool_choice
     return body
 
 

@@ -20,9 +20,11 @@ WEATHER_TOOL = {
 
 async def test_tool_call_and_its_output_feed_the_next_reply(embedded_server) -> None:
     conv = await open_conversation(embedded_server.ws)
+    # Greedy decoding (the beta-style `temperature` field, which we accept): the 0.5B model's choice
+    # between calling the tool and answering in words is otherwise a coin toss.
     try:
         await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "tools": [WEATHER_TOOL], "tool_choice": "auto",
+            "type": "realtime", "tools": [WEATHER_TOOL], "tool_choice": "auto", "temperature": 0.0,
             "audio": {"input": {"turn_detection": None}}}})
         await conv.wait_for("session.updated")
         await conv.send({"type": "conversation.item.create", "item": {
