@@ -81,6 +81,7 @@ class Session(ItemsMixin):
         self._tasks: set[asyncio.Task[object]] = set()
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._turn_item_id = self.new_id("item")
+        self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
         self._response_overrides: ce.ResponseCreate | None = None
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
@@ -342,8 +343,12 @@ class Session(ItemsMixin):
         resp.say, self._say = self._say, None
         turn = None
         if action.audio_end_ms is not None:
-            # Capture the turn now: by the time the task runs, the session may have moved on.
-            turn = (self._turn_item_id, self.turn_task(self._turn_start_ms, action.audio_end_ms))
+            # Capture the turn now: by the time the task runs, the session may have moved on. A
+            # speculation answers the turn still open; a reply at end of turn, the one just committed.
+            item_id, start = self._turn_item_id, self._turn_start_ms
+            if self._committed_turn is not None and self._committed_turn[2] == action.audio_end_ms:
+                item_id, start, _ = self._committed_turn
+            turn = (item_id, self.turn_task(start, action.audio_end_ms))
         if action.speculative:
             self.metrics.speculations_started.inc()
         task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))

@@ -71,6 +71,7 @@ class ItemsMixin(_Base):
         previous = self.conversation.last_item_id()
         turn = self.turn_task(start, end)
         self.conversation.add(UserMessage(id=item_id, text=""))
+        self._committed_turn = (item_id, start, end)
         self.reset_turn(end)
         self.metrics.turns_total.inc()
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
