@@ -168,7 +168,8 @@ class Response:
     async def run(self, request: object) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
         await self._emit(self.ev.response_created(self._response_obj("in_progress")))
-        chunker = SentenceChunker()
+        # A short first piece (three words) lets synthesis start sooner; later pieces are sentences.
+        chunker = SentenceChunker(min_first_words=3)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences))
         try:
