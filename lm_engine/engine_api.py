@@ -19,7 +19,7 @@ import torch
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.llm_engine import EngineError, LLMEngine, TokenDelta
 from lm_engine.engine.model_runner import ModelRunner
-from lm_engine.engine.sequence import Mode, Sequence, SequenceStatus
+from lm_engine.engine.sequence import Mode
 from lm_engine.models import build_model
 from lm_engine.models.config import ModelConfig
 from lm_engine.tokenizer import Step1Tokenizer

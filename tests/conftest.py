@@ -12,7 +12,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 
 def speech_asset(name: str) -> Path:
@@ -31,6 +33,22 @@ def beckett_wav() -> Path:
 @pytest.fixture(scope="session")
 def two_cities_wav() -> Path:
     return speech_asset("two_cities.wav")
+
+
+@pytest.fixture(scope="session")
+def beckett(beckett_wav: Path) -> np.ndarray:
+    """16 kHz float32: "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better." (10 s)."""
+    audio, rate = sf.read(beckett_wav, dtype="float32")
+    assert rate == 16_000
+    return audio
+
+
+@pytest.fixture(scope="session")
+def two_cities_48k(two_cities_wav: Path) -> np.ndarray:
+    """48 kHz float32: the opening of A Tale of Two Cities (44 s)."""
+    audio, rate = sf.read(two_cities_wav, dtype="float32")
+    assert rate == 48_000
+    return audio
 
 
 def free_port() -> int:

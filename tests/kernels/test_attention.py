@@ -6,7 +6,6 @@ tiny because the interpreter executes every program in numpy.
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
 

@@ -8,26 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_config import CFMConfig
-from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
+from speech_decoder.cosyvoice_model import SpeakerPrompt
 from speech_decoder.cosyvoice_noise import cfm_noise
 from speech_decoder.flow.encoder import rel_position_embedding, rel_shift
 from speech_decoder.flow.flow import ConditionalCFM
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny dims gain nothing from threads, and OpenMP spinning on a shared 2-core CI box costs 10-100x.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return CosyVoiceModel.load(write_cosyvoice_folder(tmp_path_factory.mktemp("cv"), "tiny"))
 
 
 def _prompt(seed: int = 0) -> SpeakerPrompt:

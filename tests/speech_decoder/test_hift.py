@@ -11,12 +11,6 @@ from speech_decoder.hift.source import sine_excitation
 from speech_decoder.hift.streaming import HiFTStream
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

@@ -15,23 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from speech_decoder.checkpoint import write_cosyvoice_folder
-from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
+from speech_decoder.cosyvoice_model import SpeakerPrompt
 from speech_decoder.streaming_decoder import (StreamingConfigError, StreamingDecoder, StreamingDecoderConfig,
                                               crossfade_weights)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return CosyVoiceModel.load(write_cosyvoice_folder(tmp_path_factory.mktemp("cv"), "tiny"))
 
 
 @pytest.fixture(scope="module")

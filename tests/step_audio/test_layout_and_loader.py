@@ -3,7 +3,6 @@ code as tiny; the listener's streamed turn ids equal whole-utterance tokenisatio
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
