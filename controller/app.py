@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +29,7 @@ class EventSink(Protocol):
     def session_opened(self, session_id: str) -> None: ...
     def session_event(self, session_id: str, event: dict) -> None: ...
     def session_closed(self, session_id: str) -> None: ...
+    async def close(self) -> None: ...  # flush and disconnect, at server shutdown
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +91,13 @@ class App:
         register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
         if register_metrics is not None:
             register_metrics(self.metrics.registry)
+        if self.config.mqtt_url:
+            from controller.mqtt_bus import MqttBus, parse_mqtt_url  # the optional `mqtt` extra
+            bus = MqttBus(parse_mqtt_url(self.config.mqtt_url, default_node_id=f"{socket.gethostname()}-"
+                                         f"{self.server.port}"), self.metrics, self.command,
+                          meta={"port": self.server.port, "profile": self.config.profile})
+            await bus.start()
+            self.sinks.append(bus)
         self.server.ready = True
         logger.info("ready: ws://%s:%d/v1/realtime  page: http://%s:%d/", self.config.server.host,
                     self.server.port, self.config.server.host, self.server.port)
@@ -135,6 +144,8 @@ class App:
         await self.server.close()
         for session in list(self.sessions.values()):
             await session.close()
+        for sink in self.sinks:
+            await sink.close()
         if self.pipeline is not None:
             self.pipeline.close()
 

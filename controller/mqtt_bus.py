@@ -1,0 +1,443 @@
+"""The MQTT event bus: publishes session events and node status, takes operator commands (aiomqtt).
+
+Topics (prefix "stepaudio" unless the URL says `?prefix=`):
+
+    <prefix>/v1/nodes/<node>/status              retained, QoS 1: {"status": "online", ...}; the last will
+                                                  (and a clean shutdown) sets {"status": "offline", ...}
+    <prefix>/v1/nodes/<node>/metrics             QoS 0, every metrics_interval seconds
+    <prefix>/v1/sessions/<id>/events/<type>      the session's server events as sent on the WebSocket, plus
+                                                  our own session.opened / session.closed
+    <prefix>/v1/sessions/<id>/cmd/say            {"text": "..."}                  (we subscribe)
+    <prefix>/v1/sessions/<id>/cmd/instructions   {"instructions": "..."}          (we subscribe)
+    <prefix>/v1/sessions/<id>/cmd/hangup         {} or empty                      (we subscribe)
+    <prefix>/v1/sessions/<id>/cmd/error          our answer to a command we could not run
+
+Rules:
+- Lifecycle events (LIFECYCLE below: opened/closed, response.done, transcripts, errors) go out at QoS 1,
+  everything else (VAD, deltas, item bookkeeping) at QoS 0.
+- response.output_audio.delta is never published (audio is too heavy for a bus). Instead the
+  response.output_audio.done event carries "audio_deltas" and "audio_bytes": what the client was sent.
+- The sink methods only build a small message and append it to a bounded buffer; one background task
+  publishes. When the buffer is full the oldest message is dropped and stepaudio_mqtt_dropped_total
+  counts it. While the broker is away the buffer fills and the task reconnects with exponential backoff;
+  sessions never wait on the broker.
+- A command that cannot be parsed or run is answered on .../cmd/error and logged; it never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiomqtt
+from prometheus_client import Counter, Gauge
+
+from controller.errors import ConfigError
+from controller.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = ("say", "instructions", "hangup")
+LIFECYCLE = frozenset({
+    "session.opened", "session.closed", "session.created", "session.updated",
+    "response.created", "response.done", "response.output_audio.done",
+    "response.output_audio_transcript.done", "response.output_text.done",
+    "conversation.item.input_audio_transcription.completed",
+    "conversation.item.input_audio_transcription.failed",
+    "error",
+})
+AUDIO_DELTA = "response.output_audio.delta"
+_NODE_SAMPLES = {  # metrics payload key -> Prometheus sample read from the app's registry
+    "sessions_live": "stepaudio_sessions_live",
+    "sessions_total": "stepaudio_sessions_total",
+    "turns_total": "stepaudio_turns_total",
+    "session_tasks": "stepaudio_session_tasks",
+    "buffered_audio_seconds": "stepaudio_buffered_audio_seconds",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttConfig:
+    """Where the broker is and how the bus behaves; built from --mqtt-url by `parse_mqtt_url`."""
+
+    host: str
+    port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    prefix: str = "stepaudio"
+    node_id: str = ""
+    buffer: int = 10000  # messages held while the broker is slow or away
+    metrics_interval: float = 10.0
+    keepalive: int = 30
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    publish_timeout: float = 10.0
+    drain_timeout: float = 2.0  # at shutdown, time given to publish what is buffered
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("--mqtt-url needs a host, e.g. mqtt://127.0.0.1:1883")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--mqtt-url port {self.port} is out of range")
+        for name, value in (("prefix", self.prefix), ("node_id", self.node_id)):
+            if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+                raise ConfigError(f"--mqtt-url {name}={value!r} is not a usable topic part")
+        if "/" in self.node_id:
+            raise ConfigError(f"--mqtt-url node_id={self.node_id!r} must be one topic level (no '/')")
+        if self.buffer < 1:
+            raise ConfigError("--mqtt-url buffer must be at least 1")
+        if self.metrics_interval <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
+            raise ConfigError("--mqtt-url metrics_interval and backoff values must be positive, "
+                              "backoff_max >= backoff_initial")
+        if self.keepalive < 1 or self.publish_timeout <= 0 or self.drain_timeout < 0:
+            raise ConfigError("--mqtt-url keepalive, publish_timeout and drain_timeout must be positive")
+
+
+_INT_OPTIONS = ("buffer", "keepalive")
+_FLOAT_OPTIONS = ("metrics_interval", "backoff_initial", "backoff_max", "publish_timeout", "drain_timeout")
+
+
+def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
+    """mqtt[s]://[user[:password]@]host[:port][?prefix=..&node_id=..&buffer=..&metrics_interval=..
+    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..]"""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"--mqtt-url {url!r}: the scheme must be mqtt:// or mqtts://")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--mqtt-url {url!r}: bad port") from exc
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    known = {"prefix", "node_id", *_INT_OPTIONS, *_FLOAT_OPTIONS}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise ConfigError(f"--mqtt-url: unknown option(s) {unknown}; known: {sorted(known)}")
+    options: dict[str, object] = {}
+    try:
+        for k in _INT_OPTIONS:
+            if k in query:
+                options[k] = int(query[k])
+        for k in _FLOAT_OPTIONS:
+            if k in query:
+                options[k] = float(query[k])
+    except ValueError as exc:
+        raise ConfigError(f"--mqtt-url: {exc}") from exc
+    return MqttConfig(
+        host=parts.hostname or "", port=port or (8883 if parts.scheme == "mqtts" else 1883),
+        tls=parts.scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        prefix=query.get("prefix", "stepaudio").strip("/") or "stepaudio",
+        node_id=query.get("node_id", default_node_id), **options)  # type: ignore[arg-type]
+
+
+# ---- pure helpers: what goes where --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    session_id: str
+    name: str
+    payload: dict[str, object]
+
+
+class BadCommand(ValueError):
+    """A command message we cannot run; the text goes back on .../cmd/error."""
+
+
+def _part(value: str) -> str:
+    """A topic level from an id we do not control: no separators or wildcards."""
+    return "".join("_" if c in "/+#\0" else c for c in value) or "_"
+
+
+def event_message(prefix: str, session_id: str, event: dict[str, object]) -> Outgoing:
+    type_ = str(event.get("type", "unknown"))
+    return Outgoing(topic=f"{prefix}/v1/sessions/{_part(session_id)}/events/{_part(type_)}",
+                    payload=json.dumps(event, separators=(",", ":")).encode(),
+                    qos=1 if type_ in LIFECYCLE else 0)
+
+
+def command_filters(prefix: str) -> list[str]:
+    return [f"{prefix}/v1/sessions/+/cmd/{name}" for name in COMMANDS]
+
+
+def parse_command(prefix: str, topic: str, payload: bytes) -> Command:
+    """Check a command message against its topic's schema; raises BadCommand."""
+    head = f"{prefix}/v1/sessions/"
+    rest = topic[len(head):].split("/") if topic.startswith(head) else []
+    if len(rest) != 3 or rest[1] != "cmd" or rest[2] not in COMMANDS:
+        raise BadCommand(f"not a command topic: {topic}")
+    session_id, _, name = rest
+    body: object = {}
+    if payload.strip():
+        try:
+            body = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadCommand(f"payload is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadCommand("payload must be a JSON object")
+    required = {"say": "text", "instructions": "instructions"}.get(name)
+    if required is not None and not isinstance(body.get(required), str):
+        raise BadCommand(f"{name} needs a string field {required!r}")
+    if name == "say" and not str(body["text"]).strip():
+        raise BadCommand("say needs a non-empty text")
+    return Command(session_id=session_id, name=name, payload=body)
+
+
+def _b64_len(text: object) -> int:
+    if not isinstance(text, str):
+        return 0
+    return len(text) * 3 // 4 - text[-2:].count("=")
+
+
+# ---- the adapter -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _BusMetrics:
+    dropped: Counter
+    published: Counter
+    buffered: Gauge
+    connected: Gauge
+
+
+def _bus_metrics(metrics: Metrics, buffer: deque[Outgoing]) -> _BusMetrics:
+    r = metrics.registry
+    buffered = Gauge("stepaudio_mqtt_buffered", "Bus messages waiting to be published", registry=r)
+    buffered.set_function(lambda: len(buffer))
+    return _BusMetrics(
+        dropped=Counter("stepaudio_mqtt_dropped", "Bus messages dropped because the buffer was full",
+                        registry=r),
+        published=Counter("stepaudio_mqtt_published", "Bus messages published", ["qos"], registry=r),
+        buffered=buffered,
+        connected=Gauge("stepaudio_mqtt_connected", "1 while connected to the MQTT broker", registry=r))
+
+
+@dataclass(slots=True)
+class MqttBus:
+    """An EventSink that mirrors sessions onto MQTT and feeds commands back to the app."""
+
+    config: MqttConfig
+    metrics: Metrics
+    command: Callable[[str, str, dict[str, object]], Awaitable[None]]  # App.command
+    meta: dict[str, object] = field(default_factory=dict)  # extra fields of the "online" status
+    _buffer: deque[Outgoing] = field(init=False)
+    _m: _BusMetrics = field(init=False)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = field(init=False, default=None)
+    _commands: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _audio: dict[tuple[str, str], list[int]] = field(init=False, default_factory=dict)
+    _started: float = field(init=False, default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self._buffer = deque()
+        self._m = _bus_metrics(self.metrics, self._buffer)
+
+    @property
+    def _node(self) -> str:
+        return f"{self.config.prefix}/v1/nodes/{self.config.node_id}"
+
+    # ---- EventSink: called on the event loop, enqueue only ----
+
+    def session_opened(self, session_id: str) -> None:
+        self._lifecycle(session_id, "session.opened")
+
+    def session_closed(self, session_id: str) -> None:
+        for key in [k for k in self._audio if k[0] == session_id]:
+            del self._audio[key]
+        self._lifecycle(session_id, "session.closed")
+
+    def session_event(self, session_id: str, event: dict[str, object]) -> None:
+        type_ = event.get("type")
+        if type_ == AUDIO_DELTA:  # counted, not published
+            counts = self._audio.setdefault((session_id, str(event.get("response_id"))), [0, 0])
+            counts[0] += 1
+            counts[1] += _b64_len(event.get("delta"))
+            return
+        if type_ == "response.output_audio.done":
+            deltas, nbytes = self._audio.pop((session_id, str(event.get("response_id"))), [0, 0])
+            event = {**event, "audio_deltas": deltas, "audio_bytes": nbytes}
+        self._enqueue(event_message(self.config.prefix, session_id, event))
+
+    def _lifecycle(self, session_id: str, type_: str) -> None:
+        self._enqueue(event_message(self.config.prefix, session_id, {
+            "type": type_, "session_id": session_id, "node_id": self.config.node_id, "time": time.time()}))
+
+    def _enqueue(self, msg: Outgoing) -> None:
+        if len(self._buffer) >= self.config.buffer:
+            self._buffer.popleft()  # the oldest goes: a late reader wants the newest state
+            self._m.dropped.inc()
+        self._buffer.append(msg)
+        self._wake.set()
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mqtt-bus")
+
+    async def close(self) -> None:
+        """Publish what is buffered (within drain_timeout), mark the node offline and disconnect."""
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.config.drain_timeout + 5)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._commands):
+            task.cancel()
+        await asyncio.gather(*self._commands, return_exceptions=True)
+
+    def _status(self, status: str) -> bytes:
+        """"online" (with what a dashboard wants), "offline" at shutdown, or the will's "connection lost"."""
+        body: dict[str, object] = {"status": "offline" if status == "lost" else status,
+                                   "node_id": self.config.node_id}
+        if status == "online":
+            body |= {"time": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+                     "started": self._started, **self.meta}
+        elif status == "offline":
+            body |= {"reason": "shutdown", "time": time.time()}
+        else:  # the will is built at connect time and sent by the broker later: no timestamp
+            body["reason"] = "connection lost"
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _client(self) -> aiomqtt.Client:
+        c = self.config
+        return aiomqtt.Client(
+            c.host, c.port, username=c.username, password=c.password,
+            identifier=f"stepaudio-rt-{c.node_id}", protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=c.keepalive, timeout=c.publish_timeout,
+            tls_context=ssl.create_default_context() if c.tls else None,
+            will=aiomqtt.Will(f"{self._node}/status", self._status("lost"), qos=1, retain=True))
+
+    async def _run(self) -> None:
+        """Connect, serve, and on any broker error reconnect after an exponential, jittered backoff."""
+        delay = self.config.backoff_initial
+        while not self._stop.is_set():
+            try:
+                async with self._client() as client:
+                    delay = self.config.backoff_initial
+                    logger.info("mqtt: connected to %s:%d as node %s", self.config.host, self.config.port,
+                                self.config.node_id)
+                    await self._connected(client)
+                    return
+            except aiomqtt.MqttError as exc:
+                self._m.connected.set(0)
+                wait = delay * random.uniform(0.75, 1.0)
+                logger.warning("mqtt: broker %s:%d unavailable (%s); %d buffered, retrying in %.1fs",
+                               self.config.host, self.config.port, exc, len(self._buffer), wait)
+                delay = min(delay * 2, self.config.backoff_max)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                except TimeoutError:
+                    pass
+            except Exception:  # the bus must never take the server down
+                logger.exception("mqtt: bus failed; restarting it")
+                await asyncio.sleep(self.config.backoff_max)
+        self._m.connected.set(0)
+
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        """One connection's life; returns after a clean shutdown, raises MqttError when the link breaks."""
+        await client.publish(f"{self._node}/status", self._status("online"), qos=1, retain=True)
+        for topic in command_filters(self.config.prefix):
+            await client.subscribe(topic, qos=1)
+        self._m.connected.set(1)
+        workers = [asyncio.create_task(self._publish_loop(client)), asyncio.create_task(self._listen(client)),
+                   asyncio.create_task(self._metrics_loop(client))]
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([*workers, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop:
+                    task.result()  # a worker only ends by raising (MqttError -> reconnect)
+            deadline = time.monotonic() + self.config.drain_timeout
+            while self._buffer and time.monotonic() < deadline and not workers[0].done():
+                await asyncio.sleep(0.02)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await client.publish(f"{self._node}/status", self._status("offline"), qos=1, retain=True)
+        finally:
+            self._m.connected.set(0)
+            for task in [*workers, stop]:
+                task.cancel()
+            await asyncio.gather(*workers, stop, return_exceptions=True)
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            while not self._buffer:
+                self._wake.clear()
+                await self._wake.wait()
+            msg = self._buffer[0]  # stays buffered until the broker has it (QoS 1: acknowledged)
+            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if self._buffer and self._buffer[0] is msg:  # an overflow may have dropped it meanwhile
+                self._buffer.popleft()
+            self._m.published.labels(qos=str(msg.qos)).inc()
+
+    async def _metrics_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await client.publish(f"{self._node}/metrics", self._node_metrics(), qos=0)
+            await asyncio.sleep(self.config.metrics_interval)
+
+    def _node_metrics(self) -> bytes:
+        r = self.metrics.registry
+        body: dict[str, object] = {"node_id": self.config.node_id, "time": time.time(),
+                                   "uptime_s": round(time.time() - self._started, 3)}
+        for key, sample in _NODE_SAMPLES.items():
+            body[key] = r.get_sample_value(sample)
+        body["mqtt_buffered"] = len(self._buffer)
+        body["mqtt_dropped_total"] = r.get_sample_value("stepaudio_mqtt_dropped_total")
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            task = asyncio.create_task(self._dispatch(message.topic.value, payload))
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
+
+    async def _dispatch(self, topic: str, payload: bytes) -> None:
+        session_id = topic.split("/")[-3] if topic.count("/") >= 3 else "_"
+        try:
+            cmd = parse_command(self.config.prefix, topic, payload)
+            logger.info("mqtt: command %s for %s", cmd.name, cmd.session_id)
+            await self.command(cmd.session_id, cmd.name, cmd.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a command's failure is answered on the bus, never raised
+            logger.warning("mqtt: command on %s failed: %s", topic, exc)
+            self._enqueue(Outgoing(
+                topic=f"{self.config.prefix}/v1/sessions/{_part(session_id)}/cmd/error", qos=1,
+                payload=json.dumps({"topic": topic, "error": str(exc), "kind": type(exc).__name__,
+                                    "payload": base64.b64encode(payload[:1024]).decode()
+                                    if not _is_text(payload) else payload[:1024].decode()},
+                                   separators=(",", ":")).encode()))
+
+
+def _is_text(b: bytes) -> bool:
+    try:
+        b.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,149 @@
+"""A real mosquitto broker in a subprocess, and an aiomqtt watcher that records what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from tests.conftest import free_port
+
+
+class Mosquitto:
+    """Debian's mosquitto on a free loopback port; can be stopped, killed and started again on that port."""
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        if shutil.which("mosquitto") is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+        self.port = free_port()
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # `user`: as root, mosquitto would switch to user "mosquitto", which cannot write our temp dir.
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "log_type all",
+                 f"user {getpass.getuser()}"]
+        if persistent:  # sessions of offline subscribers survive a restart, QoS 0 included
+            lines += ["persistence true", f"persistence_location {self.dir}/", "queue_qos0_messages true"]
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.log_path = self.dir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto not listening on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    def json(self) -> dict:
+        return json.loads(self.payload)
+
+
+@dataclass
+class Watcher:
+    """Subscribes at QoS 2, so each message arrives at the QoS it was published with."""
+
+    client: aiomqtt.Client
+    messages: list[Received] = field(default_factory=list)
+    _task: asyncio.Task | None = None
+    _new: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _read(self) -> None:
+        async for m in self.client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            self.messages.append(Received(m.topic.value, payload, m.qos, m.retain))
+            self._new.set()
+
+    async def wait_for(self, topic_suffix: str, *, timeout: float = 30.0, start: int = 0) -> Received:
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.messages[start:]:
+                if m.topic.endswith(topic_suffix):
+                    return m
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no message on *{topic_suffix} in {timeout}s; got "
+                                   f"{[m.topic for m in self.messages][-30:]}")
+            self._new.clear()
+            try:
+                await asyncio.wait_for(self._new.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def on(self, topic_suffix: str) -> list[Received]:
+        return [m for m in self.messages if m.topic.endswith(topic_suffix)]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.__aexit__(None, None, None)
+
+
+async def watch(port: int, *topics: str, identifier: str | None = None, persistent: bool = False) -> Watcher:
+    if persistent:  # MQTT 3.1.1 with clean_session=False: the broker queues for us while we are away
+        client = aiomqtt.Client("127.0.0.1", port, identifier=identifier, clean_session=False,
+                                protocol=aiomqtt.ProtocolVersion.V311)
+    else:
+        client = aiomqtt.Client("127.0.0.1", port, identifier=identifier, protocol=aiomqtt.ProtocolVersion.V5)
+    await client.__aenter__()
+    w = Watcher(client)
+    w._task = asyncio.create_task(w._read())
+    for t in topics:
+        await client.subscribe(t, qos=2)
+    return w
+
+
+async def publish(port: int, topic: str, payload: bytes | str, qos: int = 1) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.publish(topic, payload, qos=qos)
+
+
+async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # noqa: ANN001, ANN201
+    """Poll `check()` until it returns a truthy value (that value is returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)

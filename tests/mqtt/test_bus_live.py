@@ -1,0 +1,155 @@
+"""`stepaudio-rt serve --mqtt-url` against a real mosquitto: events, node status, commands, last will."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
+from tests.mqtt.helpers import Mosquitto, eventually, publish, watch
+
+pytestmark = pytest.mark.slow
+
+ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 1200, "prefix_padding_ms": 300}
+OURS = ("session.opened", "session.closed")  # published by the bus, not sent on the WebSocket
+
+
+def spoken_turn(wav) -> np.ndarray:  # noqa: ANN001
+    """"Ever tried. Ever failed." and the silence that ends the turn."""
+    return np.concatenate([silence(0.3), load_pcm24k(wav)[: int(3.5 * RATE)], silence(1.6)])
+
+
+async def test_node_status_is_retained_online_and_metrics_are_periodic(broker, bus_server) -> None:
+    # /healthz turns ready before the bus has connected: wait for it, then subscribe as a latecomer
+    await eventually(lambda: bus_server.metrics()["stepaudio_mqtt_connected"] == 1)
+    w = await watch(broker.port, "stepaudio/v1/nodes/#")
+    try:
+        status = await w.wait_for("/status", timeout=10)
+        metrics = await w.wait_for("/metrics", timeout=10)
+    finally:
+        await w.close()
+    assert status.retain and status.qos == 1  # a late subscriber still learns the node is up
+    body = status.json()
+    assert body["status"] == "online" and body["port"] == bus_server.port and body["profile"] == "embedded"
+    assert status.topic == f"stepaudio/v1/nodes/{body['node_id']}/status"
+    assert metrics.qos == 0 and not metrics.retain
+    assert {"sessions_live", "sessions_total", "mqtt_buffered", "mqtt_dropped_total"} <= set(metrics.json())
+
+
+async def test_session_events_topics_qos_and_say_instructions_hangup(broker, bus_server, beckett_wav) -> None:
+    w = await watch(broker.port, "stepaudio/v1/sessions/#")
+    conv = await open_conversation(bus_server.ws)
+    try:
+        sid = conv.events[0]["session"]["id"]
+        base = f"stepaudio/v1/sessions/{sid}"
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+        await conv.wait_for("session.updated")
+        # 1. A spoken turn.
+        await conv.stream(spoken_turn(beckett_wav), pace=1.0)
+        turn_done = await conv.wait_for("response.done", timeout=60)
+        await w.wait_for(f"{sid}/events/response.done", timeout=10)
+
+        # 2. instructions, then say: the WebSocket client hears what the bus asked for.
+        await publish(broker.port, f"{base}/cmd/instructions", json.dumps({"instructions": "Talk like a pirate."}))
+        updated = await conv.wait_for("session.updated", timeout=10,
+                                      where={"session.instructions": "Talk like a pirate."})
+        mark = len(conv.events)
+        await publish(broker.port, f"{base}/cmd/say", json.dumps({"text": "The bus says hello."}))
+        say_done = await conv.wait_for("response.done", after=mark, timeout=30)
+
+        # 3. hangup closes the WebSocket.
+        await publish(broker.port, f"{base}/cmd/hangup", b"")
+        await asyncio.wait_for(conv.ws.wait_closed(), 10)
+        assert conv.ws.close_code == 1000
+        await w.wait_for(f"{sid}/events/session.closed", timeout=10)
+    finally:
+        await conv.close()
+        await w.close()
+
+    assert updated["session"]["instructions"] == "Talk like a pirate."
+    said = [e for e in conv.events[mark:] if e["type"] == "response.output_audio_transcript.done"]
+    assert [e["transcript"] for e in said] == ["The bus says hello."]
+    assert conv.audio_of(say_done["response"]["id"]).size > 0.3 * RATE  # it spoke, with real audio
+    assert turn_done["response"]["status"] == "completed"
+
+    mine = [m for m in w.messages if m.topic.startswith(base + "/events/")]
+    # Every message is the event named by its topic; the bus keeps the WebSocket's order, minus audio.
+    for m in mine:
+        assert m.topic == f"{base}/events/{m.json()['type']}" and not m.retain
+    sent = [e["type"] for e in conv.events if e["type"] != "response.output_audio.delta"]
+    assert [m.json()["type"] for m in mine] == ["session.opened", *sent, "session.closed"]
+    qos = {m.json()["type"]: m.qos for m in mine}
+    for t in ("session.opened", "session.created", "session.updated", "response.created", "response.done",
+              "conversation.item.input_audio_transcription.completed", "response.output_audio_transcript.done",
+              "response.output_audio.done", "session.closed"):
+        assert qos[t] == 1, t
+    for t in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+              "input_audio_buffer.committed", "response.output_audio_transcript.delta", "conversation.item.added"):
+        assert qos[t] == 0, t
+
+    # Audio stays off the bus; output_audio.done says how much the client got.
+    for done in [m.json() for m in mine if m.topic.endswith("/response.output_audio.done")]:
+        deltas = [e for e in conv.of_type("response.output_audio.delta") if e["response_id"] == done["response_id"]]
+        assert done["audio_deltas"] == len(deltas) > 0
+        assert done["audio_bytes"] == sum(len(base64.b64decode(e["delta"])) for e in deltas)
+    heard = [m.json()["transcript"] for m in mine
+             if m.topic.endswith("/conversation.item.input_audio_transcription.completed")]
+    assert heard == [e["transcript"] for e in conv.of_type("conversation.item.input_audio_transcription.completed")]
+    assert "tried" in heard[0].lower()
+
+
+async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker, bus_server) -> None:
+    w = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    conv = await open_conversation(bus_server.ws)
+    try:
+        sid = conv.events[0]["session"]["id"]
+        base = f"stepaudio/v1/sessions/{sid}/cmd"
+        bad = [(f"{base}/say", b"not json"), (f"{base}/say", b'{"text": 5}'), (f"{base}/say", b"[1]"),
+               (f"{base}/instructions", b"{}"), (f"{base}/hangup", b"\xff\xfe"),
+               ("stepaudio/v1/sessions/sess_nope/cmd/hangup", b"{}")]
+        for topic, payload in bad:
+            await publish(broker.port, topic, payload)
+        for _ in range(200):
+            if len(w.messages) >= len(bad):
+                break
+            await asyncio.sleep(0.05)
+        # the session is untouched and still answers
+        await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": "still here"}})
+        ok = await conv.wait_for("session.updated", where={"session.instructions": "still here"}, timeout=10)
+    finally:
+        await conv.close()
+        await w.close()
+    assert ok and bus_server.proc.poll() is None
+    errors = [m.json() for m in w.messages]
+    assert [e["topic"] for e in errors] == [t for t, _ in bad]
+    assert all(m.qos == 1 for m in w.messages)
+    assert errors[0]["kind"] == "BadCommand" and "JSON" in errors[0]["error"]
+    assert errors[-1]["kind"] == "KeyError" and "sess_nope" in errors[-1]["error"]
+    assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
+
+
+async def test_last_will_marks_a_killed_node_offline(broker: Mosquitto) -> None:
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=doomed&keepalive=5")
+    w = await watch(broker.port, "stepaudio/v1/nodes/doomed/status")
+    try:
+        online = await w.wait_for("/status", timeout=10)
+        server.proc.send_signal(signal.SIGKILL)  # no chance to say goodbye: only the will can
+        offline = await w.wait_for("/status", start=1, timeout=15)
+    finally:
+        server.stop()
+        await w.close()
+    assert online.json()["status"] == "online"
+    assert offline.json() == {"status": "offline", "node_id": "doomed", "reason": "connection lost"}  # the will
+    late = await watch(broker.port, "stepaudio/v1/nodes/doomed/status")
+    try:
+        retained = await late.wait_for("/status", timeout=5)
+    finally:
+        await late.close()
+    assert retained.retain and retained.json()["status"] == "offline"

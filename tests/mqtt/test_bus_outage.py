@@ -1,0 +1,100 @@
+"""The broker goes away and comes back; the server keeps serving, the bus buffers, counts drops and reconnects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
+from tests.mqtt.helpers import Mosquitto, eventually, watch
+
+pytestmark = pytest.mark.slow
+
+FAST_RETRY = "backoff_initial=0.2&backoff_max=1"
+ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 1200, "prefix_padding_ms": 300}
+
+
+async def test_broker_down_at_start_then_started_gets_the_buffered_events(tmp_path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto", persistent=True)
+    # A subscriber with a persistent session, so that the broker keeps what the bus sends while it is away:
+    # that makes "did the buffered events arrive" independent of who reconnects first.
+    broker.start()
+    w = await watch(broker.port, "stepaudio/#", identifier="late-reader", persistent=True)
+    await w.close()
+    broker.stop()
+
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=n1&{FAST_RETRY}")
+    try:
+        assert server.metrics()["stepaudio_mqtt_connected"] == 0
+        conv = await open_conversation(server.ws)  # the server serves with no broker
+        sid = conv.events[0]["session"]["id"]
+        await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": "offline"}})
+        await conv.wait_for("session.updated")
+        await conv.close()
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] >= 4)
+
+        broker.start()
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 1, timeout=15)
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0, timeout=15)
+        w = await watch(broker.port, identifier="late-reader", persistent=True)
+        try:
+            await w.wait_for(f"{sid}/events/session.closed", timeout=15)
+            status = await w.wait_for("nodes/n1/status", timeout=5)
+        finally:
+            await w.close()
+        m = server.metrics()
+    finally:
+        server.stop()
+        broker.stop()
+    events = [x.json()["type"] for x in w.messages if f"/sessions/{sid}/events/" in x.topic]
+    assert events == ["session.opened", "session.created", "session.updated", "session.closed"]
+    assert status.json()["status"] == "online"
+    assert m["stepaudio_mqtt_dropped_total"] == 0
+    assert m['stepaudio_mqtt_published_total{qos="1"}'] >= 4
+
+
+async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_reconnects(
+        tmp_path, beckett_wav) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id=n2&buffer=8&{FAST_RETRY}")
+    try:
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 1)
+        broker.kill()
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 0)
+
+        # A full spoken turn with the broker gone.
+        conv = await open_conversation(server.ws)
+        try:
+            await conv.send({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+            await conv.wait_for("session.updated")
+            speech = load_pcm24k(beckett_wav)[: int(3.5 * RATE)]
+            await conv.stream(np.concatenate([silence(0.3), speech, silence(1.6)]), pace=1.0)
+            done = await conv.wait_for("response.done", timeout=60)
+            heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
+        finally:
+            await conv.close()
+        assert done["response"]["status"] == "completed" and conv.of_type("response.output_audio.delta")
+        assert "tried" in heard["transcript"].lower()
+        await eventually(lambda: server.metrics()["stepaudio_sessions_live"] == 0)
+        m = server.metrics()
+        assert m["stepaudio_mqtt_buffered"] == 8  # the buffer is full ...
+        enqueued = 2 + sum(e["type"] != "response.output_audio.delta" for e in conv.events)  # + opened, closed
+        assert m["stepaudio_mqtt_dropped_total"] == enqueued - 8  # ... and everything past it was counted
+
+        broker.start()
+        w = await watch(broker.port, "stepaudio/#")
+        try:
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0, timeout=15)
+            closed = await w.wait_for("/events/session.closed", timeout=10)  # the newest events survived
+            status = await w.wait_for("nodes/n2/status", timeout=10)
+        finally:
+            await w.close()
+        assert server.metrics()["stepaudio_mqtt_connected"] == 1
+        assert closed.qos == 1 and status.json()["status"] == "online"
+    finally:
+        server.stop()
+        broker.stop()

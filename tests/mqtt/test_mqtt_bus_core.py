@@ -1,0 +1,92 @@
+"""The bus's pure parts and its buffer, without a broker or an event loop."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from controller.errors import ConfigError
+from controller.metrics import Metrics
+from controller.mqtt_bus import (BadCommand, Command, MqttBus, command_filters, event_message, parse_command,
+                                 parse_mqtt_url)
+
+
+def test_url_defaults_and_options() -> None:
+    c = parse_mqtt_url("mqtt://broker", default_node_id="host-8765")
+    assert (c.host, c.port, c.tls, c.prefix, c.node_id, c.buffer) == ("broker", 1883, False, "stepaudio",
+                                                                        "host-8765", 10000)
+    c = parse_mqtt_url("mqtts://u%40x:p%2Fw@10.0.0.1:9000?prefix=acme/voice&node_id=n1&buffer=5"
+                       "&metrics_interval=0.5&backoff_max=2", default_node_id="ignored")
+    assert (c.host, c.port, c.tls, c.username, c.password) == ("10.0.0.1", 9000, True, "u@x", "p/w")
+    assert (c.prefix, c.node_id, c.buffer, c.metrics_interval, c.backoff_max) == ("acme/voice", "n1", 5, 0.5, 2.0)
+    assert parse_mqtt_url("mqtts://b", default_node_id="n").port == 8883
+
+
+@pytest.mark.parametrize("url", [
+    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0",
+    "mqtt://b?buffer=x", "mqtt://b?prefix=a/%23", "mqtt://b?node_id=a%2Bb", "mqtt://b?node_id=a/b", "mqtt://b?backoff_initial=5&backoff_max=1",
+])
+def test_bad_urls_raise_config_error(url: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_mqtt_url(url, default_node_id="n")
+
+
+def test_event_topics_and_qos() -> None:
+    m = event_message("p", "sess_1", {"type": "response.done", "response": {}})
+    assert (m.topic, m.qos, m.retain) == ("p/v1/sessions/sess_1/events/response.done", 1, False)
+    assert json.loads(m.payload) == {"type": "response.done", "response": {}}
+    assert event_message("p", "sess_1", {"type": "input_audio_buffer.speech_started"}).qos == 0
+    assert event_message("p", "sess_1", {"type": "response.output_audio_transcript.delta"}).qos == 0
+    for lifecycle in ("session.opened", "session.closed", "error", "response.output_audio_transcript.done",
+                      "conversation.item.input_audio_transcription.completed"):
+        assert event_message("p", "s", {"type": lifecycle}).qos == 1
+    # ids we do not control never add topic levels or wildcards
+    assert event_message("p", "a/b+#", {"type": "x/y"}).topic == "p/v1/sessions/a_b__/events/x_y"
+
+
+def test_commands_parse_or_raise_bad_command() -> None:
+    assert command_filters("p") == ["p/v1/sessions/+/cmd/say", "p/v1/sessions/+/cmd/instructions",
+                                    "p/v1/sessions/+/cmd/hangup"]
+    assert parse_command("p", "p/v1/sessions/s1/cmd/say", b'{"text": "hi"}') == Command("s1", "say", {"text": "hi"})
+    assert parse_command("p", "p/v1/sessions/s1/cmd/hangup", b"") == Command("s1", "hangup", {})
+    assert parse_command("p", "p/v1/sessions/s1/cmd/instructions", b'{"instructions": ""}').payload == {
+        "instructions": ""}
+    for topic, payload in [("p/v1/sessions/s1/cmd/say", b"hi"), ("p/v1/sessions/s1/cmd/say", b'{"text": 5}'),
+                           ("p/v1/sessions/s1/cmd/say", b'{"text": "  "}'), ("p/v1/sessions/s1/cmd/say", b"[1]"),
+                           ("p/v1/sessions/s1/cmd/instructions", b"{}"), ("p/v1/sessions/s1/cmd/hangup", b"\xff"),
+                           ("p/v1/sessions/s1/cmd/reboot", b"{}"), ("q/v1/sessions/s1/cmd/say", b'{"text":"a"}')]:
+        with pytest.raises(BadCommand):
+            parse_command("p", topic, payload)
+
+
+def _bus(buffer: int) -> tuple[MqttBus, Metrics]:
+    metrics = Metrics()
+
+    async def command(session_id: str, name: str, payload: dict) -> None:
+        raise AssertionError("no commands here")
+
+    return MqttBus(parse_mqtt_url(f"mqtt://b?buffer={buffer}", default_node_id="n"), metrics, command), metrics
+
+
+def test_full_buffer_drops_the_oldest_and_counts() -> None:
+    bus, metrics = _bus(buffer=3)
+    bus.session_opened("s")
+    for i in range(4):
+        bus.session_event("s", {"type": "conversation.item.added", "n": i})
+    value = metrics.registry.get_sample_value
+    assert value("stepaudio_mqtt_dropped_total") == 2
+    assert value("stepaudio_mqtt_buffered") == 3
+    assert [json.loads(m.payload)["n"] for m in bus._buffer] == [1, 2, 3]
+
+
+def test_audio_deltas_are_counted_not_published() -> None:
+    bus, _ = _bus(buffer=100)
+    chunk = base64.b64encode(b"\x01\x02" * 100).decode()
+    for _ in range(3):
+        bus.session_event("s", {"type": "response.output_audio.delta", "response_id": "r1", "delta": chunk})
+    bus.session_event("s", {"type": "response.output_audio.done", "response_id": "r1"})
+    assert [m.topic for m in bus._buffer] == ["stepaudio/v1/sessions/s/events/response.output_audio.done"]
+    done = json.loads(bus._buffer[0].payload)
+    assert (done["audio_deltas"], done["audio_bytes"]) == (3, 600)
