@@ -49,7 +49,8 @@ async def test_session_events_topics_qos_and_say_instructions_hangup(broker, bus
         sid = conv.events[0]["session"]["id"]
         base = f"stepaudio/v1/sessions/{sid}"
         await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+            "type": "realtime", "max_output_tokens": 16,  # a short reply keeps the test short
+                "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
         await conv.wait_for("session.updated")
         # 1. A spoken turn.
         await conv.stream(spoken_turn(beckett_wav), pace=1.0)

@@ -69,7 +69,8 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
         conv = await open_conversation(server.ws)
         try:
             await conv.send({"type": "session.update", "session": {
-                "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+                "type": "realtime", "max_output_tokens": 16,  # a short reply keeps the test short
+                "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
             await conv.wait_for("session.updated")
             speech = load_pcm24k(beckett_wav)[: int(3.5 * RATE)]
             await conv.stream(np.concatenate([silence(0.3), speech, silence(1.6)]), pace=1.0)
