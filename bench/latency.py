@@ -179,8 +179,9 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 async def one_run(url: str, wav: Path, eos_sample: int, api_key: str | None, timeout_s: float) -> RunResult:
     try:
+        # Greedy decoding: both modes then give the same reply, so that they differ only in when it starts.
         result = await run_talk(wav, url, api_key=api_key, realtime=True, vad=True, timeout_s=timeout_s,
-                                printer=None)
+                                printer=None, session_extra={"temperature": 0.0})
     except (TalkError, OSError) as exc:
         return RunResult(error=str(exc))
     # The turn that ends with the wav's speech: its end of speech is the wav's last voiced sample.

@@ -127,7 +127,8 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
                    api_key: str | None = None, realtime: bool | float = True, vad: bool = True,
                    timeout_s: float = 60.0, silence_ms: int = 1500, model: str | None = "stepaudio-rt",
                    reconnect: ReconnectPolicy = ReconnectPolicy(enabled=False),
-                   printer: TextIO | None = sys.stdout) -> TalkResult:
+                   printer: TextIO | None = sys.stdout,
+                   session_extra: dict[str, object] | None = None) -> TalkResult:
     """Stream `wav` to the server at `url` and collect the reply (see module docstring).
 
     `timeout_s` bounds the wait after the audio has been sent. Reconnect is off by default: a new server session
@@ -136,18 +137,20 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
     x24 = load_wav_24k(wav)
     client = await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
     try:
-        return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer))
+        return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer),
+                           {**session_config(vad), **(session_extra or {})})
     finally:
         await client.close()
 
 
 async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None, realtime: bool | float,
-                vad: bool, timeout_s: float, silence_ms: int, printer: _Printer) -> TalkResult:
+                vad: bool, timeout_s: float, silence_ms: int, printer: _Printer,
+                session: dict[str, object]) -> TalkResult:
     loop = asyncio.get_running_loop()
     first = await _recv(client, timeout_s)
     if first is None or first.type != "session.created":
         raise TalkError(f"expected session.created, got {first.type if first else 'nothing'}")
-    await client.session_update(session_config(vad))
+    await client.session_update(session)
     log = SendLog()
     tracker = TurnTracker(log, voiced_indices(x24))
     result = TalkResult(turns=tracker.turns, send_log=log)

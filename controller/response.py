@@ -87,6 +87,8 @@ class Response:
         self.response_id = new_id("resp")
         self.item_id = new_id("item")
         self.answers_audio_end_ms: int | None = None
+        # Monotonic times of the reply's milestones, logged per response: where the latency goes.
+        self.marks: dict[str, float] = {"start": time.monotonic()}
         self.say: Say | None = None
         self.previous_item_id = previous_item_id
         self.released = not speculative
@@ -126,7 +128,15 @@ class Response:
                 await self._pace(event)
             await self._send(event)
         self.released = True
+        self.mark("released")
         self._release_event.set()
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.monotonic())
+
+    def timeline(self) -> str:
+        t0 = self.marks["start"]
+        return " ".join(f"{k}=+{(v - t0) * 1000:.0f}ms" for k, v in sorted(self.marks.items(), key=lambda kv: kv[1]))
 
     async def wait_released(self) -> None:
         await self._release_event.wait()
@@ -135,6 +145,7 @@ class Response:
         self.visible = True
         if event["type"] == "response.output_audio.delta" and self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
+            self.mark("first_audio_sent")
             self._on_first_audio()
         await self._emit_out(event)
 
@@ -177,9 +188,11 @@ class Response:
                 text = getattr(delta, "text", "") or ""
                 call = getattr(delta, "tool_call", None)
                 if text:
+                    self.mark("first_token")
                     await self._open_message()
                     self.text += text
                     for piece in chunker.push(text):
+                        self.mark("first_piece")
                         sentences.put_nowait(piece)
                 if call is not None:
                     await self._tool_call_delta(call)
@@ -221,6 +234,7 @@ class Response:
             await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
             async for pcm in self.pipeline.synthesize(sentence, self.settings.voice):
+                self.mark("first_synth_chunk")
                 # Time spent waiting for the synthesiser (not for pacing): the TTS cost as seen here.
                 self.synth_seconds += time.monotonic() - waited_from
                 out = conv.convert(pcm)

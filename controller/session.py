@@ -291,6 +291,7 @@ class Session(ItemsMixin):
             case tt.CommitGeneration(gen_id=gen_id):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
+                resp.mark("committed")
                 resp.release_task = asyncio.create_task(resp.release())
             case tt.CancelGeneration(gen_id=gen_id, reason=reason):
                 await self._cancel_response(gen_id, reason)
@@ -368,6 +369,7 @@ class Session(ItemsMixin):
                             cfg: SessionConfig) -> None:
         try:
             request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
+            resp.mark("input_ready")
             resp.previous_item_id = self.conversation.last_item_id()
             if request is None:  # nothing was said: no reply
                 await resp.finish_empty()
@@ -382,6 +384,8 @@ class Session(ItemsMixin):
             with contextlib.suppress(Exception):
                 await resp.finish_failed(str(exc))
         self.record_reply(resp, heard_ms=None)
+        self.log.info("response %s %s (%s): %s", resp.response_id, resp.status,
+                      "speculative" if resp.speculative else "direct", resp.timeline())
         self.metrics.responses_total.labels(status=resp.status).inc()
         if resp.synth_seconds and resp.audio_ms_sent:
             self.metrics.tts_rtf.observe(resp.synth_seconds / (resp.audio_ms_sent / 1000.0))
