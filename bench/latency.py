@@ -4,8 +4,9 @@
     python -m bench.latency --url ws://127.0.0.1:8765/v1/realtime        # a running server, as configured
     python -m bench.latency --url-on URL_A --url-off URL_B               # two running servers
 
-Each run is a fresh session that streams one spoken sentence (by default 13.0-16.9 s of two_cities.wav from the
-moonshine-voice wheel: one turn under the default server VAD) at real-time pace plus 1.5 s of silence.
+Each run is a fresh session that streams one spoken sentence (by default one of four sentences of
+two_cities.wav from the moonshine-voice wheel, each one turn under the default server VAD; run i sends
+sentence i % 4) at real-time pace plus 1.5 s of silence, with greedy decoding.
 With both modes, the two servers run side by side and the runs alternate on/off, so that both modes
 see the same machine conditions. End of user speech is the moment the chunk holding the wav's last sample
 above -40 dBFS was sent; latencies are taken for the turn that ends there (the wav's last turn). Reported per
@@ -196,13 +197,18 @@ async def one_run(url: str, wav: Path, eos_sample: int, api_key: str | None, tim
                      assistant_transcript=final.assistant_transcript)
 
 
-async def bench_modes(urls: dict[str, str], runs: int, wav: Path, eos_sample: int, api_key: str | None,
+async def bench_modes(urls: dict[str, str], runs: int, clips: list[tuple[Path, int]], api_key: str | None,
                       timeout_s: float) -> dict[str, dict[str, object]]:
-    """Alternate the modes run by run, so that slow drift of the machine hits both alike."""
+    """Alternate the modes run by run, so that slow drift of the machine hits both alike.
+
+    Run i sends clip i % len(clips) in every mode: consecutive requests to one server then never share
+    a prompt, as in a real conversation (a repeated prompt would hit llama.cpp's prompt cache whole).
+    """
     before = {mode: await scrape_metrics(url) for mode, url in urls.items()}
     results: dict[str, list[RunResult]] = {mode: [] for mode in urls}
     for i in range(runs):
         for mode, url in urls.items():
+            wav, eos_sample = clips[i % len(clips)]
             r = await one_run(url, wav, eos_sample, api_key, timeout_s)
             results[mode].append(r)
             print(f"  {mode} run {i + 1}/{runs}: first audio {r.first_audio_s}, transcript {r.transcript_s}, "
@@ -222,21 +228,31 @@ async def bench_modes(urls: dict[str, str], runs: int, wav: Path, eos_sample: in
     } for mode, url in urls.items()}
 
 
-def default_clip(out: Path, start_s: float = 13.0, end_s: float = 16.9) -> Path:
-    """One sentence of two_cities.wav as its own wav (a single turn under the default VAD)."""
+# Sentences of two_cities.wav that are one turn each under the default server VAD (seconds).
+DEFAULT_CLIPS = ((8.3, 13.0), (13.0, 16.9), (17.0, 20.7), (20.8, 24.2))
+
+
+def default_clips(folder: Path) -> list[Path]:
+    """The DEFAULT_CLIPS of two_cities.wav, each written as its own wav."""
     import soundfile as sf
     data, rate = sf.read(str(moonshine_wav("two_cities.wav")), dtype="float32", always_2d=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(out), data[int(start_s * rate): int(end_s * rate)].mean(axis=1), rate, subtype="PCM_16")
-    return out
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (start_s, end_s) in enumerate(DEFAULT_CLIPS):
+        path = folder / f"clip{i}.wav"
+        sf.write(str(path), data[int(start_s * rate): int(end_s * rate)].mean(axis=1), rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, object]:
-    wav = Path(args.wav) if args.wav else default_clip(RESULTS.parent / "clip.wav")
-    x24 = load_wav_24k(wav)
-    eos = last_voiced_index(x24)
-    if eos is None:
-        raise SystemExit(f"{wav} is silent")
+    wavs = [Path(args.wav)] if args.wav else default_clips(RESULTS.parent)
+    clips: list[tuple[Path, int]] = []
+    for wav in wavs:
+        eos = last_voiced_index(load_wav_24k(wav))
+        if eos is None:
+            raise SystemExit(f"{wav} is silent")
+        clips.append((wav, eos))
     targets: list[tuple[str, str | None]]  # (mode label, URL or None = start a server)
     if args.url:
         targets = [("server", args.url)]
@@ -256,12 +272,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
                 procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)
             urls[mode] = url
-        modes = await bench_modes(urls, args.runs, wav, eos, args.api_key, args.timeout)
+        modes = await bench_modes(urls, args.runs, clips, args.api_key, args.timeout)
     finally:
         for proc in procs:
             stop_server(proc)
     return {
-        "wav": str(wav), "wav_s": x24.size / WIRE_RATE, "end_of_speech_in_wav_s": eos / WIRE_RATE,
+        "clips": [{"wav": str(w), "end_of_speech_s": e / WIRE_RATE} for w, e in clips],
         "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
         else None, "host": os.uname().nodename, "cpu_count": os.cpu_count(), "modes": modes,
     }
