@@ -110,7 +110,7 @@ class RunResult:
 
 def format_table(modes: dict[str, dict[str, object]]) -> str:
     head = (f"{'mode':<8} {'runs':>4} {'first audio p50':>15} {'p95':>7} {'transcript p50':>14} {'p95':>7} "
-            f"{'TTS RTF p50':>11} {'spec commit':>11}")
+            f"{'delivery RTF':>12} {'synth RTF':>9} {'spec commit':>11}")
     lines = [head, "-" * len(head)]
 
     def f(v: object) -> str:
@@ -122,7 +122,7 @@ def format_table(modes: dict[str, dict[str, object]]) -> str:
         fa, tr, rtf, sp = s["first_audio_s"], s["transcript_s"], s["tts_rtf"], s["speculation"]
         rate = sp.get("commit_rate") if isinstance(sp, dict) else None
         lines.append(f"{mode:<8} {fa['n']:>4} {f(fa['p50']):>15} {f(fa['p95']):>7} {f(tr['p50']):>14} "
-                     f"{f(tr['p95']):>7} {f(rtf['p50']):>11} {f(rate):>11}")
+                     f"{f(tr['p95']):>7} {f(rtf['p50']):>12} {f(s.get('server_tts_rtf')):>9} {f(rate):>11}")
     return "\n".join(lines)
 
 
@@ -224,8 +224,16 @@ async def bench_modes(urls: dict[str, str], runs: int, clips: list[tuple[Path, i
             "tts_rtf": stats([r.tts_rtf for r in results[mode]]),
             "errors": sum(r.error is not None for r in results[mode]),
             "speculation": speculation(before[mode], after[mode]),
+            # Synthesis seconds per second of reply audio, as the server measured it (lower is faster).
+            "server_tts_rtf": _histogram_mean(before[mode], after[mode], "stepaudio_tts_real_time_factor"),
         },
     } for mode, url in urls.items()}
+
+
+def _histogram_mean(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
+    count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+    total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
+    return total / count if count else None
 
 
 # Sentences of two_cities.wav that are one turn each under the default server VAD (seconds).
