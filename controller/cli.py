@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected".
+    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
         return _serve(args)
     if args.command == "talk":

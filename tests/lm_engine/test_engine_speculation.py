@@ -100,3 +100,27 @@ def test_stop_token_and_length(eng):
     out = eng.generate(prompt, SamplingParams(temperature=0.0, max_tokens=20, stop_token_ids=(stop_at,)))
     assert out == free_run[:first + 1]
     assert eng.generate(prompt, SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)) == free_run[:3]
+
+
+def test_two_engines_stepping_on_two_threads_match_their_solo_runs(tiny_ckpt):
+    """The Step-Audio profile runs the Chat and TTS engines at once; their forward metadata must not mix."""
+    import threading
+
+    cfg = EngineConfig(block_size=4, num_kv_blocks=128)
+    engines = [Engine.from_pretrained(tiny_ckpt(what), device="cpu", dtype=torch.float32, progress=False,
+                                      config=cfg) for what in ("tts", "chat")]
+    prompts = [list(range(10, 31)), list(range(40, 53))]
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    try:
+        alone = [e.generate(p, params) for e, p in zip(engines, prompts)]
+        together: list[list[int]] = [[], []]
+        threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, engines[i].generate(prompts[i], params)))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for e in engines:
+            e.close()
+    assert together == alone
