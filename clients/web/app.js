@@ -1,7 +1,7 @@
 // The browser page: microphone in, spoken reply out, over the Realtime API.
 //
 // Query parameters prefill the settings: url, key, mode=vad|ptt, silence_ms, ec/ns/agc=0|1,
-// prebuffer_ms. `window.stepaudio` exposes counters for tests and curious people.
+// prebuffer_ms, instructions (the assistant's persona for this page's sessions). `window.stepaudio` exposes counters for tests and curious people.
 import { AudioEngine, listMicrophones } from './audio.js';
 import { RealtimeSocket, fromBase64, toBase64 } from './realtime.js';
 import { pcm16ToFloat } from './resampler.js';
@@ -89,10 +89,12 @@ function sessionUpdate(s) {
   const turnDetection = s.mode === 'vad'
     ? { type: 'server_vad', silence_duration_ms: s.silenceMs, prefix_padding_ms: 300, interrupt_response: true }
     : null;
+  const instructions = new URLSearchParams(location.search).get('instructions');
   return {
     type: 'session.update',
     session: {
       type: 'realtime',
+      ...(instructions ? { instructions } : {}),
       audio: {
         input: {
           format: { type: 'audio/pcm', rate: 24000 },

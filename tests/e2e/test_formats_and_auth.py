@@ -39,7 +39,8 @@ async def test_g711_in_and_out(embedded_server, beckett_wav, fmt) -> None:
         transcript = (await conv.wait_for("conversation.item.input_audio_transcription.completed"))["transcript"]
     finally:
         await conv.close()
-    assert "ever tried" in transcript.lower()
+    # Narrowband speech: Whisper hears "ever failed" reliably; "tried" vs "cried" is a coin toss at 8 kHz A-law.
+    assert "ever failed" in transcript.lower()
     assert done["response"]["audio"]["output"]["format"]["type"] == fmt
     out = b"".join(base64.b64decode(e["delta"]) for e in conv.of_type("response.output_audio.delta"))
     audio = decode(out).astype(np.float32) / 32768.0

@@ -174,7 +174,10 @@ def test_barge_in_flushes_playback_and_truncates_at_the_played_ms(embedded_serve
     from selenium.webdriver.support.ui import Select
 
     driver = browser
-    driver.get(f"{embedded_server.http}/?mode=vad&silence_ms={SILENCE_MS}&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    # A long reply, so that it is still playing when the user talks over it.
+    story = "You%20are%20a%20storyteller.%20Answer%20with%20a%20long%20story%20of%20at%20least%20eight%20sentences."
+    driver.get(f"{embedded_server.http}/?mode=vad&silence_ms={SILENCE_MS}&ec=0&ns=0&agc=0"  # type: ignore[attr-defined]
+               f"&instructions={story}")
     driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and hook(driver)["playedSeconds"] < 0.3 and not hook(driver)["errors"]:
