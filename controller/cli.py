@@ -72,7 +72,9 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepaudio-rt", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stepaudio-rt", description="A real-time voice agent server (Step-Audio) speaking the OpenAI "
+        "Realtime API, and its tools. `stepaudio-rt COMMAND --help` tells more.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_talk(sub)
@@ -110,6 +112,13 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # These commands own their options (and their --help): hand them the rest of the line untouched.
+    if argv and argv[0] == "talk":
+        from clients.talk import main as talk_main
+        return int(talk_main(argv[1:]) or 0)
+    if argv and argv[0] == "sip-bridge":
+        from clients.sip.cli import main as sip_main
+        return int(sip_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -117,12 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
         return _serve(args)
-    if args.command == "talk":
-        from clients.talk import main as talk_main
-        return int(talk_main(args.args) or 0)
-    if args.command == "sip-bridge":
-        from clients.sip.cli import main as sip_main
-        return int(sip_main(args.args) or 0)
     if args.command == "make-checkpoint":
         return _make_checkpoint(args)
     if args.command in ("tts", "chat"):
