@@ -236,7 +236,6 @@ class TurnTaking:
     current_gen: int | None = None
     _next_gen: int = 1
     _speculation: _Speculation | None = None
-    _speech_end_ms: int | None = None  # where the user's speech ended at the last Pause
     _idle_timer: bool = False
 
     def handle(self, event: Event, now: float) -> list[Action]:
@@ -300,7 +299,6 @@ def _on_pause(tt: TurnTaking, ev: Pause, target: TurnState, actions: list[Action
               now: float) -> TurnState:
     if tt.state is not TurnState.LISTENING:
         return target
-    tt._speech_end_ms = ev.audio_ms
     if not (tt.config.speculation and tt.config.create_response):
         return TurnState.LISTENING
     gen_id = tt._new_gen(True, ev.audio_ms, actions)
