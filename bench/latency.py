@@ -276,7 +276,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
                 port = args.port + i
                 url = f"ws://127.0.0.1:{port}/v1/realtime"
                 print(f"starting server (speculation {mode}) on port {port}", file=sys.stderr)
-                proc = start_server(port, args.profile, mode == "on", RESULTS.parent / f"server-{mode}.log")
+                proc = start_server(port, args.profile, mode == "on", RESULTS.parent / f"server-{mode}.log",
+                                    args.serve_arg)
                 procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)
             urls[mode] = url
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
     p.add_argument("--profile", default="embedded")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--serve-arg", action="append", default=[],
+                   help="extra option for the servers started here (repeatable), e.g. --serve-arg=--pause-ms=120")
     p.add_argument("--wav", help="speech to send instead of the default two_cities sentence")
     p.add_argument("--api-key")
     p.add_argument("--timeout", type=float, default=60.0, help="per run, after the audio was sent")
