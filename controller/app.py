@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import uuid
 import logging
 import signal
 import socket
@@ -71,7 +71,6 @@ class App:
         self.sessions: dict[str, Session] = {}
         self.sinks: list[EventSink] = []  # event buses (MQTT) that see every session's events
         self.server = RealtimeServer(config.server, self.metrics, self._session)
-        self._ids = itertools.count(1)
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
               registry=self.metrics.registry).set_function(
             lambda: sum(s.live_tasks for s in self.sessions.values()))
@@ -106,7 +105,8 @@ class App:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard
             await ws.close(1013, "loading")
             return
-        session_id = f"sess_{next(self._ids)}"
+        # Unique across servers: several nodes may share one event bus and one load balancer.
+        session_id = f"sess_{uuid.uuid4().hex[:16]}"
         session = Session(session_id=session_id, model=model, pipeline=self.pipeline, metrics=self.metrics,
                           defaults=self.defaults, )
         session.observer = self._observe if self.sinks else None
