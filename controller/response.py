@@ -90,6 +90,10 @@ class Response:
         # Monotonic times of the reply's milestones, logged per response: where the latency goes.
         self.marks: dict[str, float] = {"start": time.monotonic()}
         self.say: Say | None = None
+        # response.create options: an out-of-band reply stays out of the conversation; `input_items`
+        # (item specs and references) replace the conversation as the prompt.
+        self.out_of_band = False
+        self.input_items: tuple[object, ...] | None = None
         self.previous_item_id = previous_item_id
         self.released = not speculative
         self.visible = False  # some event of this response reached the client
@@ -212,7 +216,8 @@ class Response:
         self.message_opened = True
         item = it.assistant_message_item(self.item_id, audio=self.audio_out, text=None, status="in_progress")
         await self._emit(self.ev.output_item_added(response_id=self.response_id, output_index=0, item=item))
-        await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+        if not self.out_of_band:
+            await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
         await self._emit(self.ev.content_part_added(**self._pos(), part=self._part("")))
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
@@ -264,7 +269,8 @@ class Response:
                                          arguments="", status="in_progress")
             await self._emit(self.ev.output_item_added(response_id=self.response_id,
                                                        output_index=self._index_of(current), item=item))
-            await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+            if not self.out_of_band:
+                await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
         if name and not current.name:
             current.name = name
         if args:
@@ -323,7 +329,8 @@ class Response:
             await self._emit(self.ev.content_part_done(**self._pos(), part=self._part(text)))
             item = self.message_item("completed", text)
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
-            await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+            if not self.out_of_band:
+                await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         for call in self.tool_calls:
             index = self._index_of(call)
             await self._emit(self.ev.function_call_arguments_done(
@@ -332,7 +339,8 @@ class Response:
             item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
                                          arguments=call.arguments, status="completed")
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
-            await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+            if not self.out_of_band:
+                await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         await self._emit(self.ev.response_done(self._response_obj(status)))
 
     async def finish_empty(self) -> None:

@@ -298,6 +298,7 @@ class Session(ItemsMixin):
             case tt.FlushAudio(gen_id=gen_id):
                 self._drop_queued_audio(gen_id)
             case tt.RejectRequest(code=code, message=message):
+                self._response_overrides = None  # a refused response.create leaves nothing behind
                 await self.error(RemoteProtocolError(message, code=code))
             case tt.StartTimer(key=key, deadline=deadline):
                 loop = asyncio.get_running_loop()
@@ -335,13 +336,16 @@ class Session(ItemsMixin):
         settings = self._response_settings()
         instructions_cfg = self.cfg if self._response_overrides is None else apply_patch(
             self.cfg, self._response_overrides.overrides)
-        self._response_overrides = None
+        create, self._response_overrides = self._response_overrides, None
         gen_id = action.gen_id
         resp = Response(gen_id=gen_id, speculative=action.speculative, events=self.events, new_id=self.new_id,
                         pipeline=self.pipeline, settings=settings, emit=lambda e: self.emit(e, gen_id),
                         previous_item_id=None, on_first_audio=lambda: self._first_audio(gen_id))
         resp.answers_audio_end_ms = action.audio_end_ms
         resp.say, self._say = self._say, None
+        if create is not None:
+            resp.out_of_band = create.conversation == "none"
+            resp.input_items = create.input
         turn = None
         if action.audio_end_ms is not None:
             # Capture the turn now: by the time the task runs, the session may have moved on. A

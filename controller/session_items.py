@@ -12,8 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 from context_manager import (
-    AssistantMessage, ConversationError, FunctionCall, FunctionCallOutput, InvalidEditError, SystemMessage,
-    UnknownItemError, UserMessage,
+    AssistantMessage, Conversation, ConversationError, FunctionCall, FunctionCallOutput, InvalidEditError, Item,
+    SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_taking as tt
 from controller.errors import RemoteProtocolError
@@ -103,6 +103,16 @@ class ItemsMixin(_Base):
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
         """The LM request for a reply; None when the user's turn held nothing to answer."""
+        if resp.input_items is not None:  # the client chose the prompt's items itself
+            chosen = Conversation()
+            for entry in resp.input_items:
+                if isinstance(entry, it.ItemReference):
+                    chosen.add(self.conversation.get(entry.id))
+                else:
+                    chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
+            messages = chosen.messages(cfg.instructions, self.defaults.context_budget_tokens,
+                                       self.pipeline.count_tokens)
+            return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
         overrides: dict[str, str] = {}
         if turn is not None:
@@ -117,12 +127,16 @@ class ItemsMixin(_Base):
                 extra.append({"role": "user", "content": heard.lm_content})
         messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
                                               self.pipeline.count_tokens, overrides) + extra
+        return self._chat_request(resp, cfg, messages)
+
+    @staticmethod
+    def _chat_request(resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest:
         return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
                            temperature=resp.settings.temperature, max_tokens=resp.settings.max_output_tokens or 256)
 
     def record_reply(self, resp: Response, heard_ms: float | None) -> None:
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""
-        if not resp.visible:
+        if not resp.visible or resp.out_of_band:
             return
         previous = resp.previous_item_id if resp.previous_item_id in self.conversation else None
         if resp.message_opened and resp.item_id not in self.conversation:
@@ -165,15 +179,8 @@ class ItemsMixin(_Base):
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
         item_id = spec.id or self.new_id("item")
-        call_id = None
-        if isinstance(spec, it.MessageSpec):
-            cls = {"user": UserMessage, "assistant": AssistantMessage, "system": SystemMessage}[spec.role]
-            item = cls(id=item_id, text=spec.text)
-        elif isinstance(spec, it.FunctionCallSpec):
-            call_id = spec.call_id or item_id
-            item = FunctionCall(id=item_id, call_id=call_id, name=spec.name, arguments=spec.arguments)
-        else:
-            item = FunctionCallOutput(id=item_id, call_id=spec.call_id, output=spec.output)
+        item = self._item_from_spec(spec, item_id)
+        call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
         self.conversation.add(item, previous_item_id=previous)
         previous = self.conversation.previous_item_id(item_id)
@@ -181,6 +188,15 @@ class ItemsMixin(_Base):
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
         await self.emit(self.events.item_done(wire, previous_item_id=previous))
         await self.apply(tt.ContextChanged())
+
+    @staticmethod
+    def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:
+        if isinstance(spec, it.MessageSpec):
+            cls = {"user": UserMessage, "assistant": AssistantMessage, "system": SystemMessage}[spec.role]
+            return cls(id=item_id, text=spec.text)
+        if isinstance(spec, it.FunctionCallSpec):
+            return FunctionCall(id=item_id, call_id=spec.call_id or item_id, name=spec.name, arguments=spec.arguments)
+        return FunctionCallOutput(id=item_id, call_id=spec.call_id, output=spec.output)
 
     async def _item_truncate(self, event: ce.ConversationItemTruncate) -> None:
         item = self.conversation.get(event.item_id)

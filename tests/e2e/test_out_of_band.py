@@ -1,0 +1,41 @@
+"""response.create with conversation "none" and an explicit `input`: an out-of-band reply."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.helpers import open_conversation
+from tests.realtime_schema import validate_server_event
+
+pytestmark = pytest.mark.slow
+
+
+async def test_out_of_band_reply_uses_the_given_input_and_stays_out_of_the_conversation(embedded_server) -> None:
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "temperature": 0.0, "audio": {"input": {"turn_detection": None}}}})
+        await conv.send({"type": "conversation.item.create", "item": {
+            "id": "item_fact", "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "My name is Ada."}]}})
+        await conv.wait_for("conversation.item.done")
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {
+            "conversation": "none", "output_modalities": ["text"],
+            "input": [{"type": "item_reference", "id": "item_fact"},
+                      {"type": "message", "role": "user",
+                       "content": [{"type": "input_text", "text": "What is my name? Answer with the name only."}]}]}})
+        done = await conv.wait_for("response.done", after=n, timeout=120)
+        reply_item = done["response"]["output"][0]["id"]
+        await conv.send({"type": "conversation.item.retrieve", "item_id": reply_item})
+        missing = await conv.wait_for("error", after=n, timeout=10)
+    finally:
+        await conv.close()
+    assert done["response"]["status"] == "completed"
+    text = [e["text"] for e in conv.events[n:] if e["type"] == "response.output_text.done"]
+    assert text and "ada" in text[-1].lower()
+    # Out of band: the reply never joined the conversation.
+    assert not [e for e in conv.events[n:] if e["type"] in ("conversation.item.added", "conversation.item.done")]
+    assert missing["error"]["code"] == "item_not_found"
+    for raw in conv.raw:
+        validate_server_event(raw)
