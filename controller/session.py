@@ -79,6 +79,7 @@ class Session(ItemsMixin):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+        self._item_transcriptions: set[asyncio.Future[None]] = set()
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._turn_item_id = self.new_id("item")
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
@@ -120,7 +121,7 @@ class Session(ItemsMixin):
             handle.cancel()
         self._timers.clear()
         tasks = ([task for _, task in self._responses.values()] + list(self._tasks)
-                 + list(self._turn_inputs.values()))
+                 + list(self._turn_inputs.values()) + list(self._item_transcriptions))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -133,7 +134,8 @@ class Session(ItemsMixin):
     @property
     def live_tasks(self) -> int:
         pending = sum(not t.done() for t in self._turn_inputs.values())
-        return len(self._responses) + len(self._tasks) + pending + len(self._timers)
+        return (len(self._responses) + len(self._tasks) + pending + len(self._timers)
+                + len(self._item_transcriptions))
 
     async def _writer(self, ws: ServerConnection) -> None:
         while True:

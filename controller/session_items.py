@@ -11,11 +11,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from context_manager import (
     AssistantMessage, Conversation, ConversationError, FunctionCall, FunctionCallOutput, InvalidEditError, Item,
     SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_taking as tt
+from controller.audio_io import PIPELINE_RATE, decode
 from controller.errors import RemoteProtocolError
 from controller.pipeline import TurnInput
 from controller.realtime import client_events as ce
@@ -23,6 +26,7 @@ from controller.realtime import items as it
 from controller.realtime.session_config import SessionConfig, ToolChoiceFunction
 from controller.response import Response
 from lm_engine.chat import ChatRequest
+from vad import Resampler
 
 if TYPE_CHECKING:
     from controller.session import Session as _Base
@@ -103,6 +107,8 @@ class ItemsMixin(_Base):
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
         """The LM request for a reply; None when the user's turn held nothing to answer."""
+        if self._item_transcriptions:  # audio items the client sent whole are part of the prompt
+            await asyncio.gather(*list(self._item_transcriptions), return_exceptions=True)
         if resp.input_items is not None:  # the client chose the prompt's items itself
             chosen = Conversation()
             for entry in resp.input_items:
@@ -187,7 +193,22 @@ class ItemsMixin(_Base):
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
         await self.emit(self.events.item_done(wire, previous_item_id=previous))
+        audio = b"".join(p.audio for p in getattr(spec, "content", ()) if p.type == "input_audio" and p.audio
+                         and not p.transcript)
+        if audio:  # a user audio item sent whole: it needs the same transcription a spoken turn gets
+            task = asyncio.ensure_future(self._transcribe_item(item_id, previous, audio))
+            self._item_transcriptions.add(task)
+            task.add_done_callback(self._item_transcriptions.discard)
         await self.apply(tt.ContextChanged())
+
+    async def _transcribe_item(self, item_id: str, previous: str | None, audio: bytes) -> None:
+        pcm = decode(audio, self.cfg.input_format)
+        resampler = Resampler(self.cfg.input_format.sample_rate, PIPELINE_RATE)
+        pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
+        end_ms = pcm16k.size * 1000 // PIPELINE_RATE
+        language = self.cfg.transcription.language if self.cfg.transcription else None
+        turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, language))
+        await self._finish_transcription(item_id, previous, turn, end_ms, end_ms / 1000.0)
 
     @staticmethod
     def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:

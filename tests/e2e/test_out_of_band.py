@@ -39,3 +39,29 @@ async def test_out_of_band_reply_uses_the_given_input_and_stays_out_of_the_conve
     assert missing["error"]["code"] == "item_not_found"
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_user_audio_item_sent_whole_is_transcribed_and_answered(embedded_server, beckett_wav) -> None:
+    import base64
+
+    from tests.e2e.helpers import RATE, load_pcm24k, to_pcm16
+
+    speech = load_pcm24k(beckett_wav)[: int(2.9 * RATE)]
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_audio", "audio": base64.b64encode(to_pcm16(speech)).decode()}]}})
+        await conv.send({"type": "response.create"})
+        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=60)
+        done = await conv.wait_for("response.done", timeout=120)
+    finally:
+        await conv.close()
+    assert "ever tried" in heard["transcript"].lower()
+    assert done["response"]["status"] == "completed" and conv.of_type("response.output_audio.delta")
+    # The reply came after the transcript: the model was answering what was said.
+    assert conv.events.index(heard) < conv.events.index(conv.of_type("response.created")[0])
+    for raw in conv.raw:
+        validate_server_event(raw)
