@@ -22,13 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lm_engine.backends.oai_stream import OaiChunkTranslator, OaiStreamError
+from lm_engine.backends.oai_stream import END, OaiChunkTranslator, OaiStreamError, drain
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
 
-_DONE = object()  # end-of-stream marker on the hand-off queue
-_POLL_S = 0.01    # how often the consumer re-checks `cancel` while waiting for the next chunk
 
 
 class LlamaCppConfigError(ValueError):
@@ -139,29 +137,7 @@ class LlamaCppBackend:
         producer.start()
         translator = OaiChunkTranslator(_tool_names(request))
         try:
-            while True:
-                if cancel.is_set():
-                    yield ChatDelta(finish_reason="cancelled")
-                    return
-                try:
-                    item = chunks.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise ChatBackendError(f"llama.cpp failed: {item}") from item
-                assert isinstance(item, dict)
-                try:
-                    deltas = translator.feed(item)
-                except OaiStreamError as exc:
-                    raise ChatBackendError(f"llama.cpp rejected the request: {exc}") from exc
-                for delta in deltas:
-                    yield delta
-            if cancel.is_set():
-                yield ChatDelta(finish_reason="cancelled")
-                return
-            yield from translator.finish()
+            yield from drain(chunks, cancel, translator, _failure)
         finally:
             # Also reached when the consumer closes the generator early: the next callback stops llama.cpp.
             consumer_gone.set()
@@ -176,7 +152,7 @@ class LlamaCppBackend:
         except Exception as exc:  # a worker-thread root: hand the error to the consumer
             chunks.put(exc)
         finally:
-            chunks.put(_DONE)
+            chunks.put(END)
             with self._producers_lock:
                 self._producers.discard(threading.current_thread())
 
@@ -244,3 +220,9 @@ def _tool_names(request: ChatRequest) -> list[str]:
         if isinstance(name, str):
             names.append(name)
     return names
+
+
+def _failure(cause: BaseException | str) -> ChatBackendError:
+    if isinstance(cause, OaiStreamError):
+        return ChatBackendError(f"llama.cpp rejected the request: {cause}")
+    return ChatBackendError(f"llama.cpp failed: {cause}")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from lm_engine.chat import ChatDelta, ToolCallDelta
@@ -114,6 +116,46 @@ class OaiChunkTranslator:
             self._native_calls[index] = (call_id, name)
         return [ChatDelta(tool_call=ToolCallDelta(
             call_id=call_id, name=name, arguments_delta=function.get("arguments") or ""))]
+
+
+END = object()  # a producer thread puts this after its last chunk
+_POLL_S = 0.01  # how often the consumer re-checks `cancel` while waiting for the next chunk
+
+
+def drain(chunks: queue.Queue[object], cancel: threading.Event, translator: OaiChunkTranslator,
+          failure: Callable[[BaseException | str], Exception]) -> Iterator[ChatDelta]:
+    """The consumer side of a backend's stream: chunk dicts put on `chunks` by a producer thread -> deltas.
+
+    Stops at END; an exception put on the queue, or a chunk the translator rejects, is raised as
+    `failure(cause)`. Once `cancel` is set it returns at once with finish_reason "cancelled" (the
+    producer is told to stop by its owner, in the caller's `finally`).
+    """
+    while True:
+        if cancel.is_set():
+            yield ChatDelta(finish_reason="cancelled")
+            return
+        try:
+            item = chunks.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+        if item is END:
+            break
+        if isinstance(item, BaseException):
+            error = failure(item)
+            if error is item:  # already the backend's own error
+                raise error
+            raise error from item
+        if not isinstance(item, dict):
+            raise failure(f"unexpected item on the stream: {item!r}")
+        try:
+            deltas = translator.feed(item)
+        except OaiStreamError as exc:
+            raise failure(exc) from exc
+        yield from deltas
+    if cancel.is_set():
+        yield ChatDelta(finish_reason="cancelled")
+        return
+    yield from translator.finish()
 
 
 def _new_call_id() -> str:

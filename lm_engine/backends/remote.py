@@ -30,20 +30,12 @@ try:
 except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
     raise ModuleNotFoundError("the remote chat backend needs httpx2: pip install 'stepaudio-rt[remote]'") from exc
 
-from lm_engine.backends.oai_stream import OaiChunkTranslator, OaiStreamError
+from lm_engine.backends.oai_stream import END, OaiChunkTranslator, drain
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
 
-_POLL_S = 0.01          # how often the consumer re-checks `cancel` while waiting for the next event
 _ERROR_BODY_MAX = 2000  # characters of an error response quoted in the exception
-
-
-class _End:
-    """End-of-stream marker on the hand-off queue."""
-
-
-_END = _End()
 
 
 class _Abort:
@@ -145,29 +137,14 @@ class RemoteChatBackend:
                                     name="remote-chat-stream", daemon=True)
         producer.start()
         translator = OaiChunkTranslator(_tool_names(request))
+
+        def failure(cause: BaseException | str) -> ChatBackendError:
+            if isinstance(cause, ChatBackendError):
+                return cause
+            return ChatBackendError(f"chat server {self.base_url} failed the request: {cause}")
+
         try:
-            while True:
-                if cancel.is_set():
-                    yield ChatDelta(finish_reason="cancelled")
-                    return
-                try:
-                    item = items.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
-                if isinstance(item, _End):
-                    break
-                if isinstance(item, ChatBackendError):
-                    raise item
-                assert isinstance(item, dict)
-                try:
-                    deltas = translator.feed(item)
-                except OaiStreamError as exc:
-                    raise ChatBackendError(f"chat server {self.base_url} failed the request: {exc}") from exc
-                yield from deltas
-            if cancel.is_set():
-                yield ChatDelta(finish_reason="cancelled")
-                return
-            yield from translator.finish()
+            yield from drain(items, cancel, translator, failure)
         finally:
             # Reached on return, on error and when the consumer closes the generator early.
             abort.abort()
@@ -211,7 +188,7 @@ class RemoteChatBackend:
             items.put(ChatBackendError(f"chat server {url}: unexpected failure: {exc!r}"))
         finally:
             abort.finish()
-            items.put(_END)
+            items.put(END)
 
     def _read_events(self, url: str, response: httpx2.Response, items: queue.Queue[object]) -> None:
         """Queue each chunk dict; raise ChatBackendError for anything that is not a well-formed OpenAI stream."""
