@@ -15,7 +15,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, missing_peer
 
 
 class Mosquitto:
@@ -23,7 +23,7 @@ class Mosquitto:
 
     def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         if shutil.which("mosquitto") is None:
-            pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+            missing_peer("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
         self.port = free_port()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)

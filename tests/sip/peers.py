@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.sip.media import free_udp_port
+from tests.conftest import missing_peer
 
 
 def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)} (apt-get install sip-tester baresip-core sox tshark)")
+        missing_peer(f"needs {', '.join(missing)} (apt-get install sip-tester baresip-core sox tshark)")
 
 
 def sip_request(method: str, port: int, local_port: int, *, call_id: str = "probe-1", extra: str = "",

@@ -12,6 +12,7 @@ from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfDigit, DtmfReceiver, OutboundStream, RtpPacket, TelephoneEvent
 from clients.sip.sdp import Codec, SessionDescription, build_answer, negotiate
 from tests.sip.media import read_pcap_udp
+from tests.conftest import missing_peer
 
 OFFER = (b"v=0\r\no=alice 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
          b"m=video 5002 RTP/AVP 96\r\n"
@@ -94,7 +95,7 @@ def test_dtmf_from_debians_rfc4733_pcap() -> None:
     """RFC 4733 2.5.1.4: the end packet is sent three times; the digit is reported once."""
     pcap = Path("/usr/share/sip-tester/dtmf_2833_5.pcap")
     if not pcap.exists():
-        pytest.skip("sip-tester not installed")
+        missing_peer("needs sip-tester (apt-get install sip-tester)")
     rx = DtmfReceiver()
     digits = [d for _, _, p in read_pcap_udp(pcap) for d in rx.feed(RtpPacket.parse(p))]
     assert [d.digit for d in digits] == ["5"]

@@ -24,7 +24,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from tests.conftest import ServerProcess, speech_asset
+from tests.conftest import ServerProcess, speech_asset, missing_peer
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def chromium_flags(wav: Path, profile: Path) -> list[str]:
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+        missing_peer("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
