@@ -206,17 +206,12 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    uri: str
+class _DialogHeaders:
+    """Convenience views of the headers every request and response carries (valid once parsed)."""
+
+    __slots__ = ()
     headers: Headers
-    body: bytes = b""
 
-    def serialize(self) -> bytes:
-        return _serialize(f"{self.method} {self.uri} SIP/2.0", self.headers, self.body)
-
-    # Convenience views of the mandatory headers (valid after parse_message succeeded).
     @property
     def call_id(self) -> str:
         return self.headers.get("Call-ID") or ""
@@ -224,6 +219,17 @@ class Request:
     @property
     def cseq(self) -> CSeq:
         return CSeq.parse(self.headers.get("CSeq") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Request(_DialogHeaders):
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+
+    def serialize(self) -> bytes:
+        return _serialize(f"{self.method} {self.uri} SIP/2.0", self.headers, self.body)
 
     @property
     def top_via(self) -> Via:
@@ -239,7 +245,7 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
-class Response:
+class Response(_DialogHeaders):
     status: int
     reason: str
     headers: Headers
@@ -247,14 +253,6 @@ class Response:
 
     def serialize(self) -> bytes:
         return _serialize(f"SIP/2.0 {self.status} {self.reason}", self.headers, self.body)
-
-    @property
-    def call_id(self) -> str:
-        return self.headers.get("Call-ID") or ""
-
-    @property
-    def cseq(self) -> CSeq:
-        return CSeq.parse(self.headers.get("CSeq") or "")
 
 
 def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
