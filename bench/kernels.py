@@ -321,6 +321,16 @@ def vocoder_case(seconds: float, dev: str, iters: int) -> dict:
 
 # ----------------------------------------------------------------------------------------------- main
 
+def guarded(case: Callable[..., dict], *args: object) -> dict:
+    """One case's row, or a row that records why it failed (the other cases still run)."""
+    try:
+        return case(*args)
+    except Exception as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"case": f"{case.__name__}{args[:2]}", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
 def _fmt(x: object) -> str:
     return f"{x:9.3f}" if isinstance(x, float) else f"{str(x)[:9]:>9}"
 
@@ -358,18 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
     for name, h, g, d in shapes:
         for s in seqs:
-            row = prefill_case(name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
+            row = guarded(prefill_case, name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
             result["prefill"].append(row)
             print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
     result["decode"] = []
     for name, h, g, d in [("chat d128", 96, 8, 128), ("tts3b d64", 48, 4, 64)]:
         for b in (1, 32) if not args.smoke else (1, 2):
-            row = decode_case(name, b, ctx_len, h, g, d, dev, dtype, page, iters)
+            row = guarded(decode_case, name, b, ctx_len, h, g, d, dev, dtype, page, iters)
             result["decode"].append(row)
-            print(f"[{time.time() - t0:6.1f}s] decode {name} B={b}: {row['ms']:.4f} ms", flush=True)
+            print(f"[{time.time() - t0:6.1f}s] decode {name} B={b}: {row['ms']} ms", flush=True)
     result["vocoder"] = []
     for sec in (1.0, 10.0) if not args.smoke else (0.1,):
-        row = vocoder_case(sec, dev, iters)
+        row = guarded(vocoder_case, sec, dev, iters)
         result["vocoder"].append(row)
         print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
 
@@ -387,6 +397,9 @@ def print_table(r: dict) -> None:
     print("\nprefill causal (TFLOP/s; ratio = row ms / ours ms, i.e. how many times faster ours is)")
     print(f"{'case':16} {'S':>6} {'impl':28} {'ms':>9} {'TFLOP/s':>9} {'ratio':>7}")
     for row in r["prefill"]:
+        if "error" in row:
+            print(f"{row['case']}: {row['error']}")
+            continue
         ours = row["ms"]["ours_sqrt_alibi"]
         for impl, ms in row["ms"].items():
             tf = row["flops"] / (ms * 1e-3) / 1e12 if isinstance(ms, float) else "-"
@@ -395,10 +408,16 @@ def print_table(r: dict) -> None:
     print("\npaged decode (q_len 1, sqrt-ALiBi)")
     print(f"{'case':16} {'batch':>5} {'ctx':>6} {'ms':>9} {'TB/s':>9} {'of copy':>8}")
     for row in r["decode"]:
+        if "error" in row:
+            print(f"{row['case']}: {row['error']}")
+            continue
         print(f"{row['case']:16} {row['batch']:>5} {row['ctx']:>6} {_fmt(row['ms'])} {_fmt(row['tb_per_s'])} "
               f"{row['tb_per_s'] / r['copy_tb_per_s']:8.2f}")
     print("\nHiFT vocoder, batch 1 (ms; speed-up = eager / variant)")
     for row in r["vocoder"]:
+        if "error" in row:
+            print(f"{row['case']}: {row['error']}")
+            continue
         eager = row["ms"]["eager"]
         for impl, ms in row["ms"].items():
             sp = eager / ms if isinstance(ms, float) else "-"

@@ -1,26 +1,41 @@
-"""Speech-decoder benchmark (skeleton): flow + HiFT real-time factor, offline and streamed, and the time from the
-25th token (when StreamingDecoder's first window is complete) to the first audio chunk.
+"""Speech-path benchmark: TTS-3B tokens/s (lm_engine), flow + HiFT real-time factor offline and streamed, time from
+the reply text to the first audio chunk, and how many concurrent streams stay real-time.
 
-    python -m bench.tts                        # GPU: full-random CosyVoice-300M-25Hz dims
-    python -m bench.tts --profile tiny         # CPU smoke check
+    python -m bench.tts                        # GPU: full-random TTS-3B + CosyVoice-300M-25Hz dims
+    python -m bench.tts --profile tiny         # CPU: tiny dims (plumbing and CPU figures)
 
-Still to add (issue 5): TTS-3B tokens/s from lm_engine, time from the first reply text to the first audio, and how
-many concurrent streams stay real-time (needs batched flow windows across sessions).
-Writes JSON (--out) and prints it.
+Measured, in this order, on one device:
+* decoder: offline token2wav RTF for --tokens tokens; streamed RTF through StreamingDecoder (5-token pushes, the LM's
+  pace); the first chunk's compute time (the push that completes its 25-token window).
+* TTS-3B: greedy decode tokens/s at batch 1 through the engine (CUDA graphs on GPU).
+* first audio: wall time from submitting a --tts-prompt-len token TTS prompt (speaker prompt + first sentence) to
+  the first audio chunk leaving StreamingDecoder: prefill, 25 decode steps, the first flow window and HiFT, run in
+  sequence as the Controller runs them. Random weights emit arbitrary ids; they are folded into the 5120 flow codes.
+* concurrency: N streams decoded round-robin, 5 tokens (120 ms of speech) per stream per round; N stays
+  real-time while a round takes less than the 120 ms of audio it adds per stream (one CUDA stream, no batching
+  across sessions yet).
+Writes JSON (--out) and prints a table.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from lm_engine.checkpoint import write_step1_checkpoint
+from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine_api import Engine
 from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.streaming_decoder import StreamingDecoder
+
+HOP_TOKENS = 5
+TOKENS_PER_S = 25 / 0.6  # 41.67 flow tokens per second of speech
 
 
 def _sync(dev: torch.device) -> None:
@@ -28,24 +43,15 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run(profile: str, n_tokens: int, prompt_tokens: int, device: str) -> dict[str, float | int | str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"writing a {profile} CosyVoice folder ...", flush=True)
-        model = CosyVoiceModel.load(write_cosyvoice_folder(Path(tmp) / "cv", profile), device=device)
+def decoder_figures(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int]) -> dict[str, float]:
     dev = model.device
-    g = torch.Generator().manual_seed(0)
-    prompt = SpeakerPrompt(torch.randint(0, 5120, (prompt_tokens,), generator=g),
-                           torch.randn(model.cfg.flow.mel_frames(prompt_tokens), 80, generator=g) - 5,
-                           torch.randn(192, generator=g))
-    tokens = torch.randint(0, 5120, (n_tokens,), generator=g).tolist()
-    seconds = model.cfg.flow.mel_frames(n_tokens) * 256 / 22050
+    seconds = model.cfg.flow.mel_frames(len(tokens)) * 256 / 22050
     model.token2wav(tokens[:50], prompt)  # warm-up
     _sync(dev)
     t0 = time.perf_counter()
     model.token2wav(tokens, prompt)
     _sync(dev)
     offline = time.perf_counter() - t0
-
     dec = StreamingDecoder(model, prompt)
     dec.push(tokens[:20])
     _sync(dev)
@@ -54,27 +60,133 @@ def run(profile: str, n_tokens: int, prompt_tokens: int, device: str) -> dict[st
     _sync(dev)
     first_chunk = time.perf_counter() - t0
     t1 = time.perf_counter()
-    for i in range(25, n_tokens, 5):
-        dec.push(tokens[i:i + 5])
+    for i in range(25, len(tokens), HOP_TOKENS):
+        dec.push(tokens[i:i + HOP_TOKENS])
     dec.finish()
     _sync(dev)
     streamed = time.perf_counter() - t1 + first_chunk
-    return {"profile": profile, "device": str(dev), "tokens": n_tokens, "audio_s": round(seconds, 3),
-            "offline_rtf": round(offline / seconds, 4), "streamed_rtf": round(streamed / seconds, 4),
-            "first_chunk_ms": round(first_chunk * 1e3, 1), "first_chunk_samples": int(first.size)}
+    return {"audio_s": round(seconds, 3), "offline_rtf": offline / seconds, "streamed_rtf": streamed / seconds,
+            "first_chunk_ms": first_chunk * 1e3, "first_chunk_samples": int(first.size)}
+
+
+def tts3b_figures(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, prompt_len: int,
+                  steps: int) -> dict[str, float]:
+    vocab = eng.model_config.vocab_size
+    g = torch.Generator().manual_seed(7)
+    greedy = SamplingParams(temperature=0.0, max_tokens=steps, ignore_eos=True)
+    eng.generate(torch.randint(5, vocab, (prompt_len,), generator=g).tolist(), greedy)  # warm-up (graphs, kernels)
+    seq = eng.llm.add_request(torch.randint(5, vocab, (prompt_len,), generator=g).tolist(), greedy)
+    while eng.llm.seqs[seq].num_cached_tokens < prompt_len:
+        eng.llm.step()
+    t0 = time.perf_counter()
+    n = 0
+    while eng.llm.has_unfinished():
+        n += len(eng.llm.step())
+    tok_s = n / (time.perf_counter() - t0)
+
+    # First audio: text arrives -> prompt prefill -> 25 tokens -> first flow window -> HiFT -> audio chunk.
+    dev = model.device
+    ids = torch.randint(5, vocab, (prompt_len,), generator=g).tolist()
+    first = SamplingParams(temperature=0.0, max_tokens=25, ignore_eos=True)
+    _sync(dev)
+    t0 = time.perf_counter()
+    seq = eng.llm.add_request(ids, first)
+    dec = StreamingDecoder(model, prompt)
+    got: list[int] = []
+    audio_samples = 0
+    while audio_samples == 0 and eng.llm.has_unfinished():
+        for d in eng.llm.step():
+            if d.seq_id == seq:
+                got.append(d.token_id % 5120)
+        if len(got) >= 25 or not eng.llm.has_unfinished():
+            audio_samples = dec.push(got).size
+            got = []
+    _sync(dev)
+    first_audio = time.perf_counter() - t0
+    return {"tts3b_decode_tok_s_b1": tok_s, "realtime_tok_s": TOKENS_PER_S,
+            "first_text_to_first_audio_ms": first_audio * 1e3, "tts_prompt_len": prompt_len}
+
+
+def concurrency(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int], counts: list[int],
+                rounds: int) -> list[dict[str, float]]:
+    rows = []
+    budget = HOP_TOKENS / TOKENS_PER_S
+    for n in counts:
+        decs = [StreamingDecoder(model, prompt, seed=i) for i in range(n)]
+        for d in decs:  # everyone past the first window: the steady state
+            d.push(tokens[:25])
+        _sync(model.device)
+        t0 = time.perf_counter()
+        for r in range(rounds):
+            chunk = tokens[25 + r * HOP_TOKENS: 30 + r * HOP_TOKENS]
+            for d in decs:
+                d.push(chunk)
+        _sync(model.device)
+        per_round = (time.perf_counter() - t0) / rounds
+        rows.append({"streams": n, "round_ms": per_round * 1e3, "budget_ms": budget * 1e3,
+                     "realtime": per_round <= budget})
+        if per_round > 2 * budget:
+            break
+    return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
     ap.add_argument("--tokens", type=int, default=500)
-    ap.add_argument("--prompt-tokens", type=int, default=125)
+    ap.add_argument("--prompt-tokens", type=int, default=125, help="speaker prompt length in flow tokens")
+    ap.add_argument("--tts-prompt-len", type=int, default=400, help="TTS-3B prompt length in LM tokens")
+    ap.add_argument("--tts-ckpt", type=Path, help="existing TTS-3B checkpoint (default: written to a temp dir)")
+    ap.add_argument("--streams", default="1,2,4,8,16,32,64")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="bench_tts.json")
-    args = ap.parse_args()
-    result = run(args.profile, args.tokens, args.prompt_tokens, args.device)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    ap.add_argument("--out", type=Path, default=Path("bench/results/tts.json"))
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"writing a {a.profile} CosyVoice folder ...", flush=True)
+        model = CosyVoiceModel.load(write_cosyvoice_folder(Path(tmp) / "cv", a.profile), device=dev)
+    g = torch.Generator().manual_seed(0)
+    prompt = SpeakerPrompt(torch.randint(0, 5120, (a.prompt_tokens,), generator=g),
+                           torch.randn(model.cfg.flow.mel_frames(a.prompt_tokens), 80, generator=g) - 5,
+                           torch.randn(192, generator=g))
+    tokens = torch.randint(0, 5120, (a.tokens,), generator=g).tolist()
+    result: dict = {"profile": a.profile, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                    "torch": torch.__version__,
+                    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                             text=True).stdout.strip()}
+    result["decoder"] = decoder_figures(model, prompt, tokens)
+    print(f"decoder: {result['decoder']}", flush=True)
+
+    ckpt = a.tts_ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
+    if not (ckpt / "config.json").exists():
+        write_step1_checkpoint(ckpt, a.profile, "tts")
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, progress=False,
+                                 config=EngineConfig(gpu_memory_utilization=None, kv_cache_memory_gib=4.0,
+                                                     max_model_len=4096, cuda_graph_max_batch=8))
+    try:
+        result["tts3b"] = tts3b_figures(eng, model, prompt, a.tts_prompt_len, 64 if a.profile == "tiny" else 256)
+    finally:
+        eng.close()
+    print(f"tts3b: {result['tts3b']}", flush=True)
+    counts = [int(x) for x in a.streams.split(",")]
+    result["concurrency"] = concurrency(model, prompt, tokens, counts, rounds=10)
+    ok = [r["streams"] for r in result["concurrency"] if r["realtime"]]
+    result["max_realtime_streams_measured"] = max(ok) if ok else 0
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    d, t = result["decoder"], result["tts3b"]
+    print(f"\n{a.profile} on {result['device']}, commit {result['commit']}")
+    print(f"{'TTS-3B decode, batch 1':<44}{t['tts3b_decode_tok_s_b1']:>10.1f} tok/s (real time needs 41.7)")
+    print(f"{'first text -> first audio chunk':<44}{t['first_text_to_first_audio_ms']:>10.1f} ms")
+    print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
+    print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
+    print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
+    for r in result["concurrency"]:
+        print(f"{'streams ' + str(r['streams']) + ' round (budget 120 ms)':<44}{r['round_ms']:>10.1f} ms"
+              f"  {'real-time' if r['realtime'] else 'too slow'}")
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def _kv_offsets(seq_row_ptr, offs_n, n_ok, stride_b, stride_s, PAGE: tl.constexp
 def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv_head_off_k, kv_head_off_v,
                   offs_d, d_ok, scale_log2,
                   stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
-                  BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr):
+                  BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+                  DOT: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
     k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
@@ -69,7 +70,7 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
     # K^T tile [BLOCK_D, BLOCK_N]; V tile [BLOCK_N, BLOCK_D]
     k = tl.load(K + kv_head_off_k + k_off[None, :] + offs_d[:, None] * stride_kd,
                 mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-    qk = tl.dot(q, k)
+    qk = tl.dot(q, k, input_precision=DOT)
     s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
     if MASKED:
         s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
@@ -79,7 +80,7 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
     l_i = l_i * alpha + tl.sum(p, 1)
     v = tl.load(V + kv_head_off_v + v_off[:, None] + offs_d[None, :] * stride_vd,
                 mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
     return acc, m_new, l_i
 
 
@@ -93,7 +94,8 @@ def _paged_prefill_kernel(
     stride_ot, stride_oh, stride_od,
     stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
-    BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     # MAX_Q_BUCKET (next power of two of the longest q_len) is unused in the body: it only keys the autotuner, so
     # decode-sized, chunk-sized and long prefills each get their own tile shape.
@@ -140,11 +142,11 @@ def _paged_prefill_kernel(
     for start in range(0, full_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N)
+                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT)
     for start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N)
+                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT)
     # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.
     out = acc / l_i[:, None]
     o_ptrs = O + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh \
@@ -165,7 +167,7 @@ def _paged_decode_kernel(
     stride_bt,
     NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    PAGE: tl.constexpr, BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE: tl.constexpr, BIAS: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     tl.static_assert(GROUP_PAD >= GROUP and GROUP_PAD >= 16)
     split = tl.program_id(0)
@@ -209,7 +211,7 @@ def _paged_decode_kernel(
         v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
         k = tl.load(K + koff + k_off[None, :] + offs_d[:, None] * stride_kd,
                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        s = _scores(tl.dot(q, k), slope2, pos, offs_n, scale_log2, BIAS, True)
+        s = _scores(tl.dot(q, k, input_precision=DOT), slope2, pos, offs_n, scale_log2, BIAS, True)
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -217,7 +219,7 @@ def _paged_decode_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + voff + v_off[:, None] + offs_d[None, :] * stride_vd,
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
         m_i = m_new
 
     # partials laid out [num_seqs, num_heads, NUM_SPLITS(, BLOCK_D)]
@@ -327,7 +329,7 @@ def _get_prefill_launcher():  # type: ignore[no-untyped-def]
             _prefill_launcher = _paged_prefill_kernel
         else:
             _prefill_launcher = triton.autotune(
-                configs=_prefill_configs(), key=["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET"],
+                configs=_prefill_configs(), key=["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET", "DOT"],
                 prune_configs_by={"early_config_prune": _prune_prefill},
             )(_paged_prefill_kernel)
     return _prefill_launcher
@@ -362,6 +364,8 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     scale_log2 = float(scale) * LOG2E
     block_d = max(16, triton.next_power_of_2(head_dim))
     common_k = (*k_cache.stride(), *v_cache.stride())
+    # fp32 in means fp32 math (the engine's parity runs); Triton would otherwise round fp32 dots to TF32.
+    dot = "ieee" if q.dtype == torch.float32 else "tf32"
 
     if max_seqlen_q <= 1:
         block_n = 16 if _interpreting() else (64 if head_dim > 64 else 128)
@@ -375,7 +379,7 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
             q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, slopes, m_part, l_part, acc_part,
             scale_log2, *q.stride(), *common_k, block_tables.stride(0),
             NUM_HEADS=num_heads, NUM_SPLITS=splits, GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim,
-            BLOCK_D=block_d, PAGE=page, BIAS=code, BLOCK_N=block_n,
+            BLOCK_D=block_d, PAGE=page, BIAS=code, BLOCK_N=block_n, DOT=dot,
             num_warps=4, num_stages=1 if _interpreting() else 3,
         )
         _decode_reduce_kernel[(num_heads, num_seqs)](
@@ -390,7 +394,7 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     def grid(meta):  # type: ignore[no-untyped-def]
         return (triton.cdiv(max_seqlen_q * group, meta["BLOCK_M"]), num_kv_heads, num_seqs)
 
-    kwargs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, BIAS=code,
+    kwargs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, BIAS=code, DOT=dot,
                   MAX_Q_BUCKET=min(triton.next_power_of_2(max_seqlen_q), 4096))
     if _interpreting():
         cfg = _prefill_configs()[0]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 
 def missing_peer(reason: str) -> None:
@@ -49,6 +48,8 @@ def two_cities_wav() -> Path:
 @pytest.fixture(scope="session")
 def beckett(beckett_wav: Path) -> np.ndarray:
     """16 kHz float32: "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better." (10 s)."""
+    import soundfile as sf  # imported here so GPU-only runs (kernels, engine) need no audio libraries
+
     audio, rate = sf.read(beckett_wav, dtype="float32")
     assert rate == 16_000
     return audio
@@ -57,6 +58,8 @@ def beckett(beckett_wav: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def two_cities_48k(two_cities_wav: Path) -> np.ndarray:
     """48 kHz float32: the opening of A Tale of Two Cities (44 s)."""
+    import soundfile as sf
+
     audio, rate = sf.read(two_cities_wav, dtype="float32")
     assert rate == 48_000
     return audio

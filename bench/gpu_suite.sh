@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one command, for a lent GPU machine (or any CUDA box with torch + triton):
+# the GPU tests, then bench.kernels, bench.engine and bench.tts. Each step has its own time limit so that one
+# hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
+#
+#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info tests kernels engine tts (default: all)
+set -u
+OUT=${OUT:-bench/results/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+PY=${PY:-python3}
+steps=${*:-info kernels engine tts tests}
+
+run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit status
+    local name=$1 secs=$2
+    shift 2
+    echo "=== $name (limit ${secs}s): $*" | tee -a "$OUT/suite.log"
+    local t0=$SECONDS
+    timeout -k 10 "$secs" "$@" 2>&1 | tee -a "$OUT/suite.log"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/suite.log"
+    echo "$name rc=$rc $((SECONDS - t0))s" >>"$OUT/summary.txt"
+}
+
+for step in $steps; do
+    case $step in
+    info) run info 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+        --format=csv; $PY -c 'import torch, triton; print(torch.__version__, triton.__version__, \
+        torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true" ;;
+    tests) run tests 110 $PY -m pytest -q -p no:cacheprovider -o addopts= --import-mode=importlib \
+        --timeout 100 -n 8 tests/kernels tests/lm_engine/test_engine_gpu.py ;;
+    kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
+    engine) run engine 150 $PY -m bench.engine --out "$OUT/engine.json" ;;
+    tts) run tts 110 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    *) echo "unknown step $step" >&2 ;;
+    esac
+done
+cat "$OUT/summary.txt"

@@ -1,0 +1,77 @@
+"""The engine on a CUDA device: Triton attention, CUDA-graph decode, against the CPU engine and against itself
+without graphs. Skipped without CUDA (CI); run on a GPU machine with `pytest -m gpu`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_step1_reference import tiny_ckpt  # noqa: E402,F401
+
+from lm_engine.engine.config import EngineConfig, SamplingParams  # noqa: E402
+from lm_engine.engine_api import Engine  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+PROMPTS = [list(range(7 + 3 * i, 7 + 3 * i + n)) for i, n in enumerate([1, 3, 5, 8, 13, 17, 26, 40])]
+
+
+def _engine(path: Path, device: str, *, eager: bool) -> Engine:
+    cfg = EngineConfig(block_size=16, num_kv_blocks=256, enforce_eager=eager, cuda_graph_max_batch=16,
+                       max_model_len=512)
+    return Engine.from_pretrained(path, device=device, dtype=torch.float32, progress=False, config=cfg)
+
+
+def _batched(eng: Engine) -> list[list[int]]:
+    ids = [eng.llm.add_request(p, GREEDY) for p in PROMPTS]
+    got: dict[int, list[int]] = {i: [] for i in ids}
+    while eng.llm.has_unfinished():
+        for d in eng.llm.step():
+            got[d.seq_id].append(d.token_id)
+    return [got[i] for i in ids]
+
+
+def test_cuda_logits_match_the_cpu_engine(tiny_ckpt):
+    path = tiny_ckpt("tts")
+    prompt = list(range(5, 70))
+    cpu, gpu = _engine(path, "cpu", eager=True), _engine(path, "cuda", eager=False)
+    try:
+        ref, got = cpu.logits(prompt), gpu.logits(prompt).cpu()
+        # fp32 throughout (the kernels' fp32 dots are IEEE, cuBLAS does not use TF32 by default)
+        rel = float((got - ref).norm() / ref.norm())
+        assert rel < 1e-4, rel
+        assert torch.equal(got.argmax(-1), ref.argmax(-1))
+    finally:
+        cpu.close()
+        gpu.close()
+
+
+def test_cuda_graph_decode_gives_the_eager_tokens(tiny_ckpt):
+    path = tiny_ckpt("tts")
+    graphed, eager = _engine(path, "cuda", eager=False), _engine(path, "cuda", eager=True)
+    try:
+        assert graphed.llm.runner.graphs, "no CUDA graph was captured (see the engine's warning)"
+        assert not eager.llm.runner.graphs
+        got = _batched(graphed)
+        assert got == _batched(eager)
+        assert got == [graphed.generate(p, GREEDY) for p in PROMPTS]  # batched == alone, through graphs too
+    finally:
+        graphed.close()
+        eager.close()
+
+
+def test_cuda_fork_rollback_is_bit_identical(tiny_ckpt):
+    eng = _engine(tiny_ckpt("tts"), "cuda", eager=False)
+    try:
+        sid = eng.open(list(range(10, 41)))
+        before, free = eng.next_logits(sid), eng.num_free_blocks
+        fork = eng.fork(sid)
+        assert len(eng.generate(seq_id=fork, params=GREEDY)) == 24
+        assert eng.rollback(fork) > 0 and eng.num_free_blocks == free
+        assert torch.equal(eng.next_logits(sid), before)
+    finally:
+        eng.close()
