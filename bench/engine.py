@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kernels.lm_ops import rms_norm_ref
 from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
@@ -69,7 +70,7 @@ def engine_prefill(eng: Engine, batch: int, prompt_len: int, vocab: int, dev: to
 # ---------------------------------------------------------------------------------------------- baseline
 
 class UpstreamStyle:
-    """Step-1 the way the upstream fallback runs it, on the engine's weights (no copy)."""
+    """Step-1 the way the upstream fallback runs it, on the engine's weights (no copy): eager torch ops only."""
 
     def __init__(self, eng: Engine) -> None:
         self.m = eng.llm.runner.model
@@ -95,7 +96,7 @@ class UpstreamStyle:
         h = F.embedding(ids, m.embed_tokens.weight)
         new_cache = []
         for i, layer in enumerate(m.layers):
-            x = layer.input_layernorm(h)
+            x = rms_norm_ref(h, layer.input_layernorm.weight, layer.input_layernorm.eps)
             qkv = F.linear(x, layer.self_attn.qkv_proj.weight)
             qh, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
             qh = qh.view(B, q, H, D).transpose(1, 2)
@@ -107,10 +108,10 @@ class UpstreamStyle:
             new_cache.append((k, v))
             o = F.scaled_dot_product_attention(qh, k, v, attn_mask=self.bias(k.shape[2], q, qh.dtype))
             h = h + F.linear(o.transpose(1, 2).reshape(B, q, H * D), layer.self_attn.o_proj.weight)
-            x = layer.post_attention_layernorm(h)
+            x = rms_norm_ref(h, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
             gate, up = F.linear(x, layer.mlp.gate_up_proj.weight).chunk(2, dim=-1)
             h = h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
-        logits = F.linear(m.norm(h[:, -1]), self.m.lm_head.weight).float()
+        logits = F.linear(rms_norm_ref(h[:, -1], m.norm.weight, m.norm.eps), self.m.lm_head.weight).float()
         return logits.argmax(-1, keepdim=True), new_cache
 
 

@@ -11,6 +11,7 @@ Every op lives in ``kernels/<op_module>.py`` as three things (STYLE.md section 4
 Public ops:
     alibi_slopes, store_kv, paged_attention            (kernels.attention)
     istft_head, leaky_relu, add_leaky_relu, snake, add_snake, sine_source (kernels.vocoder)
+    rms_norm, add_rms_norm, silu_and_mul                 (kernels.lm_ops)
 
 Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
 """
@@ -38,6 +39,12 @@ _EXPORTS: dict[str, str] = {
     "add_snake_ref": "kernels.vocoder",
     "sine_source": "kernels.vocoder",
     "sine_source_ref": "kernels.vocoder",
+    "rms_norm": "kernels.lm_ops",
+    "rms_norm_ref": "kernels.lm_ops",
+    "add_rms_norm": "kernels.lm_ops",
+    "add_rms_norm_ref": "kernels.lm_ops",
+    "silu_and_mul": "kernels.lm_ops",
+    "silu_and_mul_ref": "kernels.lm_ops",
 }
 
 

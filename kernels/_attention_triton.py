@@ -62,15 +62,19 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
                   offs_d, d_ok, scale_log2,
                   stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
                   BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DOT: tl.constexpr):
+                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
     k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
     v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
-    # K^T tile [BLOCK_D, BLOCK_N]; V tile [BLOCK_N, BLOCK_D]
-    k = tl.load(K + kv_head_off_k + k_off[None, :] + offs_d[:, None] * stride_kd,
-                mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-    qk = tl.dot(q, k, input_precision=DOT)
+    if K_NMAJOR:  # K tile loaded [BLOCK_N, BLOCK_D] and transposed in shared memory
+        k = tl.load(K + kv_head_off_k + k_off[:, None] + offs_d[None, :] * stride_kd,
+                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT)
+    else:  # K^T tile loaded [BLOCK_D, BLOCK_N] directly
+        k = tl.load(K + kv_head_off_k + k_off[None, :] + offs_d[:, None] * stride_kd,
+                    mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+        qk = tl.dot(q, k, input_precision=DOT)
     s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
     if MASKED:
         s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
@@ -95,7 +99,7 @@ def _paged_prefill_kernel(
     stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
     BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr,
 ):
     # MAX_Q_BUCKET (next power of two of the longest q_len) is unused in the body: it only keys the autotuner, so
     # decode-sized, chunk-sized and long prefills each get their own tile shape.
@@ -142,11 +146,11 @@ def _paged_prefill_kernel(
     for start in range(0, full_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT)
+                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR)
     for start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT)
+                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT, K_NMAJOR)
     # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.
     out = acc / l_i[:, None]
     o_ptrs = O + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh \
@@ -303,12 +307,11 @@ def store_kv_triton(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot
 
 def _prefill_configs() -> list[triton.Config]:
     if _interpreting():  # the interpreter cannot autotune over several configs
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4),
-                             (64, 128, 4, 2)]
-    ]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "K_NMAJOR": 1}, num_warps=4, num_stages=1)]
+    tiles = [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 128, 4, 2)]
+    # Which K layout feeds Hopper's wgmma better depends on the tile: let the autotuner time both.
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "K_NMAJOR": kn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in tiles for kn in (0, 1)]
 
 
 def _prune_prefill(configs, named_args, **kwargs):  # type: ignore[no-untyped-def]

@@ -1,8 +1,12 @@
-"""RMSNorm with the variance in fp32 (Step-1 and Qwen2): w * (x / sqrt(mean(x^2) + eps)).to(x.dtype)."""
+"""RMSNorm with the variance in fp32 (Step-1 and Qwen2): w * (x / sqrt(mean(x^2) + eps)).to(x.dtype).
+
+forward_add fuses the pre-norm block's residual add into the norm (one kernel on CUDA: kernels.lm_ops)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from kernels import lm_ops
 
 
 class RMSNorm(nn.Module):
@@ -16,6 +20,8 @@ class RMSNorm(nn.Module):
         param.data.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return lm_ops.rms_norm(x, self.weight, self.eps)
+
+    def forward_add(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(residual + x), residual + x)."""
+        return lm_ops.add_rms_norm(x, residual, self.weight, self.eps)

@@ -2,6 +2,7 @@
 
     h = embed(ids)
     per layer: h += attn(input_layernorm(h));  h += down(silu(gate(x)) * up(x)), x = post_attention_layernorm(h)
+    (computed as vLLM does: each residual add is fused into the RMSNorm that follows it)
     logits = lm_head(norm(h))
 
 Module names follow the HF checkpoints (model.layers.N.self_attn..., lm_head), so loaders map keys 1:1.
@@ -43,9 +44,16 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, positions: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        h = h + self.self_attn(positions, self.input_layernorm(h))
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: the previous block's output, not yet added to the residual stream (which is None before layer 0).
+        Returns (this layer's MLP output, the residual stream): each add is fused into the norm after it."""
+        if residual is None:
+            residual, x = x, self.input_layernorm(x)
+        else:
+            x, residual = self.input_layernorm.forward_add(x, residual)
+        x, residual = self.post_attention_layernorm.forward_add(self.self_attn(positions, x), residual)
+        return self.mlp(x), residual
 
 
 class DecoderModel(nn.Module):
@@ -56,10 +64,10 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        h = self.embed_tokens(input_ids)
+        x, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
-            h = layer(positions, h)
-        return self.norm(h)
+            x, residual = layer(positions, x, residual)
+        return self.norm(x) if residual is None else self.norm.forward_add(x, residual)[0]
 
 
 class DecoderForCausalLM(nn.Module):

@@ -39,6 +39,7 @@ def triton_modules() -> SimpleNamespace:
     return SimpleNamespace(
         attention=importlib.import_module("kernels._attention_triton"),
         vocoder=importlib.import_module("kernels._vocoder_triton"),
+        lm_ops=importlib.import_module("kernels._lm_ops_triton"),
         interpret=not cuda,
         device="cuda" if cuda else "cpu",
     )
