@@ -96,6 +96,10 @@ def _serve(args: argparse.Namespace) -> int:
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         language=args.language, threads=args.threads,
     )
+    if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
+        from controller.step_audio_pipeline import follow_chat_rank
+
+        follow_chat_rank(config)
     try:
         asyncio.run(run_app(config, install_signals=True))
     except KeyboardInterrupt:

@@ -183,8 +183,9 @@ class Response:
     async def run(self, request: object) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
         await self._emit(self.ev.response_created(self._response_obj("in_progress")))
-        # A short first piece (three words) lets synthesis start sooner; later pieces are sentences.
-        chunker = SentenceChunker(min_first_words=3)
+        # A short first piece (a clause of three words or more, or else a phrase of four words) lets synthesis
+        # start before the first sentence is complete; later pieces are sentences.
+        chunker = SentenceChunker(min_first_words=3, first_word_cut=4)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences))
         try:

@@ -75,6 +75,40 @@ def tiny_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stepaudio-rt" / "tiny"
 
 
+def chat_engine_config(on_cpu: bool, seed: int) -> Any:
+    """The Chat LM's engine settings; every tensor-parallel rank must build the same."""
+    from lm_engine import EngineConfig
+
+    return EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.9, seed=seed)
+
+
+def follow_chat_rank(app_config: Any) -> None:
+    """Ranks > 0 of `torchrun --nproc-per-node N stepaudio-rt serve --profile P --model-path DIR`: load this
+    rank's shard of the Chat LM and run rank 0's engine steps until rank 0 closes it; no server, no other model.
+    Rank 0 serves as usual and drives the others (lm_engine.engine.tp_worker). Exits the process when done."""
+    import torch
+
+    from controller.checkpoints import CHAT_DIR
+    from lm_engine import Engine
+
+    tp = int(os.environ.get("WORLD_SIZE", "1"))
+    if app_config.profile not in ("step-audio", *RANDOM_PROFILES):
+        raise ConfigError(f"torchrun (WORLD_SIZE={tp}) shards the Step-Audio Chat LM; profile "
+                          f"{app_config.profile!r} has none")
+    if app_config.model_path is None or app_config.chat_url:
+        raise ConfigError("tensor parallel serving needs --model-path DIR (the same on every rank) and no "
+                          "--chat-url")
+    cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        torch.set_num_threads(1)  # as rank 0 does for tiny: the ranks share the machine's cores
+    chat_dir = cfg.model_path / CHAT_DIR
+    logger.info("rank %s: following rank 0 with %s (tp=%d)", os.environ.get("RANK"), chat_dir, tp)
+    Engine.from_pretrained(chat_dir, device=device, tp=tp, progress=False,
+                           config=chat_engine_config(device == "cpu", cfg.seed))
+    raise SystemExit(0)  # from_pretrained returns only on rank 0
+
+
 def load_step_audio(app_config: Any) -> StepAudioPipeline:
     """controller.app.load_pipeline's entry for step-audio / tiny / full-random."""
     profile = app_config.profile
@@ -147,10 +181,8 @@ class StepAudioPipeline:
                               f"in {tts_dir} or {root}")
         self._register_speakers(speakers)
         logger.info("loading %s (tp=%d)", chat_dir, config.tp)
-        self.chat_engine = Engine.from_pretrained(
-            chat_dir, device=device, tp=config.tp, progress=False,
-            config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.9,
-                                seed=config.seed))
+        self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
+                                                  config=chat_engine_config(on_cpu, config.seed))
         self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
         self._text_mask = _text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
         self._asr = None

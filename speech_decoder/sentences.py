@@ -8,6 +8,9 @@ character at a time gives the same pieces):
   ("J. Smith") or a bare list number at the start of a piece ("1. First").
 - The FIRST piece of a reply may also end at a clause mark (, ; : and ，；：) once it holds at least
   `min_first_words` words, so that audio starts while the rest of the sentence is still being generated.
+- With `first_word_cut` = N, the FIRST piece may also end at a plain word boundary once it holds N words, unless
+  its last word is a function word ("the season of" waits for "light"): a sentence-level TTS then starts on a
+  short phrase instead of waiting for the whole first sentence. The boundary is known when the next word begins.
 - Markdown symbols a TTS would read aloud (* # `) and leading list bullets are removed; pieces without any letter
   or digit are dropped.
 """
@@ -36,10 +39,13 @@ class SentenceChunker:
     After `flush()` the chunker is ready for the next reply (the first-piece clause rule applies again).
     """
 
-    def __init__(self, min_first_words: int = 4) -> None:
+    def __init__(self, min_first_words: int = 4, first_word_cut: int | None = None) -> None:
         if min_first_words < 1:
             raise ValueError(f"min_first_words must be >= 1, got {min_first_words}")
+        if first_word_cut is not None and first_word_cut < 1:
+            raise ValueError(f"first_word_cut must be >= 1 or None, got {first_word_cut}")
         self._min_first_words = min_first_words
+        self._first_word_cut = first_word_cut
         self._buf = ""
         self._first = True
 
@@ -60,7 +66,8 @@ class SentenceChunker:
 
     def _drain(self) -> list[str]:
         pieces: list[str] = []
-        while (cut := _find_cut(self._buf, self._first, self._min_first_words)) is not None:
+        while (cut := _find_cut(self._buf, self._first, self._min_first_words,
+                                self._first_word_cut if self._first else None)) is not None:
             piece = clean_for_speech(self._buf[:cut])
             self._buf = self._buf[cut:]
             if piece:
@@ -76,7 +83,7 @@ def clean_for_speech(text: str) -> str:
     return text if any(ch.isalnum() for ch in text) else ""
 
 
-def _find_cut(buf: str, first: bool, min_words: int) -> int | None:
+def _find_cut(buf: str, first: bool, min_words: int, word_cut: int | None = None) -> int | None:
     """End index (exclusive) of the first complete piece in `buf`, or None until more text arrives."""
     n = len(buf)
     i = 0
@@ -84,6 +91,9 @@ def _find_cut(buf: str, first: bool, min_words: int) -> int | None:
         c = buf[i]
         if c == "\n":
             return i + 1
+        if word_cut is not None and c.isspace() and i > 0 and not buf[i - 1].isspace() \
+                and i + 1 < n and not buf[i + 1].isspace() and _is_word_cut(buf[:i], word_cut):
+            return i
         if c in _CJK_ENDERS:
             j = _skip(buf, i + 1, _CJK_ENDERS + _CLOSERS)
             return None if j == n else j
@@ -124,6 +134,27 @@ def _period_is_not_an_end(buf: str, i: int) -> bool:
         return True
     # "1." opening a piece is a list number, not a sentence.
     return word.isdigit() and not buf[:start].strip()
+
+
+# Words a phrase should not end on: it would be spoken with a falling tone in the middle of a sentence.
+_FUNCTION_WORDS = frozenset({
+    "a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "from", "with", "about", "as", "into", "than",
+    "and", "or", "but", "nor", "so", "if", "that", "which", "who", "whose", "this", "these", "those",
+    "my", "your", "his", "her", "its", "our", "their", "is", "are", "was", "were", "be", "been", "am",
+    "do", "does", "did", "have", "has", "had", "will", "would", "can", "could", "should", "may", "might", "must",
+    "not", "very", "i", "you", "we", "they", "he", "she", "it",
+})
+
+
+def _is_word_cut(text: str, min_words: int) -> bool:
+    """True when `text` (a piece so far, ending at a word boundary) may end the first piece by word count."""
+    words = text.split()
+    if len(words) < min_words or any(_is_cjk(ch) for ch in text):
+        return False
+    last = words[-1].strip("\"'“”‘’()[]{}").lower()
+    # a word ending in . ! ? here is one the sentence rules kept inside the piece ("Mr.", "3.")
+    return (any(ch.isalnum() for ch in last) and last not in _FUNCTION_WORDS and not last.endswith("'s")
+            and last[-1] not in _ENDERS)
 
 
 def _spoken_length(text: str) -> int:

@@ -74,10 +74,12 @@ def free_port() -> int:
 class ServerProcess:
     """`stepaudio-rt serve` in a subprocess, as a user runs it."""
 
-    def __init__(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None,
+                 launcher: tuple[str, ...] = ()) -> None:
+        """launcher: interpreter options before `-m controller.cli`, e.g. ("-m", "torch.distributed.run", ...)."""
         self.port = free_port()
         self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"stepaudio-serve-{self.port}.log"
-        cmd = [sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port), *args]
+        cmd = [sys.executable, *launcher, "-m", "controller.cli", "serve", "--port", str(self.port), *args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})

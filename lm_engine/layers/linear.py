@@ -103,4 +103,6 @@ class RowParallelLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The bias is added once (rank 0) so that the all_reduce sums it exactly once.
         y = F.linear(x, self.weight, self.bias if self.tp_rank == 0 else None)
-        return all_reduce(y)
+        # The size this layer was built for, not the process group's: a tp=1 model (the TTS LM) may share a
+        # process with a sharded one (the Chat LM), and must not wait on ranks that never run it.
+        return all_reduce(y) if self.tp_size > 1 else y

@@ -66,3 +66,37 @@ def test_nothing_speakable_yields_nothing() -> None:
     assert whole("") == []
     assert whole("  \n\n ** ## ``` \n") == []
     assert clean_for_speech("  **bold**  and\n`code` ") == "bold and code"
+
+
+WORD_CUT_CASES = [
+    # no clause mark: the first piece ends after four words, at a word that is not a function word
+    ("The season of light was the season of darkness. Then more.",
+     ["The season of light", "was the season of darkness.", "Then more."]),
+    ("It was the epoch of belief.", ["It was the epoch", "of belief."]),
+    # a clause mark or a sentence end that comes first still wins
+    ("Sure, that is fine. And then, later, more words here.",
+     ["Sure, that is fine.", "And then, later, more words here."]),
+    ("Yes. The rest of it is long enough.", ["Yes.", "The rest of it is long enough."]),
+    # never right after an abbreviation that did not end the sentence
+    ("I met Dr. Smith and his dog today.", ["I met Dr. Smith", "and his dog today."]),
+    ("Short reply.", ["Short reply."]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), WORD_CUT_CASES)
+def test_first_word_cut_whole_and_streamed(text: str, expected: list[str]) -> None:
+    chunker = SentenceChunker(min_first_words=3, first_word_cut=4)
+    assert chunker.push(text) + chunker.flush() == expected
+    pieces: list[str] = []
+    for ch in text:
+        pieces += chunker.push(ch)
+    assert pieces + chunker.flush() == expected
+
+
+def test_first_word_cut_waits_for_the_next_word_to_begin() -> None:
+    chunker = SentenceChunker(min_first_words=3, first_word_cut=4)
+    # LM tokens carry their leading space (" was"), so the cut is decided when the next word's first letter arrives
+    assert chunker.push("The season of light ") == []
+    assert chunker.push("w") == ["The season of light"]
+    assert chunker.push("as here. Second sentence of words here.") == ["was here."]
+    assert chunker.flush() == ["Second sentence of words here."]

@@ -1,0 +1,45 @@
+"""`torchrun --nproc-per-node 2 stepaudio-rt serve --profile tiny`: rank 0 serves and drives rank 1, which holds
+half of the Chat LM (gloo on the CPU). A greedy turn gives the reply that the one-process server gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ServerProcess, free_port
+from tests.e2e.helpers import load_pcm24k, open_conversation
+from tests.realtime_schema import validate_server_event
+
+pytestmark = pytest.mark.slow
+
+
+async def _greedy_reply(url: str, speech) -> str:  # type: ignore[no-untyped-def]
+    conv = await open_conversation(url)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "temperature": 0.0, "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        await conv.stream(speech, pace=0.0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})
+        done = await conv.wait_for("response.done", timeout=180)
+        assert done["response"]["status"] == "completed", done
+        assert len(conv.audio_of(done["response"]["id"])) > 0
+        for raw in conv.raw:
+            validate_server_event(raw)
+        return conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    finally:
+        await conv.close()
+
+
+async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_dir, tiny_server, beckett_wav):
+    speech = load_pcm24k(beckett_wav)[: 24000 * 3]
+    launcher = ("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()))
+    tp2 = ServerProcess("--profile", "tiny", "--model-path", str(tiny_model_dir), "--threads", "2",
+                        launcher=launcher)
+    try:
+        want = await _greedy_reply(tiny_server.ws, speech)
+        got = await _greedy_reply(tp2.ws, speech)
+        assert "rank 1: following rank 0" in tp2.log()
+    finally:
+        tp2.stop()
+    assert want.strip() and got == want
