@@ -40,6 +40,7 @@ class AppConfig:
     chat_url: str | None = None
     mqtt_url: str | None = None
     speculation: bool = True
+    early_prefill: bool = True
     pause_ms: int = 200
     language: str = "en"
     threads: int = 2
@@ -78,6 +79,7 @@ class App:
               registry=self.metrics.registry).set_function(
             lambda: sum(s.audio.kept_seconds for s in self.sessions.values()))
         self.defaults = SessionDefaults(speculation=config.speculation, pause_ms=config.pause_ms,
+                                        early_prefill=config.early_prefill,
                                         max_event_bytes=config.server.max_event_bytes)
 
     async def start(self) -> None:

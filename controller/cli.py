@@ -26,6 +26,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mqtt-url", help="publish session events to this MQTT broker")
     p.add_argument("--speculation", choices=("on", "off"), default="on",
                    help="start replies speculatively at short pauses")
+    p.add_argument("--early-prefill", choices=("on", "off"), default="on",
+                   help="while the user speaks, transcribe what was said so far and warm the chat LM's prompt "
+                        "cache with it (embedded profile), so the reply's prompt is mostly evaluated at the pause")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
     p.add_argument("--language", default="en", help="default language of user speech")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
@@ -94,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         server=ServerConfig(host=args.host, port=args.port, api_keys=keys),
         profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
+        early_prefill=args.early_prefill == "on",
         language=args.language, threads=args.threads,
     )
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server

@@ -54,7 +54,10 @@ class Listener(Protocol):
 
 
 class SpeechPipeline(Protocol):
-    """What a session needs from a profile's models."""
+    """What a session needs from a profile's models.
+
+    Optional: `async prefill(request)`, warming the LM's prompt cache with a request whose prompt a later
+    reply will start with (sessions call it while the user speaks when the pipeline has it)."""
 
     name: str
     output_rate: int  # sample rate of synthesize()'s chunks
@@ -130,6 +133,12 @@ class EmbeddedPipeline:
             return iter(llm.stream(request, cancel))  # type: ignore[arg-type]
 
         return iterate_in_thread(run, self._llm_pool)
+
+    async def prefill(self, request: object) -> None:
+        """Warm the LM's prompt cache with a request whose prompt a later reply will start with."""
+        prefill = getattr(self._llm, "prefill", None)
+        if prefill is not None:
+            await asyncio.get_running_loop().run_in_executor(self._llm_pool, prefill, request)
 
     def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
         tts = self._tts

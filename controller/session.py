@@ -43,6 +43,7 @@ class SessionDefaults:
     out_queue_events: int = 256
     context_budget_tokens: int = 1500
     max_output_tokens: int = 256
+    early_prefill: bool = True  # warm the LM's prompt cache with the words heard while the user speaks
 
 
 def turn_config(cfg: SessionConfig, speculation: bool) -> tt.TurnConfig:
@@ -81,6 +82,8 @@ class Session(ItemsMixin):
         self._tasks: set[asyncio.Task[object]] = set()
         self._item_transcriptions: set[asyncio.Future[None]] = set()
         self._turn_start_ms = 0  # where the current user turn's audio begins
+        self._prefill_task: asyncio.Task[object] | None = None
+        self._prefilled_to_ms = 0  # audio end of the last early prefill
         self._turn_item_id = self.new_id("item")
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
         self._response_overrides: ce.ResponseCreate | None = None
@@ -273,6 +276,7 @@ class Session(ItemsMixin):
                     await self.apply(tt.SpeechResumed(vad_event.audio_ms))
                 case vd.SpeechStopped():
                     await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
+        self.maybe_prefill()
 
     # ---- core actions ------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ else:
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REPLIES = 32
+PREFILL_EVERY_MS = 1000  # of user speech between two early prefills (each costs one ASR pass and an LM prefill)
 
 
 def _tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
@@ -67,6 +68,35 @@ class ItemsMixin(_Base):
             while len(self._turn_inputs) > 4:
                 self._turn_inputs.pop(next(iter(self._turn_inputs)))
         return task
+
+    def maybe_prefill(self) -> None:
+        """While the user speaks, every PREFILL_EVERY_MS of their turn: transcribe what was said so far and let
+        the LM evaluate the prompt it would get now (conversation + those words) into its cache. At the pause the
+        reply's prompt starts the same way, so the LM evaluates only the last words (about 10 ms a token on two
+        cores) instead of the whole user turn. The CPU is idle while the user speaks; one warm-up at a time."""
+        prefill = getattr(self.pipeline, "prefill", None)
+        if (prefill is None or not self.defaults.early_prefill or self.turns.state is not tt.TurnState.LISTENING
+                or (self._prefill_task is not None and not self._prefill_task.done())):
+            return
+        start, end = self._turn_start_ms, self.audio.total_ms
+        if end - max(start, self._prefilled_to_ms) < PREFILL_EVERY_MS:
+            return
+        self._prefilled_to_ms = end
+        self._prefill_task = self.spawn(self._prefill(start, end))
+
+    async def _prefill(self, start_ms: int, end_ms: int) -> None:
+        language = self.cfg.transcription.language if self.cfg.transcription else None
+        try:
+            heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms, language)
+            if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
+                messages = self.conversation.messages(self.cfg.instructions, self.defaults.context_budget_tokens,
+                                                      self.pipeline.count_tokens)
+                await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
+                    messages=[*messages, {"role": "user", "content": heard.lm_content}],
+                    tools=_tools_for_chat(self.cfg), tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
+                self.metrics.early_prefills.inc()
+        except Exception as exc:  # a cache warm-up that fails changes nothing the user sees
+            self.log.debug("early prefill failed: %s", exc)
 
     async def commit_user_turn(self, end_ms: int | None) -> None:
         start = self._turn_start_ms

@@ -156,6 +156,20 @@ class LlamaCppBackend:
             with self._producers_lock:
                 self._producers.discard(threading.current_thread())
 
+    def prefill(self, request: ChatRequest) -> None:
+        """Evaluate the request's prompt into the slot's KV cache and generate (almost) nothing: a later request
+        that starts with the same prompt only evaluates what follows. Blocking; errors are raised. The voice
+        agent calls it with the words heard so far while the user is still speaking."""
+        server = self._server
+        if server is None:
+            raise ChatBackendError("backend is closed")
+        body = _request_body(request, self.config.tool_result_hint)
+        # max_tokens 0 still samples one token in llama.cpp's chat endpoint; ask for that one explicitly.
+        body.update(stream=False, max_tokens=1, temperature=0.0)
+        result = server.handle_chat_completions(body)
+        if isinstance(result, dict) and "error" in result:
+            raise _failure(str(result["error"]))
+
     def counters(self) -> dict[str, float]:
         """llama.cpp's cumulative counters and gauges (Prometheus names without the `llamacpp:` prefix), e.g.
         tokens_predicted_total, prompt_tokens_total, prompt_tokens_cached_total, requests_processing."""

@@ -1,0 +1,47 @@
+"""Early prefill: while the user speaks, the words heard so far warm the chat LM's prompt cache (embedded)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from tests.e2e.helpers import load_pcm24k, open_conversation, silence
+from tests.realtime_schema import validate_server_event
+
+pytestmark = pytest.mark.slow
+
+ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 1200, "prefix_padding_ms": 300}
+COUNTER = "stepaudio_early_prefills_total"
+
+
+async def _counter(server) -> float:  # type: ignore[no-untyped-def]
+    return (await asyncio.to_thread(server.metrics)).get(COUNTER, 0.0)
+
+
+async def test_speech_warms_the_lm_before_the_turn_ends_and_the_reply_is_unchanged(embedded_server,
+                                                                                   beckett_wav) -> None:
+    before = await _counter(embedded_server)
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "temperature": 0.0, "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+        await conv.wait_for("session.updated")
+        speech = load_pcm24k(beckett_wav)
+        await conv.stream(np.concatenate([silence(0.3), speech]), pace=1.0)
+        # The turn is still open (no end-of-turn silence yet): the warm-ups happened during the speech.
+        during = await _counter(embedded_server) - before
+        assert not conv.of_type("input_audio_buffer.speech_stopped")
+        assert during >= 3, during  # about one per second of speech, one at a time
+        await conv.stream(silence(2.0), pace=1.0)
+        done = await conv.wait_for("response.done", timeout=120)
+        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
+    finally:
+        await conv.close()
+    assert "fail better" in " ".join(re.findall(r"[a-z']+", heard["transcript"].lower()))
+    assert done["response"]["status"] == "completed", done
+    assert conv.of_type("response.output_audio_transcript.done")[-1]["transcript"].strip()
+    for raw in conv.raw:
+        validate_server_event(raw)
