@@ -55,14 +55,17 @@ def _tool_choice_for_chat(cfg: SessionConfig) -> str | dict:
 class ItemsMixin(_Base):
     # ---- user turns --------------------------------------------------------------------------
 
+    @property
+    def input_language(self) -> str | None:
+        return self.cfg.transcription.language if self.cfg.transcription else None
+
     def turn_task(self, start_ms: int, end_ms: int) -> asyncio.Task[TurnInput]:
         """The input of turn [start_ms, end_ms), computed once and shared by everyone who needs it."""
         key = (start_ms, end_ms)
         task = self._turn_inputs.get(key)
         if task is None:
             pcm = self.audio.segment(start_ms, end_ms)
-            language = self.cfg.transcription.language if self.cfg.transcription else None
-            task = asyncio.ensure_future(self.listener.turn_input(pcm, start_ms, end_ms, language))
+            task = asyncio.ensure_future(self.listener.turn_input(pcm, start_ms, end_ms, self.input_language))
             self._turn_inputs[key] = task
             # Keep only the recent ones: a speculation and its commit share the latest few.
             while len(self._turn_inputs) > 4:
@@ -75,8 +78,10 @@ class ItemsMixin(_Base):
         reply's prompt starts the same way, so the LM evaluates only the last words (about 10 ms a token on two
         cores) instead of the whole user turn. The CPU is idle while the user speaks; one warm-up at a time."""
         prefill = getattr(self.pipeline, "prefill", None)
+        # Not in a trailing silence: a warm-up started there would hear what the reply's own ASR pass is about
+        # to hear, and compete with it for the CPU at the pause.
         if (prefill is None or not self.defaults.early_prefill or self.turns.state is not tt.TurnState.LISTENING
-                or (self._prefill_task is not None and not self._prefill_task.done())):
+                or not self.detector.speaking or (self._prefill_task is not None and not self._prefill_task.done())):
             return
         start, end = self._turn_start_ms, self.audio.total_ms
         if end - max(start, self._prefilled_to_ms) < PREFILL_EVERY_MS:
@@ -85,9 +90,9 @@ class ItemsMixin(_Base):
         self._prefill_task = self.spawn(self._prefill(start, end))
 
     async def _prefill(self, start_ms: int, end_ms: int) -> None:
-        language = self.cfg.transcription.language if self.cfg.transcription else None
         try:
-            heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms, language)
+            heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms,
+                                                   self.input_language)
             if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
                 messages = self.conversation.messages(self.cfg.instructions, self.defaults.context_budget_tokens,
                                                       self.pipeline.count_tokens)
@@ -236,8 +241,7 @@ class ItemsMixin(_Base):
         resampler = Resampler(self.cfg.input_format.sample_rate, PIPELINE_RATE)
         pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
-        language = self.cfg.transcription.language if self.cfg.transcription else None
-        turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, language))
+        turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, self.input_language))
         await self._finish_transcription(item_id, previous, turn, end_ms, end_ms / 1000.0)
 
     @staticmethod

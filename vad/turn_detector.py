@@ -139,6 +139,11 @@ class TurnDetector:
         """True between SpeechStarted and SpeechStopped."""
         return self._state not in (_State.SILENCE, _State.STARTING)
 
+    @property
+    def speaking(self) -> bool:
+        """True while the current turn's speech runs: not before it, not in its trailing silence."""
+        return self._state is _State.SPEECH
+
     def reset(self) -> None:
         """Drop any turn in progress (no events); the audio clock keeps running."""
         self._reset_turn()

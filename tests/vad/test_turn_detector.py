@@ -189,3 +189,17 @@ def test_default_neg_threshold_follows_silero() -> None:
     assert TurnDetectorConfig().effective_neg_threshold == pytest.approx(0.35)
     assert TurnDetectorConfig(threshold=0.1).effective_neg_threshold == pytest.approx(0.01)
     assert TurnDetectorConfig(neg_threshold=0.2).effective_neg_threshold == 0.2
+
+
+def test_speaking_is_false_in_the_trailing_silence_and_true_again_on_resume() -> None:
+    det = TurnDetector()
+    det.feed(seq((S, 2), (V, 3)))
+    assert not det.speaking  # a start candidate is not speech yet
+    det.feed(seq((V, 1)))
+    assert det.speaking and det.in_speech
+    det.feed(seq((S, 3)))
+    assert not det.speaking and det.in_speech  # timing a silence inside the turn
+    det.feed(seq((V, 4)))
+    assert det.speaking  # resume confirmed
+    det.feed(seq((S, 20)))
+    assert not det.speaking and not det.in_speech
