@@ -90,6 +90,7 @@ class Session(ItemsMixin):
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
+        self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None
 
@@ -152,7 +153,9 @@ class Session(ItemsMixin):
         # that close the response.
         if self.observer is not None:
             self.observer(self.session_id, event)
-        tag = gen_id if event["type"] == "response.output_audio.delta" else None
+        is_audio = event["type"] == "response.output_audio.delta"
+        self._voice_locked = self._voice_locked or is_audio
+        tag = gen_id if is_audio else None
         await self._out.put((tag, json.dumps(event, separators=(",", ":"))))
 
     def _drop_queued_audio(self, gen_id: int) -> None:
@@ -240,6 +243,11 @@ class Session(ItemsMixin):
 
     async def _session_update(self, event: ce.SessionUpdate) -> None:
         new = apply_patch(self.cfg, event.patch)
+        if new.voice != self.cfg.voice and self._voice_locked:
+            # As the Realtime API: a conversation keeps the voice its assistant audio was spoken in. The whole
+            # update is refused, so that nothing of it half-applies.
+            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
+                                      code="cannot_update_voice", param="session.audio.output.voice")
         old, self.cfg = self.cfg, new
         if new.input_format != old.input_format:
             self.converter = InputConverter(new.input_format)
