@@ -97,8 +97,8 @@ class EmbeddedPipeline:
         logger.info("loading Whisper (%s)", config.language)
         self._asr = WhisperAsr.load(language=config.language, cpu_threads=config.threads)
         logger.info("loading Piper TTS")
-        # Two threads even on two cores: the first reply piece is synthesised while little else runs, and the
-        # latency bench measured synthesis RTF 0.124 -> 0.096 and p50 first audio 0.94 -> 0.88 s with them.
+        # Two threads even on two cores, beside llama.cpp's two: the latency bench measured synthesis RTF
+        # 0.124 -> 0.096 with them (2 vCPUs), and every later sentence is synthesised well ahead of playback.
         self._tts = PiperTts.load(cpu_threads=min(2, config.threads))
         self.output_rate = int(self._tts.sample_rate)
         self._llm: ChatBackend
