@@ -69,6 +69,14 @@ class Harness:
         incoming = [e for e in self.events if isinstance(e, IncomingCall)]
         return incoming[-1].call
 
+    def established(self) -> tuple[str, str]:
+        """An incoming call answered and acknowledged: (call id, our To tag)."""
+        call = self.call()
+        self.ua.answer(call, 40000, 0.0)
+        tag = to_tag(self._drain()[0])
+        self.feed(req("ACK", to_tag=tag))
+        return call, tag
+
 
 def statuses(msgs: list) -> list[int]:
     return [m.status for m in msgs]
@@ -119,10 +127,7 @@ def test_no_ack_ends_the_call_with_bye_after_64_t1() -> None:
 
 def test_bye_ends_the_call_and_a_retransmitted_bye_gets_200_again() -> None:
     h = Harness()
-    call = h.call()
-    h.ua.answer(call, 40000, 0.0)
-    tag = to_tag(h._drain()[0])
-    h.feed(req("ACK", to_tag=tag))
+    call, tag = h.established()
     bye = req("BYE", to_tag=tag, cseq=2, branch="bye")
     out = h.feed(bye)
     assert statuses(out) == [200] and out[0].cseq.method == "BYE"
@@ -168,10 +173,7 @@ def test_options_488_400_501_and_busy() -> None:
 
 def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     h = Harness()
-    call = h.call()
-    h.ua.answer(call, 40000, 0.0)
-    tag = to_tag(h._drain()[0])
-    h.feed(req("ACK", to_tag=tag))
+    call, tag = h.established()
     info = h.feed(req("INFO", to_tag=tag, cseq=2, body=b"Signal=7\r\nDuration=160\r\n", ctype="application/dtmf-relay"))
     assert statuses(info) == [200] and h.events[-1] == DtmfReceived(call, "7")
     h.ua.hangup(call, h.now)
