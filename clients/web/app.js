@@ -226,9 +226,13 @@ const handlers = {
   },
   'response.output_audio.done': () => audio.endOfReply(),
   'response.done': (e) => {
-    audio.endOfReply();
-    activeResponse = null;
     const r = e.response || {};
+    // A reply cancelled mid-way (the server's own barge-in comes as response.done before speech_started):
+    // what is still queued will never be heard, so drop it now and tell the server how much was played.
+    // Ending it instead would make a barge-in that falls in a gap between two sentences look like
+    // playback had finished, and no truncate would be sent.
+    if (r.status === 'cancelled') bargeIn(); else audio.endOfReply();
+    activeResponse = null;
     if (r.status === 'failed') {
       const err = r.status_details && r.status_details.error;
       showError(`reply failed: ${err ? err.message || err.code : 'unknown error'}`);
