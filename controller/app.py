@@ -44,6 +44,7 @@ class AppConfig:
     pause_ms: int = 200
     language: str = "en"
     threads: int = 2
+    lm_nice: int = 10
 
     def __post_init__(self) -> None:
         if self.profile in ("step-audio",) and self.model_path is None:
@@ -55,7 +56,7 @@ class AppConfig:
 def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
         return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
-                                                chat_url=config.chat_url))
+                                                chat_url=config.chat_url, lm_nice=config.lm_nice))
     if config.profile in ("step-audio", "tiny", "full-random"):
         from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
         return load_step_audio(config)

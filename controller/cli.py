@@ -32,6 +32,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
     p.add_argument("--language", default="en", help="default language of user speech")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
+    p.add_argument("--lm-nice", type=int, default=10, choices=range(20), metavar="0..19",
+                   help="niceness of the in-process chat LM's threads (Linux), so that speech recognition and "
+                        "synthesis win the cores they share with it (embedded profile; 0 = equal priority)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -98,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         early_prefill=args.early_prefill == "on",
-        language=args.language, threads=args.threads,
+        language=args.language, threads=args.threads, lm_nice=args.lm_nice,
     )
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
         from controller.step_audio_pipeline import follow_chat_rank

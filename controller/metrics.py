@@ -26,6 +26,7 @@ class Metrics:
     first_audio_latency: Histogram = field(init=False)
     transcript_latency: Histogram = field(init=False)
     tts_rtf: Histogram = field(init=False)
+    turn_input_wait: Histogram = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -54,6 +55,10 @@ class Metrics:
         self.tts_rtf = Histogram("stepaudio_tts_real_time_factor",
                                  "Synthesis wall time / audio duration, per response",
                                  buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0), registry=r)
+        self.turn_input_wait = Histogram(
+            "stepaudio_turn_input_wait_seconds",
+            "Time a reply to a user turn waited for that turn's input (its transcription) after it started",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

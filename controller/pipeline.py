@@ -76,6 +76,7 @@ class EmbeddedConfig:
     threads: int = 2
     n_ctx: int = 4096
     chat_url: str | None = None  # an OpenAI-compatible server for the chat LM instead of in-process llama.cpp
+    lm_nice: int = 10  # niceness of llama.cpp's threads, so that ASR and TTS win the shared cores (Linux)
 
 
 class EmbeddedPipeline:
@@ -109,7 +110,7 @@ class EmbeddedPipeline:
         else:
             logger.info("loading the chat LM")
             self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,
-                                             n_ctx=config.n_ctx)
+                                             n_ctx=config.n_ctx, nice=config.lm_nice)
         # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
         # generation of the next; llama.cpp serialises its own requests.
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")

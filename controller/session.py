@@ -284,6 +284,7 @@ class Session(ItemsMixin):
                     await self.apply(tt.SpeechResumed(vad_event.audio_ms))
                 case vd.SpeechStopped():
                     await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
+        self.maybe_warm_turn_input()
         self.maybe_prefill()
 
     # ---- core actions ------------------------------------------------------------------------
@@ -388,6 +389,8 @@ class Session(ItemsMixin):
         try:
             request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
             resp.mark("input_ready")
+            if turn is not None:
+                self.metrics.turn_input_wait.observe(resp.marks["input_ready"] - resp.marks["start"])
             resp.previous_item_id = self.conversation.last_item_id()
             if request is None:  # nothing was said: no reply
                 await resp.finish_empty()

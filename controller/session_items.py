@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REPLIES = 32
 PREFILL_EVERY_MS = 1000  # of user speech between two early prefills (each costs one ASR pass and an LM prefill)
+# Trailing silence after which the turn's input (its ASR pass) starts, ahead of the speculation's pause. The turn
+# ends where this silence began, whatever happens next, so the transcript is the one the pause will ask for.
+WARM_TURN_INPUT_MS = 96
 
 
 def _tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
@@ -71,6 +74,16 @@ class ItemsMixin(_Base):
             while len(self._turn_inputs) > 4:
                 self._turn_inputs.pop(next(iter(self._turn_inputs)))
         return task
+
+    def maybe_warm_turn_input(self) -> None:
+        """Speculation's first stage: once a silence has lasted WARM_TURN_INPUT_MS, transcribe the turn up to where
+        the silence began, so that a Pause there finds its input ready (a shared turn_task). Wasted, like a rolled
+        back speculation, when the user goes on speaking."""
+        trailing = self.detector.trailing_silence
+        if (trailing is None or trailing[1] < WARM_TURN_INPUT_MS or not self.turns.config.speculation
+                or not self.turns.config.create_response or self.turns.state is not tt.TurnState.LISTENING):
+            return
+        self.turn_task(self._turn_start_ms, trailing[0])
 
     def maybe_prefill(self) -> None:
         """While the user speaks, every PREFILL_EVERY_MS of their turn: transcribe what was said so far and let

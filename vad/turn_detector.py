@@ -144,6 +144,15 @@ class TurnDetector:
         """True while the current turn's speech runs: not before it, not in its trailing silence."""
         return self._state is _State.SPEECH
 
+    @property
+    def trailing_silence(self) -> tuple[int, int] | None:
+        """(speech_end_ms, silence_ms so far) while a turn's trailing silence is being timed; None otherwise
+        (also while a resume is only a candidate). speech_end_ms is what Pause and SpeechStopped will carry."""
+        if self._state is not _State.TRAILING:
+            return None
+        end_ms = self._ms(self._speech_end)
+        return end_ms, self._ms(self._index) - end_ms
+
     def reset(self) -> None:
         """Drop any turn in progress (no events); the audio clock keeps running."""
         self._reset_turn()

@@ -15,6 +15,7 @@ llama.cpp only at the first generated token, because no callback runs before the
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -48,6 +49,9 @@ class LlamaCppConfig:
         tool_result_hint: a system line appended after trailing tool results. The 0.5B model otherwise repeats
             its tool call and echoes the result JSON instead of answering (seen with the native template);
             with this line it answers in words. None sends the messages unchanged.
+        nice: niceness given to llama.cpp's own threads (Linux; 0 leaves them as they are). The voice agent runs
+            ASR and TTS on the same cores; both are short and on the critical path of the first audio, while the
+            LM's later tokens are needed only at speaking pace. A positive value lets them win the cores.
     """
 
     gguf_path: Path
@@ -58,6 +62,7 @@ class LlamaCppConfig:
     cache_ram_mib: int = 1024
     log_verbosity: int = 0
     tool_result_hint: str | None = "Answer the user's question in plain words using the tool result."
+    nice: int = 0
 
     def __post_init__(self) -> None:
         if self.n_threads < 1:
@@ -70,6 +75,8 @@ class LlamaCppConfig:
             raise LlamaCppConfigError(f"n_batch must be >= 1, got {self.n_batch}")
         if self.cache_ram_mib < 0:
             raise LlamaCppConfigError(f"cache_ram_mib must be >= 0, got {self.cache_ram_mib}")
+        if not 0 <= self.nice <= 19:
+            raise LlamaCppConfigError(f"nice must be in 0..19, got {self.nice}")
 
 
 class LlamaCppBackend:
@@ -84,10 +91,10 @@ class LlamaCppBackend:
 
     @classmethod
     def load(cls, gguf_path: Path | str, n_threads: int = 2, n_ctx: int = 4096, *,
-             n_parallel: int = 1) -> LlamaCppBackend:
+             n_parallel: int = 1, nice: int = 0) -> LlamaCppBackend:
         """Load a GGUF model (blocking, ~2.5 s for the 0.5B model on 2 cores)."""
         return cls.from_config(LlamaCppConfig(gguf_path=Path(gguf_path), n_threads=n_threads, n_ctx=n_ctx,
-                                              n_parallel=n_parallel))
+                                              n_parallel=n_parallel, nice=nice))
 
     @classmethod
     def from_config(cls, config: LlamaCppConfig) -> LlamaCppBackend:
@@ -111,10 +118,16 @@ class LlamaCppBackend:
         params.endpoint_metrics = True  # counters() reads llama.cpp's Prometheus counters
         # The server also listens on 127.0.0.1 (an ephemeral port); we only use the in-process calls.
         params.port = 0
+        before = _native_threads()
         try:
             server = xllamacpp.Server(params)
         except RuntimeError as exc:
             raise ChatBackendError(f"llama.cpp failed to load {config.gguf_path}: {exc}") from exc
+        if config.nice:
+            # The server's loop and compute threads are created by its constructor (the compute threads the
+            # loop starts later inherit its niceness); a thread another part of the process starts meanwhile
+            # would only run at the lower priority too.
+            _renice(_native_threads() - before, config.nice)
         logger.info("llama.cpp loaded %s (threads=%d, n_ctx=%d, slots=%d)", config.gguf_path.name,
                     config.n_threads, config.n_ctx, config.n_parallel)
         return cls(server, config)
@@ -195,6 +208,26 @@ class LlamaCppBackend:
         for producer in producers:
             producer.join(timeout_s)
         self._server = None  # the last reference: xllamacpp's destructor stops its loop thread
+
+
+def _native_threads() -> set[int]:
+    """Thread ids of this process (Linux /proc; empty elsewhere)."""
+    try:
+        return {int(tid) for tid in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _renice(tids: set[int], nice: int) -> None:
+    if not tids:
+        logger.warning("cannot set the niceness of llama.cpp's threads here (no /proc/self/task)")
+        return
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:  # the thread ended meanwhile
+            continue
+    logger.info("llama.cpp threads %s run at nice %d", sorted(tids), nice)
 
 
 def _make_callback(chunks: queue.Queue[object], cancel: threading.Event, consumer_gone: threading.Event,

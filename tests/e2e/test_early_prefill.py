@@ -45,3 +45,27 @@ async def test_speech_warms_the_lm_before_the_turn_ends_and_the_reply_is_unchang
     assert conv.of_type("response.output_audio_transcript.done")[-1]["transcript"].strip()
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+QUICK_INPUT = 'stepaudio_turn_input_wait_seconds_bucket{le="0.025"}'
+
+
+async def test_a_silence_shorter_than_the_pause_already_starts_the_turns_transcription(embedded_server,
+                                                                                        beckett_wav) -> None:
+    """96 ms into a silence the turn's ASR pass starts; the speculation at the 200 ms pause finds it done."""
+    before = (await asyncio.to_thread(embedded_server.metrics)).get(QUICK_INPUT, 0.0)
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "temperature": 0.0, "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+        await conv.wait_for("session.updated")
+        await conv.stream(np.concatenate([silence(0.3), load_pcm24k(beckett_wav), silence(0.15)]), pace=1.0)
+        await asyncio.sleep(3.0)  # the server hears nothing more: its VAD stands 150 ms into the silence
+        assert not conv.of_type("response.created")
+        await conv.stream(silence(2.0), pace=1.0)
+        done = await conv.wait_for("response.done", timeout=120)
+    finally:
+        await conv.close()
+    assert done["response"]["status"] == "completed", done
+    after = (await asyncio.to_thread(embedded_server.metrics)).get(QUICK_INPUT, 0.0)
+    assert after - before >= 1  # the committed reply started with its transcript in hand

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ WEATHER_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
                    "required": ["city"]}}}
 SYSTEM = {"role": "system", "content": "You are a helpful voice assistant. Keep answers short."}
+NICE = 7  # the voice agent runs llama.cpp below ASR and TTS; the fixture does too
 
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LlamaCppBackend]:
-    b = LlamaCppBackend.load(embedded_gguf_path(), n_threads=2, n_ctx=4096)
+    b = LlamaCppBackend.load(embedded_gguf_path(), n_threads=2, n_ctx=4096, nice=NICE)
     yield b
     b.close()
 
@@ -37,6 +39,30 @@ def test_short_question_gets_a_sensible_answer(backend: LlamaCppBackend) -> None
     assert "Paris" in text
     assert deltas[-1].finish_reason == "stop"
     assert all(d.finish_reason is None for d in deltas[:-1])
+
+
+def _cpu_ticks_per_thread() -> dict[int, int]:
+    ticks = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks[int(tid)] = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from Linux /proc")
+def test_generation_runs_on_threads_at_the_configured_niceness(backend: LlamaCppBackend) -> None:
+    before = _cpu_ticks_per_thread()
+    collect(backend, ChatRequest(messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+                                 temperature=0, max_tokens=60))
+    used = {tid: t - before.get(tid, 0) for tid, t in _cpu_ticks_per_thread().items()}
+    busy = sorted(used, key=used.__getitem__, reverse=True)[:backend.config.n_threads]
+    assert sum(used[t] for t in busy) >= 0.8 * sum(used.values())  # the compute ran on these threads
+    assert {os.getpriority(os.PRIO_PROCESS, t) for t in busy} == {NICE}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's thread is untouched
 
 
 def test_max_tokens_gives_length(backend: LlamaCppBackend) -> None:

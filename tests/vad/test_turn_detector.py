@@ -203,3 +203,16 @@ def test_speaking_is_false_in_the_trailing_silence_and_true_again_on_resume() ->
     assert det.speaking  # resume confirmed
     det.feed(seq((S, 20)))
     assert not det.speaking and not det.in_speech
+
+
+def test_trailing_silence_names_the_end_that_pause_and_speech_stopped_will_carry() -> None:
+    det = TurnDetector()
+    det.feed(seq((S, 10), (V, 20)))
+    assert det.trailing_silence is None  # speaking
+    det.feed(seq((S, 3)))
+    assert det.trailing_silence == (960, 96)  # speech ended at chunk 30; three silent chunks since
+    det.feed(seq((V, 2)))
+    assert det.trailing_silence is None  # a resume candidate
+    events = det.feed(seq((S, 3)))  # the candidate failed: the silence is timed from 960 ms again
+    assert det.trailing_silence == (960, 256) and events == [Pause(960)]
+    assert det.feed(seq((S, 8))) == [SpeechStopped(960)] and det.trailing_silence is None
