@@ -13,6 +13,7 @@ import numpy as np
 from streaming_tokenizer.assets import tiny_en_dir, whisper_base_dir
 
 if TYPE_CHECKING:
+    import ctranslate2
     from faster_whisper import WhisperModel
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ class WhisperAsr:
     """
 
     def __init__(self, model: WhisperModel, *, name: str, multilingual: bool,
-                 default_language: str | None) -> None:
+                 default_language: str | None, decoder: ctranslate2.models.Whisper | None = None) -> None:
         self._model = model
+        # Greedy decoding steps are small matrix products that run no faster on two threads than on one, while
+        # the encoder gains from two: a second, one-thread copy of the model decodes what the first encoded.
+        # Measured on two cores, 4 s turns: tiny.en 137-189 ms vs 133-207 ms a turn, base 325-406 vs 397-515.
+        self._decoder = decoder if decoder is not None else model.model
         self._lock = threading.Lock()
         self.name = name
         self.multilingual = multilingual
@@ -74,12 +79,15 @@ class WhisperAsr:
         lang = normalize_language(language)
         english = lang in (None, "en")
         path = tiny_en_dir() if english else whisper_base_dir(cache_dir)
+        import ctranslate2
         from faster_whisper import WhisperModel  # deferred: imports ctranslate2, av and tokenizers
 
         model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads,
                              local_files_only=True)
+        decoder = (ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", intra_threads=1)
+                   if cpu_threads > 1 else None)
         return cls(model, name="tiny.en" if english else "base", multilingual=not english,
-                   default_language=lang if not english else "en")
+                   default_language=lang if not english else "en", decoder=decoder)
 
     def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str:
         """Transcribe 16 kHz mono float32 audio ([n]) to text ("" for silence or very short input).
@@ -134,8 +142,8 @@ class WhisperAsr:
         encoded = model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=True)
         # Speech runs at well under 10 tokens a second: the cap bounds the cost of a looping decode.
         max_length = min(448, len(prompt) + 16 + 10 * audio.size // SAMPLE_RATE)
-        result = model.model.generate(encoded, [prompt], beam_size=1, max_length=max_length,
-                                      suppress_blank=True, suppress_tokens=[-1])
+        result = self._decoder.generate(encoded, [prompt], beam_size=1, max_length=max_length,
+                                        suppress_blank=True, suppress_tokens=[-1])
         ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
         return tokenizer.decode(ids).strip()
 
