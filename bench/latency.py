@@ -12,7 +12,10 @@ see the same machine conditions. End of user speech is the moment the chunk hold
 above -40 dBFS was sent; latencies are taken for the turn that ends there (the wav's last turn). Reported per
 mode: end of speech -> first audio delta and -> input transcript completed (p50, p95), TTS real-time factor
 (reply audio seconds / seconds from first to last audio delta), and the speculation commit rate from the
-server's /metrics counters (differences over the mode's runs). Results: bench/results/latency.json + a table.
+server's /metrics counters (differences over the mode's runs). For servers it started itself, also where the
+time goes: the p50 of each milestone the server logs per completed reply (input ready, first token, first TTS
+piece, first synthesised chunk, first audio sent; ms after the reply started). Results:
+bench/results/latency.json + tables.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,6 +89,31 @@ def stats(values: Sequence[float | None]) -> dict[str, float | int | None]:
         return {"n": 0, "p50": None, "p95": None, "mean": None, "min": None, "max": None}
     return {"n": int(xs.size), "p50": float(np.percentile(xs, 50)), "p95": float(np.percentile(xs, 95)),
             "mean": float(xs.mean()), "min": float(xs.min()), "max": float(xs.max())}
+
+
+def reply_stages(log_text: str) -> dict[str, float]:
+    """p50 ms of each milestone over the completed replies in a server log (lines `... completed (kind): start=+0ms
+    input_ready=+29ms ...`, as controller.session logs them), keyed by milestone name."""
+    samples: dict[str, list[float]] = {}
+    for line in log_text.splitlines():
+        head, sep, marks = line.partition(" completed (")
+        if not sep or "response " not in head:
+            continue
+        for name, value in re.findall(r"(\w+)=\+(-?\d+)ms", marks):
+            samples.setdefault(name, []).append(float(value))
+    return {name: float(np.percentile(v, 50)) for name, v in sorted(samples.items(), key=lambda kv: np.median(kv[1]))}
+
+
+def format_stages(stages: dict[str, dict[str, float]]) -> str:
+    names = [n for n in next(iter(stages.values()), {}) if n != "start"]
+    for per_mode in stages.values():
+        names += [n for n in per_mode if n not in names and n != "start"]
+    head = f"{'mode':<8} " + " ".join(f"{n:>18}" for n in names)
+    lines = ["where the time goes (server, p50 ms after the reply started):", head, "-" * len(head)]
+    for mode, per_mode in stages.items():
+        lines.append(f"{mode:<8} " + " ".join(f"{per_mode[n]:>18.0f}" if n in per_mode else f"{'n/a':>18}"
+                                              for n in names))
+    return "\n".join(lines)
 
 
 def speculation(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
@@ -270,14 +299,15 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
         targets = [(m, None) for m in args.modes.split(",")]
     procs: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}
+    logs: dict[str, Path] = {}
     try:
         for i, (mode, url) in enumerate(targets):
             if url is None:
                 port = args.port + i
                 url = f"ws://127.0.0.1:{port}/v1/realtime"
                 print(f"starting server (speculation {mode}) on port {port}", file=sys.stderr)
-                proc = start_server(port, args.profile, mode == "on", RESULTS.parent / f"server-{mode}.log",
-                                    args.serve_arg)
+                logs[mode] = RESULTS.parent / f"server-{mode}.log"
+                proc = start_server(port, args.profile, mode == "on", logs[mode], args.serve_arg)
                 procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)
             urls[mode] = url
@@ -285,6 +315,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
     finally:
         for proc in procs:
             stop_server(proc)
+    for mode, log in logs.items():
+        modes[mode]["server_stages_ms"] = reply_stages(log.read_text(errors="replace"))
     return {
         "clips": [{"wav": str(w), "end_of_speech_s": e / WIRE_RATE} for w, e in clips],
         "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
@@ -323,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = report["modes"]
     assert isinstance(modes, dict)
     print(format_table(modes))
+    stages = {mode: m["server_stages_ms"] for mode, m in modes.items() if m.get("server_stages_ms")}  # type: ignore[union-attr]
+    if stages:
+        print(format_stages(stages))  # type: ignore[arg-type]
     print(f"wrote {args.out}")
     measured = [m["summary"]["first_audio_s"]["n"] for m in modes.values()]  # type: ignore[index]
     return 0 if measured and all(n > 0 for n in measured) else 1

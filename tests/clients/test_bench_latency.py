@@ -58,3 +58,20 @@ def test_beckett_wav_is_found_without_importing_the_package() -> None:
         pytest.skip("moonshine-voice not installed")
     assert path.name == "beckett.wav" and path.is_file()
     assert "moonshine_voice" not in sys.modules
+
+
+def test_reply_stages_takes_the_p50_of_each_milestone_of_completed_replies() -> None:
+    log = "\n".join([
+        "2026-11-26 01:36:03,087 INFO controller.session: response resp_a completed (speculative): start=+0ms "
+        "input_ready=+20ms first_token=+100ms first_audio_sent=+400ms",
+        "2026-11-26 01:36:04,087 INFO controller.session: response resp_b completed (direct): start=+0ms "
+        "input_ready=+40ms first_token=+140ms first_audio_sent=+500ms",
+        "2026-11-26 01:36:05,087 INFO controller.session: response resp_c completed (speculative): start=+0ms "
+        "input_ready=+30ms first_token=+120ms first_audio_sent=+450ms",
+        "2026-11-26 01:36:06,087 INFO controller.session: llama.cpp loaded x.gguf (threads=2)",
+    ])
+    stages = latency.reply_stages(log)
+    assert stages == {"start": 0.0, "input_ready": 30.0, "first_token": 120.0, "first_audio_sent": 450.0}
+    assert list(stages) == ["start", "input_ready", "first_token", "first_audio_sent"]  # in time order
+    table = latency.format_stages({"on": stages})
+    assert "first_token" in table and "450" in table.splitlines()[-1]
