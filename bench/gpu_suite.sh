@@ -31,7 +31,7 @@ for step in $steps; do
         --timeout 300 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py ;;
     kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
     engine) run engine 150 $PY -m bench.engine --out "$OUT/engine.json" ;;
-    tts) run tts 110 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    tts) run tts 180 $PY -m bench.tts --out "$OUT/tts.json" ;;
     *) echo "unknown step $step" >&2 ;;
     esac
 done

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "SpeakerPrompt": "speech_decoder.cosyvoice_model",
     "StreamingDecoder": "speech_decoder.streaming_decoder",
     "StreamingDecoderConfig": "speech_decoder.streaming_decoder",
+    "FlowBatcher": "speech_decoder.flow_batch",
     "write_cosyvoice_folder": "speech_decoder.checkpoint",
 }
 

@@ -19,13 +19,14 @@ inside every window, not only at seams; this is inherent to the released model (
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
+from speech_decoder.flow_batch import FlowJob, run_flow_jobs
 from speech_decoder.hift.streaming import HiFTStream
 
 
@@ -62,8 +63,10 @@ class StreamingDecoder:
     """One utterance of one session: push(tokens) -> audio chunks, finish() -> the rest. Not thread-safe."""
 
     def __init__(self, model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecoderConfig | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, flow: Callable[[FlowJob], torch.Tensor] | None = None) -> None:
+        """`flow` runs one window (a FlowBatcher's `run` batches it with other sessions'); default: alone."""
         self.model, self.prompt, self.seed = model, prompt, seed
+        self._flow = flow or _run_alone
         self.config = config or StreamingDecoderConfig()
         self._tokens: list[int] = []
         self._start = 0  # a_k: first token not yet owned by an emitted window
@@ -112,12 +115,8 @@ class StreamingDecoder:
         """Flow over tokens [a, b) on the absolute frame grid -> mel [80, F(b) - F(a)] float32."""
         flow_cfg = self.model.cfg.flow
         fa, fb = flow_cfg.mel_frames(a), flow_cfg.mel_frames(b)
-        dev, dt = self.model.device, self.model.flow.input_embedding.weight.dtype
-        tokens = torch.tensor(self._tokens[a:b], dtype=torch.int64, device=dev)[None]
-        p = self.prompt
-        mel = self.model.flow.inference(tokens, p.tokens.to(dev)[None], p.mel.to(dev, dt)[None],
-                                        p.embedding.to(dev)[None], mel_len2=fb - fa, seed=self.seed, first_frame=fa)
-        return mel[0].float()
+        tokens = torch.tensor(self._tokens[a:b], dtype=torch.int64)
+        return self._flow(FlowJob(self.model, tokens, self.prompt, fb - fa, self.seed, fa))
 
     def _emit_mel(self, mel: torch.Tensor, n_final: int) -> np.ndarray:
         """Cross-fade the head of `mel` with the pending tail, send its first n_final frames to the vocoder."""
@@ -128,6 +127,10 @@ class StreamingDecoder:
             mel[:, :x] = mel[:, :x] * fade_in.to(mel.device) + self._tail[:, :x] * fade_out.to(mel.device)
         self._tail = mel[:, n_final:] if n_final < mel.size(1) else None
         return self._vocoder.push_mel(mel[:, :n_final])
+
+
+def _run_alone(job: FlowJob) -> torch.Tensor:
+    return run_flow_jobs([job])[0]
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

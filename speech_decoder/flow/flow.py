@@ -23,6 +23,14 @@ from speech_decoder.flow.encoder import ConformerEncoder
 from speech_decoder.flow.estimator import ConditionalDecoder
 
 
+def window_noise(seed: int, mel_len1: int, first_frame: int, mel_len2: int, n_mels: int,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """CFM start noise of one window, [1, n_mels, mel_len1 + mel_len2]: the prompt at negative frames, the target
+    from absolute frame `first_frame`."""
+    return torch.cat([cfm_noise(seed, -mel_len1, mel_len1, n_mels, device),
+                      cfm_noise(seed, first_frame, mel_len2, n_mels, device)], dim=2)
+
+
 class InterpolateRegulator(nn.Module):
     """Linear interpolation to the mel length, then (Conv k3, GroupNorm, Mish) x len(ratios) and a 1x1 conv."""
 
@@ -98,16 +106,16 @@ class MaskedDiffWithXvec(nn.Module):
     def inference(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
                   embedding: torch.Tensor, *, noise: torch.Tensor | None = None, mel_len2: int | None = None,
                   seed: int = 0, first_frame: int = 0) -> torch.Tensor:
-        """Decode one window.
+        """Decode one window, or B windows of one shape at once (rows may differ in voice and noise).
 
         Args:
-            token: [1, N] int target tokens (dual-codebook ids minus 65536, so 0..5119).
-            prompt_token: [1, P] int; prompt_feat: [1, mel_len1, 80] prompt mel; embedding: [1, 192] x-vector.
-            noise: [1, 80, mel_len1 + mel_len2] start noise; default `cfm_noise(seed, ...)` with the prompt at
-                negative frames and the target from `first_frame`.
+            token: [B, N] int target tokens (dual-codebook ids minus 65536, so 0..5119).
+            prompt_token: [B, P] int; prompt_feat: [B, mel_len1, 80] prompt mel; embedding: [B, 192] x-vector.
+            noise: [B, 80, mel_len1 + mel_len2] start noise; default `cfm_noise(seed, ...)` with the prompt at
+                negative frames and the target from `first_frame` (the same for every row).
             mel_len2: target frames; default upstream's int(N / rate * sr / hop).
         Returns:
-            mel [1, 80, mel_len2] in the model dtype.
+            mel [B, 80, mel_len2] in the model dtype.
         """
         dtype = self.input_embedding.weight.dtype
         spk = self.project_speaker(embedding)
@@ -117,14 +125,15 @@ class MaskedDiffWithXvec(nn.Module):
         mel_len1 = prompt_feat.size(1)
         if mel_len2 is None:
             mel_len2 = self.cfg.mel_frames(token.size(1))
-        mu = self.length_regulator(h[:, :n1], h[:, n1:], mel_len1, mel_len2)  # [1, T, 80]
+        mu = self.length_regulator(h[:, :n1], h[:, n1:], mel_len1, mel_len2)  # [B, T, 80]
         total = mel_len1 + mel_len2
-        cond = torch.zeros(1, self.cfg.output_size, total, device=mu.device, dtype=dtype)
+        b = token.size(0)
+        cond = torch.zeros(b, self.cfg.output_size, total, device=mu.device, dtype=dtype)
         cond[:, :, :mel_len1] = prompt_feat.transpose(1, 2).to(dtype)
         if noise is None:
-            noise = torch.cat([cfm_noise(seed, -mel_len1, mel_len1, self.cfg.output_size, mu.device),
-                               cfm_noise(seed, first_frame, mel_len2, self.cfg.output_size, mu.device)], dim=2)
-        if noise.shape != (1, self.cfg.output_size, total):
-            raise ValueError(f"noise must be [1, {self.cfg.output_size}, {total}], got {tuple(noise.shape)}")
+            noise = window_noise(seed, mel_len1, first_frame, mel_len2, self.cfg.output_size, mu.device)
+            noise = noise.expand(b, -1, -1)
+        if noise.shape != (b, self.cfg.output_size, total):
+            raise ValueError(f"noise must be [{b}, {self.cfg.output_size}, {total}], got {tuple(noise.shape)}")
         mel = self.decoder(noise, mu.transpose(1, 2).contiguous(), spk, cond, self.cfg.n_timesteps)
         return mel[:, :, mel_len1:]
