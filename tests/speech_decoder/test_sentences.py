@@ -100,3 +100,13 @@ def test_first_word_cut_waits_for_the_next_word_to_begin() -> None:
     assert chunker.push("w") == ["The season of light"]
     assert chunker.push("as here. Second sentence of words here.") == ["was here."]
     assert chunker.flush() == ["Second sentence of words here."]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("We had everything before us, but nothing.", ["We had everything", "before us, but nothing."]),
+    ("It was the epoch of belief.", ["It was the epoch", "of belief."]),  # "It was the" ends on a function word
+    ("Sure, that is fine.", ["Sure, that is fine."]),
+])
+def test_a_three_word_first_cut_as_the_voice_agent_uses(text: str, expected: list[str]) -> None:
+    chunker = SentenceChunker(min_first_words=3, first_word_cut=3)
+    assert chunker.push(text) + chunker.flush() == expected
