@@ -101,7 +101,9 @@ class TurnTracker:
                 turn.transcript_done = now
             return turn
         if t == "response.created":
-            turn = next((x for x in self.turns if x.response_id is None), None)
+            # It answers the latest turn: an earlier one still without a reply was spoken over before its reply
+            # became visible, and the server dropped that reply.
+            turn = next((x for x in reversed(self.turns) if x.response_id is None), None)
             if turn is None:  # a response nobody's speech asked for (e.g. response.create alone)
                 turn = Turn()
                 self.turns.append(turn)
@@ -148,8 +150,16 @@ class TurnTracker:
         return next((x for x in reversed(self.turns) if response_id and x.response_id == response_id), None)
 
     def all_done(self) -> bool:
-        """At least one turn, and every turn's response is done."""
-        return bool(self.turns) and all(x.response_done is not None for x in self.turns)
+        """At least one turn, and every turn's response is done, except a turn without a reply that a later turn's
+        reply followed (the user spoke on before a reply to it became visible: the server dropped that reply)."""
+        answered_later = False
+        for turn in reversed(self.turns):
+            if turn.response_id is None and answered_later:
+                continue
+            if turn.response_done is None:
+                return False
+            answered_later = True
+        return bool(self.turns)
 
     def transcripts_done(self) -> bool:
         return all(x.transcript_done is not None for x in self.turns if x.user_item_id)

@@ -155,8 +155,10 @@ class ItemsMixin(_Base):
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
         """The LM request for a reply; None when the user's turn held nothing to answer."""
+        # The transcription tasks awaited here are shared (with the transcript events, with later replies): a reply
+        # cancelled while it waits must not cancel them, hence the shields.
         if self._item_transcriptions:  # audio items the client sent whole are part of the prompt
-            await asyncio.gather(*list(self._item_transcriptions), return_exceptions=True)
+            await asyncio.shield(asyncio.gather(*list(self._item_transcriptions), return_exceptions=True))
         if resp.input_items is not None:  # the client chose the prompt's items itself
             chosen = Conversation()
             for entry in resp.input_items:
@@ -171,7 +173,7 @@ class ItemsMixin(_Base):
         overrides: dict[str, str] = {}
         if turn is not None:
             item_id, task = turn
-            heard = await task
+            heard = await asyncio.shield(task)
             if not heard.lm_content:
                 return None
             if item_id in self.conversation:

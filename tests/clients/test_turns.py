@@ -59,3 +59,28 @@ def test_response_announced_before_commit_belongs_to_that_turn() -> None:
     tr.feed(E("response.done", response={"id": "r1", "status": "completed"}), 1.5)
     assert len(tr.turns) == 1 and tr.all_done()
     assert tr.turns[0].user_item_id == "u1"
+
+
+def test_a_turn_spoken_over_before_its_reply_showed_is_skipped_and_the_next_reply_is_the_next_turns() -> None:
+    tr = TurnTracker(_log(), np.array([1_000, 30_000], np.int64))
+    tr.feed(E("input_audio_buffer.committed", item_id="u1"), 1.0)  # "Fail again." ...
+    tr.feed(E("input_audio_buffer.speech_started", item_id="u2"), 1.3)  # ... spoken over: its reply never showed
+    tr.feed(E("conversation.item.input_audio_transcription.completed", item_id="u1", transcript="Fail again."), 1.4)
+    tr.feed(E("input_audio_buffer.committed", item_id="u2"), 2.0)
+    assert not tr.all_done()
+    tr.feed(E("response.created", response={"id": "r2"}), 2.1)
+    assert [t.response_id for t in tr.turns] == [None, "r2"]
+    assert not tr.all_done()
+    tr.feed(E("response.done", response={"id": "r2", "status": "completed"}), 2.5)
+    tr.feed(E("conversation.item.input_audio_transcription.completed", item_id="u2", transcript="Fail better."), 2.1)
+    assert tr.all_done() and tr.transcripts_done()
+    assert tr.turns[1].user_transcript == "Fail better."
+
+
+def test_the_last_turn_without_a_reply_is_not_done() -> None:
+    tr = TurnTracker(_log(), np.array([1_000], np.int64))
+    tr.feed(E("input_audio_buffer.committed", item_id="u1"), 1.0)
+    tr.feed(E("response.created", response={"id": "r1"}), 1.1)
+    tr.feed(E("response.done", response={"id": "r1", "status": "completed"}), 1.5)
+    tr.feed(E("input_audio_buffer.committed", item_id="u2"), 2.0)
+    assert not tr.all_done()

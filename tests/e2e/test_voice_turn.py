@@ -95,3 +95,20 @@ async def test_text_turn_with_manual_commit_mode(embedded_server) -> None:
     assert len(conv.audio_of()) / RATE >= 0.3
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_talk_through_becketts_pauses_gives_every_turn_its_transcript(embedded_server, beckett_wav) -> None:
+    """`stepaudio-rt talk beckett.wav` with the default VAD: six short sentences, each a turn, most spoken over the
+    previous reply (barge-in), some before their reply became visible. Every committed turn still gets its
+    transcript (a cancelled reply must not cancel the shared transcription), and talk ends normally."""
+    from clients.talk import run_talk
+
+    result = await run_talk(beckett_wav, embedded_server.ws, printer=None, session_extra={"temperature": 0.0},
+                            timeout_s=60)
+    committed = [t for t in result.turns if t.user_item_id]
+    assert len(committed) >= 4
+    assert all(t.transcript_done is not None for t in committed), [(t.user_item_id, t.user_transcript)
+                                                                    for t in committed]
+    heard = " ".join(t.user_transcript for t in committed)
+    assert "ever tried" in " ".join(words(heard)) and "better" in words(heard), heard
+    assert result.turns[-1].status == "completed" and result.turns[-1].audio_s > 0.3
