@@ -13,7 +13,6 @@ decoder threads queued meanwhile, as few batched calls as their shapes allow.
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import queue
 import threading
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ import torch
 
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.flow.flow import window_noise
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
