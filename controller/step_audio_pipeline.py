@@ -28,7 +28,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +149,10 @@ class StepAudioPipeline:
             if not (root / sub).is_dir():
                 raise ConfigError(f"{root} has no {sub}/ (expected Step-Audio-Tokenizer/, Step-Audio-Chat/, "
                                   f"Step-Audio-TTS-3B/; make-checkpoint writes that layout)")
-        if config.chat_url:
-            raise ConfigError("--chat-url: lm_engine has no remote (OpenAI-compatible) chat backend yet; "
-                              "run the Chat LM in-process (omit --chat-url)")
         chat_dir = root / CHAT_DIR
-        if not any(chat_dir.glob("*.safetensors")):
-            raise ConfigError(f"{chat_dir} holds no weights (make-checkpoint --with-chat-weights writes them)")
+        if not config.chat_url and not any(chat_dir.glob("*.safetensors")):
+            raise ConfigError(f"{chat_dir} holds no weights (make-checkpoint --with-chat-weights writes them, "
+                              f"or serve it elsewhere and pass --chat-url)")
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         on_cpu = device == "cpu"
         if on_cpu:
@@ -181,11 +179,21 @@ class StepAudioPipeline:
             raise ConfigError(f"no speakers folder: put upstream's speakers/ (speakers_info.json, NAME_prompt.wav) "
                               f"in {tts_dir} or {root}")
         self._register_speakers(speakers)
-        logger.info("loading %s (tp=%d)", chat_dir, config.tp)
-        self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
-                                                  config=chat_engine_config(on_cpu, config.seed))
-        self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
-        self._text_mask = _text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
+        self.chat_engine: Any = None
+        self._remote_chat: Any = None
+        if config.chat_url:
+            # Chat on an OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N): it applies the
+            # chat template itself; audio turns travel as their <audio_N> text. Only the tokenizer is read here.
+            from lm_engine import RemoteChatBackend  # the optional `remote` extra
+            logger.info("chat LM: remote server %s", config.chat_url)
+            self._remote_chat = RemoteChatBackend(config.chat_url)
+            self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
+        else:
+            logger.info("loading %s (tp=%d)", chat_dir, config.tp)
+            self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
+                                                      config=chat_engine_config(on_cpu, config.seed))
+            self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
+            self._text_mask = _text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
         self._asr = None
         if config.asr:
             try:
@@ -244,18 +252,9 @@ class StepAudioPipeline:
         return len(self.chat_tok.encode(text)) + 3  # + <|BOT|> role \n ... <|EOT|>
 
     def render_chat(self, messages: list[dict]) -> str:
-        """Step-Audio's chat template; a default system message when the conversation has none."""
-        out = []
-        if not any(m.get("role") in ("system", "developer") for m in messages):
-            out.append(f"<|BOT|>system\n{DEFAULT_SYSTEM}<|EOT|>")
-        for m in messages:
-            role = {"user": "human", "developer": "system"}.get(m["role"], m["role"])
-            content = _text_of(m.get("content"))
-            if m["role"] == "assistant" and m.get("tool_calls"):
-                calls = "; ".join(f"{c['function']['name']}({c['function'].get('arguments', '')})"
-                                  for c in m["tool_calls"])
-                content = (content + "\n" if content else "") + calls
-            out.append(f"<|BOT|>{role}\n{content}<|EOT|>")
+        """Step-Audio's chat template over `chat_messages(messages)`."""
+        roles = {"user": "human"}
+        out = [f"<|BOT|>{roles.get(m['role'], m['role'])}\n{m['content']}<|EOT|>" for m in chat_messages(messages)]
         out.append("<|BOT|>assistant\n")
         return "".join(out)
 
@@ -265,16 +264,28 @@ class StepAudioPipeline:
     def reply(self, request: Any) -> AsyncIterator[Any]:
         if getattr(request, "tools", None):
             logger.debug("Step-Audio Chat has no tool calling: tools ignored")
-        ids = self.chat_prompt_ids(request.messages)
         max_tokens = request.max_tokens
         if self.config.max_reply_tokens is not None:
             max_tokens = min(max_tokens, self.config.max_reply_tokens)
+        if self._remote_chat is not None:
+            return self._reply_remote(request, max_tokens)
+        ids = self.chat_prompt_ids(request.messages)
         limit = self.chat_engine.model_config.max_seq_len - max_tokens
         if len(ids) > limit:  # keep the system message and the newest tokens
             ids = ids[:1] + ids[len(ids) - limit + 1:]
         if self.config.constrain_text:
             return self._reply_constrained(ids, request.temperature, max_tokens)
         return self._reply_stream(ids, request.temperature, max_tokens)
+
+    def _reply_remote(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
+        remote = self._remote_chat
+        plain = replace(request, messages=chat_messages(request.messages), max_tokens=max_tokens,
+                                    tools=None, tool_choice="auto")
+
+        def run(cancel: threading.Event) -> Iterator[Any]:
+            return iter(remote.stream(plain, cancel))
+
+        return iterate_in_thread(run, self._llm_pool)
 
     async def _reply_stream(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
         from lm_engine import ChatDelta, SamplingParams
@@ -385,9 +396,10 @@ class StepAudioPipeline:
         for pool in (self._tok_pool, self._asr_pool, self._llm_pool, self._dec_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         self._flow_batcher.close()
-        for engine in (self.chat_engine, self.tts_engine):
-            with contextlib.suppress(Exception):
-                engine.close()
+        for closable in (self._remote_chat, self.chat_engine, self.tts_engine):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
 
 
 class StreamingTokenListener:
@@ -552,6 +564,24 @@ class _Detokenizer:
         new = text[len(self.sent):] if text.startswith(self.sent) else ""
         self.sent = text
         return new
+
+
+def chat_messages(messages: list[dict]) -> list[dict[str, str]]:
+    """The conversation as Step-Audio Chat sees it: text contents (a user audio turn is its <audio_N> text), roles
+    system / user / assistant, tool calls folded into the assistant's text (the model has no tool calling), and a
+    default system message when the conversation has none."""
+    out = []
+    if not any(m.get("role") in ("system", "developer") for m in messages):
+        out.append({"role": "system", "content": DEFAULT_SYSTEM})
+    for m in messages:
+        role = "system" if m["role"] == "developer" else m["role"]
+        content = _text_of(m.get("content"))
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            calls = "; ".join(f"{c['function']['name']}({c['function'].get('arguments', '')})"
+                              for c in m["tool_calls"])
+            content = (content + "\n" if content else "") + calls
+        out.append({"role": role, "content": content})
+    return out
 
 
 def _text_of(content: Any) -> str:

@@ -11,9 +11,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from tests.llama_server import LlamaServer
 
 
 def missing_peer(reason: str) -> None:
@@ -132,5 +136,17 @@ class ServerProcess:
 @pytest.fixture(scope="session")
 def embedded_server() -> Iterator[ServerProcess]:
     server = ServerProcess("--profile", "embedded")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A real OpenAI-compatible chat server (llama.cpp's) on 127.0.0.1; see tests/llama_server.py."""
+    from tests.llama_server import LlamaServer
+
+    tmp = tmp_path_factory.mktemp("llama_server")
+    (tmp / "prompts").mkdir()
+    server = LlamaServer(tmp / "prompts", tmp / "server.log")
     yield server
     server.stop()

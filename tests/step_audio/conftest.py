@@ -31,3 +31,17 @@ def tiny_server(tiny_model_dir: Path) -> Iterator[ServerProcess]:
     server = ServerProcess("--profile", "tiny", "--model-path", str(tiny_model_dir), "--threads", "2")
     yield server
     server.stop()
+
+
+def without_chat_weights(model_dir: Path, out: Path) -> Path:
+    """`model_dir` as links, minus the Chat LM's weights (what a host that runs the Chat LM elsewhere keeps)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in model_dir.iterdir():
+        if sub.name != "Step-Audio-Chat":
+            (out / sub.name).symlink_to(sub)
+    chat = out / "Step-Audio-Chat"
+    chat.mkdir(parents=True)
+    for f in (model_dir / "Step-Audio-Chat").iterdir():
+        if f.suffix != ".safetensors" and not f.name.endswith(".safetensors.index.json"):
+            (chat / f.name).symlink_to(f)
+    return out

@@ -13,6 +13,7 @@ import soundfile as sf
 from controller.app import AppConfig, load_pipeline
 from controller.errors import ConfigError
 from tests.conftest import speech_asset
+from tests.step_audio.conftest import without_chat_weights
 
 pytestmark = pytest.mark.slow
 
@@ -114,5 +115,6 @@ async def test_listener_streamed_turn_ids_equal_offline(step_audio) -> None:
 def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Step-Audio-Tokenizer"):
         load_pipeline(AppConfig(profile="step-audio", model_path=tmp_path))
-    with pytest.raises(ConfigError, match="chat-url"):
-        load_pipeline(AppConfig(profile="step-audio", model_path=tiny_model_dir, chat_url="http://x"))
+    no_weights = without_chat_weights(tiny_model_dir, tmp_path / "no-chat")
+    with pytest.raises(ConfigError, match="holds no weights.*--chat-url"):
+        load_pipeline(AppConfig(profile="step-audio", model_path=no_weights))

@@ -1,0 +1,64 @@
+"""`serve --profile tiny --chat-url URL`: the Chat LM runs on a real OpenAI-compatible server (llama.cpp's, serving the
+embedded Qwen GGUF, standing where vLLM serves Step-Audio-Chat), the rest in this process. The user's spoken turn
+must reach that server as its <audio_N> text, and the server's reply must come back as TTS-3B speech."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, rms, silence
+from tests.llama_server import LlamaServer
+from tests.realtime_schema import validate_server_event
+from tests.step_audio.conftest import without_chat_weights
+
+pytestmark = pytest.mark.slow
+
+ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 800, "prefix_padding_ms": 300}
+AUDIO_TOKEN = re.compile(r"<audio_(\d+)>")
+
+
+async def test_spoken_turn_through_a_remote_chat_server(tiny_model_dir: Path, tmp_path: Path,
+                                                        llama_server: LlamaServer, beckett_wav: Path) -> None:
+    seen_before = set(llama_server.prompts_dir.iterdir())
+    # No Chat weights on this host: a reply can only come from the remote server.
+    model_dir = without_chat_weights(tiny_model_dir, tmp_path / "model")
+    server = ServerProcess("--profile", "tiny", "--model-path", str(model_dir), "--threads", "2",
+                           "--chat-url", llama_server.url + "/v1")
+    try:
+        conv = await open_conversation(server.ws)
+        try:
+            await conv.send({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+            await conv.wait_for("session.updated")
+            # "Ever tried. Ever failed." (~2.5 s): about 100 audio ids, a short prompt for the CPU server.
+            speech = load_pcm24k(beckett_wav)[: int(2.6 * RATE)]
+            await conv.stream(np.concatenate([silence(0.3), speech, silence(1.5)]), pace=1.0)
+            done = await conv.wait_for("response.done", timeout=180)
+        finally:
+            await conv.close()
+    finally:
+        server.stop()
+
+    assert done["response"]["status"] == "completed", done
+    said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    assert said.strip()
+    audio = conv.audio_of(done["response"]["id"])
+    assert len(audio) / RATE >= 0.3
+    assert rms(audio) > 1e-3
+    for raw in conv.raw:
+        validate_server_event(raw)
+    # What the remote server rendered for this turn (its own chat template): the session's instructions, then the
+    # turn's audio ids as text, one group of five ids (2 linguistic + 3 semantic) per 120 ms of speech.
+    prompts = [p.read_text() for p in set(llama_server.prompts_dir.iterdir()) - seen_before]
+    assert prompts
+    prompt = max(prompts, key=len)
+    assert "You are a helpful voice assistant." in prompt
+    ids = [int(n) for n in AUDIO_TOKEN.findall(prompt)]
+    assert len(ids) >= 5 * 15, len(ids)  # >= 1.8 s of the 2.6 s of speech
+    assert len(ids) % 5 == 0
+    assert all(i < 1024 for i in ids[0::5]) and all(i >= 1024 for i in ids[2::5])  # the 2:3 interleave
