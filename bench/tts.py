@@ -6,7 +6,8 @@ the reply text to the first audio chunk, and how many concurrent streams stay re
 
 Measured, in this order, on one device:
 * decoder: offline token2wav RTF for --tokens tokens; streamed RTF through StreamingDecoder (5-token pushes, the LM's
-  pace); the first chunk's compute time (the push that completes its 25-token window).
+  pace); the first chunk's compute time (the push that completes its 25-token window). On CUDA twice, side by side:
+  the flow launched op by op, then replayed as CUDA graphs (speech_decoder.flow_graphs, what the server runs).
 * TTS-3B: greedy decode tokens/s at batch 1 through the engine (CUDA graphs on GPU).
 * first audio: wall time from submitting a --tts-prompt-len token TTS prompt (speaker prompt + first sentence) to
   the first audio chunk leaving StreamingDecoder: prefill, 25 decode steps, the first flow window and HiFT, run in
@@ -34,7 +35,7 @@ from lm_engine.engine_api import Engine
 from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.flow_batch import FlowBatcher
-from speech_decoder.streaming_decoder import StreamingDecoder
+from speech_decoder.streaming_decoder import StreamingDecoder, warm_up
 
 HOP_TOKENS = 5
 TOKENS_PER_S = 25 / 0.6  # 41.67 flow tokens per second of speech
@@ -118,31 +119,36 @@ def concurrency(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int],
     for n in counts:
         row: dict[str, float | bool] = {"streams": n, "budget_ms": budget * 1e3}
         for label in ("alone", "batched"):
-            batcher = FlowBatcher(max_batch=max(n, 1)) if label == "batched" else None
-            pool = concurrent.futures.ThreadPoolExecutor(n) if batcher else None
-            decs = [StreamingDecoder(model, prompt, seed=i, flow=batcher.run if batcher else None) for i in range(n)]
+            # Twice, timing the second: with CUDA graphs, a window shape is captured the second time it is seen.
+            for timed in (False, True):
+                batcher = FlowBatcher(max_batch=max(n, 1)) if label == "batched" else None
+                pool = concurrent.futures.ThreadPoolExecutor(n) if batcher else None
+                decs = [StreamingDecoder(model, prompt, seed=i, flow=batcher.run if batcher else None)
+                        for i in range(n)]
 
-            def push_all(chunk: list[int]) -> None:
-                if pool is None:
-                    for d in decs:
-                        d.push(chunk)
-                else:
-                    list(pool.map(lambda d: d.push(chunk), decs))
+                def push_all(chunk: list[int]) -> None:
+                    if pool is None:
+                        for d in decs:
+                            d.push(chunk)
+                    else:
+                        list(pool.map(lambda d: d.push(chunk), decs))
 
-            try:
-                push_all(tokens[:25])  # everyone past the first window: the steady state
-                _sync(model.device)
-                t0 = time.perf_counter()
-                for r in range(rounds):
-                    push_all(tokens[25 + r * HOP_TOKENS: 30 + r * HOP_TOKENS])
-                _sync(model.device)
-                row[f"{label}_round_ms"] = (time.perf_counter() - t0) / rounds * 1e3
-            finally:
-                if pool is not None:
-                    pool.shutdown()
-                if batcher is not None:
-                    row["batched_mean_batch"] = batcher.jobs_run / max(1, batcher.batches_run)
-                    batcher.close()
+                try:
+                    push_all(tokens[:25])  # everyone past the first window: the steady state
+                    _sync(model.device)
+                    t0 = time.perf_counter()
+                    for r in range(rounds):
+                        push_all(tokens[25 + r * HOP_TOKENS: 30 + r * HOP_TOKENS])
+                    _sync(model.device)
+                    row[f"{label}_round_ms"] = (time.perf_counter() - t0) / rounds * 1e3
+                finally:
+                    if pool is not None:
+                        pool.shutdown()
+                    if batcher is not None:
+                        row["batched_mean_batch"] = batcher.jobs_run / max(1, batcher.batches_run)
+                        batcher.close()
+                if not timed and model.flow_graphs is None:
+                    break  # nothing to warm up
             row[f"{label}_realtime"] = row[f"{label}_round_ms"] <= budget * 1e3
         rows.append(row)
         if min(row["alone_round_ms"], row["batched_round_ms"]) > 2 * budget * 1e3:
@@ -177,7 +183,14 @@ def main() -> None:
                     "torch": torch.__version__,
                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                              text=True).stdout.strip()}
+    if model.flow_graphs is not None:  # side by side: the flow launched op by op, then replayed as CUDA graphs
+        graphs, model.flow_graphs = model.flow_graphs, None
+        result["decoder_eager"] = decoder_figures(model, prompt, tokens)
+        print(f"decoder, eager flow: {result['decoder_eager']}", flush=True)
+        model.flow_graphs = graphs
+        warm_up(model, prompt)
     result["decoder"] = decoder_figures(model, prompt, tokens)
+    result["flow_cuda_graphs"] = model.flow_graphs is not None
     print(f"decoder: {result['decoder']}", flush=True)
 
     ckpt = a.tts_ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
@@ -207,6 +220,10 @@ def main() -> None:
     print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
     print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
     print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
+    if "decoder_eager" in result:
+        e = result["decoder_eager"]
+        print(f"{'  the same with the flow eager (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
+              f"{e['streamed_rtf']:.4f}, offline RTF {e['offline_rtf']:.4f}")
     print(f"{'streams: round ms (budget 120)':<44}{'alone':>10}{'batched':>10}{'mean batch':>12}")
     for r in result["concurrency"]:
         print(f"{'  ' + str(r['streams']):<44}{r['alone_round_ms']:>10.1f}{r['batched_round_ms']:>10.1f}"

@@ -139,6 +139,7 @@ class StepAudioPipeline:
         from lm_engine import Engine, EngineConfig, Step1Tokenizer
         from speech_decoder import CosyVoiceModel, FlowBatcher
         from speech_decoder.step_tts import COMMON_DIR, MUSIC_DIR, StepTts, find_speakers_dir
+        from speech_decoder.streaming_decoder import warm_up
         from streaming_tokenizer.step_audio import StepAudioTokenizer
         from vad import SileroModel
 
@@ -179,6 +180,9 @@ class StepAudioPipeline:
             raise ConfigError(f"no speakers folder: put upstream's speakers/ (speakers_info.json, NAME_prompt.wav) "
                               f"in {tts_dir} or {root}")
         self._register_speakers(speakers)
+        speaker, model = self.tts.resolve("", None)
+        if warm_up(model, speaker.flow_prompt):  # CUDA graphs of the default voice's windows, before any reply
+            logger.info("flow CUDA graphs captured for %s's window shapes", self.tts.default_speaker())
         self.chat_engine: Any = None
         self._remote_chat: Any = None
         if config.chat_url:

@@ -16,6 +16,7 @@ import torch
 from speech_decoder.cosyvoice_config import CosyVoiceConfig, load_cosyvoice_config
 from speech_decoder.cosyvoice_frontend import CampPlus, prompt_mel
 from speech_decoder.flow.flow import MaskedDiffWithXvec
+from speech_decoder.flow_graphs import FlowGraphs
 from speech_decoder.hift.generator import HiFTGenerator, normalize_hift_state_dict
 
 logger = logging.getLogger(__name__)
@@ -60,13 +61,15 @@ class CosyVoiceModel:
     """Flow + HiFT + CAM++ of one CosyVoice folder."""
 
     def __init__(self, cfg: CosyVoiceConfig, flow: MaskedDiffWithXvec, hift: HiFTGenerator,
-                 campplus: CampPlus | None) -> None:
+                 campplus: CampPlus | None, flow_graphs: FlowGraphs | None = None) -> None:
         self.cfg, self.flow, self.hift, self.campplus = cfg, flow, hift, campplus
+        self.flow_graphs = flow_graphs  # streaming windows replay CUDA graphs through this (CUDA only)
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", flow_dtype: torch.dtype | None = None,
-             ) -> "CosyVoiceModel":
-        """Load DIR/{cosyvoice.yaml, flow.pt, hift.pt, campplus.onnx}; flow in bf16 on CUDA (upstream), fp32 on CPU."""
+             cuda_graphs: bool = True) -> "CosyVoiceModel":
+        """Load DIR/{cosyvoice.yaml, flow.pt, hift.pt, campplus.onnx}; flow in bf16 on CUDA (upstream), fp32 on CPU.
+        On CUDA, streaming flow windows run as CUDA graphs unless cuda_graphs is False."""
         d = Path(folder)
         if not (d / "cosyvoice.yaml").is_file():
             raise CosyVoiceCheckpointError(f"missing {d / 'cosyvoice.yaml'}")
@@ -79,7 +82,9 @@ class CosyVoiceModel:
         hift = HiFTGenerator(cfg.hift)
         _strict_load(hift, normalize_hift_state_dict(_load_state(d / "hift.pt")), "hift.pt")
         campplus = CampPlus(d / "campplus.onnx") if (d / "campplus.onnx").is_file() else None
-        return cls(cfg, flow.to(dev, dtype).eval(), hift.to(dev).eval(), campplus)
+        flow = flow.to(dev, dtype).eval()
+        graphs = FlowGraphs(flow) if dev.type == "cuda" and cuda_graphs else None
+        return cls(cfg, flow, hift.to(dev).eval(), campplus, graphs)
 
     @property
     def device(self) -> torch.device:

@@ -62,7 +62,8 @@ def _run_group(jobs: list[FlowJob]) -> list[torch.Tensor]:
     dev, dt = model.device, model.flow.input_embedding.weight.dtype
     n_mels, mel_len1 = model.cfg.flow.output_size, jobs[0].prompt.mel.size(0)
     noise = torch.cat([window_noise(j.seed, mel_len1, j.first_frame, j.mel_len2, n_mels, dev) for j in jobs])
-    mel = model.flow.inference(
+    infer = model.flow_graphs or model.flow.inference
+    mel = infer(
         torch.stack([j.tokens for j in jobs]).to(dev),
         torch.stack([j.prompt.tokens for j in jobs]).to(dev),
         torch.stack([j.prompt.mel for j in jobs]).to(dev, dt),

@@ -129,6 +129,24 @@ class StreamingDecoder:
         return self._vocoder.push_mel(mel[:, :n_final])
 
 
+def warm_up(model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecoderConfig | None = None) -> int:
+    """Decode one long utterance's window shapes twice, so that a model with CUDA graphs has captured them (a shape
+    is captured the second time it is seen) before the first reply needs its first chunk. Returns the windows run;
+    0 (nothing done) for a model without graphs."""
+    if model.flow_graphs is None:
+        return 0
+    cfg = config or StreamingDecoderConfig()
+    n, hop, windows = 0, cfg.first_chunk_tokens - cfg.overlap_tokens, 0
+    while True:  # the hops double up to max_hop_tokens: one window of each size, the last one at the maximum
+        n, windows = n + hop, windows + 1
+        if hop == cfg.max_hop_tokens:
+            break
+        hop = min(2 * hop, cfg.max_hop_tokens)
+    for _ in range(2):
+        StreamingDecoder(model, prompt, cfg).push([0] * (n + cfg.overlap_tokens))
+    return 2 * windows
+
+
 def _run_alone(job: FlowJob) -> torch.Tensor:
     return run_flow_jobs([job])[0]
 

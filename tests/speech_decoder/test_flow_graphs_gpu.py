@@ -1,0 +1,108 @@
+"""Flow windows through CUDA graphs (speech_decoder.flow_graphs) give what the eager flow gives.
+
+A stale input buffer, a graph replayed for the wrong shape or an output overwritten by another graph's replay would
+give errors of the order of the output itself; the tolerance (1% relative) only absorbs kernel choices that differ
+between a padded and an unpadded batch. Runs on a GPU (bench/gpu_suite.sh); on the CPU only the guard is checked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speech_decoder.checkpoint import write_cosyvoice_folder
+from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
+from speech_decoder.flow.flow import window_noise
+from speech_decoder.flow_graphs import FlowGraphs, row_bucket
+from speech_decoder.streaming_decoder import StreamingDecoder, warm_up
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+
+
+def test_graphs_are_cuda_only(tmp_path: Path) -> None:
+    model = CosyVoiceModel.load(write_cosyvoice_folder(tmp_path / "cv", "tiny"))
+    assert model.flow_graphs is None
+    with pytest.raises(ValueError, match="CUDA"):
+        FlowGraphs(model.flow)
+    assert warm_up(model, SpeakerPrompt.empty()) == 0
+    assert [row_bucket(n) for n in (1, 2, 3, 5, 8, 9, 32)] == [1, 2, 4, 8, 8, 16, 32]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> CosyVoiceModel:
+    folder = write_cosyvoice_folder(tmp_path_factory.mktemp("cv"), "tiny")
+    return CosyVoiceModel.load(folder, device="cuda", flow_dtype=torch.float32)
+
+
+def _prompt(n_tokens: int, seed: int) -> SpeakerPrompt:
+    g = torch.Generator().manual_seed(seed)
+    return SpeakerPrompt(torch.randint(0, 5120, (n_tokens,), generator=g),
+                         torch.randn(int(n_tokens / 41.667 * 22050 / 256), 80, generator=g) - 5,
+                         torch.randn(192, generator=g))
+
+
+def _window(model: CosyVoiceModel, rows: int, n_tokens: int, prompt: SpeakerPrompt, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    mel_len1, mel_len2 = prompt.mel.size(0), model.cfg.flow.mel_frames(n_tokens)
+    args = (torch.randint(0, 5120, (rows, n_tokens), generator=g).cuda(),
+            prompt.tokens[None].expand(rows, -1).cuda(), prompt.mel[None].expand(rows, -1, -1).cuda(),
+            torch.randn(rows, 192, generator=g).cuda())
+    noise = torch.cat([window_noise(seed + r, mel_len1, 40, mel_len2, 80, torch.device("cuda")) for r in range(rows)])
+    return args, noise, mel_len2
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@cuda
+@pytest.mark.parametrize("rows", [1, 3])
+def test_replays_equal_the_eager_flow(model: CosyVoiceModel, rows: int) -> None:
+    graphs = FlowGraphs(model.flow)
+    prompt = _prompt(50, seed=1)
+    for call in range(4):  # eager, capture + replay, replay, replay: new data every time
+        args, noise, mel_len2 = _window(model, rows, 25, prompt, seed=10 * call)
+        got = graphs(*args, noise=noise, mel_len2=mel_len2)
+        want = model.flow.inference(*args, noise=noise, mel_len2=mel_len2)
+        assert got.shape == want.shape == (rows, 80, mel_len2)
+        assert _rel(got, want) < 1e-2, (call, _rel(got, want))
+    assert (graphs.captures, graphs.replays) == (1, 3)
+
+
+@cuda
+def test_graphs_of_other_shapes_do_not_disturb_each_other(model: CosyVoiceModel) -> None:
+    graphs = FlowGraphs(model.flow)
+    prompt = _prompt(50, seed=2)
+    shapes = [(1, 25), (1, 40), (2, 40), (1, 25)]
+    for rows, n in shapes * 2:  # second round: every shape replays after the others captured into the shared pool
+        args, noise, mel_len2 = _window(model, rows, n, prompt, seed=rows * 100 + n)
+        got = graphs(*args, noise=noise, mel_len2=mel_len2)
+        assert _rel(got, model.flow.inference(*args, noise=noise, mel_len2=mel_len2)) < 1e-2, (rows, n)
+    assert graphs.captures == 3
+
+
+@cuda
+def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) -> None:
+    prompt = _prompt(75, seed=3)
+    tokens = torch.randint(0, 5120, (300,), generator=torch.Generator().manual_seed(4)).tolist()
+
+    def decode() -> np.ndarray:
+        dec = StreamingDecoder(model, prompt, seed=5)
+        parts = [dec.push(tokens[i:i + 5]) for i in range(0, len(tokens), 5)]
+        return np.concatenate(parts + [dec.finish()])
+
+    graphs, model.flow_graphs = model.flow_graphs, None
+    try:
+        eager = decode()
+    finally:
+        model.flow_graphs = graphs
+    assert graphs is not None
+    assert warm_up(model, prompt) == 8  # windows of 25, 40, 70 and 110 tokens, twice
+    captured, replays = graphs.captures, graphs.replays
+    got = decode()
+    assert graphs.captures == captured  # every steady window shape was ready
+    assert graphs.replays - replays >= 4
+    assert got.shape == eager.shape
+    assert float(np.linalg.norm(got - eager) / np.linalg.norm(eager)) < 1e-2
