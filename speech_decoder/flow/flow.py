@@ -70,7 +70,6 @@ class ConditionalCFM(nn.Module):
         t_span = self.time_span(n_timesteps, mu.device, mu.dtype)
         x = noise.to(mu.dtype)
         b = x.size(0)
-        mask = torch.ones(2 * b, 1, x.size(2), device=x.device, dtype=x.dtype)
         mu2 = torch.cat([mu, torch.zeros_like(mu)])
         spk2 = torch.cat([spks, torch.zeros_like(spks)])
         cond2 = torch.cat([cond, torch.zeros_like(cond)])
@@ -78,11 +77,11 @@ class ConditionalCFM(nn.Module):
         for step in range(1, len(t_span)):
             t, dt = t_span[step - 1], t_span[step] - t_span[step - 1]
             if r > 0:
-                v2 = self.estimator(torch.cat([x, x]), mask, mu2, t.expand(2 * b), spk2, cond2)
+                v2 = self.estimator(torch.cat([x, x]), mu2, t.expand(2 * b), spk2, cond2)
                 v_cond, v_uncond = v2[:b], v2[b:]
                 v = (1.0 + r) * v_cond - r * v_uncond
             else:
-                v = self.estimator(x, mask[:b], mu, t.expand(b), spks, cond)
+                v = self.estimator(x, mu, t.expand(b), spks, cond)
             x = x + dt * v
         return x
 

@@ -15,10 +15,6 @@ from speech_decoder.flow.encoder import rel_position_embedding, rel_shift
 from speech_decoder.flow.flow import ConditionalCFM
 
 
-
-
-
-
 def _prompt(seed: int = 0) -> SpeakerPrompt:
     g = torch.Generator().manual_seed(seed)
     return SpeakerPrompt(torch.randint(0, 5120, (30,), generator=g), torch.randn(62, 80, generator=g) - 5.0,
@@ -40,7 +36,7 @@ def test_rel_shift_puts_relative_position_i_minus_j() -> None:
 class _ConstVelocity(nn.Module):
     """v = mu (conditional) / 0 (unconditional): isolates the solver and the guidance formula."""
 
-    def forward(self, x, mask, mu, t, spks, cond):  # noqa: ANN001, D102
+    def forward(self, x, mu, t, spks, cond):  # noqa: ANN001, D102
         return mu.clone()
 
 
