@@ -29,7 +29,7 @@ for step in $steps; do
         torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true" ;;
     tests) run tests 330 $PY -m pytest -v -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
         --timeout 300 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
-        tests/speech_decoder/test_flow_graphs_gpu.py ;;
+        tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
     kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
     engine) run engine 150 $PY -m bench.engine --out "$OUT/engine.json" ;;
     tts) run tts 180 $PY -m bench.tts --out "$OUT/tts.json" ;;

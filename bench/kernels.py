@@ -14,14 +14,14 @@ Measured (CUDA events after warm-up, medians):
 * device copy bandwidth: 2 * bytes / time of a 2 GiB device-to-device copy.
 * paged decode, q_len 1, context 16384, batch 1 and 32, chat (96/8, d128) and tts3b (48/4, d64): TB/s = K+V bytes
   read / time, and the fraction of the copy bandwidth.
-* HiFT vocoder (CosyVoice-300M-25Hz shapes, random weights, fp32) for 1 s and 10 s of audio at batch 1:
-  eager (upstream op sequence) vs fused (kernels.vocoder ops) vs fused under a CUDA graph; max |difference|.
+* HiFT vocoder: speech_decoder's HiFTGenerator at CosyVoice-300M-25Hz dims (random weights, fp32), 1 s and 10 s of
+  audio at batch 1, f0 predictor + NSF source + decoder: the torch references of kernels.vocoder's ops (the upstream
+  op sequence) vs the fused ops, each also under a CUDA graph; max |difference|.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import subprocess
@@ -32,10 +32,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kernels import attention as KA
 from kernels import vocoder as KV
+from speech_decoder.checkpoint import profile_config
+from speech_decoder.hift.generator import HiFTGenerator
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -219,119 +220,30 @@ def decode_case(name: str, batch: int, ctx_len: int, heads: int, kv_heads: int, 
 
 # ----------------------------------------------------------------------------------------------- HiFT
 
-class _ResBlock(nn.Module):
-    def __init__(self, ch: int, k: int, dil: tuple[int, ...] = (1, 3, 5)) -> None:
-        super().__init__()
-        self.c1 = nn.ModuleList(nn.Conv1d(ch, ch, k, dilation=d, padding=(k * d - d) // 2) for d in dil)
-        self.c2 = nn.ModuleList(nn.Conv1d(ch, ch, k, padding=(k - 1) // 2) for _ in dil)
-        self.a1 = nn.Parameter(torch.rand(len(dil), ch) + 0.5)
-        self.a2 = nn.Parameter(torch.rand(len(dil), ch) + 0.5)
-
-    def eager(self, x: torch.Tensor) -> torch.Tensor:
-        def sn(t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            a = a[None, :, None]
-            return t + (1.0 / (a + 1e-9)) * torch.pow(torch.sin(t * a), 2)
-        for i in range(len(self.c1)):
-            xt = self.c2[i](sn(self.c1[i](sn(x, self.a1[i])), self.a2[i]))
-            x = xt + x
-        return x
-
-    def fused(self, x: torch.Tensor) -> torch.Tensor:
-        act = KV.snake(x, self.a1[0])
-        n = len(self.c1)
-        for i in range(n):
-            xt = self.c2[i](KV.snake(self.c1[i](act), self.a2[i]))
-            if i + 1 < n:
-                x, act = KV.add_snake(xt, x, self.a1[i + 1])
-            else:
-                x = xt + x
-        return x
-
-
-class HiFTShape(nn.Module):
-    """CosyVoice-300M-25Hz HiFT decoder at its real sizes (random weights, no weight norm, no f0 predictor)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv_pre = nn.Conv1d(80, 512, 7, padding=3)
-        self.ups = nn.ModuleList([nn.ConvTranspose1d(512, 256, 16, 8, padding=4),
-                                  nn.ConvTranspose1d(256, 128, 16, 8, padding=4)])
-        self.source_downs = nn.ModuleList([nn.Conv1d(18, 256, 16, 8, padding=4), nn.Conv1d(18, 128, 1)])
-        self.source_resblocks = nn.ModuleList([_ResBlock(256, 7), _ResBlock(128, 11)])
-        self.resblocks = nn.ModuleList(_ResBlock(ch, k) for ch in (256, 128) for k in (3, 7, 11))
-        self.conv_post = nn.Conv1d(128, 18, 7, padding=3)
-        self.merge = nn.Linear(9, 1)
-        self.register_buffer("window", torch.hann_window(16, periodic=True))
-        with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
-                    m.weight.mul_(0.5)
-
-    def _stage_input(self, s: torch.Tensor) -> torch.Tensor:
-        spec = torch.view_as_real(torch.stft(s, 16, 4, 16, window=self.window, return_complex=True))
-        return torch.cat([spec[..., 0], spec[..., 1]], dim=1)
-
-    def forward(self, mel: torch.Tensor, f0: torch.Tensor, noise: torch.Tensor, phase: torch.Tensor,
-                fused: bool, fp32_sum: bool = False) -> torch.Tensor:
-        if fused:
-            s = KV.sine_source(f0, noise, phase, upsample=256, sampling_rate=22050,
-                               merge_weight=self.merge.weight[0], merge_bias=self.merge.bias)[:, 0]
-        else:  # upstream SineGen ops (running sum in fp64 unless fp32_sum: see sine_source_ref)
-            f0_up = F.interpolate(f0[:, None], scale_factor=256, mode="nearest")
-            fmat = torch.cat([f0_up * (i + 1) / 22050 for i in range(9)], dim=1)
-            run = torch.cumsum(fmat if fp32_sum else fmat.double(), dim=-1) % 1
-            sine = 0.1 * torch.sin(2 * math.pi * run.float() + phase[..., None])
-            uv = (f0_up > 10.0).float()
-            sw = sine * uv + (uv * 0.003 + (1 - uv) * 0.1 / 3) * noise
-            s = torch.tanh(self.merge(sw.transpose(1, 2))).transpose(1, 2)[:, 0]
-        s_stft = self._stage_input(s)
-        x = self.conv_pre(mel)
-        for i, up in enumerate(self.ups):
-            x = KV.leaky_relu(x, 0.1) if fused else F.leaky_relu(x, 0.1)
-            x = up(x)
-            if i == len(self.ups) - 1:
-                x = F.pad(x, (1, 0), mode="reflect")
-            sb = self.source_resblocks[i]
-            x = x + (sb.fused if fused else sb.eager)(self.source_downs[i](s_stft))
-            outs = [(rb.fused if fused else rb.eager)(x) for rb in self.resblocks[3 * i: 3 * i + 3]]
-            if i == len(self.ups) - 1:
-                x = (KV.add_leaky_relu(outs[0] + outs[1], outs[2], slope=0.01, scale=1 / 3) if fused
-                     else F.leaky_relu((outs[0] + outs[1] + outs[2]) / 3))
-            else:
-                x = (outs[0] + outs[1] + outs[2]) / 3
-        x = self.conv_post(x)
-        if fused:
-            return KV.istft_head(x)
-        mag = torch.clip(torch.exp(x[:, :9]), max=1e2)
-        ph = torch.sin(x[:, 9:])
-        y = torch.istft(torch.complex(mag * torch.cos(ph), mag * torch.sin(ph)), 16, 4, 16, window=self.window)
-        return torch.clamp(y, -0.99, 0.99)
-
-
 def vocoder_case(seconds: float, dev: str, iters: int) -> dict:
+    """The HiFTGenerator the speech path runs (CosyVoice-300M-25Hz dims, random weights, fp32): f0 predictor, NSF
+    source and decoder, with kernels.vocoder's fused ops vs their torch references (the upstream op sequence)."""
     torch.manual_seed(0)
-    model = HiFTShape().to(dev).eval()
+    model = HiFTGenerator(profile_config("full-random").hift).to(dev).eval()
     frames = int(round(seconds * 22050 / 256))
-    mel = torch.randn(1, 80, frames, device=dev)
-    f0 = torch.rand(1, frames, device=dev) * 250 + 5  # a few unvoiced (< 10 Hz) frames
-    noise = torch.randn(1, 9, frames * 256, device=dev)
-    phase = (torch.rand(1, 9, device=dev) * 2 - 1) * math.pi
-    phase[:, 0] = 0
-    row: dict = {"case": f"hift_{seconds:g}s", "frames": frames, "samples": None}
+    mel = torch.randn(1, 80, frames, device=dev) * 2 - 5
+
+    def eager() -> torch.Tensor:
+        with KV.reference_ops():
+            return model.inference(mel)
+
+    def fused() -> torch.Tensor:
+        return model.inference(mel)
+
+    row: dict = {"case": f"hift_{seconds:g}s", "frames": frames}
     with torch.inference_mode():
-        eager = model(mel, f0, noise, phase, fused=False)
-        eager32 = model(mel, f0, noise, phase, fused=False, fp32_sum=True)
-        fused = model(mel, f0, noise, phase, fused=True)
-        row["samples"] = int(fused.shape[-1])
-        row["max_abs_diff_fused_vs_eager"] = float((fused - eager).abs().max())
-        row["max_abs_diff_eager_fp64sum_vs_upstream_fp32sum"] = float((eager - eager32).abs().max())
-        row["ms"] = {"eager": bench(lambda: model(mel, f0, noise, phase, fused=False), iters=iters),
-                     "fused": bench(lambda: model(mel, f0, noise, phase, fused=True), iters=iters)}
+        out = fused()
+        row["samples"] = int(out.shape[-1])
+        row["max_abs_diff_fused_vs_eager"] = float((out - eager()).abs().max())
+        row["ms"] = {"eager": bench(eager, iters=iters), "fused": bench(fused, iters=iters)}
         if dev == "cuda":  # both under CUDA graphs too: what is left is the kernels' own time
-            row["ms"]["eager_cuda_graph"] = attempt(lambda: graphed(lambda: model(mel, f0, noise, phase, fused=False),
-                                                                    iters))
-            row["ms"]["fused_cuda_graph"] = attempt(lambda: graphed(lambda: model(mel, f0, noise, phase, fused=True),
-                                                                    iters))
+            row["ms"]["eager_cuda_graph"] = attempt(lambda: graphed(eager, iters))
+            row["ms"]["fused_cuda_graph"] = attempt(lambda: graphed(fused, iters))
     return row
 
 

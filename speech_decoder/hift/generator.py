@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels import vocoder as KV
 from speech_decoder.cosyvoice_config import HiFTConfig
-from speech_decoder.hift.source import istft_head, merge_harmonics, sine_excitation, source_stft
+from speech_decoder.hift.source import nsf_source, source_stft
 
 
 class WNConv1d(nn.Module):
@@ -46,15 +47,14 @@ class WNConv1d(nn.Module):
 
 
 class Snake(nn.Module):
-    """x + sin^2(alpha x) / (alpha + 1e-9), alpha per channel (linear scale)."""
+    """x + sin^2(alpha x) / (alpha + 1e-9), alpha per channel (linear scale): kernels.vocoder.snake."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.alpha[None, :, None]
-        return x + torch.sin(x * a).pow(2) / (a + 1e-9)
+        return KV.snake(x, self.alpha)
 
 
 class ResBlock(nn.Module):
@@ -66,8 +66,15 @@ class ResBlock(nn.Module):
         self.activations2 = nn.ModuleList(Snake(ch) for _ in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
-            x = x + c2(a2(c1(a1(x))))
+        """x + c2(a2(c1(a1(x)))) per dilation; each residual add runs fused with the next dilation's Snake."""
+        act = self.activations1[0](x)
+        n = len(self.convs1)
+        for i in range(n):
+            xt = self.convs2[i](self.activations2[i](self.convs1[i](act)))
+            if i + 1 < n:
+                x, act = KV.add_snake(x, xt, self.activations1[i + 1].alpha)
+            else:
+                x = x + xt
         return x
 
 
@@ -132,26 +139,34 @@ class HiFTGenerator(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """f0 [L] Hz per frame -> source [L * samples_per_frame] and the phase state after it."""
         c = self.cfg
-        f0_up = torch.repeat_interleave(f0, c.samples_per_frame)  # nn.Upsample(nearest) by an integer factor
-        exc, end = sine_excitation(f0_up, start_cycles, first_sample, seed=seed, sampling_rate=c.sampling_rate,
-                                   n_harmonics=c.nb_harmonics, sine_amp=c.nsf_alpha, noise_std=c.nsf_sigma,
-                                   voiced_threshold=c.nsf_voiced_threshold)
-        return merge_harmonics(exc, self.m_source.l_linear.weight, self.m_source.l_linear.bias), end
+        return nsf_source(f0, start_cycles, first_sample, seed=seed, sampling_rate=c.sampling_rate,
+                          upsample=c.samples_per_frame, n_harmonics=c.nb_harmonics, sine_amp=c.nsf_alpha,
+                          noise_std=c.nsf_sigma, voiced_threshold=c.nsf_voiced_threshold,
+                          merge_weight=self.m_source.l_linear.weight[0], merge_bias=self.m_source.l_linear.bias)
 
     def decode(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """mel [B, 80, L] + source [B, L * spf] -> audio [B, L * spf] (float32)."""
+        """mel [B, 80, L] + source [B, L * spf] -> audio [B, L * spf] (float32).
+
+        Convolutions stay on cuDNN; the activations, residual adds, the head and the source run through
+        kernels.vocoder (fused Triton kernels on CUDA, their torch references elsewhere)."""
         c = self.cfg
         s_stft = source_stft(source, c.n_fft, c.hop_len)
         x = self.conv_pre(mel.float())
         nk = len(c.resblock_kernel_sizes)
+        last = len(self.ups) - 1
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, c.lrelu_slope))
-            if i == len(self.ups) - 1:
+            x = up(KV.leaky_relu(x, c.lrelu_slope))
+            if i == last:
                 x = F.pad(x, (1, 0), mode="reflect")
             x = x + self.source_resblocks[i](self.source_downs[i](s_stft))
-            x = sum(self.resblocks[i * nk + j](x) for j in range(nk)) / nk  # type: ignore[assignment]
-        x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as upstream
-        return istft_head(x, c.n_fft, c.hop_len, c.audio_limit)
+            outs = [self.resblocks[i * nk + j](x) for j in range(nk)]
+            if i < last:
+                x = sum(outs[1:], outs[0]) / nk
+            elif nk > 1:  # the ResBlocks' mean and the head's leaky ReLU (default slope 0.01, as upstream) in one pass
+                x = KV.add_leaky_relu(sum(outs[1:-1], outs[0]), outs[-1], slope=0.01, scale=1.0 / nk)
+            else:
+                x = KV.leaky_relu(outs[0], 0.01)
+        return KV.istft_head(self.conv_post(x), n_fft=c.n_fft, hop=c.hop_len, audio_limit=c.audio_limit)
 
     @torch.inference_mode()
     def inference(self, mel: torch.Tensor, seed: int = 0) -> torch.Tensor:

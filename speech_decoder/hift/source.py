@@ -1,7 +1,4 @@
-"""HiFT's signal-level pieces as small functions: the NSF sine source and the iSTFT head.
-
-These are the seams where kernels/vocoder.py (fused NSF source, fused iSTFT head) plug in later; the functions here
-are the torch definitions our streaming code is tested against.
+"""HiFT's signal-level pieces: the NSF sine source (over kernels.vocoder.sine_source) and the source STFT.
 
 Sine source (HiFT SineGen + SourceModuleHnNSF, Step-Audio cosyvoice/hifigan/generator.py):
   phase_h(n) = 2*pi*frac(sum_{m<=n} f0(m) * (h+1) / sr) + phi_h      (phi_0 = 0, phi_h ~ U(-pi, pi) for h >= 1)
@@ -17,8 +14,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from kernels import vocoder as KV
 from speech_decoder.cosyvoice_noise import hash_uniform, hashed_normal
 
 
@@ -30,34 +27,32 @@ def harmonic_phase_offsets(seed: int, n_harmonics: int, device: torch.device | N
     return phi
 
 
-def sine_excitation(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, *, seed: int,
-                    sampling_rate: int, n_harmonics: int, sine_amp: float, noise_std: float,
-                    voiced_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """NSF harmonic excitation for one stretch of samples.
+def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, *, seed: int, sampling_rate: int,
+               upsample: int, n_harmonics: int, sine_amp: float, noise_std: float, voiced_threshold: float,
+               merge_weight: torch.Tensor, merge_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The NSF source of one stretch of frames, through kernels.vocoder.sine_source (fused on CUDA).
 
     Args:
-        f0: [T] float, Hz per output sample (already upsampled from frames).
+        f0: [T] Hz per mel frame (repeated `upsample` times per sample, as nn.Upsample(nearest)).
         start_cycles: [H+1] float64 fractional cycles accumulated before this stretch (zeros at utterance start).
-        first_sample: absolute index of f0[0] in the utterance (indexes the noise).
+        first_sample: absolute index of the stretch's first sample in the utterance (indexes the noise).
+        merge_weight [H+1], merge_bias [1]: SourceModuleHnNSF's l_linear (then tanh).
     Returns:
-        excitation [T, H+1] float32 and the cycles after the stretch [H+1] float64 (pass to the next call).
+        source [T * upsample] float32 and the cycles after the stretch [H+1] float64 (pass to the next call).
     """
-    mult = torch.arange(1, n_harmonics + 2, device=f0.device, dtype=torch.float64)
-    inc = f0.double()[:, None] * mult[None, :] / sampling_rate  # [T, H+1] cycles per sample
-    cycles = torch.remainder(torch.cumsum(inc, dim=0) + start_cycles[None, :], 1.0)
-    phi = harmonic_phase_offsets(seed, n_harmonics, f0.device)
-    sine = sine_amp * torch.sin(2.0 * math.pi * cycles + phi[None, :]).float()
-    uv = (f0 > voiced_threshold).float()[:, None]
-    samples = torch.arange(first_sample, first_sample + f0.numel(), device=f0.device, dtype=torch.int64)
-    idx = samples[:, None] * (n_harmonics + 1) + torch.arange(n_harmonics + 1, device=f0.device)[None, :]
-    noise = hashed_normal(seed, idx) * (uv * noise_std + (1.0 - uv) * sine_amp / 3.0)
-    end = cycles[-1] if f0.numel() else start_cycles
-    return sine * uv + noise, end
-
-
-def merge_harmonics(excitation: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """SourceModuleHnNSF l_linear + tanh: [T, H+1] -> [T]."""
-    return torch.tanh(F.linear(excitation, weight.float(), bias.float())).squeeze(-1)
+    nh = n_harmonics + 1
+    dev = f0.device
+    samples = torch.arange(first_sample, first_sample + f0.numel() * upsample, device=dev, dtype=torch.int64)
+    noise = hashed_normal(seed, samples[None, :] * nh + torch.arange(nh, device=dev)[:, None])  # [H+1, n]
+    mult = torch.arange(1, nh + 1, device=dev, dtype=torch.float64)
+    # sin is 2 pi periodic: the cycles so far enter as a phase offset, the kernel's running sum starts at zero.
+    phase = torch.remainder(harmonic_phase_offsets(seed, n_harmonics, dev) + 2.0 * math.pi * start_cycles,
+                            2.0 * math.pi)
+    source = KV.sine_source(f0[None].float(), noise[None], phase[None], upsample=upsample,
+                            sampling_rate=float(sampling_rate), sine_amp=sine_amp, noise_std=noise_std,
+                            voiced_threshold=voiced_threshold, merge_weight=merge_weight, merge_bias=merge_bias)
+    end = torch.remainder(start_cycles + f0.double().sum() * upsample / sampling_rate * mult, 1.0)
+    return source[0, 0], end
 
 
 def stft_window(n_fft: int, device: torch.device | None = None) -> torch.Tensor:
@@ -70,17 +65,3 @@ def source_stft(source: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     spec = torch.stft(source.float(), n_fft, hop, n_fft, window=stft_window(n_fft, source.device),
                       return_complex=True)
     return torch.cat([spec.real, spec.imag], dim=1)
-
-
-def istft_head(x: torch.Tensor, n_fft: int, hop: int, audio_limit: float) -> torch.Tensor:
-    """conv_post output [B, n_fft + 2, F] -> audio [B, hop * (F - 1)].
-
-    magnitude = exp(x[:, :n_fft/2+1]) clipped at 1e2, phase = sin(x[:, n_fft/2+1:]) (upstream's "redundant" sin is
-    kept: it changes the result), then iSTFT with the periodic Hann window and a clamp to +-audio_limit.
-    """
-    nb = n_fft // 2 + 1
-    mag = torch.clip(torch.exp(x[:, :nb].float()), max=1e2)
-    phase = torch.sin(x[:, nb:].float())
-    spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-    audio = torch.istft(spec, n_fft, hop, n_fft, window=stft_window(n_fft, x.device))
-    return torch.clamp(audio, -audio_limit, audio_limit)

@@ -7,10 +7,8 @@ import torch
 
 from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel
-from speech_decoder.hift.source import sine_excitation
+from speech_decoder.hift.source import nsf_source
 from speech_decoder.hift.streaming import HiFTStream
-
-
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +27,22 @@ def test_offline_shapes_and_range(hift) -> None:
 
 
 def test_sine_source_phase_carries_across_chunks() -> None:
-    f0 = torch.cat([torch.full((300,), 120.0), torch.zeros(100), torch.linspace(100, 300, 600)])
-    kw = dict(seed=7, sampling_rate=22050, n_harmonics=8, sine_amp=0.1, noise_std=0.003, voiced_threshold=10.0)
+    f0 = torch.cat([torch.full((30,), 120.0), torch.zeros(10), torch.linspace(100, 300, 60)])  # per frame
+    fundamental_only = torch.zeros(9)
+    fundamental_only[0] = 1.0
+    kw = dict(seed=7, sampling_rate=22050, upsample=10, n_harmonics=8, sine_amp=0.1, noise_std=0.003,
+              voiced_threshold=10.0, merge_weight=fundamental_only, merge_bias=torch.zeros(1))
     start = torch.zeros(9, dtype=torch.float64)
-    whole, _ = sine_excitation(f0, start, 0, **kw)
-    a, mid = sine_excitation(f0[:371], start, 0, **kw)
-    b, _ = sine_excitation(f0[371:], mid, 371, **kw)
+    whole, end = nsf_source(f0, start, 0, **kw)
+    a, mid = nsf_source(f0[:37], start, 0, **kw)
+    b, end_b = nsf_source(f0[37:], mid, 370, **kw)
+    assert whole.shape == (1000,)
     assert torch.allclose(torch.cat([a, b]), whole, atol=1e-6)
-    # fundamental of a voiced stretch: sin(2*pi*120*n/sr) * 0.1 plus noise of std 0.003
+    assert torch.allclose(end_b, end, atol=1e-9)
+    # source = tanh(fundamental): tanh(0.1 sin(2 pi 120 n / sr)) in the voiced stretch, plus noise of std 0.003
     n = torch.arange(1, 301, dtype=torch.float64)
-    clean = 0.1 * torch.sin(2 * torch.pi * 120.0 * n / 22050)
-    assert (whole[:300, 0].double() - clean).std() < 0.005
+    clean = torch.tanh(0.1 * torch.sin(2 * torch.pi * 120.0 * n / 22050))
+    assert (whole[:300].double() - clean).std() < 0.005
     assert whole[300:400].std() == pytest.approx(0.1 / 3, rel=0.2)  # unvoiced: noise of std amp/3
 
 
@@ -74,3 +77,18 @@ def test_emitted_audio_never_depends_on_later_mel(hift) -> None:
     np.testing.assert_allclose(full_a[: ea.size], ea, atol=1e-6)
     np.testing.assert_allclose(full_b[: eb.size], eb, atol=1e-6)
     assert not np.allclose(full_a[ea.size:], full_b[eb.size:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused vocoder kernels run on CUDA")
+def test_fused_kernels_on_cuda_match_the_references_offline_and_chunked(tmp_path) -> None:
+    from kernels import vocoder as KV
+
+    hift = CosyVoiceModel.load(write_cosyvoice_folder(tmp_path / "cv", "full-random"), device="cuda").hift
+    mel = _mel(150).cuda()
+    fused = hift.inference(mel, seed=3)
+    with KV.reference_ops():
+        eager = hift.inference(mel, seed=3)
+    assert float((fused - eager).abs().max()) < 1e-3  # issue 4's bound for the fused vocoder
+    stream = HiFTStream(hift, seed=3)
+    audio = np.concatenate([stream.push_mel(mel[0, :, i:i + 25]) for i in range(0, 150, 25)] + [stream.finish()])
+    np.testing.assert_allclose(audio, fused[0].cpu().numpy(), atol=1e-5, rtol=0)
