@@ -25,7 +25,12 @@ from speech_decoder.hift.source import nsf_source, source_stft
 
 
 class WNConv1d(nn.Module):
-    """Conv1d with legacy weight-norm parameters (weight = g * v / ||v||, norm over all dims but 0)."""
+    """Conv1d with legacy weight-norm parameters (weight = g * v / ||v||, norm over all dims but 0).
+
+    Upstream's weight_norm hook recomputes the weight at every call (four kernels per conv, ~60 convs per HiFT
+    call); without autograd we keep it until g or v change (their version counters, bumped by load_state_dict and
+    any in-place update, and their storage, replaced by .to()).
+    """
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
                  transpose: bool = False) -> None:
@@ -35,10 +40,16 @@ class WNConv1d(nn.Module):
         self.weight_g = nn.Parameter(self.weight_v.detach().flatten(1).norm(dim=1).view(-1, 1, 1).clone())
         self.bias = nn.Parameter(torch.zeros(cout))
         self.stride, self.padding, self.dilation, self.transpose = stride, padding, dilation, transpose
+        self._cached: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     def weight(self) -> torch.Tensor:
-        v = self.weight_v
-        return v * (self.weight_g / v.flatten(1).norm(dim=1).view(-1, 1, 1))
+        g, v = self.weight_g, self.weight_v
+        if torch.is_grad_enabled():
+            return v * (g / v.flatten(1).norm(dim=1).view(-1, 1, 1))
+        key = (g._version, v._version, g.data_ptr(), v.data_ptr())
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, v * (g / v.flatten(1).norm(dim=1).view(-1, 1, 1)))
+        return self._cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transpose:

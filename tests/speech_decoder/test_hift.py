@@ -79,6 +79,16 @@ def test_emitted_audio_never_depends_on_later_mel(hift) -> None:
     assert not np.allclose(full_a[ea.size:], full_b[eb.size:])
 
 
+def test_weight_norm_cache_follows_new_weights(tmp_path) -> None:
+    a = CosyVoiceModel.load(write_cosyvoice_folder(tmp_path / "a", "tiny", seed=1)).hift
+    b = CosyVoiceModel.load(write_cosyvoice_folder(tmp_path / "b", "tiny", seed=2)).hift
+    mel = _mel(30)
+    before = a.inference(mel)  # caches a's folded weights
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(a.inference(mel), b.inference(mel))
+    assert not torch.equal(before, b.inference(mel))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused vocoder kernels run on CUDA")
 def test_fused_kernels_on_cuda_match_the_references_offline_and_chunked(tmp_path) -> None:
     from kernels import vocoder as KV
