@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from controller.errors import ConfigError
+
 logger = logging.getLogger("stepaudio_rt")
 
 PROFILES = ("embedded", "step-audio", "tiny", "full-random")
@@ -130,18 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "sip-bridge":
         from clients.sip.cli import main as sip_main
         return int(sip_main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     level = getattr(args, "log_level", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected".
     logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "make-checkpoint":
-        return _make_checkpoint(args)
-    if args.command in ("tts", "chat"):
-        from controller.step_audio_pipeline import run_offline_tool
-        return run_offline_tool(args)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "make-checkpoint":
+            return _make_checkpoint(args)
+        if args.command in ("tts", "chat"):
+            from controller.step_audio_pipeline import run_offline_tool
+            return run_offline_tool(args)
+    except ConfigError as exc:  # the user's options or folders: one line, not a traceback
+        parser.exit(2, f"stepaudio-rt {args.command}: error: {exc}\n")
     raise AssertionError(args.command)
 
 

@@ -189,10 +189,12 @@ class Response:
         chunker = SentenceChunker(min_first_words=3, first_word_cut=3)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences))
+        finish_reason = None
         try:
             async for delta in (_say(request) if isinstance(request, Say) else self.pipeline.reply(request)):
                 text = getattr(delta, "text", "") or ""
                 call = getattr(delta, "tool_call", None)
+                finish_reason = getattr(delta, "finish_reason", None) or finish_reason
                 if text:
                     self.mark("first_token")
                     await self._open_message()
@@ -210,7 +212,10 @@ class Response:
             if not speaker.done():
                 speaker.cancel()
                 await asyncio.gather(speaker, return_exceptions=True)
-        await self._finish("completed")
+        if finish_reason == "length":  # cut at max_output_tokens: the Realtime API calls that incomplete
+            await self._finish("incomplete", reason="max_output_tokens")
+        else:
+            await self._finish("completed")
 
     async def _open_message(self) -> None:
         if self.message_opened:
@@ -319,7 +324,9 @@ class Response:
                                                arguments=call.arguments, status="completed"))
         return items
 
-    async def _finish(self, status: str) -> None:
+    async def _finish(self, status: str, reason: str | None = None) -> None:
+        """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
+        A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
         if self.message_opened:
             text = self.heard_text(None)
@@ -329,7 +336,7 @@ class Response:
             else:
                 await self._emit(self.ev.output_text_done(**self._pos(), text=text))
             await self._emit(self.ev.content_part_done(**self._pos(), part=self._part(text)))
-            item = self.message_item("completed", text)
+            item = self.message_item("completed" if status == "completed" else "incomplete", text)
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
             if not self.out_of_band:
                 await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
@@ -343,7 +350,7 @@ class Response:
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
             if not self.out_of_band:
                 await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
-        await self._emit(self.ev.response_done(self._response_obj(status)))
+        await self._emit(self.ev.response_done(self._response_obj(status, reason=reason)))
 
     async def finish_empty(self) -> None:
         """Nothing to answer (the user's audio held no words): an empty, completed response."""
@@ -357,12 +364,14 @@ class Response:
                 "failed", error_message=message)))
 
     async def finish_cancelled(self, reason: str) -> None:
-        """Called after run() was cancelled: closes the response on the wire if it is visible."""
+        """Called after run() was cancelled: closes the response on the wire if it is visible, its open items
+        as `incomplete` (the Realtime API sends output_item.done for interrupted items too)."""
         self.status = "cancelled"
         self._held.clear()
         if not self.visible:
             return
-        await self._emit_out(self.ev.response_done(self._response_obj("cancelled", reason=reason)))
+        self.released = True  # nothing else will be generated: the closing events go straight out
+        await self._finish("cancelled", reason=reason)
 
     def heard_ms_now(self) -> float:
         """The server's estimate of the audio played so far: real time since the first delta."""

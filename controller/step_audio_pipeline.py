@@ -73,7 +73,10 @@ class StepAudioConfig:
 
 
 def tiny_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stepaudio-rt" / "tiny"
+    """Where `serve --profile tiny` without --model-path keeps its folder: $STEPAUDIO_RT_CACHE/tiny."""
+    from lm_engine.assets import default_cache_dir
+
+    return default_cache_dir() / "tiny"
 
 
 def chat_engine_config(on_cpu: bool, seed: int) -> Any:

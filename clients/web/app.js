@@ -224,7 +224,8 @@ const handlers = {
     const entry = line(e.item_id, 'assistant');
     setText(entry, entry.text + e.delta);
   },
-  'response.output_audio.done': () => audio.endOfReply(),
+  // No end of playback at response.output_audio.done: an interrupted reply's items close too, right before its
+  // cancelled response.done, and ending playback there would hide a barge-in that falls between two sentences.
   'response.done': (e) => {
     const r = e.response || {};
     // A reply cancelled mid-way (the server's own barge-in comes as response.done before speech_started):

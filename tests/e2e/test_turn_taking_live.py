@@ -78,9 +78,39 @@ async def test_barge_in_cancels_the_reply_and_truncation_keeps_the_heard_part(em
     kept_words, full_words = kept.split(), full.split()
     assert 0 < len(kept_words) < len(full_words)
     assert full_words[: len(kept_words) - 1] == kept_words[:-1]  # a prefix (the last word may be cut)
-    # Audio of the cancelled reply stops: nothing from it arrives after its response.done.
+    # The interrupted item is closed before response.done, as incomplete (the Realtime API's lifecycle).
     done_index = conv.events.index(done)
+    closing_types = ["response.output_audio.done", "response.output_audio_transcript.done",
+                     "response.content_part.done", "response.output_item.done"]
+    assert [e["type"] for e in conv.events[:done_index] if e["type"] in closing_types] == closing_types
+    item_done = [e for e in conv.events[:done_index] if e["type"] == "response.output_item.done"][-1]
+    assert item_done["item"]["id"] == item_id and item_done["item"]["status"] == "incomplete"
+    assert done["response"]["output"][0]["status"] == "incomplete"
+    # Audio of the cancelled reply stops: nothing from it arrives after its response.done.
     assert not [e for e in conv.events[done_index:] if e["type"] == "response.output_audio.delta"
                 and e["item_id"] == item_id]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_reply_cut_at_max_output_tokens_is_incomplete(embedded_server) -> None:
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "max_output_tokens": 5, "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Tell me a long story about a lighthouse keeper."}]}})
+        await conv.send({"type": "response.create"})
+        done = await conv.wait_for("response.done", timeout=90)
+    finally:
+        await conv.close()
+    response = done["response"]
+    assert response["status"] == "incomplete", response
+    assert response["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
+    assert response["output"][0]["status"] == "incomplete"
+    said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
+    assert 1 <= len(said.split()) <= 5  # five tokens at most
     for raw in conv.raw:
         validate_server_event(raw)

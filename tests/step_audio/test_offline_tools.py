@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +49,15 @@ def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
     run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "What is the weather?",
             "--out", str(out2))
     _check_wav(out2, 4 * MAX_TINY_SECONDS)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
+    (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "has no Step-Audio-Tokenizer/"),
+])
+def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"stepaudio-rt {args[0]}: error: ")
