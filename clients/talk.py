@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
     p.add_argument("wav", type=Path, help="speech to send (any rate or channel count)")
     p.add_argument("--url", default=DEFAULT_URL, help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
-    p.add_argument("--out", type=Path, default=Path("reply.wav"), help="where to write the reply (24 kHz wav)")
-    p.add_argument("--api-key", default=None, help="sent as Authorization: Bearer KEY")
+    p.add_argument("--out", type=Path, default=Path("reply.wav"),
+                   help="where to write the reply (24 kHz wav; default ./reply.wav)")
+    p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
+                   help="sent as Authorization: Bearer KEY (env STEPAUDIO_RT_API_KEY)")
     p.add_argument("--model", default="stepaudio-rt")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="speed", action="store_const", const=1.0, default=1.0,

@@ -429,10 +429,15 @@ class MqttBus:
             logger.warning("mqtt: command on %s failed: %s", topic, exc)
             self._enqueue(Outgoing(
                 topic=f"{self.config.prefix}/v1/sessions/{_part(session_id)}/cmd/error", qos=1,
-                payload=json.dumps({"topic": topic, "error": str(exc), "kind": type(exc).__name__,
+                payload=json.dumps({"topic": topic, "error": _message(exc), "kind": type(exc).__name__,
                                     "payload": base64.b64encode(payload[:1024]).decode()
                                     if not _is_text(payload) else payload[:1024].decode()},
                                    separators=(",", ":")).encode()))
+
+
+def _message(exc: Exception) -> str:
+    # str(KeyError("x")) is "'x'" (the key's repr): the bus gets the message itself.
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def _is_text(b: bytes) -> bool:

@@ -87,6 +87,7 @@ class Session(ItemsMixin):
         self._turn_item_id = self.new_id("item")
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
         self._response_overrides: ce.ResponseCreate | None = None
+        self._client_event_id: str | None = None  # the client event being applied (errors echo it)
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
@@ -232,14 +233,22 @@ class Session(ItemsMixin):
                 self.detector = self._new_detector(self.audio.total_ms)
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
-                await self.apply(tt.CancelRequested()) if self.turns.current_gen else None
+                await self._apply_for(event, tt.CancelRequested()) if self.turns.current_gen else None
             case ce.ResponseCreate():
                 self._response_overrides = event
-                await self.apply(tt.ResponseRequested())
+                await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
-                await self.apply(tt.CancelRequested())
+                await self._apply_for(event, tt.CancelRequested())
             case _:
                 await self.handle_item_event(event)
+
+    async def _apply_for(self, event: ce.ClientEvent, request: tt.Event) -> None:
+        """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""
+        self._client_event_id = event.event_id
+        try:
+            await self.apply(request)
+        finally:
+            self._client_event_id = None
 
     async def _session_update(self, event: ce.SessionUpdate) -> None:
         new = apply_patch(self.cfg, event.patch)
@@ -314,7 +323,7 @@ class Session(ItemsMixin):
                 self._drop_queued_audio(gen_id)
             case tt.RejectRequest(code=code, message=message):
                 self._response_overrides = None  # a refused response.create leaves nothing behind
-                await self.error(RemoteProtocolError(message, code=code))
+                await self.error(RemoteProtocolError(message, code=code), self._client_event_id)
             case tt.StartTimer(key=key, deadline=deadline):
                 loop = asyncio.get_running_loop()
                 delay = max(0.0, deadline - time.monotonic())

@@ -257,8 +257,7 @@ class _Call:
             self.bridge.ua.answer(self.handle, port, loop.time())
             self.answered = True
             self.bridge.pump()
-            self.log.info("call %s answered: %s -> rtp %d, agent session %s", self.handle, self.record.codec,
-                          port, self.record.agent_session_id)
+            self.log.info("call %s answered: %s -> rtp %d", self.handle, self.record.codec, port)
             tasks = [asyncio.create_task(self._agent_loop()), asyncio.create_task(self._pace())]
             await self._ended.wait()
         except Exception:
@@ -380,6 +379,7 @@ class _Call:
             if isinstance(session, dict):
                 sid = session.get("id")
                 self.record.agent_session_id = sid if isinstance(sid, str) else None
+                self.log.info("call %s: agent session %s", self.handle, sid)
         elif t == "error":
             self.log.warning("agent error on %s: %s", self.handle, event.error)
 

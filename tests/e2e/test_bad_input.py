@@ -32,6 +32,7 @@ async def test_each_bad_input_gets_its_error_and_a_turn_still_works(embedded_ser
              "message_too_large", None),
             (json.dumps({"type": "input_audio_buffer.commit", "event_id": "ev_c"}),
              "input_audio_buffer_commit_empty", "ev_c"),
+            (json.dumps({"type": "response.cancel", "event_id": "ev_k"}), "response_cancel_not_active", "ev_k"),
             (json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
                 "input": {"format": {"type": "audio/ogg"}}}}}), "invalid_value", None),
         ]

@@ -132,7 +132,7 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
     assert [e["topic"] for e in errors] == [t for t, _ in bad]
     assert all(m.qos == 1 for m in w.messages)
     assert errors[0]["kind"] == "BadCommand" and "JSON" in errors[0]["error"]
-    assert errors[-1]["kind"] == "KeyError" and "sess_nope" in errors[-1]["error"]
+    assert errors[-1]["kind"] == "KeyError" and errors[-1]["error"] == "no session 'sess_nope'"
     assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
 
 
