@@ -45,6 +45,7 @@ class OaiChunkTranslator:
         self._holding = False      # the reply started like a tool call: hold everything until the end
         self._native_calls: dict[int, tuple[str, str]] = {}  # OpenAI tool_calls index -> (call_id, name)
         self._finish: str | None = None
+        self.complete = False  # the held reply is a tool call followed by other text: nothing more is needed
 
     def feed(self, chunk: dict[str, Any]) -> list[ChatDelta]:
         """Translate one chunk dict. Raises OaiStreamError for an error object."""
@@ -73,7 +74,7 @@ class OaiChunkTranslator:
             reason = "tool_calls"
         out: list[ChatDelta] = []
         if self._held:
-            calls = _parse_text_calls(self._held, self._tool_names) if self._holding else None
+            calls = _leading_calls(self._held, self._tool_names)[0] if self._holding else None
             if calls:
                 for name, arguments in calls:
                     out.append(ChatDelta(tool_call=ToolCallDelta(
@@ -90,6 +91,10 @@ class OaiChunkTranslator:
             return [ChatDelta(text=content)]
         self._held += content
         if self._holding:
+            # A small model under tool_choice "required" writes the call, then more (".json", made-up calls) until
+            # max_tokens: once a call is followed by anything that is not another call, the reply is decided.
+            calls, rest = _leading_calls(self._held, self._tool_names)
+            self.complete = bool(calls) and bool(rest) and not rest.startswith(("{", "<", "`"))
             return []
         head = self._held.lstrip()
         if not head:
@@ -152,6 +157,8 @@ def drain(chunks: queue.Queue[object], cancel: threading.Event, translator: OaiC
         except OaiStreamError as exc:
             raise failure(exc) from exc
         yield from deltas
+        if translator.complete:  # the caller's finally stops the producer
+            break
     if cancel.is_set():
         yield ChatDelta(finish_reason="cancelled")
         return
@@ -162,9 +169,10 @@ def _new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def _parse_text_calls(text: str, tool_names: frozenset[str]) -> list[tuple[str, str]] | None:
-    """Parse one or more `{"name": ..., "arguments": {...}}` objects (optionally inside tool-call tags or a code
-    fence). Returns (name, arguments JSON) pairs, or None unless every object is a call to a known tool."""
+def _leading_calls(text: str, tool_names: frozenset[str]) -> tuple[list[tuple[str, str]], str]:
+    """The calls to known tools a held reply starts with: `{"name": ..., "arguments": {...}}` objects (optionally
+    inside tool-call tags or a code fence) separated by whitespace or commas, as (name, arguments JSON) pairs, and
+    the text after them (what follows the calls is dropped: it is not spoken)."""
     body = _TAG_RE.sub(" ", text).strip()
     decoder = json.JSONDecoder()
     calls: list[tuple[str, str]] = []
@@ -173,22 +181,29 @@ def _parse_text_calls(text: str, tool_names: frozenset[str]) -> list[tuple[str, 
         try:
             obj, end = decoder.raw_decode(body, pos)
         except json.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict) or obj.get("name") not in tool_names:
-            return None
-        arguments = obj.get("arguments", obj.get("parameters", {}))
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                return None
-        if not isinstance(arguments, dict):
-            return None
-        calls.append((obj["name"], json.dumps(arguments, ensure_ascii=False)))
+            break
+        call = _as_call(obj, tool_names)
+        if call is None:
+            break
+        calls.append(call)
         pos = end
         while pos < len(body) and body[pos] in " \t\r\n,":
             pos += 1
-    return calls or None
+    return calls, body[pos:]
+
+
+def _as_call(obj: Any, tool_names: frozenset[str]) -> tuple[str, str] | None:
+    if not isinstance(obj, dict) or obj.get("name") not in tool_names:
+        return None
+    arguments = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(arguments, dict):
+        return None
+    return obj["name"], json.dumps(arguments, ensure_ascii=False)
 
 
 def _salvage_text(text: str) -> str:

@@ -147,6 +147,19 @@ def test_weather_tool_call_then_tool_result_gives_text(backend: LlamaCppBackend)
     assert "{" not in text and ("rain" in text.lower() or "18" in text)
 
 
+def test_tool_choice_required_gives_the_call_without_running_on_to_max_tokens(backend: LlamaCppBackend) -> None:
+    messages = [SYSTEM, {"role": "user", "content": "What's the weather in Paris?"}]
+    before = backend.counters()
+    deltas = collect(backend, ChatRequest(messages=messages, tools=[WEATHER_TOOL], tool_choice="required",
+                                          temperature=0, max_tokens=256))
+    calls = [d.tool_call for d in deltas if d.tool_call is not None]
+    assert [c.name for c in calls] == ["get_weather"], deltas
+    assert "paris" in json.loads(calls[0].arguments_delta)["city"].lower()
+    assert deltas[-1].finish_reason == "tool_calls" and not any(d.text for d in deltas)
+    generated = backend.counters()["tokens_predicted_total"] - before["tokens_predicted_total"]
+    assert generated < 64, generated  # stopped after the call (the model writes on to 256 tokens otherwise)
+
+
 def test_concurrent_streams_are_served_one_after_another(backend: LlamaCppBackend) -> None:
     results: dict[int, str] = {}
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 
 import pytest
 
-from lm_engine.backends.oai_stream import OaiChunkTranslator, OaiStreamError
+from lm_engine.backends.oai_stream import END, OaiChunkTranslator, OaiStreamError, drain
 from lm_engine.chat import ChatDelta, ChatRequest, ChatRequestError, ToolCallDelta
 
 
@@ -102,3 +104,28 @@ def test_request_and_delta_validation() -> None:
         ChatRequest(messages=[{"role": "user", "content": "x"}], max_tokens=0)
     with pytest.raises(ChatRequestError):
         ChatDelta(finish_reason="exploded")
+
+
+def test_a_call_followed_by_junk_is_the_call_and_ends_the_reply_early() -> None:
+    """What Qwen2.5-Coder-0.5B writes under tool_choice "required" (seen through llama.cpp): the call, then ".json"
+    and made-up calls until max_tokens. The call is taken as soon as something other than a call follows it."""
+    t = OaiChunkTranslator(["get_weather"])
+    first = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert t.feed(chunk(first[:20])) == [] and not t.complete
+    assert t.feed(chunk(first[20:])) == [] and not t.complete  # a second call may follow
+    assert t.feed(chunk('.json\n{"name": "get_weather", "arguments": {"city": "London"}}')) == []
+    assert t.complete
+    deltas = t.finish()
+    calls = [d.tool_call for d in deltas if d.tool_call]
+    assert [(c.name, json.loads(c.arguments_delta)) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert deltas[-1] == ChatDelta(finish_reason="tool_calls")
+
+
+def test_drain_stops_reading_once_the_call_is_decided() -> None:
+    chunks: queue.Queue[object] = queue.Queue()
+    for piece in ['{"name": "f", "arguments": {}}', " Sure! ", "more text"] + [f" {i}" for i in range(50)]:
+        chunks.put(chunk(piece))
+    chunks.put(END)
+    deltas = list(drain(chunks, threading.Event(), OaiChunkTranslator(["f"]), RuntimeError))
+    assert [d.tool_call.name for d in deltas if d.tool_call] == ["f"] and deltas[-1].finish_reason == "tool_calls"
+    assert chunks.qsize() == 52  # the rest of the reply was never read (the backend then stops the server's task)
