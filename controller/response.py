@@ -108,6 +108,7 @@ class Response:
         self.first_audio_at: float | None = None
         self.synth_seconds = 0.0
         self.status = "in_progress"
+        self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
         self.message_opened = False
         self._release_event = asyncio.Event()
         if self.released:
@@ -195,6 +196,7 @@ class Response:
                 text = getattr(delta, "text", "") or ""
                 call = getattr(delta, "tool_call", None)
                 finish_reason = getattr(delta, "finish_reason", None) or finish_reason
+                self.usage = getattr(delta, "usage", None) or self.usage
                 if text:
                     self.mark("first_token")
                     await self._open_message()
@@ -387,4 +389,16 @@ class Response:
                                      error_message=error_message)  # type: ignore[arg-type]
         return sev.response(self.response_id, status=status, output=output,  # type: ignore[arg-type]
                             output_modalities=self.settings.modalities, output_format=self.settings.output_format,
-                            voice=self.settings.voice, details=details)
+                            voice=self.settings.voice, details=details,
+                            usage=None if status == "in_progress" else self._usage())
+
+    def _usage(self) -> dict | None:
+        """response.done's usage: the LM's own counts. Output audio has no tokens here (TTS runs apart from the
+        LM), so output_token_details.audio_tokens is 0; Step-Audio's <audio_N> prompt ids count as input audio."""
+        u = self.usage
+        if u is None:
+            return None
+        audio_in = getattr(u, "prompt_audio_tokens", 0)
+        return sev.usage(input_text_tokens=u.prompt_tokens - audio_in, input_audio_tokens=audio_in,  # type: ignore[attr-defined]
+                         output_text_tokens=u.completion_tokens,  # type: ignore[attr-defined]
+                         cached_tokens=getattr(u, "cached_tokens", 0))

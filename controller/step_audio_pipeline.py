@@ -272,8 +272,13 @@ class StepAudioPipeline:
         if getattr(request, "tools", None):
             logger.debug("Step-Audio Chat has no tool calling: tools ignored")
         max_tokens = request.max_tokens
-        if self.config.max_reply_tokens is not None:
-            max_tokens = min(max_tokens, self.config.max_reply_tokens)
+        if self.config.max_reply_tokens is not None and self.config.max_reply_tokens < max_tokens:
+            # The profile's own cap (random checkpoints ramble): a reply it ends is complete as far as the client's
+            # max_output_tokens goes.
+            return _length_as_stop(self._reply(request, self.config.max_reply_tokens))
+        return self._reply(request, max_tokens)
+
+    def _reply(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
         if self._remote_chat is not None:
             return self._reply_remote(request, max_tokens)
         ids = self.chat_prompt_ids(request.messages)
@@ -283,6 +288,13 @@ class StepAudioPipeline:
         if self.config.constrain_text:
             return self._reply_constrained(ids, request.temperature, max_tokens)
         return self._reply_stream(ids, request.temperature, max_tokens)
+
+    def _usage(self, ids: list[int], generated: int) -> Any:
+        from lm_engine import ChatUsage
+
+        offset = self.chat_tok.audio_offset
+        audio = sum(1 for i in ids if i >= offset) if offset >= 0 else 0
+        return ChatUsage(prompt_tokens=len(ids), completion_tokens=generated, prompt_audio_tokens=audio)
 
     def _reply_remote(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
         remote = self._remote_chat
@@ -311,7 +323,7 @@ class StepAudioPipeline:
         text = detok.flush()
         if text:
             yield ChatDelta(text=text)
-        yield ChatDelta(finish_reason="length" if n >= max_tokens else "stop")
+        yield ChatDelta(finish_reason="length" if n >= max_tokens else "stop", usage=self._usage(ids, n))
 
     def _reply_constrained(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
         """Token-by-token sampling under the text-piece mask (worker thread; the engine serialises steps)."""
@@ -326,6 +338,7 @@ class StepAudioPipeline:
             detok = _Detokenizer(tok)
             sid = engine.open(ids)
             finish = "length"
+            generated = 0
             try:
                 for step in range(max_tokens):
                     if cancel.is_set():
@@ -335,6 +348,7 @@ class StepAudioPipeline:
                     if step < 3 and tok.eot_id < logits.numel():
                         logits[tok.eot_id] = float("-inf")  # a few words at least
                     token = _sample(logits, temperature, 0.9, gen)
+                    generated += 1
                     if token == tok.eot_id:
                         finish = "stop"
                         break
@@ -345,7 +359,7 @@ class StepAudioPipeline:
                 text = detok.flush()
                 if text:
                     yield ChatDelta(text=text)
-                yield ChatDelta(finish_reason=finish)
+                yield ChatDelta(finish_reason=finish, usage=self._usage(ids, generated))
             finally:
                 engine.release(sid)
 
@@ -571,6 +585,12 @@ class _Detokenizer:
         new = text[len(self.sent):] if text.startswith(self.sent) else ""
         self.sent = text
         return new
+
+
+async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        async for delta in deltas:
+            yield replace(delta, finish_reason="stop") if delta.finish_reason == "length" else delta
 
 
 def chat_messages(messages: list[dict]) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ _EXPORTS: dict[str, str] = {
     # --- chat backends (embedded profile, remote) ---
     "ChatRequest": "lm_engine.chat",
     "ChatDelta": "lm_engine.chat",
+    "ChatUsage": "lm_engine.chat",
     "ToolCallDelta": "lm_engine.chat",
     "ChatBackend": "lm_engine.chat",
     "ChatBackendError": "lm_engine.chat",

@@ -68,12 +68,23 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChatUsage:
+    """Tokens one reply cost, as the LM counted them (the final delta carries it when the backend knows it)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    prompt_audio_tokens: int = 0  # prompt tokens that are audio (Step-Audio's <audio_N>), part of prompt_tokens
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChatDelta:
     """One streamed step of a reply: text, a tool-call piece, or the final delta (finish_reason set)."""
 
     text: str = ""
     tool_call: ToolCallDelta | None = None
     finish_reason: str | None = None
+    usage: ChatUsage | None = None
 
     def __post_init__(self) -> None:
         if self.finish_reason is not None and self.finish_reason not in FINISH_REASONS:

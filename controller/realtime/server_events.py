@@ -73,7 +73,8 @@ def status_details(
 
 
 def usage(
-    *, input_text_tokens: int, output_text_tokens: int, input_audio_tokens: int = 0, output_audio_tokens: int = 0
+    *, input_text_tokens: int, output_text_tokens: int, input_audio_tokens: int = 0, output_audio_tokens: int = 0,
+    cached_tokens: int = 0,
 ) -> Json:
     input_tokens = input_text_tokens + input_audio_tokens
     output_tokens = output_text_tokens + output_audio_tokens
@@ -84,7 +85,7 @@ def usage(
         "input_token_details": {
             "text_tokens": input_text_tokens,
             "audio_tokens": input_audio_tokens,
-            "cached_tokens": 0,
+            "cached_tokens": cached_tokens,
         },
         "output_token_details": {"text_tokens": output_text_tokens, "audio_tokens": output_audio_tokens},
     }

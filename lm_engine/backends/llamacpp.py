@@ -247,6 +247,7 @@ def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[st
     body: dict[str, Any] = {
         "messages": messages,
         "stream": True,
+        "stream_options": {"include_usage": True},
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "cache_prompt": True,

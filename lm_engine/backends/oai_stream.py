@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from lm_engine.chat import ChatDelta, ToolCallDelta
+from lm_engine.chat import ChatDelta, ChatUsage, ToolCallDelta
 
 _FINISH_MAP = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
 # A reply that begins with one of these may be a tool call written as text.
@@ -45,6 +45,7 @@ class OaiChunkTranslator:
         self._holding = False      # the reply started like a tool call: hold everything until the end
         self._native_calls: dict[int, tuple[str, str]] = {}  # OpenAI tool_calls index -> (call_id, name)
         self._finish: str | None = None
+        self._usage: ChatUsage | None = None
         self.complete = False  # the held reply is a tool call followed by other text: nothing more is needed
 
     def feed(self, chunk: dict[str, Any]) -> list[ChatDelta]:
@@ -55,6 +56,9 @@ class OaiChunkTranslator:
                 raise OaiStreamError(str(error.get("message", error)), error.get("code"), error.get("type"))
             raise OaiStreamError(str(error))
         out: list[ChatDelta] = []
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):  # the last chunk, when asked for with stream_options.include_usage
+            self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             content = delta.get("content")
@@ -83,7 +87,7 @@ class OaiChunkTranslator:
             else:
                 out.append(ChatDelta(text=_salvage_text(self._held) if self._holding else self._held))
             self._held = ""
-        out.append(ChatDelta(finish_reason=reason))
+        out.append(ChatDelta(finish_reason=reason, usage=self._usage))
         return out
 
     def _on_text(self, content: str) -> list[ChatDelta]:
@@ -163,6 +167,15 @@ def drain(chunks: queue.Queue[object], cancel: threading.Event, translator: OaiC
         yield ChatDelta(finish_reason="cancelled")
         return
     yield from translator.finish()
+
+
+def _usage(usage: dict[str, Any]) -> ChatUsage | None:
+    try:
+        details = usage.get("prompt_tokens_details") or {}
+        return ChatUsage(prompt_tokens=int(usage["prompt_tokens"]), completion_tokens=int(usage["completion_tokens"]),
+                         cached_tokens=int(details.get("cached_tokens") or 0))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _new_call_id() -> str:

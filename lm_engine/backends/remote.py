@@ -264,6 +264,7 @@ def _request_body(request: ChatRequest, model: str) -> dict[str, Any]:
         "model": model,
         "messages": request.messages,
         "stream": True,
+        "stream_options": {"include_usage": True},
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
     }

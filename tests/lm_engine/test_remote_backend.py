@@ -35,7 +35,9 @@ def test_streams_a_sensible_answer(backend: RemoteChatBackend) -> None:
     text = "".join(d.text for d in deltas)
     assert "Paris" in text
     assert sum(1 for d in deltas if d.text) > 1  # streamed token by token, not in one piece
-    assert deltas[-1] == ChatDelta(finish_reason="stop")
+    assert deltas[-1].finish_reason == "stop"
+    usage = deltas[-1].usage  # asked for with stream_options.include_usage
+    assert usage is not None and usage.completion_tokens >= 2 and usage.prompt_tokens > 10
     assert all(d.finish_reason is None for d in deltas[:-1])
     assert backend.model().endswith(".gguf")  # asked the server (GET /v1/models) since none was configured
 

@@ -59,6 +59,9 @@ async def test_spoken_turn_streams_tokens_and_audio(tiny_server, beckett_wav) ->
     assert during[-1][1] >= IDS_PER_SECOND * 8, during[-1]
 
     assert done["response"]["status"] == "completed", done
+    usage = done["response"]["usage"]  # the Chat LM's prompt holds the turn as <audio_N> ids: input audio tokens
+    assert usage["input_token_details"]["audio_tokens"] >= IDS_PER_SECOND * 8
+    assert usage["input_tokens"] > usage["input_token_details"]["audio_tokens"] and usage["output_tokens"] >= 1
     deltas = [e for e in conv.of_type("response.output_audio.delta")
               if e["response_id"] == done["response"]["id"]]
     assert deltas
