@@ -32,7 +32,7 @@ for step in $steps; do
         tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
     kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
     engine) run engine 150 $PY -m bench.engine --out "$OUT/engine.json" ;;
-    tts) run tts 180 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    tts) run tts 240 $PY -m bench.tts --out "$OUT/tts.json" ;;
     *) echo "unknown step $step" >&2 ;;
     esac
 done

@@ -78,7 +78,7 @@ async def test_session_events_topics_qos_and_say_instructions_hangup(broker, bus
     said = [e for e in conv.events[mark:] if e["type"] == "response.output_audio_transcript.done"]
     assert [e["transcript"] for e in said] == ["The bus says hello."]
     assert conv.audio_of(say_done["response"]["id"]).size > 0.3 * RATE  # it spoke, with real audio
-    assert turn_done["response"]["status"] == "completed"
+    assert turn_done["response"]["status"] in ("completed", "incomplete")  # incomplete: cut at the 16 tokens
 
     mine = [m for m in w.messages if m.topic.startswith(base + "/events/")]
     # Every message is the event named by its topic; the bus keeps the WebSocket's order, minus audio.

@@ -78,7 +78,8 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
             heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
         finally:
             await conv.close()
-        assert done["response"]["status"] == "completed" and conv.of_type("response.output_audio.delta")
+        assert done["response"]["status"] in ("completed", "incomplete")  # incomplete: cut at the 16 tokens
+        assert conv.of_type("response.output_audio.delta")
         assert "tried" in heard["transcript"].lower()
         await eventually(lambda: server.metrics()["stepaudio_sessions_live"] == 0)
         m = server.metrics()
