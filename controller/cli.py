@@ -81,6 +81,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--wav", type=Path, help="the user's speech")
     src.add_argument("--text", help="the user's text")
     p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--chat-url", help="OpenAI-compatible server running the Chat LM (vLLM), instead of loading it here")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,6 +56,7 @@ class StepAudioConfig:
     language: str = "en"
     tp: int = 1
     chat_url: str | None = None
+    chat: bool = True  # load the Chat LM (the `tts` tool never asks it: only its tokenizer is read then)
     asr: bool = True  # Whisper transcripts for the history (when the package is installed)
     device: str | None = None  # None: cuda when available
     max_reply_tokens: int | None = None  # None: the request's max_tokens (tiny: 24)
@@ -154,7 +155,7 @@ class StepAudioPipeline:
                 raise ConfigError(f"{root} has no {sub}/ (expected Step-Audio-Tokenizer/, Step-Audio-Chat/, "
                                   f"Step-Audio-TTS-3B/; make-checkpoint writes that layout)")
         chat_dir = root / CHAT_DIR
-        if not config.chat_url and not any(chat_dir.glob("*.safetensors")):
+        if config.chat and not config.chat_url and not any(chat_dir.glob("*.safetensors")):
             raise ConfigError(f"{chat_dir} holds no weights (make-checkpoint --with-chat-weights writes them, "
                               f"or serve it elsewhere and pass --chat-url)")
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,6 +195,8 @@ class StepAudioPipeline:
             from lm_engine import RemoteChatBackend  # the optional `remote` extra
             logger.info("chat LM: remote server %s", config.chat_url)
             self._remote_chat = RemoteChatBackend(config.chat_url)
+            self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
+        elif not config.chat:
             self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
         else:
             logger.info("loading %s (tp=%d)", chat_dir, config.tp)
@@ -664,8 +667,8 @@ def run_offline_tool(args: Any) -> int:
 
     import soundfile as sf
 
-    cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads,
-                                      asr=False)
+    cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
+                                      chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker

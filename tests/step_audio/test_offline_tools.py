@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import speech_asset
-from tests.step_audio.conftest import run_cli
+from tests.llama_server import LlamaServer
+from tests.step_audio.conftest import run_cli, without_chat_weights
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,20 @@ def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
     run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "What is the weather?",
             "--out", str(out2))
     _check_wav(out2, 4 * MAX_TINY_SECONDS)
+
+
+def test_tts_never_loads_the_chat_lm_and_chat_can_use_a_remote_one(tiny_model_dir: Path, tmp_path: Path,
+                                                                     llama_server: LlamaServer) -> None:
+    # A folder without the Chat LM's weights (the real one is 130 B): tts does not need them, chat asks a server.
+    folder = without_chat_weights(tiny_model_dir, tmp_path / "model")
+    out = tmp_path / "tts.wav"
+    run_cli("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hello there.", "--out", str(out))
+    _check_wav(out, MAX_TINY_SECONDS)
+    reply = tmp_path / "reply.wav"
+    proc = run_cli("chat", "--model-path", str(folder), "--profile", "tiny", "--text", "What is the capital of "
+                   "France? One word.", "--chat-url", llama_server.url + "/v1", "--out", str(reply))
+    assert "paris" in proc.stdout.lower()  # the remote (real) LM answered, then TTS-3B spoke it
+    _check_wav(reply, 4 * MAX_TINY_SECONDS)
 
 
 @pytest.mark.parametrize(("args", "message"), [
