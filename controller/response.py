@@ -110,6 +110,7 @@ class Response:
         self.status = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
         self.message_opened = False
+        self._items_closed = False
         self._release_event = asyncio.Event()
         if self.released:
             self._release_event.set()
@@ -330,7 +331,9 @@ class Response:
         """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
         A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
-        if self.message_opened:
+        # Once: a reply cancelled while its closing events go out is not closed a second time by finish_cancelled.
+        closing, self._items_closed = not self._items_closed, True
+        if closing and self.message_opened:
             text = self.heard_text(None)
             if self.audio_out:
                 await self._emit(self.ev.output_audio_done(**self._pos()))
@@ -342,7 +345,7 @@ class Response:
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
             if not self.out_of_band:
                 await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
-        for call in self.tool_calls:
+        for call in self.tool_calls if closing else ():
             index = self._index_of(call)
             await self._emit(self.ev.function_call_arguments_done(
                 response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
