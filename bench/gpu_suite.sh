@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one command, for a lent GPU machine (or any CUDA box with torch + triton):
-# the GPU tests, then bench.kernels, bench.engine and bench.tts. Each step has its own time limit so that one
+# the GPU tests, then bench.kernels, bench.engine and bench.tts, then bench.report (the issues' targets against this
+# run, also written to $OUT/report.md). Each step has its own time limit so that one
 # hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
 #
-#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info tests kernels engine tts (default: all)
+#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info tests kernels engine tts report (default: all)
 set -u
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 PY=${PY:-python3}
-steps=${*:-info tests kernels engine tts}
+steps=${*:-info tests kernels engine tts report}
 
 run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit status
     local name=$1 secs=$2
@@ -33,6 +34,7 @@ for step in $steps; do
     kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
     engine) run engine 150 $PY -m bench.engine --out "$OUT/engine.json" ;;
     tts) run tts 240 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    report) run report 30 $PY -m bench.report "$OUT" ;;
     *) echo "unknown step $step" >&2 ;;
     esac
 done

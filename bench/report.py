@@ -1,0 +1,141 @@
+"""The issues' GPU targets against one gpu_suite run: reads DIR/{engine,kernels,tts}.json, prints a markdown table
+(target, measured, met) and writes it to DIR/report.md, so the figures go into bench/RESULTS.md and the closing
+notes exactly as measured.
+
+    python -m bench.report bench/results/gpu          # the $OUT of bench/gpu_suite.sh
+
+"Met" is arithmetic on this run's JSON only. The issues name an H100: the card is printed first, and a run on another
+card says so in every row's verdict.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Row:
+    issue: int
+    what: str
+    target: str
+    measured: str
+    met: bool | None  # None: the figure is missing (its bench failed or did not run)
+
+
+def _load(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _find(rows: list[dict], **match: object) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def _ms(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _check(issue: int, what: str, target: str, value: float | None, fmt: str,
+           ok: Callable[[float], bool]) -> Row:
+    if value is None:
+        return Row(issue, what, target, "missing", None)
+    return Row(issue, what, target, format(value, fmt), ok(value))
+
+
+def engine_rows(engine: dict | None) -> list[Row]:
+    rows = {r["metric"].split(" (")[0]: r for r in (engine or {}).get("rows", [])}
+    b1 = rows.get("decode tok/s batch 1")
+    tok_s = b1["engine"] if b1 else None
+    ratio = b1["engine"] / b1["baseline"] if b1 and b1.get("baseline") else None
+    return [_check(3, "decode tok/s, batch 1, TTS-3B", ">= 300", tok_s, ".1f", lambda v: v >= 300),
+            _check(3, "decode speed-up over the upstream-style baseline, batch 1", ">= 30x", ratio, ".1f",
+                   lambda v: v >= 30)]
+
+
+def kernel_rows(kernels: dict | None) -> list[Row]:
+    k = kernels or {}
+    out: list[Row] = []
+    prefill = [r for r in k.get("prefill", []) if "ms" in r]
+    for case, floor in (("chat-tp8 d128", 450), ("tts3b d64", 300)):
+        row = max((r for r in prefill if r["case"] == case), key=lambda r: r["S"], default=None)
+        ms = row["ms"] if row else {}
+        ours = _ms(ms.get("ours_sqrt_alibi"))
+        tflops = row["flops"] / (ours * 1e-3) / 1e12 if row and ours else None
+        label = f"prefill {case}, S={row['S'] if row else '?'}"
+        out.append(_check(4, f"{label}: TFLOP/s", f">= {floor}", tflops, ".0f", lambda v, f=floor: v >= f))
+        if case != "chat-tp8 d128":
+            continue
+        for impl, name, need in (("sdpa_cudnn_no_bias", "cuDNN SDPA without bias", 0.8),
+                                 ("flex_sqrt_alibi_score_mod", "FlexAttention + sqrt score_mod", 2.0),
+                                 ("sdpa_dense_sqrt_alibi_bias", "SDPA + dense bias", 6.0)):
+            other = _ms(ms.get(impl))
+            ratio = other / ours if other and ours else None
+            out.append(_check(4, f"{label}: speed vs {name}", f">= {need}x", ratio, ".2f",
+                              lambda v, n=need: v >= n))
+    copy = k.get("copy_tb_per_s")
+    decode = [r for r in k.get("decode", []) if "tb_per_s" in r]
+    b32 = _find(decode, case="chat d128", batch=32)
+    out.append(_check(4, "paged decode chat d128, batch 32 x 16k: TB/s", ">= 2.7", b32 and b32["tb_per_s"], ".2f",
+                      lambda v: v >= 2.7))
+    out.append(_check(4, "the same, fraction of the measured copy bandwidth", ">= 0.90",
+                      b32["tb_per_s"] / copy if b32 and copy else None, ".2f", lambda v: v >= 0.9))
+    for case in ("chat d128", "tts3b d64"):
+        b1 = _find(decode, case=case, batch=1)
+        out.append(_check(4, f"paged decode {case}, batch 1 x 16k: TB/s", ">= 1.5", b1 and b1["tb_per_s"], ".2f",
+                          lambda v: v >= 1.5))
+    voc = _find(k.get("vocoder", []), case="hift_1s")
+    if voc and "ms" in voc:
+        eager = _ms(voc["ms"].get("eager"))
+        for impl in ("fused", "fused_cuda_graph"):
+            fused = _ms(voc["ms"].get(impl))
+            out.append(_check(4, f"HiFT 1 s, batch 1: eager / {impl}", ">= 2x",
+                              eager / fused if eager and fused else None, ".2f", lambda v: v >= 2))
+        out.append(_check(4, "HiFT 1 s: max abs(fused - eager)", "<= 1e-3", voc.get("max_abs_diff_fused_vs_eager"),
+                          ".1e", lambda v: v <= 1e-3))
+    else:
+        out.append(Row(4, "HiFT 1 s, batch 1: eager / fused", ">= 2x", "missing", None))
+    return out
+
+
+def tts_rows(tts: dict | None) -> list[Row]:
+    t = tts or {}
+    first = (t.get("tts3b") or {}).get("first_text_to_first_audio_ms")
+    streams = None
+    if "max_realtime_streams_alone" in t:
+        streams = max(t["max_realtime_streams_alone"], t.get("max_realtime_streams_batched", 0))
+    elif "max_realtime_streams_measured" in t:  # bench.tts before cross-session batching (session 2's runs)
+        streams = t["max_realtime_streams_measured"]
+    return [_check(5, "first reply text -> first audio chunk, ms", "<= 150", first, ".0f", lambda v: v <= 150),
+            _check(5, "concurrent streams that stay real-time", ">= 64", streams, ".0f", lambda v: v >= 64)]
+
+
+def report(folder: Path) -> str:
+    engine, kernels, tts = (_load(folder, n) for n in ("engine", "kernels", "tts"))
+    cards = {d.get("device") for d in (engine, kernels, tts) if d}
+    commits = {d.get("commit") for d in (engine, kernels, tts) if d}
+    card = ", ".join(sorted(c for c in cards if c)) or "unknown"
+    on_h100 = all("H100" in c for c in cards if c) and bool(cards)
+    lines = [f"GPU targets of issues 3, 4 and 5 — card: {card}; commit(s): {', '.join(sorted(c for c in commits if c))}",
+             "", "| issue | what | target | measured | met |", "| --- | --- | --- | ---: | --- |"]
+    for r in engine_rows(engine) + kernel_rows(kernels) + tts_rows(tts):
+        verdict = "-" if r.met is None else ("yes" if r.met else "no")
+        if r.met is not None and not on_h100:
+            verdict += " (not an H100)"
+        lines.append(f"| {r.issue} | {r.what} | {r.target} | {r.measured} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path, help="where gpu_suite wrote engine.json, kernels.json and tts.json")
+    a = ap.parse_args()
+    text = report(a.folder)
+    (a.folder / "report.md").write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""bench.report on the committed JSON of a real GPU run (session 2's H200 run2): every figure lands in its row with
+the verdict the arithmetic gives, and a missing bench shows as missing, not as met."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bench.report import report
+
+RUN2 = Path(__file__).resolve().parents[2] / "bench" / "gpu_runs" / "2026-11-26-h200-run2"
+
+
+def test_run2_figures_and_verdicts(tmp_path: Path) -> None:
+    for name in ("engine", "kernels", "tts"):
+        shutil.copy(RUN2 / f"{name}.json", tmp_path)
+    text = report(tmp_path)
+    assert "card: NVIDIA H200" in text
+    for row in ("| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | 323.9 | yes (not an H100) |",
+                "| 3 | decode speed-up over the upstream-style baseline, batch 1 | >= 30x | 5.5 | no (not an H100) |",
+                "| 4 | prefill chat-tp8 d128, S=16384: TFLOP/s | >= 450 | 291 | no (not an H100) |",
+                "| 4 | prefill chat-tp8 d128, S=16384: speed vs cuDNN SDPA without bias | >= 0.8x | 0.47 | no",
+                "| 4 | paged decode chat d128, batch 32 x 16k: TB/s | >= 2.7 | 4.27 | yes",
+                "| 4 | paged decode tts3b d64, batch 1 x 16k: TB/s | >= 1.5 | 1.27 | no",
+                "| 4 | HiFT 1 s, batch 1: eager / fused_cuda_graph | >= 2x | 4.35 | yes",
+                "| 5 | first reply text -> first audio chunk, ms | <= 150 | 333 | no",
+                "| 5 | concurrent streams that stay real-time | >= 64 | 4 | no"):
+        assert row in text, row
+
+
+def test_a_missing_bench_is_missing_not_met(tmp_path: Path) -> None:
+    shutil.copy(RUN2 / "engine.json", tmp_path)
+    text = report(tmp_path)
+    assert "| 5 | first reply text -> first audio chunk, ms | <= 150 | missing | - |" in text
+    assert "| 4 | paged decode chat d128, batch 32 x 16k: TB/s | >= 2.7 | missing | - |" in text
