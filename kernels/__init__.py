@@ -4,7 +4,8 @@ Every op lives in ``kernels/<op_module>.py`` as three things (STYLE.md section 4
 
 * ``<op>_ref(...)``  plain PyTorch, fp32 maths: the specification;
 * the Triton kernel(s), in a private module (``kernels/_<module>_triton.py``) imported only when a CUDA
-  tensor arrives, so that importing this package never imports Triton and CPU runs never need it;
+  tensor arrives (kernels._dispatch), so that importing this package never imports Triton and CPU runs never
+  need it;
 * ``<op>(...)``  the dispatcher: validates inputs (raises ValueError), routes CUDA tensors to Triton and
   everything else to the reference.
 

@@ -25,6 +25,8 @@ import math
 import torch
 from torch import Tensor
 
+from kernels._dispatch import triton_module
+
 BIAS_MODES = ("sqrt_alibi", "alibi", "none")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -89,7 +91,7 @@ def store_kv(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mappin
         slot_mapping: [num_tokens] int64 (or int32), block * block_size + offset, -1 = skip.
     """
     _check_store_kv(k, v, k_cache, v_cache, slot_mapping)
-    tri = _triton_module() if k.is_cuda else None
+    tri = _triton_for(k)
     if tri is not None:
         tri.store_kv_triton(k, v, k_cache, v_cache, slot_mapping)
     else:
@@ -213,7 +215,7 @@ def paged_attention(
         [num_tokens, num_heads, head_dim], q's dtype.
     """
     _check_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, alibi_slopes, bias)
-    tri = _triton_module() if q.is_cuda else None
+    tri = _triton_for(q)
     if tri is not None:
         return tri.paged_attention_triton(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
                                           alibi_slopes=alibi_slopes, bias=bias, scale=scale,
@@ -222,10 +224,5 @@ def paged_attention(
                                alibi_slopes=alibi_slopes, bias=bias, scale=scale, max_seqlen_q=max_seqlen_q)
 
 
-def _triton_module():  # -> kernels._attention_triton | None
-    """The Triton implementation, imported on first CUDA use; None when Triton is not installed."""
-    try:
-        from kernels import _attention_triton
-    except ImportError:
-        return None
-    return _attention_triton
+def _triton_for(t: Tensor):  # -> kernels._attention_triton | None
+    return triton_module("_attention_triton", t)

@@ -11,15 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kernels._dispatch import triton_module
+
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _triton_module():  # -> kernels._lm_ops_triton | None
-    try:
-        from kernels import _lm_ops_triton
-    except ImportError:
-        return None
-    return _lm_ops_triton
+def _triton_for(t: Tensor):  # -> kernels._lm_ops_triton | None
+    return triton_module("_lm_ops_triton", t)
 
 
 def rms_norm_ref(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -56,7 +54,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     _check_rows("rms_norm", x, weight)
     if weight.shape != (x.shape[-1],):
         raise ValueError(f"rms_norm: weight must be [{x.shape[-1]}], got {tuple(weight.shape)}")
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is None:
         return rms_norm_ref(x, weight, eps)
     return tri.rms_norm_triton(x.reshape(-1, x.shape[-1]), None, weight, eps)[0].view(x.shape)
@@ -68,7 +66,7 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> tup
     if residual.shape != x.shape or residual.dtype != x.dtype or weight.shape != (x.shape[-1],):
         raise ValueError(f"add_rms_norm: residual must match x {tuple(x.shape)} {x.dtype} and weight be "
                          f"[{x.shape[-1]}], got {tuple(residual.shape)} {residual.dtype}, {tuple(weight.shape)}")
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is None:
         return add_rms_norm_ref(x, residual, weight, eps)
     d = x.shape[-1]
@@ -82,7 +80,7 @@ def silu_and_mul(x: Tensor) -> Tensor:
     _check_rows("silu_and_mul", x)
     if x.shape[-1] % 2:
         raise ValueError(f"silu_and_mul: last dim must be even, got {x.shape[-1]}")
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is None:
         return silu_and_mul_ref(x)
     out = tri.silu_and_mul_triton(x.reshape(-1, x.shape[-1]))

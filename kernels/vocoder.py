@@ -25,6 +25,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from kernels._dispatch import triton_module
+
 _SNAKE_EPS = 1e-9  # CosyVoice's Snake: 1 / (alpha + 1e-9)
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -43,14 +45,8 @@ def reference_ops() -> Iterator[None]:
         _REFERENCE_ONLY.reset(token)
 
 
-def _triton_module():  # -> kernels._vocoder_triton | None
-    if _REFERENCE_ONLY.get():
-        return None
-    try:
-        from kernels import _vocoder_triton
-    except ImportError:
-        return None
-    return _vocoder_triton
+def _triton_for(t: Tensor):  # -> kernels._vocoder_triton | None
+    return None if _REFERENCE_ONLY.get() else triton_module("_vocoder_triton", t)
 
 
 # ----------------------------------------------------------------------------------------------- iSTFT head
@@ -80,7 +76,7 @@ def istft_head(x: Tensor, *, n_fft: int = 16, hop: int = 4, mag_clip: float = 1e
         raise ValueError(f"need at least 2 frames, got {x.shape[2]}")
     if x.dtype not in _FLOATS:
         raise ValueError(f"x must be floating point, got {x.dtype}")
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is not None:
         return tri.istft_head_triton(x, n_fft=n_fft, hop=hop, mag_clip=mag_clip, audio_limit=audio_limit)
     return istft_head_ref(x, n_fft=n_fft, hop=hop, mag_clip=mag_clip, audio_limit=audio_limit)
@@ -128,7 +124,7 @@ def _check_alpha(x: Tensor, alpha: Tensor) -> None:
 
 def leaky_relu(x: Tensor, slope: float) -> Tensor:
     _check_pair(x, None)
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is not None:
         return tri.act_triton(x, None, None, act="leaky", slope=slope, scale=1.0, want_sum=False)[1]
     return leaky_relu_ref(x, slope)
@@ -136,7 +132,7 @@ def leaky_relu(x: Tensor, slope: float) -> Tensor:
 
 def add_leaky_relu(x: Tensor, y: Tensor, *, slope: float, scale: float = 1.0) -> Tensor:
     _check_pair(x, y)
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is not None:
         return tri.act_triton(x, y, None, act="leaky", slope=slope, scale=scale, want_sum=False)[1]
     return add_leaky_relu_ref(x, y, slope=slope, scale=scale)
@@ -145,7 +141,7 @@ def add_leaky_relu(x: Tensor, y: Tensor, *, slope: float, scale: float = 1.0) ->
 def snake(x: Tensor, alpha: Tensor) -> Tensor:
     _check_pair(x, None)
     _check_alpha(x, alpha)
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is not None:
         return tri.act_triton(x, None, alpha, act="snake", slope=0.0, scale=1.0, want_sum=False)[1]
     return snake_ref(x, alpha)
@@ -154,7 +150,7 @@ def snake(x: Tensor, alpha: Tensor) -> Tensor:
 def add_snake(x: Tensor, y: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
     _check_pair(x, y)
     _check_alpha(x, alpha)
-    tri = _triton_module() if x.is_cuda else None
+    tri = _triton_for(x)
     if tri is not None:
         s, a = tri.act_triton(x, y, alpha, act="snake", slope=0.0, scale=1.0, want_sum=True)
         assert s is not None
@@ -214,7 +210,7 @@ def sine_source(f0: Tensor, noise: Tensor, phase_offsets: Tensor, *, upsample: i
         raise ValueError(f"bad upsample {upsample} / sampling_rate {sampling_rate}")
     if len({x.device for x in (f0, noise, phase_offsets)}) != 1:
         raise ValueError("f0, noise and phase_offsets must be on one device")
-    tri = _triton_module() if f0.is_cuda else None
+    tri = _triton_for(f0)
     if tri is not None:
         return tri.sine_source_triton(f0, noise, phase_offsets, upsample=upsample, sampling_rate=sampling_rate,
                                       sine_amp=sine_amp, noise_std=noise_std, voiced_threshold=voiced_threshold,

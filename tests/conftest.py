@@ -69,6 +69,30 @@ def two_cities_48k(two_cities_wav: Path) -> np.ndarray:
     return audio
 
 
+# name -> (profile, what, config overrides): the TTS 48:4 and Chat 96:8 ratios at tiny size, and a 6:2 one.
+TINY_STEP1 = {
+    "tts": ("tiny", "tts", None),        # 12 heads : 1 group (slopes of a non-power-of-two head count)
+    "chat": ("tiny", "chat", None),      # 24 heads : 2 groups
+    "h6g2": ("tiny", "tts", {"num_attention_heads": 6, "num_attention_groups": 2, "hidden_size": 48}),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory):
+    """name in TINY_STEP1 -> a random-initialised Step-1 checkpoint folder in the real layout (written once)."""
+    from lm_engine.checkpoint import write_step1_checkpoint
+
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            profile, what, dims = TINY_STEP1[name]
+            cache[name] = write_step1_checkpoint(tmp_path_factory.mktemp(name), profile, what, dims=dims)
+        return cache[name]
+
+    return get
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,17 +2,14 @@
 without graphs. Skipped without CUDA (CI); run on a GPU machine with `pytest -m gpu`."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_step1_reference import tiny_ckpt  # noqa: E402,F401
 
-from lm_engine.engine.config import EngineConfig, SamplingParams  # noqa: E402
-from lm_engine.engine_api import Engine  # noqa: E402
+from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine_api import Engine
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_step1_reference import tiny_ckpt  # noqa: E402,F401
 
-from lm_engine.engine.config import EngineConfig, SamplingParams  # noqa: E402
-from lm_engine.engine_api import Engine  # noqa: E402
+from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine_api import Engine
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_step1_reference import load_state, step1_logits, tiny_ckpt  # noqa: E402,F401
+from test_step1_reference import load_state, step1_logits  # noqa: E402
 
 from lm_engine.engine.config import EngineConfig, SamplingParams  # noqa: E402
 from lm_engine.engine_api import Engine  # noqa: E402

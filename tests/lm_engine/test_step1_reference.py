@@ -1,4 +1,4 @@
-"""An independent, straightforward eager Step-1 written from the facts in STEP_AUDIO.md, and shared fixtures.
+"""An independent, straightforward eager Step-1 written from the facts in STEP_AUDIO.md.
 
 Dense attention over the whole sequence with an explicit sqrt-ALiBi bias -slope_h * sqrt(i - j), fp32 throughout.
 Nothing here imports lm_engine or kernels.
@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -61,32 +62,6 @@ def step1_logits(cfg: dict, sd: dict[str, torch.Tensor], ids: list[int]) -> torc
     h = rms(h, sd["model.norm.weight"], eps)
     return h @ sd["lm_head.weight"].T
 
-
-# ---------------------------------------------------------------------------------------------- shared fixtures
-
-import pytest  # noqa: E402
-
-from lm_engine.checkpoint import write_step1_checkpoint  # noqa: E402
-
-# name -> (profile, what, config overrides): the TTS 48:4 and Chat 96:8 ratios at tiny size, and a 6:2 one.
-TINY = {
-    "tts": ("tiny", "tts", None),        # 12 heads : 1 group (slopes of a non-power-of-two head count)
-    "chat": ("tiny", "chat", None),      # 24 heads : 2 groups
-    "h6g2": ("tiny", "tts", {"num_attention_heads": 6, "num_attention_groups": 2, "hidden_size": 48}),
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory):
-    cache: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in cache:
-            profile, what, dims = TINY[name]
-            cache[name] = write_step1_checkpoint(tmp_path_factory.mktemp(name), profile, what, dims=dims)
-        return cache[name]
-
-    return get
 
 
 @pytest.mark.parametrize("heads", [1, 6, 8, 12, 24, 48, 96])

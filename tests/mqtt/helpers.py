@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
-import pytest
 
 from tests.conftest import free_port, missing_peer
 

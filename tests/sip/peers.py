@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.sip.media import free_udp_port
 from tests.conftest import missing_peer
