@@ -5,6 +5,11 @@
 # hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
 #
 #   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info tests kernels engine tts report (default: all)
+#
+# The step limits add up to more than the lent machine's 600 s per command: there, run it as two calls,
+#   OUT=$OUT bash bench/gpu_suite.sh info tests kernels      (<= 560 s)
+#   OUT=$OUT bash bench/gpu_suite.sh engine tts              (<= 390 s)
+# then, on any machine (it only reads JSON), `python -m bench.report DIR` over a folder holding both calls' files.
 set -u
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
