@@ -109,12 +109,12 @@ class Scheduler:
             if len(batch.seqs) >= self.max_num_seqs or budget == 0:
                 break
             n = self._chunk(seq, budget)
-            while self.bm.blocks_needed(seq, n) > self.bm.num_free_blocks:
+            while (need := self.bm.blocks_needed(seq, n)) > self.bm.num_free_blocks:
                 victim = self._pick_victim(batch, seq)
                 if victim is None:
                     break
                 self._preempt(victim)
-            if self.bm.blocks_needed(seq, n) > self.bm.num_free_blocks:
+            if need > self.bm.num_free_blocks:
                 self._preempt(seq)
                 continue
             batch.copies += self.bm.prepare_write(seq, n)
@@ -159,8 +159,9 @@ class Scheduler:
         done: list[Sequence] = []
         for i, seq in enumerate(batch.seqs):
             completed = batch.completes(i)
+            start = seq.num_cached_tokens
             seq.num_cached_tokens += batch.num_tokens[i]
-            self.bm.mark_computed(seq)
+            self.bm.mark_computed(seq, start)
             if completed:
                 if seq.mode is Mode.GENERATE:
                     seq.append_token(sampled[seq.seq_id])

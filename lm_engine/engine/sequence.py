@@ -23,7 +23,7 @@ class Mode(enum.Enum):
     SCORE = "score"        # compute logits for the pending tokens, then go IDLE (no sampling)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # an entity: `in` and remove() compare identity, not every field
 class Sequence:
     seq_id: int
     token_ids: list[int]
