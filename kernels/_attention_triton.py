@@ -105,7 +105,9 @@ def _paged_prefill_kernel(
     # decode-sized, chunk-sized and long prefills each get their own tile shape.
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16)
-    tile = tl.program_id(0)
+    # Causal tiles get longer down the sequence: the GPU starts blocks in grid order, so the longest tiles go
+    # first and the short ones fill the last wave (otherwise the last wave is the longest tiles, a ~1/waves tail).
+    tile = tl.num_programs(0) - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
     seq = tl.program_id(2)
     q_start = tl.load(CU + seq)
