@@ -8,14 +8,18 @@ for work the GPU does in a fraction of that. Replaying a captured graph launches
 A graph is fixed to its shapes. Rows are bucketed to powers of two (padded rows repeat row 0 and are dropped: rows
 never interact). The time axis cannot be padded, because the flow normalises over the whole sequence, so each
 window length is its own graph. StreamingDecoder's windows come in few lengths (the first window, then hops that
-double up to a maximum), so a small set covers a conversation; the final window of an utterance has an arbitrary
-length, so a shape is captured the second time it is seen, not the first, and at most `max_graphs` are kept (LRU).
+double up to a maximum), so a small set covers a conversation. A shape is captured the second time it is seen, not
+the first, and at most `max_graphs` are kept (LRU). Capturing stalls the GPU for every session, so once
+`window_tokens` is set (streaming_decoder.warm_up sets it to the steady window lengths) other lengths, such as the
+arbitrary last window of an utterance, always run eagerly. A capture that fails turns graphs off for good: the
+flow then runs eagerly, as it would without a GPU.
 
 All graphs share one memory pool; a graph's output is valid only until the next replay of any of them, so the
 output is copied out under the lock that also serialises replays.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from speech_decoder.flow.flow import MaskedDiffWithXvec
+
+logger = logging.getLogger(__name__)
 
 # (rows, target tokens, prompt tokens, prompt frames, target frames)
 ShapeKey = tuple[int, int, int, int, int]
@@ -43,14 +49,16 @@ def row_bucket(rows: int) -> int:
 class FlowGraphs:
     """Drop-in for `flow.inference(token, prompt_token, prompt_feat, embedding, noise=, mel_len2=)` on CUDA."""
 
-    def __init__(self, flow: MaskedDiffWithXvec, max_graphs: int = 24, max_rows: int = 64) -> None:
+    def __init__(self, flow: MaskedDiffWithXvec, max_graphs: int = 64, max_rows: int = 64) -> None:
         device = flow.input_embedding.weight.device
         if device.type != "cuda":
             raise ValueError(f"FlowGraphs needs a flow on a CUDA device, not {device}")
         self.flow, self.device = flow, device
         self.max_graphs, self.max_rows = max_graphs, max_rows
+        self.window_tokens: frozenset[int] | None = None  # target token counts worth a graph (None: all)
         self.captures = 0
         self.replays = 0
+        self.failed = False
         self._graphs: OrderedDict[ShapeKey, _Captured] = OrderedDict()
         self._seen: OrderedDict[ShapeKey, None] = OrderedDict()  # shapes run once, eagerly
         self._pool: tuple[int, int] | None = None
@@ -65,19 +73,28 @@ class FlowGraphs:
         key = (rows, token.size(1), prompt_token.size(1), prompt_feat.size(1), mel_len2)
         with self._lock:
             captured = self._graphs.get(key)
-            if captured is None and (rows > self.max_rows or not self._seen_before(key)):
+            inputs = None
+            if captured is None and self._worth_capturing(key):
+                inputs = tuple(_pad_rows(x, rows) for x in (token, prompt_token, prompt_feat, embedding, noise))
+                captured = self._capture_or_none(key, inputs, mel_len2)
+            if captured is None:
                 return self.flow.inference(token, prompt_token, prompt_feat, embedding, noise=noise,
                                            mel_len2=mel_len2)
-            inputs = tuple(_pad_rows(x, rows) for x in (token, prompt_token, prompt_feat, embedding, noise))
-            if captured is None:
-                captured = self._capture(key, inputs, mel_len2)
-            else:
-                self._graphs.move_to_end(key)
+            self._graphs.move_to_end(key)
+            if inputs is None:
+                inputs = tuple(_pad_rows(x, rows) for x in (token, prompt_token, prompt_feat, embedding, noise))
             for static, x in zip(captured.inputs, inputs):
                 static.copy_(x)
             captured.graph.replay()
             self.replays += 1
             return captured.output[:b].clone()
+
+    def _worth_capturing(self, key: ShapeKey) -> bool:
+        if self.failed or key[0] > self.max_rows:
+            return False
+        if self.window_tokens is not None and key[1] not in self.window_tokens:
+            return False
+        return self._seen_before(key)
 
     def _seen_before(self, key: ShapeKey) -> bool:
         if key in self._seen:
@@ -87,6 +104,15 @@ class FlowGraphs:
         while len(self._seen) > 4 * self.max_graphs:
             self._seen.popitem(last=False)
         return False
+
+    def _capture_or_none(self, key: ShapeKey, inputs: tuple[torch.Tensor, ...], mel_len2: int) -> _Captured | None:
+        try:
+            return self._capture(key, inputs, mel_len2)
+        except Exception:  # out of memory, an op that cannot be captured, ...
+            logger.exception("capturing a flow window failed; flow windows run eagerly from now on")
+            self.failed = True
+            self._graphs.clear()
+            return None
 
     def _capture(self, key: ShapeKey, inputs: tuple[torch.Tensor, ...], mel_len2: int) -> _Captured:
         static = tuple(x.clone() for x in inputs)

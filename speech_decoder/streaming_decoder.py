@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from speech_decoder.cosyvoice_config import FlowConfig
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.flow_batch import FlowJob, run_flow_jobs
 from speech_decoder.hift.streaming import HiFTStream
@@ -129,22 +130,38 @@ class StreamingDecoder:
         return self._vocoder.push_mel(mel[:, :n_final])
 
 
-def warm_up(model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecoderConfig | None = None) -> int:
-    """Decode one long utterance's window shapes twice, so that a model with CUDA graphs has captured them (a shape
-    is captured the second time it is seen) before the first reply needs its first chunk. Returns the windows run;
-    0 (nothing done) for a model without graphs."""
-    if model.flow_graphs is None:
-        return 0
+def steady_windows(flow_cfg: FlowConfig, config: StreamingDecoderConfig | None = None) -> list[tuple[int, int]]:
+    """(tokens, mel frames) of every window push() runs, for utterances of any length (finish()'s last window has
+    an arbitrary length and is not among them). Windows of one token count differ in mel frames by at most one,
+    depending on where they start on the frame grid, so the max-hop windows come in (at most) two shapes."""
     cfg = config or StreamingDecoderConfig()
-    n, hop, windows = 0, cfg.first_chunk_tokens - cfg.overlap_tokens, 0
-    while True:  # the hops double up to max_hop_tokens: one window of each size, the last one at the maximum
-        n, windows = n + hop, windows + 1
-        if hop == cfg.max_hop_tokens:
-            break
-        hop = min(2 * hop, cfg.max_hop_tokens)
-    for _ in range(2):
-        StreamingDecoder(model, prompt, cfg).push([0] * (n + cfg.overlap_tokens))
-    return 2 * windows
+    ov, shapes = cfg.overlap_tokens, set()
+    start, hop = 0, cfg.first_chunk_tokens - ov
+    while hop < cfg.max_hop_tokens:
+        shapes.add((hop + ov, flow_cfg.mel_frames(start + hop + ov) - flow_cfg.mel_frames(start)))
+        start, hop = start + hop, min(2 * hop, cfg.max_hop_tokens)
+    n = hop + ov
+    for a in range(start, start + 256 * hop, hop):  # 256 consecutive max-hop windows meet both lengths if both occur
+        shapes.add((n, flow_cfg.mel_frames(a + n) - flow_cfg.mel_frames(a)))
+    return sorted(shapes)
+
+
+def warm_up(model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecoderConfig | None = None) -> int:
+    """Runs every steady window shape (steady_windows) of this voice twice, so that a model with CUDA graphs has
+    captured them (a shape is captured the second time it is seen) before the first reply needs its first chunk,
+    and restricts graphs to those window lengths: finish()'s windows have arbitrary lengths, and capturing them while
+    serving would stall every session's flow for the capture. Returns the windows run; 0 for a model without
+    graphs."""
+    graphs = model.flow_graphs
+    if graphs is None:
+        return 0
+    shapes = steady_windows(model.cfg.flow, config)
+    graphs.window_tokens = frozenset(n for n, _ in shapes)
+    for n, frames in shapes:
+        job = FlowJob(model, torch.zeros(n, dtype=torch.int64), prompt, frames, 0, 0)
+        for _ in range(2):
+            run_flow_jobs([job])
+    return 2 * len(shapes)
 
 
 def _run_alone(job: FlowJob) -> torch.Tensor:

@@ -34,6 +34,7 @@ class ModelRunner:
         self._allocate_kv_cache()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor]]] = {}
+        self._graph_max_blocks = 0  # block-table width the graphs were captured for
         if device.type == "cuda" and not cfg.enforce_eager:
             self._capture_cuda_graphs()
 
@@ -91,7 +92,8 @@ class ModelRunner:
         """Runs one packed forward; returns logits [len(step.logits_rows), vocab] float32."""
         self.copy_blocks(step.copies)
         n_seqs = len(step.context_lens)
-        if step.is_decode and self.graphs and n_seqs <= max(self.graphs):
+        if (step.is_decode and self.graphs and n_seqs <= max(self.graphs)
+                and len(step.block_tables[0]) <= self._graph_max_blocks):  # longer than max_model_len: eager
             logits = self._replay(step)  # every row's logits, computed inside the graph
             if step.logits_rows == list(range(n_seqs)):
                 return logits
@@ -139,6 +141,7 @@ class ModelRunner:
     @torch.inference_mode()
     def _capture_cuda_graphs(self) -> None:
         max_blocks = -(-(self.cfg.max_model_len or self.model_cfg.max_seq_len) // self.block_size)
+        self._graph_max_blocks = max_blocks
         pool = None
         self._inputs_staged = torch.cuda.Event()
         try:
@@ -150,7 +153,8 @@ class ModelRunner:
                     # The LM head runs inside the graph too: a decode step's logits need no launch of their own.
                     self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))  # warm-up
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool):
+                    # thread_local: another engine or the flow may be launching on other threads meanwhile.
+                    with torch.cuda.graph(graph, pool, capture_error_mode="thread_local"):
                         buf["logits"] = self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
                 if pool is None:
                     pool = graph.pool()

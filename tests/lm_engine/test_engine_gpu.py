@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
 
@@ -17,9 +16,9 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
 PROMPTS = [list(range(7 + 3 * i, 7 + 3 * i + n)) for i, n in enumerate([1, 3, 5, 8, 13, 17, 26, 40])]
 
 
-def _engine(path: Path, device: str, *, eager: bool) -> Engine:
+def _engine(path: Path, device: str, *, eager: bool, max_model_len: int = 512) -> Engine:
     cfg = EngineConfig(block_size=16, num_kv_blocks=256, enforce_eager=eager, cuda_graph_max_batch=16,
-                       max_model_len=512)
+                       max_model_len=max_model_len)
     return Engine.from_pretrained(path, device=device, dtype=torch.float32, progress=False, config=cfg)
 
 
@@ -72,3 +71,17 @@ def test_cuda_fork_rollback_is_bit_identical(tiny_ckpt):
         assert torch.equal(eng.next_logits(sid), before)
     finally:
         eng.close()
+
+
+def test_a_sequence_longer_than_the_graphs_decodes_eagerly(tiny_ckpt):
+    """The graphs' block tables are max_model_len wide; a longer sequence takes the eager path instead of failing."""
+    path = tiny_ckpt("tts")
+    graphed, eager = (_engine(path, "cuda", eager=e, max_model_len=32) for e in (False, True))
+    try:
+        prompt = list(range(5, 45))  # 40 tokens: 3 blocks of 16, the graphs hold 2
+        assert graphed.llm.runner.graphs
+        assert graphed.generate(prompt, GREEDY) == eager.generate(prompt, GREEDY)
+    finally:
+        graphed.close()
+        eager.close()
+

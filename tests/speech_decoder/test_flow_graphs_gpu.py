@@ -16,7 +16,7 @@ from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.flow.flow import window_noise
 from speech_decoder.flow_graphs import FlowGraphs, row_bucket
-from speech_decoder.streaming_decoder import StreamingDecoder, warm_up
+from speech_decoder.streaming_decoder import StreamingDecoder, steady_windows, warm_up
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
@@ -84,9 +84,31 @@ def test_graphs_of_other_shapes_do_not_disturb_each_other(model: CosyVoiceModel)
 
 
 @cuda
+def test_only_allowed_window_lengths_are_captured_and_a_failed_capture_runs_eagerly(model: CosyVoiceModel) -> None:
+    graphs = FlowGraphs(model.flow)
+    graphs.window_tokens = frozenset({40})
+    prompt = _prompt(50, seed=6)
+    for n in (25, 25, 25, 40, 40):
+        args, noise, mel_len2 = _window(model, 1, n, prompt, seed=n)
+        graphs(*args, noise=noise, mel_len2=mel_len2)
+    assert (graphs.captures, graphs.replays) == (1, 1)  # the 40-token window, on its second sight
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("capture refused")
+
+    failing = FlowGraphs(model.flow)
+    failing._capture = broken  # type: ignore[method-assign]
+    args, noise, mel_len2 = _window(model, 1, 25, prompt, seed=7)
+    want = model.flow.inference(*args, noise=noise, mel_len2=mel_len2)
+    for _ in range(3):  # eager, failed capture -> eager, eager
+        assert _rel(failing(*args, noise=noise, mel_len2=mel_len2), want) < 1e-2
+    assert failing.failed and (failing.captures, failing.replays) == (0, 0)
+
+
+@cuda
 def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) -> None:
     prompt = _prompt(75, seed=3)
-    tokens = torch.randint(0, 5120, (300,), generator=torch.Generator().manual_seed(4)).tolist()
+    tokens = torch.randint(0, 5120, (640,), generator=torch.Generator().manual_seed(4)).tolist()
 
     def decode() -> np.ndarray:
         dec = StreamingDecoder(model, prompt, seed=5)
@@ -99,10 +121,12 @@ def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) ->
     finally:
         model.flow_graphs = graphs
     assert graphs is not None
-    assert warm_up(model, prompt) == 8  # windows of 25, 40, 70 and 110 tokens, twice
+    shapes = steady_windows(model.cfg.flow)
+    assert warm_up(model, prompt) == 2 * len(shapes)  # 25, 40, 70 and both 110-token shapes, twice
     captured, replays = graphs.captures, graphs.replays
-    got = decode()
-    assert graphs.captures == captured  # every steady window shape was ready
-    assert graphs.replays - replays >= 4
+    for _ in range(2):  # the second utterance would capture whatever the first met for the second time
+        got = decode()
+    assert graphs.captures == captured  # every steady window shape was ready; final windows stay eager
+    assert graphs.replays - replays == 2 * 8  # windows 25, 40, 70, then five of 110 tokens, per utterance
     assert got.shape == eager.shape
     assert float(np.linalg.norm(got - eager) / np.linalg.norm(eager)) < 1e-2

@@ -17,7 +17,7 @@ import torch
 
 from speech_decoder.cosyvoice_model import SpeakerPrompt
 from speech_decoder.streaming_decoder import (StreamingConfigError, StreamingDecoder, StreamingDecoderConfig,
-                                              crossfade_weights)
+                                              crossfade_weights, steady_windows)
 
 
 
@@ -107,3 +107,25 @@ def test_rejects_out_of_range_tokens(model, prompt) -> None:
     with pytest.raises(ValueError):
         dec.push([5120])
     assert dec.num_tokens == 0
+
+
+@pytest.mark.parametrize("config", [StreamingDecoderConfig(), StreamingDecoderConfig(first_chunk_tokens=20,
+                                                                                       max_hop_tokens=45)])
+def test_steady_windows_are_every_window_push_runs(model, prompt, config) -> None:
+    """warm_up captures CUDA graphs for exactly these shapes; a window push() ran outside them would be captured
+    while serving (a stall) or run eagerly."""
+    seen = []
+
+    def flow(job):  # records the window's shape; the mel's content does not matter here
+        seen.append((job.tokens.numel(), job.mel_len2))
+        return torch.zeros(80, job.mel_len2)
+
+    dec = StreamingDecoder(model, prompt, config, flow=flow)
+    dec.push(_tokens(2000))
+    n_push = len(seen)
+    dec.finish()
+    steady = steady_windows(model.cfg.flow, config)
+    assert set(seen[:n_push]) == set(steady)  # all of them occur, and nothing else
+    assert len({n for n, _ in steady}) == len(steady) - 1  # the max-hop windows in two frame counts
+    assert seen[n_push:] and seen[n_push] not in steady  # the last window: arbitrary, left to the eager flow
+
