@@ -57,6 +57,20 @@ class Conversation:
     async def send(self, event: dict) -> None:
         await self.ws.send(json.dumps(event))
 
+    async def update_session(self, **session: object) -> dict:
+        """session.update with these fields ("type": "realtime" added); returns its session.updated."""
+        n = len(self.events)
+        await self.send({"type": "session.update", "session": {"type": "realtime", **session}})
+        return await self.wait_for("session.updated", after=n)
+
+    async def ask(self, text: str) -> int:
+        """A user text message, then response.create; returns the event count before them (for `after=`)."""
+        n = len(self.events)
+        await self.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+        await self.send({"type": "response.create"})
+        return n
+
     async def stream(self, pcm24k: np.ndarray, pace: float = 1.0, chunk_s: float = 0.1) -> float:
         """Send audio in chunks, `pace` = 1 for real time; returns the send time of the last chunk."""
         n = int(chunk_s * RATE)

@@ -46,9 +46,7 @@ async def test_each_bad_input_gets_its_error_and_a_turn_still_works(embedded_ser
         assert conv.of_type("error")[-1]["error"]["param"] is not None  # the bad format names its field
 
         # The same session still completes a normal turn.
-        await conv.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}})
-        await conv.send({"type": "response.create"})
+        await conv.ask("Say hello.")
         done = await conv.wait_for("response.done", timeout=120)
         assert done["response"]["status"] == "completed"
         assert conv.of_type("response.output_audio.delta")
@@ -64,10 +62,7 @@ async def test_disconnect_mid_reply_frees_the_session(embedded_server) -> None:
         return (m["stepaudio_sessions_live"], m["stepaudio_session_tasks"], m["stepaudio_buffered_audio_seconds"])
 
     conv = await open_conversation(embedded_server.ws)
-    await conv.send({"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user",
-        "content": [{"type": "input_text", "text": "Tell me a long story about the sea."}]}})
-    await conv.send({"type": "response.create"})
+    await conv.ask("Tell me a long story about the sea.")
     await conv.wait_for("response.output_audio.delta", timeout=60)
     assert gauges()[0] >= 1
     conv.ws.transport.abort()  # vanish without a close frame

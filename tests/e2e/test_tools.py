@@ -23,14 +23,9 @@ async def test_tool_call_and_its_output_feed_the_next_reply(embedded_server) -> 
     # Greedy decoding (the beta-style `temperature` field, which we accept): the 0.5B model's choice
     # between calling the tool and answering in words is otherwise a coin toss.
     try:
-        await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "tools": [WEATHER_TOOL], "tool_choice": "auto", "temperature": 0.0,
-            "audio": {"input": {"turn_detection": None}}}})
-        await conv.wait_for("session.updated")
-        await conv.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "What is the weather in Paris right now?"}]}})
-        await conv.send({"type": "response.create"})
+        await conv.update_session(tools=[WEATHER_TOOL], tool_choice="auto", temperature=0.0,
+                                  audio={"input": {"turn_detection": None}})
+        await conv.ask("What is the weather in Paris right now?")
         args_done = await conv.wait_for("response.function_call_arguments.done", timeout=90)
         first_done = await conv.wait_for("response.done", timeout=30)
         assert args_done["name"] == "get_weather"

@@ -24,9 +24,8 @@ async def test_short_pause_rolls_back_and_end_of_turn_commits(embedded_server, b
     before = counters(embedded_server)
     conv = await open_conversation(embedded_server.ws)
     try:
-        await conv.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000}}}}})
-        await conv.wait_for("session.updated")
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "silence_duration_ms": 1000}}})
         # A gap (about 0.8 s as silero hears it) longer than the 200 ms pause that starts a speculation,
         # shorter than the end of turn.
         await conv.stream(np.concatenate([silence(0.3), first, silence(0.35), second, silence(2.0)]))
@@ -48,13 +47,9 @@ async def test_barge_in_cancels_the_reply_and_truncation_keeps_the_heard_part(em
     speech = load_pcm24k(beckett_wav)
     conv = await open_conversation(embedded_server.ws)
     try:
-        await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions":
-                         "You are a storyteller. Answer with a long story of at least six sentences."}})
-        await conv.wait_for("session.updated")
-        await conv.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "Tell me a long story about a lighthouse keeper."}]}})
-        await conv.send({"type": "response.create"})
+        await conv.update_session(instructions="You are a storyteller. Answer with a long story of at least six "
+                                               "sentences.")
+        await conv.ask("Tell me a long story about a lighthouse keeper.")
         first_delta = await conv.wait_for("response.output_audio.delta", timeout=60)
         item_id = first_delta["item_id"]
         await asyncio.sleep(1.0)  # let about a second of the reply play
@@ -96,13 +91,8 @@ async def test_barge_in_cancels_the_reply_and_truncation_keeps_the_heard_part(em
 async def test_a_reply_cut_at_max_output_tokens_is_incomplete(embedded_server) -> None:
     conv = await open_conversation(embedded_server.ws)
     try:
-        await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "max_output_tokens": 5, "audio": {"input": {"turn_detection": None}}}})
-        await conv.wait_for("session.updated")
-        await conv.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "Tell me a long story about a lighthouse keeper."}]}})
-        await conv.send({"type": "response.create"})
+        await conv.update_session(max_output_tokens=5, audio={"input": {"turn_detection": None}})
+        await conv.ask("Tell me a long story about a lighthouse keeper.")
         done = await conv.wait_for("response.done", timeout=90)
     finally:
         await conv.close()

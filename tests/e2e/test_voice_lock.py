@@ -13,13 +13,10 @@ pytestmark = pytest.mark.slow
 async def test_voice_changes_until_the_first_assistant_audio_then_is_refused(embedded_server) -> None:
     conv = await open_conversation(embedded_server.ws)
     try:
-        await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "temperature": 0.0, "audio": {"input": {"turn_detection": None},
-                                                              "output": {"voice": "alloy"}}}})
-        first = await conv.wait_for("session.updated")  # a change before any audio: accepted
-        await conv.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}})
-        await conv.send({"type": "response.create"})
+        # A voice change before any audio: accepted.
+        first = await conv.update_session(temperature=0.0, audio={"input": {"turn_detection": None},
+                                                                  "output": {"voice": "alloy"}})
+        await conv.ask("Say hello.")
         done = await conv.wait_for("response.done", timeout=120)
         assert done["response"]["status"] == "completed" and conv.of_type("response.output_audio.delta")
         n = len(conv.events)

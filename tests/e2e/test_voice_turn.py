@@ -29,9 +29,7 @@ def whisper():
 async def test_spoken_turn_transcript_reply_audio_and_schema(embedded_server, beckett_wav, whisper) -> None:
     conv = await open_conversation(embedded_server.ws + "?model=stepaudio-rt")
     try:
-        await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
-        await conv.wait_for("session.updated")
+        await conv.update_session(audio={"input": {"turn_detection": ONE_TURN_VAD}})
         speech = load_pcm24k(beckett_wav)
         await conv.stream(np.concatenate([silence(0.3), speech, silence(2.0)]), pace=1.0)
         done = await conv.wait_for("response.done", timeout=120)
@@ -78,14 +76,8 @@ async def test_spoken_turn_transcript_reply_audio_and_schema(embedded_server, be
 async def test_text_turn_with_manual_commit_mode(embedded_server) -> None:
     conv = await open_conversation(embedded_server.ws)
     try:
-        await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "output_modalities": ["audio"],
-            "audio": {"input": {"turn_detection": None}}}})
-        await conv.wait_for("session.updated")
-        await conv.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "What is the capital of France? One word."}]}})
-        await conv.send({"type": "response.create"})
+        await conv.update_session(output_modalities=["audio"], audio={"input": {"turn_detection": None}})
+        await conv.ask("What is the capital of France? One word.")
         done = await conv.wait_for("response.done", timeout=120)
     finally:
         await conv.close()

@@ -205,13 +205,8 @@ async def test_serve_with_chat_url_completes_a_text_turn(llama_server: LlamaServ
     try:
         conv = await open_conversation(server.ws)
         try:
-            await conv.send({"type": "session.update", "session": {
-                "type": "realtime", "output_modalities": ["audio"], "audio": {"input": {"turn_detection": None}}}})
-            await conv.wait_for("session.updated")
-            await conv.send({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user",
-                "content": [{"type": "input_text", "text": "What is the capital of France? One word."}]}})
-            await conv.send({"type": "response.create"})
+            await conv.update_session(output_modalities=["audio"], audio={"input": {"turn_detection": None}})
+            await conv.ask("What is the capital of France? One word.")
             done = await conv.wait_for("response.done", timeout=90)
         finally:
             await conv.close()
