@@ -37,6 +37,8 @@ class LLMEngine:
         self.runner = runner
         self.cfg = cfg
         self.eos = frozenset(eos_token_ids)
+        # Past it a RoPE model has no position table and an ALiBi model was never trained: refused, not run.
+        self.max_model_len = cfg.max_model_len or runner.model_cfg.max_seq_len
         self._run = run or runner.run
         self.block_manager = BlockManager(runner.num_blocks, cfg.block_size)
         self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens)
@@ -50,6 +52,7 @@ class LLMEngine:
                     mode: Mode = Mode.GENERATE, all_logits: bool = False) -> int:
         if not token_ids:
             raise EngineError("a request needs at least one token")
+        self._check_length(len(token_ids))
         seq = Sequence(next(self._ids), list(token_ids), self.cfg.block_size, params or SamplingParams(),
                        mode=mode, hold=hold, all_logits=all_logits)
         self.seqs[seq.seq_id] = seq
@@ -60,6 +63,7 @@ class LLMEngine:
         """A held, idle session over token_ids; nothing is computed until it is scored or generates."""
         if not token_ids:
             raise EngineError("a session needs at least one token")
+        self._check_length(len(token_ids))
         seq = Sequence(next(self._ids), list(token_ids), self.cfg.block_size, hold=True,
                        status=SequenceStatus.IDLE)
         self.seqs[seq.seq_id] = seq
@@ -84,7 +88,13 @@ class LLMEngine:
 
     def extend(self, seq_id: int, token_ids: list[int]) -> None:
         """Appends tokens to an idle session (computed with its next request)."""
-        self._idle(seq_id).token_ids.extend(token_ids)
+        seq = self._idle(seq_id)
+        self._check_length(len(seq) + len(token_ids))
+        seq.token_ids.extend(token_ids)
+
+    def _check_length(self, n: int) -> None:
+        if n > self.max_model_len:
+            raise EngineError(f"{n} tokens exceed the model's context of {self.max_model_len} (max_model_len)")
 
     def generate(self, seq_id: int, params: SamplingParams) -> None:
         """Starts a generation on an idle session; its tokens arrive as deltas."""
@@ -182,7 +192,7 @@ class LLMEngine:
             reason = None
             if tok in seq.params.stop_token_ids or (not seq.params.ignore_eos and tok in self.eos):
                 reason = "stop"
-            elif seq.num_output_tokens >= seq.params.max_tokens:
+            elif seq.num_output_tokens >= seq.params.max_tokens or len(seq) >= self.max_model_len:
                 reason = "length"
             if reason:
                 self._end(seq, reason)

@@ -6,8 +6,8 @@ import contextlib
 import pytest
 import torch
 
-
 from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine.llm_engine import EngineError
 from lm_engine.engine_api import Engine
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
@@ -120,3 +120,20 @@ def test_two_engines_stepping_on_two_threads_match_their_solo_runs(tiny_ckpt):
         for e in engines:
             e.close()
     assert together == alone
+
+
+def test_the_context_limit_refuses_long_prompts_and_ends_generation(tiny_ckpt):
+    e = Engine.from_pretrained(tiny_ckpt("tts"), device="cpu", dtype=torch.float32, progress=False,
+                               config=EngineConfig(block_size=4, num_kv_blocks=128, max_model_len=32))
+    try:
+        with pytest.raises(EngineError, match="33 tokens exceed the model's context of 32"):
+            e.generate(list(range(5, 38)), GREEDY)
+        sid = e.open(list(range(5, 25)))
+        with pytest.raises(EngineError, match="context"):
+            e.extend(sid, list(range(13)))
+        assert e.tokens(sid) == list(range(5, 25))  # a refused extension changes nothing
+        assert len(e.generate(list(range(5, 25)), GREEDY)) == 12  # 20 + 12 = 32: "length", not 20 tokens
+        assert len(e.generate(list(range(5, 25)), GREEDY)) == 12  # and the engine goes on
+    finally:
+        e.close()
+
