@@ -137,7 +137,7 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
             return bench(lambda: F.scaled_dot_product_attention(qh, kx, vx, attn_mask=bias, scale=scale),
                          iters=max(3, iters // 4))
         finally:
-            del bias
+            bias = None  # the dense [H, S, S] bias is the largest tensor of the run: gone before the next case
             torch.cuda.empty_cache()
 
     def flex() -> float:

@@ -140,7 +140,7 @@ class StepAudioPipeline:
         import torch
 
         from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
-        from lm_engine import Engine, EngineConfig, Step1Tokenizer
+        from lm_engine import Engine, EngineConfig, SamplingParams, Step1Tokenizer
         from speech_decoder import CosyVoiceModel, FlowBatcher
         from speech_decoder.step_tts import COMMON_DIR, MUSIC_DIR, StepTts, find_speakers_dir
         from speech_decoder.streaming_decoder import warm_up
@@ -187,6 +187,9 @@ class StepAudioPipeline:
         speaker, model = self.tts.resolve("", None)
         if warm_up(model, speaker.flow_prompt):  # CUDA graphs of the default voice's windows, before any reply
             logger.info("flow CUDA graphs captured for %s's window shapes", self.tts.default_speaker())
+        # Every TTS prompt of a voice starts with the same ~400 speaker tokens: prefilled now, into the engine's
+        # prefix cache, the first sentence of the first reply computes only its own tokens.
+        self.tts_engine.generate(self.tts.prompt_ids("", speaker), SamplingParams(temperature=0.0, max_tokens=1))
         self.chat_engine: Any = None
         self._remote_chat: Any = None
         if config.chat_url:

@@ -118,3 +118,20 @@ def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
     no_weights = without_chat_weights(tiny_model_dir, tmp_path / "no-chat")
     with pytest.raises(ConfigError, match="holds no weights.*--chat-url"):
         load_pipeline(AppConfig(profile="step-audio", model_path=no_weights))
+
+
+def test_the_default_voice_prompt_is_in_the_prefix_cache_from_the_start(step_audio) -> None:
+    """The first sentence of the first reply computes only its own tokens, not the ~400 speaker tokens before them."""
+    from lm_engine.engine.sequence import Sequence
+
+    p = step_audio
+    speaker, _ = p.tts.resolve("", None)
+    ids = p.tts.prompt_ids("Hello there, how are you?", speaker)
+    common = next(i for i, (a, b) in enumerate(zip(ids, p.tts.prompt_ids("", speaker))) if a != b)
+    bm = p.tts_engine.llm.block_manager
+    seq = Sequence(-1, ids, bm.block_size)
+    bm.allocate(seq)
+    try:
+        assert common > 100 and seq.num_cached_tokens == common // bm.block_size * bm.block_size
+    finally:
+        bm.free(seq)
