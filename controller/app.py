@@ -104,14 +104,14 @@ class App:
         logger.info("ready: ws://%s:%d/v1/realtime  page: http://%s:%d/", self.config.server.host,
                     self.server.port, self.config.server.host, self.server.port)
 
-    async def _session(self, ws: ServerConnection, model: str) -> None:
+    async def _session(self, ws: ServerConnection, model: str, kind: str) -> None:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard
             await ws.close(1013, "loading")
             return
         # Unique across servers: several nodes may share one event bus and one load balancer.
         session_id = f"sess_{uuid.uuid4().hex[:16]}"
         session = Session(session_id=session_id, model=model, pipeline=self.pipeline, metrics=self.metrics,
-                          defaults=self.defaults, )
+                          defaults=self.defaults, kind=kind)
         session.observer = self._observe if self.sinks else None
         self.sessions[session_id] = session
         for sink in self.sinks:

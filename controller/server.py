@@ -37,7 +37,7 @@ class ServerConfig:
     web_root: Path = WEB_ROOT
 
 
-SessionHandler = Callable[[ServerConnection, str], Awaitable[None]]
+SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
 
 
 def _text(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8",
@@ -60,7 +60,8 @@ def _offered_key(request: Request) -> str | None:
 
 
 class RealtimeServer:
-    """Routes HTTP requests and hands each accepted WebSocket to `handler` with the requested model."""
+    """Routes HTTP requests and hands each accepted WebSocket to `handler` with the requested model and session
+    kind ("transcription" for ?intent=transcription, as the Realtime API's transcription sessions connect)."""
 
     def __init__(self, config: ServerConfig, metrics: Metrics, handler: SessionHandler) -> None:
         self.config = config
@@ -119,7 +120,8 @@ class RealtimeServer:
     async def _handle(self, connection: ServerConnection) -> None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
         model = (query.get("model") or ["stepaudio-rt"])[0]
-        await self.handler(connection, model)
+        kind = "transcription" if (query.get("intent") or [""])[0] == "transcription" else "realtime"
+        await self.handler(connection, model, kind)
 
     async def start(self) -> Server:
         self._server = await serve(

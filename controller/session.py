@@ -26,7 +26,7 @@ from controller.metrics import Metrics
 from controller.pipeline import SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.server_events import SequentialIds, ServerEvents
-from controller.realtime.session_config import SessionConfig, apply_patch, session_to_wire
+from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
 from vad import TurnDetector, TurnDetectorConfig
@@ -50,15 +50,17 @@ def turn_config(cfg: SessionConfig, speculation: bool) -> tt.TurnConfig:
     vad = cfg.turn_detection
     if vad is None:
         return tt.TurnConfig(server_vad=False, speculation=False)
+    answers = cfg.kind == "realtime"  # a transcription session's turns are only transcribed
     return tt.TurnConfig(
-        server_vad=True, speculation=speculation, create_response=vad.create_response,
+        server_vad=True, speculation=speculation and answers, create_response=vad.create_response and answers,
         interrupt_response=vad.interrupt_response,
         idle_timeout_s=None if vad.idle_timeout_ms is None else vad.idle_timeout_ms / 1000.0)
 
 
 class Session(ItemsMixin):
     def __init__(self, *, session_id: str, model: str, pipeline: SpeechPipeline, metrics: Metrics,
-                 defaults: SessionDefaults) -> None:
+                 defaults: SessionDefaults, kind: str = "realtime") -> None:
+        """kind: "realtime", or "transcription" for a connection made with ?intent=transcription."""
         self.session_id = session_id
         self.model = model
         self.pipeline = pipeline
@@ -66,7 +68,8 @@ class Session(ItemsMixin):
         self.defaults = defaults
         self.events = ServerEvents(SequentialIds("event_"))
         self._id_sources: dict[str, SequentialIds] = {}
-        self.cfg = SessionConfig()
+        self.cfg = SessionConfig(kind="transcription", transcription=Transcription()) if kind == "transcription" \
+            else SessionConfig()
         self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
         self.conversation = Conversation()
         self.vad = pipeline.new_vad()
@@ -234,6 +237,10 @@ class Session(ItemsMixin):
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
                 await self._apply_for(event, tt.CancelRequested()) if self.turns.current_gen else None
+            case ce.ResponseCreate() if self.cfg.kind == "transcription":
+                raise RemoteProtocolError("A transcription session has no responses: it only transcribes the input "
+                                          "audio (connect without intent=transcription for a conversation).",
+                                          code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 self._response_overrides = event
                 await self._apply_for(event, tt.ResponseRequested())
@@ -252,6 +259,11 @@ class Session(ItemsMixin):
 
     async def _session_update(self, event: ce.SessionUpdate) -> None:
         new = apply_patch(self.cfg, event.patch)
+        if new.kind != self.cfg.kind:
+            raise RemoteProtocolError(
+                f"This is a {self.cfg.kind} session; session.type cannot change to {new.kind!r} (a session's type "
+                "is set when it connects: ?intent=transcription for transcription).",
+                code="invalid_value", param="session.type")
         if new.voice != self.cfg.voice and self._voice_locked:
             # As the Realtime API: a conversation keeps the voice its assistant audio was spoken in. The whole
             # update is refused, so that nothing of it half-applies.

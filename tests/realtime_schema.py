@@ -6,7 +6,8 @@ member, missing fields read None), so tests validate raw frames here:
   discriminated union and parsed with `validate_json(raw, strict=True)` (strict: no "0" -> 0);
 - the SDK models allow extra keys, so we also walk the parsed models and reject any key the
   schema does not declare (catches misspelt field names). `session` objects are checked against
-  RealtimeSessionCreateResponse, which declares the server-only keys (id, object, expires_at).
+  RealtimeSessionCreateResponse (or RealtimeTranscriptionSessionCreateResponse for a transcription session),
+  which declare the server-only keys (id, object, expires_at).
 
 Usage: `from tests.realtime_schema import validate_server_event; validate_server_event(raw_json)`.
 """
@@ -18,7 +19,8 @@ import typing
 from typing import Annotated, Union
 
 import pydantic
-from openai.types.realtime import RealtimeServerEvent, RealtimeSessionCreateResponse
+from openai.types.realtime import (RealtimeServerEvent, RealtimeSessionCreateResponse,
+                                   RealtimeTranscriptionSessionCreateResponse)
 
 __all__ = ["SchemaMismatch", "validate_server_event", "SERVER_EVENT_TYPES"]
 
@@ -37,7 +39,8 @@ SERVER_EVENT_TYPES: frozenset[str] = frozenset(typing.get_args(m.model_fields["t
 _ADAPTER: pydantic.TypeAdapter[pydantic.BaseModel] = pydantic.TypeAdapter(
     Annotated[Union[_MEMBERS], pydantic.Field(discriminator="type")]  # type: ignore[arg-type]
 )
-_SESSION_ADAPTER = pydantic.TypeAdapter(RealtimeSessionCreateResponse)
+_SESSION_ADAPTERS = {"realtime": pydantic.TypeAdapter(RealtimeSessionCreateResponse),
+                     "transcription": pydantic.TypeAdapter(RealtimeTranscriptionSessionCreateResponse)}
 
 
 def _extras(value: object, path: str, skip: frozenset[str]) -> list[str]:
@@ -65,7 +68,8 @@ def validate_server_event(raw_json: str) -> None:
     if doc.get("type") in ("session.created", "session.updated"):
         skip = frozenset({".session"})
         try:
-            session = _SESSION_ADAPTER.validate_python(doc["session"], strict=True)
+            adapter = _SESSION_ADAPTERS[doc["session"].get("type", "realtime")]
+            session = adapter.validate_python(doc["session"], strict=True)
         except pydantic.ValidationError as exc:
             raise SchemaMismatch(f"session: {exc}") from exc
         extra = _extras(session, "session", frozenset())

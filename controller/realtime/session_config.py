@@ -149,6 +149,9 @@ ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
 class SessionConfig:
     """The effective configuration of one Realtime session (also used per response)."""
 
+    # "realtime": a conversation; "transcription" (connected with ?intent=transcription): turns are transcribed and
+    # nothing answers them. Fixed for the life of a session.
+    kind: Literal["realtime", "transcription"] = "realtime"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "joe"
     speed: float = 1.0
@@ -189,6 +192,7 @@ UNSET = Unset.UNSET
 class SessionPatch:
     """The validated, GA-normalised fields of a session.update (or response.create overrides)."""
 
+    kind: Literal["realtime", "transcription"] | Unset = UNSET
     instructions: str | Unset = UNSET
     voice: str | Unset = UNSET
     speed: float | Unset = UNSET
@@ -226,6 +230,18 @@ def _tool_choice_wire(choice: ToolChoice) -> object:
 
 def session_to_wire(cfg: SessionConfig, *, session_id: str, model: str) -> dict[str, object]:
     """The GA `session` object for session.created / session.updated."""
+    audio_input = {
+        "format": cfg.input_format.to_wire(),
+        "transcription": cfg.transcription.to_wire() if cfg.transcription else None,
+        "noise_reduction": None,
+        "turn_detection": cfg.turn_detection.to_wire() if cfg.turn_detection else None,
+    }
+    if cfg.kind == "transcription":
+        if cfg.turn_detection is not None:  # a transcription session's turn detection has no response settings
+            audio_input["turn_detection"] = {k: v for k, v in cfg.turn_detection.to_wire().items()
+                                             if k in ("type", "threshold", "prefix_padding_ms", "silence_duration_ms")}
+        return {"type": "transcription", "object": "realtime.session", "id": session_id,
+                "audio": {"input": audio_input}, "include": None}
     return {
         "type": "realtime",
         "object": "realtime.session",
@@ -234,12 +250,7 @@ def session_to_wire(cfg: SessionConfig, *, session_id: str, model: str) -> dict[
         "output_modalities": list(cfg.output_modalities),
         "instructions": cfg.instructions,
         "audio": {
-            "input": {
-                "format": cfg.input_format.to_wire(),
-                "transcription": cfg.transcription.to_wire() if cfg.transcription else None,
-                "noise_reduction": None,
-                "turn_detection": cfg.turn_detection.to_wire() if cfg.turn_detection else None,
-            },
+            "input": audio_input,
             "output": {"format": cfg.output_format.to_wire(), "voice": cfg.voice, "speed": cfg.speed},
         },
         "tools": [t.to_wire() for t in cfg.tools],

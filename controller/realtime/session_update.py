@@ -46,7 +46,7 @@ def parse_session_patch(
     f = Fields(payload, path, event_id)
     ch: dict[str, object] = {}
     if f.has("type") and f.obj["type"] is not None:
-        f.choice("type", ("realtime",))
+        ch["kind"] = f.choice("type", ("realtime", "transcription"))
     if f.has("instructions"):
         ch["instructions"] = f.str_("instructions")
     for key in ("output_modalities", "modalities"):

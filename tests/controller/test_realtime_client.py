@@ -63,6 +63,7 @@ def test_session_update_ga() -> None:
     assert parse(doc) == ce.SessionUpdate(
         event_id="c1",
         patch=SessionPatch(
+            kind="realtime",
             instructions="Be terse.",
             output_modalities=("text",),
             input_format=AudioFormat.PCMU,
@@ -302,7 +303,7 @@ def test_response_create_and_cancel() -> None:
         ({"type": "conversation.item.create", "item": {"type": "function_call_output", "output": "x"}}, "missing_required_parameter", "item.call_id", None),
         ({"type": "conversation.item.create", "item": []}, "invalid_value", "item", None),
         ({"type": "session.update"}, "missing_required_parameter", "session", None),
-        ({"type": "session.update", "session": {"type": "transcription"}}, "invalid_value", "session.type", None),
+        ({"type": "session.update", "session": {"type": "translation"}}, "invalid_value", "session.type", None),
         ({"type": "session.update", "event_id": "s1", "session": {"audio": {"input": {"format": {"type": "audio/opus"}}}}}, "invalid_value", "session.audio.input.format.type", "s1"),
         ({"type": "session.update", "session": {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}}}, "invalid_value", "session.audio.output.format.rate", None),
         ({"type": "session.update", "session": {"input_audio_format": "opus"}}, "invalid_value", "session.input_audio_format", None),
@@ -386,4 +387,4 @@ def test_unknown_session_keys_are_ignored() -> None:
             "session": {"type": "realtime", "model": "gpt-realtime", "prompt": None, "include": []},
         }
     )
-    assert ev == ce.SessionUpdate(event_id=None, patch=SessionPatch())
+    assert ev == ce.SessionUpdate(event_id=None, patch=SessionPatch(kind="realtime"))
