@@ -54,7 +54,7 @@ def turn_config(cfg: SessionConfig, speculation: bool) -> tt.TurnConfig:
     return tt.TurnConfig(
         server_vad=True, speculation=speculation and answers, create_response=vad.create_response and answers,
         interrupt_response=vad.interrupt_response,
-        idle_timeout_s=None if vad.idle_timeout_ms is None else vad.idle_timeout_ms / 1000.0)
+        idle_timeout_s=None if vad.idle_timeout_ms is None or not answers else vad.idle_timeout_ms / 1000.0)
 
 
 class Session(ItemsMixin):

@@ -93,7 +93,7 @@ class ItemsMixin(_Base):
         prefill = getattr(self.pipeline, "prefill", None)
         # Not in a trailing silence: a warm-up started there would hear what the reply's own ASR pass is about
         # to hear, and compete with it for the CPU at the pause.
-        if (prefill is None or not self.defaults.early_prefill or not self.turns.config.create_response
+        if (prefill is None or not self.defaults.early_prefill or self.cfg.kind != "realtime"
                 or self.turns.state is not tt.TurnState.LISTENING
                 or not self.detector.speaking or (self._prefill_task is not None and not self._prefill_task.done())):
             return

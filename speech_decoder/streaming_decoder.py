@@ -137,12 +137,9 @@ def steady_windows(flow_cfg: FlowConfig, config: StreamingDecoderConfig | None =
     cfg = config or StreamingDecoderConfig()
     ov, shapes = cfg.overlap_tokens, set()
     start, hop = 0, cfg.first_chunk_tokens - ov
-    while hop < cfg.max_hop_tokens:
+    for _ in range(300):  # push()'s windows: the hops reach their maximum in a few, then 256+ starts meet both lengths
         shapes.add((hop + ov, flow_cfg.mel_frames(start + hop + ov) - flow_cfg.mel_frames(start)))
         start, hop = start + hop, min(2 * hop, cfg.max_hop_tokens)
-    n = hop + ov
-    for a in range(start, start + 256 * hop, hop):  # 256 consecutive max-hop windows meet both lengths if both occur
-        shapes.add((n, flow_cfg.mel_frames(a + n) - flow_cfg.mel_frames(a)))
     return sorted(shapes)
 
 

@@ -45,8 +45,8 @@ def parse_session_patch(
     """Validate a GA or beta session object (or response.create `response`) into a SessionPatch."""
     f = Fields(payload, path, event_id)
     ch: dict[str, object] = {}
-    if f.has("type") and f.obj["type"] is not None:
-        ch["kind"] = f.choice("type", ("realtime", "transcription"))
+    if f.has("type") and f.obj["type"] is not None:  # a response has no type of its own: only a session's
+        ch["kind"] = f.choice("type", ("realtime", "transcription") if path == "session" else ("realtime",))
     if f.has("instructions"):
         ch["instructions"] = f.str_("instructions")
     for key in ("output_modalities", "modalities"):

@@ -38,7 +38,7 @@ class LLMEngine:
         self.cfg = cfg
         self.eos = frozenset(eos_token_ids)
         # Past it a RoPE model has no position table and an ALiBi model was never trained: refused, not run.
-        self.max_model_len = cfg.max_model_len or runner.model_cfg.max_seq_len
+        self.max_model_len = min(cfg.max_model_len or runner.model_cfg.max_seq_len, runner.model_cfg.max_seq_len)
         self._run = run or runner.run
         self.block_manager = BlockManager(runner.num_blocks, cfg.block_size)
         self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens)
@@ -78,6 +78,7 @@ class LLMEngine:
         return seq
 
     def _restart(self, seq: Sequence, mode: Mode, params: SamplingParams | None) -> None:
+        self._check_length(len(seq))  # a session at the limit got one more token sampled; it cannot be computed
         if seq.num_pending == 0:
             seq.num_cached_tokens -= 1  # recompute the last token to get its logits
         seq.mode = mode

@@ -17,7 +17,7 @@ from controller.realtime.session_config import (
     apply_patch,
     session_to_wire,
 )
-from controller.realtime.session_update import apply_session_update
+from controller.realtime.session_update import apply_session_update, parse_session_patch
 from tests.realtime_schema import validate_server_event
 
 
@@ -172,3 +172,20 @@ def test_function_tool_chat_form() -> None:
         "type": "function",
         "function": {"name": "f", "description": "d", "parameters": {"type": "object"}},
     }
+
+
+def test_a_transcription_session_never_answers_and_has_the_transcription_shape() -> None:
+    from controller.session import turn_config
+
+    cfg = SessionConfig(kind="transcription", transcription=Transcription(),
+                        turn_detection=ServerVad(idle_timeout_ms=5000))
+    turns = turn_config(cfg, speculation=True)
+    assert turns.server_vad and not turns.create_response and not turns.speculation
+    assert turns.idle_timeout_s is None  # an idle timeout would start a reply
+    realtime = turn_config(SessionConfig(turn_detection=ServerVad(idle_timeout_ms=5000)), speculation=True)
+    assert realtime.create_response and realtime.speculation and realtime.idle_timeout_s == 5.0
+    wire = session_to_wire(cfg, session_id="sess_t", model="m")
+    assert wire["type"] == "transcription" and set(wire) == {"type", "object", "id", "audio", "include"}
+    validate_server_event(json.dumps({"type": "session.created", "event_id": "e", "session": wire}))
+    with pytest.raises(RemoteProtocolError, match="response.type"):  # only a session has a type of its own
+        parse_session_patch({"type": "transcription"}, path="response")

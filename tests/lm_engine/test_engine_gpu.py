@@ -78,6 +78,8 @@ def test_a_sequence_longer_than_the_graphs_decodes_eagerly(tiny_ckpt):
     path = tiny_ckpt("tts")
     graphed, eager = (_engine(path, "cuda", eager=e, max_model_len=32) for e in (False, True))
     try:
+        for e in (graphed, eager):
+            e.llm.max_model_len = 64  # past the width the graphs were captured for (the engine would refuse it)
         prompt = list(range(5, 45))  # 40 tokens: 3 blocks of 16, the graphs hold 2
         assert graphed.llm.runner.graphs
         assert graphed.generate(prompt, GREEDY) == eager.generate(prompt, GREEDY)

@@ -134,6 +134,10 @@ def test_the_context_limit_refuses_long_prompts_and_ends_generation(tiny_ckpt):
         assert e.tokens(sid) == list(range(5, 25))  # a refused extension changes nothing
         assert len(e.generate(list(range(5, 25)), GREEDY)) == 12  # 20 + 12 = 32: "length", not 20 tokens
         assert len(e.generate(list(range(5, 25)), GREEDY)) == 12  # and the engine goes on
+        full = e.open(list(range(5, 37)))  # exactly the context: its next token can be sampled, not computed
+        assert len(e.generate(seq_id=full, params=GREEDY)) == 1
+        with pytest.raises(EngineError, match="33 tokens exceed"):
+            e.generate(seq_id=full, params=GREEDY)
     finally:
         e.close()
 

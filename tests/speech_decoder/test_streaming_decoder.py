@@ -109,8 +109,9 @@ def test_rejects_out_of_range_tokens(model, prompt) -> None:
     assert dec.num_tokens == 0
 
 
-@pytest.mark.parametrize("config", [StreamingDecoderConfig(), StreamingDecoderConfig(first_chunk_tokens=20,
-                                                                                       max_hop_tokens=45)])
+@pytest.mark.parametrize("config", [StreamingDecoderConfig(),
+                                    StreamingDecoderConfig(first_chunk_tokens=20, max_hop_tokens=45),
+                                    StreamingDecoderConfig(first_chunk_tokens=25, max_hop_tokens=10)])
 def test_steady_windows_are_every_window_push_runs(model, prompt, config) -> None:
     """warm_up captures CUDA graphs for exactly these shapes; a window push() ran outside them would be captured
     while serving (a stall) or run eagerly."""
