@@ -24,15 +24,13 @@ def apply_repetition_penalty(logits: torch.Tensor, history: Seq[int], penalty: f
     logits[idx] = torch.where(seen > 0, seen / penalty, seen * penalty)
 
 
-def apply_repetition_aware_ban(logits: torch.Tensor, history: Seq[int]) -> None:
-    """Step-Audio TTS rule, in place on one row [V]: with w = the last 10 tokens (only once 10 exist), if the last
-    token occurs more than once in w (ratio > 0.1), it may not be generated again now: logit_last <- -inf."""
+def repetition_aware_banned(history: Seq[int]) -> int | None:
+    """Step-Audio TTS rule: with w = the last 10 tokens (only once 10 exist), if the last token occurs more than
+    once in w (ratio > 0.1), it may not be generated again now. Returns that token, or None."""
     if len(history) < REPETITION_WINDOW:
-        return
+        return None
     window = history[-REPETITION_WINDOW:]
-    last = window[-1]
-    if window.count(last) > 1:
-        logits[last] = float("-inf")
+    return window[-1] if window.count(window[-1]) > 1 else None
 
 
 def top_k_top_p_mask(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -61,8 +59,6 @@ def draw(logits: torch.Tensor, temperature: torch.Tensor, generator: torch.Gener
     (exponential race), which needs no CPU sync, unlike torch.multinomial.
     """
     greedy = logits.argmax(dim=-1)
-    if bool((temperature == 0).all()):
-        return greedy
     t = torch.where(temperature > 0, temperature, 1.0).unsqueeze(-1)
     probs = torch.softmax(logits / t, dim=-1)
     q = torch.empty_like(probs).exponential_(1.0, generator=generator)
@@ -73,11 +69,15 @@ def draw(logits: torch.Tensor, temperature: torch.Tensor, generator: torch.Gener
 def sample(logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[Seq[int]],
            generator: torch.Generator | None = None) -> list[int]:
     """One token per row. logits [B, V] float32 (modified in place); histories: each row's tokens so far."""
+    banned: list[tuple[int, int]] = []
     for row, (p, hist) in enumerate(zip(params, histories)):
         if p.repetition_penalty != 1.0:
             apply_repetition_penalty(logits[row], hist, p.repetition_penalty)
-        if p.repetition_aware:
-            apply_repetition_aware_ban(logits[row], hist)
+        if p.repetition_aware and (token := repetition_aware_banned(hist)) is not None:
+            banned.append((row, token))
+    if banned:  # one indexed write for the whole batch, not one launch per row
+        rows, tokens = zip(*banned)
+        logits[list(rows), list(tokens)] = float("-inf")
     dev = logits.device
     if all(p.temperature == 0 for p in params):
         return [int(t) for t in logits.argmax(dim=-1).tolist()]

@@ -5,7 +5,7 @@ import torch
 
 from lm_engine.engine.block_manager import BlockManager
 from lm_engine.engine.config import SamplingParams
-from lm_engine.engine.sampling import apply_repetition_aware_ban, apply_repetition_penalty, sample, top_k_top_p_mask
+from lm_engine.engine.sampling import apply_repetition_penalty, repetition_aware_banned, sample, top_k_top_p_mask
 from lm_engine.engine.scheduler import Scheduler, build_step_input
 from lm_engine.engine.sequence import Sequence, SequenceStatus
 
@@ -85,13 +85,15 @@ def test_repetition_penalty_and_repetition_aware_ban():
     logits = torch.tensor([2.0, -2.0, 1.0, 0.5])
     apply_repetition_penalty(logits, [0, 1, 1], 2.0)
     assert logits.tolist() == [1.0, -4.0, 1.0, 0.5]
-    row = torch.zeros(4)
-    apply_repetition_aware_ban(row, [1, 2, 3, 0, 1, 2, 3, 0, 1, 2])  # 2 occurs twice in the last 10
-    assert row.tolist() == [0, 0, float("-inf"), 0]
-    row = torch.zeros(4)
-    apply_repetition_aware_ban(row, [0, 1, 3, 3, 0, 1, 3, 0, 1, 2])  # 2 once in the last 10: allowed
-    apply_repetition_aware_ban(row, [2, 2, 2])  # fewer than 10 tokens: rule off
-    assert row.tolist() == [0, 0, 0, 0]
+    assert repetition_aware_banned([1, 2, 3, 0, 1, 2, 3, 0, 1, 2]) == 2  # 2 occurs twice in the last 10
+    assert repetition_aware_banned([0, 1, 3, 3, 0, 1, 3, 0, 1, 2]) is None  # 2 once in the last 10: allowed
+    assert repetition_aware_banned([2, 2, 2]) is None  # fewer than 10 tokens: rule off
+    # In a batch, each row's banned token is masked in that row only (greedy would pick it: logit 5).
+    logits = torch.zeros(3, 4)
+    logits[:, 2] = 5.0
+    histories = [[1, 2, 3, 0, 1, 2, 3, 0, 1, 2], [2] * 3, [0, 1, 3, 3, 0, 1, 3, 0, 1, 2]]
+    params = [SamplingParams(temperature=0.0, repetition_aware=True)] * 3
+    assert sample(logits, params, histories) == [0, 2, 2]
 
 
 def test_top_k_top_p_and_sampling():
