@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "make-checkpoint":
             return _make_checkpoint(args)
         if args.command in ("tts", "chat"):
-            from controller.step_audio_pipeline import run_offline_tool
+            from controller.step_audio_tools import run_offline_tool
             return run_offline_tool(args)
     except ConfigError as exc:  # the user's options or folders: one line, not a traceback
         parser.exit(2, f"stepaudio-rt {args.command}: error: {exc}\n")

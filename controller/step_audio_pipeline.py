@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import copy
 import logging
-import math
 import os
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,14 +34,13 @@ from prometheus_client import CollectorRegistry, Counter
 
 from controller.bridge import iterate_in_thread
 from controller.errors import ConfigError
-from controller.pipeline import Listener, TurnInput, VadStream
+from controller.pipeline import Listener, VadStream
+from controller.step_audio_listener import StreamingTokenListener
+from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
 logger = logging.getLogger(__name__)
 
-GROUP_MS = 120  # one interleaved group: 2 vq02 + 3 vq06 ids
-GROUP_IDS = 5
 RANDOM_PROFILES = ("tiny", "full-random")
-DEFAULT_SYSTEM = "You are a helpful assistant."
 FLOW_MAX_BATCH = 32  # flow windows of concurrent sessions run as one batch, up to this many
 
 
@@ -206,17 +202,17 @@ class StepAudioPipeline:
             self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
                                                       config=chat_engine_config(on_cpu, config.seed))
             self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
-            self._text_mask = _text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
-        self._asr = None
+            self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
+        self.asr = None
         if config.asr:
             try:
                 from streaming_tokenizer import WhisperAsr
-                self._asr = WhisperAsr.load(language=config.language, cpu_threads=max(1, config.threads // 2))
+                self.asr = WhisperAsr.load(language=config.language, cpu_threads=max(1, config.threads // 2))
             except Exception as exc:  # the embedded extra is optional here: transcripts are then ""
                 logger.warning("no Whisper ASR (%s): user transcripts will be empty", exc)
         n = max(2, config.threads)
-        self._tok_pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sa-tokenizer")
-        self._asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sa-asr")
+        self.tok_pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sa-tokenizer")
+        self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sa-asr")
         self._llm_pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sa-chat")
         # Decoder threads spend most of a window blocked in the flow batcher, which needs many sessions' windows in
         # flight at once to batch them: one thread per concurrently speaking session, up to its batch size.
@@ -318,7 +314,7 @@ class StepAudioPipeline:
         tok = self.chat_tok
         params = SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens,
                                 stop_token_ids=(tok.eot_id, tok.bot_id))
-        detok = _Detokenizer(tok)
+        detok = Detokenizer(tok)
         n = 0
         async with contextlib.aclosing(self.chat_engine.stream(ids, params)) as stream:
             async for token in stream:
@@ -341,7 +337,7 @@ class StepAudioPipeline:
         gen = torch.Generator().manual_seed(self.config.seed + len(ids))
 
         def run(cancel: threading.Event) -> Iterator[Any]:
-            detok = _Detokenizer(tok)
+            detok = Detokenizer(tok)
             sid = engine.open(ids)
             finish = "length"
             generated = 0
@@ -353,7 +349,7 @@ class StepAudioPipeline:
                     logits[~mask[: logits.numel()]] = float("-inf")
                     if step < 3 and tok.eot_id < logits.numel():
                         logits[tok.eot_id] = float("-inf")  # a few words at least
-                    token = _sample(logits, temperature, 0.9, gen)
+                    token = sample_text_token(logits, temperature, 0.9, gen)
                     generated += 1
                     if token == tok.eot_id:
                         finish = "stop"
@@ -420,7 +416,7 @@ class StepAudioPipeline:
                 await asyncio.gather(producer, return_exceptions=True)
 
     def close(self) -> None:
-        for pool in (self._tok_pool, self._asr_pool, self._llm_pool, self._dec_pool):
+        for pool in (self.tok_pool, self.asr_pool, self._llm_pool, self._dec_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         self._flow_batcher.close()
         for closable in (self._remote_chat, self.chat_engine, self.tts_engine):
@@ -429,302 +425,7 @@ class StepAudioPipeline:
                     closable.close()
 
 
-class StreamingTokenListener:
-    """Tokenises a session's audio while it arrives (one ordered job queue on a worker thread).
-
-    The stream runs over the whole session, so group g of ids covers session audio [120 g, 120 g + 120) ms.
-    A turn [start, end) gets the groups that overlap it; the last ones (the tokenizer holds ~480 ms of lookahead)
-    come from a copy of the stream state flushed with the edge rule, so the live stream is never disturbed.
-    """
-
-    MAX_GROUPS = 30_000  # one hour of ids per session
-
-    def __init__(self, pipeline: StepAudioPipeline) -> None:
-        self._p = pipeline
-        self._stream = pipeline.audio_tokenizer.new_session(16000)
-        self._jobs: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self._running = False
-        self._closed = False
-        self._groups: list[list[int]] = []  # ids of groups _base.. (5 each)
-        self._base = 0
-        self._fed = 0  # samples queued
-        self.samples_done = 0  # samples tokenised
-
-    # -- event loop side
-
-    def feed(self, pcm16k: np.ndarray) -> None:
-        if self._closed or pcm16k.size == 0:
-            return
-        self._fed += int(pcm16k.size)
-        self._submit(np.asarray(pcm16k, dtype=np.float32).copy())
-
-    async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
-                         language: str | None) -> TurnInput:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[int]] = loop.create_future()
-
-        def deliver(result: object) -> None:
-            if fut.done():
-                return
-            if isinstance(result, BaseException):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)  # type: ignore[arg-type]
-
-        end_ms = max(end_ms, start_ms)
-        if self._fed * 1000 // 16000 + GROUP_MS < end_ms:
-            # The turn's audio did not come through feed() (should not happen): tokenise it whole.
-            tokens = loop.run_in_executor(self._p._tok_pool, self._p.audio_tokenizer.tokenize_offline, pcm16k, 16000)
-        else:
-            self._submit(_Snapshot(start_ms, end_ms, lambda r: loop.call_soon_threadsafe(deliver, r)))
-            tokens = fut
-        asr = self._p._asr
-        transcript: Any = None
-        if asr is not None and pcm16k.size:
-            transcript = loop.run_in_executor(self._p._asr_pool, asr.transcribe, pcm16k,
-                                              language or self._p.config.language)
-        ids = await tokens
-        text = ""
-        if transcript is not None:
-            try:
-                text = (await transcript).strip()
-            except Exception:
-                logger.exception("transcription failed")
-        from streaming_tokenizer.step_audio import ids_to_text
-        return TurnInput(transcript=text, lm_content=ids_to_text(ids))
-
-    def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            self._jobs.clear()
-
-    # -- worker side
-
-    def _submit(self, job: Any) -> None:
-        with self._lock:
-            self._jobs.append(job)
-            if self._running:
-                return
-            self._running = True
-        try:
-            self._p._tok_pool.submit(self._drain)
-        except RuntimeError:  # pool shut down
-            with self._lock:
-                self._running = False
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._jobs or self._closed:
-                    self._running = False
-                    return
-                job = self._jobs.popleft()
-            try:
-                if isinstance(job, _Snapshot):
-                    job.reply(self._snapshot(job.start_ms, job.end_ms))
-                else:
-                    self._add(self._stream.feed(job))
-                    self.samples_done += len(job)
-            except Exception as exc:
-                logger.exception("streaming tokenizer failed")
-                if isinstance(job, _Snapshot):
-                    job.reply(exc)
-
-    def _add(self, ids: list[int]) -> None:
-        if not ids:
-            return
-        for k in range(0, len(ids), GROUP_IDS):
-            self._groups.append(ids[k:k + GROUP_IDS])
-        self._p.tokenizer_ids.inc(len(ids))
-        extra = len(self._groups) - self.MAX_GROUPS
-        if extra > 0:
-            del self._groups[:extra]
-            self._base += extra
-
-    def _snapshot(self, start_ms: int, end_ms: int) -> list[int]:
-        g0 = start_ms // GROUP_MS
-        g1 = math.ceil(end_ms / GROUP_MS)
-        groups = self._groups
-        if self._base + len(groups) < g1:  # the tail is still inside the lookahead: flush a copy
-            tok = self._stream.tok
-            memo = {id(tok): tok, **{id(v): v for v in vars_of(tok)}}
-            tail = copy.deepcopy(self._stream, memo).finish()
-            groups = groups + [tail[k:k + GROUP_IDS] for k in range(0, len(tail), GROUP_IDS)]
-        lo, hi = max(0, g0 - self._base), max(0, g1 - self._base)
-        return [i for g in groups[lo:hi] for i in g]
-
-
-def vars_of(obj: Any) -> list[Any]:
-    """The shared (read-only) model objects a tokenizer session refers to: never deep-copied."""
-    return [v for v in vars(obj).values() if v is not None]
-
-
-@dataclass(slots=True)
-class _Snapshot:
-    start_ms: int
-    end_ms: int
-    reply: Any
-
-
-class _Detokenizer:
-    """Incremental text of generated ids: audio and control ids dropped, partial UTF-8 held back."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-        self.ids: list[int] = []
-        self.sent = ""
-        self._special = {tok.bos_id, tok.eot_id, tok.bot_id, 0, 2}
-
-    def push(self, token: int) -> str:
-        if token in self._special or (self.tok.audio_offset >= 0 and token >= self.tok.audio_offset):
-            return ""
-        self.ids.append(token)
-        text = self.tok.decode(self.ids)
-        if text.endswith("\ufffd") or not text.startswith(self.sent):
-            return ""
-        new, self.sent = text[len(self.sent):], text
-        return new
-
-    def flush(self) -> str:
-        text = self.tok.decode(self.ids).replace("\ufffd", "")
-        new = text[len(self.sent):] if text.startswith(self.sent) else ""
-        self.sent = text
-        return new
-
-
 async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
         async for delta in deltas:
             yield replace(delta, finish_reason="stop") if delta.finish_reason == "length" else delta
-
-
-def chat_messages(messages: list[dict]) -> list[dict[str, str]]:
-    """The conversation as Step-Audio Chat sees it: text contents (a user audio turn is its <audio_N> text), roles
-    system / user / assistant, tool calls folded into the assistant's text (the model has no tool calling), and a
-    default system message when the conversation has none."""
-    out = []
-    if not any(m.get("role") in ("system", "developer") for m in messages):
-        out.append({"role": "system", "content": DEFAULT_SYSTEM})
-    for m in messages:
-        role = "system" if m["role"] == "developer" else m["role"]
-        content = _text_of(m.get("content"))
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            calls = "; ".join(f"{c['function']['name']}({c['function'].get('arguments', '')})"
-                              for c in m["tool_calls"])
-            content = (content + "\n" if content else "") + calls
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text") or p.get("transcript") or "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
-def _text_piece_mask(tok: Any, vocab: int) -> Any:
-    """True for ids that decode to plain text (no control, unknown, unused, byte or audio pieces) and for EOT."""
-    import torch
-
-    sp = tok.sp
-    mask = torch.zeros(vocab, dtype=torch.bool)
-    limit = min(vocab, sp.get_piece_size(), tok.audio_offset if tok.audio_offset >= 0 else vocab)
-    for i in range(limit):
-        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.is_byte(i):
-            continue
-        piece = sp.id_to_piece(i)
-        if piece.startswith("<") and piece.endswith(">"):
-            continue
-        text = piece.replace("\u2581", " ")
-        if text.strip() and all(ch.isprintable() for ch in text):
-            mask[i] = True
-    if 0 <= tok.eot_id < vocab:
-        mask[tok.eot_id] = True
-    return mask
-
-
-def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> int:
-    import torch
-
-    if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)
-    sorted_p, order = probs.sort(descending=True)
-    keep = (sorted_p.cumsum(0) - sorted_p) < top_p
-    sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-    choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)
-    return int(order[choice])
-
-
-# ---------------------------------------------------------------------- offline tools (stepaudio-rt tts / chat)
-
-def run_offline_tool(args: Any) -> int:
-    """`stepaudio-rt tts` (text -> wav, default speaker or clone) and `stepaudio-rt chat` (wav|text -> reply)."""
-    import sys
-    import time
-
-    import soundfile as sf
-
-    cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
-                                      chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
-    pipeline = StepAudioPipeline(cfg)
-    try:
-        voice = args.speaker
-        if args.command == "tts" and args.clone_wav is not None:
-            if not args.clone_text:
-                raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
-            wav, rate = sf.read(str(args.clone_wav), dtype="float32", always_2d=True)
-            voice = "clone"
-            pipeline.register_speaker(voice, wav.mean(axis=1), int(rate), args.clone_text, cloned=True)
-        if voice is not None and voice not in pipeline.tts.speakers:
-            raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
-        t0 = time.monotonic()
-        if args.command == "tts":
-            text, audio = asyncio.run(_speak_all(pipeline, [args.text], voice))
-        else:
-            text, audio = asyncio.run(_chat_once(pipeline, args, voice))
-            print(text)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(args.out), audio, pipeline.output_rate, subtype="PCM_16")
-        print(f"wrote {args.out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "
-              f"{time.monotonic() - t0:.2f} s", file=sys.stderr)
-    finally:
-        pipeline.close()
-    return 0
-
-
-async def _speak_all(pipeline: StepAudioPipeline, sentences: list[str], voice: str | None
-                     ) -> tuple[str, np.ndarray]:
-    chunks: list[np.ndarray] = []
-    for sentence in sentences:
-        async for chunk in pipeline.synthesize(sentence, voice or ""):
-            chunks.append(chunk)
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return " ".join(sentences), audio.astype(np.float32)
-
-
-async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) -> tuple[str, np.ndarray]:
-    from lm_engine import ChatRequest
-    from speech_decoder import SentenceChunker
-    from streaming_tokenizer.step_audio import ids_to_text
-
-    if args.wav is not None:
-        import soundfile as sf
-        wav, rate = sf.read(str(args.wav), dtype="float32", always_2d=True)
-        content = ids_to_text(pipeline.audio_tokenizer.tokenize_offline(wav, int(rate)))
-    else:
-        content = args.text
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": content}]
-    text = ""
-    async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
-        text += delta.text
-    chunker = SentenceChunker()
-    sentences = chunker.push(text) + chunker.flush()
-    _, audio = await _speak_all(pipeline, sentences, voice)
-    return text, audio

@@ -1,0 +1,78 @@
+"""The seed's offline tools as commands: `stepaudio-rt tts` (text -> wav, default speaker or clone, as upstream's
+tts_inference.py) and `stepaudio-rt chat` (wav or text -> reply text and wav, as offline_inference.py)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from controller.errors import ConfigError
+from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline
+
+
+def run_offline_tool(args: Any) -> int:
+    """`stepaudio-rt tts` (text -> wav, default speaker or clone) and `stepaudio-rt chat` (wav|text -> reply)."""
+    import sys
+    import time
+
+    import soundfile as sf
+
+    cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
+                                      chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
+    pipeline = StepAudioPipeline(cfg)
+    try:
+        voice = args.speaker
+        if args.command == "tts" and args.clone_wav is not None:
+            if not args.clone_text:
+                raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
+            wav, rate = sf.read(str(args.clone_wav), dtype="float32", always_2d=True)
+            voice = "clone"
+            pipeline.register_speaker(voice, wav.mean(axis=1), int(rate), args.clone_text, cloned=True)
+        if voice is not None and voice not in pipeline.tts.speakers:
+            raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
+        t0 = time.monotonic()
+        if args.command == "tts":
+            text, audio = asyncio.run(_speak_all(pipeline, [args.text], voice))
+        else:
+            text, audio = asyncio.run(_chat_once(pipeline, args, voice))
+            print(text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(args.out), audio, pipeline.output_rate, subtype="PCM_16")
+        print(f"wrote {args.out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "
+              f"{time.monotonic() - t0:.2f} s", file=sys.stderr)
+    finally:
+        pipeline.close()
+    return 0
+
+
+async def _speak_all(pipeline: StepAudioPipeline, sentences: list[str], voice: str | None
+                     ) -> tuple[str, np.ndarray]:
+    chunks: list[np.ndarray] = []
+    for sentence in sentences:
+        async for chunk in pipeline.synthesize(sentence, voice or ""):
+            chunks.append(chunk)
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return " ".join(sentences), audio.astype(np.float32)
+
+
+async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) -> tuple[str, np.ndarray]:
+    from lm_engine import ChatRequest
+    from speech_decoder import SentenceChunker
+    from streaming_tokenizer.step_audio import ids_to_text
+
+    if args.wav is not None:
+        import soundfile as sf
+        wav, rate = sf.read(str(args.wav), dtype="float32", always_2d=True)
+        content = ids_to_text(pipeline.audio_tokenizer.tokenize_offline(wav, int(rate)))
+    else:
+        content = args.text
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": content}]
+    text = ""
+    async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
+        text += delta.text
+    chunker = SentenceChunker()
+    sentences = chunker.push(text) + chunker.flush()
+    _, audio = await _speak_all(pipeline, sentences, voice)
+    return text, audio
