@@ -139,5 +139,7 @@ def test_sipp_caller_is_heard_and_answered(embedded_server, beckett_wav: Path, t
     assert ours[0].marker
     audio = decode(b"".join(p.payload for p in ours), "PCMU")
     assert peak_rms_dbfs(audio) > -35.0
-    assert speech_seconds(audio) > 0.5
+    # The reply may be one word ("Yes.": 0.54 s of audio, 0.32 s of it above -45 dBFS, seen once in CI); silence
+    # or noise-free garbage would give 0.
+    assert speech_seconds(audio) > 0.2
     assert np.isfinite(audio).all()
