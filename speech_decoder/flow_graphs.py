@@ -71,18 +71,15 @@ class FlowGraphs:
         b = token.size(0)
         rows = row_bucket(b)
         key = (rows, token.size(1), prompt_token.size(1), prompt_feat.size(1), mel_len2)
+        inputs = tuple(_pad_rows(x, rows) for x in (token, prompt_token, prompt_feat, embedding, noise))
         with self._lock:
             captured = self._graphs.get(key)
-            inputs = None
             if captured is None and self._worth_capturing(key):
-                inputs = tuple(_pad_rows(x, rows) for x in (token, prompt_token, prompt_feat, embedding, noise))
                 captured = self._capture_or_none(key, inputs, mel_len2)
             if captured is None:
                 return self.flow.inference(token, prompt_token, prompt_feat, embedding, noise=noise,
                                            mel_len2=mel_len2)
             self._graphs.move_to_end(key)
-            if inputs is None:
-                inputs = tuple(_pad_rows(x, rows) for x in (token, prompt_token, prompt_feat, embedding, noise))
             for static, x in zip(captured.inputs, inputs):
                 static.copy_(x)
             captured.graph.replay()
