@@ -68,8 +68,8 @@ class Session(ItemsMixin):
         self.defaults = defaults
         self.events = ServerEvents(SequentialIds("event_"))
         self._id_sources: dict[str, SequentialIds] = {}
-        self.cfg = SessionConfig(kind="transcription", transcription=Transcription()) if kind == "transcription" \
-            else SessionConfig()
+        self.cfg = (SessionConfig(kind="transcription", transcription=Transcription()) if kind == "transcription"
+                    else SessionConfig())
         self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
         self.conversation = Conversation()
         self.vad = pipeline.new_vad()
