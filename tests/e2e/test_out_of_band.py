@@ -49,8 +49,10 @@ async def test_a_user_audio_item_sent_whole_is_transcribed_and_answered(embedded
     speech = load_pcm24k(beckett_wav)[: int(2.9 * RATE)]
     conv = await open_conversation(embedded_server.ws)
     try:
-        await conv.send({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        # One short sentence: without it the 0.5B model sometimes writes an essay that reaches the server's
+        # 256-token cap, and a reply cut there is `incomplete` (seen once in CI).
+        await conv.update_session(instructions="Answer in one short sentence.",
+                                  audio={"input": {"turn_detection": None}})
         await conv.send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user",
             "content": [{"type": "input_audio", "audio": base64.b64encode(to_pcm16(speech)).decode()}]}})
