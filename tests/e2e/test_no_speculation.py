@@ -17,8 +17,9 @@ async def test_spoken_turn_without_speculation(beckett_wav) -> None:
         conv = await open_conversation(server.ws)
         try:
             speech = load_pcm24k(beckett_wav)[: int(2.9 * RATE)]
-            await conv.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}}}})
+            await conv.send({"type": "session.update", "session": {
+                "type": "realtime", "instructions": "Answer in one short sentence.",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}}}})
             await conv.stream(np.concatenate([silence(0.3), speech, silence(1.5)]))
             done = await conv.wait_for("response.done", timeout=120)
             heard = await conv.wait_for("conversation.item.input_audio_transcription.completed")

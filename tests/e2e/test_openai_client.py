@@ -22,7 +22,8 @@ async def test_openai_sdk_realtime_client_completes_a_spoken_turn(embedded_serve
     speech = load_pcm24k(beckett_wav)[: int(2.9 * 24000)]  # "Ever tried. Ever failed."
     raw_frames: list[str] = []
     async with client.realtime.connect(model="stepaudio-rt") as conn:
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await conn.session.update(session={"type": "realtime", "instructions": "Answer in one short sentence.",
+                                           "audio": {"input": {"turn_detection": None}}})
         audio = to_pcm16(np.concatenate([silence(0.2), speech, silence(0.3)]))
         for i in range(0, len(audio), 9600):
             await conn.input_audio_buffer.append(audio=base64.b64encode(audio[i:i + 9600]).decode())
