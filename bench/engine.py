@@ -165,22 +165,26 @@ def main() -> None:
                        num_kv_blocks=256 if tiny else None, kv_cache_memory_gib=1.0)
     eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, config=cfg)
     vocab = eng.model_config.vocab_size
-    rows = []
-    for b in [int(x) for x in a.batches.split(",")]:
-        rows.append({"metric": f"decode tok/s batch {b} ({prompt_len}-token prompts)",
-                     "engine": engine_decode(eng, b, prompt_len, steps, vocab),
-                     "baseline": baseline_decode(eng, b, prompt_len, base_steps, dev)})
-    pb, pl = (2, 64) if tiny else (4, 2048)
-    rows.append({"metric": f"prefill tok/s ({pb} x {pl} tokens)", "engine": engine_prefill(eng, pb, pl, vocab, dev),
-                 "baseline": baseline_prefill(eng, pb, pl, dev)})
-    eng.close()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    rows: list[dict] = []
     result = {"profile": a.profile, "device": card, "dtype": str(dtype), "commit": commit,
               "torch": torch.__version__, "cuda_graphs": bool(eng.llm.runner.graphs),
               "prompt_len": prompt_len, "decode_steps": steps, "rows": rows}
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def add(row: dict) -> None:  # saved row by row: a run cut off by its time limit keeps what it measured
+        rows.append(row)
+        a.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    for b in [int(x) for x in a.batches.split(",")]:
+        add({"metric": f"decode tok/s batch {b} ({prompt_len}-token prompts)",
+             "engine": engine_decode(eng, b, prompt_len, steps, vocab),
+             "baseline": baseline_decode(eng, b, prompt_len, base_steps, dev)})
+    pb, pl = (2, 64) if tiny else (4, 2048)
+    add({"metric": f"prefill tok/s ({pb} x {pl} tokens)", "engine": engine_prefill(eng, pb, pl, vocab, dev),
+         "baseline": baseline_prefill(eng, pb, pl, dev)})
+    eng.close()
     print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {commit}, CUDA graphs {result['cuda_graphs']}")
     print(f"{'metric':<36}{'engine':>12}{'baseline':>12}{'speedup':>10}")
     for r in rows:

@@ -4,18 +4,19 @@
 # run, also written to $OUT/report.md). Each step has its own time limit so that one
 # hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
 #
-#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info tests kernels engine tts report (default: all)
+#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all)
 #
-# The step limits add up to more than the lent machine's 600 s per command: there, run it as two calls,
-#   OUT=$OUT bash bench/gpu_suite.sh info tests kernels      (<= 560 s)
-#   OUT=$OUT bash bench/gpu_suite.sh engine tts              (<= 390 s)
-# then, on any machine (it only reads JSON), `python -m bench.report DIR` over a folder holding both calls' files.
+# A lent machine gives a session 15 minutes of device time in all (its start, ~1-2 min, included) and 600 s per
+# command. Run it as two calls, the figures first (run2 on the H200 took 5 + 103 + 76 + 42 s for these steps):
+#   OUT=$OUT bash bench/gpu_suite.sh info kernels engine tts report     (<= 525 s, typically ~5 min)
+#   OUT=$OUT bash bench/gpu_suite.sh tests                              (<= 300 s)
+# then, on any machine (it only reads JSON), `python -m bench.report DIR` if the first call's report step was cut off.
 set -u
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 PY=${PY:-python3}
-steps=${*:-info tests kernels engine tts report}
+steps=${*:-info kernels engine tts report tests}
 
 run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit status
     local name=$1 secs=$2
@@ -30,15 +31,15 @@ run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit statu
 
 for step in $steps; do
     case $step in
-    info) run info 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+    info) run info 35 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
         --format=csv; $PY -c 'import torch, triton; print(torch.__version__, triton.__version__, \
         torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true" ;;
-    tests) run tests 330 $PY -m pytest -v -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
-        --timeout 300 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
+    tests) run tests 300 $PY -m pytest -v -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
+        --timeout 240 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
         tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
-    kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
-    engine) run engine 150 $PY -m bench.engine --out "$OUT/engine.json" ;;
-    tts) run tts 240 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    kernels) run kernels 150 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
+    engine) run engine 120 $PY -m bench.engine --out "$OUT/engine.json" ;;
+    tts) run tts 190 $PY -m bench.tts --out "$OUT/tts.json" ;;
     report) run report 30 $PY -m bench.report "$OUT" ;;
     *) echo "unknown step $step" >&2 ;;
     esac

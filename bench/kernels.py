@@ -288,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         import triton
         result["triton"] = triton.__version__
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
+        out.write_text(json.dumps(result, indent=2))
+
     t0 = time.time()
     result["copy_tb_per_s"] = copy_bandwidth(dev, 2.0 if not args.smoke else 0.01)
     print(f"[{time.time() - t0:6.1f}s] copy bandwidth {result['copy_tb_per_s']:.3f} TB/s", flush=True)
@@ -299,22 +305,22 @@ def main(argv: list[str] | None = None) -> int:
             row = guarded(prefill_case, name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
             result["prefill"].append(row)
             print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
+            save()
     result["decode"] = []
     for name, h, g, d in [("chat d128", 96, 8, 128), ("tts3b d64", 48, 4, 64)]:
         for b in (1, 32) if not args.smoke else (1, 2):
             row = guarded(decode_case, name, b, ctx_len, h, g, d, dev, dtype, page, iters)
             result["decode"].append(row)
             print(f"[{time.time() - t0:6.1f}s] decode {name} B={b}: {row['ms']} ms", flush=True)
+        save()
     result["vocoder"] = []
     for sec in (1.0, 10.0) if not args.smoke else (0.1,):
         row = guarded(vocoder_case, sec, dev, iters)
         result["vocoder"].append(row)
         print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
 
+    save()
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return 0
 

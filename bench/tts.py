@@ -196,6 +196,11 @@ def main() -> None:
                     "torch": torch.__version__,
                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                              text=True).stdout.strip()}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
+        a.out.write_text(json.dumps(result, indent=2) + "\n")
+
     if model.flow_graphs is not None:  # side by side: the flow launched op by op, then replayed as CUDA graphs
         graphs, model.flow_graphs = model.flow_graphs, None
         result["decoder_eager"] = decoder_figures(model, prompt, tokens)
@@ -205,6 +210,7 @@ def main() -> None:
     result["decoder"] = decoder_figures(model, prompt, tokens)
     result["flow_cuda_graphs"] = model.flow_graphs is not None
     print(f"decoder: {result['decoder']}", flush=True)
+    save()
 
     ckpt = a.tts_ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
     if not (ckpt / "config.json").exists():
@@ -218,14 +224,14 @@ def main() -> None:
     finally:
         eng.close()
     print(f"tts3b: {result['tts3b']}", flush=True)
+    save()
     counts = [int(x) for x in a.streams.split(",")]
     result["concurrency"] = concurrency(model, prompt, tokens, counts, rounds=10)
     for label in ("alone", "batched"):
         ok = [r["streams"] for r in result["concurrency"] if r[f"{label}_realtime"]]
         result[f"max_realtime_streams_{label}"] = max(ok) if ok else 0
 
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     d, t = result["decoder"], result["tts3b"]
     print(f"\n{a.profile} on {result['device']}, commit {result['commit']}")
     print(f"{'TTS-3B decode, batch 1':<44}{t['tts3b_decode_tok_s_b1']:>10.1f} tok/s (real time needs 41.7)")
