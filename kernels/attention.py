@@ -100,15 +100,12 @@ def store_kv(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mappin
 
 # ----------------------------------------------------------------------------------------------- attention
 
-def _bias(mode: str, slopes: Tensor | None, dist: Tensor) -> Tensor:
-    """Bias [H, Lq, Lk] for non-negative distances dist [Lq, Lk] (fp32)."""
-    if mode == "none":
-        return torch.zeros((), dtype=torch.float32, device=dist.device)
-    assert slopes is not None
+def _bias(mode: str, slopes: Tensor, dist: Tensor) -> Tensor:
+    """Bias [H, *dist.shape] for distances dist (negative ones, masked by the caller, are clamped to 0), fp32."""
     d = dist.clamp(min=0).to(torch.float32)
     if mode == "sqrt_alibi":
         d = d.sqrt()
-    return -slopes.to(device=dist.device, dtype=torch.float32)[:, None, None] * d
+    return -slopes.to(device=dist.device, dtype=torch.float32).view(-1, *([1] * dist.dim())) * d
 
 
 def paged_attention_ref(
@@ -124,33 +121,52 @@ def paged_attention_ref(
     scale: float,
     max_seqlen_q: int | None = None,
 ) -> Tensor:
-    """The specification of paged_attention (module docstring), one sequence at a time in fp32."""
+    """The specification of paged_attention (module docstring), in fp32.
+
+    The decode rows (q_len 1) of a step are computed together, each prefill chunk on its own: batching chunks of
+    different lengths would need padding to the longest, and one call per decode row made a CPU decode step at
+    batch 32 cost 32 x layers x ~20 small ops.
+    """
     del max_seqlen_q  # only a launch hint for the kernel
+    out = torch.empty_like(q)
+    cu, ctx = cu_seqlens_q.tolist(), context_lens.tolist()
+    q_lens = [b - a for a, b in zip(cu, cu[1:])]
+    groups = [[s for s, n in enumerate(q_lens) if n == 1]] + [[s] for s, n in enumerate(q_lens) if n > 1]
+    for seqs in groups:
+        if seqs:
+            _attend(q, k_cache, v_cache, block_tables, seqs, [cu[s] for s in seqs], [ctx[s] for s in seqs],
+                    q_lens[seqs[0]], out, alibi_slopes, bias, scale)
+    return out
+
+
+def _attend(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, seqs: list[int], starts: list[int],
+            ctx: list[int], q_len: int, out: Tensor, slopes: Tensor | None, bias: str, scale: float) -> None:
+    """Attention of sequences `seqs` (query rows from starts[i], context lengths ctx[i]), which all have q_len
+    queries; writes their rows of out."""
     num_heads, head_dim = q.shape[1], q.shape[2]
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
-    group = num_heads // num_kv_heads
-    out = torch.empty_like(q)
-    cu = cu_seqlens_q.tolist()
-    ctx_lens = context_lens.tolist()
-    for s, ctx in enumerate(ctx_lens):
-        q0, q1 = cu[s], cu[s + 1]
-        q_len = q1 - q0
-        if q_len == 0:
-            continue
-        n_blocks = -(-ctx // block_size)
-        blocks = block_tables[s, :n_blocks].long()
-        k = k_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx].float()  # [ctx, G, D]
-        v = v_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx].float()
-        k = k.repeat_interleave(group, dim=1).transpose(0, 1)  # [H, ctx, D]
-        v = v.repeat_interleave(group, dim=1).transpose(0, 1)
-        qs = q[q0:q1].float().transpose(0, 1)  # [H, q_len, D]
-        pos = torch.arange(ctx - q_len, ctx, device=q.device)
-        dist = pos[:, None] - torch.arange(ctx, device=q.device)[None, :]  # [q_len, ctx]
-        scores = torch.matmul(qs, k.transpose(1, 2)) * scale + _bias(bias, alibi_slopes, dist)
-        scores = scores.masked_fill(dist[None] < 0, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        out[q0:q1] = torch.matmul(probs, v).transpose(0, 1).to(q.dtype)
-    return out
+    group, n, max_ctx = num_heads // num_kv_heads, len(seqs), max(ctx)
+    dev = q.device
+    # Each sequence's keys in order; -1 padding reads block 0, whose keys lie past ctx and are masked below.
+    tables = block_tables[seqs, :-(-max_ctx // block_size)].long().clamp(min=0)
+    k = k_cache[tables].reshape(n, -1, num_kv_heads, head_dim)[:, :max_ctx].float()  # [n, L, G, D]
+    v = v_cache[tables].reshape(n, -1, num_kv_heads, head_dim)[:, :max_ctx].float()
+    rows = torch.tensor([a + i for a in starts for i in range(q_len)], device=dev)
+    pos = torch.tensor([c - q_len + i for c in ctx for i in range(q_len)], device=dev)  # absolute positions
+    dist = pos.view(n, q_len, 1) - torch.arange(max_ctx, device=dev)  # [n, q_len, L]
+    # Query head h reads kv head h // group: a kv head's query heads are stacked along the query axis, so one plain
+    # batched matmul per kv head serves them all (no repeated K/V).
+    qs = q[rows].float().view(n, q_len, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)  # [n, G, g, q, D]
+    qs = qs.reshape(n, num_kv_heads, group * q_len, head_dim)
+    scores = torch.matmul(qs, k.permute(0, 2, 3, 1)).view(n, num_kv_heads, group, q_len, max_ctx) * scale
+    if bias != "none":
+        assert slopes is not None
+        scores = scores + _bias(bias, slopes, dist).view(num_kv_heads, group, n, q_len, max_ctx).transpose(0, 2) \
+            .transpose(1, 2)
+    scores = scores.masked_fill((dist < 0)[:, None, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).view(n, num_kv_heads, group * q_len, max_ctx)
+    o = torch.matmul(probs, v.permute(0, 2, 1, 3)).view(n, num_kv_heads, group, q_len, head_dim)
+    out[rows] = o.permute(0, 3, 1, 2, 4).reshape(n * q_len, num_heads, head_dim).to(q.dtype)
 
 
 def _check_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_seqlens_q: Tensor,
