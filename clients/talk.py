@@ -18,7 +18,7 @@ from typing import TextIO
 import numpy as np
 import soundfile as sf
 import soxr
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from clients.audio import WIRE_RATE, Pacing, SendLog, to_mono_float32, voiced_indices
 from clients.events import ServerEvent
@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key,
                                       realtime=args.speed, vad=args.vad, timeout_s=args.timeout, model=args.model))
     except (TalkError, RealtimeConnectionError, WebSocketException, OSError) as exc:
-        print(f"talk: {exc}", file=sys.stderr)
+        # The server says why it refused a handshake in the body ("server full: ...", "invalid or missing API key").
+        body = exc.response.body if isinstance(exc, InvalidStatus) else b""
+        reason = f" ({body.decode(errors='replace').strip()})" if body else ""
+        print(f"talk: {exc}{reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -16,6 +16,13 @@ logger = logging.getLogger("stepaudio_rt")
 PROFILES = ("embedded", "step-audio", "tiny", "full-random")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -29,6 +36,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", action="append", default=[],
                    help="accept this key (repeatable); env STEPAUDIO_RT_API_KEYS, comma separated")
     p.add_argument("--mqtt-url", help="publish session events to this MQTT broker")
+    p.add_argument("--max-sessions", type=_positive_int, default=None, metavar="N",
+                   help="refuse sessions beyond N with HTTP 503 and Retry-After (for a load balancer to retry "
+                        "another server) instead of slowing every session down (default: no limit)")
     p.add_argument("--speculation", choices=("on", "off"), default="on",
                    help="start replies speculatively at short pauses")
     p.add_argument("--early-prefill", choices=("on", "off"), default="on",
@@ -104,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
     keys = tuple(args.api_key) + tuple(
         k.strip() for k in os.environ.get("STEPAUDIO_RT_API_KEYS", "").split(",") if k.strip())
     config = AppConfig(
-        server=ServerConfig(host=args.host, port=args.port, api_keys=keys),
+        server=ServerConfig(host=args.host, port=args.port, api_keys=keys, max_sessions=args.max_sessions),
         profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         early_prefill=args.early_prefill == "on",

@@ -16,6 +16,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     sessions_live: Gauge = field(init=False)
     sessions_total: Counter = field(init=False)
+    sessions_refused: Counter = field(init=False)
     turns_total: Counter = field(init=False)
     responses_total: Counter = field(init=False)
     errors_total: Counter = field(init=False)
@@ -32,6 +33,9 @@ class Metrics:
         r = self.registry
         self.sessions_live = Gauge("stepaudio_sessions_live", "Sessions connected now", registry=r)
         self.sessions_total = Counter("stepaudio_sessions", "Sessions accepted", registry=r)
+        self.sessions_refused = Counter("stepaudio_sessions_refused",
+                                        "WebSocket handshakes refused because --max-sessions were connected",
+                                        registry=r)
         self.turns_total = Counter("stepaudio_turns", "User turns committed", registry=r)
         self.responses_total = Counter("stepaudio_responses", "Responses finished, by status",
                                        ["status"], registry=r)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from controller.metrics import Metrics
 
@@ -35,6 +36,10 @@ class ServerConfig:
     ws_max_size: int = 32 * 1024 * 1024
     max_event_bytes: int = 15 * 1024 * 1024
     web_root: Path = WEB_ROOT
+    # Sessions beyond this get HTTP 503 at the handshake (a load balancer retries another server) instead of
+    # slowing every session down: each one needs real-time speech recognition, LM and synthesis. None: no limit.
+    max_sessions: int | None = None
+    retry_after_s: int = 5
 
 
 SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
@@ -69,6 +74,8 @@ class RealtimeServer:
         self.handler = handler
         self.ready = False
         self._server: Server | None = None
+        # Counted from the handshake, so that handshakes racing for the last place cannot both take it.
+        self._admitted: set[ServerConnection] = set()
 
     def _authorized(self, request: Request) -> bool:
         if not self.config.api_keys:
@@ -103,10 +110,23 @@ class RealtimeServer:
                 return _text(http.HTTPStatus.UNAUTHORIZED, "invalid or missing API key\n")
             if not self.ready:
                 return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
+            if not self._admit(connection):
+                self.metrics.sessions_refused.inc()
+                return _text(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                             f"server full (--max-sessions {self.config.max_sessions}), retry later\n",
+                             extra=[("Retry-After", str(self.config.retry_after_s))])
             return None
         if upgrade:
             return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
         return self._static(path)
+
+    def _admit(self, connection: ServerConnection) -> bool:
+        # A handshake that failed after being admitted never reaches _handle: its connection is closed by now.
+        self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}
+        if self.config.max_sessions is not None and len(self._admitted) >= self.config.max_sessions:
+            return False
+        self._admitted.add(connection)
+        return True
 
     @staticmethod
     def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
@@ -121,7 +141,10 @@ class RealtimeServer:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
         model = (query.get("model") or ["stepaudio-rt"])[0]
         kind = "transcription" if (query.get("intent") or [""])[0] == "transcription" else "realtime"
-        await self.handler(connection, model, kind)
+        try:
+            await self.handler(connection, model, kind)
+        finally:
+            self._admitted.discard(connection)
 
     async def start(self) -> Server:
         self._server = await serve(

@@ -1,8 +1,9 @@
-"""G.711 audio in and out, and API keys (header and the browser subprotocol form)."""
+"""G.711 audio in and out, API keys (header and the browser subprotocol form) and the session limit."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -48,18 +49,46 @@ async def test_g711_in_and_out(embedded_server, beckett_wav, fmt) -> None:
     assert rms(audio) > 0.01
 
 
-async def test_api_keys_are_required_when_configured() -> None:
-    server = ServerProcess("--profile", "embedded", "--api-key", "s3cret")
+@pytest.fixture(scope="module")
+def guarded_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "embedded", "--api-key", "s3cret", "--max-sessions", "2")
+    yield server
+    server.stop()
+
+
+AUTH = {"additional_headers": {"Authorization": "Bearer s3cret"}}
+
+
+async def test_api_keys_are_required_when_configured(guarded_server) -> None:
+    server = guarded_server
+    with pytest.raises(InvalidStatus) as info:
+            await connect(server.ws)
+    assert info.value.response.status_code == 401
+    with pytest.raises(InvalidStatus):
+        await connect(server.ws, additional_headers={"Authorization": "Bearer wrong"})
+    for kwargs in (AUTH, {"subprotocols": ["realtime", "openai-insecure-api-key.s3cret"]}):
+        conv = await open_conversation(server.ws, **kwargs)
+        assert conv.events[0]["type"] == "session.created"
+        await conv.close()
+
+
+async def test_sessions_beyond_max_sessions_are_refused_with_503_until_one_ends(guarded_server) -> None:
+    server = guarded_server
+    first = await open_conversation(server.ws, **AUTH)
+    second = await open_conversation(server.ws, **AUTH)
     try:
         with pytest.raises(InvalidStatus) as info:
-            await connect(server.ws)
-        assert info.value.response.status_code == 401
-        with pytest.raises(InvalidStatus):
-            await connect(server.ws, additional_headers={"Authorization": "Bearer wrong"})
-        for kwargs in ({"additional_headers": {"Authorization": "Bearer s3cret"}},
-                       {"subprotocols": ["realtime", "openai-insecure-api-key.s3cret"]}):
-            conv = await open_conversation(server.ws, **kwargs)
-            assert conv.events[0]["type"] == "session.created"
-            await conv.close()
+            await connect(server.ws, **AUTH)
+        assert info.value.response.status_code == 503
+        assert info.value.response.headers["Retry-After"] == "5"
+        assert b"server full" in info.value.response.body
+        # The admitted sessions are unharmed by the refusal.
+        await second.update_session(instructions="Answer in one short sentence.")
     finally:
-        server.stop()
+        await first.close()
+    third = await open_conversation(server.ws, **AUTH)  # the place the first session left
+    assert third.events[0]["type"] == "session.created"
+    assert server.metrics()["stepaudio_sessions_live"] == 2
+    await third.close()
+    await second.close()
+    assert server.metrics()["stepaudio_sessions_refused_total"] == 1
