@@ -61,6 +61,7 @@ AUDIO_DELTA = "response.output_audio.delta"
 _NODE_SAMPLES = {  # metrics payload key -> Prometheus sample read from the app's registry
     "sessions_live": "stepaudio_sessions_live",
     "sessions_total": "stepaudio_sessions_total",
+    "sessions_refused_total": "stepaudio_sessions_refused_total",
     "turns_total": "stepaudio_turns_total",
     "session_tasks": "stepaudio_session_tasks",
     "buffered_audio_seconds": "stepaudio_buffered_audio_seconds",
