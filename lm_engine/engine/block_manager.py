@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from lm_engine.engine.sequence import Sequence
+from lm_engine.engine.sequence import BlockTable, Sequence
 
 
 class OutOfBlocks(RuntimeError):
@@ -141,12 +141,12 @@ class BlockManager:
     # ------------------------------------------------------------------ sharing
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
-        child.block_table = list(parent.block_table)
+        child.block_table = parent.block_table.copy()
         for block_id in child.block_table:
             self.blocks[block_id].ref_count += 1
 
     def free(self, seq: Sequence) -> int:
         """Drops seq's references; returns how many blocks went back to the pool."""
         freed = sum(self._release(b) for b in reversed(seq.block_table))
-        seq.block_table = []
+        seq.block_table = BlockTable()
         return freed

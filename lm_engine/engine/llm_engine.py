@@ -16,7 +16,7 @@ from lm_engine.engine.block_manager import BlockManager
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.model_runner import ModelRunner
 from lm_engine.engine.scheduler import Scheduler, StepInput, build_step_input
-from lm_engine.engine.sequence import Mode, Sequence, SequenceStatus
+from lm_engine.engine.sequence import BlockTable, Mode, Sequence, SequenceStatus
 
 
 class EngineError(RuntimeError):
@@ -153,7 +153,7 @@ class LLMEngine:
         self.block_manager.free(parent)
         parent.token_ids, parent.block_table = fork.token_ids, fork.block_table
         parent.num_cached_tokens, parent.num_prompt_tokens = fork.num_cached_tokens, fork.num_prompt_tokens
-        fork.block_table = []
+        fork.block_table = BlockTable()
         del self.seqs[fork_id]
         return parent.seq_id
 

@@ -84,7 +84,7 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ forward
 
-    def _tensor(self, values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+    def _tensor(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype, device=self.device)
 
     @torch.inference_mode()
@@ -93,14 +93,14 @@ class ModelRunner:
         self.copy_blocks(step.copies)
         n_seqs = len(step.context_lens)
         if (step.is_decode and self.graphs and n_seqs <= max(self.graphs)
-                and len(step.block_tables[0]) <= self._graph_max_blocks):  # longer than max_model_len: eager
+                and step.block_tables.shape[1] <= self._graph_max_blocks):  # longer than max_model_len: eager
             logits = self._replay(step)  # every row's logits, computed inside the graph
             if step.logits_rows == list(range(n_seqs)):
                 return logits
             return logits[self._tensor(step.logits_rows, torch.int64)]
         ctx = ForwardContext(
             slot_mapping=self._tensor(step.slot_mapping, torch.int64),
-            block_tables=self._tensor(step.block_tables, torch.int32),
+            block_tables=torch.from_numpy(step.block_tables).to(self.device),
             cu_seqlens_q=self._tensor(step.cu_seqlens_q, torch.int32),
             context_lens=self._tensor(step.context_lens, torch.int32),
             max_seqlen_q=step.max_seqlen_q,
@@ -179,7 +179,7 @@ class ModelRunner:
         h32[n:bs] = 1
         tables = h32[bs:].reshape(bs, -1)
         tables.fill(0)
-        tables[:n, :len(step.block_tables[0])] = np.maximum(np.asarray(step.block_tables, dtype=np.int32), 0)
+        np.maximum(step.block_tables, 0, out=tables[:n, :step.block_tables.shape[1]])
         buf["dev64"].copy_(buf["host64"], non_blocking=True)
         buf["dev32"].copy_(buf["host32"], non_blocking=True)
         self._inputs_staged.record()

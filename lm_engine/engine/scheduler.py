@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lm_engine.engine.block_manager import BlockManager
 from lm_engine.engine.sequence import Mode, Sequence, SequenceStatus
 
@@ -28,13 +30,13 @@ class ScheduledBatch:
 
 @dataclass(frozen=True, slots=True)
 class StepInput:
-    """What one forward needs, as plain lists (sent to the other tensor-parallel ranks as is)."""
+    """What one forward needs, as plain lists and one int32 array (sent to the other tensor-parallel ranks as is)."""
     input_ids: list[int]
     positions: list[int]
     slot_mapping: list[int]
     cu_seqlens_q: list[int]
     context_lens: list[int]
-    block_tables: list[list[int]]
+    block_tables: np.ndarray                    # [num_seqs, max_blocks] int32, -1 padded
     logits_rows: list[int]                      # rows of the packed tokens whose logits are needed
     copies: list[tuple[int, int]]
     max_seqlen_q: int
@@ -60,8 +62,10 @@ def build_step_input(batch: ScheduledBatch, block_size: int) -> StepInput:
         ctx.append(start + n)
         if batch.completes(i):
             rows += range(cu[-2], cu[-1]) if seq.all_logits else [cu[-1] - 1]
-    width = max(len(s.block_table) for s in batch.seqs)
-    tables = [s.block_table + [-1] * (width - len(s.block_table)) for s in batch.seqs]
+    tables = np.full((len(batch.seqs), max(len(s.block_table) for s in batch.seqs)), -1, dtype=np.int32)
+    for i, seq in enumerate(batch.seqs):
+        table = seq.block_table.array
+        tables[i, :len(table)] = table
     return StepInput(ids, positions, slots, cu, ctx, tables, rows, list(batch.copies), max(batch.num_tokens))
 
 
