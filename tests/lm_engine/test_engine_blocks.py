@@ -1,12 +1,13 @@
 """BlockManager and Scheduler as plain Python: refcounts, copy-on-write, prefix cache, preemption; and sampling."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lm_engine.engine.block_manager import BlockManager
 from lm_engine.engine.config import SamplingParams
 from lm_engine.engine.sampling import apply_repetition_penalty, repetition_aware_banned, sample, top_k_top_p_mask
-from lm_engine.engine.scheduler import Scheduler, build_step_input
+from lm_engine.engine.scheduler import ScheduledBatch, Scheduler, build_step_input
 from lm_engine.engine.sequence import Sequence, SequenceStatus
 
 
@@ -30,6 +31,23 @@ def test_fork_shares_blocks_and_copy_on_write_only_touches_the_written_block():
     assert [bm.blocks[x].ref_count for x in (0, 1, 2, 3)] == [2, 2, 1, 1]
     assert bm.free(b) == 1 and bm.num_free_blocks == 13
     assert bm.free(a) == 3 and bm.num_free_blocks == 16
+
+
+def test_step_block_tables_are_the_sequences_tables_as_int32_rows_padded_with_minus_one():
+    bm = BlockManager(64, 4)
+    a, c = seq(0, 70), seq(1, 5, start=100)  # a: 18 blocks, past a block table's first buffer (16)
+    for s in (a, c):
+        bm.allocate(s)
+        s.num_cached_tokens = len(s)
+    b = Sequence(2, list(a.token_ids), 4, num_cached_tokens=70)
+    bm.fork(a, b)
+    for s in (b, a, c):
+        s.append_token(1)
+    copies = [cp for s in (b, a, c) for cp in bm.prepare_write(s, 1)]
+    assert len(copies) == 1 and b.block_table[:17] == a.block_table[:17] and b.block_table[17] != a.block_table[17]
+    tables = build_step_input(ScheduledBatch([a, b, c], [1, 1, 1], copies), 4).block_tables
+    assert tables.dtype == np.int32
+    assert tables.tolist() == [list(a.block_table), list(b.block_table), list(c.block_table) + [-1] * 16]
 
 
 def test_prefix_cache_reuses_computed_full_blocks_even_after_free():
