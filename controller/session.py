@@ -83,7 +83,7 @@ class Session(ItemsMixin):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self._item_transcriptions: set[asyncio.Future[None]] = set()
+        self._item_transcriptions: set[asyncio.Future[None]] = set()  # user items still being transcribed
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._prefill_task: asyncio.Task[object] | None = None
         self._prefilled_to_ms = 0  # audio end of the last early prefill

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,7 +131,15 @@ class ItemsMixin(_Base):
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
-        self.spawn(self._finish_transcription(item_id, previous, turn, end, (end - start) / 1000.0))
+        self._transcribe(self._finish_transcription(item_id, previous, turn, end, (end - start) / 1000.0))
+
+    def _transcribe(self, transcription: Coroutine[object, object, None]) -> None:
+        """Run a user item's transcription. Every reply's prompt waits for those still running (build_request):
+        a response.create right after input_audio_buffer.commit must hear the turn just committed."""
+        task = asyncio.ensure_future(transcription)
+        self._item_transcriptions.add(task)
+        task.add_done_callback(self._item_transcriptions.discard)
+        task.add_done_callback(self._task_done)  # logs a failure
 
     async def _finish_transcription(self, item_id: str, previous: str | None, turn: asyncio.Task[TurnInput],
                                     end_ms: int, seconds: float) -> None:
@@ -158,7 +167,7 @@ class ItemsMixin(_Base):
         """The LM request for a reply; None when the user's turn held nothing to answer."""
         # The transcription tasks awaited here are shared (with the transcript events, with later replies): a reply
         # cancelled while it waits must not cancel them, hence the shields.
-        if self._item_transcriptions:  # audio items the client sent whole are part of the prompt
+        if self._item_transcriptions:  # committed turns and audio items the client sent whole are part of the prompt
             await asyncio.shield(asyncio.gather(*list(self._item_transcriptions), return_exceptions=True))
         if resp.input_items is not None:  # the client chose the prompt's items itself
             chosen = Conversation()
@@ -247,9 +256,7 @@ class ItemsMixin(_Base):
         audio = b"".join(p.audio for p in getattr(spec, "content", ()) if p.type == "input_audio" and p.audio
                          and not p.transcript)
         if audio:  # a user audio item sent whole: it needs the same transcription a spoken turn gets
-            task = asyncio.ensure_future(self._transcribe_item(item_id, previous, audio))
-            self._item_transcriptions.add(task)
-            task.add_done_callback(self._item_transcriptions.discard)
+            self._transcribe(self._transcribe_item(item_id, previous, audio))
         await self.apply(tt.ContextChanged())
 
     async def _transcribe_item(self, item_id: str, previous: str | None, audio: bytes) -> None:

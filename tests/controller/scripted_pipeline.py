@@ -1,0 +1,117 @@
+"""A scripted SpeechPipeline (the port a profile implements) behind the real server, session and wire.
+
+No models: the VAD hears any chunk louder than 0.01 as speech, the listener returns a fixed transcript for
+audio with speech in it, the LM streams fixed words and records every request, the synthesiser makes 50 ms
+of tone per word. Everything above the pipeline (server, session, turn-taking, responses) is the real code,
+so these tests see what a client sees, in milliseconds instead of a model load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+
+from controller.app import App, AppConfig
+from controller.pipeline import TurnInput
+from controller.server import ServerConfig
+from lm_engine.chat import ChatDelta, ChatRequest
+from tests.e2e.helpers import RATE, Conversation, open_conversation
+
+CHUNK = 512  # samples at 16 kHz, as silero
+
+
+class ScriptedVad:
+    def __init__(self) -> None:
+        self._rest = np.zeros(0, np.float32)
+
+    def process(self, pcm16k: np.ndarray) -> list[float]:
+        data = np.concatenate([self._rest, pcm16k])
+        n = len(data) // CHUNK
+        self._rest = data[n * CHUNK:]
+        return [1.0 if np.abs(data[i * CHUNK:(i + 1) * CHUNK]).max() > 0.01 else 0.0 for i in range(n)]
+
+    def reset(self) -> None:
+        self._rest = np.zeros(0, np.float32)
+
+
+class ScriptedListener:
+    def __init__(self, pipeline: ScriptedPipeline) -> None:
+        self._pipeline = pipeline
+
+    def feed(self, pcm16k: np.ndarray) -> None:
+        pass
+
+    async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
+                         language: str | None) -> TurnInput:
+        await asyncio.sleep(self._pipeline.asr_seconds)
+        text = self._pipeline.transcript if pcm16k.size and np.abs(pcm16k).max() > 0.01 else ""
+        return TurnInput(transcript=text, lm_content=text)
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedPipeline:
+    name = "scripted"
+    output_rate = 24000
+
+    def __init__(self) -> None:
+        self.transcript = "what time is it"
+        self.asr_seconds = 0.0
+        self.reply_words = ["It", "is", "noon."]
+        self.word_seconds = 0.0  # LM time per word
+        self.fail_after_words: int | None = None  # the LM raises after this many words
+        self.requests: list[ChatRequest] = []
+
+    def new_vad(self) -> ScriptedVad:
+        return ScriptedVad()
+
+    def new_listener(self) -> ScriptedListener:
+        return ScriptedListener(self)
+
+    async def reply(self, request: object) -> AsyncIterator[ChatDelta]:
+        assert isinstance(request, ChatRequest)
+        self.requests.append(request)
+        for i, word in enumerate(self.reply_words):
+            if self.fail_after_words == i:
+                raise RuntimeError("the LM backend went away")
+            await asyncio.sleep(self.word_seconds)
+            yield ChatDelta(text=word if i == 0 else " " + word)
+        yield ChatDelta(finish_reason="stop")
+
+    async def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
+        for _ in text.split():
+            yield 0.2 * np.sin(np.arange(self.output_rate // 20) * 0.1).astype(np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)
+
+    def close(self) -> None:
+        pass
+
+
+def speech(seconds: float) -> np.ndarray:
+    """A tone the scripted VAD hears as speech, at 24 kHz."""
+    return (0.3 * np.sin(np.arange(int(seconds * RATE)) * 0.05)).astype(np.float32)
+
+
+@asynccontextmanager
+async def scripted_server(pipeline: ScriptedPipeline, **app: object) -> AsyncIterator[App]:
+    """The real App and server on a free port, with `pipeline` as its models."""
+    server = App(AppConfig(server=ServerConfig(port=0), **app), pipeline=pipeline)  # type: ignore[arg-type]
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def connect(server: App) -> Conversation:
+    return await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime")
+
+
+def user_messages(request: ChatRequest) -> list[str]:
+    return [m["content"] for m in request.messages if m["role"] == "user"]
