@@ -412,7 +412,12 @@ class Session(ItemsMixin):
             resp.mark("input_ready")
             if turn is not None:
                 self.metrics.turn_input_wait.observe(resp.marks["input_ready"] - resp.marks["start"])
-            resp.previous_item_id = self.conversation.last_item_id()
+            # A speculation gets here before the turn it answers is committed. It is committed only right after
+            # that turn (anything else joining the conversation makes it stale), so its reply follows that turn.
+            if turn is not None and turn[0] not in self.conversation:
+                resp.previous_item_id = turn[0]
+            else:
+                resp.previous_item_id = self.conversation.last_item_id()
             if request is None:  # nothing was said: no reply
                 await resp.finish_empty()
             else:

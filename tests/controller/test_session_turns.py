@@ -31,3 +31,33 @@ async def test_push_to_talk_reply_hears_the_committed_turn() -> None:
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def speak_turn(conv, pause_wait: float = 0.3) -> dict:
+    """One spoken turn under server_vad: speech, a pause long enough to speculate (and for the speculation to
+    build its prompt), then the rest of the end-of-turn silence; returns the reply's response.done."""
+    n = len(conv.events)
+    await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)
+    await asyncio.sleep(pause_wait)
+    await conv.stream(silence(0.5), pace=0)
+    return await conv.wait_for("response.done", after=n, timeout=10)
+
+
+async def test_a_committed_speculation_follows_the_turn_it_answers() -> None:
+    """The speculation builds its prompt before the user's turn is committed; its reply must still land after
+    that turn, in the conversation (the next prompt's order) and on the wire (previous_item_id)."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            for _ in range(3):
+                await speak_turn(conv)
+        finally:
+            await conv.close()
+        metrics = server.metrics.render().decode()
+    assert "stepaudio_speculations_committed_total 3.0" in metrics  # every reply was a committed speculation
+    roles = [m["role"] for m in pipeline.requests[2].messages if m["role"] != "system"]
+    assert roles == ["user", "assistant", "user", "assistant", "user"]
+    committed = [e["item_id"] for e in conv.of_type("input_audio_buffer.committed")]
+    replies = [e for e in conv.of_type("conversation.item.added") if e["item"]["role"] == "assistant"]
+    assert [e["previous_item_id"] for e in replies] == committed
