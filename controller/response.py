@@ -110,6 +110,7 @@ class Response:
         self.status = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
         self.message_opened = False
+        self._created = False  # response.created was emitted (sent or held)
         self._items_closed = False
         self._release_event = asyncio.Event()
         if self.released:
@@ -184,6 +185,7 @@ class Response:
 
     async def run(self, request: object) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
+        self._created = True
         await self._emit(self.ev.response_created(self._response_obj("in_progress")))
         # A short first piece (a clause of three words or more, or else a phrase of three words not ending on a
         # function word) lets synthesis start before the first sentence is complete; later pieces are sentences.
@@ -327,7 +329,7 @@ class Response:
                                                arguments=call.arguments, status="completed"))
         return items
 
-    async def _finish(self, status: str, reason: str | None = None) -> None:
+    async def _finish(self, status: str, reason: str | None = None, error_message: str | None = None) -> None:
         """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
         A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
@@ -355,18 +357,20 @@ class Response:
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
             if not self.out_of_band:
                 await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
-        await self._emit(self.ev.response_done(self._response_obj(status, reason=reason)))
+        await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
 
     async def finish_empty(self) -> None:
         """Nothing to answer (the user's audio held no words): an empty, completed response."""
+        self._created = True
         await self._emit(self.ev.response_created(self._response_obj("in_progress")))
         await self._finish("completed")
 
     async def finish_failed(self, message: str) -> None:
+        """A model failed: close what is open (as `incomplete`), then response.done `failed`. Through the output
+        gate like every other event: a speculation's failure shows only if it is committed, and after what it held."""
         self.status = "failed"
-        if self.visible:
-            await self._emit_out(self.ev.response_done(self._response_obj(
-                "failed", error_message=message)))
+        if self._created:
+            await self._finish("failed", error_message=message)
 
     async def finish_cancelled(self, reason: str) -> None:
         """Called after run() was cancelled: closes the response on the wire if it is visible, its open items

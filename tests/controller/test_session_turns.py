@@ -61,3 +61,34 @@ async def test_a_committed_speculation_follows_the_turn_it_answers() -> None:
     committed = [e["item_id"] for e in conv.of_type("input_audio_buffer.committed")]
     replies = [e for e in conv.of_type("conversation.item.added") if e["item"]["role"] == "assistant"]
     assert [e["previous_item_id"] for e in replies] == committed
+
+
+def closed_in_order(events: list[dict], response_id: str) -> list[str]:
+    """The response's lifecycle as the client saw it: each *.added paired with its *.done, response.done last."""
+    mine = [e for e in events if e.get("response_id") == response_id or e.get("response", {}).get("id") == response_id]
+    types = [e["type"] for e in mine]
+    assert types[0] == "response.created" and types[-1] == "response.done", types
+    for added, done in (("response.output_item.added", "response.output_item.done"),
+                        ("response.content_part.added", "response.content_part.done")):
+        assert types.count(added) == types.count(done), types
+    return types
+
+
+async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["It", "is", "noon", "and", "the", "sun", "is", "high."]
+    pipeline.fail_after_words = 5
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.update_session(audio={"input": {"turn_detection": None}})
+            n = await conv.ask("what time is it?")
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert done["response"]["status"] == "failed"
+    types = closed_in_order(conv.events, done["response"]["id"])
+    assert "response.output_audio_transcript.delta" in types  # the failure came mid-reply
+    assert done["response"]["output"][0]["status"] == "incomplete"
+    for raw in conv.raw:
+        validate_server_event(raw)
