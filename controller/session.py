@@ -427,9 +427,11 @@ class Session(ItemsMixin):
             raise
         except Exception as exc:  # a model failed: this reply fails, the session goes on
             self.log.exception("response %s failed", resp.response_id)
-            await self.error(EngineError(f"response generation failed: {exc}"), code="response_failed")
             with contextlib.suppress(Exception):
                 await resp.finish_failed(str(exc))
+            # A speculation that failed stays invisible until it is committed (a rollback cancels it here).
+            await resp.wait_released()
+            await self.error(EngineError(f"response generation failed: {exc}"), code="response_failed")
         self.record_reply(resp, heard_ms=None)
         self.log.info("response %s %s (%s): %s", resp.response_id, resp.status,
                       "speculative" if resp.speculative else "direct", resp.timeline())

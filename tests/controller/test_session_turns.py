@@ -74,6 +74,27 @@ def closed_in_order(events: list[dict], response_id: str) -> list[str]:
     return types
 
 
+async def test_a_speculation_whose_lm_fails_fails_visibly_once_and_the_session_goes_on() -> None:
+    pipeline = ScriptedPipeline()
+    pipeline.fail_after_words = 1
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            done = await speak_turn(conv)
+            pipeline.fail_after_words = None
+            n = await conv.ask("and now?")
+            again = await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert done["response"]["status"] == "failed"
+    assert done["response"]["status_details"]["error"]["message"] == "the LM backend went away"
+    closed_in_order(conv.events, done["response"]["id"])
+    assert [e["error"]["code"] for e in conv.of_type("error")] == ["response_failed"]
+    assert again["response"]["status"] == "completed"
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
     pipeline = ScriptedPipeline()
     pipeline.reply_words = ["It", "is", "noon", "and", "the", "sun", "is", "high."]
