@@ -334,7 +334,8 @@ class Session(ItemsMixin):
             case tt.FlushAudio(gen_id=gen_id):
                 self._drop_queued_audio(gen_id)
             case tt.RejectRequest(code=code, message=message):
-                self._response_overrides = None  # a refused response.create leaves nothing behind
+                # A refused response.create (or operator say) leaves nothing behind for the next reply.
+                self._response_overrides, self._say = None, None
                 await self.error(RemoteProtocolError(message, code=code), self._client_event_id)
             case tt.StartTimer(key=key, deadline=deadline):
                 loop = asyncio.get_running_loop()

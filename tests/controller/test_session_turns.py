@@ -113,3 +113,26 @@ async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
     assert done["response"]["output"][0]["status"] == "incomplete"
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_refused_operator_say_is_not_spoken_later_in_place_of_a_reply() -> None:
+    """`say` while a reply is in progress is refused; the next reply must answer the user, not speak it."""
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.1
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.update_session(audio={"input": {"turn_detection": None}})
+            session_id = conv.events[0]["session"]["id"]
+            n = await conv.ask("what time is it?")
+            await conv.wait_for("response.created", after=n)
+            await server.command(session_id, "say", {"text": "Hello from the operator."})
+            await conv.wait_for("response.done", after=n, timeout=10)
+            n = await conv.ask("and the date?")
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert [e["error"]["code"] for e in conv.of_type("error")] == ["conversation_already_has_active_response"]
+    said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
+    assert said == ["It is noon.", "It is noon."]
+    assert done["response"]["status"] == "completed"
