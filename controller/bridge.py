@@ -27,16 +27,25 @@ async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
     cancel = threading.Event()
 
     def put(item: object) -> bool:
-        while not cancel.is_set():
+        if cancel.is_set():
+            return False
+        try:
             fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        except RuntimeError:
+            return False  # loop closed: nobody is listening any more
+        # One put per item, waited on until it lands or the consumer leaves. Never a second put after a timeout:
+        # the first may already have queued the item (its future completes a loop iteration later), and the
+        # consumer would get the item twice.
+        while True:
             try:
                 fut.result(timeout=0.25)
                 return True
             except concurrent.futures.TimeoutError:
-                fut.cancel()
-            except (concurrent.futures.CancelledError, RuntimeError):
-                return False  # loop closed or put cancelled: nobody is listening any more
-        return False
+                if cancel.is_set() or loop.is_closed():
+                    fut.cancel()
+                    return False
+            except concurrent.futures.CancelledError:
+                return False
 
     def produce() -> None:
         try:
