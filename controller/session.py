@@ -245,6 +245,11 @@ class Session(ItemsMixin):
                 self._response_overrides = event
                 await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
+                if event.response_id is not None and event.response_id != self._current_response_id():
+                    # A cancel aimed at a reply that has ended must not cancel the one in progress now.
+                    raise RemoteProtocolError(f"Cancellation failed: no active response with id "
+                                              f"{event.response_id!r}.", code="response_cancel_not_active",
+                                              param="response_id")
                 await self._apply_for(event, tt.CancelRequested())
             case _:
                 await self.handle_item_event(event)
@@ -395,6 +400,11 @@ class Session(ItemsMixin):
             self.metrics.speculations_started.inc()
         task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))
         self._responses[gen_id] = (resp, task)
+
+    def _current_response_id(self) -> str | None:
+        """The id of the reply in progress as the client knows it (a speculation has none yet)."""
+        entry = self._responses.get(self.turns.current_gen) if self.turns.current_gen is not None else None
+        return entry[0].response_id if entry is not None and entry[0].visible else None
 
     def _first_audio(self, gen_id: int) -> None:
         resp = self._responses.get(gen_id)

@@ -136,3 +136,44 @@ async def test_a_refused_operator_say_is_not_spoken_later_in_place_of_a_reply() 
     said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
     assert said == ["It is noon.", "It is noon."]
     assert done["response"]["status"] == "completed"
+
+
+async def test_cancelling_a_reply_that_already_ended_leaves_the_current_one_alone() -> None:
+    """response.cancel naming a response that has finished (a stop button pressed just too late) must not cancel
+    the reply that is speaking now: an error names the stale id, and the current reply plays to the end."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.update_session(audio={"input": {"turn_detection": None}})
+            n = await conv.ask("what time is it?")
+            first = await conv.wait_for("response.done", after=n, timeout=10)
+            pipeline.word_seconds = 0.2
+            n = await conv.ask("and the date?")
+            await conv.wait_for("response.created", after=n)
+            await conv.send({"type": "response.cancel", "event_id": "ev_stop", "response_id": first["response"]["id"]})
+            second = await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    [error] = conv.of_type("error")
+    assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        "response_cancel_not_active", "response_id", "ev_stop")
+    assert second["response"]["status"] == "completed"
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_cancelling_the_current_reply_by_its_id_cancels_it() -> None:
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.2
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.update_session(audio={"input": {"turn_detection": None}})
+            n = await conv.ask("what time is it?")
+            created = await conv.wait_for("response.created", after=n)
+            await conv.send({"type": "response.cancel", "response_id": created["response"]["id"]})
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert done["response"]["status"] == "cancelled" and not conv.of_type("error")
