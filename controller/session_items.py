@@ -246,6 +246,10 @@ class ItemsMixin(_Base):
         spec = event.item
         item_id = spec.id or self.new_id("item")
         item = self._item_from_spec(spec, item_id)
+        audio = b"".join(p.audio for p in getattr(spec, "content", ()) if p.type == "input_audio" and p.audio
+                         and not p.transcript)
+        # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
+        pcm = decode(audio, self.cfg.input_format) if audio else None
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
         self.conversation.add(item, previous_item_id=previous)
@@ -253,15 +257,12 @@ class ItemsMixin(_Base):
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
         await self.emit(self.events.item_done(wire, previous_item_id=previous))
-        audio = b"".join(p.audio for p in getattr(spec, "content", ()) if p.type == "input_audio" and p.audio
-                         and not p.transcript)
-        if audio:  # a user audio item sent whole: it needs the same transcription a spoken turn gets
-            self._transcribe(self._transcribe_item(item_id, previous, audio))
+        if pcm is not None:  # a user audio item sent whole: it needs the same transcription a spoken turn gets
+            self._transcribe(self._transcribe_item(item_id, previous, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 
-    async def _transcribe_item(self, item_id: str, previous: str | None, audio: bytes) -> None:
-        pcm = decode(audio, self.cfg.input_format)
-        resampler = Resampler(self.cfg.input_format.sample_rate, PIPELINE_RATE)
+    async def _transcribe_item(self, item_id: str, previous: str | None, pcm: np.ndarray, rate: int) -> None:
+        resampler = Resampler(rate, PIPELINE_RATE)
         pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
         turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, self.input_language))

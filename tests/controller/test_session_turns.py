@@ -177,3 +177,24 @@ async def test_cancelling_the_current_reply_by_its_id_cancels_it() -> None:
         finally:
             await conv.close()
     assert done["response"]["status"] == "cancelled" and not conv.of_type("error")
+
+
+async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> None:
+    """audio/pcm is whole 16-bit samples: three bytes are bad input. The client must hear so (an error naming its
+    event), and no half-made item may join the conversation."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.send({"type": "conversation.item.create", "event_id": "ev_item", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "AAAA"}]}})
+            error = await conv.wait_for("error", timeout=5)
+            n = await conv.ask("what time is it?")
+            await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_audio", "ev_item")
+    assert [e["item"]["content"][0]["type"] for e in conv.of_type("conversation.item.added")
+            if e["item"]["role"] == "user"] == ["input_text"]
+    for raw in conv.raw:
+        validate_server_event(raw)
