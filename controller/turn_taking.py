@@ -14,6 +14,9 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
   the adapter holds it, so GenerationAudioStarted and GenerationFinished only arrive for committed ones.
 - Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response cancels the reply
   (CancelGeneration + FlushAudio) and the machine listens to the user again.
+- A reply requested (response.create) while the user speaks starts at once, and the user's turn stays open:
+  their SpeechStopped still commits it (no second reply while one is active), and a reply that ends or is
+  cancelled before then leaves the machine LISTENING.
 - Events about a generation that is not the current one are stale and ignored: adapters may still
   report output from a generation that was just cancelled.
 - An event that the table does not list for the current state raises LocalProtocolError and leaves
@@ -237,6 +240,7 @@ class TurnTaking:
     _next_gen: int = 1
     _speculation: _Speculation | None = None
     _idle_timer: bool = False
+    _user_turn_open: bool = False  # speech_started was emitted and the turn is not committed yet
 
     def handle(self, event: Event, now: float) -> list[Action]:
         table = TRANSITIONS[self.state]
@@ -292,6 +296,7 @@ def _on_speech_started(tt: TurnTaking, ev: SpeechStarted, target: TurnState, act
         tt._cancel_current("barge_in", actions, flush=True)
     if tt.state in (TurnState.IDLE, TurnState.RESPONDING, TurnState.SPEAKING):
         actions.append(EmitSpeechStarted(ev.audio_ms))
+        tt._user_turn_open = True
     return target
 
 
@@ -316,7 +321,12 @@ def _on_speech_resumed(tt: TurnTaking, ev: SpeechResumed, target: TurnState, act
 def _on_speech_stopped(tt: TurnTaking, ev: SpeechStopped, target: TurnState, actions: list[Action],
                        now: float) -> TurnState:
     if tt.state not in (TurnState.LISTENING, TurnState.SPECULATING):
+        if tt._user_turn_open:  # the user spoke through a reply they did not interrupt: keep what they said
+            tt._user_turn_open = False
+            actions.append(EmitSpeechStopped(ev.audio_ms))
+            actions.append(CommitUserTurn(ev.audio_ms))
         return target
+    tt._user_turn_open = False
     actions.append(EmitSpeechStopped(ev.audio_ms))
     actions.append(CommitUserTurn(ev.audio_ms))
     spec = tt._speculation
@@ -336,6 +346,7 @@ def _on_buffer_committed(tt: TurnTaking, ev: BufferCommitted, target: TurnState,
                          now: float) -> TurnState:
     if tt.state is TurnState.SPECULATING:
         tt._cancel_current("stale", actions)
+    tt._user_turn_open = False
     actions.append(CommitUserTurn(None))
     return tt.state if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING) else target
 
@@ -356,7 +367,7 @@ def _on_cancel_requested(tt: TurnTaking, ev: CancelRequested, target: TurnState,
                          now: float) -> TurnState:
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
         tt._cancel_current("client_cancelled", actions, flush=True)
-        return target
+        return TurnState.LISTENING if tt._user_turn_open else target
     if tt.state is TurnState.SPECULATING:
         tt._cancel_current("rollback", actions)
         return target
@@ -374,6 +385,7 @@ def _on_generation_finished(tt: TurnTaking, ev: GenerationFinished, target: Turn
                             actions: list[Action], now: float) -> TurnState:
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
         tt.current_gen = None
+        return TurnState.LISTENING if tt._user_turn_open else target
     return target
 
 
@@ -385,6 +397,7 @@ def _on_timer(tt: TurnTaking, ev: TimerFired, target: TurnState, actions: list[A
     if tt.state is not TurnState.IDLE:
         return tt.state
     actions.append(EmitIdleTimeout())
+    tt._user_turn_open = False
     actions.append(CommitUserTurn(None))
     tt._new_gen(False, None, actions)
     return target

@@ -198,3 +198,29 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
             if e["item"]["role"] == "user"] == ["input_text"]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> None:
+    """The client sends response.create (after a text item, as after a tool result) while the user is speaking.
+    The reply goes ahead; the user's speech must still end in speech_stopped and a committed, transcribed turn
+    that later replies hear."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.stream(speech(0.6), pace=0)
+            await conv.wait_for("input_audio_buffer.speech_started")
+            n = await conv.ask("the weather tool says: sunny")
+            await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+            await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
+            await conv.wait_for("response.done", after=n, timeout=10)
+            n = await conv.ask("thanks")
+            await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert len(conv.of_type("input_audio_buffer.speech_stopped")) == 1
+    assert len(conv.of_type("input_audio_buffer.committed")) == 1
+    assert "what time is it" in user_messages(pipeline.requests[-1])
+    assert len(conv.of_type("response.done")) == 2  # the requested reply was not interrupted, none was added
+    for raw in conv.raw:
+        validate_server_event(raw)

@@ -131,3 +131,32 @@ def test_config_change_while_speculating_drops_the_speculation() -> None:
     tt.handle(Pause(600), 0.8)
     assert tt.handle(ConfigChanged(TurnConfig()), 0.9) == [CancelGeneration(1, "stale")]
     assert tt.state is S.LISTENING
+
+
+def test_a_reply_asked_for_while_the_user_speaks_does_not_swallow_their_turn() -> None:
+    """response.create (say, after a tool result) while the user is mid-sentence: the reply starts, and the
+    user's speech still ends in speech_stopped and a committed turn; the reply in progress is not interrupted
+    and no second one starts (the Realtime API: create_response may not create a response while one is active)."""
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(300), 0.3)
+    assert tt.handle(ResponseRequested(), 0.8) == [StartGeneration(1, False, None)]
+    assert tt.handle(Pause(1500), 1.7) == []
+    assert tt.handle(SpeechStopped(1500), 2.0) == [EmitSpeechStopped(1500), CommitUserTurn(1500)]
+    assert tt.state is S.RESPONDING
+    assert tt.handle(GenerationFinished(1), 3.0) == []
+    assert tt.state is S.IDLE
+
+
+def test_a_reply_that_ends_while_the_user_still_speaks_leaves_the_machine_listening() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(300), 0.3)
+    tt.handle(ResponseRequested(), 0.8)
+    assert tt.handle(GenerationFinished(1), 1.2) == []
+    assert tt.state is S.LISTENING
+    assert tt.handle(SpeechStopped(2000), 2.5) == [
+        EmitSpeechStopped(2000), CommitUserTurn(2000), StartGeneration(2, False, 2000)]
+    tt2 = TurnTaking()
+    tt2.handle(SpeechStarted(300), 0.3)
+    tt2.handle(ResponseRequested(), 0.8)
+    assert tt2.handle(CancelRequested(), 1.0) == [CancelGeneration(1, "client_cancelled"), FlushAudio(1)]
+    assert tt2.state is S.LISTENING
