@@ -25,6 +25,7 @@ from controller.input_audio import InputAudio
 from controller.metrics import Metrics
 from controller.pipeline import SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
+from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, ResponseSettings, Say
@@ -242,6 +243,7 @@ class Session(ItemsMixin):
                                           "audio (connect without intent=transcription for a conversation).",
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
+                self._check_references(event)
                 self._response_overrides = event
                 await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
@@ -253,6 +255,14 @@ class Session(ItemsMixin):
                 await self._apply_for(event, tt.CancelRequested())
             case _:
                 await self.handle_item_event(event)
+
+    def _check_references(self, event: ce.ResponseCreate) -> None:
+        """response.input may name items of the conversation: a missing one is the client's error, told now
+        (with the event's id), not a server failure of the reply later."""
+        for i, entry in enumerate(event.input or ()):
+            if isinstance(entry, ItemReference) and entry.id not in self.conversation:
+                raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
+                                          param=f"response.input[{i}].id")
 
     async def _apply_for(self, event: ce.ClientEvent, request: tt.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""

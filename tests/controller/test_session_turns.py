@@ -224,3 +224,20 @@ async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> No
     assert len(conv.of_type("response.done")) == 2  # the requested reply was not interrupted, none was added
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() -> None:
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.send({"type": "response.create", "event_id": "ev_r", "response": {
+                "conversation": "none", "input": [{"type": "item_reference", "id": "item_nope"}]}})
+            error = await conv.wait_for("error", timeout=5)
+            n = await conv.ask("what time is it?")
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert error["error"] == {**error["error"], "type": "invalid_request_error", "code": "item_not_found",
+                              "param": "response.input[0].id", "event_id": "ev_r"}
+    assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
