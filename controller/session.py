@@ -235,6 +235,7 @@ class Session(ItemsMixin):
                 self.audio.trim(self._turn_start_ms)
                 self.vad.reset()
                 self.detector = self._new_detector(self.audio.total_ms)
+                await self.apply(tt.BufferCleared())
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
                 await self._apply_for(event, tt.CancelRequested()) if self.turns.current_gen else None

@@ -76,6 +76,11 @@ class BufferCommitted:
 
 
 @dataclass(frozen=True, slots=True)
+class BufferCleared:
+    """The client cleared the input buffer (input_audio_buffer.clear): the user's turn so far is gone."""
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseRequested:
     """response.create from the client."""
 
@@ -110,9 +115,9 @@ class ConfigChanged:
     config: TurnConfig
 
 
-Event = (SpeechStarted | Pause | SpeechResumed | SpeechStopped | BufferCommitted | ResponseRequested
-         | CancelRequested | ContextChanged | GenerationAudioStarted | GenerationFinished | TimerFired
-         | ConfigChanged)
+Event = (SpeechStarted | Pause | SpeechResumed | SpeechStopped | BufferCommitted | BufferCleared
+         | ResponseRequested | CancelRequested | ContextChanged | GenerationAudioStarted | GenerationFinished
+         | TimerFired | ConfigChanged)
 
 
 # ---- actions (outputs) -----------------------------------------------------------------------------
@@ -189,34 +194,36 @@ _S = TurnState
 TRANSITIONS: dict[TurnState, dict[type, TurnState]] = {
     _S.IDLE: {
         SpeechStarted: _S.LISTENING, Pause: _S.IDLE, SpeechResumed: _S.IDLE, SpeechStopped: _S.IDLE,
-        BufferCommitted: _S.IDLE, ResponseRequested: _S.RESPONDING, CancelRequested: _S.IDLE,
-        ContextChanged: _S.IDLE, GenerationAudioStarted: _S.IDLE, GenerationFinished: _S.IDLE,
+        BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE, ResponseRequested: _S.RESPONDING,
+        CancelRequested: _S.IDLE, ContextChanged: _S.IDLE, GenerationAudioStarted: _S.IDLE, GenerationFinished: _S.IDLE,
         TimerFired: _S.RESPONDING, ConfigChanged: _S.IDLE,
     },
     _S.LISTENING: {
         SpeechStarted: _S.LISTENING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
-        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, ResponseRequested: _S.RESPONDING,
-        CancelRequested: _S.LISTENING, ContextChanged: _S.LISTENING,
+        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE,
+        ResponseRequested: _S.RESPONDING, CancelRequested: _S.LISTENING, ContextChanged: _S.LISTENING,
         GenerationAudioStarted: _S.LISTENING, GenerationFinished: _S.LISTENING,
         TimerFired: _S.LISTENING, ConfigChanged: _S.LISTENING,
     },
     _S.SPECULATING: {
         SpeechStarted: _S.SPECULATING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
-        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, ResponseRequested: _S.SPECULATING,
-        CancelRequested: _S.LISTENING, ContextChanged: _S.SPECULATING,
+        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE,
+        ResponseRequested: _S.SPECULATING, CancelRequested: _S.LISTENING, ContextChanged: _S.SPECULATING,
         GenerationAudioStarted: _S.SPECULATING, GenerationFinished: _S.SPECULATING,
         TimerFired: _S.SPECULATING, ConfigChanged: _S.LISTENING,
     },
     _S.RESPONDING: {
         SpeechStarted: _S.LISTENING, Pause: _S.RESPONDING, SpeechResumed: _S.RESPONDING,
-        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.RESPONDING, ResponseRequested: _S.RESPONDING,
-        CancelRequested: _S.IDLE, ContextChanged: _S.RESPONDING, GenerationAudioStarted: _S.SPEAKING,
+        SpeechStopped: _S.RESPONDING, BufferCommitted: _S.RESPONDING, BufferCleared: _S.RESPONDING,
+        ResponseRequested: _S.RESPONDING, CancelRequested: _S.IDLE, ContextChanged: _S.RESPONDING,
+        GenerationAudioStarted: _S.SPEAKING,
         GenerationFinished: _S.IDLE, TimerFired: _S.RESPONDING, ConfigChanged: _S.RESPONDING,
     },
     _S.SPEAKING: {
         SpeechStarted: _S.LISTENING, Pause: _S.SPEAKING, SpeechResumed: _S.SPEAKING,
-        SpeechStopped: _S.SPEAKING, BufferCommitted: _S.SPEAKING, ResponseRequested: _S.SPEAKING,
-        CancelRequested: _S.IDLE, ContextChanged: _S.SPEAKING, GenerationAudioStarted: _S.SPEAKING,
+        SpeechStopped: _S.SPEAKING, BufferCommitted: _S.SPEAKING, BufferCleared: _S.SPEAKING,
+        ResponseRequested: _S.SPEAKING, CancelRequested: _S.IDLE, ContextChanged: _S.SPEAKING,
+        GenerationAudioStarted: _S.SPEAKING,
         GenerationFinished: _S.IDLE, TimerFired: _S.SPEAKING, ConfigChanged: _S.SPEAKING,
     },
 }
@@ -351,6 +358,14 @@ def _on_buffer_committed(tt: TurnTaking, ev: BufferCommitted, target: TurnState,
     return tt.state if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING) else target
 
 
+def _on_buffer_cleared(tt: TurnTaking, ev: BufferCleared, target: TurnState, actions: list[Action],
+                       now: float) -> TurnState:
+    if tt.state is TurnState.SPECULATING:
+        tt._cancel_current("rollback", actions)  # it answers audio that no longer exists
+    tt._user_turn_open = False  # the next speech is a new turn, with its own speech_started
+    return target
+
+
 def _on_response_requested(tt: TurnTaking, ev: ResponseRequested, target: TurnState,
                            actions: list[Action], now: float) -> TurnState:
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING, TurnState.SPECULATING):
@@ -418,6 +433,7 @@ _HANDLERS = {
     SpeechResumed: _on_speech_resumed,
     SpeechStopped: _on_speech_stopped,
     BufferCommitted: _on_buffer_committed,
+    BufferCleared: _on_buffer_cleared,
     ResponseRequested: _on_response_requested,
     CancelRequested: _on_cancel_requested,
     ContextChanged: _on_context_changed,

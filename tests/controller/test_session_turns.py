@@ -6,9 +6,7 @@ import asyncio
 
 import numpy as np
 
-from tests.controller.scripted_pipeline import (
-    ScriptedPipeline, connect, scripted_server, speech, user_messages,
-)
+from tests.controller.scripted_pipeline import ScriptedPipeline, connect, scripted_server, speech, user_messages
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
 
@@ -241,3 +239,24 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
     assert error["error"] == {**error["error"], "type": "invalid_request_error", "code": "item_not_found",
                               "param": "response.input[0].id", "event_id": "ev_r"}
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
+
+
+async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_speech_starts_a_turn() -> None:
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
+            await asyncio.sleep(0.2)
+            await conv.send({"type": "input_audio_buffer.clear"})
+            await conv.wait_for("input_audio_buffer.cleared")
+            await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+            done = await conv.wait_for("response.done", timeout=10)
+        finally:
+            await conv.close()
+    types = [e["type"] for e in conv.events if e["type"].startswith("input_audio_buffer.")]
+    assert types == ["input_audio_buffer.speech_started", "input_audio_buffer.cleared",
+                     "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                     "input_audio_buffer.committed"]
+    assert done["response"]["status"] == "completed"
+    assert len(conv.of_type("response.created")) == 1

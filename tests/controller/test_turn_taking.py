@@ -6,7 +6,7 @@ import pytest
 
 from controller.errors import LocalProtocolError
 from controller.turn_taking import (
-    IDLE_TIMER, BufferCommitted, CancelGeneration, CancelRequested, CancelTimer, CommitGeneration,
+    IDLE_TIMER, BufferCleared, BufferCommitted, CancelGeneration, CancelRequested, CancelTimer, CommitGeneration,
     CommitUserTurn, ConfigChanged, ContextChanged, EmitIdleTimeout, EmitSpeechStarted, EmitSpeechStopped,
     FlushAudio, GenerationAudioStarted, GenerationFinished, Pause, RejectRequest, ResponseRequested,
     SpeechResumed, SpeechStarted, SpeechStopped, StartGeneration, StartTimer, TimerFired, TurnConfig,
@@ -160,3 +160,14 @@ def test_a_reply_that_ends_while_the_user_still_speaks_leaves_the_machine_listen
     tt2.handle(ResponseRequested(), 0.8)
     assert tt2.handle(CancelRequested(), 1.0) == [CancelGeneration(1, "client_cancelled"), FlushAudio(1)]
     assert tt2.state is S.LISTENING
+
+
+def test_clearing_the_buffer_mid_turn_rolls_the_speculation_back_and_the_next_speech_is_a_new_turn() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+    tt.handle(Pause(1000), 1.2)
+    assert tt.handle(BufferCleared(), 1.3) == [CancelGeneration(1, "rollback")]
+    assert tt.state is S.IDLE and tt.current_gen is None
+    assert tt.handle(SpeechStarted(1500), 1.5) == [EmitSpeechStarted(1500)]
+    assert tt.handle(SpeechStopped(2500), 3.0) == [
+        EmitSpeechStopped(2500), CommitUserTurn(2500), StartGeneration(2, False, 2500)]
