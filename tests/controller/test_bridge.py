@@ -19,7 +19,7 @@ async def test_a_stalled_event_loop_neither_loses_nor_repeats_items() -> None:
                 got.append(item)
                 if len(got) > 6:
                     break
-                time.sleep(0.3)  # blocks the loop on purpose
+                time.sleep(0.3)  # noqa: ASYNC251 - blocks the loop on purpose
     assert got == list(range(6))
 
 
