@@ -3,6 +3,7 @@
     python -m bench.latency [--runs 5] [--modes on,off]                 # starts one server per mode itself
     python -m bench.latency --url ws://127.0.0.1:8765/v1/realtime        # a running server, as configured
     python -m bench.latency --url-on URL_A --url-off URL_B               # two running servers
+    python -m bench.latency --modes on --sessions 1,2,3                  # 1, 2 and 3 sessions talking at once
 
 Each run is a fresh session that streams one spoken sentence (by default one of four sentences of
 two_cities.wav from the moonshine-voice wheel, each one turn under the default server VAD; run i sends
@@ -226,37 +227,44 @@ async def one_run(url: str, wav: Path, eos_sample: int, api_key: str | None, tim
                      assistant_transcript=final.assistant_transcript)
 
 
-async def bench_modes(urls: dict[str, str], runs: int, clips: list[tuple[Path, int]], api_key: str | None,
-                      timeout_s: float) -> dict[str, dict[str, object]]:
-    """Alternate the modes run by run, so that slow drift of the machine hits both alike.
+async def bench_modes(arms: dict[str, tuple[str, int]], runs: int, clips: list[tuple[Path, int]],
+                      api_key: str | None, timeout_s: float) -> dict[str, dict[str, object]]:
+    """arms: label -> (server URL, sessions talking at once). Alternate the arms run by run, so that slow drift of
+    the machine hits all alike.
 
-    Run i sends clip i % len(clips) in every mode: consecutive requests to one server then never share
-    a prompt, as in a real conversation (a repeated prompt would hit llama.cpp's prompt cache whole).
+    Run i sends clip (i + k) % len(clips) from its k-th session, in every arm: consecutive requests to one server
+    then never share a prompt, as in a real conversation (a repeated prompt would hit llama.cpp's prompt cache
+    whole). The sessions of a run start together, so that their turns end together: the worst case for a server.
     """
-    before = {mode: await scrape_metrics(url) for mode, url in urls.items()}
-    results: dict[str, list[RunResult]] = {mode: [] for mode in urls}
+    results: dict[str, list[RunResult]] = {label: [] for label in arms}
+    counters: dict[str, dict[str, float]] = {label: {} for label in arms}  # /metrics differences over the runs
     for i in range(runs):
-        for mode, url in urls.items():
-            wav, eos_sample = clips[i % len(clips)]
-            r = await one_run(url, wav, eos_sample, api_key, timeout_s)
-            results[mode].append(r)
-            print(f"  {mode} run {i + 1}/{runs}: first audio {r.first_audio_s}, transcript {r.transcript_s}, "
-                  f"rtf {r.tts_rtf}, error {r.error}", file=sys.stderr)
-    after = {mode: await scrape_metrics(url) for mode, url in urls.items()}
-    return {mode: {
+        for label, (url, sessions) in arms.items():
+            before = await scrape_metrics(url)
+            rs = await asyncio.gather(*(one_run(url, *clips[(i + k) % len(clips)], api_key, timeout_s)
+                                        for k in range(sessions)))
+            after = await scrape_metrics(url)
+            for name, value in after.items():
+                counters[label][name] = counters[label].get(name, 0.0) + value - before.get(name, 0.0)
+            results[label] += rs
+            for r in rs:
+                print(f"  {label} run {i + 1}/{runs}: first audio {r.first_audio_s}, transcript {r.transcript_s}, "
+                      f"rtf {r.tts_rtf}, error {r.error}", file=sys.stderr)
+    return {label: {
         "url": url,
-        "runs": [asdict(r) for r in results[mode]],
+        "sessions": sessions,
+        "runs": [asdict(r) for r in results[label]],
         "summary": {
-            "first_audio_s": stats([r.first_audio_s for r in results[mode]]),
-            "transcript_s": stats([r.transcript_s for r in results[mode]]),
-            "done_s": stats([r.done_s for r in results[mode]]),
-            "tts_rtf": stats([r.tts_rtf for r in results[mode]]),
-            "errors": sum(r.error is not None for r in results[mode]),
-            "speculation": speculation(before[mode], after[mode]),
+            "first_audio_s": stats([r.first_audio_s for r in results[label]]),
+            "transcript_s": stats([r.transcript_s for r in results[label]]),
+            "done_s": stats([r.done_s for r in results[label]]),
+            "tts_rtf": stats([r.tts_rtf for r in results[label]]),
+            "errors": sum(r.error is not None for r in results[label]),
+            "speculation": speculation({}, counters[label]),
             # Synthesis seconds per second of reply audio, as the server measured it (lower is faster).
-            "server_tts_rtf": _histogram_mean(before[mode], after[mode], "stepaudio_tts_real_time_factor"),
+            "server_tts_rtf": _histogram_mean({}, counters[label], "stepaudio_tts_real_time_factor"),
         },
-    } for mode, url in urls.items()}
+    } for label, (url, sessions) in arms.items()}
 
 
 def _histogram_mean(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
@@ -311,12 +319,15 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
                 procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)
             urls[mode] = url
-        modes = await bench_modes(urls, args.runs, clips, args.api_key, args.timeout)
+        counts = [int(n) for n in args.sessions.split(",")]
+        arms = {mode if len(counts) == 1 else f"{mode} x{n}": (url, n) for mode, url in urls.items() for n in counts}
+        modes = await bench_modes(arms, args.runs, clips, args.api_key, args.timeout)
     finally:
         for proc in procs:
             stop_server(proc)
     for mode, log in logs.items():
-        modes[mode]["server_stages_ms"] = reply_stages(log.read_text(errors="replace"))
+        if mode in modes:  # one session count: the server's log holds this arm's replies alone
+            modes[mode]["server_stages_ms"] = reply_stages(log.read_text(errors="replace"))
     return {
         "clips": [{"wav": str(w), "end_of_speech_s": e / WIRE_RATE} for w, e in clips],
         "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
@@ -333,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
     p.add_argument("--profile", default="embedded")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--sessions", default="1",
+                   help="sessions talking at once per run, e.g. 1,2,3 (each count is an arm, alternated run by run)")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="extra option for the servers started here (repeatable), e.g. --serve-arg=--pause-ms=120")
     p.add_argument("--wav", help="speech to send instead of the default two_cities sentence")
