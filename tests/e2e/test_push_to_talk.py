@@ -1,0 +1,55 @@
+"""A push-to-talk question (input_audio_buffer.commit + response.create), then a spoken turn under server VAD, against
+`stepaudio-rt serve --profile embedded`: each reply answers its own question and follows it in the conversation.
+
+The questions are Piper's speech (the embedded TTS), cut to their voiced samples as a push-to-talk button cuts them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+
+from tests.e2e.helpers import RATE, open_conversation, silence
+
+pytestmark = pytest.mark.slow
+
+
+def spoken(text: str) -> np.ndarray:
+    from speech_decoder.piper_tts import PiperTts
+
+    tts = PiperTts.load(voice="joe")
+    pcm = soxr.resample(np.concatenate(list(tts.synthesize(text))), tts.sample_rate, RATE).astype(np.float32)
+    voiced = np.flatnonzero(np.abs(pcm) > 0.01)
+    return pcm[voiced[0]: voiced[-1] + 1]
+
+
+async def test_each_reply_answers_its_question_and_follows_it(embedded_server) -> None:
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.update_session(temperature=0.0, instructions="Answer in one short sentence.",
+                                  audio={"input": {"turn_detection": None}})
+        await conv.stream(spoken("What is the capital of France?"), pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})  # at once, as the browser page's push-to-talk release does
+        first = await conv.wait_for("response.done", timeout=120)
+
+        n = len(conv.events)
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad"}}})
+        await conv.stream(np.concatenate([silence(0.5), spoken("And what is the capital of Italy?"), silence(1.5)]))
+        second = await conv.wait_for("response.done", after=n, timeout=120)
+    finally:
+        await conv.close()
+
+    said = {e["response_id"]: e["transcript"].lower() for e in conv.of_type("response.output_audio_transcript.done")}
+    # Before the fix the first reply was built before the committed turn's transcript existed: it answered nothing
+    # ("The book is about a group of friends ...").
+    assert "paris" in said[first["response"]["id"]], said
+    assert "rome" in said[second["response"]["id"]], said
+    # The conversation's order: user, assistant, user, assistant, each item after the one before it. Before the fix
+    # the second reply (a committed speculation) claimed to follow the first reply, not the question it answers.
+    added = [(e["item"]["id"], e["item"]["role"], e["previous_item_id"])
+             for e in conv.of_type("conversation.item.added")]
+    assert [role for _, role, _ in added] == ["user", "assistant", "user", "assistant"], added
+    for (before, _, _), (_, _, previous) in zip(added, added[1:]):
+        assert previous == before, added
