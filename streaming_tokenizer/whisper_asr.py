@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import zlib
 from pathlib import Path
@@ -26,11 +27,17 @@ SHORT_CLIP_SAMPLES = 25 * SAMPLE_RATE
 WINDOW_MAX_FRAMES = 3000
 # faster-whisper's own threshold for a looping, hallucinated decode.
 MAX_COMPRESSION_RATIO = 2.4
-# Silence added on both sides of every clip. Speech that starts or ends at the clip's edge (a push-to-talk turn, an
-# audio item sent whole) is misread: of six synthesised questions of 1-3 s, tiny.en read two as "What is the capital
-# of France? What is the capital of France? What is the" and "and what is the capital of the" without it; with 0.3 s
-# all six read as with the full 30 s window, for ~14 ms more per clip. VAD-cut turns have such margins already.
-EDGE_PAD_SAMPLES = int(0.3 * SAMPLE_RATE)
+# A decode of a window cut to the audio sometimes starts the clip over once it has read it (seen with tiny.en on
+# 1-3 s questions: "What is the capital of France? What is the capital of France? What is"); too short to compress
+# past MAX_COMPRESSION_RATIO, but a phrase of this many words read twice gives it away (rare in one spoken turn).
+REPEATED_PHRASE_WORDS = 4
+
+
+def _repeats_a_phrase(text: str) -> bool:
+    """Whether some phrase of REPEATED_PHRASE_WORDS words occurs twice."""
+    words = re.findall(r"[\w']+", text.lower())
+    phrases = [tuple(words[i:i + REPEATED_PHRASE_WORDS]) for i in range(len(words) - REPEATED_PHRASE_WORDS + 1)]
+    return len(set(phrases)) < len(phrases)
 
 
 def _compression_ratio(text: str) -> float:
@@ -106,14 +113,13 @@ class WhisperAsr:
         if audio.size < MIN_SAMPLES:
             return ""
         lang = self._resolve_language(normalize_language(language))
-        audio = np.pad(audio, EDGE_PAD_SAMPLES)
         with self._lock:
             self.calls += 1
             if audio.size <= SHORT_CLIP_SAMPLES:
                 text = self._transcribe_window(audio, lang)
-                # A cut window can make Whisper loop on a phrase (seen with base); such output
-                # compresses far better than speech does: then decode the standard way.
-                if _compression_ratio(text) <= MAX_COMPRESSION_RATIO:
+                # A cut window can make Whisper loop on a phrase (seen with base and tiny.en): then decode the
+                # standard way.
+                if _compression_ratio(text) <= MAX_COMPRESSION_RATIO and not _repeats_a_phrase(text):
                     return text
             # Greedy decoding at temperature 0 only: the fallback ladder can re-decode up to six times,
             # which would make latency unpredictable. Timestamps and conditioning on earlier windows

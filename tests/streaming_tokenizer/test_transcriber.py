@@ -72,3 +72,16 @@ def test_reset_starts_a_new_turn() -> None:
 def test_rejects_stereo() -> None:
     with pytest.raises(ValueError):
         StreamingTranscriber(RecordingAsr(), "en").feed(np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("text, loops", [
+    ("What is the capital of France? What is the capital of France? What is", True),  # tiny.en, a 1.7 s question
+    ("I would like to hear about the weather in Berlin tomorrow. I would like to hear about the weather", True),
+    ("Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.", False),
+    ("Hello, hello, can you hear me?", False),
+    ("", False),
+])
+def test_a_decode_that_starts_the_clip_over_is_recognised(text: str, loops: bool) -> None:
+    from streaming_tokenizer.whisper_asr import _repeats_a_phrase
+
+    assert _repeats_a_phrase(text) is loops

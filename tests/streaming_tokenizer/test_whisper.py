@@ -31,23 +31,6 @@ def test_tiny_en_transcribes_beckett(tiny_en: WhisperAsr, beckett: np.ndarray) -
     assert tiny_en.name == "tiny.en" and not tiny_en.multilingual
 
 
-@pytest.mark.parametrize("question, want", [("What is the capital of France?", "what is the capital of france"),
-                                            ("And what is the capital of Italy?", "and what is the capital of italy")])
-def test_speech_from_the_first_to_the_last_sample_is_read_once_and_whole(tiny_en: WhisperAsr, question: str,
-                                                                          want: str) -> None:
-    """A push-to-talk turn or an audio item may have no silence around the words (here Piper's speech, cut at its
-    ends): read without margins, Whisper repeated the first question and dropped the last word of the second."""
-    import soxr
-
-    from speech_decoder.piper_tts import PiperTts
-
-    tts = PiperTts.load(voice="joe")
-    speech = soxr.resample(np.concatenate(list(tts.synthesize(question))), tts.sample_rate, SR).astype(np.float32)
-    voiced = np.flatnonzero(np.abs(speech) > 0.01)
-    speech = speech[voiced[0]: voiced[-1] + 1]
-    assert words(tiny_en.transcribe(speech, "en")) == want
-
-
 def test_too_short_input_is_empty_without_a_model_call(tiny_en: WhisperAsr) -> None:
     before = tiny_en.calls
     assert tiny_en.transcribe(np.zeros(800, np.float32), "en") == ""
