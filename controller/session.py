@@ -238,7 +238,9 @@ class Session(ItemsMixin):
                 await self.apply(tt.BufferCleared())
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
-                await self._apply_for(event, tt.CancelRequested()) if self.turns.current_gen else None
+                # Stops a reply the client hears; there is none to stop while only a speculation runs.
+                if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
+                    await self._apply_for(event, tt.CancelRequested())
             case ce.ResponseCreate() if self.cfg.kind == "transcription":
                 raise RemoteProtocolError("A transcription session has no responses: it only transcribes the input "
                                           "audio (connect without intent=transcription for a conversation).",

@@ -12,6 +12,8 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
   "rollback"). At end of turn it is committed only if its inputs equal the final ones; otherwise it is
   cancelled and a fresh generation starts. A speculative generation's output never leaves before commit:
   the adapter holds it, so GenerationAudioStarted and GenerationFinished only arrive for committed ones.
+- response.cancel concerns only what the client can see: while SPECULATING it is refused and the speculation
+  goes on.
 - Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response cancels the reply
   (CancelGeneration + FlushAudio) and the machine listens to the user again.
 - A reply requested (response.create) while the user speaks starts at once, and the user's turn stays open:
@@ -208,7 +210,7 @@ TRANSITIONS: dict[TurnState, dict[type, TurnState]] = {
     _S.SPECULATING: {
         SpeechStarted: _S.SPECULATING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
         SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE,
-        ResponseRequested: _S.SPECULATING, CancelRequested: _S.LISTENING, ContextChanged: _S.SPECULATING,
+        ResponseRequested: _S.SPECULATING, CancelRequested: _S.SPECULATING, ContextChanged: _S.SPECULATING,
         GenerationAudioStarted: _S.SPECULATING, GenerationFinished: _S.SPECULATING,
         TimerFired: _S.SPECULATING, ConfigChanged: _S.LISTENING,
     },
@@ -383,9 +385,8 @@ def _on_cancel_requested(tt: TurnTaking, ev: CancelRequested, target: TurnState,
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
         tt._cancel_current("client_cancelled", actions, flush=True)
         return TurnState.LISTENING if tt._user_turn_open else target
-    if tt.state is TurnState.SPECULATING:
-        tt._cancel_current("rollback", actions)
-        return target
+    # A speculation is invisible until committed: the client has no response to cancel, and (as the Realtime API
+    # documents for a cancel with none in progress) the session stays as it was, so the speculation goes on.
     actions.append(RejectRequest("response_cancel_not_active", "There is no active response to cancel."))
     return tt.state
 

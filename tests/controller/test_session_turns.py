@@ -260,3 +260,27 @@ async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_s
                      "input_audio_buffer.committed"]
     assert done["response"]["status"] == "completed"
     assert len(conv.of_type("response.created")) == 1
+
+
+async def test_cancelling_while_only_a_speculation_runs_is_refused_and_the_speculation_goes_on() -> None:
+    """While the user pauses, the reply being prepared is invisible: the client has no response to cancel. As the
+    Realtime API documents for response.cancel with none in progress: an error, and the session is unaffected, so
+    the speculation still answers the turn when it ends."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
+            await conv.send({"type": "response.cancel", "event_id": "ev_stop"})
+            error = await conv.wait_for("error", timeout=5)
+            await asyncio.sleep(0.3)
+            await conv.stream(silence(0.5), pace=0)
+            done = await conv.wait_for("response.done", timeout=10)
+        finally:
+            await conv.close()
+        metrics = server.metrics.render().decode()
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("response_cancel_not_active", "ev_stop")
+    assert done["response"]["status"] == "completed" and len(conv.of_type("response.created")) == 1
+    assert "stepaudio_speculations_committed_total 1.0" in metrics
+    for raw in conv.raw:
+        validate_server_event(raw)

@@ -171,3 +171,13 @@ def test_clearing_the_buffer_mid_turn_rolls_the_speculation_back_and_the_next_sp
     assert tt.handle(SpeechStarted(1500), 1.5) == [EmitSpeechStarted(1500)]
     assert tt.handle(SpeechStopped(2500), 3.0) == [
         EmitSpeechStopped(2500), CommitUserTurn(2500), StartGeneration(2, False, 2500)]
+
+
+def test_cancel_while_speculating_is_refused_and_the_speculation_is_committed_at_end_of_turn() -> None:
+    tt = TurnTaking()
+    tt.handle(SpeechStarted(0), 0.0)
+    tt.handle(Pause(1000), 1.2)
+    [reject] = tt.handle(CancelRequested(), 1.3)
+    assert isinstance(reject, RejectRequest) and reject.code == "response_cancel_not_active"
+    assert tt.state is S.SPECULATING and tt.current_gen == 1
+    assert tt.handle(SpeechStopped(1000), 1.5) == [EmitSpeechStopped(1000), CommitUserTurn(1000), CommitGeneration(1)]
