@@ -438,7 +438,7 @@ class Session(ItemsMixin):
                 self.metrics.turn_input_wait.observe(resp.marks["input_ready"] - resp.marks["start"])
             # A speculation gets here before the turn it answers is committed. It is committed only right after
             # that turn (anything else joining the conversation makes it stale), so its reply follows that turn.
-            if turn is not None and turn[0] not in self.conversation:
+            if turn is not None and self.turn_open(turn[0]):
                 resp.previous_item_id = turn[0]
             else:
                 resp.previous_item_id = self.conversation.last_item_id()

@@ -76,6 +76,10 @@ class ItemsMixin(_Base):
                 self._turn_inputs.pop(next(iter(self._turn_inputs)))
         return task
 
+    def turn_open(self, item_id: str) -> bool:
+        """Whether item_id is the user's turn still open (not committed yet), as a speculation's turn can be."""
+        return item_id == self._turn_item_id
+
     def maybe_warm_turn_input(self) -> None:
         """Speculation's first stage: once a silence has lasted WARM_TURN_INPUT_MS, transcribe the turn up to where
         the silence began, so that a Pause there finds its input ready (a shared turn_task). Wasted, like a rolled
@@ -147,11 +151,13 @@ class ItemsMixin(_Base):
             text = (await turn).transcript
         except Exception as exc:
             self.log.exception("transcription failed")
-            await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
-                                                             code="transcription_failed", message=str(exc)))
+            if item_id in self.conversation:
+                await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
+                                                                 code="transcription_failed", message=str(exc)))
             return
-        if item_id in self.conversation:
-            self.conversation.set_text(item_id, text)
+        if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
+            return
+        self.conversation.set_text(item_id, text)
         arrived = self.audio.arrival_time(end_ms)
         if arrived is not None:
             self.metrics.transcript_latency.observe(max(0.0, time.monotonic() - arrived))
@@ -189,8 +195,9 @@ class ItemsMixin(_Base):
             if item_id in self.conversation:
                 self.conversation.set_text(item_id, heard.transcript)
                 overrides[item_id] = heard.lm_content
-            else:  # a speculation answers a turn that is not in the conversation yet
+            elif self.turn_open(item_id):  # a speculation answers a turn that is not in the conversation yet
                 extra.append({"role": "user", "content": heard.lm_content})
+            # else the client deleted the turn before the reply was created: the reply does not hear it
         messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
                                               self.pipeline.count_tokens, overrides) + extra
         return self._chat_request(resp, cfg, messages)

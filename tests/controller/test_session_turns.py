@@ -284,3 +284,29 @@ async def test_cancelling_while_only_a_speculation_runs_is_refused_and_the_specu
     assert "stepaudio_speculations_committed_total 1.0" in metrics
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_user_turn_deleted_while_it_is_transcribed_is_gone_for_the_client_and_the_reply() -> None:
+    """The client deletes the user's turn right after input_audio_buffer.committed, while its transcription runs
+    (before any response.created). After conversation.item.deleted, nothing more may come about that item (no
+    transcript, no conversation.item.done bringing it back), and the reply must not answer it or follow it."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 0.5
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)
+            committed = await conv.wait_for("input_audio_buffer.committed", timeout=5)
+            await conv.send({"type": "conversation.item.delete", "item_id": committed["item_id"]})
+            deleted = await conv.wait_for("conversation.item.deleted", timeout=5)
+            await conv.wait_for("response.done", timeout=10)
+            await asyncio.sleep(0.3)  # the transcription has long finished
+        finally:
+            await conv.close()
+    after = conv.events[conv.events.index(deleted) + 1:]
+    assert [e["type"] for e in after if committed["item_id"] in (e.get("item_id"), e.get("item", {}).get("id"),
+                                                                  e.get("previous_item_id"))] == []
+    assert [user_messages(r) for r in pipeline.requests] == [[]]
+    assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
