@@ -104,22 +104,28 @@ class Session(ItemsMixin):
     async def run(self, ws: ServerConnection) -> None:
         self._ws = ws
         writer = asyncio.create_task(self._writer(ws))
+        reader = asyncio.create_task(self._reader(ws))
         self.metrics.sessions_live.inc()
         self.metrics.sessions_total.inc()
         try:
             await self.emit(self.events.session_created(session_to_wire(
                 self.cfg, session_id=self.session_id, model=self.model)))
+            # Either side ending ends the session. A writer that died (the connection is gone) may leave the
+            # output queue full, with a client event waiting on it for ever: the reader is cancelled, not awaited.
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # a failure of the session itself surfaces to the server
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            await self.close()
+            self.metrics.sessions_live.dec()
+
+    async def _reader(self, ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
             async for raw in ws:
                 await self.receive(raw)
-                if writer.done():
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            await self.close()
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-            self.metrics.sessions_live.dec()
 
     async def close(self) -> None:
         """Free every task, timer and buffer of the session."""
@@ -130,6 +136,7 @@ class Session(ItemsMixin):
             handle.cancel()
         self._timers.clear()
         tasks = ([task for _, task in self._responses.values()] + list(self._tasks)
+                 + [resp.release_task for resp, _ in self._responses.values() if resp.release_task]
                  + list(self._turn_inputs.values()) + list(self._item_transcriptions))
         for task in tasks:
             task.cancel()

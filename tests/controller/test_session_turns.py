@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import time
 
 import numpy as np
+import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, connect, scripted_server, speech, user_messages
 from tests.e2e.helpers import silence
@@ -310,3 +315,31 @@ async def test_a_user_turn_deleted_while_it_is_transcribed_is_gone_for_the_clien
     assert not conv.of_type("error")
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_that_stops_reading_then_drops_ends_its_session() -> None:
+    """A client stops reading: the server's socket buffers fill, then the session's output queue. The client sends
+    more events and its connection drops. The session must end and free everything, not wait for ever to queue an
+    event for a connection that is gone."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.server.port))
+        # max_queue=1: the client reads nothing past the first message.
+        ws = await ws_connect(f"ws://127.0.0.1:{server.server.port}/v1/realtime", sock=sock, max_queue=1)
+        big = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a" * 1_000_000}]}
+        for _ in range(20):  # each item comes back twice (item.added, item.done): 40 MB, more than the buffers hold
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": big}))
+        for _ in range(300):  # each is answered by an error event: more than the session's output queue holds
+            await ws.send(json.dumps({"type": "response.cancel"}))
+        await asyncio.sleep(2.0)
+        ws.transport.abort()
+        deadline = time.monotonic() + 10
+        while server.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        live = len(server.sessions)
+        metrics = server.metrics.render().decode()
+    assert live == 0
+    assert "stepaudio_sessions_live 0.0" in metrics
