@@ -343,3 +343,34 @@ async def test_a_client_that_stops_reading_then_drops_ends_its_session() -> None
         metrics = server.metrics.render().decode()
     assert live == 0
     assert "stepaudio_sessions_live 0.0" in metrics
+
+
+async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_turn_and_the_reply_goes_on() -> None:
+    """turn_detection.interrupt_response false: the Realtime API still emits the VAD events and only leaves the reply
+    uncancelled. What the user says over the reply must be a committed, transcribed turn that later replies hear."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                            "twelve."]
+    pipeline.word_seconds = 0.05
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                          "interrupt_response": False}}})
+            n = await conv.ask("count to twelve")
+            await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+            await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+            transcribed = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+            n = await conv.ask("thanks")
+            await conv.wait_for("response.done", after=n, timeout=10)
+        finally:
+            await conv.close()
+    assert done["response"]["status"] == "completed"
+    assert [len(conv.of_type(t)) for t in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                                           "input_audio_buffer.committed")] == [1, 1, 1]
+    assert transcribed["transcript"] == "what time is it"
+    assert "what time is it" in user_messages(pipeline.requests[-1])
+    assert len(conv.of_type("response.done")) == 2
+    for raw in conv.raw:
+        validate_server_event(raw)

@@ -79,7 +79,7 @@ def test_no_barge_in_when_interrupt_response_is_off() -> None:
     tt = TurnTaking(config=TurnConfig(interrupt_response=False))
     tt.handle(ResponseRequested(), 0.0)
     tt.handle(GenerationAudioStarted(1), 0.5)
-    assert tt.handle(SpeechStarted(900), 0.9) == []
+    assert tt.handle(SpeechStarted(900), 0.9) == [EmitSpeechStarted(900)]
     assert tt.state is S.SPEAKING
 
 
