@@ -107,6 +107,7 @@ class RealtimeClient:
         self._reader: asyncio.Task[None] | None = None
         self._last_session: dict[str, object] | None = None
         self._out_bytes_per_sample = _BYTES_PER_WIRE_SAMPLE["audio/pcm"]
+        self._server_interrupts = True  # the session's turn_detection.interrupt_response
 
     @classmethod
     async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
@@ -331,6 +332,7 @@ class RealtimeClient:
         t = event.type
         if t in ("session.created", "session.updated"):
             self._out_bytes_per_sample = _output_bytes_per_sample(event)
+            self._server_interrupts = _interrupts_response(event)
         elif t == "response.output_audio.delta" and event.item_id:
             n = int(len(event.audio) / self._out_bytes_per_sample)
             self.playback.enqueue(event.item_id, n, now, event.content_index)
@@ -338,7 +340,9 @@ class RealtimeClient:
             self.playback.finish_item(event.item_id)
         elif t == "response.done":
             self.playback.finish_all()
-        elif t == "input_audio_buffer.speech_started" and self.auto_truncate and self.playback.is_playing(now):
+        elif (t == "input_audio_buffer.speech_started" and self.auto_truncate and self._server_interrupts
+              and self.playback.is_playing(now)):
+            # With interrupt_response off the server lets the reply play on over the user: nothing is cut.
             for tr in self.playback.interrupt(now):
                 # A task keeps the reader reading; frames still go out in order on the one socket.
                 task = asyncio.ensure_future(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
@@ -351,6 +355,15 @@ class RealtimeClient:
 def _log_send_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("sending a truncate failed: %s", task.exception())
+
+
+def _interrupts_response(event: ServerEvent) -> bool:
+    """turn_detection.interrupt_response of a session event (true unless the session turns it off)."""
+    session = event.get("session")
+    audio = session.get("audio") if isinstance(session, Mapping) else None
+    inp = audio.get("input") if isinstance(audio, Mapping) else None
+    td = inp.get("turn_detection") if isinstance(inp, Mapping) else None
+    return not (isinstance(td, Mapping) and td.get("interrupt_response") is False)
 
 
 def _output_bytes_per_sample(event: ServerEvent) -> float:
