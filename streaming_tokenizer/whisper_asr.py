@@ -27,17 +27,18 @@ SHORT_CLIP_SAMPLES = 25 * SAMPLE_RATE
 WINDOW_MAX_FRAMES = 3000
 # faster-whisper's own threshold for a looping, hallucinated decode.
 MAX_COMPRESSION_RATIO = 2.4
-# A decode of a window cut to the audio sometimes starts the clip over once it has read it (seen with tiny.en on
-# 1-3 s questions: "What is the capital of France? What is the capital of France? What is"); too short to compress
-# past MAX_COMPRESSION_RATIO, but a phrase of this many words read twice gives it away (rare in one spoken turn).
-REPEATED_PHRASE_WORDS = 4
+# A decode of a window cut to the audio sometimes starts the clip over once it has read it and goes on until the
+# length cap (seen with tiny.en on 1-3 s questions: "What is the capital of France? What is the capital of France?
+# What is"); too short to compress past MAX_COMPRESSION_RATIO. Its sign: from some word on, the text reads its own
+# beginning again, for at least this many words. A speaker who restarts a phrase ("I want to go to the store and then
+# I want to go to the park") goes on differently.
+RESTART_WORDS = 4
 
 
-def _repeats_a_phrase(text: str) -> bool:
-    """Whether some phrase of REPEATED_PHRASE_WORDS words occurs twice."""
+def _starts_over(text: str) -> bool:
+    """Whether, from some word on, the text is its own beginning again, for RESTART_WORDS words or more."""
     words = re.findall(r"[\w']+", text.lower())
-    phrases = [tuple(words[i:i + REPEATED_PHRASE_WORDS]) for i in range(len(words) - REPEATED_PHRASE_WORDS + 1)]
-    return len(set(phrases)) < len(phrases)
+    return any(words[k:] == words[:len(words) - k] for k in range(1, len(words) - RESTART_WORDS + 1))
 
 
 def _compression_ratio(text: str) -> float:
@@ -119,7 +120,7 @@ class WhisperAsr:
                 text = self._transcribe_window(audio, lang)
                 # A cut window can make Whisper loop on a phrase (seen with base and tiny.en): then decode the
                 # standard way.
-                if _compression_ratio(text) <= MAX_COMPRESSION_RATIO and not _repeats_a_phrase(text):
+                if _compression_ratio(text) <= MAX_COMPRESSION_RATIO and not _starts_over(text):
                     return text
             # Greedy decoding at temperature 0 only: the fallback ladder can re-decode up to six times,
             # which would make latency unpredictable. Timestamps and conditioning on earlier windows

@@ -79,9 +79,11 @@ def test_rejects_stereo() -> None:
     ("I would like to hear about the weather in Berlin tomorrow. I would like to hear about the weather", True),
     ("Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.", False),
     ("Hello, hello, can you hear me?", False),
+    ("I want to go to the store and then I want to go to the park.", False),
+    ("Tell me about the weather and tell me about the news.", False),  # a phrase said twice, not the opening
     ("", False),
 ])
 def test_a_decode_that_starts_the_clip_over_is_recognised(text: str, loops: bool) -> None:
-    from streaming_tokenizer.whisper_asr import _repeats_a_phrase
+    from streaming_tokenizer.whisper_asr import _starts_over
 
-    assert _repeats_a_phrase(text) is loops
+    assert _starts_over(text) is loops
