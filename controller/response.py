@@ -183,10 +183,16 @@ class Response:
     def audio_out(self) -> bool:
         return "audio" in self.settings.modalities
 
+    async def announce(self) -> None:
+        """response.created, once. A reply the client asked for announces itself before its prompt is ready (it may
+        wait for the turn's transcription), so that a response.cancel meanwhile has a response to cancel."""
+        if not self._created:
+            self._created = True
+            await self._emit(self.ev.response_created(self._response_obj("in_progress")))
+
     async def run(self, request: object) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
-        self._created = True
-        await self._emit(self.ev.response_created(self._response_obj("in_progress")))
+        await self.announce()
         # A short first piece (a clause of three words or more, or else a phrase of three words not ending on a
         # function word) lets synthesis start before the first sentence is complete; later pieces are sentences.
         # Three words rather than four: 56 ms less from end of speech to first audio at p50 (bench.latency, 2 cores).
@@ -361,8 +367,7 @@ class Response:
 
     async def finish_empty(self) -> None:
         """Nothing to answer (the user's audio held no words): an empty, completed response."""
-        self._created = True
-        await self._emit(self.ev.response_created(self._response_obj("in_progress")))
+        await self.announce()
         await self._finish("completed")
 
     async def finish_failed(self, message: str) -> None:

@@ -115,6 +115,8 @@ class Session(ItemsMixin):
             await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
             if reader.done():
                 reader.result()  # a failure of the session itself surfaces to the server
+            elif not isinstance(writer.exception(), ConnectionClosed):  # a gone connection is the usual end
+                self.log.error("sending to the client failed", exc_info=writer.exception())
         finally:
             for task in (reader, writer):
                 task.cancel()
@@ -421,10 +423,25 @@ class Session(ItemsMixin):
         task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))
         self._responses[gen_id] = (resp, task)
 
-    def _current_response_id(self) -> str | None:
-        """The id of the reply in progress as the client knows it (a speculation has none yet)."""
+    def _visible_response(self) -> Response | None:
+        """The reply in progress as the client knows it (a speculation it has not seen yet is none)."""
         entry = self._responses.get(self.turns.current_gen) if self.turns.current_gen is not None else None
-        return entry[0].response_id if entry is not None and entry[0].visible else None
+        return entry[0] if entry is not None and entry[0].visible else None
+
+    def _current_response_id(self) -> str | None:
+        resp = self._visible_response()
+        return resp.response_id if resp is not None else None
+
+    def last_item_sent(self) -> str | None:
+        """The item a new one follows on the wire: the reply in progress's last output item if it has one (it joins
+        the conversation only when the reply ends, after the items the client saw before it), else the
+        conversation's last."""
+        resp = self._visible_response()
+        if resp is not None and not resp.out_of_band:
+            items = ([resp.item_id] if resp.message_opened else []) + [call.item_id for call in resp.tool_calls]
+            if items:
+                return items[-1]
+        return self.conversation.last_item_id()
 
     def _first_audio(self, gen_id: int) -> None:
         resp = self._responses.get(gen_id)
@@ -439,6 +456,8 @@ class Session(ItemsMixin):
     async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> None:
         try:
+            if not resp.speculative:
+                await resp.announce()
             request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
             resp.mark("input_ready")
             if turn is not None:

@@ -126,7 +126,7 @@ class ItemsMixin(_Base):
         start = self._turn_start_ms
         end = self.audio.total_ms if end_ms is None else end_ms
         item_id = self._turn_item_id
-        previous = self.conversation.last_item_id()
+        previous = self.last_item_sent()  # a turn spoken over a reply that plays on follows that reply's items
         turn = self.turn_task(start, end)
         self.conversation.add(UserMessage(id=item_id, text=""))
         self._committed_turn = (item_id, start, end)

@@ -414,7 +414,6 @@ def _on_timer(tt: TurnTaking, ev: TimerFired, target: TurnState, actions: list[A
     if tt.state is not TurnState.IDLE:
         return tt.state
     actions.append(EmitIdleTimeout())
-    tt._user_turn_open = False
     actions.append(CommitUserTurn(None))
     tt._new_gen(False, None, actions)
     return target

@@ -372,5 +372,33 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
     assert transcribed["transcript"] == "what time is it"
     assert "what time is it" in user_messages(pipeline.requests[-1])
     assert len(conv.of_type("response.done")) == 2
+    # On the wire the spoken turn follows the reply it was spoken over, as in the conversation the LM is given
+    # (it said the item before the reply, which joins the conversation only when it ends).
+    spoken_over = conv.of_type("input_audio_buffer.committed")[0]
+    assert spoken_over["previous_item_id"] == done["response"]["output"][0]["id"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_reply_cancelled_while_its_turn_is_transcribed_ends_with_response_done_cancelled() -> None:
+    """Push-to-talk: commit, response.create, and response.cancel while the turn's transcription (which the reply's
+    prompt waits for) still runs. The client must see the reply created and then cancelled, not nothing at all."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 0.5
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.update_session(audio={"input": {"turn_detection": None}})
+            await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+            await conv.send({"type": "input_audio_buffer.commit"})
+            await conv.send({"type": "response.create"})
+            created = await conv.wait_for("response.created", timeout=0.3)  # before the transcription is done
+            await conv.send({"type": "response.cancel", "event_id": "ev_cancel"})
+            done = await conv.wait_for("response.done", timeout=5)
+        finally:
+            await conv.close()
+    assert done["response"]["id"] == created["response"]["id"] and done["response"]["status"] == "cancelled"
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert pipeline.requests == []  # cancelled before its prompt was built: the LM never ran
     for raw in conv.raw:
         validate_server_event(raw)
