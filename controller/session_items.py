@@ -151,9 +151,11 @@ class ItemsMixin(_Base):
             text = (await turn).transcript
         except Exception as exc:
             self.log.exception("transcription failed")
-            if item_id in self.conversation:
+            if item_id in self.conversation:  # the item still closes: every item.added gets its item.done
                 await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
                                                                  code="transcription_failed", message=str(exc)))
+                await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=None),
+                                                      previous_item_id=previous))
             return
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
@@ -263,8 +265,9 @@ class ItemsMixin(_Base):
         previous = self.conversation.previous_item_id(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
-        await self.emit(self.events.item_done(wire, previous_item_id=previous))
-        if pcm is not None:  # a user audio item sent whole: it needs the same transcription a spoken turn gets
+        if pcm is None:
+            await self.emit(self.events.item_done(wire, previous_item_id=previous))
+        else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
             self._transcribe(self._transcribe_item(item_id, previous, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import time
@@ -199,6 +200,35 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
     assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_audio", "ev_item")
     assert [e["item"]["content"][0]["type"] for e in conv.of_type("conversation.item.added")
             if e["item"]["role"] == "user"] == ["input_text"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+@pytest.mark.parametrize("asr_error", [None, "the recogniser went away"])
+async def test_an_audio_item_sent_whole_is_done_once_with_its_transcript_or_its_failure(asr_error: str | None) -> None:
+    """Every conversation.item.added gets one conversation.item.done: an audio item's comes after its transcription
+    (it came twice: at once without the transcript, then with it), and still comes when the transcription fails."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_error = asr_error
+    audio = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
+    async with scripted_server(pipeline) as server:
+        conv = await connect(server)
+        try:
+            await conv.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": audio}]}})
+            done = await conv.wait_for("conversation.item.done", timeout=5)
+            await asyncio.sleep(0.2)
+        finally:
+            await conv.close()
+    item_id = conv.of_type("conversation.item.added")[0]["item"]["id"]
+    assert [e["item"]["id"] for e in conv.of_type("conversation.item.done")] == [item_id]
+    transcripts = [c.get("transcript") for c in done["item"]["content"]]
+    if asr_error is None:
+        assert transcripts == ["what time is it"]
+        assert conv.of_type("conversation.item.input_audio_transcription.completed")
+    else:
+        assert transcripts == [None]
+        assert conv.of_type("conversation.item.input_audio_transcription.failed")
     for raw in conv.raw:
         validate_server_event(raw)
 
