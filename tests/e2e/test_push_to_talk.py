@@ -43,7 +43,8 @@ async def test_each_reply_answers_its_question_and_follows_it(embedded_server) -
     said = {e["response_id"]: e["transcript"].lower() for e in conv.of_type("response.output_audio_transcript.done")}
     # Before the fix the first reply was built before the committed turn's transcript existed: it answered nothing
     # ("The book is about a group of friends ...").
-    assert "paris" in said[first["response"]["id"]], said
+    # (Its answer names Paris; "capital" or "France" also shows it heard the question, should tiny.en mishear a word.)
+    assert any(w in said[first["response"]["id"]] for w in ("paris", "capital", "france")), said
     assert said[second["response"]["id"]].strip(), said  # what it says depends on how tiny.en heard "Italy"
     # The conversation's order: user, assistant, user, assistant, each item after the one before it. Before the fix
     # the second reply (a committed speculation) claimed to follow the first reply, not the question it answers.
