@@ -112,8 +112,15 @@ async def scripted_server(pipeline: ScriptedPipeline, **app: object) -> AsyncIte
         await server.close()
 
 
-async def connect(server: App) -> Conversation:
-    return await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime")
+@asynccontextmanager
+async def conversation(pipeline: ScriptedPipeline, **app: object) -> AsyncIterator[tuple[App, Conversation]]:
+    """scripted_server with one client connected; the client is closed on the way out, its events kept."""
+    async with scripted_server(pipeline, **app) as server:
+        conv = await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime")
+        try:
+            yield server, conv
+        finally:
+            await conv.close()
 
 
 def user_messages(request: ChatRequest) -> list[str]:

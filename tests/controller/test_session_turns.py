@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, connect, scripted_server, speech, user_messages
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech, user_messages
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
 
@@ -22,16 +22,12 @@ async def test_push_to_talk_reply_hears_the_committed_turn() -> None:
     and the openai SDK example do). The reply must answer what the user said, even while its transcription runs."""
     pipeline = ScriptedPipeline()
     pipeline.asr_seconds = 0.3
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": None}})
-            await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
-            await conv.send({"type": "input_audio_buffer.commit"})
-            await conv.send({"type": "response.create"})
-            await conv.wait_for("response.done", timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", timeout=10)
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     for raw in conv.raw:
         validate_server_event(raw)
@@ -51,13 +47,9 @@ async def test_a_committed_speculation_follows_the_turn_it_answers() -> None:
     """The speculation builds its prompt before the user's turn is committed; its reply must still land after
     that turn, in the conversation (the next prompt's order) and on the wire (previous_item_id)."""
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            for _ in range(3):
-                await speak_turn(conv)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (server, conv):
+        for _ in range(3):
+            await speak_turn(conv)
         metrics = server.metrics.render().decode()
     assert "stepaudio_speculations_committed_total 3.0" in metrics  # every reply was a committed speculation
     roles = [m["role"] for m in pipeline.requests[2].messages if m["role"] != "system"]
@@ -81,15 +73,11 @@ def closed_in_order(events: list[dict], response_id: str) -> list[str]:
 async def test_a_speculation_whose_lm_fails_fails_visibly_once_and_the_session_goes_on() -> None:
     pipeline = ScriptedPipeline()
     pipeline.fail_after_words = 1
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            done = await speak_turn(conv)
-            pipeline.fail_after_words = None
-            n = await conv.ask("and now?")
-            again = await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        done = await speak_turn(conv)
+        pipeline.fail_after_words = None
+        n = await conv.ask("and now?")
+        again = await conv.wait_for("response.done", after=n, timeout=10)
     assert done["response"]["status"] == "failed"
     assert done["response"]["status_details"]["error"]["message"] == "the LM backend went away"
     closed_in_order(conv.events, done["response"]["id"])
@@ -103,14 +91,10 @@ async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
     pipeline = ScriptedPipeline()
     pipeline.reply_words = ["It", "is", "noon", "and", "the", "sun", "is", "high."]
     pipeline.fail_after_words = 5
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": None}})
-            n = await conv.ask("what time is it?")
-            done = await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        done = await conv.wait_for("response.done", after=n, timeout=10)
     assert done["response"]["status"] == "failed"
     types = closed_in_order(conv.events, done["response"]["id"])
     assert "response.output_audio_transcript.delta" in types  # the failure came mid-reply
@@ -123,19 +107,15 @@ async def test_a_refused_operator_say_is_not_spoken_later_in_place_of_a_reply() 
     """`say` while a reply is in progress is refused; the next reply must answer the user, not speak it."""
     pipeline = ScriptedPipeline()
     pipeline.word_seconds = 0.1
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": None}})
-            session_id = conv.events[0]["session"]["id"]
-            n = await conv.ask("what time is it?")
-            await conv.wait_for("response.created", after=n)
-            await server.command(session_id, "say", {"text": "Hello from the operator."})
-            await conv.wait_for("response.done", after=n, timeout=10)
-            n = await conv.ask("and the date?")
-            done = await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (server, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        session_id = conv.events[0]["session"]["id"]
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.created", after=n)
+        await server.command(session_id, "say", {"text": "Hello from the operator."})
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = await conv.ask("and the date?")
+        done = await conv.wait_for("response.done", after=n, timeout=10)
     assert [e["error"]["code"] for e in conv.of_type("error")] == ["conversation_already_has_active_response"]
     said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
     assert said == ["It is noon.", "It is noon."]
@@ -146,19 +126,15 @@ async def test_cancelling_a_reply_that_already_ended_leaves_the_current_one_alon
     """response.cancel naming a response that has finished (a stop button pressed just too late) must not cancel
     the reply that is speaking now: an error names the stale id, and the current reply plays to the end."""
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": None}})
-            n = await conv.ask("what time is it?")
-            first = await conv.wait_for("response.done", after=n, timeout=10)
-            pipeline.word_seconds = 0.2
-            n = await conv.ask("and the date?")
-            await conv.wait_for("response.created", after=n)
-            await conv.send({"type": "response.cancel", "event_id": "ev_stop", "response_id": first["response"]["id"]})
-            second = await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        first = await conv.wait_for("response.done", after=n, timeout=10)
+        pipeline.word_seconds = 0.2
+        n = await conv.ask("and the date?")
+        await conv.wait_for("response.created", after=n)
+        await conv.send({"type": "response.cancel", "event_id": "ev_stop", "response_id": first["response"]["id"]})
+        second = await conv.wait_for("response.done", after=n, timeout=10)
     [error] = conv.of_type("error")
     assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
         "response_cancel_not_active", "response_id", "ev_stop")
@@ -170,16 +146,12 @@ async def test_cancelling_a_reply_that_already_ended_leaves_the_current_one_alon
 async def test_cancelling_the_current_reply_by_its_id_cancels_it() -> None:
     pipeline = ScriptedPipeline()
     pipeline.word_seconds = 0.2
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": None}})
-            n = await conv.ask("what time is it?")
-            created = await conv.wait_for("response.created", after=n)
-            await conv.send({"type": "response.cancel", "response_id": created["response"]["id"]})
-            done = await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        created = await conv.wait_for("response.created", after=n)
+        await conv.send({"type": "response.cancel", "response_id": created["response"]["id"]})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
     assert done["response"]["status"] == "cancelled" and not conv.of_type("error")
 
 
@@ -187,16 +159,12 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
     """audio/pcm is whole 16-bit samples: three bytes are bad input. The client must hear so (an error naming its
     event), and no half-made item may join the conversation."""
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.send({"type": "conversation.item.create", "event_id": "ev_item", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "AAAA"}]}})
-            error = await conv.wait_for("error", timeout=5)
-            n = await conv.ask("what time is it?")
-            await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "event_id": "ev_item", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "AAAA"}]}})
+        error = await conv.wait_for("error", timeout=5)
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
     assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_audio", "ev_item")
     assert [e["item"]["content"][0]["type"] for e in conv.of_type("conversation.item.added")
             if e["item"]["role"] == "user"] == ["input_text"]
@@ -211,15 +179,11 @@ async def test_an_audio_item_sent_whole_is_done_once_with_its_transcript_or_its_
     pipeline = ScriptedPipeline()
     pipeline.asr_error = asr_error
     audio = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.send({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": audio}]}})
-            done = await conv.wait_for("conversation.item.done", timeout=5)
-            await asyncio.sleep(0.2)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": audio}]}})
+        done = await conv.wait_for("conversation.item.done", timeout=5)
+        await asyncio.sleep(0.2)
     item_id = conv.of_type("conversation.item.added")[0]["item"]["id"]
     assert [e["item"]["id"] for e in conv.of_type("conversation.item.done")] == [item_id]
     transcripts = [c.get("transcript") for c in done["item"]["content"]]
@@ -238,19 +202,15 @@ async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> No
     The reply goes ahead; the user's speech must still end in speech_stopped and a committed, transcribed turn
     that later replies hear."""
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.stream(speech(0.6), pace=0)
-            await conv.wait_for("input_audio_buffer.speech_started")
-            n = await conv.ask("the weather tool says: sunny")
-            await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
-            await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
-            await conv.wait_for("response.done", after=n, timeout=10)
-            n = await conv.ask("thanks")
-            await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(speech(0.6), pace=0)
+        await conv.wait_for("input_audio_buffer.speech_started")
+        n = await conv.ask("the weather tool says: sunny")
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = await conv.ask("thanks")
+        await conv.wait_for("response.done", after=n, timeout=10)
     assert len(conv.of_type("input_audio_buffer.speech_stopped")) == 1
     assert len(conv.of_type("input_audio_buffer.committed")) == 1
     assert "what time is it" in user_messages(pipeline.requests[-1])
@@ -261,16 +221,12 @@ async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> No
 
 async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() -> None:
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.send({"type": "response.create", "event_id": "ev_r", "response": {
-                "conversation": "none", "input": [{"type": "item_reference", "id": "item_nope"}]}})
-            error = await conv.wait_for("error", timeout=5)
-            n = await conv.ask("what time is it?")
-            done = await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "response.create", "event_id": "ev_r", "response": {
+            "conversation": "none", "input": [{"type": "item_reference", "id": "item_nope"}]}})
+        error = await conv.wait_for("error", timeout=5)
+        n = await conv.ask("what time is it?")
+        done = await conv.wait_for("response.done", after=n, timeout=10)
     assert error["error"] == {**error["error"], "type": "invalid_request_error", "code": "item_not_found",
                               "param": "response.input[0].id", "event_id": "ev_r"}
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
@@ -278,17 +234,13 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
 
 async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_speech_starts_a_turn() -> None:
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
-            await asyncio.sleep(0.2)
-            await conv.send({"type": "input_audio_buffer.clear"})
-            await conv.wait_for("input_audio_buffer.cleared")
-            await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
-            done = await conv.wait_for("response.done", timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
+        await asyncio.sleep(0.2)
+        await conv.send({"type": "input_audio_buffer.clear"})
+        await conv.wait_for("input_audio_buffer.cleared")
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        done = await conv.wait_for("response.done", timeout=10)
     types = [e["type"] for e in conv.events if e["type"].startswith("input_audio_buffer.")]
     assert types == ["input_audio_buffer.speech_started", "input_audio_buffer.cleared",
                      "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
@@ -302,17 +254,13 @@ async def test_cancelling_while_only_a_speculation_runs_is_refused_and_the_specu
     Realtime API documents for response.cancel with none in progress: an error, and the session is unaffected, so
     the speculation still answers the turn when it ends."""
     pipeline = ScriptedPipeline()
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
-            await conv.send({"type": "response.cancel", "event_id": "ev_stop"})
-            error = await conv.wait_for("error", timeout=5)
-            await asyncio.sleep(0.3)
-            await conv.stream(silence(0.5), pace=0)
-            done = await conv.wait_for("response.done", timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (server, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
+        await conv.send({"type": "response.cancel", "event_id": "ev_stop"})
+        error = await conv.wait_for("error", timeout=5)
+        await asyncio.sleep(0.3)
+        await conv.stream(silence(0.5), pace=0)
+        done = await conv.wait_for("response.done", timeout=10)
         metrics = server.metrics.render().decode()
     assert (error["error"]["code"], error["error"]["event_id"]) == ("response_cancel_not_active", "ev_stop")
     assert done["response"]["status"] == "completed" and len(conv.of_type("response.created")) == 1
@@ -327,17 +275,13 @@ async def test_a_user_turn_deleted_while_it_is_transcribed_is_gone_for_the_clien
     transcript, no conversation.item.done bringing it back), and the reply must not answer it or follow it."""
     pipeline = ScriptedPipeline()
     pipeline.asr_seconds = 0.5
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)
-            committed = await conv.wait_for("input_audio_buffer.committed", timeout=5)
-            await conv.send({"type": "conversation.item.delete", "item_id": committed["item_id"]})
-            deleted = await conv.wait_for("conversation.item.deleted", timeout=5)
-            await conv.wait_for("response.done", timeout=10)
-            await asyncio.sleep(0.3)  # the transcription has long finished
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)
+        committed = await conv.wait_for("input_audio_buffer.committed", timeout=5)
+        await conv.send({"type": "conversation.item.delete", "item_id": committed["item_id"]})
+        deleted = await conv.wait_for("conversation.item.deleted", timeout=5)
+        await conv.wait_for("response.done", timeout=10)
+        await asyncio.sleep(0.3)  # the transcription has long finished
     after = conv.events[conv.events.index(deleted) + 1:]
     assert [e["type"] for e in after if committed["item_id"] in (e.get("item_id"), e.get("item", {}).get("id"),
                                                                   e.get("previous_item_id"))] == []
@@ -382,20 +326,16 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
     pipeline.reply_words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                             "twelve."]
     pipeline.word_seconds = 0.05
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
-                                                                          "interrupt_response": False}}})
-            n = await conv.ask("count to twelve")
-            await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
-            await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
-            transcribed = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
-            done = await conv.wait_for("response.done", after=n, timeout=10)
-            n = await conv.ask("thanks")
-            await conv.wait_for("response.done", after=n, timeout=10)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "interrupt_response": False}}})
+        n = await conv.ask("count to twelve")
+        await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        transcribed = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        n = await conv.ask("thanks")
+        await conv.wait_for("response.done", after=n, timeout=10)
     assert done["response"]["status"] == "completed"
     assert [len(conv.of_type(t)) for t in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                                            "input_audio_buffer.committed")] == [1, 1, 1]
@@ -415,18 +355,14 @@ async def test_a_reply_cancelled_while_its_turn_is_transcribed_ends_with_respons
     prompt waits for) still runs. The client must see the reply created and then cancelled, not nothing at all."""
     pipeline = ScriptedPipeline()
     pipeline.asr_seconds = 0.5
-    async with scripted_server(pipeline) as server:
-        conv = await connect(server)
-        try:
-            await conv.update_session(audio={"input": {"turn_detection": None}})
-            await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
-            await conv.send({"type": "input_audio_buffer.commit"})
-            await conv.send({"type": "response.create"})
-            created = await conv.wait_for("response.created", timeout=0.3)  # before the transcription is done
-            await conv.send({"type": "response.cancel", "event_id": "ev_cancel"})
-            done = await conv.wait_for("response.done", timeout=5)
-        finally:
-            await conv.close()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})
+        created = await conv.wait_for("response.created", timeout=0.3)  # before the transcription is done
+        await conv.send({"type": "response.cancel", "event_id": "ev_cancel"})
+        done = await conv.wait_for("response.done", timeout=5)
     assert done["response"]["id"] == created["response"]["id"] and done["response"]["status"] == "cancelled"
     assert not conv.of_type("error"), conv.of_type("error")
     assert pipeline.requests == []  # cancelled before its prompt was built: the LM never ran
