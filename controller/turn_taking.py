@@ -18,8 +18,11 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
   (CancelGeneration + FlushAudio) and the machine listens to the user again. Without interrupt_response the
   reply goes on, but the VAD events are still emitted and the user's speech is still a turn (as below).
 - A reply requested (response.create) while the user speaks starts at once, and the user's turn stays open:
-  their SpeechStopped still commits it (no second reply while one is active), and a reply that ends or is
-  cancelled before then leaves the machine LISTENING.
+  their SpeechStopped still commits it, and a reply that ends or is cancelled before then leaves the machine
+  LISTENING.
+- A turn committed while a reply goes on (spoken over it without interrupt_response, or while a requested reply
+  runs) is owed a reply of its own (with create_response): it starts when the current reply finishes, never two
+  at once. A client's response.cancel drops what is owed with the reply it cancels (the client took over).
 - Events about a generation that is not the current one are stale and ignored: adapters may still
   report output from a generation that was just cancelled.
 - An event that the table does not list for the current state raises LocalProtocolError and leaves
@@ -251,6 +254,7 @@ class TurnTaking:
     _speculation: _Speculation | None = None
     _idle_timer: bool = False
     _user_turn_open: bool = False  # speech_started was emitted and the turn is not committed yet
+    _reply_owed: bool = False  # a turn committed during a reply waits for it to finish to get its own
 
     def handle(self, event: Event, now: float) -> list[Action]:
         table = TRANSITIONS[self.state]
@@ -274,6 +278,7 @@ class TurnTaking:
         gen_id = self._next_gen
         self._next_gen += 1
         self.current_gen = gen_id
+        self._reply_owed = False  # any reply hears the whole conversation, the owed turn included
         actions.append(StartGeneration(gen_id, speculative, audio_end_ms))
         return gen_id
 
@@ -335,6 +340,7 @@ def _on_speech_stopped(tt: TurnTaking, ev: SpeechStopped, target: TurnState, act
             tt._user_turn_open = False
             actions.append(EmitSpeechStopped(ev.audio_ms))
             actions.append(CommitUserTurn(ev.audio_ms))
+            tt._reply_owed = tt.config.create_response and tt.current_gen is not None
         return target
     tt._user_turn_open = False
     actions.append(EmitSpeechStopped(ev.audio_ms))
@@ -385,6 +391,7 @@ def _on_cancel_requested(tt: TurnTaking, ev: CancelRequested, target: TurnState,
                          now: float) -> TurnState:
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
         tt._cancel_current("client_cancelled", actions, flush=True)
+        tt._reply_owed = False
         return TurnState.LISTENING if tt._user_turn_open else target
     # A speculation is invisible until committed: the client has no response to cancel, and (as the Realtime API
     # documents for a cancel with none in progress) the session stays as it was, so the speculation goes on.
@@ -402,7 +409,14 @@ def _on_generation_finished(tt: TurnTaking, ev: GenerationFinished, target: Turn
                             actions: list[Action], now: float) -> TurnState:
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
         tt.current_gen = None
-        return TurnState.LISTENING if tt._user_turn_open else target
+        if tt._user_turn_open:
+            return TurnState.LISTENING
+        if tt._reply_owed and tt.config.create_response:
+            # The conversation as it is: the owed turn is in it, and its end in audio time is long past.
+            tt._new_gen(False, None, actions)
+            return TurnState.RESPONDING
+        tt._reply_owed = False
+        return target
     return target
 
 

@@ -208,13 +208,15 @@ async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> No
         n = await conv.ask("the weather tool says: sunny")
         await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
         await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
-        await conv.wait_for("response.done", after=n, timeout=10)
-        n = await conv.ask("thanks")
-        await conv.wait_for("response.done", after=n, timeout=10)
+        first = await conv.wait_for("response.done", after=n, timeout=10)
+        owed = await conv.wait_for("response.done", after=conv.events.index(first) + 1, timeout=10)
     assert len(conv.of_type("input_audio_buffer.speech_stopped")) == 1
     assert len(conv.of_type("input_audio_buffer.committed")) == 1
-    assert "what time is it" in user_messages(pipeline.requests[-1])
-    assert len(conv.of_type("response.done")) == 2  # the requested reply was not interrupted, none was added
+    assert first["response"]["status"] == "completed"  # the requested reply was not interrupted
+    # The turn got its own reply after it, which heard it last.
+    assert owed["response"]["status"] == "completed"
+    assert user_messages(pipeline.requests[-1])[-1] == "what time is it"
+    assert len(conv.of_type("response.created")) == 2
     for raw in conv.raw:
         validate_server_event(raw)
 
@@ -334,14 +336,15 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
         await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
         transcribed = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
         done = await conv.wait_for("response.done", after=n, timeout=10)
-        n = await conv.ask("thanks")
-        await conv.wait_for("response.done", after=n, timeout=10)
+        owed = await conv.wait_for("response.done", after=conv.events.index(done) + 1, timeout=10)
     assert done["response"]["status"] == "completed"
     assert [len(conv.of_type(t)) for t in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                                            "input_audio_buffer.committed")] == [1, 1, 1]
     assert transcribed["transcript"] == "what time is it"
-    assert "what time is it" in user_messages(pipeline.requests[-1])
-    assert len(conv.of_type("response.done")) == 2
+    # The question spoken over the reply is answered once that reply has finished, and its reply heard it last.
+    assert owed["response"]["status"] == "completed"
+    assert user_messages(pipeline.requests[-1])[-1] == "what time is it"
+    assert len(conv.of_type("response.created")) == 2
     # On the wire the spoken turn follows the reply it was spoken over, as in the conversation the LM is given
     # (it said the item before the reply, which joins the conversation only when it ends).
     spoken_over = conv.of_type("input_audio_buffer.committed")[0]

@@ -135,16 +135,54 @@ def test_config_change_while_speculating_drops_the_speculation() -> None:
 
 def test_a_reply_asked_for_while_the_user_speaks_does_not_swallow_their_turn() -> None:
     """response.create (say, after a tool result) while the user is mid-sentence: the reply starts, and the
-    user's speech still ends in speech_stopped and a committed turn; the reply in progress is not interrupted
-    and no second one starts (the Realtime API: create_response may not create a response while one is active)."""
+    user's speech still ends in speech_stopped and a committed turn; the reply in progress is not interrupted,
+    and the turn gets its own reply once that one has finished (never two at once)."""
     tt = TurnTaking()
     tt.handle(SpeechStarted(300), 0.3)
     assert tt.handle(ResponseRequested(), 0.8) == [StartGeneration(1, False, None)]
     assert tt.handle(Pause(1500), 1.7) == []
     assert tt.handle(SpeechStopped(1500), 2.0) == [EmitSpeechStopped(1500), CommitUserTurn(1500)]
     assert tt.state is S.RESPONDING
-    assert tt.handle(GenerationFinished(1), 3.0) == []
+    assert tt.handle(GenerationFinished(1), 3.0) == [StartGeneration(2, False, None)]
+    assert tt.state is S.RESPONDING
+    assert tt.handle(GenerationFinished(2), 4.0) == []
     assert tt.state is S.IDLE
+
+
+def test_a_question_spoken_over_a_reply_that_plays_on_is_answered_after_it() -> None:
+    tt = TurnTaking(config=TurnConfig(interrupt_response=False))
+    tt.handle(ResponseRequested(), 0.0)
+    tt.handle(GenerationAudioStarted(1), 0.5)
+    tt.handle(SpeechStarted(900), 0.9)
+    assert tt.handle(SpeechStopped(2000), 2.2) == [EmitSpeechStopped(2000), CommitUserTurn(2000)]
+    assert tt.handle(ResponseRequested(), 2.3)[0].code == "conversation_already_has_active_response"  # type: ignore
+    assert tt.handle(GenerationFinished(1), 4.0) == [StartGeneration(2, False, None)]
+    assert tt.state is S.RESPONDING
+    # Spoken over again, and the user is still talking when the reply ends: the end of that turn answers both.
+    tt.handle(GenerationAudioStarted(2), 4.5)
+    tt.handle(SpeechStarted(5000), 5.0)
+    tt.handle(SpeechStopped(6000), 6.2)
+    tt.handle(SpeechStarted(6500), 6.5)
+    assert tt.handle(GenerationFinished(2), 7.0) == []
+    assert tt.state is S.LISTENING
+    assert tt.handle(SpeechStopped(8000), 8.2) == [
+        EmitSpeechStopped(8000), CommitUserTurn(8000), StartGeneration(3, False, 8000)]
+    assert tt.handle(GenerationFinished(3), 9.0) == []
+    assert tt.state is S.IDLE
+
+
+@pytest.mark.parametrize("config", [TurnConfig(interrupt_response=False, create_response=False),
+                                    TurnConfig(interrupt_response=False)])
+def test_nothing_is_owed_without_create_response_or_after_the_client_cancels(config: TurnConfig) -> None:
+    tt = TurnTaking(config=config)
+    tt.handle(ResponseRequested(), 0.0)
+    tt.handle(SpeechStarted(900), 0.9)
+    tt.handle(SpeechStopped(2000), 2.2)
+    if config.create_response:
+        assert tt.handle(CancelRequested(), 2.5) == [CancelGeneration(1, "client_cancelled"), FlushAudio(1)]
+    else:
+        assert tt.handle(GenerationFinished(1), 4.0) == []
+    assert tt.state is S.IDLE and tt.current_gen is None
 
 
 def test_a_reply_that_ends_while_the_user_still_speaks_leaves_the_machine_listening() -> None:
