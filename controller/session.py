@@ -238,6 +238,9 @@ class Session(ItemsMixin):
                         "Error committing input audio buffer: buffer too small; expected at least 100ms "
                         f"of audio, but buffer only has {self.audio.total_ms - self._turn_start_ms}ms.",
                         code="input_audio_buffer_commit_empty")
+                # The turn ends here even if the user is still speaking: what they say next is a turn of its own
+                # (with its own speech_started), not the tail of the committed one.
+                self.detector.reset()
                 await self.apply(tt.BufferCommitted())
             case ce.InputAudioBufferClear():
                 self._turn_start_ms = self.audio.total_ms
@@ -300,18 +303,23 @@ class Session(ItemsMixin):
         if new.input_format != old.input_format:
             self.converter = InputConverter(new.input_format)
         if new.turn_detection != old.turn_detection:
-            self.detector = self._new_detector(self.audio.total_ms)
+            # A turn the user is in the middle of goes on under the new parameters: a fresh detector would never
+            # end it (it never saw it start). One that was idle (no turn detection) starts its clock now.
+            self.detector = (self.detector.retuned(self._detector_config()) if old.turn_detection is not None
+                             else self._new_detector(self.audio.total_ms))
         await self.emit(self.events.session_updated(session_to_wire(
             new, session_id=self.session_id, model=self.model)))
         await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
 
-    def _new_detector(self, origin_ms: int = 0) -> TurnDetector:
+    def _detector_config(self) -> TurnDetectorConfig:
         vad = self.cfg.turn_detection
-        cfg = TurnDetectorConfig(pause_ms=self.defaults.pause_ms) if vad is None else TurnDetectorConfig(
+        return TurnDetectorConfig(pause_ms=self.defaults.pause_ms) if vad is None else TurnDetectorConfig(
             threshold=vad.threshold, prefix_padding_ms=vad.prefix_padding_ms,
             silence_duration_ms=vad.silence_duration_ms,
             pause_ms=min(self.defaults.pause_ms, vad.silence_duration_ms))
-        return TurnDetector(cfg, origin_ms=origin_ms)
+
+    def _new_detector(self, origin_ms: int = 0) -> TurnDetector:
+        return TurnDetector(self._detector_config(), origin_ms=origin_ms)
 
     async def _append(self, data: bytes) -> None:
         pcm = self.converter.convert(data)

@@ -153,6 +153,17 @@ class TurnDetector:
         end_ms = self._ms(self._speech_end)
         return end_ms, self._ms(self._index) - end_ms
 
+    def retuned(self, config: TurnDetectorConfig) -> TurnDetector:
+        """This detector under new parameters (a turn_detection update): the audio clock and a turn in progress
+        carry over, so a turn the user is in the middle of still ends; its start is not announced again."""
+        if (config.chunk_samples, config.sample_rate) != (self.config.chunk_samples, self.config.sample_rate):
+            raise ValueError("retuning cannot change the chunk geometry")
+        other = TurnDetector(config, origin_ms=self._origin_ms)
+        other._index, other._floor_chunk = self._index, self._floor_chunk
+        other._state, other._candidate_start = self._state, self._candidate_start
+        other._speech_end, other._paused = self._speech_end, self._paused
+        return other
+
     def reset(self) -> None:
         """Drop any turn in progress (no events); the audio clock keeps running."""
         self._reset_turn()

@@ -371,3 +371,40 @@ async def test_a_reply_cancelled_while_its_turn_is_transcribed_ends_with_respons
     assert pipeline.requests == []  # cancelled before its prompt was built: the LM never ran
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_turn_detection_update_in_the_silence_after_speech_still_ends_that_turn() -> None:
+    """The client retunes server_vad (a longer silence) between the user's last word and the end of their turn.
+    The turn must still end, under the new silence, and get its reply (it used to stay open until they spoke again)."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(np.concatenate([speech(0.8), silence(0.15)]), pace=0)
+        await conv.wait_for("input_audio_buffer.speech_started")
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "silence_duration_ms": 700}}})
+        await conv.stream(silence(1.0), pace=0)
+        stopped = await conv.wait_for("input_audio_buffer.speech_stopped", timeout=10)
+        await conv.wait_for("response.done", timeout=10)
+    assert 750 <= stopped["audio_end_ms"] <= 900
+    assert len(conv.of_type("input_audio_buffer.speech_started")) == 1
+    assert user_messages(pipeline.requests[-1])[-1] == "what time is it"
+
+
+async def test_a_commit_while_the_user_speaks_ends_the_turn_there_and_what_follows_is_the_next_turn() -> None:
+    pipeline = ScriptedPipeline()
+    pipeline.transcript = ""  # replies would need something said: this test is about the turns only
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "create_response": False}}})
+        await conv.stream(speech(0.8), pace=0)
+        await conv.wait_for("input_audio_buffer.speech_started")
+        await conv.send({"type": "input_audio_buffer.commit"})
+        first = await conv.wait_for("input_audio_buffer.committed", timeout=5)
+        await conv.stream(np.concatenate([speech(0.8), silence(0.8)]), pace=0)
+        second = await conv.wait_for("input_audio_buffer.committed", after=conv.events.index(first) + 1, timeout=10)
+    started = conv.of_type("input_audio_buffer.speech_started")
+    stopped = conv.of_type("input_audio_buffer.speech_stopped")
+    assert len(started) == 2 and len(stopped) == 1
+    assert started[1]["item_id"] == stopped[0]["item_id"] == second["item_id"] != first["item_id"]
+    assert 1500 <= stopped[0]["audio_end_ms"] <= 1700
+    assert not conv.of_type("error")

@@ -142,6 +142,23 @@ def test_reset_drops_turn_but_keeps_the_audio_clock() -> None:
     assert det.feed(seq((V, 4))) == [SpeechStarted(48 * 32 - 300)]
 
 
+def test_retuned_mid_turn_ends_the_turn_under_the_new_silence_and_keeps_the_clock() -> None:
+    det = TurnDetector()
+    assert det.feed(seq((S, 10), (V, 20), (S, 4))) == [SpeechStarted(20)]
+    det = det.retuned(TurnDetectorConfig(silence_duration_ms=300, pause_ms=100))
+    # Speech ended at chunk 30 (960 ms): 5 silent chunks >= the new 100 ms pause, 10 (320 ms) >= its 300 ms silence.
+    assert timeline(det, seq((S, 10))) == [(0, Pause(960)), (5, SpeechStopped(960))]
+    assert det.feed(seq((V, 4))) == [SpeechStarted(44 * 32 - 300)]
+
+
+def test_retuned_in_silence_starts_turns_with_the_new_threshold() -> None:
+    det = TurnDetector().retuned(TurnDetectorConfig(threshold=0.95))
+    assert det.feed(seq((V, 10), (S, 20))) == []
+    assert det.position_ms == 30 * 32
+    with pytest.raises(ValueError, match="chunk geometry"):
+        det.retuned(TurnDetectorConfig(chunk_samples=256))
+
+
 def test_pause_equal_to_silence_duration() -> None:
     det = TurnDetector(TurnDetectorConfig(pause_ms=500, silence_duration_ms=500))
     assert timeline(det, seq((V, 5), (S, 16))) == [
