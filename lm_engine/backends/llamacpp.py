@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lm_engine.backends.oai_stream import END, OaiChunkTranslator, OaiStreamError, drain
+from lm_engine.backends.oai_stream import (
+    END, OaiChunkTranslator, OaiStreamError, chat_completion_body, drain, tool_names,
+)
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -148,7 +150,7 @@ class LlamaCppBackend:
         with self._producers_lock:
             self._producers.add(producer)
         producer.start()
-        translator = OaiChunkTranslator(_tool_names(request))
+        translator = OaiChunkTranslator(tool_names(request))
         try:
             yield from drain(chunks, cancel, translator, _failure)
         finally:
@@ -244,30 +246,7 @@ def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[st
     messages = request.messages
     if tool_result_hint and messages[-1].get("role") == "tool":
         messages = [*messages, {"role": "system", "content": tool_result_hint}]
-    body: dict[str, Any] = {
-        "messages": messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "cache_prompt": True,
-    }
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.tools:
-        body["tools"] = request.tools
-        body["tool_choice"] = request.tool_choice
-    return body
-
-
-def _tool_names(request: ChatRequest) -> list[str]:
-    names: list[str] = []
-    for tool in request.tools or ():
-        function = tool.get("function") or {}
-        name = function.get("name") or tool.get("name")
-        if isinstance(name, str):
-            names.append(name)
-    return names
+    return chat_completion_body(request, messages=messages, cache_prompt=True)
 
 
 def _failure(cause: BaseException | str) -> ChatBackendError:

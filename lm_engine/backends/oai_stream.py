@@ -18,12 +18,35 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from lm_engine.chat import ChatDelta, ChatUsage, ToolCallDelta
+from lm_engine.chat import ChatDelta, ChatRequest, ChatUsage, ToolCallDelta
 
 _FINISH_MAP = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
 # A reply that begins with one of these may be a tool call written as text.
 _CALL_OPENERS = ("{", "<tool_call>", "```")
 _TAG_RE = re.compile(r"</?tool_call>|```(?:json)?")
+
+
+def chat_completion_body(request: ChatRequest, **extra: Any) -> dict[str, Any]:
+    """The streamed /v1/chat/completions request body for `request`; `extra` adds or replaces fields."""
+    body: dict[str, Any] = {
+        "messages": request.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = request.tools
+        body["tool_choice"] = request.tool_choice
+    return body | extra
+
+
+def tool_names(request: ChatRequest) -> list[str]:
+    """The names of the request's tools (Chat Completions nests them under "function", the Realtime API does not)."""
+    return [name for tool in request.tools or ()
+            if isinstance(name := (tool.get("function") or {}).get("name") or tool.get("name"), str)]
 
 
 class OaiStreamError(RuntimeError):

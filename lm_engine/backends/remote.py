@@ -30,7 +30,7 @@ try:
 except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
     raise ModuleNotFoundError("the remote chat backend needs httpx2: pip install 'stepaudio-rt[remote]'") from exc
 
-from lm_engine.backends.oai_stream import END, OaiChunkTranslator, drain
+from lm_engine.backends.oai_stream import END, OaiChunkTranslator, chat_completion_body, drain, tool_names
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class RemoteChatBackend:
         if cancel.is_set():
             yield ChatDelta(finish_reason="cancelled")
             return
-        body = _request_body(request, self.model())
+        body = chat_completion_body(request, model=self.model())
         items: queue.Queue[object] = queue.Queue()
         abort = _Abort()
         with self._aborts_lock:
@@ -136,7 +136,7 @@ class RemoteChatBackend:
         producer = threading.Thread(target=self._produce, args=(client, body, items, abort),
                                     name="remote-chat-stream", daemon=True)
         producer.start()
-        translator = OaiChunkTranslator(_tool_names(request))
+        translator = OaiChunkTranslator(tool_names(request))
 
         def failure(cause: BaseException | str) -> ChatBackendError:
             if isinstance(cause, ChatBackendError):
@@ -257,25 +257,3 @@ def _error_message(text: str) -> str:
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"])[:_ERROR_BODY_MAX]
     return text[:_ERROR_BODY_MAX]
-
-
-def _request_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": request.messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-    }
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.tools:
-        body["tools"] = request.tools
-        body["tool_choice"] = request.tool_choice
-    return body
-
-
-def _tool_names(request: ChatRequest) -> list[str]:
-    return [name for tool in request.tools or ()
-            if isinstance(name := (tool.get("function") or {}).get("name") or tool.get("name"), str)]
