@@ -340,7 +340,7 @@ def _on_speech_stopped(tt: TurnTaking, ev: SpeechStopped, target: TurnState, act
             tt._user_turn_open = False
             actions.append(EmitSpeechStopped(ev.audio_ms))
             actions.append(CommitUserTurn(ev.audio_ms))
-            tt._reply_owed = tt.config.create_response and tt.current_gen is not None
+            tt._reply_owed = tt.config.create_response
         return target
     tt._user_turn_open = False
     actions.append(EmitSpeechStopped(ev.audio_ms))

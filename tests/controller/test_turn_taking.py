@@ -219,3 +219,61 @@ def test_cancel_while_speculating_is_refused_and_the_speculation_is_committed_at
     assert isinstance(reject, RejectRequest) and reject.code == "response_cancel_not_active"
     assert tt.state is S.SPECULATING and tt.current_gen == 1
     assert tt.handle(SpeechStopped(1000), 1.5) == [EmitSpeechStopped(1000), CommitUserTurn(1000), CommitGeneration(1)]
+
+
+def test_random_sessions_keep_the_turn_taking_invariants() -> None:
+    """20,000 random but well-formed event sequences (VAD events in the order a detector gives them, generation
+    reports only for the current, committed reply). Whatever happens: one reply at a time, speech_started and
+    speech_stopped alternate, a reply exists exactly in the replying states, and an open user turn exactly while
+    listening or speculating."""
+    import random
+
+    rng = random.Random(7)
+    configs = [TurnConfig(), TurnConfig(interrupt_response=False), TurnConfig(create_response=False),
+               TurnConfig(speculation=False), TurnConfig(interrupt_response=False, create_response=False)]
+    for _ in range(400):
+        tt = TurnTaking(config=rng.choice(configs))
+        vad, ms, now, turn_open = "silence", 0, 0.0, False
+        for _ in range(50):
+            ms += rng.randint(30, 600)
+            now += 0.1
+            choices = ["commit", "clear", "create", "cancel", "context", "config", "timer"]
+            choices += {"silence": ["start"] * 4, "speech": ["pause"] * 4, "paused": ["resume", "stop", "stop"]}[vad]
+            if tt.state in (S.RESPONDING, S.SPEAKING):
+                choices += ["audio", "finished", "finished"]
+            kind = rng.choice(choices)
+            event = {
+                "start": lambda: SpeechStarted(ms), "pause": lambda: Pause(ms), "resume": lambda: SpeechResumed(ms),
+                "stop": lambda: SpeechStopped(ms - 500), "commit": BufferCommitted, "clear": BufferCleared,
+                "create": ResponseRequested, "cancel": CancelRequested, "context": ContextChanged,
+                "config": lambda: ConfigChanged(rng.choice(configs)), "timer": lambda: TimerFired(IDLE_TIMER),
+                "audio": lambda: GenerationAudioStarted(tt.current_gen),  # type: ignore[arg-type]
+                "finished": lambda: GenerationFinished(tt.current_gen),  # type: ignore[arg-type]
+            }[kind]()
+            vad = {"start": "speech", "pause": "paused", "resume": "speech", "stop": "silence", "commit": "silence",
+                   "clear": "silence"}.get(kind, vad)
+            live = None if isinstance(event, GenerationFinished) else tt.current_gen
+            for action in tt.handle(event, now):
+                if isinstance(action, CancelGeneration):
+                    assert action.gen_id == live
+                    live = None
+                elif isinstance(action, StartGeneration):
+                    assert live is None, "a second reply started while one was live"
+                    live = action.gen_id
+                elif isinstance(action, EmitSpeechStarted):
+                    assert not turn_open
+                    turn_open = True
+                elif isinstance(action, EmitSpeechStopped):
+                    assert turn_open
+                    turn_open = False
+                elif isinstance(action, CommitUserTurn):
+                    turn_open = False
+            if isinstance(event, BufferCleared):
+                turn_open = False
+            assert live == tt.current_gen
+            replying = tt.state in (S.SPECULATING, S.RESPONDING, S.SPEAKING)
+            assert (tt.current_gen is not None) == replying, (tt.state, tt.current_gen)
+            if tt.state in (S.LISTENING, S.SPECULATING):
+                assert turn_open
+            if tt.state is S.IDLE:
+                assert not turn_open
