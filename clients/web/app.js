@@ -1,7 +1,9 @@
 // The browser page: microphone in, spoken reply out, over the Realtime API.
 //
 // Query parameters prefill the settings: url, key, mode=vad|ptt, silence_ms, ec/ns/agc=0|1,
-// prebuffer_ms, instructions (the assistant's persona for this page's sessions). `window.stepaudio` exposes counters for tests and curious people.
+// prebuffer_ms, instructions (the assistant's persona, also editable on the page and applied at once while
+// connected). A typed message is a user text item and asks for a spoken reply, as a spoken turn does.
+// `window.stepaudio` exposes counters for tests and curious people.
 import { AudioEngine, listMicrophones } from './audio.js';
 import { RealtimeSocket, fromBase64, toBase64 } from './realtime.js';
 import { pcm16ToFloat } from './resampler.js';
@@ -14,7 +16,7 @@ const hook = {
   state: 'idle', sessionId: null, audioDeltas: 0, audioBytes: 0, playedFrames: 0, playedSeconds: 0,
   sampleRate: 0, underruns: 0, bufferedMs: 0, capturedChunks: 0, sentChunks: 0, sentSamples: 0,
   inputPeak: 0, inputSumSquares: 0, micSettings: null, userTranscripts: [], assistantTranscripts: [],
-  latenciesMs: [], errors: [], truncates: [], events: {}, timeline: [],
+  latenciesMs: [], errors: [], truncates: [], events: {}, timeline: [], instructions: null, typed: [],
 };
 window.stepaudio = hook;
 
@@ -89,7 +91,7 @@ function sessionUpdate(s) {
   const turnDetection = s.mode === 'vad'
     ? { type: 'server_vad', silence_duration_ms: s.silenceMs, prefix_padding_ms: 300, interrupt_response: true }
     : null;
-  const instructions = new URLSearchParams(location.search).get('instructions');
+  const instructions = $('instructions').value.trim();
   return {
     type: 'session.update',
     session: {
@@ -174,8 +176,22 @@ function recordLatency() {
 }
 
 const handlers = {
-  'session.created': (e) => { hook.sessionId = e.session && e.session.id; },
-  'session.updated': () => setState(mode === 'vad' ? 'listening' : 'ready'),
+  'session.created': (e) => {
+    hook.sessionId = e.session && e.session.id;
+    // Show the server's default persona so that it can be edited rather than guessed.
+    if (!$('instructions').value.trim() && e.session && e.session.instructions) {
+      $('instructions').value = e.session.instructions;
+    }
+  },
+  'session.updated': (e) => {
+    hook.instructions = e.session ? e.session.instructions : null;
+    if (!activeResponse) setState(mode === 'vad' ? 'listening' : 'ready');
+  },
+  'conversation.item.added': (e) => {
+    const item = e.item || {};
+    const part = (item.content || [])[0];
+    if (item.role === 'user' && part && part.type === 'input_text') setText(line(item.id, 'user'), part.text);
+  },
   'input_audio_buffer.speech_started': (e) => {
     setState('speaking');
     line(e.item_id, 'user');
@@ -282,6 +298,7 @@ async function connect() {
     $('connect').disabled = false;
     $('talk').disabled = mode !== 'ptt';
     $('mode').disabled = true;
+    $('message').disabled = $('send').disabled = false;
   } catch (err) {
     showError(`could not start: ${err.message || err}`);
     await teardown('error');
@@ -301,6 +318,7 @@ async function teardown(state) {
   $('connect').disabled = false;
   $('talk').disabled = true;
   $('mode').disabled = false;
+  $('message').disabled = $('send').disabled = true;
   setState(state);
 }
 
@@ -324,6 +342,30 @@ function releaseTalk() {
   sock.send({ type: 'response.create' });
   turnEndAt = performance.now();
   setState('thinking');
+}
+
+// ---- typed messages and instructions ----------------------------------------------------------
+
+async function sendTyped(event) {
+  event.preventDefault();
+  const text = $('message').value.trim();
+  if (!text || !sock || !sock.isOpen) return;
+  $('message').value = '';
+  // A new message supersedes a reply still playing, as speaking over it would.
+  if (activeResponse) sock.send({ type: 'response.cancel' });
+  await bargeIn();
+  sock.send({ type: 'conversation.item.create',
+              item: { type: 'message', role: 'user', content: [{ type: 'input_text', text }] } });
+  sock.send({ type: 'response.create' });
+  hook.typed.push(text);
+  turnEndAt = performance.now();
+  setState('thinking');
+}
+
+function updateInstructions() {
+  if (sock && sock.isOpen) {
+    sock.send({ type: 'session.update', session: { type: 'realtime', instructions: $('instructions').value.trim() } });
+  }
 }
 
 // ---- microphones ------------------------------------------------------------------------------
@@ -357,6 +399,9 @@ function init() {
   $('key').value = q.get('key') || '';
   if (q.get('mode') === 'ptt' || q.get('mode') === 'vad') $('mode').value = q.get('mode');
   if (q.get('silence_ms')) $('silence-ms').value = q.get('silence_ms');
+  if (q.get('instructions')) $('instructions').value = q.get('instructions');
+  $('compose').addEventListener('submit', sendTyped);
+  $('instructions').addEventListener('change', updateInstructions);
   for (const id of ['ec', 'ns', 'agc']) if (q.has(id)) $(id).checked = q.get(id) !== '0';
   $('connect').addEventListener('click', () => (sock || audio ? teardown('idle') : connect()));
   $('mic').addEventListener('change', switchMicrophone);
@@ -364,7 +409,8 @@ function init() {
   talk.addEventListener('pointerdown', pressTalk);
   for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
   document.addEventListener('keydown', (e) => {
-    if (e.code === 'Space' && !e.repeat && !(e.target instanceof HTMLInputElement)) {
+    const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
+    if (e.code === 'Space' && !e.repeat && !typing) {
       e.preventDefault();
       pressTalk();
     }

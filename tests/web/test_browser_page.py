@@ -271,3 +271,49 @@ def test_api_key_travels_as_subprotocol_and_a_wrong_key_is_shown(keyed_server: S
     state = hook(driver)
     assert state["errors"] == [] and state["sessionId"], state
     assert page_text(driver, "#errors li") == ""
+
+
+def wait_until(driver: object, done: object, timeout: float) -> dict:
+    """Poll the page's hook until done(state) or an error shows or the time is up; returns the last state."""
+    deadline = time.monotonic() + timeout
+    state = hook(driver)
+    while time.monotonic() < deadline and not state["errors"] and not done(state):  # type: ignore[operator]
+        time.sleep(0.1)
+        state = hook(driver)
+    return state
+
+
+def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
+        embedded_server: ServerProcess, browser: object, tmp_path: Path) -> None:
+    """The page shows the server's default persona, applies an edit at once (session.update), and a typed message
+    becomes a user turn on the page that gets a spoken reply about it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    driver.get(f"{embedded_server.http}/?mode=ptt&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready" and s["sessionId"], 60)
+    persona = driver.find_element(By.ID, "instructions")  # type: ignore[attr-defined]
+    default = persona.get_attribute("value")
+    assert default and state["instructions"] == default, state  # the server's persona, shown as it is
+
+    edited = "You are a geography tutor. Answer in one short sentence."
+    persona.clear()
+    persona.send_keys(edited)
+    message = driver.find_element(By.ID, "message")  # type: ignore[attr-defined]
+    message.click()  # leaving the persona field applies the edit
+    state = wait_until(driver, lambda s: s["instructions"] == edited, 20)
+    assert state["instructions"] == edited, state
+
+    message.send_keys("What is the capital of France?", Keys.ENTER)
+    state = wait_until(driver, lambda s: s["assistantTranscripts"] and s["playedSeconds"] >= 0.5, 90)
+    driver.save_screenshot(str(artifacts_dir(tmp_path) / "browser_page_typed.png"))  # type: ignore[attr-defined]
+    context = f"page: { {k: v for k, v in state.items() if k != 'events'} }\nserver: {embedded_server.log()[-3000:]}"
+    assert state["errors"] == [], context
+    assert state["typed"] == ["What is the capital of France?"], context
+    assert page_text(driver, ".turn.user .text") == "What is the capital of France?", context
+    assert message.get_attribute("value") == "", context
+    reply = state["assistantTranscripts"][0].lower()
+    assert re.search(r"paris|capital|france", reply), context  # it answered the typed question
+    assert state["playedSeconds"] >= 0.5 and len(state["latenciesMs"]) == 1, context
