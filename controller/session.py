@@ -63,6 +63,7 @@ class Session(ItemsMixin):
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
         """kind: "realtime", or "transcription" for a connection made with ?intent=transcription."""
         self.session_id = session_id
+        self.conversation_id = "conv_" + session_id.removeprefix("sess_")  # the session's one conversation
         self.model = model
         self.pipeline = pipeline
         self.metrics = metrics
@@ -401,7 +402,7 @@ class Session(ItemsMixin):
         return ResponseSettings(
             modalities=cfg.output_modalities, voice=cfg.voice, output_format=cfg.output_format,
             temperature=cfg.temperature if cfg.temperature is not None else 0.7,
-            max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
+            requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
                 int(limit), self.defaults.max_output_tokens * 4))
 
     def _start_response(self, action: tt.StartGeneration) -> None:
@@ -418,6 +419,8 @@ class Session(ItemsMixin):
         if create is not None:
             resp.out_of_band = create.conversation == "none"
             resp.input_items = create.input
+            resp.metadata = create.metadata
+        resp.conversation_id = None if resp.out_of_band else self.conversation_id
         turn = None
         if action.audio_end_ms is not None:
             # Capture the turn now: by the time the task runs, the session may have moved on. A

@@ -1,0 +1,35 @@
+"""What an openai SDK user sees of the Realtime API's less travelled fields, over the real server and wire with a
+scripted pipeline (no models): the response object's echo, item edits' errors, retrieved items, refused fields."""
+
+from __future__ import annotations
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation
+from tests.realtime_schema import validate_server_event
+
+
+async def test_the_response_object_echoes_metadata_max_output_tokens_and_its_conversation() -> None:
+    """response.created and response.done carry the response.create's metadata (the documented way to tell an
+    out-of-band reply's events apart), the max_output_tokens the reply runs under, and conversation_id: the
+    conversation's id when the reply joins it, null when it is out of band."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, max_output_tokens=50)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"metadata": {"topic": "time"}}})
+        joined = await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {
+            "conversation": "none", "metadata": {"purpose": "classify"}, "max_output_tokens": 20}})
+        oob = await conv.wait_for("response.done", after=n, timeout=10)
+    created = conv.of_type("response.created")
+    assert [c["response"]["metadata"] for c in created] == [{"topic": "time"}, {"purpose": "classify"}]
+    assert joined["response"]["metadata"] == {"topic": "time"}
+    assert oob["response"]["metadata"] == {"purpose": "classify"}
+    assert [c["response"]["max_output_tokens"] for c in created] == [50, 20]
+    assert joined["response"]["max_output_tokens"] == 50
+    conversation_id = joined["response"]["conversation_id"]
+    assert conversation_id is not None and conversation_id.startswith("conv_")
+    assert created[0]["response"]["conversation_id"] == conversation_id
+    assert oob["response"]["conversation_id"] is None and created[1]["response"]["conversation_id"] is None
+    for raw in conv.raw:
+        validate_server_event(raw)
