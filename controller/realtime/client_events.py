@@ -211,10 +211,7 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
     items: tuple[ItemSpec | ItemReference, ...] | None = None
     if r.obj.get("input") is not None:
         items = tuple(parse_item(r.item_obj("input", i, v)) for i, v in enumerate(r.list_("input")))
-    metadata: dict[str, str] | None = None
-    if r.obj.get("metadata") is not None:
-        m = r.obj_("metadata")
-        metadata = {k: m.str_(k) for k in m.obj}
+    metadata = _metadata(r.obj_("metadata")) if r.obj.get("metadata") is not None else None
     return ResponseCreate(
         event_id=eid,
         overrides=parse_session_patch(r.obj, path="response", event_id=eid),
@@ -222,6 +219,24 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
         input=items,
         metadata=metadata,
     )
+
+
+# The API's limits on a response's metadata: 16 pairs, keys up to 64 characters, values up to 512.
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+
+def _metadata(m: Fields) -> dict[str, str]:
+    if len(m.obj) > MAX_METADATA_PAIRS:
+        raise invalid(m.path, f"Invalid '{m.path}': {len(m.obj)} pairs; at most {MAX_METADATA_PAIRS} are allowed.",
+                      m.event_id)
+    out: dict[str, str] = {}
+    for key in m.obj:
+        value = m.str_(key)
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise invalid(m.param(key), f"Invalid '{m.param(key)}': keys are at most {MAX_METADATA_KEY} characters "
+                          f"and values at most {MAX_METADATA_VALUE}.", m.event_id)
+        out[key] = value
+    return out
 
 
 _PARSERS: dict[str, Callable[[Fields, str | None], ClientEvent]] = {

@@ -327,6 +327,9 @@ def test_response_create_and_cancel() -> None:
         ({"type": "response.create", "event_id": "r", "response": {"conversation": "conv_1"}}, "invalid_value", "response.conversation", "r"),
         ({"type": "response.create", "response": {"input": [5]}}, "invalid_value", "response.input[0]", None),
         ({"type": "response.create", "response": {"metadata": {"k": 1}}}, "invalid_value", "response.metadata.k", None),
+        ({"type": "response.create", "response": {"metadata": {f"k{i}": "v" for i in range(17)}}}, "invalid_value", "response.metadata", None),
+        ({"type": "response.create", "response": {"metadata": {"k" * 65: "v"}}}, "invalid_value", "response.metadata." + "k" * 65, None),
+        ({"type": "response.create", "response": {"metadata": {"k": "v" * 513}}}, "invalid_value", "response.metadata.k", None),
         ({"type": "response.create", "response": {"output_modalities": ["speech"]}}, "invalid_value", "response.output_modalities[0]", None),
     ],
 )
