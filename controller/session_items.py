@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from context_manager import (
-    AssistantMessage, Conversation, ConversationError, FunctionCall, FunctionCallOutput, InvalidEditError, Item,
-    SystemMessage, UnknownItemError, UserMessage,
+    AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
+    InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
@@ -248,8 +248,8 @@ class ItemsMixin(_Base):
                     raise RemoteProtocolError(f"unsupported event {type(event).__name__}", code="unknown_event")
         except UnknownItemError as exc:
             raise RemoteProtocolError(str(exc), code="item_not_found", param="item_id") from exc
-        except ConversationError as exc:
-            raise RemoteProtocolError(str(exc), code="invalid_value", param="item") from exc
+        except ConversationError as exc:  # an edit that does not apply to the item named
+            raise RemoteProtocolError(str(exc), code="invalid_value", param="item_id") from exc
 
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
@@ -261,7 +261,13 @@ class ItemsMixin(_Base):
         pcm = decode(audio, self.cfg.input_format) if audio else None
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
-        self.conversation.add(item, previous_item_id=previous)
+        try:
+            self.conversation.add(item, previous_item_id=previous)
+        except UnknownItemError as exc:  # the item to insert after
+            raise RemoteProtocolError(f"previous_item_id {previous!r}: no such item.", code="item_not_found",
+                                      param="previous_item_id") from exc
+        except DuplicateItemError as exc:
+            raise RemoteProtocolError(str(exc), code="invalid_value", param="item.id") from exc
         previous = self.conversation.previous_item_id(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))

@@ -33,3 +33,31 @@ async def test_the_response_object_echoes_metadata_max_output_tokens_and_its_con
     assert oob["response"]["conversation_id"] is None and created[1]["response"]["conversation_id"] is None
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+def _text_item(item_id: str | None = None, role: str = "user", text: str = "hi") -> dict:
+    item: dict = {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}]}
+    return item if item_id is None else {**item, "id": item_id}
+
+
+async def test_refused_item_edits_name_the_field_at_fault() -> None:
+    """conversation.item.create after a missing previous_item_id, or under an id already taken, and a truncate of an
+    item that is no assistant audio: each error names the client's event and the field to fix, and the
+    conversation is left as it was."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "item": _text_item("u1")})
+        await conv.wait_for("conversation.item.done")
+        n = len(conv.events)
+        await conv.send({"type": "conversation.item.create", "event_id": "c_prev", "previous_item_id": "nope",
+                         "item": _text_item("u2")})
+        await conv.send({"type": "conversation.item.create", "event_id": "c_dup", "item": _text_item("u1", text="x")})
+        await conv.send({"type": "conversation.item.truncate", "event_id": "t_user", "item_id": "u1",
+                         "content_index": 0, "audio_end_ms": 0})
+        await conv.send({"type": "conversation.item.retrieve", "item_id": "u1"})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("item_not_found", "previous_item_id", "c_prev"), ("invalid_value", "item.id", "c_dup"),
+                      ("invalid_value", "item_id", "t_user")]
+    assert not [e for e in conv.events[n:] if e["type"] == "conversation.item.added"]
+    assert retrieved["item"]["content"] == [{"type": "input_text", "text": "hi"}]
