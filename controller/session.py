@@ -96,6 +96,7 @@ class Session(ItemsMixin):
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
+        self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
         self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None

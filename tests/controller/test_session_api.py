@@ -3,7 +3,10 @@ scripted pipeline (no models): the response object's echo, item edits' errors, r
 
 from __future__ import annotations
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation
+import numpy as np
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech
+from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
 
 
@@ -61,3 +64,30 @@ async def test_refused_item_edits_name_the_field_at_fault() -> None:
                       ("invalid_value", "item_id", "t_user")]
     assert not [e for e in conv.events[n:] if e["type"] == "conversation.item.added"]
     assert retrieved["item"]["content"] == [{"type": "input_text", "text": "hi"}]
+
+
+async def test_a_retrieved_item_has_the_content_types_it_was_made_with() -> None:
+    """conversation.item.retrieved shows a spoken turn as input_audio with its transcript, a text reply as
+    output_text and a spoken reply as output_audio, as their conversation.item.done did."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=n, timeout=10)
+        done = {e["item"]["id"]: e["item"] for e in conv.of_type("conversation.item.done")}
+        for item_id in done:
+            await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        for item_id in done:
+            await conv.wait_for("conversation.item.retrieved", where={"item.id": item_id})
+    retrieved = {e["item"]["id"]: e["item"] for e in conv.of_type("conversation.item.retrieved")}
+    assert [[p["type"] for p in item["content"]] for item in retrieved.values()] == [
+        ["input_audio"], ["output_text"], ["output_audio"]]
+    assert retrieved == done
+    for raw in conv.raw:
+        validate_server_event(raw)
