@@ -27,7 +27,7 @@ from controller.pipeline import SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
-from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
+from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
 from vad import TurnDetector, TurnDetectorConfig
@@ -261,6 +261,8 @@ class Session(ItemsMixin):
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 self._check_references(event)
+                if event.overrides.voice is not UNSET:
+                    self._check_voice(event.overrides.voice, "response.audio.output.voice")
                 self._response_overrides = event
                 await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
@@ -296,11 +298,8 @@ class Session(ItemsMixin):
                 f"This is a {self.cfg.kind} session; session.type cannot change to {new.kind!r} (a session's type "
                 "is set when it connects: ?intent=transcription for transcription).",
                 code="invalid_value", param="session.type")
-        if new.voice != self.cfg.voice and self._voice_locked:
-            # As the Realtime API: a conversation keeps the voice its assistant audio was spoken in. The whole
-            # update is refused, so that nothing of it half-applies.
-            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
-                                      code="cannot_update_voice", param="session.audio.output.voice")
+        # The whole update is refused, so that nothing of it half-applies.
+        self._check_voice(new.voice, "session.audio.output.voice")
         old, self.cfg = self.cfg, new
         if new.input_format != old.input_format:
             self.converter = InputConverter(new.input_format)
@@ -312,6 +311,12 @@ class Session(ItemsMixin):
         await self.emit(self.events.session_updated(session_to_wire(
             new, session_id=self.session_id, model=self.model)))
         await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
+
+    def _check_voice(self, voice: str, param: str) -> None:
+        """As the Realtime API: a conversation keeps the voice its assistant audio was spoken in, in every reply."""
+        if voice != self.cfg.voice and self._voice_locked:
+            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
+                                      code="cannot_update_voice", param=param)
 
     def _detector_config(self) -> TurnDetectorConfig:
         vad = self.cfg.turn_detection

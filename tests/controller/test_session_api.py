@@ -91,3 +91,23 @@ async def test_a_retrieved_item_has_the_content_types_it_was_made_with() -> None
     assert retrieved == done
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_response_may_not_change_the_voice_once_assistant_audio_was_sent() -> None:
+    """The voice rule holds for response.create's audio.output.voice as for session.update's: after the first
+    assistant audio a reply in another voice is refused, with the client's event id, and no reply starts."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "event_id": "r_voice",
+                         "response": {"audio": {"output": {"voice": "cedar"}}}})
+        error = await conv.wait_for("error", after=n, timeout=5)
+        await conv.send({"type": "response.create", "response": {"audio": {"output": {"voice": "joe"}}}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        "cannot_update_voice", "response.audio.output.voice", "r_voice")
+    assert len([e for e in conv.events[n:] if e["type"] == "response.created"]) == 1
+    assert done["response"]["audio"]["output"]["voice"] == "joe"
