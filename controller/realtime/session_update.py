@@ -45,6 +45,9 @@ def parse_session_patch(
     """Validate a GA or beta session object (or response.create `response`) into a SessionPatch."""
     f = Fields(payload, path, event_id)
     ch: dict[str, object] = {}
+    if f.obj.get("prompt") is not None:  # its instructions live on OpenAI's servers: ignoring it would drop them
+        raise invalid(f.param("prompt"), f"Invalid value for '{f.param('prompt')}': prompt templates are not "
+                      "supported by this server; send the instructions themselves.", event_id)
     if f.has("type") and f.obj["type"] is not None:  # a response has no type of its own: only a session's
         ch["kind"] = f.choice("type", ("realtime", "transcription") if path == "session" else ("realtime",))
     if f.has("instructions"):
@@ -86,14 +89,14 @@ def _parse_audio(audio: Fields, ch: dict[str, object]) -> None:
         if out.has("voice"):
             ch["voice"] = _voice(out)
         if out.has("speed"):
-            ch["speed"] = out.number("speed", low=0.25, high=1.5)
+            _check_speed(out)
 
 
 def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:
     if f.has("voice"):
         ch["voice"] = _voice(f)
     if f.has("speed"):
-        ch["speed"] = f.number("speed", low=0.25, high=1.5)
+        _check_speed(f)
     if f.has("input_audio_format"):
         ch["input_format"] = BETA_FORMATS[f.choice("input_audio_format", tuple(BETA_FORMATS))]
     if f.has("output_audio_format"):
@@ -104,6 +107,14 @@ def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:
     if f.has("turn_detection"):
         td = f.opt_obj("turn_detection")
         ch["turn_detection"] = None if td is None else _turn_detection(td)
+
+
+def _check_speed(f: Fields) -> None:
+    """The speech has one speed: 1.0 is accepted (and echoed); any other is refused rather than ignored."""
+    speed = f.number("speed", low=0.25, high=1.5)
+    if speed != 1.0:
+        raise invalid(f.param("speed"), f"Invalid value for '{f.param('speed')}': {speed}. This server speaks at "
+                      "speed 1.0 only.", f.event_id)
 
 
 def _modalities(f: Fields, key: str) -> tuple[str, ...]:
