@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
 
@@ -111,3 +111,31 @@ async def test_a_response_may_not_change_the_voice_once_assistant_audio_was_sent
         "cannot_update_voice", "response.audio.output.voice", "r_voice")
     assert len([e for e in conv.events[n:] if e["type"] == "response.created"]) == 1
     assert done["response"]["audio"]["output"]["voice"] == "joe"
+
+
+async def test_the_openai_sdk_tells_an_out_of_band_reply_by_its_metadata(monkeypatch) -> None:
+    """The documented out-of-band pattern, through the openai package's own typed client: a response.create with
+    conversation "none" and metadata; the SDK's parsed response.done carries that metadata and no conversation,
+    and the reply's item stays out of the conversation (retrieving it is an error naming the client's event)."""
+    from openai import AsyncOpenAI
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    async with scripted_server(ScriptedPipeline()) as server:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{server.server.port}/v1")
+        async with client.realtime.connect(model="stepaudio-rt") as conn:
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Is it noon?"}]})
+            await conn.response.create(response={"conversation": "none", "metadata": {"topic": "classify"},
+                                                  "output_modalities": ["text"]})
+            events = []
+            while not events or events[-1].type != "response.done":
+                events.append(conn.parse_event(await conn.recv_bytes()))
+            done = events[-1]
+            await conn.conversation.item.retrieve(item_id=done.response.output[0].id, event_id="get_oob")
+            while events[-1].type != "error":
+                events.append(conn.parse_event(await conn.recv_bytes()))
+    assert done.response.metadata == {"topic": "classify"} and done.response.conversation_id is None
+    assert done.response.output[0].content[0].text == "It is noon."
+    assert (events[-1].error.code, events[-1].error.event_id) == ("item_not_found", "get_oob")
