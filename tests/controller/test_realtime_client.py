@@ -329,6 +329,7 @@ def test_response_create_and_cancel() -> None:
         ({"type": "session.update", "session": {"instructions": None}}, "invalid_value", "session.instructions", None),
         ({"type": "response.create", "event_id": "r", "response": {"conversation": "conv_1"}}, "invalid_value", "response.conversation", "r"),
         ({"type": "response.create", "response": {"input": [5]}}, "invalid_value", "response.input[0]", None),
+        ({"type": "response.create", "event_id": "r", "response": {"input": [{"type": "item_reference", "id": "x"}, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_audio", "audio": "AAA="}]}]}}, "invalid_value", "response.input[1].content[1].audio", "r"),
         ({"type": "response.create", "response": {"metadata": {"k": 1}}}, "invalid_value", "response.metadata.k", None),
         ({"type": "response.create", "response": {"metadata": {f"k{i}": "v" for i in range(17)}}}, "invalid_value", "response.metadata", None),
         ({"type": "response.create", "response": {"metadata": {"k" * 65: "v"}}}, "invalid_value", "response.metadata." + "k" * 65, None),
