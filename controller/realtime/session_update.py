@@ -24,7 +24,7 @@ from controller.realtime.session_config import (
     apply_patch,
 )
 
-__all__ = ["apply_session_update", "parse_session_patch"]
+__all__ = ["apply_session_update", "check_tool_choice", "parse_session_patch"]
 
 
 def apply_session_update(
@@ -37,6 +37,20 @@ def apply_session_update(
             the offending field's path (e.g. "session.audio.input.format.type") and `event_id`.
     """
     return apply_patch(cfg, parse_session_patch(payload, event_id=event_id))
+
+
+def check_tool_choice(cfg: SessionConfig, *, path: str) -> None:
+    """A tool_choice that forces a function must name one of the tools. Checked on the config an update or a
+    response would run with, since the tools and the choice may come in different events.
+
+    Raises:
+        RemoteProtocolError: invalid_value, param "<path>.tool_choice.name".
+    """
+    choice = cfg.tool_choice
+    if isinstance(choice, ToolChoiceFunction) and all(t.name != choice.name for t in cfg.tools):
+        names = ", ".join(repr(t.name) for t in cfg.tools) or "none"
+        raise invalid(f"{path}.tool_choice.name", f"Invalid value for '{path}.tool_choice.name': {choice.name!r} is "
+                      f"not one of the tools (function tools: {names}).")
 
 
 def parse_session_patch(

@@ -139,3 +139,25 @@ async def test_the_openai_sdk_tells_an_out_of_band_reply_by_its_metadata(monkeyp
     assert done.response.metadata == {"topic": "classify"} and done.response.conversation_id is None
     assert done.response.output[0].content[0].text == "It is noon."
     assert (events[-1].error.code, events[-1].error.event_id) == ("item_not_found", "get_oob")
+
+
+async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_refused() -> None:
+    """tool_choice {"type": "function", "name": ...} must name one of the tools: otherwise session.update and
+    response.create are refused with an error naming tool_choice.name (not accepted, to fail the reply later)."""
+    pipeline = ScriptedPipeline()
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "s_bad", "session": {
+            "type": "realtime", "tool_choice": {"type": "function", "name": "get_date"}}})
+        await conv.send({"type": "response.create", "event_id": "r_bad", "response": {
+            "tool_choice": {"type": "function", "name": "get_date"}}})
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "tool_choice": {"type": "function", "name": "get_time"}}})
+        updated = await conv.wait_for("session.updated", after=n)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_value", "session.tool_choice.name", "s_bad"),
+                      ("invalid_value", "response.tool_choice.name", "r_bad")]
+    assert [e["type"] for e in conv.events[n:]] == ["error", "error", "session.updated"]
+    assert updated["session"]["tool_choice"] == {"type": "function", "name": "get_time"}
