@@ -9,10 +9,11 @@ Rules (OpenAI Realtime GA semantics, beta names accepted on input):
   "g711_alaw") -> audio formats, top-level `turn_detection`, `input_audio_transcription`,
   `max_response_output_tokens`. Errors name the field as the client spelled it.
 - `temperature` (beta only) is accepted and kept; it is not part of the GA session object.
-- Unknown keys (tracing, include, truncation, noise_reduction, model ...) are ignored so
-  newer clients keep working; `model` cannot be changed after connect.
-- Fields whose only values this server cannot honour are refused, not ignored: `prompt` (a stored
-  prompt template) and an `audio.output.speed` other than 1.0.
+- Unknown keys (tracing, noise_reduction, model ...) are ignored so newer clients keep working;
+  `model` cannot be changed after connect.
+- Values this server cannot honour are refused, not ignored: a `prompt` (a stored prompt
+  template), an `audio.output.speed` other than 1.0, a non-empty `include` (transcript logprobs)
+  and a `truncation` other than "auto".
 - semantic_vad is served by server_vad with default timings (its create/interrupt flags kept).
 """
 

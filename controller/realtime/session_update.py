@@ -62,6 +62,12 @@ def parse_session_patch(
     if f.obj.get("prompt") is not None:  # its instructions live on OpenAI's servers: ignoring it would drop them
         raise invalid(f.param("prompt"), f"Invalid value for '{f.param('prompt')}': prompt templates are not "
                       "supported by this server; send the instructions themselves.", event_id)
+    if f.obj.get("include"):  # null and [] ask for nothing extra
+        raise invalid(f.param("include"), f"Invalid value for '{f.param('include')}': this server's transcripts "
+                      "have no logprobs to include.", event_id)
+    if f.obj.get("truncation") not in (None, "auto"):  # the context is cut by the server's own token budget
+        raise invalid(f.param("truncation"), f"Invalid value for '{f.param('truncation')}': only 'auto' is "
+                      "supported (the oldest turns are dropped to fit the context budget).", event_id)
     if f.has("type") and f.obj["type"] is not None:  # a response has no type of its own: only a session's
         ch["kind"] = f.choice("type", ("realtime", "transcription") if path == "session" else ("realtime",))
     if f.has("instructions"):
