@@ -161,3 +161,23 @@ async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_r
                       ("invalid_value", "response.tool_choice.name", "r_bad")]
     assert [e["type"] for e in conv.events[n:]] == ["error", "error", "session.updated"]
     assert updated["session"]["tool_choice"] == {"type": "function", "name": "get_time"}
+
+
+async def test_clearing_the_output_audio_buffer_cancels_the_reply_and_says_so() -> None:
+    """output_audio_buffer.clear cuts the reply being spoken off: response.done (cancelled), then the documented
+    output_audio_buffer.cleared naming that response."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = "It is noon. The sun is high. Lunch is soon.".split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        cleared = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+    [done] = conv.of_type("response.done")
+    assert done["response"]["status"] == "cancelled"
+    assert cleared["response_id"] == delta["response_id"] == done["response"]["id"]
+    assert conv.events.index(done) < conv.events.index(cleared)
+    for raw in conv.raw:
+        validate_server_event(raw)
