@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from context_manager import truncate_text_to_heard
 from controller.audio_io import OutputConverter, bytes_per_ms
@@ -33,7 +34,9 @@ class ResponseSettings:
     voice: str = "joe"
     output_format: AudioFormat = AudioFormat.PCM
     temperature: float = 0.7
-    max_output_tokens: int | None = None
+    max_output_tokens: int | None = None  # the LM's cap
+    # The limit as the client set it, which the response object echoes ("inf": the server's own cap).
+    requested_max_output_tokens: int | Literal["inf"] = "inf"
     # How far audio may run ahead of real time at the client.
     pacing_lead_s: float = 0.3
     delta_ms: int = 100
@@ -94,6 +97,8 @@ class Response:
         # (item specs and references) replace the conversation as the prompt.
         self.out_of_band = False
         self.input_items: tuple[object, ...] | None = None
+        self.metadata: Mapping[str, str] | None = None  # echoed in the response object
+        self.conversation_id: str | None = None  # the conversation the reply joins; None out of band
         self.previous_item_id = previous_item_id
         self.released = not speculative
         self.visible = False  # some event of this response reached the client
@@ -402,6 +407,8 @@ class Response:
         return sev.response(self.response_id, status=status, output=output,  # type: ignore[arg-type]
                             output_modalities=self.settings.modalities, output_format=self.settings.output_format,
                             voice=self.settings.voice, details=details,
+                            max_output_tokens=self.settings.requested_max_output_tokens,
+                            conversation_id=self.conversation_id, metadata=self.metadata,
                             usage=None if status == "in_progress" else self._usage())
 
     def _usage(self) -> dict | None:

@@ -27,7 +27,8 @@ from controller.pipeline import SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
-from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
+from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
+from controller.realtime.session_update import check_tool_choice
 from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
 from vad import TurnDetector, TurnDetectorConfig
@@ -63,6 +64,7 @@ class Session(ItemsMixin):
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
         """kind: "realtime", or "transcription" for a connection made with ?intent=transcription."""
         self.session_id = session_id
+        self.conversation_id = "conv_" + session_id.removeprefix("sess_")  # the session's one conversation
         self.model = model
         self.pipeline = pipeline
         self.metrics = metrics
@@ -95,6 +97,7 @@ class Session(ItemsMixin):
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
+        self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
         self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None
@@ -252,13 +255,19 @@ class Session(ItemsMixin):
             case ce.OutputAudioBufferClear():
                 # Stops a reply the client hears; there is none to stop while only a speculation runs.
                 if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
+                    response_id = self._current_response_id()
                     await self._apply_for(event, tt.CancelRequested())
+                    if response_id is not None:
+                        await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
             case ce.ResponseCreate() if self.cfg.kind == "transcription":
                 raise RemoteProtocolError("A transcription session has no responses: it only transcribes the input "
                                           "audio (connect without intent=transcription for a conversation).",
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 self._check_references(event)
+                if event.overrides.voice is not UNSET:
+                    self._check_voice(event.overrides.voice, "response.audio.output.voice")
+                check_tool_choice(apply_patch(self.cfg, event.overrides), path="response")
                 self._response_overrides = event
                 await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
@@ -294,11 +303,9 @@ class Session(ItemsMixin):
                 f"This is a {self.cfg.kind} session; session.type cannot change to {new.kind!r} (a session's type "
                 "is set when it connects: ?intent=transcription for transcription).",
                 code="invalid_value", param="session.type")
-        if new.voice != self.cfg.voice and self._voice_locked:
-            # As the Realtime API: a conversation keeps the voice its assistant audio was spoken in. The whole
-            # update is refused, so that nothing of it half-applies.
-            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
-                                      code="cannot_update_voice", param="session.audio.output.voice")
+        # The whole update is refused, so that nothing of it half-applies.
+        self._check_voice(new.voice, "session.audio.output.voice")
+        check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new
         if new.input_format != old.input_format:
             self.converter = InputConverter(new.input_format)
@@ -310,6 +317,12 @@ class Session(ItemsMixin):
         await self.emit(self.events.session_updated(session_to_wire(
             new, session_id=self.session_id, model=self.model)))
         await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
+
+    def _check_voice(self, voice: str, param: str) -> None:
+        """As the Realtime API: a conversation keeps the voice its assistant audio was spoken in, in every reply."""
+        if voice != self.cfg.voice and self._voice_locked:
+            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
+                                      code="cannot_update_voice", param=param)
 
     def _detector_config(self) -> TurnDetectorConfig:
         vad = self.cfg.turn_detection
@@ -401,7 +414,7 @@ class Session(ItemsMixin):
         return ResponseSettings(
             modalities=cfg.output_modalities, voice=cfg.voice, output_format=cfg.output_format,
             temperature=cfg.temperature if cfg.temperature is not None else 0.7,
-            max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
+            requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
                 int(limit), self.defaults.max_output_tokens * 4))
 
     def _start_response(self, action: tt.StartGeneration) -> None:
@@ -418,6 +431,8 @@ class Session(ItemsMixin):
         if create is not None:
             resp.out_of_band = create.conversation == "none"
             resp.input_items = create.input
+            resp.metadata = create.metadata
+        resp.conversation_id = None if resp.out_of_band else self.conversation_id
         turn = None
         if action.audio_end_ms is not None:
             # Capture the turn now: by the time the task runs, the session may have moved on. A

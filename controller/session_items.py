@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from context_manager import (
-    AssistantMessage, Conversation, ConversationError, FunctionCall, FunctionCallOutput, InvalidEditError, Item,
-    SystemMessage, UnknownItemError, UserMessage,
+    AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
+    InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
@@ -129,6 +129,7 @@ class ItemsMixin(_Base):
         previous = self.last_item_sent()  # a turn spoken over a reply that plays on follows that reply's items
         turn = self.turn_task(start, end)
         self.conversation.add(UserMessage(id=item_id, text=""))
+        self._audio_items.add(item_id)
         self._committed_turn = (item_id, start, end)
         self.reset_turn(end)
         self.metrics.turns_total.inc()
@@ -217,6 +218,8 @@ class ItemsMixin(_Base):
         if resp.message_opened and resp.item_id not in self.conversation:
             self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms)),
                                   previous_item_id=previous)
+            if resp.audio_out:
+                self._audio_items.add(resp.item_id)
             previous = resp.item_id
             self._spoken[resp.item_id] = resp
             while len(self._spoken) > MAX_REMEMBERED_REPLIES:
@@ -239,6 +242,7 @@ class ItemsMixin(_Base):
                     await self.emit(self.events.item_retrieved(self._item_wire(item)))
                 case ce.ConversationItemDelete():
                     self.conversation.delete(event.item_id)
+                    self._audio_items.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
                     await self.apply(tt.ContextChanged())
@@ -248,8 +252,8 @@ class ItemsMixin(_Base):
                     raise RemoteProtocolError(f"unsupported event {type(event).__name__}", code="unknown_event")
         except UnknownItemError as exc:
             raise RemoteProtocolError(str(exc), code="item_not_found", param="item_id") from exc
-        except ConversationError as exc:
-            raise RemoteProtocolError(str(exc), code="invalid_value", param="item") from exc
+        except ConversationError as exc:  # an edit that does not apply to the item named
+            raise RemoteProtocolError(str(exc), code="invalid_value", param="item_id") from exc
 
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
@@ -261,8 +265,16 @@ class ItemsMixin(_Base):
         pcm = decode(audio, self.cfg.input_format) if audio else None
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
-        self.conversation.add(item, previous_item_id=previous)
+        try:
+            self.conversation.add(item, previous_item_id=previous)
+        except UnknownItemError as exc:  # the item to insert after
+            raise RemoteProtocolError(f"previous_item_id {previous!r}: no such item.", code="item_not_found",
+                                      param="previous_item_id") from exc
+        except DuplicateItemError as exc:
+            raise RemoteProtocolError(str(exc), code="invalid_value", param="item.id") from exc
         previous = self.conversation.previous_item_id(item_id)
+        if isinstance(spec, it.MessageSpec) and any(p.type.endswith("_audio") for p in spec.content):
+            self._audio_items.add(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
         if pcm is None:
@@ -304,13 +316,15 @@ class ItemsMixin(_Base):
                                                    audio_end_ms=event.audio_end_ms))
         await self.apply(tt.ContextChanged())
 
-    @staticmethod
-    def _item_wire(item: object) -> dict:
+    def _item_wire(self, item: object) -> dict:
+        """An item as conversation.item.retrieved shows it: in the content type it was made with."""
         match item:
+            case UserMessage(id=i, text=t) if i in self._audio_items:
+                return it.user_audio_item(i, transcript=t)
             case UserMessage(id=i, text=t):
                 return it.user_text_item(i, text=t)
             case AssistantMessage(id=i, text=t):
-                return it.assistant_message_item(i, audio=True, text=t)
+                return it.assistant_message_item(i, audio=i in self._audio_items, text=t)
             case SystemMessage(id=i, text=t):
                 return it.system_item(i, text=t)
             case FunctionCall(id=i, call_id=c, name=n, arguments=a):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
-from controller.realtime.items import ItemReference, ItemSpec, parse_item
+from controller.realtime.items import ItemReference, ItemSpec, MessageSpec, parse_item
 from controller.realtime.session_config import SessionPatch
 from controller.realtime.session_update import parse_session_patch
 
@@ -211,10 +211,8 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
     items: tuple[ItemSpec | ItemReference, ...] | None = None
     if r.obj.get("input") is not None:
         items = tuple(parse_item(r.item_obj("input", i, v)) for i, v in enumerate(r.list_("input")))
-    metadata: dict[str, str] | None = None
-    if r.obj.get("metadata") is not None:
-        m = r.obj_("metadata")
-        metadata = {k: m.str_(k) for k in m.obj}
+        _check_no_untranscribed_audio(items, eid)
+    metadata = _metadata(r.obj_("metadata")) if r.obj.get("metadata") is not None else None
     return ResponseCreate(
         event_id=eid,
         overrides=parse_session_patch(r.obj, path="response", event_id=eid),
@@ -222,6 +220,36 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
         input=items,
         metadata=metadata,
     )
+
+
+def _check_no_untranscribed_audio(items: tuple[ItemSpec | ItemReference, ...], eid: str | None) -> None:
+    """The prompt is text: audio in response.input is heard only through a transcript. Only conversation items are
+    transcribed (conversation.item.create), so audio sent here without one would reach the model as nothing."""
+    for i, item in enumerate(items):
+        for j, part in enumerate(item.content if isinstance(item, MessageSpec) else ()):
+            if part.audio is not None and part.transcript is None:
+                param = f"response.input[{i}].content[{j}].audio"
+                raise invalid(param, f"Invalid '{param}': audio in response.input is not supported without its "
+                              "transcript; add it with conversation.item.create (which transcribes it) and refer to "
+                              "it with an item_reference, or send its transcript.", eid)
+
+
+# The API's limits on a response's metadata: 16 pairs, keys up to 64 characters, values up to 512.
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+
+def _metadata(m: Fields) -> dict[str, str]:
+    if len(m.obj) > MAX_METADATA_PAIRS:
+        raise invalid(m.path, f"Invalid '{m.path}': {len(m.obj)} pairs; at most {MAX_METADATA_PAIRS} are allowed.",
+                      m.event_id)
+    out: dict[str, str] = {}
+    for key in m.obj:
+        value = m.str_(key)
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise invalid(m.param(key), f"Invalid '{m.param(key)}': keys are at most {MAX_METADATA_KEY} characters "
+                          f"and values at most {MAX_METADATA_VALUE}.", m.event_id)
+        out[key] = value
+    return out
 
 
 _PARSERS: dict[str, Callable[[Fields, str | None], ClientEvent]] = {

@@ -304,6 +304,10 @@ class ServerEvents:
             arguments=arguments,
         )
 
+    def output_audio_buffer_cleared(self, *, response_id: str) -> Json:
+        """The reply to output_audio_buffer.clear: that response's audio was cut off."""
+        return self._ev("output_audio_buffer.cleared", response_id=response_id)
+
     # -- errors ------------------------------------------------------------------------------
     def error(
         self,

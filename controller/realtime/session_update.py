@@ -24,7 +24,7 @@ from controller.realtime.session_config import (
     apply_patch,
 )
 
-__all__ = ["apply_session_update", "parse_session_patch"]
+__all__ = ["apply_session_update", "check_tool_choice", "parse_session_patch"]
 
 
 def apply_session_update(
@@ -39,12 +39,35 @@ def apply_session_update(
     return apply_patch(cfg, parse_session_patch(payload, event_id=event_id))
 
 
+def check_tool_choice(cfg: SessionConfig, *, path: str) -> None:
+    """A tool_choice that forces a function must name one of the tools. Checked on the config an update or a
+    response would run with, since the tools and the choice may come in different events.
+
+    Raises:
+        RemoteProtocolError: invalid_value, param "<path>.tool_choice.name".
+    """
+    choice = cfg.tool_choice
+    if isinstance(choice, ToolChoiceFunction) and all(t.name != choice.name for t in cfg.tools):
+        names = ", ".join(repr(t.name) for t in cfg.tools) or "none"
+        raise invalid(f"{path}.tool_choice.name", f"Invalid value for '{path}.tool_choice.name': {choice.name!r} is "
+                      f"not one of the tools (function tools: {names}).")
+
+
 def parse_session_patch(
     payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
 ) -> SessionPatch:
     """Validate a GA or beta session object (or response.create `response`) into a SessionPatch."""
     f = Fields(payload, path, event_id)
     ch: dict[str, object] = {}
+    if f.obj.get("prompt") is not None:  # its instructions live on OpenAI's servers: ignoring it would drop them
+        raise invalid(f.param("prompt"), f"Invalid value for '{f.param('prompt')}': prompt templates are not "
+                      "supported by this server; send the instructions themselves.", event_id)
+    if f.obj.get("include"):  # null and [] ask for nothing extra
+        raise invalid(f.param("include"), f"Invalid value for '{f.param('include')}': this server's transcripts "
+                      "have no logprobs to include.", event_id)
+    if f.obj.get("truncation") not in (None, "auto"):  # the context is cut by the server's own token budget
+        raise invalid(f.param("truncation"), f"Invalid value for '{f.param('truncation')}': only 'auto' is "
+                      "supported (the oldest turns are dropped to fit the context budget).", event_id)
     if f.has("type") and f.obj["type"] is not None:  # a response has no type of its own: only a session's
         ch["kind"] = f.choice("type", ("realtime", "transcription") if path == "session" else ("realtime",))
     if f.has("instructions"):
@@ -86,14 +109,14 @@ def _parse_audio(audio: Fields, ch: dict[str, object]) -> None:
         if out.has("voice"):
             ch["voice"] = _voice(out)
         if out.has("speed"):
-            ch["speed"] = out.number("speed", low=0.25, high=1.5)
+            _check_speed(out)
 
 
 def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:
     if f.has("voice"):
         ch["voice"] = _voice(f)
     if f.has("speed"):
-        ch["speed"] = f.number("speed", low=0.25, high=1.5)
+        _check_speed(f)
     if f.has("input_audio_format"):
         ch["input_format"] = BETA_FORMATS[f.choice("input_audio_format", tuple(BETA_FORMATS))]
     if f.has("output_audio_format"):
@@ -104,6 +127,14 @@ def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:
     if f.has("turn_detection"):
         td = f.opt_obj("turn_detection")
         ch["turn_detection"] = None if td is None else _turn_detection(td)
+
+
+def _check_speed(f: Fields) -> None:
+    """The speech has one speed: 1.0 is accepted (and echoed); any other is refused rather than ignored."""
+    speed = f.number("speed", low=0.25, high=1.5)
+    if speed != 1.0:
+        raise invalid(f.param("speed"), f"Invalid value for '{f.param('speed')}': {speed}. This server speaks at "
+                      "speed 1.0 only.", f.event_id)
 
 
 def _modalities(f: Fields, key: str) -> tuple[str, ...]:

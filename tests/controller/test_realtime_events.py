@@ -121,6 +121,7 @@ def _all_events() -> list[dict[str, object]]:
                 details=sev.status_details("failed", error_code="engine_error", error_message="LM crashed"),
             )
         ),
+        e.output_audio_buffer_cleared(response_id="resp_1"),
         e.error(message="bad", code="invalid_value", param="session.voice", client_event_id="evt_9"),
         e.error_from(RemoteProtocolError("Not JSON.", code="invalid_json")),
         e.error_from(LocalProtocolError("oops", code="server_error", event_id="c1")),

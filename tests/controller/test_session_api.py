@@ -1,0 +1,183 @@
+"""What an openai SDK user sees of the Realtime API's less travelled fields, over the real server and wire with a
+scripted pipeline (no models): the response object's echo, item edits' errors, retrieved items, refused fields."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech
+from tests.e2e.helpers import silence
+from tests.realtime_schema import validate_server_event
+
+
+async def test_the_response_object_echoes_metadata_max_output_tokens_and_its_conversation() -> None:
+    """response.created and response.done carry the response.create's metadata (the documented way to tell an
+    out-of-band reply's events apart), the max_output_tokens the reply runs under, and conversation_id: the
+    conversation's id when the reply joins it, null when it is out of band."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, max_output_tokens=50)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"metadata": {"topic": "time"}}})
+        joined = await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {
+            "conversation": "none", "metadata": {"purpose": "classify"}, "max_output_tokens": 20}})
+        oob = await conv.wait_for("response.done", after=n, timeout=10)
+    created = conv.of_type("response.created")
+    assert [c["response"]["metadata"] for c in created] == [{"topic": "time"}, {"purpose": "classify"}]
+    assert joined["response"]["metadata"] == {"topic": "time"}
+    assert oob["response"]["metadata"] == {"purpose": "classify"}
+    assert [c["response"]["max_output_tokens"] for c in created] == [50, 20]
+    assert joined["response"]["max_output_tokens"] == 50
+    conversation_id = joined["response"]["conversation_id"]
+    assert conversation_id is not None and conversation_id.startswith("conv_")
+    assert created[0]["response"]["conversation_id"] == conversation_id
+    assert oob["response"]["conversation_id"] is None and created[1]["response"]["conversation_id"] is None
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+def _text_item(item_id: str | None = None, role: str = "user", text: str = "hi") -> dict:
+    item: dict = {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}]}
+    return item if item_id is None else {**item, "id": item_id}
+
+
+async def test_refused_item_edits_name_the_field_at_fault() -> None:
+    """conversation.item.create after a missing previous_item_id, or under an id already taken, and a truncate of an
+    item that is no assistant audio: each error names the client's event and the field to fix, and the
+    conversation is left as it was."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "item": _text_item("u1")})
+        await conv.wait_for("conversation.item.done")
+        n = len(conv.events)
+        await conv.send({"type": "conversation.item.create", "event_id": "c_prev", "previous_item_id": "nope",
+                         "item": _text_item("u2")})
+        await conv.send({"type": "conversation.item.create", "event_id": "c_dup", "item": _text_item("u1", text="x")})
+        await conv.send({"type": "conversation.item.truncate", "event_id": "t_user", "item_id": "u1",
+                         "content_index": 0, "audio_end_ms": 0})
+        await conv.send({"type": "conversation.item.retrieve", "item_id": "u1"})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("item_not_found", "previous_item_id", "c_prev"), ("invalid_value", "item.id", "c_dup"),
+                      ("invalid_value", "item_id", "t_user")]
+    assert not [e for e in conv.events[n:] if e["type"] == "conversation.item.added"]
+    assert retrieved["item"]["content"] == [{"type": "input_text", "text": "hi"}]
+
+
+async def test_a_retrieved_item_has_the_content_types_it_was_made_with() -> None:
+    """conversation.item.retrieved shows a spoken turn as input_audio with its transcript, a text reply as
+    output_text and a spoken reply as output_audio, as their conversation.item.done did."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=n, timeout=10)
+        done = {e["item"]["id"]: e["item"] for e in conv.of_type("conversation.item.done")}
+        for item_id in done:
+            await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        for item_id in done:
+            await conv.wait_for("conversation.item.retrieved", where={"item.id": item_id})
+    retrieved = {e["item"]["id"]: e["item"] for e in conv.of_type("conversation.item.retrieved")}
+    assert [[p["type"] for p in item["content"]] for item in retrieved.values()] == [
+        ["input_audio"], ["output_text"], ["output_audio"]]
+    assert retrieved == done
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_response_may_not_change_the_voice_once_assistant_audio_was_sent() -> None:
+    """The voice rule holds for response.create's audio.output.voice as for session.update's: after the first
+    assistant audio a reply in another voice is refused, with the client's event id, and no reply starts."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "event_id": "r_voice",
+                         "response": {"audio": {"output": {"voice": "cedar"}}}})
+        error = await conv.wait_for("error", after=n, timeout=5)
+        await conv.send({"type": "response.create", "response": {"audio": {"output": {"voice": "joe"}}}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        "cannot_update_voice", "response.audio.output.voice", "r_voice")
+    assert len([e for e in conv.events[n:] if e["type"] == "response.created"]) == 1
+    assert done["response"]["audio"]["output"]["voice"] == "joe"
+
+
+async def test_the_openai_sdk_tells_an_out_of_band_reply_by_its_metadata(monkeypatch) -> None:
+    """The documented out-of-band pattern, through the openai package's own typed client: a response.create with
+    conversation "none" and metadata; the SDK's parsed response.done carries that metadata and no conversation,
+    and the reply's item stays out of the conversation (retrieving it is an error naming the client's event)."""
+    from openai import AsyncOpenAI
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    async with scripted_server(ScriptedPipeline()) as server:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{server.server.port}/v1")
+        async with client.realtime.connect(model="stepaudio-rt") as conn:
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Is it noon?"}]})
+            await conn.response.create(response={"conversation": "none", "metadata": {"topic": "classify"},
+                                                  "output_modalities": ["text"]})
+            events = []
+            while not events or events[-1].type != "response.done":
+                events.append(conn.parse_event(await conn.recv_bytes()))
+            done = events[-1]
+            await conn.conversation.item.retrieve(item_id=done.response.output[0].id, event_id="get_oob")
+            while events[-1].type != "error":
+                events.append(conn.parse_event(await conn.recv_bytes()))
+    assert done.response.metadata == {"topic": "classify"} and done.response.conversation_id is None
+    assert done.response.output[0].content[0].text == "It is noon."
+    assert (events[-1].error.code, events[-1].error.event_id) == ("item_not_found", "get_oob")
+
+
+async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_refused() -> None:
+    """tool_choice {"type": "function", "name": ...} must name one of the tools: otherwise session.update and
+    response.create are refused with an error naming tool_choice.name (not accepted, to fail the reply later)."""
+    pipeline = ScriptedPipeline()
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "s_bad", "session": {
+            "type": "realtime", "tool_choice": {"type": "function", "name": "get_date"}}})
+        await conv.send({"type": "response.create", "event_id": "r_bad", "response": {
+            "tool_choice": {"type": "function", "name": "get_date"}}})
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "tool_choice": {"type": "function", "name": "get_time"}}})
+        updated = await conv.wait_for("session.updated", after=n)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_value", "session.tool_choice.name", "s_bad"),
+                      ("invalid_value", "response.tool_choice.name", "r_bad")]
+    assert [e["type"] for e in conv.events[n:]] == ["error", "error", "session.updated"]
+    assert updated["session"]["tool_choice"] == {"type": "function", "name": "get_time"}
+
+
+async def test_clearing_the_output_audio_buffer_cancels_the_reply_and_says_so() -> None:
+    """output_audio_buffer.clear cuts the reply being spoken off: response.done (cancelled), then the documented
+    output_audio_buffer.cleared naming that response."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = "It is noon. The sun is high. Lunch is soon.".split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        cleared = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+    [done] = conv.of_type("response.done")
+    assert done["response"]["status"] == "cancelled"
+    assert cleared["response_id"] == delta["response_id"] == done["response"]["id"]
+    assert conv.events.index(done) < conv.events.index(cleared)
+    for raw in conv.raw:
+        validate_server_event(raw)
