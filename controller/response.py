@@ -32,6 +32,7 @@ Emit = Callable[[dict], Awaitable[None]]
 class ResponseSettings:
     modalities: tuple[str, ...] = ("audio",)
     voice: str = "joe"
+    speed: float = 1.0
     output_format: AudioFormat = AudioFormat.PCM
     temperature: float = 0.7
     max_output_tokens: int | None = None  # the LM's cap
@@ -261,7 +262,7 @@ class Response:
                 continue
             await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
-            async for pcm in self.pipeline.synthesize(sentence, self.settings.voice):
+            async for pcm in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
                 self.mark("first_synth_chunk")
                 # Time spent waiting for the synthesiser (not for pacing): the TTS cost as seen here.
                 self.synth_seconds += time.monotonic() - waited_from

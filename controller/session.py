@@ -412,7 +412,7 @@ class Session(ItemsMixin):
             cfg = apply_patch(cfg, overrides.overrides)
         limit = cfg.max_output_tokens
         return ResponseSettings(
-            modalities=cfg.output_modalities, voice=cfg.voice, output_format=cfg.output_format,
+            modalities=cfg.output_modalities, voice=cfg.voice, speed=cfg.speed, output_format=cfg.output_format,
             temperature=cfg.temperature if cfg.temperature is not None else 0.7,
             requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
                 int(limit), self.defaults.max_output_tokens * 4))

@@ -367,14 +367,17 @@ class StepAudioPipeline:
 
         return iterate_in_thread(run, self._llm_pool)
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
-        """TTS-3B on one sentence; its audio tokens stream into a StreamingDecoder; float32 chunks at 22050 Hz."""
+    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+        """TTS-3B on one sentence; its audio tokens stream into a StreamingDecoder; float32 chunks at 22050 Hz.
+        A speed other than 1.0 becomes TTS-3B's speed tag."""
         from lm_engine import SamplingParams
         from speech_decoder import StreamingDecoder
+        from speech_decoder.step_tts import with_speed
 
         text = text.strip()
         if not any(ch.isalnum() for ch in text):
             return
+        text = with_speed(text, speed)
         speaker, model = self.tts.resolve(text, voice)
         ids = self.tts.prompt_ids(text, speaker)
         params = SamplingParams(temperature=0.7, repetition_aware=True,

@@ -58,7 +58,8 @@ class PiperTts:
         # espeak-ng's phonemizer is process-global and not re-entrant, so every step of a synthesis runs under
         # this lock. It is released between chunks, so a slow consumer never blocks other sessions.
         self._lock = threading.Lock()
-        self._syn_config = _synthesis_config(config)
+        # The voice's own rate unless the config sets one; a request's speed divides it.
+        self._length_scale = config.length_scale or float(voice.config.length_scale)
 
     @classmethod
     def load(cls, voice: str = "joe", cpu_threads: int = 1) -> PiperTts:
@@ -80,14 +81,19 @@ class PiperTts:
         voice_config = VoiceConfig.from_dict(json.loads(Path(str(model_path) + ".json").read_text("utf-8")))
         return cls(PiperVoice(session=session, config=voice_config), config)
 
-    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str, speed: float = 1.0) -> Iterator[np.ndarray]:
         """Yield float32 mono chunks in [-1, 1] at `sample_rate`, one per sentence Piper finds in `text`.
 
-        Empty or whitespace-only text yields nothing.
+        speed: speaking rate relative to the configured one (1.5 = half as fast again; the phoneme durations
+        change, not the pitch). Empty or whitespace-only text yields nothing.
         """
         if not text.strip():
             return
-        chunks = self._voice.synthesize(text, syn_config=self._syn_config)
+        if speed <= 0:
+            raise PiperError(f"speed must be > 0, got {speed}")
+        from piper.config import SynthesisConfig
+
+        chunks = self._voice.synthesize(text, syn_config=SynthesisConfig(length_scale=self._length_scale / speed))
         while True:
             with self._lock:
                 chunk = next(chunks, None)
@@ -112,9 +118,3 @@ def voice_model_path(voice: str) -> Path:
         raise PiperError(f"{package} is installed but {path} (or its .json) is missing: "
                          f"pip install --force-reinstall {package}")
     return path
-
-
-def _synthesis_config(config: PiperConfig) -> Any:
-    from piper.config import SynthesisConfig
-
-    return SynthesisConfig(length_scale=config.length_scale)

@@ -76,6 +76,15 @@ def instruction_name(text: str) -> str:
     return m.group(1).strip("()（）") if m else ""
 
 
+def with_speed(text: str, speed: float) -> str:
+    """The text with TTS-3B's speed tag for a requested speaking rate (its four steps: 慢速2 / 慢速1 / 快速1 / 快速2,
+    nearest to the rate; none near 1.0). A text that already leads with a tag keeps it: TTS-3B reads one."""
+    if instruction_name(text) or 0.9 < speed < 1.1:
+        return text
+    tag = "快速2" if speed >= 1.3 else "快速1" if speed > 1.0 else "慢速2" if speed <= 0.7 else "慢速1"
+    return f"({tag}){text}"
+
+
 @dataclass(frozen=True, slots=True)
 class Speaker:
     """A registered voice: what the LM prompt and the flow decoder need."""

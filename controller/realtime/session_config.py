@@ -12,8 +12,7 @@ Rules (OpenAI Realtime GA semantics, beta names accepted on input):
 - Unknown keys (tracing, noise_reduction, model ...) are ignored so newer clients keep working;
   `model` cannot be changed after connect.
 - Values this server cannot honour are refused, not ignored: a `prompt` (a stored prompt
-  template), an `audio.output.speed` other than 1.0, a non-empty `include` (transcript logprobs)
-  and a `truncation` other than "auto".
+  template), a non-empty `include` (transcript logprobs) and a `truncation` other than "auto".
 - semantic_vad is served by server_vad with default timings (its create/interrupt flags kept).
 """
 
@@ -157,6 +156,7 @@ class SessionConfig:
     kind: Literal["realtime", "transcription"] = "realtime"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "joe"
+    speed: float = 1.0  # speaking rate of the reply's audio, 0.25 .. 1.5 as the API allows
     # ("audio",): spoken reply plus its transcript; ("text",): text only, no audio.
     output_modalities: tuple[str, ...] = ("audio",)
     input_format: AudioFormat = AudioFormat.PCM
@@ -173,6 +173,8 @@ class SessionConfig:
             raise ConfigError(f"output_modalities must be ('audio',) or ('text',), got {self.output_modalities}")
         if self.max_output_tokens != "inf" and not 1 <= self.max_output_tokens <= MAX_OUTPUT_TOKENS_LIMIT:
             raise ConfigError(f"max_output_tokens must be 'inf' or 1..{MAX_OUTPUT_TOKENS_LIMIT}")
+        if not 0.25 <= self.speed <= 1.5:
+            raise ConfigError(f"speed must be in [0.25, 1.5], got {self.speed}")
 
     @property
     def audio_output(self) -> bool:
@@ -195,6 +197,7 @@ class SessionPatch:
     kind: Literal["realtime", "transcription"] | Unset = UNSET
     instructions: str | Unset = UNSET
     voice: str | Unset = UNSET
+    speed: float | Unset = UNSET
     output_modalities: tuple[str, ...] | Unset = UNSET
     input_format: AudioFormat | Unset = UNSET
     output_format: AudioFormat | Unset = UNSET
@@ -250,7 +253,7 @@ def session_to_wire(cfg: SessionConfig, *, session_id: str, model: str) -> dict[
         "instructions": cfg.instructions,
         "audio": {
             "input": audio_input,
-            "output": {"format": cfg.output_format.to_wire(), "voice": cfg.voice, "speed": 1.0},
+            "output": {"format": cfg.output_format.to_wire(), "voice": cfg.voice, "speed": cfg.speed},
         },
         "tools": [t.to_wire() for t in cfg.tools],
         "tool_choice": _tool_choice_wire(cfg.tool_choice),

@@ -85,9 +85,9 @@ class ScriptedPipeline:
             yield ChatDelta(text=word if i == 0 else " " + word)
         yield ChatDelta(finish_reason="stop")
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
-        for _ in text.split():
-            yield 0.2 * np.sin(np.arange(self.output_rate // 20) * 0.1).astype(np.float32)
+    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+        for _ in text.split():  # 50 ms a word at speed 1
+            yield 0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32)
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)

@@ -181,3 +181,23 @@ async def test_clearing_the_output_audio_buffer_cancels_the_reply_and_says_so() 
     assert conv.events.index(done) < conv.events.index(cleared)
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_the_speaking_rate_set_by_session_update_reaches_the_speech() -> None:
+    """audio.output.speed is echoed and the reply's audio is spoken at it (the scripted voice speaks 50 ms a word at
+    speed 1.0: 12 words of reply = 600 ms, 400 ms at 1.5)."""
+    import base64
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = "one two three four five six seven eight nine ten eleven twelve.".split()
+    pipeline.word_seconds = 0.0
+    async with conversation(pipeline) as (_, conv):
+        audio_ms = []
+        for speed in (1.0, 1.5):
+            updated = await conv.update_session(audio={"output": {"speed": speed}})
+            assert updated["session"]["audio"]["output"]["speed"] == speed
+            n = await conv.ask("count")
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+            deltas = [e for e in conv.events[n:conv.events.index(done)] if e["type"] == "response.output_audio.delta"]
+            audio_ms.append(sum(len(base64.b64decode(e["delta"])) for e in deltas) / 48)  # 24 kHz pcm16: 48 B/ms
+    assert abs(audio_ms[0] - 600) < 30 and abs(audio_ms[1] - 400) < 30, audio_ms

@@ -17,8 +17,8 @@ def tts() -> Iterator[PiperTts]:
     yield PiperTts.load(voice="joe")
 
 
-def speak(tts: PiperTts, text: str) -> np.ndarray:
-    chunks = list(tts.synthesize(text))
+def speak(tts: PiperTts, text: str, speed: float = 1.0) -> np.ndarray:
+    chunks = list(tts.synthesize(text, speed))
     assert all(c.dtype == np.float32 and c.ndim == 1 for c in chunks)
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
@@ -31,6 +31,18 @@ def test_sentence_has_plausible_length_and_energy(tts: PiperTts) -> None:
     rms = float(np.sqrt(np.mean(audio ** 2)))
     assert 0.02 < rms < 0.5
     assert float(np.abs(audio).max()) <= 1.0
+
+
+def test_speed_changes_the_length_of_the_speech_and_keeps_its_energy(tts: PiperTts) -> None:
+    text = "Hello there, how can I help you today?"
+    normal, fast, slow = (speak(tts, text, speed) for speed in (1.0, 1.5, 0.5))
+    # Piper's phoneme durations scale with 1 / speed; the pauses around the sentence scale less.
+    assert 0.55 < fast.size / normal.size < 0.85  # measured 0.69-0.76 (the durations are sampled)
+    assert 1.45 < slow.size / normal.size < 2.2  # measured 1.66-1.76
+    for audio in (fast, slow):
+        assert 0.02 < float(np.sqrt(np.mean(audio ** 2))) < 0.5
+    with pytest.raises(PiperError, match="speed"):
+        list(tts.synthesize(text, 0))
 
 
 def test_empty_or_whitespace_text_yields_nothing(tts: PiperTts) -> None:

@@ -88,6 +88,18 @@ def test_tts_prompt_layout(step_audio) -> None:
     assert rap_spk.name == "TingtingRAP"
 
 
+@pytest.mark.parametrize(("speed", "text", "expected"), [
+    (1.0, "Hello.", "Hello."), (1.05, "Hello.", "Hello."), (1.2, "Hello.", "(快速1)Hello."),
+    (1.5, "Hello.", "(快速2)Hello."), (0.8, "Hello.", "(慢速1)Hello."), (0.25, "Hello.", "(慢速2)Hello."),
+    (1.5, "(高兴1)Hello.", "(高兴1)Hello."),  # TTS-3B reads one leading tag: the text's own stays
+])
+def test_a_speaking_rate_becomes_the_tts_speed_tag_that_the_prompt_reads(speed: float, text: str,
+                                                                         expected: str) -> None:
+    from speech_decoder.step_tts import instruction_name, with_speed
+    assert with_speed(text, speed) == expected
+    assert instruction_name(with_speed(text, speed)) == instruction_name(expected)
+
+
 def tts_sys_prompt(name: str) -> str:
     from speech_decoder.step_tts import SYS_WITH_SPEAKER
     return SYS_WITH_SPEAKER.format(name)
