@@ -92,6 +92,7 @@ class Session(ItemsMixin):
         self._prefilled_to_ms = 0  # audio end of the last early prefill
         self._turn_item_id = self.new_id("item")
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
+        self._idle_from_ms = 0  # audio time at which the idle timeout's silence began
         self._response_overrides: ce.ResponseCreate | None = None
         self._client_event_id: str | None = None  # the client event being applied (errors echo it)
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
@@ -386,6 +387,8 @@ class Session(ItemsMixin):
                 self._response_overrides, self._say = None, None
                 await self.error(RemoteProtocolError(message, code=code), self._client_event_id)
             case tt.StartTimer(key=key, deadline=deadline):
+                if key == tt.IDLE_TIMER:  # the silence it times starts here: after the last reply, in audio time
+                    self._idle_from_ms = self.audio.total_ms
                 loop = asyncio.get_running_loop()
                 delay = max(0.0, deadline - time.monotonic())
                 self._timers[key] = loop.call_later(
@@ -397,7 +400,7 @@ class Session(ItemsMixin):
             case tt.EmitIdleTimeout():
                 end = self.audio.total_ms
                 await self.emit(self.events.timeout_triggered(
-                    item_id=self._turn_item_id, audio_start_ms=self._turn_start_ms, audio_end_ms=end))
+                    item_id=self._turn_item_id, audio_start_ms=self._idle_from_ms, audio_end_ms=end))
 
     async def _timer_fired(self, key: str) -> None:
         self._timers.pop(key, None)

@@ -408,3 +408,24 @@ async def test_a_commit_while_the_user_speaks_ends_the_turn_there_and_what_follo
     assert started[1]["item_id"] == stopped[0]["item_id"] == second["item_id"] != first["item_id"]
     assert 1500 <= stopped[0]["audio_end_ms"] <= 1700
     assert not conv.of_type("error")
+
+
+async def test_an_idle_timeout_marks_the_silence_after_the_reply_and_the_assistant_speaks_again() -> None:
+    """turn_detection.idle_timeout_ms: after a reply, silence as long as the timeout ends in timeout_triggered, whose
+    audio_start_ms..audio_end_ms is that silence (the Realtime API: "the segment of audio after the last model
+    response up to the triggering time", about the timeout long), an empty committed turn, and a new reply."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "idle_timeout_ms": 1000}}})
+        await conv.stream(silence(2.0), pace=0)  # the user listens for a while first
+        n = await conv.ask("hello")
+        await conv.wait_for("response.done", after=n, timeout=10)
+        streaming = asyncio.create_task(conv.stream(silence(3.0), pace=1.0))
+        triggered = await conv.wait_for("input_audio_buffer.timeout_triggered", after=n, timeout=10)
+        committed = await conv.wait_for("input_audio_buffer.committed", after=n, timeout=10)
+        await conv.wait_for("response.done", after=conv.events.index(triggered), timeout=10)
+        streaming.cancel()
+    assert triggered["audio_start_ms"] >= 1900  # after the reply, not the start of the session's audio
+    assert 700 <= triggered["audio_end_ms"] - triggered["audio_start_ms"] <= 1400, triggered
+    assert committed["item_id"] == triggered["item_id"]
