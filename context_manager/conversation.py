@@ -56,6 +56,7 @@ class UserMessage:
 class AssistantMessage:
     id: str
     text: str  # for audio replies: the transcript (cut to what was heard after a barge-in)
+    complete: bool = True  # False: the reply was cut short (cancelled, interrupted, failed or out of tokens)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

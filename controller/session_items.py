@@ -216,8 +216,8 @@ class ItemsMixin(_Base):
             return
         previous = resp.previous_item_id if resp.previous_item_id in self.conversation else None
         if resp.message_opened and resp.item_id not in self.conversation:
-            self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms)),
-                                  previous_item_id=previous)
+            self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms),
+                                                   complete=resp.status == "completed"), previous_item_id=previous)
             if resp.audio_out:
                 self._audio_items.add(resp.item_id)
             previous = resp.item_id
@@ -323,8 +323,9 @@ class ItemsMixin(_Base):
                 return it.user_audio_item(i, transcript=t)
             case UserMessage(id=i, text=t):
                 return it.user_text_item(i, text=t)
-            case AssistantMessage(id=i, text=t):
-                return it.assistant_message_item(i, audio=i in self._audio_items, text=t)
+            case AssistantMessage(id=i, text=t, complete=c):
+                return it.assistant_message_item(i, audio=i in self._audio_items, text=t,
+                                                 status="completed" if c else "incomplete")
             case SystemMessage(id=i, text=t):
                 return it.system_item(i, text=t)
             case FunctionCall(id=i, call_id=c, name=n, arguments=a):

@@ -201,3 +201,29 @@ async def test_the_speaking_rate_set_by_session_update_reaches_the_speech() -> N
             deltas = [e for e in conv.events[n:conv.events.index(done)] if e["type"] == "response.output_audio.delta"]
             audio_ms.append(sum(len(base64.b64decode(e["delta"])) for e in deltas) / 48)  # 24 kHz pcm16: 48 B/ms
     assert abs(audio_ms[0] - 600) < 30 and abs(audio_ms[1] - 400) < 30, audio_ms
+
+
+async def test_a_reply_cancelled_by_the_client_is_truncated_at_once_and_retrieved_as_incomplete() -> None:
+    """The openai SDK's interruption pattern: response.cancel and, right behind it, conversation.item.truncate at the
+    played ms. The truncate finds the item (the cancel records it first) and a later retrieve shows it incomplete
+    with what was heard, as its output_item.done said."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = "one two three four five six seven eight nine ten.".split()
+    pipeline.word_seconds = 0.05
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("count")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.send({"type": "response.cancel"})
+        await conv.send({"type": "conversation.item.truncate", "item_id": delta["item_id"], "content_index": 0,
+                         "audio_end_ms": 50})
+        await conv.wait_for("conversation.item.truncated", after=n, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+    assert not conv.of_type("error"), conv.of_type("error")
+    done = conv.of_type("response.output_item.done")[-1]
+    assert done["item"]["status"] == "incomplete"
+    assert retrieved["item"]["status"] == "incomplete"
+    assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "one"}]
+    for raw in conv.raw:
+        validate_server_event(raw)
