@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vad", dest="vad", action="store_false",
                    help="turn server VAD off; commit and request the response explicitly")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply after sending")
+    p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     return p
 
 
@@ -249,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"talk: no such file: {args.wav}", file=sys.stderr)
         return 2
     try:
-        result = asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key,
-                                      realtime=args.speed, vad=args.vad, timeout_s=args.timeout, model=args.model))
+        extra = {"instructions": args.instructions} if args.instructions is not None else None
+        result = asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key, realtime=args.speed,
+                                      vad=args.vad, timeout_s=args.timeout, model=args.model, session_extra=extra))
     except (TalkError, RealtimeConnectionError, WebSocketException, OSError) as exc:
         # The server says why it refused a handshake in the body ("server full: ...", "invalid or missing API key").
         body = exc.response.body if isinstance(exc, InvalidStatus) else b""
