@@ -398,4 +398,3 @@ def test_unknown_session_keys_are_ignored() -> None:
         }
     )
     assert ev == ce.SessionUpdate(event_id=None, patch=SessionPatch(kind="realtime"))
-
