@@ -238,8 +238,7 @@ class ItemsMixin(_Base):
                 case ce.ConversationItemCreate():
                     await self._item_create(event)
                 case ce.ConversationItemRetrieve():
-                    item = self.conversation.get(event.item_id)
-                    await self.emit(self.events.item_retrieved(self._item_wire(item)))
+                    await self.emit(self.events.item_retrieved(self._retrieved_wire(event.item_id)))
                 case ce.ConversationItemDelete():
                     self.conversation.delete(event.item_id)
                     self._audio_items.discard(event.item_id)
@@ -315,6 +314,15 @@ class ItemsMixin(_Base):
         await self.emit(self.events.item_truncated(item_id=event.item_id, content_index=0,
                                                    audio_end_ms=event.audio_end_ms))
         await self.apply(tt.ContextChanged())
+
+    def _retrieved_wire(self, item_id: str) -> dict:
+        """The item as it is now. The message of the reply in progress joins the conversation only when the reply
+        ends, but the client has seen it added: it is shown in progress, with its text so far."""
+        resp = self._visible_response()
+        if (resp is not None and resp.message_opened and resp.item_id == item_id and not resp.out_of_band
+                and item_id not in self.conversation):
+            return resp.message_item("in_progress", resp.heard_text(None))
+        return self._item_wire(self.conversation.get(item_id))
 
     def _item_wire(self, item: object) -> dict:
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""

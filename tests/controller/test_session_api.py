@@ -227,3 +227,26 @@ async def test_a_reply_cancelled_by_the_client_is_truncated_at_once_and_retrieve
     assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "one"}]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_the_message_of_a_reply_in_progress_can_be_retrieved_as_it_is_so_far() -> None:
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = "It is noon. The sun is high. Lunch is soon.".split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        during = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        after = await conv.wait_for("conversation.item.retrieved", after=conv.events.index(done), timeout=5)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert during["item"]["status"] == "in_progress"
+    so_far = during["item"]["content"][0]["transcript"]
+    assert so_far and "It is noon. The sun is high. Lunch is soon.".startswith(so_far)
+    assert after["item"]["status"] == "completed"
+    assert after["item"]["content"][0]["transcript"] == "It is noon. The sun is high. Lunch is soon."
+    for raw in conv.raw:
+        validate_server_event(raw)
