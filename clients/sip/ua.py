@@ -9,7 +9,9 @@ Rules:
 - INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
   No usable codec -> 488; no SDP offer -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486.
-- A retransmitted INVITE (same Call-ID and From tag) never creates a second call: the last response is re-sent.
+- A retransmitted INVITE (same Call-ID, From tag and CSeq) never creates a second call: the last response is
+  re-sent. A new INVITE with the same Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with
+  other codecs after 488, 8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK: intervals T1=0.5 s doubling to
   T2=4 s (0.5, 1, 2, 4, 4, ... s after each send, 13.3.1.4 and 17.2.1), given up after 64*T1 = 32 s; an answered
   call that never got its ACK is then ended with a BYE.
@@ -233,7 +235,8 @@ class UserAgent:
             for k in list(call.timers):
                 self._cancel(call, k.partition(":")[0])
             del self._by_handle[handle]
-            self._calls.pop(self._key(call.invite), None)
+            if self._calls.get(self._key(call.invite)) is call:  # a retry may have taken the key over
+                del self._calls[self._key(call.invite)]
 
     def answer(self, call: str, rtp_port: int, now: float) -> None:
         """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
@@ -272,10 +275,12 @@ class UserAgent:
         if method == "ACK":
             self._on_ack(call, req, now)
         elif method == "INVITE" and req.to.tag is None:
-            if call is not None:  # retransmission: same response again, no second dialog
+            if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
+                self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
+            elif req.cseq.number == call.invite.cseq.number:  # retransmission: same response, no second dialog
                 self._send(call.last_response, addr)
-            else:
-                self._on_invite(req, addr, now)
+            else:  # a second INVITE while the first is live (14.2)
+                self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
         elif method == "INVITE":
             self._reply(req, addr, 488 if self._in_dialog(call, req) else 481)
         elif method == "CANCEL":

@@ -186,3 +186,26 @@ def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     assert not any(k.startswith("bye") for k in h.timers)
     with pytest.raises(LocalProtocolError):
         h.ua.hangup(call, h.now)
+
+
+def test_a_retry_with_a_higher_cseq_after_488_is_a_new_call() -> None:
+    """8.1.3.5/17.2.3: same Call-ID and From tag, CSeq + 1, new branch: a new INVITE, not a retransmission.
+
+    The first call's record is forgotten 32 s later without taking the retry's dialog with it."""
+    h = Harness()
+    g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
+    rejected = h.feed(req("INVITE", body=g729))
+    assert statuses(rejected) == [100, 488]
+    h.feed(req("ACK", to_tag=to_tag(rejected[1])))
+    retry = h.feed(req("INVITE", body=SDP, cseq=2, branch="b2"))
+    assert statuses(retry) == [100, 180] and retry[1].cseq.number == 2
+    (incoming,) = [e for e in h.events if isinstance(e, IncomingCall)]
+    assert statuses(h.feed(req("INVITE", body=SDP, cseq=2, branch="b2"))) == [180]  # its retransmission
+    late = h.feed(req("INVITE", body=SDP, cseq=3, branch="b3"))  # while the retry is live
+    assert statuses(late) == [500] and late[0].headers.get("Retry-After")
+    h.ua.answer(incoming.call, 40000, h.now)
+    tag = to_tag(h._drain()[0])
+    h.feed(req("ACK", to_tag=tag, cseq=2))
+    h.advance(40.0)  # the rejected call is forgotten
+    assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye"))) == [200]
+    assert h.events[-1] == CallEnded(incoming.call, "remote hangup")
