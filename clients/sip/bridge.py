@@ -12,6 +12,7 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
   queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
+- A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
 - RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
 - BYE, CANCEL or our own hang-up ends the call: the agent session is closed, the call's record is finished and
   handed to `on_call_end` (transcripts, RTP counters).
@@ -33,8 +34,9 @@ from clients.realtime_client import RealtimeClient, RealtimeConnectionError, Rec
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
-from clients.sip.ua import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, StartTimer, \
-    UaConfig, UserAgent
+from clients.sip.sdp import Negotiated
+from clients.sip.ua import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
+    StartTimer, UaConfig, UserAgent
 
 __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
 
@@ -179,6 +181,10 @@ class SipBridge:
                 self.spawn(call.run())
             elif isinstance(event, CallConfirmed):
                 logger.info("call %s confirmed (ACK)", event.call)
+            elif isinstance(event, MediaChanged):
+                changed = self._calls.get(event.call)
+                if changed is not None:
+                    changed.media_changed(event.media)
             elif isinstance(event, CallEnded):
                 ended = self._calls.get(event.call)
                 if ended is not None:
@@ -235,6 +241,12 @@ class _Call:
         if self.record.end_reason is None:
             self.record.end_reason = reason
         self._ended.set()
+
+    def media_changed(self, media: Negotiated) -> None:
+        """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
+        self.media = media
+        self.remote = (media.remote_host, media.remote_port)
+        self.log.info("call %s media now %s:%d, %s", self.handle, *self.remote, media.direction)
 
     def dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
@@ -338,7 +350,7 @@ class _Call:
             elif delay > 0:
                 await asyncio.sleep(delay)
             packet = self.outbound.tick()
-            if packet is not None and self.rtp is not None:
+            if packet is not None and self.rtp is not None and self.media.sends:  # on hold: the audio is skipped
                 self.rtp.sendto(packet, self.remote)
             self._queue_inbound(self.jitter.poll(loop.time()))
             if self._inbound and self.client is not None:

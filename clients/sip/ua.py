@@ -21,7 +21,12 @@ Rules:
   remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
   responses until any response, for at most 32 s.
 - OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
-  A re-INVITE -> 488 (the dialog continues, 14.2). Other methods -> 501.
+  Other methods -> 501.
+- A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
+  SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
+  line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
+  offered: otherwise, or with no SDP offer, 488 and the call goes on unchanged (14.2). A re-INVITE while one is
+  unacknowledged -> 491; its retransmission (same CSeq) gets the same 200 again.
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
   dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
   rport, RFC 3581); the top Via gets received/rport filled in.
@@ -41,7 +46,7 @@ from clients.sip.message import Headers, NameAddr, Request, Response, SipParseEr
 from clients.sip.sdp import Negotiated, SessionDescription, build_answer, negotiate
 
 __all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
-           "IncomingCall", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
+           "IncomingCall", "MediaChanged", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
 
 T1 = 0.5
 T2 = 4.0
@@ -54,6 +59,7 @@ class CallState(enum.Enum):
     PROCEEDING = "proceeding"  # INVITE in, 100/180 out: waiting for answer() or reject()
     ANSWERED = "answered"      # 200 OK sent and retransmitted: waiting for ACK
     CONFIRMED = "confirmed"    # ACK in: the call is up
+    REANSWERED = "reanswered"  # a re-INVITE's 200 OK sent and retransmitted: waiting for its ACK; the call is up
     REJECTED = "rejected"      # a final non-2xx (486/487/488/503) retransmitted until ACK
     ENDED = "ended"            # over; remembered for TIMEOUT to answer retransmissions
 
@@ -62,7 +68,8 @@ S = CallState
 TRANSITIONS: dict[CallState, dict[str, CallState]] = {
     S.PROCEEDING: {"answer": S.ANSWERED, "reject": S.REJECTED, "cancel": S.REJECTED},
     S.ANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
-    S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED},
+    S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED, "reinvite": S.REANSWERED},
+    S.REANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
     S.REJECTED: {"ack": S.ENDED, "no_ack": S.ENDED},
     S.ENDED: {},
 }
@@ -100,6 +107,14 @@ class CallConfirmed:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaChanged:
+    """A re-INVITE was accepted: send to the new address, in the new direction, from now on."""
+
+    call: str
+    media: Negotiated
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     call: str
     reason: str  # "remote hangup", "local hangup", "cancelled", "rejected", "no ACK"
@@ -111,7 +126,7 @@ class DtmfReceived:
     digit: str
 
 
-CallEvent = IncomingCall | CallConfirmed | CallEnded | DtmfReceived
+CallEvent = IncomingCall | CallConfirmed | MediaChanged | CallEnded | DtmfReceived
 TimerAction = StartTimer | CancelTimer
 
 
@@ -132,11 +147,16 @@ class UaConfig:
 @dataclass
 class _Call:
     handle: str
-    invite: Request
+    invite: Request  # the INVITE that created the dialog
     remote: Addr
     local_tag: str
+    transaction: Request  # the INVITE (first or re-INVITE) that `last_response` answers
     state: CallState = CallState.PROCEEDING
     media: Negotiated | None = None
+    rtp_port: int = 0
+    sdp_session: int = 0
+    sdp_version: int = 1
+    local_sdp: bytes = b""  # our last SDP answer
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -183,7 +203,8 @@ class UserAgent:
 
     @property
     def live_calls(self) -> int:
-        return sum(c.state in (S.PROCEEDING, S.ANSWERED, S.CONFIRMED) for c in self._by_handle.values())
+        live = (S.PROCEEDING, S.ANSWERED, S.CONFIRMED, S.REANSWERED)
+        return sum(c.state in live for c in self._by_handle.values())
 
     # ----- inputs -----
 
@@ -218,7 +239,7 @@ class UserAgent:
             self._start(call, "retx", now + call.interval)
         elif kind == "timeout":
             self._cancel(call, "retx")
-            if call.state is S.ANSWERED:
+            if call.state in (S.ANSWERED, S.REANSWERED):
                 self._transition(call, "no_ack")
                 self._events.append(CallEnded(call.handle, "no ACK"))
                 self._send_bye(call, now)
@@ -242,11 +263,8 @@ class UserAgent:
         """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
         c = self._get(call)
         self._transition(c, "answer")
-        assert c.media is not None  # invariant: PROCEEDING calls have negotiated media
-        offer = SessionDescription.parse(c.invite.body)
-        sdp = build_answer(offer, c.media, local_host=self.config.host, rtp_port=rtp_port,
-                           session_id=self.rng.getrandbits(31))
-        self._final(c, 200, now, body=sdp.serialize())
+        c.rtp_port, c.sdp_session = rtp_port, self.rng.getrandbits(31)
+        self._final(c, 200, now, body=self._answer_sdp(c, SessionDescription.parse(c.invite.body)))
 
     def reject(self, call: str, status: int, now: float) -> None:
         """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable)."""
@@ -282,7 +300,7 @@ class UserAgent:
             else:  # a second INVITE while the first is live (14.2)
                 self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
         elif method == "INVITE":
-            self._reply(req, addr, 488 if self._in_dialog(call, req) else 481)
+            self._on_reinvite(call, req, addr, now)
         elif method == "CANCEL":
             self._on_cancel(call, req, addr, now)
         elif method == "BYE":
@@ -296,7 +314,7 @@ class UserAgent:
 
     def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
         self._counter += 1
-        call = _Call(f"call{self._counter}", req, addr, self._token())
+        call = _Call(f"call{self._counter}", req, addr, self._token(), req)
         self._calls[self._key(req)] = call
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
@@ -304,9 +322,7 @@ class UserAgent:
             self._refuse(call, 486, now)
             return
         try:
-            if not req.body or "application/sdp" not in (req.headers.get("Content-Type") or "").lower():
-                raise NoCommonCodec("INVITE without an SDP offer")
-            call.media = negotiate(SessionDescription.parse(req.body))
+            call.media = negotiate(self._offer(req))
         except RemoteProtocolError as exc:
             self._refuse(call, exc.status, now)
             return
@@ -318,16 +334,37 @@ class UserAgent:
         self._transition(call, "reject")
         self._final(call, status, now)
 
+    def _on_reinvite(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+        if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
+            self._reply(req, addr, 481)
+        elif req.cseq.number == call.transaction.cseq.number:  # retransmission
+            self._send(call.last_response, addr)
+        elif call.state is not S.CONFIRMED:  # the last INVITE's ACK is still due (14.2)
+            self._reply(req, addr, 491)
+        else:
+            assert call.media is not None  # invariant: answered calls have negotiated media
+            try:
+                offer = self._offer(req)
+                media = negotiate(offer, keep=call.media.codec)
+            except RemoteProtocolError as exc:
+                self._reply(req, addr, exc.status)  # the call goes on as it was (14.2)
+                return
+            call.transaction, call.media = req, media
+            self._transition(call, "reinvite")
+            self._final(call, 200, now, body=self._answer_sdp(call, offer))
+            self._events.append(MediaChanged(call.handle, media))
+
     def _on_ack(self, call: _Call | None, req: Request, now: float) -> None:
-        if call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED):
+        if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
+                or req.cseq.number != call.transaction.cseq.number):
             return  # a stray or repeated ACK: absorbed (17.2.1), never answered
         self._cancel(call, "retx")
         self._cancel(call, "timeout")
-        answered = call.state is S.ANSWERED
+        state = call.state
         self._transition(call, "ack")
-        if answered:
+        if state is S.ANSWERED:
             self._events.append(CallConfirmed(call.handle))
-        else:
+        elif state is S.REJECTED:
             self._start(call, "forget", now + TIMEOUT)
 
     def _on_cancel(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
@@ -373,11 +410,33 @@ class UserAgent:
 
     # ----- helpers -----
 
+    @staticmethod
+    def _offer(invite: Request) -> SessionDescription:
+        if not invite.body or "application/sdp" not in (invite.headers.get("Content-Type") or "").lower():
+            raise NoCommonCodec("INVITE without an SDP offer")
+        return SessionDescription.parse(invite.body)
+
+    def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:
+        """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""
+        media = call.media
+        assert media is not None  # invariant: set before any answer
+
+        def build(version: int) -> bytes:
+            return build_answer(offer, media, local_host=self.config.host, rtp_port=call.rtp_port,
+                                session_id=call.sdp_session, session_version=version).serialize()
+
+        sdp = build(call.sdp_version)
+        if call.local_sdp and sdp != call.local_sdp:
+            call.sdp_version += 1
+            sdp = build(call.sdp_version)
+        call.local_sdp = sdp
+        return sdp
+
     def _final(self, call: _Call, status: int, now: float, body: bytes = b"") -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
         extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ())
-        call.last_response = self._response(call.invite, status, call.remote, to_tag=call.local_tag, body=body,
-                                             extra=extra)
+        call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
+                                             body=body, extra=extra)
         call.interval = T1
         self._send(call.last_response, call.remote)
         self._start(call, "retx", now + T1)

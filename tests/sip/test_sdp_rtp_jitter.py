@@ -137,3 +137,20 @@ def test_jitter_buffer_wraps_and_fills_silence_when_the_caller_stops() -> None:
     assert jb.poll(0.1) == []
     assert jb.poll(0.22) == [b"\xff" * 160] * 10  # 0.02 .. 0.22 s of silence, in 20 ms frames
     assert jb.poll(0.25) == [b"\xff" * 160]
+
+
+def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
+    """RFC 4566 6: a session-level a=sendonly applies to a stream without its own; RFC 3264 8.4: c=0.0.0.0 is the
+    old hold. Either way we must not send. A re-offer is answered with the codec in use, or not at all."""
+    base = b"v=0\r\no=x 1 2 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+    held = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 8 0\r\n"))
+    assert (held.direction, held.sends) == ("recvonly", False)
+    media_wins = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\na=sendrecv\r\n"))
+    assert (media_wins.direction, media_wins.sends) == ("sendrecv", True)
+    old_hold = negotiate(SessionDescription.parse(base.replace(b"10.0.0.1", b"0.0.0.0") + b"m=audio 6000 RTP/AVP 0\r\n"))
+    assert (old_hold.direction, old_hold.sends) == ("sendrecv", False)
+    both = SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8 0\r\n")
+    assert negotiate(both).codec == Codec(8, "PCMA")
+    assert negotiate(both, keep=Codec(0, "PCMU")).codec == Codec(0, "PCMU")
+    with pytest.raises(NoCommonCodec):
+        negotiate(SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8\r\n"), keep=Codec(0, "PCMU"))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.sip.media import wait_for
-from tests.sip.peers import BridgeProcess, need, run_sipp
+from clients.sip.rtp import RtpPacket
+from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
+    write_rtp_pcap
+from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +23,9 @@ Contact: sip:sipp@[local_ip]:[local_port]
 Max-Forwards: 70"""
 
 
-def sdp(formats: str, *extra: str) -> str:
-    lines = ["v=0", "o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]", "s=-",
-             "c=IN IP[media_ip_type] [media_ip]", "t=0 0", f"m=audio [media_port] RTP/AVP {formats}", *extra]
+def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1) -> str:
+    lines = ["v=0", f"o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]", "s=-",
+             "c=IN IP[media_ip_type] [media_ip]", "t=0 0", f"m=audio {port} RTP/AVP {formats}", *extra]
     return "\n".join(lines) + "\n"
 
 
@@ -35,9 +37,13 @@ def request(method: str, cseq: int, *, in_dialog: bool, body: str = "") -> str:
             f"CSeq: {cseq} {method}\n{ctype}Content-Length: [len]\n\n{body}]]></send>\n")
 
 
-def expect(*statuses: int, optional: tuple[int, ...] = (100, 180)) -> str:
+def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), body: str | None = None) -> str:
+    """Expected responses; `body`: a regular expression the last one's body must match, or sipp fails the call."""
     opt = "".join(f'<recv response="{s}" optional="true"/>\n' for s in optional)
-    return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses)
+    check = (f'<action><ereg regexp="{body}" search_in="body" check_it="true" assign_to="m"/></action>'
+             '<Reference variables="m"/>' if body else "")
+    return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses[:-1]) + \
+        f'<recv response="{statuses[-1]}">{check}</recv>\n'
 
 
 def scenario(*steps: str) -> str:
@@ -61,3 +67,39 @@ def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMU", "remote hangup")]
+
+
+def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """RFC 3261 14.2, RFC 3264 8.4: the caller puts the agent on hold (a=sendonly; answered a=recvonly), resumes
+    with its media moved to another port, then speaks: the agent's reply arrives at the new port."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    media_port, moved_port = free_udp_port(), free_udp_port()
+    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "moved.pcap", moved_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
+            expect(200, optional=(100,), body="a=recvonly"),
+            request("ACK", 2, in_dialog=True),
+            request("INVITE", 3, in_dialog=True, body=sdp("0", port=str(moved_port), version=3)),
+            expect(200, optional=(100,), body="a=sendrecv"),
+            request("ACK", 3, in_dialog=True),
+            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("BYE", 4, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "moved.pcap") if dport == moved_port]
+    assert ours, f"no RTP reached the moved port\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0

@@ -7,9 +7,10 @@ import random
 import pytest
 
 from clients.sip.errors import LocalProtocolError
-from clients.sip.message import Request, Response, parse_message
-from clients.sip.ua import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, StartTimer, \
-    UaConfig, UserAgent
+from clients.sip.message import CSeq, Request, Response, parse_message
+from clients.sip.sdp import SessionDescription
+from clients.sip.ua import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
+    MediaChanged, StartTimer, UaConfig, UserAgent
 
 PEER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -209,3 +210,54 @@ def test_a_retry_with_a_higher_cseq_after_488_is_a_new_call() -> None:
     h.advance(40.0)  # the rejected call is forgotten
     assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye"))) == [200]
     assert h.events[-1] == CallEnded(incoming.call, "remote hangup")
+
+
+def test_reinvite_hold_resume_and_move_media() -> None:
+    """RFC 3261 14.2, RFC 3264 8: a re-INVITE is answered 200 + SDP (o= kept, version + 1 only when the SDP
+    changed), retransmitted until its ACK; hold (sendonly) is answered recvonly; the media may move."""
+    h = Harness()
+    call, tag = h.established()
+    first_sdp = SessionDescription.parse(h.sent[-1][1].body)
+    hold = req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP + b"a=sendonly\r\n")
+    (ok,) = h.feed(hold)
+    assert ok.status == 200 and ok.cseq == CSeq(2, "INVITE") and h.ua.state(call) is CallState.REANSWERED
+    held = SessionDescription.parse(ok.body)
+    assert held.origin.split()[:2] == first_sdp.origin.split()[:2]
+    assert int(held.origin.split()[2]) == int(first_sdp.origin.split()[2]) + 1
+    assert held.media[0].attr("recvonly") == [None] and held.media[0].port == 40000
+    changed = h.events[-1]
+    assert isinstance(changed, MediaChanged) and changed.call == call and not changed.media.sends
+    assert [m.serialize() for m in h.feed(hold)] == [ok.serialize()]  # a retransmission: the same 200, no event
+    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2", body=SDP))) == [491]
+    assert [m.serialize() for m in h.advance(h.now + 0.5)] == [ok.serialize()]  # until the ACK
+    assert h.feed(req("ACK", to_tag=tag, cseq=1)) == [] and h.ua.state(call) is CallState.REANSWERED  # a stale ACK
+    h.feed(req("ACK", to_tag=tag, cseq=2))
+    assert h.ua.state(call) is CallState.CONFIRMED and h.timers == {}
+
+    moved = SDP.replace(b"m=audio 6000", b"m=audio 6002").replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 127.0.0.2")
+    (ok,) = h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re3", body=moved))
+    resumed = SessionDescription.parse(ok.body)
+    assert resumed.media[0].attr("sendrecv") == [None] and resumed.origin.split()[2] == str(int(
+        held.origin.split()[2]) + 1)
+    media = h.events[-1].media
+    assert (media.remote_host, media.remote_port, media.sends) == ("127.0.0.2", 6002, True)
+    h.feed(req("ACK", to_tag=tag, cseq=3))
+    (ok,) = h.feed(req("INVITE", to_tag=tag, cseq=4, branch="re4", body=moved))  # a session refresh
+    assert ok.body == resumed.serialize()  # unchanged SDP, unchanged version
+
+    pcma_only = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 8 101")
+    h.feed(req("ACK", to_tag=tag, cseq=4))
+    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=5, branch="re5", body=pcma_only))) == [488]
+    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=6, branch="re6"))) == [488]  # no offer
+    assert h.ua.state(call) is CallState.CONFIRMED  # the call goes on as it was
+    assert statuses(h.feed(req("INVITE", to_tag=";tag=nope", cseq=7, branch="re7", body=SDP))) == [481]
+
+
+def test_reinvite_never_acknowledged_ends_the_call_with_bye() -> None:
+    """13.3.1.4: a 2xx to a re-INVITE without ACK for 64*T1 ends the dialog with BYE."""
+    h = Harness()
+    call, tag = h.established()
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP))
+    out = h.advance(h.now + 32.0)
+    assert isinstance(out[-1], Request) and out[-1].method == "BYE"
+    assert h.events[-1] == CallEnded(call, "no ACK") and h.ua.state(call) is CallState.ENDED
