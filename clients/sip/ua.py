@@ -27,6 +27,8 @@ Rules:
   line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
   offered: otherwise, or with no SDP offer, 488 and the call goes on unchanged (14.2). A re-INVITE while one is
   unacknowledged -> 491; its retransmission (same CSeq) gets the same 200 again.
+- 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
+  follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
   dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
   rport, RFC 3581); the top Via gets received/rport filled in.
@@ -494,6 +496,8 @@ class UserAgent:
             if name == "To" and to_tag is not None and status > 100 and "tag=" not in value.lower():
                 value = _with_tag(value, to_tag)
             headers.append((name, value))
+        if req.method == "INVITE" and 100 < status < 300:  # it sets up the dialog: the caller's route set (12.1.1)
+            headers += [("Record-Route", rr) for rr in req.headers.lines("Record-Route")]
         headers += extra
         headers.append(("Server", self.config.user_agent))
         if warning:

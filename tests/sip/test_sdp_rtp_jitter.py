@@ -145,7 +145,8 @@ def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
     base = b"v=0\r\no=x 1 2 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
     held = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 8 0\r\n"))
     assert (held.direction, held.sends) == ("recvonly", False)
-    media_wins = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\na=sendrecv\r\n"))
+    media_wins = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\n"
+                                                    b"a=sendrecv\r\n"))
     assert (media_wins.direction, media_wins.sends) == ("sendrecv", True)
     old_hold = negotiate(SessionDescription.parse(base.replace(b"10.0.0.1", b"0.0.0.0") + b"m=audio 6000 RTP/AVP 0\r\n"))
     assert (old_hold.direction, old_hold.sends) == ("sendrecv", False)

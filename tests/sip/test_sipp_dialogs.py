@@ -29,21 +29,25 @@ def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1)
     return "\n".join(lines) + "\n"
 
 
-def request(method: str, cseq: int, *, in_dialog: bool, body: str = "") -> str:
+def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "") -> str:
     to = "To: <sip:[service]@[remote_ip]:[remote_port]>" + ("[peer_tag_param]" if in_dialog else "")
     ctype = "Content-Type: application/sdp\n" if body else ""
+    ctype += headers
     retrans = ' retrans="500"' if method != "ACK" else ""
     return (f"<send{retrans}><![CDATA[\n{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{HEAD}\n{to}\n"
             f"CSeq: {cseq} {method}\n{ctype}Content-Length: [len]\n\n{body}]]></send>\n")
 
 
-def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), body: str | None = None) -> str:
-    """Expected responses; `body`: a regular expression the last one's body must match, or sipp fails the call."""
+def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), match: str | None = None,
+           header: str | None = None) -> str:
+    """Expected responses; `match`: a regular expression the last one's body (or `header`) must match, or sipp
+    fails the call."""
     opt = "".join(f'<recv response="{s}" optional="true"/>\n' for s in optional)
-    check = (f'<action><ereg regexp="{body}" search_in="body" check_it="true" assign_to="m"/></action>'
-             '<Reference variables="m"/>' if body else "")
+    where = f'search_in="hdr" header="{header}:"' if header else 'search_in="body"'
+    check = f'<action><ereg regexp="{match}" {where} check_it="true" assign_to="m"/></action>' if match else ""
+    used = '<Reference variables="m"/>\n' if match else ""  # sipp refuses a variable it never reads
     return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses[:-1]) + \
-        f'<recv response="{statuses[-1]}">{check}</recv>\n'
+        f'<recv response="{statuses[-1]}">{check}</recv>\n{used}'
 
 
 def scenario(*steps: str) -> str:
@@ -84,10 +88,10 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
             request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
             request("ACK", 1, in_dialog=True),
             request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
-            expect(200, optional=(100,), body="a=recvonly"),
+            expect(200, optional=(100,), match="a=recvonly"),
             request("ACK", 2, in_dialog=True),
             request("INVITE", 3, in_dialog=True, body=sdp("0", port=str(moved_port), version=3)),
-            expect(200, optional=(100,), body="a=sendrecv"),
+            expect(200, optional=(100,), match="a=sendrecv"),
             request("ACK", 3, in_dialog=True),
             f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
             f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
@@ -103,3 +107,19 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "moved.pcap") if dport == moved_port]
     assert ours, f"no RTP reached the moved port\n{bridge.log()}"
     assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+
+
+def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> None:
+    """RFC 3261 12.1.1: the 200 OK copies the INVITE's Record-Route, so the caller's ACK and BYE follow the proxy."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0"),
+                    headers="Record-Route: <sip:proxy.example;lr;ftag=x>\n"),
+            expect(200, match="sip:proxy.example;lr;ftag=x", header="Record-Route"),
+            request("ACK", 1, in_dialog=True),
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"

@@ -261,3 +261,20 @@ def test_reinvite_never_acknowledged_ends_the_call_with_bye() -> None:
     out = h.advance(h.now + 32.0)
     assert isinstance(out[-1], Request) and out[-1].method == "BYE"
     assert h.events[-1] == CallEnded(call, "no ACK") and h.ua.state(call) is CallState.ENDED
+
+
+def test_record_route_is_copied_into_responses_that_set_up_the_dialog() -> None:
+    """12.1.1: a UAS copies every Record-Route value, in order, into 18x/2xx to the INVITE; our BYE routes by them."""
+    h = Harness()
+    rr = b"Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\nRecord-Route: <sip:p3.example;lr>\r\n"
+    trying, ringing = h.feed(req("INVITE", body=SDP).replace(b"Contact:", rr + b"Contact:"))
+    routes = ["<sip:p1.example;lr>, <sip:p2.example;lr>", "<sip:p3.example;lr>"]
+    assert trying.headers.lines("Record-Route") == [] and ringing.headers.lines("Record-Route") == routes
+    call = h.events[-1].call
+    h.ua.answer(call, 40000, h.now)
+    (ok,) = h._drain()
+    assert ok.headers.lines("Record-Route") == routes
+    h.feed(req("ACK", to_tag=to_tag(ok)))
+    h.ua.hangup(call, h.now)
+    (bye,) = h._drain()
+    assert bye.headers.get_all("Route") == ["<sip:p1.example;lr>", "<sip:p2.example;lr>", "<sip:p3.example;lr>"]
