@@ -14,6 +14,8 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
   the client truncates the agent's item to what was played.
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
 - RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
+- No RTP for `rtp_timeout_s` while the caller should send (not on hold) ends the call with our BYE: a caller
+  that vanished without BYE must not hold an agent session and a call slot forever.
 - BYE, CANCEL or our own hang-up ends the call: the agent session is closed, the call's record is finished and
   handed to `on_call_end` (transcripts, RTP counters).
 """
@@ -57,12 +59,17 @@ class BridgeConfig:
     connect_timeout_s: float = 10.0
     jitter_depth: int = 3
     max_inbound_frames: int = 500  # 10 s of caller audio waiting for the agent socket; older frames are dropped
+    # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
+    # forever: with no RTP for this long while we expect some, we hang up. None: never.
+    rtp_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
             raise ValueError("server_url must be a ws:// or wss:// URL")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
             raise ValueError("silence_duration_ms must be positive")
+        if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
+            raise ValueError("rtp_timeout_s must be positive")
 
 
 @dataclass
@@ -235,6 +242,7 @@ class _Call:
         self._inbound: list[bytes] = []
         self._dropped_responses: set[str] = set()
         self._response_id: str | None = None
+        self._last_rtp = 0.0  # loop time of the last datagram on our RTP port (or of the answer)
         self._ended = asyncio.Event()
 
     def end(self, reason: str) -> None:
@@ -246,6 +254,7 @@ class _Call:
         """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
         self.media = media
         self.remote = (media.remote_host, media.remote_port)
+        self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
         self.log.info("call %s media now %s:%d, %s", self.handle, *self.remote, media.direction)
 
     def dtmf(self, digit: str) -> None:
@@ -267,6 +276,7 @@ class _Call:
                 return
             port = self.rtp.get_extra_info("sockname")[1]
             self.bridge.ua.answer(self.handle, port, loop.time())
+            self._last_rtp = loop.time()
             self.answered = True
             self.bridge.pump()
             self.log.info("call %s answered: %s -> rtp %d", self.handle, self.record.codec, port)
@@ -274,7 +284,7 @@ class _Call:
             await self._ended.wait()
         except Exception:
             self.log.exception("call %s failed", self.handle)
-            self._hang_up_quietly()
+            self._hang_up_quietly("local hangup")
         finally:
             for t in tasks:
                 t.cancel()
@@ -313,6 +323,7 @@ class _Call:
     # ----- media -----
 
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._last_rtp = asyncio.get_running_loop().time()  # any datagram shows the caller is still there
         try:
             packet = RtpPacket.parse(data)
         except RemoteProtocolError:
@@ -349,6 +360,11 @@ class _Call:
                 deadline = loop.time()
             elif delay > 0:
                 await asyncio.sleep(delay)
+            timeout = self.bridge.config.rtp_timeout_s
+            if timeout is not None and self.media.receives and loop.time() - self._last_rtp > timeout:
+                self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
+                self._hang_up_quietly("RTP timeout")
+                return
             packet = self.outbound.tick()
             if packet is not None and self.rtp is not None and self.media.sends:  # on hold: the audio is skipped
                 self.rtp.sendto(packet, self.remote)
@@ -365,7 +381,7 @@ class _Call:
         except RealtimeConnectionError as exc:
             self.log.warning("agent session of %s lost: %s", self.handle, exc)
         if not self._ended.is_set():  # the agent went away: hang up the phone
-            self._hang_up_quietly()
+            self._hang_up_quietly("local hangup")
 
     def _on_agent_event(self, event: ev.ServerEvent) -> None:
         t = event.type
@@ -395,7 +411,8 @@ class _Call:
         elif t == "error":
             self.log.warning("agent error on %s: %s", self.handle, event.error)
 
-    def _hang_up_quietly(self) -> None:
+    def _hang_up_quietly(self, reason: str) -> None:
+        self.end(reason)  # first: the UA's own CallEnded must not overwrite the reason
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):
             if self.answered:
@@ -403,7 +420,6 @@ class _Call:
             else:
                 self.bridge.ua.reject(self.handle, 503, now)
         self.bridge.pump()
-        self.end("local hangup")
 
     async def _teardown(self) -> None:
         if self.client is not None:

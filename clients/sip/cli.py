@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--silence-ms", type=int, default=None,
                    help="server_vad silence_duration_ms (end of a caller's turn); the server's default if unset")
     p.add_argument("--max-calls", type=int, default=16)
+    p.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="hang up a call after this long without RTP from the caller (default 60; 0: never)")
     p.add_argument("--call-log", type=Path, default=None,
                    help="append one JSON line per finished call (includes transcripts: personal data)")
     p.add_argument("--log-level", default="INFO")
@@ -48,7 +50,8 @@ def main(argv: list[str]) -> int:
     try:
         config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, api_key=args.api_key,
                               model=args.model, instructions=args.instructions,
-                              silence_duration_ms=args.silence_ms, max_calls=args.max_calls)
+                              silence_duration_ms=args.silence_ms, max_calls=args.max_calls,
+                              rtp_timeout_s=args.rtp_timeout or None)
     except ValueError as exc:
         print(f"sip-bridge: {exc}", file=sys.stderr)
         return 2

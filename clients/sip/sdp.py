@@ -184,6 +184,11 @@ class Negotiated:
         """Whether we may send RTP (not on hold)."""
         return self.direction in ("sendrecv", "sendonly") and self.remote_host not in ("0.0.0.0", "::")
 
+    @property
+    def receives(self) -> bool:
+        """Whether the caller is meant to send us RTP."""
+        return self.direction in ("sendrecv", "recvonly")
+
 
 def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negotiated:
     """Pick the codec for the first usable audio stream of `offer` (only `keep` when given: a re-offer).

@@ -123,3 +123,25 @@ def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> Non
     finally:
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
+
+
+def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_path: Path) -> None:
+    """A caller that vanished without BYE (no RTP for --rtp-timeout) gets our BYE and its agent session closes;
+    a call on hold (a=inactive: no RTP expected) is never timed out."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
+    bye_in = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
+              '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            '<pause milliseconds="4000"/>\n',  # on hold: longer than the timeout, and still up
+            request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
+            request("ACK", 2, in_dialog=True), bye_in), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["RTP timeout"]
+    assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
