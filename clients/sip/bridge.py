@@ -8,6 +8,7 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
   200 OK (a server that cannot be reached gets the caller a 503). The session is set to G.711 in and out
   (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's
   audio deltas are already the bytes we packetize: no transcoding in the bridge.
+- Our RTP goes to where the caller's first audio packet came from (symmetric RTP), else to its SDP address.
 - RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
   queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
@@ -230,6 +231,7 @@ class _Call:
         self.handle = offer.call
         self.media = offer.media
         self.remote = (offer.media.remote_host, offer.media.remote_port)
+        self._latched = False  # whether `remote` is where the caller's RTP comes from (symmetric RTP)
         codec = offer.media.codec
         self.record = CallRecord(offer.call, offer.sip_call_id, offer.caller, codec.name)
         self.log = logging.LoggerAdapter(logger, {"call_id": offer.sip_call_id})
@@ -254,6 +256,7 @@ class _Call:
         """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
         self.media = media
         self.remote = (media.remote_host, media.remote_port)
+        self._latched = False
         self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
         self.log.info("call %s media now %s:%d, %s", self.handle, *self.remote, media.direction)
 
@@ -331,6 +334,7 @@ class _Call:
             return
         now = asyncio.get_running_loop().time()
         if packet.payload_type == self.media.codec.payload_type:
+            self._latch(addr)
             self.record.rtp_in_packets += 1
             self._queue_inbound(self.jitter.push(packet, now))
         elif packet.payload_type == self.media.dtmf_payload_type:
@@ -341,6 +345,18 @@ class _Call:
                 return
             for d in digits:
                 self.dtmf(d.digit)
+
+    def _latch(self, source: tuple[str, int]) -> None:
+        """Symmetric RTP (RFC 4961): send to where the caller's audio comes from, which behind a NAT is not the
+        address in its SDP (it would hear nothing). Only the first source after the answer or a re-INVITE is
+        taken, so a stray stream later cannot draw the agent's audio away."""
+        if self._latched or source[1] == 0:  # port 0 cannot be sent to (sipp's pcap player sends from it)
+            return
+        self._latched = True
+        if source != self.remote:
+            self.log.info("call %s: RTP comes from %s:%d, not %s:%d: sending there", self.handle, *source,
+                          *self.remote)
+            self.remote = source
 
     def _queue_inbound(self, frames: list[bytes]) -> None:
         self._inbound += frames

@@ -1,4 +1,4 @@
-"""sipp drives SIP dialogs beyond a plain call through the bridge CLI, with a real agent server behind it.
+"""sipp drives calls beyond the plain one through the bridge CLI, with a real agent server behind it.
 
 Each scenario is one sipp UAC call; sipp exits 0 only when every expected response came, in order.
 """
@@ -145,3 +145,33 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]
     assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+
+
+def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """RFC 4961 symmetric RTP: a caller behind a NAT sends from another port than its SDP names; the agent's
+    reply must go back to that source, or the caller hears nothing."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    sdp_port, source_port = free_udp_port(), free_udp_port()
+    (tmp_path / "beckett.ul").write_bytes(speech)  # rtp_stream sends from sipp's media socket (-mp)
+    seconds = len(speech) / 8000
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "source.pcap", source_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(sdp_port))), expect(200),
+            request("ACK", 1, in_dialog=True),
+            f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
+            media_port=source_port)  # sipp sends from and listens on source_port; its SDP names sdp_port
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "source.pcap") if dport == source_port]
+    assert ours, f"no RTP came back to the caller's source port\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
