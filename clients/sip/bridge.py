@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -50,8 +51,9 @@ TICK_S = 0.02
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BridgeConfig:
     server_url: str
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where SIP and RTP sockets listen
     port: int = 5060
+    advertise: str | None = None  # the address callers reach, put in Contact and SDP; None: `host`
     api_key: str | None = None
     model: str | None = "stepaudio-rt"
     instructions: str | None = None
@@ -67,10 +69,21 @@ class BridgeConfig:
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
             raise ValueError("server_url must be a ws:// or wss:// URL")
+        try:
+            unspecified = ipaddress.ip_address(self.public_host).is_unspecified
+        except ValueError:  # a host name is taken as it is
+            unspecified = False
+        if unspecified:  # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
+            raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
             raise ValueError("silence_duration_ms must be positive")
         if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
             raise ValueError("rtp_timeout_s must be positive")
+
+
+    @property
+    def public_host(self) -> str:
+        return self.advertise or self.host
 
 
 @dataclass
@@ -119,7 +132,7 @@ class SipBridge:
         self.config = config
         self.on_call_end = on_call_end
         self.rng = rng or random.Random()
-        self.ua = UserAgent(UaConfig(host=config.host, port=config.port, max_calls=config.max_calls), self.rng)
+        self.ua = UserAgent(UaConfig(host=config.public_host, port=config.port, max_calls=config.max_calls), self.rng)
         self.records: dict[str, CallRecord] = {}
         self._calls: dict[str, _Call] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt sip-bridge",
                                 description="Answer SIP calls (UDP) and bridge each to a Realtime agent session.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; also used in Contact and SDP")
+    p.add_argument("--advertise", default=None, metavar="ADDRESS",
+                   help="the address callers reach, for Contact and SDP (needed with --host 0.0.0.0)")
     p.add_argument("--port", type=int, default=5060, help="SIP UDP port (default 5060)")
     p.add_argument("--server-url", required=True, help="the agent server, ws://HOST:PORT/v1/realtime")
     p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
@@ -48,8 +50,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, api_key=args.api_key,
-                              model=args.model, instructions=args.instructions,
+        config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, advertise=args.advertise,
+                              api_key=args.api_key, model=args.model, instructions=args.instructions,
                               silence_duration_ms=args.silence_ms, max_calls=args.max_calls,
                               rtp_timeout_s=args.rtp_timeout or None)
     except ValueError as exc:

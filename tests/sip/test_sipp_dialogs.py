@@ -5,6 +5,8 @@ Each scenario is one sipp UAC call; sipp exits 0 only when every expected respon
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,22 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "source.pcap") if dport == source_port]
     assert ours, f"no RTP came back to the caller's source port\n{bridge.log()}"
     assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+
+
+def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, tmp_path: Path) -> None:
+    """--host 0.0.0.0 alone would answer with c=IN IP4 0.0.0.0 (hold, RFC 3264 8.4) and Contact 0.0.0.0: refused
+    at start; with --advertise the SDP and Contact name the advertised address."""
+    need("sipp")
+    refused = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--host", "0.0.0.0", "--port",
+                              str(free_udp_port()), "--server-url", embedded_server.ws],
+                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert refused.returncode == 2 and "advertise" in refused.stderr, refused
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--host", "0.0.0.0", "--advertise", "127.0.0.1")
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200, match="c=IN IP4 127.0.0.1"),
+            request("ACK", 1, in_dialog=True),
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
