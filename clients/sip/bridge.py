@@ -350,7 +350,9 @@ class _Call:
             self._latch(addr)
             self.record.rtp_in_packets += 1
             self._queue_inbound(self.jitter.push(packet, now))
-        elif packet.payload_type == self.media.dtmf_payload_type:
+            return
+        self._queue_inbound(self.jitter.skip(packet, now))  # DTMF or comfort noise: its sequence number is no loss
+        if packet.payload_type == self.media.dtmf_payload_type:
             try:
                 digits = self.dtmf_rx.feed(packet)
             except RemoteProtocolError:

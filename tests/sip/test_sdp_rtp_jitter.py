@@ -155,3 +155,28 @@ def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
     assert negotiate(both, keep=Codec(0, "PCMU")).codec == Codec(0, "PCMU")
     with pytest.raises(NoCommonCodec):
         negotiate(SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8\r\n"), keep=Codec(0, "PCMU"))
+
+
+def test_jitter_buffer_counts_no_loss_for_dtmf_sharing_the_sequence() -> None:
+    """RFC 4733 2.1: telephone-event packets of the audio's SSRC take sequence numbers of the audio stream; those
+    numbers are no loss, and a pause is filled with silence as usual. Another source's events change nothing."""
+    jb = JitterBuffer(0xFF)
+    event = TelephoneEvent(5, False, 10, 160).serialize()
+    assert jb.push(_pkt(10), 0.0) == [_pkt(10).payload]
+    for seq in (11, 12, 13):
+        assert jb.skip(RtpPacket(101, seq, 1600, 1, event), 0.02 * (seq - 10)) == []
+    assert jb.skip(RtpPacket(101, 300, 0, 99, event), 0.07) == []  # another SSRC
+    assert jb.push(_pkt(14), 0.08) == [_pkt(14).payload]  # at once: 11..13 were not lost
+    assert (jb.stats.lost, jb.stats.released, jb.stats.resets) == (0, 2, 0)
+    assert jb.poll(0.31) == [b"\xff" * 160] * 11  # the caller paused: silence after 0.08 s, as before
+
+
+def test_jitter_buffer_restarts_on_a_new_ssrc() -> None:
+    """RFC 3550 8: a new SSRC is a new source with its own sequence numbers, even near the old ones."""
+    jb = JitterBuffer(0xFF)
+    assert jb.push(_pkt(100), 0.0) == [_pkt(100).payload]
+    assert jb.push(_pkt(102), 0.01) == []  # 101 missing: held
+    new = RtpPacket(0, 90, 0, 2, b"\x07" * 160)  # a new source, numbered just below the old one
+    assert jb.push(new, 0.02) == [b"\xff" * 160, _pkt(102).payload, new.payload]
+    assert jb.push(RtpPacket(0, 91, 160, 2, b"\x08" * 160), 0.04) == [b"\x08" * 160]
+    assert (jb.stats.late, jb.stats.resets) == (0, 1)
