@@ -12,6 +12,9 @@ Rules:
 - A re-offer is answered with the codec already in use (`keep`), so the media streams and the agent session's
   audio format never change mid-call; a re-offer without it raises NoCommonCodec (488, the call goes on).
 - The remote media address is the media-level c= when present, else the session-level c= (5.7).
+- An INVITE without SDP (a delayed offer, RFC 3261 13.2.1) is answered with our offer. `stand_in_offer` is what
+  that offer answers, so our answer to it is our offer: one codec, telephone-event, and no address yet (0.0.0.0:
+  nothing is sent until the caller's answer names one).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from dataclasses import dataclass
 
 from clients.sip.errors import NoCommonCodec, RemoteProtocolError
 
-__all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate"]
+__all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate",
+           "stand_in_offer"]
 
 PCMU = 0
 PCMA = 8
@@ -240,3 +244,14 @@ def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: s
         media.append(MediaDescription("audio", rtp_port, m.proto, tuple(formats), None, tuple(attrs)))
     return SessionDescription(origin=f"stepaudio-rt {session_id} {session_version} IN IP4 {local_host}",
                               session_name="stepaudio-rt", connection=local_host, media=tuple(media))
+
+
+def stand_in_offer(codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
+    """The offer we act as if we had received when an INVITE has none (see the module rules)."""
+    formats = [str(codec.payload_type)]
+    attrs: list[tuple[str, str | None]] = [("rtpmap", f"{codec.payload_type} {codec.name}/8000")]
+    if dtmf_payload_type is not None:
+        formats.append(str(dtmf_payload_type))
+        attrs.append(("rtpmap", f"{dtmf_payload_type} telephone-event/8000"))
+    stream = MediaDescription("audio", 9, "RTP/AVP", tuple(formats), attributes=tuple(attrs))
+    return SessionDescription(origin="- 0 0 IN IP4 0.0.0.0", connection="0.0.0.0", media=(stream,))

@@ -8,7 +8,9 @@ seconds) and randomness (tags, branches: the `rng` given) are inputs; nothing he
 Rules:
 - INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
-  No usable codec -> 488; no SDP offer -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486.
+  No usable codec -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486. An INVITE without SDP
+  (a delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in
+  the ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
 - A retransmitted INVITE (same Call-ID, From tag and CSeq) never creates a second call: the last response is
   re-sent. A new INVITE with the same Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with
   other codecs after 488, 8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
@@ -25,8 +27,9 @@ Rules:
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
   line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
-  offered: otherwise, or with no SDP offer, 488 and the call goes on unchanged (14.2). A re-INVITE while one is
-  unacknowledged -> 491; its retransmission (same CSeq) gets the same 200 again.
+  offered: otherwise 488 and the call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the
+  codec in use, answered in the ACK. A re-INVITE while one is unacknowledged -> 491; its retransmission (same
+  CSeq) gets the same 200 again.
 - 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
   follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
@@ -45,7 +48,7 @@ from dataclasses import dataclass, field
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
     reason_phrase
-from clients.sip.sdp import Negotiated, SessionDescription, build_answer, negotiate
+from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 
 __all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
            "IncomingCall", "MediaChanged", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
@@ -154,11 +157,13 @@ class _Call:
     local_tag: str
     transaction: Request  # the INVITE (first or re-INVITE) that `last_response` answers
     state: CallState = CallState.PROCEEDING
+    offer: SessionDescription | None = None  # the INVITE's offer (or its stand-in), answered by answer()
     media: Negotiated | None = None
     rtp_port: int = 0
     sdp_session: int = 0
     sdp_version: int = 1
     local_sdp: bytes = b""  # our last SDP answer
+    awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -266,7 +271,8 @@ class UserAgent:
         c = self._get(call)
         self._transition(c, "answer")
         c.rtp_port, c.sdp_session = rtp_port, self.rng.getrandbits(31)
-        self._final(c, 200, now, body=self._answer_sdp(c, SessionDescription.parse(c.invite.body)))
+        assert c.offer is not None  # invariant: PROCEEDING calls have an accepted offer
+        self._final(c, 200, now, body=self._answer_sdp(c, c.offer))
 
     def reject(self, call: str, status: int, now: float) -> None:
         """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable)."""
@@ -316,7 +322,7 @@ class UserAgent:
 
     def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
         self._counter += 1
-        call = _Call(f"call{self._counter}", req, addr, self._token(), req)
+        call = _Call(f"call{self._counter}", req, addr, self._token(), req, awaiting_answer=not req.body)
         self._calls[self._key(req)] = call
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
@@ -324,7 +330,8 @@ class UserAgent:
             self._refuse(call, 486, now)
             return
         try:
-            call.media = negotiate(self._offer(req))
+            call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
+            call.media = negotiate(call.offer)
         except RemoteProtocolError as exc:
             self._refuse(call, exc.status, now)
             return
@@ -346,12 +353,12 @@ class UserAgent:
         else:
             assert call.media is not None  # invariant: answered calls have negotiated media
             try:
-                offer = self._offer(req)
+                offer = self._offer(req, call.media.codec, call.media.dtmf_payload_type)
                 media = negotiate(offer, keep=call.media.codec)
             except RemoteProtocolError as exc:
                 self._reply(req, addr, exc.status)  # the call goes on as it was (14.2)
                 return
-            call.transaction, call.media = req, media
+            call.transaction, call.media, call.awaiting_answer = req, media, not req.body
             self._transition(call, "reinvite")
             self._final(call, 200, now, body=self._answer_sdp(call, offer))
             self._events.append(MediaChanged(call.handle, media))
@@ -368,6 +375,22 @@ class UserAgent:
             self._events.append(CallConfirmed(call.handle))
         elif state is S.REJECTED:
             self._start(call, "forget", now + TIMEOUT)
+        if call.awaiting_answer:
+            self._on_answer(call, req, now)
+
+    def _on_answer(self, call: _Call, ack: Request, now: float) -> None:
+        """The caller's SDP answer in the ACK to our offer (RFC 3264 5: it must keep our one codec)."""
+        assert call.media is not None  # invariant: answered calls have negotiated media
+        call.awaiting_answer = False
+        try:
+            call.media = negotiate(self._sdp(ack), keep=call.media.codec)
+        except RemoteProtocolError as exc:
+            self._transition(call, "hangup")
+            self._events.append(CallEnded(call.handle, f"no usable SDP answer: {exc}"))
+            self._send_bye(call, now)
+            self._start(call, "forget", now + TIMEOUT)
+            return
+        self._events.append(MediaChanged(call.handle, call.media))
 
     def _on_cancel(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or req.top_via.branch != call.invite.top_via.branch:
@@ -412,11 +435,16 @@ class UserAgent:
 
     # ----- helpers -----
 
+    @classmethod
+    def _offer(cls, invite: Request, codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
+        """The INVITE's SDP offer, or without one the stand-in whose answer is our offer of `codec`."""
+        return cls._sdp(invite) if invite.body else stand_in_offer(codec, dtmf_payload_type)
+
     @staticmethod
-    def _offer(invite: Request) -> SessionDescription:
-        if not invite.body or "application/sdp" not in (invite.headers.get("Content-Type") or "").lower():
-            raise NoCommonCodec("INVITE without an SDP offer")
-        return SessionDescription.parse(invite.body)
+    def _sdp(msg: Request) -> SessionDescription:
+        if "application/sdp" not in (msg.headers.get("Content-Type") or "").lower():
+            raise NoCommonCodec(f"{msg.method} without SDP")
+        return SessionDescription.parse(msg.body)
 
     def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:
         """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""

@@ -196,3 +196,33 @@ def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, 
     finally:
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
+
+
+def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """RFC 3261 13.2.1: an INVITE without SDP (trunks and PBXs send such delayed offers) gets our offer in the
+    200 OK; the caller answers in the ACK, speaks, and hears the agent's reply at the port of its answer."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    media_port = free_udp_port()
+    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "rtp.pcap", media_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False), expect(200, match="m=audio [0-9]+ RTP/AVP 0 101"),
+            request("ACK", 1, in_dialog=True, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
+            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "rtp.pcap") if dport == media_port]
+    assert ours, f"no RTP reached the port of the answer\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0

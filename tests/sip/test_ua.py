@@ -161,7 +161,8 @@ def test_options_488_400_501_and_busy() -> None:
     assert ok.status == 200 and ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
     g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
     assert statuses(h.feed(req("INVITE", body=g729, call_id="g"))) == [100, 488]
-    assert statuses(h.feed(req("INVITE", call_id="nosdp"))) == [100, 488]
+    no_ctype = req("INVITE", body=SDP, call_id="noctype").replace(b"Content-Type: application/sdp\r\n", b"")
+    assert statuses(h.feed(no_ctype)) == [100, 488]
     assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
     assert statuses(h.feed(req("REGISTER"))) == [501]
     bad = h.feed(req("OPTIONS").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"))
@@ -248,7 +249,6 @@ def test_reinvite_hold_resume_and_move_media() -> None:
     pcma_only = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 8 101")
     h.feed(req("ACK", to_tag=tag, cseq=4))
     assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=5, branch="re5", body=pcma_only))) == [488]
-    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=6, branch="re6"))) == [488]  # no offer
     assert h.ua.state(call) is CallState.CONFIRMED  # the call goes on as it was
     assert statuses(h.feed(req("INVITE", to_tag=";tag=nope", cseq=7, branch="re7", body=SDP))) == [481]
 
@@ -278,3 +278,34 @@ def test_record_route_is_copied_into_responses_that_set_up_the_dialog() -> None:
     h.ua.hangup(call, h.now)
     (bye,) = h._drain()
     assert bye.headers.get_all("Route") == ["<sip:p1.example;lr>", "<sip:p2.example;lr>", "<sip:p3.example;lr>"]
+
+
+def test_delayed_offer_gets_our_offer_and_the_ack_brings_the_answer() -> None:
+    """RFC 3261 13.2.1/13.3.1: an INVITE without SDP gets our offer in the 200 OK, the ACK carries the answer; the
+    same for a re-INVITE without SDP (with the codec in use). An ACK without an answer ends the call with BYE."""
+    h = Harness()
+    h.feed(req("INVITE"))
+    (incoming,) = [e for e in h.events if isinstance(e, IncomingCall)]
+    assert (incoming.media.codec.name, incoming.media.sends) == ("PCMU", False)  # no address to send to yet
+    h.ua.answer(incoming.call, 40000, h.now)
+    (ok,) = h._drain()
+    offer = SessionDescription.parse(ok.body)
+    assert (offer.connection, offer.media[0].port, offer.media[0].formats) == ("127.0.0.1", 40000, ("0", "101"))
+    assert offer.media[0].attr("sendrecv") == [None]
+    answer = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 0").replace(b"m=audio 6000", b"m=audio 6004")
+    assert h.feed(req("ACK", to_tag=to_tag(ok), body=answer)) == []
+    assert h.events[-2] == CallConfirmed(incoming.call)
+    media = h.events[-1].media
+    assert (media.remote_port, media.sends, media.dtmf_payload_type) == (6004, True, None)
+
+    tag = to_tag(ok)
+    (re_ok,) = h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1"))
+    assert SessionDescription.parse(re_ok.body).media[0].formats == ("0",)
+    assert not h.events[-1].media.sends  # until the answer
+    h.feed(req("ACK", to_tag=tag, cseq=2, body=answer.replace(b"6004", b"6006")))
+    assert h.events[-1].media.remote_port == 6006 and h.ua.state(incoming.call) is CallState.CONFIRMED
+
+    h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2"))
+    assert h.feed(req("ACK", to_tag=tag, cseq=3))[0].method == "BYE"  # no answer: the call cannot go on
+    assert isinstance(h.events[-1], CallEnded) and h.events[-1].reason.startswith("no usable SDP answer")
+    assert h.ua.state(incoming.call) is CallState.ENDED
