@@ -148,7 +148,8 @@ def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
     media_wins = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\n"
                                                     b"a=sendrecv\r\n"))
     assert (media_wins.direction, media_wins.sends) == ("sendrecv", True)
-    old_hold = negotiate(SessionDescription.parse(base.replace(b"10.0.0.1", b"0.0.0.0") + b"m=audio 6000 RTP/AVP 0\r\n"))
+    old_hold_sdp = base.replace(b"10.0.0.1", b"0.0.0.0") + b"m=audio 6000 RTP/AVP 0\r\n"
+    old_hold = negotiate(SessionDescription.parse(old_hold_sdp))
     assert (old_hold.direction, old_hold.sends) == ("sendrecv", False)
     both = SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8 0\r\n")
     assert negotiate(both).codec == Codec(8, "PCMA")

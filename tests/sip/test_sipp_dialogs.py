@@ -77,28 +77,29 @@ def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path
 
 def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
     """RFC 3261 14.2, RFC 3264 8.4: the caller puts the agent on hold (a=sendonly; answered a=recvonly), resumes
-    with its media moved to another port, then speaks: the agent's reply arrives at the new port."""
+    with its media moved to another port (a PBX re-anchoring it, say), then speaks from there: the agent's reply
+    arrives at the new port."""
     need("sipp", "sox", "tshark")
     speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
-    media_port, moved_port = free_udp_port(), free_udp_port()
-    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
+    first_port, moved_port = free_udp_port(), free_udp_port()  # sipp's own media port is the moved one
+    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=moved_port)
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
                            "--instructions", "You are on the phone. Answer in one short sentence.")
     capture = Capture(tmp_path / "moved.pcap", moved_port)
     try:
         code, errors = run_sipp(scenario(
-            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+            request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(first_port))), expect(200),
             request("ACK", 1, in_dialog=True),
-            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
+            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", port=str(first_port), version=2)),
             expect(200, optional=(100,), match="a=recvonly"),
             request("ACK", 2, in_dialog=True),
-            request("INVITE", 3, in_dialog=True, body=sdp("0", port=str(moved_port), version=3)),
+            request("INVITE", 3, in_dialog=True, body=sdp("0", version=3)),
             expect(200, optional=(100,), match="a=sendrecv"),
             request("ACK", 3, in_dialog=True),
             f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
             f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
             request("BYE", 4, in_dialog=True), expect(200, optional=())),
-            bridge.port, tmp_path, media_port=media_port)
+            bridge.port, tmp_path, media_port=moved_port)
         calls = wait_for(bridge.calls, 10)
     finally:
         capture.stop()
