@@ -245,6 +245,8 @@ class _Call:
         self.media = offer.media
         self.remote = (offer.media.remote_host, offer.media.remote_port)
         self._latched = False  # whether `remote` is where the caller's RTP comes from (symmetric RTP)
+        # Hosts we latch to: the caller's signalling source (its NAT's public address) and its SDP address.
+        self._caller_hosts = {offer.remote[0], offer.media.remote_host}
         codec = offer.media.codec
         self.record = CallRecord(offer.call, offer.sip_call_id, offer.caller, codec.name)
         self.log = logging.LoggerAdapter(logger, {"call_id": offer.sip_call_id})
@@ -270,6 +272,7 @@ class _Call:
         self.media = media
         self.remote = (media.remote_host, media.remote_port)
         self._latched = False
+        self._caller_hosts.add(media.remote_host)
         self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
         self.log.info("call %s media now %s:%d, %s", self.handle, *self.remote, media.direction)
 
@@ -364,8 +367,9 @@ class _Call:
     def _latch(self, source: tuple[str, int]) -> None:
         """Symmetric RTP (RFC 4961): send to where the caller's audio comes from, which behind a NAT is not the
         address in its SDP (it would hear nothing). Only the first source after the answer or a re-INVITE is
-        taken, so a stray stream later cannot draw the agent's audio away."""
-        if self._latched or source[1] == 0:  # port 0 cannot be sent to (sipp's pcap player sends from it)
+        taken, and only on one of the caller's hosts, so a stray or hostile stream cannot draw the agent's audio
+        away."""
+        if self._latched or source[1] == 0 or source[0] not in self._caller_hosts:  # port 0: sipp's pcap player
             return
         self._latched = True
         if source != self.remote:

@@ -5,8 +5,11 @@ Each scenario is one sipp UAC call; sipp exits 0 only when every expected respon
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -152,7 +155,8 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
 
 def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
     """RFC 4961 symmetric RTP: a caller behind a NAT sends from another port than its SDP names; the agent's
-    reply must go back to that source, or the caller hears nothing."""
+    reply must go back to that source, or the caller hears nothing. A packet from a host that is not the caller's,
+    sent to the call's RTP port before the caller's first one, must not draw the reply away."""
     need("sipp", "sox", "tshark")
     speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
     sdp_port, source_port = free_udp_port(), free_udp_port()
@@ -161,18 +165,32 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
                            "--instructions", "You are on the phone. Answer in one short sentence.")
     capture = Capture(tmp_path / "source.pcap", source_port)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))
+    outcome: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(sdp_port))), expect(200),
+        request("ACK", 1, in_dialog=True),
+        '<pause milliseconds="3000"/>\n',  # the stranger's packet comes first
+        f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+        f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+        request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
+        media_port=source_port)))  # sipp sends from and listens on source_port; its SDP names sdp_port
     try:
-        code, errors = run_sipp(scenario(
-            request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(sdp_port))), expect(200),
-            request("ACK", 1, in_dialog=True),
-            f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
-            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
-            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
-            media_port=source_port)  # sipp sends from and listens on source_port; its SDP names sdp_port
+        caller.start()
+        answered = wait_for(lambda: re.search(r"answered: PCMU -> rtp (\d+)", bridge.log()), 20)
+        assert answered, bridge.log()
+        stranger.sendto(RtpPacket(0, 1, 0, 0x5EED, b"\xff" * 160).serialize(), ("127.0.0.1", int(answered[1])))
+        caller.join()
         calls = wait_for(bridge.calls, 10)
     finally:
         capture.stop()
         bridge.stop()
+    stranger.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        stranger.recv(2048)  # not one packet of the call reached the stranger
+    stranger.close()
+    ((code, errors),) = outcome
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
     ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "source.pcap") if dport == source_port]
