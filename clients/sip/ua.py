@@ -245,14 +245,12 @@ class UserAgent:
             call.interval = min(call.interval * 2, T2)
             self._start(call, "retx", now + call.interval)
         elif kind == "timeout":
-            self._cancel(call, "retx")
             if call.state in (S.ANSWERED, S.REANSWERED):
-                self._transition(call, "no_ack")
-                self._events.append(CallEnded(call.handle, "no ACK"))
-                self._send_bye(call, now)
+                self._end_with_bye(call, "no_ack", "no ACK", now)
             else:
+                self._cancel(call, "retx")
                 self._transition(call, "no_ack")
-            self._start(call, "forget", now + TIMEOUT)
+                self._start(call, "forget", now + TIMEOUT)
         elif kind == "byeretx":
             self._send(call.bye, call.remote)
             call.bye_interval = min(call.bye_interval * 2, T2)
@@ -285,13 +283,15 @@ class UserAgent:
 
     def hangup(self, call: str, now: float) -> None:
         """End an answered call from our side: BYE (retransmitted until answered)."""
-        c = self._get(call)
-        self._transition(c, "hangup")
-        self._cancel(c, "retx")
-        self._cancel(c, "timeout")
-        self._events.append(CallEnded(c.handle, "local hangup"))
-        self._send_bye(c, now)
-        self._start(c, "forget", now + TIMEOUT)
+        self._end_with_bye(self._get(call), "hangup", "local hangup", now)
+
+    def _end_with_bye(self, call: _Call, event: str, reason: str, now: float) -> None:
+        self._transition(call, event)  # first: an illegal end changes nothing
+        self._cancel(call, "retx")
+        self._cancel(call, "timeout")
+        self._events.append(CallEnded(call.handle, reason))
+        self._send_bye(call, now)
+        self._start(call, "forget", now + TIMEOUT)
 
     # ----- requests -----
 
@@ -385,10 +385,7 @@ class UserAgent:
         try:
             call.media = negotiate(self._sdp(ack), keep=call.media.codec)
         except RemoteProtocolError as exc:
-            self._transition(call, "hangup")
-            self._events.append(CallEnded(call.handle, f"no usable SDP answer: {exc}"))
-            self._send_bye(call, now)
-            self._start(call, "forget", now + TIMEOUT)
+            self._end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
             return
         self._events.append(MediaChanged(call.handle, call.media))
 
