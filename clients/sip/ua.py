@@ -359,6 +359,7 @@ class UserAgent:
                 self._reply(req, addr, exc.status)  # the call goes on as it was (14.2)
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
+            call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
             self._transition(call, "reinvite")
             self._final(call, 200, now, body=self._answer_sdp(call, offer))
             self._events.append(MediaChanged(call.handle, media))

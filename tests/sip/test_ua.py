@@ -34,6 +34,7 @@ class Harness:
         self.now = 0.0
         self.timers: dict[str, float] = {}
         self.sent: list[tuple[float, Response | Request]] = []
+        self.sent_to: list[tuple[str, int]] = []
         self.events: list[object] = []
 
     def _drain(self) -> list[Response | Request]:
@@ -42,6 +43,7 @@ class Harness:
             msg = parse_message(d.data)
             out.append(msg)
             self.sent.append((self.now, msg))
+            self.sent_to.append(d.addr)
         for t in self.ua.timer_actions():
             if isinstance(t, StartTimer):
                 self.timers[t.key] = t.deadline
@@ -51,8 +53,8 @@ class Harness:
         self.events += self.ua.events_received()
         return out
 
-    def feed(self, data: bytes) -> list[Response | Request]:
-        self.ua.receive_datagram(data, PEER, self.now)
+    def feed(self, data: bytes, source: tuple[str, int] = PEER) -> list[Response | Request]:
+        self.ua.receive_datagram(data, source, self.now)
         return self._drain()
 
     def advance(self, until: float) -> list[Response | Request]:
@@ -309,3 +311,17 @@ def test_delayed_offer_gets_our_offer_and_the_ack_brings_the_answer() -> None:
     assert h.feed(req("ACK", to_tag=tag, cseq=3))[0].method == "BYE"  # no answer: the call cannot go on
     assert isinstance(h.events[-1], CallEnded) and h.events[-1].reason.startswith("no usable SDP answer")
     assert h.ua.state(incoming.call) is CallState.ENDED
+
+
+def test_reinvite_from_a_new_address_is_answered_there() -> None:
+    """RFC 3581/18.2.2: responses go to the request's source; a re-INVITE from a new port (the caller's NAT binding
+    changed) gets its 200, the 200's retransmissions and our later BYE at that port."""
+    h = Harness()
+    call, tag = h.established()
+    moved = ("127.0.0.1", 5099)
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP), source=moved)
+    h.advance(h.now + 0.6)
+    h.ua.hangup(call, h.now)
+    h._drain()
+    assert [(m.status if isinstance(m, Response) else m.method) for _, m in h.sent[-3:]] == [200, 200, "BYE"]
+    assert h.sent_to[-3:] == [moved, moved, moved]
