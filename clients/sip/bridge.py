@@ -8,11 +8,15 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
   200 OK (a server that cannot be reached gets the caller a 503). The session is set to G.711 in and out
   (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's
   audio deltas are already the bytes we packetize: no transcoding in the bridge.
+- Our RTP goes to where the caller's first audio packet came from (symmetric RTP), else to its SDP address.
 - RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
   queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
+- A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
 - RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
+- No RTP for `rtp_timeout_s` while the caller should send (not on hold) ends the call with our BYE: a caller
+  that vanished without BYE must not hold an agent session and a call slot forever.
 - BYE, CANCEL or our own hang-up ends the call: the agent session is closed, the call's record is finished and
   handed to `on_call_end` (transcripts, RTP counters).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -33,8 +38,9 @@ from clients.realtime_client import RealtimeClient, RealtimeConnectionError, Rec
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
-from clients.sip.ua import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, StartTimer, \
-    UaConfig, UserAgent
+from clients.sip.sdp import Negotiated
+from clients.sip.ua import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
+    StartTimer, UaConfig, UserAgent
 
 __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
 
@@ -45,8 +51,9 @@ TICK_S = 0.02
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BridgeConfig:
     server_url: str
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where SIP and RTP sockets listen
     port: int = 5060
+    advertise: str | None = None  # the address callers reach, put in Contact and SDP; None: `host`
     api_key: str | None = None
     model: str | None = "stepaudio-rt"
     instructions: str | None = None
@@ -55,12 +62,28 @@ class BridgeConfig:
     connect_timeout_s: float = 10.0
     jitter_depth: int = 3
     max_inbound_frames: int = 500  # 10 s of caller audio waiting for the agent socket; older frames are dropped
+    # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
+    # forever: with no RTP for this long while we expect some, we hang up. None: never.
+    rtp_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
             raise ValueError("server_url must be a ws:// or wss:// URL")
+        try:
+            unspecified = ipaddress.ip_address(self.public_host).is_unspecified
+        except ValueError:  # a host name is taken as it is
+            unspecified = False
+        if unspecified:  # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
+            raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
             raise ValueError("silence_duration_ms must be positive")
+        if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
+            raise ValueError("rtp_timeout_s must be positive")
+
+
+    @property
+    def public_host(self) -> str:
+        return self.advertise or self.host
 
 
 @dataclass
@@ -109,7 +132,7 @@ class SipBridge:
         self.config = config
         self.on_call_end = on_call_end
         self.rng = rng or random.Random()
-        self.ua = UserAgent(UaConfig(host=config.host, port=config.port, max_calls=config.max_calls), self.rng)
+        self.ua = UserAgent(UaConfig(host=config.public_host, port=config.port, max_calls=config.max_calls), self.rng)
         self.records: dict[str, CallRecord] = {}
         self._calls: dict[str, _Call] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -179,6 +202,10 @@ class SipBridge:
                 self.spawn(call.run())
             elif isinstance(event, CallConfirmed):
                 logger.info("call %s confirmed (ACK)", event.call)
+            elif isinstance(event, MediaChanged):
+                changed = self._calls.get(event.call)
+                if changed is not None:
+                    changed.media_changed(event.media)
             elif isinstance(event, CallEnded):
                 ended = self._calls.get(event.call)
                 if ended is not None:
@@ -217,6 +244,9 @@ class _Call:
         self.handle = offer.call
         self.media = offer.media
         self.remote = (offer.media.remote_host, offer.media.remote_port)
+        self._latched = False  # whether `remote` is where the caller's RTP comes from (symmetric RTP)
+        # Hosts we latch to: the caller's signalling source (its NAT's public address) and its SDP address.
+        self._caller_hosts = {offer.remote[0], offer.media.remote_host}
         codec = offer.media.codec
         self.record = CallRecord(offer.call, offer.sip_call_id, offer.caller, codec.name)
         self.log = logging.LoggerAdapter(logger, {"call_id": offer.sip_call_id})
@@ -229,12 +259,22 @@ class _Call:
         self._inbound: list[bytes] = []
         self._dropped_responses: set[str] = set()
         self._response_id: str | None = None
+        self._last_rtp = 0.0  # loop time of the last datagram on our RTP port (or of the answer)
         self._ended = asyncio.Event()
 
     def end(self, reason: str) -> None:
         if self.record.end_reason is None:
             self.record.end_reason = reason
         self._ended.set()
+
+    def media_changed(self, media: Negotiated) -> None:
+        """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
+        self.media = media
+        self.remote = (media.remote_host, media.remote_port)
+        self._latched = False
+        self._caller_hosts.add(media.remote_host)
+        self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
+        self.log.info("call %s media now %s:%d, %s", self.handle, *self.remote, media.direction)
 
     def dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
@@ -255,6 +295,7 @@ class _Call:
                 return
             port = self.rtp.get_extra_info("sockname")[1]
             self.bridge.ua.answer(self.handle, port, loop.time())
+            self._last_rtp = loop.time()
             self.answered = True
             self.bridge.pump()
             self.log.info("call %s answered: %s -> rtp %d", self.handle, self.record.codec, port)
@@ -262,7 +303,7 @@ class _Call:
             await self._ended.wait()
         except Exception:
             self.log.exception("call %s failed", self.handle)
-            self._hang_up_quietly()
+            self._hang_up_quietly("local hangup")
         finally:
             for t in tasks:
                 t.cancel()
@@ -301,6 +342,7 @@ class _Call:
     # ----- media -----
 
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._last_rtp = asyncio.get_running_loop().time()  # any datagram shows the caller is still there
         try:
             packet = RtpPacket.parse(data)
         except RemoteProtocolError:
@@ -308,9 +350,12 @@ class _Call:
             return
         now = asyncio.get_running_loop().time()
         if packet.payload_type == self.media.codec.payload_type:
+            self._latch(addr)
             self.record.rtp_in_packets += 1
             self._queue_inbound(self.jitter.push(packet, now))
-        elif packet.payload_type == self.media.dtmf_payload_type:
+            return
+        self._queue_inbound(self.jitter.skip(packet, now))  # DTMF or comfort noise: its sequence number is no loss
+        if packet.payload_type == self.media.dtmf_payload_type:
             try:
                 digits = self.dtmf_rx.feed(packet)
             except RemoteProtocolError:
@@ -318,6 +363,19 @@ class _Call:
                 return
             for d in digits:
                 self.dtmf(d.digit)
+
+    def _latch(self, source: tuple[str, int]) -> None:
+        """Symmetric RTP (RFC 4961): send to where the caller's audio comes from, which behind a NAT is not the
+        address in its SDP (it would hear nothing). Only the first source after the answer or a re-INVITE is
+        taken, and only on one of the caller's hosts, so a stray or hostile stream cannot draw the agent's audio
+        away."""
+        if self._latched or source[1] == 0 or source[0] not in self._caller_hosts:  # port 0: sipp's pcap player
+            return
+        self._latched = True
+        if source != self.remote:
+            self.log.info("call %s: RTP comes from %s:%d, not %s:%d: sending there", self.handle, *source,
+                          *self.remote)
+            self.remote = source
 
     def _queue_inbound(self, frames: list[bytes]) -> None:
         self._inbound += frames
@@ -337,8 +395,13 @@ class _Call:
                 deadline = loop.time()
             elif delay > 0:
                 await asyncio.sleep(delay)
+            timeout = self.bridge.config.rtp_timeout_s
+            if timeout is not None and self.media.receives and loop.time() - self._last_rtp > timeout:
+                self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
+                self._hang_up_quietly("RTP timeout")
+                return
             packet = self.outbound.tick()
-            if packet is not None and self.rtp is not None:
+            if packet is not None and self.rtp is not None and self.media.sends:  # on hold: the audio is skipped
                 self.rtp.sendto(packet, self.remote)
             self._queue_inbound(self.jitter.poll(loop.time()))
             if self._inbound and self.client is not None:
@@ -353,7 +416,7 @@ class _Call:
         except RealtimeConnectionError as exc:
             self.log.warning("agent session of %s lost: %s", self.handle, exc)
         if not self._ended.is_set():  # the agent went away: hang up the phone
-            self._hang_up_quietly()
+            self._hang_up_quietly("local hangup")
 
     def _on_agent_event(self, event: ev.ServerEvent) -> None:
         t = event.type
@@ -383,7 +446,8 @@ class _Call:
         elif t == "error":
             self.log.warning("agent error on %s: %s", self.handle, event.error)
 
-    def _hang_up_quietly(self) -> None:
+    def _hang_up_quietly(self, reason: str) -> None:
+        self.end(reason)  # first: the UA's own CallEnded must not overwrite the reason
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):
             if self.answered:
@@ -391,7 +455,6 @@ class _Call:
             else:
                 self.bridge.ua.reject(self.handle, 503, now)
         self.bridge.pump()
-        self.end("local hangup")
 
     async def _teardown(self) -> None:
         if self.client is not None:

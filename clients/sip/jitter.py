@@ -8,7 +8,11 @@ Rules:
   the same length, so the agent's audio clock keeps real time.
 - Duplicates and packets older than the last released one are dropped and counted.
 - Sequence numbers wrap at 2**16: they are extended to a 32-bit-plus counter from the first packet (RFC 3550 A.1).
-  A jump of more than `max_gap` packets restarts the stream (the sender reset).
+  A jump of more than `max_gap` packets restarts the stream (the sender reset), and so does a new SSRC (a new
+  source, e.g. after a transfer): what the old source left is released first.
+- Packets of the same source that carry no audio (RFC 4733 events, comfort noise) share its sequence numbers
+  (RFC 4733 2.1): `skip()` marks their numbers as no loss. They release nothing; the time they cover is filled
+  with silence like any pause.
 - So the buffer never holds more than `depth` packets: that is its bound.
 - When the caller stops sending (silence suppression, or a player that just stops), `poll(now)` fills the time
   since the last packet with silence once nothing arrived for `fill_after_s`: the agent's voice detector works in
@@ -47,7 +51,8 @@ class JitterBuffer:
         self.max_gap = max_gap
         self.fill_after_s = fill_after_s
         self.stats = JitterStats()
-        self._held: dict[int, tuple[bytes, float]] = {}  # extended seq -> (payload, arrival time)
+        self._held: dict[int, tuple[bytes, float]] = {}  # extended seq -> (payload, arrival time); b"": no audio
+        self._ssrc: int | None = None
         self._next: int | None = None  # extended seq of the next packet to release
         self._frame = FRAME_SAMPLES
         self._last_arrival: float | None = None
@@ -55,8 +60,24 @@ class JitterBuffer:
 
     def push(self, packet: RtpPacket, now: float) -> list[bytes]:
         """Add one packet; returns the payloads now ready, in order (lost frames as silence)."""
+        out: list[bytes] = []
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None:
+                out = self.drain()
+                self.stats.resets += 1
+            self._ssrc, self._next = packet.ssrc, None
         self.stats.received += 1
         self._last_arrival = now
+        self._hold(packet, packet.payload, now)
+        return out + self.poll(now)
+
+    def skip(self, packet: RtpPacket, now: float) -> list[bytes]:
+        """A packet of the audio's source without audio: its sequence number is no loss. Returns what is ready."""
+        if packet.ssrc == self._ssrc:
+            self._hold(packet, b"", now)
+        return self.poll(now)
+
+    def _hold(self, packet: RtpPacket, payload: bytes, now: float) -> None:
         ext = self._extend(packet.sequence)
         assert self._next is not None  # set by _extend
         if ext < self._next:
@@ -64,9 +85,8 @@ class JitterBuffer:
         elif ext in self._held:
             self.stats.duplicates += 1
         else:
-            self._held[ext] = (packet.payload, now)
-            self._frame = len(packet.payload) or self._frame
-        return self.poll(now)
+            self._held[ext] = (payload, now)
+            self._frame = len(payload) or self._frame
 
     def poll(self, now: float) -> list[bytes]:
         """Release what is due at `now` (call it every 20 ms, so a trailing gap is not held forever)."""
@@ -81,8 +101,7 @@ class JitterBuffer:
             if len(self._held) < self.depth and waited < self.max_wait_s:
                 break
             out += self._skip_to(oldest)
-        self.stats.released += len(out)
-        return out + self._fill(now)
+        return self._released(out) + self._fill(now)
 
     def _fill(self, now: float) -> list[bytes]:
         if self._held or self._last_arrival is None or now - self._last_arrival < self.fill_after_s:
@@ -102,8 +121,12 @@ class JitterBuffer:
             out.append(self._held.pop(min(self._held))[0])
             assert self._next is not None
             self._next += 1
-        self.stats.released += len(out)
-        return out
+        return self._released(out)
+
+    def _released(self, out: list[bytes]) -> list[bytes]:
+        audio = [p for p in out if p]  # the placeholders of skipped packets go no further
+        self.stats.released += len(audio)
+        return audio
 
     def _skip_to(self, ext: int) -> list[bytes]:
         assert self._next is not None

@@ -7,7 +7,14 @@ Rules:
 - An offer with no usable audio stream, or an audio stream with no PCMU/PCMA, raises NoCommonCodec (488).
 - The answer has one m= line per offered m= line (6): audio we accept gets our port, every other stream port 0.
 - Direction mirrors the offer: sendonly -> recvonly, recvonly -> sendonly, inactive -> inactive, else sendrecv.
+  A media-level direction attribute wins over a session-level one (RFC 4566 6). We send media only when our
+  direction allows it and the address is not the RFC 2543 hold address 0.0.0.0 (RFC 3264 8.4).
+- A re-offer is answered with the codec already in use (`keep`), so the media streams and the agent session's
+  audio format never change mid-call; a re-offer without it raises NoCommonCodec (488, the call goes on).
 - The remote media address is the media-level c= when present, else the session-level c= (5.7).
+- An INVITE without SDP (a delayed offer, RFC 3261 13.2.1) is answered with our offer. `stand_in_offer` is what
+  that offer answers, so our answer to it is our offer: one codec, telephone-event, and no address yet (0.0.0.0:
+  nothing is sent until the caller's answer names one).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from dataclasses import dataclass
 
 from clients.sip.errors import NoCommonCodec, RemoteProtocolError
 
-__all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate"]
+__all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate",
+           "stand_in_offer"]
 
 PCMU = 0
 PCMA = 8
@@ -49,9 +57,9 @@ class MediaDescription:
                 out[int(pt)] = f"{name.upper()}/{rest}"
         return out
 
-    @property
-    def direction(self) -> str:
-        return next((k for k, _ in self.attributes if k in _DIRECTIONS), "sendrecv")
+    def direction(self, default: str = "sendrecv") -> str:
+        """This stream's direction attribute, else `default` (the session-level one, RFC 4566 6)."""
+        return next((k for k, _ in self.attributes if k in _DIRECTIONS), default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,11 @@ class SessionDescription:
             raise RemoteProtocolError("SDP without o= line")
         return cls(origin, name, conn, timing, tuple(MediaDescription(**m) for m in media),  # type: ignore[arg-type]
                    tuple(attrs))
+
+    @property
+    def direction(self) -> str:
+        """The session-level direction attribute (RFC 4566 6), sendrecv by default."""
+        return next((k for k, _ in self.attributes if k in _DIRECTIONS), "sendrecv")
 
     def serialize(self) -> bytes:
         lines = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
@@ -170,12 +183,22 @@ class Negotiated:
     direction: str  # our direction in the answer
     media_index: int  # which m= line of the offer we took
 
+    @property
+    def sends(self) -> bool:
+        """Whether we may send RTP (not on hold)."""
+        return self.direction in ("sendrecv", "sendonly") and self.remote_host not in ("0.0.0.0", "::")
 
-def negotiate(offer: SessionDescription) -> Negotiated:
-    """Pick the codec for the first usable audio stream of `offer`.
+    @property
+    def receives(self) -> bool:
+        """Whether the caller is meant to send us RTP."""
+        return self.direction in ("sendrecv", "recvonly")
+
+
+def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negotiated:
+    """Pick the codec for the first usable audio stream of `offer` (only `keep` when given: a re-offer).
 
     Raises:
-        NoCommonCodec: no audio stream with PCMU or PCMA.
+        NoCommonCodec: no audio stream with PCMU or PCMA (or with `keep`).
     """
     for index, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0 or not m.proto.startswith("RTP/AVP"):
@@ -188,7 +211,8 @@ def negotiate(offer: SessionDescription) -> Negotiated:
             pt = int(fmt)
             enc = rtpmap.get(pt) or (f"{_STATIC[pt]}/8000" if pt in _STATIC else "")
             name, _, clock = enc.partition("/")
-            if codec is None and name in ("PCMU", "PCMA") and clock.split("/")[0] == "8000":
+            if codec is None and name in ("PCMU", "PCMA") and clock.split("/")[0] == "8000" \
+                    and keep in (None, Codec(pt, name)):
                 codec = Codec(pt, name)
             elif dtmf is None and name == "TELEPHONE-EVENT" and clock.startswith("8000"):
                 dtmf = pt
@@ -197,8 +221,8 @@ def negotiate(offer: SessionDescription) -> Negotiated:
         host = m.connection or offer.connection
         if host is None:
             raise RemoteProtocolError("SDP offer without a connection address")
-        return Negotiated(codec, dtmf, host, m.port, _MIRROR[m.direction], index)
-    raise NoCommonCodec("no PCMU/PCMA audio stream in the offer")
+        return Negotiated(codec, dtmf, host, m.port, _MIRROR[m.direction(offer.direction)], index)
+    raise NoCommonCodec(f"no {keep.name if keep else 'PCMU/PCMA'} audio stream in the offer")
 
 
 def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: str, rtp_port: int,
@@ -220,3 +244,14 @@ def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: s
         media.append(MediaDescription("audio", rtp_port, m.proto, tuple(formats), None, tuple(attrs)))
     return SessionDescription(origin=f"stepaudio-rt {session_id} {session_version} IN IP4 {local_host}",
                               session_name="stepaudio-rt", connection=local_host, media=tuple(media))
+
+
+def stand_in_offer(codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
+    """The offer we act as if we had received when an INVITE has none (see the module rules)."""
+    formats = [str(codec.payload_type)]
+    attrs: list[tuple[str, str | None]] = [("rtpmap", f"{codec.payload_type} {codec.name}/8000")]
+    if dtmf_payload_type is not None:
+        formats.append(str(dtmf_payload_type))
+        attrs.append(("rtpmap", f"{dtmf_payload_type} telephone-event/8000"))
+    stream = MediaDescription("audio", 9, "RTP/AVP", tuple(formats), attributes=tuple(attrs))
+    return SessionDescription(origin="- 0 0 IN IP4 0.0.0.0", connection="0.0.0.0", media=(stream,))

@@ -8,8 +8,12 @@ seconds) and randomness (tags, branches: the `rng` given) are inputs; nothing he
 Rules:
 - INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
-  No usable codec -> 488; no SDP offer -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486.
-- A retransmitted INVITE (same Call-ID and From tag) never creates a second call: the last response is re-sent.
+  No usable codec -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486. An INVITE without SDP
+  (a delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in
+  the ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
+- A retransmitted INVITE (same Call-ID, From tag and CSeq) never creates a second call: the last response is
+  re-sent. A new INVITE with the same Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with
+  other codecs after 488, 8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK: intervals T1=0.5 s doubling to
   T2=4 s (0.5, 1, 2, 4, 4, ... s after each send, 13.3.1.4 and 17.2.1), given up after 64*T1 = 32 s; an answered
   call that never got its ACK is then ended with a BYE.
@@ -19,7 +23,15 @@ Rules:
   remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
   responses until any response, for at most 32 s.
 - OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
-  A re-INVITE -> 488 (the dialog continues, 14.2). Other methods -> 501.
+  Other methods -> 501.
+- A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
+  SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
+  line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
+  offered: otherwise 488 and the call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the
+  codec in use, answered in the ACK. A re-INVITE while one is unacknowledged -> 491; its retransmission (same
+  CSeq) gets the same 200 again.
+- 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
+  follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
   dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
   rport, RFC 3581); the top Via gets received/rport filled in.
@@ -36,10 +48,10 @@ from dataclasses import dataclass, field
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
     reason_phrase
-from clients.sip.sdp import Negotiated, SessionDescription, build_answer, negotiate
+from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 
 __all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
-           "IncomingCall", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
+           "IncomingCall", "MediaChanged", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
 
 T1 = 0.5
 T2 = 4.0
@@ -52,6 +64,7 @@ class CallState(enum.Enum):
     PROCEEDING = "proceeding"  # INVITE in, 100/180 out: waiting for answer() or reject()
     ANSWERED = "answered"      # 200 OK sent and retransmitted: waiting for ACK
     CONFIRMED = "confirmed"    # ACK in: the call is up
+    REANSWERED = "reanswered"  # a re-INVITE's 200 OK sent and retransmitted: waiting for its ACK; the call is up
     REJECTED = "rejected"      # a final non-2xx (486/487/488/503) retransmitted until ACK
     ENDED = "ended"            # over; remembered for TIMEOUT to answer retransmissions
 
@@ -60,7 +73,8 @@ S = CallState
 TRANSITIONS: dict[CallState, dict[str, CallState]] = {
     S.PROCEEDING: {"answer": S.ANSWERED, "reject": S.REJECTED, "cancel": S.REJECTED},
     S.ANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
-    S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED},
+    S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED, "reinvite": S.REANSWERED},
+    S.REANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
     S.REJECTED: {"ack": S.ENDED, "no_ack": S.ENDED},
     S.ENDED: {},
 }
@@ -98,6 +112,14 @@ class CallConfirmed:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaChanged:
+    """A re-INVITE was accepted: send to the new address, in the new direction, from now on."""
+
+    call: str
+    media: Negotiated
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     call: str
     reason: str  # "remote hangup", "local hangup", "cancelled", "rejected", "no ACK"
@@ -109,7 +131,7 @@ class DtmfReceived:
     digit: str
 
 
-CallEvent = IncomingCall | CallConfirmed | CallEnded | DtmfReceived
+CallEvent = IncomingCall | CallConfirmed | MediaChanged | CallEnded | DtmfReceived
 TimerAction = StartTimer | CancelTimer
 
 
@@ -130,11 +152,18 @@ class UaConfig:
 @dataclass
 class _Call:
     handle: str
-    invite: Request
+    invite: Request  # the INVITE that created the dialog
     remote: Addr
     local_tag: str
+    transaction: Request  # the INVITE (first or re-INVITE) that `last_response` answers
     state: CallState = CallState.PROCEEDING
+    offer: SessionDescription | None = None  # the INVITE's offer (or its stand-in), answered by answer()
     media: Negotiated | None = None
+    rtp_port: int = 0
+    sdp_session: int = 0
+    sdp_version: int = 1
+    local_sdp: bytes = b""  # our last SDP answer
+    awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -181,7 +210,8 @@ class UserAgent:
 
     @property
     def live_calls(self) -> int:
-        return sum(c.state in (S.PROCEEDING, S.ANSWERED, S.CONFIRMED) for c in self._by_handle.values())
+        live = (S.PROCEEDING, S.ANSWERED, S.CONFIRMED, S.REANSWERED)
+        return sum(c.state in live for c in self._by_handle.values())
 
     # ----- inputs -----
 
@@ -215,14 +245,12 @@ class UserAgent:
             call.interval = min(call.interval * 2, T2)
             self._start(call, "retx", now + call.interval)
         elif kind == "timeout":
-            self._cancel(call, "retx")
-            if call.state is S.ANSWERED:
-                self._transition(call, "no_ack")
-                self._events.append(CallEnded(call.handle, "no ACK"))
-                self._send_bye(call, now)
+            if call.state in (S.ANSWERED, S.REANSWERED):
+                self._end_with_bye(call, "no_ack", "no ACK", now)
             else:
+                self._cancel(call, "retx")
                 self._transition(call, "no_ack")
-            self._start(call, "forget", now + TIMEOUT)
+                self._start(call, "forget", now + TIMEOUT)
         elif kind == "byeretx":
             self._send(call.bye, call.remote)
             call.bye_interval = min(call.bye_interval * 2, T2)
@@ -233,17 +261,16 @@ class UserAgent:
             for k in list(call.timers):
                 self._cancel(call, k.partition(":")[0])
             del self._by_handle[handle]
-            self._calls.pop(self._key(call.invite), None)
+            if self._calls.get(self._key(call.invite)) is call:  # a retry may have taken the key over
+                del self._calls[self._key(call.invite)]
 
     def answer(self, call: str, rtp_port: int, now: float) -> None:
         """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
         c = self._get(call)
         self._transition(c, "answer")
-        assert c.media is not None  # invariant: PROCEEDING calls have negotiated media
-        offer = SessionDescription.parse(c.invite.body)
-        sdp = build_answer(offer, c.media, local_host=self.config.host, rtp_port=rtp_port,
-                           session_id=self.rng.getrandbits(31))
-        self._final(c, 200, now, body=sdp.serialize())
+        c.rtp_port, c.sdp_session = rtp_port, self.rng.getrandbits(31)
+        assert c.offer is not None  # invariant: PROCEEDING calls have an accepted offer
+        self._final(c, 200, now, body=self._answer_sdp(c, c.offer))
 
     def reject(self, call: str, status: int, now: float) -> None:
         """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable)."""
@@ -256,13 +283,15 @@ class UserAgent:
 
     def hangup(self, call: str, now: float) -> None:
         """End an answered call from our side: BYE (retransmitted until answered)."""
-        c = self._get(call)
-        self._transition(c, "hangup")
-        self._cancel(c, "retx")
-        self._cancel(c, "timeout")
-        self._events.append(CallEnded(c.handle, "local hangup"))
-        self._send_bye(c, now)
-        self._start(c, "forget", now + TIMEOUT)
+        self._end_with_bye(self._get(call), "hangup", "local hangup", now)
+
+    def _end_with_bye(self, call: _Call, event: str, reason: str, now: float) -> None:
+        self._transition(call, event)  # first: an illegal end changes nothing
+        self._cancel(call, "retx")
+        self._cancel(call, "timeout")
+        self._events.append(CallEnded(call.handle, reason))
+        self._send_bye(call, now)
+        self._start(call, "forget", now + TIMEOUT)
 
     # ----- requests -----
 
@@ -272,12 +301,14 @@ class UserAgent:
         if method == "ACK":
             self._on_ack(call, req, now)
         elif method == "INVITE" and req.to.tag is None:
-            if call is not None:  # retransmission: same response again, no second dialog
+            if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
+                self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
+            elif req.cseq.number == call.invite.cseq.number:  # retransmission: same response, no second dialog
                 self._send(call.last_response, addr)
-            else:
-                self._on_invite(req, addr, now)
+            else:  # a second INVITE while the first is live (14.2)
+                self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
         elif method == "INVITE":
-            self._reply(req, addr, 488 if self._in_dialog(call, req) else 481)
+            self._on_reinvite(call, req, addr, now)
         elif method == "CANCEL":
             self._on_cancel(call, req, addr, now)
         elif method == "BYE":
@@ -291,7 +322,7 @@ class UserAgent:
 
     def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
         self._counter += 1
-        call = _Call(f"call{self._counter}", req, addr, self._token())
+        call = _Call(f"call{self._counter}", req, addr, self._token(), req, awaiting_answer=not req.body)
         self._calls[self._key(req)] = call
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
@@ -299,9 +330,8 @@ class UserAgent:
             self._refuse(call, 486, now)
             return
         try:
-            if not req.body or "application/sdp" not in (req.headers.get("Content-Type") or "").lower():
-                raise NoCommonCodec("INVITE without an SDP offer")
-            call.media = negotiate(SessionDescription.parse(req.body))
+            call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
+            call.media = negotiate(call.offer)
         except RemoteProtocolError as exc:
             self._refuse(call, exc.status, now)
             return
@@ -313,17 +343,52 @@ class UserAgent:
         self._transition(call, "reject")
         self._final(call, status, now)
 
+    def _on_reinvite(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+        if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
+            self._reply(req, addr, 481)
+        elif req.cseq.number == call.transaction.cseq.number:  # retransmission
+            self._send(call.last_response, addr)
+        elif call.state is not S.CONFIRMED:  # the last INVITE's ACK is still due (14.2)
+            self._reply(req, addr, 491)
+        else:
+            assert call.media is not None  # invariant: answered calls have negotiated media
+            try:
+                offer = self._offer(req, call.media.codec, call.media.dtmf_payload_type)
+                media = negotiate(offer, keep=call.media.codec)
+            except RemoteProtocolError as exc:
+                self._reply(req, addr, exc.status)  # the call goes on as it was (14.2)
+                return
+            call.transaction, call.media, call.awaiting_answer = req, media, not req.body
+            call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
+            self._transition(call, "reinvite")
+            self._final(call, 200, now, body=self._answer_sdp(call, offer))
+            self._events.append(MediaChanged(call.handle, media))
+
     def _on_ack(self, call: _Call | None, req: Request, now: float) -> None:
-        if call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED):
+        if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
+                or req.cseq.number != call.transaction.cseq.number):
             return  # a stray or repeated ACK: absorbed (17.2.1), never answered
         self._cancel(call, "retx")
         self._cancel(call, "timeout")
-        answered = call.state is S.ANSWERED
+        state = call.state
         self._transition(call, "ack")
-        if answered:
+        if state is S.ANSWERED:
             self._events.append(CallConfirmed(call.handle))
-        else:
+        elif state is S.REJECTED:
             self._start(call, "forget", now + TIMEOUT)
+        if call.awaiting_answer:
+            self._on_answer(call, req, now)
+
+    def _on_answer(self, call: _Call, ack: Request, now: float) -> None:
+        """The caller's SDP answer in the ACK to our offer (RFC 3264 5: it must keep our one codec)."""
+        assert call.media is not None  # invariant: answered calls have negotiated media
+        call.awaiting_answer = False
+        try:
+            call.media = negotiate(self._sdp(ack), keep=call.media.codec)
+        except RemoteProtocolError as exc:
+            self._end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
+            return
+        self._events.append(MediaChanged(call.handle, call.media))
 
     def _on_cancel(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or req.top_via.branch != call.invite.top_via.branch:
@@ -368,11 +433,38 @@ class UserAgent:
 
     # ----- helpers -----
 
+    @classmethod
+    def _offer(cls, invite: Request, codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
+        """The INVITE's SDP offer, or without one the stand-in whose answer is our offer of `codec`."""
+        return cls._sdp(invite) if invite.body else stand_in_offer(codec, dtmf_payload_type)
+
+    @staticmethod
+    def _sdp(msg: Request) -> SessionDescription:
+        if "application/sdp" not in (msg.headers.get("Content-Type") or "").lower():
+            raise NoCommonCodec(f"{msg.method} without SDP")
+        return SessionDescription.parse(msg.body)
+
+    def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:
+        """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""
+        media = call.media
+        assert media is not None  # invariant: set before any answer
+
+        def build(version: int) -> bytes:
+            return build_answer(offer, media, local_host=self.config.host, rtp_port=call.rtp_port,
+                                session_id=call.sdp_session, session_version=version).serialize()
+
+        sdp = build(call.sdp_version)
+        if call.local_sdp and sdp != call.local_sdp:
+            call.sdp_version += 1
+            sdp = build(call.sdp_version)
+        call.local_sdp = sdp
+        return sdp
+
     def _final(self, call: _Call, status: int, now: float, body: bytes = b"") -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
         extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ())
-        call.last_response = self._response(call.invite, status, call.remote, to_tag=call.local_tag, body=body,
-                                             extra=extra)
+        call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
+                                             body=body, extra=extra)
         call.interval = T1
         self._send(call.last_response, call.remote)
         self._start(call, "retx", now + T1)
@@ -430,6 +522,8 @@ class UserAgent:
             if name == "To" and to_tag is not None and status > 100 and "tag=" not in value.lower():
                 value = _with_tag(value, to_tag)
             headers.append((name, value))
+        if req.method == "INVITE" and 100 < status < 300:  # it sets up the dialog: the caller's route set (12.1.1)
+            headers += [("Record-Route", rr) for rr in req.headers.lines("Record-Route")]
         headers += extra
         headers.append(("Server", self.config.user_agent))
         if warning:

@@ -73,7 +73,8 @@ class BridgeProcess:
         return [json.loads(line) for line in self.call_log.read_text().splitlines() if line.strip()]
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # tests read the log after stop() too
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-8000:]
 
     def stop(self) -> int | None:
@@ -117,3 +118,17 @@ def env_without_display() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DISPLAY", None)
     return env
+
+
+def run_sipp(scenario: str, bridge_port: int, workdir: Path, *, media_port: int | None = None,
+             timeout_s: int = 60) -> tuple[int, str]:
+    """Run one sipp UAC call of `scenario` (XML text) against the bridge: (exit code, stderr + error log)."""
+    path = workdir / "scenario.xml"
+    path.write_text(scenario)
+    media = ["-mi", "127.0.0.1", "-mp", str(media_port or free_udp_port())]
+    proc = subprocess.run(["sipp", "-sf", str(path), "-s", "agent", f"127.0.0.1:{bridge_port}", "-i", "127.0.0.1",
+                           "-p", str(free_udp_port()), *media, "-m", "1", "-l", "1", "-timeout", f"{timeout_s}s",
+                           "-timeout_error", "-trace_err", "-nostdin"], cwd=workdir, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout_s + 30)
+    errors = "".join(p.read_text(errors="replace") for p in workdir.glob("*errors.log"))
+    return proc.returncode, proc.stderr + errors

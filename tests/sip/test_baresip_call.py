@@ -7,7 +7,10 @@ agent heard the caller, baresip received speech energy, and the hang-up closed t
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,50 @@ def test_baresip_caller_hears_the_agent(embedded_server, beckett_wav: Path, tmp_
     assert peak_rms_dbfs(audio, rate) > -35.0
     assert speech_seconds(audio, rate) > 0.5
     assert np.isfinite(audio).all()
+
+
+def _ctrl(port: int, command: str, params: str = "") -> None:
+    """One baresip ctrl_tcp command (a netstring of JSON)."""
+    data = json.dumps({"command": command, "params": params, "token": command}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"%d:%s," % (len(data), data))
+        time.sleep(0.5)  # let baresip read it before the socket closes
+
+
+def test_baresip_dtmf_is_heard_once_and_costs_no_audio(embedded_server, tmp_path: Path) -> None:
+    """RFC 4733: baresip's key presses reach the agent once each, and their packets, which take sequence numbers
+    of the audio stream (2.1), are not counted as lost audio."""
+    need("baresip", "sox")
+    conf, rec = tmp_path / "baresip", tmp_path / "rec"
+    conf.mkdir()
+    rec.mkdir()
+    silence = tmp_path / "silence.wav"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(silence), "trim", "0", "40"], check=True)
+    rtp_lo, ctrl = free_udp_port() & ~1, free_udp_port()
+    (conf / "config").write_text(CONFIG.format(sip_port=free_udp_port(), speech=silence, rec=rec, rtp_lo=rtp_lo,
+                                               rtp_hi=rtp_lo + 10)
+                                 + f"module_app\t\tctrl_tcp.so\nctrl_tcp_listen\t\t127.0.0.1:{ctrl}\n")
+    (conf / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    log = open(tmp_path / "baresip.log", "wb")  # noqa: SIM115 - closed in finally
+    phone = subprocess.Popen(["baresip", "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                             env=env_without_display())
+    try:
+        assert wait_for(lambda: b"baresip is ready" in (tmp_path / "baresip.log").read_bytes(), 20)
+        _ctrl(ctrl, "dial", f"sip:agent@127.0.0.1:{bridge.port}")
+        assert wait_for(lambda: "confirmed (ACK)" in bridge.log(), 20), bridge.log()
+        for digit in "12#":
+            _ctrl(ctrl, "sndcode", digit)
+            time.sleep(1.0)
+        _ctrl(ctrl, "hangup")
+        calls = wait_for(bridge.calls, 15)
+    finally:
+        phone.terminate()
+        phone.wait(10)
+        log.close()
+        bridge.stop()
+    assert len(calls) == 1, bridge.log()
+    call = calls[0]
+    assert call["dtmf"] == ["1", "2", "#"], call
+    assert call["rtp_in_packets"] > 100 and call["rtp_lost"] == 0, call
+    assert call["end_reason"] == "remote hangup"

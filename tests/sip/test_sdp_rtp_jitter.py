@@ -137,3 +137,47 @@ def test_jitter_buffer_wraps_and_fills_silence_when_the_caller_stops() -> None:
     assert jb.poll(0.1) == []
     assert jb.poll(0.22) == [b"\xff" * 160] * 10  # 0.02 .. 0.22 s of silence, in 20 ms frames
     assert jb.poll(0.25) == [b"\xff" * 160]
+
+
+def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
+    """RFC 4566 6: a session-level a=sendonly applies to a stream without its own; RFC 3264 8.4: c=0.0.0.0 is the
+    old hold. Either way we must not send. A re-offer is answered with the codec in use, or not at all."""
+    base = b"v=0\r\no=x 1 2 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+    held = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 8 0\r\n"))
+    assert (held.direction, held.sends) == ("recvonly", False)
+    media_wins = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\n"
+                                                    b"a=sendrecv\r\n"))
+    assert (media_wins.direction, media_wins.sends) == ("sendrecv", True)
+    old_hold_sdp = base.replace(b"10.0.0.1", b"0.0.0.0") + b"m=audio 6000 RTP/AVP 0\r\n"
+    old_hold = negotiate(SessionDescription.parse(old_hold_sdp))
+    assert (old_hold.direction, old_hold.sends) == ("sendrecv", False)
+    both = SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8 0\r\n")
+    assert negotiate(both).codec == Codec(8, "PCMA")
+    assert negotiate(both, keep=Codec(0, "PCMU")).codec == Codec(0, "PCMU")
+    with pytest.raises(NoCommonCodec):
+        negotiate(SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8\r\n"), keep=Codec(0, "PCMU"))
+
+
+def test_jitter_buffer_counts_no_loss_for_dtmf_sharing_the_sequence() -> None:
+    """RFC 4733 2.1: telephone-event packets of the audio's SSRC take sequence numbers of the audio stream; those
+    numbers are no loss, and a pause is filled with silence as usual. Another source's events change nothing."""
+    jb = JitterBuffer(0xFF)
+    event = TelephoneEvent(5, False, 10, 160).serialize()
+    assert jb.push(_pkt(10), 0.0) == [_pkt(10).payload]
+    for seq in (11, 12, 13):
+        assert jb.skip(RtpPacket(101, seq, 1600, 1, event), 0.02 * (seq - 10)) == []
+    assert jb.skip(RtpPacket(101, 300, 0, 99, event), 0.07) == []  # another SSRC
+    assert jb.push(_pkt(14), 0.08) == [_pkt(14).payload]  # at once: 11..13 were not lost
+    assert (jb.stats.lost, jb.stats.released, jb.stats.resets) == (0, 2, 0)
+    assert jb.poll(0.31) == [b"\xff" * 160] * 11  # the caller paused: silence after 0.08 s, as before
+
+
+def test_jitter_buffer_restarts_on_a_new_ssrc() -> None:
+    """RFC 3550 8: a new SSRC is a new source with its own sequence numbers, even near the old ones."""
+    jb = JitterBuffer(0xFF)
+    assert jb.push(_pkt(100), 0.0) == [_pkt(100).payload]
+    assert jb.push(_pkt(102), 0.01) == []  # 101 missing: held
+    new = RtpPacket(0, 90, 0, 2, b"\x07" * 160)  # a new source, numbered just below the old one
+    assert jb.push(new, 0.02) == [b"\xff" * 160, _pkt(102).payload, new.payload]
+    assert jb.push(RtpPacket(0, 91, 160, 2, b"\x08" * 160), 0.04) == [b"\x08" * 160]
+    assert (jb.stats.late, jb.stats.resets) == (0, 1)

@@ -7,9 +7,10 @@ import random
 import pytest
 
 from clients.sip.errors import LocalProtocolError
-from clients.sip.message import Request, Response, parse_message
-from clients.sip.ua import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, StartTimer, \
-    UaConfig, UserAgent
+from clients.sip.message import CSeq, Request, Response, parse_message
+from clients.sip.sdp import SessionDescription
+from clients.sip.ua import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
+    MediaChanged, StartTimer, UaConfig, UserAgent
 
 PEER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -33,6 +34,7 @@ class Harness:
         self.now = 0.0
         self.timers: dict[str, float] = {}
         self.sent: list[tuple[float, Response | Request]] = []
+        self.sent_to: list[tuple[str, int]] = []
         self.events: list[object] = []
 
     def _drain(self) -> list[Response | Request]:
@@ -41,6 +43,7 @@ class Harness:
             msg = parse_message(d.data)
             out.append(msg)
             self.sent.append((self.now, msg))
+            self.sent_to.append(d.addr)
         for t in self.ua.timer_actions():
             if isinstance(t, StartTimer):
                 self.timers[t.key] = t.deadline
@@ -50,8 +53,8 @@ class Harness:
         self.events += self.ua.events_received()
         return out
 
-    def feed(self, data: bytes) -> list[Response | Request]:
-        self.ua.receive_datagram(data, PEER, self.now)
+    def feed(self, data: bytes, source: tuple[str, int] = PEER) -> list[Response | Request]:
+        self.ua.receive_datagram(data, source, self.now)
         return self._drain()
 
     def advance(self, until: float) -> list[Response | Request]:
@@ -160,7 +163,8 @@ def test_options_488_400_501_and_busy() -> None:
     assert ok.status == 200 and ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
     g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
     assert statuses(h.feed(req("INVITE", body=g729, call_id="g"))) == [100, 488]
-    assert statuses(h.feed(req("INVITE", call_id="nosdp"))) == [100, 488]
+    no_ctype = req("INVITE", body=SDP, call_id="noctype").replace(b"Content-Type: application/sdp\r\n", b"")
+    assert statuses(h.feed(no_ctype)) == [100, 488]
     assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
     assert statuses(h.feed(req("REGISTER"))) == [501]
     bad = h.feed(req("OPTIONS").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"))
@@ -186,3 +190,138 @@ def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     assert not any(k.startswith("bye") for k in h.timers)
     with pytest.raises(LocalProtocolError):
         h.ua.hangup(call, h.now)
+
+
+def test_a_retry_with_a_higher_cseq_after_488_is_a_new_call() -> None:
+    """8.1.3.5/17.2.3: same Call-ID and From tag, CSeq + 1, new branch: a new INVITE, not a retransmission.
+
+    The first call's record is forgotten 32 s later without taking the retry's dialog with it."""
+    h = Harness()
+    g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
+    rejected = h.feed(req("INVITE", body=g729))
+    assert statuses(rejected) == [100, 488]
+    h.feed(req("ACK", to_tag=to_tag(rejected[1])))
+    retry = h.feed(req("INVITE", body=SDP, cseq=2, branch="b2"))
+    assert statuses(retry) == [100, 180] and retry[1].cseq.number == 2
+    (incoming,) = [e for e in h.events if isinstance(e, IncomingCall)]
+    assert statuses(h.feed(req("INVITE", body=SDP, cseq=2, branch="b2"))) == [180]  # its retransmission
+    late = h.feed(req("INVITE", body=SDP, cseq=3, branch="b3"))  # while the retry is live
+    assert statuses(late) == [500] and late[0].headers.get("Retry-After")
+    h.ua.answer(incoming.call, 40000, h.now)
+    tag = to_tag(h._drain()[0])
+    h.feed(req("ACK", to_tag=tag, cseq=2))
+    h.advance(40.0)  # the rejected call is forgotten
+    assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye"))) == [200]
+    assert h.events[-1] == CallEnded(incoming.call, "remote hangup")
+
+
+def test_reinvite_hold_resume_and_move_media() -> None:
+    """RFC 3261 14.2, RFC 3264 8: a re-INVITE is answered 200 + SDP (o= kept, version + 1 only when the SDP
+    changed), retransmitted until its ACK; hold (sendonly) is answered recvonly; the media may move."""
+    h = Harness()
+    call, tag = h.established()
+    first_sdp = SessionDescription.parse(h.sent[-1][1].body)
+    hold = req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP + b"a=sendonly\r\n")
+    (ok,) = h.feed(hold)
+    assert ok.status == 200 and ok.cseq == CSeq(2, "INVITE") and h.ua.state(call) is CallState.REANSWERED
+    held = SessionDescription.parse(ok.body)
+    assert held.origin.split()[:2] == first_sdp.origin.split()[:2]
+    assert int(held.origin.split()[2]) == int(first_sdp.origin.split()[2]) + 1
+    assert held.media[0].attr("recvonly") == [None] and held.media[0].port == 40000
+    changed = h.events[-1]
+    assert isinstance(changed, MediaChanged) and changed.call == call and not changed.media.sends
+    assert [m.serialize() for m in h.feed(hold)] == [ok.serialize()]  # a retransmission: the same 200, no event
+    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2", body=SDP))) == [491]
+    assert [m.serialize() for m in h.advance(h.now + 0.5)] == [ok.serialize()]  # until the ACK
+    assert h.feed(req("ACK", to_tag=tag, cseq=1)) == [] and h.ua.state(call) is CallState.REANSWERED  # a stale ACK
+    h.feed(req("ACK", to_tag=tag, cseq=2))
+    assert h.ua.state(call) is CallState.CONFIRMED and h.timers == {}
+
+    moved = SDP.replace(b"m=audio 6000", b"m=audio 6002").replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 127.0.0.2")
+    (ok,) = h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re3", body=moved))
+    resumed = SessionDescription.parse(ok.body)
+    assert resumed.media[0].attr("sendrecv") == [None] and resumed.origin.split()[2] == str(int(
+        held.origin.split()[2]) + 1)
+    media = h.events[-1].media
+    assert (media.remote_host, media.remote_port, media.sends) == ("127.0.0.2", 6002, True)
+    h.feed(req("ACK", to_tag=tag, cseq=3))
+    (ok,) = h.feed(req("INVITE", to_tag=tag, cseq=4, branch="re4", body=moved))  # a session refresh
+    assert ok.body == resumed.serialize()  # unchanged SDP, unchanged version
+
+    pcma_only = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 8 101")
+    h.feed(req("ACK", to_tag=tag, cseq=4))
+    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=5, branch="re5", body=pcma_only))) == [488]
+    assert h.ua.state(call) is CallState.CONFIRMED  # the call goes on as it was
+    assert statuses(h.feed(req("INVITE", to_tag=";tag=nope", cseq=7, branch="re7", body=SDP))) == [481]
+
+
+def test_reinvite_never_acknowledged_ends_the_call_with_bye() -> None:
+    """13.3.1.4: a 2xx to a re-INVITE without ACK for 64*T1 ends the dialog with BYE."""
+    h = Harness()
+    call, tag = h.established()
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP))
+    out = h.advance(h.now + 32.0)
+    assert isinstance(out[-1], Request) and out[-1].method == "BYE"
+    assert h.events[-1] == CallEnded(call, "no ACK") and h.ua.state(call) is CallState.ENDED
+
+
+def test_record_route_is_copied_into_responses_that_set_up_the_dialog() -> None:
+    """12.1.1: a UAS copies every Record-Route value, in order, into 18x/2xx to the INVITE; our BYE routes by them."""
+    h = Harness()
+    rr = b"Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\nRecord-Route: <sip:p3.example;lr>\r\n"
+    trying, ringing = h.feed(req("INVITE", body=SDP).replace(b"Contact:", rr + b"Contact:"))
+    routes = ["<sip:p1.example;lr>, <sip:p2.example;lr>", "<sip:p3.example;lr>"]
+    assert trying.headers.lines("Record-Route") == [] and ringing.headers.lines("Record-Route") == routes
+    call = h.events[-1].call
+    h.ua.answer(call, 40000, h.now)
+    (ok,) = h._drain()
+    assert ok.headers.lines("Record-Route") == routes
+    h.feed(req("ACK", to_tag=to_tag(ok)))
+    h.ua.hangup(call, h.now)
+    (bye,) = h._drain()
+    assert bye.headers.get_all("Route") == ["<sip:p1.example;lr>", "<sip:p2.example;lr>", "<sip:p3.example;lr>"]
+
+
+def test_delayed_offer_gets_our_offer_and_the_ack_brings_the_answer() -> None:
+    """RFC 3261 13.2.1/13.3.1: an INVITE without SDP gets our offer in the 200 OK, the ACK carries the answer; the
+    same for a re-INVITE without SDP (with the codec in use). An ACK without an answer ends the call with BYE."""
+    h = Harness()
+    h.feed(req("INVITE"))
+    (incoming,) = [e for e in h.events if isinstance(e, IncomingCall)]
+    assert (incoming.media.codec.name, incoming.media.sends) == ("PCMU", False)  # no address to send to yet
+    h.ua.answer(incoming.call, 40000, h.now)
+    (ok,) = h._drain()
+    offer = SessionDescription.parse(ok.body)
+    assert (offer.connection, offer.media[0].port, offer.media[0].formats) == ("127.0.0.1", 40000, ("0", "101"))
+    assert offer.media[0].attr("sendrecv") == [None]
+    answer = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 0").replace(b"m=audio 6000", b"m=audio 6004")
+    assert h.feed(req("ACK", to_tag=to_tag(ok), body=answer)) == []
+    assert h.events[-2] == CallConfirmed(incoming.call)
+    media = h.events[-1].media
+    assert (media.remote_port, media.sends, media.dtmf_payload_type) == (6004, True, None)
+
+    tag = to_tag(ok)
+    (re_ok,) = h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1"))
+    assert SessionDescription.parse(re_ok.body).media[0].formats == ("0",)
+    assert not h.events[-1].media.sends  # until the answer
+    h.feed(req("ACK", to_tag=tag, cseq=2, body=answer.replace(b"6004", b"6006")))
+    assert h.events[-1].media.remote_port == 6006 and h.ua.state(incoming.call) is CallState.CONFIRMED
+
+    h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2"))
+    assert h.feed(req("ACK", to_tag=tag, cseq=3))[0].method == "BYE"  # no answer: the call cannot go on
+    assert isinstance(h.events[-1], CallEnded) and h.events[-1].reason.startswith("no usable SDP answer")
+    assert h.ua.state(incoming.call) is CallState.ENDED
+
+
+def test_reinvite_from_a_new_address_is_answered_there() -> None:
+    """RFC 3581/18.2.2: responses go to the request's source; a re-INVITE from a new port (the caller's NAT binding
+    changed) gets its 200, the 200's retransmissions and our later BYE at that port."""
+    h = Harness()
+    call, tag = h.established()
+    moved = ("127.0.0.1", 5099)
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP), source=moved)
+    h.advance(h.now + 0.6)
+    h.ua.hangup(call, h.now)
+    h._drain()
+    assert [(m.status if isinstance(m, Response) else m.method) for _, m in h.sent[-3:]] == [200, 200, "BYE"]
+    assert h.sent_to[-3:] == [moved, moved, moved]

@@ -1,0 +1,247 @@
+"""sipp drives calls beyond the plain one through the bridge CLI, with a real agent server behind it.
+
+Each scenario is one sipp UAC call; sipp exits 0 only when every expected response came, in order.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from clients.sip.rtp import RtpPacket
+from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
+    write_rtp_pcap
+from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
+
+pytestmark = pytest.mark.slow
+
+HEAD = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+Call-ID: [call_id]
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70"""
+
+
+def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1) -> str:
+    lines = ["v=0", f"o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]", "s=-",
+             "c=IN IP[media_ip_type] [media_ip]", "t=0 0", f"m=audio {port} RTP/AVP {formats}", *extra]
+    return "\n".join(lines) + "\n"
+
+
+def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "") -> str:
+    to = "To: <sip:[service]@[remote_ip]:[remote_port]>" + ("[peer_tag_param]" if in_dialog else "")
+    ctype = "Content-Type: application/sdp\n" if body else ""
+    ctype += headers
+    retrans = ' retrans="500"' if method != "ACK" else ""
+    return (f"<send{retrans}><![CDATA[\n{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{HEAD}\n{to}\n"
+            f"CSeq: {cseq} {method}\n{ctype}Content-Length: [len]\n\n{body}]]></send>\n")
+
+
+def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), match: str | None = None,
+           header: str | None = None) -> str:
+    """Expected responses; `match`: a regular expression the last one's body (or `header`) must match, or sipp
+    fails the call."""
+    opt = "".join(f'<recv response="{s}" optional="true"/>\n' for s in optional)
+    where = f'search_in="hdr" header="{header}:"' if header else 'search_in="body"'
+    check = f'<action><ereg regexp="{match}" {where} check_it="true" assign_to="m"/></action>' if match else ""
+    used = '<Reference variables="m"/>\n' if match else ""  # sipp refuses a variable it never reads
+    return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses[:-1]) + \
+        f'<recv response="{statuses[-1]}">{check}</recv>\n{used}'
+
+
+def scenario(*steps: str) -> str:
+    return '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="bridge dialog">\n' + "".join(steps) + \
+        "</scenario>\n"
+
+
+def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path: Path) -> None:
+    """RFC 3261 8.1.3.5: after 488 the caller retries in the same Call-ID with CSeq + 1 and PCMU: a new call."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("18", "a=rtpmap:18 G729/8000")), expect(488),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=False, body=sdp("0")), expect(200),
+            request("ACK", 2, in_dialog=True),
+            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMU", "remote hangup")]
+
+
+def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """RFC 3261 14.2, RFC 3264 8.4: the caller puts the agent on hold (a=sendonly; answered a=recvonly), resumes
+    with its media moved to another port (a PBX re-anchoring it, say), then speaks from there: the agent's reply
+    arrives at the new port."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    first_port, moved_port = free_udp_port(), free_udp_port()  # sipp's own media port is the moved one
+    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=moved_port)
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "moved.pcap", moved_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(first_port))), expect(200),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", port=str(first_port), version=2)),
+            expect(200, optional=(100,), match="a=recvonly"),
+            request("ACK", 2, in_dialog=True),
+            request("INVITE", 3, in_dialog=True, body=sdp("0", version=3)),
+            expect(200, optional=(100,), match="a=sendrecv"),
+            request("ACK", 3, in_dialog=True),
+            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("BYE", 4, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=moved_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "moved.pcap") if dport == moved_port]
+    assert ours, f"no RTP reached the moved port\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+
+
+def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> None:
+    """RFC 3261 12.1.1: the 200 OK copies the INVITE's Record-Route, so the caller's ACK and BYE follow the proxy."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0"),
+                    headers="Record-Route: <sip:proxy.example;lr;ftag=x>\n"),
+            expect(200, match="sip:proxy.example;lr;ftag=x", header="Record-Route"),
+            request("ACK", 1, in_dialog=True),
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+
+
+def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_path: Path) -> None:
+    """A caller that vanished without BYE (no RTP for --rtp-timeout) gets our BYE and its agent session closes;
+    a call on hold (a=inactive: no RTP expected) is never timed out."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
+    bye_in = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
+              '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            '<pause milliseconds="4000"/>\n',  # on hold: longer than the timeout, and still up
+            request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
+            request("ACK", 2, in_dialog=True), bye_in), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["RTP timeout"]
+    assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+
+
+def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """RFC 4961 symmetric RTP: a caller behind a NAT sends from another port than its SDP names; the agent's
+    reply must go back to that source, or the caller hears nothing. A packet from a host that is not the caller's,
+    sent to the call's RTP port before the caller's first one, must not draw the reply away."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    sdp_port, source_port = free_udp_port(), free_udp_port()
+    (tmp_path / "beckett.ul").write_bytes(speech)  # rtp_stream sends from sipp's media socket (-mp)
+    seconds = len(speech) / 8000
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "source.pcap", source_port)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))
+    outcome: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(sdp_port))), expect(200),
+        request("ACK", 1, in_dialog=True),
+        '<pause milliseconds="3000"/>\n',  # the stranger's packet comes first
+        f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+        f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+        request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
+        media_port=source_port)))  # sipp sends from and listens on source_port; its SDP names sdp_port
+    try:
+        caller.start()
+        answered = wait_for(lambda: re.search(r"answered: PCMU -> rtp (\d+)", bridge.log()), 20)
+        assert answered, bridge.log()
+        stranger.sendto(RtpPacket(0, 1, 0, 0x5EED, b"\xff" * 160).serialize(), ("127.0.0.1", int(answered[1])))
+        caller.join()
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    stranger.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        stranger.recv(2048)  # not one packet of the call reached the stranger
+    stranger.close()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "source.pcap") if dport == source_port]
+    assert ours, f"no RTP came back to the caller's source port\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+
+
+def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, tmp_path: Path) -> None:
+    """--host 0.0.0.0 alone would answer with c=IN IP4 0.0.0.0 (hold, RFC 3264 8.4) and Contact 0.0.0.0: refused
+    at start; with --advertise the SDP and Contact name the advertised address."""
+    need("sipp")
+    refused = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--host", "0.0.0.0", "--port",
+                              str(free_udp_port()), "--server-url", embedded_server.ws],
+                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert refused.returncode == 2 and "advertise" in refused.stderr, refused
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--host", "0.0.0.0", "--advertise", "127.0.0.1")
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200, match="c=IN IP4 127.0.0.1"),
+            request("ACK", 1, in_dialog=True),
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+
+
+def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """RFC 3261 13.2.1: an INVITE without SDP (trunks and PBXs send such delayed offers) gets our offer in the
+    200 OK; the caller answers in the ACK, speaks, and hears the agent's reply at the port of its answer."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    media_port = free_udp_port()
+    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "rtp.pcap", media_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False), expect(200, match="m=audio [0-9]+ RTP/AVP 0 101"),
+            request("ACK", 1, in_dialog=True, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
+            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "rtp.pcap") if dport == media_port]
+    assert ours, f"no RTP reached the port of the answer\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
