@@ -39,8 +39,9 @@ from clients.sip.errors import RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
 from clients.sip.sdp import Negotiated
-from clients.sip.ua import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
-    StartTimer, UaConfig, UserAgent
+from clients.sip.ua import UserAgent
+from clients.sip.ua_events import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
+    StartTimer, UaConfig
 
 __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
 

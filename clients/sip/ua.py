@@ -35,13 +35,12 @@ Rules:
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
   dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
   rport, RFC 3581); the top Via gets received/rport filled in.
-- Per call: `{state: {event: next state}}` in TRANSITIONS; an event missing from it raises LocalProtocolError
-  and changes nothing.
+- Per call: `{state: {event: next state}}` in TRANSITIONS (ua_events.py); an event missing from it raises
+  LocalProtocolError and changes nothing.
 """
 
 from __future__ import annotations
 
-import enum
 import random
 from dataclasses import dataclass, field
 
@@ -49,104 +48,18 @@ from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocol
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
     reason_phrase
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
+from clients.sip.ua_events import (
+    TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
+    IncomingCall, MediaChanged, StartTimer, TimerAction, UaConfig,
+)
 
-__all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
-           "IncomingCall", "MediaChanged", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig", "UserAgent"]
+__all__ = ["UserAgent"]
 
 T1 = 0.5
 T2 = 4.0
 TIMEOUT = 64 * T1
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
-Addr = tuple[str, int]
-
-
-class CallState(enum.Enum):
-    PROCEEDING = "proceeding"  # INVITE in, 100/180 out: waiting for answer() or reject()
-    ANSWERED = "answered"      # 200 OK sent and retransmitted: waiting for ACK
-    CONFIRMED = "confirmed"    # ACK in: the call is up
-    REANSWERED = "reanswered"  # a re-INVITE's 200 OK sent and retransmitted: waiting for its ACK; the call is up
-    REJECTED = "rejected"      # a final non-2xx (486/487/488/503) retransmitted until ACK
-    ENDED = "ended"            # over; remembered for TIMEOUT to answer retransmissions
-
-
 S = CallState
-TRANSITIONS: dict[CallState, dict[str, CallState]] = {
-    S.PROCEEDING: {"answer": S.ANSWERED, "reject": S.REJECTED, "cancel": S.REJECTED},
-    S.ANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
-    S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED, "reinvite": S.REANSWERED},
-    S.REANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
-    S.REJECTED: {"ack": S.ENDED, "no_ack": S.ENDED},
-    S.ENDED: {},
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    data: bytes
-    addr: Addr
-
-
-@dataclass(frozen=True, slots=True)
-class StartTimer:
-    key: str
-    deadline: float
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingCall:
-    call: str  # our handle, used in answer()/reject()/hangup()
-    sip_call_id: str
-    caller: str  # the From URI
-    remote: Addr  # where the INVITE came from
-    media: Negotiated
-
-
-@dataclass(frozen=True, slots=True)
-class CallConfirmed:
-    call: str
-
-
-@dataclass(frozen=True, slots=True)
-class MediaChanged:
-    """A re-INVITE was accepted: send to the new address, in the new direction, from now on."""
-
-    call: str
-    media: Negotiated
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    call: str
-    reason: str  # "remote hangup", "local hangup", "cancelled", "rejected", "no ACK"
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfReceived:
-    call: str
-    digit: str
-
-
-CallEvent = IncomingCall | CallConfirmed | MediaChanged | CallEnded | DtmfReceived
-TimerAction = StartTimer | CancelTimer
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UaConfig:
-    host: str = "127.0.0.1"  # our address in Via/Contact/SDP
-    port: int = 5060
-    user: str = "agent"
-    user_agent: str = "stepaudio-rt sip-bridge"
-    max_calls: int = 16
-    max_message_bytes: int = 8192
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536 or self.max_calls < 1 or self.max_message_bytes < 512:
-            raise ValueError("invalid UaConfig")
 
 
 @dataclass

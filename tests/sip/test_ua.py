@@ -9,8 +9,9 @@ import pytest
 from clients.sip.errors import LocalProtocolError
 from clients.sip.message import CSeq, Request, Response, parse_message
 from clients.sip.sdp import SessionDescription
-from clients.sip.ua import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
-    MediaChanged, StartTimer, UaConfig, UserAgent
+from clients.sip.ua import UserAgent
+from clients.sip.ua_events import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
+    MediaChanged, StartTimer, UaConfig
 
 PEER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
