@@ -11,6 +11,8 @@ Topics (prefix "stepaudio" unless the URL says `?prefix=`):
     <prefix>/v1/sessions/<id>/cmd/instructions   {"instructions": "..."}          (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/hangup         {} or empty                      (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/error          our answer to a command we could not run
+                                                  (we subscribe to cmd/#: any other cmd/... topic is
+                                                  answered here as an unknown command)
 
 Rules:
 - Lifecycle events (LIFECYCLE below: opened/closed, response.done, transcripts, errors) go out at QoS 1,
@@ -22,6 +24,7 @@ Rules:
   counts it. While the broker is away the buffer fills and the task reconnects with exponential backoff;
   sessions never wait on the broker.
 - A command that cannot be parsed or run is answered on .../cmd/error and logged; it never raises.
+  Messages on .../cmd/error (ours, or another node's on a shared broker) are replies, never answered.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from controller.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 COMMANDS = ("say", "instructions", "hangup")
+ERROR_REPLY = "error"  # .../cmd/error: where commands are answered, not a command
 LIFECYCLE = frozenset({
     "session.opened", "session.closed", "session.created", "session.updated",
     "response.created", "response.done", "response.output_audio.done",
@@ -178,16 +182,30 @@ def event_message(prefix: str, session_id: str, event: dict[str, object]) -> Out
                     qos=1 if type_ in LIFECYCLE else 0)
 
 
+def error_topic(prefix: str, command_topic: str) -> str:
+    """Where a command is answered: the cmd/error of the session its topic names, however deep the topic."""
+    session_id = command_topic.removeprefix(f"{prefix}/v1/sessions/").split("/")[0]
+    return f"{prefix}/v1/sessions/{_part(session_id)}/cmd/{ERROR_REPLY}"
+
+
 def command_filters(prefix: str) -> list[str]:
-    return [f"{prefix}/v1/sessions/+/cmd/{name}" for name in COMMANDS]
+    # cmd/# rather than one filter per known command: a mistyped or unknown command gets an answer too.
+    return [f"{prefix}/v1/sessions/+/cmd/#"]
 
 
-def parse_command(prefix: str, topic: str, payload: bytes) -> Command:
-    """Check a command message against its topic's schema; raises BadCommand."""
+def parse_command(prefix: str, topic: str, payload: bytes) -> Command | None:
+    """Check a command message against its topic's schema; raises BadCommand.
+
+    Returns None for a reply on .../cmd/error: answering it would start an endless exchange of errors
+    between the nodes that share a broker (or with ourselves, since we subscribe to our own replies)."""
     head = f"{prefix}/v1/sessions/"
     rest = topic[len(head):].split("/") if topic.startswith(head) else []
-    if len(rest) != 3 or rest[1] != "cmd" or rest[2] not in COMMANDS:
+    if len(rest) == 3 and rest[1] == "cmd" and rest[2] == ERROR_REPLY:
+        return None
+    if len(rest) < 3 or rest[1] != "cmd":
         raise BadCommand(f"not a command topic: {topic}")
+    if len(rest) > 3 or rest[2] not in COMMANDS:
+        raise BadCommand(f"unknown command {'/'.join(rest[2:])!r}; the commands are {', '.join(COMMANDS)}")
     session_id, _, name = rest
     body: object = {}
     if payload.strip():
@@ -419,9 +437,10 @@ class MqttBus:
             task.add_done_callback(self._commands.discard)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
-        session_id = topic.split("/")[-3] if topic.count("/") >= 3 else "_"
         try:
             cmd = parse_command(self.config.prefix, topic, payload)
+            if cmd is None:
+                return
             logger.info("mqtt: command %s for %s", cmd.name, cmd.session_id)
             await self.command(cmd.session_id, cmd.name, cmd.payload)
         except asyncio.CancelledError:
@@ -429,7 +448,7 @@ class MqttBus:
         except Exception as exc:  # a command's failure is answered on the bus, never raised
             logger.warning("mqtt: command on %s failed: %s", topic, exc)
             self._enqueue(Outgoing(
-                topic=f"{self.config.prefix}/v1/sessions/{_part(session_id)}/cmd/error", qos=1,
+                topic=error_topic(self.config.prefix, topic), qos=1,
                 payload=json.dumps({"topic": topic, "error": _message(exc), "kind": type(exc).__name__,
                                     "payload": base64.b64encode(payload[:1024]).decode()
                                     if not _is_text(payload) else payload[:1024].decode()},

@@ -112,13 +112,16 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
     try:
         sid = conv.events[0]["session"]["id"]
         base = f"stepaudio/v1/sessions/{sid}/cmd"
-        bad = [(f"{base}/say", b"not json"), (f"{base}/say", b'{"text": 5}'), (f"{base}/say", b"[1]"),
+        # First a reply on cmd/error, as another node on this broker sends: answering it would start a loop.
+        await publish(broker.port, f"{base}/error", json.dumps({"topic": f"{base}/say", "error": "elsewhere"}))
+        bad = [(f"{base}/reboot", b"{}"), (f"{base}/Say", b'{"text": "hi"}'), (f"{base}/say/now", b'{"text": "hi"}'),
+               (f"{base}/say", b"not json"), (f"{base}/say", b'{"text": 5}'), (f"{base}/say", b"[1]"),
                (f"{base}/instructions", b"{}"), (f"{base}/hangup", b"\xff\xfe"),
                ("stepaudio/v1/sessions/sess_nope/cmd/hangup", b"{}")]
         for topic, payload in bad:
             await publish(broker.port, topic, payload)
         for _ in range(200):
-            if len(w.messages) >= len(bad):
+            if len(w.messages) >= len(bad) + 1:  # + the reply from "elsewhere"
                 break
             await asyncio.sleep(0.05)
         # the session is untouched and still answers
@@ -128,10 +131,14 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
         await conv.close()
         await w.close()
     assert ok and bus_server.proc.poll() is None
-    errors = [m.json() for m in w.messages]
-    assert [e["topic"] for e in errors] == [t for t, _ in bad]
+    errors = [m.json() for m in w.messages if m.json()["error"] != "elsewhere"]
+    assert [e["topic"] for e in errors] == [t for t, _ in bad]  # one answer each, and none to a reply
     assert all(m.qos == 1 for m in w.messages)
-    assert errors[0]["kind"] == "BadCommand" and "JSON" in errors[0]["error"]
+    for m in w.messages:  # each answer is on the cmd/error of the session its command named
+        assert m.topic == "/".join(m.json()["topic"].split("/")[:4]) + "/cmd/error"
+    assert [e["error"] for e in errors[:3]] == [
+        f"unknown command {name!r}; the commands are say, instructions, hangup" for name in ("reboot", "Say", "say/now")]
+    assert errors[3]["kind"] == "BadCommand" and "JSON" in errors[3]["error"]
     assert errors[-1]["kind"] == "KeyError" and errors[-1]["error"] == "no session 'sess_nope'"
     assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
 

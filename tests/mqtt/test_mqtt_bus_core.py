@@ -9,8 +9,8 @@ import pytest
 
 from controller.errors import ConfigError
 from controller.metrics import Metrics
-from controller.mqtt_bus import (BadCommand, Command, MqttBus, command_filters, event_message, parse_command,
-                                 parse_mqtt_url)
+from controller.mqtt_bus import (BadCommand, Command, MqttBus, command_filters, error_topic, event_message,
+                                 parse_command, parse_mqtt_url)
 
 
 def test_url_defaults_and_options() -> None:
@@ -47,8 +47,7 @@ def test_event_topics_and_qos() -> None:
 
 
 def test_commands_parse_or_raise_bad_command() -> None:
-    assert command_filters("p") == ["p/v1/sessions/+/cmd/say", "p/v1/sessions/+/cmd/instructions",
-                                    "p/v1/sessions/+/cmd/hangup"]
+    assert command_filters("p") == ["p/v1/sessions/+/cmd/#"]
     assert parse_command("p", "p/v1/sessions/s1/cmd/say", b'{"text": "hi"}') == Command("s1", "say", {"text": "hi"})
     assert parse_command("p", "p/v1/sessions/s1/cmd/hangup", b"") == Command("s1", "hangup", {})
     assert parse_command("p", "p/v1/sessions/s1/cmd/instructions", b'{"instructions": ""}').payload == {
@@ -59,6 +58,17 @@ def test_commands_parse_or_raise_bad_command() -> None:
                            ("p/v1/sessions/s1/cmd/reboot", b"{}"), ("q/v1/sessions/s1/cmd/say", b'{"text":"a"}')]:
         with pytest.raises(BadCommand):
             parse_command("p", topic, payload)
+
+
+def test_unknown_commands_are_named_and_error_replies_are_not_commands() -> None:
+    for topic, named in [("p/v1/sessions/s1/cmd/reboot", "'reboot'"), ("p/v1/sessions/s1/cmd/Say", "'Say'"),
+                         ("p/v1/sessions/s1/cmd/say/now", "'say/now'"), ("p/v1/sessions/s1/cmd/error/x", "'error/x'")]:
+        with pytest.raises(BadCommand, match=f"unknown command {named}; the commands are say, instructions, hangup"):
+            parse_command("p", topic, b'{"text": "hi"}')
+        assert error_topic("p", topic) == "p/v1/sessions/s1/cmd/error"
+    # a reply (ours or another node's) on cmd/error is not answered, whatever it holds
+    assert parse_command("p", "p/v1/sessions/s1/cmd/error", b'{"topic": "x", "error": "y"}') is None
+    assert parse_command("p", "p/v1/sessions/s1/cmd/error", b"not json") is None
 
 
 def _bus(buffer: int) -> tuple[MqttBus, Metrics]:
