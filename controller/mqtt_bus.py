@@ -25,6 +25,10 @@ Rules:
   sessions never wait on the broker.
 - A command that cannot be parsed or run is answered on .../cmd/error and logged; it never raises.
   Messages on .../cmd/error (ours, or another node's on a shared broker) are replies, never answered.
+- An event whose message would exceed `max_message` bytes (the broker's packet limit; a broker
+  disconnects a client that sends more) goes out as a stub: its type and ids, "truncated": true and
+  its size. Without that, the one message at the head of the buffer would be resent on every
+  reconnect and the bus would never publish again.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class MqttConfig:
     backoff_max: float = 30.0
     publish_timeout: float = 10.0
     drain_timeout: float = 2.0  # at shutdown, time given to publish what is buffered
+    max_message: int = 262144  # bytes of one MQTT packet the broker accepts (its max_packet_size)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -103,6 +108,8 @@ class MqttConfig:
             raise ConfigError(f"--mqtt-url node_id={self.node_id!r} must be one topic level (no '/')")
         if self.buffer < 1:
             raise ConfigError("--mqtt-url buffer must be at least 1")
+        if self.max_message < 1024:  # a stub, a status or a cmd/error reply must still fit
+            raise ConfigError("--mqtt-url max_message must be at least 1024 bytes")
         if self.metrics_interval <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
             raise ConfigError("--mqtt-url metrics_interval and backoff values must be positive, "
                               "backoff_max >= backoff_initial")
@@ -110,13 +117,13 @@ class MqttConfig:
             raise ConfigError("--mqtt-url keepalive, publish_timeout and drain_timeout must be positive")
 
 
-_INT_OPTIONS = ("buffer", "keepalive")
+_INT_OPTIONS = ("buffer", "keepalive", "max_message")
 _FLOAT_OPTIONS = ("metrics_interval", "backoff_initial", "backoff_max", "publish_timeout", "drain_timeout")
 
 
 def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
     """mqtt[s]://[user[:password]@]host[:port][?prefix=..&node_id=..&buffer=..&metrics_interval=..
-    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..]"""
+    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..&max_message=..]"""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"--mqtt-url {url!r}: the scheme must be mqtt:// or mqtts://")
@@ -175,11 +182,25 @@ def _part(value: str) -> str:
     return "".join("_" if c in "/+#\0" else c for c in value) or "_"
 
 
-def event_message(prefix: str, session_id: str, event: dict[str, object]) -> Outgoing:
+_STUB_IDS = ("event_id", "response_id", "item_id")  # what lets a reader match a stub to other events
+
+
+def event_message(prefix: str, session_id: str, event: dict[str, object], max_message: int) -> Outgoing:
+    """The message of one session event; a stub in its place when the packet would exceed max_message."""
     type_ = str(event.get("type", "unknown"))
-    return Outgoing(topic=f"{prefix}/v1/sessions/{_part(session_id)}/events/{_part(type_)}",
-                    payload=json.dumps(event, separators=(",", ":")).encode(),
-                    qos=1 if type_ in LIFECYCLE else 0)
+    topic = f"{prefix}/v1/sessions/{_part(session_id)}/events/{_part(type_)}"
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    if packet_size(topic, payload) > max_message:
+        stub = {"type": type_, **{k: event[k] for k in _STUB_IDS if k in event}, "truncated": True,
+                "bytes": len(payload)}
+        payload = json.dumps(stub, separators=(",", ":")).encode()
+    return Outgoing(topic=topic, payload=payload, qos=1 if type_ in LIFECYCLE else 0)
+
+
+def packet_size(topic: str, payload: bytes) -> int:
+    """An upper bound of the PUBLISH packet's size: fixed header (<= 5 bytes), topic length (2), packet id (2),
+    MQTT 5 properties (1; we send none) around the topic and payload."""
+    return 10 + len(topic.encode()) + len(payload)
 
 
 def error_topic(prefix: str, command_topic: str) -> str:
@@ -297,11 +318,12 @@ class MqttBus:
         if type_ == "response.output_audio.done":
             deltas, nbytes = self._audio.pop((session_id, str(event.get("response_id"))), [0, 0])
             event = {**event, "audio_deltas": deltas, "audio_bytes": nbytes}
-        self._enqueue(event_message(self.config.prefix, session_id, event))
+        self._enqueue(event_message(self.config.prefix, session_id, event, self.config.max_message))
 
     def _lifecycle(self, session_id: str, type_: str) -> None:
         self._enqueue(event_message(self.config.prefix, session_id, {
-            "type": type_, "session_id": session_id, "node_id": self.config.node_id, "time": time.time()}))
+            "type": type_, "session_id": session_id, "node_id": self.config.node_id, "time": time.time()},
+            self.config.max_message))
 
     def _enqueue(self, msg: Outgoing) -> None:
         if len(self._buffer) >= self.config.buffer:

@@ -20,7 +20,8 @@ from tests.conftest import free_port, missing_peer
 class Mosquitto:
     """Debian's mosquitto on a free loopback port; can be stopped, killed and started again on that port."""
 
-    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False, options: tuple[str, ...] = ()) -> None:
+        """options: more lines of mosquitto.conf, e.g. "max_packet_size 20000"."""
         if shutil.which("mosquitto") is None:
             missing_peer("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
         self.port = free_port()
@@ -31,6 +32,7 @@ class Mosquitto:
                  f"user {getpass.getuser()}"]
         if persistent:  # sessions of offline subscribers survive a restart, QoS 0 included
             lines += ["persistence true", f"persistence_location {self.dir}/", "queue_qos0_messages true"]
+        lines += options
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log_path = self.dir / "mosquitto.log"

@@ -100,3 +100,35 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
     finally:
         server.stop()
         broker.stop()
+
+
+async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tmp_path) -> None:
+    # A broker that disconnects any client sending a packet over 20000 bytes (as managed brokers do, at their
+    # own limit). Before the stub, the bus resent the same too-big event on every reconnect: the node flapped
+    # online/offline (the will) and nothing after that event was ever published.
+    broker = Mosquitto(tmp_path / "mosquitto", options=("max_packet_size 20000",))
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id=n3&max_message=20000&{FAST_RETRY}")
+    w = await watch(broker.port, "stepaudio/#")
+    try:
+        await w.wait_for("nodes/n3/status", timeout=10)
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            big = await conv.update_session(instructions="word " * 6000)  # ~30 kB as session.updated
+            await conv.update_session(instructions="short")
+        finally:
+            await conv.close()
+        await w.wait_for(f"{sid}/events/session.closed", timeout=20)
+        m = server.metrics()
+    finally:
+        await w.close()
+        server.stop()
+        broker.stop()
+    updated = [x.json() for x in w.on(f"{sid}/events/session.updated")]
+    assert updated[0] == {"type": "session.updated", "event_id": big["event_id"], "truncated": True,
+                          "bytes": updated[0]["bytes"]} and updated[0]["bytes"] > 30000
+    assert updated[1]["session"]["instructions"] == "short"
+    assert [x.json()["status"] for x in w.on("nodes/n3/status")] == ["online"]  # never dropped by the broker
+    assert m["stepaudio_mqtt_connected"] == 1 and m["stepaudio_mqtt_buffered"] == 0

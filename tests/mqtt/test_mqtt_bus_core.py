@@ -10,7 +10,9 @@ import pytest
 from controller.errors import ConfigError
 from controller.metrics import Metrics
 from controller.mqtt_bus import (BadCommand, Command, MqttBus, command_filters, error_topic, event_message,
-                                 parse_command, parse_mqtt_url)
+                                 packet_size, parse_command, parse_mqtt_url)
+
+LIMIT = 262144  # max_message's default
 
 
 def test_url_defaults_and_options() -> None:
@@ -25,7 +27,7 @@ def test_url_defaults_and_options() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0",
+    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0", "mqtt://b?max_message=100",
     "mqtt://b?buffer=x", "mqtt://b?prefix=a/%23", "mqtt://b?node_id=a%2Bb", "mqtt://b?node_id=a/b", "mqtt://b?backoff_initial=5&backoff_max=1",
 ])
 def test_bad_urls_raise_config_error(url: str) -> None:
@@ -34,16 +36,16 @@ def test_bad_urls_raise_config_error(url: str) -> None:
 
 
 def test_event_topics_and_qos() -> None:
-    m = event_message("p", "sess_1", {"type": "response.done", "response": {}})
+    m = event_message("p", "sess_1", {"type": "response.done", "response": {}}, LIMIT)
     assert (m.topic, m.qos, m.retain) == ("p/v1/sessions/sess_1/events/response.done", 1, False)
     assert json.loads(m.payload) == {"type": "response.done", "response": {}}
-    assert event_message("p", "sess_1", {"type": "input_audio_buffer.speech_started"}).qos == 0
-    assert event_message("p", "sess_1", {"type": "response.output_audio_transcript.delta"}).qos == 0
+    assert event_message("p", "sess_1", {"type": "input_audio_buffer.speech_started"}, LIMIT).qos == 0
+    assert event_message("p", "sess_1", {"type": "response.output_audio_transcript.delta"}, LIMIT).qos == 0
     for lifecycle in ("session.opened", "session.closed", "error", "response.output_audio_transcript.done",
                       "conversation.item.input_audio_transcription.completed"):
-        assert event_message("p", "s", {"type": lifecycle}).qos == 1
+        assert event_message("p", "s", {"type": lifecycle}, LIMIT).qos == 1
     # ids we do not control never add topic levels or wildcards
-    assert event_message("p", "a/b+#", {"type": "x/y"}).topic == "p/v1/sessions/a_b__/events/x_y"
+    assert event_message("p", "a/b+#", {"type": "x/y"}, LIMIT).topic == "p/v1/sessions/a_b__/events/x_y"
 
 
 def test_commands_parse_or_raise_bad_command() -> None:
@@ -69,6 +71,21 @@ def test_unknown_commands_are_named_and_error_replies_are_not_commands() -> None
     # a reply (ours or another node's) on cmd/error is not answered, whatever it holds
     assert parse_command("p", "p/v1/sessions/s1/cmd/error", b'{"topic": "x", "error": "y"}') is None
     assert parse_command("p", "p/v1/sessions/s1/cmd/error", b"not json") is None
+
+
+def test_an_event_too_big_for_the_broker_goes_out_as_a_stub() -> None:
+    event = {"type": "session.updated", "event_id": "event_7", "session": {"instructions": "w" * 5000}}
+    whole = event_message("p", "s1", event, 8192)
+    assert json.loads(whole.payload) == event
+    stub = event_message("p", "s1", event, 4096)
+    assert (stub.topic, stub.qos) == (whole.topic, whole.qos)
+    assert json.loads(stub.payload) == {"type": "session.updated", "event_id": "event_7", "truncated": True,
+                                        "bytes": len(whole.payload)}
+    assert packet_size(stub.topic, stub.payload) <= 4096
+    # a message whose packet is exactly at the limit is kept whole, one byte more makes a stub
+    exact = packet_size(whole.topic, whole.payload)
+    assert event_message("p", "s1", event, exact) == whole
+    assert json.loads(event_message("p", "s1", event, exact - 1).payload)["truncated"] is True
 
 
 def _bus(buffer: int) -> tuple[MqttBus, Metrics]:
