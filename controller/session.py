@@ -552,7 +552,13 @@ class Session(ItemsMixin):
     # ---- operator commands (event bus) --------------------------------------------------------
 
     async def say(self, text: str) -> None:
-        """Speak `text` as the assistant's next reply (queued behind a reply in progress: rejected)."""
+        """Speak `text` as the assistant's next reply.
+
+        Raises RemoteProtocolError while a reply is in progress: the operator who asked is told (on the bus),
+        not the client, who asked for nothing (turn-taking's own refusal would send the client an `error`)."""
+        if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
+            raise RemoteProtocolError("A response is already in progress; say again after its response.done.",
+                                      code="conversation_already_has_active_response")
         self._say = Say(text)
         await self.apply(tt.ResponseRequested())
 

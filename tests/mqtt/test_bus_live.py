@@ -136,8 +136,8 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
     assert all(m.qos == 1 for m in w.messages)
     for m in w.messages:  # each answer is on the cmd/error of the session its command named
         assert m.topic == "/".join(m.json()["topic"].split("/")[:4]) + "/cmd/error"
-    assert [e["error"] for e in errors[:3]] == [
-        f"unknown command {name!r}; the commands are say, instructions, hangup" for name in ("reboot", "Say", "say/now")]
+    assert [e["error"] for e in errors[:3]] == [f"unknown command {name!r}; the commands are say, instructions, hangup"
+                                                for name in ("reboot", "Say", "say/now")]
     assert errors[3]["kind"] == "BadCommand" and "JSON" in errors[3]["error"]
     assert errors[-1]["kind"] == "KeyError" and errors[-1]["error"] == "no session 'sess_nope'"
     assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
@@ -161,3 +161,32 @@ async def test_last_will_marks_a_killed_node_offline(broker: Mosquitto) -> None:
     finally:
         await late.close()
     assert retained.retain and retained.json()["status"] == "offline"
+
+
+async def test_say_while_a_reply_plays_is_refused_to_the_operator_not_the_client(broker, bus_server) -> None:
+    w = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    conv = await open_conversation(bus_server.ws)
+    try:
+        sid = conv.events[0]["session"]["id"]
+        base = f"stepaudio/v1/sessions/{sid}/cmd"
+        # ~10 s of speech: output audio is paced in real time, so the reply is still playing when the next say lands
+        long_text = "A long announcement from the control room. " * 4
+        await publish(broker.port, f"{base}/say", json.dumps({"text": long_text}))
+        first = await conv.wait_for("response.created", timeout=30)
+        await conv.wait_for("response.output_audio.delta", timeout=30)
+        await publish(broker.port, f"{base}/say", json.dumps({"text": "Interrupting you."}))
+        refused = await w.wait_for(f"{sid}/cmd/error", timeout=15)
+        first_done = await conv.wait_for("response.done", timeout=60)
+        mark = len(conv.events)
+        await publish(broker.port, f"{base}/say", json.dumps({"text": "Now it is my turn."}))
+        await conv.wait_for("response.done", after=mark, timeout=30)
+    finally:
+        await conv.close()
+        await w.close()
+    assert refused.qos == 1 and refused.json() == {
+        "topic": f"{base}/say", "kind": "RemoteProtocolError", "payload": '{"text": "Interrupting you."}',
+        "error": "A response is already in progress; say again after its response.done."}
+    assert first_done["response"]["id"] == first["response"]["id"]
+    assert conv.of_type("error") == []  # the client asked for nothing and is told nothing
+    said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
+    assert said[1:] == ["Now it is my turn."]  # the refusal left nothing behind for the next reply
