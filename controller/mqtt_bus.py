@@ -66,6 +66,7 @@ LIFECYCLE = frozenset({
     "error",
 })
 AUDIO_DELTA = "response.output_audio.delta"
+WINDOW = 20  # messages in flight at once; paho's default max_inflight_messages (more would queue inside paho)
 _NODE_SAMPLES = {  # metrics payload key -> Prometheus sample read from the app's registry
     "sessions_live": "stepaudio_sessions_live",
     "sessions_total": "stepaudio_sessions_total",
@@ -261,10 +262,10 @@ class _BusMetrics:
     connected: Gauge
 
 
-def _bus_metrics(metrics: Metrics, buffer: deque[Outgoing]) -> _BusMetrics:
+def _bus_metrics(metrics: Metrics, pending: Callable[[], int]) -> _BusMetrics:
     r = metrics.registry
-    buffered = Gauge("stepaudio_mqtt_buffered", "Bus messages waiting to be published", registry=r)
-    buffered.set_function(lambda: len(buffer))
+    buffered = Gauge("stepaudio_mqtt_buffered", "Bus messages the broker does not have yet", registry=r)
+    buffered.set_function(pending)
     return _BusMetrics(
         dropped=Counter("stepaudio_mqtt_dropped", "Bus messages dropped because the buffer was full",
                         registry=r),
@@ -281,7 +282,9 @@ class MqttBus:
     metrics: Metrics
     command: Callable[[str, str, dict[str, object]], Awaitable[None]]  # App.command
     meta: dict[str, object] = field(default_factory=dict)  # extra fields of the "online" status
-    _buffer: deque[Outgoing] = field(init=False)
+    _buffer: deque[Outgoing] = field(init=False, default_factory=deque)
+    # handed to the client, oldest first, not yet acknowledged by the broker (at most WINDOW)
+    _sending: deque[tuple[Outgoing, asyncio.Task[None]]] = field(init=False, default_factory=deque)
     _m: _BusMetrics = field(init=False)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -291,8 +294,11 @@ class MqttBus:
     _started: float = field(init=False, default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self._buffer = deque()
-        self._m = _bus_metrics(self.metrics, self._buffer)
+        self._m = _bus_metrics(self.metrics, self._pending)
+
+    def _pending(self) -> int:
+        """Messages the broker does not have yet: buffered, or sent and not acknowledged."""
+        return len(self._buffer) + len(self._sending)
 
     @property
     def _node(self) -> str:
@@ -413,7 +419,7 @@ class MqttBus:
                 if task is not stop:
                     task.result()  # a worker only ends by raising (MqttError -> reconnect)
             deadline = time.monotonic() + self.config.drain_timeout
-            while self._buffer and time.monotonic() < deadline and not workers[0].done():
+            while self._pending() and time.monotonic() < deadline and not workers[0].done():
                 await asyncio.sleep(0.02)
             for task in workers:
                 task.cancel()
@@ -426,15 +432,50 @@ class MqttBus:
             await asyncio.gather(*workers, stop, return_exceptions=True)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        while True:
-            while not self._buffer:
+        """Publish in buffer order with up to WINDOW messages unacknowledged at once: a distant broker's round
+        trip is paid once per window, not once per QoS 1 message (one at a time, 50 ms away, the bus could
+        not publish more than 20 events a second, and lagged further behind the sessions the more they said).
+        A message counts as published once the broker has it (QoS 1: acknowledged); when the link breaks,
+        `_requeue` puts the unacknowledged ones back, so that they are sent again after the reconnect."""
+        try:
+            while True:
+                while self._sending and self._sending[0][1].done():
+                    msg, task = self._sending[0]
+                    task.result()  # MqttError when the link broke: the caller reconnects (and requeues msg)
+                    self._sending.popleft()
+                    self._m.published.labels(qos=str(msg.qos)).inc()
+                if self._buffer and len(self._sending) < WINDOW:
+                    msg = self._buffer.popleft()
+                    # Tasks start in creation order and each hands its message to paho before its first await:
+                    # the broker gets the messages in buffer order.
+                    self._sending.append((msg, asyncio.create_task(
+                        client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain))))
+                    continue
                 self._wake.clear()
-                await self._wake.wait()
-            msg = self._buffer[0]  # stays buffered until the broker has it (QoS 1: acknowledged)
-            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-            if self._buffer and self._buffer[0] is msg:  # an overflow may have dropped it meanwhile
-                self._buffer.popleft()
-            self._m.published.labels(qos=str(msg.qos)).inc()
+                wake = asyncio.create_task(self._wake.wait())
+                waits = [self._sending[0][1]] if self._sending else []
+                if len(self._sending) < WINDOW:  # room for more: a new message wakes us too
+                    waits.append(wake)
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+        finally:
+            self._requeue()
+
+    def _requeue(self) -> None:
+        """The link is gone: what the broker has not acknowledged goes back to the front of the buffer, in order
+        (QoS 1 is at least once: a message the broker got but whose acknowledgement was lost comes twice)."""
+        while self._sending:
+            msg, task = self._sending.pop()
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._m.published.labels(qos=str(msg.qos)).inc()
+                continue
+            task.cancel()
+            self._buffer.appendleft(msg)
+        while len(self._buffer) > self.config.buffer:  # the buffer's bound holds: the oldest go, as in _enqueue
+            self._buffer.popleft()
+            self._m.dropped.inc()
 
     async def _metrics_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -447,7 +488,7 @@ class MqttBus:
                                    "uptime_s": round(time.time() - self._started, 3)}
         for key, sample in _NODE_SAMPLES.items():
             body[key] = r.get_sample_value(sample)
-        body["mqtt_buffered"] = len(self._buffer)
+        body["mqtt_buffered"] = self._pending()
         body["mqtt_dropped_total"] = r.get_sample_value("stepaudio_mqtt_dropped_total")
         return json.dumps(body, separators=(",", ":")).encode()
 

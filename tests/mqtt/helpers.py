@@ -73,6 +73,7 @@ class Received:
     payload: bytes
     qos: int
     retain: bool
+    at: float  # time.monotonic() on arrival
 
     def json(self) -> dict:
         return json.loads(self.payload)
@@ -90,7 +91,7 @@ class Watcher:
     async def _read(self) -> None:
         async for m in self.client.messages:
             payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-            self.messages.append(Received(m.topic.value, payload, m.qos, m.retain))
+            self.messages.append(Received(m.topic.value, payload, m.qos, m.retain, time.monotonic()))
             self._new.set()
 
     async def wait_for(self, topic_suffix: str, *, timeout: float = 30.0, start: int = 0) -> Received:
@@ -131,6 +132,59 @@ async def watch(port: int, *topics: str, identifier: str | None = None, persiste
     for t in topics:
         await client.subscribe(t, qos=2)
     return w
+
+
+class DelayProxy:
+    """A TCP proxy in the test's event loop that holds every chunk `delay` seconds, each way: a distant broker."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._connections: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(asyncio.current_task())  # type: ignore[arg-type]
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Forward each chunk `delay` after it was read, keeping order, without holding up the reads."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def forward() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        forwarder = asyncio.create_task(forward())
+        try:
+            while True:
+                data = await reader.read(65536)
+                queue.put_nowait((loop.time() + self.delay, data))
+                if not data:
+                    break
+            await forwarder
+        finally:
+            forwarder.cancel()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
 
 async def publish(port: int, topic: str, payload: bytes | str, qos: int = 1) -> None:

@@ -1,0 +1,41 @@
+"""A distant broker (a proxy adds a delay each way): the bus keeps up with the sessions, in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.e2e.helpers import open_conversation
+from tests.mqtt.helpers import DelayProxy, Mosquitto, eventually, watch
+
+pytestmark = pytest.mark.slow
+
+ROUND_TRIP = 1.0  # seconds the proxy adds to each acknowledgement (half each way)
+
+
+async def test_a_distant_broker_gets_a_burst_of_qos1_events_without_a_round_trip_each(broker: Mosquitto) -> None:
+    proxy = DelayProxy(broker.port, ROUND_TRIP / 2)
+    await proxy.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", f"mqtt://127.0.0.1:{proxy.port}?node_id=far")
+    w = await watch(broker.port, "stepaudio/v1/sessions/#")  # the watcher is near the broker
+    try:
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            for i in range(10):  # ten QoS 1 events (session.updated) at once
+                await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": f"i{i}"}})
+            await conv.wait_for("session.updated", where={"session.instructions": "i9"}, timeout=30)
+            await eventually(lambda: len(w.on(f"{sid}/events/session.updated")) >= 10, timeout=60)
+        finally:
+            await conv.close()
+    finally:
+        await w.close()
+        server.stop()
+        await proxy.close()
+    updated = w.on(f"{sid}/events/session.updated")
+    assert [m.json()["session"]["instructions"] for m in updated] == [f"i{i}" for i in range(10)]  # in order
+    assert all(m.qos == 1 for m in updated)
+    # One at a time, each waiting for the broker's acknowledgement, they arrive a round trip apart: 9 s from the
+    # first to the last. In flight together they arrive within about one; half the serial time leaves a loaded
+    # machine room.
+    assert updated[-1].at - updated[0].at < 9 * ROUND_TRIP / 2
