@@ -142,16 +142,17 @@ class DelayProxy:
         self.delay = delay
         self.server: asyncio.Server | None = None
         self.port = 0
-        self._connections: set[asyncio.Task] = set()
+        self._sockets: set[asyncio.StreamWriter] = set()  # both ends of every proxied connection
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(asyncio.current_task())  # type: ignore[arg-type]
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._sockets |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        self._sockets -= {writer, up_writer}
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Forward each chunk `delay` after it was read, keeping order, without holding up the reads."""
@@ -162,7 +163,7 @@ class DelayProxy:
             while True:
                 due, data = await queue.get()
                 await asyncio.sleep(max(0.0, due - loop.time()))
-                if not data:
+                if not data or writer.is_closing():  # the end, or cut()
                     writer.close()
                     return
                 writer.write(data)
@@ -179,12 +180,15 @@ class DelayProxy:
         finally:
             forwarder.cancel()
 
+    def cut(self) -> None:
+        """Break every connection now: what the proxy holds is lost, as on a network failure."""
+        for writer in self._sockets:
+            writer.transport.abort()
+
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        for task in self._connections:
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        self.cut()
 
 
 async def publish(port: int, topic: str, payload: bytes | str, qos: int = 1) -> None:
