@@ -190,3 +190,24 @@ async def test_say_while_a_reply_plays_is_refused_to_the_operator_not_the_client
     assert conv.of_type("error") == []  # the client asked for nothing and is told nothing
     said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
     assert said[1:] == ["Now it is my turn."]  # the refusal left nothing behind for the next reply
+
+
+async def test_a_transcription_session_refuses_say_and_instructions(broker, bus_server) -> None:
+    w = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    conv = await open_conversation(bus_server.ws + "?intent=transcription")
+    try:
+        sid = conv.events[0]["session"]["id"]
+        base = f"stepaudio/v1/sessions/{sid}/cmd"
+        await publish(broker.port, f"{base}/say", json.dumps({"text": "Hello."}))
+        await publish(broker.port, f"{base}/instructions", json.dumps({"instructions": "Talk like a pirate."}))
+        await eventually(lambda: len(w.messages) >= 2, timeout=15)
+        # the session still transcribes: a transcription session accepts its own kind of update
+        await conv.send({"type": "session.update", "session": {"type": "transcription"}})
+        await conv.wait_for("session.updated", timeout=10)
+    finally:
+        await conv.close()
+        await w.close()
+    assert [(m.json()["topic"], m.json()["error"]) for m in w.messages] == [
+        (f"{base}/say", "A transcription session has no responses: it only transcribes the input audio."),
+        (f"{base}/instructions", "A transcription session has no instructions: it only transcribes the input audio.")]
+    assert [e["type"] for e in conv.events] == ["session.created", "session.updated"]  # no reply, nothing else
