@@ -39,7 +39,10 @@ async def test_node_status_is_retained_online_and_metrics_are_periodic(broker, b
     assert body["status"] == "online" and body["port"] == bus_server.port and body["profile"] == "embedded"
     assert status.topic == f"stepaudio/v1/nodes/{body['node_id']}/status"
     assert metrics.qos == 0 and not metrics.retain
-    assert {"sessions_live", "sessions_total", "sessions_refused_total", "mqtt_buffered", "mqtt_dropped_total"} <= set(metrics.json())
+    assert set(metrics.json()) == {  # as the README lists them
+        "node_id", "time", "uptime_s", "sessions_live", "sessions_total", "sessions_refused_total", "turns_total",
+        "session_tasks", "buffered_audio_seconds", "mqtt_buffered", "mqtt_dropped_total"}
+    assert metrics.json()["node_id"] == body["node_id"]
 
 
 async def test_session_events_topics_qos_and_say_instructions_hangup(broker, bus_server, beckett_wav) -> None:
