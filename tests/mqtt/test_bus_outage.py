@@ -121,6 +121,8 @@ async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tm
         finally:
             await conv.close()
         await w.wait_for(f"{sid}/events/session.closed", timeout=20)
+        # the watcher can have a message before its publisher has the broker's acknowledgement
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0, timeout=15)
         m = server.metrics()
     finally:
         await w.close()
@@ -131,4 +133,4 @@ async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tm
                           "bytes": updated[0]["bytes"]} and updated[0]["bytes"] > 30000
     assert updated[1]["session"]["instructions"] == "short"
     assert [x.json()["status"] for x in w.on("nodes/n3/status")] == ["online"]  # never dropped by the broker
-    assert m["stepaudio_mqtt_connected"] == 1 and m["stepaudio_mqtt_buffered"] == 0
+    assert m["stepaudio_mqtt_connected"] == 1
