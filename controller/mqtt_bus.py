@@ -7,6 +7,8 @@ Topics (prefix "stepaudio" unless the URL says `?prefix=`):
     <prefix>/v1/nodes/<node>/metrics             QoS 0, every metrics_interval seconds
     <prefix>/v1/sessions/<id>/events/<type>      the session's server events as sent on the WebSocket, plus
                                                   our own session.opened / session.closed
+    <prefix>/v1/sessions/<id>/status             retained, QoS 1: {"status": "live", "node_id", ...} while the
+                                                  session lives; cleared (empty retained message) when it ends
     <prefix>/v1/sessions/<id>/cmd/say            {"text": "..."}                  (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/instructions   {"instructions": "..."}          (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/hangup         {} or empty                      (we subscribe)
@@ -25,6 +27,11 @@ Rules:
   sessions never wait on the broker.
 - A command that cannot be parsed or run is answered on .../cmd/error and logged; it never raises.
   Messages on .../cmd/error (ours, or another node's on a shared broker) are replies, never answered.
+- Several nodes may share a broker. Each reads every node's status and every session's retained status
+  (`Directory`): a command for a session another live node has is that node's to run or refuse, so
+  the others stay silent (they used to answer "no session"). A retained session status whose node is
+  offline (killed: its will says so) or that names this node but not one of its sessions (left by its
+  previous run) is a ghost: the node that sees it clears it.
 - An event whose message would exceed `max_message` bytes (the broker's packet limit; a broker
   disconnects a client that sends more) goes out as a stub: its type and ids, "truncated": true and
   its size. Without that, the one message at the head of the buffer would be resent on every
@@ -204,15 +211,69 @@ def packet_size(topic: str, payload: bytes) -> int:
     return 10 + len(topic.encode()) + len(payload)
 
 
+def session_of(prefix: str, topic: str) -> str:
+    """The session level of a topic under <prefix>/v1/sessions/."""
+    return topic.removeprefix(f"{prefix}/v1/sessions/").split("/")[0]
+
+
 def error_topic(prefix: str, command_topic: str) -> str:
     """Where a command is answered: the cmd/error of the session its topic names, however deep the topic."""
-    session_id = command_topic.removeprefix(f"{prefix}/v1/sessions/").split("/")[0]
-    return f"{prefix}/v1/sessions/{_part(session_id)}/cmd/{ERROR_REPLY}"
+    return f"{prefix}/v1/sessions/{_part(session_of(prefix, command_topic))}/cmd/{ERROR_REPLY}"
 
 
-def command_filters(prefix: str) -> list[str]:
+def session_status_message(prefix: str, session_id: str, node_id: str | None, now: float) -> Outgoing:
+    """The retained status of a live session, or (node_id None) the empty retained message that deletes it."""
+    payload = b"" if node_id is None else json.dumps(
+        {"status": "live", "session_id": session_id, "node_id": node_id, "time": now}, separators=(",", ":")).encode()
+    return Outgoing(topic=f"{prefix}/v1/sessions/{_part(session_id)}/status", payload=payload, qos=1, retain=True)
+
+
+def subscriptions(prefix: str) -> list[str]:
     # cmd/# rather than one filter per known command: a mistyped or unknown command gets an answer too.
-    return [f"{prefix}/v1/sessions/+/cmd/#"]
+    # The statuses feed the Directory.
+    return [f"{prefix}/v1/sessions/+/cmd/#", f"{prefix}/v1/sessions/+/status", f"{prefix}/v1/nodes/+/status"]
+
+
+@dataclass(slots=True)
+class Directory:
+    """Which node has which live session, from the retained statuses every node publishes (a pure core)."""
+
+    node_id: str
+    local: set[str] = field(default_factory=set)  # this node's live sessions
+    owners: dict[str, str] = field(default_factory=dict)  # session -> node, as retained session statuses say
+    offline: set[str] = field(default_factory=set)  # nodes whose status says offline
+
+    def owned_elsewhere(self, session_id: str) -> bool:
+        return session_id not in self.local and self.owners.get(session_id, self.node_id) != self.node_id
+
+    def observe(self, prefix: str, topic: str, payload: bytes) -> list[str] | None:
+        """Take in a status message; returns the ghost sessions to clear, or None for a topic that is no status."""
+        levels = topic.removeprefix(f"{prefix}/v1/").split("/")
+        if len(levels) != 3 or levels[2] != "status" or levels[0] not in ("nodes", "sessions"):
+            return None
+        body = _json_object(payload)
+        if levels[0] == "nodes":
+            if body.get("status") == "online":
+                self.offline.discard(levels[1])
+            else:
+                self.offline.add(levels[1])
+        elif isinstance(body.get("node_id"), str):
+            self.owners[levels[1]] = str(body["node_id"])
+        else:  # cleared: the session ended
+            self.owners.pop(levels[1], None)
+        ghosts = [sid for sid, node in self.owners.items()
+                  if node in self.offline or (node == self.node_id and sid not in self.local)]
+        for sid in ghosts:
+            del self.owners[sid]
+        return ghosts
+
+
+def _json_object(payload: bytes) -> dict[str, object]:
+    try:
+        body = json.loads(payload) if payload else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def parse_command(prefix: str, topic: str, payload: bytes) -> Command | None:
@@ -292,9 +353,11 @@ class MqttBus:
     _commands: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _audio: dict[tuple[str, str], list[int]] = field(init=False, default_factory=dict)
     _started: float = field(init=False, default_factory=time.time)
+    _directory: Directory = field(init=False)
 
     def __post_init__(self) -> None:
         self._m = _bus_metrics(self.metrics, self._pending)
+        self._directory = Directory(self.config.node_id)
 
     def _pending(self) -> int:
         """Messages the broker does not have yet: buffered, or sent and not acknowledged."""
@@ -307,11 +370,15 @@ class MqttBus:
     # ---- EventSink: called on the event loop, enqueue only ----
 
     def session_opened(self, session_id: str) -> None:
+        self._directory.local.add(session_id)
         self._lifecycle(session_id, "session.opened")
+        self._enqueue(session_status_message(self.config.prefix, session_id, self.config.node_id, time.time()))
 
     def session_closed(self, session_id: str) -> None:
         for key in [k for k in self._audio if k[0] == session_id]:
             del self._audio[key]
+        self._directory.local.discard(session_id)
+        self._enqueue(session_status_message(self.config.prefix, session_id, None, time.time()))
         self._lifecycle(session_id, "session.closed")
 
     def session_event(self, session_id: str, event: dict[str, object]) -> None:
@@ -407,7 +474,7 @@ class MqttBus:
     async def _connected(self, client: aiomqtt.Client) -> None:
         """One connection's life; returns after a clean shutdown, raises MqttError when the link breaks."""
         await client.publish(f"{self._node}/status", self._status("online"), qos=1, retain=True)
-        for topic in command_filters(self.config.prefix):
+        for topic in subscriptions(self.config.prefix):
             await client.subscribe(topic, qos=1)
         self._m.connected.set(1)
         workers = [asyncio.create_task(self._publish_loop(client)), asyncio.create_task(self._listen(client)),
@@ -495,11 +562,19 @@ class MqttBus:
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            ghosts = self._directory.observe(self.config.prefix, message.topic.value, payload)
+            if ghosts is not None:
+                for session_id in ghosts:
+                    logger.info("mqtt: clearing the status of session %s, gone with its node", session_id)
+                    self._enqueue(session_status_message(self.config.prefix, session_id, None, time.time()))
+                continue
             task = asyncio.create_task(self._dispatch(message.topic.value, payload))
             self._commands.add(task)
             task.add_done_callback(self._commands.discard)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
+        if self._directory.owned_elsewhere(session_of(self.config.prefix, topic)):
+            return  # its node answers
         try:
             cmd = parse_command(self.config.prefix, topic, payload)
             if cmd is None:
@@ -513,6 +588,7 @@ class MqttBus:
             self._enqueue(Outgoing(
                 topic=error_topic(self.config.prefix, topic), qos=1,
                 payload=json.dumps({"topic": topic, "error": _message(exc), "kind": type(exc).__name__,
+                                    "node_id": self.config.node_id,
                                     "payload": base64.b64encode(payload[:1024]).decode()
                                     if not _is_text(payload) else payload[:1024].decode()},
                                    separators=(",", ":")).encode()))

@@ -188,6 +188,7 @@ async def test_say_while_a_reply_plays_is_refused_to_the_operator_not_the_client
         await w.close()
     assert refused.qos == 1 and refused.json() == {
         "topic": f"{base}/say", "kind": "RemoteProtocolError", "payload": '{"text": "Interrupting you."}',
+        "node_id": refused.json()["node_id"],
         "error": "A response is already in progress; say again after its response.done."}
     assert first_done["response"]["id"] == first["response"]["id"]
     assert conv.of_type("error") == []  # the client asked for nothing and is told nothing
@@ -214,3 +215,57 @@ async def test_a_transcription_session_refuses_say_and_instructions(broker, bus_
         (f"{base}/say", "A transcription session has no responses: it only transcribes the input audio."),
         (f"{base}/instructions", "A transcription session has no instructions: it only transcribes the input audio.")]
     assert [e["type"] for e in conv.events] == ["session.created", "session.updated"]  # no reply, nothing else
+
+
+async def _retained_session_statuses(port: int) -> dict[str, dict]:
+    """What a dashboard opened now learns: the retained session statuses (a barrier message ends the wait)."""
+    w = await watch(port, "stepaudio/v1/sessions/+/status", "test/barrier")
+    try:
+        await publish(port, "test/barrier", b"x")
+        await w.wait_for("test/barrier", timeout=10)
+    finally:
+        await w.close()
+    return {m.topic.split("/")[3]: m.json() for m in w.messages if m.topic.endswith("/status")}
+
+
+async def test_two_nodes_share_a_broker_without_cross_answers_or_ghost_sessions(broker, bus_server) -> None:
+    other = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=other&keepalive=2")
+    errors = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    statuses = await watch(broker.port, "stepaudio/v1/sessions/+/status")
+    try:
+        ours = await open_conversation(bus_server.ws)
+        theirs = await open_conversation(other.ws)
+        sid, other_sid = ours.events[0]["session"]["id"], theirs.events[0]["session"]["id"]
+        await statuses.wait_for(f"{other_sid}/status", timeout=10)
+        live = await _retained_session_statuses(broker.port)
+        first_node = live[sid]["node_id"]
+        assert live[other_sid]["node_id"] == "other" != first_node
+        assert live[sid] == {"status": "live", "session_id": sid, "node_id": first_node, "time": live[sid]["time"]}
+
+        # A good command and a bad one for the other node's session; then one for a session nobody has, which
+        # both nodes answer: once those two answers are in, anything the first node had to say about the
+        # other's session would be in too.
+        base = f"stepaudio/v1/sessions/{other_sid}/cmd"
+        await publish(broker.port, f"{base}/instructions", json.dumps({"instructions": "From the bus."}))
+        await theirs.wait_for("session.updated", where={"session.instructions": "From the bus."}, timeout=10)
+        await publish(broker.port, f"{base}/say", b'{"text": 5}')
+        await publish(broker.port, "stepaudio/v1/sessions/sess_nobody/cmd/hangup", b"{}")
+        await eventually(lambda: len(errors.on("sess_nobody/cmd/error")) == 2, timeout=15)
+        nobody = "stepaudio/v1/sessions/sess_nobody/cmd/hangup"
+        # the owner alone answers for its session
+        assert sorted((m.json()["node_id"], m.json()["topic"]) for m in errors.messages) == sorted(
+            [("other", f"{base}/say"), ("other", nobody), (first_node, nobody)])
+
+        # The other node is killed: its will marks it offline, and the first node clears its session's status.
+        other.proc.send_signal(signal.SIGKILL)
+        cleared = await statuses.wait_for(f"{other_sid}/status", start=len(statuses.messages), timeout=30)
+        assert cleared.payload == b""
+        assert set(await _retained_session_statuses(broker.port)) == {sid}
+        await ours.close()
+        await theirs.close()
+        await eventually(lambda: statuses.on(f"{sid}/status")[-1].payload == b"", timeout=15)
+        assert await _retained_session_statuses(broker.port) == {}  # no ghost for a dashboard opened now
+    finally:
+        other.stop()
+        await errors.close()
+        await statuses.close()

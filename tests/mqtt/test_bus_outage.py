@@ -84,7 +84,8 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
         await eventually(lambda: server.metrics()["stepaudio_sessions_live"] == 0)
         m = server.metrics()
         assert m["stepaudio_mqtt_buffered"] == 8  # the buffer is full ...
-        enqueued = 2 + sum(e["type"] != "response.output_audio.delta" for e in conv.events)  # + opened, closed
+        # + opened, closed, and the session's retained status set and cleared
+        enqueued = 4 + sum(e["type"] != "response.output_audio.delta" for e in conv.events)
         assert m["stepaudio_mqtt_dropped_total"] == enqueued - 8  # ... and everything past it was counted
 
         broker.start()

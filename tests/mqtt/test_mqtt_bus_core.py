@@ -9,7 +9,7 @@ import pytest
 
 from controller.errors import ConfigError
 from controller.metrics import Metrics
-from controller.mqtt_bus import (BadCommand, Command, MqttBus, command_filters, error_topic, event_message,
+from controller.mqtt_bus import (BadCommand, Command, Directory, MqttBus, subscriptions, error_topic, event_message,
                                  packet_size, parse_command, parse_mqtt_url)
 
 LIMIT = 262144  # max_message's default
@@ -49,7 +49,7 @@ def test_event_topics_and_qos() -> None:
 
 
 def test_commands_parse_or_raise_bad_command() -> None:
-    assert command_filters("p") == ["p/v1/sessions/+/cmd/#"]
+    assert subscriptions("p") == ["p/v1/sessions/+/cmd/#", "p/v1/sessions/+/status", "p/v1/nodes/+/status"]
     assert parse_command("p", "p/v1/sessions/s1/cmd/say", b'{"text": "hi"}') == Command("s1", "say", {"text": "hi"})
     assert parse_command("p", "p/v1/sessions/s1/cmd/hangup", b"") == Command("s1", "hangup", {})
     assert parse_command("p", "p/v1/sessions/s1/cmd/instructions", b'{"instructions": ""}').payload == {
@@ -88,6 +88,35 @@ def test_an_event_too_big_for_the_broker_goes_out_as_a_stub() -> None:
     assert json.loads(event_message("p", "s1", event, exact - 1).payload)["truncated"] is True
 
 
+def _status(node: str, status: str) -> tuple[str, bytes]:
+    return f"p/v1/nodes/{node}/status", json.dumps({"status": status, "node_id": node}).encode()
+
+
+def _live(sid: str, node: str) -> tuple[str, bytes]:
+    return f"p/v1/sessions/{sid}/status", json.dumps({"status": "live", "session_id": sid, "node_id": node}).encode()
+
+
+def test_directory_knows_other_nodes_sessions_and_finds_ghosts() -> None:
+    d = Directory("a")
+    d.local.add("s1")
+    assert d.observe("p", *_live("s1", "a")) == []  # our own, echoed
+    assert d.observe("p", *_status("b", "online")) == []
+    assert d.observe("p", *_live("s2", "b")) == []
+    assert (d.owned_elsewhere("s1"), d.owned_elsewhere("s2"), d.owned_elsewhere("s3")) == (False, True, False)
+    assert d.observe("p", "p/v1/sessions/s2/status", b"") == []  # s2 ended on b
+    assert not d.owned_elsewhere("s2")
+    # b is killed: its will marks it offline, and its sessions' statuses are ghosts, whichever arrives first
+    assert d.observe("p", *_live("s4", "b")) == []
+    assert d.observe("p", *_status("b", "offline")) == ["s4"]
+    assert d.observe("p", *_live("s5", "b")) == ["s5"]
+    assert not d.owned_elsewhere("s4")
+    # a status naming this node for a session it does not have: left by this node's previous run
+    assert d.observe("p", *_live("s6", "a")) == ["s6"]
+    assert d.observe("p", "p/v1/sessions/s1/status", b"not json") == []  # unreadable: as cleared
+    assert d.owners == {}
+    assert d.observe("p", "p/v1/sessions/s1/cmd/say", b"{}") is None  # not a status: a command
+
+
 def _bus(buffer: int) -> tuple[MqttBus, Metrics]:
     metrics = Metrics()
 
@@ -103,7 +132,7 @@ def test_full_buffer_drops_the_oldest_and_counts() -> None:
     for i in range(4):
         bus.session_event("s", {"type": "conversation.item.added", "n": i})
     value = metrics.registry.get_sample_value
-    assert value("stepaudio_mqtt_dropped_total") == 2
+    assert value("stepaudio_mqtt_dropped_total") == 3  # session.opened, the session's status, event 0
     assert value("stepaudio_mqtt_buffered") == 3
     assert [json.loads(m.payload)["n"] for m in bus._buffer] == [1, 2, 3]
 
