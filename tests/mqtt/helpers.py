@@ -196,6 +196,17 @@ async def publish(port: int, topic: str, payload: bytes | str, qos: int = 1) -> 
         await client.publish(topic, payload, qos=qos)
 
 
+async def retained_session_statuses(port: int) -> dict[str, dict]:
+    """What a dashboard opened now learns: the retained session statuses (a barrier message ends the wait)."""
+    w = await watch(port, "stepaudio/v1/sessions/+/status", "test/barrier")
+    try:
+        await publish(port, "test/barrier", b"x")
+        await w.wait_for("test/barrier", timeout=10)
+    finally:
+        await w.close()
+    return {m.topic.split("/")[3]: m.json() for m in w.messages if m.topic.endswith("/status")}
+
+
 async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # noqa: ANN001, ANN201
     """Poll `check()` until it returns a truthy value (that value is returned)."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
-from tests.mqtt.helpers import Mosquitto, eventually, publish, watch
+from tests.mqtt.helpers import Mosquitto, eventually, publish, retained_session_statuses, watch
 
 pytestmark = pytest.mark.slow
 
@@ -217,17 +217,6 @@ async def test_a_transcription_session_refuses_say_and_instructions(broker, bus_
     assert [e["type"] for e in conv.events] == ["session.created", "session.updated"]  # no reply, nothing else
 
 
-async def _retained_session_statuses(port: int) -> dict[str, dict]:
-    """What a dashboard opened now learns: the retained session statuses (a barrier message ends the wait)."""
-    w = await watch(port, "stepaudio/v1/sessions/+/status", "test/barrier")
-    try:
-        await publish(port, "test/barrier", b"x")
-        await w.wait_for("test/barrier", timeout=10)
-    finally:
-        await w.close()
-    return {m.topic.split("/")[3]: m.json() for m in w.messages if m.topic.endswith("/status")}
-
-
 async def test_two_nodes_share_a_broker_without_cross_answers_or_ghost_sessions(broker, bus_server) -> None:
     other = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=other&keepalive=2")
     errors = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
@@ -237,7 +226,7 @@ async def test_two_nodes_share_a_broker_without_cross_answers_or_ghost_sessions(
         theirs = await open_conversation(other.ws)
         sid, other_sid = ours.events[0]["session"]["id"], theirs.events[0]["session"]["id"]
         await statuses.wait_for(f"{other_sid}/status", timeout=10)
-        live = await _retained_session_statuses(broker.port)
+        live = await retained_session_statuses(broker.port)
         first_node = live[sid]["node_id"]
         assert live[other_sid]["node_id"] == "other" != first_node
         assert live[sid] == {"status": "live", "session_id": sid, "node_id": first_node, "time": live[sid]["time"]}
@@ -260,11 +249,11 @@ async def test_two_nodes_share_a_broker_without_cross_answers_or_ghost_sessions(
         other.proc.send_signal(signal.SIGKILL)
         cleared = await statuses.wait_for(f"{other_sid}/status", start=len(statuses.messages), timeout=30)
         assert cleared.payload == b""
-        assert set(await _retained_session_statuses(broker.port)) == {sid}
+        assert set(await retained_session_statuses(broker.port)) == {sid}
         await ours.close()
         await theirs.close()
         await eventually(lambda: statuses.on(f"{sid}/status")[-1].payload == b"", timeout=15)
-        assert await _retained_session_statuses(broker.port) == {}  # no ghost for a dashboard opened now
+        assert await retained_session_statuses(broker.port) == {}  # no ghost for a dashboard opened now
     finally:
         other.stop()
         await errors.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
+
 import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
-from tests.mqtt.helpers import Mosquitto, eventually, watch
+from tests.mqtt.helpers import Mosquitto, eventually, retained_session_statuses, watch
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +139,26 @@ async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tm
     assert updated[1]["session"]["instructions"] == "short"
     assert [x.json()["status"] for x in w.on("nodes/n3/status")] == ["online"]  # never dropped by the broker
     assert m["stepaudio_mqtt_connected"] == 1
+
+
+async def test_a_killed_node_clears_its_ghost_sessions_when_it_comes_back(tmp_path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    url = f"{broker.url}?node_id=phoenix&keepalive=2&{FAST_RETRY}"
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", url)
+    try:
+        conv = await open_conversation(server.ws)
+        sid = conv.events[0]["session"]["id"]
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0)
+        server.proc.send_signal(signal.SIGKILL)  # alone on the broker: no other node clears its sessions
+        await conv.close()
+        server.stop()
+        assert set(await retained_session_statuses(broker.port)) == {sid}  # a ghost, for now
+        server = ServerProcess("--profile", "embedded", "--mqtt-url", url)
+        deadline = time.monotonic() + 30
+        while await retained_session_statuses(broker.port):  # until the node, back, has cleared the ghost
+            assert time.monotonic() < deadline, "the ghost session status was never cleared"
+            await asyncio.sleep(0.5)
+    finally:
+        server.stop()
+        broker.stop()
