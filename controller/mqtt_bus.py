@@ -35,7 +35,7 @@ Rules:
 - An event whose message would exceed `max_message` bytes (the broker's packet limit; a broker
   disconnects a client that sends more) goes out as a stub: its type and ids, "truncated": true and
   its size. Without that, the one message at the head of the buffer would be resent on every
-  reconnect and the bus would never publish again.
+  reconnect and the bus would never publish again. Any other message over the limit is dropped.
 """
 
 from __future__ import annotations
@@ -328,8 +328,8 @@ def _bus_metrics(metrics: Metrics, pending: Callable[[], int]) -> _BusMetrics:
     buffered = Gauge("stepaudio_mqtt_buffered", "Bus messages the broker does not have yet", registry=r)
     buffered.set_function(pending)
     return _BusMetrics(
-        dropped=Counter("stepaudio_mqtt_dropped", "Bus messages dropped because the buffer was full",
-                        registry=r),
+        dropped=Counter("stepaudio_mqtt_dropped",
+                        "Bus messages dropped: the buffer was full, or one was over max_message", registry=r),
         published=Counter("stepaudio_mqtt_published", "Bus messages published", ["qos"], registry=r),
         buffered=buffered,
         connected=Gauge("stepaudio_mqtt_connected", "1 while connected to the MQTT broker", registry=r))
@@ -399,6 +399,13 @@ class MqttBus:
             self.config.max_message))
 
     def _enqueue(self, msg: Outgoing) -> None:
+        if packet_size(msg.topic, msg.payload) > self.config.max_message:
+            # Events come here as stubs; what is still too big (a cmd/error answer to a command on a very long
+            # topic) would make the broker drop us on every resend: it goes, counted.
+            logger.warning("mqtt: dropped a %d-byte message for %.80s...: over max_message", len(msg.payload),
+                           msg.topic)
+            self._m.dropped.inc()
+            return
         if len(self._buffer) >= self.config.buffer:
             self._buffer.popleft()  # the oldest goes: a late reader wants the newest state
             self._m.dropped.inc()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
-from tests.mqtt.helpers import Mosquitto, eventually, retained_session_statuses, watch
+from tests.mqtt.helpers import Mosquitto, eventually, publish, retained_session_statuses, watch
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +162,26 @@ async def test_a_killed_node_clears_its_ghost_sessions_when_it_comes_back(tmp_pa
     finally:
         server.stop()
         broker.stop()
+
+
+async def test_an_answer_too_big_for_the_broker_is_dropped_not_resent_forever(tmp_path) -> None:
+    # A command on a long topic: its cmd/error answer repeats the topic (and the error names the session), more
+    # than the broker takes. Resent on every reconnect, it would wedge the bus as a too-big event did.
+    broker = Mosquitto(tmp_path / "mosquitto", options=("max_packet_size 4000",))
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id=n4&max_message=4000&{FAST_RETRY}")
+    w = await watch(broker.port, "stepaudio/#")
+    try:
+        await w.wait_for("nodes/n4/status", timeout=10)
+        await publish(broker.port, f"stepaudio/v1/sessions/sess_{'x' * 1500}/cmd/say", b'{"text": "hi"}')
+        await publish(broker.port, "stepaudio/v1/sessions/sess_short/cmd/say", b'{"text": "hi"}')
+        after = await w.wait_for("sess_short/cmd/error", timeout=20)  # the bus goes on
+        m = server.metrics()
+    finally:
+        await w.close()
+        server.stop()
+        broker.stop()
+    assert after.json()["error"] == "no session 'sess_short'"
+    assert [x.json()["status"] for x in w.on("nodes/n4/status")] == ["online"]  # never dropped by the broker
+    assert m["stepaudio_mqtt_dropped_total"] == 1
