@@ -112,6 +112,8 @@ class MqttConfig:
         for name, value in (("prefix", self.prefix), ("node_id", self.node_id)):
             if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
                 raise ConfigError(f"--mqtt-url {name}={value!r} is not a usable topic part")
+        if self.prefix.startswith("$"):  # the broker's own ($SYS): refused, or unseen by '#' subscribers
+            raise ConfigError(f"--mqtt-url prefix={self.prefix!r}: topics starting with '$' are the broker's")
         if "/" in self.node_id:
             raise ConfigError(f"--mqtt-url node_id={self.node_id!r} must be one topic level (no '/')")
         if self.buffer < 1:

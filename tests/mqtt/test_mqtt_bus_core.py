@@ -27,7 +27,7 @@ def test_url_defaults_and_options() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0", "mqtt://b?max_message=100",
+    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0", "mqtt://b?max_message=100", "mqtt://b?prefix=%24SYS/x",
     "mqtt://b?buffer=x", "mqtt://b?prefix=a/%23", "mqtt://b?node_id=a%2Bb", "mqtt://b?node_id=a/b", "mqtt://b?backoff_initial=5&backoff_max=1",
 ])
 def test_bad_urls_raise_config_error(url: str) -> None:
