@@ -248,17 +248,23 @@ class Directory:
     def owned_elsewhere(self, session_id: str) -> bool:
         return session_id not in self.local and self.owners.get(session_id, self.node_id) != self.node_id
 
-    def observe(self, prefix: str, topic: str, payload: bytes) -> list[str] | None:
-        """Take in a status message; returns the ghost sessions to clear, or None for a topic that is no status."""
+    def observe(self, prefix: str, topic: str, payload: bytes) -> list[tuple[str, str | None]] | None:
+        """Take in a status message. Returns the session statuses to publish, (session, None) to clear a ghost or
+        (session, this node) to restore one of ours that another node cleared (it saw our will on a short link
+        loss); None for a topic that is no status."""
         levels = topic.removeprefix(f"{prefix}/v1/").split("/")
         if len(levels) != 3 or levels[2] != "status" or levels[0] not in ("nodes", "sessions"):
             return None
         body = _json_object(payload)
         if levels[0] == "nodes":
+            if levels[1] == self.node_id:  # we are alive, whatever a will (seen as the broker shut down) said
+                return []
             if body.get("status") == "online":
                 self.offline.discard(levels[1])
             else:
                 self.offline.add(levels[1])
+        elif levels[1] in self.local and body.get("node_id") != self.node_id:
+            return [(levels[1], self.node_id)]
         elif isinstance(body.get("node_id"), str):
             self.owners[levels[1]] = str(body["node_id"])
         else:  # cleared: the session ended
@@ -267,7 +273,7 @@ class Directory:
                   if node in self.offline or (node == self.node_id and sid not in self.local)]
         for sid in ghosts:
             del self.owners[sid]
-        return ghosts
+        return [(sid, None) for sid in ghosts]
 
 
 def _json_object(payload: bytes) -> dict[str, object]:
@@ -485,6 +491,9 @@ class MqttBus:
         await client.publish(f"{self._node}/status", self._status("online"), qos=1, retain=True)
         for topic in subscriptions(self.config.prefix):
             await client.subscribe(topic, qos=1)
+        # A broker restarted without persistence has forgotten the retained statuses of our live sessions.
+        for session_id in sorted(self._directory.local):
+            self._enqueue(session_status_message(self.config.prefix, session_id, self.config.node_id, time.time()))
         self._m.connected.set(1)
         workers = [asyncio.create_task(self._publish_loop(client)), asyncio.create_task(self._listen(client)),
                    asyncio.create_task(self._metrics_loop(client))]
@@ -571,11 +580,12 @@ class MqttBus:
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            ghosts = self._directory.observe(self.config.prefix, message.topic.value, payload)
-            if ghosts is not None:
-                for session_id in ghosts:
-                    logger.info("mqtt: clearing the status of session %s, gone with its node", session_id)
-                    self._enqueue(session_status_message(self.config.prefix, session_id, None, time.time()))
+            statuses = self._directory.observe(self.config.prefix, message.topic.value, payload)
+            if statuses is not None:
+                for session_id, node_id in statuses:
+                    logger.info("mqtt: %s the status of session %s", "restoring" if node_id else "clearing a ghost",
+                                session_id)
+                    self._enqueue(session_status_message(self.config.prefix, session_id, node_id, time.time()))
                 continue
             task = asyncio.create_task(self._dispatch(message.topic.value, payload))
             self._commands.add(task)

@@ -185,3 +185,27 @@ async def test_an_answer_too_big_for_the_broker_is_dropped_not_resent_forever(tm
     assert after.json()["error"] == "no session 'sess_short'"
     assert [x.json()["status"] for x in w.on("nodes/n4/status")] == ["online"]  # never dropped by the broker
     assert m["stepaudio_mqtt_dropped_total"] == 1
+
+
+async def test_a_live_sessions_status_is_published_again_after_a_broker_restart(tmp_path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")  # no persistence: a restart forgets every retained message
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=n5&{FAST_RETRY}")
+    try:
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0)
+            assert set(await retained_session_statuses(broker.port)) == {sid}
+            broker.stop()
+            broker.start()
+            deadline = time.monotonic() + 30
+            while not await retained_session_statuses(broker.port):  # until the bus, back, has told it again
+                assert time.monotonic() < deadline, "the live session's status was never published again"
+                await asyncio.sleep(0.5)
+            assert set(await retained_session_statuses(broker.port)) == {sid}
+        finally:
+            await conv.close()
+    finally:
+        server.stop()
+        broker.stop()

@@ -100,6 +100,8 @@ def test_directory_knows_other_nodes_sessions_and_finds_ghosts() -> None:
     d = Directory("a")
     d.local.add("s1")
     assert d.observe("p", *_live("s1", "a")) == []  # our own, echoed
+    assert d.observe("p", *_status("a", "offline")) == []  # our own will (a broker shutting down sends it)
+    assert not d.offline
     assert d.observe("p", *_status("b", "online")) == []
     assert d.observe("p", *_live("s2", "b")) == []
     assert (d.owned_elsewhere("s1"), d.owned_elsewhere("s2"), d.owned_elsewhere("s3")) == (False, True, False)
@@ -107,12 +109,17 @@ def test_directory_knows_other_nodes_sessions_and_finds_ghosts() -> None:
     assert not d.owned_elsewhere("s2")
     # b is killed: its will marks it offline, and its sessions' statuses are ghosts, whichever arrives first
     assert d.observe("p", *_live("s4", "b")) == []
-    assert d.observe("p", *_status("b", "offline")) == ["s4"]
-    assert d.observe("p", *_live("s5", "b")) == ["s5"]
+    assert d.observe("p", *_status("b", "offline")) == [("s4", None)]
+    assert d.observe("p", *_live("s5", "b")) == [("s5", None)]
     assert not d.owned_elsewhere("s4")
     # a status naming this node for a session it does not have: left by this node's previous run
-    assert d.observe("p", *_live("s6", "a")) == ["s6"]
-    assert d.observe("p", "p/v1/sessions/s1/status", b"not json") == []  # unreadable: as cleared
+    assert d.observe("p", *_live("s6", "a")) == [("s6", None)]
+    # One of ours cleared by another node (it saw our will on a short link loss): we say it is live again.
+    assert d.observe("p", "p/v1/sessions/s1/status", b"") == [("s1", "a")]
+    assert d.observe("p", "p/v1/sessions/s1/status", b"not json") == [("s1", "a")]  # unreadable: as cleared
+    assert d.observe("p", *_live("s1", "a")) == []
+    d.local.discard("s1")  # s1 ends here: its clear comes back to us
+    assert d.observe("p", "p/v1/sessions/s1/status", b"") == []
     assert d.owners == {}
     assert d.observe("p", "p/v1/sessions/s1/cmd/say", b"{}") is None  # not a status: a command
 
