@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
 from controller.errors import ConfigError
@@ -73,6 +75,7 @@ LIFECYCLE = frozenset({
     "error",
 })
 AUDIO_DELTA = "response.output_audio.delta"
+SESSION_EXPIRY = 60  # seconds the broker keeps our subscriptions and queued commands while we are away
 WINDOW = 20  # messages in flight at once; paho's default max_inflight_messages (more would queue inside paho)
 _NODE_SAMPLES = {  # metrics payload key -> Prometheus sample read from the app's registry
     "sessions_live": "stepaudio_sessions_live",
@@ -451,21 +454,28 @@ class MqttBus:
             body["reason"] = "connection lost"
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, clean: bool) -> aiomqtt.Client:
+        """clean: start a new broker session (the first connection of this process: what a previous run was
+        sent is for sessions gone with it). Afterwards the session is resumed, so that the QoS 1 commands
+        sent while the link was down are delivered after the reconnect instead of being lost."""
         c = self.config
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY
         return aiomqtt.Client(
             c.host, c.port, username=c.username, password=c.password,
             identifier=f"stepaudio-rt-{c.node_id}", protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=c.keepalive, timeout=c.publish_timeout,
-            tls_context=ssl.create_default_context() if c.tls else None,
+            tls_context=ssl.create_default_context() if c.tls else None, clean_start=clean, properties=properties,
             will=aiomqtt.Will(f"{self._node}/status", self._status("lost"), qos=1, retain=True))
 
     async def _run(self) -> None:
         """Connect, serve, and on any broker error reconnect after an exponential, jittered backoff."""
         delay = self.config.backoff_initial
+        clean = True
         while not self._stop.is_set():
             try:
-                async with self._client() as client:
+                async with self._client(clean) as client:
+                    clean = False
                     delay = self.config.backoff_initial
                     logger.info("mqtt: connected to %s:%d as node %s", self.config.host, self.config.port,
                                 self.config.node_id)

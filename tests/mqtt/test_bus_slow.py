@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import open_conversation
-from tests.mqtt.helpers import DelayProxy, Mosquitto, eventually, watch
+from tests.mqtt.helpers import DelayProxy, Mosquitto, eventually, publish, watch
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +68,29 @@ async def test_events_in_flight_when_the_link_breaks_are_sent_again_in_order(bro
     got = [m.json()["session"]["instructions"] for m in w.on(f"{sid}/events/session.updated")]
     firsts = list(dict.fromkeys(got))  # QoS 1 is at least once: one whose acknowledgement was lost may come twice
     assert firsts == [f"i{i}" for i in range(10)]
+
+
+async def test_a_command_sent_while_the_node_reconnects_is_run_after_the_reconnect(broker: Mosquitto) -> None:
+    proxy = DelayProxy(broker.port, 0.0)
+    await proxy.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"mqtt://127.0.0.1:{proxy.port}?node_id=away&backoff_initial=3&backoff_max=3")
+    try:
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 1, timeout=30)
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0)
+            proxy.cut()  # the node's link breaks; it waits about 3 s before it reconnects
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 0)
+            # QoS 1, to a subscription made at QoS 1: the broker keeps it for the node while it is away
+            await publish(broker.port, f"stepaudio/v1/sessions/{sid}/cmd/instructions",
+                          json.dumps({"instructions": "Sent while you were away."}))
+            updated = await conv.wait_for("session.updated", timeout=30,
+                                          where={"session.instructions": "Sent while you were away."})
+        finally:
+            await conv.close()
+    finally:
+        server.stop()
+        await proxy.close()
+    assert updated["session"]["instructions"] == "Sent while you were away."
