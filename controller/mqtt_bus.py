@@ -7,10 +7,14 @@ Topics (prefix "stepaudio" unless the URL says `?prefix=`):
     <prefix>/v1/nodes/<node>/metrics             QoS 0, every metrics_interval seconds
     <prefix>/v1/sessions/<id>/events/<type>      the session's server events as sent on the WebSocket, plus
                                                   our own session.opened / session.closed
+    <prefix>/v1/sessions/<id>/status             retained, QoS 1: {"status": "live", "node_id", ...} while the
+                                                  session lives; cleared (empty retained message) when it ends
     <prefix>/v1/sessions/<id>/cmd/say            {"text": "..."}                  (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/instructions   {"instructions": "..."}          (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/hangup         {} or empty                      (we subscribe)
     <prefix>/v1/sessions/<id>/cmd/error          our answer to a command we could not run
+                                                  (we subscribe to cmd/#: any other cmd/... topic is
+                                                  answered here as an unknown command)
 
 Rules:
 - Lifecycle events (LIFECYCLE below: opened/closed, response.done, transcripts, errors) go out at QoS 1,
@@ -22,6 +26,16 @@ Rules:
   counts it. While the broker is away the buffer fills and the task reconnects with exponential backoff;
   sessions never wait on the broker.
 - A command that cannot be parsed or run is answered on .../cmd/error and logged; it never raises.
+  Messages on .../cmd/error (ours, or another node's on a shared broker) are replies, never answered.
+- Several nodes may share a broker. Each reads every node's status and every session's retained status
+  (`Directory`): a command for a session another live node has is that node's to run or refuse, so
+  the others stay silent (they used to answer "no session"). A retained session status whose node is
+  offline (killed: its will says so) or that names this node but not one of its sessions (left by its
+  previous run) is a ghost: the node that sees it clears it.
+- An event whose message would exceed `max_message` bytes (the broker's packet limit; a broker
+  disconnects a client that sends more) goes out as a stub: its type and ids, "truncated": true and
+  its size. Without that, the one message at the head of the buffer would be resent on every
+  reconnect and the bus would never publish again. Any other message over the limit is dropped.
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
 from controller.errors import ConfigError
@@ -49,6 +65,7 @@ from controller.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 COMMANDS = ("say", "instructions", "hangup")
+ERROR_REPLY = "error"  # .../cmd/error: where commands are answered, not a command
 LIFECYCLE = frozenset({
     "session.opened", "session.closed", "session.created", "session.updated",
     "response.created", "response.done", "response.output_audio.done",
@@ -58,6 +75,8 @@ LIFECYCLE = frozenset({
     "error",
 })
 AUDIO_DELTA = "response.output_audio.delta"
+SESSION_EXPIRY = 60  # seconds the broker keeps our subscriptions and queued commands while we are away
+WINDOW = 20  # messages in flight at once; paho's default max_inflight_messages (more would queue inside paho)
 _NODE_SAMPLES = {  # metrics payload key -> Prometheus sample read from the app's registry
     "sessions_live": "stepaudio_sessions_live",
     "sessions_total": "stepaudio_sessions_total",
@@ -86,6 +105,7 @@ class MqttConfig:
     backoff_max: float = 30.0
     publish_timeout: float = 10.0
     drain_timeout: float = 2.0  # at shutdown, time given to publish what is buffered
+    max_message: int = 262144  # bytes of one MQTT packet the broker accepts (its max_packet_size)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -95,10 +115,14 @@ class MqttConfig:
         for name, value in (("prefix", self.prefix), ("node_id", self.node_id)):
             if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
                 raise ConfigError(f"--mqtt-url {name}={value!r} is not a usable topic part")
+        if self.prefix.startswith("$"):  # the broker's own ($SYS): refused, or unseen by '#' subscribers
+            raise ConfigError(f"--mqtt-url prefix={self.prefix!r}: topics starting with '$' are the broker's")
         if "/" in self.node_id:
             raise ConfigError(f"--mqtt-url node_id={self.node_id!r} must be one topic level (no '/')")
         if self.buffer < 1:
             raise ConfigError("--mqtt-url buffer must be at least 1")
+        if self.max_message < 1024:  # a stub, a status or a cmd/error reply must still fit
+            raise ConfigError("--mqtt-url max_message must be at least 1024 bytes")
         if self.metrics_interval <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
             raise ConfigError("--mqtt-url metrics_interval and backoff values must be positive, "
                               "backoff_max >= backoff_initial")
@@ -106,13 +130,13 @@ class MqttConfig:
             raise ConfigError("--mqtt-url keepalive, publish_timeout and drain_timeout must be positive")
 
 
-_INT_OPTIONS = ("buffer", "keepalive")
+_INT_OPTIONS = ("buffer", "keepalive", "max_message")
 _FLOAT_OPTIONS = ("metrics_interval", "backoff_initial", "backoff_max", "publish_timeout", "drain_timeout")
 
 
 def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
     """mqtt[s]://[user[:password]@]host[:port][?prefix=..&node_id=..&buffer=..&metrics_interval=..
-    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..]"""
+    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..&max_message=..]"""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"--mqtt-url {url!r}: the scheme must be mqtt:// or mqtts://")
@@ -171,23 +195,111 @@ def _part(value: str) -> str:
     return "".join("_" if c in "/+#\0" else c for c in value) or "_"
 
 
-def event_message(prefix: str, session_id: str, event: dict[str, object]) -> Outgoing:
+_STUB_IDS = ("event_id", "response_id", "item_id")  # what lets a reader match a stub to other events
+
+
+def event_message(prefix: str, session_id: str, event: dict[str, object], max_message: int) -> Outgoing:
+    """The message of one session event; a stub in its place when the packet would exceed max_message."""
     type_ = str(event.get("type", "unknown"))
-    return Outgoing(topic=f"{prefix}/v1/sessions/{_part(session_id)}/events/{_part(type_)}",
-                    payload=json.dumps(event, separators=(",", ":")).encode(),
-                    qos=1 if type_ in LIFECYCLE else 0)
+    topic = f"{prefix}/v1/sessions/{_part(session_id)}/events/{_part(type_)}"
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    if packet_size(topic, payload) > max_message:
+        stub = {"type": type_, **{k: event[k] for k in _STUB_IDS if k in event}, "truncated": True,
+                "bytes": len(payload)}
+        payload = json.dumps(stub, separators=(",", ":")).encode()
+    return Outgoing(topic=topic, payload=payload, qos=1 if type_ in LIFECYCLE else 0)
 
 
-def command_filters(prefix: str) -> list[str]:
-    return [f"{prefix}/v1/sessions/+/cmd/{name}" for name in COMMANDS]
+def packet_size(topic: str, payload: bytes) -> int:
+    """An upper bound of the PUBLISH packet's size: fixed header (<= 5 bytes), topic length (2), packet id (2),
+    MQTT 5 properties (1; we send none) around the topic and payload."""
+    return 10 + len(topic.encode()) + len(payload)
 
 
-def parse_command(prefix: str, topic: str, payload: bytes) -> Command:
-    """Check a command message against its topic's schema; raises BadCommand."""
+def session_of(prefix: str, topic: str) -> str:
+    """The session level of a topic under <prefix>/v1/sessions/."""
+    return topic.removeprefix(f"{prefix}/v1/sessions/").split("/")[0]
+
+
+def error_topic(prefix: str, command_topic: str) -> str:
+    """Where a command is answered: the cmd/error of the session its topic names, however deep the topic."""
+    return f"{prefix}/v1/sessions/{_part(session_of(prefix, command_topic))}/cmd/{ERROR_REPLY}"
+
+
+def session_status_message(prefix: str, session_id: str, node_id: str | None, now: float) -> Outgoing:
+    """The retained status of a live session, or (node_id None) the empty retained message that deletes it."""
+    payload = b"" if node_id is None else json.dumps(
+        {"status": "live", "session_id": session_id, "node_id": node_id, "time": now}, separators=(",", ":")).encode()
+    return Outgoing(topic=f"{prefix}/v1/sessions/{_part(session_id)}/status", payload=payload, qos=1, retain=True)
+
+
+def subscriptions(prefix: str) -> list[str]:
+    # cmd/# rather than one filter per known command: a mistyped or unknown command gets an answer too.
+    # The statuses feed the Directory.
+    return [f"{prefix}/v1/sessions/+/cmd/#", f"{prefix}/v1/sessions/+/status", f"{prefix}/v1/nodes/+/status"]
+
+
+@dataclass(slots=True)
+class Directory:
+    """Which node has which live session, from the retained statuses every node publishes (a pure core)."""
+
+    node_id: str
+    local: set[str] = field(default_factory=set)  # this node's live sessions
+    owners: dict[str, str] = field(default_factory=dict)  # session -> node, as retained session statuses say
+    offline: set[str] = field(default_factory=set)  # nodes whose status says offline
+
+    def owned_elsewhere(self, session_id: str) -> bool:
+        return session_id not in self.local and self.owners.get(session_id, self.node_id) != self.node_id
+
+    def observe(self, prefix: str, topic: str, payload: bytes) -> list[tuple[str, str | None]] | None:
+        """Take in a status message. Returns the session statuses to publish, (session, None) to clear a ghost or
+        (session, this node) to restore one of ours that another node cleared (it saw our will on a short link
+        loss); None for a topic that is no status."""
+        levels = topic.removeprefix(f"{prefix}/v1/").split("/")
+        if len(levels) != 3 or levels[2] != "status" or levels[0] not in ("nodes", "sessions"):
+            return None
+        body = _json_object(payload)
+        if levels[0] == "nodes":
+            if levels[1] == self.node_id:  # we are alive, whatever a will (seen as the broker shut down) said
+                return []
+            if body.get("status") == "online":
+                self.offline.discard(levels[1])
+            else:
+                self.offline.add(levels[1])
+        elif levels[1] in self.local and body.get("node_id") != self.node_id:
+            return [(levels[1], self.node_id)]
+        elif isinstance(body.get("node_id"), str):
+            self.owners[levels[1]] = str(body["node_id"])
+        else:  # cleared: the session ended
+            self.owners.pop(levels[1], None)
+        ghosts = [sid for sid, node in self.owners.items()
+                  if node in self.offline or (node == self.node_id and sid not in self.local)]
+        for sid in ghosts:
+            del self.owners[sid]
+        return [(sid, None) for sid in ghosts]
+
+
+def _json_object(payload: bytes) -> dict[str, object]:
+    try:
+        body = json.loads(payload) if payload else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def parse_command(prefix: str, topic: str, payload: bytes) -> Command | None:
+    """Check a command message against its topic's schema; raises BadCommand.
+
+    Returns None for a reply on .../cmd/error: answering it would start an endless exchange of errors
+    between the nodes that share a broker (or with ourselves, since we subscribe to our own replies)."""
     head = f"{prefix}/v1/sessions/"
     rest = topic[len(head):].split("/") if topic.startswith(head) else []
-    if len(rest) != 3 or rest[1] != "cmd" or rest[2] not in COMMANDS:
+    if len(rest) == 3 and rest[1] == "cmd" and rest[2] == ERROR_REPLY:
+        return None
+    if len(rest) < 3 or rest[1] != "cmd":
         raise BadCommand(f"not a command topic: {topic}")
+    if len(rest) > 3 or rest[2] not in COMMANDS:
+        raise BadCommand(f"unknown command {'/'.join(rest[2:])!r}; the commands are {', '.join(COMMANDS)}")
     session_id, _, name = rest
     body: object = {}
     if payload.strip():
@@ -222,13 +334,13 @@ class _BusMetrics:
     connected: Gauge
 
 
-def _bus_metrics(metrics: Metrics, buffer: deque[Outgoing]) -> _BusMetrics:
+def _bus_metrics(metrics: Metrics, pending: Callable[[], int]) -> _BusMetrics:
     r = metrics.registry
-    buffered = Gauge("stepaudio_mqtt_buffered", "Bus messages waiting to be published", registry=r)
-    buffered.set_function(lambda: len(buffer))
+    buffered = Gauge("stepaudio_mqtt_buffered", "Bus messages the broker does not have yet", registry=r)
+    buffered.set_function(pending)
     return _BusMetrics(
-        dropped=Counter("stepaudio_mqtt_dropped", "Bus messages dropped because the buffer was full",
-                        registry=r),
+        dropped=Counter("stepaudio_mqtt_dropped",
+                        "Bus messages dropped: the buffer was full, or one was over max_message", registry=r),
         published=Counter("stepaudio_mqtt_published", "Bus messages published", ["qos"], registry=r),
         buffered=buffered,
         connected=Gauge("stepaudio_mqtt_connected", "1 while connected to the MQTT broker", registry=r))
@@ -242,7 +354,9 @@ class MqttBus:
     metrics: Metrics
     command: Callable[[str, str, dict[str, object]], Awaitable[None]]  # App.command
     meta: dict[str, object] = field(default_factory=dict)  # extra fields of the "online" status
-    _buffer: deque[Outgoing] = field(init=False)
+    _buffer: deque[Outgoing] = field(init=False, default_factory=deque)
+    # handed to the client, oldest first, not yet acknowledged by the broker (at most WINDOW)
+    _sending: deque[tuple[Outgoing, asyncio.Task[None]]] = field(init=False, default_factory=deque)
     _m: _BusMetrics = field(init=False)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -250,10 +364,15 @@ class MqttBus:
     _commands: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _audio: dict[tuple[str, str], list[int]] = field(init=False, default_factory=dict)
     _started: float = field(init=False, default_factory=time.time)
+    _directory: Directory = field(init=False)
 
     def __post_init__(self) -> None:
-        self._buffer = deque()
-        self._m = _bus_metrics(self.metrics, self._buffer)
+        self._m = _bus_metrics(self.metrics, self._pending)
+        self._directory = Directory(self.config.node_id)
+
+    def _pending(self) -> int:
+        """Messages the broker does not have yet: buffered, or sent and not acknowledged."""
+        return len(self._buffer) + len(self._sending)
 
     @property
     def _node(self) -> str:
@@ -262,11 +381,15 @@ class MqttBus:
     # ---- EventSink: called on the event loop, enqueue only ----
 
     def session_opened(self, session_id: str) -> None:
+        self._directory.local.add(session_id)
         self._lifecycle(session_id, "session.opened")
+        self._enqueue(session_status_message(self.config.prefix, session_id, self.config.node_id, time.time()))
 
     def session_closed(self, session_id: str) -> None:
         for key in [k for k in self._audio if k[0] == session_id]:
             del self._audio[key]
+        self._directory.local.discard(session_id)
+        self._enqueue(session_status_message(self.config.prefix, session_id, None, time.time()))
         self._lifecycle(session_id, "session.closed")
 
     def session_event(self, session_id: str, event: dict[str, object]) -> None:
@@ -279,13 +402,21 @@ class MqttBus:
         if type_ == "response.output_audio.done":
             deltas, nbytes = self._audio.pop((session_id, str(event.get("response_id"))), [0, 0])
             event = {**event, "audio_deltas": deltas, "audio_bytes": nbytes}
-        self._enqueue(event_message(self.config.prefix, session_id, event))
+        self._enqueue(event_message(self.config.prefix, session_id, event, self.config.max_message))
 
     def _lifecycle(self, session_id: str, type_: str) -> None:
         self._enqueue(event_message(self.config.prefix, session_id, {
-            "type": type_, "session_id": session_id, "node_id": self.config.node_id, "time": time.time()}))
+            "type": type_, "session_id": session_id, "node_id": self.config.node_id, "time": time.time()},
+            self.config.max_message))
 
     def _enqueue(self, msg: Outgoing) -> None:
+        if packet_size(msg.topic, msg.payload) > self.config.max_message:
+            # Events come here as stubs; what is still too big (a cmd/error answer to a command on a very long
+            # topic) would make the broker drop us on every resend: it goes, counted.
+            logger.warning("mqtt: dropped a %d-byte message for %.80s...: over max_message", len(msg.payload),
+                           msg.topic)
+            self._m.dropped.inc()
+            return
         if len(self._buffer) >= self.config.buffer:
             self._buffer.popleft()  # the oldest goes: a late reader wants the newest state
             self._m.dropped.inc()
@@ -323,21 +454,28 @@ class MqttBus:
             body["reason"] = "connection lost"
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, clean: bool) -> aiomqtt.Client:
+        """clean: start a new broker session (the first connection of this process: what a previous run was
+        sent is for sessions gone with it). Afterwards the session is resumed, so that the QoS 1 commands
+        sent while the link was down are delivered after the reconnect instead of being lost."""
         c = self.config
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY
         return aiomqtt.Client(
             c.host, c.port, username=c.username, password=c.password,
             identifier=f"stepaudio-rt-{c.node_id}", protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=c.keepalive, timeout=c.publish_timeout,
-            tls_context=ssl.create_default_context() if c.tls else None,
+            tls_context=ssl.create_default_context() if c.tls else None, clean_start=clean, properties=properties,
             will=aiomqtt.Will(f"{self._node}/status", self._status("lost"), qos=1, retain=True))
 
     async def _run(self) -> None:
         """Connect, serve, and on any broker error reconnect after an exponential, jittered backoff."""
         delay = self.config.backoff_initial
+        clean = True
         while not self._stop.is_set():
             try:
-                async with self._client() as client:
+                async with self._client(clean) as client:
+                    clean = False
                     delay = self.config.backoff_initial
                     logger.info("mqtt: connected to %s:%d as node %s", self.config.host, self.config.port,
                                 self.config.node_id)
@@ -361,8 +499,11 @@ class MqttBus:
     async def _connected(self, client: aiomqtt.Client) -> None:
         """One connection's life; returns after a clean shutdown, raises MqttError when the link breaks."""
         await client.publish(f"{self._node}/status", self._status("online"), qos=1, retain=True)
-        for topic in command_filters(self.config.prefix):
+        for topic in subscriptions(self.config.prefix):
             await client.subscribe(topic, qos=1)
+        # A broker restarted without persistence has forgotten the retained statuses of our live sessions.
+        for session_id in sorted(self._directory.local):
+            self._enqueue(session_status_message(self.config.prefix, session_id, self.config.node_id, time.time()))
         self._m.connected.set(1)
         workers = [asyncio.create_task(self._publish_loop(client)), asyncio.create_task(self._listen(client)),
                    asyncio.create_task(self._metrics_loop(client))]
@@ -373,7 +514,7 @@ class MqttBus:
                 if task is not stop:
                     task.result()  # a worker only ends by raising (MqttError -> reconnect)
             deadline = time.monotonic() + self.config.drain_timeout
-            while self._buffer and time.monotonic() < deadline and not workers[0].done():
+            while self._pending() and time.monotonic() < deadline and not workers[0].done():
                 await asyncio.sleep(0.02)
             for task in workers:
                 task.cancel()
@@ -386,15 +527,50 @@ class MqttBus:
             await asyncio.gather(*workers, stop, return_exceptions=True)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        while True:
-            while not self._buffer:
+        """Publish in buffer order with up to WINDOW messages unacknowledged at once: a distant broker's round
+        trip is paid once per window, not once per QoS 1 message (one at a time, 50 ms away, the bus could
+        not publish more than 20 events a second, and lagged further behind the sessions the more they said).
+        A message counts as published once the broker has it (QoS 1: acknowledged); when the link breaks,
+        `_requeue` puts the unacknowledged ones back, so that they are sent again after the reconnect."""
+        try:
+            while True:
+                while self._sending and self._sending[0][1].done():
+                    msg, task = self._sending[0]
+                    task.result()  # MqttError when the link broke: the caller reconnects (and requeues msg)
+                    self._sending.popleft()
+                    self._m.published.labels(qos=str(msg.qos)).inc()
+                if self._buffer and len(self._sending) < WINDOW:
+                    msg = self._buffer.popleft()
+                    # Tasks start in creation order and each hands its message to paho before its first await:
+                    # the broker gets the messages in buffer order.
+                    self._sending.append((msg, asyncio.create_task(
+                        client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain))))
+                    continue
                 self._wake.clear()
-                await self._wake.wait()
-            msg = self._buffer[0]  # stays buffered until the broker has it (QoS 1: acknowledged)
-            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-            if self._buffer and self._buffer[0] is msg:  # an overflow may have dropped it meanwhile
-                self._buffer.popleft()
-            self._m.published.labels(qos=str(msg.qos)).inc()
+                wake = asyncio.create_task(self._wake.wait())
+                waits = [self._sending[0][1]] if self._sending else []
+                if len(self._sending) < WINDOW:  # room for more: a new message wakes us too
+                    waits.append(wake)
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+        finally:
+            self._requeue()
+
+    def _requeue(self) -> None:
+        """The link is gone: what the broker has not acknowledged goes back to the front of the buffer, in order
+        (QoS 1 is at least once: a message the broker got but whose acknowledgement was lost comes twice)."""
+        while self._sending:
+            msg, task = self._sending.pop()
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._m.published.labels(qos=str(msg.qos)).inc()
+                continue
+            task.cancel()
+            self._buffer.appendleft(msg)
+        while len(self._buffer) > self.config.buffer:  # the buffer's bound holds: the oldest go, as in _enqueue
+            self._buffer.popleft()
+            self._m.dropped.inc()
 
     async def _metrics_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -407,21 +583,31 @@ class MqttBus:
                                    "uptime_s": round(time.time() - self._started, 3)}
         for key, sample in _NODE_SAMPLES.items():
             body[key] = r.get_sample_value(sample)
-        body["mqtt_buffered"] = len(self._buffer)
+        body["mqtt_buffered"] = self._pending()
         body["mqtt_dropped_total"] = r.get_sample_value("stepaudio_mqtt_dropped_total")
         return json.dumps(body, separators=(",", ":")).encode()
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            statuses = self._directory.observe(self.config.prefix, message.topic.value, payload)
+            if statuses is not None:
+                for session_id, node_id in statuses:
+                    logger.info("mqtt: %s the status of session %s", "restoring" if node_id else "clearing a ghost",
+                                session_id)
+                    self._enqueue(session_status_message(self.config.prefix, session_id, node_id, time.time()))
+                continue
             task = asyncio.create_task(self._dispatch(message.topic.value, payload))
             self._commands.add(task)
             task.add_done_callback(self._commands.discard)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
-        session_id = topic.split("/")[-3] if topic.count("/") >= 3 else "_"
+        if self._directory.owned_elsewhere(session_of(self.config.prefix, topic)):
+            return  # its node answers
         try:
             cmd = parse_command(self.config.prefix, topic, payload)
+            if cmd is None:
+                return
             logger.info("mqtt: command %s for %s", cmd.name, cmd.session_id)
             await self.command(cmd.session_id, cmd.name, cmd.payload)
         except asyncio.CancelledError:
@@ -429,8 +615,9 @@ class MqttBus:
         except Exception as exc:  # a command's failure is answered on the bus, never raised
             logger.warning("mqtt: command on %s failed: %s", topic, exc)
             self._enqueue(Outgoing(
-                topic=f"{self.config.prefix}/v1/sessions/{_part(session_id)}/cmd/error", qos=1,
+                topic=error_topic(self.config.prefix, topic), qos=1,
                 payload=json.dumps({"topic": topic, "error": _message(exc), "kind": type(exc).__name__,
+                                    "node_id": self.config.node_id,
                                     "payload": base64.b64encode(payload[:1024]).decode()
                                     if not _is_text(payload) else payload[:1024].decode()},
                                    separators=(",", ":")).encode()))

@@ -552,15 +552,29 @@ class Session(ItemsMixin):
     # ---- operator commands (event bus) --------------------------------------------------------
 
     async def say(self, text: str) -> None:
-        """Speak `text` as the assistant's next reply (queued behind a reply in progress: rejected)."""
+        """Speak `text` as the assistant's next reply.
+
+        Raises RemoteProtocolError while a reply is in progress: the operator who asked is told (on the bus),
+        not the client, who asked for nothing (turn-taking's own refusal would send the client an `error`)."""
+        self._refuse_in_transcription("responses")
+        if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
+            raise RemoteProtocolError("A response is already in progress; say again after its response.done.",
+                                      code="conversation_already_has_active_response")
         self._say = Say(text)
         await self.apply(tt.ResponseRequested())
 
     async def set_instructions(self, instructions: str) -> None:
+        self._refuse_in_transcription("instructions")
         self.cfg = replace(self.cfg, instructions=instructions)
         await self.emit(self.events.session_updated(session_to_wire(
             self.cfg, session_id=self.session_id, model=self.model)))
         await self.apply(tt.ContextChanged())
+
+    def _refuse_in_transcription(self, what: str) -> None:
+        """An operator's command that a transcription session's client could not expect (as response.create)."""
+        if self.cfg.kind == "transcription":
+            raise RemoteProtocolError(f"A transcription session has no {what}: it only transcribes the input audio.",
+                                      code="unsupported_in_transcription_session")
 
     async def hangup(self) -> None:
         if self._ws is not None:

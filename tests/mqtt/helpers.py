@@ -20,7 +20,8 @@ from tests.conftest import free_port, missing_peer
 class Mosquitto:
     """Debian's mosquitto on a free loopback port; can be stopped, killed and started again on that port."""
 
-    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False, options: tuple[str, ...] = ()) -> None:
+        """options: more lines of mosquitto.conf, e.g. "max_packet_size 20000"."""
         if shutil.which("mosquitto") is None:
             missing_peer("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
         self.port = free_port()
@@ -31,6 +32,7 @@ class Mosquitto:
                  f"user {getpass.getuser()}"]
         if persistent:  # sessions of offline subscribers survive a restart, QoS 0 included
             lines += ["persistence true", f"persistence_location {self.dir}/", "queue_qos0_messages true"]
+        lines += options
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log_path = self.dir / "mosquitto.log"
@@ -71,6 +73,7 @@ class Received:
     payload: bytes
     qos: int
     retain: bool
+    at: float  # time.monotonic() on arrival
 
     def json(self) -> dict:
         return json.loads(self.payload)
@@ -88,7 +91,7 @@ class Watcher:
     async def _read(self) -> None:
         async for m in self.client.messages:
             payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-            self.messages.append(Received(m.topic.value, payload, m.qos, m.retain))
+            self.messages.append(Received(m.topic.value, payload, m.qos, m.retain, time.monotonic()))
             self._new.set()
 
     async def wait_for(self, topic_suffix: str, *, timeout: float = 30.0, start: int = 0) -> Received:
@@ -131,9 +134,77 @@ async def watch(port: int, *topics: str, identifier: str | None = None, persiste
     return w
 
 
+class DelayProxy:
+    """A TCP proxy in the test's event loop that holds every chunk `delay` seconds, each way: a distant broker."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._sockets: set[asyncio.StreamWriter] = set()  # both ends of every proxied connection
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._sockets |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        self._sockets -= {writer, up_writer}
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Forward each chunk `delay` after it was read, keeping order, without holding up the reads."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def forward() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data or writer.is_closing():  # the end, or cut()
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        forwarder = asyncio.create_task(forward())
+        try:
+            while True:
+                data = await reader.read(65536)
+                queue.put_nowait((loop.time() + self.delay, data))
+                if not data:
+                    break
+            await forwarder
+        finally:
+            forwarder.cancel()
+
+    def cut(self) -> None:
+        """Break every connection now: what the proxy holds is lost, as on a network failure."""
+        for writer in self._sockets:
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.cut()
+
+
 async def publish(port: int, topic: str, payload: bytes | str, qos: int = 1) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.publish(topic, payload, qos=qos)
+
+
+async def retained_session_statuses(port: int) -> dict[str, dict]:
+    """What a dashboard opened now learns: the retained session statuses (a barrier message ends the wait)."""
+    w = await watch(port, "stepaudio/v1/sessions/+/status", "test/barrier")
+    try:
+        await publish(port, "test/barrier", b"x")
+        await w.wait_for("test/barrier", timeout=10)
+    finally:
+        await w.close()
+    return {m.topic.split("/")[3]: m.json() for m in w.messages if m.topic.endswith("/status")}
 
 
 async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # noqa: ANN001, ANN201

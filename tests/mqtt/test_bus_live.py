@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
-from tests.mqtt.helpers import Mosquitto, eventually, publish, watch
+from tests.mqtt.helpers import Mosquitto, eventually, publish, retained_session_statuses, watch
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,10 @@ async def test_node_status_is_retained_online_and_metrics_are_periodic(broker, b
     assert body["status"] == "online" and body["port"] == bus_server.port and body["profile"] == "embedded"
     assert status.topic == f"stepaudio/v1/nodes/{body['node_id']}/status"
     assert metrics.qos == 0 and not metrics.retain
-    assert {"sessions_live", "sessions_total", "sessions_refused_total", "mqtt_buffered", "mqtt_dropped_total"} <= set(metrics.json())
+    assert set(metrics.json()) == {  # as the README lists them
+        "node_id", "time", "uptime_s", "sessions_live", "sessions_total", "sessions_refused_total", "turns_total",
+        "session_tasks", "buffered_audio_seconds", "mqtt_buffered", "mqtt_dropped_total"}
+    assert metrics.json()["node_id"] == body["node_id"]
 
 
 async def test_session_events_topics_qos_and_say_instructions_hangup(broker, bus_server, beckett_wav) -> None:
@@ -112,13 +115,16 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
     try:
         sid = conv.events[0]["session"]["id"]
         base = f"stepaudio/v1/sessions/{sid}/cmd"
-        bad = [(f"{base}/say", b"not json"), (f"{base}/say", b'{"text": 5}'), (f"{base}/say", b"[1]"),
+        # First a reply on cmd/error, as another node on this broker sends: answering it would start a loop.
+        await publish(broker.port, f"{base}/error", json.dumps({"topic": f"{base}/say", "error": "elsewhere"}))
+        bad = [(f"{base}/reboot", b"{}"), (f"{base}/Say", b'{"text": "hi"}'), (f"{base}/say/now", b'{"text": "hi"}'),
+               (f"{base}/say", b"not json"), (f"{base}/say", b'{"text": 5}'), (f"{base}/say", b"[1]"),
                (f"{base}/instructions", b"{}"), (f"{base}/hangup", b"\xff\xfe"),
                ("stepaudio/v1/sessions/sess_nope/cmd/hangup", b"{}")]
         for topic, payload in bad:
             await publish(broker.port, topic, payload)
         for _ in range(200):
-            if len(w.messages) >= len(bad):
+            if len(w.messages) >= len(bad) + 1:  # + the reply from "elsewhere"
                 break
             await asyncio.sleep(0.05)
         # the session is untouched and still answers
@@ -128,10 +134,14 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
         await conv.close()
         await w.close()
     assert ok and bus_server.proc.poll() is None
-    errors = [m.json() for m in w.messages]
-    assert [e["topic"] for e in errors] == [t for t, _ in bad]
+    errors = [m.json() for m in w.messages if m.json()["error"] != "elsewhere"]
+    assert [e["topic"] for e in errors] == [t for t, _ in bad]  # one answer each, and none to a reply
     assert all(m.qos == 1 for m in w.messages)
-    assert errors[0]["kind"] == "BadCommand" and "JSON" in errors[0]["error"]
+    for m in w.messages:  # each answer is on the cmd/error of the session its command named
+        assert m.topic == "/".join(m.json()["topic"].split("/")[:4]) + "/cmd/error"
+    assert [e["error"] for e in errors[:3]] == [f"unknown command {name!r}; the commands are say, instructions, hangup"
+                                                for name in ("reboot", "Say", "say/now")]
+    assert errors[3]["kind"] == "BadCommand" and "JSON" in errors[3]["error"]
     assert errors[-1]["kind"] == "KeyError" and errors[-1]["error"] == "no session 'sess_nope'"
     assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
 
@@ -154,3 +164,97 @@ async def test_last_will_marks_a_killed_node_offline(broker: Mosquitto) -> None:
     finally:
         await late.close()
     assert retained.retain and retained.json()["status"] == "offline"
+
+
+async def test_say_while_a_reply_plays_is_refused_to_the_operator_not_the_client(broker, bus_server) -> None:
+    w = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    conv = await open_conversation(bus_server.ws)
+    try:
+        sid = conv.events[0]["session"]["id"]
+        base = f"stepaudio/v1/sessions/{sid}/cmd"
+        # ~10 s of speech: output audio is paced in real time, so the reply is still playing when the next say lands
+        long_text = "A long announcement from the control room. " * 4
+        await publish(broker.port, f"{base}/say", json.dumps({"text": long_text}))
+        first = await conv.wait_for("response.created", timeout=30)
+        await conv.wait_for("response.output_audio.delta", timeout=30)
+        await publish(broker.port, f"{base}/say", json.dumps({"text": "Interrupting you."}))
+        refused = await w.wait_for(f"{sid}/cmd/error", timeout=15)
+        first_done = await conv.wait_for("response.done", timeout=60)
+        mark = len(conv.events)
+        await publish(broker.port, f"{base}/say", json.dumps({"text": "Now it is my turn."}))
+        await conv.wait_for("response.done", after=mark, timeout=30)
+    finally:
+        await conv.close()
+        await w.close()
+    assert refused.qos == 1 and refused.json() == {
+        "topic": f"{base}/say", "kind": "RemoteProtocolError", "payload": '{"text": "Interrupting you."}',
+        "node_id": refused.json()["node_id"],
+        "error": "A response is already in progress; say again after its response.done."}
+    assert first_done["response"]["id"] == first["response"]["id"]
+    assert conv.of_type("error") == []  # the client asked for nothing and is told nothing
+    said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
+    assert said[1:] == ["Now it is my turn."]  # the refusal left nothing behind for the next reply
+
+
+async def test_a_transcription_session_refuses_say_and_instructions(broker, bus_server) -> None:
+    w = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    conv = await open_conversation(bus_server.ws + "?intent=transcription")
+    try:
+        sid = conv.events[0]["session"]["id"]
+        base = f"stepaudio/v1/sessions/{sid}/cmd"
+        await publish(broker.port, f"{base}/say", json.dumps({"text": "Hello."}))
+        await publish(broker.port, f"{base}/instructions", json.dumps({"instructions": "Talk like a pirate."}))
+        await eventually(lambda: len(w.messages) >= 2, timeout=15)
+        # the session still transcribes: a transcription session accepts its own kind of update
+        await conv.send({"type": "session.update", "session": {"type": "transcription"}})
+        await conv.wait_for("session.updated", timeout=10)
+    finally:
+        await conv.close()
+        await w.close()
+    assert [(m.json()["topic"], m.json()["error"]) for m in w.messages] == [
+        (f"{base}/say", "A transcription session has no responses: it only transcribes the input audio."),
+        (f"{base}/instructions", "A transcription session has no instructions: it only transcribes the input audio.")]
+    assert [e["type"] for e in conv.events] == ["session.created", "session.updated"]  # no reply, nothing else
+
+
+async def test_two_nodes_share_a_broker_without_cross_answers_or_ghost_sessions(broker, bus_server) -> None:
+    other = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=other&keepalive=2")
+    errors = await watch(broker.port, "stepaudio/v1/sessions/+/cmd/error")
+    statuses = await watch(broker.port, "stepaudio/v1/sessions/+/status")
+    try:
+        ours = await open_conversation(bus_server.ws)
+        theirs = await open_conversation(other.ws)
+        sid, other_sid = ours.events[0]["session"]["id"], theirs.events[0]["session"]["id"]
+        await statuses.wait_for(f"{other_sid}/status", timeout=10)
+        live = await retained_session_statuses(broker.port)
+        first_node = live[sid]["node_id"]
+        assert live[other_sid]["node_id"] == "other" != first_node
+        assert live[sid] == {"status": "live", "session_id": sid, "node_id": first_node, "time": live[sid]["time"]}
+
+        # A good command and a bad one for the other node's session; then one for a session nobody has, which
+        # both nodes answer: once those two answers are in, anything the first node had to say about the
+        # other's session would be in too.
+        base = f"stepaudio/v1/sessions/{other_sid}/cmd"
+        await publish(broker.port, f"{base}/instructions", json.dumps({"instructions": "From the bus."}))
+        await theirs.wait_for("session.updated", where={"session.instructions": "From the bus."}, timeout=10)
+        await publish(broker.port, f"{base}/say", b'{"text": 5}')
+        await publish(broker.port, "stepaudio/v1/sessions/sess_nobody/cmd/hangup", b"{}")
+        await eventually(lambda: len(errors.on("sess_nobody/cmd/error")) == 2, timeout=15)
+        nobody = "stepaudio/v1/sessions/sess_nobody/cmd/hangup"
+        # the owner alone answers for its session
+        assert sorted((m.json()["node_id"], m.json()["topic"]) for m in errors.messages) == sorted(
+            [("other", f"{base}/say"), ("other", nobody), (first_node, nobody)])
+
+        # The other node is killed: its will marks it offline, and the first node clears its session's status.
+        other.proc.send_signal(signal.SIGKILL)
+        cleared = await statuses.wait_for(f"{other_sid}/status", start=len(statuses.messages), timeout=30)
+        assert cleared.payload == b""
+        assert set(await retained_session_statuses(broker.port)) == {sid}
+        await ours.close()
+        await theirs.close()
+        await eventually(lambda: statuses.on(f"{sid}/status")[-1].payload == b"", timeout=15)
+        assert await retained_session_statuses(broker.port) == {}  # no ghost for a dashboard opened now
+    finally:
+        other.stop()
+        await errors.close()
+        await statuses.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
+
 import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
-from tests.mqtt.helpers import Mosquitto, eventually, watch
+from tests.mqtt.helpers import Mosquitto, eventually, publish, retained_session_statuses, watch
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +88,8 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
         await eventually(lambda: server.metrics()["stepaudio_sessions_live"] == 0)
         m = server.metrics()
         assert m["stepaudio_mqtt_buffered"] == 8  # the buffer is full ...
-        enqueued = 2 + sum(e["type"] != "response.output_audio.delta" for e in conv.events)  # + opened, closed
+        # + opened, closed, and the session's retained status set and cleared
+        enqueued = 4 + sum(e["type"] != "response.output_audio.delta" for e in conv.events)
         assert m["stepaudio_mqtt_dropped_total"] == enqueued - 8  # ... and everything past it was counted
 
         broker.start()
@@ -97,6 +102,110 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
             await w.close()
         assert server.metrics()["stepaudio_mqtt_connected"] == 1
         assert closed.qos == 1 and status.json()["status"] == "online"
+    finally:
+        server.stop()
+        broker.stop()
+
+
+async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tmp_path) -> None:
+    # A broker that disconnects any client sending a packet over 20000 bytes (as managed brokers do, at their
+    # own limit). Before the stub, the bus resent the same too-big event on every reconnect: the node flapped
+    # online/offline (the will) and nothing after that event was ever published.
+    broker = Mosquitto(tmp_path / "mosquitto", options=("max_packet_size 20000",))
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id=n3&max_message=20000&{FAST_RETRY}")
+    w = await watch(broker.port, "stepaudio/#")
+    try:
+        await w.wait_for("nodes/n3/status", timeout=10)
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            big = await conv.update_session(instructions="word " * 6000)  # ~30 kB as session.updated
+            await conv.update_session(instructions="short")
+        finally:
+            await conv.close()
+        await w.wait_for(f"{sid}/events/session.closed", timeout=20)
+        # the watcher can have a message before its publisher has the broker's acknowledgement
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0, timeout=15)
+        m = server.metrics()
+    finally:
+        await w.close()
+        server.stop()
+        broker.stop()
+    updated = [x.json() for x in w.on(f"{sid}/events/session.updated")]
+    assert updated[0] == {"type": "session.updated", "event_id": big["event_id"], "truncated": True,
+                          "bytes": updated[0]["bytes"]} and updated[0]["bytes"] > 30000
+    assert updated[1]["session"]["instructions"] == "short"
+    assert [x.json()["status"] for x in w.on("nodes/n3/status")] == ["online"]  # never dropped by the broker
+    assert m["stepaudio_mqtt_connected"] == 1
+
+
+async def test_a_killed_node_clears_its_ghost_sessions_when_it_comes_back(tmp_path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    url = f"{broker.url}?node_id=phoenix&keepalive=2&{FAST_RETRY}"
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", url)
+    try:
+        conv = await open_conversation(server.ws)
+        sid = conv.events[0]["session"]["id"]
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0)
+        server.proc.send_signal(signal.SIGKILL)  # alone on the broker: no other node clears its sessions
+        await conv.close()
+        server.stop()
+        assert set(await retained_session_statuses(broker.port)) == {sid}  # a ghost, for now
+        server = ServerProcess("--profile", "embedded", "--mqtt-url", url)
+        deadline = time.monotonic() + 30
+        while await retained_session_statuses(broker.port):  # until the node, back, has cleared the ghost
+            assert time.monotonic() < deadline, "the ghost session status was never cleared"
+            await asyncio.sleep(0.5)
+    finally:
+        server.stop()
+        broker.stop()
+
+
+async def test_an_answer_too_big_for_the_broker_is_dropped_not_resent_forever(tmp_path) -> None:
+    # A command on a long topic: its cmd/error answer repeats the topic (and the error names the session), more
+    # than the broker takes. Resent on every reconnect, it would wedge the bus as a too-big event did.
+    broker = Mosquitto(tmp_path / "mosquitto", options=("max_packet_size 4000",))
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id=n4&max_message=4000&{FAST_RETRY}")
+    w = await watch(broker.port, "stepaudio/#")
+    try:
+        await w.wait_for("nodes/n4/status", timeout=10)
+        await publish(broker.port, f"stepaudio/v1/sessions/sess_{'x' * 1500}/cmd/say", b'{"text": "hi"}')
+        await publish(broker.port, "stepaudio/v1/sessions/sess_short/cmd/say", b'{"text": "hi"}')
+        after = await w.wait_for("sess_short/cmd/error", timeout=20)  # the bus goes on
+        m = server.metrics()
+    finally:
+        await w.close()
+        server.stop()
+        broker.stop()
+    assert after.json()["error"] == "no session 'sess_short'"
+    assert [x.json()["status"] for x in w.on("nodes/n4/status")] == ["online"]  # never dropped by the broker
+    assert m["stepaudio_mqtt_dropped_total"] == 1
+
+
+async def test_a_live_sessions_status_is_published_again_after_a_broker_restart(tmp_path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")  # no persistence: a restart forgets every retained message
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url", f"{broker.url}?node_id=n5&{FAST_RETRY}")
+    try:
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0)
+            assert set(await retained_session_statuses(broker.port)) == {sid}
+            broker.stop()
+            broker.start()
+            deadline = time.monotonic() + 30
+            while not await retained_session_statuses(broker.port):  # until the bus, back, has told it again
+                assert time.monotonic() < deadline, "the live session's status was never published again"
+                await asyncio.sleep(0.5)
+            assert set(await retained_session_statuses(broker.port)) == {sid}
+        finally:
+            await conv.close()
     finally:
         server.stop()
         broker.stop()

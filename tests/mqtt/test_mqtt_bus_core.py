@@ -9,8 +9,10 @@ import pytest
 
 from controller.errors import ConfigError
 from controller.metrics import Metrics
-from controller.mqtt_bus import (BadCommand, Command, MqttBus, command_filters, event_message, parse_command,
-                                 parse_mqtt_url)
+from controller.mqtt_bus import (BadCommand, Command, Directory, MqttBus, subscriptions, error_topic, event_message,
+                                 packet_size, parse_command, parse_mqtt_url)
+
+LIMIT = 262144  # max_message's default
 
 
 def test_url_defaults_and_options() -> None:
@@ -25,7 +27,7 @@ def test_url_defaults_and_options() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0",
+    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0", "mqtt://b?max_message=100", "mqtt://b?prefix=%24SYS/x",
     "mqtt://b?buffer=x", "mqtt://b?prefix=a/%23", "mqtt://b?node_id=a%2Bb", "mqtt://b?node_id=a/b", "mqtt://b?backoff_initial=5&backoff_max=1",
 ])
 def test_bad_urls_raise_config_error(url: str) -> None:
@@ -34,21 +36,20 @@ def test_bad_urls_raise_config_error(url: str) -> None:
 
 
 def test_event_topics_and_qos() -> None:
-    m = event_message("p", "sess_1", {"type": "response.done", "response": {}})
+    m = event_message("p", "sess_1", {"type": "response.done", "response": {}}, LIMIT)
     assert (m.topic, m.qos, m.retain) == ("p/v1/sessions/sess_1/events/response.done", 1, False)
     assert json.loads(m.payload) == {"type": "response.done", "response": {}}
-    assert event_message("p", "sess_1", {"type": "input_audio_buffer.speech_started"}).qos == 0
-    assert event_message("p", "sess_1", {"type": "response.output_audio_transcript.delta"}).qos == 0
+    assert event_message("p", "sess_1", {"type": "input_audio_buffer.speech_started"}, LIMIT).qos == 0
+    assert event_message("p", "sess_1", {"type": "response.output_audio_transcript.delta"}, LIMIT).qos == 0
     for lifecycle in ("session.opened", "session.closed", "error", "response.output_audio_transcript.done",
                       "conversation.item.input_audio_transcription.completed"):
-        assert event_message("p", "s", {"type": lifecycle}).qos == 1
+        assert event_message("p", "s", {"type": lifecycle}, LIMIT).qos == 1
     # ids we do not control never add topic levels or wildcards
-    assert event_message("p", "a/b+#", {"type": "x/y"}).topic == "p/v1/sessions/a_b__/events/x_y"
+    assert event_message("p", "a/b+#", {"type": "x/y"}, LIMIT).topic == "p/v1/sessions/a_b__/events/x_y"
 
 
 def test_commands_parse_or_raise_bad_command() -> None:
-    assert command_filters("p") == ["p/v1/sessions/+/cmd/say", "p/v1/sessions/+/cmd/instructions",
-                                    "p/v1/sessions/+/cmd/hangup"]
+    assert subscriptions("p") == ["p/v1/sessions/+/cmd/#", "p/v1/sessions/+/status", "p/v1/nodes/+/status"]
     assert parse_command("p", "p/v1/sessions/s1/cmd/say", b'{"text": "hi"}') == Command("s1", "say", {"text": "hi"})
     assert parse_command("p", "p/v1/sessions/s1/cmd/hangup", b"") == Command("s1", "hangup", {})
     assert parse_command("p", "p/v1/sessions/s1/cmd/instructions", b'{"instructions": ""}').payload == {
@@ -59,6 +60,68 @@ def test_commands_parse_or_raise_bad_command() -> None:
                            ("p/v1/sessions/s1/cmd/reboot", b"{}"), ("q/v1/sessions/s1/cmd/say", b'{"text":"a"}')]:
         with pytest.raises(BadCommand):
             parse_command("p", topic, payload)
+
+
+def test_unknown_commands_are_named_and_error_replies_are_not_commands() -> None:
+    for topic, named in [("p/v1/sessions/s1/cmd/reboot", "'reboot'"), ("p/v1/sessions/s1/cmd/Say", "'Say'"),
+                         ("p/v1/sessions/s1/cmd/say/now", "'say/now'"), ("p/v1/sessions/s1/cmd/error/x", "'error/x'")]:
+        with pytest.raises(BadCommand, match=f"unknown command {named}; the commands are say, instructions, hangup"):
+            parse_command("p", topic, b'{"text": "hi"}')
+        assert error_topic("p", topic) == "p/v1/sessions/s1/cmd/error"
+    # a reply (ours or another node's) on cmd/error is not answered, whatever it holds
+    assert parse_command("p", "p/v1/sessions/s1/cmd/error", b'{"topic": "x", "error": "y"}') is None
+    assert parse_command("p", "p/v1/sessions/s1/cmd/error", b"not json") is None
+
+
+def test_an_event_too_big_for_the_broker_goes_out_as_a_stub() -> None:
+    event = {"type": "session.updated", "event_id": "event_7", "session": {"instructions": "w" * 5000}}
+    whole = event_message("p", "s1", event, 8192)
+    assert json.loads(whole.payload) == event
+    stub = event_message("p", "s1", event, 4096)
+    assert (stub.topic, stub.qos) == (whole.topic, whole.qos)
+    assert json.loads(stub.payload) == {"type": "session.updated", "event_id": "event_7", "truncated": True,
+                                        "bytes": len(whole.payload)}
+    assert packet_size(stub.topic, stub.payload) <= 4096
+    # a message whose packet is exactly at the limit is kept whole, one byte more makes a stub
+    exact = packet_size(whole.topic, whole.payload)
+    assert event_message("p", "s1", event, exact) == whole
+    assert json.loads(event_message("p", "s1", event, exact - 1).payload)["truncated"] is True
+
+
+def _status(node: str, status: str) -> tuple[str, bytes]:
+    return f"p/v1/nodes/{node}/status", json.dumps({"status": status, "node_id": node}).encode()
+
+
+def _live(sid: str, node: str) -> tuple[str, bytes]:
+    return f"p/v1/sessions/{sid}/status", json.dumps({"status": "live", "session_id": sid, "node_id": node}).encode()
+
+
+def test_directory_knows_other_nodes_sessions_and_finds_ghosts() -> None:
+    d = Directory("a")
+    d.local.add("s1")
+    assert d.observe("p", *_live("s1", "a")) == []  # our own, echoed
+    assert d.observe("p", *_status("a", "offline")) == []  # our own will (a broker shutting down sends it)
+    assert not d.offline
+    assert d.observe("p", *_status("b", "online")) == []
+    assert d.observe("p", *_live("s2", "b")) == []
+    assert (d.owned_elsewhere("s1"), d.owned_elsewhere("s2"), d.owned_elsewhere("s3")) == (False, True, False)
+    assert d.observe("p", "p/v1/sessions/s2/status", b"") == []  # s2 ended on b
+    assert not d.owned_elsewhere("s2")
+    # b is killed: its will marks it offline, and its sessions' statuses are ghosts, whichever arrives first
+    assert d.observe("p", *_live("s4", "b")) == []
+    assert d.observe("p", *_status("b", "offline")) == [("s4", None)]
+    assert d.observe("p", *_live("s5", "b")) == [("s5", None)]
+    assert not d.owned_elsewhere("s4")
+    # a status naming this node for a session it does not have: left by this node's previous run
+    assert d.observe("p", *_live("s6", "a")) == [("s6", None)]
+    # One of ours cleared by another node (it saw our will on a short link loss): we say it is live again.
+    assert d.observe("p", "p/v1/sessions/s1/status", b"") == [("s1", "a")]
+    assert d.observe("p", "p/v1/sessions/s1/status", b"not json") == [("s1", "a")]  # unreadable: as cleared
+    assert d.observe("p", *_live("s1", "a")) == []
+    d.local.discard("s1")  # s1 ends here: its clear comes back to us
+    assert d.observe("p", "p/v1/sessions/s1/status", b"") == []
+    assert d.owners == {}
+    assert d.observe("p", "p/v1/sessions/s1/cmd/say", b"{}") is None  # not a status: a command
 
 
 def _bus(buffer: int) -> tuple[MqttBus, Metrics]:
@@ -76,7 +139,7 @@ def test_full_buffer_drops_the_oldest_and_counts() -> None:
     for i in range(4):
         bus.session_event("s", {"type": "conversation.item.added", "n": i})
     value = metrics.registry.get_sample_value
-    assert value("stepaudio_mqtt_dropped_total") == 2
+    assert value("stepaudio_mqtt_dropped_total") == 3  # session.opened, the session's status, event 0
     assert value("stepaudio_mqtt_buffered") == 3
     assert [json.loads(m.payload)["n"] for m in bus._buffer] == [1, 2, 3]
 
