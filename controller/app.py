@@ -94,7 +94,8 @@ class App:
         if register_metrics is not None:
             register_metrics(self.metrics.registry)
         if self.config.mqtt_url:
-            from controller.mqtt_bus import MqttBus, parse_mqtt_url  # the optional `mqtt` extra
+            from controller.mqtt_bus import MqttBus  # the optional `mqtt` extra
+            from controller.mqtt_protocol import parse_mqtt_url
             bus = MqttBus(parse_mqtt_url(self.config.mqtt_url, default_node_id=f"{socket.gethostname()}-"
                                          f"{self.server.port}"), self.metrics, self.command,
                           meta={"port": self.server.port, "profile": self.config.profile})

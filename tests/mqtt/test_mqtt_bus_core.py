@@ -9,8 +9,11 @@ import pytest
 
 from controller.errors import ConfigError
 from controller.metrics import Metrics
-from controller.mqtt_bus import (BadCommand, Command, Directory, MqttBus, subscriptions, error_topic, event_message,
-                                 packet_size, parse_command, parse_mqtt_url)
+from controller.mqtt_bus import MqttBus
+from controller.mqtt_protocol import (
+    BadCommand, Command, Directory, error_topic, event_message, packet_size, parse_command, parse_mqtt_url,
+    subscriptions,
+)
 
 LIMIT = 262144  # max_message's default
 
