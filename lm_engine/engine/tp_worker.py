@@ -51,6 +51,14 @@ class TPDriver:
 
     def shutdown(self) -> None:
         dist.broadcast_object_list([Command.EXIT, None], src=0, group=self.group)
+        _leave()
+
+
+def _leave() -> None:
+    """Tear the process groups down before the process exits: left to interpreter shutdown, gloo's worker threads
+    can be destroyed while still joinable, and the process aborts (std::terminate) instead of exiting 0."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def follow(runner: ModelRunner) -> None:
@@ -60,5 +68,6 @@ def follow(runner: ModelRunner) -> None:
         msg: list[Any] = [None, None]
         dist.broadcast_object_list(msg, src=0, group=group)
         if msg[0] is Command.EXIT:
+            _leave()
             return
         runner.run(msg[1])

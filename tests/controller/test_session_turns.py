@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
+from controller.errors import RemoteProtocolError
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech, user_messages
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
@@ -104,7 +105,8 @@ async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
 
 
 async def test_a_refused_operator_say_is_not_spoken_later_in_place_of_a_reply() -> None:
-    """`say` while a reply is in progress is refused; the next reply must answer the user, not speak it."""
+    """`say` while a reply is in progress is refused to the operator (the client asked for nothing and hears of
+    nothing); the next reply must answer the user, not speak it."""
     pipeline = ScriptedPipeline()
     pipeline.word_seconds = 0.1
     async with conversation(pipeline) as (server, conv):
@@ -112,11 +114,13 @@ async def test_a_refused_operator_say_is_not_spoken_later_in_place_of_a_reply() 
         session_id = conv.events[0]["session"]["id"]
         n = await conv.ask("what time is it?")
         await conv.wait_for("response.created", after=n)
-        await server.command(session_id, "say", {"text": "Hello from the operator."})
+        with pytest.raises(RemoteProtocolError) as refused:
+            await server.command(session_id, "say", {"text": "Hello from the operator."})
         await conv.wait_for("response.done", after=n, timeout=10)
         n = await conv.ask("and the date?")
         done = await conv.wait_for("response.done", after=n, timeout=10)
-    assert [e["error"]["code"] for e in conv.of_type("error")] == ["conversation_already_has_active_response"]
+    assert refused.value.code == "conversation_already_has_active_response"
+    assert conv.of_type("error") == []
     said = [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")]
     assert said == ["It is noon.", "It is noon."]
     assert done["response"]["status"] == "completed"
