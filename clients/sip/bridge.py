@@ -8,7 +8,10 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
   200 OK (a server that cannot be reached gets the caller a 503). The session is set to G.711 in and out
   (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's
   audio deltas are already the bytes we packetize: no transcoding in the bridge.
-- Our RTP goes to where the caller's first audio packet came from (symmetric RTP), else to its SDP address.
+- Our RTP goes to where the caller's first audio packet came from (symmetric RTP), else to its SDP address. A
+  host name there (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is
+  answered or moved (a socket would look it up on every 20 ms send, blocking the loop); one that cannot be
+  looked up gets the caller a 488.
 - RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
   queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
@@ -28,6 +31,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -109,6 +113,7 @@ class CallRecord:
     rtp_out_bytes: int = 0
     inbound_dropped_frames: int = 0
     barge_ins: int = 0
+    media_to: str | None = None  # "address:port" the agent's audio went to last
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -232,6 +237,22 @@ class SipBridge:
                 logger.exception("on_call_end callback failed")
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _address_of(host: str) -> str:
+    """An IPv4 literal for an SDP connection address: itself, or a host name looked up (in the loop's executor)."""
+    if _is_address(host):
+        return host
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    return str(infos[0][4][0])
+
+
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("bridge task failed: %r", task.exception())
@@ -271,11 +292,29 @@ class _Call:
     def media_changed(self, media: Negotiated) -> None:
         """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
         self.media = media
-        self.remote = (media.remote_host, media.remote_port)
         self._latched = False
-        self._caller_hosts.add(media.remote_host)
         self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
-        self.log.info("call %s media now %s:%d, %s", self.handle, *self.remote, media.direction)
+        self.log.info("call %s media now %s:%d, %s", self.handle, media.remote_host, media.remote_port,
+                      media.direction)
+        if _is_address(media.remote_host):
+            self._send_to((media.remote_host, media.remote_port))
+        else:  # until it is looked up, our audio goes where it went
+            self._spawn(self._move_to(media))
+
+    async def _move_to(self, media: Negotiated) -> None:
+        try:
+            address = await _address_of(media.remote_host)
+        except OSError as exc:  # the re-INVITE was answered already: the call cannot go on without media
+            self.log.warning("media host %r of %s cannot be looked up: %s", media.remote_host, self.handle, exc)
+            self._hang_up_quietly("media host unknown")
+            return
+        if self.media is media:  # not overtaken by a later re-INVITE
+            self._send_to((address, media.remote_port))
+
+    def _send_to(self, remote: tuple[str, int]) -> None:
+        self.remote = remote
+        self._caller_hosts.add(remote[0])
+        self.record.media_to = f"{remote[0]}:{remote[1]}"
 
     def dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
@@ -288,7 +327,7 @@ class _Call:
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[None]] = []
         try:
-            if not await self._connect():
+            if not await self._resolve_remote() or not await self._connect():
                 return
             self.rtp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self._on_rtp),
                                                               local_addr=(self.bridge.config.host, 0))
@@ -312,6 +351,21 @@ class _Call:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             await self._teardown()
+
+    async def _resolve_remote(self) -> bool:
+        """The caller's media address as an IP literal (see the module docstring); False: refused with 488."""
+        host, port = self.remote
+        try:
+            address = await _address_of(host)
+        except OSError as exc:
+            self.log.warning("media host %r of %s cannot be looked up: %s", host, self.handle, exc)
+            if not self._ended.is_set():
+                with contextlib.suppress(Exception):
+                    self.bridge.ua.reject(self.handle, 488, asyncio.get_running_loop().time())
+                self.bridge.pump()
+            return False
+        self._send_to((address, port))
+        return True
 
     async def _connect(self) -> bool:
         cfg = self.bridge.config
@@ -376,7 +430,7 @@ class _Call:
         if source != self.remote:
             self.log.info("call %s: RTP comes from %s:%d, not %s:%d: sending there", self.handle, *source,
                           *self.remote)
-            self.remote = source
+            self._send_to(source)
 
     def _queue_inbound(self, frames: list[bytes]) -> None:
         self._inbound += frames

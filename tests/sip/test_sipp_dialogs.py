@@ -28,9 +28,10 @@ Contact: sip:sipp@[local_ip]:[local_port]
 Max-Forwards: 70"""
 
 
-def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1) -> str:
+def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1,
+        host: str = "IP[media_ip_type] [media_ip]") -> str:
     lines = ["v=0", f"o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]", "s=-",
-             "c=IN IP[media_ip_type] [media_ip]", "t=0 0", f"m=audio {port} RTP/AVP {formats}", *extra]
+             f"c=IN {host}", "t=0 0", f"m=audio {port} RTP/AVP {formats}", *extra]
     return "\n".join(lines) + "\n"
 
 
@@ -244,4 +245,39 @@ def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: 
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
     ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "rtp.pcap") if dport == media_port]
     assert ours, f"no RTP reached the port of the answer\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+
+
+def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(embedded_server, beckett_wav: Path,
+                                                                               tmp_path: Path) -> None:
+    """RFC 4566 lets c= name a host. The bridge looks it up before answering (the agent's reply reaches the
+    caller, and the call log names the address, not the name: a socket handed the name would look it up on every
+    20 ms packet, blocking the bridge); a name that cannot be looked up gets 488, not a call without media."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    media_port = free_udp_port()
+    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "rtp.pcap", media_port)
+    try:
+        unknown, errors_unknown = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP4 no-such-host.invalid")), expect(488),
+            request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP4 localhost")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port)
+        calls = wait_for(lambda: [c for c in bridge.calls() if c["end_reason"] == "remote hangup"], 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert unknown == 0, f"{errors_unknown}\n{bridge.log()}"
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert calls[0]["media_to"] == f"127.0.0.1:{media_port}", calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "rtp.pcap") if dport == media_port]
+    assert ours, f"no RTP reached the caller\n{bridge.log()}"
     assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
