@@ -61,6 +61,28 @@ def scenario(*steps: str) -> str:
         "</scenario>\n"
 
 
+def phone_bridge(server_ws: str, workdir: Path) -> BridgeProcess:
+    """A bridge set up for a spoken call: the caller's turn ends after 1 s of silence, the agent answers briefly."""
+    return BridgeProcess(server_ws, workdir, "--silence-ms", "1000",
+                         "--instructions", "You are on the phone. Answer in one short sentence.")
+
+
+def speak_beckett(beckett_wav: Path, workdir: Path, media_port: int) -> str:
+    """Scenario steps: the caller says "Ever tried. Ever failed. No matter." from media_port (sipp's pcap player),
+    then listens long enough for the agent's reply."""
+    speech = ulaw_speech(beckett_wav, workdir / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    seconds = write_rtp_pcap(workdir / "beckett.pcap", speech, src_port=media_port)
+    return (f'<nop><action><exec play_pcap_audio="{workdir / "beckett.pcap"}"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n')
+
+
+def assert_reply_heard_at(pcap: Path, port: int, bridge: BridgeProcess) -> None:
+    """The agent's RTP reached `port` and is speech, not silence."""
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(pcap) if dport == port]
+    assert ours, f"no RTP reached port {port}\n{bridge.log()}"
+    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+
+
 def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path: Path) -> None:
     """RFC 3261 8.1.3.5: after 488 the caller retries in the same Call-ID with CSeq + 1 and PCMU: a new call."""
     need("sipp")
@@ -84,11 +106,9 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     with its media moved to another port (a PBX re-anchoring it, say), then speaks from there: the agent's reply
     arrives at the new port."""
     need("sipp", "sox", "tshark")
-    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
     first_port, moved_port = free_udp_port(), free_udp_port()  # sipp's own media port is the moved one
-    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=moved_port)
-    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
-                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    speak = speak_beckett(beckett_wav, tmp_path, moved_port)
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
     capture = Capture(tmp_path / "moved.pcap", moved_port)
     try:
         code, errors = run_sipp(scenario(
@@ -99,9 +119,7 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
             request("ACK", 2, in_dialog=True),
             request("INVITE", 3, in_dialog=True, body=sdp("0", version=3)),
             expect(200, optional=(100,), match="a=sendrecv"),
-            request("ACK", 3, in_dialog=True),
-            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
-            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
+            request("ACK", 3, in_dialog=True), speak,
             request("BYE", 4, in_dialog=True), expect(200, optional=())),
             bridge.port, tmp_path, media_port=moved_port)
         calls = wait_for(bridge.calls, 10)
@@ -111,9 +129,7 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["remote hangup"]
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
-    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "moved.pcap") if dport == moved_port]
-    assert ours, f"no RTP reached the moved port\n{bridge.log()}"
-    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+    assert_reply_heard_at(tmp_path / "moved.pcap", moved_port, bridge)
 
 
 def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> None:
@@ -163,8 +179,7 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     sdp_port, source_port = free_udp_port(), free_udp_port()
     (tmp_path / "beckett.ul").write_bytes(speech)  # rtp_stream sends from sipp's media socket (-mp)
     seconds = len(speech) / 8000
-    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
-                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
     capture = Capture(tmp_path / "source.pcap", source_port)
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stranger.bind(("127.0.0.2", 0))
@@ -194,9 +209,7 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     ((code, errors),) = outcome
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
-    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "source.pcap") if dport == source_port]
-    assert ours, f"no RTP came back to the caller's source port\n{bridge.log()}"
-    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+    assert_reply_heard_at(tmp_path / "source.pcap", source_port, bridge)
 
 
 def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, tmp_path: Path) -> None:
@@ -222,19 +235,15 @@ def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: 
     """RFC 3261 13.2.1: an INVITE without SDP (trunks and PBXs send such delayed offers) gets our offer in the
     200 OK; the caller answers in the ACK, speaks, and hears the agent's reply at the port of its answer."""
     need("sipp", "sox", "tshark")
-    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
     media_port = free_udp_port()
-    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
-    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
-                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    speak = speak_beckett(beckett_wav, tmp_path, media_port)
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
     capture = Capture(tmp_path / "rtp.pcap", media_port)
     try:
         code, errors = run_sipp(scenario(
             request("INVITE", 1, in_dialog=False), expect(200, match="m=audio [0-9]+ RTP/AVP 0 101"),
             request("ACK", 1, in_dialog=True, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
-            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
-            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
-            request("BYE", 2, in_dialog=True), expect(200, optional=())),
+            speak, request("BYE", 2, in_dialog=True), expect(200, optional=())),
             bridge.port, tmp_path, media_port=media_port)
         calls = wait_for(bridge.calls, 10)
     finally:
@@ -243,9 +252,7 @@ def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: 
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["remote hangup"]
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
-    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "rtp.pcap") if dport == media_port]
-    assert ours, f"no RTP reached the port of the answer\n{bridge.log()}"
-    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+    assert_reply_heard_at(tmp_path / "rtp.pcap", media_port, bridge)
 
 
 def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(embedded_server, beckett_wav: Path,
@@ -254,11 +261,9 @@ def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(e
     caller, and the call log names the address, not the name: a socket handed the name would look it up on every
     20 ms packet, blocking the bridge); a name that cannot be looked up gets 488, not a call without media."""
     need("sipp", "sox", "tshark")
-    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
     media_port = free_udp_port()
-    seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
-    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
-                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    speak = speak_beckett(beckett_wav, tmp_path, media_port)
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
     capture = Capture(tmp_path / "rtp.pcap", media_port)
     try:
         unknown, errors_unknown = run_sipp(scenario(
@@ -267,9 +272,7 @@ def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(e
         code, errors = run_sipp(scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP4 localhost")), expect(200),
             request("ACK", 1, in_dialog=True),
-            f'<nop><action><exec play_pcap_audio="{tmp_path / "beckett.pcap"}"/></action></nop>\n'
-            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
-            request("BYE", 2, in_dialog=True), expect(200, optional=())),
+            speak, request("BYE", 2, in_dialog=True), expect(200, optional=())),
             bridge.port, tmp_path, media_port=media_port)
         calls = wait_for(lambda: [c for c in bridge.calls() if c["end_reason"] == "remote hangup"], 10)
     finally:
@@ -278,6 +281,4 @@ def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(e
     assert unknown == 0, f"{errors_unknown}\n{bridge.log()}"
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert calls[0]["media_to"] == f"127.0.0.1:{media_port}", calls
-    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "rtp.pcap") if dport == media_port]
-    assert ours, f"no RTP reached the caller\n{bridge.log()}"
-    assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
+    assert_reply_heard_at(tmp_path / "rtp.pcap", media_port, bridge)
