@@ -3,11 +3,29 @@ scripted pipeline (no models): the response object's echo, item edits' errors, r
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import numpy as np
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech
-from tests.e2e.helpers import silence
+from tests.e2e.helpers import Conversation, silence
 from tests.realtime_schema import validate_server_event
+
+NOON = "It is noon. The sun is high. Lunch is soon."
+
+
+@asynccontextmanager
+async def speaking(reply: str, word_seconds: float) -> AsyncIterator[tuple[Conversation, int, dict]]:
+    """A push-to-talk conversation whose reply (`reply`, one word every `word_seconds`) is being spoken: yields the
+    client, the event count before the question, and the reply's first audio delta."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = reply.split()
+    pipeline.word_seconds = word_seconds
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        yield conv, n, await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
 
 
 async def test_the_response_object_echoes_metadata_max_output_tokens_and_its_conversation() -> None:
@@ -166,13 +184,7 @@ async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_r
 async def test_clearing_the_output_audio_buffer_cancels_the_reply_and_says_so() -> None:
     """output_audio_buffer.clear cuts the reply being spoken off: response.done (cancelled), then the documented
     output_audio_buffer.cleared naming that response."""
-    pipeline = ScriptedPipeline()
-    pipeline.reply_words = "It is noon. The sun is high. Lunch is soon.".split()
-    pipeline.word_seconds = 0.2
-    async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}})
-        n = await conv.ask("what time is it?")
-        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+    async with speaking(NOON, 0.2) as (conv, n, delta):
         await conv.send({"type": "output_audio_buffer.clear"})
         cleared = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
     [done] = conv.of_type("response.done")
@@ -207,13 +219,7 @@ async def test_a_reply_cancelled_by_the_client_is_truncated_at_once_and_retrieve
     """The openai SDK's interruption pattern: response.cancel and, right behind it, conversation.item.truncate at the
     played ms. The truncate finds the item (the cancel records it first) and a later retrieve shows it incomplete
     with what was heard, as its output_item.done said."""
-    pipeline = ScriptedPipeline()
-    pipeline.reply_words = "one two three four five six seven eight nine ten.".split()
-    pipeline.word_seconds = 0.05
-    async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}})
-        n = await conv.ask("count")
-        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+    async with speaking("one two three four five six seven eight nine ten.", 0.05) as (conv, n, delta):
         await conv.send({"type": "response.cancel"})
         await conv.send({"type": "conversation.item.truncate", "item_id": delta["item_id"], "content_index": 0,
                          "audio_end_ms": 50})
@@ -230,13 +236,7 @@ async def test_a_reply_cancelled_by_the_client_is_truncated_at_once_and_retrieve
 
 
 async def test_the_message_of_a_reply_in_progress_can_be_retrieved_as_it_is_so_far() -> None:
-    pipeline = ScriptedPipeline()
-    pipeline.reply_words = "It is noon. The sun is high. Lunch is soon.".split()
-    pipeline.word_seconds = 0.2
-    async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}})
-        n = await conv.ask("what time is it?")
-        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+    async with speaking(NOON, 0.2) as (conv, n, delta):
         await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
         during = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
         done = await conv.wait_for("response.done", after=n, timeout=10)
@@ -245,8 +245,8 @@ async def test_the_message_of_a_reply_in_progress_can_be_retrieved_as_it_is_so_f
     assert not conv.of_type("error"), conv.of_type("error")
     assert during["item"]["status"] == "in_progress"
     so_far = during["item"]["content"][0]["transcript"]
-    assert so_far and "It is noon. The sun is high. Lunch is soon.".startswith(so_far)
+    assert so_far and NOON.startswith(so_far)
     assert after["item"]["status"] == "completed"
-    assert after["item"]["content"][0]["transcript"] == "It is noon. The sun is high. Lunch is soon."
+    assert after["item"]["content"][0]["transcript"] == NOON
     for raw in conv.raw:
         validate_server_event(raw)
