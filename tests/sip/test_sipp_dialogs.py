@@ -83,6 +83,17 @@ def assert_reply_heard_at(pcap: Path, port: int, bridge: BridgeProcess) -> None:
     assert peak_rms_dbfs(decode(b"".join(p.payload for p in ours), "PCMU")) > -35.0
 
 
+def assert_spoken_call(sipp: tuple[int, str], calls: list[dict], bridge: BridgeProcess, pcap: Path,
+                       port: int) -> None:
+    """sipp's call went as scripted and was hung up by the caller, the agent heard Beckett, and its reply reached
+    `port`."""
+    code, errors = sipp
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
+    assert_reply_heard_at(pcap, port, bridge)
+
+
 def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path: Path) -> None:
     """RFC 3261 8.1.3.5: after 488 the caller retries in the same Call-ID with CSeq + 1 and PCMU: a new call."""
     need("sipp")
@@ -126,10 +137,7 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     finally:
         capture.stop()
         bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
-    assert [c["end_reason"] for c in calls] == ["remote hangup"]
-    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
-    assert_reply_heard_at(tmp_path / "moved.pcap", moved_port, bridge)
+    assert_spoken_call((code, errors), calls, bridge, tmp_path / "moved.pcap", moved_port)
 
 
 def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> None:
@@ -249,10 +257,7 @@ def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: 
     finally:
         capture.stop()
         bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
-    assert [c["end_reason"] for c in calls] == ["remote hangup"]
-    assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
-    assert_reply_heard_at(tmp_path / "rtp.pcap", media_port, bridge)
+    assert_spoken_call((code, errors), calls, bridge, tmp_path / "rtp.pcap", media_port)
 
 
 def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(embedded_server, beckett_wav: Path,
