@@ -299,9 +299,15 @@ class ItemsMixin(_Base):
         return FunctionCallOutput(id=item_id, call_id=spec.call_id, output=spec.output)
 
     async def _item_truncate(self, event: ce.ConversationItemTruncate) -> None:
-        item = self.conversation.get(event.item_id)
-        resp = self._spoken.get(event.item_id)
-        if not isinstance(item, AssistantMessage) or resp is None or not resp.audio_out:
+        playing = self._visible_response()
+        # The message of the reply in progress joins the conversation only when the reply ends; the client has seen
+        # it added and may truncate it while its audio still comes (without response.cancel first).
+        live = (playing is not None and playing.message_opened and playing.item_id == event.item_id
+                and not playing.out_of_band)
+        resp = playing if live else self._spoken.get(event.item_id)
+        if not live and not isinstance(self.conversation.get(event.item_id), AssistantMessage):
+            resp = None
+        if resp is None or not resp.audio_out:
             raise InvalidEditError("only assistant audio messages can be truncated")
         if event.content_index != 0:
             raise RemoteProtocolError("content_index must be 0", code="invalid_value", param="content_index")
@@ -310,6 +316,10 @@ class ItemsMixin(_Base):
             raise RemoteProtocolError(
                 f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio sent for this item",
                 code="invalid_value", param="audio_end_ms")
+        if live:
+            # The listener stopped at audio_end_ms: the rest of the message would go unheard, and the context may
+            # hold no text they did not hear, so the reply stops here (as a cancel) and joins the conversation.
+            await self.apply(tt.ReplyTruncated(resp.gen_id))
         self.conversation.truncate(event.item_id, resp.heard_text(float(event.audio_end_ms)))
         await self.emit(self.events.item_truncated(item_id=event.item_id, content_index=0,
                                                    audio_end_ms=event.audio_end_ms))

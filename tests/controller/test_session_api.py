@@ -3,6 +3,7 @@ scripted pipeline (no models): the response object's echo, item edits' errors, r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,10 +17,11 @@ NOON = "It is noon. The sun is high. Lunch is soon."
 
 
 @asynccontextmanager
-async def speaking(reply: str, word_seconds: float) -> AsyncIterator[tuple[Conversation, int, dict]]:
+async def speaking(reply: str, word_seconds: float, pipeline: ScriptedPipeline | None = None
+                   ) -> AsyncIterator[tuple[Conversation, int, dict]]:
     """A push-to-talk conversation whose reply (`reply`, one word every `word_seconds`) is being spoken: yields the
     client, the event count before the question, and the reply's first audio delta."""
-    pipeline = ScriptedPipeline()
+    pipeline = pipeline or ScriptedPipeline()
     pipeline.reply_words = reply.split()
     pipeline.word_seconds = word_seconds
     async with conversation(pipeline) as (_, conv):
@@ -248,5 +250,36 @@ async def test_the_message_of_a_reply_in_progress_can_be_retrieved_as_it_is_so_f
     assert so_far and NOON.startswith(so_far)
     assert after["item"]["status"] == "completed"
     assert after["item"]["content"][0]["transcript"] == NOON
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_truncating_the_reply_being_spoken_stops_it_at_the_heard_audio() -> None:
+    """conversation.item.truncate of the message whose audio is still coming, with no response.cancel first (a
+    client doing its own barge-in). The API's truncate says the user heard only audio_end_ms of it and that no text
+    they did not hear stays in the context: the reply stops there (response.done cancelled, its item incomplete, no
+    more of its audio), conversation.item.truncated follows, and the next reply's prompt holds only the heard words."""
+    pipeline = ScriptedPipeline()
+    async with speaking(NOON, 0.2, pipeline) as (conv, n, delta):
+        await conv.send({"type": "conversation.item.truncate", "event_id": "t_live", "item_id": delta["item_id"],
+                         "content_index": 0, "audio_end_ms": 100})
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=5)
+        await asyncio.sleep(1.0)  # the rest of the reply would have been spoken by now
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        m = await conv.ask("and then?")
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert (truncated["item_id"], truncated["content_index"], truncated["audio_end_ms"]) == (delta["item_id"], 0, 100)
+    done = conv.of_type("response.done")[0]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "client_cancelled"
+    assert done["response"]["output"][0]["status"] == "incomplete"
+    mine = [e for e in conv.events if e.get("response_id") == delta["response_id"]]
+    assert conv.events.index(done) < conv.events.index(truncated)
+    assert all(conv.events.index(e) < conv.events.index(done) for e in mine)
+    assert retrieved["item"]["status"] == "incomplete"
+    assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "It is"}]
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] == "assistant"] == ["It is"]
     for raw in conv.raw:
         validate_server_event(raw)

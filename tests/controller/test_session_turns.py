@@ -357,6 +357,36 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
         validate_server_event(raw)
 
 
+async def test_a_client_that_truncates_the_reply_spoken_over_gets_the_answer_to_what_the_user_said() -> None:
+    """interrupt_response false and a client that does its own barge-in: the user speaks over the reply, the client
+    stops playing it and truncates its message at what it played. The reply stops there (cancelled, no more audio),
+    and the question spoken over it is answered next, by a reply that heard only the words played before it."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["one", "two", "three.", "four", "five", "six.", "seven", "eight", "nine."]
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "interrupt_response": False}}})
+        n = await conv.ask("count to nine")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        await conv.wait_for("input_audio_buffer.committed", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.truncate", "item_id": delta["item_id"], "content_index": 0,
+                         "audio_end_ms": 100})
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=5)
+        answer = await conv.wait_for("response.done", after=conv.events.index(truncated), timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    cut = conv.of_type("response.done")[0]
+    assert cut["response"]["id"] == delta["response_id"] and cut["response"]["status"] == "cancelled"
+    assert conv.events.index(cut) < conv.events.index(truncated) < conv.events.index(answer)
+    assert not [e for e in conv.events[conv.events.index(cut):] if e.get("response_id") == delta["response_id"]]
+    assert answer["response"]["status"] == "completed"
+    prompt = [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"]
+    assert prompt == [("user", "count to nine"), ("assistant", "one two"), ("user", "what time is it")]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_reply_cancelled_while_its_turn_is_transcribed_ends_with_response_done_cancelled() -> None:
     """Push-to-talk: commit, response.create, and response.cancel while the turn's transcription (which the reply's
     prompt waits for) still runs. The client must see the reply created and then cancelled, not nothing at all."""
