@@ -115,6 +115,7 @@ class Response:
         self.synth_seconds = 0.0
         self.status = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
+        self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
         self._created = False  # response.created was emitted (sent or held)
         self._items_closed = False
@@ -262,11 +263,14 @@ class Response:
                 continue
             await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
-            async for pcm in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
+            async for chunk in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
+                self.audio_tokens += chunk.audio_tokens
+                if not chunk.pcm.size:
+                    continue
                 self.mark("first_synth_chunk")
                 # Time spent waiting for the synthesiser (not for pacing): the TTS cost as seen here.
                 self.synth_seconds += time.monotonic() - waited_from
-                out = conv.convert(pcm)
+                out = conv.convert(chunk.pcm)
                 pending += out
                 made_ms += len(out) / per_ms
                 span.end_ms = made_ms
@@ -413,12 +417,13 @@ class Response:
                             usage=None if status == "in_progress" else self._usage())
 
     def _usage(self) -> dict | None:
-        """response.done's usage: the LM's own counts. Output audio has no tokens here (TTS runs apart from the
-        LM), so output_token_details.audio_tokens is 0; Step-Audio's <audio_N> prompt ids count as input audio."""
+        """response.done's usage: the LM's own counts (null when the LM reported none), plus the audio tokens that the
+        synthesiser generated for the reply's speech as output audio (Step-Audio's TTS-3B; Piper, which makes the
+        waveform directly, has none). Step-Audio's <audio_N> prompt ids count as input audio."""
         u = self.usage
         if u is None:
             return None
         audio_in = getattr(u, "prompt_audio_tokens", 0)
         return sev.usage(input_text_tokens=u.prompt_tokens - audio_in, input_audio_tokens=audio_in,  # type: ignore[attr-defined]
                          output_text_tokens=u.completion_tokens,  # type: ignore[attr-defined]
-                         cached_tokens=getattr(u, "cached_tokens", 0))
+                         output_audio_tokens=self.audio_tokens, cached_tokens=getattr(u, "cached_tokens", 0))

@@ -51,7 +51,7 @@ async def _speak_all(pipeline: StepAudioPipeline, sentences: list[str], voice: s
     chunks: list[np.ndarray] = []
     for sentence in sentences:
         async for chunk in pipeline.synthesize(sentence, voice or ""):
-            chunks.append(chunk)
+            chunks.append(chunk.pcm)
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     return " ".join(sentences), audio.astype(np.float32)
 

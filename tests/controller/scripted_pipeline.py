@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 
 from controller.app import App, AppConfig
-from controller.pipeline import TurnInput
+from controller.pipeline import SpeechChunk, TurnInput
 from controller.server import ServerConfig
 from lm_engine.chat import ChatDelta, ChatRequest
 from tests.e2e.helpers import RATE, Conversation, open_conversation
@@ -85,9 +85,9 @@ class ScriptedPipeline:
             yield ChatDelta(text=word if i == 0 else " " + word)
         yield ChatDelta(finish_reason="stop")
 
-    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         for _ in text.split():  # 50 ms a word at speed 1
-            yield 0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32)
+            yield SpeechChunk(0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32))
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
