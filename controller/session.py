@@ -371,8 +371,12 @@ class Session(ItemsMixin):
                 await self.emit(self.events.speech_stopped(item_id=self._turn_item_id, audio_end_ms=ms))
             case tt.CommitUserTurn(audio_end_ms=end):
                 await self.commit_user_turn(end)
-            case tt.StartGeneration():
-                self._start_response(action)
+            case tt.StartGeneration(speculative=speculative):
+                resp = self._start_response(action)
+                if not speculative:
+                    # response.created goes out before the next client event is handled: a response.cancel or a
+                    # second response.create right behind the response.create concerns a response the client saw.
+                    await resp.announce()
             case tt.CommitGeneration(gen_id=gen_id):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
@@ -420,7 +424,7 @@ class Session(ItemsMixin):
             requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
                 int(limit), self.defaults.max_output_tokens * 4))
 
-    def _start_response(self, action: tt.StartGeneration) -> None:
+    def _start_response(self, action: tt.StartGeneration) -> Response:
         settings = self._response_settings()
         instructions_cfg = self.cfg if self._response_overrides is None else apply_patch(
             self.cfg, self._response_overrides.overrides)
@@ -448,6 +452,7 @@ class Session(ItemsMixin):
             self.metrics.speculations_started.inc()
         task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))
         self._responses[gen_id] = (resp, task)
+        return resp
 
     def _visible_response(self) -> Response | None:
         """The reply in progress as the client knows it (a speculation it has not seen yet is none)."""
@@ -482,8 +487,6 @@ class Session(ItemsMixin):
     async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> None:
         try:
-            if not resp.speculative:
-                await resp.announce()
             request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
             resp.mark("input_ready")
             if turn is not None:

@@ -147,6 +147,34 @@ async def test_cancelling_a_reply_that_already_ended_leaves_the_current_one_alon
         validate_server_event(raw)
 
 
+async def test_a_response_create_and_what_follows_it_at_once_concern_a_response_the_client_saw() -> None:
+    """response.create answers with response.created before the server handles the next client event: a
+    response.cancel sent right behind it gets that response's response.done (cancelled), as the API documents for
+    both events (it had got nothing at all: the reply was cancelled before it announced itself), and a second
+    response.create right behind it is refused after the response.created of the reply it collides with."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.send({"type": "response.cancel", "event_id": "c1"})
+        cancelled = await conv.wait_for("response.done", after=n, timeout=5)
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.send({"type": "response.create", "event_id": "r2"})
+        refused = await conv.wait_for("error", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    first, second = conv.of_type("response.created")
+    assert cancelled["response"]["id"] == first["response"]["id"] and cancelled["response"]["status"] == "cancelled"
+    assert conv.events.index(first) < conv.events.index(cancelled)
+    assert (refused["error"]["code"], refused["error"]["event_id"]) == ("conversation_already_has_active_response", "r2")
+    assert conv.events.index(second) < conv.events.index(refused)
+    assert done["response"]["id"] == second["response"]["id"] and done["response"]["status"] == "completed"
+    assert len(conv.of_type("error")) == 1
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_cancelling_the_current_reply_by_its_id_cancels_it() -> None:
     pipeline = ScriptedPipeline()
     pipeline.word_seconds = 0.2
