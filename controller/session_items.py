@@ -302,8 +302,7 @@ class ItemsMixin(_Base):
         playing = self._visible_response()
         # The message of the reply in progress joins the conversation only when the reply ends; the client has seen
         # it added and may truncate it while its audio still comes (without response.cancel first).
-        live = (playing is not None and playing.message_opened and playing.item_id == event.item_id
-                and not playing.out_of_band)
+        live = playing is not None and playing.message_opened and playing.item_id == event.item_id
         resp = playing if live else self._spoken.get(event.item_id)
         if not live and not isinstance(self.conversation.get(event.item_id), AssistantMessage):
             resp = None
@@ -329,7 +328,7 @@ class ItemsMixin(_Base):
         """The item as it is now. The message of the reply in progress joins the conversation only when the reply
         ends, but the client has seen it added: it is shown in progress, with its text so far."""
         resp = self._visible_response()
-        if (resp is not None and resp.message_opened and resp.item_id == item_id and not resp.out_of_band
+        if (resp is not None and resp.message_opened and resp.item_id == item_id
                 and item_id not in self.conversation):
             return resp.message_item("in_progress", resp.heard_text(None))
         return self._item_wire(self.conversation.get(item_id))

@@ -283,3 +283,44 @@ async def test_truncating_the_reply_being_spoken_stops_it_at_the_heard_audio() -
     assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] == "assistant"] == ["It is"]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_out_of_band_replies_run_beside_the_conversations_reply_and_vad_leaves_them_alone() -> None:
+    """The API: "Only one Response can write to the default Conversation at a time, but otherwise multiple Responses
+    can be created in parallel", and VAD interrupts only a response with output to the default conversation. An
+    out-of-band response.create while the conversation's reply is spoken starts at once (it had been refused with
+    conversation_already_has_active_response); the user's speech cancels the conversation's reply but not it; a
+    response.cancel without response_id concerns the default conversation only, one naming it cancels it."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        n = await conv.ask("what time is it?")
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "side"}}})
+        await conv.wait_for("response.output_audio.delta", after=n, where={"response_id": (
+            await conv.wait_for("response.created", after=n, where={"response.metadata": {"k": "side"}}))[
+            "response"]["id"]}, timeout=5)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        joined, side = conv.of_type("response.created")[:2]
+        side_done = await conv.wait_for("response.done", where={"response.id": side["response"]["id"]}, timeout=10)
+        await conv.wait_for("response.done", after=conv.events.index(side_done) + 1, timeout=10)  # the turn's reply
+        m = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "late"}}})
+        late = await conv.wait_for("response.created", after=m, timeout=5)
+        await conv.send({"type": "response.cancel", "event_id": "c_default"})
+        await conv.send({"type": "response.cancel", "event_id": "c_late", "response_id": late["response"]["id"]})
+        late_done = await conv.wait_for("response.done", after=m, timeout=5)
+    joined_done = next(e for e in conv.of_type("response.done") if e["response"]["id"] == joined["response"]["id"])
+    assert joined_done["response"]["status"] == "cancelled"
+    assert joined_done["response"]["status_details"]["reason"] == "turn_detected"
+    assert side_done["response"]["status"] == "completed" and side_done["response"]["conversation_id"] is None
+    assert side_done["response"]["output"][0]["content"][0]["transcript"] == NOON
+    assert [(e["error"]["code"], e["error"]["event_id"]) for e in conv.of_type("error")] == [
+        ("response_cancel_not_active", "c_default")]
+    assert late_done["response"]["id"] == late["response"]["id"] and late_done["response"]["status"] == "cancelled"
+    # Out of band throughout: none of the side replies' items joined the conversation.
+    side_items = {e["item"]["id"] for e in conv.of_type("response.output_item.added")
+                  if e["response_id"] in (side["response"]["id"], late["response"]["id"])}
+    assert side_items and not side_items & {e["item"]["id"] for e in conv.of_type("conversation.item.added")}
+    for raw in conv.raw:
+        validate_server_event(raw)
