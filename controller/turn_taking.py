@@ -14,8 +14,8 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
   the adapter holds it, so GenerationAudioStarted and GenerationFinished only arrive for committed ones.
 - response.cancel concerns only what the client can see: while SPECULATING it is refused and the speculation
   goes on.
-- Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response cancels the reply
-  (CancelGeneration + FlushAudio) and the machine listens to the user again. Without interrupt_response the
+- Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response emits speech_started, then cancels
+  the reply (CancelGeneration + FlushAudio) and the machine listens to the user again. Without interrupt_response the
   reply goes on, but the VAD events are still emitted and the user's speech is still a turn (as below).
 - A reply requested (response.create) while the user speaks starts at once, and the user's turn stays open:
   their SpeechStopped still commits it, and a reply that ends or is cancelled before then leaves the machine
@@ -319,11 +319,11 @@ class TurnTaking:
 def _on_speech_started(tt: TurnTaking, ev: SpeechStarted, target: TurnState, actions: list[Action],
                        now: float) -> TurnState:
     replying = tt.state in (TurnState.RESPONDING, TurnState.SPEAKING)
-    if replying and tt.config.interrupt_response:
-        tt._cancel_current("barge_in", actions, flush=True)
     if tt.state in (TurnState.IDLE, TurnState.RESPONDING, TurnState.SPEAKING):
         actions.append(EmitSpeechStarted(ev.audio_ms))
         tt._user_turn_open = True
+    if replying and tt.config.interrupt_response:  # the speech is reported first: it is why the reply stops
+        tt._cancel_current("barge_in", actions, flush=True)
     # Without interrupt_response the reply goes on; the user's speech is still a turn, committed at SpeechStopped.
     return tt.state if replying and not tt.config.interrupt_response else target
 

@@ -17,6 +17,8 @@ from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, s
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
 
+NOON = "It is noon. The sun is high. Lunch is soon."
+
 
 async def test_push_to_talk_reply_hears_the_committed_turn() -> None:
     """turn_detection null: input_audio_buffer.commit then response.create at once (as the browser's push-to-talk
@@ -381,6 +383,28 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
     # (it said the item before the reply, which joins the conversation only when it ends).
     spoken_over = conv.of_type("input_audio_buffer.committed")[0]
     assert spoken_over["previous_item_id"] == done["response"]["output"][0]["id"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_barge_in_reports_the_speech_before_the_reply_it_cancels() -> None:
+    """server_vad with interrupt_response: the API cancels the reply "when a VAD start event occurs", so the client
+    hears of the speech (input_audio_buffer.speech_started, on which it stops its playback) before the reply's
+    response.done (cancelled, turn_detected) and conversation.item.truncated; they had come the other way round."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=10)
+    started = conv.of_type("input_audio_buffer.speech_started")[0]
+    done = conv.of_type("response.done")[0]
+    assert done["response"]["id"] == delta["response_id"]
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    assert truncated["item_id"] == delta["item_id"]
+    assert conv.events.index(started) < conv.events.index(done) < conv.events.index(truncated)
     for raw in conv.raw:
         validate_server_event(raw)
 

@@ -71,7 +71,7 @@ def test_barge_in_cancels_and_flushes_and_listens() -> None:
     tt.handle(SpeechStopped(1000), 1.5)
     tt.handle(GenerationAudioStarted(1), 1.8)
     assert tt.handle(SpeechStarted(4000), 4.0) == [
-        CancelGeneration(1, "barge_in"), FlushAudio(1), EmitSpeechStarted(4000)]
+        EmitSpeechStarted(4000), CancelGeneration(1, "barge_in"), FlushAudio(1)]
     assert tt.state is S.LISTENING and tt.current_gen is None
 
 
