@@ -87,6 +87,7 @@ class Session(ItemsMixin):
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._item_transcriptions: set[asyncio.Future[None]] = set()  # user items still being transcribed
+        self._item_previous: dict[str, str | None] = {}  # those items -> the item their item.done says they follow
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._prefill_task: asyncio.Task[object] | None = None
         self._prefilled_to_ms = 0  # audio end of the last early prefill

@@ -136,7 +136,8 @@ class ItemsMixin(_Base):
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
-        self._transcribe(self._finish_transcription(item_id, previous, turn, end, (end - start) / 1000.0))
+        self._item_previous[item_id] = previous
+        self._transcribe(self._finish_transcription(item_id, turn, end, (end - start) / 1000.0))
 
     def _transcribe(self, transcription: Coroutine[object, object, None]) -> None:
         """Run a user item's transcription. Every reply's prompt waits for those still running (build_request):
@@ -146,11 +147,12 @@ class ItemsMixin(_Base):
         task.add_done_callback(self._item_transcriptions.discard)
         task.add_done_callback(self._task_done)  # logs a failure
 
-    async def _finish_transcription(self, item_id: str, previous: str | None, turn: asyncio.Task[TurnInput],
-                                    end_ms: int, seconds: float) -> None:
+    async def _finish_transcription(self, item_id: str, turn: asyncio.Task[TurnInput], end_ms: int,
+                                    seconds: float) -> None:
         try:
             text = (await turn).transcript
         except Exception as exc:
+            previous = self._item_previous.pop(item_id, None)
             self.log.exception("transcription failed")
             if item_id in self.conversation:  # the item still closes: every item.added gets its item.done
                 await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
@@ -158,6 +160,7 @@ class ItemsMixin(_Base):
                 await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=None),
                                                       previous_item_id=previous))
             return
+        previous = self._item_previous.pop(item_id, None)
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
         self.conversation.set_text(item_id, text)
@@ -240,7 +243,9 @@ class ItemsMixin(_Base):
                 case ce.ConversationItemRetrieve():
                     await self.emit(self.events.item_retrieved(self._retrieved_wire(event.item_id)))
                 case ce.ConversationItemDelete():
+                    before = self.conversation.previous_item_id(event.item_id)
                     self.conversation.delete(event.item_id)
+                    self._follow_deleted(event.item_id, before)
                     self._audio_items.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
@@ -253,6 +258,16 @@ class ItemsMixin(_Base):
             raise RemoteProtocolError(str(exc), code="item_not_found", param="item_id") from exc
         except ConversationError as exc:  # an edit that does not apply to the item named
             raise RemoteProtocolError(str(exc), code="invalid_value", param="item_id") from exc
+
+    def _follow_deleted(self, deleted: str, before: str | None) -> None:
+        """Items added but not done yet that follow the deleted one follow the item before it now: their
+        conversation.item.done names what precedes them then, and a reply in progress joins the conversation there."""
+        for item_id, previous in self._item_previous.items():
+            if previous == deleted:
+                self._item_previous[item_id] = before
+        for resp, _ in self._responses.values():
+            if resp.previous_item_id == deleted:
+                resp.previous_item_id = before
 
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
@@ -279,15 +294,16 @@ class ItemsMixin(_Base):
         if pcm is None:
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
-            self._transcribe(self._transcribe_item(item_id, previous, pcm, self.cfg.input_format.sample_rate))
+            self._item_previous[item_id] = previous
+            self._transcribe(self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 
-    async def _transcribe_item(self, item_id: str, previous: str | None, pcm: np.ndarray, rate: int) -> None:
+    async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int) -> None:
         resampler = Resampler(rate, PIPELINE_RATE)
         pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
         turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, self.input_language))
-        await self._finish_transcription(item_id, previous, turn, end_ms, end_ms / 1000.0)
+        await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
 
     @staticmethod
     def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:

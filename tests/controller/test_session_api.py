@@ -324,3 +324,44 @@ async def test_out_of_band_replies_run_beside_the_conversations_reply_and_vad_le
     assert side_items and not side_items & {e["item"]["id"] for e in conv.of_type("conversation.item.added")}
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_deleting_the_item_an_unfinished_item_follows_moves_it_behind_the_one_before() -> None:
+    """conversation.item.done's previous_item_id is "the ID of the item that precedes this one": deleting the item
+    that a reply in progress (or a user audio item still being transcribed) follows makes the item before that one
+    its predecessor, in the item.done (it had named the deleted item) and in the conversation the next reply hears."""
+    import base64
+
+    from tests.e2e.helpers import to_pcm16
+
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.1
+    pipeline.asr_seconds = 0.3
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        for item_id, text in (("a", "first"), ("b", "second")):
+            await conv.send({"type": "conversation.item.create", "item": _text_item(item_id, text=text)})
+        await conv.wait_for("conversation.item.done", where={"item.id": "b"})
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        added = await conv.wait_for("conversation.item.added", after=n, timeout=5)
+        await conv.send({"type": "conversation.item.delete", "item_id": "b"})
+        reply_done = await conv.wait_for("conversation.item.done", after=n, timeout=10)
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        audio = base64.b64encode(to_pcm16(speech(0.5))).decode()
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "id": "spoken", "content": [{"type": "input_audio", "audio": audio}]}})
+        await conv.send({"type": "conversation.item.delete", "item_id": added["item"]["id"]})
+        spoken_done = await conv.wait_for("conversation.item.done", after=n, timeout=10)
+        m = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert added["previous_item_id"] == "b"
+    assert (reply_done["item"]["id"], reply_done["previous_item_id"]) == (added["item"]["id"], "a")
+    assert (spoken_done["item"]["id"], spoken_done["previous_item_id"]) == ("spoken", "a")
+    assert [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        ("user", "first"), ("user", "what time is it")]
+    for raw in conv.raw:
+        validate_server_event(raw)
