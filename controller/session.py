@@ -486,16 +486,21 @@ class Session(ItemsMixin):
         resp = self._visible_response()
         return resp.response_id if resp is not None else None
 
-    def last_item_sent(self) -> str | None:
-        """The item a new one follows on the wire: the reply in progress's last output item if it has one (it joins
-        the conversation only when the reply ends, after the items the client saw before it), else the
-        conversation's last."""
+    def reply_items_added(self) -> list[str]:
+        """The output items of the reply in progress that the client has seen added. They join the conversation only
+        when the reply ends, right after the item the reply follows (its previous_item_id)."""
         resp = self._visible_response()
-        if resp is not None:
-            items = ([resp.item_id] if resp.message_opened else []) + [call.item_id for call in resp.tool_calls]
-            if items:
-                return items[-1]
-        return self.conversation.last_item_id()
+        if resp is None:
+            return []
+        return ([resp.item_id] if resp.message_opened else []) + [call.item_id for call in resp.tool_calls]
+
+    def last_item_sent(self) -> str | None:
+        """The item a new one appended follows on the wire: the conversation's last, or the reply in progress's last
+        output item when the client saw it added and nothing follows it yet."""
+        items = self.reply_items_added()
+        last = self.conversation.last_item_id()
+        resp = self._visible_response()
+        return items[-1] if items and resp is not None and last == resp.previous_item_id else last
 
     def _first_audio(self, gen_id: int) -> None:
         resp = self._responses.get(gen_id)

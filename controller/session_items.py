@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from context_manager import (
-    AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
+    ROOT, AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
     InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_taking as tt
@@ -217,7 +217,10 @@ class ItemsMixin(_Base):
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""
         if not resp.visible or resp.out_of_band:
             return
-        previous = resp.previous_item_id if resp.previous_item_id in self.conversation else None
+        # Where the client was told it is: after the item it follows (kept right by deletes and inserts), or first.
+        previous = resp.previous_item_id or ROOT
+        if previous != ROOT and previous not in self.conversation:  # deleted while the reply was being closed
+            previous = None
         if resp.message_opened and resp.item_id not in self.conversation:
             self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms),
                                                    complete=resp.status == "completed"), previous_item_id=previous)
@@ -269,6 +272,13 @@ class ItemsMixin(_Base):
             if resp.previous_item_id == deleted:
                 resp.previous_item_id = before
 
+    def _follow_inserted(self, item_id: str, previous: str | None) -> None:
+        """An item put right after the one the reply in progress follows comes, on the wire, between that one and the
+        reply's items already added: the reply follows the new item now."""
+        resp = self._visible_response()
+        if resp is not None and self.reply_items_added() and resp.previous_item_id == previous:
+            resp.previous_item_id = item_id
+
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
         item_id = spec.id or self.new_id("item")
@@ -279,14 +289,23 @@ class ItemsMixin(_Base):
         pcm = decode(audio, self.cfg.input_format) if audio else None
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
+        # On the wire the reply in progress is in the conversation already, right after the item it follows, where it
+        # will join the conversation: an item put after one of the reply's items goes there too, behind it.
+        resp = self._visible_response()
+        after_reply = resp is not None and previous in self.reply_items_added()
+        wire_previous = previous if after_reply else self.last_item_sent()
+        at = (resp.previous_item_id or ROOT) if resp is not None and after_reply else previous
         try:
-            self.conversation.add(item, previous_item_id=previous)
+            self.conversation.add(item, previous_item_id=at)
         except UnknownItemError as exc:  # the item to insert after
             raise RemoteProtocolError(f"previous_item_id {previous!r}: no such item.", code="item_not_found",
                                       param="previous_item_id") from exc
         except DuplicateItemError as exc:
             raise RemoteProtocolError(str(exc), code="invalid_value", param="item.id") from exc
-        previous = self.conversation.previous_item_id(item_id)
+        if previous is not None and not after_reply:
+            wire_previous = self.conversation.previous_item_id(item_id)
+            self._follow_inserted(item_id, wire_previous)
+        previous = wire_previous
         if isinstance(spec, it.MessageSpec) and any(p.type.endswith("_audio") for p in spec.content):
             self._audio_items.add(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)

@@ -365,3 +365,36 @@ async def test_deleting_the_item_an_unfinished_item_follows_moves_it_behind_the_
         ("user", "first"), ("user", "what time is it")]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_items_created_during_a_reply_are_ordered_as_the_client_was_told() -> None:
+    """While a reply is spoken the client has seen its item added (conversation.item.added after the user's item),
+    so an item created without previous_item_id follows that reply, and one put after the user's item comes between
+    it and the reply. The events must say so (the appended item had claimed to follow the user's item, like the
+    reply) and the conversation the next reply hears must be in that order."""
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("first")
+        reply = (await conv.wait_for("conversation.item.added", after=n, where={"item.role": "assistant"}))["item"]
+        await conv.send({"type": "conversation.item.create", "item": _text_item("late", text="during the reply")})
+        await conv.send({"type": "conversation.item.create", "previous_item_id": conv.events[n + 0]["item"]["id"],
+                         "item": _text_item("mid", text="after the first")})
+        await conv.send({"type": "conversation.item.create", "previous_item_id": reply["id"],
+                         "item": _text_item("next", text="right after the reply")})
+        reply_done = await conv.wait_for("conversation.item.done", after=n, where={"item.id": reply["id"]}, timeout=10)
+        m = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    added = {e["item"]["id"]: e["previous_item_id"] for e in conv.of_type("conversation.item.added")}
+    first = conv.events[n]["item"]["id"]
+    assert (added[reply["id"]], added["late"], added["mid"], added["next"]) == (first, reply["id"], first, reply["id"])
+    # The client's view, each item after its previous_item_id: first, mid, reply, next, late; the reply's item.done
+    # names mid, which precedes it now.
+    assert reply_done["previous_item_id"] == "mid"
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        "first", "after the first", "It is noon.", "right after the reply", "during the reply"]
+    for raw in conv.raw:
+        validate_server_event(raw)
