@@ -87,7 +87,6 @@ class Session(ItemsMixin):
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._item_transcriptions: set[asyncio.Future[None]] = set()  # user items still being transcribed
-        self._item_previous: dict[str, str | None] = {}  # those items -> the item their item.done says they follow
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._prefill_task: asyncio.Task[object] | None = None
         self._prefilled_to_ms = 0  # audio end of the last early prefill
@@ -493,6 +492,14 @@ class Session(ItemsMixin):
         if resp is None:
             return []
         return ([resp.item_id] if resp.message_opened else []) + [call.item_id for call in resp.tool_calls]
+
+    def wire_previous(self, item_id: str) -> str | None:
+        """The item that precedes item_id (in the conversation) as the client sees it: the reply in progress's items
+        added on the wire sit right after the item the reply follows."""
+        previous = self.conversation.previous_item_id(item_id)
+        items = self.reply_items_added()
+        resp = self._visible_response()
+        return items[-1] if items and resp is not None and previous == resp.previous_item_id else previous
 
     def last_item_sent(self) -> str | None:
         """The item a new one appended follows on the wire: the conversation's last, or the reply in progress's last

@@ -136,7 +136,6 @@ class ItemsMixin(_Base):
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
-        self._item_previous[item_id] = previous
         self._transcribe(self._finish_transcription(item_id, turn, end, (end - start) / 1000.0))
 
     def _transcribe(self, transcription: Coroutine[object, object, None]) -> None:
@@ -152,15 +151,13 @@ class ItemsMixin(_Base):
         try:
             text = (await turn).transcript
         except Exception as exc:
-            previous = self._item_previous.pop(item_id, None)
             self.log.exception("transcription failed")
             if item_id in self.conversation:  # the item still closes: every item.added gets its item.done
                 await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
                                                                  code="transcription_failed", message=str(exc)))
                 await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=None),
-                                                      previous_item_id=previous))
+                                                      previous_item_id=self.wire_previous(item_id)))
             return
-        previous = self._item_previous.pop(item_id, None)
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
         self.conversation.set_text(item_id, text)
@@ -172,7 +169,7 @@ class ItemsMixin(_Base):
         await self.emit(self.events.transcription_completed(item_id=item_id, content_index=0, transcript=text,
                                                             audio_seconds=seconds))
         await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=text),
-                                              previous_item_id=previous))
+                                              previous_item_id=self.wire_previous(item_id)))
 
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
@@ -263,11 +260,8 @@ class ItemsMixin(_Base):
             raise RemoteProtocolError(str(exc), code="invalid_value", param="item_id") from exc
 
     def _follow_deleted(self, deleted: str, before: str | None) -> None:
-        """Items added but not done yet that follow the deleted one follow the item before it now: their
-        conversation.item.done names what precedes them then, and a reply in progress joins the conversation there."""
-        for item_id, previous in self._item_previous.items():
-            if previous == deleted:
-                self._item_previous[item_id] = before
+        """A reply in progress that follows the deleted item follows the one before it now: its conversation.item.done
+        says so, and it joins the conversation there."""
         for resp, _ in self._responses.values():
             if resp.previous_item_id == deleted:
                 resp.previous_item_id = before
@@ -313,7 +307,6 @@ class ItemsMixin(_Base):
         if pcm is None:
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
-            self._item_previous[item_id] = previous
             self._transcribe(self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 

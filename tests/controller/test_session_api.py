@@ -398,3 +398,35 @@ async def test_items_created_during_a_reply_are_ordered_as_the_client_was_told()
         "first", "after the first", "It is noon.", "right after the reply", "during the reply"]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_turn_committed_before_the_reply_in_progress_is_added_is_done_behind_that_reply() -> None:
+    """interrupt_response false: the user speaks while a requested reply prepares its first words. Their turn is
+    added after the question; the reply's message, added later after the question too, comes between them on the
+    client's side. The turn's conversation.item.done (after its transcription) must name the reply's item as the one
+    before it (it named the question), as the conversation the next reply hears has it."""
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.3
+    pipeline.asr_seconds = 0.6
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "interrupt_response": False}}})
+        n = await conv.ask("first")
+        await conv.wait_for("response.created", after=n, timeout=5)
+        await asyncio.sleep(0.05)  # the reply's prompt is built: the turn below is not in it
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        turn = await conv.wait_for("input_audio_buffer.committed", after=n, timeout=5)
+        reply = await conv.wait_for("conversation.item.added", after=n, where={"item.role": "assistant"}, timeout=5)
+        turn_done = await conv.wait_for("conversation.item.done", after=n, where={"item.id": turn["item_id"]},
+                                        timeout=5)
+        first_done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.wait_for("response.done", after=conv.events.index(first_done) + 1, timeout=10)
+    question = conv.events[n]["item"]["id"]
+    assert turn["previous_item_id"] == reply["previous_item_id"] == question
+    assert conv.events.index(turn) < conv.events.index(reply) < conv.events.index(turn_done)
+    assert turn_done["previous_item_id"] == reply["item"]["id"]
+    assert [m["content"] for m in pipeline.requests[0].messages if m["role"] != "system"] == ["first"]
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        "first", "It is noon.", "what time is it"]
+    for raw in conv.raw:
+        validate_server_event(raw)
