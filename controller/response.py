@@ -298,7 +298,7 @@ class Response:
             await self._emit(self.ev.output_item_added(response_id=self.response_id,
                                                        output_index=self._index_of(current), item=item))
             if not self.out_of_band:
-                await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+                await self._emit(self.ev.item_added(item, previous_item_id=self._previous_of(current)))
         if name and not current.name:
             current.name = name
         if args:
@@ -309,6 +309,13 @@ class Response:
 
     def _index_of(self, call: ToolCall) -> int:
         return self.tool_calls.index(call) + (1 if self.message_opened else 0)
+
+    def _previous_of(self, call: ToolCall) -> str | None:
+        """The item a function call follows in the conversation: the reply's output item before it (the message
+        first, as the conversation keeps them), or the item the reply follows."""
+        before = ([self.item_id] if self.message_opened else []) + [c.item_id for c in self.tool_calls]
+        i = before.index(call.item_id)
+        return before[i - 1] if i > 0 else self.previous_item_id
 
     # ---- endings -----------------------------------------------------------------------------
 
@@ -372,7 +379,7 @@ class Response:
                                          arguments=call.arguments, status="completed")
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
             if not self.out_of_band:
-                await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+                await self._emit(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
         await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
 
     async def finish_empty(self) -> None:

@@ -430,3 +430,38 @@ async def test_a_turn_committed_before_the_reply_in_progress_is_added_is_done_be
         "first", "It is noon.", "what time is it"]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_function_call_after_the_reply_s_words_follows_them_in_the_conversation() -> None:
+    """A reply that speaks, then calls a function: the call's conversation.item.added and .done name the reply's
+    message as the item before it (they named the item the reply follows, which put the call before the message on
+    the client's side), as the conversation keeps them and the next prompt has them."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["Let", "me", "check."]
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta="{}")]
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+        pipeline.tool_calls = []
+        m = len(conv.events)
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": "call_1", "output": "noon"}})
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    question = conv.events[n]["item"]["id"]
+    message, call = (e for e in conv.of_type("response.output_item.added") if e["response_id"] == (
+        conv.of_type("response.created")[0]["response"]["id"]))
+    added = {e["item"]["id"]: e["previous_item_id"] for e in conv.of_type("conversation.item.added")}
+    done = {e["item"]["id"]: e["previous_item_id"] for e in conv.of_type("conversation.item.done")}
+    assert call["item"]["type"] == "function_call"
+    assert added[message["item"]["id"]] == done[message["item"]["id"]] == question
+    assert added[call["item"]["id"]] == done[call["item"]["id"]] == message["item"]["id"]
+    assert [(m["role"], m["content"], bool(m.get("tool_calls"))) for m in pipeline.requests[-1].messages
+            if m["role"] != "system"] == [("user", "what time is it?", False), ("assistant", "Let me check.", True),
+                                          ("tool", "noon", False)]
+    for raw in conv.raw:
+        validate_server_event(raw)
