@@ -110,6 +110,9 @@ class Response:
         self.tool_calls: list[ToolCall] = []
         self.audio_ms_sent = 0.0  # audio synthesised for this reply
         self.audio_ms_sent_so_far = 0.0  # audio that has left for the client
+        # Where the client's conversation.item.truncate cut the message's audio: its length from then on. (A barge-in's
+        # own truncation, at the server's estimate of what was played, leaves the client free to say more exactly.)
+        self.truncated_at_ms: int | None = None
         self.audio_started_at: float | None = None
         self.first_audio_at: float | None = None
         self.synth_seconds = 0.0

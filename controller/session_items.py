@@ -338,16 +338,17 @@ class ItemsMixin(_Base):
             raise InvalidEditError("only assistant audio messages can be truncated")
         if event.content_index != 0:
             raise RemoteProtocolError("content_index must be 0", code="invalid_value", param="content_index")
-        sent = resp.audio_ms_sent_so_far
+        sent = resp.audio_ms_sent_so_far if resp.truncated_at_ms is None else resp.truncated_at_ms
         if event.audio_end_ms > sent + 1:
             raise RemoteProtocolError(
-                f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio sent for this item",
+                f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio this item has",
                 code="invalid_value", param="audio_end_ms")
         if live:
             # The listener stopped at audio_end_ms: the rest of the message would go unheard, and the context may
             # hold no text they did not hear, so the reply stops here (as a cancel) and joins the conversation.
             await self.apply(tt.ReplyTruncated(resp.gen_id))
         self.conversation.truncate(event.item_id, resp.heard_text(float(event.audio_end_ms)))
+        resp.truncated_at_ms = event.audio_end_ms
         await self.emit(self.events.item_truncated(item_id=event.item_id, content_index=0,
                                                    audio_end_ms=event.audio_end_ms))
         await self.apply(tt.ContextChanged())

@@ -465,3 +465,23 @@ async def test_a_function_call_after_the_reply_s_words_follows_them_in_the_conve
                                           ("tool", "noon", False)]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_truncated_message_cannot_be_truncated_past_its_cut() -> None:
+    """After conversation.item.truncate at 100 ms the message's audio lasts 100 ms: a later truncate past that is
+    "greater than the actual audio duration", which the API answers with an error; it had been accepted and had
+    put back into the context the words cut before. A truncate shorter still is accepted."""
+    async with speaking(NOON, 0.0) as (conv, n, delta):
+        await conv.wait_for("response.done", after=n, timeout=10)
+        for event_id, ms in (("t1", 100), ("t2", 400), ("t3", 50)):
+            await conv.send({"type": "conversation.item.truncate", "event_id": event_id, "item_id": delta["item_id"],
+                             "content_index": 0, "audio_end_ms": ms})
+        await conv.wait_for("conversation.item.truncated", where={"audio_end_ms": 50}, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+    assert [e["audio_end_ms"] for e in conv.of_type("conversation.item.truncated")] == [100, 50]
+    assert [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")] == [
+        ("invalid_value", "audio_end_ms", "t2")]
+    assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "It"}]
+    for raw in conv.raw:
+        validate_server_event(raw)
