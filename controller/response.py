@@ -120,6 +120,9 @@ class Response:
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
         self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
+        # Output items the client deleted from the conversation while the reply ran: no conversation.item.done for
+        # them any more, and they do not join the conversation.
+        self.deleted: set[str] = set()
         self._created = False  # response.created was emitted (sent or held)
         self._items_closed = False
         self._release_event = asyncio.Event()
@@ -313,10 +316,18 @@ class Response:
     def _index_of(self, call: ToolCall) -> int:
         return self.tool_calls.index(call) + (1 if self.message_opened else 0)
 
+    def conversation_items(self) -> list[str]:
+        """The reply's output items in the conversation, in its order (the message first), as the client has seen
+        them added: none out of band, none the client deleted."""
+        if self.out_of_band:
+            return []
+        items = ([self.item_id] if self.message_opened else []) + [c.item_id for c in self.tool_calls]
+        return [i for i in items if i not in self.deleted]
+
     def _previous_of(self, call: ToolCall) -> str | None:
-        """The item a function call follows in the conversation: the reply's output item before it (the message
-        first, as the conversation keeps them), or the item the reply follows."""
-        before = ([self.item_id] if self.message_opened else []) + [c.item_id for c in self.tool_calls]
+        """The item a function call follows in the conversation: the reply's output item before it, or the item the
+        reply follows."""
+        before = self.conversation_items()
         i = before.index(call.item_id)
         return before[i - 1] if i > 0 else self.previous_item_id
 
@@ -371,7 +382,7 @@ class Response:
             await self._emit(self.ev.content_part_done(**self._pos(), part=self._part(text)))
             item = self.message_item("completed" if status == "completed" else "incomplete", text)
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
-            if not self.out_of_band:
+            if self.item_id in self.conversation_items():
                 await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         for call in self.tool_calls if closing else ():
             index = self._index_of(call)
@@ -381,7 +392,7 @@ class Response:
             item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
                                          arguments=call.arguments, status="completed")
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
-            if not self.out_of_band:
+            if call.item_id in self.conversation_items():
                 await self._emit(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
         await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
 

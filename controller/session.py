@@ -489,9 +489,7 @@ class Session(ItemsMixin):
         """The output items of the reply in progress that the client has seen added. They join the conversation only
         when the reply ends, right after the item the reply follows (its previous_item_id)."""
         resp = self._visible_response()
-        if resp is None:
-            return []
-        return ([resp.item_id] if resp.message_opened else []) + [call.item_id for call in resp.tool_calls]
+        return [] if resp is None else resp.conversation_items()
 
     def wire_previous(self, item_id: str) -> str | None:
         """The item that precedes item_id (in the conversation) as the client sees it: the reply in progress's items
@@ -571,7 +569,7 @@ class Session(ItemsMixin):
             await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
             self.record_reply(resp, heard_ms=heard)
             self.metrics.responses_total.labels(status="cancelled").inc()
-            if reason == "barge_in" and resp.message_opened and resp.audio_out:
+            if reason == "barge_in" and resp.audio_out and resp.item_id in self.conversation:
                 await self.emit(self.events.item_truncated(item_id=resp.item_id, content_index=0,
                                                            audio_end_ms=int(heard)))
 

@@ -218,7 +218,8 @@ class ItemsMixin(_Base):
         previous = resp.previous_item_id or ROOT
         if previous != ROOT and previous not in self.conversation:  # deleted while the reply was being closed
             previous = None
-        if resp.message_opened and resp.item_id not in self.conversation:
+        items = resp.conversation_items()
+        if resp.item_id in items and resp.item_id not in self.conversation:
             self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms),
                                                    complete=resp.status == "completed"), previous_item_id=previous)
             if resp.audio_out:
@@ -228,7 +229,7 @@ class ItemsMixin(_Base):
             while len(self._spoken) > MAX_REMEMBERED_REPLIES:
                 self._spoken.pop(next(iter(self._spoken)))
         for call in resp.tool_calls:
-            if call.item_id not in self.conversation:
+            if call.item_id in items and call.item_id not in self.conversation:
                 self.conversation.add(FunctionCall(id=call.item_id, call_id=call.call_id, name=call.name,
                                                    arguments=call.arguments), previous_item_id=previous)
                 previous = call.item_id
@@ -243,9 +244,13 @@ class ItemsMixin(_Base):
                 case ce.ConversationItemRetrieve():
                     await self.emit(self.events.item_retrieved(self._retrieved_wire(event.item_id)))
                 case ce.ConversationItemDelete():
-                    before = self.conversation.previous_item_id(event.item_id)
-                    self.conversation.delete(event.item_id)
-                    self._follow_deleted(event.item_id, before)
+                    playing = self._visible_response()
+                    if playing is not None and event.item_id in playing.conversation_items():
+                        playing.deleted.add(event.item_id)  # an output item of the reply in progress: it goes on
+                    else:
+                        before = self.conversation.previous_item_id(event.item_id)
+                        self.conversation.delete(event.item_id)
+                        self._follow_deleted(event.item_id, before)
                     self._audio_items.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
@@ -330,7 +335,7 @@ class ItemsMixin(_Base):
         playing = self._visible_response()
         # The message of the reply in progress joins the conversation only when the reply ends; the client has seen
         # it added and may truncate it while its audio still comes (without response.cancel first).
-        live = playing is not None and playing.message_opened and playing.item_id == event.item_id
+        live = playing is not None and playing.item_id == event.item_id and event.item_id in self.reply_items_added()
         resp = playing if live else self._spoken.get(event.item_id)
         if not live and not isinstance(self.conversation.get(event.item_id), AssistantMessage):
             resp = None
@@ -357,8 +362,7 @@ class ItemsMixin(_Base):
         """The item as it is now. The message of the reply in progress joins the conversation only when the reply
         ends, but the client has seen it added: it is shown in progress, with its text so far."""
         resp = self._visible_response()
-        if (resp is not None and resp.message_opened and resp.item_id == item_id
-                and item_id not in self.conversation):
+        if resp is not None and resp.item_id == item_id and item_id in self.reply_items_added():
             return resp.message_item("in_progress", resp.heard_text(None))
         return self._item_wire(self.conversation.get(item_id))
 

@@ -485,3 +485,26 @@ async def test_a_truncated_message_cannot_be_truncated_past_its_cut() -> None:
     assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "It"}]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_the_message_of_a_reply_in_progress_can_be_deleted() -> None:
+    """The client has seen the reply's message added to the conversation: conversation.item.delete of it must answer
+    conversation.item.deleted (it had answered item_not_found), and then nothing more of it as a conversation item
+    (no conversation.item.done; it does not join the conversation), while the response itself ends as usual."""
+    pipeline = ScriptedPipeline()
+    async with speaking(NOON, 0.1, pipeline) as (conv, n, delta):
+        await conv.send({"type": "conversation.item.delete", "item_id": delta["item_id"]})
+        deleted = await conv.wait_for("conversation.item.deleted", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "event_id": "get", "item_id": delta["item_id"]})
+        missing = await conv.wait_for("error", after=n, timeout=5)
+        m = await conv.ask("and now?")
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert deleted["item_id"] == delta["item_id"]
+    assert done["response"]["status"] == "completed" and done["response"]["output"][0]["id"] == delta["item_id"]
+    assert not [e for e in conv.events if e["type"] == "conversation.item.done" and e["item"]["id"] == delta["item_id"]]
+    assert (missing["error"]["code"], missing["error"]["event_id"]) == ("item_not_found", "get")
+    assert [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        ("user", "what time is it?"), ("user", "and now?")]
+    for raw in conv.raw:
+        validate_server_event(raw)
