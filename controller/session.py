@@ -491,21 +491,20 @@ class Session(ItemsMixin):
         resp = self._visible_response()
         return [] if resp is None else resp.conversation_items()
 
-    def wire_previous(self, item_id: str) -> str | None:
-        """The item that precedes item_id (in the conversation) as the client sees it: the reply in progress's items
-        added on the wire sit right after the item the reply follows."""
-        previous = self.conversation.previous_item_id(item_id)
+    def _as_seen(self, previous: str | None) -> str | None:
+        """An item's predecessor in the conversation as the client sees it: the reply in progress's items added on the
+        wire sit right after the item the reply follows, so what follows that item follows them."""
         items = self.reply_items_added()
         resp = self._visible_response()
         return items[-1] if items and resp is not None and previous == resp.previous_item_id else previous
 
+    def wire_previous(self, item_id: str) -> str | None:
+        """The item that precedes item_id (in the conversation) as the client sees it."""
+        return self._as_seen(self.conversation.previous_item_id(item_id))
+
     def last_item_sent(self) -> str | None:
-        """The item a new one appended follows on the wire: the conversation's last, or the reply in progress's last
-        output item when the client saw it added and nothing follows it yet."""
-        items = self.reply_items_added()
-        last = self.conversation.last_item_id()
-        resp = self._visible_response()
-        return items[-1] if items and resp is not None and last == resp.previous_item_id else last
+        """The item a new one appended follows on the wire."""
+        return self._as_seen(self.conversation.last_item_id())
 
     def _first_audio(self, gen_id: int) -> None:
         resp = self._responses.get(gen_id)
