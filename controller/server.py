@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import http
 import logging
 import mimetypes
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from controller.errors import ConfigError
 from controller.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,10 @@ class ServerConfig:
     max_sessions: int | None = None
     retry_after_s: int = 5
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:  # 0: any free port (tests)
+            raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
+
 
 SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
 
@@ -62,6 +70,15 @@ def _offered_key(request: Request) -> str | None:
             if proto.startswith(KEY_SUBPROTOCOL_PREFIX):
                 return proto[len(KEY_SUBPROTOCOL_PREFIX):]
     return None
+
+
+def _bind_failure(exc: OSError) -> str:
+    # asyncio rewords a bind error as "error while attempting to bind on address (...): ..."; say it once.
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another server? choose a free one with --port)"
+    return os.strerror(exc.errno)
 
 
 class RealtimeServer:
@@ -147,14 +164,19 @@ class RealtimeServer:
             self._admitted.discard(connection)
 
     async def start(self) -> Server:
-        self._server = await serve(
-            self._handle, self.config.host, self.config.port,
-            process_request=self.process_request,
-            select_subprotocol=self._select_subprotocol,
-            max_size=self.config.ws_max_size, compression=None,
-            # Audio deltas can back up behind a slow client; the session's own queues bound that.
-            write_limit=4 * 1024 * 1024, max_queue=64, ping_interval=20, ping_timeout=60,
-        )
+        """Listen; raises ConfigError when --host/--port cannot be bound (in use, not an address here)."""
+        try:
+            self._server = await serve(
+                self._handle, self.config.host, self.config.port,
+                process_request=self.process_request,
+                select_subprotocol=self._select_subprotocol,
+                max_size=self.config.ws_max_size, compression=None,
+                # Audio deltas can back up behind a slow client; the session's own queues bound that.
+                write_limit=4 * 1024 * 1024, max_queue=64, ping_interval=20, ping_timeout=60,
+            )
+        except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, EACCES, or a host name that does not resolve
+            where = f"{self.config.host}:{self.config.port}"
+            raise ConfigError(f"cannot listen on {where}: {_bind_failure(exc)}") from exc
         return self._server
 
     @property

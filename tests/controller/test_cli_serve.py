@@ -1,0 +1,53 @@
+"""`stepaudio-rt serve` as a new user runs it: bad options and an unusable address get one line, not a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controller.cli", "serve", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"stepaudio-rt serve: error: {message}"), proc.stderr
+
+
+def test_a_port_in_use_is_named_before_any_model_loads() -> None:
+    """The first thing a second `make serve` hits: the port is taken. No model is loaded first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = serve("--port", str(port))
+    assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}: address already in use "
+                                "(another server? choose a free one with --port)")
+    assert "loading" not in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--port", "70000"], "--port must be between 0 and 65535, got 70000"),
+    (["--host", "no-such-host.invalid", "--port", "0"],
+     "cannot listen on no-such-host.invalid:0: "),  # then the resolver's words
+    (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', "
+                              "'WARNING', 'ERROR')"),
+])
+def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
+    assert_one_line_error(serve(*args), message)
+
+
+def test_help_shows_real_defaults_only() -> None:
+    """`serve --help`: no "(default: None)" or "(default: [])" next to options that simply have none."""
+    proc = serve("--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())  # argparse wraps lines at the terminal's width
+    assert "(default: None)" not in text and "(default: [])" not in text
+    assert "(default: 8765)" in text and "(default: no limit)" in text
