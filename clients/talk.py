@@ -239,6 +239,13 @@ async def _recv(client: RealtimeClient, timeout: float,
         raise TalkError(f"connection lost: {exc}") from exc
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
     p.add_argument("wav", type=Path, help="speech to send (any rate or channel count)")
@@ -253,10 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send at real-time pace (default)")
     pace.add_argument("--fast", dest="speed", action="store_const", const=float("inf"),
                       help="send as fast as possible")
-    pace.add_argument("--speed", dest="speed", type=float, help="send at this multiple of real time")
+    pace.add_argument("--speed", dest="speed", type=_positive_float, help="send at this multiple of real time")
     p.add_argument("--no-vad", dest="vad", action="store_false",
                    help="turn server VAD off; commit and request the response explicitly")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply after sending")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds to wait for the reply after sending")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     return p
 

@@ -78,3 +78,13 @@ def test_noise_the_server_hears_no_speech_in_is_reported_as_such(embedded_server
     sf.write(str(hiss), np.random.default_rng(0).normal(0, 0.05, 3 * 16000).astype(np.float32), 16000)
     code, err = talk(capsys, str(hiss), "--url", embedded_server.ws, "--fast", "--timeout", "3")
     assert (code, err) == (1, "talk: the server heard no speech: no turn began within 3 s after the audio was sent\n")
+
+
+@pytest.mark.parametrize("option", ["--speed", "--timeout"])
+def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path, capsys, option: str) -> None:
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(wav), "--url", no_server(), option, "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
