@@ -19,6 +19,7 @@ from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig
 from controller.session import Session, SessionDefaults
+from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class AppConfig:
             raise ConfigError(f"--profile {self.profile} needs --model-path DIR")
         if not 50 <= self.pause_ms <= 2000:
             raise ConfigError("--pause-ms must be between 50 and 2000")
+        if self.profile == "embedded":  # else every turn would fail in Whisper, after a model load for nothing
+            language = normalize_language(self.language)
+            if language is not None and language not in whisper_languages():
+                raise ConfigError(f"--language {self.language!r} is not one of Whisper's language codes "
+                                  "(en, de, fr, es, zh, ja, ...)")
 
 
 def load_pipeline(config: AppConfig) -> SpeechPipeline:

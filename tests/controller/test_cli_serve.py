@@ -36,6 +36,8 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
     (["--port", "70000"], "--port must be between 0 and 65535, got 70000"),
     (["--host", "no-such-host.invalid", "--port", "0"],
      "cannot listen on no-such-host.invalid:0: "),  # then the resolver's words
+    # Whisper refused it at every turn, after the server had loaded its models and said it was ready.
+    (["--language", "xx"], "--language 'xx' is not one of Whisper's language codes (en, de, fr, es, zh, ja, ...)"),
     (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
     (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', "
                               "'WARNING', 'ERROR')"),
