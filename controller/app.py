@@ -52,6 +52,9 @@ class AppConfig:
             raise ConfigError(f"--profile {self.profile} needs --model-path DIR")
         if not 50 <= self.pause_ms <= 2000:
             raise ConfigError("--pause-ms must be between 50 and 2000")
+        if self.chat_url is not None and not self.chat_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--chat-url {self.chat_url!r}: an http:// or https:// URL ending in /v1, "
+                              "e.g. http://127.0.0.1:8000/v1")
         if self.profile == "embedded":  # else every turn would fail in Whisper, after a model load for nothing
             language = normalize_language(self.language)
             if language is not None and language not in whisper_languages():
@@ -93,17 +96,21 @@ class App:
         await self.server.start()
         logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
                     self.config.profile)
+        # Parsed before the models load: a mistyped URL is reported in a second, not after the load.
+        mqtt = None
+        if self.config.mqtt_url:
+            from controller.mqtt_protocol import parse_mqtt_url
+            mqtt = parse_mqtt_url(self.config.mqtt_url,
+                                  default_node_id=f"{socket.gethostname()}-{self.server.port}")
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
         register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
         if register_metrics is not None:
             register_metrics(self.metrics.registry)
-        if self.config.mqtt_url:
+        if mqtt is not None:
             from controller.mqtt_bus import MqttBus  # the optional `mqtt` extra
-            from controller.mqtt_protocol import parse_mqtt_url
-            bus = MqttBus(parse_mqtt_url(self.config.mqtt_url, default_node_id=f"{socket.gethostname()}-"
-                                         f"{self.server.port}"), self.metrics, self.command,
+            bus = MqttBus(mqtt, self.metrics, self.command,
                           meta={"port": self.server.port, "profile": self.config.profile})
             await bus.start()
             self.sinks.append(bus)
