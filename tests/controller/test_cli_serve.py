@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,13 @@ def test_help_shows_real_defaults_only() -> None:
     text = " ".join(proc.stdout.split())  # argparse wraps lines at the terminal's width
     assert "(default: None)" not in text and "(default: [])" not in text
     assert "(default: 8765)" in text and "(default: no limit)" in text
+
+
+def test_the_readme_configuration_table_lists_every_serve_option() -> None:
+    """Each option `serve --help` has is in the README's table, and the table names no option serve lacks."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented = {opt for row in section.splitlines() if row.startswith("| `--")
+                  for opt in re.findall(r"--[a-z-]+", row.split("|")[1])}
+    options = set(re.findall(r"(?m)^  (?:-\w, )?(--[a-z-]+)", serve("--help").stdout)) - {"--help"}
+    assert documented == options
