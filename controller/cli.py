@@ -161,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected".
-    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and
+    # faster-whisper every transcription ("Processing audio with duration ..."), about one a second while a user
+    # speaks (early prefill): both at INFO.
+    for noisy in ("websockets.server", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "serve":
             return _serve(args)

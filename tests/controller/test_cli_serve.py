@@ -69,3 +69,16 @@ def test_the_readme_configuration_table_lists_every_serve_option() -> None:
                   for opt in re.findall(r"--[a-z-]+", row.split("|")[1])}
     options = set(re.findall(r"(?m)^  (?:-\w, )?(--[a-z-]+)", serve("--help").stdout)) - {"--help"}
     assert documented == options
+
+
+@pytest.mark.slow
+def test_the_log_at_info_has_a_line_per_reply_and_none_per_transcription(embedded_server, beckett_wav,
+                                                                          tmp_path: Path) -> None:
+    """faster-whisper logged "Processing audio with duration ..." at INFO for every pass, about one a second."""
+    from clients.talk import main as talk
+
+    assert talk([str(beckett_wav), "--url", embedded_server.ws, "--fast", "--out", str(tmp_path / "r.wav")]) == 0
+    log = embedded_server.log()
+    assert re.search(r"INFO controller\.session: response \S+ completed", log), log
+    assert "faster_whisper" not in log, log
+
