@@ -9,6 +9,7 @@ import logging
 import mimetypes
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -79,6 +81,19 @@ def _bind_failure(exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return "address already in use (another server? choose a free one with --port)"
     return os.strerror(exc.errno)
+
+
+class _ConnectionLog(logging.LoggerAdapter):
+    """websockets' log of the server's connections, less a traceback at ERROR for every client that hung up or sent
+    no HTTP request before the handshake ended: a TCP health check, a port scan, a probe that gave up waiting.
+    That is the client's doing, not a server failure: one DEBUG line says what happened."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        exc = sys.exc_info()[1]  # websockets logs this from inside its `except`
+        if msg == "opening handshake failed" and isinstance(exc, (InvalidMessage, ConnectionClosed)):
+            level, msg, args = logging.DEBUG, "opening handshake failed: %s", (exc,)
+            kwargs = {**kwargs, "exc_info": False}
+        super().log(level, msg, *args, **kwargs)
 
 
 class RealtimeServer:
@@ -173,6 +188,7 @@ class RealtimeServer:
                 max_size=self.config.ws_max_size, compression=None,
                 # Audio deltas can back up behind a slow client; the session's own queues bound that.
                 write_limit=4 * 1024 * 1024, max_queue=64, ping_interval=20, ping_timeout=60,
+                logger=_ConnectionLog(logging.getLogger("websockets.server")),
             )
         except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, EACCES, or a host name that does not resolve
             where = f"{self.config.host}:{self.config.port}"

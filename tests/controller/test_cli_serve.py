@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,15 @@ def test_the_log_at_info_has_a_line_per_reply_and_none_per_transcription(embedde
     assert re.search(r"INFO controller\.session: response \S+ completed", log), log
     assert "faster_whisper" not in log, log
 
+
+@pytest.mark.slow
+def test_clients_that_hang_up_before_the_handshake_leave_no_error_in_the_log(embedded_server) -> None:
+    """A TCP health check (connect, close), a request cut short and a port scanner's junk are the client's doing:
+    websockets logged each as 'ERROR opening handshake failed' with a 15-line traceback."""
+    for data in (b"", b"GET /healthz HTTP/1.1\r\n", b"junk\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", embedded_server.port)) as probe:
+            probe.sendall(data)
+    with urllib.request.urlopen(f"{embedded_server.http}/healthz", timeout=10) as answer:
+        assert answer.status == 200  # the server is fine, and has handled the probes before this request
+    log = embedded_server.log()
+    assert "ERROR" not in log and "Traceback" not in log, log
