@@ -19,6 +19,8 @@ from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig
 from controller.session import Session, SessionDefaults
+from lm_engine.assets import AssetError, default_cache_dir
+from streaming_tokenizer.assets import AsrAssetError
 from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
 
 logger = logging.getLogger(__name__)
@@ -64,8 +66,16 @@ class AppConfig:
 
 def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
-        return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
-                                                chat_url=config.chat_url, lm_nice=config.lm_nice))
+        try:
+            return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
+                                                    chat_url=config.chat_url, lm_nice=config.lm_nice))
+        except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
+            raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc
+        except OSError as exc:  # most likely the cache the chat LM (and Whisper base) are assembled into
+            cache = default_cache_dir()
+            hint = (f" (the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)"
+                    if exc.filename and Path(exc.filename).is_relative_to(cache) else "")
+            raise ConfigError(f"cannot prepare the embedded models: {exc}{hint}") from exc
     if config.profile in ("step-audio", "tiny", "full-random"):
         from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
         return load_step_audio(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 
-def serve(*args: str) -> subprocess.CompletedProcess[str]:
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "controller.cli", "serve", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
@@ -51,6 +52,20 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
 ])
 def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
     assert_one_line_error(serve(*args), message)
+
+
+@pytest.mark.slow
+def test_a_model_cache_that_cannot_be_written_is_named_with_the_variable_that_moves_it(tmp_path: Path) -> None:
+    """The chat LM is assembled into the cache on first use; a cache that cannot be created (a read-only home in a
+    container, a typo) was a FileNotFoundError/PermissionError traceback. As root (tests), only a path through a
+    file cannot be created."""
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"
+    proc = serve("--port", "0", env={"STEPAUDIO_RT_CACHE": str(cache)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"stepaudio-rt serve: error: cannot prepare the embedded models: [Errno 20] Not a directory: '{cache}' "
+        f"(the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)")
 
 
 def test_help_shows_real_defaults_only() -> None:
