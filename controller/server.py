@@ -148,8 +148,9 @@ class RealtimeServer:
                              f"server full (--max-sessions {self.config.max_sessions}), retry later\n",
                              extra=[("Retry-After", str(self.config.retry_after_s))])
             return None
-        if upgrade:
-            return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if upgrade:  # most likely a client configured without /v1 (the openai SDK's base_url) or with a typo
+            logger.warning("refused a WebSocket to %s (404): the Realtime API is at %s", path, REALTIME_PATH)
+            return _text(http.HTTPStatus.NOT_FOUND, f"not found: the Realtime API is at {REALTIME_PATH}\n")
         return self._static(path)
 
     def _admit(self, connection: ServerConnection) -> bool:

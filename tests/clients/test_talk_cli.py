@@ -88,3 +88,13 @@ def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path
         main([str(wav), "--url", no_server(), option, "0"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
+
+
+@pytest.mark.slow
+def test_a_url_without_the_realtime_path_is_told_where_the_api_is(embedded_server, beckett_wav, capsys) -> None:
+    """ws://host:port/ or an openai base_url without /v1: the 404 says where the API is, to the client and in the
+    server's log (the openai SDK shows only the status)."""
+    url = f"ws://127.0.0.1:{embedded_server.port}/realtime"
+    assert talk(capsys, str(beckett_wav), "--url", url) == (
+        1, "talk: server rejected WebSocket connection: HTTP 404 (not found: the Realtime API is at /v1/realtime)\n")
+    assert "refused a WebSocket to /realtime (404): the Realtime API is at /v1/realtime" in embedded_server.log()
