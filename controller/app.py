@@ -82,6 +82,13 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
     raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
 
 
+def _reachable_host(host: str) -> str:
+    """The address to print for a listening host: a browser on this machine cannot open http://0.0.0.0/ (Chrome
+    blocks it; others give no microphone there, not being localhost), but 127.0.0.1 reaches every address."""
+    wildcards = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}
+    return wildcards.get(host, f"[{host}]" if ":" in host else host)
+
+
 class App:
     """One server process: a pipeline shared by all sessions, each session isolated in its own task."""
 
@@ -125,8 +132,8 @@ class App:
             await bus.start()
             self.sinks.append(bus)
         self.server.ready = True
-        logger.info("ready: ws://%s:%d/v1/realtime  page: http://%s:%d/", self.config.server.host,
-                    self.server.port, self.config.server.host, self.server.port)
+        where = f"{_reachable_host(self.config.server.host)}:{self.server.port}"
+        logger.info("ready: ws://%s/v1/realtime  page: http://%s/", where, where)
 
     async def _session(self, ws: ServerConnection, model: str, kind: str) -> None:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard

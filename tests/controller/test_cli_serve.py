@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ServerProcess
+
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "controller.cli", "serve", *args], capture_output=True,
@@ -110,3 +112,14 @@ def test_clients_that_hang_up_before_the_handshake_leave_no_error_in_the_log(emb
         assert answer.status == 200  # the server is fine, and has handled the probes before this request
     log = embedded_server.log()
     assert "ERROR" not in log and "Traceback" not in log, log
+
+
+@pytest.mark.slow
+def test_listening_on_all_interfaces_prints_urls_a_browser_here_can_open() -> None:
+    """With --host 0.0.0.0 the ready line said page: http://0.0.0.0:PORT/, which Chrome refuses to open."""
+    server = ServerProcess("--host", "0.0.0.0")
+    try:
+        ready = f"ready: ws://127.0.0.1:{server.port}/v1/realtime  page: http://127.0.0.1:{server.port}/"
+        assert ready in server.log()
+    finally:
+        server.stop()
