@@ -50,6 +50,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:  # 0: any free port (tests)
             raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
+        if any(not key.strip() for key in self.api_keys):  # `--api-key "$KEY"` with KEY unset
+            raise ConfigError("--api-key is empty")
 
 
 SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)

@@ -48,6 +48,8 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
                                           "/v1, e.g. http://127.0.0.1:8000/v1"),
     (["--mqtt-url", "127.0.0.1:1883", "--port", "0"], "--mqtt-url '127.0.0.1:1883': the scheme must be mqtt:// or "
                                                       "mqtts://"),
+    # `--api-key "$KEY"` with KEY unset: the server started, refusing every client without a key.
+    (["--api-key", ""], "--api-key is empty"),
     (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
     (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', "
                               "'WARNING', 'ERROR')"),
