@@ -228,10 +228,15 @@ async def _recv(client: RealtimeClient, timeout: float,
         if until is None or until.done():
             return await client.recv(timeout=timeout)
         getter = asyncio.ensure_future(client.recv())
-        done, _ = await asyncio.wait({getter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this wait is cancelled (Ctrl-C): a getter left behind fails once the client closes, and
+            # asyncio prints "Task exception was never retrieved" with a traceback on the way out.
+            if not getter.done():
+                getter.cancel()
         if getter in done:
             return getter.result()
-        getter.cancel()
         if not done:
             raise TimeoutError
         return None

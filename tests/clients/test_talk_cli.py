@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +103,14 @@ def test_a_url_without_the_realtime_path_is_told_where_the_api_is(embedded_serve
     assert talk(capsys, str(beckett_wav), "--url", url) == (
         1, "talk: server rejected WebSocket connection: HTTP 404 (not found: the Realtime API is at /v1/realtime)\n")
     assert "refused a WebSocket to /realtime (404): the Realtime API is at /v1/realtime" in embedded_server.log()
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_conversation_exits_130_without_a_traceback(embedded_server, two_cities_wav) -> None:
+    talk_ = subprocess.Popen([sys.executable, "-m", "controller.cli", "talk", str(two_cities_wav), "--url",
+                              embedded_server.ws, "--out", os.devnull], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # connected and streaming: the recording is 44 s long
+    talk_.send_signal(signal.SIGINT)
+    _, err = talk_.communicate(timeout=30)
+    assert talk_.returncode == 130 and err == "", err
