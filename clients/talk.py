@@ -217,7 +217,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             sender.cancel()
     result.reply_pcm16 = bytes(reply)
     if out is not None:
-        sf.write(str(out), np.frombuffer(result.reply_pcm16, "<i2"), WIRE_RATE, subtype="PCM_16")
+        # WAV whatever the name: soundfile guesses the format from the extension, and has none to go by in
+        # `--out reply` or `--out /dev/null`.
+        sf.write(str(out), np.frombuffer(result.reply_pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
     return result
 
 

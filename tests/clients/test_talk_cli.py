@@ -114,3 +114,12 @@ def test_ctrl_c_mid_conversation_exits_130_without_a_traceback(embedded_server, 
     talk_.send_signal(signal.SIGINT)
     _, err = talk_.communicate(timeout=30)
     assert talk_.returncode == 130 and err == "", err
+
+
+@pytest.mark.slow
+def test_the_reply_is_a_wav_whatever_the_out_name(embedded_server, beckett_wav, tmp_path: Path, capsys) -> None:
+    """`--out reply` (or /dev/null) used to end the conversation with soundfile's 'No format specified' TypeError."""
+    out = tmp_path / "reply"
+    assert talk(capsys, str(beckett_wav), "--url", embedded_server.ws, "--fast", "--out", str(out))[0] == 0
+    info = sf.info(str(out))
+    assert (info.format, info.samplerate) == ("WAV", 24000) and info.duration > 0.3
