@@ -3,8 +3,8 @@
 The wav (any rate, any channel count: downmixed) is streamed at real-time pace followed by 1.5 s of silence so
 that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. Exit status:
 0 on success; 1 on a file that is not audio or holds only silence, no server at the URL, a refused handshake,
-an error event, a lost connection or a timeout; 2 on a missing wav or an --out in a missing folder (the
-message goes to stderr, checked before connecting where it can be).
+an error event, a failed reply, a lost connection or a timeout; 2 on a missing wav or an --out in a missing
+folder (the message goes to stderr, checked before connecting where it can be).
 """
 
 from __future__ import annotations
@@ -208,6 +208,8 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 continue
             if event.is_error:
                 raise TalkError(f"server error: {event.error}")
+            if event.type == "response.done" and event.response_status == "failed":  # no error event comes
+                raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
             turn = tracker.feed(event, loop.time())
             if event.type == "response.output_audio.delta":
                 reply += event.audio

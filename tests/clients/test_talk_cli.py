@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from clients.talk import main
-from tests.conftest import free_port
+from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
 
@@ -123,3 +123,16 @@ def test_the_reply_is_a_wav_whatever_the_out_name(embedded_server, beckett_wav, 
     assert talk(capsys, str(beckett_wav), "--url", embedded_server.ws, "--fast", "--out", str(out))[0] == 0
     info = sf.info(str(out))
     assert (info.format, info.samplerate) == ("WAV", 24000) and info.duration > 0.3
+
+
+@pytest.mark.slow
+def test_a_reply_that_fails_on_the_server_is_an_error_with_its_reason(beckett_wav, capsys) -> None:
+    """The chat server behind --chat-url is down: talk printed '[turn 1: failed]', no reason, and exited 0."""
+    chat_url = f"http://127.0.0.1:{free_port()}/v1"
+    server = ServerProcess("--profile", "embedded", "--chat-url", chat_url)
+    try:
+        code, err = talk(capsys, str(beckett_wav), "--url", server.ws, "--fast", "--out", os.devnull)
+    finally:
+        server.stop()
+    assert code == 1
+    assert err.startswith(f"talk: the reply failed: cannot connect to chat server {chat_url}/models: "), err
