@@ -22,6 +22,8 @@ def readme_block(after: str, lang: str = "") -> str:
 
 def test_the_talk_example_finds_the_bundled_recording() -> None:
     """`WAV=$(ls ...)` from the README, run in the repository as a user does, names Beckett's wav."""
+    if not (REPO / ".venv").is_dir():
+        pytest.skip("the README's command assumes the .venv that `make` creates in the repository")
     line = readme_block("comes with the `moonshine-voice` wheel").splitlines()[0]
     assert line.startswith("WAV=")
     found = subprocess.run(["bash", "-c", f"{line}; echo \"$WAV\""], cwd=REPO, capture_output=True, text=True)
