@@ -37,9 +37,9 @@ for step in $steps; do
     tests) run tests 300 $PY -m pytest -v -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
         --timeout 240 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
         tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
-    kernels) run kernels 150 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
+    kernels) run kernels 180 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
     engine) run engine 120 $PY -m bench.engine --out "$OUT/engine.json" ;;
-    tts) run tts 190 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    tts) run tts 160 $PY -m bench.tts --out "$OUT/tts.json" ;;
     report) run report 30 $PY -m bench.report "$OUT" ;;
     *) echo "unknown step $step" >&2 ;;
     esac

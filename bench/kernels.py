@@ -8,7 +8,7 @@ Measured (CUDA events after warm-up, medians):
 * prefill, causal, one sequence of S = 8192 and 16384 tokens, bf16:
   d128 "chat-tp8": 12 query heads / 1 kv head (Step-Audio-Chat's 96/8 heads split over 8 GPUs);
   d64  "tts3b":    48 query heads / 4 kv heads (Step-Audio-TTS-3B on one GPU);
-  ours (paged, page 256) | SDPA + dense sqrt-ALiBi bias (upstream fallback; bias built once, outside the timing)
+  ours (paged, page 256), also with no bias | SDPA + dense sqrt-ALiBi bias (upstream fallback; bias built once, outside the timing)
   | FlexAttention (torch.compile) with a sqrt-ALiBi score_mod | SDPA causal without bias (flash and cuDNN).
   TFLOP/s = 2 * S^2 * H * D (causal: half of 4 S^2 H D) / time, the same count for every row.
 * device copy bandwidth: 2 * bytes / time of a 2 GiB device-to-device copy.
@@ -119,9 +119,9 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
     cu = torch.tensor([0, seq], dtype=torch.int32, device=dev)
     ctx = torch.tensor([seq], dtype=torch.int32, device=dev)
 
-    def ours() -> float:
-        return bench(lambda: KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi",
-                                                scale=scale, max_seqlen_q=seq), iters=iters)
+    def ours(bias: str = "sqrt_alibi") -> Callable[[], float]:
+        return lambda: bench(lambda: KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias=bias,
+                                                        scale=scale, max_seqlen_q=seq), iters=iters)
 
     qh, kh, vh = q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]  # [1, H|G, S, D]
     group = heads // kv_heads
@@ -166,7 +166,9 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
 
     from torch.nn.attention import SDPBackend
     row["ms"] = {
-        "ours_sqrt_alibi": attempt(ours),
+        "ours_sqrt_alibi": attempt(ours()),
+        # The same kernel without the bias: what the sqrt-ALiBi costs us (a MUFU sqrt per score, next to exp2's).
+        "ours_no_bias": attempt(ours("none")),
         "sdpa_dense_sqrt_alibi_bias": attempt(sdpa_dense_bias),
         "flex_sqrt_alibi_score_mod": attempt(flex),
         "sdpa_flash_no_bias": attempt(sdpa_backend(SDPBackend.FLASH_ATTENTION, False)),

@@ -122,6 +122,14 @@ class ServerEvent:
         return _opt_str(resp.get("status")) if isinstance(resp, Mapping) else None
 
     @property
+    def response_error(self) -> str | None:
+        """Why a response failed: status_details.error.message of a `failed` response.done (else None)."""
+        resp = self.data.get("response")
+        details = resp.get("status_details") if isinstance(resp, Mapping) else None
+        err = details.get("error") if isinstance(details, Mapping) else None
+        return _opt_str(err.get("message")) if isinstance(err, Mapping) else None
+
+    @property
     def is_error(self) -> bool:
         return self.type == "error"
 

@@ -2,7 +2,9 @@
 
 The wav (any rate, any channel count: downmixed) is streamed at real-time pace followed by 1.5 s of silence so
 that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. Exit status:
-0 on success, 1 on an error event, a lost connection or a timeout (the message goes to stderr).
+0 on success; 1 on a file that is not audio or holds only silence, no server at the URL, a refused handshake,
+an error event, a failed reply, a lost connection or a timeout; 2 on a missing wav or an --out in a missing
+folder (the message goes to stderr, checked before connecting where it can be).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import soundfile as sf
 import soxr
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from clients.audio import WIRE_RATE, Pacing, SendLog, to_mono_float32, voiced_indices
+from clients.audio import WIRE_RATE, Pacing, SendLog, last_voiced_index, to_mono_float32, voiced_indices
 from clients.events import ServerEvent
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
 from clients.turns import Turn, TurnTracker
@@ -43,8 +45,14 @@ class TalkResult:
 
 
 def load_wav_24k(path: str | Path) -> np.ndarray:
-    """Read any wav soundfile understands, downmix to mono and resample to 24 kHz float32."""
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    """Read any wav soundfile understands, downmix to mono and resample to 24 kHz float32.
+
+    Raises TalkError for a file soundfile cannot read (not audio, truncated).
+    """
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise TalkError(f"cannot read {path} as audio: {exc.error_string}") from exc
     x = to_mono_float32(data)
     return x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
 
@@ -136,7 +144,13 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
     would lose the turn. Raises TalkError.
     """
     x24 = load_wav_24k(wav)
-    client = await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
+    if last_voiced_index(x24) is None:  # the server's VAD would never start a turn: fail now, not at the timeout
+        raise TalkError(f"{wav} is silent (no sample above -40 dBFS): there is no speech to send")
+    try:
+        client = await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
+    except OSError as exc:  # refused, unreachable, timed out: InvalidStatus (a refused handshake) passes through
+        reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        raise TalkError(f"cannot connect to {url}: {reason} (is `stepaudio-rt serve` running there?)") from exc
     try:
         return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer),
                            {**session_config(vad), **(session_extra or {})})
@@ -182,6 +196,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             if now >= limit:
                 if done_at is not None:
                     break  # replies complete; a transcript never came
+                if not tracker.turns:  # noise, music, or speech too quiet for the server's VAD
+                    raise TalkError(f"the server heard no speech: no turn began within {timeout_s:.0f} s after "
+                                    "the audio was sent")
                 raise TalkError(f"no complete reply within {timeout_s:.0f} s after the audio was sent")
             try:
                 event = await _recv(client, limit - now, until=sender)
@@ -191,6 +208,8 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 continue
             if event.is_error:
                 raise TalkError(f"server error: {event.error}")
+            if event.type == "response.done" and event.response_status == "failed":  # no error event comes
+                raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
             turn = tracker.feed(event, loop.time())
             if event.type == "response.output_audio.delta":
                 reply += event.audio
@@ -200,7 +219,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             sender.cancel()
     result.reply_pcm16 = bytes(reply)
     if out is not None:
-        sf.write(str(out), np.frombuffer(result.reply_pcm16, "<i2"), WIRE_RATE, subtype="PCM_16")
+        # WAV whatever the name: soundfile guesses the format from the extension, and has none to go by in
+        # `--out reply` or `--out /dev/null`.
+        sf.write(str(out), np.frombuffer(result.reply_pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
     return result
 
 
@@ -211,15 +232,27 @@ async def _recv(client: RealtimeClient, timeout: float,
         if until is None or until.done():
             return await client.recv(timeout=timeout)
         getter = asyncio.ensure_future(client.recv())
-        done, _ = await asyncio.wait({getter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this wait is cancelled (Ctrl-C): a getter left behind fails once the client closes, and
+            # asyncio prints "Task exception was never retrieved" with a traceback on the way out.
+            if not getter.done():
+                getter.cancel()
         if getter in done:
             return getter.result()
-        getter.cancel()
         if not done:
             raise TimeoutError
         return None
     except RealtimeConnectionError as exc:
         raise TalkError(f"connection lost: {exc}") from exc
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,10 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send at real-time pace (default)")
     pace.add_argument("--fast", dest="speed", action="store_const", const=float("inf"),
                       help="send as fast as possible")
-    pace.add_argument("--speed", dest="speed", type=float, help="send at this multiple of real time")
+    pace.add_argument("--speed", dest="speed", type=_positive_float, help="send at this multiple of real time")
     p.add_argument("--no-vad", dest="vad", action="store_false",
                    help="turn server VAD off; commit and request the response explicitly")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply after sending")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds to wait for the reply after sending")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     return p
 
@@ -248,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.wav.is_file():
         print(f"talk: no such file: {args.wav}", file=sys.stderr)
+        return 2
+    if not args.out.parent.is_dir():  # found out now, not after the whole conversation
+        print(f"talk: cannot write {args.out}: no such folder: {args.out.parent}", file=sys.stderr)
         return 2
     try:
         extra = {"instructions": args.instructions} if args.instructions is not None else None

@@ -19,6 +19,9 @@ from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig
 from controller.session import Session, SessionDefaults
+from lm_engine.assets import AssetError, default_cache_dir
+from streaming_tokenizer.assets import AsrAssetError
+from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +54,39 @@ class AppConfig:
             raise ConfigError(f"--profile {self.profile} needs --model-path DIR")
         if not 50 <= self.pause_ms <= 2000:
             raise ConfigError("--pause-ms must be between 50 and 2000")
+        if self.chat_url is not None and not self.chat_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--chat-url {self.chat_url!r}: an http:// or https:// URL ending in /v1, "
+                              "e.g. http://127.0.0.1:8000/v1")
+        if self.profile == "embedded":  # else every turn would fail in Whisper, after a model load for nothing
+            language = normalize_language(self.language)
+            if language is not None and language not in whisper_languages():
+                raise ConfigError(f"--language {self.language!r} is not one of Whisper's language codes "
+                                  "(en, de, fr, es, zh, ja, ...)")
 
 
 def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
-        return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
-                                                chat_url=config.chat_url, lm_nice=config.lm_nice))
+        try:
+            return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
+                                                    chat_url=config.chat_url, lm_nice=config.lm_nice))
+        except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
+            raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc
+        except OSError as exc:  # most likely the cache the chat LM (and Whisper base) are assembled into
+            cache = default_cache_dir()
+            hint = (f" (the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)"
+                    if exc.filename and Path(exc.filename).is_relative_to(cache) else "")
+            raise ConfigError(f"cannot prepare the embedded models: {exc}{hint}") from exc
     if config.profile in ("step-audio", "tiny", "full-random"):
         from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
         return load_step_audio(config)
     raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
+
+
+def _reachable_host(host: str) -> str:
+    """The address to print for a listening host: a browser on this machine cannot open http://0.0.0.0/ (Chrome
+    blocks it; others give no microphone there, not being localhost), but 127.0.0.1 reaches every address."""
+    wildcards = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}
+    return wildcards.get(host, f"[{host}]" if ":" in host else host)
 
 
 class App:
@@ -87,23 +113,27 @@ class App:
         await self.server.start()
         logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
                     self.config.profile)
+        # Parsed before the models load: a mistyped URL is reported in a second, not after the load.
+        mqtt = None
+        if self.config.mqtt_url:
+            from controller.mqtt_protocol import parse_mqtt_url
+            mqtt = parse_mqtt_url(self.config.mqtt_url,
+                                  default_node_id=f"{socket.gethostname()}-{self.server.port}")
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
         register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
         if register_metrics is not None:
             register_metrics(self.metrics.registry)
-        if self.config.mqtt_url:
+        if mqtt is not None:
             from controller.mqtt_bus import MqttBus  # the optional `mqtt` extra
-            from controller.mqtt_protocol import parse_mqtt_url
-            bus = MqttBus(parse_mqtt_url(self.config.mqtt_url, default_node_id=f"{socket.gethostname()}-"
-                                         f"{self.server.port}"), self.metrics, self.command,
+            bus = MqttBus(mqtt, self.metrics, self.command,
                           meta={"port": self.server.port, "profile": self.config.profile})
             await bus.start()
             self.sinks.append(bus)
         self.server.ready = True
-        logger.info("ready: ws://%s:%d/v1/realtime  page: http://%s:%d/", self.config.server.host,
-                    self.server.port, self.config.server.host, self.server.port)
+        where = f"{_reachable_host(self.config.server.host)}:{self.server.port}"
+        logger.info("ready: ws://%s/v1/realtime  page: http://%s/", where, where)
 
     async def _session(self, ws: ServerConnection, model: str, kind: str) -> None:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard

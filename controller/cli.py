@@ -14,6 +14,7 @@ from controller.errors import ConfigError
 logger = logging.getLogger("stepaudio_rt")
 
 PROFILES = ("embedded", "step-audio", "tiny", "full-random")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _positive_int(text: str) -> int:
@@ -23,9 +24,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except an absent one: "(default: None)" tells a user nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8765, help="port of the WebSocket, the page and /metrics")
     p.add_argument("--profile", choices=PROFILES, default="embedded",
@@ -46,12 +56,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "cache with it (embedded profile), so the reply's prompt is mostly evaluated at the pause")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
     p.add_argument("--language", default="en", help="default language of user speech")
-    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2),
+    p.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),
                    help="CPU threads for the models (speech recognition, the chat LM, synthesis)")
     p.add_argument("--lm-nice", type=int, default=10, choices=range(20), metavar="0..19",
                    help="niceness of the in-process chat LM's threads (Linux), so that speech recognition and "
                         "synthesis win the cores they share with it (embedded profile; 0 = equal priority)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="what the server logs")
 
 
 def _add_talk(sub: argparse._SubParsersAction) -> None:
@@ -80,8 +90,8 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                         help="tiny / full-random cap the random models' output")
     common.add_argument("--out", type=Path, required=True, help="output wav (22050 Hz)")
     common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
-    common.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
-    common.add_argument("--log-level", default="WARNING")
+    common.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2))
+    common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
     p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)")
     p.add_argument("--text", required=True)
     p.add_argument("--clone-wav", type=Path, help="clone this voice (with --clone-text, its transcript)")
@@ -151,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected".
-    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and
+    # faster-whisper every transcription ("Processing audio with duration ..."), about one a second while a user
+    # speaks (early prefill): both at INFO.
+    for noisy in ("websockets.server", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "serve":
             return _serve(args)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import http
 import logging
 import mimetypes
+import os
+import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from controller.errors import ConfigError
 from controller.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,12 @@ class ServerConfig:
     max_sessions: int | None = None
     retry_after_s: int = 5
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:  # 0: any free port (tests)
+            raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
+        if any(not key.strip() for key in self.api_keys):  # `--api-key "$KEY"` with KEY unset
+            raise ConfigError("--api-key is empty")
+
 
 SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
 
@@ -62,6 +74,28 @@ def _offered_key(request: Request) -> str | None:
             if proto.startswith(KEY_SUBPROTOCOL_PREFIX):
                 return proto[len(KEY_SUBPROTOCOL_PREFIX):]
     return None
+
+
+def _bind_failure(exc: OSError) -> str:
+    # asyncio rewords a bind error as "error while attempting to bind on address (...): ..."; say it once.
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another server? choose a free one with --port)"
+    return os.strerror(exc.errno)
+
+
+class _ConnectionLog(logging.LoggerAdapter):
+    """websockets' log of the server's connections, less a traceback at ERROR for every client that hung up or sent
+    no HTTP request before the handshake ended: a TCP health check, a port scan, a probe that gave up waiting.
+    That is the client's doing, not a server failure: one DEBUG line says what happened."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        exc = sys.exc_info()[1]  # websockets logs this from inside its `except`
+        if msg == "opening handshake failed" and isinstance(exc, (InvalidMessage, ConnectionClosed)):
+            level, msg, args = logging.DEBUG, "opening handshake failed: %s", (exc,)
+            kwargs = {**kwargs, "exc_info": False}
+        super().log(level, msg, *args, **kwargs)
 
 
 class RealtimeServer:
@@ -116,8 +150,9 @@ class RealtimeServer:
                              f"server full (--max-sessions {self.config.max_sessions}), retry later\n",
                              extra=[("Retry-After", str(self.config.retry_after_s))])
             return None
-        if upgrade:
-            return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if upgrade:  # most likely a client configured without /v1 (the openai SDK's base_url) or with a typo
+            logger.warning("refused a WebSocket to %s (404): the Realtime API is at %s", path, REALTIME_PATH)
+            return _text(http.HTTPStatus.NOT_FOUND, f"not found: the Realtime API is at {REALTIME_PATH}\n")
         return self._static(path)
 
     def _admit(self, connection: ServerConnection) -> bool:
@@ -147,14 +182,20 @@ class RealtimeServer:
             self._admitted.discard(connection)
 
     async def start(self) -> Server:
-        self._server = await serve(
-            self._handle, self.config.host, self.config.port,
-            process_request=self.process_request,
-            select_subprotocol=self._select_subprotocol,
-            max_size=self.config.ws_max_size, compression=None,
-            # Audio deltas can back up behind a slow client; the session's own queues bound that.
-            write_limit=4 * 1024 * 1024, max_queue=64, ping_interval=20, ping_timeout=60,
-        )
+        """Listen; raises ConfigError when --host/--port cannot be bound (in use, not an address here)."""
+        try:
+            self._server = await serve(
+                self._handle, self.config.host, self.config.port,
+                process_request=self.process_request,
+                select_subprotocol=self._select_subprotocol,
+                max_size=self.config.ws_max_size, compression=None,
+                # Audio deltas can back up behind a slow client; the session's own queues bound that.
+                write_limit=4 * 1024 * 1024, max_queue=64, ping_interval=20, ping_timeout=60,
+                logger=_ConnectionLog(logging.getLogger("websockets.server")),
+            )
+        except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, EACCES, or a host name that does not resolve
+            where = f"{self.config.host}:{self.config.port}"
+            raise ConfigError(f"cannot listen on {where}: {_bind_failure(exc)}") from exc
         return self._server
 
     @property

@@ -392,6 +392,8 @@ class Session(ItemsMixin):
                 resp.mark("committed")
                 resp.release_task = asyncio.create_task(resp.release())
             case tt.CancelGeneration(gen_id=gen_id, reason=reason):
+                if reason in ("rollback", "stale"):  # the core's word: a speculation dropped before its commit
+                    self.metrics.speculations_rolled_back.inc()
                 await self._cancel_response(gen_id, reason)
             case tt.FlushAudio(gen_id=gen_id):
                 self._drop_queued_audio(gen_id)
@@ -561,8 +563,6 @@ class Session(ItemsMixin):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if resp.speculative and not resp.visible:
-            self.metrics.speculations_rolled_back.inc()
         if resp.visible:
             heard = resp.heard_ms_now()
             await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)

@@ -12,8 +12,16 @@ Three kernels:
 
 Softmax runs in the log2 domain: scores are pre-multiplied by log2(e) (folded into the scale and the slopes), so the
 inner loop uses exp2. Bias modes are a constexpr: 0 none, 1 linear ALiBi, 2 sqrt-ALiBi.
+
+sqrt-ALiBi far from the diagonal: a sqrt per score is a second MUFU op beside exp2's, and the MUFU pipe has 1/8 of the
+FMA pipe's throughput (16 vs 128 lanes per clock per SM). Where every key of a tile lies at least FAR positions
+before every query of it, each row's sqrt(pos - key) is its cubic Taylor polynomial in the key's offset from the
+tile's centre (one rsqrt per row, four FMAs per score). FAR (far_distance) keeps the polynomial's error within
+2^-20: one float32 ulp of sqrt(FAR) at BLOCK_N 16, a quarter of one at 64, so both paths agree to float32 precision.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -24,6 +32,15 @@ from triton import knobs
 
 LOG2E = 1.4426950408889634
 _BIAS_CODE = {"none": 0, "alibi": 1, "sqrt_alibi": 2}
+FAR_ERROR = 2.0 ** -20
+
+
+def far_distance(block_n: int) -> int:
+    """The smallest key distance from which the cubic Taylor polynomial of sqrt stays within FAR_ERROR over a tile
+    of block_n keys: its remainder is (5/128) h^4 x^-3.5 for offsets |w| <= h = (block_n - 1) / 2 from the tile's
+    centre, at the tile's nearest key x."""
+    h = (block_n - 1) / 2
+    return math.ceil((5 / 128 * h ** 4 / FAR_ERROR) ** (2 / 7))
 
 
 def _interpreting() -> bool:
@@ -48,6 +65,28 @@ def _scores(qk, slope2, pos, offs_n, scale_log2, BIAS: tl.constexpr, CLAMP: tl.c
 
 
 @triton.jit
+def _far_sqrt_alibi_scores(qk, slope2, pos, start, scale_log2, BLOCK_N: tl.constexpr):
+    """_scores for sqrt-ALiBi on a tile of keys [start, start + BLOCK_N) at least FAR before every row's pos.
+
+    With e the row's distance to the tile's centre and w a key's offset from it (|w| <= h), the distance is e - w
+    and sqrt(e - w) ~= sqrt(e) - w / (2 sqrt(e)) - w^2 / (8 e^1.5) - w^3 / (16 e^2.5), evaluated by Horner in w
+    with each row's coefficients (already multiplied by -slope2)."""
+    half: tl.constexpr = (BLOCK_N - 1) * 0.5
+    e = (pos - start).to(tl.float32) - half
+    r = tl.rsqrt(e)
+    r2 = r * r
+    c0 = -slope2 * e * r
+    c1 = 0.5 * slope2 * r
+    c2 = 0.125 * slope2 * r * r2
+    c3 = 0.0625 * slope2 * r * r2 * r2
+    w = (tl.arange(0, BLOCK_N).to(tl.float32) - half)[None, :]
+    poly = c2[:, None] + w * c3[:, None]
+    poly = c1[:, None] + w * poly
+    poly = c0[:, None] + w * poly
+    return qk * scale_log2 + poly
+
+
+@triton.jit
 def _kv_offsets(seq_row_ptr, offs_n, n_ok, stride_b, stride_s, PAGE: tl.constexpr):
     """Element offsets of keys offs_n (logical positions) in the paged cache, through the block table row."""
     page = tl.load(seq_row_ptr + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
@@ -62,7 +101,7 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
                   offs_d, d_ok, scale_log2,
                   stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
                   BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr):
+                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
     k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
@@ -75,7 +114,10 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
         k = tl.load(K + kv_head_off_k + k_off[None, :] + offs_d[:, None] * stride_kd,
                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
         qk = tl.dot(q, k, input_precision=DOT)
-    s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
+    if FAR_TILE:
+        s = _far_sqrt_alibi_scores(qk, slope2, pos, start, scale_log2, BLOCK_N)
+    else:
+        s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
     if MASKED:
         s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -99,7 +141,7 @@ def _paged_prefill_kernel(
     stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
     BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr,
+    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr, FAR: tl.constexpr,
 ):
     # MAX_Q_BUCKET (next power of two of the longest q_len) is unused in the body: it only keys the autotuner, so
     # decode-sized, chunk-sized and long prefills each get their own tile shape.
@@ -145,14 +187,25 @@ def _paged_prefill_kernel(
     first_pos = ctx - q_len + m_start // GROUP
     # Keys [0, full_end) are visible to every row of the tile: no causal mask there.
     full_end = ((first_pos + 1) // BLOCK_N) * BLOCK_N
-    for start in range(0, full_end, BLOCK_N):
+    # Keys [0, far_end) lie at least FAR before every row: sqrt-ALiBi by polynomial there (module docstring).
+    far_end = 0
+    if BIAS == 2:
+        far_end = (tl.maximum(first_pos + 1 - FAR, 0) // BLOCK_N) * BLOCK_N
+    for start in range(0, far_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR)
+                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR,
+                                      True)
+    for start in range(far_end, full_end, BLOCK_N):
+        acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
+                                      offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR,
+                                      False)
     for start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT, K_NMAJOR)
+                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT, K_NMAJOR,
+                                      False)
     # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.
     out = acc / l_i[:, None]
     o_ptrs = O + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh \
@@ -309,10 +362,12 @@ def store_kv_triton(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot
 
 def _prefill_configs() -> list[triton.Config]:
     if _interpreting():  # the interpreter cannot autotune over several configs
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "K_NMAJOR": 1}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "K_NMAJOR": 1, "FAR": far_distance(16)},
+                              num_warps=4, num_stages=1)]
     tiles = [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 128, 4, 2)]
     # Which K layout feeds Hopper's wgmma better depends on the tile: let the autotuner time both.
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "K_NMAJOR": kn}, num_warps=w, num_stages=s)
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "K_NMAJOR": kn, "FAR": far_distance(bn)}, num_warps=w,
+                          num_stages=s)
             for bm, bn, w, s in tiles for kn in (0, 1)]
 
 

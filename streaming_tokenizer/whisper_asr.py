@@ -53,6 +53,13 @@ def normalize_language(language: str | None) -> str | None:
     return language.replace("_", "-").split("-")[0].strip().lower() or None
 
 
+def whisper_languages() -> frozenset[str]:
+    """The language codes Whisper transcribes ("en", "de", "zh", "yue", ...), as normalize_language() writes them."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES  # faster-whisper is pinned; this is its one list of them
+
+    return frozenset(_LANGUAGE_CODES)
+
+
 class WhisperAsr:
     """One loaded Whisper model. `transcribe` is blocking and thread-safe (calls are serialised).
 

@@ -264,12 +264,35 @@ const handlers = {
 
 // ---- connect / disconnect ---------------------------------------------------------------------
 
+// Why connecting would fail, asked before the microphone is: a browser reports any refused WebSocket as close
+// code 1006, and a stopped server first as a worklet that failed to load. Only the server that served this page
+// is asked (another origin's /healthz cannot be read without CORS headers).
+async function serverProblem(wsUrl) {
+  let target;
+  try {
+    target = new URL(wsUrl);
+  } catch {
+    return null; // the WebSocket constructor names a malformed URL itself
+  }
+  if (target.host !== location.host) return null;
+  let res;
+  try {
+    res = await fetch('/healthz', { cache: 'no-store' });
+  } catch {
+    return `the server at ${location.host} does not answer: is stepaudio-rt serve running? Reload this page once it is.`;
+  }
+  if (res.status === 503) return 'the server is still loading its models: connect again in a few seconds';
+  return null;
+}
+
 async function connect() {
   const s = settings();
   mode = s.mode;
   $('connect').disabled = true;
   setState('starting');
   try {
+    const problem = await serverProblem(s.url);
+    if (problem) throw new Error(problem);
     audio = new AudioEngine({ onChunk, onPlayback });
     await audio.start(micConstraints(s.deviceId), { prebufferMs: s.prebufferMs });
     hook.micSettings = audio.stream.getAudioTracks()[0].getSettings();

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from clients.talk import main
+from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
 
@@ -25,3 +32,107 @@ async def test_talk_sends_its_instructions_and_writes_the_reply(tmp_path: Path) 
     assert code == 0
     assert pipeline.requests[-1].messages[0] == {"role": "system", "content": "Speak like a pirate."}
     assert sf.info(str(out)).duration > 0.1
+
+
+def talk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Runs `stepaudio-rt talk ARGV`; returns its exit status and what it wrote to stderr."""
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def no_server() -> str:
+    return f"ws://127.0.0.1:{free_port()}/v1/realtime"
+
+
+def test_a_file_that_is_not_audio_is_named_before_connecting(tmp_path: Path, capsys) -> None:
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not a recording\n")
+    assert talk(capsys, str(notes), "--url", no_server()) == (
+        1, f"talk: cannot read {notes} as audio: Format not recognised.\n")
+
+
+def test_a_silent_file_fails_at_once_instead_of_after_the_reply_timeout(tmp_path: Path, capsys) -> None:
+    """A server's VAD never starts a turn on silence: talk used to wait --timeout (60 s) for a reply."""
+    quiet = tmp_path / "quiet.wav"
+    sf.write(str(quiet), silence(3.0), 16000)
+    assert talk(capsys, str(quiet), "--url", no_server()) == (
+        1, f"talk: {quiet} is silent (no sample above -40 dBFS): there is no speech to send\n")
+
+
+def test_no_server_at_the_url_says_so_and_what_to_check(tmp_path: Path, capsys) -> None:
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    url = no_server()
+    assert talk(capsys, str(wav), "--url", url) == (
+        1, f"talk: cannot connect to {url}: Connection refused (is `stepaudio-rt serve` running there?)\n")
+
+
+def test_an_out_file_in_a_missing_folder_is_refused_before_talking(tmp_path: Path, capsys) -> None:
+    """The reply is written at the end: a bad --out must not cost the user the whole conversation."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    out = tmp_path / "no-such-folder" / "reply.wav"
+    assert talk(capsys, str(wav), "--url", no_server(), "--out", str(out)) == (
+        2, f"talk: cannot write {out}: no such folder: {out.parent}\n")
+
+
+@pytest.mark.slow
+def test_noise_the_server_hears_no_speech_in_is_reported_as_such(embedded_server, tmp_path: Path, capsys) -> None:
+    """Audible but not speech (white noise): silero hears no turn, and talk says that rather than 'no reply'."""
+    hiss = tmp_path / "hiss.wav"
+    sf.write(str(hiss), np.random.default_rng(0).normal(0, 0.05, 3 * 16000).astype(np.float32), 16000)
+    code, err = talk(capsys, str(hiss), "--url", embedded_server.ws, "--fast", "--timeout", "3")
+    assert (code, err) == (1, "talk: the server heard no speech: no turn began within 3 s after the audio was sent\n")
+
+
+@pytest.mark.parametrize("option", ["--speed", "--timeout"])
+def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path, capsys, option: str) -> None:
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(wav), "--url", no_server(), option, "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
+
+
+@pytest.mark.slow
+def test_a_url_without_the_realtime_path_is_told_where_the_api_is(embedded_server, beckett_wav, capsys) -> None:
+    """ws://host:port/ or an openai base_url without /v1: the 404 says where the API is, to the client and in the
+    server's log (the openai SDK shows only the status)."""
+    url = f"ws://127.0.0.1:{embedded_server.port}/realtime"
+    assert talk(capsys, str(beckett_wav), "--url", url) == (
+        1, "talk: server rejected WebSocket connection: HTTP 404 (not found: the Realtime API is at /v1/realtime)\n")
+    assert "refused a WebSocket to /realtime (404): the Realtime API is at /v1/realtime" in embedded_server.log()
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_conversation_exits_130_without_a_traceback(embedded_server, two_cities_wav) -> None:
+    talk_ = subprocess.Popen([sys.executable, "-m", "controller.cli", "talk", str(two_cities_wav), "--url",
+                              embedded_server.ws, "--out", os.devnull], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # connected and streaming: the recording is 44 s long
+    talk_.send_signal(signal.SIGINT)
+    _, err = talk_.communicate(timeout=30)
+    assert talk_.returncode == 130 and err == "", err
+
+
+@pytest.mark.slow
+def test_the_reply_is_a_wav_whatever_the_out_name(embedded_server, beckett_wav, tmp_path: Path, capsys) -> None:
+    """`--out reply` (or /dev/null) used to end the conversation with soundfile's 'No format specified' TypeError."""
+    out = tmp_path / "reply"
+    assert talk(capsys, str(beckett_wav), "--url", embedded_server.ws, "--fast", "--out", str(out))[0] == 0
+    info = sf.info(str(out))
+    assert (info.format, info.samplerate) == ("WAV", 24000) and info.duration > 0.3
+
+
+@pytest.mark.slow
+def test_a_reply_that_fails_on_the_server_is_an_error_with_its_reason(beckett_wav, capsys) -> None:
+    """The chat server behind --chat-url is down: talk printed '[turn 1: failed]', no reason, and exited 0."""
+    chat_url = f"http://127.0.0.1:{free_port()}/v1"
+    server = ServerProcess("--profile", "embedded", "--chat-url", chat_url)
+    try:
+        code, err = talk(capsys, str(beckett_wav), "--url", server.ws, "--fast", "--out", os.devnull)
+    finally:
+        server.stop()
+    assert code == 1
+    assert err.startswith(f"talk: the reply failed: cannot connect to chat server {chat_url}/models: "), err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import socket
 import time
 
@@ -515,3 +516,23 @@ async def test_an_idle_timeout_marks_the_silence_after_the_reply_and_the_assista
     assert triggered["audio_start_ms"] >= 1900  # after the reply, not the start of the session's audio
     assert 700 <= triggered["audio_end_ms"] - triggered["audio_start_ms"] <= 1400, triggered
     assert committed["item_id"] == triggered["item_id"]
+
+
+async def test_a_committed_speculation_cut_at_once_by_new_speech_counts_as_committed_not_rolled_back() -> None:
+    """The end of the turn commits the speculation and the user speaks again in the same audio append, before the
+    committed reply has sent anything: a barge-in on a committed reply. /metrics must count it as committed only
+    (it also counted a rollback, so committed + rolled back exceeded started); a speech resumption during the
+    pause, before any commit, is the rollback."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (server, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # pause: speculation 1
+        await asyncio.sleep(0.3)
+        await conv.stream(np.concatenate([speech(0.5), silence(0.3)]), pace=0)  # resumed: rolled back; 2 starts
+        await asyncio.sleep(0.3)
+        await conv.stream(np.concatenate([silence(0.5), speech(1.0)]), pace=0)  # end of turn, then speech again
+        await conv.wait_for("input_audio_buffer.speech_started", after=len(conv.events) - 1, timeout=5)
+        await asyncio.sleep(0.3)
+        metrics = server.metrics.render().decode()
+    counts = {k: float(m.group(1)) for k in ("started", "committed", "rolled_back")
+              if (m := re.search(rf"^stepaudio_speculations_{k}_total (\S+)$", metrics, re.M))}
+    assert counts == {"started": 2.0, "committed": 1.0, "rolled_back": 1.0}

@@ -248,8 +248,9 @@ def test_cancel_while_speculating_is_refused_and_the_speculation_is_committed_at
 def test_random_sessions_keep_the_turn_taking_invariants() -> None:
     """20,000 random but well-formed event sequences (VAD events in the order a detector gives them, generation
     reports only for the current, committed reply). Whatever happens: one reply at a time, speech_started and
-    speech_stopped alternate, a reply exists exactly in the replying states, and an open user turn exactly while
-    listening or speculating."""
+    speech_stopped alternate, a reply exists exactly in the replying states, an open user turn exactly while
+    listening or speculating, and a cancellation says "rollback" or "stale" (what the session counts as a
+    speculation rolled back) exactly when it drops a speculation not yet committed."""
     import random
 
     rng = random.Random(7)
@@ -257,7 +258,7 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
                TurnConfig(speculation=False), TurnConfig(interrupt_response=False, create_response=False)]
     for _ in range(400):
         tt = TurnTaking(config=rng.choice(configs))
-        vad, ms, now, turn_open = "silence", 0, 0.0, False
+        vad, ms, now, turn_open, uncommitted = "silence", 0, 0.0, False, set()
         for _ in range(50):
             ms += rng.randint(30, 600)
             now += 0.1
@@ -281,10 +282,15 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
             for action in tt.handle(event, now):
                 if isinstance(action, CancelGeneration):
                     assert action.gen_id == live
+                    assert (action.reason in ("rollback", "stale")) == (action.gen_id in uncommitted), action
                     live = None
                 elif isinstance(action, StartGeneration):
                     assert live is None, "a second reply started while one was live"
                     live = action.gen_id
+                    if action.speculative:
+                        uncommitted.add(action.gen_id)
+                elif isinstance(action, CommitGeneration):
+                    uncommitted.discard(action.gen_id)
                 elif isinstance(action, EmitSpeechStarted):
                     assert not turn_open
                     turn_open = True

@@ -116,6 +116,20 @@ def test_triton_prefill_ragged_prefix_forks(triton_modules, h, g, d, page, dtype
         torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype], msg=bias)
 
 
+@pytest.mark.parametrize("h,g", [(4, 4), (12, 1)])
+def test_triton_prefill_far_tiles_match_exact_sqrt(triton_modules, h, g) -> None:  # type: ignore[no-untyped-def]
+    """Keys at least far_distance before a query take the Taylor-polynomial sqrt: in these contexts most tiles do,
+    and the loop bounds must hand each tile to the right path (test_attention_far.py checks the polynomial)."""
+    tri = triton_modules.attention
+    far = tri.far_distance(16 if triton_modules.interpret else 128)  # the interpreter's BLOCK_N; the GPU's largest
+    b = P.make_batch([16, 5], [far + 300, far + 20], num_heads=h, num_kv_heads=g, head_dim=64, page=16,
+                     dtype=torch.float32, device=triton_modules.device)
+    slopes = A.alibi_slopes(h).to(triton_modules.device)
+    got = _run(tri.paged_attention_triton, b, slopes, "sqrt_alibi", max_seqlen_q=b.max_seqlen_q)
+    want = _run(A.paged_attention_ref, b, slopes, "sqrt_alibi")
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+
+
 @pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (8, 2, 128, 16, torch.float16),
                                               (12, 1, 64, 8, torch.float16), (24, 2, 64, 16, torch.float32)])
 @pytest.mark.parametrize("num_splits", [None, 7])

@@ -317,3 +317,20 @@ def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
     reply = state["assistantTranscripts"][0].lower()
     assert re.search(r"paris|capital|france", reply), context  # it answered the typed question
     assert state["playedSeconds"] >= 0.5 and len(state["latenciesMs"]) == 1, context
+
+
+def test_connect_with_the_server_stopped_says_so(browser: object) -> None:
+    """The page stays open after the server stops; Connect then said 'Failed to load worklet module script:
+    .../capture-worklet.js (Network error)'."""
+    from selenium.webdriver.common.by import By
+
+    server = ServerProcess("--profile", "embedded")
+    try:
+        browser.get(f"{server.http}/")  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["errors"], 20)
+    assert state["errors"] == [f"could not start: the server at 127.0.0.1:{server.port} does not answer: is "
+                               "stepaudio-rt serve running? Reload this page once it is."]
+    assert state["state"] == "error"

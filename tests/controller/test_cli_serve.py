@@ -1,0 +1,127 @@
+"""`stepaudio-rt serve` as a new user runs it: bad options and an unusable address get one line, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess
+
+
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controller.cli", "serve", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    """Exit status 2 and the message, before any model was loaded for nothing."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "loading" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"stepaudio-rt serve: error: {message}"), proc.stderr
+
+
+def test_a_port_in_use_is_named_before_any_model_loads() -> None:
+    """The first thing a second `make serve` hits: the port is taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = serve("--port", str(port))
+    assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}: address already in use "
+                                "(another server? choose a free one with --port)")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--port", "70000"], "--port must be between 0 and 65535, got 70000"),
+    (["--host", "no-such-host.invalid", "--port", "0"],
+     "cannot listen on no-such-host.invalid:0: "),  # then the resolver's words
+    # Whisper refused it at every turn, after the server had loaded its models and said it was ready.
+    (["--language", "xx"], "--language 'xx' is not one of Whisper's language codes (en, de, fr, es, zh, ja, ...)"),
+    (["--chat-url", "127.0.0.1:8000/v1"], "--chat-url '127.0.0.1:8000/v1': an http:// or https:// URL ending in "
+                                          "/v1, e.g. http://127.0.0.1:8000/v1"),
+    (["--mqtt-url", "127.0.0.1:1883", "--port", "0"], "--mqtt-url '127.0.0.1:1883': the scheme must be mqtt:// or "
+                                                      "mqtts://"),
+    # `--api-key "$KEY"` with KEY unset: the server started, refusing every client without a key.
+    (["--api-key", ""], "--api-key is empty"),
+    (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', "
+                              "'WARNING', 'ERROR')"),
+])
+def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
+    assert_one_line_error(serve(*args), message)
+
+
+@pytest.mark.slow
+def test_a_model_cache_that_cannot_be_written_is_named_with_the_variable_that_moves_it(tmp_path: Path) -> None:
+    """The chat LM is assembled into the cache on first use; a cache that cannot be created (a read-only home in a
+    container, a typo) was a FileNotFoundError/PermissionError traceback. As root (tests), only a path through a
+    file cannot be created."""
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"
+    proc = serve("--port", "0", env={"STEPAUDIO_RT_CACHE": str(cache)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"stepaudio-rt serve: error: cannot prepare the embedded models: [Errno 20] Not a directory: '{cache}' "
+        f"(the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)")
+
+
+def test_help_shows_real_defaults_only() -> None:
+    """`serve --help`: no "(default: None)" or "(default: [])" next to options that simply have none."""
+    proc = serve("--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())  # argparse wraps lines at the terminal's width
+    assert "(default: None)" not in text and "(default: [])" not in text
+    assert "(default: 8765)" in text and "(default: no limit)" in text
+
+
+def test_the_readme_configuration_table_lists_every_serve_option() -> None:
+    """Each option `serve --help` has is in the README's table, and the table names no option serve lacks."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented = {opt for row in section.splitlines() if row.startswith("| `--")
+                  for opt in re.findall(r"--[a-z-]+", row.split("|")[1])}
+    options = set(re.findall(r"(?m)^  (?:-\w, )?(--[a-z-]+)", serve("--help").stdout)) - {"--help"}
+    assert documented == options
+
+
+@pytest.mark.slow
+def test_the_log_at_info_has_a_line_per_reply_and_none_per_transcription(embedded_server, beckett_wav,
+                                                                          tmp_path: Path) -> None:
+    """faster-whisper logged "Processing audio with duration ..." at INFO for every pass, about one a second."""
+    from clients.talk import main as talk
+
+    assert talk([str(beckett_wav), "--url", embedded_server.ws, "--fast", "--out", str(tmp_path / "r.wav")]) == 0
+    log = embedded_server.log()
+    assert re.search(r"INFO controller\.session: response \S+ completed", log), log
+    assert "faster_whisper" not in log, log
+
+
+@pytest.mark.slow
+def test_clients_that_hang_up_before_the_handshake_leave_no_error_in_the_log(embedded_server) -> None:
+    """A TCP health check (connect, close), a request cut short and a port scanner's junk are the client's doing:
+    websockets logged each as 'ERROR opening handshake failed' with a 15-line traceback."""
+    for data in (b"", b"GET /healthz HTTP/1.1\r\n", b"junk\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", embedded_server.port)) as probe:
+            probe.sendall(data)
+    with urllib.request.urlopen(f"{embedded_server.http}/healthz", timeout=10) as answer:
+        assert answer.status == 200  # the server is fine, and has handled the probes before this request
+    log = embedded_server.log()
+    assert "ERROR" not in log and "Traceback" not in log, log
+
+
+@pytest.mark.slow
+def test_listening_on_all_interfaces_prints_urls_a_browser_here_can_open() -> None:
+    """With --host 0.0.0.0 the ready line said page: http://0.0.0.0:PORT/, which Chrome refuses to open."""
+    server = ServerProcess("--host", "0.0.0.0")
+    try:
+        ready = f"ready: ws://127.0.0.1:{server.port}/v1/realtime  page: http://127.0.0.1:{server.port}/"
+        assert ready in server.log()
+    finally:
+        server.stop()
