@@ -1,0 +1,45 @@
+"""The SIP bridge's configuration (one frozen dataclass, validated when built; the CLI builds it)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+__all__ = ["BridgeConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeConfig:
+    server_url: str
+    host: str = "127.0.0.1"  # where SIP and RTP sockets listen
+    port: int = 5060
+    advertise: str | None = None  # the address callers reach, put in Contact and SDP; None: `host`
+    api_key: str | None = None
+    model: str | None = "stepaudio-rt"
+    instructions: str | None = None
+    silence_duration_ms: int | None = None  # server_vad end-of-turn silence; None keeps the server's default
+    max_calls: int = 16
+    connect_timeout_s: float = 10.0
+    jitter_depth: int = 3
+    max_inbound_frames: int = 500  # 10 s of caller audio waiting for the agent socket; older frames are dropped
+    # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
+    # forever: with no RTP for this long while we expect some, we hang up. None: never.
+    rtp_timeout_s: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.server_url.startswith(("ws://", "wss://")):
+            raise ValueError("server_url must be a ws:// or wss:// URL")
+        try:
+            unspecified = ipaddress.ip_address(self.public_host).is_unspecified
+        except ValueError:  # a host name is taken as it is
+            unspecified = False
+        if unspecified:  # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
+            raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
+        if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
+            raise ValueError("silence_duration_ms must be positive")
+        if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
+            raise ValueError("rtp_timeout_s must be positive")
+
+    @property
+    def public_host(self) -> str:
+        return self.advertise or self.host
