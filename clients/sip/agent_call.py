@@ -5,18 +5,19 @@
   server that cannot be reached gets the caller a 503). The session is set to G.711 in and out (`audio/pcmu` or
   `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's audio deltas are
   already the bytes we packetize: no transcoding in the bridge.
-- Our RTP goes to where the caller's first audio packet came from (symmetric RTP), else to its SDP address. A
-  host name there (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is
-  answered or moved (a socket would look it up on every 20 ms send, blocking the loop); one that cannot be
-  looked up gets the caller a 488.
+- Only RTP from the caller's media source reaches the agent, and ours goes back there (rtp_latch.py: the SDP
+  address, or a NAT's source latched after a few packets in a row; any other source is dropped). A host name
+  in the SDP (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is answered
+  or moved (a socket would look it up on every 20 ms send, blocking the loop); one that cannot be looked up
+  gets the caller a 488.
 - RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
   queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
 - RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
-- No RTP for `rtp_timeout_s` while the caller should send (not on hold) ends the call with our BYE: a caller
-  that vanished without BYE must not hold an agent session and a call slot forever.
+- No RTP from the caller for `rtp_timeout_s` while it should send (not on hold) ends the call with our BYE: a
+  caller that vanished without BYE must not hold an agent session and a call slot forever.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
   handed back through `CallHost.call_finished`.
 """
@@ -40,6 +41,7 @@ from clients.sip.bridge_config import BridgeConfig
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
+from clients.sip.rtp_latch import RtpLatch
 from clients.sip.sdp import Negotiated
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import IncomingCall
@@ -68,6 +70,7 @@ class CallRecord:
     dtmf: list[str] = field(default_factory=list)
     rtp_in_packets: int = 0
     rtp_in_bad: int = 0
+    rtp_in_foreign: int = 0  # well-formed RTP dropped for its source (not the caller's, see rtp_latch.py)
     rtp_lost: int = 0
     rtp_out_packets: int = 0
     rtp_out_bytes: int = 0
@@ -119,10 +122,8 @@ class AgentCall:
         self.bridge = bridge
         self.handle = offer.call
         self.media = offer.media
-        self.remote = (offer.media.remote_host, offer.media.remote_port)
-        self._latched = False  # whether `remote` is where the caller's RTP comes from (symmetric RTP)
-        # Hosts we latch to: the caller's signalling source (its NAT's public address) and its SDP address.
-        self._caller_hosts = {offer.remote[0], offer.media.remote_host}
+        self.latch = RtpLatch(offer.remote[0])  # which RTP sources are the caller, where ours goes
+        self._dest: tuple[str, int] | None = None  # latch.send_to when media_to was last written
         codec = offer.media.codec
         self.record = CallRecord(offer.call, offer.sip_call_id, offer.caller, codec.name)
         self.log = logging.LoggerAdapter(logger, {"call_id": offer.sip_call_id})
@@ -146,12 +147,11 @@ class AgentCall:
     def media_changed(self, media: Negotiated) -> None:
         """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
         self.media = media
-        self._latched = False
         self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
         self.log.info("call %s media now %s:%d, %s", self.handle, media.remote_host, media.remote_port,
                       media.direction)
         if _is_address(media.remote_host):
-            self._send_to((media.remote_host, media.remote_port))
+            self._expect((media.remote_host, media.remote_port))
         else:  # until it is looked up, our audio goes where it went
             self._spawn(self._move_to(media))
 
@@ -163,12 +163,23 @@ class AgentCall:
             self._hang_up_quietly("media host unknown")
             return
         if self.media is media:  # not overtaken by a later re-INVITE
-            self._send_to((address, media.remote_port))
+            self._expect((address, media.remote_port))
 
-    def _send_to(self, remote: tuple[str, int]) -> None:
-        self.remote = remote
-        self._caller_hosts.add(remote[0])
-        self.record.media_to = f"{remote[0]}:{remote[1]}"
+    def _expect(self, remote: tuple[str, int]) -> None:
+        """The caller's SDP names `remote` (an IP literal): our RTP goes there until its audio latches elsewhere."""
+        self.latch.expect(remote)
+        self._note_destination()
+
+    def _note_destination(self) -> None:
+        """Keep the call log's media_to on where our RTP goes, and say so when a NAT source was latched."""
+        dest = self.latch.send_to
+        if dest is None or dest == self._dest:
+            return
+        to = f"{dest[0]}:{dest[1]}"
+        if self._dest is not None:
+            self.log.info("call %s: the agent's audio now goes to %s (was %s)", self.handle, to,
+                          self.record.media_to)
+        self._dest, self.record.media_to = dest, to
 
     def dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
@@ -208,7 +219,7 @@ class AgentCall:
 
     async def _resolve_remote(self) -> bool:
         """The caller's media address as an IP literal (see the module docstring); False: refused with 488."""
-        host, port = self.remote
+        host, port = self.media.remote_host, self.media.remote_port
         try:
             address = await _address_of(host)
         except OSError as exc:
@@ -218,7 +229,7 @@ class AgentCall:
                     self.bridge.ua.reject(self.handle, 488, asyncio.get_running_loop().time())
                 self.bridge.pump()
             return False
-        self._send_to((address, port))
+        self._expect((address, port))
         return True
 
     async def _connect(self) -> bool:
@@ -251,15 +262,19 @@ class AgentCall:
     # ----- media -----
 
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._last_rtp = asyncio.get_running_loop().time()  # any datagram shows the caller is still there
         try:
             packet = RtpPacket.parse(data)
         except RemoteProtocolError:
             self.record.rtp_in_bad += 1
             return
+        if not self.latch.receive(addr, packet.sequence):  # not the caller's: never the agent's to hear
+            if self.latch.dropped == 1:
+                self.log.info("call %s: RTP from %s:%d ignored: not the caller's media source", self.handle, *addr)
+            return
+        self._note_destination()
         now = asyncio.get_running_loop().time()
+        self._last_rtp = now  # only the caller's packets show it is still there
         if packet.payload_type == self.media.codec.payload_type:
-            self._latch(addr)
             self.record.rtp_in_packets += 1
             self._queue_inbound(self.jitter.push(packet, now))
             return
@@ -272,19 +287,6 @@ class AgentCall:
                 return
             for d in digits:
                 self.dtmf(d.digit)
-
-    def _latch(self, source: tuple[str, int]) -> None:
-        """Symmetric RTP (RFC 4961): send to where the caller's audio comes from, which behind a NAT is not the
-        address in its SDP (it would hear nothing). Only the first source after the answer or a re-INVITE is
-        taken, and only on one of the caller's hosts, so a stray or hostile stream cannot draw the agent's audio
-        away."""
-        if self._latched or source[1] == 0 or source[0] not in self._caller_hosts:  # port 0: sipp's pcap player
-            return
-        self._latched = True
-        if source != self.remote:
-            self.log.info("call %s: RTP comes from %s:%d, not %s:%d: sending there", self.handle, *source,
-                          *self.remote)
-            self._send_to(source)
 
     def _queue_inbound(self, frames: list[bytes]) -> None:
         self._inbound += frames
@@ -309,9 +311,9 @@ class AgentCall:
                 self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
                 self._hang_up_quietly("RTP timeout")
                 return
-            packet = self.outbound.tick()
-            if packet is not None and self.rtp is not None and self.media.sends:  # on hold: the audio is skipped
-                self.rtp.sendto(packet, self.remote)
+            packet, dest = self.outbound.tick(), self.latch.send_to
+            if packet is not None and self.rtp is not None and dest is not None and self.media.sends:
+                self.rtp.sendto(packet, dest)  # on hold (not `sends`) the audio is skipped
             self._queue_inbound(self.jitter.poll(loop.time()))
             if self._inbound and self.client is not None:
                 audio, self._inbound = b"".join(self._inbound), []
@@ -372,6 +374,7 @@ class AgentCall:
         if self.rtp is not None:
             self.rtp.close()
         self.record.rtp_lost = self.jitter.stats.lost
+        self.record.rtp_in_foreign = self.latch.dropped
         self.record.rtp_out_packets = self.outbound.packets_sent
         self.record.rtp_out_bytes = self.outbound.bytes_sent
         self.record.ended = time.time()

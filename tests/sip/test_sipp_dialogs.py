@@ -5,16 +5,18 @@ Each scenario is one sipp UAC call; sipp exits 0 only when every expected respon
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from clients.sip.rtp import RtpPacket
+from clients.sip.rtp import RtpPacket, TelephoneEvent
 from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
     write_rtp_pcap
 from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
@@ -218,6 +220,68 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
     assert_reply_heard_at(tmp_path / "source.pcap", source_port, bridge)
+
+
+def stream_rtp(sock: socket.socket, dest: tuple[str, int], audio: bytes, digit: int) -> None:
+    """From `sock`: `audio` as 20 ms PCMU packets in real time, then an RFC 4733 key press of `digit` (PT 101)."""
+    ssrc = random.getrandbits(32)
+    frames = [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
+    start = time.monotonic()
+    for n, frame in enumerate(frames):
+        sock.sendto(RtpPacket(0, n, n * 160, ssrc, frame, marker=n == 0).serialize(), dest)
+        time.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+    key = len(frames) * 160
+    for n in range(3):  # the End packet, sent three times (RFC 4733 2.5.1.4)
+        event = TelephoneEvent(digit, True, 10, 800).serialize()
+        sock.sendto(RtpPacket(101, len(frames) + n, key, ssrc, event).serialize(), dest)
+
+
+def test_rtp_from_other_sources_never_reaches_the_agent(embedded_server, beckett_wav: Path, two_cities_wav: Path,
+                                                        tmp_path: Path) -> None:
+    """A call's RTP port is open to anyone (RFC 7362 5, Asterisk's strictrtp). Speech and a key press sent to it
+    from a host that is not the caller's, before the caller talks, and from another port of the caller's own host
+    while the caller's audio flows from its SDP address, must not reach the agent: it hears (and answers) the
+    caller alone, no stranger gets the agent's audio, and the call log counts the dropped packets."""
+    need("sipp", "sox")
+    caller = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    (tmp_path / "beckett.ul").write_bytes(caller)
+    stranger_speech = ulaw_speech(two_cities_wav, tmp_path / "cities", lead_s=0.0, tail_s=0.0, seconds=3.0)
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
+    outcome: list[tuple[int, str]] = []
+    sipp = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")), expect(200),
+        request("ACK", 1, in_dialog=True),
+        '<pause milliseconds="4000"/>\n',  # the first stranger talks alone
+        f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+        f'<pause milliseconds="{int(len(caller) / 8) + 15000}"/>\n',
+        request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)))
+    far, near = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.2", 0))
+    near.bind(("127.0.0.1", 0))  # the caller's host, another port
+    try:
+        sipp.start()
+        answered = wait_for(lambda: re.search(r"answered: PCMU -> rtp (\d+)", bridge.log()), 20)
+        assert answered, bridge.log()
+        port = ("127.0.0.1", int(answered[1]))
+        stream_rtp(far, port, stranger_speech, 9)
+        time.sleep(2.0)  # the caller's stream began 4 s after the answer; its first 0.3 s are silence
+        stream_rtp(near, port, stranger_speech, 7)
+        sipp.join()
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    for stranger in (far, near):
+        stranger.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            stranger.recv(2048)  # not one packet of the agent's audio went to a stranger
+        stranger.close()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    heard = " ".join(calls[0]["user_transcripts"]).lower()
+    assert "ever tried" in heard and "times" not in heard, calls
+    assert calls[0]["agent_transcripts"], calls
+    assert calls[0]["dtmf"] == [], calls
+    assert calls[0]["rtp_in_foreign"] == 2 * (len(stranger_speech) // 160 + 3), calls
 
 
 def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, tmp_path: Path) -> None:
