@@ -22,6 +22,10 @@ Rules:
 - BYE in a dialog -> 200 OK and CallEnded; a retransmitted BYE after the end gets 200 OK again (the ended call is
   remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
   responses until any response, for at most 32 s.
+- A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
+  gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
+  like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
+  and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
 - OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
   Other methods -> 501.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
@@ -211,9 +215,13 @@ class UserAgent:
     def _on_request(self, req: Request, addr: Addr, now: float) -> None:
         call = self._calls.get(self._key(req))
         method = req.method
-        if method == "ACK":
+        starts_call = method == "INVITE" and req.to.tag is None
+        unsupported = _unsupported(req)
+        if unsupported and method not in ("ACK", "CANCEL") and not starts_call:  # a new call's: see _on_invite
+            self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported)),))
+        elif method == "ACK":
             self._on_ack(call, req, now)
-        elif method == "INVITE" and req.to.tag is None:
+        elif starts_call:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
             elif req.cseq.number == call.invite.cseq.number:  # retransmission: same response, no second dialog
@@ -242,6 +250,10 @@ class UserAgent:
         if self.live_calls > self.config.max_calls:
             self._refuse(call, 486, now)
             return
+        unsupported = _unsupported(req)
+        if unsupported:
+            self._refuse(call, 420, now, extra=(("Unsupported", ", ".join(unsupported)),))
+            return
         try:
             call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
             call.media = negotiate(call.offer)
@@ -252,9 +264,9 @@ class UserAgent:
         self._send(call.last_response, addr)
         self._events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
 
-    def _refuse(self, call: _Call, status: int, now: float) -> None:
+    def _refuse(self, call: _Call, status: int, now: float, extra: tuple[tuple[str, str], ...] = ()) -> None:
         self._transition(call, "reject")
-        self._final(call, status, now)
+        self._final(call, status, now, extra=extra)
 
     def _on_reinvite(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
@@ -373,9 +385,10 @@ class UserAgent:
         call.local_sdp = sdp
         return sdp
 
-    def _final(self, call: _Call, status: int, now: float, body: bytes = b"") -> None:
+    def _final(self, call: _Call, status: int, now: float, body: bytes = b"",
+               extra: tuple[tuple[str, str], ...] = ()) -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
-        extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ())
+        extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
         call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
                                              body=body, extra=extra)
         call.interval = T1
@@ -486,6 +499,11 @@ class UserAgent:
     @staticmethod
     def _key(req: Request) -> tuple[str, str]:
         return req.call_id, req.from_.tag or ""
+
+
+def _unsupported(req: Request) -> list[str]:
+    """The option tags `req` requires (Require, 20.32) that we do not support: all of them."""
+    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip()]
 
 
 def _with_tag(value: str, tag: str) -> str:

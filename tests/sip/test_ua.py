@@ -19,8 +19,8 @@ SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r
 
 
 def req(method: str, *, to_tag: str = "", body: bytes = b"", cseq: int = 1, branch: str = "b1",
-        ctype: str = "application/sdp", call_id: str = "c1") -> bytes:
-    extra = f"Content-Type: {ctype}\r\n" if body else ""
+        ctype: str = "application/sdp", call_id: str = "c1", headers: str = "") -> bytes:
+    extra = (f"Content-Type: {ctype}\r\n" if body else "") + headers
     return (f"{method} sip:agent@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch}\r\n"
             f"From: <sip:caller@127.0.0.1>;tag=ft\r\nTo: <sip:agent@127.0.0.1:5080>{to_tag}\r\n"
             f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:5070>\r\n{extra}"
@@ -214,6 +214,40 @@ def test_a_retry_with_a_higher_cseq_after_488_is_a_new_call() -> None:
     h.advance(40.0)  # the rejected call is forgotten
     assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye"))) == [200]
     assert h.events[-1] == CallEnded(incoming.call, "remote hangup")
+
+
+def test_an_invite_requiring_an_unknown_extension_gets_420_and_a_retry_without_it_is_a_call() -> None:
+    """8.2.2.3: Require names option tags the UAS must support; we support none, so 420 Bad Extension lists them
+    in Unsupported. Like any final response to an INVITE it is retransmitted until ACK; no call is started."""
+    h = Harness()
+    out = h.feed(req("INVITE", body=SDP, headers="Require: 100rel\r\nRequire: timer\r\n"))
+    assert statuses(out) == [100, 420] and out[1].reason == "Bad Extension"
+    assert out[1].headers.get("Unsupported") == "100rel, timer"
+    assert statuses(h.feed(req("INVITE", body=SDP, headers="Require: 100rel, timer\r\n"))) == [420]  # resent
+    assert statuses(h.advance(0.5)) == [420]
+    h.feed(req("ACK", to_tag=to_tag(out[1])))
+    assert h.advance(10.0) == [] and h.events == []
+    retry = h.feed(req("INVITE", body=SDP, cseq=2, branch="b2", headers="Supported: 100rel\r\n"))
+    assert statuses(retry) == [100, 180] and isinstance(h.events[-1], IncomingCall)
+
+
+def test_in_dialog_and_other_requests_requiring_an_extension_get_420_and_ack_cancel_ignore_require() -> None:
+    """8.2.2.3: a BYE or OPTIONS with an unknown Require gets 420 (the call goes on); Require in ACK and CANCEL
+    is ignored."""
+    ringing = Harness()
+    cancelled = ringing.call()
+    cancel = ringing.feed(req("CANCEL", branch="b1", headers="Require: foo\r\n"))
+    assert statuses(cancel) == [200, 487] and ringing.events[-1] == CallEnded(cancelled, "cancelled")
+    h = Harness()
+    call, tag = h.established()
+    h.feed(req("ACK", to_tag=tag, headers="Require: foo\r\n"))
+    assert h.ua.state(call) is CallState.CONFIRMED
+    opt = h.feed(req("OPTIONS", cseq=2, branch="o", call_id="other", headers="Require: foo\r\n"))
+    assert statuses(opt) == [420] and opt[0].headers.get("Unsupported") == "foo"
+    bye = h.feed(req("BYE", to_tag=tag, cseq=2, branch="bye", headers="Require: foo, bar\r\n"))
+    assert statuses(bye) == [420] and bye[0].headers.get("Unsupported") == "foo, bar"
+    assert h.ua.state(call) is CallState.CONFIRMED and not any(isinstance(e, CallEnded) for e in h.events)
+    assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye2"))) == [200]
 
 
 def test_reinvite_hold_resume_and_move_media() -> None:
