@@ -20,48 +20,9 @@ from clients.sip.rtp import RtpPacket, TelephoneEvent
 from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
     write_rtp_pcap
 from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
-
-HEAD = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-Call-ID: [call_id]
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70"""
-
-
-def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1,
-        host: str = "IP[media_ip_type] [media_ip]") -> str:
-    lines = ["v=0", f"o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]", "s=-",
-             f"c=IN {host}", "t=0 0", f"m=audio {port} RTP/AVP {formats}", *extra]
-    return "\n".join(lines) + "\n"
-
-
-def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "") -> str:
-    to = "To: <sip:[service]@[remote_ip]:[remote_port]>" + ("[peer_tag_param]" if in_dialog else "")
-    ctype = "Content-Type: application/sdp\n" if body else ""
-    ctype += headers
-    retrans = ' retrans="500"' if method != "ACK" else ""
-    return (f"<send{retrans}><![CDATA[\n{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{HEAD}\n{to}\n"
-            f"CSeq: {cseq} {method}\n{ctype}Content-Length: [len]\n\n{body}]]></send>\n")
-
-
-def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), match: str | None = None,
-           header: str | None = None) -> str:
-    """Expected responses; `match`: a regular expression the last one's body (or `header`) must match, or sipp
-    fails the call."""
-    opt = "".join(f'<recv response="{s}" optional="true"/>\n' for s in optional)
-    where = f'search_in="hdr" header="{header}:"' if header else 'search_in="body"'
-    check = f'<action><ereg regexp="{match}" {where} check_it="true" assign_to="m"/></action>' if match else ""
-    used = '<Reference variables="m"/>\n' if match else ""  # sipp refuses a variable it never reads
-    return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses[:-1]) + \
-        f'<recv response="{statuses[-1]}">{check}</recv>\n{used}'
-
-
-def scenario(*steps: str) -> str:
-    return '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="bridge dialog">\n' + "".join(steps) + \
-        "</scenario>\n"
-
 
 def phone_bridge(server_ws: str, workdir: Path) -> BridgeProcess:
     """A bridge set up for a spoken call: the caller's turn ends after 1 s of silence, the agent answers briefly."""
@@ -112,28 +73,6 @@ def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMU", "remote hangup")]
-
-
-def test_an_invite_requiring_100rel_gets_420_and_the_retry_without_it_is_answered(embedded_server,
-                                                                                   tmp_path: Path) -> None:
-    """RFC 3261 8.2.2.3: a PBX that requires reliable provisional responses (Require: 100rel, RFC 3262) is told
-    420 Bad Extension with Unsupported: 100rel instead of a call it believes has that extension; it retries
-    without the Require (CSeq + 1) and that call is answered."""
-    need("sipp")
-    bridge = BridgeProcess(embedded_server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
-            request("INVITE", 1, in_dialog=False, body=sdp("0"), headers="Require: 100rel\nSupported: 100rel\n"),
-            expect(420, optional=(100,), match="^ *100rel *$", header="Unsupported"),
-            request("ACK", 1, in_dialog=True),
-            request("INVITE", 2, in_dialog=False, body=sdp("0"), headers="Supported: 100rel\n"), expect(200),
-            request("ACK", 2, in_dialog=True),
-            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-        calls = wait_for(bridge.calls, 10)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
-    assert [c["end_reason"] for c in calls] == ["remote hangup"]
 
 
 def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:

@@ -1,0 +1,39 @@
+"""Requests the bridge must refuse, and how: sipp callers against the bridge CLI, a real agent server behind it.
+
+Each refusal is one the caller can act on (RFC 3261 8.2, 21.4) and the operator can read in the bridge's log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.sip.media import wait_for
+from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
+
+pytestmark = pytest.mark.slow
+
+
+def test_an_invite_requiring_100rel_gets_420_and_the_retry_without_it_is_answered(embedded_server,
+                                                                                   tmp_path: Path) -> None:
+    """RFC 3261 8.2.2.3: a PBX that requires reliable provisional responses (Require: 100rel, RFC 3262) is told
+    420 Bad Extension with Unsupported: 100rel instead of a call it believes has that extension; it retries
+    without the Require (CSeq + 1) and that call is answered."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0"), headers="Require: 100rel\nSupported: 100rel\n"),
+            expect(420, optional=(100,), match="^ *100rel *$", header="Unsupported"),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=False, body=sdp("0"), headers="Supported: 100rel\n"), expect(200),
+            request("ACK", 2, in_dialog=True),
+            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+
