@@ -20,7 +20,7 @@ from clients.sip.agent_call import AgentCall, CallRecord
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
-    StartTimer, UaConfig
+    Refused, StartTimer, UaConfig
 from clients.sip.udp import DatagramHandler
 
 __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
@@ -114,6 +114,9 @@ class SipBridge:
                 ended = self._calls.get(event.call)
                 if ended is not None:
                     ended.end(event.reason)
+            elif isinstance(event, Refused):
+                logger.warning("INVITE %s from %s refused with %d: %s", event.sip_call_id, event.caller,
+                               event.status, event.why)
             elif isinstance(event, DtmfReceived):
                 target = self._calls.get(event.call)
                 if target is not None:

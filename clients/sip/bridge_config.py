@@ -29,11 +29,12 @@ class BridgeConfig:
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
             raise ValueError("server_url must be a ws:// or wss:// URL")
-        try:
-            unspecified = ipaddress.ip_address(self.public_host).is_unspecified
-        except ValueError:  # a host name is taken as it is
-            unspecified = False
-        if unspecified:  # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
+        for host in (self.host, self.public_host):  # sockets, Via, Contact and SDP are written for IPv4
+            if isinstance(_ip(host), ipaddress.IPv6Address):
+                raise ValueError(f"{host} is an IPv6 address: the SIP bridge speaks IPv4 only")
+        public = _ip(self.public_host)  # None: a host name, taken as it is
+        if public is not None and public.is_unspecified:
+            # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
             raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
             raise ValueError("silence_duration_ms must be positive")
@@ -43,3 +44,10 @@ class BridgeConfig:
     @property
     def public_host(self) -> str:
         return self.advertise or self.host
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -54,7 +54,7 @@ from clients.sip.message import Headers, NameAddr, Request, Response, SipParseEr
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
-    IncomingCall, MediaChanged, StartTimer, TimerAction, UaConfig,
+    IncomingCall, MediaChanged, Refused, StartTimer, TimerAction, UaConfig,
 )
 
 __all__ = ["UserAgent"]
@@ -248,25 +248,28 @@ class UserAgent:
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
-            self._refuse(call, 486, now)
+            self._refuse(call, 486, now, f"{self.config.max_calls} calls already")
             return
-        unsupported = _unsupported(req)
+        unsupported = ", ".join(_unsupported(req))
         if unsupported:
-            self._refuse(call, 420, now, extra=(("Unsupported", ", ".join(unsupported)),))
+            self._refuse(call, 420, now, f"requires {unsupported}", extra=(("Unsupported", unsupported),))
             return
         try:
             call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
             call.media = negotiate(call.offer)
         except RemoteProtocolError as exc:
-            self._refuse(call, exc.status, now)
+            self._refuse(call, exc.status, now, str(exc), extra=(self._warning(exc.warn_code, str(exc)),))
             return
         call.last_response = self._response(req, 180, addr, to_tag=call.local_tag, extra=self._contact())
         self._send(call.last_response, addr)
         self._events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
 
-    def _refuse(self, call: _Call, status: int, now: float, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def _refuse(self, call: _Call, status: int, now: float, why: str,
+                extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """A new call's INVITE refused with a final response (retransmitted until ACK); the shell is told why."""
         self._transition(call, "reject")
         self._final(call, status, now, extra=extra)
+        self._events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
 
     def _on_reinvite(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
@@ -280,8 +283,9 @@ class UserAgent:
             try:
                 offer = self._offer(req, call.media.codec, call.media.dtmf_payload_type)
                 media = negotiate(offer, keep=call.media.codec)
-            except RemoteProtocolError as exc:
-                self._reply(req, addr, exc.status)  # the call goes on as it was (14.2)
+            except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
+                self._reply(req, addr, exc.status, extra=(self._warning(exc.warn_code, str(exc)),))
+                self._events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
             call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
@@ -425,7 +429,7 @@ class UserAgent:
             self.stats.dropped += 1
             return
         self.stats.bad_requests += 1
-        self._send(self._response(partial, 400, addr, to_tag=self._token(), warning=why), addr)
+        self._send(self._response(partial, 400, addr, to_tag=self._token(), extra=(self._warning(399, why),)), addr)
 
     def _reply(self, req: Request, addr: Addr, status: int,
                extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -435,7 +439,7 @@ class UserAgent:
         self._send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
 
     def _response(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
-                  extra: tuple[tuple[str, str], ...] = (), warning: str | None = None) -> bytes:
+                  extra: tuple[tuple[str, str], ...] = ()) -> bytes:
         """Build a response to `req` (8.2.6): Via/From/To/Call-ID/CSeq copied, a To tag added when absent."""
         headers: list[tuple[str, str]] = []
         vias = req.headers.get_all("Via")
@@ -452,11 +456,13 @@ class UserAgent:
             headers += [("Record-Route", rr) for rr in req.headers.lines("Record-Route")]
         headers += extra
         headers.append(("Server", self.config.user_agent))
-        if warning:
-            headers.append(("Warning", f'399 {self.config.host} "{_quote(warning)[:120]}"'))
         if body:
             headers.append(("Content-Type", "application/sdp"))
         return Response(status, reason_phrase(status), Headers.of(headers), body).serialize()
+
+    def _warning(self, code: int, text: str) -> tuple[str, str]:
+        """A Warning header (20.43): why we refused, for the caller's logs."""
+        return "Warning", f'{code} {self.config.host} "{_quote(text)[:120]}"'
 
     def _contact(self) -> tuple[tuple[str, str], ...]:
         return (("Contact", f"<sip:{self.config.user}@{self._hostport()}>"),)

@@ -5,11 +5,13 @@ Each refusal is one the caller can act on (RFC 3261 8.2, 21.4) and the operator 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.sip.media import wait_for
+from tests.sip.media import free_udp_port, wait_for
 from tests.sip.peers import BridgeProcess, need, run_sipp
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
@@ -37,3 +39,25 @@ def test_an_invite_requiring_100rel_gets_420_and_the_retry_without_it_is_answere
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["remote hangup"]
 
+
+def test_ipv6_media_gets_488_with_a_reason_and_an_ipv6_listen_address_is_refused(embedded_server,
+                                                                                  tmp_path: Path) -> None:
+    """The bridge's sockets are IPv4. An offer whose audio is on an IPv6 address (c=IN IP6) gets 488 with Warning
+    301 (RFC 3261 20.43, incompatible network address formats) and a log line saying why, not a 200 OK whose
+    answer the agent's audio can never follow; an IPv6 --host is refused at start, with the reason."""
+    need("sipp")
+    refused = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--host", "::1", "--port",
+                              str(free_udp_port()), "--server-url", embedded_server.ws],
+                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert refused.returncode == 2 and "IPv4 only" in refused.stderr, refused
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP6 ::1")),
+            expect(488, optional=(100,), match="^ *301 .*IN IP6 ::1: this bridge speaks IPv4 only", header="Warning"),
+            request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert "refused with 488: media address IN IP6 ::1: this bridge speaks IPv4 only" in bridge.log()
+    assert bridge.calls() == []

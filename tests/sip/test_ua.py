@@ -11,7 +11,7 @@ from clients.sip.message import CSeq, Request, Response, parse_message
 from clients.sip.sdp import SessionDescription
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
-    MediaChanged, StartTimer, UaConfig
+    MediaChanged, Refused, StartTimer, UaConfig
 
 PEER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -226,7 +226,7 @@ def test_an_invite_requiring_an_unknown_extension_gets_420_and_a_retry_without_i
     assert statuses(h.feed(req("INVITE", body=SDP, headers="Require: 100rel, timer\r\n"))) == [420]  # resent
     assert statuses(h.advance(0.5)) == [420]
     h.feed(req("ACK", to_tag=to_tag(out[1])))
-    assert h.advance(10.0) == [] and h.events == []
+    assert h.advance(10.0) == [] and h.events == [Refused("c1", "sip:caller@127.0.0.1", 420, "requires 100rel, timer")]
     retry = h.feed(req("INVITE", body=SDP, cseq=2, branch="b2", headers="Supported: 100rel\r\n"))
     assert statuses(retry) == [100, 180] and isinstance(h.events[-1], IncomingCall)
 
@@ -248,6 +248,22 @@ def test_in_dialog_and_other_requests_requiring_an_extension_get_420_and_ack_can
     assert statuses(bye) == [420] and bye[0].headers.get("Unsupported") == "foo, bar"
     assert h.ua.state(call) is CallState.CONFIRMED and not any(isinstance(e, CallEnded) for e in h.events)
     assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye2"))) == [200]
+
+
+def test_an_ipv6_offer_gets_488_with_warning_and_the_shell_is_told_why() -> None:
+    """RFC 3261 21.4.26/20.43: a new call's IPv6-only offer is refused with 488 and Warning 301; a re-INVITE
+    moving the media to IPv6 gets the same and the call goes on where it was (14.2)."""
+    h = Harness()
+    v6 = SDP.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP6 ::1")
+    out = h.feed(req("INVITE", body=v6, call_id="v6"))
+    assert statuses(out) == [100, 488]
+    assert out[1].headers.get("Warning") == '301 127.0.0.1 "media address IN IP6 ::1: this bridge speaks IPv4 only"'
+    assert h.events == [Refused("v6", "sip:caller@127.0.0.1", 488, "media address IN IP6 ::1: this bridge speaks "
+                                                                   "IPv4 only")]
+    call, tag = h.established()
+    moved = h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re2", body=v6))
+    assert statuses(moved) == [488] and (moved[0].headers.get("Warning") or "").startswith("301 ")
+    assert isinstance(h.events[-1], Refused) and h.ua.state(call) is CallState.CONFIRMED
 
 
 def test_reinvite_hold_resume_and_move_media() -> None:
