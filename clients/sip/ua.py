@@ -11,9 +11,12 @@ Rules:
   No usable codec -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486. An INVITE without SDP
   (a delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in
   the ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
-- A retransmitted INVITE (same Call-ID, From tag and CSeq) never creates a second call: the last response is
-  re-sent. A new INVITE with the same Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with
-  other codecs after 488, 8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
+- A retransmitted INVITE (same Call-ID, From tag and CSeq, and the same transaction: top Via branch and
+  sent-by, 17.2.3) never creates a second call: the last response is re-sent. The same INVITE in another
+  transaction is a merged request (a proxy forked it and both copies reached us, 8.2.2.2): 482 Loop Detected,
+  so the second path gets an answer to its own branch and the call stays one. A new INVITE with the same
+  Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with other codecs after 488,
+  8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK: intervals T1=0.5 s doubling to
   T2=4 s (0.5, 1, 2, 4, 4, ... s after each send, 13.3.1.4 and 17.2.1), given up after 64*T1 = 32 s; an answered
   call that never got its ACK is then ended with a BYE.
@@ -224,8 +227,10 @@ class UserAgent:
         elif starts_call:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
-            elif req.cseq.number == call.invite.cseq.number:  # retransmission: same response, no second dialog
-                self._send(call.last_response, addr)
+            elif req.cseq.number == call.invite.cseq.number and _same_transaction(req, call.invite):
+                self._send(call.last_response, addr)  # retransmission: same response, no second dialog
+            elif req.cseq.number == call.invite.cseq.number:  # merged (8.2.2.2)
+                self._reply(req, addr, 482)
             else:  # a second INVITE while the first is live (14.2)
                 self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
         elif method == "INVITE":
@@ -505,6 +510,12 @@ class UserAgent:
     @staticmethod
     def _key(req: Request) -> tuple[str, str]:
         return req.call_id, req.from_.tag or ""
+
+
+def _same_transaction(a: Request, b: Request) -> bool:
+    """Whether two requests of one method belong to one server transaction (17.2.3: top Via branch and sent-by)."""
+    va, vb = a.top_via, b.top_via
+    return (va.branch, va.host, va.port) == (vb.branch, vb.host, vb.port)
 
 
 def _unsupported(req: Request) -> list[str]:

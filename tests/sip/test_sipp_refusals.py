@@ -61,3 +61,30 @@ def test_ipv6_media_gets_488_with_a_reason_and_an_ipv6_listen_address_is_refused
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert "refused with 488: media address IN IP6 ::1: this bridge speaks IPv4 only" in bridge.log()
     assert bridge.calls() == []
+
+
+def test_a_merged_invite_from_a_forking_proxy_gets_482_and_the_call_stays_one(embedded_server,
+                                                                              tmp_path: Path) -> None:
+    """RFC 3261 8.2.2.2: a proxy that forks an INVITE can deliver two copies (same Call-ID, From tag and CSeq) in
+    different transactions (Via branches). The second gets 482 Loop Detected on its own branch, rather than the
+    first copy's responses, which the second path cannot match; the first is answered and the call is one."""
+    need("sipp")
+    # The 482 carries a To tag of its own, which sipp would put in the BYE: the dialog's tag is kept from the 200.
+    keep_dialog_tag = ('<recv response="100" optional="true"/>\n<recv response="180" optional="true"/>\n'
+                       '<recv response="200"><action><ereg regexp="tag=([^;]+)" search_in="hdr" header="To:" '
+                       'assign_to="to,tag"/></action></recv>\n<Reference variables="to"/>\n')
+    other_branch = "^ *SIP/2.0/UDP [^;]+;branch=z9hG4bK-[0-9]+-1-[1-9][0-9]*(;|$)"  # not the first copy's, -1-0
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), keep_dialog_tag,
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 1, in_dialog=False, body=sdp("0")),  # the other copy: sipp gives it its own branch
+            expect(482, optional=(100,), match=other_branch, header="Via"),
+            request("BYE", 2, in_dialog=True).replace("[peer_tag_param]", ";tag=[$tag]"), expect(200, optional=())),
+            bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]

@@ -103,6 +103,25 @@ def test_invite_gets_100_then_180_and_one_call_even_when_retransmitted() -> None
     assert h.ua.live_calls == 1
 
 
+def test_a_merged_invite_gets_482_on_its_own_branch_and_no_second_call() -> None:
+    """8.2.2.2: the same INVITE (Call-ID, From tag, CSeq) in another transaction (17.2.3: another branch, or the
+    same branch from another sent-by) is a merged request from a forking proxy: 482, before and after the answer;
+    a retransmission of the first copy still gets the first copy's response."""
+    h = Harness()
+    first = h.feed(req("INVITE", body=SDP))
+    merged = h.feed(req("INVITE", body=SDP, branch="b2"))
+    assert statuses(merged) == [482] and merged[0].reason == "Loop Detected"
+    assert merged[0].headers.get("Via") == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb2"
+    other_host = req("INVITE", body=SDP).replace(b"Via: SIP/2.0/UDP 127.0.0.1:5070", b"Via: SIP/2.0/UDP 10.0.0.9")
+    assert statuses(h.feed(other_host)) == [482]
+    assert [m.serialize() for m in h.feed(req("INVITE", body=SDP))] == [first[1].serialize()]  # retransmission
+    (incoming,) = [e for e in h.events if isinstance(e, IncomingCall)]
+    h.ua.answer(incoming.call, 40000, h.now)
+    h._drain()
+    assert statuses(h.feed(req("INVITE", body=SDP, branch="b3"))) == [482]
+    assert h.ua.live_calls == 1
+
+
 def test_200_ok_is_retransmitted_at_doubling_intervals_until_ack() -> None:
     """13.3.1.4: 2xx retransmitted after T1, 2T1, ... capped at T2 = 4 s; the ACK stops it."""
     h = Harness()
