@@ -326,8 +326,8 @@ class AgentCall:
                 self._on_agent_event(event)
         except RealtimeConnectionError as exc:
             self.log.warning("agent session of %s lost: %s", self.handle, exc)
-        if not self._ended.is_set():  # the agent went away: hang up the phone
-            self._hang_up_quietly("local hangup")
+        if not self._ended.is_set():  # the agent went away: hang up the phone, and say why in the call log
+            self._hang_up_quietly("agent session lost")
 
     def _on_agent_event(self, event: ev.ServerEvent) -> None:
         t = event.type

@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 
 from clients.sip.rtp import RtpPacket, TelephoneEvent
+from tests.conftest import ServerProcess
 from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
     write_rtp_pcap
 from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
+
+# The caller waits for our BYE and answers it.
+BYE_IN = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
+          '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
+
 
 def phone_bridge(server_ws: str, workdir: Path) -> BridgeProcess:
     """A bridge set up for a spoken call: the caller's turn ends after 1 s of silence, the agent answers briefly."""
@@ -124,21 +130,43 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     a call on hold (a=inactive: no RTP expected) is never timed out."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
-    bye_in = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
-              '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
     try:
         code, errors = run_sipp(scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
             request("ACK", 1, in_dialog=True),
             '<pause milliseconds="4000"/>\n',  # on hold: longer than the timeout, and still up
             request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
-            request("ACK", 2, in_dialog=True), bye_in), bridge.port, tmp_path)
+            request("ACK", 2, in_dialog=True), BYE_IN), bridge.port, tmp_path)
         calls = wait_for(bridge.calls, 10)
     finally:
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]
     assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+
+
+def test_the_caller_gets_bye_when_the_agent_session_is_lost(tmp_path: Path) -> None:
+    """The agent server goes away mid-call: the caller is not left in a silent call until the RTP timeout but
+    gets our BYE (RFC 3261 15), and the call log says why the call ended."""
+    need("sipp")
+    server = ServerProcess("--profile", "embedded")  # its own: this test stops it
+    bridge = BridgeProcess(server.ws, tmp_path)
+    outcome: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+        request("ACK", 1, in_dialog=True), BYE_IN), bridge.port, tmp_path)))
+    try:
+        caller.start()
+        assert wait_for(lambda: "confirmed (ACK)" in bridge.log(), 20), bridge.log()
+        server.stop()
+        caller.join()
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        server.stop()
+        bridge.stop()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["agent session lost"]
 
 
 def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
