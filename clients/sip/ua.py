@@ -22,8 +22,9 @@ Rules:
   call that never got its ACK is then ended with a BYE.
 - CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
   for it (9.2). CANCEL for an unknown transaction -> 481.
-- BYE in a dialog -> 200 OK and CallEnded; a retransmitted BYE after the end gets 200 OK again (the ended call is
-  remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
+- BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
+  caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
+  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
   responses until any response, for at most 32 s.
 - A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
@@ -84,6 +85,7 @@ class _Call:
     sdp_version: int = 1
     local_sdp: bytes = b""  # our last SDP answer
     awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
+    early_bye: bool = False  # a BYE ended the call before the answer (its retransmissions get 200 again)
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -335,12 +337,18 @@ class UserAgent:
             self._events.append(CallEnded(call.handle, "cancelled"))
 
     def _on_bye(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
-        if not self._in_dialog(call, req) or call is None or call.state in (S.PROCEEDING, S.REJECTED):
+        if not self._in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
             self._reply(req, addr, 481)
             return
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
-        if call.state is S.ENDED:
+        if call.state in (S.ENDED, S.REJECTED):
             return  # retransmitted BYE, or BYEs crossed
+        if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
+            call.early_bye = True
+            self._transition(call, "bye")
+            self._final(call, 487, now)
+            self._events.append(CallEnded(call.handle, "remote hangup"))
+            return
         self._cancel(call, "retx")
         self._cancel(call, "timeout")
         self._transition(call, "bye")

@@ -161,6 +161,24 @@ def test_bye_ends_the_call_and_a_retransmitted_bye_gets_200_again() -> None:
     assert statuses(h.feed(bye)) == [481] and h.timers == {}
 
 
+def test_bye_in_the_early_dialog_gets_200_and_the_invite_487() -> None:
+    """15, 15.1.2: a caller may end an early dialog (our 180's To tag) with BYE: 200 to it, 487 to the pending
+    INVITE (retransmitted until ACK), the call ends; the BYE's retransmission gets 200 again."""
+    h = Harness()
+    call = h.call()
+    tag = to_tag([m for _, m in h.sent if isinstance(m, Response) and m.status == 180][0])
+    out = h.feed(req("BYE", to_tag=tag, cseq=2, branch="bye"))
+    assert [(m.status, m.cseq.method) for m in out] == [(200, "BYE"), (487, "INVITE")]
+    assert h.events[-1] == CallEnded(call, "remote hangup") and h.ua.live_calls == 0
+    assert [(m.status, m.cseq.method) for m in h.feed(req("BYE", to_tag=tag, cseq=2, branch="bye"))] == \
+        [(200, "BYE")]
+    assert statuses(h.advance(0.5)) == [487]
+    h.feed(req("ACK", to_tag=tag))
+    assert h.advance(10.0) == []
+    with pytest.raises(LocalProtocolError):
+        h.ua.answer(call, 40000, h.now)  # the shell's late answer is refused
+
+
 def test_cancel_before_answer_gives_200_and_487_retransmitted_until_ack() -> None:
     """9.2: 200 to the CANCEL, 487 to the INVITE."""
     h = Harness()
