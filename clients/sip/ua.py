@@ -255,7 +255,7 @@ class UserAgent:
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
-            self._refuse(call, 486, now, f"{self.config.max_calls} calls already")
+            self._refuse(call, 486, now, f"max_calls ({self.config.max_calls}) reached")
             return
         unsupported = ", ".join(_unsupported(req))
         if unsupported:

@@ -200,7 +200,10 @@ def test_options_488_400_501_and_busy() -> None:
     ok = h.feed(req("OPTIONS"))[0]
     assert ok.status == 200 and ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
     g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
-    assert statuses(h.feed(req("INVITE", body=g729, call_id="g"))) == [100, 488]
+    refused = h.feed(req("INVITE", body=g729, call_id="g"))
+    assert statuses(refused) == [100, 488]
+    assert refused[1].headers.get("Warning") == '305 127.0.0.1 "no PCMU/PCMA audio stream in the offer"'
+    assert h.events == [Refused("g", "sip:caller@127.0.0.1", 488, "no PCMU/PCMA audio stream in the offer")]
     no_ctype = req("INVITE", body=SDP, call_id="noctype").replace(b"Content-Type: application/sdp\r\n", b"")
     assert statuses(h.feed(no_ctype)) == [100, 488]
     assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
@@ -210,6 +213,7 @@ def test_options_488_400_501_and_busy() -> None:
     assert h.feed(b"\x00garbage") == [] and h.ua.stats.dropped == 1
     h.call()
     assert statuses(h.feed(req("INVITE", body=SDP, call_id="second"))) == [100, 486]
+    assert h.events[-1] == Refused("second", "sip:caller@127.0.0.1", 486, "max_calls (1) reached")
     assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
 
 
