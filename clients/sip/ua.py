@@ -52,6 +52,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from clients.sip.body import sdp_body
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
     reason_phrase
@@ -382,9 +383,10 @@ class UserAgent:
 
     @staticmethod
     def _sdp(msg: Request) -> SessionDescription:
-        if "application/sdp" not in (msg.headers.get("Content-Type") or "").lower():
+        sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
+        if sdp is None:
             raise NoCommonCodec(f"{msg.method} without SDP")
-        return SessionDescription.parse(msg.body)
+        return SessionDescription.parse(sdp)
 
     def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:
         """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""

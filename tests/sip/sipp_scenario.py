@@ -16,9 +16,10 @@ def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1,
     return "\n".join(lines) + "\n"
 
 
-def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "") -> str:
+def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "",
+            content_type: str = "application/sdp") -> str:
     to = "To: <sip:[service]@[remote_ip]:[remote_port]>" + ("[peer_tag_param]" if in_dialog else "")
-    ctype = "Content-Type: application/sdp\n" if body else ""
+    ctype = f"Content-Type: {content_type}\n" if body else ""
     ctype += headers
     retrans = ' retrans="500"' if method != "ACK" else ""
     return (f"<send{retrans}><![CDATA[\n{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{HEAD}\n{to}\n"

@@ -109,6 +109,28 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     assert_spoken_call((code, errors), calls, bridge, tmp_path / "moved.pcap", moved_port)
 
 
+def test_a_gateways_sip_t_invite_with_sdp_beside_isup_is_answered(embedded_server, tmp_path: Path) -> None:
+    """RFC 3204/5621: a PSTN gateway (SIP-T, SIP-I) sends its offer as one part of a multipart/mixed body, beside
+    the ISUP message; the bridge answers the SDP part (it had refused the call with 488, "INVITE without SDP")."""
+    need("sipp")
+    isup = "Content-Type: application/ISUP;version=itu-t92+\nContent-Disposition: signal;handling=optional\n\n"
+    body = (f"--unique-boundary-1\nContent-Type: application/sdp\n\n{sdp('8 0')}\n"
+            f"--unique-boundary-1\n{isup}0100200a030207\n--unique-boundary-1--\n")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=body,
+                    content_type="multipart/mixed;boundary=unique-boundary-1"),
+            expect(200, match="m=audio [0-9]+ RTP/AVP 8[^0-9 ]"),
+            request("ACK", 1, in_dialog=True),
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMA", "remote hangup")]
+
+
 def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> None:
     """RFC 3261 12.1.1: the 200 OK copies the INVITE's Record-Route, so the caller's ACK and BYE follow the proxy."""
     need("sipp")
