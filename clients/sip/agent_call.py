@@ -136,7 +136,7 @@ class AgentCall:
         self._inbound: list[bytes] = []
         self._dropped_responses: set[str] = set()
         self._response_id: str | None = None
-        self._last_rtp = 0.0  # loop time of the last datagram on our RTP port (or of the answer)
+        self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or of the answer, or of a re-INVITE)
         self._ended = asyncio.Event()
 
     def end(self, reason: str) -> None:

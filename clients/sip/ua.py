@@ -24,8 +24,8 @@ Rules:
   for it (9.2). CANCEL for an unknown transaction -> 481.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
-  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
-  responses until any response, for at most 32 s.
+  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()`
+  sends BYE, retransmitted like the INVITE responses until any response, for at most 32 s.
 - A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
