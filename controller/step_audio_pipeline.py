@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter
 from controller.bridge import iterate_in_thread
 from controller.errors import ConfigError
 from controller.pipeline import Listener, VadStream
+from controller.step_audio_layout import ChatNeed, check_layout
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
@@ -52,7 +53,7 @@ class StepAudioConfig:
     language: str = "en"
     tp: int = 1
     chat_url: str | None = None
-    chat: bool = True  # load the Chat LM (the `tts` tool never asks it: only its tokenizer is read then)
+    chat: bool = True  # False: no Chat LM and no Step-Audio-Chat/ (the `tts` tool, as upstream's tts_inference.py)
     asr: bool = True  # Whisper transcripts for the history (when the package is installed)
     device: str | None = None  # None: cuda when available
     max_reply_tokens: int | None = None  # None: the request's max_tokens (tiny: 24)
@@ -146,14 +147,9 @@ class StepAudioPipeline:
         self.config = config
         self.name = config.profile
         root = config.model_path
-        for sub in (TOKENIZER_DIR, CHAT_DIR, TTS_DIR):
-            if not (root / sub).is_dir():
-                raise ConfigError(f"{root} has no {sub}/ (expected Step-Audio-Tokenizer/, Step-Audio-Chat/, "
-                                  f"Step-Audio-TTS-3B/; make-checkpoint writes that layout)")
+        check_layout(root, ChatNeed.TOKENIZER if config.chat_url else
+                     ChatNeed.WEIGHTS if config.chat else ChatNeed.NONE)
         chat_dir = root / CHAT_DIR
-        if config.chat and not config.chat_url and not any(chat_dir.glob("*.safetensors")):
-            raise ConfigError(f"{chat_dir} holds no weights (make-checkpoint --with-chat-weights writes them, "
-                              f"or serve it elsewhere and pass --chat-url)")
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         on_cpu = device == "cpu"
         if on_cpu:
@@ -176,9 +172,7 @@ class StepAudioPipeline:
         self.tts = StepTts(tts_tok, common, music, add_bos=StepTts.tokenizer_adds_bos(tts_dir))
         self.output_rate = int(common.sample_rate)
         speakers = find_speakers_dir(tts_dir, root)
-        if speakers is None:
-            raise ConfigError(f"no speakers folder: put upstream's speakers/ (speakers_info.json, NAME_prompt.wav) "
-                              f"in {tts_dir} or {root}")
+        assert speakers is not None, "check_layout has found it"
         self._register_speakers(speakers)
         speaker, model = self.tts.resolve("", None)
         if warm_up(model, speaker.flow_prompt):  # CUDA graphs of the default voice's windows, before any reply
@@ -196,7 +190,7 @@ class StepAudioPipeline:
             self._remote_chat = RemoteChatBackend(config.chat_url)
             self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
         elif not config.chat:
-            self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
+            self.chat_tok = None  # `tts`: neither the Chat LM nor its folder
         else:
             logger.info("loading %s (tp=%d)", chat_dir, config.tp)
             self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
@@ -231,11 +225,7 @@ class StepAudioPipeline:
         from speech_decoder.step_tts import read_speakers_info
 
         for name, text in read_speakers_info(folder).items():
-            wav_path = folder / f"{name}_prompt.wav"
-            if not wav_path.is_file():
-                logger.warning("speaker %s: missing %s", name, wav_path)
-                continue
-            wav, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
+            wav, rate = sf.read(str(folder / f"{name}_prompt.wav"), dtype="float32", always_2d=True)
             self.register_speaker(name, wav.mean(axis=1), int(rate), text)
 
     def register_speaker(self, name: str, wav: np.ndarray, rate: int, prompt_text: str, *,

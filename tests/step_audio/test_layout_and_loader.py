@@ -125,10 +125,10 @@ async def test_listener_streamed_turn_ids_equal_offline(step_audio) -> None:
 
 
 def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="Step-Audio-Tokenizer"):
+    with pytest.raises(ConfigError, match="lacks Step-Audio-Tokenizer/, Step-Audio-Chat/, Step-Audio-TTS-3B/"):
         load_pipeline(AppConfig(profile="step-audio", model_path=tmp_path))
     no_weights = without_chat_weights(tiny_model_dir, tmp_path / "no-chat")
-    with pytest.raises(ConfigError, match="holds no weights.*--chat-url"):
+    with pytest.raises(ConfigError, match=r"lacks Step-Audio-Chat/\*.safetensors \(its weights.*--chat-url"):
         load_pipeline(AppConfig(profile="step-audio", model_path=no_weights))
 
 

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from tests.conftest import speech_asset
 from tests.llama_server import LlamaServer
-from tests.step_audio.conftest import run_cli, without_chat_weights
+from tests.step_audio.conftest import layout_without, run_cli, without_chat_weights
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +66,41 @@ def test_tts_never_loads_the_chat_lm_and_chat_can_use_a_remote_one(tiny_model_di
     _check_wav(reply, 4 * MAX_TINY_SECONDS)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
-    (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "has no Step-Audio-Tokenizer/"),
-])
-def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
+def test_tts_needs_only_the_tokenizer_and_tts_folders(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """As upstream's tts_inference.py: a user who downloaded Step-Audio-Tokenizer and Step-Audio-TTS-3B only."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-Chat")
+    out = tmp_path / "tts.wav"
+    run_cli("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hello there.", "--out", str(out))
+    _check_wav(out, MAX_TINY_SECONDS)
+
+
+def _fails_in_one_line(*args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"stepaudio-rt {args[0]}: error: ")
+    return proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
+    (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "/nonexistent does not exist"),
+])
+def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
+    assert message in _fails_in_one_line(*args)
+
+
+@pytest.mark.parametrize("command", ["tts", "chat"])
+def test_a_partial_download_names_every_missing_file_before_loading(tiny_model_dir: Path, tmp_path: Path,
+                                                                   command: str) -> None:
+    dropped = ("Step-Audio-Tokenizer/linguistic_tokenizer.npy", "Step-Audio-TTS-3B/config.json",
+               "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav",
+               "Step-Audio-Chat/model-00001.safetensors")
+    folder = layout_without(tiny_model_dir, tmp_path / "model", *dropped)
+    message = _fails_in_one_line(command, "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert all(d in message for d in dropped[:-1]), message
+    # tts never opens Step-Audio-Chat/ (upstream's tts_inference.py does not either)
+    assert ("Step-Audio-Chat/*.safetensors (its weights; or run the Chat LM on a server and pass --chat-url)"
+            in message) == (command == "chat"), message
