@@ -362,10 +362,10 @@ class StepAudioPipeline:
         A speed other than 1.0 becomes TTS-3B's speed tag."""
         from lm_engine import SamplingParams
         from speech_decoder import StreamingDecoder
-        from speech_decoder.step_tts import with_speed
+        from speech_decoder.step_tts import speakable, with_speed
 
         text = text.strip()
-        if not any(ch.isalnum() for ch in text):
+        if not speakable(text):
             return
         text = with_speed(text, speed)
         speaker, model = self.tts.resolve(text, voice)

@@ -3,6 +3,7 @@ tts_inference.py) and `stepaudio-rt chat` (wav or text -> reply text and wav, as
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,10 @@ def run_offline_tool(args: Any) -> int:
 
     import soundfile as sf
 
+    from speech_decoder.step_tts import StepTtsError, speakable
+
+    if args.command == "tts" and not speakable(args.text):
+        raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
     pipeline = StepAudioPipeline(cfg)
@@ -26,9 +31,12 @@ def run_offline_tool(args: Any) -> int:
         if args.command == "tts" and args.clone_wav is not None:
             if not args.clone_text:
                 raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
-            wav, rate = sf.read(str(args.clone_wav), dtype="float32", always_2d=True)
+            wav, rate = _read_wav(args.clone_wav, "--clone-wav")
             voice = "clone"
-            pipeline.register_speaker(voice, wav.mean(axis=1), int(rate), args.clone_text, cloned=True)
+            try:
+                pipeline.register_speaker(voice, wav, rate, args.clone_text, cloned=True)
+            except StepTtsError as exc:  # a prompt too short to give audio tokens
+                raise ConfigError(f"--clone-wav {args.clone_wav}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
         if voice is not None and voice not in pipeline.tts.speakers:
             raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
         t0 = time.monotonic()
@@ -62,9 +70,12 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) 
     from streaming_tokenizer.step_audio import ids_to_text
 
     if args.wav is not None:
-        import soundfile as sf
-        wav, rate = sf.read(str(args.wav), dtype="float32", always_2d=True)
-        content = ids_to_text(pipeline.audio_tokenizer.tokenize_offline(wav, int(rate)))
+        wav, rate = _read_wav(args.wav, "--wav")
+        ids = pipeline.audio_tokenizer.tokenize_offline(wav, rate)
+        if not ids:  # the model would be asked to answer an empty turn
+            raise ConfigError(f"--wav {args.wav}: {len(wav) / rate:.2f} s of audio is too short to give Step-Audio's "
+                              f"tokenizer one audio token")
+        content = ids_to_text(ids)
     else:
         content = args.text
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
@@ -76,3 +87,16 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) 
     sentences = chunker.push(text) + chunker.flush()
     _, audio = await _speak_all(pipeline, sentences, voice)
     return text, audio
+
+
+def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
+    """A wav named on the command line: mono float32 (channels averaged, as upstream does) and its rate."""
+    import soundfile as sf
+
+    if not path.is_file():
+        raise ConfigError(f"{option} {path}: no such file")
+    try:
+        wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except sf.SoundFileError as exc:
+        raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({exc})") from exc
+    return wav.mean(axis=1), int(rate)

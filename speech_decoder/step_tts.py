@@ -76,6 +76,11 @@ def instruction_name(text: str) -> str:
     return m.group(1).strip("()（）") if m else ""
 
 
+def speakable(text: str) -> bool:
+    """Whether the text, past its leading (tag), has a letter or digit to speak (punctuation alone has none)."""
+    return any(ch.isalnum() for ch in _LEADING_TAG.sub("", text.strip(), count=1))
+
+
 def with_speed(text: str, speed: float) -> str:
     """The text with TTS-3B's speed tag for a requested speaking rate (its four steps: 慢速2 / 慢速1 / 快速1 / 快速2,
     nearest to the rate; none near 1.0). A text that already leads with a tag keeps it: TTS-3B reads one."""

@@ -104,3 +104,32 @@ def test_a_partial_download_names_every_missing_file_before_loading(tiny_model_d
     # tts never opens Step-Audio-Chat/ (upstream's tts_inference.py does not either)
     assert ("Step-Audio-Chat/*.safetensors (its weights; or run the Chat LM on a server and pass --chat-url)"
             in message) == (command == "chat"), message
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bad-inputs")
+    speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    sf.write(d / "blip.wav", speech[: rate // 20], rate)  # 50 ms: less than one tokenizer group
+    (d / "notes.wav").write_text("not audio\n")
+    return d
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["tts", "--text", "...!?"], "--text '...!?' has nothing to speak"),
+    (["tts", "--text", "(RAP) ..."], "--text '(RAP) ...' has nothing to speak"),
+    (["tts", "--text", "Hi.", "--clone-wav", "{d}/blip.wav", "--clone-text", "Hi."],
+     "--clone-wav {d}/blip.wav: 0.05 s of audio"),
+    (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
+    (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
+    (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
+])
+def test_input_that_gives_nothing_to_say_is_refused_in_one_line(tiny_model_dir: Path, bad_inputs: Path,
+                                                                 tmp_path: Path, args: list[str],
+                                                                 message: str) -> None:
+    """Instead of a traceback, or a wav of 0 s written as if all went well."""
+    out = tmp_path / "out.wav"
+    stderr = _fails_in_one_line(*[a.format(d=bad_inputs) for a in args], "--model-path", str(tiny_model_dir),
+                                "--profile", "tiny", "--out", str(out))
+    assert message.format(d=bad_inputs) in stderr, stderr
+    assert not out.exists()
