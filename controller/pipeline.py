@@ -61,6 +61,7 @@ class SpeechPipeline(Protocol):
 
     name: str
     output_rate: int  # sample rate of synthesize()'s chunks
+    tools_refused: str | None  # why this profile's chat model cannot call function tools (None: it can)
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
@@ -83,6 +84,7 @@ class EmbeddedPipeline:
     """Silero VAD + Whisper (faster-whisper) + Qwen2.5-0.5B (xllamacpp) + Piper, all on the CPU."""
 
     name = "embedded"
+    tools_refused = None
 
     def __init__(self, config: EmbeddedConfig) -> None:
         # Imported here so that importing the controller never loads model runtimes.

@@ -28,7 +28,7 @@ from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
-from controller.realtime.session_update import check_tool_choice
+from controller.realtime.session_update import check_tool_choice, check_tools
 from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
 from vad import TurnDetector, TurnDetectorConfig
@@ -268,7 +268,9 @@ class Session(ItemsMixin):
                 self._check_references(event)
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
-                check_tool_choice(apply_patch(self.cfg, event.overrides), path="response")
+                overridden = apply_patch(self.cfg, event.overrides)
+                check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
+                check_tool_choice(overridden, path="response")
                 self._response_overrides = event
                 await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
@@ -306,6 +308,7 @@ class Session(ItemsMixin):
                 code="invalid_value", param="session.type")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
+        check_tools(new, path="session", refused=self.pipeline.tools_refused)
         check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new
         if new.input_format != old.input_format:

@@ -133,6 +133,12 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
 class StepAudioPipeline:
     """SpeechPipeline over a Step-Audio model folder."""
 
+    # Upstream documents only where Step-Audio-Chat's tool definitions go (a message of role `tool_json_schemas`,
+    # OpenAI's function format: stepfun-ai/Step-Audio issue #31), not how a call appears in its output, so no call
+    # could be parsed out of a reply. Refused rather than ignored: a client would wait for calls that never come.
+    tools_refused = ("Step-Audio-Chat has no documented tool-call output format, so this profile cannot call "
+                     "function tools")
+
     def __init__(self, config: StepAudioConfig) -> None:
         import torch
 
@@ -261,8 +267,6 @@ class StepAudioPipeline:
         return self.chat_tok.encode(self.render_chat(messages), add_bos=True)
 
     def reply(self, request: Any) -> AsyncIterator[Any]:
-        if getattr(request, "tools", None):
-            logger.debug("Step-Audio Chat has no tool calling: tools ignored")
         max_tokens = request.max_tokens
         if self.config.max_reply_tokens is not None and self.config.max_reply_tokens < max_tokens:
             # The profile's own cap (random checkpoints ramble): a reply it ends is complete as far as the client's

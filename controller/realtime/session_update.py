@@ -53,6 +53,18 @@ def check_tool_choice(cfg: SessionConfig, *, path: str) -> None:
                       f"not one of the tools (function tools: {names}).")
 
 
+def check_tools(cfg: SessionConfig, *, path: str, refused: str | None) -> None:
+    """Function tools on a profile that cannot call them are refused, not ignored: the client would wait for calls
+    that never come. `refused` is the profile's reason (None: it calls tools).
+
+    Raises:
+        RemoteProtocolError: invalid_value, param "<path>.tools".
+    """
+    if cfg.tools and refused is not None:
+        raise invalid(f"{path}.tools", f"Invalid value for '{path}.tools': {refused}. Send no tools (an empty list) "
+                      "to this server.")
+
+
 def parse_session_patch(
     payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
 ) -> SessionPatch:

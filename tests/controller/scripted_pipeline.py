@@ -59,6 +59,7 @@ class ScriptedListener:
 class ScriptedPipeline:
     name = "scripted"
     output_rate = 24000
+    tools_refused = None
 
     def __init__(self) -> None:
         self.transcript = "what time is it"
