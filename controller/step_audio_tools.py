@@ -23,14 +23,14 @@ def run_offline_tool(args: Any) -> int:
 
     if args.command == "tts" and not speakable(args.text):
         raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
+    if args.command == "tts" and args.clone_wav is not None and not args.clone_text:
+        raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
         if args.command == "tts" and args.clone_wav is not None:
-            if not args.clone_text:
-                raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
             wav, rate = _read_wav(args.clone_wav, "--clone-wav")
             voice = "clone"
             try:
@@ -41,7 +41,7 @@ def run_offline_tool(args: Any) -> int:
             raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
         t0 = time.monotonic()
         if args.command == "tts":
-            text, audio = asyncio.run(_speak_all(pipeline, [args.text], voice))
+            audio = asyncio.run(_speak_all(pipeline, args.text, voice))
         else:
             text, audio = asyncio.run(_chat_once(pipeline, args, voice))
             print(text)
@@ -54,19 +54,25 @@ def run_offline_tool(args: Any) -> int:
     return 0
 
 
-async def _speak_all(pipeline: StepAudioPipeline, sentences: list[str], voice: str | None
-                     ) -> tuple[str, np.ndarray]:
+async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) -> np.ndarray:
+    """The whole text, sentence by sentence (its leading tag on each), as one float32 waveform."""
+    from lm_engine.engine.llm_engine import EngineError
+    from speech_decoder.step_tts import sentences_for_tts
+
     chunks: list[np.ndarray] = []
-    for sentence in sentences:
-        async for chunk in pipeline.synthesize(sentence, voice or ""):
-            chunks.append(chunk)
+    for sentence in sentences_for_tts(text):
+        try:
+            async for chunk in pipeline.synthesize(sentence, voice or ""):
+                chunks.append(chunk)
+        except EngineError as exc:  # one sentence longer than TTS-3B's context
+            raise ConfigError(f"TTS-3B cannot speak the sentence {sentence[:60]!r}... ({len(sentence)} characters): "
+                              f"{exc}; split it with . ! ? or a new line") from exc
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return " ".join(sentences), audio.astype(np.float32)
+    return audio.astype(np.float32)
 
 
 async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) -> tuple[str, np.ndarray]:
     from lm_engine import ChatRequest
-    from speech_decoder import SentenceChunker
     from streaming_tokenizer.step_audio import ids_to_text
 
     if args.wav is not None:
@@ -83,10 +89,7 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) 
     text = ""
     async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
         text += delta.text
-    chunker = SentenceChunker()
-    sentences = chunker.push(text) + chunker.flush()
-    _, audio = await _speak_all(pipeline, sentences, voice)
-    return text, audio
+    return text, await _speak_all(pipeline, text, voice)
 
 
 def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:

@@ -81,6 +81,19 @@ def speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in _LEADING_TAG.sub("", text.strip(), count=1))
 
 
+def sentences_for_tts(text: str) -> list[str]:
+    """A whole text as the sentences TTS-3B speaks one by one, each led by the text's leading (tag): upstream reads
+    the whole text in one generation, to which its tag applies, but a long text in one prompt outgrows TTS-3B's
+    context and its audio-token budget."""
+    from speech_decoder.sentences import SentenceChunker
+
+    text = text.strip()
+    m = _LEADING_TAG.match(text)
+    tag = m.group(1) if m else ""
+    chunker = SentenceChunker(min_first_words=len(text))  # whole sentences: nothing streams here
+    return [tag + piece for piece in chunker.push(text[len(tag):]) + chunker.flush()]
+
+
 def with_speed(text: str, speed: float) -> str:
     """The text with TTS-3B's speed tag for a requested speaking rate (its four steps: 慢速2 / 慢速1 / 快速1 / 快速2,
     nearest to the rate; none near 1.0). A text that already leads with a tag keeps it: TTS-3B reads one."""

@@ -40,6 +40,19 @@ def test_tts_default_speaker_and_clone(tiny_model_dir: Path, tmp_path: Path) -> 
     _check_wav(clone, MAX_TINY_SECONDS)
 
 
+def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Upstream reads a text in one generation; TTS-3B's audio-token budget (and context) then cut a long text short,
+    silently. Each sentence is spoken in turn: three sentences give three sentences' audio."""
+    out = tmp_path / "three.wav"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--out", str(out),
+            "--text", "(RAP)One two three. Four five six! Seven eight nine?")
+    assert _check_wav(out, 3 * MAX_TINY_SECONDS) > 2 * MAX_TINY_SECONDS
+    too_long = " ".join(f"word{i}" for i in range(3000))  # one sentence past the tiny TTS-3B's 4096-token context
+    message = _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--out",
+                                 str(tmp_path / "x.wav"), "--text", too_long)
+    assert "TTS-3B cannot speak the sentence 'word0 word1" in message and "exceed the model's context" in message
+
+
 def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
     proc = run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny",
