@@ -78,14 +78,20 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
     common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
                         help="tiny / full-random cap the random models' output")
-    common.add_argument("--out", type=Path, required=True, help="output wav (22050 Hz)")
+    common.add_argument("--out", "--output-path", type=Path, required=True,
+                        help="output wav (22050 Hz), or a folder (as upstream's --output-path) that gets upstream's "
+                             "file name: output_tts.wav, output_clone.wav, output_e2e_tqta.wav (text in) or "
+                             "output_e2e_aqta.wav (speech in)")
     common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
     common.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
     common.add_argument("--log-level", default="WARNING")
     p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)")
-    p.add_argument("--text", required=True)
-    p.add_argument("--clone-wav", type=Path, help="clone this voice (with --clone-text, its transcript)")
-    p.add_argument("--clone-text")
+    p.add_argument("--text", required=True, help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
+                   "or (快速1) applies to all of it")
+    p.add_argument("--prompt-wav", "--clone-wav", dest="prompt_wav", type=Path,
+                   help="clone this voice (upstream's clone mode, its wav_path), with --prompt-text")
+    p.add_argument("--prompt-text", "--clone-text", dest="prompt_text",
+                   help="the transcript of --prompt-wav (upstream's prompt_text)")
     p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="the user's speech")

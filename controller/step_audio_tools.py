@@ -23,20 +23,21 @@ def run_offline_tool(args: Any) -> int:
 
     if args.command == "tts" and not speakable(args.text):
         raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
-    if args.command == "tts" and args.clone_wav is not None and not args.clone_text:
-        raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
+    if args.command == "tts" and (args.prompt_wav is None) != (args.prompt_text is None):
+        raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
+    out = output_file(args.out, _upstream_name(args))
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
-        if args.command == "tts" and args.clone_wav is not None:
-            wav, rate = _read_wav(args.clone_wav, "--clone-wav")
+        if args.command == "tts" and args.prompt_wav is not None:
+            wav, rate = _read_wav(args.prompt_wav, "--prompt-wav")
             voice = "clone"
             try:
-                pipeline.register_speaker(voice, wav, rate, args.clone_text, cloned=True)
+                pipeline.register_speaker(voice, wav, rate, args.prompt_text, cloned=True)
             except StepTtsError as exc:  # a prompt too short to give audio tokens
-                raise ConfigError(f"--clone-wav {args.clone_wav}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
+                raise ConfigError(f"--prompt-wav {args.prompt_wav}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
         if voice is not None and voice not in pipeline.tts.speakers:
             raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
         t0 = time.monotonic()
@@ -45,9 +46,12 @@ def run_offline_tool(args: Any) -> int:
         else:
             text, audio = asyncio.run(_chat_once(pipeline, args, voice))
             print(text)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(args.out), audio, pipeline.output_rate, subtype="PCM_16")
-        print(f"wrote {args.out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out), audio, pipeline.output_rate, subtype="PCM_16")
+        except (OSError, sf.SoundFileError) as exc:
+            raise ConfigError(f"--out {out}: cannot write it ({exc})") from exc
+        print(f"wrote {out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "
               f"{time.monotonic() - t0:.2f} s", file=sys.stderr)
     finally:
         pipeline.close()
@@ -90,6 +94,23 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) 
     async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
         text += delta.text
     return text, await _speak_all(pipeline, text, voice)
+
+
+def output_file(out: Path, upstream_name: str) -> Path:
+    """--out as the wav to write: a .wav path as it is; a path without a suffix is a folder, as upstream's
+    --output-path, that gets upstream's file name. Checked before the models load, not after the work is done."""
+    if out.is_dir() or not out.suffix:
+        return out / upstream_name
+    if out.suffix.lower() != ".wav":
+        raise ConfigError(f"--out {out}: the tools write WAV files; name a .wav file or a folder")
+    return out
+
+
+def _upstream_name(args: Any) -> str:
+    """The file upstream's tts_inference.py / offline_inference.py writes for this kind of run."""
+    if args.command == "tts":
+        return "output_clone.wav" if args.prompt_wav is not None else "output_tts.wav"
+    return "output_e2e_aqta.wav" if args.wav is not None else "output_e2e_tqta.wav"
 
 
 def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:

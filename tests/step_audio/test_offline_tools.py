@@ -53,6 +53,27 @@ def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path
     assert "TTS-3B cannot speak the sentence 'word0 word1" in message and "exceed the model's context" in message
 
 
+def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """As tts_inference.py's clone mode: the prompt wav and its prompt_text; --output-path names a folder, which
+    gets upstream's file name."""
+    folder = tmp_path / "outputs"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hello there, friend.",
+            "--prompt-wav", str(speech_asset("beckett.wav")), "--prompt-text", "Ever tried. Ever failed.",
+            "--output-path", str(folder))
+    assert [p.name for p in folder.iterdir()] == ["output_clone.wav"]
+    _check_wav(folder / "output_clone.wav", MAX_TINY_SECONDS)
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("reply.mp3", "reply.mp3: the tools write WAV files; name a .wav file or a folder"),
+    ("/proc/reply.wav", "--out /proc/reply.wav: cannot write it"),
+])
+def test_an_output_that_cannot_be_written_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path, out: str,
+                                                                  message: str) -> None:
+    assert message in _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny",
+                                         "--text", "Hi there.", "--out", out)
+
+
 def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
     proc = run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny",
@@ -131,8 +152,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(("args", "message"), [
     (["tts", "--text", "...!?"], "--text '...!?' has nothing to speak"),
     (["tts", "--text", "(RAP) ..."], "--text '(RAP) ...' has nothing to speak"),
-    (["tts", "--text", "Hi.", "--clone-wav", "{d}/blip.wav", "--clone-text", "Hi."],
-     "--clone-wav {d}/blip.wav: 0.05 s of audio"),
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "Hi."],
+     "--prompt-wav {d}/blip.wav: 0.05 s of audio"),
+    (["tts", "--text", "Hi.", "--prompt-text", "Hi."], "takes --prompt-wav and --prompt-text (the wav's transcript)"),
     (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
     (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
     (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
