@@ -65,12 +65,17 @@ def _add_sip_bridge(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout")
-    p.add_argument("--profile", choices=("tiny", "full-random"), required=True)
-    p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all")
+    p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--profile", choices=("tiny", "full-random"), required=True,
+                   help="tiny: CPU-sized; full-random: the real dimensions (TTS-3B 7 GB)")
+    p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all",
+                   help="which of Step-Audio-Chat/, Step-Audio-TTS-3B/, Step-Audio-Tokenizer/ to write")
     p.add_argument("--with-chat-weights", action="store_true",
-                   help="also write the Chat LM's weights at full-random size (hundreds of GB)")
-    p.add_argument("out_dir", type=Path)
+                   help="full-random: also write the Chat LM's weights (about 264 GB); tiny always writes them")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over model folders that already hold files (real checkpoints included)")
+    p.add_argument("out_dir", type=Path, help="the model folder to write (what --model-path then names)")
 
 
 def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
@@ -138,7 +143,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
-    from controller.checkpoints import make_checkpoint
+    from controller.checkpoints import make_checkpoint, written_dirs
+
+    # One mistyped path must not replace a downloaded checkpoint (the Chat LM is 264 GB) with random weights.
+    taken = [str(d) for d in written_dirs(args.out_dir, args.what) if d.is_dir() and any(d.iterdir())]
+    if taken and not args.overwrite:
+        raise ConfigError(f"make-checkpoint would overwrite {', '.join(taken)} (already holding files) with random "
+                          f"weights; pass --overwrite to do so, or choose another folder")
     make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
                     with_chat_weights=args.with_chat_weights)
     return 0

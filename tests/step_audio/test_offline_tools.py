@@ -74,6 +74,19 @@ def test_an_output_that_cannot_be_written_is_refused_in_one_line(tiny_model_dir:
                                          "--text", "Hi there.", "--out", out)
 
 
+def test_make_checkpoint_never_writes_over_a_downloaded_folder_unless_told(tmp_path: Path) -> None:
+    downloaded = tmp_path / "Step-Audio-Chat" / "model-00001-of-00031.safetensors"
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(b"real weights")
+    message = _fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path))
+    assert f"would overwrite {tmp_path}/Step-Audio-Chat (already holding files)" in message
+    assert "--overwrite" in message and downloaded.read_bytes() == b"real weights"
+    assert not (tmp_path / "Step-Audio-Tokenizer").exists()  # nothing written at all
+    run_cli("make-checkpoint", "--profile", "tiny", "--what", "tokenizer", str(tmp_path))  # another folder: fine
+    run_cli("make-checkpoint", "--profile", "tiny", "--what", "chat", "--overwrite", str(tmp_path))
+    assert (tmp_path / "Step-Audio-Chat" / "config.json").is_file()
+
+
 def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
     proc = run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny",
