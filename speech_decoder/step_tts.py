@@ -178,14 +178,14 @@ class StepTts:
         return plain[0]
 
     def resolve(self, text: str, voice: str | None) -> tuple[Speaker, Any]:
-        """(speaker record, CosyVoiceModel) for this text: tag RAP/哼唱 -> the speaker's music variant."""
+        """(speaker record, CosyVoiceModel) for this text. A RAP / 哼唱 tag takes the Music decoder, as upstream
+        does for every voice, and the speaker's `{name}{tag}` variant when there is one (a cloned voice has none:
+        upstream keeps its prompt)."""
         name = voice if voice in self.speakers else self.default_speaker()
         tag = instruction_name(text)
-        if tag in MUSIC_TAGS and f"{name}{tag}" in self.speakers:
-            spk = self.speakers[f"{name}{tag}"]
-            return spk, (self.music if self.music is not None else self.common)
-        spk = self.speakers[name]
-        return spk, (self.music if spk.music and self.music is not None else self.common)
+        sung = tag in MUSIC_TAGS
+        spk = self.speakers.get(f"{name}{tag}", self.speakers[name]) if sung else self.speakers[name]
+        return spk, (self.music if (sung or spk.music) and self.music is not None else self.common)
 
     # ------------------------------------------------------------------ prompt
 
