@@ -44,7 +44,11 @@ def run_offline_tool(args: Any) -> int:
         if args.command == "tts":
             audio = asyncio.run(_speak_all(pipeline, args.text, voice))
         else:
-            text, audio = asyncio.run(_chat_once(pipeline, args, voice))
+            from lm_engine import ChatBackendError
+            try:
+                text, audio = asyncio.run(_chat_once(pipeline, args, voice))
+            except ChatBackendError as exc:  # the --chat-url server: down, wrong URL, or it refused the request
+                raise ConfigError(f"--chat-url: {exc}") from exc
             print(text)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

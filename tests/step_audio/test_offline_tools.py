@@ -132,10 +132,12 @@ def _fails_in_one_line(*args: str) -> str:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--chat-url",
+      "http://127.0.0.1:9/v1"], "--chat-url: cannot connect to chat server http://127.0.0.1:9/v1/models"),
     (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "/nonexistent does not exist"),
 ])
-def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
-    assert message in _fails_in_one_line(*args)
+def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, args: list[str], message: str) -> None:
+    assert message in _fails_in_one_line(*[a.format(tiny=tiny_model_dir) for a in args])
 
 
 @pytest.mark.parametrize("command", ["tts", "chat"])
