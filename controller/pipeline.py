@@ -62,6 +62,7 @@ class SpeechPipeline(Protocol):
     name: str
     output_rate: int  # sample rate of synthesize()'s chunks
     tools_refused: str | None  # why this profile's chat model cannot call function tools (None: it can)
+    default_voice: str  # what a session speaks in until the client picks a voice (and what session.created says)
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
@@ -85,6 +86,7 @@ class EmbeddedPipeline:
 
     name = "embedded"
     tools_refused = None
+    default_voice = "joe"  # the one packaged Piper voice
 
     def __init__(self, config: EmbeddedConfig) -> None:
         # Imported here so that importing the controller never loads model runtimes.

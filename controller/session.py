@@ -72,7 +72,7 @@ class Session(ItemsMixin):
         self.events = ServerEvents(SequentialIds("event_"))
         self._id_sources: dict[str, SequentialIds] = {}
         self.cfg = (SessionConfig(kind="transcription", transcription=Transcription()) if kind == "transcription"
-                    else SessionConfig())
+                    else SessionConfig(voice=pipeline.default_voice))
         self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
         self.conversation = Conversation()
         self.vad = pipeline.new_vad()

@@ -98,5 +98,7 @@ def _missing_speakers(root: Path) -> list[str]:
         names = read_speakers_info(folder)
     except (StepTtsError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
+    if not names:
+        raise ConfigError(f"{folder / SPEAKERS_INFO} names no speaker (upstream's maps Tingting to its transcript)")
     rel = folder.relative_to(root)
     return [f"{rel}/{name}_prompt.wav" for name in names if not (folder / f"{name}_prompt.wav").is_file()]

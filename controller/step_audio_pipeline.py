@@ -180,6 +180,7 @@ class StepAudioPipeline:
         speakers = find_speakers_dir(tts_dir, root)
         assert speakers is not None, "check_layout has found it"
         self._register_speakers(speakers)
+        self.default_voice = self.tts.default_speaker()  # Tingting, as upstream's scripts speak
         speaker, model = self.tts.resolve("", None)
         if warm_up(model, speaker.flow_prompt):  # CUDA graphs of the default voice's windows, before any reply
             logger.info("flow CUDA graphs captured for %s's window shapes", self.tts.default_speaker())

@@ -60,6 +60,7 @@ class ScriptedPipeline:
     name = "scripted"
     output_rate = 24000
     tools_refused = None
+    default_voice = "joe"
 
     def __init__(self) -> None:
         self.transcript = "what time is it"

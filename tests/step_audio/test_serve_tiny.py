@@ -105,3 +105,14 @@ async def test_function_tools_are_refused_with_an_error_naming_the_field(tiny_se
             validate_server_event(raw)
     finally:
         await conv.close()
+
+
+async def test_a_session_says_it_speaks_in_the_default_speaker(tiny_server) -> None:
+    """session.created names the voice replies are spoken in: the speakers folder's Tingting, not the embedded
+    profile's Piper voice."""
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        created = conv.of_type("session.created")[0]
+        assert created["session"]["audio"]["output"]["voice"] == "Tingting"
+    finally:
+        await conv.close()
