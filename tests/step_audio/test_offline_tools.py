@@ -53,6 +53,14 @@ def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path
     assert "TTS-3B cannot speak the sentence 'word0 word1" in message and "exceed the model's context" in message
 
 
+def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
+    (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text("{}\n")
+    message = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert "Step-Audio-TTS-3B/speakers/speakers_info.json names no speaker" in message
+
+
 def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
     """As tts_inference.py's clone mode: the prompt wav and its prompt_text; --output-path names a folder, which
     gets upstream's file name."""
