@@ -163,23 +163,28 @@ class StepAudioPipeline:
             # own intra-op threads on top of those oversubscribe the cores and spin (tiny: ~40x slower measured).
             torch.set_num_threads(1 if config.profile == "tiny" else max(1, config.threads))
         self._vad_model = SileroModel.load()
-        logger.info("loading %s", root / TOKENIZER_DIR)
-        self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
+        with _loading(root / TOKENIZER_DIR):
+            self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
         # TTS first with a small GPU share, then the Chat LM takes most of what is left (budgets are cumulative).
-        logger.info("loading %s", root / TTS_DIR)
         tts_dir = root / TTS_DIR
-        self.tts_engine = Engine.from_pretrained(
-            tts_dir, device=device, progress=False,
-            config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.3,
-                                seed=config.seed))
-        common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
-        music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device) if (tts_dir / MUSIC_DIR).is_dir() else None
-        tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
+        with _loading(tts_dir):
+            self.tts_engine = Engine.from_pretrained(
+                tts_dir, device=device, progress=False,
+                config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.3,
+                                    seed=config.seed))
+            tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
+        with _loading(tts_dir / COMMON_DIR):
+            common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
+        music = None
+        if (tts_dir / MUSIC_DIR).is_dir():
+            with _loading(tts_dir / MUSIC_DIR):
+                music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device)
         self.tts = StepTts(tts_tok, common, music, add_bos=StepTts.tokenizer_adds_bos(tts_dir))
         self.output_rate = int(common.sample_rate)
         speakers = find_speakers_dir(tts_dir, root)
         assert speakers is not None, "check_layout has found it"
-        self._register_speakers(speakers)
+        with _loading(speakers):
+            self._register_speakers(speakers)
         self.default_voice = self.tts.default_speaker()  # Tingting, as upstream's scripts speak
         speaker, model = self.tts.resolve("", None)
         if warm_up(model, speaker.flow_prompt):  # CUDA graphs of the default voice's windows, before any reply
@@ -199,10 +204,10 @@ class StepAudioPipeline:
         elif not config.chat:
             self.chat_tok = None  # `tts`: neither the Chat LM nor its folder
         else:
-            logger.info("loading %s (tp=%d)", chat_dir, config.tp)
-            self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
-                                                      config=chat_engine_config(on_cpu, config.seed))
-            self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
+            with _loading(chat_dir, f"tp={config.tp}"):
+                self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
+                                                          config=chat_engine_config(on_cpu, config.seed))
+                self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
             self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
         self.asr = None
         if config.asr:
@@ -421,6 +426,21 @@ class StepAudioPipeline:
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()
+
+
+@contextlib.contextmanager
+def _loading(folder: Path, note: str = "") -> Iterator[None]:
+    """Loads from one folder of the user's layout. Its failures (a truncated download, a file of another model, a
+    folder mixed up with another) come from torch, safetensors, onnx or json and say nothing of where: they are
+    raised again as a ConfigError naming the folder, which the CLI prints in one line."""
+    logger.info("loading %s%s", folder, f" ({note})" if note else "")
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first_line = next(iter(str(exc).splitlines()), "")  # torch.load's run on for a page
+        raise ConfigError(f"cannot load {folder}: {type(exc).__name__}: {first_line}") from exc
 
 
 async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:

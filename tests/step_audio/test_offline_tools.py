@@ -53,6 +53,23 @@ def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path
     assert "TTS-3B cannot speak the sentence 'word0 word1" in message and "exceed the model's context" in message
 
 
+@pytest.mark.parametrize(("broken", "folder"), [
+    ("Step-Audio-TTS-3B/model-00001.safetensors", "Step-Audio-TTS-3B"),  # the Chat LM's weights there
+    ("Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz"),
+    ("Step-Audio-TTS-3B/speakers/Tingting_prompt.wav", "Step-Audio-TTS-3B/speakers"),
+])
+def test_a_corrupt_or_mixed_up_file_is_reported_with_its_folder_in_one_line(tiny_model_dir: Path, tmp_path: Path,
+                                                                           broken: str, folder: str) -> None:
+    model = layout_without(tiny_model_dir, tmp_path / "model", broken)
+    if broken.endswith(".safetensors"):
+        (model / broken).symlink_to(tiny_model_dir / "Step-Audio-Chat/model-00001.safetensors")
+    else:
+        (model / broken).write_bytes(b"truncated download")
+    message = _fails_in_one_line("tts", "--model-path", str(model), "--profile", "tiny", "--text", "Hi.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert f"cannot load {model}/{folder}: " in message  # then the loader's error, e.g. "RuntimeError: The size..."
+
+
 def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
     (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text("{}\n")
