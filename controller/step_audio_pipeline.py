@@ -246,6 +246,11 @@ class StepAudioPipeline:
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True)
         self.tts.register(name, wav, rate, prompt_text, ids, cloned=cloned)
 
+    @property
+    def voices(self) -> frozenset[str]:
+        """The speakers folder's voices (their RAP / 哼唱 variants included), and any cloned since."""
+        return frozenset(self.tts.speakers)
+
     def register_metrics(self, registry: CollectorRegistry) -> None:
         registry.register(self.tokenizer_ids)
         registry.register(self.tts_tokens)

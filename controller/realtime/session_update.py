@@ -65,6 +65,18 @@ def check_tools(cfg: SessionConfig, *, path: str, refused: str | None) -> None:
                       "to this server.")
 
 
+def check_voice(voice: str, *, param: str, voices: frozenset[str] | None) -> None:
+    """A voice the profile does not have is refused, not spoken in another voice. `voices` is the profile's set
+    (None: it speaks every name in its one voice).
+
+    Raises:
+        RemoteProtocolError: invalid_value, param `param`.
+    """
+    if voices is not None and voice not in voices:
+        raise invalid(param, f"Invalid value for '{param}': {voice!r} is not a voice of this server (its voices: "
+                      f"{', '.join(sorted(voices))}).")
+
+
 def parse_session_patch(
     payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
 ) -> SessionPatch:

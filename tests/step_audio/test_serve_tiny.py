@@ -116,3 +116,29 @@ async def test_a_session_says_it_speaks_in_the_default_speaker(tiny_server) -> N
         assert created["session"]["audio"]["output"]["voice"] == "Tingting"
     finally:
         await conv.close()
+
+
+async def test_a_voice_that_is_not_a_speaker_is_refused_not_spoken_in_another(tiny_server) -> None:
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "session": {"type": "realtime",
+                                                               "audio": {"output": {"voice": "alloy"}}}})
+        error = (await conv.wait_for("error", after=n, timeout=15))["error"]
+        assert error["param"] == "session.audio.output.voice" and error["code"] == "invalid_value"
+        assert "'alloy' is not a voice of this server (its voices: Tingting, TingtingRAP, Tingting哼唱)" in error[
+            "message"]
+        updated = await conv.update_session(audio={"output": {"voice": "TingtingRAP"}})
+        assert updated["session"]["audio"]["output"]["voice"] == "TingtingRAP"
+        for raw in conv.raw:
+            validate_server_event(raw)
+    finally:
+        await conv.close()
+    transcription = await open_conversation(tiny_server.ws + "?intent=transcription")  # a session without voice
+    try:
+        await transcription.send({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}}})
+        await transcription.wait_for("session.updated", timeout=15)
+        assert not transcription.of_type("error")
+    finally:
+        await transcription.close()
