@@ -67,6 +67,13 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
                           f"writes it with random weights)")
 
 
+def speaker_names(root: Path) -> list[str]:
+    """The speakers of a folder that passed check_layout (what --speaker may name)."""
+    folder = find_speakers_dir(root / TTS_DIR, root)
+    assert folder is not None, "check_layout has found it"
+    return list(read_speakers_info(folder))
+
+
 def _missing_in(root: Path, sub: str, names: tuple[str, ...]) -> list[str]:
     if not (root / sub).is_dir():
         return [f"{sub}/"]

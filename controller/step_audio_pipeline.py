@@ -70,6 +70,11 @@ class StepAudioConfig:
         return cls(model_path=Path(model_path), profile=profile, **{**defaults, **kw})
 
 
+def chat_need(config: StepAudioConfig) -> ChatNeed:
+    """How much of Step-Audio-Chat/ this pipeline reads."""
+    return ChatNeed.TOKENIZER if config.chat_url else ChatNeed.WEIGHTS if config.chat else ChatNeed.NONE
+
+
 def tiny_cache_dir() -> Path:
     """Where `serve --profile tiny` without --model-path keeps its folder: $STEPAUDIO_RT_CACHE/tiny."""
     from lm_engine.assets import default_cache_dir
@@ -153,8 +158,7 @@ class StepAudioPipeline:
         self.config = config
         self.name = config.profile
         root = config.model_path
-        check_layout(root, ChatNeed.TOKENIZER if config.chat_url else
-                     ChatNeed.WEIGHTS if config.chat else ChatNeed.NONE)
+        check_layout(root, chat_need(config))
         chat_dir = root / CHAT_DIR
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         on_cpu = device == "cpu"

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from controller.errors import ConfigError
-from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline
+from controller.step_audio_layout import check_layout, speaker_names
+from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline, chat_need
 
 
 def run_offline_tool(args: Any) -> int:
@@ -28,6 +29,10 @@ def run_offline_tool(args: Any) -> int:
     out = output_file(args.out, _upstream_name(args))
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
+    # Before the models load (the real Chat LM takes minutes): the folder, then the speaker.
+    check_layout(cfg.model_path, chat_need(cfg))
+    if args.speaker is not None and args.speaker not in (names := speaker_names(cfg.model_path)):
+        raise ConfigError(f"unknown speaker {args.speaker!r}; known: {', '.join(sorted(names))}")
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
@@ -38,8 +43,6 @@ def run_offline_tool(args: Any) -> int:
                 pipeline.register_speaker(voice, wav, rate, args.prompt_text, cloned=True)
             except StepTtsError as exc:  # a prompt too short to give audio tokens
                 raise ConfigError(f"--prompt-wav {args.prompt_wav}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
-        if voice is not None and voice not in pipeline.tts.speakers:
-            raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
         t0 = time.monotonic()
         if args.command == "tts":
             audio = asyncio.run(_speak_all(pipeline, args.text, voice))
