@@ -150,8 +150,11 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     if taken and not args.overwrite:
         raise ConfigError(f"make-checkpoint would overwrite {', '.join(taken)} (already holding files) with random "
                           f"weights; pass --overwrite to do so, or choose another folder")
-    make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
-                    with_chat_weights=args.with_chat_weights)
+    try:
+        make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
+                        with_chat_weights=args.with_chat_weights)
+    except OSError as exc:  # a file in the way, no permission, a full disk
+        raise ConfigError(f"cannot write {args.out_dir}: {exc}") from exc
     return 0
 
 

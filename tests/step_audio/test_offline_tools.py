@@ -99,6 +99,12 @@ def test_an_output_that_cannot_be_written_is_refused_in_one_line(tiny_model_dir:
                                          "--text", "Hi there.", "--out", out)
 
 
+def test_make_checkpoint_into_a_path_it_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "models").write_text("a file, not a folder\n")
+    message = _fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path / "models"))
+    assert f"cannot write {tmp_path}/models: [Errno 17] File exists" in message
+
+
 def test_make_checkpoint_never_writes_over_a_downloaded_folder_unless_told(tmp_path: Path) -> None:
     downloaded = tmp_path / "Step-Audio-Chat" / "model-00001-of-00031.safetensors"
     downloaded.parent.mkdir()
