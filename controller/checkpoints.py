@@ -38,6 +38,13 @@ SPEAKERS = {
 }
 
 
+def written_dirs(out_dir: Path, what: str) -> list[Path]:
+    """The model folders `make_checkpoint(out_dir, what=what)` writes."""
+    names = {"tokenizer": (TOKENIZER_DIR,), "chat": (CHAT_DIR,), "tts": (TTS_DIR,)}.get(
+        what, (TOKENIZER_DIR, CHAT_DIR, TTS_DIR))
+    return [Path(out_dir) / n for n in names]
+
+
 def make_checkpoint(out_dir: Path | str, *, profile: str, what: str = "all", with_chat_weights: bool = False,
                     seed: int = 0) -> Path:
     """Writes OUT/Step-Audio-{Tokenizer,Chat,TTS-3B} (or one of them); returns OUT."""

@@ -75,12 +75,17 @@ def _add_sip_bridge(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout")
-    p.add_argument("--profile", choices=("tiny", "full-random"), required=True)
-    p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all")
+    p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--profile", choices=("tiny", "full-random"), required=True,
+                   help="tiny: CPU-sized; full-random: the real dimensions (TTS-3B 7 GB)")
+    p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all",
+                   help="which of Step-Audio-Chat/, Step-Audio-TTS-3B/, Step-Audio-Tokenizer/ to write")
     p.add_argument("--with-chat-weights", action="store_true",
-                   help="also write the Chat LM's weights at full-random size (hundreds of GB)")
-    p.add_argument("out_dir", type=Path)
+                   help="full-random: also write the Chat LM's weights (about 264 GB); tiny always writes them")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over model folders that already hold files (real checkpoints included)")
+    p.add_argument("out_dir", type=Path, help="the model folder to write (what --model-path then names)")
 
 
 def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
@@ -88,14 +93,20 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
     common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
                         help="tiny / full-random cap the random models' output")
-    common.add_argument("--out", type=Path, required=True, help="output wav (22050 Hz)")
+    common.add_argument("--out", "--output-path", type=Path, required=True,
+                        help="output wav (22050 Hz), or a folder (as upstream's --output-path) that gets upstream's "
+                             "file name: output_tts.wav, output_clone.wav, output_e2e_tqta.wav (text in) or "
+                             "output_e2e_aqta.wav (speech in)")
     common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
     common.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2))
     common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
     p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)")
-    p.add_argument("--text", required=True)
-    p.add_argument("--clone-wav", type=Path, help="clone this voice (with --clone-text, its transcript)")
-    p.add_argument("--clone-text")
+    p.add_argument("--text", required=True, help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
+                   "or (快速1) applies to all of it")
+    p.add_argument("--prompt-wav", "--clone-wav", dest="prompt_wav", type=Path,
+                   help="clone this voice (upstream's clone mode, its wav_path), with --prompt-text")
+    p.add_argument("--prompt-text", "--clone-text", dest="prompt_text",
+                   help="the transcript of --prompt-wav (upstream's prompt_text)")
     p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="the user's speech")
@@ -142,9 +153,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
-    from controller.checkpoints import make_checkpoint
-    make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
-                    with_chat_weights=args.with_chat_weights)
+    from controller.checkpoints import make_checkpoint, written_dirs
+
+    # One mistyped path must not replace a downloaded checkpoint (the Chat LM is 264 GB) with random weights.
+    taken = [str(d) for d in written_dirs(args.out_dir, args.what) if d.is_dir() and any(d.iterdir())]
+    if taken and not args.overwrite:
+        raise ConfigError(f"make-checkpoint would overwrite {', '.join(taken)} (already holding files) with random "
+                          f"weights; pass --overwrite to do so, or choose another folder")
+    try:
+        make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
+                        with_chat_weights=args.with_chat_weights)
+    except OSError as exc:  # a file in the way, no permission, a full disk
+        raise ConfigError(f"cannot write {args.out_dir}: {exc}") from exc
     return 0
 
 

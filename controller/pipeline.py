@@ -71,6 +71,9 @@ class SpeechPipeline(Protocol):
 
     name: str
     output_rate: int  # sample rate of synthesize()'s chunks
+    tools_refused: str | None  # why this profile's chat model cannot call function tools (None: it can)
+    default_voice: str  # what a session speaks in until the client picks a voice (and what session.created says)
+    voices: frozenset[str] | None  # the voices a client may pick (None: any name, spoken in the one voice)
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
@@ -93,6 +96,9 @@ class EmbeddedPipeline:
     """Silero VAD + Whisper (faster-whisper) + Qwen2.5-0.5B (xllamacpp) + Piper, all on the CPU."""
 
     name = "embedded"
+    tools_refused = None
+    default_voice = "joe"  # the one packaged Piper voice
+    voices = None  # OpenAI's voice names included: stock clients send them
 
     def __init__(self, config: EmbeddedConfig) -> None:
         # Imported here so that importing the controller never loads model runtimes.

@@ -28,7 +28,7 @@ from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
-from controller.realtime.session_update import check_tool_choice
+from controller.realtime.session_update import check_tool_choice, check_tools, check_voice
 from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
 from vad import TurnDetector, TurnDetectorConfig
@@ -71,8 +71,8 @@ class Session(ItemsMixin):
         self.defaults = defaults
         self.events = ServerEvents(SequentialIds("event_"))
         self._id_sources: dict[str, SequentialIds] = {}
-        self.cfg = (SessionConfig(kind="transcription", transcription=Transcription()) if kind == "transcription"
-                    else SessionConfig())
+        self.cfg = (SessionConfig(kind="transcription", transcription=Transcription(), voice=pipeline.default_voice)
+                    if kind == "transcription" else SessionConfig(voice=pipeline.default_voice))
         self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
         self.conversation = Conversation()
         self.vad = pipeline.new_vad()
@@ -269,7 +269,9 @@ class Session(ItemsMixin):
                 self._check_references(event)
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
-                check_tool_choice(apply_patch(self.cfg, event.overrides), path="response")
+                overridden = apply_patch(self.cfg, event.overrides)
+                check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
+                check_tool_choice(overridden, path="response")
                 if event.conversation == "none":
                     await self._start_out_of_band(event)
                 else:
@@ -315,6 +317,7 @@ class Session(ItemsMixin):
                 code="invalid_value", param="session.type")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
+        check_tools(new, path="session", refused=self.pipeline.tools_refused)
         check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new
         if new.input_format != old.input_format:
@@ -329,7 +332,9 @@ class Session(ItemsMixin):
         await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
 
     def _check_voice(self, voice: str, param: str) -> None:
-        """As the Realtime API: a conversation keeps the voice its assistant audio was spoken in, in every reply."""
+        """A voice of the profile's, and as the Realtime API: a conversation keeps the voice its assistant audio was
+        spoken in, in every reply."""
+        check_voice(voice, param=param, voices=self.pipeline.voices)
         if voice != self.cfg.voice and self._voice_locked:
             raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
                                       code="cannot_update_voice", param=param)

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter
 from controller.bridge import iterate_in_thread
 from controller.errors import ConfigError
 from controller.pipeline import Listener, SpeechChunk, VadStream
+from controller.step_audio_layout import ChatNeed, check_layout
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
@@ -52,7 +53,7 @@ class StepAudioConfig:
     language: str = "en"
     tp: int = 1
     chat_url: str | None = None
-    chat: bool = True  # load the Chat LM (the `tts` tool never asks it: only its tokenizer is read then)
+    chat: bool = True  # False: no Chat LM and no Step-Audio-Chat/ (the `tts` tool, as upstream's tts_inference.py)
     asr: bool = True  # Whisper transcripts for the history (when the package is installed)
     device: str | None = None  # None: cuda when available
     max_reply_tokens: int | None = None  # None: the request's max_tokens (tiny: 24)
@@ -67,6 +68,11 @@ class StepAudioConfig:
         if profile == "tiny":
             defaults.update(max_reply_tokens=24, tts_max_tokens=75, device="cpu")
         return cls(model_path=Path(model_path), profile=profile, **{**defaults, **kw})
+
+
+def chat_need(config: StepAudioConfig) -> ChatNeed:
+    """How much of Step-Audio-Chat/ this pipeline reads."""
+    return ChatNeed.TOKENIZER if config.chat_url else ChatNeed.WEIGHTS if config.chat else ChatNeed.NONE
 
 
 def tiny_cache_dir() -> Path:
@@ -132,6 +138,12 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
 class StepAudioPipeline:
     """SpeechPipeline over a Step-Audio model folder."""
 
+    # Upstream documents only where Step-Audio-Chat's tool definitions go (a message of role `tool_json_schemas`,
+    # OpenAI's function format: stepfun-ai/Step-Audio issue #31), not how a call appears in its output, so no call
+    # could be parsed out of a reply. Refused rather than ignored: a client would wait for calls that never come.
+    tools_refused = ("Step-Audio-Chat has no documented tool-call output format, so this profile cannot call "
+                     "function tools")
+
     def __init__(self, config: StepAudioConfig) -> None:
         import torch
 
@@ -146,14 +158,8 @@ class StepAudioPipeline:
         self.config = config
         self.name = config.profile
         root = config.model_path
-        for sub in (TOKENIZER_DIR, CHAT_DIR, TTS_DIR):
-            if not (root / sub).is_dir():
-                raise ConfigError(f"{root} has no {sub}/ (expected Step-Audio-Tokenizer/, Step-Audio-Chat/, "
-                                  f"Step-Audio-TTS-3B/; make-checkpoint writes that layout)")
+        check_layout(root, chat_need(config))
         chat_dir = root / CHAT_DIR
-        if config.chat and not config.chat_url and not any(chat_dir.glob("*.safetensors")):
-            raise ConfigError(f"{chat_dir} holds no weights (make-checkpoint --with-chat-weights writes them, "
-                              f"or serve it elsewhere and pass --chat-url)")
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         on_cpu = device == "cpu"
         if on_cpu:
@@ -161,25 +167,29 @@ class StepAudioPipeline:
             # own intra-op threads on top of those oversubscribe the cores and spin (tiny: ~40x slower measured).
             torch.set_num_threads(1 if config.profile == "tiny" else max(1, config.threads))
         self._vad_model = SileroModel.load()
-        logger.info("loading %s", root / TOKENIZER_DIR)
-        self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
+        with _loading(root / TOKENIZER_DIR):
+            self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
         # TTS first with a small GPU share, then the Chat LM takes most of what is left (budgets are cumulative).
-        logger.info("loading %s", root / TTS_DIR)
         tts_dir = root / TTS_DIR
-        self.tts_engine = Engine.from_pretrained(
-            tts_dir, device=device, progress=False,
-            config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.3,
-                                seed=config.seed))
-        common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
-        music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device) if (tts_dir / MUSIC_DIR).is_dir() else None
-        tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
+        with _loading(tts_dir):
+            self.tts_engine = Engine.from_pretrained(
+                tts_dir, device=device, progress=False,
+                config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.3,
+                                    seed=config.seed))
+            tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
+        with _loading(tts_dir / COMMON_DIR):
+            common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
+        music = None
+        if (tts_dir / MUSIC_DIR).is_dir():
+            with _loading(tts_dir / MUSIC_DIR):
+                music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device)
         self.tts = StepTts(tts_tok, common, music, add_bos=StepTts.tokenizer_adds_bos(tts_dir))
         self.output_rate = int(common.sample_rate)
         speakers = find_speakers_dir(tts_dir, root)
-        if speakers is None:
-            raise ConfigError(f"no speakers folder: put upstream's speakers/ (speakers_info.json, NAME_prompt.wav) "
-                              f"in {tts_dir} or {root}")
-        self._register_speakers(speakers)
+        assert speakers is not None, "check_layout has found it"
+        with _loading(speakers):
+            self._register_speakers(speakers)
+        self.default_voice = self.tts.default_speaker()  # Tingting, as upstream's scripts speak
         speaker, model = self.tts.resolve("", None)
         if warm_up(model, speaker.flow_prompt):  # CUDA graphs of the default voice's windows, before any reply
             logger.info("flow CUDA graphs captured for %s's window shapes", self.tts.default_speaker())
@@ -196,12 +206,12 @@ class StepAudioPipeline:
             self._remote_chat = RemoteChatBackend(config.chat_url)
             self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
         elif not config.chat:
-            self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
+            self.chat_tok = None  # `tts`: neither the Chat LM nor its folder
         else:
-            logger.info("loading %s (tp=%d)", chat_dir, config.tp)
-            self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
-                                                      config=chat_engine_config(on_cpu, config.seed))
-            self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
+            with _loading(chat_dir, f"tp={config.tp}"):
+                self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
+                                                          config=chat_engine_config(on_cpu, config.seed))
+                self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
             self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
         self.asr = None
         if config.asr:
@@ -231,11 +241,7 @@ class StepAudioPipeline:
         from speech_decoder.step_tts import read_speakers_info
 
         for name, text in read_speakers_info(folder).items():
-            wav_path = folder / f"{name}_prompt.wav"
-            if not wav_path.is_file():
-                logger.warning("speaker %s: missing %s", name, wav_path)
-                continue
-            wav, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
+            wav, rate = sf.read(str(folder / f"{name}_prompt.wav"), dtype="float32", always_2d=True)
             self.register_speaker(name, wav.mean(axis=1), int(rate), text)
 
     def register_speaker(self, name: str, wav: np.ndarray, rate: int, prompt_text: str, *,
@@ -243,6 +249,11 @@ class StepAudioPipeline:
         """A voice from a prompt wav and its transcript (upstream registers speakers and clones this way)."""
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True)
         self.tts.register(name, wav, rate, prompt_text, ids, cloned=cloned)
+
+    @property
+    def voices(self) -> frozenset[str]:
+        """The speakers folder's voices (their RAP / 哼唱 variants included), and any cloned since."""
+        return frozenset(self.tts.speakers)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         registry.register(self.tokenizer_ids)
@@ -271,8 +282,6 @@ class StepAudioPipeline:
         return self.chat_tok.encode(self.render_chat(messages), add_bos=True)
 
     def reply(self, request: Any) -> AsyncIterator[Any]:
-        if getattr(request, "tools", None):
-            logger.debug("Step-Audio Chat has no tool calling: tools ignored")
         max_tokens = request.max_tokens
         if self.config.max_reply_tokens is not None and self.config.max_reply_tokens < max_tokens:
             # The profile's own cap (random checkpoints ramble): a reply it ends is complete as far as the client's
@@ -373,10 +382,10 @@ class StepAudioPipeline:
         A speed other than 1.0 becomes TTS-3B's speed tag."""
         from lm_engine import SamplingParams
         from speech_decoder import StreamingDecoder
-        from speech_decoder.step_tts import with_speed
+        from speech_decoder.step_tts import speakable, with_speed
 
         text = text.strip()
-        if not any(ch.isalnum() for ch in text):
+        if not speakable(text):
             return
         text = with_speed(text, speed)
         speaker, model = self.tts.resolve(text, voice)
@@ -426,6 +435,21 @@ class StepAudioPipeline:
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()
+
+
+@contextlib.contextmanager
+def _loading(folder: Path, note: str = "") -> Iterator[None]:
+    """Loads from one folder of the user's layout. Its failures (a truncated download, a file of another model, a
+    folder mixed up with another) come from torch, safetensors, onnx or json and say nothing of where: they are
+    raised again as a ConfigError naming the folder, which the CLI prints in one line."""
+    logger.info("loading %s%s", folder, f" ({note})" if note else "")
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first_line = next(iter(str(exc).splitlines()), "")  # torch.load's run on for a page
+        raise ConfigError(f"cannot load {folder}: {type(exc).__name__}: {first_line}") from exc
 
 
 async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:

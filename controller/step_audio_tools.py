@@ -3,12 +3,14 @@ tts_inference.py) and `stepaudio-rt chat` (wav or text -> reply text and wav, as
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from controller.errors import ConfigError
-from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline
+from controller.step_audio_layout import check_layout, speaker_names
+from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline, chat_need
 
 
 def run_offline_tool(args: Any) -> int:
@@ -18,53 +20,79 @@ def run_offline_tool(args: Any) -> int:
 
     import soundfile as sf
 
+    from speech_decoder.step_tts import StepTtsError, speakable
+
+    if args.command == "tts" and not speakable(args.text):
+        raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
+    if args.command == "tts" and (args.prompt_wav is None) != (args.prompt_text is None):
+        raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
+    out = output_file(args.out, _upstream_name(args))
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
+    # Before the models load (the real Chat LM takes minutes): the folder, then the speaker.
+    check_layout(cfg.model_path, chat_need(cfg))
+    if args.speaker is not None and args.speaker not in (names := speaker_names(cfg.model_path)):
+        raise ConfigError(f"unknown speaker {args.speaker!r}; known: {', '.join(sorted(names))}")
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
-        if args.command == "tts" and args.clone_wav is not None:
-            if not args.clone_text:
-                raise ConfigError("--clone-wav needs --clone-text (the transcript of the clone wav)")
-            wav, rate = sf.read(str(args.clone_wav), dtype="float32", always_2d=True)
+        if args.command == "tts" and args.prompt_wav is not None:
+            wav, rate = _read_wav(args.prompt_wav, "--prompt-wav")
             voice = "clone"
-            pipeline.register_speaker(voice, wav.mean(axis=1), int(rate), args.clone_text, cloned=True)
-        if voice is not None and voice not in pipeline.tts.speakers:
-            raise ConfigError(f"unknown speaker {voice!r}; known: {', '.join(sorted(pipeline.tts.speakers))}")
+            try:
+                pipeline.register_speaker(voice, wav, rate, args.prompt_text, cloned=True)
+            except StepTtsError as exc:  # a prompt too short to give audio tokens
+                raise ConfigError(f"--prompt-wav {args.prompt_wav}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
         t0 = time.monotonic()
         if args.command == "tts":
-            text, audio = asyncio.run(_speak_all(pipeline, [args.text], voice))
+            audio = asyncio.run(_speak_all(pipeline, args.text, voice))
         else:
-            text, audio = asyncio.run(_chat_once(pipeline, args, voice))
+            from lm_engine import ChatBackendError
+            try:
+                text, audio = asyncio.run(_chat_once(pipeline, args, voice))
+            except ChatBackendError as exc:  # the --chat-url server: down, wrong URL, or it refused the request
+                raise ConfigError(f"--chat-url: {exc}") from exc
             print(text)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(args.out), audio, pipeline.output_rate, subtype="PCM_16")
-        print(f"wrote {args.out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out), audio, pipeline.output_rate, subtype="PCM_16")
+        except (OSError, sf.SoundFileError) as exc:
+            raise ConfigError(f"--out {out}: cannot write it ({exc})") from exc
+        print(f"wrote {out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "
               f"{time.monotonic() - t0:.2f} s", file=sys.stderr)
     finally:
         pipeline.close()
     return 0
 
 
-async def _speak_all(pipeline: StepAudioPipeline, sentences: list[str], voice: str | None
-                     ) -> tuple[str, np.ndarray]:
+async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) -> np.ndarray:
+    """The whole text, sentence by sentence (its leading tag on each), as one float32 waveform."""
+    from lm_engine.engine.llm_engine import EngineError
+    from speech_decoder.step_tts import sentences_for_tts
+
     chunks: list[np.ndarray] = []
-    for sentence in sentences:
-        async for chunk in pipeline.synthesize(sentence, voice or ""):
-            chunks.append(chunk.pcm)
+    for sentence in sentences_for_tts(text):
+        try:
+            async for chunk in pipeline.synthesize(sentence, voice or ""):
+                chunks.append(chunk.pcm)
+        except EngineError as exc:  # one sentence longer than TTS-3B's context
+            raise ConfigError(f"TTS-3B cannot speak the sentence {sentence[:60]!r}... ({len(sentence)} characters): "
+                              f"{exc}; split it with . ! ? or a new line") from exc
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return " ".join(sentences), audio.astype(np.float32)
+    return audio.astype(np.float32)
 
 
 async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) -> tuple[str, np.ndarray]:
     from lm_engine import ChatRequest
-    from speech_decoder import SentenceChunker
     from streaming_tokenizer.step_audio import ids_to_text
 
     if args.wav is not None:
-        import soundfile as sf
-        wav, rate = sf.read(str(args.wav), dtype="float32", always_2d=True)
-        content = ids_to_text(pipeline.audio_tokenizer.tokenize_offline(wav, int(rate)))
+        wav, rate = _read_wav(args.wav, "--wav")
+        ids = pipeline.audio_tokenizer.tokenize_offline(wav, rate)
+        if not ids:  # the model would be asked to answer an empty turn
+            raise ConfigError(f"--wav {args.wav}: {len(wav) / rate:.2f} s of audio is too short to give Step-Audio's "
+                              f"tokenizer one audio token")
+        content = ids_to_text(ids)
     else:
         content = args.text
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
@@ -72,7 +100,34 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) 
     text = ""
     async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
         text += delta.text
-    chunker = SentenceChunker()
-    sentences = chunker.push(text) + chunker.flush()
-    _, audio = await _speak_all(pipeline, sentences, voice)
-    return text, audio
+    return text, await _speak_all(pipeline, text, voice)
+
+
+def output_file(out: Path, upstream_name: str) -> Path:
+    """--out as the wav to write: a .wav path as it is; a path without a suffix is a folder, as upstream's
+    --output-path, that gets upstream's file name. Checked before the models load, not after the work is done."""
+    if out.is_dir() or not out.suffix:
+        return out / upstream_name
+    if out.suffix.lower() != ".wav":
+        raise ConfigError(f"--out {out}: the tools write WAV files; name a .wav file or a folder")
+    return out
+
+
+def _upstream_name(args: Any) -> str:
+    """The file upstream's tts_inference.py / offline_inference.py writes for this kind of run."""
+    if args.command == "tts":
+        return "output_clone.wav" if args.prompt_wav is not None else "output_tts.wav"
+    return "output_e2e_aqta.wav" if args.wav is not None else "output_e2e_tqta.wav"
+
+
+def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
+    """A wav named on the command line: mono float32 (channels averaged, as upstream does) and its rate."""
+    import soundfile as sf
+
+    if not path.is_file():
+        raise ConfigError(f"{option} {path}: no such file")
+    try:
+        wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except sf.SoundFileError as exc:
+        raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({exc})") from exc
+    return wav.mean(axis=1), int(rate)

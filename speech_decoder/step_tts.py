@@ -76,6 +76,24 @@ def instruction_name(text: str) -> str:
     return m.group(1).strip("()（）") if m else ""
 
 
+def speakable(text: str) -> bool:
+    """Whether the text, past its leading (tag), has a letter or digit to speak (punctuation alone has none)."""
+    return any(ch.isalnum() for ch in _LEADING_TAG.sub("", text.strip(), count=1))
+
+
+def sentences_for_tts(text: str) -> list[str]:
+    """A whole text as the sentences TTS-3B speaks one by one, each led by the text's leading (tag): upstream reads
+    the whole text in one generation, to which its tag applies, but a long text in one prompt outgrows TTS-3B's
+    context and its audio-token budget."""
+    from speech_decoder.sentences import SentenceChunker
+
+    text = text.strip()
+    m = _LEADING_TAG.match(text)
+    tag = m.group(1) if m else ""
+    chunker = SentenceChunker(min_first_words=len(text))  # whole sentences: nothing streams here
+    return [tag + piece for piece in chunker.push(text[len(tag):]) + chunker.flush()]
+
+
 def with_speed(text: str, speed: float) -> str:
     """The text with TTS-3B's speed tag for a requested speaking rate (its four steps: 慢速2 / 慢速1 / 快速1 / 快速2,
     nearest to the rate; none near 1.0). A text that already leads with a tag keeps it: TTS-3B reads one."""
@@ -160,14 +178,14 @@ class StepTts:
         return plain[0]
 
     def resolve(self, text: str, voice: str | None) -> tuple[Speaker, Any]:
-        """(speaker record, CosyVoiceModel) for this text: tag RAP/哼唱 -> the speaker's music variant."""
+        """(speaker record, CosyVoiceModel) for this text. A RAP / 哼唱 tag takes the Music decoder, as upstream
+        does for every voice, and the speaker's `{name}{tag}` variant when there is one (a cloned voice has none:
+        upstream keeps its prompt)."""
         name = voice if voice in self.speakers else self.default_speaker()
         tag = instruction_name(text)
-        if tag in MUSIC_TAGS and f"{name}{tag}" in self.speakers:
-            spk = self.speakers[f"{name}{tag}"]
-            return spk, (self.music if self.music is not None else self.common)
-        spk = self.speakers[name]
-        return spk, (self.music if spk.music and self.music is not None else self.common)
+        sung = tag in MUSIC_TAGS
+        spk = self.speakers.get(f"{name}{tag}", self.speakers[name]) if sung else self.speakers[name]
+        return spk, (self.music if (sung or spk.music) and self.music is not None else self.common)
 
     # ------------------------------------------------------------------ prompt
 

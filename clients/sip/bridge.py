@@ -1,133 +1,31 @@
-"""The asyncio shell of the SIP bridge: UDP sockets, timers, and one Realtime agent session per call.
+"""The asyncio shell of the SIP bridge: the SIP socket, the UA core's timers, and one AgentCall per call.
 
 Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this module moves bytes and time:
 - SIP: one UDP socket. Each datagram goes to `UserAgent.receive_datagram(data, addr, loop.time())`; its drains
   are applied at once (datagrams sent, timers scheduled with loop.call_at, call events dispatched). A failure in
   a core while handling one datagram is logged and the bridge carries on.
-- Per call: an RTP socket on an ephemeral port and a `RealtimeClient` to the agent server, connected before the
-  200 OK (a server that cannot be reached gets the caller a 503). The session is set to G.711 in and out
-  (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's
-  audio deltas are already the bytes we packetize: no transcoding in the bridge.
-- Our RTP goes to where the caller's first audio packet came from (symmetric RTP), else to its SDP address. A
-  host name there (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is
-  answered or moved (a socket would look it up on every 20 ms send, blocking the loop); one that cannot be
-  looked up gets the caller a 488.
-- RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
-  queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
-  the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
-  the client truncates the agent's item to what was played.
-- A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
-- RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
-- No RTP for `rtp_timeout_s` while the caller should send (not on hold) ends the call with our BYE: a caller
-  that vanished without BYE must not hold an agent session and a call slot forever.
-- BYE, CANCEL or our own hang-up ends the call: the agent session is closed, the call's record is finished and
-  handed to `on_call_end` (transcripts, RTP counters).
+- Per call: an `AgentCall` (agent_call.py) owns the call's RTP socket and agent session; the bridge hands it the
+  UA's events for that call (media changed, DTMF, the end) and, once it is over, its record to `on_call_end`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
-import socket
-import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
-from clients import events as ev
-from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
-from clients.sip.errors import RemoteProtocolError
-from clients.sip.jitter import JitterBuffer
-from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
-from clients.sip.sdp import Negotiated
+from clients.sip.agent_call import AgentCall, CallRecord
+from clients.sip.bridge_config import BridgeConfig
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
-    StartTimer, UaConfig
+    Refused, StartTimer, UaConfig
+from clients.sip.udp import DatagramHandler
 
 __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
 
 logger = logging.getLogger(__name__)
-TICK_S = 0.02
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BridgeConfig:
-    server_url: str
-    host: str = "127.0.0.1"  # where SIP and RTP sockets listen
-    port: int = 5060
-    advertise: str | None = None  # the address callers reach, put in Contact and SDP; None: `host`
-    api_key: str | None = None
-    model: str | None = "stepaudio-rt"
-    instructions: str | None = None
-    silence_duration_ms: int | None = None  # server_vad end-of-turn silence; None keeps the server's default
-    max_calls: int = 16
-    connect_timeout_s: float = 10.0
-    jitter_depth: int = 3
-    max_inbound_frames: int = 500  # 10 s of caller audio waiting for the agent socket; older frames are dropped
-    # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
-    # forever: with no RTP for this long while we expect some, we hang up. None: never.
-    rtp_timeout_s: float | None = 60.0
-
-    def __post_init__(self) -> None:
-        if not self.server_url.startswith(("ws://", "wss://")):
-            raise ValueError("server_url must be a ws:// or wss:// URL")
-        try:
-            unspecified = ipaddress.ip_address(self.public_host).is_unspecified
-        except ValueError:  # a host name is taken as it is
-            unspecified = False
-        if unspecified:  # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
-            raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
-        if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
-            raise ValueError("silence_duration_ms must be positive")
-        if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
-            raise ValueError("rtp_timeout_s must be positive")
-
-
-    @property
-    def public_host(self) -> str:
-        return self.advertise or self.host
-
-
-@dataclass
-class CallRecord:
-    """What happened on one call (the bridge's per-call log)."""
-
-    call: str
-    sip_call_id: str
-    caller: str
-    codec: str
-    started: float = field(default_factory=time.time)
-    ended: float | None = None
-    end_reason: str | None = None
-    agent_session_id: str | None = None
-    user_transcripts: list[str] = field(default_factory=list)
-    agent_transcripts: list[str] = field(default_factory=list)
-    dtmf: list[str] = field(default_factory=list)
-    rtp_in_packets: int = 0
-    rtp_in_bad: int = 0
-    rtp_lost: int = 0
-    rtp_out_packets: int = 0
-    rtp_out_bytes: int = 0
-    inbound_dropped_frames: int = 0
-    barge_ins: int = 0
-    media_to: str | None = None  # "address:port" the agent's audio went to last
-
-    def to_json(self) -> dict[str, object]:
-        return asdict(self)
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self.on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.on_datagram(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("udp error: %s", exc)  # ICMP port unreachable from a peer that went away
 
 
 class SipBridge:
@@ -140,7 +38,7 @@ class SipBridge:
         self.rng = rng or random.Random()
         self.ua = UserAgent(UaConfig(host=config.public_host, port=config.port, max_calls=config.max_calls), self.rng)
         self.records: dict[str, CallRecord] = {}
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, AgentCall] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,7 +46,7 @@ class SipBridge:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self._on_sip), local_addr=(self.config.host, self.config.port))
+            lambda: DatagramHandler(self._on_sip), local_addr=(self.config.host, self.config.port))
         logger.info("sip-bridge listening on udp:%s:%d -> %s", self.config.host, self.config.port,
                     self.config.server_url)
 
@@ -202,7 +100,7 @@ class SipBridge:
                 assert isinstance(t, CancelTimer)
         for event in self.ua.events_received():
             if isinstance(event, IncomingCall):
-                call = _Call(self, event)
+                call = AgentCall(self, event)
                 self._calls[event.call] = call
                 self.records[event.call] = call.record
                 self.spawn(call.run())
@@ -216,6 +114,9 @@ class SipBridge:
                 ended = self._calls.get(event.call)
                 if ended is not None:
                     ended.end(event.reason)
+            elif isinstance(event, Refused):
+                logger.warning("INVITE %s from %s refused with %d: %s", event.sip_call_id, event.caller,
+                               event.status, event.why)
             elif isinstance(event, DtmfReceived):
                 target = self._calls.get(event.call)
                 if target is not None:
@@ -228,7 +129,7 @@ class SipBridge:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
 
-    def call_finished(self, call: _Call) -> None:
+    def call_finished(self, call: AgentCall) -> None:
         self._calls.pop(call.handle, None)
         if self.on_call_end is not None:
             try:
@@ -237,293 +138,6 @@ class SipBridge:
                 logger.exception("on_call_end callback failed")
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-async def _address_of(host: str) -> str:
-    """An IPv4 literal for an SDP connection address: itself, or a host name looked up (in the loop's executor)."""
-    if _is_address(host):
-        return host
-    infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    return str(infos[0][4][0])
-
-
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("bridge task failed: %r", task.exception())
-
-
-class _Call:
-    """The media and agent side of one call."""
-
-    def __init__(self, bridge: SipBridge, offer: IncomingCall) -> None:
-        self.bridge = bridge
-        self.handle = offer.call
-        self.media = offer.media
-        self.remote = (offer.media.remote_host, offer.media.remote_port)
-        self._latched = False  # whether `remote` is where the caller's RTP comes from (symmetric RTP)
-        # Hosts we latch to: the caller's signalling source (its NAT's public address) and its SDP address.
-        self._caller_hosts = {offer.remote[0], offer.media.remote_host}
-        codec = offer.media.codec
-        self.record = CallRecord(offer.call, offer.sip_call_id, offer.caller, codec.name)
-        self.log = logging.LoggerAdapter(logger, {"call_id": offer.sip_call_id})
-        self.answered = False
-        self.jitter = JitterBuffer(codec.silence_byte, depth=bridge.config.jitter_depth)
-        self.outbound = OutboundStream(codec.payload_type, codec.silence_byte, bridge.rng)
-        self.dtmf_rx = DtmfReceiver()
-        self.client: RealtimeClient | None = None
-        self.rtp: asyncio.DatagramTransport | None = None
-        self._inbound: list[bytes] = []
-        self._dropped_responses: set[str] = set()
-        self._response_id: str | None = None
-        self._last_rtp = 0.0  # loop time of the last datagram on our RTP port (or of the answer)
-        self._ended = asyncio.Event()
-
-    def end(self, reason: str) -> None:
-        if self.record.end_reason is None:
-            self.record.end_reason = reason
-        self._ended.set()
-
-    def media_changed(self, media: Negotiated) -> None:
-        """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
-        self.media = media
-        self._latched = False
-        self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
-        self.log.info("call %s media now %s:%d, %s", self.handle, media.remote_host, media.remote_port,
-                      media.direction)
-        if _is_address(media.remote_host):
-            self._send_to((media.remote_host, media.remote_port))
-        else:  # until it is looked up, our audio goes where it went
-            self._spawn(self._move_to(media))
-
-    async def _move_to(self, media: Negotiated) -> None:
-        try:
-            address = await _address_of(media.remote_host)
-        except OSError as exc:  # the re-INVITE was answered already: the call cannot go on without media
-            self.log.warning("media host %r of %s cannot be looked up: %s", media.remote_host, self.handle, exc)
-            self._hang_up_quietly("media host unknown")
-            return
-        if self.media is media:  # not overtaken by a later re-INVITE
-            self._send_to((address, media.remote_port))
-
-    def _send_to(self, remote: tuple[str, int]) -> None:
-        self.remote = remote
-        self._caller_hosts.add(remote[0])
-        self.record.media_to = f"{remote[0]}:{remote[1]}"
-
-    def dtmf(self, digit: str) -> None:
-        self.record.dtmf.append(digit)
-        self.log.info("DTMF %s on %s", digit, self.handle)
-        if self.client is not None:
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"DTMF {digit}"}]}
-            self._spawn(self.client.send({"type": "conversation.item.create", "item": item}))
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            if not await self._resolve_remote() or not await self._connect():
-                return
-            self.rtp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self._on_rtp),
-                                                              local_addr=(self.bridge.config.host, 0))
-            if self._ended.is_set():  # CANCEL arrived while we were connecting
-                return
-            port = self.rtp.get_extra_info("sockname")[1]
-            self.bridge.ua.answer(self.handle, port, loop.time())
-            self._last_rtp = loop.time()
-            self.answered = True
-            self.bridge.pump()
-            self.log.info("call %s answered: %s -> rtp %d", self.handle, self.record.codec, port)
-            tasks = [asyncio.create_task(self._agent_loop()), asyncio.create_task(self._pace())]
-            await self._ended.wait()
-        except Exception:
-            self.log.exception("call %s failed", self.handle)
-            self._hang_up_quietly("local hangup")
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            await self._teardown()
-
-    async def _resolve_remote(self) -> bool:
-        """The caller's media address as an IP literal (see the module docstring); False: refused with 488."""
-        host, port = self.remote
-        try:
-            address = await _address_of(host)
-        except OSError as exc:
-            self.log.warning("media host %r of %s cannot be looked up: %s", host, self.handle, exc)
-            if not self._ended.is_set():
-                with contextlib.suppress(Exception):
-                    self.bridge.ua.reject(self.handle, 488, asyncio.get_running_loop().time())
-                self.bridge.pump()
-            return False
-        self._send_to((address, port))
-        return True
-
-    async def _connect(self) -> bool:
-        cfg = self.bridge.config
-        try:
-            self.client = await asyncio.wait_for(
-                RealtimeClient.connect(cfg.server_url, cfg.api_key, cfg.model,
-                                       reconnect=ReconnectPolicy(enabled=False)), cfg.connect_timeout_s)
-            await self.client.session_update(self._session())
-            return True
-        except (OSError, TimeoutError, RealtimeConnectionError, Exception) as exc:  # noqa: B014 - any: 503
-            self.log.warning("agent server unreachable for %s: %s", self.handle, exc)
-            if not self._ended.is_set():
-                with contextlib.suppress(Exception):
-                    self.bridge.ua.reject(self.handle, 503, asyncio.get_running_loop().time())
-                self.bridge.pump()
-            return False
-
-    def _session(self) -> dict[str, object]:
-        fmt = {"type": self.media.codec.realtime_format}
-        audio_in: dict[str, object] = {"format": fmt}
-        cfg = self.bridge.config
-        if cfg.silence_duration_ms is not None:
-            audio_in["turn_detection"] = {"type": "server_vad", "silence_duration_ms": cfg.silence_duration_ms}
-        session: dict[str, object] = {"type": "realtime", "audio": {"input": audio_in, "output": {"format": fmt}}}
-        if cfg.instructions:
-            session["instructions"] = cfg.instructions
-        return session
-
-    # ----- media -----
-
-    def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._last_rtp = asyncio.get_running_loop().time()  # any datagram shows the caller is still there
-        try:
-            packet = RtpPacket.parse(data)
-        except RemoteProtocolError:
-            self.record.rtp_in_bad += 1
-            return
-        now = asyncio.get_running_loop().time()
-        if packet.payload_type == self.media.codec.payload_type:
-            self._latch(addr)
-            self.record.rtp_in_packets += 1
-            self._queue_inbound(self.jitter.push(packet, now))
-            return
-        self._queue_inbound(self.jitter.skip(packet, now))  # DTMF or comfort noise: its sequence number is no loss
-        if packet.payload_type == self.media.dtmf_payload_type:
-            try:
-                digits = self.dtmf_rx.feed(packet)
-            except RemoteProtocolError:
-                self.record.rtp_in_bad += 1
-                return
-            for d in digits:
-                self.dtmf(d.digit)
-
-    def _latch(self, source: tuple[str, int]) -> None:
-        """Symmetric RTP (RFC 4961): send to where the caller's audio comes from, which behind a NAT is not the
-        address in its SDP (it would hear nothing). Only the first source after the answer or a re-INVITE is
-        taken, and only on one of the caller's hosts, so a stray or hostile stream cannot draw the agent's audio
-        away."""
-        if self._latched or source[1] == 0 or source[0] not in self._caller_hosts:  # port 0: sipp's pcap player
-            return
-        self._latched = True
-        if source != self.remote:
-            self.log.info("call %s: RTP comes from %s:%d, not %s:%d: sending there", self.handle, *source,
-                          *self.remote)
-            self._send_to(source)
-
-    def _queue_inbound(self, frames: list[bytes]) -> None:
-        self._inbound += frames
-        over = len(self._inbound) - self.bridge.config.max_inbound_frames
-        if over > 0:
-            del self._inbound[:over]
-            self.record.inbound_dropped_frames += over
-
-    async def _pace(self) -> None:
-        """Every 20 ms: one RTP packet out (or none), and the caller's audio so far to the agent."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while True:
-            deadline += TICK_S
-            delay = deadline - loop.time()
-            if delay < -0.2:  # the loop stalled: resync rather than burst packets out
-                deadline = loop.time()
-            elif delay > 0:
-                await asyncio.sleep(delay)
-            timeout = self.bridge.config.rtp_timeout_s
-            if timeout is not None and self.media.receives and loop.time() - self._last_rtp > timeout:
-                self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
-                self._hang_up_quietly("RTP timeout")
-                return
-            packet = self.outbound.tick()
-            if packet is not None and self.rtp is not None and self.media.sends:  # on hold: the audio is skipped
-                self.rtp.sendto(packet, self.remote)
-            self._queue_inbound(self.jitter.poll(loop.time()))
-            if self._inbound and self.client is not None:
-                audio, self._inbound = b"".join(self._inbound), []
-                await self.client.send(ev.append_event(audio))
-
-    async def _agent_loop(self) -> None:
-        assert self.client is not None
-        try:
-            async for event in self.client.events():
-                self._on_agent_event(event)
-        except RealtimeConnectionError as exc:
-            self.log.warning("agent session of %s lost: %s", self.handle, exc)
-        if not self._ended.is_set():  # the agent went away: hang up the phone
-            self._hang_up_quietly("local hangup")
-
-    def _on_agent_event(self, event: ev.ServerEvent) -> None:
-        t = event.type
-        if t == "response.output_audio.delta":
-            if event.response_id not in self._dropped_responses:
-                self.outbound.push(event.audio)
-        elif t == "response.output_audio.done":
-            self.outbound.finish()
-        elif t == "response.created":
-            self._response_id = event.response_id
-        elif t == "input_audio_buffer.speech_started":
-            if self.outbound.flush() and self._response_id is not None:
-                self.record.barge_ins += 1
-                self._dropped_responses.add(self._response_id)
-        elif t == "conversation.item.input_audio_transcription.completed":
-            self.record.user_transcripts.append(event.transcript or "")
-            self.log.debug("caller said: %s", event.transcript)
-        elif t == "response.output_audio_transcript.done":
-            self.record.agent_transcripts.append(event.transcript or "")
-            self.log.debug("agent said: %s", event.transcript)
-        elif t == "session.created":
-            session = event.get("session")
-            if isinstance(session, dict):
-                sid = session.get("id")
-                self.record.agent_session_id = sid if isinstance(sid, str) else None
-                self.log.info("call %s: agent session %s", self.handle, sid)
-        elif t == "error":
-            self.log.warning("agent error on %s: %s", self.handle, event.error)
-
-    def _hang_up_quietly(self, reason: str) -> None:
-        self.end(reason)  # first: the UA's own CallEnded must not overwrite the reason
-        now = asyncio.get_running_loop().time()
-        with contextlib.suppress(Exception):
-            if self.answered:
-                self.bridge.ua.hangup(self.handle, now)
-            else:
-                self.bridge.ua.reject(self.handle, 503, now)
-        self.bridge.pump()
-
-    async def _teardown(self) -> None:
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.client.close()
-        if self.rtp is not None:
-            self.rtp.close()
-        self.record.rtp_lost = self.jitter.stats.lost
-        self.record.rtp_out_packets = self.outbound.packets_sent
-        self.record.rtp_out_bytes = self.outbound.bytes_sent
-        self.record.ended = time.time()
-        self.log.info("call %s ended (%s): %d RTP in, %d out", self.handle, self.record.end_reason,
-                      self.record.rtp_in_packets, self.record.rtp_out_packets)
-        self.bridge.call_finished(self)
-
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
-        self.bridge.spawn(coro)

@@ -3,7 +3,8 @@
     SipError
     ├── LocalProtocolError    the caller misused a core (an illegal transition, an unknown call id)
     └── RemoteProtocolError   bad input from the peer; `status` is the SIP response it deserves (400, 488, ...)
-        └── NoCommonCodec     an SDP offer with nothing we can speak (488 Not Acceptable Here)
+        ├── NoCommonCodec     an SDP offer with nothing we can speak (488 Not Acceptable Here)
+        └── IncompatibleAddress  an SDP offer whose media addresses are all IPv6 (488; we speak IPv4)
 
 Parsers raise RemoteProtocolError; the UA core turns it into an error response or a counted drop and never
 lets it escape `receive_datagram`.
@@ -11,7 +12,7 @@ lets it escape `receive_datagram`.
 
 from __future__ import annotations
 
-__all__ = ["LocalProtocolError", "NoCommonCodec", "RemoteProtocolError", "SipError"]
+__all__ = ["IncompatibleAddress", "LocalProtocolError", "NoCommonCodec", "RemoteProtocolError", "SipError"]
 
 
 class SipError(Exception):
@@ -23,7 +24,10 @@ class LocalProtocolError(SipError):
 
 
 class RemoteProtocolError(SipError):
-    """The peer sent something we cannot accept. `status`/`reason` is the SIP response hint."""
+    """The peer sent something we cannot accept. `status`/`reason` is the SIP response hint, `warn_code` the
+    Warning code (RFC 3261 20.43) that response carries with this error's text."""
+
+    warn_code = 399  # miscellaneous
 
     def __init__(self, message: str, status: int = 400, reason: str = "Bad Request") -> None:
         super().__init__(message)
@@ -33,6 +37,17 @@ class RemoteProtocolError(SipError):
 
 class NoCommonCodec(RemoteProtocolError):
     """The offer names no PCMU/PCMA audio stream we can answer."""
+
+    warn_code = 305  # incompatible media format
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 488, "Not Acceptable Here")
+
+
+class IncompatibleAddress(RemoteProtocolError):
+    """The offer's usable audio streams all have IPv6 connection addresses; our sockets are IPv4."""
+
+    warn_code = 301  # incompatible network address formats
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 488, "Not Acceptable Here")

@@ -12,6 +12,9 @@ Rules:
 - A re-offer is answered with the codec already in use (`keep`), so the media streams and the agent session's
   audio format never change mid-call; a re-offer without it raises NoCommonCodec (488, the call goes on).
 - The remote media address is the media-level c= when present, else the session-level c= (5.7).
+- Our sockets are IPv4: an audio stream whose address is IN IP6 is passed over (a dual-stack offer's IP4 stream
+  is taken); an offer with no other usable stream raises IncompatibleAddress (488, Warning 301), not an answer
+  whose audio could never be sent.
 - An INVITE without SDP (a delayed offer, RFC 3261 13.2.1) is answered with our offer. `stand_in_offer` is what
   that offer answers, so our answer to it is our offer: one codec, telephone-event, and no address yet (0.0.0.0:
   nothing is sent until the caller's answer names one).
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clients.sip.errors import NoCommonCodec, RemoteProtocolError
+from clients.sip.errors import IncompatibleAddress, NoCommonCodec, RemoteProtocolError
 
 __all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate",
            "stand_in_offer"]
@@ -41,8 +44,9 @@ class MediaDescription:
     port: int
     proto: str
     formats: tuple[str, ...]
-    connection: str | None = None  # the address of a media-level "c=IN IP4 <addr>"
+    connection: str | None = None  # the address of a media-level "c=IN <address_type> <addr>"
     attributes: tuple[tuple[str, str | None], ...] = ()
+    address_type: str = "IP4"  # "IP4" or "IP6"
 
     def attr(self, name: str) -> list[str | None]:
         return [v for k, v in self.attributes if k == name]
@@ -70,6 +74,7 @@ class SessionDescription:
     timing: str = "0 0"
     media: tuple[MediaDescription, ...] = ()
     attributes: tuple[tuple[str, str | None], ...] = ()
+    address_type: str = "IP4"  # of the session-level connection
 
     @classmethod
     def parse(cls, data: bytes) -> SessionDescription:
@@ -78,7 +83,7 @@ class SessionDescription:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RemoteProtocolError("SDP is not UTF-8") from exc
-        origin, name, conn, timing = None, "-", None, "0 0"
+        origin, name, conn, conn_type, timing = None, "-", None, "IP4", "0 0"
         attrs: list[tuple[str, str | None]] = []
         media: list[dict[str, object]] = []
         for raw in text.splitlines():
@@ -96,11 +101,11 @@ class SessionDescription:
             elif kind == "s":
                 name = value
             elif kind == "c":
-                addr = _connection(value)
+                addr_type, addr = _connection(value)
                 if cur is None:
-                    conn = addr
+                    conn, conn_type = addr, addr_type
                 else:
-                    cur["connection"] = addr
+                    cur["connection"], cur["address_type"] = addr, addr_type
             elif kind == "t":
                 timing = value
             elif kind == "m":
@@ -115,7 +120,7 @@ class SessionDescription:
         if origin is None:
             raise RemoteProtocolError("SDP without o= line")
         return cls(origin, name, conn, timing, tuple(MediaDescription(**m) for m in media),  # type: ignore[arg-type]
-                   tuple(attrs))
+                   tuple(attrs), conn_type)
 
     @property
     def direction(self) -> str:
@@ -125,13 +130,13 @@ class SessionDescription:
     def serialize(self) -> bytes:
         lines = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
         if self.connection:
-            lines.append(f"c=IN IP4 {self.connection}")
+            lines.append(f"c=IN {self.address_type} {self.connection}")
         lines.append(f"t={self.timing}")
         lines += [_attr_line(a) for a in self.attributes]
         for m in self.media:
             lines.append(f"m={m.media} {m.port} {m.proto} {' '.join(m.formats)}")
             if m.connection:
-                lines.append(f"c=IN IP4 {m.connection}")
+                lines.append(f"c=IN {m.address_type} {m.connection}")
             lines += [_attr_line(a) for a in m.attributes]
         return ("\r\n".join(lines) + "\r\n").encode()
 
@@ -140,11 +145,12 @@ def _attr_line(a: tuple[str, str | None]) -> str:
     return f"a={a[0]}" if a[1] is None else f"a={a[0]}:{a[1]}"
 
 
-def _connection(value: str) -> str:
+def _connection(value: str) -> tuple[str, str]:
+    """(address type, address) of a c= line."""
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise RemoteProtocolError(f"bad c= line {value!r}")
-    return parts[2].split("/")[0]  # drop a multicast TTL
+    return parts[1], parts[2].split("/")[0]  # drop a multicast TTL
 
 
 def _media_line(value: str) -> dict[str, object]:
@@ -199,7 +205,9 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
 
     Raises:
         NoCommonCodec: no audio stream with PCMU or PCMA (or with `keep`).
+        IncompatibleAddress: there are such streams, but only on IPv6 addresses.
     """
+    ipv6: str | None = None  # the address of a usable stream passed over for being IPv6
     for index, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0 or not m.proto.startswith("RTP/AVP"):
             continue
@@ -221,7 +229,12 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
         host = m.connection or offer.connection
         if host is None:
             raise RemoteProtocolError("SDP offer without a connection address")
+        if (m.address_type if m.connection else offer.address_type) != "IP4":
+            ipv6 = host
+            continue
         return Negotiated(codec, dtmf, host, m.port, _MIRROR[m.direction(offer.direction)], index)
+    if ipv6 is not None:
+        raise IncompatibleAddress(f"media address IN IP6 {ipv6}: this bridge speaks IPv4 only")
     raise NoCommonCodec(f"no {keep.name if keep else 'PCMU/PCMA'} audio stream in the offer")
 
 

@@ -11,17 +11,25 @@ Rules:
   No usable codec -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486. An INVITE without SDP
   (a delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in
   the ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
-- A retransmitted INVITE (same Call-ID, From tag and CSeq) never creates a second call: the last response is
-  re-sent. A new INVITE with the same Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with
-  other codecs after 488, 8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
+- A retransmitted INVITE (same Call-ID, From tag and CSeq, and the same transaction: top Via branch and
+  sent-by, 17.2.3) never creates a second call: the last response is re-sent. The same INVITE in another
+  transaction is a merged request (a proxy forked it and both copies reached us, 8.2.2.2): 482 Loop Detected,
+  so the second path gets an answer to its own branch and the call stays one. A new INVITE with the same
+  Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with other codecs after 488,
+  8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK: intervals T1=0.5 s doubling to
   T2=4 s (0.5, 1, 2, 4, 4, ... s after each send, 13.3.1.4 and 17.2.1), given up after 64*T1 = 32 s; an answered
   call that never got its ACK is then ended with a BYE.
 - CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
   for it (9.2). CANCEL for an unknown transaction -> 481.
-- BYE in a dialog -> 200 OK and CallEnded; a retransmitted BYE after the end gets 200 OK again (the ended call is
-  remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()` sends BYE, retransmitted like the INVITE
-  responses until any response, for at most 32 s.
+- BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
+  caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
+  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()`
+  sends BYE, retransmitted like the INVITE responses until any response, for at most 32 s.
+- A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
+  gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
+  like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
+  and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
 - OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
   Other methods -> 501.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
@@ -44,13 +52,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from clients.sip.body import sdp_body
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
     reason_phrase
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
-    IncomingCall, MediaChanged, StartTimer, TimerAction, UaConfig,
+    IncomingCall, MediaChanged, Refused, StartTimer, TimerAction, UaConfig,
 )
 
 __all__ = ["UserAgent"]
@@ -77,6 +86,7 @@ class _Call:
     sdp_version: int = 1
     local_sdp: bytes = b""  # our last SDP answer
     awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
+    early_bye: bool = False  # a BYE ended the call before the answer (its retransmissions get 200 again)
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -211,13 +221,19 @@ class UserAgent:
     def _on_request(self, req: Request, addr: Addr, now: float) -> None:
         call = self._calls.get(self._key(req))
         method = req.method
-        if method == "ACK":
+        starts_call = method == "INVITE" and req.to.tag is None
+        unsupported = _unsupported(req)
+        if unsupported and method not in ("ACK", "CANCEL") and not starts_call:  # a new call's: see _on_invite
+            self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported)),))
+        elif method == "ACK":
             self._on_ack(call, req, now)
-        elif method == "INVITE" and req.to.tag is None:
+        elif starts_call:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
-            elif req.cseq.number == call.invite.cseq.number:  # retransmission: same response, no second dialog
-                self._send(call.last_response, addr)
+            elif req.cseq.number == call.invite.cseq.number and _same_transaction(req, call.invite):
+                self._send(call.last_response, addr)  # retransmission: same response, no second dialog
+            elif req.cseq.number == call.invite.cseq.number:  # merged (8.2.2.2)
+                self._reply(req, addr, 482)
             else:  # a second INVITE while the first is live (14.2)
                 self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
         elif method == "INVITE":
@@ -240,21 +256,28 @@ class UserAgent:
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
-            self._refuse(call, 486, now)
+            self._refuse(call, 486, now, f"max_calls ({self.config.max_calls}) reached")
+            return
+        unsupported = ", ".join(_unsupported(req))
+        if unsupported:
+            self._refuse(call, 420, now, f"requires {unsupported}", extra=(("Unsupported", unsupported),))
             return
         try:
             call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
             call.media = negotiate(call.offer)
         except RemoteProtocolError as exc:
-            self._refuse(call, exc.status, now)
+            self._refuse(call, exc.status, now, str(exc), extra=(self._warning(exc.warn_code, str(exc)),))
             return
         call.last_response = self._response(req, 180, addr, to_tag=call.local_tag, extra=self._contact())
         self._send(call.last_response, addr)
         self._events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
 
-    def _refuse(self, call: _Call, status: int, now: float) -> None:
+    def _refuse(self, call: _Call, status: int, now: float, why: str,
+                extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """A new call's INVITE refused with a final response (retransmitted until ACK); the shell is told why."""
         self._transition(call, "reject")
-        self._final(call, status, now)
+        self._final(call, status, now, extra=extra)
+        self._events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
 
     def _on_reinvite(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
@@ -268,8 +291,9 @@ class UserAgent:
             try:
                 offer = self._offer(req, call.media.codec, call.media.dtmf_payload_type)
                 media = negotiate(offer, keep=call.media.codec)
-            except RemoteProtocolError as exc:
-                self._reply(req, addr, exc.status)  # the call goes on as it was (14.2)
+            except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
+                self._reply(req, addr, exc.status, extra=(self._warning(exc.warn_code, str(exc)),))
+                self._events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
             call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
@@ -314,12 +338,18 @@ class UserAgent:
             self._events.append(CallEnded(call.handle, "cancelled"))
 
     def _on_bye(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
-        if not self._in_dialog(call, req) or call is None or call.state in (S.PROCEEDING, S.REJECTED):
+        if not self._in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
             self._reply(req, addr, 481)
             return
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
-        if call.state is S.ENDED:
+        if call.state in (S.ENDED, S.REJECTED):
             return  # retransmitted BYE, or BYEs crossed
+        if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
+            call.early_bye = True
+            self._transition(call, "bye")
+            self._final(call, 487, now)
+            self._events.append(CallEnded(call.handle, "remote hangup"))
+            return
         self._cancel(call, "retx")
         self._cancel(call, "timeout")
         self._transition(call, "bye")
@@ -353,9 +383,10 @@ class UserAgent:
 
     @staticmethod
     def _sdp(msg: Request) -> SessionDescription:
-        if "application/sdp" not in (msg.headers.get("Content-Type") or "").lower():
+        sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
+        if sdp is None:
             raise NoCommonCodec(f"{msg.method} without SDP")
-        return SessionDescription.parse(msg.body)
+        return SessionDescription.parse(sdp)
 
     def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:
         """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""
@@ -373,9 +404,10 @@ class UserAgent:
         call.local_sdp = sdp
         return sdp
 
-    def _final(self, call: _Call, status: int, now: float, body: bytes = b"") -> None:
+    def _final(self, call: _Call, status: int, now: float, body: bytes = b"",
+               extra: tuple[tuple[str, str], ...] = ()) -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
-        extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ())
+        extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
         call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
                                              body=body, extra=extra)
         call.interval = T1
@@ -412,7 +444,7 @@ class UserAgent:
             self.stats.dropped += 1
             return
         self.stats.bad_requests += 1
-        self._send(self._response(partial, 400, addr, to_tag=self._token(), warning=why), addr)
+        self._send(self._response(partial, 400, addr, to_tag=self._token(), extra=(self._warning(399, why),)), addr)
 
     def _reply(self, req: Request, addr: Addr, status: int,
                extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -422,7 +454,7 @@ class UserAgent:
         self._send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
 
     def _response(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
-                  extra: tuple[tuple[str, str], ...] = (), warning: str | None = None) -> bytes:
+                  extra: tuple[tuple[str, str], ...] = ()) -> bytes:
         """Build a response to `req` (8.2.6): Via/From/To/Call-ID/CSeq copied, a To tag added when absent."""
         headers: list[tuple[str, str]] = []
         vias = req.headers.get_all("Via")
@@ -439,11 +471,13 @@ class UserAgent:
             headers += [("Record-Route", rr) for rr in req.headers.lines("Record-Route")]
         headers += extra
         headers.append(("Server", self.config.user_agent))
-        if warning:
-            headers.append(("Warning", f'399 {self.config.host} "{_quote(warning)[:120]}"'))
         if body:
             headers.append(("Content-Type", "application/sdp"))
         return Response(status, reason_phrase(status), Headers.of(headers), body).serialize()
+
+    def _warning(self, code: int, text: str) -> tuple[str, str]:
+        """A Warning header (20.43): why we refused, for the caller's logs."""
+        return "Warning", f'{code} {self.config.host} "{_quote(text)[:120]}"'
 
     def _contact(self) -> tuple[tuple[str, str], ...]:
         return (("Contact", f"<sip:{self.config.user}@{self._hostport()}>"),)
@@ -486,6 +520,17 @@ class UserAgent:
     @staticmethod
     def _key(req: Request) -> tuple[str, str]:
         return req.call_id, req.from_.tag or ""
+
+
+def _same_transaction(a: Request, b: Request) -> bool:
+    """Whether two requests of one method belong to one server transaction (17.2.3: top Via branch and sent-by)."""
+    va, vb = a.top_via, b.top_via
+    return (va.branch, va.host, va.port) == (vb.branch, vb.host, vb.port)
+
+
+def _unsupported(req: Request) -> list[str]:
+    """The option tags `req` requires (Require, 20.32) that we do not support: all of them."""
+    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip()]
 
 
 def _with_tag(value: str, tag: str) -> str:

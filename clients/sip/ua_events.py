@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from clients.sip.sdp import Negotiated
 
 __all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
-           "IncomingCall", "MediaChanged", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig"]
+           "IncomingCall", "MediaChanged", "Refused", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig"]
 
 Addr = tuple[str, int]
 
@@ -25,7 +25,7 @@ class CallState(enum.Enum):
 
 S = CallState
 TRANSITIONS: dict[CallState, dict[str, CallState]] = {
-    S.PROCEEDING: {"answer": S.ANSWERED, "reject": S.REJECTED, "cancel": S.REJECTED},
+    S.PROCEEDING: {"answer": S.ANSWERED, "reject": S.REJECTED, "cancel": S.REJECTED, "bye": S.REJECTED},
     S.ANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
     S.CONFIRMED: {"bye": S.ENDED, "hangup": S.ENDED, "reinvite": S.REANSWERED},
     S.REANSWERED: {"ack": S.CONFIRMED, "bye": S.ENDED, "hangup": S.ENDED, "no_ack": S.ENDED},
@@ -85,7 +85,18 @@ class DtmfReceived:
     digit: str
 
 
-CallEvent = IncomingCall | CallConfirmed | MediaChanged | CallEnded | DtmfReceived
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The core refused a new call's INVITE (busy, no usable offer, a required extension) or a re-INVITE's offer
+    (the call goes on as it was): for the operator's log, since no call event tells of it otherwise."""
+
+    sip_call_id: str
+    caller: str  # the From URI
+    status: int
+    why: str
+
+
+CallEvent = IncomingCall | CallConfirmed | MediaChanged | CallEnded | DtmfReceived | Refused
 TimerAction = StartTimer | CancelTimer
 
 

@@ -53,6 +53,30 @@ def check_tool_choice(cfg: SessionConfig, *, path: str) -> None:
                       f"not one of the tools (function tools: {names}).")
 
 
+def check_tools(cfg: SessionConfig, *, path: str, refused: str | None) -> None:
+    """Function tools on a profile that cannot call them are refused, not ignored: the client would wait for calls
+    that never come. `refused` is the profile's reason (None: it calls tools).
+
+    Raises:
+        RemoteProtocolError: invalid_value, param "<path>.tools".
+    """
+    if cfg.tools and refused is not None:
+        raise invalid(f"{path}.tools", f"Invalid value for '{path}.tools': {refused}. Send no tools (an empty list) "
+                      "to this server.")
+
+
+def check_voice(voice: str, *, param: str, voices: frozenset[str] | None) -> None:
+    """A voice the profile does not have is refused, not spoken in another voice. `voices` is the profile's set
+    (None: it speaks every name in its one voice).
+
+    Raises:
+        RemoteProtocolError: invalid_value, param `param`.
+    """
+    if voices is not None and voice not in voices:
+        raise invalid(param, f"Invalid value for '{param}': {voice!r} is not a voice of this server (its voices: "
+                      f"{', '.join(sorted(voices))}).")
+
+
 def parse_session_patch(
     payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
 ) -> SessionPatch:

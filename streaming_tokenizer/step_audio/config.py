@@ -23,6 +23,8 @@ PARAFORMER_DIR = "dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k
 KMEANS_FILE = "linguistic_tokenizer.npy"
 S3_ONNX_FILE = "speech_tokenizer_v1.onnx"
 PARAFORMER_FILES = ("model.pt", "config.yaml", "am.mvn", "tokens.json", "seg_dict")
+# What StepAudioTokenizer.load reads (the Paraformer's tokens.json and seg_dict are for its ASR decoder, unused).
+REQUIRED_FILES = (KMEANS_FILE, S3_ONNX_FILE, *(f"{PARAFORMER_DIR}/{f}" for f in ("model.pt", "config.yaml", "am.mvn")))
 
 # LM id layout (STEP_AUDIO.md "Tokenizers"): vq02 c -> 65536 + c; vq06 c -> 65536 + 1024 + c.
 AUDIO_ID_BASE = 65536

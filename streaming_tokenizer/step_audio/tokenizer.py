@@ -30,7 +30,7 @@ import soxr
 import torch
 
 from .config import (
-    AUDIO_ID_BASE, KMEANS_FILE, PARAFORMER_DIR, S3_ONNX_FILE, VQ02_CODES, StepTokenizerError,
+    AUDIO_ID_BASE, KMEANS_FILE, PARAFORMER_DIR, REQUIRED_FILES, S3_ONNX_FILE, VQ02_CODES, StepTokenizerError,
     StreamConfig, TokenizerConfigError, read_paraformer_config,
 )  # fmt: skip
 from .fbank import Vq02Frontend, load_am_mvn
@@ -97,9 +97,9 @@ class StepAudioTokenizer:
         """Loads a Step-Audio-Tokenizer folder (the real layout, see config.py)."""
         root = Path(folder)
         para = root / PARAFORMER_DIR
-        for p in (root / KMEANS_FILE, root / S3_ONNX_FILE, para / "model.pt", para / "config.yaml", para / "am.mvn"):
-            if not p.is_file():
-                raise TokenizerConfigError(f"missing {p}")
+        for name in REQUIRED_FILES:
+            if not (root / name).is_file():
+                raise TokenizerConfigError(f"missing {root / name}")
         stream = stream or StreamConfig()
         fb_cfg, sanm_cfg = read_paraformer_config(para / "config.yaml")
         frontend = Vq02Frontend(fb_cfg, *load_am_mvn(para / "am.mvn"))

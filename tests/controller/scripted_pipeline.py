@@ -59,6 +59,9 @@ class ScriptedListener:
 class ScriptedPipeline:
     name = "scripted"
     output_rate = 24000
+    tools_refused = None
+    default_voice = "joe"
+    voices = None
 
     def __init__(self) -> None:
         self.transcript = "what time is it"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.sip.errors import NoCommonCodec, RemoteProtocolError
+from clients.sip.errors import IncompatibleAddress, NoCommonCodec, RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfDigit, DtmfReceiver, OutboundStream, RtpPacket, TelephoneEvent
 from clients.sip.sdp import Codec, SessionDescription, build_answer, negotiate
@@ -50,6 +50,31 @@ def test_no_common_codec_is_488(m_line: bytes) -> None:
     with pytest.raises(NoCommonCodec) as info:
         negotiate(SessionDescription.parse(sdp))
     assert info.value.status == 488
+
+
+def test_an_ipv6_only_offer_is_488_with_warning_301() -> None:
+    """Our sockets are IPv4: an IN IP6 stream (session- or media-level c=) cannot be answered (RFC 3261 20.43,
+    warning 301: incompatible network address formats)."""
+    for sdp in (b"v=0\r\no=x 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 2001:db8::5\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
+                b"v=0\r\no=x 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
+                b"c=IN IP6 2001:db8::5\r\n"):
+        with pytest.raises(IncompatibleAddress, match="IN IP6 2001:db8::5") as info:
+            negotiate(SessionDescription.parse(sdp))
+        assert (info.value.status, info.value.warn_code) == (488, 301)
+
+
+def test_a_dual_stack_offer_is_answered_on_its_ipv4_stream() -> None:
+    """RFC 4091-style offers list the stream once per address family: the IPv6 one is rejected with port 0
+    (RFC 3264 6) and the IPv4 one taken; IN IP6 survives a parse/serialize round trip."""
+    sdp = (b"v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\n"
+           b"m=audio 6000 RTP/AVP 0\r\nc=IN IP6 2001:db8::5\r\n"
+           b"m=audio 6002 RTP/AVP 0\r\nc=IN IP4 10.0.0.1\r\n")
+    offer = SessionDescription.parse(sdp)
+    assert offer.serialize() == sdp
+    n = negotiate(offer)
+    assert (n.remote_host, n.remote_port, n.media_index) == ("10.0.0.1", 6002, 1)
+    answer = build_answer(offer, n, local_host="127.0.0.1", rtp_port=40000, session_id=7)
+    assert [(m.port, m.connection) for m in answer.media] == [(0, None), (40000, None)]
 
 
 @pytest.mark.parametrize("sdp", [b"v=1\r\no=x\r\n", b"garbage", b"v=0\r\nm=audio x RTP/AVP 0\r\n", b"\xff\xfe"])

@@ -5,60 +5,29 @@ Each scenario is one sipp UAC call; sipp exits 0 only when every expected respon
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from clients.sip.rtp import RtpPacket
+from clients.sip.rtp import RtpPacket, TelephoneEvent
+from tests.conftest import ServerProcess
 from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
     write_rtp_pcap
 from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
 
-HEAD = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-Call-ID: [call_id]
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70"""
-
-
-def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1,
-        host: str = "IP[media_ip_type] [media_ip]") -> str:
-    lines = ["v=0", f"o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]", "s=-",
-             f"c=IN {host}", "t=0 0", f"m=audio {port} RTP/AVP {formats}", *extra]
-    return "\n".join(lines) + "\n"
-
-
-def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "") -> str:
-    to = "To: <sip:[service]@[remote_ip]:[remote_port]>" + ("[peer_tag_param]" if in_dialog else "")
-    ctype = "Content-Type: application/sdp\n" if body else ""
-    ctype += headers
-    retrans = ' retrans="500"' if method != "ACK" else ""
-    return (f"<send{retrans}><![CDATA[\n{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{HEAD}\n{to}\n"
-            f"CSeq: {cseq} {method}\n{ctype}Content-Length: [len]\n\n{body}]]></send>\n")
-
-
-def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), match: str | None = None,
-           header: str | None = None) -> str:
-    """Expected responses; `match`: a regular expression the last one's body (or `header`) must match, or sipp
-    fails the call."""
-    opt = "".join(f'<recv response="{s}" optional="true"/>\n' for s in optional)
-    where = f'search_in="hdr" header="{header}:"' if header else 'search_in="body"'
-    check = f'<action><ereg regexp="{match}" {where} check_it="true" assign_to="m"/></action>' if match else ""
-    used = '<Reference variables="m"/>\n' if match else ""  # sipp refuses a variable it never reads
-    return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses[:-1]) + \
-        f'<recv response="{statuses[-1]}">{check}</recv>\n{used}'
-
-
-def scenario(*steps: str) -> str:
-    return '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="bridge dialog">\n' + "".join(steps) + \
-        "</scenario>\n"
+# The caller waits for our BYE and answers it.
+BYE_IN = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
+          '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
 
 
 def phone_bridge(server_ws: str, workdir: Path) -> BridgeProcess:
@@ -140,6 +109,28 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     assert_spoken_call((code, errors), calls, bridge, tmp_path / "moved.pcap", moved_port)
 
 
+def test_a_gateways_sip_t_invite_with_sdp_beside_isup_is_answered(embedded_server, tmp_path: Path) -> None:
+    """RFC 3204/5621: a PSTN gateway (SIP-T, SIP-I) sends its offer as one part of a multipart/mixed body, beside
+    the ISUP message; the bridge answers the SDP part (it had refused the call with 488, "INVITE without SDP")."""
+    need("sipp")
+    isup = "Content-Type: application/ISUP;version=itu-t92+\nContent-Disposition: signal;handling=optional\n\n"
+    body = (f"--unique-boundary-1\nContent-Type: application/sdp\n\n{sdp('8 0')}\n"
+            f"--unique-boundary-1\n{isup}0100200a030207\n--unique-boundary-1--\n")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=body,
+                    content_type="multipart/mixed;boundary=unique-boundary-1"),
+            expect(200, match="m=audio [0-9]+ RTP/AVP 8[^0-9 ]"),
+            request("ACK", 1, in_dialog=True),
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMA", "remote hangup")]
+
+
 def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> None:
     """RFC 3261 12.1.1: the 200 OK copies the INVITE's Record-Route, so the caller's ACK and BYE follow the proxy."""
     need("sipp")
@@ -161,21 +152,43 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     a call on hold (a=inactive: no RTP expected) is never timed out."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
-    bye_in = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
-              '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
     try:
         code, errors = run_sipp(scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
             request("ACK", 1, in_dialog=True),
             '<pause milliseconds="4000"/>\n',  # on hold: longer than the timeout, and still up
             request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
-            request("ACK", 2, in_dialog=True), bye_in), bridge.port, tmp_path)
+            request("ACK", 2, in_dialog=True), BYE_IN), bridge.port, tmp_path)
         calls = wait_for(bridge.calls, 10)
     finally:
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]
     assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+
+
+def test_the_caller_gets_bye_when_the_agent_session_is_lost(tmp_path: Path) -> None:
+    """The agent server goes away mid-call: the caller is not left in a silent call until the RTP timeout but
+    gets our BYE (RFC 3261 15), and the call log says why the call ended."""
+    need("sipp")
+    server = ServerProcess("--profile", "embedded")  # its own: this test stops it
+    bridge = BridgeProcess(server.ws, tmp_path)
+    outcome: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+        request("ACK", 1, in_dialog=True), BYE_IN), bridge.port, tmp_path)))
+    try:
+        caller.start()
+        assert wait_for(lambda: "confirmed (ACK)" in bridge.log(), 20), bridge.log()
+        server.stop()
+        caller.join()
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        server.stop()
+        bridge.stop()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["agent session lost"]
 
 
 def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
@@ -218,6 +231,68 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert "ever tried" in " ".join(calls[0]["user_transcripts"]).lower(), calls
     assert_reply_heard_at(tmp_path / "source.pcap", source_port, bridge)
+
+
+def stream_rtp(sock: socket.socket, dest: tuple[str, int], audio: bytes, digit: int) -> None:
+    """From `sock`: `audio` as 20 ms PCMU packets in real time, then an RFC 4733 key press of `digit` (PT 101)."""
+    ssrc = random.getrandbits(32)
+    frames = [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
+    start = time.monotonic()
+    for n, frame in enumerate(frames):
+        sock.sendto(RtpPacket(0, n, n * 160, ssrc, frame, marker=n == 0).serialize(), dest)
+        time.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+    key = len(frames) * 160
+    for n in range(3):  # the End packet, sent three times (RFC 4733 2.5.1.4)
+        event = TelephoneEvent(digit, True, 10, 800).serialize()
+        sock.sendto(RtpPacket(101, len(frames) + n, key, ssrc, event).serialize(), dest)
+
+
+def test_rtp_from_other_sources_never_reaches_the_agent(embedded_server, beckett_wav: Path, two_cities_wav: Path,
+                                                        tmp_path: Path) -> None:
+    """A call's RTP port is open to anyone (RFC 7362 5, Asterisk's strictrtp). Speech and a key press sent to it
+    from a host that is not the caller's, before the caller talks, and from another port of the caller's own host
+    while the caller's audio flows from its SDP address, must not reach the agent: it hears (and answers) the
+    caller alone, no stranger gets the agent's audio, and the call log counts the dropped packets."""
+    need("sipp", "sox")
+    caller = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    (tmp_path / "beckett.ul").write_bytes(caller)
+    stranger_speech = ulaw_speech(two_cities_wav, tmp_path / "cities", lead_s=0.0, tail_s=0.0, seconds=3.0)
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
+    outcome: list[tuple[int, str]] = []
+    sipp = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")), expect(200),
+        request("ACK", 1, in_dialog=True),
+        '<pause milliseconds="4000"/>\n',  # the first stranger talks alone
+        f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+        f'<pause milliseconds="{int(len(caller) / 8) + 15000}"/>\n',
+        request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)))
+    far, near = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.2", 0))
+    near.bind(("127.0.0.1", 0))  # the caller's host, another port
+    try:
+        sipp.start()
+        answered = wait_for(lambda: re.search(r"answered: PCMU -> rtp (\d+)", bridge.log()), 20)
+        assert answered, bridge.log()
+        port = ("127.0.0.1", int(answered[1]))
+        stream_rtp(far, port, stranger_speech, 9)
+        time.sleep(2.0)  # the caller's stream began 4 s after the answer; its first 0.3 s are silence
+        stream_rtp(near, port, stranger_speech, 7)
+        sipp.join()
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    for stranger in (far, near):
+        stranger.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            stranger.recv(2048)  # not one packet of the agent's audio went to a stranger
+        stranger.close()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    heard = " ".join(calls[0]["user_transcripts"]).lower()
+    assert "ever tried" in heard and "times" not in heard, calls
+    assert calls[0]["agent_transcripts"], calls
+    assert calls[0]["dtmf"] == [], calls
+    assert calls[0]["rtp_in_foreign"] == 2 * (len(stranger_speech) // 160 + 3), calls
 
 
 def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, tmp_path: Path) -> None:

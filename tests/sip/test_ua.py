@@ -11,7 +11,7 @@ from clients.sip.message import CSeq, Request, Response, parse_message
 from clients.sip.sdp import SessionDescription
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
-    MediaChanged, StartTimer, UaConfig
+    MediaChanged, Refused, StartTimer, UaConfig
 
 PEER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -19,8 +19,8 @@ SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r
 
 
 def req(method: str, *, to_tag: str = "", body: bytes = b"", cseq: int = 1, branch: str = "b1",
-        ctype: str = "application/sdp", call_id: str = "c1") -> bytes:
-    extra = f"Content-Type: {ctype}\r\n" if body else ""
+        ctype: str = "application/sdp", call_id: str = "c1", headers: str = "") -> bytes:
+    extra = (f"Content-Type: {ctype}\r\n" if body else "") + headers
     return (f"{method} sip:agent@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch}\r\n"
             f"From: <sip:caller@127.0.0.1>;tag=ft\r\nTo: <sip:agent@127.0.0.1:5080>{to_tag}\r\n"
             f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:5070>\r\n{extra}"
@@ -103,6 +103,25 @@ def test_invite_gets_100_then_180_and_one_call_even_when_retransmitted() -> None
     assert h.ua.live_calls == 1
 
 
+def test_a_merged_invite_gets_482_on_its_own_branch_and_no_second_call() -> None:
+    """8.2.2.2: the same INVITE (Call-ID, From tag, CSeq) in another transaction (17.2.3: another branch, or the
+    same branch from another sent-by) is a merged request from a forking proxy: 482, before and after the answer;
+    a retransmission of the first copy still gets the first copy's response."""
+    h = Harness()
+    first = h.feed(req("INVITE", body=SDP))
+    merged = h.feed(req("INVITE", body=SDP, branch="b2"))
+    assert statuses(merged) == [482] and merged[0].reason == "Loop Detected"
+    assert merged[0].headers.get("Via") == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb2"
+    other_host = req("INVITE", body=SDP).replace(b"Via: SIP/2.0/UDP 127.0.0.1:5070", b"Via: SIP/2.0/UDP 10.0.0.9")
+    assert statuses(h.feed(other_host)) == [482]
+    assert [m.serialize() for m in h.feed(req("INVITE", body=SDP))] == [first[1].serialize()]  # retransmission
+    (incoming,) = [e for e in h.events if isinstance(e, IncomingCall)]
+    h.ua.answer(incoming.call, 40000, h.now)
+    h._drain()
+    assert statuses(h.feed(req("INVITE", body=SDP, branch="b3"))) == [482]
+    assert h.ua.live_calls == 1
+
+
 def test_200_ok_is_retransmitted_at_doubling_intervals_until_ack() -> None:
     """13.3.1.4: 2xx retransmitted after T1, 2T1, ... capped at T2 = 4 s; the ACK stops it."""
     h = Harness()
@@ -142,6 +161,24 @@ def test_bye_ends_the_call_and_a_retransmitted_bye_gets_200_again() -> None:
     assert statuses(h.feed(bye)) == [481] and h.timers == {}
 
 
+def test_bye_in_the_early_dialog_gets_200_and_the_invite_487() -> None:
+    """15, 15.1.2: a caller may end an early dialog (our 180's To tag) with BYE: 200 to it, 487 to the pending
+    INVITE (retransmitted until ACK), the call ends; the BYE's retransmission gets 200 again."""
+    h = Harness()
+    call = h.call()
+    tag = to_tag([m for _, m in h.sent if isinstance(m, Response) and m.status == 180][0])
+    out = h.feed(req("BYE", to_tag=tag, cseq=2, branch="bye"))
+    assert [(m.status, m.cseq.method) for m in out] == [(200, "BYE"), (487, "INVITE")]
+    assert h.events[-1] == CallEnded(call, "remote hangup") and h.ua.live_calls == 0
+    assert [(m.status, m.cseq.method) for m in h.feed(req("BYE", to_tag=tag, cseq=2, branch="bye"))] == \
+        [(200, "BYE")]
+    assert statuses(h.advance(0.5)) == [487]
+    h.feed(req("ACK", to_tag=tag))
+    assert h.advance(10.0) == []
+    with pytest.raises(LocalProtocolError):
+        h.ua.answer(call, 40000, h.now)  # the shell's late answer is refused
+
+
 def test_cancel_before_answer_gives_200_and_487_retransmitted_until_ack() -> None:
     """9.2: 200 to the CANCEL, 487 to the INVITE."""
     h = Harness()
@@ -163,7 +200,10 @@ def test_options_488_400_501_and_busy() -> None:
     ok = h.feed(req("OPTIONS"))[0]
     assert ok.status == 200 and ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
     g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
-    assert statuses(h.feed(req("INVITE", body=g729, call_id="g"))) == [100, 488]
+    refused = h.feed(req("INVITE", body=g729, call_id="g"))
+    assert statuses(refused) == [100, 488]
+    assert refused[1].headers.get("Warning") == '305 127.0.0.1 "no PCMU/PCMA audio stream in the offer"'
+    assert h.events == [Refused("g", "sip:caller@127.0.0.1", 488, "no PCMU/PCMA audio stream in the offer")]
     no_ctype = req("INVITE", body=SDP, call_id="noctype").replace(b"Content-Type: application/sdp\r\n", b"")
     assert statuses(h.feed(no_ctype)) == [100, 488]
     assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
@@ -173,6 +213,7 @@ def test_options_488_400_501_and_busy() -> None:
     assert h.feed(b"\x00garbage") == [] and h.ua.stats.dropped == 1
     h.call()
     assert statuses(h.feed(req("INVITE", body=SDP, call_id="second"))) == [100, 486]
+    assert h.events[-1] == Refused("second", "sip:caller@127.0.0.1", 486, "max_calls (1) reached")
     assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
 
 
@@ -214,6 +255,56 @@ def test_a_retry_with_a_higher_cseq_after_488_is_a_new_call() -> None:
     h.advance(40.0)  # the rejected call is forgotten
     assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye"))) == [200]
     assert h.events[-1] == CallEnded(incoming.call, "remote hangup")
+
+
+def test_an_invite_requiring_an_unknown_extension_gets_420_and_a_retry_without_it_is_a_call() -> None:
+    """8.2.2.3: Require names option tags the UAS must support; we support none, so 420 Bad Extension lists them
+    in Unsupported. Like any final response to an INVITE it is retransmitted until ACK; no call is started."""
+    h = Harness()
+    out = h.feed(req("INVITE", body=SDP, headers="Require: 100rel\r\nRequire: timer\r\n"))
+    assert statuses(out) == [100, 420] and out[1].reason == "Bad Extension"
+    assert out[1].headers.get("Unsupported") == "100rel, timer"
+    assert statuses(h.feed(req("INVITE", body=SDP, headers="Require: 100rel, timer\r\n"))) == [420]  # resent
+    assert statuses(h.advance(0.5)) == [420]
+    h.feed(req("ACK", to_tag=to_tag(out[1])))
+    assert h.advance(10.0) == [] and h.events == [Refused("c1", "sip:caller@127.0.0.1", 420, "requires 100rel, timer")]
+    retry = h.feed(req("INVITE", body=SDP, cseq=2, branch="b2", headers="Supported: 100rel\r\n"))
+    assert statuses(retry) == [100, 180] and isinstance(h.events[-1], IncomingCall)
+
+
+def test_in_dialog_and_other_requests_requiring_an_extension_get_420_and_ack_cancel_ignore_require() -> None:
+    """8.2.2.3: a BYE or OPTIONS with an unknown Require gets 420 (the call goes on); Require in ACK and CANCEL
+    is ignored."""
+    ringing = Harness()
+    cancelled = ringing.call()
+    cancel = ringing.feed(req("CANCEL", branch="b1", headers="Require: foo\r\n"))
+    assert statuses(cancel) == [200, 487] and ringing.events[-1] == CallEnded(cancelled, "cancelled")
+    h = Harness()
+    call, tag = h.established()
+    h.feed(req("ACK", to_tag=tag, headers="Require: foo\r\n"))
+    assert h.ua.state(call) is CallState.CONFIRMED
+    opt = h.feed(req("OPTIONS", cseq=2, branch="o", call_id="other", headers="Require: foo\r\n"))
+    assert statuses(opt) == [420] and opt[0].headers.get("Unsupported") == "foo"
+    bye = h.feed(req("BYE", to_tag=tag, cseq=2, branch="bye", headers="Require: foo, bar\r\n"))
+    assert statuses(bye) == [420] and bye[0].headers.get("Unsupported") == "foo, bar"
+    assert h.ua.state(call) is CallState.CONFIRMED and not any(isinstance(e, CallEnded) for e in h.events)
+    assert statuses(h.feed(req("BYE", to_tag=tag, cseq=3, branch="bye2"))) == [200]
+
+
+def test_an_ipv6_offer_gets_488_with_warning_and_the_shell_is_told_why() -> None:
+    """RFC 3261 21.4.26/20.43: a new call's IPv6-only offer is refused with 488 and Warning 301; a re-INVITE
+    moving the media to IPv6 gets the same and the call goes on where it was (14.2)."""
+    h = Harness()
+    v6 = SDP.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP6 ::1")
+    out = h.feed(req("INVITE", body=v6, call_id="v6"))
+    assert statuses(out) == [100, 488]
+    assert out[1].headers.get("Warning") == '301 127.0.0.1 "media address IN IP6 ::1: this bridge speaks IPv4 only"'
+    assert h.events == [Refused("v6", "sip:caller@127.0.0.1", 488, "media address IN IP6 ::1: this bridge speaks "
+                                                                   "IPv4 only")]
+    call, tag = h.established()
+    moved = h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re2", body=v6))
+    assert statuses(moved) == [488] and (moved[0].headers.get("Warning") or "").startswith("301 ")
+    assert isinstance(h.events[-1], Refused) and h.ua.state(call) is CallState.CONFIRMED
 
 
 def test_reinvite_hold_resume_and_move_media() -> None:

@@ -45,3 +45,16 @@ def without_chat_weights(model_dir: Path, out: Path) -> Path:
         if f.suffix != ".safetensors" and not f.name.endswith(".safetensors.index.json"):
             (chat / f.name).symlink_to(f)
     return out
+
+
+def layout_without(model_dir: Path, out: Path, *dropped: str) -> Path:
+    """`model_dir` rebuilt as links to its files, minus the `dropped` paths (files or folders, relative to it): what
+    a user who downloaded part of the layout has."""
+    for src in sorted(model_dir.rglob("*")):
+        rel = src.relative_to(model_dir)
+        if src.is_dir() or any(rel == Path(d) or Path(d) in rel.parents for d in dropped):
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).symlink_to(src)
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -88,6 +88,20 @@ def test_tts_prompt_layout(step_audio) -> None:
     assert rap_spk.name == "TingtingRAP"
 
 
+def test_rap_and_humming_take_the_music_decoder_for_a_cloned_voice_too(step_audio) -> None:
+    """As upstream tts.py: a (RAP) / (哼唱) text is decoded by CosyVoice-300M-25Hz-Music whatever the voice; a cloned
+    voice keeps its own prompt (it has no RAP variant), under the RAP system prompt."""
+    p = step_audio
+    wav, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    p.register_speaker("beckett-clone", wav, rate, "Ever tried. Ever failed.", cloned=True)
+    for text in ("(RAP)Ever tried.", "(哼唱)Ever tried."):
+        spk, model = p.tts.resolve(text, "beckett-clone")
+        assert spk.name == "beckett-clone" and model is p.tts.music
+    spk, model = p.tts.resolve("Ever tried.", "beckett-clone")
+    assert spk.name == "beckett-clone" and model is p.tts.common
+    assert p.tts.resolve("(RAP)yo", "Tingting")[1] is p.tts.music
+
+
 @pytest.mark.parametrize(("speed", "text", "expected"), [
     (1.0, "Hello.", "Hello."), (1.05, "Hello.", "Hello."), (1.2, "Hello.", "(快速1)Hello."),
     (1.5, "Hello.", "(快速2)Hello."), (0.8, "Hello.", "(慢速1)Hello."), (0.25, "Hello.", "(慢速2)Hello."),
@@ -125,10 +139,10 @@ async def test_listener_streamed_turn_ids_equal_offline(step_audio) -> None:
 
 
 def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="Step-Audio-Tokenizer"):
+    with pytest.raises(ConfigError, match="lacks Step-Audio-Tokenizer/, Step-Audio-Chat/, Step-Audio-TTS-3B/"):
         load_pipeline(AppConfig(profile="step-audio", model_path=tmp_path))
     no_weights = without_chat_weights(tiny_model_dir, tmp_path / "no-chat")
-    with pytest.raises(ConfigError, match="holds no weights.*--chat-url"):
+    with pytest.raises(ConfigError, match=r"lacks Step-Audio-Chat/\*.safetensors \(its weights.*--chat-url"):
         load_pipeline(AppConfig(profile="step-audio", model_path=no_weights))
 
 

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from tests.conftest import speech_asset
 from tests.llama_server import LlamaServer
-from tests.step_audio.conftest import run_cli, without_chat_weights
+from tests.step_audio.conftest import layout_without, run_cli, without_chat_weights
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,84 @@ def test_tts_default_speaker_and_clone(tiny_model_dir: Path, tmp_path: Path) -> 
             "--clone-wav", str(speech_asset("beckett.wav")), "--clone-text", "Ever tried. Ever failed.",
             "--out", str(clone))
     _check_wav(clone, MAX_TINY_SECONDS)
+
+
+def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Upstream reads a text in one generation; TTS-3B's audio-token budget (and context) then cut a long text short,
+    silently. Each sentence is spoken in turn: three sentences give three sentences' audio."""
+    out = tmp_path / "three.wav"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--out", str(out),
+            "--text", "(RAP)One two three. Four five six! Seven eight nine?")
+    assert _check_wav(out, 3 * MAX_TINY_SECONDS) > 2 * MAX_TINY_SECONDS
+    too_long = " ".join(f"word{i}" for i in range(3000))  # one sentence past the tiny TTS-3B's 4096-token context
+    message = _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--out",
+                                 str(tmp_path / "x.wav"), "--text", too_long)
+    assert "TTS-3B cannot speak the sentence 'word0 word1" in message and "exceed the model's context" in message
+
+
+@pytest.mark.parametrize(("broken", "folder"), [
+    ("Step-Audio-TTS-3B/model-00001.safetensors", "Step-Audio-TTS-3B"),  # the Chat LM's weights there
+    ("Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz"),
+    ("Step-Audio-TTS-3B/speakers/Tingting_prompt.wav", "Step-Audio-TTS-3B/speakers"),
+])
+def test_a_corrupt_or_mixed_up_file_is_reported_with_its_folder_in_one_line(tiny_model_dir: Path, tmp_path: Path,
+                                                                           broken: str, folder: str) -> None:
+    model = layout_without(tiny_model_dir, tmp_path / "model", broken)
+    if broken.endswith(".safetensors"):
+        (model / broken).symlink_to(tiny_model_dir / "Step-Audio-Chat/model-00001.safetensors")
+    else:
+        (model / broken).write_bytes(b"truncated download")
+    message = _fails_in_one_line("tts", "--model-path", str(model), "--profile", "tiny", "--text", "Hi.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert f"cannot load {model}/{folder}: " in message  # then the loader's error, e.g. "RuntimeError: The size..."
+
+
+def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
+    (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text("{}\n")
+    message = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert "Step-Audio-TTS-3B/speakers/speakers_info.json names no speaker" in message
+
+
+def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """As tts_inference.py's clone mode: the prompt wav and its prompt_text; --output-path names a folder, which
+    gets upstream's file name."""
+    folder = tmp_path / "outputs"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hello there, friend.",
+            "--prompt-wav", str(speech_asset("beckett.wav")), "--prompt-text", "Ever tried. Ever failed.",
+            "--output-path", str(folder))
+    assert [p.name for p in folder.iterdir()] == ["output_clone.wav"]
+    _check_wav(folder / "output_clone.wav", MAX_TINY_SECONDS)
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("reply.mp3", "reply.mp3: the tools write WAV files; name a .wav file or a folder"),
+    ("/proc/reply.wav", "--out /proc/reply.wav: cannot write it"),
+])
+def test_an_output_that_cannot_be_written_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path, out: str,
+                                                                  message: str) -> None:
+    assert message in _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny",
+                                         "--text", "Hi there.", "--out", out)
+
+
+def test_make_checkpoint_into_a_path_it_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "models").write_text("a file, not a folder\n")
+    message = _fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path / "models"))
+    assert f"cannot write {tmp_path}/models: [Errno 17] File exists" in message
+
+
+def test_make_checkpoint_never_writes_over_a_downloaded_folder_unless_told(tmp_path: Path) -> None:
+    downloaded = tmp_path / "Step-Audio-Chat" / "model-00001-of-00031.safetensors"
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(b"real weights")
+    message = _fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path))
+    assert f"would overwrite {tmp_path}/Step-Audio-Chat (already holding files)" in message
+    assert "--overwrite" in message and downloaded.read_bytes() == b"real weights"
+    assert not (tmp_path / "Step-Audio-Tokenizer").exists()  # nothing written at all
+    run_cli("make-checkpoint", "--profile", "tiny", "--what", "tokenizer", str(tmp_path))  # another folder: fine
+    run_cli("make-checkpoint", "--profile", "tiny", "--what", "chat", "--overwrite", str(tmp_path))
+    assert (tmp_path / "Step-Audio-Chat" / "config.json").is_file()
 
 
 def test_chat_from_wav_and_text(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -66,13 +144,76 @@ def test_tts_never_loads_the_chat_lm_and_chat_can_use_a_remote_one(tiny_model_di
     _check_wav(reply, 4 * MAX_TINY_SECONDS)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
-    (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "has no Step-Audio-Tokenizer/"),
-])
-def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
+def test_tts_needs_only_the_tokenizer_and_tts_folders(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """As upstream's tts_inference.py: a user who downloaded Step-Audio-Tokenizer and Step-Audio-TTS-3B only."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-Chat")
+    out = tmp_path / "tts.wav"
+    run_cli("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hello there.", "--out", str(out))
+    _check_wav(out, MAX_TINY_SECONDS)
+
+
+def _fails_in_one_line(*args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"stepaudio-rt {args[0]}: error: ")
+    return proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--chat-url",
+      "http://127.0.0.1:9/v1"], "--chat-url: cannot connect to chat server http://127.0.0.1:9/v1/models"),
+    # before any model loads (INFO would log each "loading" line): the real Chat LM takes minutes
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--speaker", "tingting",
+      "--log-level", "INFO"], "unknown speaker 'tingting'; known: Tingting, TingtingRAP, Tingting哼唱"),
+    (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "/nonexistent does not exist"),
+])
+def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, args: list[str], message: str) -> None:
+    assert message in _fails_in_one_line(*[a.format(tiny=tiny_model_dir) for a in args])
+
+
+@pytest.mark.parametrize("command", ["tts", "chat"])
+def test_a_partial_download_names_every_missing_file_before_loading(tiny_model_dir: Path, tmp_path: Path,
+                                                                   command: str) -> None:
+    dropped = ("Step-Audio-Tokenizer/linguistic_tokenizer.npy", "Step-Audio-TTS-3B/config.json",
+               "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav",
+               "Step-Audio-Chat/model-00001.safetensors")
+    folder = layout_without(tiny_model_dir, tmp_path / "model", *dropped)
+    message = _fails_in_one_line(command, "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert all(d in message for d in dropped[:-1]), message
+    # tts never opens Step-Audio-Chat/ (upstream's tts_inference.py does not either)
+    assert ("Step-Audio-Chat/*.safetensors (its weights; or run the Chat LM on a server and pass --chat-url)"
+            in message) == (command == "chat"), message
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bad-inputs")
+    speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    sf.write(d / "blip.wav", speech[: rate // 20], rate)  # 50 ms: less than one tokenizer group
+    (d / "notes.wav").write_text("not audio\n")
+    return d
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["tts", "--text", "...!?"], "--text '...!?' has nothing to speak"),
+    (["tts", "--text", "(RAP) ..."], "--text '(RAP) ...' has nothing to speak"),
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "Hi."],
+     "--prompt-wav {d}/blip.wav: 0.05 s of audio"),
+    (["tts", "--text", "Hi.", "--prompt-text", "Hi."], "takes --prompt-wav and --prompt-text (the wav's transcript)"),
+    (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
+    (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
+    (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
+])
+def test_input_that_gives_nothing_to_say_is_refused_in_one_line(tiny_model_dir: Path, bad_inputs: Path,
+                                                                 tmp_path: Path, args: list[str],
+                                                                 message: str) -> None:
+    """Instead of a traceback, or a wav of 0 s written as if all went well."""
+    out = tmp_path / "out.wav"
+    stderr = _fails_in_one_line(*[a.format(d=bad_inputs) for a in args], "--model-path", str(tiny_model_dir),
+                                "--profile", "tiny", "--out", str(out))
+    assert message.format(d=bad_inputs) in stderr, stderr
+    assert not out.exists()

@@ -103,3 +103,69 @@ async def test_a_reply_counts_the_audio_tokens_tts_3b_spoke_it_with(tiny_server)
     assert abs(seconds - audio_tokens / IDS_PER_SECOND) < 0.1, (seconds, audio_tokens)
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+async def test_function_tools_are_refused_with_an_error_naming_the_field(tiny_server) -> None:
+    """Step-Audio-Chat has no documented tool-call output format: a client offering tools learns it at once,
+    instead of waiting for function calls that never come; the session goes on without them."""
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "evt_tools", "session": {
+            "type": "realtime", "instructions": "Be brief.", "tools": [WEATHER_TOOL]}})
+        error = (await conv.wait_for("error", after=n, timeout=15))["error"]
+        assert error["param"] == "session.tools" and error["code"] == "invalid_value"
+        assert error["event_id"] == "evt_tools" and "no documented tool-call output format" in error["message"]
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "event_id": "evt_resp",
+                         "response": {"tools": [WEATHER_TOOL], "output_modalities": ["text"]}})
+        error = (await conv.wait_for("error", after=n, timeout=15))["error"]
+        assert error["param"] == "response.tools" and error["event_id"] == "evt_resp"
+        updated = await conv.update_session(instructions="Be brief.", tools=[])
+        assert updated["session"]["instructions"] == "Be brief." and updated["session"]["tools"] == []
+        assert not conv.of_type("session.updated")[:-1] and not conv.of_type("response.created")
+        for raw in conv.raw:
+            validate_server_event(raw)
+    finally:
+        await conv.close()
+
+
+async def test_a_session_says_it_speaks_in_the_default_speaker(tiny_server) -> None:
+    """session.created names the voice replies are spoken in: the speakers folder's Tingting, not the embedded
+    profile's Piper voice."""
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        created = conv.of_type("session.created")[0]
+        assert created["session"]["audio"]["output"]["voice"] == "Tingting"
+    finally:
+        await conv.close()
+
+
+async def test_a_voice_that_is_not_a_speaker_is_refused_not_spoken_in_another(tiny_server) -> None:
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "session": {"type": "realtime",
+                                                               "audio": {"output": {"voice": "alloy"}}}})
+        error = (await conv.wait_for("error", after=n, timeout=15))["error"]
+        assert error["param"] == "session.audio.output.voice" and error["code"] == "invalid_value"
+        assert "'alloy' is not a voice of this server (its voices: Tingting, TingtingRAP, Tingting哼唱)" in error[
+            "message"]
+        updated = await conv.update_session(audio={"output": {"voice": "TingtingRAP"}})
+        assert updated["session"]["audio"]["output"]["voice"] == "TingtingRAP"
+        for raw in conv.raw:
+            validate_server_event(raw)
+    finally:
+        await conv.close()
+    transcription = await open_conversation(tiny_server.ws + "?intent=transcription")  # a session without voice
+    try:
+        await transcription.send({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}}})
+        await transcription.wait_for("session.updated", timeout=15)
+        assert not transcription.of_type("error")
+    finally:
+        await transcription.close()

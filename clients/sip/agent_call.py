@@ -1,0 +1,386 @@
+"""One phone call bridged to one agent session: the call's RTP socket, jitter buffer, 20 ms pacing, and its
+`RealtimeClient`. The asyncio side of a call; the SIP dialog itself is the UA core's (ua.py), driven by SipBridge.
+
+- Answering: the caller's media host is looked up, then the agent server is connected, before the 200 OK (a
+  server that cannot be reached gets the caller a 503). The session is set to G.711 in and out (`audio/pcmu` or
+  `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's audio deltas are
+  already the bytes we packetize: no transcoding in the bridge.
+- Only RTP from the caller's media source reaches the agent, and ours goes back there (rtp_latch.py: the SDP
+  address, or a NAT's source latched after a few packets in a row; any other source is dropped). A host name
+  in the SDP (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is answered
+  or moved (a socket would look it up on every 20 ms send, blocking the loop); one that cannot be looked up
+  gets the caller a 488.
+- RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
+  queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
+  the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
+  the client truncates the agent's item to what was played.
+- A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
+- RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
+- No RTP from the caller for `rtp_timeout_s` while it should send (not on hold) ends the call with our BYE: a
+  caller that vanished without BYE must not hold an agent session and a call slot forever.
+- The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
+  handed back through `CallHost.call_finished`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from clients import events as ev
+from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
+from clients.sip.bridge_config import BridgeConfig
+from clients.sip.errors import RemoteProtocolError
+from clients.sip.jitter import JitterBuffer
+from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
+from clients.sip.rtp_latch import RtpLatch
+from clients.sip.sdp import Negotiated
+from clients.sip.ua import UserAgent
+from clients.sip.ua_events import IncomingCall
+from clients.sip.udp import DatagramHandler
+
+__all__ = ["AgentCall", "CallHost", "CallRecord"]
+
+logger = logging.getLogger(__name__)
+TICK_S = 0.02
+
+
+@dataclass
+class CallRecord:
+    """What happened on one call (the bridge's per-call log)."""
+
+    call: str
+    sip_call_id: str
+    caller: str
+    codec: str
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    end_reason: str | None = None
+    agent_session_id: str | None = None
+    user_transcripts: list[str] = field(default_factory=list)
+    agent_transcripts: list[str] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)
+    rtp_in_packets: int = 0
+    rtp_in_bad: int = 0
+    rtp_in_foreign: int = 0  # well-formed RTP dropped for its source (not the caller's, see rtp_latch.py)
+    rtp_lost: int = 0
+    rtp_out_packets: int = 0
+    rtp_out_bytes: int = 0
+    inbound_dropped_frames: int = 0
+    barge_ins: int = 0
+    media_to: str | None = None  # "address:port" the agent's audio went to last
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class CallHost(Protocol):
+    """What a call needs from the bridge that owns it: the shared UA core and the means to act on it."""
+
+    config: BridgeConfig
+    ua: UserAgent
+    rng: random.Random
+
+    def pump(self) -> None:
+        """Apply what the UA core asked for (datagrams, timers, call events)."""
+
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
+        """Run `coro` as a task the bridge waits for on close()."""
+
+    def call_finished(self, call: AgentCall) -> None:
+        """The call is over and its record final."""
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _address_of(host: str) -> str:
+    """An IPv4 literal for an SDP connection address: itself, or a host name looked up (in the loop's executor)."""
+    if _is_address(host):
+        return host
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    return str(infos[0][4][0])
+
+
+class AgentCall:
+    """The media and agent side of one call (see the module docstring)."""
+
+    def __init__(self, bridge: CallHost, offer: IncomingCall) -> None:
+        self.bridge = bridge
+        self.handle = offer.call
+        self.media = offer.media
+        self.latch = RtpLatch(offer.remote[0])  # which RTP sources are the caller, where ours goes
+        self._dest: tuple[str, int] | None = None  # latch.send_to when media_to was last written
+        codec = offer.media.codec
+        self.record = CallRecord(offer.call, offer.sip_call_id, offer.caller, codec.name)
+        self.log = logging.LoggerAdapter(logger, {"call_id": offer.sip_call_id})
+        self.answered = False
+        self.jitter = JitterBuffer(codec.silence_byte, depth=bridge.config.jitter_depth)
+        self.outbound = OutboundStream(codec.payload_type, codec.silence_byte, bridge.rng)
+        self.dtmf_rx = DtmfReceiver()
+        self.client: RealtimeClient | None = None
+        self.rtp: asyncio.DatagramTransport | None = None
+        self._inbound: list[bytes] = []
+        self._dropped_responses: set[str] = set()
+        self._response_id: str | None = None
+        self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or of the answer, or of a re-INVITE)
+        self._ended = asyncio.Event()
+
+    def end(self, reason: str) -> None:
+        if self.record.end_reason is None:
+            self.record.end_reason = reason
+        self._ended.set()
+
+    def media_changed(self, media: Negotiated) -> None:
+        """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
+        self.media = media
+        self._last_rtp = asyncio.get_running_loop().time()  # a resumed caller gets the whole RTP timeout again
+        self.log.info("call %s media now %s:%d, %s", self.handle, media.remote_host, media.remote_port,
+                      media.direction)
+        if _is_address(media.remote_host):
+            self._expect((media.remote_host, media.remote_port))
+        else:  # until it is looked up, our audio goes where it went
+            self._spawn(self._move_to(media))
+
+    async def _move_to(self, media: Negotiated) -> None:
+        try:
+            address = await _address_of(media.remote_host)
+        except OSError as exc:  # the re-INVITE was answered already: the call cannot go on without media
+            self.log.warning("media host %r of %s cannot be looked up: %s", media.remote_host, self.handle, exc)
+            self._hang_up_quietly("media host unknown")
+            return
+        if self.media is media:  # not overtaken by a later re-INVITE
+            self._expect((address, media.remote_port))
+
+    def _expect(self, remote: tuple[str, int]) -> None:
+        """The caller's SDP names `remote` (an IP literal): our RTP goes there until its audio latches elsewhere."""
+        self.latch.expect(remote)
+        self._note_destination()
+
+    def _note_destination(self) -> None:
+        """Keep the call log's media_to on where our RTP goes, and say so when a NAT source was latched."""
+        dest = self.latch.send_to
+        if dest is None or dest == self._dest:
+            return
+        to = f"{dest[0]}:{dest[1]}"
+        if self._dest is not None:
+            self.log.info("call %s: the agent's audio now goes to %s (was %s)", self.handle, to,
+                          self.record.media_to)
+        self._dest, self.record.media_to = dest, to
+
+    def dtmf(self, digit: str) -> None:
+        self.record.dtmf.append(digit)
+        self.log.info("DTMF %s on %s", digit, self.handle)
+        if self.client is not None:
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"DTMF {digit}"}]}
+            self._spawn(self.client.send({"type": "conversation.item.create", "item": item}))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if not await self._resolve_remote() or not await self._connect():
+                return
+            self.rtp, _ = await loop.create_datagram_endpoint(lambda: DatagramHandler(self._on_rtp),
+                                                              local_addr=(self.bridge.config.host, 0))
+            if self._ended.is_set():  # CANCEL arrived while we were connecting
+                return
+            port = self.rtp.get_extra_info("sockname")[1]
+            self.bridge.ua.answer(self.handle, port, loop.time())
+            self._last_rtp = loop.time()
+            self.answered = True
+            self.bridge.pump()
+            self.log.info("call %s answered: %s -> rtp %d", self.handle, self.record.codec, port)
+            tasks = [asyncio.create_task(self._agent_loop()), asyncio.create_task(self._pace())]
+            await self._ended.wait()
+        except Exception:
+            self.log.exception("call %s failed", self.handle)
+            self._hang_up_quietly("local hangup")
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self._teardown()
+
+    async def _resolve_remote(self) -> bool:
+        """The caller's media address as an IP literal (see the module docstring); False: refused with 488."""
+        host, port = self.media.remote_host, self.media.remote_port
+        try:
+            address = await _address_of(host)
+        except OSError as exc:
+            self.log.warning("media host %r of %s cannot be looked up: %s", host, self.handle, exc)
+            if not self._ended.is_set():
+                with contextlib.suppress(Exception):
+                    self.bridge.ua.reject(self.handle, 488, asyncio.get_running_loop().time())
+                self.bridge.pump()
+            return False
+        self._expect((address, port))
+        return True
+
+    async def _connect(self) -> bool:
+        cfg = self.bridge.config
+        try:
+            self.client = await asyncio.wait_for(
+                RealtimeClient.connect(cfg.server_url, cfg.api_key, cfg.model,
+                                       reconnect=ReconnectPolicy(enabled=False)), cfg.connect_timeout_s)
+            await self.client.session_update(self._session())
+            return True
+        except (OSError, TimeoutError, RealtimeConnectionError, Exception) as exc:  # noqa: B014 - any: 503
+            self.log.warning("agent server unreachable for %s: %s", self.handle, exc)
+            if not self._ended.is_set():
+                with contextlib.suppress(Exception):
+                    self.bridge.ua.reject(self.handle, 503, asyncio.get_running_loop().time())
+                self.bridge.pump()
+            return False
+
+    def _session(self) -> dict[str, object]:
+        fmt = {"type": self.media.codec.realtime_format}
+        audio_in: dict[str, object] = {"format": fmt}
+        cfg = self.bridge.config
+        if cfg.silence_duration_ms is not None:
+            audio_in["turn_detection"] = {"type": "server_vad", "silence_duration_ms": cfg.silence_duration_ms}
+        session: dict[str, object] = {"type": "realtime", "audio": {"input": audio_in, "output": {"format": fmt}}}
+        if cfg.instructions:
+            session["instructions"] = cfg.instructions
+        return session
+
+    # ----- media -----
+
+    def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            packet = RtpPacket.parse(data)
+        except RemoteProtocolError:
+            self.record.rtp_in_bad += 1
+            return
+        if not self.latch.receive(addr, packet.sequence):  # not the caller's: never the agent's to hear
+            if self.latch.dropped == 1:
+                self.log.info("call %s: RTP from %s:%d ignored: not the caller's media source", self.handle, *addr)
+            return
+        self._note_destination()
+        now = asyncio.get_running_loop().time()
+        self._last_rtp = now  # only the caller's packets show it is still there
+        if packet.payload_type == self.media.codec.payload_type:
+            self.record.rtp_in_packets += 1
+            self._queue_inbound(self.jitter.push(packet, now))
+            return
+        self._queue_inbound(self.jitter.skip(packet, now))  # DTMF or comfort noise: its sequence number is no loss
+        if packet.payload_type == self.media.dtmf_payload_type:
+            try:
+                digits = self.dtmf_rx.feed(packet)
+            except RemoteProtocolError:
+                self.record.rtp_in_bad += 1
+                return
+            for d in digits:
+                self.dtmf(d.digit)
+
+    def _queue_inbound(self, frames: list[bytes]) -> None:
+        self._inbound += frames
+        over = len(self._inbound) - self.bridge.config.max_inbound_frames
+        if over > 0:
+            del self._inbound[:over]
+            self.record.inbound_dropped_frames += over
+
+    async def _pace(self) -> None:
+        """Every 20 ms: one RTP packet out (or none), and the caller's audio so far to the agent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            deadline += TICK_S
+            delay = deadline - loop.time()
+            if delay < -0.2:  # the loop stalled: resync rather than burst packets out
+                deadline = loop.time()
+            elif delay > 0:
+                await asyncio.sleep(delay)
+            timeout = self.bridge.config.rtp_timeout_s
+            if timeout is not None and self.media.receives and loop.time() - self._last_rtp > timeout:
+                self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
+                self._hang_up_quietly("RTP timeout")
+                return
+            packet, dest = self.outbound.tick(), self.latch.send_to
+            if packet is not None and self.rtp is not None and dest is not None and self.media.sends:
+                self.rtp.sendto(packet, dest)  # on hold (not `sends`) the audio is skipped
+            self._queue_inbound(self.jitter.poll(loop.time()))
+            if self._inbound and self.client is not None:
+                audio, self._inbound = b"".join(self._inbound), []
+                await self.client.send(ev.append_event(audio))
+
+    async def _agent_loop(self) -> None:
+        assert self.client is not None
+        try:
+            async for event in self.client.events():
+                self._on_agent_event(event)
+        except RealtimeConnectionError as exc:
+            self.log.warning("agent session of %s lost: %s", self.handle, exc)
+        if not self._ended.is_set():  # the agent went away: hang up the phone, and say why in the call log
+            self._hang_up_quietly("agent session lost")
+
+    def _on_agent_event(self, event: ev.ServerEvent) -> None:
+        t = event.type
+        if t == "response.output_audio.delta":
+            if event.response_id not in self._dropped_responses:
+                self.outbound.push(event.audio)
+        elif t == "response.output_audio.done":
+            self.outbound.finish()
+        elif t == "response.created":
+            self._response_id = event.response_id
+        elif t == "input_audio_buffer.speech_started":
+            if self.outbound.flush() and self._response_id is not None:
+                self.record.barge_ins += 1
+                self._dropped_responses.add(self._response_id)
+        elif t == "conversation.item.input_audio_transcription.completed":
+            self.record.user_transcripts.append(event.transcript or "")
+            self.log.debug("caller said: %s", event.transcript)
+        elif t == "response.output_audio_transcript.done":
+            self.record.agent_transcripts.append(event.transcript or "")
+            self.log.debug("agent said: %s", event.transcript)
+        elif t == "session.created":
+            session = event.get("session")
+            if isinstance(session, dict):
+                sid = session.get("id")
+                self.record.agent_session_id = sid if isinstance(sid, str) else None
+                self.log.info("call %s: agent session %s", self.handle, sid)
+        elif t == "error":
+            self.log.warning("agent error on %s: %s", self.handle, event.error)
+
+    def _hang_up_quietly(self, reason: str) -> None:
+        self.end(reason)  # first: the UA's own CallEnded must not overwrite the reason
+        now = asyncio.get_running_loop().time()
+        with contextlib.suppress(Exception):
+            if self.answered:
+                self.bridge.ua.hangup(self.handle, now)
+            else:
+                self.bridge.ua.reject(self.handle, 503, now)
+        self.bridge.pump()
+
+    async def _teardown(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+        if self.rtp is not None:
+            self.rtp.close()
+        self.record.rtp_lost = self.jitter.stats.lost
+        self.record.rtp_in_foreign = self.latch.dropped
+        self.record.rtp_out_packets = self.outbound.packets_sent
+        self.record.rtp_out_bytes = self.outbound.bytes_sent
+        self.record.ended = time.time()
+        self.log.info("call %s ended (%s): %d RTP in, %d out", self.handle, self.record.end_reason,
+                      self.record.rtp_in_packets, self.record.rtp_out_packets)
+        self.bridge.call_finished(self)
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        self.bridge.spawn(coro)

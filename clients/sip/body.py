@@ -1,0 +1,80 @@
+"""The SDP in a SIP message body: the whole body, or one part of a multipart body. Pure.
+
+Rules:
+- Content-Type application/sdp: the body is the SDP.
+- multipart/mixed or multipart/alternative (RFC 5621): telephone gateways that carry ISUP beside the offer
+  (SIP-T, RFC 3204; SIP-I) send one. The body is split on its boundary (RFC 2046 5.1.1: a delimiter line is
+  "--" boundary, the CRLF before it belongs to it, "--" boundary "--" closes); the first part whose Content-Type
+  is application/sdp is the SDP. The other parts are ignored, as PBXs do: nothing in them changes the media.
+  A multipart type without a boundary raises RemoteProtocolError (400).
+- Anything else (or no SDP part): None.
+"""
+
+from __future__ import annotations
+
+from clients.sip.errors import RemoteProtocolError
+
+__all__ = ["sdp_body"]
+
+
+def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
+    """The SDP carried by a body of `content_type`, or None when there is none."""
+    kind, params = _media_type(content_type or "")
+    if kind == "application/sdp":
+        return body
+    if kind not in ("multipart/mixed", "multipart/alternative"):
+        return None
+    boundary = params.get("boundary")
+    if not boundary:
+        raise RemoteProtocolError(f"{kind} body without a boundary")
+    for part_type, content in _parts(boundary.encode(), body):
+        if _media_type(part_type)[0] == "application/sdp":
+            return content
+    return None
+
+
+def _media_type(value: str) -> tuple[str, dict[str, str]]:
+    """("type/subtype" lower-cased, {parameter: value}) of a Content-Type value."""
+    kind, *rest = value.split(";")
+    params = {}
+    for param in rest:
+        name, _, val = param.partition("=")
+        params[name.strip().lower()] = val.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def _parts(boundary: bytes, body: bytes) -> list[tuple[str, bytes]]:
+    """(Content-Type, content) of each part of a multipart body."""
+    out: list[tuple[str, bytes]] = []
+    for chunk in body.split(b"--" + boundary)[1:]:  # what precedes the first delimiter is preamble
+        if chunk.startswith(b"--"):
+            break  # the close delimiter: what follows is epilogue
+        _, newline, part = chunk.partition(b"\n")  # the rest of the delimiter line (transport padding)
+        if not newline:
+            continue
+        for end in (b"\r\n", b"\n"):  # the line end before the next delimiter is the delimiter's
+            if part.endswith(end):
+                part = part[: -len(end)]
+                break
+        head, content = _split_head(part)
+        ctype = next((v for n, v in head if n == "content-type"), "text/plain")  # RFC 2046 5.1 default
+        out.append((ctype, content))
+    return out
+
+
+def _split_head(part: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """A part's headers (lower-cased names) and its content."""
+    for newline in (b"\r\n", b"\n"):
+        if part.startswith(newline):  # no headers at all: the part starts with the empty line
+            return [], part[len(newline):]
+        head, found, content = part.partition(newline + newline)
+        if found:
+            break
+    else:
+        return [], part
+    headers = []
+    for line in head.decode("utf-8", "replace").splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            headers.append((name.strip().lower(), value.strip()))
+    return headers, content

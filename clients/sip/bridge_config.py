@@ -1,0 +1,53 @@
+"""The SIP bridge's configuration (one frozen dataclass, validated when built; the CLI builds it)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+__all__ = ["BridgeConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeConfig:
+    server_url: str
+    host: str = "127.0.0.1"  # where SIP and RTP sockets listen
+    port: int = 5060
+    advertise: str | None = None  # the address callers reach, put in Contact and SDP; None: `host`
+    api_key: str | None = None
+    model: str | None = "stepaudio-rt"
+    instructions: str | None = None
+    silence_duration_ms: int | None = None  # server_vad end-of-turn silence; None keeps the server's default
+    max_calls: int = 16
+    connect_timeout_s: float = 10.0
+    jitter_depth: int = 3
+    max_inbound_frames: int = 500  # 10 s of caller audio waiting for the agent socket; older frames are dropped
+    # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
+    # forever: with no RTP for this long while we expect some, we hang up. None: never.
+    rtp_timeout_s: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.server_url.startswith(("ws://", "wss://")):
+            raise ValueError("server_url must be a ws:// or wss:// URL")
+        for host in (self.host, self.public_host):  # sockets, Via, Contact and SDP are written for IPv4
+            if isinstance(_ip(host), ipaddress.IPv6Address):
+                raise ValueError(f"{host} is an IPv6 address: the SIP bridge speaks IPv4 only")
+        public = _ip(self.public_host)  # None: a host name, taken as it is
+        if public is not None and public.is_unspecified:
+            # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
+            raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
+        if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
+            raise ValueError("silence_duration_ms must be positive")
+        if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
+            raise ValueError("rtp_timeout_s must be positive")
+
+    @property
+    def public_host(self) -> str:
+        return self.advertise or self.host
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -1,0 +1,111 @@
+"""Which files of the real Step-Audio layout a command needs, and which of them a model folder lacks.
+
+Checked before anything loads: the real Chat LM takes minutes to load, and a user who downloaded the folders should
+learn every missing file at once, by its place in the layout, instead of one traceback per try.
+
+    Step-Audio-Tokenizer/   what StepAudioTokenizer.load reads
+    Step-Audio-Chat/        config.json + tokenizer.model + the weights (Chat LM here), tokenizer.model alone
+                            (Chat LM behind --chat-url), nothing (`tts`: upstream's tts_inference.py never opens it)
+    Step-Audio-TTS-3B/      config.json, tokenizer.model, the weights; CosyVoice-300M-25Hz/ (with campplus.onnx,
+                            which embeds every speaker); CosyVoice-300M-25Hz-Music/ when present (RAP / humming);
+                            speakers/ (here or in the model folder): speakers_info.json and each NAME_prompt.wav
+"""
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+
+from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
+from controller.errors import ConfigError
+from speech_decoder.step_tts import (
+    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, find_speakers_dir, read_speakers_info,
+)  # fmt: skip
+from streaming_tokenizer.step_audio.config import REQUIRED_FILES as TOKENIZER_FILES
+
+LM_FILES = ("config.json", "tokenizer.model")
+COSYVOICE_FILES = ("cosyvoice.yaml", "flow.pt", "hift.pt")
+CAMPPLUS_FILE = "campplus.onnx"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+class ChatNeed(enum.Enum):
+    """How much of Step-Audio-Chat/ a command reads."""
+
+    WEIGHTS = "weights"  # the Chat LM runs in this process
+    TOKENIZER = "tokenizer"  # the Chat LM runs behind --chat-url
+    NONE = "none"  # `stepaudio-rt tts`
+
+
+def missing_files(root: Path, chat: ChatNeed) -> list[str]:
+    """What of the layout `root` lacks, as paths relative to it ("X/" for a whole missing folder)."""
+    missing = _missing_in(root, TOKENIZER_DIR, TOKENIZER_FILES)
+    if chat is ChatNeed.TOKENIZER:
+        missing += _missing_in(root, CHAT_DIR, ("tokenizer.model",))
+    elif chat is ChatNeed.WEIGHTS:
+        missing += _missing_in(root, CHAT_DIR, LM_FILES) + _missing_weights(root, CHAT_DIR)
+    tts = root / TTS_DIR
+    missing += _missing_in(root, TTS_DIR, LM_FILES)
+    if not tts.is_dir():
+        return missing
+    missing += _missing_weights(root, TTS_DIR)
+    missing += _missing_in(root, f"{TTS_DIR}/{COMMON_DIR}", (*COSYVOICE_FILES, CAMPPLUS_FILE))
+    if (tts / MUSIC_DIR).is_dir():
+        missing += _missing_in(root, f"{TTS_DIR}/{MUSIC_DIR}", COSYVOICE_FILES)
+    return missing + _missing_speakers(root)
+
+
+def check_layout(root: Path, chat: ChatNeed) -> None:
+    """Raises ConfigError naming every missing file of the layout (or the folder itself)."""
+    if not root.is_dir():
+        raise ConfigError(f"{root} does not exist (the Step-Audio model folder: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
+                          f"{TTS_DIR}/ as the Step-Audio README downloads them)")
+    missing = missing_files(root, chat)
+    if missing:
+        raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
+                          f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
+                          f"writes it with random weights)")
+
+
+def speaker_names(root: Path) -> list[str]:
+    """The speakers of a folder that passed check_layout (what --speaker may name)."""
+    folder = find_speakers_dir(root / TTS_DIR, root)
+    assert folder is not None, "check_layout has found it"
+    return list(read_speakers_info(folder))
+
+
+def _missing_in(root: Path, sub: str, names: tuple[str, ...]) -> list[str]:
+    if not (root / sub).is_dir():
+        return [f"{sub}/"]
+    return [f"{sub}/{n}" for n in names if not (root / sub / n).is_file()]
+
+
+def _missing_weights(root: Path, sub: str) -> list[str]:
+    folder = root / sub
+    if not folder.is_dir():
+        return []
+    index = folder / WEIGHTS_INDEX
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"{index} is not a safetensors index ({exc})") from exc
+        return [f"{sub}/{s}" for s in shards if not (folder / s).is_file()]
+    if any(folder.glob("*.safetensors")):
+        return []
+    hint = " (its weights; or run the Chat LM on a server and pass --chat-url)" if sub == CHAT_DIR else ""
+    return [f"{sub}/*.safetensors{hint}"]
+
+
+def _missing_speakers(root: Path) -> list[str]:
+    folder = find_speakers_dir(root / TTS_DIR, root)
+    if folder is None:
+        return [f"{TTS_DIR}/{SPEAKERS_DIR}/{SPEAKERS_INFO} (upstream's speakers/ folder, here or in {root})"]
+    try:
+        names = read_speakers_info(folder)
+    except (StepTtsError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if not names:
+        raise ConfigError(f"{folder / SPEAKERS_INFO} names no speaker (upstream's maps Tingting to its transcript)")
+    rel = folder.relative_to(root)
+    return [f"{rel}/{name}_prompt.wav" for name in names if not (folder / f"{name}_prompt.wav").is_file()]

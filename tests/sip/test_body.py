@@ -1,0 +1,48 @@
+"""The SDP in a SIP body (clients/sip/body.py): plain, or a part of a multipart body (RFC 5621, RFC 2046 5.1).
+Pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.sip.body import sdp_body
+from clients.sip.errors import RemoteProtocolError
+
+SDP = b"v=0\r\no=gw 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8\r\n"
+ISUP = bytes([0x01, 0x00, 0x20, 0x00, 0x0A, 0x03, 0x02, 0x0D, 0x0A, 0x2D, 0x2D])  # binary, with CRLF and "--"
+
+
+def sip_t(newline: bytes = b"\r\n", sdp_first: bool = True) -> bytes:
+    """A SIP-T INVITE body (RFC 3204 example style): preamble, SDP and ISUP parts, epilogue."""
+    n = newline
+    sdp_part = b"--unique-boundary-1" + n + b"Content-Type: application/SDP; charset=ISO-10646" + n + n + \
+        SDP.replace(b"\r\n", n) + n
+    isup_part = b"--unique-boundary-1" + n + b"Content-Type: application/ISUP;version=nxv3" + n + \
+        b"Content-Disposition: signal; handling=optional" + n + n + ISUP + n
+    parts = sdp_part + isup_part if sdp_first else isup_part + sdp_part
+    return b"preamble" + n + parts + b"--unique-boundary-1--" + n + b"epilogue"
+
+
+def test_a_plain_sdp_body_is_the_sdp() -> None:
+    assert sdp_body("Application/SDP", SDP) == SDP
+    assert sdp_body("text/plain", SDP) is None and sdp_body(None, SDP) is None
+
+
+@pytest.mark.parametrize("sdp_first", [True, False])
+def test_the_sdp_part_of_a_sip_t_body_is_found_whatever_its_place(sdp_first: bool) -> None:
+    """RFC 2046 5.1.1: the CRLF before a delimiter is the delimiter's; an ISUP part holding CRLF and "--" does not
+    end early."""
+    ctype = 'multipart/mixed; boundary="unique-boundary-1"'
+    assert sdp_body(ctype, sip_t(sdp_first=sdp_first)) == SDP
+
+
+def test_bare_lf_line_ends_and_an_unquoted_boundary_are_tolerated() -> None:
+    assert sdp_body("multipart/mixed;boundary=unique-boundary-1", sip_t(b"\n")) == SDP.replace(b"\r\n", b"\n")
+
+
+def test_no_sdp_part_is_none_and_no_boundary_is_400() -> None:
+    only_isup = b"--b\r\nContent-Type: application/ISUP\r\n\r\n" + ISUP + b"\r\n--b--\r\n"
+    assert sdp_body("multipart/mixed; boundary=b", only_isup) is None
+    with pytest.raises(RemoteProtocolError) as info:
+        sdp_body("multipart/mixed", sip_t())
+    assert info.value.status == 400

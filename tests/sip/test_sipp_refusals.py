@@ -1,0 +1,90 @@
+"""Requests the bridge must refuse, and how: sipp callers against the bridge CLI, a real agent server behind it.
+
+Each refusal is one the caller can act on (RFC 3261 8.2, 21.4) and the operator can read in the bridge's log.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sip.media import free_udp_port, wait_for
+from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
+
+pytestmark = pytest.mark.slow
+
+
+def test_an_invite_requiring_100rel_gets_420_and_the_retry_without_it_is_answered(embedded_server,
+                                                                                   tmp_path: Path) -> None:
+    """RFC 3261 8.2.2.3: a PBX that requires reliable provisional responses (Require: 100rel, RFC 3262) is told
+    420 Bad Extension with Unsupported: 100rel instead of a call it believes has that extension; it retries
+    without the Require (CSeq + 1) and that call is answered."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0"), headers="Require: 100rel\nSupported: 100rel\n"),
+            expect(420, optional=(100,), match="^ *100rel *$", header="Unsupported"),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=False, body=sdp("0"), headers="Supported: 100rel\n"), expect(200),
+            request("ACK", 2, in_dialog=True),
+            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+
+
+def test_ipv6_media_gets_488_with_a_reason_and_an_ipv6_listen_address_is_refused(embedded_server,
+                                                                                  tmp_path: Path) -> None:
+    """The bridge's sockets are IPv4. An offer whose audio is on an IPv6 address (c=IN IP6) gets 488 with Warning
+    301 (RFC 3261 20.43, incompatible network address formats) and a log line saying why, not a 200 OK whose
+    answer the agent's audio can never follow; an IPv6 --host is refused at start, with the reason."""
+    need("sipp")
+    refused = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--host", "::1", "--port",
+                              str(free_udp_port()), "--server-url", embedded_server.ws],
+                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert refused.returncode == 2 and "IPv4 only" in refused.stderr, refused
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP6 ::1")),
+            expect(488, optional=(100,), match="^ *301 .*IN IP6 ::1: this bridge speaks IPv4 only", header="Warning"),
+            request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert "refused with 488: media address IN IP6 ::1: this bridge speaks IPv4 only" in bridge.log()
+    assert bridge.calls() == []
+
+
+def test_a_merged_invite_from_a_forking_proxy_gets_482_and_the_call_stays_one(embedded_server,
+                                                                              tmp_path: Path) -> None:
+    """RFC 3261 8.2.2.2: a proxy that forks an INVITE can deliver two copies (same Call-ID, From tag and CSeq) in
+    different transactions (Via branches). The second gets 482 Loop Detected on its own branch, rather than the
+    first copy's responses, which the second path cannot match; the first is answered and the call is one."""
+    need("sipp")
+    # The 482 carries a To tag of its own, which sipp would put in the BYE: the dialog's tag is kept from the 200.
+    keep_dialog_tag = ('<recv response="100" optional="true"/>\n<recv response="180" optional="true"/>\n'
+                       '<recv response="200"><action><ereg regexp="tag=([^;]+)" search_in="hdr" header="To:" '
+                       'assign_to="to,tag"/></action></recv>\n<Reference variables="to"/>\n')
+    other_branch = "^ *SIP/2.0/UDP [^;]+;branch=z9hG4bK-[0-9]+-1-[1-9][0-9]*(;|$)"  # not the first copy's, -1-0
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), keep_dialog_tag,
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 1, in_dialog=False, body=sdp("0")),  # the other copy: sipp gives it its own branch
+            expect(482, optional=(100,), match=other_branch, header="Via"),
+            request("BYE", 2, in_dialog=True).replace("[peer_tag_param]", ";tag=[$tag]"), expect(200, optional=())),
+            bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]

@@ -1,0 +1,29 @@
+"""What of a text TTS-3B is given: the sentences of a long text, each under the text's leading tag; whether a text
+has anything to speak."""
+
+from __future__ import annotations
+
+import pytest
+
+from speech_decoder.step_tts import instruction_name, sentences_for_tts, speakable
+
+
+def test_a_long_text_becomes_its_sentences_each_under_the_leading_tag() -> None:
+    text = "（RAP）我踏上自由的征途。挣脱束缚的枷锁！Ever tried. Ever failed, no matter.\nTry again"
+    pieces = sentences_for_tts(text)
+    assert pieces == ["（RAP）我踏上自由的征途。", "（RAP）挣脱束缚的枷锁！", "（RAP）Ever tried.",
+                      "（RAP）Ever failed, no matter.", "（RAP）Try again"]
+    assert {instruction_name(p) for p in pieces} == {"RAP"}  # each sentence switches to the Music decoder
+
+
+def test_a_text_without_a_tag_is_split_into_plain_sentences() -> None:
+    assert sentences_for_tts("  Hello there.  How are you? ") == ["Hello there.", "How are you?"]
+    assert sentences_for_tts("(快速1)One sentence only") == ["(快速1)One sentence only"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Hello.", True), ("(RAP)yo", True), ("42", True), ("你好", True),
+    ("...!?", False), ("", False), ("(RAP)", False), ("(RAP) ... !", False), ("（哼唱）。", False),
+])
+def test_speakable_needs_a_letter_or_digit_past_the_tag(text: str, expected: bool) -> None:
+    assert speakable(text) is expected
