@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from context_manager.conversation import (
+    ROOT,
     AssistantMessage,
     Conversation,
     ConversationError,
@@ -19,6 +20,7 @@ from context_manager.heard import truncate_text_to_heard
 from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
 
 __all__ = [
+    "ROOT",
     "AssistantMessage",
     "Conversation",
     "ConversationError",

@@ -40,6 +40,16 @@ class TurnInput:
     lm_content: str
 
 
+@dataclass(frozen=True, slots=True)
+class SpeechChunk:
+    """A piece of synthesised speech, and the audio tokens the synthesiser generated for it (a TTS that speaks
+    through audio tokens, as Step-Audio's TTS-3B; 0 for one that makes the waveform directly, as Piper). They are
+    the reply's output audio tokens in response.done's usage."""
+
+    pcm: np.ndarray  # [samples] float32 at the pipeline's output_rate; may be empty when only tokens were made
+    audio_tokens: int = 0
+
+
 class Listener(Protocol):
     """Per-session input side of a profile: sees the 16 kHz audio as it arrives."""
 
@@ -68,7 +78,7 @@ class SpeechPipeline(Protocol):
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
     def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]: ...
-    def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]: ...
+    def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]: ...
     def count_tokens(self, text: str) -> int: ...
     def close(self) -> None: ...
 
@@ -149,14 +159,14 @@ class EmbeddedPipeline:
         if prefill is not None:
             await asyncio.get_running_loop().run_in_executor(self._llm_pool, prefill, request)
 
-    def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+    def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         tts = self._tts
 
-        def run(cancel: threading.Event) -> Iterator[np.ndarray]:
+        def run(cancel: threading.Event) -> Iterator[SpeechChunk]:
             for chunk in tts.synthesize(text, speed):
                 if cancel.is_set():
                     return
-                yield chunk
+                yield SpeechChunk(chunk)  # Piper makes the waveform from phonemes: no audio tokens
 
         return iterate_in_thread(run, self._tts_pool, maxsize=8)
 

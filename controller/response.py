@@ -110,12 +110,19 @@ class Response:
         self.tool_calls: list[ToolCall] = []
         self.audio_ms_sent = 0.0  # audio synthesised for this reply
         self.audio_ms_sent_so_far = 0.0  # audio that has left for the client
+        # Where the client's conversation.item.truncate cut the message's audio: its length from then on. (A barge-in's
+        # own truncation, at the server's estimate of what was played, leaves the client free to say more exactly.)
+        self.truncated_at_ms: int | None = None
         self.audio_started_at: float | None = None
         self.first_audio_at: float | None = None
         self.synth_seconds = 0.0
         self.status = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
+        self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
+        # Output items the client deleted from the conversation while the reply ran: no conversation.item.done for
+        # them any more, and they do not join the conversation.
+        self.deleted: set[str] = set()
         self._created = False  # response.created was emitted (sent or held)
         self._items_closed = False
         self._release_event = asyncio.Event()
@@ -262,11 +269,14 @@ class Response:
                 continue
             await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
-            async for pcm in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
+            async for chunk in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
+                self.audio_tokens += chunk.audio_tokens
+                if not chunk.pcm.size:
+                    continue
                 self.mark("first_synth_chunk")
                 # Time spent waiting for the synthesiser (not for pacing): the TTS cost as seen here.
                 self.synth_seconds += time.monotonic() - waited_from
-                out = conv.convert(pcm)
+                out = conv.convert(chunk.pcm)
                 pending += out
                 made_ms += len(out) / per_ms
                 span.end_ms = made_ms
@@ -294,7 +304,7 @@ class Response:
             await self._emit(self.ev.output_item_added(response_id=self.response_id,
                                                        output_index=self._index_of(current), item=item))
             if not self.out_of_band:
-                await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+                await self._emit(self.ev.item_added(item, previous_item_id=self._previous_of(current)))
         if name and not current.name:
             current.name = name
         if args:
@@ -305,6 +315,21 @@ class Response:
 
     def _index_of(self, call: ToolCall) -> int:
         return self.tool_calls.index(call) + (1 if self.message_opened else 0)
+
+    def conversation_items(self) -> list[str]:
+        """The reply's output items in the conversation, in its order (the message first), as the client has seen
+        them added: none out of band, none the client deleted."""
+        if self.out_of_band:
+            return []
+        items = ([self.item_id] if self.message_opened else []) + [c.item_id for c in self.tool_calls]
+        return [i for i in items if i not in self.deleted]
+
+    def _previous_of(self, call: ToolCall) -> str | None:
+        """The item a function call follows in the conversation: the reply's output item before it, or the item the
+        reply follows."""
+        before = self.conversation_items()
+        i = before.index(call.item_id)
+        return before[i - 1] if i > 0 else self.previous_item_id
 
     # ---- endings -----------------------------------------------------------------------------
 
@@ -357,7 +382,7 @@ class Response:
             await self._emit(self.ev.content_part_done(**self._pos(), part=self._part(text)))
             item = self.message_item("completed" if status == "completed" else "incomplete", text)
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
-            if not self.out_of_band:
+            if self.item_id in self.conversation_items():
                 await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         for call in self.tool_calls if closing else ():
             index = self._index_of(call)
@@ -367,8 +392,8 @@ class Response:
             item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
                                          arguments=call.arguments, status="completed")
             await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
-            if not self.out_of_band:
-                await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+            if call.item_id in self.conversation_items():
+                await self._emit(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
         await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
 
     async def finish_empty(self) -> None:
@@ -413,12 +438,13 @@ class Response:
                             usage=None if status == "in_progress" else self._usage())
 
     def _usage(self) -> dict | None:
-        """response.done's usage: the LM's own counts. Output audio has no tokens here (TTS runs apart from the
-        LM), so output_token_details.audio_tokens is 0; Step-Audio's <audio_N> prompt ids count as input audio."""
+        """response.done's usage: the LM's own counts (null when the LM reported none), plus the audio tokens that the
+        synthesiser generated for the reply's speech as output audio (Step-Audio's TTS-3B; Piper, which makes the
+        waveform directly, has none). Step-Audio's <audio_N> prompt ids count as input audio."""
         u = self.usage
         if u is None:
             return None
         audio_in = getattr(u, "prompt_audio_tokens", 0)
         return sev.usage(input_text_tokens=u.prompt_tokens - audio_in, input_audio_tokens=audio_in,  # type: ignore[attr-defined]
                          output_text_tokens=u.completion_tokens,  # type: ignore[attr-defined]
-                         cached_tokens=getattr(u, "cached_tokens", 0))
+                         output_audio_tokens=self.audio_tokens, cached_tokens=getattr(u, "cached_tokens", 0))

@@ -94,6 +94,7 @@ class Session(ItemsMixin):
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
         self._idle_from_ms = 0  # audio time at which the idle timeout's silence began
         self._response_overrides: ce.ResponseCreate | None = None
+        self._last_oob_gen = 0  # out-of-band replies' generation ids: -1, -2, ...
         self._client_event_id: str | None = None  # the client event being applied (errors echo it)
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
@@ -271,15 +272,23 @@ class Session(ItemsMixin):
                 overridden = apply_patch(self.cfg, event.overrides)
                 check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
                 check_tool_choice(overridden, path="response")
-                self._response_overrides = event
-                await self._apply_for(event, tt.ResponseRequested())
+                if event.conversation == "none":
+                    await self._start_out_of_band(event)
+                else:
+                    self._response_overrides = event
+                    await self._apply_for(event, tt.ResponseRequested())
             case ce.ResponseCancel():
-                if event.response_id is not None and event.response_id != self._current_response_id():
+                oob = self._out_of_band(event.response_id)
+                if oob is not None:
+                    self._drop_queued_audio(oob.gen_id)
+                    await self._cancel_response(oob.gen_id, "client_cancelled")
+                elif event.response_id is not None and event.response_id != self._current_response_id():
                     # A cancel aimed at a reply that has ended must not cancel the one in progress now.
                     raise RemoteProtocolError(f"Cancellation failed: no active response with id "
                                               f"{event.response_id!r}.", code="response_cancel_not_active",
                                               param="response_id")
-                await self._apply_for(event, tt.CancelRequested())
+                else:  # the reply in the default conversation, as the API's cancel without a response_id
+                    await self._apply_for(event, tt.CancelRequested())
             case _:
                 await self.handle_item_event(event)
 
@@ -376,8 +385,12 @@ class Session(ItemsMixin):
                 await self.emit(self.events.speech_stopped(item_id=self._turn_item_id, audio_end_ms=ms))
             case tt.CommitUserTurn(audio_end_ms=end):
                 await self.commit_user_turn(end)
-            case tt.StartGeneration():
-                self._start_response(action)
+            case tt.StartGeneration(speculative=speculative):
+                resp = self._start_response(action)
+                if not speculative:
+                    # response.created goes out before the next client event is handled: a response.cancel or a
+                    # second response.create right behind the response.create concerns a response the client saw.
+                    await resp.announce()
             case tt.CommitGeneration(gen_id=gen_id):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
@@ -415,11 +428,7 @@ class Session(ItemsMixin):
 
     # ---- replies -----------------------------------------------------------------------------
 
-    def _response_settings(self) -> ResponseSettings:
-        cfg = self.cfg
-        overrides = self._response_overrides
-        if overrides is not None:
-            cfg = apply_patch(cfg, overrides.overrides)
+    def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
         limit = cfg.max_output_tokens
         return ResponseSettings(
             modalities=cfg.output_modalities, voice=cfg.voice, speed=cfg.speed, output_format=cfg.output_format,
@@ -427,22 +436,39 @@ class Session(ItemsMixin):
             requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
                 int(limit), self.defaults.max_output_tokens * 4))
 
-    def _start_response(self, action: tt.StartGeneration) -> None:
-        settings = self._response_settings()
-        instructions_cfg = self.cfg if self._response_overrides is None else apply_patch(
-            self.cfg, self._response_overrides.overrides)
-        create, self._response_overrides = self._response_overrides, None
-        gen_id = action.gen_id
-        resp = Response(gen_id=gen_id, speculative=action.speculative, events=self.events, new_id=self.new_id,
-                        pipeline=self.pipeline, settings=settings, emit=lambda e: self.emit(e, gen_id),
-                        previous_item_id=None, on_first_audio=lambda: self._first_audio(gen_id))
-        resp.answers_audio_end_ms = action.audio_end_ms
-        resp.say, self._say = self._say, None
+    def _new_response(self, gen_id: int, speculative: bool,
+                      create: ce.ResponseCreate | None) -> tuple[Response, SessionConfig]:
+        """A reply under the session's config with the response.create's overrides; and that config."""
+        cfg = self.cfg if create is None else apply_patch(self.cfg, create.overrides)
+        resp = Response(gen_id=gen_id, speculative=speculative, events=self.events, new_id=self.new_id,
+                        pipeline=self.pipeline, settings=self._response_settings(cfg),
+                        emit=lambda e: self.emit(e, gen_id), previous_item_id=None,
+                        on_first_audio=lambda: self._first_audio(gen_id))
         if create is not None:
             resp.out_of_band = create.conversation == "none"
             resp.input_items = create.input
             resp.metadata = create.metadata
         resp.conversation_id = None if resp.out_of_band else self.conversation_id
+        return resp, cfg
+
+    async def _start_out_of_band(self, create: ce.ResponseCreate) -> None:
+        """A response.create with conversation "none". The API runs these beside the conversation's reply (only one
+        response writes to the conversation at a time) and VAD interrupts only that one, so turn-taking never sees
+        them; their generation ids count down from -1, apart from its own."""
+        self._last_oob_gen -= 1
+        resp, cfg = self._new_response(self._last_oob_gen, False, create)
+        self._responses[resp.gen_id] = (resp, asyncio.create_task(self._run_response(resp, None, cfg)))
+        await resp.announce()
+
+    def _out_of_band(self, response_id: str | None) -> Response | None:
+        return next((resp for resp, _ in self._responses.values()
+                     if resp.out_of_band and resp.response_id == response_id), None)
+
+    def _start_response(self, action: tt.StartGeneration) -> Response:
+        create, self._response_overrides = self._response_overrides, None
+        resp, cfg = self._new_response(action.gen_id, action.speculative, create)
+        resp.answers_audio_end_ms = action.audio_end_ms
+        resp.say, self._say = self._say, None
         turn = None
         if action.audio_end_ms is not None:
             # Capture the turn now: by the time the task runs, the session may have moved on. A
@@ -453,11 +479,12 @@ class Session(ItemsMixin):
             turn = (item_id, self.turn_task(start, action.audio_end_ms))
         if action.speculative:
             self.metrics.speculations_started.inc()
-        task = asyncio.create_task(self._run_response(resp, turn, instructions_cfg))
-        self._responses[gen_id] = (resp, task)
+        self._responses[action.gen_id] = (resp, asyncio.create_task(self._run_response(resp, turn, cfg)))
+        return resp
 
     def _visible_response(self) -> Response | None:
-        """The reply in progress as the client knows it (a speculation it has not seen yet is none)."""
+        """The reply in progress in the conversation as the client knows it (a speculation it has not seen yet is
+        none; out-of-band replies run beside it)."""
         entry = self._responses.get(self.turns.current_gen) if self.turns.current_gen is not None else None
         return entry[0] if entry is not None and entry[0].visible else None
 
@@ -465,16 +492,26 @@ class Session(ItemsMixin):
         resp = self._visible_response()
         return resp.response_id if resp is not None else None
 
-    def last_item_sent(self) -> str | None:
-        """The item a new one follows on the wire: the reply in progress's last output item if it has one (it joins
-        the conversation only when the reply ends, after the items the client saw before it), else the
-        conversation's last."""
+    def reply_items_added(self) -> list[str]:
+        """The output items of the reply in progress that the client has seen added. They join the conversation only
+        when the reply ends, right after the item the reply follows (its previous_item_id)."""
         resp = self._visible_response()
-        if resp is not None and not resp.out_of_band:
-            items = ([resp.item_id] if resp.message_opened else []) + [call.item_id for call in resp.tool_calls]
-            if items:
-                return items[-1]
-        return self.conversation.last_item_id()
+        return [] if resp is None else resp.conversation_items()
+
+    def _as_seen(self, previous: str | None) -> str | None:
+        """An item's predecessor in the conversation as the client sees it: the reply in progress's items added on the
+        wire sit right after the item the reply follows, so what follows that item follows them."""
+        items = self.reply_items_added()
+        resp = self._visible_response()
+        return items[-1] if items and resp is not None and previous == resp.previous_item_id else previous
+
+    def wire_previous(self, item_id: str) -> str | None:
+        """The item that precedes item_id (in the conversation) as the client sees it."""
+        return self._as_seen(self.conversation.previous_item_id(item_id))
+
+    def last_item_sent(self) -> str | None:
+        """The item a new one appended follows on the wire."""
+        return self._as_seen(self.conversation.last_item_id())
 
     def _first_audio(self, gen_id: int) -> None:
         resp = self._responses.get(gen_id)
@@ -489,8 +526,6 @@ class Session(ItemsMixin):
     async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> None:
         try:
-            if not resp.speculative:
-                await resp.announce()
             request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
             resp.mark("input_ready")
             if turn is not None:
@@ -538,7 +573,7 @@ class Session(ItemsMixin):
             await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
             self.record_reply(resp, heard_ms=heard)
             self.metrics.responses_total.labels(status="cancelled").inc()
-            if reason == "barge_in" and resp.message_opened and resp.audio_out:
+            if reason == "barge_in" and resp.audio_out and resp.item_id in self.conversation:
                 await self.emit(self.events.item_truncated(item_id=resp.item_id, content_index=0,
                                                            audio_end_ms=int(heard)))
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from context_manager import (
-    AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
+    ROOT, AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
     InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_taking as tt
@@ -136,7 +136,7 @@ class ItemsMixin(_Base):
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
-        self._transcribe(self._finish_transcription(item_id, previous, turn, end, (end - start) / 1000.0))
+        self._transcribe(self._finish_transcription(item_id, turn, end, (end - start) / 1000.0))
 
     def _transcribe(self, transcription: Coroutine[object, object, None]) -> None:
         """Run a user item's transcription. Every reply's prompt waits for those still running (build_request):
@@ -146,8 +146,8 @@ class ItemsMixin(_Base):
         task.add_done_callback(self._item_transcriptions.discard)
         task.add_done_callback(self._task_done)  # logs a failure
 
-    async def _finish_transcription(self, item_id: str, previous: str | None, turn: asyncio.Task[TurnInput],
-                                    end_ms: int, seconds: float) -> None:
+    async def _finish_transcription(self, item_id: str, turn: asyncio.Task[TurnInput], end_ms: int,
+                                    seconds: float) -> None:
         try:
             text = (await turn).transcript
         except Exception as exc:
@@ -156,7 +156,7 @@ class ItemsMixin(_Base):
                 await self.emit(self.events.transcription_failed(item_id=item_id, content_index=0,
                                                                  code="transcription_failed", message=str(exc)))
                 await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=None),
-                                                      previous_item_id=previous))
+                                                      previous_item_id=self.wire_previous(item_id)))
             return
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
@@ -169,7 +169,7 @@ class ItemsMixin(_Base):
         await self.emit(self.events.transcription_completed(item_id=item_id, content_index=0, transcript=text,
                                                             audio_seconds=seconds))
         await self.emit(self.events.item_done(it.user_audio_item(item_id, transcript=text),
-                                              previous_item_id=previous))
+                                              previous_item_id=self.wire_previous(item_id)))
 
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
@@ -214,8 +214,12 @@ class ItemsMixin(_Base):
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""
         if not resp.visible or resp.out_of_band:
             return
-        previous = resp.previous_item_id if resp.previous_item_id in self.conversation else None
-        if resp.message_opened and resp.item_id not in self.conversation:
+        # Where the client was told it is: after the item it follows (kept right by deletes and inserts), or first.
+        previous = resp.previous_item_id or ROOT
+        if previous != ROOT and previous not in self.conversation:  # deleted while the reply was being closed
+            previous = None
+        items = resp.conversation_items()
+        if resp.item_id in items and resp.item_id not in self.conversation:
             self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms),
                                                    complete=resp.status == "completed"), previous_item_id=previous)
             if resp.audio_out:
@@ -225,7 +229,7 @@ class ItemsMixin(_Base):
             while len(self._spoken) > MAX_REMEMBERED_REPLIES:
                 self._spoken.pop(next(iter(self._spoken)))
         for call in resp.tool_calls:
-            if call.item_id not in self.conversation:
+            if call.item_id in items and call.item_id not in self.conversation:
                 self.conversation.add(FunctionCall(id=call.item_id, call_id=call.call_id, name=call.name,
                                                    arguments=call.arguments), previous_item_id=previous)
                 previous = call.item_id
@@ -240,7 +244,13 @@ class ItemsMixin(_Base):
                 case ce.ConversationItemRetrieve():
                     await self.emit(self.events.item_retrieved(self._retrieved_wire(event.item_id)))
                 case ce.ConversationItemDelete():
-                    self.conversation.delete(event.item_id)
+                    playing = self._visible_response()
+                    if playing is not None and event.item_id in playing.conversation_items():
+                        playing.deleted.add(event.item_id)  # an output item of the reply in progress: it goes on
+                    else:
+                        before = self.conversation.previous_item_id(event.item_id)
+                        self.conversation.delete(event.item_id)
+                        self._follow_deleted(event.item_id, before)
                     self._audio_items.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
@@ -254,6 +264,20 @@ class ItemsMixin(_Base):
         except ConversationError as exc:  # an edit that does not apply to the item named
             raise RemoteProtocolError(str(exc), code="invalid_value", param="item_id") from exc
 
+    def _follow_deleted(self, deleted: str, before: str | None) -> None:
+        """A reply in progress that follows the deleted item follows the one before it now: its conversation.item.done
+        says so, and it joins the conversation there."""
+        for resp, _ in self._responses.values():
+            if resp.previous_item_id == deleted:
+                resp.previous_item_id = before
+
+    def _follow_inserted(self, item_id: str, previous: str | None) -> None:
+        """An item put right after the one the reply in progress follows comes, on the wire, between that one and the
+        reply's items already added: the reply follows the new item now."""
+        resp = self._visible_response()
+        if resp is not None and self.reply_items_added() and resp.previous_item_id == previous:
+            resp.previous_item_id = item_id
+
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
         item_id = spec.id or self.new_id("item")
@@ -264,14 +288,23 @@ class ItemsMixin(_Base):
         pcm = decode(audio, self.cfg.input_format) if audio else None
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
+        # On the wire the reply in progress is in the conversation already, right after the item it follows, where it
+        # will join the conversation: an item put after one of the reply's items goes there too, behind it.
+        resp = self._visible_response()
+        after_reply = resp is not None and previous in self.reply_items_added()
+        wire_previous = previous if after_reply else self.last_item_sent()
+        at = (resp.previous_item_id or ROOT) if resp is not None and after_reply else previous
         try:
-            self.conversation.add(item, previous_item_id=previous)
+            self.conversation.add(item, previous_item_id=at)
         except UnknownItemError as exc:  # the item to insert after
             raise RemoteProtocolError(f"previous_item_id {previous!r}: no such item.", code="item_not_found",
                                       param="previous_item_id") from exc
         except DuplicateItemError as exc:
             raise RemoteProtocolError(str(exc), code="invalid_value", param="item.id") from exc
-        previous = self.conversation.previous_item_id(item_id)
+        if previous is not None and not after_reply:
+            wire_previous = self.conversation.previous_item_id(item_id)
+            self._follow_inserted(item_id, wire_previous)
+        previous = wire_previous
         if isinstance(spec, it.MessageSpec) and any(p.type.endswith("_audio") for p in spec.content):
             self._audio_items.add(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
@@ -279,15 +312,15 @@ class ItemsMixin(_Base):
         if pcm is None:
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
-            self._transcribe(self._transcribe_item(item_id, previous, pcm, self.cfg.input_format.sample_rate))
+            self._transcribe(self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 
-    async def _transcribe_item(self, item_id: str, previous: str | None, pcm: np.ndarray, rate: int) -> None:
+    async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int) -> None:
         resampler = Resampler(rate, PIPELINE_RATE)
         pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
         turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, self.input_language))
-        await self._finish_transcription(item_id, previous, turn, end_ms, end_ms / 1000.0)
+        await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
 
     @staticmethod
     def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:
@@ -299,18 +332,28 @@ class ItemsMixin(_Base):
         return FunctionCallOutput(id=item_id, call_id=spec.call_id, output=spec.output)
 
     async def _item_truncate(self, event: ce.ConversationItemTruncate) -> None:
-        item = self.conversation.get(event.item_id)
-        resp = self._spoken.get(event.item_id)
-        if not isinstance(item, AssistantMessage) or resp is None or not resp.audio_out:
+        playing = self._visible_response()
+        # The message of the reply in progress joins the conversation only when the reply ends; the client has seen
+        # it added and may truncate it while its audio still comes (without response.cancel first).
+        live = playing is not None and playing.item_id == event.item_id and event.item_id in self.reply_items_added()
+        resp = playing if live else self._spoken.get(event.item_id)
+        if not live and not isinstance(self.conversation.get(event.item_id), AssistantMessage):
+            resp = None
+        if resp is None or not resp.audio_out:
             raise InvalidEditError("only assistant audio messages can be truncated")
         if event.content_index != 0:
             raise RemoteProtocolError("content_index must be 0", code="invalid_value", param="content_index")
-        sent = resp.audio_ms_sent_so_far
+        sent = resp.audio_ms_sent_so_far if resp.truncated_at_ms is None else resp.truncated_at_ms
         if event.audio_end_ms > sent + 1:
             raise RemoteProtocolError(
-                f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio sent for this item",
+                f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio this item has",
                 code="invalid_value", param="audio_end_ms")
+        if live:
+            # The listener stopped at audio_end_ms: the rest of the message would go unheard, and the context may
+            # hold no text they did not hear, so the reply stops here (as a cancel) and joins the conversation.
+            await self.apply(tt.ReplyTruncated(resp.gen_id))
         self.conversation.truncate(event.item_id, resp.heard_text(float(event.audio_end_ms)))
+        resp.truncated_at_ms = event.audio_end_ms
         await self.emit(self.events.item_truncated(item_id=event.item_id, content_index=0,
                                                    audio_end_ms=event.audio_end_ms))
         await self.apply(tt.ContextChanged())
@@ -319,8 +362,7 @@ class ItemsMixin(_Base):
         """The item as it is now. The message of the reply in progress joins the conversation only when the reply
         ends, but the client has seen it added: it is shown in progress, with its text so far."""
         resp = self._visible_response()
-        if (resp is not None and resp.message_opened and resp.item_id == item_id and not resp.out_of_band
-                and item_id not in self.conversation):
+        if resp is not None and resp.item_id == item_id and item_id in self.reply_items_added():
             return resp.message_item("in_progress", resp.heard_text(None))
         return self._item_wire(self.conversation.get(item_id))
 

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from controller.bridge import iterate_in_thread
 from controller.errors import ConfigError
-from controller.pipeline import Listener, VadStream
+from controller.pipeline import Listener, SpeechChunk, VadStream
 from controller.step_audio_layout import ChatNeed, check_layout
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
@@ -376,8 +376,9 @@ class StepAudioPipeline:
 
         return iterate_in_thread(run, self._llm_pool)
 
-    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
-        """TTS-3B on one sentence; its audio tokens stream into a StreamingDecoder; float32 chunks at 22050 Hz.
+    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+        """TTS-3B on one sentence; its audio tokens stream into a StreamingDecoder; float32 chunks at 22050 Hz, each
+        with the audio tokens pushed for it (a push may yield no audio yet: its tokens then come with an empty one).
         A speed other than 1.0 becomes TTS-3B's speed tag."""
         from lm_engine import SamplingParams
         from speech_decoder import StreamingDecoder
@@ -416,12 +417,11 @@ class StepAudioPipeline:
                 if flow:
                     self.tts_tokens.inc(len(flow))
                     audio = await loop.run_in_executor(self._dec_pool, decoder.push, flow)
-                    if audio.size:
-                        yield audio
+                    yield SpeechChunk(audio, len(flow))
             await producer  # re-raises a generation error
             audio = await loop.run_in_executor(self._dec_pool, decoder.finish)
             if audio.size:
-                yield audio
+                yield SpeechChunk(audio)
         finally:
             if not producer.done():
                 producer.cancel()

@@ -74,7 +74,7 @@ async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) 
     for sentence in sentences_for_tts(text):
         try:
             async for chunk in pipeline.synthesize(sentence, voice or ""):
-                chunks.append(chunk)
+                chunks.append(chunk.pcm)
         except EngineError as exc:  # one sentence longer than TTS-3B's context
             raise ConfigError(f"TTS-3B cannot speak the sentence {sentence[:60]!r}... ({len(sentence)} characters): "
                               f"{exc}; split it with . ! ? or a new line") from exc

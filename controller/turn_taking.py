@@ -14,12 +14,15 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
   the adapter holds it, so GenerationAudioStarted and GenerationFinished only arrive for committed ones.
 - response.cancel concerns only what the client can see: while SPECULATING it is refused and the speculation
   goes on.
-- Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response cancels the reply
-  (CancelGeneration + FlushAudio) and the machine listens to the user again. Without interrupt_response the
+- Barge-in: SpeechStarted while RESPONDING or SPEAKING with interrupt_response emits speech_started, then cancels
+  the reply (CancelGeneration + FlushAudio) and the machine listens to the user again. Without interrupt_response the
   reply goes on, but the VAD events are still emitted and the user's speech is still a turn (as below).
 - A reply requested (response.create) while the user speaks starts at once, and the user's turn stays open:
   their SpeechStopped still commits it, and a reply that ends or is cancelled before then leaves the machine
   LISTENING.
+- The client truncating the message of the reply in progress (conversation.item.truncate: the listener stopped
+  hearing it) ends that reply as a cancel does, but what is owed goes on as when it finishes: an open user turn
+  keeps the machine LISTENING, and a turn owed a reply gets it now.
 - A turn committed while a reply goes on (spoken over it without interrupt_response, or while a requested reply
   runs) is owed a reply of its own (with create_response): it starts when the current reply finishes, never two
   at once. A client's response.cancel drops what is owed with the reply it cancels (the client took over).
@@ -97,6 +100,12 @@ class CancelRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyTruncated:
+    """The client truncated the message of generation gen_id while it was still being spoken."""
+    gen_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ContextChanged:
     """The conversation changed outside a turn (item create/delete/truncate, new instructions/tools)."""
 
@@ -122,8 +131,8 @@ class ConfigChanged:
 
 
 Event = (SpeechStarted | Pause | SpeechResumed | SpeechStopped | BufferCommitted | BufferCleared
-         | ResponseRequested | CancelRequested | ContextChanged | GenerationAudioStarted | GenerationFinished
-         | TimerFired | ConfigChanged)
+         | ResponseRequested | CancelRequested | ReplyTruncated | ContextChanged | GenerationAudioStarted
+         | GenerationFinished | TimerFired | ConfigChanged)
 
 
 # ---- actions (outputs) -----------------------------------------------------------------------------
@@ -201,34 +210,38 @@ TRANSITIONS: dict[TurnState, dict[type, TurnState]] = {
     _S.IDLE: {
         SpeechStarted: _S.LISTENING, Pause: _S.IDLE, SpeechResumed: _S.IDLE, SpeechStopped: _S.IDLE,
         BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE, ResponseRequested: _S.RESPONDING,
-        CancelRequested: _S.IDLE, ContextChanged: _S.IDLE, GenerationAudioStarted: _S.IDLE, GenerationFinished: _S.IDLE,
-        TimerFired: _S.RESPONDING, ConfigChanged: _S.IDLE,
+        CancelRequested: _S.IDLE, ReplyTruncated: _S.IDLE, ContextChanged: _S.IDLE, GenerationAudioStarted: _S.IDLE,
+        GenerationFinished: _S.IDLE, TimerFired: _S.RESPONDING, ConfigChanged: _S.IDLE,
     },
     _S.LISTENING: {
         SpeechStarted: _S.LISTENING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
         SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE,
-        ResponseRequested: _S.RESPONDING, CancelRequested: _S.LISTENING, ContextChanged: _S.LISTENING,
+        ResponseRequested: _S.RESPONDING, CancelRequested: _S.LISTENING, ReplyTruncated: _S.LISTENING,
+        ContextChanged: _S.LISTENING,
         GenerationAudioStarted: _S.LISTENING, GenerationFinished: _S.LISTENING,
         TimerFired: _S.LISTENING, ConfigChanged: _S.LISTENING,
     },
     _S.SPECULATING: {
         SpeechStarted: _S.SPECULATING, Pause: _S.SPECULATING, SpeechResumed: _S.LISTENING,
         SpeechStopped: _S.RESPONDING, BufferCommitted: _S.IDLE, BufferCleared: _S.IDLE,
-        ResponseRequested: _S.SPECULATING, CancelRequested: _S.SPECULATING, ContextChanged: _S.SPECULATING,
+        ResponseRequested: _S.SPECULATING, CancelRequested: _S.SPECULATING, ReplyTruncated: _S.SPECULATING,
+        ContextChanged: _S.SPECULATING,
         GenerationAudioStarted: _S.SPECULATING, GenerationFinished: _S.SPECULATING,
         TimerFired: _S.SPECULATING, ConfigChanged: _S.LISTENING,
     },
     _S.RESPONDING: {
         SpeechStarted: _S.LISTENING, Pause: _S.RESPONDING, SpeechResumed: _S.RESPONDING,
         SpeechStopped: _S.RESPONDING, BufferCommitted: _S.RESPONDING, BufferCleared: _S.RESPONDING,
-        ResponseRequested: _S.RESPONDING, CancelRequested: _S.IDLE, ContextChanged: _S.RESPONDING,
+        ResponseRequested: _S.RESPONDING, CancelRequested: _S.IDLE, ReplyTruncated: _S.IDLE,
+        ContextChanged: _S.RESPONDING,
         GenerationAudioStarted: _S.SPEAKING,
         GenerationFinished: _S.IDLE, TimerFired: _S.RESPONDING, ConfigChanged: _S.RESPONDING,
     },
     _S.SPEAKING: {
         SpeechStarted: _S.LISTENING, Pause: _S.SPEAKING, SpeechResumed: _S.SPEAKING,
         SpeechStopped: _S.SPEAKING, BufferCommitted: _S.SPEAKING, BufferCleared: _S.SPEAKING,
-        ResponseRequested: _S.SPEAKING, CancelRequested: _S.IDLE, ContextChanged: _S.SPEAKING,
+        ResponseRequested: _S.SPEAKING, CancelRequested: _S.IDLE, ReplyTruncated: _S.IDLE,
+        ContextChanged: _S.SPEAKING,
         GenerationAudioStarted: _S.SPEAKING,
         GenerationFinished: _S.IDLE, TimerFired: _S.SPEAKING, ConfigChanged: _S.SPEAKING,
     },
@@ -306,11 +319,11 @@ class TurnTaking:
 def _on_speech_started(tt: TurnTaking, ev: SpeechStarted, target: TurnState, actions: list[Action],
                        now: float) -> TurnState:
     replying = tt.state in (TurnState.RESPONDING, TurnState.SPEAKING)
-    if replying and tt.config.interrupt_response:
-        tt._cancel_current("barge_in", actions, flush=True)
     if tt.state in (TurnState.IDLE, TurnState.RESPONDING, TurnState.SPEAKING):
         actions.append(EmitSpeechStarted(ev.audio_ms))
         tt._user_turn_open = True
+    if replying and tt.config.interrupt_response:  # the speech is reported first: it is why the reply stops
+        tt._cancel_current("barge_in", actions, flush=True)
     # Without interrupt_response the reply goes on; the user's speech is still a turn, committed at SpeechStopped.
     return tt.state if replying and not tt.config.interrupt_response else target
 
@@ -399,6 +412,14 @@ def _on_cancel_requested(tt: TurnTaking, ev: CancelRequested, target: TurnState,
     return tt.state
 
 
+def _on_reply_truncated(tt: TurnTaking, ev: ReplyTruncated, target: TurnState, actions: list[Action],
+                        now: float) -> TurnState:
+    if tt.state not in (TurnState.RESPONDING, TurnState.SPEAKING):
+        return target
+    tt._cancel_current("client_cancelled", actions, flush=True)
+    return _after_reply(tt, target, actions)
+
+
 def _on_context_changed(tt: TurnTaking, ev: ContextChanged, target: TurnState, actions: list[Action],
                         now: float) -> TurnState:
     tt.context_version += 1
@@ -409,14 +430,19 @@ def _on_generation_finished(tt: TurnTaking, ev: GenerationFinished, target: Turn
                             actions: list[Action], now: float) -> TurnState:
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING):
         tt.current_gen = None
-        if tt._user_turn_open:
-            return TurnState.LISTENING
-        if tt._reply_owed and tt.config.create_response:
-            # The conversation as it is: the owed turn is in it, and its end in audio time is long past.
-            tt._new_gen(False, None, actions)
-            return TurnState.RESPONDING
-        tt._reply_owed = False
-        return target
+        return _after_reply(tt, target, actions)
+    return target
+
+
+def _after_reply(tt: TurnTaking, target: TurnState, actions: list[Action]) -> TurnState:
+    """The state once the reply in progress is over: the user's open turn, or the reply a committed turn is owed."""
+    if tt._user_turn_open:
+        return TurnState.LISTENING
+    if tt._reply_owed and tt.config.create_response:
+        # The conversation as it is: the owed turn is in it, and its end in audio time is long past.
+        tt._new_gen(False, None, actions)
+        return TurnState.RESPONDING
+    tt._reply_owed = False
     return target
 
 
@@ -451,6 +477,7 @@ _HANDLERS = {
     BufferCleared: _on_buffer_cleared,
     ResponseRequested: _on_response_requested,
     CancelRequested: _on_cancel_requested,
+    ReplyTruncated: _on_reply_truncated,
     ContextChanged: _on_context_changed,
     GenerationFinished: _on_generation_finished,
     TimerFired: _on_timer,

@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 import numpy as np
 
 from controller.app import App, AppConfig
-from controller.pipeline import TurnInput
+from controller.pipeline import SpeechChunk, TurnInput
 from controller.server import ServerConfig
-from lm_engine.chat import ChatDelta, ChatRequest
+from lm_engine.chat import ChatDelta, ChatRequest, ToolCallDelta
 from tests.e2e.helpers import RATE, Conversation, open_conversation
 
 CHUNK = 512  # samples at 16 kHz, as silero
@@ -70,6 +70,7 @@ class ScriptedPipeline:
         self.reply_words = ["It", "is", "noon."]
         self.word_seconds = 0.0  # LM time per word
         self.fail_after_words: int | None = None  # the LM raises after this many words
+        self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
         self.requests: list[ChatRequest] = []
 
     def new_vad(self) -> ScriptedVad:
@@ -86,11 +87,13 @@ class ScriptedPipeline:
                 raise RuntimeError("the LM backend went away")
             await asyncio.sleep(self.word_seconds)
             yield ChatDelta(text=word if i == 0 else " " + word)
-        yield ChatDelta(finish_reason="stop")
+        for call in self.tool_calls:
+            yield ChatDelta(tool_call=call)
+        yield ChatDelta(finish_reason="tool_calls" if self.tool_calls else "stop")
 
-    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+    async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         for _ in text.split():  # 50 ms a word at speed 1
-            yield 0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32)
+            yield SpeechChunk(0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32))
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)

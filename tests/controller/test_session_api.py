@@ -3,6 +3,7 @@ scripted pipeline (no models): the response object's echo, item edits' errors, r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,10 +17,11 @@ NOON = "It is noon. The sun is high. Lunch is soon."
 
 
 @asynccontextmanager
-async def speaking(reply: str, word_seconds: float) -> AsyncIterator[tuple[Conversation, int, dict]]:
+async def speaking(reply: str, word_seconds: float, pipeline: ScriptedPipeline | None = None
+                   ) -> AsyncIterator[tuple[Conversation, int, dict]]:
     """A push-to-talk conversation whose reply (`reply`, one word every `word_seconds`) is being spoken: yields the
     client, the event count before the question, and the reply's first audio delta."""
-    pipeline = ScriptedPipeline()
+    pipeline = pipeline or ScriptedPipeline()
     pipeline.reply_words = reply.split()
     pipeline.word_seconds = word_seconds
     async with conversation(pipeline) as (_, conv):
@@ -248,5 +250,261 @@ async def test_the_message_of_a_reply_in_progress_can_be_retrieved_as_it_is_so_f
     assert so_far and NOON.startswith(so_far)
     assert after["item"]["status"] == "completed"
     assert after["item"]["content"][0]["transcript"] == NOON
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_truncating_the_reply_being_spoken_stops_it_at_the_heard_audio() -> None:
+    """conversation.item.truncate of the message whose audio is still coming, with no response.cancel first (a
+    client doing its own barge-in). The API's truncate says the user heard only audio_end_ms of it and that no text
+    they did not hear stays in the context: the reply stops there (response.done cancelled, its item incomplete, no
+    more of its audio), conversation.item.truncated follows, and the next reply's prompt holds only the heard words."""
+    pipeline = ScriptedPipeline()
+    async with speaking(NOON, 0.2, pipeline) as (conv, n, delta):
+        await conv.send({"type": "conversation.item.truncate", "event_id": "t_live", "item_id": delta["item_id"],
+                         "content_index": 0, "audio_end_ms": 100})
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=5)
+        await asyncio.sleep(1.0)  # the rest of the reply would have been spoken by now
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        m = await conv.ask("and then?")
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert (truncated["item_id"], truncated["content_index"], truncated["audio_end_ms"]) == (delta["item_id"], 0, 100)
+    done = conv.of_type("response.done")[0]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "client_cancelled"
+    assert done["response"]["output"][0]["status"] == "incomplete"
+    mine = [e for e in conv.events if e.get("response_id") == delta["response_id"]]
+    assert conv.events.index(done) < conv.events.index(truncated)
+    assert all(conv.events.index(e) < conv.events.index(done) for e in mine)
+    assert retrieved["item"]["status"] == "incomplete"
+    assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "It is"}]
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] == "assistant"] == ["It is"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_out_of_band_replies_run_beside_the_conversations_reply_and_vad_leaves_them_alone() -> None:
+    """The API: "Only one Response can write to the default Conversation at a time, but otherwise multiple Responses
+    can be created in parallel", and VAD interrupts only a response with output to the default conversation. An
+    out-of-band response.create while the conversation's reply is spoken starts at once (it had been refused with
+    conversation_already_has_active_response); the user's speech cancels the conversation's reply but not it; a
+    response.cancel without response_id concerns the default conversation only, one naming it cancels it."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        n = await conv.ask("what time is it?")
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "side"}}})
+        await conv.wait_for("response.output_audio.delta", after=n, where={"response_id": (
+            await conv.wait_for("response.created", after=n, where={"response.metadata": {"k": "side"}}))[
+            "response"]["id"]}, timeout=5)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        joined, side = conv.of_type("response.created")[:2]
+        side_done = await conv.wait_for("response.done", where={"response.id": side["response"]["id"]}, timeout=10)
+        await conv.wait_for("response.done", after=conv.events.index(side_done) + 1, timeout=10)  # the turn's reply
+        m = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "late"}}})
+        late = await conv.wait_for("response.created", after=m, timeout=5)
+        await conv.send({"type": "response.cancel", "event_id": "c_default"})
+        await conv.send({"type": "response.cancel", "event_id": "c_late", "response_id": late["response"]["id"]})
+        late_done = await conv.wait_for("response.done", after=m, timeout=5)
+    joined_done = next(e for e in conv.of_type("response.done") if e["response"]["id"] == joined["response"]["id"])
+    assert joined_done["response"]["status"] == "cancelled"
+    assert joined_done["response"]["status_details"]["reason"] == "turn_detected"
+    assert side_done["response"]["status"] == "completed" and side_done["response"]["conversation_id"] is None
+    assert side_done["response"]["output"][0]["content"][0]["transcript"] == NOON
+    assert [(e["error"]["code"], e["error"]["event_id"]) for e in conv.of_type("error")] == [
+        ("response_cancel_not_active", "c_default")]
+    assert late_done["response"]["id"] == late["response"]["id"] and late_done["response"]["status"] == "cancelled"
+    # Out of band throughout: none of the side replies' items joined the conversation.
+    side_items = {e["item"]["id"] for e in conv.of_type("response.output_item.added")
+                  if e["response_id"] in (side["response"]["id"], late["response"]["id"])}
+    assert side_items and not side_items & {e["item"]["id"] for e in conv.of_type("conversation.item.added")}
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_deleting_the_item_an_unfinished_item_follows_moves_it_behind_the_one_before() -> None:
+    """conversation.item.done's previous_item_id is "the ID of the item that precedes this one": deleting the item
+    that a reply in progress (or a user audio item still being transcribed) follows makes the item before that one
+    its predecessor, in the item.done (it had named the deleted item) and in the conversation the next reply hears."""
+    import base64
+
+    from tests.e2e.helpers import to_pcm16
+
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.1
+    pipeline.asr_seconds = 0.3
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        for item_id, text in (("a", "first"), ("b", "second")):
+            await conv.send({"type": "conversation.item.create", "item": _text_item(item_id, text=text)})
+        await conv.wait_for("conversation.item.done", where={"item.id": "b"})
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        added = await conv.wait_for("conversation.item.added", after=n, timeout=5)
+        await conv.send({"type": "conversation.item.delete", "item_id": "b"})
+        reply_done = await conv.wait_for("conversation.item.done", after=n, timeout=10)
+        await conv.wait_for("response.done", after=n, timeout=10)
+        n = len(conv.events)
+        audio = base64.b64encode(to_pcm16(speech(0.5))).decode()
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "id": "spoken", "content": [{"type": "input_audio", "audio": audio}]}})
+        await conv.send({"type": "conversation.item.delete", "item_id": added["item"]["id"]})
+        spoken_done = await conv.wait_for("conversation.item.done", after=n, timeout=10)
+        m = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert added["previous_item_id"] == "b"
+    assert (reply_done["item"]["id"], reply_done["previous_item_id"]) == (added["item"]["id"], "a")
+    assert (spoken_done["item"]["id"], spoken_done["previous_item_id"]) == ("spoken", "a")
+    assert [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        ("user", "first"), ("user", "what time is it")]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_items_created_during_a_reply_are_ordered_as_the_client_was_told() -> None:
+    """While a reply is spoken the client has seen its item added (conversation.item.added after the user's item),
+    so an item created without previous_item_id follows that reply, and one put after the user's item comes between
+    it and the reply. The events must say so (the appended item had claimed to follow the user's item, like the
+    reply) and the conversation the next reply hears must be in that order."""
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("first")
+        reply = (await conv.wait_for("conversation.item.added", after=n, where={"item.role": "assistant"}))["item"]
+        await conv.send({"type": "conversation.item.create", "item": _text_item("late", text="during the reply")})
+        await conv.send({"type": "conversation.item.create", "previous_item_id": conv.events[n + 0]["item"]["id"],
+                         "item": _text_item("mid", text="after the first")})
+        await conv.send({"type": "conversation.item.create", "previous_item_id": reply["id"],
+                         "item": _text_item("next", text="right after the reply")})
+        reply_done = await conv.wait_for("conversation.item.done", after=n, where={"item.id": reply["id"]}, timeout=10)
+        m = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    added = {e["item"]["id"]: e["previous_item_id"] for e in conv.of_type("conversation.item.added")}
+    first = conv.events[n]["item"]["id"]
+    assert (added[reply["id"]], added["late"], added["mid"], added["next"]) == (first, reply["id"], first, reply["id"])
+    # The client's view, each item after its previous_item_id: first, mid, reply, next, late; the reply's item.done
+    # names mid, which precedes it now.
+    assert reply_done["previous_item_id"] == "mid"
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        "first", "after the first", "It is noon.", "right after the reply", "during the reply"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_turn_committed_before_the_reply_in_progress_is_added_is_done_behind_that_reply() -> None:
+    """interrupt_response false: the user speaks while a requested reply prepares its first words. Their turn is
+    added after the question; the reply's message, added later after the question too, comes between them on the
+    client's side. The turn's conversation.item.done (after its transcription) must name the reply's item as the one
+    before it (it named the question), as the conversation the next reply hears has it."""
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.3
+    pipeline.asr_seconds = 0.6
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "interrupt_response": False}}})
+        n = await conv.ask("first")
+        await conv.wait_for("response.created", after=n, timeout=5)
+        await asyncio.sleep(0.05)  # the reply's prompt is built: the turn below is not in it
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        turn = await conv.wait_for("input_audio_buffer.committed", after=n, timeout=5)
+        reply = await conv.wait_for("conversation.item.added", after=n, where={"item.role": "assistant"}, timeout=5)
+        turn_done = await conv.wait_for("conversation.item.done", after=n, where={"item.id": turn["item_id"]},
+                                        timeout=5)
+        first_done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.wait_for("response.done", after=conv.events.index(first_done) + 1, timeout=10)
+    question = conv.events[n]["item"]["id"]
+    assert turn["previous_item_id"] == reply["previous_item_id"] == question
+    assert conv.events.index(turn) < conv.events.index(reply) < conv.events.index(turn_done)
+    assert turn_done["previous_item_id"] == reply["item"]["id"]
+    assert [m["content"] for m in pipeline.requests[0].messages if m["role"] != "system"] == ["first"]
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        "first", "It is noon.", "what time is it"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_function_call_after_the_reply_s_words_follows_them_in_the_conversation() -> None:
+    """A reply that speaks, then calls a function: the call's conversation.item.added and .done name the reply's
+    message as the item before it (they named the item the reply follows, which put the call before the message on
+    the client's side), as the conversation keeps them and the next prompt has them."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["Let", "me", "check."]
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta="{}")]
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+        pipeline.tool_calls = []
+        m = len(conv.events)
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": "call_1", "output": "noon"}})
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    question = conv.events[n]["item"]["id"]
+    message, call = (e for e in conv.of_type("response.output_item.added") if e["response_id"] == (
+        conv.of_type("response.created")[0]["response"]["id"]))
+    added = {e["item"]["id"]: e["previous_item_id"] for e in conv.of_type("conversation.item.added")}
+    done = {e["item"]["id"]: e["previous_item_id"] for e in conv.of_type("conversation.item.done")}
+    assert call["item"]["type"] == "function_call"
+    assert added[message["item"]["id"]] == done[message["item"]["id"]] == question
+    assert added[call["item"]["id"]] == done[call["item"]["id"]] == message["item"]["id"]
+    assert [(m["role"], m["content"], bool(m.get("tool_calls"))) for m in pipeline.requests[-1].messages
+            if m["role"] != "system"] == [("user", "what time is it?", False), ("assistant", "Let me check.", True),
+                                          ("tool", "noon", False)]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_truncated_message_cannot_be_truncated_past_its_cut() -> None:
+    """After conversation.item.truncate at 100 ms the message's audio lasts 100 ms: a later truncate past that is
+    "greater than the actual audio duration", which the API answers with an error; it had been accepted and had
+    put back into the context the words cut before. A truncate shorter still is accepted."""
+    async with speaking(NOON, 0.0) as (conv, n, delta):
+        await conv.wait_for("response.done", after=n, timeout=10)
+        for event_id, ms in (("t1", 100), ("t2", 400), ("t3", 50)):
+            await conv.send({"type": "conversation.item.truncate", "event_id": event_id, "item_id": delta["item_id"],
+                             "content_index": 0, "audio_end_ms": ms})
+        await conv.wait_for("conversation.item.truncated", where={"audio_end_ms": 50}, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+    assert [e["audio_end_ms"] for e in conv.of_type("conversation.item.truncated")] == [100, 50]
+    assert [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")] == [
+        ("invalid_value", "audio_end_ms", "t2")]
+    assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "It"}]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_the_message_of_a_reply_in_progress_can_be_deleted() -> None:
+    """The client has seen the reply's message added to the conversation: conversation.item.delete of it must answer
+    conversation.item.deleted (it had answered item_not_found), and then nothing more of it as a conversation item
+    (no conversation.item.done; it does not join the conversation), while the response itself ends as usual."""
+    pipeline = ScriptedPipeline()
+    async with speaking(NOON, 0.1, pipeline) as (conv, n, delta):
+        await conv.send({"type": "conversation.item.delete", "item_id": delta["item_id"]})
+        deleted = await conv.wait_for("conversation.item.deleted", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "event_id": "get", "item_id": delta["item_id"]})
+        missing = await conv.wait_for("error", after=n, timeout=5)
+        m = await conv.ask("and now?")
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert deleted["item_id"] == delta["item_id"]
+    assert done["response"]["status"] == "completed" and done["response"]["output"][0]["id"] == delta["item_id"]
+    assert not [e for e in conv.events if e["type"] == "conversation.item.done" and e["item"]["id"] == delta["item_id"]]
+    assert (missing["error"]["code"], missing["error"]["event_id"]) == ("item_not_found", "get")
+    assert [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
+        ("user", "what time is it?"), ("user", "and now?")]
     for raw in conv.raw:
         validate_server_event(raw)

@@ -18,6 +18,8 @@ from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, s
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
 
+NOON = "It is noon. The sun is high. Lunch is soon."
+
 
 async def test_push_to_talk_reply_hears_the_committed_turn() -> None:
     """turn_detection null: input_audio_buffer.commit then response.create at once (as the browser's push-to-talk
@@ -144,6 +146,34 @@ async def test_cancelling_a_reply_that_already_ended_leaves_the_current_one_alon
     assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
         "response_cancel_not_active", "response_id", "ev_stop")
     assert second["response"]["status"] == "completed"
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_response_create_and_what_follows_it_at_once_concern_a_response_the_client_saw() -> None:
+    """response.create answers with response.created before the server handles the next client event: a
+    response.cancel sent right behind it gets that response's response.done (cancelled), as the API documents for
+    both events (it had got nothing at all: the reply was cancelled before it announced itself), and a second
+    response.create right behind it is refused after the response.created of the reply it collides with."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.send({"type": "response.cancel", "event_id": "c1"})
+        cancelled = await conv.wait_for("response.done", after=n, timeout=5)
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.send({"type": "response.create", "event_id": "r2"})
+        refused = await conv.wait_for("error", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    first, second = conv.of_type("response.created")
+    assert cancelled["response"]["id"] == first["response"]["id"] and cancelled["response"]["status"] == "cancelled"
+    assert conv.events.index(first) < conv.events.index(cancelled)
+    assert (refused["error"]["code"], refused["error"]["event_id"]) == ("conversation_already_has_active_response", "r2")
+    assert conv.events.index(second) < conv.events.index(refused)
+    assert done["response"]["id"] == second["response"]["id"] and done["response"]["status"] == "completed"
+    assert len(conv.of_type("error")) == 1
     for raw in conv.raw:
         validate_server_event(raw)
 
@@ -354,6 +384,58 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
     # (it said the item before the reply, which joins the conversation only when it ends).
     spoken_over = conv.of_type("input_audio_buffer.committed")[0]
     assert spoken_over["previous_item_id"] == done["response"]["output"][0]["id"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_barge_in_reports_the_speech_before_the_reply_it_cancels() -> None:
+    """server_vad with interrupt_response: the API cancels the reply "when a VAD start event occurs", so the client
+    hears of the speech (input_audio_buffer.speech_started, on which it stops its playback) before the reply's
+    response.done (cancelled, turn_detected) and conversation.item.truncated; they had come the other way round."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=10)
+    started = conv.of_type("input_audio_buffer.speech_started")[0]
+    done = conv.of_type("response.done")[0]
+    assert done["response"]["id"] == delta["response_id"]
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    assert truncated["item_id"] == delta["item_id"]
+    assert conv.events.index(started) < conv.events.index(done) < conv.events.index(truncated)
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_client_that_truncates_the_reply_spoken_over_gets_the_answer_to_what_the_user_said() -> None:
+    """interrupt_response false and a client that does its own barge-in: the user speaks over the reply, the client
+    stops playing it and truncates its message at what it played. The reply stops there (cancelled, no more audio),
+    and the question spoken over it is answered next, by a reply that heard only the words played before it."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["one", "two", "three.", "four", "five", "six.", "seven", "eight", "nine."]
+    pipeline.word_seconds = 0.1
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "interrupt_response": False}}})
+        n = await conv.ask("count to nine")
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        await conv.wait_for("input_audio_buffer.committed", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.truncate", "item_id": delta["item_id"], "content_index": 0,
+                         "audio_end_ms": 100})
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=5)
+        answer = await conv.wait_for("response.done", after=conv.events.index(truncated), timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    cut = conv.of_type("response.done")[0]
+    assert cut["response"]["id"] == delta["response_id"] and cut["response"]["status"] == "cancelled"
+    assert conv.events.index(cut) < conv.events.index(truncated) < conv.events.index(answer)
+    assert not [e for e in conv.events[conv.events.index(cut):] if e.get("response_id") == delta["response_id"]]
+    assert answer["response"]["status"] == "completed"
+    prompt = [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"]
+    assert prompt == [("user", "count to nine"), ("assistant", "one two"), ("user", "what time is it")]
     for raw in conv.raw:
         validate_server_event(raw)
 

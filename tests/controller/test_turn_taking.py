@@ -8,7 +8,7 @@ from controller.errors import LocalProtocolError
 from controller.turn_taking import (
     IDLE_TIMER, BufferCleared, BufferCommitted, CancelGeneration, CancelRequested, CancelTimer, CommitGeneration,
     CommitUserTurn, ConfigChanged, ContextChanged, EmitIdleTimeout, EmitSpeechStarted, EmitSpeechStopped,
-    FlushAudio, GenerationAudioStarted, GenerationFinished, Pause, RejectRequest, ResponseRequested,
+    FlushAudio, GenerationAudioStarted, GenerationFinished, Pause, RejectRequest, ReplyTruncated, ResponseRequested,
     SpeechResumed, SpeechStarted, SpeechStopped, StartGeneration, StartTimer, TimerFired, TurnConfig,
     TurnState, TurnTaking,
 )
@@ -71,7 +71,7 @@ def test_barge_in_cancels_and_flushes_and_listens() -> None:
     tt.handle(SpeechStopped(1000), 1.5)
     tt.handle(GenerationAudioStarted(1), 1.8)
     assert tt.handle(SpeechStarted(4000), 4.0) == [
-        CancelGeneration(1, "barge_in"), FlushAudio(1), EmitSpeechStarted(4000)]
+        EmitSpeechStarted(4000), CancelGeneration(1, "barge_in"), FlushAudio(1)]
     assert tt.state is S.LISTENING and tt.current_gen is None
 
 
@@ -185,6 +185,30 @@ def test_nothing_is_owed_without_create_response_or_after_the_client_cancels(con
     assert tt.state is S.IDLE and tt.current_gen is None
 
 
+def test_truncating_the_reply_in_progress_stops_it_and_the_turn_spoken_over_it_is_answered() -> None:
+    """conversation.item.truncate of the message being spoken: the reply is cancelled and its audio flushed, but
+    unlike response.cancel the turn owed a reply (spoken over it, interrupt_response off) gets it now."""
+    tt = TurnTaking(config=TurnConfig(interrupt_response=False))
+    tt.handle(ResponseRequested(), 0.0)
+    tt.handle(GenerationAudioStarted(1), 0.5)
+    tt.handle(SpeechStarted(900), 0.9)
+    tt.handle(SpeechStopped(2000), 2.2)
+    assert tt.handle(ReplyTruncated(1), 2.5) == [
+        CancelGeneration(1, "client_cancelled"), FlushAudio(1), StartGeneration(2, False, None)]
+    assert tt.state is S.RESPONDING
+    assert tt.handle(ReplyTruncated(1), 2.6) == []  # about the reply already stopped: stale
+    # Truncated while the user still speaks over it: their turn stays open and its end gets the reply.
+    tt.handle(GenerationAudioStarted(2), 3.0)
+    tt.handle(SpeechStarted(3500), 3.5)
+    assert tt.handle(ReplyTruncated(2), 3.6) == [CancelGeneration(2, "client_cancelled"), FlushAudio(2)]
+    assert tt.state is S.LISTENING
+    assert tt.handle(SpeechStopped(4500), 4.7) == [
+        EmitSpeechStopped(4500), CommitUserTurn(4500), StartGeneration(3, False, 4500)]
+    # Nothing owed: the machine is idle.
+    assert tt.handle(ReplyTruncated(3), 5.0) == [CancelGeneration(3, "client_cancelled"), FlushAudio(3)]
+    assert tt.state is S.IDLE and tt.current_gen is None
+
+
 def test_a_reply_that_ends_while_the_user_still_speaks_leaves_the_machine_listening() -> None:
     tt = TurnTaking()
     tt.handle(SpeechStarted(300), 0.3)
@@ -241,7 +265,7 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
             choices = ["commit", "clear", "create", "cancel", "context", "config", "timer"]
             choices += {"silence": ["start"] * 4, "speech": ["pause"] * 4, "paused": ["resume", "stop", "stop"]}[vad]
             if tt.state in (S.RESPONDING, S.SPEAKING):
-                choices += ["audio", "finished", "finished"]
+                choices += ["audio", "finished", "finished", "truncated"]
             kind = rng.choice(choices)
             event = {
                 "start": lambda: SpeechStarted(ms), "pause": lambda: Pause(ms), "resume": lambda: SpeechResumed(ms),
@@ -250,6 +274,7 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
                 "config": lambda: ConfigChanged(rng.choice(configs)), "timer": lambda: TimerFired(IDLE_TIMER),
                 "audio": lambda: GenerationAudioStarted(tt.current_gen),  # type: ignore[arg-type]
                 "finished": lambda: GenerationFinished(tt.current_gen),  # type: ignore[arg-type]
+                "truncated": lambda: ReplyTruncated(tt.current_gen),  # type: ignore[arg-type]
             }[kind]()
             vad = {"start": "speech", "pause": "paused", "resume": "speech", "stop": "silence", "commit": "silence",
                    "clear": "silence"}.get(kind, vad)

@@ -102,8 +102,9 @@ async def test_a_reply_cut_at_max_output_tokens_is_incomplete(embedded_server) -
     assert response["output"][0]["status"] == "incomplete"
     said = conv.of_type("response.output_audio_transcript.done")[-1]["transcript"]
     assert 1 <= len(said.split()) <= 5  # five tokens at most
-    usage = response["usage"]  # the LM's own counts
+    usage = response["usage"]  # the LM's own counts; Piper speaks without audio tokens, so output audio is 0
     assert usage["output_tokens"] == usage["output_token_details"]["text_tokens"] == 5
+    assert usage["output_token_details"]["audio_tokens"] == usage["input_token_details"]["audio_tokens"] == 0
     assert usage["input_tokens"] == usage["input_token_details"]["text_tokens"] > 20  # instructions + question
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
     for raw in conv.raw:

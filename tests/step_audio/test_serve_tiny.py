@@ -78,6 +78,33 @@ async def test_spoken_turn_streams_tokens_and_audio(tiny_server, beckett_wav) ->
           f"ids {during[-1][1]:.0f} before speech_stopped")
 
 
+async def test_a_reply_counts_the_audio_tokens_tts_3b_spoke_it_with(tiny_server) -> None:
+    """response.done's usage.output_token_details.audio_tokens is the number of audio tokens TTS-3B generated for the
+    reply (what the server's stepaudio_tts_audio_tokens counter grew by), part of output_tokens and total_tokens; the
+    flow speaks each (the 2:3 dual-codebook stream, IDS_PER_SECOND) so they match the audio the client got."""
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        before = tiny_server.metrics().get("stepaudio_tts_audio_tokens_total", 0.0)
+        n = await conv.ask("Say something.")
+        done = await conv.wait_for("response.done", after=n, timeout=120)
+        after = tiny_server.metrics().get("stepaudio_tts_audio_tokens_total", 0.0)
+    finally:
+        await conv.close()
+    assert done["response"]["status"] == "completed", done
+    usage = done["response"]["usage"]
+    audio_tokens = usage["output_token_details"]["audio_tokens"]
+    assert audio_tokens == after - before > 0
+    assert usage["output_tokens"] == usage["output_token_details"]["text_tokens"] + audio_tokens
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    seconds = len(conv.audio_of(done["response"]["id"])) / RATE
+    assert abs(seconds - audio_tokens / IDS_PER_SECOND) < 0.1, (seconds, audio_tokens)
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
