@@ -15,7 +15,8 @@
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
-- RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
+- RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
+  "DTMF <digit>" in the agent's conversation.
 - No RTP from the caller for `rtp_timeout_s` while it should send (not on hold) ends the call with our BYE: a
   caller that vanished without BYE must not hold an agent session and a call slot forever.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and

@@ -30,7 +30,8 @@ Rules:
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
-- OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
+- OPTIONS -> 200 OK with Allow/Accept. INFO in a dialog -> 200 OK, and a DtmfReceived event per key its
+  application/dtmf-relay or application/dtmf body carries (body.py).
   Other methods -> 501.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
@@ -52,7 +53,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from clients.sip.body import sdp_body
+from clients.sip.body import dtmf_keys, sdp_body
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
 from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
@@ -360,11 +361,7 @@ class UserAgent:
             self._reply(req, addr, 481)
             return
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
-        if "application/dtmf-relay" in (req.headers.get("Content-Type") or "").lower():
-            for line in req.body.decode("utf-8", "replace").splitlines():
-                key, _, value = line.partition("=")
-                if key.strip().lower() == "signal" and value.strip():
-                    self._events.append(DtmfReceived(call.handle, value.strip()))
+        self._events += [DtmfReceived(call.handle, key) for key in dtmf_keys(req.headers.get("Content-Type"), req.body)]
 
     def _on_response(self, resp: Response) -> None:
         to_tag = NameAddr.parse(resp.headers.get("To") or "").tag if resp.headers.get("To") else None
