@@ -2,9 +2,10 @@
 `RealtimeClient`. The asyncio side of a call; the SIP dialog itself is the UA core's (ua.py), driven by SipBridge.
 
 - Answering: the caller's media host is looked up, then the agent server is connected, before the 200 OK (a
-  server that cannot be reached gets the caller a 503). The session is set to G.711 in and out (`audio/pcmu` or
-  `audio/pcma`, as negotiated), so RTP payloads go to the server untouched and the server's audio deltas are
-  already the bytes we packetize: no transcoding in the bridge.
+  server that cannot be reached gets the caller a 503). A caller that gives up meanwhile (CANCEL, BYE) ends
+  the connection attempt at once: a slow server must not get a session for a call that is gone. The session
+  is set to G.711 in and out (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP payloads go to the server
+  untouched and the server's audio deltas are already the bytes we packetize: no transcoding in the bridge.
 - Only RTP from the caller's media source reaches the agent, and ours goes back there (rtp_latch.py: the SDP
   address, or a NAT's source latched after a few packets in a row; any other source is dropped). A host name
   in the SDP (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is answered
@@ -15,7 +16,8 @@
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
-- RFC 4733 DTMF (and SIP INFO dtmf-relay) becomes a user text item "DTMF <digit>" in the agent's conversation.
+- RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
+  "DTMF <digit>" in the agent's conversation.
 - No RTP from the caller for `rtp_timeout_s` while it should send (not on hold) ends the call with our BYE: a
   caller that vanished without BYE must not hold an agent session and a call slot forever.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
@@ -138,11 +140,14 @@ class AgentCall:
         self._response_id: str | None = None
         self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or of the answer, or of a re-INVITE)
         self._ended = asyncio.Event()
+        self._opening: asyncio.Future[None] | None = None  # the agent session being opened, before the answer
 
     def end(self, reason: str) -> None:
         if self.record.end_reason is None:
             self.record.end_reason = reason
         self._ended.set()
+        if self._opening is not None:  # a caller gone while ringing gets no agent session, nor one up to 10 s late
+            self._opening.cancel()
 
     def media_changed(self, media: Negotiated) -> None:
         """A re-INVITE moved our RTP (a new address) or put the call on hold or off it."""
@@ -233,20 +238,34 @@ class AgentCall:
         return True
 
     async def _connect(self) -> bool:
-        cfg = self.bridge.config
-        try:
-            self.client = await asyncio.wait_for(
-                RealtimeClient.connect(cfg.server_url, cfg.api_key, cfg.model,
-                                       reconnect=ReconnectPolicy(enabled=False)), cfg.connect_timeout_s)
-            await self.client.session_update(self._session())
-            return True
-        except (OSError, TimeoutError, RealtimeConnectionError, Exception) as exc:  # noqa: B014 - any: 503
-            self.log.warning("agent server unreachable for %s: %s", self.handle, exc)
-            if not self._ended.is_set():
-                with contextlib.suppress(Exception):
-                    self.bridge.ua.reject(self.handle, 503, asyncio.get_running_loop().time())
-                self.bridge.pump()
+        """Open the agent session; False: the caller got a 503, or is gone (end() abandons the attempt)."""
+        if self._ended.is_set():
             return False
+        self._opening = asyncio.ensure_future(self._open_session())
+        try:
+            await asyncio.wait([self._opening])
+        except asyncio.CancelledError:  # the bridge is closing: the attempt must not go on without us
+            self._opening.cancel()
+            raise
+        if self._opening.cancelled():
+            self.log.info("call %s ended while its agent session was opening: abandoned", self.handle)
+            return False
+        exc = self._opening.exception()
+        if exc is None:
+            return True
+        self.log.warning("agent server unreachable for %s: %s", self.handle, exc)  # any failure: 503
+        if not self._ended.is_set():
+            with contextlib.suppress(Exception):
+                self.bridge.ua.reject(self.handle, 503, asyncio.get_running_loop().time())
+            self.bridge.pump()
+        return False
+
+    async def _open_session(self) -> None:
+        cfg = self.bridge.config
+        self.client = await asyncio.wait_for(  # set at once: _teardown closes it if we are cancelled after this
+            RealtimeClient.connect(cfg.server_url, cfg.api_key, cfg.model, reconnect=ReconnectPolicy(enabled=False)),
+            cfg.connect_timeout_s)
+        await self.client.session_update(self._session())
 
     def _session(self) -> dict[str, object]:
         fmt = {"type": self.media.codec.realtime_format}

@@ -1,6 +1,7 @@
-"""The SDP in a SIP message body: the whole body, or one part of a multipart body. Pure.
+"""What the bridge reads from SIP message bodies: the SDP (the whole body, or one part of a multipart body) and
+the key presses of an INFO. Pure.
 
-Rules:
+Rules for SDP:
 - Content-Type application/sdp: the body is the SDP.
 - multipart/mixed or multipart/alternative (RFC 5621): telephone gateways that carry ISUP beside the offer
   (SIP-T, RFC 3204; SIP-I) send one. The body is split on its boundary (RFC 2046 5.1.1: a delimiter line is
@@ -8,13 +9,23 @@ Rules:
   is application/sdp is the SDP. The other parts are ignored, as PBXs do: nothing in them changes the media.
   A multipart type without a boundary raises RemoteProtocolError (400).
 - Anything else (or no SDP part): None.
+
+Rules for DTMF in INFO (no RFC; the de facto formats PBXs and gateways send):
+- application/dtmf-relay: lines of name=value; each Signal=<key> is a key press (Duration= and others are
+  ignored).
+- application/dtmf: the body is the key itself.
+- A key is one of 0-9 * # A-D (a-d too), or its RFC 4733 event number 10-15 for * # A-D, as some gateways send
+  (Asterisk reads both). Anything else is not a key and is dropped: the digit becomes text in the agent's
+  conversation, where an arbitrary string from the wire has no place.
 """
 
 from __future__ import annotations
 
 from clients.sip.errors import RemoteProtocolError
 
-__all__ = ["sdp_body"]
+__all__ = ["dtmf_keys", "sdp_body"]
+
+_KEYS = "0123456789*#ABCD"  # in RFC 4733 event order (3.2)
 
 
 def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
@@ -30,6 +41,30 @@ def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
     for part_type, content in _parts(boundary.encode(), body):
         if _media_type(part_type)[0] == "application/sdp":
             return content
+    return None
+
+
+def dtmf_keys(content_type: str | None, body: bytes) -> list[str]:
+    """The key presses an INFO body of `content_type` carries (none for any other body)."""
+    kind, _ = _media_type(content_type or "")
+    text = body.decode("utf-8", "replace")
+    if kind == "application/dtmf":
+        values = [text]
+    elif kind == "application/dtmf-relay":
+        values = [value for name, _, value in (line.partition("=") for line in text.splitlines())
+                  if name.strip().lower() == "signal"]
+    else:
+        return []
+    return [key for key in map(_key, values) if key is not None]
+
+
+def _key(value: str) -> str | None:
+    """`value` as a key of _KEYS, or None when it is none."""
+    value = value.strip().upper()
+    if len(value) == 1 and value in _KEYS:
+        return value
+    if value.isdecimal() and 10 <= int(value) < len(_KEYS):
+        return _KEYS[int(value)]
     return None
 
 

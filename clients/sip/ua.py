@@ -30,7 +30,8 @@ Rules:
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
-- OPTIONS -> 200 OK with Allow/Accept. INFO with application/dtmf-relay -> 200 OK and a DtmfReceived event.
+- OPTIONS -> 200 OK with Allow/Accept. INFO in a dialog -> 200 OK, and a DtmfReceived event per key its
+  application/dtmf-relay or application/dtmf body carries (body.py).
   Other methods -> 501.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
@@ -52,15 +53,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from clients.sip.body import sdp_body
+from clients.sip.body import dtmf_keys, sdp_body
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
-from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, parse_message, \
-    reason_phrase
+from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
     IncomingCall, MediaChanged, Refused, StartTimer, TimerAction, UaConfig,
 )
+from clients.sip.ua_messages import Extra, build_bye, build_response, contact, warning
 
 __all__ = ["UserAgent"]
 
@@ -272,8 +273,7 @@ class UserAgent:
         self._send(call.last_response, addr)
         self._events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
 
-    def _refuse(self, call: _Call, status: int, now: float, why: str,
-                extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def _refuse(self, call: _Call, status: int, now: float, why: str, extra: Extra = ()) -> None:
         """A new call's INVITE refused with a final response (retransmitted until ACK); the shell is told why."""
         self._transition(call, "reject")
         self._final(call, status, now, extra=extra)
@@ -361,11 +361,7 @@ class UserAgent:
             self._reply(req, addr, 481)
             return
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
-        if "application/dtmf-relay" in (req.headers.get("Content-Type") or "").lower():
-            for line in req.body.decode("utf-8", "replace").splitlines():
-                key, _, value = line.partition("=")
-                if key.strip().lower() == "signal" and value.strip():
-                    self._events.append(DtmfReceived(call.handle, value.strip()))
+        self._events += [DtmfReceived(call.handle, key) for key in dtmf_keys(req.headers.get("Content-Type"), req.body)]
 
     def _on_response(self, resp: Response) -> None:
         to_tag = NameAddr.parse(resp.headers.get("To") or "").tag if resp.headers.get("To") else None
@@ -404,8 +400,7 @@ class UserAgent:
         call.local_sdp = sdp
         return sdp
 
-    def _final(self, call: _Call, status: int, now: float, body: bytes = b"",
-               extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def _final(self, call: _Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
         extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
         call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
@@ -416,19 +411,9 @@ class UserAgent:
         self._start(call, "timeout", now + TIMEOUT)
 
     def _send_bye(self, call: _Call, now: float) -> None:
-        inv = call.invite
         call.local_cseq += 1
-        try:
-            target = NameAddr.parse(inv.headers.get_all("Contact")[0]).uri
-        except (IndexError, SipParseError):
-            target = inv.from_.uri
-        headers = [("Via", f"SIP/2.0/UDP {self._hostport()};branch=z9hG4bK{self._token()};rport"),
-                   ("Max-Forwards", "70"), ("From", _with_tag(inv.headers.get("To") or "", call.local_tag)),
-                   ("To", inv.headers.get("From") or ""), ("Call-ID", inv.call_id),
-                   ("CSeq", f"{call.local_cseq} BYE")]
-        headers += [("Route", r) for r in inv.headers.get_all("Record-Route")]
-        headers.append(("User-Agent", self.config.user_agent))
-        call.bye = Request("BYE", target, Headers.of(headers)).serialize()
+        call.bye = build_bye(call.invite, local_tag=call.local_tag, cseq=call.local_cseq, hostport=self._hostport(),
+                             branch=self._token(), user_agent=self.config.user_agent)
         call.bye_interval = T1
         self._send(call.bye, call.remote)
         self._start(call, "byeretx", now + T1)
@@ -446,41 +431,22 @@ class UserAgent:
         self.stats.bad_requests += 1
         self._send(self._response(partial, 400, addr, to_tag=self._token(), extra=(self._warning(399, why),)), addr)
 
-    def _reply(self, req: Request, addr: Addr, status: int,
-               extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""
         call = self._calls.get(self._key(req))
         tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
         self._send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
 
     def _response(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
-                  extra: tuple[tuple[str, str], ...] = ()) -> bytes:
-        """Build a response to `req` (8.2.6): Via/From/To/Call-ID/CSeq copied, a To tag added when absent."""
-        headers: list[tuple[str, str]] = []
-        vias = req.headers.get_all("Via")
-        for i, via in enumerate(vias):
-            headers.append(("Via", _fill_via(via, source) if i == 0 else via))
-        for name in ("From", "To", "Call-ID", "CSeq"):
-            value = req.headers.get(name)
-            if value is None:
-                continue
-            if name == "To" and to_tag is not None and status > 100 and "tag=" not in value.lower():
-                value = _with_tag(value, to_tag)
-            headers.append((name, value))
-        if req.method == "INVITE" and 100 < status < 300:  # it sets up the dialog: the caller's route set (12.1.1)
-            headers += [("Record-Route", rr) for rr in req.headers.lines("Record-Route")]
-        headers += extra
-        headers.append(("Server", self.config.user_agent))
-        if body:
-            headers.append(("Content-Type", "application/sdp"))
-        return Response(status, reason_phrase(status), Headers.of(headers), body).serialize()
+                  extra: Extra = ()) -> bytes:
+        return build_response(req, status, source, to_tag=to_tag, server=self.config.user_agent, body=body,
+                              extra=extra)
 
     def _warning(self, code: int, text: str) -> tuple[str, str]:
-        """A Warning header (20.43): why we refused, for the caller's logs."""
-        return "Warning", f'{code} {self.config.host} "{_quote(text)[:120]}"'
+        return warning(self.config.host, code, text)
 
-    def _contact(self) -> tuple[tuple[str, str], ...]:
-        return (("Contact", f"<sip:{self.config.user}@{self._hostport()}>"),)
+    def _contact(self) -> Extra:
+        return contact(self.config.user, self._hostport())
 
     def _hostport(self) -> str:
         return f"{self.config.host}:{self.config.port}"
@@ -531,25 +497,3 @@ def _same_transaction(a: Request, b: Request) -> bool:
 def _unsupported(req: Request) -> list[str]:
     """The option tags `req` requires (Require, 20.32) that we do not support: all of them."""
     return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip()]
-
-
-def _with_tag(value: str, tag: str) -> str:
-    return f"{value};tag={tag}"
-
-
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
-
-
-def _fill_via(via: str, source: Addr) -> str:
-    """RFC 3261 18.2.1 received= and RFC 3581 rport= on the top Via."""
-    try:
-        parsed = Via.parse(via)
-    except SipParseError:
-        return via
-    out = via
-    if "rport" in parsed.params and parsed.params["rport"] is None:
-        out = out.replace(";rport", f";rport={source[1]}", 1)
-    if parsed.host != source[0] and "received" not in parsed.params:
-        out += f";received={source[0]}"
-    return out

@@ -1,16 +1,21 @@
 """A caller that gives up before the bridge answers (sipp against the bridge CLI).
 
 The bridge connects the agent session before it answers; here the agent server accepts TCP but never completes
-the WebSocket handshake (a stalled server), so the call rings until the caller ends it.
+the WebSocket handshake (a stalled server) or completes it late, so the call rings until the caller ends it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ServerProcess
 from tests.sip.media import wait_for
 from tests.sip.peers import BridgeProcess, need, run_sipp
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
@@ -37,7 +42,7 @@ def test_a_caller_ending_the_early_dialog_by_bye_or_cancel_gets_487(tmp_path: Pa
             request("CANCEL", 1, in_dialog=False).replace("branch=[branch]", same_branch),
             expect(200, 487, optional=()),
             request("ACK", 1, in_dialog=True).replace("branch=[branch]", same_branch)), bridge.port, tmp_path)
-        calls = wait_for(lambda: len(bridge.calls()) == 2 and bridge.calls(), 20)  # after the 10 s connect timeout
+        calls = wait_for(lambda: len(bridge.calls()) == 2 and bridge.calls(), 10)
     finally:
         bridge.stop()
         stalled.close()
@@ -45,3 +50,89 @@ def test_a_caller_ending_the_early_dialog_by_bye_or_cancel_gets_487(tmp_path: Pa
         assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["remote hangup", "cancelled"], calls
     assert "answered" not in bridge.log()
+
+
+class SlowHandshake:
+    """The agent server behind a front that holds each new connection `delay` s (a server slow to complete the
+    WebSocket handshake), then passes it on with what the client sent; one the client closed meanwhile never
+    reaches the server."""
+
+    def __init__(self, upstream_port: int, delay: float) -> None:
+        self.upstream_port, self.delay = upstream_port, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.hung_up: list[float] = []  # when clients closed held connections (monotonic)
+        self.passed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # close()
+            while True:
+                threading.Thread(target=self._hold, args=(self.listener.accept()[0],), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        held, deadline = b"", time.monotonic() + self.delay
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([conn], [], [], left)[0]:
+                data = conn.recv(65536)
+                if not data:
+                    self.hung_up.append(time.monotonic())
+                    conn.close()
+                    return
+                held += data
+        up = socket.create_connection(("127.0.0.1", self.upstream_port))
+        up.sendall(held)
+        self.passed += 1
+        threading.Thread(target=_pipe, args=(up, conn), daemon=True).start()
+        _pipe(conn, up)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+
+
+def test_a_call_cancelled_while_its_agent_session_opens_never_gets_one(embedded_server: ServerProcess,
+                                                                         tmp_path: Path) -> None:
+    """A caller that CANCELs (RFC 3261 9.2) while the agent server is slow to complete the handshake: the bridge
+    drops its connection attempt at once (it had kept it until the server answered, up to its 10 s connect
+    timeout, and then opened an agent session for a call that was gone). The same bridge still answers the next
+    call through the same slow server."""
+    need("sipp")
+    front = SlowHandshake(embedded_server.port, delay=4.0)
+    bridge = BridgeProcess(f"ws://127.0.0.1:{front.port}/v1/realtime", tmp_path)
+    sessions = embedded_server.metrics()["stepaudio_sessions_total"]
+    same_branch = "branch=z9hG4bK-cancel-[call_number]"
+    try:
+        cancelled = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")).replace("branch=[branch]", same_branch),
+            expect(180, optional=(100,)),
+            '<pause milliseconds="1000"/>\n',  # it rings: the bridge's connection is surely held by now
+            request("CANCEL", 1, in_dialog=False).replace("branch=[branch]", same_branch),
+            expect(200, 487, optional=()),
+            request("ACK", 1, in_dialog=True).replace("branch=[branch]", same_branch)), bridge.port, tmp_path)
+        done = time.monotonic()
+        hung_up = wait_for(lambda: front.hung_up, 2)
+        logged = wait_for(bridge.calls, 2)
+        answered = run_sipp(scenario(
+            request("INVITE", 2, in_dialog=False, body=sdp("0")), expect(200),
+            request("ACK", 2, in_dialog=True), '<pause milliseconds="1000"/>\n',
+            request("BYE", 3, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path)
+        calls = wait_for(lambda: len(bridge.calls()) == 2 and bridge.calls(), 10)
+    finally:
+        bridge.stop()
+        front.close()
+    for code, errors in (cancelled, answered):
+        assert code == 0, f"{errors}\n{bridge.log()}"
+    assert hung_up and hung_up[0] - done < 2, f"the connection was kept after the CANCEL\n{bridge.log()}"
+    assert [c["end_reason"] for c in logged] == ["cancelled"], logged
+    assert [c["end_reason"] for c in calls] == ["cancelled", "remote hangup"], calls
+    assert calls[1]["agent_session_id"], calls
+    assert front.passed == 1  # only the answered call's connection reached the server
+    assert embedded_server.metrics()["stepaudio_sessions_total"] == sessions + 1

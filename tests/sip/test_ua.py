@@ -222,6 +222,8 @@ def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     call, tag = h.established()
     info = h.feed(req("INFO", to_tag=tag, cseq=2, body=b"Signal=7\r\nDuration=160\r\n", ctype="application/dtmf-relay"))
     assert statuses(info) == [200] and h.events[-1] == DtmfReceived(call, "7")
+    bare = h.feed(req("INFO", to_tag=tag, cseq=3, body=b"8\r\n", ctype="application/dtmf"))
+    assert statuses(bare) == [200] and h.events[-1] == DtmfReceived(call, "8")
     h.ua.hangup(call, h.now)
     (bye,) = h._drain()
     assert isinstance(bye, Request) and bye.method == "BYE" and bye.uri == "sip:caller@127.0.0.1:5070"

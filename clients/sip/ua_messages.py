@@ -1,0 +1,86 @@
+"""The SIP messages the user agent core sends, built from the requests they answer (RFC 3261). Pure.
+
+- Responses (8.2.6): Via, From, To, Call-ID and CSeq copied from the request; the top Via gets received/rport
+  (18.2.1, RFC 3581) because responses go to the request's source address; a To tag is added when absent (a
+  100 Trying never gets one). 18x and 2xx to an INVITE carry its Record-Route lines, in order (12.1.1).
+- Our BYE (15.1.1) goes to the caller's Contact, From/To swapped from the INVITE, its Record-Route as Route
+  (12.2.1.1).
+- Warning (20.43) says why we refused, quoted and cut to 120 characters, for the caller's logs.
+"""
+
+from __future__ import annotations
+
+from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, reason_phrase
+from clients.sip.ua_events import Addr
+
+__all__ = ["Extra", "build_bye", "build_response", "contact", "warning"]
+
+Extra = tuple[tuple[str, str], ...]  # headers added to a message, in order
+
+
+def build_response(req: Request, status: int, source: Addr, *, to_tag: str | None, server: str,
+                   body: bytes = b"", extra: Extra = ()) -> bytes:
+    """A response to `req`, which came from `source`; `body`, when given, is SDP."""
+    headers: list[tuple[str, str]] = []
+    vias = req.headers.get_all("Via")
+    for i, via in enumerate(vias):
+        headers.append(("Via", _fill_via(via, source) if i == 0 else via))
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = req.headers.get(name)
+        if value is None:
+            continue
+        if name == "To" and to_tag is not None and status > 100 and "tag=" not in value.lower():
+            value = _with_tag(value, to_tag)
+        headers.append((name, value))
+    if req.method == "INVITE" and 100 < status < 300:  # it sets up the dialog: the caller's route set (12.1.1)
+        headers += [("Record-Route", rr) for rr in req.headers.lines("Record-Route")]
+    headers += extra
+    headers.append(("Server", server))
+    if body:
+        headers.append(("Content-Type", "application/sdp"))
+    return Response(status, reason_phrase(status), Headers.of(headers), body).serialize()
+
+
+def build_bye(invite: Request, *, local_tag: str, cseq: int, hostport: str, branch: str, user_agent: str) -> bytes:
+    """Our BYE in the dialog `invite` created, sent from `hostport` in a new transaction `branch`."""
+    try:
+        target = NameAddr.parse(invite.headers.get_all("Contact")[0]).uri
+    except (IndexError, SipParseError):
+        target = invite.from_.uri
+    headers = [("Via", f"SIP/2.0/UDP {hostport};branch=z9hG4bK{branch};rport"),
+               ("Max-Forwards", "70"), ("From", _with_tag(invite.headers.get("To") or "", local_tag)),
+               ("To", invite.headers.get("From") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{cseq} BYE")]
+    headers += [("Route", r) for r in invite.headers.get_all("Record-Route")]
+    headers.append(("User-Agent", user_agent))
+    return Request("BYE", target, Headers.of(headers)).serialize()
+
+
+def warning(host: str, code: int, text: str) -> tuple[str, str]:
+    """A Warning header from `host`."""
+    return "Warning", f'{code} {host} "{_quote(text)[:120]}"'
+
+
+def contact(user: str, hostport: str) -> Extra:
+    return (("Contact", f"<sip:{user}@{hostport}>"),)
+
+
+def _with_tag(value: str, tag: str) -> str:
+    return f"{value};tag={tag}"
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+
+def _fill_via(via: str, source: Addr) -> str:
+    """RFC 3261 18.2.1 received= and RFC 3581 rport= on the top Via."""
+    try:
+        parsed = Via.parse(via)
+    except SipParseError:
+        return via
+    out = via
+    if "rport" in parsed.params and parsed.params["rport"] is None:
+        out = out.replace(";rport", f";rport={source[1]}", 1)
+    if parsed.host != source[0] and "received" not in parsed.params:
+        out += f";received={source[0]}"
+    return out

@@ -1,0 +1,83 @@
+"""Key presses sent in SIP INFO (sipp against the bridge CLI, a real agent server behind it, watched on MQTT).
+
+PBXs send INFO DTMF in two bodies: application/dtmf-relay ("Signal=5") and application/dtmf (just "5"). Both must
+reach the agent as RTP DTMF does: a user item "DTMF <key>" in its conversation, and the key in the call log.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.mqtt.helpers import Mosquitto
+from tests.sip.media import wait_for
+from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bus_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    """An agent server that mirrors its sessions' events to mosquitto, and the file mosquitto_sub writes them to."""
+    need("mosquitto_sub")
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    events = tmp_path / "events.txt"
+    with open(events, "wb") as out:
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-v", "-t",
+                                "stepaudio/v1/sessions/+/events/#"], stdout=out)
+        server = ServerProcess("--profile", "embedded", "--mqtt-url", broker.url)
+        try:
+            yield server, events
+        finally:
+            server.stop()
+            sub.terminate()
+            sub.wait(10)
+            broker.stop()
+
+
+def user_texts(events: Path, session_id: str) -> list[str]:
+    """The text of each user item the agent server added to `session_id`'s conversation, in order."""
+    texts = []
+    for line in events.read_text(errors="replace").splitlines():
+        topic, _, payload = line.partition(" ")
+        if topic == f"stepaudio/v1/sessions/{session_id}/events/conversation.item.added":
+            item = json.loads(payload)["item"]
+            if item.get("role") == "user":
+                texts += [c.get("text") for c in item.get("content", []) if c.get("type") == "input_text"]
+    return texts
+
+
+def test_info_dtmf_in_either_body_reaches_the_agent(bus_server: tuple[ServerProcess, Path], tmp_path: Path) -> None:
+    """A "5" in an application/dtmf INFO (the bridge answered 200 and dropped it) and a "#" in an
+    application/dtmf-relay one both become "DTMF <key>" items of the agent's conversation and call log entries;
+    a body that is no key is answered 200 and reaches nobody."""
+    need("sipp")
+    server, events = bus_server
+    bridge = BridgeProcess(server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
+            expect(200), request("ACK", 1, in_dialog=True),
+            request("INFO", 2, in_dialog=True, body="5", content_type="application/dtmf"), expect(200, optional=()),
+            request("INFO", 3, in_dialog=True, body="Signal=#\nDuration=160\n", content_type="application/dtmf-relay"),
+            expect(200, optional=()),
+            request("INFO", 4, in_dialog=True, body="call me back", content_type="application/dtmf"),
+            expect(200, optional=()),
+            '<pause milliseconds="1000"/>\n',
+            request("BYE", 5, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert len(calls) == 1 and calls[0]["dtmf"] == ["5", "#"], calls
+    session_id = calls[0]["agent_session_id"]
+    assert session_id, calls
+    assert wait_for(lambda: user_texts(events, session_id) == ["DTMF 5", "DTMF #"], 10), \
+        (user_texts(events, session_id), server.log())
