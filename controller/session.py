@@ -402,9 +402,12 @@ class Session(ItemsMixin):
                 await self._cancel_response(gen_id, reason)
             case tt.FlushAudio(gen_id=gen_id):
                 self._drop_queued_audio(gen_id)
-            case tt.RejectRequest(code=code, message=message):
+            case tt.RejectRequest(code=code, message=message, active_gen=active):
                 # A refused response.create (or operator say) leaves nothing behind for the next reply.
                 self._response_overrides, self._say = None, None
+                if active in self._responses:  # named as the Realtime API names it, so a client can cancel it
+                    message = (f"{message[:-1]}: {self._responses[active][0].response_id}. Wait until the response "
+                               "is finished before creating a new one.")
                 await self.error(RemoteProtocolError(message, code=code), self._client_event_id)
             case tt.StartTimer(key=key, deadline=deadline):
                 if key == tt.IDLE_TIMER:  # the silence it times starts here: after the last reply, in audio time

@@ -180,6 +180,7 @@ class FlushAudio:
 class RejectRequest:
     code: str
     message: str
+    active_gen: int | None = None  # the reply in the way, for the session to name its response id
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +394,7 @@ def _on_response_requested(tt: TurnTaking, ev: ResponseRequested, target: TurnSt
     if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING, TurnState.SPECULATING):
         if tt.state is not TurnState.SPECULATING:
             actions.append(RejectRequest("conversation_already_has_active_response",
-                                         "A response is already in progress; cancel it first."))
+                                         "Conversation already has an active response in progress.", tt.current_gen))
             return tt.state
         tt._cancel_current("stale", actions)
     tt._new_gen(False, None, actions)

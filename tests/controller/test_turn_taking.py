@@ -89,7 +89,7 @@ def test_manual_turns_commit_and_response_create() -> None:
     assert tt.handle(ResponseRequested(), 0.1) == [StartGeneration(1, False, None)]
     assert tt.handle(ResponseRequested(), 0.2) == [
         RejectRequest("conversation_already_has_active_response",
-                      "A response is already in progress; cancel it first.")]
+                      "Conversation already has an active response in progress.", 1)]
     assert tt.handle(CancelRequested(), 0.3) == [CancelGeneration(1, "client_cancelled"), FlushAudio(1)]
     assert tt.state is S.IDLE
     assert tt.handle(CancelRequested(), 0.4)[0].code == "response_cancel_not_active"  # type: ignore[union-attr]
