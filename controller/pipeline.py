@@ -74,6 +74,7 @@ class SpeechPipeline(Protocol):
     tools_refused: str | None  # why this profile's chat model cannot call function tools (None: it can)
     default_voice: str  # what a session speaks in until the client picks a voice (and what session.created says)
     voices: frozenset[str] | None  # the voices a client may pick (None: any name, spoken in the one voice)
+    languages: frozenset[str] | None  # transcription language codes a session may ask for (None: any)
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
@@ -106,6 +107,7 @@ class EmbeddedPipeline:
         from lm_engine.assets import embedded_gguf_path
         from speech_decoder import PiperTts
         from streaming_tokenizer import WhisperAsr
+        from streaming_tokenizer.whisper_asr import whisper_languages
         from vad import SileroModel
 
         self.config = config
@@ -113,6 +115,7 @@ class EmbeddedPipeline:
         self._vad_model = SileroModel.load()
         logger.info("loading Whisper (%s)", config.language)
         self._asr = WhisperAsr.load(language=config.language, cpu_threads=config.threads)
+        self.languages = whisper_languages()
         logger.info("loading Piper TTS")
         # Two threads even on two cores, beside llama.cpp's two: the latency bench measured synthesis RTF
         # 0.124 -> 0.096 with them (2 vCPUs), and every later sentence is synthesised well ahead of playback.

@@ -28,9 +28,10 @@ from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
-from controller.realtime.session_update import check_tool_choice, check_tools, check_voice
+from controller.realtime.session_update import check_language, check_tool_choice, check_tools, check_voice
 from controller.response import Response, ResponseSettings, Say
 from controller.session_items import ItemsMixin
+from streaming_tokenizer.whisper_asr import normalize_language
 from vad import TurnDetector, TurnDetectorConfig
 from vad import turn_detector as vd
 
@@ -317,6 +318,9 @@ class Session(ItemsMixin):
                 code="invalid_value", param="session.type")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
+        language = new.transcription.language if new.transcription is not None else None
+        check_language(language, normalize_language(language), languages=self.pipeline.languages,
+                       param="session.audio.input.transcription.language")
         check_tools(new, path="session", refused=self.pipeline.tools_refused)
         check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new

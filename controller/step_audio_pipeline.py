@@ -214,10 +214,13 @@ class StepAudioPipeline:
                 self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
             self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
         self.asr = None
+        self.languages: frozenset[str] | None = None  # without an ASR no transcript is made, in any language
         if config.asr:
             try:
                 from streaming_tokenizer import WhisperAsr
+                from streaming_tokenizer.whisper_asr import whisper_languages
                 self.asr = WhisperAsr.load(language=config.language, cpu_threads=max(1, config.threads // 2))
+                self.languages = whisper_languages()
             except Exception as exc:  # the embedded extra is optional here: transcripts are then ""
                 logger.warning("no Whisper ASR (%s): user transcripts will be empty", exc)
         n = max(2, config.threads)

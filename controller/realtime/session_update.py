@@ -77,6 +77,18 @@ def check_voice(voice: str, *, param: str, voices: frozenset[str] | None) -> Non
                       f"{', '.join(sorted(voices))}).")
 
 
+def check_language(language: str | None, code: str | None, *, param: str, languages: frozenset[str] | None) -> None:
+    """A transcription language the profile's ASR does not know is refused here, not by a failure at every turn.
+    `code` is `language` as the ASR reads it ("en-US" -> "en"); `languages` its codes (None: any).
+
+    Raises:
+        RemoteProtocolError: invalid_value, param `param`.
+    """
+    if language is not None and languages is not None and code not in languages:
+        raise invalid(param, f"Invalid value for '{param}': {language!r} is not a language this server transcribes "
+                      "(ISO-639-1 codes such as 'en', 'de', 'fr', 'zh').")
+
+
 def parse_session_patch(
     payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
 ) -> SessionPatch:

@@ -62,6 +62,7 @@ class ScriptedPipeline:
     tools_refused = None
     default_voice = "joe"
     voices = None
+    languages: frozenset[str] | None = None
 
     def __init__(self) -> None:
         self.transcript = "what time is it"

@@ -38,6 +38,13 @@ async def test_transcription_session_transcribes_turns_and_never_answers(embedde
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         created = await until(conn, lambda e: e.type == "session.created")
         assert created[-1].session.type == "transcription"
+        # A language Whisper does not know is refused at once (it used to fail every turn's transcription).
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "transcription": {"model": "whisper-1", "language": "english"}}}}, event_id="evt_lang")
+        refused = (await until(conn, lambda e: e.type in ("error", "session.updated")))[-1]
+        assert refused.type == "error" and refused.error.code == "invalid_value", refused
+        assert (refused.error.param, refused.error.event_id) == ("session.audio.input.transcription.language",
+                                                                 "evt_lang")
         await conn.session.update(session={"type": "transcription", "audio": {"input": {
             "transcription": {"model": "whisper-1", "language": "en"},
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
