@@ -1,0 +1,175 @@
+"""The replies side of a session: starting, running and cancelling responses (the conversation's, speculative or
+not, and out-of-band ones), and where their items sit on the wire.
+
+Split from session.py to keep each file about one thing; `RepliesMixin` is only ever mixed into Session and uses
+its turn-taking core, emit, metrics and pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from controller import turn_taking as tt
+from controller.errors import EngineError
+from controller.pipeline import TurnInput
+from controller.realtime import client_events as ce
+from controller.realtime.session_config import SessionConfig, apply_patch
+from controller.response import Response, ResponseSettings
+
+if TYPE_CHECKING:
+    from controller.session import Session as _Base
+else:
+    _Base = object
+
+
+class RepliesMixin(_Base):
+    def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
+        limit = cfg.max_output_tokens
+        return ResponseSettings(
+            modalities=cfg.output_modalities, voice=cfg.voice, speed=cfg.speed, output_format=cfg.output_format,
+            temperature=cfg.temperature if cfg.temperature is not None else 0.7,
+            requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
+                int(limit), self.defaults.max_output_tokens * 4))
+
+    def _new_response(self, gen_id: int, speculative: bool,
+                      create: ce.ResponseCreate | None) -> tuple[Response, SessionConfig]:
+        """A reply under the session's config with the response.create's overrides; and that config."""
+        cfg = self.cfg if create is None else apply_patch(self.cfg, create.overrides)
+        resp = Response(gen_id=gen_id, speculative=speculative, events=self.events, new_id=self.new_id,
+                        pipeline=self.pipeline, settings=self._response_settings(cfg),
+                        emit=lambda e: self.emit(e, gen_id), previous_item_id=None,
+                        on_first_audio=lambda: self._first_audio(gen_id))
+        if create is not None:
+            resp.out_of_band = create.conversation == "none"
+            resp.input_items = create.input
+            resp.metadata = create.metadata
+        resp.conversation_id = None if resp.out_of_band else self.conversation_id
+        return resp, cfg
+
+    async def _start_out_of_band(self, create: ce.ResponseCreate) -> None:
+        """A response.create with conversation "none". The API runs these beside the conversation's reply (only one
+        response writes to the conversation at a time) and VAD interrupts only that one, so turn-taking never sees
+        them; their generation ids count down from -1, apart from its own."""
+        self._last_oob_gen -= 1
+        resp, cfg = self._new_response(self._last_oob_gen, False, create)
+        self._responses[resp.gen_id] = (resp, asyncio.create_task(self._run_response(resp, None, cfg)))
+        await resp.announce()
+
+    def _out_of_band(self, response_id: str | None) -> Response | None:
+        return next((resp for resp, _ in self._responses.values()
+                     if resp.out_of_band and resp.response_id == response_id), None)
+
+    def _start_response(self, action: tt.StartGeneration) -> Response:
+        create, self._response_overrides = self._response_overrides, None
+        resp, cfg = self._new_response(action.gen_id, action.speculative, create)
+        resp.answers_audio_end_ms = action.audio_end_ms
+        resp.say, self._say = self._say, None
+        turn = None
+        if action.audio_end_ms is not None:
+            # Capture the turn now: by the time the task runs, the session may have moved on. A
+            # speculation answers the turn still open; a reply at end of turn, the one just committed.
+            item_id, start = self._turn_item_id, self._turn_start_ms
+            if self._committed_turn is not None and self._committed_turn[2] == action.audio_end_ms:
+                item_id, start, _ = self._committed_turn
+            turn = (item_id, self.turn_task(start, action.audio_end_ms))
+        if action.speculative:
+            self.metrics.speculations_started.inc()
+        self._responses[action.gen_id] = (resp, asyncio.create_task(self._run_response(resp, turn, cfg)))
+        return resp
+
+    def _visible_response(self) -> Response | None:
+        """The reply in progress in the conversation as the client knows it (a speculation it has not seen yet is
+        none; out-of-band replies run beside it)."""
+        entry = self._responses.get(self.turns.current_gen) if self.turns.current_gen is not None else None
+        return entry[0] if entry is not None and entry[0].visible else None
+
+    def _current_response_id(self) -> str | None:
+        resp = self._visible_response()
+        return resp.response_id if resp is not None else None
+
+    def reply_items_added(self) -> list[str]:
+        """The output items of the reply in progress that the client has seen added. They join the conversation only
+        when the reply ends, right after the item the reply follows (its previous_item_id)."""
+        resp = self._visible_response()
+        return [] if resp is None else resp.conversation_items()
+
+    def _as_seen(self, previous: str | None) -> str | None:
+        """An item's predecessor in the conversation as the client sees it: the reply in progress's items added on the
+        wire sit right after the item the reply follows, so what follows that item follows them."""
+        items = self.reply_items_added()
+        resp = self._visible_response()
+        return items[-1] if items and resp is not None and previous == resp.previous_item_id else previous
+
+    def wire_previous(self, item_id: str) -> str | None:
+        """The item that precedes item_id (in the conversation) as the client sees it."""
+        return self._as_seen(self.conversation.previous_item_id(item_id))
+
+    def last_item_sent(self) -> str | None:
+        """The item a new one appended follows on the wire."""
+        return self._as_seen(self.conversation.last_item_id())
+
+    def _first_audio(self, gen_id: int) -> None:
+        resp = self._responses.get(gen_id)
+        if resp is None:
+            return
+        end = resp[0].answers_audio_end_ms
+        arrived = self.audio.arrival_time(end) if end is not None else None
+        if arrived is not None and resp[0].first_audio_at is not None:
+            self.metrics.first_audio_latency.observe(max(0.0, resp[0].first_audio_at - arrived))
+        self.spawn(self.apply(tt.GenerationAudioStarted(gen_id)))
+
+    async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
+                            cfg: SessionConfig) -> None:
+        try:
+            request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
+            resp.mark("input_ready")
+            if turn is not None:
+                self.metrics.turn_input_wait.observe(resp.marks["input_ready"] - resp.marks["start"])
+            # A speculation gets here before the turn it answers is committed. It is committed only right after
+            # that turn (anything else joining the conversation makes it stale), so its reply follows that turn.
+            if turn is not None and self.turn_open(turn[0]):
+                resp.previous_item_id = turn[0]
+            else:
+                resp.previous_item_id = self.conversation.last_item_id()
+            if request is None:  # nothing was said: no reply
+                await resp.finish_empty()
+            else:
+                await resp.run(request)
+            await resp.wait_released()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a model failed: this reply fails, the session goes on
+            self.log.exception("response %s failed", resp.response_id)
+            with contextlib.suppress(Exception):
+                await resp.finish_failed(str(exc))
+            # A speculation that failed stays invisible until it is committed (a rollback cancels it here).
+            await resp.wait_released()
+            await self.error(EngineError(f"response generation failed: {exc}"), code="response_failed")
+        self.record_reply(resp, heard_ms=None)
+        self.log.info("response %s %s (%s): %s", resp.response_id, resp.status,
+                      "speculative" if resp.speculative else "direct", resp.timeline())
+        self.metrics.responses_total.labels(status=resp.status).inc()
+        if resp.synth_seconds and resp.audio_ms_sent:
+            self.metrics.tts_rtf.observe(resp.synth_seconds / (resp.audio_ms_sent / 1000.0))
+        self._responses.pop(resp.gen_id, None)
+        await self.apply(tt.GenerationFinished(resp.gen_id))
+
+    async def _cancel_response(self, gen_id: int, reason: str) -> None:
+        entry = self._responses.pop(gen_id, None)
+        if entry is None:
+            return
+        resp, task = entry
+        tasks = [task] + ([resp.release_task] if resp.release_task else [])
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if resp.visible:
+            heard = resp.heard_ms_now()
+            await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
+            self.record_reply(resp, heard_ms=heard)
+            self.metrics.responses_total.labels(status="cancelled").inc()
+            if reason == "barge_in" and resp.audio_out and resp.item_id in self.conversation:
+                await self.emit(self.events.item_truncated(item_id=resp.item_id, content_index=0,
+                                                           audio_end_ms=int(heard)))
