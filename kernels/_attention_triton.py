@@ -187,15 +187,16 @@ def _paged_prefill_kernel(
     first_pos = ctx - q_len + m_start // GROUP
     # Keys [0, full_end) are visible to every row of the tile: no causal mask there.
     full_end = ((first_pos + 1) // BLOCK_N) * BLOCK_N
-    # Keys [0, far_end) lie at least FAR before every row: sqrt-ALiBi by polynomial there (module docstring).
+    # Keys [0, far_end) lie at least FAR before every row: sqrt-ALiBi by polynomial there (module docstring). The
+    # constexpr branch keeps that loop out of the other bias modes' compiled kernels.
     far_end = 0
     if BIAS == 2:
         far_end = (tl.maximum(first_pos + 1 - FAR, 0) // BLOCK_N) * BLOCK_N
-    for start in range(0, far_end, BLOCK_N):
-        acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                      offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR,
-                                      True)
+        for start in range(0, far_end, BLOCK_N):
+            acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
+                                          offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                          stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT,
+                                          K_NMAJOR, True)
     for start in range(far_end, full_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
