@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 
-from tests.sip.media import free_udp_port
+from tests.sip.media import free_udp_port, wait_for
 from tests.conftest import missing_peer
 
 
@@ -118,6 +118,19 @@ def env_without_display() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DISPLAY", None)
     return env
+
+
+def sipp_call(bridge: BridgeProcess, workdir: Path, scenario: str, *, records: bool = True) -> list[dict]:
+    """One sipp call of `scenario` against `bridge`, which is stopped afterwards: asserts that sipp saw every
+    response it expected (the bridge's log in the message if not) and returns the bridge's call records, waiting
+    up to 10 s for the first unless `records` is false (a test that reads none)."""
+    try:
+        code, errors = run_sipp(scenario, bridge.port, workdir)
+        calls = wait_for(bridge.calls, 10) if records else []
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    return calls
 
 
 def run_sipp(scenario: str, bridge_port: int, workdir: Path, *, media_port: int | None = None,

@@ -20,7 +20,7 @@ from clients.sip.rtp import RtpPacket, TelephoneEvent
 from tests.conftest import ServerProcess
 from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
     write_rtp_pcap
-from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
+from tests.sip.peers import BridgeProcess, Capture, need, run_sipp, sipp_call
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
@@ -67,17 +67,12 @@ def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path
     """RFC 3261 8.1.3.5: after 488 the caller retries in the same Call-ID with CSeq + 1 and PCMU: a new call."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
+    calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("18", "a=rtpmap:18 G729/8000")), expect(488),
             request("ACK", 1, in_dialog=True),
             request("INVITE", 2, in_dialog=False, body=sdp("0")), expect(200),
             request("ACK", 2, in_dialog=True),
-            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-        calls = wait_for(bridge.calls, 10)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("BYE", 3, in_dialog=True), expect(200, optional=())))
     assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMU", "remote hangup")]
 
 
@@ -117,17 +112,12 @@ def test_a_gateways_sip_t_invite_with_sdp_beside_isup_is_answered(embedded_serve
     body = (f"--unique-boundary-1\nContent-Type: application/sdp\n\n{sdp('8 0')}\n"
             f"--unique-boundary-1\n{isup}0100200a030207\n--unique-boundary-1--\n")
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
+    calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=body,
                     content_type="multipart/mixed;boundary=unique-boundary-1"),
             expect(200, match="m=audio [0-9]+ RTP/AVP 8[^0-9 ]"),
             request("ACK", 1, in_dialog=True),
-            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-        calls = wait_for(bridge.calls, 10)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("BYE", 2, in_dialog=True), expect(200, optional=())))
     assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMA", "remote hangup")]
 
 
@@ -135,16 +125,12 @@ def test_record_route_reaches_the_caller(embedded_server, tmp_path: Path) -> Non
     """RFC 3261 12.1.1: the 200 OK copies the INVITE's Record-Route, so the caller's ACK and BYE follow the proxy."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0"),
                     headers="Record-Route: <sip:proxy.example;lr;ftag=x>\n"),
             expect(200, match="sip:proxy.example;lr;ftag=x", header="Record-Route"),
             request("ACK", 1, in_dialog=True),
-            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("BYE", 2, in_dialog=True), expect(200, optional=())))
 
 
 def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_path: Path) -> None:
@@ -152,17 +138,12 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     a call on hold (a=inactive: no RTP expected) is never timed out."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
-    try:
-        code, errors = run_sipp(scenario(
+    calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
             request("ACK", 1, in_dialog=True),
             '<pause milliseconds="4000"/>\n',  # on hold: longer than the timeout, and still up
             request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
-            request("ACK", 2, in_dialog=True), BYE_IN), bridge.port, tmp_path)
-        calls = wait_for(bridge.calls, 10)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("ACK", 2, in_dialog=True), BYE_IN))
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]
     assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
 
@@ -304,14 +285,10 @@ def test_listening_on_all_addresses_advertises_a_reachable_one(embedded_server, 
                              capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert refused.returncode == 2 and "advertise" in refused.stderr, refused
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--host", "0.0.0.0", "--advertise", "127.0.0.1")
-    try:
-        code, errors = run_sipp(scenario(
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200, match="c=IN IP4 127.0.0.1"),
             request("ACK", 1, in_dialog=True),
-            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("BYE", 2, in_dialog=True), expect(200, optional=())))
 
 
 def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:

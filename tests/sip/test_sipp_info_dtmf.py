@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.mqtt.helpers import Mosquitto
 from tests.sip.media import wait_for
-from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.peers import BridgeProcess, need, sipp_call
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
@@ -61,8 +61,7 @@ def test_info_dtmf_in_either_body_reaches_the_agent(bus_server: tuple[ServerProc
     need("sipp")
     server, events = bus_server
     bridge = BridgeProcess(server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
+    calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
             expect(200), request("ACK", 1, in_dialog=True),
             request("INFO", 2, in_dialog=True, body="5", content_type="application/dtmf"), expect(200, optional=()),
@@ -71,11 +70,7 @@ def test_info_dtmf_in_either_body_reaches_the_agent(bus_server: tuple[ServerProc
             request("INFO", 4, in_dialog=True, body="call me back", content_type="application/dtmf"),
             expect(200, optional=()),
             '<pause milliseconds="1000"/>\n',
-            request("BYE", 5, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-        calls = wait_for(bridge.calls, 10)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("BYE", 5, in_dialog=True), expect(200, optional=())))
     assert len(calls) == 1 and calls[0]["dtmf"] == ["5", "#"], calls
     session_id = calls[0]["agent_session_id"]
     assert session_id, calls

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.sip.media import free_udp_port, wait_for
-from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.peers import BridgeProcess, need, run_sipp, sipp_call
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
@@ -25,18 +25,13 @@ def test_an_invite_requiring_100rel_gets_420_and_the_retry_without_it_is_answere
     without the Require (CSeq + 1) and that call is answered."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
+    calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0"), headers="Require: 100rel\nSupported: 100rel\n"),
             expect(420, optional=(100,), match="^ *100rel *$", header="Unsupported"),
             request("ACK", 1, in_dialog=True),
             request("INVITE", 2, in_dialog=False, body=sdp("0"), headers="Supported: 100rel\n"), expect(200),
             request("ACK", 2, in_dialog=True),
-            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
-        calls = wait_for(bridge.calls, 10)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("BYE", 3, in_dialog=True), expect(200, optional=())))
     assert [c["end_reason"] for c in calls] == ["remote hangup"]
 
 
@@ -51,14 +46,10 @@ def test_ipv6_media_gets_488_with_a_reason_and_an_ipv6_listen_address_is_refused
                              capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert refused.returncode == 2 and "IPv4 only" in refused.stderr, refused
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
-    try:
-        code, errors = run_sipp(scenario(
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP6 ::1")),
             expect(488, optional=(100,), match="^ *301 .*IN IP6 ::1: this bridge speaks IPv4 only", header="Warning"),
-            request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)
-    finally:
-        bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
+            request("ACK", 1, in_dialog=True)))
     assert "refused with 488: media address IN IP6 ::1: this bridge speaks IPv4 only" in bridge.log()
     assert bridge.calls() == []
 
