@@ -30,6 +30,8 @@ from torch import Tensor
 
 from triton import knobs
 
+from kernels.attention import PREFILL_Q_CLASSES
+
 LOG2E = 1.4426950408889634
 _BIAS_CODE = {"none": 0, "alibi": 1, "sqrt_alibi": 2}
 FAR_ERROR = 2.0 ** -20
@@ -143,8 +145,8 @@ def _paged_prefill_kernel(
     BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr, FAR: tl.constexpr,
 ):
-    # MAX_Q_BUCKET (next power of two of the longest q_len) is unused in the body: it only keys the autotuner, so
-    # decode-sized, chunk-sized and long prefills each get their own tile shape.
+    # MAX_Q_BUCKET (prefill_q_class of the longest q_len) is unused in the body: it only keys the autotuner, so
+    # short, chunk-sized and long prefills each get their own tile shape.
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16)
     # Causal tiles get longer down the sequence: the GPU starts blocks in grid order, so the longest tiles go
@@ -374,10 +376,21 @@ def _prefill_configs() -> list[triton.Config]:
 
 def _prune_prefill(configs, named_args, **kwargs):  # type: ignore[no-untyped-def]
     """Drop configs whose K/V tile does not fit the head dim's shared-memory budget (d128: BLOCK_N <= 64 at 3
-    stages) or whose BLOCK_M exceeds what the batch needs."""
+    stages). fp32 ('ieee') prefill serves parity checks, where speed does not matter: one config, the one with the
+    smallest K/V tiles, instead of compiling and timing all of them."""
     head_dim = kwargs["HEAD_DIM"]
-    kept = [c for c in configs if not (head_dim > 64 and c.kwargs["BLOCK_N"] * c.num_stages > 256)]
-    return kept or configs[:1]
+    kept = [c for c in configs if not (head_dim > 64 and c.kwargs["BLOCK_N"] * c.num_stages > 256)] or configs[:1]
+    if kwargs.get("DOT") == "ieee":
+        kept = [min(kept, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["K_NMAJOR"]))]
+    return kept
+
+
+def prefill_q_class(max_seqlen_q: int) -> int:
+    """The autotuning key for a batch's longest query: the smallest PREFILL_Q_CLASSES entry that holds it. The
+    autotuner compiles and times every config the first time it meets a key (about 2 s per config on an H100
+    host: a 24-token prefill after a cached prefix, a new power-of-two bucket then, stalled 24.6 s in run3), so
+    the classes are few and the engine runs one prefill of each at load (ModelRunner.warm_up_prefill)."""
+    return next((c for c in PREFILL_Q_CLASSES if max_seqlen_q <= c), PREFILL_Q_CLASSES[-1])
 
 
 _prefill_launcher = None
@@ -392,6 +405,7 @@ def _get_prefill_launcher():  # type: ignore[no-untyped-def]
             _prefill_launcher = triton.autotune(
                 configs=_prefill_configs(), key=["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET", "DOT"],
                 prune_configs_by={"early_config_prune": _prune_prefill},
+                cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
             )(_paged_prefill_kernel)
     return _prefill_launcher
 
@@ -456,7 +470,7 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
         return (triton.cdiv(max_seqlen_q * group, meta["BLOCK_M"]), num_kv_heads, num_seqs)
 
     kwargs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, BIAS=code, DOT=dot,
-                  MAX_Q_BUCKET=min(triton.next_power_of_2(max_seqlen_q), 4096))
+                  MAX_Q_BUCKET=prefill_q_class(max_seqlen_q))
     if _interpreting():
         cfg = _prefill_configs()[0]
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

@@ -28,6 +28,9 @@ from torch import Tensor
 from kernels._dispatch import triton_module
 
 BIAS_MODES = ("sqrt_alibi", "alibi", "none")
+# The GPU prefill kernel is tuned once per class of longest query length (up to 64, 512, longer); the first prefill
+# of a class compiles and times its candidate tiles (seconds), so an engine runs one prefill of each class at load.
+PREFILL_Q_CLASSES = (64, 512, 4096)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 

@@ -5,12 +5,14 @@ One runner per tensor-parallel rank; every rank runs the same StepInput (rank 0 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence as Seq
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from kernels.attention import PREFILL_Q_CLASSES
 from lm_engine.engine import sampling
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.forward_context import ForwardContext, forward_context
@@ -35,8 +37,10 @@ class ModelRunner:
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor]]] = {}
         self._graph_max_blocks = 0  # block-table width the graphs were captured for
-        if device.type == "cuda" and not cfg.enforce_eager:
-            self._capture_cuda_graphs()
+        if device.type == "cuda":
+            self.warm_up_prefill()
+            if not cfg.enforce_eager:
+                self._capture_cuda_graphs()
 
     # ------------------------------------------------------------------ KV cache
 
@@ -111,6 +115,32 @@ class ModelRunner:
             return torch.empty(0, self.model_cfg.vocab_size, device=self.device)
         rows = self._tensor(step.logits_rows, torch.int64)
         return self.model.compute_logits(hidden[rows])  # type: ignore[operator,no-any-return]
+
+    @torch.inference_mode()
+    def warm_up_prefill(self) -> None:
+        """Runs one prefill per query-length class the scheduler can produce (kernels.attention.PREFILL_Q_CLASSES),
+        at a multiple of 16 and at one less (Triton specialises integer arguments on divisibility by 16), so the
+        kernels compile and the prefill kernel's autotuning runs now rather than inside the first reply whose prompt
+        falls in a new class (a 24.6 s stall measured on an H100). Writes no KV (slot -1) and reads block 0 only."""
+        t0 = time.perf_counter()
+        limit = min(self.cfg.max_num_batched_tokens, self.cfg.max_model_len or self.model_cfg.max_seq_len)
+        lower = 1  # a single query token is decode, another kernel (warmed by the graph capture or the first step)
+        for cls in PREFILL_Q_CLASSES:
+            for n in sorted({min(cls, limit) - 1, min(cls, limit)}):
+                if n <= lower:
+                    continue
+                ctx = ForwardContext(
+                    slot_mapping=torch.full((n,), -1, dtype=torch.int64, device=self.device),
+                    block_tables=torch.zeros(1, -(-n // self.block_size), dtype=torch.int32, device=self.device),
+                    cu_seqlens_q=self._tensor([0, n], torch.int32), context_lens=self._tensor([n], torch.int32),
+                    max_seqlen_q=n)
+                with forward_context(ctx):
+                    ids = torch.zeros(n, dtype=torch.int64, device=self.device)
+                    self.model(ids, torch.arange(n, device=self.device))
+            lower = min(cls, limit)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        logger.info("prefill kernels compiled and tuned in %.1f s", time.perf_counter() - t0)
 
     def sample(self, logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[Seq[int]]) -> list[int]:
         return sampling.sample(logits, params, histories, self.generator)

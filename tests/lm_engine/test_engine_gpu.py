@@ -87,3 +87,19 @@ def test_a_sequence_longer_than_the_graphs_decodes_eagerly(tiny_ckpt):
         graphed.close()
         eager.close()
 
+
+
+def test_load_tunes_the_prefill_kernel_for_every_prompt_length(tiny_ckpt):
+    """The prefill kernel's autotuning (seconds per new key) happens while the engine loads: prompts of any length
+    afterwards, one per query-length class here, meet an already tuned kernel instead of stalling a reply."""
+    from kernels import _attention_triton as tri
+
+    eng = _engine(tiny_ckpt("tts"), "cuda", eager=True)
+    try:
+        tuned = set(tri._get_prefill_launcher().cache)
+        assert tuned
+        for n in (2, 37, 100, 300):
+            eng.generate(list(range(5, 5 + n)), SamplingParams(temperature=0.0, max_tokens=1))
+        assert set(tri._get_prefill_launcher().cache) == tuned
+    finally:
+        eng.close()

@@ -141,3 +141,25 @@ def test_the_context_limit_refuses_long_prompts_and_ends_generation(tiny_ckpt):
     finally:
         e.close()
 
+
+
+def test_prefill_warm_up_runs_each_query_class_once_and_touches_no_session(tiny_ckpt, monkeypatch):
+    """ModelRunner.warm_up_prefill (run at load on CUDA, where it compiles and autotunes the prefill kernel):
+    one prefill per query-length class up to the step's token budget, at a multiple of 16 and one less; no KV
+    written, so an open session's next logits are bit-identical afterwards."""
+    eng = Engine.from_pretrained(tiny_ckpt("tts"), device="cpu", dtype=torch.float32, progress=False,
+                                 config=EngineConfig(block_size=4, num_kv_blocks=128, max_num_batched_tokens=300))
+    try:
+        sid = eng.open(list(range(10, 31)))
+        runner = eng.llm.runner
+        before, cache = eng.next_logits(sid), runner.kv_cache.clone()
+        lengths: list[int] = []
+        model = runner.model
+        monkeypatch.setattr(runner, "model", lambda ids, pos: lengths.append(len(ids)) or model(ids, pos))
+        runner.warm_up_prefill()
+        monkeypatch.undo()
+        assert lengths == [63, 64, 299, 300]  # classes 64 and 512 (capped by the budget); 4096 is out of reach
+        assert torch.equal(runner.kv_cache, cache)
+        assert torch.equal(eng.next_logits(sid), before)
+    finally:
+        eng.close()
