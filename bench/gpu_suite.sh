@@ -7,16 +7,33 @@
 #   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all)
 #
 # A lent machine gives a session 15 minutes of device time in all (its start, ~1-2 min, included) and 600 s per
-# command. Run it as two calls, the figures first (run2 on the H200 took 5 + 103 + 76 + 42 s for these steps):
-#   OUT=$OUT bash bench/gpu_suite.sh info kernels engine tts report     (<= 525 s, typically ~5 min)
-#   OUT=$OUT bash bench/gpu_suite.sh tests                              (<= 300 s)
+# command. Run it as two calls, the figures first (run3 on an H100: 5 + 181 + 95 + 160 s, three steps cut off):
+#   OUT=$OUT bash bench/gpu_suite.sh info kernels engine tts report     (<= 545 s)
+#   OUT=$OUT bash bench/gpu_suite.sh tests                              (<= 240 s)
 # then, on any machine (it only reads JSON), `python -m bench.report DIR` if the first call's report step was cut off.
+# The engine and tts steps share one 7 GB TTS-3B checkpoint, written in the background while the kernels step runs.
 set -u
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 PY=${PY:-python3}
 steps=${*:-info kernels engine tts report tests}
+CKPT=${CKPT:-/tmp/stepaudio-rt-bench-tts3b}
+writer=""
+if [[ " $steps " == *" engine "* || " $steps " == *" tts "* ]] && [ ! -d "$CKPT" ]; then
+    # written aside and renamed when complete: a writer cut off never leaves a partial folder under $CKPT
+    rm -rf "$CKPT.part"
+    (set -e; $PY -c "from lm_engine.checkpoint import write_step1_checkpoint as w; w('$CKPT.part', 'full-random')"
+     mv "$CKPT.part" "$CKPT") >/tmp/ckpt-writer.log 2>&1 &
+    writer=$!
+fi
+
+wait_checkpoint() {
+    if [ -n "$writer" ]; then
+        wait "$writer" || { echo "checkpoint writer failed:"; tail -5 /tmp/ckpt-writer.log; }
+        writer=""
+    fi
+}
 
 run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit status
     local name=$1 secs=$2
@@ -34,12 +51,13 @@ for step in $steps; do
     info) run info 35 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
         --format=csv; $PY -c 'import torch, triton; print(torch.__version__, triton.__version__, \
         torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true" ;;
-    tests) run tests 300 $PY -m pytest -v -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
-        --timeout 240 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
+    # per-test timeout well inside the step's, so that pytest itself ends and prints every failure's reason
+    tests) run tests 240 $PY -m pytest -v -rfE -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
+        --timeout 150 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
         tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
-    kernels) run kernels 180 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
-    engine) run engine 120 $PY -m bench.engine --out "$OUT/engine.json" ;;
-    tts) run tts 160 $PY -m bench.tts --out "$OUT/tts.json" ;;
+    kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
+    engine) wait_checkpoint; run engine 170 $PY -m bench.engine --ckpt "$CKPT" --out "$OUT/engine.json" ;;
+    tts) wait_checkpoint; run tts 170 $PY -m bench.tts --tts-ckpt "$CKPT" --out "$OUT/tts.json" ;;
     report) run report 30 $PY -m bench.report "$OUT" ;;
     *) echo "unknown step $step" >&2 ;;
     esac

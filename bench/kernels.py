@@ -105,6 +105,13 @@ def contiguous_paged(k: torch.Tensor, v: torch.Tensor, page: int):  # type: igno
             torch.arange(nb, dtype=torch.int32, device=k.device)[None])
 
 
+def tuned_config() -> str:
+    """The tile the prefill autotuner chose for the shape it ran last (which candidates win tells which to keep)."""
+    from kernels import _attention_triton
+
+    return str(getattr(_attention_triton._get_prefill_launcher(), "best_config", "not tuned (no GPU)"))
+
+
 def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: str, dtype: torch.dtype,
                  page: int, iters: int) -> dict:
     g = torch.Generator(device=dev).manual_seed(0)
@@ -165,10 +172,12 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
         return run
 
     from torch.nn.attention import SDPBackend
-    row["ms"] = {
-        "ours_sqrt_alibi": attempt(ours()),
-        # The same kernel without the bias: what the sqrt-ALiBi costs us (a MUFU sqrt per score, next to exp2's).
-        "ours_no_bias": attempt(ours("none")),
+    row["ms"], row["ours_tuned_config"] = {}, {}
+    # The same kernel without the bias too: what the sqrt-ALiBi costs us (per-score work next to exp2's).
+    for label, bias in (("ours_sqrt_alibi", "sqrt_alibi"), ("ours_no_bias", "none")):
+        row["ms"][label] = attempt(ours(bias))
+        row["ours_tuned_config"][label] = tuned_config()
+    row["ms"] |= {
         "sdpa_dense_sqrt_alibi_bias": attempt(sdpa_dense_bias),
         "flex_sqrt_alibi_score_mod": attempt(flex),
         "sdpa_flash_no_bias": attempt(sdpa_backend(SDPBackend.FLASH_ATTENTION, False)),
@@ -300,14 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     result["copy_tb_per_s"] = copy_bandwidth(dev, 2.0 if not args.smoke else 0.01)
     print(f"[{time.time() - t0:6.1f}s] copy bandwidth {result['copy_tb_per_s']:.3f} TB/s", flush=True)
 
-    result["prefill"] = []
-    shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
-    for name, h, g, d in shapes:
-        for s in seqs:
-            row = guarded(prefill_case, name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
-            result["prefill"].append(row)
-            print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
-            save()
+    # Cheapest first: prefill (autotuning, FlexAttention's compile) takes most of the time and goes last, so a
+    # run cut off by its time limit loses only its tail.
     result["decode"] = []
     for name, h, g, d in [("chat d128", 96, 8, 128), ("tts3b d64", 48, 4, 64)]:
         for b in (1, 32) if not args.smoke else (1, 2):
@@ -320,8 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         row = guarded(vocoder_case, sec, dev, iters)
         result["vocoder"].append(row)
         print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
-
-    save()
+        save()
+    result["prefill"] = []
+    shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
+    for name, h, g, d in shapes:
+        for s in seqs:
+            row = guarded(prefill_case, name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
+            result["prefill"].append(row)
+            print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
+            save()
     print_table(result)
     print(f"wrote {out}")
     return 0
@@ -341,6 +351,8 @@ def print_table(r: dict) -> None:
             tf = row["flops"] / (ms * 1e-3) / 1e12 if isinstance(ms, float) else "-"
             ratio = (ms / ours) if isinstance(ms, float) and isinstance(ours, float) else "-"
             print(f"{row['case']:16} {row['S']:>6} {impl:28} {_fmt(ms)} {_fmt(tf)} {_fmt(ratio)}")
+        for impl, cfg in row["ours_tuned_config"].items():
+            print(f"{'':16} {'':>6} {impl} tile: {cfg}")
     print("\npaged decode (q_len 1, sqrt-ALiBi; CUDA graph replay, as the engine runs it)")
     print(f"{'case':16} {'batch':>5} {'ctx':>6} {'ms':>9} {'TB/s':>9} {'of copy':>8}")
     for row in r["decode"]:
