@@ -4,6 +4,7 @@ in CI instead of on a lent GPU's few minutes. Compiles the configs the GPU runs,
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,3 +60,33 @@ def test_decode_and_its_reduce_and_store_kv_compile_for_hopper() -> None:
                   num_stages=1)
     _compile_sm90(A._store_kv_kernel, {"K": "*bf16", "V": "*bf16", "KC": "*bf16", "VC": "*bf16", "SLOTS": "*i64"},
                   dict(NUM_KV_HEADS=8, HEADS_PAD=8, HEAD_DIM=128, BLOCK_D=128, PAGE=256), num_warps=4, num_stages=1)
+
+
+def test_a_new_autotune_key_compiles_each_candidate_once_before_tuning(caplog) -> None:
+    """_precompile_candidates hands every candidate the autotuner keeps for a key to the compiler (in parallel)
+    the first time the key is met, and nothing after; a failure there only logs (the autotuner compiles itself)."""
+    import torch
+
+    calls: list[dict] = []
+    launcher = SimpleNamespace(configs=A._prefill_configs(),
+                               fn=SimpleNamespace(warmup=lambda *args, grid, **kw: calls.append(kw)))
+    q = torch.zeros(2, 12, 64, dtype=torch.bfloat16)
+    kwargs = dict(GROUP=12, HEAD_DIM=64, BLOCK_D=64, PAGE=16, BIAS=2, DOT="tf32", MAX_Q_BUCKET=64)
+    A._precompiled.clear()
+    A._precompile_candidates(launcher, None, (q,), kwargs)
+    assert len(calls) == len(A._prefill_configs()) == 12
+    assert {(c["BLOCK_M"], c["BLOCK_N"], c["K_NMAJOR"], c["num_warps"], c["num_stages"]) for c in calls} == {
+        (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["K_NMAJOR"], c.num_warps, c.num_stages)
+        for c in A._prefill_configs()}
+    A._precompile_candidates(launcher, None, (q,), kwargs)
+    assert len(calls) == 12  # known key: nothing compiled again
+    A._precompile_candidates(launcher, None, (q.float(),), {**kwargs, "DOT": "ieee"})
+    assert len(calls) == 13  # fp32 parity prefill: one candidate
+
+    def broken(*args, grid, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no driver")
+
+    launcher.fn.warmup = broken
+    A._precompile_candidates(launcher, None, (q,), {**kwargs, "PAGE": 256})
+    assert "compiling them one by one" in caplog.text
+    A._precompiled.clear()
