@@ -67,6 +67,34 @@ def engine_prefill(eng: Engine, batch: int, prompt_len: int, vocab: int, dev: to
     return batch * prompt_len / dt
 
 
+def profile_decode(eng: Engine, prompt_len: int, steps: int, vocab: int, top: int = 25) -> list[dict]:
+    """GPU time by kernel over `steps` batch-1 decode steps (CUDA graphs as served; CUPTI sees the kernels inside
+    a graph replay): where a step's time goes between the weights' bandwidth floor and what is measured. On the
+    CPU, self CPU time by op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = eng.llm.runner.device.type == "cuda"
+
+    params = SamplingParams(temperature=0.0, max_tokens=steps + 4, ignore_eos=True)
+    seq = eng.llm.add_request(torch.randint(5, vocab, (prompt_len,), generator=torch.Generator().manual_seed(3))
+                              .tolist(), params)
+    while eng.llm.seqs[seq].num_cached_tokens < prompt_len:
+        eng.llm.step()
+    eng.llm.step()
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            eng.llm.step()
+    eng.llm.abort(seq)
+
+    def us(e) -> float:  # type: ignore[no-untyped-def]
+        return e.device_time_total if cuda else e.self_cpu_time_total
+
+    events = sorted((e for e in prof.key_averages() if us(e) > 0), key=us, reverse=True)
+    total = sum(us(e) for e in events)
+    return [{"kernel": e.key[:120], "us_per_step": us(e) / steps, "calls_per_step": e.count / steps,
+             "share": us(e) / total} for e in events[:top]]
+
+
 # ---------------------------------------------------------------------------------------------- baseline
 
 class UpstreamStyle:
@@ -187,11 +215,17 @@ def main() -> None:
     pb, pl = (2, 64) if tiny else (4, 2048)
     add({"metric": f"prefill tok/s ({pb} x {pl} tokens)", "engine": engine_prefill(eng, pb, pl, vocab, dev),
          "baseline": baseline_prefill(eng, pb, pl, dev)})
+    result["decode_profile_b1"] = profile_decode(eng, prompt_len, 16, vocab)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
     eng.close()
     print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {commit}, CUDA graphs {result['cuda_graphs']}")
     print(f"{'metric':<36}{'engine':>12}{'baseline':>12}{'speedup':>10}")
     for r in rows:
         print(f"{r['metric']:<36}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")
+    print(f"\nbatch-1 decode step, {'GPU time by kernel' if dev.type == 'cuda' else 'CPU time by op'} "
+          "(us per step, calls per step, share)")
+    for k in result["decode_profile_b1"]:
+        print(f"{k['us_per_step']:>9.1f} {k['calls_per_step']:>6.1f} {k['share']:>6.1%}  {k['kernel']}")
 
 
 if __name__ == "__main__":
