@@ -357,6 +357,19 @@ class Response:
         return it.assistant_message_item(self.item_id, audio=self.audio_out, text=text,
                                          status=status)  # type: ignore[arg-type]
 
+    def item_so_far(self, item_id: str) -> dict | None:
+        """One of the reply's conversation items as it stands while the reply runs (conversation.item.retrieve): the
+        message with its text so far, or a function call with its arguments so far; None if it is not one of them.
+        Everything is in_progress until _finish: the arguments of a call are done (function_call_arguments.done)
+        only there, even those of a call followed by another."""
+        if item_id not in self.conversation_items():
+            return None
+        if item_id == self.item_id:
+            return self.message_item("in_progress", self.heard_text(None))
+        call = next(c for c in self.tool_calls if c.item_id == item_id)
+        return it.function_call_item(call.item_id, call_id=call.call_id, name=call.name, arguments=call.arguments,
+                                     status="in_progress")
+
     def output_items(self, status: str) -> list[dict]:
         items = []
         if self.message_opened:

@@ -359,12 +359,12 @@ class ItemsMixin(_Base):
         await self.apply(tt.ContextChanged())
 
     def _retrieved_wire(self, item_id: str) -> dict:
-        """The item as it is now. The message of the reply in progress joins the conversation only when the reply
-        ends, but the client has seen it added: it is shown in progress, with its text so far."""
+        """The item as it is now. The items of the reply in progress (its message, its function calls) join the
+        conversation only when the reply ends, but the client has seen them added: they are shown in progress, with
+        their text or arguments so far."""
         resp = self._visible_response()
-        if resp is not None and resp.item_id == item_id and item_id in self.reply_items_added():
-            return resp.message_item("in_progress", resp.heard_text(None))
-        return self._item_wire(self.conversation.get(item_id))
+        live = resp.item_so_far(item_id) if resp is not None else None
+        return live if live is not None else self._item_wire(self.conversation.get(item_id))
 
     def _item_wire(self, item: object) -> dict:
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""

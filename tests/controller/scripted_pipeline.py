@@ -72,6 +72,7 @@ class ScriptedPipeline:
         self.word_seconds = 0.0  # LM time per word
         self.fail_after_words: int | None = None  # the LM raises after this many words
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
+        self.tool_call_seconds = 0.0  # LM time before each tool call delta
         self.requests: list[ChatRequest] = []
 
     def new_vad(self) -> ScriptedVad:
@@ -89,6 +90,7 @@ class ScriptedPipeline:
             await asyncio.sleep(self.word_seconds)
             yield ChatDelta(text=word if i == 0 else " " + word)
         for call in self.tool_calls:
+            await asyncio.sleep(self.tool_call_seconds)
             yield ChatDelta(tool_call=call)
         yield ChatDelta(finish_reason="tool_calls" if self.tool_calls else "stop")
 

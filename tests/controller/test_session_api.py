@@ -508,3 +508,34 @@ async def test_the_message_of_a_reply_in_progress_can_be_deleted() -> None:
         ("user", "what time is it?"), ("user", "and now?")]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_function_call_whose_arguments_are_streaming_can_be_retrieved_as_it_is_so_far() -> None:
+    """The client has seen the call's conversation.item.added and some response.function_call_arguments.delta: a
+    conversation.item.retrieve of it answers the item as it stands (in_progress, the arguments so far), as for the
+    reply's message; it had answered item_not_found until the reply ended. After response.done it is completed."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = []
+    pipeline.tool_call_seconds = 0.3
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
+                           ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.function_call_arguments.delta", after=n, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "event_id": "get", "item_id": delta["item_id"]})
+        during = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        after = await conv.wait_for("conversation.item.retrieved", after=conv.events.index(done), timeout=5)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert conv.events.index(during) < conv.events.index(done)
+    assert {k: during["item"][k] for k in ("id", "type", "status", "call_id", "name", "arguments")} == {
+        "id": delta["item_id"], "type": "function_call", "status": "in_progress", "call_id": "call_1",
+        "name": "get_time", "arguments": '{"tz": '}
+    assert (after["item"]["status"], after["item"]["arguments"]) == ("completed", '{"tz": "UTC"}')
+    for raw in conv.raw:
+        validate_server_event(raw)
