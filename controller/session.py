@@ -102,6 +102,9 @@ class Session(ItemsMixin, RepliesMixin):
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
+        # User audio items with no transcript (still being transcribed, or it failed): retrieved with transcript null,
+        # as the API's input_audio content has it until transcription completes (the conversation holds "" for them).
+        self._untranscribed: set[str] = set()
         self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None

@@ -130,6 +130,7 @@ class ItemsMixin(_Base):
         turn = self.turn_task(start, end)
         self.conversation.add(UserMessage(id=item_id, text=""))
         self._audio_items.add(item_id)
+        self._untranscribed.add(item_id)
         self._committed_turn = (item_id, start, end)
         self.reset_turn(end)
         self.metrics.turns_total.inc()
@@ -161,6 +162,7 @@ class ItemsMixin(_Base):
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
         self.conversation.set_text(item_id, text)
+        self._untranscribed.discard(item_id)
         arrived = self.audio.arrival_time(end_ms)
         if arrived is not None:
             self.metrics.transcript_latency.observe(max(0.0, time.monotonic() - arrived))
@@ -252,6 +254,7 @@ class ItemsMixin(_Base):
                         self.conversation.delete(event.item_id)
                         self._follow_deleted(event.item_id, before)
                     self._audio_items.discard(event.item_id)
+                    self._untranscribed.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
                     await self.apply(tt.ContextChanged())
@@ -312,6 +315,7 @@ class ItemsMixin(_Base):
         if pcm is None:
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
+            self._untranscribed.add(item_id)
             self._transcribe(self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 
@@ -370,7 +374,7 @@ class ItemsMixin(_Base):
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""
         match item:
             case UserMessage(id=i, text=t) if i in self._audio_items:
-                return it.user_audio_item(i, transcript=t)
+                return it.user_audio_item(i, transcript=None if i in self._untranscribed else t)
             case UserMessage(id=i, text=t):
                 return it.user_text_item(i, text=t)
             case AssistantMessage(id=i, text=t, complete=c):

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import numpy as np
+import pytest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech
 from tests.e2e.helpers import Conversation, silence
@@ -537,5 +538,45 @@ async def test_a_function_call_whose_arguments_are_streaming_can_be_retrieved_as
         "id": delta["item_id"], "type": "function_call", "status": "in_progress", "call_id": "call_1",
         "name": "get_time", "arguments": '{"tz": '}
     assert (after["item"]["status"], after["item"]["arguments"]) == ("completed", '{"tz": "UTC"}')
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+@pytest.mark.parametrize(("how", "asr_error"), [("committed", None), ("created", None),
+                                                ("committed", "the recogniser went away")])
+async def test_a_user_audio_item_s_transcript_is_null_until_its_transcription_completes(
+        how: str, asr_error: str | None) -> None:
+    """The API's input_audio content has transcript null until its transcription completes (conversation.item.added
+    says so): a conversation.item.retrieve while the transcription runs shows null too (it showed ""), and after it
+    the transcript that conversation.item.done gave, or still null when the transcription failed. For a spoken turn
+    (input_audio_buffer.commit) and for an audio item the client sent whole."""
+    import base64
+
+    from tests.e2e.helpers import to_pcm16
+
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 0.5
+    pipeline.asr_error = asr_error
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        if how == "committed":
+            await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+            await conv.send({"type": "input_audio_buffer.commit"})
+        else:
+            await conv.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+                {"type": "input_audio", "audio": base64.b64encode(to_pcm16(speech(0.5))).decode()}]}})
+        added = await conv.wait_for("conversation.item.added", after=n, timeout=5)
+        item_id = added["item"]["id"]
+        await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        during = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        done = await conv.wait_for("conversation.item.done", after=n, where={"item.id": item_id}, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        after = await conv.wait_for("conversation.item.retrieved", after=conv.events.index(done), timeout=5)
+    assert conv.events.index(during) < conv.events.index(done)
+    assert added["item"]["content"] == during["item"]["content"] == [{"type": "input_audio", "transcript": None}]
+    transcript = None if asr_error else "what time is it"
+    assert done["item"]["content"] == [{"type": "input_audio", "transcript": transcript}]
+    assert after["item"] == done["item"]
     for raw in conv.raw:
         validate_server_event(raw)
