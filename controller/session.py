@@ -260,12 +260,7 @@ class Session(ItemsMixin, RepliesMixin):
                 await self.apply(tt.BufferCleared())
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
-                # Stops a reply the client hears; there is none to stop while only a speculation runs.
-                if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
-                    response_id = self._current_response_id()
-                    await self._apply_for(event, tt.CancelRequested())
-                    if response_id is not None:
-                        await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
+                await self.clear_output_audio(event)
             case ce.ResponseCreate() if self.cfg.kind == "transcription":
                 raise RemoteProtocolError("A transcription session has no responses: it only transcribes the input "
                                           "audio (connect without intent=transcription for a conversation).",

@@ -580,3 +580,65 @@ async def test_a_user_audio_item_s_transcript_is_null_until_its_transcription_co
     assert after["item"] == done["item"]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_clearing_the_output_audio_buffer_cuts_an_out_of_band_reply_off_too() -> None:
+    """output_audio_buffer.clear cuts off the audio being played, whatever response it belongs to: an out-of-band
+    reply speaking (none in the conversation) gets what the conversation's reply gets, response.done (cancelled,
+    client_cancelled) then output_audio_buffer.cleared naming it, and no more of its audio. It had been ignored."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"conversation": "none"}})
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=5)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        cleared = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+        await asyncio.sleep(0.5)  # more of the reply would have come by now
+    [done] = conv.of_type("response.done")
+    assert (done["response"]["status"], done["response"]["status_details"]["reason"]) == (
+        "cancelled", "client_cancelled")
+    assert cleared["response_id"] == delta["response_id"] == done["response"]["id"]
+    assert conv.events.index(done) < conv.events.index(cleared)
+    assert [e["type"] for e in conv.events[conv.events.index(done) + 1:]] == ["output_audio_buffer.cleared"]
+    assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_clearing_the_output_audio_buffer_cuts_off_every_reply_being_spoken_and_only_those() -> None:
+    """The conversation's reply and an out-of-band one speak at once: output_audio_buffer.clear cancels both, each
+    with its response.done then its output_audio_buffer.cleared. An out-of-band text reply running beside them has
+    no audio to clear and completes."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "oob"}}})
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "text"},
+                                                                  "output_modalities": ["text"]}})
+        joined, spoken, text = [(await conv.wait_for("response.created", after=n, where=where, timeout=5))[
+            "response"]["id"] for where in ({"response.conversation_id": conv.events[0]["session"]["id"].replace(
+                "sess_", "conv_")}, {"response.metadata": {"k": "oob"}}, {"response.metadata": {"k": "text"}})]
+        for response_id in (joined, spoken):
+            await conv.wait_for("response.output_audio.delta", after=n, where={"response_id": response_id}, timeout=5)
+        await conv.wait_for("response.output_text.delta", after=n, where={"response_id": text}, timeout=5)
+        m = len(conv.events)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        text_done = await conv.wait_for("response.done", after=m, where={"response.id": text}, timeout=10)
+    done = {e["response"]["id"]: e for e in conv.of_type("response.done")}
+    cleared = {e["response_id"]: e for e in conv.of_type("output_audio_buffer.cleared")}
+    assert set(cleared) == {joined, spoken}
+    for response_id in (joined, spoken):
+        assert done[response_id]["response"]["status"] == "cancelled"
+        assert conv.events.index(done[response_id]) < conv.events.index(cleared[response_id])
+        assert not [e for e in conv.events[conv.events.index(cleared[response_id]):]
+                    if e["type"] == "response.output_audio.delta" and e["response_id"] == response_id]
+    assert text_done["response"]["status"] == "completed"
+    assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
