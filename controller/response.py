@@ -258,6 +258,7 @@ class Response:
         pending = b""
         sent_ms = 0.0  # audio handed to _emit_audio
         made_ms = 0.0  # audio synthesised, sent or pending
+        reply_text = self.pipeline.new_reply_text()  # this reply's: what it carries across sentences is its own
         while (sentence := await sentences.get()) is not None:
             delta = sentence if not self.spans else " " + sentence
             # The span is recorded before its audio goes out, so that a barge-in in the middle of
@@ -269,7 +270,8 @@ class Response:
                 continue
             await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
-            async for chunk in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
+            async for chunk in self.pipeline.synthesize(reply_text.for_synthesis(sentence), self.settings.voice,
+                                                        self.settings.speed):
                 self.audio_tokens += chunk.audio_tokens
                 if not chunk.pcm.size:
                     continue
