@@ -50,6 +50,21 @@ class SpeechChunk:
     audio_tokens: int = 0
 
 
+class ReplyText(Protocol):
+    """A reply's own hook between its sentences and synthesize(), one per reply: the text each sentence is
+    synthesised as, which may depend on the reply's earlier sentences (Step-Audio carries the reply's leading
+    instruction tag to each). What the client and the conversation see is the sentence as the LM wrote it."""
+
+    def for_synthesis(self, sentence: str) -> str: ...
+
+
+class VerbatimText:
+    """ReplyText of a synthesiser that reads each sentence as it is."""
+
+    def for_synthesis(self, sentence: str) -> str:
+        return sentence
+
+
 class Listener(Protocol):
     """Per-session input side of a profile: sees the 16 kHz audio as it arrives."""
 
@@ -79,6 +94,7 @@ class SpeechPipeline(Protocol):
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
     def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]: ...
+    def new_reply_text(self) -> ReplyText: ...
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]: ...
     def count_tokens(self, text: str) -> int: ...
     def close(self) -> None: ...
@@ -161,6 +177,9 @@ class EmbeddedPipeline:
         prefill = getattr(self._llm, "prefill", None)
         if prefill is not None:
             await asyncio.get_running_loop().run_in_executor(self._llm_pool, prefill, request)
+
+    def new_reply_text(self) -> ReplyText:
+        return VerbatimText()  # Piper has no instruction tags
 
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         tts = self._tts

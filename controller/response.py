@@ -258,6 +258,7 @@ class Response:
         pending = b""
         sent_ms = 0.0  # audio handed to _emit_audio
         made_ms = 0.0  # audio synthesised, sent or pending
+        reply_text = self.pipeline.new_reply_text()  # this reply's: what it carries across sentences is its own
         while (sentence := await sentences.get()) is not None:
             delta = sentence if not self.spans else " " + sentence
             # The span is recorded before its audio goes out, so that a barge-in in the middle of
@@ -269,7 +270,8 @@ class Response:
                 continue
             await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
-            async for chunk in self.pipeline.synthesize(sentence, self.settings.voice, self.settings.speed):
+            async for chunk in self.pipeline.synthesize(reply_text.for_synthesis(sentence), self.settings.voice,
+                                                        self.settings.speed):
                 self.audio_tokens += chunk.audio_tokens
                 if not chunk.pcm.size:
                     continue
@@ -356,6 +358,19 @@ class Response:
     def message_item(self, status: str, text: str | None) -> dict:
         return it.assistant_message_item(self.item_id, audio=self.audio_out, text=text,
                                          status=status)  # type: ignore[arg-type]
+
+    def item_so_far(self, item_id: str) -> dict | None:
+        """One of the reply's conversation items as it stands while the reply runs (conversation.item.retrieve): the
+        message with its text so far, or a function call with its arguments so far; None if it is not one of them.
+        Everything is in_progress until _finish: the arguments of a call are done (function_call_arguments.done)
+        only there, even those of a call followed by another."""
+        if item_id not in self.conversation_items():
+            return None
+        if item_id == self.item_id:
+            return self.message_item("in_progress", self.heard_text(None))
+        call = next(c for c in self.tool_calls if c.item_id == item_id)
+        return it.function_call_item(call.item_id, call_id=call.call_id, name=call.name, arguments=call.arguments,
+                                     status="in_progress")
 
     def output_items(self, status: str) -> list[dict]:
         items = []

@@ -102,6 +102,9 @@ class Session(ItemsMixin, RepliesMixin):
         self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
+        # User audio items with no transcript (still being transcribed, or it failed): retrieved with transcript null,
+        # as the API's input_audio content has it until transcription completes (the conversation holds "" for them).
+        self._untranscribed: set[str] = set()
         self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None
@@ -257,12 +260,7 @@ class Session(ItemsMixin, RepliesMixin):
                 await self.apply(tt.BufferCleared())
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
-                # Stops a reply the client hears; there is none to stop while only a speculation runs.
-                if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
-                    response_id = self._current_response_id()
-                    await self._apply_for(event, tt.CancelRequested())
-                    if response_id is not None:
-                        await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
+                await self.clear_output_audio(event)
             case ce.ResponseCreate() if self.cfg.kind == "transcription":
                 raise RemoteProtocolError("A transcription session has no responses: it only transcribes the input "
                                           "audio (connect without intent=transcription for a conversation).",

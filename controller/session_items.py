@@ -130,6 +130,7 @@ class ItemsMixin(_Base):
         turn = self.turn_task(start, end)
         self.conversation.add(UserMessage(id=item_id, text=""))
         self._audio_items.add(item_id)
+        self._untranscribed.add(item_id)
         self._committed_turn = (item_id, start, end)
         self.reset_turn(end)
         self.metrics.turns_total.inc()
@@ -161,6 +162,7 @@ class ItemsMixin(_Base):
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
         self.conversation.set_text(item_id, text)
+        self._untranscribed.discard(item_id)
         arrived = self.audio.arrival_time(end_ms)
         if arrived is not None:
             self.metrics.transcript_latency.observe(max(0.0, time.monotonic() - arrived))
@@ -252,6 +254,7 @@ class ItemsMixin(_Base):
                         self.conversation.delete(event.item_id)
                         self._follow_deleted(event.item_id, before)
                     self._audio_items.discard(event.item_id)
+                    self._untranscribed.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
                     await self.apply(tt.ContextChanged())
@@ -312,6 +315,7 @@ class ItemsMixin(_Base):
         if pcm is None:
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
+            self._untranscribed.add(item_id)
             self._transcribe(self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 
@@ -359,18 +363,18 @@ class ItemsMixin(_Base):
         await self.apply(tt.ContextChanged())
 
     def _retrieved_wire(self, item_id: str) -> dict:
-        """The item as it is now. The message of the reply in progress joins the conversation only when the reply
-        ends, but the client has seen it added: it is shown in progress, with its text so far."""
+        """The item as it is now. The items of the reply in progress (its message, its function calls) join the
+        conversation only when the reply ends, but the client has seen them added: they are shown in progress, with
+        their text or arguments so far."""
         resp = self._visible_response()
-        if resp is not None and resp.item_id == item_id and item_id in self.reply_items_added():
-            return resp.message_item("in_progress", resp.heard_text(None))
-        return self._item_wire(self.conversation.get(item_id))
+        live = resp.item_so_far(item_id) if resp is not None else None
+        return live if live is not None else self._item_wire(self.conversation.get(item_id))
 
     def _item_wire(self, item: object) -> dict:
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""
         match item:
             case UserMessage(id=i, text=t) if i in self._audio_items:
-                return it.user_audio_item(i, transcript=t)
+                return it.user_audio_item(i, transcript=None if i in self._untranscribed else t)
             case UserMessage(id=i, text=t):
                 return it.user_text_item(i, text=t)
             case AssistantMessage(id=i, text=t, complete=c):

@@ -156,6 +156,24 @@ class RepliesMixin(_Base):
         self._responses.pop(resp.gen_id, None)
         await self.apply(tt.GenerationFinished(resp.gen_id))
 
+    async def clear_output_audio(self, event: ce.OutputAudioBufferClear) -> None:
+        """output_audio_buffer.clear: cut off the audio being played, whatever response it belongs to. Each reply cut
+        off ends as a response.cancel would end it (response.done cancelled), then output_audio_buffer.cleared names
+        it. The API documents one response's audio at a time; with out-of-band replies speaking beside the
+        conversation's, all of them are cut off, each with its own cleared event (undocumented: the least surprising
+        reading of "clear the buffer", since the client hears them all)."""
+        # The conversation's reply: there is none to stop while only a speculation runs.
+        if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
+            response_id = self._current_response_id()
+            await self._apply_for(event, tt.CancelRequested())
+            if response_id is not None:
+                await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
+        # Out-of-band replies that speak; a text-only one puts nothing in the output audio buffer and goes on.
+        for resp in [r for r, _ in self._responses.values() if r.out_of_band and r.audio_out]:
+            self._drop_queued_audio(resp.gen_id)
+            await self._cancel_response(resp.gen_id, "client_cancelled")
+            await self.emit(self.events.output_audio_buffer_cleared(response_id=resp.response_id))
+
     async def _cancel_response(self, gen_id: int, reason: str) -> None:
         entry = self._responses.pop(gen_id, None)
         if entry is None:

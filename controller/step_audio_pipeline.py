@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from controller.bridge import iterate_in_thread
 from controller.errors import ConfigError
-from controller.pipeline import Listener, SpeechChunk, VadStream
+from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_layout import ChatNeed, check_layout
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
@@ -378,6 +378,12 @@ class StepAudioPipeline:
                 engine.release(sid)
 
         return iterate_in_thread(run, self._llm_pool)
+
+    def new_reply_text(self) -> ReplyText:
+        """The reply's leading (tag) reaches each of its sentences, as it would the whole text read at once."""
+        from speech_decoder.step_tts import ReplyTag
+
+        return ReplyTag()
 
     async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         """TTS-3B on one sentence; its audio tokens stream into a StreamingDecoder; float32 chunks at 22050 Hz, each

@@ -94,6 +94,28 @@ def sentences_for_tts(text: str) -> list[str]:
     return [tag + piece for piece in chunker.push(text[len(tag):]) + chunker.flush()]
 
 
+class ReplyTag:
+    """A served reply's leading (tag), carried to each of its sentences (the per-reply text hook of the Step-Audio
+    pipeline; one per reply, since a reply's tag says nothing of the next).
+
+    Upstream reads a whole text in one generation, to which its leading tag applies; a served reply is synthesised
+    sentence by sentence as the LM streams it, so the tag the LM led it with (an emotion, a dialect, RAP...) would
+    reach only its first sentence and the rest would be read in another manner. A sentence leading with a tag of its
+    own keeps it (TTS-3B reads one leading tag), and that tag carries on from there: a tag marks how what follows is
+    read. A piece that is only the tag (the LM wrote a newline after it) sets it."""
+
+    def __init__(self) -> None:
+        self._tag = ""  # with its brackets, as the LM wrote it
+
+    def for_synthesis(self, sentence: str) -> str:
+        """The sentence as TTS-3B is to read it: under the reply's tag unless it leads with its own."""
+        m = _LEADING_TAG.match(sentence.lstrip())
+        if m:
+            self._tag = m.group(1)
+            return sentence
+        return self._tag + sentence
+
+
 def with_speed(text: str, speed: float) -> str:
     """The text with TTS-3B's speed tag for a requested speaking rate (its four steps: 慢速2 / 慢速1 / 快速1 / 快速2,
     nearest to the rate; none near 1.0). A text that already leads with a tag keeps it: TTS-3B reads one."""

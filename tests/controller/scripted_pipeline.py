@@ -9,13 +9,13 @@ so these tests see what a client sees, in milliseconds instead of a model load.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import numpy as np
 
 from controller.app import App, AppConfig
-from controller.pipeline import SpeechChunk, TurnInput
+from controller.pipeline import ReplyText, SpeechChunk, TurnInput, VerbatimText
 from controller.server import ServerConfig
 from lm_engine.chat import ChatDelta, ChatRequest, ToolCallDelta
 from tests.e2e.helpers import RATE, Conversation, open_conversation
@@ -72,7 +72,10 @@ class ScriptedPipeline:
         self.word_seconds = 0.0  # LM time per word
         self.fail_after_words: int | None = None  # the LM raises after this many words
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
+        self.tool_call_seconds = 0.0  # LM time before each tool call delta
         self.requests: list[ChatRequest] = []
+        self.reply_text: Callable[[], ReplyText] = VerbatimText  # the per-reply hook new_reply_text() returns
+        self.synthesized: list[str] = []  # every text synthesize() was given
 
     def new_vad(self) -> ScriptedVad:
         return ScriptedVad()
@@ -89,10 +92,15 @@ class ScriptedPipeline:
             await asyncio.sleep(self.word_seconds)
             yield ChatDelta(text=word if i == 0 else " " + word)
         for call in self.tool_calls:
+            await asyncio.sleep(self.tool_call_seconds)
             yield ChatDelta(tool_call=call)
         yield ChatDelta(finish_reason="tool_calls" if self.tool_calls else "stop")
 
+    def new_reply_text(self) -> ReplyText:
+        return self.reply_text()
+
     async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+        self.synthesized.append(text)
         for _ in text.split():  # 50 ms a word at speed 1
             yield SpeechChunk(0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32))
 

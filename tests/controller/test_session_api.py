@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import numpy as np
+import pytest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech
 from tests.e2e.helpers import Conversation, silence
@@ -506,5 +507,138 @@ async def test_the_message_of_a_reply_in_progress_can_be_deleted() -> None:
     assert (missing["error"]["code"], missing["error"]["event_id"]) == ("item_not_found", "get")
     assert [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] != "system"] == [
         ("user", "what time is it?"), ("user", "and now?")]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_function_call_whose_arguments_are_streaming_can_be_retrieved_as_it_is_so_far() -> None:
+    """The client has seen the call's conversation.item.added and some response.function_call_arguments.delta: a
+    conversation.item.retrieve of it answers the item as it stands (in_progress, the arguments so far), as for the
+    reply's message; it had answered item_not_found until the reply ended. After response.done it is completed."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = []
+    pipeline.tool_call_seconds = 0.3
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
+                           ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.function_call_arguments.delta", after=n, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "event_id": "get", "item_id": delta["item_id"]})
+        during = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        after = await conv.wait_for("conversation.item.retrieved", after=conv.events.index(done), timeout=5)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert conv.events.index(during) < conv.events.index(done)
+    assert {k: during["item"][k] for k in ("id", "type", "status", "call_id", "name", "arguments")} == {
+        "id": delta["item_id"], "type": "function_call", "status": "in_progress", "call_id": "call_1",
+        "name": "get_time", "arguments": '{"tz": '}
+    assert (after["item"]["status"], after["item"]["arguments"]) == ("completed", '{"tz": "UTC"}')
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+@pytest.mark.parametrize(("how", "asr_error"), [("committed", None), ("created", None),
+                                                ("committed", "the recogniser went away")])
+async def test_a_user_audio_item_s_transcript_is_null_until_its_transcription_completes(
+        how: str, asr_error: str | None) -> None:
+    """The API's input_audio content has transcript null until its transcription completes (conversation.item.added
+    says so): a conversation.item.retrieve while the transcription runs shows null too (it showed ""), and after it
+    the transcript that conversation.item.done gave, or still null when the transcription failed. For a spoken turn
+    (input_audio_buffer.commit) and for an audio item the client sent whole."""
+    import base64
+
+    from tests.e2e.helpers import to_pcm16
+
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 0.5
+    pipeline.asr_error = asr_error
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        if how == "committed":
+            await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+            await conv.send({"type": "input_audio_buffer.commit"})
+        else:
+            await conv.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+                {"type": "input_audio", "audio": base64.b64encode(to_pcm16(speech(0.5))).decode()}]}})
+        added = await conv.wait_for("conversation.item.added", after=n, timeout=5)
+        item_id = added["item"]["id"]
+        await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        during = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        done = await conv.wait_for("conversation.item.done", after=n, where={"item.id": item_id}, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        after = await conv.wait_for("conversation.item.retrieved", after=conv.events.index(done), timeout=5)
+    assert conv.events.index(during) < conv.events.index(done)
+    assert added["item"]["content"] == during["item"]["content"] == [{"type": "input_audio", "transcript": None}]
+    transcript = None if asr_error else "what time is it"
+    assert done["item"]["content"] == [{"type": "input_audio", "transcript": transcript}]
+    assert after["item"] == done["item"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_clearing_the_output_audio_buffer_cuts_an_out_of_band_reply_off_too() -> None:
+    """output_audio_buffer.clear cuts off the audio being played, whatever response it belongs to: an out-of-band
+    reply speaking (none in the conversation) gets what the conversation's reply gets, response.done (cancelled,
+    client_cancelled) then output_audio_buffer.cleared naming it, and no more of its audio. It had been ignored."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"conversation": "none"}})
+        delta = await conv.wait_for("response.output_audio.delta", after=n, timeout=5)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        cleared = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+        await asyncio.sleep(0.5)  # more of the reply would have come by now
+    [done] = conv.of_type("response.done")
+    assert (done["response"]["status"], done["response"]["status_details"]["reason"]) == (
+        "cancelled", "client_cancelled")
+    assert cleared["response_id"] == delta["response_id"] == done["response"]["id"]
+    assert conv.events.index(done) < conv.events.index(cleared)
+    assert [e["type"] for e in conv.events[conv.events.index(done) + 1:]] == ["output_audio_buffer.cleared"]
+    assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_clearing_the_output_audio_buffer_cuts_off_every_reply_being_spoken_and_only_those() -> None:
+    """The conversation's reply and an out-of-band one speak at once: output_audio_buffer.clear cancels both, each
+    with its response.done then its output_audio_buffer.cleared. An out-of-band text reply running beside them has
+    no audio to clear and completes."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split()
+    pipeline.word_seconds = 0.2
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "oob"}}})
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "text"},
+                                                                  "output_modalities": ["text"]}})
+        joined, spoken, text = [(await conv.wait_for("response.created", after=n, where=where, timeout=5))[
+            "response"]["id"] for where in ({"response.conversation_id": conv.events[0]["session"]["id"].replace(
+                "sess_", "conv_")}, {"response.metadata": {"k": "oob"}}, {"response.metadata": {"k": "text"}})]
+        for response_id in (joined, spoken):
+            await conv.wait_for("response.output_audio.delta", after=n, where={"response_id": response_id}, timeout=5)
+        await conv.wait_for("response.output_text.delta", after=n, where={"response_id": text}, timeout=5)
+        m = len(conv.events)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        text_done = await conv.wait_for("response.done", after=m, where={"response.id": text}, timeout=10)
+    done = {e["response"]["id"]: e for e in conv.of_type("response.done")}
+    cleared = {e["response_id"]: e for e in conv.of_type("output_audio_buffer.cleared")}
+    assert set(cleared) == {joined, spoken}
+    for response_id in (joined, spoken):
+        assert done[response_id]["response"]["status"] == "cancelled"
+        assert conv.events.index(done[response_id]) < conv.events.index(cleared[response_id])
+        assert not [e for e in conv.events[conv.events.index(cleared[response_id]):]
+                    if e["type"] == "response.output_audio.delta" and e["response_id"] == response_id]
+    assert text_done["response"]["status"] == "completed"
+    assert not conv.of_type("error")
     for raw in conv.raw:
         validate_server_event(raw)

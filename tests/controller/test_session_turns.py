@@ -537,3 +537,26 @@ async def test_a_committed_speculation_cut_at_once_by_new_speech_counts_as_commi
     counts = {k: float(m.group(1)) for k in ("started", "committed", "rolled_back")
               if (m := re.search(rf"^stepaudio_speculations_{k}_total (\S+)$", metrics, re.M))}
     assert counts == {"started": 2.0, "committed": 1.0, "rolled_back": 1.0}
+
+
+async def test_every_sentence_of_a_reply_is_synthesised_through_that_reply_s_own_text_hook() -> None:
+    """A reply's sentences reach the synthesiser through the pipeline's per-reply hook (new_reply_text): with
+    Step-Audio's, the (tag) the LM leads a reply with leads each of its sentences (it reached only the first, so
+    the rest were read in another manner), and the next reply, without a tag, is read without it. The transcript
+    is the text as the LM wrote it."""
+    from speech_decoder.step_tts import ReplyTag
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_text = ReplyTag
+    pipeline.reply_words = "(高兴1)It is noon. The sun is high, lunch is soon.".split()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+        pipeline.reply_words = "It is noon. The sun is high.".split()
+        n = await conv.ask("and now?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+    assert pipeline.synthesized == ["(高兴1)It is noon.", "(高兴1)The sun is high, lunch is soon.",
+                                    "It is noon.", "The sun is high."]
+    assert [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")] == [
+        "(高兴1)It is noon. The sun is high, lunch is soon.", "It is noon. The sun is high."]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from speech_decoder.step_tts import instruction_name, sentences_for_tts, speakable
+from speech_decoder.step_tts import ReplyTag, instruction_name, sentences_for_tts, speakable
 
 
 def test_a_long_text_becomes_its_sentences_each_under_the_leading_tag() -> None:
@@ -27,3 +27,18 @@ def test_a_text_without_a_tag_is_split_into_plain_sentences() -> None:
 ])
 def test_speakable_needs_a_letter_or_digit_past_the_tag(text: str, expected: bool) -> None:
     assert speakable(text) is expected
+
+
+def test_a_served_reply_s_leading_tag_reaches_each_of_its_sentences() -> None:
+    """A served reply is synthesised sentence by sentence as the LM streams it: the (tag) it leads with must lead each
+    of its sentences, as it leads a whole text (sentences_for_tts). A sentence's own leading tag wins and carries on;
+    a piece that is only the tag (the LM wrote a newline after it) sets it; the next reply starts without it."""
+    reply = ReplyTag()
+    assert [reply.for_synthesis(s) for s in ["(高兴1)It is noon.", "The sun is high,", "lunch is soon.",
+                                              "（悲伤1）Sadly it rains.", "All day."]] == [
+        "(高兴1)It is noon.", "(高兴1)The sun is high,", "(高兴1)lunch is soon.", "（悲伤1）Sadly it rains.",
+        "（悲伤1）All day."]
+    alone = ReplyTag()
+    assert [alone.for_synthesis(s) for s in ["(RAP)", "Yo."]] == ["(RAP)", "(RAP)Yo."]
+    assert [ReplyTag().for_synthesis(s) for s in ["It is noon.", "The sun is high."]] == [
+        "It is noon.", "The sun is high."]

@@ -114,6 +114,16 @@ def test_a_speaking_rate_becomes_the_tts_speed_tag_that_the_prompt_reads(speed: 
     assert instruction_name(with_speed(text, speed)) == instruction_name(expected)
 
 
+def test_each_reply_gets_its_own_tag_hook_whose_tag_reaches_the_music_decoder(step_audio) -> None:
+    """The pipeline's per-reply hook carries a reply's leading (RAP) to its later sentences, which therefore take the
+    Music decoder as the first does; a reply begun meanwhile (another session's) is read without it."""
+    p = step_audio
+    rap, other = p.new_reply_text(), p.new_reply_text()
+    first, later = rap.for_synthesis("(RAP)Yo."), rap.for_synthesis("Check it.")
+    assert [p.tts.resolve(t, "Tingting")[1] for t in (first, later)] == [p.tts.music, p.tts.music]
+    assert other.for_synthesis("Check it.") == "Check it."
+
+
 def tts_sys_prompt(name: str) -> str:
     from speech_decoder.step_tts import SYS_WITH_SPEAKER
     return SYS_WITH_SPEAKER.format(name)
