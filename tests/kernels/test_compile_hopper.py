@@ -1,6 +1,7 @@
 """The attention kernels compile for an H100 (sm_90) here, without a GPU: Triton ships ptxas, so a kernel that the
 interpreter runs but the GPU compiler rejects (a layout it cannot lower, a tile that overflows shared memory) fails
-in CI instead of on a lent GPU's few minutes. Compiles the configs the GPU runs, not every autotune candidate."""
+in CI instead of on a lent GPU's few minutes. Compiles the configs the GPU runs, not every autotune candidate; the LM-op
+and vocoder kernels too."""
 from __future__ import annotations
 
 import os
@@ -90,3 +91,34 @@ def test_a_new_autotune_key_compiles_each_candidate_once_before_tuning(caplog) -
     A._precompile_candidates(launcher, None, (q,), {**kwargs, "PAGE": 256})
     assert "compiling them one by one" in caplog.text
     A._precompiled.clear()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_lm_op_kernels_compile_for_hopper(dtype: str) -> None:
+    """RMSNorm(+residual) at TTS-3B's width (3072 -> BLOCK 4096, 16 warps) and SwiGLU as the engine launches them."""
+    from kernels import _lm_ops_triton as L
+
+    t = f"*{dtype}"
+    for has_res in (False, True):
+        _compile_sm90(L._rms_norm_kernel, {"X": t, "R": t, "W": t, "O": t, "H": t},
+                      dict(HAS_RES=has_res, BLOCK=4096), ("eps",), num_warps=16, num_stages=1)
+    _compile_sm90(L._silu_and_mul_kernel, {"X": t, "O": t}, dict(BLOCK=4096), num_warps=4, num_stages=1)
+
+
+def test_vocoder_kernels_compile_for_hopper() -> None:
+    """HiFT's fused ops (fp32, as the vocoder runs) with CosyVoice-300M-25Hz's constants: iSTFT n_fft 16 / hop 4,
+    leaky-ReLU and snake with and without the residual sum, the NSF sine source (upsample 256, 9 harmonics)."""
+    from kernels import _vocoder_triton as V
+
+    _compile_sm90(V._istft_head_kernel, {"X": "*fp32", "Y": "*fp32"}, dict(N_FFT=16, HOP=4, BLOCK=256),
+                  ("mag_clip", "audio_limit"), num_warps=4, num_stages=1)
+    for act in (0, 1):
+        for has_y in (False, True):
+            _compile_sm90(V._act_kernel, {"X": "*fp32", "Yin": "*fp32", "ALPHA": "*fp32", "S": "*fp32", "A": "*fp32"},
+                          dict(HAS_Y=has_y, ACT=act, STORE_SUM=has_y, BLOCK=1024), ("slope", "scale"),
+                          num_warps=4, num_stages=1)
+    for merge in (False, True):
+        _compile_sm90(V._sine_source_kernel,
+                      {n: "*fp32" for n in ("F0", "PREFIX", "NOISE", "PHASE", "W", "BIAS", "OUT")},
+                      dict(UPSAMPLE=256, NUM_HARM=9, MERGE=merge, BLOCK=512),
+                      ("inv_sr", "sine_amp", "noise_std", "voiced_threshold"), num_warps=4, num_stages=1)
