@@ -79,15 +79,16 @@ def _scores(qk, slope2, pos, offs_n, scale_log2, BIAS: tl.constexpr, CLAMP: tl.c
 
 @triton.jit
 def _far_bias_powers(DTYPE: tl.constexpr, BLOCK_N: tl.constexpr):
-    """B of the far-tile bias dot, [16, BLOCK_N] in DTYPE: rows u, u, u^2, u^3, then zeros, with u = w / (BLOCK_N / 2)
-    the key's offset w from the tile's centre scaled into (-1, 1) by a power of two (exact: 2w is an odd integer
-    below 256). |u^k| < 1 keeps u^3 within float16's range (w^3 reaches 2.6e5 at BLOCK_N 128) and makes float16's
-    absolute underflow in A harmless. Independent of the tile: built once per program."""
+    """B of the far-tile bias dot, [16, BLOCK_N] in DTYPE: rows 0 and 4 hold u, row 8 u^2, row 12 u^3 (matching A's
+    columns, _far_bias_rows), the others zero; u = w / (BLOCK_N / 2) is the key's offset w from the tile's centre
+    scaled into (-1, 1) by a power of two, so it stays exact (2w is an odd integer below 256). |u^k| < 1 keeps u^3
+    within float16's range (w^3 reaches 2.6e5 at BLOCK_N 128) and float16's absolute underflow in A harmless.
+    Independent of the tile: built once per program."""
     half: tl.constexpr = (BLOCK_N - 1) * 0.5
     inv_hs: tl.constexpr = 2.0 / BLOCK_N
     u = ((tl.arange(0, BLOCK_N).to(tl.float32) - half) * inv_hs)[None, :]
     k = tl.arange(0, 16)[:, None]
-    b = tl.where(k < 2, u, tl.where(k == 2, u * u, tl.where(k == 3, u * u * u, 0.0)))
+    b = tl.where(k % 4 != 0, 0.0, tl.where(k < 8, u, tl.where(k == 8, u * u, u * u * u)))
     return b.to(DTYPE)
 
 
@@ -98,27 +99,33 @@ def _far_bias_rows(slope2, pos, start, scale_log2, DTYPE: tl.constexpr, BLOCK_N:
     scale_log2 with B from _far_bias_powers (module docstring).
 
     With e the row's distance to the tile's centre and w = u * BLOCK_N / 2 a key's offset from it, the distance is
-    e - w and sqrt(e - w) ~= sqrt(e) - w / (2 sqrt(e)) - w^2 / (8 e^1.5) - w^3 / (16 e^2.5). A holds the u, u^2,
-    u^3 coefficients (times -slope2) divided by scale_log2, so the caller's one multiply by scale_log2 scales the
-    dot product and the bias together. The u coefficient is split into DTYPE's rounding (hi) and the rounded
-    remainder (lo), both against the exact u row of B: in one bfloat16 column its rounding would cost up to
-    2^-8 * 0.64 * slope2 at BLOCK_N 128."""
+    e - w and sqrt(e - w) ~= sqrt(e) - w / (2 sqrt(e)) - w^2 / (8 e^1.5) - w^3 / (16 e^2.5). A's columns 0, 4, 8,
+    12 hold the u coefficient's hi part (its rounding to DTYPE) and lo part (the rounded remainder), both against
+    B's exact u rows, then the u^2 and u^3 coefficients; all times -slope2 and divided by scale_log2, so the
+    caller's one multiply by scale_log2 scales the dot product and the bias together. In one bfloat16 column the u
+    coefficient's rounding would cost up to 2^-8 * 0.64 * slope2 at BLOCK_N 128."""
     half: tl.constexpr = (BLOCK_N - 1) * 0.5
     hs: tl.constexpr = BLOCK_N // 2
     e = (pos - start).to(tl.float32) - half
-    r = tl.rsqrt(e)
+    c0 = -slope2 * e * tl.rsqrt(e)
+    # A is assembled by joins from a [BLOCK_M, 2] grid (column j = 0: hi, lo; j = 1: u^2, u^3 coefficients): that
+    # grid's layout gives each thread about one row, where a [BLOCK_M, 16] select chain's layout made each thread
+    # redo the rsqrt and the casts of the 8 rows it holds (SASS: 8 rsqrt and 16 conversions per thread per tile,
+    # against 34 exp2, on the same quarter-rate pipe).
+    j = tl.arange(0, 2)[None, :]
+    r = tl.rsqrt(e[:, None] + tl.zeros([1, 2], dtype=tl.float32))
     r2 = r * r
-    c0 = -slope2 * e * r
-    g = slope2 * r * (hs / scale_log2)
+    g = slope2[:, None] * r * (hs / scale_log2)
     a1 = 0.5 * g
     a2 = (0.125 * hs) * g * r2
     a3 = (0.0625 * hs * hs) * g * r2 * r2
     a1_hi = a1.to(DTYPE).to(tl.float32)
     a1_lo = (a1 - a1_hi).to(DTYPE).to(tl.float32)  # a1 - a1_hi is exact in float32
-    k = tl.arange(0, 16)[None, :]
-    a = tl.where(k == 0, a1_hi[:, None], tl.where(k == 1, a1_lo[:, None], tl.where(
-        k == 2, a2[:, None], tl.where(k == 3, a3[:, None], 0.0))))
-    return c0, a.to(DTYPE)  # columns 0 and 1 are already DTYPE values: exact
+    # hi and lo are DTYPE values already: the casts below round only a2 and a3
+    a = tl.join(tl.where(j == 0, a1_hi, a2).to(DTYPE), tl.where(j == 0, a1_lo, a3).to(DTYPE))
+    a = tl.join(a, tl.zeros_like(a))
+    a = tl.reshape(tl.join(a, tl.zeros_like(a)), [e.shape[0], 16])  # A[:, 8 j + 4 i]: operand i of the first join
+    return c0, a
 
 
 @triton.jit
@@ -139,6 +146,8 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
                   DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
+    if FAR_TILE:  # before the loads: A's layout conversions (shared memory, CTA barriers) overlap their latency
+        c0, far_a = _far_bias_rows(slope2, pos, start, scale_log2, far_b.dtype, BLOCK_N)
     k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
     v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
     if K_NMAJOR:  # K tile loaded [BLOCK_N, BLOCK_D] and transposed in shared memory
@@ -154,7 +163,6 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
         # through the row max and the exp2 shift instead of per score: m_new stays the running max of the full
         # scores (max over keys commutes with adding c0, and with the multiply by scale_log2 > 0), and
         # qk * scale_log2 - (m_new - c0) is s - m_new, one FMA per score as without a bias.
-        c0, far_a = _far_bias_rows(slope2, pos, start, scale_log2, far_b.dtype, BLOCK_N)
         qk = tl.dot(far_a, far_b, qk, input_precision=DOT)
         m_new = tl.maximum(m_i, tl.max(qk, 1) * scale_log2 + c0)
         p = tl.exp2(qk * scale_log2 - (m_new - c0)[:, None])
