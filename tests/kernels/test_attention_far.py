@@ -98,8 +98,9 @@ def _probe_case(dev: str, block_n: int, dtype: torch.dtype) -> tuple[torch.Tenso
 @pytest.mark.parametrize("block_n", [16, 64, 128])
 def test_far_scores_equal_exact_sqrt_alibi(triton_modules, bf16_dot, block_n: int,
                                            dtype: torch.dtype) -> None:  # type: ignore[no-untyped-def]
-    """Within slope2 * (FAR_ERROR + the bias dot's rounding bound) plus a few float32 roundings of the score's parts
-    (the dot, the bias; 2^-21 covers the four roundings between them and the result).
+    """Within slope2 * (FAR_ERROR + the bias dot's rounding bound) plus 2^-21 of |qk * scale_log2| + |bias| + 1: the
+    float32 roundings of the dot product, of c0 and of the bias dot's part (below 1 in log2 units) on their way to
+    the score, a few ulps each.
 
     The 16-bit cases fail with the u coefficient in one column (checked by breaking the kernel: bfloat16 exceeds
     this tolerance 12-28x, float16 5-11x); the last assertion keeps the rows steep and near enough for that."""
