@@ -15,9 +15,22 @@ inner loop uses exp2. Bias modes are a constexpr: 0 none, 1 linear ALiBi, 2 sqrt
 
 sqrt-ALiBi far from the diagonal: a sqrt per score is a second MUFU op beside exp2's, and the MUFU pipe has 1/8 of the
 FMA pipe's throughput (16 vs 128 lanes per clock per SM). Where every key of a tile lies at least FAR positions
-before every query of it, each row's sqrt(pos - key) is its cubic Taylor polynomial in the key's offset from the
-tile's centre (one rsqrt per row, four FMAs per score). FAR (far_distance) keeps the polynomial's error within
-2^-20: one float32 ulp of sqrt(FAR) at BLOCK_N 16, a quarter of one at 64, so both paths agree to float32 precision.
+before every query of it, each row's bias -slope * log2e * sqrt(pos - key) is its cubic Taylor polynomial
+c0 + c1 w + c2 w^2 + c3 w^3 in the key's offset w from the tile's centre (one rsqrt per row). FAR (far_distance)
+keeps the truncation error within 2^-20 * slope * log2e: one float32 ulp of sqrt(FAR) at BLOCK_N 16, a quarter of
+one at 64. Evaluating the polynomial per score costs ~5 FMA-pipe ops beside the softmax's, and at d64 the FMA pipe
+is then the bottleneck (H100, bf16: +44% over no bias), so no per-score op is added:
+* c0 is constant along a row: it enters the row max and the exp2 shift, not the scores.
+* The rest is a [BLOCK_M, 16] x [16, BLOCK_N] dot accumulated by the tensor cores onto QK^T. B (one per program) holds
+  u, u, u^2, u^3 and zero rows, u = w / (BLOCK_N / 2) in (-1, 1); A (per tile and row) the u^k coefficients divided by
+  the softmax scale (one multiply scales both), the u coefficient as hi (its rounding to q's dtype) and lo (the
+  remainder, rounded), both against the same u row.
+Its rounding in log2 units per unit slope * log2e, eps the dtype's unit roundoff (2^-8 bfloat16, 2^-11 float16): u is
+exact (2w is an odd integer below 256), the u term carries eps^2 |c1 w| (hi/lo), the u^2 and u^3 terms
+2 eps (|c2 w^2| + |c3 w^3|) (A's rounding and B's). Over far tiles |c1 w|, |c2 w^2|, |c3 w^3| <= 0.64, 0.0042, 5.4e-5 at
+BLOCK_N 128 (0.26, 0.0022, 3.9e-5 at 16), so <= 4.3e-5 in bfloat16 and 4.3e-6 in float16 (plus float16 underflow
+in A, <= 2^-23 * scale * log2e), beside bfloat16's own 2^-8 relative rounding of P; c1 in one column would cost up to
+eps |c1 w| = 2.5e-3 in bfloat16. float32 inputs (the 'ieee' path) are not cast: float32 roundings only, as before.
 """
 from __future__ import annotations
 
@@ -71,25 +84,54 @@ def _scores(qk, slope2, pos, offs_n, scale_log2, BIAS: tl.constexpr, CLAMP: tl.c
 
 
 @triton.jit
-def _far_sqrt_alibi_scores(qk, slope2, pos, start, scale_log2, BLOCK_N: tl.constexpr):
-    """_scores for sqrt-ALiBi on a tile of keys [start, start + BLOCK_N) at least FAR before every row's pos.
-
-    With e the row's distance to the tile's centre and w a key's offset from it (|w| <= h), the distance is e - w
-    and sqrt(e - w) ~= sqrt(e) - w / (2 sqrt(e)) - w^2 / (8 e^1.5) - w^3 / (16 e^2.5), evaluated by Horner in w
-    with each row's coefficients (already multiplied by -slope2)."""
+def _far_bias_powers(DTYPE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """B of the far-tile bias dot, [16, BLOCK_N] in DTYPE: rows 0 and 4 hold u, row 8 u^2, row 12 u^3 (matching A's
+    columns, _far_bias_rows), the others zero; u = w / (BLOCK_N / 2) is the key's offset w from the tile's centre
+    scaled into (-1, 1) by a power of two, so it stays exact (2w is an odd integer below 256). |u^k| < 1 keeps u^3
+    within float16's range (w^3 reaches 2.6e5 at BLOCK_N 128) and float16's absolute underflow in A harmless.
+    Independent of the tile: built once per program."""
     half: tl.constexpr = (BLOCK_N - 1) * 0.5
+    inv_hs: tl.constexpr = 2.0 / BLOCK_N
+    u = ((tl.arange(0, BLOCK_N).to(tl.float32) - half) * inv_hs)[None, :]
+    k = tl.arange(0, 16)[:, None]
+    b = tl.where(k % 4 != 0, 0.0, tl.where(k < 8, u, tl.where(k == 8, u * u, u * u * u)))
+    return b.to(DTYPE)
+
+
+@triton.jit
+def _far_bias_rows(slope2, pos, start, scale_log2, DTYPE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Per-row constant c0 [BLOCK_M] (float32) and A [BLOCK_M, 16] (DTYPE) of sqrt-ALiBi on a tile of keys
+    [start, start + BLOCK_N) at least FAR before every row's pos: -slope2 * sqrt(pos - key) ~= c0 + (A @ B) *
+    scale_log2 with B from _far_bias_powers (module docstring).
+
+    With e the row's distance to the tile's centre and w = u * BLOCK_N / 2 a key's offset from it, the distance is
+    e - w and sqrt(e - w) ~= sqrt(e) - w / (2 sqrt(e)) - w^2 / (8 e^1.5) - w^3 / (16 e^2.5). A's columns 0, 4, 8,
+    12 hold the u coefficient's hi part (its rounding to DTYPE) and lo part (the rounded remainder), both against
+    B's exact u rows, then the u^2 and u^3 coefficients; all times -slope2 and divided by scale_log2, so the
+    caller's one multiply by scale_log2 scales the dot product and the bias together. In one bfloat16 column the u
+    coefficient's rounding would cost up to 2^-8 * 0.64 * slope2 at BLOCK_N 128."""
+    half: tl.constexpr = (BLOCK_N - 1) * 0.5
+    hs: tl.constexpr = BLOCK_N // 2
     e = (pos - start).to(tl.float32) - half
-    r = tl.rsqrt(e)
+    c0 = -slope2 * e * tl.rsqrt(e)
+    # A is assembled by joins from a [BLOCK_M, 2] grid (column j = 0: hi, lo; j = 1: u^2, u^3 coefficients): that
+    # grid's layout gives each thread about one row, where a [BLOCK_M, 16] select chain's layout made each thread
+    # redo the rsqrt and the casts of the 8 rows it holds (SASS: 8 rsqrt and 16 conversions per thread per tile,
+    # against 34 exp2, on the same quarter-rate pipe).
+    j = tl.arange(0, 2)[None, :]
+    r = tl.rsqrt(e[:, None] + tl.zeros([1, 2], dtype=tl.float32))
     r2 = r * r
-    c0 = -slope2 * e * r
-    c1 = 0.5 * slope2 * r
-    c2 = 0.125 * slope2 * r * r2
-    c3 = 0.0625 * slope2 * r * r2 * r2
-    w = (tl.arange(0, BLOCK_N).to(tl.float32) - half)[None, :]
-    poly = c2[:, None] + w * c3[:, None]
-    poly = c1[:, None] + w * poly
-    poly = c0[:, None] + w * poly
-    return qk * scale_log2 + poly
+    g = slope2[:, None] * r * (hs / scale_log2)
+    a1 = 0.5 * g
+    a2 = (0.125 * hs) * g * r2
+    a3 = (0.0625 * hs * hs) * g * r2 * r2
+    a1_hi = a1.to(DTYPE).to(tl.float32)
+    a1_lo = (a1 - a1_hi).to(DTYPE).to(tl.float32)  # a1 - a1_hi is exact in float32
+    # hi and lo are DTYPE values already: the casts below round only a2 and a3
+    a = tl.join(tl.where(j == 0, a1_hi, a2).to(DTYPE), tl.where(j == 0, a1_lo, a3).to(DTYPE))
+    a = tl.join(a, tl.zeros_like(a))
+    a = tl.reshape(tl.join(a, tl.zeros_like(a)), [e.shape[0], 16])  # A[:, 8 j + 4 i]: operand i of the first join
+    return c0, a
 
 
 @triton.jit
@@ -104,12 +146,14 @@ def _kv_offsets(seq_row_ptr, offs_n, n_ok, stride_b, stride_s, PAGE: tl.constexp
 
 @triton.jit
 def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv_head_off_k, kv_head_off_v,
-                  offs_d, d_ok, scale_log2,
+                  offs_d, d_ok, scale_log2, far_b,
                   stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
                   BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                   DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
+    if FAR_TILE:  # before the loads: A's layout conversions (shared memory, CTA barriers) overlap their latency
+        c0, far_a = _far_bias_rows(slope2, pos, start, scale_log2, far_b.dtype, BLOCK_N)
     k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
     v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
     if K_NMAJOR:  # K tile loaded [BLOCK_N, BLOCK_D] and transposed in shared memory
@@ -121,14 +165,20 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
         qk = tl.dot(q, k, input_precision=DOT)
     if FAR_TILE:
-        s = _far_sqrt_alibi_scores(qk, slope2, pos, start, scale_log2, BLOCK_N)
+        # The bias less its per-row constant c0 rides on the tensor cores (far_b: _far_bias_powers); c0 enters
+        # through the row max and the exp2 shift instead of per score: m_new stays the running max of the full
+        # scores (max over keys commutes with adding c0, and with the multiply by scale_log2 > 0), and
+        # qk * scale_log2 - (m_new - c0) is s - m_new, one FMA per score as without a bias.
+        qk = tl.dot(far_a, far_b, qk, input_precision=DOT)
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * scale_log2 + c0)
+        p = tl.exp2(qk * scale_log2 - (m_new - c0)[:, None])
     else:
         s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
-    if MASKED:
-        s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+        if MASKED:
+            s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
     alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     v = tl.load(V + kv_head_off_v + v_off[:, None] + offs_d[None, :] * stride_vd,
                 mask=n_ok[:, None] & d_ok[None, :], other=0.0)
@@ -198,19 +248,21 @@ def _paged_prefill_kernel(
     far_end = 0
     if BIAS == 2:
         far_end = (tl.maximum(first_pos + 1 - FAR, 0) // BLOCK_N) * BLOCK_N
+        far_b = _far_bias_powers(q.dtype, BLOCK_N)
         for start in range(0, far_end, BLOCK_N):
             acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                          offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                          offs_d, d_ok, scale_log2, far_b, stride_kb, stride_ks, stride_kd,
                                           stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT,
                                           K_NMAJOR, True)
+    # far_b = 0: these tiles take _scores, the bias dot's B is not needed.
     for start in range(far_end, full_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                      offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                      offs_d, d_ok, scale_log2, 0, stride_kb, stride_ks, stride_kd,
                                       stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR,
                                       False)
     for start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                      offs_d, d_ok, scale_log2, stride_kb, stride_ks, stride_kd,
+                                      offs_d, d_ok, scale_log2, 0, stride_kb, stride_ks, stride_kd,
                                       stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT, K_NMAJOR,
                                       False)
     # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.

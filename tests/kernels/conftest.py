@@ -43,3 +43,29 @@ def triton_modules() -> SimpleNamespace:
         interpret=not cuda,
         device="cuda" if cuda else "cpu",
     )
+
+
+@pytest.fixture
+def bf16_dot(triton_modules, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under the interpreter, tl.dot on bfloat16 operands multiplies their raw uint16 storage (Triton 3.9's
+    InterpreterBuilder.create_dot casts only fp8): widen them to float32 first, which is what a tensor core computes
+    (exact products, float32 sums). Its fp32 -> bf16 casts truncate instead of rounding to nearest; tests bound
+    that separately. Nothing to do on a GPU."""
+    if not triton_modules.interpret:
+        return
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    original = interpreter.InterpreterBuilder.create_dot
+
+    def widen(x):  # type: ignore[no-untyped-def]
+        if x.dtype != tl.bfloat16:
+            return x
+        f32 = interpreter._convert_float(x.data, tl.bfloat16, tl.float32, None).view(np.float32)
+        return interpreter.TensorHandle(f32, tl.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):  # type: ignore[no-untyped-def]
+        return original(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)

@@ -130,6 +130,20 @@ def test_triton_prefill_far_tiles_match_exact_sqrt(triton_modules, h, g) -> None
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_prefill_far_tiles_in_16_bit(triton_modules, bf16_dot, dtype) -> None:  # type: ignore[no-untyped-def]
+    """The far tiles' bias dot takes q's dtype: wired right in float16 and bfloat16 too (its rounding is bounded in
+    test_attention_far.py, far below these dtypes' output tolerance)."""
+    tri = triton_modules.attention
+    far = tri.far_distance(16 if triton_modules.interpret else 128)
+    b = P.make_batch([16, 5], [far + 300, far + 20], num_heads=8, num_kv_heads=2, head_dim=64, page=16,
+                     dtype=dtype, device=triton_modules.device)
+    slopes = A.alibi_slopes(8).to(triton_modules.device)
+    got = _run(tri.paged_attention_triton, b, slopes, "sqrt_alibi", max_seqlen_q=b.max_seqlen_q)
+    want = _run(A.paged_attention_ref, b, slopes, "sqrt_alibi")
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype])
+
+
 @pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (8, 2, 128, 16, torch.float16),
                                               (12, 1, 64, 8, torch.float16), (24, 2, 64, 16, torch.float32)])
 @pytest.mark.parametrize("num_splits", [None, 7])

@@ -5,6 +5,7 @@ and vocoder kernels too."""
 from __future__ import annotations
 
 import os
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -50,6 +51,12 @@ def test_prefill_compiles_for_hopper(head_dim: int, group: int, bias: str) -> No
         dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=head_dim, PAGE=256, BIAS=code, MAX_Q_BUCKET=4096, DOT="tf32",
              **cfg.kwargs), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     assert ("rsqrt" in kernel.asm["ptx"]) == (code == 2)
+    # The far tiles' bias polynomial is a K=16 dot on Hopper's wgmma (A [BLOCK_M, 16], B [16, BLOCK_N]), not
+    # per-score FMAs.
+    bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+    bias_dot = re.search(rf"ttng\.warp_group_dot .*: tensor<{bm}x16xbf16.* \* !ttg\.memdesc<16x{bn}xbf16",
+                         kernel.asm["ttgir"])
+    assert (bias_dot is not None) == (code == 2)
 
 
 def test_decode_and_its_reduce_and_store_kv_compile_for_hopper() -> None:
