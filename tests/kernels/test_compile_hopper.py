@@ -21,15 +21,20 @@ H100_SHARED_BYTES = 227 * 1024  # the most dynamic shared memory one block may u
 
 
 def _compile_sm90(fn, pointers: dict[str, str], constexprs: dict[str, object], floats: tuple[str, ...] = (), *,
-                  num_warps: int, num_stages: int):  # type: ignore[no-untyped-def]
+                  num_warps: int, num_stages: int, aligned: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """Compiles as the JIT specialises a real launch, so that this is the code the GPU runs: pointers 16-byte
+    aligned (torch's allocations are), the integers named in `aligned` divisible by 16, and unit strides passed in
+    `constexprs` as 1 (the JIT turns an integer equal to 1 into a constant). Without that the compiler cannot
+    prove rows contiguous: it emits per-element loads and no asynchronous copies, and half the shared memory."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     names = fn.arg_names
     signature = {n: pointers.get(n) or ("constexpr" if n in constexprs else "fp32" if n in floats else "i32")
                  for n in names}
+    div16 = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in pointers or n in aligned}
     src = ASTSource(fn=fn, signature=signature,
-                    constexprs={(names.index(k),): v for k, v in constexprs.items()})
+                    constexprs={(names.index(k),): v for k, v in constexprs.items()}, attrs=div16)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                             options={"num_warps": num_warps, "num_stages": num_stages})
     assert kernel.asm["cubin"], "no cubin"
@@ -38,6 +43,11 @@ def _compile_sm90(fn, pointers: dict[str, str], constexprs: dict[str, object], f
 
 
 QKV = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "BT": "*i32", "CU": "*i32", "CTX": "*i32", "SLOPES": "*fp32"}
+# Contiguous q/out [tokens, heads, D] and caches [blocks, page, kv_heads, D]: unit head-dim strides, every other
+# stride a multiple of D.
+UNIT_STRIDES = {"stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1}
+ALIGNED_STRIDES = ("stride_qt", "stride_qh", "stride_kb", "stride_ks", "stride_kh", "stride_vb", "stride_vs",
+                   "stride_vh", "stride_ot", "stride_oh")
 
 
 @pytest.mark.parametrize("head_dim,group,bias", [(128, 12, "sqrt_alibi"), (64, 12, "sqrt_alibi"), (64, 6, "none")])
@@ -49,8 +59,12 @@ def test_prefill_compiles_for_hopper(head_dim: int, group: int, bias: str) -> No
     kernel = _compile_sm90(
         A._paged_prefill_kernel, {**QKV, "O": "*bf16"},
         dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=head_dim, PAGE=256, BIAS=code, MAX_Q_BUCKET=4096, DOT="tf32",
-             **cfg.kwargs), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+             **cfg.kwargs, **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        aligned=ALIGNED_STRIDES)
     assert ("rsqrt" in kernel.asm["ptx"]) == (code == 2)
+    # K/V tiles reach shared memory by 16-byte asynchronous copies (cp.async.cg exists only for 16 bytes), which
+    # Triton's software pipeline overlaps with the previous tile's math.
+    assert "cp.async.cg.shared.global" in kernel.asm["ptx"]
     # The far tiles' bias polynomial is a K=16 dot on Hopper's wgmma (A [BLOCK_M, 16], B [16, BLOCK_N]), not
     # per-score FMAs.
     bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
@@ -62,7 +76,8 @@ def test_prefill_compiles_for_hopper(head_dim: int, group: int, bias: str) -> No
 def test_decode_and_its_reduce_and_store_kv_compile_for_hopper() -> None:
     _compile_sm90(A._paged_decode_kernel, {**QKV, "MP": "*fp32", "LP": "*fp32", "ACCP": "*fp32"},
                   dict(NUM_HEADS=96, NUM_SPLITS=8, GROUP=12, GROUP_PAD=16, HEAD_DIM=128, BLOCK_D=128, PAGE=256,
-                       BIAS=2, BLOCK_N=64, DOT="tf32"), ("scale_log2",), num_warps=4, num_stages=3)
+                       BIAS=2, BLOCK_N=64, DOT="tf32", stride_qd=1, stride_kd=1, stride_vd=1), ("scale_log2",),
+                  num_warps=4, num_stages=3, aligned=ALIGNED_STRIDES)
     _compile_sm90(A._decode_reduce_kernel, {"MP": "*fp32", "LP": "*fp32", "ACCP": "*fp32", "O": "*bf16", "CU": "*i32"},
                   dict(NUM_HEADS=96, NUM_SPLITS=8, SPLITS_PAD=8, HEAD_DIM=128, BLOCK_D=128), num_warps=4,
                   num_stages=1)
