@@ -433,11 +433,15 @@ def _prefill_configs() -> list[triton.Config]:
 def _prune_prefill(configs, named_args, **kwargs):  # type: ignore[no-untyped-def]
     """Drop configs whose K/V tile does not fit the head dim's shared-memory budget (d128: BLOCK_N <= 64 at 3
     stages). fp32 ('ieee') prefill serves parity checks, where speed does not matter: one config, the one with the
-    smallest K/V tiles, instead of compiling and timing all of them."""
+    smallest K/V tiles, instead of compiling and timing all of them. At d128 a 128-row tile in 4 warps (one
+    warpgroup) keeps a 128 x 128 fp32 accumulator in 128 registers per thread and spills (its sm_90 compile: ~150
+    local stores per tile loop at 128 x 64): not worth compiling and timing."""
     head_dim = kwargs["HEAD_DIM"]
     kept = [c for c in configs if not (head_dim > 64 and c.kwargs["BLOCK_N"] * c.num_stages > 256)] or configs[:1]
     if kwargs.get("DOT") == "ieee":
-        kept = [min(kept, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["K_NMAJOR"]))]
+        return [min(kept, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["K_NMAJOR"]))]
+    if head_dim > 64:
+        kept = [c for c in kept if not (c.kwargs["BLOCK_M"] == 128 and c.num_warps == 4)] or kept
     return kept
 
 

@@ -144,3 +144,18 @@ def test_vocoder_kernels_compile_for_hopper() -> None:
                       {n: "*fp32" for n in ("F0", "PREFIX", "NOISE", "PHASE", "W", "BIAS", "OUT")},
                       dict(UPSAMPLE=256, NUM_HARM=9, MERGE=merge, BLOCK=512),
                       ("inv_sr", "sine_amp", "noise_std", "voiced_threshold"), num_warps=4, num_stages=1)
+
+
+def test_no_d128_prefill_candidate_spills_registers() -> None:
+    """Every tile the autotuner is given at d128 (one K layout each) compiles for sm_90 without spilling its
+    accumulator to local memory (64 x 128 in 4 warps spills one register; the pruned 128-row tiles in 4 warps
+    stored 33 to 160): a heavily spilling tile only costs compile and tuning time at load."""
+    kept = [c for c in A._prune_prefill(A._prefill_configs(), {}, HEAD_DIM=128) if c.kwargs["K_NMAJOR"] == 0]
+    assert len(kept) == 4
+    for cfg in kept:
+        kernel = _compile_sm90(
+            A._paged_prefill_kernel, {**QKV, "O": "*bf16"},
+            dict(GROUP=12, HEAD_DIM=128, BLOCK_D=128, PAGE=256, BIAS=2, MAX_Q_BUCKET=4096, DOT="tf32", **cfg.kwargs,
+                 **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            aligned=ALIGNED_STRIDES)
+        assert kernel.asm["sass"].count("STL") < 8, cfg
