@@ -17,6 +17,7 @@ from controller.pipeline import TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
 from controller.response import Response, ResponseSettings
+from lm_engine.chat import ChatBackendError
 
 if TYPE_CHECKING:
     from controller.session import Session as _Base
@@ -141,7 +142,10 @@ class RepliesMixin(_Base):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a model failed: this reply fails, the session goes on
-            self.log.exception("response %s failed", resp.response_id)
+            if isinstance(exc, ChatBackendError):  # expected (the chat server is down or refused): its message says it
+                self.log.error("response %s failed: %s", resp.response_id, exc)
+            else:
+                self.log.exception("response %s failed", resp.response_id)
             with contextlib.suppress(Exception):
                 await resp.finish_failed(str(exc))
             # A speculation that failed stays invisible until it is committed (a rollback cancels it here).

@@ -71,6 +71,7 @@ class ScriptedPipeline:
         self.reply_words = ["It", "is", "noon."]
         self.word_seconds = 0.0  # LM time per word
         self.fail_after_words: int | None = None  # the LM raises after this many words
+        self.fail_with: type[Exception] = RuntimeError  # ... this (a backend's own failures are ChatBackendError)
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
         self.tool_call_seconds = 0.0  # LM time before each tool call delta
         self.requests: list[ChatRequest] = []
@@ -88,7 +89,7 @@ class ScriptedPipeline:
         self.requests.append(request)
         for i, word in enumerate(self.reply_words):
             if self.fail_after_words == i:
-                raise RuntimeError("the LM backend went away")
+                raise self.fail_with("the LM backend went away")
             await asyncio.sleep(self.word_seconds)
             yield ChatDelta(text=word if i == 0 else " " + word)
         for call in self.tool_calls:

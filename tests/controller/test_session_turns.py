@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from controller.errors import RemoteProtocolError
+from lm_engine.chat import ChatBackendError
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech, user_messages
 from tests.e2e.helpers import silence
 from tests.realtime_schema import validate_server_event
@@ -89,6 +91,23 @@ async def test_a_speculation_whose_lm_fails_fails_visibly_once_and_the_session_g
     assert again["response"]["status"] == "completed"
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+@pytest.mark.parametrize("fail_with", [ChatBackendError, RuntimeError])
+async def test_a_chat_backend_failure_is_logged_in_one_line_and_a_bug_with_its_traceback(fail_with, caplog) -> None:
+    """The chat server being down fails every reply until it is back: one line each (its message names the server
+    and the cause), not a traceback per turn. Any other exception is a bug and keeps its traceback."""
+    pipeline = ScriptedPipeline()
+    pipeline.fail_after_words, pipeline.fail_with = 0, fail_with
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert done["response"]["status"] == "failed"
+    failed = [r for r in caplog.records if r.levelno >= logging.ERROR and done["response"]["id"] in r.getMessage()]
+    assert len(failed) == 1
+    assert (failed[0].exc_info is None) == (fail_with is ChatBackendError)
+    assert "the LM backend went away" in failed[0].getMessage() or fail_with is RuntimeError
 
 
 async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
