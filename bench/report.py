@@ -130,7 +130,20 @@ def report(folder: Path) -> str:
         if r.met is not None and not on_h100:
             verdict += " (not an H100)"
         lines.append(f"| {r.issue} | {r.what} | {r.target} | {r.measured} | {verdict} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _leads(engine, kernels)) + "\n"
+
+
+def _leads(engine: dict | None, kernels: dict | None) -> list[str]:
+    """What the next kernel work needs besides the verdicts: the tile the prefill autotuner chose per shape (which
+    candidates to keep) and where a batch-1 decode step's GPU time goes (its five largest kernels)."""
+    lines = []
+    for row in (kernels or {}).get("prefill", []):
+        for impl, tile in row.get("ours_tuned_config", {}).items():
+            lines.append(f"- prefill {row['case']} S={row['S']}, {impl}: tuned tile {tile}")
+    for k in (engine or {}).get("decode_profile_b1", [])[:5]:
+        lines.append(f"- batch-1 decode step: {k['us_per_step']:.1f} us ({k['share']:.0%}, "
+                     f"{k['calls_per_step']:g} calls) {k['kernel']}")
+    return [""] + lines if lines else []
 
 
 def main() -> None:

@@ -41,3 +41,15 @@ def test_the_prefix_cached_first_audio_gets_its_own_row(tmp_path: Path) -> None:
     text = report(tmp_path)
     assert "| 5 | first reply text -> first audio chunk, ms (cold TTS prompt) | <= 150 | 180 | no |" in text
     assert "| 5 | the same, speaker prompt in the prefix cache (as served) | <= 150 | 140 | yes |" in text
+
+
+def test_tuned_tiles_and_the_decode_profile_follow_the_table(tmp_path: Path) -> None:
+    (tmp_path / "kernels.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "prefill": [
+        {"case": "tts3b d64", "S": 16384, "flops": 1.0, "ms": {"ours_sqrt_alibi": 6.7},
+         "ours_tuned_config": {"ours_sqrt_alibi": "BLOCK_M: 128, BLOCK_N: 64"}}]}))
+    (tmp_path / "engine.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "rows": [],
+                                                      "decode_profile_b1": [
+        {"kernel": "nvjet_gemv", "us_per_step": 2100.5, "calls_per_step": 128.0, "share": 0.61}]}))
+    text = report(tmp_path)
+    assert "- prefill tts3b d64 S=16384, ours_sqrt_alibi: tuned tile BLOCK_M: 128, BLOCK_N: 64" in text
+    assert "- batch-1 decode step: 2100.5 us (61%, 128 calls) nvjet_gemv" in text
