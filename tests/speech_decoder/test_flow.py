@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from speech_decoder.cosyvoice_config import CFMConfig
@@ -83,3 +84,23 @@ def test_prompt_conditions_the_output(model) -> None:
     mel_none = model.token2mel(tokens, SpeakerPrompt.empty())
     assert mel_a.shape == mel_b.shape == mel_none.shape == (1, 80, model.cfg.flow.mel_frames(30))
     assert not torch.allclose(mel_a, mel_b)
+
+
+def test_the_estimator_fuses_q_k_v_without_changing_its_file_layout_or_going_stale() -> None:
+    """One GEMM for q, k and v (speech_decoder.flow.estimator._Attention) reads the weights upstream's file keeps
+    as to_q, to_k and to_v: the state dict keeps those keys, and weights loaded after the fusion (in place) are
+    the ones used, not the fused copy of the old ones."""
+    from speech_decoder.flow.estimator import _Attention
+
+    torch.manual_seed(0)
+    attn, other = _Attention(32, 2, 8).eval(), _Attention(32, 2, 8).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        attn(x)  # fuses
+        assert {"to_q.weight", "to_k.weight", "to_v.weight"} <= set(attn.state_dict())
+        assert "_qkv" not in "".join(attn.state_dict())
+        attn.load_state_dict(other.state_dict())
+        torch.testing.assert_close(attn(x), other(x), rtol=0, atol=1e-6)
+        q, k, v = (m(x).view(2, 5, 2, 8).transpose(1, 2) for m in (other.to_q, other.to_k, other.to_v))
+        want = other.to_out[0](F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 5, 16))
+        torch.testing.assert_close(attn(x), want, rtol=0, atol=1e-6)
