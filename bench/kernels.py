@@ -218,13 +218,29 @@ def decode_case(name: str, batch: int, ctx_len: int, heads: int, kv_heads: int, 
     launched = bench(call, iters=iters)
     ms = graphed(call, iters) if dev == "cuda" else launched
     by_splits = {n: graphed(lambda n=n: call(n), iters) for n in (8, 32, 64, 128)} if dev == "cuda" else {}
+    # As the engine calls it: the step's new K/V stored by the decode kernel itself, against store_kv's own launch
+    # before the attention (the code before the fusion).
+    new_kv = {}
+    if dev == "cuda":
+        kn, vn = (torch.randn(batch, kv_heads, dim, device=dev, dtype=dtype) for _ in range(2))
+        slots = bt[:, -1].long() * page + page - 1  # position ctx_len - 1 of each sequence
+
+        def fused() -> torch.Tensor:
+            return KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi",
+                                      scale=dim ** -0.5, max_seqlen_q=1, new_kv=(kn, vn, slots))
+
+        def store_then_attend() -> torch.Tensor:
+            KA.store_kv(kn, vn, kc, vc, slots)
+            return call()
+        new_kv = {"ms_attention_storing_new_kv": graphed(fused, iters),
+                  "ms_store_kv_then_attention": graphed(store_then_attend, iters)}
     kv_bytes = 2 * batch * ctx_len * kv_heads * dim * kc.element_size()
     got = KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi", scale=dim ** -0.5,
                              max_seqlen_q=1)
     ref = KA.paged_attention_ref(q[:2], kc, vc, bt[:2], cu[:3], ctx[:2], alibi_slopes=slopes, bias="sqrt_alibi",
                                  scale=dim ** -0.5)
     return {"case": name, "batch": batch, "ctx": ctx_len, "H": heads, "G": kv_heads, "D": dim, "ms": ms,
-            "ms_python_launched": launched, "ms_graph_by_num_splits": by_splits, "kv_bytes": kv_bytes,
+            "ms_python_launched": launched, "ms_graph_by_num_splits": by_splits, **new_kv, "kv_bytes": kv_bytes,
             "tb_per_s": kv_bytes / (ms * 1e-3) / 1e12,
             "max_abs_err_vs_ref": float((got[:2].float() - ref.float()).abs().max())}
 

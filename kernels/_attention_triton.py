@@ -7,8 +7,9 @@ Three kernels:
   the whole GQA group, and a tile of BLOCK_M rows covers BLOCK_M / GROUP tokens.
 * _paged_decode_kernel + _decode_reduce_kernel: q_len == 1 for every sequence. Split-KV: program (split, kv head,
   seq) reduces its slice of the context to a partial (max, sum, unnormalised acc) per query head; the reduce pass
-  merges the splits. A split that starts past the context is empty and writes max = -inf, sum = 0.
-* _store_kv_kernel: one program per new token, scatters its K and V rows to its cache slot.
+  merges the splits. A split that starts past the context is empty and writes max = -inf, sum = 0. With STORE_NEW the
+  split holding the last position also writes the step's new K/V row to the cache (the engine's decode path).
+* _store_kv_kernel: one program per new token, scatters its K and V rows to its cache slot (prefill steps).
 
 Softmax runs in the log2 domain: scores are pre-multiplied by log2(e) (folded into the scale and the slopes), so the
 inner loop uses exp2. Bias modes are a constexpr: 0 none, 1 linear ALiBi, 2 sqrt-ALiBi.
@@ -277,15 +278,15 @@ def _paged_prefill_kernel(
 
 @triton.jit
 def _paged_decode_kernel(
-    Q, K, V, BT, CU, CTX, SLOPES, MP, LP, ACCP,
+    Q, K, V, BT, CU, CTX, SLOPES, MP, LP, ACCP, KN, VN, SLOTS,
     scale_log2,
     stride_qt, stride_qh, stride_qd,
     stride_kb, stride_ks, stride_kh, stride_kd,
     stride_vb, stride_vs, stride_vh, stride_vd,
-    stride_bt,
+    stride_bt, stride_knt, stride_knh, stride_vnt, stride_vnh,
     NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    PAGE: tl.constexpr, BIAS: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    PAGE: tl.constexpr, BIAS: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STORE_NEW: tl.constexpr,
 ):
     tl.static_assert(GROUP_PAD >= GROUP and GROUP_PAD >= 16)
     split = tl.program_id(0)
@@ -306,6 +307,23 @@ def _paged_decode_kernel(
     end = tl.minimum(start + split_len, ctx)
     if q_len == 0:
         end = start  # no query for this sequence: nothing to do (the reduce pass skips it too)
+    koff = kv_head.to(tl.int64) * stride_kh
+    voff = kv_head.to(tl.int64) * stride_vh
+    # STORE_NEW: the step's key/value (row q_start of KN/VN, position ctx - 1) are not in the cache yet. The split
+    # holding ctx - 1 stores them and uses them straight from registers, so no other program ever reads that slot
+    # and nothing waits on the store: store_kv's launch per layer is saved.
+    new_pos = -1
+    if STORE_NEW:
+        one = tl.arange(0, 1)  # a one-element load: the interpreter rejects a masked scalar load
+        slot = tl.max(tl.load(SLOTS + q_start + one, mask=one < q_len, other=-1), 0).to(tl.int64)
+        mine = (q_len > 0) & (slot >= 0) & (start <= ctx - 1) & (ctx - 1 < end)
+        new_pos = tl.where(mine, ctx - 1, -1)
+        new_ok = d_ok & (offs_d * 0 + new_pos >= 0)  # a vector mask: the interpreter takes no int1 scalar
+        k_new = tl.load(KN + q_start.to(tl.int64) * stride_knt + kv_head * stride_knh + offs_d, mask=new_ok)
+        v_new = tl.load(VN + q_start.to(tl.int64) * stride_vnt + kv_head * stride_vnh + offs_d, mask=new_ok)
+        blk, off = slot // PAGE, slot % PAGE
+        tl.store(K + blk * stride_kb + off * stride_ks + koff + offs_d * stride_kd, k_new, mask=new_ok)
+        tl.store(V + blk * stride_vb + off * stride_vs + voff + offs_d * stride_vd, v_new, mask=new_ok)
 
     q = tl.load(Q + q_start.to(tl.int64) * stride_qt + head[:, None] * stride_qh + offs_d[None, :] * stride_qd,
                 mask=g_ok[:, None] & d_ok[None, :], other=0.0)
@@ -319,8 +337,6 @@ def _paged_decode_kernel(
     l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
     acc = tl.zeros([GROUP_PAD, BLOCK_D], dtype=tl.float32)
     bt_row = BT + seq.to(tl.int64) * stride_bt
-    koff = kv_head.to(tl.int64) * stride_kh
-    voff = kv_head.to(tl.int64) * stride_vh
     for n0 in range(start, end, BLOCK_N):
         # keys < end <= ctx are all causal-visible to the single query at ctx - 1: only the length mask applies.
         offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -329,6 +345,8 @@ def _paged_decode_kernel(
         v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
         k = tl.load(K + koff + k_off[None, :] + offs_d[:, None] * stride_kd,
                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+        if STORE_NEW:  # the new key's column comes from registers (its slot may still hold the old value)
+            k = tl.where(offs_n[None, :] == new_pos, k_new[:, None], k)
         s = _scores(tl.dot(q, k, input_precision=DOT), slope2, pos, offs_n, scale_log2, BIAS, True)
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -337,6 +355,8 @@ def _paged_decode_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + voff + v_off[:, None] + offs_d[None, :] * stride_vd,
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        if STORE_NEW:
+            v = tl.where(offs_n[:, None] == new_pos, v_new[None, :], v)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
         m_i = m_new
 
@@ -503,9 +523,11 @@ def _num_splits(q: Tensor, num_seqs: int, num_kv_heads: int, max_ctx: int, block
 
 def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_seqlens_q: Tensor,
                            context_lens: Tensor, *, alibi_slopes: Tensor | None, bias: str, scale: float,
-                           max_seqlen_q: int | None = None, num_splits: int | None = None) -> Tensor:
+                           max_seqlen_q: int | None = None, num_splits: int | None = None,
+                           new_kv: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """Launches the decode (all q_len <= 1) or the prefill kernel. Inputs are validated by the dispatcher.
 
+    new_kv (k, v, slot_mapping): stored into the cache first; the decode kernel does it itself (one launch less).
     num_splits overrides the split-KV heuristic (tests use it to force empty splits).
     """
     num_tokens, num_heads, head_dim = q.shape
@@ -513,10 +535,14 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     group = num_heads // num_kv_heads
     num_seqs = block_tables.shape[0]
     out = torch.empty_like(q)
+    if num_seqs and max_seqlen_q is None:
+        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
+    if new_kv is not None and (num_seqs == 0 or max_seqlen_q > 1):
+        # Not a decode step: the prefill kernel reads every key from the cache, so they are stored first.
+        store_kv_triton(new_kv[0], new_kv[1], k_cache, v_cache, new_kv[2])
+        new_kv = None
     if num_tokens == 0 or num_seqs == 0:
         return out
-    if max_seqlen_q is None:
-        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
     code = _BIAS_CODE[bias]
     slopes = alibi_slopes if (alibi_slopes is not None and code != 0) else q.new_zeros(1, dtype=torch.float32)
     slopes = slopes.to(torch.float32).contiguous()
@@ -527,6 +553,10 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     dot = "ieee" if q.dtype == torch.float32 else "tf32"
 
     if max_seqlen_q <= 1:
+        if new_kv is None:
+            k_new = v_new = slots = q.new_zeros(1, 1, head_dim)  # never read: STORE_NEW is off
+        else:
+            k_new, v_new, slots = (t if t.stride(-1) == 1 else t.contiguous() for t in new_kv)
         block_n = 16 if _interpreting() else (64 if head_dim > 64 else 128)
         max_ctx = block_tables.shape[1] * page
         splits = num_splits or _num_splits(q, num_seqs, num_kv_heads, max_ctx, block_n)
@@ -536,9 +566,10 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
         acc_part = torch.empty((num_seqs, num_heads, splits, block_d), dtype=torch.float32, device=q.device)
         _paged_decode_kernel[(splits, num_kv_heads, num_seqs)](
             q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, slopes, m_part, l_part, acc_part,
-            scale_log2, *q.stride(), *common_k, block_tables.stride(0),
+            k_new, v_new, slots, scale_log2, *q.stride(), *common_k, block_tables.stride(0),
+            k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
             NUM_HEADS=num_heads, NUM_SPLITS=splits, GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim,
-            BLOCK_D=block_d, PAGE=page, BIAS=code, BLOCK_N=block_n, DOT=dot,
+            BLOCK_D=block_d, PAGE=page, BIAS=code, BLOCK_N=block_n, DOT=dot, STORE_NEW=new_kv is not None,
             num_warps=4, num_stages=1 if _interpreting() else 3,
         )
         _decode_reduce_kernel[(num_heads, num_seqs)](

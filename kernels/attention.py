@@ -225,20 +225,32 @@ def paged_attention(
     bias: str,
     scale: float,
     max_seqlen_q: int | None = None,
+    new_kv: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Causal (sqrt-)ALiBi attention of packed queries over the paged KV cache (see module docstring).
 
     max_seqlen_q: the longest q_len in the batch, if the caller knows it (saves a device->host sync; 1 = decode).
+    new_kv: (k, v, slot_mapping) of the query tokens, written into the cache first exactly as store_kv does
+        (context_lens then counts them). One call instead of two: in a decode step the GPU kernel stores them
+        itself, which saves a launch per layer per step.
 
     Returns:
         [num_tokens, num_heads, head_dim], q's dtype.
     """
     _check_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, alibi_slopes, bias)
+    if new_kv is not None:
+        k, v, slot_mapping = new_kv
+        _check_store_kv(k, v, k_cache, v_cache, slot_mapping)
+        if k.shape[0] != q.shape[0] or k.dtype != q.dtype or v.dtype != q.dtype:
+            raise ValueError(f"new_kv must hold one {q.dtype} row per query token ({q.shape[0]}), got "
+                             f"{k.shape[0]} {k.dtype}/{v.dtype}")
     tri = _triton_for(q)
     if tri is not None:
         return tri.paged_attention_triton(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
                                           alibi_slopes=alibi_slopes, bias=bias, scale=scale,
-                                          max_seqlen_q=max_seqlen_q)
+                                          max_seqlen_q=max_seqlen_q, new_kv=new_kv)
+    if new_kv is not None:
+        store_kv_ref(new_kv[0], new_kv[1], k_cache, v_cache, new_kv[2])
     return paged_attention_ref(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
                                alibi_slopes=alibi_slopes, bias=bias, scale=scale, max_seqlen_q=max_seqlen_q)
 

@@ -1,4 +1,4 @@
-"""Paged attention layer: stores this step's k/v in the cache, then attends through kernels.attention.
+"""Paged attention layer: stores this step's k/v in the cache and attends, in one kernels.attention call.
 
 The caches are assigned by the model runner (k_cache/v_cache, [num_blocks, block_size, kv_heads_local, head_dim]);
 the step's metadata comes from the forward context.
@@ -27,8 +27,8 @@ class PagedAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q [T, H, D], k/v [T, G, D] -> [T, H, D]
         ctx = get_forward_context()
-        attn_kernels.store_kv(k, v, self.k_cache, self.v_cache, ctx.slot_mapping)
         return attn_kernels.paged_attention(
             q, self.k_cache, self.v_cache, ctx.block_tables, ctx.cu_seqlens_q, ctx.context_lens,
             alibi_slopes=self.alibi_slopes, bias=self.bias, scale=self.scale, max_seqlen_q=ctx.max_seqlen_q,
+            new_kv=(k, v, ctx.slot_mapping),
         )

@@ -159,6 +159,71 @@ def test_triton_decode_split_kv(triton_modules, h, g, d, page, dtype, num_splits
         torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype], msg=bias)
 
 
+def _new_kv_of(b, skip: set[int], seed: int = 5):  # type: ignore[no-untyped-def]
+    """(k, v, slot_mapping) for the one query token of each decode row of batch b: its true key/value (those at
+    position ctx - 1) and its cache slot; rows in `skip` get slot -1. The cached copies of those keys are then
+    overwritten with garbage, so an attention that does not store (or use) the new ones first goes wrong."""
+    g = torch.Generator().manual_seed(seed)
+    cu, ctx, page = b.cu_seqlens_q.tolist(), b.context_lens.tolist(), b.k_cache.shape[1]
+    n, kv_heads, d = b.q.shape[0], b.k_cache.shape[2], b.k_cache.shape[3]
+    k = torch.zeros(n, kv_heads, d, dtype=b.q.dtype)
+    v = torch.zeros_like(k)
+    slots = torch.full((n,), -1, dtype=torch.int64)
+    for s in range(len(ctx)):
+        if cu[s + 1] == cu[s]:
+            continue
+        p = ctx[s] - 1
+        slot = int(b.block_tables[s, p // page]) * page + p % page
+        k[cu[s]], v[cu[s]] = b.keys[s][p], b.values[s][p]
+        if s not in skip:
+            slots[cu[s]] = slot
+        b.k_cache.view(-1, kv_heads, d)[slot] = torch.randn(kv_heads, d, generator=g).to(b.q.dtype)
+        b.v_cache.view(-1, kv_heads, d)[slot] = torch.randn(kv_heads, d, generator=g).to(b.q.dtype)
+    dev = b.q.device
+    return k.to(dev), v.to(dev), slots.to(dev)
+
+
+@pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (12, 1, 128, 8, torch.float16),
+                                              (24, 2, 64, 16, torch.float32)])
+@pytest.mark.parametrize("num_splits", [None, 7])
+def test_triton_decode_stores_the_new_kv_itself(triton_modules, h, g, d, page, dtype, num_splits) -> None:  # type: ignore[no-untyped-def]
+    """A decode step given new_kv equals store_kv then attention: the same output and the same cache afterwards,
+    including a row whose slot is -1 (nothing stored: it attends to what the cache holds) and a fork."""
+    tri = triton_modules.attention
+    b = P.make_batch([1, 1, 0, 1, 1], [0, 5, 3, 60, 40], num_heads=h, num_kv_heads=g, head_dim=d, page=page,
+                     dtype=dtype, device=triton_modules.device, fork_of={4: 3})
+    new_kv = _new_kv_of(b, skip={1})
+    slopes = A.alibi_slopes(h).to(triton_modules.device)
+    k_cache, v_cache = b.k_cache.clone(), b.v_cache.clone()
+    A.store_kv_ref(new_kv[0], new_kv[1], k_cache, v_cache, new_kv[2])
+    want = A.paged_attention_ref(b.q, k_cache, v_cache, b.block_tables, b.cu_seqlens_q, b.context_lens,
+                                 alibi_slopes=slopes, bias="sqrt_alibi", scale=d ** -0.5)
+    got = _run(tri.paged_attention_triton, b, slopes, "sqrt_alibi", max_seqlen_q=1, num_splits=num_splits,
+               new_kv=new_kv)
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype])
+    assert torch.equal(b.k_cache, k_cache) and torch.equal(b.v_cache, v_cache)
+
+
+def test_new_kv_through_the_dispatcher() -> None:
+    """paged_attention(new_kv=...) stores then attends on every path (a prefill batch here: the prefill kernel
+    reads K/V from the cache, so the Triton launcher stores first), and rejects rows that do not match q."""
+    b = P.make_batch([3, 1], [4, 6], num_heads=4, num_kv_heads=2, head_dim=64, page=4, dtype=torch.float32)
+    want = _run(A.paged_attention_ref, b, A.alibi_slopes(4), "alibi")
+    cu, ctx, page = b.cu_seqlens_q.tolist(), b.context_lens.tolist(), 4
+    rows = [(s, ctx[s] - (cu[s + 1] - cu[s]) + i) for s in range(2) for i in range(cu[s + 1] - cu[s])]
+    k = torch.stack([b.keys[s][p] for s, p in rows])
+    v = torch.stack([b.values[s][p] for s, p in rows])
+    slots = torch.tensor([int(b.block_tables[s, p // page]) * page + p % page for s, p in rows])
+    cached = b.k_cache.clone(), b.v_cache.clone()
+    b.k_cache.view(-1, 2, 64)[slots] = 0.0
+    b.v_cache.view(-1, 2, 64)[slots] = 0.0
+    got = _run(A.paged_attention, b, A.alibi_slopes(4), "alibi", new_kv=(k, v, slots))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(b.k_cache, cached[0]) and torch.equal(b.v_cache, cached[1])
+    with pytest.raises(ValueError, match="one torch.float32 row per query token"):
+        _run(A.paged_attention, b, A.alibi_slopes(4), "alibi", new_kv=(k[:2], v[:2], slots[:2]))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("slot_dtype", [torch.int64, torch.int32])
 def test_triton_store_kv(triton_modules, dtype, slot_dtype) -> None:  # type: ignore[no-untyped-def]

@@ -73,11 +73,15 @@ def test_prefill_compiles_for_hopper(head_dim: int, group: int, bias: str) -> No
     assert (bias_dot is not None) == (code == 2)
 
 
-def test_decode_and_its_reduce_and_store_kv_compile_for_hopper() -> None:
-    _compile_sm90(A._paged_decode_kernel, {**QKV, "MP": "*fp32", "LP": "*fp32", "ACCP": "*fp32"},
+@pytest.mark.parametrize("store_new", [True, False])
+def test_decode_and_its_reduce_and_store_kv_compile_for_hopper(store_new: bool) -> None:
+    """The decode kernel as the engine runs it (storing the step's K/V itself) and as a bare attention."""
+    _compile_sm90(A._paged_decode_kernel, {**QKV, "MP": "*fp32", "LP": "*fp32", "ACCP": "*fp32", "KN": "*bf16",
+                                           "VN": "*bf16", "SLOTS": "*i64"},
                   dict(NUM_HEADS=96, NUM_SPLITS=8, GROUP=12, GROUP_PAD=16, HEAD_DIM=128, BLOCK_D=128, PAGE=256,
-                       BIAS=2, BLOCK_N=64, DOT="tf32", stride_qd=1, stride_kd=1, stride_vd=1), ("scale_log2",),
-                  num_warps=4, num_stages=3, aligned=ALIGNED_STRIDES)
+                       BIAS=2, BLOCK_N=64, DOT="tf32", STORE_NEW=store_new, stride_qd=1, stride_kd=1, stride_vd=1),
+                  ("scale_log2",), num_warps=4, num_stages=3,
+                  aligned=ALIGNED_STRIDES + ("stride_knt", "stride_knh", "stride_vnt", "stride_vnh"))
     _compile_sm90(A._decode_reduce_kernel, {"MP": "*fp32", "LP": "*fp32", "ACCP": "*fp32", "O": "*bf16", "CU": "*i32"},
                   dict(NUM_HEADS=96, NUM_SPLITS=8, SPLITS_PAD=8, HEAD_DIM=128, BLOCK_D=128), num_warps=4,
                   num_stages=1)
