@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kernels import gemv
 from kernels.lm_ops import rms_norm_ref
 from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -201,7 +202,10 @@ def main() -> None:
     rows: list[dict] = []
     result = {"profile": a.profile, "device": card, "dtype": str(dtype), "commit": commit,
               "torch": torch.__version__, "cuda_graphs": bool(eng.llm.runner.graphs),
-              "prompt_len": prompt_len, "decode_steps": steps, "rows": rows}
+              "prompt_len": prompt_len, "decode_steps": steps, "rows": rows,
+              # the decode GEMV shapes timed at load (graph warm-ups): Triton vs cuBLAS, the faster serves
+              "gemv_us": [{"rows": k[2], "N": k[3], "K": k[4], "bias": k[5], "swiglu": k[6], "triton": t[0],
+                           "cublas": t[1]} for k, t in gemv.timings.items()]}
     a.out.parent.mkdir(parents=True, exist_ok=True)
 
     def add(row: dict) -> None:  # saved row by row: a run cut off by its time limit keeps what it measured

@@ -13,6 +13,7 @@ Public ops:
     alibi_slopes, store_kv, paged_attention            (kernels.attention)
     istft_head, leaky_relu, add_leaky_relu, snake, add_snake, sine_source (kernels.vocoder)
     rms_norm, add_rms_norm, silu_and_mul                 (kernels.lm_ops)
+    gemv, swiglu_gemv                                    (kernels.gemv)
 
 Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
 """
@@ -46,6 +47,10 @@ _EXPORTS: dict[str, str] = {
     "add_rms_norm_ref": "kernels.lm_ops",
     "silu_and_mul": "kernels.lm_ops",
     "silu_and_mul_ref": "kernels.lm_ops",
+    "gemv": "kernels.gemv",
+    "gemv_ref": "kernels.gemv",
+    "swiglu_gemv": "kernels.gemv",
+    "swiglu_gemv_ref": "kernels.gemv",
 }
 
 

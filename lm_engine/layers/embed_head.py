@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.gemv import gemv
 from lm_engine.layers.tp import all_reduce, divide, tp_rank, tp_size
 
 
@@ -34,7 +35,7 @@ class ParallelLMHead(VocabParallelEmbedding):
     """Logits for the rows given; every rank returns the full [n, vocab] float32 (all_gather over ranks)."""
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        logits = F.linear(hidden, self.weight).float()
+        logits = gemv(hidden, self.weight).float()
         if self.tp_size == 1:
             return logits
         parts = [torch.empty_like(logits) for _ in range(self.tp_size)]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from kernels.gemv import gemv, swiglu_gemv
 from lm_engine.layers.tp import all_reduce, divide, tp_rank, tp_size
 
 
@@ -31,7 +31,7 @@ class ReplicatedLinear(nn.Module):
         param.data.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return gemv(x, self.weight, self.bias)
 
 
 class ColumnParallelLinear(nn.Module):
@@ -47,7 +47,7 @@ class ColumnParallelLinear(nn.Module):
         param.data.copy_(loaded.narrow(0, self.tp_rank * n, n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return gemv(x, self.weight, self.bias)
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -101,8 +101,17 @@ class RowParallelLinear(nn.Module):
         param.data.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reduce(gemv(x, self.weight, self._bias()))
+
+    def forward_swiglu(self, x: torch.Tensor) -> torch.Tensor:
+        """This layer on silu(gate) * up of x = [gate | up], the activation fused into the product (kernels.gemv)."""
+        return self._reduce(swiglu_gemv(x, self.weight, self._bias()))
+
+    def _bias(self) -> torch.Tensor | None:
         # The bias is added once (rank 0) so that the all_reduce sums it exactly once.
-        y = F.linear(x, self.weight, self.bias if self.tp_rank == 0 else None)
+        return self.bias if self.tp_rank == 0 else None
+
+    def _reduce(self, y: torch.Tensor) -> torch.Tensor:
         # The size this layer was built for, not the process group's: a tp=1 model (the TTS LM) may share a
         # process with a sharded one (the Chat LM), and must not wait on ranks that never run it.
         return all_reduce(y) if self.tp_size > 1 else y

@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lm_engine.layers.activation import SiluAndMul
 from lm_engine.layers.attention import PagedAttention
 from lm_engine.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
 from lm_engine.layers.linear import MergedColumnParallelLinear, RowParallelLinear
@@ -29,11 +28,11 @@ class GatedMLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
         self.gate_up_proj = MergedColumnParallelLinear(hidden, [intermediate, intermediate])
-        self.act = SiluAndMul()
         self.down_proj = RowParallelLinear(intermediate, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        # down(silu(gate) * up): the activation runs inside the down projection's product (kernels.gemv)
+        return self.down_proj.forward_swiglu(self.gate_up_proj(x))
 
 
 class DecoderLayer(nn.Module):

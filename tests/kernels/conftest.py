@@ -40,6 +40,7 @@ def triton_modules() -> SimpleNamespace:
         attention=importlib.import_module("kernels._attention_triton"),
         vocoder=importlib.import_module("kernels._vocoder_triton"),
         lm_ops=importlib.import_module("kernels._lm_ops_triton"),
+        gemv=importlib.import_module("kernels._gemv_triton"),
         interpret=not cuda,
         device="cuda" if cuda else "cpu",
     )

@@ -163,3 +163,16 @@ def test_no_d128_prefill_candidate_spills_registers() -> None:
                  **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             aligned=ALIGNED_STRIDES)
         assert kernel.asm["sass"].count("STL") < 8, cfg
+
+
+def test_gemv_candidates_compile_for_hopper() -> None:
+    """Every tile the decode GEMV's autotuner may pick, in bf16 with SwiGLU fused (the largest variant), fits an
+    H100's shared memory and loads the weights by 16-byte asynchronous copies (the software pipeline)."""
+    from kernels import _gemv_triton as V
+
+    for cfg in V._configs():
+        kernel = _compile_sm90(V._gemv_kernel, {"X": "*bf16", "W": "*bf16", "B": "*bf16", "Y": "*bf16"},
+                               dict(HAS_BIAS=False, SILU_MUL=True, DOT="tf32", BLOCK_M=V.BLOCK_M, **cfg.kwargs),
+                               num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                               aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym"))
+        assert "cp.async.cg.shared.global" in kernel.asm["ptx"], cfg

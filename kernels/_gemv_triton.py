@@ -1,0 +1,99 @@
+"""Triton kernel behind kernels.gemv (imported only by its dispatchers and by tests).
+
+y[M, N] = x[M, K] @ w[N, K]^T (+ bias) for the few rows of a decode step. One program per BLOCK_N output columns
+streams its [BLOCK_N, K] slice of w through shared memory (Triton's software pipeline: num_stages tiles in flight)
+against the matching slice of x. The M <= 16 rows sit in one tensor-core tile (rows past M masked, never read), so
+the multiply costs nothing beside the weight bytes and the kernel's time is those bytes over the bandwidth.
+SILU_MUL: x is [gate | up], 2K wide, and the product runs on silu(gate) * up formed while loading (rounded as
+kernels.lm_ops.silu_and_mul_ref rounds it), so SwiGLU's activation kernel and its [M, K] round trip disappear.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from triton import knobs
+
+BLOCK_M = 16  # the tensor cores' smallest row count; also the most rows kernels.gemv sends here
+
+
+def _interpreting() -> bool:
+    return bool(knobs.runtime.interpret)
+
+
+@triton.jit
+def _gemv_kernel(X, W, B, Y, M, N, K, stride_xm, stride_wn, stride_ym,
+                 HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, DOT: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < K
+        x_ok = m_ok[:, None] & k_ok[None, :]
+        x = tl.load(X + offs_m[:, None] * stride_xm + offs_k[None, :], mask=x_ok, other=0.0)
+        if SILU_MUL:
+            up = tl.load(X + offs_m[:, None] * stride_xm + K + offs_k[None, :], mask=x_ok, other=0.0)
+            g = x.to(tl.float32)
+            s = (g / (1.0 + tl.exp(-g))).to(x.dtype).to(tl.float32)
+            x = (s * up.to(tl.float32)).to(x.dtype)
+        w = tl.load(W + offs_n[:, None] * stride_wn + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        acc += tl.dot(x, tl.trans(w), input_precision=DOT)
+    if HAS_BIAS:
+        acc += tl.load(B + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(Y.dtype.element_ty),
+             mask=m_ok[:, None] & n_ok[None, :])
+
+
+def _configs() -> list[triton.Config]:
+    if _interpreting():  # the interpreter cannot autotune over several configs
+        return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
+    # Narrow column blocks give enough programs to fill the GPU when N is small (3072 columns: 192 programs of 16);
+    # long K blocks and deep pipelines keep enough bytes in flight per program.
+    tiles = [(16, 256, 4, 4), (16, 512, 4, 3), (32, 256, 4, 4), (32, 512, 8, 3), (64, 256, 8, 3), (16, 1024, 8, 2)]
+    return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s) for bn, bk, w, s in tiles]
+
+
+_launcher = None
+
+
+def _get_launcher():  # type: ignore[no-untyped-def]
+    global _launcher
+    if _launcher is None:
+        _launcher = _gemv_kernel if _interpreting() else triton.autotune(
+            configs=_configs(), key=["N", "K", "SILU_MUL", "HAS_BIAS", "DOT"],
+            cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
+        )(_gemv_kernel)
+    return _launcher
+
+
+def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool) -> Tensor:
+    """x [M, K] (or [M, 2K] = [gate | up] with silu_mul), w [N, K] with unit K stride -> [M, N] in x's dtype.
+    Inputs are validated by the dispatcher."""
+    x = x if x.stride(1) == 1 else x.contiguous()
+    m = x.shape[0]
+    n, k = w.shape
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y
+    kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul, DOT="ieee" if x.dtype == torch.float32 else "tf32",
+                  BLOCK_M=BLOCK_M)
+    if _interpreting():
+        cfg = _configs()[0]
+        kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    launcher = _get_launcher()
+
+    def grid(meta):  # type: ignore[no-untyped-def]
+        return (triton.cdiv(n, meta["BLOCK_N"]),)
+
+    launcher[grid](x, w, bias if bias is not None else w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0),
+                   **kwargs)
+    return y
+
+
+__all__ = ["BLOCK_M", "gemv_triton"]
