@@ -35,10 +35,8 @@ eps |c1 w| = 2.5e-3 in bfloat16. float32 inputs (the 'ieee' path) are not cast: 
 """
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import math
-import os
 
 import torch
 import triton
@@ -47,6 +45,7 @@ from torch import Tensor
 
 from triton import knobs
 
+from kernels._precompile import precompile
 from kernels.attention import PREFILL_Q_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -475,7 +474,6 @@ def prefill_q_class(max_seqlen_q: int) -> int:
 
 _TUNE_KEY = ["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET", "DOT"]
 _prefill_launcher = None
-_precompiled: set[tuple] = set()
 
 
 def _get_prefill_launcher():  # type: ignore[no-untyped-def]
@@ -493,25 +491,9 @@ def _get_prefill_launcher():  # type: ignore[no-untyped-def]
 
 
 def _precompile_candidates(launcher, grid, args: tuple, kwargs: dict) -> None:  # type: ignore[no-untyped-def]
-    """Compiles every candidate tile of an autotune key not met before, in parallel, before the autotuner times
-    them: it would compile them one after another (~2 s each on an H100 host). Triton's compiler releases the GIL
-    (two threads compiled four sm_90 variants of this kernel 2.1x faster on a 2-core box), so on a GPU host's
-    cores the engine's load-time tuning takes seconds instead of a minute."""
-    key = (args[0].dtype, *(kwargs[k] for k in _TUNE_KEY))
-    if key in _precompiled:
-        return
-    _precompiled.add(key)
-    configs = _prune_prefill(launcher.configs, {}, **kwargs)
-    try:
-        from triton.runtime._async_compile import AsyncCompileMode  # private API (Triton >= 3.4): optional
-
-        with concurrent.futures.ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool, \
-                AsyncCompileMode(pool, ignore_errors=True):
-            for cfg in configs:
-                launcher.fn.warmup(*args, grid=grid, **kwargs, **cfg.all_kwargs())
-    except Exception as exc:  # only a speed-up: the autotuner compiles whatever is missing itself
-        logger.warning("parallel compilation of the prefill kernel's candidates failed (%s); compiling them one "
-                       "by one", exc)
+    """The prefill candidates this key keeps, compiled in parallel before the autotuner times them."""
+    precompile("prefill", ("prefill", args[0].dtype, *(kwargs[k] for k in _TUNE_KEY)), launcher,
+               _prune_prefill(launcher.configs, {}, **kwargs), grid, args, kwargs)
 
 
 def _num_splits(q: Tensor, num_seqs: int, num_kv_heads: int, max_ctx: int, block_n: int) -> int:

@@ -15,6 +15,8 @@ import triton.language as tl
 from torch import Tensor
 from triton import knobs
 
+from kernels._precompile import precompile
+
 BLOCK_M = 16  # the tensor cores' smallest row count; also the most rows kernels.gemv sends here
 
 
@@ -83,16 +85,18 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool) -> Te
         return y
     kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul, DOT="ieee" if x.dtype == torch.float32 else "tf32",
                   BLOCK_M=BLOCK_M)
-    if _interpreting():
-        cfg = _configs()[0]
-        kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     launcher = _get_launcher()
 
     def grid(meta):  # type: ignore[no-untyped-def]
         return (triton.cdiv(n, meta["BLOCK_N"]),)
 
-    launcher[grid](x, w, bias if bias is not None else w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0),
-                   **kwargs)
+    args = (x, w, bias if bias is not None else w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0))
+    if _interpreting():
+        cfg = _configs()[0]
+        kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    else:
+        precompile("gemv", ("gemv", x.dtype, n, k, *kwargs.values()), launcher, launcher.configs, grid, args, kwargs)
+    launcher[grid](*args, **kwargs)
     return y
 
 

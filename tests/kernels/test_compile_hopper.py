@@ -13,6 +13,7 @@ import pytest
 triton = pytest.importorskip("triton")
 
 from kernels import _attention_triton as A  # noqa: E402
+from kernels import _precompile as P  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
                                 reason="compiles for the GPU; the interpreter child runs the kernels instead")
@@ -99,7 +100,7 @@ def test_a_new_autotune_key_compiles_each_candidate_once_before_tuning(caplog) -
                                fn=SimpleNamespace(warmup=lambda *args, grid, **kw: calls.append(kw)))
     q = torch.zeros(2, 12, 64, dtype=torch.bfloat16)
     kwargs = dict(GROUP=12, HEAD_DIM=64, BLOCK_D=64, PAGE=16, BIAS=2, DOT="tf32", MAX_Q_BUCKET=64)
-    A._precompiled.clear()
+    P._done.clear()
     A._precompile_candidates(launcher, None, (q,), kwargs)
     assert len(calls) == len(A._prefill_configs()) == 12
     assert {(c["BLOCK_M"], c["BLOCK_N"], c["K_NMAJOR"], c["num_warps"], c["num_stages"]) for c in calls} == {
@@ -116,7 +117,7 @@ def test_a_new_autotune_key_compiles_each_candidate_once_before_tuning(caplog) -
     launcher.fn.warmup = broken
     A._precompile_candidates(launcher, None, (q,), {**kwargs, "PAGE": 256})
     assert "compiling them one by one" in caplog.text
-    A._precompiled.clear()
+    P._done.clear()
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
