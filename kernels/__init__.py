@@ -14,6 +14,8 @@ Public ops:
     istft_head, leaky_relu, add_leaky_relu, snake, add_snake, sine_source (kernels.vocoder)
     rms_norm, add_rms_norm, silu_and_mul                 (kernels.lm_ops)
     gemv, swiglu_gemv                                    (kernels.gemv)
+    add_layer_norm, group_norm_mish                      (kernels.flow_ops)
+    reference_ops (every dispatcher runs its reference inside it)   (kernels._dispatch)
 
 Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
 """
@@ -51,6 +53,11 @@ _EXPORTS: dict[str, str] = {
     "gemv_ref": "kernels.gemv",
     "swiglu_gemv": "kernels.gemv",
     "swiglu_gemv_ref": "kernels.gemv",
+    "add_layer_norm": "kernels.flow_ops",
+    "add_layer_norm_ref": "kernels.flow_ops",
+    "group_norm_mish": "kernels.flow_ops",
+    "group_norm_mish_ref": "kernels.flow_ops",
+    "reference_ops": "kernels._dispatch",
 }
 
 

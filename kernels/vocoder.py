@@ -17,36 +17,19 @@ precedes each upsampling conv and leaky ReLU with torch's default slope 0.01 pre
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-from kernels._dispatch import triton_module
+from kernels._dispatch import reference_ops, triton_module  # noqa: F401  (reference_ops: public here too)
 
 _SNAKE_EPS = 1e-9  # CosyVoice's Snake: 1 / (alpha + 1e-9)
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
-_REFERENCE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("vocoder_reference_only", default=False)
-
-
-@contextlib.contextmanager
-def reference_ops() -> Iterator[None]:
-    """Inside this block every dispatcher runs its torch reference, on CUDA too: the eager baseline benchmarks
-    compare the fused kernels with, and a way to rule the kernels out when chasing a difference."""
-    token = _REFERENCE_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _REFERENCE_ONLY.reset(token)
-
-
 def _triton_for(t: Tensor):  # -> kernels._vocoder_triton | None
-    return None if _REFERENCE_ONLY.get() else triton_module("_vocoder_triton", t)
+    return triton_module("_vocoder_triton", t)
 
 
 # ----------------------------------------------------------------------------------------------- iSTFT head

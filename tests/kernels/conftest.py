@@ -41,6 +41,7 @@ def triton_modules() -> SimpleNamespace:
         vocoder=importlib.import_module("kernels._vocoder_triton"),
         lm_ops=importlib.import_module("kernels._lm_ops_triton"),
         gemv=importlib.import_module("kernels._gemv_triton"),
+        flow_ops=importlib.import_module("kernels._flow_ops_triton"),
         interpret=not cuda,
         device="cuda" if cuda else "cpu",
     )

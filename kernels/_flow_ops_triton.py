@@ -1,0 +1,108 @@
+"""Triton kernels behind kernels.flow_ops (imported only by its dispatchers and by tests). LayerNorm: one program
+per row. GroupNorm: one program per (batch, group), looping over time in tiles. fp32 maths; nothing is allocated but
+the outputs and nothing synchronises, so both can be captured in a CUDA graph."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+_TILE = 4096  # elements of a GroupNorm tile (channels of a group x time steps)
+
+
+@triton.jit
+def _add_layer_norm_kernel(X, R, W, B, O, H, eps, D, stride_x, stride_r, stride_o, stride_h, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    ok = offs < D
+    x = tl.load(X + row * stride_x + offs, mask=ok, other=0.0)
+    # the sum is rounded to the model dtype first, as `residual + x` in torch is; it is the residual stream
+    h = (x.to(tl.float32) + tl.load(R + row * stride_r + offs, mask=ok, other=0.0).to(tl.float32)).to(x.dtype)
+    tl.store(H + row * stride_h + offs, h, mask=ok)
+    hf = h.to(tl.float32)
+    mean = tl.sum(hf, 0) / D
+    dev = tl.where(ok, hf - mean, 0.0)  # two-pass variance: no cancellation of E[x^2] - mean^2
+    rstd = 1.0 / tl.sqrt_rn(tl.sum(dev * dev, 0) / D + eps)
+    w = tl.load(W + offs, mask=ok, other=0.0).to(tl.float32)
+    b = tl.load(B + offs, mask=ok, other=0.0).to(tl.float32)
+    tl.store(O + row * stride_o + offs, (dev * rstd * w + b).to(O.dtype.element_ty), mask=ok)
+
+
+def add_layer_norm_triton(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,
+                          eps: float) -> tuple[Tensor, Tensor]:
+    x = x if x.stride(1) == 1 else x.contiguous()
+    residual = residual if residual.stride(1) == 1 else residual.contiguous()
+    rows, d = x.shape
+    out, h = torch.empty_like(x), torch.empty_like(x)
+    if rows == 0:
+        return out, h
+    block = triton.next_power_of_2(d)
+    _add_layer_norm_kernel[(rows,)](x, residual, weight, bias, out, h, eps, d, x.stride(0), residual.stride(0),
+                                    out.stride(0), h.stride(0), BLOCK=block, num_warps=min(16, max(1, block // 256)))
+    return out, h
+
+
+@triton.jit
+def _mish(y):
+    # mish(y) = y tanh(softplus(y)) = y n / (n + 2) with n = e^y (e^y + 2), since tanh(log(1 + e^y)) =
+    # ((1 + e^y)^2 - 1) / ((1 + e^y)^2 + 1). Above 20 torch's softplus returns y and tanh is 1 in fp32.
+    e = tl.exp(tl.minimum(y, 20.0))
+    n = e * (e + 2.0)
+    return tl.where(y > 20.0, y, y * n / (n + 2.0))
+
+
+@triton.jit
+def _group_norm_mish_kernel(X, W, B, A, O, eps, C, T, G, CPG,
+                            stride_xb, stride_xc, stride_xt, stride_ab, stride_ac, stride_at,
+                            stride_ob, stride_oc, stride_ot,
+                            HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    pid = tl.program_id(0)
+    bi = (pid // G).to(tl.int64)
+    ch = (pid % G) * CPG + tl.arange(0, BLOCK_C)  # this group's channels
+    c_ok = ch < (pid % G) * CPG + CPG
+    x_base = X + bi * stride_xb + ch[:, None] * stride_xc
+    n = CPG * T
+    # pass 1: mean; pass 2: variance around it (no E[x^2] - mean^2 cancellation); pass 3: normalise, mish, add
+    acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        ts = t0 + tl.arange(0, BLOCK_T)
+        ok = c_ok[:, None] & (ts < T)[None, :]
+        acc += tl.load(x_base + ts[None, :] * stride_xt, mask=ok, other=0.0).to(tl.float32)
+    mean = tl.sum(tl.sum(acc, 1), 0) / n
+    acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        ts = t0 + tl.arange(0, BLOCK_T)
+        ok = c_ok[:, None] & (ts < T)[None, :]
+        dev = tl.where(ok, tl.load(x_base + ts[None, :] * stride_xt, mask=ok, other=0.0).to(tl.float32) - mean, 0.0)
+        acc += dev * dev
+    rstd = 1.0 / tl.sqrt_rn(tl.sum(tl.sum(acc, 1), 0) / n + eps)
+    scale = tl.load(W + ch, mask=c_ok, other=0.0).to(tl.float32) * rstd  # per channel: w * rstd
+    shift = tl.load(B + ch, mask=c_ok, other=0.0).to(tl.float32) - mean * scale
+    for t0 in range(0, T, BLOCK_T):
+        ts = t0 + tl.arange(0, BLOCK_T)
+        ok = c_ok[:, None] & (ts < T)[None, :]
+        x = tl.load(x_base + ts[None, :] * stride_xt, mask=ok, other=0.0).to(tl.float32)
+        y = _mish(x * scale[:, None] + shift[:, None])
+        if HAS_ADD:
+            a_ptr = A + bi * stride_ab + ch[:, None] * stride_ac + ts[None, :] * stride_at
+            y += tl.load(a_ptr, mask=ok, other=0.0).to(tl.float32)
+        o_ptr = O + bi * stride_ob + ch[:, None] * stride_oc + ts[None, :] * stride_ot
+        tl.store(o_ptr, y.to(O.dtype.element_ty), mask=ok)
+
+
+def group_norm_mish_triton(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+                           add: Tensor | None) -> Tensor:
+    """add: None or already expanded to x's shape (broadcast dims have stride 0)."""
+    b, c, t = x.shape
+    out = torch.empty((b, c, t), dtype=x.dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    cpg = c // groups
+    block_c = triton.next_power_of_2(cpg)
+    block_t = max(1, min(triton.next_power_of_2(t), _TILE // block_c))
+    a = add if add is not None else x
+    _group_norm_mish_kernel[(b * groups,)](
+        x, weight, bias, a, out, eps, c, t, groups, cpg, *x.stride(), *a.stride(), *out.stride(),
+        HAS_ADD=add is not None, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=4)
+    return out

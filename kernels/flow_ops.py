@@ -1,0 +1,92 @@
+"""Fused normalisation ops of the CosyVoice flow estimator (a 1-D U-Net with transformer blocks, run 10 times per
+window under a CUDA graph): LayerNorm after the residual add, and GroupNorm + Mish (+ the add that follows it).
+
+A first streaming window is launch-bound. Each transformer block did add, LayerNorm twice over; each ResNet half did
+GroupNorm, Mish and an add. These ops make each of those pairs / triples one launch. Counted with
+bench/flow_kernel_count.py (CPU, CosyVoice-300M dims, first window of 125 + 25 tokens, T = 516, 10 Euler steps;
+aten ops that launch a kernel, a fused op as one): 10,066 before, see the commit for after (with the time terms
+computed once per window in speech_decoder.flow.flow).
+Each op: `<op>_ref` (PyTorch, fp32 statistics: the spec), Triton kernel (kernels._flow_ops_triton), dispatcher
+`<op>` (CUDA or the interpreter -> Triton, otherwise the reference).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kernels._dispatch import triton_module
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _triton_for(t: Tensor):  # -> kernels._flow_ops_triton | None
+    return triton_module("_flow_ops_triton", t)
+
+
+def add_layer_norm_ref(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,
+                       eps: float) -> tuple[Tensor, Tensor]:
+    """(layer_norm(residual + x), residual + x) over the last dim. The sum is rounded to x.dtype (as `residual + x`
+    is in torch), the statistics and affine map run in fp32, the output is rounded once to x.dtype."""
+    h = residual + x
+    out = F.layer_norm(h.float(), (h.shape[-1],), weight.float(), bias.float(), eps)
+    return out.to(x.dtype), h
+
+
+def group_norm_mish_ref(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+                        add: Tensor | None = None) -> Tensor:
+    """mish(group_norm(x)) (+ add) for x [B, C, T], in fp32, rounded once to x.dtype. add broadcasts to x:
+    [B or 1, C, 1] (a per-channel time term) or [B, C, T] (a residual branch)."""
+    y = F.mish(F.group_norm(x.float(), groups, weight.float(), bias.float(), eps))
+    if add is not None:
+        y = y + add.float()
+    return y.to(x.dtype)
+
+
+def _check(name: str, x: Tensor, *others: Tensor) -> None:
+    if x.dtype not in _FLOATS:
+        raise ValueError(f"{name}: x must be float16, bfloat16 or float32, got {x.dtype}")
+    for t in others:
+        if t.device != x.device:
+            raise ValueError(f"{name}: all tensors must be on one device, got {t.device} and {x.device}")
+
+
+def add_layer_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,
+                   eps: float) -> tuple[Tensor, Tensor]:
+    """(layer_norm(residual + x), residual + x) in one pass (see add_layer_norm_ref). x, residual [..., D];
+    weight, bias [D]."""
+    _check("add_layer_norm", x, residual, weight, bias)
+    d = x.shape[-1] if x.dim() else 0
+    if x.dim() < 1 or residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"add_layer_norm: residual must match x {tuple(x.shape)} {x.dtype}, "
+                         f"got {tuple(residual.shape)} {residual.dtype}")
+    if weight.shape != (d,) or bias.shape != (d,):
+        raise ValueError(f"add_layer_norm: weight and bias must be [{d}], "
+                         f"got {tuple(weight.shape)}, {tuple(bias.shape)}")
+    tri = _triton_for(x)
+    if tri is None:
+        return add_layer_norm_ref(x, residual, weight, bias, eps)
+    out, h = tri.add_layer_norm_triton(x.reshape(-1, d), residual.reshape(-1, d), weight, bias, eps)
+    return out.view(x.shape), h.view(x.shape)
+
+
+def group_norm_mish(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+                    add: Tensor | None = None) -> Tensor:
+    """mish(group_norm(x)) (+ add) in one launch (see group_norm_mish_ref). x [B, C, T]; weight, bias [C];
+    add [B or 1, C, 1 or T] in x's dtype."""
+    _check("group_norm_mish", x, weight, bias, *(() if add is None else (add,)))
+    if x.dim() != 3 or groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"group_norm_mish: x must be [B, C, T] with C divisible by groups={groups}, "
+                         f"got {tuple(x.shape)}")
+    b, c, t = x.shape
+    if weight.shape != (c,) or bias.shape != (c,):
+        raise ValueError(f"group_norm_mish: weight and bias must be [{c}], "
+                         f"got {tuple(weight.shape)}, {tuple(bias.shape)}")
+    if add is not None and (add.dim() != 3 or add.shape[0] not in (1, b) or add.shape[1] != c
+                            or add.shape[2] not in (1, t) or add.dtype != x.dtype):
+        raise ValueError(f"group_norm_mish: add must be [1 or {b}, {c}, 1 or {t}] {x.dtype}, "
+                         f"got {tuple(add.shape)} {add.dtype}")
+    tri = _triton_for(x)
+    if tri is None:
+        return group_norm_mish_ref(x, weight, bias, groups, eps, add)
+    return tri.group_norm_mish_triton(x, weight, bias, groups, eps, None if add is None else add.expand(b, c, t))
