@@ -9,15 +9,24 @@ Transformer blocks are diffusers' BasicTransformerBlock without cross-attention;
 Every GroupNorm and attention spans the whole sequence, so the estimator is non-causal and not local in time.
 Upstream multiplies by a sequence mask around every convolution; in inference the mask is all ones (a window is never
 padded), so those ~90 multiplies per call (of ~1000 kernels, 10 calls per window) are left out: the same values.
+
+A first streaming window is launch-bound, so the estimator saves kernels where the values allow:
+* the time conditioning (sinusoidal embedding -> time_mlp -> each ResnetBlock1D's `mlp`) depends only on t, so
+  ConditionalCFM computes it for all Euler steps at once (`time_terms`) and passes each step its rows;
+* each residual add of a transformer block is fused into the LayerNorm after it (kernels.flow_ops.add_layer_norm),
+  and each GroupNorm into the Mish and the add after it (kernels.flow_ops.group_norm_mish).
+The nn.GroupNorm / nn.Mish / nn.LayerNorm modules stay as the holders of the parameters (flow.pt's names).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.flow_ops import add_layer_norm, group_norm_mish
 from speech_decoder.cosyvoice_config import EstimatorConfig
 
 
@@ -34,8 +43,10 @@ class Block1D(nn.Module):
         super().__init__()
         self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), nn.Mish())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """mish(group_norm(conv(x))) (+ add, broadcast to [B, C, T]); the Mish module holds nothing."""
+        conv, gn = self.block[0], self.block[1]
+        return group_norm_mish(conv(x), gn.weight, gn.bias, gn.num_groups, gn.eps, add)
 
 
 class ResnetBlock1D(nn.Module):
@@ -46,9 +57,10 @@ class ResnetBlock1D(nn.Module):
         self.block2 = Block1D(dim_out, dim_out)
         self.res_conv = nn.Conv1d(dim, dim_out, 1)
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
-        h = self.block1(x) + self.mlp(t_emb).unsqueeze(-1)
-        return self.block2(h) + self.res_conv(x)
+    def forward(self, x: torch.Tensor, time_term: torch.Tensor) -> torch.Tensor:
+        """x [B, C_in, T]; time_term [B or 1, C] = self.mlp(t_emb), computed ahead (ConditionalDecoder.time_terms)."""
+        h = self.block1(x, time_term.unsqueeze(-1))
+        return self.block2(h, self.res_conv(x))
 
 
 class _Downsample1D(nn.Module):
@@ -133,19 +145,27 @@ class TransformerBlock(nn.Module):
         self.ff = nn.Module()
         self.ff.net = nn.ModuleList([_GELUProj(dim, 4 * dim, approx), nn.Dropout(0.0), nn.Linear(4 * dim, dim)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: the previous block's output, not yet added to the residual stream (which is None before the first
+        block). Returns (this block's feed-forward output, the residual stream): each add is fused into the norm
+        after it, as upstream's x = x + attn(norm1(x)); x = x + ff(norm3(x)) with the adds moved."""
+        if residual is None:
+            residual, h = x, self.norm1(x)
+        else:
+            h, residual = add_layer_norm(x, residual, self.norm1.weight, self.norm1.bias, self.norm1.eps)
+        h, residual = add_layer_norm(self.attn1(h), residual, self.norm3.weight, self.norm3.bias, self.norm3.eps)
         ff = self.ff.net  # [proj + GELU, Dropout (a no-op in inference), Linear]
-        return x + ff[2](ff[0](self.norm3(x)))
+        return ff[2](ff[0](h)), residual
 
 
 def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     # [B, C, T] -> [B, T, C], made contiguous once here: a transposed view stays transposed through every residual
     # add, so each LayerNorm and reshape of each block copied it again (~170 copy kernels per estimator call, a
     # fifth of its kernels, counted on the CPU; same values).
-    h = x.transpose(1, 2).contiguous()
+    out, residual = x.transpose(1, 2).contiguous(), None
     for blk in blocks:
-        h = blk(h)
+        out, residual = blk(out, residual)
+    h = out if residual is None else residual + out  # the last block's add: nothing to fuse it into
     return h.transpose(1, 2)
 
 
@@ -180,20 +200,37 @@ class ConditionalDecoder(nn.Module):
         self.final_block = Block1D(up_ch[-1], up_ch[-1])
         self.final_proj = nn.Conv1d(up_ch[-1], cfg.out_channels, 1)
 
+    def _resnets(self) -> Iterator[ResnetBlock1D]:
+        """The ResNet blocks in the order forward() runs them."""
+        for blocks in (self.down_blocks, self.mid_blocks, self.up_blocks):
+            for block in blocks:
+                yield block[0]
+
+    def time_terms(self, t: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        """t [N] -> for each ResNet block, in forward()'s order, its time term mlp(time_mlp(embedding(t))) [N, C].
+
+        They depend on t alone, so a sampler computes all its steps' terms in one pass (N = steps) and hands each
+        forward() its rows. Every block's mlp is Sequential(Mish, Linear) on the same t_emb: Mish runs once."""
+        t_emb = self.time_mlp(timestep_embedding(t, self.cfg.in_channels).to(dtype))
+        m = F.mish(t_emb)
+        return [resnet.mlp[1](m) for resnet in self._resnets()]
+
     def forward(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, spks: torch.Tensor,
-                cond: torch.Tensor) -> torch.Tensor:
-        """x, mu, cond: [B, 80, T]; t: [B]; spks: [B, 80] -> velocity [B, 80, T]."""
-        t_emb = self.time_mlp(timestep_embedding(t, self.cfg.in_channels).to(x.dtype))
+                cond: torch.Tensor, time_terms: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """x, mu, cond: [B, 80, T]; t: [B]; spks: [B, 80] -> velocity [B, 80, T].
+
+        time_terms: this step's `time_terms(t)` rows, each [B or 1, C], if computed ahead; t is then not read."""
+        terms = iter(self.time_terms(t, x.dtype) if time_terms is None else time_terms)
         h = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.size(-1)), cond], dim=1)
         skips = []
         for resnet, tblocks, down in self.down_blocks:
-            h = _run_blocks(tblocks, resnet(h, t_emb))
+            h = _run_blocks(tblocks, resnet(h, next(terms)))
             skips.append(h)
             h = down(h)
         for resnet, tblocks in self.mid_blocks:
-            h = _run_blocks(tblocks, resnet(h, t_emb))
+            h = _run_blocks(tblocks, resnet(h, next(terms)))
         for resnet, tblocks, up in self.up_blocks:
             skip = skips.pop()
             h = torch.cat([h[:, :, : skip.size(-1)], skip], dim=1)
-            h = up(_run_blocks(tblocks, resnet(h, t_emb)))
+            h = up(_run_blocks(tblocks, resnet(h, next(terms))))
         return self.final_proj(self.final_block(h))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.flow_ops import group_norm_mish
 from speech_decoder.cosyvoice_config import CFMConfig, FlowConfig, LengthRegulatorConfig
 from speech_decoder.cosyvoice_noise import cfm_noise
 from speech_decoder.flow.encoder import ConformerEncoder
@@ -49,7 +50,12 @@ class InterpolateRegulator(nn.Module):
         if h_prompt.size(1) > 0 and mel_len1 > 0:
             parts.append(F.interpolate(h_prompt.transpose(1, 2), size=mel_len1, mode="linear"))
         parts.append(F.interpolate(h_target.transpose(1, 2), size=mel_len2, mode="linear"))
-        return self.model(torch.cat(parts, dim=2)).transpose(1, 2)
+        h = torch.cat(parts, dim=2)
+        layers = self.model
+        for i in range(0, len(layers) - 1, 3):  # (Conv, GroupNorm, Mish): the Mish holds nothing, fused below
+            gn = layers[i + 1]
+            h = group_norm_mish(layers[i](h), gn.weight, gn.bias, gn.num_groups, gn.eps)
+        return layers[-1](h).transpose(1, 2)
 
 
 class ConditionalCFM(nn.Module):
@@ -74,14 +80,17 @@ class ConditionalCFM(nn.Module):
         spk2 = torch.cat([spks, torch.zeros_like(spks)])
         cond2 = torch.cat([cond, torch.zeros_like(cond)])
         r = self.cfg.inference_cfg_rate
+        # the time conditioning of every step in one pass, [n_timesteps, C] per ResNet block: it depends on t alone
+        terms = self.estimator.time_terms(t_span[:-1], x.dtype)
         for step in range(1, len(t_span)):
             t, dt = t_span[step - 1], t_span[step] - t_span[step - 1]
+            step_terms = [term[step - 1: step] for term in terms]  # [1, C] each, broadcast over the batch
             if r > 0:
-                v2 = self.estimator(torch.cat([x, x]), mu2, t.expand(2 * b), spk2, cond2)
+                v2 = self.estimator(torch.cat([x, x]), mu2, t.expand(2 * b), spk2, cond2, step_terms)
                 v_cond, v_uncond = v2[:b], v2[b:]
                 v = (1.0 + r) * v_cond - r * v_uncond
             else:
-                v = self.estimator(x, mu, t.expand(b), spks, cond)
+                v = self.estimator(x, mu, t.expand(b), spks, cond, step_terms)
             x = x + dt * v
         return x
 

@@ -2,7 +2,7 @@
 
 The op tests check each kernel alone against its reference; these check how the models call them: strides and
 dtypes of real activations, the engine's paged metadata (block tables, cumulative offsets, a cached prefix), the
-NSF source's phase carried from one vocoder window to the next.
+NSF source's phase carried from one vocoder window to the next, the flow's broadcast time terms and conv outputs.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import vocoder as KV
+from kernels import reference_ops
 from lm_engine.engine.config import EngineConfig
 from lm_engine.engine_api import Engine
 from speech_decoder.checkpoint import write_cosyvoice_folder
@@ -51,9 +51,14 @@ def test_step1_engine_through_the_kernels_matches_the_eager_reference(triton_mod
 
 
 @pytest.fixture(scope="module")
-def hift(triton_modules, tmp_path_factory):
+def cosyvoice(triton_modules, tmp_path_factory) -> CosyVoiceModel:
     return CosyVoiceModel.load(write_cosyvoice_folder(tmp_path_factory.mktemp("cv"), "tiny"),
-                               device=triton_modules.device).hift
+                               device=triton_modules.device)
+
+
+@pytest.fixture(scope="module")
+def hift(cosyvoice):
+    return cosyvoice.hift
 
 
 def _mel(frames: int, device: str) -> torch.Tensor:
@@ -63,7 +68,7 @@ def _mel(frames: int, device: str) -> torch.Tensor:
 def test_hift_through_the_kernels_matches_its_reference_ops(triton_modules, hift) -> None:
     mel = _mel(24, triton_modules.device)
     fused = hift.inference(mel, seed=3)
-    with KV.reference_ops():
+    with reference_ops():
         eager = hift.inference(mel, seed=3)
     assert fused.shape == eager.shape == (1, 24 * 256)
     assert float(eager.std()) > 1e-4  # a silent model would make the comparison empty
@@ -77,3 +82,22 @@ def test_streamed_hift_through_the_kernels_equals_offline(triton_modules, hift) 
     audio = np.concatenate([stream.push_mel(mel[0, :, i:i + 10]) for i in range(0, 30, 10)] + [stream.finish()])
     assert audio.shape == offline.shape
     assert float(np.linalg.norm(audio - offline) / np.linalg.norm(offline)) < 1e-3
+
+
+def test_flow_window_through_the_kernels_matches_its_reference_ops(triton_modules, cosyvoice, monkeypatch) -> None:
+    """A CFG-doubled window (prompt + target) through add_layer_norm and group_norm_mish's kernels, 10 Euler steps."""
+    launches = []
+    for name in ("add_layer_norm_triton", "group_norm_mish_triton"):
+        kernel = getattr(triton_modules.flow_ops, name)
+        monkeypatch.setattr(triton_modules.flow_ops, name,
+                            lambda *a, _k=kernel, _n=name: launches.append(_n) or _k(*a))
+    g = torch.Generator().manual_seed(4)
+    dev = triton_modules.device
+    args = (torch.randint(0, 5120, (1, 9), generator=g).to(dev), torch.randint(0, 5120, (1, 6), generator=g).to(dev),
+            (torch.randn(1, 12, 80, generator=g) - 5).to(dev), torch.randn(1, 192, generator=g).to(dev))
+    fused = cosyvoice.flow.inference(*args, seed=2)
+    assert {"add_layer_norm_triton", "group_norm_mish_triton"} <= set(launches)
+    with reference_ops():
+        eager = cosyvoice.flow.inference(*args, seed=2)
+    assert fused.shape == eager.shape and float(eager.std()) > 1e-3
+    assert _rel(fused, eager) < 1e-4  # fp32 kernels vs torch: rounding differences only, through 10 steps

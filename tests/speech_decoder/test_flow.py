@@ -37,7 +37,10 @@ def test_rel_shift_puts_relative_position_i_minus_j() -> None:
 class _ConstVelocity(nn.Module):
     """v = mu (conditional) / 0 (unconditional): isolates the solver and the guidance formula."""
 
-    def forward(self, x, mu, t, spks, cond):  # noqa: ANN001, D102
+    def time_terms(self, t, dtype):  # noqa: ANN001, D102
+        return []
+
+    def forward(self, x, mu, t, spks, cond, time_terms=None):  # noqa: ANN001, D102
         return mu.clone()
 
 
