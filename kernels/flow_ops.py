@@ -35,12 +35,18 @@ def add_layer_norm_ref(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor
 
 
 def group_norm_mish_ref(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
-                        add: Tensor | None = None) -> Tensor:
-    """mish(group_norm(x)) (+ add) for x [B, C, T], in fp32, rounded once to x.dtype. add broadcasts to x:
-    [B or 1, C, 1] (a per-channel time term) or [B, C, T] (a residual branch)."""
+                        add: Tensor | None = None, *, x_bias: Tensor | None = None,
+                        add_bias: Tensor | None = None) -> Tensor:
+    """mish(group_norm(x + x_bias)) (+ add + add_bias) for x [B, C, T], in fp32, rounded once to x.dtype. add
+    broadcasts to x: [B or 1, C, 1] (a per-channel time term) or [B, C, T] (a residual branch). x_bias / add_bias
+    [C]: the biases of the convolutions that produced x and add, added here (each sum rounded to x.dtype first, as
+    the convolution's own bias add is) so that the convolutions run without theirs: on CUDA a convolution's bias
+    is a kernel of its own."""
+    if x_bias is not None:
+        x = x + x_bias[:, None]
     y = F.mish(F.group_norm(x.float(), groups, weight.float(), bias.float(), eps))
     if add is not None:
-        y = y + add.float()
+        y = y + (add if add_bias is None else add + add_bias[:, None]).float()
     return y.to(x.dtype)
 
 
@@ -72,10 +78,12 @@ def add_layer_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,
 
 
 def group_norm_mish(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
-                    add: Tensor | None = None) -> Tensor:
-    """mish(group_norm(x)) (+ add) in one launch (see group_norm_mish_ref). x [B, C, T]; weight, bias [C];
-    add [B or 1, C, 1 or T] in x's dtype."""
-    _check("group_norm_mish", x, weight, bias, *(() if add is None else (add,)))
+                    add: Tensor | None = None, *, x_bias: Tensor | None = None,
+                    add_bias: Tensor | None = None) -> Tensor:
+    """mish(group_norm(x + x_bias)) (+ add + add_bias) in one launch (see group_norm_mish_ref). x [B, C, T];
+    weight, bias, x_bias, add_bias [C]; add [B or 1, C, 1 or T] in x's dtype."""
+    extra = tuple(t for t in (add, x_bias, add_bias) if t is not None)
+    _check("group_norm_mish", x, weight, bias, *extra)
     if x.dim() != 3 or groups < 1 or x.shape[1] % groups:
         raise ValueError(f"group_norm_mish: x must be [B, C, T] with C divisible by groups={groups}, "
                          f"got {tuple(x.shape)}")
@@ -87,7 +95,13 @@ def group_norm_mish(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: f
                             or add.shape[2] not in (1, t) or add.dtype != x.dtype):
         raise ValueError(f"group_norm_mish: add must be [1 or {b}, {c}, 1 or {t}] {x.dtype}, "
                          f"got {tuple(add.shape)} {add.dtype}")
+    for name, v in (("x_bias", x_bias), ("add_bias", add_bias)):
+        if v is not None and (v.shape != (c,) or v.dtype != x.dtype):
+            raise ValueError(f"group_norm_mish: {name} must be [{c}] {x.dtype}, got {tuple(v.shape)} {v.dtype}")
+    if add_bias is not None and add is None:
+        raise ValueError("group_norm_mish: add_bias needs add")
     tri = _triton_for(x)
     if tri is None:
-        return group_norm_mish_ref(x, weight, bias, groups, eps, add)
-    return tri.group_norm_mish_triton(x, weight, bias, groups, eps, None if add is None else add.expand(b, c, t))
+        return group_norm_mish_ref(x, weight, bias, groups, eps, add, x_bias=x_bias, add_bias=add_bias)
+    return tri.group_norm_mish_triton(x, weight, bias, groups, eps, None if add is None else add.expand(b, c, t),
+                                      x_bias, add_bias)

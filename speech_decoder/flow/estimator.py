@@ -14,7 +14,8 @@ A first streaming window is launch-bound, so the estimator saves kernels where t
 * the time conditioning (sinusoidal embedding -> time_mlp -> each ResnetBlock1D's `mlp`) depends only on t, so
   ConditionalCFM computes it for all Euler steps at once (`time_terms`) and passes each step its rows;
 * each residual add of a transformer block is fused into the LayerNorm after it (kernels.flow_ops.add_layer_norm),
-  and each GroupNorm into the Mish and the add after it (kernels.flow_ops.group_norm_mish).
+  and each GroupNorm into the Mish and the add after it (kernels.flow_ops.group_norm_mish), which also adds the
+  biases of the convolutions before and beside it (conv_group_norm_mish).
 The nn.GroupNorm / nn.Mish / nn.LayerNorm modules stay as the holders of the parameters (flow.pt's names).
 """
 from __future__ import annotations
@@ -38,15 +39,23 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torc
     return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 
+def conv_group_norm_mish(conv: nn.Conv1d, gn: nn.GroupNorm, x: torch.Tensor, add: torch.Tensor | None = None,
+                         add_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """mish(gn(conv(x))) (+ add + add_bias) with the convolution run without its bias, which the fused op adds
+    before the statistics: on CUDA a convolution's bias add is a kernel of its own."""
+    y = F.conv1d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return group_norm_mish(y, gn.weight, gn.bias, gn.num_groups, gn.eps, add, x_bias=conv.bias, add_bias=add_bias)
+
+
 class Block1D(nn.Module):
     def __init__(self, dim: int, dim_out: int, groups: int = 8) -> None:
         super().__init__()
         self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), nn.Mish())
 
-    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        """mish(group_norm(conv(x))) (+ add, broadcast to [B, C, T]); the Mish module holds nothing."""
-        conv, gn = self.block[0], self.block[1]
-        return group_norm_mish(conv(x), gn.weight, gn.bias, gn.num_groups, gn.eps, add)
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None,
+                add_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """mish(group_norm(conv(x))) (+ add + add_bias, broadcast to [B, C, T]); the Mish module holds nothing."""
+        return conv_group_norm_mish(self.block[0], self.block[1], x, add, add_bias)
 
 
 class ResnetBlock1D(nn.Module):
@@ -60,7 +69,7 @@ class ResnetBlock1D(nn.Module):
     def forward(self, x: torch.Tensor, time_term: torch.Tensor) -> torch.Tensor:
         """x [B, C_in, T]; time_term [B or 1, C] = self.mlp(t_emb), computed ahead (ConditionalDecoder.time_terms)."""
         h = self.block1(x, time_term.unsqueeze(-1))
-        return self.block2(h, self.res_conv(x))
+        return self.block2(h, F.conv1d(x, self.res_conv.weight), self.res_conv.bias)  # bias added in block2's op
 
 
 class _Downsample1D(nn.Module):

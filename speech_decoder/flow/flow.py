@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.flow_ops import group_norm_mish
 from speech_decoder.cosyvoice_config import CFMConfig, FlowConfig, LengthRegulatorConfig
 from speech_decoder.cosyvoice_noise import cfm_noise
 from speech_decoder.flow.encoder import ConformerEncoder
-from speech_decoder.flow.estimator import ConditionalDecoder
+from speech_decoder.flow.estimator import ConditionalDecoder, conv_group_norm_mish
 
 
 def window_noise(seed: int, mel_len1: int, first_frame: int, mel_len2: int, n_mels: int,
@@ -53,8 +52,7 @@ class InterpolateRegulator(nn.Module):
         h = torch.cat(parts, dim=2)
         layers = self.model
         for i in range(0, len(layers) - 1, 3):  # (Conv, GroupNorm, Mish): the Mish holds nothing, fused below
-            gn = layers[i + 1]
-            h = group_norm_mish(layers[i](h), gn.weight, gn.bias, gn.num_groups, gn.eps)
+            h = conv_group_norm_mish(layers[i], layers[i + 1], h)
         return layers[-1](h).transpose(1, 2)
 
 

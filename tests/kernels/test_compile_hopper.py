@@ -177,3 +177,17 @@ def test_gemv_candidates_compile_for_hopper() -> None:
                                num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                                aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym"))
         assert "cp.async.cg.shared.global" in kernel.asm["ptx"], cfg
+
+
+def test_flow_op_kernels_compile_for_hopper() -> None:
+    """The flow estimator's fused norms in bf16 as a streaming window launches them: GroupNorm + Mish with both
+    convolution biases and the residual add (32 channels a group, a 4096-element tile in 16 warps), the residual add
+    + LayerNorm at width 256."""
+    from kernels import _flow_ops_triton as F
+
+    t = "*bf16"
+    _compile_sm90(F._group_norm_mish_kernel, {n: t for n in ("X", "W", "B", "A", "XB", "AB", "O")},
+                  dict(HAS_ADD=True, HAS_XB=True, HAS_AB=True, BLOCK_C=32, BLOCK_T=128, stride_xt=1, stride_at=1,
+                       stride_ot=1), ("eps",), num_warps=16, num_stages=1)
+    _compile_sm90(F._add_layer_norm_kernel, {n: t for n in ("X", "R", "W", "B", "O", "H")}, dict(BLOCK=256),
+                  ("eps",), num_warps=1, num_stages=1)

@@ -81,7 +81,8 @@ def test_triton_add_layer_norm(triton_modules, dtype, rows, dim) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("b,c,groups,t", [(1, 24, 8, 1), (3, 24, 8, 7), (3, 40, 8, 300), (1, 6, 1, 300)])
+@pytest.mark.parametrize("b,c,groups,t", [(1, 24, 8, 1), (3, 24, 8, 7), (3, 40, 8, 300), (1, 6, 1, 300),
+                                          (1, 64, 1, 600)])
 @pytest.mark.parametrize("add_shape", [None, "time", "time_one", "full"])
 def test_triton_group_norm_mish(triton_modules, dtype, b, c, groups, t, add_shape) -> None:
     dev = triton_modules.device
@@ -93,6 +94,37 @@ def test_triton_group_norm_mish(triton_modules, dtype, b, c, groups, t, add_shap
     got = triton_modules.flow_ops.group_norm_mish_triton(x, w, bias, groups, 1e-5,
                                                          None if add is None else add.expand(b, c, t))
     want = FO.group_norm_mish_ref(x, w, bias, groups, 1e-5, add)
+    torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_ref_folds_the_convolution_biases() -> None:
+    """x_bias / add_bias: the convolutions that make x and add run without their biases, added here instead."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 16, 30, generator=g)
+    conv, res, gn = torch.nn.Conv1d(16, 24, 3, padding=1), torch.nn.Conv1d(16, 24, 1), torch.nn.GroupNorm(8, 24)
+    with torch.no_grad():
+        gn.weight.normal_(), gn.bias.normal_()
+        want = torch.nn.functional.mish(gn(conv(x))) + res(x)
+        got = FO.group_norm_mish_ref(torch.nn.functional.conv1d(x, conv.weight, None, padding=1), gn.weight,
+                                     gn.bias, 8, gn.eps, torch.nn.functional.conv1d(x, res.weight),
+                                     x_bias=conv.bias, add_bias=res.bias)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="add_bias needs add"):
+        FO.group_norm_mish(x[:, :8], gn.weight[:8], gn.bias[:8], 4, 1e-5, add_bias=conv.bias[:8])
+    with pytest.raises(ValueError, match="x_bias must be"):
+        FO.group_norm_mish(x[:, :8], gn.weight[:8], gn.bias[:8], 4, 1e-5, x_bias=conv.bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("b,c,groups,t", [(2, 24, 8, 50), (1, 64, 1, 600)])  # one tile; several
+def test_triton_group_norm_mish_folds_conv_biases(triton_modules, dtype, b, c, groups, t) -> None:  # type: ignore[no-untyped-def]
+    dev = triton_modules.device
+    x = (2 * torch.randn(b, c, t, device=dev)).to(dtype)
+    add = torch.randn(b, c, t, device=dev).to(dtype)
+    w, bias = _affine(c, dtype, dev)
+    xb, ab = (torch.randn(c, device=dev).to(dtype) for _ in range(2))
+    got = triton_modules.flow_ops.group_norm_mish_triton(x, w, bias, groups, 1e-5, add, xb, ab)
+    want = FO.group_norm_mish_ref(x, w, bias, groups, 1e-5, add, x_bias=xb, add_bias=ab)
     torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
 
 
