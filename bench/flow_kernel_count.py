@@ -5,7 +5,8 @@
 Method: every aten op that reaches the dispatcher below autograd (TorchDispatchMode) and is not a view, a metadata
 op or an allocation without a fill counts as one launch; a kernels.flow_ops dispatcher counts as one launch (its
 Triton kernel) and the reference ops it runs on the CPU are not counted. A CUDA run launches about this many
-kernels, a few more where one aten op is several kernels (native_group_norm: statistics then apply).
+kernels, a few more where one aten op is several kernels (native_group_norm: statistics then apply); a convolution
+with a bias counts twice, as on CUDA (cuDNN convolves, torch adds the bias in a kernel of its own).
 The window is run once uncounted first (one-time set-up), then counted.
 Window: B = 1 (CFG doubles it to 2), 125 prompt tokens + 25 target tokens, T = 516 mel frames, 10 Euler steps.
 """
@@ -40,6 +41,9 @@ class _Count(TorchDispatchMode):
         if not self.muted and name not in _FREE:
             self.ops[name] += 1
             self.in_estimator[name] += self.estimator_depth > 0
+            if name in ("conv1d", "convolution") and len(args) > 2 and args[2] is not None:  # cuDNN has no bias
+                self.ops["convolution bias"] += 1
+                self.in_estimator["convolution bias"] += self.estimator_depth > 0
         return func(*args, **(kwargs or {}))
 
 

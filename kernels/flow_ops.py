@@ -2,11 +2,12 @@
 window under a CUDA graph): LayerNorm after the residual add, and GroupNorm + Mish (+ the add that follows it).
 
 A first streaming window is launch-bound. Each transformer block did add, LayerNorm twice over; each ResNet half did
-GroupNorm, Mish and an add. These ops make each of those pairs / triples one launch. Counted with
-bench/flow_kernel_count.py (CPU, CosyVoice-300M dims, a first window of 125 + 25 tokens, T = 516, CFG batch 2,
-10 Euler steps; aten ops that launch a kernel, a fused op as one), together with the time conditioning computed once
-per window (speech_decoder.flow.flow): 8,938 ops per window before (856 per estimator call), 6,744 after (634).
-On CUDA GroupNorm alone is more than one kernel, so the kernel count falls by more than the op count.
+GroupNorm, Mish and an add, after a convolution whose bias torch adds in a kernel of its own on CUDA. These ops make
+each of those groups one launch. Counted with bench/flow_kernel_count.py (CPU, CosyVoice-300M dims, a first window
+of 125 + 25 tokens, T = 516, CFG batch 2, 10 Euler steps; aten ops that launch a kernel, a convolution's bias as
+one more, a fused op as one), together with the time conditioning computed once per window
+(speech_decoder.flow.flow): 9,473 launches per window before (909 per estimator call), 6,785 after (638).
+On CUDA GroupNorm alone is more than one kernel, so the kernel count falls by more than that.
 Each op: `<op>_ref` (PyTorch, fp32 statistics: the spec), Triton kernel (kernels._flow_ops_triton), dispatcher
 `<op>` (CUDA or the interpreter -> Triton, otherwise the reference).
 """
