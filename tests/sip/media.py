@@ -22,6 +22,21 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_tcp_port() -> int:
+    """A port free for UDP and TCP both (baresip's sip_listen binds every transport on it; its ctrl_tcp listens on
+    TCP): a UDP-free port can be some TCP connection's ephemeral local port (a run failed with baresip's TCP bind in
+    use)."""
+    for _ in range(50):
+        port = free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 def ulaw_speech(wav: Path, out: Path, lead_s: float = 0.3, tail_s: float = 0.3, seconds: float | None = None) -> bytes:
     """`sox -D wav -r 8000 -c 1 -e u-law -t raw` (no dither: deterministic), padded with u-law silence."""
     raw = out.with_suffix(".ul")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.sip.media import free_udp_port, pcm8k_wav, peak_rms_dbfs, speech_seconds, wait_for
+from tests.sip.media import free_udp_tcp_port, free_udp_port, pcm8k_wav, peak_rms_dbfs, speech_seconds, wait_for
 from tests.sip.peers import BridgeProcess, env_without_display, need
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def test_baresip_caller_hears_the_agent(embedded_server, beckett_wav: Path, tmp_
     subprocess.run(["sox", "-D", str(beckett_wav), str(tmp_path / "first.wav"), "trim", "0", "2.9"], check=True)
     pcm8k_wav(tmp_path / "first.wav", speech, lead_s=0.5, tail_s=16.0)  # the call lasts as long as this file
     rtp_lo = free_udp_port() & ~1
-    (conf / "config").write_text(CONFIG.format(sip_port=free_udp_port(), speech=speech, rec=rec,
+    (conf / "config").write_text(CONFIG.format(sip_port=free_udp_tcp_port(), speech=speech, rec=rec,
                                                rtp_lo=rtp_lo, rtp_hi=rtp_lo + 10))
     (conf / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMA,PCMU\n")
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
@@ -99,8 +99,8 @@ def test_baresip_dtmf_is_heard_once_and_costs_no_audio(embedded_server, tmp_path
     rec.mkdir()
     silence = tmp_path / "silence.wav"
     subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(silence), "trim", "0", "40"], check=True)
-    rtp_lo, ctrl = free_udp_port() & ~1, free_udp_port()
-    (conf / "config").write_text(CONFIG.format(sip_port=free_udp_port(), speech=silence, rec=rec, rtp_lo=rtp_lo,
+    rtp_lo, ctrl = free_udp_port() & ~1, free_udp_tcp_port()  # ctrl_tcp listens on TCP
+    (conf / "config").write_text(CONFIG.format(sip_port=free_udp_tcp_port(), speech=silence, rec=rec, rtp_lo=rtp_lo,
                                                rtp_hi=rtp_lo + 10)
                                  + f"module_app\t\tctrl_tcp.so\nctrl_tcp_listen\t\t127.0.0.1:{ctrl}\n")
     (conf / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
