@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import os
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import triton
 
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 _done: set[Hashable] = set()
 
 
-def precompile(name: str, key: Hashable, launcher, configs: Sequence[triton.Config], grid,  # type: ignore[no-untyped-def]
+def precompile(name: str, key: Hashable, launcher: Any, configs: Sequence[triton.Config], grid: Any,
                args: tuple, kwargs: dict) -> None:
     """Compiles launcher's kernel for every config, once per key (an autotune key: what makes it tune anew)."""
     if key in _done:
