@@ -5,7 +5,8 @@ run3 measured 3.64 ms a step), so how close each matrix-vector product comes to 
 time. A Triton kernel (kernels._gemv_triton, autotuned tiles) competes with cuBLAS: the first time a shape is met
 outside a CUDA-graph capture, both are timed on the device (triton.testing.do_bench, L2 flushed between runs, so
 weights that would fit in the 50 MB L2 are not timed from it) and the faster one serves that shape from then on.
-A capture uses the choice its warm-up run made; a shape first met inside a capture runs on cuBLAS. The kernel serves
+A capture uses the choice its warm-up run made; a shape first met inside a capture runs on cuBLAS; an engine without
+CUDA graphs (enforce_eager) times a shape when a step first needs it (tens of ms, once). The kernel serves
 only the shapes where it measured faster than cuBLAS on this device; its fused form also saves the activation's
 own launch, so it competes with both kernels together.
 
