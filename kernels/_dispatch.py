@@ -30,9 +30,14 @@ def reference_ops() -> Iterator[None]:
         _REFERENCE_ONLY.reset(token)
 
 
+# Read once: the interpreter's child process has it set from its start (tests/kernels/conftest.py), and a lookup per
+# call cost ~1 us in every dispatcher call of an eager step.
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def triton_module(name: str, t: Tensor) -> ModuleType | None:
     """kernels.<name> (a private Triton module) if it should serve tensor t, else None."""
-    if _REFERENCE_ONLY.get() or not (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+    if _REFERENCE_ONLY.get() or not (t.is_cuda or _INTERPRET):
         return None
     try:
         return importlib.import_module(f"kernels.{name}")

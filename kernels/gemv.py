@@ -51,7 +51,7 @@ def _check(name: str, x: Tensor, w: Tensor, bias: Tensor | None, k_in: int) -> N
         raise ValueError(f"{name}: x's {x.shape[1]} columns do not fit w [N={w.shape[0]}, K={w.shape[1]}]")
     if bias is not None and (bias.shape != (w.shape[0],) or bias.dtype != x.dtype):
         raise ValueError(f"{name}: bias must be [{w.shape[0]}] {x.dtype}, got {tuple(bias.shape)} {bias.dtype}")
-    if len({x.device, w.device} | ({bias.device} if bias is not None else set())) != 1:
+    if w.device != x.device or (bias is not None and bias.device != x.device):
         raise ValueError(f"{name}: all tensors must be on one device")
 
 
