@@ -70,11 +70,14 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _scores(qk, slope2, pos, offs_n, scale_log2, BIAS: tl.constexpr, CLAMP: tl.constexpr):
-    """log2-domain scores: qk * scale * log2e - slope * log2e * f(pos - j). pos [M], offs_n [N]."""
+def _scores(qk, slope2, pos_f, start, scale_log2, BIAS: tl.constexpr, CLAMP: tl.constexpr, BLOCK_N: tl.constexpr):
+    """log2-domain scores of keys [start, start + BLOCK_N): qk * scale * log2e - slope * log2e * f(pos - key).
+    pos_f [M]: the rows' positions as float32."""
     s = qk * scale_log2
     if BIAS != 0:
-        dist = (pos[:, None] - offs_n[None, :]).to(tl.float32)
+        # In float32 from the start (exact: positions < 2^24): an int -> float conversion per score is not a
+        # full-rate instruction; this way a tile costs one subtraction per row, the column offsets are constants.
+        dist = (pos_f - start)[:, None] - tl.arange(0, BLOCK_N).to(tl.float32)[None, :]
         if CLAMP:
             dist = tl.maximum(dist, 0.0)  # masked (future) keys: keep sqrt finite, they are set to -inf later
         if BIAS == 2:
@@ -135,10 +138,39 @@ def _far_bias_rows(slope2, pos, start, scale_log2, DTYPE: tl.constexpr, BLOCK_N:
 
 
 @triton.jit
-def _kv_offsets(seq_row_ptr, offs_n, n_ok, stride_b, stride_s, PAGE: tl.constexpr):
-    """Element offsets of keys offs_n (logical positions) in the paged cache, through the block table row."""
-    page = tl.load(seq_row_ptr + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
-    return page * stride_b + (offs_n % PAGE).to(tl.int64) * stride_s
+def _kv_offsets(bt_row, start, n_ok, stride_b, stride_s, PAGE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Where the keys [start, start + BLOCK_N) lie in the paged cache, start a multiple of BLOCK_N: (base, offsets),
+    element offsets base + offsets[j]. Both sizes are powers of two, so the tile lies inside one page (one
+    block-table entry, loaded once per tile: a scalar base and 32-bit offsets that are the same every tile, so
+    their address arithmetic leaves the loop) or covers whole pages (a page entry per key, no division)."""
+    j = tl.arange(0, BLOCK_N)
+    if BLOCK_N <= PAGE:
+        page = tl.load(bt_row + start // PAGE).to(tl.int64)
+        return page * stride_b + (start % PAGE) * stride_s, j * stride_s
+    else:
+        page = tl.load(bt_row + start // PAGE + j // PAGE, mask=n_ok, other=0).to(tl.int64)
+        return 0, page * stride_b + (j % PAGE).to(tl.int64) * stride_s
+
+
+@triton.jit
+def _load_kv(ptrs, n_ok, d_ok, N_ROWS: tl.constexpr, MASK_N: tl.constexpr, MASK_D: tl.constexpr):
+    """A K or V tile, keys along the rows (N_ROWS) or the columns. Masks only what can be out of range: a tile of
+    keys all inside the context with BLOCK_D == HEAD_DIM loads with no per-element predicate (and no address
+    arithmetic for one) in the loop."""
+    if N_ROWS:
+        n_m = n_ok[:, None]
+        d_m = d_ok[None, :]
+    else:
+        n_m = n_ok[None, :]
+        d_m = d_ok[:, None]
+    if MASK_N and MASK_D:
+        return tl.load(ptrs, mask=n_m & d_m, other=0.0)
+    elif MASK_N:
+        return tl.load(ptrs, mask=n_m, other=0.0)
+    elif MASK_D:
+        return tl.load(ptrs, mask=d_m, other=0.0)
+    else:
+        return tl.load(ptrs)
 
 
 # ------------------------------------------------------------------------------------------------ prefill
@@ -149,20 +181,20 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
                   offs_d, d_ok, scale_log2, far_b,
                   stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
                   BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr):
+                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr, MASK_D: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
     if FAR_TILE:  # before the loads: A's layout conversions (shared memory, CTA barriers) overlap their latency
         c0, far_a = _far_bias_rows(slope2, pos, start, scale_log2, far_b.dtype, BLOCK_N)
-    k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
-    v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
+    # Only the last loop's tiles (MASKED) reach past kv_end; the others hold keys of the context only.
+    k_base, k_off = _kv_offsets(bt_row, start, n_ok, stride_kb, stride_ks, PAGE, BLOCK_N)
+    v_base, v_off = _kv_offsets(bt_row, start, n_ok, stride_vb, stride_vs, PAGE, BLOCK_N)
+    k_tile = K + (kv_head_off_k + k_base)
     if K_NMAJOR:  # K tile loaded [BLOCK_N, BLOCK_D] and transposed in shared memory
-        k = tl.load(K + kv_head_off_k + k_off[:, None] + offs_d[None, :] * stride_kd,
-                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        k = _load_kv(k_tile + k_off[:, None] + offs_d[None, :] * stride_kd, n_ok, d_ok, True, MASKED, MASK_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT)
     else:  # K^T tile loaded [BLOCK_D, BLOCK_N] directly
-        k = tl.load(K + kv_head_off_k + k_off[None, :] + offs_d[:, None] * stride_kd,
-                    mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+        k = _load_kv(k_tile + k_off[None, :] + offs_d[:, None] * stride_kd, n_ok, d_ok, False, MASKED, MASK_D)
         qk = tl.dot(q, k, input_precision=DOT)
     if FAR_TILE:
         # The bias less its per-row constant c0 rides on the tensor cores (far_b: _far_bias_powers); c0 enters
@@ -173,15 +205,15 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
         m_new = tl.maximum(m_i, tl.max(qk, 1) * scale_log2 + c0)
         p = tl.exp2(qk * scale_log2 - (m_new - c0)[:, None])
     else:
-        s = _scores(qk, slope2, pos, offs_n, scale_log2, BIAS, MASKED)
+        s = _scores(qk, slope2, pos.to(tl.float32), start, scale_log2, BIAS, MASKED, BLOCK_N)
         if MASKED:
             s = tl.where((offs_n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
     alpha = tl.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(V + kv_head_off_v + v_off[:, None] + offs_d[None, :] * stride_vd,
-                mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+    v = _load_kv(V + (kv_head_off_v + v_base) + v_off[:, None] + offs_d[None, :] * stride_vd, n_ok, d_ok, True,
+                 MASKED, MASK_D)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
     return acc, m_new, l_i
 
@@ -253,18 +285,18 @@ def _paged_prefill_kernel(
             acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                           offs_d, d_ok, scale_log2, far_b, stride_kb, stride_ks, stride_kd,
                                           stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT,
-                                          K_NMAJOR, True)
+                                          K_NMAJOR, True, BLOCK_D != HEAD_DIM)
     # far_b = 0: these tiles take _scores, the bias dot's B is not needed.
     for start in range(far_end, full_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, 0, stride_kb, stride_ks, stride_kd,
                                       stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR,
-                                      False)
+                                      False, BLOCK_D != HEAD_DIM)
     for start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
                                       offs_d, d_ok, scale_log2, 0, stride_kb, stride_ks, stride_kd,
                                       stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT, K_NMAJOR,
-                                      False)
+                                      False, BLOCK_D != HEAD_DIM)
     # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.
     out = acc / l_i[:, None]
     o_ptrs = O + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh \
@@ -309,9 +341,12 @@ def _paged_decode_kernel(
     koff = kv_head.to(tl.int64) * stride_kh
     voff = kv_head.to(tl.int64) * stride_vh
     # STORE_NEW: the step's key/value (row q_start of KN/VN, position ctx - 1) are not in the cache yet. The split
-    # holding ctx - 1 stores them and uses them straight from registers, so no other program ever reads that slot
-    # and nothing waits on the store: store_kv's launch per layer is saved.
+    # holding ctx - 1 stores them, stops its loop before that position and adds the new key from registers after
+    # it, so no program ever reads that slot and nothing waits on the store: store_kv's launch per layer is saved.
+    # (Substituting the new column inside the tile loop cost a select per element of every K and V tile and a
+    # trip of the tiles through registers: ~1.65x the loop's instructions in the sm_90 SASS.)
     new_pos = -1
+    loop_end = end
     if STORE_NEW:
         one = tl.arange(0, 1)  # a one-element load: the interpreter rejects a masked scalar load
         slot = tl.max(tl.load(SLOTS + q_start + one, mask=one < q_len, other=-1), 0).to(tl.int64)
@@ -323,6 +358,7 @@ def _paged_decode_kernel(
         blk, off = slot // PAGE, slot % PAGE
         tl.store(K + blk * stride_kb + off * stride_ks + koff + offs_d * stride_kd, k_new, mask=new_ok)
         tl.store(V + blk * stride_vb + off * stride_vs + voff + offs_d * stride_vd, v_new, mask=new_ok)
+        loop_end = tl.where(new_pos >= 0, new_pos, end)
 
     q = tl.load(Q + q_start.to(tl.int64) * stride_qt + head[:, None] * stride_qh + offs_d[None, :] * stride_qd,
                 mask=g_ok[:, None] & d_ok[None, :], other=0.0)
@@ -330,34 +366,39 @@ def _paged_decode_kernel(
         slope2 = tl.load(SLOPES + head, mask=g_ok, other=0.0) * 1.4426950408889634
     else:
         slope2 = tl.zeros([GROUP_PAD], dtype=tl.float32)
-    pos = tl.zeros([GROUP_PAD], dtype=tl.int32) + (ctx - 1)
+    pos_f = tl.zeros([GROUP_PAD], dtype=tl.float32) + (ctx - 1).to(tl.float32)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
     acc = tl.zeros([GROUP_PAD, BLOCK_D], dtype=tl.float32)
     bt_row = BT + seq.to(tl.int64) * stride_bt
-    for n0 in range(start, end, BLOCK_N):
+    for n0 in range(start, loop_end, BLOCK_N):
         # keys < end <= ctx are all causal-visible to the single query at ctx - 1: only the length mask applies.
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < end
-        k_off = _kv_offsets(bt_row, offs_n, n_ok, stride_kb, stride_ks, PAGE)
-        v_off = _kv_offsets(bt_row, offs_n, n_ok, stride_vb, stride_vs, PAGE)
-        k = tl.load(K + koff + k_off[None, :] + offs_d[:, None] * stride_kd,
+        n_ok = offs_n < loop_end
+        k_base, k_off = _kv_offsets(bt_row, n0, n_ok, stride_kb, stride_ks, PAGE, BLOCK_N)
+        v_base, v_off = _kv_offsets(bt_row, n0, n_ok, stride_vb, stride_vs, PAGE, BLOCK_N)
+        k = tl.load(K + (koff + k_base) + k_off[None, :] + offs_d[:, None] * stride_kd,
                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        if STORE_NEW:  # the new key's column comes from registers (its slot may still hold the old value)
-            k = tl.where(offs_n[None, :] == new_pos, k_new[:, None], k)
-        s = _scores(tl.dot(q, k, input_precision=DOT), slope2, pos, offs_n, scale_log2, BIAS, True)
+        s = _scores(tl.dot(q, k, input_precision=DOT), slope2, pos_f, n0, scale_log2, BIAS, True, BLOCK_N)
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(V + voff + v_off[:, None] + offs_d[None, :] * stride_vd,
+        v = tl.load(V + (voff + v_base) + v_off[:, None] + offs_d[None, :] * stride_vd,
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-        if STORE_NEW:
-            v = tl.where(offs_n[:, None] == new_pos, v_new[None, :], v)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
         m_i = m_new
+    if STORE_NEW:
+        if new_pos >= 0:  # the new key: at distance 0, so no bias in any mode
+            s_new = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], 1) * scale_log2
+            m_new = tl.maximum(m_i, s_new)
+            alpha = tl.exp2(m_i - m_new)  # 0 when the loop was empty (m_i = -inf)
+            p_new = tl.exp2(s_new - m_new)
+            l_i = l_i * alpha + p_new
+            acc = acc * alpha[:, None] + p_new[:, None] * v_new.to(tl.float32)[None, :]
+            m_i = m_new
 
     # partials laid out [num_seqs, num_heads, NUM_SPLITS(, BLOCK_D)]
     part = (seq * NUM_HEADS + head).to(tl.int64) * NUM_SPLITS + split
@@ -452,15 +493,17 @@ def _prefill_configs() -> list[triton.Config]:
 def _prune_prefill(configs, named_args, **kwargs):  # type: ignore[no-untyped-def]
     """Drop configs whose K/V tile does not fit the head dim's shared-memory budget (d128: BLOCK_N <= 64 at 3
     stages). fp32 ('ieee') prefill serves parity checks, where speed does not matter: one config, the one with the
-    smallest K/V tiles, instead of compiling and timing all of them. At d128 a 128-row tile in 4 warps (one
-    warpgroup) keeps a 128 x 128 fp32 accumulator in 128 registers per thread and spills (its sm_90 compile: ~150
-    local stores per tile loop at 128 x 64): not worth compiling and timing."""
+    smallest K/V tiles, instead of compiling and timing all of them. At d128 a 4-warp tile (one warpgroup) other
+    than 64 x 64 spills inside its loop (sm_90 compiles: a 128-row tile keeps a 128 x 128 fp32 accumulator in 128
+    registers per thread, ~150 local stores per loop at 128 x 64; 64 x 128, 10-26 with Triton 3.6): not worth
+    compiling and timing."""
     head_dim = kwargs["HEAD_DIM"]
     kept = [c for c in configs if not (head_dim > 64 and c.kwargs["BLOCK_N"] * c.num_stages > 256)] or configs[:1]
     if kwargs.get("DOT") == "ieee":
         return [min(kept, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["K_NMAJOR"]))]
     if head_dim > 64:
-        kept = [c for c in kept if not (c.kwargs["BLOCK_M"] == 128 and c.num_warps == 4)] or kept
+        kept = [c for c in kept if not (c.num_warps == 4 and max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) > 64)] \
+            or kept
     return kept
 
 

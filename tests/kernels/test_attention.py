@@ -93,13 +93,17 @@ def test_dispatcher_validates_inputs() -> None:
 
 # ------------------------------------------------------------------------------------------- Triton
 
-# (num_heads, num_kv_heads, head_dim): GQA ratios 1, 4, 12; non-power-of-two head counts (6, 12, 24)
+# (num_heads, num_kv_heads, head_dim, page): GQA ratios 1, 4, 12; non-power-of-two head counts (6, 12, 24); pages
+# smaller than, equal to and larger than a tile of keys (16 under the interpreter: a tile covers whole pages, is
+# one page, or starts inside one); a head dim narrower than its tile (80 in 128: the masked columns)
 PREFILL_CASES = [
     (4, 4, 64, 4, torch.float32),
     (8, 2, 128, 16, torch.float16),
     (12, 1, 64, 8, torch.float32),
     (24, 2, 128, 4, torch.float16),
     (6, 6, 64, 16, torch.float16),
+    (8, 2, 64, 64, torch.float32),
+    (4, 2, 80, 8, torch.float32),
 ]
 
 
@@ -145,7 +149,8 @@ def test_triton_prefill_far_tiles_in_16_bit(triton_modules, bf16_dot, dtype) -> 
 
 
 @pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (8, 2, 128, 16, torch.float16),
-                                              (12, 1, 64, 8, torch.float16), (24, 2, 64, 16, torch.float32)])
+                                              (12, 1, 64, 8, torch.float16), (24, 2, 64, 16, torch.float32),
+                                              (8, 2, 80, 64, torch.float32)])
 @pytest.mark.parametrize("num_splits", [None, 7])
 def test_triton_decode_split_kv(triton_modules, h, g, d, page, dtype, num_splits) -> None:  # type: ignore[no-untyped-def]
     tri = triton_modules.attention
@@ -184,7 +189,7 @@ def _new_kv_of(b, skip: set[int], seed: int = 5):  # type: ignore[no-untyped-def
 
 
 @pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (12, 1, 128, 8, torch.float16),
-                                              (24, 2, 64, 16, torch.float32)])
+                                              (24, 2, 64, 16, torch.float32), (8, 2, 64, 64, torch.float32)])
 @pytest.mark.parametrize("num_splits", [None, 7])
 def test_triton_decode_stores_the_new_kv_itself(triton_modules, h, g, d, page, dtype, num_splits) -> None:  # type: ignore[no-untyped-def]
     """A decode step given new_kv equals store_kv then attention: the same output and the same cache afterwards,
