@@ -135,8 +135,8 @@ def report(folder: Path) -> str:
 
 def _leads(engine: dict | None, kernels: dict | None) -> list[str]:
     """What the next kernel work needs besides the verdicts: the tile the prefill autotuner chose per shape (which
-    candidates to keep), the batch-1 GEMV timings behind kernels.gemv's choices and where a batch-1 decode step's
-    GPU time goes (its five largest kernels)."""
+    candidates to keep), the batch-1 GEMV timings behind kernels.gemv's choices, batch-1 decode with and without
+    PDL, and where a batch-1 decode step's GPU time goes (its five largest kernels)."""
     lines = []
     for row in (kernels or {}).get("prefill", []):
         for impl, tile in row.get("ours_tuned_config", {}).items():
@@ -145,6 +145,11 @@ def _leads(engine: dict | None, kernels: dict | None) -> list[str]:
         if g["rows"] == 1:
             lines.append(f"- batch-1 GEMV {g['N']} x {g['K']}{' swiglu' if g['swiglu'] else ''}: Triton "
                          f"{g['triton']:.1f} us, cuBLAS {g['cublas']:.1f} us")
+    by_metric = {r["metric"].split(" (")[0]: r["engine"] for r in (engine or {}).get("rows", [])}
+    if "decode tok/s batch 1, PDL off" in by_metric and "decode tok/s batch 1" in by_metric:
+        lines.append(f"- batch-1 decode: {by_metric['decode tok/s batch 1']:.1f} tok/s with programmatic dependent "
+                     f"launch, {by_metric['decode tok/s batch 1, PDL off']:.1f} without (same engine, graphs "
+                     "captured again)")
     for k in (engine or {}).get("decode_profile_b1", [])[:5]:
         lines.append(f"- batch-1 decode step: {k['us_per_step']:.1f} us ({k['share']:.0%}, "
                      f"{k['calls_per_step']:g} calls) {k['kernel']}")

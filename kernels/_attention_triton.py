@@ -45,6 +45,7 @@ from torch import Tensor
 
 from triton import knobs
 
+from kernels._pdl import begin, use_pdl
 from kernels._precompile import precompile
 from kernels.attention import PREFILL_Q_CLASSES
 
@@ -229,8 +230,9 @@ def _paged_prefill_kernel(
     stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
     BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr, FAR: tl.constexpr,
+    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr, FAR: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     # MAX_Q_BUCKET (prefill_q_class of the longest q_len) is unused in the body: it only keys the autotuner, so
     # short, chunk-sized and long prefills each get their own tile shape.
     tl.static_assert(BLOCK_D >= HEAD_DIM)
@@ -318,7 +320,9 @@ def _paged_decode_kernel(
     NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGE: tl.constexpr, BIAS: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STORE_NEW: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    begin(PDL)
     tl.static_assert(GROUP_PAD >= GROUP and GROUP_PAD >= 16)
     split = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -412,8 +416,9 @@ def _decode_reduce_kernel(
     MP, LP, ACCP, O, CU,
     stride_ot, stride_oh, stride_od,
     NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     head = tl.program_id(0)
     seq = tl.program_id(1)
     q_start = tl.load(CU + seq)
@@ -443,8 +448,9 @@ def _store_kv_kernel(
     stride_kt, stride_kh, stride_kd, stride_vt, stride_vh, stride_vd,
     stride_kcb, stride_kcs, stride_kch, stride_kcd, stride_vcb, stride_vcs, stride_vch, stride_vcd,
     NUM_KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    PAGE: tl.constexpr,
+    PAGE: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     tok = tl.program_id(0)
     slot = tl.load(SLOTS + tok).to(tl.int64)
     if slot < 0:
@@ -470,11 +476,12 @@ def store_kv_triton(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot
     num_tokens, num_kv_heads, head_dim = k.shape
     if num_tokens == 0:
         return
+    pdl = use_pdl(k)
     _store_kv_kernel[(num_tokens,)](
         k, v, k_cache, v_cache, slot_mapping,
         *k.stride(), *v.stride(), *k_cache.stride(), *v_cache.stride(),
         NUM_KV_HEADS=num_kv_heads, HEADS_PAD=triton.next_power_of_2(num_kv_heads), HEAD_DIM=head_dim,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), PAGE=k_cache.shape[1],
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), PAGE=k_cache.shape[1], PDL=pdl, launch_pdl=pdl,
         num_warps=4 if num_kv_heads * head_dim >= 1024 else 1,
     )
 
@@ -576,6 +583,7 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     common_k = (*k_cache.stride(), *v_cache.stride())
     # fp32 in means fp32 math (the engine's parity runs); Triton would otherwise round fp32 dots to TF32.
     dot = "ieee" if q.dtype == torch.float32 else "tf32"
+    pdl = use_pdl(q)
 
     if max_seqlen_q <= 1:
         if new_kv is None:
@@ -595,12 +603,12 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
             k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
             NUM_HEADS=num_heads, NUM_SPLITS=splits, GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim,
             BLOCK_D=block_d, PAGE=page, BIAS=code, BLOCK_N=block_n, DOT=dot, STORE_NEW=new_kv is not None,
-            num_warps=4, num_stages=1 if _interpreting() else 3,
+            PDL=pdl, launch_pdl=pdl, num_warps=4, num_stages=1 if _interpreting() else 3,
         )
         _decode_reduce_kernel[(num_heads, num_seqs)](
             m_part, l_part, acc_part, out, cu_seqlens_q, *out.stride(),
             NUM_HEADS=num_heads, NUM_SPLITS=splits, SPLITS_PAD=max(2, triton.next_power_of_2(splits)),
-            HEAD_DIM=head_dim, BLOCK_D=block_d, num_warps=4 if head_dim > 64 else 2,
+            HEAD_DIM=head_dim, BLOCK_D=block_d, PDL=pdl, launch_pdl=pdl, num_warps=4 if head_dim > 64 else 2,
         )
         return out
 
@@ -610,7 +618,7 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
         return (triton.cdiv(max_seqlen_q * group, meta["BLOCK_M"]), num_kv_heads, num_seqs)
 
     kwargs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, BIAS=code, DOT=dot,
-                  MAX_Q_BUCKET=prefill_q_class(max_seqlen_q))
+                  MAX_Q_BUCKET=prefill_q_class(max_seqlen_q), PDL=pdl, launch_pdl=pdl)
     args = (q, k_cache, v_cache, out, block_tables, cu_seqlens_q, context_lens, slopes,
             scale_log2, *q.stride(), *common_k, *out.stride(), block_tables.stride(0))
     if _interpreting():

@@ -8,11 +8,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels._pdl import begin, use_pdl
+
 _TILE = 4096  # elements of a GroupNorm tile (channels of a group x time steps)
 
 
 @triton.jit
-def _add_layer_norm_kernel(X, R, W, B, O, H, eps, D, stride_x, stride_r, stride_o, stride_h, BLOCK: tl.constexpr):
+def _add_layer_norm_kernel(X, R, W, B, O, H, eps, D, stride_x, stride_r, stride_o, stride_h, BLOCK: tl.constexpr,
+                           PDL: tl.constexpr):
+    begin(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     ok = offs < D
@@ -38,8 +42,10 @@ def add_layer_norm_triton(x: Tensor, residual: Tensor, weight: Tensor, bias: Ten
     if rows == 0:
         return out, h
     block = triton.next_power_of_2(d)
+    pdl = use_pdl(x)
     _add_layer_norm_kernel[(rows,)](x, residual, weight, bias, out, h, eps, d, x.stride(0), residual.stride(0),
-                                    out.stride(0), h.stride(0), BLOCK=block, num_warps=min(16, max(1, block // 256)))
+                                    out.stride(0), h.stride(0), BLOCK=block, PDL=pdl, launch_pdl=pdl,
+                                    num_warps=min(16, max(1, block // 256)))
     return out, h
 
 
@@ -79,7 +85,8 @@ def _group_norm_mish_kernel(X, W, B, A, XB, AB, O, eps, C, T, G, CPG,
                             stride_xb, stride_xc, stride_xt, stride_ab, stride_ac, stride_at,
                             stride_ob, stride_oc, stride_ot,
                             HAS_ADD: tl.constexpr, HAS_XB: tl.constexpr, HAS_AB: tl.constexpr,
-                            BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+                            BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, PDL: tl.constexpr):
+    begin(PDL)
     pid = tl.program_id(0)
     bi = (pid // G).to(tl.int64)
     ch = (pid % G) * CPG + tl.arange(0, BLOCK_C)  # this group's channels
@@ -130,9 +137,10 @@ def group_norm_mish_triton(x: Tensor, weight: Tensor, bias: Tensor, groups: int,
     # 8 elements a thread: every pointer is 64 bits wide, and 32 a thread (4 warps on a full tile) spill on sm_90
     # (ptxas: 360 bytes a thread); 8 use 119 registers and none.
     warps = max(1, min(16, block_c * block_t // 256))
+    pdl = use_pdl(x)
     _group_norm_mish_kernel[(b * groups,)](
         x, weight, bias, a, x if x_bias is None else x_bias, x if add_bias is None else add_bias, out, eps, c, t,
         groups, cpg, *x.stride(), *a.stride(), *out.stride(),
         HAS_ADD=add is not None, HAS_XB=x_bias is not None, HAS_AB=add_bias is not None,
-        BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
+        BLOCK_C=block_c, BLOCK_T=block_t, PDL=pdl, launch_pdl=pdl, num_warps=warps)
     return out

@@ -15,6 +15,7 @@ import triton.language as tl
 from torch import Tensor
 from triton import knobs
 
+from kernels._pdl import begin, use_pdl
 from kernels._precompile import precompile
 
 BLOCK_M = 16  # the tensor cores' smallest row count; also the most rows kernels.gemv sends here
@@ -27,7 +28,8 @@ def _interpreting() -> bool:
 @triton.jit
 def _gemv_kernel(X, W, B, Y, M, N, K, stride_xm, stride_wn, stride_ym,
                  HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, DOT: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    begin(PDL)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
@@ -84,8 +86,9 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool) -> Te
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
         return y
+    pdl = use_pdl(x)
     kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul, DOT="ieee" if x.dtype == torch.float32 else "tf32",
-                  BLOCK_M=BLOCK_M)
+                  BLOCK_M=BLOCK_M, PDL=pdl, launch_pdl=pdl)
     launcher = _get_launcher()
 
     def grid(meta):  # type: ignore[no-untyped-def]

@@ -6,10 +6,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels._pdl import begin, use_pdl
+
 
 @triton.jit
 def _rms_norm_kernel(X, R, W, O, H, eps, D, stride_x, stride_r, stride_o, stride_h,
-                     HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_RES: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    begin(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     ok = offs < D
@@ -36,14 +39,16 @@ def rms_norm_triton(x: Tensor, residual: Tensor | None, weight: Tensor, eps: flo
     block = triton.next_power_of_2(d)
     r = residual if residual is not None else x
     hh = h if h is not None else out
+    pdl = use_pdl(x)
     _rms_norm_kernel[(rows,)](x, r, weight, out, hh, eps, d, x.stride(0), r.stride(0), out.stride(0), hh.stride(0),
-                              HAS_RES=residual is not None, BLOCK=block,
+                              HAS_RES=residual is not None, BLOCK=block, PDL=pdl, launch_pdl=pdl,
                               num_warps=min(16, max(1, block // 256)))
     return out, h
 
 
 @triton.jit
-def _silu_and_mul_kernel(X, O, I, stride_x, stride_o, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(X, O, I, stride_x, stride_o, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    begin(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < I
@@ -63,6 +68,7 @@ def silu_and_mul_triton(x: Tensor) -> Tensor:
     if rows == 0:
         return out
     block = min(4096, triton.next_power_of_2(inter))
+    pdl = use_pdl(x)
     _silu_and_mul_kernel[(rows, triton.cdiv(inter, block))](x, out, inter, x.stride(0), out.stride(0), BLOCK=block,
-                                                           num_warps=4)
+                                                           PDL=pdl, launch_pdl=pdl, num_warps=4)
     return out

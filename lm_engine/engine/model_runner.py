@@ -40,7 +40,7 @@ class ModelRunner:
         if device.type == "cuda":
             self.warm_up_prefill()
             if not cfg.enforce_eager:
-                self._capture_cuda_graphs()
+                self.capture_cuda_graphs()
 
     # ------------------------------------------------------------------ KV cache
 
@@ -169,7 +169,10 @@ class ModelRunner:
         return buf
 
     @torch.inference_mode()
-    def _capture_cuda_graphs(self) -> None:
+    def capture_cuda_graphs(self) -> None:
+        """(Re)captures the decode graphs, one per batch size; kernels' launch settings (kernels._pdl) are fixed
+        at capture."""
+        self.graphs.clear()
         max_blocks = -(-(self.cfg.max_model_len or self.model_cfg.max_seq_len) // self.block_size)
         self._graph_max_blocks = max_blocks
         pool = None

@@ -26,11 +26,14 @@ def _compile_sm90(fn, pointers: dict[str, str], constexprs: dict[str, object], f
     """Compiles as the JIT specialises a real launch, so that this is the code the GPU runs: pointers 16-byte
     aligned (torch's allocations are), the integers named in `aligned` divisible by 16, and unit strides passed in
     `constexprs` as 1 (the JIT turns an integer equal to 1 into a constant). Without that the compiler cannot
-    prove rows contiguous: it emits per-element loads and no asynchronous copies, and half the shared memory."""
+    prove rows contiguous: it emits per-element loads and no asynchronous copies, and half the shared memory.
+    Kernels with a PDL switch compile with it on, as an H100 launches them."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     names = fn.arg_names
+    if "PDL" in names:  # launched with programmatic dependent launch on sm_90, as kernels._pdl does there
+        constexprs = {"PDL": True, **constexprs}
     signature = {n: pointers.get(n) or ("constexpr" if n in constexprs else "fp32" if n in floats else "i32")
                  for n in names}
     div16 = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in pointers or n in aligned}
@@ -39,6 +42,8 @@ def _compile_sm90(fn, pointers: dict[str, str], constexprs: dict[str, object], f
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                             options={"num_warps": num_warps, "num_stages": num_stages})
     assert kernel.asm["cubin"], "no cubin"
+    if constexprs.get("PDL"):  # waits for the previous kernel before touching memory
+        assert "griddepcontrol.wait" in kernel.asm["ptx"] and "griddepcontrol.launch_dependents" in kernel.asm["ptx"]
     assert kernel.metadata.shared <= H100_SHARED_BYTES, kernel.metadata.shared
     return kernel
 

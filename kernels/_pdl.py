@@ -1,0 +1,48 @@
+"""Programmatic dependent launch (PDL, sm_90 and later) for our Triton kernels (imported only by them).
+
+A decode step at batch 1 is a chain of ~300 short kernels, each reading what the one before wrote; between two
+kernels the GPU drains the first, then launches and sets up the second. Launched with PDL (Triton's `launch_pdl`),
+a kernel may start while the kernel before it is still running: its programs wait at `griddepcontrol.wait` until
+that kernel has completed and its memory is visible, so only the launch and the set-up overlap, never the data.
+CUDA graphs keep the dependency (the decode step and the flow run as graphs).
+
+The rule that keeps it exact: a kernel launched with PDL calls `begin(PDL)` before its first global memory access,
+reads and writes alike (a write before the wait could race with the previous kernel still reading). Waiting on the
+previous kernel also orders everything before it, as that kernel waited in turn or was launched normally.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_enabled = os.environ.get("STEPAUDIO_PDL", "1") != "0"
+
+
+@functools.cache
+def _capable(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def use_pdl(t: torch.Tensor) -> bool:
+    """Whether kernels launched for tensor t use PDL: a CUDA device of compute capability 9 or later, unless turned
+    off (STEPAUDIO_PDL=0, or set_pdl(False)). Never under the interpreter (CPU tensors)."""
+    return _enabled and t.is_cuda and _capable(t.device.index if t.device.index is not None else 0)
+
+
+def set_pdl(on: bool) -> None:
+    """Turns PDL on or off for launches from now on (benchmarks compare both; CUDA graphs keep what they captured)."""
+    global _enabled
+    _enabled = on
+
+
+@triton.jit
+def begin(PDL: tl.constexpr):
+    """A kernel's first statement: with PDL, wait for the previous kernel, then let the next one launch (it waits
+    for this one in turn: releasing it early costs nothing in exactness)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
