@@ -15,10 +15,13 @@ import triton.language as tl
 from torch import Tensor
 from triton import knobs
 
-from kernels._pdl import begin, use_pdl
+from kernels._pdl import begin, prefetch_l2, use_pdl
 from kernels._precompile import precompile
 
 BLOCK_M = 16  # the tensor cores' smallest row count; also the most rows kernels.gemv sends here
+# How much of a weight matrix a PDL launch asks into L2 before its wait: half an H100's 50 MB L2, so that the
+# prefetched part is still there when the loop reaches it (a 100 MB MLP matrix gets its first quarter).
+L2_PREFETCH_BYTES = 24 << 20
 
 
 def _interpreting() -> bool:
@@ -26,9 +29,15 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _gemv_kernel(X, W, B, Y, M, N, K, stride_xm, stride_wn, stride_ym,
+def _gemv_kernel(X, W, B, Y, M, N, K, stride_xm, stride_wn, stride_ym, PF_PER_ROW,
                  HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    if PDL:
+        # No kernel writes the weights: this program's slice (its first PF_PER_ROW elements a row's worth) starts
+        # on its way into L2 while the kernel before this one still runs; the loop below then reads it from there.
+        row0 = tl.program_id(0) * BLOCK_N
+        rows = tl.minimum(N - row0, BLOCK_N)
+        prefetch_l2(W + row0.to(tl.int64) * stride_wn, rows * PF_PER_ROW, 16)
     begin(PDL)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -94,7 +103,10 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool) -> Te
     def grid(meta):  # type: ignore[no-untyped-def]
         return (triton.cdiv(n, meta["BLOCK_N"]),)
 
-    args = (x, w, bias if bias is not None else w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0))
+    # The prefetch takes each program's rows as one contiguous run of 16-byte aligned pieces.
+    aligned = w.is_contiguous() and w.data_ptr() % 16 == 0 and k * w.element_size() % 16 == 0
+    pf_per_row = min(k, L2_PREFETCH_BYTES // (n * w.element_size())) if pdl and aligned else 0
+    args = (x, w, bias if bias is not None else w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), pf_per_row)
     if _interpreting():
         cfg = _configs()[0]
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

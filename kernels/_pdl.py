@@ -46,3 +46,20 @@ def begin(PDL: tl.constexpr):
     if PDL:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_l2(ptr, n_elems, LANES: tl.constexpr):
+    """Asks L2 for n_elems contiguous elements from ptr (16-byte aligned): LANES bulk prefetches
+    (cp.async.bulk.prefetch.L2, sm_90: a hint, nothing reaches registers, nothing to wait for), sizes rounded down
+    to 16 bytes. Before `begin` only for memory no kernel writes (weights): the one exception to the rule above.
+    Few lanes: each warp issues its distinct addresses one by one (the instruction takes uniform registers)."""
+    elem_bytes: tl.constexpr = ptr.dtype.element_ty.primitive_bitwidth // 8
+    per16: tl.constexpr = 16 // elem_bytes
+    lane = tl.arange(0, LANES)
+    chunk = tl.cdiv(tl.cdiv(n_elems, LANES), per16) * per16
+    start = lane * chunk
+    size = tl.maximum(tl.minimum(n_elems - start, chunk), 0) // per16 * 16
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.gt.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+        "=r,l,r", [ptr + start, size], dtype=tl.int32, is_pure=False, pack=1)
