@@ -64,6 +64,12 @@ class CosyVoiceModel:
                  campplus: CampPlus | None, flow_graphs: FlowGraphs | None = None) -> None:
         self.cfg, self.flow, self.hift, self.campplus = cfg, flow, hift, campplus
         self.flow_graphs = flow_graphs  # streaming windows replay CUDA graphs through this (CUDA only)
+        # The speech path's GPU work goes to a CUDA stream of its own, of the highest priority: the TTS LM keeps
+        # decoding on the default stream while a flow window runs (the server streams both at once), and on one
+        # stream their kernels would queue behind each other, the window waiting for every decode step submitted
+        # meanwhile. With priority the window's blocks go first and the decode steps fill what is left. None on
+        # the CPU (torch.cuda.stream(None) does nothing).
+        self.stream = torch.cuda.Stream(self.device, priority=-100) if self.device.type == "cuda" else None
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", flow_dtype: torch.dtype | None = None,
@@ -84,7 +90,16 @@ class CosyVoiceModel:
         campplus = CampPlus(d / "campplus.onnx") if (d / "campplus.onnx").is_file() else None
         flow = flow.to(dev, dtype).eval()
         graphs = FlowGraphs(flow) if dev.type == "cuda" and cuda_graphs else None
-        return cls(cfg, flow, hift.to(dev).eval(), campplus, graphs)
+        model = cls(cfg, flow, hift.to(dev).eval(), campplus, graphs)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)  # the weights, copied on the default stream, before the speech stream reads
+        return model
+
+    def on_stream(self) -> torch.cuda.StreamContext:
+        """`with model.on_stream():` around the speech path's GPU work (see self.stream). One stream for every
+        thread of the path: the FlowBatcher and the decoder threads hand device tensors to each other, so their
+        order on it is the order the threads submitted them. Inputs come from the host (prompts are CPU tensors)."""
+        return torch.cuda.stream(self.stream)
 
     @property
     def device(self) -> torch.device:
@@ -113,12 +128,14 @@ class CosyVoiceModel:
     def token2mel(self, tokens: torch.Tensor, prompt: SpeakerPrompt, seed: int = 0) -> torch.Tensor:
         """Offline flow over all tokens [N] -> mel [1, 80, mel_frames(N)] float32."""
         dev, dt = self.device, self.flow.input_embedding.weight.dtype
-        mel = self.flow.inference(tokens.to(dev)[None], prompt.tokens.to(dev)[None], prompt.mel.to(dev, dt)[None],
-                                  prompt.embedding.to(dev)[None], seed=seed)
-        return mel.float()
+        with self.on_stream():
+            mel = self.flow.inference(tokens.to(dev)[None], prompt.tokens.to(dev)[None],
+                                      prompt.mel.to(dev, dt)[None], prompt.embedding.to(dev)[None], seed=seed)
+            return mel.float()
 
     @torch.inference_mode()
     def token2wav(self, tokens: torch.Tensor | list[int], prompt: SpeakerPrompt, seed: int = 0) -> np.ndarray:
         """Offline decode (the reference StreamingDecoder is tested against): float32 audio at 22050 Hz."""
         mel = self.token2mel(torch.as_tensor(tokens, dtype=torch.int64), prompt, seed)
-        return self.hift.inference(mel, seed=seed)[0].cpu().numpy().astype(np.float32)
+        with self.on_stream():
+            return self.hift.inference(mel, seed=seed)[0].cpu().numpy().astype(np.float32)

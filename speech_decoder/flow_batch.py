@@ -61,15 +61,16 @@ def _run_group(jobs: list[FlowJob]) -> list[torch.Tensor]:
     model = jobs[0].model
     dev, dt = model.device, model.flow.input_embedding.weight.dtype
     n_mels, mel_len1 = model.cfg.flow.output_size, jobs[0].prompt.mel.size(0)
-    noise = torch.cat([window_noise(j.seed, mel_len1, j.first_frame, j.mel_len2, n_mels, dev) for j in jobs])
-    infer = model.flow_graphs or model.flow.inference
-    mel = infer(
-        torch.stack([j.tokens for j in jobs]).to(dev),
-        torch.stack([j.prompt.tokens for j in jobs]).to(dev),
-        torch.stack([j.prompt.mel for j in jobs]).to(dev, dt),
-        torch.stack([j.prompt.embedding for j in jobs]).to(dev),
-        noise=noise, mel_len2=jobs[0].mel_len2)
-    return list(mel.float().unbind(0))
+    with model.on_stream():  # the mels are used on it too, by the decoder threads
+        noise = torch.cat([window_noise(j.seed, mel_len1, j.first_frame, j.mel_len2, n_mels, dev) for j in jobs])
+        infer = model.flow_graphs or model.flow.inference
+        mel = infer(
+            torch.stack([j.tokens for j in jobs]).to(dev),
+            torch.stack([j.prompt.tokens for j in jobs]).to(dev),
+            torch.stack([j.prompt.mel for j in jobs]).to(dev, dt),
+            torch.stack([j.prompt.embedding for j in jobs]).to(dev),
+            noise=noise, mel_len2=jobs[0].mel_len2)
+        return list(mel.float().unbind(0))
 
 
 class FlowBatcher:

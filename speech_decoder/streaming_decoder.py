@@ -73,7 +73,8 @@ class StreamingDecoder:
         self._start = 0  # a_k: first token not yet owned by an emitted window
         self._hop = self.config.first_chunk_tokens - self.config.overlap_tokens
         self._tail: torch.Tensor | None = None  # [80, X] overlap mel waiting for its cross-fade
-        self._vocoder = HiFTStream(model.hift, seed, self.config.vocoder_context, self.config.vocoder_lookahead)
+        with model.on_stream():  # its state tensors are made and used on the speech stream
+            self._vocoder = HiFTStream(model.hift, seed, self.config.vocoder_context, self.config.vocoder_lookahead)
         self.finished = False
 
     @property
@@ -91,13 +92,14 @@ class StreamingDecoder:
         self._tokens.extend(int(t) for t in tokens)
         out = []
         ov = self.config.overlap_tokens
-        while len(self._tokens) >= self._start + self._hop + ov:
-            end = self._start + self._hop
-            mel = self._window(self._start, end + ov)
-            flow_cfg = self.model.cfg.flow
-            out.append(self._emit_mel(mel, flow_cfg.mel_frames(end) - flow_cfg.mel_frames(self._start)))
-            self._start = end
-            self._hop = min(2 * self._hop, self.config.max_hop_tokens)  # stays a multiple of 5
+        with self.model.on_stream():
+            while len(self._tokens) >= self._start + self._hop + ov:
+                end = self._start + self._hop
+                mel = self._window(self._start, end + ov)
+                flow_cfg = self.model.cfg.flow
+                out.append(self._emit_mel(mel, flow_cfg.mel_frames(end) - flow_cfg.mel_frames(self._start)))
+                self._start = end
+                self._hop = min(2 * self._hop, self.config.max_hop_tokens)  # stays a multiple of 5
         return _join(out)
 
     def finish(self) -> np.ndarray:
@@ -105,10 +107,11 @@ class StreamingDecoder:
         if self.finished:
             return np.zeros(0, dtype=np.float32)
         out = []
-        if len(self._tokens) > self._start:
-            mel = self._window(self._start, len(self._tokens))
-            out.append(self._emit_mel(mel, mel.size(1)))
-        out.append(self._vocoder.finish())
+        with self.model.on_stream():
+            if len(self._tokens) > self._start:
+                mel = self._window(self._start, len(self._tokens))
+                out.append(self._emit_mel(mel, mel.size(1)))
+            out.append(self._vocoder.finish())
         self.finished = True
         return _join(out)
 
