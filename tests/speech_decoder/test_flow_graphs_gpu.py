@@ -130,3 +130,43 @@ def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) ->
     assert graphs.replays - replays == 2 * 8  # windows 25, 40, 70, then five of 110 tokens, per utterance
     assert got.shape == eager.shape
     assert float(np.linalg.norm(got - eager) / np.linalg.norm(eager)) < 1e-2
+
+
+@cuda
+def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(model: CosyVoiceModel) -> None:
+    """The decoder's windows, HiFT and cross-fades go to the model's highest-priority stream while another thread
+    keeps the default stream busy, as the TTS LM does when served: the audio equals the same decoding done on the
+    default stream (a tensor read on one stream before the other stream wrote it would not)."""
+    import threading
+
+    assert model.stream is not None and model.stream.priority < 0
+    prompt = _prompt(75, seed=8)
+    tokens = torch.randint(0, 5120, (300,), generator=torch.Generator().manual_seed(9)).tolist()
+
+    def decode() -> np.ndarray:
+        dec = StreamingDecoder(model, prompt, seed=5)
+        parts = [dec.push(tokens[i:i + 5]) for i in range(0, len(tokens), 5)]
+        return np.concatenate(parts + [dec.finish()])
+
+    stop = threading.Event()
+
+    def busy() -> None:  # launches on the default stream until told to stop
+        a = torch.randn(1024, 1024, device="cuda")
+        while not stop.is_set():
+            a = torch.tanh(a @ a)
+        torch.cuda.synchronize()
+
+    lm = threading.Thread(target=busy)
+    lm.start()
+    try:
+        own = decode()
+    finally:
+        stop.set()
+        lm.join()
+    stream, model.stream = model.stream, None
+    try:
+        default = decode()
+    finally:
+        model.stream = stream
+    assert own.shape == default.shape
+    assert float(np.linalg.norm(own - default) / np.linalg.norm(default)) < 1e-4
