@@ -53,6 +53,12 @@ def _window(model: CosyVoiceModel, rows: int, n_tokens: int, prompt: SpeakerProm
     return args, noise, mel_len2
 
 
+def _decode_in_pushes_of_5(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int]) -> np.ndarray:
+    dec = StreamingDecoder(model, prompt, seed=5)
+    parts = [dec.push(tokens[i:i + 5]) for i in range(0, len(tokens), 5)]
+    return np.concatenate(parts + [dec.finish()])
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
@@ -111,9 +117,7 @@ def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) ->
     tokens = torch.randint(0, 5120, (640,), generator=torch.Generator().manual_seed(4)).tolist()
 
     def decode() -> np.ndarray:
-        dec = StreamingDecoder(model, prompt, seed=5)
-        parts = [dec.push(tokens[i:i + 5]) for i in range(0, len(tokens), 5)]
-        return np.concatenate(parts + [dec.finish()])
+        return _decode_in_pushes_of_5(model, prompt, tokens)
 
     graphs, model.flow_graphs = model.flow_graphs, None
     try:
@@ -143,11 +147,6 @@ def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(mod
     prompt = _prompt(75, seed=8)
     tokens = torch.randint(0, 5120, (300,), generator=torch.Generator().manual_seed(9)).tolist()
 
-    def decode() -> np.ndarray:
-        dec = StreamingDecoder(model, prompt, seed=5)
-        parts = [dec.push(tokens[i:i + 5]) for i in range(0, len(tokens), 5)]
-        return np.concatenate(parts + [dec.finish()])
-
     stop = threading.Event()
 
     def busy() -> None:  # launches on the default stream until told to stop
@@ -159,13 +158,13 @@ def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(mod
     lm = threading.Thread(target=busy)
     lm.start()
     try:
-        own = decode()
+        own = _decode_in_pushes_of_5(model, prompt, tokens)
     finally:
         stop.set()
         lm.join()
     stream, model.stream = model.stream, None
     try:
-        default = decode()
+        default = _decode_in_pushes_of_5(model, prompt, tokens)
     finally:
         model.stream = stream
     assert own.shape == default.shape
