@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels import _pdl, gemv
+from kernels import gemv, set_pdl, use_pdl
 from kernels.lm_ops import rms_norm_ref
 from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -221,13 +221,13 @@ def main() -> None:
          "baseline": baseline_prefill(eng, pb, pl, dev)})
     result["decode_profile_b1"] = profile_decode(eng, prompt_len, 16, vocab)
     b1 = next((r for r in rows if r["metric"].startswith("decode tok/s batch 1 ")), None)
-    if b1 and dev.type == "cuda" and eng.llm.runner.graphs and _pdl.use_pdl(torch.empty(0, device=dev)):
+    if b1 and dev.type == "cuda" and eng.llm.runner.graphs and use_pdl(torch.empty(0, device=dev)):
         # the same engine with its kernels launched one after another (PDL off), graphs captured again: side by side
-        _pdl.set_pdl(False)
+        set_pdl(False)
         eng.llm.runner.capture_cuda_graphs()
         add({"metric": "decode tok/s batch 1, PDL off", "engine": engine_decode(eng, 1, prompt_len, steps, vocab),
              "baseline": b1["baseline"]})
-        _pdl.set_pdl(True)
+        set_pdl(True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     eng.close()
     print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {commit}, CUDA graphs {result['cuda_graphs']}")

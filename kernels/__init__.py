@@ -16,6 +16,7 @@ Public ops:
     gemv, swiglu_gemv                                    (kernels.gemv)
     add_layer_norm, group_norm_mish                      (kernels.flow_ops)
     reference_ops (every dispatcher runs its reference inside it)   (kernels._dispatch)
+    use_pdl, set_pdl, pdl_off_after_failed_capture (programmatic dependent launch)   (kernels.launch)
 
 Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
 """
@@ -58,6 +59,9 @@ _EXPORTS: dict[str, str] = {
     "group_norm_mish": "kernels.flow_ops",
     "group_norm_mish_ref": "kernels.flow_ops",
     "reference_ops": "kernels._dispatch",
+    "use_pdl": "kernels.launch",
+    "set_pdl": "kernels.launch",
+    "pdl_off_after_failed_capture": "kernels.launch",
 }
 
 

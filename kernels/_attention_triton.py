@@ -45,9 +45,10 @@ from torch import Tensor
 
 from triton import knobs
 
-from kernels._pdl import begin, use_pdl
+from kernels._pdl import begin
 from kernels._precompile import precompile
 from kernels.attention import PREFILL_Q_CLASSES
+from kernels.launch import use_pdl
 
 logger = logging.getLogger(__name__)
 LOG2E = 1.4426950408889634

@@ -8,7 +8,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels._pdl import begin, use_pdl
+from kernels._pdl import begin
+from kernels.launch import use_pdl
 
 _TILE = 4096  # elements of a GroupNorm tile (channels of a group x time steps)
 

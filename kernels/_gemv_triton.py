@@ -15,8 +15,9 @@ import triton.language as tl
 from torch import Tensor
 from triton import knobs
 
-from kernels._pdl import begin, prefetch_l2, use_pdl
+from kernels._pdl import begin, prefetch_l2
 from kernels._precompile import precompile
+from kernels.launch import use_pdl
 
 BLOCK_M = 16  # the tensor cores' smallest row count; also the most rows kernels.gemv sends here
 # How much of a weight matrix a PDL launch asks into L2 before its wait: half an H100's 50 MB L2, so that the

@@ -6,7 +6,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels._pdl import begin, use_pdl
+from kernels._pdl import begin
+from kernels.launch import use_pdl
 
 
 @triton.jit

@@ -1,4 +1,5 @@
-"""Programmatic dependent launch (PDL, sm_90 and later) for our Triton kernels (imported only by them).
+"""Programmatic dependent launch (PDL, sm_90 and later): the device side (imported only by the Triton modules; the
+switch, kernels.launch, imports no Triton).
 
 A decode step at batch 1 is a chain of ~300 short kernels, each reading what the one before wrote; between two
 kernels the GPU drains the first, then launches and sets up the second. Launched with PDL (Triton's `launch_pdl`),
@@ -12,31 +13,8 @@ previous kernel also orders everything before it, as that kernel waited in turn 
 """
 from __future__ import annotations
 
-import functools
-import os
-
-import torch
 import triton
 import triton.language as tl
-
-_enabled = os.environ.get("STEPAUDIO_PDL", "1") != "0"
-
-
-@functools.cache
-def _capable(index: int) -> bool:
-    return torch.cuda.get_device_capability(index)[0] >= 9
-
-
-def use_pdl(t: torch.Tensor) -> bool:
-    """Whether kernels launched for tensor t use PDL: a CUDA device of compute capability 9 or later, unless turned
-    off (STEPAUDIO_PDL=0, or set_pdl(False)). Never under the interpreter (CPU tensors)."""
-    return _enabled and t.is_cuda and _capable(t.device.index if t.device.index is not None else 0)
-
-
-def set_pdl(on: bool) -> None:
-    """Turns PDL on or off for launches from now on (benchmarks compare both; CUDA graphs keep what they captured)."""
-    global _enabled
-    _enabled = on
 
 
 @triton.jit

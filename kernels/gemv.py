@@ -6,7 +6,7 @@ time. A Triton kernel (kernels._gemv_triton, autotuned tiles) competes with cuBL
 outside a CUDA-graph capture, both are timed on the device (triton.testing.do_bench, L2 flushed between runs, so
 weights that would fit in the 50 MB L2 are not timed from it) and the faster one serves that shape from then on.
 Each is timed right after an RMSNorm kernel, as it runs in a decode step, less that kernel's own time: on sm_90 our
-kernel starts during the one before it (kernels._pdl) and asks L2 for its weights meanwhile, which a GEMV timed
+kernel starts during the one before it (kernels.launch) and asks L2 for its weights meanwhile, which a GEMV timed
 alone would not show.
 A capture uses the choice its warm-up run made; a shape first met inside a capture runs on cuBLAS; an engine without
 CUDA graphs (enforce_eager) times a shape when a step first needs it (tens of ms, once). The kernel serves

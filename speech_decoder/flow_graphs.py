@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.launch import pdl_off_after_failed_capture
 from speech_decoder.flow.flow import MaskedDiffWithXvec
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,13 @@ class FlowGraphs:
 
     def _capture_or_none(self, key: ShapeKey, inputs: tuple[torch.Tensor, ...], mel_len2: int) -> _Captured | None:
         try:
-            return self._capture(key, inputs, mel_len2)
+            try:
+                return self._capture(key, inputs, mel_len2)
+            except Exception:
+                if not pdl_off_after_failed_capture(self.device):
+                    raise
+                logger.exception("capturing a flow window failed with programmatic dependent launch; again without")
+                return self._capture(key, inputs, mel_len2)
         except Exception:  # out of memory, an op that cannot be captured, ...
             logger.exception("capturing a flow window failed; flow windows run eagerly from now on")
             self.failed = True

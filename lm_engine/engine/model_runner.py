@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from kernels.attention import PREFILL_Q_CLASSES
+from kernels.launch import pdl_off_after_failed_capture
 from lm_engine.engine import sampling
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.forward_context import ForwardContext, forward_context
@@ -170,7 +171,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def capture_cuda_graphs(self) -> None:
-        """(Re)captures the decode graphs, one per batch size; kernels' launch settings (kernels._pdl) are fixed
+        """(Re)captures the decode graphs, one per batch size; kernels' launch settings (kernels.launch) are fixed
         at capture."""
         self.graphs.clear()
         max_blocks = -(-(self.cfg.max_model_len or self.model_cfg.max_seq_len) // self.block_size)
@@ -194,8 +195,13 @@ class ModelRunner:
                 self.graphs[bs] = (graph, buf)
             torch.cuda.synchronize()
         except Exception as exc:  # e.g. the torch reference attention (host syncs) cannot be captured
-            logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
             self.graphs.clear()
+            if pdl_off_after_failed_capture(self.device):
+                logger.warning("CUDA graph capture failed with programmatic dependent launch (%s); capturing "
+                               "again without it", exc)
+                self.capture_cuda_graphs()
+                return
+            logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
 
     def _replay(self, step: StepInput) -> torch.Tensor:
         """One decode step through the smallest graph that fits: logits [n, vocab] float32, valid until the next."""

@@ -32,7 +32,7 @@ def _compile_sm90(fn, pointers: dict[str, str], constexprs: dict[str, object], f
     from triton.compiler import ASTSource
 
     names = fn.arg_names
-    if "PDL" in names:  # launched with programmatic dependent launch on sm_90, as kernels._pdl does there
+    if "PDL" in names:  # launched with programmatic dependent launch on sm_90, as kernels.launch has it there
         constexprs = {"PDL": True, **constexprs}
     signature = {n: pointers.get(n) or ("constexpr" if n in constexprs else "fp32" if n in floats else "i32")
                  for n in names}

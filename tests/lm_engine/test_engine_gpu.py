@@ -64,19 +64,19 @@ def test_programmatic_dependent_launch_changes_no_token(tiny_ckpt):
     """With PDL (sm_90+) a kernel starts while the one before it finishes and waits for its results: the decode
     graphs captured with it give the tokens of the graphs captured without, for a batch of 8 over 24 steps (a kernel
     touching memory before its wait would race and differ)."""
-    from kernels import _pdl
+    from kernels import set_pdl, use_pdl
 
-    if not _pdl.use_pdl(torch.empty(0, device="cuda")):
+    if not use_pdl(torch.empty(0, device="cuda")):
         pytest.skip("programmatic dependent launch needs compute capability 9.0 (or STEPAUDIO_PDL=0 is set)")
     eng = _engine(tiny_ckpt("tts"), "cuda", eager=False)
     try:
         with_pdl = _batched(eng)
-        _pdl.set_pdl(False)
+        set_pdl(False)
         eng.llm.runner.capture_cuda_graphs()
         assert eng.llm.runner.graphs
         assert _batched(eng) == with_pdl
     finally:
-        _pdl.set_pdl(True)
+        set_pdl(True)
         eng.close()
 
 
