@@ -349,7 +349,7 @@ def _paged_decode_kernel(
     # holding ctx - 1 stores them, stops its loop before that position and adds the new key from registers after
     # it, so no program ever reads that slot and nothing waits on the store: store_kv's launch per layer is saved.
     # (Substituting the new column inside the tile loop cost a select per element of every K and V tile and a
-    # trip of the tiles through registers: ~1.65x the loop's instructions in the sm_90 SASS.)
+    # trip of the tiles through registers: ~1.9x the loop's instructions in the sm_90 SASS.)
     new_pos = -1
     loop_end = end
     if STORE_NEW:
