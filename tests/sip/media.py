@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import subprocess
@@ -14,6 +15,13 @@ from clients.g711 import alaw_decode, ulaw_decode
 from clients.sip.rtp import RtpPacket
 
 ULAW_SILENCE = b"\xff"
+
+
+def heard_beckett(transcripts: list[str]) -> bool:
+    """The agent's transcripts of a caller who spoke the recording's first 2.9 s, "Ever tried. Ever failed.", over
+    8 kHz G.711: one of the two phrases, as Whisper tiny.en hears telephone audio (a CI run heard "ever cried, ever
+    failed."; RTP timing varies from run to run, and so does what the recognizer gets)."""
+    return re.search(r"ever (tried|failed)", " ".join(transcripts).lower()) is not None
 
 
 def free_udp_port() -> int:
