@@ -28,11 +28,12 @@ else:
 class RepliesMixin(_Base):
     def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
         limit = cfg.max_output_tokens
+        default = self.defaults.max_output_tokens
         return ResponseSettings(
             modalities=cfg.output_modalities, voice=cfg.voice, speed=cfg.speed, output_format=cfg.output_format,
             temperature=cfg.temperature if cfg.temperature is not None else 0.7,
-            requested_max_output_tokens=limit, max_output_tokens=self.defaults.max_output_tokens if limit == "inf" else min(
-                int(limit), self.defaults.max_output_tokens * 4))
+            requested_max_output_tokens=limit,
+            max_output_tokens=default if limit == "inf" else min(int(limit), default * 4))
 
     def _new_response(self, gen_id: int, speculative: bool,
                       create: ce.ResponseCreate | None) -> tuple[Response, SessionConfig]:
