@@ -170,12 +170,13 @@ class StepAudioPipeline:
         with _loading(root / TOKENIZER_DIR):
             self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
         # TTS first with a small GPU share, then the Chat LM takes most of what is left (budgets are cumulative).
+        # On one GPU the speech path's stream goes first, then the TTS LM's (the reply's next audio), then Chat's.
         tts_dir = root / TTS_DIR
         with _loading(tts_dir):
             self.tts_engine = Engine.from_pretrained(
                 tts_dir, device=device, progress=False,
                 config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.3,
-                                    seed=config.seed))
+                                    seed=config.seed, stream_priority=-1))
             tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
         with _loading(tts_dir / COMMON_DIR):
             common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)

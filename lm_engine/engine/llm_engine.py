@@ -15,7 +15,7 @@ import torch
 from lm_engine.engine.block_manager import BlockManager
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.model_runner import ModelRunner
-from lm_engine.engine.scheduler import Scheduler, StepInput, build_step_input
+from lm_engine.engine.scheduler import ScheduledBatch, Scheduler, StepInput, build_step_input
 from lm_engine.engine.sequence import BlockTable, Mode, Sequence, SequenceStatus
 
 
@@ -167,7 +167,10 @@ class LLMEngine:
         if batch is None:
             return []
         step = build_step_input(batch, self.cfg.block_size)
-        logits = self._run(step)
+        with self.runner.on_stream():  # the logits are read on the stream that made them
+            return self._finish_step(batch, self._run(step))
+
+    def _finish_step(self, batch: ScheduledBatch, logits: torch.Tensor) -> list[TokenDelta]:
         # Map logits rows back to sequences: each completing sequence owns 1 row (or all its rows).
         sampled: dict[int, int] = {}
         gen_rows, gen_seqs, row = [], [], 0

@@ -33,15 +33,27 @@ class ModelRunner:
         self.device = device
         self.dtype = dtype
         self.block_size = cfg.block_size
+        cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device, priority=cfg.stream_priority) \
+            if cuda and cfg.stream_priority is not None else None
+        if cuda:
+            torch.cuda.synchronize(device)  # the weights, copied on the default stream
         self.num_blocks = self._count_blocks()
-        self._allocate_kv_cache()
+        with self.on_stream():
+            self._allocate_kv_cache()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor]]] = {}
         self._graph_max_blocks = 0  # block-table width the graphs were captured for
-        if device.type == "cuda":
+        if cuda:
             self.warm_up_prefill()
             if not cfg.enforce_eager:
                 self.capture_cuda_graphs()
+
+    def on_stream(self) -> torch.cuda.StreamContext:
+        """`with runner.on_stream():` around the engine's device work (EngineConfig.stream_priority): the runner's
+        methods enter it themselves, LLMEngine.step around its use of the logits. Everything the engine hands out
+        (tokens, scores) reaches the host inside it, so no other stream ever reads its tensors."""
+        return torch.cuda.stream(self.stream)
 
     # ------------------------------------------------------------------ KV cache
 
@@ -95,6 +107,10 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, step: StepInput) -> torch.Tensor:
         """Runs one packed forward; returns logits [len(step.logits_rows), vocab] float32."""
+        with self.on_stream():
+            return self._run(step)
+
+    def _run(self, step: StepInput) -> torch.Tensor:
         self.copy_blocks(step.copies)
         n_seqs = len(step.context_lens)
         if (step.is_decode and self.graphs and n_seqs <= max(self.graphs)
@@ -130,21 +146,23 @@ class ModelRunner:
             for n in sorted({min(cls, limit) - 1, min(cls, limit)}):
                 if n <= lower:
                     continue
-                ctx = ForwardContext(
-                    slot_mapping=torch.full((n,), -1, dtype=torch.int64, device=self.device),
-                    block_tables=torch.zeros(1, -(-n // self.block_size), dtype=torch.int32, device=self.device),
-                    cu_seqlens_q=self._tensor([0, n], torch.int32), context_lens=self._tensor([n], torch.int32),
-                    max_seqlen_q=n)
-                with forward_context(ctx):
-                    ids = torch.zeros(n, dtype=torch.int64, device=self.device)
-                    self.model(ids, torch.arange(n, device=self.device))
+                with self.on_stream():
+                    ctx = ForwardContext(
+                        slot_mapping=torch.full((n,), -1, dtype=torch.int64, device=self.device),
+                        block_tables=torch.zeros(1, -(-n // self.block_size), dtype=torch.int32, device=self.device),
+                        cu_seqlens_q=self._tensor([0, n], torch.int32), context_lens=self._tensor([n], torch.int32),
+                        max_seqlen_q=n)
+                    with forward_context(ctx):
+                        ids = torch.zeros(n, dtype=torch.int64, device=self.device)
+                        self.model(ids, torch.arange(n, device=self.device))
             lower = min(cls, limit)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         logger.info("prefill kernels compiled and tuned in %.1f s", time.perf_counter() - t0)
 
     def sample(self, logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[Seq[int]]) -> list[int]:
-        return sampling.sample(logits, params, histories, self.generator)
+        with self.on_stream():
+            return sampling.sample(logits, params, histories, self.generator)
 
     # ------------------------------------------------------------------ CUDA graphs (decode only)
 
@@ -173,6 +191,10 @@ class ModelRunner:
     def capture_cuda_graphs(self) -> None:
         """(Re)captures the decode graphs, one per batch size; kernels' launch settings (kernels.launch) are fixed
         at capture."""
+        with self.on_stream():
+            self._capture_cuda_graphs()
+
+    def _capture_cuda_graphs(self) -> None:
         self.graphs.clear()
         max_blocks = -(-(self.cfg.max_model_len or self.model_cfg.max_seq_len) // self.block_size)
         self._graph_max_blocks = max_blocks

@@ -80,6 +80,36 @@ def test_programmatic_dependent_launch_changes_no_token(tiny_ckpt):
         eng.close()
 
 
+def test_two_engines_stepping_at_once_on_their_own_streams_give_their_own_tokens(tiny_ckpt):
+    """As served on one GPU: the TTS LM (priority -1) and another engine decode on two threads at once, each on
+    a CUDA stream of its own; each gives the greedy tokens it gives alone (a tensor read on the wrong stream, before
+    its kernel ran, would not)."""
+    import threading
+
+    path = tiny_ckpt("tts")
+    urgent = Engine.from_pretrained(path, device="cuda", dtype=torch.float32, progress=False, config=EngineConfig(
+        block_size=16, num_kv_blocks=256, cuda_graph_max_batch=16, max_model_len=512, stream_priority=-1))
+    other = _engine(path, "cuda", eager=False)
+    try:
+        assert urgent.llm.runner.stream is not None and other.llm.runner.stream is not None
+        assert urgent.llm.runner.stream.priority < other.llm.runner.stream.priority
+        alone = [urgent.generate(p, GREEDY) for p in PROMPTS]
+        got: dict[str, list[list[int]]] = {}
+
+        def decode(name: str, eng: Engine) -> None:
+            got[name] = [eng.generate(p, GREEDY) for p in PROMPTS]
+
+        threads = [threading.Thread(target=decode, args=a) for a in (("urgent", urgent), ("other", other))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got["urgent"] == alone and got["other"] == alone
+    finally:
+        urgent.close()
+        other.close()
+
+
 def test_cuda_fork_rollback_is_bit_identical(tiny_ckpt):
     eng = _engine(tiny_ckpt("tts"), "cuda", eager=False)
     try:
