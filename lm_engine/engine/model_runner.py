@@ -142,20 +142,20 @@ class ModelRunner:
         t0 = time.perf_counter()
         limit = min(self.cfg.max_num_batched_tokens, self.cfg.max_model_len or self.model_cfg.max_seq_len)
         lower = 1  # a single query token is decode, another kernel (warmed by the graph capture or the first step)
+        lengths = []
         for cls in PREFILL_Q_CLASSES:
-            for n in sorted({min(cls, limit) - 1, min(cls, limit)}):
-                if n <= lower:
-                    continue
-                with self.on_stream():
-                    ctx = ForwardContext(
-                        slot_mapping=torch.full((n,), -1, dtype=torch.int64, device=self.device),
-                        block_tables=torch.zeros(1, -(-n // self.block_size), dtype=torch.int32, device=self.device),
-                        cu_seqlens_q=self._tensor([0, n], torch.int32), context_lens=self._tensor([n], torch.int32),
-                        max_seqlen_q=n)
-                    with forward_context(ctx):
-                        ids = torch.zeros(n, dtype=torch.int64, device=self.device)
-                        self.model(ids, torch.arange(n, device=self.device))
+            lengths += [n for n in sorted({min(cls, limit) - 1, min(cls, limit)}) if n > lower]
             lower = min(cls, limit)
+        with self.on_stream():
+            for n in lengths:
+                ctx = ForwardContext(
+                    slot_mapping=torch.full((n,), -1, dtype=torch.int64, device=self.device),
+                    block_tables=torch.zeros(1, -(-n // self.block_size), dtype=torch.int32, device=self.device),
+                    cu_seqlens_q=self._tensor([0, n], torch.int32), context_lens=self._tensor([n], torch.int32),
+                    max_seqlen_q=n)
+                with forward_context(ctx):
+                    ids = torch.zeros(n, dtype=torch.int64, device=self.device)
+                    self.model(ids, torch.arange(n, device=self.device))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         logger.info("prefill kernels compiled and tuned in %.1f s", time.perf_counter() - t0)
