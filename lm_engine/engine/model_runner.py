@@ -50,9 +50,11 @@ class ModelRunner:
                 self.capture_cuda_graphs()
 
     def on_stream(self) -> torch.cuda.StreamContext:
-        """`with runner.on_stream():` around the engine's device work (EngineConfig.stream_priority): the runner's
-        methods enter it themselves, LLMEngine.step around its use of the logits. Everything the engine hands out
-        (tokens, scores) reaches the host inside it, so no other stream ever reads its tensors."""
+        """`with runner.on_stream():` around the engine's device work (EngineConfig.stream_priority): the runner
+        enters it to load, warm up and capture; its callers enter it once a step (LLMEngine.step around the
+        forward, sampling and the logits' copies to the host; the tensor-parallel followers around the forward).
+        Everything the engine hands out (tokens, scores) reaches the host inside it, so no other stream ever reads
+        its tensors."""
         return torch.cuda.stream(self.stream)
 
     # ------------------------------------------------------------------ KV cache
@@ -106,11 +108,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, step: StepInput) -> torch.Tensor:
-        """Runs one packed forward; returns logits [len(step.logits_rows), vocab] float32."""
-        with self.on_stream():
-            return self._run(step)
-
-    def _run(self, step: StepInput) -> torch.Tensor:
+        """Runs one packed forward; returns logits [len(step.logits_rows), vocab] float32. Call it inside
+        on_stream()."""
         self.copy_blocks(step.copies)
         n_seqs = len(step.context_lens)
         if (step.is_decode and self.graphs and n_seqs <= max(self.graphs)
@@ -161,8 +160,7 @@ class ModelRunner:
         logger.info("prefill kernels compiled and tuned in %.1f s", time.perf_counter() - t0)
 
     def sample(self, logits: torch.Tensor, params: Seq[SamplingParams], histories: Seq[Seq[int]]) -> list[int]:
-        with self.on_stream():
-            return sampling.sample(logits, params, histories, self.generator)
+        return sampling.sample(logits, params, histories, self.generator)
 
     # ------------------------------------------------------------------ CUDA graphs (decode only)
 

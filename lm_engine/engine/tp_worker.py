@@ -70,4 +70,5 @@ def follow(runner: ModelRunner) -> None:
         if msg[0] is Command.EXIT:
             _leave()
             return
-        runner.run(msg[1])
+        with runner.on_stream():
+            runner.run(msg[1])
