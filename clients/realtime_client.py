@@ -71,12 +71,18 @@ class ReconnectPolicy:
 
 
 def build_url(url: str, model: str | None) -> str:
-    """Add ?model= to a ws(s) URL unless it already names one."""
+    """The Realtime WebSocket URL for what a user may type: the server's address alone (ws://host:port, or the
+    http(s) base URL the openai SDK takes, with or without /v1) reaches /v1/realtime; ?model= is added unless the
+    URL names one."""
     parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    if path in ("", "/v1"):
+        path = "/v1/realtime"
     query = parse_qsl(parts.query, keep_blank_values=True)
     if model and not any(k == "model" for k, _ in query):
         query.append(("model", model))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(scheme=scheme, path=path, query=urlencode(query)))
 
 
 class RealtimeClient:

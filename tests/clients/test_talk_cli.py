@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from clients.realtime_client import build_url
 from clients.talk import main
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
@@ -95,10 +96,17 @@ def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path
     assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
 
 
+@pytest.mark.parametrize("typed", ["ws://127.0.0.1:8765", "ws://127.0.0.1:8765/", "http://127.0.0.1:8765/v1",
+                                   "ws://127.0.0.1:8765/v1/realtime?model=stepaudio-rt"])
+def test_the_server_address_alone_reaches_the_realtime_api(typed: str) -> None:
+    """What `make serve` prints (the page's address) or the openai SDK's base_url, given to --url, connects."""
+    assert build_url(typed, "stepaudio-rt") == "ws://127.0.0.1:8765/v1/realtime?model=stepaudio-rt"
+
+
 @pytest.mark.slow
 def test_a_url_without_the_realtime_path_is_told_where_the_api_is(embedded_server, beckett_wav, capsys) -> None:
-    """ws://host:port/ or an openai base_url without /v1: the 404 says where the API is, to the client and in the
-    server's log (the openai SDK shows only the status)."""
+    """A path that is not the API's (here the openai SDK's /realtime without /v1): the 404 says where the API is, to
+    the client and in the server's log (the openai SDK shows only the status)."""
     url = f"ws://127.0.0.1:{embedded_server.port}/realtime"
     assert talk(capsys, str(beckett_wav), "--url", url) == (
         1, "talk: server rejected WebSocket connection: HTTP 404 (not found: the Realtime API is at /v1/realtime)\n")
