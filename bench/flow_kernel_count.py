@@ -74,7 +74,7 @@ def main() -> None:
         flow.inference(*args, mel_len2=mel_len2)  # not counted: one-time set-up (the q/k/v weights fused)
     counter = _Count()
     for module in (estimator_module, flow_module):
-        for name in ("add_layer_norm", "group_norm_mish"):
+        for name in ("add_layer_norm", "group_norm_mish", "linear_gelu", "linear_add", "linear_add_layer_norm"):
             if hasattr(module, name):
                 setattr(module, name, _as_one_launch(counter, getattr(module, name)))
     est = flow.decoder.estimator

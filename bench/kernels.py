@@ -17,6 +17,10 @@ Measured (CUDA events after warm-up, medians):
 * HiFT vocoder: speech_decoder's HiFTGenerator at CosyVoice-300M-25Hz dims (random weights, fp32), 1 s and 10 s of
   audio at batch 1, f0 predictor + NSF source + decoder: the torch references of kernels.vocoder's ops (the upstream
   op sequence) vs the fused ops, each also under a CUDA graph; max |difference|.
+* flow estimator (speech_decoder's ConditionalDecoder, CosyVoice-300M-25Hz dims, random weights, bf16), one call on
+  a first streaming window (CFG batch 2, T = 516 frames) under a CUDA graph: kernels.flow_ops' fused ops vs their
+  torch references; and each linear epilogue alone at the window's widths (1032 rows, 256 <-> 1024), fused vs
+  cuBLAS and the op after it, 20 calls in one graph (ms per call).
 """
 from __future__ import annotations
 
@@ -34,8 +38,10 @@ import torch
 import torch.nn.functional as F
 
 from kernels import attention as KA
+from kernels import flow_ops as KF
 from kernels import vocoder as KV
 from speech_decoder.checkpoint import profile_config
+from speech_decoder.flow.estimator import ConditionalDecoder
 from speech_decoder.hift.generator import HiFTGenerator
 
 
@@ -274,6 +280,47 @@ def vocoder_case(seconds: float, dev: str, iters: int) -> dict:
     return row
 
 
+def flow_case(frames: int, dev: str, dtype: torch.dtype, iters: int) -> dict:
+    torch.manual_seed(0)
+    est = ConditionalDecoder(profile_config("full-random").flow.estimator).to(dev, dtype).eval()
+    x, mu, cond = (torch.randn(2, 80, frames, device=dev, dtype=dtype) for _ in range(3))
+    t, spks = torch.rand(2, device=dev), torch.randn(2, 80, device=dev, dtype=dtype)
+
+    def fused() -> torch.Tensor:
+        return est(x, mu, t, spks, cond)
+
+    def eager() -> torch.Tensor:
+        with KV.reference_ops():
+            return est(x, mu, t, spks, cond)
+
+    def many(fn: Callable[[], object], n: int = 20) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(n):
+                fn()
+        return run
+
+    dim, rows = 256, 2 * frames
+    h, h4, r = (torch.randn(rows, w, device=dev, dtype=dtype) for w in (dim, 4 * dim, dim))
+    w_up, w_down = (torch.randn(a, b, device=dev, dtype=dtype) / b ** 0.5 for a, b in ((4 * dim, dim), (dim, 4 * dim)))
+    b_up, b_down, lw, lb = (torch.randn(n, device=dev, dtype=dtype) for n in (4 * dim, dim, dim, dim))
+    ops = {
+        "linear_gelu": lambda: KF.linear_gelu(h, w_up, b_up),
+        "cublas_then_gelu": lambda: F.gelu(F.linear(h, w_up, b_up)),
+        "linear_add_layer_norm_k1024": lambda: KF.linear_add_layer_norm(h4, w_down, b_down, r, lw, lb, 1e-5),
+        "cublas_then_add_layer_norm_k1024": lambda: KF.add_layer_norm(F.linear(h4, w_down, b_down), r, lw, lb, 1e-5),
+    }
+    row: dict = {"case": f"flow_estimator_T{frames}", "frames": frames}
+    with torch.inference_mode():
+        row["max_abs_diff_fused_vs_eager"] = float((fused() - eager()).abs().max())
+        row["ms"] = {"eager": bench(eager, iters=iters), "fused": bench(fused, iters=iters)}
+        if dev == "cuda":
+            row["ms"]["eager_cuda_graph"] = attempt(lambda: graphed(eager, iters))
+            row["ms"]["fused_cuda_graph"] = attempt(lambda: graphed(fused, iters))
+            row["op_ms_cuda_graph"] = {name: (lambda v: v / 20 if isinstance(v, float) else v)(
+                attempt(lambda fn=fn: graphed(many(fn), iters))) for name, fn in ops.items()}
+    return row
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 def guarded(case: Callable[..., dict], *args: object) -> dict:
@@ -340,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         result["vocoder"].append(row)
         print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
         save()
+    result["flow"] = [guarded(flow_case, 516 if not args.smoke else 24, dev, dtype, iters)]
+    print(f"[{time.time() - t0:6.1f}s] flow estimator: {result['flow'][0].get('ms')} "
+          f"{result['flow'][0].get('op_ms_cuda_graph', '')}", flush=True)
+    save()
     result["prefill"] = []
     shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
     for name, h, g, d in shapes:
@@ -388,6 +439,18 @@ def print_table(r: dict) -> None:
             sp = eager / ms if isinstance(ms, float) else "-"
             print(f"{row['case']:16} {impl:20} {_fmt(ms)} {_fmt(sp)}")
         print(f"{'':16} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")
+    print("\nflow estimator, one call on a first window (ms; speed-up = eager / variant)")
+    for row in r.get("flow", []):
+        if "error" in row:
+            print(f"{row['case']}: {row['error']}")
+            continue
+        eager = row["ms"]["eager"]
+        for impl, ms in row["ms"].items():
+            sp = eager / ms if isinstance(ms, float) else "-"
+            print(f"{row['case']:22} {impl:32} {_fmt(ms)} {_fmt(sp)}")
+        for impl, ms in row.get("op_ms_cuda_graph", {}).items():
+            print(f"{'':22} {impl:32} {_fmt(ms)}   (one call, CUDA graph)")
+        print(f"{'':22} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")
 
 
 if __name__ == "__main__":

@@ -139,8 +139,8 @@ def report(folder: Path) -> str:
 def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[str]:
     """What the next kernel work needs besides the verdicts: the tile the prefill autotuner chose per shape (which
     candidates to keep), the batch-1 GEMV timings behind kernels.gemv's choices, batch-1 decode with and without
-    PDL, where a batch-1 decode step's GPU time goes (its five largest kernels), and the served first audio with
-    the speech path on the LM's stream."""
+    PDL, where a batch-1 decode step's GPU time goes (its five largest kernels), the flow estimator's fused ops
+    against their references, and the served first audio with the speech path on the LM's stream."""
     lines = []
     for row in (kernels or {}).get("prefill", []):
         for impl, tile in row.get("ours_tuned_config", {}).items():
@@ -157,6 +157,13 @@ def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[
     for k in (engine or {}).get("decode_profile_b1", [])[:5]:
         lines.append(f"- batch-1 decode step: {k['us_per_step']:.1f} us ({k['share']:.0%}, "
                      f"{k['calls_per_step']:g} calls) {k['kernel']}")
+    for row in (kernels or {}).get("flow", []):
+        ms = row.get("ms", {})
+        if isinstance(ms.get("fused_cuda_graph"), float) and isinstance(ms.get("eager_cuda_graph"), float):
+            ops = ", ".join(f"{k} {v * 1e3:.1f} us" for k, v in row.get("op_ms_cuda_graph", {}).items()
+                            if isinstance(v, float))
+            lines.append(f"- flow estimator call, first window, CUDA graph: fused {ms['fused_cuda_graph']:.2f} ms, "
+                         f"torch references {ms['eager_cuda_graph']:.2f} ms; {ops}")
     served = (tts or {}).get("tts3b") or {}
     if "first_audio_served_one_stream_ms" in served:
         lines.append(f"- first audio as served: {served['first_audio_served_ms']:.0f} ms with the speech path on a "

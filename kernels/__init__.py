@@ -14,7 +14,7 @@ Public ops:
     istft_head, leaky_relu, add_leaky_relu, snake, add_snake, sine_source (kernels.vocoder)
     rms_norm, add_rms_norm, silu_and_mul                 (kernels.lm_ops)
     gemv, swiglu_gemv                                    (kernels.gemv)
-    add_layer_norm, group_norm_mish                      (kernels.flow_ops)
+    add_layer_norm, group_norm_mish, linear_gelu, linear_add, linear_add_layer_norm   (kernels.flow_ops)
     reference_ops (every dispatcher runs its reference inside it)   (kernels._dispatch)
     use_pdl, set_pdl, pdl_off_after_failed_capture (programmatic dependent launch)   (kernels.launch)
 
@@ -58,6 +58,12 @@ _EXPORTS: dict[str, str] = {
     "add_layer_norm_ref": "kernels.flow_ops",
     "group_norm_mish": "kernels.flow_ops",
     "group_norm_mish_ref": "kernels.flow_ops",
+    "linear_gelu": "kernels.flow_ops",
+    "linear_gelu_ref": "kernels.flow_ops",
+    "linear_add": "kernels.flow_ops",
+    "linear_add_ref": "kernels.flow_ops",
+    "linear_add_layer_norm": "kernels.flow_ops",
+    "linear_add_layer_norm_ref": "kernels.flow_ops",
     "reference_ops": "kernels._dispatch",
     "use_pdl": "kernels.launch",
     "set_pdl": "kernels.launch",

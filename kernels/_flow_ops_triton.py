@@ -1,17 +1,27 @@
 """Triton kernels behind kernels.flow_ops (imported only by its dispatchers and by tests). LayerNorm: one program
-per row. GroupNorm: one program per (batch, group), looping over time in tiles. fp32 maths; nothing is allocated but
-the outputs and nothing synchronises, so both can be captured in a CUDA graph."""
+per row. GroupNorm: one program per (batch, group), looping over time in tiles. Linear: one program per output tile,
+its epilogue (GELU, or the residual add and LayerNorm over whole rows) applied to the accumulator before it is
+stored. fp32 maths; nothing is allocated but the outputs and nothing synchronises, so all can be captured in a CUDA
+graph."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from triton import knobs
+
 from kernels._pdl import begin
 from kernels.launch import use_pdl
 
 _TILE = 4096  # elements of a GroupNorm tile (channels of a group x time steps)
+# The widest row linear_triton normalises in its epilogue: one program holds BLOCK_M whole rows of fp32 sums
+# (the estimator's 256: 32 rows x 256 in 4 warps is 64 registers a thread).
+MAX_NORM_WIDTH = 256
+_GELU = {"none": 1, "tanh": 2}  # linear_triton's EPILOGUE; 3 is the add + LayerNorm, 4 the add alone
 
 
 @triton.jit
@@ -145,3 +155,103 @@ def group_norm_mish_triton(x: Tensor, weight: Tensor, bias: Tensor, groups: int,
         HAS_ADD=add is not None, HAS_XB=x_bias is not None, HAS_AB=add_bias is not None,
         BLOCK_C=block_c, BLOCK_T=block_t, PDL=pdl, launch_pdl=pdl, num_warps=warps)
     return out
+
+
+@triton.jit
+def _linear_kernel(X, W, BIAS, Y, R, LW, LB, H, M, N, K, eps, stride_xm, stride_wn, stride_ym, stride_rm, stride_hm,
+                   HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr, DOT: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    begin(PDL)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok, n_ok = offs_m < M, offs_n < N
+    rows = offs_m.to(tl.int64)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < K
+        x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(W + offs_n[:, None] * stride_wn + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        acc += tl.dot(x, tl.trans(w), input_precision=DOT)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    ok = m_ok[:, None] & n_ok[None, :]
+    y = acc.to(Y.dtype.element_ty)  # rounded as F.linear's output is, before what follows it
+    if EPILOGUE >= 3:  # the residual add, rounded as `residual + x` in torch is: the stream
+        r = tl.load(R + rows[:, None] * stride_rm + offs_n[None, :], mask=ok, other=0.0)
+        h = (y.to(tl.float32) + r.to(tl.float32)).to(y.dtype)
+    if EPILOGUE == 4:
+        out = h.to(tl.float32)
+    elif EPILOGUE == 3:  # the stream stored, and LayerNorm over each (whole) row
+        tl.store(H + rows[:, None] * stride_hm + offs_n[None, :], h, mask=ok)
+        hf = tl.where(ok, h.to(tl.float32), 0.0)
+        mean = tl.sum(hf, 1) / N
+        dev = tl.where(ok, hf - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt_rn(tl.sum(dev * dev, 1) / N + eps)
+        lw = tl.load(LW + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        lb = tl.load(LB + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        out = dev * rstd[:, None] * lw[None, :] + lb[None, :]
+    else:
+        yf = y.to(tl.float32)
+        if EPILOGUE == 1:
+            out = 0.5 * yf * (1.0 + tl.math.erf(yf * 0.7071067811865476))
+        else:  # tanh(u) = 1 - 2 / (e^(2u) + 1); tanh(20) is 1 in fp32, so e^(2u) is kept finite
+            u = 0.7978845608028654 * (yf + 0.044715 * yf * yf * yf)
+            out = 0.5 * yf * (2.0 - 2.0 / (tl.exp(2.0 * tl.minimum(u, 20.0)) + 1.0))
+    tl.store(Y + rows[:, None] * stride_ym + offs_n[None, :], out.to(Y.dtype.element_ty), mask=ok)
+
+
+def linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None, *, gelu: str | None = None,
+                  residual: Tensor | None = None, norm: tuple[Tensor, Tensor, float] | None = None,
+                  ) -> Tensor | tuple[Tensor, Tensor]:
+    """y = x [M, K] @ weight [N, K]^T (+ bias), then one of: gelu(y) with gelu="none" / "tanh"; residual + y with
+    residual [M, N]; with residual and norm=(ln_weight, ln_bias, eps) the pair (layer_norm(residual + y),
+    residual + y), N at most MAX_NORM_WIDTH. Inputs are validated by the dispatchers."""
+    x = x if x.stride(1) == 1 else x.contiguous()
+    weight = weight if weight.stride(1) == 1 else weight.contiguous()
+    m, k = x.shape
+    n = weight.shape[0]
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    h, r, lw, lb, eps = y, y, y, y, 0.0
+    if residual is not None:
+        r = residual if residual.stride(1) == 1 else residual.contiguous()
+    if norm is not None:
+        lw, lb, eps = norm
+        h = torch.empty_like(y)
+    if m == 0:
+        return y if norm is None else (y, h)
+    tile = linear_tile(m, n, norm is not None, bool(knobs.runtime.interpret))
+    pdl = use_pdl(x)
+    _linear_kernel[(triton.cdiv(m, tile.BLOCK_M), triton.cdiv(n, tile.BLOCK_N))](
+        x, weight, bias if bias is not None else weight, y, r, lw, lb, h, m, n, k, eps,
+        x.stride(0), weight.stride(0), y.stride(0), r.stride(0), h.stride(0),
+        HAS_BIAS=bias is not None, EPILOGUE=_GELU[gelu] if residual is None else 4 if norm is None else 3,
+        DOT="ieee" if x.dtype == torch.float32 else "tf32", **tile.kwargs, PDL=pdl, launch_pdl=pdl,
+        num_warps=tile.num_warps, num_stages=tile.num_stages)
+    return y if norm is None else (y, h)
+
+
+@dataclass(frozen=True)
+class LinearTile:
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_K: int
+    num_warps: int
+    num_stages: int
+
+    @property
+    def kwargs(self) -> dict[str, int]:
+        return {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K}
+
+
+def linear_tile(m: int, n: int, norm: bool, interpreting: bool) -> LinearTile:
+    """linear_triton's tile for an [m, n] output. A streaming window's products are small (~1000 rows, K and N
+    256-1024): tiles are sized for enough programs to spread over the SMs, not for peak tensor-core rates."""
+    if interpreting:  # small tiles: the interpreter's time grows with the tile, and tests use small shapes
+        return LinearTile(16, triton.next_power_of_2(n) if norm else 32, 32, 4, 1)
+    if norm:  # whole rows in a tile. A window's ~1000 rows in 32-row tiles (mma.sync) still make ~30 programs, each
+        # reading the whole weight from L2; batched windows fill the GPU with 64-row tiles (wgmma, 8 warps)
+        return LinearTile(32, triton.next_power_of_2(n), 64, 4, 3) if m <= 4096 else \
+            LinearTile(64, triton.next_power_of_2(n), 64, 8, 3)
+    return LinearTile(64, 128, 64, 8, 3)

@@ -1,5 +1,6 @@
-"""Fused normalisation ops of the CosyVoice flow estimator (a 1-D U-Net with transformer blocks, run 10 times per
-window under a CUDA graph): LayerNorm after the residual add, and GroupNorm + Mish (+ the add that follows it).
+"""Fused ops of the CosyVoice flow estimator (a 1-D U-Net with transformer blocks, run 10 times per window under a
+CUDA graph): LayerNorm after the residual add, GroupNorm + Mish (+ the add that follows it), and the transformer
+blocks' linear layers with what follows them (GELU; the residual add and the next LayerNorm).
 
 A first streaming window is launch-bound. Each transformer block did add, LayerNorm twice over; each ResNet half did
 GroupNorm, Mish and an add, after a convolution whose bias torch adds in a kernel of its own on CUDA. These ops make
@@ -8,6 +9,10 @@ of 125 + 25 tokens, T = 516, CFG batch 2, 10 Euler steps; aten ops that launch a
 one more, a fused op as one), together with the time conditioning computed once per window
 (speech_decoder.flow.flow): 9,473 launches per window before (909 per estimator call), 6,785 after (638).
 On CUDA GroupNorm alone is more than one kernel, so the kernel count falls by more than that.
+The linear ops then take a transformer block from 8 launches to 5: its output projection and its second
+feed-forward projection each end in the residual add and the LayerNorm after it (a row of the estimator is 256 wide,
+one tile: the GEMM's epilogue holds whole rows; the last block of a stack has no LayerNorm after it: the add
+alone), its first feed-forward projection in the GELU.
 Each op: `<op>_ref` (PyTorch, fp32 statistics: the spec), Triton kernel (kernels._flow_ops_triton), dispatcher
 `<op>` (CUDA or the interpreter -> Triton, otherwise the reference).
 """
@@ -51,12 +56,93 @@ def group_norm_mish_ref(x: Tensor, weight: Tensor, bias: Tensor, groups: int, ep
     return y.to(x.dtype)
 
 
+def linear_gelu_ref(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str = "none") -> Tensor:
+    """gelu(x @ weight^T + bias): a feed-forward's first projection and its activation. The product is rounded to
+    x.dtype before the GELU, as F.gelu(F.linear(...)) rounds it."""
+    return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+
+
+def linear_add_ref(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor) -> Tensor:
+    """residual + (x @ weight^T + bias): a projection added into the residual stream (the product rounded to x.dtype
+    first, as F.linear's output is)."""
+    return residual + F.linear(x, weight, bias)
+
+
+def linear_add_layer_norm_ref(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor,
+                              ln_weight: Tensor, ln_bias: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """add_layer_norm_ref(x @ weight^T + bias, residual, ...): a projection back into the residual stream, the add
+    and the LayerNorm after it. Returns (the normalised stream, the stream)."""
+    return add_layer_norm_ref(F.linear(x, weight, bias), residual, ln_weight, ln_bias, eps)
+
+
 def _check(name: str, x: Tensor, *others: Tensor) -> None:
     if x.dtype not in _FLOATS:
         raise ValueError(f"{name}: x must be float16, bfloat16 or float32, got {x.dtype}")
     for t in others:
         if t.device != x.device:
             raise ValueError(f"{name}: all tensors must be on one device, got {t.device} and {x.device}")
+
+
+def _check_linear(name: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    _check(name, x, weight, *(() if bias is None else (bias,)))
+    k = x.shape[-1] if x.dim() else -1
+    if x.dim() < 1 or weight.dim() != 2 or weight.shape[1] != k or weight.dtype != x.dtype:
+        raise ValueError(f"{name}: weight must be [N, {k}] {x.dtype} for x {tuple(x.shape)}, "
+                         f"got {tuple(weight.shape)} {weight.dtype}")
+    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
+        raise ValueError(f"{name}: bias must be [{weight.shape[0]}] {x.dtype}, got {tuple(bias.shape)} {bias.dtype}")
+
+
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str = "none") -> Tensor:
+    """gelu(x @ weight^T + bias) in one launch (see linear_gelu_ref). x [..., K], weight [N, K], bias [N] or None;
+    approximate: "none" (erf) or "tanh", as F.gelu."""
+    _check_linear("linear_gelu", x, weight, bias)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    tri = _triton_for(x)
+    if tri is None:
+        return linear_gelu_ref(x, weight, bias, approximate)
+    y = tri.linear_triton(x.reshape(-1, x.shape[-1]), weight, bias, gelu=approximate)
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+def _check_residual(name: str, x: Tensor, weight: Tensor, residual: Tensor) -> None:
+    want = (*x.shape[:-1], weight.shape[0])
+    if residual.shape != want or residual.dtype != x.dtype or residual.device != x.device:
+        raise ValueError(f"{name}: residual must be {want} {x.dtype}, got {tuple(residual.shape)} {residual.dtype}")
+
+
+def linear_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor) -> Tensor:
+    """residual + (x @ weight^T + bias) in one launch (see linear_add_ref). x [..., K], weight [N, K], bias [N] or
+    None, residual [..., N]."""
+    _check_linear("linear_add", x, weight, bias)
+    _check_residual("linear_add", x, weight, residual)
+    tri = _triton_for(x)
+    if tri is None:
+        return linear_add_ref(x, weight, bias, residual)
+    n = weight.shape[0]
+    return tri.linear_triton(x.reshape(-1, x.shape[-1]), weight, bias, residual=residual.reshape(-1, n)).view(
+        residual.shape)
+
+
+def linear_add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor, ln_weight: Tensor,
+                          ln_bias: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(layer_norm(residual + x @ weight^T + bias), residual + x @ weight^T + bias) in one launch while the output
+    width N fits one tile (see linear_add_layer_norm_ref; wider: the product, then add_layer_norm). x [..., K],
+    weight [N, K], bias [N] or None, residual [..., N], ln_weight and ln_bias [N]."""
+    _check_linear("linear_add_layer_norm", x, weight, bias)
+    _check_residual("linear_add_layer_norm", x, weight, residual)
+    n = weight.shape[0]
+    if ln_weight.shape != (n,) or ln_bias.shape != (n,):
+        raise ValueError(f"linear_add_layer_norm: ln_weight and ln_bias must be [{n}], "
+                         f"got {tuple(ln_weight.shape)}, {tuple(ln_bias.shape)}")
+    _check("linear_add_layer_norm", x, ln_weight, ln_bias)
+    tri = _triton_for(x)
+    if tri is None or n > tri.MAX_NORM_WIDTH:
+        return add_layer_norm(F.linear(x, weight, bias), residual, ln_weight, ln_bias, eps)
+    out, h = tri.linear_triton(x.reshape(-1, x.shape[-1]), weight, bias, residual=residual.reshape(-1, n),
+                               norm=(ln_weight, ln_bias, eps))
+    return out.view(residual.shape), h.view(residual.shape)
 
 
 def add_layer_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,

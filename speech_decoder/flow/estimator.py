@@ -13,9 +13,12 @@ padded), so those ~90 multiplies per call (of ~1000 kernels, 10 calls per window
 A first streaming window is launch-bound, so the estimator saves kernels where the values allow:
 * the time conditioning (sinusoidal embedding -> time_mlp -> each ResnetBlock1D's `mlp`) depends only on t, so
   ConditionalCFM computes it for all Euler steps at once (`time_terms`) and passes each step its rows;
-* each residual add of a transformer block is fused into the LayerNorm after it (kernels.flow_ops.add_layer_norm),
-  and each GroupNorm into the Mish and the add after it (kernels.flow_ops.group_norm_mish), which also adds the
-  biases of the convolutions before and beside it (conv_group_norm_mish).
+* each residual add of a transformer block, with the LayerNorm after it, is the epilogue of the projection before
+  it (kernels.flow_ops.linear_add_layer_norm: attn1.to_out.0 with norm3, ff.net.2 with the next block's norm1;
+  the last block's add, with no norm after it: linear_add), and the GELU that of ff.net.0.proj (linear_gelu):
+  5 launches a block instead of 8;
+* each GroupNorm is fused into the Mish and the add after it (kernels.flow_ops.group_norm_mish), which also adds
+  the biases of the convolutions before and beside it (conv_group_norm_mish).
 The nn.GroupNorm / nn.Mish / nn.LayerNorm modules stay as the holders of the parameters (flow.pt's names).
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.flow_ops import add_layer_norm, group_norm_mish
+from kernels.flow_ops import group_norm_mish, linear_add, linear_add_layer_norm, linear_gelu
 from speech_decoder.cosyvoice_config import EstimatorConfig
 
 
@@ -126,12 +129,17 @@ class _Attention(nn.Module):
             self._qkv = w
         return w.view(-1, w.shape[-1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, dim] -> the heads' outputs side by side [B, T, heads * head_dim], before to_out."""
         b, t, _ = x.shape
         qkv = F.linear(x, self._fused_qkv()).view(b, t, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, T, head_dim]
         out = F.scaled_dot_product_attention(q, k, v)  # full attention, no mask (upstream passes none)
-        return self.to_out[0](out.transpose(1, 2).reshape(b, t, -1))
+        return out.transpose(1, 2).reshape(b, t, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upstream's attn1(x). The estimator's blocks apply to_out themselves, fused with what follows it."""
+        return self.to_out[0](self.attend(x))
 
 
 class _GELUProj(nn.Module):
@@ -141,7 +149,7 @@ class _GELUProj(nn.Module):
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x), approximate=self.approximate)
+        return linear_gelu(x, self.proj.weight, self.proj.bias, self.approximate)
 
 
 class TransformerBlock(nn.Module):
@@ -154,28 +162,33 @@ class TransformerBlock(nn.Module):
         self.ff = nn.Module()
         self.ff.net = nn.ModuleList([_GELUProj(dim, 4 * dim, approx), nn.Dropout(0.0), nn.Linear(4 * dim, dim)])
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: the previous block's output, not yet added to the residual stream (which is None before the first
-        block). Returns (this block's feed-forward output, the residual stream): each add is fused into the norm
-        after it, as upstream's x = x + attn(norm1(x)); x = x + ff(norm3(x)) with the adds moved."""
-        if residual is None:
-            residual, h = x, self.norm1(x)
-        else:
-            h, residual = add_layer_norm(x, residual, self.norm1.weight, self.norm1.bias, self.norm1.eps)
-        h, residual = add_layer_norm(self.attn1(h), residual, self.norm3.weight, self.norm3.bias, self.norm3.eps)
-        ff = self.ff.net  # [proj + GELU, Dropout (a no-op in inference), Linear]
-        return ff[2](ff[0](h)), residual
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, next_norm: nn.LayerNorm | None,
+                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """h = norm1(residual), the residual stream [B, T, dim]. Returns (next_norm of the new stream, or None
+        without one; the new stream): upstream's x = x + attn(norm1(x)); x = x + ff(norm3(x)), each add done in
+        the epilogue of the projection before it together with the LayerNorm after it."""
+        out = self.attn1.to_out[0]
+        h, residual = linear_add_layer_norm(self.attn1.attend(h), out.weight, out.bias, residual, self.norm3.weight,
+                                            self.norm3.bias, self.norm3.eps)
+        proj, down = self.ff.net[0], self.ff.net[2]  # net[1] is a Dropout: a no-op in inference
+        h = proj(h)
+        if next_norm is None:
+            return None, linear_add(h, down.weight, down.bias, residual)
+        return linear_add_layer_norm(h, down.weight, down.bias, residual, next_norm.weight, next_norm.bias,
+                                     next_norm.eps)
 
 
 def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     # [B, C, T] -> [B, T, C], made contiguous once here: a transposed view stays transposed through every residual
     # add, so each LayerNorm and reshape of each block copied it again (~170 copy kernels per estimator call, a
     # fifth of its kernels, counted on the CPU; same values).
-    out, residual = x.transpose(1, 2).contiguous(), None
-    for blk in blocks:
-        out, residual = blk(out, residual)
-    h = out if residual is None else residual + out  # the last block's add: nothing to fuse it into
-    return h.transpose(1, 2)
+    residual = x.transpose(1, 2).contiguous()
+    if len(blocks) == 0:
+        return x
+    h = blocks[0].norm1(residual)
+    for blk, next_norm in zip(blocks, [*(b.norm1 for b in blocks[1:]), None]):
+        h, residual = blk(h, residual, next_norm)
+    return residual.transpose(1, 2)
 
 
 class ConditionalDecoder(nn.Module):

@@ -225,3 +225,23 @@ def test_flow_op_kernels_compile_for_hopper() -> None:
     assert gn.asm["sass"].count("STL") == 0  # in 4 warps this tile spilled (64-bit pointer tiles)
     _compile_sm90(F._add_layer_norm_kernel, {n: t for n in ("X", "R", "W", "B", "O", "H")}, dict(BLOCK=256),
                   ("eps",), num_warps=1, num_stages=1)
+
+
+@pytest.mark.parametrize("epilogue,m,n,k", [(1, 1032, 1024, 256), (2, 1032, 1024, 256), (3, 1032, 256, 256),
+                                            (3, 1032, 256, 1024), (3, 66048, 256, 1024), (4, 1032, 256, 1024)])
+def test_flow_linear_kernel_compiles_for_hopper_with_its_epilogues(epilogue: int, m: int, n: int, k: int) -> None:
+    """The estimator's projections at CosyVoice-300M widths in bf16, with the tile linear_triton picks for a first
+    window's 1032 rows (and 64 such windows batched): the first feed-forward projection + GELU (erf, tanh), the
+    output and second feed-forward projections + residual add + LayerNorm over 256-wide rows, or the add alone (a
+    stack's last block). Operands arrive by
+    asynchronous copies (the software pipeline), products run on tensor cores, nothing spills in the K loop."""
+    from kernels import _flow_ops_triton as F
+
+    tile = F.linear_tile(m, n, epilogue == 3, interpreting=False)
+    kernel = _compile_sm90(F._linear_kernel, {n_: "*bf16" for n_ in ("X", "W", "BIAS", "Y", "R", "LW", "LB", "H")},
+                           dict(HAS_BIAS=True, EPILOGUE=epilogue, DOT="tf32", **tile.kwargs), ("eps",),
+                           num_warps=tile.num_warps, num_stages=tile.num_stages,
+                           aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_rm", "stride_hm"))
+    ptx = kernel.asm["ptx"]
+    assert "cp.async" in ptx and ("wgmma" in ptx or "mma.sync" in ptx)
+    assert _spills_in_loops(kernel.asm["sass"]) == 0

@@ -138,6 +138,87 @@ def test_triton_group_norm_mish_reads_strided_input(triton_modules) -> None:
                                atol=TOL[torch.float32])
 
 
+def test_linear_refs_are_the_unfused_compositions() -> None:
+    g = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(3, 7, 16, generator=g), torch.randn(24, 16, generator=g), torch.randn(24, generator=g)
+    for approximate in ("none", "tanh"):
+        assert torch.equal(FO.linear_gelu_ref(x, w, b, approximate),
+                           nn.functional.gelu(x @ w.T + b, approximate=approximate))
+    r = torch.randn(3, 7, 24, generator=g)
+    assert torch.equal(FO.linear_add_ref(x, w, b, r), r + (x @ w.T + b))
+    lw, lb = _affine(24, torch.float32)
+    out, h = FO.linear_add_layer_norm_ref(x, w, None, r, lw, lb, 1e-5)
+    assert torch.equal(h, r + x @ w.T)
+    assert torch.equal(out, nn.functional.layer_norm(r + x @ w.T, (24,), lw, lb, 1e-5))
+
+
+def test_linear_dispatchers_reject_bad_inputs() -> None:
+    x, w, r, lw = torch.randn(2, 8), torch.randn(4, 8), torch.randn(2, 4), torch.ones(4)
+    with pytest.raises(ValueError, match=r"weight must be \[N, 8\]"):
+        FO.linear_gelu(x, torch.randn(4, 6), None)
+    with pytest.raises(ValueError, match=r"bias must be \[4\]"):
+        FO.linear_gelu(x, w, torch.ones(5))
+    with pytest.raises(ValueError, match="approximate must be"):
+        FO.linear_gelu(x, w, None, "erf")
+    with pytest.raises(ValueError, match=r"residual must be \(2, 4\)"):
+        FO.linear_add_layer_norm(x, w, None, torch.randn(2, 8), lw, lw, 1e-5)
+    with pytest.raises(ValueError, match=r"residual must be \(2, 4\)"):
+        FO.linear_add(x, w, None, torch.randn(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"ln_weight and ln_bias must be \[4\]"):
+        FO.linear_add_layer_norm(x, w, None, r, torch.ones(8), lw, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("m,k,n", [(1, 16, 40), (37, 72, 96), (300, 64, 256)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_triton_linear_add_layer_norm(triton_modules, dtype, m, k, n, bias) -> None:
+    """Rows past a tile, K past a tile and not a multiple of it, N below its power of two (masked columns must not
+    reach the row statistics)."""
+    dev = triton_modules.device
+    g = torch.Generator().manual_seed(m + n)
+    x = torch.randn(m, k, generator=g).to(dev, dtype)
+    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(dev, dtype)
+    b = torch.randn(n, generator=g).to(dev, dtype) if bias else None
+    r = (2 * torch.randn(m, n, generator=g) + 1).to(dev, dtype)
+    lw, lb = _affine(n, dtype, dev)
+    out, h = triton_modules.flow_ops.linear_triton(x, w, b, residual=r, norm=(lw, lb, 1e-5))
+    want_out, want_h = FO.linear_add_layer_norm_ref(x, w, b, r, lw, lb, 1e-5)
+    # the product's sums run in another order than torch's: h may differ by one rounding of x's dtype
+    torch.testing.assert_close(h.float(), want_h.float(), rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(out.float(), want_out.float(), rtol=4 * TOL[dtype], atol=4 * TOL[dtype])
+    added = triton_modules.flow_ops.linear_triton(x, w, b, residual=r)  # the add alone: a stack's last block
+    torch.testing.assert_close(added.float(), FO.linear_add_ref(x, w, b, r).float(), rtol=TOL[dtype],
+                               atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("m,k,n", [(1, 16, 40), (70, 40, 300)])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_triton_linear_gelu(triton_modules, dtype, m, k, n, approximate) -> None:
+    dev = triton_modules.device
+    g = torch.Generator().manual_seed(m + k)
+    x = (3 * torch.randn(m, k, generator=g)).to(dev, dtype)  # a wide range: GELU's tails and its middle
+    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(dev, dtype)
+    b = torch.randn(n, generator=g).to(dev, dtype)
+    got = triton_modules.flow_ops.linear_triton(x, w, b, gelu=approximate)
+    want = FO.linear_gelu_ref(x, w, b, approximate)
+    torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_triton_linear_reads_strided_rows(triton_modules) -> None:
+    """The attention's heads reach the output projection as a reshaped transposed view: rows strided, or copied."""
+    dev = triton_modules.device
+    x = torch.randn(2, 24, 5, device=dev).transpose(1, 2).reshape(10, 24)  # a copy, as reshape makes it
+    xs = torch.randn(10, 48, device=dev)[:, :24]  # rows 48 apart
+    w, r = torch.randn(32, 24, device=dev), torch.randn(10, 32, device=dev)
+    lw, lb = _affine(32, torch.float32, dev)
+    for rows in (x, xs):
+        out, h = triton_modules.flow_ops.linear_triton(rows, w, None, residual=r, norm=(lw, lb, 1e-5))
+        want_out, want_h = FO.linear_add_layer_norm_ref(rows, w, None, r, lw, lb, 1e-5)
+        torch.testing.assert_close(out, want_out, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(h, want_h, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_bf16_at_flow_dims_and_under_a_cuda_graph() -> None:
@@ -156,3 +237,31 @@ def test_gpu_bf16_at_flow_dims_and_under_a_cuda_graph() -> None:
     want_ln, want_h = FO.add_layer_norm_ref(rows, r, w, b, 1e-5)
     assert torch.equal(h, want_h)
     torch.testing.assert_close(ln.float(), want_ln.float(), rtol=1e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_bf16_linear_epilogues_at_flow_dims_under_a_cuda_graph() -> None:
+    """A first window's transformer-block projections (1032 rows, 256 <-> 1024) in bf16, replayed from a graph,
+    against cuBLAS + the unfused ops."""
+    g = torch.Generator().manual_seed(9)
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (scale * torch.randn(*shape, generator=g)).to("cuda", torch.bfloat16)
+
+    x, x4 = rand(2, 516, 256), rand(2, 516, 1024)
+    w_up, b_up, w_down, b_down = rand(1024, 256, scale=1 / 16), rand(1024), rand(256, 1024, scale=1 / 32), rand(256)
+    r = rand(2, 516, 256)
+    lw, lb = _affine(256, torch.bfloat16, "cuda")
+    FO.linear_gelu(x, w_up, b_up), FO.linear_add_layer_norm(x4, w_down, b_down, r, lw, lb, 1e-5)  # compile first
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        up = FO.linear_gelu(x, w_up, b_up)
+        ln, h = FO.linear_add_layer_norm(x4, w_down, b_down, r, lw, lb, 1e-5)
+        added = FO.linear_add(x4, w_down, b_down, r)
+    graph.replay()
+    torch.testing.assert_close(up.float(), FO.linear_gelu_ref(x, w_up, b_up).float(), rtol=2e-2, atol=2e-2)
+    want_ln, want_h = FO.linear_add_layer_norm_ref(x4, w_down, b_down, r, lw, lb, 1e-5)
+    torch.testing.assert_close(h.float(), want_h.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ln.float(), want_ln.float(), rtol=2e-2, atol=5e-2)
+    torch.testing.assert_close(added.float(), want_h.float(), rtol=2e-2, atol=2e-2)

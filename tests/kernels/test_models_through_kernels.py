@@ -85,18 +85,19 @@ def test_streamed_hift_through_the_kernels_equals_offline(triton_modules, hift) 
 
 
 def test_flow_window_through_the_kernels_matches_its_reference_ops(triton_modules, cosyvoice, monkeypatch) -> None:
-    """A CFG-doubled window (prompt + target) through add_layer_norm and group_norm_mish's kernels, 10 Euler steps."""
+    """A CFG-doubled window (prompt + target) through the linear (GELU; add + LayerNorm) and group_norm_mish
+    kernels, 10 Euler steps."""
     launches = []
-    for name in ("add_layer_norm_triton", "group_norm_mish_triton"):
+    for name in ("linear_triton", "group_norm_mish_triton"):
         kernel = getattr(triton_modules.flow_ops, name)
         monkeypatch.setattr(triton_modules.flow_ops, name,
-                            lambda *a, _k=kernel, _n=name: launches.append(_n) or _k(*a))
+                            lambda *a, _k=kernel, _n=name, **kw: launches.append(_n) or _k(*a, **kw))
     g = torch.Generator().manual_seed(4)
     dev = triton_modules.device
     args = (torch.randint(0, 5120, (1, 9), generator=g).to(dev), torch.randint(0, 5120, (1, 6), generator=g).to(dev),
             (torch.randn(1, 12, 80, generator=g) - 5).to(dev), torch.randn(1, 192, generator=g).to(dev))
     fused = cosyvoice.flow.inference(*args, seed=2)
-    assert {"add_layer_norm_triton", "group_norm_mish_triton"} <= set(launches)
+    assert {"linear_triton", "group_norm_mish_triton"} <= set(launches)
     with reference_ops():
         eager = cosyvoice.flow.inference(*args, seed=2)
     assert fused.shape == eager.shape and float(eager.std()) > 1e-3
