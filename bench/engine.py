@@ -204,7 +204,7 @@ def main() -> None:
               "torch": torch.__version__, "cuda_graphs": bool(eng.llm.runner.graphs),
               "prompt_len": prompt_len, "decode_steps": steps, "rows": rows,
               # the decode GEMV shapes timed at load (graph warm-ups): Triton vs cuBLAS, the faster serves
-              "gemv_us": [{"rows": k[2], "N": k[3], "K": k[4], "bias": k[5], "swiglu": k[6], "triton": t[0],
+              "gemv_us": [{"rows": k[2], "N": k[3], "K": k[4], "bias": k[5], "fused": k[6], "triton": t[0],
                            "cublas": t[1]} for k, t in gemv.timings.items()]}
     a.out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -147,7 +147,9 @@ def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[
             lines.append(f"- prefill {row['case']} S={row['S']}, {impl}: tuned tile {tile}")
     for g in (engine or {}).get("gemv_us", []):
         if g["rows"] == 1:
-            lines.append(f"- batch-1 GEMV {g['N']} x {g['K']}{' swiglu' if g['swiglu'] else ''}: Triton "
+            # engine.json before session 12 had "swiglu": true/false for what "fused" names now
+            fused = g.get("fused", "swiglu" if g.get("swiglu") else "")
+            lines.append(f"- batch-1 GEMV {g['N']} x {g['K']}{' ' + fused if fused else ''}: Triton "
                          f"{g['triton']:.1f} us, cuBLAS {g['cublas']:.1f} us")
     by_metric = {r["metric"].split(" (")[0]: r["engine"] for r in (engine or {}).get("rows", [])}
     if "decode tok/s batch 1, PDL off" in by_metric and "decode tok/s batch 1" in by_metric:

@@ -6,6 +6,10 @@ against the matching slice of x. The M <= 16 rows sit in one tensor-core tile (r
 the multiply costs nothing beside the weight bytes and the kernel's time is those bytes over the bandwidth.
 SILU_MUL: x is [gate | up], 2K wide, and the product runs on silu(gate) * up formed while loading (rounded as
 kernels.lm_ops.silu_and_mul_ref rounds it), so SwiGLU's activation kernel and its [M, K] round trip disappear.
+NORM: the product runs on rms_norm(x) (1) or rms_norm(residual + x) (2), the pre-norm block's residual add and
+RMSNorm that a decode step otherwise runs as a kernel of its own before the q/k/v and gate/up projections. Every
+program computes the rows' statistics itself (a few KB from L2) and normalises each tile as it loads it (rounded
+as kernels.lm_ops rounds); the first program also writes residual + x, the residual stream.
 """
 from __future__ import annotations
 
@@ -30,9 +34,10 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _gemv_kernel(X, W, B, Y, M, N, K, stride_xm, stride_wn, stride_ym, PF_PER_ROW,
-                 HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, DOT: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, stride_ym, stride_rm, PF_PER_ROW,
+                 HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr, DOT: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                 PDL: tl.constexpr):
     if PDL:
         # No kernel writes the weights: this program's slice (its first PF_PER_ROW elements a row's worth) starts
         # on its way into L2 while the kernel before this one still runs; the loop below then reads it from there.
@@ -44,12 +49,38 @@ def _gemv_kernel(X, W, B, Y, M, N, K, stride_xm, stride_wn, stride_ym, PF_PER_RO
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
     n_ok = offs_n < N
+    rstd = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if NORM:
+        # RMSNorm statistics of each row first (one row at a time, NORM_BLOCK columns a load: a decode step's few
+        # rows cost one or two wide loads each, from L2), then the loop normalises each tile as it loads it.
+        offs = tl.arange(0, NORM_BLOCK)
+        for m in range(0, M):
+            ss = tl.zeros([NORM_BLOCK], dtype=tl.float32)
+            for k0 in range(0, K, NORM_BLOCK):
+                ok = k0 + offs < K
+                v = tl.load(X + m * stride_xm + k0 + offs, mask=ok, other=0.0)
+                if NORM == 2:
+                    v = (v.to(tl.float32) + tl.load(R + m * stride_rm + k0 + offs, mask=ok, other=0.0)
+                         .to(tl.float32)).to(v.dtype)
+                v = v.to(tl.float32)
+                ss += v * v
+            rstd = tl.where(offs_m == m, 1.0 / tl.sqrt_rn(tl.sum(ss, 0) / K + eps), rstd)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
         x_ok = m_ok[:, None] & k_ok[None, :]
-        x = tl.load(X + offs_m[:, None] * stride_xm + offs_k[None, :], mask=x_ok, other=0.0)
+        if NORM:
+            x = tl.load(X + offs_m[:, None] * stride_xm + offs_k[None, :], mask=x_ok, other=0.0)
+            if NORM == 2:
+                r_ptrs = offs_m[:, None] * stride_rm + offs_k[None, :]
+                x = (x.to(tl.float32) + tl.load(R + r_ptrs, mask=x_ok, other=0.0).to(tl.float32)).to(x.dtype)
+                if tl.program_id(0) == 0:  # the residual stream, written once: by the first program
+                    tl.store(H + r_ptrs, x, mask=x_ok)
+            nw = tl.load(NW + offs_k, mask=k_ok, other=0.0).to(tl.float32)
+            x = ((x.to(tl.float32) * rstd[:, None]).to(x.dtype).to(tl.float32) * nw[None, :]).to(x.dtype)
+        else:
+            x = tl.load(X + offs_m[:, None] * stride_xm + offs_k[None, :], mask=x_ok, other=0.0)
         if SILU_MUL:
             up = tl.load(X + offs_m[:, None] * stride_xm + K + offs_k[None, :], mask=x_ok, other=0.0)
             g = x.to(tl.float32)
@@ -81,24 +112,34 @@ def _get_launcher():  # type: ignore[no-untyped-def]
     global _launcher
     if _launcher is None:
         _launcher = _gemv_kernel if _interpreting() else triton.autotune(
-            configs=_configs(), key=["N", "K", "SILU_MUL", "HAS_BIAS", "DOT"],
+            configs=_configs(), key=["N", "K", "SILU_MUL", "NORM", "HAS_BIAS", "DOT"],
             cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
         )(_gemv_kernel)
     return _launcher
 
 
-def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool) -> Tensor:
+def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool,
+                norm: tuple[Tensor | None, Tensor, float] | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """x [M, K] (or [M, 2K] = [gate | up] with silu_mul), w [N, K] with unit K stride -> [M, N] in x's dtype.
-    Inputs are validated by the dispatcher."""
+    With norm=(residual [M, K] or None, norm_weight [K], eps) the product runs on rms_norm(residual + x) (or
+    rms_norm(x)) and the pair (y, residual + x) is returned (x itself without a residual). Inputs are validated by
+    the dispatcher."""
     x = x if x.stride(1) == 1 else x.contiguous()
     m = x.shape[0]
     n, k = w.shape
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    r, nw, eps, h = x, w, 0.0, x
+    if norm is not None:
+        r, nw, eps = norm[0] if norm[0] is not None else x, norm[1], norm[2]
+        r = r if r.stride(1) == 1 else r.contiguous()
+        h = torch.empty_like(x) if norm[0] is not None else x
     if m == 0:
-        return y
+        return y if norm is None else (y, h)
     pdl = use_pdl(x)
-    kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul, DOT="ieee" if x.dtype == torch.float32 else "tf32",
-                  BLOCK_M=BLOCK_M, PDL=pdl, launch_pdl=pdl)
+    kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul,
+                  NORM=0 if norm is None else 1 if norm[0] is None else 2,
+                  DOT="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=BLOCK_M,
+                  NORM_BLOCK=min(triton.next_power_of_2(k), 4096), PDL=pdl, launch_pdl=pdl)
     launcher = _get_launcher()
 
     def grid(meta):  # type: ignore[no-untyped-def]
@@ -107,14 +148,15 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool) -> Te
     # The prefetch takes each program's rows as one contiguous run of 16-byte aligned pieces.
     aligned = w.is_contiguous() and w.data_ptr() % 16 == 0 and k * w.element_size() % 16 == 0
     pf_per_row = min(k, L2_PREFETCH_BYTES // (n * w.element_size())) if pdl and aligned else 0
-    args = (x, w, bias if bias is not None else w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), pf_per_row)
+    args = (x, w, bias if bias is not None else w, y, r, nw, h, m, n, k, eps, x.stride(0), w.stride(0), y.stride(0),
+            r.stride(0), pf_per_row)
     if _interpreting():
         cfg = _configs()[0]
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
         precompile("gemv", ("gemv", x.dtype, n, k, *kwargs.values()), launcher, launcher.configs, grid, args, kwargs)
     launcher[grid](*args, **kwargs)
-    return y
+    return y if norm is None else (y, h)
 
 
 __all__ = ["BLOCK_M", "gemv_triton"]

@@ -1,4 +1,5 @@
-"""Linear layers for the few rows of a decode step: y = x @ w^T (+ bias), and the same after SwiGLU's activation.
+"""Linear layers for the few rows of a decode step: y = x @ w^T (+ bias), and the same after SwiGLU's activation or
+after a pre-norm block's residual add and RMSNorm.
 
 At batch 1 a decode step streams every weight of the model once (TTS-3B: 7 GB, 2.35 ms at an H100's copy bandwidth;
 run3 measured 3.64 ms a step), so how close each matrix-vector product comes to the bandwidth is most of a step's
@@ -10,8 +11,8 @@ kernel starts during the one before it (kernels.launch) and asks L2 for its weig
 alone would not show.
 A capture uses the choice its warm-up run made; a shape first met inside a capture runs on cuBLAS; an engine without
 CUDA graphs (enforce_eager) times a shape when a step first needs it (tens of ms, once). The kernel serves
-only the shapes where it measured faster than cuBLAS on this device; its fused form also saves the activation's
-own launch, so it competes with both kernels together.
+only the shapes where it measured faster than cuBLAS on this device; its fused forms also save the activation's or
+the norm's own launch, so each competes with both kernels together (the norm's kernel, then gemv's own choice).
 
 Each op: `<op>_ref` (PyTorch, the spec), the Triton kernel, dispatcher `<op>` (CUDA and at most MAX_ROWS rows ->
 the faster of the two; under Triton's interpreter -> the kernel, so tests run it; otherwise the reference).
@@ -19,20 +20,25 @@ the faster of the two; under Triton's interpreter -> the kernel, so tests run it
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from types import ModuleType
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kernels._dispatch import triton_module
-from kernels.lm_ops import rms_norm, silu_and_mul, silu_and_mul_ref
+from kernels.lm_ops import add_rms_norm, add_rms_norm_ref, rms_norm, rms_norm_ref, silu_and_mul, silu_and_mul_ref
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ROWS = 16  # the kernel's one tensor-core tile of rows; a bigger batch is cuBLAS's matrix-matrix case
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
-# (device, dtype, rows bucket, N, K, bias?, fused?) -> (Triton us, cuBLAS us) as timed (after an RMSNorm, its time
-# subtracted); the Triton kernel serves the key when it was faster. Benchmarks report it.
+# (device, dtype, rows bucket, N, K, bias?, what is fused) -> (Triton us, cuBLAS us) as timed (after an RMSNorm, its
+# time subtracted); the Triton kernel serves the key when it was faster. Benchmarks report it. What is fused: "" (a
+# plain product), "swiglu" (the activation before it), "rms_norm" / "add_rms_norm" (the residual add and the norm).
 timings: dict[tuple, tuple[float, float]] = {}
 
 
@@ -44,6 +50,15 @@ def gemv_ref(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
 def swiglu_gemv_ref(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """x [M, 2K] = [gate | up], w [N, K] -> silu(gate) * up @ w^T (+ bias): [M, N] (an MLP's down projection)."""
     return F.linear(silu_and_mul_ref(x), w, bias)
+
+
+def rms_norm_gemv_ref(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, w: Tensor,
+                      bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(rms_norm(h) @ w^T (+ bias), h) with h = residual + x, or h = x without a residual: a pre-norm block's
+    residual add, its RMSNorm and the projection after them (kernels.lm_ops' rounding)."""
+    normed, h = (rms_norm_ref(x, norm_weight, eps), x) if residual is None else \
+        add_rms_norm_ref(x, residual, norm_weight, eps)
+    return F.linear(normed, w, bias), h
 
 
 def _check(name: str, x: Tensor, w: Tensor, bias: Tensor | None, k_in: int) -> None:
@@ -61,7 +76,7 @@ def _check(name: str, x: Tensor, w: Tensor, bias: Tensor | None, k_in: int) -> N
 def _time_both(key: tuple, x: Tensor, ours, theirs) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     from triton.testing import do_bench
 
-    ours()  # compiles and autotunes the kernel outside the timing
+    ours(), theirs()  # compiles and autotunes the kernel (and times what theirs() dispatches) outside the timing
     weight = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
 
     def before() -> None:  # the latency-bound kernel a decode step's GEMV follows (RMSNorm or attention)
@@ -73,22 +88,19 @@ def _time_both(key: tuple, x: Tensor, ours, theirs) -> tuple[float, float]:  # t
     alone = us(before)
     t = (us(lambda: (before(), ours())) - alone, us(lambda: (before(), theirs())) - alone)
     logger.info("gemv %d x %d x %d%s%s: Triton %.1f us, cuBLAS %.1f us -> %s", key[2], key[3], key[4],
-                " +bias" if key[5] else "", " swiglu" if key[6] else "", *t, "Triton" if t[0] < t[1] else "cuBLAS")
+                " +bias" if key[5] else "", f" {key[6]}" if key[6] else "", *t, "Triton" if t[0] < t[1] else "cuBLAS")
     return t
 
 
-def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
-    def theirs() -> Tensor:  # without the kernel: cuBLAS (after the activation's own kernel, fused); the reference
-        return F.linear(silu_and_mul(x) if fused else x, w, bias)  # ops on the CPU
-
+def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[ModuleType], T],
+         theirs: Callable[[], T]) -> T:
+    """ours(the Triton module) or theirs() (without the kernel: cuBLAS after the fused op's own kernel; the
+    reference ops on the CPU), whichever serves this call (module docstring)."""
     tri = triton_module("_gemv_triton", x) if 0 < x.shape[0] <= MAX_ROWS and w.stride(1) == 1 else None
     if tri is None:
         return theirs()
-
-    def ours() -> Tensor:
-        return tri.gemv_triton(x, w, bias, fused)
     if not x.is_cuda:  # the interpreter: the kernel itself is what is under test
-        return ours()
+        return ours(tri)
     # Rows bucketed to the engine's CUDA-graph batch sizes (1, 2, 4, 8, 16), whose warm-up runs at load time them
     # all: an eager step of another row count never stalls on a timing.
     key = (x.device, x.dtype, 1 << (x.shape[0] - 1).bit_length(), *w.shape, bias is not None, fused)
@@ -96,17 +108,39 @@ def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
     if t is None:
         if torch.cuda.is_current_stream_capturing():
             return theirs()
-        t = timings[key] = _time_both(key, x, ours, theirs)
-    return ours() if t[0] < t[1] else theirs()
+        t = timings[key] = _time_both(key, x, lambda: ours(tri), theirs)
+    return ours(tri) if t[0] < t[1] else theirs()
 
 
 def gemv(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ w^T (+ bias) for x [M, K], w [N, K] -> [M, N] (see gemv_ref)."""
     _check("gemv", x, w, bias, x.shape[-1] if x.dim() == 2 else -1)
-    return _run(x, w, bias, fused=False)
+    return _run(x, w, bias, "", lambda tri: tri.gemv_triton(x, w, bias, False), lambda: F.linear(x, w, bias))
 
 
 def swiglu_gemv(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """silu(gate) * up @ w^T (+ bias) for x [M, 2K] = [gate | up], w [N, K] -> [M, N] (see swiglu_gemv_ref)."""
     _check("swiglu_gemv", x, w, bias, x.shape[-1] // 2 if x.dim() == 2 and x.shape[-1] % 2 == 0 else -1)
-    return _run(x, w, bias, fused=True)
+    return _run(x, w, bias, "swiglu", lambda tri: tri.gemv_triton(x, w, bias, True),
+                lambda: F.linear(silu_and_mul(x), w, bias))
+
+
+def rms_norm_gemv(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, w: Tensor,
+                  bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(rms_norm(h) @ w^T (+ bias), h), h = residual + x (x without a residual), for x [M, K], residual [M, K] or
+    None, norm_weight [K], w [N, K] (see rms_norm_gemv_ref). Without the kernel: the norm's kernel, then gemv."""
+    _check("rms_norm_gemv", x, w, bias, x.shape[-1] if x.dim() == 2 else -1)
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype
+                                 or residual.device != x.device):
+        raise ValueError(f"rms_norm_gemv: residual must match x {tuple(x.shape)} {x.dtype}, "
+                         f"got {tuple(residual.shape)} {residual.dtype}")
+    if norm_weight.shape != (w.shape[1],) or norm_weight.device != x.device:
+        raise ValueError(f"rms_norm_gemv: norm_weight must be [{w.shape[1]}], got {tuple(norm_weight.shape)}")
+
+    def theirs() -> tuple[Tensor, Tensor]:
+        normed, h = (rms_norm(x, norm_weight, eps), x) if residual is None else \
+            add_rms_norm(x, residual, norm_weight, eps)
+        return gemv(normed, w, bias), h
+
+    return _run(x, w, bias, "rms_norm" if residual is None else "add_rms_norm",
+                lambda tri: tri.gemv_triton(x, w, bias, False, norm=(residual, norm_weight, eps)), theirs)

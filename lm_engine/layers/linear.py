@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kernels.gemv import gemv, swiglu_gemv
+from kernels.gemv import gemv, rms_norm_gemv, swiglu_gemv
+from lm_engine.layers.norm import RMSNorm
 from lm_engine.layers.tp import all_reduce, divide, tp_rank, tp_size
 
 
@@ -48,6 +49,12 @@ class ColumnParallelLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gemv(x, self.weight, self.bias)
+
+    def forward_norm(self, x: torch.Tensor, residual: torch.Tensor | None,
+                     norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this layer on norm(residual + x), residual + x), or on norm(x) and x without a residual: the pre-norm
+        block's add and norm inside the product (kernels.gemv.rms_norm_gemv)."""
+        return rms_norm_gemv(x, residual, norm.weight, norm.eps, self.weight, self.bias)
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):

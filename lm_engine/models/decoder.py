@@ -2,8 +2,10 @@
 
     h = embed(ids)
     per layer: h += attn(input_layernorm(h));  h += down(silu(gate(x)) * up(x)), x = post_attention_layernorm(h)
-    (computed as vLLM does: each residual add is fused into the RMSNorm that follows it)
     logits = lm_head(norm(h))
+Each residual add and the RMSNorm after it run inside the projection that follows them (q/k/v, gate/up:
+ColumnParallelLinear.forward_norm; in a decode step one kernel, kernels.gemv), and SwiGLU's activation inside the
+down projection.
 
 Module names follow the HF checkpoints (model.layers.N.self_attn..., lm_head), so loaders map keys 1:1.
 """
@@ -20,19 +22,19 @@ from lm_engine.layers.linear import MergedColumnParallelLinear, RowParallelLinea
 from lm_engine.layers.norm import RMSNorm
 from lm_engine.models.config import ModelConfig
 
-# An attention module: (positions [T] int64, x [T, hidden]) -> [T, hidden], with its PagedAttention at `.attn`.
+# An attention module: (positions [T] int64, qkv [T, (H + 2G) * head_dim], its qkv_proj's output) -> [T, hidden],
+# with its q/k/v projection at `.qkv_proj` (DecoderLayer runs it) and its PagedAttention at `.attn`.
 AttentionFactory = Callable[[], nn.Module]
 
 
 class GatedMLP(nn.Module):
+    """down(silu(gate(x)) * up(x)); DecoderLayer runs its two projections (gate_up_proj after the norm, down_proj
+    with the activation fused)."""
+
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
         self.gate_up_proj = MergedColumnParallelLinear(hidden, [intermediate, intermediate])
         self.down_proj = RowParallelLinear(intermediate, hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # down(silu(gate) * up): the activation runs inside the down projection's product (kernels.gemv)
-        return self.down_proj.forward_swiglu(self.gate_up_proj(x))
 
 
 class DecoderLayer(nn.Module):
@@ -46,13 +48,11 @@ class DecoderLayer(nn.Module):
     def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: the previous block's output, not yet added to the residual stream (which is None before layer 0).
-        Returns (this layer's MLP output, the residual stream): each add is fused into the norm after it."""
-        if residual is None:
-            residual, x = x, self.input_layernorm(x)
-        else:
-            x, residual = self.input_layernorm.forward_add(x, residual)
-        x, residual = self.post_attention_layernorm.forward_add(self.self_attn(positions, x), residual)
-        return self.mlp(x), residual
+        Returns (this layer's MLP output, the residual stream)."""
+        qkv, residual = self.self_attn.qkv_proj.forward_norm(x, residual, self.input_layernorm)
+        gate_up, residual = self.mlp.gate_up_proj.forward_norm(self.self_attn(positions, qkv), residual,
+                                                               self.post_attention_layernorm)
+        return self.mlp.down_proj.forward_swiglu(gate_up), residual
 
 
 class DecoderModel(nn.Module):

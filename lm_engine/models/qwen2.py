@@ -26,9 +26,9 @@ class Qwen2Attention(nn.Module):
         self.rope = rope
         self.attn = PagedAttention(self.num_heads, self.num_kv_heads, self.head_dim, "none", None)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
         q_n, kv_n = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q, k, v = self.qkv_proj(x).split([q_n, kv_n, kv_n], dim=-1)
+        q, k, v = qkv.split([q_n, kv_n, kv_n], dim=-1)
         q, k = self.rope(positions, q.view(-1, self.num_heads, self.head_dim),
                          k.view(-1, self.num_kv_heads, self.head_dim))
         o = self.attn(q, k, v.view(-1, self.num_kv_heads, self.head_dim))

@@ -30,10 +30,10 @@ class Step1Attention(nn.Module):
         slopes = alibi_slopes(cfg.num_heads)[start:start + self.num_heads].contiguous()
         self.attn = PagedAttention(self.num_heads, self.num_kv_heads, self.head_dim, "sqrt_alibi", slopes)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
         del positions  # ALiBi: positions come from the context lengths
         q_n, kv_n = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q, k, v = self.qkv_proj(x).split([q_n, kv_n, kv_n], dim=-1)
+        q, k, v = qkv.split([q_n, kv_n, kv_n], dim=-1)
         o = self.attn(q.view(-1, self.num_heads, self.head_dim), k.view(-1, self.num_kv_heads, self.head_dim),
                       v.view(-1, self.num_kv_heads, self.head_dim))
         return self.o_proj(o.reshape(-1, q_n))

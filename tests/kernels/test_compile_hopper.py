@@ -196,20 +196,23 @@ def test_no_d128_prefill_candidate_spills_registers_in_its_loops(page: int) -> N
 
 
 def test_gemv_candidates_compile_for_hopper() -> None:
-    """Every tile the decode GEMV's autotuner may pick, in bf16 with SwiGLU fused (the largest variant), fits an
+    """Every tile the decode GEMV's autotuner may pick, in bf16 with SwiGLU or the RMSNorm fused, fits an
     H100's shared memory, loads the weights by 16-byte asynchronous copies (the software pipeline) and does not
     spill (a 16 x 1024 tile in 8 warps stored 10 KB a thread to local memory). With PDL each program first asks
     L2 for its weight rows by bulk prefetches (UBLKPF in the SASS), before its wait (ACQBULK)."""
     from kernels import _gemv_triton as V
 
     for cfg in V._configs():
-        kernel = _compile_sm90(V._gemv_kernel, {"X": "*bf16", "W": "*bf16", "B": "*bf16", "Y": "*bf16"},
-                               dict(HAS_BIAS=False, SILU_MUL=True, DOT="tf32", BLOCK_M=V.BLOCK_M, **cfg.kwargs),
-                               num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                               aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym", "PF_PER_ROW"))
-        assert "cp.async.cg.shared.global" in kernel.asm["ptx"], cfg
-        assert "cp.async.bulk.prefetch.L2.global" in kernel.asm["ptx"], cfg
-        assert kernel.asm["sass"].count("STL") < 8, cfg
+        for fused in (dict(SILU_MUL=True, NORM=0), dict(SILU_MUL=False, NORM=2)):
+            kernel = _compile_sm90(V._gemv_kernel, {n: "*bf16" for n in ("X", "W", "B", "Y", "R", "NW", "H")},
+                                   dict(HAS_BIAS=False, DOT="tf32", BLOCK_M=V.BLOCK_M, NORM_BLOCK=4096, **fused,
+                                        **cfg.kwargs), ("eps",),
+                                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                                   aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_rm",
+                                            "PF_PER_ROW"))
+            assert "cp.async.cg.shared.global" in kernel.asm["ptx"], (cfg, fused)
+            assert "cp.async.bulk.prefetch.L2.global" in kernel.asm["ptx"], (cfg, fused)
+            assert kernel.asm["sass"].count("STL") < 8, (cfg, fused)
 
 
 def test_flow_op_kernels_compile_for_hopper() -> None:

@@ -65,6 +65,37 @@ def test_triton_gemv(triton_modules, dtype, rows, n, k, bias) -> None:  # type: 
     torch.testing.assert_close(got.float(), want, rtol=0, atol=TOL[dtype] * 4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("rows,n,k", [(1, 16, 32), (3, 40, 48), (16, 24, 5000)])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_triton_gemv_with_the_rms_norm_before_it(triton_modules, dtype, rows, n, k,  # type: ignore[no-untyped-def]
+                                                 with_residual) -> None:
+    """The residual add and RMSNorm in the product's prologue: 1 to 16 rows, K past one statistics block (5000 >
+    4096 columns), the residual stream returned (written by one program of several)."""
+    dev = triton_modules.device
+    g = torch.Generator().manual_seed(rows + n + k)
+    x = (3 * torch.randn(rows, k, generator=g)).to(dtype).to(dev)
+    r = (torch.randn(rows, k, generator=g) + 1).to(dtype).to(dev) if with_residual else None
+    nw = (1 + 0.3 * torch.randn(k, generator=g)).to(dtype).to(dev)
+    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(dtype).to(dev)
+    b = torch.randn(n, generator=g).to(dtype).to(dev)
+    got, h = triton_modules.gemv.gemv_triton(x, w, b, False, norm=(r, nw, 1e-5))
+    want, want_h = G.rms_norm_gemv_ref(x, r, nw, 1e-5, w, b)
+    assert torch.equal(h, want_h)
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype] * 4)
+
+
+def test_rms_norm_gemv_checks_and_cpu_route() -> None:
+    x, r, nw, w = torch.randn(2, 8), torch.randn(2, 8), torch.ones(8), torch.randn(4, 8)
+    with pytest.raises(ValueError, match="residual must match"):
+        G.rms_norm_gemv(x, r[:1], nw, 1e-5, w)
+    with pytest.raises(ValueError, match=r"norm_weight must be \[8\]"):
+        G.rms_norm_gemv(x, r, nw[:4], 1e-5, w)
+    if os.environ.get("TRITON_INTERPRET") != "1":  # on the CPU: the unfused torch ops, bit for bit
+        y, h = G.rms_norm_gemv(x, r, nw, 1e-5, w)
+        assert torch.equal(h, r + x) and torch.equal(y, torch.nn.functional.linear(G.rms_norm_ref(r + x, nw, 1e-5), w))
+
+
 def test_triton_gemv_reads_strided_rows(triton_modules) -> None:  # type: ignore[no-untyped-def]
     """x as a column slice of a wider tensor (a fused projection's output): rows strided, columns contiguous."""
     dev = triton_modules.device
@@ -110,3 +141,21 @@ def test_gpu_gemv_with_its_l2_prefetch(n: int, k: int) -> None:
     x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / 60
     torch.testing.assert_close(T.gemv_triton(x, w, None, False).float(), G.gemv_ref(x, w).float(), rtol=0, atol=3e-2)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("rows", [1, 8])
+def test_gpu_rms_norm_gemv_at_tts3b_dims(rows: int) -> None:
+    """The q/k/v projection of a TTS-3B decode step with the residual add and RMSNorm in its prologue (as the GPU
+    launches it: PDL, L2 prefetch), and through the dispatcher (whichever it picks), against the reference."""
+    from kernels import _gemv_triton as T
+
+    g = torch.Generator().manual_seed(rows)
+    x, r = (torch.randn(rows, 3072, generator=g).to("cuda", torch.bfloat16) for _ in range(2))
+    nw = (1 + 0.2 * torch.randn(3072, generator=g)).to("cuda", torch.bfloat16)
+    w = (torch.randn(3584, 3072, generator=g) / 60).to("cuda", torch.bfloat16)
+    want, want_h = G.rms_norm_gemv_ref(x, r, nw, 1e-5, w)
+    for y, h in (T.gemv_triton(x, w, None, False, norm=(r, nw, 1e-5)), G.rms_norm_gemv(x, r, nw, 1e-5, w)):
+        assert torch.equal(h, want_h)
+        torch.testing.assert_close(y.float(), want.float(), rtol=0, atol=3e-2)
