@@ -387,10 +387,6 @@ def main(argv: list[str] | None = None) -> int:
         result["vocoder"].append(row)
         print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
         save()
-    result["flow"] = [guarded(flow_case, 516 if not args.smoke else 24, dev, dtype, iters)]
-    print(f"[{time.time() - t0:6.1f}s] flow estimator: {result['flow'][0].get('ms')} "
-          f"{result['flow'][0].get('op_ms_cuda_graph', '')}", flush=True)
-    save()
     result["prefill"] = []
     shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
     for name, h, g, d in shapes:
@@ -399,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
             result["prefill"].append(row)
             print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
             save()
+    # after the prefill, whose figures are the targets: this one only guides the flow's kernels
+    result["flow"] = [guarded(flow_case, 516 if not args.smoke else 24, dev, dtype, iters)]
+    print(f"[{time.time() - t0:6.1f}s] flow estimator: {result['flow'][0].get('ms')} "
+          f"{result['flow'][0].get('op_ms_cuda_graph', '')}", flush=True)
+    save()
     print_table(result)
     print(f"wrote {out}")
     return 0
