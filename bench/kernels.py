@@ -430,29 +430,23 @@ def print_table(r: dict) -> None:
         print(f"{row['case']:16} {row['batch']:>5} {row['ctx']:>6} {_fmt(row['ms'])} {_fmt(row['tb_per_s'])} "
               f"{row['tb_per_s'] / r['copy_tb_per_s']:8.2f}   python-launched {row['ms_python_launched']:.3f} ms; "
               f"by num_splits {', '.join(f'{n}: {ms:.3f}' for n, ms in row['ms_graph_by_num_splits'].items())}")
-    print("\nHiFT vocoder, batch 1 (ms; speed-up = eager / variant)")
-    for row in r["vocoder"]:
-        if "error" in row:
-            print(f"{row['case']}: {row['error']}")
-            continue
-        eager = row["ms"]["eager"]
-        for impl, ms in row["ms"].items():
-            sp = eager / ms if isinstance(ms, float) else "-"
-            print(f"{row['case']:16} {impl:20} {_fmt(ms)} {_fmt(sp)}")
-        print(f"{'':16} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")
-    print("\nflow estimator, one call on a first window (ms; speed-up = eager / variant)")
-    for row in r.get("flow", []):
-        if "error" in row:
-            print(f"{row['case']}: {row['error']}")
-            continue
-        eager = row["ms"]["eager"]
-        for impl, ms in row["ms"].items():
-            sp = eager / ms if isinstance(ms, float) else "-"
-            print(f"{row['case']:22} {impl:32} {_fmt(ms)} {_fmt(sp)}")
-        for impl, ms in row.get("op_ms_cuda_graph", {}).items():
-            print(f"{'':22} {impl:32} {_fmt(ms)}   (one call, CUDA graph)")
-        print(f"{'':22} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")
+    _print_fused_vs_eager("HiFT vocoder, batch 1", r["vocoder"], 16, 20)
+    _print_fused_vs_eager("flow estimator, one call on a first window", r.get("flow", []), 22, 32)
 
+
+def _print_fused_vs_eager(title: str, rows: list[dict], case_w: int, impl_w: int) -> None:
+    print(f"\n{title} (ms; speed-up = eager / variant)")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['case']}: {row['error']}")
+            continue
+        eager = row["ms"]["eager"]
+        for impl, ms in row["ms"].items():
+            sp = eager / ms if isinstance(ms, float) else "-"
+            print(f"{row['case']:{case_w}} {impl:{impl_w}} {_fmt(ms)} {_fmt(sp)}")
+        for impl, ms in row.get("op_ms_cuda_graph", {}).items():
+            print(f"{'':{case_w}} {impl:{impl_w}} {_fmt(ms)}   (one call, CUDA graph)")
+        print(f"{'':{case_w}} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")
 
 if __name__ == "__main__":
     raise SystemExit(main())
