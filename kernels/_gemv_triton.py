@@ -34,10 +34,31 @@ def _interpreting() -> bool:
 
 
 @triton.jit
+def _prologue(X, R, NW, H, offs_k, ok, x_row, K, r_row, rstd, SILU_MUL: tl.constexpr, NORM: tl.constexpr):
+    """The product's left operand over offs_k (a row vector, or a tile with x_row / r_row broadcast over rows): x,
+    silu(gate) * up of x = [gate | up], or rms_norm(x (+ residual)) given its rstd, each rounded as kernels.lm_ops
+    rounds it. With a residual the first program stores residual + x (the residual stream) to H."""
+    x = tl.load(X + x_row + offs_k, mask=ok, other=0.0)
+    if SILU_MUL:
+        up = tl.load(X + x_row + K + offs_k, mask=ok, other=0.0)
+        g = x.to(tl.float32)
+        s = (g / (1.0 + tl.exp(-g))).to(x.dtype).to(tl.float32)
+        x = (s * up.to(tl.float32)).to(x.dtype)
+    if NORM:
+        if NORM == 2:
+            x = (x.to(tl.float32) + tl.load(R + r_row + offs_k, mask=ok, other=0.0).to(tl.float32)).to(x.dtype)
+            if tl.program_id(0) == 0:
+                tl.store(H + r_row + offs_k, x, mask=ok)
+        nw = tl.load(NW + offs_k, mask=ok, other=0.0).to(tl.float32)
+        x = ((x.to(tl.float32) * rstd).to(x.dtype).to(tl.float32) * nw).to(x.dtype)
+    return x
+
+
+@triton.jit
 def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, stride_ym, stride_rm, PF_PER_ROW,
                  HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr, DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
-                 PDL: tl.constexpr):
+                 ONE_ROW: tl.constexpr, PDL: tl.constexpr):
     if PDL:
         # No kernel writes the weights: this program's slice (its first PF_PER_ROW elements a row's worth) starts
         # on its way into L2 while the kernel before this one still runs; the loop below then reads it from there.
@@ -69,23 +90,16 @@ def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, strid
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        x_ok = m_ok[:, None] & k_ok[None, :]
-        if NORM:
-            x = tl.load(X + offs_m[:, None] * stride_xm + offs_k[None, :], mask=x_ok, other=0.0)
-            if NORM == 2:
-                r_ptrs = offs_m[:, None] * stride_rm + offs_k[None, :]
-                x = (x.to(tl.float32) + tl.load(R + r_ptrs, mask=x_ok, other=0.0).to(tl.float32)).to(x.dtype)
-                if tl.program_id(0) == 0:  # the residual stream, written once: by the first program
-                    tl.store(H + r_ptrs, x, mask=x_ok)
-            nw = tl.load(NW + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-            x = ((x.to(tl.float32) * rstd[:, None]).to(x.dtype).to(tl.float32) * nw[None, :]).to(x.dtype)
+        if ONE_ROW:
+            # One row (batch-1 decode) with an activation or norm: it runs on that row, which then fills the tile's
+            # rows (only row 0 is stored). On the padded [BLOCK_M, BLOCK_K] tile the work was BLOCK_M rows' worth:
+            # sm_90 SASS, instructions a thread per 16 x 256 tile, SwiGLU 1984 -> 1056, add + RMSNorm 785 -> 445
+            # (the tile's 8 KB of weights take ~710 cycles of an SM's share of the bandwidth).
+            xr = _prologue(X, R, NW, H, offs_k, k_ok, 0, K, 0, tl.sum(rstd, 0), SILU_MUL, NORM)  # rstd: 0 past M
+            x = tl.broadcast_to(xr[None, :], (BLOCK_M, BLOCK_K))
         else:
-            x = tl.load(X + offs_m[:, None] * stride_xm + offs_k[None, :], mask=x_ok, other=0.0)
-        if SILU_MUL:
-            up = tl.load(X + offs_m[:, None] * stride_xm + K + offs_k[None, :], mask=x_ok, other=0.0)
-            g = x.to(tl.float32)
-            s = (g / (1.0 + tl.exp(-g))).to(x.dtype).to(tl.float32)
-            x = (s * up.to(tl.float32)).to(x.dtype)
+            x = _prologue(X, R, NW, H, offs_k[None, :], m_ok[:, None] & k_ok[None, :], offs_m[:, None] * stride_xm,
+                          K, offs_m[:, None] * stride_rm, rstd[:, None], SILU_MUL, NORM)
         w = tl.load(W + offs_n[:, None] * stride_wn + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
                     other=0.0)
         acc += tl.dot(x, tl.trans(w), input_precision=DOT)
@@ -112,7 +126,7 @@ def _get_launcher():  # type: ignore[no-untyped-def]
     global _launcher
     if _launcher is None:
         _launcher = _gemv_kernel if _interpreting() else triton.autotune(
-            configs=_configs(), key=["N", "K", "SILU_MUL", "NORM", "HAS_BIAS", "DOT"],
+            configs=_configs(), key=["N", "K", "SILU_MUL", "NORM", "ONE_ROW", "HAS_BIAS", "DOT"],
             cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
         )(_gemv_kernel)
     return _launcher
@@ -139,7 +153,8 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool,
     kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul,
                   NORM=0 if norm is None else 1 if norm[0] is None else 2,
                   DOT="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=BLOCK_M,
-                  NORM_BLOCK=min(triton.next_power_of_2(k), 4096), PDL=pdl, launch_pdl=pdl)
+                  NORM_BLOCK=min(triton.next_power_of_2(k), 4096), ONE_ROW=m == 1 and (silu_mul or norm is not None),
+                  PDL=pdl, launch_pdl=pdl)
     launcher = _get_launcher()
 
     def grid(meta):  # type: ignore[no-untyped-def]

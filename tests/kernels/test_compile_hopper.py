@@ -4,6 +4,7 @@ in CI instead of on a lent GPU's few minutes. Compiles the configs the GPU runs,
 and vocoder kernels too."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from types import SimpleNamespace
@@ -203,7 +204,10 @@ def test_gemv_candidates_compile_for_hopper() -> None:
     from kernels import _gemv_triton as V
 
     for cfg in V._configs():
-        for fused in (dict(SILU_MUL=True, NORM=0), dict(SILU_MUL=False, NORM=2)):
+        for silu, norm, one in itertools.product((True, False), (0, 2), (False, True)):
+            if (silu and norm) or (one and not (silu or norm)):  # never launched (kernels/_gemv_triton.py)
+                continue
+            fused = dict(SILU_MUL=silu, NORM=norm, ONE_ROW=one)
             kernel = _compile_sm90(V._gemv_kernel, {n: "*bf16" for n in ("X", "W", "B", "Y", "R", "NW", "H")},
                                    dict(HAS_BIAS=False, DOT="tf32", BLOCK_M=V.BLOCK_M, NORM_BLOCK=4096, **fused,
                                         **cfg.kwargs), ("eps",),
