@@ -119,7 +119,7 @@ def test_gpu_dispatcher_times_both_and_keeps_the_faster() -> None:
     G.timings.clear()
     got = G.swiglu_gemv(x, w)
     torch.testing.assert_close(got.float(), G.swiglu_gemv_ref(x, w).float(), rtol=0, atol=3e-2)
-    assert list(G.timings) == [(x.device, torch.bfloat16, 1, 3072, 8192, False, True)]
+    assert list(G.timings) == [(x.device, torch.bfloat16, 1, 3072, 8192, False, "swiglu")]
     y = torch.randn(2, 3072, device="cuda", dtype=torch.bfloat16)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
