@@ -13,7 +13,7 @@ Public ops:
     alibi_slopes, store_kv, paged_attention            (kernels.attention)
     istft_head, leaky_relu, add_leaky_relu, snake, add_snake, sine_source (kernels.vocoder)
     rms_norm, add_rms_norm, silu_and_mul                 (kernels.lm_ops)
-    gemv, swiglu_gemv                                    (kernels.gemv)
+    gemv, rms_norm_gemv                                  (kernels.gemv)
     add_layer_norm, group_norm_mish, linear_gelu, linear_add, linear_add_layer_norm   (kernels.flow_ops)
     reference_ops (every dispatcher runs its reference inside it)   (kernels._dispatch)
     use_pdl, set_pdl, pdl_off_after_failed_capture (programmatic dependent launch)   (kernels.launch)
@@ -52,8 +52,8 @@ _EXPORTS: dict[str, str] = {
     "silu_and_mul_ref": "kernels.lm_ops",
     "gemv": "kernels.gemv",
     "gemv_ref": "kernels.gemv",
-    "swiglu_gemv": "kernels.gemv",
-    "swiglu_gemv_ref": "kernels.gemv",
+    "rms_norm_gemv": "kernels.gemv",
+    "rms_norm_gemv_ref": "kernels.gemv",
     "add_layer_norm": "kernels.flow_ops",
     "add_layer_norm_ref": "kernels.flow_ops",
     "group_norm_mish": "kernels.flow_ops",

@@ -4,12 +4,15 @@ y[M, N] = x[M, K] @ w[N, K]^T (+ bias) for the few rows of a decode step. One pr
 streams its [BLOCK_N, K] slice of w through shared memory (Triton's software pipeline: num_stages tiles in flight)
 against the matching slice of x. The M <= 16 rows sit in one tensor-core tile (rows past M masked, never read), so
 the multiply costs nothing beside the weight bytes and the kernel's time is those bytes over the bandwidth.
-SILU_MUL: x is [gate | up], 2K wide, and the product runs on silu(gate) * up formed while loading (rounded as
-kernels.lm_ops.silu_and_mul_ref rounds it), so SwiGLU's activation kernel and its [M, K] round trip disappear.
 NORM: the product runs on rms_norm(x) (1) or rms_norm(residual + x) (2), the pre-norm block's residual add and
 RMSNorm that a decode step otherwise runs as a kernel of its own before the q/k/v and gate/up projections. Every
 program computes the rows' statistics itself (a few KB from L2) and normalises each tile as it loads it (rounded
 as kernels.lm_ops rounds); the first program also writes residual + x, the residual stream.
+SWIGLU: w is [gate; up] (2N rows) and y = silu(x @ gate^T) * (x @ up^T): each program multiplies its N-slice of
+both halves and applies SwiGLU to its own outputs in the epilogue (rounded as kernels.lm_ops.silu_and_mul_ref
+after F.linear), so the activation's kernel and its [M, 2N] round trip disappear at the cost of BLOCK_N outputs'
+work a program. (Fused into the next projection's prologue instead, it ran on every K tile of x: ~2000
+instructions a thread per 16 x 256 tile in the sm_90 SASS, three times the tile's load time.)
 """
 from __future__ import annotations
 
@@ -34,16 +37,11 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _prologue(X, R, NW, H, offs_k, ok, x_row, K, r_row, rstd, SILU_MUL: tl.constexpr, NORM: tl.constexpr):
+def _normed(X, R, NW, H, offs_k, ok, x_row, r_row, rstd, NORM: tl.constexpr):
     """The product's left operand over offs_k (a row vector, or a tile with x_row / r_row broadcast over rows): x,
-    silu(gate) * up of x = [gate | up], or rms_norm(x (+ residual)) given its rstd, each rounded as kernels.lm_ops
-    rounds it. With a residual the first program stores residual + x (the residual stream) to H."""
+    or rms_norm(x (+ residual)) given its rstd, rounded as kernels.lm_ops rounds it. With a residual the first
+    program stores residual + x (the residual stream) to H."""
     x = tl.load(X + x_row + offs_k, mask=ok, other=0.0)
-    if SILU_MUL:
-        up = tl.load(X + x_row + K + offs_k, mask=ok, other=0.0)
-        g = x.to(tl.float32)
-        s = (g / (1.0 + tl.exp(-g))).to(x.dtype).to(tl.float32)
-        x = (s * up.to(tl.float32)).to(x.dtype)
     if NORM:
         if NORM == 2:
             x = (x.to(tl.float32) + tl.load(R + r_row + offs_k, mask=ok, other=0.0).to(tl.float32)).to(x.dtype)
@@ -56,18 +54,20 @@ def _prologue(X, R, NW, H, offs_k, ok, x_row, K, r_row, rstd, SILU_MUL: tl.const
 
 @triton.jit
 def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, stride_ym, stride_rm, PF_PER_ROW,
-                 HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr, DOT: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr, DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
                  ONE_ROW: tl.constexpr, PDL: tl.constexpr):
+    row0 = tl.program_id(0) * BLOCK_N
     if PDL:
         # No kernel writes the weights: this program's slice (its first PF_PER_ROW elements a row's worth) starts
         # on its way into L2 while the kernel before this one still runs; the loop below then reads it from there.
-        row0 = tl.program_id(0) * BLOCK_N
         rows = tl.minimum(N - row0, BLOCK_N)
         prefetch_l2(W + row0.to(tl.int64) * stride_wn, rows * PF_PER_ROW, 16)
+        if SWIGLU:  # the up half's rows
+            prefetch_l2(W + (N + row0).to(tl.int64) * stride_wn, rows * PF_PER_ROW, 16)
     begin(PDL)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = row0 + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
     n_ok = offs_n < N
     rstd = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -87,25 +87,36 @@ def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, strid
                 ss += v * v
             rstd = tl.where(offs_m == m, 1.0 / tl.sqrt_rn(tl.sum(ss, 0) / K + eps), rstd)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
         if ONE_ROW:
-            # One row (batch-1 decode) with an activation or norm: it runs on that row, which then fills the tile's
-            # rows (only row 0 is stored). On the padded [BLOCK_M, BLOCK_K] tile the work was BLOCK_M rows' worth:
-            # sm_90 SASS, instructions a thread per 16 x 256 tile, SwiGLU 1984 -> 1056, add + RMSNorm 785 -> 445
-            # (the tile's 8 KB of weights take ~710 cycles of an SM's share of the bandwidth).
-            xr = _prologue(X, R, NW, H, offs_k, k_ok, 0, K, 0, tl.sum(rstd, 0), SILU_MUL, NORM)  # rstd: 0 past M
+            # One row (batch-1 decode) with a norm: it runs on that row, which then fills the tile's rows (only
+            # row 0 is stored). On the padded [BLOCK_M, BLOCK_K] tile the work was BLOCK_M rows' worth: 785 -> 445
+            # instructions a thread per 16 x 256 tile in the sm_90 SASS (the tile's 8 KB of weights take ~710
+            # cycles of an SM's share of the bandwidth).
+            xr = _normed(X, R, NW, H, offs_k, k_ok, 0, 0, tl.sum(rstd, 0), NORM)  # rstd is 0 past row 0
             x = tl.broadcast_to(xr[None, :], (BLOCK_M, BLOCK_K))
         else:
-            x = _prologue(X, R, NW, H, offs_k[None, :], m_ok[:, None] & k_ok[None, :], offs_m[:, None] * stride_xm,
-                          K, offs_m[:, None] * stride_rm, rstd[:, None], SILU_MUL, NORM)
-        w = tl.load(W + offs_n[:, None] * stride_wn + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                    other=0.0)
+            x = _normed(X, R, NW, H, offs_k[None, :], m_ok[:, None] & k_ok[None, :], offs_m[:, None] * stride_xm,
+                        offs_m[:, None] * stride_rm, rstd[:, None], NORM)
+        w_ok = n_ok[:, None] & k_ok[None, :]
+        w = tl.load(W + offs_n[:, None] * stride_wn + offs_k[None, :], mask=w_ok, other=0.0)
         acc += tl.dot(x, tl.trans(w), input_precision=DOT)
+        if SWIGLU:
+            w_up = tl.load(W + (N + offs_n)[:, None] * stride_wn + offs_k[None, :], mask=w_ok, other=0.0)
+            acc_up += tl.dot(x, tl.trans(w_up), input_precision=DOT)
     if HAS_BIAS:
         acc += tl.load(B + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(Y.dtype.element_ty),
+        if SWIGLU:
+            acc_up += tl.load(B + N + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    out = acc
+    if SWIGLU:  # silu(gate) * up with F.linear's output rounding, then silu's, then the product's
+        g = acc.to(Y.dtype.element_ty).to(tl.float32)
+        s = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
+        out = s * acc_up.to(Y.dtype.element_ty).to(tl.float32)
+    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], out.to(Y.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
 
 
@@ -114,7 +125,7 @@ def _configs() -> list[triton.Config]:
         return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
     # Narrow column blocks give enough programs to fill the GPU when N is small (3072 columns: 192 programs of 16);
     # long K blocks and deep pipelines keep enough bytes in flight per program.
-    # (16, 1024) in 8 warps was dropped: with SwiGLU fused it spilled 10 KB a thread on sm_90.
+    # (16, 1024) in 8 warps was dropped: with SwiGLU fused into its prologue it spilled 10 KB a thread on sm_90.
     tiles = [(16, 256, 4, 4), (16, 512, 4, 3), (32, 256, 4, 4), (32, 512, 8, 3), (64, 256, 8, 3)]
     return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s) for bn, bk, w, s in tiles]
 
@@ -126,21 +137,21 @@ def _get_launcher():  # type: ignore[no-untyped-def]
     global _launcher
     if _launcher is None:
         _launcher = _gemv_kernel if _interpreting() else triton.autotune(
-            configs=_configs(), key=["N", "K", "SILU_MUL", "NORM", "ONE_ROW", "HAS_BIAS", "DOT"],
+            configs=_configs(), key=["N", "K", "SWIGLU", "NORM", "ONE_ROW", "HAS_BIAS", "DOT"],
             cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
         )(_gemv_kernel)
     return _launcher
 
 
-def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool,
+def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, swiglu: bool = False,
                 norm: tuple[Tensor | None, Tensor, float] | None = None) -> Tensor | tuple[Tensor, Tensor]:
-    """x [M, K] (or [M, 2K] = [gate | up] with silu_mul), w [N, K] with unit K stride -> [M, N] in x's dtype.
-    With norm=(residual [M, K] or None, norm_weight [K], eps) the product runs on rms_norm(residual + x) (or
-    rms_norm(x)) and the pair (y, residual + x) is returned (x itself without a residual). Inputs are validated by
-    the dispatcher."""
+    """x [M, K], w [N, K] with unit K stride -> x @ w^T [M, N] in x's dtype; with swiglu, w = [gate; up] [2N, K]
+    -> silu(x @ gate^T) * (x @ up^T) [M, N]. With norm=(residual [M, K] or None, norm_weight [K], eps) the product
+    runs on rms_norm(residual + x) (or rms_norm(x)) and the pair (y, residual + x) is returned (x itself without a
+    residual). Inputs are validated by the dispatcher."""
     x = x if x.stride(1) == 1 else x.contiguous()
-    m = x.shape[0]
-    n, k = w.shape
+    m, k = x.shape
+    n = w.shape[0] // 2 if swiglu else w.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     r, nw, eps, h = x, w, 0.0, x
     if norm is not None:
@@ -150,10 +161,9 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool,
     if m == 0:
         return y if norm is None else (y, h)
     pdl = use_pdl(x)
-    kwargs = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul,
-                  NORM=0 if norm is None else 1 if norm[0] is None else 2,
+    kwargs = dict(HAS_BIAS=bias is not None, SWIGLU=swiglu, NORM=0 if norm is None else 1 if norm[0] is None else 2,
                   DOT="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=BLOCK_M,
-                  NORM_BLOCK=min(triton.next_power_of_2(k), 4096), ONE_ROW=m == 1 and (silu_mul or norm is not None),
+                  NORM_BLOCK=min(triton.next_power_of_2(k), 4096), ONE_ROW=m == 1 and norm is not None,
                   PDL=pdl, launch_pdl=pdl)
     launcher = _get_launcher()
 
@@ -162,7 +172,7 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, silu_mul: bool,
 
     # The prefetch takes each program's rows as one contiguous run of 16-byte aligned pieces.
     aligned = w.is_contiguous() and w.data_ptr() % 16 == 0 and k * w.element_size() % 16 == 0
-    pf_per_row = min(k, L2_PREFETCH_BYTES // (n * w.element_size())) if pdl and aligned else 0
+    pf_per_row = min(k, L2_PREFETCH_BYTES // (w.shape[0] * w.element_size())) if pdl and aligned else 0
     args = (x, w, bias if bias is not None else w, y, r, nw, h, m, n, k, eps, x.stride(0), w.stride(0), y.stride(0),
             r.stride(0), pf_per_row)
     if _interpreting():

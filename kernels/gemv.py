@@ -1,5 +1,5 @@
-"""Linear layers for the few rows of a decode step: y = x @ w^T (+ bias), and the same after SwiGLU's activation or
-after a pre-norm block's residual add and RMSNorm.
+"""Linear layers for the few rows of a decode step: y = x @ w^T (+ bias), and the same after a pre-norm block's
+residual add and RMSNorm, optionally followed by SwiGLU's activation (an MLP's gate and up projections).
 
 At batch 1 a decode step streams every weight of the model once (TTS-3B: 7 GB, 2.35 ms at an H100's copy bandwidth;
 run3 measured 3.64 ms a step), so how close each matrix-vector product comes to the bandwidth is most of a step's
@@ -11,8 +11,8 @@ kernel starts during the one before it (kernels.launch) and asks L2 for its weig
 alone would not show.
 A capture uses the choice its warm-up run made; a shape first met inside a capture runs on cuBLAS; an engine without
 CUDA graphs (enforce_eager) times a shape when a step first needs it (tens of ms, once). The kernel serves
-only the shapes where it measured faster than cuBLAS on this device; its fused forms also save the activation's or
-the norm's own launch, so each competes with both kernels together (the norm's kernel, then gemv's own choice).
+only the shapes where it measured faster than cuBLAS on this device; its fused forms also save the norm's and the
+activation's own launches, so each competes with those kernels and gemv's own choice together.
 
 Each op: `<op>_ref` (PyTorch, the spec), the Triton kernel, dispatcher `<op>` (CUDA and at most MAX_ROWS rows ->
 the faster of the two; under Triton's interpreter -> the kernel, so tests run it; otherwise the reference).
@@ -38,7 +38,7 @@ MAX_ROWS = 16  # the kernel's one tensor-core tile of rows; a bigger batch is cu
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 # (device, dtype, rows bucket, N, K, bias?, what is fused) -> (Triton us, cuBLAS us) as timed (after an RMSNorm, its
 # time subtracted); the Triton kernel serves the key when it was faster. Benchmarks report it. What is fused: "" (a
-# plain product), "swiglu" (the activation before it), "rms_norm" / "add_rms_norm" (the residual add and the norm).
+# plain product), "rms_norm" / "add_rms_norm" (the residual add and the norm before it), "+swiglu" after that.
 timings: dict[tuple, tuple[float, float]] = {}
 
 
@@ -47,18 +47,15 @@ def gemv_ref(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     return F.linear(x, w, bias)
 
 
-def swiglu_gemv_ref(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x [M, 2K] = [gate | up], w [N, K] -> silu(gate) * up @ w^T (+ bias): [M, N] (an MLP's down projection)."""
-    return F.linear(silu_and_mul_ref(x), w, bias)
-
-
 def rms_norm_gemv_ref(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, w: Tensor,
-                      bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      bias: Tensor | None = None, swiglu: bool = False) -> tuple[Tensor, Tensor]:
     """(rms_norm(h) @ w^T (+ bias), h) with h = residual + x, or h = x without a residual: a pre-norm block's
-    residual add, its RMSNorm and the projection after them (kernels.lm_ops' rounding)."""
+    residual add, its RMSNorm and the projection after them (kernels.lm_ops' rounding). With swiglu, w (and bias)
+    are [gate; up] and the product is followed by silu(gate) * up."""
     normed, h = (rms_norm_ref(x, norm_weight, eps), x) if residual is None else \
         add_rms_norm_ref(x, residual, norm_weight, eps)
-    return F.linear(normed, w, bias), h
+    y = F.linear(normed, w, bias)
+    return (silu_and_mul_ref(y) if swiglu else y), h
 
 
 def _check(name: str, x: Tensor, w: Tensor, bias: Tensor | None, k_in: int) -> None:
@@ -115,20 +112,14 @@ def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[
 def gemv(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ w^T (+ bias) for x [M, K], w [N, K] -> [M, N] (see gemv_ref)."""
     _check("gemv", x, w, bias, x.shape[-1] if x.dim() == 2 else -1)
-    return _run(x, w, bias, "", lambda tri: tri.gemv_triton(x, w, bias, False), lambda: F.linear(x, w, bias))
-
-
-def swiglu_gemv(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
-    """silu(gate) * up @ w^T (+ bias) for x [M, 2K] = [gate | up], w [N, K] -> [M, N] (see swiglu_gemv_ref)."""
-    _check("swiglu_gemv", x, w, bias, x.shape[-1] // 2 if x.dim() == 2 and x.shape[-1] % 2 == 0 else -1)
-    return _run(x, w, bias, "swiglu", lambda tri: tri.gemv_triton(x, w, bias, True),
-                lambda: F.linear(silu_and_mul(x), w, bias))
+    return _run(x, w, bias, "", lambda tri: tri.gemv_triton(x, w, bias), lambda: F.linear(x, w, bias))
 
 
 def rms_norm_gemv(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, w: Tensor,
-                  bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  bias: Tensor | None = None, swiglu: bool = False) -> tuple[Tensor, Tensor]:
     """(rms_norm(h) @ w^T (+ bias), h), h = residual + x (x without a residual), for x [M, K], residual [M, K] or
-    None, norm_weight [K], w [N, K] (see rms_norm_gemv_ref). Without the kernel: the norm's kernel, then gemv."""
+    None, norm_weight [K], w [N, K]; with swiglu, w = [gate; up] (N even) and the result silu(gate) * up [M, N/2]
+    (see rms_norm_gemv_ref). Without the kernel: the norm's kernel, gemv, the activation's kernel."""
     _check("rms_norm_gemv", x, w, bias, x.shape[-1] if x.dim() == 2 else -1)
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype
                                  or residual.device != x.device):
@@ -136,11 +127,15 @@ def rms_norm_gemv(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: 
                          f"got {tuple(residual.shape)} {residual.dtype}")
     if norm_weight.shape != (w.shape[1],) or norm_weight.device != x.device:
         raise ValueError(f"rms_norm_gemv: norm_weight must be [{w.shape[1]}], got {tuple(norm_weight.shape)}")
+    if swiglu and w.shape[0] % 2:
+        raise ValueError(f"rms_norm_gemv: swiglu needs w = [gate; up] with an even row count, got {w.shape[0]}")
 
     def theirs() -> tuple[Tensor, Tensor]:
         normed, h = (rms_norm(x, norm_weight, eps), x) if residual is None else \
             add_rms_norm(x, residual, norm_weight, eps)
-        return gemv(normed, w, bias), h
+        y = gemv(normed, w, bias)
+        return (silu_and_mul(y) if swiglu else y), h
 
-    return _run(x, w, bias, "rms_norm" if residual is None else "add_rms_norm",
-                lambda tri: tri.gemv_triton(x, w, bias, False, norm=(residual, norm_weight, eps)), theirs)
+    fused = ("rms_norm" if residual is None else "add_rms_norm") + ("+swiglu" if swiglu else "")
+    return _run(x, w, bias, fused, lambda tri: tri.gemv_triton(x, w, bias, swiglu, norm=(residual, norm_weight, eps)),
+                theirs)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kernels.gemv import gemv, rms_norm_gemv, swiglu_gemv
+from kernels.gemv import gemv, rms_norm_gemv
 from lm_engine.layers.norm import RMSNorm
 from lm_engine.layers.tp import all_reduce, divide, tp_rank, tp_size
 
@@ -50,11 +50,12 @@ class ColumnParallelLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gemv(x, self.weight, self.bias)
 
-    def forward_norm(self, x: torch.Tensor, residual: torch.Tensor | None,
-                     norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_norm(self, x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
+                     swiglu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(this layer on norm(residual + x), residual + x), or on norm(x) and x without a residual: the pre-norm
-        block's add and norm inside the product (kernels.gemv.rms_norm_gemv)."""
-        return rms_norm_gemv(x, residual, norm.weight, norm.eps, self.weight, self.bias)
+        block's add and norm inside the product (kernels.gemv.rms_norm_gemv). swiglu: this layer is [gate | up]
+        (MergedColumnParallelLinear) and its output silu(gate) * up."""
+        return rms_norm_gemv(x, residual, norm.weight, norm.eps, self.weight, self.bias, swiglu)
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -109,10 +110,6 @@ class RowParallelLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._reduce(gemv(x, self.weight, self._bias()))
-
-    def forward_swiglu(self, x: torch.Tensor) -> torch.Tensor:
-        """This layer on silu(gate) * up of x = [gate | up], the activation fused into the product (kernels.gemv)."""
-        return self._reduce(swiglu_gemv(x, self.weight, self._bias()))
 
     def _bias(self) -> torch.Tensor | None:
         # The bias is added once (rank 0) so that the all_reduce sums it exactly once.

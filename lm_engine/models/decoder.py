@@ -5,7 +5,7 @@
     logits = lm_head(norm(h))
 Each residual add and the RMSNorm after it run inside the projection that follows them (q/k/v, gate/up:
 ColumnParallelLinear.forward_norm; in a decode step one kernel, kernels.gemv), and SwiGLU's activation inside the
-down projection.
+gate/up projection.
 
 Module names follow the HF checkpoints (model.layers.N.self_attn..., lm_head), so loaders map keys 1:1.
 """
@@ -28,8 +28,8 @@ AttentionFactory = Callable[[], nn.Module]
 
 
 class GatedMLP(nn.Module):
-    """down(silu(gate(x)) * up(x)); DecoderLayer runs its two projections (gate_up_proj after the norm, down_proj
-    with the activation fused)."""
+    """down(silu(gate(x)) * up(x)); DecoderLayer runs its two projections (gate_up_proj with the norm before it and
+    the activation after it fused, then down_proj)."""
 
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
@@ -50,9 +50,9 @@ class DecoderLayer(nn.Module):
         """x: the previous block's output, not yet added to the residual stream (which is None before layer 0).
         Returns (this layer's MLP output, the residual stream)."""
         qkv, residual = self.self_attn.qkv_proj.forward_norm(x, residual, self.input_layernorm)
-        gate_up, residual = self.mlp.gate_up_proj.forward_norm(self.self_attn(positions, qkv), residual,
-                                                               self.post_attention_layernorm)
-        return self.mlp.down_proj.forward_swiglu(gate_up), residual
+        act, residual = self.mlp.gate_up_proj.forward_norm(self.self_attn(positions, qkv), residual,
+                                                           self.post_attention_layernorm, swiglu=True)
+        return self.mlp.down_proj(act), residual
 
 
 class DecoderModel(nn.Module):

@@ -59,11 +59,12 @@ def test_tuned_tiles_pdl_and_the_decode_profile_follow_the_table(tmp_path: Path)
                                                       "decode_profile_b1": [
         {"kernel": "nvjet_gemv", "us_per_step": 2100.5, "calls_per_step": 128.0, "share": 0.61}], "gemv_us": [
         {"rows": 1, "N": 3072, "K": 8192, "bias": False, "swiglu": True, "triton": 19.04, "cublas": 22.5},
-        {"rows": 1, "N": 3584, "K": 3072, "bias": False, "fused": "add_rms_norm", "triton": 9.5, "cublas": 11.25},
+        {"rows": 1, "N": 16384, "K": 3072, "bias": False, "fused": "add_rms_norm+swiglu", "triton": 9.5,
+         "cublas": 11.25},
         {"rows": 8, "N": 3072, "K": 8192, "bias": False, "swiglu": True, "triton": 30.0, "cublas": 25.0}]}))
     text = report(tmp_path)
     assert "- batch-1 GEMV 3072 x 8192 swiglu: Triton 19.0 us, cuBLAS 22.5 us" in text
-    assert "- batch-1 GEMV 3584 x 3072 add_rms_norm: Triton 9.5 us, cuBLAS 11.2 us" in text
+    assert "- batch-1 GEMV 16384 x 3072 add_rms_norm+swiglu: Triton 9.5 us, cuBLAS 11.2 us" in text
     assert "30.0 us" not in text  # batch 1 only
     assert "- prefill tts3b d64 S=16384, ours_sqrt_alibi: tuned tile BLOCK_M: 128, BLOCK_N: 64" in text
     assert "- batch-1 decode step: 2100.5 us (61%, 128 calls) nvjet_gemv" in text

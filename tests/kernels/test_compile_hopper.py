@@ -197,17 +197,17 @@ def test_no_d128_prefill_candidate_spills_registers_in_its_loops(page: int) -> N
 
 
 def test_gemv_candidates_compile_for_hopper() -> None:
-    """Every tile the decode GEMV's autotuner may pick, in bf16 with SwiGLU or the RMSNorm fused, fits an
-    H100's shared memory, loads the weights by 16-byte asynchronous copies (the software pipeline) and does not
+    """Every tile the decode GEMV's autotuner may pick, in bf16, plain or with the RMSNorm (and SwiGLU) fused, fits
+    an H100's shared memory, loads the weights by 16-byte asynchronous copies (the software pipeline) and does not
     spill (a 16 x 1024 tile in 8 warps stored 10 KB a thread to local memory). With PDL each program first asks
     L2 for its weight rows by bulk prefetches (UBLKPF in the SASS), before its wait (ACQBULK)."""
     from kernels import _gemv_triton as V
 
     for cfg in V._configs():
-        for silu, norm, one in itertools.product((True, False), (0, 2), (False, True)):
-            if (silu and norm) or (one and not (silu or norm)):  # never launched (kernels/_gemv_triton.py)
+        for swiglu, norm, one in itertools.product((False, True), (0, 2), (False, True)):
+            if (swiglu and not norm) or (one and not norm):  # never launched (kernels/_gemv_triton.py)
                 continue
-            fused = dict(SILU_MUL=silu, NORM=norm, ONE_ROW=one)
+            fused = dict(SWIGLU=swiglu, NORM=norm, ONE_ROW=one)
             kernel = _compile_sm90(V._gemv_kernel, {n: "*bf16" for n in ("X", "W", "B", "Y", "R", "NW", "H")},
                                    dict(HAS_BIAS=False, DOT="tf32", BLOCK_M=V.BLOCK_M, NORM_BLOCK=4096, **fused,
                                         **cfg.kwargs), ("eps",),
