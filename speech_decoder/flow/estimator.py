@@ -182,9 +182,9 @@ def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     # [B, C, T] -> [B, T, C], made contiguous once here: a transposed view stays transposed through every residual
     # add, so each LayerNorm and reshape of each block copied it again (~170 copy kernels per estimator call, a
     # fifth of its kernels, counted on the CPU; same values).
-    residual = x.transpose(1, 2).contiguous()
     if len(blocks) == 0:
         return x
+    residual = x.transpose(1, 2).contiguous()
     h = blocks[0].norm1(residual)
     for blk, next_norm in zip(blocks, [*(b.norm1 for b in blocks[1:]), None]):
         h, residual = blk(h, residual, next_norm)
