@@ -11,7 +11,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
 from triton import knobs
 
 from kernels._pdl import begin
