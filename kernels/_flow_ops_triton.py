@@ -5,8 +5,6 @@ stored. fp32 maths; nothing is allocated but the outputs and nothing synchronise
 graph."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
@@ -222,7 +220,7 @@ def linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None, *, gelu: str |
         return y if norm is None else (y, h)
     tile = linear_tile(m, n, norm is not None, bool(knobs.runtime.interpret))
     pdl = use_pdl(x)
-    _linear_kernel[(triton.cdiv(m, tile.BLOCK_M), triton.cdiv(n, tile.BLOCK_N))](
+    _linear_kernel[(triton.cdiv(m, tile.kwargs["BLOCK_M"]), triton.cdiv(n, tile.kwargs["BLOCK_N"]))](
         x, weight, bias if bias is not None else weight, y, r, lw, lb, h, m, n, k, eps,
         x.stride(0), weight.stride(0), y.stride(0), r.stride(0), h.stride(0),
         HAS_BIAS=bias is not None, EPILOGUE=_GELU[gelu] if residual is None else 4 if norm is None else 3,
@@ -231,26 +229,16 @@ def linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None, *, gelu: str |
     return y if norm is None else (y, h)
 
 
-@dataclass(frozen=True)
-class LinearTile:
-    BLOCK_M: int
-    BLOCK_N: int
-    BLOCK_K: int
-    num_warps: int
-    num_stages: int
-
-    @property
-    def kwargs(self) -> dict[str, int]:
-        return {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K}
-
-
-def linear_tile(m: int, n: int, norm: bool, interpreting: bool) -> LinearTile:
-    """linear_triton's tile for an [m, n] output. A streaming window's products are small (~1000 rows, K and N
-    256-1024): tiles are sized for enough programs to spread over the SMs, not for peak tensor-core rates."""
+def linear_tile(m: int, n: int, norm: bool, interpreting: bool) -> triton.Config:
+    """linear_triton's tile (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) for an [m, n] output. A streaming window's
+    products are small (~1000 rows, K and N 256-1024): tiles are sized for enough programs to spread over the SMs,
+    not for peak tensor-core rates."""
     if interpreting:  # small tiles: the interpreter's time grows with the tile, and tests use small shapes
-        return LinearTile(16, triton.next_power_of_2(n) if norm else 32, 32, 4, 1)
-    if norm:  # whole rows in a tile. A window's ~1000 rows in 32-row tiles (mma.sync) still make ~30 programs, each
-        # reading the whole weight from L2; batched windows fill the GPU with 64-row tiles (wgmma, 8 warps)
-        return LinearTile(32, triton.next_power_of_2(n), 64, 4, 3) if m <= 4096 else \
-            LinearTile(64, triton.next_power_of_2(n), 64, 8, 3)
-    return LinearTile(64, 128, 64, 8, 3)
+        bm, bn, bk, warps, stages = 16, triton.next_power_of_2(n) if norm else 32, 32, 4, 1
+    elif norm:  # whole rows in a tile. A window's ~1000 rows in 32-row tiles (mma.sync) still make ~30 programs,
+        # each reading the whole weight from L2; batched windows fill the GPU with 64-row tiles (wgmma, 8 warps)
+        bm, bn, bk, warps, stages = (32, triton.next_power_of_2(n), 64, 4, 3) if m <= 4096 else \
+            (64, triton.next_power_of_2(n), 64, 8, 3)
+    else:
+        bm, bn, bk, warps, stages = 64, 128, 64, 8, 3
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages)
