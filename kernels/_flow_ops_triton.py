@@ -12,6 +12,7 @@ from torch import Tensor
 from triton import knobs
 
 from kernels._pdl import begin
+from kernels._shared_memory import fitting_stages, shared_memory_limit
 from kernels.launch import use_pdl
 
 _TILE = 4096  # elements of a GroupNorm tile (channels of a group x time steps)
@@ -218,7 +219,9 @@ def linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None, *, gelu: str |
         h = torch.empty_like(y)
     if m == 0:
         return y if norm is None else (y, h)
-    tile = linear_tile(m, n, norm is not None, bool(knobs.runtime.interpret))
+    interpreting = bool(knobs.runtime.interpret)
+    tile = linear_tile(m, n, norm is not None, interpreting, x.element_size(),
+                       None if interpreting else shared_memory_limit(x.device))
     pdl = use_pdl(x)
     _linear_kernel[(triton.cdiv(m, tile.kwargs["BLOCK_M"]), triton.cdiv(n, tile.kwargs["BLOCK_N"]))](
         x, weight, bias if bias is not None else weight, y, r, lw, lb, h, m, n, k, eps,
@@ -229,8 +232,10 @@ def linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None, *, gelu: str |
     return y if norm is None else (y, h)
 
 
-def linear_tile(m: int, n: int, norm: bool, interpreting: bool) -> triton.Config:
-    """linear_triton's tile (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) for an [m, n] output. A streaming window's
+def linear_tile(m: int, n: int, norm: bool, interpreting: bool, elem_bytes: int = 2,
+                smem_limit: int | None = None) -> triton.Config:
+    """linear_triton's tile (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) for an [m, n] output of elem_bytes-wide
+    values, with no more pipeline stages than smem_limit bytes of shared memory hold. A streaming window's
     products are small (~1000 rows, K and N 256-1024): tiles are sized for enough programs to spread over the SMs,
     not for peak tensor-core rates."""
     if interpreting:  # small tiles: the interpreter's time grows with the tile, and tests use small shapes
@@ -241,4 +246,6 @@ def linear_tile(m: int, n: int, norm: bool, interpreting: bool) -> triton.Config
             (64, triton.next_power_of_2(n), 64, 8, 3)
     else:
         bm, bn, bk, warps, stages = 64, 128, 64, 8, 3
+    if smem_limit is not None:
+        stages = fitting_stages(stages, bk * (bm + bn) * elem_bytes, smem_limit)
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages)

@@ -24,6 +24,7 @@ from triton import knobs
 
 from kernels._pdl import begin, prefetch_l2
 from kernels._precompile import precompile
+from kernels._shared_memory import fitting_stages, shared_memory_limit
 from kernels.launch import use_pdl
 
 BLOCK_M = 16  # the tensor cores' smallest row count; also the most rows kernels.gemv sends here
@@ -130,6 +131,27 @@ def _configs() -> list[triton.Config]:
     return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s) for bn, bk, w, s in tiles]
 
 
+def _fitting(configs: list[triton.Config], elem_bytes: int, swiglu: bool, norm: int,
+             limit: int) -> list[triton.Config]:
+    """The configs with as many pipeline stages as fit in `limit` bytes of shared memory: each stage holds a K
+    tile of w (both halves with SwiGLU) and of the left operand (x, and the residual with NORM 2). Duplicates
+    dropped."""
+    out: dict[tuple, triton.Config] = {}
+    for cfg in configs:
+        bn, bk = cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"]
+        stage = bk * elem_bytes * (bn * (2 if swiglu else 1) + BLOCK_M * (2 if norm == 2 else 1))
+        stages = fitting_stages(cfg.num_stages, stage, limit)
+        out.setdefault((bn, bk, cfg.num_warps, stages), triton.Config(cfg.kwargs, num_warps=cfg.num_warps,
+                                                                       num_stages=stages))
+    return list(out.values())
+
+
+def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:  # type: ignore
+    """The autotuner's early_config_prune: the candidates, each as deep as fits for this call's operands."""
+    x = named_args["X"]
+    return _fitting(configs, x.element_size(), kwargs["SWIGLU"], kwargs["NORM"], shared_memory_limit(x.device))
+
+
 _launcher = None
 
 
@@ -138,6 +160,7 @@ def _get_launcher():  # type: ignore[no-untyped-def]
     if _launcher is None:
         _launcher = _gemv_kernel if _interpreting() else triton.autotune(
             configs=_configs(), key=["N", "K", "SWIGLU", "NORM", "ONE_ROW", "HAS_BIAS", "DOT"],
+            prune_configs_by={"early_config_prune": _prune},
             cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
         )(_gemv_kernel)
     return _launcher
@@ -179,7 +202,9 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, swiglu: bool = False,
         cfg = _configs()[0]
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
-        precompile("gemv", ("gemv", x.dtype, n, k, *kwargs.values()), launcher, launcher.configs, grid, args, kwargs)
+        precompile("gemv", ("gemv", x.dtype, n, k, *kwargs.values()), launcher,
+                   _fitting(launcher.configs, x.element_size(), swiglu, kwargs["NORM"], shared_memory_limit(x.device)),
+                   grid, args, kwargs)
     launcher[grid](*args, **kwargs)
     return y if norm is None else (y, h)
 

@@ -23,7 +23,7 @@ def harmonic_phase_offsets(seed: int, n_harmonics: int, device: torch.device | N
     """phi [H+1] float64: 0 for the fundamental, U(-pi, pi) for each overtone (fixed per session seed)."""
     u = hash_uniform(torch.arange(n_harmonics + 1, device=device, dtype=torch.int64) + (1 << 40), seed)
     phi = (u * 2.0 - 1.0) * math.pi
-    phi[0] = 0.0
+    phi[0].zero_()  # not `phi[0] = 0.0`: that copies a CPU scalar in, which a CUDA graph capture refuses
     return phi
 
 

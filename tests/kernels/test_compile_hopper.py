@@ -219,6 +219,27 @@ def test_gemv_candidates_compile_for_hopper() -> None:
             assert kernel.asm["sass"].count("STL") < 8, (cfg, fused)
 
 
+def test_pipelined_tiles_keep_to_an_h100s_shared_memory_in_fp32() -> None:
+    """fp32 (the GPU tests' dtype) doubles each pipeline stage: the GEMV's gate/up + residual + RMSNorm tile of 4
+    stages took 256 KB, past an H100's 227 KB, and Triton refused to launch it (H100 run4), as it would the flow's
+    64-row add + LayerNorm tile. Their stages come down to what fits (_compile_sm90 asserts shared memory)."""
+    from kernels import _flow_ops_triton as F
+    from kernels import _gemv_triton as V
+
+    fp32 = {n: "*fp32" for n in ("X", "W", "B", "Y", "R", "NW", "H")}
+    for swiglu, norm in ((True, 2), (False, 0)):
+        for cfg in V._fitting(V._configs(), 4, swiglu, norm, H100_SHARED_BYTES):
+            _compile_sm90(V._gemv_kernel, fp32, dict(HAS_BIAS=False, DOT="ieee", BLOCK_M=V.BLOCK_M, NORM_BLOCK=4096,
+                                                     SWIGLU=swiglu, NORM=norm, ONE_ROW=False, **cfg.kwargs),
+                          ("eps",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                          aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_rm", "PF_PER_ROW"))
+    tile = F.linear_tile(66048, 256, True, False, 4, H100_SHARED_BYTES)
+    _compile_sm90(F._linear_kernel, {n: "*fp32" for n in ("X", "W", "BIAS", "Y", "R", "LW", "LB", "H")},
+                  dict(HAS_BIAS=True, EPILOGUE=3, DOT="ieee", **tile.kwargs), ("eps",), num_warps=tile.num_warps,
+                  num_stages=tile.num_stages,
+                  aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_rm", "stride_hm"))
+
+
 def test_flow_op_kernels_compile_for_hopper() -> None:
     """The flow estimator's fused norms in bf16 as a streaming window launches them: GroupNorm + Mish with both
     convolution biases and the residual add (32 channels a group, a 4096-element tile in 16 warps), the residual add

@@ -96,7 +96,8 @@ def test_triton_gemv_with_the_rms_norm_before_it(triton_modules, dtype, rows, n,
     got, h = triton_modules.gemv.gemv_triton(x, w, b, swiglu, norm=(r, nw, 1e-5))
     want, want_h = G.rms_norm_gemv_ref(x, r, nw, 1e-5, w, b, swiglu)
     assert got.shape == (rows, n) and torch.equal(h, want_h)
-    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype] * 4)
+    # relative too: fp32 sums over K = 5000 reach ~15, where the order of the sum moves the last bits (4.2e-5, H100)
+    torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype] * 4)
 
 
 def test_triton_gemv_reads_strided_rows(triton_modules) -> None:  # type: ignore[no-untyped-def]

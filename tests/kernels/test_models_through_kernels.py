@@ -52,8 +52,9 @@ def test_step1_engine_through_the_kernels_matches_the_eager_reference(triton_mod
 
 @pytest.fixture(scope="module")
 def cosyvoice(triton_modules, tmp_path_factory) -> CosyVoiceModel:
+    # fp32 flow on CUDA too (bf16 is its default there): the tests compare kernels with torch, not dtypes
     return CosyVoiceModel.load(write_cosyvoice_folder(tmp_path_factory.mktemp("cv"), "tiny"),
-                               device=triton_modules.device)
+                               device=triton_modules.device, flow_dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
