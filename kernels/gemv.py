@@ -4,11 +4,12 @@ residual add and RMSNorm, optionally followed by SwiGLU's activation (an MLP's g
 At batch 1 a decode step streams every weight of the model once (TTS-3B: 7 GB, 2.35 ms at an H100's copy bandwidth;
 run3 measured 3.64 ms a step), so how close each matrix-vector product comes to the bandwidth is most of a step's
 time. A Triton kernel (kernels._gemv_triton, autotuned tiles) competes with cuBLAS: the first time a shape is met
-outside a CUDA-graph capture, both are timed on the device (triton.testing.do_bench, L2 flushed between runs, so
-weights that would fit in the 50 MB L2 are not timed from it) and the faster one serves that shape from then on.
-Each is timed right after an RMSNorm kernel, as it runs in a decode step, less that kernel's own time: on sm_90 our
-kernel starts during the one before it (kernels.launch) and asks L2 for its weights meanwhile, which a GEMV timed
-alone would not show.
+outside a CUDA-graph capture, both are timed as a CUDA graph replays them (kernels._timing: the decode step is a
+graph, so host launch costs, which dominate a Python-launched timing of a 10 us op, are left out; L2 flushed before
+each call, so weights that would fit in the 50 MB L2 are not timed from it) and the faster one serves that shape
+from then on. Each is timed right after an RMSNorm kernel, as it runs in a decode step, less that kernel's own time:
+on sm_90 our kernel starts during the one before it (kernels.launch) and asks L2 for its weights meanwhile, which a
+GEMV timed alone would not show.
 A capture uses the choice its warm-up run made; a shape first met inside a capture runs on cuBLAS; an engine without
 CUDA graphs (enforce_eager) times a shape when a step first needs it (tens of ms, once). The kernel serves
 only the shapes where it measured faster than cuBLAS on this device; its fused forms also save the norm's and the
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kernels._dispatch import triton_module
+from kernels._timing import graph_us
 from kernels.lm_ops import add_rms_norm, add_rms_norm_ref, rms_norm, rms_norm_ref, silu_and_mul, silu_and_mul_ref
 
 logger = logging.getLogger(__name__)
@@ -71,19 +73,17 @@ def _check(name: str, x: Tensor, w: Tensor, bias: Tensor | None, k_in: int) -> N
 
 
 def _time_both(key: tuple, x: Tensor, ours, theirs) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    from triton.testing import do_bench
-
     ours(), theirs()  # compiles and autotunes the kernel (and times what theirs() dispatches) outside the timing
     weight = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
 
     def before() -> None:  # the latency-bound kernel a decode step's GEMV follows (RMSNorm or attention)
         rms_norm(x, weight, 1e-6)
 
-    def us(fn) -> float:  # type: ignore[no-untyped-def]
-        return do_bench(fn, warmup=2, rep=10, return_mode="median") * 1e3
-
-    alone = us(before)
-    t = (us(lambda: (before(), ours())) - alone, us(lambda: (before(), theirs())) - alone)
+    try:
+        t = (graph_us(ours, before, x.device), graph_us(theirs, before, x.device))
+    except Exception:  # a capture refused (an op that synchronises, say): the library op is the safe choice
+        logger.exception("gemv %d x %d x %d: timing under a CUDA graph failed; cuBLAS serves it", *key[2:5])
+        return float("inf"), 0.0
     logger.info("gemv %d x %d x %d%s%s: Triton %.1f us, cuBLAS %.1f us -> %s", key[2], key[3], key[4],
                 " +bias" if key[5] else "", f" {key[6]}" if key[6] else "", *t, "Triton" if t[0] < t[1] else "cuBLAS")
     return t
