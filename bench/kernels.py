@@ -303,12 +303,18 @@ def flow_case(frames: int, dev: str, dtype: torch.dtype, iters: int) -> dict:
     h, h4, r = (torch.randn(rows, w, device=dev, dtype=dtype) for w in (dim, 4 * dim, dim))
     w_up, w_down = (torch.randn(a, b, device=dev, dtype=dtype) / b ** 0.5 for a, b in ((4 * dim, dim), (dim, 4 * dim)))
     b_up, b_down, lw, lb = (torch.randn(n, device=dev, dtype=dtype) for n in (4 * dim, dim, dim, dim))
+    w_out = torch.randn(dim, dim, device=dev, dtype=dtype) / dim ** 0.5
+    if dev == "cuda":
+        from kernels import _flow_ops_triton as TF
     ops = {
         "linear_gelu": lambda: KF.linear_gelu(h, w_up, b_up),
         "cublas_then_gelu": lambda: F.gelu(F.linear(h, w_up, b_up)),
-        "linear_add_layer_norm_k1024": lambda: KF.linear_add_layer_norm(h4, w_down, b_down, r, lw, lb, 1e-5),
-        "cublas_then_add_layer_norm_k1024": lambda: KF.add_layer_norm(F.linear(h4, w_down, b_down), r, lw, lb, 1e-5),
     }
+    for k, a, w in ((256, h, w_out), (1024, h4, w_down)):  # the kernel itself: the dispatcher picks by K
+        ops[f"linear_add_layer_norm_k{k}"] = lambda a=a, w=w: TF.linear_triton(a, w, b_down, residual=r,
+                                                                                 norm=(lw, lb, 1e-5))
+        ops[f"cublas_then_add_layer_norm_k{k}"] = lambda a=a, w=w: KF.add_layer_norm(F.linear(a, w, b_down), r, lw,
+                                                                                     lb, 1e-5)
     row: dict = {"case": f"flow_estimator_T{frames}", "frames": frames}
     with torch.inference_mode():
         row["max_abs_diff_fused_vs_eager"] = float((fused() - eager()).abs().max())

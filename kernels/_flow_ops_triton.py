@@ -19,6 +19,11 @@ _TILE = 4096  # elements of a GroupNorm tile (channels of a group x time steps)
 # The widest row linear_triton normalises in its epilogue: one program holds BLOCK_M whole rows of fp32 sums
 # (the estimator's 256: 32 rows x 256 in 4 warps is 64 registers a thread).
 MAX_NORM_WIDTH = 256
+# The longest K it takes the add + LayerNorm epilogue for: whole rows make every program stream all of W (N x K) from
+# L2, and at K = 1024 (the second feed-forward projection, 512 KB a program) that cost more than it saved: H100 run4,
+# 1032 rows under a CUDA graph, 12.6 us fused against 7.1 us for cuBLAS + the add_layer_norm kernel. K = 256 (the
+# attention output projection, 128 KB a program) keeps the epilogue (unmeasured alone; bench.kernels times both).
+MAX_NORM_K = 256
 _GELU = {"none": 1, "tanh": 2}  # linear_triton's EPILOGUE; 3 is the add + LayerNorm, 4 the add alone
 
 

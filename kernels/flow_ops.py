@@ -130,8 +130,9 @@ def linear_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor)
 def linear_add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor, ln_weight: Tensor,
                           ln_bias: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """(layer_norm(residual + x @ weight^T + bias), residual + x @ weight^T + bias) in one launch while the output
-    width N fits one tile (see linear_add_layer_norm_ref; wider: the product, then add_layer_norm). x [..., K],
-    weight [N, K], bias [N] or None, residual [..., N], ln_weight and ln_bias [N]."""
+    width N fits one tile and K is short (see linear_add_layer_norm_ref and _flow_ops_triton.MAX_NORM_K; else the
+    product, then add_layer_norm). x [..., K], weight [N, K], bias [N] or None, residual [..., N], ln_weight and
+    ln_bias [N]."""
     _check_linear("linear_add_layer_norm", x, weight, bias)
     _check_residual("linear_add_layer_norm", x, weight, residual)
     n = weight.shape[0]
@@ -140,7 +141,7 @@ def linear_add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, residu
                          f"got {tuple(ln_weight.shape)}, {tuple(ln_bias.shape)}")
     _check("linear_add_layer_norm", x, ln_weight, ln_bias)
     tri = _triton_for(x)
-    if tri is None or n > tri.MAX_NORM_WIDTH:
+    if tri is None or n > tri.MAX_NORM_WIDTH or (x.is_cuda and weight.shape[1] > tri.MAX_NORM_K):
         return add_layer_norm(F.linear(x, weight, bias), residual, ln_weight, ln_bias, eps)
     out, h = tri.linear_triton(x.reshape(-1, x.shape[-1]), weight, bias, residual=residual.reshape(-1, n),
                                norm=(ln_weight, ln_bias, eps))
