@@ -7,7 +7,8 @@ the reply text to the first audio chunk, and how many concurrent streams stay re
 Measured, in this order, on one device:
 * decoder: offline token2wav RTF for --tokens tokens; streamed RTF through StreamingDecoder (5-token pushes, the LM's
   pace); the first chunk's compute time (the push that completes its 25-token window). On CUDA twice, side by side:
-  the flow launched op by op, then replayed as CUDA graphs (speech_decoder.flow_graphs, what the server runs).
+  flow and vocoder launched op by op, then replayed as CUDA graphs (speech_decoder.flow_graphs and the HiFT
+  stream's VocoderGraphs, what the server runs).
 * concurrency (before the TTS-3B figures, which load a 7 GB model): N streams, 5 tokens (120 ms of speech) per
   stream per round; N stays real-time while a round takes less than the 120 ms of audio it adds per stream. Two
   ways side by side: round-robin with every flow window run alone, and N decoder threads whose windows a FlowBatcher
@@ -263,11 +264,11 @@ def main() -> None:
     def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
         a.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    if model.flow_graphs is not None:  # side by side: the flow launched op by op, then replayed as CUDA graphs
-        graphs, model.flow_graphs = model.flow_graphs, None
+    if model.flow_graphs is not None:  # side by side: flow and vocoder launched op by op, then replayed as graphs
+        graphs, model.flow_graphs, model.hift_graphs = (model.flow_graphs, model.hift_graphs), None, None
         result["decoder_eager"] = decoder_figures(model, prompt, tokens)
-        print(f"decoder, eager flow: {result['decoder_eager']}", flush=True)
-        model.flow_graphs = graphs
+        print(f"decoder, eager flow and vocoder: {result['decoder_eager']}", flush=True)
+        model.flow_graphs, model.hift_graphs = graphs
         warm_up(model, prompt)
     result["decoder"] = decoder_figures(model, prompt, tokens)
     result["flow_cuda_graphs"] = model.flow_graphs is not None
@@ -306,7 +307,7 @@ def main() -> None:
     print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
     if "decoder_eager" in result:
         e = result["decoder_eager"]
-        print(f"{'  the same with the flow eager (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
+        print(f"{'  the same launched op by op (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
               f"{e['streamed_rtf']:.4f}, offline RTF {e['offline_rtf']:.4f}")
     print(f"{'streams: round ms (budget 120)':<44}{'alone':>10}{'batched':>10}{'mean batch':>12}")
     for r in result["concurrency"]:

@@ -18,6 +18,7 @@ from speech_decoder.cosyvoice_frontend import CampPlus, prompt_mel
 from speech_decoder.flow.flow import MaskedDiffWithXvec
 from speech_decoder.flow_graphs import FlowGraphs
 from speech_decoder.hift.generator import HiFTGenerator, normalize_hift_state_dict
+from speech_decoder.hift.streaming import VocoderGraphs
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,11 @@ class CosyVoiceModel:
     """Flow + HiFT + CAM++ of one CosyVoice folder."""
 
     def __init__(self, cfg: CosyVoiceConfig, flow: MaskedDiffWithXvec, hift: HiFTGenerator,
-                 campplus: CampPlus | None, flow_graphs: FlowGraphs | None = None) -> None:
+                 campplus: CampPlus | None, flow_graphs: FlowGraphs | None = None,
+                 hift_graphs: VocoderGraphs | None = None) -> None:
         self.cfg, self.flow, self.hift, self.campplus = cfg, flow, hift, campplus
-        self.flow_graphs = flow_graphs  # streaming windows replay CUDA graphs through this (CUDA only)
+        # Streaming windows replay CUDA graphs through these (CUDA only): the flow's, and the vocoder's (HiFTStream)
+        self.flow_graphs, self.hift_graphs = flow_graphs, hift_graphs
         # The speech path's GPU work goes to a CUDA stream of its own, of the highest priority: the TTS LM keeps
         # decoding on the default stream while a flow window runs (the server streams both at once), and on one
         # stream their kernels would queue behind each other, the window waiting for every decode step submitted
@@ -75,7 +78,7 @@ class CosyVoiceModel:
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", flow_dtype: torch.dtype | None = None,
              cuda_graphs: bool = True) -> "CosyVoiceModel":
         """Load DIR/{cosyvoice.yaml, flow.pt, hift.pt, campplus.onnx}; flow in bf16 on CUDA (upstream), fp32 on CPU.
-        On CUDA, streaming flow windows run as CUDA graphs unless cuda_graphs is False."""
+        On CUDA, streaming flow and vocoder windows run as CUDA graphs unless cuda_graphs is False."""
         d = Path(folder)
         if not (d / "cosyvoice.yaml").is_file():
             raise CosyVoiceCheckpointError(f"missing {d / 'cosyvoice.yaml'}")
@@ -89,8 +92,9 @@ class CosyVoiceModel:
         _strict_load(hift, normalize_hift_state_dict(_load_state(d / "hift.pt")), "hift.pt")
         campplus = CampPlus(d / "campplus.onnx") if (d / "campplus.onnx").is_file() else None
         flow = flow.to(dev, dtype).eval()
-        graphs = FlowGraphs(flow) if dev.type == "cuda" and cuda_graphs else None
-        model = cls(cfg, flow, hift.to(dev).eval(), campplus, graphs)
+        graphed = dev.type == "cuda" and cuda_graphs
+        model = cls(cfg, flow, hift.to(dev).eval(), campplus, FlowGraphs(flow) if graphed else None,
+                    VocoderGraphs(dev) if graphed else None)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)  # the weights, copied on the default stream, before the speech stream reads
         return model

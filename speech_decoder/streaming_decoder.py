@@ -74,7 +74,8 @@ class StreamingDecoder:
         self._hop = self.config.first_chunk_tokens - self.config.overlap_tokens
         self._tail: torch.Tensor | None = None  # [80, X] overlap mel waiting for its cross-fade
         with model.on_stream():  # its state tensors are made and used on the speech stream
-            self._vocoder = HiFTStream(model.hift, seed, self.config.vocoder_context, self.config.vocoder_lookahead)
+            self._vocoder = HiFTStream(model.hift, seed, self.config.vocoder_context, self.config.vocoder_lookahead,
+                                       model.hift_graphs)
         self.finished = False
 
     @property
@@ -146,21 +147,47 @@ def steady_windows(flow_cfg: FlowConfig, config: StreamingDecoderConfig | None =
     return sorted(shapes)
 
 
+def vocoder_pushes(flow_cfg: FlowConfig, config: StreamingDecoderConfig | None = None) -> list[int]:
+    """Mel frames push() hands the vocoder, window by window, until the hop is at its maximum; then each frame count
+    a maximum hop can have (as steady_windows). Pushed in this order into a new HiFTStream they meet every length of
+    window a stream's non-final vocoder steps run."""
+    cfg = config or StreamingDecoderConfig()
+    pushes, steady = [], set()
+    start, hop = 0, cfg.first_chunk_tokens - cfg.overlap_tokens
+    for _ in range(300):
+        frames = flow_cfg.mel_frames(start + hop) - flow_cfg.mel_frames(start)
+        if hop < cfg.max_hop_tokens:
+            pushes.append(frames)
+        else:
+            steady.add(frames)
+        start, hop = start + hop, min(2 * hop, cfg.max_hop_tokens)
+    return pushes + sorted(steady)
+
+
 def warm_up(model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecoderConfig | None = None) -> int:
     """Runs every steady window shape (steady_windows) of this voice twice, so that a model with CUDA graphs has
     captured them (a shape is captured the second time it is seen) before the first reply needs its first chunk,
     and restricts graphs to those window lengths: finish()'s windows have arbitrary lengths, and capturing them while
-    serving would stall every session's flow for the capture. Returns the windows run; 0 for a model without
-    graphs."""
+    serving would stall every session's flow for the capture. The vocoder's window lengths likewise (two streams of
+    vocoder_pushes). Returns the flow windows run; 0 for a model without graphs."""
     graphs = model.flow_graphs
     if graphs is None:
         return 0
-    shapes = steady_windows(model.cfg.flow, config)
+    cfg = config or StreamingDecoderConfig()
+    shapes = steady_windows(model.cfg.flow, cfg)
     graphs.window_tokens = frozenset(n for n, _ in shapes)
     for n, frames in shapes:
         job = FlowJob(model, torch.zeros(n, dtype=torch.int64), prompt, frames, 0, 0)
         for _ in range(2):
             run_flow_jobs([job])
+    vocoder = model.hift_graphs
+    if vocoder is not None:
+        with model.on_stream():
+            for _ in range(2):
+                stream = HiFTStream(model.hift, 0, cfg.vocoder_context, cfg.vocoder_lookahead, vocoder)
+                for frames in vocoder_pushes(model.cfg.flow, cfg):
+                    stream.push_mel(torch.full((model.cfg.hift.in_channels, frames), -5.0, device=model.device))
+        vocoder.window_lengths = frozenset(length for _, length in vocoder.keys())
     return 2 * len(shapes)
 
 

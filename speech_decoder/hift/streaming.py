@@ -12,21 +12,45 @@ Timeline, in mel frames: |--- emitted ---|e .......... M-lookahead|.. lookahead 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from speech_decoder.hift.generator import HiFTGenerator
+from speech_decoder.shape_graphs import ShapeGraphs
 
 F0_EDGE = 5  # ConvRNNF0Predictor: five k=3 convs -> f0 is exact 5 frames away from a window edge
+
+
+class VocoderGraphs(ShapeGraphs):
+    """HiFTStream's CUDA graphs: the f0 predictor's and the decoder's, one per window length. A stream's windows
+    come in few lengths (context + lookahead + the frames of one of the streaming decoder's hops), the same for
+    every utterance; the last ones of an utterance are arbitrary and run eagerly (a final step always does; once
+    `window_lengths` is set, by streaming_decoder.warm_up, so does every length outside it: capturing while serving
+    would stall every session's vocoder)."""
+
+    def __init__(self, device: torch.device, max_graphs: int = 64) -> None:
+        super().__init__(device, "HiFT window", max_graphs)
+        self.window_lengths: frozenset[int] | None = None  # mel frames worth a graph (None: all)
+
+    def run(self, stage: str, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+            final: bool) -> torch.Tensor:
+        """fn(*inputs) for a window of inputs[0].size(-1) mel frames, replayed where it has a graph."""
+        length = inputs[0].size(-1)
+        capture = not final and (self.window_lengths is None or length in self.window_lengths)
+        return self((stage, length), fn, inputs, lambda: fn(*inputs), capture)
 
 
 class HiFTStream:
     """Per-session vocoder state: push final mel frames, get the audio that can no longer change."""
 
-    def __init__(self, hift: HiFTGenerator, seed: int = 0, context: int = 16, lookahead: int = 16) -> None:
+    def __init__(self, hift: HiFTGenerator, seed: int = 0, context: int = 16, lookahead: int = 16,
+                 graphs: VocoderGraphs | None = None) -> None:
+        """`graphs` (CUDA): the f0 predictor and the decoder replay CUDA graphs (VocoderGraphs)."""
         if context < F0_EDGE or lookahead < 2 * F0_EDGE:
             raise ValueError("context must be >= 5 and lookahead >= 10 mel frames")
-        self.hift, self.seed, self.context, self.lookahead = hift, seed, context, lookahead
+        self.hift, self.seed, self.context, self.lookahead, self.graphs = hift, seed, context, lookahead, graphs
         self.spf = hift.cfg.samples_per_frame
         dev = next(hift.parameters()).device
         self._mel = torch.zeros(1, hift.cfg.in_channels, 0, device=dev)  # frames [mel_start, total)
@@ -63,7 +87,7 @@ class HiFTStream:
             return np.zeros(0, dtype=np.float32)
         w0 = max(0, self.emitted_frames - self.context)
         mel = self._mel[:, :, w0 - self._mel_start:]
-        f0 = self.hift.predict_f0(mel)[0]  # [total - w0]
+        f0 = self._run("f0", self.hift.predict_f0, (mel,), final)[0]  # [total - w0]
         exact_end = total if final else total - F0_EDGE
         if exact_end > self._src_end:  # extend the exact source from exact f0 only
             lo = self._src_end - w0
@@ -78,11 +102,15 @@ class HiFTStream:
             tail, _ = self.hift.make_source(f0[self._src_end - w0:], self._cycles, self._src_end * self.spf,
                                             self.seed)
             source = torch.cat([source, tail])
-        audio = self.hift.decode(mel, source[None])[0]
+        audio = self._run("decode", self.hift.decode, (mel, source[None]), final)[0]
         out = audio[(self.emitted_frames - w0) * self.spf: (end - w0) * self.spf]
         self.emitted_frames = end
         self._trim()
         return out.cpu().numpy().astype(np.float32)
+
+    def _run(self, stage: str, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+             final: bool) -> torch.Tensor:
+        return fn(*inputs) if self.graphs is None else self.graphs.run(stage, fn, inputs, final)
 
     def _trim(self) -> None:
         keep_from = max(0, self.emitted_frames - self.context)

@@ -16,7 +16,7 @@ from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.flow.flow import window_noise
 from speech_decoder.flow_graphs import FlowGraphs, row_bucket
-from speech_decoder.streaming_decoder import StreamingDecoder, steady_windows, warm_up
+from speech_decoder.streaming_decoder import StreamingDecoder, steady_windows, vocoder_pushes, warm_up
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
@@ -119,19 +119,24 @@ def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) ->
     def decode() -> np.ndarray:
         return _decode_in_pushes_of_5(model, prompt, tokens)
 
-    graphs, model.flow_graphs = model.flow_graphs, None
+    (graphs, hift_graphs), model.flow_graphs, model.hift_graphs = (model.flow_graphs, model.hift_graphs), None, None
     try:
         eager = decode()
     finally:
-        model.flow_graphs = graphs
-    assert graphs is not None
+        model.flow_graphs, model.hift_graphs = graphs, hift_graphs
+    assert graphs is not None and hift_graphs is not None
     shapes = steady_windows(model.cfg.flow)
     assert warm_up(model, prompt) == 2 * len(shapes)  # 25, 40, 70 and both 110-token shapes, twice
     captured, replays = graphs.captures, graphs.replays
+    vocoder_captured, vocoder_replays = hift_graphs.captures, hift_graphs.replays
+    assert vocoder_captured == 2 * len(hift_graphs.window_lengths)  # f0 and decoder, each window length
+    assert len(hift_graphs.window_lengths) == len(vocoder_pushes(model.cfg.flow))  # one length each push
     for _ in range(2):  # the second utterance would capture whatever the first met for the second time
         got = decode()
     assert graphs.captures == captured  # every steady window shape was ready; final windows stay eager
     assert graphs.replays - replays == 2 * 8  # windows 25, 40, 70, then five of 110 tokens, per utterance
+    assert hift_graphs.captures == vocoder_captured  # the vocoder's steady lengths too
+    assert hift_graphs.replays - vocoder_replays == 2 * 2 * 8  # f0 + decoder for each window's vocoder step
     assert got.shape == eager.shape
     assert float(np.linalg.norm(got - eager) / np.linalg.norm(eager)) < 1e-2
 

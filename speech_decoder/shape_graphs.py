@@ -1,0 +1,123 @@
+"""CUDA graphs of one computation per input shape, for the speech path's launch-bound steps (flow windows,
+HiFT windows): `graphs(key, fn, inputs, eager)` replays fn(*inputs) from the graph captured for `key`.
+
+Launched op by op from Python each small op costs host time whatever its size: a first flow window is ~18,500 ops
+and a HiFT window a few hundred, and H100 run4 measured one second of HiFT at 11-13 ms launched and 2.0 ms replayed.
+A graph is fixed to its shapes, so each key (the caller's shape description) has its own. A key is captured the
+second time it is seen, not the first (one-off shapes stay eager), where the caller allows it, and at most
+`max_graphs` are kept (LRU). A capture that fails turns graphs off for good: everything then runs eagerly.
+
+All graphs of one ShapeGraphs share a memory pool; a graph's output is valid only until the next replay of any of
+them, so the output is copied out under the lock that also serialises replays and captures.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import torch
+
+from kernels.launch import pdl_off_after_failed_capture
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    inputs: tuple[torch.Tensor, ...]  # static copies the replays read
+    output: torch.Tensor
+
+
+class ShapeGraphs:
+    """Captured graphs by key, for one CUDA device."""
+
+    def __init__(self, device: torch.device, name: str, max_graphs: int = 64) -> None:
+        if device.type != "cuda":
+            raise ValueError(f"{name} graphs need a CUDA device, not {device}")
+        self.device, self.name, self.max_graphs = device, name, max_graphs
+        self.captures = 0
+        self.replays = 0
+        self.failed = False
+        self._graphs: OrderedDict[Hashable, _Captured] = OrderedDict()
+        self._seen: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly
+        self._pool: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def __call__(self, key: Hashable, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+                 eager: Callable[[], torch.Tensor], capture: bool = True) -> torch.Tensor:
+        """fn(*inputs) replayed from key's graph (a copy of its output), captured now if `capture` allows it and
+        the key was seen before; else eager(), which computes the same (without padding, say)."""
+        with self._lock:
+            captured = self._graphs.get(key)
+            if captured is None and capture and not self.failed and self._seen_before(key):
+                captured = self._capture_or_none(key, fn, inputs)
+            if captured is None:
+                return eager()
+            self._graphs.move_to_end(key)
+            for static, x in zip(captured.inputs, inputs):
+                static.copy_(x)
+            captured.graph.replay()
+            self.replays += 1
+            return captured.output.clone()
+
+    def keys(self) -> list[Hashable]:
+        """The keys that have a graph, least recently replayed first."""
+        with self._lock:
+            return list(self._graphs)
+
+    def _seen_before(self, key: Hashable) -> bool:
+        if key in self._seen:
+            del self._seen[key]
+            return True
+        self._seen[key] = None
+        while len(self._seen) > 4 * self.max_graphs:
+            self._seen.popitem(last=False)
+        return False
+
+    def _capture_or_none(self, key: Hashable, fn: Callable[..., torch.Tensor],
+                         inputs: tuple[torch.Tensor, ...]) -> _Captured | None:
+        try:
+            try:
+                return self._capture(key, fn, inputs)
+            except Exception:
+                if not pdl_off_after_failed_capture(self.device):
+                    raise
+                logger.exception("capturing a %s graph failed with programmatic dependent launch; again without",
+                                 self.name)
+                return self._capture(key, fn, inputs)
+        except Exception:  # out of memory, an op that cannot be captured, ...
+            logger.exception("capturing a %s graph failed; it runs eagerly from now on", self.name)
+            self.failed = True
+            self._graphs.clear()
+            return None
+
+    def _capture(self, key: Hashable, fn: Callable[..., torch.Tensor],
+                 inputs: tuple[torch.Tensor, ...]) -> _Captured:
+        static = tuple(x.clone() for x in inputs)
+        # One run outside the capture, on a side stream, as CUDA graphs require: cuBLAS / cuDNN set up lazily.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            fn(*static)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the LM engine keeps launching (and syncing) on its own thread while this one captures.
+        with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool,
+                                                              capture_error_mode="thread_local"):
+            output = fn(*static)
+        captured = _Captured(graph, static, output)
+        self._graphs[key] = captured
+        self.captures += 1
+        while len(self._graphs) > self.max_graphs:
+            self._graphs.popitem(last=False)
+        return captured
+
+
+__all__ = ["ShapeGraphs"]
