@@ -16,6 +16,7 @@ from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel, SpeakerPrompt
 from speech_decoder.flow.flow import window_noise
 from speech_decoder.flow_graphs import FlowGraphs, row_bucket
+from speech_decoder.hift.streaming import HiFTStream, VocoderGraphs
 from speech_decoder.streaming_decoder import StreamingDecoder, steady_windows, vocoder_pushes, warm_up
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -174,3 +175,25 @@ def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(mod
         model.stream = stream
     assert own.shape == default.shape
     assert float(np.linalg.norm(own - default) / np.linalg.norm(default)) < 1e-4
+
+
+@cuda
+def test_vocoder_windows_replayed_equal_the_eager_vocoder(model: CosyVoiceModel) -> None:
+    """HiFT windows through VocoderGraphs give the eager vocoder's audio: steady window lengths are captured on
+    their second sight and replayed, the final step never captured."""
+    graphs = VocoderGraphs(model.device)
+    mel = (torch.randn(80, 200, generator=torch.Generator().manual_seed(3)) - 5).cuda()
+
+    def vocode(g: VocoderGraphs | None) -> np.ndarray:
+        stream = HiFTStream(model.hift, seed=2, graphs=g)
+        with model.on_stream():
+            parts = [stream.push_mel(mel[:, i:i + 40]) for i in range(0, 200, 40)] + [stream.finish()]
+        return np.concatenate(parts)
+
+    eager = vocode(None)
+    for _ in range(2):
+        got = vocode(graphs)
+        assert got.shape == eager.shape
+        assert float(np.linalg.norm(got - eager) / np.linalg.norm(eager)) < 1e-4
+    assert graphs.captures >= 2 and graphs.replays >= 2 * graphs.captures
+    assert all(stage in ("f0", "decode") for stage, _ in graphs.keys())
