@@ -7,7 +7,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all)
 #
 # A lent machine gives a session 15 minutes of device time in all (its start, ~1-2 min, included) and 600 s per
-# command. Run it as two calls, the figures first (run3 on an H100: 5 + 181 + 95 + 160 s, three steps cut off):
+# command. Run it as two calls, the figures first (run4 on an H100: 6 + 90 + 79 + 86 s; the tests 124-162 s):
 #   OUT=$OUT bash bench/gpu_suite.sh info kernels engine tts report     (<= 575 s: timeout_s 590)
 #   OUT=$OUT bash bench/gpu_suite.sh tests                              (<= 240 s: timeout_s 250)
 # then, on any machine (it only reads JSON), `python -m bench.report DIR` if the first call's report step was cut off.
