@@ -22,7 +22,10 @@ FLUSH_BYTES = 256 << 20  # past an H100's 50 MB and an H200's 60 MB of L2
 def _replay_ms(body: Callable[[], object], replays: int) -> float:
     """Median ms of one replay of `body` captured as a CUDA graph (captured on a side stream after one run outside
     the capture, which sets libraries up)."""
-    side = torch.cuda.Stream()
+    # A high-priority stream: never the default capture stream (a low-priority one from the same pool), on which
+    # the engines and the speech path capture the graphs they keep. This graph is destroyed on return, and
+    # destroying a graph frees the cuBLAS workspaces of the stream it was captured on (pytorch/pytorch#193402).
+    side = torch.cuda.Stream(priority=-1)
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         body()

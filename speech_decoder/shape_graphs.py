@@ -4,8 +4,11 @@ HiFT windows): `graphs(key, fn, inputs, eager)` replays fn(*inputs) from the gra
 Launched op by op from Python each small op costs host time whatever its size: a first flow window is ~18,500 ops
 and a HiFT window a few hundred, and H100 run4 measured one second of HiFT at 11-13 ms launched and 2.0 ms replayed.
 A graph is fixed to its shapes, so each key (the caller's shape description) has its own. A key is captured the
-second time it is seen, not the first (one-off shapes stay eager), where the caller allows it, and at most
-`max_graphs` are kept (LRU). A capture that fails turns graphs off for good: everything then runs eagerly.
+second time it is seen, not the first (one-off shapes stay eager), where the caller allows it, up to `max_graphs`
+keys; later keys run eagerly. A capture that fails turns graphs off for good: everything then runs eagerly.
+No graph is destroyed while the process serves: PyTorch keys cuBLAS workspaces by capture stream and frees a
+stream's workspaces when any graph captured on it is reset (pytorch/pytorch#193402), while every other graph
+captured on that stream (all of ours and the LM engines' use the default capture stream) keeps the freed address.
 
 All graphs of one ShapeGraphs share a memory pool; a graph's output is valid only until the next replay of any of
 them, so the output is copied out under the lock that also serialises replays and captures.
@@ -42,7 +45,7 @@ class ShapeGraphs:
         self.captures = 0
         self.replays = 0
         self.failed = False
-        self._graphs: OrderedDict[Hashable, _Captured] = OrderedDict()
+        self._graphs: dict[Hashable, _Captured] = {}
         self._seen: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly
         self._pool: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -53,12 +56,12 @@ class ShapeGraphs:
         """fn(*inputs) replayed from key's graph (a copy of its output), captured now if `capture` allows it and
         the key was seen before; else eager(), which computes the same (without padding, say)."""
         with self._lock:
-            captured = self._graphs.get(key)
-            if captured is None and capture and not self.failed and self._seen_before(key):
+            captured = None if self.failed else self._graphs.get(key)
+            if (captured is None and capture and not self.failed and len(self._graphs) < self.max_graphs
+                    and self._seen_before(key)):
                 captured = self._capture_or_none(key, fn, inputs)
             if captured is None:
                 return eager()
-            self._graphs.move_to_end(key)
             for static, x in zip(captured.inputs, inputs):
                 static.copy_(x)
             captured.graph.replay()
@@ -66,7 +69,7 @@ class ShapeGraphs:
             return captured.output.clone()
 
     def keys(self) -> list[Hashable]:
-        """The keys that have a graph, least recently replayed first."""
+        """The keys that have a graph, in the order they were captured."""
         with self._lock:
             return list(self._graphs)
 
@@ -92,8 +95,7 @@ class ShapeGraphs:
                 return self._capture(key, fn, inputs)
         except Exception:  # out of memory, an op that cannot be captured, ...
             logger.exception("capturing a %s graph failed; it runs eagerly from now on", self.name)
-            self.failed = True
-            self._graphs.clear()
+            self.failed = True  # the graphs captured so far stay referenced, unused (module docstring)
             return None
 
     def _capture(self, key: Hashable, fn: Callable[..., torch.Tensor],
@@ -115,8 +117,6 @@ class ShapeGraphs:
         captured = _Captured(graph, static, output)
         self._graphs[key] = captured
         self.captures += 1
-        while len(self._graphs) > self.max_graphs:
-            self._graphs.popitem(last=False)
         return captured
 
 
