@@ -24,7 +24,7 @@ def _replay_ms(body: Callable[[], object], replays: int) -> float:
     the capture, which sets libraries up)."""
     # A high-priority stream: never the default capture stream (a low-priority one from the same pool), on which
     # the engines and the speech path capture the graphs they keep. This graph is destroyed on return, and
-    # destroying a graph frees the cuBLAS workspaces of the stream it was captured on (pytorch/pytorch#193402).
+    # destroying a graph can free the cuBLAS workspaces of the stream it was captured on (pytorch/pytorch#193402).
     side = torch.cuda.Stream(priority=-1)
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

@@ -6,9 +6,10 @@ and a HiFT window a few hundred, and H100 run4 measured one second of HiFT at 11
 A graph is fixed to its shapes, so each key (the caller's shape description) has its own. A key is captured the
 second time it is seen, not the first (one-off shapes stay eager), where the caller allows it, up to `max_graphs`
 keys; later keys run eagerly. A capture that fails turns graphs off for good: everything then runs eagerly.
-No graph is destroyed while the process serves: PyTorch keys cuBLAS workspaces by capture stream and frees a
-stream's workspaces when any graph captured on it is reset (pytorch/pytorch#193402), while every other graph
-captured on that stream (all of ours and the LM engines' use the default capture stream) keeps the freed address.
+No graph is destroyed while the process serves: PyTorch keys cuBLAS workspaces by capture stream, and versions
+with pytorch/pytorch#175276 free a stream's workspaces when any graph captured on it is reset, while every other
+graph captured on that stream keeps the freed address (reported as pytorch/pytorch#193402). All of ours and the
+LM engines' graphs are captured on the default capture stream.
 
 All graphs of one ShapeGraphs share a memory pool; a graph's output is valid only until the next replay of any of
 them, so the output is copied out under the lock that also serialises replays and captures.
