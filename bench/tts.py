@@ -272,6 +272,9 @@ def main() -> None:
         warm_up(model, prompt)
     result["decoder"] = decoder_figures(model, prompt, tokens)
     result["flow_cuda_graphs"] = model.flow_graphs is not None
+    # what the graphs did for the decoder figures (a replay count of 0 would mean a path ran eagerly)
+    result["graphs"] = {name: {"captures": g.captures, "replays": g.replays, "failed": g.failed}
+                        for name, g in (("flow", model.flow_graphs), ("vocoder", model.hift_graphs)) if g is not None}
     print(f"decoder: {result['decoder']}", flush=True)
     save()
 
