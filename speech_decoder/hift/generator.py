@@ -147,13 +147,14 @@ class HiFTGenerator(nn.Module):
         return self.f0_predictor(mel.float())
 
     def make_source(self, f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, seed: int,
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """f0 [L] Hz per frame -> source [L * samples_per_frame] and the phase state after it."""
+                    phase_offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 [L] Hz per frame -> source [L * samples_per_frame] and the phase state after it (see nsf_source)."""
         c = self.cfg
         return nsf_source(f0, start_cycles, first_sample, seed=seed, sampling_rate=c.sampling_rate,
                           upsample=c.samples_per_frame, n_harmonics=c.nb_harmonics, sine_amp=c.nsf_alpha,
                           noise_std=c.nsf_sigma, voiced_threshold=c.nsf_voiced_threshold,
-                          merge_weight=self.m_source.l_linear.weight[0], merge_bias=self.m_source.l_linear.bias)
+                          merge_weight=self.m_source.l_linear.weight[0], merge_bias=self.m_source.l_linear.bias,
+                          phase_offsets=phase_offsets)
 
     def decode(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """mel [B, 80, L] + source [B, L * spf] -> audio [B, L * spf] (float32).

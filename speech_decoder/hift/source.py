@@ -29,7 +29,8 @@ def harmonic_phase_offsets(seed: int, n_harmonics: int, device: torch.device | N
 
 def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, *, seed: int, sampling_rate: int,
                upsample: int, n_harmonics: int, sine_amp: float, noise_std: float, voiced_threshold: float,
-               merge_weight: torch.Tensor, merge_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               merge_weight: torch.Tensor, merge_bias: torch.Tensor,
+               phase_offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The NSF source of one stretch of frames, through kernels.vocoder.sine_source (fused on CUDA).
 
     Args:
@@ -37,6 +38,8 @@ def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, 
         start_cycles: [H+1] float64 fractional cycles accumulated before this stretch (zeros at utterance start).
         first_sample: absolute index of the stretch's first sample in the utterance (indexes the noise).
         merge_weight [H+1], merge_bias [1]: SourceModuleHnNSF's l_linear (then tanh).
+        phase_offsets: harmonic_phase_offsets(seed, n_harmonics), when the caller keeps it (a stream's windows
+            share it; computing it is ~17 small ops).
     Returns:
         source [T * upsample] float32 and the cycles after the stretch [H+1] float64 (pass to the next call).
     """
@@ -46,8 +49,9 @@ def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, 
     noise = hashed_normal(seed, samples[None, :] * nh + torch.arange(nh, device=dev)[:, None])  # [H+1, n]
     mult = torch.arange(1, nh + 1, device=dev, dtype=torch.float64)
     # sin is 2 pi periodic: the cycles so far enter as a phase offset, the kernel's running sum starts at zero.
-    phase = torch.remainder(harmonic_phase_offsets(seed, n_harmonics, dev) + 2.0 * math.pi * start_cycles,
-                            2.0 * math.pi)
+    if phase_offsets is None:
+        phase_offsets = harmonic_phase_offsets(seed, n_harmonics, dev)
+    phase = torch.remainder(phase_offsets + 2.0 * math.pi * start_cycles, 2.0 * math.pi)
     source = KV.sine_source(f0[None].float(), noise[None], phase[None], upsample=upsample,
                             sampling_rate=float(sampling_rate), sine_amp=sine_amp, noise_std=noise_std,
                             voiced_threshold=voiced_threshold, merge_weight=merge_weight, merge_bias=merge_bias)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from speech_decoder.hift.generator import HiFTGenerator
+from speech_decoder.hift.source import harmonic_phase_offsets
 from speech_decoder.shape_graphs import ShapeGraphs
 
 F0_EDGE = 5  # ConvRNNF0Predictor: five k=3 convs -> f0 is exact 5 frames away from a window edge
@@ -58,6 +59,7 @@ class HiFTStream:
         self._source = torch.zeros(0, device=dev)  # exact source for frames [src_start, src_end)
         self._src_start = self._src_end = 0
         self._cycles = torch.zeros(hift.cfg.nb_harmonics + 1, dtype=torch.float64, device=dev)
+        self._phase_offsets = harmonic_phase_offsets(seed, hift.cfg.nb_harmonics, dev)  # fixed per stream
         self.emitted_frames = 0
         self.finished = False
 
@@ -94,13 +96,13 @@ class HiFTStream:
             if w0 > 0 and lo < F0_EDGE:
                 raise RuntimeError("HiFTStream: source cache fell behind the window")
             src, self._cycles = self.hift.make_source(f0[lo: exact_end - w0], self._cycles,
-                                                      self._src_end * self.spf, self.seed)
+                                                      self._src_end * self.spf, self.seed, self._phase_offsets)
             self._source = torch.cat([self._source, src])
             self._src_end = exact_end
         source = self._source[(w0 - self._src_start) * self.spf:]
         if self._src_end < total:  # provisional tail: only feeds outputs inside the lookahead, never emitted
             tail, _ = self.hift.make_source(f0[self._src_end - w0:], self._cycles, self._src_end * self.spf,
-                                            self.seed)
+                                            self.seed, self._phase_offsets)
             source = torch.cat([source, tail])
         audio = self._run("decode", self.hift.decode, (mel, source[None]), final)[0]
         out = audio[(self.emitted_frames - w0) * self.spf: (end - w0) * self.spf]
