@@ -11,7 +11,7 @@ from torch import nn
 
 from speech_decoder.cosyvoice_config import CFMConfig
 from speech_decoder.cosyvoice_model import SpeakerPrompt
-from speech_decoder.cosyvoice_noise import cfm_noise
+from speech_decoder.cosyvoice_noise import cfm_noise, hash_uniform, hashed_normal
 from speech_decoder.flow.encoder import rel_position_embedding, rel_shift
 from speech_decoder.flow.flow import ConditionalCFM
 
@@ -60,6 +60,14 @@ def test_cfm_noise_is_indexed_by_absolute_frame() -> None:
     assert torch.equal(whole, parts)
     assert abs(whole.mean().item()) < 0.05 and abs(whole.std().item() - 1) < 0.05
     assert not torch.equal(cfm_noise(4, 0, 10, 80), cfm_noise(3, 0, 10, 80))
+
+
+def test_hashed_normal_is_box_muller_over_the_even_and_odd_hash_streams() -> None:
+    """The noise's definition (what every seed's audio depends on): u1 from stream 2i, u2 from stream 2i + 1."""
+    idx = torch.arange(-3000, 9000, dtype=torch.int64).reshape(3, -1)
+    u1, u2 = hash_uniform(idx * 2, 11), hash_uniform(idx * 2 + 1, 11)
+    want = (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).float()
+    assert torch.equal(hashed_normal(11, idx), want)
 
 
 @pytest.mark.parametrize("n_tokens", [5, 41, 125])
