@@ -10,7 +10,7 @@ import math
 import torch
 
 
-def hash_uniform(idx: torch.Tensor, seed: int) -> torch.Tensor:
+def hash_uniform(idx: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:
     """Counter-based uniform (0, 1) from int64 indices (splitmix64 finaliser, 2^-24 resolution).
 
     Noise indexed by absolute position rather than drawn from a stateful generator, so any chunking of a sequence
@@ -24,7 +24,7 @@ def hash_uniform(idx: torch.Tensor, seed: int) -> torch.Tensor:
     return ((x & 0xFFFFFF).double() + 0.5) / float(1 << 24)
 
 
-def hashed_normal(seed: int, index: torch.Tensor) -> torch.Tensor:
+def hashed_normal(seed: int | torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Standard normal values (float32) for int64 `index` (any shape), Box-Muller over two hashed streams."""
     # streams 2i and 2i + 1 hashed in one pass (half the launches of two passes, the same values)
     u = hash_uniform(index[..., None] * 2 + torch.arange(2, device=index.device), seed)

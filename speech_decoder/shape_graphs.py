@@ -29,11 +29,14 @@ from kernels.launch import pdl_off_after_failed_capture
 logger = logging.getLogger(__name__)
 
 
+Output = torch.Tensor | tuple[torch.Tensor, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _Captured:
     graph: torch.cuda.CUDAGraph
     inputs: tuple[torch.Tensor, ...]  # static copies the replays read
-    output: torch.Tensor
+    output: Output
 
 
 class ShapeGraphs:
@@ -52,10 +55,12 @@ class ShapeGraphs:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def __call__(self, key: Hashable, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
-                 eager: Callable[[], torch.Tensor], capture: bool = True) -> torch.Tensor:
-        """fn(*inputs) replayed from key's graph (a copy of its output), captured now if `capture` allows it and
-        the key was seen before; else eager(), which computes the same (without padding, say)."""
+    def __call__(self, key: Hashable, fn: Callable[..., Output], inputs: tuple[torch.Tensor, ...],
+                 eager: Callable[[], Output], capture: bool = True) -> Output:
+        """fn(*inputs) replayed from key's graph (a copy of its output tensor or tensors), captured now if
+        `capture` allows it and the key was seen before; else eager(), which computes the same (without padding,
+        say). Whatever varies between calls of one key must be in `inputs` (device tensors): anything else fn
+        reads is fixed in the graph when it is captured."""
         with self._lock:
             captured = None if self.failed else self._graphs.get(key)
             if (captured is None and capture and not self.failed and len(self._graphs) < self.max_graphs
@@ -67,7 +72,8 @@ class ShapeGraphs:
                 static.copy_(x)
             captured.graph.replay()
             self.replays += 1
-            return captured.output.clone()
+            out = captured.output
+            return out.clone() if isinstance(out, torch.Tensor) else tuple(t.clone() for t in out)
 
     def keys(self) -> list[Hashable]:
         """The keys that have a graph, in the order they were captured."""
@@ -83,7 +89,7 @@ class ShapeGraphs:
             self._seen.popitem(last=False)
         return False
 
-    def _capture_or_none(self, key: Hashable, fn: Callable[..., torch.Tensor],
+    def _capture_or_none(self, key: Hashable, fn: Callable[..., Output],
                          inputs: tuple[torch.Tensor, ...]) -> _Captured | None:
         try:
             try:
@@ -99,7 +105,7 @@ class ShapeGraphs:
             self.failed = True  # the graphs captured so far stay referenced, unused (module docstring)
             return None
 
-    def _capture(self, key: Hashable, fn: Callable[..., torch.Tensor],
+    def _capture(self, key: Hashable, fn: Callable[..., Output],
                  inputs: tuple[torch.Tensor, ...]) -> _Captured:
         static = tuple(x.clone() for x in inputs)
         # One run outside the capture, on a side stream, as CUDA graphs require: cuBLAS / cuDNN set up lazily.

@@ -187,7 +187,7 @@ def warm_up(model: CosyVoiceModel, prompt: SpeakerPrompt, config: StreamingDecod
                 stream = HiFTStream(model.hift, 0, cfg.vocoder_context, cfg.vocoder_lookahead, vocoder)
                 for frames in vocoder_pushes(model.cfg.flow, cfg):
                     stream.push_mel(torch.full((model.cfg.hift.in_channels, frames), -5.0, device=model.device))
-        vocoder.window_lengths = frozenset(length for _, length in vocoder.keys())
+        vocoder.window_lengths = frozenset(shape[0] for shape in vocoder.keys())
     return 2 * len(shapes)
 
 

@@ -146,8 +146,9 @@ class HiFTGenerator(nn.Module):
     def predict_f0(self, mel: torch.Tensor) -> torch.Tensor:
         return self.f0_predictor(mel.float())
 
-    def make_source(self, f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, seed: int,
-                    phase_offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_source(self, f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int | torch.Tensor,
+                    seed: int | torch.Tensor, phase_offsets: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """f0 [L] Hz per frame -> source [L * samples_per_frame] and the phase state after it (see nsf_source)."""
         c = self.cfg
         return nsf_source(f0, start_cycles, first_sample, seed=seed, sampling_rate=c.sampling_rate,

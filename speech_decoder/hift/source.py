@@ -27,7 +27,8 @@ def harmonic_phase_offsets(seed: int, n_harmonics: int, device: torch.device | N
     return phi
 
 
-def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, *, seed: int, sampling_rate: int,
+def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int | torch.Tensor, *,
+               seed: int | torch.Tensor, sampling_rate: int,
                upsample: int, n_harmonics: int, sine_amp: float, noise_std: float, voiced_threshold: float,
                merge_weight: torch.Tensor, merge_bias: torch.Tensor,
                phase_offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +38,7 @@ def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, 
         f0: [T] Hz per mel frame (repeated `upsample` times per sample, as nn.Upsample(nearest)).
         start_cycles: [H+1] float64 fractional cycles accumulated before this stretch (zeros at utterance start).
         first_sample: absolute index of the stretch's first sample in the utterance (indexes the noise).
+        first_sample and seed may be int64 device scalars (a CUDA graph then reads them at replay).
         merge_weight [H+1], merge_bias [1]: SourceModuleHnNSF's l_linear (then tanh).
         phase_offsets: harmonic_phase_offsets(seed, n_harmonics), when the caller keeps it (a stream's windows
             share it; computing it is ~17 small ops).
@@ -45,7 +47,7 @@ def nsf_source(f0: torch.Tensor, start_cycles: torch.Tensor, first_sample: int, 
     """
     nh = n_harmonics + 1
     dev = f0.device
-    samples = torch.arange(first_sample, first_sample + f0.numel() * upsample, device=dev, dtype=torch.int64)
+    samples = torch.arange(f0.numel() * upsample, device=dev, dtype=torch.int64) + first_sample
     noise = hashed_normal(seed, samples[None, :] * nh + torch.arange(nh, device=dev)[:, None])  # [H+1, n]
     mult = torch.arange(1, nh + 1, device=dev, dtype=torch.float64)
     # sin is 2 pi periodic: the cycles so far enter as a phase offset, the kernel's running sum starts at zero.

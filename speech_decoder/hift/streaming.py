@@ -25,22 +25,22 @@ F0_EDGE = 5  # ConvRNNF0Predictor: five k=3 convs -> f0 is exact 5 frames away f
 
 
 class VocoderGraphs(ShapeGraphs):
-    """HiFTStream's CUDA graphs: the f0 predictor's and the decoder's, one per window length. A stream's windows
-    come in few lengths (context + lookahead + the frames of one of the streaming decoder's hops), the same for
-    every utterance; the last ones of an utterance are arbitrary and run eagerly (a final step always does; once
-    `window_lengths` is set, by streaming_decoder.warm_up, so does every length outside it: capturing while serving
-    would stall every session's vocoder)."""
+    """HiFTStream's CUDA graphs: one vocoder step (f0 predictor, NSF source, decoder) per window shape. A stream's
+    windows come in few shapes (context + lookahead + the frames of one of the streaming decoder's hops), the same
+    for every utterance; the last ones of an utterance are arbitrary and run eagerly (a final step always does;
+    once `window_lengths` is set, by streaming_decoder.warm_up, so does every length outside it: capturing while
+    serving would stall every session's vocoder). A stream's seed, phase state and sample position are inputs, so
+    one graph serves every session."""
 
     def __init__(self, device: torch.device, max_graphs: int = 64) -> None:
         super().__init__(device, "HiFT window", max_graphs)
         self.window_lengths: frozenset[int] | None = None  # mel frames worth a graph (None: all)
 
-    def run(self, stage: str, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
-            final: bool) -> torch.Tensor:
-        """fn(*inputs) for a window of inputs[0].size(-1) mel frames, replayed where it has a graph."""
-        length = inputs[0].size(-1)
-        capture = not final and (self.window_lengths is None or length in self.window_lengths)
-        return self((stage, length), fn, inputs, lambda: fn(*inputs), capture)
+    def run(self, shape: tuple[int, ...], fn: Callable[..., tuple[torch.Tensor, ...]],
+            inputs: tuple[torch.Tensor, ...], final: bool) -> tuple[torch.Tensor, ...]:
+        """fn(*inputs) for a window of shape[0] mel frames, replayed where it has a graph."""
+        capture = not final and (self.window_lengths is None or shape[0] in self.window_lengths)
+        return self(shape, fn, inputs, lambda: fn(*inputs), capture)  # type: ignore[return-value]
 
 
 class HiFTStream:
@@ -60,6 +60,7 @@ class HiFTStream:
         self._src_start = self._src_end = 0
         self._cycles = torch.zeros(hift.cfg.nb_harmonics + 1, dtype=torch.float64, device=dev)
         self._phase_offsets = harmonic_phase_offsets(seed, hift.cfg.nb_harmonics, dev)  # fixed per stream
+        self._seed = torch.full((), seed, dtype=torch.int64, device=dev)  # a graph input, as the phases are
         self.emitted_frames = 0
         self.finished = False
 
@@ -88,31 +89,44 @@ class HiFTStream:
         if end <= self.emitted_frames:
             return np.zeros(0, dtype=np.float32)
         w0 = max(0, self.emitted_frames - self.context)
-        mel = self._mel[:, :, w0 - self._mel_start:]
-        f0 = self._run("f0", self.hift.predict_f0, (mel,), final)[0]  # [total - w0]
-        exact_end = total if final else total - F0_EDGE
-        if exact_end > self._src_end:  # extend the exact source from exact f0 only
-            lo = self._src_end - w0
-            if w0 > 0 and lo < F0_EDGE:
-                raise RuntimeError("HiFTStream: source cache fell behind the window")
-            src, self._cycles = self.hift.make_source(f0[lo: exact_end - w0], self._cycles,
-                                                      self._src_end * self.spf, self.seed, self._phase_offsets)
+        # The window's source: cached exact frames [w0, src_end), exact from exact f0 up to exact_end, then a
+        # provisional tail, which only feeds outputs inside the lookahead (never emitted).
+        exact_end = max(self._src_end, total if final else total - F0_EDGE)
+        lo, n_exact, n_tail = self._src_end - w0, exact_end - self._src_end, total - exact_end
+        if n_exact and w0 > 0 and lo < F0_EDGE:
+            raise RuntimeError("HiFTStream: source cache fell behind the window")
+        first = torch.full((), self._src_end * self.spf, dtype=torch.int64, device=self._mel.device)
+        inputs = (self._mel[:, :, w0 - self._mel_start:], self._source[(w0 - self._src_start) * self.spf:],
+                  self._cycles, first, self._seed, self._phase_offsets)
+        step = self._vocoder_step(lo, n_exact, n_tail)
+        audio, src, cycles = step(*inputs) if self.graphs is None else \
+            self.graphs.run((total - w0, lo, n_exact, n_tail), step, inputs, final)
+        if n_exact:
             self._source = torch.cat([self._source, src])
-            self._src_end = exact_end
-        source = self._source[(w0 - self._src_start) * self.spf:]
-        if self._src_end < total:  # provisional tail: only feeds outputs inside the lookahead, never emitted
-            tail, _ = self.hift.make_source(f0[self._src_end - w0:], self._cycles, self._src_end * self.spf,
-                                            self.seed, self._phase_offsets)
-            source = torch.cat([source, tail])
-        audio = self._run("decode", self.hift.decode, (mel, source[None]), final)[0]
+            self._src_end, self._cycles = exact_end, cycles
         out = audio[(self.emitted_frames - w0) * self.spf: (end - w0) * self.spf]
         self.emitted_frames = end
         self._trim()
         return out.cpu().numpy().astype(np.float32)
 
-    def _run(self, stage: str, fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
-             final: bool) -> torch.Tensor:
-        return fn(*inputs) if self.graphs is None else self.graphs.run(stage, fn, inputs, final)
+    def _vocoder_step(self, lo: int, n_exact: int, n_tail: int) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """One window's vocoding for a window shape: (mel [1, 80, L], cached source [lo * spf], cycles, first
+        sample of the new source, seed, phase offsets) -> (audio [L * spf], new exact source [n_exact * spf],
+        cycles after it). Only tensors vary between windows of one shape: a CUDA graph can replay it."""
+        hift, spf = self.hift, self.spf
+
+        def step(mel: torch.Tensor, cached: torch.Tensor, cycles: torch.Tensor, first: torch.Tensor,
+                 seed: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            f0 = hift.predict_f0(mel)[0]  # [L]
+            src = cached[:0]
+            if n_exact:
+                src, cycles = hift.make_source(f0[lo: lo + n_exact], cycles, first, seed, phase)
+            parts = [cached, src]
+            if n_tail:
+                parts.append(hift.make_source(f0[lo + n_exact:], cycles, first + n_exact * spf, seed, phase)[0])
+            return hift.decode(mel, torch.cat(parts)[None])[0], src, cycles
+
+        return step
 
     def _trim(self) -> None:
         keep_from = max(0, self.emitted_frames - self.context)
