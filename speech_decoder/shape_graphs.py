@@ -27,6 +27,10 @@ import torch
 from kernels.launch import pdl_off_after_failed_capture
 
 logger = logging.getLogger(__name__)
+# Every ShapeGraphs captures on torch's one default capture stream, and a stream takes one capture at a time: the
+# flow's batcher thread and a decoder thread capturing at once would make the second capture fail (and its graphs
+# turn off for good).
+_capturing = threading.Lock()
 
 
 Output = torch.Tensor | tuple[torch.Tensor, ...]
@@ -118,8 +122,8 @@ class ShapeGraphs:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         # thread_local: the LM engine keeps launching (and syncing) on its own thread while this one captures.
-        with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool,
-                                                              capture_error_mode="thread_local"):
+        with _capturing, torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool,
+                                                                          capture_error_mode="thread_local"):
             output = fn(*static)
         captured = _Captured(graph, static, output)
         self._graphs[key] = captured
