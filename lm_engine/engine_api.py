@@ -47,6 +47,7 @@ class Engine:
         self._listeners: dict[int, Callable[[TokenDelta], None]] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._holds = 0  # hold() calls under way: streams take no new step meanwhile
 
     # ------------------------------------------------------------------ loading
 
@@ -128,11 +129,31 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and not (self._listeners and self.llm.has_unfinished()):
+                while not self._closed and not (self._listeners and self.llm.has_unfinished() and not self._holds):
                     self._cv.wait()
                 if self._closed:
                     return
                 self._step_locked()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Streams take no new step while this is held (a step under way finishes first), so that the caller has
+        the device to itself for a moment: the speech path's first window of an utterance, say. Synchronous calls
+        (generate, logits, ...) still step."""
+        with self._cv:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._holds -= 1
+                self._cv.notify_all()
+
+    @property
+    def active_streams(self) -> int:
+        """Streams (stream()) generating now."""
+        with self._cv:
+            return len(self._listeners)
 
     # ------------------------------------------------------------------ scoring
 

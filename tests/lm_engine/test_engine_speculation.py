@@ -88,6 +88,25 @@ async def test_async_stream_and_cancellation(eng):
     assert eng.num_free_blocks == free
 
 
+async def test_a_hold_stops_streams_stepping_until_released(eng):
+    """Engine.hold(): a stream takes no step while it is held (the speech path's first window has the device),
+    then goes on to the same tokens; active_streams counts the stream."""
+    import asyncio
+
+    prompt = list(range(30, 40))
+    want = eng.generate(prompt, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+    stream = eng.stream(prompt, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+    got = [await anext(stream)]
+    assert eng.active_streams == 1
+    (seq,) = eng.llm.seqs.values()
+    with eng.hold():  # a step under way when the hold came finishes first: hold() waits for it
+        during = len(seq)
+        await asyncio.sleep(0.2)
+        assert len(seq) == during < len(prompt) + 6  # no step while held, and some were left to take
+    got += [t async for t in stream]
+    assert got == want and eng.active_streams == 0
+
+
 def test_stop_token_and_length(eng):
     prompt = list(range(60, 70))
     free_run = eng.generate(prompt, GREEDY)
