@@ -151,9 +151,9 @@ class Engine:
 
     @property
     def active_streams(self) -> int:
-        """Streams (stream()) generating now."""
-        with self._cv:
-            return len(self._listeners)
+        """Streams (stream()) generating now. Read without the lock, which a step holds for its whole length: the
+        event loop asks (a dict's length is one atomic read)."""
+        return len(self._listeners)
 
     # ------------------------------------------------------------------ scoring
 
