@@ -544,7 +544,7 @@ def _get_prefill_launcher():  # type: ignore[no-untyped-def]
 def _precompile_candidates(launcher, grid, args: tuple, kwargs: dict) -> None:  # type: ignore[no-untyped-def]
     """The prefill candidates this key keeps, compiled in parallel before the autotuner times them."""
     precompile("prefill", ("prefill", args[0].dtype, *(kwargs[k] for k in _TUNE_KEY)), launcher,
-               _prune_prefill(launcher.configs, {}, **kwargs), grid, args, kwargs)
+               lambda: _prune_prefill(launcher.configs, {}, **kwargs), grid, args, kwargs)
 
 
 def _num_splits(q: Tensor, num_seqs: int, num_kv_heads: int, max_ctx: int, block_n: int) -> int:

@@ -203,8 +203,8 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, swiglu: bool = False,
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
         precompile("gemv", ("gemv", x.dtype, n, k, *kwargs.values()), launcher,
-                   _fitting(launcher.configs, x.element_size(), swiglu, kwargs["NORM"], shared_memory_limit(x.device)),
-                   grid, args, kwargs)
+                   lambda: _fitting(launcher.configs, x.element_size(), swiglu, kwargs["NORM"],
+                                    shared_memory_limit(x.device)), grid, args, kwargs)
     launcher[grid](*args, **kwargs)
     return y if norm is None else (y, h)
 

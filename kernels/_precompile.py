@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import triton
@@ -19,12 +19,14 @@ logger = logging.getLogger(__name__)
 _done: set[Hashable] = set()
 
 
-def precompile(name: str, key: Hashable, launcher: Any, configs: Sequence[triton.Config], grid: Any,
-               args: tuple, kwargs: dict) -> None:
-    """Compiles launcher's kernel for every config, once per key (an autotune key: what makes it tune anew)."""
+def precompile(name: str, key: Hashable, launcher: Any, candidates: Callable[[], Sequence[triton.Config]],
+               grid: Any, args: tuple, kwargs: dict) -> None:
+    """Compiles launcher's kernel for every config candidates() gives, once per key (an autotune key: what makes
+    it tune anew). candidates is called only then: callers pass this on every launch."""
     if key in _done:
         return
     _done.add(key)
+    configs = candidates()
     try:
         from triton.runtime._async_compile import AsyncCompileMode  # private API (Triton >= 3.4): optional
 
