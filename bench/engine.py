@@ -1,6 +1,6 @@
 """Engine throughput on Step-1: decode tokens/s at batch 1 and 32, prefill tokens/s, against an upstream-style
-baseline (eager HF-like loop: KV concatenated per step, dense sqrt-ALiBi bias [H, L, L] rebuilt in every layer at
-every step, SDPA).
+baseline: upstream's transformers fallback (eager; KV concatenated per step; the dense sqrt-ALiBi bias [H, L, L] rebuilt
+in every layer at every step, its slopes copied from the host; SDPA). See UpstreamStyle.
 
     python -m bench.engine                       # GPU: full-random TTS-3B dims (writes a 7 GB checkpoint once)
     python -m bench.engine --profile tiny        # CPU smoke check (run as a module: bench/kernels.py would
@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from kernels import gemv, set_pdl, use_pdl
-from kernels.lm_ops import rms_norm_ref
 from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
@@ -99,49 +98,66 @@ def profile_decode(eng: Engine, prompt_len: int, steps: int, vocab: int, top: in
 # ---------------------------------------------------------------------------------------------- baseline
 
 class UpstreamStyle:
-    """Step-1 the way the upstream fallback runs it, on the engine's weights (no copy): eager torch ops only."""
+    """Step-1 as upstream runs it without its closed attention library: the fallback of the checkpoint's
+    modeling_step1.py, which Step-Audio's tts.py loads through transformers. On the engine's weights (views, no copy),
+    eager torch ops only. In every layer at every step, as there:
+      * q, k, v and gate, up are separate projections (the checkpoint's own modules);
+      * the cache (a DynamicCache) holds the kv heads, concatenated per step, and all of it is repeat_interleave'd to
+        the query heads before attention;
+      * the bias is built whole: the slopes by torch.pow on the host, then copied to the device (from pageable
+        memory: the host waits for the device), a [1, 1, L, L] tril of ones, -sqrt(i - j) times the slopes, masked,
+        cast to the model dtype, then its last q rows made contiguous;
+      * RMSNorm as its StepRMSNorm, and the LM head over every position (its forward takes no logits_to_keep).
+    Left out: the failed lookup of the closed op before the fallback (~3 us a layer) and generate's logits processors
+    (both sides decode greedily). The token goes back to the host each step, as generate's stopping checks make it."""
 
     def __init__(self, eng: Engine) -> None:
         self.m = eng.llm.runner.model
-        cfg = eng.model_config
-        self.cfg = cfg
-        n = 2 ** math.floor(math.log2(cfg.num_heads))
-        s = [2 ** (-8 * i / n) for i in range(1, n + 1)] + [2 ** (-4 * k / n) for k in range(1, 2 * n, 2)]
-        self.slopes = torch.tensor(s[:cfg.num_heads], device=eng.llm.runner.device)
+        self.cfg = eng.model_config
 
-    def bias(self, L: int, q: int, dtype: torch.dtype) -> torch.Tensor:
-        # Rebuilt in every layer at every step, as upstream: the full [H, L, L] then its last q rows.
-        pos = torch.arange(L, device=self.slopes.device)
-        dist = (pos[:, None] - pos[None, :]).float()
-        b = -self.slopes[:, None, None] * dist.clamp(min=0).sqrt()
-        b = b.masked_fill(dist[None] < 0, float("-inf"))
-        return b[:, L - q:, :].to(dtype)
+    def bias(self, L: int, q: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        H = self.cfg.num_heads
+        n = 2 ** math.floor(math.log2(H))
+        slopes = torch.pow(2.0 ** (-8.0 / n), torch.arange(1, n + 1))
+        if n < H:
+            slopes = torch.cat([slopes, torch.pow(2.0 ** (-4.0 / n), torch.arange(1, 1 + 2 * (H - n), 2))])
+        slopes = slopes.to(device)
+        tril = torch.tril(torch.ones(1, 1, L, L, device=device))
+        dist = torch.arange(L, device=device).view(-1, 1) - torch.arange(L, device=device).view(1, -1)
+        b = -torch.sqrt(dist)  # NaN above the diagonal, masked next
+        b = (b.view(1, L, L) * slopes.view(-1, 1, 1)).masked_fill(tril == 0, float("-inf"))
+        return b.type(dtype)[:, :, L - q:, :].contiguous()
+
+    @staticmethod
+    def norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        var = x.float().pow(2).mean(-1, keepdim=True)
+        return x * torch.rsqrt(var + eps).to(x.dtype) * weight
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]] | None):
         c, m = self.cfg, self.m.model
         B, q = ids.shape
-        H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
+        H, G, D, inter = c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size
         h = F.embedding(ids, m.embed_tokens.weight)
         new_cache = []
         for i, layer in enumerate(m.layers):
-            x = rms_norm_ref(h, layer.input_layernorm.weight, layer.input_layernorm.eps)
-            qkv = F.linear(x, layer.self_attn.qkv_proj.weight)
-            qh, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
-            qh = qh.view(B, q, H, D).transpose(1, 2)
-            k = k.view(B, q, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
-            v = v.view(B, q, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
+            x = self.norm(h, layer.input_layernorm.weight, layer.input_layernorm.eps)
+            wq, wk, wv = layer.self_attn.qkv_proj.weight.split([H * D, G * D, G * D])
+            qh, k, v = F.linear(x, wq), F.linear(x, wk), F.linear(x, wv)
             if cache is not None:
-                k = torch.cat([cache[i][0], k], dim=2)
-                v = torch.cat([cache[i][1], v], dim=2)
+                k, v = torch.cat([cache[i][0], k], dim=1), torch.cat([cache[i][1], v], dim=1)
             new_cache.append((k, v))
-            o = F.scaled_dot_product_attention(qh, k, v, attn_mask=self.bias(k.shape[2], q, qh.dtype))
-            h = h + F.linear(o.transpose(1, 2).reshape(B, q, H * D), layer.self_attn.o_proj.weight)
-            x = rms_norm_ref(h, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
-            gate, up = F.linear(x, layer.mlp.gate_up_proj.weight).chunk(2, dim=-1)
-            h = h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
-        logits = F.linear(rms_norm_ref(h[:, -1], m.norm.weight, m.norm.eps), self.m.lm_head.weight).float()
-        return logits.argmax(-1, keepdim=True), new_cache
+            L = k.shape[1]
+            kh = k.view(B, L, G, D).repeat_interleave(H // G, dim=2).transpose(1, 2)
+            vh = v.view(B, L, G, D).repeat_interleave(H // G, dim=2).transpose(1, 2)
+            o = F.scaled_dot_product_attention(qh.view(B, q, H, D).transpose(1, 2), kh, vh,
+                                               attn_mask=self.bias(L, q, qh.dtype, qh.device))
+            h = h + F.linear(o.transpose(1, 2).flatten(-2, -1), layer.self_attn.o_proj.weight)
+            x = self.norm(h, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
+            wg, wu = layer.mlp.gate_up_proj.weight.split([inter, inter])
+            h = h + F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), layer.mlp.down_proj.weight)
+        logits = F.linear(self.norm(h, m.norm.weight, m.norm.eps), self.m.lm_head.weight)
+        return logits[:, -1].float().argmax(-1, keepdim=True), new_cache
 
 
 def baseline_prefill(eng: Engine, batch: int, prompt_len: int, dev: torch.device) -> float:
