@@ -1,8 +1,9 @@
-"""How our Triton kernels are launched: programmatic dependent launch (kernels._pdl) on or off.
+"""How our kernels are launched: programmatic dependent launch (kernels._pdl) on or off, and how long the CUDA
+graphs that replay them live.
 
-On by default where the device is sm_90 or later; STEPAUDIO_PDL=0 turns it off, set_pdl switches it at run time
-(benchmarks measure both; CUDA graphs keep what they captured). Imports no Triton: the engine and the speech path
-call it on any machine.
+PDL is on by default where the device is sm_90 or later; STEPAUDIO_PDL=0 turns it off, set_pdl switches it at run
+time (benchmarks measure both; CUDA graphs keep what they captured). Imports no Triton: the engine and the speech
+path call it on any machine.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import torch
 
 _enabled = os.environ.get("STEPAUDIO_PDL", "1") != "0"
+_kept_graphs: list[torch.cuda.CUDAGraph] = []
 
 
 @functools.cache
@@ -38,3 +40,13 @@ def pdl_off_after_failed_capture(device: torch.device) -> bool:
         return False
     set_pdl(False)
     return True
+
+
+def keep_until_exit(graph: torch.cuda.CUDAGraph) -> None:
+    """Holds a captured graph until the process exits, whatever happens to its owner. PyTorch keys cuBLAS
+    workspaces by capture stream, and versions with pytorch/pytorch#175276 free a stream's workspaces when any graph
+    captured on it is destroyed, while every other graph captured there keeps the freed address and may fault at
+    its next replay (pytorch/pytorch#193402). The engines' decode graphs and the speech path's flow and HiFT graphs
+    are all captured on torch's one default capture stream, so an engine closed or capturing again, or a speech
+    model dropped, would put every other live graph at risk. A graph's memory is its pool's: small for these."""
+    _kept_graphs.append(graph)

@@ -6,10 +6,7 @@ and a HiFT window a few hundred, and H100 run4 measured one second of HiFT at 11
 A graph is fixed to its shapes, so each key (the caller's shape description) has its own. A key is captured the
 second time it is seen, not the first (one-off shapes stay eager), where the caller allows it, up to `max_graphs`
 keys; later keys run eagerly. A capture that fails turns graphs off for good: everything then runs eagerly.
-No graph is destroyed while the process serves: PyTorch keys cuBLAS workspaces by capture stream, and versions
-with pytorch/pytorch#175276 free a stream's workspaces when any graph captured on it is reset, while every other
-graph captured on that stream keeps the freed address (reported as pytorch/pytorch#193402). All of ours and the
-LM engines' graphs are captured on the default capture stream.
+No graph is ever destroyed, not even with its ShapeGraphs (kernels.launch.keep_until_exit says why).
 
 All graphs of one ShapeGraphs share a memory pool; a graph's output is valid only until the next replay of any of
 them, so the output is copied out under the lock that also serialises replays and captures.
@@ -24,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.launch import pdl_off_after_failed_capture
+from kernels.launch import keep_until_exit, pdl_off_after_failed_capture
 
 logger = logging.getLogger(__name__)
 # Every ShapeGraphs captures on torch's one default capture stream, and a stream takes one capture at a time: the
@@ -121,6 +118,7 @@ class ShapeGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
+        keep_until_exit(graph)
         # thread_local: the LM engine keeps launching (and syncing) on its own thread while this one captures.
         with _capturing, torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool,
                                                                           capture_error_mode="thread_local"):

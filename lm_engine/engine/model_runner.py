@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from kernels.attention import PREFILL_Q_CLASSES
-from kernels.launch import pdl_off_after_failed_capture
+from kernels.launch import keep_until_exit, pdl_off_after_failed_capture
 from lm_engine.engine import sampling
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.forward_context import ForwardContext, forward_context
@@ -207,6 +207,7 @@ class ModelRunner:
                     # The LM head runs inside the graph too: a decode step's logits need no launch of their own.
                     self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))  # warm-up
                     graph = torch.cuda.CUDAGraph()
+                    keep_until_exit(graph)  # never destroyed: other graphs share its capture stream
                     # thread_local: another engine or the flow may be launching on other threads meanwhile.
                     with torch.cuda.graph(graph, pool, capture_error_mode="thread_local"):
                         buf["logits"] = self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from kernels import flow_ops as FO
+from kernels.launch import keep_until_exit
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3}
 
@@ -228,6 +229,7 @@ def test_gpu_bf16_at_flow_dims_and_under_a_cuda_graph() -> None:
     rows, r = x.transpose(1, 2).contiguous(), torch.randn(2, 516, 256, device="cuda", dtype=torch.bfloat16)
     FO.group_norm_mish(x, w, b, 8, 1e-5, term), FO.add_layer_norm(rows, r, w, b, 1e-5)  # compile outside capture
     graph = torch.cuda.CUDAGraph()
+    keep_until_exit(graph)  # graphs of other tests in this process share its capture stream
     with torch.cuda.graph(graph):
         gn = FO.group_norm_mish(x, w, b, 8, 1e-5, term)
         ln, h = FO.add_layer_norm(rows, r, w, b, 1e-5)
@@ -269,6 +271,7 @@ def test_gpu_bf16_linear_epilogues_at_flow_dims_under_a_cuda_graph(monkeypatch) 
     run()  # compiles outside the capture
     assert normed_k == [256]
     graph = torch.cuda.CUDAGraph()
+    keep_until_exit(graph)  # graphs of other tests in this process share its capture stream
     with torch.cuda.graph(graph):
         up, ln, h, ln4, h4, added = run()
     graph.replay()
