@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
 from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -68,31 +69,20 @@ def engine_prefill(eng: Engine, batch: int, prompt_len: int, vocab: int, dev: to
 
 
 def profile_decode(eng: Engine, prompt_len: int, steps: int, vocab: int, top: int = 25) -> list[dict]:
-    """GPU time by kernel over `steps` batch-1 decode steps (CUDA graphs as served; CUPTI sees the kernels inside
-    a graph replay): where a step's time goes between the weights' bandwidth floor and what is measured. On the
-    CPU, self CPU time by op."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """GPU time by kernel over `steps` batch-1 decode steps (CUDA graphs as served): where a step's time goes
+    between the weights' bandwidth floor and what is measured. On the CPU, self CPU time by op."""
     cuda = eng.llm.runner.device.type == "cuda"
-
     params = SamplingParams(temperature=0.0, max_tokens=steps + 4, ignore_eos=True)
     seq = eng.llm.add_request(torch.randint(5, vocab, (prompt_len,), generator=torch.Generator().manual_seed(3))
                               .tolist(), params)
     while eng.llm.seqs[seq].num_cached_tokens < prompt_len:
         eng.llm.step()
     eng.llm.step()
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+    with profiler(cuda) as prof:
         for _ in range(steps):
             eng.llm.step()
     eng.llm.abort(seq)
-
-    def us(e) -> float:  # type: ignore[no-untyped-def]
-        return e.device_time_total if cuda else e.self_cpu_time_total
-
-    events = sorted((e for e in prof.key_averages() if us(e) > 0), key=us, reverse=True)
-    total = sum(us(e) for e in events)
-    return [{"kernel": e.key[:120], "us_per_step": us(e) / steps, "calls_per_step": e.count / steps,
-             "share": us(e) / total} for e in events[:top]]
+    return kernel_table(prof, cuda, steps, top)
 
 
 # ---------------------------------------------------------------------------------------------- baseline

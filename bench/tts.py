@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
@@ -184,6 +185,43 @@ def first_audio_served_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPro
         _sync(dev)
 
 
+def stream_rounds(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int], n: int, batched: bool,
+                  rounds: int, prof: torch.profiler.profile | None = None) -> tuple[float, float]:
+    """n streams past their first window, then `rounds` rounds of 5 tokens each: (mean ms a round, the FlowBatcher's
+    mean batch, 0 without one). Batched: n decoder threads whose windows a FlowBatcher runs together (as the server
+    does); else one stream after another, every window alone. `prof` (started and stopped around the timed rounds)
+    sees where their time goes."""
+    batcher = FlowBatcher(max_batch=max(n, 1)) if batched else None
+    pool = concurrent.futures.ThreadPoolExecutor(n) if batcher else None
+    decs = [StreamingDecoder(model, prompt, seed=i, flow=batcher.run if batcher else None) for i in range(n)]
+
+    def push_all(chunk: list[int]) -> None:
+        if pool is None:
+            for d in decs:
+                d.push(chunk)
+        else:
+            list(pool.map(lambda d: d.push(chunk), decs))
+
+    try:
+        push_all(tokens[:25])  # everyone past the first window: the steady state
+        _sync(model.device)
+        if prof is not None:
+            prof.start()
+        t0 = time.perf_counter()
+        for r in range(rounds):
+            push_all(tokens[25 + r * HOP_TOKENS: 30 + r * HOP_TOKENS])
+        _sync(model.device)
+        round_ms = (time.perf_counter() - t0) / rounds * 1e3
+        if prof is not None:
+            prof.stop()
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        if batcher is not None:
+            batcher.close()
+    return round_ms, (batcher.jobs_run / max(1, batcher.batches_run) if batcher else 0.0)
+
+
 def concurrency(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int], counts: list[int],
                 rounds: int, time_limit_s: float) -> list[dict[str, float]]:
     """Round time for N streams, one after another (each window alone) and through a FlowBatcher (N decoder
@@ -200,40 +238,29 @@ def concurrency(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int],
         for label in ("alone", "batched"):
             # Timing the last pass: with CUDA graphs a window shape is captured the second time it is seen, so every
             # batch shape must have been seen twice before (the first window after warm_up, in this row's rows).
-            for timed in (False, False, True) if model.flow_graphs is not None else (False, True):
-                batcher = FlowBatcher(max_batch=max(n, 1)) if label == "batched" else None
-                pool = concurrent.futures.ThreadPoolExecutor(n) if batcher else None
-                decs = [StreamingDecoder(model, prompt, seed=i, flow=batcher.run if batcher else None)
-                        for i in range(n)]
-
-                def push_all(chunk: list[int]) -> None:
-                    if pool is None:
-                        for d in decs:
-                            d.push(chunk)
-                    else:
-                        list(pool.map(lambda d: d.push(chunk), decs))
-
-                try:
-                    push_all(tokens[:25])  # everyone past the first window: the steady state
-                    _sync(model.device)
-                    t0 = time.perf_counter()
-                    for r in range(rounds):
-                        push_all(tokens[25 + r * HOP_TOKENS: 30 + r * HOP_TOKENS])
-                    _sync(model.device)
-                    row[f"{label}_round_ms"] = (time.perf_counter() - t0) / rounds * 1e3
-                finally:
-                    if pool is not None:
-                        pool.shutdown()
-                    if batcher is not None:
-                        row["batched_mean_batch"] = batcher.jobs_run / max(1, batcher.batches_run)
-                        batcher.close()
-                if not timed and model.flow_graphs is None:
-                    break  # nothing to warm up
-            row[f"{label}_realtime"] = row[f"{label}_round_ms"] <= budget * 1e3
+            for _ in range(3 if model.flow_graphs is not None else 1):
+                ms, mean_batch = stream_rounds(model, prompt, tokens, n, label == "batched", rounds)
+            row[f"{label}_round_ms"] = ms
+            if label == "batched":
+                row["batched_mean_batch"] = mean_batch
+            row[f"{label}_realtime"] = ms <= budget * 1e3
         rows.append(row)
         if row["alone_realtime"] and row["batched_realtime"]:
             break
     return sorted(rows, key=lambda r: r["streams"])
+
+
+def concurrency_profile(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int], n: int,
+                        rounds: int) -> dict:
+    """One more pass of n streams (their shapes captured by concurrency's passes), profiled: device time by kernel
+    per round, and how much of the wall time the device was busy. Where the rounds' time goes. Batched on CUDA
+    (CUPTI sees every thread's kernels); on the CPU one stream after another, as the profiler sees only the ops of
+    its own thread."""
+    cuda = model.device.type == "cuda"
+    prof = profiler(cuda)
+    ms, _ = stream_rounds(model, prompt, tokens, n, cuda, rounds, prof)
+    return {"streams": n, "batched": cuda, "round_ms": ms, "busy_ms_per_round": busy_us(prof, cuda) / rounds / 1e3,
+            "kernels": kernel_table(prof, cuda, rounds)}
 
 
 def main() -> None:
@@ -290,6 +317,8 @@ def main() -> None:
         ok = [r["streams"] for r in result["concurrency"] if r[f"{label}_realtime"]]
         result[f"max_realtime_streams_{label}"] = max(ok) if ok else 0
     save()
+    result["concurrency_profile"] = concurrency_profile(model, prompt, tokens, max(counts), rounds=10)
+    save()
 
     ckpt = a.tts_ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
     if not (ckpt / "config.json").exists():
@@ -324,6 +353,12 @@ def main() -> None:
               f"{r['batched_mean_batch']:>12.1f}")
     print(f"{'real-time streams, alone / batched':<44}{result['max_realtime_streams_alone']:>10}"
           f"{result['max_realtime_streams_batched']:>10}")
+    cp = result["concurrency_profile"]
+    print(f"\n{cp['streams']} streams {'batched' if cp['batched'] else 'alone'}: round {cp['round_ms']:.1f} ms, "
+          f"{'device' if dev.type == 'cuda' else 'CPU'} busy {cp['busy_ms_per_round']:.1f} ms a round; by kernel "
+          "(us a round, calls a round, share):")
+    for k in cp["kernels"][:15]:
+        print(f"{k['us_per_step']:>10.1f} {k['calls_per_step']:>7.1f} {k['share']:>6.1%}  {k['kernel']}")
     print(f"wrote {a.out}")
 
 
