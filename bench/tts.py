@@ -55,7 +55,7 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def decoder_figures(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int]) -> dict[str, float]:
+def decoder_figures(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int]) -> dict:
     dev = model.device
     seconds = model.cfg.flow.mel_frames(len(tokens)) * 256 / 22050
     model.token2wav(tokens[:50], prompt)  # warm-up
@@ -77,8 +77,20 @@ def decoder_figures(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[i
     dec.finish()
     _sync(dev)
     streamed = time.perf_counter() - t1 + first_chunk
+    # the first chunk once more, profiled: what its flow window and vocoder step spend their time on
+    dec = StreamingDecoder(model, prompt)
+    dec.push(tokens[:20])
+    _sync(dev)
+    with profiler(dev.type == "cuda") as prof:
+        dec.push(tokens[20:25])
+        _sync(dev)
     return {"audio_s": round(seconds, 3), "offline_rtf": offline / seconds, "streamed_rtf": streamed / seconds,
-            "first_chunk_ms": first_chunk * 1e3, "first_chunk_samples": int(first.size)}
+            "first_chunk_ms": first_chunk * 1e3, "first_chunk_samples": int(first.size),
+            "first_chunk_kernels": kernel_table(prof, dev.type == "cuda", 1, top=20)}
+
+
+def _figures(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not isinstance(v, list)}  # the kernel tables stay in the JSON
 
 
 def tts3b_figures(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, prompt_len: int,
@@ -300,7 +312,7 @@ def main() -> None:
     if model.flow_graphs is not None:  # side by side: flow and vocoder launched op by op, then replayed as graphs
         graphs, model.flow_graphs, model.hift_graphs = (model.flow_graphs, model.hift_graphs), None, None
         result["decoder_eager"] = decoder_figures(model, prompt, tokens)
-        print(f"decoder, eager flow and vocoder: {result['decoder_eager']}", flush=True)
+        print(f"decoder, eager flow and vocoder: {_figures(result['decoder_eager'])}", flush=True)
         model.flow_graphs, model.hift_graphs = graphs
         warm_up(model, prompt)
     result["decoder"] = decoder_figures(model, prompt, tokens)
@@ -308,7 +320,7 @@ def main() -> None:
     # what the graphs did for the decoder figures (a replay count of 0 would mean a path ran eagerly)
     result["graphs"] = {name: {"captures": g.captures, "replays": g.replays, "failed": g.failed}
                         for name, g in (("flow", model.flow_graphs), ("vocoder", model.hift_graphs)) if g is not None}
-    print(f"decoder: {result['decoder']}", flush=True)
+    print(f"decoder: {_figures(result['decoder'])}", flush=True)
     save()
 
     counts = [int(x) for x in a.streams.split(",")]
@@ -343,6 +355,9 @@ def main() -> None:
     print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
     print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
     print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
+    for k in d["first_chunk_kernels"][:8]:
+        print(f"{'':<14}{k['us_per_step']:>10.1f} us {k['calls_per_step']:>6.0f}x {k['share']:>6.1%}  "
+              f"{k['kernel'][:60]}")
     if "decoder_eager" in result:
         e = result["decoder_eager"]
         print(f"{'  the same launched op by op (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
