@@ -227,6 +227,23 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
         validate_server_event(raw)
 
 
+async def test_an_append_of_an_odd_byte_count_is_refused_and_the_audio_after_it_is_heard() -> None:
+    """One stray byte in input_audio_buffer.append: an error naming the event, and the whole-sample audio that
+    follows is still speech to the session (carried over, the byte shifted every later sample and the session
+    heard nothing more, without an error)."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "input_audio_buffer.append", "event_id": "ev_odd", "audio": "AA=="})  # one byte
+        error = await conv.wait_for("error", timeout=5)
+        done = await speak_turn(conv)
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_audio", "ev_odd")
+    assert done["response"]["status"] == "completed"
+    assert [e["transcript"] for e in conv.of_type("conversation.item.input_audio_transcription.completed")] == [
+        "what time is it"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 @pytest.mark.parametrize("asr_error", [None, "the recogniser went away"])
 async def test_an_audio_item_sent_whole_is_done_once_with_its_transcript_or_its_failure(asr_error: str | None) -> None:
     """Every conversation.item.added gets one conversation.item.done: an audio item's comes after its transcription
