@@ -309,6 +309,8 @@ class Session(ItemsMixin, RepliesMixin):
             self._client_event_id = None
 
     async def _session_update(self, event: ce.SessionUpdate) -> None:
+        if event.ignored:  # a newer client's field, or a misspelt one: the client gets no word of it, the log does
+            self.log.warning("session.update: ignored field(s) this server does not know: %s", ", ".join(event.ignored))
         new = apply_patch(self.cfg, event.patch)
         if new.kind != self.cfg.kind:
             raise RemoteProtocolError(

@@ -24,7 +24,7 @@ from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
 from controller.realtime.items import ItemReference, ItemSpec, MessageSpec, parse_item
 from controller.realtime.session_config import SessionPatch
-from controller.realtime.session_update import parse_session_patch
+from controller.realtime.session_update import ignored_fields, parse_session_patch
 
 __all__ = [
     "SessionUpdate",
@@ -51,6 +51,7 @@ DEFAULT_MAX_EVENT_BYTES = 15 * 1024 * 1024
 class SessionUpdate:
     event_id: str | None
     patch: SessionPatch
+    ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,7 +170,8 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
 
 def _session_update(f: Fields, eid: str | None) -> ClientEvent:
     session = f.obj_("session")
-    return SessionUpdate(event_id=eid, patch=parse_session_patch(session.obj, path="session", event_id=eid))
+    return SessionUpdate(event_id=eid, patch=parse_session_patch(session.obj, path="session", event_id=eid),
+                         ignored=tuple(ignored_fields(session.obj)))
 
 
 def _append(f: Fields, eid: str | None) -> ClientEvent:

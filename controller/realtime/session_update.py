@@ -1,7 +1,8 @@
 """Parsing session.update (and response.create overrides) into a SessionPatch.
 
 See session_config.py for the rules (GA semantics, beta names accepted, unknown keys ignored).
-Every error is a RemoteProtocolError naming the field as the client spelled it.
+Every error is a RemoteProtocolError naming the field as the client spelled it. `ignored_fields` names the keys an
+update carried that this server does not know, for its log: a misspelt field is otherwise silently without effect.
 """
 
 from __future__ import annotations
@@ -24,7 +25,49 @@ from controller.realtime.session_config import (
     apply_patch,
 )
 
-__all__ = ["apply_session_update", "check_tool_choice", "parse_session_patch"]
+__all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch"]
+
+
+# The keys each object of a session (or response) may carry: the GA and beta names this module reads, and the
+# read-only ones of the session object the server sends, which a client may send back as it got them.
+_TURN_DETECTION = ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms",
+                   "create_response", "interrupt_response", "eagerness")
+_TRANSCRIPTION = ("model", "language", "prompt")
+_KNOWN: dict[str, tuple[str, ...]] = {
+    "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
+         "max_output_tokens", "prompt", "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls",
+         "reasoning", "expires_at", "client_secret",
+         # beta
+         "modalities", "voice", "speed", "input_audio_format", "output_audio_format", "input_audio_transcription",
+         "input_audio_noise_reduction", "turn_detection", "temperature", "max_response_output_tokens",
+         # response.create only
+         "conversation", "input", "metadata"),
+    "audio": ("input", "output"),
+    "audio.input": ("format", "transcription", "noise_reduction", "turn_detection"),
+    "audio.output": ("format", "voice", "speed"),
+    "audio.input.turn_detection": _TURN_DETECTION,
+    "audio.input.transcription": _TRANSCRIPTION,
+    "turn_detection": _TURN_DETECTION,
+    "input_audio_transcription": _TRANSCRIPTION,
+}
+
+
+def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list[str]:
+    """The fields of a session (or response) object that this server does not know, as paths
+    ("session.audio.output.vioce"): ignored, so that a client newer than the server keeps working."""
+    out: list[str] = []
+
+    def walk(obj: Mapping[str, object], rel: str) -> None:
+        known = _KNOWN[rel]
+        for key, value in obj.items():
+            sub = f"{rel}.{key}" if rel else key
+            if key not in known:
+                out.append(f"{path}.{sub}")
+            elif sub in _KNOWN and isinstance(value, Mapping):
+                walk(value, sub)
+
+    walk(payload, "")
+    return out
 
 
 def apply_session_update(

@@ -17,7 +17,7 @@ from controller.realtime.session_config import (
     apply_patch,
     session_to_wire,
 )
-from controller.realtime.session_update import apply_session_update, parse_session_patch
+from controller.realtime.session_update import apply_session_update, ignored_fields, parse_session_patch
 from tests.realtime_schema import validate_server_event
 
 
@@ -189,3 +189,22 @@ def test_a_transcription_session_never_answers_and_has_the_transcription_shape()
     validate_server_event(json.dumps({"type": "session.created", "event_id": "e", "session": wire}))
     with pytest.raises(RemoteProtocolError, match="response.type"):  # only a session has a type of its own
         parse_session_patch({"type": "transcription"}, path="response")
+
+
+def test_fields_the_server_does_not_know_are_named_for_its_log_and_its_own_session_object_has_none() -> None:
+    """A misspelt field has no effect: ignored_fields names it (the session logs it). The session object the server
+    sends, sent back whole, is all known fields, as is every name the GA and beta updates above use."""
+    cfg = apply_session_update(SessionConfig(), {"audio": {"input": {"transcription": {"model": "whisper-1"}}}})
+    for wire in (session_to_wire(cfg, session_id="s", model="m"),
+                 session_to_wire(apply_session_update(SessionConfig(kind="transcription"), {}), session_id="s",
+                                 model="m")):
+        assert ignored_fields(wire) == []
+    beta = {"modalities": ["text"], "voice": "x", "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+            "input_audio_transcription": {"model": "whisper-1", "language": "en"}, "temperature": 0.8,
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "silence_duration_ms": 300},
+            "max_response_output_tokens": "inf"}
+    assert ignored_fields(beta) == []
+    typos = {"instruction": "be brief", "audio": {"output": {"vioce": "x", "speed": 1.2},
+                                                  "input": {"turn_detection": {"type": "server_vad", "treshold": 0.4}}}}
+    assert ignored_fields(typos) == ["session.instruction", "session.audio.output.vioce",
+                                     "session.audio.input.turn_detection.treshold"]

@@ -110,6 +110,17 @@ async def test_a_chat_backend_failure_is_logged_in_one_line_and_a_bug_with_its_t
     assert "the LM backend went away" in failed[0].getMessage() or fail_with is RuntimeError
 
 
+async def test_a_misspelt_session_field_is_applied_as_nothing_and_named_in_the_servers_log(caplog) -> None:
+    """Unknown session fields are ignored (a newer client's must not break it), but not without a word: the log
+    names them, and what was spelt right is applied."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        updated = await conv.update_session(instruction="be brief", audio={"output": {"vioce": "x", "speed": 1.2}})
+    assert updated["session"]["audio"]["output"]["speed"] == 1.2 and not conv.of_type("error")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "session.update" in
+              r.getMessage()]
+    assert len(warned) == 1 and "session.instruction, session.audio.output.vioce" in warned[0]
+
+
 async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
     pipeline = ScriptedPipeline()
     pipeline.reply_words = ["It", "is", "noon", "and", "the", "sun", "is", "high."]
