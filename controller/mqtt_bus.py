@@ -223,12 +223,15 @@ class MqttBus:
         c = self.config
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             c.host, c.port, username=c.username, password=c.password,
             identifier=f"stepaudio-rt-{c.node_id}", protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=c.keepalive, timeout=c.publish_timeout,
             tls_context=ssl.create_default_context() if c.tls else None, clean_start=clean, properties=properties,
             will=aiomqtt.Will(f"{self._node}/status", self._status("lost"), qos=1, retain=True))
+        # aiomqtt warns past 10 publishes awaiting their acknowledgement; up to WINDOW is our normal flow
+        client.pending_calls_threshold = WINDOW
+        return client
 
     async def _run(self) -> None:
         """Connect, serve, and on any broker error reconnect after an exponential, jittered backoff."""
