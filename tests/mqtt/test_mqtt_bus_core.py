@@ -158,7 +158,7 @@ def test_audio_deltas_are_counted_not_published() -> None:
     assert (done["audio_deltas"], done["audio_bytes"]) == (3, 600)
 
 
-def test_the_publish_window_is_not_reported_as_a_backlog() -> None:
+async def test_the_publish_window_is_not_reported_as_a_backlog() -> None:
     """Up to WINDOW publishes await their acknowledgement in normal flow; aiomqtt's own warning threshold (10)
     filled a busy call's log with 'There are N pending publish calls.'"""
     from controller.mqtt_bus import WINDOW
