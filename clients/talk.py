@@ -74,12 +74,19 @@ def session_config(vad: bool) -> dict[str, object]:
 
 
 class _Printer:
-    """Live transcript lines: user deltas, user final text, assistant deltas, per-turn timings."""
+    """Live transcript lines: user deltas, user final text, assistant deltas, per-turn timings.
+
+    User turns print in the order they were spoken: their transcripts may finish out of order (a file sent at once
+    holds several turns, transcribed concurrently), so a turn's text waits for the turns committed before it, and
+    only the oldest pending turn's deltas print live."""
 
     def __init__(self, out: TextIO | None) -> None:
         self.out = out
         self.turns_done = 0
         self._line: str | None = None  # what the current unfinished line is ("user"/"assistant")
+        self._pending: list[str] = []  # committed user items whose text is not printed yet, in spoken order
+        self._texts: dict[str, str] = {}  # finished transcripts waiting for the turns before them
+        self._live: str | None = None  # the item whose deltas are on the current user line
 
     def _write(self, s: str) -> None:
         if self.out is not None:
@@ -97,16 +104,39 @@ class _Printer:
             self._write("\n")
             self._line = None
 
+    def _user_text(self, item: str | None, text: str) -> None:
+        """A user item's transcript is final: print it, and the finished ones after it, once the items before it
+        are printed (an item never committed prints at once)."""
+        if item is None or item not in self._pending:
+            self._open("user")
+            self._write(text)
+            self._end()
+            return
+        self._texts[item] = text
+        while self._pending and self._pending[0] in self._texts:
+            first = self._pending.pop(0)
+            text = self._texts.pop(first)
+            if first != self._live or self._line != "user":  # its deltas are not on the current line
+                self._open("user")
+                self._write(text)
+            self._end()
+            self._live = None
+
     def event(self, e: ServerEvent, turn: Turn | None) -> None:
         t = e.type
-        if t == "conversation.item.input_audio_transcription.delta" and e.delta:
-            self._open("user")
-            self._write(e.delta)
-        elif t == "conversation.item.input_audio_transcription.completed":
-            if self._line != "user":  # no deltas were shown: print the whole text
+        if t == "input_audio_buffer.committed" and e.item_id:
+            self._pending.append(e.item_id)
+        elif t == "conversation.item.input_audio_transcription.delta" and e.delta:
+            if not self._pending or e.item_id == self._pending[0]:  # later turns' deltas would interleave
                 self._open("user")
-                self._write(e.transcript or "")
-            self._end()
+                self._write(e.delta)
+                self._live = e.item_id
+        elif t == "conversation.item.input_audio_transcription.completed":
+            self._user_text(e.item_id, e.transcript or "")
+        elif t == "conversation.item.input_audio_transcription.failed":
+            self._user_text(e.item_id, "[transcription failed]")
+        elif t == "conversation.item.deleted" and e.item_id in self._pending:
+            self._user_text(e.item_id, "[deleted]")
         elif t in ("response.output_audio_transcript.delta", "response.output_text.delta") and e.delta:
             self._open("assistant")
             self._write(e.delta)
@@ -127,8 +157,8 @@ def _fmt(v: float | None) -> str:
 
 
 def format_turn(turn: Turn, number: int) -> str:
-    return (f"  [turn {number}: {turn.status or '?'}] from end of user speech: first audio {_fmt(turn.first_audio_latency)} s"
-            f" | input transcript {_fmt(turn.transcript_latency)} s | response.done {_fmt(turn.done_latency)} s"
+    return (f"  [turn {number}: {turn.status or '?'}] from end of user speech: first audio "
+            f"{_fmt(turn.first_audio_latency)} s | input transcript {_fmt(turn.transcript_latency)} s | response.done {_fmt(turn.done_latency)} s"
             f" | reply audio {turn.audio_s:.2f} s")
 
 

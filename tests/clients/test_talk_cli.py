@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from clients.events import ServerEvent
 from clients.realtime_client import build_url
-from clients.talk import main
+from clients.talk import _Printer, main
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
@@ -144,3 +146,23 @@ def test_a_reply_that_fails_on_the_server_is_an_error_with_its_reason(beckett_wa
         server.stop()
     assert code == 1
     assert err.startswith(f"talk: the reply failed: cannot connect to chat server {chat_url}/models: "), err
+
+
+def test_user_turns_print_in_the_order_spoken_when_their_transcripts_finish_out_of_order() -> None:
+    """A file sent at once holds several turns, transcribed at the same time: the second may finish first. Each
+    turn's line still comes in the order spoken, whole, and a later turn's deltas never break into an earlier's."""
+    out = io.StringIO()
+    printer = _Printer(out)
+    for data in ({"type": "input_audio_buffer.committed", "item_id": "a"},
+                 {"type": "input_audio_buffer.committed", "item_id": "b"},
+                 {"type": "input_audio_buffer.committed", "item_id": "c"},
+                 {"type": "conversation.item.input_audio_transcription.delta", "item_id": "a", "delta": "Ever "},
+                 {"type": "conversation.item.input_audio_transcription.delta", "item_id": "b", "delta": "Ever "},
+                 {"type": "conversation.item.input_audio_transcription.completed", "item_id": "b",
+                  "transcript": "Ever failed."},
+                 {"type": "conversation.item.input_audio_transcription.failed", "item_id": "c"},
+                 {"type": "conversation.item.input_audio_transcription.delta", "item_id": "a", "delta": "tried."},
+                 {"type": "conversation.item.input_audio_transcription.completed", "item_id": "a",
+                  "transcript": "Ever tried."}):
+        printer.event(ServerEvent(data["type"], data), None)
+    assert out.getvalue().splitlines() == ["user> Ever tried.", "user> Ever failed.", "user> [transcription failed]"]
