@@ -227,9 +227,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 if done_at is not None:
                     break  # replies complete; a transcript never came
                 if not tracker.turns:  # noise, music, or speech too quiet for the server's VAD
-                    raise TalkError(f"the server heard no speech: no turn began within {timeout_s:.0f} s after "
+                    raise TalkError(f"the server heard no speech: no turn began within {timeout_s:g} s after "
                                     "the audio was sent")
-                raise TalkError(f"no complete reply within {timeout_s:.0f} s after the audio was sent")
+                raise TalkError(f"no complete reply within {timeout_s:g} s after the audio was sent")
             try:
                 event = await _recv(client, limit - now, until=sender)
             except TimeoutError:
