@@ -31,15 +31,45 @@ def test_the_talk_example_finds_the_bundled_recording() -> None:
     assert path.name == "beckett.wav" and path.is_file(), found
 
 
+def _run_script(script: str, server_http: str, wav: Path, tmp_path: Path) -> list[str]:
+    """The script with the server's URL swapped in, run as the README says (`python example.py WAV`): its lines."""
+    for url in ("http://127.0.0.1:8765/v1", "ws://127.0.0.1:8765/v1/realtime"):
+        if url in script:
+            assert script.count(url) == 1, url
+            script = script.replace(url, server_http + "/v1" if url.startswith("http") else
+                                    server_http.replace("http://", "ws://") + "/v1/realtime")
+    (tmp_path / "example.py").write_text(script)
+    run = subprocess.run([sys.executable, "example.py", str(wav)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
 @pytest.mark.slow
 def test_the_openai_sdk_script_prints_the_spoken_reply(embedded_server, beckett_wav, tmp_path: Path) -> None:
     script = readme_block("From Python, with the `openai` package's own client", "python")
-    swaps = (("http://127.0.0.1:8765/v1", f"{embedded_server.http}/v1"), ('"speech.wav"', repr(str(beckett_wav))))
-    for old, new in swaps:
-        assert script.count(old) == 1, old
-        script = script.replace(old, new)
-    (tmp_path / "example.py").write_text(script)
-    run = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    replies = [line for line in run.stdout.splitlines() if line.startswith("assistant: ")]
-    assert replies and replies[-1].strip() != "assistant:", run.stdout
+    replies = [line for line in _run_script(script, embedded_server.http, beckett_wav, tmp_path)
+               if line.startswith("assistant: ")]
+    assert replies and replies[-1].strip() != "assistant:", replies
+
+
+@pytest.mark.slow
+def test_the_transcription_block_in_the_script_prints_each_phrase_and_ends(embedded_server, beckett_wav,
+                                                                             tmp_path: Path) -> None:
+    """The README's transcription block put in place of the first script's connect block, as it says."""
+    script = readme_block("From Python, with the `openai` package's own client", "python")
+    block = readme_block("In the script above, replace the", "python")
+    start, end = script.index("    async with client.realtime.connect("), script.index("\nasyncio.run(")
+    lines = _run_script(script[:start] + block + script[end:], embedded_server.http, beckett_wav, tmp_path)
+    heard = " ".join(line.removeprefix("user: ") for line in lines).lower()
+    assert all(line.startswith("user: ") for line in lines) and len(lines) >= 4, lines
+    for word in ("tried", "failed", "matter", "better"):
+        assert word in heard, lines
+
+
+@pytest.mark.slow
+def test_the_realtime_client_script_prints_the_spoken_reply(embedded_server, beckett_wav, tmp_path: Path) -> None:
+    script = readme_block("Or with our client library, `clients.RealtimeClient`", "python")
+    replies = [line for line in _run_script(script, embedded_server.http, beckett_wav, tmp_path)
+               if line.startswith("assistant: ")]
+    assert replies and replies[-1].strip() != "assistant:", replies
