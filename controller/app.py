@@ -109,7 +109,8 @@ class App:
                                         early_prefill=config.early_prefill,
                                         max_event_bytes=config.server.max_event_bytes)
 
-    async def start(self) -> None:
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        """Listen, load the models, then accept sessions; not the last if `stop` was set during the load."""
         await self.server.start()
         logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
                     self.config.profile)
@@ -122,6 +123,8 @@ class App:
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
+        if stop is not None and stop.is_set():
+            return
         register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
         if register_metrics is not None:
             register_metrics(self.metrics.registry)
@@ -185,14 +188,24 @@ class App:
 
 
 async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
+    """Serves until SIGINT or SIGTERM (with install_signals). A signal while the models load stops the server once
+    the load ends (a load in its thread cannot be cut short), without a word of "ready"."""
     app = App(config)
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            logger.info("%s: stopping%s", sig.name, "" if app.server.ready else
+                        " once the models have loaded (a load under way cannot be cut short)")
+        stop.set()
+
     if install_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    await app.start()
+            loop.add_signal_handler(sig, on_signal, sig)
     try:
+        await app.start(stop)
         await stop.wait()
     finally:
         await app.close()
+        logger.info("stopped")

@@ -125,3 +125,23 @@ def test_listening_on_all_interfaces_prints_urls_a_browser_here_can_open() -> No
         assert ready in server.log()
     finally:
         server.stop()
+
+
+def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path) -> None:
+    """SIGINT after "listening on" and before the load ends: no "ready" line (a server that announces itself as it
+    quits looks hung), a line saying why the exit waits for the load, "stopped", exit status 0."""
+    import signal
+    import time
+
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0"], stdout=out,
+                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    text = log.read_text()
+    assert "SIGINT: stopping once the models have loaded" in text, text
+    assert "ready:" not in text and text.rstrip().endswith("stopped"), text
