@@ -229,7 +229,8 @@ def _renice(tids: set[int], nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
         except OSError:  # the thread ended meanwhile
             continue
-    logger.info("llama.cpp threads %s run at nice %d", sorted(tids), nice)
+    # all the threads the library started (its pools and workers), of which `threads` compute a token at a time
+    logger.info("llama.cpp's %d threads run at nice %d (thread ids %s)", len(tids), nice, sorted(tids))
 
 
 def _make_callback(chunks: queue.Queue[object], cancel: threading.Event, consumer_gone: threading.Event,
