@@ -233,7 +233,10 @@ class RealtimeClient:
 
     async def recv(self, timeout: float | None = None) -> ServerEvent:
         """The next event; raises TimeoutError, or RealtimeConnectionError when the stream has ended."""
-        event = await asyncio.wait_for(self._queue.get(), timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can drop a cancellation (Ctrl-C) that meets an event
+        # arriving at the same moment, and the caller then runs on (CPython gh-86296)
+        async with asyncio.timeout(timeout):
+            event = await self._queue.get()
         if event is None:
             self._queue.put_nowait(None)
             raise RealtimeConnectionError(str(self._failure or "connection closed"))

@@ -46,9 +46,11 @@ def _run_script(script: str, server_http: str, wav: Path, tmp_path: Path) -> lis
 
 
 @pytest.mark.slow
-def test_the_openai_sdk_script_prints_the_spoken_reply(embedded_server, beckett_wav, tmp_path: Path) -> None:
-    script = readme_block("From Python, with the `openai` package's own client", "python")
-    replies = [line for line in _run_script(script, embedded_server.http, beckett_wav, tmp_path)
+@pytest.mark.parametrize("after", ["From Python, with the `openai` package's own client",
+                                   "Or with our client library, `clients.RealtimeClient`"])
+def test_the_python_scripts_print_the_spoken_reply(after: str, embedded_server, beckett_wav, tmp_path: Path) -> None:
+    """The openai SDK script and the RealtimeClient one."""
+    replies = [line for line in _run_script(readme_block(after, "python"), embedded_server.http, beckett_wav, tmp_path)
                if line.startswith("assistant: ")]
     assert replies and replies[-1].strip() != "assistant:", replies
 
@@ -65,11 +67,3 @@ def test_the_transcription_block_in_the_script_prints_each_phrase_and_ends(embed
     assert all(line.startswith("user: ") for line in lines) and len(lines) >= 4, lines
     for word in ("tried", "failed", "matter", "better"):
         assert word in heard, lines
-
-
-@pytest.mark.slow
-def test_the_realtime_client_script_prints_the_spoken_reply(embedded_server, beckett_wav, tmp_path: Path) -> None:
-    script = readme_block("Or with our client library, `clients.RealtimeClient`", "python")
-    replies = [line for line in _run_script(script, embedded_server.http, beckett_wav, tmp_path)
-               if line.startswith("assistant: ")]
-    assert replies and replies[-1].strip() != "assistant:", replies
