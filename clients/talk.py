@@ -158,8 +158,8 @@ def _fmt(v: float | None) -> str:
 
 def format_turn(turn: Turn, number: int) -> str:
     return (f"  [turn {number}: {turn.status or '?'}] from end of user speech: first audio "
-            f"{_fmt(turn.first_audio_latency)} s | input transcript {_fmt(turn.transcript_latency)} s | response.done {_fmt(turn.done_latency)} s"
-            f" | reply audio {turn.audio_s:.2f} s")
+            f"{_fmt(turn.first_audio_latency)} s | input transcript {_fmt(turn.transcript_latency)} s"
+            f" | response.done {_fmt(turn.done_latency)} s | reply audio {turn.audio_s:.2f} s")
 
 
 async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path | None = None,
