@@ -212,10 +212,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
         audio_s = x24.size / WIRE_RATE + silence_ms / 1000
         deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
         done_at: float | None = None  # when every turn's response was done (then wait briefly for transcripts)
-        this = asyncio.current_task()
         while True:
-            if this is not None and this.cancelling():  # Ctrl-C asked, whatever await may have swallowed it
-                raise asyncio.CancelledError
             now = loop.time()
             if sender.done():
                 sender.result()  # re-raise a failed send

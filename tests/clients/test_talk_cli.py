@@ -117,9 +117,12 @@ def test_a_url_without_the_realtime_path_is_told_where_the_api_is(embedded_serve
 
 @pytest.mark.slow
 def test_ctrl_c_mid_conversation_exits_130_without_a_traceback(embedded_server, two_cities_wav) -> None:
+    # SIGINT as a terminal delivers it: a runner that started the tests in the background (bash `cmd &`) passes
+    # SIGINT ignored to its children, and Python then never turns it into KeyboardInterrupt.
     talk_ = subprocess.Popen([sys.executable, "-m", "controller.cli", "talk", str(two_cities_wav), "--url",
                               embedded_server.ws, "--out", os.devnull], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(6)  # connected and streaming: the recording is 44 s long
     talk_.send_signal(signal.SIGINT)
     _, err = talk_.communicate(timeout=30)
