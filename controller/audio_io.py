@@ -45,14 +45,22 @@ def encode(pcm: np.ndarray, fmt: AudioFormat) -> bytes:
 class InputConverter:
     """Client bytes in their format -> float32 at 16 kHz, streaming (keeps the resampler's state).
 
-    An audio/pcm chunk of an odd byte count is refused (MediaError), not carried over to the next: carried, one stray
-    byte would shift every later sample by a byte and the session would hear noise from then on, without a word."""
+    audio/pcm appends are one byte stream: a client forwarding what a pipe read gives may split a sample across two
+    appends, and its odd byte waits for the next. (A stray byte therefore shifts every later sample; `split_samples`
+    counts the appends that left one over, which the session logs the first time.)"""
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.fmt = fmt
         self._resampler = Resampler(fmt.sample_rate, PIPELINE_RATE)
+        self._odd = b""  # a split 16-bit sample waits for its other byte
+        self.split_samples = 0
 
     def convert(self, data: bytes) -> np.ndarray:
+        if self.fmt is AudioFormat.PCM:
+            data = self._odd + data
+            cut = len(data) - len(data) % 2
+            data, self._odd = data[:cut], data[cut:]
+            self.split_samples += bool(self._odd)
         return self._resampler.process(decode(data, self.fmt))
 
 

@@ -355,7 +355,12 @@ class Session(ItemsMixin, RepliesMixin):
         return TurnDetector(self._detector_config(), origin_ms=origin_ms)
 
     async def _append(self, data: bytes) -> None:
+        split = self.converter.split_samples
         pcm = self.converter.convert(data)
+        if split == 0 and self.converter.split_samples:
+            self.log.warning("input_audio_buffer.append of %d bytes ends mid-sample: its odd byte joins the next "
+                             "append's (audio/pcm is a byte stream; a stray byte would shift all later audio)",
+                             len(data))
         now = time.monotonic()
         self.audio.append(pcm, now)
         self.listener.feed(pcm)
