@@ -52,6 +52,9 @@ class AppConfig:
     def __post_init__(self) -> None:
         if self.profile in ("step-audio",) and self.model_path is None:
             raise ConfigError(f"--profile {self.profile} needs --model-path DIR")
+        if self.profile == "embedded" and self.model_path is not None:  # else the folder goes unused, unsaid
+            raise ConfigError(f"--model-path is a Step-Audio model folder, which the {self.profile} profile does not "
+                              "use: add --profile step-audio (or tiny, full-random)")
         if not 50 <= self.pause_ms <= 2000:
             raise ConfigError("--pause-ms must be between 50 and 2000")
         if self.chat_url is not None and not self.chat_url.startswith(("http://", "https://")):

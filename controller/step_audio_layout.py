@@ -58,7 +58,8 @@ def missing_files(root: Path, chat: ChatNeed) -> list[str]:
 def check_layout(root: Path, chat: ChatNeed) -> None:
     """Raises ConfigError naming every missing file of the layout (or the folder itself)."""
     if not root.is_dir():
-        raise ConfigError(f"{root} does not exist (the Step-Audio model folder: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise ConfigError(f"{root} {what} (the Step-Audio model folder: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them)")
     missing = missing_files(root, chat)
     if missing:

@@ -53,6 +53,10 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
     (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
     (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', "
                               "'WARNING', 'ERROR')"),
+    # serve's default profile is embedded: the folder went unused, without a word (tts and chat take it alone)
+    (["--model-path", "/tmp"], "--model-path is a Step-Audio model folder, which the embedded profile does not use: "
+                               "add --profile step-audio"),
+    (["--profile", "step-audio", "--model-path", "/etc/hostname"], "/etc/hostname is a file, not a folder"),
 ])
 def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str) -> None:
     assert_one_line_error(serve(*args), message)
