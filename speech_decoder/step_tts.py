@@ -141,7 +141,10 @@ def read_speakers_info(folder: Path) -> dict[str, str]:
     path = folder / SPEAKERS_INFO
     if not path.is_file():
         raise StepTtsError(f"missing {path}")
-    info = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSON's own message names no file
+        raise StepTtsError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
         raise StepTtsError(f"{path} must map speaker names to prompt texts")
     return info

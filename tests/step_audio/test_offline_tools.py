@@ -70,12 +70,16 @@ def test_a_corrupt_or_mixed_up_file_is_reported_with_its_folder_in_one_line(tiny
     assert f"cannot load {model}/{folder}: " in message  # then the loader's error, e.g. "RuntimeError: The size..."
 
 
-def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("content", "said"), [("{}\n", "names no speaker"),
+                                              ('{"Tingting":\n', "is not valid JSON: ")])
+def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path,
+                                                                  content: str, said: str) -> None:
+    """An empty one, and a broken one (whose JSON error named no file)."""
     folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
-    (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text("{}\n")
+    (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text(content)
     message = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
                                  "--out", str(tmp_path / "x.wav"))
-    assert "Step-Audio-TTS-3B/speakers/speakers_info.json names no speaker" in message
+    assert f"Step-Audio-TTS-3B/speakers/speakers_info.json {said}" in message
 
 
 def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
