@@ -107,9 +107,11 @@ def output_file(out: Path, upstream_name: str) -> Path:
     """--out as the wav to write: a .wav path as it is; a path without a suffix is a folder, as upstream's
     --output-path, that gets upstream's file name. Checked before the models load, not after the work is done."""
     if out.is_dir() or not out.suffix:
-        return out / upstream_name
+        return out / upstream_name  # the folder is made when the audio is written, as upstream makes its own
     if out.suffix.lower() != ".wav":
         raise ConfigError(f"--out {out}: the tools write WAV files; name a .wav file or a folder")
+    if not out.parent.is_dir():  # as talk: a typo in a path makes no folders
+        raise ConfigError(f"--out {out}: no such folder: {out.parent}")
     return out
 
 

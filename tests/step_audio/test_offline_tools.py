@@ -173,6 +173,9 @@ def _fails_in_one_line(*args: str) -> str:
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--speaker", "tingting",
       "--log-level", "INFO"], "unknown speaker 'tingting'; known: Tingting, TingtingRAP, Tingting哼唱"),
     (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "/nonexistent does not exist"),
+    # found after the synthesis, and /nonexistent made at the root on the way
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "/nonexistent/x.wav",
+      "--log-level", "INFO"], "--out /nonexistent/x.wav: no such folder: /nonexistent"),
 ])
 def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, args: list[str], message: str) -> None:
     assert message in _fails_in_one_line(*[a.format(tiny=tiny_model_dir) for a in args])
