@@ -188,6 +188,9 @@ class StepAudioPipeline:
         if (tts_dir / MUSIC_DIR).is_dir():
             with _loading(tts_dir / MUSIC_DIR):
                 music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device)
+        else:  # optional, as in the layout check, but a (RAP) or (哼唱) reply then sounds otherwise than upstream's
+            logger.warning("%s has no %s/: RAP and humming are spoken with %s/ instead", tts_dir, MUSIC_DIR,
+                           COMMON_DIR)
         self.tts = StepTts(tts_tok, common, music, add_bos=StepTts.tokenizer_adds_bos(tts_dir))
         self.output_rate = int(common.sample_rate)
         speakers = find_speakers_dir(tts_dir, root)

@@ -224,3 +224,14 @@ def test_input_that_gives_nothing_to_say_is_refused_in_one_line(tiny_model_dir: 
                                 "--profile", "tiny", "--out", str(out))
     assert message.format(d=bad_inputs) in stderr, stderr
     assert not out.exists()
+
+
+def test_a_folder_without_the_music_decoder_speaks_rap_with_the_plain_one_and_says_so(tiny_model_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    """CosyVoice-300M-25Hz-Music/ is optional in the layout check; its absence was silent and a (RAP) text came out
+    of the plain decoder without a word."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz-Music")
+    proc = run_cli("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "(RAP)Yo yo.",
+                   "--out", str(tmp_path / "rap.wav"))
+    assert "has no CosyVoice-300M-25Hz-Music/: RAP and humming are spoken with CosyVoice-300M-25Hz/" in proc.stderr
+    assert sf.info(str(tmp_path / "rap.wav")).duration > 0.1
