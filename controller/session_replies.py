@@ -192,6 +192,8 @@ class RepliesMixin(_Base):
             heard = resp.heard_ms_now()
             await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
             self.record_reply(resp, heard_ms=heard)
+            self.log.info("response %s cancelled (%s, %d ms of its audio heard): %s", resp.response_id, reason,
+                          int(heard), resp.timeline())
             self.metrics.responses_total.labels(status="cancelled").inc()
             if reason == "barge_in" and resp.audio_out and resp.item_id in self.conversation:
                 await self.emit(self.events.item_truncated(item_id=resp.item_id, content_index=0,

@@ -438,10 +438,12 @@ async def test_with_interrupt_response_off_the_user_speaking_over_a_reply_is_a_t
         validate_server_event(raw)
 
 
-async def test_a_barge_in_reports_the_speech_before_the_reply_it_cancels() -> None:
+async def test_a_barge_in_reports_the_speech_before_the_reply_it_cancels(caplog) -> None:
     """server_vad with interrupt_response: the API cancels the reply "when a VAD start event occurs", so the client
     hears of the speech (input_audio_buffer.speech_started, on which it stops its playback) before the reply's
-    response.done (cancelled, turn_detected) and conversation.item.truncated; they had come the other way round."""
+    response.done (cancelled, turn_detected) and conversation.item.truncated; they had come the other way round.
+    The server's log has a line for the cancelled reply, as for every other (it had none)."""
+    caplog.set_level(logging.INFO)
     pipeline = ScriptedPipeline()
     pipeline.reply_words = NOON.split()
     pipeline.word_seconds = 0.1
@@ -456,6 +458,8 @@ async def test_a_barge_in_reports_the_speech_before_the_reply_it_cancels() -> No
     assert done["response"]["status_details"]["reason"] == "turn_detected"
     assert truncated["item_id"] == delta["item_id"]
     assert conv.events.index(started) < conv.events.index(done) < conv.events.index(truncated)
+    assert any(r.getMessage().startswith(f"response {delta['response_id']} cancelled (barge_in, ") for r in
+               caplog.records), [r.getMessage() for r in caplog.records]
     for raw in conv.raw:
         validate_server_event(raw)
 
