@@ -114,6 +114,9 @@ class App:
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Listen, load the models, then accept sessions; not the last if `stop` was set during the load."""
+        if self.pipeline is None and self.config.profile != "embedded":
+            from controller.step_audio_pipeline import check_model_folder
+            check_model_folder(self.config)
         await self.server.start()
         logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
                     self.config.profile)
@@ -211,4 +214,4 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
         await stop.wait()
     finally:
         await app.close()
-        logger.info("stopped")
+    logger.info("stopped")  # not after a failed start: its error is the last line

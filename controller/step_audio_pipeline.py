@@ -120,6 +120,14 @@ def follow_chat_rank(app_config: Any) -> None:
     raise SystemExit(0)  # from_pretrained returns only on rank 0
 
 
+def check_model_folder(app_config: Any) -> None:
+    """The serve command's folder check, before it listens: a missing or partial folder is one error line, not a
+    server that says it listens and then stops. (Without --model-path, tiny writes its own folder at load.)"""
+    if app_config.model_path is not None:
+        cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
+        check_layout(cfg.model_path, chat_need(cfg))
+
+
 def load_step_audio(app_config: Any) -> StepAudioPipeline:
     """controller.app.load_pipeline's entry for step-audio / tiny / full-random."""
     profile = app_config.profile

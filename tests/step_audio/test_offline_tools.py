@@ -167,6 +167,8 @@ def _fails_in_one_line(*args: str) -> str:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
+    # checked before it listens: it said "listening on" and "stopped" first
+    (["serve", "--profile", "tiny", "--model-path", "/etc", "--port", "0"], "/etc lacks Step-Audio-Tokenizer/"),
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--chat-url",
       "http://127.0.0.1:9/v1"], "--chat-url: cannot connect to chat server http://127.0.0.1:9/v1/models"),
     # before any model loads (INFO would log each "loading" line): the real Chat LM takes minutes
