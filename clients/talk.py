@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the reply (24 kHz wav; default ./reply.wav)")
     p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
                    help="sent as Authorization: Bearer KEY (env STEPAUDIO_RT_API_KEY)")
-    p.add_argument("--model", default="stepaudio-rt")
+    p.add_argument("--model", default="stepaudio-rt",
+                   help="the ?model= of the connect URL, as the Realtime API asks (default stepaudio-rt)")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="speed", action="store_const", const=1.0, default=1.0,
                       help="send at real-time pace (default)")

@@ -76,7 +76,7 @@ def _add_sip_bridge(sub: argparse._SubParsersAction) -> None:
 
 def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsHelpFormatter)
     p.add_argument("--profile", choices=("tiny", "full-random"), required=True,
                    help="tiny: CPU-sized; full-random: the real dimensions (TTS-3B 7 GB)")
     p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all",
@@ -92,22 +92,26 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
     common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
-                        help="tiny / full-random cap the random models' output")
+                        help="step-audio: the real checkpoints; tiny / full-random cap the random models' output")
     common.add_argument("--out", "--output-path", type=Path, required=True,
                         help="output wav (22050 Hz), or a folder (as upstream's --output-path) that gets upstream's "
-                             "file name: output_tts.wav, output_clone.wav, output_e2e_tqta.wav (text in) or "
-                             "output_e2e_aqta.wav (speech in)")
+                             "file name (tts: output_tts.wav, or output_clone.wav when cloning; chat: "
+                             "output_e2e_tqta.wav for text in, output_e2e_aqta.wav for speech in)")
     common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
-    common.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2))
-    common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
-    p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)")
+    common.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),
+                        help="CPU threads for the models")
+    common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="what the tool logs on stderr")
+    p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)",
+                       formatter_class=_DefaultsHelpFormatter)
     p.add_argument("--text", required=True, help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
                    "or (快速1) applies to all of it")
     p.add_argument("--prompt-wav", "--clone-wav", dest="prompt_wav", type=Path,
                    help="clone this voice (upstream's clone mode, its wav_path), with --prompt-text")
     p.add_argument("--prompt-text", "--clone-text", dest="prompt_text",
                    help="the transcript of --prompt-wav (upstream's prompt_text)")
-    p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)")
+    p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)",
+                       formatter_class=_DefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="the user's speech")
     src.add_argument("--text", help="the user's text")
