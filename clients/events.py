@@ -122,6 +122,14 @@ class ServerEvent:
         return _opt_str(resp.get("status")) if isinstance(resp, Mapping) else None
 
     @property
+    def response_reason(self) -> str | None:
+        """status_details.reason of response.done: why a reply is incomplete (max_output_tokens, content_filter) or
+        cancelled (turn_detected, client_cancelled)."""
+        resp = self.data.get("response")
+        details = resp.get("status_details") if isinstance(resp, Mapping) else None
+        return _opt_str(details.get("reason")) if isinstance(details, Mapping) else None
+
+    @property
     def response_error(self) -> str | None:
         """Why a response failed: status_details.error.message of a `failed` response.done (else None)."""
         resp = self.data.get("response")

@@ -157,7 +157,8 @@ def _fmt(v: float | None) -> str:
 
 
 def format_turn(turn: Turn, number: int) -> str:
-    return (f"  [turn {number}: {turn.status or '?'}] from end of user speech: first audio "
+    status = f"{turn.status or '?'}" + (f" ({turn.reason})" if turn.reason else "")
+    return (f"  [turn {number}: {status}] from end of user speech: first audio "
             f"{_fmt(turn.first_audio_latency)} s | input transcript {_fmt(turn.transcript_latency)} s"
             f" | response.done {_fmt(turn.done_latency)} s | reply audio {turn.audio_s:.2f} s")
 

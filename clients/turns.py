@@ -38,6 +38,7 @@ class Turn:
     user_transcript: str = ""
     assistant_transcript: str = ""
     status: str | None = None
+    reason: str | None = None  # response.done's status_details.reason (why incomplete or cancelled)
 
     def _since_eos(self, t: float | None) -> float | None:
         return None if t is None or self.end_of_speech is None else t - self.end_of_speech
@@ -120,7 +121,7 @@ class TurnTracker:
             turn.assistant_transcript += event.delta
         elif t == "response.done":
             turn.response_done = now
-            turn.status = event.response_status
+            turn.status, turn.reason = event.response_status, event.response_reason
         return turn
 
     def _commit(self, item_id: str | None) -> Turn:

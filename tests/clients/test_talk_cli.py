@@ -169,3 +169,15 @@ def test_user_turns_print_in_the_order_spoken_when_their_transcripts_finish_out_
                   "transcript": "Ever tried."}):
         printer.event(ServerEvent(data["type"], data), None)
     assert out.getvalue().splitlines() == ["user> Ever tried.", "user> Ever failed.", "user> [transcription failed]"]
+
+
+def test_a_turn_line_says_why_its_reply_was_cut() -> None:
+    """A reply cut at max_output_tokens showed "[turn 1: incomplete]" and no reason."""
+    from clients.talk import format_turn
+    from clients.turns import Turn
+
+    assert format_turn(Turn(status="incomplete", reason="max_output_tokens"), 1).startswith(
+        "  [turn 1: incomplete (max_output_tokens)] from end of user speech")
+    done = ServerEvent("response.done", {"type": "response.done", "response": {
+        "id": "r", "status": "cancelled", "status_details": {"type": "cancelled", "reason": "turn_detected"}}})
+    assert (done.response_status, done.response_reason) == ("cancelled", "turn_detected")
