@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter
 from controller.bridge import iterate_in_thread
 from controller.errors import ConfigError
 from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
-from controller.step_audio_layout import ChatNeed, check_layout
+from controller.step_audio_layout import ChatNeed, check_layout, missing_files
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
@@ -137,7 +137,9 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
             raise ConfigError(f"--profile {profile} needs --model-path DIR "
                               f"(stepaudio-rt make-checkpoint --profile {profile} DIR writes a random one)")
         model_path = tiny_cache_dir()
-        if not (model_path / "Step-Audio-TTS-3B" / "config.json").is_file():
+        # Written when absent, and again when incomplete (a write cut short, a file deleted): the user never named
+        # this folder, so an error about it would leave them nothing to act on.
+        if not model_path.is_dir() or missing_files(model_path, ChatNeed.WEIGHTS):
             from controller.checkpoints import make_checkpoint
             logger.info("no --model-path: writing a tiny model folder to %s", model_path)
             make_checkpoint(model_path, profile="tiny")

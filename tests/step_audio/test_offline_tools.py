@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,20 @@ def test_a_folder_without_the_music_decoder_speaks_rap_with_the_plain_one_and_sa
                    "--out", str(tmp_path / "rap.wav"))
     assert "has no CosyVoice-300M-25Hz-Music/: RAP and humming are spoken with CosyVoice-300M-25Hz/" in proc.stderr
     assert sf.info(str(tmp_path / "rap.wav")).duration > 0.1
+
+
+@pytest.mark.slow
+def test_serve_tiny_without_a_model_path_writes_its_cached_folder_again_when_it_is_incomplete(tmp_path: Path) -> None:
+    """The folder in $STEPAUDIO_RT_CACHE/tiny is the server's own: one cut short or partly deleted was refused with
+    an error about a folder the user never named."""
+    from controller.checkpoints import make_checkpoint
+    from tests.conftest import ServerProcess
+
+    make_checkpoint(tmp_path / "tiny", profile="tiny")
+    shutil.rmtree(tmp_path / "tiny" / "Step-Audio-Tokenizer")
+    server = ServerProcess("--profile", "tiny", "--threads", "2", env={"STEPAUDIO_RT_CACHE": str(tmp_path)})
+    try:
+        assert "writing a tiny model folder to" in server.log()
+    finally:
+        server.stop()
+    assert (tmp_path / "tiny" / "Step-Audio-Tokenizer").is_dir()
