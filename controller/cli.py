@@ -148,7 +148,10 @@ def _serve(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
         from controller.step_audio_pipeline import follow_chat_rank
 
-        follow_chat_rank(config)
+        try:
+            follow_chat_rank(config)
+        except KeyboardInterrupt:  # Ctrl-C reaches every rank of the group: rank 0 stops the server, this one ends
+            return 0
     try:
         asyncio.run(run_app(config, install_signals=True))
     except KeyboardInterrupt:

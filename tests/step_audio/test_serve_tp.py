@@ -3,6 +3,8 @@ half of the Chat LM (gloo on the CPU). A greedy turn gives the reply that the on
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests.conftest import ServerProcess, free_port
@@ -40,6 +42,11 @@ async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_d
         want = await _greedy_reply(tiny_server.ws, speech)
         got = await _greedy_reply(tp2.ws, speech)
         assert "rank 1: following rank 0" in tp2.log()
+        # Ctrl-C reaches every rank: rank 0 stops the server; rank 1 printed a KeyboardInterrupt traceback
+        tp2.proc.send_signal(signal.SIGINT)
+        tp2.proc.wait(30)
+        log = tp2.log()
+        assert "INFO controller.app: stopped" in log and "KeyboardInterrupt" not in log, log
     finally:
         tp2.stop()
     assert want.strip() and got == want
