@@ -4,7 +4,8 @@
 # run, also written to $OUT/report.md). Each step has its own time limit so that one
 # hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
 #
-#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all)
+#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all);
+#                                                                 diag (bench.diag_speech_stream) only when named
 #
 # A lent machine gives a session 15 minutes of device time in all (its start, ~1-2 min, included) and 600 s per
 # command. Run it as two calls, the figures first (run4 on an H100: 6 + 90 + 79 + 86 s; the tests 124-162 s):
@@ -59,6 +60,7 @@ for step in $steps; do
     engine) wait_checkpoint; run engine 170 $PY -m bench.engine --ckpt "$CKPT" --out "$OUT/engine.json" ;;
     tts) wait_checkpoint; run tts 170 $PY -m bench.tts --tts-ckpt "$CKPT" --out "$OUT/tts.json" ;;
     report) run report 30 $PY -m bench.report "$OUT" ;;
+    diag) run diag 260 $PY -m bench.diag_speech_stream --seconds 200 --out "$OUT/diag.json" ;;
     *) echo "unknown step $step" >&2 ;;
     esac
 done
