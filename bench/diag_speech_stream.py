@@ -29,6 +29,8 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "base": ({}, "as the GPU test: the other thread multiplies on the legacy default stream"),
     "elementwise": ({}, "the other thread runs elementwise kernels only"),
     "poolstream": ({}, "the other thread on a stream of its own (non-blocking) instead of the legacy stream"),
+    "samestream": ({}, "the speech path on the legacy default stream too (the GPU serialises the two threads)"),
+    "hostonly": ({}, "the other thread does host work only (Python, the GIL), no GPU"),
     "nographs": ({}, "no CUDA graphs in the speech path (flow and HiFT eager)"),
     "prewarm": ({}, "every graph captured before the other thread starts"),
     "eagerload": ({"CUDA_MODULE_LOADING": "EAGER"}, "modules loaded at start, not lazily"),
@@ -63,7 +65,9 @@ def _trial(variant: str, folder: str) -> str:
     model = CosyVoiceModel.load(folder, device="cuda", flow_dtype=torch.float32)
     if variant == "nographs":
         model.flow_graphs = model.hift_graphs = None
-    else:  # as the test before it in that xdist worker (test_graphs_of_other_shapes...): graphs of its own, kept
+    if variant == "samestream":
+        model.stream = None
+    if variant != "nographs":  # as the test before it in that xdist worker: a FlowGraphs of its own, kept
         graphs, pr, dev = FlowGraphs(model.flow), prompt(50, 2), torch.device("cuda")
         for rows, n in [(1, 25), (1, 40), (2, 40), (1, 25)] * 2:
             g = torch.Generator().manual_seed(rows * 100 + n)
@@ -82,6 +86,10 @@ def _trial(variant: str, folder: str) -> str:
     def busy() -> None:
         try:
             side = torch.cuda.Stream() if variant == "poolstream" else None
+            if variant == "hostonly":
+                while not stop.is_set():
+                    sum(i * i for i in range(10_000))
+                return
             with torch.cuda.stream(side):
                 a = torch.randn(1024, 1024, device="cuda")
                 while not stop.is_set():
