@@ -150,8 +150,9 @@ def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[
         if g["rows"] == 1:
             # engine.json before session 12 had "swiglu": true/false for what "fused" names now
             fused = g.get("fused", "swiglu" if g.get("swiglu") else "")
+            split = f" (K split {g['split']})" if g.get("split", 1) > 1 else ""
             lines.append(f"- batch-1 GEMV {g['N']} x {g['K']}{' ' + fused if fused else ''}: Triton "
-                         f"{g['triton']:.1f} us, cuBLAS {g['cublas']:.1f} us")
+                         f"{g['triton']:.1f} us{split}, cuBLAS {g['cublas']:.1f} us")
     by_metric = {r["metric"].split(" (")[0]: r["engine"] for r in (engine or {}).get("rows", [])}
     if "decode tok/s batch 1, PDL off" in by_metric and "decode tok/s batch 1" in by_metric:
         lines.append(f"- batch-1 decode: {by_metric['decode tok/s batch 1']:.1f} tok/s with programmatic dependent "

@@ -13,6 +13,11 @@ both halves and applies SwiGLU to its own outputs in the epilogue (rounded as ke
 after F.linear), so the activation's kernel and its [M, 2N] round trip disappear at the cost of BLOCK_N outputs'
 work a program. (Fused into the next projection's prologue instead, it ran on every K tile of x: ~2000
 instructions a thread per 16 x 256 tile in the sm_90 SASS, three times the tile's load time.)
+SPLIT > 1 (split-K): the programs of one column block share K out in SPLIT ranges and store fp32 partial sums; a
+second kernel adds them up in a fixed order and applies the bias and SwiGLU. For the narrow products of a decode
+step (3072 outputs: 192 programs of 16 columns on 132 SMs, some SMs streaming twice the bytes of others) the extra
+programs keep more of the weight in flight; what it costs is the partials' round trip and a second launch, so
+kernels.gemv times it against one pass and cuBLAS.
 """
 from __future__ import annotations
 
@@ -54,11 +59,32 @@ def _normed(X, R, NW, H, offs_k, ok, x_row, r_row, rstd, NORM: tl.constexpr):
 
 
 @triton.jit
-def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, stride_ym, stride_rm, PF_PER_ROW,
+def _finish(acc, acc_up, B, Y, offs_n, n_ok, N, HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr):
+    """The product's fp32 sums (each half's with SwiGLU) -> the output in Y's dtype: the bias added, then silu(gate) *
+    up with F.linear's output rounding, then silu's, then the product's (kernels.lm_ops.silu_and_mul_ref after
+    F.linear). offs_n / n_ok are shaped to broadcast against acc."""
+    if HAS_BIAS:
+        acc += tl.load(B + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        if SWIGLU:
+            acc_up += tl.load(B + N + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+    out = acc
+    if SWIGLU:
+        g = acc.to(Y.dtype.element_ty).to(tl.float32)
+        s = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
+        out = s * acc_up.to(Y.dtype.element_ty).to(tl.float32)
+    return out.to(Y.dtype.element_ty)
+
+
+@triton.jit
+def _gemv_kernel(X, W, B, Y, R, NW, H, P, M, N, K, eps, stride_xm, stride_wn, stride_ym, stride_rm, PF_PER_ROW,
                  HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr, DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
-                 ONE_ROW: tl.constexpr, PDL: tl.constexpr):
+                 ONE_ROW: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr):
     row0 = tl.program_id(0) * BLOCK_N
+    # this program's K range: whole BLOCK_K tiles, the last range shorter (or, for a few K, empty: zeros stored)
+    k_per = tl.cdiv(tl.cdiv(K, SPLIT), BLOCK_K) * BLOCK_K
+    k_lo = tl.program_id(1) * k_per
+    k_hi = tl.minimum(K, k_lo + k_per)
     if PDL:
         # No kernel writes the weights: this program's slice (its first PF_PER_ROW elements a row's worth) starts
         # on its way into L2 while the kernel before this one still runs; the loop below then reads it from there.
@@ -89,9 +115,9 @@ def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, strid
             rstd = tl.where(offs_m == m, 1.0 / tl.sqrt_rn(tl.sum(ss, 0) / K + eps), rstd)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < K
+        k_ok = offs_k < k_hi
         if ONE_ROW:
             # One row (batch-1 decode) with a norm: it runs on that row, which then fills the tile's rows (only
             # row 0 is stored). On the padded [BLOCK_M, BLOCK_K] tile the work was BLOCK_M rows' worth: 785 -> 445
@@ -108,17 +134,33 @@ def _gemv_kernel(X, W, B, Y, R, NW, H, M, N, K, eps, stride_xm, stride_wn, strid
         if SWIGLU:
             w_up = tl.load(W + (N + offs_n)[:, None] * stride_wn + offs_k[None, :], mask=w_ok, other=0.0)
             acc_up += tl.dot(x, tl.trans(w_up), input_precision=DOT)
-    if HAS_BIAS:
-        acc += tl.load(B + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    ok = m_ok[:, None] & n_ok[None, :]
+    if SPLIT == 1:
+        out = _finish(acc, acc_up, B, Y, offs_n[None, :], n_ok[None, :], N, HAS_BIAS, SWIGLU)
+        tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], out, mask=ok)
+    else:  # partials [halves, SPLIT, M, N] in fp32, for _gemv_reduce_kernel
+        part = P + (tl.program_id(1) * M + offs_m[:, None]).to(tl.int64) * N + offs_n[None, :]
+        tl.store(part, acc, mask=ok)
         if SWIGLU:
-            acc_up += tl.load(B + N + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    out = acc
-    if SWIGLU:  # silu(gate) * up with F.linear's output rounding, then silu's, then the product's
-        g = acc.to(Y.dtype.element_ty).to(tl.float32)
-        s = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
-        out = s * acc_up.to(Y.dtype.element_ty).to(tl.float32)
-    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], out.to(Y.dtype.element_ty),
-             mask=m_ok[:, None] & n_ok[None, :])
+            tl.store(part + SPLIT * M * N, acc_up, mask=ok)
+
+
+@triton.jit
+def _gemv_reduce_kernel(P, B, Y, M, N, stride_ym, HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr,
+                        SPLIT: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    """Row program_id(1), BLOCK output columns: the SPLIT partial sums added in order, then _finish."""
+    begin(PDL)
+    m = tl.program_id(1)
+    offs_n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    n_ok = offs_n < N
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK], dtype=tl.float32)
+    for s in tl.static_range(SPLIT):
+        part = P + (s * M + m).to(tl.int64) * N + offs_n
+        acc += tl.load(part, mask=n_ok, other=0.0)
+        if SWIGLU:
+            acc_up += tl.load(part + SPLIT * M * N, mask=n_ok, other=0.0)
+    tl.store(Y + m * stride_ym + offs_n, _finish(acc, acc_up, B, Y, offs_n, n_ok, N, HAS_BIAS, SWIGLU), mask=n_ok)
 
 
 def _configs() -> list[triton.Config]:
@@ -159,7 +201,8 @@ def _get_launcher():  # type: ignore[no-untyped-def]
     global _launcher
     if _launcher is None:
         _launcher = _gemv_kernel if _interpreting() else triton.autotune(
-            configs=_configs(), key=["N", "K", "SWIGLU", "NORM", "ONE_ROW", "HAS_BIAS", "DOT"],
+            configs=_configs(),
+            key=["N", "K", "SWIGLU", "NORM", "ONE_ROW", "HAS_BIAS", "DOT", "SPLIT"],
             prune_configs_by={"early_config_prune": _prune},
             cache_results=True,  # the choice persists on disk (Triton's cache dir): a restart times nothing
         )(_gemv_kernel)
@@ -167,11 +210,13 @@ def _get_launcher():  # type: ignore[no-untyped-def]
 
 
 def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, swiglu: bool = False,
-                norm: tuple[Tensor | None, Tensor, float] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                norm: tuple[Tensor | None, Tensor, float] | None = None, split: int = 1
+                ) -> Tensor | tuple[Tensor, Tensor]:
     """x [M, K], w [N, K] with unit K stride -> x @ w^T [M, N] in x's dtype; with swiglu, w = [gate; up] [2N, K]
     -> silu(x @ gate^T) * (x @ up^T) [M, N]. With norm=(residual [M, K] or None, norm_weight [K], eps) the product
     runs on rms_norm(residual + x) (or rms_norm(x)) and the pair (y, residual + x) is returned (x itself without a
-    residual). Inputs are validated by the dispatcher."""
+    residual). split > 1: K shared out among that many programs per column block, their partial sums added by a
+    second kernel (module docstring). Inputs are validated by the dispatcher."""
     x = x if x.stride(1) == 1 else x.contiguous()
     m, k = x.shape
     n = w.shape[0] // 2 if swiglu else w.shape[0]
@@ -187,17 +232,20 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, swiglu: bool = False,
     kwargs = dict(HAS_BIAS=bias is not None, SWIGLU=swiglu, NORM=0 if norm is None else 1 if norm[0] is None else 2,
                   DOT="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=BLOCK_M,
                   NORM_BLOCK=min(triton.next_power_of_2(k), 4096), ONE_ROW=m == 1 and norm is not None,
-                  PDL=pdl, launch_pdl=pdl)
+                  SPLIT=split, PDL=pdl, launch_pdl=pdl)
     launcher = _get_launcher()
 
     def grid(meta):  # type: ignore[no-untyped-def]
-        return (triton.cdiv(n, meta["BLOCK_N"]),)
+        return (triton.cdiv(n, meta["BLOCK_N"]), split)
 
-    # The prefetch takes each program's rows as one contiguous run of 16-byte aligned pieces.
+    # The prefetch takes each program's rows as one contiguous run of 16-byte aligned pieces: the start of the
+    # rows, which split programs other than the first do not read.
     aligned = w.is_contiguous() and w.data_ptr() % 16 == 0 and k * w.element_size() % 16 == 0
-    pf_per_row = min(k, L2_PREFETCH_BYTES // (w.shape[0] * w.element_size())) if pdl and aligned else 0
-    args = (x, w, bias if bias is not None else w, y, r, nw, h, m, n, k, eps, x.stride(0), w.stride(0), y.stride(0),
-            r.stride(0), pf_per_row)
+    pf_per_row = min(k, L2_PREFETCH_BYTES // (w.shape[0] * w.element_size())) if pdl and aligned and split == 1 else 0
+    partials = torch.empty((2 if swiglu else 1, split, m, n), dtype=torch.float32, device=x.device) if split > 1 \
+        else y
+    args = (x, w, bias if bias is not None else w, y, r, nw, h, partials, m, n, k, eps, x.stride(0), w.stride(0),
+            y.stride(0), r.stride(0), pf_per_row)
     if _interpreting():
         cfg = _configs()[0]
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
@@ -206,6 +254,11 @@ def gemv_triton(x: Tensor, w: Tensor, bias: Tensor | None, swiglu: bool = False,
                    lambda: _fitting(launcher.configs, x.element_size(), swiglu, kwargs["NORM"],
                                     shared_memory_limit(x.device)), grid, args, kwargs)
     launcher[grid](*args, **kwargs)
+    if split > 1:
+        block = 256 if _interpreting() else 1024
+        _gemv_reduce_kernel[(triton.cdiv(n, block), m)](
+            partials, bias if bias is not None else w, y, m, n, y.stride(0), HAS_BIAS=bias is not None,
+            SWIGLU=swiglu, SPLIT=split, BLOCK=block, PDL=pdl, launch_pdl=pdl, num_warps=4)
     return y if norm is None else (y, h)
 
 

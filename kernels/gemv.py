@@ -3,7 +3,8 @@ residual add and RMSNorm, optionally followed by SwiGLU's activation (an MLP's g
 
 At batch 1 a decode step streams every weight of the model once (TTS-3B: 7 GB, 2.35 ms at an H100's copy bandwidth;
 run3 measured 3.64 ms a step), so how close each matrix-vector product comes to the bandwidth is most of a step's
-time. A Triton kernel (kernels._gemv_triton, autotuned tiles) competes with cuBLAS: the first time a shape is met
+time. A Triton kernel (kernels._gemv_triton, autotuned tiles; in one pass, or with K split among several programs
+a column block where the grid would be small: split_candidates) competes with cuBLAS: the first time a shape is met
 outside a CUDA-graph capture, both are timed as a CUDA graph replays them (kernels._timing: the decode step is a
 graph, so host launch costs, which dominate a Python-launched timing of a 10 us op, are left out; L2 flushed before
 each call, so weights that would fit in the 50 MB L2 are not timed from it) and the faster one serves that shape
@@ -38,10 +39,11 @@ T = TypeVar("T")
 
 MAX_ROWS = 16  # the kernel's one tensor-core tile of rows; a bigger batch is cuBLAS's matrix-matrix case
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
-# (device, dtype, rows bucket, N, K, bias?, what is fused) -> (Triton us, cuBLAS us) as timed (after an RMSNorm, its
-# time subtracted); the Triton kernel serves the key when it was faster. Benchmarks report it. What is fused: "" (a
-# plain product), "rms_norm" / "add_rms_norm" (the residual add and the norm before it), "+swiglu" after that.
-timings: dict[tuple, tuple[float, float]] = {}
+# (device, dtype, rows bucket, N, K, bias?, what is fused) -> (Triton us, cuBLAS us, Triton's split) as timed (after
+# an RMSNorm, its time subtracted; Triton's figure the best of its K splits); the Triton kernel, with that split,
+# serves the key when it was faster. Benchmarks report it. What is fused: "" (a plain product), "rms_norm" /
+# "add_rms_norm" (the residual add and the norm before it), "+swiglu" after that.
+timings: dict[tuple, tuple[float, float, int]] = {}
 
 
 def gemv_ref(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -72,32 +74,47 @@ def _check(name: str, x: Tensor, w: Tensor, bias: Tensor | None, k_in: int) -> N
         raise ValueError(f"{name}: all tensors must be on one device")
 
 
-def _time_both(key: tuple, x: Tensor, ours, theirs) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    ours(), theirs()  # compiles and autotunes the kernel (and times what theirs() dispatches) outside the timing
+def split_candidates(n_out: int, k: int, device: torch.device) -> list[int]:
+    """The K splits worth timing for a product with n_out output columns: 1, and those that leave each program at
+    least 512 of K and the grid within 16 programs an SM (at the kernel's narrowest column block, 16)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    blocks = -(-n_out // 16)
+    return [1] + [s for s in (2, 4, 8) if k // s >= 512 and blocks * s <= 16 * sms]
+
+
+def _time_all(key: tuple, x: Tensor, ours: dict[int, Callable[[], object]],
+              theirs: Callable[[], object]) -> tuple[float, float, int]:
+    """(the best Triton split's us, cuBLAS's us, that split), each timed as a CUDA graph replays it."""
+    for run in (*ours.values(), theirs):  # compiles and autotunes the kernels outside the timing
+        run()
     weight = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
 
     def before() -> None:  # the latency-bound kernel a decode step's GEMV follows (RMSNorm or attention)
         rms_norm(x, weight, 1e-6)
 
     try:
-        t = (graph_us(ours, before, x.device), graph_us(theirs, before, x.device))
+        by_split = {split: graph_us(run, before, x.device) for split, run in ours.items()}
+        lib = graph_us(theirs, before, x.device)
     except Exception:  # a capture refused (an op that synchronises, say): the library op is the safe choice
         logger.exception("gemv %d x %d x %d: timing under a CUDA graph failed; cuBLAS serves it", *key[2:5])
-        return float("inf"), 0.0
-    logger.info("gemv %d x %d x %d%s%s: Triton %.1f us, cuBLAS %.1f us -> %s", key[2], key[3], key[4],
-                " +bias" if key[5] else "", f" {key[6]}" if key[6] else "", *t, "Triton" if t[0] < t[1] else "cuBLAS")
-    return t
+        return float("inf"), 0.0, 1
+    split = min(by_split, key=by_split.__getitem__)
+    logger.info("gemv %d x %d x %d%s%s: Triton %s us, cuBLAS %.1f us -> %s", key[2], key[3], key[4],
+                " +bias" if key[5] else "", f" {key[6]}" if key[6] else "",
+                ", ".join(f"{us:.1f} (split {s})" for s, us in by_split.items()), lib,
+                f"Triton, split {split}" if by_split[split] < lib else "cuBLAS")
+    return by_split[split], lib, split
 
 
-def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[ModuleType], T],
+def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[ModuleType, int], T],
          theirs: Callable[[], T]) -> T:
-    """ours(the Triton module) or theirs() (without the kernel: cuBLAS after the fused op's own kernel; the
-    reference ops on the CPU), whichever serves this call (module docstring)."""
+    """ours(the Triton module, a K split) or theirs() (without the kernel: cuBLAS after the fused op's own kernel;
+    the reference ops on the CPU), whichever serves this call (module docstring)."""
     tri = triton_module("_gemv_triton", x) if 0 < x.shape[0] <= MAX_ROWS and w.stride(1) == 1 else None
     if tri is None:
         return theirs()
     if not x.is_cuda:  # the interpreter: the kernel itself is what is under test
-        return ours(tri)
+        return ours(tri, 1)
     # Rows bucketed to the engine's CUDA-graph batch sizes (1, 2, 4, 8, 16), whose warm-up runs at load time them
     # all: an eager step of another row count never stalls on a timing.
     key = (x.device, x.dtype, 1 << (x.shape[0] - 1).bit_length(), *w.shape, bias is not None, fused)
@@ -105,14 +122,17 @@ def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[
     if t is None:
         if torch.cuda.is_current_stream_capturing():
             return theirs()
-        t = timings[key] = _time_both(key, x, lambda: ours(tri), theirs)
-    return ours(tri) if t[0] < t[1] else theirs()
+        n_out = w.shape[0] // 2 if fused.endswith("swiglu") else w.shape[0]
+        splits = split_candidates(n_out, w.shape[1], x.device)
+        t = timings[key] = _time_all(key, x, {s: (lambda s=s: ours(tri, s)) for s in splits}, theirs)
+    return ours(tri, t[2]) if t[0] < t[1] else theirs()
 
 
 def gemv(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ w^T (+ bias) for x [M, K], w [N, K] -> [M, N] (see gemv_ref)."""
     _check("gemv", x, w, bias, x.shape[-1] if x.dim() == 2 else -1)
-    return _run(x, w, bias, "", lambda tri: tri.gemv_triton(x, w, bias), lambda: F.linear(x, w, bias))
+    return _run(x, w, bias, "", lambda tri, split: tri.gemv_triton(x, w, bias, split=split),
+                lambda: F.linear(x, w, bias))
 
 
 def rms_norm_gemv(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, w: Tensor,
@@ -137,5 +157,6 @@ def rms_norm_gemv(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: 
         return (silu_and_mul(y) if swiglu else y), h
 
     fused = ("rms_norm" if residual is None else "add_rms_norm") + ("+swiglu" if swiglu else "")
-    return _run(x, w, bias, fused, lambda tri: tri.gemv_triton(x, w, bias, swiglu, norm=(residual, norm_weight, eps)),
+    return _run(x, w, bias, fused,
+                lambda tri, split: tri.gemv_triton(x, w, bias, swiglu, norm=(residual, norm_weight, eps), split=split),
                 theirs)

@@ -101,6 +101,35 @@ def test_triton_gemv_with_the_rms_norm_before_it(triton_modules, dtype, rows, n,
     torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype] * 4)
 
 
+@pytest.mark.parametrize("split,k", [(2, 200), (3, 200), (4, 48)])
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("fused", ["plain", "bias", "norm", "residual+swiglu"])
+def test_triton_gemv_split_k(triton_modules, split, k, rows, fused) -> None:  # type: ignore[no-untyped-def]
+    """K shared out among `split` programs per column block and their partials added by the second kernel: equal
+    to the one-pass kernel and the reference, for uneven ranges (200 = 96 + 96 + 8 in 32-deep tiles, and 3 x 67)
+    and for ranges left empty (48 in 4: two tiles of 32 cover it), with the bias, the norm, the residual stream
+    (each range's part written by its own program) and SwiGLU over the summed halves."""
+    dev = triton_modules.device
+    T = triton_modules.gemv
+    g = torch.Generator().manual_seed(split * 100 + k + rows)
+    n, swiglu = 40, fused.endswith("swiglu")
+    x = (2 * torch.randn(rows, k, generator=g)).to(dev)
+    w = (torch.randn(2 * n if swiglu else n, k, generator=g) / k ** 0.5).to(dev)
+    b = torch.randn(w.shape[0], generator=g).to(dev) if fused != "plain" else None
+    if fused in ("plain", "bias"):
+        got, want, one_pass = T.gemv_triton(x, w, b, split=split), G.gemv_ref(x, w, b), T.gemv_triton(x, w, b)
+    else:
+        r = torch.randn(rows, k, generator=g).to(dev) if fused.startswith("residual") else None
+        nw = (1 + 0.3 * torch.randn(k, generator=g)).to(dev)
+        (got, h), (want, want_h) = (T.gemv_triton(x, w, b, swiglu, norm=(r, nw, 1e-5), split=split),
+                                    G.rms_norm_gemv_ref(x, r, nw, 1e-5, w, b, swiglu))
+        one_pass = T.gemv_triton(x, w, b, swiglu, norm=(r, nw, 1e-5))[0]
+        assert torch.equal(h, want_h)
+    assert got.shape == (rows, n)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, one_pass, rtol=1e-5, atol=1e-5)
+
+
 def test_triton_gemv_reads_strided_rows(triton_modules) -> None:  # type: ignore[no-untyped-def]
     """x as a column slice of a wider tensor (a fused projection's output): rows strided, columns contiguous."""
     dev = triton_modules.device
@@ -131,7 +160,8 @@ def test_gpu_dispatcher_times_both_and_keeps_the_faster() -> None:
     assert set(G.timings) == {(x.device, torch.bfloat16, 1, 16384, 3072, False, "add_rms_norm+swiglu"),
                               (x.device, torch.bfloat16, 1, 16384, 3072, False, "")}
     # timed as graphs replay them (a failed timing records inf for the kernel): 100 MB of weights, 30 us or more
-    assert all(20 < us < 2000 for both in G.timings.values() for us in both), G.timings
+    assert all(20 < us < 2000 for t in G.timings.values() for us in t[:2]), G.timings
+    assert all(t[2] in G.split_candidates(8192, 3072, x.device) for t in G.timings.values())
     y = torch.randn(2, 3072, device="cuda", dtype=torch.bfloat16)
     graph = torch.cuda.CUDAGraph()
     keep_until_exit(graph)  # graphs of other tests in this process share its capture stream
