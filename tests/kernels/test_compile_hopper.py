@@ -197,18 +197,20 @@ def test_no_d128_prefill_candidate_spills_registers_in_its_loops(page: int) -> N
 
 
 def test_gemv_candidates_compile_for_hopper() -> None:
-    """Every tile the decode GEMV's autotuner may pick, in bf16, plain or with the RMSNorm (and SwiGLU) fused, fits
-    an H100's shared memory, loads the weights by 16-byte asynchronous copies (the software pipeline) and does not
-    spill (a 16 x 1024 tile in 8 warps stored 10 KB a thread to local memory). With PDL each program first asks
-    L2 for its weight rows by bulk prefetches (UBLKPF in the SASS), before its wait (ACQBULK)."""
+    """Every tile the decode GEMV's autotuner may pick, in bf16, plain or with the RMSNorm (and SwiGLU) fused, in
+    one pass or with K split (its partials' reduction too), fits an H100's shared memory, loads the weights by
+    16-byte asynchronous copies (the software pipeline, also over a split's run-time K range) and does not spill
+    (a 16 x 1024 tile in 8 warps stored 10 KB a thread to local memory). With PDL each program first asks L2 for
+    its weight rows by bulk prefetches (UBLKPF in the SASS), before its wait (ACQBULK)."""
     from kernels import _gemv_triton as V
 
     for cfg in V._configs():
-        for swiglu, norm, one in itertools.product((False, True), (0, 2), (False, True)):
+        for swiglu, norm, one, split in itertools.product((False, True), (0, 2), (False, True), (1, 4)):
             if (swiglu and not norm) or (one and not norm):  # never launched (kernels/_gemv_triton.py)
                 continue
-            fused = dict(SWIGLU=swiglu, NORM=norm, ONE_ROW=one)
-            kernel = _compile_sm90(V._gemv_kernel, {n: "*bf16" for n in ("X", "W", "B", "Y", "R", "NW", "H")},
+            fused = dict(SWIGLU=swiglu, NORM=norm, ONE_ROW=one, SPLIT=split)
+            kernel = _compile_sm90(V._gemv_kernel, {**{n: "*bf16" for n in ("X", "W", "B", "Y", "R", "NW", "H")},
+                                                    "P": "*fp32"},
                                    dict(HAS_BIAS=False, DOT="tf32", BLOCK_M=V.BLOCK_M, NORM_BLOCK=4096, **fused,
                                         **cfg.kwargs), ("eps",),
                                    num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -217,6 +219,10 @@ def test_gemv_candidates_compile_for_hopper() -> None:
             assert "cp.async.cg.shared.global" in kernel.asm["ptx"], (cfg, fused)
             assert "cp.async.bulk.prefetch.L2.global" in kernel.asm["ptx"], (cfg, fused)
             assert kernel.asm["sass"].count("STL") < 8, (cfg, fused)
+    for swiglu, bias in itertools.product((False, True), (False, True)):
+        _compile_sm90(V._gemv_reduce_kernel, {"P": "*fp32", "B": "*bf16", "Y": "*bf16"},
+                      dict(HAS_BIAS=bias, SWIGLU=swiglu, SPLIT=4, BLOCK=1024), num_warps=4, num_stages=1,
+                      aligned=("N", "stride_ym"))
 
 
 def test_pipelined_tiles_keep_to_an_h100s_shared_memory_in_fp32() -> None:
@@ -226,11 +232,12 @@ def test_pipelined_tiles_keep_to_an_h100s_shared_memory_in_fp32() -> None:
     from kernels import _flow_ops_triton as F
     from kernels import _gemv_triton as V
 
-    fp32 = {n: "*fp32" for n in ("X", "W", "B", "Y", "R", "NW", "H")}
+    fp32 = {n: "*fp32" for n in ("X", "W", "B", "Y", "R", "NW", "H", "P")}
     for swiglu, norm in ((True, 2), (False, 0)):
         for cfg in V._fitting(V._configs(), 4, swiglu, norm, H100_SHARED_BYTES):
             _compile_sm90(V._gemv_kernel, fp32, dict(HAS_BIAS=False, DOT="ieee", BLOCK_M=V.BLOCK_M, NORM_BLOCK=4096,
-                                                     SWIGLU=swiglu, NORM=norm, ONE_ROW=False, **cfg.kwargs),
+                                                     SWIGLU=swiglu, NORM=norm, ONE_ROW=False, SPLIT=1,
+                                                     **cfg.kwargs),
                           ("eps",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                           aligned=("N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_rm", "PF_PER_ROW"))
     tile = F.linear_tile(66048, 256, True, False, 4, H100_SHARED_BYTES)
