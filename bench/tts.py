@@ -29,7 +29,6 @@ import argparse
 import concurrent.futures
 import json
 import queue
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -124,29 +123,51 @@ def tts3b_figures(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, pro
         return torch.randint(5, vocab, (prompt_len,), generator=g).tolist()
 
     eng.generate(sentence(), SamplingParams(temperature=0.0, max_tokens=1))  # caches the speaker part's full blocks
+    stages: dict[str, dict[str, float]] = {}
     out = {"tts3b_decode_tok_s_b1": tok_s, "realtime_tok_s": TOKENS_PER_S,
-           "first_text_to_first_audio_ms": _median(lambda: first_audio_ms(eng, model, prompt, cold())),
-           "first_text_to_first_audio_prefix_cached_ms": _median(lambda: first_audio_ms(eng, model, prompt,
-                                                                                         sentence())),
+           "first_text_to_first_audio_ms": _median(lambda: first_audio_ms(eng, model, prompt, cold()), stages,
+                                                   "cold"),
+           "first_text_to_first_audio_prefix_cached_ms": _median(
+               lambda: first_audio_ms(eng, model, prompt, sentence()), stages, "cached"),
            "tts_prompt_len": prompt_len, "first_audio_runs": REPEATS}
     # As served: the LM decodes on in its own thread, held while the first window runs (the server does so while
     # it speaks few utterances: controller.step_audio_pipeline.TTS_HOLD_MAX_STREAMS); then without the hold.
-    out["first_audio_served_ms"] = _median(lambda: first_audio_served_ms(eng, model, prompt, sentence(), hold=True))
+    out["first_audio_served_ms"] = _median(
+        lambda: first_audio_served_ms(eng, model, prompt, sentence(), hold=True), stages, "served")
     out["first_audio_served_no_hold_ms"] = _median(
-        lambda: first_audio_served_ms(eng, model, prompt, sentence(), hold=False))
+        lambda: first_audio_served_ms(eng, model, prompt, sentence(), hold=False), stages, "served_no_hold")
+    out["first_audio_stages"] = stages
     return out
 
 
-def _median(run: Callable[[], float]) -> float:
-    return statistics.median(run() for _ in range(REPEATS))
+def _median(run: Callable[[], tuple[float, dict[str, float]]], stages: dict[str, dict[str, float]],
+            name: str) -> float:
+    """The median of REPEATS runs' totals; that run's stage marks go to stages[name]."""
+    runs = sorted((run() for _ in range(REPEATS)), key=lambda r: r[0])
+    total, marks = runs[len(runs) // 2]
+    stages[name] = marks
+    return total
 
 
-def first_audio_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, ids: list[int]) -> float:
-    """Text arrives -> prompt prefill -> 25 tokens -> first flow window -> HiFT -> audio chunk, in sequence."""
+class _Marks:
+    """Milliseconds from a start to named moments of a first-audio run (the first time each is marked)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def mark(self, name: str) -> float:
+        return self.ms.setdefault(name, (time.perf_counter() - self.t0) * 1e3)
+
+
+def first_audio_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt,
+                   ids: list[int]) -> tuple[float, dict[str, float]]:
+    """Text arrives -> prompt prefill -> 25 tokens -> first flow window -> HiFT -> audio chunk, in sequence:
+    (total ms, ms to the first token, to the 25th, to the audio)."""
     dev = model.device
     first = SamplingParams(temperature=0.0, max_tokens=25, ignore_eos=True)
     _sync(dev)
-    t0 = time.perf_counter()
+    marks = _Marks()
     seq = eng.llm.add_request(ids, first)
     dec = StreamingDecoder(model, prompt)
     got: list[int] = []
@@ -155,32 +176,42 @@ def first_audio_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, id
         for d in eng.llm.step():
             if d.seq_id == seq:
                 got.append(d.token_id % 5120)
+                marks.mark("first_token")
         if len(got) >= 25 or not eng.llm.has_unfinished():
+            marks.mark("token_25")
             audio_samples = dec.push(got).size
             got = []
     _sync(dev)
-    return (time.perf_counter() - t0) * 1e3
+    return marks.mark("audio"), marks.ms
 
 
 def first_audio_served_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, ids: list[int],
-                          hold: bool) -> float:
+                          hold: bool) -> tuple[float, dict[str, float]]:
     """As the server runs a sentence: the LM decodes on its own thread (up to 200 tokens) while this thread, once
     25 tokens exist, runs the first flow window and HiFT, the LM held meanwhile if `hold` (Engine.hold, in the
-    server; an event here, as this thread steps the engine itself). Text arrives -> first audio chunk."""
+    server; an event here, as this thread steps the engine itself). Text arrives -> first audio chunk: (total ms,
+    ms to the LM's first and 25th token, to the window's start on this thread, to the audio, and how many tokens
+    the LM made meanwhile past the 25th)."""
     dev = model.device
     tokens: queue.Queue[int] = queue.Queue()
     stop = threading.Event()
     go = threading.Event()
     go.set()
     _sync(dev)
-    t0 = time.perf_counter()
+    marks = _Marks()
+    made = 0
     seq = eng.llm.add_request(ids, SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True))
 
     def decode() -> None:
+        nonlocal made
         while not stop.is_set() and eng.llm.has_unfinished():
             go.wait()
             for d in eng.llm.step():
                 if d.seq_id == seq:
+                    made += 1
+                    marks.mark("first_token")
+                    if made == 25:
+                        marks.mark("token_25")
                     tokens.put(d.token_id % 5120)
 
     lm = threading.Thread(target=decode, name="bench-lm")
@@ -196,9 +227,11 @@ def first_audio_served_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPro
                 continue
             if hold and dec.runs_first_window(len(got)):
                 go.clear()
+            marks.mark("window_start")
             try:
                 if dec.push(got).size:  # the audio is on the host: its stream has finished
-                    return (time.perf_counter() - t0) * 1e3
+                    total = marks.mark("audio")
+                    return total, {**marks.ms, "lm_tokens_past_25": float(made - 25)}
             finally:
                 go.set()
             got = []
@@ -364,6 +397,8 @@ def main() -> None:
           f"(LM held for the first window; decoding on meanwhile: {t['first_audio_served_no_hold_ms']:.1f} ms)")
     print(f"{'  the same, LM paused for the first window':<44}{t['first_text_to_first_audio_prefix_cached_ms']:>10.1f}"
           f" ms (speaker prompt cached; cold prompt {t['first_text_to_first_audio_ms']:.1f} ms)")
+    for name, marks in t.get("first_audio_stages", {}).items():
+        print(f"  {name + ':':<16}" + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
     print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
     print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
     print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
