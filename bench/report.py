@@ -176,6 +176,8 @@ def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[
         lines.append(f"- first audio as served: {served['first_audio_served_ms']:.0f} ms with the speech path on a "
                      f"high-priority stream of its own, {served['first_audio_served_one_stream_ms']:.0f} ms on the "
                      "LM's stream")
+    for name, marks in served.get("first_audio_stages", {}).items():  # bench.tts since session 15
+        lines.append(f"- first audio {name}, ms from the text: " + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
     return [""] + lines if lines else []
 
 
