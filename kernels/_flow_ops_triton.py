@@ -141,7 +141,7 @@ def group_norm_mish_triton(x: Tensor, weight: Tensor, bias: Tensor, groups: int,
                            add_bias: Tensor | None = None) -> Tensor:
     """add: None or already expanded to x's shape (broadcast dims have stride 0)."""
     b, c, t = x.shape
-    out = torch.empty((b, c, t), dtype=x.dtype, device=x.device)
+    out = torch.empty_like(x)  # in x's layout: the estimator's channels-last convolution outputs stay so
     if out.numel() == 0:
         return out
     cpg = c // groups

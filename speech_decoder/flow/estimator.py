@@ -20,6 +20,11 @@ A first streaming window is launch-bound, so the estimator saves kernels where t
 * each GroupNorm is fused into the Mish and the add after it (kernels.flow_ops.group_norm_mish), which also adds
   the biases of the convolutions before and beside it (conv_group_norm_mish).
 The nn.GroupNorm / nn.Mish / nn.LayerNorm modules stay as the holders of the parameters (flow.pt's names).
+Activations are [B, C, T] views of time-major [B, T, C] memory ("channels last"), and the convolutions' weights are
+stored the same way ([C_out, K, C_in] memory): cuDNN's bf16 convolutions run in that layout, and fed [B, C, T]
+contiguous tensors they converted input and weight to it and the output back at every call (H100 run5: ~1,400
+layout kernels, 3.6 of a first window's 31 ms), while the transformer blocks read the same memory as [B, T, C]
+without a copy. Concatenations are done time-major to keep the layout.
 """
 from __future__ import annotations
 
@@ -178,10 +183,15 @@ class TransformerBlock(nn.Module):
                                      next_norm.eps)
 
 
+def _channels_cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.cat(parts, dim=1) of [B, C_i, T] tensors, as a [B, sum C_i, T] view of time-major memory."""
+    return torch.cat([p.transpose(1, 2) for p in parts], dim=2).transpose(1, 2)
+
+
 def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    # [B, C, T] -> [B, T, C], made contiguous once here: a transposed view stays transposed through every residual
-    # add, so each LayerNorm and reshape of each block copied it again (~170 copy kernels per estimator call, a
-    # fifth of its kernels, counted on the CPU; same values).
+    # [B, C, T] -> [B, T, C]: already contiguous for the channels-last activations (module docstring); made
+    # contiguous here otherwise, once: a transposed view stays transposed through every residual add, so each
+    # LayerNorm and reshape of each block copied it again (~170 copy kernels per estimator call).
     if len(blocks) == 0:
         return x
     residual = x.transpose(1, 2).contiguous()
@@ -221,6 +231,9 @@ class ConditionalDecoder(nn.Module):
             self.up_blocks.append(nn.ModuleList([ResnetBlock1D(up_ch[i] * 2, out_c, t_dim), blocks(out_c), up]))
         self.final_block = Block1D(up_ch[-1], up_ch[-1])
         self.final_proj = nn.Conv1d(up_ch[-1], cfg.out_channels, 1)
+        for m in self.modules():  # channels-last weights (module docstring); loading and .to() keep the layout
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+                m.weight.data = m.weight.data.transpose(1, 2).contiguous().transpose(1, 2)
 
     def _resnets(self) -> Iterator[ResnetBlock1D]:
         """The ResNet blocks in the order forward() runs them."""
@@ -243,7 +256,7 @@ class ConditionalDecoder(nn.Module):
 
         time_terms: this step's `time_terms(t)` rows, each [B or 1, C], if computed ahead; t is then not read."""
         terms = iter(self.time_terms(t, x.dtype) if time_terms is None else time_terms)
-        h = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.size(-1)), cond], dim=1)
+        h = _channels_cat([x, mu, spks[:, :, None].expand(-1, -1, x.size(-1)), cond])
         skips = []
         for resnet, tblocks, down in self.down_blocks:
             h = _run_blocks(tblocks, resnet(h, next(terms)))
@@ -253,6 +266,6 @@ class ConditionalDecoder(nn.Module):
             h = _run_blocks(tblocks, resnet(h, next(terms)))
         for resnet, tblocks, up in self.up_blocks:
             skip = skips.pop()
-            h = torch.cat([h[:, :, : skip.size(-1)], skip], dim=1)
+            h = _channels_cat([h[:, :, : skip.size(-1)], skip])
             h = up(_run_blocks(tblocks, resnet(h, next(terms))))
         return self.final_proj(self.final_block(h))

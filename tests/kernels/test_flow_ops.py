@@ -98,6 +98,22 @@ def test_triton_group_norm_mish(triton_modules, dtype, b, c, groups, t, add_shap
     torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("b,c,groups,t", [(2, 32, 4, 37), (1, 64, 2, 300)])
+def test_triton_group_norm_mish_on_channels_last_memory(triton_modules, b, c, groups, t) -> None:
+    """The estimator's activations are [B, C, T] views of time-major memory (channels last): read through their
+    strides, with a channels-last residual branch added, and written back in that layout."""
+    dev = triton_modules.device
+    x = (3 * torch.randn(b, t, c, device=dev) + 1).transpose(1, 2)
+    add = torch.randn(b, t, c, device=dev).transpose(1, 2)
+    w, bias = _affine(c, torch.float32, dev)
+    x_bias, add_bias = torch.randn(c, device=dev), torch.randn(c, device=dev)
+    got = triton_modules.flow_ops.group_norm_mish_triton(x, w, bias, groups, 1e-5, add, x_bias, add_bias)
+    assert got.stride() == x.stride() == (t * c, 1, c)
+    want = FO.group_norm_mish_ref(x.contiguous(), w, bias, groups, 1e-5, add.contiguous(), x_bias=x_bias,
+                                  add_bias=add_bias)
+    torch.testing.assert_close(got, want, rtol=TOL[torch.float32], atol=TOL[torch.float32])
+
+
 def test_ref_folds_the_convolution_biases() -> None:
     """x_bias / add_bias: the convolutions that make x and add run without their biases, added here instead."""
     g = torch.Generator().manual_seed(3)

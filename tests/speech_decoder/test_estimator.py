@@ -113,3 +113,32 @@ def test_length_regulator_equals_its_sequential() -> None:
     want = reg.model(torch.cat([nn.functional.interpolate(hp.transpose(1, 2), size=9, mode="linear"),
                                 nn.functional.interpolate(ht.transpose(1, 2), size=11, mode="linear")], dim=2))
     assert torch.equal(reg(hp, ht, 9, 11), want.transpose(1, 2))
+
+
+def test_convolution_weights_stay_channels_last_through_loading_and_moves() -> None:
+    """Every convolution weight is [C_out, K, C_in] memory (the layout cuDNN runs the estimator in) after a
+    flow.pt-style load_state_dict and a dtype move, and the convolutions see channels-last activations: the
+    velocity is upstream's."""
+    est = _randomised(ConditionalDecoder(CFG))
+    plain = {k: v.contiguous() for k, v in est.state_dict().items()}  # as a checkpoint stores them
+    est.load_state_dict(plain)
+    est = est.double().float()
+    convs = [m for m in est.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    assert len(convs) == 24  # 6 ResNet blocks x 3, their down and up convolutions, the final block and proj
+    for m in convs:
+        assert m.weight.transpose(1, 2).is_contiguous(), (m, m.weight.stride())
+    seen = []
+
+    def spy(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # noqa: ANN002, ANN003
+        seen.append(x.stride(1) == 1)
+        return conv1d(x, *args, **kwargs)
+
+    conv1d, torch.nn.functional.conv1d = torch.nn.functional.conv1d, spy
+    try:
+        with torch.inference_mode():
+            got = est(*_inputs())
+    finally:
+        torch.nn.functional.conv1d = conv1d
+    assert seen and seen[0], "the first convolution's input is channels-last"
+    with torch.inference_mode():
+        assert _rel(got, _upstream(est, *_inputs())) < 1e-5
