@@ -254,10 +254,13 @@ def test_flow_op_kernels_compile_for_hopper() -> None:
     from kernels import _flow_ops_triton as F
 
     t = "*bf16"
-    gn = _compile_sm90(F._group_norm_mish_kernel, {n: t for n in ("X", "W", "B", "A", "XB", "AB", "O")},
-                       dict(HAS_ADD=True, HAS_XB=True, HAS_AB=True, BLOCK_C=32, BLOCK_T=128, stride_xt=1,
-                            stride_at=1, stride_ot=1), ("eps",), num_warps=16, num_stages=1)
-    assert gn.asm["sass"].count("STL") == 0  # in 4 warps this tile spilled (64-bit pointer tiles)
+    # time-contiguous [B, C, T], and the estimator's channels-last activations (channel stride 1, time stride C)
+    for unit, aligned in ((dict(stride_xt=1, stride_at=1, stride_ot=1), ("stride_xc", "stride_ac", "stride_oc")),
+                          (dict(stride_xc=1, stride_ac=1, stride_oc=1), ("stride_xt", "stride_at", "stride_ot"))):
+        gn = _compile_sm90(F._group_norm_mish_kernel, {n: t for n in ("X", "W", "B", "A", "XB", "AB", "O")},
+                           dict(HAS_ADD=True, HAS_XB=True, HAS_AB=True, BLOCK_C=32, BLOCK_T=128, **unit), ("eps",),
+                           num_warps=16, num_stages=1, aligned=aligned)
+        assert gn.asm["sass"].count("STL") == 0, unit  # in 4 warps this tile spilled (64-bit pointer tiles)
     _compile_sm90(F._add_layer_norm_kernel, {n: t for n in ("X", "R", "W", "B", "O", "H")}, dict(BLOCK=256),
                   ("eps",), num_warps=1, num_stages=1)
 
