@@ -294,10 +294,7 @@ class StepAudioPipeline:
 
     def render_chat(self, messages: list[dict]) -> str:
         """Step-Audio's chat template over `chat_messages(messages)`."""
-        roles = {"user": "human"}
-        out = [f"<|BOT|>{roles.get(m['role'], m['role'])}\n{m['content']}<|EOT|>" for m in chat_messages(messages)]
-        out.append("<|BOT|>assistant\n")
-        return "".join(out)
+        return "".join(_turn(m) for m in chat_messages(messages)) + "<|BOT|>assistant\n"
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.chat_tok.encode(self.render_chat(messages), add_bos=True)
@@ -315,11 +312,30 @@ class StepAudioPipeline:
             return self._reply_remote(request, max_tokens)
         ids = self.chat_prompt_ids(request.messages)
         limit = self.chat_engine.model_config.max_seq_len - max_tokens
-        if len(ids) > limit:  # keep the system message and the newest tokens
-            ids = ids[:1] + ids[len(ids) - limit + 1:]
+        if len(ids) > limit:
+            ids = self._fit_prompt(request.messages, ids, limit)
         if self.config.constrain_text:
             return self._reply_constrained(ids, request.temperature, max_tokens)
         return self._reply_stream(ids, request.temperature, max_tokens)
+
+    def _fit_prompt(self, messages: list[dict], ids: list[int], limit: int) -> list[int]:
+        """A prompt longer than the Chat LM's context less the reply: the system turns at its start (the
+        instructions) and the newest tokens that fit beside them, the middle dropped, which is logged. A system
+        part of more than half the room is cut too (the newest tokens are the turn being answered)."""
+        lead = []
+        for m in chat_messages(messages):
+            if m["role"] != "system":
+                break
+            lead.append(_turn(m))
+        head = self.chat_tok.encode("".join(lead), add_bos=True)
+        if ids[:len(head)] != head or len(head) > limit // 2:
+            head = ids[:1]  # the BOS alone
+        kept = head + ids[len(ids) - (limit - len(head)):]
+        logger.warning("chat prompt of %d tokens is longer than the %d that fit (the model's %d less the reply's "
+                       "%d): kept the system message (%d tokens) and the newest %d, dropped %d", len(ids), limit,
+                       self.chat_engine.model_config.max_seq_len, self.chat_engine.model_config.max_seq_len - limit,
+                       len(head), len(kept) - len(head), len(ids) - len(kept))
+        return kept
 
     def _usage(self, ids: list[int], generated: int) -> Any:
         from lm_engine import ChatUsage
@@ -469,6 +485,12 @@ class StepAudioPipeline:
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()
+
+
+def _turn(message: dict[str, str]) -> str:
+    """One chat_messages() turn in Step-Audio's chat template."""
+    role = "human" if message["role"] == "user" else message["role"]
+    return f"<|BOT|>{role}\n{message['content']}<|EOT|>"
 
 
 @contextlib.contextmanager

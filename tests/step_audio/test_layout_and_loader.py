@@ -71,6 +71,24 @@ def test_chat_template_and_audio_ids(step_audio) -> None:
     assert tok.audio_id(3) in ids and tok.audio_id(1027) in ids  # <audio_N> text -> one id each
 
 
+def test_a_prompt_too_long_for_the_chat_lm_keeps_its_system_message(step_audio, caplog) -> None:
+    """A turn longer than the Chat LM's context less the reply (a long recording, say): the system message (the
+    instructions) and the newest tokens are kept, the middle dropped, and a warning says so."""
+    p = step_audio
+    messages = [{"role": "system", "content": "You are a pirate. Answer in one line."},
+                {"role": "user", "content": "".join(f"<audio_{i % 1024}>" for i in range(500))}]
+    ids = p.chat_prompt_ids(messages)
+    with caplog.at_level("WARNING"):
+        kept = p._fit_prompt(messages, ids, 120)
+    assert len(kept) == 120 and kept[-60:] == ids[-60:]
+    assert p.chat_tok.decode(kept).startswith("<|BOT|>system\nYou are a pirate. Answer in one line.<|EOT|>")
+    assert "kept the system message" in caplog.text and f"dropped {len(ids) - 120}" in caplog.text
+    long_system = [{"role": "system", "content": " ".join(["Be a pirate."] * 40)}, messages[1]]
+    ids = p.chat_prompt_ids(long_system)
+    kept = p._fit_prompt(long_system, ids, 120)  # instructions of more than half the room: the newest tokens win
+    assert len(kept) == 120 and kept[0] == p.chat_tok.bos_id and kept[1:] == ids[-119:]
+
+
 def test_tts_prompt_layout(step_audio) -> None:
     p = step_audio
     tts, tok = p.tts, p.tts.tok
