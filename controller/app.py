@@ -14,6 +14,7 @@ from typing import Protocol
 from prometheus_client import Gauge
 from websockets.asyncio.server import ServerConnection
 
+from controller.chat_url import check_chat_url
 from controller.errors import ConfigError
 from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
@@ -57,9 +58,8 @@ class AppConfig:
                               "use: add --profile step-audio (or tiny, full-random)")
         if not 50 <= self.pause_ms <= 2000:
             raise ConfigError("--pause-ms must be between 50 and 2000")
-        if self.chat_url is not None and not self.chat_url.startswith(("http://", "https://")):
-            raise ConfigError(f"--chat-url {self.chat_url!r}: an http:// or https:// URL ending in /v1, "
-                              "e.g. http://127.0.0.1:8000/v1")
+        if self.chat_url is not None:
+            check_chat_url(self.chat_url)
         if self.profile == "embedded":  # else every turn would fail in Whisper, after a model load for nothing
             language = normalize_language(self.language)
             if language is not None and language not in whisper_languages():

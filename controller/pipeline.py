@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from controller.bridge import iterate_in_thread
+from controller.chat_url import open_remote_chat
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ class EmbeddedPipeline:
         self.output_rate = int(self._tts.sample_rate)
         self._llm: ChatBackend
         if config.chat_url:
-            from lm_engine import RemoteChatBackend  # the optional `remote` extra
-            logger.info("chat LM: remote server %s", config.chat_url)
-            self._llm = RemoteChatBackend(config.chat_url)
+            self._llm = open_remote_chat(config.chat_url)
         else:
             logger.info("loading the chat LM")
             self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,

@@ -33,6 +33,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from controller.bridge import iterate_in_thread
+from controller.chat_url import open_remote_chat
 from controller.errors import ConfigError
 from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_layout import ChatNeed, check_layout, missing_files
@@ -219,9 +220,7 @@ class StepAudioPipeline:
         if config.chat_url:
             # Chat on an OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N): it applies the
             # chat template itself; audio turns travel as their <audio_N> text. Only the tokenizer is read here.
-            from lm_engine import RemoteChatBackend  # the optional `remote` extra
-            logger.info("chat LM: remote server %s", config.chat_url)
-            self._remote_chat = RemoteChatBackend(config.chat_url)
+            self._remote_chat = open_remote_chat(config.chat_url)
             self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
         elif not config.chat:
             self.chat_tok = None  # `tts`: neither the Chat LM nor its folder

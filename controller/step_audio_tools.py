@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.step_audio_layout import check_layout, speaker_names
 from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline, chat_need
@@ -29,10 +30,13 @@ def run_offline_tool(args: Any) -> int:
     out = output_file(args.out, _upstream_name(args))
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
-    # Before the models load (the real Chat LM takes minutes): the folder, then the speaker.
+    # Before the models load (the real Chat LM takes minutes): the folder, the speaker, then the chat server.
     check_layout(cfg.model_path, chat_need(cfg))
     if args.speaker is not None and args.speaker not in (names := speaker_names(cfg.model_path)):
         raise ConfigError(f"unknown speaker {args.speaker!r}; known: {', '.join(sorted(names))}")
+    if cfg.chat_url is not None:
+        check_chat_url(cfg.chat_url)
+        open_remote_chat(cfg.chat_url, required=True).close()
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker

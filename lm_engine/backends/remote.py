@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 logger = logging.getLogger(__name__)
 
 _ERROR_BODY_MAX = 2000  # characters of an error response quoted in the exception
+_HTML_TEXT_MAX = 200  # of an HTML error page's text: its title and first lines say what it is
 
 
 class _Abort:
@@ -176,8 +178,7 @@ class RemoteChatBackend:
                 abort.attach(_socket_of(response.extensions.get("network_stream")))
                 if response.status_code >= 400:
                     response.read()
-                    raise ChatBackendError(f"chat server {url} answered HTTP {response.status_code}: "
-                                           f"{_error_message(response.text)}")
+                    raise _http_error(url, response)
                 self._read_events(url, response, items)
         except ChatBackendError as exc:
             items.put(exc)
@@ -222,8 +223,7 @@ class RemoteChatBackend:
         except httpx2.HTTPError as exc:
             raise ChatBackendError(_transport_message(url, exc)) from exc
         if response.status_code >= 400:
-            raise ChatBackendError(f"chat server {url} answered HTTP {response.status_code}: "
-                                   f"{_error_message(response.text)}")
+            raise _http_error(url, response)
         try:
             return str(response.json()["data"][0]["id"])
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -247,11 +247,21 @@ def _transport_message(url: str, exc: httpx2.HTTPError) -> str:
     return f"chat server {url} failed ({type(exc).__name__}): {exc}"
 
 
+def _http_error(url: str, response: httpx2.Response) -> ChatBackendError:
+    # a 404 for /models or /chat/completions: most often a base URL without the API version (vLLM's is .../v1)
+    hint = "; the base URL is the API root, which usually ends in /v1" if response.status_code == 404 else ""
+    return ChatBackendError(f"chat server {url} answered HTTP {response.status_code}: "
+                            f"{_error_message(response.text)}{hint}")
+
+
 def _error_message(text: str) -> str:
-    """The `error.message` of an OpenAI-style error body, else the (clipped) body itself."""
+    """The `error.message` of an OpenAI-style error body, else the (clipped) body itself, an HTML page's text
+    only (a proxy's or a web server's error page)."""
     try:
         payload = json.loads(text)
     except ValueError:
+        if text.lstrip().startswith("<"):
+            return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:_HTML_TEXT_MAX] or "(an empty HTML page)"
         return text[:_ERROR_BODY_MAX] or "(empty body)"
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, dict) and error.get("message"):

@@ -151,6 +151,15 @@ class _Canned(http.server.BaseHTTPRequestHandler):
                                       '"finish_reason":"stop"}]}\n\n'),
     }
 
+    def do_GET(self) -> None:  # noqa: N802 - a web server's own 404 page, as for a base URL without /v1
+        data = b"<html>\n<head><title>404 Not Found</title></head>\n<body>\n<h1>Not Found</h1>\n" \
+               b"<p>The requested URL was not found on this server.</p>\n</body>\n</html>\n" * 3
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
         content_type, body = self.replies[self.path]
@@ -186,6 +195,19 @@ def test_malformed_streams_raise(canned_url: str, path: str, message: str) -> No
     backend = RemoteChatBackend(f"{canned_url}/{path}", model="m")
     with pytest.raises(ChatBackendError, match=message):
         list(backend.stream(ask("hi"), threading.Event()))
+    backend.close()
+
+
+def test_an_html_error_page_is_quoted_as_one_line_of_its_text_with_the_v1_hint(canned_url: str) -> None:
+    """A URL without the API root's /v1 reaches the web server's own 404 page: the error quotes its text on one
+    line, not the HTML, and says where the API usually is."""
+    backend = RemoteChatBackend(canned_url)
+    with pytest.raises(ChatBackendError) as err:
+        backend.model()
+    message = str(err.value)
+    assert "HTTP 404" in message and "404 Not Found Not Found The requested URL" in message
+    assert "\n" not in message and "<" not in message and len(message) < 400
+    assert "usually ends in /v1" in message
     backend.close()
 
 

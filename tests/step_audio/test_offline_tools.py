@@ -172,6 +172,8 @@ def _fails_in_one_line(*args: str) -> str:
     (["serve", "--profile", "tiny", "--model-path", "/etc", "--port", "0"], "/etc lacks Step-Audio-Tokenizer/"),
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--chat-url",
       "http://127.0.0.1:9/v1"], "--chat-url: cannot connect to chat server http://127.0.0.1:9/v1/models"),
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--chat-url",
+      "not-a-url"], "--chat-url 'not-a-url': an http:// or https:// URL ending in /v1"),  # was a traceback
     # before any model loads (INFO would log each "loading" line): the real Chat LM takes minutes
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--speaker", "tingting",
       "--log-level", "INFO"], "unknown speaker 'tingting'; known: Tingting, TingtingRAP, Tingting哼唱"),

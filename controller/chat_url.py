@@ -1,0 +1,39 @@
+"""`--chat-url`, a Chat LM on an OpenAI-compatible server (vLLM, llama.cpp's server, ...): the option checked the
+same way by every command, and its backend opened and asked once at start whether it answers."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from controller.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def check_chat_url(url: str) -> None:
+    """A ConfigError for what cannot be a server's API root; a warning for a root that is not the usual /v1."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"--chat-url {url!r}: an http:// or https:// URL ending in /v1, "
+                          "e.g. http://127.0.0.1:8000/v1")
+    if not url.rstrip("/").endswith("/v1"):
+        logger.warning("--chat-url %s does not end in /v1, where OpenAI-compatible servers (vLLM, llama.cpp) "
+                       "serve /chat/completions and /models", url)
+
+
+def open_remote_chat(url: str, *, required: bool = False) -> Any:
+    """The RemoteChatBackend for url, after asking the server for its model. A server that does not answer is a
+    ConfigError if `required` (a one-shot command), else logged: a server's sessions get an error event for each
+    reply until it answers, and it may just be starting too."""
+    from lm_engine import ChatBackendError, RemoteChatBackend  # the optional `remote` extra
+
+    backend = RemoteChatBackend(url)
+    try:
+        logger.info("chat LM: remote server %s, model %s", url, backend.model())
+    except ChatBackendError as exc:
+        if required:
+            backend.close()
+            raise ConfigError(f"--chat-url: {exc}") from exc
+        logger.warning("chat LM: remote server %s does not answer now: %s; replies fail until it does", url, exc)
+    return backend
