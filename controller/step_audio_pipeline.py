@@ -258,11 +258,15 @@ class StepAudioPipeline:
     def _register_speakers(self, folder: Path) -> None:
         import soundfile as sf
 
-        from speech_decoder.step_tts import read_speakers_info
+        from speech_decoder.step_tts import StepTtsError, read_speakers_info
 
         for name, text in read_speakers_info(folder).items():
-            wav, rate = sf.read(str(folder / f"{name}_prompt.wav"), dtype="float32", always_2d=True)
-            self.register_speaker(name, wav.mean(axis=1), int(rate), text)
+            file = folder / f"{name}_prompt.wav"
+            try:
+                wav, rate = sf.read(str(file), dtype="float32", always_2d=True)
+                self.register_speaker(name, wav.mean(axis=1), int(rate), text)
+            except (sf.SoundFileError, StepTtsError) as exc:  # neither names the file
+                raise ConfigError(f"{file}: {exc}") from exc
 
     def register_speaker(self, name: str, wav: np.ndarray, rate: int, prompt_text: str, *,
                          cloned: bool = False) -> None:

@@ -26,7 +26,11 @@ class Step1Tokenizer:
 
     @classmethod
     def from_dir(cls, path: Path | str) -> Step1Tokenizer:
-        return cls(spm.SentencePieceProcessor(model_file=str(Path(path) / "tokenizer.model")))
+        file = Path(path) / "tokenizer.model"
+        try:
+            return cls(spm.SentencePieceProcessor(model_file=str(file)))
+        except (RuntimeError, OSError) as exc:  # sentencepiece's message does not name the file
+            raise OSError(f"{file}: not a sentencepiece model ({exc})") from exc
 
     @property
     def vocab_size(self) -> int:

@@ -101,7 +101,13 @@ class ModelConfig:
 
     @classmethod
     def from_dir(cls, path: Path) -> ModelConfig:
-        return cls.from_hf(json.loads((Path(path) / "config.json").read_text()))
+        file = Path(path) / "config.json"
+        try:
+            return cls.from_hf(json.loads(file.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON, or a field missing or of the wrong kind
+            if isinstance(exc, ModelConfigError):
+                raise
+            raise ModelConfigError(f"{file}: {type(exc).__name__}: {exc}") from exc
 
 
 def step1_hf_config(*, hidden_size: int, intermediate_size: int, num_attention_heads: int,

@@ -5,12 +5,14 @@ allocated on the target device and dtype; the only extra copy alive at once is o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from tqdm import tqdm
 
@@ -39,15 +41,33 @@ def safetensors_files(path: Path) -> list[Path]:
     return files
 
 
+@contextlib.contextmanager
+def _reading(f: Path) -> Iterator[Any]:
+    """safe_open(f), memory-mapped; a file it cannot read (a download cut short, another format) named in the
+    error: safetensors' own message does not say which of a checkpoint's shards it was."""
+    try:
+        with safe_open(str(f), framework="pt", device="cpu") as h:
+            yield h
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {f} ({exc}): a download cut short? Its size is {_size(f)}") from exc
+
+
+def _size(f: Path) -> str:
+    try:
+        return f"{f.stat().st_size:,} bytes"
+    except OSError:
+        return "unknown"
+
+
 def iter_safetensors(path: Path, progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
     files = safetensors_files(path)
     total = 0
     for f in files:
-        with safe_open(str(f), framework="pt", device="cpu") as h:
+        with _reading(f) as h:
             total += len(list(h.keys()))
     bar = tqdm(total=total, desc=f"loading {Path(path).name}", unit="tensor", disable=not progress)
     for f in files:
-        with safe_open(str(f), framework="pt", device="cpu") as h:  # memory-mapped
+        with _reading(f) as h:
             for name in h.keys():
                 yield name, h.get_tensor(name)
                 bar.update(1)
@@ -77,7 +97,20 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
     expected = _expected_names(params, packed, tied)
     missing = sorted(expected - loaded)
     if missing:
-        raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:4]}")
+        names = sorted({_checkpoint_name(n, packed) for n in missing})
+        raise CheckpointError(f"checkpoint lacks {len(names)} tensors, e.g. {names[:4]}: is one of its "
+                              ".safetensors files missing?")
+
+
+def _checkpoint_name(expected: str, packed: dict[str, tuple[str, str | int]]) -> str:
+    """An expected name as the checkpoint spells it: 'x.qkv_proj.weight:q' -> 'x.q_proj.weight'."""
+    name, _, shard = expected.rpartition(":")
+    if not name:
+        return expected
+    for src, (dst, s) in packed.items():
+        if str(s) == shard and f".{dst}." in name:
+            return name.replace(f".{dst}.", f".{src}.")
+    return expected
 
 
 def _lookup(params: dict[str, nn.Parameter], pname: str, ckpt_name: str) -> nn.Parameter:

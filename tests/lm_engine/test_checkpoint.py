@@ -41,6 +41,24 @@ def test_tiny_sharded_checkpoint_layout_and_load(tmp_path):
     eng.close()
 
 
+def test_a_missing_shard_without_the_index_is_reported_in_the_checkpoints_names(tmp_path):
+    """Without model.safetensors.index.json the folder's *.safetensors are all that is read: a shard gone shows as
+    missing tensors, named as the files name them (q_proj, gate_proj: not the engine's fused qkv / gate_up)."""
+    from lm_engine.utils.loader import CheckpointError
+
+    path = write_step1_checkpoint(tmp_path / "c", "tiny", "chat", shard_size=1 << 20)
+    (path / "model.safetensors.index.json").unlink()
+    gone = sorted(path.glob("*.safetensors"))[0]
+    with safe_open(str(gone), "pt") as h:
+        names = set(h.keys())
+    gone.unlink()
+    with pytest.raises(CheckpointError, match="is one of its .safetensors files missing") as err:
+        Engine.from_pretrained(path, device="cpu", progress=False, config=EngineConfig(num_kv_blocks=8))
+    quoted = str(err.value).split("e.g. ")[1]
+    assert "qkv_proj" not in quoted and "gate_up_proj" not in quoted and ":" not in quoted.split("]")[0]
+    assert any(n in quoted for n in names)
+
+
 def test_tokenizer_ids(tmp_path):
     make_checkpoint(tmp_path / "t", "tiny", "tts", with_weights=False)
     assert not list((tmp_path / "t").glob("*.safetensors"))

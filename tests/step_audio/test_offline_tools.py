@@ -57,8 +57,7 @@ def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path
 @pytest.mark.parametrize(("broken", "folder"), [
     ("Step-Audio-TTS-3B/model-00001.safetensors", "Step-Audio-TTS-3B"),  # the Chat LM's weights there
     ("Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz"),
-    ("Step-Audio-TTS-3B/speakers/Tingting_prompt.wav", "Step-Audio-TTS-3B/speakers"),
-])
+])  # a broken speaker wav, shard or config.json: named itself (test_a_damaged_file_is_named)
 def test_a_corrupt_or_mixed_up_file_is_reported_with_its_folder_in_one_line(tiny_model_dir: Path, tmp_path: Path,
                                                                            broken: str, folder: str) -> None:
     model = layout_without(tiny_model_dir, tmp_path / "model", broken)
@@ -184,6 +183,26 @@ def _fails_in_one_line(*args: str) -> str:
 ])
 def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, args: list[str], message: str) -> None:
     assert message in _fails_in_one_line(*[a.format(tiny=tiny_model_dir) for a in args])
+
+
+@pytest.mark.parametrize(("command", "damaged", "message"), [
+    ("chat", "Step-Audio-Chat/model-00001.safetensors", "cannot read {folder}/Step-Audio-Chat/model-00001.safetensors"),
+    ("tts", "Step-Audio-TTS-3B/config.json", "{folder}/Step-Audio-TTS-3B/config.json: JSONDecodeError"),
+    ("tts", "Step-Audio-TTS-3B/tokenizer.model", "{folder}/Step-Audio-TTS-3B/tokenizer.model: not a sentencepiece"),
+    ("tts", "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav",
+     "{folder}/Step-Audio-TTS-3B/speakers/Tingting_prompt.wav: "),
+])
+def test_a_damaged_file_is_named(tiny_model_dir: Path, tmp_path: Path, command: str, damaged: str,
+                                 message: str) -> None:
+    """A file cut short by its download (or overwritten by something else) is named in the one-line error, not
+    only its folder: safetensors', json's and sentencepiece's own messages name no file, and the real Chat LM has
+    dozens of shards."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", damaged)
+    data = (tiny_model_dir / damaged).read_bytes()
+    (folder / damaged).write_bytes(data[:len(data) // 2] if damaged.endswith(".safetensors") else b"<html>")
+    got = _fails_in_one_line(command, "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                             "--out", str(tmp_path / "x.wav"))
+    assert message.format(folder=folder) in got
 
 
 @pytest.mark.parametrize("command", ["tts", "chat"])
