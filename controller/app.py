@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ class App:
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Listen, load the models, then accept sessions; not the last if `stop` was set during the load."""
-        if self.pipeline is None and self.config.profile != "embedded":
+        if self.pipeline is None and (self.config.profile != "embedded" or os.environ.get("WORLD_SIZE", "1") != "1"):
             from controller.step_audio_pipeline import check_model_folder
             check_model_folder(self.config)
         await self.server.start()

@@ -103,13 +103,7 @@ def follow_chat_rank(app_config: Any) -> None:
     from controller.checkpoints import CHAT_DIR
     from lm_engine import Engine
 
-    tp = int(os.environ.get("WORLD_SIZE", "1"))
-    if app_config.profile not in ("step-audio", *RANDOM_PROFILES):
-        raise ConfigError(f"torchrun (WORLD_SIZE={tp}) shards the Step-Audio Chat LM; profile "
-                          f"{app_config.profile!r} has none")
-    if app_config.model_path is None or app_config.chat_url:
-        raise ConfigError("tensor parallel serving needs --model-path DIR (the same on every rank) and no "
-                          "--chat-url")
+    tp = check_tensor_parallel(app_config)
     cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
@@ -121,9 +115,36 @@ def follow_chat_rank(app_config: Any) -> None:
     raise SystemExit(0)  # from_pretrained returns only on rank 0
 
 
+def check_tensor_parallel(app_config: Any) -> int:
+    """Under torchrun (WORLD_SIZE > 1), on every rank before anything loads: a profile with a Chat LM to shard, a
+    --model-path, no --chat-url, and a size that divides the Chat LM (from its config.json; a folder without one
+    is check_layout's to report). Returns the size, 1 without torchrun."""
+    from controller.checkpoints import CHAT_DIR
+    from lm_engine.models.config import ModelConfig, ModelConfigError
+
+    tp = int(os.environ.get("WORLD_SIZE", "1"))
+    if tp == 1:
+        return 1
+    if app_config.profile not in ("step-audio", *RANDOM_PROFILES):
+        raise ConfigError(f"torchrun (WORLD_SIZE={tp}) shards the Step-Audio Chat LM; profile "
+                          f"{app_config.profile!r} has none")
+    if app_config.model_path is None or app_config.chat_url:
+        raise ConfigError("tensor parallel serving needs --model-path DIR (the same on every rank) and no "
+                          "--chat-url")
+    chat_dir = Path(app_config.model_path) / CHAT_DIR
+    if (chat_dir / "config.json").is_file():
+        try:
+            ModelConfig.from_dir(chat_dir).check_tp(tp)
+        except ModelConfigError as exc:
+            raise ConfigError(f"torchrun --nproc-per-node {tp}: {chat_dir}: {exc}") from exc
+    return tp
+
+
 def check_model_folder(app_config: Any) -> None:
-    """The serve command's folder check, before it listens: a missing or partial folder is one error line, not a
-    server that says it listens and then stops. (Without --model-path, tiny writes its own folder at load.)"""
+    """The serve command's checks before it listens: a missing or partial folder, or a torchrun size that cannot
+    split the Chat LM, is one error line, not a server that says it listens and then stops. (Without
+    --model-path, tiny writes its own folder at load.)"""
+    check_tensor_parallel(app_config)
     if app_config.model_path is not None:
         cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
         check_layout(cfg.model_path, chat_need(cfg))

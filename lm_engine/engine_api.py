@@ -66,11 +66,14 @@ class Engine:
         dev = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         dt = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-        rank = tp_worker.init_distributed(tp, dev, cfg.tp_master_port) if tp > 1 else 0
         path = Path(path)
+        if path.suffix != ".gguf":  # before the ranks meet: a size that cannot split the model fails on each alike
+            ModelConfig.from_dir(path).check_tp(tp)
+        rank = tp_worker.init_distributed(tp, dev, cfg.tp_master_port) if tp > 1 else 0
         if path.suffix == ".gguf":
             from lm_engine.utils.gguf_loader import iter_gguf, read_gguf
             model_cfg, reader = read_gguf(path)
+            model_cfg.check_tp(tp)
             tensors = iter_gguf(reader, progress and rank == 0)
             tokenizer = None
         else:

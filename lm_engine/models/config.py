@@ -47,6 +47,17 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ModelConfigError(f"{name} must be > 0")
 
+    def check_tp(self, tp: int) -> None:
+        """A ModelConfigError unless tp splits every dimension tensor parallelism shards (heads, kv heads, the MLP's
+        width, the vocabulary), naming those it does not and the sizes that would."""
+        dims = {"attention heads": self.num_heads, "kv heads (Step-1's num_attention_groups)": self.num_kv_heads,
+                "intermediate_size": self.intermediate_size, "vocab_size": self.vocab_size}
+        bad = [f"{name} ({n})" for name, n in dims.items() if n % tp]
+        if bad:
+            fits = [d for d in range(1, 65) if all(n % d == 0 for n in dims.values())]
+            raise ModelConfigError(f"a tensor-parallel size of {tp} does not divide the model's {', '.join(bad)}; "
+                                   f"sizes that do: {', '.join(map(str, fits))}")
+
     @property
     def uses_alibi(self) -> bool:
         return self.family == "step1"

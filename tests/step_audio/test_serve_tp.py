@@ -50,3 +50,22 @@ async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_d
     finally:
         tp2.stop()
     assert want.strip() and got == want
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ((), "does not divide the model's kv heads (Step-1's num_attention_groups) (2); sizes that do: 1, 2"),
+    (("--chat-url", "http://127.0.0.1:9/v1"), "tensor parallel serving needs --model-path DIR"),
+])
+def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tiny_model_dir, extra, said) -> None:
+    """A size that does not divide the Chat LM, or --chat-url: each rank says so in one line (no rank's traceback,
+    rank 0 never says ready), before any model loads."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3", "--master-port",
+                           str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
+                           str(tiny_model_dir), "--port", "0", *extra], capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert out.count(said) == 3, out  # one line from each rank
+    assert "[rank" not in out and "loading" not in out and "ready" not in out, out
