@@ -40,8 +40,12 @@ class ChatNeed(enum.Enum):
 def missing_files(root: Path, chat: ChatNeed) -> list[str]:
     """What of the layout `root` lacks, as paths relative to it ("X/" for a whole missing folder)."""
     missing = _missing_in(root, TOKENIZER_DIR, TOKENIZER_FILES)
-    if chat is ChatNeed.TOKENIZER:
-        missing += _missing_in(root, CHAT_DIR, ("tokenizer.model",))
+    chat_dir = root / CHAT_DIR
+    if chat is ChatNeed.TOKENIZER and not (chat_dir / "tokenizer.model").is_file():  # the one file read then
+        missing.append(f"{CHAT_DIR}/tokenizer.model (which --chat-url still needs)")
+    elif chat is ChatNeed.WEIGHTS and not chat_dir.is_dir():  # alone missing: perhaps left out on purpose
+        alone = (root / TOKENIZER_DIR).is_dir() and (root / TTS_DIR).is_dir()
+        missing.append(f"{CHAT_DIR}/" + (" (or run the Chat LM on a server and pass --chat-url)" if alone else ""))
     elif chat is ChatNeed.WEIGHTS:
         missing += _missing_in(root, CHAT_DIR, LM_FILES) + _missing_weights(root, CHAT_DIR)
     tts = root / TTS_DIR
@@ -63,9 +67,13 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
                           f"{TTS_DIR}/ as the Step-Audio README downloads them)")
     missing = missing_files(root, chat)
     if missing:
+        parent = root.resolve().parent
+        hint = (f"; --model-path is the folder that holds it: {parent}?"
+                if root.resolve().name in (TOKENIZER_DIR, CHAT_DIR, TTS_DIR) and not missing_files(parent, chat)
+                else "")
         raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
-                          f"writes it with random weights)")
+                          f"writes it with random weights){hint}")
 
 
 def speaker_names(root: Path) -> list[str]:
@@ -101,7 +109,8 @@ def _missing_weights(root: Path, sub: str) -> list[str]:
 def _missing_speakers(root: Path) -> list[str]:
     folder = find_speakers_dir(root / TTS_DIR, root)
     if folder is None:
-        return [f"{TTS_DIR}/{SPEAKERS_DIR}/{SPEAKERS_INFO} (upstream's speakers/ folder, here or in {root})"]
+        return [f"{TTS_DIR}/{SPEAKERS_DIR}/{SPEAKERS_INFO} (the speakers/ folder of the Step-Audio code repository, "
+                f"github.com/stepfun-ai/Step-Audio, copied here or into {root})"]
     try:
         names = read_speakers_info(folder)
     except (StepTtsError, ValueError) as exc:

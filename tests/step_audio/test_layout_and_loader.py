@@ -13,7 +13,7 @@ import soundfile as sf
 from controller.app import AppConfig, load_pipeline
 from controller.errors import ConfigError
 from tests.conftest import speech_asset
-from tests.step_audio.conftest import without_chat_weights
+from tests.step_audio.conftest import layout_without, without_chat_weights
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +172,14 @@ def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
     no_weights = without_chat_weights(tiny_model_dir, tmp_path / "no-chat")
     with pytest.raises(ConfigError, match=r"lacks Step-Audio-Chat/\*.safetensors \(its weights.*--chat-url"):
         load_pipeline(AppConfig(profile="step-audio", model_path=no_weights))
+    no_chat = layout_without(tiny_model_dir, tmp_path / "no-chat-folder", "Step-Audio-Chat")
+    with pytest.raises(ConfigError, match=r"lacks Step-Audio-Chat/ \(or run the Chat LM on a server and pass "):
+        load_pipeline(AppConfig(profile="step-audio", model_path=no_chat))
+    with pytest.raises(ConfigError, match=r"lacks Step-Audio-Chat/tokenizer.model \(which --chat-url still needs"):
+        load_pipeline(AppConfig(profile="step-audio", model_path=no_chat, chat_url="http://127.0.0.1:9/v1"))
+    sub = tiny_model_dir / "Step-Audio-TTS-3B"  # the folder one level too deep
+    with pytest.raises(ConfigError, match=f"--model-path is the folder that holds it: {tiny_model_dir.resolve()}"):
+        load_pipeline(AppConfig(profile="step-audio", model_path=sub))
 
 
 def test_the_default_voice_prompt_is_in_the_prefix_cache_from_the_start(step_audio) -> None:
