@@ -52,8 +52,10 @@ class AppConfig:
     lm_nice: int = 10
 
     def __post_init__(self) -> None:
-        if self.profile in ("step-audio",) and self.model_path is None:
-            raise ConfigError(f"--profile {self.profile} needs --model-path DIR")
+        if self.profile in ("step-audio", "full-random") and self.model_path is None:  # tiny writes its own
+            raise ConfigError(f"--profile {self.profile} needs --model-path DIR"
+                              + (" (stepaudio-rt make-checkpoint --profile full-random DIR writes a random one)"
+                                 if self.profile == "full-random" else ""))
         if self.profile == "embedded" and self.model_path is not None:  # else the folder goes unused, unsaid
             raise ConfigError(f"--model-path is a Step-Audio model folder, which the {self.profile} profile does not "
                               "use: add --profile step-audio (or tiny, full-random)")

@@ -14,6 +14,9 @@ from controller.step_audio_layout import check_layout, speaker_names
 from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline, chat_need
 
 
+SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
+
+
 def run_offline_tool(args: Any) -> int:
     """`stepaudio-rt tts` (text -> wav, default speaker or clone) and `stepaudio-rt chat` (wav|text -> reply)."""
     import sys
@@ -27,6 +30,10 @@ def run_offline_tool(args: Any) -> int:
         raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
     if args.command == "tts" and (args.prompt_wav is None) != (args.prompt_text is None):
         raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
+    if args.command == "tts" and args.prompt_wav is not None and args.speaker is not None:
+        raise ConfigError("--speaker names a voice of the speakers folder; --prompt-wav clones another: give one")
+    if args.command == "chat" and args.wav is None and not speakable(args.text or ""):
+        raise ConfigError(f"--text {args.text!r} says nothing to answer")
     out = output_file(args.out, _upstream_name(args))
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
@@ -111,7 +118,9 @@ def output_file(out: Path, upstream_name: str) -> Path:
     """--out as the wav to write: a .wav path as it is; a path without a suffix is a folder, as upstream's
     --output-path, that gets upstream's file name. Checked before the models load, not after the work is done."""
     if out.is_dir() or not out.suffix:
-        return out / upstream_name  # the folder is made when the audio is written, as upstream makes its own
+        if not out.is_dir() and not out.parent.is_dir():  # made when the audio is written, as upstream makes its
+            raise ConfigError(f"--out {out}: no such folder: {out.parent}")  # own; one folder, not a whole path
+        return out / upstream_name
     if out.suffix.lower() != ".wav":
         raise ConfigError(f"--out {out}: the tools write WAV files; name a .wav file or a folder")
     if not out.parent.is_dir():  # as talk: a typo in a path makes no folders
@@ -132,8 +141,14 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
 
     if not path.is_file():
         raise ConfigError(f"{option} {path}: no such file")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{option} {path}: an empty file")
     try:
         wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except sf.SoundFileError as exc:
         raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({exc})") from exc
-    return wav.mean(axis=1), int(rate)
+    mono = wav.mean(axis=1)
+    if not mono.size or float(np.abs(mono).max()) < SILENT_PEAK:  # as `talk` refuses a silent file
+        raise ConfigError(f"{option} {path}: silent ({len(mono) / rate:.2f} s, no sample above -40 dBFS): "
+                          "there is no voice in it")
+    return mono, int(rate)

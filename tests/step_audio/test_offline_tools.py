@@ -167,6 +167,17 @@ def _fails_in_one_line(*args: str) -> str:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
+    (["serve", "--profile", "full-random", "--port", "0"], "--profile full-random needs --model-path DIR"),
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "", "--out", "x.wav"],
+     "--text '' says nothing to answer"),
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "Hi.", "--speaker", "TingtingRAP",
+      "--prompt-wav", "{silence}", "--prompt-text", "Hello.", "--out", "x.wav"], "--speaker names a voice"),
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "Hi.", "--prompt-wav", "{silence}",
+      "--prompt-text", "Hello.", "--out", "x.wav"], "silent (2.00 s, no sample above -40 dBFS)"),
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--wav", "{empty}", "--out", "x.wav"],
+     "--wav {empty}: an empty file"),
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "Hi.", "--out", "/nonexistent/deeper/"],
+     "--out /nonexistent/deeper: no such folder: /nonexistent"),  # it made the whole path
     # checked before it listens: it said "listening on" and "stopped" first
     (["serve", "--profile", "tiny", "--model-path", "/etc", "--port", "0"], "/etc lacks Step-Audio-Tokenizer/"),
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--chat-url",
@@ -181,8 +192,12 @@ def _fails_in_one_line(*args: str) -> str:
     (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "/nonexistent/x.wav",
       "--log-level", "INFO"], "--out /nonexistent/x.wav: no such folder: /nonexistent"),
 ])
-def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, args: list[str], message: str) -> None:
-    assert message in _fails_in_one_line(*[a.format(tiny=tiny_model_dir) for a in args])
+def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, tmp_path: Path, args: list[str],
+                                                   message: str) -> None:
+    files = {"tiny": tiny_model_dir, "silence": tmp_path / "silence.wav", "empty": tmp_path / "empty.wav"}
+    sf.write(files["silence"], np.zeros(32000, dtype=np.float32), 16000)
+    files["empty"].write_bytes(b"")
+    assert message.format(**files) in _fails_in_one_line(*[a.format(**files) for a in args])
 
 
 @pytest.mark.parametrize(("command", "damaged", "message"), [
@@ -224,7 +239,7 @@ def test_a_partial_download_names_every_missing_file_before_loading(tiny_model_d
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("bad-inputs")
     speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
-    sf.write(d / "blip.wav", speech[: rate // 20], rate)  # 50 ms: less than one tokenizer group
+    sf.write(d / "blip.wav", speech[rate: rate + rate // 20], rate)  # 50 ms of voice: less than one tokenizer group
     (d / "notes.wav").write_text("not audio\n")
     return d
 
