@@ -57,8 +57,12 @@ def load_wav_24k(path: str | Path) -> np.ndarray:
     return x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
 
 
-def session_config(vad: bool) -> dict[str, object]:
-    """The session.update body talk and the benchmark use: PCM16 24 kHz both ways, input transcription on."""
+def session_config(vad: bool, voice: str | None = None) -> dict[str, object]:
+    """The session.update body talk and the benchmark use: PCM16 24 kHz both ways, input transcription on; the
+    reply's voice when named (a Step-Audio speaker, say: the server lists its voices if the name is not one)."""
+    output: dict[str, object] = {"format": {"type": "audio/pcm", "rate": WIRE_RATE}}
+    if voice is not None:
+        output["voice"] = voice
     return {
         "type": "realtime",
         "output_modalities": ["audio"],
@@ -68,7 +72,7 @@ def session_config(vad: bool) -> dict[str, object]:
                 "transcription": {"model": "whisper-1"},
                 "turn_detection": {"type": "server_vad"} if vad else None,
             },
-            "output": {"format": {"type": "audio/pcm", "rate": WIRE_RATE}},
+            "output": output,
         },
     }
 
@@ -168,7 +172,7 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
                    timeout_s: float = 60.0, silence_ms: int = 1500, model: str | None = "stepaudio-rt",
                    reconnect: ReconnectPolicy = ReconnectPolicy(enabled=False),
                    printer: TextIO | None = sys.stdout,
-                   session_extra: dict[str, object] | None = None) -> TalkResult:
+                   session_extra: dict[str, object] | None = None, voice: str | None = None) -> TalkResult:
     """Stream `wav` to the server at `url` and collect the reply (see module docstring).
 
     `timeout_s` bounds the wait after the audio has been sent. Reconnect is off by default: a new server session
@@ -184,7 +188,7 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
         raise TalkError(f"cannot connect to {url}: {reason} (is `stepaudio-rt serve` running there?)") from exc
     try:
         return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer),
-                           {**session_config(vad), **(session_extra or {})})
+                           {**session_config(vad, voice), **(session_extra or {})})
     finally:
         await client.close()
 
@@ -306,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="turn server VAD off; commit and request the response explicitly")
     p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds to wait for the reply after sending")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
+    p.add_argument("--voice", help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the "
+                   "server's; an unknown name is refused with the server's list)")
     return p
 
 
@@ -320,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         extra = {"instructions": args.instructions} if args.instructions is not None else None
         result = asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key, realtime=args.speed,
-                                      vad=args.vad, timeout_s=args.timeout, model=args.model, session_extra=extra))
+                                      vad=args.vad, timeout_s=args.timeout, model=args.model, session_extra=extra,
+                                      voice=args.voice))
     except (TalkError, RealtimeConnectionError, WebSocketException, OSError) as exc:
         # The server says why it refused a handshake in the body ("server full: ...", "invalid or missing API key").
         body = exc.response.body if isinstance(exc, InvalidStatus) else b""

@@ -37,6 +37,25 @@ async def test_talk_sends_its_instructions_and_writes_the_reply(tmp_path: Path) 
     assert sf.info(str(out)).duration > 0.1
 
 
+async def test_talk_voice_picks_the_reply_voice_and_an_unknown_one_is_the_servers_error(tmp_path: Path,
+                                                                                         capsys) -> None:
+    """`--voice NAME` asks the session for that voice (a Step-Audio speaker, say); a name the server does not
+    have ends talk with the server's error, which lists the voices it has."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.voices = frozenset({"joe", "Tingting"})
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        run = asyncio.get_running_loop().run_in_executor
+        code = await run(None, main, [str(wav), "--url", url, "--out", str(out), "--fast", "--voice", "Tingting"])
+        assert code == 0 and set(pipeline.voices_used) == {"Tingting"}
+        capsys.readouterr()
+        code = await run(None, main, [str(wav), "--url", url, "--out", str(out), "--fast", "--voice", "Nobody"])
+    err = capsys.readouterr().err
+    assert code == 1 and "server error" in err and "Nobody" in err and "Tingting" in err, err
+
+
 def talk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """Runs `stepaudio-rt talk ARGV`; returns its exit status and what it wrote to stderr."""
     code = main(list(argv))

@@ -77,6 +77,7 @@ class ScriptedPipeline:
         self.requests: list[ChatRequest] = []
         self.reply_text: Callable[[], ReplyText] = VerbatimText  # the per-reply hook new_reply_text() returns
         self.synthesized: list[str] = []  # every text synthesize() was given
+        self.voices_used: list[str] = []  # the voice of each synthesize() call
 
     def new_vad(self) -> ScriptedVad:
         return ScriptedVad()
@@ -102,6 +103,7 @@ class ScriptedPipeline:
 
     async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         self.synthesized.append(text)
+        self.voices_used.append(voice)
         for _ in text.split():  # 50 ms a word at speed 1
             yield SpeechChunk(0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32))
 
