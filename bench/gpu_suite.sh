@@ -8,9 +8,10 @@
 #                                                                 diag (bench.diag_speech_stream) only when named
 #
 # A lent machine gives a session 15 minutes of device time in all (its start, ~1-2 min, included) and 600 s per
-# command. Run it as two calls, the figures first (run4 on an H100: 6 + 90 + 79 + 86 s; the tests 124-162 s):
+# command. Run it as two calls, the figures first (run5 on an H100: 6 + 82 + 75 + 80 s; the tests 134 s; the
+# speech-stream fault's bisect ~240 s):
 #   OUT=$OUT bash bench/gpu_suite.sh info kernels engine tts report     (<= 575 s: timeout_s 590)
-#   OUT=$OUT bash bench/gpu_suite.sh tests                              (<= 240 s: timeout_s 250)
+#   OUT=$OUT bash bench/gpu_suite.sh tests diag                         (<= 500 s: timeout_s 540)
 # then, on any machine (it only reads JSON), `python -m bench.report DIR` if the first call's report step was cut off.
 # The engine and tts steps share one 7 GB TTS-3B checkpoint, written in the background while the kernels step runs.
 set -u
