@@ -2,10 +2,12 @@
 
 tests/speech_decoder/test_flow_graphs_gpu.py::test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream
 faulted in H100 run4 and run5 (illegal memory access, surfacing at the next Triton module load or cuDNN call). In
-session 15 on an H200, 12 parallel loops of this trial faulted in 75 of 81 runs as the test does it, and in most
-runs of every variant tried: the other thread launching elementwise kernels only (no cuBLAS), torch.cuda.empty_cache
-disabled (the capture's), PDL off, and every graph captured before the other thread started (17 of 39). Each trial
-runs in its own process (the fault is sticky); the variants below split the remaining suspects.
+session 15 on an H200, 12 parallel loops of this trial failed in 75 of 81 runs as the test does it (56 with the
+illegal address itself, 19 with cuDNN then finding no engine to run, as the run5 test did with the illegal address
+in its context), and in most runs of every variant tried: the other thread launching elementwise kernels only (no
+cuBLAS), torch.cuda.empty_cache disabled (the capture's), PDL off, and every graph captured before the other thread
+started (17 of 39). Each trial runs in its own process (the fault is sticky) and now tells the two apart (a cuDNN
+error with a clean context is "other"); the variants below split the remaining suspects.
 
     python -m bench.diag_speech_stream --seconds 200 --out diag.json     # prints a table: variant, ok, fault
 """
@@ -113,6 +115,20 @@ def _trial(variant: str, folder: str) -> str:
     return ("ok" if rel < 1e-4 else f"mismatch rel={rel:.2e}") + (f" other thread: {errors}" if errors else "")
 
 
+def _kind(exc: BaseException) -> str:
+    """'fault' when the CUDA context holds an illegal address (the error may have surfaced elsewhere first: in
+    cuDNN, which then finds no engine to run, or at a Triton module load), else 'error'."""
+    import torch
+
+    if "illegal memory access" in str(exc):
+        return "fault"
+    try:
+        torch.cuda.synchronize()
+    except Exception as sticky:  # noqa: BLE001 - its message is the question
+        return "fault" if "illegal memory access" in str(sticky) else "error"
+    return "error"
+
+
 def _run_one(variant: str, folder: str) -> tuple[str, str]:
     env = {**os.environ, **VARIANTS[variant][0]}
     try:
@@ -127,12 +143,21 @@ def _run_one(variant: str, folder: str) -> tuple[str, str]:
     return outcome, line.split(" ", 2)[2] if outcome != "ok" else ""
 
 
+def _variants(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    return names
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trial", nargs=2, metavar=("VARIANT", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=200, help="time for the loops (default 200)")
     ap.add_argument("--workers", type=int, default=12, help="trials at once (the GPU tests run 12 workers)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), type=_variants,
+                    help="comma-separated, from: " + ", ".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=None, help="JSON with the counts and the first failures")
     args = ap.parse_args()
     if args.trial:
@@ -140,17 +165,26 @@ def main() -> None:
             print("RESULT", _trial(*args.trial), flush=True)
         except Exception as e:  # noqa: BLE001 - the outcome is the point
             where = " | ".join(ln.strip() for ln in traceback.format_exc().splitlines()[-8:-1])
-            print(f"RESULT fault {type(e).__name__}: {str(e)[:160]!r} at {where[:700]}", flush=True)
+            print(f"RESULT {_kind(e)} {type(e).__name__}: {str(e)[:160]!r} at {where[:700]}", flush=True)
         return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("bench.diag_speech_stream: no CUDA device here (it bisects a fault of CUDA streams)")
 
     from speech_decoder.checkpoint import write_cosyvoice_folder
 
-    variants = args.variants.split(",")
+    variants = args.variants
     folder = str(write_cosyvoice_folder(Path(tempfile.mkdtemp()) / "cv", "tiny"))
     _run_one("nobusy", folder)  # compiles every kernel once, into Triton's cache
     counts: dict[str, Counter] = {v: Counter() for v in variants}
     first: dict[str, list[str]] = {v: [] for v in variants}
     lock, end, turn = threading.Lock(), time.monotonic() + args.seconds, iter(range(1 << 30))
+
+    def save() -> None:  # after every trial: a run cut off by its time limit keeps what it found
+        if args.out:
+            args.out.write_text(json.dumps({"counts": {v: dict(c) for v, c in counts.items()},
+                                            "first_failures": first}, indent=1))
 
     def loop() -> None:
         while time.monotonic() < end:
@@ -161,19 +195,21 @@ def main() -> None:
                 counts[v][outcome.split()[0]] += 1
                 if detail and len(first[v]) < 3:
                     first[v].append(detail)
+                save()
 
     workers = [threading.Thread(target=loop) for _ in range(args.workers)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    print(f"{'variant':<12} {'ok':>4} {'fault':>6} {'other':>6}  what it changes")
+    print(f"{'variant':<12} {'ok':>4} {'fault':>6} {'other':>6}  what it changes (fault: an illegal address; other: "
+          "another error, a mismatch, a crash or a timeout)")
     for v in variants:
         c = counts[v]
         print(f"{v:<12} {c['ok']:>4} {c['fault']:>6} {sum(c.values()) - c['ok'] - c['fault']:>6}  {VARIANTS[v][1]}")
+    save()
     if args.out:
-        args.out.write_text(json.dumps({"counts": {v: dict(c) for v, c in counts.items()}, "first_failures": first},
-                                       indent=1))
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
