@@ -14,16 +14,15 @@ import argparse
 import json
 import math
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
-from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
 
@@ -192,10 +191,11 @@ def main() -> None:
     steps = a.steps or (8 if tiny else 128)
     base_steps = a.baseline_steps or (4 if tiny else 32)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cpu" and not tiny and a.ckpt is None:
+        ap.error("full-random is TTS-3B's size (a 7 GB checkpoint, seconds a token on a CPU): run --profile tiny "
+                 "here, full-random on a GPU")
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
-    ckpt = a.ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
-    if not (ckpt / "config.json").exists():
-        write_step1_checkpoint(ckpt, a.profile, "tts")
+    ckpt = bench_checkpoint(a.ckpt, a.profile)
     # A fixed KV pool (batch 32 x 640 tokens needs ~0.35 GB at TTS-3B dims), not a share of the free memory: the
     # baseline runs beside the engine and its concatenated caches need ~14 GB at batch 32 (an 80 GB H100 ran out
     # when the engine held 85% of the card).

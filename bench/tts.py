@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
+from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
-from lm_engine.checkpoint import write_step1_checkpoint
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
 from speech_decoder.checkpoint import write_cosyvoice_folder
@@ -334,6 +334,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/tts.json"))
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if dev.type == "cpu" and a.profile != "tiny":
+        ap.error("full-random is CosyVoice-300M and TTS-3B at their sizes (a 7 GB checkpoint, minutes a figure on a "
+                 "CPU): run --profile tiny here, full-random on a GPU")
     if dev.type == "cpu":
         # As the tiny profile's server: intra-op threads on top of the decoder threads oversubscribe the cores.
         torch.set_num_threads(1)
@@ -377,9 +380,7 @@ def main() -> None:
     result["concurrency_profile"] = concurrency_profile(model, prompt, tokens, max(counts), rounds=10)
     save()
 
-    ckpt = a.tts_ckpt or Path(tempfile.gettempdir()) / f"stepaudio-rt-bench-{a.profile}-tts"
-    if not (ckpt / "config.json").exists():
-        write_step1_checkpoint(ckpt, a.profile, "tts")
+    ckpt = bench_checkpoint(a.tts_ckpt, a.profile)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, progress=False,
                                  config=EngineConfig(gpu_memory_utilization=None, kv_cache_memory_gib=4.0,
