@@ -57,8 +57,9 @@ async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_d
     (("--chat-url", "http://127.0.0.1:9/v1"), "tensor parallel serving needs --model-path DIR"),
 ])
 def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tiny_model_dir, extra, said) -> None:
-    """A size that does not divide the Chat LM, or --chat-url: each rank says so in one line (no rank's traceback,
-    rank 0 never says ready), before any model loads."""
+    """A size that does not divide the Chat LM, or --chat-url: the ranks say so in one line each (no rank's
+    traceback, rank 0 never says ready), before any model loads. torchrun stops the other ranks once one has
+    failed, so not every rank may get to say it."""
     import subprocess
     import sys
 
@@ -67,5 +68,5 @@ def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tin
                            str(tiny_model_dir), "--port", "0", *extra], capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert out.count(said) == 3, out  # one line from each rank
+    assert 1 <= out.count(said) <= 3, out  # one line from each rank that got that far
     assert "[rank" not in out and "loading" not in out and "ready" not in out, out
