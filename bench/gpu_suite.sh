@@ -14,25 +14,42 @@
 #   OUT=$OUT bash bench/gpu_suite.sh tests diag                         (<= 500 s: timeout_s 540)
 # then, on any machine (it only reads JSON), `python -m bench.report DIR` if the first call's report step was cut off.
 # The engine and tts steps share one 7 GB TTS-3B checkpoint, written in the background while the kernels step runs.
+# Environment: OUT (where logs and JSON go), PY (the Python with torch + triton; default .venv/bin/python when there
+# is one, else python3), CKPT (the checkpoint folder, default /tmp/stepaudio-rt-bench-tts3b). The exit status is 1
+# when a step failed (summary.txt says which), 2 for an unknown step or no GPU.
 set -u
 OUT=${OUT:-bench/results/gpu}
-mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
-PY=${PY:-python3}
+if [ -z "${PY:-}" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
 steps=${*:-info kernels engine tts report tests}
+for step in $steps; do
+    case $step in
+    info|kernels|engine|tts|report|tests|diag) ;;
+    *) echo "gpu_suite.sh: unknown step '$step' (steps: info kernels engine tts report tests diag)" >&2; exit 2 ;;
+    esac
+done
+if [ "$steps" != "report" ] && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_suite.sh: $PY sees no CUDA device: these steps need a GPU (only 'report' reads JSON anywhere)" >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+echo "# $(date -u +%FT%TZ): $steps" >>"$OUT/summary.txt"
 CKPT=${CKPT:-/tmp/stepaudio-rt-bench-tts3b}
 writer=""
 if [[ " $steps " == *" engine "* || " $steps " == *" tts "* ]] && [ ! -d "$CKPT" ]; then
     # written aside and renamed when complete: a writer cut off never leaves a partial folder under $CKPT
     rm -rf "$CKPT.part"
     (set -e; $PY -c "from lm_engine.checkpoint import write_step1_checkpoint as w; w('$CKPT.part', 'full-random')"
-     mv "$CKPT.part" "$CKPT") >/tmp/ckpt-writer.log 2>&1 &
+     mv "$CKPT.part" "$CKPT") >"$OUT/ckpt-writer.log" 2>&1 &
     writer=$!
 fi
 
 wait_checkpoint() {
     if [ -n "$writer" ]; then
-        wait "$writer" || { echo "checkpoint writer failed:"; tail -5 /tmp/ckpt-writer.log; }
+        echo "=== waiting for the checkpoint writer ($CKPT)" | tee -a "$OUT/suite.log"
+        wait "$writer" || { echo "checkpoint writer failed:"; tail -5 "$OUT/ckpt-writer.log"; }
         writer=""
     fi
 }
@@ -46,7 +63,11 @@ run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit statu
     local rc=${PIPESTATUS[0]}
     echo "=== $name rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/suite.log"
     echo "$name rc=$rc $((SECONDS - t0))s" >>"$OUT/summary.txt"
+    [ "$rc" = 0 ] || failed=1
 }
+failed=0
+# The tests spread over 12 workers with pytest-xdist when it is installed (the lent machines have it)
+xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n 12")
 
 for step in $steps; do
     case $step in
@@ -55,14 +76,14 @@ for step in $steps; do
         torch.cuda.get_device_name())'; git rev-parse HEAD 2>/dev/null || true" ;;
     # per-test timeout well inside the step's, so that pytest itself ends and prints every failure's reason
     tests) run tests 240 $PY -m pytest -v -rfE -p no:cacheprovider -o addopts= --import-mode=importlib -W ignore \
-        --timeout 150 -n 12 tests/kernels tests/lm_engine/test_engine_gpu.py \
+        --timeout 150 $xdist tests/kernels tests/lm_engine/test_engine_gpu.py \
         tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
     kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
     engine) wait_checkpoint; run engine 170 $PY -m bench.engine --ckpt "$CKPT" --out "$OUT/engine.json" ;;
     tts) wait_checkpoint; run tts 170 $PY -m bench.tts --tts-ckpt "$CKPT" --out "$OUT/tts.json" ;;
     report) run report 30 $PY -m bench.report "$OUT" ;;
     diag) run diag 260 $PY -m bench.diag_speech_stream --seconds 200 --out "$OUT/diag.json" ;;
-    *) echo "unknown step $step" >&2 ;;
     esac
 done
 cat "$OUT/summary.txt"
+exit $failed
