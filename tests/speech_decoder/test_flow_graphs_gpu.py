@@ -19,7 +19,9 @@ from speech_decoder.flow_graphs import FlowGraphs, row_bucket
 from speech_decoder.hift.streaming import HiFTStream, VocoderGraphs
 from speech_decoder.streaming_decoder import StreamingDecoder, steady_windows, vocoder_pushes, warm_up
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def cuda(test):  # type: ignore[no-untyped-def]
+    """Marked `gpu` (-m "not gpu" leaves it out) and skipped without one."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")(test))
 
 
 def test_graphs_are_cuda_only(tmp_path: Path) -> None:

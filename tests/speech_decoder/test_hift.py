@@ -89,6 +89,7 @@ def test_weight_norm_cache_follows_new_weights(tmp_path) -> None:
     assert not torch.equal(before, b.inference(mel))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused vocoder kernels run on CUDA")
 def test_fused_kernels_on_cuda_match_the_references_offline_and_chunked(tmp_path) -> None:
     from kernels import vocoder as KV
