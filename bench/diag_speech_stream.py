@@ -152,7 +152,7 @@ def _variants(text: str) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.diag_speech_stream", description=__doc__.split("\n\n")[0])
     ap.add_argument("--trial", nargs=2, metavar=("VARIANT", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=200, help="time for the loops (default 200)")
     ap.add_argument("--workers", type=int, default=12, help="trials at once (the GPU tests run 12 workers)")

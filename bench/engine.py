@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench import RESULTS
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
@@ -176,7 +177,8 @@ def baseline_decode(eng: Engine, batch: int, prompt_len: int, steps: int, dev: t
 # ---------------------------------------------------------------------------------------------- main
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
     ap.add_argument("--ckpt", type=Path, help="existing Step-1 checkpoint (default: write one to a temp dir)")
     ap.add_argument("--device", default=None)
@@ -184,7 +186,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--baseline-steps", type=int, default=None)
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/engine.json"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "engine.json")
     a = ap.parse_args()
     tiny = a.profile == "tiny"
     prompt_len = a.prompt_len or (32 if tiny else 512)
@@ -244,6 +246,7 @@ def main() -> None:
           "(us per step, calls per step, share)")
     for k in result["decode_profile_b1"]:
         print(f"{k['us_per_step']:>9.1f} {k['calls_per_step']:>6.1f} {k['share']:>6.1%}  {k['kernel']}")
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

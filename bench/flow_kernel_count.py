@@ -12,6 +12,7 @@ Window: B = 1 (CFG doubles it to 2), 125 prompt tokens + 25 target tokens, T = 5
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import tempfile
 
@@ -60,6 +61,8 @@ def _as_one_launch(counter: _Count, fn):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    argparse.ArgumentParser(prog="python -m bench.flow_kernel_count", description=__doc__.split("\n\n")[0]
+                            ).parse_args()  # only --help: the count takes about a minute
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
         flow = CosyVoiceModel.load(write_cosyvoice_folder(d, "full-random"), cuda_graphs=False).flow

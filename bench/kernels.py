@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench import RESULTS
 from kernels import attention as KA
 from kernels import flow_ops as KF
 from kernels import vocoder as KV
@@ -346,9 +347,10 @@ def _fmt(x: object) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed (plumbing check, no figures)")
-    ap.add_argument("--out", default="bench/results/kernels.json")
+    ap.add_argument("--out", default=str(RESULTS / "kernels.json"))
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--seqs", default="8192,16384")
     args = ap.parse_args(argv)

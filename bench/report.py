@@ -188,7 +188,8 @@ def _ctx(row: dict | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="where gpu_suite wrote engine.json, kernels.json and tts.json")
     a = ap.parse_args()
     if not any((a.folder / f"{name}.json").is_file() for name in ("engine", "kernels", "tts")):

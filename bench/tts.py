@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from bench import RESULTS
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -321,7 +322,8 @@ def concurrency_profile(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: li
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
     ap.add_argument("--tokens", type=int, default=500)
     ap.add_argument("--prompt-tokens", type=int, default=125, help="speaker prompt length in flow tokens")
@@ -331,7 +333,7 @@ def main() -> None:
     ap.add_argument("--concurrency-s", type=float, default=40.0,
                     help="start no further stream count after this many seconds of the concurrency section")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/tts.json"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "tts.json")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cpu" and a.profile != "tiny":
