@@ -343,7 +343,16 @@ def guarded(case: Callable[..., dict], *args: object) -> dict:
 
 
 def _fmt(x: object) -> str:
+    if isinstance(x, str) and x.startswith("error"):  # the message follows the row (_why)
+        return f"{'error':>9}"
     return f"{x:9.3f}" if isinstance(x, float) else f"{str(x)[:9]:>9}"
+
+
+def _why(cells: dict[str, object], indent: int) -> None:
+    """The error messages of a row's cells, one line each under it (the cell says only 'error')."""
+    for impl, v in cells.items():
+        if isinstance(v, str) and v.startswith("error"):
+            print(f"{'':{indent}} {impl}: {v}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,6 +438,7 @@ def print_table(r: dict) -> None:
             tf = row["flops"] / (ms * 1e-3) / 1e12 if isinstance(ms, float) else "-"
             ratio = (ms / ours) if isinstance(ms, float) and isinstance(ours, float) else "-"
             print(f"{row['case']:16} {row['S']:>6} {impl:28} {_fmt(ms)} {_fmt(tf)} {_fmt(ratio)}")
+        _why(row["ms"], 23)
         for impl, cfg in row["ours_tuned_config"].items():
             print(f"{'':16} {'':>6} {impl} tile: {cfg}")
     print("\npaged decode (q_len 1, sqrt-ALiBi; CUDA graph replay, as the engine runs it)")
@@ -454,6 +464,7 @@ def _print_fused_vs_eager(title: str, rows: list[dict], case_w: int, impl_w: int
         for impl, ms in row["ms"].items():
             sp = eager / ms if isinstance(ms, float) else "-"
             print(f"{row['case']:{case_w}} {impl:{impl_w}} {_fmt(ms)} {_fmt(sp)}")
+        _why(row["ms"], case_w)
         for impl, ms in row.get("op_ms_cuda_graph", {}).items():
             print(f"{'':{case_w}} {impl:{impl_w}} {_fmt(ms)}   (one call, CUDA graph)")
         print(f"{'':{case_w}} max|fused - eager| = {row['max_abs_diff_fused_vs_eager']:.2e}")

@@ -405,6 +405,7 @@ def main() -> None:
     print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
     print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
     print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
+    print(f"{'':<14}{'time':>13} {'calls':>7} {'share':>6}  kernel (the first chunk's, by device time)")
     for k in d["first_chunk_kernels"][:8]:
         print(f"{'':<14}{k['us_per_step']:>10.1f} us {k['calls_per_step']:>6.0f}x {k['share']:>6.1%}  "
               f"{k['kernel'][:60]}")
@@ -418,6 +419,11 @@ def main() -> None:
               f"{r['batched_mean_batch']:>12.1f}")
     print(f"{'real-time streams, alone / batched':<44}{result['max_realtime_streams_alone']:>10}"
           f"{result['max_realtime_streams_batched']:>10}")
+    smallest = min((r["streams"] for r in result["concurrency"]), default=None)
+    if smallest is not None and any(c < smallest for c in counts) and not (
+            result["concurrency"][0]["alone_realtime"] and result["concurrency"][0]["batched_realtime"]):
+        print(f"  (stopped by --concurrency-s {a.concurrency_s:g} before trying fewer than {smallest} streams: "
+              "a 0 above may only mean untried)")
     cp = result["concurrency_profile"]
     print(f"\n{cp['streams']} streams {'batched' if cp['batched'] else 'alone'}: round {cp['round_ms']:.1f} ms, "
           f"{'device' if dev.type == 'cuda' else 'CPU'} busy {cp['busy_ms_per_round']:.1f} ms a round; by kernel "
