@@ -39,10 +39,9 @@ echo "# $(date -u +%FT%TZ): $steps" >>"$OUT/summary.txt"
 CKPT=${CKPT:-/tmp/stepaudio-rt-bench-tts3b}
 writer=""
 if [[ " $steps " == *" engine "* || " $steps " == *" tts "* ]] && [ ! -d "$CKPT" ]; then
-    # written aside and renamed when complete: a writer cut off never leaves a partial folder under $CKPT
-    rm -rf "$CKPT.part"
-    (set -e; $PY -c "from lm_engine.checkpoint import write_step1_checkpoint as w; w('$CKPT.part', 'full-random')"
-     mv "$CKPT.part" "$CKPT") >"$OUT/ckpt-writer.log" 2>&1 &
+    # bench.checkpoint writes it aside and renames it when complete: a writer cut off leaves no partial $CKPT
+    $PY -c "import pathlib, bench.checkpoint as c; c.bench_checkpoint(pathlib.Path('$CKPT'), 'full-random')" \
+        >"$OUT/ckpt-writer.log" 2>&1 &
     writer=$!
 fi
 

@@ -67,17 +67,17 @@ class Engine:
             "cuda" if torch.cuda.is_available() else "cpu")
         dt = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
         path = Path(path)
-        if path.suffix != ".gguf":  # before the ranks meet: a size that cannot split the model fails on each alike
-            ModelConfig.from_dir(path).check_tp(tp)
-        rank = tp_worker.init_distributed(tp, dev, cfg.tp_master_port) if tp > 1 else 0
         if path.suffix == ".gguf":
             from lm_engine.utils.gguf_loader import iter_gguf, read_gguf
             model_cfg, reader = read_gguf(path)
-            model_cfg.check_tp(tp)
+        else:
+            model_cfg = ModelConfig.from_dir(path)
+        model_cfg.check_tp(tp)  # before the ranks meet: a size that cannot split the model fails on each alike
+        rank = tp_worker.init_distributed(tp, dev, cfg.tp_master_port) if tp > 1 else 0
+        if path.suffix == ".gguf":
             tensors = iter_gguf(reader, progress and rank == 0)
             tokenizer = None
         else:
-            model_cfg = ModelConfig.from_dir(path)
             tensors = iter_safetensors(path, progress and rank == 0)
             tokenizer = Step1Tokenizer.from_dir(path) if (path / "tokenizer.model").exists() else None
         return cls.from_tensors(model_cfg, tensors, dev, dt, cfg, tokenizer, rank=rank, tp=tp)
