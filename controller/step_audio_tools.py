@@ -118,8 +118,9 @@ def output_file(out: Path, upstream_name: str) -> Path:
     """--out as the wav to write: a .wav path as it is; a path without a suffix is a folder, as upstream's
     --output-path, that gets upstream's file name. Checked before the models load, not after the work is done."""
     if out.is_dir() or not out.suffix:
-        if not out.is_dir() and not out.parent.is_dir():  # made when the audio is written, as upstream makes its
-            raise ConfigError(f"--out {out}: no such folder: {out.parent}")  # own; one folder, not a whole path
+        # made when the audio is written, as upstream makes its own: one folder, not a whole path of them
+        if not out.is_dir() and not out.parent.is_dir():
+            raise ConfigError(f"--out {out}: no such folder: {out.parent}")
         return out / upstream_name
     if out.suffix.lower() != ".wav":
         raise ConfigError(f"--out {out}: the tools write WAV files; name a .wav file or a folder")
