@@ -145,38 +145,20 @@ def test_streaming_decoder_through_graphs_equals_eager(model: CosyVoiceModel) ->
 
 
 @cuda
-def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(model: CosyVoiceModel) -> None:
+def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(tmp_path: Path) -> None:
     """The decoder's windows, HiFT and cross-fades go to the model's highest-priority stream while another thread
     keeps the default stream busy, as the TTS LM does when served: the audio equals the same decoding done on the
-    default stream (a tensor read on one stream before the other stream wrote it would not)."""
-    import threading
+    default stream (a tensor read on one stream before the other stream wrote it would not). Run in a process of
+    its own, as bench.diag_speech_stream's trial (a FlowGraphs of its own first, as this module's tests before it):
+    the illegal address this met in H100 run4 and run5 is sticky, and failed the worker's next tests too."""
+    import subprocess
+    import sys
 
-    assert model.stream is not None and model.stream.priority < 0
-    prompt = _prompt(75, seed=8)
-    tokens = torch.randint(0, 5120, (300,), generator=torch.Generator().manual_seed(9)).tolist()
-
-    stop = threading.Event()
-
-    def busy() -> None:  # launches on the default stream until told to stop
-        a = torch.randn(1024, 1024, device="cuda")
-        while not stop.is_set():
-            a = torch.tanh(a @ a)
-        torch.cuda.synchronize()
-
-    lm = threading.Thread(target=busy)
-    lm.start()
-    try:
-        own = _decode_in_pushes_of_5(model, prompt, tokens)
-    finally:
-        stop.set()
-        lm.join()
-    stream, model.stream = model.stream, None
-    try:
-        default = _decode_in_pushes_of_5(model, prompt, tokens)
-    finally:
-        model.stream = stream
-    assert own.shape == default.shape
-    assert float(np.linalg.norm(own - default) / np.linalg.norm(default)) < 1e-4
+    folder = write_cosyvoice_folder(tmp_path / "cv", "tiny")
+    proc = subprocess.run([sys.executable, "-m", "bench.diag_speech_stream", "--trial", "base", str(folder)],
+                          capture_output=True, text=True, timeout=140)
+    result = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), proc.stderr[-3000:])
+    assert result.startswith("RESULT ok"), result
 
 
 @cuda
