@@ -213,7 +213,11 @@ def main() -> None:
               "prompt_len": prompt_len, "decode_steps": steps, "rows": rows,
               # the decode GEMV shapes timed at load (graph warm-ups): Triton vs cuBLAS, the faster serves
               "gemv_us": [{"rows": k[2], "N": k[3], "K": k[4], "bias": k[5], "fused": k[6], "triton": t[0],
-                           "cublas": t[1], "split": t[2]} for k, t in gemv.timings.items()]}
+                           "cublas": t[1], "split": t[2]} for k, t in gemv.timings.items()],
+              # each GEMV-sized decode graph captured three ways (kernels.gemv.serve_all_by): ms a replay, which kept
+              "decode_graph_sides": [{"batch": bs, "kept": side or "as timed",
+                                      "ms": {s or "as timed": t for s, t in ms.items()}}
+                                     for bs, (side, ms) in sorted(eng.llm.runner.graph_sides.items()) if ms]}
     a.out.parent.mkdir(parents=True, exist_ok=True)
 
     def add(row: dict) -> None:  # saved row by row: a run cut off by its time limit keeps what it measured

@@ -139,9 +139,10 @@ def report(folder: Path) -> str:
 
 def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[str]:
     """What the next kernel work needs besides the verdicts: the tile the prefill autotuner chose per shape (which
-    candidates to keep), the batch-1 GEMV timings behind kernels.gemv's choices, batch-1 decode with and without
-    PDL, where a batch-1 decode step's GPU time goes (its five largest kernels), the flow estimator's fused ops
-    against their references, and the served first audio with the speech path on the LM's stream."""
+    candidates to keep), the batch-1 GEMV timings behind kernels.gemv's choices, the decode graphs' GEMV sides (each
+    way's replay time), batch-1 decode with and without PDL, where a batch-1 decode step's GPU time goes (its five
+    largest kernels), the flow estimator's fused ops against their references, and the served first audio with the
+    speech path on the LM's stream."""
     lines = []
     for row in (kernels or {}).get("prefill", []):
         for impl, tile in row.get("ours_tuned_config", {}).items():
@@ -153,6 +154,9 @@ def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[
             split = f" (K split {g['split']})" if g.get("split", 1) > 1 else ""
             lines.append(f"- batch-1 GEMV {g['N']} x {g['K']}{' ' + fused if fused else ''}: Triton "
                          f"{g['triton']:.1f} us{split}, cuBLAS {g['cublas']:.1f} us")
+    for g in (engine or {}).get("decode_graph_sides", []):
+        lines.append(f"- decode graph, batch {g['batch']}: kept GEMVs {g['kept']}; ms a replay: "
+                     + ", ".join(f"{side} {ms:.3f}" for side, ms in g["ms"].items()))
     by_metric = {r["metric"].split(" (")[0]: r["engine"] for r in (engine or {}).get("rows", [])}
     if "decode tok/s batch 1, PDL off" in by_metric and "decode tok/s batch 1" in by_metric:
         lines.append(f"- batch-1 decode: {by_metric['decode tok/s batch 1']:.1f} tok/s with programmatic dependent "

@@ -15,14 +15,19 @@ A capture uses the choice its warm-up run made; a shape first met inside a captu
 CUDA graphs (enforce_eager) times a shape when a step first needs it (tens of ms, once). The kernel serves
 only the shapes where it measured faster than cuBLAS on this device; its fused forms also save the norm's and the
 activation's own launches, so each competes with those kernels and gemv's own choice together.
+A whole step may still favour another mix than the per-shape timings pick (PDL overlap and L2 prefetch reach across
+many kernels; run4's step, more of it on Triton, made 277 tok/s, run5's timed mix 273): within serve_all_by(side)
+every timed shape is served by one side, and the engine captures a step each way and keeps the fastest graph.
 
 Each op: `<op>_ref` (PyTorch, the spec), the Triton kernel, dispatcher `<op>` (CUDA and at most MAX_ROWS rows ->
 the faster of the two; under Triton's interpreter -> the kernel, so tests run it; otherwise the reference).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TypeVar
 
@@ -44,6 +49,10 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 # serves the key when it was faster. Benchmarks report it. What is fused: "" (a plain product), "rms_norm" /
 # "add_rms_norm" (the residual add and the norm before it), "+swiglu" after that.
 timings: dict[tuple, tuple[float, float, int]] = {}
+SIDES = ("triton", "library")
+# None: each shape by its timing; else every timed shape by that side. A context variable, not a global: another
+# thread (a second engine, the speech path) may be launching meanwhile and keeps its own choice.
+_side: contextvars.ContextVar[str | None] = contextvars.ContextVar("gemv_side", default=None)
 
 
 def gemv_ref(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -82,6 +91,20 @@ def split_candidates(n_out: int, k: int, device: torch.device) -> list[int]:
     return [1] + [s for s in (2, 4, 8) if k // s >= 512 and blocks * s <= 16 * sms]
 
 
+@contextlib.contextmanager
+def serve_all_by(side: str | None) -> Iterator[None]:
+    """Within it (on this thread) every shape that has a timing is served by `side`: "triton" (the kernel at the
+    shape's fastest K split; not where the kernel could not be timed), "library" (cuBLAS after the fused ops' own
+    kernels), or None (each shape by its timing, the default)."""
+    if side is not None and side not in SIDES:
+        raise ValueError(f"serve_all_by: side must be None or one of {SIDES}, got {side!r}")
+    token = _side.set(side)
+    try:
+        yield
+    finally:
+        _side.reset(token)
+
+
 def _time_all(key: tuple, x: Tensor, ours: dict[int, Callable[[], object]],
               theirs: Callable[[], object]) -> tuple[float, float, int]:
     """(the best Triton split's us, cuBLAS's us, that split), each timed as a CUDA graph replays it."""
@@ -113,8 +136,8 @@ def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[
     tri = triton_module("_gemv_triton", x) if 0 < x.shape[0] <= MAX_ROWS and w.stride(1) == 1 else None
     if tri is None:
         return theirs()
-    if not x.is_cuda:  # the interpreter: the kernel itself is what is under test
-        return ours(tri, 1)
+    if not x.is_cuda:  # the interpreter: the kernel itself is what is under test, unless the library is asked for
+        return theirs() if _side.get() == "library" else ours(tri, 1)
     # Rows bucketed to the engine's CUDA-graph batch sizes (1, 2, 4, 8, 16), whose warm-up runs at load time them
     # all: an eager step of another row count never stalls on a timing.
     key = (x.device, x.dtype, 1 << (x.shape[0] - 1).bit_length(), *w.shape, bias is not None, fused)
@@ -125,7 +148,8 @@ def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[
         n_out = w.shape[0] // 2 if fused.endswith("swiglu") else w.shape[0]
         splits = split_candidates(n_out, w.shape[1], x.device)
         t = timings[key] = _time_all(key, x, {s: (lambda s=s: ours(tri, s)) for s in splits}, theirs)
-    return ours(tri, t[2]) if t[0] < t[1] else theirs()
+    side = _side.get() or ("triton" if t[0] < t[1] else "library")
+    return ours(tri, t[2]) if side == "triton" and t[0] != float("inf") else theirs()
 
 
 def gemv(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:

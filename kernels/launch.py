@@ -1,5 +1,5 @@
-"""How our kernels are launched: programmatic dependent launch (kernels._pdl) on or off, and how long the CUDA
-graphs that replay them live.
+"""How our kernels are launched: programmatic dependent launch (kernels._pdl) on or off, how long the CUDA graphs
+that replay them live, and which of several graphs captured for one job replays fastest.
 
 PDL is on by default where the device is sm_90 or later; STEPAUDIO_PDL=0 turns it off, set_pdl switches it at run
 time (benchmarks measure both; CUDA graphs keep what they captured). Imports no Triton: the engine and the speech
@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
+
+K = TypeVar("K")
 
 _enabled = os.environ.get("STEPAUDIO_PDL", "1") != "0"
 _kept_graphs: list[torch.cuda.CUDAGraph] = []
@@ -50,3 +55,28 @@ def keep_until_exit(graph: torch.cuda.CUDAGraph) -> None:
     are all captured on torch's one default capture stream, so an engine closed or capturing again, or a speech
     model dropped, would put every other live graph at risk. A graph's memory is its pool's: small for these."""
     _kept_graphs.append(graph)
+
+
+def fastest(candidates: Sequence[K], time_ms: Callable[[K], float], rounds: int = 3) -> tuple[K, dict[K, float]]:
+    """The candidate with the least median of time_ms over `rounds` rounds, and every candidate's median. Each round
+    times every candidate once, in turn, so that drift (clocks, another process's load) hits all alike; a tie goes
+    to the earlier candidate."""
+    samples: dict[K, list[float]] = {c: [] for c in candidates}
+    for _ in range(rounds):
+        for c in candidates:
+            samples[c].append(time_ms(c))
+    medians = {c: statistics.median(v) for c, v in samples.items()}
+    return min(candidates, key=medians.__getitem__), medians
+
+
+def graph_replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 10) -> float:
+    """Mean device ms of one replay of a captured graph, over `replays` back-to-back replays on the current stream
+    after one untimed replay."""
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / replays

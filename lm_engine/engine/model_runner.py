@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from kernels import gemv
 from kernels.attention import PREFILL_Q_CLASSES
-from kernels.launch import keep_until_exit, pdl_off_after_failed_capture
+from kernels.launch import fastest, graph_replay_ms, keep_until_exit, pdl_off_after_failed_capture
 from lm_engine.engine import sampling
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.forward_context import ForwardContext, forward_context
@@ -43,6 +44,9 @@ class ModelRunner:
             self._allocate_kv_cache()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor]]] = {}
+        # batch size -> (the GEMV side its graph was captured with, ms a replay of each side's graph): see
+        # _capture_fastest_step; benchmarks report it
+        self.graph_sides: dict[int, tuple[str | None, dict[str | None, float]]] = {}
         self._graph_max_blocks = 0  # block-table width the graphs were captured for
         if cuda:
             self.warm_up_prefill()
@@ -194,6 +198,7 @@ class ModelRunner:
 
     def _capture_cuda_graphs(self) -> None:
         self.graphs.clear()
+        self.graph_sides.clear()
         max_blocks = -(-(self.cfg.max_model_len or self.model_cfg.max_seq_len) // self.block_size)
         self._graph_max_blocks = max_blocks
         pool = None
@@ -204,15 +209,9 @@ class ModelRunner:
                 ctx = ForwardContext(buf["slot_mapping"], buf["block_tables"], buf["cu_seqlens_q"],
                                      buf["context_lens"], 1)
                 with forward_context(ctx):
-                    # The LM head runs inside the graph too: a decode step's logits need no launch of their own.
-                    self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))  # warm-up
-                    graph = torch.cuda.CUDAGraph()
-                    keep_until_exit(graph)  # never destroyed: other graphs share its capture stream
-                    # thread_local: another engine or the flow may be launching on other threads meanwhile.
-                    with torch.cuda.graph(graph, pool, capture_error_mode="thread_local"):
-                        buf["logits"] = self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
-                if pool is None:
-                    pool = graph.pool()
+                    # warm-up: compiles and tunes the kernels, times this batch size's GEMV shapes (kernels.gemv)
+                    self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
+                    graph, buf["logits"], pool = self._capture_fastest_step(bs, buf, pool)
                 self.graphs[bs] = (graph, buf)
             torch.cuda.synchronize()
         except Exception as exc:  # e.g. the torch reference attention (host syncs) cannot be captured
@@ -223,6 +222,40 @@ class ModelRunner:
                 self.capture_cuda_graphs()
                 return
             logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
+
+    def _capture_step(self, buf: dict[str, torch.Tensor], pool: tuple | None
+                      ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """One decode step captured on buf's inputs: (the graph, its logits). The LM head runs inside the graph too:
+        a step's logits need no launch of their own."""
+        graph = torch.cuda.CUDAGraph()
+        keep_until_exit(graph)  # never destroyed: other graphs share its capture stream
+        # thread_local: another engine or the flow may be launching on other threads meanwhile.
+        with torch.cuda.graph(graph, pool, capture_error_mode="thread_local"):
+            logits = self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
+        return graph, logits
+
+    def _capture_fastest_step(self, bs: int, buf: dict[str, torch.Tensor], pool: tuple | None
+                              ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]:
+        """The step captured with each GEMV side (kernels.gemv.serve_all_by: each shape by its timing, all on our
+        kernel, all on cuBLAS) where the batch is GEMV-sized, and the one that replays fastest kept: (its graph,
+        its logits, the memory pool all share). The per-shape timings see one kernel after a norm; a step's
+        kernels overlap and prefetch across each other, so the mix they pick need not be the fastest step. With
+        tensor parallelism every rank must launch the same collectives: one capture, the timed mix."""
+        sides: tuple[str | None, ...] = (None,)
+        if bs <= gemv.MAX_ROWS and tp_size() == 1:
+            sides += gemv.SIDES
+        captured = {}
+        for side in sides:
+            with gemv.serve_all_by(side):
+                captured[side] = self._capture_step(buf, pool)
+            pool = pool or captured[side][0].pool()
+        side, ms = (None, {}) if len(sides) == 1 else \
+            fastest(sides, lambda s: graph_replay_ms(captured[s][0]))
+        self.graph_sides[bs] = (side, ms)
+        if ms:
+            logger.info("decode graph, batch %d: %s -> GEMVs %s", bs,
+                        ", ".join(f"{s or 'as timed'} {t:.3f} ms" for s, t in ms.items()), side or "as timed")
+        return (*captured[side], pool)
 
     def _replay(self, step: StepInput) -> torch.Tensor:
         """One decode step through the smallest graph that fits: logits [n, vocab] float32, valid until the next."""

@@ -68,8 +68,12 @@ def test_tuned_tiles_pdl_and_the_decode_profile_follow_the_table(tmp_path: Path)
         {"rows": 1, "N": 3072, "K": 8192, "bias": False, "swiglu": True, "triton": 19.04, "cublas": 22.5},
         {"rows": 1, "N": 16384, "K": 3072, "bias": False, "fused": "add_rms_norm+swiglu", "triton": 9.5,
          "cublas": 11.25},
-        {"rows": 8, "N": 3072, "K": 8192, "bias": False, "swiglu": True, "triton": 30.0, "cublas": 25.0}]}))
+        {"rows": 8, "N": 3072, "K": 8192, "bias": False, "swiglu": True, "triton": 30.0, "cublas": 25.0}],
+        "decode_graph_sides": [{"batch": 1, "kept": "triton",
+                                "ms": {"as timed": 3.66, "triton": 3.5, "library": 3.7}}]}))
     text = report(tmp_path)
+    assert ("- decode graph, batch 1: kept GEMVs triton; ms a replay: as timed 3.660, triton 3.500, "
+            "library 3.700") in text
     assert "- batch-1 GEMV 3072 x 8192 swiglu: Triton 19.0 us, cuBLAS 22.5 us" in text
     assert "- batch-1 GEMV 16384 x 3072 add_rms_norm+swiglu: Triton 9.5 us, cuBLAS 11.2 us" in text
     assert "30.0 us" not in text  # batch 1 only

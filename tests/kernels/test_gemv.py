@@ -3,12 +3,13 @@ interpreter in CI: see conftest.py), the dispatcher's routing and, on a GPU, its
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import torch
 
 from kernels import gemv as G
-from kernels.launch import keep_until_exit
+from kernels.launch import fastest, keep_until_exit
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
@@ -137,6 +138,51 @@ def test_triton_gemv_reads_strided_rows(triton_modules) -> None:  # type: ignore
     w = torch.randn(24, 32).to(dev)
     torch.testing.assert_close(triton_modules.gemv.gemv_triton(wide[:, 8:40], w, None, False),
                                G.gemv_ref(wide[:, 8:40], w), rtol=0, atol=1e-4)
+
+
+def test_serve_all_by_puts_every_call_of_this_thread_on_one_side(  # type: ignore[no-untyped-def]
+        triton_modules, monkeypatch) -> None:
+    """Inside serve_all_by("library") the dispatchers run the torch ops (the unfused path, bit for bit), inside
+    "triton" the kernel; the choice holds for the thread that made it only (another engine's thread launching
+    meanwhile keeps its own), ends with the block, and an unknown side is refused. (Under the interpreter the
+    kernel serves CPU calls by default; on a GPU, timed shapes.)"""
+    calls = []
+    kernel = triton_modules.gemv.gemv_triton
+    monkeypatch.setattr(triton_modules.gemv, "gemv_triton", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    dev = triton_modules.device
+    g = torch.Generator().manual_seed(7)
+    x, w, nw = torch.randn(2, 32, generator=g).to(dev), torch.randn(16, 32, generator=g).to(dev), torch.ones(32).to(dev)
+    with G.serve_all_by("triton"):
+        G.rms_norm_gemv(x, None, nw, 1e-5, w)
+    assert len(calls) == 1
+    with G.serve_all_by("library"):
+        assert torch.equal(G.gemv(x, w), torch.nn.functional.linear(x, w))
+        y, _ = G.rms_norm_gemv(x, None, nw, 1e-5, w)
+        assert len(calls) == 1
+        other = threading.Thread(target=G.gemv, args=(x, w))
+        other.start()
+        other.join()
+        assert len(calls) == 2  # the other thread's call, on its default side
+    assert torch.equal(y, torch.nn.functional.linear(G.rms_norm(x, nw, 1e-5), w))
+    G.gemv(x, w)
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match="side must be"), G.serve_all_by("cudnn"):
+        pass
+
+
+def test_fastest_takes_the_least_median_and_interleaves_the_rounds() -> None:
+    """One slow outlier does not sink a candidate (the median, not the mean); every round times each candidate once,
+    in order; a tie goes to the first."""
+    times = {"a": [5.0, 5.0, 5.0], "b": [4.0, 40.0, 4.0], "c": [4.0, 4.0, 6.0]}
+    order = []
+
+    def time_ms(c: str) -> float:
+        order.append(c)
+        return times[c][sum(1 for o in order if o == c) - 1]
+
+    best, medians = fastest(["a", "b", "c"], time_ms, rounds=3)
+    assert (best, medians) == ("b", {"a": 5.0, "b": 4.0, "c": 4.0})
+    assert order == ["a", "b", "c"] * 3
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

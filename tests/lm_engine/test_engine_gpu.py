@@ -52,9 +52,30 @@ def test_cuda_graph_decode_gives_the_eager_tokens(tiny_ckpt):
     try:
         assert graphed.llm.runner.graphs, "no CUDA graph was captured (see the engine's warning)"
         assert not eager.llm.runner.graphs
+        side, ms = graphed.llm.runner.graph_sides[1]
+        assert set(ms) == {None, "triton", "library"} and side == min(ms, key=ms.__getitem__), ms
+        assert all(len(ms) == 3 for _, ms in graphed.llm.runner.graph_sides.values())  # all GEMV-sized: all chose
         got = _batched(graphed)
         assert got == _batched(eager)
         assert got == [graphed.generate(p, GREEDY) for p in PROMPTS]  # batched == alone, through graphs too
+    finally:
+        graphed.close()
+        eager.close()
+
+
+@pytest.mark.parametrize("side", [None, "triton", "library"])
+def test_each_gemv_side_of_the_decode_graphs_gives_the_eager_tokens(tiny_ckpt, monkeypatch, side):
+    """The engine captures each GEMV-sized batch's step three ways (kernels.gemv.serve_all_by) and keeps the one
+    that replays fastest: whichever it keeps must decode the eager tokens. Forced here, one side at a time."""
+    import lm_engine.engine.model_runner as MR
+
+    monkeypatch.setattr(MR, "fastest", lambda sides, time_ms, rounds=3: (side, {s: time_ms(s) for s in sides}))
+    path = tiny_ckpt("tts")
+    graphed, eager = _engine(path, "cuda", eager=False), _engine(path, "cuda", eager=True)
+    try:
+        assert {bs: s for bs, (s, _) in graphed.llm.runner.graph_sides.items()} == {1: side, 2: side, 4: side,
+                                                                                    8: side, 16: side}
+        assert _batched(graphed) == _batched(eager)
     finally:
         graphed.close()
         eager.close()
