@@ -8,7 +8,8 @@ Measured (CUDA events after warm-up, medians):
 * prefill, causal, one sequence of S = 8192 and 16384 tokens, bf16:
   d128 "chat-tp8": 12 query heads / 1 kv head (Step-Audio-Chat's 96/8 heads split over 8 GPUs);
   d64  "tts3b":    48 query heads / 4 kv heads (Step-Audio-TTS-3B on one GPU);
-  ours (paged, page 256), also with no bias | SDPA + dense sqrt-ALiBi bias (upstream fallback; bias built once, outside the timing)
+  ours (paged, page 256), also with no bias and with its K/V tiles by TMA | SDPA + dense sqrt-ALiBi bias (upstream
+  fallback; bias built once, outside the timing)
   | FlexAttention (torch.compile) with a sqrt-ALiBi score_mod | SDPA causal without bias (flash and cuDNN).
   TFLOP/s = 2 * S^2 * H * D (causal: half of 4 S^2 H D) / time, the same count for every row.
 * device copy bandwidth: 2 * bytes / time of a 2 GiB device-to-device copy.
@@ -137,6 +138,14 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
         return lambda: bench(lambda: KA.paged_attention(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias=bias,
                                                         scale=scale, max_seqlen_q=seq), iters=iters)
 
+    def ours_tma() -> float:  # the kernel with its unmasked K/V tiles by TMA (kernels._attention_triton.PREFILL_TMA)
+        from kernels._attention_triton import paged_attention_triton, tma_fits
+
+        if not tma_fits(kc, vc, dim):
+            raise RuntimeError("these caches do not fit the TMA path (tma_fits)")
+        return bench(lambda: paged_attention_triton(q, kc, vc, bt, cu, ctx, alibi_slopes=slopes, bias="sqrt_alibi",
+                                                    scale=scale, max_seqlen_q=seq, tma=True), iters=iters)
+
     qh, kh, vh = q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]  # [1, H|G, S, D]
     group = heads // kv_heads
     kx, vx = kh.repeat_interleave(group, 1), vh.repeat_interleave(group, 1)
@@ -184,6 +193,9 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
     for label, bias in (("ours_sqrt_alibi", "sqrt_alibi"), ("ours_no_bias", "none")):
         row["ms"][label] = attempt(ours(bias))
         row["ours_tuned_config"][label] = tuned_config()
+    if dev == "cuda":
+        row["ms"]["ours_sqrt_alibi_tma"] = attempt(ours_tma)
+        row["ours_tuned_config"]["ours_sqrt_alibi_tma"] = tuned_config()
     row["ms"] |= {
         "sdpa_dense_sqrt_alibi_bias": attempt(sdpa_dense_bias),
         "flex_sqrt_alibi_score_mod": attempt(flex),

@@ -147,6 +147,11 @@ def _leads(engine: dict | None, kernels: dict | None, tts: dict | None) -> list[
     for row in (kernels or {}).get("prefill", []):
         for impl, tile in row.get("ours_tuned_config", {}).items():
             lines.append(f"- prefill {row['case']} S={row['S']}, {impl}: tuned tile {tile}")
+        ms = row.get("ms", {})
+        pointers, tma = _ms(ms.get("ours_sqrt_alibi")), _ms(ms.get("ours_sqrt_alibi_tma"))
+        if pointers and tma:
+            lines.append(f"- prefill {row['case']} S={row['S']}: K/V tiles by TMA {tma:.3f} ms, by pointers "
+                         f"{pointers:.3f} ms ({pointers / tma:.2f}x; PREFILL_TMA is the default's switch)")
     for g in (engine or {}).get("gemv_us", []):
         if g["rows"] == 1:
             # engine.json before session 12 had "swiglu": true/false for what "fused" names now

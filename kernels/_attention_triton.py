@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 LOG2E = 1.4426950408889634
 _BIAS_CODE = {"none": 0, "alibi": 1, "sqrt_alibi": 2}
 FAR_ERROR = 2.0 ** -20
+# Whether prefill takes its unmasked K/V tiles by TMA (tensor descriptors) where tma_fits: off until an H100 run
+# times it faster than the pointer loads (bench.kernels times both).
+PREFILL_TMA = False
 
 
 def far_distance(block_n: int) -> int:
@@ -180,24 +183,31 @@ def _load_kv(ptrs, n_ok, d_ok, N_ROWS: tl.constexpr, MASK_N: tl.constexpr, MASK_
 
 @triton.jit
 def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv_head_off_k, kv_head_off_v,
-                  offs_d, d_ok, scale_log2, far_b,
+                  offs_d, d_ok, scale_log2, far_b, k_desc, v_desc, kv_col,
                   stride_kb, stride_ks, stride_kd, stride_vb, stride_vs, stride_vd,
                   BIAS: tl.constexpr, MASKED: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr, MASK_D: tl.constexpr):
+                  DOT: tl.constexpr, K_NMAJOR: tl.constexpr, FAR_TILE: tl.constexpr, MASK_D: tl.constexpr,
+                  TMA_TILE: tl.constexpr):
     offs_n = start + tl.arange(0, BLOCK_N)
     n_ok = offs_n < kv_end
     if FAR_TILE:  # before the loads: A's layout conversions (shared memory, CTA barriers) overlap their latency
         c0, far_a = _far_bias_rows(slope2, pos, start, scale_log2, far_b.dtype, BLOCK_N)
-    # Only the last loop's tiles (MASKED) reach past kv_end; the others hold keys of the context only.
-    k_base, k_off = _kv_offsets(bt_row, start, n_ok, stride_kb, stride_ks, PAGE, BLOCK_N)
-    v_base, v_off = _kv_offsets(bt_row, start, n_ok, stride_vb, stride_vs, PAGE, BLOCK_N)
-    k_tile = K + (kv_head_off_k + k_base)
-    if K_NMAJOR:  # K tile loaded [BLOCK_N, BLOCK_D] and transposed in shared memory
-        k = _load_kv(k_tile + k_off[:, None] + offs_d[None, :] * stride_kd, n_ok, d_ok, True, MASKED, MASK_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT)
-    else:  # K^T tile loaded [BLOCK_D, BLOCK_N] directly
-        k = _load_kv(k_tile + k_off[None, :] + offs_d[:, None] * stride_kd, n_ok, d_ok, False, MASKED, MASK_D)
-        qk = tl.dot(q, k, input_precision=DOT)
+    if TMA_TILE:
+        # Keys all inside the context, the tile inside one page: K and V each arrive by one tensor-memory-accelerator
+        # copy of rows [row, row + BLOCK_N) of the cache seen as [slots, kv_heads * HEAD_DIM], columns this kv head's.
+        row = tl.load(bt_row + start // PAGE) * PAGE + start % PAGE
+        qk = tl.dot(q, tl.trans(k_desc.load([row, kv_col])), input_precision=DOT)
+    else:
+        # Only the last loop's tiles (MASKED) reach past kv_end; the others hold keys of the context only.
+        k_base, k_off = _kv_offsets(bt_row, start, n_ok, stride_kb, stride_ks, PAGE, BLOCK_N)
+        v_base, v_off = _kv_offsets(bt_row, start, n_ok, stride_vb, stride_vs, PAGE, BLOCK_N)
+        k_tile = K + (kv_head_off_k + k_base)
+        if K_NMAJOR:  # K tile loaded [BLOCK_N, BLOCK_D] and transposed in shared memory
+            k = _load_kv(k_tile + k_off[:, None] + offs_d[None, :] * stride_kd, n_ok, d_ok, True, MASKED, MASK_D)
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT)
+        else:  # K^T tile loaded [BLOCK_D, BLOCK_N] directly
+            k = _load_kv(k_tile + k_off[None, :] + offs_d[:, None] * stride_kd, n_ok, d_ok, False, MASKED, MASK_D)
+            qk = tl.dot(q, k, input_precision=DOT)
     if FAR_TILE:
         # The bias less its per-row constant c0 rides on the tensor cores (far_b: _far_bias_powers); c0 enters
         # through the row max and the exp2 shift instead of per score: m_new stays the running max of the full
@@ -214,8 +224,11 @@ def _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, kv
         p = tl.exp2(s - m_new[:, None])
     alpha = tl.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _load_kv(V + (kv_head_off_v + v_base) + v_off[:, None] + offs_d[None, :] * stride_vd, n_ok, d_ok, True,
-                 MASKED, MASK_D)
+    if TMA_TILE:
+        v = v_desc.load([row, kv_col])
+    else:
+        v = _load_kv(V + (kv_head_off_v + v_base) + v_off[:, None] + offs_d[None, :] * stride_vd, n_ok, d_ok, True,
+                     MASKED, MASK_D)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
     return acc, m_new, l_i
 
@@ -228,15 +241,23 @@ def _paged_prefill_kernel(
     stride_kb, stride_ks, stride_kh, stride_kd,
     stride_vb, stride_vs, stride_vh, stride_vd,
     stride_ot, stride_oh, stride_od,
-    stride_bt,
+    stride_bt, kv_slots,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
     BIAS: tl.constexpr, MAX_Q_BUCKET: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr, FAR: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_N: tl.constexpr, K_NMAJOR: tl.constexpr, FAR: tl.constexpr, TMA: tl.constexpr, PDL: tl.constexpr,
 ):
     begin(PDL)
     # MAX_Q_BUCKET (prefill_q_class of the longest q_len) is unused in the body: it only keys the autotuner, so
     # short, chunk-sized and long prefills each get their own tile shape.
     tl.static_assert(BLOCK_D >= HEAD_DIM)
+    # TMA: the unmasked tiles' K and V by tensor descriptors over the caches as [kv_slots, kv_heads * HEAD_DIM]
+    # (the host passes it only for contiguous caches, BLOCK_D == HEAD_DIM, pages of BLOCK_N keys or more).
+    if TMA:
+        k_desc = tl.make_tensor_descriptor(K, [kv_slots, stride_ks], [stride_ks, 1], [BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(V, [kv_slots, stride_vs], [stride_vs, 1], [BLOCK_N, BLOCK_D])
+    else:
+        k_desc = K
+        v_desc = V
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16)
     # Causal tiles get longer down the sequence: the GPU starts blocks in grid order, so the longest tiles go
     # first and the short ones fill the last wave (otherwise the last wave is the longest tiles, a ~1/waves tail).
@@ -273,6 +294,7 @@ def _paged_prefill_kernel(
     bt_row = BT + seq.to(tl.int64) * stride_bt
     koff = kv_head.to(tl.int64) * stride_kh
     voff = kv_head.to(tl.int64) * stride_vh
+    kv_col = kv_head * HEAD_DIM
     last_tok = tl.minimum((m_start + BLOCK_M - 1) // GROUP, q_len - 1)
     kv_end = ctx - q_len + last_tok + 1  # keys past the tile's last valid position are never needed
     first_pos = ctx - q_len + m_start // GROUP
@@ -286,20 +308,20 @@ def _paged_prefill_kernel(
         far_b = _far_bias_powers(q.dtype, BLOCK_N)
         for start in range(0, far_end, BLOCK_N):
             acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                          offs_d, d_ok, scale_log2, far_b, stride_kb, stride_ks, stride_kd,
-                                          stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT,
-                                          K_NMAJOR, True, BLOCK_D != HEAD_DIM)
+                                          offs_d, d_ok, scale_log2, far_b, k_desc, v_desc, kv_col, stride_kb,
+                                          stride_ks, stride_kd, stride_vb, stride_vs, stride_vd, BIAS, False, PAGE,
+                                          BLOCK_N, DOT, K_NMAJOR, True, BLOCK_D != HEAD_DIM, TMA)
     # far_b = 0: these tiles take _scores, the bias dot's B is not needed.
     for start in range(far_end, full_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                      offs_d, d_ok, scale_log2, 0, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT, K_NMAJOR,
-                                      False, BLOCK_D != HEAD_DIM)
+                                      offs_d, d_ok, scale_log2, 0, k_desc, v_desc, kv_col, stride_kb, stride_ks,
+                                      stride_kd, stride_vb, stride_vs, stride_vd, BIAS, False, PAGE, BLOCK_N, DOT,
+                                      K_NMAJOR, False, BLOCK_D != HEAD_DIM, TMA)
     for start in range(full_end, kv_end, BLOCK_N):
         acc, m_i, l_i = _prefill_tile(acc, m_i, l_i, q, slope2, pos, K, V, bt_row, start, kv_end, koff, voff,
-                                      offs_d, d_ok, scale_log2, 0, stride_kb, stride_ks, stride_kd,
-                                      stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT, K_NMAJOR,
-                                      False, BLOCK_D != HEAD_DIM)
+                                      offs_d, d_ok, scale_log2, 0, k_desc, v_desc, kv_col, stride_kb, stride_ks,
+                                      stride_kd, stride_vb, stride_vs, stride_vd, BIAS, True, PAGE, BLOCK_N, DOT,
+                                      K_NMAJOR, False, BLOCK_D != HEAD_DIM, False)
     # Every valid row saw key 0 <= pos in its first tile, so l_i > 0; padded rows are never stored.
     out = acc / l_i[:, None]
     o_ptrs = O + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh \
@@ -523,7 +545,7 @@ def prefill_q_class(max_seqlen_q: int) -> int:
     return next((c for c in PREFILL_Q_CLASSES if max_seqlen_q <= c), PREFILL_Q_CLASSES[-1])
 
 
-_TUNE_KEY = ["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET", "DOT"]
+_TUNE_KEY = ["GROUP", "HEAD_DIM", "BIAS", "PAGE", "MAX_Q_BUCKET", "DOT", "TMA"]
 _prefill_launcher = None
 
 
@@ -547,6 +569,19 @@ def _precompile_candidates(launcher, grid, args: tuple, kwargs: dict) -> None:  
                lambda: _prune_prefill(launcher.configs, {}, **kwargs), grid, args, kwargs)
 
 
+def tma_fits(k_cache: Tensor, v_cache: Tensor, head_dim: int) -> bool:
+    """Whether the prefill kernel can load K/V tiles by TMA: contiguous caches (rows of kv_heads * head_dim, 16-byte
+    aligned), a power-of-two head dim (BLOCK_D == HEAD_DIM), pages that hold whole tiles of the largest BLOCK_N
+    the candidates use, and on a GPU an sm_90 or later one (under the interpreter: always, for the tests)."""
+    page = k_cache.shape[1]
+    largest_tile = max(c.kwargs["BLOCK_N"] for c in _prefill_configs())
+    device_ok = _interpreting() or (k_cache.is_cuda and torch.cuda.get_device_capability(k_cache.device)[0] >= 9)
+    return (device_ok and k_cache.is_contiguous() and v_cache.is_contiguous() and head_dim >= 16
+            and head_dim == triton.next_power_of_2(head_dim) and page >= largest_tile
+            and k_cache.data_ptr() % 16 == 0 and v_cache.data_ptr() % 16 == 0
+            and k_cache.shape[0] * page < 2 ** 31)
+
+
 def _num_splits(q: Tensor, num_seqs: int, num_kv_heads: int, max_ctx: int, block_n: int) -> int:
     """Enough (seq, kv head, split) programs to fill the GPU about twice, each split at least 256 keys long."""
     sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
@@ -557,11 +592,13 @@ def _num_splits(q: Tensor, num_seqs: int, num_kv_heads: int, max_ctx: int, block
 def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_seqlens_q: Tensor,
                            context_lens: Tensor, *, alibi_slopes: Tensor | None, bias: str, scale: float,
                            max_seqlen_q: int | None = None, num_splits: int | None = None,
-                           new_kv: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+                           new_kv: tuple[Tensor, Tensor, Tensor] | None = None, tma: bool | None = None) -> Tensor:
     """Launches the decode (all q_len <= 1) or the prefill kernel. Inputs are validated by the dispatcher.
 
     new_kv (k, v, slot_mapping): stored into the cache first; the decode kernel does it itself (one launch less).
     num_splits overrides the split-KV heuristic (tests use it to force empty splits).
+    tma: prefill loads its unmasked K/V tiles by tensor descriptors where the caches allow it (tma_fits); None takes
+    PREFILL_TMA.
     """
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads, page = k_cache.shape[2], k_cache.shape[1]
@@ -618,10 +655,15 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     def grid(meta):  # type: ignore[no-untyped-def]
         return (triton.cdiv(max_seqlen_q * group, meta["BLOCK_M"]), num_kv_heads, num_seqs)
 
+    tma = (PREFILL_TMA if tma is None else tma) and tma_fits(k_cache, v_cache, head_dim)
+    if tma and not _interpreting():
+        # descriptors built on the device live in global scratch memory that Triton asks for at launch
+        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=q.device))
     kwargs = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, BIAS=code, DOT=dot,
-                  MAX_Q_BUCKET=prefill_q_class(max_seqlen_q), PDL=pdl, launch_pdl=pdl)
+                  MAX_Q_BUCKET=prefill_q_class(max_seqlen_q), TMA=tma, PDL=pdl, launch_pdl=pdl)
     args = (q, k_cache, v_cache, out, block_tables, cu_seqlens_q, context_lens, slopes,
-            scale_log2, *q.stride(), *common_k, *out.stride(), block_tables.stride(0))
+            scale_log2, *q.stride(), *common_k, *out.stride(), block_tables.stride(0),
+            k_cache.shape[0] * page)
     if _interpreting():
         cfg = _prefill_configs()[0]
         kwargs.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

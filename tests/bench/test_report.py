@@ -55,7 +55,7 @@ def test_the_prefix_cached_first_audio_gets_its_own_row(tmp_path: Path) -> None:
 
 def test_tuned_tiles_pdl_and_the_decode_profile_follow_the_table(tmp_path: Path) -> None:
     (tmp_path / "kernels.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "prefill": [
-        {"case": "tts3b d64", "S": 16384, "flops": 1.0, "ms": {"ours_sqrt_alibi": 6.7},
+        {"case": "tts3b d64", "S": 16384, "flops": 1.0, "ms": {"ours_sqrt_alibi": 6.7, "ours_sqrt_alibi_tma": 6.2},
          "ours_tuned_config": {"ours_sqrt_alibi": "BLOCK_M: 128, BLOCK_N: 64"}}], "flow": [
         {"case": "flow_estimator_T516", "ms": {"eager": 30.0, "fused": 12.0, "eager_cuda_graph": 6.5,
                                                "fused_cuda_graph": 4.25},
@@ -78,6 +78,7 @@ def test_tuned_tiles_pdl_and_the_decode_profile_follow_the_table(tmp_path: Path)
     assert "- batch-1 GEMV 16384 x 3072 add_rms_norm+swiglu: Triton 9.5 us, cuBLAS 11.2 us" in text
     assert "30.0 us" not in text  # batch 1 only
     assert "- prefill tts3b d64 S=16384, ours_sqrt_alibi: tuned tile BLOCK_M: 128, BLOCK_N: 64" in text
+    assert "- prefill tts3b d64 S=16384: K/V tiles by TMA 6.200 ms, by pointers 6.700 ms (1.08x;" in text
     assert "- batch-1 decode step: 2100.5 us (61%, 128 calls) nvjet_gemv" in text
     assert ("- flow estimator call, first window, CUDA graph: fused 4.25 ms, torch references 6.50 ms; "
             "linear_gelu 4.2 us, cublas_then_gelu 6.1 us") in text

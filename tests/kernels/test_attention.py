@@ -267,6 +267,42 @@ def test_triton_then_attend_roundtrip(triton_modules) -> None:  # type: ignore[n
 
 # ------------------------------------------------------------------------------------------- GPU, real shapes
 
+@pytest.mark.parametrize("h,g,d,dtype", [(4, 4, 64, torch.float32), (24, 2, 128, torch.float16),
+                                         (12, 1, 64, torch.float16)])
+def test_triton_prefill_by_tma_equals_the_reference(  # type: ignore[no-untyped-def]
+        triton_modules, h, g, d, dtype) -> None:
+    """Prefill with its unmasked K/V tiles loaded through tensor descriptors (tma=True, PREFILL_TMA's path): ragged
+    queries, a cached prefix, a fork sharing its parent's blocks in a shuffled pool, far tiles, every bias mode;
+    equal to the reference and to the pointer loads."""
+    tri = triton_modules.attention
+    page = max(c.kwargs["BLOCK_N"] for c in tri._prefill_configs()) * 2  # whole tiles in a page, 2 a page
+    far = tri.far_distance(page // 2)
+    b = P.make_batch([5, 1, 24, 7], [0, 7, far + 40, far + 40], num_heads=h, num_kv_heads=g, head_dim=d,
+                     page=page, dtype=dtype, device=triton_modules.device, fork_of={3: 2})
+    assert tri.tma_fits(b.k_cache, b.v_cache, d)
+    slopes = A.alibi_slopes(h).to(triton_modules.device)
+    for bias in BIASES:
+        got = _run(tri.paged_attention_triton, b, slopes, bias, max_seqlen_q=b.max_seqlen_q, tma=True)
+        want = _run(A.paged_attention_ref, b, slopes, bias)
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=TOL[dtype], msg=bias)
+        by_pointers = _run(tri.paged_attention_triton, b, slopes, bias, max_seqlen_q=b.max_seqlen_q, tma=False)
+        torch.testing.assert_close(got, by_pointers, rtol=0, atol=TOL[dtype] / 4, msg=bias)
+
+
+def test_tma_takes_only_caches_it_can_describe(triton_modules) -> None:  # type: ignore[no-untyped-def]
+    """Contiguous caches of power-of-two head dims with pages of whole tiles: yes; a strided view, a head dim of 80
+    (its tile is 128 wide), pages smaller than the largest tile: no (those take the pointer loads)."""
+    tri = triton_modules.attention
+    page = max(c.kwargs["BLOCK_N"] for c in tri._prefill_configs())
+    cache = torch.zeros(3, page, 4, 64, device=triton_modules.device)
+    assert tri.tma_fits(cache, cache, 64)
+    assert not tri.tma_fits(cache[:, :, :2], cache[:, :, :2], 64)
+    wide = torch.zeros(3, page, 4, 80, device=triton_modules.device)
+    assert not tri.tma_fits(wide, wide, 80)
+    small = torch.zeros(3, page // 2, 4, 64, device=triton_modules.device)
+    assert not tri.tma_fits(small, small, 64)
+
+
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -281,6 +317,11 @@ def test_gpu_bf16_prefill_and_decode(h: int, g: int, d: int) -> None:
         got = _run(A.paged_attention, b, slopes, bias)
         want = _run(A.paged_attention_ref, b, slopes, bias)
         torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=2e-2, msg=bias)
+        if bias == "sqrt_alibi":  # the same through the TMA loads (bench.kernels times them; PREFILL_TMA)
+            from kernels._attention_triton import paged_attention_triton
+
+            got = _run(paged_attention_triton, b, slopes, bias, tma=True)
+            torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=2e-2, msg="tma")
     dec = P.make_batch([1] * 32, [4000 + 97 * i for i in range(32)], num_heads=h, num_kv_heads=g, head_dim=d,
                        page=256, dtype=torch.bfloat16, device="cuda")
     got = _run(A.paged_attention, dec, slopes, "sqrt_alibi", max_seqlen_q=1)

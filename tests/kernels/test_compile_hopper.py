@@ -66,8 +66,8 @@ def test_prefill_compiles_for_hopper(head_dim: int, group: int, bias: str) -> No
     kernel = _compile_sm90(
         A._paged_prefill_kernel, {**QKV, "O": "*bf16"},
         dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_D=head_dim, PAGE=256, BIAS=code, MAX_Q_BUCKET=4096, DOT="tf32",
-             **cfg.kwargs, **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        aligned=ALIGNED_STRIDES)
+             TMA=False, **cfg.kwargs, **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, aligned=ALIGNED_STRIDES)
     assert ("rsqrt" in kernel.asm["ptx"]) == (code == 2)
     # K/V tiles reach shared memory by 16-byte asynchronous copies (cp.async.cg exists only for 16 bytes), which
     # Triton's software pipeline overlaps with the previous tile's math.
@@ -78,6 +78,24 @@ def test_prefill_compiles_for_hopper(head_dim: int, group: int, bias: str) -> No
     bias_dot = re.search(rf"ttng\.warp_group_dot .*: tensor<{bm}x16xbf16.* \* !ttg\.memdesc<16x{bn}xbf16",
                          kernel.asm["ttgir"])
     assert (bias_dot is not None) == (code == 2)
+
+
+@pytest.mark.parametrize("head_dim", [128, 64])
+def test_prefill_by_tma_compiles_for_hopper(head_dim: int) -> None:
+    """The TMA variant (tma=True with pages of whole tiles) at each head dim's first autotune config: its unmasked
+    tiles' K and V arrive by bulk tensor copies from descriptors built on the device (global scratch for them),
+    the masked last tiles still by cp.async, and nothing spills inside the tile loops."""
+    cfg = A._prune_prefill(A._prefill_configs(), {}, HEAD_DIM=head_dim)[0]
+    kernel = _compile_sm90(
+        A._paged_prefill_kernel, {**QKV, "O": "*bf16"},
+        dict(GROUP=12, HEAD_DIM=head_dim, BLOCK_D=head_dim, PAGE=256, BIAS=2, MAX_Q_BUCKET=4096, DOT="tf32",
+             TMA=True, **cfg.kwargs, **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, aligned=ALIGNED_STRIDES)
+    ptx = kernel.asm["ptx"]
+    assert "cp.async.bulk.tensor.2d.shared::cta.global" in ptx
+    assert "cp.async.cg.shared.global" in ptx
+    assert kernel.metadata.global_scratch_size > 0
+    assert _spills_in_loops(kernel.asm["sass"]) == 0
 
 
 def test_decode_and_its_reduce_and_store_kv_compile_for_hopper() -> None:
@@ -111,7 +129,7 @@ def test_a_new_autotune_key_compiles_each_candidate_once_before_tuning(caplog) -
     launcher = SimpleNamespace(configs=A._prefill_configs(),
                                fn=SimpleNamespace(warmup=lambda *args, grid, **kw: calls.append(kw)))
     q = torch.zeros(2, 12, 64, dtype=torch.bfloat16)
-    kwargs = dict(GROUP=12, HEAD_DIM=64, BLOCK_D=64, PAGE=16, BIAS=2, DOT="tf32", MAX_Q_BUCKET=64)
+    kwargs = dict(GROUP=12, HEAD_DIM=64, BLOCK_D=64, PAGE=16, BIAS=2, DOT="tf32", MAX_Q_BUCKET=64, TMA=False)
     P._done.clear()
     A._precompile_candidates(launcher, None, (q,), kwargs)
     assert len(calls) == len(A._prefill_configs()) == 12
@@ -190,7 +208,7 @@ def test_no_d128_prefill_candidate_spills_registers_in_its_loops(page: int) -> N
     for cfg in kept:
         kernel = _compile_sm90(
             A._paged_prefill_kernel, {**QKV, "O": "*bf16"},
-            dict(GROUP=12, HEAD_DIM=128, BLOCK_D=128, PAGE=page, BIAS=2, MAX_Q_BUCKET=4096, DOT="tf32",
+            dict(GROUP=12, HEAD_DIM=128, BLOCK_D=128, PAGE=page, BIAS=2, MAX_Q_BUCKET=4096, DOT="tf32", TMA=False,
                  **cfg.kwargs, **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             aligned=ALIGNED_STRIDES)
         assert _spills_in_loops(kernel.asm["sass"]) == 0, cfg
