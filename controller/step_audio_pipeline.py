@@ -483,9 +483,12 @@ class StepAudioPipeline:
                 flow = self.tts.flow_tokens(t for t in batch if t is not None)
                 if flow:
                     self.tts_tokens.inc(len(flow))
-                    hold = decoder.runs_first_window(len(flow)) and \
-                        self.tts_engine.active_streams <= TTS_HOLD_MAX_STREAMS
-                    audio = await loop.run_in_executor(self._dec_pool, self._push, decoder, flow, hold)
+                    if decoder.runs_window(len(flow)):
+                        hold = decoder.runs_first_window(len(flow)) and \
+                            self.tts_engine.active_streams <= TTS_HOLD_MAX_STREAMS
+                        audio = await loop.run_in_executor(self._dec_pool, self._push, decoder, flow, hold)
+                    else:  # only stored: no trip through a decoder thread (24 of them before the first window)
+                        audio = decoder.push(flow)
                     yield SpeechChunk(audio, len(flow))
             await producer  # re-raises a generation error
             audio = await loop.run_in_executor(self._dec_pool, decoder.finish)

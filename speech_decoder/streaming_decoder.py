@@ -82,10 +82,14 @@ class StreamingDecoder:
     def num_tokens(self) -> int:
         return len(self._tokens)
 
+    def runs_window(self, n_new: int) -> bool:
+        """Whether push()ing n_new more tokens runs a flow window (device work, audio out); otherwise the push only
+        stores them, which a caller may do without handing it to a decoder thread."""
+        return not self.finished and self.num_tokens + n_new >= self._start + self._hop + self.config.overlap_tokens
+
     def runs_first_window(self, n_new: int) -> bool:
         """Whether push()ing n_new more tokens runs the utterance's first flow window (the first audio waits on it)."""
-        return (not self.finished and self._start == 0
-                and self.num_tokens < self.config.first_chunk_tokens <= self.num_tokens + n_new)
+        return self._start == 0 and self.runs_window(n_new)
 
     def push(self, tokens: Sequence[int]) -> np.ndarray:
         """Add flow tokens (LM ids - 65536); returns newly final float32 audio (possibly empty)."""

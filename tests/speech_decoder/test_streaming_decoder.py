@@ -60,13 +60,15 @@ def test_short_utterance_equals_offline(model, prompt) -> None:
 def test_first_chunk_at_25_tokens_and_chunks_tile_the_utterance(model, prompt) -> None:
     tokens = _tokens(200)
     dec = StreamingDecoder(model, prompt, seed=1)
-    sizes, announced = [], []
+    sizes, announced, windows = [], [], []
     for i in range(0, 200, 5):
         announced.append(dec.runs_first_window(5))
+        windows.append(dec.runs_window(5))
         sizes.append((i + 5, dec.push(tokens[i:i + 5]).size))
     first = next(n for n, s in sizes if s)
     assert first == 25
     assert announced == [n == 25 for n, _ in sizes]  # the push that runs the first window, and only that one
+    assert windows == [s > 0 for _, s in sizes] and sum(windows) == 3  # the pushes with audio, and only those
     assert all(s % 256 == 0 for _, s in sizes)
     tail = dec.finish()
     total = sum(s for _, s in sizes) + tail.size
