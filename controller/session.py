@@ -89,6 +89,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._item_transcriptions: set[asyncio.Future[None]] = set()  # user items still being transcribed
+        self._last_transcription: asyncio.Future[None] | None = None  # the latest of them: the next one's events follow
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._prefill_task: asyncio.Task[object] | None = None
         self._prefilled_to_ms = 0  # audio end of the last early prefill
@@ -311,6 +312,8 @@ class Session(ItemsMixin, RepliesMixin):
     async def _session_update(self, event: ce.SessionUpdate) -> None:
         if event.ignored:  # a newer client's field, or a misspelt one: the client gets no word of it, the log does
             self.log.warning("session.update: ignored field(s) this server does not know: %s", ", ".join(event.ignored))
+        for line in event.served_as:
+            self.log.warning("session.update: %s", line)
         new = apply_patch(self.cfg, event.patch)
         if new.kind != self.cfg.kind:
             raise RemoteProtocolError(

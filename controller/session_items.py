@@ -141,8 +141,21 @@ class ItemsMixin(_Base):
 
     def _transcribe(self, transcription: Coroutine[object, object, None]) -> None:
         """Run a user item's transcription. Every reply's prompt waits for those still running (build_request):
-        a response.create right after input_audio_buffer.commit must hear the turn just committed."""
-        task = asyncio.ensure_future(transcription)
+        a response.create right after input_audio_buffer.commit must hear the turn just committed. Its events go
+        out after the previous item's: the API leaves their order open, but a client printing transcripts as they
+        complete should print them as they were spoken (the speech recognition itself already runs, in parallel)."""
+        previous = self._last_transcription
+
+        async def in_order() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.wait([previous])  # its outcome is its own: only its end matters here
+            except asyncio.CancelledError:
+                transcription.close()  # never started
+                raise
+            await transcription
+
+        task = self._last_transcription = asyncio.ensure_future(in_order())
         self._item_transcriptions.add(task)
         task.add_done_callback(self._item_transcriptions.discard)
         task.add_done_callback(self._task_done)  # logs a failure

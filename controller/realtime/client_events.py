@@ -8,7 +8,8 @@ Rules:
   object), "missing_required_parameter", "unknown_event_type" (param "type"), "invalid_value"
   (wrong type or value; param is the dotted path), "invalid_base64" (param "audio").
 - GA names and shapes are the reference; beta shapes are accepted where they differ (session
-  fields, assistant content types "text"/"audio", response.create `modalities` ...).
+  fields, assistant content types "text"/"audio", response.create `modalities` ...), and the beta
+  `transcription_session.update` is a session.update of a transcription session.
 - Items are parsed into ItemSpec values (items.py); the server assigns ids that are missing.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
 from controller.realtime.items import ItemReference, ItemSpec, MessageSpec, parse_item
 from controller.realtime.session_config import SessionPatch
-from controller.realtime.session_update import ignored_fields, parse_session_patch
+from controller.realtime.session_update import ignored_fields, parse_session_patch, served_as
 
 __all__ = [
     "SessionUpdate",
@@ -52,6 +54,7 @@ class SessionUpdate:
     event_id: str | None
     patch: SessionPatch
     ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
+    served_as: tuple[str, ...] = ()  # what it serves another way (session_update.served_as), for the log
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,10 +171,16 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
     return parser(f, event_id)
 
 
-def _session_update(f: Fields, eid: str | None) -> ClientEvent:
+def _session_update(f: Fields, eid: str | None) -> SessionUpdate:
     session = f.obj_("session")
     return SessionUpdate(event_id=eid, patch=parse_session_patch(session.obj, path="session", event_id=eid),
-                         ignored=tuple(ignored_fields(session.obj)))
+                         ignored=tuple(ignored_fields(session.obj)), served_as=tuple(served_as(session.obj)))
+
+
+def _transcription_session_update(f: Fields, eid: str | None) -> ClientEvent:
+    """The beta API's update of a transcription session: its session object has no `type`, it is one."""
+    event = _session_update(f, eid)
+    return dataclasses.replace(event, patch=dataclasses.replace(event.patch, kind="transcription"))
 
 
 def _append(f: Fields, eid: str | None) -> ClientEvent:
@@ -256,6 +265,7 @@ def _metadata(m: Fields) -> dict[str, str]:
 
 _PARSERS: dict[str, Callable[[Fields, str | None], ClientEvent]] = {
     "session.update": _session_update,
+    "transcription_session.update": _transcription_session_update,
     "input_audio_buffer.append": _append,
     "input_audio_buffer.commit": lambda f, eid: InputAudioBufferCommit(event_id=eid),
     "input_audio_buffer.clear": lambda f, eid: InputAudioBufferClear(event_id=eid),

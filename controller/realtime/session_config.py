@@ -13,7 +13,8 @@ Rules (OpenAI Realtime GA semantics, beta names accepted on input):
   `model` cannot be changed after connect.
 - Values this server cannot honour are refused, not ignored: a `prompt` (a stored prompt
   template), a non-empty `include` (transcript logprobs) and a `truncation` other than "auto".
-- semantic_vad is served by server_vad with default timings (its create/interrupt flags kept).
+- semantic_vad is served by server_vad, its eagerness as the silence that ends a turn (low 1000 ms, medium/auto
+  500, high 250; its create/interrupt flags kept); session.updated shows the server_vad in effect and the log says so.
 """
 
 from __future__ import annotations

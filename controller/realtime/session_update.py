@@ -25,7 +25,7 @@ from controller.realtime.session_config import (
     apply_patch,
 )
 
-__all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch"]
+__all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch", "served_as"]
 
 
 # The keys each object of a session (or response) may carry: the GA and beta names this module reads, and the
@@ -67,6 +67,22 @@ def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list
                 walk(value, sub)
 
     walk(payload, "")
+    return out
+
+
+def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]:
+    """What a session object asks for that this server serves in another way, one line each for the log (the client
+    sees the result in session.updated): semantic_vad, as server_vad."""
+    audio = payload.get("audio")
+    audio_input = audio.get("input") if isinstance(audio, Mapping) else None
+    asked = {"audio.input.turn_detection": audio_input.get("turn_detection") if isinstance(audio_input, Mapping)
+             else None, "turn_detection": payload.get("turn_detection")}
+    out = []
+    for rel, td in asked.items():
+        if isinstance(td, Mapping) and td.get("type") == "semantic_vad":
+            eagerness = td.get("eagerness") or "auto"
+            out.append(f"{path}.{rel}: semantic_vad is served as server_vad, a turn ending after "
+                       f"{SEMANTIC_SILENCE_MS.get(str(eagerness), 500)} ms of silence (eagerness {eagerness})")
     return out
 
 
@@ -257,6 +273,11 @@ def _transcription(f: Fields) -> Transcription:
     )
 
 
+# semantic_vad's eagerness as server_vad's silence before a turn ends: this server has no model of whether the user
+# has finished, only of speech and silence ("auto" is "medium", server_vad's default).
+SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
+
+
 def _turn_detection(f: Fields) -> ServerVad:
     kind = f.choice("type", ("server_vad", "semantic_vad"))
     flags: dict[str, object] = {}
@@ -264,7 +285,9 @@ def _turn_detection(f: Fields) -> ServerVad:
         if f.obj.get(key) is not None:
             flags[key] = f.bool_(key)
     if kind == "semantic_vad":
-        return ServerVad(**flags)  # type: ignore[arg-type]  # bools checked above
+        eagerness = f.choice("eagerness", tuple(SEMANTIC_SILENCE_MS)) if f.obj.get("eagerness") is not None \
+            else "auto"
+        return ServerVad(silence_duration_ms=SEMANTIC_SILENCE_MS[eagerness], **flags)  # type: ignore[arg-type]
     vals: dict[str, object] = dict(flags)
     if f.obj.get("threshold") is not None:
         vals["threshold"] = f.number("threshold", low=0.0, high=1.0)

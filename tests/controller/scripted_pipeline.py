@@ -46,10 +46,12 @@ class ScriptedListener:
 
     async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
                          language: str | None) -> TurnInput:
-        await asyncio.sleep(self._pipeline.asr_seconds)
-        if self._pipeline.asr_error is not None:
-            raise RuntimeError(self._pipeline.asr_error)
-        text = self._pipeline.transcript if pcm16k.size and np.abs(pcm16k).max() > 0.01 else ""
+        p = self._pipeline
+        seconds, transcript = p.turn_scripts.pop(0) if p.turn_scripts else (p.asr_seconds, p.transcript)
+        await asyncio.sleep(seconds)
+        if p.asr_error is not None:
+            raise RuntimeError(p.asr_error)
+        text = transcript if pcm16k.size and np.abs(pcm16k).max() > 0.01 else ""
         return TurnInput(transcript=text, lm_content=text)
 
     def close(self) -> None:
@@ -68,6 +70,7 @@ class ScriptedPipeline:
         self.transcript = "what time is it"
         self.asr_seconds = 0.0
         self.asr_error: str | None = None  # the listener raises this
+        self.turn_scripts: list[tuple[float, str]] = []  # (ASR seconds, transcript) of the next turns heard, in turn
         self.reply_words = ["It", "is", "noon."]
         self.word_seconds = 0.0  # LM time per word
         self.fail_after_words: int | None = None  # the LM raises after this many words

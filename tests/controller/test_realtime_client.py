@@ -373,7 +373,7 @@ def test_error_messages_are_specific() -> None:
     ).message == ("Invalid type for 'audio_end_ms': expected an integer, got string.")
 
 
-def test_semantic_vad_maps_to_server_vad_keeping_flags() -> None:
+def test_semantic_vad_is_server_vad_with_its_eagerness_as_the_silence_and_the_log_says_so() -> None:
     ev = parse(
         {
             "type": "session.update",
@@ -387,7 +387,37 @@ def test_semantic_vad_maps_to_server_vad_keeping_flags() -> None:
         }
     )
     assert isinstance(ev, ce.SessionUpdate)
-    assert ev.patch == SessionPatch(turn_detection=ServerVad(interrupt_response=False))
+    assert ev.patch == SessionPatch(turn_detection=ServerVad(silence_duration_ms=250, interrupt_response=False))
+    assert ev.served_as == ("session.audio.input.turn_detection: semantic_vad is served as server_vad, a turn ending "
+                            "after 250 ms of silence (eagerness high)",)
+    beta = parse({"type": "session.update", "session": {"turn_detection": {"type": "semantic_vad"}}})
+    assert isinstance(beta, ce.SessionUpdate)
+    assert beta.patch == SessionPatch(turn_detection=ServerVad(silence_duration_ms=500))
+    assert beta.served_as == ("session.turn_detection: semantic_vad is served as server_vad, a turn ending after "
+                              "500 ms of silence (eagerness auto)",)
+    low = parse({"type": "session.update", "session": {"turn_detection": {"type": "semantic_vad", "eagerness": "low"}}})
+    assert isinstance(low, ce.SessionUpdate) and low.patch.turn_detection == ServerVad(silence_duration_ms=1000)
+    err = error_of({"type": "session.update", "session": {"turn_detection": {"type": "semantic_vad",
+                                                                             "eagerness": "eager"}}})
+    assert (err.code, err.param) == ("invalid_value", "session.turn_detection.eagerness")
+    plain = parse({"type": "session.update", "session": {"turn_detection": {"type": "server_vad"}}})
+    assert isinstance(plain, ce.SessionUpdate) and plain.served_as == ()
+
+
+def test_beta_transcription_session_update_is_a_transcription_sessions_update() -> None:
+    """The beta API's transcription_session.update (openai's client.beta.realtime): its session object, which has no
+    type, updates a transcription session (language, VAD, format), as session.update with type transcription does."""
+    ev = parse({"type": "transcription_session.update", "event_id": "t1", "session": {
+        "input_audio_format": "pcm16",
+        "input_audio_transcription": {"model": "whisper-1", "language": "de", "prompt": "Namen"},
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 700},
+        "input_audio_noise_reduction": None}})
+    assert ev == ce.SessionUpdate(event_id="t1", patch=SessionPatch(
+        kind="transcription", input_format=AudioFormat.PCM,
+        transcription=Transcription(model="whisper-1", language="de", prompt="Namen"),
+        turn_detection=ServerVad(silence_duration_ms=700)))
+    err = error_of({"type": "transcription_session.update", "session": {"include": ["item.x.logprobs"]}})
+    assert (err.code, err.param) == ("invalid_value", "session.include")
 
 
 def test_unknown_session_keys_are_ignored() -> None:

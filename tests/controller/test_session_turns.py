@@ -282,6 +282,26 @@ async def test_an_audio_item_sent_whole_is_done_once_with_its_transcript_or_its_
         validate_server_event(raw)
 
 
+async def test_transcripts_complete_in_the_order_the_turns_were_spoken() -> None:
+    """The first turn's speech recognition finishes last: its transcription.completed still comes first (the API
+    leaves the order open; a client printing transcripts as they complete prints them as spoken)."""
+    pipeline = ScriptedPipeline()
+    pipeline.turn_scripts = [(0.4, "ever tried"), (0.0, "ever failed"), (0.1, "no matter")]
+    pcm = base64.b64encode((speech(0.3) * 32767).astype("<i2").tobytes()).decode()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "session.update", "session": {"type": "realtime",
+                                                               "audio": {"input": {"turn_detection": None}}}})
+        for _ in range(3):
+            await conv.send({"type": "input_audio_buffer.append", "audio": pcm})
+            await conv.send({"type": "input_audio_buffer.commit"})
+        for _ in range(3):
+            await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=5)
+    committed = [e["item_id"] for e in conv.of_type("input_audio_buffer.committed")]
+    done = conv.of_type("conversation.item.input_audio_transcription.completed")
+    assert [(e["item_id"], e["transcript"]) for e in done] == list(zip(committed, ["ever tried", "ever failed",
+                                                                                   "no matter"]))
+
+
 async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> None:
     """The client sends response.create (after a text item, as after a tool result) while the user is speaking.
     The reply goes ahead; the user's speech must still end in speech_stopped and a committed, transcribed turn
