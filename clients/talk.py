@@ -290,12 +290,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def reply_path(out: Path) -> Path:
+    """--out as the wav to write: a folder gets reply.wav in it (as the offline tools' folders get their files)."""
+    return out / "reply.wav" if out.is_dir() else out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
     p.add_argument("wav", type=Path, help="speech to send (any rate or channel count)")
     p.add_argument("--url", default=DEFAULT_URL, help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
     p.add_argument("--out", type=Path, default=Path("reply.wav"),
-                   help="where to write the reply (24 kHz wav; default ./reply.wav)")
+                   help="where to write the assistant's audio: every reply as far as it was sent, cut ones "
+                   "included (24 kHz wav; a folder gets reply.wav; default ./reply.wav)")
     p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
                    help="sent as Authorization: Bearer KEY (env STEPAUDIO_RT_API_KEY)")
     p.add_argument("--model", default="stepaudio-rt",
@@ -318,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.wav.is_file():
-        print(f"talk: no such file: {args.wav}", file=sys.stderr)
+        what = "a folder, not an audio file" if args.wav.is_dir() else "no such file"
+        print(f"talk: {args.wav}: {what}", file=sys.stderr)
         return 2
+    args.out = reply_path(args.out)
     if not args.out.parent.is_dir():  # found out now, not after the whole conversation
         print(f"talk: cannot write {args.out}: no such folder: {args.out.parent}", file=sys.stderr)
         return 2

@@ -25,29 +25,33 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt sip-bridge",
                                 description="Answer SIP calls (UDP) and bridge each to a Realtime agent session.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; also used in Contact and SDP")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; also used in Contact and SDP (default 127.0.0.1)")
     p.add_argument("--advertise", default=None, metavar="ADDRESS",
                    help="the address callers reach, for Contact and SDP (needed with --host 0.0.0.0)")
     p.add_argument("--port", type=int, default=5060, help="SIP UDP port (default 5060)")
     p.add_argument("--server-url", required=True, help="the agent server, ws://HOST:PORT/v1/realtime")
     p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
                    help="Bearer key for the server (env STEPAUDIO_RT_API_KEY)")
-    p.add_argument("--model", default="stepaudio-rt")
+    p.add_argument("--model", default="stepaudio-rt",
+                   help="the ?model= of the server URL, as the Realtime API asks (default stepaudio-rt)")
     p.add_argument("--instructions", default=None, help="session instructions for every call")
     p.add_argument("--silence-ms", type=int, default=None,
                    help="server_vad silence_duration_ms (end of a caller's turn); the server's default if unset")
-    p.add_argument("--max-calls", type=int, default=16)
+    p.add_argument("--max-calls", type=int, default=16,
+                   help="calls at once; one more is answered 486 Busy Here (default 16)")
     p.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="hang up a call after this long without RTP from the caller (default 60; 0: never)")
     p.add_argument("--call-log", type=Path, default=None,
                    help="append one JSON line per finished call (includes transcripts: personal data)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="what the bridge logs on stderr (default INFO)")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, advertise=args.advertise,

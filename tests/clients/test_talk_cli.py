@@ -17,7 +17,7 @@ import soundfile as sf
 
 from clients.events import ServerEvent
 from clients.realtime_client import build_url
-from clients.talk import _Printer, main
+from clients.talk import _Printer, main, reply_path
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
@@ -96,6 +96,15 @@ def test_an_out_file_in_a_missing_folder_is_refused_before_talking(tmp_path: Pat
     out = tmp_path / "no-such-folder" / "reply.wav"
     assert talk(capsys, str(wav), "--url", no_server(), "--out", str(out)) == (
         2, f"talk: cannot write {out}: no such folder: {out.parent}\n")
+
+
+def test_a_folder_given_as_the_wav_is_named_as_a_folder_and_as_out_gets_reply_wav(tmp_path: Path, capsys) -> None:
+    assert talk(capsys, str(tmp_path), "--url", no_server()) == (
+        2, f"talk: {tmp_path}: a folder, not an audio file\n")
+    assert talk(capsys, str(tmp_path / "gone.wav"), "--url", no_server()) == (
+        2, f"talk: {tmp_path / 'gone.wav'}: no such file\n")
+    assert reply_path(tmp_path) == tmp_path / "reply.wav"  # written at the end: never a folder's name
+    assert reply_path(tmp_path / "mine.wav") == tmp_path / "mine.wav"
 
 
 @pytest.mark.slow

@@ -145,6 +145,7 @@ def test_page_transcribes_the_microphone_and_plays_the_reply(embedded_server: Se
 
     assert errors_shown == "", context
     assert state["errors"] == [], context
+    assert [e for e in logs if e["level"] == "SEVERE"] == [], context  # the console's errors (a missing favicon was)
     assert re.search(r"ever tried|fail better", user_text.lower()), context
     assert any(re.search(r"ever tried|fail better", t.lower()) for t in state["userTranscripts"]), context
     # The reply was played inside the page: samples counted by the playback worklet.
