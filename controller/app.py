@@ -63,11 +63,16 @@ class AppConfig:
             raise ConfigError("--pause-ms must be between 50 and 2000")
         if self.chat_url is not None:
             check_chat_url(self.chat_url)
-        if self.profile == "embedded":  # else every turn would fail in Whisper, after a model load for nothing
-            language = normalize_language(self.language)
-            if language is not None and language not in whisper_languages():
-                raise ConfigError(f"--language {self.language!r} is not one of Whisper's language codes "
-                                  "(en, de, fr, es, zh, ja, ...)")
+        # Every profile transcribes the user with Whisper in this language (the Step-Audio ones where the embedded
+        # extra is installed): else every turn would fail there, after a model load for nothing.
+        language = normalize_language(self.language)
+        try:
+            known = whisper_languages()
+        except ImportError:  # no faster-whisper: a Step-Audio profile then makes no transcripts, in any language
+            known = None
+        if language is not None and known is not None and language not in known:
+            raise ConfigError(f"--language {self.language!r} is not one of Whisper's language codes "
+                              "(en, de, fr, es, zh, ja, ...)")
 
 
 def load_pipeline(config: AppConfig) -> SpeechPipeline:

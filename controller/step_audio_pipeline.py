@@ -103,6 +103,7 @@ def follow_chat_rank(app_config: Any) -> None:
     from controller.checkpoints import CHAT_DIR
     from lm_engine import Engine
 
+    check_model_folder(app_config)  # rank 0's checks, so that a bad folder is one line from every rank
     tp = check_tensor_parallel(app_config)
     cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -44,6 +44,8 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
      "cannot listen on no-such-host.invalid:0: "),  # then the resolver's words
     # Whisper refused it at every turn, after the server had loaded its models and said it was ready.
     (["--language", "xx"], "--language 'xx' is not one of Whisper's language codes (en, de, fr, es, zh, ja, ...)"),
+    # ... in the Step-Audio profiles too, which transcribe the user with Whisper as well
+    (["--profile", "tiny", "--language", "xx"], "--language 'xx' is not one of Whisper's language codes"),
     (["--chat-url", "127.0.0.1:8000/v1"], "--chat-url '127.0.0.1:8000/v1': an http:// or https:// URL ending in "
                                           "/v1, e.g. http://127.0.0.1:8000/v1"),
     (["--mqtt-url", "127.0.0.1:1883", "--port", "0"], "--mqtt-url '127.0.0.1:1883': the scheme must be mqtt:// or "

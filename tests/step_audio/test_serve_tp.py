@@ -55,6 +55,8 @@ async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_d
 @pytest.mark.parametrize(("extra", "said"), [
     ((), "does not divide the model's kv heads (Step-1's num_attention_groups) (2); sizes that do: 1, 2"),
     (("--chat-url", "http://127.0.0.1:9/v1"), "tensor parallel serving needs --model-path DIR"),
+    # the followers loaded without rank 0's folder checks: a FileNotFoundError traceback from rank 1
+    (("--model-path", "/tmp/no-such-stepaudio-folder"), "/tmp/no-such-stepaudio-folder does not exist"),
 ])
 def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tiny_model_dir, extra, said) -> None:
     """A size that does not divide the Chat LM, or --chat-url: the ranks say so in one line each (no rank's
@@ -70,3 +72,4 @@ def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tin
     assert proc.returncode != 0
     assert 1 <= out.count(said) <= 3, out  # one line from each rank that got that far
     assert "[rank" not in out and "loading" not in out and "ready" not in out, out
+    assert "following rank 0" not in out and "FileNotFoundError" not in out, out  # no follower loaded anything
