@@ -199,8 +199,10 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
     row["ms"] |= {
         "sdpa_dense_sqrt_alibi_bias": attempt(sdpa_dense_bias),
         "flex_sqrt_alibi_score_mod": attempt(flex),
-        "sdpa_flash_no_bias": attempt(sdpa_backend(SDPBackend.FLASH_ATTENTION, False)),
-        "sdpa_cudnn_no_bias": attempt(sdpa_backend(SDPBackend.CUDNN_ATTENTION, True)),
+        "sdpa_flash_no_bias": attempt(sdpa_backend(SDPBackend.FLASH_ATTENTION, False)) if dev == "cuda"
+        else "CUDA only",
+        "sdpa_cudnn_no_bias": attempt(sdpa_backend(SDPBackend.CUDNN_ATTENTION, True)) if dev == "cuda"
+        else "CUDA only",
     }
     # correctness spot check of ours against the reference on the last 64 queries (cheap)
     tail = 64

@@ -329,7 +329,8 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=125, help="speaker prompt length in flow tokens")
     ap.add_argument("--tts-prompt-len", type=int, default=400, help="TTS-3B prompt length in LM tokens")
     ap.add_argument("--tts-ckpt", type=Path, help="existing TTS-3B checkpoint (default: written to a temp dir)")
-    ap.add_argument("--streams", default="1,2,4,8,16,32,64")
+    ap.add_argument("--streams", default=None,
+                    help="stream counts to try, largest first (default 1,2,4,8,16,32,64 on a GPU, up to 16 on a CPU)")
     ap.add_argument("--concurrency-s", type=float, default=40.0,
                     help="start no further stream count after this many seconds of the concurrency section")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -373,7 +374,7 @@ def main() -> None:
     print(f"decoder: {_figures(result['decoder'])}", flush=True)
     save()
 
-    counts = [int(x) for x in a.streams.split(",")]
+    counts = [int(x) for x in (a.streams or ("1,2,4,8,16" if dev.type == "cpu" else "1,2,4,8,16,32,64")).split(",")]
     result["concurrency"] = concurrency(model, prompt, tokens, counts, rounds=10, time_limit_s=a.concurrency_s)
     for label in ("alone", "batched"):
         ok = [r["streams"] for r in result["concurrency"] if r[f"{label}_realtime"]]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from controller.errors import ConfigError
+from speech_decoder.sentences import clean_for_speech
 
 COMMANDS = ("say", "instructions", "hangup")
 ERROR_REPLY = "error"  # .../cmd/error: where commands are answered, not a command
@@ -247,6 +248,6 @@ def parse_command(prefix: str, topic: str, payload: bytes) -> Command | None:
     required = {"say": "text", "instructions": "instructions"}.get(name)
     if required is not None and not isinstance(body.get(required), str):
         raise BadCommand(f"{name} needs a string field {required!r}")
-    if name == "say" and not str(body["text"]).strip():
-        raise BadCommand("say needs a non-empty text")
+    if name == "say" and not clean_for_speech(str(body["text"])):  # emoji, symbols: a reply with no audio
+        raise BadCommand("say needs a text with something to speak (letters or digits)")
     return Command(session_id=session_id, name=name, payload=body)

@@ -28,7 +28,8 @@ def run_offline_tool(args: Any) -> int:
 
     if args.command == "tts" and not speakable(args.text):
         raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
-    if args.command == "tts" and (args.prompt_wav is None) != (args.prompt_text is None):
+    if args.command == "tts" and ((args.prompt_wav is None) != (args.prompt_text is None)
+                                  or (args.prompt_text is not None and not args.prompt_text.strip())):
         raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
     if args.command == "tts" and args.prompt_wav is not None and args.speaker is not None:
         raise ConfigError("--speaker names a voice of the speakers folder; --prompt-wav clones another: give one")

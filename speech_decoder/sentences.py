@@ -11,6 +11,9 @@ character at a time gives the same pieces):
 - With `first_word_cut` = N, the FIRST piece may also end at a plain word boundary once it holds N words, unless
   its last word is a function word ("the season of" waits for "light"): a sentence-level TTS then starts on a
   short phrase instead of waiting for the whole first sentence. The boundary is known when the next word begins.
+- A piece never runs past MAX_PIECE_CHARS: without an end before it, it ends at its last clause mark there, else at
+  its last word boundary, else (CJK text without marks) at the limit. A sentence-level TTS reads a piece in one
+  generation with a bounded context (TTS-3B: a 12,000-character text without a stop exceeded it).
 - Markdown symbols a TTS would read aloud (* # `) and leading list bullets are removed; pieces without any letter
   or digit are dropped.
 """
@@ -28,6 +31,7 @@ _ABBREVIATIONS = frozenset({
     "inc", "ltd", "co", "corp", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
     "oct", "nov", "dec", "a.m", "p.m", "u.s", "u.k", "cf", "al",
 })
+MAX_PIECE_CHARS = 200  # ~10 s of English speech, ~50 s of Chinese: well inside TTS-3B's context with its prompt
 _MARKDOWN = str.maketrans("", "", "*#`")
 _BULLET = re.compile(r"^(?:[-•]\s+)+")
 _SPACES = re.compile(r"\s+")
@@ -87,7 +91,7 @@ def _find_cut(buf: str, first: bool, min_words: int, word_cut: int | None = None
     """End index (exclusive) of the first complete piece in `buf`, or None until more text arrives."""
     n = len(buf)
     i = 0
-    while i < n:
+    while i < min(n, MAX_PIECE_CHARS):
         c = buf[i]
         if c == "\n":
             return i + 1
@@ -113,7 +117,19 @@ def _find_cut(buf: str, first: bool, min_words: int, word_cut: int | None = None
         if first and c in _CJK_CLAUSE and _spoken_length(buf[:i]) >= min_words:
             return i + 1
         i += 1
-    return None
+    return _long_cut(buf) if n > MAX_PIECE_CHARS else None
+
+
+def _long_cut(buf: str) -> int:
+    """Where a piece with no end in its first MAX_PIECE_CHARS characters ends (module docstring). Needs the character
+    after the limit, so that a word ending exactly there is known to have ended."""
+    head = buf[:MAX_PIECE_CHARS + 1]
+    clause = max((i for i, c in enumerate(head[:-1]) if (c in _CLAUSE and head[i + 1].isspace()) or c in _CJK_CLAUSE),
+                 default=-1)
+    if clause > 0:
+        return clause + 1
+    space = max((i for i, c in enumerate(head) if c.isspace()), default=-1)
+    return space if space > 0 else MAX_PIECE_CHARS
 
 
 def _skip(buf: str, j: int, chars: str) -> int:

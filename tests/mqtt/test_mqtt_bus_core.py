@@ -59,6 +59,7 @@ def test_commands_parse_or_raise_bad_command() -> None:
         "instructions": ""}
     for topic, payload in [("p/v1/sessions/s1/cmd/say", b"hi"), ("p/v1/sessions/s1/cmd/say", b'{"text": 5}'),
                            ("p/v1/sessions/s1/cmd/say", b'{"text": "  "}'), ("p/v1/sessions/s1/cmd/say", b"[1]"),
+                           ("p/v1/sessions/s1/cmd/say", '{"text": "\U0001f600\U0001f389 *"}'.encode()),
                            ("p/v1/sessions/s1/cmd/instructions", b"{}"), ("p/v1/sessions/s1/cmd/hangup", b"\xff"),
                            ("p/v1/sessions/s1/cmd/reboot", b"{}"), ("q/v1/sessions/s1/cmd/say", b'{"text":"a"}')]:
         with pytest.raises(BadCommand):

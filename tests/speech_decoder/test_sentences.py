@@ -110,3 +110,20 @@ def test_first_word_cut_waits_for_the_next_word_to_begin() -> None:
 def test_a_three_word_first_cut_as_the_voice_agent_uses(text: str, expected: list[str]) -> None:
     chunker = SentenceChunker(min_first_words=3, first_word_cut=3)
     assert chunker.push(text) + chunker.flush() == expected
+
+
+def test_a_text_without_stops_is_cut_within_the_piece_limit_at_clauses_then_words() -> None:
+    """12,000 characters without a stop (an operator's `say`) exceeded TTS-3B's context as one piece: pieces stay
+    within MAX_PIECE_CHARS, end at a clause mark where one lies inside the limit, else between words (none is split),
+    CJK text without marks at the limit; the same whole or one character at a time; nothing is lost."""
+    from speech_decoder.sentences import MAX_PIECE_CHARS
+
+    words = " ".join(f"word{i}" for i in range(1500))
+    pieces = whole(words)
+    assert len(pieces) > 1 and all(len(p) <= MAX_PIECE_CHARS for p in pieces)
+    assert " ".join(pieces) == words  # every word whole, in order
+    assert by_char(words) == pieces
+    clause = "alpha beta, " + " ".join(["gamma"] * 60) + " end"
+    assert whole(clause)[0] == "alpha beta,"  # the clause mark inside the limit, not the last word boundary there
+    hanzi = "好" * 450
+    assert whole(hanzi) == ["好" * MAX_PIECE_CHARS, "好" * MAX_PIECE_CHARS, "好" * 50] == by_char(hanzi)

@@ -250,6 +250,8 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "Hi."],
      "--prompt-wav {d}/blip.wav: 0.05 s of audio"),
     (["tts", "--text", "Hi.", "--prompt-text", "Hi."], "takes --prompt-wav and --prompt-text (the wav's transcript)"),
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", " "],
+     "takes --prompt-wav and --prompt-text (the wav's transcript)"),
     (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
     (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
     (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
