@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -64,7 +65,11 @@ def main(argv: list[str]) -> int:
     try:
         asyncio.run(_serve(config, args.call_log))
     except OSError as exc:
-        print(f"sip-bridge: {exc}", file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            print(f"sip-bridge: cannot listen on {args.host}:{args.port} (UDP): address already in use (another "
+                  "bridge or SIP phone? choose a free one with --port)", file=sys.stderr)
+        else:
+            print(f"sip-bridge: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -114,3 +114,21 @@ def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path)
     assert code == 0, bridge.log()
     assert len(calls) == 1 and calls[0]["end_reason"] == "remote hangup"
     assert [c["sip_call_id"] for c in bridge.calls()] == ["ok"]  # 488 never became a call
+
+
+def test_a_sip_port_in_use_is_named_with_its_address() -> None:
+    """A second bridge (or a softphone) on the port: one line naming the address and what to do, exit 1 (it was
+    `sip-bridge: [Errno 98] Address already in use`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--port", str(port), "--server-url",
+                               "ws://127.0.0.1:9/v1/realtime"], capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[2])
+    assert (proc.returncode, proc.stderr) == (1, f"sip-bridge: cannot listen on 127.0.0.1:{port} (UDP): address "
+                                                 "already in use (another bridge or SIP phone? choose a free one "
+                                                 "with --port)\n"), proc.stderr
