@@ -87,9 +87,9 @@ async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) 
         try:
             async for chunk in pipeline.synthesize(sentence, voice or ""):
                 chunks.append(chunk.pcm)
-        except EngineError as exc:  # one sentence longer than TTS-3B's context
+        except EngineError as exc:  # a piece past the context of a TTS-3B configured smaller than the pieces
             raise ConfigError(f"TTS-3B cannot speak the sentence {sentence[:60]!r}... ({len(sentence)} characters): "
-                              f"{exc}; split it with . ! ? or a new line") from exc
+                              f"{exc}") from exc
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     return audio.astype(np.float32)
 
