@@ -63,6 +63,11 @@ class InputConverter:
             self.split_samples += bool(self._odd)
         return self._resampler.process(decode(data, self.fmt))
 
+    def flush(self) -> np.ndarray:
+        """The samples the resampler still holds (its filter delay: ~9 ms of 24 kHz input), at 16 kHz; the stream
+        then starts afresh. A committed buffer ends with them, not short of them."""
+        return self._resampler.flush()
+
 
 class OutputConverter:
     """Synthesised float32 at `src_rate` -> client bytes, streaming."""

@@ -244,6 +244,10 @@ class Session(ItemsMixin, RepliesMixin):
             case ce.SessionUpdate():
                 await self._session_update(event)
             case ce.InputAudioBufferCommit():
+                tail = self.converter.flush()  # what the client sent last is still in the resampler's filter
+                if tail.size:
+                    self.audio.append(tail, time.monotonic())
+                    self.listener.feed(tail)
                 if self.audio.total_ms - self._turn_start_ms < 100:
                     raise RemoteProtocolError(
                         "Error committing input audio buffer: buffer too small; expected at least 100ms "

@@ -37,6 +37,10 @@ else:
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REPLIES = 32
+# max_output_tokens "inf" (the API's default: "the maximum available") as this server has it: a reply stopped here
+# ends incomplete (max_output_tokens); about a minute of speech, well inside every profile's context, and a small
+# model that loops stops there.
+MAX_REPLY_TOKENS = 256
 PREFILL_EVERY_MS = 1000  # of user speech between two early prefills (each costs one ASR pass and an LM prefill)
 # Trailing silence after which the turn's input (its ASR pass) starts, ahead of the speculation's pause. The turn
 # ends where this silence began, whatever happens next, so the transcript is the one the pause will ask for.
@@ -223,7 +227,8 @@ class ItemsMixin(_Base):
     @staticmethod
     def _chat_request(resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest:
         return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
-                           temperature=resp.settings.temperature, max_tokens=resp.settings.max_output_tokens or 256)
+                           temperature=resp.settings.temperature,
+                           max_tokens=resp.settings.max_output_tokens or MAX_REPLY_TOKENS)
 
     def record_reply(self, resp: Response, heard_ms: float | None) -> None:
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""

@@ -302,6 +302,27 @@ async def test_transcripts_complete_in_the_order_the_turns_were_spoken() -> None
                                                                                    "no matter"]))
 
 
+async def test_a_commit_of_100_ms_is_accepted_and_a_shorter_one_refused_with_its_true_length() -> None:
+    """The API's floor is 100 ms of audio; the resampler's filter held ~9 ms back, so exactly 100 ms was refused as
+    "91ms". The refusal names what the buffer really holds."""
+    def pcm(ms: int) -> str:
+        return base64.b64encode((speech(ms / 1000) * 32767).astype("<i2").tobytes()).decode()
+
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.send({"type": "session.update", "session": {"type": "realtime",
+                                                               "audio": {"input": {"turn_detection": None}}}})
+        await conv.send({"type": "input_audio_buffer.append", "audio": pcm(90)})
+        await conv.send({"type": "input_audio_buffer.commit", "event_id": "short"})
+        err = await conv.wait_for("error", timeout=5)
+        assert (err["error"]["code"], err["error"]["event_id"]) == ("input_audio_buffer_commit_empty", "short")
+        assert "buffer only has 90ms" in err["error"]["message"], err
+        await conv.send({"type": "input_audio_buffer.clear"})
+        await conv.send({"type": "input_audio_buffer.append", "audio": pcm(100)})
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.wait_for("input_audio_buffer.committed", timeout=5)
+    assert len(conv.of_type("error")) == 1
+
+
 async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> None:
     """The client sends response.create (after a text item, as after a tool result) while the user is speaking.
     The reply goes ahead; the user's speech must still end in speech_stopped and a committed, transcribed turn
