@@ -72,17 +72,29 @@ def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list
 
 def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]:
     """What a session object asks for that this server serves in another way, one line each for the log (the client
-    sees the result in session.updated): semantic_vad, as server_vad."""
+    sees the result in session.updated): semantic_vad, as server_vad; a noise_reduction, as none (the audio is used
+    as sent); tracing, as none; a transcription model, as the server's own Whisper."""
     audio = payload.get("audio")
     audio_input = audio.get("input") if isinstance(audio, Mapping) else None
-    asked = {"audio.input.turn_detection": audio_input.get("turn_detection") if isinstance(audio_input, Mapping)
-             else None, "turn_detection": payload.get("turn_detection")}
+    audio_input = audio_input if isinstance(audio_input, Mapping) else {}
+
+    def asked(ga: str, beta: str) -> dict[str, object]:
+        return {f"audio.input.{ga}": audio_input.get(ga), beta: payload.get(beta)}
+
     out = []
-    for rel, td in asked.items():
+    for rel, td in asked("turn_detection", "turn_detection").items():
         if isinstance(td, Mapping) and td.get("type") == "semantic_vad":
             eagerness = td.get("eagerness") or "auto"
             out.append(f"{path}.{rel}: semantic_vad is served as server_vad, a turn ending after "
                        f"{SEMANTIC_SILENCE_MS.get(str(eagerness), 500)} ms of silence (eagerness {eagerness})")
+    for rel, nr in asked("noise_reduction", "input_audio_noise_reduction").items():
+        if nr is not None:
+            out.append(f"{path}.{rel}: this server has no noise reduction; the audio is used as sent")
+    if payload.get("tracing") is not None:
+        out.append(f"{path}.tracing: this server keeps no traces")
+    for rel, t in asked("transcription", "input_audio_transcription").items():
+        if isinstance(t, Mapping) and t.get("model") not in (None, "whisper-1"):
+            out.append(f"{path}.{rel}.model: {t.get('model')!r} is served by this server's own Whisper")
     return out
 
 

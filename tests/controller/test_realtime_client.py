@@ -76,6 +76,7 @@ def test_session_update_ga() -> None:
             tool_choice=ToolChoiceFunction(name="f"),
             max_output_tokens=300,
         ),
+        served_as=("session.tracing: this server keeps no traces",),
     )
 
 
@@ -402,6 +403,21 @@ def test_semantic_vad_is_server_vad_with_its_eagerness_as_the_silence_and_the_lo
     assert (err.code, err.param) == ("invalid_value", "session.turn_detection.eagerness")
     plain = parse({"type": "session.update", "session": {"turn_detection": {"type": "server_vad"}}})
     assert isinstance(plain, ce.SessionUpdate) and plain.served_as == ()
+
+
+def test_fields_served_another_way_are_named_for_the_log() -> None:
+    """Accepted so that existing clients work, but not as asked: each named in the log, none silently."""
+    ev = parse({"type": "session.update", "session": {
+        "tracing": "auto", "audio": {"input": {"noise_reduction": {"type": "near_field"},
+                                               "transcription": {"model": "gpt-4o-transcribe"}}}}})
+    assert isinstance(ev, ce.SessionUpdate)
+    assert ev.served_as == (
+        "session.audio.input.noise_reduction: this server has no noise reduction; the audio is used as sent",
+        "session.tracing: this server keeps no traces",
+        "session.audio.input.transcription.model: 'gpt-4o-transcribe' is served by this server's own Whisper")
+    quiet = parse({"type": "session.update", "session": {"tracing": None, "audio": {"input": {
+        "noise_reduction": None, "transcription": {"model": "whisper-1"}}}}})
+    assert isinstance(quiet, ce.SessionUpdate) and quiet.served_as == ()
 
 
 def test_beta_transcription_session_update_is_a_transcription_sessions_update() -> None:
