@@ -75,6 +75,16 @@ class ToolCall:
     arguments: str = ""
 
 
+def _note_unheeded_tool_choice(request: object, calls: list[ToolCall]) -> None:
+    """tool_choice "required" or a named function reaches the chat LM as asked, but the LM may still answer in words
+    or call another function (the embedded 0.5 B model does, on a question no tool fits): logged, not hidden."""
+    choice = getattr(request, "tool_choice", None)
+    named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if (choice == "required" and not calls) or (named and named not in {c.name for c in calls}):
+        logger.warning("tool_choice %s was not heeded: the chat LM %s", named or "required",
+                       f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
+
+
 class Response:
     def __init__(self, *, gen_id: int, speculative: bool, events: sev.ServerEvents,
                  new_id: Callable[[str], str], pipeline: SpeechPipeline,
@@ -236,6 +246,7 @@ class Response:
             if not speaker.done():
                 speaker.cancel()
                 await asyncio.gather(speaker, return_exceptions=True)
+        _note_unheeded_tool_choice(request, self.tool_calls)
         if finish_reason == "length":  # cut at max_output_tokens: the Realtime API calls that incomplete
             await self._finish("incomplete", reason="max_output_tokens")
         else:

@@ -642,3 +642,28 @@ async def test_clearing_the_output_audio_buffer_cuts_off_every_reply_being_spoke
     assert not conv.of_type("error")
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+@pytest.mark.parametrize(("choice", "calls", "said"), [
+    ("required", [], "tool_choice required was not heeded: the chat LM answered without a call"),
+    ({"type": "function", "name": "get_time"}, ["get_weather"],
+     "tool_choice get_time was not heeded: the chat LM called get_weather"),
+    ("required", ["get_time"], None),
+])
+async def test_a_tool_choice_the_lm_did_not_heed_is_named_in_the_log(choice, calls, said, caplog) -> None:
+    """tool_choice "required" or a named function reaches the LM as asked; a small model may still answer in words
+    or call another function. The reply stands (the model's), and the server's log says so; a heeded one is quiet."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.tool_calls = [ToolCallDelta(call_id=f"call_{i}", name=n, arguments_delta="{}")
+                           for i, n in enumerate(calls)]
+    tools = [{"type": "function", "name": n, "parameters": {"type": "object", "properties": {}}}
+             for n in ("get_time", "get_weather")]
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=tools, tool_choice=choice)
+        n = await conv.ask("hello")
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert done["response"]["status"] == "completed"
+    noted = [r.getMessage() for r in caplog.records if "was not heeded" in r.getMessage()]
+    assert noted == ([said] if said else []), noted
