@@ -71,7 +71,8 @@ class Session(ItemsMixin, RepliesMixin):
         self.pipeline = pipeline
         self.metrics = metrics
         self.defaults = defaults
-        self.events = ServerEvents(SequentialIds("event_"))
+        # ids unique across sessions, as the API's are (a client logging several sessions tells their events apart)
+        self.events = ServerEvents(SequentialIds(f"event_{session_id.removeprefix('sess_')}_"))
         self._id_sources: dict[str, SequentialIds] = {}
         self.cfg = (SessionConfig(kind="transcription", transcription=Transcription(), voice=pipeline.default_voice)
                     if kind == "transcription" else SessionConfig(voice=pipeline.default_voice))

@@ -667,3 +667,16 @@ async def test_a_tool_choice_the_lm_did_not_heed_is_named_in_the_log(choice, cal
     assert done["response"]["status"] == "completed"
     noted = [r.getMessage() for r in caplog.records if "was not heeded" in r.getMessage()]
     assert noted == ([said] if said else []), noted
+
+
+async def test_event_ids_are_unique_across_sessions() -> None:
+    """The API's event ids are unique, not per session: two sessions' first events had the same id ("event_1")."""
+    from tests.controller.scripted_pipeline import scripted_server
+    from tests.e2e.helpers import open_conversation
+
+    async with scripted_server(ScriptedPipeline()) as server:
+        convs = [await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime") for _ in range(2)]
+        for conv in convs:
+            await conv.close()
+    ids = [[e["event_id"] for e in conv.events] for conv in convs]
+    assert all(ids) and not set(ids[0]) & set(ids[1]), ids
