@@ -42,7 +42,11 @@ _BYTES_PER_WIRE_SAMPLE = {"audio/pcm": 2.0, "audio/pcmu": 1 / 3, "audio/pcma": 1
 
 
 class RealtimeConnectionError(ConnectionError):
-    """The connection is gone for good (closed by the server with a final code, or reconnecting gave up)."""
+    """The connection is gone for good (closed by the server with a final code, or reconnecting gave up), or was
+    never made."""
+
+
+NOT_CONNECTED = "not connected: open the client with `await RealtimeClient.connect(url)`, not its constructor"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +123,10 @@ class RealtimeClient:
     async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
                       reconnect: ReconnectPolicy = ReconnectPolicy(), auto_truncate: bool = True,
                       open_timeout: float = 10.0) -> RealtimeClient:
-        """Open the WebSocket (no retry for the first connection: a wrong URL or key should fail fast)."""
+        """Open the WebSocket (no retry for the first connection: a wrong URL or key should fail fast). Raises what
+        the connection attempt met: OSError for a refused, unreachable or unknown host (ConnectionRefusedError,
+        socket.gaierror, TimeoutError), websockets' InvalidStatus for a refused handshake (its response: 401 a
+        key, 404 a path, 503 a full server), InvalidURI for a URL that is not ws(s)/http(s)."""
         client = cls(url, api_key=api_key, model=model, reconnect=reconnect, auto_truncate=auto_truncate,
                      open_timeout=open_timeout)
         client._ws = await client._open()
@@ -222,6 +229,8 @@ class RealtimeClient:
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Server events in order (plus local client.* events) until close(); raises RealtimeConnectionError
         if the connection is lost for good."""
+        if self._reader is None and not self._closing:
+            raise RealtimeConnectionError(NOT_CONNECTED)
         while True:
             event = await self._queue.get()
             if event is None:
@@ -233,6 +242,8 @@ class RealtimeClient:
 
     async def recv(self, timeout: float | None = None) -> ServerEvent:
         """The next event; raises TimeoutError, or RealtimeConnectionError when the stream has ended."""
+        if self._reader is None and not self._closing:
+            raise RealtimeConnectionError(NOT_CONNECTED)
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can drop a cancellation (Ctrl-C) that meets an event
         # arriving at the same moment, and the caller then runs on (CPython gh-86296)
         async with asyncio.timeout(timeout):
@@ -266,6 +277,8 @@ class RealtimeClient:
         while not self._connected.is_set():
             if self._failure is not None or self._closing:
                 raise RealtimeConnectionError(str(self._failure or "client closed"))
+            if self._reader is None:  # built with the constructor: nothing would ever connect it
+                raise RealtimeConnectionError(NOT_CONNECTED)
             waiter = asyncio.ensure_future(self._connected.wait())
             done = self._reader if self._reader is not None else waiter
             await asyncio.wait({waiter, done}, return_when=asyncio.FIRST_COMPLETED)

@@ -27,6 +27,7 @@ let streaming = false; // hands-free: after session.update; push-to-talk: while 
 let preroll = [];
 let turnEndAt = null; // performance.now() of speech_stopped (or of the push-to-talk release)
 let activeResponse = null;
+let defaultInstructions = ''; // the server's persona, from session.created: what an emptied box goes back to
 const dropped = new Set(); // items flushed by a barge-in: their late audio deltas are ignored
 const lines = new Map(); // item_id -> {el, text}
 
@@ -178,10 +179,10 @@ function recordLatency() {
 const handlers = {
   'session.created': (e) => {
     hook.sessionId = e.session && e.session.id;
+    defaultInstructions = (e.session && e.session.instructions) || '';
+    $('instructions').placeholder = defaultInstructions;
     // Show the server's default persona so that it can be edited rather than guessed.
-    if (!$('instructions').value.trim() && e.session && e.session.instructions) {
-      $('instructions').value = e.session.instructions;
-    }
+    if (!$('instructions').value.trim()) $('instructions').value = defaultInstructions;
   },
   'session.updated': (e) => {
     hook.instructions = e.session ? e.session.instructions : null;
@@ -320,7 +321,7 @@ async function connect() {
     $('connect').textContent = 'Disconnect';
     $('connect').disabled = false;
     $('talk').disabled = mode !== 'ptt';
-    $('mode').disabled = true;
+    setConnectSettingsDisabled(true);
     $('message').disabled = $('send').disabled = false;
   } catch (err) {
     showError(`could not start: ${err.message || err}`);
@@ -340,9 +341,15 @@ async function teardown(state) {
   $('connect').textContent = 'Connect';
   $('connect').disabled = false;
   $('talk').disabled = true;
-  $('mode').disabled = false;
+  setConnectSettingsDisabled(false);
   $('message').disabled = $('send').disabled = true;
   setState(state);
+}
+
+// The mode, the turn's silence and the microphone's processing take effect when connecting: locked meanwhile, so
+// that a change does not look applied when it is not.
+function setConnectSettingsDisabled(on) {
+  for (const id of ['mode', 'silence-ms', 'ec', 'ns', 'agc']) $(id).disabled = on;
 }
 
 // ---- push-to-talk -----------------------------------------------------------------------------
@@ -386,9 +393,10 @@ async function sendTyped(event) {
 }
 
 function updateInstructions() {
-  if (sock && sock.isOpen) {
-    sock.send({ type: 'session.update', session: { type: 'realtime', instructions: $('instructions').value.trim() } });
-  }
+  // An emptied box asks for the server's default persona back (shown as its placeholder): an empty one would leave
+  // the model without any.
+  const instructions = $('instructions').value.trim() || defaultInstructions;
+  if (sock && sock.isOpen) sock.send({ type: 'session.update', session: { type: 'realtime', instructions } });
 }
 
 // ---- microphones ------------------------------------------------------------------------------

@@ -137,3 +137,14 @@ def test_backoff_delays() -> None:
     assert list(ReconnectPolicy(enabled=False).delays()) == []
     with pytest.raises(ValueError):
         ReconnectPolicy(factor=0.5)
+
+
+async def test_a_client_built_with_the_constructor_says_how_to_connect_instead_of_hanging() -> None:
+    """RealtimeClient(url) is never connected (connect() is the way): a send or a read waited forever."""
+    rt = RealtimeClient("ws://127.0.0.1:9/v1/realtime")
+    for call in (rt.commit(), rt.recv(1)):
+        with pytest.raises(RealtimeConnectionError, match=r"await RealtimeClient.connect\(url\)"):
+            await asyncio.wait_for(call, 2)
+    with pytest.raises(RealtimeConnectionError, match="not connected"):
+        await asyncio.wait_for(anext(rt.events()), 2)
+    await rt.close()

@@ -286,7 +286,8 @@ def wait_until(driver: object, done: object, timeout: float) -> dict:
 
 def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
         embedded_server: ServerProcess, browser: object, tmp_path: Path) -> None:
-    """The page shows the server's default persona, applies an edit at once (session.update), and a typed message
+    """The page shows the server's default persona, applies an edit at once (session.update), goes back to the
+    default when the box is emptied, locks the settings that apply at connect, and a typed message
     becomes a user turn on the page that gets a spoken reply. (What the reply says is not checked: the page's
     sessions sample at the server's default temperature, 0.7, and the 0.5B model once answered "London."; the greedy
     e2e tests check answers.)"""
@@ -308,6 +309,13 @@ def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
     message.click()  # leaving the persona field applies the edit
     state = wait_until(driver, lambda s: s["instructions"] == edited, 20)
     assert state["instructions"] == edited, state
+    persona.clear()
+    message.click()  # an emptied box asks for the server's persona back (it set an empty one), shown greyed
+    state = wait_until(driver, lambda s: s["instructions"] == default, 20)
+    assert state["instructions"] == default and persona.get_attribute("placeholder") == default, state
+    # settings that apply at connect are locked while connected, not silently ignored
+    assert all(driver.find_element(By.ID, i).get_attribute("disabled")  # type: ignore[attr-defined]
+               for i in ("mode", "silence-ms", "ec", "ns", "agc"))
 
     message.send_keys("What is the capital of France?", Keys.ENTER)
     state = wait_until(driver, lambda s: s["assistantTranscripts"] and s["playedSeconds"] >= 0.5, 90)
