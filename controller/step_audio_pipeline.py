@@ -103,8 +103,7 @@ def follow_chat_rank(app_config: Any) -> None:
     from controller.checkpoints import CHAT_DIR
     from lm_engine import Engine
 
-    check_model_folder(app_config)  # rank 0's checks, so that a bad folder is one line from every rank
-    tp = check_tensor_parallel(app_config)
+    tp = check_model_folder(app_config)  # rank 0's checks, so that a bad folder is one line from every rank
     cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
@@ -141,14 +140,15 @@ def check_tensor_parallel(app_config: Any) -> int:
     return tp
 
 
-def check_model_folder(app_config: Any) -> None:
+def check_model_folder(app_config: Any) -> int:
     """The serve command's checks before it listens: a missing or partial folder, or a torchrun size that cannot
     split the Chat LM, is one error line, not a server that says it listens and then stops. (Without
-    --model-path, tiny writes its own folder at load.)"""
-    check_tensor_parallel(app_config)
+    --model-path, tiny writes its own folder at load.) Returns the tensor-parallel size (check_tensor_parallel)."""
+    tp = check_tensor_parallel(app_config)
     if app_config.model_path is not None:
         cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
         check_layout(cfg.model_path, chat_need(cfg))
+    return tp
 
 
 def load_step_audio(app_config: Any) -> StepAudioPipeline:
