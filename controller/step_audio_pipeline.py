@@ -184,26 +184,34 @@ class StepAudioPipeline:
     def __init__(self, config: StepAudioConfig) -> None:
         import torch
 
-        from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
-        from lm_engine import Engine, EngineConfig, SamplingParams, Step1Tokenizer
-        from speech_decoder import CosyVoiceModel, FlowBatcher
-        from speech_decoder.step_tts import COMMON_DIR, MUSIC_DIR, StepTts, find_speakers_dir
-        from speech_decoder.streaming_decoder import warm_up
-        from streaming_tokenizer.step_audio import StepAudioTokenizer
         from vad import SileroModel
 
         self.config = config
         self.name = config.profile
-        root = config.model_path
-        check_layout(root, chat_need(config))
-        chat_dir = root / CHAT_DIR
+        check_layout(config.model_path, chat_need(config))
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        on_cpu = device == "cpu"
-        if on_cpu:
+        if device == "cpu":
             # Sessions already run the models on several threads (tokenizer, decoder, two engine loops); torch's
             # own intra-op threads on top of those oversubscribe the cores and spin (tiny: ~40x slower measured).
             torch.set_num_threads(1 if config.profile == "tiny" else max(1, config.threads))
         self._vad_model = SileroModel.load()
+        self._load_speech_side(device)
+        self._load_chat(device)
+        self._load_asr()
+        self._start_workers()
+        logger.info("step-audio pipeline ready (%s, device %s, speakers %s)", config.profile, device,
+                    sorted(self.tts.speakers))
+
+    def _load_speech_side(self, device: str) -> None:
+        """The tokenizer, TTS-3B, the CosyVoice decoders and the speakers, warmed for the default voice."""
+        from controller.checkpoints import TOKENIZER_DIR, TTS_DIR
+        from lm_engine import Engine, EngineConfig, SamplingParams, Step1Tokenizer
+        from speech_decoder import CosyVoiceModel
+        from speech_decoder.step_tts import COMMON_DIR, MUSIC_DIR, StepTts, find_speakers_dir
+        from speech_decoder.streaming_decoder import warm_up
+        from streaming_tokenizer.step_audio import StepAudioTokenizer
+
+        root = self.config.model_path
         with _loading(root / TOKENIZER_DIR):
             self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
         # TTS first with a small GPU share, then the Chat LM takes most of what is left (budgets are cumulative).
@@ -212,8 +220,8 @@ class StepAudioPipeline:
         with _loading(tts_dir):
             self.tts_engine = Engine.from_pretrained(
                 tts_dir, device=device, progress=False,
-                config=EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.3,
-                                    seed=config.seed, stream_priority=-1))
+                config=EngineConfig(kv_cache_memory_gib=0.25 if device == "cpu" else 1.0, gpu_memory_utilization=0.3,
+                                    seed=self.config.seed, stream_priority=-1))
             tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
         with _loading(tts_dir / COMMON_DIR):
             common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
@@ -237,6 +245,14 @@ class StepAudioPipeline:
         # Every TTS prompt of a voice starts with the same ~400 speaker tokens: prefilled now, into the engine's
         # prefix cache, the first sentence of the first reply computes only its own tokens.
         self.tts_engine.generate(self.tts.prompt_ids("", speaker), SamplingParams(temperature=0.0, max_tokens=1))
+
+    def _load_chat(self, device: str) -> None:
+        """The Chat LM in lm_engine, or only its tokenizer when a --chat-url server runs it, or nothing (`tts`)."""
+        from controller.checkpoints import CHAT_DIR
+        from lm_engine import Engine, Step1Tokenizer
+
+        config = self.config
+        chat_dir = config.model_path / CHAT_DIR
         self.chat_engine: Any = None
         self._remote_chat: Any = None
         if config.chat_url:
@@ -249,20 +265,27 @@ class StepAudioPipeline:
         else:
             with _loading(chat_dir, f"tp={config.tp}"):
                 self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
-                                                          config=chat_engine_config(on_cpu, config.seed))
+                                                          config=chat_engine_config(device == "cpu", config.seed))
                 self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
             self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
+
+    def _load_asr(self) -> None:
         self.asr = None
         self.languages: frozenset[str] | None = None  # without an ASR no transcript is made, in any language
-        if config.asr:
+        if self.config.asr:
             try:
                 from streaming_tokenizer import WhisperAsr
                 from streaming_tokenizer.whisper_asr import whisper_languages
-                self.asr = WhisperAsr.load(language=config.language, cpu_threads=max(1, config.threads // 2))
+                self.asr = WhisperAsr.load(language=self.config.language,
+                                           cpu_threads=max(1, self.config.threads // 2))
                 self.languages = whisper_languages()
             except Exception as exc:  # the embedded extra is optional here: transcripts are then ""
                 logger.warning("no Whisper ASR (%s): user transcripts will be empty", exc)
-        n = max(2, config.threads)
+
+    def _start_workers(self) -> None:
+        from speech_decoder import FlowBatcher
+
+        n = max(2, self.config.threads)
         self.tok_pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sa-tokenizer")
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sa-asr")
         self._llm_pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sa-chat")
@@ -274,8 +297,6 @@ class StepAudioPipeline:
         self.tokenizer_ids = Counter("stepaudio_tokenizer_ids", "Audio token ids produced by the streaming "
                                      "tokenizer while input audio arrives", registry=None)
         self.tts_tokens = Counter("stepaudio_tts_audio_tokens", "Audio tokens generated by TTS-3B", registry=None)
-        logger.info("step-audio pipeline ready (%s, device %s, speakers %s)", config.profile, device,
-                    sorted(self.tts.speakers))
 
     def _register_speakers(self, folder: Path) -> None:
         import soundfile as sf
