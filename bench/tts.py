@@ -321,6 +321,47 @@ def concurrency_profile(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: li
             "kernels": kernel_table(prof, cuda, rounds)}
 
 
+def print_table(result: dict, counts: list[int], concurrency_s: float) -> None:
+    """The figures of one run, as the closing note quotes them."""
+    d, t = result["decoder"], result["tts3b"]
+    print(f"\n{result['profile']} on {result['device']}, commit {result['commit']}")
+    print(f"{'TTS-3B decode, batch 1':<44}{t['tts3b_decode_tok_s_b1']:>10.1f} tok/s (real time needs 41.7)")
+    print(f"{'first text -> first audio chunk, as served':<44}{t['first_audio_served_ms']:>10.1f} ms "
+          f"(LM held for the first window; decoding on meanwhile: {t['first_audio_served_no_hold_ms']:.1f} ms)")
+    print(f"{'  the same, LM paused for the first window':<44}{t['first_text_to_first_audio_prefix_cached_ms']:>10.1f}"
+          f" ms (speaker prompt cached; cold prompt {t['first_text_to_first_audio_ms']:.1f} ms)")
+    for name, marks in t.get("first_audio_stages", {}).items():
+        print(f"  {name + ':':<16}" + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
+    print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
+    print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
+    print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
+    print(f"{'':<14}{'time':>13} {'calls':>7} {'share':>6}  kernel (the first chunk's, by device time)")
+    for k in d["first_chunk_kernels"][:8]:
+        print(f"{'':<14}{k['us_per_step']:>10.1f} us {k['calls_per_step']:>6.0f}x {k['share']:>6.1%}  "
+              f"{k['kernel'][:60]}")
+    if "decoder_eager" in result:
+        e = result["decoder_eager"]
+        print(f"{'  the same launched op by op (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
+              f"{e['streamed_rtf']:.4f}, offline RTF {e['offline_rtf']:.4f}")
+    print(f"{'streams: round ms (budget 120)':<44}{'alone':>10}{'batched':>10}{'mean batch':>12}")
+    for r in result["concurrency"]:
+        print(f"{'  ' + str(r['streams']):<44}{r['alone_round_ms']:>10.1f}{r['batched_round_ms']:>10.1f}"
+              f"{r['batched_mean_batch']:>12.1f}")
+    print(f"{'real-time streams, alone / batched':<44}{result['max_realtime_streams_alone']:>10}"
+          f"{result['max_realtime_streams_batched']:>10}")
+    smallest = min((r["streams"] for r in result["concurrency"]), default=None)
+    if smallest is not None and any(c < smallest for c in counts) and not (
+            result["concurrency"][0]["alone_realtime"] and result["concurrency"][0]["batched_realtime"]):
+        print(f"  (stopped by --concurrency-s {concurrency_s:g} before trying fewer than {smallest} streams: "
+              "a 0 above may only mean untried)")
+    cp = result["concurrency_profile"]
+    print(f"\n{cp['streams']} streams {'batched' if cp['batched'] else 'alone'}: round {cp['round_ms']:.1f} ms, "
+          f"{'CPU' if result['device'] == 'cpu' else 'device'} busy {cp['busy_ms_per_round']:.1f} ms a round; by kernel "
+          "(us a round, calls a round, share):")
+    for k in cp["kernels"][:15]:
+        print(f"{k['us_per_step']:>10.1f} {k['calls_per_step']:>7.1f} {k['share']:>6.1%}  {k['kernel']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -394,43 +435,7 @@ def main() -> None:
         eng.close()
     print(f"tts3b: {result['tts3b']}", flush=True)
     save()
-    d, t = result["decoder"], result["tts3b"]
-    print(f"\n{a.profile} on {result['device']}, commit {result['commit']}")
-    print(f"{'TTS-3B decode, batch 1':<44}{t['tts3b_decode_tok_s_b1']:>10.1f} tok/s (real time needs 41.7)")
-    print(f"{'first text -> first audio chunk, as served':<44}{t['first_audio_served_ms']:>10.1f} ms "
-          f"(LM held for the first window; decoding on meanwhile: {t['first_audio_served_no_hold_ms']:.1f} ms)")
-    print(f"{'  the same, LM paused for the first window':<44}{t['first_text_to_first_audio_prefix_cached_ms']:>10.1f}"
-          f" ms (speaker prompt cached; cold prompt {t['first_text_to_first_audio_ms']:.1f} ms)")
-    for name, marks in t.get("first_audio_stages", {}).items():
-        print(f"  {name + ':':<16}" + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
-    print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
-    print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
-    print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
-    print(f"{'':<14}{'time':>13} {'calls':>7} {'share':>6}  kernel (the first chunk's, by device time)")
-    for k in d["first_chunk_kernels"][:8]:
-        print(f"{'':<14}{k['us_per_step']:>10.1f} us {k['calls_per_step']:>6.0f}x {k['share']:>6.1%}  "
-              f"{k['kernel'][:60]}")
-    if "decoder_eager" in result:
-        e = result["decoder_eager"]
-        print(f"{'  the same launched op by op (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
-              f"{e['streamed_rtf']:.4f}, offline RTF {e['offline_rtf']:.4f}")
-    print(f"{'streams: round ms (budget 120)':<44}{'alone':>10}{'batched':>10}{'mean batch':>12}")
-    for r in result["concurrency"]:
-        print(f"{'  ' + str(r['streams']):<44}{r['alone_round_ms']:>10.1f}{r['batched_round_ms']:>10.1f}"
-              f"{r['batched_mean_batch']:>12.1f}")
-    print(f"{'real-time streams, alone / batched':<44}{result['max_realtime_streams_alone']:>10}"
-          f"{result['max_realtime_streams_batched']:>10}")
-    smallest = min((r["streams"] for r in result["concurrency"]), default=None)
-    if smallest is not None and any(c < smallest for c in counts) and not (
-            result["concurrency"][0]["alone_realtime"] and result["concurrency"][0]["batched_realtime"]):
-        print(f"  (stopped by --concurrency-s {a.concurrency_s:g} before trying fewer than {smallest} streams: "
-              "a 0 above may only mean untried)")
-    cp = result["concurrency_profile"]
-    print(f"\n{cp['streams']} streams {'batched' if cp['batched'] else 'alone'}: round {cp['round_ms']:.1f} ms, "
-          f"{'device' if dev.type == 'cuda' else 'CPU'} busy {cp['busy_ms_per_round']:.1f} ms a round; by kernel "
-          "(us a round, calls a round, share):")
-    for k in cp["kernels"][:15]:
-        print(f"{k['us_per_step']:>10.1f} {k['calls_per_step']:>7.1f} {k['share']:>6.1%}  {k['kernel']}")
+    print_table(result, counts, a.concurrency_s)
     print(f"wrote {a.out}")
 
 
