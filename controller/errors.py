@@ -15,8 +15,6 @@ close frame when `close_code` is set).
 
 from __future__ import annotations
 
-from typing import Self
-
 __all__ = [
     "AgentError",
     "ConfigError",
@@ -66,14 +64,6 @@ class ProtocolError(AgentError):
         self.param = param
         self.event_id = event_id
         self.close_code = close_code
-
-    def with_event_id(self, event_id: str | None) -> Self:
-        """Return a copy naming the client event that caused it (keeps the class)."""
-        clone = type(self)(
-            self.message, code=self.code, param=self.param, event_id=event_id, close_code=self.close_code
-        )
-        clone.__cause__ = self.__cause__
-        return clone
 
     def __repr__(self) -> str:
         return (

@@ -197,16 +197,15 @@ class Session(ItemsMixin, RepliesMixin):
     async def error(self, exc: ProtocolError | MediaError | EngineError, event_id: str | None = None,
                     code: str | None = None) -> None:
         if isinstance(exc, ProtocolError):
-            code, param, etype = exc.code, exc.param, exc.error_type
-            event_id = event_id or exc.event_id
-            message = exc.message
+            code = exc.code
+            event = self.events.error_from(exc, event_id)
         else:
-            param, etype = None, "invalid_request_error" if isinstance(exc, MediaError) else "server_error"
             code = code or ("invalid_audio" if isinstance(exc, MediaError) else "engine_error")
-            message = str(exc)
+            event = self.events.error(message=str(exc), code=code, client_event_id=event_id,
+                                      error_type="invalid_request_error" if isinstance(exc, MediaError)
+                                      else "server_error")
         self.metrics.errors_total.labels(code=code).inc()
-        await self.emit(self.events.error(message=message, error_type=etype, code=code, param=param,
-                                          client_event_id=event_id))
+        await self.emit(event)
 
     def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)

@@ -44,7 +44,6 @@ class StreamingTokenListener:
         self._groups: list[list[int]] = []  # ids of groups _base.. (5 each)
         self._base = 0
         self._fed = 0  # samples queued
-        self.samples_done = 0  # samples tokenised
 
     # -- event loop side
 
@@ -120,7 +119,6 @@ class StreamingTokenListener:
                     job.reply(self._snapshot(job.start_ms, job.end_ms))
                 else:
                     self._add(self._stream.feed(job))
-                    self.samples_done += len(job)
             except Exception as exc:
                 logger.exception("streaming tokenizer failed")
                 if isinstance(job, _Snapshot):

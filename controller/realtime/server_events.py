@@ -323,11 +323,11 @@ class ServerEvents:
             error={"type": error_type, "code": code, "message": message, "param": param, "event_id": client_event_id},
         )
 
-    def error_from(self, exc: ProtocolError) -> Json:
-        """The `error` event for a ProtocolError (its class decides the error type)."""
-        return self.error(
-            message=exc.message, error_type=exc.error_type, code=exc.code, param=exc.param, client_event_id=exc.event_id
-        )
+    def error_from(self, exc: ProtocolError, client_event_id: str | None = None) -> Json:
+        """The `error` event for a ProtocolError (its class decides the error type), naming the client event that
+        caused it: `client_event_id`, else the one the error was raised with."""
+        return self.error(message=exc.message, error_type=exc.error_type, code=exc.code, param=exc.param,
+                          client_event_id=client_event_id or exc.event_id)
 
 
 def _pos(response_id: str, item_id: str, output_index: int, content_index: int) -> Json:

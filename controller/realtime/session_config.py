@@ -177,10 +177,6 @@ class SessionConfig:
         if not 0.25 <= self.speed <= 1.5:
             raise ConfigError(f"speed must be in [0.25, 1.5], got {self.speed}")
 
-    @property
-    def audio_output(self) -> bool:
-        return self.output_modalities == ("audio",)
-
 
 class Unset(enum.Enum):
     """Marks a SessionPatch field the client did not send (None can be a real value)."""

@@ -23,7 +23,7 @@ from tests.realtime_schema import validate_server_event
 
 def test_defaults() -> None:
     cfg = SessionConfig()
-    assert cfg.output_modalities == ("audio",) and cfg.audio_output
+    assert cfg.output_modalities == ("audio",)
     assert cfg.turn_detection == ServerVad(
         threshold=0.5,
         prefix_padding_ms=300,
