@@ -48,6 +48,7 @@ FLOW_MAX_BATCH = 32  # flow windows of concurrent sessions run as one batch, up 
 # speaks at most this many utterances: on an H100 the first audio came 30 ms sooner with the LM paused (run4: 190 vs
 # 220 ms), on 2 CPU cores 98 ms (114 vs 212). Busier, the pauses would add up for everyone; the window runs beside.
 TTS_HOLD_MAX_STREAMS = 2
+MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,8 +314,14 @@ class StepAudioPipeline:
 
     def register_speaker(self, name: str, wav: np.ndarray, rate: int, prompt_text: str, *,
                          cloned: bool = False) -> None:
-        """A voice from a prompt wav and its transcript (upstream registers speakers and clones this way)."""
-        ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True)
+        """A voice from a prompt wav and its transcript (upstream registers speakers and clones this way: its
+        tts.py preprocess_prompt_wav tokenises the silence-trimmed wav, the flow's prompt mel is of the whole wav)."""
+        from speech_decoder.step_tts import StepTtsError
+
+        # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
+        if len(wav) < MIN_PROMPT_S * rate:
+            raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
+        ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True, trim=True)
         self.tts.register(name, wav, rate, prompt_text, ids, cloned=cloned)
 
     @property
@@ -479,20 +486,26 @@ class StepAudioPipeline:
         text = with_speed(text, speed)
         speaker, model = self.tts.resolve(text, voice)
         ids = self.tts.prompt_ids(text, speaker)
-        params = SamplingParams(temperature=0.7, repetition_aware=True,
-                                max_tokens=self.tts.max_new_tokens(text, self.config.tts_max_tokens),
+        budget = self.tts.max_new_tokens(text, self.config.tts_max_tokens)
+        params = SamplingParams(temperature=0.7, repetition_aware=True, max_tokens=budget,
                                 stop_token_ids=(self.tts.tok.eot_id,))
         decoder = StreamingDecoder(model, speaker.flow_prompt, seed=self.config.seed, flow=self._flow_batcher.run)
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[int | None] = asyncio.Queue()
 
         async def generate() -> None:
+            n = 0
             try:
                 async with contextlib.aclosing(self.tts_engine.stream(ids, params)) as stream:
                     async for t in stream:
                         tokens.put_nowait(t)
+                        n += 1
             finally:
                 tokens.put_nowait(None)
+            # Random checkpoints never stop by themselves; a real TTS-3B that runs out of budget is cut mid-sentence.
+            if n >= budget and self.config.profile not in RANDOM_PROFILES:
+                logger.warning("TTS-3B used its whole budget of %d audio tokens on %r: its end may be cut off",
+                               budget, text[:60])
 
         producer = asyncio.create_task(generate())
         try:

@@ -100,7 +100,8 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) 
 
     if args.wav is not None:
         wav, rate = _read_wav(args.wav, "--wav")
-        ids = pipeline.audio_tokenizer.tokenize_offline(wav, rate)
+        # the whole file at once, as upstream's offline_inference.py tokenises it (no streaming here to wait for)
+        ids = pipeline.audio_tokenizer.tokenize_offline(wav, rate, upstream=True)
         if not ids:  # the model would be asked to answer an empty turn
             raise ConfigError(f"--wav {args.wav}: {len(wav) / rate:.2f} s of audio is too short to give Step-Audio's "
                               f"tokenizer one audio token")

@@ -1,8 +1,8 @@
 """Writes random-initialised Step-1 checkpoints in the real layout (tests on CPU, benchmarks on GPU).
 
-Files: config.json (upstream field names), safetensors with the real key names (single file, or shards with
-model.safetensors.index.json carrying metadata.total_size), tokenizer.model (sentencepiece trained here on a
-built-in text) and tokenizer_config.json.
+Files: config.json (upstream field names), safetensors with the real key names (single file, or shards) with
+model.safetensors.index.json carrying metadata.total_size (for a single file too, as Step-Audio-TTS-3B has it),
+tokenizer.model (sentencepiece trained here on a built-in text) and tokenizer_config.json.
 
 Profiles:
     tiny        chat: 24 heads : 2 KV groups (the Chat 96:8 ratio, non-power-of-two head count), tts: 12 : 1
@@ -139,9 +139,10 @@ def _write_weights(out: Path, cfg: dict[str, Any], shard_size: int | None, seed:
         save_file(tensors, str(out / fname), metadata={"format": "pt"})
         del tensors
     bar.close()
-    if sharded:
-        index = {"metadata": {"total_size": sum(nbytes)}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    # Always, as the real folders have it: TTS-3B's one model-00001.safetensors is found through its index (HF's
+    # from_pretrained, which upstream's tts.py uses, looks for model.safetensors or the index, not other names).
+    index = {"metadata": {"total_size": sum(nbytes)}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 
 from lm_engine.engine.config import EngineConfig, SamplingParams
-from lm_engine.engine.llm_engine import EngineError, LLMEngine, TokenDelta
+from lm_engine.engine.llm_engine import EngineError, LLMEngine, StepError, TokenDelta
 from lm_engine.engine.model_runner import ModelRunner
 from lm_engine.engine.sequence import Mode
 from lm_engine.models import build_model
@@ -48,6 +48,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._holds = 0  # hold() calls under way: streams take no new step meanwhile
+        self._errors: dict[int, StepError] = {}  # seq_id -> the failed step that ended its stream
 
     # ------------------------------------------------------------------ loading
 
@@ -115,7 +116,17 @@ class Engine:
     # ------------------------------------------------------------------ stepping
 
     def _step_locked(self) -> None:
-        for delta in self.llm.step():
+        try:
+            deltas = self.llm.step()
+        except StepError as exc:
+            # Tell the failed sequences' listeners (streams raise it), then let the caller see it too.
+            for sid in exc.seq_ids:
+                listener = self._listeners.pop(sid, None)
+                if listener is not None:
+                    self._errors[sid] = exc
+                    listener(TokenDelta(sid, None, True, "error"))
+            raise
+        for delta in deltas:
             listener = self._listeners.get(delta.seq_id)
             if listener is not None:
                 listener(delta)
@@ -136,7 +147,10 @@ class Engine:
                     self._cv.wait()
                 if self._closed:
                     return
-                self._step_locked()
+                try:
+                    self._step_locked()
+                except StepError:
+                    continue  # its streams were told; the others go on
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -266,6 +280,10 @@ class Engine:
                     yield d.token_id
                 if d.finished:
                     finished = True
+                    if d.finish_reason == "error":
+                        with self._cv:
+                            error = self._errors.pop(sid, None)
+                        raise EngineError(str(error) if error else "engine step failed") from error
                     return
                 if stop and self.tokenizer is not None:
                     text = self.tokenizer.decode(out)

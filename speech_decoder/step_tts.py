@@ -40,6 +40,7 @@ SPEAKERS_DIR = "speakers"
 SPEAKERS_INFO = "speakers_info.json"
 DEFAULT_SPEAKER = "Tingting"
 MUSIC_TAGS = ("RAP", "哼唱")
+SLOW_TAGS = ("哼唱", "慢速1", "慢速2")  # sung or slowed: more audio per character
 NUM_FLOW_TOKENS = 5120
 UPSTREAM_AUDIO_OFFSET = 65536
 
@@ -205,12 +206,13 @@ class StepTts:
     def resolve(self, text: str, voice: str | None) -> tuple[Speaker, Any]:
         """(speaker record, CosyVoiceModel) for this text. A RAP / 哼唱 tag takes the Music decoder, as upstream
         does for every voice, and the speaker's `{name}{tag}` variant when there is one (a cloned voice has none:
-        upstream keeps its prompt)."""
+        upstream keeps its prompt); only the tag picks the decoder, so a sung voice such as TingtingRAP asked for by
+        name speaks an untagged text with the common one, as in upstream's tts.py."""
         name = voice if voice in self.speakers else self.default_speaker()
         tag = instruction_name(text)
         sung = tag in MUSIC_TAGS
         spk = self.speakers.get(f"{name}{tag}", self.speakers[name]) if sung else self.speakers[name]
-        return spk, (self.music if (sung or spk.music) and self.music is not None else self.common)
+        return spk, (self.music if sung and self.music is not None else self.common)
 
     # ------------------------------------------------------------------ prompt
 
@@ -228,11 +230,13 @@ class StepTts:
         bot, eot = self.tok.bot_id, self.tok.eot_id
         tag = instruction_name(text)
         name = "" if speaker.cloned else speaker.name
-        key = (speaker.name, speaker.cloned, tag if tag in MUSIC_TAGS else "")
+        # upstream tts.py tokenize: a RAP / 哼唱 text takes the humming prompt when "哼唱" occurs anywhere in it
+        sung = ("哼唱" if "哼唱" in text else "RAP") if tag in MUSIC_TAGS else ""
+        key = (speaker.name, speaker.cloned, sung)
         prefix = self._prefix_cache.get(key)
         if prefix is None:
-            if tag in MUSIC_TAGS:
-                sys_prompt = SYS_HUMMING if "哼唱" in text else SYS_RAP
+            if sung:
+                sys_prompt = SYS_HUMMING if sung == "哼唱" else SYS_RAP
             elif name:
                 sys_prompt = SYS_WITH_SPEAKER.format(name)
             else:
@@ -252,6 +256,11 @@ class StepTts:
         off = self.tok.audio_offset
         return [i - off for i in lm_ids if 0 <= i - off < NUM_FLOW_TOKENS]
 
-    def max_new_tokens(self, text: str, cap: int) -> int:
-        """A generous budget: ~12 audio tokens (0.3 s) per character plus 2 s, at most `cap`."""
-        return max(25, min(cap, 84 + 12 * len(text)))
+    @staticmethod
+    def max_new_tokens(text: str, cap: int) -> int:
+        """A generous budget: ~12 audio tokens (0.3 s) per character plus 2 s, at most `cap`; twice that per
+        character for a text sung (哼唱) or slowed (慢速1/2): upstream's own humming prompt, speakers/Tingting哼唱,
+        sings its 29 characters in 12.5 s (~17 tokens a character), past 12 a character. (Upstream caps nothing per
+        sentence: generate's max_length 8192.)"""
+        per_char = 24 if instruction_name(text) in SLOW_TAGS else 12
+        return max(25, min(cap, 84 + per_char * len(text)))

@@ -74,6 +74,9 @@ TINY_STEP1 = {
     "tts": ("tiny", "tts", None),        # 12 heads : 1 group (slopes of a non-power-of-two head count)
     "chat": ("tiny", "chat", None),      # 24 heads : 2 groups
     "h6g2": ("tiny", "tts", {"num_attention_heads": 6, "num_attention_groups": 2, "hidden_size": 48}),
+    # the real head counts themselves (head_dim 8): TTS-3B's 48 : 4 and Chat's 96 : 8
+    "h48g4": ("tiny", "tts", {"num_attention_heads": 48, "num_attention_groups": 4, "hidden_size": 384}),
+    "h96g8": ("tiny", "chat", {"num_attention_heads": 96, "num_attention_groups": 8, "hidden_size": 768}),
 }
 
 

@@ -7,6 +7,7 @@ commit() makes the fork the sequence (the parent's id now names the fork's state
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,12 +24,20 @@ class EngineError(RuntimeError):
     """Caller misuse of the engine (unknown sequence, forking a busy one, ...)."""
 
 
+class StepError(EngineError):
+    """A step failed (its sequences were ended with finish_reason "error"); the cause is __cause__."""
+
+    def __init__(self, cause: BaseException, seq_ids: list[int]) -> None:
+        super().__init__(f"engine step failed for sequences {seq_ids}: {type(cause).__name__}: {cause}")
+        self.seq_ids = seq_ids
+
+
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
     seq_id: int
     token_id: int | None          # None when a sequence ends without a new token (abort)
     finished: bool = False
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
 
 
 class LLMEngine:
@@ -53,6 +62,7 @@ class LLMEngine:
         if not token_ids:
             raise EngineError("a request needs at least one token")
         self._check_length(len(token_ids))
+        self._check_ids(token_ids)
         seq = Sequence(next(self._ids), list(token_ids), self.cfg.block_size, params or SamplingParams(),
                        mode=mode, hold=hold, all_logits=all_logits)
         self.seqs[seq.seq_id] = seq
@@ -64,6 +74,7 @@ class LLMEngine:
         if not token_ids:
             raise EngineError("a session needs at least one token")
         self._check_length(len(token_ids))
+        self._check_ids(token_ids)
         seq = Sequence(next(self._ids), list(token_ids), self.cfg.block_size, hold=True,
                        status=SequenceStatus.IDLE)
         self.seqs[seq.seq_id] = seq
@@ -91,7 +102,16 @@ class LLMEngine:
         """Appends tokens to an idle session (computed with its next request)."""
         seq = self._idle(seq_id)
         self._check_length(len(seq) + len(token_ids))
+        self._check_ids(token_ids)
         seq.token_ids.extend(token_ids)
+
+    def _check_ids(self, token_ids: list[int]) -> None:
+        """Refuses ids outside the vocabulary before they reach a step: there they fail the whole batch (the
+        embedding lookup), every later step with it, and on CUDA as a device-side assert."""
+        vocab = self.runner.model_cfg.vocab_size
+        bad = [t for t in token_ids if not isinstance(t, numbers.Integral) or isinstance(t, bool) or not 0 <= t < vocab]
+        if bad:
+            raise EngineError(f"token ids must be ints in [0, {vocab}) (the model's vocab_size); got {bad[:4]}")
 
     def _check_length(self, n: int) -> None:
         if n > self.max_model_len:
@@ -167,8 +187,16 @@ class LLMEngine:
         if batch is None:
             return []
         step = build_step_input(batch, self.cfg.block_size)
-        with self.runner.on_stream():  # the logits are read on the stream that made them
-            return self._finish_step(batch, self._run(step))
+        try:
+            with self.runner.on_stream():  # the logits are read on the stream that made them
+                return self._finish_step(batch, self._run(step))
+        except Exception as exc:
+            # Left scheduled, the batch would fail again at every later step: the engine would be wedged for
+            # every session. End its sequences (held ones go idle, keeping what was cached before this step).
+            for seq in batch.seqs:
+                if seq.seq_id in self.seqs and seq.status is SequenceStatus.RUNNING:
+                    self._end(seq, "error")
+            raise StepError(exc, [seq.seq_id for seq in batch.seqs]) from exc
 
     def _finish_step(self, batch: ScheduledBatch, logits: torch.Tensor) -> list[TokenDelta]:
         # Map logits rows back to sequences: each completing sequence owns 1 row (or all its rows).

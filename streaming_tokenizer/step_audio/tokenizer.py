@@ -72,6 +72,25 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return a.mean(axis=1 if a.shape[0] >= a.shape[1] else 0).astype(np.float32)
 
 
+def trim_silence(x: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The voiced span of a prompt wav, as upstream's wav2token trims speaker and clone prompts (enable_trim=True):
+    voiced frames are those within 20 dB of the loudest (RMS of 512-sample frames every 128, centred, zero-padded,
+    as librosa.effects.trim); the span, rounded up to 240-sample steps, keeps 0.05 s before it and 0.22 s after,
+    zero-padded where the audio runs out."""
+    frame, hop = 512, 128
+    padded = np.pad(np.asarray(x, np.float64), frame // 2)
+    starts = hop * np.arange(1 + len(x) // hop)
+    rms = np.sqrt(np.mean(padded[starts[:, None] + np.arange(frame)[None, :]] ** 2, axis=1))
+    db = 20 * np.log10(np.maximum(rms, 1e-5) / max(float(rms.max(initial=0.0)), 1e-5))
+    voiced = np.flatnonzero(db > -20)
+    start, end = (int(voiced[0]) * hop, min(len(x), (int(voiced[-1]) + 1) * hop)) if voiced.size else (0, 0)
+    first = start - int(0.05 * rate)
+    y = x[first:] if first > 0 else np.pad(x, (-first, 0))
+    length = int(math.ceil((end - start) / 240) * 240 + 0.27 * rate)
+    y = y[:length] if length < len(y) else np.pad(y, (0, length - len(y)))
+    return y.astype(np.float32)
+
+
 def running_peak_normalize(x: np.ndarray, peak: float) -> tuple[np.ndarray, float]:
     """Causal form of upstream energy_norm_fn: each sample scaled by 0.999 / max(peak so far, 0.01)."""
     if len(x) == 0:
@@ -137,8 +156,9 @@ class StepAudioTokenizer:
 
     # --- whole utterance ---
 
-    def prepare(self, audio: np.ndarray, sample_rate: int, *, upstream: bool = False) -> np.ndarray:
-        """Mono, 16 kHz, peak-normalised float32."""
+    def prepare(self, audio: np.ndarray, sample_rate: int, *, upstream: bool = False, trim: bool = False) -> np.ndarray:
+        """Mono, 16 kHz, peak-normalised float32; trim (upstream only): then trim_silence, as upstream's wav2token
+        does by default (speaker and clone prompts; its Chat path passes enable_trim=False)."""
         x = to_mono(audio)
         if sample_rate != SAMPLE_RATE:
             if upstream:
@@ -146,7 +166,8 @@ class StepAudioTokenizer:
             else:
                 x = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32").resample_chunk(x, last=True)
         if upstream:
-            return (x / max(float(np.abs(x).max(initial=0.0)), 0.01) * 0.999).astype(np.float32)
+            x = (x / max(float(np.abs(x).max(initial=0.0)), 0.01) * 0.999).astype(np.float32)
+            return trim_silence(x) if trim else x
         return running_peak_normalize(x, 0.0)[0]
 
     def codes_offline(self, wav16k: np.ndarray, *, upstream: bool = False) -> tuple[list[int], list[int]]:
@@ -170,9 +191,12 @@ class StepAudioTokenizer:
             vq06 += self.vq06_hop(raw, 0, hop, raw.shape[0])
         return vq02, vq06  # the last hop's window ends at frame T, so it yields exactly n06 - 6 hop codes
 
-    def tokenize_offline(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, upstream: bool = False) -> list[int]:
-        """Whole utterance -> LM ids. upstream=True: global peak and full-attention vq06 (upstream's tokens)."""
-        return interleave(*self.codes_offline(self.prepare(audio, sample_rate, upstream=upstream), upstream=upstream))
+    def tokenize_offline(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, upstream: bool = False,
+                         trim: bool = False) -> list[int]:
+        """Whole utterance -> LM ids. upstream=True: global peak and full-attention vq06 (upstream's tokens);
+        trim=True with it: upstream's silence trim first (its wav2token default, used for speaker prompts)."""
+        x = self.prepare(audio, sample_rate, upstream=upstream, trim=trim)
+        return interleave(*self.codes_offline(x, upstream=upstream))
 
 
 class StreamingStepTokenizer:

@@ -41,6 +41,26 @@ def test_tiny_sharded_checkpoint_layout_and_load(tmp_path):
     eng.close()
 
 
+@pytest.mark.parametrize("what", ["tts", "chat"])
+def test_a_single_file_checkpoint_has_its_index_too(tmp_path, what):
+    """Step-Audio-TTS-3B ships one model-00001.safetensors with model.safetensors.index.json (total_size
+    7,059,412,992 in STEP_AUDIO.md): HF's from_pretrained, upstream's loader, finds that file name only through it."""
+    path = write_step1_checkpoint(tmp_path / what, "tiny", what)
+    assert [f.name for f in path.glob("*.safetensors")] == ["model-00001.safetensors"]
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    shapes = _keys_and_shapes(path)
+    assert index["weight_map"] == {k: "model-00001.safetensors" for k in shapes}
+    assert index["metadata"]["total_size"] == 4 * sum(torch.Size(s).numel() for s in shapes.values())
+    assert index["metadata"]["total_size"] == (path / "model-00001.safetensors").stat().st_size - _header_bytes(path)
+
+
+def _header_bytes(path):
+    import struct
+
+    with open(path / "model-00001.safetensors", "rb") as f:
+        return 8 + struct.unpack("<Q", f.read(8))[0]
+
+
 def test_a_missing_shard_without_the_index_is_reported_in_the_checkpoints_names(tmp_path):
     """Without model.safetensors.index.json the folder's *.safetensors are all that is read: a shard gone shows as
     missing tensors, named as the files name them (q_proj, gate_proj: not the engine's fused qkv / gate_up)."""

@@ -26,7 +26,7 @@ def prompt(n: int, vocab: int, seed: int = 0) -> list[int]:
     return torch.randint(5, vocab, (n,), generator=g).tolist()
 
 
-@pytest.fixture(scope="module", params=["tts", "chat", "h6g2"])
+@pytest.fixture(scope="module", params=["tts", "chat", "h6g2", "h48g4", "h96g8"])
 def case(request, tiny_ckpt):
     path = tiny_ckpt(request.param)
     cfg, sd = load_state(path)

@@ -42,3 +42,16 @@ def test_a_served_reply_s_leading_tag_reaches_each_of_its_sentences() -> None:
     assert [alone.for_synthesis(s) for s in ["(RAP)", "Yo."]] == ["(RAP)", "(RAP)Yo."]
     assert [ReplyTag().for_synthesis(s) for s in ["It is noon.", "The sun is high."]] == [
         "It is noon.", "The sun is high."]
+
+
+def test_the_audio_token_budget_holds_upstreams_own_humming_prompt() -> None:
+    """stepfun-ai/Step-Audio speakers/Tingting哼唱_prompt.wav sings its transcript (speakers_info.json, 29 characters
+    with the tag) in 12.47 s (11.9 s voiced): 497-519 audio tokens at 41.67 a second. A sentence budget below that
+    cuts such a line off, silently."""
+    from speech_decoder.step_tts import StepTts
+
+    humming = "（哼唱）你从一座叫 我 的小镇经过 刚好屋顶的雪化成雨飘落"
+    assert len(humming) == 29
+    budget = StepTts.max_new_tokens(humming, 2048)
+    assert budget >= 12.47 * 125 / 3
+    assert StepTts.max_new_tokens("Hello there.", 2048) == 84 + 12 * 12

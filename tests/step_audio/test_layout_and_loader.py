@@ -118,6 +118,8 @@ def test_rap_and_humming_take_the_music_decoder_for_a_cloned_voice_too(step_audi
     spk, model = p.tts.resolve("Ever tried.", "beckett-clone")
     assert spk.name == "beckett-clone" and model is p.tts.common
     assert p.tts.resolve("(RAP)yo", "Tingting")[1] is p.tts.music
+    spk, model = p.tts.resolve("yo", "TingtingRAP")  # a sung voice by name, untagged text: upstream's common model
+    assert spk.name == "TingtingRAP" and model is p.tts.common
 
 
 @pytest.mark.parametrize(("speed", "text", "expected"), [
@@ -197,3 +199,43 @@ def test_the_default_voice_prompt_is_in_the_prefix_cache_from_the_start(step_aud
         assert common > 100 and seq.num_cached_tokens == common // bm.block_size * bm.block_size
     finally:
         bm.free(seq)
+
+
+async def test_a_sentence_is_spoken_while_tts_3b_still_generates_it(step_audio) -> None:
+    """The served speech path streams within a sentence: the first audio chunk leaves with the first flow window
+    (about 25 audio tokens), while TTS-3B still generates the rest, not once the sentence's tokens are all there.
+    (test_serve_tiny's 'first delta before response.done' holds even for a path that synthesises a sentence whole.)"""
+    chunks = [c async for c in step_audio.synthesize("Hello there, how are you today?", "Tingting")]
+    tokens = np.cumsum([c.audio_tokens for c in chunks])
+    first = next(i for i, c in enumerate(chunks) if c.pcm.size)
+    assert tokens[-1] > 40, tokens[-1]  # enough tokens for more than one flow window
+    assert 25 <= tokens[first] <= 35 and tokens[first] < tokens[-1], (tokens[first], tokens[-1])
+    assert sum(c.pcm.size for c in chunks[:first + 1]) > 0 and sum(c.pcm.size for c in chunks[first + 1:]) > 0
+
+
+def test_a_speaker_prompt_is_tokenised_without_its_leading_and_trailing_silence(step_audio) -> None:
+    """Upstream tts.py preprocess_prompt_wav calls tokenizer.wav2token with its default enable_trim=True
+    (utils.trim_silence: librosa trim at 20 dB, 50 ms kept before the voice, 220 ms after): the silence around a
+    speaker's or a clone's prompt wav does not reach the TTS-3B prompt's audio tokens or the flow's prompt tokens."""
+    p = step_audio
+    wav, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    voice = wav[int(0.4 * rate): int(2.4 * rate)]  # "Ever tried." and a little of what follows
+    quiet = lambda n: np.zeros(128 * n, np.float32)  # noqa: E731 (whole 128-sample trim frames)
+    p.register_speaker("short-pauses", np.concatenate([quiet(10), voice, quiet(10)]), rate, "Ever tried.", cloned=True)
+    p.register_speaker("long-pauses", np.concatenate([quiet(200), voice, quiet(150)]), rate, "Ever tried.", cloned=True)
+    short, long = p.tts.speakers["short-pauses"].prompt_code, p.tts.speakers["long-pauses"].prompt_code
+    assert short == long
+    assert len(long) <= (2.0 + 0.27 + 0.1) * 125 / 3  # at most the voice, the kept margins and a trim frame: ids
+
+
+def test_the_cached_prompt_prefix_has_the_system_prompt_each_text_picks(step_audio) -> None:
+    """Upstream tts.py tokenize picks the humming system prompt for a (RAP) / (哼唱) text when "哼唱" occurs anywhere in
+    it, else the RAP one: the speaker-prefix cache must not hand one text the other's."""
+    from speech_decoder.step_tts import SYS_HUMMING, SYS_RAP
+
+    tts = step_audio.tts
+    spk, _ = tts.resolve("(RAP)yo", "Tingting")
+    rap, humming = tts._enc("system\n" + SYS_RAP), tts._enc("system\n" + SYS_HUMMING)
+    for text, want in (("(RAP)yo", rap), ("(RAP)我不会哼唱", humming), ("(RAP)yo", rap), ("(RAP)我不会哼唱", humming)):
+        ids = tts.prompt_ids(text, spk)
+        assert ids[2:2 + len(want)] == want, text

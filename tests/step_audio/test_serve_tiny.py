@@ -4,6 +4,7 @@ audio tokens stream while the user speaks, reply audio streams before the reply 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -169,3 +170,35 @@ async def test_a_voice_that_is_not_a_speaker_is_refused_not_spoken_in_another(ti
         assert not transcription.of_type("error")
     finally:
         await transcription.close()
+
+
+async def test_a_spoken_turn_through_the_python_client_from_8khz_stereo(tiny_server, beckett_wav) -> None:
+    """The same spoken turn with our client library (clients.RealtimeClient, as the README's example uses it), from
+    8 kHz two-channel audio (telephony rate, and a channel count upstream's tokenizer breaks on): a completed reply
+    whose prompt held the turn as audio tokens, audio deltas, every event valid."""
+    import soundfile as sf
+    import soxr
+
+    from clients import RealtimeClient
+
+    mono, rate = sf.read(beckett_wav, dtype="float32")
+    x8 = soxr.resample(mono, rate, 8000).astype(np.float32)
+    stereo = np.stack([x8, 0.5 * x8], axis=1)
+    events = []
+    async with await RealtimeClient.connect(tiny_server.ws) as rt:
+        await rt.session_update(type="realtime", audio={"input": {"turn_detection": ONE_TURN_VAD}})
+        await rt.stream_audio(stereo, 8000, realtime=False, silence_ms=2000)
+        async with asyncio.timeout(120):
+            async for event in rt.events():
+                events.append(event)
+                if event.type == "response.done" and event.response_status == "completed":
+                    break
+    for event in events:
+        validate_server_event(json.dumps(event.data))
+    done = events[-1].data["response"]
+    assert done["usage"]["input_token_details"]["audio_tokens"] >= IDS_PER_SECOND * 8
+    deltas = [e for e in events if e.type == "response.output_audio.delta" and e.data["response_id"] == done["id"]]
+    assert deltas
+    transcripts = [e.data["transcript"] for e in events
+                   if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert any("tried" in t.lower() for t in transcripts), transcripts
