@@ -1,9 +1,11 @@
 """The public engine API: load a checkpoint, score token ids, generate (blocking or as an async stream), and
 fork / commit / rollback sessions.
 
-Threading: one lock guards the LLMEngine. Blocking calls (meant for worker threads) step the engine themselves until
-their result is ready. Async streams register a listener and a dedicated stepping thread runs the engine; tokens
-reach the event loop through loop.call_soon_threadsafe, so the loop never blocks on the engine.
+Threading: one lock guards the LLMEngine, held by each step for its whole length (a long prefill: many ms). Blocking
+calls (meant for worker threads) step the engine themselves, taking the lock step by step, until their result is
+ready. Async streams register a listener and a dedicated stepping thread runs the engine; a stream takes the lock
+only on a worker thread (to start and to abort) and its tokens reach the event loop through
+loop.call_soon_threadsafe, so the loop never waits for the engine.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._holds = 0  # hold() calls under way: streams take no new step meanwhile
-        self._errors: dict[int, StepError] = {}  # seq_id -> the failed step that ended its stream
+        self._errors: dict[int, StepError] = {}  # seq_id -> the failed step that ended its stream or generate()
 
     # ------------------------------------------------------------------ loading
 
@@ -134,8 +136,11 @@ class Engine:
                     del self._listeners[delta.seq_id]
 
     def _drive(self, done: Callable[[], bool]) -> None:
-        with self._cv:
-            while not done():
+        """Steps until done(), the lock taken step by step: streams and other callers step in between."""
+        while True:
+            with self._cv:
+                if done():
+                    return
                 if not self.llm.has_unfinished():
                     raise EngineError("engine is idle but the request has not completed")
                 self._step_locked()
@@ -178,7 +183,8 @@ class Engine:
         """Logits at every position, [len(token_ids), vocab] float32 (CPU), through the paged-cache path."""
         with self._cv:
             sid = self.llm.add_request(token_ids, mode=Mode.SCORE, all_logits=True)
-            self._drive(lambda: sid in self.llm.scores)
+        self._drive(lambda: sid in self.llm.scores)
+        with self._cv:
             return self.llm.scores.pop(sid)
 
     def open(self, token_ids: list[int]) -> int:
@@ -190,7 +196,8 @@ class Engine:
         """Logits for the token after the session's last one, [vocab] float32."""
         with self._cv:
             self.llm.score(seq_id)
-            self._drive(lambda: seq_id in self.llm.scores)
+        self._drive(lambda: seq_id in self.llm.scores)
+        with self._cv:
             return self.llm.scores.pop(seq_id)[-1]
 
     def extend(self, seq_id: int, token_ids: list[int]) -> None:
@@ -251,7 +258,12 @@ class Engine:
         with self._cv:
             sid = self._start(prompt, seq_id, params or SamplingParams())
             self._listeners[sid] = on_delta
+        try:
             self._drive(finished.is_set)
+        finally:
+            error = self._errors.pop(sid, None)  # a step that another thread ran failed this request
+        if error is not None:
+            raise EngineError(str(error)) from error
         return out
 
     async def stream(self, prompt: list[int] | None = None, params: SamplingParams | None = None, *,
@@ -263,13 +275,14 @@ class Engine:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
-        with self._cv:
-            sid = self._start(prompt, seq_id, params or SamplingParams())
-            self._listeners[sid] = lambda d: loop.call_soon_threadsafe(queue.put_nowait, d)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="lm-engine-steps", daemon=True)
-                self._thread.start()
-            self._cv.notify_all()
+        started = loop.run_in_executor(None, self._start_stream, prompt, seq_id, params or SamplingParams(),
+                                       lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
+        try:
+            sid = await asyncio.shield(started)
+        except asyncio.CancelledError:  # the start goes on in its thread: abort what it starts
+            started.add_done_callback(
+                lambda f: f.cancelled() or f.exception() or loop.run_in_executor(None, self._abort_stream, f.result()))
+            raise
         out: list[int] = []
         finished = False
         try:
@@ -280,9 +293,8 @@ class Engine:
                     yield d.token_id
                 if d.finished:
                     finished = True
-                    if d.finish_reason == "error":
-                        with self._cv:
-                            error = self._errors.pop(sid, None)
+                    if d.finish_reason == "error":  # the stepping thread stored why before it told us
+                        error = self._errors.pop(sid, None)
                         raise EngineError(str(error) if error else "engine step failed") from error
                     return
                 if stop and self.tokenizer is not None:
@@ -291,6 +303,20 @@ class Engine:
                         return
         finally:
             if not finished:
-                with self._cv:
-                    self._listeners.pop(sid, None)
-                    self.llm.abort(sid)
+                await loop.run_in_executor(None, self._abort_stream, sid)
+
+    def _start_stream(self, prompt: list[int] | None, seq_id: int | None, params: SamplingParams,
+                      listener: Callable[[TokenDelta], None]) -> int:
+        with self._cv:
+            sid = self._start(prompt, seq_id, params)
+            self._listeners[sid] = listener
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="lm-engine-steps", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+            return sid
+
+    def _abort_stream(self, sid: int) -> None:
+        with self._cv:
+            self._listeners.pop(sid, None)
+            self.llm.abort(sid)
