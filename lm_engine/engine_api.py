@@ -38,6 +38,18 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
+def _check_model_path(path: Path) -> None:
+    """A path that holds no model, named with what it holds instead: a missing folder, or the folder above one
+    (a Step-Audio model folder holds Step-Audio-TTS-3B/ and Step-Audio-Chat/, each a model)."""
+    if (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file():
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model folder or .gguf file")
+    inner = sorted(p.parent.name for p in path.glob("*/config.json")) if path.is_dir() else []
+    hint = f"; the model folders in it: {', '.join(inner)}" if inner else ""
+    raise FileNotFoundError(f"{path}: not a model folder (it has no config.json){hint}")
+
+
 class Engine:
     def __init__(self, llm: LLMEngine, model_cfg: ModelConfig, tokenizer: Step1Tokenizer | None,
                  shutdown: Callable[[], None] | None = None) -> None:
@@ -69,7 +81,15 @@ class Engine:
         dev = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         dt = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        if isinstance(dt, str):
+            dt = getattr(torch, dt.removeprefix("torch."), dt)
+        if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+            raise EngineError(f"dtype must be a floating torch.dtype (torch.bfloat16, torch.float16, torch.float32), "
+                              f"got {dtype!r}")
+        if not isinstance(tp, int) or tp < 1:
+            raise EngineError(f"tp (the tensor-parallel size) must be an int >= 1, got {tp!r}")
         path = Path(path)
+        _check_model_path(path)
         if path.suffix == ".gguf":
             from lm_engine.utils.gguf_loader import iter_gguf, read_gguf
             model_cfg, reader = read_gguf(path)
@@ -201,29 +221,38 @@ class Engine:
             return self.llm.scores.pop(seq_id)[-1]
 
     def extend(self, seq_id: int, token_ids: list[int]) -> None:
+        """Appends tokens to an idle session (open, or done generating); they are computed with its next step."""
         with self._cv:
             self.llm.extend(seq_id, token_ids)
 
     def tokens(self, seq_id: int) -> list[int]:
+        """A session's tokens: its prompt, what it generated and what was appended."""
         with self._cv:
             return list(self.llm.seqs[seq_id].token_ids)
 
     # ------------------------------------------------------------------ speculation
 
     def fork(self, seq_id: int) -> int:
+        """A new session that shares the idle session's cached blocks copy-on-write (a speculative reply starts
+        here); returns its id. The parent stays usable."""
         with self._cv:
             return self.llm.fork(seq_id)
 
     def commit(self, fork_id: int) -> int:
+        """The fork becomes its parent: the parent's id now names the fork's state and the fork's id is gone.
+        Returns the parent's id."""
         with self._cv:
             return self.llm.commit(fork_id)
 
     def rollback(self, fork_id: int) -> int:
+        """Drops the fork (a stream on it ends); the parent is exactly as before the fork. Returns the number of
+        blocks freed."""
         with self._cv:
             self._listeners.pop(fork_id, None)
             return self.llm.rollback(fork_id)
 
     def release(self, seq_id: int) -> int:
+        """Ends a session and frees the blocks only it held; returns how many."""
         with self._cv:
             self._listeners.pop(seq_id, None)
             return self.llm.release(seq_id)

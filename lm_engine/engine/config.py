@@ -46,7 +46,12 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
-            raise EngineConfigError(f"invalid sampling params {self}")
-        if self.max_tokens < 0:
-            raise EngineConfigError("max_tokens must be >= 0")
+        bad = [f"{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
+            ("temperature", self.temperature, self.temperature >= 0, ">= 0 (0: greedy)"),
+            ("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]"),
+            ("top_k", self.top_k, self.top_k >= 0, ">= 0 (0: off)"),
+            ("repetition_penalty", self.repetition_penalty, self.repetition_penalty > 0, "> 0 (1: off)"),
+            ("max_tokens", self.max_tokens, self.max_tokens >= 1, ">= 1"),
+        ) if not ok]
+        if bad:
+            raise EngineConfigError("; ".join(bad))

@@ -1,4 +1,5 @@
-"""A bad request or a failing step must not wedge the engine for every other session."""
+"""A caller's mistakes get errors that name them, and a bad request or a failing step never wedges the engine for
+every other session."""
 from __future__ import annotations
 
 import asyncio
@@ -61,3 +62,39 @@ async def test_a_failing_step_ends_its_streams_with_an_error_and_later_streams_s
     assert await asyncio.wait_for(collect(prompt), 20) == want  # the stepping thread survived
     assert eng.generate(prompt, GREEDY) == want
     assert not eng.llm.has_unfinished()
+
+
+def test_loading_mistakes_are_named(tiny_ckpt, tmp_path):
+    """What a newcomer gets wrong first: the folder above the model, a path that is not there, a dtype as a string
+    or not a float type, a tensor-parallel size below 1."""
+    ckpt = tiny_ckpt("tts")
+    root = tmp_path / "models"
+    (root / "Step-Audio-TTS-3B").mkdir(parents=True)
+    (root / "Step-Audio-TTS-3B" / "config.json").write_text((ckpt / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="not a model folder .*the model folders in it: Step-Audio-TTS-3B"):
+        Engine.from_pretrained(root, device="cpu")
+    with pytest.raises(FileNotFoundError, match="no such model folder or .gguf file"):
+        Engine.from_pretrained(tmp_path / "nope.gguf", device="cpu")
+    for dtype in (torch.int32, "int8", "half-ish"):
+        with pytest.raises(EngineError, match="dtype must be a floating torch.dtype"):
+            Engine.from_pretrained(ckpt, device="cpu", dtype=dtype)
+    for tp in (0, -1):
+        with pytest.raises(EngineError, match="tp .* must be an int >= 1"):
+            Engine.from_pretrained(ckpt, device="cpu", tp=tp)
+    e = Engine.from_pretrained(ckpt, device="cpu", dtype="float32", progress=False)
+    try:
+        assert e.logits([1, 5]).shape == (2, e.model_config.vocab_size)
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"max_tokens": 0}, "max_tokens must be >= 1, got 0"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0.0"),
+    ({"temperature": -1.0, "top_k": -2}, "temperature must be >= 0 .*; top_k must be >= 0"),
+])
+def test_bad_sampling_params_name_the_field(kw, message):
+    from lm_engine.engine.config import EngineConfigError
+
+    with pytest.raises(EngineConfigError, match=message):
+        SamplingParams(**kw)
