@@ -168,6 +168,7 @@ class App:
             await session.run(ws)
         except Exception:  # one session's failure never touches another
             logger.exception("session %s crashed", session_id)
+            await ws.close(1011, "internal error")  # not the 1000 (normal) that the handler's return would send
         finally:
             del self.sessions[session_id]
             for sink in self.sinks:

@@ -221,21 +221,16 @@ class Session(ItemsMixin, RepliesMixin):
     # ---- client events -----------------------------------------------------------------------
 
     async def receive(self, raw: str | bytes) -> None:
+        event: ce.ClientEvent | None = None
         try:
             event = ce.parse_client_event(raw, max_bytes=self.defaults.max_event_bytes)
-        except RemoteProtocolError as exc:
-            await self.error(exc)
-            return
-        try:
             await self._dispatch(event)
-        except ProtocolError as exc:
-            await self.error(exc, event.event_id)
-        except MediaError as exc:
-            await self.error(exc, event.event_id)
-        except Exception as exc:  # a bug handling one event must not end the session
-            self.log.exception("failed to handle %s", type(event).__name__)
-            await self.error(EngineError(f"internal error handling the event: {exc}"), event.event_id,
-                             code="server_error")
+        except (ProtocolError, MediaError) as exc:
+            await self.error(exc, event.event_id if event else None)
+        except Exception as exc:  # a bug parsing or handling one event must not end the session
+            self.log.exception("failed to handle %s", type(event).__name__ if event else "a client event")
+            await self.error(EngineError(f"internal error handling the event: {exc}"),
+                             event.event_id if event else None, code="server_error")
 
     async def _dispatch(self, event: ce.ClientEvent) -> None:
         match event:

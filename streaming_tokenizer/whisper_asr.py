@@ -24,6 +24,7 @@ SAMPLE_RATE = 16_000
 MIN_SAMPLES = SAMPLE_RATE // 10
 # Turns up to this long are decoded in one window sized to the audio (see _transcribe_window).
 SHORT_CLIP_SAMPLES = 25 * SAMPLE_RATE
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window
 WINDOW_MAX_FRAMES = 3000
 # faster-whisper's own threshold for a looping, hallucinated decode.
 MAX_COMPRESSION_RATIO = 2.4
@@ -132,10 +133,14 @@ class WhisperAsr:
             # Greedy decoding at temperature 0 only: the fallback ladder can re-decode up to six times,
             # which would make latency unpredictable. Timestamps and conditioning on earlier windows
             # are off: we transcribe one short turn at a time and want only its text. No VAD filter:
-            # silero already cut the turn.
+            # silero already cut the turn. Past one 30 s window timestamps stay on: without them faster-whisper moves
+            # on by whole windows, and a window that starts mid-phrase is often decoded as a few words then the end
+            # of text, so most of a long turn's words were lost; with them each window starts where the last
+            # decoded segment ended.
             segments, _info = self._model.transcribe(
                 audio, language=lang, task="transcribe", beam_size=1, best_of=1, temperature=0.0,
-                vad_filter=False, without_timestamps=True, condition_on_previous_text=False)
+                vad_filter=False, without_timestamps=audio.size <= WINDOW_SAMPLES,
+                condition_on_previous_text=False)
             # The segments are a lazy generator: decoding happens here, still under the lock.
             return "".join(segment.text for segment in segments).strip()
 

@@ -153,6 +153,9 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RemoteProtocolError(f"The event is not valid JSON: {exc}.", code="invalid_json") from exc
+    except RecursionError as exc:  # arrays/objects nested thousands deep: Python's decoder gives up
+        raise RemoteProtocolError("The event is not valid JSON: it is nested too deeply.",
+                                  code="invalid_json") from exc
     if not isinstance(doc, dict):
         raise RemoteProtocolError("The event must be a JSON object.", code="invalid_event")
     event_id = doc.get("event_id")

@@ -90,6 +90,10 @@ class LlamaCppBackend:
         self._closing = threading.Event()  # makes every in-flight callback stop its llama.cpp task
         self._producers: set[threading.Thread] = set()
         self._producers_lock = threading.Lock()
+        # Requests wait here, not in llama.cpp's own queue: llama.cpp evaluates a queued request's whole prompt before
+        # its first callback can say that nobody wants it any more (a session that hung up, a reply cancelled by
+        # barge-in), and every live session's reply would wait behind that work.
+        self._slots = threading.Semaphore(config.n_parallel)
 
     @classmethod
     def load(cls, gguf_path: Path | str, n_threads: int = 2, n_ctx: int = 4096, *,
@@ -160,13 +164,21 @@ class LlamaCppBackend:
     def _produce(self, server: Any, body: dict[str, Any], chunks: queue.Queue[object], cancel: threading.Event,
                  consumer_gone: threading.Event) -> None:
         on_chunk = _make_callback(chunks, cancel, consumer_gone, self._closing)
+        slot = False
         try:
-            result = server.handle_chat_completions(body, on_chunk)
-            if isinstance(result, dict):  # an error answered without streaming
-                chunks.put(result)
+            while not (cancel.is_set() or consumer_gone.is_set() or self._closing.is_set()):
+                if self._slots.acquire(timeout=0.05):
+                    slot = True
+                    break
+            if slot and not (cancel.is_set() or consumer_gone.is_set() or self._closing.is_set()):
+                result = server.handle_chat_completions(body, on_chunk)
+                if isinstance(result, dict):  # an error answered without streaming
+                    chunks.put(result)
         except Exception as exc:  # a worker-thread root: hand the error to the consumer
             chunks.put(exc)
         finally:
+            if slot:
+                self._slots.release()
             chunks.put(END)
             with self._producers_lock:
                 self._producers.discard(threading.current_thread())

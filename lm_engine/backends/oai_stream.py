@@ -121,7 +121,8 @@ class OaiChunkTranslator:
             # A small model under tool_choice "required" writes the call, then more (".json", made-up calls) until
             # max_tokens: once a call is followed by anything that is not another call, the reply is decided.
             calls, rest = _leading_calls(self._held, self._tool_names)
-            self.complete = bool(calls) and bool(rest) and not rest.startswith(("{", "<", "`"))
+            self.complete = ((bool(calls) and bool(rest) and not rest.startswith(("{", "<", "`")))
+                             or _json_then_blank_lines(self._held))
             return []
         head = self._held.lstrip()
         if not head:
@@ -226,6 +227,30 @@ def _leading_calls(text: str, tool_names: frozenset[str]) -> tuple[list[tuple[st
         while pos < len(body) and body[pos] in " \t\r\n,":
             pos += 1
     return calls, body[pos:]
+
+
+# Blank lines after a finished call: the same small model, having written its call, often writes newlines until
+# max_tokens instead of stopping (minutes on a busy CPU, the LM's one slot held and nothing sent meanwhile).
+BLANK_LINES_AFTER_CALL = 4
+
+
+def _json_then_blank_lines(text: str) -> bool:
+    """Whether a held reply is whole JSON objects (calls, or a made-up call that finish() salvages) followed by a run
+    of at least BLANK_LINES_AFTER_CALL newlines: the reply is decided, what follows would only be more blank lines."""
+    tail = text[len(text.rstrip()):]
+    if tail.count("\n") < BLANK_LINES_AFTER_CALL:
+        return False
+    body = _TAG_RE.sub(" ", text).strip()
+    decoder = json.JSONDecoder()
+    pos = 0
+    while pos < len(body):
+        try:
+            _, pos = decoder.raw_decode(body, pos)
+        except json.JSONDecodeError:
+            return False
+        while pos < len(body) and body[pos] in " \t\r\n,":
+            pos += 1
+    return bool(body)
 
 
 def _as_call(obj: Any, tool_names: frozenset[str]) -> tuple[str, str] | None:

@@ -129,3 +129,25 @@ def test_drain_stops_reading_once_the_call_is_decided() -> None:
     deltas = list(drain(chunks, threading.Event(), OaiChunkTranslator(["f"]), RuntimeError))
     assert [d.tool_call.name for d in deltas if d.tool_call] == ["f"] and deltas[-1].finish_reason == "tool_calls"
     assert chunks.qsize() == 52  # the rest of the reply was never read (the backend then stops the server's task)
+
+
+def test_a_call_followed_by_blank_lines_ends_the_reply_early() -> None:
+    """Qwen2.5-Coder-0.5B under tool_choice "required" (through llama.cpp) also writes its call and then newlines until
+    max_tokens: with nothing sent meanwhile and the LM's one slot held, every session waited minutes on a busy CPU.
+    A run of blank lines after whole JSON decides the reply, a made-up call's (salvaged as its strings) too."""
+    t = OaiChunkTranslator(["get_time"])
+    assert t.feed(chunk('{"name": "get_time", "arguments": {}}')) == [] and not t.complete
+    assert t.feed(chunk("\n\n")) == [] and not t.complete  # a second call may still follow a blank line
+    for _ in range(3):
+        t.feed(chunk("\n"))
+    assert t.complete
+    deltas = t.finish()
+    assert [(d.tool_call.name, d.tool_call.arguments_delta) for d in deltas if d.tool_call] == [("get_time", "{}")]
+    made_up = OaiChunkTranslator(["get_time"])
+    made_up.feed(chunk('{"name": "OK", "arguments": {"text": "OK"}}'))
+    made_up.feed(chunk("\n" * 6))
+    assert made_up.complete
+    assert [d.text for d in made_up.finish() if d.text] == ["OK"]
+    unfinished = OaiChunkTranslator(["get_time"])
+    unfinished.feed(chunk('{"name": "get_time", "arguments": {\n\n\n\n\n\n'))
+    assert not unfinished.complete  # inside the call: whitespace there is the call's own

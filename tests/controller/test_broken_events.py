@@ -1,0 +1,53 @@
+"""Events that break the parser or the session itself: a client event nested thousands of levels deep is bad JSON
+like any other (an `error` event, the session goes on; Python's decoder raises RecursionError for it, not a
+ValueError), and a session that crashes all the same is closed as an internal error, the others untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.errors import RemoteProtocolError
+from controller.realtime import client_events as ce
+from controller.session import Session
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server
+from tests.e2e.helpers import open_conversation
+
+DEEP = '{"type": "session.update", "session": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def test_deeply_nested_json_is_invalid_json() -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        ce.parse_client_event(DEEP)
+    assert caught.value.code == "invalid_json"
+
+
+async def test_a_deeply_nested_event_gets_an_error_and_the_session_goes_on() -> None:
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.ws.send(DEEP)
+        error = await conv.wait_for("error", timeout=10)
+        assert error["error"]["code"] == "invalid_json" and error["error"]["type"] == "invalid_request_error"
+        await conv.send({"type": "input_audio_buffer.clear", "event_id": "after"})
+        await conv.wait_for("input_audio_buffer.cleared", timeout=10)
+
+
+async def test_a_crashed_session_closes_with_1011_and_the_others_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    receive = Session.receive
+
+    async def crash_on_marker(self: Session, raw: str | bytes) -> None:
+        if "crash-me" in str(raw):
+            raise RuntimeError("a bug outside the per-event guard")
+        await receive(self, raw)
+
+    monkeypatch.setattr(Session, "receive", crash_on_marker)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        doomed, other = await open_conversation(url), await open_conversation(url)
+        try:
+            await doomed.send({"type": "input_audio_buffer.clear", "event_id": "crash-me"})
+            await doomed.ws.wait_closed()
+            assert doomed.ws.close_code == 1011
+            await other.send({"type": "input_audio_buffer.clear", "event_id": "still-here"})
+            await other.wait_for("input_audio_buffer.cleared", timeout=10)
+        finally:
+            await doomed.close()
+            await other.close()
