@@ -270,6 +270,7 @@ class Session(ItemsMixin, RepliesMixin):
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
                 overridden = apply_patch(self.cfg, event.overrides)
+                self._check_instructions(overridden.instructions, "response.instructions")
                 check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
                 check_tool_choice(overridden, path="response")
                 if event.conversation == "none":
@@ -321,6 +322,7 @@ class Session(ItemsMixin, RepliesMixin):
                 code="invalid_value", param="session.type")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
+        self._check_instructions(new.instructions, "session.instructions")
         language = new.transcription.language if new.transcription is not None else None
         check_language(language, normalize_language(language), languages=self.pipeline.languages,
                        param="session.audio.input.transcription.language")
@@ -337,6 +339,17 @@ class Session(ItemsMixin, RepliesMixin):
         await self.emit(self.events.session_updated(session_to_wire(
             new, session_id=self.session_id, model=self.model)))
         await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
+
+    def _check_instructions(self, instructions: str, param: str) -> None:
+        """Instructions count against the conversation's token budget and are always sent whole: past it, every
+        reply would fail for a context overflow that the client cannot see coming."""
+        if instructions == self.cfg.instructions or not instructions:
+            return
+        budget = self.defaults.context_budget_tokens
+        if (n := self.pipeline.count_tokens(instructions)) > budget:
+            raise RemoteProtocolError(
+                f"The instructions are {n} tokens long; this server keeps each prompt within {budget} tokens, "
+                "instructions included: shorten them.", code="invalid_value", param=param)
 
     def _check_voice(self, voice: str, param: str) -> None:
         """A voice of the profile's, and as the Realtime API: a conversation keeps the voice its assistant audio was
@@ -469,6 +482,7 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def set_instructions(self, instructions: str) -> None:
         self._refuse_in_transcription("instructions")
+        self._check_instructions(instructions, "instructions")
         self.cfg = replace(self.cfg, instructions=instructions)
         await self.emit(self.events.session_updated(session_to_wire(
             self.cfg, session_id=self.session_id, model=self.model)))

@@ -184,6 +184,28 @@ async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_r
     assert updated["session"]["tool_choice"] == {"type": "function", "name": "get_time"}
 
 
+async def test_instructions_past_the_prompt_budget_are_refused_where_they_are_set() -> None:
+    """Instructions are sent whole with every prompt: ones longer than the prompt budget (1500 tokens) would make
+    every reply fail for a context overflow, so session.update and response.create refuse them, naming the field,
+    and the session keeps its instructions."""
+    pipeline = ScriptedPipeline()
+    too_long, long_enough = "Be brief. " * 700, "Be brief. " * 500  # ~1750 and ~1250 tokens at 4 characters each
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, instructions="Be kind.")
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "s_long", "session": {
+            "type": "realtime", "instructions": too_long}})
+        await conv.send({"type": "response.create", "event_id": "r_long", "response": {"instructions": too_long}})
+        await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": long_enough}})
+        updated = await conv.wait_for("session.updated", after=n)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_value", "session.instructions", "s_long"),
+                      ("invalid_value", "response.instructions", "r_long")]
+    assert "1750 tokens" in conv.of_type("error")[0]["error"]["message"]
+    assert [e["type"] for e in conv.events[n:]] == ["error", "error", "session.updated"]
+    assert updated["session"]["instructions"] == long_enough
+
+
 async def test_clearing_the_output_audio_buffer_cancels_the_reply_and_says_so() -> None:
     """output_audio_buffer.clear cuts the reply being spoken off: response.done (cancelled), then the documented
     output_audio_buffer.cleared naming that response."""
