@@ -13,7 +13,7 @@ class InputAudio:
     """Append-only audio with a moving floor: `trim(ms)` forgets what lies before ms.
 
     Bounded: at most `max_seconds` are kept; older audio is dropped first (a turn longer than
-    that keeps only its end).
+    that keeps only its end), a tenth of it at a time so that appends at the limit do not each copy it all.
     """
 
     def __init__(self, max_seconds: float = 300.0) -> None:
@@ -21,6 +21,7 @@ class InputAudio:
         self._floor = 0  # absolute sample index of the first kept sample
         self._total = 0  # absolute samples appended so far
         self._max = int(max_seconds * RATE)
+        self._cut = max(1, self._max // 10)
         self._arrivals_ms: list[float] = []  # audio ms at the end of each append
         self._arrivals_t: list[float] = []   # wall time of that append
 
@@ -40,7 +41,7 @@ class InputAudio:
         self._arrivals_ms.append(self._total * 1000 / RATE)
         self._arrivals_t.append(now)
         if self._total - self._floor > self._max:
-            self.trim((self._total - self._max) * 1000 // RATE)
+            self.trim((self._total - self._max + self._cut) * 1000 // RATE)
 
     def segment(self, start_ms: int, end_ms: int) -> np.ndarray:
         start = max(self._floor, start_ms * RATE // 1000)

@@ -37,6 +37,9 @@ from vad import TurnDetector, TurnDetectorConfig
 from vad import turn_detector as vd
 
 logger = logging.getLogger(__name__)
+# Between turns (no speech under way) only the next speech start's prefix padding is ever read back: the audio is cut
+# to that and this much more whenever it has grown this much past it (a copy every few seconds, not each append).
+IDLE_AUDIO_SLACK_MS = 5000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -393,6 +396,11 @@ class Session(ItemsMixin, RepliesMixin):
                     await self.apply(tt.SpeechResumed(vad_event.audio_ms))
                 case vd.SpeechStopped():
                     await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
+        if not self.detector.in_speech and self.turns.state in (tt.TurnState.IDLE, tt.TurnState.RESPONDING,
+                                                                 tt.TurnState.SPEAKING):
+            keep_ms = max(1000, self.cfg.turn_detection.prefix_padding_ms + 500)
+            if self.audio.kept_seconds * 1000 > keep_ms + IDLE_AUDIO_SLACK_MS:
+                self.audio.trim(self.audio.total_ms - keep_ms)
         self.maybe_warm_turn_input()
         self.maybe_prefill()
 

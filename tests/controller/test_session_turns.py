@@ -654,3 +654,21 @@ async def test_every_sentence_of_a_reply_is_synthesised_through_that_reply_s_own
                                     "It is noon.", "The sun is high."]
     assert [e["transcript"] for e in conv.of_type("response.output_audio_transcript.done")] == [
         "(高兴1)It is noon. The sun is high, lunch is soon.", "It is noon. The sun is high."]
+
+
+async def test_silence_between_turns_is_not_kept_and_the_next_turn_still_has_its_padding() -> None:
+    """A session whose microphone sends only silence held up to 300 s of it (and, at that limit, copied all of it on
+    every append): between turns only the next speech start's prefix padding is ever read back."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (app, conv):
+        [session] = app.sessions.values()
+        await conv.stream(silence(40.0), pace=0)
+        # answered in order, after every append above: a sync point that touches no audio
+        await conv.send({"type": "conversation.item.retrieve", "item_id": "sync", "event_id": "sync"})
+        await conv.wait_for("error")
+        assert session.audio.kept_seconds < 8.0
+        await conv.stream(np.concatenate([speech(0.8), silence(0.8)]), pace=0)
+        started = await conv.wait_for("input_audio_buffer.speech_started")
+        await conv.wait_for("input_audio_buffer.committed", timeout=10)
+    # the speech began 40 s in; its start carries the 300 ms of padding before it
+    assert 39_500 <= started["audio_start_ms"] <= 40_000, started
