@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from context_manager import (
 )
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
-from controller.errors import RemoteProtocolError
+from controller.errors import MediaError, RemoteProtocolError
 from controller.pipeline import TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
@@ -299,14 +299,24 @@ class ItemsMixin(_Base):
         if resp is not None and self.reply_items_added() and resp.previous_item_id == previous:
             resp.previous_item_id = item_id
 
+    def _item_audio(self, content: Sequence[Any]) -> np.ndarray | None:
+        """The audio of an item's input_audio parts that carry no transcript, decoded; None if there is none."""
+        pcms = []
+        for i, part in enumerate(content):
+            if part.type == "input_audio" and part.audio and not part.transcript:
+                try:
+                    pcms.append(decode(part.audio, self.cfg.input_format))
+                except MediaError as exc:
+                    raise RemoteProtocolError(f"item.content[{i}].audio: {exc}.", code="invalid_audio",
+                                              param=f"item.content[{i}].audio") from exc
+        return np.concatenate(pcms) if pcms else None
+
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
         item_id = spec.id or self.new_id("item")
         item = self._item_from_spec(spec, item_id)
-        audio = b"".join(p.audio for p in getattr(spec, "content", ()) if p.type == "input_audio" and p.audio
-                         and not p.transcript)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
-        pcm = decode(audio, self.cfg.input_format) if audio else None
+        pcm = self._item_audio(getattr(spec, "content", ()))
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
         # On the wire the reply in progress is in the conversation already, right after the item it follows, where it

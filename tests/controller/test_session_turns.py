@@ -231,7 +231,8 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
         error = await conv.wait_for("error", timeout=5)
         n = await conv.ask("what time is it?")
         await conv.wait_for("response.done", after=n, timeout=10)
-    assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_audio", "ev_item")
+    assert (error["error"]["code"], error["error"]["event_id"], error["error"]["param"]) == (
+        "invalid_audio", "ev_item", "item.content[0].audio")
     assert [e["item"]["content"][0]["type"] for e in conv.of_type("conversation.item.added")
             if e["item"]["role"] == "user"] == ["input_text"]
     for raw in conv.raw:
