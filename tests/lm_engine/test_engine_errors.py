@@ -7,19 +7,12 @@ import asyncio
 import pytest
 import torch
 
-from lm_engine.engine.config import EngineConfig, SamplingParams
+from lm_engine.engine.config import SamplingParams
 from lm_engine.engine.llm_engine import EngineError
 from lm_engine.engine_api import Engine
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
 
-
-@pytest.fixture
-def eng(tiny_ckpt):
-    e = Engine.from_pretrained(tiny_ckpt("tts"), device="cpu", dtype=torch.float32, progress=False,
-                               config=EngineConfig(block_size=4, num_kv_blocks=64))
-    yield e
-    e.close()
 
 
 def test_token_ids_outside_the_vocabulary_are_refused_and_the_engine_goes_on(eng):

@@ -8,22 +8,12 @@ import contextlib
 import threading
 import time
 
-import pytest
-import torch
 
-from lm_engine.engine.config import EngineConfig, SamplingParams
-from lm_engine.engine_api import Engine
+from lm_engine.engine.config import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)
 SLOW_STEP_S = 0.6
 
-
-@pytest.fixture
-def eng(tiny_ckpt):
-    e = Engine.from_pretrained(tiny_ckpt("tts"), device="cpu", dtype=torch.float32, progress=False,
-                               config=EngineConfig(block_size=4, num_kv_blocks=64))
-    yield e
-    e.close()
 
 
 async def _max_lag_while(work, period: float = 0.01) -> float:

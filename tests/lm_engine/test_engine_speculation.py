@@ -13,13 +13,6 @@ from lm_engine.engine_api import Engine
 GREEDY = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
 
 
-@pytest.fixture
-def eng(tiny_ckpt):
-    e = Engine.from_pretrained(tiny_ckpt("tts"), device="cpu", dtype=torch.float32, progress=False,
-                               config=EngineConfig(block_size=4, num_kv_blocks=128))
-    yield e
-    e.close()
-
 
 def test_fork_generate_rollback_leaves_the_session_bit_identical(eng):
     sid = eng.open(list(range(10, 31)))  # 21 tokens: the last block is partly filled, so forks share it
