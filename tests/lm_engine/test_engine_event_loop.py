@@ -8,7 +8,6 @@ import contextlib
 import threading
 import time
 
-
 from lm_engine.engine.config import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)
