@@ -99,11 +99,12 @@ def _missing_weights(root: Path, sub: str) -> list[str]:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (ValueError, KeyError, AttributeError) as exc:
             raise ConfigError(f"{index} is not a safetensors index ({exc})") from exc
-        return [f"{sub}/{s}" for s in shards if not (folder / s).is_file()]
-    if any(folder.glob("*.safetensors")):
-        return []
-    hint = " (its weights; or run the Chat LM on a server and pass --chat-url)" if sub == CHAT_DIR else ""
-    return [f"{sub}/*.safetensors{hint}"]
+        missing = [f"{sub}/{s}" for s in shards if not (folder / s).is_file()]
+    else:
+        missing = [] if any(folder.glob("*.safetensors")) else [f"{sub}/*.safetensors"]
+    if missing and sub == CHAT_DIR:
+        missing[-1] += " (its weights; or run the Chat LM on a server and pass --chat-url)"
+    return missing
 
 
 def _missing_speakers(root: Path) -> list[str]:
