@@ -12,7 +12,9 @@
   or moved (a socket would look it up on every 20 ms send, blocking the loop); one that cannot be looked up
   gets the caller a 488.
 - RTP in -> jitter buffer -> input_audio_buffer.append (batched per 20 ms tick). Agent audio deltas -> a bounded
-  queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start). speech_started from
+  queue -> one packet every 20 ms on an absolute schedule (marker on each talkspurt start), silence packets while
+  the agent is quiet (a PBX's RTP timeout must not hang up a caller who talks, a NAT or a symmetric-RTP far end
+  must see our packets from the answer on). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -47,7 +50,7 @@ from clients.sip.rtp_latch import RtpLatch
 from clients.sip.sdp import Negotiated
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import IncomingCall
-from clients.sip.udp import DatagramHandler
+from clients.sip.udp import open_rtp_socket
 
 __all__ = ["AgentCall", "CallHost", "CallRecord"]
 
@@ -199,8 +202,8 @@ class AgentCall:
         try:
             if not await self._resolve_remote() or not await self._connect():
                 return
-            self.rtp, _ = await loop.create_datagram_endpoint(lambda: DatagramHandler(self._on_rtp),
-                                                              local_addr=(self.bridge.config.host, 0))
+            if not await self._open_rtp():
+                return
             if self._ended.is_set():  # CANCEL arrived while we were connecting
                 return
             port = self.rtp.get_extra_info("sockname")[1]
@@ -222,6 +225,20 @@ class AgentCall:
                     await t
             await self._teardown()
 
+    async def _open_rtp(self) -> bool:
+        """This call's RTP socket; False: every port of --rtp-ports is taken, and the call was refused with 503."""
+        config = self.bridge.config
+        try:
+            self.rtp = await open_rtp_socket(self._on_rtp, config.host, config.rtp_ports, self.bridge.rng)
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or config.rtp_ports is None:
+                raise
+            self.log.warning("call %s refused: %s", self.handle, exc.strerror)
+            if not self._ended.is_set():
+                self._hang_up_quietly(str(exc.strerror))
+            return False
+
     async def _resolve_remote(self) -> bool:
         """The caller's media address as an IP literal (see the module docstring); False: refused with 488."""
         host, port = self.media.remote_host, self.media.remote_port
@@ -230,9 +247,7 @@ class AgentCall:
         except OSError as exc:
             self.log.warning("media host %r of %s cannot be looked up: %s", host, self.handle, exc)
             if not self._ended.is_set():
-                with contextlib.suppress(Exception):
-                    self.bridge.ua.reject(self.handle, 488, asyncio.get_running_loop().time())
-                self.bridge.pump()
+                self._hang_up_quietly(f"media host {host!r} unknown", refuse_with=488)
             return False
         self._expect((address, port))
         return True
@@ -253,11 +268,11 @@ class AgentCall:
         exc = self._opening.exception()
         if exc is None:
             return True
-        self.log.warning("agent server unreachable for %s: %s", self.handle, exc)  # any failure: 503
+        why = f"no answer within {self.bridge.config.connect_timeout_s:g} s" if isinstance(exc, TimeoutError) \
+            else str(exc) or type(exc).__name__
+        self.log.warning("agent server unreachable for %s: %s", self.handle, why)  # any failure: 503
         if not self._ended.is_set():
-            with contextlib.suppress(Exception):
-                self.bridge.ua.reject(self.handle, 503, asyncio.get_running_loop().time())
-            self.bridge.pump()
+            self._hang_up_quietly(f"agent server unreachable: {why}")
         return False
 
     async def _open_session(self) -> None:
@@ -330,9 +345,12 @@ class AgentCall:
                 self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
                 self._hang_up_quietly("RTP timeout")
                 return
-            packet, dest = self.outbound.tick(), self.latch.send_to
-            if packet is not None and self.rtp is not None and dest is not None and self.media.sends:
-                self.rtp.sendto(packet, dest)  # on hold (not `sends`) the audio is skipped
+            dest = self.latch.send_to
+            sending = self.rtp is not None and dest is not None and self.media.sends  # on hold: audio skipped
+            packet = self.outbound.tick(fill=sending)  # silence while the agent is quiet: a continuous stream
+            if packet is not None and sending:
+                assert self.rtp is not None and dest is not None
+                self.rtp.sendto(packet, dest)
             self._queue_inbound(self.jitter.poll(loop.time()))
             if self._inbound and self.client is not None:
                 audio, self._inbound = b"".join(self._inbound), []
@@ -376,14 +394,15 @@ class AgentCall:
         elif t == "error":
             self.log.warning("agent error on %s: %s", self.handle, event.error)
 
-    def _hang_up_quietly(self, reason: str) -> None:
-        self.end(reason)  # first: the UA's own CallEnded must not overwrite the reason
+    def _hang_up_quietly(self, reason: str, refuse_with: int = 503) -> None:
+        """Ends the call with `reason` in the call log: a BYE once answered, else its INVITE refused `refuse_with`."""
+        self.end(reason)  # first: the UA's own CallEnded ("rejected") must not overwrite the reason
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):
             if self.answered:
                 self.bridge.ua.hangup(self.handle, now)
             else:
-                self.bridge.ua.reject(self.handle, 503, now)
+                self.bridge.ua.reject(self.handle, refuse_with, now)
         self.bridge.pump()
 
     async def _teardown(self) -> None:

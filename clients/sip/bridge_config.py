@@ -25,6 +25,7 @@ class BridgeConfig:
     # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
     # forever: with no RTP for this long while we expect some, we hang up. None: never.
     rtp_timeout_s: float | None = 60.0
+    rtp_ports: tuple[int, int] | None = None  # each call's RTP port from this range (inclusive); None: any free one
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
@@ -40,6 +41,8 @@ class BridgeConfig:
             raise ValueError("silence_duration_ms must be positive")
         if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
             raise ValueError("rtp_timeout_s must be positive")
+        if self.rtp_ports is not None and not 1 <= self.rtp_ports[0] <= self.rtp_ports[1] <= 65535:
+            raise ValueError(f"the RTP port range must be LOW-HIGH within 1-65535, got {self.rtp_ports}")
 
     @property
     def public_host(self) -> str:

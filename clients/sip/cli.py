@@ -43,11 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calls at once; one more is answered 486 Busy Here (default 16)")
     p.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="hang up a call after this long without RTP from the caller (default 60; 0: never)")
+    p.add_argument("--rtp-ports", type=_port_range, default=None, metavar="LOW-HIGH",
+                   help="take each call's RTP port from this range, e.g. 10000-20000 (a firewall's); default: any "
+                        "free port. A call that finds all of them taken is refused 503")
     p.add_argument("--call-log", type=Path, default=None,
                    help="append one JSON line per finished call (includes transcripts: personal data)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="what the bridge logs on stderr (default INFO)")
     return p
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        ports = (int(low), int(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW-HIGH (e.g. 10000-20000)") from None
+    if not 1 <= ports[0] <= ports[1] <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: ports run from 1 to 65535, LOW first")
+    return ports
 
 
 def main(argv: list[str]) -> int:
@@ -58,7 +72,7 @@ def main(argv: list[str]) -> int:
         config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, advertise=args.advertise,
                               api_key=args.api_key, model=args.model, instructions=args.instructions,
                               silence_duration_ms=args.silence_ms, max_calls=args.max_calls,
-                              rtp_timeout_s=args.rtp_timeout or None)
+                              rtp_timeout_s=args.rtp_timeout or None, rtp_ports=args.rtp_ports)
     except ValueError as exc:
         print(f"sip-bridge: {exc}", file=sys.stderr)
         return 2

@@ -6,8 +6,11 @@ Rules:
 - `OutboundStream` is our sender: random initial sequence number, timestamp and SSRC (5.1, from the Rng it is
   given), 160-sample (20 ms) frames at 8 kHz. The caller calls `tick()` once per 20 ms slot; the timestamp advances
   by one frame every slot, sent or not (silence suppression), and the first packet after an idle slot carries the
-  marker bit (start of a talkspurt, RFC 3551 4.1). Queued audio is bounded; past the bound the oldest audio is
-  dropped and counted.
+  marker bit (start of a talkspurt, RFC 3551 4.1). `tick(fill=True)` sends silence in idle slots instead: the
+  bridge's stream is continuous, because PBXs and SBCs hang up a call whose RTP stops (Asterisk rtp_timeout,
+  FreeSWITCH media_timeout) and a far end that latches to our source (symmetric RTP, comedia; a bridge behind
+  NAT) learns where to send the caller's audio only from our first packet. Queued audio is bounded; past the
+  bound the oldest audio is dropped and counted.
 - `DtmfReceiver` turns RFC 4733 telephone-event packets into digits: one event is identified by its RTP timestamp;
   the digit is reported once, on the first packet with the End bit (the end packet is sent three times, 2.5.1.4),
   or when a new event starts before an end was seen (the end packets were lost).
@@ -118,21 +121,28 @@ class OutboundStream:
         self._finished = False
         return n
 
-    def tick(self) -> bytes | None:
-        """One 20 ms slot: the serialized packet to send, or None (idle; the timestamp still advances)."""
+    def tick(self, *, fill: bool = False) -> bytes | None:
+        """One 20 ms slot: the serialized packet to send, or None (idle; the timestamp still advances). With
+        `fill`, an idle slot gives a packet of silence instead (a continuous stream, see the module rules)."""
         if len(self._queue) >= FRAME_SAMPLES or (self._queue and self._finished):
             payload = bytes(self._queue[:FRAME_SAMPLES]).ljust(FRAME_SAMPLES, bytes([self.silence_byte]))
             del self._queue[:FRAME_SAMPLES]
-            packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
-                               marker=not self._talking).serialize()
+            packet: bytes | None = self._packet(payload, marker=not self._talking)
             self._talking = True
-            self.sequence = (self.sequence + 1) & 0xFFFF
-            self.packets_sent += 1
-            self.bytes_sent += len(payload)
         else:
-            packet = None
+            # the stream's first packet is marked even when it is silence (its start, as RFC 3551 4.1's talkspurts)
+            packet = self._packet(bytes([self.silence_byte]) * FRAME_SAMPLES, marker=self.packets_sent == 0) \
+                if fill else None
             self._talking = False
         self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+        return packet
+
+    def _packet(self, payload: bytes, *, marker: bool) -> bytes:
+        packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
+                           marker=marker).serialize()
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.packets_sent += 1
+        self.bytes_sent += len(payload)
         return packet
 
 

@@ -30,8 +30,10 @@ Rules:
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
-- OPTIONS -> 200 OK with Allow/Accept. INFO in a dialog -> 200 OK, and a DtmfReceived event per key its
-  application/dtmf-relay or application/dtmf body carries (body.py).
+- OPTIONS -> 200 OK with Allow/Accept; an in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a
+  dialog that does not exist, or no longer does, -> 481 (12.2.2), so the peer tears down a call we have lost.
+  INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
+  application/dtmf body carries (body.py); in no live dialog -> 481.
   Other methods -> 501.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
@@ -244,7 +246,10 @@ class UserAgent:
         elif method == "BYE":
             self._on_bye(call, req, addr, now)
         elif method == "OPTIONS":
-            self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
+            if req.to.tag is not None and not self._live_dialog(call, req):  # a dialog probe for a dead one (12.2.2)
+                self._reply(req, addr, 481)
+            else:
+                self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
         elif method == "INFO":
             self._on_info(call, req, addr)
         else:
@@ -357,7 +362,7 @@ class UserAgent:
         self._start(call, "forget", now + TIMEOUT)
 
     def _on_info(self, call: _Call | None, req: Request, addr: Addr) -> None:
-        if call is None or not self._in_dialog(call, req):
+        if call is None or not self._live_dialog(call, req):
             self._reply(req, addr, 481)
             return
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
@@ -453,6 +458,10 @@ class UserAgent:
 
     def _in_dialog(self, call: _Call | None, req: Request) -> bool:
         return call is not None and req.to.tag == call.local_tag
+
+    def _live_dialog(self, call: _Call | None, req: Request) -> bool:
+        """`req` is in a dialog that exists now (early or confirmed; not ended, nor refused before it began)."""
+        return call is not None and self._in_dialog(call, req) and call.state not in (S.REJECTED, S.ENDED)
 
     def _send(self, data: bytes, addr: Addr) -> None:
         self._out.append(Datagram(data, addr))

@@ -1,0 +1,52 @@
+"""A call refused with 503 because the agent server cannot be reached says why in the call log and the bridge's
+log: refused connection, or no answer within the connect timeout (the log line had been empty for a timeout and
+the call log said only "rejected")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+
+import pytest
+
+from clients.sip.bridge import BridgeConfig, CallRecord, SipBridge
+from tests.sip.test_ua import SDP, req
+
+
+def _refused_call(server_url: str, caplog: pytest.LogCaptureFixture) -> CallRecord:
+    records: list[CallRecord] = []
+
+    async def main() -> None:
+        bridge = SipBridge(BridgeConfig(server_url=server_url, port=5080, connect_timeout_s=0.3),
+                           on_call_end=records.append, rng=random.Random(0))  # no socket: pump() sends nothing
+        bridge._on_sip(req("INVITE", body=SDP), ("127.0.0.1", 5070))
+        for _ in range(100):
+            if records:
+                break
+            await asyncio.sleep(0.02)
+        await bridge.close()
+
+    with caplog.at_level(logging.WARNING, logger="clients.sip.agent_call"):
+        asyncio.run(main())
+    assert len(records) == 1
+    return records[0]
+
+
+def test_a_refused_connection_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    rec = _refused_call(f"ws://127.0.0.1:{port}/v1/realtime", caplog)
+    assert rec.end_reason is not None and rec.end_reason.startswith("agent server unreachable: ")
+    assert "Connect call failed" in rec.end_reason or "refused" in rec.end_reason.lower()
+
+
+def test_a_server_that_never_answers_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as stalled:  # accepts TCP, never answers the WebSocket handshake
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(4)
+        rec = _refused_call(f"ws://127.0.0.1:{stalled.getsockname()[1]}/v1/realtime", caplog)
+    assert rec.end_reason == "agent server unreachable: no answer within 0.3 s"
+    assert any(r.getMessage().endswith("no answer within 0.3 s") for r in caplog.records), caplog.text

@@ -1,0 +1,84 @@
+"""The bridge's RTP stream is continuous from the answer on: while the agent is quiet it sends silence, one packet
+per 20 ms. A PBX or SBC hangs up a call whose RTP stops (Asterisk rtp_timeout, FreeSWITCH media_timeout): a
+caller talking for a minute would be cut off; and a far end that latches to our source (symmetric RTP / comedia,
+our bridge behind a NAT) learns where to send the caller's audio only from our first packet, so a bridge that
+stays silent until the agent speaks never hears the caller. On hold nothing is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from clients.sip.agent_call import AgentCall
+from clients.sip.bridge_config import BridgeConfig
+from clients.sip.rtp import OutboundStream, RtpPacket
+from clients.sip.sdp import SessionDescription, negotiate
+from clients.sip.ua_events import IncomingCall
+
+OFFER = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.config = BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime")
+        self.rng = random.Random(0)
+
+    def pump(self) -> None: ...
+
+    def spawn(self, coro: object) -> None: ...
+
+    def call_finished(self, call: object) -> None: ...
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+    def close(self) -> None: ...
+
+
+def _paced(direction: str = "") -> list[tuple[bytes, tuple[str, int]]]:
+    """What an answered call whose agent has said nothing yet sends in 0.5 s."""
+    offer = OFFER + (f"a={direction}\r\n".encode() if direction else b"")
+
+    async def main() -> list[tuple[bytes, tuple[str, int]]]:
+        call = AgentCall(_Host(), IncomingCall("call1", "c1", "sip:a@127.0.0.1", ("127.0.0.1", 5070),
+                                               negotiate(SessionDescription.parse(offer))))  # type: ignore[arg-type]
+        sock = _Socket()
+        call.rtp = sock  # type: ignore[assignment]
+        call._expect(("127.0.0.1", 6000))
+        call._last_rtp = asyncio.get_running_loop().time()
+        task = asyncio.create_task(call._pace())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        return sock.sent
+
+    return asyncio.run(main())
+
+
+def test_silence_flows_while_the_agent_is_quiet() -> None:
+    sent = _paced()
+    assert len(sent) >= 15, len(sent)  # ~25 slots of 20 ms (timing slack on a loaded machine)
+    packets = [RtpPacket.parse(d) for d, _ in sent]
+    assert {a for _, a in sent} == {("127.0.0.1", 6000)}
+    assert all(p.payload == b"\xff" * 160 and p.payload_type == 0 for p in packets)
+    assert [p.marker for p in packets] == [True] + [False] * (len(packets) - 1)  # the stream's start only
+    assert [p.sequence - packets[0].sequence for p in packets] == list(range(len(packets)))
+
+
+def test_nothing_is_sent_on_hold() -> None:
+    assert _paced("sendonly") == []  # the caller holds us: we answer recvonly
+
+
+def test_the_agents_audio_after_silence_starts_a_talkspurt() -> None:
+    out = OutboundStream(0, 0xFF, random.Random(1))
+    out.tick(fill=True)  # the stream's first packet
+    silence = RtpPacket.parse(out.tick(fill=True) or b"")
+    out.push(b"\x10" * 160)
+    speech = RtpPacket.parse(out.tick(fill=True) or b"")
+    assert (silence.marker, speech.marker) == (False, True)
+    assert (speech.sequence - silence.sequence, speech.timestamp - silence.timestamp) == (1, 160)
