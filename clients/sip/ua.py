@@ -25,7 +25,8 @@ Rules:
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
   gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()`
-  sends BYE, retransmitted like the INVITE responses until any response, for at most 32 s.
+  sends BYE, retransmitted like the INVITE responses until any response, for at most 32 s; called while our 2xx
+  awaits its ACK, it ends the call at once (CallEnded) but the BYE waits for that ACK or the 2xx's timeout (15).
 - A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
@@ -90,6 +91,7 @@ class _Call:
     local_sdp: bytes = b""  # our last SDP answer
     awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
     early_bye: bool = False  # a BYE ended the call before the answer (its retransmissions get 200 again)
+    bye_on_ack: bool = False  # hung up while our 2xx awaited its ACK: the BYE waits for it (15)
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -172,7 +174,7 @@ class UserAgent:
             self._start(call, "retx", now + call.interval)
         elif kind == "timeout":
             if call.state in (S.ANSWERED, S.REANSWERED):
-                self._end_with_bye(call, "no_ack", "no ACK", now)
+                self._end_with_bye(call, "no_ack", None if call.bye_on_ack else "no ACK", now)
             else:
                 self._cancel(call, "retx")
                 self._transition(call, "no_ack")
@@ -208,14 +210,23 @@ class UserAgent:
         self._events.append(CallEnded(c.handle, "rejected"))
 
     def hangup(self, call: str, now: float) -> None:
-        """End an answered call from our side: BYE (retransmitted until answered)."""
-        self._end_with_bye(self._get(call), "hangup", "local hangup", now)
+        """End an answered call from our side: BYE (retransmitted until answered). The call ends at once; while our
+        2xx still awaits its ACK the BYE waits for it, or for the 2xx's timeout (a callee must not send BYE before
+        the ACK, 15), and the 2xx goes on being retransmitted meanwhile."""
+        c = self._get(call)
+        if c.state in (S.ANSWERED, S.REANSWERED) and not c.bye_on_ack:
+            c.bye_on_ack = True
+            self._events.append(CallEnded(c.handle, "local hangup"))
+            return
+        self._end_with_bye(c, "hangup", "local hangup", now)
 
-    def _end_with_bye(self, call: _Call, event: str, reason: str, now: float) -> None:
+    def _end_with_bye(self, call: _Call, event: str, reason: str | None, now: float) -> None:
+        """BYE and, unless `reason` is None (the call was ended already), CallEnded."""
         self._transition(call, event)  # first: an illegal end changes nothing
         self._cancel(call, "retx")
         self._cancel(call, "timeout")
-        self._events.append(CallEnded(call.handle, reason))
+        if reason is not None:
+            self._events.append(CallEnded(call.handle, reason))
         self._send_bye(call, now)
         self._start(call, "forget", now + TIMEOUT)
 
@@ -314,6 +325,9 @@ class UserAgent:
         self._cancel(call, "timeout")
         state = call.state
         self._transition(call, "ack")
+        if call.bye_on_ack:  # we hung up meanwhile: the BYE can go now
+            self._end_with_bye(call, "hangup", None, now)
+            return
         if state is S.ANSWERED:
             self._events.append(CallConfirmed(call.handle))
         elif state is S.REJECTED:

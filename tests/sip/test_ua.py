@@ -417,5 +417,7 @@ def test_reinvite_from_a_new_address_is_answered_there() -> None:
     h.advance(h.now + 0.6)
     h.ua.hangup(call, h.now)
     h._drain()
+    assert [(m.status if isinstance(m, Response) else m.method) for _, m in h.sent[-2:]] == [200, 200]  # no BYE yet:
+    h.feed(req("ACK", to_tag=tag, cseq=2, branch="re1ack"), source=moved)  # a callee's BYE waits for the ACK (15)
     assert [(m.status if isinstance(m, Response) else m.method) for _, m in h.sent[-3:]] == [200, 200, "BYE"]
     assert h.sent_to[-3:] == [moved, moved, moved]
