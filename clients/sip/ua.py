@@ -35,7 +35,7 @@ Rules:
   dialog that does not exist, or no longer does, -> 481 (12.2.2), so the peer tears down a call we have lost.
   INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
   application/dtmf body carries (body.py); in no live dialog -> 481.
-  Other methods -> 501.
+  Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
   line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
@@ -72,6 +72,7 @@ T1 = 0.5
 T2 = 4.0
 TIMEOUT = 64 * T1
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
 
 
@@ -263,8 +264,8 @@ class UserAgent:
                 self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
         elif method == "INFO":
             self._on_info(call, req, addr)
-        else:
-            self._reply(req, addr, 501)
+        else:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take (8.2.1)
+            self._reply(req, addr, 405 if method in OTHER_SIP_METHODS else 501, extra=(("Allow", ALLOW),))
 
     def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
         self._counter += 1

@@ -13,6 +13,7 @@ from clients.sip.ua import UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CallState, CancelTimer, DtmfReceived, IncomingCall, \
     MediaChanged, Refused, StartTimer, UaConfig
 
+ALLOW_HEADER = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 PEER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
        b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
@@ -195,10 +196,10 @@ def test_cancel_before_answer_gives_200_and_487_retransmitted_until_ack() -> Non
     assert statuses(h.feed(req("CANCEL", branch="nope", call_id="zz"))) == [481]
 
 
-def test_options_488_400_501_and_busy() -> None:
+def test_options_488_400_405_501_and_busy() -> None:
     h = Harness(max_calls=1)
     ok = h.feed(req("OPTIONS"))[0]
-    assert ok.status == 200 and ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+    assert ok.status == 200 and ok.headers.get("Allow") == ALLOW_HEADER
     g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
     refused = h.feed(req("INVITE", body=g729, call_id="g"))
     assert statuses(refused) == [100, 488]
@@ -207,7 +208,9 @@ def test_options_488_400_501_and_busy() -> None:
     no_ctype = req("INVITE", body=SDP, call_id="noctype").replace(b"Content-Type: application/sdp\r\n", b"")
     assert statuses(h.feed(no_ctype)) == [100, 488]
     assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
-    assert statuses(h.feed(req("REGISTER"))) == [501]
+    for method, status in (("REGISTER", 405), ("REFER", 405), ("FROBNICATE", 501)):  # SIP's own methods: 405
+        refused = h.feed(req(method))
+        assert statuses(refused) == [status] and refused[0].headers.get("Allow") == ALLOW_HEADER, method
     bad = h.feed(req("OPTIONS").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"))
     assert statuses(bad) == [400] and (bad[0].headers.get("Warning") or "").startswith("399 127.0.0.1")
     assert h.feed(b"\x00garbage") == [] and h.ua.stats.dropped == 1
