@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 
 from clients.sip.agent_call import AgentCall, CallRecord
@@ -117,6 +118,10 @@ class SipBridge:
             elif isinstance(event, Refused):
                 logger.warning("INVITE %s from %s refused with %d: %s", event.sip_call_id, event.caller,
                                event.status, event.why)
+                if not any(c.record.sip_call_id == event.sip_call_id for c in self._calls.values()):  # a new call's
+                    now = time.time()
+                    self._record(CallRecord(call="", sip_call_id=event.sip_call_id, caller=event.caller, codec="",
+                                            started=now, ended=now, end_reason=f"refused {event.status}: {event.why}"))
             elif isinstance(event, DtmfReceived):
                 target = self._calls.get(event.call)
                 if target is not None:
@@ -131,9 +136,13 @@ class SipBridge:
 
     def call_finished(self, call: AgentCall) -> None:
         self._calls.pop(call.handle, None)
+        self._record(call.record)
+
+    def _record(self, record: CallRecord) -> None:
+        """The call log's line for a call that ended, or for an INVITE refused before it became one."""
         if self.on_call_end is not None:
             try:
-                self.on_call_end(call.record)
+                self.on_call_end(record)
             except Exception:
                 logger.exception("on_call_end callback failed")
 

@@ -50,3 +50,22 @@ def test_a_server_that_never_answers_is_named(caplog: pytest.LogCaptureFixture) 
         rec = _refused_call(f"ws://127.0.0.1:{stalled.getsockname()[1]}/v1/realtime", caplog)
     assert rec.end_reason == "agent server unreachable: no answer within 0.3 s"
     assert any(r.getMessage().endswith("no answer within 0.3 s") for r in caplog.records), caplog.text
+
+
+def test_an_invite_refused_before_it_became_a_call_has_its_line_too() -> None:
+    """Busy (486), no usable offer (488), a required extension (420): the call log is where calls are counted, so
+    refused INVITEs are in it too, with the status and why (they were only in the bridge's log)."""
+    records: list[CallRecord] = []
+
+    async def main() -> None:
+        bridge = SipBridge(BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime", port=5080),
+                           on_call_end=records.append, rng=random.Random(0))
+        g729 = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
+        bridge._on_sip(req("INVITE", body=g729, call_id="g729-only"), ("127.0.0.1", 5070))
+        await bridge.close()
+
+    asyncio.run(main())
+    [rec] = records
+    assert (rec.sip_call_id, rec.caller, rec.call) == ("g729-only", "sip:caller@127.0.0.1", "")
+    assert rec.end_reason == "refused 488: no PCMU/PCMA audio stream in the offer"
+    assert rec.ended == rec.started
