@@ -1,6 +1,7 @@
 """Fork / generate / rollback / commit on a session, and continuous batching against single-sequence runs."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -60,6 +61,29 @@ def test_eight_concurrent_sequences_give_their_solo_greedy_tokens(eng):
         steps += 1
     assert [got[i] for i in ids] == alone
     assert steps == 20  # all eight prefill together, then decode together
+    assert eng.num_free_blocks == free
+
+
+async def test_eight_concurrent_streams_give_their_solo_greedy_tokens(eng):
+    """The same through the public async API, as the server uses it: eight streams at once on the stepping thread,
+    batched (fewer steps than run one after another), each with its solo greedy tokens."""
+    prompts = [list(range(9 + 2 * i, 9 + 2 * i + n)) for i, n in enumerate([2, 4, 6, 9, 12, 18, 25, 33])]
+    alone = [eng.generate(p, GREEDY) for p in prompts]
+    free, steps = eng.num_free_blocks, 0
+    step = eng.llm.step
+
+    def counted():  # type: ignore[no-untyped-def]
+        nonlocal steps
+        steps += 1
+        return step()
+
+    eng.llm.step = counted  # type: ignore[method-assign]
+
+    async def collect(prompt: list[int]) -> list[int]:
+        return [t async for t in eng.stream(prompt, GREEDY)]
+
+    assert await asyncio.gather(*(collect(p) for p in prompts)) == alone
+    assert steps < 8 * GREEDY.max_tokens / 2, steps  # one after another: 8 x 20
     assert eng.num_free_blocks == free
 
 
