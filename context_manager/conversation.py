@@ -106,6 +106,7 @@ class Conversation:
     def __init__(self) -> None:
         self._items: list[Item] = []
         self._version = 0
+        self._keep_from: str | None = None  # messages(keep_below=...): the first item of the oldest turn kept
 
     @property
     def version(self) -> int:
@@ -176,20 +177,35 @@ class Conversation:
         return result
 
     def messages(self, instructions: str, budget_tokens: int, count_tokens: Callable[[str], int],
-                 overrides: Mapping[str, str] | None = None) -> list[Message]:
+                 overrides: Mapping[str, str] | None = None, *, keep_below: int | None = None) -> list[Message]:
         """The chat-format prompt, oldest whole turns dropped to fit `budget_tokens`.
 
         `overrides` replaces the content of the named messages in this prompt only: the turn being
         answered may reach the LM as audio tokens while the conversation keeps its transcript.
+
+        `keep_below` (< budget_tokens): when the prompt is over budget, drop oldest turns until it is within
+        `keep_below`, and keep starting at that turn while the prompt fits the budget. The prompt's start then
+        stays the same for several turns, so the LM's prefix cache still holds it (dropping one turn at a time
+        changes the prompt's first tokens every turn: the whole history is evaluated again for each reply).
         """
         head: list[Message] = [{"role": "system", "content": instructions}] if instructions else []
-        rendered = [_render(turn, overrides or {}) for turn in _turns(self._items)]
+        turns = _turns(self._items)
+        rendered = [_render(turn, overrides or {}) for turn in turns]
         costs = [sum(_cost(m, count_tokens) for m in turn) for turn in rendered]
         total = sum(_cost(m, count_tokens) for m in head) + sum(costs)
         start = 0
-        while total > budget_tokens and start < len(rendered) - 1:
-            total -= costs[start]
-            start += 1
+        if keep_below is not None and self._keep_from is not None:
+            first = [i for i, turn in enumerate(turns) if turn[0].id == self._keep_from]
+            if first:  # else that turn was deleted: start again from the oldest
+                start = min(first[0], len(rendered) - 1)
+                total -= sum(costs[:start])
+        if total > budget_tokens:
+            target = budget_tokens if keep_below is None else min(keep_below, budget_tokens)
+            while total > target and start < len(rendered) - 1:
+                total -= costs[start]
+                start += 1
+        if keep_below is not None:
+            self._keep_from = turns[start][0].id if start < len(turns) else None
         out = head
         for turn in rendered[start:]:
             out.extend(turn)

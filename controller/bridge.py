@@ -57,6 +57,7 @@ async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
             put(_Failure(exc))
 
     task = loop.run_in_executor(executor, produce)
+    cancelled = False
     try:
         while True:
             item = await queue.get()
@@ -65,12 +66,26 @@ async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
             if isinstance(item, _Failure):
                 raise item.exc
             yield item  # type: ignore[misc]
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
     finally:
         cancel.set()
         # Unblock a producer waiting on a full queue, then wait for the thread to let go.
         while not queue.empty():
             queue.get_nowait()
-        await asyncio.shield(task)
+        if cancelled and not task.done():
+            # Cancelled (a response.cancel, a barge-in) while the producer is inside one blocking call, which may be
+            # a prefill of seconds: the thread sees `cancel` when that call returns and cleans up by itself; waiting
+            # for it here would hold back the cancellation (response.done) by as long.
+            task.add_done_callback(_retrieve)
+        else:
+            await asyncio.shield(task)
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # produce() catches everything; this only marks the future's result as seen
 
 
 class _Failure:

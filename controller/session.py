@@ -49,6 +49,9 @@ class SessionDefaults:
     max_event_bytes: int = 15 * 1024 * 1024
     out_queue_events: int = 256
     context_budget_tokens: int = 1500
+    # Over the budget, the oldest turns are dropped down to this, so that the prompt's start (the LM's prefix cache)
+    # stays the same for the next few turns instead of changing with every turn (a whole re-prefill per reply).
+    context_keep_below_tokens: int = 1100
     max_output_tokens: int = 256
     early_prefill: bool = True  # warm the LM's prompt cache with the words heard while the user speaks
 

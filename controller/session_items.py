@@ -118,7 +118,8 @@ class ItemsMixin(_Base):
                                                    self.input_language)
             if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
                 messages = self.conversation.messages(self.cfg.instructions, self.defaults.context_budget_tokens,
-                                                      self.pipeline.count_tokens)
+                                                      self.pipeline.count_tokens,
+                                                      keep_below=self.defaults.context_keep_below_tokens)
                 await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
                     messages=[*messages, {"role": "user", "content": heard.lm_content}],
                     tools=_tools_for_chat(self.cfg), tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
@@ -221,7 +222,8 @@ class ItemsMixin(_Base):
                 extra.append({"role": "user", "content": heard.lm_content})
             # else the client deleted the turn before the reply was created: the reply does not hear it
         messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
-                                              self.pipeline.count_tokens, overrides) + extra
+                                              self.pipeline.count_tokens, overrides,
+                                              keep_below=self.defaults.context_keep_below_tokens) + extra
         return self._chat_request(resp, cfg, messages)
 
     @staticmethod
