@@ -259,7 +259,13 @@ class Engine:
 
     @property
     def num_free_blocks(self) -> int:
+        """Free KV-cache blocks (read without the lock: a gauge, not a reservation)."""
         return self.llm.block_manager.num_free_blocks
+
+    @property
+    def num_sequences(self) -> int:
+        """Sequences the engine holds: open sessions, their forks, requests under way (read without the lock)."""
+        return len(self.llm.seqs)
 
     # ------------------------------------------------------------------ generation
 

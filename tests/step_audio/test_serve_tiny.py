@@ -106,6 +106,35 @@ async def test_a_reply_counts_the_audio_tokens_tts_3b_spoke_it_with(tiny_server)
         validate_server_event(raw)
 
 
+async def test_the_engines_kv_blocks_and_sequences_are_on_metrics_and_come_back(tiny_server) -> None:
+    """/metrics shows each LM engine's free KV blocks and sequences: after a session's replies and its close, the
+    TTS engine holds no sequence and the free blocks are back to where they were (nothing leaked)."""
+    free = 'stepaudio_lm_free_kv_blocks{engine="%s"}'
+    seqs = 'stepaudio_lm_sequences{engine="%s"}'
+    before = tiny_server.metrics()
+    assert before[free % "tts"] > 0 and before[free % "chat"] > 0
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        for question in ("Say something.", "And again."):
+            n = await conv.ask(question)
+            await conv.wait_for("response.done", after=n, timeout=120)
+    finally:
+        await conv.close()
+
+    def settled() -> bool:
+        now = tiny_server.metrics()
+        return now[seqs % "tts"] == 0 and all(now[free % e] == before[free % e] for e in ("tts", "chat"))
+
+    for _ in range(50):
+        if settled():
+            break
+        await asyncio.sleep(0.1)
+    assert settled(), (before, tiny_server.metrics())
+
+
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
