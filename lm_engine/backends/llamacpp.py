@@ -164,13 +164,15 @@ class LlamaCppBackend:
     def _produce(self, server: Any, body: dict[str, Any], chunks: queue.Queue[object], cancel: threading.Event,
                  consumer_gone: threading.Event) -> None:
         on_chunk = _make_callback(chunks, cancel, consumer_gone, self._closing)
+
+        def unwanted() -> bool:
+            return cancel.is_set() or consumer_gone.is_set() or self._closing.is_set()
+
         slot = False
         try:
-            while not (cancel.is_set() or consumer_gone.is_set() or self._closing.is_set()):
-                if self._slots.acquire(timeout=0.05):
-                    slot = True
-                    break
-            if slot and not (cancel.is_set() or consumer_gone.is_set() or self._closing.is_set()):
+            while not unwanted() and not slot:
+                slot = self._slots.acquire(timeout=0.05)
+            if slot and not unwanted():
                 result = server.handle_chat_completions(body, on_chunk)
                 if isinstance(result, dict):  # an error answered without streaming
                     chunks.put(result)
