@@ -399,13 +399,18 @@ class Session(ItemsMixin, RepliesMixin):
                     await self.apply(tt.SpeechResumed(vad_event.audio_ms))
                 case vd.SpeechStopped():
                     await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
-        if not self.detector.in_speech and self.turns.state in (tt.TurnState.IDLE, tt.TurnState.RESPONDING,
-                                                                 tt.TurnState.SPEAKING):
-            keep_ms = max(1000, self.cfg.turn_detection.prefix_padding_ms + 500)
-            if self.audio.kept_seconds * 1000 > keep_ms + IDLE_AUDIO_SLACK_MS:
-                self.audio.trim(self.audio.total_ms - keep_ms)
+        self._forget_idle_audio(self.cfg.turn_detection.prefix_padding_ms)
         self.maybe_warm_turn_input()
         self.maybe_prefill()
+
+    def _forget_idle_audio(self, prefix_padding_ms: int) -> None:
+        """Between turns, keep only what the next speech start's padding can reach back to."""
+        if self.detector.in_speech or self.turns.state not in (tt.TurnState.IDLE, tt.TurnState.RESPONDING,
+                                                               tt.TurnState.SPEAKING):
+            return
+        keep_ms = max(1000, prefix_padding_ms + 500)
+        if self.audio.kept_seconds * 1000 > keep_ms + IDLE_AUDIO_SLACK_MS:
+            self.audio.trim(self.audio.total_ms - keep_ms)
 
     # ---- core actions ------------------------------------------------------------------------
 
