@@ -122,11 +122,12 @@ def env_without_display() -> dict[str, str]:
 
 def sipp_call(bridge: BridgeProcess, workdir: Path, scenario: str, *, records: bool = True) -> list[dict]:
     """One sipp call of `scenario` against `bridge`, which is stopped afterwards: asserts that sipp saw every
-    response it expected (the bridge's log in the message if not) and returns the bridge's call records, waiting
-    up to 10 s for the first unless `records` is false (a test that reads none)."""
+    response it expected (the bridge's log in the message if not) and returns the bridge's call log lines (refused
+    INVITEs' too), waiting up to 10 s for the first call that was answered unless `records` is false (a test that
+    reads none)."""
     try:
         code, errors = run_sipp(scenario, bridge.port, workdir)
-        calls = wait_for(bridge.calls, 10) if records else []
+        calls = wait_for(lambda: any(c["call"] for c in bridge.calls()) and bridge.calls(), 10) if records else []
     finally:
         bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"

@@ -113,7 +113,9 @@ def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path)
         phone.sock.close()
     assert code == 0, bridge.log()
     assert len(calls) == 1 and calls[0]["end_reason"] == "remote hangup"
-    assert [c["sip_call_id"] for c in bridge.calls()] == ["ok"]  # 488 never became a call
+    # the 488 never became a call: its call log line says so
+    assert [(c["sip_call_id"], c["call"] != "", c["end_reason"].split(":")[0]) for c in bridge.calls()] == [
+        ("g729", False, "refused 488"), ("ok", True, "remote hangup")]
 
 
 def test_a_sip_port_in_use_is_named_with_its_address() -> None:

@@ -73,7 +73,8 @@ def test_retry_with_other_codecs_after_488_is_answered(embedded_server, tmp_path
             request("INVITE", 2, in_dialog=False, body=sdp("0")), expect(200),
             request("ACK", 2, in_dialog=True),
             request("BYE", 3, in_dialog=True), expect(200, optional=())))
-    assert [(c["codec"], c["end_reason"]) for c in calls] == [("PCMU", "remote hangup")]
+    assert [(c["codec"], c["end_reason"]) for c in calls] == [
+        ("", "refused 488: no PCMU/PCMA audio stream in the offer"), ("PCMU", "remote hangup")]
 
 
 def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
