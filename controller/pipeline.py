@@ -34,11 +34,19 @@ class ChatDeltaLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TurnInput:
-    """What a user turn becomes: its transcript (kept in the conversation, shown to the client) and
-    the content the LM receives for it now (the transcript, or Step-Audio's `<audio_N>` tokens)."""
+    """What a user turn becomes: the content the LM receives for it now (the transcript, or Step-Audio's
+    `<audio_N>` tokens) and its transcript (kept in the conversation, shown to the client). The transcript may come
+    after the content: Step-Audio's Chat LM reads the turn's audio ids, so its reply need not wait for Whisper."""
 
-    transcript: str
     lm_content: str
+    transcript: asyncio.Future[str]  # shared: await it through asyncio.shield
+
+    @classmethod
+    def of_text(cls, text: str) -> TurnInput:
+        """A turn that the LM reads as its transcript."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        done.set_result(text)
+        return cls(lm_content=text, transcript=done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +220,7 @@ class _TranscribingListener:
     async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
                          language: str | None) -> TurnInput:
         text = (await self._pipeline.transcribe(pcm16k, language)).strip()
-        return TurnInput(transcript=text, lm_content=text)
+        return TurnInput.of_text(text)
 
     def close(self) -> None:
         pass

@@ -95,7 +95,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self._item_transcriptions: set[asyncio.Future[None]] = set()  # user items still being transcribed
+        self._item_transcriptions: dict[str, asyncio.Future[None]] = {}  # user items still being transcribed
         self._last_transcription: asyncio.Future[None] | None = None  # the latest of them: the next one's events follow
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._prefill_task: asyncio.Task[object] | None = None
@@ -157,7 +157,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._timers.clear()
         tasks = ([task for _, task in self._responses.values()] + list(self._tasks)
                  + [resp.release_task for resp, _ in self._responses.values() if resp.release_task]
-                 + list(self._turn_inputs.values()) + list(self._item_transcriptions))
+                 + list(self._turn_inputs.values()) + list(self._item_transcriptions.values()))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -142,9 +142,9 @@ class ItemsMixin(_Base):
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
-        self._transcribe(self._finish_transcription(item_id, turn, end, (end - start) / 1000.0))
+        self._transcribe(item_id, self._finish_transcription(item_id, turn, end, (end - start) / 1000.0))
 
-    def _transcribe(self, transcription: Coroutine[object, object, None]) -> None:
+    def _transcribe(self, item_id: str, transcription: Coroutine[object, object, None]) -> None:
         """Run a user item's transcription. Every reply's prompt waits for those still running (build_request):
         a response.create right after input_audio_buffer.commit must hear the turn just committed. Its events go
         out after the previous item's: the API leaves their order open, but a client printing transcripts as they
@@ -161,14 +161,14 @@ class ItemsMixin(_Base):
             await transcription
 
         task = self._last_transcription = asyncio.ensure_future(in_order())
-        self._item_transcriptions.add(task)
-        task.add_done_callback(self._item_transcriptions.discard)
+        self._item_transcriptions[item_id] = task
+        task.add_done_callback(lambda _: self._item_transcriptions.pop(item_id, None))
         task.add_done_callback(self._task_done)  # logs a failure
 
     async def _finish_transcription(self, item_id: str, turn: asyncio.Task[TurnInput], end_ms: int,
                                     seconds: float) -> None:
         try:
-            text = (await turn).transcript
+            text = await asyncio.shield((await turn).transcript)
         except Exception as exc:
             self.log.exception("transcription failed")
             if item_id in self.conversation:  # the item still closes: every item.added gets its item.done
@@ -196,8 +196,12 @@ class ItemsMixin(_Base):
         """The LM request for a reply; None when the user's turn held nothing to answer."""
         # The transcription tasks awaited here are shared (with the transcript events, with later replies): a reply
         # cancelled while it waits must not cancel them, hence the shields.
-        if self._item_transcriptions:  # committed turns and audio items the client sent whole are part of the prompt
-            await asyncio.shield(asyncio.gather(*list(self._item_transcriptions), return_exceptions=True))
+        # Committed turns and audio items the client sent whole are part of the prompt, as their transcripts; the
+        # turn being answered is there as what the LM reads of it (its transcript may come later).
+        answered = turn[0] if turn is not None else None
+        waits = [task for item_id, task in self._item_transcriptions.items() if item_id != answered]
+        if waits:
+            await asyncio.shield(asyncio.gather(*waits, return_exceptions=True))
         if resp.input_items is not None:  # the client chose the prompt's items itself
             chosen = Conversation()
             for entry in resp.input_items:
@@ -216,7 +220,6 @@ class ItemsMixin(_Base):
             if not heard.lm_content:
                 return None
             if item_id in self.conversation:
-                self.conversation.set_text(item_id, heard.transcript)
                 overrides[item_id] = heard.lm_content
             elif self.turn_open(item_id):  # a speculation answers a turn that is not in the conversation yet
                 extra.append({"role": "user", "content": heard.lm_content})
@@ -346,7 +349,7 @@ class ItemsMixin(_Base):
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
             self._untranscribed.add(item_id)
-            self._transcribe(self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
+            self._transcribe(item_id, self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
         await self.apply(tt.ContextChanged())
 
     async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int) -> None:

@@ -1,5 +1,5 @@
 """The Step-Audio listener: a session's audio becomes dual-codebook <audio_N> ids while it arrives, and a turn gets
-its ids (plus a Whisper transcript for the history, when the ASR is there) as soon as it ends."""
+its ids as soon as it ends (plus, a little later, a Whisper transcript for the history, when the ASR is there)."""
 from __future__ import annotations
 
 import asyncio
@@ -73,20 +73,27 @@ class StreamingTokenListener:
         else:
             self._submit(_Snapshot(start_ms, end_ms, lambda r: loop.call_soon_threadsafe(deliver, r)))
             tokens = fut
-        asr = self._p.asr
-        transcript: Any = None
-        if asr is not None and pcm16k.size:
-            transcript = loop.run_in_executor(self._p.asr_pool, asr.transcribe, pcm16k,
-                                              language or self._p.config.language)
-        ids = await tokens
-        text = ""
-        if transcript is not None:
-            try:
-                text = (await transcript).strip()
-            except Exception:
-                logger.exception("transcription failed")
+        # Whisper runs beside the tokenizer; the reply reads the ids and does not wait for it.
+        transcript = asyncio.ensure_future(self._transcript(pcm16k, language))
+        try:
+            ids = await tokens
+        except BaseException:
+            transcript.cancel()
+            raise
         from streaming_tokenizer.step_audio import ids_to_text
-        return TurnInput(transcript=text, lm_content=ids_to_text(ids))
+        return TurnInput(lm_content=ids_to_text(ids), transcript=transcript)
+
+    async def _transcript(self, pcm16k: np.ndarray, language: str | None) -> str:
+        asr = self._p.asr
+        if asr is None or not pcm16k.size:
+            return ""
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(
+                self._p.asr_pool, asr.transcribe, pcm16k, language or self._p.config.language)
+        except Exception:  # the history then holds an empty turn; the reply heard the audio ids anyway
+            logger.exception("transcription failed")
+            return ""
+        return text.strip()
 
     def close(self) -> None:
         self._closed = True

@@ -52,7 +52,14 @@ class ScriptedListener:
         if p.asr_error is not None:
             raise RuntimeError(p.asr_error)
         text = transcript if pcm16k.size and np.abs(pcm16k).max() > 0.01 else ""
-        return TurnInput(transcript=text, lm_content=text)
+        if p.heard_as is None:
+            return TurnInput.of_text(text)
+
+        async def later() -> str:
+            await asyncio.sleep(p.transcript_lag_seconds)
+            return text
+
+        return TurnInput(lm_content=p.heard_as if text else "", transcript=asyncio.ensure_future(later()))
 
     def close(self) -> None:
         pass
@@ -71,6 +78,10 @@ class ScriptedPipeline:
         self.asr_seconds = 0.0
         self.asr_error: str | None = None  # the listener raises this
         self.turn_scripts: list[tuple[float, str]] = []  # (ASR seconds, transcript) of the next turns heard, in turn
+        # What the LM reads of a turn when that is not its transcript (Step-Audio's audio ids), and how long after it
+        # the transcript comes (Whisper running beside the tokenizer).
+        self.heard_as: str | None = None
+        self.transcript_lag_seconds = 0.0
         self.reply_words = ["It", "is", "noon."]
         self.word_seconds = 0.0  # LM time per word
         self.fail_after_words: int | None = None  # the LM raises after this many words

@@ -65,6 +65,35 @@ async def test_a_committed_speculation_follows_the_turn_it_answers() -> None:
     assert [e["previous_item_id"] for e in replies] == committed
 
 
+async def test_a_reply_that_reads_the_turn_s_audio_ids_does_not_wait_for_its_transcript() -> None:
+    """Step-Audio's Chat LM reads a turn as its <audio_N> ids; Whisper's transcript is only for the history and the
+    client. The reply (speculative or not) must start on the ids, its audio before the transcript is done; the
+    transcript still completes, in the conversation the next reply reads."""
+    pipeline = ScriptedPipeline()
+    pipeline.heard_as = "<audio_7><audio_9>"
+    pipeline.transcript_lag_seconds = 1.5
+    async with conversation(pipeline) as (server, conv):
+        for push_to_talk in (False, True):  # a committed speculation, then a reply to input_audio_buffer.commit
+            n = len(conv.events)
+            if push_to_talk:
+                await conv.update_session(audio={"input": {"turn_detection": None}})
+                await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+                await conv.send({"type": "input_audio_buffer.commit"})
+                await conv.send({"type": "response.create"})
+            else:
+                await speak_turn(conv)
+            first_audio = await conv.wait_for("response.output_audio.delta", after=n, timeout=5)
+            done = await conv.wait_for("conversation.item.input_audio_transcription.completed", after=n, timeout=5)
+            assert conv.time_of(done) - conv.time_of(first_audio) > 0.5, push_to_talk
+            assert done["transcript"] == "what time is it"
+        metrics = server.metrics.render().decode()
+    assert "stepaudio_speculations_committed_total 1.0" in metrics
+    assert [user_messages(r) for r in pipeline.requests] == [
+        ["<audio_7><audio_9>"], ["what time is it", "<audio_7><audio_9>"]]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 def closed_in_order(events: list[dict], response_id: str) -> list[str]:
     """The response's lifecycle as the client saw it: each *.added paired with its *.done, response.done last."""
     mine = [e for e in events if e.get("response_id") == response_id or e.get("response", {}).get("id") == response_id]

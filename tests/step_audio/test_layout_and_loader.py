@@ -3,7 +3,9 @@ code as tiny; the listener's streamed turn ids equal whole-utterance tokenisatio
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -149,23 +151,37 @@ def tts_sys_prompt(name: str) -> str:
     return SYS_WITH_SPEAKER.format(name)
 
 
-async def test_listener_streamed_turn_ids_equal_offline(step_audio) -> None:
+async def test_listener_streamed_turn_ids_equal_offline_and_do_not_wait_for_whisper(step_audio, monkeypatch) -> None:
+    """A turn's ids come from the stream (equal to offline); its Whisper transcript, for the history, runs beside and
+    may come later: the Chat LM's reply starts on the ids."""
     wav, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
     assert rate == 16000
     wav = wav[: 6 * rate]
+    whisper = step_audio.asr.transcribe
+    gate = threading.Event()
+
+    def slow_whisper(*args: object) -> str:
+        assert gate.wait(30)
+        return whisper(*args)
+
+    monkeypatch.setattr(step_audio.asr, "transcribe", slow_whisper)
     listener = step_audio.new_listener()
     try:
         for i in range(0, len(wav), 512):  # 32 ms pieces, as the session feeds them
             listener.feed(wav[i:i + 512])
-        whole = await listener.turn_input(wav, 0, 6000, "en")
-        part = await listener.turn_input(wav[2 * rate:5 * rate], 2000, 5000, "en")
+        whole = await asyncio.wait_for(listener.turn_input(wav, 0, 6000, "en"), 20)
+        part = await asyncio.wait_for(listener.turn_input(wav[2 * rate:5 * rate], 2000, 5000, "en"), 20)
+        assert not whole.transcript.done()  # Whisper is still busy: the ids did not wait for it
+        gate.set()
+        transcript = await asyncio.wait_for(whole.transcript, 30)
     finally:
+        gate.set()
         listener.close()
     offline = step_audio.audio_tokenizer.tokenize_offline(wav, 16000)
     from streaming_tokenizer.step_audio import ids_to_text
     assert whole.lm_content == ids_to_text(offline)
     assert part.lm_content == ids_to_text(offline[5 * (2000 // 120): 5 * -(-5000 // 120)])
-    assert "tried" in whole.transcript.lower()  # the history keeps text (Whisper)
+    assert "tried" in transcript.lower()  # the history keeps text (Whisper)
 
 
 def test_profile_errors(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -79,6 +79,27 @@ async def test_spoken_turn_streams_tokens_and_audio(tiny_server, beckett_wav) ->
           f"ids {during[-1][1]:.0f} before speech_stopped")
 
 
+async def test_a_push_to_talk_turn_reaches_the_chat_lm_as_its_audio_ids(tiny_server, beckett_wav) -> None:
+    """turn_detection null, input_audio_buffer.commit then response.create (the browser's push-to-talk): the Chat LM
+    reads the committed turn as its <audio_N> ids, as it reads a turn the server's VAD ended, not as Whisper's text."""
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        speech = load_pcm24k(beckett_wav)[: 4 * RATE]
+        await conv.stream(speech, pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})
+        done = await conv.wait_for("response.done", timeout=120)
+    finally:
+        await conv.close()
+    assert done["response"]["status"] == "completed", done
+    assert done["response"]["usage"]["input_token_details"]["audio_tokens"] >= IDS_PER_SECOND * 3.5
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_reply_counts_the_audio_tokens_tts_3b_spoke_it_with(tiny_server) -> None:
     """response.done's usage.output_token_details.audio_tokens is the number of audio tokens TTS-3B generated for the
     reply (what the server's stepaudio_tts_audio_tokens counter grew by), part of output_tokens and total_tokens; the
