@@ -24,6 +24,9 @@ let audio = null;
 let sock = null;
 let mode = 'vad';
 let streaming = false; // hands-free: after session.update; push-to-talk: while the button is held
+// Push-to-talk's button (or space bar) is down: set at the press itself, since the release of a quick tap can come
+// before pressTalk has flushed the playback and started streaming.
+let talkHeld = false;
 let preroll = [];
 let turnEndAt = null; // performance.now() of speech_stopped (or of the push-to-talk release)
 let activeResponse = null;
@@ -331,6 +334,8 @@ async function connect() {
 
 async function teardown(state) {
   streaming = false;
+  talkHeld = false;
+  $('talk').classList.remove('held');
   preroll = [];
   activeResponse = null;
   turnEndAt = null;
@@ -355,18 +360,23 @@ function setConnectSettingsDisabled(on) {
 // ---- push-to-talk -----------------------------------------------------------------------------
 
 async function pressTalk() {
-  if (mode !== 'ptt' || !sock || !sock.isOpen || streaming) return;
+  if (mode !== 'ptt' || !sock || !sock.isOpen || talkHeld) return;
+  talkHeld = true;
   $('talk').classList.add('held');
   if (activeResponse) sock.send({ type: 'response.cancel' });
   await bargeIn();
+  // Released (or disconnected) during the flush: a tap that said nothing, not a turn that never ends.
+  if (!talkHeld || !sock) return;
   sock.send({ type: 'input_audio_buffer.clear' });
   streaming = true;
   setState('speaking');
 }
 
 function releaseTalk() {
-  if (mode !== 'ptt' || !streaming) return;
+  if (!talkHeld) return;
+  talkHeld = false;
   $('talk').classList.remove('held');
+  if (!streaming) return;
   streaming = false;
   sock.send({ type: 'input_audio_buffer.commit' });
   sock.send({ type: 'response.create' });

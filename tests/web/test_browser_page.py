@@ -344,3 +344,37 @@ def test_connect_with_the_server_stopped_says_so(browser: object) -> None:
     assert state["errors"] == [f"could not start: the server at 127.0.0.1:{server.port} does not answer: is "
                                "stepaudio-rt serve running? Reload this page once it is."]
     assert state["state"] == "error"
+
+
+def test_a_quick_tap_of_the_space_bar_does_not_leave_push_to_talk_streaming(embedded_server: ServerProcess,
+                                                                            browser: object) -> None:
+    """A tap whose key-up came before the page had flushed the playback left the page 'speaking', the button held
+    and the microphone streaming to the server until the next press. The space bar must still work after it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    driver.get(f"{embedded_server.http}/?mode=ptt&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready", 60)
+    assert state["state"] == "ready", state
+    ActionChains(driver).key_down(Keys.SPACE).key_up(Keys.SPACE).perform()
+    time.sleep(1.0)
+    tapped = hook(driver)
+    time.sleep(1.0)
+    state = hook(driver)
+    talk = driver.find_element(By.ID, "talk")  # type: ignore[attr-defined]
+    # Whether the key-up beat the flush (nothing sent) or not (a turn of a few chunks): nothing streams any more.
+    assert state["state"] != "speaking" and state["sentChunks"] == tapped["sentChunks"] <= 5, state
+    assert "held" not in (talk.get_attribute("class") or ""), state
+
+    # Holding the space bar still streams a turn, and releasing it sends the turn.
+    committed = state["events"].get("input_audio_buffer.committed", 0)
+    ActionChains(driver).key_down(Keys.SPACE).perform()
+    state = wait_until(driver, lambda s: s["sentChunks"] >= tapped["sentChunks"] + 25, 10)
+    assert state["state"] == "speaking" and "held" in (talk.get_attribute("class") or ""), state
+    ActionChains(driver).key_up(Keys.SPACE).perform()
+    state = wait_until(driver, lambda s: s["events"].get("input_audio_buffer.committed", 0) > committed, 10)
+    assert state["events"].get("input_audio_buffer.committed") == committed + 1 and state["errors"] == [], state
+    assert "held" not in (talk.get_attribute("class") or ""), state
