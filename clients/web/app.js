@@ -10,6 +10,8 @@ import { pcm16ToFloat } from './resampler.js';
 
 const $ = (id) => document.getElementById(id);
 const PREROLL_CHUNKS = 75; // 3 s of 40 ms chunks captured before the socket opened
+// The event_id of the session.update sent at connect: the server's error event names it when it refuses the settings.
+const CONNECT_UPDATE_ID = 'page_connect_settings';
 
 // The test hook: plain counters and lists, never read back by the page itself.
 const hook = {
@@ -98,6 +100,7 @@ function sessionUpdate(s) {
   const instructions = $('instructions').value.trim();
   return {
     type: 'session.update',
+    event_id: CONNECT_UPDATE_ID,
     session: {
       type: 'realtime',
       ...(instructions ? { instructions } : {}),
@@ -262,6 +265,13 @@ const handlers = {
   },
   error: (e) => {
     const err = e.error || {};
+    // A refused connect-time update leaves none of it applied (another turn detection, the default persona), so the
+    // session is not the one asked for: disconnect, so that the setting can be corrected and connected again.
+    if (err.event_id === CONNECT_UPDATE_ID) {
+      showError(`the server refused the settings${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
+      teardown('error');
+      return;
+    }
     showError(`server error${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
   },
 };
@@ -302,7 +312,8 @@ async function connect() {
     hook.micSettings = audio.stream.getAudioTracks()[0].getSettings();
     hook.sampleRate = audio.sampleRate;
     await refreshMicrophones();
-    sock = new RealtimeSocket(s.url, s.key);
+    const socket = new RealtimeSocket(s.url, s.key);
+    sock = socket;
     sock.onAny = (e) => {
       hook.events[e.type] = (hook.events[e.type] || 0) + 1;
       if (e.type !== 'response.output_audio.delta' && hook.timeline.length < 400) {
@@ -310,9 +321,12 @@ async function connect() {
       }
     };
     for (const [type, fn] of Object.entries(handlers)) sock.on(type, fn);
-    sock.onClose = (e, byUs) => {
-      if (!byUs) showError(`connection closed by the server (code ${e.code}${e.reason ? `: ${e.reason}` : ''})`);
-      teardown(byUs ? 'idle' : 'closed');
+    sock.onClose = (e) => {
+      // The page closes a socket only in teardown, which lets go of it first: a close that comes for a socket let go
+      // of leaves that teardown's state (an error) as it is, and a newer connection up.
+      if (sock !== socket) return;
+      showError(`connection closed by the server (code ${e.code}${e.reason ? `: ${e.reason}` : ''})`);
+      teardown('closed');
     };
     await sock.open();
     sock.send(sessionUpdate(s));

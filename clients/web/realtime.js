@@ -9,8 +9,7 @@ export class RealtimeSocket {
     this.ws = null;
     this.handlers = new Map();
     this.onAny = () => {};
-    this.onClose = () => {};
-    this.closedByUs = false;
+    this.onClose = () => {}; // (CloseEvent) once an opened socket closes, whoever closed it
   }
 
   on(type, fn) {
@@ -47,7 +46,7 @@ export class RealtimeSocket {
           reject(new Error(`could not connect to ${this.url} (close code ${e.code}; check the server and the API key)`));
           return;
         }
-        this.onClose(e, this.closedByUs);
+        this.onClose(e);
       };
     });
   }
@@ -61,7 +60,6 @@ export class RealtimeSocket {
   }
 
   close() {
-    this.closedByUs = true;
     if (this.ws) this.ws.close(1000, 'bye');
   }
 }

@@ -378,3 +378,38 @@ def test_a_quick_tap_of_the_space_bar_does_not_leave_push_to_talk_streaming(embe
     state = wait_until(driver, lambda s: s["events"].get("input_audio_buffer.committed", 0) > committed, 10)
     assert state["events"].get("input_audio_buffer.committed") == committed + 1 and state["errors"] == [], state
     assert "held" not in (talk.get_attribute("class") or ""), state
+
+
+def test_settings_the_server_refuses_at_connect_disconnect_and_say_so(embedded_server: ServerProcess,
+                                                                      browser: object) -> None:
+    """Instructions past the server's budget (or a silence it refuses) made the connect-time session.update fail
+    whole: the page showed a server error yet stayed connected, its state stuck at 'starting', the session running
+    with the server's turn detection and persona instead of the ones asked for. It disconnects and says that the
+    settings were refused; corrected, they connect."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{embedded_server.http}/?mode=ptt&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    # A long persona pasted into the box.
+    driver.execute_script(  # type: ignore[attr-defined]
+        "document.getElementById('instructions').value = 'Be brief. '.repeat(1500)")
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "error", 30)
+    time.sleep(1.0)  # the socket's own close comes after: it must not hide the error state
+    state = hook(driver)
+    assert state["state"] == "error", state
+    assert len(state["errors"]) == 1 and state["errors"][0].startswith("the server refused the settings"), state
+    assert "instructions" in state["errors"][0], state
+    assert driver.find_element(By.ID, "connect").text == "Connect"  # type: ignore[attr-defined]
+    assert not driver.find_element(By.ID, "mode").get_attribute("disabled")  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "talk").get_attribute("disabled")  # type: ignore[attr-defined]
+
+    persona = "You are a pirate. Answer in one short sentence."
+    driver.execute_script(  # type: ignore[attr-defined]
+        f"document.getElementById('instructions').value = {persona!r}")
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and hook(driver)["state"] != "ready":  # the first error is still listed
+        time.sleep(0.1)
+    state = hook(driver)
+    assert state["state"] == "ready" and state["instructions"] == persona and len(state["errors"]) == 1, state
