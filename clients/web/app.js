@@ -79,8 +79,15 @@ function settings() {
     mode: $('mode').value,
     silenceMs: Number($('silence-ms').value) || 800,
     deviceId: $('mic').value,
-    prebufferMs: Number(new URLSearchParams(location.search).get('prebuffer_ms') ?? 100),
+    prebufferMs: prebufferMs(new URLSearchParams(location.search).get('prebuffer_ms')),
   };
+}
+
+// A jitter buffer of NaN ms (prebuffer_ms=abc) never counts as filled: each reply would stay silent until its end.
+// A value that is not a number of milliseconds is ignored, as a mode that is not vad or ptt is.
+function prebufferMs(param) {
+  const ms = Number(param ?? 100);
+  return Number.isFinite(ms) && ms >= 0 ? ms : 100;
 }
 
 function micConstraints(deviceId) {

@@ -413,3 +413,21 @@ def test_settings_the_server_refuses_at_connect_disconnect_and_say_so(embedded_s
         time.sleep(0.1)
     state = hook(driver)
     assert state["state"] == "ready" and state["instructions"] == persona and len(state["errors"]) == 1, state
+
+
+def test_a_prebuffer_that_is_not_a_number_still_plays_the_reply_as_it_streams(embedded_server: ServerProcess,
+                                                                             browser: object) -> None:
+    """?prebuffer_ms=abc made the jitter buffer NaN ms long, never full: a long reply stayed silent until its last
+    audio had arrived (49 s for a story). The page ignores the bad value and starts within the default 100 ms."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    story = "You%20are%20a%20storyteller.%20Answer%20with%20a%20long%20story%20of%20at%20least%20eight%20sentences."
+    driver.get(f"{embedded_server.http}/?mode=ptt&prebuffer_ms=abc&instructions={story}")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready", 60)
+    driver.find_element(By.ID, "message").send_keys("Tell me a story about a cat.", Keys.ENTER)  # type: ignore
+    state = wait_until(driver, lambda s: s["playedSeconds"] > 0 or s["events"].get("response.done"), 90)
+    assert state["errors"] == [] and state["playedSeconds"] > 0, state
+    assert not state["events"].get("response.done"), state  # playing while the reply still streams
