@@ -342,6 +342,9 @@ async function connect() {
       streaming = true;
     }
     preroll = [];
+    // Connected: what went wrong before (a refused key, a server that was down, a dropped connection) is over, and a
+    // red line about it next to a working session reads as a current fault. Counted in hook.errors all the same.
+    $('errors').replaceChildren();
     $('connect').textContent = 'Disconnect';
     $('connect').disabled = false;
     $('talk').disabled = mode !== 'ptt';

@@ -274,6 +274,30 @@ def test_api_key_travels_as_subprotocol_and_a_wrong_key_is_shown(keyed_server: S
     assert page_text(driver, "#errors li") == ""
 
 
+def test_errors_of_a_failed_connect_go_once_connected(keyed_server: ServerProcess, browser: object) -> None:
+    """A wrong key, corrected in the page, and Connect again: the session worked, yet 'could not connect ... check the
+    server and the API key' stayed on the page in red next to it (the same after a server restart)."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{keyed_server.http}/?key=wrong-key")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not page_text(driver, "#errors li"):
+        time.sleep(0.05)
+    assert "could not connect" in page_text(driver, "#errors li"), hook(driver)
+
+    key = driver.find_element(By.ID, "key")  # type: ignore[attr-defined]
+    key.clear()
+    key.send_keys("browser-key")
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    while time.monotonic() < deadline and hook(driver)["state"] != "listening":
+        time.sleep(0.05)
+    state = hook(driver)
+    assert state["state"] == "listening" and state["sessionId"], state
+    assert page_text(driver, "#errors li") == "", state
+
+
 def wait_until(driver: object, done: object, timeout: float) -> dict:
     """Poll the page's hook until done(state) or an error shows or the time is up; returns the last state."""
     deadline = time.monotonic() + timeout
