@@ -247,7 +247,8 @@ const handlers = {
     setText(entry, entry.text + e.delta);
   },
   'response.output_audio_transcript.done': (e) => {
-    setText(line(e.item_id, 'assistant'), e.transcript);
+    // Empty when the reply was cut (a new message, talking over it) before its first words: say so, not a blank.
+    setText(line(e.item_id, 'assistant'), e.transcript || '(nothing said)');
     hook.assistantTranscripts.push(e.transcript);
   },
   'response.output_text.delta': (e) => {
