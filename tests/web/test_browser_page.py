@@ -481,3 +481,24 @@ def test_a_reply_cut_before_its_first_words_is_not_a_blank_bubble(embedded_serve
     # On two busy cores the first reply is cut before its first words (its transcript is empty); on a faster machine
     # it may have said some, and then its bubble shows them.
     assert replies == [t or "(nothing said)" for t in state["assistantTranscripts"]], (replies, context)
+
+
+def test_a_long_url_in_a_transcript_wraps_on_a_narrow_window(embedded_server: ServerProcess, browser: object) -> None:
+    """A word longer than the window (a URL, typed or spoken back) widened the conversation and with it the whole
+    page: on a phone-width window the settings, the bubbles and the message box ran off the screen sideways."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.set_window_size(375, 812)  # type: ignore[attr-defined]  # a phone
+    driver.get(f"{embedded_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    wait_until(driver, lambda s: s["state"] == "ready", 60)
+    url = "https://example.com/a/very/long/path/without/any/spaces/at_all_whatsoever_1234567890"
+    driver.execute_script(  # type: ignore[attr-defined]
+        "const m = document.getElementById('message'); m.value = arguments[0];"
+        "document.getElementById('compose').requestSubmit();", f"Please repeat exactly: {url}")
+    state = wait_until(driver, lambda s: s["typed"], 10)
+    assert url in page_text(driver, ".turn.user .text"), state
+    widths = driver.execute_script(  # type: ignore[attr-defined]
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths  # no sideways scrolling
