@@ -12,6 +12,8 @@ const $ = (id) => document.getElementById(id);
 const PREROLL_CHUNKS = 75; // 3 s of 40 ms chunks captured before the socket opened
 // The event_id of the session.update sent at connect: the server's error event names it when it refuses the settings.
 const CONNECT_UPDATE_ID = 'page_connect_settings';
+const INSTRUCTIONS_UPDATE_ID = 'page_instructions'; // ... and of an instructions edit
+const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 
 // The test hook: plain counters and lists, never read back by the page itself.
 const hook = {
@@ -33,6 +35,8 @@ let preroll = [];
 let turnEndAt = null; // performance.now() of speech_stopped (or of the push-to-talk release)
 let activeResponse = null;
 let defaultInstructions = ''; // the server's persona, from session.created: what an emptied box goes back to
+let appliedInstructions = ''; // the session's persona as the server last said (session.updated)
+let instructionsTimer = null;
 const dropped = new Set(); // items flushed by a barge-in: their late audio deltas are ignored
 const lines = new Map(); // item_id -> {el, text}
 
@@ -194,11 +198,13 @@ const handlers = {
     hook.sessionId = e.session && e.session.id;
     defaultInstructions = (e.session && e.session.instructions) || '';
     $('instructions').placeholder = defaultInstructions;
+    appliedInstructions = defaultInstructions;
     // Show the server's default persona so that it can be edited rather than guessed.
     if (!$('instructions').value.trim()) $('instructions').value = defaultInstructions;
   },
   'session.updated': (e) => {
     hook.instructions = e.session ? e.session.instructions : null;
+    appliedInstructions = hook.instructions || '';
     if (!activeResponse) setState(mode === 'vad' ? 'listening' : 'ready');
   },
   'conversation.item.added': (e) => {
@@ -278,6 +284,12 @@ const handlers = {
     if (err.event_id === CONNECT_UPDATE_ID) {
       showError(`the server refused the settings${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
       teardown('error');
+      return;
+    }
+    if (err.event_id === INSTRUCTIONS_UPDATE_ID) {
+      // The session keeps the persona it had: show that one again, not the refused edit as if it applied.
+      showError(`the server kept the previous instructions${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
+      $('instructions').value = appliedInstructions;
       return;
     }
     showError(`server error${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
@@ -428,10 +440,18 @@ async function sendTyped(event) {
 }
 
 function updateInstructions() {
+  clearTimeout(instructionsTimer);
   // An emptied box asks for the server's default persona back (shown as its placeholder): an empty one would leave
   // the model without any.
   const instructions = $('instructions').value.trim() || defaultInstructions;
-  if (sock && sock.isOpen) sock.send({ type: 'session.update', session: { type: 'realtime', instructions } });
+  if (!sock || !sock.isOpen || instructions === appliedInstructions) return;
+  sock.send({ type: 'session.update', event_id: INSTRUCTIONS_UPDATE_ID, session: { type: 'realtime', instructions } });
+}
+
+// An edit applies once typing pauses, so that a user who edits the persona and then just talks is answered by it.
+function instructionsTyped() {
+  clearTimeout(instructionsTimer);
+  instructionsTimer = setTimeout(updateInstructions, INSTRUCTIONS_PAUSE_MS);
 }
 
 // ---- microphones ------------------------------------------------------------------------------
@@ -468,6 +488,7 @@ function init() {
   if (q.get('instructions')) $('instructions').value = q.get('instructions');
   $('compose').addEventListener('submit', sendTyped);
   $('instructions').addEventListener('change', updateInstructions);
+  $('instructions').addEventListener('input', instructionsTyped);
   for (const id of ['ec', 'ns', 'agc']) if (q.has(id)) $(id).checked = q.get(id) !== '0';
   $('connect').addEventListener('click', () => (sock || audio ? teardown('idle') : connect()));
   $('mic').addEventListener('change', switchMicrophone);

@@ -299,10 +299,11 @@ def test_errors_of_a_failed_connect_go_once_connected(keyed_server: ServerProces
 
 
 def wait_until(driver: object, done: object, timeout: float) -> dict:
-    """Poll the page's hook until done(state) or an error shows or the time is up; returns the last state."""
+    """Poll the page's hook until done(state) or a new error shows or the time is up; returns the last state."""
     deadline = time.monotonic() + timeout
     state = hook(driver)
-    while time.monotonic() < deadline and not state["errors"] and not done(state):  # type: ignore[operator]
+    known = len(state["errors"])
+    while time.monotonic() < deadline and len(state["errors"]) == known and not done(state):  # type: ignore[operator]
         time.sleep(0.1)
         state = hook(driver)
     return state
@@ -328,13 +329,18 @@ def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
 
     edited = "You are a geography tutor. Answer in one short sentence."
     persona.clear()
-    persona.send_keys(edited)
-    message = driver.find_element(By.ID, "message")  # type: ignore[attr-defined]
-    message.click()  # leaving the persona field applies the edit
+    persona.send_keys(edited)  # and nothing else: the edit applies once typing pauses, the box still focused
     state = wait_until(driver, lambda s: s["instructions"] == edited, 20)
     assert state["instructions"] == edited, state
+    message = driver.find_element(By.ID, "message")  # type: ignore[attr-defined]
+    driver.execute_script(  # type: ignore[attr-defined]  # a pasted persona over the server's budget
+        "const box = document.getElementById('instructions'); box.value = 'Be brief. '.repeat(1500);"
+        "box.dispatchEvent(new Event('input'));")
+    state = wait_until(driver, lambda s: s["errors"], 20)
+    assert state["errors"][-1].startswith("the server kept the previous instructions"), state
+    assert persona.get_attribute("value") == edited and state["state"] == "ready", state  # the box says what applies
     persona.clear()
-    message.click()  # an emptied box asks for the server's persona back (it set an empty one), shown greyed
+    message.click()  # an emptied box, left, asks for the server's persona back (it set an empty one), shown greyed
     state = wait_until(driver, lambda s: s["instructions"] == default, 20)
     assert state["instructions"] == default and persona.get_attribute("placeholder") == default, state
     # settings that apply at connect are locked while connected, not silently ignored
@@ -345,7 +351,7 @@ def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
     state = wait_until(driver, lambda s: s["assistantTranscripts"] and s["playedSeconds"] >= 0.5, 90)
     driver.save_screenshot(str(artifacts_dir(tmp_path) / "browser_page_typed.png"))  # type: ignore[attr-defined]
     context = f"page: { {k: v for k, v in state.items() if k != 'events'} }\nserver: {embedded_server.log()[-3000:]}"
-    assert state["errors"] == [], context
+    assert len(state["errors"]) == 1, context  # the refused persona's
     assert state["typed"] == ["What is the capital of France?"], context
     assert page_text(driver, ".turn.user .text") == "What is the capital of France?", context
     assert message.get_attribute("value") == "", context
