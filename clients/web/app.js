@@ -313,7 +313,7 @@ async function serverProblem(wsUrl) {
   try {
     res = await fetch('/healthz', { cache: 'no-store' });
   } catch {
-    return `the server at ${location.host} does not answer: is stepaudio-rt serve running? Reload this page once it is.`;
+    return `the server at ${location.host} does not answer: is stepaudio-rt serve running? Press Connect again once it is.`;
   }
   if (res.status === 503) return 'the server is still loading its models: connect again in a few seconds';
   return null;

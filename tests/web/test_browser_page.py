@@ -372,7 +372,7 @@ def test_connect_with_the_server_stopped_says_so(browser: object) -> None:
     browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     state = wait_until(browser, lambda s: s["errors"], 20)
     assert state["errors"] == [f"could not start: the server at 127.0.0.1:{server.port} does not answer: is "
-                               "stepaudio-rt serve running? Reload this page once it is."]
+                               "stepaudio-rt serve running? Press Connect again once it is."]
     assert state["state"] == "error"
 
 
