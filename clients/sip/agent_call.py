@@ -17,7 +17,8 @@
   must see our packets from the answer on). speech_started from
   the server (the caller talks over the agent) flushes the queue and drops the rest of that response's audio;
   the client truncates the agent's item to what was played.
-- A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
+- A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once. While the
+  caller holds the call, its audio (hold music) does not reach the agent, which would take it for a turn.
 - RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
   "DTMF <digit>" in the agent's conversation.
 - No RTP from the caller for `rtp_timeout_s` while it should send (not on hold) ends the call with our BYE: a
@@ -80,6 +81,7 @@ class CallRecord:
     rtp_out_packets: int = 0
     rtp_out_bytes: int = 0
     inbound_dropped_frames: int = 0
+    inbound_on_hold_frames: int = 0  # the caller's 20 ms frames kept from the agent while it held the call
     barge_ins: int = 0
     media_to: str | None = None  # "address:port" the agent's audio went to last
 
@@ -353,8 +355,11 @@ class AgentCall:
                 self.rtp.sendto(packet, dest)
             self._queue_inbound(self.jitter.poll(loop.time()))
             if self._inbound and self.client is not None:
-                audio, self._inbound = b"".join(self._inbound), []
-                await self.client.send(ev.append_event(audio))
+                frames, self._inbound = self._inbound, []
+                if self.media.sends:
+                    await self.client.send(ev.append_event(b"".join(frames)))
+                else:  # the caller holds the call: what it sends is its hold music, not words for the agent
+                    self.record.inbound_on_hold_frames += len(frames)
 
     async def _agent_loop(self) -> None:
         assert self.client is not None

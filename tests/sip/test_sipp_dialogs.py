@@ -105,6 +105,30 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     assert_spoken_call((code, errors), calls, bridge, tmp_path / "moved.pcap", moved_port)
 
 
+def test_hold_music_does_not_reach_the_agent(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
+    """A PBX that holds the call (a=sendonly) plays its hold music to us: the agent must not take it for the caller's
+    turn and answer it into a held line. Here the 'music' is speech, which the agent would surely answer."""
+    need("sipp", "sox", "tshark")
+    media_port = free_udp_port()
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
+            expect(200, optional=(100,), match="a=recvonly"),
+            request("ACK", 2, in_dialog=True), speak_beckett(beckett_wav, tmp_path, media_port),
+            request("BYE", 3, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert calls[0]["end_reason"] == "remote hangup", calls
+    assert calls[0]["rtp_in_packets"] > 100 and calls[0]["inbound_on_hold_frames"] > 100, calls
+    assert calls[0]["user_transcripts"] == [] and calls[0]["agent_transcripts"] == [], calls
+
+
 def test_a_gateways_sip_t_invite_with_sdp_beside_isup_is_answered(embedded_server, tmp_path: Path) -> None:
     """RFC 3204/5621: a PSTN gateway (SIP-T, SIP-I) sends its offer as one part of a multipart/mixed body, beside
     the ISUP message; the bridge answers the SDP part (it had refused the call with 488, "INVITE without SDP")."""
