@@ -40,7 +40,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
             405: "Method Not Allowed", 420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
             482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
-            491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable"}
+            491: "Request Pending", 513: "Message Too Large", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable"}
 
 
 def reason_phrase(status: int) -> str:
@@ -58,8 +58,8 @@ def canonical_name(name: str) -> str:
 class SipParseError(RemoteProtocolError):
     """A malformed message; `partial` is the request/response as far as it could be read, or None."""
 
-    def __init__(self, message: str, partial: Request | Response | None = None) -> None:
-        super().__init__(message, 400, "Bad Request")
+    def __init__(self, message: str, partial: Request | Response | None = None, status: int = 400) -> None:
+        super().__init__(message, status, reason_phrase(status))
         self.partial = partial
 
 
@@ -266,10 +266,19 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Request 
     """Parse one SIP message from a datagram.
 
     Raises:
-        SipParseError: the bytes are not a well-formed SIP message (status hint 400); `partial` holds what was read.
+        SipParseError: the bytes are not a well-formed SIP message (status hint 400), or more than `max_size` of them
+            (513); `partial` holds what was read.
     """
     if len(data) > max_size:
-        raise SipParseError(f"message of {len(data)} bytes exceeds {max_size}")
+        # Up to a datagram's 64 KiB, read it anyway so that the sender learns why: 513 rather than silence and
+        # retransmissions until its transaction times out.
+        partial: Request | Response | None = None
+        if len(data) <= MAX_MESSAGE_BYTES:
+            try:
+                partial = parse_message(data)
+            except SipParseError as exc:
+                partial = exc.partial
+        raise SipParseError(f"message of {len(data)} bytes exceeds {max_size}", partial, 513)
     head, body, has_blank = _split_head(data)
     try:
         text = head.decode("utf-8")

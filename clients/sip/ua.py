@@ -152,7 +152,7 @@ class UserAgent:
             msg = parse_message(data, max_size=self.config.max_message_bytes)
         except SipParseError as exc:
             self.stats.malformed += 1
-            self._bad_request(exc.partial, addr, str(exc))
+            self._bad_request(exc.partial, addr, exc)
             return
         try:
             if isinstance(msg, Response):
@@ -161,7 +161,7 @@ class UserAgent:
                 self._on_request(msg, addr, now)
         except SipParseError as exc:  # a header only looked at here was malformed
             self.stats.malformed += 1
-            self._bad_request(msg if isinstance(msg, Request) else None, addr, str(exc))
+            self._bad_request(msg if isinstance(msg, Request) else None, addr, exc)
 
     def timer_fired(self, key: str, now: float) -> None:
         kind, _, handle = key.partition(":")
@@ -439,7 +439,7 @@ class UserAgent:
         self._start(call, "byeretx", now + T1)
         self._start(call, "byetimeout", now + TIMEOUT)
 
-    def _bad_request(self, partial: Request | Response | None, addr: Addr, why: str) -> None:
+    def _bad_request(self, partial: Request | Response | None, addr: Addr, error: SipParseError) -> None:
         if not isinstance(partial, Request) or partial.method == "ACK" or not partial.headers.get_all("Via"):
             self.stats.dropped += 1
             return
@@ -449,7 +449,8 @@ class UserAgent:
             self.stats.dropped += 1
             return
         self.stats.bad_requests += 1
-        self._send(self._response(partial, 400, addr, to_tag=self._token(), extra=(self._warning(399, why),)), addr)
+        self._send(self._response(partial, error.status, addr, to_tag=self._token(),
+                                  extra=(self._warning(error.warn_code, str(error)),)), addr)
 
     def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""

@@ -220,6 +220,18 @@ def test_options_488_400_405_501_and_busy() -> None:
     assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
 
 
+def test_a_message_over_the_size_limit_gets_513_not_silence() -> None:
+    """RFC 3261 21.5.14: a request longer than the UA takes (8 KiB here) is answered 513 Message Too Large, naming
+    the sizes in a Warning, instead of dropped (the caller would retransmit it until its transaction timed out)."""
+    h = Harness()
+    big = req("INVITE", body=SDP, call_id="big", headers=f"X-Padding: {'x' * 9000}\r\n")
+    refused = h.feed(big)
+    assert statuses(refused) == [513] and refused[0].reason == "Message Too Large"
+    assert refused[0].headers.get("Warning") == f'399 127.0.0.1 "message of {len(big)} bytes exceeds 8192"'
+    assert not [e for e in h.events if isinstance(e, IncomingCall)]
+    assert statuses(h.feed(req("INVITE", body=SDP, call_id="small"))) == [100, 180]  # the UA goes on
+
+
 def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     h = Harness()
     call, tag = h.established()
