@@ -27,7 +27,7 @@ from controller.realtime import items as it
 from controller.realtime.session_config import SessionConfig, ToolChoiceFunction
 from controller.response import Response
 from lm_engine.chat import ChatRequest
-from vad import Resampler
+from vad import Resampler, TurnDetectorConfig
 
 if TYPE_CHECKING:
     from controller.session import Session as _Base
@@ -67,18 +67,40 @@ class ItemsMixin(_Base):
     def input_language(self) -> str | None:
         return self.cfg.transcription.language if self.cfg.transcription else None
 
-    def turn_task(self, start_ms: int, end_ms: int) -> asyncio.Task[TurnInput]:
-        """The input of turn [start_ms, end_ms), computed once and shared by everyone who needs it."""
+    def turn_task(self, start_ms: int, end_ms: int, *, unless_silent: bool = False) -> asyncio.Task[TurnInput]:
+        """The input of turn [start_ms, end_ms), computed once and shared by everyone who needs it; with
+        `unless_silent` (a turn no VAD cut), nothing when the VAD hears no speech in it."""
         key = (start_ms, end_ms)
         task = self._turn_inputs.get(key)
         if task is None:
             pcm = self.audio.segment(start_ms, end_ms)
-            task = asyncio.ensure_future(self.listener.turn_input(pcm, start_ms, end_ms, self.input_language))
+            task = asyncio.ensure_future(self._heard_unless_silent(pcm, start_ms, end_ms) if unless_silent
+                                         else self.listener.turn_input(pcm, start_ms, end_ms, self.input_language))
             self._turn_inputs[key] = task
             # Keep only the recent ones: a speculation and its commit share the latest few.
             while len(self._turn_inputs) > 4:
                 self._turn_inputs.pop(next(iter(self._turn_inputs)))
         return task
+
+    async def _heard_unless_silent(self, pcm16k: np.ndarray, start_ms: int, end_ms: int) -> TurnInput:
+        """Audio the client committed or sent whole, which no VAD cut: Whisper makes words of silence and noise
+        ("I'm going to do it." of a push-to-talk tap), which would be answered. Without speech it is heard as nothing,
+        as the server's VAD would never have made it a turn. The VAD runs beside the listener, which is asked at once
+        (in the order of the turns, and with no time added to a turn with speech)."""
+        heard = asyncio.ensure_future(self.listener.turn_input(pcm16k, start_ms, end_ms, self.input_language))
+        try:
+            speech = await asyncio.to_thread(self._has_speech, pcm16k)
+        except BaseException:
+            heard.cancel()
+            raise
+        if speech:
+            return await heard
+        heard.cancel()
+        return TurnInput.of_text("")
+
+    def _has_speech(self, pcm16k: np.ndarray) -> bool:
+        threshold = TurnDetectorConfig().threshold  # server_vad's default
+        return any(p >= threshold for p in self.pipeline.new_vad().process(pcm16k))
 
     def turn_open(self, item_id: str) -> bool:
         """Whether item_id is the user's turn still open (not committed yet), as a speculation's turn can be."""
@@ -132,7 +154,7 @@ class ItemsMixin(_Base):
         end = self.audio.total_ms if end_ms is None else end_ms
         item_id = self._turn_item_id
         previous = self.last_item_sent()  # a turn spoken over a reply that plays on follows that reply's items
-        turn = self.turn_task(start, end)
+        turn = self.turn_task(start, end, unless_silent=self.cfg.turn_detection is None)
         self.conversation.add(UserMessage(id=item_id, text=""))
         self._audio_items.add(item_id)
         self._untranscribed.add(item_id)
@@ -356,7 +378,7 @@ class ItemsMixin(_Base):
         resampler = Resampler(rate, PIPELINE_RATE)
         pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
-        turn = asyncio.ensure_future(self.listener.turn_input(pcm16k, 0, end_ms, self.input_language))
+        turn = asyncio.ensure_future(self._heard_unless_silent(pcm16k, 0, end_ms))
         await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
 
     @staticmethod

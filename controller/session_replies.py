@@ -76,9 +76,10 @@ class RepliesMixin(_Base):
             if self._committed_turn is not None and self._committed_turn[2] == action.audio_end_ms:
                 item_id, start, _ = self._committed_turn
             turn = (item_id, self.turn_task(start, action.audio_end_ms))
-        elif self._committed_turn is not None and self.conversation.last_item_id() == self._committed_turn[0]:
-            # A reply asked for right after a commit (push-to-talk) answers that turn as the LM reads a spoken turn
-            # (Step-Audio: its audio ids), from the input the commit started.
+        elif (create is not None and self._committed_turn is not None
+              and self.conversation.last_item_id() == self._committed_turn[0]):
+            # A reply the client asked for right after a commit (push-to-talk) answers that turn as the LM reads a
+            # spoken turn (Step-Audio: its audio ids), from the input the commit started.
             item_id, start, end = self._committed_turn
             task = self._turn_inputs.get((start, end))
             turn = (item_id, task) if task is not None else None

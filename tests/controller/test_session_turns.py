@@ -636,8 +636,9 @@ async def test_an_idle_timeout_marks_the_silence_after_the_reply_and_the_assista
         streaming = asyncio.create_task(conv.stream(silence(3.0), pace=1.0))
         triggered = await conv.wait_for("input_audio_buffer.timeout_triggered", after=n, timeout=10)
         committed = await conv.wait_for("input_audio_buffer.committed", after=n, timeout=10)
-        await conv.wait_for("response.done", after=conv.events.index(triggered), timeout=10)
+        done = await conv.wait_for("response.done", after=conv.events.index(triggered), timeout=10)
         streaming.cancel()
+    assert done["response"]["output"] and len(pipeline.requests) == 2, done  # the assistant speaks again
     assert triggered["audio_start_ms"] >= 1900  # after the reply, not the start of the session's audio
     assert 700 <= triggered["audio_end_ms"] - triggered["audio_start_ms"] <= 1400, triggered
     assert committed["item_id"] == triggered["item_id"]

@@ -6,11 +6,13 @@ The questions are Piper's speech (the embedded TTS) with 0.3 s of silence either
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import soxr
 
-from tests.e2e.helpers import RATE, open_conversation, silence
+from tests.e2e.helpers import RATE, open_conversation, silence, to_pcm16
 
 pytestmark = pytest.mark.slow
 
@@ -53,3 +55,26 @@ async def test_each_reply_answers_its_question_and_follows_it(embedded_server) -
     assert [role for _, role, _ in added] == ["user", "assistant", "user", "assistant"], added
     for (before, _, _), (_, _, previous) in zip(added, added[1:]):
         assert previous == before, added
+
+
+async def test_a_tap_that_commits_only_silence_or_noise_is_heard_as_nothing(embedded_server) -> None:
+    """Whisper makes words of silence and faint noise ("." and "I'm going to do it." were seen): a push-to-talk tap
+    that said nothing, or an audio item of silence, would be answered as a question. No VAD cut that audio, so the
+    server's VAD is asked: without speech the turn's transcript is "" and response.create gets an empty response."""
+    noise = (np.random.default_rng(0).standard_normal(int(0.8 * RATE)) * 0.01).astype(np.float32)
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.stream(noise, pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})
+        done = await conv.wait_for("response.done", timeout=60)
+        await conv.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_audio", "audio": base64.b64encode(to_pcm16(silence(1.0))).decode()}]}})
+        item_done = await conv.wait_for("conversation.item.done", after=conv.events.index(done), timeout=60)
+    finally:
+        await conv.close()
+    heard = [e["transcript"] for e in conv.of_type("conversation.item.input_audio_transcription.completed")]
+    assert heard == ["", ""], heard
+    assert done["response"]["status"] == "completed" and done["response"]["output"] == [], done
+    assert item_done["item"]["content"][0]["transcript"] == "", item_done
