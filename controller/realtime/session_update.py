@@ -73,7 +73,8 @@ def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list
 def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]:
     """What a session object asks for that this server serves in another way, one line each for the log (the client
     sees the result in session.updated): semantic_vad, as server_vad; a noise_reduction, as none (the audio is used
-    as sent); tracing, as none; a transcription model, as the server's own Whisper."""
+    as sent); tracing, as none; a transcription model, as the server's own Whisper; a transcription prompt, as none
+    (Whisper transcribes each turn without one)."""
     audio = payload.get("audio")
     audio_input = audio.get("input") if isinstance(audio, Mapping) else None
     audio_input = audio_input if isinstance(audio_input, Mapping) else {}
@@ -95,6 +96,8 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
     for rel, t in asked("transcription", "input_audio_transcription").items():
         if isinstance(t, Mapping) and t.get("model") not in (None, "whisper-1"):
             out.append(f"{path}.{rel}.model: {t.get('model')!r} is served by this server's own Whisper")
+        if isinstance(t, Mapping) and t.get("prompt"):
+            out.append(f"{path}.{rel}.prompt: not used; this server's Whisper transcribes without a prompt")
     return out
 
 

@@ -409,14 +409,19 @@ def test_fields_served_another_way_are_named_for_the_log() -> None:
     """Accepted so that existing clients work, but not as asked: each named in the log, none silently."""
     ev = parse({"type": "session.update", "session": {
         "tracing": "auto", "audio": {"input": {"noise_reduction": {"type": "near_field"},
-                                               "transcription": {"model": "gpt-4o-transcribe"}}}}})
+                                               "transcription": {"model": "gpt-4o-transcribe", "prompt": "Beckett"}}}}})
     assert isinstance(ev, ce.SessionUpdate)
     assert ev.served_as == (
         "session.audio.input.noise_reduction: this server has no noise reduction; the audio is used as sent",
         "session.tracing: this server keeps no traces",
-        "session.audio.input.transcription.model: 'gpt-4o-transcribe' is served by this server's own Whisper")
+        "session.audio.input.transcription.model: 'gpt-4o-transcribe' is served by this server's own Whisper",
+        "session.audio.input.transcription.prompt: not used; this server's Whisper transcribes without a prompt")
+    beta = parse({"type": "transcription_session.update", "session": {"input_audio_transcription": {"prompt": "x"}}})
+    assert isinstance(beta, ce.SessionUpdate)
+    assert beta.served_as == ("session.input_audio_transcription.prompt: not used; this server's Whisper transcribes "
+                              "without a prompt",)
     quiet = parse({"type": "session.update", "session": {"tracing": None, "audio": {"input": {
-        "noise_reduction": None, "transcription": {"model": "whisper-1"}}}}})
+        "noise_reduction": None, "transcription": {"model": "whisper-1", "prompt": ""}}}}})
     assert isinstance(quiet, ce.SessionUpdate) and quiet.served_as == ()
 
 
@@ -431,7 +436,8 @@ def test_beta_transcription_session_update_is_a_transcription_sessions_update() 
     assert ev == ce.SessionUpdate(event_id="t1", patch=SessionPatch(
         kind="transcription", input_format=AudioFormat.PCM,
         transcription=Transcription(model="whisper-1", language="de", prompt="Namen"),
-        turn_detection=ServerVad(silence_duration_ms=700)))
+        turn_detection=ServerVad(silence_duration_ms=700)), served_as=(
+        "session.input_audio_transcription.prompt: not used; this server's Whisper transcribes without a prompt",))
     err = error_of({"type": "transcription_session.update", "session": {"include": ["item.x.logprobs"]}})
     assert (err.code, err.param) == ("invalid_value", "session.include")
 
