@@ -120,6 +120,10 @@ class LlamaCppBackend:
         params.cache_prompt = True   # reuse the longest common prefix already in the slot's KV cache
         params.cache_ram_mib = config.cache_ram_mib
         params.use_jinja = True      # the GGUF's own Jinja chat template renders tools and tool results
+        # A prompt that ends with an assistant message (a client's conversation.item.create, or the last reply
+        # followed by another response.create) still asks for a new assistant message, as the Realtime API's
+        # response.create does: llama.cpp would otherwise continue that message (an empty reply) or refuse two.
+        params.prefill_assistant = False
         params.verbosity = config.log_verbosity
         params.endpoint_metrics = True  # counters() reads llama.cpp's Prometheus counters
         # The server also listens on 127.0.0.1 (an ephemeral port); we only use the in-process calls.
