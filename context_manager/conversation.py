@@ -9,7 +9,9 @@ Rules:
   messages; consecutive function calls join the preceding assistant message as `tool_calls`;
   outputs become role "tool" messages. Empty texts are skipped (a reply cut before any word was
   heard says nothing). An output whose call is not rendered before it is dropped: chat format
-  cannot express a tool result without its call.
+  cannot express a tool result without its call. A call's arguments always reach the LM as JSON:
+  chat templates parse them, so a client's call item with none ("") or with plain text would fail
+  every later reply; "" is rendered as "{}", other text as a JSON string.
 - Budget: the history is split into turns, each starting at a user message; a turn holding a
   function output is merged with the turn holding its call, so dropping never splits them. The
   oldest turns are dropped until the total fits; the newest turn and the instructions are always
@@ -21,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -258,7 +261,8 @@ def _render(items: list[Item], overrides: Mapping[str, str]) -> list[Message]:
                 out.append({"role": role, "content": text})
         elif isinstance(it, FunctionCall):
             called.add(it.call_id)
-            call = {"id": it.call_id, "type": "function", "function": {"name": it.name, "arguments": it.arguments}}
+            call = {"id": it.call_id, "type": "function",
+                    "function": {"name": it.name, "arguments": _json_arguments(it.arguments)}}
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant":
                 calls = last.setdefault("tool_calls", [])
@@ -269,6 +273,16 @@ def _render(items: list[Item], overrides: Mapping[str, str]) -> list[Message]:
         elif it.call_id in called:
             out.append({"role": "tool", "tool_call_id": it.call_id, "content": it.output})
     return out
+
+
+def _json_arguments(arguments: str) -> str:
+    if not arguments.strip():
+        return "{}"
+    try:
+        json.loads(arguments)
+    except ValueError:
+        return json.dumps(arguments)
+    return arguments
 
 
 def _cost(m: Message, count_tokens: Callable[[str], int]) -> int:

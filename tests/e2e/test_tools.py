@@ -48,3 +48,30 @@ async def test_tool_call_and_its_output_feed_the_next_reply(embedded_server) -> 
     assert any(w in said[-1].lower() for w in ("sunny", "21", "twenty"))
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+@pytest.mark.parametrize("arguments", ["", "Paris"])
+async def test_a_client_call_item_whose_arguments_are_not_json_does_not_fail_the_replies(embedded_server,
+                                                                                        arguments: str) -> None:
+    """A client that adds the call and its output itself (history it kept, a call it made on its own) may send no
+    arguments for a call that takes none, or plain text: the replies after it are answered, not failed."""
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.update_session(tools=[WEATHER_TOOL], output_modalities=["text"],
+                                  audio={"input": {"turn_detection": None}})
+        for item in ({"type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": "What is the weather in Paris?"}]},
+                     {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": arguments},
+                     {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21 C"}):
+            n = len(conv.events)
+            await conv.send({"type": "conversation.item.create", "item": item})
+            await conv.wait_for("conversation.item.done", after=n)
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        done = await conv.wait_for("response.done", after=n, timeout=90)
+    finally:
+        await conv.close()
+    assert done["response"]["status"] == "completed", done["response"]["status_details"]
+    assert [e for e in conv.events[n:] if e["type"] == "error"] == []
+    for raw in conv.raw:
+        validate_server_event(raw)
