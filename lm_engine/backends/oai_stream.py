@@ -95,9 +95,12 @@ class OaiChunkTranslator:
         return out
 
     def finish(self) -> list[ChatDelta]:
-        """Flush what was held back and return the closing delta(s); the last has finish_reason set."""
+        """Flush what was held back and return the closing delta(s); the last has finish_reason set. Calls make it
+        "tool_calls", unless the reply was cut at max_tokens: that stays "length" (the calls before the cut are
+        whole, but the reply is incomplete, as the Realtime API reports a response stopped at max_output_tokens)."""
         reason = self._finish or "stop"
-        if self._native_calls:
+        cut = reason == "length"
+        if self._native_calls and not cut:
             reason = "tool_calls"
         out: list[ChatDelta] = []
         if self._held:
@@ -106,7 +109,7 @@ class OaiChunkTranslator:
                 for name, arguments in calls:
                     out.append(ChatDelta(tool_call=ToolCallDelta(
                         call_id=_new_call_id(), name=name, arguments_delta=arguments)))
-                reason = "tool_calls"
+                reason = reason if cut else "tool_calls"
             else:
                 out.append(ChatDelta(text=_salvage_text(self._held) if self._holding else self._held))
             self._held = ""
