@@ -5,6 +5,7 @@ as an argument). The topic layout and the bus's rules are in controller/mqtt_bus
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -49,7 +50,8 @@ class MqttConfig:
         if not 0 < self.port < 65536:
             raise ConfigError(f"--mqtt-url port {self.port} is out of range")
         for name, value in (("prefix", self.prefix), ("node_id", self.node_id)):
-            if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+            # NUL is forbidden in topic names: the broker drops the connection, which looked like a timeout
+            if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
                 raise ConfigError(f"--mqtt-url {name}={value!r} is not a usable topic part")
         if self.prefix.startswith("$"):  # the broker's own ($SYS): refused, or unseen by '#' subscribers
             raise ConfigError(f"--mqtt-url prefix={self.prefix!r}: topics starting with '$' are the broker's")
@@ -59,6 +61,12 @@ class MqttConfig:
             raise ConfigError("--mqtt-url buffer must be at least 1")
         if self.max_message < 1024:  # a stub, a status or a cmd/error reply must still fit
             raise ConfigError("--mqtt-url max_message must be at least 1024 bytes")
+        floats = (self.metrics_interval, self.backoff_initial, self.backoff_max, self.publish_timeout,
+                  self.drain_timeout)
+        if not all(math.isfinite(x) for x in floats):  # nan passed every comparison: metrics never came again
+            raise ConfigError("--mqtt-url metrics_interval, backoff and timeout values must be finite numbers")
+        if self.keepalive > 65535:  # MQTT's two-byte field: the bus failed at every connect, with a traceback
+            raise ConfigError("--mqtt-url keepalive must be at most 65535 (seconds)")
         if self.metrics_interval <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
             raise ConfigError("--mqtt-url metrics_interval and backoff values must be positive, "
                               "backoff_max >= backoff_initial")
