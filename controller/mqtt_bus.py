@@ -216,10 +216,12 @@ class MqttBus:
             body["reason"] = "connection lost"
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def _client(self, clean: bool) -> aiomqtt.Client:
-        """clean: start a new broker session (the first connection of this process: what a previous run was
-        sent is for sessions gone with it). Afterwards the session is resumed, so that the QoS 1 commands
-        sent while the link was down are delivered after the reconnect instead of being lost."""
+    def _client(self) -> aiomqtt.Client:
+        """Every connection resumes the node's broker session, so that the QoS 1 commands sent while the link was
+        down are delivered after the reconnect instead of being lost. The first one too: mosquitto does not save
+        a session begun with a clean start across its restart, which lost the commands sent while a persistent
+        broker restarted for the first time. What a previous run of this node_id was sent in its last 60 s
+        comes to this run, and is answered "no session" (session ids are never reused)."""
         c = self.config
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY
@@ -227,7 +229,7 @@ class MqttBus:
             c.host, c.port, username=c.username, password=c.password,
             identifier=f"stepaudio-rt-{c.node_id}", protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=c.keepalive, timeout=c.publish_timeout,
-            tls_context=ssl.create_default_context() if c.tls else None, clean_start=clean, properties=properties,
+            tls_context=ssl.create_default_context() if c.tls else None, clean_start=False, properties=properties,
             will=aiomqtt.Will(f"{self._node}/status", self._status("lost"), qos=1, retain=True))
         # aiomqtt warns past 10 publishes awaiting their acknowledgement; up to WINDOW is our normal flow
         client.pending_calls_threshold = WINDOW
@@ -236,11 +238,9 @@ class MqttBus:
     async def _run(self) -> None:
         """Connect, serve, and on any broker error reconnect after an exponential, jittered backoff."""
         delay = self.config.backoff_initial
-        clean = True
         while not self._stop.is_set():
             try:
-                async with self._client(clean) as client:
-                    clean = False
+                async with self._client() as client:
                     delay = self.config.backoff_initial
                     logger.info("mqtt: connected to %s:%d as node %s", self.config.host, self.config.port,
                                 self.config.node_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 
@@ -211,3 +212,31 @@ async def test_a_live_sessions_status_is_published_again_after_a_broker_restart(
     finally:
         server.stop()
         broker.stop()
+
+
+async def test_a_command_sent_while_a_persistent_broker_restarts_is_run_after_the_reconnect(tmp_path) -> None:
+    # The node's first connection used to start its broker session clean; mosquitto does not save such a session
+    # across its restart, so the first restart of a persistent broker lost what was sent for the node meanwhile.
+    broker = Mosquitto(tmp_path / "mosquitto", persistent=True)
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id=n6&backoff_initial=3&backoff_max=3")
+    try:
+        await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 1, timeout=30)
+        conv = await open_conversation(server.ws)
+        try:
+            sid = conv.events[0]["session"]["id"]
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0)
+            broker.stop()  # it saves its sessions; the node waits about 3 s before it reconnects
+            await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 0)
+            broker.start()
+            await publish(broker.port, f"stepaudio/v1/sessions/{sid}/cmd/instructions",
+                          json.dumps({"instructions": "Sent while the broker restarted."}))
+            updated = await conv.wait_for("session.updated", timeout=30,
+                                          where={"session.instructions": "Sent while the broker restarted."})
+        finally:
+            await conv.close()
+    finally:
+        server.stop()
+        broker.stop()
+    assert updated["session"]["instructions"] == "Sent while the broker restarted."

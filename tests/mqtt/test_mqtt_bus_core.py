@@ -170,4 +170,4 @@ async def test_the_publish_window_is_not_reported_as_a_backlog() -> None:
     from controller.mqtt_bus import WINDOW
 
     bus, _ = _bus(buffer=3)
-    assert bus._client(clean=True).pending_calls_threshold == WINDOW
+    assert bus._client().pending_calls_threshold == WINDOW
