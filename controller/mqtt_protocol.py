@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -83,11 +84,13 @@ def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
     &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..&max_message=..]"""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"--mqtt-url {url!r}: the scheme must be mqtt:// or mqtts://")
+        raise ConfigError(f"--mqtt-url {_without_password(url)!r}: the scheme must be mqtt:// or mqtts://")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"--mqtt-url {url!r}: bad port") from exc
+    except ValueError as exc:  # with credentials, often a password with a '#', '?' or '/', which end the host part
+        hint = (" (in a user name or password, write '#' '?' '/' '@' ':' as %23 %3F %2F %40 %3A)"
+                if "@" in url else "")
+        raise ConfigError(f"--mqtt-url {_without_password(url)!r}: bad port{hint}") from exc
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     known = {"prefix", "node_id", *_INT_OPTIONS, *_FLOAT_OPTIONS}
     unknown = sorted(set(query) - known)
@@ -110,6 +113,12 @@ def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
         password=unquote(parts.password) if parts.password else None,
         prefix=query.get("prefix", "stepaudio").strip("/") or "stepaudio",
         node_id=query.get("node_id", default_node_id), **options)  # type: ignore[arg-type]
+
+
+def _without_password(url: str) -> str:
+    """The URL as an error may show it: terminals and logs are no place for the broker's password. Everything
+    from the first ':' after the user name to the '@' goes, so a password the URL parser misreads goes too."""
+    return re.sub(r"^([^:/]*://[^:/@?#]*:)[^@]*@", r"\1***@", url)
 
 
 # ---- pure helpers: what goes where --------------------------------------------------------------

@@ -50,6 +50,9 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
                                           "/v1, e.g. http://127.0.0.1:8000/v1"),
     (["--mqtt-url", "127.0.0.1:1883", "--port", "0"], "--mqtt-url '127.0.0.1:1883': the scheme must be mqtt:// or "
                                                       "mqtts://"),
+    # A '#' in the password ended the host part: "bad port", with the password on the terminal (and in logs)
+    (["--mqtt-url", "mqtts://op:s3cr#t@broker", "--port", "0"],
+     "--mqtt-url 'mqtts://op:***@broker': bad port (in a user name or password, write '#' '?' '/' '@' ':' as %23 "),
     # `--api-key "$KEY"` with KEY unset: the server started, refusing every client without a key.
     (["--api-key", ""], "--api-key is empty"),
     (["--threads", "0"], "argument --threads: must be at least 1, got 0"),

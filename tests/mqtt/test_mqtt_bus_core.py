@@ -43,6 +43,14 @@ def test_bad_urls_raise_config_error(url: str) -> None:
         parse_mqtt_url(url, default_node_id="n")
 
 
+@pytest.mark.parametrize("url", ["http://op:s3cret@broker", "mqtt://op:s3cret@broker:x", "mqtts://op:s3#ret@broker",
+                                 "mqtts://op:s3/ret@broker", "mqtts://op:s3?ret@broker"])
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_mqtt_url(url, default_node_id="n")
+    assert "s3" not in str(err.value) and "op:***@broker" in str(err.value)
+
+
 def test_event_topics_and_qos() -> None:
     m = event_message("p", "sess_1", {"type": "response.done", "response": {}}, LIMIT)
     assert (m.topic, m.qos, m.retain) == ("p/v1/sessions/sess_1/events/response.done", 1, False)
