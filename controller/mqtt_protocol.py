@@ -107,7 +107,8 @@ def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
     except ValueError as exc:
         raise ConfigError(f"--mqtt-url: {exc}") from exc
     return MqttConfig(
-        host=parts.hostname or "", port=port or (8883 if parts.scheme == "mqtts" else 1883),
+        # `port or ...` made an explicit :0 the default port; it is refused as out of range
+        host=parts.hostname or "", port=(8883 if parts.scheme == "mqtts" else 1883) if port is None else port,
         tls=parts.scheme == "mqtts",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
