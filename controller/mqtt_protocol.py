@@ -112,7 +112,8 @@ def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
         tls=parts.scheme == "mqtts",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        prefix=query.get("prefix", "stepaudio").strip("/") or "stepaudio",
+        # an empty ?prefix= (`prefix=$PREFIX` with it unset) is refused, as an empty node_id is, not made the default
+        prefix=query.get("prefix", "stepaudio").strip("/"),
         node_id=query.get("node_id", default_node_id), **options)  # type: ignore[arg-type]
 
 

@@ -37,7 +37,7 @@ def test_url_defaults_and_options() -> None:
     # failed at every connect (keepalive, a two-byte field), or a broker that dropped every connection (NUL)
     "mqtt://b?metrics_interval=nan", "mqtt://b?metrics_interval=inf", "mqtt://b?drain_timeout=inf",
     "mqtt://b?publish_timeout=nan", "mqtt://b?backoff_max=inf", "mqtt://b?keepalive=65536", "mqtt://b?prefix=a%00b",
-    "mqtt://b?node_id=n%00", "mqtt://b:0",
+    "mqtt://b?node_id=n%00", "mqtt://b:0", "mqtt://b?prefix=", "mqtt://b?prefix=/",
 ])
 def test_bad_urls_raise_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
