@@ -303,9 +303,12 @@ class Session(ItemsMixin, RepliesMixin):
         """response.input may name items of the conversation: a missing one is the client's error, told now
         (with the event's id), not a server failure of the reply later."""
         for i, entry in enumerate(event.input or ()):
-            if isinstance(entry, ItemReference) and entry.id not in self.conversation:
-                raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
-                                          param=f"response.input[{i}].id")
+            if isinstance(entry, ItemReference):
+                if entry.id not in self.conversation:
+                    raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
+                                              param=f"response.input[{i}].id")
+            else:
+                self._check_item_size(self._item_from_spec(entry, entry.id or "inline"), at=f"response.input[{i}]")
 
     async def _apply_for(self, event: ce.ClientEvent, request: tt.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""

@@ -342,6 +342,7 @@ class ItemsMixin(_Base):
         spec = event.item
         item_id = spec.id or self.new_id("item")
         item = self._item_from_spec(spec, item_id)
+        self._check_item_size(item)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
         pcm = self._item_audio(getattr(spec, "content", ()))
         call_id = item.call_id if isinstance(item, FunctionCall) else None
@@ -380,6 +381,21 @@ class ItemsMixin(_Base):
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
         turn = asyncio.ensure_future(self._heard_unless_silent(pcm16k, 0, end_ms))
         await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
+
+    def _check_item_size(self, item: Item, at: str = "item") -> None:
+        """The newest turn is always sent whole, beside the instructions: an item longer than the prompt budget
+        would make every reply fail for a context overflow that the client cannot see coming."""
+        if isinstance(item, FunctionCall):
+            text, param = item.arguments, f"{at}.arguments"
+        elif isinstance(item, FunctionCallOutput):
+            text, param = item.output, f"{at}.output"
+        else:
+            text, param = item.text, f"{at}.content"
+        budget = self.defaults.context_budget_tokens
+        if (n := self.pipeline.count_tokens(text)) > budget:
+            raise RemoteProtocolError(f"The item is {n} tokens long; this server keeps each prompt within {budget} "
+                                      "tokens and always sends the newest turn whole: shorten it.",
+                                      code="invalid_value", param=param)
 
     @staticmethod
     def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:

@@ -390,6 +390,30 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
 
 
+async def test_an_item_longer_than_the_prompt_budget_is_refused_and_the_conversation_goes_on() -> None:
+    """The newest turn is always sent whole: a 25,000-character message (or tool output) used to be accepted, then
+    every reply failed with the LM's context overflow. It is refused where it is sent, naming the field."""
+    pipeline = ScriptedPipeline()  # 4 characters a token: the 1500-token budget is 6000 characters
+    long_text = "word " * 5000
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "event_id": "ev_long", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": long_text}]}})
+        await conv.send({"type": "conversation.item.create", "event_id": "ev_out", "item": {
+            "type": "function_call_output", "call_id": "call_1", "output": long_text}})
+        await conv.send({"type": "response.create", "event_id": "ev_inline", "response": {
+            "conversation": "none", "input": [{"type": "message", "role": "user",
+                                               "content": [{"type": "input_text", "text": long_text}]}]}})
+        n = await conv.ask("what time is it?")
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    errors = {e["error"]["event_id"]: e["error"] for e in conv.of_type("error")}
+    assert {k: (e["code"], e["param"]) for k, e in errors.items()} == {
+        "ev_long": ("invalid_value", "item.content"), "ev_out": ("invalid_value", "item.output"),
+        "ev_inline": ("invalid_value", "response.input[0].content")}, errors
+    assert "1500 tokens" in errors["ev_long"]["message"]
+    assert done["response"]["status"] == "completed"
+    assert [user_messages(r) for r in pipeline.requests] == [["what time is it?"]]  # nothing refused was kept
+
+
 async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_speech_starts_a_turn() -> None:
     pipeline = ScriptedPipeline()
     async with conversation(pipeline) as (_, conv):
