@@ -390,6 +390,21 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
 
 
+async def test_a_session_s_opening_and_its_end_are_logged_with_the_close_code(caplog) -> None:
+    """An operator finds a session's start and end (and why it ended: a client cut by the keepalive, say) in the log."""
+    pipeline = ScriptedPipeline()
+    with caplog.at_level(logging.INFO, logger="controller.session"):
+        async with conversation(pipeline) as (server, conv):
+            session_id = conv.of_type("session.created")[0]["session"]["id"]
+            await conv.ws.close(1000, "bye")
+            deadline = time.monotonic() + 5
+            while server.sessions and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if session_id in r.getMessage()]
+    assert lines[0].startswith(f"session {session_id} opened (realtime, from ('127.0.0.1', "), lines
+    assert re.fullmatch(rf"session {session_id} closed after \d+\.\d s: code 1000 \(bye\)", lines[-1]), lines
+
+
 async def test_an_item_longer_than_the_prompt_budget_is_refused_and_the_conversation_goes_on() -> None:
     """The newest turn is always sent whole: a 25,000-character message (or tool output) used to be accepted, then
     every reply failed with the LM's context overflow. It is refused where it is sent, naming the field."""
@@ -479,6 +494,7 @@ async def test_a_client_that_stops_reading_then_drops_ends_its_session() -> None
     more events and its connection drops. The session must end and free everything, not wait for ever to queue an
     event for a connection that is gone."""
     pipeline = ScriptedPipeline()
+    pipeline.count_tokens = lambda text: 1  # type: ignore[method-assign]  # the big items below are within budget
     async with scripted_server(pipeline) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
