@@ -22,9 +22,9 @@ Rules:
 - response.output_audio.delta is never published (audio is too heavy for a bus). Instead the
   response.output_audio.done event carries "audio_deltas" and "audio_bytes": what the client was sent.
 - The sink methods only build a small message and append it to a bounded buffer; one background task
-  publishes. When the buffer is full the oldest message is dropped and stepaudio_mqtt_dropped_total
-  counts it. While the broker is away the buffer fills and the task reconnects with exponential backoff;
-  sessions never wait on the broker.
+  publishes. When the buffer is full the oldest QoS 0 message (else the oldest) is dropped and
+  stepaudio_mqtt_dropped_total counts it. While the broker is away the buffer fills and the task
+  reconnects with exponential backoff; sessions never wait on the broker.
 - A command that cannot be parsed or run is answered on .../cmd/error and logged; it never raises.
   Messages on .../cmd/error (ours, or another node's on a shared broker) are replies, never answered.
 - Several nodes may share a broker. Each reads every node's status and every session's retained status
@@ -180,8 +180,7 @@ class MqttBus:
             self._m.dropped.inc()
             return
         if len(self._buffer) >= self.config.buffer:
-            self._buffer.popleft()  # the oldest goes: a late reader wants the newest state
-            self._m.dropped.inc()
+            self._drop_one()
         self._buffer.append(msg)
         self._wake.set()
 
@@ -333,9 +332,16 @@ class MqttBus:
                 continue
             task.cancel()
             self._buffer.appendleft(msg)
-        while len(self._buffer) > self.config.buffer:  # the buffer's bound holds: the oldest go, as in _enqueue
-            self._buffer.popleft()
-            self._m.dropped.inc()
+        while len(self._buffer) > self.config.buffer:  # the buffer's bound holds, as in _enqueue
+            self._drop_one()
+
+    def _drop_one(self) -> None:
+        """The buffer is full: the oldest QoS 0 message goes (a delta, a VAD event: a late reader wants the newest
+        state), else the oldest. The QoS 1 ones are what a dashboard builds on: a session's opening and closing,
+        its retained status set and cleared (a lost clear is a ghost session), response.done."""
+        oldest_qos0 = next((i for i, m in enumerate(self._buffer) if m.qos == 0), 0)
+        del self._buffer[oldest_qos0]
+        self._m.dropped.inc()
 
     async def _metrics_loop(self, client: aiomqtt.Client) -> None:
         while True:

@@ -162,15 +162,24 @@ def _bus(buffer: int) -> tuple[MqttBus, Metrics]:
     return MqttBus(parse_mqtt_url(f"mqtt://b?buffer={buffer}", default_node_id="n"), metrics, command), metrics
 
 
-def test_full_buffer_drops_the_oldest_and_counts() -> None:
-    bus, metrics = _bus(buffer=3)
-    bus.session_opened("s")
+def test_full_buffer_drops_the_oldest_qos0_message_first_and_counts() -> None:
+    """A full buffer keeps what a dashboard builds on (QoS 1: session opened/closed, its retained status set and
+    cleared) and drops the oldest QoS 0 event; with none left, the oldest of all."""
+    bus, metrics = _bus(buffer=4)
+    bus.session_opened("s")  # session.opened and the retained status: QoS 1
     for i in range(4):
-        bus.session_event("s", {"type": "conversation.item.added", "n": i})
+        bus.session_event("s", {"type": "conversation.item.added", "n": i})  # QoS 0
     value = metrics.registry.get_sample_value
-    assert value("stepaudio_mqtt_dropped_total") == 3  # session.opened, the session's status, event 0
-    assert value("stepaudio_mqtt_buffered") == 3
-    assert [json.loads(m.payload)["n"] for m in bus._buffer] == [1, 2, 3]
+    assert value("stepaudio_mqtt_dropped_total") == 2  # events 0 and 1
+    assert value("stepaudio_mqtt_buffered") == 4
+    kept = [json.loads(m.payload) if m.payload else None for m in bus._buffer]
+    assert [m.get("type", m.get("status")) if m else None for m in kept] == [
+        "session.opened", "live", "conversation.item.added", "conversation.item.added"]
+    assert [m["n"] for m in kept[2:] if m] == [2, 3]
+    bus.session_closed("s")  # session.closed and the status cleared: QoS 1, they push out the QoS 0 events
+    assert [m.qos for m in bus._buffer] == [1, 1, 1, 1] and value("stepaudio_mqtt_dropped_total") == 4
+    bus.session_event("s", {"type": "response.done"})  # QoS 1 into a buffer of QoS 1: the oldest goes
+    assert json.loads(bus._buffer[0].payload)["status"] == "live" and value("stepaudio_mqtt_dropped_total") == 5
 
 
 def test_audio_deltas_are_counted_not_published() -> None:
