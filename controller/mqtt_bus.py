@@ -144,8 +144,10 @@ class MqttBus:
 
     def session_opened(self, session_id: str) -> None:
         self._directory.local.add(session_id)
-        self._lifecycle(session_id, "session.opened")
+        # The status first: the other nodes learn whose session it is (and leave its commands alone) before an
+        # operator who acts on session.opened can send one.
         self._enqueue(session_status_message(self.config.prefix, session_id, self.config.node_id, time.time()))
+        self._lifecycle(session_id, "session.opened")
 
     def session_closed(self, session_id: str) -> None:
         for key in [k for k in self._audio if k[0] == session_id]:

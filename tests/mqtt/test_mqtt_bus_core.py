@@ -174,12 +174,12 @@ def test_full_buffer_drops_the_oldest_qos0_message_first_and_counts() -> None:
     assert value("stepaudio_mqtt_buffered") == 4
     kept = [json.loads(m.payload) if m.payload else None for m in bus._buffer]
     assert [m.get("type", m.get("status")) if m else None for m in kept] == [
-        "session.opened", "live", "conversation.item.added", "conversation.item.added"]
+        "live", "session.opened", "conversation.item.added", "conversation.item.added"]
     assert [m["n"] for m in kept[2:] if m] == [2, 3]
     bus.session_closed("s")  # session.closed and the status cleared: QoS 1, they push out the QoS 0 events
     assert [m.qos for m in bus._buffer] == [1, 1, 1, 1] and value("stepaudio_mqtt_dropped_total") == 4
     bus.session_event("s", {"type": "response.done"})  # QoS 1 into a buffer of QoS 1: the oldest goes
-    assert json.loads(bus._buffer[0].payload)["status"] == "live" and value("stepaudio_mqtt_dropped_total") == 5
+    assert json.loads(bus._buffer[0].payload)["type"] == "session.opened" and value("stepaudio_mqtt_dropped_total") == 5
 
 
 def test_audio_deltas_are_counted_not_published() -> None:
