@@ -56,6 +56,9 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
     # `--api-key "$KEY"` with KEY unset: the server started, refusing every client without a key.
     (["--api-key", ""], "--api-key is empty"),
     (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    # argparse named the converter: "invalid _positive_int value: 'four'"
+    (["--threads", "four"], "argument --threads: must be a whole number, got 'four'"),
+    (["--max-sessions", "2.5"], "argument --max-sessions: must be a whole number, got '2.5'"),
     (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', "
                               "'WARNING', 'ERROR')"),
     # serve's default profile is embedded: the folder went unused, without a word (tts and chat take it alone)
