@@ -17,6 +17,10 @@ def check_chat_url(url: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"--chat-url {url!r}: an http:// or https:// URL ending in /v1, "
                           "e.g. http://127.0.0.1:8000/v1")
+    try:
+        parts.port
+    except ValueError as exc:  # parsed on access; else a port such as 99999 failed each reply "connection refused"
+        raise ConfigError(f"--chat-url {url!r}: {exc}") from None
     if not url.rstrip("/").endswith("/v1"):
         logger.warning("--chat-url %s does not end in /v1, where OpenAI-compatible servers (vLLM, llama.cpp) "
                        "serve /chat/completions and /models", url)

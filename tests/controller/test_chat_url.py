@@ -16,6 +16,13 @@ def test_what_cannot_be_an_api_root_is_refused(url: str) -> None:
         check_chat_url(url)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http://127.0.0.1:80a/v1"])
+def test_a_port_out_of_range_or_not_a_number_is_refused(url: str) -> None:
+    """It was accepted, and every reply then failed with "connection refused", which points at the server."""
+    with pytest.raises(ConfigError, match=r"--chat-url .*: Port"):
+        check_chat_url(url)
+
+
 def test_a_root_without_v1_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "controller.chat_url"):
         check_chat_url("http://127.0.0.1:8000/v1/")

@@ -48,6 +48,7 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
     (["--profile", "tiny", "--language", "xx"], "--language 'xx' is not one of Whisper's language codes"),
     (["--chat-url", "127.0.0.1:8000/v1"], "--chat-url '127.0.0.1:8000/v1': an http:// or https:// URL ending in "
                                           "/v1, e.g. http://127.0.0.1:8000/v1"),
+    (["--chat-url", "http://127.0.0.1:99999/v1"], "--chat-url 'http://127.0.0.1:99999/v1': Port out of range"),
     (["--mqtt-url", "127.0.0.1:1883", "--port", "0"], "--mqtt-url '127.0.0.1:1883': the scheme must be mqtt:// or "
                                                       "mqtts://"),
     # A '#' in the password ended the host part: "bad port", with the password on the terminal (and in logs)
