@@ -104,7 +104,8 @@ class OaiChunkTranslator:
             reason = "tool_calls"
         out: list[ChatDelta] = []
         if self._held:
-            calls = _leading_calls(self._held, self._tool_names)[0] if self._holding else None
+            # dict.fromkeys: a call written twice is the model repeating itself, not a second call to run
+            calls = list(dict.fromkeys(_leading_calls(self._held, self._tool_names)[0])) if self._holding else None
             if calls:
                 for name, arguments in calls:
                     out.append(ChatDelta(tool_call=ToolCallDelta(
@@ -121,11 +122,12 @@ class OaiChunkTranslator:
             return [ChatDelta(text=content)]
         self._held += content
         if self._holding:
-            # A small model under tool_choice "required" writes the call, then more (".json", made-up calls) until
-            # max_tokens: once a call is followed by anything that is not another call, the reply is decided.
+            # A small model under tool_choice "required" writes the call, then more (".json", made-up calls, the same
+            # call again in ```json fences) until max_tokens: once a call is followed by anything that is not another
+            # call, or by a call already written, the reply is decided.
             calls, rest = _leading_calls(self._held, self._tool_names)
             self.complete = ((bool(calls) and bool(rest) and not rest.startswith(("{", "<", "`")))
-                             or _json_then_blank_lines(self._held))
+                             or len(set(calls)) < len(calls) or _json_then_blank_lines(self._held))
             return []
         head = self._held.lstrip()
         if not head:

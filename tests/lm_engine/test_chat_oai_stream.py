@@ -121,6 +121,25 @@ def test_a_call_followed_by_junk_is_the_call_and_ends_the_reply_early() -> None:
     assert deltas[-1] == ChatDelta(finish_reason="tool_calls")
 
 
+def test_the_same_call_written_again_in_fences_ends_the_reply_early_and_is_one_call() -> None:
+    """Qwen2.5-Coder-0.5B under tool_choice "required" (seen through llama.cpp's server with --chat-url, tokens as it
+    streamed them) also writes its call, then the same call in ```json fences over and over until max_tokens: minutes
+    of silence on a busy CPU, the server's slot held, and then the client was asked to run the same call 3 times."""
+    call = ['{"', 'name', '":', ' "', 'get', '_weather', '",', ' "', 'arguments', '":', ' {"', 'city', '":', ' "',
+            'Paris', '"}}']
+    t = OaiChunkTranslator(["get_weather"])
+    for piece in call + [" ```", "json", "\n"] + call[:-1]:
+        assert t.feed(chunk(piece)) == [] and not t.complete
+    t.feed(chunk(call[-1]))
+    assert t.complete  # the repeat is whole: nothing more is needed
+    for piece in ["```", "json", "\n"] + call + ["\n", "```", "json", "\n"]:  # had the reader gone on
+        t.feed(chunk(piece))
+    deltas = t.finish()
+    calls = [d.tool_call for d in deltas if d.tool_call]
+    assert [(c.name, json.loads(c.arguments_delta)) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert deltas[-1] == ChatDelta(finish_reason="tool_calls")
+
+
 def test_drain_stops_reading_once_the_call_is_decided() -> None:
     chunks: queue.Queue[object] = queue.Queue()
     for piece in ['{"name": "f", "arguments": {}}', " Sure! ", "more text"] + [f" {i}" for i in range(50)]:
