@@ -34,10 +34,11 @@ def open_remote_chat(url: str, *, required: bool = False) -> Any:
 
     backend = RemoteChatBackend(url)
     try:
-        logger.info("chat LM: remote server %s, model %s", url, backend.model())
+        logger.info("chat LM: remote server %s, model %s", backend.base_url, backend.model())
     except ChatBackendError as exc:
         if required:
             backend.close()
             raise ConfigError(f"--chat-url: {exc}") from exc
-        logger.warning("chat LM: remote server %s does not answer now: %s; replies fail until it does", url, exc)
+        logger.warning("chat LM: remote server %s does not answer now: %s; replies fail until it does",
+                       backend.base_url, exc)
     return backend

@@ -102,6 +102,13 @@ class RemoteChatBackend:
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError(f"timeouts must be > 0, got timeout={timeout}, connect_timeout={connect_timeout}")
         self.base_url = base_url.rstrip("/")
+        # Credentials in the URL (http://user:password@host/v1) go out as Basic auth but never into base_url, which
+        # every error names: those errors reach each Realtime client and the logs.
+        url = httpx2.URL(self.base_url)
+        auth = None
+        if url.username or url.password:
+            auth = httpx2.BasicAuth(url.username, url.password)
+            self.base_url = str(url.copy_with(username=None, password=None))
         self._model = model
         self._model_lock = threading.Lock()
         headers = {"Accept": "text/event-stream"}
@@ -109,6 +116,7 @@ class RemoteChatBackend:
             headers["Authorization"] = f"Bearer {api_key}"
         self._client: httpx2.Client | None = httpx2.Client(
             headers=headers,
+            auth=auth,
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             limits=httpx2.Limits(max_keepalive_connections=0),
         )

@@ -3,6 +3,7 @@ serving the embedded Qwen2.5-Coder-0.5B GGUF on 127.0.0.1, in a subprocess. The 
 local HTTP server, since a real server does not send broken SSE on purpose."""
 from __future__ import annotations
 
+import base64
 import http.server
 import socket
 import threading
@@ -151,7 +152,10 @@ class _Canned(http.server.BaseHTTPRequestHandler):
                                       '"finish_reason":"stop"}]}\n\n'),
     }
 
+    authorizations: list[str | None] = []
+
     def do_GET(self) -> None:  # noqa: N802 - a web server's own 404 page, as for a base URL without /v1
+        self.authorizations.append(self.headers.get("Authorization"))
         data = b"<html>\n<head><title>404 Not Found</title></head>\n<body>\n<h1>Not Found</h1>\n" \
                b"<p>The requested URL was not found on this server.</p>\n</body>\n</html>\n" * 3
         self.send_response(404)
@@ -209,6 +213,19 @@ def test_an_html_error_page_is_quoted_as_one_line_of_its_text_with_the_v1_hint(c
     assert "\n" not in message and "<" not in message and len(message) < 400
     assert "usually ends in /v1" in message
     backend.close()
+
+
+def test_credentials_in_the_url_are_sent_but_never_named_in_errors(canned_url: str) -> None:
+    """http://user:password@host/v1 is how a server behind Basic auth is reached; the password was quoted in every
+    error, which the voice agent sends to each Realtime client (and logs)."""
+    host = canned_url.removeprefix("http://")
+    backend = RemoteChatBackend(f"http://agent:s3cret@{host}/v1")
+    with pytest.raises(ChatBackendError) as err:
+        backend.model()
+    backend.close()
+    assert "HTTP 404" in str(err.value) and f"http://{host}/v1/models" in str(err.value)
+    assert "s3cret" not in str(err.value) and "s3cret" not in backend.base_url
+    assert _Canned.authorizations[-1] == "Basic " + base64.b64encode(b"agent:s3cret").decode()
 
 
 def test_a_finished_stream_without_done_is_accepted(canned_url: str) -> None:
