@@ -117,7 +117,9 @@ class App:
               registry=self.metrics.registry).set_function(
             lambda: sum(s.audio.kept_seconds for s in self.sessions.values()))
         self.defaults = SessionDefaults(speculation=config.speculation, pause_ms=config.pause_ms,
-                                        early_prefill=config.early_prefill,
+                                        # a --chat-url server has no prompt-cache warm-up to take: the speech
+                                        # would be transcribed each second for nothing
+                                        early_prefill=config.early_prefill and config.chat_url is None,
                                         max_event_bytes=config.server.max_event_bytes)
 
     async def start(self, stop: asyncio.Event | None = None) -> None:

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from tests.conftest import ServerProcess, free_port
 from tests.e2e.helpers import load_pcm24k, open_conversation, silence
 from tests.realtime_schema import validate_server_event
 
@@ -69,3 +70,24 @@ async def test_a_silence_shorter_than_the_pause_already_starts_the_turns_transcr
     assert done["response"]["status"] == "completed", done
     after = (await asyncio.to_thread(embedded_server.metrics)).get(QUICK_INPUT, 0.0)
     assert after - before >= 1  # the committed reply started with its transcript in hand
+
+
+async def test_with_a_chat_url_the_speech_is_not_transcribed_each_second_for_nothing(beckett_wav) -> None:
+    """A --chat-url server takes no warm-up, yet each second of speech was transcribed (Whisper, on the cores the
+    turn's own transcription and the speech synthesis need) and counted as an early prefill. Nothing needs to listen
+    at the URL: the replies are not what this is about."""
+    server = ServerProcess("--profile", "embedded", "--chat-url", f"http://127.0.0.1:{free_port()}/v1")
+    try:
+        conv = await open_conversation(server.ws)
+        try:
+            await conv.send({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": ONE_TURN_VAD}}}})
+            await conv.wait_for("session.updated")
+            await conv.stream(np.concatenate([silence(0.3), load_pcm24k(beckett_wav)]), pace=1.0)
+            await asyncio.sleep(1.0)  # a warm-up started at the end of the speech has finished
+            assert conv.of_type("input_audio_buffer.speech_started")
+            assert (await _counter(server)) == 0
+        finally:
+            await conv.close()
+    finally:
+        server.stop()
