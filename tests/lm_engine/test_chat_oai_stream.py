@@ -173,11 +173,12 @@ def test_a_call_followed_by_blank_lines_ends_the_reply_early() -> None:
 
 
 def test_calls_cut_at_max_tokens_keep_the_length_finish() -> None:
-    """Qwen2.5-Coder-0.5B under tools (through llama.cpp) may write the same call again and again until max_tokens:
-    the whole calls are kept, and the reply still ends "length" (the response is incomplete at max_output_tokens),
-    not "tool_calls", which reported it completed."""
-    call = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n'
-    deltas = run(OaiChunkTranslator(["get_time"]), [chunk(call) for _ in range(3)]
+    """Qwen2.5-Coder-0.5B under tools (through llama.cpp) may write call after call until max_tokens: the whole calls
+    are kept, and the reply still ends "length" (the response is incomplete at max_output_tokens), not "tool_calls",
+    which reported it completed. (The same call written again ends the reply early: see the test above.)"""
+    calls = [f'<tool_call>\n{{"name": "get_time", "arguments": {{"tz": "{tz}"}}}}\n</tool_call>\n'
+             for tz in ("UTC", "CET", "PST")]
+    deltas = run(OaiChunkTranslator(["get_time"]), [chunk(call) for call in calls]
                  + [chunk('<tool_call>\n{"name": "get_'), chunk(finish="length")])
     assert [d.tool_call.name for d in deltas if d.tool_call] == ["get_time"] * 3
     assert deltas[-1].finish_reason == "length"
@@ -185,5 +186,5 @@ def test_calls_cut_at_max_tokens_keep_the_length_finish() -> None:
         chunk(tool_calls=[{"index": 0, "id": "call_a", "function": {"name": "get_time", "arguments": "{}"}}]),
         chunk(finish="length")])
     assert native[-1].finish_reason == "length"
-    whole = run(OaiChunkTranslator(["get_time"]), [chunk(call), chunk(finish="stop")])
+    whole = run(OaiChunkTranslator(["get_time"]), [chunk(calls[0]), chunk(finish="stop")])
     assert whole[-1].finish_reason == "tool_calls"
