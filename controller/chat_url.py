@@ -3,12 +3,16 @@ same way by every command, and its backend opened and asked once at start whethe
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
 from controller.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "STEPAUDIO_RT_CHAT_API_KEY"  # sent as Authorization: Bearer
+MODEL_ENV = "STEPAUDIO_RT_CHAT_MODEL"  # the served model's name; unset, the first the server's /models lists
 
 
 def check_chat_url(url: str) -> None:
@@ -32,7 +36,9 @@ def open_remote_chat(url: str, *, required: bool = False) -> Any:
     reply until it answers, and it may just be starting too."""
     from lm_engine import ChatBackendError, RemoteChatBackend  # the optional `remote` extra
 
-    backend = RemoteChatBackend(url)
+    # From the environment, not the command line, where a key would show in `ps`: vLLM's --api-key, a hosted server.
+    backend = RemoteChatBackend(url, api_key=os.environ.get(API_KEY_ENV) or None,
+                                model=os.environ.get(MODEL_ENV) or None)
     try:
         logger.info("chat LM: remote server %s, model %s", backend.base_url, backend.model())
     except ChatBackendError as exc:

@@ -235,7 +235,8 @@ class RemoteChatBackend:
         try:
             return str(response.json()["data"][0]["id"])
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ChatBackendError(f"chat server {url} lists no model; pass model= explicitly") from exc
+            raise ChatBackendError(f"chat server {url} lists no model; name the one to use (STEPAUDIO_RT_CHAT_MODEL "
+                                   "for --chat-url)") from exc
 
 
 def _socket_of(network_stream: Any) -> socket.socket | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import json
 import socket
 import threading
 import time
@@ -153,6 +154,7 @@ class _Canned(http.server.BaseHTTPRequestHandler):
     }
 
     authorizations: list[str | None] = []
+    models: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 - a web server's own 404 page, as for a base URL without /v1
         self.authorizations.append(self.headers.get("Authorization"))
@@ -165,7 +167,8 @@ class _Canned(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.authorizations.append(self.headers.get("Authorization"))
+        self.models.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["model"])
         content_type, body = self.replies[self.path]
         data = body.encode()
         self.send_response(200)
@@ -226,6 +229,19 @@ def test_credentials_in_the_url_are_sent_but_never_named_in_errors(canned_url: s
     assert "HTTP 404" in str(err.value) and f"http://{host}/v1/models" in str(err.value)
     assert "s3cret" not in str(err.value) and "s3cret" not in backend.base_url
     assert _Canned.authorizations[-1] == "Basic " + base64.b64encode(b"agent:s3cret").decode()
+
+
+def test_the_chat_servers_key_and_model_come_from_the_environment(canned_url: str, monkeypatch) -> None:
+    """--chat-url to a server that wants a key (vLLM's --api-key, a hosted one) or that serves several models: the
+    key and the model's name come from the environment (a key on the command line would show in `ps`)."""
+    from controller.chat_url import open_remote_chat
+
+    monkeypatch.setenv("STEPAUDIO_RT_CHAT_API_KEY", "sk-test")
+    monkeypatch.setenv("STEPAUDIO_RT_CHAT_MODEL", "step-audio-chat")
+    backend = open_remote_chat(f"{canned_url}/no-done")
+    assert list(backend.stream(ask("hi"), threading.Event()))[0] == ChatDelta(text="Hi")
+    backend.close()
+    assert (_Canned.authorizations[-1], _Canned.models[-1]) == ("Bearer sk-test", "step-audio-chat")
 
 
 def test_a_finished_stream_without_done_is_accepted(canned_url: str) -> None:
