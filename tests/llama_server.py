@@ -22,6 +22,7 @@ params.n_parallel = 1
 params.cpuparams.n_threads = 2
 params.cpuparams_batch.n_threads = 2
 params.use_jinja = True
+params.prefill_assistant = False  # llama-server --no-prefill-assistant, as the README asks for --chat-url
 params.endpoint_metrics = True
 params.endpoint_slots = True
 params.verbosity = 0
