@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 IDLE_AUDIO_SLACK_MS = 5000
 
 
+# What only a session's replies use (SessionConfig field names): a transcription session has none.
+REPLY_FIELDS = frozenset({"instructions", "voice", "speed", "output_modalities", "output_format", "tools",
+                          "tool_choice", "temperature", "max_output_tokens"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionDefaults:
     speculation: bool = True
@@ -329,6 +334,9 @@ class Session(ItemsMixin, RepliesMixin):
             self.log.warning("session.update: ignored field(s) this server does not know: %s", ", ".join(event.ignored))
         for line in event.served_as:
             self.log.warning("session.update: %s", line)
+        if self.cfg.kind == "transcription" and (unused := sorted(event.patch.changes().keys() & REPLY_FIELDS)):
+            self.log.warning("session.update: %s: not used by a transcription session, which has no replies",
+                             ", ".join(unused))
         new = apply_patch(self.cfg, event.patch)
         if new.kind != self.cfg.kind:
             raise RemoteProtocolError(

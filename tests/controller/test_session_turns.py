@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect as ws_connect
 from controller.errors import RemoteProtocolError
 from lm_engine.chat import ChatBackendError
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech, user_messages
-from tests.e2e.helpers import silence
+from tests.e2e.helpers import open_conversation, silence
 from tests.realtime_schema import validate_server_event
 
 NOON = "It is noon. The sun is high. Lunch is soon."
@@ -148,6 +148,25 @@ async def test_a_misspelt_session_field_is_applied_as_nothing_and_named_in_the_s
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "session.update" in
               r.getMessage()]
     assert len(warned) == 1 and "session.instruction, session.audio.output.vioce" in warned[0]
+
+
+async def test_reply_fields_sent_to_a_transcription_session_are_named_in_the_log(caplog) -> None:
+    """A transcription session has no replies: instructions, tools or a voice sent to it are accepted (the API's
+    session object allows them) but do nothing, which the log says instead of nothing."""
+    async with scripted_server(ScriptedPipeline()) as server:
+        conv = await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime?intent=transcription")
+        try:
+            await conv.send({"type": "session.update", "session": {
+                "type": "transcription", "instructions": "be brief", "tools": [],
+                "audio": {"input": {"transcription": {"language": "en"}}}}})
+            await conv.wait_for("session.updated", timeout=5)
+        finally:
+            await conv.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "session.update" in
+              r.getMessage()]
+    assert warned == ["session.update: instructions, tools: not used by a transcription session, which has no "
+                      "replies"], warned
+    assert not conv.of_type("error")
 
 
 async def test_a_reply_whose_lm_fails_mid_way_closes_its_items() -> None:
