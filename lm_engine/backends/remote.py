@@ -36,6 +36,7 @@ from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
 
+MODELS_TIMEOUT_S = 5.0  # GET /models answers at once on a live server
 _ERROR_BODY_MAX = 2000  # characters of an error response quoted in the exception
 _HTML_TEXT_MAX = 200  # of an HTML error page's text: its title and first lines say what it is
 
@@ -111,6 +112,7 @@ class RemoteChatBackend:
             self.base_url = str(url.copy_with(username=None, password=None))
         self._model = model
         self._model_lock = threading.Lock()
+        self._connect_timeout = connect_timeout
         headers = {"Accept": "text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -227,7 +229,9 @@ class RemoteChatBackend:
             raise ChatBackendError("backend is closed")
         url = f"{self.base_url}/models"
         try:
-            response = client.get(url, headers={"Accept": "application/json"})
+            # A short wait: a server that hangs here holds the model lock, and every reply waits behind it.
+            response = client.get(url, headers={"Accept": "application/json"},
+                                  timeout=httpx2.Timeout(MODELS_TIMEOUT_S, connect=self._connect_timeout))
         except httpx2.HTTPError as exc:
             raise ChatBackendError(_transport_message(url, exc)) from exc
         if response.status_code >= 400:

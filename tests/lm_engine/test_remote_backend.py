@@ -158,6 +158,9 @@ class _Canned(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - a web server's own 404 page, as for a base URL without /v1
         self.authorizations.append(self.headers.get("Authorization"))
+        if self.path == "/hangs/models":  # a server that accepts the request and never answers it
+            time.sleep(30)
+            return
         data = b"<html>\n<head><title>404 Not Found</title></head>\n<body>\n<h1>Not Found</h1>\n" \
                b"<p>The requested URL was not found on this server.</p>\n</body>\n</html>\n" * 3
         self.send_response(404)
@@ -242,6 +245,19 @@ def test_the_chat_servers_key_and_model_come_from_the_environment(canned_url: st
     assert list(backend.stream(ask("hi"), threading.Event()))[0] == ChatDelta(text="Hi")
     backend.close()
     assert (_Canned.authorizations[-1], _Canned.models[-1]) == ("Bearer sk-test", "step-audio-chat")
+
+
+def test_a_server_that_hangs_on_models_fails_in_seconds_not_the_read_timeout(canned_url: str) -> None:
+    """The model's name is fetched under a lock every reply takes: a hung GET /models made other sessions' replies
+    (and the server's start) wait the whole 60 s read timeout."""
+    from lm_engine.backends.remote import MODELS_TIMEOUT_S
+
+    backend = RemoteChatBackend(f"{canned_url}/hangs")
+    start = time.monotonic()
+    with pytest.raises(ChatBackendError, match="hangs/models"):
+        backend.model()
+    backend.close()
+    assert MODELS_TIMEOUT_S <= time.monotonic() - start < MODELS_TIMEOUT_S + 3
 
 
 def test_a_finished_stream_without_done_is_accepted(canned_url: str) -> None:
