@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and
     # faster-whisper every transcription ("Processing audio with duration ..."), about one a second while a user
-    # speaks (early prefill): both at INFO.
-    for noisy in ("websockets.server", "faster_whisper"):
+    # speaks (early prefill), and httpx2 each --chat-url request (one a reply, cancelled speculations too): at INFO.
+    for noisy in ("websockets.server", "faster_whisper", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "serve":

@@ -292,3 +292,4 @@ async def test_serve_with_chat_url_completes_a_text_turn(llama_server: LlamaServ
     prompts = [p.read_text() for p in set(llama_server.prompts_dir.iterdir()) - seen_before]
     assert any("What is the capital of France? One word." in p for p in prompts)
     assert "llama.cpp loaded" not in log
+    assert "httpx2" not in log, log  # its INFO line per request (cancelled speculations too) stays out of the log
