@@ -27,6 +27,8 @@ from streaming_tokenizer.whisper_asr import normalize_language, whisper_language
 
 logger = logging.getLogger(__name__)
 
+MQTT_PASSWORD_ENV = "STEPAUDIO_RT_MQTT_PASSWORD"  # the --mqtt-url user's password, where the URL gives none
+
 
 class EventSink(Protocol):
     """Something that watches sessions (an event bus). Called on the event loop: must not block."""
@@ -135,7 +137,8 @@ class App:
         if self.config.mqtt_url:
             from controller.mqtt_protocol import parse_mqtt_url
             mqtt = parse_mqtt_url(self.config.mqtt_url,
-                                  default_node_id=f"{socket.gethostname()}-{self.server.port}")
+                                  default_node_id=f"{socket.gethostname()}-{self.server.port}",
+                                  default_password=os.environ.get(MQTT_PASSWORD_ENV) or None)
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)

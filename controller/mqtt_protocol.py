@@ -79,9 +79,11 @@ _INT_OPTIONS = ("buffer", "keepalive", "max_message")
 _FLOAT_OPTIONS = ("metrics_interval", "backoff_initial", "backoff_max", "publish_timeout", "drain_timeout")
 
 
-def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
+def parse_mqtt_url(url: str, *, default_node_id: str, default_password: str | None = None) -> MqttConfig:
     """mqtt[s]://[user[:password]@]host[:port][?prefix=..&node_id=..&buffer=..&metrics_interval=..
-    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..&max_message=..]"""
+    &keepalive=..&backoff_initial=..&backoff_max=..&publish_timeout=..&drain_timeout=..&max_message=..]
+
+    `default_password` is the user's password where the URL gives none (one on a command line shows in `ps`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"--mqtt-url {_without_password(url)!r}: the scheme must be mqtt:// or mqtts://")
@@ -111,7 +113,7 @@ def parse_mqtt_url(url: str, *, default_node_id: str) -> MqttConfig:
         host=parts.hostname or "", port=(8883 if parts.scheme == "mqtts" else 1883) if port is None else port,
         tls=parts.scheme == "mqtts",
         username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
+        password=unquote(parts.password) if parts.password else default_password if parts.username else None,
         # an empty ?prefix= (`prefix=$PREFIX` with it unset) is refused, as an empty node_id is, not made the default
         prefix=query.get("prefix", "stepaudio").strip("/"),
         node_id=query.get("node_id", default_node_id), **options)  # type: ignore[arg-type]

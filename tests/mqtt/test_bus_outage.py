@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -240,3 +241,27 @@ async def test_a_command_sent_while_a_persistent_broker_restarts_is_run_after_th
         server.stop()
         broker.stop()
     assert updated["session"]["instructions"] == "Sent while the broker restarted."
+
+
+async def test_the_brokers_password_can_come_from_the_environment(tmp_path, monkeypatch) -> None:
+    """mqtt://op@host with STEPAUDIO_RT_MQTT_PASSWORD set: the password stays off the command line (`ps` shows
+    that) and the bus logs in with it; the broker refuses anonymous clients, so it did."""
+    from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
+
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "op", "s3cret"], check=True)
+    broker = Mosquitto(tmp_path / "mosquitto", options=("allow_anonymous false", f"password_file {passwords}"))
+    broker.start()
+    try:
+        monkeypatch.setenv("STEPAUDIO_RT_MQTT_PASSWORD", "s3cret")
+        url = f"mqtt://op@127.0.0.1:{broker.port}?{FAST_RETRY}"
+        async with scripted_server(ScriptedPipeline(), mqtt_url=url) as app:
+            def connected() -> bool:
+                return "stepaudio_mqtt_connected 1.0" in app.metrics.render().decode()
+            await eventually(connected)
+        monkeypatch.setenv("STEPAUDIO_RT_MQTT_PASSWORD", "wrong")
+        async with scripted_server(ScriptedPipeline(), mqtt_url=url) as app:
+            await asyncio.sleep(2.0)
+            assert not connected()
+    finally:
+        broker.stop()

@@ -52,6 +52,15 @@ def test_a_bad_url_is_named_without_its_password(url: str) -> None:
     assert "s3" not in str(err.value) and "op:***@broker" in str(err.value)
 
 
+def test_a_password_missing_from_the_url_is_the_default_one() -> None:
+    """The password may stay off the command line (where `ps` shows it): the server passes its environment's."""
+    c = parse_mqtt_url("mqtts://op@broker", default_node_id="n", default_password="s3cret")
+    assert (c.username, c.password) == ("op", "s3cret")
+    given = parse_mqtt_url("mqtts://op:url-pw@broker", default_node_id="n", default_password="s3cret")
+    assert given.password == "url-pw"
+    assert parse_mqtt_url("mqtt://broker", default_node_id="n", default_password="s3cret").password is None
+
+
 def test_event_topics_and_qos() -> None:
     m = event_message("p", "sess_1", {"type": "response.done", "response": {}}, LIMIT)
     assert (m.topic, m.qos, m.retain) == ("p/v1/sessions/sess_1/events/response.done", 1, False)
