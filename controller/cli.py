@@ -57,8 +57,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="start replies speculatively at short pauses")
     p.add_argument("--early-prefill", choices=("on", "off"), default="on",
                    help="while the user speaks, transcribe what was said so far and warm the chat LM's prompt "
-                        "cache with it (embedded profile, not with --chat-url), so the reply's prompt is mostly evaluated "
-                        "at the pause")
+                        "cache with it (embedded profile, not with --chat-url), so the reply's prompt is mostly "
+                        "evaluated at the pause")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
     p.add_argument("--language", default="en", help="default language of user speech")
     p.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),

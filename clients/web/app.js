@@ -288,7 +288,8 @@ const handlers = {
     }
     if (err.event_id === INSTRUCTIONS_UPDATE_ID) {
       // The session keeps the persona it had: show that one again, not the refused edit as if it applied.
-      showError(`the server kept the previous instructions${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
+      const code = err.code ? ` (${err.code})` : '';
+      showError(`the server kept the previous instructions${code}: ${err.message || 'unknown'}`);
       $('instructions').value = appliedInstructions;
       return;
     }
@@ -313,7 +314,8 @@ async function serverProblem(wsUrl) {
   try {
     res = await fetch('/healthz', { cache: 'no-store' });
   } catch {
-    return `the server at ${location.host} does not answer: is stepaudio-rt serve running? Press Connect again once it is.`;
+    return `the server at ${location.host} does not answer: is stepaudio-rt serve running? `
+      + 'Press Connect again once it is.';
   }
   if (res.status === 503) return 'the server is still loading its models: connect again in a few seconds';
   return null;
