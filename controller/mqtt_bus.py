@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 AUDIO_DELTA = "response.output_audio.delta"
 SESSION_EXPIRY = 60  # seconds the broker keeps our subscriptions and queued commands while we are away
+SHORT_LINK_S = 5.0  # a link the broker drops sooner than this does not reset the reconnect backoff
+SHORT_LINKS_SUSPECT = 3  # ... and this many in a row are logged as a likely node_id shared by two servers
 WINDOW = 20  # messages in flight at once; paho's default max_inflight_messages (more would queue inside paho)
 _NODE_SAMPLES = {  # metrics payload key -> Prometheus sample read from the app's registry
     "sessions_live": "stepaudio_sessions_live",
@@ -239,16 +241,29 @@ class MqttBus:
     async def _run(self) -> None:
         """Connect, serve, and on any broker error reconnect after an exponential, jittered backoff."""
         delay = self.config.backoff_initial
+        short_links = 0  # links in a row that the broker dropped soon after they were made
         while not self._stop.is_set():
+            connected_at = None
             try:
                 async with self._client() as client:
-                    delay = self.config.backoff_initial
+                    connected_at = time.monotonic()
                     logger.info("mqtt: connected to %s:%d as node %s", self.config.host, self.config.port,
                                 self.config.node_id)
                     await self._connected(client)
                     return
             except aiomqtt.MqttError as exc:
                 self._m.connected.set(0)
+                lasted = None if connected_at is None else time.monotonic() - connected_at
+                if lasted is not None and lasted >= SHORT_LINK_S:
+                    delay, short_links = self.config.backoff_initial, 0
+                elif lasted is not None:
+                    short_links += 1
+                    if short_links == SHORT_LINKS_SUSPECT:
+                        # A broker lets one client per id in and drops the other when a second connects: two
+                        # servers with one node_id take turns, forever, and each clears the other's sessions.
+                        logger.error("mqtt: the broker dropped node %s %d times in a row within %.0f s of connecting: "
+                                     "is another server using node_id %s? Give each server its own ?node_id=",
+                                     self.config.node_id, short_links, SHORT_LINK_S, self.config.node_id)
                 wait = delay * random.uniform(0.75, 1.0)
                 logger.warning("mqtt: broker %s:%d unavailable (%s); %d buffered, retrying in %.1fs",
                                self.config.host, self.config.port, exc, len(self._buffer), wait)

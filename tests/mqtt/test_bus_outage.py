@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import time
@@ -265,3 +266,40 @@ async def test_the_brokers_password_can_come_from_the_environment(tmp_path, monk
             assert not connected()
     finally:
         broker.stop()
+
+
+async def test_two_servers_with_one_node_id_are_told_apart_in_the_log(tmp_path, caplog) -> None:
+    """The broker lets one client per id in, dropping the other when a second connects: two servers given the same
+    node_id took turns for ever, each saying only 'unavailable'. The log now names the likely cause."""
+    from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
+
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    url = f"{broker.url}?node_id=twin&{FAST_RETRY}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="controller.mqtt_bus"):
+            async with scripted_server(ScriptedPipeline(), mqtt_url=url), \
+                    scripted_server(ScriptedPipeline(), mqtt_url=url):
+                await eventually(lambda: any("another server using node_id twin" in r.getMessage()
+                                             for r in caplog.records), timeout=30)
+    finally:
+        broker.stop()
+
+
+async def test_a_link_that_lasts_is_not_taken_for_a_shared_node_id(tmp_path, caplog) -> None:
+    from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
+
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="controller.mqtt_bus"):
+            async with scripted_server(ScriptedPipeline(), mqtt_url=f"{broker.url}?node_id=solo&{FAST_RETRY}") as app:
+                for _ in range(3):  # the broker restarts three times, the link lasting longer than SHORT_LINK_S
+                    await eventually(lambda: "stepaudio_mqtt_connected 1.0" in app.metrics.render().decode())
+                    await asyncio.sleep(5.5)
+                    broker.kill()
+                    broker.start()
+                await eventually(lambda: "stepaudio_mqtt_connected 1.0" in app.metrics.render().decode())
+    finally:
+        broker.stop()
+    assert not [r for r in caplog.records if "another server" in r.getMessage()]
