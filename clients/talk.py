@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--speed", dest="speed", type=_positive_float, help="send at this multiple of real time")
     p.add_argument("--no-vad", dest="vad", action="store_false",
                    help="turn server VAD off; commit and request the response explicitly")
-    p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds to wait for the reply after sending")
+    p.add_argument("--timeout", type=_positive_float, default=60.0,
+                   help="seconds to wait for the reply after sending (default 60)")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     p.add_argument("--voice", help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the "
                    "server's; an unknown name is refused with the server's list)")

@@ -209,3 +209,12 @@ def test_a_turn_line_says_why_its_reply_was_cut() -> None:
     done = ServerEvent("response.done", {"type": "response.done", "response": {
         "id": "r", "status": "cancelled", "status_details": {"type": "cancelled", "reason": "turn_detected"}}})
     assert (done.response_status, done.response_reason) == ("cancelled", "turn_detected")
+
+
+def test_help_says_how_long_talk_waits_for_the_reply(capsys) -> None:
+    """`talk --help` names --timeout's default, as it does every other option's: a user on a slow machine must know
+    when to raise it."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    line = " ".join(capsys.readouterr().out.split("--timeout TIMEOUT", 2)[2].split("\n  --")[0].split())
+    assert "default 60" in line, line
