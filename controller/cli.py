@@ -59,7 +59,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="while the user speaks, transcribe what was said so far and warm the chat LM's prompt "
                         "cache with it (embedded profile, not with --chat-url), so the reply's prompt is mostly "
                         "evaluated at the pause")
-    p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply")
+    p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply, 50-2000 ms")
     p.add_argument("--language", default="en", help="default language of user speech")
     p.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),
                    help="CPU threads for the models (speech recognition, the chat LM, synthesis)")

@@ -94,6 +94,13 @@ def test_help_shows_real_defaults_only() -> None:
     assert "(default: 8765)" in text and "(default: no limit)" in text
 
 
+def test_help_gives_the_pause_ms_range_the_server_enforces() -> None:
+    """`serve --help` says which --pause-ms values are taken, so a user learns it before the error does."""
+    text = " ".join(serve("--help").stdout.split())
+    assert "--pause-ms PAUSE_MS silence that starts a speculative reply, 50-2000 ms" in text
+    assert_one_line_error(serve("--pause-ms", "2001"), "--pause-ms must be between 50 and 2000")
+
+
 def test_the_readme_configuration_table_lists_every_serve_option() -> None:
     """Each option `serve --help` has is in the README's table, and the table names no option serve lacks."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
