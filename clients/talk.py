@@ -184,7 +184,10 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
     try:
         client = await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
     except OSError as exc:  # refused, unreachable, timed out: InvalidStatus (a refused handshake) passes through
-        reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        # asyncio's strerror is "Connect call failed (...)": name the errno. An unknown host's errno is a
+        # getaddrinfo code (negative), which os.strerror reads as "Unknown error -2": its strerror says it.
+        errno_text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
+        reason = errno_text or str(exc) or type(exc).__name__
         raise TalkError(f"cannot connect to {url}: {reason} (is `stepaudio-rt serve` running there?)") from exc
     try:
         return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer),

@@ -218,3 +218,13 @@ def test_help_says_how_long_talk_waits_for_the_reply(capsys) -> None:
         main(["--help"])
     line = " ".join(capsys.readouterr().out.split("--timeout TIMEOUT", 2)[2].split("\n  --")[0].split())
     assert "default 60" in line, line
+
+
+def test_an_unknown_host_is_named_as_such(tmp_path: Path, capsys) -> None:
+    """A mistyped host name used to read 'Unknown error -2' (a getaddrinfo code taken for an errno)."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    url = "ws://no-such-host.invalid:8765/v1/realtime"
+    code, err = talk(capsys, str(wav), "--url", url)
+    assert code == 1 and err.startswith(f"talk: cannot connect to {url}: "), err
+    assert "Unknown error" not in err and "not known" in err, err
