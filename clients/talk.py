@@ -216,6 +216,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             await client.create_response()
 
     sender = asyncio.create_task(send(), name="talk-sender")
+    finished = False
     try:
         audio_s = x24.size / WIRE_RATE + silence_ms / 1000
         deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
@@ -252,15 +253,21 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             if event.type == "response.output_audio.delta":
                 reply += event.audio
             printer.event(event, turn)
+        finished = True
     finally:
         if not sender.done():
             sender.cancel()
-    result.reply_pcm16 = bytes(reply)
-    if out is not None:
-        # WAV whatever the name: soundfile guesses the format from the extension, and has none to go by in
-        # `--out reply` or `--out /dev/null`.
-        sf.write(str(out), np.frombuffer(result.reply_pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
+        result.reply_pcm16 = bytes(reply)
+        # Also when talk ends early (Ctrl-C, a timeout, a lost connection): what was said so far is kept.
+        if out is not None and (finished or reply):
+            _write_reply(out, result.reply_pcm16)
     return result
+
+
+def _write_reply(out: str | Path, pcm16: bytes) -> None:
+    # WAV whatever the name: soundfile guesses the format from the extension, and has none to go by in
+    # `--out reply` or `--out /dev/null`.
+    sf.write(str(out), np.frombuffer(pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
 
 
 async def _recv(client: RealtimeClient, timeout: float,

@@ -228,3 +228,19 @@ def test_an_unknown_host_is_named_as_such(tmp_path: Path, capsys) -> None:
     code, err = talk(capsys, str(wav), "--url", url)
     assert code == 1 and err.startswith(f"talk: cannot connect to {url}: "), err
     assert "Unknown error" not in err and "not known" in err, err
+
+
+async def test_a_reply_cut_short_by_the_timeout_is_still_written(tmp_path: Path, capsys) -> None:
+    """--out keeps 'every reply as far as it was sent': a reply still streaming at --timeout (or at Ctrl-C, the
+    same path) used to leave no file at all."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["It", "is", "noon.", "And", "it", "will", "be", "noon", "for", "a", "while."]
+    pipeline.word_seconds = 0.5
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        argv = [str(wav), "--url", url, "--out", str(out), "--fast", "--timeout", "3"]
+        code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+    assert (code, capsys.readouterr().err) == (1, "talk: no complete reply within 3 s after the audio was sent\n")
+    assert sf.info(str(out)).frames > 0  # the words spoken before the timeout
