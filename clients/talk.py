@@ -3,8 +3,8 @@
 The wav (any rate, any channel count: downmixed) is streamed at real-time pace followed by 1.5 s of silence so
 that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. Exit status:
 0 on success; 1 on a file that is not audio or holds only silence, no server at the URL, a refused handshake,
-an error event, a failed reply, a lost connection or a timeout; 2 on a missing wav or an --out in a missing
-folder (the message goes to stderr, checked before connecting where it can be).
+an error event, a failed reply, a lost connection, a timeout or an --out it cannot write; 2 on a missing wav or
+an --out in a missing folder (the message goes to stderr, checked before connecting where it can be).
 """
 
 from __future__ import annotations
@@ -267,7 +267,11 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
 def _write_reply(out: str | Path, pcm16: bytes) -> None:
     # WAV whatever the name: soundfile guesses the format from the extension, and has none to go by in
     # `--out reply` or `--out /dev/null`.
-    sf.write(str(out), np.frombuffer(pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
+    try:
+        sf.write(str(out), np.frombuffer(pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
+    except (sf.LibsndfileError, OSError) as exc:  # a read-only folder, a full disk: one line, not a traceback
+        reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else exc.strerror or str(exc)
+        raise TalkError(f"cannot write the reply to {out}: {reason}") from exc
 
 
 async def _recv(client: RealtimeClient, timeout: float,

@@ -244,3 +244,16 @@ async def test_a_reply_cut_short_by_the_timeout_is_still_written(tmp_path: Path,
         code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
     assert (code, capsys.readouterr().err) == (1, "talk: no complete reply within 3 s after the audio was sent\n")
     assert sf.info(str(out)).frames > 0  # the words spoken before the timeout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a file every write to fails)")
+async def test_an_out_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    """An --out the folder check lets through (a full disk, a read-only file system) failed with soundfile's
+    traceback after the whole conversation."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        argv = [str(wav), "--url", url, "--out", "/dev/full", "--fast"]
+        code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+    assert (code, capsys.readouterr().err) == (1, "talk: cannot write the reply to /dev/full: System error.\n")
