@@ -331,6 +331,14 @@ class StepAudioPipeline:
         if len(wav) < MIN_PROMPT_S * rate:
             raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True, trim=True)
+        # Every sentence's prompt repeats the voice's: a long prompt wav (a clone of a whole recording) or a config.json
+        # with a small context would make each sentence fail with an error blaming the sentence; half the context
+        # is left to the sentence and its speech.
+        context = self.tts_engine.model_config.max_seq_len
+        if len(ids) > context // 2:
+            raise StepTtsError(f"speaker {name!r}: its prompt wav gives {len(ids)} audio tokens, more than half of "
+                               f"TTS-3B's context of {context} (a sentence and its speech need the rest); use a "
+                               f"shorter wav (upstream's are 3-12 s)")
         self.tts.register(name, wav, rate, prompt_text, ids, cloned=cloned)
 
     @property

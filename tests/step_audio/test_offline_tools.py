@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -295,3 +296,30 @@ def test_serve_tiny_without_a_model_path_writes_its_cached_folder_again_when_it_
     finally:
         server.stop()
     assert (tmp_path / "tiny" / "Step-Audio-Tokenizer").is_dir()
+
+
+def test_a_clone_prompt_too_long_for_tts_3b_is_refused_naming_the_prompt_wav(tiny_model_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """A whole recording given to clone from: the error named the sentence ("TTS-3B cannot speak the sentence
+    'Hi there.'"), as if the text were at fault."""
+    speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    long_wav = tmp_path / "recording.wav"
+    # 100 s: its audio tokens alone outgrow the tiny TTS-3B's context of 4096
+    sf.write(long_wav, np.tile(speech, -(-100 * rate // len(speech))), rate)
+    out = tmp_path / "out.wav"
+    stderr = _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text",
+                                "Hi there.", "--prompt-wav", str(long_wav), "--prompt-text", "Ever tried.",
+                                "--out", str(out))
+    assert f"--prompt-wav {long_wav}: " in stderr and "use a shorter wav" in stderr, stderr
+    assert not out.exists()
+
+
+def test_a_tts_context_too_small_for_the_speakers_is_refused_in_one_line(tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """A config.json whose max_seq_len cannot hold a speaker's voice prompt: it was a traceback from the warm-up."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/config.json")
+    config = json.loads((tiny_model_dir / "Step-Audio-TTS-3B/config.json").read_text())
+    (folder / "Step-Audio-TTS-3B/config.json").write_text(json.dumps({**config, "max_seq_len": 64}))
+    stderr = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                                "--out", str(tmp_path / "x.wav"))
+    assert "speaker 'Tingting'" in stderr and "TTS-3B's context of 64" in stderr, stderr
