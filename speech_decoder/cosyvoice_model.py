@@ -7,6 +7,7 @@ speech_decoder.streaming_decoder.StreamingDecoder. Flow tokens are the TTS LM's 
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,12 @@ class SpeakerPrompt:
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CosyVoiceCheckpointError(f"missing {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+        # torch names no file, and for a file that is not a checkpoint at all it advises weights_only=False
+        raise CosyVoiceCheckpointError(f"cannot read {path} ({type(exc).__name__}): a download cut short? Its size "
+                                       f"is {path.stat().st_size:,} bytes") from exc
 
 
 def _strict_load(module: torch.nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,12 @@ class StepAudioTokenizer:
         fb_cfg, sanm_cfg = read_paraformer_config(para / "config.yaml")
         frontend = Vq02Frontend(fb_cfg, *load_am_mvn(para / "am.mvn"))
         sanm = SanmEncoder(sanm_cfg)
-        state = torch.load(para / "model.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(para / "model.pt", map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+            # torch names no file, and for a file that is not a checkpoint at all it advises weights_only=False
+            raise TokenizerConfigError(f"cannot read {para / 'model.pt'} ({type(exc).__name__}): a download cut "
+                                       f"short? Its size is {(para / 'model.pt').stat().st_size:,} bytes") from exc
         if isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
             state = state.get("state_dict", state.get("model"))  # FunASR checkpoints may nest the weights
         sanm.load_funasr(state)

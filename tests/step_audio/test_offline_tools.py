@@ -18,6 +18,7 @@ from tests.step_audio.conftest import layout_without, run_cli, without_chat_weig
 
 pytestmark = pytest.mark.slow
 
+PARAFORMER = "dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online"
 MAX_TINY_SECONDS = 75 / (1000 / 24) + 0.3  # 75 audio tokens per sentence at 41.67 tokens/s
 
 
@@ -209,15 +210,24 @@ def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, tmp_pat
     ("tts", "Step-Audio-TTS-3B/tokenizer.model", "{folder}/Step-Audio-TTS-3B/tokenizer.model: not a sentencepiece"),
     ("tts", "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav",
      "{folder}/Step-Audio-TTS-3B/speakers/Tingting_prompt.wav: "),
+    # torch's own message named no file and advised loading it with weights_only=False
+    ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt",
+     "cannot read {folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt (UnpicklingError)"),
+    ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt.cut",
+     "cannot read {folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt ("),
+    ("tts", f"Step-Audio-Tokenizer/{PARAFORMER}/model.pt",
+     f"cannot read {{folder}}/Step-Audio-Tokenizer/{PARAFORMER}/model.pt"),
 ])
 def test_a_damaged_file_is_named(tiny_model_dir: Path, tmp_path: Path, command: str, damaged: str,
                                  message: str) -> None:
     """A file cut short by its download (or overwritten by something else) is named in the one-line error, not
     only its folder: safetensors', json's and sentencepiece's own messages name no file, and the real Chat LM has
     dozens of shards."""
+    cut = damaged.endswith((".safetensors", ".cut"))  # else overwritten with a web page
+    damaged = damaged.removesuffix(".cut")
     folder = layout_without(tiny_model_dir, tmp_path / "model", damaged)
     data = (tiny_model_dir / damaged).read_bytes()
-    (folder / damaged).write_bytes(data[:len(data) // 2] if damaged.endswith(".safetensors") else b"<html>")
+    (folder / damaged).write_bytes(data[:len(data) // 2] if cut else b"<html>")
     got = _fails_in_one_line(command, "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
                              "--out", str(tmp_path / "x.wav"))
     assert message.format(folder=folder) in got
