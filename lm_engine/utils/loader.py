@@ -16,6 +16,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from tqdm import tqdm
 
+from lm_engine.layers.tp import tp_size
+
 INDEX_NAME = "model.safetensors.index.json"
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -92,6 +94,7 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
                 break
         else:
             param = _lookup(params, name, name)
+            _check_shape(name, tensor, param)
             param.weight_loader(param, tensor.to(param.device))  # type: ignore[operator]
             loaded.add(name)
     expected = _expected_names(params, packed, tied)
@@ -100,6 +103,20 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
         names = sorted({_checkpoint_name(n, packed) for n in missing})
         raise CheckpointError(f"checkpoint lacks {len(names)} tensors, e.g. {names[:4]}: is one of its "
                               ".safetensors files missing?")
+
+
+def _check_shape(name: str, tensor: torch.Tensor, param: nn.Parameter) -> None:
+    """A tensor of the parameter's shape, or of its tensor-parallel share times the ranks on one dimension. The
+    loaders take their share with narrow(), which reads a larger tensor without a word: a config.json at odds with
+    its weights (an edited vocab_size, another model's config) would load part of them and fail at the first
+    request, or answer nonsense."""
+    full, local = tuple(tensor.shape), tuple(param.shape)
+    tp = tp_size()
+    differ = [d for d, (f, n) in enumerate(zip(full, local)) if f != n]
+    if len(full) != len(local) or len(differ) > 1 or any(full[d] != local[d] * tp for d in differ):
+        want = [n * tp if d in differ else n for d, n in enumerate(local)]
+        raise CheckpointError(f"checkpoint tensor {name!r} is {list(full)}, but config.json makes it {want}: is "
+                              "config.json the one that came with these weights?")
 
 
 def _checkpoint_name(expected: str, packed: dict[str, tuple[str, str | int]]) -> str:

@@ -333,3 +333,20 @@ def test_a_tts_context_too_small_for_the_speakers_is_refused_in_one_line(tiny_mo
     stderr = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
                                 "--out", str(tmp_path / "x.wav"))
     assert "speaker 'Tingting'" in stderr and "TTS-3B's context of 64" in stderr, stderr
+
+
+@pytest.mark.parametrize(("field", "value", "tensor"), [
+    ("vocab_size", 100, "'lm_head.weight' is [6144, 96], but config.json makes it [100, 96]"),  # was a traceback
+    ("intermediate_size", 96, "'model.layers.0.mlp.down_proj.weight' is [96, 192]"),  # loaded half of it, silently
+])
+def test_a_config_json_at_odds_with_its_weights_is_refused_naming_a_tensor(tiny_model_dir: Path, tmp_path: Path,
+                                                                          field: str, value: int,
+                                                                          tensor: str) -> None:
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/config.json")
+    config = json.loads((tiny_model_dir / "Step-Audio-TTS-3B/config.json").read_text())
+    (folder / "Step-Audio-TTS-3B/config.json").write_text(json.dumps({**config, field: value}))
+    out = tmp_path / "x.wav"
+    stderr = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                                "--out", str(out))
+    assert f"checkpoint tensor {tensor}" in stderr, stderr
+    assert not out.exists()
