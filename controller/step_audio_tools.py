@@ -3,6 +3,7 @@ tts_inference.py) and `stepaudio-rt chat` (wav or text -> reply text and wav, as
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +124,21 @@ def output_file(out: Path, upstream_name: str) -> Path:
         # made when the audio is written, as upstream makes its own: one folder, not a whole path of them
         if not out.is_dir() and not out.parent.is_dir():
             raise ConfigError(f"--out {out}: no such folder: {out.parent}")
-        return out / upstream_name
+        return _writable(out / upstream_name)
     if out.suffix.lower() != ".wav":
         raise ConfigError(f"--out {out}: the tools write WAV files; name a .wav file or a folder")
     if not out.parent.is_dir():  # as talk: a typo in a path makes no folders
         raise ConfigError(f"--out {out}: no such folder: {out.parent}")
+    return _writable(out)
+
+
+def _writable(out: Path) -> Path:
+    """`out`, unless it (or the nearest folder of it that exists) cannot be written: found after the models had
+    loaded and spoken, the work was lost, and soundfile's own error says only "System error"."""
+    existing = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write {'it' if existing == out else f'in {existing}'} "
+                          "(permission denied, or a read-only file system)")
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -350,3 +351,25 @@ def test_a_config_json_at_odds_with_its_weights_is_refused_naming_a_tensor(tiny_
                                 "--out", str(out))
     assert f"checkpoint tensor {tensor}" in stderr, stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("out", ["locked/x.wav", "locked", "locked/new-folder"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_models_load(tiny_model_dir: Path,
+                                                                                   tmp_path: Path, out: str) -> None:
+    """It was found after the models had loaded and spoken (minutes with the real ones), with soundfile's
+    "System error" as the reason."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root writes past the mode bits, not past the immutable flag
+        if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+            pytest.skip("root, and this file system has no immutable flag to make a folder read-only with")
+    try:
+        # INFO logs each model's "loading" line: the one line of the error is all there is
+        stderr = _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text",
+                                    "Hi there.", "--out", str(tmp_path / out), "--log-level", "INFO")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+        locked.chmod(0o755)
+    assert f"cannot write in {locked} (permission denied" in stderr, stderr
