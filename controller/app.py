@@ -129,16 +129,19 @@ class App:
         if self.pipeline is None and (self.config.profile != "embedded" or os.environ.get("WORLD_SIZE", "1") != "1"):
             from controller.step_audio_pipeline import check_model_folder
             check_model_folder(self.config)
-        await self.server.start()
-        logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
-                    self.config.profile)
-        # Parsed before the models load: a mistyped URL is reported in a second, not after the load.
         mqtt = None
         if self.config.mqtt_url:
             from controller.mqtt_protocol import parse_mqtt_url
-            mqtt = parse_mqtt_url(self.config.mqtt_url,
-                                  default_node_id=f"{socket.gethostname()}-{self.server.port}",
-                                  default_password=os.environ.get(MQTT_PASSWORD_ENV) or None)
+            password = os.environ.get(MQTT_PASSWORD_ENV) or None
+            # Checked before listening (and before the models load): a mistyped URL is the one error line, not one
+            # after "listening on"; parsed again once the port, part of the default node id, is known.
+            parse_mqtt_url(self.config.mqtt_url, default_node_id="check", default_password=password)
+        await self.server.start()
+        logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
+                    self.config.profile)
+        if self.config.mqtt_url:
+            mqtt = parse_mqtt_url(self.config.mqtt_url, default_node_id=f"{socket.gethostname()}-{self.server.port}",
+                                  default_password=password)
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)

@@ -21,9 +21,10 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
-    """Exit status 2 and the message, before any model was loaded for nothing."""
+    """Exit status 2 and the message, before any model was loaded for nothing (or the server said it listens)."""
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "loading" not in proc.stderr, proc.stderr
+    assert "listening on" not in proc.stderr, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(f"stepaudio-rt serve: error: {message}"), proc.stderr
 
 
