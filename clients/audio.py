@@ -33,6 +33,8 @@ def to_mono_float32(x: npt.ArrayLike | bytes) -> FloatArray:
     [n, channels] (soundfile's layout).
     """
     if isinstance(x, (bytes, bytearray, memoryview)):
+        if len(x) % 2:
+            raise ValueError(f"PCM16 audio bytes come in pairs (2 a sample), got {len(x)}: is this PCM16 audio?")
         arr: np.ndarray = np.frombuffer(x, dtype="<i2")
     else:
         arr = np.asarray(x)

@@ -407,10 +407,22 @@ async def _wire_blocks(source: AudioSource, rate: int) -> AsyncIterator[np.ndarr
         yield x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
         return
     rs = StreamResampler(rate, WIRE_RATE)
+    odd = b""  # PCM16 bytes read in any pieces (a pipe) may split a sample: its first byte waits for the next piece
+
+    def samples(block: object) -> np.ndarray:
+        nonlocal odd
+        if isinstance(block, (bytes, bytearray, memoryview)):
+            data = odd + bytes(block)
+            whole = len(data) - len(data) % 2
+            block, odd = data[:whole], data[whole:]
+        return rs.process(to_mono_float32(block))  # type: ignore[arg-type]
+
     if isinstance(source, AsyncIterable):
         async for block in source:
-            yield rs.process(to_mono_float32(block))
+            yield samples(block)
     else:
         for block in source:
-            yield rs.process(to_mono_float32(block))
+            yield samples(block)
+    if odd:
+        raise ValueError("the PCM16 audio bytes end mid-sample (an odd count in all): is this PCM16 audio?")
     yield rs.flush()

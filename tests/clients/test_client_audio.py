@@ -24,6 +24,28 @@ def test_to_mono_float32_downmixes_and_scales() -> None:
         to_mono_float32(np.zeros((2, 2, 2), np.float32))
 
 
+def test_pcm16_bytes_of_odd_length_are_named_as_such() -> None:
+    """numpy's own message ("buffer size must be a multiple of element size") did not say what was wrong."""
+    with pytest.raises(ValueError, match="PCM16 audio bytes come in pairs .* got 3"):
+        to_mono_float32(b"\x00\x01\x02")
+
+
+async def test_pcm16_bytes_read_in_odd_pieces_stream_as_the_whole() -> None:
+    """stream_audio's source may be PCM16 bytes as a pipe gives them: a piece that splits a sample is joined with the
+    next, as the server joins appends (it failed with numpy's 'buffer size must be a multiple of element size')."""
+    from clients.realtime_client import _wire_blocks
+
+    pcm = (np.sin(np.arange(4800) * 0.05) * 12000).astype("<i2").tobytes()
+    pieces = [pcm[i:i + 333] for i in range(0, len(pcm), 333)]  # odd sizes: most pieces split a sample
+
+    async def gather(source: object) -> np.ndarray:
+        return np.concatenate([b async for b in _wire_blocks(source, 24000)])  # type: ignore[arg-type]
+
+    assert np.array_equal(await gather(pieces), await gather([pcm]))
+    with pytest.raises(ValueError, match="end mid-sample"):
+        await gather([pcm[:-1]])
+
+
 def test_pcm16_round_trip_and_clipping() -> None:
     x = np.array([-1.5, -1.0, 0.0, 0.5, 1.0], np.float32)
     assert np.frombuffer(float_to_pcm16(x), "<i2").tolist() == [-32768, -32768, 0, 16384, 32767]
