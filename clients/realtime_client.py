@@ -142,6 +142,7 @@ class RealtimeClient:
 
     @property
     def connected(self) -> bool:
+        """Whether the WebSocket is up now (False while a reconnect is under way, and after close())."""
         return self._connected.is_set()
 
     # ----- sending -----
@@ -173,15 +174,19 @@ class RealtimeClient:
         self.input_samples_sent += len(pcm16) // 2
 
     async def commit(self) -> None:
+        """input_audio_buffer.commit: the audio appended so far is the user's turn (push-to-talk's release)."""
         await self.send(ev.commit_event())
 
     async def clear_audio(self) -> None:
+        """input_audio_buffer.clear: drop the audio appended since the last commit."""
         await self.send(ev.clear_event())
 
     async def create_response(self, response: Mapping[str, object] | None = None) -> None:
+        """response.create, with `response` as its overrides (instructions, conversation "none", input, ...)."""
         await self.send(ev.create_response_event(response))
 
     async def cancel_response(self, response_id: str | None = None) -> None:
+        """response.cancel: the reply in progress, or the one named (an out-of-band reply needs its id)."""
         await self.send(ev.cancel_response_event(response_id))
 
     async def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
@@ -254,6 +259,7 @@ class RealtimeClient:
         return event
 
     async def close(self) -> None:
+        """Close the connection for good (no reconnect); events() then ends. Calling it again is harmless."""
         self._closing = True
         if self._ws is not None:
             await self._ws.close()
