@@ -154,7 +154,9 @@ class ItemsMixin(_Base):
         end = self.audio.total_ms if end_ms is None else end_ms
         item_id = self._turn_item_id
         previous = self.last_item_sent()  # a turn spoken over a reply that plays on follows that reply's items
-        turn = self.turn_task(start, end, unless_silent=self.cfg.turn_detection is None)
+        # A turn the client committed, or the idle timeout's silence: no VAD cut it (Whisper made 'you' of the
+        # idle silence, and the LM read it as the user's words).
+        turn = self.turn_task(start, end, unless_silent=end_ms is None)
         self.conversation.add(UserMessage(id=item_id, text=""))
         self._audio_items.add(item_id)
         self._untranscribed.add(item_id)

@@ -6,6 +6,7 @@ The questions are Piper's speech (the embedded TTS) with 0.3 s of silence either
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import numpy as np
@@ -78,3 +79,23 @@ async def test_a_tap_that_commits_only_silence_or_noise_is_heard_as_nothing(embe
     assert heard == ["", ""], heard
     assert done["response"]["status"] == "completed" and done["response"]["output"] == [], done
     assert item_done["item"]["content"][0]["transcript"] == "", item_done
+
+
+async def test_the_idle_timeouts_silence_reaches_the_lm_as_nothing(embedded_server) -> None:
+    """idle_timeout_ms commits the silence after a reply as a user turn; Whisper made "you" of it (seen), which the
+    LM then read as the user's words. No VAD cut that audio and there is no speech in it: its transcript is ""."""
+    conv = await open_conversation(embedded_server.ws)
+    try:
+        await conv.update_session(instructions="Answer in one short sentence.", audio={"input": {
+            "turn_detection": {"type": "server_vad", "idle_timeout_ms": 1500}}})
+        n = await conv.ask("Say hello.")
+        await conv.wait_for("response.done", after=n, timeout=120)
+        noise = (np.random.default_rng(1).standard_normal(int(4.0 * RATE)) * 0.003).astype(np.float32)
+        streaming = asyncio.create_task(conv.stream(noise, pace=1.0))
+        triggered = await conv.wait_for("input_audio_buffer.timeout_triggered", after=n, timeout=30)
+        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed",
+                                    after=conv.events.index(triggered), timeout=30)
+        streaming.cancel()
+    finally:
+        await conv.close()
+    assert heard["item_id"] == triggered["item_id"] and heard["transcript"] == "", heard
