@@ -31,6 +31,7 @@ let streaming = false; // hands-free: after session.update; push-to-talk: while 
 // Push-to-talk's button (or space bar) is down: set at the press itself, since the release of a quick tap can come
 // before pressTalk has flushed the playback and started streaming.
 let talkHeld = false;
+let presses = 0; // counts presses: a tap's press still flushing must not start streaming for the press after it
 let preroll = [];
 let turnEndAt = null; // performance.now() of speech_stopped (or of the push-to-talk release)
 let activeResponse = null;
@@ -401,11 +402,13 @@ function setConnectSettingsDisabled(on) {
 async function pressTalk() {
   if (mode !== 'ptt' || !sock || !sock.isOpen || talkHeld) return;
   talkHeld = true;
+  const press = ++presses;
   $('talk').classList.add('held');
   if (activeResponse) sock.send({ type: 'response.cancel' });
   await bargeIn();
-  // Released (or disconnected) during the flush: a tap that said nothing, not a turn that never ends.
-  if (!talkHeld || !sock) return;
+  // Released (or disconnected) during the flush: a tap that said nothing, not a turn that never ends. Pressed again
+  // meanwhile: that press goes on, alone (this one's clear would empty the buffer the next one fills).
+  if (!talkHeld || !sock || press !== presses) return;
   sock.send({ type: 'input_audio_buffer.clear' });
   streaming = true;
   setState('speaking');
