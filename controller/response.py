@@ -147,6 +147,17 @@ class Response:
         else:
             self._held.append(event)
 
+    async def commit(self) -> None:
+        """The turn it answers ended: the client learns of the reply now (response.created, sent as the Realtime API
+        sends it, at the commit), so that a barge-in before a word of it is ready still ends a response the client
+        saw (response.done cancelled) rather than leaving the committed turn without any. What it held follows by
+        release()."""
+        self.mark("committed")
+        await self.announce()
+        # announce() is a speculation's first event, so a held response.created leads the held ones.
+        if self._held and self._held[0]["type"] == "response.created":
+            await self._send(self._held.pop(0))
+
     async def release(self) -> None:
         """Commit: everything held goes out now (audio beyond the pacing lead waits its turn).
 
@@ -438,7 +449,12 @@ class Response:
         """Called after run() was cancelled: closes the response on the wire if it is visible, its open items
         as `incomplete` (the Realtime API sends output_item.done for interrupted items too)."""
         self.status = "cancelled"
+        # Items whose output_item.added was still held never reached the client: they are not closed (no .done for an
+        # item it never saw) and do not join the conversation.
+        unseen = {e["item"]["id"] for e in self._held if e["type"] == "response.output_item.added"}
         self._held.clear()
+        self.message_opened = self.message_opened and self.item_id not in unseen
+        self.tool_calls = [c for c in self.tool_calls if c.item_id not in unseen]
         if not self.visible:
             return
         self.released = True  # nothing else will be generated: the closing events go straight out

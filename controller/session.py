@@ -452,7 +452,7 @@ class Session(ItemsMixin, RepliesMixin):
             case tt.CommitGeneration(gen_id=gen_id):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
-                resp.mark("committed")
+                await resp.commit()
                 resp.release_task = asyncio.create_task(resp.release())
             case tt.CancelGeneration(gen_id=gen_id, reason=reason):
                 if reason in ("rollback", "stale"):  # the core's word: a speculation dropped before its commit

@@ -721,6 +721,18 @@ async def test_a_committed_speculation_cut_at_once_by_new_speech_counts_as_commi
     counts = {k: float(m.group(1)) for k in ("started", "committed", "rolled_back")
               if (m := re.search(rf"^stepaudio_speculations_{k}_total (\S+)$", metrics, re.M))}
     assert counts == {"started": 2.0, "committed": 1.0, "rolled_back": 1.0}
+    # The committed turn's reply is a response the client saw: created at the commit, then cancelled by the speech
+    # (it got none at all, so the client could not tell a turn answered and cut from one never answered).
+    committed = conv.of_type("input_audio_buffer.committed")
+    created, done = conv.of_type("response.created"), conv.of_type("response.done")
+    assert len(committed) == len(created) == len(done) == 1, [e["type"] for e in conv.events]
+    assert conv.events.index(committed[0]) < conv.events.index(created[0])
+    assert done[0]["response"]["id"] == created[0]["response"]["id"]
+    assert done[0]["response"]["status"] == "cancelled"
+    assert done[0]["response"]["status_details"]["reason"] == "turn_detected"
+    assert done[0]["response"]["output"] == []
+    for raw in conv.raw:
+        validate_server_event(raw)
 
 
 async def test_every_sentence_of_a_reply_is_synthesised_through_that_reply_s_own_text_hook() -> None:
