@@ -65,10 +65,13 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
         self.out_sizes = out_sizes
         super().__init__(in_features, sum(out_sizes), bias)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int) -> None:  # type: ignore[override]
+    def shard(self, shard_id: int) -> tuple[int, int]:
+        """(first row, rows) of one fused output in this rank's weight."""
         local = [divide(s, self.tp_size) for s in self.out_sizes]
-        offset = sum(local[:shard_id])
-        n = local[shard_id]
+        return sum(local[:shard_id]), local[shard_id]
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int) -> None:  # type: ignore[override]
+        offset, n = self.shard(shard_id)
         param.data.narrow(0, offset, n).copy_(loaded.narrow(0, self.tp_rank * n, n))
 
 
@@ -87,10 +90,14 @@ class QKVParallelLinear(ColumnParallelLinear):
         self.num_kv_heads = divide(num_kv_heads, tp)
         super().__init__(hidden_size, (num_heads + 2 * num_kv_heads) * head_dim, bias)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str) -> None:  # type: ignore[override]
+    def shard(self, shard_id: str) -> tuple[int, int]:  # type: ignore[override]
+        """(first row, rows) of q, k or v in this rank's weight."""
         q = self.num_heads * self.head_dim
         kv = self.num_kv_heads * self.head_dim
-        offset, n = {"q": (0, q), "k": (q, kv), "v": (q + kv, kv)}[shard_id]
+        return {"q": (0, q), "k": (q, kv), "v": (q + kv, kv)}[shard_id]
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str) -> None:  # type: ignore[override]
+        offset, n = self.shard(shard_id)
         param.data.narrow(0, offset, n).copy_(loaded.narrow(0, self.tp_rank * n, n))
 
 

@@ -89,12 +89,14 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
             if f".{src}." in name:
                 pname = name.replace(f".{src}.", f".{dst}.")
                 param = _lookup(params, pname, name)
+                _, rows = param.weight_loader.__self__.shard(shard)  # type: ignore[attr-defined]
+                _check_shape(name, tensor, (rows, *param.shape[1:]))
                 param.weight_loader(param, tensor.to(param.device), shard)  # type: ignore[operator]
                 loaded.add(f"{pname}:{shard}")
                 break
         else:
             param = _lookup(params, name, name)
-            _check_shape(name, tensor, param)
+            _check_shape(name, tensor, tuple(param.shape))
             param.weight_loader(param, tensor.to(param.device))  # type: ignore[operator]
             loaded.add(name)
     expected = _expected_names(params, packed, tied)
@@ -105,12 +107,12 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
                               ".safetensors files missing?")
 
 
-def _check_shape(name: str, tensor: torch.Tensor, param: nn.Parameter) -> None:
-    """A tensor of the parameter's shape, or of its tensor-parallel share times the ranks on one dimension. The
-    loaders take their share with narrow(), which reads a larger tensor without a word: a config.json at odds with
-    its weights (an edited vocab_size, another model's config) would load part of them and fail at the first
-    request, or answer nonsense."""
-    full, local = tuple(tensor.shape), tuple(param.shape)
+def _check_shape(name: str, tensor: torch.Tensor, local: tuple[int, ...]) -> None:
+    """A tensor of its parameter's (or fused parameter part's) shape on this rank, or of that share times the ranks
+    on one dimension. The loaders take their share with narrow(), which reads a larger tensor without a word: a
+    config.json at odds with its weights (an edited vocab_size or head count, another model's config) would load
+    part of them and fail at the first request, or answer nonsense."""
+    full = tuple(tensor.shape)
     tp = tp_size()
     differ = [d for d, (f, n) in enumerate(zip(full, local)) if f != n]
     if len(full) != len(local) or len(differ) > 1 or any(full[d] != local[d] * tp for d in differ):
