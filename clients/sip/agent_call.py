@@ -21,8 +21,9 @@
   caller holds the call, its audio (hold music) does not reach the agent, which would take it for a turn.
 - RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
   "DTMF <digit>" in the agent's conversation.
-- No RTP from the caller for `rtp_timeout_s` while it should send (not on hold) ends the call with our BYE: a
-  caller that vanished without BYE must not hold an agent session and a call slot forever.
+- No RTP from the caller for `rtp_timeout_s` while it should send and is not holding the call (a=sendonly,
+  a=inactive or c=0.0.0.0: a held phone often sends nothing) ends the call with our BYE: a caller that vanished
+  without BYE must not hold an agent session and a call slot forever.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
   handed back through `CallHost.call_finished`.
 """
@@ -343,7 +344,7 @@ class AgentCall:
             elif delay > 0:
                 await asyncio.sleep(delay)
             timeout = self.bridge.config.rtp_timeout_s
-            if timeout is not None and self.media.receives and loop.time() - self._last_rtp > timeout:
+            if timeout is not None and self.media.awaits_caller_rtp and loop.time() - self._last_rtp > timeout:
                 self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
                 self._hang_up_quietly("RTP timeout")
                 return

@@ -199,6 +199,13 @@ class Negotiated:
         """Whether the caller is meant to send us RTP."""
         return self.direction in ("sendrecv", "recvonly")
 
+    @property
+    def awaits_caller_rtp(self) -> bool:
+        """Whether the caller's silence means it is gone: it should send and is not holding the call. A holding
+        caller (a=sendonly or c=0.0.0.0, RFC 3264 8.4) may send hold music but need not, and many phones send
+        nothing until they resume."""
+        return self.receives and self.sends
+
 
 def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negotiated:
     """Pick the codec for the first usable audio stream of `offer` (only `keep` when given: a re-offer).

@@ -173,6 +173,27 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
 
 
+def test_a_caller_holding_the_call_without_sending_is_not_hung_up(embedded_server, tmp_path: Path) -> None:
+    """RFC 3264 8.4 hold, both ways phones do it (a=sendonly, the old c=0.0.0.0), with no hold music: many phones
+    send no RTP while holding. The call outlasts --rtp-timeout on hold; after the resume the timeout applies."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
+    calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
+            expect(200, optional=(100,), match="a=recvonly"),
+            request("ACK", 2, in_dialog=True),
+            '<pause milliseconds="4000"/>\n',  # held, silent: longer than the timeout, and still up
+            request("INVITE", 3, in_dialog=True, body=sdp("0", version=3, host="IP4 0.0.0.0")),
+            expect(200, optional=(100,)),
+            request("ACK", 3, in_dialog=True),
+            '<pause milliseconds="4000"/>\n',
+            request("INVITE", 4, in_dialog=True, body=sdp("0", version=4)), expect(200, optional=(100,)),
+            request("ACK", 4, in_dialog=True), BYE_IN))
+    assert [c["end_reason"] for c in calls] == ["RTP timeout"]
+
+
 def test_the_caller_gets_bye_when_the_agent_session_is_lost(tmp_path: Path) -> None:
     """The agent server goes away mid-call: the caller is not left in a silent call until the RTP timeout but
     gets our BYE (RFC 3261 15), and the call log says why the call ended."""
