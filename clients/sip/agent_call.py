@@ -2,10 +2,11 @@
 `RealtimeClient`. The asyncio side of a call; the SIP dialog itself is the UA core's (ua.py), driven by SipBridge.
 
 - Answering: the caller's media host is looked up, then the agent server is connected, before the 200 OK (a
-  server that cannot be reached gets the caller a 503). A caller that gives up meanwhile (CANCEL, BYE) ends
-  the connection attempt at once: a slow server must not get a session for a call that is gone. The session
-  is set to G.711 in and out (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP payloads go to the server
-  untouched and the server's audio deltas are already the bytes we packetize: no transcoding in the bridge.
+  server that cannot be reached gets the caller a 503, a full one's with its Retry-After). A caller that gives up
+  meanwhile (CANCEL, BYE) ends the connection attempt at once: a slow server must not get a session for a call
+  that is gone. The session is set to G.711 in and out (`audio/pcmu` or `audio/pcma`, as negotiated), so RTP
+  payloads go to the server untouched and the server's audio deltas are already the bytes we packetize: no
+  transcoding in the bridge.
 - Only RTP from the caller's media source reaches the agent, and ours goes back there (rtp_latch.py: the SDP
   address, or a NAT's source latched after a few packets in a row; any other source is dropped). A host name
   in the SDP (RFC 4566 allows one in c=) is looked up once, off the loop's thread, before the call is answered
@@ -41,6 +42,8 @@ import time
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
+
+from websockets.exceptions import InvalidStatus
 
 from clients import events as ev
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
@@ -105,6 +108,15 @@ class CallHost(Protocol):
 
     def call_finished(self, call: AgentCall) -> None:
         """The call is over and its record final."""
+
+
+def _retry_after(exc: BaseException) -> int | None:
+    """The Retry-After seconds of a full agent server's handshake refusal (HTTP 503, --max-sessions), passed on
+    to the caller: a PBX or proxy then tries another bridge, or this one later, instead of taking it for broken."""
+    if not isinstance(exc, InvalidStatus) or exc.response.status_code != 503:
+        return None
+    value = (exc.response.headers.get("Retry-After") or "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def _is_address(host: str) -> bool:
@@ -275,7 +287,7 @@ class AgentCall:
             else str(exc) or type(exc).__name__
         self.log.warning("agent server unreachable for %s: %s", self.handle, why)  # any failure: 503
         if not self._ended.is_set():
-            self._hang_up_quietly(f"agent server unreachable: {why}")
+            self._hang_up_quietly(f"agent server unreachable: {why}", retry_after=_retry_after(exc))
         return False
 
     async def _open_session(self) -> None:
@@ -400,15 +412,16 @@ class AgentCall:
         elif t == "error":
             self.log.warning("agent error on %s: %s", self.handle, event.error)
 
-    def _hang_up_quietly(self, reason: str, refuse_with: int = 503) -> None:
-        """Ends the call with `reason` in the call log: a BYE once answered, else its INVITE refused `refuse_with`."""
+    def _hang_up_quietly(self, reason: str, refuse_with: int = 503, retry_after: int | None = None) -> None:
+        """Ends the call with `reason` in the call log: a BYE once answered, else its INVITE refused `refuse_with`
+        (with Retry-After when given)."""
         self.end(reason)  # first: the UA's own CallEnded ("rejected") must not overwrite the reason
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):
             if self.answered:
                 self.bridge.ua.hangup(self.handle, now)
             else:
-                self.bridge.ua.reject(self.handle, refuse_with, now)
+                self.bridge.ua.reject(self.handle, refuse_with, now, retry_after=retry_after)
         self.bridge.pump()
 
     async def _teardown(self) -> None:

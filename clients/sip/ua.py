@@ -201,13 +201,15 @@ class UserAgent:
         assert c.offer is not None  # invariant: PROCEEDING calls have an accepted offer
         self._final(c, 200, now, body=self._answer_sdp(c, c.offer))
 
-    def reject(self, call: str, status: int, now: float) -> None:
-        """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable)."""
+    def reject(self, call: str, status: int, now: float, *, retry_after: int | None = None) -> None:
+        """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable); `retry_after`
+        seconds go in Retry-After (a 503 without one counts as a 500 to the caller, 21.5.4: no retry elsewhere
+        later, no back-off)."""
         if not 300 <= status <= 699:
             raise LocalProtocolError(f"reject needs a 3xx-6xx status, got {status}")
         c = self._get(call)
         self._transition(c, "reject")
-        self._final(c, status, now)
+        self._final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
         self._events.append(CallEnded(c.handle, "rejected"))
 
     def hangup(self, call: str, now: float) -> None:
