@@ -41,7 +41,8 @@ Rules:
   line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
   offered: otherwise 488 and the call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the
   codec in use, answered in the ACK. A re-INVITE while one is unacknowledged -> 491; its retransmission (same
-  CSeq) gets the same 200 again.
+  CSeq) gets the same 200 again. An accepted re-INVITE's Contact is the caller's new remote target: our BYE's
+  Request-URI (a target refresh, 12.2.2).
 - 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
   follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
@@ -64,7 +65,7 @@ from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
     IncomingCall, MediaChanged, Refused, StartTimer, TimerAction, UaConfig,
 )
-from clients.sip.ua_messages import Extra, build_bye, build_response, contact, warning
+from clients.sip.ua_messages import Extra, build_bye, build_response, contact, remote_target, warning
 
 __all__ = ["UserAgent"]
 
@@ -98,6 +99,7 @@ class _Call:
     local_cseq: int = 0
     bye: bytes = b""
     bye_interval: float = T1
+    target: str | None = None  # the Contact of the last re-INVITE that had one: where our BYE goes (12.2.2)
     timers: set[str] = field(default_factory=set)
 
 
@@ -316,6 +318,7 @@ class UserAgent:
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
             call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
+            call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
             self._transition(call, "reinvite")
             self._final(call, 200, now, body=self._answer_sdp(call, offer))
             self._events.append(MediaChanged(call.handle, media))
@@ -434,8 +437,8 @@ class UserAgent:
 
     def _send_bye(self, call: _Call, now: float) -> None:
         call.local_cseq += 1
-        call.bye = build_bye(call.invite, local_tag=call.local_tag, cseq=call.local_cseq, hostport=self._hostport(),
-                             branch=self._token(), user_agent=self.config.user_agent)
+        call.bye = build_bye(call.invite, target=call.target, local_tag=call.local_tag, cseq=call.local_cseq,
+                             hostport=self._hostport(), branch=self._token(), user_agent=self.config.user_agent)
         call.bye_interval = T1
         self._send(call.bye, call.remote)
         self._start(call, "byeretx", now + T1)

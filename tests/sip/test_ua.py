@@ -436,3 +436,22 @@ def test_reinvite_from_a_new_address_is_answered_there() -> None:
     h.feed(req("ACK", to_tag=tag, cseq=2, branch="re1ack"), source=moved)  # a callee's BYE waits for the ACK (15)
     assert [(m.status if isinstance(m, Response) else m.method) for _, m in h.sent[-3:]] == [200, 200, "BYE"]
     assert h.sent_to[-3:] == [moved, moved, moved]
+
+
+def test_our_bye_goes_to_the_contact_a_reinvite_refreshed() -> None:
+    """RFC 3261 12.2.2: a re-INVITE's Contact is the caller's new remote target (a phone whose address changed, a
+    PBX that re-anchored the call): our BYE's Request-URI is that, not the first INVITE's Contact, or a proxy on
+    the route sends our hang-up to where the caller no longer is and its phone stays off-hook."""
+    h = Harness()
+    call, tag = h.established()
+    moved = "Contact: <sip:caller@192.0.2.7:5072;transport=udp>\r\n"
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re1", body=SDP).replace(
+        b"Contact: <sip:caller@127.0.0.1:5070>\r\n", moved.encode()))
+    h.feed(req("ACK", to_tag=tag, cseq=2, branch="re1ack"))
+    h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2", body=SDP).replace(  # a refresh without Contact keeps it
+        b"Contact: <sip:caller@127.0.0.1:5070>\r\n", b""))
+    h.feed(req("ACK", to_tag=tag, cseq=3, branch="re2ack"))
+    h.ua.hangup(call, h.now)
+    [bye] = h._drain()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert bye.uri == "sip:caller@192.0.2.7:5072;transport=udp"
