@@ -34,7 +34,9 @@ Rules:
 - OPTIONS -> 200 OK with Allow/Accept; an in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a
   dialog that does not exist, or no longer does, -> 481 (12.2.2), so the peer tears down a call we have lost.
   INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
-  application/dtmf body carries (body.py); in no live dialog -> 481.
+  application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
+  caller's last INVITE's or INFO's (12.2.2) reports no key: the same INFO again (a retransmission: our 200 was
+  lost) gets 200 again, an older one 500.
   Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
@@ -59,7 +61,7 @@ from dataclasses import dataclass, field
 
 from clients.sip.body import dtmf_keys, sdp_body
 from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
-from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
+from clients.sip.message import CSeq, NameAddr, Request, Response, SipParseError, Via, parse_message
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
@@ -100,6 +102,7 @@ class _Call:
     bye: bytes = b""
     bye_interval: float = T1
     target: str | None = None  # the Contact of the last re-INVITE that had one: where our BYE goes (12.2.2)
+    remote_cseq: CSeq | None = None  # the caller's latest INVITE or INFO in this dialog (12.2.2's remote CSeq)
     timers: set[str] = field(default_factory=set)
 
 
@@ -317,6 +320,7 @@ class UserAgent:
                 self._events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
+            call.remote_cseq = req.cseq
             call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
             call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
             self._transition(call, "reinvite")
@@ -385,6 +389,12 @@ class UserAgent:
         if call is None or not self._live_dialog(call, req):
             self._reply(req, addr, 481)
             return
+        last = call.remote_cseq or call.invite.cseq
+        if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
+            retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
+            self._send(self._response(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
+            return
+        call.remote_cseq = req.cseq
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
         self._events += [DtmfReceived(call.handle, key) for key in dtmf_keys(req.headers.get("Content-Type"), req.body)]
 

@@ -455,3 +455,18 @@ def test_our_bye_goes_to_the_contact_a_reinvite_refreshed() -> None:
     [bye] = h._drain()
     assert isinstance(bye, Request) and bye.method == "BYE"
     assert bye.uri == "sip:caller@192.0.2.7:5072;transport=udp"
+
+
+def test_a_retransmitted_info_is_one_key_press_and_an_older_one_none() -> None:
+    """Over UDP a lost 200 makes the caller send its INFO again (same CSeq): that is the same key press, not a
+    second one for the agent. An INFO older than one already taken (out of order, RFC 3261 12.2.2) gets 500."""
+    h = Harness()
+    call, tag = h.established()
+    seven = req("INFO", to_tag=tag, cseq=3, body=b"Signal=7\r\nDuration=160\r\n", ctype="application/dtmf-relay")
+    assert statuses(h.feed(seven)) == [200]
+    assert statuses(h.feed(seven)) == [200]
+    assert [e for e in h.events if isinstance(e, DtmfReceived)] == [DtmfReceived(call, "7")]
+    older = h.feed(req("INFO", to_tag=tag, cseq=2, body=b"8\r\n", ctype="application/dtmf"))
+    assert statuses(older) == [500]
+    assert statuses(h.feed(req("INFO", to_tag=tag, cseq=4, body=b"9\r\n", ctype="application/dtmf"))) == [200]
+    assert [e for e in h.events if isinstance(e, DtmfReceived)] == [DtmfReceived(call, "7"), DtmfReceived(call, "9")]
