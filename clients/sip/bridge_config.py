@@ -37,6 +37,10 @@ class BridgeConfig:
         if public is not None and public.is_unspecified:
             # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
             raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
+        if not 1 <= self.port <= 65535:  # checked here, not first in the UA core: the CLI says which option is wrong
+            raise ValueError(f"the SIP port must be within 1-65535, got {self.port}")
+        if self.max_calls < 1:
+            raise ValueError(f"max_calls must be at least 1, got {self.max_calls}")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
             raise ValueError("silence_duration_ms must be positive")
         if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
