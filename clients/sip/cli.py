@@ -76,6 +76,12 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"sip-bridge: {exc}", file=sys.stderr)
         return 2
+    if args.call_log is not None:
+        try:  # now, not at the first call's end: each call's line would be lost, with the bridge answering on
+            args.call_log.open("a", encoding="utf-8").close()
+        except OSError as exc:
+            print(f"sip-bridge: cannot write the call log {args.call_log}: {exc.strerror}", file=sys.stderr)
+            return 2
     try:
         asyncio.run(_serve(config, args.call_log))
     except OSError as exc:
