@@ -306,6 +306,9 @@ def _turn_detection(f: Fields) -> ServerVad:
     vals: dict[str, object] = dict(flags)
     if f.obj.get("threshold") is not None:
         vals["threshold"] = f.number("threshold", low=0.0, high=1.0)
+        if vals["threshold"] == 0.0:  # every chunk would be speech: the VAD would never end a turn
+            raise invalid(f.param("threshold"), f"Invalid value for '{f.param('threshold')}': 0 would hear every "
+                          "sound as speech, so no turn would ever end; use a value above 0.", f.event_id)
     for key in ("prefix_padding_ms", "silence_duration_ms"):
         if f.obj.get(key) is not None:
             vals[key] = f.int_(key, minimum=0)
