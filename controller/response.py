@@ -123,7 +123,9 @@ class Response:
         # Where the client's conversation.item.truncate cut the message's audio: its length from then on. (A barge-in's
         # own truncation, at the server's estimate of what was played, leaves the client free to say more exactly.)
         self.truncated_at_ms: int | None = None
-        self.audio_started_at: float | None = None
+        # When the audio sent so far ends at a client that plays it as it comes, at real time, pausing when it runs
+        # dry (clients.playback's model); None before the first delta.
+        self.played_until: float | None = None
         self.first_audio_at: float | None = None
         self.synth_seconds = 0.0
         self.status = "in_progress"
@@ -191,14 +193,17 @@ class Response:
         await self._emit_out(event)
 
     async def _pace(self, event: dict) -> None:
-        now = time.monotonic()
-        if self.audio_started_at is None:
-            self.audio_started_at = now
+        # Paced on the client's playback, not on the time since the first delta: after a gap (a sentence slower to
+        # make than to play) the listener resumes where they were, so what follows is sent at real time again rather
+        # than at once, and stays cancellable by a barge-in until it is nearly due.
         start_ms = event.pop("_start_ms", 0.0)
-        self.audio_ms_sent_so_far = event.pop("_end_ms", start_ms)
-        wait = self.audio_started_at + start_ms / 1000.0 - self.settings.pacing_lead_s - now
-        if wait > 0:
-            await asyncio.sleep(wait)
+        end_ms = event.pop("_end_ms", start_ms)
+        if self.played_until is not None:
+            wait = self.played_until - self.settings.pacing_lead_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self.played_until = max(time.monotonic(), self.played_until or 0.0) + (end_ms - start_ms) / 1000.0
+        self.audio_ms_sent_so_far = end_ms
 
     async def _emit_audio(self, pcm: bytes, start_ms: float, end_ms: float) -> None:
         event = self.ev.output_audio_delta(response_id=self.response_id, item_id=self.item_id,
@@ -461,10 +466,10 @@ class Response:
         await self._finish("cancelled", reason=reason)
 
     def heard_ms_now(self) -> float:
-        """The server's estimate of the audio played so far: real time since the first delta."""
-        if self.audio_started_at is None:
+        """The server's estimate of the audio played so far: what was sent, less what the client has yet to play."""
+        if self.played_until is None:
             return 0.0
-        return min(self.audio_ms_sent_so_far, (time.monotonic() - self.audio_started_at) * 1000.0)
+        return max(0.0, self.audio_ms_sent_so_far - max(0.0, self.played_until - time.monotonic()) * 1000.0)
 
     def _response_obj(self, status: str, reason: str | None = None,
                       error_message: str | None = None) -> dict:
