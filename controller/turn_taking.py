@@ -26,6 +26,8 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
 - A turn committed while a reply goes on (spoken over it without interrupt_response, or while a requested reply
   runs) is owed a reply of its own (with create_response): it starts when the current reply finishes, never two
   at once. A client's response.cancel drops what is owed with the reply it cancels (the client took over).
+- Turning the VAD off (turn_detection null) drops the user's turn it had opened from turn-taking: the client commits
+  its audio, and speech heard once the VAD is back is a new turn.
 - Events about a generation that is not the current one are stale and ignored: adapters may still
   report output from a generation that was just cancelled.
 - An event that the table does not list for the current state raises LocalProtocolError and leaves
@@ -466,6 +468,12 @@ def _on_config_changed(tt: TurnTaking, ev: ConfigChanged, target: TurnState, act
     if tt.state is TurnState.SPECULATING:
         tt._cancel_current("stale", actions)  # the speculation's inputs (tools, instructions) changed
     tt.context_version += 1
+    if not ev.config.server_vad and tt._user_turn_open:
+        # No VAD will end the turn it opened: its audio stays in the buffer for the client to commit, and the next
+        # speech a VAD hears (turned on again) is a turn of its own, announced by its own speech_started.
+        tt._user_turn_open = False
+        if tt.state is TurnState.SPECULATING or target is TurnState.LISTENING:
+            return TurnState.IDLE
     return target
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation
+import numpy as np
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech
+from tests.e2e.helpers import silence
 
 
 async def test_a_zero_vad_threshold_is_refused_by_name_and_the_session_keeps_its_settings() -> None:
@@ -16,3 +19,21 @@ async def test_a_zero_vad_threshold_is_refused_by_name_and_the_session_keeps_its
     assert error["error"]["code"] == "invalid_value" and error["error"]["event_id"] == "td0"
     assert error["error"]["param"] == "session.audio.input.turn_detection.threshold"
     assert updated["session"]["audio"]["input"]["turn_detection"]["threshold"] == 0.5
+
+
+async def test_speech_after_turn_detection_is_turned_off_mid_turn_and_on_again_is_announced_as_a_turn() -> None:
+    """A client switching to push-to-talk while the user speaks (turn_detection null), then back to hands-free: the
+    next speech the VAD hears gets its input_audio_buffer.speech_started before its speech_stopped and commit. It had
+    none (the session still counted the abandoned turn as open), so the client saw a turn end that never started."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.stream(speech(0.6), pace=0)
+        await conv.wait_for("input_audio_buffer.speech_started")
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad"}}})
+        n = len(conv.events)
+        await conv.stream(np.concatenate([silence(0.5), speech(0.6), silence(1.0)]), pace=0)
+        await conv.wait_for("input_audio_buffer.committed", after=n, timeout=10)
+    after = [e["type"] for e in conv.events[n:] if e["type"].startswith("input_audio_buffer.")]
+    assert after[:3] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                         "input_audio_buffer.committed"], after
+    assert not conv.of_type("error")
