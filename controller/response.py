@@ -279,12 +279,36 @@ class Response:
         await self._emit(self.ev.content_part_added(**self._pos(), part=self._part("")))
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        """Synthesises the sentences as fast as the synthesiser goes, recording each one's audio span; a sender task
+        paces the events out. Synthesis is not held back by the pacing: a barge-in mid-sentence cuts the text against
+        the whole sentence's audio (with a TTS that streams a sentence in pieces, as Step-Audio's does, the span
+        pulled at the pace of playback reached little past the cut, and far more text than was heard was kept)."""
+        outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send_in_order(outbox))
+        try:
+            await self._synthesise(sentences, outbox)
+            outbox.put_nowait(None)
+            await sender
+        finally:
+            if not sender.done():
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
+    async def _send_in_order(self, outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None]) -> None:
+        while (item := await outbox.get()) is not None:
+            if isinstance(item, dict):
+                await self._emit(item)
+            else:
+                await self._emit_audio(*item)
+
+    async def _synthesise(self, sentences: asyncio.Queue[str | None],
+                          outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None]) -> None:
         conv = OutputConverter(self.pipeline.output_rate, self.settings.output_format)
         per_ms = bytes_per_ms(self.settings.output_format)
         chunk_bytes = int(per_ms * self.settings.delta_ms)
         pending = b""
-        sent_ms = 0.0  # audio handed to _emit_audio
-        made_ms = 0.0  # audio synthesised, sent or pending
+        sent_ms = 0.0  # audio handed to the sender
+        made_ms = 0.0  # audio synthesised, handed over or pending
         reply_text = self.pipeline.new_reply_text()  # this reply's: what it carries across sentences is its own
         while (sentence := await sentences.get()) is not None:
             delta = sentence if not self.spans else " " + sentence
@@ -293,9 +317,9 @@ class Response:
             span = SpokenSpan(sentence, made_ms, made_ms)
             self.spans.append(span)
             if not self.audio_out:
-                await self._emit(self.ev.output_text_delta(**self._pos(), delta=delta))
+                outbox.put_nowait(self.ev.output_text_delta(**self._pos(), delta=delta))
                 continue
-            await self._emit(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
+            outbox.put_nowait(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
             waited_from = time.monotonic()
             async for chunk in self.pipeline.synthesize(reply_text.for_synthesis(sentence), self.settings.voice,
                                                         self.settings.speed):
@@ -303,7 +327,7 @@ class Response:
                 if not chunk.pcm.size:
                     continue
                 self.mark("first_synth_chunk")
-                # Time spent waiting for the synthesiser (not for pacing): the TTS cost as seen here.
+                # Time spent waiting for the synthesiser: the TTS cost as seen here.
                 self.synth_seconds += time.monotonic() - waited_from
                 out = conv.convert(chunk.pcm)
                 pending += out
@@ -311,12 +335,12 @@ class Response:
                 span.end_ms = made_ms
                 while len(pending) >= chunk_bytes:
                     piece, pending = pending[:chunk_bytes], pending[chunk_bytes:]
-                    await self._emit_audio(piece, sent_ms, sent_ms + len(piece) / per_ms)
+                    outbox.put_nowait((piece, sent_ms, sent_ms + len(piece) / per_ms))
                     sent_ms += len(piece) / per_ms
                 waited_from = time.monotonic()
         pending += conv.flush()
         if pending:
-            await self._emit_audio(pending, sent_ms, sent_ms + len(pending) / per_ms)
+            outbox.put_nowait((pending, sent_ms, sent_ms + len(pending) / per_ms))
             sent_ms += len(pending) / per_ms
         self.audio_ms_sent = sent_ms
 

@@ -63,3 +63,24 @@ async def test_a_barge_in_after_a_gap_in_the_reply_s_audio_keeps_only_what_the_c
     heard = item["content"][0]["transcript"]
     assert heard.startswith(FIRST) and not heard.endswith("came."), heard
     assert len(heard) < len(FIRST) + len(SECOND) / 2, heard
+
+
+async def test_a_barge_in_mid_sentence_keeps_the_words_played_with_a_tts_that_streams_the_sentence() -> None:
+    """The scripted synthesiser streams a sentence word by word (50 ms each), as Step-Audio's TTS streams its
+    audio in pieces. Cut 0.45 s into a long sentence, the reply must keep about the words played: the text was cut
+    against the sentence's audio made so far, which synthesis pulled at the pace of playback had kept just ahead of
+    the cut, so twice the words heard were kept."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = SECOND.split()
+    async with conversation(pipeline) as (_, conv):
+        n = await conv.ask("tell me a story")
+        await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+        await asyncio.sleep(0.45)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        truncated = await conv.wait_for("conversation.item.truncated", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": truncated["item_id"]})
+        item = (await conv.wait_for("conversation.item.retrieved", after=n, timeout=5))["item"]
+    played_words = truncated["audio_end_ms"] / 50
+    kept = item["content"][0]["transcript"].split()
+    assert 4 <= played_words < len(SECOND.split()) / 2, truncated
+    assert abs(len(kept) - played_words) <= 2, (truncated["audio_end_ms"], kept)
