@@ -4,6 +4,7 @@
     ├── LocalProtocolError    the caller misused a core (an illegal transition, an unknown call id)
     └── RemoteProtocolError   bad input from the peer; `status` is the SIP response it deserves (400, 488, ...)
         ├── NoCommonCodec     an SDP offer with nothing we can speak (488 Not Acceptable Here)
+        ├── NotSdp            a body that carries no SDP (415 Unsupported Media Type, with Accept)
         └── IncompatibleAddress  an SDP offer whose media addresses are all IPv6 (488; we speak IPv4)
 
 Parsers raise RemoteProtocolError; the UA core turns it into an error response or a counted drop and never
@@ -12,7 +13,7 @@ lets it escape `receive_datagram`.
 
 from __future__ import annotations
 
-__all__ = ["IncompatibleAddress", "LocalProtocolError", "NoCommonCodec", "RemoteProtocolError", "SipError"]
+__all__ = ["IncompatibleAddress", "LocalProtocolError", "NoCommonCodec", "NotSdp", "RemoteProtocolError", "SipError"]
 
 
 class SipError(Exception):
@@ -28,6 +29,7 @@ class RemoteProtocolError(SipError):
     Warning code (RFC 3261 20.43) that response carries with this error's text."""
 
     warn_code = 399  # miscellaneous
+    headers: tuple[tuple[str, str], ...] = ()  # what the response carries beside the Warning
 
     def __init__(self, message: str, status: int = 400, reason: str = "Bad Request") -> None:
         super().__init__(message)
@@ -42,6 +44,16 @@ class NoCommonCodec(RemoteProtocolError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 488, "Not Acceptable Here")
+
+
+class NotSdp(RemoteProtocolError):
+    """A request body of a type that carries no SDP: 415 naming what we accept (RFC 3261 8.2.3, 21.4.13), so that
+    the caller can send the offer again as application/sdp."""
+
+    headers = (("Accept", "application/sdp"),)
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 415, "Unsupported Media Type")
 
 
 class IncompatibleAddress(RemoteProtocolError):

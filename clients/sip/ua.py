@@ -8,8 +8,8 @@ seconds) and randomness (tags, branches: the `rng` given) are inputs; nothing he
 Rules:
 - INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
-  No usable codec -> 488; unparseable SDP -> 400; more than `max_calls` live calls -> 486. An INVITE without SDP
-  (a delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in
+  No usable codec -> 488; unparseable SDP -> 400; a body that is not SDP -> 415 with Accept: application/sdp;
+  more than `max_calls` live calls -> 486. An INVITE without SDP (a delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in
   the ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
 - A retransmitted INVITE (same Call-ID, From tag and CSeq, and the same transaction: top Via branch and
   sent-by, 17.2.3) never creates a second call: the last response is re-sent. The same INVITE in another
@@ -60,7 +60,7 @@ import random
 from dataclasses import dataclass, field
 
 from clients.sip.body import dtmf_keys, sdp_body
-from clients.sip.errors import LocalProtocolError, NoCommonCodec, RemoteProtocolError
+from clients.sip.errors import LocalProtocolError, NotSdp, RemoteProtocolError
 from clients.sip.message import CSeq, NameAddr, Request, Response, SipParseError, Via, parse_message
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
 from clients.sip.ua_events import (
@@ -291,7 +291,7 @@ class UserAgent:
             call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
             call.media = negotiate(call.offer)
         except RemoteProtocolError as exc:
-            self._refuse(call, exc.status, now, str(exc), extra=(self._warning(exc.warn_code, str(exc)),))
+            self._refuse(call, exc.status, now, str(exc), extra=(self._warning(exc.warn_code, str(exc)), *exc.headers))
             return
         call.last_response = self._response(req, 180, addr, to_tag=call.local_tag, extra=self._contact())
         self._send(call.last_response, addr)
@@ -316,7 +316,7 @@ class UserAgent:
                 offer = self._offer(req, call.media.codec, call.media.dtmf_payload_type)
                 media = negotiate(offer, keep=call.media.codec)
             except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
-                self._reply(req, addr, exc.status, extra=(self._warning(exc.warn_code, str(exc)),))
+                self._reply(req, addr, exc.status, extra=(self._warning(exc.warn_code, str(exc)), *exc.headers))
                 self._events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
@@ -416,7 +416,7 @@ class UserAgent:
     def _sdp(msg: Request) -> SessionDescription:
         sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
         if sdp is None:
-            raise NoCommonCodec(f"{msg.method} without SDP")
+            raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP")
         return SessionDescription.parse(sdp)
 
     def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:

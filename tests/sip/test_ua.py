@@ -206,7 +206,7 @@ def test_options_488_400_405_501_and_busy() -> None:
     assert refused[1].headers.get("Warning") == '305 127.0.0.1 "no PCMU/PCMA audio stream in the offer"'
     assert h.events == [Refused("g", "sip:caller@127.0.0.1", 488, "no PCMU/PCMA audio stream in the offer")]
     no_ctype = req("INVITE", body=SDP, call_id="noctype").replace(b"Content-Type: application/sdp\r\n", b"")
-    assert statuses(h.feed(no_ctype)) == [100, 488]
+    assert statuses(h.feed(no_ctype)) == [100, 415]
     assert statuses(h.feed(req("INVITE", body=b"not sdp", call_id="badsdp"))) == [100, 400]
     for method, status in (("REGISTER", 405), ("REFER", 405), ("FROBNICATE", 501)):  # SIP's own methods: 405
         refused = h.feed(req(method))
@@ -249,6 +249,20 @@ def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     assert not any(k.startswith("bye") for k in h.timers)
     with pytest.raises(LocalProtocolError):
         h.ua.hangup(call, h.now)
+
+
+def test_an_invite_whose_body_is_not_sdp_gets_415_naming_what_we_accept() -> None:
+    """RFC 3261 8.2.3/21.4.13: a body type we do not read is 415 with Accept, so the caller knows to send its offer
+    as application/sdp (it was 488, which says the offer's media were unacceptable); a re-INVITE's too, the call
+    going on as it was."""
+    h = Harness()
+    out = h.feed(req("INVITE", body=SDP, ctype="text/plain", call_id="txt"))
+    assert statuses(out) == [100, 415] and out[1].reason == "Unsupported Media Type"
+    assert out[1].headers.get("Accept") == "application/sdp"
+    assert h.events[-1].status == 415 and "text/plain" in h.events[-1].why
+    _, tag = h.established()
+    out = h.feed(req("INVITE", to_tag=tag, body=SDP, ctype="text/plain", cseq=2, branch="re"))
+    assert statuses(out) == [415] and out[0].headers.get("Accept") == "application/sdp"
 
 
 def test_a_retry_with_a_higher_cseq_after_488_is_a_new_call() -> None:
