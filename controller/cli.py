@@ -27,6 +27,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _SessionTag(logging.Filter):
+    """Puts the session a line is about after the logger's name. A session logs through a LoggerAdapter that passes
+    its id as `extra`, for which the format has no place by itself: with several sessions, a warning or a failure
+    ("session task failed", "ends mid-sample") could not be told apart from the other sessions' lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        session_id = getattr(record, "session_id", None)
+        record.session_tag = f" {session_id}" if session_id else ""
+        return True
+
+
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except an absent one: "(default: None)" tells a user nothing."""
 
@@ -195,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.addFilter(_SessionTag())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s%(session_tag)s: %(message)s",
+                        handlers=[handler])
     # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and
     # faster-whisper every transcription ("Processing audio with duration ..."), about one a second while a user
     # speaks (early prefill), and httpx2 each --chat-url request (one a reply, cancelled speculations too): at INFO.

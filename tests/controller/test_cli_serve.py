@@ -120,7 +120,7 @@ def test_the_log_at_info_has_a_line_per_reply_and_none_per_transcription(embedde
 
     assert talk([str(beckett_wav), "--url", embedded_server.ws, "--fast", "--out", str(tmp_path / "r.wav")]) == 0
     log = embedded_server.log()
-    assert re.search(r"INFO controller\.session: response \S+ completed", log), log
+    assert re.search(r"INFO controller\.session sess_\w+: response \S+ completed", log), log
     assert "faster_whisper" not in log, log
 
 
