@@ -166,6 +166,13 @@ class Session(ItemsMixin, RepliesMixin):
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        # A reply the client had seen start ends here, unfinished: it has its log line and count like one cancelled on
+        # the wire, else an operator's record of it (and responses_total) stops at its start. Not sent: the
+        # connection is gone (or going).
+        for resp, _ in self._responses.values():
+            if resp.visible and resp.status == "in_progress":
+                self.log.info("response %s cancelled (session closed): %s", resp.response_id, resp.timeline())
+                self.metrics.responses_total.labels(status="cancelled").inc()
         tasks = ([task for _, task in self._responses.values()] + list(self._tasks)
                  + [resp.release_task for resp, _ in self._responses.values() if resp.release_task]
                  + list(self._turn_inputs.values()) + list(self._item_transcriptions.values()))
