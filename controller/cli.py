@@ -155,6 +155,12 @@ def _serve(args: argparse.Namespace) -> int:
     from controller.app import AppConfig, run_app
     from controller.server import ServerConfig
 
+    # prometheus_client adds a `<name>_created` timestamp beside each counter and histogram, which /metrics' text
+    # format shows as one more series: `stepaudio_sessions_created 1.79e+09` next to `stepaudio_sessions_total`
+    # reads as a count of sessions. Prometheus needs no start time to compute rates from a counter.
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()
     keys = tuple(args.api_key) + tuple(
         k.strip() for k in os.environ.get("STEPAUDIO_RT_API_KEYS", "").split(",") if k.strip())
     config = AppConfig(
