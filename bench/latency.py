@@ -304,7 +304,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
     elif args.url_on or args.url_off:
         targets = [(m, u) for m, u in (("on", args.url_on), ("off", args.url_off)) if u]
     else:
-        targets = [(m, None) for m in args.modes.split(",")]
+        targets = [(m, None) for m in args.modes]
     procs: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}
     logs: dict[str, Path] = {}
@@ -319,7 +319,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
                 procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)
             urls[mode] = url
-        counts = [int(n) for n in args.sessions.split(",")]
+        counts = args.sessions
         arms = {mode if len(counts) == 1 else f"{mode} x{n}": (url, n) for mode, url in urls.items() for n in counts}
         modes = await bench_modes(arms, args.runs, clips, args.api_key, args.timeout)
     finally:
@@ -335,16 +335,44 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _counts(text: str) -> list[int]:
+    """--sessions: checked here, before any server is started (a bad count found after minutes of start-up)."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated session counts of 1 or more, e.g. 1,2,3")
+    return counts
+
+
+def _modes(text: str) -> list[str]:
+    modes = text.split(",")
+    if any(m not in ("on", "off") for m in modes) or len(set(modes)) < len(modes):
+        raise argparse.ArgumentTypeError(f"{text!r}: on, off or on,off")
+    return modes
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of 1 or more")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0])
     p.add_argument("--url", help="benchmark this running server as it is configured")
     p.add_argument("--url-on", help="a running server with speculation on")
     p.add_argument("--url-off", help="a running server with speculation off")
-    p.add_argument("--modes", default="on,off", help="modes to start servers for (when no URL is given)")
+    p.add_argument("--modes", type=_modes, default="on,off", help="modes to start servers for (when no URL is given)")
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
     p.add_argument("--profile", default="embedded")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--sessions", default="1",
+    p.add_argument("--runs", type=_positive, default=5)
+    p.add_argument("--sessions", type=_counts, default="1",
                    help="sessions talking at once per run, e.g. 1,2,3 (each count is an arm, alternated run by run)")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="extra option for the servers started here (repeatable), e.g. --serve-arg=--pause-ms=120")
