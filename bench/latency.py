@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -384,8 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill` and `timeout` end a process with SIGTERM, which Python does not raise: the servers started here would
+    # outlive it (a gigabyte and a port each). Raised, it runs run_bench's finally, which stops them.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         report = asyncio.run(run_bench(args))
     except (OSError, RuntimeError, TimeoutError) as exc:

@@ -2,27 +2,26 @@
 made (it was a traceback, or a run of nothing, after minutes of server start-up)."""
 from __future__ import annotations
 
-import socket
+import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("args", [["--sessions", "a"], ["--sessions", "0"], ["--sessions", "1,,2"],
                                   ["--runs", "0"], ["--modes", "on,fast"]])
 def test_a_bad_value_is_one_line_naming_the_option(args: list[str], tmp_path: Path) -> None:
     # A URL with nothing behind it: were the value taken, no server would start and the run would fail fast.
-    url = f"ws://127.0.0.1:{_free_port()}/v1/realtime"
+    url = f"ws://127.0.0.1:{free_port()}/v1/realtime"
     out = tmp_path / "latency.json"
     proc = subprocess.run([sys.executable, "-m", "bench.latency", "--url", url, "--out", str(out), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -30,3 +29,46 @@ def test_a_bad_value_is_one_line_naming_the_option(args: list[str], tmp_path: Pa
     assert "Traceback" not in proc.stderr
     assert f"argument {args[0]}: {args[1]!r}" in proc.stderr.splitlines()[-1]
     assert not out.exists()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_killed_with_sigterm_it_stops_the_servers_it_started(tmp_path: Path) -> None:
+    port = free_port()
+    bench = subprocess.Popen([sys.executable, "-m", "bench.latency", "--modes", "on", "--runs", "1", "--port",
+                              str(port), "--out", str(tmp_path / "latency.json")], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and bench.poll() is None:  # the server up: the runs are under way
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        servers = _children(bench.pid)
+        assert servers, "bench.latency started no server"
+        bench.send_signal(signal.SIGTERM)  # as `kill` or `timeout` end it
+        assert bench.wait(60) != 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(pid) for pid in servers):
+            time.sleep(0.5)
+        assert not any(_running(pid) for pid in servers), "the server outlived bench.latency"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in servers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
