@@ -197,6 +197,10 @@ def main() -> None:
         ap.error("full-random is TTS-3B's size (a 7 GB checkpoint, seconds a token on a CPU): run --profile tiny "
                  "here, full-random on a GPU")
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    if dev.type == "cpu":
+        # As the tiny profile's server runs the engine (controller.step_audio_pipeline). torch's default, a thread per
+        # core, made every figure 10-60x slower and erratic on two cores that another job shared.
+        torch.set_num_threads(1)
     ckpt = bench_checkpoint(a.ckpt, a.profile)
     # A fixed KV pool (batch 32 x 640 tokens needs ~0.35 GB at TTS-3B dims), not a share of the free memory: the
     # baseline runs beside the engine and its concatenated caches need ~14 GB at batch 32 (an 80 GB H100 ran out
@@ -209,7 +213,8 @@ def main() -> None:
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     rows: list[dict] = []
     result = {"profile": a.profile, "device": card, "dtype": str(dtype), "commit": commit,
-              "torch": torch.__version__, "cuda_graphs": bool(eng.llm.runner.graphs),
+              "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "cuda_graphs": bool(eng.llm.runner.graphs),
               "prompt_len": prompt_len, "decode_steps": steps, "rows": rows,
               # the decode GEMV shapes timed at load (graph warm-ups): Triton vs cuBLAS, the faster serves
               "gemv_us": [{"rows": k[2], "N": k[3], "K": k[4], "bias": k[5], "fused": k[6], "triton": t[0],

@@ -393,7 +393,7 @@ def main() -> None:
                            torch.randn(192, generator=g))
     tokens = torch.randint(0, 5120, (a.tokens,), generator=g).tolist()
     result: dict = {"profile": a.profile, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                    "torch": torch.__version__,
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                              text=True).stdout.strip()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
