@@ -84,3 +84,22 @@ def test_tuned_tiles_pdl_and_the_decode_profile_follow_the_table(tmp_path: Path)
             "linear_gelu 4.2 us, cublas_then_gelu 6.1 us") in text
     assert "- batch-1 decode: 301.2 tok/s with programmatic dependent launch, 280.5 without" in text
     assert "| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | 301.2 | yes |" in text  # the PDL-off row is no verdict
+
+
+def test_cpu_plumbing_runs_meet_no_target(tmp_path: Path) -> None:
+    """bench.engine/bench.tts --profile tiny and bench.kernels --smoke, as the README runs them on a CPU: tiny random
+    models and shapes, whose figures say nothing of TTS-3B on an H100 (a tiny model's 488 tok/s read "yes")."""
+    (tmp_path / "engine.json").write_text(json.dumps({"profile": "tiny", "device": "cpu", "commit": "abc1234", "rows": [
+        {"metric": "decode tok/s batch 1 (32-token prompts)", "engine": 488.3, "baseline": 848.7}]}))
+    (tmp_path / "tts.json").write_text(json.dumps({"profile": "tiny", "device": "cpu", "commit": "abc1234", "tts3b": {
+        "first_text_to_first_audio_ms": 124.0}, "max_realtime_streams_alone": 8, "max_realtime_streams_batched": 8}))
+    (tmp_path / "kernels.json").write_text(json.dumps({"device": "cpu", "smoke": True, "copy_tb_per_s": 0.001,
+                                                       "decode": [{"case": "chat d128", "batch": 1, "ctx": 512,
+                                                                   "tb_per_s": 0.0001}]}))
+    text = report(tmp_path)
+    assert "| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | 488.3 | - (--profile tiny: not the target's size) |" in text
+    assert ("| 5 | first reply text -> first audio chunk, ms (cold TTS prompt) | <= 150 | 124 | - (--profile tiny: "
+            "not the target's size) |") in text
+    assert ("| 4 | paged decode chat d128, batch 1 x 512: TB/s | >= 1.5 | 0.00 | - (bench.kernels --smoke: not the "
+            "target's size) |") in text
+    assert not [line for line in text.splitlines() if line.endswith(("| yes |", "| no |", "H100) |"))]
