@@ -133,10 +133,11 @@ def _plumbing(d: dict | None) -> str | None:
 def report(folder: Path) -> str:
     engine, kernels, tts = (_load(folder, n) for n in ("engine", "kernels", "tts"))
     cards = {d.get("device") for d in (engine, kernels, tts) if d}
-    commits = {d.get("commit") for d in (engine, kernels, tts) if d}
+    # kernels.json holds the full hash, engine.json and tts.json the short one: one commit is named once
+    commits = {d["commit"][:7] for d in (engine, kernels, tts) if d and d.get("commit")}
     card = ", ".join(sorted(c for c in cards if c)) or "unknown"
     on_h100 = all("H100" in c for c in cards if c) and bool(cards)
-    lines = [f"GPU targets of issues 3, 4 and 5 — card: {card}; commit(s): {', '.join(sorted(c for c in commits if c))}",
+    lines = [f"GPU targets of issues 3, 4 and 5 — card: {card}; commit(s): {', '.join(sorted(commits))}",
              "", "| issue | what | target | measured | met |", "| --- | --- | --- | ---: | --- |"]
     for source, rows in ((engine, engine_rows(engine)), (kernels, kernel_rows(kernels)), (tts, tts_rows(tts))):
         plumbing = _plumbing(source)

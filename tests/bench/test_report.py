@@ -103,3 +103,10 @@ def test_cpu_plumbing_runs_meet_no_target(tmp_path: Path) -> None:
     assert ("| 4 | paged decode chat d128, batch 1 x 512: TB/s | >= 1.5 | 0.00 | - (bench.kernels --smoke: not the "
             "target's size) |") in text
     assert not [line for line in text.splitlines() if line.endswith(("| yes |", "| no |", "H100) |"))]
+
+
+def test_one_commit_is_named_once(tmp_path: Path) -> None:
+    run5 = RUN2.parent / "2026-11-27-h100-run5"  # kernels.json has the full hash, the others the short one
+    for name in ("engine", "kernels", "tts"):
+        shutil.copy(run5 / f"{name}.json", tmp_path)
+    assert report(tmp_path).splitlines()[0].endswith("card: NVIDIA H100 80GB HBM3; commit(s): 7e70634")
