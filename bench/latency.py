@@ -332,8 +332,16 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
     return {
         "clips": [{"wav": str(w), "end_of_speech_s": e / WIRE_RATE} for w, e in clips],
         "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
-        else None, "host": os.uname().nodename, "cpu_count": os.cpu_count(), "modes": modes,
+        else None, "serve_args": args.serve_arg, "timeout_s": args.timeout, "host": os.uname().nodename,
+        "cpu_count": os.cpu_count(), "commit": _commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "modes": modes,
     }
+
+
+def _commit() -> str:
+    """The tree measured, as bench.engine and bench.tts record it ('' outside a git checkout)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent).stdout.strip()
 
 
 def _counts(text: str) -> list[int]:

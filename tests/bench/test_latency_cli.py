@@ -2,6 +2,7 @@
 made (it was a traceback, or a run of nothing, after minutes of server start-up)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,3 +73,15 @@ def test_killed_with_sigterm_it_stops_the_servers_it_started(tmp_path: Path) -> 
         for pid in servers:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_json_names_the_tree_and_the_settings(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/v1/realtime"  # nothing there: the run fails at once, the JSON is written
+    out = tmp_path / "latency.json"
+    subprocess.run([sys.executable, "-m", "bench.latency", "--url", url, "--runs", "1", "--timeout", "7.5", "--out",
+                    str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = json.loads(out.read_text())
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert result["commit"] == head.strip() and result["commit"]
+    assert result["timeout_s"] == 7.5 and result["serve_args"] == [] and result["date"].endswith("Z")
+    assert result["modes"]["server"]["summary"]["errors"] == 1
