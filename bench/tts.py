@@ -49,6 +49,7 @@ from speech_decoder.flow_batch import FlowBatcher
 from speech_decoder.streaming_decoder import StreamingDecoder, warm_up
 
 HOP_TOKENS = 5
+ROUNDS = 10  # timed rounds a stream count, HOP_TOKENS tokens a stream each
 TOKENS_PER_S = 25 / 0.6  # 41.67 flow tokens per second of speech
 REPEATS = 3  # runs behind each first-audio figure (their median)
 
@@ -362,6 +363,16 @@ def print_table(result: dict, counts: list[int], concurrency_s: float) -> None:
         print(f"{k['us_per_step']:>10.1f} {k['calls_per_step']:>7.1f} {k['share']:>6.1%}  {k['kernel']}")
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated stream counts of 1 or more, e.g. 1,2,4,8")
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -370,7 +381,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=125, help="speaker prompt length in flow tokens")
     ap.add_argument("--tts-prompt-len", type=int, default=400, help="TTS-3B prompt length in LM tokens")
     ap.add_argument("--tts-ckpt", type=Path, help="existing TTS-3B checkpoint (default: written to a temp dir)")
-    ap.add_argument("--streams", default=None,
+    ap.add_argument("--streams", type=_counts, default=None,
                     help="stream counts to try, largest first (default 1,2,4,8,16,32,64 on a GPU, up to 16 on a CPU)")
     ap.add_argument("--concurrency-s", type=float, default=40.0,
                     help="start no further stream count after this many seconds of the concurrency section")
@@ -378,6 +389,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "tts.json")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    # Fewer tokens left the first window or the rounds with nothing to decode: a first chunk of 0 ms and rounds of
+    # 0.2 ms, every stream count "real-time".
+    if a.tokens < 25 + ROUNDS * HOP_TOKENS:
+        ap.error(f"--tokens {a.tokens}: at least {25 + ROUNDS * HOP_TOKENS} (the first 25-token window, then "
+                 f"{ROUNDS} rounds of {HOP_TOKENS})")
+    if a.tts_prompt_len < 25:
+        ap.error(f"--tts-prompt-len {a.tts_prompt_len}: at least 25 (a speaker part and a 24-token sentence)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {a.device}: torch sees no CUDA device here (on a CPU: --device cpu --profile tiny)")
     if dev.type == "cpu" and a.profile != "tiny":
         ap.error("full-random is CosyVoice-300M and TTS-3B at their sizes (a 7 GB checkpoint, minutes a figure on a "
                  "CPU): run --profile tiny here, full-random on a GPU")
@@ -415,13 +435,13 @@ def main() -> None:
     print(f"decoder: {_figures(result['decoder'])}", flush=True)
     save()
 
-    counts = [int(x) for x in (a.streams or ("1,2,4,8,16" if dev.type == "cpu" else "1,2,4,8,16,32,64")).split(",")]
-    result["concurrency"] = concurrency(model, prompt, tokens, counts, rounds=10, time_limit_s=a.concurrency_s)
+    counts = a.streams or ([1, 2, 4, 8, 16] if dev.type == "cpu" else [1, 2, 4, 8, 16, 32, 64])
+    result["concurrency"] = concurrency(model, prompt, tokens, counts, rounds=ROUNDS, time_limit_s=a.concurrency_s)
     for label in ("alone", "batched"):
         ok = [r["streams"] for r in result["concurrency"] if r[f"{label}_realtime"]]
         result[f"max_realtime_streams_{label}"] = max(ok) if ok else 0
     save()
-    result["concurrency_profile"] = concurrency_profile(model, prompt, tokens, max(counts), rounds=10)
+    result["concurrency_profile"] = concurrency_profile(model, prompt, tokens, max(counts), rounds=ROUNDS)
     save()
 
     ckpt = bench_checkpoint(a.tts_ckpt, a.profile)
