@@ -176,6 +176,16 @@ def baseline_decode(eng: Engine, batch: int, prompt_len: int, steps: int, dev: t
 
 # ---------------------------------------------------------------------------------------------- main
 
+def _batches(text: str) -> list[int]:
+    try:
+        batches = [int(n) for n in text.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated batch sizes of 1 or more, e.g. 1,32")
+    return batches
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,7 +195,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--baseline-steps", type=int, default=None)
-    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--batches", type=_batches, default="1,32")
     ap.add_argument("--out", type=Path, default=RESULTS / "engine.json")
     a = ap.parse_args()
     tiny = a.profile == "tiny"
@@ -193,6 +203,8 @@ def main() -> None:
     steps = a.steps or (8 if tiny else 128)
     base_steps = a.baseline_steps or (4 if tiny else 32)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {a.device}: torch sees no CUDA device here (on a CPU: --profile tiny)")
     if dev.type == "cpu" and not tiny and a.ckpt is None:
         ap.error("full-random is TTS-3B's size (a 7 GB checkpoint, seconds a token on a CPU): run --profile tiny "
                  "here, full-random on a GPU")
@@ -229,7 +241,7 @@ def main() -> None:
         rows.append(row)
         a.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    for b in [int(x) for x in a.batches.split(",")]:
+    for b in a.batches:
         add({"metric": f"decode tok/s batch {b} ({prompt_len}-token prompts)",
              "engine": engine_decode(eng, b, prompt_len, steps, vocab),
              "baseline": baseline_decode(eng, b, prompt_len, base_steps, dev)})

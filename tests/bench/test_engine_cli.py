@@ -1,6 +1,7 @@
 """bench.engine on the CPU, as the README runs it (--profile tiny): it runs the engine with one torch thread, as the
-tiny profile's server does, and its JSON says so. With torch's default (a thread per core) every figure came out
-10-60x slower and erratic on two cores that another job shared, unlike bench/RESULTS.md's."""
+tiny profile's server does, and its JSON says so (with torch's default, a thread per core, every figure came out
+10-60x slower and erratic on two cores that another job shared, unlike bench/RESULTS.md's); a bad option value is one
+line naming it (was a traceback, --batches 0 after the whole run)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,3 +27,19 @@ def test_the_cpu_run_uses_one_torch_thread_and_says_so(tiny_ckpt, tmp_path: Path
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["torch_threads"] == 1
     assert [r["metric"] for r in result["rows"]][0].startswith("decode tok/s batch 1 ")
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--batches", "0"], "argument --batches: '0'"),
+    (["--batches", "1,x"], "argument --batches: '1,x'"),
+    pytest.param(["--device", "cuda"], "--device cuda: torch sees no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
+])
+def test_a_bad_value_is_one_line_naming_the_option(args: list[str], named: str, tmp_path: Path) -> None:
+    out = tmp_path / "engine.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.engine", "--profile", "tiny", "--out", str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"python -m bench.engine: error: {named}")
+    assert not out.exists()
