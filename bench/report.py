@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,14 @@ class Row:
 
 def _load(folder: Path, name: str) -> dict | None:
     path = folder / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        # A step killed by its time limit while writing: its figures are missing, the other benchmarks' still count.
+        print(f"bench.report: {path} is not complete JSON ({exc}): its figures read as missing", file=sys.stderr)
+        return None
 
 
 def _find(rows: list[dict], **match: object) -> dict | None:
