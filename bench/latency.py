@@ -140,8 +140,9 @@ class RunResult:
 
 
 def format_table(modes: dict[str, dict[str, object]]) -> str:
-    head = (f"{'mode':<8} {'runs':>4} {'first audio p50':>15} {'p95':>7} {'transcript p50':>14} {'p95':>7} "
-            f"{'delivery RTF':>12} {'synth RTF':>9} {'spec commit':>11}")
+    # runs: the sessions measured; failed: those that gave no figure (their errors are in the JSON's runs)
+    head = (f"{'mode':<9} {'runs':>4} {'failed':>6} {'first audio p50':>15} {'p95':>7} {'transcript p50':>14} "
+            f"{'p95':>7} {'delivery RTF':>12} {'synth RTF':>9} {'spec commit':>11}")
     lines = [head, "-" * len(head)]
 
     def f(v: object) -> str:
@@ -152,7 +153,7 @@ def format_table(modes: dict[str, dict[str, object]]) -> str:
         assert isinstance(s, dict)
         fa, tr, rtf, sp = s["first_audio_s"], s["transcript_s"], s["tts_rtf"], s["speculation"]
         rate = sp.get("commit_rate") if isinstance(sp, dict) else None
-        lines.append(f"{mode:<8} {fa['n']:>4} {f(fa['p50']):>15} {f(fa['p95']):>7} {f(tr['p50']):>14} "
+        lines.append(f"{mode:<9} {fa['n']:>4} {s['errors']:>6} {f(fa['p50']):>15} {f(fa['p95']):>7} {f(tr['p50']):>14} "
                      f"{f(tr['p95']):>7} {f(rtf['p50']):>12} {f(s.get('server_tts_rtf')):>9} {f(rate):>11}")
     return "\n".join(lines)
 

@@ -85,3 +85,12 @@ def test_the_json_names_the_tree_and_the_settings(tmp_path: Path) -> None:
     assert result["commit"] == head.strip() and result["commit"]
     assert result["timeout_s"] == 7.5 and result["serve_args"] == [] and result["date"].endswith("Z")
     assert result["modes"]["server"]["summary"]["errors"] == 1
+
+
+def test_the_table_counts_the_sessions_that_failed(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/v1/realtime"  # nothing there: both runs fail
+    proc = subprocess.run([sys.executable, "-m", "bench.latency", "--url", url, "--runs", "2", "--out",
+                           str(tmp_path / "latency.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    head, _, row = proc.stdout.splitlines()[:3]
+    assert head.split()[:3] == ["mode", "runs", "failed"]
+    assert row.split()[:3] == ["server", "0", "2"]
