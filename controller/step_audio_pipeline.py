@@ -103,6 +103,7 @@ def follow_chat_rank(app_config: Any) -> None:
 
     from controller.checkpoints import CHAT_DIR
     from lm_engine import Engine
+    from lm_engine.utils.loader import CheckpointError
 
     tp = check_model_folder(app_config)  # rank 0's checks, so that a bad folder is one line from every rank
     cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp)
@@ -111,8 +112,11 @@ def follow_chat_rank(app_config: Any) -> None:
         torch.set_num_threads(1)  # as rank 0 does for tiny: the ranks share the machine's cores
     chat_dir = cfg.model_path / CHAT_DIR
     logger.info("rank %s: following rank 0 with %s (tp=%d)", os.environ.get("RANK"), chat_dir, tp)
-    Engine.from_pretrained(chat_dir, device=device, tp=tp, progress=False,
-                           config=chat_engine_config(device == "cpu", cfg.seed))
+    try:
+        Engine.from_pretrained(chat_dir, device=device, tp=tp, progress=False,
+                               config=chat_engine_config(device == "cpu", cfg.seed))
+    except (CheckpointError, OSError) as exc:  # the folder's files, as rank 0 says it; not the gloo errors of
+        raise _load_error(chat_dir, exc) from exc  # following, which are rank 0's to explain
     raise SystemExit(0)  # from_pretrained returns only on rank 0
 
 
@@ -583,8 +587,12 @@ def _loading(folder: Path, note: str = "") -> Iterator[None]:
     except ConfigError:
         raise
     except Exception as exc:
-        first_line = next(iter(str(exc).splitlines()), "")  # torch.load's run on for a page
-        raise ConfigError(f"cannot load {folder}: {type(exc).__name__}: {first_line}") from exc
+        raise _load_error(folder, exc) from exc
+
+
+def _load_error(folder: Path, exc: Exception) -> ConfigError:
+    first_line = next(iter(str(exc).splitlines()), "")  # torch.load's run on for a page
+    return ConfigError(f"cannot load {folder}: {type(exc).__name__}: {first_line}")
 
 
 async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:

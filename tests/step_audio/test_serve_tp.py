@@ -4,6 +4,7 @@ half of the Chat LM (gloo on the CPU). A greedy turn gives the reply that the on
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,23 @@ def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tin
     assert 1 <= out.count(said) <= 3, out  # one line from each rank that got that far
     assert "[rank" not in out and "loading" not in out and "ready" not in out, out
     assert "following rank 0" not in out and "FileNotFoundError" not in out, out  # no follower loaded anything
+
+
+def test_a_cut_short_chat_checkpoint_is_one_line_from_every_rank(tiny_model_dir, tmp_path) -> None:
+    """A Chat LM weights file cut short (a download that stopped): the ranks name the file in one line each, as
+    rank 0 does for every folder it loads. Rank 1 printed a CheckpointError traceback of 30 lines."""
+    import subprocess
+    import sys
+
+    from tests.step_audio.conftest import layout_without
+
+    weights = Path("Step-Audio-Chat") / "model-00001.safetensors"
+    model = layout_without(tiny_model_dir, tmp_path / "model", str(weights))
+    (model / weights).write_bytes((tiny_model_dir / weights).read_bytes()[:300_000])
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
+                           str(model), "--port", "0"], capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"error: cannot load {model / 'Step-Audio-Chat'}: CheckpointError: cannot read {model / weights}" in out, out
+    assert "[rank" not in out and "ready" not in out, out
