@@ -10,6 +10,7 @@ loop.call_soon_threadsafe, so the loop never waits for the engine.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import contextmanager
@@ -123,7 +124,10 @@ class Engine:
             raise SystemExit(0)
         driver = tp_worker.TPDriver(runner) if tp > 1 else None
         llm = LLMEngine(runner, cfg, model_cfg.eos_token_ids, run=driver.run if driver else None)
-        return cls(llm, model_cfg, tokenizer, driver.shutdown if driver else None)
+        engine = cls(llm, model_cfg, tokenizer, driver.shutdown if driver else None)
+        if driver is not None:  # a script may end without close(), as it can at tp=1: the followers still must
+            atexit.register(engine.close)  # hear EXIT, else they die on a closed socket and torchrun fails the run
+        return engine
 
     def close(self) -> None:
         with self._cv:
@@ -131,9 +135,9 @@ class Engine:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join()
-        if self._shutdown is not None:
-            self._shutdown()
-            self._shutdown = None
+        shutdown, self._shutdown = self._shutdown, None  # once, even if it fails (the followers gone already):
+        if shutdown is not None:  # the atexit close() then has nothing left to do
+            shutdown()
 
     # ------------------------------------------------------------------ stepping
 

@@ -17,7 +17,7 @@ PROMPT = [1, 4, 17, 99, 250, 1030, 2048, 5000, 6143, 3, 4, 77, 12]
 MAX_NEW = 10
 
 
-def run(path: Path, tp: int) -> tuple[torch.Tensor, list[int]]:
+def run(path: Path, tp: int, close: bool = True) -> tuple[torch.Tensor, list[int]]:
     from lm_engine.engine.config import EngineConfig, SamplingParams
     from lm_engine.engine_api import Engine
 
@@ -25,7 +25,8 @@ def run(path: Path, tp: int) -> tuple[torch.Tensor, list[int]]:
                                  config=EngineConfig(block_size=4, num_kv_blocks=64))
     logits = eng.logits(PROMPT)
     tokens = eng.generate(PROMPT, SamplingParams(temperature=0.0, max_tokens=MAX_NEW, ignore_eos=True))
-    eng.close()
+    if close:
+        eng.close()
     return logits, tokens
 
 
@@ -35,17 +36,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _torchrun(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    return subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+         __file__, str(path), str(out), *extra],
+        env=env, capture_output=True, text=True, timeout=240)
+
+
 def test_tp2_equals_tp1(tmp_path):
     from lm_engine.checkpoint import write_step1_checkpoint
 
     path = write_step1_checkpoint(tmp_path / "ckpt", "tiny", "chat")
     out = tmp_path / "tp2.pt"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-         __file__, str(path), str(out)],
-        env=env, capture_output=True, text=True, timeout=240)
+    proc = _torchrun(path, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.load(out)
     logits, tokens = run(path, tp=1)
@@ -54,7 +59,20 @@ def test_tp2_equals_tp1(tmp_path):
     assert torch.equal(got["logits"].argmax(-1), logits.argmax(-1))
 
 
+def test_tp2_script_that_never_closes_its_engine_ends_cleanly(tmp_path):
+    """A script may end without engine.close(), as it can at tp=1. Rank 1 then waited for a step that never came,
+    died on gloo's "Connection closed by peer" with a traceback, and torchrun failed the run (exit 1)."""
+    from lm_engine.checkpoint import write_step1_checkpoint
+
+    path = write_step1_checkpoint(tmp_path / "ckpt", "tiny", "chat")
+    proc = _torchrun(path, tmp_path / "tp2.pt", "--no-close")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "[rank1]" not in proc.stderr, proc.stderr[-4000:]
+    assert torch.load(tmp_path / "tp2.pt")["tokens"] == run(path, tp=1)[1]
+
+
 if __name__ == "__main__":  # one torchrun rank
     ckpt, dest = Path(sys.argv[1]), Path(sys.argv[2])
-    logits, tokens = run(ckpt, tp=2)  # ranks > 0 serve inside from_pretrained and exit there
+    # ranks > 0 serve inside from_pretrained and exit there
+    logits, tokens = run(ckpt, tp=2, close="--no-close" not in sys.argv[3:])
     torch.save({"logits": logits, "tokens": tokens}, dest)

@@ -48,6 +48,7 @@ async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_d
         tp2.proc.wait(30)
         log = tp2.log()
         assert "INFO controller.app: stopped" in log and "KeyboardInterrupt" not in log, log
+        assert "Exception ignored" not in log, log  # rank 1 may have left first: the engine's atexit close is quiet
     finally:
         tp2.stop()
     assert want.strip() and got == want
