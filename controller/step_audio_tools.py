@@ -27,6 +27,10 @@ def run_offline_tool(args: Any) -> int:
 
     from speech_decoder.step_tts import StepTtsError, speakable
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # else every rank runs the whole tool (the whole Chat LM on each) and writes the same --out
+        raise ConfigError(f"stepaudio-rt {args.command} runs in one process, not under torchrun (WORLD_SIZE={world}): "
+                          "only serve shards the Chat LM over the ranks")
     if args.command == "tts" and not speakable(args.text):
         raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
     if args.command == "tts" and ((args.prompt_wav is None) != (args.prompt_text is None)

@@ -375,3 +375,19 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_models_lo
             subprocess.run(["chattr", "-i", str(locked)], check=True)
         locked.chmod(0o755)
     assert f"cannot write in {locked} (permission denied" in stderr, stderr
+
+
+def test_chat_under_torchrun_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Only serve shards the Chat LM. Under torchrun each rank ran the whole chat tool (loading the whole Chat LM)
+    and wrote the same --out, printing the reply twice: for the real 130 B Chat LM, a load on every rank."""
+    from tests.conftest import free_port
+
+    out = tmp_path / "reply.wav"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(free_port()), "-m", "controller.cli", "chat", "--profile", "tiny", "--model-path",
+                           str(tiny_model_dir), "--text", "Hello there.", "--out", str(out)],
+                          capture_output=True, text=True, timeout=180)
+    said = "stepaudio-rt chat: error: stepaudio-rt chat runs in one process, not under torchrun (WORLD_SIZE=2)"
+    assert proc.returncode != 0
+    assert said in proc.stderr and "[rank" not in proc.stderr, proc.stderr
+    assert not out.exists()
