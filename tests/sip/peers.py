@@ -7,13 +7,16 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-
-from tests.sip.media import free_udp_port, wait_for
+from clients.sip.rtp import RtpPacket
+from tests.sip.media import decode, free_udp_port, peak_rms_dbfs, read_pcap_udp, speech_seconds, wait_for
 from tests.conftest import missing_peer
 
 
@@ -135,14 +138,60 @@ def sipp_call(bridge: BridgeProcess, workdir: Path, scenario: str, *, records: b
 
 
 def run_sipp(scenario: str, bridge_port: int, workdir: Path, *, media_port: int | None = None,
-             timeout_s: int = 60) -> tuple[int, str]:
+             timeout_s: int = 60, sip_port: int | None = None, call_id: str | None = None) -> tuple[int, str]:
     """Run one sipp UAC call of `scenario` (XML text) against the bridge: (exit code, stderr + error log)."""
     path = workdir / "scenario.xml"
     path.write_text(scenario)
     media = ["-mi", "127.0.0.1", "-mp", str(media_port or free_udp_port())]
+    named = ["-cid_str", call_id] if call_id else []
     proc = subprocess.run(["sipp", "-sf", str(path), "-s", "agent", f"127.0.0.1:{bridge_port}", "-i", "127.0.0.1",
-                           "-p", str(free_udp_port()), *media, "-m", "1", "-l", "1", "-timeout", f"{timeout_s}s",
-                           "-timeout_error", "-trace_err", "-nostdin"], cwd=workdir, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout_s + 30)
+                           "-p", str(sip_port or free_udp_port()), *media, *named, "-m", "1", "-l", "1", "-timeout",
+                           f"{timeout_s}s", "-timeout_error", "-trace_err", "-nostdin"], cwd=workdir,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout_s + 30)
     errors = "".join(p.read_text(errors="replace") for p in workdir.glob("*errors.log"))
     return proc.returncode, proc.stderr + errors
+
+
+# A scenario step: the caller listens until the test tells it (an INFO, see nudge_caller) that the agent's reply has
+# reached it, then goes on (to its BYE). A fixed pause (15 s) was too short for the reply on a loaded 2-core machine.
+LISTEN_FOR_REPLY = '<recv request="INFO" timeout="150000"/>\n'
+REPLY_TIMEOUT_S = 120  # for the reply; the caller's recv waits longer, so that a reply that never came gets a nudge too
+
+
+def agent_replied(bridge: BridgeProcess, pcap: Path, port: int) -> bool:
+    """The agent's reply reached `port`: the bridge has had all of its audio (it logs the reply's transcript, which
+    the server sends after the reply's last audio) and the capture holds speech in PCMU RTP sent to `port`."""
+    if "agent said:" not in bridge.log_path.read_text(errors="replace"):
+        return False
+    try:
+        packets = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(pcap) if dport == port]
+    except (struct.error, ValueError):  # tshark is writing a packet
+        return False
+    audio = decode(b"".join(p.payload for p in packets if p.payload_type == 0), "PCMU")
+    return peak_rms_dbfs(audio) > -35.0 and speech_seconds(audio) > 0.2
+
+
+def nudge_caller(sip_port: int, call_id: str) -> None:
+    """The INFO that LISTEN_FOR_REPLY waits for (sipp finds its call by the Call-ID; it need not answer)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.sendto(sip_request("INFO", sip_port, s.getsockname()[1], call_id=call_id), ("127.0.0.1", sip_port))
+
+
+def call_until_replied(scenario: str, bridge: BridgeProcess, workdir: Path, replied: Callable[[], bool], *,
+                       media_port: int | None = None, meanwhile: Callable[[], None] = lambda: None) -> tuple[int, str]:
+    """run_sipp of a scenario with a LISTEN_FOR_REPLY step: the caller is nudged on once `replied()` (or after
+    REPLY_TIMEOUT_S: the test's own checks then say what was missing). `meanwhile` runs once the call is started."""
+    sip_port, call_id = free_udp_port(), f"replied-{time.time_ns()}@127.0.0.1"
+    outcome: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(run_sipp(
+        scenario, bridge.port, workdir, media_port=media_port, timeout_s=240, sip_port=sip_port, call_id=call_id)))
+    caller.start()
+    try:
+        meanwhile()
+        wait_for(lambda: replied() or not caller.is_alive(), REPLY_TIMEOUT_S)
+    finally:  # a failed `meanwhile` too: the caller is not left listening
+        nudge_caller(sip_port, call_id)
+        caller.join()
+    ((code, errors),) = outcome
+    return code, errors

@@ -19,7 +19,8 @@ import pytest
 from clients.sip.rtp import RtpPacket
 from tests.sip.media import decode, free_udp_port, heard_beckett, peak_rms_dbfs, read_pcap_udp, speech_seconds, \
     ulaw_speech, wait_for, write_rtp_pcap
-from tests.sip.peers import BridgeProcess, Capture, need
+from tests.sip.peers import LISTEN_FOR_REPLY, REPLY_TIMEOUT_S, BridgeProcess, Capture, agent_replied, need, \
+    nudge_caller
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +67,7 @@ Content-Length: 0
   <pause milliseconds="600"/>
   <nop><action><exec play_pcap_audio="{speech}"/></action></nop>
   <pause milliseconds="{speech_ms}"/>
-  <pause milliseconds="{reply_ms}"/>
-  <send retrans="500"><![CDATA[
+  {listen}  <send retrans="500"><![CDATA[
 BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -91,7 +91,8 @@ def test_sipp_caller_is_heard_and_answered(embedded_server, beckett_wav: Path, t
     seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
     scenario = tmp_path / "uac.xml"
     scenario.write_text(UAC.format(speech=tmp_path / "beckett.pcap", speech_ms=int(seconds * 1000) + 200,
-                                   reply_ms=15000))
+                                   listen=LISTEN_FOR_REPLY))
+    call_id = f"sipp-call-{time.time_ns()}@127.0.0.1"
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
                            "--rtp-ports", f"{rtp_port}-{rtp_port}",
                            "--instructions", "You are on the phone. Answer in one short sentence.")
@@ -99,11 +100,17 @@ def test_sipp_caller_is_heard_and_answered(embedded_server, beckett_wav: Path, t
     try:
         sipp = subprocess.Popen(["sipp", "-sf", str(scenario), "-s", "agent", f"127.0.0.1:{bridge.port}",
                                  "-i", "127.0.0.1", "-p", str(sip_port), "-mi", "127.0.0.1", "-mp", str(media_port),
-                                 "-m", "1", "-l", "1", "-timeout", "60s", "-timeout_error", "-trace_err",
-                                 "-nostdin"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                 "-cid_str", call_id, "-m", "1", "-l", "1", "-timeout", "240s", "-timeout_error",
+                                 "-trace_err", "-nostdin"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         live_max = 0.0
+        nudged, listening_until = False, time.monotonic() + REPLY_TIMEOUT_S
         while sipp.poll() is None:  # the agent session exists while the call is up
             live_max = max(live_max, embedded_server.metrics().get("stepaudio_sessions_live", 0.0))
+            if not nudged and (agent_replied(bridge, tmp_path / "rtp.pcap", media_port)
+                               or time.monotonic() > listening_until):
+                nudge_caller(sip_port, call_id)  # the caller hangs up once the reply reached it
+                nudged = True
             time.sleep(0.5)
         errors = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*errors.log"))
         assert sipp.returncode == 0, f"sipp failed ({sipp.returncode}): {sipp.stderr.read()!r}\n{errors}\n{bridge.log()}"

@@ -20,7 +20,8 @@ from clients.sip.rtp import RtpPacket, TelephoneEvent
 from tests.conftest import ServerProcess
 from tests.sip.media import decode, free_udp_port, heard_beckett, peak_rms_dbfs, read_pcap_udp, ulaw_speech, wait_for, \
     write_rtp_pcap
-from tests.sip.peers import BridgeProcess, Capture, need, run_sipp, sipp_call
+from tests.sip.peers import LISTEN_FOR_REPLY, BridgeProcess, Capture, agent_replied, call_until_replied, need, \
+    run_sipp, sipp_call
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
@@ -36,13 +37,13 @@ def phone_bridge(server_ws: str, workdir: Path) -> BridgeProcess:
                          "--instructions", "You are on the phone. Answer in one short sentence.")
 
 
-def speak_beckett(beckett_wav: Path, workdir: Path, media_port: int) -> str:
+def speak_beckett(beckett_wav: Path, workdir: Path, media_port: int, then: str = LISTEN_FOR_REPLY) -> str:
     """Scenario steps: the caller says "Ever tried. Ever failed. No matter." from media_port (sipp's pcap player),
-    then listens long enough for the agent's reply."""
+    then listens: by default until the test says the agent's reply came (call_until_replied)."""
     speech = ulaw_speech(beckett_wav, workdir / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
     seconds = write_rtp_pcap(workdir / "beckett.pcap", speech, src_port=media_port)
     return (f'<nop><action><exec play_pcap_audio="{workdir / "beckett.pcap"}"/></action></nop>\n'
-            f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n')
+            f'<pause milliseconds="{int(seconds * 1000)}"/>\n{then}')
 
 
 def assert_reply_heard_at(pcap: Path, port: int, bridge: BridgeProcess) -> None:
@@ -87,7 +88,7 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
     bridge = phone_bridge(embedded_server.ws, tmp_path)
     capture = Capture(tmp_path / "moved.pcap", moved_port)
     try:
-        code, errors = run_sipp(scenario(
+        code, errors = call_until_replied(scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(first_port))), expect(200),
             request("ACK", 1, in_dialog=True),
             request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", port=str(first_port), version=2)),
@@ -97,7 +98,7 @@ def test_hold_resume_and_moved_media_by_reinvite(embedded_server, beckett_wav: P
             expect(200, optional=(100,), match="a=sendrecv"),
             request("ACK", 3, in_dialog=True), speak,
             request("BYE", 4, in_dialog=True), expect(200, optional=())),
-            bridge.port, tmp_path, media_port=moved_port)
+            bridge, tmp_path, lambda: agent_replied(bridge, tmp_path / "moved.pcap", moved_port), media_port=moved_port)
         calls = wait_for(bridge.calls, 10)
     finally:
         capture.stop()
@@ -117,7 +118,9 @@ def test_hold_music_does_not_reach_the_agent(embedded_server, beckett_wav: Path,
             request("ACK", 1, in_dialog=True),
             request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
             expect(200, optional=(100,), match="a=recvonly"),
-            request("ACK", 2, in_dialog=True), speak_beckett(beckett_wav, tmp_path, media_port),
+            # Listening long enough for a reply (that must not come).
+            request("ACK", 2, in_dialog=True),
+            speak_beckett(beckett_wav, tmp_path, media_port, then='<pause milliseconds="15000"/>\n'),
             request("BYE", 3, in_dialog=True), expect(200, optional=())),
             bridge.port, tmp_path, media_port=media_port)
         calls = wait_for(bridge.calls, 10)
@@ -231,21 +234,22 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     capture = Capture(tmp_path / "source.pcap", source_port)
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stranger.bind(("127.0.0.2", 0))
-    outcome: list[tuple[int, str]] = []
-    caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
-        request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(sdp_port))), expect(200),
-        request("ACK", 1, in_dialog=True),
-        '<pause milliseconds="3000"/>\n',  # the stranger's packet comes first
-        f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
-        f'<pause milliseconds="{int(seconds * 1000) + 15000}"/>\n',
-        request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
-        media_port=source_port)))  # sipp sends from and listens on source_port; its SDP names sdp_port
-    try:
-        caller.start()
+
+    def stranger_first() -> None:
         answered = wait_for(lambda: re.search(r"answered: PCMU -> rtp (\d+)", bridge.log()), 20)
         assert answered, bridge.log()
         stranger.sendto(RtpPacket(0, 1, 0, 0x5EED, b"\xff" * 160).serialize(), ("127.0.0.1", int(answered[1])))
-        caller.join()
+
+    try:
+        code, errors = call_until_replied(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", port=str(sdp_port))), expect(200),
+            request("ACK", 1, in_dialog=True),
+            '<pause milliseconds="3000"/>\n',  # the stranger's packet comes first
+            f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+            f'<pause milliseconds="{int(seconds * 1000)}"/>\n{LISTEN_FOR_REPLY}',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge, tmp_path,
+            lambda: agent_replied(bridge, tmp_path / "source.pcap", source_port), media_port=source_port,
+            meanwhile=stranger_first)  # sipp sends from and listens on source_port; its SDP names sdp_port
         calls = wait_for(bridge.calls, 10)
     finally:
         capture.stop()
@@ -254,7 +258,6 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     with pytest.raises(BlockingIOError):
         stranger.recv(2048)  # not one packet of the call reached the stranger
     stranger.close()
-    ((code, errors),) = outcome
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert heard_beckett(calls[0]["user_transcripts"]), calls
     assert_reply_heard_at(tmp_path / "source.pcap", source_port, bridge)
@@ -285,26 +288,27 @@ def test_rtp_from_other_sources_never_reaches_the_agent(embedded_server, beckett
     (tmp_path / "beckett.ul").write_bytes(caller)
     stranger_speech = ulaw_speech(two_cities_wav, tmp_path / "cities", lead_s=0.0, tail_s=0.0, seconds=3.0)
     bridge = phone_bridge(embedded_server.ws, tmp_path)
-    outcome: list[tuple[int, str]] = []
-    sipp = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
-        request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")), expect(200),
-        request("ACK", 1, in_dialog=True),
-        '<pause milliseconds="4000"/>\n',  # the first stranger talks alone
-        f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
-        f'<pause milliseconds="{int(len(caller) / 8) + 15000}"/>\n',
-        request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)))
     far, near = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     far.bind(("127.0.0.2", 0))
     near.bind(("127.0.0.1", 0))  # the caller's host, another port
-    try:
-        sipp.start()
+
+    def strangers_talk() -> None:
         answered = wait_for(lambda: re.search(r"answered: PCMU -> rtp (\d+)", bridge.log()), 20)
         assert answered, bridge.log()
         port = ("127.0.0.1", int(answered[1]))
         stream_rtp(far, port, stranger_speech, 9)
         time.sleep(2.0)  # the caller's stream began 4 s after the answer; its first 0.3 s are silence
         stream_rtp(near, port, stranger_speech, 7)
-        sipp.join()
+
+    try:
+        code, errors = call_until_replied(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
+            expect(200), request("ACK", 1, in_dialog=True),
+            '<pause milliseconds="4000"/>\n',  # the first stranger talks alone
+            f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+            f'<pause milliseconds="{int(len(caller) / 8)}"/>\n{LISTEN_FOR_REPLY}',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge, tmp_path,
+            lambda: "agent said:" in bridge.log_path.read_text(errors="replace"), meanwhile=strangers_talk)
         calls = wait_for(bridge.calls, 10)
     finally:
         bridge.stop()
@@ -313,7 +317,6 @@ def test_rtp_from_other_sources_never_reaches_the_agent(embedded_server, beckett
         with pytest.raises(BlockingIOError):
             stranger.recv(2048)  # not one packet of the agent's audio went to a stranger
         stranger.close()
-    ((code, errors),) = outcome
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert heard_beckett(calls[0]["user_transcripts"]), calls
     assert "times" not in " ".join(calls[0]["user_transcripts"]).lower(), calls
@@ -346,11 +349,11 @@ def test_delayed_offer_call_is_answered_and_heard(embedded_server, beckett_wav: 
     bridge = phone_bridge(embedded_server.ws, tmp_path)
     capture = Capture(tmp_path / "rtp.pcap", media_port)
     try:
-        code, errors = run_sipp(scenario(
+        code, errors = call_until_replied(scenario(
             request("INVITE", 1, in_dialog=False), expect(200, match="m=audio [0-9]+ RTP/AVP 0 101"),
             request("ACK", 1, in_dialog=True, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
             speak, request("BYE", 2, in_dialog=True), expect(200, optional=())),
-            bridge.port, tmp_path, media_port=media_port)
+            bridge, tmp_path, lambda: agent_replied(bridge, tmp_path / "rtp.pcap", media_port), media_port=media_port)
         calls = wait_for(bridge.calls, 10)
     finally:
         capture.stop()
@@ -372,11 +375,11 @@ def test_a_media_host_name_is_looked_up_once_and_one_that_cannot_be_is_refused(e
         unknown, errors_unknown = run_sipp(scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP4 no-such-host.invalid")), expect(488),
             request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)
-        code, errors = run_sipp(scenario(
+        code, errors = call_until_replied(scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP4 localhost")), expect(200),
             request("ACK", 1, in_dialog=True),
             speak, request("BYE", 2, in_dialog=True), expect(200, optional=())),
-            bridge.port, tmp_path, media_port=media_port)
+            bridge, tmp_path, lambda: agent_replied(bridge, tmp_path / "rtp.pcap", media_port), media_port=media_port)
         calls = wait_for(lambda: [c for c in bridge.calls() if c["end_reason"] == "remote hangup"], 10)
     finally:
         capture.stop()
