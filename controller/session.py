@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -39,6 +40,9 @@ from vad import turn_detector as vd
 logger = logging.getLogger(__name__)
 # Between turns (no speech under way) only the next speech start's prefix padding is ever read back: the audio is cut
 # to that and this much more whenever it has grown this much past it (a copy every few seconds, not each append).
+# A long append (minutes of audio in one event) is heard a second at a time, the event loop free between: its VAD
+# pass alone held every other session's audio and events for seconds.
+HEAR_SLICE_SAMPLES = 16000
 IDLE_AUDIO_SLACK_MS = 5000
 
 
@@ -406,6 +410,12 @@ class Session(ItemsMixin, RepliesMixin):
             self.log.warning("input_audio_buffer.append of %d bytes ends mid-sample: its odd byte joins the next "
                              "append's (audio/pcm is a byte stream; a stray byte would shift all later audio)",
                              len(data))
+        for start in range(0, len(pcm), HEAR_SLICE_SAMPLES):
+            if start:
+                await asyncio.sleep(0)
+            await self._hear(pcm[start:start + HEAR_SLICE_SAMPLES])
+
+    async def _hear(self, pcm: np.ndarray) -> None:
         now = time.monotonic()
         self.audio.append(pcm, now)
         self.listener.feed(pcm)

@@ -774,3 +774,37 @@ async def test_silence_between_turns_is_not_kept_and_the_next_turn_still_has_its
         await conv.wait_for("input_audio_buffer.committed", timeout=10)
     # the speech began 40 s in; its start carries the 300 ms of padding before it
     assert 39_500 <= started["audio_start_ms"] <= 40_000, started
+
+
+async def test_a_minute_of_audio_in_one_append_does_not_hold_the_server_for_its_whole_vad_pass() -> None:
+    """One client sends a minute of audio in one input_audio_buffer.append (the API allows 15 MiB events). Its pass
+    through the real silero VAD took the event loop for its whole length, every other session's audio and events
+    stalled meanwhile; heard a second at a time, the loop is free between. The server runs in this test's loop: a
+    ticker measures the longest time it could not run."""
+    from vad import SileroModel, SileroVad
+
+    model = SileroModel.load()
+    pipeline = ScriptedPipeline()
+    pipeline.new_vad = lambda: SileroVad(model)  # type: ignore[method-assign]
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                                      "create_response": False}}})
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.002)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        began = time.monotonic()
+        pcm = (np.clip(speech(60.0), -1, 1) * 32767).astype("<i2").tobytes()
+        await conv.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+        await conv.send({"type": "input_audio_buffer.clear"})
+        await conv.wait_for("input_audio_buffer.cleared", timeout=60)
+        took = time.monotonic() - began
+        ticker.cancel()
+    assert max(gaps) < took / 3, (max(gaps), took)
