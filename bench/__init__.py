@@ -1,5 +1,28 @@
 """Benchmarks: each writes JSON under bench/results/ (RESULTS) and prints a table; never part of the test suite.
 GPU figures come from bench/gpu_suite.sh and are kept in bench/gpu_runs/ and bench/RESULTS.md."""
+import argparse
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def commit() -> str:
+    """The tree measured, for the JSON ('' outside a git checkout)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent).stdout.strip()
+
+
+def count_list(what: str, example: str) -> Callable[[str], list[int]]:
+    """An argparse type for a comma-separated list of `what` (whole numbers of 1 or more): a bad one is one line
+    naming the option, before anything is loaded or started (found after minutes of start-up, it was a traceback)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(n) for n in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: comma-separated {what} of 1 or more, e.g. {example}")
+        return values
+    return parse

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS
+from bench import RESULTS, commit, count_list
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
@@ -176,16 +175,6 @@ def baseline_decode(eng: Engine, batch: int, prompt_len: int, steps: int, dev: t
 
 # ---------------------------------------------------------------------------------------------- main
 
-def _batches(text: str) -> list[int]:
-    try:
-        batches = [int(n) for n in text.split(",")]
-    except ValueError:
-        batches = []
-    if not batches or min(batches) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated batch sizes of 1 or more, e.g. 1,32")
-    return batches
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,7 +184,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--baseline-steps", type=int, default=None)
-    ap.add_argument("--batches", type=_batches, default="1,32")
+    ap.add_argument("--batches", type=count_list("batch sizes", "1,32"), default="1,32")
     ap.add_argument("--out", type=Path, default=RESULTS / "engine.json")
     a = ap.parse_args()
     tiny = a.profile == "tiny"
@@ -221,10 +210,9 @@ def main() -> None:
                        gpu_memory_utilization=None, kv_cache_memory_gib=4.0)
     eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, config=cfg)
     vocab = eng.model_config.vocab_size
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     rows: list[dict] = []
-    result = {"profile": a.profile, "device": card, "dtype": str(dtype), "commit": commit,
+    result = {"profile": a.profile, "device": card, "dtype": str(dtype), "commit": commit(),
               "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
               "cuda_graphs": bool(eng.llm.runner.graphs),
               "prompt_len": prompt_len, "decode_steps": steps, "rows": rows,
@@ -259,7 +247,7 @@ def main() -> None:
         set_pdl(True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     eng.close()
-    print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {commit}, CUDA graphs {result['cuda_graphs']}")
+    print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {result['commit']}, CUDA graphs {result['cuda_graphs']}")
     print(f"{'metric':<36}{'engine':>12}{'baseline':>12}{'speedup':>10}")
     for r in rows:
         print(f"{r['metric']:<36}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")

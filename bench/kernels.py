@@ -29,7 +29,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS
+from bench import RESULTS, commit
 from kernels import attention as KA
 from kernels import flow_ops as KF
 from kernels import vocoder as KV
@@ -389,9 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     page = 256 if not args.smoke else 64
     iters = args.iters if not args.smoke else 2
     ctx_len = 16384 if not args.smoke else 512
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     result: dict = {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
-                    "torch": torch.__version__, "commit": commit, "smoke": args.smoke, "dtype": str(dtype)}
+                    "torch": torch.__version__, "commit": commit(), "smoke": args.smoke, "dtype": str(dtype)}
     if cuda:
         import triton
         result["triton"] = triton.__version__

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bench import commit, count_list
 from clients.audio import WIRE_RATE, last_voiced_index
 from clients.talk import TalkError, load_wav_24k, run_talk
 
@@ -334,26 +335,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
         "clips": [{"wav": str(w), "end_of_speech_s": e / WIRE_RATE} for w, e in clips],
         "runs_per_mode": args.runs, "profile": args.profile if not (args.url or args.url_on or args.url_off)
         else None, "serve_args": args.serve_arg, "timeout_s": args.timeout, "host": os.uname().nodename,
-        "cpu_count": os.cpu_count(), "commit": _commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_count": os.cpu_count(), "commit": commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "modes": modes,
     }
-
-
-def _commit() -> str:
-    """The tree measured, as bench.engine and bench.tts record it ('' outside a git checkout)."""
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent).stdout.strip()
-
-
-def _counts(text: str) -> list[int]:
-    """--sessions: checked here, before any server is started (a bad count found after minutes of start-up)."""
-    try:
-        counts = [int(n) for n in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated session counts of 1 or more, e.g. 1,2,3")
-    return counts
 
 
 def _modes(text: str) -> list[str]:
@@ -382,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
     p.add_argument("--profile", default="embedded")
     p.add_argument("--runs", type=_positive, default=5)
-    p.add_argument("--sessions", type=_counts, default="1",
+    p.add_argument("--sessions", type=count_list("session counts", "1,2,3"), default="1",
                    help="sessions talking at once per run, e.g. 1,2,3 (each count is an arm, alternated run by run)")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="extra option for the servers started here (repeatable), e.g. --serve-arg=--pause-ms=120")

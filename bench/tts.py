@@ -29,7 +29,6 @@ import argparse
 import concurrent.futures
 import json
 import queue
-import subprocess
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from bench import RESULTS
+from bench import RESULTS, commit, count_list
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -363,16 +362,6 @@ def print_table(result: dict, counts: list[int], concurrency_s: float) -> None:
         print(f"{k['us_per_step']:>10.1f} {k['calls_per_step']:>7.1f} {k['share']:>6.1%}  {k['kernel']}")
 
 
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(n) for n in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated stream counts of 1 or more, e.g. 1,2,4,8")
-    return counts
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -381,7 +370,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=125, help="speaker prompt length in flow tokens")
     ap.add_argument("--tts-prompt-len", type=int, default=400, help="TTS-3B prompt length in LM tokens")
     ap.add_argument("--tts-ckpt", type=Path, help="existing TTS-3B checkpoint (default: written to a temp dir)")
-    ap.add_argument("--streams", type=_counts, default=None,
+    ap.add_argument("--streams", type=count_list("stream counts", "1,2,4,8"), default=None,
                     help="stream counts to try, largest first (default 1,2,4,8,16,32,64 on a GPU, up to 16 on a CPU)")
     ap.add_argument("--concurrency-s", type=float, default=40.0,
                     help="start no further stream count after this many seconds of the concurrency section")
@@ -414,8 +403,7 @@ def main() -> None:
     tokens = torch.randint(0, 5120, (a.tokens,), generator=g).tolist()
     result: dict = {"profile": a.profile, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                             text=True).stdout.strip()}
+                    "commit": commit()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
