@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one command, for a lent GPU machine (or any CUDA box with torch + triton):
-# the GPU tests, then bench.kernels, bench.engine and bench.tts, then bench.report (the issues' targets against this
-# run, also written to $OUT/report.md). Each step has its own time limit so that one
+# bench.kernels, bench.engine and bench.tts, then bench.report (the issues' targets against this run, also written to
+# $OUT/report.md), then the GPU tests. Run it from the repository's root. Each step has its own time limit so that one
 # hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
 #
 #   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all);
@@ -18,6 +18,10 @@
 # is one, else python3), CKPT (the checkpoint folder, default /tmp/stepaudio-rt-bench-tts3b). The exit status is 1
 # when a step failed (summary.txt says which), 2 for an unknown step or no GPU.
 set -u
+if [ ! -f bench/gpu_suite.sh ]; then  # PYTHONPATH and .venv are found from here; elsewhere it read as "no CUDA"
+    echo "gpu_suite.sh: run it from the repository's root (cd there, then bash bench/gpu_suite.sh)" >&2
+    exit 2
+fi
 OUT=${OUT:-bench/results/gpu}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 if [ -z "${PY:-}" ]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,11 @@ def test_a_json_cut_off_while_written_reads_as_missing(tmp_path: Path, capsys: p
     assert "| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | missing | - |" in text
     assert "| 5 | first reply text -> first audio chunk, ms (cold TTS prompt) | <= 150 | 146 | yes |" in text
     assert "engine.json is not complete JSON" in capsys.readouterr().err
+
+
+def test_gpu_suite_run_from_elsewhere_says_where_to_run_it(tmp_path: Path) -> None:
+    """Started outside the repository it found no .venv and no packages, and blamed a missing CUDA device."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_suite.sh"
+    run = subprocess.run(["bash", str(script), "report"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "run it from the repository's root" in run.stderr, run.stderr
+    assert not (tmp_path / "bench").exists()  # nothing written where it was started
