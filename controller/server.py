@@ -133,9 +133,10 @@ class RealtimeServer:
         if path == "/healthz":
             if self.ready:
                 return _text(http.HTTPStatus.OK, "ok\n")
-            return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
+            return self._loading()
         if path == "/metrics":
-            return _text(http.HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4")
+            return _text(http.HTTPStatus.OK, self.metrics.render(),
+                         "text/plain; version=0.0.4; charset=utf-8")
         if path in (REALTIME_PATH, REALTIME_PATH + "/"):
             if not upgrade:
                 return _text(http.HTTPStatus.UPGRADE_REQUIRED, "WebSocket upgrade required\n",
@@ -143,7 +144,7 @@ class RealtimeServer:
             if not self._authorized(request):
                 return _text(http.HTTPStatus.UNAUTHORIZED, "invalid or missing API key\n")
             if not self.ready:
-                return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
+                return self._loading()
             if not self._admit(connection):
                 self.metrics.sessions_refused.inc()
                 return _text(http.HTTPStatus.SERVICE_UNAVAILABLE,
@@ -154,6 +155,11 @@ class RealtimeServer:
             logger.warning("refused a WebSocket to %s (404): the Realtime API is at %s", path, REALTIME_PATH)
             return _text(http.HTTPStatus.NOT_FOUND, f"not found: the Realtime API is at {REALTIME_PATH}\n")
         return self._static(path)
+
+    def _loading(self) -> Response:
+        # With when to come back: a 503 without Retry-After tells a load balancer or client nothing of it.
+        return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n",
+                     extra=[("Retry-After", str(self.config.retry_after_s))])
 
     def _admit(self, connection: ServerConnection) -> bool:
         # A handshake that failed after being admitted never reaches _handle: its connection is closed by now.
