@@ -10,6 +10,7 @@ import mimetypes
 import os
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class ServerConfig:
         if any(not key.strip() for key in self.api_keys):  # `--api-key "$KEY"` with KEY unset
             raise ConfigError("--api-key is empty")
 
+
+REFUSAL_LOG_EVERY_S = 60.0
 
 SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
 
@@ -110,6 +113,8 @@ class RealtimeServer:
         self._server: Server | None = None
         # Counted from the handshake, so that handshakes racing for the last place cannot both take it.
         self._admitted: set[ServerConnection] = set()
+        self._refused_unlogged = 0
+        self._refusal_logged_at: float | None = None
 
     def _authorized(self, request: Request) -> bool:
         if not self.config.api_keys:
@@ -147,6 +152,7 @@ class RealtimeServer:
                 return self._loading()
             if not self._admit(connection):
                 self.metrics.sessions_refused.inc()
+                self._log_refusal(time.monotonic())
                 return _text(http.HTTPStatus.SERVICE_UNAVAILABLE,
                              f"server full (--max-sessions {self.config.max_sessions}), retry later\n",
                              extra=[("Retry-After", str(self.config.retry_after_s))])
@@ -155,6 +161,16 @@ class RealtimeServer:
             logger.warning("refused a WebSocket to %s (404): the Realtime API is at %s", path, REALTIME_PATH)
             return _text(http.HTTPStatus.NOT_FOUND, f"not found: the Realtime API is at {REALTIME_PATH}\n")
         return self._static(path)
+
+    def _log_refusal(self, now: float) -> None:
+        """A full server says so in its log, at most once a minute (a load balancer's retries would flood it): an
+        operator reading the log saw nothing of the clients it turned away."""
+        self._refused_unlogged += 1
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_EVERY_S:
+            logger.warning("server full (--max-sessions %d): refused %d session(s)%s", self.config.max_sessions,
+                           self._refused_unlogged, "" if self._refusal_logged_at is None else
+                           f" in the last {now - self._refusal_logged_at:.0f} s")
+            self._refused_unlogged, self._refusal_logged_at = 0, now
 
     def _loading(self) -> Response:
         # With when to come back: a 503 without Retry-After tells a load balancer or client nothing of it.

@@ -1,0 +1,68 @@
+"""Sessions the server turns away (loading, full): what a probe, a load balancer, a client and the log are told."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from controller.metrics import Metrics
+from controller.server import RealtimeServer, ServerConfig
+
+
+async def _never(*_: object) -> None:
+    raise AssertionError("no session is handed over while loading")
+
+
+async def test_while_loading_healthz_and_the_handshake_are_503_with_when_to_come_back() -> None:
+    """A 503 without Retry-After says nothing of when to try again: a load balancer or a client retrying at once
+    hammered a server that needs a minute to load (a full server's 503 had it already)."""
+    server = RealtimeServer(ServerConfig(port=0, retry_after_s=7), Metrics(), _never)
+    await server.start()
+    try:
+        def probe() -> tuple[int, str | None]:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10)
+            except urllib.error.HTTPError as answer:
+                return answer.code, answer.headers.get("Retry-After")
+            raise AssertionError("/healthz answered 200 while loading")
+
+        assert await asyncio.to_thread(probe) == (503, "7")
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{server.port}/v1/realtime"):
+                pass
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers.get("Retry-After") == "7"
+    finally:
+        await server.close()
+
+
+async def test_a_full_server_logs_its_refusals_once_a_minute_with_their_count(caplog: pytest.LogCaptureFixture) -> None:
+    """--max-sessions refusals showed only in /metrics: the log said nothing of the clients turned away. A load
+    balancer's retries must not flood it either: the first refusal is logged, the next ones counted into a later
+    line."""
+    async def hold(connection: object, *_: object) -> None:
+        await connection.wait_closed()  # type: ignore[attr-defined]
+
+    server = RealtimeServer(ServerConfig(port=0, max_sessions=1), Metrics(), hold)
+    await server.start()
+    server.ready = True
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime"
+    try:
+        with caplog.at_level(logging.WARNING, logger="controller.server"):
+            async with connect(url):
+                for _ in range(3):
+                    with pytest.raises(InvalidStatus):
+                        async with connect(url):
+                            pass
+    finally:
+        await server.close()
+        assert server._refusal_logged_at is not None
+        server._log_refusal(server._refusal_logged_at + 61)  # a minute on: the two held back and this one
+    lines = [r.getMessage() for r in caplog.records if r.name == "controller.server"]
+    assert lines == ["server full (--max-sessions 1): refused 1 session(s)",
+                     "server full (--max-sessions 1): refused 3 session(s) in the last 61 s"], lines
