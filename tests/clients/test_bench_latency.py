@@ -45,9 +45,10 @@ def test_stats_percentiles_skip_missing() -> None:
 def test_table_renders_missing_values() -> None:
     empty = latency.stats([])
     mode = {"summary": {"first_audio_s": latency.stats([0.5]), "transcript_s": empty, "tts_rtf": empty,
-                        "speculation": {"commit_rate": None}}}
+                        "speculation": {"commit_rate": None}, "errors": 2}}
     table = latency.format_table({"on": mode})
     assert "0.500" in table and "n/a" in table
+    assert table.splitlines()[-1].split()[:3] == ["on", "1", "2"]  # mode, runs measured, failed
 
 
 def test_beckett_wav_is_found_without_importing_the_package() -> None:
