@@ -11,6 +11,9 @@ Cancellation: xllamacpp calls our streaming callback once per generated chunk; r
 server cancel the task (it frees the slot before the next token). The consumer side does not wait for that:
 `stream()` polls `cancel` every few ms and returns at once. A cancel during a long prompt prefill is seen by
 llama.cpp only at the first generated token, because no callback runs before then.
+
+Warm-ups (`prefill()`) ask llama.cpp for its prompt progress, a callback after each batch of n_batch prompt tokens,
+so that one stops after the batch under way when its session no longer wants it or when a reply waits for the slot.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from typing import Any
 from lm_engine.backends.oai_stream import (
     END, OaiChunkTranslator, OaiStreamError, chat_completion_body, drain, tool_names,
 )
+from lm_engine.backends.slots import Slots
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -89,11 +93,12 @@ class LlamaCppBackend:
         self.config = config
         self._closing = threading.Event()  # makes every in-flight callback stop its llama.cpp task
         self._producers: set[threading.Thread] = set()
+        self._warmups: set[threading.Event] = set()  # each set when its prefill() call is out of llama.cpp
         self._producers_lock = threading.Lock()
         # Requests wait here, not in llama.cpp's own queue: llama.cpp evaluates a queued request's whole prompt before
         # its first callback can say that nobody wants it any more (a session that hung up, a reply cancelled by
-        # barge-in), and every live session's reply would wait behind that work.
-        self._slots = threading.Semaphore(config.n_parallel)
+        # barge-in), and every live session's reply would wait behind that work. Replies go before warm-ups.
+        self._slots = Slots(config.n_parallel)
 
     @classmethod
     def load(cls, gguf_path: Path | str, n_threads: int = 2, n_ctx: int = 4096, *,
@@ -174,9 +179,8 @@ class LlamaCppBackend:
 
         slot = False
         try:
-            while not unwanted() and not slot:
-                slot = self._slots.acquire(timeout=0.05)
-            if slot and not unwanted():
+            slot = self._slots.acquire(reply=True, unwanted=unwanted)
+            if slot:
                 result = server.handle_chat_completions(body, on_chunk)
                 if isinstance(result, dict):  # an error answered without streaming
                     chunks.put(result)
@@ -189,19 +193,46 @@ class LlamaCppBackend:
             with self._producers_lock:
                 self._producers.discard(threading.current_thread())
 
-    def prefill(self, request: ChatRequest) -> None:
+    def prefill(self, request: ChatRequest, cancel: threading.Event | None = None) -> None:
         """Evaluate the request's prompt into the slot's KV cache and generate (almost) nothing: a later request
         that starts with the same prompt only evaluates what follows. Blocking; errors are raised. The voice
-        agent calls it with the words heard so far while the user is still speaking."""
+        agent calls it with the words heard so far while the user is still speaking.
+
+        A warm-up gives way: it waits while a reply waits for the slot, and stops after the prompt batch under way
+        once `cancel` is set or a reply asks for the slot (what it evaluated so far stays in the cache)."""
         server = self._server
         if server is None:
             raise ChatBackendError("backend is closed")
         body = _request_body(request, self.config.tool_result_hint)
         # max_tokens 0 still samples one token in llama.cpp's chat endpoint; ask for that one explicitly.
-        body.update(stream=False, max_tokens=1, temperature=0.0)
-        result = server.handle_chat_completions(body)
+        body.update(stream=True, return_progress=True, max_tokens=1, temperature=0.0)
+        stop = cancel or threading.Event()
+        errors: list[object] = []
+
+        def unwanted() -> bool:
+            return stop.is_set() or self._closing.is_set() or self._slots.replies_waiting
+
+        def on_chunk(chunk: Any) -> bool:
+            if isinstance(chunk, dict) and "error" in chunk:
+                errors.append(chunk["error"])
+            return unwanted()  # True cancels the llama.cpp task after its current batch
+
+        if not self._slots.acquire(reply=False, unwanted=unwanted):
+            return
+        done = threading.Event()  # close() waits for it as for a stream's producer
+        with self._producers_lock:
+            self._warmups.add(done)
+        try:
+            result = server.handle_chat_completions(body, on_chunk)
+        finally:
+            self._slots.release()
+            with self._producers_lock:
+                self._warmups.discard(done)
+            done.set()
         if isinstance(result, dict) and "error" in result:
-            raise _failure(str(result["error"]))
+            errors.append(result["error"])
+        if errors:
+            raise _failure(str(errors[0]))
 
     def counters(self) -> dict[str, float]:
         """llama.cpp's cumulative counters and gauges (Prometheus names without the `llamacpp:` prefix), e.g.
@@ -225,8 +256,11 @@ class LlamaCppBackend:
         self._closing.set()
         with self._producers_lock:
             producers = list(self._producers)
+            warmups = list(self._warmups)
         for producer in producers:
             producer.join(timeout_s)
+        for warmup in warmups:
+            warmup.wait(timeout_s)
         self._server = None  # the last reference: xllamacpp's destructor stops its loop thread
 
 

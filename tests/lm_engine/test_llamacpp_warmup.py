@@ -1,0 +1,98 @@
+"""Early-prefill warm-ups with the real embedded model: a warm-up never holds a reply, and one nobody wants stops.
+
+The voice agent warms llama.cpp's prompt cache while a user speaks; that work only pays off for a reply not asked for
+yet. A reply (this session's or another's) that asks for the LM meanwhile must not wait for the warm-up's whole
+prompt, nor must a session that closed keep the LM busy with its warm-up."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lm_engine import ChatRequest, LlamaCppBackend, embedded_gguf_path
+from lm_engine.backends.llamacpp import LlamaCppConfig
+
+pytestmark = pytest.mark.slow
+
+# Small batches: a warm-up's prompt is many batches, so "stopped after a batch" and "ran to its end" are far apart
+# in time whatever the machine's load.
+N_BATCH = 32
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[LlamaCppBackend]:
+    b = LlamaCppBackend.from_config(LlamaCppConfig(gguf_path=embedded_gguf_path(), n_threads=2, n_ctx=4096,
+                                                   n_batch=N_BATCH, nice=7))
+    yield b
+    b.close()
+
+
+def _warm_up_request(tag: str) -> ChatRequest:
+    """A long user turn (about 350 prompt tokens) that shares no words with another tag's."""
+    words = " ".join(f"{tag}{i}" for i in range(120))
+    return ChatRequest(messages=[{"role": "system", "content": f"Session {tag}."},
+                                 {"role": "user", "content": words}], max_tokens=1)
+
+
+def _timed_warm_up(backend: LlamaCppBackend, request: ChatRequest,
+                   cancel: threading.Event | None = None) -> tuple[threading.Thread, list[float]]:
+    ended: list[float] = []
+
+    def run() -> None:
+        if cancel is None:
+            backend.prefill(request)
+        else:
+            backend.prefill(request, cancel)
+        ended.append(time.monotonic())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, ended
+
+
+def _until_busy(backend: LlamaCppBackend) -> None:
+    deadline = time.monotonic() + 30
+    while backend.counters()["requests_processing"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_reply_does_not_wait_for_another_sessions_warm_up(backend: LlamaCppBackend) -> None:
+    t0 = time.monotonic()
+    backend.prefill(_warm_up_request("a"))
+    whole_warm_up = time.monotonic() - t0
+
+    thread, ended = _timed_warm_up(backend, _warm_up_request("b"))
+    _until_busy(backend)
+    asked = time.monotonic()
+    first = None
+    text = ""
+    for delta in backend.stream(ChatRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=3,
+                                            temperature=0), threading.Event()):
+        first = first or time.monotonic()
+        text += delta.text or ""
+    thread.join(60)
+    assert text.strip()
+    waited = first - asked
+    assert waited < whole_warm_up / 2, f"the reply waited {waited:.1f} s (a whole warm-up: {whole_warm_up:.1f} s)"
+    assert ended and ended[0] <= first  # the warm-up gave the LM up
+
+
+def test_a_warm_up_nobody_wants_any_more_stops(backend: LlamaCppBackend) -> None:
+    t0 = time.monotonic()
+    backend.prefill(_warm_up_request("c"))
+    whole_warm_up = time.monotonic() - t0
+
+    cancel = threading.Event()
+    thread, ended = _timed_warm_up(backend, _warm_up_request("d"), cancel)
+    _until_busy(backend)
+    cancelled = time.monotonic()
+    cancel.set()  # its session closed
+    thread.join(60)
+    assert ended[0] - cancelled < whole_warm_up / 2
+    # llama.cpp itself is free again: a request now does not wait behind the rest of that prompt.
+    deadline = time.monotonic() + 30
+    while backend.counters()["requests_processing"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert time.monotonic() - cancelled < whole_warm_up / 2
