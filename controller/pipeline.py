@@ -182,8 +182,15 @@ class EmbeddedPipeline:
     async def prefill(self, request: object) -> None:
         """Warm the LM's prompt cache with a request whose prompt a later reply will start with."""
         prefill = getattr(self._llm, "prefill", None)
-        if prefill is not None:
-            await asyncio.get_running_loop().run_in_executor(self._llm_pool, prefill, request)
+        if prefill is None:
+            return
+        # Cancelling the awaiting task (the session closed, its turn ended) leaves the thread inside llama.cpp:
+        # this tells it to stop there, else it would hold the LM for other sessions' replies.
+        cancel = threading.Event()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._llm_pool, prefill, request, cancel)
+        finally:
+            cancel.set()
 
     def new_reply_text(self) -> ReplyText:
         return VerbatimText()  # Piper has no instruction tags

@@ -505,6 +505,8 @@ class Session(ItemsMixin, RepliesMixin):
         await self.apply(tt.TimerFired(key))
 
     def reset_turn(self, end_ms: int) -> None:
+        if self._prefill_task is not None:
+            self._prefill_task.cancel()  # a warm-up for the turn that ended: its reply (if any) starts now
         self._turn_start_ms = end_ms
         self._turn_item_id = self.new_id("item")
         # Keep a little audio before the new turn for the next speech start's prefix padding.
