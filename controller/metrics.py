@@ -24,6 +24,7 @@ class Metrics:
     speculations_committed: Counter = field(init=False)
     speculations_rolled_back: Counter = field(init=False)
     early_prefills: Counter = field(init=False)
+    turn_inputs_warmed: Counter = field(init=False)
     first_audio_latency: Histogram = field(init=False)
     transcript_latency: Histogram = field(init=False)
     tts_rtf: Histogram = field(init=False)
@@ -49,6 +50,10 @@ class Metrics:
             "Speculative replies discarded (speech resumed or inputs changed)", registry=r)
         self.early_prefills = Counter("stepaudio_early_prefills",
                                       "Prompt-cache warm-ups with the words heard while the user spoke", registry=r)
+        self.turn_inputs_warmed = Counter(
+            "stepaudio_turn_inputs_warmed",
+            "User turns transcribed from a silence shorter than the pause, ahead of the speculation (once done)",
+            registry=r)
         self.first_audio_latency = Histogram(
             "stepaudio_first_audio_latency_seconds",
             "End of user speech (VAD end of turn) to the first audio delta sent",

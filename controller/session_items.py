@@ -114,7 +114,12 @@ class ItemsMixin(_Base):
         if (trailing is None or trailing[1] < WARM_TURN_INPUT_MS or not self.turns.config.speculation
                 or not self.turns.config.create_response or self.turns.state is not tt.TurnState.LISTENING):
             return
-        self.turn_task(self._turn_start_ms, trailing[0])
+        key = (self._turn_start_ms, trailing[0])
+        if key in self._turn_inputs:
+            return
+        # Counted once heard (a wasted one too): the only outside sign that the pass ran before any pause.
+        self.turn_task(*key).add_done_callback(
+            lambda t: None if t.cancelled() or t.exception() else self.metrics.turn_inputs_warmed.inc())
 
     def maybe_prefill(self) -> None:
         """While the user speaks, every PREFILL_EVERY_MS of their turn: transcribe what was said so far and let
