@@ -247,7 +247,8 @@ def main() -> None:
         set_pdl(True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     eng.close()
-    print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {result['commit']}, CUDA graphs {result['cuda_graphs']}")
+    print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {result['commit']}, "
+          f"CUDA graphs {result['cuda_graphs']}")
     print(f"{'metric':<36}{'engine':>12}{'baseline':>12}{'speedup':>10}")
     for r in rows:
         print(f"{r['metric']:<36}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")

@@ -38,7 +38,8 @@ _CANONICAL = {n.lower(): n for n in (
     "Content-Disposition", "Allow-Events", "Refer-To", "Session-Expires")}
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
-            405: "Method Not Allowed", 415: "Unsupported Media Type", 420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
+            405: "Method Not Allowed", 415: "Unsupported Media Type", 420: "Bad Extension",
+            481: "Call/Transaction Does Not Exist",
             482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
             491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
             513: "Message Too Large"}
