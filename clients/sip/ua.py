@@ -10,7 +10,8 @@ Rules:
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
   No usable codec -> 488; unparseable SDP -> 400; a body that is not SDP -> 415 with Accept: application/sdp;
   more than `max_calls` live calls -> 486. An INVITE without SDP (a delayed offer, 13.2.1) gets our offer (PCMU,
-  telephone-event) in the 200 OK; the caller's answer comes in the ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
+  telephone-event) in the 200 OK; the caller's answer comes in the ACK and its address in a MediaChanged event. An
+  ACK without a usable answer ends the call with BYE.
 - A retransmitted INVITE (same Call-ID, From tag and CSeq, and the same transaction: top Via branch and
   sent-by, 17.2.3) never creates a second call: the last response is re-sent. The same INVITE in another
   transaction is a merged request (a proxy forked it and both copies reached us, 8.2.2.2): 482 Loop Detected,
