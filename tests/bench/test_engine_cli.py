@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.cli import ROOT, assert_refused_in_one_line
 
 
 def test_the_cpu_run_uses_one_torch_thread_and_says_so(tiny_ckpt, tmp_path: Path) -> None:
@@ -36,10 +36,4 @@ def test_the_cpu_run_uses_one_torch_thread_and_says_so(tiny_ckpt, tmp_path: Path
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
 ])
 def test_a_bad_value_is_one_line_naming_the_option(args: list[str], named: str, tmp_path: Path) -> None:
-    out = tmp_path / "engine.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.engine", "--profile", "tiny", "--out", str(out), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines()[-1].startswith(f"python -m bench.engine: error: {named}")
-    assert not out.exists()
+    assert_refused_in_one_line("bench.engine", args, tmp_path / "engine.json", named)

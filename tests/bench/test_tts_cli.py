@@ -3,14 +3,12 @@ few --tokens gave figures of nothing (a first chunk of 0 ms, every stream count 
 traceback, some after minutes of measuring."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.cli import assert_refused_in_one_line
 
 
 @pytest.mark.parametrize(("args", "named"), [
@@ -22,10 +20,4 @@ ROOT = Path(__file__).resolve().parents[2]
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
 ])
 def test_a_value_it_cannot_measure_with_is_one_line(args: list[str], named: str, tmp_path: Path) -> None:
-    out = tmp_path / "tts.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.tts", "--profile", "tiny", "--out", str(out), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines()[-1].startswith(f"python -m bench.tts: error: {named}")
-    assert not out.exists()
+    assert_refused_in_one_line("bench.tts", args, tmp_path / "tts.json", named)
