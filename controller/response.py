@@ -85,6 +85,13 @@ def _note_unheeded_tool_choice(request: object, calls: list[ToolCall]) -> None:
                        f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
 
 
+async def _cancelled_unless_done(task: asyncio.Task[None]) -> None:
+    """A helper task whose owner left early (cancelled, or failed) is stopped with it, and waited for."""
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 class Response:
     def __init__(self, *, gen_id: int, speculative: bool, events: sev.ServerEvents,
                  new_id: Callable[[str], str], pipeline: SpeechPipeline,
@@ -259,9 +266,7 @@ class Response:
             sentences.put_nowait(None)
             await speaker
         finally:
-            if not speaker.done():
-                speaker.cancel()
-                await asyncio.gather(speaker, return_exceptions=True)
+            await _cancelled_unless_done(speaker)
         _note_unheeded_tool_choice(request, self.tool_calls)
         if finish_reason == "length":  # cut at max_output_tokens: the Realtime API calls that incomplete
             await self._finish("incomplete", reason="max_output_tokens")
@@ -290,9 +295,7 @@ class Response:
             outbox.put_nowait(None)
             await sender
         finally:
-            if not sender.done():
-                sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+            await _cancelled_unless_done(sender)
 
     async def _send_in_order(self, outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None]) -> None:
         while (item := await outbox.get()) is not None:
