@@ -1,6 +1,8 @@
 """Benchmarks: each writes JSON under bench/results/ (RESULTS) and prints a table; never part of the test suite.
 GPU figures come from bench/gpu_suite.sh and are kept in bench/gpu_runs/ and bench/RESULTS.md."""
 import argparse
+import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,15 @@ def commit() -> str:
     """The tree measured, for the JSON ('' outside a git checkout)."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent).stdout.strip()
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Writes a benchmark's JSON whole or not at all: the suites save after every row, and a run killed by its time
+    limit in the middle of a write left a truncated file that bench.report could not read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(part, path)
 
 
 def count_list(what: str, example: str) -> Callable[[str], list[int]]:

@@ -14,7 +14,6 @@ error with a clean context is "other"); the variants below split the remaining s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
+
+from bench import RESULTS, commit, write_json
 
 # variant -> (extra environment, what it changes)
 VARIANTS: dict[str, tuple[dict[str, str], str]] = {
@@ -158,7 +159,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=12, help="trials at once (the GPU tests run 12 workers)")
     ap.add_argument("--variants", default=",".join(VARIANTS), type=_variants,
                     help="comma-separated, from: " + ", ".join(VARIANTS))
-    ap.add_argument("--out", type=Path, default=None, help="JSON with the counts and the first failures")
+    ap.add_argument("--out", type=Path, default=RESULTS / "diag_speech_stream.json",
+                    help="JSON with the counts and the first failures (default: %(default)s)")
     args = ap.parse_args()
     if args.trial:
         try:
@@ -182,9 +184,8 @@ def main() -> None:
     lock, end, turn = threading.Lock(), time.monotonic() + args.seconds, iter(range(1 << 30))
 
     def save() -> None:  # after every trial: a run cut off by its time limit keeps what it found
-        if args.out:
-            args.out.write_text(json.dumps({"counts": {v: dict(c) for v, c in counts.items()},
-                                            "first_failures": first}, indent=1))
+        write_json(args.out, {"commit": commit(), "counts": {v: dict(c) for v, c in counts.items()},
+                              "first_failures": first})
 
     def loop() -> None:
         while time.monotonic() < end:
@@ -208,8 +209,7 @@ def main() -> None:
         c = counts[v]
         print(f"{v:<12} {c['ok']:>4} {c['fault']:>6} {sum(c.values()) - c['ok'] - c['fault']:>6}  {VARIANTS[v][1]}")
     save()
-    if args.out:
-        print(f"wrote {args.out}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Writes JSON (--out) and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, commit, count_list
+from bench import RESULTS, commit, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
@@ -223,11 +222,10 @@ def main() -> None:
               "decode_graph_sides": [{"batch": bs, "kept": side or "as timed",
                                       "ms": {s or "as timed": t for s, t in ms.items()}}
                                      for bs, (side, ms) in sorted(eng.llm.runner.graph_sides.items()) if ms]}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
 
     def add(row: dict) -> None:  # saved row by row: a run cut off by its time limit keeps what it measured
         rows.append(row)
-        a.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(a.out, result)
 
     for b in a.batches:
         add({"metric": f"decode tok/s batch {b} ({prompt_len}-token prompts)",
@@ -245,7 +243,7 @@ def main() -> None:
         add({"metric": "decode tok/s batch 1, PDL off", "engine": engine_decode(eng, 1, prompt_len, steps, vocab),
              "baseline": b1["baseline"]})
         set_pdl(True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.out, result)
     eng.close()
     print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {result['commit']}, "
           f"CUDA graphs {result['cuda_graphs']}")

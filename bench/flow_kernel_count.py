@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import collections
 import tempfile
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import speech_decoder.flow.estimator as estimator_module
 import speech_decoder.flow.flow as flow_module
+from bench import RESULTS, commit, write_json
 from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel
 
@@ -61,8 +63,10 @@ def _as_one_launch(counter: _Count, fn):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    argparse.ArgumentParser(prog="python -m bench.flow_kernel_count", description=__doc__.split("\n\n")[0]
-                            ).parse_args()  # only --help: the count takes about a minute
+    ap = argparse.ArgumentParser(prog="python -m bench.flow_kernel_count", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=RESULTS / "flow_kernel_count.json",
+                    help="JSON with the counts (default: %(default)s)")
+    out = ap.parse_args().out  # parsed first: the count takes about a minute
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
         flow = CosyVoiceModel.load(write_cosyvoice_folder(d, "full-random"), cuda_graphs=False).flow
@@ -99,6 +103,9 @@ def main() -> None:
     print(f"launching ops per first window: {total}; inside its {calls['estimator']} estimator calls: {inside} "
           f"({inside / max(1, calls['estimator']):.0f} per call)")
     print(", ".join(f"{k} {v}" for k, v in counter.ops.most_common()))
+    write_json(out, {"commit": commit(), "launches": total, "estimator_calls": calls["estimator"],
+                     "launches_in_estimator": inside, "ops": dict(counter.ops.most_common())})
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Measured (CUDA events after warm-up, medians):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, commit
+from bench import RESULTS, commit, write_json
 from kernels import attention as KA
 from kernels import flow_ops as KF
 from kernels import vocoder as KV
@@ -394,10 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         import triton
         result["triton"] = triton.__version__
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
-        out.write_text(json.dumps(result, indent=2))
+        write_json(out, result)
 
     t0 = time.time()
     result["copy_tb_per_s"] = copy_bandwidth(dev, 2.0 if not args.smoke else 0.01)

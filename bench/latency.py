@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import math
 import os
 import re
@@ -40,7 +39,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench import commit, count_list
+from bench import commit, count_list, write_json
 from clients.audio import WIRE_RATE, last_voiced_index
 from clients.talk import TalkError, load_wav_24k, run_talk
 
@@ -392,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"bench.latency: {exc}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     modes = report["modes"]
     assert isinstance(modes, dict)
     print(format_table(modes))

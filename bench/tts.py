@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import queue
 import tempfile
 import threading
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from bench import RESULTS, commit, count_list
+from bench import RESULTS, commit, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -404,10 +403,9 @@ def main() -> None:
     result: dict = {"profile": a.profile, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "commit": commit()}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
-        a.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(a.out, result)
 
     if model.flow_graphs is not None:  # side by side: flow and vocoder launched op by op, then replayed as graphs
         graphs, model.flow_graphs, model.hift_graphs = (model.flow_graphs, model.hift_graphs), None, None
