@@ -37,3 +37,14 @@ def count_list(what: str, example: str) -> Callable[[str], list[int]]:
             raise argparse.ArgumentTypeError(f"{text!r}: comma-separated {what} of 1 or more, e.g. {example}")
         return values
     return parse
+
+
+def count(text: str) -> int:
+    """An argparse type for one whole number of 1 or more (0 had quietly meant "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of 1 or more")
+    return value

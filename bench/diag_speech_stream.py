@@ -24,7 +24,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from bench import RESULTS, commit, write_json
+from bench import RESULTS, commit, count, write_json
 
 # variant -> (extra environment, what it changes)
 VARIANTS: dict[str, tuple[dict[str, str], str]] = {
@@ -156,7 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.diag_speech_stream", description=__doc__.split("\n\n")[0])
     ap.add_argument("--trial", nargs=2, metavar=("VARIANT", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=200, help="time for the loops (default 200)")
-    ap.add_argument("--workers", type=int, default=12, help="trials at once (the GPU tests run 12 workers)")
+    ap.add_argument("--workers", type=count, default=12, help="trials at once (the GPU tests run 12 workers)")
     ap.add_argument("--variants", default=",".join(VARIANTS), type=_variants,
                     help="comma-separated, from: " + ", ".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=RESULTS / "diag_speech_stream.json",

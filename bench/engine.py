@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, commit, count_list, write_json
+from bench import RESULTS, commit, count, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
@@ -180,15 +180,15 @@ def main() -> None:
     ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
     ap.add_argument("--ckpt", type=Path, help="existing Step-1 checkpoint (default: write one to a temp dir)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--prompt-len", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--baseline-steps", type=int, default=None)
+    ap.add_argument("--prompt-len", type=count, help="prompt tokens (default: 32 tiny, 512 full-random)")
+    ap.add_argument("--steps", type=count, help="decode steps timed (default: 32 tiny, 128 full-random)")
+    ap.add_argument("--baseline-steps", type=count, help="the baseline's decode steps (default: 4 tiny, 32 full-random)")
     ap.add_argument("--batches", type=count_list("batch sizes", "1,32"), default="1,32")
     ap.add_argument("--out", type=Path, default=RESULTS / "engine.json")
     a = ap.parse_args()
     tiny = a.profile == "tiny"
     prompt_len = a.prompt_len or (32 if tiny else 512)
-    steps = a.steps or (8 if tiny else 128)
+    steps = a.steps or (32 if tiny else 128)  # 8 tiny steps took ~1 ms: the figure was mostly timer noise
     base_steps = a.baseline_steps or (4 if tiny else 32)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -247,9 +247,10 @@ def main() -> None:
     eng.close()
     print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {result['commit']}, "
           f"CUDA graphs {result['cuda_graphs']}")
-    print(f"{'metric':<36}{'engine':>12}{'baseline':>12}{'speedup':>10}")
+    width = max(len(r["metric"]) for r in rows) + 2  # a fixed width ran the longest metrics into the figures
+    print(f"{'metric':<{width}}{'engine':>12}{'baseline':>12}{'speedup':>10}")
     for r in rows:
-        print(f"{r['metric']:<36}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")
+        print(f"{r['metric']:<{width}}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")
     print(f"\nbatch-1 decode step, {'GPU time by kernel' if dev.type == 'cuda' else 'CPU time by op'} "
           "(us per step, calls per step, share)")
     for k in result["decode_profile_b1"]:

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, commit, write_json
+from bench import RESULTS, commit, count, write_json
 from kernels import attention as KA
 from kernels import flow_ops as KF
 from kernels import vocoder as KV
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed (plumbing check, no figures)")
     ap.add_argument("--out", default=str(RESULTS / "kernels.json"))
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--iters", type=count, default=20)
     ap.add_argument("--seqs", default="8192,16384")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()

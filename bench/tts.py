@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from bench import RESULTS, commit, count_list, write_json
+from bench import RESULTS, commit, count, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -365,9 +365,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
-    ap.add_argument("--tokens", type=int, default=500)
-    ap.add_argument("--prompt-tokens", type=int, default=125, help="speaker prompt length in flow tokens")
-    ap.add_argument("--tts-prompt-len", type=int, default=400, help="TTS-3B prompt length in LM tokens")
+    ap.add_argument("--tokens", type=count, default=500)
+    ap.add_argument("--prompt-tokens", type=count, default=125, help="speaker prompt length in flow tokens")
+    ap.add_argument("--tts-prompt-len", type=count, default=400, help="TTS-3B prompt length in LM tokens")
     ap.add_argument("--tts-ckpt", type=Path, help="existing TTS-3B checkpoint (default: written to a temp dir)")
     ap.add_argument("--streams", type=count_list("stream counts", "1,2,4,8"), default=None,
                     help="stream counts to try, largest first (default 1,2,4,8,16,32,64 on a GPU, up to 16 on a CPU)")

@@ -32,6 +32,7 @@ def test_the_cpu_run_uses_one_torch_thread_and_says_so(tiny_ckpt, tmp_path: Path
 @pytest.mark.parametrize(("args", "named"), [
     (["--batches", "0"], "argument --batches: '0'"),
     (["--batches", "1,x"], "argument --batches: '1,x'"),
+    (["--steps", "0"], "argument --steps: '0'"),  # 0 had quietly meant the default
     pytest.param(["--device", "cuda"], "--device cuda: torch sees no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
 ])
