@@ -62,7 +62,7 @@ class ReconnectPolicy:
 
     def __post_init__(self) -> None:
         if self.initial_delay_s < 0 or self.factor < 1 or self.max_delay_s < 0 or self.max_attempts < 0:
-            raise ValueError("invalid reconnect policy")
+            raise ValueError(f"invalid reconnect policy {self}: delays and attempts must be >= 0, factor >= 1")
 
     def delays(self) -> Iterator[float]:
         """The wait before each reconnect attempt (pure)."""
@@ -306,7 +306,7 @@ class RealtimeClient:
                 if self._closing:
                     return
                 code = ws.close_code if ws.close_code is not None else 1006
-                if code in self.policy.final_close_codes or not self.policy.enabled:
+                if code in self.policy.final_close_codes or not (self.policy.enabled and self.policy.max_attempts):
                     raise RealtimeConnectionError(f"server closed the connection (code {code})")
                 logger.warning("realtime connection dropped (code %s); reconnecting", code)
                 await self._reconnect()

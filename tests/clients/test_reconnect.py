@@ -118,13 +118,15 @@ async def test_reconnect_gives_up_when_server_is_gone() -> None:
     assert len(s.received) == 1
 
 
-async def test_no_reconnect_when_disabled() -> None:
+# max_attempts=0 said "reconnecting gave up: None", hiding the close code
+@pytest.mark.parametrize("policy", [ReconnectPolicy(enabled=False), ReconnectPolicy(max_attempts=0)])
+async def test_no_reconnect_when_disabled(policy: ReconnectPolicy) -> None:
     async def script(n: int, ws: ServerConnection) -> None:
         ws.transport.abort()
 
     s = Scripted(script)
     async for url in _server(s):
-        client = await RealtimeClient.connect(url, reconnect=ReconnectPolicy(enabled=False))
+        client = await RealtimeClient.connect(url, reconnect=policy)
         with pytest.raises(RealtimeConnectionError, match="1006"):
             await client.recv(timeout=5)
         await client.close()
