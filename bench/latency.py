@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench import commit, count_list, write_json
+from bench import commit, count, count_list, write_json
 from clients.audio import WIRE_RATE, last_voiced_index
 from clients.talk import TalkError, load_wav_24k, run_talk
 
@@ -346,16 +346,6 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of 1 or more")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0])
     p.add_argument("--url", help="benchmark this running server as it is configured")
@@ -364,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", type=_modes, default="on,off", help="modes to start servers for (when no URL is given)")
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
     p.add_argument("--profile", default="embedded")
-    p.add_argument("--runs", type=_positive, default=5)
+    p.add_argument("--runs", type=count, default=5)
     p.add_argument("--sessions", type=count_list("session counts", "1,2,3"), default="1",
                    help="sessions talking at once per run, e.g. 1,2,3 (each count is an arm, alternated run by run)")
     p.add_argument("--serve-arg", action="append", default=[],
