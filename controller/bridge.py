@@ -9,8 +9,20 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
+
+
+async def call_in_thread(executor: concurrent.futures.Executor, fn: Callable[..., R], *args: object) -> R:
+    """`fn(*args, cancel)` on a worker thread. Cancelling the awaiting task sets `cancel`: a call that already left
+    the executor's queue (running, or waiting for its model's lock) cannot be stopped from asyncio, and would hold
+    its thread and model for whoever comes next unless it gives up when it sees the event."""
+    cancel = threading.Event()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args, cancel)
+    finally:
+        cancel.set()
 
 
 async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controller.bridge import iterate_in_thread
+from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat
 
 logger = logging.getLogger(__name__)
@@ -167,9 +167,7 @@ class EmbeddedPipeline:
         return _TranscribingListener(self)
 
     async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._asr_pool, self._asr.transcribe, pcm16k,
-                                          language or self.config.language)
+        return await call_in_thread(self._asr_pool, self._asr.transcribe, pcm16k, language or self.config.language)
 
     def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]:
         llm = self._llm
@@ -185,12 +183,8 @@ class EmbeddedPipeline:
         if prefill is None:
             return
         # Cancelling the awaiting task (the session closed, its turn ended) leaves the thread inside llama.cpp:
-        # this tells it to stop there, else it would hold the LM for other sessions' replies.
-        cancel = threading.Event()
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._llm_pool, prefill, request, cancel)
-        finally:
-            cancel.set()
+        # the cancel event tells it to stop there, else it would hold the LM for other sessions' replies.
+        await call_in_thread(self._llm_pool, prefill, request)
 
     def new_reply_text(self) -> ReplyText:
         return VerbatimText()  # Piper has no instruction tags

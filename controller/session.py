@@ -434,6 +434,7 @@ class Session(ItemsMixin, RepliesMixin):
                 case vd.SpeechStopped():
                     await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
         self._forget_idle_audio(self.cfg.turn_detection.prefix_padding_ms)
+        self.drop_stale_turn_inputs()
         self.maybe_warm_turn_input()
         self.maybe_prefill()
 

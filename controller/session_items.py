@@ -121,6 +121,18 @@ class ItemsMixin(_Base):
         self.turn_task(*key).add_done_callback(
             lambda t: None if t.cancelled() or t.exception() else self.metrics.turn_inputs_warmed.inc())
 
+    def drop_stale_turn_inputs(self) -> None:
+        """Speech went on after a silence: the inputs computed for the open turn up to that silence (a warm-up's, a
+        rolled-back speculation's) answer a turn that no longer ends there. Left running, each held the ASR (one
+        recognition at a time) and the real end of turn waited behind them."""
+        if not self.detector.speaking:
+            return
+        for key in [key for key in self._turn_inputs if key[0] == self._turn_start_ms]:
+            task = self._turn_inputs.pop(key)
+            task.cancel()
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().transcript.cancel()  # Step-Audio: Whisper still runs beside the ids it returned
+
     def maybe_prefill(self) -> None:
         """While the user speaks, every PREFILL_EVERY_MS of their turn: transcribe what was said so far and let
         the LM evaluate the prompt it would get now (conversation + those words) into its cache. At the pause the

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from controller.bridge import call_in_thread
 from controller.pipeline import TurnInput
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ class StreamingTokenListener:
         if asr is None or not pcm16k.size:
             return ""
         try:
-            text = await asyncio.get_running_loop().run_in_executor(
-                self._p.asr_pool, asr.transcribe, pcm16k, language or self._p.config.language)
+            text = await call_in_thread(self._p.asr_pool, asr.transcribe, pcm16k, language or self._p.config.language)
         except Exception:  # the history then holds an empty turn; the reply heard the audio ids anyway
             logger.exception("transcription failed")
             return ""

@@ -110,11 +110,13 @@ class WhisperAsr:
         return cls(model, name="tiny.en" if english else "base", multilingual=not english,
                    default_language=lang if not english else "en", decoder=decoder)
 
-    def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str:
+    def transcribe(self, pcm16k: np.ndarray, language: str | None = None,
+                   cancel: threading.Event | None = None) -> str:
         """Transcribe 16 kHz mono float32 audio ([n]) to text ("" for silence or very short input).
 
         `language` None means the language given to load(); an English-only model transcribes
-        everything as English.
+        everything as English. `cancel` set: nobody wants the text any more; "" without running the model if it is
+        set by the time this call gets the model (calls wait for each other), or between two segments of a long turn.
         """
         audio = np.ascontiguousarray(pcm16k, dtype=np.float32)
         if audio.ndim != 1:
@@ -123,6 +125,8 @@ class WhisperAsr:
             return ""
         lang = self._resolve_language(normalize_language(language))
         with self._lock:
+            if cancel is not None and cancel.is_set():
+                return ""
             self.calls += 1
             if audio.size <= SHORT_CLIP_SAMPLES:
                 text = self._transcribe_window(audio, lang)
@@ -142,7 +146,12 @@ class WhisperAsr:
                 vad_filter=False, without_timestamps=audio.size <= WINDOW_SAMPLES,
                 condition_on_previous_text=False)
             # The segments are a lazy generator: decoding happens here, still under the lock.
-            return "".join(segment.text for segment in segments).strip()
+            texts = []
+            for segment in segments:
+                if cancel is not None and cancel.is_set():
+                    return ""
+                texts.append(segment.text)
+            return "".join(texts).strip()
 
     def _transcribe_window(self, audio: np.ndarray, language: str | None) -> str:
         """Greedy decoding with the encoder run over the clip plus a second, not over 30 s.

@@ -9,6 +9,7 @@ so these tests see what a client sees, in milliseconds instead of a model load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -48,7 +49,8 @@ class ScriptedListener:
                          language: str | None) -> TurnInput:
         p = self._pipeline
         seconds, transcript = p.turn_scripts.pop(0) if p.turn_scripts else (p.asr_seconds, p.transcript)
-        await asyncio.sleep(seconds)
+        async with p.asr_lock or contextlib.nullcontext():
+            await asyncio.sleep(seconds)
         if p.asr_error is not None:
             raise RuntimeError(p.asr_error)
         text = transcript if pcm16k.size and np.abs(pcm16k).max() > 0.01 else ""
@@ -78,6 +80,7 @@ class ScriptedPipeline:
         self.asr_seconds = 0.0
         self.asr_error: str | None = None  # the listener raises this
         self.turn_scripts: list[tuple[float, str]] = []  # (ASR seconds, transcript) of the next turns heard, in turn
+        self.asr_lock: asyncio.Lock | None = None  # set: one recognition at a time, as Whisper's (the others queue)
         # What the LM reads of a turn when that is not its transcript (Step-Audio's audio ids), and how long after it
         # the transcript comes (Whisper running beside the tokenizer).
         self.heard_as: str | None = None

@@ -49,6 +49,17 @@ def test_concurrent_calls_are_serialised_and_agree(tiny_en: WhisperAsr, beckett:
     assert "ever tried" in words(results[0])
 
 
+def test_a_call_cancelled_before_it_gets_the_model_does_not_run_it(tiny_en: WhisperAsr, beckett: np.ndarray) -> None:
+    """A session's transcription that went stale (the user spoke on) while it queued for the model: running it anyway
+    held the model for seconds, and the turn's real transcription waited behind it."""
+    cancel = threading.Event()
+    cancel.set()
+    before = tiny_en.calls
+    assert tiny_en.transcribe(beckett, "en", cancel) == ""
+    assert tiny_en.calls == before
+    assert "ever tried" in words(tiny_en.transcribe(beckett[: 3 * SR], "en", threading.Event()))
+
+
 def test_streaming_partials_grow_and_finalize_is_cached(tiny_en: WhisperAsr, beckett: np.ndarray) -> None:
     st = StreamingTranscriber(tiny_en, "en")
     before = tiny_en.calls

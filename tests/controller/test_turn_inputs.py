@@ -1,0 +1,31 @@
+"""The inputs of a spoken turn (its transcription) as the speculation stages compute them, over the real server and
+wire with a scripted pipeline (no models)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech, user_messages
+from tests.e2e.helpers import silence
+
+
+async def test_a_transcription_made_stale_by_resumed_speech_does_not_hold_up_the_turns_real_end() -> None:
+    """The user pauses (the turn's transcription starts there, for the speculation) and speaks on. That transcription
+    answers a turn that no longer ends at the pause: it kept the recognizer (one recognition at a time) for as long
+    as it took, and the turn's real transcript and reply waited behind it."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_lock = asyncio.Lock()
+    pipeline.turn_scripts = [(60.0, "what time")]  # the pass started at the pause: a minute on a loaded machine
+    async with conversation(pipeline) as (server, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # past the 200 ms pause
+        await asyncio.sleep(0.5)  # that pass has the recognizer
+        await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)  # speaks on, then ends the turn
+        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=20)
+        done = await conv.wait_for("response.done", timeout=20)
+        metrics = server.metrics.render().decode()
+    assert heard["transcript"] == "what time is it"
+    assert done["response"]["status"] == "completed"
+    assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
+    assert "stepaudio_speculations_rolled_back_total 1.0" in metrics
