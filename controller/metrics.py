@@ -66,7 +66,8 @@ class Metrics:
                                  buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0), registry=r)
         self.turn_input_wait = Histogram(
             "stepaudio_turn_input_wait_seconds",
-            "Time a reply to a user turn waited for that turn's input (its transcription) after it started",
+            "Time a reply to a user turn waited for that turn's input (its transcription) after it started; "
+            "replies the user got only (a speculation counts once committed)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=r)
 
     def render(self) -> bytes:

@@ -110,6 +110,7 @@ class Response:
         self.answers_audio_end_ms: int | None = None
         # Monotonic times of the reply's milestones, logged per response: where the latency goes.
         self.marks: dict[str, float] = {"start": time.monotonic()}
+        self.input_wait: float | None = None  # seconds it waited for its turn's input, until counted in the metrics
         self.say: Say | None = None
         # response.create options: an out-of-band reply stays out of the conversation; `input_items`
         # (item specs and references) replace the conversation as the prompt.

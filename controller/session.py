@@ -471,6 +471,7 @@ class Session(ItemsMixin, RepliesMixin):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
                 await resp.commit()
+                self.count_input_wait(resp)
                 resp.release_task = asyncio.create_task(resp.release())
             case tt.CancelGeneration(gen_id=gen_id, reason=reason):
                 if reason in ("rollback", "stale"):  # the core's word: a speculation dropped before its commit

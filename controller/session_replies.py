@@ -135,7 +135,8 @@ class RepliesMixin(_Base):
             request = resp.say if resp.say is not None else await self.build_request(resp, turn, cfg)
             resp.mark("input_ready")
             if turn is not None:
-                self.metrics.turn_input_wait.observe(resp.marks["input_ready"] - resp.marks["start"])
+                resp.input_wait = resp.marks["input_ready"] - resp.marks["start"]
+                self.count_input_wait(resp)
             # A speculation gets here before the turn it answers is committed. It is committed only right after
             # that turn (anything else joining the conversation makes it stale), so its reply follows that turn.
             if turn is not None and self.turn_open(turn[0]):
@@ -167,6 +168,13 @@ class RepliesMixin(_Base):
             self.metrics.tts_rtf.observe(resp.synth_seconds / (resp.audio_ms_sent / 1000.0))
         self._responses.pop(resp.gen_id, None)
         await self.apply(tt.GenerationFinished(resp.gen_id))
+
+    def count_input_wait(self, resp: Response) -> None:
+        """Observe how long a reply waited for its turn's input, once it is a reply the user gets: a speculation
+        discarded at the end of the turn delayed nobody, and counting it skewed the histogram (its help text)."""
+        if resp.input_wait is not None and (not resp.speculative or "committed" in resp.marks):
+            self.metrics.turn_input_wait.observe(resp.input_wait)
+            resp.input_wait = None
 
     async def clear_output_audio(self, event: ce.OutputAudioBufferClear) -> None:
         """output_audio_buffer.clear: cut off the audio being played, whatever response it belongs to. Each reply cut

@@ -29,3 +29,19 @@ async def test_a_transcription_made_stale_by_resumed_speech_does_not_hold_up_the
     assert done["response"]["status"] == "completed"
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     assert "stepaudio_speculations_rolled_back_total 1.0" in metrics
+
+
+async def test_only_the_replies_the_user_gets_count_in_the_turn_input_wait() -> None:
+    """stepaudio_turn_input_wait_seconds is about replies to user turns. A speculation rolled back (the user spoke on)
+    or found stale at the end of the turn answered nothing: it was counted all the same, one observation per pause."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (server, conv):
+        for _ in range(2):  # two pauses that the user speaks on after
+            await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)
+            await asyncio.sleep(0.5)  # the speculation has its input
+        await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)
+        await conv.wait_for("response.done", timeout=20)
+        metrics = server.metrics.render().decode()
+    assert "stepaudio_speculations_started_total 3.0" in metrics
+    assert "stepaudio_speculations_committed_total 1.0" in metrics
+    assert "stepaudio_turn_input_wait_seconds_count 1.0" in metrics
