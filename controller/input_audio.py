@@ -24,10 +24,21 @@ class InputAudio:
         self._cut = max(1, self._max // 10)
         self._arrivals_ms: list[float] = []  # audio ms at the end of each append
         self._arrivals_t: list[float] = []   # wall time of that append
+        self._dropped_before_ms = 0
 
     @property
     def total_ms(self) -> int:
         return self._total * 1000 // RATE
+
+    @property
+    def dropped_before_ms(self) -> int:
+        """Audio before this was dropped for the bound (not trimmed by the caller): a turn that began earlier lost
+        its beginning."""
+        return self._dropped_before_ms
+
+    @property
+    def max_seconds(self) -> float:
+        return self._max / RATE
 
     @property
     def kept_seconds(self) -> float:
@@ -42,6 +53,7 @@ class InputAudio:
         self._arrivals_t.append(now)
         if self._total - self._floor > self._max:
             self.trim((self._total - self._max + self._cut) * 1000 // RATE)
+            self._dropped_before_ms = -(-self._floor * 1000 // RATE)
 
     def segment(self, start_ms: int, end_ms: int) -> np.ndarray:
         start = max(self._floor, start_ms * RATE // 1000)

@@ -174,6 +174,7 @@ class ItemsMixin(_Base):
         # A turn the client committed, or the idle timeout's silence: no VAD cut it (Whisper made 'you' of the
         # idle silence, and the LM read it as the user's words).
         turn = self.turn_task(start, end, unless_silent=end_ms is None)
+        heard_from = min(end, max(start, self.audio.dropped_before_ms))
         self.conversation.add(UserMessage(id=item_id, text=""))
         self._audio_items.add(item_id)
         self._untranscribed.add(item_id)
@@ -183,7 +184,18 @@ class ItemsMixin(_Base):
         await self.emit(self.events.committed(item_id=item_id, previous_item_id=previous))
         await self.emit(self.events.item_added(it.user_audio_item(item_id, transcript=None, status="completed"),
                                                previous_item_id=previous))
+        if heard_from > start:
+            await self._notice_cut_turn(item_id, start, heard_from, end)
         self._transcribe(item_id, self._finish_transcription(item_id, turn, end, (end - start) / 1000.0))
+
+    async def _notice_cut_turn(self, item_id: str, start_ms: int, heard_from_ms: int, end_ms: int) -> None:
+        """A turn longer than the input audio kept lost its beginning: the transcript and the reply hear only its end,
+        which the user would otherwise learn only from a reply to half of what they said."""
+        await self.error(MediaError(
+            f"The user turn {item_id} lasted {(end_ms - start_ms) / 1000:.0f} s; this server keeps at most "
+            f"{self.audio.max_seconds:.0f} s of input audio, so only its last {(end_ms - heard_from_ms) / 1000:.0f} s "
+            "were transcribed and answered. Speak in shorter turns, or commit the buffer more often."),
+            code="input_audio_truncated")
 
     def _transcribe(self, item_id: str, transcription: Coroutine[object, object, None]) -> None:
         """Run a user item's transcription. Every reply's prompt waits for those still running (build_request):

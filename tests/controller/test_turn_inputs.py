@@ -9,6 +9,7 @@ import numpy as np
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech, user_messages
 from tests.e2e.helpers import silence
+from tests.realtime_schema import validate_server_event
 
 
 async def test_a_transcription_made_stale_by_resumed_speech_does_not_hold_up_the_turns_real_end() -> None:
@@ -27,6 +28,8 @@ async def test_a_transcription_made_stale_by_resumed_speech_does_not_hold_up_the
         metrics = server.metrics.render().decode()
     assert heard["transcript"] == "what time is it"
     assert done["response"]["status"] == "completed"
+    for raw in conv.raw:
+        validate_server_event(raw)
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     assert "stepaudio_speculations_rolled_back_total 1.0" in metrics
 
@@ -45,3 +48,22 @@ async def test_only_the_replies_the_user_gets_count_in_the_turn_input_wait() -> 
     assert "stepaudio_speculations_started_total 3.0" in metrics
     assert "stepaudio_speculations_committed_total 1.0" in metrics
     assert "stepaudio_turn_input_wait_seconds_count 1.0" in metrics
+
+
+async def test_a_turn_longer_than_the_input_audio_kept_is_answered_with_a_notice_that_its_start_was_lost() -> None:
+    """The session keeps 300 s of input audio. A longer spoken turn lost its beginning without a word: its transcript
+    and the reply covered only its end. The client is now told, and the turn is still transcribed and answered."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(np.concatenate([speech(310.0), silence(0.8)]), pace=0, chunk_s=2.0)
+        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=60)
+        done = await conv.wait_for("response.done", timeout=60)
+    committed = conv.of_type("input_audio_buffer.committed")
+    errors = [e["error"] for e in conv.of_type("error")]
+    assert [e["code"] for e in errors] == ["input_audio_truncated"], errors
+    assert committed[0]["item_id"] in errors[0]["message"] and "lasted 310 s" in errors[0]["message"], errors
+    assert "keeps at most 300 s" in errors[0]["message"]
+    assert heard["transcript"] == "what time is it"
+    assert done["response"]["status"] == "completed"
+    for raw in conv.raw:
+        validate_server_event(raw)
