@@ -7,7 +7,14 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.cli import DefaultsHelpFormatter
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """A benchmark's --help: its docstring as written (the example command lines keep their columns), then each
+    option with its default, as `stepaudio-rt`'s subcommands show them."""
 
 
 def commit() -> str:

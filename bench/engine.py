@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, commit, count, count_list, write_json
+from bench import RESULTS, HelpFormatter, commit, count, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
@@ -175,16 +175,17 @@ def baseline_decode(eng: Engine, batch: int, prompt_len: int, steps: int, dev: t
 # ---------------------------------------------------------------------------------------------- main
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
+    ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"],
+                    help="tiny: small random Step-1 (CPU); full-random: TTS-3B's dimensions (GPU)")
     ap.add_argument("--ckpt", type=Path, help="existing Step-1 checkpoint (default: write one to a temp dir)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--prompt-len", type=count, help="prompt tokens (default: 32 tiny, 512 full-random)")
-    ap.add_argument("--steps", type=count, help="decode steps timed (default: 32 tiny, 128 full-random)")
-    ap.add_argument("--baseline-steps", type=count, help="the baseline's decode steps (default: 4 tiny, 32 full-random)")
-    ap.add_argument("--batches", type=count_list("batch sizes", "1,32"), default="1,32")
-    ap.add_argument("--out", type=Path, default=RESULTS / "engine.json")
+    ap.add_argument("--device", help="torch device (default: cuda if torch sees one, else cpu)")
+    ap.add_argument("--prompt-len", type=count, help="prompt tokens of each sequence (default: 32 tiny, 512 else)")
+    ap.add_argument("--steps", type=count, help="decode steps timed (default: 32 tiny, 128 else)")
+    ap.add_argument("--baseline-steps", type=count, help="decode steps of the baseline (default: 4 tiny, 32 else)")
+    ap.add_argument("--batches", type=count_list("batch sizes", "1,32"), default="1,32",
+                    help="decode batch sizes, comma-separated")
+    ap.add_argument("--out", type=Path, default=RESULTS / "engine.json", help="the JSON report")
     a = ap.parse_args()
     tiny = a.profile == "tiny"
     prompt_len = a.prompt_len or (32 if tiny else 512)

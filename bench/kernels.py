@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, commit, count, write_json
+from bench import RESULTS, HelpFormatter, commit, count, write_json
 from kernels import attention as KA
 from kernels import flow_ops as KF
 from kernels import vocoder as KV
@@ -368,12 +368,11 @@ def _why(cells: dict[str, object], indent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed (plumbing check, no figures)")
-    ap.add_argument("--out", default=str(RESULTS / "kernels.json"))
-    ap.add_argument("--iters", type=count, default=20)
-    ap.add_argument("--seqs", default="8192,16384")
+    ap.add_argument("--out", default=str(RESULTS / "kernels.json"), help="the JSON report")
+    ap.add_argument("--iters", type=count, default=20, help="timed calls per measurement (--smoke: 2)")
+    ap.add_argument("--seqs", default="8192,16384", help="prefill sequence lengths, comma-separated (--smoke: 512)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not args.smoke:

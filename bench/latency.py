@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench import commit, count, count_list, write_json
+from bench import HelpFormatter, commit, count, count_list, write_json
 from clients.audio import WIRE_RATE, last_voiced_index
 from clients.talk import TalkError, load_wav_24k, run_talk
 
@@ -356,25 +356,26 @@ def _modes(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--url", help="benchmark this running server as it is configured")
     p.add_argument("--url-on", help="a running server with speculation on")
     p.add_argument("--url-off", help="a running server with speculation off")
     p.add_argument("--modes", type=_modes, default="on,off", help="modes to start servers for (when no URL is given)")
     p.add_argument("--port", type=int, default=8790, help="first port for servers started here")
-    p.add_argument("--profile", default="embedded")
-    p.add_argument("--runs", type=count, default=5)
+    p.add_argument("--profile", default="embedded", help="`serve --profile` of the servers started here")
+    p.add_argument("--runs", type=count, default=5, help="turns measured per mode (and per --sessions arm)")
     p.add_argument("--warmup", type=int, choices=range(0, 10), default=1, metavar="N",
-                   help="unmeasured runs on each server first (default 1)")
+                   help="unmeasured runs on each server first")
     p.add_argument("--sessions", type=count_list("session counts", "1,2,3"), default="1",
                    help="sessions talking at once per run, e.g. 1,2,3 (each count is an arm, alternated run by run)")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="extra option for the servers started here (repeatable), e.g. --serve-arg=--pause-ms=120")
     p.add_argument("--wav", help="speech to send instead of the default two_cities sentence")
-    p.add_argument("--api-key")
+    p.add_argument("--api-key", help="Bearer key for the servers given by URL")
     p.add_argument("--timeout", type=float, default=60.0, help="per run, after the audio was sent")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for /healthz")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=RESULTS, help="the JSON report")
     return p
 
 

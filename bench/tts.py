@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from bench import RESULTS, commit, count, count_list, write_json
+from bench import RESULTS, HelpFormatter, commit, count, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -362,10 +362,10 @@ def print_table(result: dict, counts: list[int], concurrency_s: float) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"])
-    ap.add_argument("--tokens", type=count, default=500)
+    ap = argparse.ArgumentParser(prog="python -m bench.tts", description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--profile", default="full-random", choices=["tiny", "full-random"],
+                    help="tiny: small random models (CPU); full-random: TTS-3B and CosyVoice dimensions (GPU)")
+    ap.add_argument("--tokens", type=count, default=500, help="speech tokens the decoder figures are measured on")
     ap.add_argument("--prompt-tokens", type=count, default=125, help="speaker prompt length in flow tokens")
     ap.add_argument("--tts-prompt-len", type=count, default=400, help="TTS-3B prompt length in LM tokens")
     ap.add_argument("--tts-ckpt", type=Path, help="existing TTS-3B checkpoint (default: written to a temp dir)")
@@ -373,8 +373,8 @@ def main() -> None:
                     help="stream counts to try, largest first (default 1,2,4,8,16,32,64 on a GPU, up to 16 on a CPU)")
     ap.add_argument("--concurrency-s", type=float, default=40.0,
                     help="start no further stream count after this many seconds of the concurrency section")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", type=Path, default=RESULTS / "tts.json")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    ap.add_argument("--out", type=Path, default=RESULTS / "tts.json", help="the JSON report")
     a = ap.parse_args()
     dev = torch.device(a.device)
     # Fewer tokens left the first window or the rounds with nothing to decode: a first chunk of 0 ms and rounds of

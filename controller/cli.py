@@ -38,7 +38,7 @@ class _SessionTag(logging.Filter):
         return True
 
 
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except an absent one: "(default: None)" tells a user nothing."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -50,7 +50,7 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)",
                        description="Run the voice agent server: the OpenAI Realtime API over WebSocket, the browser "
-                       "page and /metrics on one port.", formatter_class=_DefaultsHelpFormatter)
+                       "page and /metrics on one port.", formatter_class=DefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8765, help="port of the WebSocket, the page and /metrics")
     p.add_argument("--profile", choices=PROFILES, default="embedded",
@@ -93,7 +93,7 @@ def _add_sip_bridge(sub: argparse._SubParsersAction) -> None:
 def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout",
                        description="Write a Step-Audio model folder in the real layout, random-initialised, for the "
-                       "tiny and full-random profiles.", formatter_class=_DefaultsHelpFormatter)
+                       "tiny and full-random profiles.", formatter_class=DefaultsHelpFormatter)
     p.add_argument("--profile", choices=("tiny", "full-random"), required=True,
                    help="tiny: CPU-sized; full-random: the real dimensions (TTS-3B 7 GB)")
     p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all",
@@ -121,7 +121,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                         help="what the tool logs on stderr")
     p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)",
                        description="Text to a speech wav with TTS-3B and its CosyVoice decoder, in a default "
-                       "speaker's voice or a cloned one (as upstream's tts_inference.py).", formatter_class=_DefaultsHelpFormatter)
+                       "speaker's voice or a cloned one (as upstream's tts_inference.py).", formatter_class=DefaultsHelpFormatter)
     p.add_argument("--text", required=True, help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
                    "or (快速1) applies to all of it")
     p.add_argument("--prompt-wav", "--clone-wav", dest="prompt_wav", type=Path,
@@ -130,7 +130,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                    help="the transcript of --prompt-wav (upstream's prompt_text)")
     p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)",
                        description="A question as speech (wav) or text to the Chat LM's reply, printed and spoken "
-                       "into a wav (as upstream's offline_inference.py).", formatter_class=_DefaultsHelpFormatter)
+                       "into a wav (as upstream's offline_inference.py).", formatter_class=DefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="the user's speech")
     src.add_argument("--text", help="the user's text")
