@@ -1,7 +1,8 @@
 """`stepaudio-rt talk FILE.wav`: speak a wav file to a server, print both transcripts live, save the spoken reply.
 
 The wav (any rate, any channel count: downmixed) is streamed at real-time pace followed by 1.5 s of silence so
-that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. Exit status:
+that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. A server still
+loading its models is waited for, up to the reply timeout, so talk can be started beside `make serve`. Exit status:
 0 on success; 1 on a file that is not audio or holds only silence, no server at the URL, a refused handshake,
 an error event, a failed reply, a lost connection, a timeout or an --out it cannot write; 2 on a missing wav or
 an --out in a missing folder (the message goes to stderr, checked before connecting where it can be).
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -31,6 +33,7 @@ __all__ = ["DEFAULT_URL", "TalkError", "TalkResult", "load_wav_24k", "main", "ru
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
 TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a late input transcript
+LOADING_POLL_S = 1.0  # below the server's Retry-After (5 s): a local user waits for the load, not for the hint
 
 
 class TalkError(RuntimeError):
@@ -175,14 +178,14 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
                    session_extra: dict[str, object] | None = None, voice: str | None = None) -> TalkResult:
     """Stream `wav` to the server at `url` and collect the reply (see module docstring).
 
-    `timeout_s` bounds the wait after the audio has been sent. Reconnect is off by default: a new server session
-    would lose the turn. Raises TalkError.
+    `timeout_s` bounds the wait after the audio has been sent, and the wait for a server still loading its models.
+    Reconnect is off by default: a new server session would lose the turn. Raises TalkError.
     """
     x24 = load_wav_24k(wav)
     if last_voiced_index(x24) is None:  # the server's VAD would never start a turn: fail now, not at the timeout
         raise TalkError(f"{wav} is silent (no sample above -40 dBFS): there is no speech to send")
     try:
-        client = await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
+        client = await _connect_when_loaded(url, api_key, model, reconnect, timeout_s)
     except OSError as exc:  # refused, unreachable, timed out: InvalidStatus (a refused handshake) passes through
         # asyncio's strerror is "Connect call failed (...)": name the errno. An unknown host's errno is a
         # getaddrinfo code (negative), which os.strerror reads as "Unknown error -2": its strerror says it.
@@ -194,6 +197,29 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
                            {**session_config(vad, voice), **(session_extra or {})})
     finally:
         await client.close()
+
+
+def _is_loading(exc: InvalidStatus) -> bool:
+    """The server's answer while its models load: 503 `loading` (a full server's 503 says "server full")."""
+    return exc.response.status_code == 503 and exc.response.body.startswith(b"loading")
+
+
+async def _connect_when_loaded(url: str, api_key: str | None, model: str | None, reconnect: ReconnectPolicy,
+                               wait_s: float) -> RealtimeClient:
+    """Connects, waiting up to `wait_s` for a server that is still loading its models: its first start (model
+    assembly included) takes tens of seconds, and a user starts talk as soon as `make serve` is running."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return await RealtimeClient.connect(url, api_key=api_key, model=model, reconnect=reconnect)
+        except InvalidStatus as exc:
+            if not _is_loading(exc) or time.monotonic() >= deadline:
+                raise
+        if not told:
+            print(f"talk: the server is loading its models; waiting up to {wait_s:g} s", file=sys.stderr)
+            told = True
+        await asyncio.sleep(LOADING_POLL_S)
 
 
 async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None, realtime: bool | float,
@@ -329,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vad", dest="vad", action="store_false",
                    help="turn server VAD off; commit and request the response explicitly")
     p.add_argument("--timeout", type=_positive_float, default=60.0,
-                   help="seconds to wait for the reply after sending (default 60)")
+                   help="seconds to wait for the reply after sending, and for a server still loading its models "
+                   "(default 60)")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     p.add_argument("--voice", help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the "
                    "server's; an unknown name is refused with the server's list)")

@@ -257,3 +257,23 @@ async def test_an_out_that_cannot_be_written_is_one_line_not_a_traceback(tmp_pat
         argv = [str(wav), "--url", url, "--out", "/dev/full", "--fast"]
         code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
     assert (code, capsys.readouterr().err) == (1, "talk: cannot write the reply to /dev/full: System error.\n")
+
+
+async def test_talk_waits_for_a_server_still_loading_its_models(tmp_path: Path, capsys) -> None:
+    """`make serve` in one terminal and talk in another: the server's handshake answers 503 `loading` for its first
+    tens of seconds, which talk reported as a failure (exit 1); it now says it waits and gets its reply."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        server.server.ready = False  # as while load_pipeline runs
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url, "--out", str(out),
+                                                                          "--fast", "--timeout", "60"])
+        await asyncio.sleep(2.5)
+        server.server.ready = True
+        code = await talking
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "talk: the server is loading its models; waiting up to 60 s" in err
+    assert sf.info(str(out)).duration > 0.1
+
