@@ -7,10 +7,13 @@ rehash 491 MB.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 EMBEDDED_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -47,14 +50,34 @@ def embedded_gguf_path(cache_dir: Path | str | None = None) -> Path:
         return target
     parts = _part_paths()
     folder.mkdir(parents=True, exist_ok=True)
-    if target.exists() and target.stat().st_size == EMBEDDED_GGUF_SIZE:
-        # Present but never marked (an older run, or a copy): hash once instead of rebuilding.
-        if _sha256_file(target) == EMBEDDED_GGUF_SHA256:
-            marker.write_text(EMBEDDED_GGUF_SHA256 + "\n")
+    with _assembly_lock(target):
+        if _is_verified(target, marker):  # another start assembled it while this one waited for the lock
             return target
-    _assemble(parts, target)
-    marker.write_text(EMBEDDED_GGUF_SHA256 + "\n")
+        _remove_stale_parts(target)
+        if target.exists() and target.stat().st_size == EMBEDDED_GGUF_SIZE:
+            # Present but never marked (an older run, or a copy): hash once instead of rebuilding.
+            if _sha256_file(target) == EMBEDDED_GGUF_SHA256:
+                marker.write_text(EMBEDDED_GGUF_SHA256 + "\n")
+                return target
+        _assemble(parts, target)
+        marker.write_text(EMBEDDED_GGUF_SHA256 + "\n")
     return target
+
+
+@contextlib.contextmanager
+def _assembly_lock(target: Path) -> Iterator[None]:
+    """One assembler per cache folder at a time; the others wait, then find the file done. The kernel drops the
+    lock of a process that dies, so a killed start never blocks the next one."""
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_stale_parts(target: Path) -> None:
+    # A start killed mid-assembly (kill -9, a closed terminal's SIGHUP: no `finally` runs) leaves its temp file, up
+    # to 469 MB, which nothing else would ever delete. Under the lock no live start is writing one.
+    for stale in target.parent.glob(target.name + ".*.part"):
+        stale.unlink(missing_ok=True)
 
 
 def _is_verified(target: Path, marker: Path) -> bool:

@@ -35,3 +35,14 @@ def test_env_var_selects_the_cache_dir(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setenv("STEPAUDIO_RT_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
+
+
+@pytest.mark.slow
+def test_a_start_killed_mid_assembly_leaves_no_half_file_behind(tmp_path: Path) -> None:
+    """A first `make serve` whose terminal was closed (SIGHUP) or that was killed while it assembled the GGUF left
+    its temp file (up to 469 MB) in the cache for good, one more per such start; the next start removes it."""
+    stale = tmp_path / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf.1he1mv56.part"
+    stale.write_bytes(b"\0" * 4096)
+    path = embedded_gguf_path(tmp_path)
+    assert path.stat().st_size == EMBEDDED_GGUF_SIZE
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".part"] == []
