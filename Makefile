@@ -10,6 +10,9 @@ PROFILE ?= embedded
 .PHONY: serve test venv clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@# An older Python fails only after minutes of installing, in a pip resolver message: say it first.
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PY) is $$($(PY) --version 2>&1);"\
+	  "stepaudio-rt needs Python 3.11 or newer: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so that nothing pulls a multi-GB CUDA build in its place.
