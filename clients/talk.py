@@ -22,7 +22,7 @@ from typing import TextIO
 import numpy as np
 import soundfile as sf
 import soxr
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import InvalidMessage, InvalidStatus, WebSocketException
 
 from clients.audio import WIRE_RATE, Pacing, SendLog, last_voiced_index, to_mono_float32, voiced_indices
 from clients.events import ServerEvent
@@ -192,6 +192,8 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
         errno_text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
         reason = errno_text or str(exc) or type(exc).__name__
         raise TalkError(f"cannot connect to {url}: {reason} (is `stepaudio-rt serve` running there?)") from exc
+    except InvalidMessage as exc:  # something else listens there (another service, a mistyped port)
+        raise TalkError(f"{url} is not a Realtime server: {exc} (is that `stepaudio-rt serve`'s port?)") from exc
     try:
         return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, _Printer(printer),
                            {**session_config(vad, voice), **(session_extra or {})})

@@ -277,3 +277,24 @@ async def test_talk_waits_for_a_server_still_loading_its_models(tmp_path: Path, 
     assert "talk: the server is loading its models; waiting up to 60 s" in err
     assert sf.info(str(out)).duration > 0.1
 
+
+
+async def test_a_port_where_another_service_listens_is_named_as_not_a_realtime_server(tmp_path: Path,
+                                                                                        capsys) -> None:
+    """A mistyped --url port that reaches another service (an MQTT broker, a database) said only 'talk: did not
+    receive a valid HTTP response', naming neither the URL nor what to check."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"\x20\x02\x00\x00")  # an MQTT CONNACK, say
+        await writer.drain()
+        writer.close()
+
+    other = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{other.sockets[0].getsockname()[1]}/v1/realtime"
+    async with other:
+        code = await asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url, "--fast",
+                                                                                 "--out", str(tmp_path / "reply.wav")])
+    assert (code, capsys.readouterr().err) == (1, f"talk: {url} is not a Realtime server: did not receive a valid "
+                                                  "HTTP response (is that `stepaudio-rt serve`'s port?)\n")
