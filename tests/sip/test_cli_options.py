@@ -3,12 +3,14 @@ option errors, before it answers any call."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from clients.sip.cli import build_parser
 from tests.sip.media import free_udp_port
 
 
@@ -34,3 +36,13 @@ def test_a_call_log_that_cannot_be_written_stops_the_start(tmp_path: Path) -> No
                          timeout=20, cwd=Path(__file__).resolve().parents[2])
     assert (run.returncode, run.stderr.strip()) == (
         2, f"sip-bridge: cannot write the call log {missing}: No such file or directory")
+
+
+def test_the_readme_names_every_sip_bridge_option() -> None:
+    """The README's Telephony "Options:" paragraph is where a user looks up the bridge; it lacked `--server-url`
+    (required), `--model` and `--log-level`."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    paragraph = readme.split("\n## Telephony (SIP)\n", 1)[1].split("\nOptions: ", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(--[a-z-]+)", paragraph))
+    options = set(re.findall(r"(?m)^  (?:-\w, )?(--[a-z-]+)", build_parser().format_help())) - {"--help"}
+    assert options <= documented, sorted(options - documented)
