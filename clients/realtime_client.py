@@ -307,7 +307,9 @@ class RealtimeClient:
                     return
                 code = ws.close_code if ws.close_code is not None else 1006
                 if code in self.policy.final_close_codes or not (self.policy.enabled and self.policy.max_attempts):
-                    raise RealtimeConnectionError(f"server closed the connection (code {code})")
+                    # With the server's reason: "code 1000" alone reads as a fault where an operator hung up.
+                    reason = f": {ws.close_reason}" if ws.close_reason else ""
+                    raise RealtimeConnectionError(f"server closed the connection (code {code}{reason})")
                 logger.warning("realtime connection dropped (code %s); reconnecting", code)
                 await self._reconnect()
         except asyncio.CancelledError:

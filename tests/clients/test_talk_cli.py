@@ -298,3 +298,23 @@ async def test_a_port_where_another_service_listens_is_named_as_not_a_realtime_s
                                                                                  "--out", str(tmp_path / "reply.wav")])
     assert (code, capsys.readouterr().err) == (1, f"talk: {url} is not a Realtime server: did not receive a valid "
                                                   "HTTP response (is that `stepaudio-rt serve`'s port?)\n")
+
+
+async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -> None:
+    """An operator's `cmd/hangup` (MQTT) closes the session with 1000 "hangup": talk said only 'connection lost:
+    server closed the connection (code 1000)', which reads as a fault; the server's reason now comes with it."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(20.0)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url,
+                                                                          "--out", str(tmp_path / "reply.wav")])
+        for _ in range(300):  # until talk's session is open (real-time pace: the file lasts 21 s)
+            if server.sessions:
+                break
+            await asyncio.sleep(0.1)
+        await server.command(next(iter(server.sessions)), "hangup", {})
+        code = await talking
+    err = capsys.readouterr().err
+    assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: server closed the connection (code 1000: "
+                                               "hangup)"), err
