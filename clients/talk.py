@@ -218,6 +218,11 @@ async def _connect_when_loaded(url: str, api_key: str | None, model: str | None,
         except InvalidStatus as exc:
             if not _is_loading(exc) or time.monotonic() >= deadline:
                 raise
+        except TimeoutError:
+            # Once it said `loading`, a server that does not answer is still loading: the chat LM's loader holds the
+            # interpreter for seconds (20 s seen on two busy cores), past the handshake's own timeout.
+            if not told or time.monotonic() >= deadline:
+                raise
         if not told:
             print(f"talk: the server is loading its models; waiting up to {wait_s:g} s", file=sys.stderr)
             told = True

@@ -318,3 +318,24 @@ async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: server closed the connection (code 1000: "
                                                "hangup)"), err
+
+
+@pytest.mark.slow
+async def test_talk_keeps_waiting_while_a_loading_server_does_not_answer_at_all(tmp_path: Path, capsys) -> None:
+    """While the chat LM's loader holds the interpreter a loading server answers nothing (README: /healthz), for
+    longer than the client's 10 s handshake timeout on busy cores: talk, waiting for the load, gave up there with
+    'cannot connect ... timed out'. Here the server's loop is blocked 14 s, as the loader blocks it."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        server.server.ready = False
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url, "--out", str(out),
+                                                                          "--fast", "--timeout", "120"])
+        await asyncio.sleep(3.0)  # talk has met the 503 `loading` by now
+        time.sleep(14.0)  # the loop answers nothing: talk's handshake attempt times out (10 s) meanwhile
+        server.server.ready = True
+        code = await talking
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert sf.info(str(out)).duration > 0.1
