@@ -11,14 +11,20 @@ Rules:
   delayed offer's ACK). A new address starts learning again; the same one again (a session refresh, hold,
   resume) keeps what was latched, so a NAT caller's audio does not go astray after each refresh.
 - The caller's hosts: the host its INVITE came from (a NAT's public address) and every SDP address this call
-  has named (except the hold address 0.0.0.0). Packets from any other host are always dropped.
+  has named (except the hold address 0.0.0.0). Packets from any other host are dropped, unless the expected
+  address is a private one (RFC 1918, or RFC 6598 carrier-grade NAT space): then the caller is behind a NAT
+  that no proxy on the path anchored (the INVITE came from the proxy, the audio comes from the NAT's public
+  address, and neither is in the SDP), and like Asterisk's strictrtp and FreeSWITCH's auto-adjust we learn the
+  first source from any host that passes the probation below. A routable expected address is reached directly,
+  so a stranger there is only ever a hijacker (RFC 7362 5).
 - A packet from the expected address is accepted and latches at once; from then on (until the next new
   address) packets from every other source are dropped.
-- Until then, a packet from another port of one of the caller's hosts (behind a NAT, RFC 4961 symmetric RTP:
-  the caller sends from where it wants to receive) is a candidate: it is dropped until `probation` packets in a
-  row came from that source with consecutive sequence numbers (a stray packet or a short burst does not take
-  the call); the packet that completes the probation is accepted and that source latched. Its audio is accepted
-  and ours goes there until the expected address is heard, which then takes over.
+- Until then, a packet from another port of one of the caller's hosts, or from any host as above (behind a
+  NAT, RFC 4961 symmetric RTP: the caller sends from where it wants to receive) is a candidate: it is dropped
+  until `probation` packets in a row came from that source with consecutive sequence numbers (a stray packet
+  or a short burst does not take the call); the packet that completes the probation is accepted and that source
+  latched. Its audio is accepted and ours goes there until the expected address is heard, which then takes
+  over.
 - Port 0 is never a source (no one can be sent to it).
 - Our RTP goes to the latched source, else to the expected address; `send_to` says where.
 """
@@ -70,10 +76,13 @@ class RtpLatch:
             self._latched = source
             self._candidate = None
             return True
-        if self._latched is not None or source[1] == 0 or source[0] not in self._hosts:  # one latch per address
+        if self._latched is not None or source[1] == 0 or not self._may_latch(source[0]):  # one latch per address
             self.dropped += 1
             return False
         return self._probe(source, sequence)
+
+    def _may_latch(self, host: str) -> bool:
+        return host in self._hosts or (self._expected is not None and _behind_nat(self._expected[0]))
 
     def _probe(self, source: Addr, sequence: int) -> bool:
         if self._candidate is not None and self._candidate[0] == source \
@@ -89,8 +98,24 @@ class RtpLatch:
         return True
 
 
+# Kamailio nathelper's nat_uac_test flag 8: an SDP address in these is behind a NAT. (Python's is_private also
+# counts loopback and the documentation ranges, which a caller can be reached at directly.)
+_NAT_SPACES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                      "100.64.0.0/10"))
+
+
+def _behind_nat(host: str) -> bool:
+    address = _ip(host)
+    return address is not None and any(address in net for net in _NAT_SPACES)
+
+
 def _unspecified(host: str) -> bool:
+    address = _ip(host)
+    return address is not None and address.is_unspecified
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(host).is_unspecified
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None

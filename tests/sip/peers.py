@@ -138,11 +138,13 @@ def sipp_call(bridge: BridgeProcess, workdir: Path, scenario: str, *, records: b
 
 
 def run_sipp(scenario: str, bridge_port: int, workdir: Path, *, media_port: int | None = None,
-             timeout_s: int = 60, sip_port: int | None = None, call_id: str | None = None) -> tuple[int, str]:
-    """Run one sipp UAC call of `scenario` (XML text) against the bridge: (exit code, stderr + error log)."""
+             timeout_s: int = 60, sip_port: int | None = None, call_id: str | None = None,
+             media_ip: str = "127.0.0.1") -> tuple[int, str]:
+    """Run one sipp UAC call of `scenario` (XML text) against the bridge: (exit code, stderr + error log); its RTP
+    goes from `media_ip`:`media_port`."""
     path = workdir / "scenario.xml"
     path.write_text(scenario)
-    media = ["-mi", "127.0.0.1", "-mp", str(media_port or free_udp_port())]
+    media = ["-mi", media_ip, "-mp", str(media_port or free_udp_port())]
     named = ["-cid_str", call_id] if call_id else []
     proc = subprocess.run(["sipp", "-sf", str(path), "-s", "agent", f"127.0.0.1:{bridge_port}", "-i", "127.0.0.1",
                            "-p", str(sip_port or free_udp_port()), *media, *named, "-m", "1", "-l", "1", "-timeout",
@@ -179,13 +181,15 @@ def nudge_caller(sip_port: int, call_id: str) -> None:
 
 
 def call_until_replied(scenario: str, bridge: BridgeProcess, workdir: Path, replied: Callable[[], bool], *,
-                       media_port: int | None = None, meanwhile: Callable[[], None] = lambda: None) -> tuple[int, str]:
+                       media_port: int | None = None, meanwhile: Callable[[], None] = lambda: None,
+                       media_ip: str = "127.0.0.1") -> tuple[int, str]:
     """run_sipp of a scenario with a LISTEN_FOR_REPLY step: the caller is nudged on once `replied()` (or after
     REPLY_TIMEOUT_S: the test's own checks then say what was missing). `meanwhile` runs once the call is started."""
     sip_port, call_id = free_udp_port(), f"replied-{time.time_ns()}@127.0.0.1"
     outcome: list[tuple[int, str]] = []
     caller = threading.Thread(target=lambda: outcome.append(run_sipp(
-        scenario, bridge.port, workdir, media_port=media_port, timeout_s=240, sip_port=sip_port, call_id=call_id)))
+        scenario, bridge.port, workdir, media_port=media_port, timeout_s=240, sip_port=sip_port, call_id=call_id,
+        media_ip=media_ip)))
     caller.start()
     try:
         meanwhile()

@@ -46,6 +46,22 @@ def test_a_nat_source_is_latched_after_probation() -> None:
     assert feed(latch, ("198.51.100.7", 31013), 0, 10) == [False] * 10  # one latch per address
 
 
+def test_a_caller_behind_a_nat_no_proxy_anchored_is_latched_from_any_host() -> None:
+    """A phone behind a home NAT calls through a proxy that relays only signalling: the INVITE comes from the
+    proxy, the SDP names the phone's private address, and its audio comes from the NAT's public address, none of
+    which we knew. The caller must be heard and hear us (RFC 7362 latching, as Asterisk's strictrtp and
+    FreeSWITCH's auto-adjust do); a stray source is still kept out before and after."""
+    latch = RtpLatch("203.0.113.5", probation=4)  # the proxy
+    for private in (("192.168.1.20", 4000), ("10.1.2.3", 4000), ("172.20.0.9", 4000), ("100.64.7.7", 4000)):
+        latch.expect(private)
+        public = ("198.51.100.99", 40000)
+        assert latch.receive(("198.51.100.66", 5000), 1) is False  # a stray packet does not start the latch
+        assert feed(latch, public, 7, 6) == [False, False, False, True, True, True]
+        assert latch.send_to == public
+        assert feed(latch, ("198.51.100.66", 5000), 2, 10) == [False] * 10  # stray packets afterwards: dropped
+        assert latch.send_to == public
+
+
 def test_a_gap_in_the_sequence_or_another_source_restarts_the_probation() -> None:
     latch = RtpLatch("198.51.100.7", probation=3)
     latch.expect(SDP)

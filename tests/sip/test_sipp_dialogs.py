@@ -263,6 +263,37 @@ def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wa
     assert_reply_heard_at(tmp_path / "source.pcap", source_port, bridge)
 
 
+def test_a_caller_behind_a_nat_its_proxy_left_alone_is_heard_and_answered(embedded_server, beckett_wav: Path,
+                                                                         tmp_path: Path) -> None:
+    """A phone behind a home NAT calls through a proxy that relays only SIP: its SDP names its private address
+    (10.9.8.7 here, unreachable), and its audio comes from the NAT's public address (127.0.0.3), a host that
+    neither the INVITE (from 127.0.0.1) nor the SDP named. The agent must hear it and its reply must go back to
+    that source (RFC 7362 latching, as Asterisk and FreeSWITCH do); every packet was dropped as a stranger's."""
+    need("sipp", "sox", "tshark")
+    speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
+    (tmp_path / "beckett.ul").write_bytes(speech)
+    media_port = free_udp_port()
+    bridge = phone_bridge(embedded_server.ws, tmp_path)
+    capture = Capture(tmp_path / "nat.pcap", media_port)
+    try:
+        code, errors = call_until_replied(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", host="IP4 10.9.8.7", port="40000")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            f'<nop><action><exec rtp_stream="{tmp_path / "beckett.ul"},1,0"/></action></nop>\n'
+            f'<pause milliseconds="{len(speech) // 8}"/>\n{LISTEN_FOR_REPLY}',
+            request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge, tmp_path,
+            lambda: agent_replied(bridge, tmp_path / "nat.pcap", media_port), media_port=media_port,
+            media_ip="127.0.0.3")
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert heard_beckett(calls[0]["user_transcripts"]), calls
+    assert calls[0]["media_to"] == f"127.0.0.3:{media_port}", calls
+    assert_reply_heard_at(tmp_path / "nat.pcap", media_port, bridge)
+
+
 def stream_rtp(sock: socket.socket, dest: tuple[str, int], audio: bytes, digit: int) -> None:
     """From `sock`: `audio` as 20 ms PCMU packets in real time, then an RFC 4733 key press of `digit` (PT 101)."""
     ssrc = random.getrandbits(32)
