@@ -24,7 +24,9 @@
   "DTMF <digit>" in the agent's conversation.
 - No RTP from the caller for `rtp_timeout_s` while it should send and is not holding the call (a=sendonly,
   a=inactive or c=0.0.0.0: a held phone often sends nothing) ends the call with our BYE: a caller that vanished
-  without BYE must not hold an agent session and a call slot forever.
+  without BYE must not hold an agent session and a call slot forever. A holding caller is not hung up for its
+  silence (a long hold is legitimate, so no hold timeout); it is asked with an in-dialog OPTIONS instead, and
+  one that does not answer is hung up by the UA core.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
   handed back through `CallHost.call_finished`.
 """
@@ -156,7 +158,7 @@ class AgentCall:
         self._inbound: list[bytes] = []
         self._dropped_responses: set[str] = set()
         self._response_id: str | None = None
-        self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or of the answer, or of a re-INVITE)
+        self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or answer, re-INVITE, keep-alive)
         self._ended = asyncio.Event()
         self._opening: asyncio.Future[None] | None = None  # the agent session being opened, before the answer
 
@@ -355,10 +357,7 @@ class AgentCall:
                 deadline = loop.time()
             elif delay > 0:
                 await asyncio.sleep(delay)
-            timeout = self.bridge.config.rtp_timeout_s
-            if timeout is not None and self.media.awaits_caller_rtp and loop.time() - self._last_rtp > timeout:
-                self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
-                self._hang_up_quietly("RTP timeout")
+            if self._timed_out(loop.time()):
                 return
             dest = self.latch.send_to
             sending = self.rtp is not None and dest is not None and self.media.sends  # on hold: audio skipped
@@ -373,6 +372,24 @@ class AgentCall:
                     await self.client.send(ev.append_event(b"".join(frames)))
                 else:  # the caller holds the call: what it sends is its hold music, not words for the agent
                     self.record.inbound_on_hold_frames += len(frames)
+
+    def _timed_out(self, now: float) -> bool:
+        """No RTP from the caller for rtp_timeout_s: hung up (True), or, while it holds the call (a held phone may
+        send nothing), asked with an in-dialog OPTIONS whether it is still there; the UA core ends the call if not,
+        and a held caller that vanished no longer keeps its agent session and call slot forever."""
+        timeout = self.bridge.config.rtp_timeout_s
+        if timeout is None or now - self._last_rtp <= timeout:
+            return False
+        if self.media.awaits_caller_rtp:
+            self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
+            self._hang_up_quietly("RTP timeout")
+            return True
+        self._last_rtp = now  # the next question after another timeout, if this one is answered
+        if self.bridge.ua.keepalive(self.handle, now):  # else one is pending, or a re-INVITE awaits its ACK
+            self.log.info("call %s on hold without RTP for %.0f s: asking the caller with OPTIONS", self.handle,
+                          timeout)
+            self.bridge.pump()
+        return False
 
     async def _agent_loop(self) -> None:
         assert self.client is not None

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, default=16,
                    help="calls at once; one more is answered 486 Busy Here (default 16)")
     p.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="hang up a call after this long without RTP from the caller (default 60; 0: never)")
+                   help="hang up a call after this long without RTP from the caller; a held caller is asked with "
+                        "an in-dialog OPTIONS instead (default 60; 0: never)")
     p.add_argument("--rtp-ports", type=_port_range, default=None, metavar="LOW-HIGH",
                    help="take each call's RTP port from this range, e.g. 10000-20000 (a firewall's); default: any "
                         "free port. A call that finds all of them taken is refused 503")

@@ -39,6 +39,9 @@ Rules:
   caller's last INVITE's or INFO's (12.2.2) reports no key: the same INFO again (a retransmission: our 200 was
   lost) gets 200 again, an older one 500.
   Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
+- `keepalive()` sends an in-dialog OPTIONS (retransmitted like our BYE): the shell asks when a held caller has
+  been silent long enough; no response within 32 s, or 408 / 481, means the caller's side of the dialog is gone,
+  and the call ends with our BYE (12.2.1.2).
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
   line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
@@ -68,7 +71,7 @@ from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
     IncomingCall, MediaChanged, Refused, StartTimer, TimerAction, UaConfig,
 )
-from clients.sip.ua_messages import Extra, build_bye, build_response, contact, remote_target, warning
+from clients.sip.ua_messages import Extra, build_request, build_response, contact, remote_target, warning
 
 __all__ = ["UserAgent"]
 
@@ -78,6 +81,15 @@ TIMEOUT = 64 * T1
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
+
+
+@dataclass
+class _Sent:
+    """A request of ours in the dialog, retransmitted (T1 doubling to T2) until any response, for 32 s (17.1.2)."""
+
+    data: bytes
+    cseq: int
+    interval: float = T1
 
 
 @dataclass
@@ -100,8 +112,7 @@ class _Call:
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
-    bye: bytes = b""
-    bye_interval: float = T1
+    sent: dict[str, _Sent] = field(default_factory=dict)  # our BYE and OPTIONS by timer prefix ("bye", "options")
     target: str | None = None  # the Contact of the last re-INVITE that had one: where our BYE goes (12.2.2)
     remote_cseq: CSeq | None = None  # the caller's latest INVITE or INFO in this dialog (12.2.2's remote CSeq)
     timers: set[str] = field(default_factory=set)
@@ -162,7 +173,7 @@ class UserAgent:
             return
         try:
             if isinstance(msg, Response):
-                self._on_response(msg)
+                self._on_response(msg, now)
             else:
                 self._on_request(msg, addr, now)
         except SipParseError as exc:  # a header only looked at here was malformed
@@ -186,12 +197,16 @@ class UserAgent:
                 self._cancel(call, "retx")
                 self._transition(call, "no_ack")
                 self._start(call, "forget", now + TIMEOUT)
-        elif kind == "byeretx":
-            self._send(call.bye, call.remote)
-            call.bye_interval = min(call.bye_interval * 2, T2)
-            self._start(call, "byeretx", now + call.bye_interval)
+        elif kind in ("byeretx", "optionsretx"):
+            sent = call.sent[kind.removesuffix("retx")]
+            self._send(sent.data, call.remote)
+            sent.interval = min(sent.interval * 2, T2)
+            self._start(call, kind, now + sent.interval)
         elif kind == "byetimeout":
             self._cancel(call, "byeretx")
+        elif kind == "optionstimeout":  # our keep-alive went unanswered for 32 s: the caller is gone (12.2.1.2)
+            self._cancel(call, "optionsretx")
+            self._caller_gone(call, "no answer to OPTIONS", now)
         elif kind == "forget":
             for k in list(call.timers):
                 self._cancel(call, k.partition(":")[0])
@@ -222,12 +237,29 @@ class UserAgent:
         """End an answered call from our side: BYE (retransmitted until answered). The call ends at once; while our
         2xx still awaits its ACK the BYE waits for it, or for the 2xx's timeout (a callee must not send BYE before
         the ACK, 15), and the 2xx goes on being retransmitted meanwhile."""
+        self._hang_up(self._get(call), "local hangup", now)
+
+    def keepalive(self, call: str, now: float) -> bool:
+        """Ask a confirmed call's caller whether the dialog still exists: an in-dialog OPTIONS (what a PBX's dialog
+        keep-alive sends), retransmitted until answered. Any response but 408 or 481 leaves the call up; those,
+        or none within 32 s, end it with BYE (12.2.1.2) and CallEnded "caller gone: ...". False: nothing sent,
+        as a keep-alive is pending or the call is not confirmed."""
         c = self._get(call)
+        if c.state is not S.CONFIRMED or f"optionstimeout:{c.handle}" in c.timers:
+            return False
+        self._send_in_dialog(c, "OPTIONS", now)
+        return True
+
+    def _hang_up(self, c: _Call, reason: str, now: float) -> None:
         if c.state in (S.ANSWERED, S.REANSWERED) and not c.bye_on_ack:
             c.bye_on_ack = True
-            self._events.append(CallEnded(c.handle, "local hangup"))
+            self._events.append(CallEnded(c.handle, reason))
             return
-        self._end_with_bye(c, "hangup", "local hangup", now)
+        self._end_with_bye(c, "hangup", reason, now)
+
+    def _caller_gone(self, call: _Call, why: str, now: float) -> None:
+        if call.state in (S.CONFIRMED, S.REANSWERED) and not call.bye_on_ack:  # not ended meanwhile
+            self._hang_up(call, f"caller gone: {why}", now)
 
     def _end_with_bye(self, call: _Call, event: str, reason: str | None, now: float) -> None:
         """BYE and, unless `reason` is None (the call was ended already), CallEnded."""
@@ -236,7 +268,7 @@ class UserAgent:
         self._cancel(call, "timeout")
         if reason is not None:
             self._events.append(CallEnded(call.handle, reason))
-        self._send_bye(call, now)
+        self._send_in_dialog(call, "BYE", now)
         self._start(call, "forget", now + TIMEOUT)
 
     # ----- requests -----
@@ -399,12 +431,17 @@ class UserAgent:
         self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
         self._events += [DtmfReceived(call.handle, key) for key in dtmf_keys(req.headers.get("Content-Type"), req.body)]
 
-    def _on_response(self, resp: Response) -> None:
+    def _on_response(self, resp: Response, now: float) -> None:
         to_tag = NameAddr.parse(resp.headers.get("To") or "").tag if resp.headers.get("To") else None
         call = self._calls.get((resp.call_id, to_tag or ""))
-        if call is not None and resp.cseq.method == "BYE" and resp.cseq.number == call.local_cseq:
-            self._cancel(call, "byeretx")
-            self._cancel(call, "byetimeout")
+        kind = resp.cseq.method.lower()
+        sent = call.sent.get(kind) if call is not None else None
+        if call is None or sent is None or resp.cseq.number != sent.cseq:
+            return
+        self._cancel(call, f"{kind}retx")
+        self._cancel(call, f"{kind}timeout")
+        if kind == "options" and resp.status in (408, 481):  # the caller has no such dialog (any more)
+            self._caller_gone(call, f"{resp.status} to OPTIONS", now)
 
     # ----- helpers -----
 
@@ -446,14 +483,19 @@ class UserAgent:
         self._start(call, "retx", now + T1)
         self._start(call, "timeout", now + TIMEOUT)
 
-    def _send_bye(self, call: _Call, now: float) -> None:
+    def _send_in_dialog(self, call: _Call, method: str, now: float) -> None:
         call.local_cseq += 1
-        call.bye = build_bye(call.invite, target=call.target, local_tag=call.local_tag, cseq=call.local_cseq,
-                             hostport=self._hostport(), branch=self._token(), user_agent=self.config.user_agent)
-        call.bye_interval = T1
-        self._send(call.bye, call.remote)
-        self._start(call, "byeretx", now + T1)
-        self._start(call, "byetimeout", now + TIMEOUT)
+        data = build_request(method, call.invite, target=call.target, local_tag=call.local_tag,
+                             cseq=call.local_cseq, hostport=self._hostport(), branch=self._token(),
+                             user_agent=self.config.user_agent)
+        kind = method.lower()
+        if kind == "bye":  # a keep-alive still pending is moot
+            self._cancel(call, "optionsretx")
+            self._cancel(call, "optionstimeout")
+        call.sent[kind] = _Sent(data, call.local_cseq)
+        self._send(data, call.remote)
+        self._start(call, f"{kind}retx", now + T1)
+        self._start(call, f"{kind}timeout", now + TIMEOUT)
 
     def _bad_request(self, partial: Request | Response | None, addr: Addr, error: SipParseError) -> None:
         if not isinstance(partial, Request) or partial.method == "ACK" or not partial.headers.get_all("Via"):

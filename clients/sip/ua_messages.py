@@ -3,8 +3,8 @@
 - Responses (8.2.6): Via, From, To, Call-ID and CSeq copied from the request; the top Via gets received/rport
   (18.2.1, RFC 3581) because responses go to the request's source address; a To tag is added when absent (a
   100 Trying never gets one). 18x and 2xx to an INVITE carry its Record-Route lines, in order (12.1.1).
-- Our BYE (15.1.1) goes to the caller's Contact (the latest a re-INVITE named, 12.2.2), From/To swapped from the
-  INVITE, its Record-Route as Route (12.2.1.1).
+- Our BYE (15.1.1) and OPTIONS keep-alive go to the caller's Contact (the latest a re-INVITE named, 12.2.2),
+  From/To swapped from the INVITE, its Record-Route as Route (12.2.1.1).
 - Warning (20.43) says why we refused, quoted and cut to 120 characters, for the caller's logs.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, reason_phrase
 from clients.sip.ua_events import Addr
 
-__all__ = ["Extra", "build_bye", "build_response", "contact", "remote_target", "warning"]
+__all__ = ["Extra", "build_request", "build_response", "contact", "remote_target", "warning"]
 
 Extra = tuple[tuple[str, str], ...]  # headers added to a message, in order
 
@@ -49,17 +49,17 @@ def remote_target(req: Request) -> str | None:
         return None
 
 
-def build_bye(invite: Request, *, target: str | None, local_tag: str, cseq: int, hostport: str, branch: str,
-              user_agent: str) -> bytes:
-    """Our BYE in the dialog `invite` created, to the remote `target` (its last refresh, 12.2.2; None: the INVITE's
-    Contact), sent from `hostport` in a new transaction `branch`."""
+def build_request(method: str, invite: Request, *, target: str | None, local_tag: str, cseq: int, hostport: str,
+                  branch: str, user_agent: str) -> bytes:
+    """Our `method` request (BYE, OPTIONS) in the dialog `invite` created, to the remote `target` (its last refresh,
+    12.2.2; None: the INVITE's Contact), sent from `hostport` in a new transaction `branch`."""
     target = target or remote_target(invite) or invite.from_.uri
     headers = [("Via", f"SIP/2.0/UDP {hostport};branch=z9hG4bK{branch};rport"),
                ("Max-Forwards", "70"), ("From", _with_tag(invite.headers.get("To") or "", local_tag)),
-               ("To", invite.headers.get("From") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{cseq} BYE")]
+               ("To", invite.headers.get("From") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{cseq} {method}")]
     headers += [("Route", r) for r in invite.headers.get_all("Record-Route")]
     headers.append(("User-Agent", user_agent))
-    return Request("BYE", target, Headers.of(headers)).serialize()
+    return Request(method, target, Headers.of(headers)).serialize()
 
 
 def warning(host: str, code: int, text: str) -> tuple[str, str]:

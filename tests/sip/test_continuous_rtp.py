@@ -19,10 +19,20 @@ OFFER = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0
          b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
 
 
-class _Host:
+class _Ua:
     def __init__(self) -> None:
-        self.config = BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime")
+        self.keepalives: list[str] = []
+
+    def keepalive(self, call: str, now: float) -> bool:
+        self.keepalives.append(call)
+        return True
+
+
+class _Host:
+    def __init__(self, rtp_timeout_s: float = 60.0) -> None:
+        self.config = BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime", rtp_timeout_s=rtp_timeout_s)
         self.rng = random.Random(0)
+        self.ua = _Ua()
 
     def pump(self) -> None: ...
 
@@ -41,12 +51,12 @@ class _Socket:
     def close(self) -> None: ...
 
 
-def _paced(direction: str = "") -> list[tuple[bytes, tuple[str, int]]]:
+def _paced(direction: str = "", host: _Host | None = None) -> list[tuple[bytes, tuple[str, int]]]:
     """What an answered call whose agent has said nothing yet sends in 0.5 s."""
     offer = OFFER + (f"a={direction}\r\n".encode() if direction else b"")
 
     async def main() -> list[tuple[bytes, tuple[str, int]]]:
-        call = AgentCall(_Host(), IncomingCall("call1", "c1", "sip:a@127.0.0.1", ("127.0.0.1", 5070),
+        call = AgentCall(host or _Host(), IncomingCall("call1", "c1", "sip:a@127.0.0.1", ("127.0.0.1", 5070),
                                                negotiate(SessionDescription.parse(offer))))  # type: ignore[arg-type]
         sock = _Socket()
         call.rtp = sock  # type: ignore[assignment]
@@ -72,6 +82,14 @@ def test_silence_flows_while_the_agent_is_quiet() -> None:
 
 def test_nothing_is_sent_on_hold() -> None:
     assert _paced("sendonly") == []  # the caller holds us: we answer recvonly
+
+
+def test_a_silent_held_caller_is_asked_whether_it_is_still_there() -> None:
+    """A held phone may send no RTP, so the RTP timeout does not hang it up; after that long without RTP the call
+    asks the UA core for an in-dialog OPTIONS (ua.keepalive), which ends the call if the caller is gone."""
+    host = _Host(rtp_timeout_s=0.2)
+    _paced("sendonly", host)
+    assert host.ua.keepalives and set(host.ua.keepalives) == {"call1"}  # one per 0.2 s without RTP
 
 
 def test_the_agents_audio_after_silence_starts_a_talkspurt() -> None:

@@ -26,9 +26,17 @@ from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
 
-# The caller waits for our BYE and answers it.
-BYE_IN = ('<recv request="BYE" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n'
-          '[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
+
+def answered(method: str) -> str:
+    """Scenario steps: the caller waits for our `method` request and answers it 200."""
+    return (f'<recv request="{method}" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n'
+            '[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
+
+
+BYE_IN = answered("BYE")
+# Held and silent past --rtp-timeout: the bridge asks whether the caller is still there (an in-dialog OPTIONS), the
+# caller answers, and the call stays up a while more (less than the next question's timeout).
+HELD_AND_ASKED = answered("OPTIONS") + '<pause milliseconds="1000"/>\n'
 
 
 def phone_bridge(server_ws: str, workdir: Path) -> BridgeProcess:
@@ -169,7 +177,7 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
             request("ACK", 1, in_dialog=True),
-            '<pause milliseconds="4000"/>\n',  # on hold: longer than the timeout, and still up
+            HELD_AND_ASKED,  # on hold: longer than the timeout, and still up
             request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
             request("ACK", 2, in_dialog=True), BYE_IN))
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]
@@ -187,11 +195,11 @@ def test_a_caller_holding_the_call_without_sending_is_not_hung_up(embedded_serve
             request("INVITE", 2, in_dialog=True, body=sdp("0", "a=sendonly", version=2)),
             expect(200, optional=(100,), match="a=recvonly"),
             request("ACK", 2, in_dialog=True),
-            '<pause milliseconds="4000"/>\n',  # held, silent: longer than the timeout, and still up
+            HELD_AND_ASKED,  # held, silent: longer than the timeout, and still up
             request("INVITE", 3, in_dialog=True, body=sdp("0", version=3, host="IP4 0.0.0.0")),
             expect(200, optional=(100,)),
             request("ACK", 3, in_dialog=True),
-            '<pause milliseconds="4000"/>\n',
+            HELD_AND_ASKED,
             request("INVITE", 4, in_dialog=True, body=sdp("0", version=4)), expect(200, optional=(100,)),
             request("ACK", 4, in_dialog=True), BYE_IN))
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]

@@ -5,7 +5,8 @@ forever. Our BYE never overtakes the ACK of our 2xx (15)."""
 
 from __future__ import annotations
 
-from clients.sip.message import Response
+from clients.sip.message import Request, Response
+from clients.sip.ua_events import CallState
 from tests.sip.test_ua import SDP, Harness, req
 
 
@@ -61,3 +62,54 @@ def test_hanging_up_before_the_ack_ends_the_call_at_once_and_sends_the_bye_after
         sent = methods(later)  # (unacked: the 2xx retransmitted until its timeout, then the BYE and its own)
         assert "BYE" in sent and 200 not in sent[sent.index("BYE"):], sent
         assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["local hangup"]  # one end, not two
+
+
+def _answer_to(request: Request, status: int) -> bytes:
+    """The caller's response to a request of ours (8.2.6: Via, From, To, Call-ID and CSeq copied)."""
+    copied = "".join(f"{name}: {request.headers.get(name)}\r\n" for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+    return f"SIP/2.0 {status} Whatever\r\n{copied}Content-Length: 0\r\n\r\n".encode()
+
+
+def _keepalive(h: Harness, call: str) -> list:  # type: ignore[type-arg]
+    sent = h.ua.keepalive(call, h.now)
+    out = h._drain()
+    assert sent == bool(out)
+    return out
+
+
+def test_a_held_caller_that_vanished_is_asked_with_options_and_hung_up() -> None:
+    """12.2.1.2: a caller that holds the call may send no RTP for an hour, so silence proves nothing; our in-dialog
+    OPTIONS does. Unanswered for 32 s (Timer F), the call ends with our BYE, and the agent session with it."""
+    from clients.sip.ua_events import CallEnded
+
+    h = Harness()
+    call, tag = h.established()
+    (options,) = _keepalive(h, call)
+    assert isinstance(options, Request) and (options.method, options.uri) == ("OPTIONS", "sip:caller@127.0.0.1:5070")
+    assert options.headers.get("To") == "<sip:caller@127.0.0.1>;tag=ft" and options.cseq.number == 1
+    assert (options.headers.get("From") or "").endswith(tag)
+    assert _keepalive(h, call) == []  # one question at a time
+    later = h.advance(h.now + 31)
+    assert {m.method for m in later} == {"OPTIONS"} and len(later) >= 6  # retransmitted: 0.5, 1, 2, 4, 4, ... s
+    assert h.ua.state(call) is CallState.CONFIRMED
+    bye = h.advance(h.now + 1.5)[-1]
+    assert isinstance(bye, Request) and bye.method == "BYE" and bye.cseq.number == 2
+    assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["caller gone: no answer to OPTIONS"]
+    assert h.ua.state(call) is CallState.ENDED
+
+
+def test_a_keepalive_answered_keeps_the_call_and_481_ends_it() -> None:
+    """Any answer (200, or 405 from a phone that does not take OPTIONS) shows the caller is there; 481 says its
+    side of the dialog is gone (12.2.1.2)."""
+    from clients.sip.ua_events import CallEnded
+
+    for status, ended in ((200, []), (405, []), (481, ["caller gone: 481 to OPTIONS"])):
+        h = Harness()
+        call, _ = h.established()
+        (options,) = _keepalive(h, call)
+        sent = h.feed(_answer_to(options, status))
+        assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ended
+        assert {m.method for m in sent + h.advance(h.now + 40)} == ({"BYE"} if ended else set()), status
+        if not ended:
+            (again,) = _keepalive(h, call)  # the next question may go
+            assert again.cseq.number == 2
