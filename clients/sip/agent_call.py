@@ -21,7 +21,8 @@
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once. While the
   caller holds the call, its audio (hold music) does not reach the agent, which would take it for a turn.
 - RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
-  "DTMF <digit>" in the agent's conversation.
+  "DTMF <digit>" in the agent's conversation, and the agent answers once the caller paused `dtmf_pause_s`
+  after its last key (a reply under way first ends; one started by the caller's speech meanwhile answers them).
 - No RTP from the caller for `rtp_timeout_s` while it should send and is not holding the call (a=sendonly,
   a=inactive or c=0.0.0.0: a held phone often sends nothing) ends the call with our BYE: a caller that vanished
   without BYE must not hold an agent session and a call slot forever. A holding caller is not hung up for its
@@ -158,6 +159,9 @@ class AgentCall:
         self._inbound: list[bytes] = []
         self._dropped_responses: set[str] = set()
         self._response_id: str | None = None
+        self._responding = False  # between response.created and response.done
+        self._keys_timer: asyncio.TimerHandle | None = None  # the pause after the caller's last key press
+        self._keys_unanswered = False  # keys typed while a reply was under way: a reply to them is due after it
         self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or answer, re-INVITE, keep-alive)
         self._ended = asyncio.Event()
         self._opening: asyncio.Future[None] | None = None  # the agent session being opened, before the answer
@@ -209,9 +213,25 @@ class AgentCall:
     def dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
         self.log.info("DTMF %s on %s", digit, self.handle)
+        if self.client is None:
+            return
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"DTMF {digit}"}]}
+        self._spawn(self.client.send({"type": "conversation.item.create", "item": item}))
+        # A key press is a turn of the caller's, as speech is, but a caller keying in a number presses several
+        # keys: the agent answers them all once no key came for dtmf_pause_s.
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+        self._keys_timer = asyncio.get_running_loop().call_later(self.bridge.config.dtmf_pause_s, self._keys_typed)
+
+    def _keys_typed(self) -> None:
+        self._keys_timer, self._keys_unanswered = None, True
+        if not self._responding:  # else the answer comes after the reply under way (response.done)
+            self._answer_keys()
+
+    def _answer_keys(self) -> None:
+        self._keys_unanswered = False
         if self.client is not None:
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"DTMF {digit}"}]}
-            self._spawn(self.client.send({"type": "conversation.item.create", "item": item}))
+            self._spawn(self.client.send(ev.create_response_event()))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -409,7 +429,14 @@ class AgentCall:
         elif t == "response.output_audio.done":
             self.outbound.finish()
         elif t == "response.created":
-            self._response_id = event.response_id
+            self._response_id, self._responding = event.response_id, True
+            if self._keys_timer is not None:  # the caller spoke after its keys: this reply answers them too
+                self._keys_timer.cancel()
+                self._keys_timer = None
+        elif t == "response.done":
+            self._responding = False
+            if self._keys_unanswered:
+                self._answer_keys()
         elif t == "input_audio_buffer.speech_started":
             if self.outbound.flush() and self._response_id is not None:
                 self.record.barge_ins += 1
@@ -442,6 +469,8 @@ class AgentCall:
         self.bridge.pump()
 
     async def _teardown(self) -> None:
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()

@@ -26,6 +26,9 @@ class BridgeConfig:
     # forever: with no RTP for this long while we expect some, we hang up. None: never.
     rtp_timeout_s: float | None = 60.0
     rtp_ports: tuple[int, int] | None = None  # each call's RTP port from this range (inclusive); None: any free one
+    # The agent answers key presses once no key came for this long: a caller keying in a number presses the next
+    # key sooner, and wants one answer to the number, not one per digit.
+    dtmf_pause_s: float = 1.5
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
@@ -45,6 +48,8 @@ class BridgeConfig:
             raise ValueError("silence_duration_ms must be positive")
         if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
             raise ValueError("rtp_timeout_s must be positive")
+        if self.dtmf_pause_s <= 0:
+            raise ValueError("dtmf_pause_s must be positive")
         if self.rtp_ports is not None and not 1 <= self.rtp_ports[0] <= self.rtp_ports[1] <= 65535:
             raise ValueError(f"the RTP port range must be LOW-HIGH within 1-65535, got {self.rtp_ports}")
 

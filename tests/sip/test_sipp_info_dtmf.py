@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.mqtt.helpers import Mosquitto
-from tests.sip.media import wait_for
-from tests.sip.peers import BridgeProcess, need, sipp_call
+from tests.sip.media import free_udp_port, wait_for
+from tests.sip.peers import LISTEN_FOR_REPLY, BridgeProcess, Capture, agent_replied, call_until_replied, need, \
+    sipp_call
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
@@ -76,3 +77,28 @@ def test_info_dtmf_in_either_body_reaches_the_agent(bus_server: tuple[ServerProc
     assert session_id, calls
     assert wait_for(lambda: user_texts(events, session_id) == ["DTMF 5", "DTMF #"], 10), \
         (user_texts(events, session_id), server.log())
+
+
+def test_the_agent_answers_a_key_press(embedded_server, tmp_path: Path) -> None:
+    """A caller who presses a key (the menu choice the agent asked for) hears the agent answer, without saying a
+    word: the key press is the caller's turn."""
+    need("sipp", "tshark")
+    media_port = free_udp_port()
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "0",  # the caller sends no RTP
+                           "--instructions", "You are on the phone. Answer in one short sentence.")
+    capture = Capture(tmp_path / "rtp.pcap", media_port)
+    try:
+        code, errors = call_until_replied(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
+            expect(200), request("ACK", 1, in_dialog=True),
+            request("INFO", 2, in_dialog=True, body="Signal=1\nDuration=160\n", content_type="application/dtmf-relay"),
+            expect(200, optional=()), LISTEN_FOR_REPLY,
+            request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge, tmp_path,
+            lambda: agent_replied(bridge, tmp_path / "rtp.pcap", media_port), media_port=media_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert calls[0]["dtmf"] == ["1"] and calls[0]["agent_transcripts"], calls
+    assert agent_replied(bridge, tmp_path / "rtp.pcap", media_port), bridge.log()

@@ -1,0 +1,99 @@
+"""What one call's agent side does with the caller's key presses and the agent's events (agent_call.py), on a
+real event loop with a fake agent connection that records what the bridge sends it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Coroutine
+
+from clients import events as ev
+from clients.sip.agent_call import AgentCall
+from clients.sip.bridge_config import BridgeConfig
+from clients.sip.sdp import SessionDescription, negotiate
+from clients.sip.ua_events import IncomingCall
+
+OFFER = (b"v=0\r\no=u 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+PAUSE_S = 0.2
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.config = BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime", dtmf_pause_s=PAUSE_S)
+        self.rng = random.Random(0)
+
+    def pump(self) -> None: ...
+
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
+        asyncio.ensure_future(coro)
+
+    def call_finished(self, call: object) -> None: ...
+
+
+class _Agent:
+    """The agent connection: what the bridge sent, by event type ("item" for a user text item)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, event: dict) -> None:  # type: ignore[type-arg]
+        item = event.get("item")
+        self.sent.append(item["content"][0]["text"] if isinstance(item, dict) else str(event["type"]))
+
+
+def _call() -> tuple[AgentCall, _Agent]:
+    media = negotiate(SessionDescription.parse(OFFER))
+    offer = IncomingCall("call1", "c1", "sip:a@127.0.0.1", ("127.0.0.1", 5070), media)
+    call = AgentCall(_Host(), offer)  # type: ignore[arg-type]
+    agent = _Agent()
+    call.client = agent  # type: ignore[assignment]
+    return call, agent
+
+
+def _response(kind: str) -> ev.ServerEvent:
+    return ev.ServerEvent(f"response.{kind}", {"response": {"id": "resp_1"}})
+
+
+async def _settle(agent: _Agent, n: int) -> list[str]:
+    """What the agent was sent once it holds `n` events (or after 10 s), and a few pauses more: nothing else came."""
+    for _ in range(500):
+        if len(agent.sent) >= n:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(PAUSE_S * 2)
+    return agent.sent
+
+
+def test_the_agent_answers_a_keyed_in_number_once_the_caller_paused() -> None:
+    """A caller who presses keys expects an answer, as after speaking; one keying in a number wants one answer to
+    the whole number, so the reply is asked for after the pause that follows the last key."""
+
+    async def main() -> list[str]:
+        call, agent = _call()
+        for digit in "12#":
+            call.dtmf(digit)
+        return await _settle(agent, 4)
+
+    assert asyncio.run(main()) == ["DTMF 1", "DTMF 2", "DTMF #", "response.create"]
+
+
+def test_keys_pressed_while_the_agent_speaks_are_answered_after_its_reply() -> None:
+    """The server refuses a second reply while one is under way: the keys' reply is asked for at response.done;
+    a reply that the caller's speech started after its keys answers them, and none is asked for on top of it."""
+
+    async def main() -> tuple[list[str], list[str]]:
+        call, agent = _call()
+        call._on_agent_event(_response("created"))
+        call.dtmf("5")
+        during = list(await _settle(agent, 1))
+        call._on_agent_event(_response("done"))
+        await _settle(agent, 2)
+        call.dtmf("7")
+        call._on_agent_event(_response("created"))  # the caller spoke: the server's VAD started a reply
+        call._on_agent_event(_response("done"))
+        return during, await _settle(agent, 3)
+
+    during, after = asyncio.run(main())
+    assert during == ["DTMF 5"]
+    assert after == ["DTMF 5", "response.create", "DTMF 7"]
