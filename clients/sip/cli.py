@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--silence-ms", type=int, default=None,
                    help="server_vad silence_duration_ms (end of a caller's turn); the server's default if unset")
     p.add_argument("--max-calls", type=int, default=16,
-                   help="calls at once; one more is answered 486 Busy Here (default 16)")
+                   help="calls at once; one more is answered 503 with Retry-After (default 16)")
     p.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="hang up a call after this long without RTP from the caller; a held caller is asked with "
                         "an in-dialog OPTIONS instead (default 60; 0: never)")

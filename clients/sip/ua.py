@@ -9,9 +9,10 @@ Rules:
 - INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
   No usable codec -> 488; unparseable SDP -> 400; a body that is not SDP -> 415 with Accept: application/sdp;
-  more than `max_calls` live calls -> 486. An INVITE without SDP (a delayed offer, 13.2.1) gets our offer (PCMU,
-  telephone-event) in the 200 OK; the caller's answer comes in the ACK and its address in a MediaChanged event. An
-  ACK without a usable answer ends the call with BYE.
+  more than `max_calls` live calls -> 503 with Retry-After (a gateway over capacity, 21.5.4: a proxy tries another
+  bridge, where 486 Busy Here tells it the callee is busy and the call ends there). An INVITE without SDP (a
+  delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in the
+  ACK and its address in a MediaChanged event. An ACK without a usable answer ends the call with BYE.
 - A retransmitted INVITE (same Call-ID, From tag and CSeq, and the same transaction: top Via branch and
   sent-by, 17.2.3) never creates a second call: the last response is re-sent. The same INVITE in another
   transaction is a merged request (a proxy forked it and both copies reached us, 8.2.2.2): 482 Loop Detected,
@@ -78,6 +79,8 @@ __all__ = ["UserAgent"]
 T1 = 0.5
 T2 = 4.0
 TIMEOUT = 64 * T1
+# A call slot frees whenever any call ends: a proxy that got our 503 may come back this soon (21.5.4).
+FULL_RETRY_AFTER_S = 5
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
@@ -314,7 +317,8 @@ class UserAgent:
         self._by_handle[call.handle] = call
         self._send(self._response(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
-            self._refuse(call, 486, now, f"max_calls ({self.config.max_calls}) reached")
+            self._refuse(call, 503, now, f"max_calls ({self.config.max_calls}) reached",
+                         extra=(("Retry-After", str(FULL_RETRY_AFTER_S)),))
             return
         unsupported = ", ".join(_unsupported(req))
         if unsupported:

@@ -19,7 +19,7 @@ class CallState(enum.Enum):
     ANSWERED = "answered"      # 200 OK sent and retransmitted: waiting for ACK
     CONFIRMED = "confirmed"    # ACK in: the call is up
     REANSWERED = "reanswered"  # a re-INVITE's 200 OK sent and retransmitted: waiting for its ACK; the call is up
-    REJECTED = "rejected"      # a final non-2xx (486/487/488/503) retransmitted until ACK
+    REJECTED = "rejected"      # a final non-2xx (487/488/503) retransmitted until ACK
     ENDED = "ended"            # over; remembered for 64*T1 to answer retransmissions
 
 
@@ -87,7 +87,7 @@ class DtmfReceived:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """The core refused a new call's INVITE (busy, no usable offer, a required extension) or a re-INVITE's offer
+    """The core refused a new call's INVITE (full, no usable offer, a required extension) or a re-INVITE's offer
     (the call goes on as it was): for the operator's log, since no call event tells of it otherwise."""
 
     sip_call_id: str

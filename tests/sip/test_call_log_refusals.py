@@ -53,7 +53,7 @@ def test_a_server_that_never_answers_is_named(caplog: pytest.LogCaptureFixture) 
 
 
 def test_an_invite_refused_before_it_became_a_call_has_its_line_too() -> None:
-    """Busy (486), no usable offer (488), a required extension (420): the call log is where calls are counted, so
+    """Full (503), no usable offer (488), a required extension (420): the call log is where calls are counted, so
     refused INVITEs are in it too, with the status and why (they were only in the bridge's log)."""
     records: list[CallRecord] = []
 
