@@ -37,8 +37,9 @@ Rules:
   dialog that does not exist, or no longer does, -> 481 (12.2.2), so the peer tears down a call we have lost.
   INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
   application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
-  caller's last INVITE's or INFO's (12.2.2) reports no key: the same INFO again (a retransmission: our 200 was
-  lost) gets 200 again, an older one 500.
+  caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
+- Any request in a live dialog (re-INVITE, BYE, OPTIONS, INFO) whose CSeq is below the caller's last in-dialog
+  request's gets 500 and changes nothing (12.2.2): a BYE overtaken by a later request does not end the call.
   Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
 - `keepalive()` sends an in-dialog OPTIONS (retransmitted like our BYE): the shell asks when a held caller has
   been silent long enough; no response within 32 s, or 408 / 481, means the caller's side of the dialog is gone,
@@ -117,7 +118,7 @@ class _Call:
     local_cseq: int = 0
     sent: dict[str, _Sent] = field(default_factory=dict)  # our BYE and OPTIONS by timer prefix ("bye", "options")
     target: str | None = None  # the Contact of the last re-INVITE that had one: where our BYE goes (12.2.2)
-    remote_cseq: CSeq | None = None  # the caller's latest INVITE or INFO in this dialog (12.2.2's remote CSeq)
+    remote_cseq: CSeq | None = None  # the caller's latest INVITE, INFO or OPTIONS in this dialog (12.2.2's remote CSeq)
     timers: set[str] = field(default_factory=set)
 
 
@@ -294,6 +295,8 @@ class UserAgent:
                 self._reply(req, addr, 482)
             else:  # a second INVITE while the first is live (14.2)
                 self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
+        elif self._out_of_order(call, req):  # 12.2.2: below the caller's last request in the dialog
+            self._reply(req, addr, 500)
         elif method == "INVITE":
             self._on_reinvite(call, req, addr, now)
         elif method == "CANCEL":
@@ -301,10 +304,7 @@ class UserAgent:
         elif method == "BYE":
             self._on_bye(call, req, addr, now)
         elif method == "OPTIONS":
-            if req.to.tag is not None and not self._live_dialog(call, req):  # a dialog probe for a dead one (12.2.2)
-                self._reply(req, addr, 481)
-            else:
-                self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
+            self._on_options(call, req, addr)
         elif method == "INFO":
             self._on_info(call, req, addr)
         else:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take (8.2.1)
@@ -422,6 +422,15 @@ class UserAgent:
         self._events.append(CallEnded(call.handle, "remote hangup"))
         self._start(call, "forget", now + TIMEOUT)
 
+    def _on_options(self, call: _Call | None, req: Request, addr: Addr) -> None:
+        in_dialog = req.to.tag is not None  # a PBX's dialog keep-alive; without a To tag, a plain ping
+        if in_dialog and (call is None or not self._live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
+            self._reply(req, addr, 481)
+            return
+        if in_dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
+            call.remote_cseq = req.cseq  # a later request must not go below it
+        self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
+
     def _on_info(self, call: _Call | None, req: Request, addr: Addr) -> None:
         if call is None or not self._live_dialog(call, req):
             self._reply(req, addr, 481)
@@ -536,6 +545,16 @@ class UserAgent:
 
     def _in_dialog(self, call: _Call | None, req: Request) -> bool:
         return call is not None and req.to.tag == call.local_tag
+
+    def _out_of_order(self, call: _Call | None, req: Request) -> bool:
+        """Whether an in-dialog request's CSeq is below the caller's last request's in the dialog: it must get 500
+        whatever its method (12.2.2). ACK and CANCEL carry their INVITE's number, and a retransmitted re-INVITE
+        belongs to its transaction (17.2.3), not the dialog's order."""
+        if call is None or not self._live_dialog(call, req) or req.method in ("ACK", "CANCEL"):
+            return False
+        if req.method == "INVITE" and req.cseq == call.transaction.cseq:
+            return False
+        return req.cseq.number < (call.remote_cseq or call.invite.cseq).number
 
     def _live_dialog(self, call: _Call | None, req: Request) -> bool:
         """`req` is in a dialog that exists now (early or confirmed; not ended, nor refused before it began)."""

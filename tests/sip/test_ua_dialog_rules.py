@@ -113,3 +113,31 @@ def test_a_keepalive_answered_keeps_the_call_and_481_ends_it() -> None:
         if not ended:
             (again,) = _keepalive(h, call)  # the next question may go
             assert again.cseq.number == 2
+
+
+def test_any_in_dialog_request_below_the_callers_last_cseq_gets_500_and_changes_nothing() -> None:
+    """RFC 3261 12.2.2: a request whose CSeq is lower than the caller's last one in the dialog is out of order and
+    MUST get 500, whatever its method: a stale BYE must not hang up the call, a stale re-INVITE must not move the
+    media. An in-dialog OPTIONS counts as a request of the dialog too; a retransmitted re-INVITE is still its own
+    transaction's (17.2.3) and gets its 200 again."""
+    from clients.sip.ua_events import CallEnded, MediaChanged
+
+    h = Harness()
+    call, tag = h.established()
+    info = req("INFO", to_tag=tag, cseq=5, body=b"5\r\n", ctype="application/dtmf")
+    assert _status(h.feed(info)) == [200]
+    moved = SDP.replace(b"m=audio 6000", b"m=audio 6010")
+    for stale in (req("OPTIONS", to_tag=tag, cseq=3), req("BYE", to_tag=tag, cseq=4),
+                  req("INVITE", to_tag=tag, cseq=2, body=moved, branch="b2")):
+        assert _status(h.feed(stale)) == [500], stale
+    assert h.ua.state(call) is CallState.CONFIRMED
+    assert not [e for e in h.events if isinstance(e, (CallEnded, MediaChanged))]
+
+    assert _status(h.feed(req("OPTIONS", to_tag=tag, cseq=9))) == [200]
+    assert _status(h.feed(req("INFO", to_tag=tag, cseq=7, body=b"7\r\n", ctype="application/dtmf"))) == [500]
+    reinvite = req("INVITE", to_tag=tag, cseq=10, body=moved, branch="b3")
+    assert _status(h.feed(reinvite)) == [200]
+    h.feed(req("INFO", to_tag=tag, cseq=11, body=b"1\r\n", ctype="application/dtmf"))
+    assert _status(h.feed(reinvite)) == [200]  # its retransmission, after a later INFO
+    assert _status(h.feed(req("BYE", to_tag=tag, cseq=12))) == [200]
+    assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["remote hangup"]
