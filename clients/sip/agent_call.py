@@ -438,7 +438,10 @@ class AgentCall:
             if self._keys_unanswered:
                 self._answer_keys()
         elif t == "input_audio_buffer.speech_started":
-            if self.outbound.flush() and self._response_id is not None:
+            # The caller talks over the agent: while its audio is queued, and also while its reply is under way
+            # with the queue empty for a moment (between two synthesized pieces), when the rest still to come must
+            # not play over the caller either.
+            if (self.outbound.flush() or self._responding) and self._response_id is not None:
                 self.record.barge_ins += 1
                 self._dropped_responses.add(self._response_id)
         elif t == "conversation.item.input_audio_transcription.completed":

@@ -4,6 +4,7 @@ real event loop with a fake agent connection that records what the bridge sends 
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from collections.abc import Coroutine
 
@@ -97,3 +98,28 @@ def test_keys_pressed_while_the_agent_speaks_are_answered_after_its_reply() -> N
     during, after = asyncio.run(main())
     assert during == ["DTMF 5"]
     assert after == ["DTMF 5", "response.create", "DTMF 7"]
+
+
+def _delta(audio: bytes) -> ev.ServerEvent:
+    data = {"response_id": "resp_1", "delta": base64.b64encode(audio).decode()}
+    return ev.ServerEvent("response.output_audio.delta", data)
+
+
+def test_talking_over_a_reply_between_two_pieces_of_its_audio_is_a_barge_in() -> None:
+    """The agent's reply is under way and its queue just ran dry (all sent, the next piece still being
+    synthesized) when the caller talks over it: that is a barge-in for the call log, and the rest of that reply
+    must not play over the caller."""
+
+    async def main() -> AgentCall:
+        call, _ = _call()
+        call._on_agent_event(_response("created"))
+        call._on_agent_event(_delta(b"\x10" * 160))
+        while call.outbound.queued:
+            call.outbound.tick(fill=True)  # played out: the queue is empty
+        call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_started", {}))
+        call._on_agent_event(_delta(b"\x20" * 320))  # the reply's next piece, sent before the server cancelled it
+        return call
+
+    call = asyncio.run(main())
+    assert call.record.barge_ins == 1
+    assert call.outbound.queued == 0
