@@ -88,7 +88,7 @@ class CallRecord:
     rtp_out_packets: int = 0
     rtp_out_bytes: int = 0
     inbound_dropped_frames: int = 0
-    inbound_on_hold_frames: int = 0  # the caller's 20 ms frames kept from the agent while it held the call
+    inbound_on_hold_frames: int = 0  # the audio packets the caller sent while it held the call (kept from the agent)
     barge_ins: int = 0
     media_to: str | None = None  # "address:port" the agent's audio went to last
 
@@ -347,6 +347,8 @@ class AgentCall:
         self._last_rtp = now  # only the caller's packets show it is still there
         if packet.payload_type == self.media.codec.payload_type:
             self.record.rtp_in_packets += 1
+            if not self.media.sends:  # counted here: _pace also drops the silence that fills a held line's quiet
+                self.record.inbound_on_hold_frames += 1
             self._queue_inbound(self.jitter.push(packet, now))
             return
         self._queue_inbound(self.jitter.skip(packet, now))  # DTMF or comfort noise: its sequence number is no loss
@@ -388,10 +390,8 @@ class AgentCall:
             self._queue_inbound(self.jitter.poll(loop.time()))
             if self._inbound and self.client is not None:
                 frames, self._inbound = self._inbound, []
-                if self.media.sends:
+                if self.media.sends:  # else the caller holds the call: what it sends is hold music, not words
                     await self.client.send(ev.append_event(b"".join(frames)))
-                else:  # the caller holds the call: what it sends is its hold music, not words for the agent
-                    self.record.inbound_on_hold_frames += len(frames)
 
     def _timed_out(self, now: float) -> bool:
         """No RTP from the caller for rtp_timeout_s: hung up (True), or, while it holds the call (a held phone may

@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from clients import events as ev
 from clients.sip.agent_call import AgentCall
 from clients.sip.bridge_config import BridgeConfig
+from clients.sip.rtp import RtpPacket
 from clients.sip.sdp import SessionDescription, negotiate
 from clients.sip.ua_events import IncomingCall
 
@@ -123,3 +124,28 @@ def test_talking_over_a_reply_between_two_pieces_of_its_audio_is_a_barge_in() ->
     call = asyncio.run(main())
     assert call.record.barge_ins == 1
     assert call.outbound.queued == 0
+
+
+def test_on_hold_the_call_log_counts_what_the_caller_sent_not_the_silence_filling_its_quiet() -> None:
+    """inbound_on_hold_frames tells the operator how much hold music the caller sent (kept from the agent). A
+    held phone that sends nothing must count 0, though the jitter buffer fills its quiet with silence frames."""
+    source = ("127.0.0.1", 6000)
+
+    async def main() -> tuple[AgentCall, _Agent]:
+        call, agent = _call()
+        call._expect(source)
+        for seq in range(5):  # the caller talks, then holds the call
+            call._on_rtp(RtpPacket(0, seq, seq * 160, 0x1234, b"\x10" * 160).serialize(), source)
+        call.media_changed(negotiate(SessionDescription.parse(OFFER + b"a=sendonly\r\n")))
+        pace = asyncio.create_task(call._pace())
+        await asyncio.sleep(0.6)  # a held line, quiet
+        sent_before = len(agent.sent)
+        for seq in range(5, 8):  # three packets of hold music
+            call._on_rtp(RtpPacket(0, seq, seq * 160, 0x1234, b"\x20" * 160).serialize(), source)
+        await asyncio.sleep(0.2)
+        pace.cancel()
+        assert len(agent.sent) == sent_before  # the hold music never reached the agent
+        return call, agent
+
+    call, _ = asyncio.run(main())
+    assert call.record.inbound_on_hold_frames == 3
