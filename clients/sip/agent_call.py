@@ -466,7 +466,7 @@ class AgentCall:
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):
             if self.answered:
-                self.bridge.ua.hangup(self.handle, now)
+                self.bridge.ua.hangup(self.handle, now, reason)
             else:
                 self.bridge.ua.reject(self.handle, refuse_with, now, retry_after=retry_after)
         self.bridge.pump()

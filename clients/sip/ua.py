@@ -112,7 +112,8 @@ class _Call:
     local_sdp: bytes = b""  # our last SDP answer
     awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
     early_bye: bool = False  # a BYE ended the call before the answer (its retransmissions get 200 again)
-    bye_on_ack: bool = False  # hung up while our 2xx awaited its ACK: the BYE waits for it (15)
+    hung_up: str | None = None  # why we ended the call (our BYE's Reason); set while our 2xx awaits its ACK, the
+    # BYE waits for that ACK (15)
     last_response: bytes = b""
     interval: float = T1
     local_cseq: int = 0
@@ -196,7 +197,7 @@ class UserAgent:
             self._start(call, "retx", now + call.interval)
         elif kind == "timeout":
             if call.state in (S.ANSWERED, S.REANSWERED):
-                self._end_with_bye(call, "no_ack", None if call.bye_on_ack else "no ACK", now)
+                self._end_with_bye(call, "no_ack", None if call.hung_up else "no ACK", now)
             else:
                 self._cancel(call, "retx")
                 self._transition(call, "no_ack")
@@ -237,11 +238,12 @@ class UserAgent:
         self._final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
         self._events.append(CallEnded(c.handle, "rejected"))
 
-    def hangup(self, call: str, now: float) -> None:
-        """End an answered call from our side: BYE (retransmitted until answered). The call ends at once; while our
-        2xx still awaits its ACK the BYE waits for it, or for the 2xx's timeout (a callee must not send BYE before
-        the ACK, 15), and the 2xx goes on being retransmitted meanwhile."""
-        self._hang_up(self._get(call), "local hangup", now)
+    def hangup(self, call: str, now: float, reason: str = "local hangup") -> None:
+        """End an answered call from our side: BYE (retransmitted until answered) saying `reason` in its Reason
+        header (RFC 3326). The call ends at once; while our 2xx still awaits its ACK the BYE waits for it, or for
+        the 2xx's timeout (a callee must not send BYE before the ACK, 15), and the 2xx goes on being retransmitted
+        meanwhile."""
+        self._hang_up(self._get(call), reason, now)
 
     def keepalive(self, call: str, now: float) -> bool:
         """Ask a confirmed call's caller whether the dialog still exists: an in-dialog OPTIONS (what a PBX's dialog
@@ -255,22 +257,23 @@ class UserAgent:
         return True
 
     def _hang_up(self, c: _Call, reason: str, now: float) -> None:
-        if c.state in (S.ANSWERED, S.REANSWERED) and not c.bye_on_ack:
-            c.bye_on_ack = True
+        if c.state in (S.ANSWERED, S.REANSWERED) and not c.hung_up:
+            c.hung_up = reason
             self._events.append(CallEnded(c.handle, reason))
             return
         self._end_with_bye(c, "hangup", reason, now)
 
     def _caller_gone(self, call: _Call, why: str, now: float) -> None:
-        if call.state in (S.CONFIRMED, S.REANSWERED) and not call.bye_on_ack:  # not ended meanwhile
+        if call.state in (S.CONFIRMED, S.REANSWERED) and not call.hung_up:  # not ended meanwhile
             self._hang_up(call, f"caller gone: {why}", now)
 
     def _end_with_bye(self, call: _Call, event: str, reason: str | None, now: float) -> None:
-        """BYE and, unless `reason` is None (the call was ended already), CallEnded."""
+        """BYE and, unless `reason` is None (the call was ended already, for `call.hung_up`), CallEnded."""
         self._transition(call, event)  # first: an illegal end changes nothing
         self._cancel(call, "retx")
         self._cancel(call, "timeout")
         if reason is not None:
+            call.hung_up = reason
             self._events.append(CallEnded(call.handle, reason))
         self._send_in_dialog(call, "BYE", now)
         self._start(call, "forget", now + TIMEOUT)
@@ -372,7 +375,7 @@ class UserAgent:
         self._cancel(call, "timeout")
         state = call.state
         self._transition(call, "ack")
-        if call.bye_on_ack:  # we hung up meanwhile: the BYE can go now
+        if call.hung_up:  # we hung up meanwhile: the BYE can go now
             self._end_with_bye(call, "hangup", None, now)
             return
         if state is S.ANSWERED:
@@ -500,7 +503,7 @@ class UserAgent:
         call.local_cseq += 1
         data = build_request(method, call.invite, target=call.target, local_tag=call.local_tag,
                              cseq=call.local_cseq, hostport=self._hostport(), branch=self._token(),
-                             user_agent=self.config.user_agent)
+                             user_agent=self.config.user_agent, reason=call.hung_up if method == "BYE" else None)
         kind = method.lower()
         if kind == "bye":  # a keep-alive still pending is moot
             self._cancel(call, "optionsretx")

@@ -76,7 +76,7 @@ class MediaChanged:
 @dataclass(frozen=True, slots=True)
 class CallEnded:
     call: str
-    reason: str  # "remote hangup", "local hangup", "cancelled", "rejected", "no ACK"
+    reason: str  # "remote hangup", "cancelled", "rejected", "no ACK", "caller gone: ...", or hangup()'s reason
 
 
 @dataclass(frozen=True, slots=True)

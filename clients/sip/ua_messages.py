@@ -4,7 +4,7 @@
   (18.2.1, RFC 3581) because responses go to the request's source address; a To tag is added when absent (a
   100 Trying never gets one). 18x and 2xx to an INVITE carry its Record-Route lines, in order (12.1.1).
 - Our BYE (15.1.1) and OPTIONS keep-alive go to the caller's Contact (the latest a re-INVITE named, 12.2.2),
-  From/To swapped from the INVITE, its Record-Route as Route (12.2.1.1).
+  From/To swapped from the INVITE, its Record-Route as Route (12.2.1.1). Our BYE says why in Reason (RFC 3326).
 - Warning (20.43) says why we refused, quoted and cut to 120 characters, for the caller's logs.
 """
 
@@ -50,14 +50,17 @@ def remote_target(req: Request) -> str | None:
 
 
 def build_request(method: str, invite: Request, *, target: str | None, local_tag: str, cseq: int, hostport: str,
-                  branch: str, user_agent: str) -> bytes:
+                  branch: str, user_agent: str, reason: str | None = None) -> bytes:
     """Our `method` request (BYE, OPTIONS) in the dialog `invite` created, to the remote `target` (its last refresh,
-    12.2.2; None: the INVITE's Contact), sent from `hostport` in a new transaction `branch`."""
+    12.2.2; None: the INVITE's Contact), sent from `hostport` in a new transaction `branch`; `reason`: why we end
+    the call, for the Reason header."""
     target = target or remote_target(invite) or invite.from_.uri
     headers = [("Via", f"SIP/2.0/UDP {hostport};branch=z9hG4bK{branch};rport"),
                ("Max-Forwards", "70"), ("From", _with_tag(invite.headers.get("To") or "", local_tag)),
                ("To", invite.headers.get("From") or ""), ("Call-ID", invite.call_id), ("CSeq", f"{cseq} {method}")]
     headers += [("Route", r) for r in invite.headers.get_all("Record-Route")]
+    if reason is not None:
+        headers.append(_reason(reason))
     headers.append(("User-Agent", user_agent))
     return Request(method, target, Headers.of(headers)).serialize()
 
@@ -65,6 +68,13 @@ def build_request(method: str, invite: Request, *, target: str | None, local_tag
 def warning(host: str, code: int, text: str) -> tuple[str, str]:
     """A Warning header from `host`."""
     return "Warning", f'{code} {host} "{_quote(text)[:120]}"'
+
+
+def _reason(text: str) -> tuple[str, str]:
+    """RFC 3326 Reason for our BYE: Q.850 cause 16, normal call clearing (the cause PBXs and carriers log and map
+    for a hang-up), with our reason as its text, so the far end's logs and CDRs say why the bridge hung up (an RTP
+    timeout, the agent gone) instead of showing an unexplained BYE."""
+    return "Reason", f'Q.850;cause=16;text="{_quote(text)[:120]}"'
 
 
 def contact(user: str, hostport: str) -> Extra:

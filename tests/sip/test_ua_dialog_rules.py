@@ -141,3 +141,30 @@ def test_any_in_dialog_request_below_the_callers_last_cseq_gets_500_and_changes_
     assert _status(h.feed(reinvite)) == [200]  # its retransmission, after a later INFO
     assert _status(h.feed(req("BYE", to_tag=tag, cseq=12))) == [200]
     assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["remote hangup"]
+
+
+def test_our_bye_says_why_in_a_reason_header() -> None:
+    """RFC 3326: the far end (a PBX's CDR, an SBC's log, the phone's display) learns why the bridge hung up: an RTP
+    timeout, the agent gone, the caller not answering our keep-alive; also when the BYE had to wait for the ACK."""
+    h = Harness()
+    call, tag = h.established()
+    h.ua.hangup(call, h.now, "RTP timeout")
+    (bye,) = h._drain()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert bye.headers.get("Reason") == 'Q.850;cause=16;text="RTP timeout"'
+
+    h = Harness()
+    out = h.feed(req("INVITE", body=SDP))
+    early = f';tag={out[-1].headers.get("To").split("tag=")[1]}'  # type: ignore[union-attr]
+    h.ua.answer(h.events[-1].call, 7000, h.now)  # type: ignore[attr-defined]
+    h._drain()
+    h.ua.hangup(h.events[-1].call, h.now, 'agent "session" lost')  # type: ignore[attr-defined]
+    h._drain()
+    bye = [m for m in h.feed(req("ACK", to_tag=early)) if isinstance(m, Request)][0]
+    assert bye.headers.get("Reason") == 'Q.850;cause=16;text="agent \\"session\\" lost"'
+
+    h = Harness()
+    call, _ = h.established()
+    _keepalive(h, call)
+    bye = [m for m in h.advance(h.now + 33) if isinstance(m, Request) and m.method == "BYE"][0]
+    assert bye.headers.get("Reason") == 'Q.850;cause=16;text="caller gone: no answer to OPTIONS"'
