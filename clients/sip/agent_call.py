@@ -228,6 +228,14 @@ class AgentCall:
         if not self._responding:  # else the answer comes after the reply under way (response.done)
             self._answer_keys()
 
+    def _keys_answered_by_next_reply(self) -> None:
+        """A reply started, or the caller speaks after its keys (its turn's reply will come): that reply sees the
+        keys' items and answers them too, so none is asked for on top of it."""
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+            self._keys_timer = None
+        self._keys_unanswered = False
+
     def _answer_keys(self) -> None:
         self._keys_unanswered = False
         if self.client is not None:
@@ -430,9 +438,7 @@ class AgentCall:
             self.outbound.finish()
         elif t == "response.created":
             self._response_id, self._responding = event.response_id, True
-            if self._keys_timer is not None:  # the caller spoke after its keys: this reply answers them too
-                self._keys_timer.cancel()
-                self._keys_timer = None
+            self._keys_answered_by_next_reply()
         elif t == "response.done":
             self._responding = False
             if self._keys_unanswered:
@@ -444,6 +450,7 @@ class AgentCall:
             if (self.outbound.flush() or self._responding) and self._response_id is not None:
                 self.record.barge_ins += 1
                 self._dropped_responses.add(self._response_id)
+            self._keys_answered_by_next_reply()  # no reply asked for while the caller speaks
         elif t == "conversation.item.input_audio_transcription.completed":
             self.record.user_transcripts.append(event.transcript or "")
             self.log.debug("caller said: %s", event.transcript)

@@ -101,6 +101,26 @@ def test_keys_pressed_while_the_agent_speaks_are_answered_after_its_reply() -> N
     assert after == ["DTMF 5", "response.create", "DTMF 7"]
 
 
+def test_keys_followed_by_speech_are_answered_by_the_reply_to_the_speech() -> None:
+    """A caller presses a key and starts talking before the pause is over (or while the agent's reply is still
+    under way): no reply is asked for in the middle of its words; the reply its turn gets answers the keys."""
+
+    async def main() -> list[str]:
+        call, agent = _call()
+        call.dtmf("1")
+        call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_started", {}))
+        await asyncio.sleep(PAUSE_S * 5)  # (a reply asked for would be here by now)
+        call._on_agent_event(_response("created"))
+        call.dtmf("2")
+        await asyncio.sleep(PAUSE_S * 5)  # the timer fires while the reply is under way: the keys wait for its end
+        call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_started", {}))  # the caller barges in
+        call._on_agent_event(_response("done"))  # cancelled
+        await asyncio.sleep(PAUSE_S * 5)
+        return agent.sent
+
+    assert asyncio.run(main()) == ["DTMF 1", "DTMF 2"]
+
+
 def _delta(audio: bytes) -> ev.ServerEvent:
     data = {"response_id": "resp_1", "delta": base64.b64encode(audio).decode()}
     return ev.ServerEvent("response.output_audio.delta", data)
