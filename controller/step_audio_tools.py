@@ -166,6 +166,9 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     except sf.SoundFileError as exc:
         raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({exc})") from exc
     mono = wav.mean(axis=1)
+    bad = int(np.count_nonzero(~np.isfinite(mono)))
+    if bad:  # a float wav from a broken export: NaN passes the silence test, and a clone of it spoke at full scale
+        raise ConfigError(f"{option} {path}: {bad} of its {mono.size} samples are not numbers (NaN or infinity)")
     if not mono.size or float(np.abs(mono).max()) < SILENT_PEAK:  # as `talk` refuses a silent file
         raise ConfigError(f"{option} {path}: silent ({len(mono) / rate:.2f} s, no sample above -40 dBFS): "
                           "there is no voice in it")

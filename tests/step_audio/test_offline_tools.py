@@ -255,6 +255,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
     sf.write(d / "blip.wav", speech[rate: rate + rate // 20], rate)  # 50 ms of voice: less than one tokenizer group
     (d / "notes.wav").write_text("not audio\n")
+    broken = speech[:rate].copy()
+    broken[rate // 2:] = np.nan  # a float wav a broken export left half NaN
+    sf.write(d / "nan.wav", broken, rate, subtype="FLOAT")
     return d
 
 
@@ -269,6 +272,10 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
     (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
     (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
+    # a reply to noise, and a clone speaking a full-scale square wave, both with exit status 0
+    (["chat", "--wav", "{d}/nan.wav"], "--wav {d}/nan.wav: 8000 of its 16000 samples are not numbers"),
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}/nan.wav", "--prompt-text", "Hi."],
+     "--prompt-wav {d}/nan.wav: 8000 of its 16000 samples are not numbers"),
 ])
 def test_input_that_gives_nothing_to_say_is_refused_in_one_line(tiny_model_dir: Path, bad_inputs: Path,
                                                                  tmp_path: Path, args: list[str],
