@@ -33,7 +33,12 @@ let streaming = false; // hands-free: after session.update; push-to-talk: while 
 let talkHeld = false;
 let presses = 0; // counts presses: a tap's press still flushing must not start streaming for the press after it
 let preroll = [];
-let turnEndAt = null; // performance.now() of speech_stopped (or of the push-to-talk release)
+let turnEndAt = null; // performance.now() when the user's speech ended (or of the push-to-talk release)
+// This connection's input stream as the server counts it (audio ms), and for the end of each chunk sent the time it
+// was captured: speech_stopped comes a whole end-of-turn silence after the speech it ends, at its audio_end_ms.
+let sentMs = 0;
+const sentEnds = []; // [audio ms at the chunk's end, performance.now() at its capture]
+const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-turn silence
 let activeResponse = null;
 let defaultInstructions = ''; // the server's persona, from session.created: what an emptied box goes back to
 let appliedInstructions = ''; // the session's persona as the server last said (session.updated)
@@ -131,6 +136,7 @@ function sessionUpdate(s) {
 // ---- microphone -> server ---------------------------------------------------------------------
 
 function onChunk(chunk) {
+  chunk.capturedAt = performance.now(); // a preroll chunk is sent later than it was heard
   hook.capturedChunks += 1;
   $('level').value = Math.min(1, chunk.peak * 2);
   if (!sock || !sock.isOpen) {
@@ -147,6 +153,9 @@ function sendChunk(chunk) {
   sock.send({ type: 'input_audio_buffer.append', audio: toBase64(chunk.pcm) });
   hook.sentChunks += 1;
   hook.sentSamples += chunk.samples;
+  sentMs += (chunk.samples * 1000) / 24000;
+  sentEnds.push([sentMs, chunk.capturedAt]);
+  if (sentEnds.length > SENT_ENDS_KEPT) sentEnds.shift();
   hook.inputPeak = Math.max(hook.inputPeak, chunk.peak);
   hook.inputSumSquares += chunk.sumSquares;
 }
@@ -184,6 +193,12 @@ async function bargeIn() {
   }
 }
 
+// When the microphone captured the input stream up to audioMs (now, if the page has sent no audio that far).
+function capturedAt(audioMs) {
+  const sent = sentEnds.find(([endMs]) => endMs >= audioMs);
+  return sent ? sent[1] : performance.now();
+}
+
 function recordLatency() {
   if (turnEndAt === null) return;
   const ms = Math.round(performance.now() - turnEndAt);
@@ -218,8 +233,8 @@ const handlers = {
     line(e.item_id, 'user');
     bargeIn();
   },
-  'input_audio_buffer.speech_stopped': () => {
-    turnEndAt = performance.now();
+  'input_audio_buffer.speech_stopped': (e) => {
+    turnEndAt = capturedAt(e.audio_end_ms);
     setState('thinking');
   },
   'input_audio_buffer.committed': (e) => line(e.item_id, 'user'),
@@ -352,6 +367,8 @@ async function connect() {
       teardown('closed');
     };
     await sock.open();
+    sentMs = 0; // each session's server counts its input audio from 0
+    sentEnds.length = 0;
     sock.send(sessionUpdate(s));
     if (mode === 'vad') {
       for (const chunk of preroll) sendChunk(chunk);

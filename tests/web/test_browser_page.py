@@ -157,6 +157,26 @@ def test_page_transcribes_the_microphone_and_plays_the_reply(embedded_server: Se
     assert shot.stat().st_size > 10_000
 
 
+@pytest.fixture(scope="module")
+def tiny_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "tiny")
+    yield server
+    server.stop()
+
+
+def test_latency_readout_runs_from_the_end_of_speech(tiny_server: ServerProcess, browser: object,
+                                                      tmp_path: Path) -> None:
+    """The page timed a turn from speech_stopped, which comes a whole end-of-turn silence after the speech: it showed
+    '11 ms' for a reply that began 1.5 s after the user stopped talking (the server's first-audio histogram said
+    1.53 s). It times from where speech_stopped's audio_end_ms says the speech ended, as the page captured it."""
+    state, _ = run_conversation(browser, tiny_server.http, artifacts_dir(tmp_path))
+    context = f"page: { {k: v for k, v in state.items() if k != 'events'} }\nserver: {tiny_server.log()[-3000:]}"
+    assert state["errors"] == [] and state["playedSeconds"] >= 0.5, context
+    # The reply's audio is held until the turn ends, SILENCE_MS after the speech (less a chunk or two of capture).
+    assert SILENCE_MS - 200 <= state["latenciesMs"][0] < 30000, context
+    assert page_text(browser, "#latency").startswith(f"{state['latenciesMs'][0]} ms"), context
+
+
 def test_page_is_served(embedded_server: ServerProcess) -> None:
     import urllib.request
     for path, ctype in (("/", "text/html"), ("/app.js", "javascript"), ("/capture-worklet.js", "javascript"),
