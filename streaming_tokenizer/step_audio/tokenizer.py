@@ -100,6 +100,13 @@ def running_peak_normalize(x: np.ndarray, peak: float) -> tuple[np.ndarray, floa
     return (x / np.maximum(cum, 0.01) * 0.999).astype(np.float32), float(cum[-1])
 
 
+def _unreadable(path: Path, exc: Exception) -> TokenizerConfigError:
+    """A weights file of the folder that its reader could not read, named with its size (the reader's own message
+    names no file)."""
+    return TokenizerConfigError(f"cannot read {path} ({type(exc).__name__}): a download cut short? Its size is "
+                                f"{path.stat().st_size:,} bytes")
+
+
 class StepAudioTokenizer:
     """Shared, read-only models. Create one per process; one StreamingStepTokenizer per session."""
 
@@ -128,12 +135,14 @@ class StepAudioTokenizer:
             state = torch.load(para / "model.pt", map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
             # torch names no file, and for a file that is not a checkpoint at all it advises weights_only=False
-            raise TokenizerConfigError(f"cannot read {para / 'model.pt'} ({type(exc).__name__}): a download cut "
-                                       f"short? Its size is {(para / 'model.pt').stat().st_size:,} bytes") from exc
+            raise _unreadable(para / "model.pt", exc) from exc
         if isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
             state = state.get("state_dict", state.get("model"))  # FunASR checkpoints may nest the weights
         sanm.load_funasr(state)
-        kmeans = torch.from_numpy(np.load(root / KMEANS_FILE).astype(np.float32))
+        try:
+            kmeans = torch.from_numpy(np.load(root / KMEANS_FILE).astype(np.float32))
+        except (ValueError, OSError, EOFError) as exc:  # numpy names no file, and for a non-array advises pickle
+            raise _unreadable(root / KMEANS_FILE, exc) from exc
         if kmeans.shape != (VQ02_CODES, sanm_cfg.output_size):
             raise TokenizerConfigError(f"{KMEANS_FILE}: shape {tuple(kmeans.shape)}, want (1024, {sanm_cfg.output_size})")
         path = root / S3_ONNX_FILE

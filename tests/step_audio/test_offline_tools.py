@@ -218,6 +218,11 @@ def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, tmp_pat
      "cannot read {folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt ("),
     ("tts", f"Step-Audio-Tokenizer/{PARAFORMER}/model.pt",
      f"cannot read {{folder}}/Step-Audio-Tokenizer/{PARAFORMER}/model.pt"),
+    # numpy named no file, and for a web page advised loading it with allow_pickle
+    ("tts", "Step-Audio-Tokenizer/linguistic_tokenizer.npy",
+     "cannot read {folder}/Step-Audio-Tokenizer/linguistic_tokenizer.npy (ValueError)"),
+    ("tts", "Step-Audio-Tokenizer/linguistic_tokenizer.npy.cut",
+     "cannot read {folder}/Step-Audio-Tokenizer/linguistic_tokenizer.npy ("),
 ])
 def test_a_damaged_file_is_named(tiny_model_dir: Path, tmp_path: Path, command: str, damaged: str,
                                  message: str) -> None:
