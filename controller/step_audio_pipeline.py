@@ -591,6 +591,13 @@ def _loading(folder: Path, note: str = "") -> Iterator[None]:
 
 
 def _load_error(folder: Path, exc: Exception) -> ConfigError:
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        # a config cut short: yaml's first line is only its context ("while scanning a quoted scalar"), no file
+        mark = exc.problem_mark
+        return ConfigError(f"cannot load {folder}: {mark.name} is not valid YAML (line {mark.line + 1}: "
+                           f"{exc.problem}): a download cut short?")
     first_line = next(iter(str(exc).splitlines()), "")  # torch.load's run on for a page
     return ConfigError(f"cannot load {folder}: {type(exc).__name__}: {first_line}")
 

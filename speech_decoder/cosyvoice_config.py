@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -74,7 +74,7 @@ def _resolve(value: Any, top: dict[str, Any], depth: int = 0) -> Any:
     return value
 
 
-def read_cosyvoice_yaml(text: str) -> dict[str, Any]:
+def read_cosyvoice_yaml(text: str | TextIO) -> dict[str, Any]:
     """Parse a hyperpyyaml cosyvoice.yaml into plain nested dicts (tags become `__class__` entries)."""
     raw = yaml.load(text, Loader=_HyperLoader)  # noqa: S506 - a SafeLoader subclass
     if not isinstance(raw, dict):
@@ -314,4 +314,5 @@ def load_cosyvoice_config(path: str | Path) -> CosyVoiceConfig:
     p = Path(path)
     if p.is_dir():
         p = p / "cosyvoice.yaml"
-    return config_from_yaml_dict(read_cosyvoice_yaml(p.read_text(encoding="utf-8")))
+    with open(p, encoding="utf-8") as f:  # read as a stream, so that a YAML error's mark names the file
+        return config_from_yaml_dict(read_cosyvoice_yaml(f))

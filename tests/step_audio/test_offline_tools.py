@@ -223,6 +223,9 @@ def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, tmp_pat
      "cannot read {folder}/Step-Audio-Tokenizer/linguistic_tokenizer.npy (ValueError)"),
     ("tts", "Step-Audio-Tokenizer/linguistic_tokenizer.npy.cut",
      "cannot read {folder}/Step-Audio-Tokenizer/linguistic_tokenizer.npy ("),
+    # yaml named neither the file nor the line: 'ScannerError: while scanning a quoted scalar'
+    ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/cosyvoice.yaml.cut",
+     "{folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/cosyvoice.yaml is not valid YAML (line "),
 ])
 def test_a_damaged_file_is_named(tiny_model_dir: Path, tmp_path: Path, command: str, damaged: str,
                                  message: str) -> None:
