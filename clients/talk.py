@@ -57,6 +57,9 @@ def load_wav_24k(path: str | Path) -> np.ndarray:
     except sf.LibsndfileError as exc:
         raise TalkError(f"cannot read {path} as audio: {exc.error_string}") from exc
     x = to_mono_float32(data)
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:  # a float wav from a broken export: its NaN went out as full-scale clicks, and all-NaN read as silent
+        raise TalkError(f"cannot read {path} as audio: {bad} of its {x.size} samples are not numbers (NaN or infinity)")
     return x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
 
 

@@ -73,6 +73,19 @@ def test_a_file_that_is_not_audio_is_named_before_connecting(tmp_path: Path, cap
         1, f"talk: cannot read {notes} as audio: Format not recognised.\n")
 
 
+@pytest.mark.parametrize("nan_from", [0, 12000])
+def test_a_float_wav_holding_nan_is_refused_before_connecting(tmp_path: Path, capsys, nan_from: int) -> None:
+    """A float wav a broken export left NaN in: all NaN, talk called it silent; half NaN, it sent the NaN as full-scale
+    clicks with numpy's RuntimeWarning on stderr, and the server answered them."""
+    wav = tmp_path / "broken.wav"
+    samples = speech(1.0)  # 24 kHz, the wire's rate: counted as sent
+    samples[nan_from:] = np.nan
+    sf.write(str(wav), samples, 24000, subtype="FLOAT")
+    assert talk(capsys, str(wav), "--url", no_server()) == (
+        1, f"talk: cannot read {wav} as audio: {24000 - nan_from} of its 24000 samples are not numbers "
+           "(NaN or infinity)\n")
+
+
 def test_a_silent_file_fails_at_once_instead_of_after_the_reply_timeout(tmp_path: Path, capsys) -> None:
     """A server's VAD never starts a turn on silence: talk used to wait --timeout (60 s) for a reply."""
     quiet = tmp_path / "quiet.wav"
