@@ -157,8 +157,8 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     """A wav named on the command line: mono float32 (channels averaged, as upstream does) and its rate."""
     import soundfile as sf
 
-    if not path.is_file():
-        raise ConfigError(f"{option} {path}: no such file")
+    if not path.is_file():  # as talk says it
+        raise ConfigError(f"{option} {path}: {'a folder, not an audio file' if path.is_dir() else 'no such file'}")
     if path.stat().st_size == 0:
         raise ConfigError(f"{option} {path}: an empty file")
     try:

@@ -278,6 +278,8 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", " "],
      "takes --prompt-wav and --prompt-text (the wav's transcript)"),
     (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}", "--prompt-text", "Hi."],
+     "--prompt-wav {d}: a folder, not an audio file"),  # it said "no such file" of a folder that is there
     (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
     (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
     # a reply to noise, and a clone speaking a full-scale square wave, both with exit status 0
