@@ -252,6 +252,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             await client.create_response()
 
     sender = asyncio.create_task(send(), name="talk-sender")
+    # A hang-up fails the send too, and the receiver may see it first (it then reports the close): the send's own
+    # error is read here, else asyncio printed "Task exception was never retrieved" with a traceback on the way out.
+    sender.add_done_callback(lambda t: t.cancelled() or t.exception())
     finished = False
     try:
         audio_s = x24.size / WIRE_RATE + silence_ms / 1000
