@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 60)")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     p.add_argument("--voice", help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the "
-                   "server's; an unknown name is refused with the server's list)")
+                   "server's; a Step-Audio server refuses an unknown name with its list, the embedded profile's "
+                   "one voice takes any name)")
     return p
 
 
