@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from controller.errors import ConfigError
 
@@ -15,6 +16,7 @@ logger = logging.getLogger("stepaudio_rt")
 
 PROFILES = ("embedded", "step-audio", "tiny", "full-random")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s%(session_tag)s: %(message)s"
 
 
 def _positive_int(text: str) -> int:
@@ -36,6 +38,15 @@ class _SessionTag(logging.Filter):
         session_id = getattr(record, "session_id", None)
         record.session_tag = f" {session_id}" if session_id else ""
         return True
+
+
+def log_handler(stream: TextIO | None = None) -> logging.Handler:
+    """The command's log output (stderr by default): each session's lines name their session, once, after the
+    logger's name; so a session's messages leave its id out."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_SessionTag())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -212,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "INFO")
-    handler = logging.StreamHandler()
-    handler.addFilter(_SessionTag())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s%(session_tag)s: %(message)s",
-                        handlers=[handler])
+    logging.basicConfig(level=level, handlers=[log_handler()])
     # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and
     # faster-whisper every transcription ("Processing audio with duration ..."), about one a second while a user
     # speaks (early prefill), and httpx2 each --chat-url request (one a reply, cancelled speculations too): at INFO.

@@ -23,8 +23,6 @@ from controller.realtime import items as it
 from controller.realtime import server_events as sev
 from speech_decoder import SentenceChunker
 
-logger = logging.getLogger(__name__)
-
 Emit = Callable[[dict], Awaitable[None]]
 
 
@@ -75,13 +73,13 @@ class ToolCall:
     arguments: str = ""
 
 
-def _note_unheeded_tool_choice(request: object, calls: list[ToolCall]) -> None:
+def _note_unheeded_tool_choice(request: object, calls: list[ToolCall], log: logging.LoggerAdapter) -> None:
     """tool_choice "required" or a named function reaches the chat LM as asked, but the LM may still answer in words
     or call another function (the embedded 0.5 B model does, on a question no tool fits): logged, not hidden."""
     choice = getattr(request, "tool_choice", None)
     named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     if (choice == "required" and not calls) or (named and named not in {c.name for c in calls}):
-        logger.warning("tool_choice %s was not heeded: the chat LM %s", named or "required",
+        log.warning("tool_choice %s was not heeded: the chat LM %s", named or "required",
                        f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
 
 
@@ -96,8 +94,9 @@ class Response:
     def __init__(self, *, gen_id: int, speculative: bool, events: sev.ServerEvents,
                  new_id: Callable[[str], str], pipeline: SpeechPipeline,
                  settings: ResponseSettings, emit: Emit, previous_item_id: str | None,
-                 on_first_audio: Callable[[], None]) -> None:
+                 on_first_audio: Callable[[], None], log: logging.LoggerAdapter) -> None:
         self.gen_id = gen_id
+        self.log = log  # the session's: its lines name the session
         self.speculative = speculative
         self.ev = events
         self.pipeline = pipeline
@@ -268,7 +267,7 @@ class Response:
             await speaker
         finally:
             await _cancelled_unless_done(speaker)
-        _note_unheeded_tool_choice(request, self.tool_calls)
+        _note_unheeded_tool_choice(request, self.tool_calls, self.log)
         if finish_reason == "length":  # cut at max_output_tokens: the Realtime API calls that incomplete
             await self._finish("incomplete", reason="max_output_tokens")
         else:

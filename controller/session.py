@@ -136,7 +136,7 @@ class Session(ItemsMixin, RepliesMixin):
         self.metrics.sessions_total.inc()
         opened = time.monotonic()
         peer = ws.remote_address[:2] if isinstance(ws.remote_address, tuple) else ws.remote_address
-        self.log.info("session %s opened (%s, from %s)", self.session_id, self.cfg.kind, peer)
+        self.log.info("session opened (%s, from %s)", self.cfg.kind, peer)
         try:
             await self.emit(self.events.session_created(session_to_wire(
                 self.cfg, session_id=self.session_id, model=self.model)))
@@ -154,7 +154,7 @@ class Session(ItemsMixin, RepliesMixin):
             await self.close()
             self.metrics.sessions_live.dec()
             # One line an operator can find a session's end by (a client that stopped reading is cut by the keepalive)
-            self.log.info("session %s closed after %.1f s: code %s%s", self.session_id, time.monotonic() - opened,
+            self.log.info("session closed after %.1f s: code %s%s", time.monotonic() - opened,
                           ws.close_code, f" ({ws.close_reason})" if ws.close_reason else "")
 
     async def _reader(self, ws: ServerConnection) -> None:

@@ -42,7 +42,7 @@ class RepliesMixin(_Base):
         resp = Response(gen_id=gen_id, speculative=speculative, events=self.events, new_id=self.new_id,
                         pipeline=self.pipeline, settings=self._response_settings(cfg),
                         emit=lambda e: self.emit(e, gen_id), previous_item_id=None,
-                        on_first_audio=lambda: self._first_audio(gen_id))
+                        on_first_audio=lambda: self._first_audio(gen_id), log=self.log)
         if create is not None:
             resp.out_of_band = create.conversation == "none"
             resp.input_items = create.input

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import io
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import numpy as np
 
 from controller.app import App, AppConfig
+from controller.cli import log_handler
 from controller.pipeline import ReplyText, SpeechChunk, TurnInput, VerbatimText
 from controller.server import ServerConfig
 from lm_engine.chat import ChatDelta, ChatRequest, ToolCallDelta
@@ -156,6 +159,22 @@ async def conversation(pipeline: ScriptedPipeline, **app: object) -> AsyncIterat
             yield server, conv
         finally:
             await conv.close()
+
+
+@contextmanager
+def served_log(level: int = logging.INFO) -> Iterator[io.StringIO]:
+    """The controller's log as `stepaudio-rt serve` writes it (its format, session tags included), in a string."""
+    stream = io.StringIO()
+    handler = log_handler(stream)
+    root = logging.getLogger("controller")
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
 
 
 def user_messages(request: ChatRequest) -> list[str]:

@@ -691,6 +691,22 @@ async def test_a_tool_choice_the_lm_did_not_heed_is_named_in_the_log(choice, cal
     assert noted == ([said] if said else []), noted
 
 
+async def test_an_unheeded_tool_choice_warning_names_its_session_once() -> None:
+    """With several sessions an operator could not tell whose reply ignored tool_choice: its warning alone had no
+    session tag in serve's log."""
+    from tests.controller.scripted_pipeline import served_log
+
+    tools = [{"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}]
+    with served_log() as log:
+        async with conversation(ScriptedPipeline()) as (_, conv):
+            session_id = conv.of_type("session.created")[0]["session"]["id"]
+            await conv.update_session(audio={"input": {"turn_detection": None}}, tools=tools, tool_choice="required")
+            await conv.wait_for("response.done", after=await conv.ask("hello"), timeout=10)
+    warnings = [line for line in log.getvalue().splitlines() if "was not heeded" in line]
+    assert len(warnings) == 1 and warnings[0].count(session_id) == 1, log.getvalue()
+    assert f"WARNING controller.session {session_id}: tool_choice required" in warnings[0], warnings
+
+
 async def test_event_ids_are_unique_across_sessions() -> None:
     """The API's event ids are unique, not per session: two sessions' first events had the same id ("event_1")."""
     from tests.controller.scripted_pipeline import scripted_server

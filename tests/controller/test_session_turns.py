@@ -16,7 +16,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from controller.errors import RemoteProtocolError
 from lm_engine.chat import ChatBackendError
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech, user_messages
+from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, scripted_server, served_log, speech,
+                                               user_messages)
 from tests.e2e.helpers import open_conversation, silence
 from tests.realtime_schema import validate_server_event
 
@@ -409,19 +410,22 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
 
 
-async def test_a_session_s_opening_and_its_end_are_logged_with_the_close_code(caplog) -> None:
-    """An operator finds a session's start and end (and why it ended: a client cut by the keepalive, say) in the log."""
+async def test_a_session_s_opening_and_its_end_are_logged_with_the_close_code() -> None:
+    """An operator finds a session's start and end (and why it ended: a client cut by the keepalive, say) in the log,
+    each line naming the session once (the message named it, and the log's session tag again)."""
     pipeline = ScriptedPipeline()
-    with caplog.at_level(logging.INFO, logger="controller.session"):
+    with served_log() as log:
         async with conversation(pipeline) as (server, conv):
             session_id = conv.of_type("session.created")[0]["session"]["id"]
             await conv.ws.close(1000, "bye")
             deadline = time.monotonic() + 5
             while server.sessions and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-    lines = [r.getMessage() for r in caplog.records if session_id in r.getMessage()]
-    assert lines[0].startswith(f"session {session_id} opened (realtime, from ('127.0.0.1', "), lines
-    assert re.fullmatch(rf"session {session_id} closed after \d+\.\d s: code 1000 \(bye\)", lines[-1]), lines
+    lines = [line.split(" INFO ", 1)[1] for line in log.getvalue().splitlines() if session_id in line]
+    assert lines[0].startswith(f"controller.session {session_id}: session opened (realtime, from ('127.0.0.1', "), lines
+    assert re.fullmatch(rf"controller\.session {session_id}: session closed after \d+\.\d s: code 1000 \(bye\)",
+                        lines[-1]), lines
+    assert all(line.count(session_id) == 1 for line in lines), lines
 
 
 async def test_an_item_longer_than_the_prompt_budget_is_refused_and_the_conversation_goes_on() -> None:
