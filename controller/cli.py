@@ -227,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and
     # faster-whisper every transcription ("Processing audio with duration ..."), about one a second while a user
     # speaks (early prefill), and httpx2 each --chat-url request (one a reply, cancelled speculations too): at INFO.
-    for noisy in ("websockets.server", "faster_whisper", "httpx2"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # --log-level DEBUG shows them: a refused or failed handshake is what one turns DEBUG on to see.
+    if logging.getLogger().level > logging.DEBUG:
+        for noisy in ("websockets.server", "faster_whisper", "httpx2"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "serve":
             return _serve(args)

@@ -7,6 +7,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -100,6 +102,33 @@ def test_help_gives_the_pause_ms_range_the_server_enforces() -> None:
     text = " ".join(serve("--help").stdout.split())
     assert "--pause-ms PAUSE_MS silence that starts a speculative reply, 50-2000 ms" in text
     assert_one_line_error(serve("--pause-ms", "2001"), "--pause-ms must be between 50 and 2000")
+
+
+def test_log_level_debug_shows_websockets_handshakes() -> None:
+    """`serve --log-level DEBUG` showed none of websockets' DEBUG lines (the requests and answers of each handshake):
+    the level that quiets them at INFO held them at WARNING whatever --log-level said."""
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0", "--log-level", "DEBUG"],
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, proc.kill)  # a line that never comes ends the reads below, not the test run
+    watchdog.start()
+    try:
+        port = None
+        for line in proc.stderr:  # the port is known before the models load; the handshake is refused meanwhile
+            if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+                break
+        assert port is not None
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/realtime", timeout=30)
+        for line in proc.stderr:
+            if "DEBUG websockets.server" in line and "> HTTP/1.1 426" in line:
+                break
+        else:
+            raise AssertionError("no websockets DEBUG line")
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def test_the_readme_configuration_table_lists_every_serve_option() -> None:
