@@ -27,6 +27,7 @@ from streaming_tokenizer.whisper_asr import normalize_language, whisper_language
 
 logger = logging.getLogger(__name__)
 
+SHUTDOWN_DRAIN_S = 2.0  # at shutdown, time given to the events still queued for each client
 MQTT_PASSWORD_ENV = "STEPAUDIO_RT_MQTT_PASSWORD"  # the --mqtt-url user's password, where the URL gives none
 
 
@@ -201,6 +202,8 @@ class App:
             raise ValueError(f"unknown command {name!r}")
 
     async def close(self) -> None:
+        # A client learns that its reply ended (response.done) before its connection closes with 1001.
+        await asyncio.gather(*(s.end_replies(SHUTDOWN_DRAIN_S) for s in list(self.sessions.values())))
         await self.server.close()
         for session in list(self.sessions.values()):
             await session.close()

@@ -477,7 +477,7 @@ class Response:
         if self._created:
             await self._finish("failed", error_message=message)
 
-    async def finish_cancelled(self, reason: str) -> None:
+    async def finish_cancelled(self, reason: str | None) -> None:
         """Called after run() was cancelled: closes the response on the wire if it is visible, its open items
         as `incomplete` (the Realtime API sends output_item.done for interrupted items too)."""
         self.status = "cancelled"

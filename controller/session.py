@@ -195,10 +195,21 @@ class Session(ItemsMixin, RepliesMixin):
         return (len(self._responses) + len(self._tasks) + pending + len(self._timers)
                 + len(self._item_transcriptions))
 
+    async def end_replies(self, drain_s: float) -> None:
+        """Server shutdown, before the connection closes (1001): each reply in progress ends on the wire as the API
+        ends every response, with response.done (cancelled), and the events queued for the client go out, for at
+        most drain_s (a client that stopped reading holds the shutdown no longer)."""
+        for gen_id in list(self._responses):
+            self._drop_queued_audio(gen_id)
+            await self._cancel_response(gen_id, "server_shutdown")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._out.join(), drain_s)
+
     async def _writer(self, ws: ServerConnection) -> None:
         while True:
             _, data = await self._out.get()
             await ws.send(data)
+            self._out.task_done()  # end_replies waits for the queue to be sent
 
     async def emit(self, event: dict, gen_id: int | None = None) -> None:
         if self.closed:
@@ -217,6 +228,7 @@ class Session(ItemsMixin, RepliesMixin):
         kept = []
         while not self._out.empty():
             item = self._out.get_nowait()
+            self._out.task_done()  # put back or dropped: not waiting to be sent any more
             if item[0] != gen_id:
                 kept.append(item)
         for item in kept:

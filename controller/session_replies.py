@@ -25,6 +25,11 @@ else:
     _Base = object
 
 
+# The API's reasons for a cancelled response: "turn_detected" or "client_cancelled". A server shutdown is neither:
+# it gives none (the close code that follows, 1001 going away, says why).
+_WIRE_CANCEL_REASONS: dict[str, str | None] = {"barge_in": "turn_detected", "server_shutdown": None}
+
+
 class RepliesMixin(_Base):
     def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
         limit = cfg.max_output_tokens
@@ -205,7 +210,7 @@ class RepliesMixin(_Base):
         await asyncio.gather(*tasks, return_exceptions=True)
         if resp.visible:
             heard = resp.heard_ms_now()
-            await resp.finish_cancelled("turn_detected" if reason == "barge_in" else reason)
+            await resp.finish_cancelled(_WIRE_CANCEL_REASONS.get(reason, reason))
             self.record_reply(resp, heard_ms=heard)
             self.log.info("response %s cancelled (%s, %d ms of its audio heard): %s", resp.response_id, reason,
                           int(heard), resp.timeline())

@@ -812,3 +812,22 @@ async def test_a_minute_of_audio_in_one_append_does_not_hold_the_server_for_its_
         took = time.monotonic() - began
         ticker.cancel()
     assert max(gaps) < took / 3, (max(gaps), took)
+
+
+async def test_a_reply_in_progress_at_shutdown_ends_with_response_done_before_the_1001_close() -> None:
+    """Ctrl-C or SIGTERM closed the connection (1001) in the middle of a reply: the client got response.created and
+    never its response.done, and waited for the end of a reply that had ended. Now it is told, then the close."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words, pipeline.word_seconds = ("word " * 100).split(), 0.1
+    async with scripted_server(pipeline) as server:
+        conv = await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime")
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = await conv.ask("talk for a while")
+        await conv.wait_for("response.output_audio.delta", after=n, timeout=10)
+    await conv.close()  # the server closed it: this only waits for the client to read what came before
+    done = conv.of_type("response.done")
+    assert conv.ws.close_code == 1001 and len(done) == 1, [e["type"] for e in conv.events][-8:]
+    assert done[0]["response"]["status"] == "cancelled" and conv.events[-1] is done[0]
+    validate_server_event(json.dumps(done[0]))
+    metrics = server.metrics.render().decode()
+    assert 'stepaudio_responses_total{status="cancelled"} 1.0' in metrics, metrics
