@@ -113,6 +113,7 @@ class RealtimeServer:
         self._server: Server | None = None
         # Counted from the handshake, so that handshakes racing for the last place cannot both take it.
         self._admitted: set[ServerConnection] = set()
+        self._in_session: set[ServerConnection] = set()  # admitted connections whose session has begun
         self._refused_unlogged = 0
         self._refusal_logged_at: float | None = None
 
@@ -178,8 +179,10 @@ class RealtimeServer:
                      extra=[("Retry-After", str(self.config.retry_after_s))])
 
     def _admit(self, connection: ServerConnection) -> bool:
-        # A handshake that failed after being admitted never reaches _handle: its connection is closed by now.
-        self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}
+        # A handshake that failed after being admitted never reaches _handle: its connection is closed by now. A
+        # session's connection keeps its place until the session has ended, closed or not: a client that hung up
+        # leaves a session stopping its replies, which still counts (else max + 1 ran, and sessions_live said so).
+        self._admitted = {c for c in self._admitted if c in self._in_session or c.state is not State.CLOSED}
         if self.config.max_sessions is not None and len(self._admitted) >= self.config.max_sessions:
             return False
         self._admitted.add(connection)
@@ -198,10 +201,12 @@ class RealtimeServer:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
         model = (query.get("model") or ["stepaudio-rt"])[0]
         kind = "transcription" if (query.get("intent") or [""])[0] == "transcription" else "realtime"
+        self._in_session.add(connection)
         try:
             await self.handler(connection, model, kind)
         finally:
             self._admitted.discard(connection)
+            self._in_session.discard(connection)
 
     async def start(self) -> Server:
         """Listen; raises ConfigError when --host/--port cannot be bound (in use, not an address here)."""

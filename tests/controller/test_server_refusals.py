@@ -66,3 +66,46 @@ async def test_a_full_server_logs_its_refusals_once_a_minute_with_their_count(ca
     lines = [r.getMessage() for r in caplog.records if r.name == "controller.server"]
     assert lines == ["server full (--max-sessions 1): refused 1 session(s)",
                      "server full (--max-sessions 1): refused 3 session(s) in the last 61 s"], lines
+
+
+async def test_a_session_still_ending_after_its_client_hung_up_keeps_its_place() -> None:
+    """--max-sessions 1: a client that hung up left the admitted count as soon as its connection closed, while its
+    session was still ending (stopping its replies); the next client was admitted beside it, and
+    stepaudio_sessions_live read 2 until the first ended."""
+    metrics = Metrics()
+    closed, release = asyncio.Event(), asyncio.Event()
+
+    async def session(connection: object, *_: object) -> None:
+        metrics.sessions_live.inc()  # as a Session counts itself, from its start to its very end
+        try:
+            await connection.wait_closed()  # type: ignore[attr-defined]
+            closed.set()
+            await release.wait()  # the session stops its replies
+        finally:
+            metrics.sessions_live.dec()
+
+    server = RealtimeServer(ServerConfig(port=0, max_sessions=1), metrics, session)
+    await server.start()
+    server.ready = True
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime"
+    try:
+        async with connect(url):
+            pass
+        await asyncio.wait_for(closed.wait(), 30)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        assert refused.value.response.status_code == 503
+        assert metrics.registry.get_sample_value("stepaudio_sessions_live") == 1
+        release.set()
+        for _ in range(300):  # the first session's end frees its place
+            try:
+                async with connect(url):
+                    break
+            except InvalidStatus:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no place after the first session ended")
+    finally:
+        release.set()
+        await server.close()
