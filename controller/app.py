@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,7 @@ from streaming_tokenizer.whisper_asr import normalize_language, whisper_language
 
 logger = logging.getLogger(__name__)
 
+CHAT_CHECK_EVERY_S = 5.0  # /healthz asks a --chat-url server whether it answers at most this often
 SHUTDOWN_DRAIN_S = 2.0  # at shutdown, time given to the events still queued for each client
 MQTT_PASSWORD_ENV = "STEPAUDIO_RT_MQTT_PASSWORD"  # the --mqtt-url user's password, where the URL gives none
 
@@ -112,7 +114,9 @@ class App:
         self.pipeline = pipeline
         self.sessions: dict[str, Session] = {}
         self.sinks: list[EventSink] = []  # event buses (MQTT) that see every session's events
-        self.server = RealtimeServer(config.server, self.metrics, self._session)
+        self.server = RealtimeServer(config.server, self.metrics, self._session, self._chat_problem)
+        self._chat_check: asyncio.Future[str | None] | None = None  # the last ask of the pipeline's chat_problem()
+        self._chat_checked_at = 0.0
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
               registry=self.metrics.registry).set_function(
             lambda: sum(s.live_tasks for s in self.sessions.values()))
@@ -160,6 +164,19 @@ class App:
         self.server.ready = True
         where = f"{_reachable_host(self.config.server.host)}:{self.server.port}"
         logger.info("ready: ws://%s/v1/realtime  page: http://%s/", where, where)
+
+    async def _chat_problem(self) -> str | None:
+        """Why the chat LM cannot answer now (a --chat-url server down), for /healthz: asked of the pipeline at most
+        every CHAT_CHECK_EVERY_S and one ask at a time, since a load balancer polls often and each ask is a request
+        to that server."""
+        check = getattr(self.pipeline, "chat_problem", None)  # only pipelines with a remote chat LM have one
+        if check is None:
+            return None
+        now = time.monotonic()
+        if self._chat_check is None or self._chat_check.done() and now - self._chat_checked_at >= CHAT_CHECK_EVERY_S:
+            self._chat_checked_at = now
+            self._chat_check = asyncio.ensure_future(asyncio.to_thread(check))
+        return await asyncio.shield(self._chat_check)  # a probe that hangs up leaves the ask to the others
 
     async def _session(self, ws: ServerConnection, model: str, kind: str) -> None:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard

@@ -48,3 +48,15 @@ def open_remote_chat(url: str, *, required: bool = False) -> Any:
         logger.warning("chat LM: remote server %s does not answer now: %s; replies fail until it does",
                        backend.base_url, exc)
     return backend
+
+
+def remote_chat_problem(backend: Any) -> str | None:
+    """Why the remote Chat LM cannot answer a reply now (its server down, refusing, or lost), or None. Blocks for the
+    request (a few seconds at most): call it off the event loop."""
+    from lm_engine import ChatBackendError
+
+    try:
+        backend.check()
+    except ChatBackendError as exc:
+        return f"chat LM unreachable: {exc}"
+    return None

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from controller.bridge import call_in_thread, iterate_in_thread
-from controller.chat_url import open_remote_chat
+from controller.chat_url import open_remote_chat, remote_chat_problem
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class SpeechPipeline(Protocol):
     """What a session needs from a profile's models.
 
     Optional: `async prefill(request)`, warming the LM's prompt cache with a request whose prompt a later
-    reply will start with (sessions call it while the user speaks when the pipeline has it)."""
+    reply will start with (sessions call it while the user speaks when the pipeline has it); `chat_problem()`, why
+    the chat LM cannot answer now or None (blocking; /healthz asks it in a thread)."""
 
     name: str
     output_rate: int  # sample rate of synthesize()'s chunks
@@ -147,6 +148,7 @@ class EmbeddedPipeline:
         self._tts = PiperTts.load(cpu_threads=min(2, config.threads))
         self.output_rate = int(self._tts.sample_rate)
         self._llm: ChatBackend
+        self._remote = bool(config.chat_url)
         if config.chat_url:
             self._llm = open_remote_chat(config.chat_url)
         else:
@@ -203,6 +205,9 @@ class EmbeddedPipeline:
     def count_tokens(self, text: str) -> int:
         # A budget estimate: about 4 characters per token for English with Qwen's BPE.
         return max(1, len(text) // 4)
+
+    def chat_problem(self) -> str | None:
+        return remote_chat_problem(self._llm) if self._remote else None
 
     def close(self) -> None:
         for pool in (self._asr_pool, self._llm_pool, self._tts_pool):

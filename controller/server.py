@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hmac
 import http
+import json
 import logging
 import mimetypes
 import os
@@ -58,6 +59,7 @@ class ServerConfig:
 REFUSAL_LOG_EVERY_S = 60.0
 
 SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
+ChatCheck = Callable[[], Awaitable[str | None]]  # why the chat LM cannot answer a reply now, or None
 
 
 def _text(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8",
@@ -105,10 +107,12 @@ class RealtimeServer:
     """Routes HTTP requests and hands each accepted WebSocket to `handler` with the requested model and session
     kind ("transcription" for ?intent=transcription, as the Realtime API's transcription sessions connect)."""
 
-    def __init__(self, config: ServerConfig, metrics: Metrics, handler: SessionHandler) -> None:
+    def __init__(self, config: ServerConfig, metrics: Metrics, handler: SessionHandler,
+                 chat_check: ChatCheck | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.handler = handler
+        self.chat_check = chat_check
         self.ready = False
         self._server: Server | None = None
         # Counted from the handshake, so that handshakes racing for the last place cannot both take it.
@@ -133,13 +137,11 @@ class RealtimeServer:
             ctype += "; charset=utf-8"
         return _text(http.HTTPStatus.OK, target.read_bytes(), ctype)
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if path == "/healthz":
-            if self.ready:
-                return _text(http.HTTPStatus.OK, "ok\n")
-            return self._loading()
+            return await self._health()
         if path == "/metrics":
             return _text(http.HTTPStatus.OK, self.metrics.render(),
                          "text/plain; version=0.0.4; charset=utf-8")
@@ -173,17 +175,36 @@ class RealtimeServer:
                            f" in the last {now - self._refusal_logged_at:.0f} s")
             self._refused_unlogged, self._refusal_logged_at = 0, now
 
+    async def _health(self) -> Response:
+        """/healthz: whether a new session would be served. 200 {"status": "ok"}; else 503 with Retry-After and
+        {"status": "loading" | "full" | "chat_lm_down", "reason": ...}; both with the sessions and --max-sessions."""
+        places = {"sessions": self._places_taken(), "max_sessions": self.config.max_sessions}
+        if not self.ready:
+            status, reason = "loading", "the models are loading"
+        elif self.config.max_sessions is not None and places["sessions"] >= self.config.max_sessions:
+            status, reason = "full", f"--max-sessions {self.config.max_sessions} sessions are connected"
+        else:
+            status, reason = "chat_lm_down", await self.chat_check() if self.chat_check is not None else None
+        if reason is None:
+            return _text(http.HTTPStatus.OK, json.dumps({"status": "ok", **places}) + "\n", "application/json")
+        return _text(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                     json.dumps({"status": status, "reason": reason, **places}) + "\n", "application/json",
+                     extra=[("Retry-After", str(self.config.retry_after_s))])
+
     def _loading(self) -> Response:
         # With when to come back: a 503 without Retry-After tells a load balancer or client nothing of it.
         return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, "loading\n",
                      extra=[("Retry-After", str(self.config.retry_after_s))])
 
-    def _admit(self, connection: ServerConnection) -> bool:
+    def _places_taken(self) -> int:
         # A handshake that failed after being admitted never reaches _handle: its connection is closed by now. A
         # session's connection keeps its place until the session has ended, closed or not: a client that hung up
         # leaves a session stopping its replies, which still counts (else max + 1 ran, and sessions_live said so).
         self._admitted = {c for c in self._admitted if c in self._in_session or c.state is not State.CLOSED}
-        if self.config.max_sessions is not None and len(self._admitted) >= self.config.max_sessions:
+        return len(self._admitted)
+
+    def _admit(self, connection: ServerConnection) -> bool:
+        if self.config.max_sessions is not None and self._places_taken() >= self.config.max_sessions:
             return False
         self._admitted.add(connection)
         return True

@@ -33,7 +33,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from controller.bridge import iterate_in_thread
-from controller.chat_url import open_remote_chat
+from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import ConfigError
 from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_layout import ChatNeed, check_layout, missing_files
@@ -559,6 +559,9 @@ class StepAudioPipeline:
         """decoder.push(flow) on a decoder thread, with the TTS LM held meanwhile if asked (TTS_HOLD_MAX_STREAMS)."""
         with self.tts_engine.hold() if hold_tts else contextlib.nullcontext():
             return decoder.push(flow)
+
+    def chat_problem(self) -> str | None:
+        return remote_chat_problem(self._remote_chat) if self._remote_chat is not None else None
 
     def close(self) -> None:
         for pool in (self.tok_pool, self.asr_pool, self._llm_pool, self._dec_pool):

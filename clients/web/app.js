@@ -333,8 +333,12 @@ async function serverProblem(wsUrl) {
     return `the server at ${location.host} does not answer: is stepaudio-rt serve running? `
       + 'Press Connect again once it is.';
   }
-  if (res.status === 503) return 'the server is still loading its models: connect again in a few seconds';
-  return null;
+  if (res.status !== 503) return null;
+  // /healthz says why: {"status": "loading" | "full" | "chat_lm_down", "reason": ...}
+  const health = await res.json().catch(() => ({}));
+  if (health.status === 'full') return 'the server is full (all its sessions are taken): try again later';
+  if (health.status === 'chat_lm_down') return `the server cannot answer now: ${health.reason}`;
+  return 'the server is still loading its models: connect again in a few seconds';
 }
 
 async function connect() {

@@ -132,6 +132,10 @@ class RemoteChatBackend:
                 self._model = self._fetch_model()
             return self._model
 
+    def check(self) -> None:
+        """Ask the server whether it answers now (GET /models, a few seconds at most); ChatBackendError if not."""
+        self._fetch_model()
+
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[ChatDelta]:
         """Stream the reply (see ChatBackend.stream). Raises ChatBackendError when the server fails."""
         client = self._client

@@ -142,7 +142,7 @@ def speech(seconds: float) -> np.ndarray:
 @asynccontextmanager
 async def scripted_server(pipeline: ScriptedPipeline, **app: object) -> AsyncIterator[App]:
     """The real App and server on a free port, with `pipeline` as its models."""
-    server = App(AppConfig(server=ServerConfig(port=0), **app), pipeline=pipeline)  # type: ignore[arg-type]
+    server = App(AppConfig(**{"server": ServerConfig(port=0), **app}), pipeline=pipeline)  # type: ignore[arg-type]
     await server.start()
     try:
         yield server

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
+import urllib.error
 import urllib.request
 
 import pytest
@@ -109,3 +112,57 @@ async def test_a_session_still_ending_after_its_client_hung_up_keeps_its_place()
     finally:
         release.set()
         await server.close()
+
+
+def _healthz(port: int) -> tuple[int, dict, str | None]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as answer:
+            return answer.status, json.loads(answer.read()), answer.headers.get("Retry-After")
+    except urllib.error.HTTPError as answer:
+        return answer.code, json.loads(answer.read()), answer.headers.get("Retry-After")
+
+
+async def test_healthz_says_when_the_server_is_full() -> None:
+    """A load balancer's health check read 200 "ok" from a server at --max-sessions, which then refused each session
+    sent to it: /healthz now says 503 "full" (with Retry-After) while no place is free, and 200 again after."""
+    from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
+    from tests.e2e.helpers import open_conversation
+
+    async with scripted_server(ScriptedPipeline(), server=ServerConfig(port=0, max_sessions=1)) as app:
+        port = app.server.port
+        assert await asyncio.to_thread(_healthz, port) == (200, {"status": "ok", "sessions": 0, "max_sessions": 1},
+                                                          None)
+        conv = await open_conversation(f"ws://127.0.0.1:{port}/v1/realtime")
+        assert await asyncio.to_thread(_healthz, port) == (503, {
+            "status": "full", "reason": "--max-sessions 1 sessions are connected", "sessions": 1, "max_sessions": 1},
+            "5")
+        await conv.close()
+        for _ in range(300):
+            if (await asyncio.to_thread(_healthz, port))[0] == 200:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("still full after the session ended")
+
+
+async def test_healthz_says_when_the_chat_lm_server_does_not_answer() -> None:
+    """With --chat-url, /healthz said 200 "ok" while the chat LM's server was down and every reply failed: a load
+    balancer kept sending sessions there. It now asks that server (GET /models) and says 503 "chat_lm_down"."""
+    from controller.chat_url import remote_chat_problem
+    from lm_engine import RemoteChatBackend
+    from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
+
+    with socket.socket() as probe:  # a port where nothing listens: connection refused
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    backend = RemoteChatBackend(f"http://127.0.0.1:{dead}/v1", model="m")
+    pipeline = ScriptedPipeline()
+    pipeline.chat_problem = lambda: remote_chat_problem(backend)  # as the pipelines with a --chat-url answer it
+    try:
+        async with scripted_server(pipeline) as app:
+            status, body, retry = await asyncio.to_thread(_healthz, app.server.port)
+    finally:
+        backend.close()
+    assert (status, body["status"], retry) == (503, "chat_lm_down", "5"), body
+    assert body["reason"].startswith(
+        f"chat LM unreachable: cannot connect to chat server http://127.0.0.1:{dead}/"), body
