@@ -230,6 +230,15 @@ class App:
             self.pipeline.close()
 
 
+def _stop_tensor_parallel_load(sig: signal.Signals) -> None:
+    """Ctrl-C (or torchrun's SIGTERM) reaches every rank: the others stop at once, and rank 0's load would wait for
+    them in gloo until torchrun kills it (30 s), or fail on their closed sockets ("cannot load ...: Gloo ... Connection
+    closed by peer"). Nothing is served before the load ends, so nothing is left to close: the process ends now."""
+    logger.info("%s: stopped during the tensor-parallel model load", sig.name)
+    logging.shutdown()
+    os._exit(0)
+
+
 async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
     """Serves until SIGINT or SIGTERM (with install_signals). A signal while the models load stops the server once
     the load ends (a load in its thread cannot be cut short), without a word of "ready"."""
@@ -237,6 +246,8 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
+        if not app.server.ready and os.environ.get("WORLD_SIZE", "1") != "1":
+            _stop_tensor_parallel_load(sig)
         if not stop.is_set():
             logger.info("%s: stopping%s", sig.name, "" if app.server.ready else
                         " once the models have loaded (a load under way cannot be cut short)")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Ctrl-C (torchrun's SIGTERM) reaches every rank: rank 0 stops the server, a follower ends at once. Python's
+        # own handler would run only between two of gloo's calls, which wait for rank 0 (30 s, until torchrun kills
+        # it, where rank 0 stopped during the load); a follower holds nothing to save.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
     from controller.app import AppConfig, run_app
     from controller.server import ServerConfig
 
@@ -184,10 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
         from controller.step_audio_pipeline import follow_chat_rank
 
-        try:
-            follow_chat_rank(config)
-        except KeyboardInterrupt:  # Ctrl-C reaches every rank of the group: rank 0 stops the server, this one ends
-            return 0
+        follow_chat_rank(config)
     try:
         asyncio.run(run_app(config, install_signals=True))
     except KeyboardInterrupt:

@@ -95,3 +95,33 @@ def test_a_cut_short_chat_checkpoint_is_one_line_from_every_rank(tiny_model_dir,
     assert proc.returncode != 0
     assert f"error: cannot load {model / 'Step-Audio-Chat'}: CheckpointError: cannot read {model / weights}" in out, out
     assert "[rank" not in out and "ready" not in out, out
+
+
+def test_ctrl_c_during_the_model_load_stops_every_rank_at_once(tiny_model_dir, tmp_path) -> None:
+    """Ctrl-C while the models load: rank 0 went on loading and then waited in gloo for rank 1, which had stopped,
+    until torchrun killed it 30 s later, or failed with a wrong "cannot load ...: Gloo ... Connection closed by
+    peer"."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                 "--master-port", str(free_port()), "-m", "controller.cli", "serve",
+                                 "--profile", "tiny", "--model-path", str(tiny_model_dir), "--port", "0"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:  # rank 0's load begins
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: torchrun and every rank
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "SIGINT: stopped during the tensor-parallel model load" in text, text
+    assert "cannot load" not in text and "ready:" not in text, text
+    assert "Unable to shutdown process" not in text, text  # torchrun's SIGKILL, 30 s after its SIGINT went unheard
