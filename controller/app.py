@@ -134,7 +134,6 @@ class App:
         if self.pipeline is None and (self.config.profile != "embedded" or os.environ.get("WORLD_SIZE", "1") != "1"):
             from controller.step_audio_pipeline import check_model_folder
             check_model_folder(self.config)
-        mqtt = None
         if self.config.mqtt_url:
             from controller.mqtt_protocol import parse_mqtt_url
             password = os.environ.get(MQTT_PASSWORD_ENV) or None
@@ -144,9 +143,17 @@ class App:
         await self.server.start()
         logger.info("listening on http://%s:%d (profile %s)", self.config.server.host, self.server.port,
                     self.config.profile)
+        bus = None
         if self.config.mqtt_url:
             mqtt = parse_mqtt_url(self.config.mqtt_url, default_node_id=f"{socket.gethostname()}-{self.server.port}",
                                   default_password=password)
+            # Before the load, which takes minutes with the real checkpoints: the bus says the node is "loading"
+            # (it said nothing of the node until it was ready).
+            from controller.mqtt_bus import MqttBus  # the optional `mqtt` extra
+            bus = MqttBus(mqtt, self.metrics, self.command, ready=self.pipeline is not None,
+                          meta={"port": self.server.port, "profile": self.config.profile})
+            await bus.start()
+            self.sinks.append(bus)
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
             self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
@@ -155,12 +162,8 @@ class App:
         register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
         if register_metrics is not None:
             register_metrics(self.metrics.registry)
-        if mqtt is not None:
-            from controller.mqtt_bus import MqttBus  # the optional `mqtt` extra
-            bus = MqttBus(mqtt, self.metrics, self.command,
-                          meta={"port": self.server.port, "profile": self.config.profile})
-            await bus.start()
-            self.sinks.append(bus)
+        if bus is not None and not bus.ready:
+            await bus.set_ready()
         self.server.ready = True
         where = f"{_reachable_host(self.config.server.host)}:{self.server.port}"
         logger.info("ready: ws://%s/v1/realtime  page: http://%s/", where, where)

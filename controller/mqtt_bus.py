@@ -2,7 +2,8 @@
 
 Topics (prefix "stepaudio" unless the URL says `?prefix=`):
 
-    <prefix>/v1/nodes/<node>/status              retained, QoS 1: {"status": "online", ...}; the last will
+    <prefix>/v1/nodes/<node>/status              retained, QoS 1: {"status": "online", ...} ("loading" while the
+                                                  models load); the last will
                                                   (and a clean shutdown) sets {"status": "offline", ...}
     <prefix>/v1/nodes/<node>/metrics             QoS 0, every metrics_interval seconds
     <prefix>/v1/sessions/<id>/events/<type>      the session's server events as sent on the WebSocket, plus
@@ -118,6 +119,8 @@ class MqttBus:
     metrics: Metrics
     command: Callable[[str, str, dict[str, object]], Awaitable[None]]  # App.command
     meta: dict[str, object] = field(default_factory=dict)  # extra fields of the "online" status
+    # False while the node loads its models: its status says "loading" until set_ready() (sessions are refused)
+    ready: bool = True
     _buffer: deque[Outgoing] = field(init=False, default_factory=deque)
     # handed to the client, oldest first, not yet acknowledged by the broker (at most WINDOW)
     _sending: deque[tuple[Outgoing, asyncio.Task[None]]] = field(init=False, default_factory=deque)
@@ -128,6 +131,7 @@ class MqttBus:
     _commands: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _audio: dict[tuple[str, str], list[int]] = field(init=False, default_factory=dict)
     _started: float = field(init=False, default_factory=time.time)
+    _link_up: bool = field(init=False, default=False)  # connected to the broker now
     _directory: Directory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -206,11 +210,24 @@ class MqttBus:
             task.cancel()
         await asyncio.gather(*self._commands, return_exceptions=True)
 
+    async def set_ready(self) -> None:
+        """The models have loaded: the node's status turns from "loading" to "online". Waits (drain_timeout at most)
+        for the broker to have it, so that whoever reads the status once /healthz says ok reads "online"; a broker
+        away learns it at the reconnect."""
+        self.ready = True
+        online = Outgoing(topic=f"{self._node}/status", payload=self._status("online"), qos=1, retain=True)
+        self._enqueue(online)
+        deadline = time.monotonic() + self.config.drain_timeout
+        while self._link_up and time.monotonic() < deadline and (
+                online in self._buffer or any(msg is online for msg, _ in self._sending)):
+            await asyncio.sleep(0.02)
+
     def _status(self, status: str) -> bytes:
-        """"online" (with what a dashboard wants), "offline" at shutdown, or the will's "connection lost"."""
+        """"online" or "loading" (with what a dashboard wants), "offline" at shutdown, or the will's "connection
+        lost"."""
         body: dict[str, object] = {"status": "offline" if status == "lost" else status,
                                    "node_id": self.config.node_id}
-        if status == "online":
+        if status in ("online", "loading"):
             body |= {"time": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
                      "started": self._started, **self.meta}
         elif status == "offline":
@@ -279,13 +296,15 @@ class MqttBus:
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         """One connection's life; returns after a clean shutdown, raises MqttError when the link breaks."""
-        await client.publish(f"{self._node}/status", self._status("online"), qos=1, retain=True)
+        await client.publish(f"{self._node}/status", self._status("online" if self.ready else "loading"), qos=1,
+                             retain=True)
         for topic in subscriptions(self.config.prefix):
             await client.subscribe(topic, qos=1)
         # A broker restarted without persistence has forgotten the retained statuses of our live sessions.
         for session_id in sorted(self._directory.local):
             self._enqueue(session_status_message(self.config.prefix, session_id, self.config.node_id, time.time()))
         self._m.connected.set(1)
+        self._link_up = True
         workers = [asyncio.create_task(self._publish_loop(client)), asyncio.create_task(self._listen(client)),
                    asyncio.create_task(self._metrics_loop(client))]
         stop = asyncio.create_task(self._stop.wait())
@@ -303,6 +322,7 @@ class MqttBus:
             await client.publish(f"{self._node}/status", self._status("offline"), qos=1, retain=True)
         finally:
             self._m.connected.set(0)
+            self._link_up = False
             for task in [*workers, stop]:
                 task.cancel()
             await asyncio.gather(*workers, stop, return_exceptions=True)

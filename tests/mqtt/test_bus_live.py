@@ -258,3 +258,38 @@ async def test_two_nodes_share_a_broker_without_cross_answers_or_ghost_sessions(
         other.stop()
         await errors.close()
         await statuses.close()
+
+
+async def test_the_node_status_says_loading_while_the_models_load(broker, monkeypatch) -> None:
+    """The bus connected only once the models had loaded (minutes with the real checkpoints): till then a dashboard
+    saw nothing of the node, or its previous run's "offline". It now says "loading", then "online" when ready."""
+    import threading
+
+    from controller import app as app_module
+    from controller.app import App, AppConfig
+    from controller.server import ServerConfig
+    from tests.controller.scripted_pipeline import ScriptedPipeline
+
+    release = threading.Event()
+
+    def slow_load(config: AppConfig) -> ScriptedPipeline:
+        release.wait(60)
+        return ScriptedPipeline()
+
+    monkeypatch.setattr(app_module, "load_pipeline", slow_load)
+    app = App(AppConfig(server=ServerConfig(port=0), mqtt_url=f"{broker.url}?node_id=loading-node"))
+    w = await watch(broker.port, "stepaudio/v1/nodes/loading-node/status")
+    starting = asyncio.create_task(app.start())
+    try:
+        loading = await w.wait_for("/status", timeout=30)
+        assert loading.json()["status"] == "loading", loading.json()
+        assert loading.json()["port"] == app.server.port and not app.server.ready
+        release.set()
+        await asyncio.wait_for(starting, 60)
+        online = await w.wait_for("/status", timeout=30, start=w.messages.index(loading) + 1)
+        assert online.json()["status"] == "online", online.json()
+    finally:
+        release.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await app.close()
+        await w.close()
