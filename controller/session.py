@@ -99,7 +99,8 @@ class Session(ItemsMixin, RepliesMixin):
         self.converter = InputConverter(self.cfg.input_format)
         self.audio = InputAudio()
         self.log = logging.LoggerAdapter(logger, {"session_id": session_id})
-        self._out: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue(defaults.out_queue_events)
+        # (audio's generation or None, the event's JSON, the event for the observer)
+        self._out: asyncio.Queue[tuple[int | None, str, dict]] = asyncio.Queue(defaults.out_queue_events)
         self._responses: dict[int, tuple[Response, asyncio.Task[None]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
@@ -116,7 +117,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._last_oob_gen = 0  # out-of-band replies' generation ids: -1, -2, ...
         self._client_event_id: str | None = None  # the client event being applied (errors echo it)
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
-        self.observer: Callable[[str, dict], None] | None = None  # sees every event sent (event bus)
+        self.observer: Callable[[str, dict], None] | None = None  # sees every event once sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
         # User audio items with no transcript (still being transcribed, or it failed): retrieved with transcript null,
@@ -207,8 +208,11 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def _writer(self, ws: ServerConnection) -> None:
         while True:
-            _, data = await self._out.get()
+            _, data, event = await self._out.get()
             await ws.send(data)
+            # Seen once sent: a barge-in drops the audio still queued, which an event bus counted as the client's.
+            if self.observer is not None:
+                self.observer(self.session_id, event)
             self._out.task_done()  # end_replies waits for the queue to be sent
 
     async def emit(self, event: dict, gen_id: int | None = None) -> None:
@@ -216,12 +220,10 @@ class Session(ItemsMixin, RepliesMixin):
             return
         # Only audio is tagged with its generation: a barge-in drops queued audio, never the events
         # that close the response.
-        if self.observer is not None:
-            self.observer(self.session_id, event)
         is_audio = event["type"] == "response.output_audio.delta"
         self._voice_locked = self._voice_locked or is_audio
         tag = gen_id if is_audio else None
-        await self._out.put((tag, json.dumps(event, separators=(",", ":"))))
+        await self._out.put((tag, json.dumps(event, separators=(",", ":")), event))
 
     def _drop_queued_audio(self, gen_id: int) -> None:
         """Barge-in: audio of a cancelled reply that has not left yet is dropped, not sent late."""

@@ -831,3 +831,78 @@ async def test_a_reply_in_progress_at_shutdown_ends_with_response_done_before_th
     validate_server_event(json.dumps(done[0]))
     metrics = server.metrics.render().decode()
     assert 'stepaudio_responses_total{status="cancelled"} 1.0' in metrics, metrics
+
+
+class _SlowLink:
+    """A client connection (the port Session.run uses) whose sends wait while `flowing` is clear, as on a slow
+    network, and whose client events are put in `incoming` (None hangs up)."""
+
+    remote_address = ("127.0.0.1", 40000)
+    close_code, close_reason = 1000, ""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[dict] = []
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def send(self, data: str) -> None:
+        await self.flowing.wait()
+        self.sent.append(json.loads(data))
+
+    def __aiter__(self) -> _SlowLink:
+        return self
+
+    async def __anext__(self) -> str:
+        raw = await self.incoming.get()
+        if raw is None:
+            raise StopAsyncIteration
+        return raw
+
+
+async def test_the_event_bus_counts_the_reply_audio_the_client_was_sent_not_what_a_barge_in_dropped() -> None:
+    """A barge-in drops the reply's audio still queued for a slow client; the bus had counted it when it was queued,
+    so response.output_audio.done's audio_bytes on MQTT said more than the client got."""
+    from controller.metrics import Metrics
+    from controller.mqtt_bus import MqttBus
+    from controller.mqtt_protocol import parse_mqtt_url
+    from controller.session import Session, SessionDefaults
+
+    async def no_commands(*_: object) -> None:
+        raise AssertionError("no commands here")
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ("word " * 200).split()
+    bus = MqttBus(parse_mqtt_url("mqtt://b", default_node_id="n"), Metrics(), no_commands)  # never connected
+    session = Session(session_id="sess_slow", model="m", pipeline=pipeline, metrics=Metrics(),
+                      defaults=SessionDefaults())
+    session.observer = bus.session_event
+    link = _SlowLink()
+    running = asyncio.create_task(session.run(link))  # type: ignore[arg-type]
+    await link.incoming.put(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "talk"}]}}))
+    await link.incoming.put(json.dumps({"type": "response.create"}))
+    for _ in range(300):
+        if any(e["type"] == "response.output_audio.delta" for e in link.sent):
+            break
+        await asyncio.sleep(0.05)
+    link.flowing.clear()  # the network stalls: the paced audio queues up
+    await asyncio.sleep(1.5)
+    pcm = (speech(0.6) * 32767).astype("<i2").tobytes()
+    await link.incoming.put(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}))
+    for _ in range(300):  # the barge-in is handled (its speech_started queued behind the stalled audio)
+        if session.turns.current_gen is None:
+            break
+        await asyncio.sleep(0.05)
+    link.flowing.set()
+    for _ in range(300):
+        if any(e["type"] == "response.done" for e in link.sent):
+            break
+        await asyncio.sleep(0.05)
+    await link.incoming.put(None)
+    await asyncio.wait_for(running, 30)
+    done = [e for e in link.sent if e["type"] == "response.done"]
+    assert done and done[0]["response"]["status"] == "cancelled", [e["type"] for e in link.sent][-10:]
+    sent = sum(len(base64.b64decode(e["delta"])) for e in link.sent if e["type"] == "response.output_audio.delta")
+    published = [json.loads(m.payload) for m in bus._buffer if m.topic.endswith("/response.output_audio.done")]
+    assert [m["audio_bytes"] for m in published] == [sent], (published, sent)
