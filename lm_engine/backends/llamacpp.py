@@ -9,11 +9,9 @@ alternate. More slots can be configured for machines with more cores.
 
 Cancellation: xllamacpp calls our streaming callback once per generated chunk; returning True from it makes the
 server cancel the task (it frees the slot before the next token). The consumer side does not wait for that:
-`stream()` polls `cancel` every few ms and returns at once. A cancel during a long prompt prefill is seen by
-llama.cpp only at the first generated token, because no callback runs before then.
-
-Warm-ups (`prefill()`) ask llama.cpp for its prompt progress, a callback after each batch of n_batch prompt tokens,
-so that one stops after the batch under way when its session no longer wants it or when a reply waits for the slot.
+`stream()` polls `cancel` every few ms and returns at once. Every request also asks for llama.cpp's prompt progress,
+a callback after each batch of n_batch prompt tokens, so that a long prompt nobody wants any more (a reply cancelled
+by barge-in, a warm-up whose session closed or that a waiting reply pre-empts) stops after the batch under way.
 """
 from __future__ import annotations
 
@@ -205,7 +203,7 @@ class LlamaCppBackend:
             raise ChatBackendError("backend is closed")
         body = _request_body(request, self.config.tool_result_hint)
         # max_tokens 0 still samples one token in llama.cpp's chat endpoint; ask for that one explicitly.
-        body.update(stream=True, return_progress=True, max_tokens=1, temperature=0.0)
+        body.update(max_tokens=1, temperature=0.0)
         stop = cancel or threading.Event()
         errors: list[object] = []
 
@@ -299,7 +297,9 @@ def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[st
     messages = request.messages
     if tool_result_hint and messages[-1].get("role") == "tool":
         messages = [*messages, {"role": "system", "content": tool_result_hint}]
-    return chat_completion_body(request, messages=messages, cache_prompt=True)
+    # return_progress: a callback after each prompt batch, the first chance to stop a request nobody wants any more
+    # (without it the first comes with the first token, after the whole prompt). Its chunks carry no content.
+    return chat_completion_body(request, messages=messages, cache_prompt=True, return_progress=True)
 
 
 def _failure(cause: BaseException | str) -> ChatBackendError:

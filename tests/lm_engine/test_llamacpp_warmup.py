@@ -2,7 +2,8 @@
 
 The voice agent warms llama.cpp's prompt cache while a user speaks; that work only pays off for a reply not asked for
 yet. A reply (this session's or another's) that asks for the LM meanwhile must not wait for the warm-up's whole
-prompt, nor must a session that closed keep the LM busy with its warm-up."""
+prompt, nor must a session that closed keep the LM busy with its warm-up, nor a reply cancelled by barge-in with the
+rest of its prompt."""
 from __future__ import annotations
 
 import threading
@@ -58,6 +59,12 @@ def _until_busy(backend: LlamaCppBackend) -> None:
         time.sleep(0.02)
 
 
+def _until_idle(backend: LlamaCppBackend) -> None:
+    deadline = time.monotonic() + 60
+    while backend.counters()["requests_processing"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_a_reply_does_not_wait_for_another_sessions_warm_up(backend: LlamaCppBackend) -> None:
     t0 = time.monotonic()
     backend.prefill(_warm_up_request("a"))
@@ -92,7 +99,24 @@ def test_a_warm_up_nobody_wants_any_more_stops(backend: LlamaCppBackend) -> None
     thread.join(60)
     assert ended[0] - cancelled < whole_warm_up / 2
     # llama.cpp itself is free again: a request now does not wait behind the rest of that prompt.
-    deadline = time.monotonic() + 30
-    while backend.counters()["requests_processing"] > 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _until_idle(backend)
     assert time.monotonic() - cancelled < whole_warm_up / 2
+
+
+def test_a_reply_cancelled_during_its_long_prompt_frees_the_lm(backend: LlamaCppBackend) -> None:
+    t0 = time.monotonic()
+    backend.prefill(_warm_up_request("e"))
+    whole_prompt = time.monotonic() - t0
+
+    cancel = threading.Event()
+    deltas = []
+    consumer = threading.Thread(target=lambda: deltas.extend(backend.stream(_warm_up_request("f"), cancel)))
+    consumer.start()
+    _until_busy(backend)
+    cancelled = time.monotonic()
+    cancel.set()  # barge-in
+    consumer.join(60)
+    assert deltas[-1].finish_reason == "cancelled"
+    # The next reply or warm-up does not wait for the rest of the cancelled reply's prompt.
+    _until_idle(backend)
+    assert time.monotonic() - cancelled < whole_prompt / 2
