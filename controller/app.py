@@ -54,7 +54,7 @@ class AppConfig:
     pause_ms: int = 200
     language: str = "en"
     threads: int = 2
-    lm_nice: int = 10
+    lm_nice: int = 0
 
     def __post_init__(self) -> None:
         if self.profile in ("step-audio", "full-random") and self.model_path is None:  # tiny writes its own

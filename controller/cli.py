@@ -86,9 +86,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", default="en", help="default language of user speech")
     p.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),
                    help="CPU threads for the models (speech recognition, the chat LM, synthesis)")
-    p.add_argument("--lm-nice", type=int, default=10, choices=range(20), metavar="0..19",
-                   help="niceness of the in-process chat LM's threads (Linux), so that speech recognition and "
-                        "synthesis win the cores they share with it (embedded profile; 0 = equal priority)")
+    p.add_argument("--lm-nice", type=int, default=0, choices=range(20), metavar="0..19",
+                   help="niceness of the in-process chat LM's threads (Linux): above 0, speech recognition and "
+                        "synthesis win the cores they share with it, but the LM then starves behind any other busy "
+                        "process (embedded profile; 0 = equal priority)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="what the server logs")
 
 

@@ -116,7 +116,7 @@ class EmbeddedConfig:
     threads: int = 2
     n_ctx: int = 4096
     chat_url: str | None = None  # an OpenAI-compatible server for the chat LM instead of in-process llama.cpp
-    lm_nice: int = 10  # niceness of llama.cpp's threads, so that ASR and TTS win the shared cores (Linux)
+    lm_nice: int = 0  # niceness of llama.cpp's threads (Linux); see LlamaCppConfig.nice
 
 
 class EmbeddedPipeline:

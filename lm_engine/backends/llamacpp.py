@@ -55,7 +55,9 @@ class LlamaCppConfig:
             with this line it answers in words. None sends the messages unchanged.
         nice: niceness given to llama.cpp's own threads (Linux; 0 leaves them as they are). The voice agent runs
             ASR and TTS on the same cores; both are short and on the critical path of the first audio, while the
-            LM's later tokens are needed only at speaking pace. A positive value lets them win the cores.
+            LM's later tokens are needed only at speaking pace. A positive value lets them win the cores, but the LM
+            then also loses them to any other nice-0 process of its scheduler group (a CI job, a shared host): beside
+            two busy loops its replies came minutes late at nice 5 and 10 (bench/RESULTS.md), so serve defaults to 0.
     """
 
     gguf_path: Path
