@@ -30,9 +30,9 @@ def backend() -> Iterator[LlamaCppBackend]:
     b.close()
 
 
-def _warm_up_request(tag: str) -> ChatRequest:
-    """A long user turn (about 350 prompt tokens) that shares no words with another tag's."""
-    words = " ".join(f"{tag}{i}" for i in range(120))
+def _warm_up_request(tag: str, n_words: int = 120) -> ChatRequest:
+    """A long user turn (about 350 prompt tokens for 120 words) that shares no words with another tag's."""
+    words = " ".join(f"{tag}{i}" for i in range(n_words))
     return ChatRequest(messages=[{"role": "system", "content": f"Session {tag}."},
                                  {"role": "user", "content": words}], max_tokens=1)
 
@@ -65,12 +65,13 @@ def _until_idle(backend: LlamaCppBackend) -> None:
         time.sleep(0.02)
 
 
-def test_a_reply_does_not_wait_for_another_sessions_warm_up(backend: LlamaCppBackend) -> None:
+def _reply_during_a_warm_up(backend: LlamaCppBackend, n_words: int = 120) -> None:
+    """A short reply asked for while another session's warm-up runs waits for less than half a whole warm-up."""
     t0 = time.monotonic()
-    backend.prefill(_warm_up_request("a"))
+    backend.prefill(_warm_up_request("a", n_words))
     whole_warm_up = time.monotonic() - t0
 
-    thread, ended = _timed_warm_up(backend, _warm_up_request("b"))
+    thread, ended = _timed_warm_up(backend, _warm_up_request("b", n_words))
     _until_busy(backend)
     asked = time.monotonic()
     first = None
@@ -84,6 +85,19 @@ def test_a_reply_does_not_wait_for_another_sessions_warm_up(backend: LlamaCppBac
     waited = first - asked
     assert waited < whole_warm_up / 2, f"the reply waited {waited:.1f} s (a whole warm-up: {whole_warm_up:.1f} s)"
     assert ended and ended[0] <= first  # the warm-up gave the LM up
+
+
+def test_a_reply_does_not_wait_for_another_sessions_warm_up(backend: LlamaCppBackend) -> None:
+    _reply_during_a_warm_up(backend)
+
+
+def test_with_default_settings_a_reply_does_not_wait_for_a_whole_warm_up_batch() -> None:
+    # About 500 prompt tokens: a few default batches, one batch of 512.
+    default = LlamaCppBackend.load(embedded_gguf_path(), n_threads=2)
+    try:
+        _reply_during_a_warm_up(default, n_words=170)
+    finally:
+        default.close()
 
 
 def test_a_warm_up_nobody_wants_any_more_stops(backend: LlamaCppBackend) -> None:
