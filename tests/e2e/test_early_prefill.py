@@ -39,7 +39,7 @@ async def test_speech_warms_the_lm_before_the_turn_ends_and_the_reply_is_unchang
         await conv.wait_for("session.updated")
         await conv.stream(np.concatenate([silence(0.3), load_pcm24k(beckett_wav)]), pace=1.0)
         # About one warm-up per second of speech, one at a time; on a loaded machine (CI's 2 cores under the
-        # suite, the LM at nice 10) one warm-up can outlast Beckett's 10 s. The user then goes on speaking
+        # suite) one warm-up can outlast Beckett's 10 s. The user then goes on speaking
         # another reading, 1.5 s at a time (more than PREFILL_EVERY_MS), each piece once the warm-up it found
         # running or started is counted (the turn stays open meanwhile: the VAD hears no silence while nothing
         # comes). It starts at its first word: Beckett already ends in 1.1 s of silence, and 1.2 s ends the turn.
@@ -103,7 +103,7 @@ async def test_a_silence_shorter_than_the_pause_already_starts_the_turns_transcr
         assert held.get(SPECULATED, 0.0) == before.get(SPECULATED, 0.0)  # no pause yet
         assert not conv.of_type("input_audio_buffer.speech_stopped")
         await conv.stream(silence(2.0), pace=1.0)
-        # The reply itself is not what this is about (the LM, at nice 10, may crawl on a loaded machine).
+        # The reply itself is not what this is about (the LM may crawl on a loaded machine).
         await conv.wait_for("response.created", timeout=60)
         heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=60)
         after = await asyncio.to_thread(embedded_server.metrics)
