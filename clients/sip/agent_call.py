@@ -247,11 +247,10 @@ class AgentCall:
         try:
             if not await self._resolve_remote() or not await self._connect():
                 return
-            if not await self._open_rtp():
+            rtp = await self._open_rtp()
+            if rtp is None or self._ended.is_set():  # no port free, or CANCEL arrived while we were connecting
                 return
-            if self._ended.is_set():  # CANCEL arrived while we were connecting
-                return
-            port = self.rtp.get_extra_info("sockname")[1]
+            port = rtp.get_extra_info("sockname")[1]
             self.bridge.ua.answer(self.handle, port, loop.time())
             self._last_rtp = loop.time()
             self.answered = True
@@ -270,19 +269,20 @@ class AgentCall:
                     await t
             await self._teardown()
 
-    async def _open_rtp(self) -> bool:
-        """This call's RTP socket; False: every port of --rtp-ports is taken, and the call was refused with 503."""
+    async def _open_rtp(self) -> asyncio.DatagramTransport | None:
+        """This call's RTP socket (kept in self.rtp for the teardown); None: every port of --rtp-ports is taken,
+        and the call was refused with 503."""
         config = self.bridge.config
         try:
             self.rtp = await open_rtp_socket(self._on_rtp, config.host, config.rtp_ports, self.bridge.rng)
-            return True
+            return self.rtp
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or config.rtp_ports is None:
                 raise
             self.log.warning("call %s refused: %s", self.handle, exc.strerror)
             if not self._ended.is_set():
                 self._hang_up_quietly(str(exc.strerror))
-            return False
+            return None
 
     async def _resolve_remote(self) -> bool:
         """The caller's media address as an IP literal (see the module docstring); False: refused with 488."""
