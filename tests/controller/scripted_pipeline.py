@@ -22,7 +22,7 @@ from controller.cli import log_handler
 from controller.pipeline import ReplyText, SpeechChunk, TurnInput, VerbatimText
 from controller.server import ServerConfig
 from lm_engine.chat import ChatDelta, ChatRequest, ToolCallDelta
-from tests.e2e.helpers import RATE, Conversation, open_conversation
+from tests.e2e.helpers import RATE, Conversation, open_conversation, silence
 
 CHUNK = 512  # samples at 16 kHz, as silero
 
@@ -179,3 +179,13 @@ def served_log(level: int = logging.INFO) -> Iterator[io.StringIO]:
 
 def user_messages(request: ChatRequest) -> list[str]:
     return [m["content"] for m in request.messages if m["role"] == "user"]
+
+
+async def speak_turn(conv: Conversation, pause_wait: float = 0.3) -> dict[str, object]:
+    """One spoken turn under server_vad: speech, a pause long enough to speculate (and for the speculation to
+    build its prompt), then the rest of the end-of-turn silence; returns the reply's response.done."""
+    n = len(conv.events)
+    await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)
+    await asyncio.sleep(pause_wait)
+    await conv.stream(silence(0.5), pace=0)
+    return await conv.wait_for("response.done", after=n, timeout=10)
