@@ -26,8 +26,9 @@
 - No RTP from the caller for `rtp_timeout_s` while it should send and is not holding the call (a=sendonly,
   a=inactive or c=0.0.0.0: a held phone often sends nothing) ends the call with our BYE: a caller that vanished
   without BYE must not hold an agent session and a call slot forever. A holding caller is not hung up for its
-  silence (a long hold is legitimate, so no hold timeout); it is asked with an in-dialog OPTIONS instead, and
-  one that does not answer is hung up by the UA core.
+  silence (a long hold is legitimate, so no hold timeout); after `hold_keepalive_s` without RTP it is asked with
+  an in-dialog OPTIONS instead, and one that does not answer is hung up by the UA core. The two are apart: with
+  no RTP timeout (a caller that may stay silent), a held caller that vanished is still found.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
   handed back through `CallHost.call_finished`.
 """
@@ -402,22 +403,28 @@ class AgentCall:
                     await self.client.send(ev.append_event(b"".join(frames)))
 
     def _timed_out(self, now: float) -> bool:
-        """No RTP from the caller for rtp_timeout_s: hung up (True), or, while it holds the call (a held phone may
-        send nothing), asked with an in-dialog OPTIONS whether it is still there; the UA core ends the call if not,
-        and a held caller that vanished no longer keeps its agent session and call slot forever."""
-        timeout = self.bridge.config.rtp_timeout_s
-        if timeout is None or now - self._last_rtp <= timeout:
+        """No RTP from the caller for rtp_timeout_s: hung up (True). While it holds the call (a held phone may send
+        nothing), after hold_keepalive_s without RTP it is asked with an in-dialog OPTIONS whether it is still
+        there instead; the UA core ends the call if not, so a held caller that vanished does not keep its agent
+        session and call slot forever."""
+        config = self.bridge.config
+        if not self.media.awaits_caller_rtp:
+            self._ask_if_held_caller_is_there(now, config.hold_keepalive_s)
             return False
-        if self.media.awaits_caller_rtp:
-            self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, timeout)
-            self._hang_up_quietly("RTP timeout")
-            return True
-        self._last_rtp = now  # the next question after another timeout, if this one is answered
+        if config.rtp_timeout_s is None or now - self._last_rtp <= config.rtp_timeout_s:
+            return False
+        self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, config.rtp_timeout_s)
+        self._hang_up_quietly("RTP timeout")
+        return True
+
+    def _ask_if_held_caller_is_there(self, now: float, interval: float | None) -> None:
+        if interval is None or now - self._last_rtp <= interval:
+            return
+        self._last_rtp = now  # the next question after another interval, if this one is answered
         if self.bridge.ua.keepalive(self.handle, now):  # else one is pending, or a re-INVITE awaits its ACK
             self.log.info("call %s on hold without RTP for %.0f s: asking the caller with OPTIONS", self.handle,
-                          timeout)
+                          interval)
             self.bridge.pump()
-        return False
 
     async def _agent_loop(self) -> None:
         assert self.client is not None

@@ -25,6 +25,10 @@ class BridgeConfig:
     # A caller that vanished without BYE (crash, network loss) would hold its agent session and a call slot
     # forever: with no RTP for this long while we expect some, we hang up. None: never.
     rtp_timeout_s: float | None = 60.0
+    # A held phone may rightly send no RTP for long, so the RTP timeout spares it; it is asked instead, with an
+    # in-dialog OPTIONS after this long without RTP, whether it is still there. Kept when rtp_timeout_s is None:
+    # a held caller that vanished must not keep its call forever either. None: never asked.
+    hold_keepalive_s: float | None = 60.0
     rtp_ports: tuple[int, int] | None = None  # each call's RTP port from this range (inclusive); None: any free one
     # The agent answers key presses once no key came for this long: a caller keying in a number presses the next
     # key sooner, and wants one answer to the number, not one per digit.
@@ -48,6 +52,8 @@ class BridgeConfig:
             raise ValueError("silence_duration_ms must be positive")
         if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
             raise ValueError("rtp_timeout_s must be positive")
+        if self.hold_keepalive_s is not None and self.hold_keepalive_s <= 0:
+            raise ValueError("hold_keepalive_s must be positive")
         if self.dtmf_pause_s <= 0:
             raise ValueError("dtmf_pause_s must be positive")
         if self.rtp_ports is not None and not 1 <= self.rtp_ports[0] <= self.rtp_ports[1] <= 65535:

@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, default=16,
                    help="calls at once; one more is answered 503 with Retry-After (default 16)")
     p.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="hang up a call after this long without RTP from the caller; a held caller is asked with "
-                        "an in-dialog OPTIONS instead (default 60; 0: never)")
+                   help="hang up a call after this long without RTP from a caller that is not on hold (default 60; "
+                        "0: never)")
+    p.add_argument("--hold-keepalive", type=float, default=60.0, metavar="SECONDS",
+                   help="ask a caller on hold this long without RTP with an in-dialog OPTIONS, and hang up if it is "
+                        "gone; applies with --rtp-timeout 0 too (default 60; 0: never)")
     p.add_argument("--rtp-ports", type=_port_range, default=None, metavar="LOW-HIGH",
                    help="take each call's RTP port from this range, e.g. 10000-20000 (a firewall's); default: any "
                         "free port. A call that finds all of them taken is refused 503")
@@ -73,7 +76,8 @@ def main(argv: list[str]) -> int:
         config = BridgeConfig(server_url=args.server_url, host=args.host, port=args.port, advertise=args.advertise,
                               api_key=args.api_key, model=args.model, instructions=args.instructions,
                               silence_duration_ms=args.silence_ms, max_calls=args.max_calls,
-                              rtp_timeout_s=args.rtp_timeout or None, rtp_ports=args.rtp_ports)
+                              rtp_timeout_s=args.rtp_timeout or None, hold_keepalive_s=args.hold_keepalive or None,
+                              rtp_ports=args.rtp_ports)
     except ValueError as exc:
         print(f"sip-bridge: {exc}", file=sys.stderr)
         return 2

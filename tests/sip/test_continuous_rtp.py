@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from clients.sip.agent_call import AgentCall
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.rtp import OutboundStream, RtpPacket
@@ -29,8 +31,9 @@ class _Ua:
 
 
 class _Host:
-    def __init__(self, rtp_timeout_s: float = 60.0) -> None:
-        self.config = BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime", rtp_timeout_s=rtp_timeout_s)
+    def __init__(self, rtp_timeout_s: float | None = 60.0, hold_keepalive_s: float | None = 60.0) -> None:
+        self.config = BridgeConfig(server_url="ws://127.0.0.1:9/v1/realtime", rtp_timeout_s=rtp_timeout_s,
+                                   hold_keepalive_s=hold_keepalive_s)
         self.rng = random.Random(0)
         self.ua = _Ua()
 
@@ -51,13 +54,18 @@ class _Socket:
     def close(self) -> None: ...
 
 
+def _call(host: _Host, direction: str = "") -> AgentCall:
+    """An answered call whose caller's SDP says `direction` (a=sendonly: the caller holds the call)."""
+    offer = OFFER + (f"a={direction}\r\n".encode() if direction else b"")
+    return AgentCall(host, IncomingCall("call1", "c1", "sip:a@127.0.0.1", ("127.0.0.1", 5070),  # type: ignore[arg-type]
+                                        negotiate(SessionDescription.parse(offer))))
+
+
 def _paced(direction: str = "", host: _Host | None = None) -> list[tuple[bytes, tuple[str, int]]]:
     """What an answered call whose agent has said nothing yet sends in 0.5 s."""
-    offer = OFFER + (f"a={direction}\r\n".encode() if direction else b"")
 
     async def main() -> list[tuple[bytes, tuple[str, int]]]:
-        call = AgentCall(host or _Host(), IncomingCall("call1", "c1", "sip:a@127.0.0.1", ("127.0.0.1", 5070),
-                                               negotiate(SessionDescription.parse(offer))))  # type: ignore[arg-type]
+        call = _call(host or _Host(), direction)
         sock = _Socket()
         call.rtp = sock  # type: ignore[assignment]
         call._expect(("127.0.0.1", 6000))
@@ -85,11 +93,29 @@ def test_nothing_is_sent_on_hold() -> None:
 
 
 def test_a_silent_held_caller_is_asked_whether_it_is_still_there() -> None:
-    """A held phone may send no RTP, so the RTP timeout does not hang it up; after that long without RTP the call
-    asks the UA core for an in-dialog OPTIONS (ua.keepalive), which ends the call if the caller is gone."""
-    host = _Host(rtp_timeout_s=0.2)
+    """A held phone may send no RTP, so the RTP timeout does not hang it up; after hold_keepalive_s without RTP the
+    call asks the UA core for an in-dialog OPTIONS (ua.keepalive), which ends the call if the caller is gone."""
+    host = _Host(hold_keepalive_s=0.2)
     _paced("sendonly", host)
     assert host.ua.keepalives and set(host.ua.keepalives) == {"call1"}  # one per 0.2 s without RTP
+
+
+@pytest.mark.parametrize("rtp_timeout_s", [60.0, None])
+def test_a_held_caller_is_asked_after_the_hold_keepalive_even_with_no_rtp_timeout(rtp_timeout_s: float | None) -> None:
+    """`--rtp-timeout 0` (never hang up for missing RTP) turned the hold keep-alive off too, so a held caller that
+    vanished kept its call and agent session forever. It has its own interval (default 60 s): asked once per
+    minute on hold without RTP, with or without an RTP timeout, and never hung up for the silence itself."""
+    host = _Host(rtp_timeout_s=rtp_timeout_s)
+    call = _call(host, "sendonly")  # answered at loop time 0 (_last_rtp)
+    assert [call._timed_out(t) for t in (59.0, 61.0, 100.0, 122.0)] == [False] * 4
+    assert host.ua.keepalives == ["call1", "call1"]  # at 61 s, and a minute after that question
+
+
+def test_hold_keepalive_off_never_asks() -> None:
+    """`--hold-keepalive 0`: a held caller is never asked (nor, held, timed out)."""
+    host = _Host(hold_keepalive_s=None)
+    assert not _call(host, "sendonly")._timed_out(3600.0)
+    assert host.ua.keepalives == []
 
 
 def test_the_agents_audio_after_silence_starts_a_talkspurt() -> None:

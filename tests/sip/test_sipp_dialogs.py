@@ -27,14 +27,14 @@ from tests.sip.sipp_scenario import expect, request, scenario, sdp
 pytestmark = pytest.mark.slow
 
 
-def answered(method: str) -> str:
-    """Scenario steps: the caller waits for our `method` request and answers it 200."""
-    return (f'<recv request="{method}" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n'
+def answered(method: str, status: str = "200 OK") -> str:
+    """Scenario steps: the caller waits for our `method` request and answers it `status`."""
+    return (f'<recv request="{method}" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 {status}\n[last_Via:]\n'
             '[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
 
 
 BYE_IN = answered("BYE")
-# Held and silent past --rtp-timeout: the bridge asks whether the caller is still there (an in-dialog OPTIONS), the
+# Held and silent past --hold-keepalive: the bridge asks whether the caller is still there (an in-dialog OPTIONS), the
 # caller answers, and the call stays up a while more (less than the next question's timeout).
 HELD_AND_ASKED = answered("OPTIONS") + '<pause milliseconds="1000"/>\n'
 
@@ -173,7 +173,7 @@ def test_a_caller_gone_silent_is_hung_up_by_rtp_timeout(embedded_server, tmp_pat
     """A caller that vanished without BYE (no RTP for --rtp-timeout) gets our BYE and its agent session closes;
     a call on hold (a=inactive: no RTP expected) is never timed out."""
     need("sipp")
-    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2", "--hold-keepalive", "2")
     calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0", "a=inactive")), expect(200),
             request("ACK", 1, in_dialog=True),
@@ -188,7 +188,7 @@ def test_a_caller_holding_the_call_without_sending_is_not_hung_up(embedded_serve
     """RFC 3264 8.4 hold, both ways phones do it (a=sendonly, the old c=0.0.0.0), with no hold music: many phones
     send no RTP while holding. The call outlasts --rtp-timeout on hold; after the resume the timeout applies."""
     need("sipp")
-    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "2", "--hold-keepalive", "2")
     calls = sipp_call(bridge, tmp_path, scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
             request("ACK", 1, in_dialog=True),
@@ -203,6 +203,20 @@ def test_a_caller_holding_the_call_without_sending_is_not_hung_up(embedded_serve
             request("INVITE", 4, in_dialog=True, body=sdp("0", version=4)), expect(200, optional=(100,)),
             request("ACK", 4, in_dialog=True), BYE_IN))
     assert [c["end_reason"] for c in calls] == ["RTP timeout"]
+
+
+def test_a_held_caller_that_is_gone_is_hung_up_with_the_rtp_timeout_off(embedded_server, tmp_path: Path) -> None:
+    """With --rtp-timeout 0 (a caller may be silent for as long as it likes) the held caller is still asked after
+    --hold-keepalive; one whose side of the dialog is gone (481 to our OPTIONS, RFC 3261 12.2.1.2) gets our BYE,
+    and its call slot and agent session are freed: with the keep-alive off too, the call had stayed up forever."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-timeout", "0", "--hold-keepalive", "2")
+    calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", "a=sendonly")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            answered("OPTIONS", "481 Call/Transaction Does Not Exist"), BYE_IN))
+    assert [c["end_reason"] for c in calls] == ["caller gone: 481 to OPTIONS"]
+    assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
 
 
 def test_the_caller_gets_bye_when_the_agent_session_is_lost(tmp_path: Path) -> None:
