@@ -26,9 +26,7 @@ Rules:
   for it (9.2). CANCEL for an unknown transaction -> 481.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
-  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481. Our own `hangup()`
-  sends BYE, retransmitted like the INVITE responses until any response, for at most 32 s; called while our 2xx
-  awaits its ACK, it ends the call at once (CallEnded) but the BYE waits for that ACK or the 2xx's timeout (15).
+  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
 - A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
@@ -41,9 +39,9 @@ Rules:
 - Any request in a live dialog (re-INVITE, BYE, OPTIONS, INFO) whose CSeq is below the caller's last in-dialog
   request's gets 500 and changes nothing (12.2.2): a BYE overtaken by a later request does not end the call.
   Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
-- `keepalive()` sends an in-dialog OPTIONS (retransmitted like our BYE): the shell asks when a held caller has
-  been silent long enough; no response within 32 s, or 408 / 481, means the caller's side of the dialog is gone,
-  and the call ends with our BYE (12.2.1.2).
+- Our own requests in a dialog, `hangup()`'s BYE and `keepalive()`'s OPTIONS (the shell asks when a held caller
+  has been silent long enough), and their retransmissions are ua_requests.py's; a call's record, the timers and
+  the outbox are ua_call.py's.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
   line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
@@ -57,70 +55,33 @@ Rules:
   dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
   rport, RFC 3581); the top Via gets received/rport filled in.
 - Per call: `{state: {event: next state}}` in TRANSITIONS (ua_events.py); an event missing from it raises
-  LocalProtocolError and changes nothing.
+  LocalProtocolError and changes nothing (ua_call.transition).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clients.sip.body import dtmf_keys, sdp_body
 from clients.sip.errors import LocalProtocolError, NotSdp, RemoteProtocolError
-from clients.sip.message import CSeq, NameAddr, Request, Response, SipParseError, Via, parse_message
-from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
+from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
+from clients.sip.sdp import PCMU, Codec, SessionDescription, build_answer, negotiate, stand_in_offer
+from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import (
-    TRANSITIONS, Addr, CallConfirmed, CallEnded, CallEvent, CallState, CancelTimer, Datagram, DtmfReceived,
-    IncomingCall, MediaChanged, Refused, StartTimer, TimerAction, UaConfig,
+    Addr, CallConfirmed, CallEnded, CallEvent, CallState, Datagram, DtmfReceived, IncomingCall, MediaChanged,
+    Refused, TimerAction, UaConfig,
 )
-from clients.sip.ua_messages import Extra, build_request, build_response, contact, remote_target, warning
+from clients.sip.ua_messages import Extra, build_response, contact, remote_target, warning
+from clients.sip.ua_requests import OwnRequests
 
 __all__ = ["UserAgent"]
 
-T1 = 0.5
-T2 = 4.0
-TIMEOUT = 64 * T1
 # A call slot frees whenever any call ends: a proxy that got our 503 may come back this soon (21.5.4).
 FULL_RETRY_AFTER_S = 5
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
-
-
-@dataclass
-class _Sent:
-    """A request of ours in the dialog, retransmitted (T1 doubling to T2) until any response, for 32 s (17.1.2)."""
-
-    data: bytes
-    cseq: int
-    interval: float = T1
-
-
-@dataclass
-class _Call:
-    handle: str
-    invite: Request  # the INVITE that created the dialog
-    remote: Addr
-    local_tag: str
-    transaction: Request  # the INVITE (first or re-INVITE) that `last_response` answers
-    state: CallState = CallState.PROCEEDING
-    offer: SessionDescription | None = None  # the INVITE's offer (or its stand-in), answered by answer()
-    media: Negotiated | None = None
-    rtp_port: int = 0
-    sdp_session: int = 0
-    sdp_version: int = 1
-    local_sdp: bytes = b""  # our last SDP answer
-    awaiting_answer: bool = False  # our 2xx carried an offer (a delayed-offer INVITE): the ACK brings the answer
-    early_bye: bool = False  # a BYE ended the call before the answer (its retransmissions get 200 again)
-    hung_up: str | None = None  # why we ended the call (our BYE's Reason); set while our 2xx awaits its ACK, the
-    # BYE waits for that ACK (15)
-    last_response: bytes = b""
-    interval: float = T1
-    local_cseq: int = 0
-    sent: dict[str, _Sent] = field(default_factory=dict)  # our BYE and OPTIONS by timer prefix ("bye", "options")
-    target: str | None = None  # the Contact of the last re-INVITE that had one: where our BYE goes (12.2.2)
-    remote_cseq: CSeq | None = None  # the caller's latest INVITE, INFO or OPTIONS in this dialog (12.2.2's remote CSeq)
-    timers: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -135,25 +96,24 @@ class UserAgent:
         self.config = config
         self.rng = rng
         self.stats = UaStats()
-        self._calls: dict[tuple[str, str], _Call] = {}  # (Call-ID, From tag) -> call
-        self._by_handle: dict[str, _Call] = {}
+        self._calls: dict[tuple[str, str], Call] = {}  # (Call-ID, From tag) -> call
+        self._by_handle: dict[str, Call] = {}
         self._counter = 0
-        self._out: list[Datagram] = []
-        self._events: list[CallEvent] = []
-        self._timers: list[TimerAction] = []
+        self._out = Outbox()
+        self._ours = OwnRequests(config, self._out, self._token)  # our BYE and OPTIONS in the calls' dialogs
 
     # ----- drains -----
 
     def data_to_send(self) -> list[Datagram]:
-        out, self._out = self._out, []
+        out, self._out.datagrams = self._out.datagrams, []
         return out
 
     def events_received(self) -> list[CallEvent]:
-        out, self._events = self._events, []
+        out, self._out.events = self._out.events, []
         return out
 
     def timer_actions(self) -> list[TimerAction]:
-        out, self._timers = self._timers, []
+        out, self._out.timers = self._out.timers, []
         return out
 
     def state(self, call: str) -> CallState:
@@ -192,37 +152,29 @@ class UserAgent:
             return  # a timer that was cancelled while its callback was already queued
         call.timers.discard(key)
         if kind == "retx":
-            self._send(call.last_response, call.remote)
+            self._out.send(call.last_response, call.remote)
             call.interval = min(call.interval * 2, T2)
-            self._start(call, "retx", now + call.interval)
+            self._out.start(call, "retx", now + call.interval)
         elif kind == "timeout":
             if call.state in (S.ANSWERED, S.REANSWERED):
-                self._end_with_bye(call, "no_ack", None if call.hung_up else "no ACK", now)
+                self._ours.end_with_bye(call, "no_ack", None if call.hung_up else "no ACK", now)
             else:
-                self._cancel(call, "retx")
-                self._transition(call, "no_ack")
-                self._start(call, "forget", now + TIMEOUT)
-        elif kind in ("byeretx", "optionsretx"):
-            sent = call.sent[kind.removesuffix("retx")]
-            self._send(sent.data, call.remote)
-            sent.interval = min(sent.interval * 2, T2)
-            self._start(call, kind, now + sent.interval)
-        elif kind == "byetimeout":
-            self._cancel(call, "byeretx")
-        elif kind == "optionstimeout":  # our keep-alive went unanswered for 32 s: the caller is gone (12.2.1.2)
-            self._cancel(call, "optionsretx")
-            self._caller_gone(call, "no answer to OPTIONS", now)
+                self._out.cancel(call, "retx")
+                transition(call, "no_ack")
+                self._out.start(call, "forget", now + TIMEOUT)
         elif kind == "forget":
             for k in list(call.timers):
-                self._cancel(call, k.partition(":")[0])
+                self._out.cancel(call, k.partition(":")[0])
             del self._by_handle[handle]
             if self._calls.get(self._key(call.invite)) is call:  # a retry may have taken the key over
                 del self._calls[self._key(call.invite)]
+        else:
+            self._ours.timer_fired(call, kind, now)
 
     def answer(self, call: str, rtp_port: int, now: float) -> None:
         """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
         c = self._get(call)
-        self._transition(c, "answer")
+        transition(c, "answer")
         c.rtp_port, c.sdp_session = rtp_port, self.rng.getrandbits(31)
         assert c.offer is not None  # invariant: PROCEEDING calls have an accepted offer
         self._final(c, 200, now, body=self._answer_sdp(c, c.offer))
@@ -234,49 +186,23 @@ class UserAgent:
         if not 300 <= status <= 699:
             raise LocalProtocolError(f"reject needs a 3xx-6xx status, got {status}")
         c = self._get(call)
-        self._transition(c, "reject")
+        transition(c, "reject")
         self._final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
-        self._events.append(CallEnded(c.handle, "rejected"))
+        self._out.events.append(CallEnded(c.handle, "rejected"))
 
     def hangup(self, call: str, now: float, reason: str = "local hangup") -> None:
         """End an answered call from our side: BYE (retransmitted until answered) saying `reason` in its Reason
         header (RFC 3326). The call ends at once; while our 2xx still awaits its ACK the BYE waits for it, or for
         the 2xx's timeout (a callee must not send BYE before the ACK, 15), and the 2xx goes on being retransmitted
         meanwhile."""
-        self._hang_up(self._get(call), reason, now)
+        self._ours.hang_up(self._get(call), reason, now)
 
     def keepalive(self, call: str, now: float) -> bool:
         """Ask a confirmed call's caller whether the dialog still exists: an in-dialog OPTIONS (what a PBX's dialog
         keep-alive sends), retransmitted until answered. Any response but 408 or 481 leaves the call up; those,
         or none within 32 s, end it with BYE (12.2.1.2) and CallEnded "caller gone: ...". False: nothing sent,
         as a keep-alive is pending or the call is not confirmed."""
-        c = self._get(call)
-        if c.state is not S.CONFIRMED or f"optionstimeout:{c.handle}" in c.timers:
-            return False
-        self._send_in_dialog(c, "OPTIONS", now)
-        return True
-
-    def _hang_up(self, c: _Call, reason: str, now: float) -> None:
-        if c.state in (S.ANSWERED, S.REANSWERED) and not c.hung_up:
-            c.hung_up = reason
-            self._events.append(CallEnded(c.handle, reason))
-            return
-        self._end_with_bye(c, "hangup", reason, now)
-
-    def _caller_gone(self, call: _Call, why: str, now: float) -> None:
-        if call.state in (S.CONFIRMED, S.REANSWERED) and not call.hung_up:  # not ended meanwhile
-            self._hang_up(call, f"caller gone: {why}", now)
-
-    def _end_with_bye(self, call: _Call, event: str, reason: str | None, now: float) -> None:
-        """BYE and, unless `reason` is None (the call was ended already, for `call.hung_up`), CallEnded."""
-        self._transition(call, event)  # first: an illegal end changes nothing
-        self._cancel(call, "retx")
-        self._cancel(call, "timeout")
-        if reason is not None:
-            call.hung_up = reason
-            self._events.append(CallEnded(call.handle, reason))
-        self._send_in_dialog(call, "BYE", now)
-        self._start(call, "forget", now + TIMEOUT)
+        return self._ours.keepalive(self._get(call), now)
 
     # ----- requests -----
 
@@ -293,7 +219,7 @@ class UserAgent:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
             elif req.cseq.number == call.invite.cseq.number and _same_transaction(req, call.invite):
-                self._send(call.last_response, addr)  # retransmission: same response, no second dialog
+                self._out.send(call.last_response, addr)  # retransmission: same response, no second dialog
             elif req.cseq.number == call.invite.cseq.number:  # merged (8.2.2.2)
                 self._reply(req, addr, 482)
             else:  # a second INVITE while the first is live (14.2)
@@ -315,10 +241,10 @@ class UserAgent:
 
     def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
         self._counter += 1
-        call = _Call(f"call{self._counter}", req, addr, self._token(), req, awaiting_answer=not req.body)
+        call = Call(f"call{self._counter}", req, addr, self._token(), req, awaiting_answer=not req.body)
         self._calls[self._key(req)] = call
         self._by_handle[call.handle] = call
-        self._send(self._response(req, 100, addr, to_tag=None), addr)
+        self._out.send(self._response(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
             self._refuse(call, 503, now, f"max_calls ({self.config.max_calls}) reached",
                          extra=(("Retry-After", str(FULL_RETRY_AFTER_S)),))
@@ -334,20 +260,20 @@ class UserAgent:
             self._refuse(call, exc.status, now, str(exc), extra=(self._warning(exc.warn_code, str(exc)), *exc.headers))
             return
         call.last_response = self._response(req, 180, addr, to_tag=call.local_tag, extra=self._contact())
-        self._send(call.last_response, addr)
-        self._events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
+        self._out.send(call.last_response, addr)
+        self._out.events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
 
-    def _refuse(self, call: _Call, status: int, now: float, why: str, extra: Extra = ()) -> None:
+    def _refuse(self, call: Call, status: int, now: float, why: str, extra: Extra = ()) -> None:
         """A new call's INVITE refused with a final response (retransmitted until ACK); the shell is told why."""
-        self._transition(call, "reject")
+        transition(call, "reject")
         self._final(call, status, now, extra=extra)
-        self._events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
+        self._out.events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
 
-    def _on_reinvite(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+    def _on_reinvite(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
             self._reply(req, addr, 481)
         elif req.cseq.number == call.transaction.cseq.number:  # retransmission
-            self._send(call.last_response, addr)
+            self._out.send(call.last_response, addr)
         elif call.state is not S.CONFIRMED:  # the last INVITE's ACK is still due (14.2)
             self._reply(req, addr, 491)
         else:
@@ -357,75 +283,75 @@ class UserAgent:
                 media = negotiate(offer, keep=call.media.codec)
             except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
                 self._reply(req, addr, exc.status, extra=(self._warning(exc.warn_code, str(exc)), *exc.headers))
-                self._events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
+                self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
                 return
             call.transaction, call.media, call.awaiting_answer = req, media, not req.body
             call.remote_cseq = req.cseq
             call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
             call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
-            self._transition(call, "reinvite")
+            transition(call, "reinvite")
             self._final(call, 200, now, body=self._answer_sdp(call, offer))
-            self._events.append(MediaChanged(call.handle, media))
+            self._out.events.append(MediaChanged(call.handle, media))
 
-    def _on_ack(self, call: _Call | None, req: Request, now: float) -> None:
+    def _on_ack(self, call: Call | None, req: Request, now: float) -> None:
         if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
                 or req.cseq.number != call.transaction.cseq.number):
             return  # a stray or repeated ACK: absorbed (17.2.1), never answered
-        self._cancel(call, "retx")
-        self._cancel(call, "timeout")
+        self._out.cancel(call, "retx")
+        self._out.cancel(call, "timeout")
         state = call.state
-        self._transition(call, "ack")
+        transition(call, "ack")
         if call.hung_up:  # we hung up meanwhile: the BYE can go now
-            self._end_with_bye(call, "hangup", None, now)
+            self._ours.end_with_bye(call, "hangup", None, now)
             return
         if state is S.ANSWERED:
-            self._events.append(CallConfirmed(call.handle))
+            self._out.events.append(CallConfirmed(call.handle))
         elif state is S.REJECTED:
-            self._start(call, "forget", now + TIMEOUT)
+            self._out.start(call, "forget", now + TIMEOUT)
         if call.awaiting_answer:
             self._on_answer(call, req, now)
 
-    def _on_answer(self, call: _Call, ack: Request, now: float) -> None:
+    def _on_answer(self, call: Call, ack: Request, now: float) -> None:
         """The caller's SDP answer in the ACK to our offer (RFC 3264 5: it must keep our one codec)."""
         assert call.media is not None  # invariant: answered calls have negotiated media
         call.awaiting_answer = False
         try:
             call.media = negotiate(self._sdp(ack), keep=call.media.codec)
         except RemoteProtocolError as exc:
-            self._end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
+            self._ours.end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
             return
-        self._events.append(MediaChanged(call.handle, call.media))
+        self._out.events.append(MediaChanged(call.handle, call.media))
 
-    def _on_cancel(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+    def _on_cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or req.top_via.branch != call.invite.top_via.branch:
             self._reply(req, addr, 481)
             return
-        self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        self._out.send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
         if call.state is S.PROCEEDING:
-            self._transition(call, "cancel")
+            transition(call, "cancel")
             self._final(call, 487, now)
-            self._events.append(CallEnded(call.handle, "cancelled"))
+            self._out.events.append(CallEnded(call.handle, "cancelled"))
 
-    def _on_bye(self, call: _Call | None, req: Request, addr: Addr, now: float) -> None:
+    def _on_bye(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if not self._in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
             self._reply(req, addr, 481)
             return
-        self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        self._out.send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
         if call.state in (S.ENDED, S.REJECTED):
             return  # retransmitted BYE, or BYEs crossed
         if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
             call.early_bye = True
-            self._transition(call, "bye")
+            transition(call, "bye")
             self._final(call, 487, now)
-            self._events.append(CallEnded(call.handle, "remote hangup"))
+            self._out.events.append(CallEnded(call.handle, "remote hangup"))
             return
-        self._cancel(call, "retx")
-        self._cancel(call, "timeout")
-        self._transition(call, "bye")
-        self._events.append(CallEnded(call.handle, "remote hangup"))
-        self._start(call, "forget", now + TIMEOUT)
+        self._out.cancel(call, "retx")
+        self._out.cancel(call, "timeout")
+        transition(call, "bye")
+        self._out.events.append(CallEnded(call.handle, "remote hangup"))
+        self._out.start(call, "forget", now + TIMEOUT)
 
-    def _on_options(self, call: _Call | None, req: Request, addr: Addr) -> None:
+    def _on_options(self, call: Call | None, req: Request, addr: Addr) -> None:
         in_dialog = req.to.tag is not None  # a PBX's dialog keep-alive; without a To tag, a plain ping
         if in_dialog and (call is None or not self._live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
             self._reply(req, addr, 481)
@@ -434,30 +360,25 @@ class UserAgent:
             call.remote_cseq = req.cseq  # a later request must not go below it
         self._reply(req, addr, 200, extra=(("Allow", ALLOW), ("Accept", "application/sdp")))
 
-    def _on_info(self, call: _Call | None, req: Request, addr: Addr) -> None:
+    def _on_info(self, call: Call | None, req: Request, addr: Addr) -> None:
         if call is None or not self._live_dialog(call, req):
             self._reply(req, addr, 481)
             return
         last = call.remote_cseq or call.invite.cseq
         if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
             retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
-            self._send(self._response(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
+            self._out.send(self._response(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
             return
         call.remote_cseq = req.cseq
-        self._send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
-        self._events += [DtmfReceived(call.handle, key) for key in dtmf_keys(req.headers.get("Content-Type"), req.body)]
+        self._out.send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        keys = dtmf_keys(req.headers.get("Content-Type"), req.body)
+        self._out.events += [DtmfReceived(call.handle, key) for key in keys]
 
     def _on_response(self, resp: Response, now: float) -> None:
         to_tag = NameAddr.parse(resp.headers.get("To") or "").tag if resp.headers.get("To") else None
         call = self._calls.get((resp.call_id, to_tag or ""))
-        kind = resp.cseq.method.lower()
-        sent = call.sent.get(kind) if call is not None else None
-        if call is None or sent is None or resp.cseq.number != sent.cseq:
-            return
-        self._cancel(call, f"{kind}retx")
-        self._cancel(call, f"{kind}timeout")
-        if kind == "options" and resp.status in (408, 481):  # the caller has no such dialog (any more)
-            self._caller_gone(call, f"{resp.status} to OPTIONS", now)
+        if call is not None:  # in a dialog of ours: an answer to our BYE or OPTIONS
+            self._ours.on_response(call, resp, now)
 
     # ----- helpers -----
 
@@ -473,7 +394,7 @@ class UserAgent:
             raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP")
         return SessionDescription.parse(sdp)
 
-    def _answer_sdp(self, call: _Call, offer: SessionDescription) -> bytes:
+    def _answer_sdp(self, call: Call, offer: SessionDescription) -> bytes:
         """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""
         media = call.media
         assert media is not None  # invariant: set before any answer
@@ -489,29 +410,15 @@ class UserAgent:
         call.local_sdp = sdp
         return sdp
 
-    def _final(self, call: _Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
+    def _final(self, call: Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
         extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
         call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
                                              body=body, extra=extra)
         call.interval = T1
-        self._send(call.last_response, call.remote)
-        self._start(call, "retx", now + T1)
-        self._start(call, "timeout", now + TIMEOUT)
-
-    def _send_in_dialog(self, call: _Call, method: str, now: float) -> None:
-        call.local_cseq += 1
-        data = build_request(method, call.invite, target=call.target, local_tag=call.local_tag,
-                             cseq=call.local_cseq, hostport=self._hostport(), branch=self._token(),
-                             user_agent=self.config.user_agent, reason=call.hung_up if method == "BYE" else None)
-        kind = method.lower()
-        if kind == "bye":  # a keep-alive still pending is moot
-            self._cancel(call, "optionsretx")
-            self._cancel(call, "optionstimeout")
-        call.sent[kind] = _Sent(data, call.local_cseq)
-        self._send(data, call.remote)
-        self._start(call, f"{kind}retx", now + T1)
-        self._start(call, f"{kind}timeout", now + TIMEOUT)
+        self._out.send(call.last_response, call.remote)
+        self._out.start(call, "retx", now + T1)
+        self._out.start(call, "timeout", now + TIMEOUT)
 
     def _bad_request(self, partial: Request | Response | None, addr: Addr, error: SipParseError) -> None:
         if not isinstance(partial, Request) or partial.method == "ACK" or not partial.headers.get_all("Via"):
@@ -523,14 +430,14 @@ class UserAgent:
             self.stats.dropped += 1
             return
         self.stats.bad_requests += 1
-        self._send(self._response(partial, error.status, addr, to_tag=self._token(),
+        self._out.send(self._response(partial, error.status, addr, to_tag=self._token(),
                                   extra=(self._warning(error.warn_code, str(error)),)), addr)
 
     def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""
         call = self._calls.get(self._key(req))
         tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
-        self._send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
+        self._out.send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
 
     def _response(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
                   extra: Extra = ()) -> bytes:
@@ -541,15 +448,12 @@ class UserAgent:
         return warning(self.config.host, code, text)
 
     def _contact(self) -> Extra:
-        return contact(self.config.user, self._hostport())
+        return contact(self.config.user, self.config.hostport)
 
-    def _hostport(self) -> str:
-        return f"{self.config.host}:{self.config.port}"
-
-    def _in_dialog(self, call: _Call | None, req: Request) -> bool:
+    def _in_dialog(self, call: Call | None, req: Request) -> bool:
         return call is not None and req.to.tag == call.local_tag
 
-    def _out_of_order(self, call: _Call | None, req: Request) -> bool:
+    def _out_of_order(self, call: Call | None, req: Request) -> bool:
         """Whether an in-dialog request's CSeq is below the caller's last request's in the dialog: it must get 500
         whatever its method (12.2.2). ACK and CANCEL carry their INVITE's number, and a retransmitted re-INVITE
         belongs to its transaction (17.2.3), not the dialog's order."""
@@ -559,31 +463,11 @@ class UserAgent:
             return False
         return req.cseq.number < (call.remote_cseq or call.invite.cseq).number
 
-    def _live_dialog(self, call: _Call | None, req: Request) -> bool:
+    def _live_dialog(self, call: Call | None, req: Request) -> bool:
         """`req` is in a dialog that exists now (early or confirmed; not ended, nor refused before it began)."""
         return call is not None and self._in_dialog(call, req) and call.state not in (S.REJECTED, S.ENDED)
 
-    def _send(self, data: bytes, addr: Addr) -> None:
-        self._out.append(Datagram(data, addr))
-
-    def _start(self, call: _Call, kind: str, deadline: float) -> None:
-        key = f"{kind}:{call.handle}"
-        call.timers.add(key)
-        self._timers.append(StartTimer(key, deadline))
-
-    def _cancel(self, call: _Call, kind: str) -> None:
-        key = f"{kind}:{call.handle}"
-        if key in call.timers:
-            call.timers.discard(key)
-            self._timers.append(CancelTimer(key))
-
-    def _transition(self, call: _Call, event: str) -> None:
-        nxt = TRANSITIONS[call.state].get(event)
-        if nxt is None:
-            raise LocalProtocolError(f"{event!r} is not allowed in state {call.state.value} ({call.handle})")
-        call.state = nxt
-
-    def _get(self, handle: str) -> _Call:
+    def _get(self, handle: str) -> Call:
         call = self._by_handle.get(handle)
         if call is None:
             raise LocalProtocolError(f"unknown call {handle!r}")

@@ -112,3 +112,8 @@ class UaConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 or self.max_calls < 1 or self.max_message_bytes < 512:
             raise ValueError("invalid UaConfig")
+
+    @property
+    def hostport(self) -> str:
+        """Where we are, for Via and Contact."""
+        return f"{self.host}:{self.port}"
