@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{r['device']}  torch {r['torch']}  commit {r['commit'][:10]}  {'SMOKE (no figures)' if r['smoke'] else ''}")
+    print(f"\n{r['device']}  torch {r['torch']}  commit {r['commit'][:10]}  "
+          f"{'SMOKE (no figures)' if r['smoke'] else ''}")
     print(f"copy bandwidth: {r['copy_tb_per_s']:.3f} TB/s")
     print("\nprefill causal (TFLOP/s; ratio = row ms / ours ms, i.e. how many times faster ours is)")
     print(f"{'case':16} {'S':>6} {'impl':28} {'ms':>9} {'TFLOP/s':>9} {'ratio':>7}")

@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = report["modes"]
     assert isinstance(modes, dict)
     print(format_table(modes))
-    stages = {mode: m["server_stages_ms"] for mode, m in modes.items() if m.get("server_stages_ms")}  # type: ignore[union-attr]
+    stages = {mode: m["server_stages_ms"]
+              for mode, m in modes.items() if m.get("server_stages_ms")}  # type: ignore[union-attr]
     if stages:
         print(format_stages(stages))  # type: ignore[arg-type]
     print(f"wrote {args.out}")

@@ -355,8 +355,8 @@ def print_table(result: dict, counts: list[int], concurrency_s: float) -> None:
               "a 0 above may only mean untried)")
     cp = result["concurrency_profile"]
     print(f"\n{cp['streams']} streams {'batched' if cp['batched'] else 'alone'}: round {cp['round_ms']:.1f} ms, "
-          f"{'CPU' if result['device'] == 'cpu' else 'device'} busy {cp['busy_ms_per_round']:.1f} ms a round; by kernel "
-          "(us a round, calls a round, share):")
+          f"{'CPU' if result['device'] == 'cpu' else 'device'} busy {cp['busy_ms_per_round']:.1f} ms a round; "
+          "by kernel (us a round, calls a round, share):")
     for k in cp["kernels"][:15]:
         print(f"{k['us_per_step']:>10.1f} {k['calls_per_step']:>7.1f} {k['share']:>6.1%}  {k['kernel']}")
 

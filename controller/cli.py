@@ -134,7 +134,8 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                         help="what the tool logs on stderr")
     p = sub.add_parser("tts", parents=[common], help="text -> speech wav with TTS-3B (as tts_inference.py)",
                        description="Text to a speech wav with TTS-3B and its CosyVoice decoder, in a default "
-                       "speaker's voice or a cloned one (as upstream's tts_inference.py).", formatter_class=DefaultsHelpFormatter)
+                       "speaker's voice or a cloned one (as upstream's tts_inference.py).",
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("--text", required=True, help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
                    "or (快速1) applies to all of it")
     p.add_argument("--prompt-wav", "--clone-wav", dest="prompt_wav", type=Path,

@@ -519,6 +519,7 @@ class Response:
         if u is None:
             return None
         audio_in = getattr(u, "prompt_audio_tokens", 0)
-        return sev.usage(input_text_tokens=u.prompt_tokens - audio_in, input_audio_tokens=audio_in,  # type: ignore[attr-defined]
+        return sev.usage(input_text_tokens=u.prompt_tokens - audio_in,  # type: ignore[attr-defined]
+                         input_audio_tokens=audio_in,
                          output_text_tokens=u.completion_tokens,  # type: ignore[attr-defined]
                          output_audio_tokens=self.audio_tokens, cached_tokens=getattr(u, "cached_tokens", 0))

@@ -43,7 +43,8 @@ export class RealtimeSocket {
         if (!opened) {
           // The handshake failed (wrong key gives HTTP 401, a loading server 503): the browser
           // only reports code 1006, so say what usually causes it.
-          reject(new Error(`could not connect to ${this.url} (close code ${e.code}; check the server and the API key)`));
+          reject(new Error(`could not connect to ${this.url} (close code ${e.code}; `
+            + 'check the server and the API key)'));
           return;
         }
         this.onClose(e);

@@ -57,7 +57,8 @@ class FbankConfig:
 
     def __post_init__(self) -> None:
         if self.fs != 16000 or self.window != "hamming":
-            raise TokenizerConfigError(f"frontend_conf: need fs 16000 and a hamming window, got {self.fs}, {self.window}")
+            raise TokenizerConfigError(
+                f"frontend_conf: need fs 16000 and a hamming window, got {self.fs}, {self.window}")
         if self.lfr_m < 1 or self.lfr_n < 1 or self.n_mels < 1:
             raise TokenizerConfigError("frontend_conf: lfr_m, lfr_n and n_mels must be positive")
 

@@ -55,7 +55,8 @@ class SanmAttention(nn.Module):
         new = (kh[:, :, :keep], vh[:, :, :keep])
         if cache is not None:
             kh, vh = torch.cat([cache[0], kh], dim=2), torch.cat([cache[1], vh], dim=2)
-            new = (torch.cat([cache[0], new[0]], dim=2)[:, :, -limit:], torch.cat([cache[1], new[1]], dim=2)[:, :, -limit:])
+            new = (torch.cat([cache[0], new[0]], dim=2)[:, :, -limit:],
+                   torch.cat([cache[1], new[1]], dim=2)[:, :, -limit:])
         # FSMN memory: depthwise conv over time, written as unfold + weighted sum (oneDNN's depthwise conv1d is
         # slow for these tiny per-chunk windows). fsmn_block.weight: [d, 1, kernel].
         taps = nn.functional.pad(v.transpose(1, 2), self.pad).unfold(2, self.fsmn_block.kernel_size[0], 1)

@@ -144,7 +144,8 @@ class StepAudioTokenizer:
         except (ValueError, OSError, EOFError) as exc:  # numpy names no file, and for a non-array advises pickle
             raise _unreadable(root / KMEANS_FILE, exc) from exc
         if kmeans.shape != (VQ02_CODES, sanm_cfg.output_size):
-            raise TokenizerConfigError(f"{KMEANS_FILE}: shape {tuple(kmeans.shape)}, want (1024, {sanm_cfg.output_size})")
+            raise TokenizerConfigError(
+                f"{KMEANS_FILE}: shape {tuple(kmeans.shape)}, want (1024, {sanm_cfg.output_size})")
         path = root / S3_ONNX_FILE
         s3 = OnnxS3(path, stream.intra_op_threads) if backend is Vq06Backend.ONNX else torch_from_onnx(path)
         return cls(frontend=frontend, sanm=sanm, kmeans=kmeans, s3=s3, stream=stream)

@@ -586,8 +586,9 @@ async def test_a_user_audio_item_s_transcript_is_null_until_its_transcription_co
             await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
             await conv.send({"type": "input_audio_buffer.commit"})
         else:
-            await conv.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
-                {"type": "input_audio", "audio": base64.b64encode(to_pcm16(speech(0.5))).decode()}]}})
+            content = [{"type": "input_audio", "audio": base64.b64encode(to_pcm16(speech(0.5))).decode()}]
+            await conv.send({"type": "conversation.item.create",
+                             "item": {"type": "message", "role": "user", "content": content}})
         added = await conv.wait_for("conversation.item.added", after=n, timeout=5)
         item_id = added["item"]["id"]
         await conv.send({"type": "conversation.item.retrieve", "item_id": item_id})

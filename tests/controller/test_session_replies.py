@@ -177,7 +177,8 @@ async def test_a_response_create_and_what_follows_it_at_once_concern_a_response_
     first, second = conv.of_type("response.created")
     assert cancelled["response"]["id"] == first["response"]["id"] and cancelled["response"]["status"] == "cancelled"
     assert conv.events.index(first) < conv.events.index(cancelled)
-    assert (refused["error"]["code"], refused["error"]["event_id"]) == ("conversation_already_has_active_response", "r2")
+    assert (refused["error"]["code"], refused["error"]["event_id"]) == (
+        "conversation_already_has_active_response", "r2")
     assert f"in progress: {second['response']['id']}." in refused["error"]["message"]  # which one, as the API says
     assert conv.events.index(second) < conv.events.index(refused)
     assert done["response"]["id"] == second["response"]["id"] and done["response"]["status"] == "completed"

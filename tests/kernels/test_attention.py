@@ -108,7 +108,8 @@ PREFILL_CASES = [
 
 
 @pytest.mark.parametrize("h,g,d,page,dtype", PREFILL_CASES)
-def test_triton_prefill_ragged_prefix_forks(triton_modules, h, g, d, page, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_triton_prefill_ragged_prefix_forks(triton_modules, h, g, d, page,  # type: ignore[no-untyped-def]
+                                            dtype) -> None:
     tri = triton_modules.attention
     # ragged q_lens incl. a decode-like row, a KV prefix, a fork sharing the parent's blocks; unused pool blocks
     b = P.make_batch([5, 1, 13, 7], [0, 7, 20, 20], num_heads=h, num_kv_heads=g, head_dim=d, page=page,
@@ -152,7 +153,8 @@ def test_triton_prefill_far_tiles_in_16_bit(triton_modules, bf16_dot, dtype) -> 
                                               (12, 1, 64, 8, torch.float16), (24, 2, 64, 16, torch.float32),
                                               (8, 2, 80, 64, torch.float32)])
 @pytest.mark.parametrize("num_splits", [None, 7])
-def test_triton_decode_split_kv(triton_modules, h, g, d, page, dtype, num_splits) -> None:  # type: ignore[no-untyped-def]
+def test_triton_decode_split_kv(triton_modules, h, g, d, page, dtype,  # type: ignore[no-untyped-def]
+                                num_splits) -> None:
     tri = triton_modules.attention
     # contexts 1 and 6 leave most of the 7 splits empty; a zero-length query row in the middle is skipped
     b = P.make_batch([1, 1, 0, 1, 1], [0, 5, 3, 60, 40], num_heads=h, num_kv_heads=g, head_dim=d, page=page,
@@ -191,7 +193,8 @@ def _new_kv_of(b, skip: set[int], seed: int = 5):  # type: ignore[no-untyped-def
 @pytest.mark.parametrize("h,g,d,page,dtype", [(4, 4, 64, 4, torch.float32), (12, 1, 128, 8, torch.float16),
                                               (24, 2, 64, 16, torch.float32), (8, 2, 64, 64, torch.float32)])
 @pytest.mark.parametrize("num_splits", [None, 7])
-def test_triton_decode_stores_the_new_kv_itself(triton_modules, h, g, d, page, dtype, num_splits) -> None:  # type: ignore[no-untyped-def]
+def test_triton_decode_stores_the_new_kv_itself(triton_modules, h, g, d, page, dtype,  # type: ignore[no-untyped-def]
+                                                num_splits) -> None:
     """A decode step given new_kv equals store_kv then attention: the same output and the same cache afterwards,
     including a row whose slot is -1 (nothing stored: it attends to what the cache holds) and a fork."""
     tri = triton_modules.attention

@@ -134,7 +134,8 @@ def test_ref_folds_the_convolution_biases() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("b,c,groups,t", [(2, 24, 8, 50), (1, 64, 1, 600)])  # one tile; several
-def test_triton_group_norm_mish_folds_conv_biases(triton_modules, dtype, b, c, groups, t) -> None:  # type: ignore[no-untyped-def]
+def test_triton_group_norm_mish_folds_conv_biases(triton_modules, dtype, b, c, groups,  # type: ignore[no-untyped-def]
+                                                   t) -> None:
     dev = triton_modules.device
     x = (2 * torch.randn(b, c, t, device=dev)).to(dtype)
     add = torch.randn(b, c, t, device=dev).to(dtype)

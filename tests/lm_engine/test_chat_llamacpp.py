@@ -33,8 +33,8 @@ def collect(backend: LlamaCppBackend, request: ChatRequest, cancel: threading.Ev
 
 
 def test_short_question_gets_a_sensible_answer(backend: LlamaCppBackend) -> None:
-    deltas = collect(backend, ChatRequest(messages=[SYSTEM, {"role": "user", "content": "What is the capital of France?"}],
-                                          temperature=0, max_tokens=40))
+    question = {"role": "user", "content": "What is the capital of France?"}
+    deltas = collect(backend, ChatRequest(messages=[SYSTEM, question], temperature=0, max_tokens=40))
     text = "".join(d.text for d in deltas)
     assert "Paris" in text
     assert deltas[-1].finish_reason == "stop"
@@ -102,7 +102,8 @@ def test_closing_the_generator_early_cancels(backend: LlamaCppBackend) -> None:
                                      temperature=0, max_tokens=400), threading.Event())
     next(gen)
     gen.close()
-    deltas = collect(backend, ChatRequest(messages=[{"role": "user", "content": "Say hi."}], temperature=0, max_tokens=8))
+    deltas = collect(backend, ChatRequest(messages=[{"role": "user", "content": "Say hi."}], temperature=0,
+                                          max_tokens=8))
     assert deltas[-1].finish_reason in ("stop", "length")
     generated = backend.counters()["tokens_predicted_total"] - before
     assert generated <= 1 + 8 + 8 + 8, f"abandoned task went on generating ({generated} tokens)"

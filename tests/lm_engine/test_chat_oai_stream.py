@@ -56,7 +56,8 @@ def test_bare_json_tool_call_becomes_a_tool_call() -> None:
 
 
 def test_tagged_and_multiple_calls() -> None:
-    text = '<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n<tool_call>\n{"name": "b", "arguments": "{}"}\n</tool_call>'
+    text = ('<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "b", "arguments": "{}"}\n</tool_call>')
     deltas = run(OaiChunkTranslator(["a", "b"]), [chunk(text[:5]), chunk(text[5:]), chunk(finish="stop")])
     calls = [d.tool_call for d in deltas if d.tool_call]
     assert [(c.name, json.loads(c.arguments_delta)) for c in calls] == [("a", {"x": 1}), ("b", {})]
@@ -91,7 +92,8 @@ def test_native_tool_call_deltas_keep_id_and_name() -> None:
 
 def test_error_object_raises() -> None:
     with pytest.raises(OaiStreamError) as info:
-        OaiChunkTranslator(None).feed({"error": {"code": 400, "message": "too long", "type": "exceed_context_size_error"}})
+        OaiChunkTranslator(None).feed(
+            {"error": {"code": 400, "message": "too long", "type": "exceed_context_size_error"}})
     assert info.value.code == 400 and info.value.error_type == "exceed_context_size_error"
 
 

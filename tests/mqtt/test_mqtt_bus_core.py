@@ -31,8 +31,9 @@ def test_url_defaults_and_options() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0", "mqtt://b?max_message=100", "mqtt://b?prefix=%24SYS/x",
-    "mqtt://b?buffer=x", "mqtt://b?prefix=a/%23", "mqtt://b?node_id=a%2Bb", "mqtt://b?node_id=a/b", "mqtt://b?backoff_initial=5&backoff_max=1",
+    "http://broker", "mqtt://", "mqtt://b:99999", "mqtt://b?bogus=1", "mqtt://b?buffer=0", "mqtt://b?max_message=100",
+    "mqtt://b?prefix=%24SYS/x", "mqtt://b?buffer=x", "mqtt://b?prefix=a/%23", "mqtt://b?node_id=a%2Bb",
+    "mqtt://b?node_id=a/b", "mqtt://b?backoff_initial=5&backoff_max=1",
     # accepted before, then: no metrics after the first (nan, inf), a shutdown that never ended (inf), a bus that
     # failed at every connect (keepalive, a two-byte field), or a broker that dropped every connection (NUL)
     "mqtt://b?metrics_interval=nan", "mqtt://b?metrics_interval=inf", "mqtt://b?drain_timeout=inf",

@@ -113,7 +113,8 @@ def test_sipp_caller_is_heard_and_answered(embedded_server, beckett_wav: Path, t
                 nudged = True
             time.sleep(0.5)
         errors = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*errors.log"))
-        assert sipp.returncode == 0, f"sipp failed ({sipp.returncode}): {sipp.stderr.read()!r}\n{errors}\n{bridge.log()}"
+        assert sipp.returncode == 0, \
+            f"sipp failed ({sipp.returncode}): {sipp.stderr.read()!r}\n{errors}\n{bridge.log()}"
         calls = wait_for(bridge.calls, 10)
     finally:
         capture.stop()

@@ -66,8 +66,9 @@ REAL_FLOW_SHAPES = {
     "decoder.estimator.final_block.block.0.weight": (256, 256, 3),
     "decoder.estimator.final_proj.weight": (80, 256, 1),
 }
-ABSENT_FLOW = ("decoder.estimator.down_blocks.0.1.0.attn1.to_q.bias", "decoder.estimator.down_blocks.0.1.0.norm2.weight",
-               "encoder.embed.pos_enc.pe", "encoder.encoders.0.norm_conv.weight", "encoder.encoders.0.conv_module")
+ABSENT_FLOW = ("decoder.estimator.down_blocks.0.1.0.attn1.to_q.bias",
+               "decoder.estimator.down_blocks.0.1.0.norm2.weight", "encoder.embed.pos_enc.pe",
+               "encoder.encoders.0.norm_conv.weight", "encoder.encoders.0.conv_module")
 REAL_HIFT_SHAPES = {
     "m_source.l_linear.weight": (1, 9),
     "conv_pre.weight_g": (512, 1, 1),
@@ -133,8 +134,9 @@ def test_yaml_round_trips_and_has_upstream_fields(tiny_dir) -> None:
     for tag in ("!new:cosyvoice.flow.flow.MaskedDiffWithXvec", "!new:cosyvoice.transformer.encoder.ConformerEncoder",
                 "!new:cosyvoice.flow.length_regulator.InterpolateRegulator",
                 "!new:cosyvoice.flow.flow_matching.ConditionalCFM", "!new:cosyvoice.flow.decoder.ConditionalDecoder",
-                "!new:cosyvoice.hifigan.generator.HiFTGenerator", "!new:cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor",
-                "!new:omegaconf.DictConfig", "!ref <sample_rate>", "istft_params:", "pos_enc_layer_type: 'rel_pos_espnet'"):
+                "!new:cosyvoice.hifigan.generator.HiFTGenerator",
+                "!new:cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor", "!new:omegaconf.DictConfig",
+                "!ref <sample_rate>", "istft_params:", "pos_enc_layer_type: 'rel_pos_espnet'"):
         assert tag in text, tag
     assert load_cosyvoice_config(tiny_dir) == profile_config("tiny")
     full = profile_config("full-random")

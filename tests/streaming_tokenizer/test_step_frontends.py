@@ -107,7 +107,8 @@ def test_am_mvn_parse_and_streaming_frontend_equals_whole(tmp_path) -> None:  # 
         whole = fe.whole(wav)
         n_fb = 1 + (len(wav) - 400) // 160
         assert whole.shape == (math.ceil(n_fb / 6), 560)
-        np.testing.assert_allclose(whole[0], (lfr_whole(KaldiFbank(fe.cfg).frames(wav), 7, 6)[0] + shift) * scale, rtol=1e-5)
+        np.testing.assert_allclose(whole[0], (lfr_whole(KaldiFbank(fe.cfg).frames(wav), 7, 6)[0] + shift) * scale,
+                                   rtol=1e-5)
         st = fe.new_state()
         parts, i = [], 0
         while i < len(wav):

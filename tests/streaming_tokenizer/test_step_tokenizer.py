@@ -56,8 +56,9 @@ def test_folder_layout_keys_and_config(folder) -> None:  # type: ignore[no-untyp
     cfg = yaml.safe_load((para / "config.yaml").read_text())
     assert cfg["model"] == "ParaformerStreaming" and cfg["encoder"] == "SANMEncoderChunkOpt"
     assert cfg["frontend"] == "WavFrontendOnline"
-    assert {k: cfg["frontend_conf"][k] for k in ("fs", "window", "n_mels", "frame_length", "frame_shift", "lfr_m", "lfr_n")} == {
-        "fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10, "lfr_m": 7, "lfr_n": 6}  # fmt: skip
+    frontend = {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10, "lfr_m": 7,
+                "lfr_n": 6}
+    assert {k: cfg["frontend_conf"][k] for k in frontend} == frontend
     enc = cfg["encoder_conf"]
     assert enc["input_layer"] == "pe_online" and enc["selfattention_layer_type"] == "sanm" and enc["kernel_size"] == 11
     keys = torch.load(para / "model.pt", weights_only=True)
