@@ -50,9 +50,10 @@ class BridgeConfig:
             raise ValueError(f"max_calls must be at least 1, got {self.max_calls}")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
             raise ValueError("silence_duration_ms must be positive")
-        if self.rtp_timeout_s is not None and self.rtp_timeout_s <= 0:
+        # `not > 0`, not `<= 0`: NaN compares false both ways, and a NaN timeout hung every call up at once
+        if self.rtp_timeout_s is not None and not self.rtp_timeout_s > 0:
             raise ValueError("rtp_timeout_s must be positive")
-        if self.hold_keepalive_s is not None and self.hold_keepalive_s <= 0:
+        if self.hold_keepalive_s is not None and not self.hold_keepalive_s > 0:
             raise ValueError("hold_keepalive_s must be positive")
         if self.dtmf_pause_s <= 0:
             raise ValueError("dtmf_pause_s must be positive")

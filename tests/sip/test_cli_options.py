@@ -18,9 +18,12 @@ from tests.sip.media import free_udp_port
     (["--port", "70000"], "sip-bridge: the SIP port must be within 1-65535, got 70000"),
     (["--port", "0"], "sip-bridge: the SIP port must be within 1-65535, got 0"),
     (["--max-calls", "0"], "sip-bridge: max_calls must be at least 1, got 0"),
+    (["--rtp-timeout", "nan"], "sip-bridge: rtp_timeout_s must be positive"),
+    (["--hold-keepalive", "nan"], "sip-bridge: hold_keepalive_s must be positive"),
 ])
 def test_an_impossible_port_or_call_limit_is_named(option: list[str], said: str) -> None:
-    """They had ended in a traceback, "ValueError: invalid UaConfig"."""
+    """They had ended in a traceback, "ValueError: invalid UaConfig". A NaN --rtp-timeout was taken: the bridge
+    started, and hung up every call it answered 20 ms later ("RTP timeout")."""
     run = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--server-url", "ws://127.0.0.1:9/v1/realtime",
                           *option], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[2])
