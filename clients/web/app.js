@@ -14,6 +14,7 @@ const PREROLL_CHUNKS = 75; // 3 s of 40 ms chunks captured before the socket ope
 const CONNECT_UPDATE_ID = 'page_connect_settings';
 const INSTRUCTIONS_UPDATE_ID = 'page_instructions'; // ... and of an instructions edit
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
+const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 
 // The test hook: plain counters and lists, never read back by the page itself.
 const hook = {
@@ -21,6 +22,7 @@ const hook = {
   sampleRate: 0, underruns: 0, bufferedMs: 0, capturedChunks: 0, sentChunks: 0, sentSamples: 0,
   inputPeak: 0, inputSumSquares: 0, micSettings: null, userTranscripts: [], assistantTranscripts: [],
   latenciesMs: [], errors: [], truncates: [], events: {}, timeline: [], instructions: null, typed: [],
+  heard: {}, // item_id -> the transcript of a cut reply as the server kept it
 };
 window.stepaudio = hook;
 
@@ -184,13 +186,21 @@ async function bargeIn() {
               audio_end_ms: flushed.playedMs });
   hook.truncates.push({ item: flushed.item, audioEndMs: flushed.playedMs, droppedMs: flushed.droppedMs,
                        flushMs: Math.round(performance.now() - asked), playedSeconds: hook.playedSeconds });
-  const entry = lines.get(flushed.item);
-  if (entry) {
-    const note = document.createElement('span');
+}
+
+// The reply was cut where its audio stopped playing (the server confirms each cut, its own barge-in's too): say so
+// on its bubble, and where; a later, more exact cut of the same item moves the note.
+function markCut(itemId, audioEndMs) {
+  const entry = lines.get(itemId);
+  if (!entry) return;
+  entry.el.classList.add('cut');
+  let note = entry.el.querySelector('.note');
+  if (!note) {
+    note = document.createElement('span');
     note.className = 'note';
-    note.textContent = `interrupted after ${(flushed.playedMs / 1000).toFixed(2)} s`;
     entry.el.append(note);
   }
+  note.textContent = `interrupted after ${(audioEndMs / 1000).toFixed(2)} s`;
 }
 
 // When the microphone captured the input stream up to audioMs (now, if the page has sent no audio that far).
@@ -270,7 +280,7 @@ const handlers = {
   },
   'response.output_audio_transcript.done': (e) => {
     // Empty when the reply was cut (a new message, talking over it) before its first words: say so, not a blank.
-    setText(line(e.item_id, 'assistant'), e.transcript || '(nothing said)');
+    setText(line(e.item_id, 'assistant'), e.transcript || NOTHING_SAID);
     hook.assistantTranscripts.push(e.transcript);
   },
   'response.output_text.delta': (e) => {
@@ -292,6 +302,21 @@ const handlers = {
       showError(`reply failed: ${err ? err.message || err.code : 'unknown error'}`);
     }
     if (hook.state === 'responding') setState(mode === 'vad' ? 'listening' : 'ready');
+  },
+  // The server kept only the words played before the cut, but its event says where the audio was cut, not which
+  // words were heard: ask for the item as it is now, so that the bubble does not show words that were never played.
+  'conversation.item.truncated': (e) => {
+    markCut(e.item_id, e.audio_end_ms);
+    if (sock) sock.send({ type: 'conversation.item.retrieve', item_id: e.item_id });
+  },
+  'conversation.item.retrieved': (e) => {
+    const item = e.item || {};
+    const entry = lines.get(item.id);
+    const part = (item.content || [])[0];
+    // An item without a transcript (OpenAI's server says it deletes that of a cut item) leaves the bubble as it was.
+    if (!entry || !entry.el.classList.contains('cut') || !part || typeof part.transcript !== 'string') return;
+    hook.heard[item.id] = part.transcript;
+    setText(entry, part.transcript || NOTHING_SAID);
   },
   error: (e) => {
     const err = e.error || {};

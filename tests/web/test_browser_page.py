@@ -503,10 +503,12 @@ def test_a_reply_cut_before_its_first_words_is_not_a_blank_bubble(embedded_serve
     state = wait_until(driver, lambda s: s["events"].get("response.done", 0) >= 2, 90)
     context = f"page: { {k: v for k, v in state.items() if k != 'events'} }"
     assert state["errors"] == [], context
-    replies = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".turn.assistant .text")]  # type: ignore
+    bubbles = driver.find_elements(By.CSS_SELECTOR, ".turn.assistant")  # type: ignore[attr-defined]
+    replies = [b.find_element(By.CSS_SELECTOR, ".text").text for b in bubbles]
     # On two busy cores the first reply is cut before its first words (its transcript is empty); on a faster machine
-    # it may have said some, and then its bubble shows them.
-    assert replies == [t or "(nothing said)" for t in state["assistantTranscripts"]], (replies, context)
+    # it may have said some, and then its bubble shows them: those played, if it was cut while playing.
+    said = [state["heard"].get(b.get_attribute("data-item"), t) for b, t in zip(bubbles, state["assistantTranscripts"])]
+    assert replies == [t or "(nothing said)" for t in said], (replies, context)
 
 
 def test_a_long_url_in_a_transcript_wraps_on_a_narrow_window(embedded_server: ServerProcess, browser: object) -> None:
@@ -528,3 +530,35 @@ def test_a_long_url_in_a_transcript_wraps_on_a_narrow_window(embedded_server: Se
     widths = driver.execute_script(  # type: ignore[attr-defined]
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], widths  # no sideways scrolling
+
+
+
+def test_a_reply_cut_while_it_plays_shows_only_the_words_played(tiny_server: ServerProcess, browser: object) -> None:
+    """A new message sent while the reply played cut it (conversation.item.truncate at the ms played), and the server
+    kept only the words heard; the reply's bubble went on showing every word of its transcript, those never played
+    too. It shows the words the server kept (asked for with conversation.item.retrieve), marked as interrupted."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{tiny_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    wait_until(driver, lambda s: s["state"] == "ready", 60)
+    send = ("const m = document.getElementById('message'); m.value = arguments[0];"
+            "document.getElementById('compose').requestSubmit();")
+    driver.execute_script(send, "Tell me a story.")  # type: ignore[attr-defined]
+    wait_until(driver, lambda s: s["playedSeconds"] >= 0.3, 60)  # the tiny profile's reply is about 1 s of audio
+    driver.execute_script(send, "Stop.")  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s.get("heard") and s["assistantTranscripts"], 30)
+    context = f"page: { {k: v for k, v in state.items() if k != 'timeline'} }\nserver: {tiny_server.log()[-2000:]}"
+    assert state["errors"] == [] and len(state["truncates"]) == 1, context
+    cut = state["truncates"][0]
+    assert cut["droppedMs"] > 0, context  # some of the reply was never played
+    full = state["assistantTranscripts"][0]
+    bubble = driver.find_element(By.CSS_SELECTOR, f'.turn.assistant[data-item="{cut["item"]}"]')  # type: ignore
+    shown = bubble.find_element(By.CSS_SELECTOR, ".text").text
+    assert shown == "(nothing said)" or (len(shown) < len(full) and full.startswith(shown)), (shown, context)
+    assert shown == (state["heard"][cut["item"]] or "(nothing said)"), context  # what the server's item says
+    assert "cut" in bubble.get_attribute("class").split(), context
+    assert bubble.find_element(By.CSS_SELECTOR, ".note").text == \
+        f"interrupted after {cut['audioEndMs'] / 1000:.2f} s", context
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".turn.cut")) == 1, context  # type: ignore[attr-defined]
