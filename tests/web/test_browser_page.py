@@ -13,6 +13,7 @@ as /usr/bin/chromium, so the driver always matches the browser; nothing is downl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -531,6 +532,53 @@ def test_a_long_url_in_a_transcript_wraps_on_a_narrow_window(embedded_server: Se
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], widths  # no sideways scrolling
 
+
+def healthz_status(server: ServerProcess) -> str:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"{server.http}/healthz", timeout=5) as r:
+            return json.loads(r.read())["status"]
+    except urllib.error.HTTPError as e:  # 503: loading, full or chat_lm_down
+        return json.loads(e.read())["status"]
+
+
+@pytest.fixture(scope="module")
+def one_place_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "tiny", "--max-sessions", "1")
+    yield server
+    server.stop()
+
+
+def test_connect_to_a_full_server_says_it_is_full(one_place_server: ServerProcess, browser: object) -> None:
+    """--max-sessions 1 with one session connected: /healthz answers 503 {"status": "full", ...} and the page says that
+    the server is full (not that it is loading or down), with no script error in the console; once the place is free,
+    Connect connects and the red line goes."""
+    from selenium.webdriver.common.by import By
+    from websockets.sync.client import connect
+
+    driver = browser
+    with connect(one_place_server.ws, open_timeout=30) as holder:
+        assert json.loads(holder.recv(timeout=30))["type"] == "session.created"
+        driver.get(f"{one_place_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+        driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        state = wait_until(driver, lambda s: s["errors"], 20)
+    logs = driver.get_log("browser")  # type: ignore[attr-defined]
+    full = "could not start: the server is full (all its sessions are taken): try again later"
+    assert state["errors"] == [full] and page_text(driver, "#errors li") == full, (state, logs)
+    assert state["state"] == "error" and state["sessionId"] is None, state
+    # Chromium logs the 503 the page asked for as a failed resource: the only error line allowed.
+    healthz_503 = (f"{one_place_server.http}/healthz - Failed to load resource: "
+                   "the server responded with a status of 503")
+    assert [e for e in logs if e["level"] == "SEVERE" and not e["message"].startswith(healthz_503)] == [], logs
+
+    deadline = time.monotonic() + 30  # the held session ends once its client has gone
+    while time.monotonic() < deadline and healthz_status(one_place_server) == "full":
+        time.sleep(0.2)
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready", 30)
+    assert state["state"] == "ready" and state["sessionId"], state
+    assert page_text(driver, "#errors li") == "", state
 
 
 def test_a_reply_cut_while_it_plays_shows_only_the_words_played(tiny_server: ServerProcess, browser: object) -> None:
