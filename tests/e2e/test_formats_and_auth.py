@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 
@@ -86,6 +87,11 @@ async def test_sessions_beyond_max_sessions_are_refused_with_503_until_one_ends(
         await second.update_session(instructions="Answer in one short sentence.")
     finally:
         await first.close()
+    # The place is free once the first session has ended on the server (its close can end a moment after ours).
+    for _ in range(300):
+        if server.metrics()["stepaudio_sessions_live"] == 1:
+            break
+        await asyncio.sleep(0.1)
     third = await open_conversation(server.ws, **AUTH)  # the place the first session left
     assert third.events[0]["type"] == "session.created"
     assert server.metrics()["stepaudio_sessions_live"] == 2
