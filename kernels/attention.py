@@ -32,6 +32,11 @@ BIAS_MODES = ("sqrt_alibi", "alibi", "none")
 # of a class compiles and times its candidate tiles (seconds), so an engine runs one prefill of each class at load.
 PREFILL_Q_CLASSES = (64, 512, 4096)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The reference attends a prefill chunk in tiles of query rows whose fp32 scores, [heads, rows, keys], hold about this
+# many elements (8 MB), so that a tile's passes over them stay in the CPU's caches: a 4k-token chunk at once made
+# several 1.6 GB passes per layer (20 s for a 4k prompt through the tiny Step-1 on a CPU). A tile also reads only the
+# keys its rows can see, half of a fresh prompt's on average.
+_TILE_SCORES = 1 << 21
 
 
 # ----------------------------------------------------------------------------------------------- slopes
@@ -103,12 +108,14 @@ def store_kv(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mappin
 
 # ----------------------------------------------------------------------------------------------- attention
 
-def _bias(mode: str, slopes: Tensor, dist: Tensor) -> Tensor:
-    """Bias [H, *dist.shape] for distances dist (negative ones, masked by the caller, are clamped to 0), fp32."""
+def _bias(mode: str, slopes: Tensor, dist: Tensor, num_kv_heads: int) -> Tensor:
+    """Bias [n, G, H / G, t, L] for distances dist [n, t, L] (negative ones, masked by the caller, are clamped to
+    0), fp32: head h is group h // (H / G), member h % (H / G), so it adds to the scores without a transpose."""
     d = dist.clamp(min=0).to(torch.float32)
     if mode == "sqrt_alibi":
         d = d.sqrt()
-    return -slopes.to(device=dist.device, dtype=torch.float32).view(-1, *([1] * dist.dim())) * d
+    neg = -slopes.to(device=dist.device, dtype=torch.float32).view(1, num_kv_heads, -1, 1, 1)
+    return neg * d[:, None, None]
 
 
 def paged_attention_ref(
@@ -146,30 +153,43 @@ def _attend(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, s
             ctx: list[int], q_len: int, out: Tensor, slopes: Tensor | None, bias: str, scale: float) -> None:
     """Attention of sequences `seqs` (query rows from starts[i], context lengths ctx[i]), which all have q_len
     queries; writes their rows of out."""
-    num_heads, head_dim = q.shape[1], q.shape[2]
-    num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
-    group, n, max_ctx = num_heads // num_kv_heads, len(seqs), max(ctx)
-    dev = q.device
-    # Each sequence's keys in order; -1 padding reads block 0, whose keys lie past ctx and are masked below.
+    num_kv_heads, block_size, head_dim = k_cache.shape[2], k_cache.shape[1], k_cache.shape[3]
+    n, max_ctx = len(seqs), max(ctx)
+    # Each sequence's keys in order; -1 padding reads block 0, whose keys lie past ctx and are masked.
     tables = block_tables[seqs, :-(-max_ctx // block_size)].long().clamp(min=0)
-    k = k_cache[tables].reshape(n, -1, num_kv_heads, head_dim)[:, :max_ctx].float()  # [n, L, G, D]
-    v = v_cache[tables].reshape(n, -1, num_kv_heads, head_dim)[:, :max_ctx].float()
-    rows = torch.tensor([a + i for a in starts for i in range(q_len)], device=dev)
-    pos = torch.tensor([c - q_len + i for c in ctx for i in range(q_len)], device=dev)  # absolute positions
-    dist = pos.view(n, q_len, 1) - torch.arange(max_ctx, device=dev)  # [n, q_len, L]
+    k = k_cache[tables].reshape(n, -1, num_kv_heads, head_dim)[:, :max_ctx].float().permute(0, 2, 3, 1)  # [n, G, D, L]
+    v = v_cache[tables].reshape(n, -1, num_kv_heads, head_dim)[:, :max_ctx].float().permute(0, 2, 1, 3)  # [n, G, L, D]
+    tile = max(1, _TILE_SCORES // (q.shape[1] * max_ctx))
+    for t0 in range(0, q_len, tile):
+        t1 = min(q_len, t0 + tile)
+        rows = torch.tensor([a + i for a in starts for i in range(t0, t1)], device=q.device)
+        pos = torch.tensor([c - q_len + i for c in ctx for i in range(t0, t1)], device=q.device)  # absolute
+        # Keys past the tile's last position are masked for all its rows: leave them out (n > 1 only at q_len 1).
+        # Keys up to its first position are seen by all its rows: only those after may need the mask.
+        keys, seen = max_ctx - q_len + t1, min(ctx) - q_len + t0 + 1
+        _attend_rows(q, rows, pos.view(n, t1 - t0, 1), k[..., :keys], v[:, :, :keys], seen, out, slopes, bias, scale)
+
+
+def _attend_rows(q: Tensor, rows: Tensor, pos: Tensor, k: Tensor, v: Tensor, seen: int, out: Tensor,
+                 slopes: Tensor | None, bias: str, scale: float) -> None:
+    """out[rows] = attention of q[rows] (n sequences x t queries at absolute positions pos [n, t, 1]) over their
+    sequences' keys k [n, G, D, L] and values v [n, G, L, D] (fp32); every row sees the first `seen` keys."""
+    n, num_kv_heads, head_dim, keys = k.shape
+    t, num_heads = pos.shape[1], q.shape[1]
+    group = num_heads // num_kv_heads
+    dist = pos - torch.arange(keys, device=q.device)  # [n, t, L]
     # Query head h reads kv head h // group: a kv head's query heads are stacked along the query axis, so one plain
     # batched matmul per kv head serves them all (no repeated K/V).
-    qs = q[rows].float().view(n, q_len, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)  # [n, G, g, q, D]
-    qs = qs.reshape(n, num_kv_heads, group * q_len, head_dim)
-    scores = torch.matmul(qs, k.permute(0, 2, 3, 1)).view(n, num_kv_heads, group, q_len, max_ctx) * scale
+    qs = q[rows].float().view(n, t, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)  # [n, G, g, t, D]
+    scores = torch.matmul(qs.reshape(n, num_kv_heads, group * t, head_dim), k).mul_(scale)
+    scores = scores.view(n, num_kv_heads, group, t, keys)
     if bias != "none":
         assert slopes is not None
-        scores = scores + _bias(bias, slopes, dist).view(num_kv_heads, group, n, q_len, max_ctx).transpose(0, 2) \
-            .transpose(1, 2)
-    scores = scores.masked_fill((dist < 0)[:, None, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).view(n, num_kv_heads, group * q_len, max_ctx)
-    o = torch.matmul(probs, v.permute(0, 2, 1, 3)).view(n, num_kv_heads, group, q_len, head_dim)
-    out[rows] = o.permute(0, 3, 1, 2, 4).reshape(n * q_len, num_heads, head_dim).to(q.dtype)
+        scores += _bias(bias, slopes, dist, num_kv_heads)
+    scores[..., seen:].masked_fill_((dist[..., seen:] < 0)[:, None, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).view(n, num_kv_heads, group * t, keys)
+    o = torch.matmul(probs, v).view(n, num_kv_heads, group, t, head_dim)
+    out[rows] = o.permute(0, 3, 1, 2, 4).reshape(n * t, num_heads, head_dim).to(out.dtype)
 
 
 def _check_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_seqlens_q: Tensor,

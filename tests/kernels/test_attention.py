@@ -62,6 +62,28 @@ def test_reference_matches_dense(bias: str, heads: tuple[int, int, int]) -> None
     torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", BIASES)
+def test_reference_long_chunks_match_dense(bias: str) -> None:
+    """Chunks long enough to be attended in several tiles of query rows: one after a 3000-token cached prefix, one
+    from position 0 (each tile leaves out the keys past its last row), beside decode rows, one a fork."""
+    b = P.make_batch([300, 1, 700, 1], [3000, 40, 0, 9], num_heads=6, num_kv_heads=3, head_dim=16, page=16,
+                     dtype=torch.float32, fork_of={1: 0})
+    got = _run(A.paged_attention_ref, b, A.alibi_slopes(6), bias)
+    want = P.dense_attention(b, P.alibi_slopes_independent(6), bias, 16 ** -0.5)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+
+
+def test_reference_long_chunk_builds_no_chunk_by_context_tensor() -> None:
+    """A 4k-token prompt made the CPU reference build [heads, 4k, 4k] fp32 scores, bias, mask and probabilities at
+    once, 1.6 GB each per layer: the tiny Step-1 took 20 s on it (its real work: well under 1 s). A chunk's
+    temporaries are now a few MB, whatever its length."""
+    b = P.make_batch([2048], [0], num_heads=24, num_kv_heads=2, head_dim=8, page=16, dtype=torch.float32)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        _run(A.paged_attention_ref, b, A.alibi_slopes(24), "sqrt_alibi")
+    largest = max(e.cpu_memory_usage for e in prof.events())  # bytes an op allocated (and had not freed)
+    assert largest < 32 << 20, f"{largest >> 20} MiB"  # [24, 2048, 2048] fp32 is 384 MiB
+
+
 def test_store_kv_reference_scatter() -> None:
     k_cache = torch.zeros(3, 4, 2, 8)
     v_cache = torch.zeros(3, 4, 2, 8)
