@@ -50,6 +50,17 @@ class TurnInput:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptCut:
+    """A reply's first item when its prompt is longer than the LM reads (its context less the reply): the prompt's
+    start went, down into its last message (the turn being answered), of which the LM reads the last `kept` of
+    `tokens` tokens. The reply goes on from what was kept."""
+
+    tokens: int
+    kept: int
+    limit: int  # prompt tokens the LM reads at most
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechChunk:
     """A piece of synthesised speech, and the audio tokens the synthesiser generated for it (a TTS that speaks
     through audio tokens, as Step-Audio's TTS-3B; 0 for one that makes the waveform directly, as Piper). They are
@@ -103,7 +114,7 @@ class SpeechPipeline(Protocol):
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
-    def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]: ...
+    def reply(self, request: object) -> AsyncIterator[ChatDeltaLike | PromptCut]: ...
     def new_reply_text(self) -> ReplyText: ...
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]: ...
     def count_tokens(self, text: str) -> int: ...

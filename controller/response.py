@@ -18,7 +18,7 @@ from typing import Literal
 from context_manager import truncate_text_to_heard
 from controller.audio_io import OutputConverter, bytes_per_ms
 from controller.realtime.session_config import AudioFormat
-from controller.pipeline import SpeechPipeline
+from controller.pipeline import PromptCut, SpeechPipeline
 from controller.realtime import items as it
 from controller.realtime import server_events as sev
 from speech_decoder import SentenceChunker
@@ -94,7 +94,8 @@ class Response:
     def __init__(self, *, gen_id: int, speculative: bool, events: sev.ServerEvents,
                  new_id: Callable[[str], str], pipeline: SpeechPipeline,
                  settings: ResponseSettings, emit: Emit, previous_item_id: str | None,
-                 on_first_audio: Callable[[], None], log: logging.LoggerAdapter) -> None:
+                 on_first_audio: Callable[[], None], on_prompt_cut: Callable[[PromptCut], Awaitable[None]],
+                 log: logging.LoggerAdapter) -> None:
         self.gen_id = gen_id
         self.log = log  # the session's: its lines name the session
         self.speculative = speculative
@@ -103,10 +104,14 @@ class Response:
         self.settings = settings
         self._emit_out = emit
         self._on_first_audio = on_first_audio
+        self._on_prompt_cut = on_prompt_cut
+        self.prompt_cut: PromptCut | None = None  # the LM read only the end of the prompt (told once released)
+        self._cut_told = False
         self.new_id = new_id
         self.response_id = new_id("resp")
         self.item_id = new_id("item")
         self.answers_audio_end_ms: int | None = None
+        self.answers_turn: tuple[str, int, int] | None = None  # the spoken turn it answers: (item id, start, end ms)
         # Monotonic times of the reply's milestones, logged per response: where the latency goes.
         self.marks: dict[str, float] = {"start": time.monotonic()}
         self.input_wait: float | None = None  # seconds it waited for its turn's input, until counted in the metrics
@@ -172,6 +177,7 @@ class Response:
 
         The gate opens only once the backlog is drained, so events produced meanwhile keep their order.
         """
+        await self._tell_prompt_cut()  # before the held audio, which is paced: as a reply released from the start
         while self._held:
             event = self._held.pop(0)
             if event["type"] == "response.output_audio.delta":
@@ -180,6 +186,14 @@ class Response:
         self.released = True
         self.mark("released")
         self._release_event.set()
+        await self._tell_prompt_cut()  # one that came while the backlog drained
+
+    async def _tell_prompt_cut(self) -> None:
+        """The session tells the client of a cut prompt once the reply is theirs (released, or being released): a
+        speculation rolled back answered nothing, and the reply that does answer the turn tells it."""
+        if self.prompt_cut is not None and not self._cut_told:
+            self._cut_told = True
+            await self._on_prompt_cut(self.prompt_cut)
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, time.monotonic())
@@ -248,6 +262,11 @@ class Response:
         finish_reason = None
         try:
             async for delta in (_say(request) if isinstance(request, Say) else self.pipeline.reply(request)):
+                if isinstance(delta, PromptCut):
+                    self.prompt_cut = delta
+                    if self.released:  # else release() tells it
+                        await self._tell_prompt_cut()
+                    continue
                 text = getattr(delta, "text", "") or ""
                 call = getattr(delta, "tool_call", None)
                 finish_reason = getattr(delta, "finish_reason", None) or finish_reason

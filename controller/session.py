@@ -112,6 +112,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._prefilled_to_ms = 0  # audio end of the last early prefill
         self._turn_item_id = self.new_id("item")
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
+        self._cut_turns: set[str] = set()  # spoken turns the chat LM read only the end of, the client told
         self._idle_from_ms = 0  # audio time at which the idle timeout's silence began
         self._response_overrides: ce.ResponseCreate | None = None
         self._last_oob_gen = 0  # out-of-band replies' generation ids: -1, -2, ...

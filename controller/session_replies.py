@@ -12,8 +12,8 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from controller import turn_taking as tt
-from controller.errors import EngineError
-from controller.pipeline import TurnInput
+from controller.errors import EngineError, MediaError
+from controller.pipeline import PromptCut, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
 from controller.response import Response, ResponseSettings
@@ -47,7 +47,8 @@ class RepliesMixin(_Base):
         resp = Response(gen_id=gen_id, speculative=speculative, events=self.events, new_id=self.new_id,
                         pipeline=self.pipeline, settings=self._response_settings(cfg),
                         emit=lambda e: self.emit(e, gen_id), previous_item_id=None,
-                        on_first_audio=lambda: self._first_audio(gen_id), log=self.log)
+                        on_first_audio=lambda: self._first_audio(gen_id),
+                        on_prompt_cut=lambda cut: self._notice_prompt_cut(resp, cut), log=self.log)
         if create is not None:
             resp.out_of_band = create.conversation == "none"
             resp.input_items = create.input
@@ -81,6 +82,7 @@ class RepliesMixin(_Base):
             if self._committed_turn is not None and self._committed_turn[2] == action.audio_end_ms:
                 item_id, start, _ = self._committed_turn
             turn = (item_id, self.turn_task(start, action.audio_end_ms))
+            resp.answers_turn = (item_id, start, action.audio_end_ms)
         elif (create is not None and self._committed_turn is not None
               and self.conversation.last_item_id() == self._committed_turn[0]):
             # A reply the client asked for right after a commit (push-to-talk) answers that turn as the LM reads a
@@ -88,10 +90,25 @@ class RepliesMixin(_Base):
             item_id, start, end = self._committed_turn
             task = self._turn_inputs.get((start, end))
             turn = (item_id, task) if task is not None else None
+            resp.answers_turn = self._committed_turn
         if action.speculative:
             self.metrics.speculations_started.inc()
         self._responses[action.gen_id] = (resp, asyncio.create_task(self._run_response(resp, turn, cfg)))
         return resp
+
+    async def _notice_prompt_cut(self, resp: Response, cut: PromptCut) -> None:
+        """The chat LM read only the end of a reply's prompt, down into the spoken turn it answers: the reply hears
+        only the turn's end, which the user would otherwise learn only from a reply to part of what they said. Told
+        once per turn, by the reply the client gets (Response tells it once released)."""
+        if resp.answers_turn is None or resp.answers_turn[0] in self._cut_turns:
+            return  # no spoken turn: the session's prompt budget keeps text prompts well within the context
+        item_id, start_ms, end_ms = resp.answers_turn
+        self._cut_turns.add(item_id)
+        seconds = (end_ms - start_ms) / 1000
+        await self.error(MediaError(
+            f"The user turn {item_id} lasted {seconds:.0f} s; the chat model reads at most {cut.limit} tokens of "
+            f"prompt (its context less the reply), so only its last {seconds * cut.kept / cut.tokens:.0f} s were "
+            "answered. Speak in shorter turns, or commit the buffer more often."), code="turn_truncated")
 
     def _visible_response(self) -> Response | None:
         """The reply in progress in the conversation as the client knows it (a speculation it has not seen yet is

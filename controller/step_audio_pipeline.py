@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from controller.bridge import iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import ConfigError
-from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
+from controller.pipeline import Listener, PromptCut, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_layout import ChatNeed, check_layout, missing_files
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
@@ -49,6 +49,7 @@ FLOW_MAX_BATCH = 32  # flow windows of concurrent sessions run as one batch, up 
 # 220 ms), on 2 CPU cores 98 ms (114 vs 212). Busier, the pauses would add up for everyone; the window runs beside.
 TTS_HOLD_MAX_STREAMS = 2
 MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
+_REPLY_OPENING = "<|BOT|>assistant\n"  # a chat prompt's end: the reply's turn, opened
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,7 +369,7 @@ class StepAudioPipeline:
 
     def render_chat(self, messages: list[dict]) -> str:
         """Step-Audio's chat template over `chat_messages(messages)`."""
-        return "".join(_turn(m) for m in chat_messages(messages)) + "<|BOT|>assistant\n"
+        return "".join(_turn(m) for m in chat_messages(messages)) + _REPLY_OPENING
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.chat_tok.encode(self.render_chat(messages), add_bos=True)
@@ -386,18 +387,23 @@ class StepAudioPipeline:
             return self._reply_remote(request, max_tokens)
         ids = self.chat_prompt_ids(request.messages)
         limit = self.chat_engine.model_config.max_seq_len - max_tokens
+        cut = None
         if len(ids) > limit:
-            ids = self._fit_prompt(request.messages, ids, limit)
+            ids, cut = self._fit_prompt(request.messages, ids, limit)
         if self.config.constrain_text:
-            return self._reply_constrained(ids, request.temperature, max_tokens)
-        return self._reply_stream(ids, request.temperature, max_tokens)
+            deltas = self._reply_constrained(ids, request.temperature, max_tokens)
+        else:
+            deltas = self._reply_stream(ids, request.temperature, max_tokens)
+        return deltas if cut is None else _after(cut, deltas)
 
-    def _fit_prompt(self, messages: list[dict], ids: list[int], limit: int) -> list[int]:
+    def _fit_prompt(self, messages: list[dict], ids: list[int], limit: int) -> tuple[list[int], PromptCut | None]:
         """A prompt longer than the Chat LM's context less the reply: the system turns at its start (the
         instructions) and the newest tokens that fit beside them, the middle dropped, which is logged. A system
-        part of more than half the room is cut too (the newest tokens are the turn being answered)."""
+        part of more than half the room is cut too (the newest tokens are the turn being answered). Returns the
+        kept ids, and a PromptCut when the last turn itself lost its start (not only older turns went)."""
+        turns = chat_messages(messages)
         lead = []
-        for m in chat_messages(messages):
+        for m in turns:
             if m["role"] != "system":
                 break
             lead.append(_turn(m))
@@ -409,7 +415,10 @@ class StepAudioPipeline:
                        "%d): kept the system message (%d tokens) and the newest %d, dropped %d", len(ids), limit,
                        self.chat_engine.model_config.max_seq_len, self.chat_engine.model_config.max_seq_len - limit,
                        len(head), len(kept) - len(head), len(ids) - len(kept))
-        return kept
+        # The prompt ends with the last turn, then the reply's opening: what the kept tail holds of that turn.
+        last = len(self.chat_tok.encode(_turn(turns[-1])))
+        heard = max(0, min(last, limit - len(head) - len(self.chat_tok.encode(_REPLY_OPENING))))
+        return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
 
     def _usage(self, ids: list[int], generated: int) -> Any:
         from lm_engine import ChatUsage
@@ -608,4 +617,12 @@ def _load_error(folder: Path, exc: Exception) -> ConfigError:
 async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
         async for delta in deltas:
-            yield replace(delta, finish_reason="stop") if delta.finish_reason == "length" else delta
+            yield replace(delta, finish_reason="stop") if getattr(delta, "finish_reason", None) == "length" else delta
+
+
+async def _after(cut: PromptCut, deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The reply's deltas, told first that its prompt was cut (the session tells the client)."""
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        yield cut
+        async for delta in deltas:
+            yield delta

@@ -19,7 +19,7 @@ import numpy as np
 
 from controller.app import App, AppConfig
 from controller.cli import log_handler
-from controller.pipeline import ReplyText, SpeechChunk, TurnInput, VerbatimText
+from controller.pipeline import PromptCut, ReplyText, SpeechChunk, TurnInput, VerbatimText
 from controller.server import ServerConfig
 from lm_engine.chat import ChatDelta, ChatRequest, ToolCallDelta
 from tests.e2e.helpers import RATE, Conversation, open_conversation, silence
@@ -95,6 +95,9 @@ class ScriptedPipeline:
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
         self.tool_call_seconds = 0.0  # LM time before each tool call delta
         self.requests: list[ChatRequest] = []
+        # Prompt tokens the LM reads (None: all): a longer last message loses its start, as Step-Audio's Chat LM cuts
+        # a turn longer than its context, and the reply says so first (PromptCut).
+        self.prompt_limit: int | None = None
         self.reply_text: Callable[[], ReplyText] = VerbatimText  # the per-reply hook new_reply_text() returns
         self.synthesized: list[str] = []  # every text synthesize() was given
         self.voices_used: list[str] = []  # the voice of each synthesize() call
@@ -105,9 +108,12 @@ class ScriptedPipeline:
     def new_listener(self) -> ScriptedListener:
         return ScriptedListener(self)
 
-    async def reply(self, request: object) -> AsyncIterator[ChatDelta]:
+    async def reply(self, request: object) -> AsyncIterator[ChatDelta | PromptCut]:
         assert isinstance(request, ChatRequest)
         self.requests.append(request)
+        last = self.count_tokens(request.messages[-1]["content"])
+        if self.prompt_limit is not None and last > self.prompt_limit:
+            yield PromptCut(tokens=last, kept=self.prompt_limit, limit=self.prompt_limit)
         for i, word in enumerate(self.reply_words):
             if self.fail_after_words == i:
                 raise self.fail_with("the LM backend went away")

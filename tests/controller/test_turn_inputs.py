@@ -67,3 +67,37 @@ async def test_a_turn_longer_than_the_input_audio_kept_is_answered_with_a_notice
     assert done["response"]["status"] == "completed"
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_turn_longer_than_the_chat_lm_reads_is_answered_with_one_notice_that_its_start_was_not_heard() -> None:
+    """Step-Audio's Chat LM reads a spoken turn as its audio ids, about 42 a second: the tiny profile's context of 4096
+    tokens holds some 97 s of it. A longer turn lost its start with only a warning in the server's log, and the
+    client learnt of it only from a reply to part of what was said. Here a pause starts a speculation (rolled back:
+    the user speaks on) and the turn's end a reply: both read the cut prompt, the client is told once, by the reply
+    it gets, and the turn is answered. The next turn, a short one, is not cut."""
+    pipeline = ScriptedPipeline()
+    pipeline.heard_as = "<audio_7>" * 400  # 900 tokens as the scripted pipeline counts them: 300 are read
+    pipeline.prompt_limit = 300
+    async with conversation(pipeline) as (server, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # past the 200 ms pause
+        await asyncio.sleep(0.5)  # the speculation has its input
+        await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)
+        first = await conv.wait_for("response.done", timeout=20)
+        pipeline.heard_as = "<audio_7>" * 10
+        await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)
+        await conv.wait_for("response.done", after=conv.events.index(first) + 1, timeout=20)
+        metrics = server.metrics.render().decode()
+    assert "stepaudio_speculations_rolled_back_total 1.0" in metrics
+    assert len(pipeline.requests) == 3  # the speculation, the first turn's reply, the second's
+    committed = conv.of_type("input_audio_buffer.committed")
+    errors = [e["error"] for e in conv.of_type("error")]
+    assert [e["code"] for e in errors] == ["turn_truncated"], errors
+    message = errors[0]["message"]
+    assert committed[0]["item_id"] in message and "reads at most 300 tokens" in message, message
+    assert "lasted 2 s" in message and "only its last 1 s were answered" in message, message
+    done = conv.of_type("response.done")
+    assert [d["response"]["status"] for d in done] == ["completed", "completed"]
+    notice = conv.events.index(conv.of_type("error")[0])
+    assert conv.events.index(conv.of_type("response.created")[0]) < notice < conv.events.index(done[0])
+    for raw in conv.raw:
+        validate_server_event(raw)

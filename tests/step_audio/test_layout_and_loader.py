@@ -14,6 +14,7 @@ import soundfile as sf
 
 from controller.app import AppConfig, load_pipeline
 from controller.errors import ConfigError
+from controller.pipeline import PromptCut
 from tests.conftest import speech_asset
 from tests.step_audio.conftest import layout_without, without_chat_weights
 
@@ -75,20 +76,29 @@ def test_chat_template_and_audio_ids(step_audio) -> None:
 
 def test_a_prompt_too_long_for_the_chat_lm_keeps_its_system_message(step_audio, caplog) -> None:
     """A turn longer than the Chat LM's context less the reply (a long recording, say): the system message (the
-    instructions) and the newest tokens are kept, the middle dropped, and a warning says so."""
-    p = step_audio
-    messages = [{"role": "system", "content": "You are a pirate. Answer in one line."},
-                {"role": "user", "content": "".join(f"<audio_{i % 1024}>" for i in range(500))}]
+    instructions) and the newest tokens are kept, the middle dropped, and a warning says so. The cut says how much
+    of the turn the LM reads (the session tells the client); a cut of older turns only is no cut of the turn."""
+    p, tok = step_audio, step_audio.chat_tok
+    system = "<|BOT|>system\nYou are a pirate. Answer in one line.<|EOT|>"
+    turn = {"role": "user", "content": "".join(f"<audio_{i % 1024}>" for i in range(500))}
+    messages = [{"role": "system", "content": "You are a pirate. Answer in one line."}, turn]
     ids = p.chat_prompt_ids(messages)
     with caplog.at_level("WARNING"):
-        kept = p._fit_prompt(messages, ids, 120)
+        kept, cut = p._fit_prompt(messages, ids, 120)
     assert len(kept) == 120 and kept[-60:] == ids[-60:]
-    assert p.chat_tok.decode(kept).startswith("<|BOT|>system\nYou are a pirate. Answer in one line.<|EOT|>")
+    assert tok.decode(kept).startswith(system)
     assert "kept the system message" in caplog.text and f"dropped {len(ids) - 120}" in caplog.text
-    long_system = [{"role": "system", "content": " ".join(["Be a pirate."] * 40)}, messages[1]]
+    opening = len(tok.encode("<|BOT|>assistant\n"))
+    heard = 120 - len(tok.encode(system, add_bos=True)) - opening  # the turn's tokens after the system message
+    assert cut == PromptCut(tokens=len(tok.encode(f"<|BOT|>human\n{turn['content']}<|EOT|>")), kept=heard, limit=120)
+    assert kept[-opening - heard:-opening] == ids[-opening - heard:-opening]
+    long_system = [{"role": "system", "content": " ".join(["Be a pirate."] * 40)}, turn]
     ids = p.chat_prompt_ids(long_system)
-    kept = p._fit_prompt(long_system, ids, 120)  # instructions of more than half the room: the newest tokens win
-    assert len(kept) == 120 and kept[0] == p.chat_tok.bos_id and kept[1:] == ids[-119:]
+    kept, _ = p._fit_prompt(long_system, ids, 120)  # instructions of more than half the room: the newest tokens win
+    assert len(kept) == 120 and kept[0] == tok.bos_id and kept[1:] == ids[-119:]
+    history = [*messages, {"role": "assistant", "content": "Arr."}, {"role": "user", "content": "<audio_5>" * 20}]
+    kept, cut = p._fit_prompt(history, p.chat_prompt_ids(history), 120)
+    assert cut is None and tok.decode(kept).endswith("<audio_5>" * 20 + "<|EOT|><|BOT|>assistant\n")
 
 
 def test_tts_prompt_layout(step_audio) -> None:
