@@ -34,6 +34,9 @@ __all__ = ["DEFAULT_URL", "TalkError", "TalkResult", "load_wav_24k", "main", "ru
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
 TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a late input transcript
 LOADING_POLL_S = 1.0  # below the server's Retry-After (5 s): a local user waits for the load, not for the hint
+# Errors that tell of a turn the server heard only the end of and answers all the same: talk says them and waits for
+# the reply; any other error ends talk.
+NOTICE_CODES = frozenset({"input_audio_truncated", "turn_truncated"})
 
 
 class TalkError(RuntimeError):
@@ -283,6 +286,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             except TimeoutError:
                 continue
             if event is None:
+                continue
+            if event.is_error and event.error is not None and event.error.code in NOTICE_CODES:
+                print(f"talk: server notice: {event.error}", file=sys.stderr)
                 continue
             if event.is_error:
                 raise TalkError(f"server error: {event.error}")

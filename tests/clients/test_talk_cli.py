@@ -56,6 +56,24 @@ async def test_talk_voice_picks_the_reply_voice_and_an_unknown_one_is_the_server
     assert code == 1 and "server error" in err and "Nobody" in err and "Tingting" in err, err
 
 
+async def test_talk_says_a_notice_about_the_turn_and_still_writes_its_reply(tmp_path: Path, capsys) -> None:
+    """A turn longer than the server's chat LM reads is answered with an `error` notice first (turn_truncated; a
+    turn longer than the audio it keeps, input_audio_truncated). talk ended there with 'server error' and exit 1,
+    and wrote no reply, though the reply came."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.heard_as = "<audio_7>" * 400  # 900 tokens as the scripted pipeline counts them: 300 are read
+    pipeline.prompt_limit = 300
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        argv = [str(wav), "--url", url, "--out", str(out), "--fast"]
+        code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+    err = capsys.readouterr().err
+    assert code == 0 and "server notice" in err and "[turn_truncated]" in err, err
+    assert sf.info(str(out)).duration > 0.1
+
+
 def talk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """Runs `stepaudio-rt talk ARGV`; returns its exit status and what it wrote to stderr."""
     code = main(list(argv))
