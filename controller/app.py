@@ -55,6 +55,7 @@ class AppConfig:
     language: str = "en"
     threads: int = 2
     lm_nice: int = 0
+    lm_slots: int = 1
 
     def __post_init__(self) -> None:
         if self.profile in ("step-audio", "full-random") and self.model_path is None:  # tiny writes its own
@@ -84,7 +85,8 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
         try:
             return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
-                                                    chat_url=config.chat_url, lm_nice=config.lm_nice))
+                                                    chat_url=config.chat_url, lm_nice=config.lm_nice,
+                                                    lm_slots=config.lm_slots))
         except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
             raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc
         except OSError as exc:  # most likely the cache the chat LM (and Whisper base) are assembled into

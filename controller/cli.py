@@ -90,6 +90,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="niceness of the in-process chat LM's threads (Linux): above 0, speech recognition and "
                         "synthesis win the cores they share with it, but the LM then starves behind any other busy "
                         "process (embedded profile; 0 = equal priority)")
+    p.add_argument("--lm-slots", type=_positive_int, default=1, metavar="N",
+                   help="replies the in-process chat LM generates at once (embedded profile): with 1, a session's "
+                        "reply waits until another session's reply has been written out; with N, up to N sessions' "
+                        "replies share the cores, each more slowly")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="what the server logs")
 
 
@@ -189,6 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         early_prefill=args.early_prefill == "on",
         language=args.language, threads=args.threads, lm_nice=args.lm_nice,
+        lm_slots=args.lm_slots,
     )
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
         from controller.step_audio_pipeline import follow_chat_rank

@@ -128,6 +128,7 @@ class EmbeddedConfig:
     n_ctx: int = 4096
     chat_url: str | None = None  # an OpenAI-compatible server for the chat LM instead of in-process llama.cpp
     lm_nice: int = 0  # niceness of llama.cpp's threads (Linux); see LlamaCppConfig.nice
+    lm_slots: int = 1  # replies llama.cpp decodes at once; see LlamaCppConfig.n_parallel
 
 
 class EmbeddedPipeline:
@@ -165,7 +166,8 @@ class EmbeddedPipeline:
         else:
             logger.info("loading the chat LM")
             self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,
-                                             n_ctx=config.n_ctx, nice=config.lm_nice)
+                                             n_ctx=config.n_ctx, nice=config.lm_nice,
+                                             n_parallel=config.lm_slots)
         # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
         # generation of the next; llama.cpp serialises its own requests.
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")

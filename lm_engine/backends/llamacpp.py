@@ -2,10 +2,11 @@
 
 One `xllamacpp.Server` (one model, one llama.cpp task queue) is shared by every session. Concurrent `stream()`
 calls are safe: llama.cpp's server queues tasks itself. We default to ONE slot (n_parallel=1), so requests are
-served one after another, because on a 2-core CPU two decodes in one batch would each run at roughly half speed,
-below speaking rate for both, and one slot keeps the active session's prompt prefix (system prompt + history) in
-the KV cache; llama.cpp's host-RAM prompt cache (cache_ram_mib) restores other prompts' prefixes when sessions
-alternate. More slots can be configured for machines with more cores.
+served one after another: one slot keeps the active session's prompt prefix (system prompt + history) in the KV
+cache, and llama.cpp's host-RAM prompt cache (cache_ram_mib) restores other prompts' prefixes when sessions
+alternate. But then a session's reply waits until another session's whole reply is written (tens of seconds for a
+long one). With n_parallel=2 (`serve --lm-slots 2`) two replies decode in one batch: on 2 loaded cores each ran at
+12-15 tokens/s (one alone: 34), still several times speaking pace (bench/RESULTS.md).
 
 Cancellation: xllamacpp calls our streaming callback once per generated chunk; returning True from it makes the
 server cancel the task (it frees the slot before the next token). The consumer side does not wait for that:
