@@ -347,12 +347,12 @@ class AgentCall:
         except RemoteProtocolError:
             self.record.rtp_in_bad += 1
             return
-        if not self.latch.receive(addr, packet.sequence):  # not the caller's: never the agent's to hear
+        now = asyncio.get_running_loop().time()
+        if not self.latch.receive(addr, packet.sequence, packet.ssrc, now):  # not the caller's: never the agent's
             if self.latch.dropped == 1:
                 self.log.info("call %s: RTP from %s:%d ignored: not the caller's media source", self.handle, *addr)
             return
         self._note_destination()
-        now = asyncio.get_running_loop().time()
         self._last_rtp = now  # only the caller's packets show it is still there
         if packet.payload_type == self.media.codec.payload_type:
             self.record.rtp_in_packets += 1

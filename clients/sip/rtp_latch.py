@@ -14,17 +14,25 @@ Rules:
   has named (except the hold address 0.0.0.0). Packets from any other host are dropped, unless the expected
   address is a private one (RFC 1918, or RFC 6598 carrier-grade NAT space): then the caller is behind a NAT
   that no proxy on the path anchored (the INVITE came from the proxy, the audio comes from the NAT's public
-  address, and neither is in the SDP), and like Asterisk's strictrtp and FreeSWITCH's auto-adjust we learn the
-  first source from any host that passes the probation below. A routable expected address is reached directly,
+  address, and neither is in the SDP), and like Asterisk's strictrtp and FreeSWITCH's auto-adjust we may learn
+  a source on any host, ranked last (below). A routable expected address is reached directly,
   so a stranger there is only ever a hijacker (RFC 7362 5).
-- A packet from the expected address is accepted and latches at once; from then on (until the next new
-  address) packets from every other source are dropped.
-- Until then, a packet from another port of one of the caller's hosts, or from any host as above (behind a
-  NAT, RFC 4961 symmetric RTP: the caller sends from where it wants to receive) is a candidate: it is dropped
-  until `probation` packets in a row came from that source with consecutive sequence numbers (a stray packet
-  or a short burst does not take the call); the packet that completes the probation is accepted and that source
-  latched. Its audio is accepted and ours goes there until the expected address is heard, which then takes
-  over.
+- A packet from the expected address is accepted and latches at once.
+- Any other source of those hosts is a candidate (behind a NAT, RFC 4961 symmetric RTP: the caller sends from
+  where it wants to receive): it is dropped until `probation` packets in a row came from it with one SSRC and
+  consecutive sequence numbers (RFC 3550 A.1's probation: a stray packet or a short burst does not take the
+  call). Each source is counted on its own, so a stranger's packets interleaved with the caller's do not keep
+  the caller from ever passing; at most MAX_CANDIDATES are counted, the stalest of the lowest rank (below) going
+  first, so a stranger spraying from many ports cannot push the caller's count out.
+- Sources rank: the expected address, then the caller's hosts, then any other host. A candidate that passed is
+  latched when none is, or when it ranks above the latched source: a stranger who sprays a NAT caller's port
+  first is latched only until the caller's own host (its INVITE's, a NAT's public address) has passed the
+  probation; from then on the stranger is dropped. (Old Asterisk's strictrtp let whoever came first keep the
+  call's audio for good.) The expected address, once heard, takes over at once.
+- A candidate that ranks no higher takes over only as a caller whose NAT moved it to a new port does: the
+  latched source has sent nothing for `quiet_s`, and the candidate goes on with its stream (the same SSRC,
+  sequence numbers at most MAX_DROPOUT past the last one heard, RFC 3550 A.1). A stranger who cannot see the
+  caller's packets cannot guess those, and one who can still cannot take the call while the caller talks.
 - Port 0 is never a source (no one can be sent to it).
 - Our RTP goes to the latched source, else to the expected address; `send_to` says where.
 """
@@ -32,26 +40,49 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
-__all__ = ["RtpLatch"]
+__all__ = ["MAX_CANDIDATES", "MAX_DROPOUT", "RtpLatch"]
 
 Addr = tuple[str, int]
+MAX_CANDIDATES = 8  # sources on probation at a time
+MAX_DROPOUT = 3000  # RFC 3550 A.1: a sequence number this far past the last one still continues the stream
+# Ranks, best first; _NEVER: a source that may not feed the call at all.
+_EXPECTED, _CALLER_HOST, _ANY_HOST, _NEVER = range(4)
+
+
+@dataclass(slots=True)
+class _Stream:
+    """The last packet heard from one source, and how many came before it in a row (one SSRC, no gap)."""
+
+    ssrc: int
+    sequence: int
+    heard: float
+    in_a_row: int = 1
+
+    def continued_by(self, ssrc: int, sequence: int) -> bool:
+        return ssrc == self.ssrc and sequence == (self.sequence + 1) & 0xFFFF
 
 
 class RtpLatch:
     """The source policy of one call's RTP (see the module rules)."""
 
-    def __init__(self, signalling_host: str, *, probation: int = 4) -> None:
+    def __init__(self, signalling_host: str, *, probation: int = 4, quiet_s: float = 0.5) -> None:
         """`signalling_host`: where the caller's INVITE came from; `probation`: packets in a row a source other
-        than the expected address must send before it is latched (Asterisk's default is 4)."""
+        than the expected address must send before it is latched (Asterisk's default is 4); `quiet_s`: how long
+        the latched source must have been silent before a source that does not rank above it may take over."""
         if probation < 1:
             raise ValueError("probation must be at least 1")
+        if not quiet_s > 0:
+            raise ValueError("quiet_s must be positive")
         self.probation = probation
+        self.quiet_s = quiet_s
         self.dropped = 0  # packets refused for their source
         self._hosts = {signalling_host}
         self._expected: Addr | None = None
         self._latched: Addr | None = None
-        self._candidate: tuple[Addr, int, int] | None = None  # source, its last sequence number, packets in a row
+        self._stream: _Stream | None = None  # the latched source's
+        self._candidates: dict[Addr, _Stream] = {}  # in the order they were last heard, stalest first
 
     @property
     def send_to(self) -> Addr | None:
@@ -65,37 +96,54 @@ class RtpLatch:
         if remote == self._expected:
             return
         self._expected = remote
-        self._latched = None
-        self._candidate = None
+        self._latched, self._stream = None, None
+        self._candidates.clear()
 
-    def receive(self, source: Addr, sequence: int) -> bool:
-        """A well-formed RTP packet with `sequence` came from `source`: whether its payload is the caller's."""
-        if source == self._latched:
+    def receive(self, source: Addr, sequence: int, ssrc: int, now: float) -> bool:
+        """A well-formed RTP packet (`sequence`, `ssrc`) came from `source` at `now` (monotonic seconds): whether
+        its payload is the caller's."""
+        if source in (self._latched, self._expected):
+            self._latch(source, _Stream(ssrc, sequence, now))
             return True
+        rank = self._rank(source)
+        if rank != _NEVER:
+            candidate = self._probe(source, sequence, ssrc, now)
+            if self._takes_over(rank, candidate, now):
+                self._latch(source, candidate)
+                return True
+        self.dropped += 1
+        return False
+
+    def _rank(self, source: Addr) -> int:
         if source == self._expected:
-            self._latched = source
-            self._candidate = None
+            return _EXPECTED
+        if source[1] == 0:
+            return _NEVER
+        if source[0] in self._hosts:
+            return _CALLER_HOST
+        return _ANY_HOST if self._expected is not None and _behind_nat(self._expected[0]) else _NEVER
+
+    def _probe(self, source: Addr, sequence: int, ssrc: int, now: float) -> _Stream:
+        last = self._candidates.pop(source, None)  # put back last: the dict stays in the order sources were heard
+        in_a_row = last.in_a_row + 1 if last is not None and last.continued_by(ssrc, sequence) else 1
+        if len(self._candidates) >= MAX_CANDIDATES:  # max() picks the first of the lowest rank: its stalest
+            del self._candidates[max(self._candidates, key=self._rank)]
+        self._candidates[source] = _Stream(ssrc, sequence, now, in_a_row)
+        return self._candidates[source]
+
+    def _takes_over(self, rank: int, candidate: _Stream, now: float) -> bool:
+        if candidate.in_a_row < self.probation:
+            return False
+        if self._latched is None or rank < self._rank(self._latched):
             return True
-        if self._latched is not None or source[1] == 0 or not self._may_latch(source[0]):  # one latch per address
-            self.dropped += 1
-            return False
-        return self._probe(source, sequence)
+        latched = self._stream
+        assert latched is not None  # set with _latched
+        return now - latched.heard >= self.quiet_s and candidate.ssrc == latched.ssrc \
+            and 0 < (candidate.sequence - latched.sequence) & 0xFFFF <= MAX_DROPOUT
 
-    def _may_latch(self, host: str) -> bool:
-        return host in self._hosts or (self._expected is not None and _behind_nat(self._expected[0]))
-
-    def _probe(self, source: Addr, sequence: int) -> bool:
-        if self._candidate is not None and self._candidate[0] == source \
-                and sequence == (self._candidate[1] + 1) & 0xFFFF:
-            in_a_row = self._candidate[2] + 1
-        else:  # a new candidate, or a gap in its sequence: start counting again
-            in_a_row = 1
-        if in_a_row < self.probation:
-            self._candidate = (source, sequence, in_a_row)
-            self.dropped += 1
-            return False
-        self._latched, self._candidate = source, None
-        return True
+    def _latch(self, source: Addr, stream: _Stream) -> None:
+        self._latched, self._stream = source, stream
+        self._candidates.pop(source, None)
 
 
 # Kamailio nathelper's nat_uac_test flag 8: an SDP address in these is behind a NAT. (Python's is_private also

@@ -1,19 +1,28 @@
 """The RTP source policy of a call (clients/sip/rtp_latch.py): symmetric RTP (RFC 4961) with latching (RFC 7362),
-strict as Asterisk's strictrtp. Each test feeds packets (source, sequence number) and checks what is accepted and
-where our RTP goes."""
+strict as Asterisk's strictrtp. Each test feeds packets (source, sequence number, SSRC, arrival time) and checks
+what is accepted and where our RTP goes."""
 
 from __future__ import annotations
 
 import pytest
 
-from clients.sip.rtp_latch import RtpLatch
+from clients.sip.rtp_latch import MAX_CANDIDATES, RtpLatch
 
 SDP = ("192.0.2.10", 4000)  # the address in the caller's SDP
 NAT = ("198.51.100.7", 31012)  # the caller's NAT: its INVITE came from 198.51.100.7
 
 
-def feed(latch: RtpLatch, source: tuple[str, int], first_seq: int, n: int) -> list[bool]:
-    return [latch.receive(source, (first_seq + i) & 0xFFFF) for i in range(n)]
+SSRC = 0x1234
+
+
+def feed(latch: RtpLatch, source: tuple[str, int], first_seq: int, n: int, *, ssrc: int = SSRC,
+         at: float = 0.0) -> list[bool]:
+    """`n` packets in a row from `source`, one per 20 ms from time `at`."""
+    return [latch.receive(source, (first_seq + i) & 0xFFFF, ssrc, at + i * 0.02) for i in range(n)]
+
+
+def one(latch: RtpLatch, source: tuple[str, int], seq: int, ssrc: int = SSRC, at: float = 0.0) -> bool:
+    return latch.receive(source, seq, ssrc, at)
 
 
 def test_the_sdp_address_is_accepted_at_once_and_others_then_dropped() -> None:
@@ -55,19 +64,31 @@ def test_a_caller_behind_a_nat_no_proxy_anchored_is_latched_from_any_host() -> N
     for private in (("192.168.1.20", 4000), ("10.1.2.3", 4000), ("172.20.0.9", 4000), ("100.64.7.7", 4000)):
         latch.expect(private)
         public = ("198.51.100.99", 40000)
-        assert latch.receive(("198.51.100.66", 5000), 1) is False  # a stray packet does not start the latch
+        assert one(latch, ("198.51.100.66", 5000), 1) is False  # a stray packet does not start the latch
         assert feed(latch, public, 7, 6) == [False, False, False, True, True, True]
         assert latch.send_to == public
         assert feed(latch, ("198.51.100.66", 5000), 2, 10) == [False] * 10  # stray packets afterwards: dropped
         assert latch.send_to == public
 
 
-def test_a_gap_in_the_sequence_or_another_source_restarts_the_probation() -> None:
+def test_a_gap_in_the_sequence_or_a_new_ssrc_restarts_the_probation() -> None:
     latch = RtpLatch("198.51.100.7", probation=3)
     latch.expect(SDP)
-    assert [latch.receive(NAT, s) for s in (10, 11, 13, 14)] == [False] * 4  # 12 missing: counting from 13
-    assert latch.receive(("198.51.100.7", 5555), 15) is False  # another port interleaved: it starts over
-    assert [latch.receive(NAT, s) for s in (15, 16, 17)] == [False, False, True]
+    assert [one(latch, NAT, s) for s in (10, 11, 13, 14)] == [False] * 4  # 12 missing: counting from 13
+    assert one(latch, NAT, 15, ssrc=0x999) is False  # another stream from the same source: it starts over
+    assert [one(latch, NAT, s, ssrc=0x999) for s in (16, 17)] == [False, True]
+    assert latch.send_to == NAT
+
+
+def test_a_stranger_interleaving_its_packets_does_not_hold_the_caller_back() -> None:
+    """Each source's probation is its own: a stranger's packets between the caller's neither restart nor count
+    towards the caller's, so a stranger spraying the port cannot keep the caller from being latched."""
+    latch = RtpLatch("198.51.100.7", probation=3)
+    latch.expect(SDP)
+    stranger = ("198.51.100.7", 5555)
+    got = [(one(latch, NAT, 10 + i, at=i * 0.02), one(latch, stranger, 900 + 7 * i, ssrc=0x5EED, at=i * 0.02))
+           for i in range(4)]
+    assert got == [(False, False), (False, False), (True, False), (True, False)]
     assert latch.send_to == NAT
 
 
@@ -87,24 +108,71 @@ def test_a_new_address_starts_learning_again_and_the_same_one_keeps_the_latch() 
     latch.expect(SDP)
     feed(latch, NAT, 0, 2)
     latch.expect(SDP)
-    assert latch.send_to == NAT and latch.receive(NAT, 2)
+    assert latch.send_to == NAT and one(latch, NAT, 2)
     moved = ("192.0.2.20", 6000)
     latch.expect(moved)
     assert latch.send_to == moved
-    assert latch.receive(NAT, 3) is False  # learning again: a probation for the old source too
+    assert one(latch, NAT, 3) is False  # learning again: a probation for the old source too
     assert feed(latch, moved, 40, 1) == [True]
-    assert latch.receive(SDP, 1) is False  # the old SDP address is no longer expected, and moved is heard
+    assert one(latch, SDP, 1) is False  # the old SDP address is no longer expected, and moved is heard
 
 
 def test_port_zero_and_the_hold_address_are_never_taken() -> None:
     latch = RtpLatch("198.51.100.7", probation=1)
     latch.expect(("0.0.0.0", 4000))  # RFC 2543 hold: 0.0.0.0 is not a caller host
-    assert latch.receive(("0.0.0.0", 4001), 1) is False
-    assert latch.receive(("198.51.100.7", 0), 1) is False
+    assert one(latch, ("0.0.0.0", 4001), 1) is False
+    assert one(latch, ("198.51.100.7", 0), 1) is False
     assert latch.send_to == ("0.0.0.0", 4000)
-    assert latch.receive(NAT, 1) is True  # the signalling host may still be latched
+    assert one(latch, NAT, 1) is True  # the signalling host may still be latched
 
 
-def test_probation_below_one_is_refused() -> None:
+@pytest.mark.parametrize("bad", [{"probation": 0}, {"quiet_s": 0.0}, {"quiet_s": float("nan")}])
+def test_probation_below_one_or_no_quiet_time_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        RtpLatch("198.51.100.7", probation=0)
+        RtpLatch("198.51.100.7", **bad)  # type: ignore[arg-type]
+
+
+def test_the_callers_own_host_takes_a_nat_call_back_from_a_stranger_who_came_first() -> None:
+    """A caller behind a NAT calls directly (its INVITE comes from the NAT, 198.51.100.7; its SDP names its private
+    address). A stranger spraying the port before the caller's first packet passes the probation and is latched,
+    as any source of such a caller may be; once the caller's own host has passed it too, the caller has the call
+    and the stranger is dropped however long it goes on (old Asterisk's strictrtp kept the first source)."""
+    latch = RtpLatch("198.51.100.7", probation=4)
+    latch.expect(("192.168.1.20", 4000))
+    stranger = ("203.0.113.66", 7000)
+    assert feed(latch, stranger, 0, 5, ssrc=0x5EED) == [False, False, False, True, True]
+    assert latch.send_to == stranger
+    got = [(one(latch, stranger, 5 + i, 0x5EED, at=0.1 + i * 0.02), one(latch, NAT, 300 + i, at=0.1 + i * 0.02))
+           for i in range(6)]
+    assert got == [(True, False)] * 3 + [(True, True)] + [(False, True)] * 2  # the caller's 4th packet latches
+    assert latch.send_to == NAT
+    assert feed(latch, stranger, 11, 50, ssrc=0x5EED, at=5.0) == [False] * 50  # even once the caller is silent
+
+
+def test_a_source_that_ranks_no_higher_takes_over_only_as_a_moved_caller() -> None:
+    """RFC 3550 A.1: a NAT that gives the caller a new port mid-call carries on the caller's stream (its SSRC,
+    the next sequence numbers) after the old port fell silent. A source that does not carry the stream on, or
+    that sends while the latched source still talks, never takes the call."""
+    latch = RtpLatch("203.0.113.5", probation=4, quiet_s=0.5)  # through a proxy: any host may be the caller's
+    latch.expect(("10.1.2.3", 4000))
+    caller, moved, stranger = ("198.51.100.99", 40000), ("198.51.100.99", 40002), ("198.51.100.66", 5000)
+    assert feed(latch, caller, 100, 4) == [False, False, False, True]  # heard until 0.06 s
+    assert feed(latch, stranger, 0, 10, ssrc=0x5EED, at=1.0) == [False] * 10  # silent caller, another stream
+    assert feed(latch, moved, 104, 10, at=0.08) == [False] * 10  # the caller's stream on, while it still talks
+    assert feed(latch, caller, 114, 1, at=0.3) == [True]
+    assert feed(latch, moved, 5000, 10, at=2.0) == [False] * 10  # the same SSRC, but not its sequence
+    assert feed(latch, moved, 120, 10, at=3.0) == [False] * 3 + [True] * 7  # moved, after the probation
+    assert latch.send_to == moved
+    assert feed(latch, caller, 115, 5, at=3.1) == [False] * 5  # the old port, late: dropped
+
+
+def test_strangers_spraying_from_many_ports_do_not_push_the_callers_count_out() -> None:
+    """At most MAX_CANDIDATES sources are counted; a new one pushes out the stalest of the lowest rank, so the
+    caller's own host keeps its count while strangers' ports come and go."""
+    latch = RtpLatch("198.51.100.7", probation=4)
+    latch.expect(("192.168.1.20", 4000))
+    for i in range(4):
+        for port in range(MAX_CANDIDATES * 2):
+            assert one(latch, ("203.0.113.66", 10000 + port + 100 * i), 7, ssrc=port) is False
+        assert one(latch, NAT, 50 + i) is (i == 3)
+    assert latch.send_to == NAT

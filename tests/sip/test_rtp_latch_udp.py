@@ -1,0 +1,141 @@
+"""The RTP source policy (rtp_latch.py) of a call answered by a SipBridge on real UDP sockets, with an in-test agent
+server that records the audio it is sent. The caller's SDP names a private address: it is behind a NAT, and the
+bridge must find its media source from the packets it receives (RFC 7362 latching), while strangers who learn the
+call's RTP port try to take it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from clients.sip.bridge import BridgeConfig, CallRecord, SipBridge
+from clients.sip.message import Response, parse_message
+from clients.sip.rtp import RtpPacket
+from tests.sip.media import free_udp_port
+from tests.sip.peers import sip_request
+
+PRIVATE_OFFER = (b"v=0\r\no=t 1 1 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 192.168.1.20\r\nt=0 0\r\n"
+                 b"m=audio 4000 RTP/AVP 0\r\n")
+CALLER, STRANGER = 0x11, 0x22  # the bytes of each one's "speech"
+
+
+class Agent:
+    """An agent server that heard `audio` (the G.711 bytes of every input_audio_buffer.append)."""
+
+    def __init__(self) -> None:
+        self.audio = bytearray()
+
+    async def handler(self, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
+        async for message in ws:
+            event = json.loads(message)
+            if event.get("type") == "input_audio_buffer.append":
+                self.audio += base64.b64decode(event["audio"])
+
+
+@asynccontextmanager
+async def bridge_with_agent(agent: Agent, records: list[CallRecord]) -> AsyncIterator[SipBridge]:
+    async with serve(agent.handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
+        bridge = SipBridge(BridgeConfig(server_url=url, port=free_udp_port()), on_call_end=records.append)
+        await bridge.start()
+        try:
+            yield bridge
+        finally:
+            await bridge.close()
+
+
+def udp(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+def answered(phone: socket.socket, bridge_port: int) -> tuple[str, int]:
+    """INVITE with PRIVATE_OFFER from `phone`, ACK the 200: (the To tag, the bridge's RTP port)."""
+    local = phone.getsockname()[1]
+    phone.sendto(sip_request("INVITE", bridge_port, local, call_id="nat", body=PRIVATE_OFFER,
+                             extra="Content-Type: application/sdp\r\n"), ("127.0.0.1", bridge_port))
+    phone.settimeout(20)
+    while True:
+        msg = parse_message(phone.recv(65535))
+        if isinstance(msg, Response) and msg.status >= 200:
+            break
+    assert msg.status == 200, msg
+    to_tag = ";tag=" + (msg.headers.get("To") or "").split(";tag=")[1]
+    phone.sendto(sip_request("ACK", bridge_port, local, call_id="nat", to_tag=to_tag), ("127.0.0.1", bridge_port))
+    port = re.search(rb"m=audio (\d+)", msg.body)
+    assert port is not None, msg.body
+    return to_tag, int(port[1])
+
+
+def heard_by(sock: socket.socket) -> list[float]:
+    """When each packet waiting at `sock` was read (now)."""
+    sock.setblocking(False)
+    times = []
+    while True:
+        try:
+            sock.recv(2048)
+        except BlockingIOError:
+            return times
+        times.append(time.monotonic())
+
+
+def test_a_stranger_who_sprays_a_nat_callers_port_first_does_not_keep_the_call() -> None:
+    """A caller behind a NAT (its SDP names 192.168.1.20) called directly: its INVITE and its RTP come from its
+    NAT's public address (127.0.0.1). A stranger (127.0.0.2) who learnt the call's RTP port sprays it before the
+    caller's first packet, and goes on. Old Asterisk's strictrtp latched to the first source that sent a few
+    packets in a row and kept it: the agent heard the stranger for the whole call and its replies went to the
+    stranger, while the caller heard nothing. The caller's own host must win the call back: the agent hears only
+    the caller once it talks, and the agent's audio goes to the caller, not the stranger."""
+    agent, records = Agent(), list[CallRecord]()
+    phone, caller_rtp, stranger = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.2")
+    caller_port = caller_rtp.getsockname()[1]
+
+    def call(bridge_port: int) -> tuple[list[float], list[float], float]:
+        to_tag, rtp_port = answered(phone, bridge_port)
+        dest = ("127.0.0.1", rtp_port)
+        for n in range(10):  # the stranger alone: latched, as any source of a NAT caller might be
+            stranger.sendto(RtpPacket(0, n, n * 160, 0x5EED, bytes([STRANGER]) * 160).serialize(), dest)
+            time.sleep(0.02)
+        for n in range(150):  # 3 s: the caller talks, the stranger goes on
+            stranger.sendto(RtpPacket(0, 10 + n, (10 + n) * 160, 0x5EED, bytes([STRANGER]) * 160).serialize(), dest)
+            caller_rtp.sendto(RtpPacket(0, 500 + n, n * 160, 0xCA11, bytes([CALLER]) * 160).serialize(), dest)
+            time.sleep(0.02)
+            if n == 50:  # 1 s in: what reached each so far is read; from here on only the caller may get our audio
+                heard_by(stranger)
+                heard_by(caller_rtp)
+        end = time.monotonic()
+        got = heard_by(stranger), heard_by(caller_rtp)
+        phone.sendto(sip_request("BYE", bridge_port, phone.getsockname()[1], call_id="nat", to_tag=to_tag),
+                     ("127.0.0.1", bridge_port))
+        return *got, end
+
+    async def main() -> tuple[list[float], list[float], float]:
+        async with bridge_with_agent(agent, records) as bridge:
+            result = await asyncio.to_thread(call, bridge.config.port)
+            for _ in range(500):  # the BYE ends the call
+                if records:
+                    break
+                await asyncio.sleep(0.02)
+            return result
+
+    try:
+        to_stranger, to_caller, _ = asyncio.run(main())
+    finally:
+        for s in (phone, caller_rtp, stranger):
+            s.close()
+    assert to_stranger == [], "the stranger still got the agent's audio after the caller had talked for 1 s"
+    assert len(to_caller) >= 40, len(to_caller)  # of ~100 packets of 20 ms in those 2 s (slack for a loaded box)
+    first_words = agent.audio.find(bytes([CALLER]) * 160)
+    assert first_words >= 0, "the agent never heard the caller"
+    assert STRANGER not in agent.audio[first_words:], "the agent heard the stranger after the caller"
+    assert records and records[0].media_to == f"127.0.0.1:{caller_port}", records  # the call log says so too
