@@ -22,7 +22,8 @@
   caller holds the call, its audio (hold music) does not reach the agent, which would take it for a turn.
 - RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
   "DTMF <digit>" in the agent's conversation, and the agent answers once the caller paused `dtmf_pause_s`
-  after its last key (a reply under way first ends; one started by the caller's speech meanwhile answers them).
+  after its last key (a reply under way first ends; one started by the caller's speech meanwhile answers them,
+  unless it says nothing because the speech held no words: then the keys' reply is asked for after it).
 - No RTP from the caller for `rtp_timeout_s` while it should send and is not holding the call (a=sendonly,
   a=inactive or c=0.0.0.0: a held phone often sends nothing) ends the call with our BYE: a caller that vanished
   without BYE must not hold an agent session and a call slot forever. A holding caller is not hung up for its
@@ -163,6 +164,8 @@ class AgentCall:
         self._responding = False  # between response.created and response.done
         self._keys_timer: asyncio.TimerHandle | None = None  # the pause after the caller's last key press
         self._keys_unanswered = False  # keys typed while a reply was under way: a reply to them is due after it
+        self._keys_ride = False  # keys whose answer is left to the next reply (the caller spoke, or one started)
+        self._keys_reply: str | None = None  # the reply that took them: if it says nothing, they are asked again
         self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or answer, re-INVITE, keep-alive)
         self._ended = asyncio.Event()
         self._opening: asyncio.Future[None] | None = None  # the agent session being opened, before the answer
@@ -232,13 +235,34 @@ class AgentCall:
     def _keys_answered_by_next_reply(self) -> None:
         """A reply started, or the caller speaks after its keys (its turn's reply will come): that reply sees the
         keys' items and answers them too, so none is asked for on top of it."""
+        if self._keys_timer is not None or self._keys_unanswered:
+            self._keys_ride = True
         if self._keys_timer is not None:
             self._keys_timer.cancel()
             self._keys_timer = None
         self._keys_unanswered = False
 
+    def _reply_started(self, response_id: str | None) -> None:
+        self._response_id, self._responding = response_id, True
+        self._keys_answered_by_next_reply()
+        if self._keys_ride:
+            self._keys_reply, self._keys_ride = response_id, False
+
+    def _reply_done(self, event: ev.ServerEvent) -> None:
+        """The server answers a turn of the caller's that held no words (a cough, a noise its VAD took for speech)
+        with a reply that says nothing: keys that waited for that turn's reply were not answered by it, and are
+        asked for now (once: a reply we asked for that says nothing is not asked again)."""
+        self._responding = False
+        response = event.get("response")
+        took_keys = event.response_id is not None and event.response_id == self._keys_reply
+        self._keys_reply = None
+        said_nothing = isinstance(response, dict) and response.get("status") == "completed" \
+            and response.get("output") == []
+        if self._keys_unanswered or (took_keys and said_nothing):
+            self._answer_keys()
+
     def _answer_keys(self) -> None:
-        self._keys_unanswered = False
+        self._keys_unanswered = self._keys_ride = False
         if self.client is not None:
             self._spawn(self.client.send(ev.create_response_event()))
 
@@ -444,12 +468,9 @@ class AgentCall:
         elif t == "response.output_audio.done":
             self.outbound.finish()
         elif t == "response.created":
-            self._response_id, self._responding = event.response_id, True
-            self._keys_answered_by_next_reply()
+            self._reply_started(event.response_id)
         elif t == "response.done":
-            self._responding = False
-            if self._keys_unanswered:
-                self._answer_keys()
+            self._reply_done(event)
         elif t == "input_audio_buffer.speech_started":
             # The caller talks over the agent: while its audio is queued, and also while its reply is under way
             # with the queue empty for a moment (between two synthesized pieces), when the rest still to come must

@@ -121,6 +121,36 @@ def test_keys_followed_by_speech_are_answered_by_the_reply_to_the_speech() -> No
     assert asyncio.run(main()) == ["DTMF 1", "DTMF 2"]
 
 
+def test_keys_followed_by_speech_that_gets_no_reply_are_still_answered() -> None:
+    """A caller presses a key and then coughs (or a noise starts the server's VAD): the server answers a turn that
+    held no words with a reply that says nothing (response.done, completed, no output). The key waited for that
+    turn's reply, so it was never answered and the caller heard silence. It is asked for after the empty reply,
+    once: a reply asked for the keys that says nothing too is not asked again."""
+
+    def done(output: list[object]) -> ev.ServerEvent:
+        return ev.ServerEvent("response.done", {"response": {"id": "resp_1", "status": "completed", "output": output}})
+
+    async def main() -> list[str]:
+        call, agent = _call()
+        call.dtmf("1")
+        call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_started", {}))
+        call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_stopped", {}))
+        call._on_agent_event(_response("created"))  # the reply to the cough
+        call._on_agent_event(done([]))
+        await _settle(agent, 2)
+        call._on_agent_event(_response("created"))  # the keys' reply, asked for
+        call._on_agent_event(done([]))  # the LM had nothing to say
+        await asyncio.sleep(PAUSE_S * 5)
+        call.dtmf("2")
+        call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_started", {}))
+        call._on_agent_event(_response("created"))  # words this time: the reply answers the keys too
+        call._on_agent_event(done([{"type": "message", "role": "assistant"}]))
+        await asyncio.sleep(PAUSE_S * 5)
+        return agent.sent
+
+    assert asyncio.run(main()) == ["DTMF 1", "response.create", "DTMF 2"]
+
+
 def _delta(audio: bytes) -> ev.ServerEvent:
     data = {"response_id": "resp_1", "delta": base64.b64encode(audio).decode()}
     return ev.ServerEvent("response.output_audio.delta", data)
