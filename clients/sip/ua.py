@@ -19,9 +19,8 @@ Rules:
   so the second path gets an answer to its own branch and the call stays one. A new INVITE with the same
   Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with other codecs after 488,
   8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
-- Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK: intervals T1=0.5 s doubling to
-  T2=4 s (0.5, 1, 2, 4, 4, ... s after each send, 13.3.1.4 and 17.2.1), given up after 64*T1 = 32 s; an answered
-  call that never got its ACK is then ended with a BYE.
+- Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK (T1 doubling to T2, 32 s at
+  most); the answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are ua_invite.py's.
 - CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
   for it (9.2). CANCEL for an unknown transaction -> 481.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
@@ -42,13 +41,10 @@ Rules:
 - Our own requests in a dialog, `hangup()`'s BYE and `keepalive()`'s OPTIONS (the shell asks when a held caller
   has been silent long enough), and their retransmissions are ua_requests.py's; a call's record, the timers and
   the outbox are ua_call.py's.
-- A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
-  SDP and a MediaChanged event; that 200 is retransmitted until its ACK like the first one. Our SDP keeps its o=
-  line and its version goes up by one only when the answer changed (RFC 3264 8). The codec in use must still be
-  offered: otherwise 488 and the call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the
-  codec in use, answered in the ACK. A re-INVITE while one is unacknowledged -> 491; its retransmission (same
-  CSeq) gets the same 200 again. An accepted re-INVITE's Contact is the caller's new remote target: our BYE's
-  Request-URI (a target refresh, 12.2.2).
+- A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered by
+  ua_invite.py (200 OK with SDP and MediaChanged, or 488 and the call unchanged). One for no live dialog or a
+  ringing call -> 481; one while the last is unacknowledged -> 491; its retransmission (same CSeq) gets the same
+  response again.
 - 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
   follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
@@ -63,23 +59,21 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from clients.sip.body import dtmf_keys, sdp_body
-from clients.sip.errors import LocalProtocolError, NotSdp, RemoteProtocolError
+from clients.sip.body import dtmf_keys
+from clients.sip.errors import LocalProtocolError, RemoteProtocolError
 from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
-from clients.sip.sdp import PCMU, Codec, SessionDescription, build_answer, negotiate, stand_in_offer
-from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
+from clients.sip.ua_call import TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import (
-    Addr, CallConfirmed, CallEnded, CallEvent, CallState, Datagram, DtmfReceived, IncomingCall, MediaChanged,
-    Refused, TimerAction, UaConfig,
+    Addr, CallEnded, CallEvent, CallState, Datagram, DtmfReceived, IncomingCall, Refused, TimerAction, UaConfig,
 )
-from clients.sip.ua_messages import Extra, build_response, contact, remote_target, warning
+from clients.sip.ua_invite import InviteServer
+from clients.sip.ua_messages import ALLOW, Extra, Responses
 from clients.sip.ua_requests import OwnRequests
 
 __all__ = ["UserAgent"]
 
 # A call slot frees whenever any call ends: a proxy that got our 503 may come back this soon (21.5.4).
 FULL_RETRY_AFTER_S = 5
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
 
@@ -100,7 +94,9 @@ class UserAgent:
         self._by_handle: dict[str, Call] = {}
         self._counter = 0
         self._out = Outbox()
+        self._responses = Responses(config)
         self._ours = OwnRequests(config, self._out, self._token)  # our BYE and OPTIONS in the calls' dialogs
+        self._invites = InviteServer(config, self._out, rng, self._ours, self._responses)  # INVITE, re-INVITE, ACK
 
     # ----- drains -----
 
@@ -151,17 +147,8 @@ class UserAgent:
         if call is None or key not in call.timers:
             return  # a timer that was cancelled while its callback was already queued
         call.timers.discard(key)
-        if kind == "retx":
-            self._out.send(call.last_response, call.remote)
-            call.interval = min(call.interval * 2, T2)
-            self._out.start(call, "retx", now + call.interval)
-        elif kind == "timeout":
-            if call.state in (S.ANSWERED, S.REANSWERED):
-                self._ours.end_with_bye(call, "no_ack", None if call.hung_up else "no ACK", now)
-            else:
-                self._out.cancel(call, "retx")
-                transition(call, "no_ack")
-                self._out.start(call, "forget", now + TIMEOUT)
+        if kind in ("retx", "timeout"):
+            self._invites.timer_fired(call, kind, now)
         elif kind == "forget":
             for k in list(call.timers):
                 self._out.cancel(call, k.partition(":")[0])
@@ -173,11 +160,7 @@ class UserAgent:
 
     def answer(self, call: str, rtp_port: int, now: float) -> None:
         """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
-        c = self._get(call)
-        transition(c, "answer")
-        c.rtp_port, c.sdp_session = rtp_port, self.rng.getrandbits(31)
-        assert c.offer is not None  # invariant: PROCEEDING calls have an accepted offer
-        self._final(c, 200, now, body=self._answer_sdp(c, c.offer))
+        self._invites.answer(self._get(call), rtp_port, now)
 
     def reject(self, call: str, status: int, now: float, *, retry_after: int | None = None) -> None:
         """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable); `retry_after`
@@ -187,7 +170,7 @@ class UserAgent:
             raise LocalProtocolError(f"reject needs a 3xx-6xx status, got {status}")
         c = self._get(call)
         transition(c, "reject")
-        self._final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
+        self._invites.final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
         self._out.events.append(CallEnded(c.handle, "rejected"))
 
     def hangup(self, call: str, now: float, reason: str = "local hangup") -> None:
@@ -214,7 +197,7 @@ class UserAgent:
         if unsupported and method not in ("ACK", "CANCEL") and not starts_call:  # a new call's: see _on_invite
             self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported)),))
         elif method == "ACK":
-            self._on_ack(call, req, now)
+            self._invites.on_ack(call, req, now)
         elif starts_call:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
@@ -244,7 +227,7 @@ class UserAgent:
         call = Call(f"call{self._counter}", req, addr, self._token(), req, awaiting_answer=not req.body)
         self._calls[self._key(req)] = call
         self._by_handle[call.handle] = call
-        self._out.send(self._response(req, 100, addr, to_tag=None), addr)
+        self._out.send(self._responses.build(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
             self._refuse(call, 503, now, f"max_calls ({self.config.max_calls}) reached",
                          extra=(("Retry-After", str(FULL_RETRY_AFTER_S)),))
@@ -254,19 +237,20 @@ class UserAgent:
             self._refuse(call, 420, now, f"requires {unsupported}", extra=(("Unsupported", unsupported),))
             return
         try:
-            call.offer = self._offer(req, Codec(PCMU, "PCMU"), 101)
-            call.media = negotiate(call.offer)
+            media = self._invites.accept_offer(call, req)
         except RemoteProtocolError as exc:
-            self._refuse(call, exc.status, now, str(exc), extra=(self._warning(exc.warn_code, str(exc)), *exc.headers))
+            self._refuse(call, exc.status, now, str(exc),
+                         extra=(self._responses.warning(exc.warn_code, str(exc)), *exc.headers))
             return
-        call.last_response = self._response(req, 180, addr, to_tag=call.local_tag, extra=self._contact())
+        call.last_response = self._responses.build(req, 180, addr, to_tag=call.local_tag,
+                                                   extra=self._responses.contact())
         self._out.send(call.last_response, addr)
-        self._out.events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, call.media))
+        self._out.events.append(IncomingCall(call.handle, req.call_id, req.from_.uri, addr, media))
 
     def _refuse(self, call: Call, status: int, now: float, why: str, extra: Extra = ()) -> None:
         """A new call's INVITE refused with a final response (retransmitted until ACK); the shell is told why."""
         transition(call, "reject")
-        self._final(call, status, now, extra=extra)
+        self._invites.final(call, status, now, extra=extra)
         self._out.events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
 
     def _on_reinvite(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
@@ -277,72 +261,29 @@ class UserAgent:
         elif call.state is not S.CONFIRMED:  # the last INVITE's ACK is still due (14.2)
             self._reply(req, addr, 491)
         else:
-            assert call.media is not None  # invariant: answered calls have negotiated media
-            try:
-                offer = self._offer(req, call.media.codec, call.media.dtmf_payload_type)
-                media = negotiate(offer, keep=call.media.codec)
-            except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
-                self._reply(req, addr, exc.status, extra=(self._warning(exc.warn_code, str(exc)), *exc.headers))
-                self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
-                return
-            call.transaction, call.media, call.awaiting_answer = req, media, not req.body
-            call.remote_cseq = req.cseq
-            call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
-            call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
-            transition(call, "reinvite")
-            self._final(call, 200, now, body=self._answer_sdp(call, offer))
-            self._out.events.append(MediaChanged(call.handle, media))
-
-    def _on_ack(self, call: Call | None, req: Request, now: float) -> None:
-        if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
-                or req.cseq.number != call.transaction.cseq.number):
-            return  # a stray or repeated ACK: absorbed (17.2.1), never answered
-        self._out.cancel(call, "retx")
-        self._out.cancel(call, "timeout")
-        state = call.state
-        transition(call, "ack")
-        if call.hung_up:  # we hung up meanwhile: the BYE can go now
-            self._ours.end_with_bye(call, "hangup", None, now)
-            return
-        if state is S.ANSWERED:
-            self._out.events.append(CallConfirmed(call.handle))
-        elif state is S.REJECTED:
-            self._out.start(call, "forget", now + TIMEOUT)
-        if call.awaiting_answer:
-            self._on_answer(call, req, now)
-
-    def _on_answer(self, call: Call, ack: Request, now: float) -> None:
-        """The caller's SDP answer in the ACK to our offer (RFC 3264 5: it must keep our one codec)."""
-        assert call.media is not None  # invariant: answered calls have negotiated media
-        call.awaiting_answer = False
-        try:
-            call.media = negotiate(self._sdp(ack), keep=call.media.codec)
-        except RemoteProtocolError as exc:
-            self._ours.end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
-            return
-        self._out.events.append(MediaChanged(call.handle, call.media))
+            self._invites.reinvite(call, req, addr, now)
 
     def _on_cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or req.top_via.branch != call.invite.top_via.branch:
             self._reply(req, addr, 481)
             return
-        self._out.send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
         if call.state is S.PROCEEDING:
             transition(call, "cancel")
-            self._final(call, 487, now)
+            self._invites.final(call, 487, now)
             self._out.events.append(CallEnded(call.handle, "cancelled"))
 
     def _on_bye(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if not self._in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
             self._reply(req, addr, 481)
             return
-        self._out.send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
         if call.state in (S.ENDED, S.REJECTED):
             return  # retransmitted BYE, or BYEs crossed
         if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
             call.early_bye = True
             transition(call, "bye")
-            self._final(call, 487, now)
+            self._invites.final(call, 487, now)
             self._out.events.append(CallEnded(call.handle, "remote hangup"))
             return
         self._out.cancel(call, "retx")
@@ -367,10 +308,10 @@ class UserAgent:
         last = call.remote_cseq or call.invite.cseq
         if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
             retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
-            self._out.send(self._response(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
+            self._out.send(self._responses.build(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
             return
         call.remote_cseq = req.cseq
-        self._out.send(self._response(req, 200, addr, to_tag=call.local_tag), addr)
+        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
         keys = dtmf_keys(req.headers.get("Content-Type"), req.body)
         self._out.events += [DtmfReceived(call.handle, key) for key in keys]
 
@@ -382,44 +323,6 @@ class UserAgent:
 
     # ----- helpers -----
 
-    @classmethod
-    def _offer(cls, invite: Request, codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
-        """The INVITE's SDP offer, or without one the stand-in whose answer is our offer of `codec`."""
-        return cls._sdp(invite) if invite.body else stand_in_offer(codec, dtmf_payload_type)
-
-    @staticmethod
-    def _sdp(msg: Request) -> SessionDescription:
-        sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
-        if sdp is None:
-            raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP")
-        return SessionDescription.parse(sdp)
-
-    def _answer_sdp(self, call: Call, offer: SessionDescription) -> bytes:
-        """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""
-        media = call.media
-        assert media is not None  # invariant: set before any answer
-
-        def build(version: int) -> bytes:
-            return build_answer(offer, media, local_host=self.config.host, rtp_port=call.rtp_port,
-                                session_id=call.sdp_session, session_version=version).serialize()
-
-        sdp = build(call.sdp_version)
-        if call.local_sdp and sdp != call.local_sdp:
-            call.sdp_version += 1
-            sdp = build(call.sdp_version)
-        call.local_sdp = sdp
-        return sdp
-
-    def _final(self, call: Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
-        """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
-        extra = self._contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
-        call.last_response = self._response(call.transaction, status, call.remote, to_tag=call.local_tag,
-                                             body=body, extra=extra)
-        call.interval = T1
-        self._out.send(call.last_response, call.remote)
-        self._out.start(call, "retx", now + T1)
-        self._out.start(call, "timeout", now + TIMEOUT)
-
     def _bad_request(self, partial: Request | Response | None, addr: Addr, error: SipParseError) -> None:
         if not isinstance(partial, Request) or partial.method == "ACK" or not partial.headers.get_all("Via"):
             self.stats.dropped += 1
@@ -430,25 +333,14 @@ class UserAgent:
             self.stats.dropped += 1
             return
         self.stats.bad_requests += 1
-        self._out.send(self._response(partial, error.status, addr, to_tag=self._token(),
-                                  extra=(self._warning(error.warn_code, str(error)),)), addr)
+        self._out.send(self._responses.build(partial, error.status, addr, to_tag=self._token(),
+                                  extra=(self._responses.warning(error.warn_code, str(error)),)), addr)
 
     def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""
         call = self._calls.get(self._key(req))
         tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
-        self._out.send(self._response(req, status, addr, to_tag=tag, extra=extra), addr)
-
-    def _response(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
-                  extra: Extra = ()) -> bytes:
-        return build_response(req, status, source, to_tag=to_tag, server=self.config.user_agent, body=body,
-                              extra=extra)
-
-    def _warning(self, code: int, text: str) -> tuple[str, str]:
-        return warning(self.config.host, code, text)
-
-    def _contact(self) -> Extra:
-        return contact(self.config.user, self.config.hostport)
+        self._out.send(self._responses.build(req, status, addr, to_tag=tag, extra=extra), addr)
 
     def _in_dialog(self, call: Call | None, req: Request) -> bool:
         return call is not None and req.to.tag == call.local_tag

@@ -1,5 +1,6 @@
-"""What the two halves of the SIP user agent core share: a call's record, the SIP timers, and the outbox the shell
-drains (datagrams, call events, timer actions). ua.py answers the caller's requests; ua_requests.py sends ours.
+"""What the parts of the SIP user agent core share: a call's record, the SIP timers, and the outbox the shell
+drains (datagrams, call events, timer actions). ua.py answers the caller's requests, its INVITEs and ACKs through
+ua_invite.py; ua_requests.py sends ours.
 Sans-I/O: plain data and bookkeeping, no clock, no socket.
 
 - Timers: T1 = 0.5 s doubling to T2 = 4 s between retransmissions, and 64*T1 = 32 s for giving up (17.1.2,

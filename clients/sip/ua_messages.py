@@ -6,16 +6,19 @@
 - Our BYE (15.1.1) and OPTIONS keep-alive go to the caller's Contact (the latest a re-INVITE named, 12.2.2),
   From/To swapped from the INVITE, its Record-Route as Route (12.2.1.1). Our BYE says why in Reason (RFC 3326).
 - Warning (20.43) says why we refused, quoted and cut to 120 characters, for the caller's logs.
+- `Responses` builds them as one UA core signs them (its Server, Contact and Warning host), for both the core and
+  its INVITE side (ua_invite.py).
 """
 
 from __future__ import annotations
 
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, reason_phrase
-from clients.sip.ua_events import Addr
+from clients.sip.ua_events import Addr, UaConfig
 
-__all__ = ["Extra", "build_request", "build_response", "contact", "remote_target", "warning"]
+__all__ = ["ALLOW", "Extra", "Responses", "build_request", "build_response", "contact", "remote_target", "warning"]
 
 Extra = tuple[tuple[str, str], ...]  # headers added to a message, in order
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"  # the methods we take (Allow, 20.5)
 
 
 def build_response(req: Request, status: int, source: Addr, *, to_tag: str | None, server: str,
@@ -79,6 +82,24 @@ def _reason(text: str) -> tuple[str, str]:
 
 def contact(user: str, hostport: str) -> Extra:
     return (("Contact", f"<sip:{user}@{hostport}>"),)
+
+
+class Responses:
+    """The responses of a UA core with `config`: its Server header, Contact and Warning host."""
+
+    def __init__(self, config: UaConfig) -> None:
+        self.config = config
+
+    def build(self, req: Request, status: int, source: Addr, *, to_tag: str | None, body: bytes = b"",
+              extra: Extra = ()) -> bytes:
+        return build_response(req, status, source, to_tag=to_tag, server=self.config.user_agent, body=body,
+                              extra=extra)
+
+    def warning(self, code: int, text: str) -> tuple[str, str]:
+        return warning(self.config.host, code, text)
+
+    def contact(self) -> Extra:
+        return contact(self.config.user, self.config.hostport)
 
 
 def _with_tag(value: str, tag: str) -> str:

@@ -1,0 +1,162 @@
+"""The INVITE side of a call, where the bridge answers as a UAS (RFC 3261 13.3, 17.2.1), and its SDP offer/answer
+(RFC 3264). Sans-I/O; the UA core (ua.py) matches the caller's INVITE, re-INVITE and ACK to a call, refuses what
+is out of place (481, 491, a retransmission's repeat) and hands the rest here.
+
+- A new call's offer is its INVITE's SDP (the body, or the SDP part of a SIP-T/SIP-I multipart, body.py); without
+  a body (a delayed offer, 13.2.1) a stand-in whose answer is our offer (PCMU, telephone-event), answered in the
+  ACK. An offer that cannot be used raises RemoteProtocolError with the status the core refuses the call with.
+- Final responses to an INVITE (`final`: 2xx and non-2xx) are retransmitted until the ACK: intervals T1 = 0.5 s
+  doubling to T2 = 4 s (13.3.1.4, 17.2.1), given up after 64*T1 = 32 s; an answered call that never got its ACK
+  is then ended with our BYE (ua_requests.py), a refused one is forgotten 32 s later.
+- Our SDP keeps its o= line, and its version goes up by one only when the answer changed (RFC 3264 8).
+- A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
+  SDP and a MediaChanged event. The codec in use must still be offered: otherwise the error's status (488) and the
+  call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the codec in use, answered in the
+  ACK. Its Contact is the caller's new remote target (12.2.2), and its source where the caller now is.
+- The ACK of the INVITE transaction stops the retransmissions: it confirms a first answer (CallConfirmed), lets a
+  refused call be forgotten after 32 s, and sends a BYE that waited for it (we hung up meanwhile, 15). An ACK that
+  brings the answer to our offer gives MediaChanged, or ends the call with BYE when the answer is unusable. Any
+  other ACK is absorbed, never answered (17.2.1).
+"""
+
+from __future__ import annotations
+
+import random
+
+from clients.sip.body import sdp_body
+from clients.sip.errors import NotSdp, RemoteProtocolError
+from clients.sip.message import Request
+from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
+from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
+from clients.sip.ua_events import Addr, CallConfirmed, CallState, MediaChanged, Refused, UaConfig
+from clients.sip.ua_messages import ALLOW, Extra, Responses, remote_target
+from clients.sip.ua_requests import OwnRequests
+
+__all__ = ["InviteServer"]
+
+S = CallState
+
+
+class InviteServer:
+    """Answers the INVITEs of calls whose records the UA core keeps, and takes their ACKs (see the module rules)."""
+
+    def __init__(self, config: UaConfig, out: Outbox, rng: random.Random, ours: OwnRequests,
+                 responses: Responses) -> None:
+        self.config = config
+        self._out = out
+        self._rng = rng  # the UA core's: draws stay in the order of its calls
+        self._ours = ours  # for the BYE that ends a call without an ACK or a usable answer
+        self._responses = responses
+
+    def accept_offer(self, call: Call, invite: Request) -> Negotiated:
+        """A new call's offer and the media negotiated from it (kept in `call`, and returned); raises
+        RemoteProtocolError when the offer cannot be used."""
+        call.offer = _offer(invite, Codec(PCMU, "PCMU"), 101)
+        call.media = negotiate(call.offer)
+        return call.media
+
+    def answer(self, call: Call, rtp_port: int, now: float) -> None:
+        """Accept a ringing call: 200 OK with our SDP answer (media on `rtp_port` at config.host)."""
+        transition(call, "answer")
+        call.rtp_port, call.sdp_session = rtp_port, self._rng.getrandbits(31)
+        assert call.offer is not None  # invariant: PROCEEDING calls have an accepted offer
+        self.final(call, 200, now, body=self._answer_sdp(call, call.offer))
+
+    def final(self, call: Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
+        """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
+        extra = self._responses.contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
+        call.last_response = self._responses.build(call.transaction, status, call.remote, to_tag=call.local_tag,
+                                                   body=body, extra=extra)
+        call.interval = T1
+        self._out.send(call.last_response, call.remote)
+        self._out.start(call, "retx", now + T1)
+        self._out.start(call, "timeout", now + TIMEOUT)
+
+    def timer_fired(self, call: Call, kind: str, now: float) -> None:
+        """The final response's timers: "retx" (send it again) or "timeout" (no ACK within 32 s)."""
+        if kind == "retx":
+            self._out.send(call.last_response, call.remote)
+            call.interval = min(call.interval * 2, T2)
+            self._out.start(call, "retx", now + call.interval)
+        elif call.state in (S.ANSWERED, S.REANSWERED):
+            self._ours.end_with_bye(call, "no_ack", None if call.hung_up else "no ACK", now)
+        else:
+            self._out.cancel(call, "retx")
+            transition(call, "no_ack")
+            self._out.start(call, "forget", now + TIMEOUT)
+
+    def reinvite(self, call: Call, req: Request, addr: Addr, now: float) -> None:
+        """A new re-INVITE in a confirmed call's dialog."""
+        assert call.media is not None  # invariant: answered calls have negotiated media
+        try:
+            offer = _offer(req, call.media.codec, call.media.dtmf_payload_type)
+            media = negotiate(offer, keep=call.media.codec)
+        except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
+            extra = (self._responses.warning(exc.warn_code, str(exc)), *exc.headers)
+            self._out.send(self._responses.build(req, exc.status, addr, to_tag=call.local_tag, extra=extra), addr)
+            self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
+            return
+        call.transaction, call.media, call.awaiting_answer = req, media, not req.body
+        call.remote_cseq = req.cseq
+        call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
+        call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
+        transition(call, "reinvite")
+        self.final(call, 200, now, body=self._answer_sdp(call, offer))
+        self._out.events.append(MediaChanged(call.handle, media))
+
+    def on_ack(self, call: Call | None, req: Request, now: float) -> None:
+        if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
+                or req.cseq.number != call.transaction.cseq.number):
+            return  # a stray or repeated ACK: absorbed (17.2.1), never answered
+        self._out.cancel(call, "retx")
+        self._out.cancel(call, "timeout")
+        state = call.state
+        transition(call, "ack")
+        if call.hung_up:  # we hung up meanwhile: the BYE can go now
+            self._ours.end_with_bye(call, "hangup", None, now)
+            return
+        if state is S.ANSWERED:
+            self._out.events.append(CallConfirmed(call.handle))
+        elif state is S.REJECTED:
+            self._out.start(call, "forget", now + TIMEOUT)
+        if call.awaiting_answer:
+            self._on_answer(call, req, now)
+
+    def _on_answer(self, call: Call, ack: Request, now: float) -> None:
+        """The caller's SDP answer in the ACK to our offer (RFC 3264 5: it must keep our one codec)."""
+        assert call.media is not None  # invariant: answered calls have negotiated media
+        call.awaiting_answer = False
+        try:
+            call.media = negotiate(_sdp(ack), keep=call.media.codec)
+        except RemoteProtocolError as exc:
+            self._ours.end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
+            return
+        self._out.events.append(MediaChanged(call.handle, call.media))
+
+    def _answer_sdp(self, call: Call, offer: SessionDescription) -> bytes:
+        """Our answer to `offer`: the same o= line every time, its version one up when the SDP changed (RFC 3264 8)."""
+        media = call.media
+        assert media is not None  # invariant: set before any answer
+
+        def build(version: int) -> bytes:
+            return build_answer(offer, media, local_host=self.config.host, rtp_port=call.rtp_port,
+                                session_id=call.sdp_session, session_version=version).serialize()
+
+        sdp = build(call.sdp_version)
+        if call.local_sdp and sdp != call.local_sdp:
+            call.sdp_version += 1
+            sdp = build(call.sdp_version)
+        call.local_sdp = sdp
+        return sdp
+
+
+def _offer(invite: Request, codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
+    """The INVITE's SDP offer, or without one the stand-in whose answer is our offer of `codec`."""
+    return _sdp(invite) if invite.body else stand_in_offer(codec, dtmf_payload_type)
+
+
+def _sdp(msg: Request) -> SessionDescription:
+    sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
+    if sdp is None:
+        raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP")
+    return SessionDescription.parse(sdp)
