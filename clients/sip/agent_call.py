@@ -23,7 +23,8 @@
 - RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
   "DTMF <digit>" in the agent's conversation, and the agent answers once the caller paused `dtmf_pause_s`
   after its last key (a reply under way first ends; one started by the caller's speech meanwhile answers them,
-  unless it says nothing because the speech held no words: then the keys' reply is asked for after it).
+  unless it says nothing because the speech held no words: then the keys' reply is asked for after it;
+  the rule is key_answers.py's).
 - No RTP from the caller for `rtp_timeout_s` while it should send and is not holding the call (a=sendonly,
   a=inactive or c=0.0.0.0: a held phone often sends nothing) ends the call with our BYE: a caller that vanished
   without BYE must not hold an agent session and a call slot forever. A holding caller is not hung up for its
@@ -55,6 +56,7 @@ from clients.realtime_client import RealtimeClient, RealtimeConnectionError, Rec
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
+from clients.sip.key_answers import KeyAnswers
 from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
 from clients.sip.rtp_latch import RtpLatch
 from clients.sip.sdp import Negotiated
@@ -162,10 +164,8 @@ class AgentCall:
         self._dropped_responses: set[str] = set()
         self._response_id: str | None = None
         self._responding = False  # between response.created and response.done
+        self.keys = KeyAnswers()
         self._keys_timer: asyncio.TimerHandle | None = None  # the pause after the caller's last key press
-        self._keys_unanswered = False  # keys typed while a reply was under way: a reply to them is due after it
-        self._keys_ride = False  # keys whose answer is left to the next reply (the caller spoke, or one started)
-        self._keys_reply: str | None = None  # the reply that took them: if it says nothing, they are asked again
         self._last_rtp = 0.0  # loop time of the caller's last RTP packet (or answer, re-INVITE, keep-alive)
         self._ended = asyncio.Event()
         self._opening: asyncio.Future[None] | None = None  # the agent session being opened, before the answer
@@ -221,48 +221,38 @@ class AgentCall:
             return
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"DTMF {digit}"}]}
         self._spawn(self.client.send({"type": "conversation.item.create", "item": item}))
-        # A key press is a turn of the caller's, as speech is, but a caller keying in a number presses several
-        # keys: the agent answers them all once no key came for dtmf_pause_s.
+        self.keys.key_pressed()
         if self._keys_timer is not None:
             self._keys_timer.cancel()
-        self._keys_timer = asyncio.get_running_loop().call_later(self.bridge.config.dtmf_pause_s, self._keys_typed)
+        self._keys_timer = asyncio.get_running_loop().call_later(self.bridge.config.dtmf_pause_s, self._keys_paused)
 
-    def _keys_typed(self) -> None:
-        self._keys_timer, self._keys_unanswered = None, True
-        if not self._responding:  # else the answer comes after the reply under way (response.done)
+    def _keys_paused(self) -> None:
+        self._keys_timer = None
+        if self.keys.pause_ended(replying=self._responding):
             self._answer_keys()
 
-    def _keys_answered_by_next_reply(self) -> None:
-        """A reply started, or the caller speaks after its keys (its turn's reply will come): that reply sees the
-        keys' items and answers them too, so none is asked for on top of it."""
-        if self._keys_timer is not None or self._keys_unanswered:
-            self._keys_ride = True
-        if self._keys_timer is not None:
+    def _stop_keys_timer(self) -> None:
+        """The keys' answer was left to a reply (KeyAnswers): their pause no longer matters."""
+        if self._keys_timer is not None and not self.keys.pausing:
             self._keys_timer.cancel()
             self._keys_timer = None
-        self._keys_unanswered = False
 
     def _reply_started(self, response_id: str | None) -> None:
         self._response_id, self._responding = response_id, True
-        self._keys_answered_by_next_reply()
-        if self._keys_ride:
-            self._keys_reply, self._keys_ride = response_id, False
+        self.keys.reply_started(response_id)
+        self._stop_keys_timer()
 
     def _reply_done(self, event: ev.ServerEvent) -> None:
-        """The server answers a turn of the caller's that held no words (a cough, a noise its VAD took for speech)
-        with a reply that says nothing: keys that waited for that turn's reply were not answered by it, and are
-        asked for now (once: a reply we asked for that says nothing is not asked again)."""
+        # A turn of the caller's that held no words (a cough, a noise its VAD took for speech) gets a reply that
+        # says nothing: keys left to it were not answered.
         self._responding = False
         response = event.get("response")
-        took_keys = event.response_id is not None and event.response_id == self._keys_reply
-        self._keys_reply = None
         said_nothing = isinstance(response, dict) and response.get("status") == "completed" \
             and response.get("output") == []
-        if self._keys_unanswered or (took_keys and said_nothing):
+        if self.keys.reply_done(event.response_id, said_nothing):
             self._answer_keys()
 
     def _answer_keys(self) -> None:
-        self._keys_unanswered = self._keys_ride = False
         if self.client is not None:
             self._spawn(self.client.send(ev.create_response_event()))
 
@@ -478,7 +468,8 @@ class AgentCall:
             if (self.outbound.flush() or self._responding) and self._response_id is not None:
                 self.record.barge_ins += 1
                 self._dropped_responses.add(self._response_id)
-            self._keys_answered_by_next_reply()  # no reply asked for while the caller speaks
+            self.keys.caller_speaks()  # no reply asked for while the caller speaks
+            self._stop_keys_timer()
         elif t == "conversation.item.input_audio_transcription.completed":
             self.record.user_transcripts.append(event.transcript or "")
             self.log.debug("caller said: %s", event.transcript)
