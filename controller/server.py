@@ -178,6 +178,8 @@ class RealtimeServer:
     async def _health(self) -> Response:
         """/healthz: whether a new session would be served. 200 {"status": "ok"}; else 503 with Retry-After and
         {"status": "loading" | "full" | "chat_lm_down", "reason": ...}; both with the sessions and --max-sessions."""
+        # Readable by a page served from another host: a browser shows it only code 1006 for a refused WebSocket.
+        cors = [("Access-Control-Allow-Origin", "*")]
         places = {"sessions": self._places_taken(), "max_sessions": self.config.max_sessions}
         if not self.ready:
             status, reason = "loading", "the models are loading"
@@ -186,10 +188,10 @@ class RealtimeServer:
         else:
             status, reason = "chat_lm_down", await self.chat_check() if self.chat_check is not None else None
         if reason is None:
-            return _text(http.HTTPStatus.OK, json.dumps({"status": "ok", **places}) + "\n", "application/json")
+            return _text(http.HTTPStatus.OK, json.dumps({"status": "ok", **places}) + "\n", "application/json", cors)
         return _text(http.HTTPStatus.SERVICE_UNAVAILABLE,
                      json.dumps({"status": status, "reason": reason, **places}) + "\n", "application/json",
-                     extra=[("Retry-After", str(self.config.retry_after_s))])
+                     extra=[("Retry-After", str(self.config.retry_after_s)), *cors])
 
     def _loading(self) -> Response:
         # With when to come back: a 503 without Retry-After tells a load balancer or client nothing of it.

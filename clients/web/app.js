@@ -340,22 +340,23 @@ const handlers = {
 
 // ---- connect / disconnect ---------------------------------------------------------------------
 
-// Why connecting would fail, asked before the microphone is: a browser reports any refused WebSocket as close
-// code 1006, and a stopped server first as a worklet that failed to load. Only the server that served this page
-// is asked (another origin's /healthz cannot be read without CORS headers).
+// Why connecting fails or would fail, from the server's /healthz: a browser reports any refused WebSocket as close
+// code 1006, and a stopped server first as a worklet that failed to load.
 async function serverProblem(wsUrl) {
-  let target;
+  let healthUrl;
   try {
-    target = new URL(wsUrl);
+    healthUrl = new URL('/healthz', wsUrl);
   } catch {
     return null; // the WebSocket constructor names a malformed URL itself
   }
-  if (target.host !== location.host) return null;
+  healthUrl.protocol = ['wss:', 'https:'].includes(healthUrl.protocol) ? 'https:' : 'http:';
   let res;
   try {
-    res = await fetch('/healthz', { cache: 'no-store' });
+    res = await fetch(healthUrl, { cache: 'no-store' });
   } catch {
-    return `the server at ${location.host} does not answer: is stepaudio-rt serve running? `
+    // Another host's /healthz that cannot be read (down, or a server without CORS headers) tells nothing for sure.
+    if (healthUrl.host !== location.host) return null;
+    return `the server at ${healthUrl.host} does not answer: is stepaudio-rt serve running? `
       + 'Press Connect again once it is.';
   }
   if (res.status !== 503) return null;
@@ -364,6 +365,16 @@ async function serverProblem(wsUrl) {
   if (health.status === 'full') return 'the server is full (all its sessions are taken): try again later';
   if (health.status === 'chat_lm_down') return `the server cannot answer now: ${health.reason}`;
   return 'the server is still loading its models: connect again in a few seconds';
+}
+
+// A refused handshake is asked about again: another page may have taken the server's last place since the check
+// made before the microphone was opened.
+async function openSocket(socket, wsUrl) {
+  try {
+    await socket.open();
+  } catch (err) {
+    throw new Error((await serverProblem(wsUrl)) || err.message);
+  }
 }
 
 async function connect() {
@@ -395,7 +406,7 @@ async function connect() {
       showError(`connection closed by the server (code ${e.code}${e.reason ? `: ${e.reason}` : ''})`);
       teardown('closed');
     };
-    await sock.open();
+    await openSocket(socket, s.url);
     sentMs = 0; // each session's server counts its input audio from 0
     sentEnds.length = 0;
     sock.send(sessionUpdate(s));

@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -550,35 +551,89 @@ def one_place_server() -> Iterator[ServerProcess]:
     server.stop()
 
 
+@contextmanager
+def holding_the_only_place(server: ServerProcess) -> Iterator[None]:
+    """A session connected to a --max-sessions 1 server for the block; after it, its place is free again."""
+    from websockets.sync.client import connect
+
+    with connect(server.ws, open_timeout=30) as holder:
+        assert json.loads(holder.recv(timeout=30))["type"] == "session.created"
+        yield
+    deadline = time.monotonic() + 30  # the held session ends once its client has gone
+    while time.monotonic() < deadline and healthz_status(server) == "full":
+        time.sleep(0.2)
+
+
+FULL = "could not start: the server is full (all its sessions are taken): try again later"
+
+
 def test_connect_to_a_full_server_says_it_is_full(one_place_server: ServerProcess, browser: object) -> None:
     """--max-sessions 1 with one session connected: /healthz answers 503 {"status": "full", ...} and the page says that
     the server is full (not that it is loading or down), with no script error in the console; once the place is free,
     Connect connects and the red line goes."""
     from selenium.webdriver.common.by import By
-    from websockets.sync.client import connect
 
     driver = browser
-    with connect(one_place_server.ws, open_timeout=30) as holder:
-        assert json.loads(holder.recv(timeout=30))["type"] == "session.created"
+    with holding_the_only_place(one_place_server):
         driver.get(f"{one_place_server.http}/?mode=ptt")  # type: ignore[attr-defined]
         driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
         state = wait_until(driver, lambda s: s["errors"], 20)
-    logs = driver.get_log("browser")  # type: ignore[attr-defined]
-    full = "could not start: the server is full (all its sessions are taken): try again later"
-    assert state["errors"] == [full] and page_text(driver, "#errors li") == full, (state, logs)
+        logs = driver.get_log("browser")  # type: ignore[attr-defined]
+    assert state["errors"] == [FULL] and page_text(driver, "#errors li") == FULL, (state, logs)
     assert state["state"] == "error" and state["sessionId"] is None, state
     # Chromium logs the 503 the page asked for as a failed resource: the only error line allowed.
     healthz_503 = (f"{one_place_server.http}/healthz - Failed to load resource: "
                    "the server responded with a status of 503")
     assert [e for e in logs if e["level"] == "SEVERE" and not e["message"].startswith(healthz_503)] == [], logs
 
-    deadline = time.monotonic() + 30  # the held session ends once its client has gone
-    while time.monotonic() < deadline and healthz_status(one_place_server) == "full":
-        time.sleep(0.2)
     driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     state = wait_until(driver, lambda s: s["state"] == "ready", 30)
     assert state["state"] == "ready" and state["sessionId"], state
     assert page_text(driver, "#errors li") == "", state
+
+
+def test_a_full_server_on_another_host_is_said_to_be_full(one_place_server: ServerProcess, browser: object) -> None:
+    """A page served by one host and connecting to a full server on another said only 'could not connect ... (close
+    code 1006; check the server and the API key)': the browser hides the handshake's 503, and the page asked only its
+    own host's /healthz. That server's /healthz is readable from another origin now, and the page asks it."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    # localhost and 127.0.0.1 are two origins: the page's host is not the server's.
+    page = one_place_server.http.replace("127.0.0.1", "localhost")
+    with holding_the_only_place(one_place_server):
+        driver.get(f"{page}/?mode=ptt&url={one_place_server.ws}")  # type: ignore[attr-defined]
+        driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        state = wait_until(driver, lambda s: s["errors"], 20)
+    assert state["errors"] == [FULL] and page_text(driver, "#errors li") == FULL, state
+    assert state["state"] == "error" and state["sessionId"] is None, state
+
+
+def test_a_page_that_loses_the_last_place_to_another_says_the_server_is_full(one_place_server: ServerProcess,
+                                                                            browser: object) -> None:
+    """Two pages connecting at once: this one's check found a free place, the other took it while this one opened
+    its microphone, and this one said only 'close code 1006; check the server and the API key'. A refused
+    handshake now asks /healthz again and says that the server is full."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{one_place_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    # The microphone opens only when the test says: the other page takes the place in between.
+    hold_the_microphone = """
+        const devices = navigator.mediaDevices, open = devices.getUserMedia.bind(devices);
+        window.micAsked = false;
+        window.micGo = new Promise((go) => { window.letMicGo = go; });
+        devices.getUserMedia = async (c) => { window.micAsked = true; await window.micGo; return open(c); };"""
+    driver.execute_script(hold_the_microphone)  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not driver.execute_script("return window.micAsked"):  # type: ignore
+        time.sleep(0.05)
+    with holding_the_only_place(one_place_server):
+        driver.execute_script("window.letMicGo()")  # type: ignore[attr-defined]
+        state = wait_until(driver, lambda s: s["errors"], 20)
+    assert state["errors"] == [FULL] and page_text(driver, "#errors li") == FULL, state
+    assert state["state"] == "error" and state["sessionId"] is None, state
 
 
 def test_a_reply_cut_while_it_plays_shows_only_the_words_played(tiny_server: ServerProcess, browser: object) -> None:
