@@ -403,7 +403,7 @@ async function connect() {
       // The page closes a socket only in teardown, which lets go of it first: a close that comes for a socket let go
       // of leaves that teardown's state (an error) as it is, and a newer connection up.
       if (sock !== socket) return;
-      showError(`connection closed by the server (code ${e.code}${e.reason ? `: ${e.reason}` : ''})`);
+      showError(closedMessage(e));
       teardown('closed');
     };
     await openSocket(socket, s.url);
@@ -427,6 +427,15 @@ async function connect() {
     showError(`could not start: ${err.message || err}`);
     await teardown('error');
   }
+}
+
+// A bare close code reads as a fault of the page: say what the server's codes mean and what to do.
+function closedMessage(e) {
+  const code = `code ${e.code}${e.reason ? `: ${e.reason}` : ''}`;
+  if (e.code === 1001) return `the server shut down (${code}): connect again once it is back`;
+  if (e.code === 1011) return `the server failed in this session (${code}): its log says why; connect again`;
+  if (e.code === 1006) return `the connection to the server was lost (${code}): connect again`;
+  return `connection closed by the server (${code})`;
 }
 
 async function teardown(state) {

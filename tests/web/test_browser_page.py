@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ import soundfile as sf
 import soxr
 
 from tests.conftest import ServerProcess, speech_asset, missing_peer
+from tests.web.fake_realtime import fake_realtime_server
 
 pytestmark = pytest.mark.slow
 
@@ -665,3 +667,57 @@ def test_a_reply_cut_while_it_plays_shows_only_the_words_played(tiny_server: Ser
     assert bubble.find_element(By.CSS_SELECTOR, ".note").text == \
         f"interrupted after {cut['audioEndMs'] / 1000:.2f} s", context
     assert len(driver.find_elements(By.CSS_SELECTOR, ".turn.cut")) == 1, context  # type: ignore[attr-defined]
+
+
+SEND_TYPED = ("const m = document.getElementById('message'); m.value = arguments[0];"
+              "document.getElementById('compose').requestSubmit();")
+
+
+def connect_page(driver: object, http_url: str, query: str = "mode=ptt") -> dict:
+    """Open the page with `query`, press Connect, and wait until the session is ready."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{http_url}/?{query}")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready", 60)
+    assert state["state"] == "ready", state
+    return state
+
+
+def test_a_server_shutting_down_says_so_not_only_its_close_code(browser: object) -> None:
+    """Stopping the server (Ctrl-C, a restart) closes each session with 1001: the page said only 'connection closed
+    by the server (code 1001)', a bare number. It says that the server shut down and to connect again later."""
+    server = ServerProcess("--profile", "tiny")
+    try:
+        connect_page(browser, server.http)
+    finally:
+        server.stop()
+    state = wait_until(browser, lambda s: s["errors"], 30)
+    shown = "the server shut down (code 1001): connect again once it is back"
+    assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
+    assert state["state"] == "closed", state
+
+
+@pytest.mark.parametrize(("code", "shown"), [
+    (1011, "the server failed in this session (code 1011: internal error): its log says why; connect again"),
+    (1006, "the connection to the server was lost (code 1006): connect again"),
+])
+def test_a_session_ended_on_the_server_says_why_not_only_its_close_code(
+        tiny_server: ServerProcess, browser: object, code: int, shown: str) -> None:
+    """A session that crashed on the server is closed with 1011 'internal error', and a dropped connection reads as
+    1006: the page said 'connection closed by the server (code 1011: internal error)' or '(code 1006)', numbers a user
+    cannot act on (and a dropped connection was not closed by the server). It says what happened and what to do."""
+    def end_on_a_message(ws: object, event: dict) -> None:
+        if event["type"] != "conversation.item.create":
+            return
+        if code == 1011:
+            ws.close(1011, "internal error")  # type: ignore[attr-defined]  # as controller/app.py does on a crash
+        else:
+            ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]  # no close frame: a network failure
+
+    with fake_realtime_server(end_on_a_message) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["errors"], 30)
+    assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
+    assert state["state"] == "closed", state
