@@ -15,6 +15,7 @@ const CONNECT_UPDATE_ID = 'page_connect_settings';
 const INSTRUCTIONS_UPDATE_ID = 'page_instructions'; // ... and of an instructions edit
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
+const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
 
 // The test hook: plain counters and lists, never read back by the page itself.
 const hook = {
@@ -312,11 +313,13 @@ const handlers = {
   'conversation.item.retrieved': (e) => {
     const item = e.item || {};
     const entry = lines.get(item.id);
+    if (!entry || !entry.el.classList.contains('cut')) return;
     const part = (item.content || [])[0];
-    // An item without a transcript (OpenAI's server says it deletes that of a cut item) leaves the bubble as it was.
-    if (!entry || !entry.el.classList.contains('cut') || !part || typeof part.transcript !== 'string') return;
-    hook.heard[item.id] = part.transcript;
-    setText(entry, part.transcript || NOTHING_SAID);
+    // OpenAI's server deletes a cut item's transcript: which words were heard is not known, and the whole reply
+    // would show words that were never played.
+    const kept = part && typeof part.transcript === 'string' ? part.transcript : null;
+    hook.heard[item.id] = kept;
+    setText(entry, kept === null ? NOTHING_KEPT : kept || NOTHING_SAID);
   },
   error: (e) => {
     const err = e.error || {};

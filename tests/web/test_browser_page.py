@@ -13,6 +13,7 @@ as /usr/bin/chromium, so the driver always matches the browser; nothing is downl
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import soundfile as sf
 import soxr
 
 from tests.conftest import ServerProcess, speech_asset, missing_peer
-from tests.web.fake_realtime import fake_realtime_server
+from tests.web.fake_realtime import fake_realtime_server, send
 
 pytestmark = pytest.mark.slow
 
@@ -721,3 +722,42 @@ def test_a_session_ended_on_the_server_says_why_not_only_its_close_code(
         state = wait_until(browser, lambda s: s["errors"], 30)
     assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
     assert state["state"] == "closed", state
+
+
+def test_a_cut_reply_whose_transcript_the_server_dropped_does_not_show_every_word(tiny_server: ServerProcess,
+                                                                                  browser: object) -> None:
+    """OpenAI's server deletes the transcript of a reply cut by conversation.item.truncate. The page asked for the
+    cut item, found no transcript, and left the bubble whole: every word of the reply, those never played too,
+    under 'interrupted after ... s'. It says that no words were kept."""
+    from selenium.webdriver.common.by import By
+
+    story = "Once upon a time there was a cat who sang all night long, and nobody in the town could sleep."
+    replied: list[bool] = []
+
+    def reply_then_drop_the_transcript(ws: object, event: dict) -> None:
+        if event["type"] == "response.create" and not replied:
+            replied.append(True)
+            send(ws, "response.created", response={"id": "resp_1", "status": "in_progress"})
+            send(ws, "response.output_item.added", item={"id": "item_reply", "type": "message", "role": "assistant"})
+            send(ws, "response.output_audio_transcript.delta", item_id="item_reply", delta=story)
+            chunk = base64.b64encode(bytes(4800)).decode()  # 100 ms of 24 kHz PCM16 silence
+            for _ in range(80):
+                send(ws, "response.output_audio.delta", item_id="item_reply", delta=chunk)
+        elif event["type"] == "conversation.item.truncate":
+            send(ws, "conversation.item.truncated", item_id=event["item_id"], content_index=0,
+                 audio_end_ms=event["audio_end_ms"])
+        elif event["type"] == "conversation.item.retrieve":
+            send(ws, "conversation.item.retrieved", item={"id": event["item_id"], "type": "message",
+                                                          "role": "assistant", "content": [{"type": "output_audio"}]})
+
+    with fake_realtime_server(reply_then_drop_the_transcript) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(SEND_TYPED, "Tell me a story.")  # type: ignore[attr-defined]
+        wait_until(browser, lambda s: s["playedSeconds"] >= 0.5, 30)
+        browser.execute_script(SEND_TYPED, "Stop.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["events"].get("conversation.item.retrieved"), 30)
+    bubble = browser.find_element(By.CSS_SELECTOR, '.turn.assistant[data-item="item_reply"]')  # type: ignore
+    assert state["errors"] == [] and len(state["truncates"]) == 1, state
+    assert bubble.find_element(By.CSS_SELECTOR, ".text").text == "(the server kept no transcript of what was played)"
+    assert "cut" in bubble.get_attribute("class").split(), state
+    assert bubble.find_element(By.CSS_SELECTOR, ".note").text.startswith("interrupted after "), state
