@@ -20,7 +20,7 @@ from controller.chat_url import check_chat_url
 from controller.errors import ConfigError
 from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
-from controller.server import RealtimeServer, ServerConfig
+from controller.server import RealtimeServer, ServerConfig, VoiceList
 from controller.session import Session, SessionDefaults
 from lm_engine.assets import AssetError, default_cache_dir
 from streaming_tokenizer.assets import AsrAssetError
@@ -116,7 +116,7 @@ class App:
         self.pipeline = pipeline
         self.sessions: dict[str, Session] = {}
         self.sinks: list[EventSink] = []  # event buses (MQTT) that see every session's events
-        self.server = RealtimeServer(config.server, self.metrics, self._session, self._chat_problem)
+        self.server = RealtimeServer(config.server, self.metrics, self._session, self._chat_problem, self._voices)
         self._chat_check: asyncio.Future[str | None] | None = None  # the last ask of the pipeline's chat_problem()
         self._chat_checked_at = 0.0
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
@@ -182,6 +182,13 @@ class App:
             self._chat_checked_at = now
             self._chat_check = asyncio.ensure_future(asyncio.to_thread(check))
         return await asyncio.shield(self._chat_check)  # a probe that hangs up leaves the ask to the others
+
+    def _voices(self) -> VoiceList | None:
+        if self.pipeline is None:
+            return None
+        # A profile that speaks every name in its one voice (pipeline.voices None) offers that voice alone.
+        names = self.pipeline.voices or {self.pipeline.default_voice}
+        return VoiceList(default=self.pipeline.default_voice, names=tuple(sorted(names)))
 
     async def _session(self, ws: ServerConnection, model: str, kind: str) -> None:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard

@@ -1,4 +1,4 @@
-"""The network face: one port serving the Realtime WebSocket, the browser page, /healthz and /metrics."""
+"""The network face: one port serving the Realtime WebSocket, the browser page, /healthz, /voices and /metrics."""
 
 from __future__ import annotations
 
@@ -62,6 +62,20 @@ SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (con
 ChatCheck = Callable[[], Awaitable[str | None]]  # why the chat LM cannot answer a reply now, or None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceList:
+    """The voices a session may pick (audio.output.voice), for /voices: the browser page offers them."""
+
+    default: str
+    names: tuple[str, ...]
+
+
+VoiceLister = Callable[[], VoiceList | None]  # None while the models load
+# Read-only answers a page served from another host may read: a browser shows it only code 1006 for a refused
+# WebSocket, and a voice picker needs the list.
+CORS = ("Access-Control-Allow-Origin", "*")
+
+
 def _text(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8",
           extra: list[tuple[str, str]] | None = None) -> Response:
     data = body.encode() if isinstance(body, str) else body
@@ -108,11 +122,12 @@ class RealtimeServer:
     kind ("transcription" for ?intent=transcription, as the Realtime API's transcription sessions connect)."""
 
     def __init__(self, config: ServerConfig, metrics: Metrics, handler: SessionHandler,
-                 chat_check: ChatCheck | None = None) -> None:
+                 chat_check: ChatCheck | None = None, voices: VoiceLister | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.handler = handler
         self.chat_check = chat_check
+        self.voices = voices
         self.ready = False
         self._server: Server | None = None
         # Counted from the handshake, so that handshakes racing for the last place cannot both take it.
@@ -142,6 +157,8 @@ class RealtimeServer:
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if path == "/healthz":
             return await self._health()
+        if path == "/voices":
+            return self._voices()
         if path == "/metrics":
             return _text(http.HTTPStatus.OK, self.metrics.render(),
                          "text/plain; version=0.0.4; charset=utf-8")
@@ -178,8 +195,6 @@ class RealtimeServer:
     async def _health(self) -> Response:
         """/healthz: whether a new session would be served. 200 {"status": "ok"}; else 503 with Retry-After and
         {"status": "loading" | "full" | "chat_lm_down", "reason": ...}; both with the sessions and --max-sessions."""
-        # Readable by a page served from another host: a browser shows it only code 1006 for a refused WebSocket.
-        cors = [("Access-Control-Allow-Origin", "*")]
         places = {"sessions": self._places_taken(), "max_sessions": self.config.max_sessions}
         if not self.ready:
             status, reason = "loading", "the models are loading"
@@ -188,10 +203,18 @@ class RealtimeServer:
         else:
             status, reason = "chat_lm_down", await self.chat_check() if self.chat_check is not None else None
         if reason is None:
-            return _text(http.HTTPStatus.OK, json.dumps({"status": "ok", **places}) + "\n", "application/json", cors)
+            return _text(http.HTTPStatus.OK, json.dumps({"status": "ok", **places}) + "\n", "application/json", [CORS])
         return _text(http.HTTPStatus.SERVICE_UNAVAILABLE,
                      json.dumps({"status": status, "reason": reason, **places}) + "\n", "application/json",
-                     extra=[("Retry-After", str(self.config.retry_after_s)), *cors])
+                     extra=[("Retry-After", str(self.config.retry_after_s)), CORS])
+
+    def _voices(self) -> Response:
+        """/voices: 200 {"default": name, "voices": [names]}; 503 while the models load."""
+        voices = self.voices() if self.voices is not None and self.ready else None
+        if voices is None:
+            return self._loading()
+        body = json.dumps({"default": voices.default, "voices": list(voices.names)}) + "\n"
+        return _text(http.HTTPStatus.OK, body, "application/json", [CORS])
 
     def _loading(self) -> Response:
         # With when to come back: a 503 without Retry-After tells a load balancer or client nothing of it.

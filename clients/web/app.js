@@ -13,6 +13,7 @@ const PREROLL_CHUNKS = 75; // 3 s of 40 ms chunks captured before the socket ope
 // The event_id of the session.update sent at connect: the server's error event names it when it refuses the settings.
 const CONNECT_UPDATE_ID = 'page_connect_settings';
 const INSTRUCTIONS_UPDATE_ID = 'page_instructions'; // ... and of an instructions edit
+const VOICE_UPDATE_ID = 'page_voice'; // ... and of a voice picked while connected
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
@@ -23,6 +24,7 @@ const hook = {
   sampleRate: 0, underruns: 0, bufferedMs: 0, capturedChunks: 0, sentChunks: 0, sentSamples: 0,
   inputPeak: 0, inputSumSquares: 0, micSettings: null, userTranscripts: [], assistantTranscripts: [],
   latenciesMs: [], errors: [], truncates: [], events: {}, timeline: [], instructions: null, typed: [],
+  voice: null, replyVoices: [], // the session's voice (session.updated) and each reply's (response.created)
   heard: {}, // item_id -> the transcript of a cut reply as the server kept it
 };
 window.stepaudio = hook;
@@ -45,6 +47,7 @@ const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-t
 let activeResponse = null;
 let defaultInstructions = ''; // the server's persona, from session.created: what an emptied box goes back to
 let appliedInstructions = ''; // the session's persona as the server last said (session.updated)
+let appliedVoice = ''; // ... and its voice
 let instructionsTimer = null;
 const dropped = new Set(); // items flushed by a barge-in: their late audio deltas are ignored
 const lines = new Map(); // item_id -> {el, text}
@@ -118,6 +121,7 @@ function sessionUpdate(s) {
     ? { type: 'server_vad', silence_duration_ms: s.silenceMs, prefix_padding_ms: 300, interrupt_response: true }
     : null;
   const instructions = $('instructions').value.trim();
+  const voice = $('voice').value;
   return {
     type: 'session.update',
     event_id: CONNECT_UPDATE_ID,
@@ -130,7 +134,7 @@ function sessionUpdate(s) {
           transcription: { model: 'whisper-1' },
           turn_detection: turnDetection,
         },
-        output: { format: { type: 'audio/pcm', rate: 24000 } },
+        output: { format: { type: 'audio/pcm', rate: 24000 }, ...(voice ? { voice } : {}) },
       },
     },
   };
@@ -228,10 +232,13 @@ const handlers = {
     appliedInstructions = defaultInstructions;
     // Show the server's default persona so that it can be edited rather than guessed.
     if (!$('instructions').value.trim()) $('instructions').value = defaultInstructions;
+    appliedVoice = outputVoice(e.session) || appliedVoice;
   },
   'session.updated': (e) => {
     hook.instructions = e.session ? e.session.instructions : null;
     appliedInstructions = hook.instructions || '';
+    hook.voice = outputVoice(e.session);
+    appliedVoice = hook.voice || appliedVoice;
     if (!activeResponse) setState(mode === 'vad' ? 'listening' : 'ready');
   },
   'conversation.item.added': (e) => {
@@ -262,6 +269,7 @@ const handlers = {
   },
   'response.created': (e) => {
     activeResponse = e.response.id;
+    hook.replyVoices.push(outputVoice(e.response));
     setState('responding');
   },
   'response.output_item.added': (e) => {
@@ -330,29 +338,48 @@ const handlers = {
       teardown('error');
       return;
     }
-    if (err.event_id === INSTRUCTIONS_UPDATE_ID) {
-      // The session keeps the persona it had: show that one again, not the refused edit as if it applied.
+    const live = liveUpdates[err.event_id];
+    if (live) {
+      // The session keeps what it had: show that again, not the refused change as if it applied.
       const code = err.code ? ` (${err.code})` : '';
-      showError(`the server kept the previous instructions${code}: ${err.message || 'unknown'}`);
-      $('instructions').value = appliedInstructions;
+      showError(`the server kept the previous ${live.what}${code}: ${err.message || 'unknown'}`);
+      live.restore();
       return;
     }
     showError(`server error${err.code ? ` (${err.code})` : ''}: ${err.message || 'unknown'}`);
   },
 };
 
+// Changes sent while connected, by the event_id of their session.update: what a refusal leaves in use.
+const liveUpdates = {
+  [INSTRUCTIONS_UPDATE_ID]: { what: 'instructions', restore: () => { $('instructions').value = appliedInstructions; } },
+  [VOICE_UPDATE_ID]: { what: 'voice', restore: () => { $('voice').value = appliedVoice; } },
+};
+
+// The voice of a session or of a response (both say it as audio.output.voice).
+function outputVoice(obj) {
+  return (obj && obj.audio && obj.audio.output && obj.audio.output.voice) || null;
+}
+
 // ---- connect / disconnect ---------------------------------------------------------------------
+
+// One of the server's HTTP endpoints, on the host of its WebSocket URL (null for a malformed URL).
+function serverUrl(wsUrl, path) {
+  let url;
+  try {
+    url = new URL(path, wsUrl);
+  } catch {
+    return null;
+  }
+  url.protocol = ['wss:', 'https:'].includes(url.protocol) ? 'https:' : 'http:';
+  return url;
+}
 
 // Why connecting fails or would fail, from the server's /healthz: a browser reports any refused WebSocket as close
 // code 1006, and a stopped server first as a worklet that failed to load.
 async function serverProblem(wsUrl) {
-  let healthUrl;
-  try {
-    healthUrl = new URL('/healthz', wsUrl);
-  } catch {
-    return null; // the WebSocket constructor names a malformed URL itself
-  }
-  healthUrl.protocol = ['wss:', 'https:'].includes(healthUrl.protocol) ? 'https:' : 'http:';
+  const healthUrl = serverUrl(wsUrl, '/healthz');
+  if (!healthUrl) return null; // the WebSocket constructor names a malformed URL itself
   let res;
   try {
     res = await fetch(healthUrl, { cache: 'no-store' });
@@ -380,6 +407,33 @@ async function openSocket(socket, wsUrl) {
   }
 }
 
+// The server's voices in the picker, its default chosen unless another of them was. A server without /voices (or
+// still loading) leaves the picker as it was: an empty one sends no voice, and the session speaks in its default.
+async function refreshVoices(wsUrl) {
+  const url = serverUrl(wsUrl, '/voices');
+  if (!url) return;
+  let list;
+  try {
+    const res = await fetch(url, { cache: 'no-store' });
+    if (!res.ok) return;
+    list = await res.json();
+  } catch {
+    return;
+  }
+  const select = $('voice');
+  const chosen = list.voices.includes(select.value) ? select.value : list.default;
+  select.replaceChildren(...list.voices.map((name) => new Option(name, name)));
+  select.value = chosen;
+}
+
+// A voice picked while connected applies at once, so that the next reply speaks in it.
+function updateVoice() {
+  const voice = $('voice').value;
+  if (!sock || !sock.isOpen || !voice || voice === appliedVoice) return;
+  sock.send({ type: 'session.update', event_id: VOICE_UPDATE_ID,
+              session: { type: 'realtime', audio: { output: { voice } } } });
+}
+
 async function connect() {
   const s = settings();
   mode = s.mode;
@@ -388,6 +442,7 @@ async function connect() {
   try {
     const problem = await serverProblem(s.url);
     if (problem) throw new Error(problem);
+    await refreshVoices(s.url);
     audio = new AudioEngine({ onChunk, onPlayback });
     await audio.start(micConstraints(s.deviceId), { prebufferMs: s.prebufferMs });
     hook.micSettings = audio.stream.getAudioTracks()[0].getSettings();
@@ -566,6 +621,7 @@ function init() {
   for (const id of ['ec', 'ns', 'agc']) if (q.has(id)) $(id).checked = q.get(id) !== '0';
   $('connect').addEventListener('click', () => (sock || audio ? teardown('idle') : connect()));
   $('mic').addEventListener('change', switchMicrophone);
+  $('voice').addEventListener('change', updateVoice);
   const talk = $('talk');
   talk.addEventListener('pointerdown', pressTalk);
   for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
@@ -581,6 +637,7 @@ function init() {
     showError('the microphone needs a secure page: open it as http://localhost or over https');
   }
   refreshMicrophones().catch(() => {});
+  refreshVoices($('url').value.trim());
 }
 
 init();

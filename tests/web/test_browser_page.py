@@ -761,3 +761,40 @@ def test_a_cut_reply_whose_transcript_the_server_dropped_does_not_show_every_wor
     assert bubble.find_element(By.CSS_SELECTOR, ".text").text == "(the server kept no transcript of what was played)"
     assert "cut" in bubble.get_attribute("class").split(), state
     assert bubble.find_element(By.CSS_SELECTOR, ".note").text.startswith("interrupted after "), state
+
+
+def test_the_voice_picker_offers_the_servers_voices_and_the_reply_speaks_in_the_one_picked(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """The page had no way to pick a voice: every session spoke in the server's default (Tingting on the Step-Audio
+    profiles, which have several). It lists the server's voices (GET /voices) and sends the one picked at connect and
+    when changed before a reply; a change after a spoken reply is refused by the server (a conversation keeps its
+    voice): the page says so and the picker goes back to the voice in use."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver = browser
+    driver.get(f"{tiny_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+
+    def picker() -> Select:
+        return Select(driver.find_element(By.ID, "voice"))  # type: ignore[attr-defined]
+
+    WebDriverWait(driver, 20).until(lambda _: picker().options)  # type: ignore[arg-type]  # /voices answered
+    assert [o.text for o in picker().options] == ["Tingting", "TingtingRAP", "Tingting哼唱"]  # the speakers folder's
+    assert picker().first_selected_option.text == "Tingting"  # the server's default
+    picker().select_by_value("TingtingRAP")
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready", 60)
+    assert state["voice"] == "TingtingRAP", state
+
+    picker().select_by_value("Tingting哼唱")  # connected, before any reply: applies at once
+    state = wait_until(driver, lambda s: s["voice"] == "Tingting哼唱", 20)
+    assert state["voice"] == "Tingting哼唱", state
+    driver.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["playedSeconds"] > 0 and s["events"].get("response.done"), 60)
+    assert state["replyVoices"] == ["Tingting哼唱"] and state["playedSeconds"] > 0, state
+
+    picker().select_by_value("Tingting")
+    state = wait_until(driver, lambda s: s["errors"], 20)
+    assert len(state["errors"]) == 1, state
+    assert state["errors"][0].startswith("the server kept the previous voice (cannot_update_voice): "), state
+    assert picker().first_selected_option.text == "Tingting哼唱" and state["voice"] == "Tingting哼唱", state
