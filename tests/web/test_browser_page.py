@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import socket
 import time
@@ -23,108 +22,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-import soxr
 
-from tests.conftest import ServerProcess, speech_asset, missing_peer
+from tests.conftest import ServerProcess
+from tests.web.browser import (
+    SILENCE_MS, artifacts_dir, healthz_status, hook, page_text, run_conversation, wait_until,
+)
 from tests.web.fake_realtime import fake_realtime_server, send
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FAKE_MIC_RATE = 48000
-# Beckett pauses for up to ~1 s between sentences: one turn needs a longer end-of-turn silence.
-SILENCE_MS = 1500
-
-
-def fake_mic_wav(dest: Path, *, lead_s: float = 0.7, tail_s: float = 3.0) -> Path:
-    """beckett.wav as 16-bit PCM mono at 48 kHz, padded with digital silence on both sides."""
-    data, rate = sf.read(str(speech_asset("beckett.wav")), dtype="float32", always_2d=True)
-    speech = soxr.resample(data.mean(axis=1), rate, FAKE_MIC_RATE).astype(np.float32)
-    pcm = np.concatenate([np.zeros(int(lead_s * FAKE_MIC_RATE), np.float32), speech,
-                          np.zeros(int(tail_s * FAKE_MIC_RATE), np.float32)])
-    sf.write(str(dest), pcm, FAKE_MIC_RATE, subtype="PCM_16")
-    return dest
-
-
-def artifacts_dir(tmp_path: Path) -> Path:
-    path = Path(os.environ.get("STEPAUDIO_RT_ARTIFACTS") or tmp_path / "artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def chromium_flags(wav: Path, profile: Path) -> list[str]:
-    return [
-        "--headless=new", "--no-sandbox",
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav.resolve()}%noloop",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-background-networking", "--disable-component-update", "--no-first-run",
-        "--disable-sync", "--disable-dev-shm-usage", "--window-size=1100,900",
-        f"--user-data-dir={profile}",
-    ]
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        missing_peer("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    home = tmp_path / "home"
-    for sub in ("", ".config", ".cache", ".local/share"):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
-    wav = fake_mic_wav(tmp_path / "beckett-48k.wav")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in chromium_flags(wav, tmp_path / "chromium-profile"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def hook(driver: object) -> dict:
-    return driver.execute_script("return JSON.parse(JSON.stringify(window.stepaudio));")  # type: ignore[attr-defined]
-
-
-def page_text(driver: object, css: str) -> str:
-    from selenium.webdriver.common.by import By
-    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))  # type: ignore[attr-defined]
-
-
-def run_conversation(driver: object, http_url: str, shots: Path, timeout: float = 90.0) -> tuple[dict, Path]:
-    """Open the page, connect, and wait for the user's transcript and 0.5 s of reply played."""
-    from selenium.webdriver.common.by import By
-
-    driver.get(f"{http_url}/?mode=vad&silence_ms={SILENCE_MS}&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + timeout
-    state: dict = {}
-    while time.monotonic() < deadline:
-        state = hook(driver)
-        heard = page_text(driver, ".turn.user .text").lower()
-        if re.search(r"ever tried|fail better", heard) and state["playedSeconds"] >= 0.5:
-            break
-        if state["errors"]:
-            break
-        time.sleep(0.25)
-    shot = shots / "browser_page.png"
-    driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
-    return state, shot
-
 
 def test_page_transcribes_the_microphone_and_plays_the_reply(embedded_server: ServerProcess, browser: object,
                                                              tmp_path: Path) -> None:
@@ -321,17 +227,6 @@ def test_errors_of_a_failed_connect_go_once_connected(keyed_server: ServerProces
     state = hook(driver)
     assert state["state"] == "listening" and state["sessionId"], state
     assert page_text(driver, "#errors li") == "", state
-
-
-def wait_until(driver: object, done: object, timeout: float) -> dict:
-    """Poll the page's hook until done(state) or a new error shows or the time is up; returns the last state."""
-    deadline = time.monotonic() + timeout
-    state = hook(driver)
-    known = len(state["errors"])
-    while time.monotonic() < deadline and len(state["errors"]) == known and not done(state):  # type: ignore[operator]
-        time.sleep(0.1)
-        state = hook(driver)
-    return state
 
 
 def test_a_typed_message_gets_a_spoken_reply_and_the_persona_is_edited_live(
@@ -535,16 +430,6 @@ def test_a_long_url_in_a_transcript_wraps_on_a_narrow_window(embedded_server: Se
     widths = driver.execute_script(  # type: ignore[attr-defined]
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], widths  # no sideways scrolling
-
-
-def healthz_status(server: ServerProcess) -> str:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"{server.http}/healthz", timeout=5) as r:
-            return json.loads(r.read())["status"]
-    except urllib.error.HTTPError as e:  # 503: loading, full or chat_lm_down
-        return json.loads(e.read())["status"]
 
 
 @pytest.fixture(scope="module")
