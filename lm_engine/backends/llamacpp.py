@@ -191,7 +191,7 @@ class LlamaCppBackend:
             chunks.put(exc)
         finally:
             if slot:
-                self._slots.release()
+                self._slots.release(reply=True)
             chunks.put(END)
             with self._producers_lock:
                 self._producers.discard(threading.current_thread())
@@ -228,7 +228,7 @@ class LlamaCppBackend:
         try:
             result = server.handle_chat_completions(body, on_chunk)
         finally:
-            self._slots.release()
+            self._slots.release(reply=False)
             with self._producers_lock:
                 self._warmups.discard(done)
             done.set()

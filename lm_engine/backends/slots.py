@@ -2,7 +2,9 @@
 
 A warm-up (a prompt-cache prefill while the user speaks) only saves time for a reply that has not been asked for
 yet, so it never keeps a slot from a reply that is waiting now: it waits while any reply waits, and one that holds a
-slot gives it up at its next chance (`replies_waiting`).
+slot gives it up at its next chance (`replies_waiting`). A reply also waits until no warm-up holds a slot, even
+where another slot is free: llama.cpp gives a request the idle slot whose cache shares the longest prefix with its
+prompt, so the reply then gets the slot the warm-up just filled, instead of evaluating that prompt again in another.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Slots:
         self._cond = threading.Condition()
         self._free = n
         self._replies_waiting = 0
+        self._warm_ups_in = 0
 
     @property
     def replies_waiting(self) -> bool:
@@ -32,8 +35,9 @@ class Slots:
                 self._replies_waiting += 1
             try:
                 while not unwanted():
-                    if self._free and (reply or not self._replies_waiting):
+                    if self._free and not (self._warm_ups_in if reply else self._replies_waiting):
                         self._free -= 1
+                        self._warm_ups_in += not reply
                         return True
                     self._cond.wait(_POLL_S)
                 return False
@@ -42,7 +46,8 @@ class Slots:
                     self._replies_waiting -= 1
                     self._cond.notify_all()  # a warm-up may wait for no reply to be waiting
 
-    def release(self) -> None:
+    def release(self, *, reply: bool) -> None:
         with self._cond:
             self._free += 1
+            self._warm_ups_in -= not reply
             self._cond.notify_all()
