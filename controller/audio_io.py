@@ -68,6 +68,12 @@ class InputConverter:
         then starts afresh. A committed buffer ends with them, not short of them."""
         return self._resampler.flush()
 
+    def reset(self) -> None:
+        """Drop what was sent so far, the odd byte of a split sample too: kept past input_audio_buffer.clear, that
+        byte would shift every later sample and turn the user's speech into noise for the rest of the session."""
+        self._odd = b""
+        self._resampler.flush()
+
 
 class OutputConverter:
     """Synthesised float32 at `src_rate` -> client bytes, streaming."""

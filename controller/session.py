@@ -296,6 +296,7 @@ class Session(ItemsMixin, RepliesMixin):
                 self.detector.reset()
                 await self.apply(tt.BufferCommitted())
             case ce.InputAudioBufferClear():
+                self.converter.reset()
                 self._turn_start_ms = self.audio.total_ms
                 self.audio.trim(self._turn_start_ms)
                 self.vad.reset()

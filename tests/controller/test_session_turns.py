@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speak_turn, speech, user_messages
-from tests.e2e.helpers import silence
+from tests.e2e.helpers import RATE, silence
 from tests.realtime_schema import validate_server_event
 
 NOON = "It is noon. The sun is high. Lunch is soon."
@@ -116,6 +116,24 @@ async def test_appends_that_split_samples_are_one_byte_stream_and_the_log_says_s
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     warned = [r.getMessage() for r in caplog.records if "ends mid-sample" in r.getMessage()]
     assert len(warned) == 1 and "4801 bytes" in warned[0], warned
+
+
+async def test_input_audio_buffer_clear_drops_the_odd_byte_of_a_split_sample() -> None:
+    """input_audio_buffer.clear discards the audio sent so far, the odd byte an append left over too: kept, it shifted
+    every later sample by a byte, so the session heard noise for its rest (with silero the user was never heard
+    again). Here near-silence (samples of 3, -80 dBFS) shifted by a byte is loud enough to be heard as speech."""
+    pipeline = ScriptedPipeline()
+    hush = np.full(RATE, 3, "<i2").tobytes()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x00").decode()})
+        await conv.send({"type": "input_audio_buffer.clear"})
+        await conv.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(hush).decode()})
+        await conv.send({"type": "input_audio_buffer.commit"})
+        done = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=10)
+    assert done["transcript"] == ""
+    for raw in conv.raw:
+        validate_server_event(raw)
 
 
 @pytest.mark.parametrize("asr_error", [None, "the recogniser went away"])
