@@ -178,6 +178,7 @@ def parse_session_patch(
     if f.obj.get("truncation") not in (None, "auto"):  # the context is cut by the server's own token budget
         raise invalid(f.param("truncation"), f"Invalid value for '{f.param('truncation')}': only 'auto' is "
                       "supported (the oldest turns are dropped to fit the context budget).", event_id)
+    _check_tracing(f)
     if f.has("type") and f.obj["type"] is not None:  # a response has no type of its own: only a session's
         ch["kind"] = f.choice("type", ("realtime", "transcription") if path == "session" else ("realtime",))
     if f.has("instructions"):
@@ -204,6 +205,7 @@ def parse_session_patch(
 def _parse_audio(audio: Fields, ch: dict[str, object]) -> None:
     inp = audio.opt_obj("input")
     if inp is not None:
+        _check_noise_reduction(inp, "noise_reduction")
         if inp.has("format") and inp.obj["format"] is not None:
             ch["input_format"] = _format(inp.obj_("format"))
         if inp.has("transcription"):
@@ -222,7 +224,26 @@ def _parse_audio(audio: Fields, ch: dict[str, object]) -> None:
             ch["speed"] = out.number("speed", low=0.25, high=1.5)
 
 
+def _check_noise_reduction(f: Fields, key: str) -> None:
+    """Served as none (served_as), but checked as the API checks it: a client that works here must not meet its
+    first invalid_value on the API it was written for."""
+    nr = f.opt_obj(key)
+    if nr is not None and nr.obj.get("type") is not None:
+        nr.choice("type", ("near_field", "far_field"))
+
+
+def _check_tracing(f: Fields) -> None:
+    """Served as none, and checked like noise_reduction: "auto" or an object of two strings and a metadata object."""
+    if isinstance(f.obj.get("tracing"), str):
+        f.choice("tracing", ("auto",))
+    elif (tracing := f.opt_obj("tracing")) is not None:
+        tracing.opt_str("workflow_name")
+        tracing.opt_str("group_id")
+        tracing.opt_obj("metadata")
+
+
 def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:
+    _check_noise_reduction(f, "input_audio_noise_reduction")
     if f.has("voice"):
         ch["voice"] = _voice(f)
     if f.has("speed"):

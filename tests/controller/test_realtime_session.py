@@ -208,3 +208,31 @@ def test_fields_the_server_does_not_know_are_named_for_its_log_and_its_own_sessi
                                                   "input": {"turn_detection": {"type": "server_vad", "treshold": 0.4}}}}
     assert ignored_fields(typos) == ["session.instruction", "session.audio.output.vioce",
                                      "session.audio.input.turn_detection.treshold"]
+
+
+@pytest.mark.parametrize(("session", "param"), [
+    ({"audio": {"input": {"noise_reduction": {"type": "near-field"}}}}, "session.audio.input.noise_reduction.type"),
+    ({"audio": {"input": {"noise_reduction": "near_field"}}}, "session.audio.input.noise_reduction"),
+    ({"input_audio_noise_reduction": {"type": "bogus"}}, "session.input_audio_noise_reduction.type"),
+    ({"tracing": "manual"}, "session.tracing"),
+    ({"tracing": 5}, "session.tracing"),
+    ({"tracing": {"workflow_name": 5}}, "session.tracing.workflow_name"),
+    ({"tracing": {"metadata": "x"}}, "session.tracing.metadata"),
+])
+def test_malformed_noise_reduction_and_tracing_are_refused_though_neither_is_served(session: dict, param: str) -> None:
+    """This server has no noise reduction and keeps no traces (session.updated shows both null), but a malformed
+    value is refused as the API refuses it, naming the field and the event: it was applied as nothing, so a client
+    that worked here failed first on the API it was written for."""
+    with pytest.raises(RemoteProtocolError) as info:
+        apply_session_update(SessionConfig(), session, event_id="e7")
+    assert (info.value.code, info.value.param, info.value.event_id) == ("invalid_value", param, "e7")
+
+
+@pytest.mark.parametrize("session", [
+    {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}, "tracing": "auto"},
+    {"input_audio_noise_reduction": {"type": "far_field"}, "tracing": {"workflow_name": "w", "group_id": "g",
+                                                                       "metadata": {"k": 1}}},
+    {"audio": {"input": {"noise_reduction": None}}, "tracing": None},
+])
+def test_well_formed_noise_reduction_and_tracing_are_accepted(session: dict) -> None:
+    assert apply_session_update(SessionConfig(), session) == SessionConfig()
