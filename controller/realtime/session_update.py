@@ -114,13 +114,17 @@ def apply_session_update(
 
 
 def check_tool_choice(cfg: SessionConfig, *, path: str) -> None:
-    """A tool_choice that forces a function must name one of the tools. Checked on the config an update or a
+    """A tool_choice that forces a function must name one of the tools, and "required" needs a tool: either would
+    otherwise be answered by a message, as if the choice had been "auto". Checked on the config an update or a
     response would run with, since the tools and the choice may come in different events.
 
     Raises:
-        RemoteProtocolError: invalid_value, param "<path>.tool_choice.name".
+        RemoteProtocolError: invalid_value, param "<path>.tool_choice.name" or "<path>.tool_choice".
     """
     choice = cfg.tool_choice
+    if choice == "required" and not cfg.tools:
+        raise invalid(f"{path}.tool_choice", f"Invalid value for '{path}.tool_choice': 'required' needs a function "
+                      "tool to call and there are none; send the tools with it.")
     if isinstance(choice, ToolChoiceFunction) and all(t.name != choice.name for t in cfg.tools):
         names = ", ".join(repr(t.name) for t in cfg.tools) or "none"
         raise invalid(f"{path}.tool_choice.name", f"Invalid value for '{path}.tool_choice.name': {choice.name!r} is "

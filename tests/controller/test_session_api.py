@@ -184,6 +184,29 @@ async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_r
     assert updated["session"]["tool_choice"] == {"type": "function", "name": "get_time"}
 
 
+async def test_a_tool_choice_requiring_a_tool_call_without_any_tool_is_refused() -> None:
+    """tool_choice "required" with no tools could only be answered by a message, as if it were "auto": a client
+    asking a reply for a call got a message and no error. session.update and response.create are refused, naming
+    tool_choice and the event; with a tool in the same event it is accepted."""
+    pipeline = ScriptedPipeline()
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "s_req", "session": {
+            "type": "realtime", "tool_choice": "required"}})
+        await conv.send({"type": "response.create", "event_id": "r_req", "response": {"tool_choice": "required"}})
+        await conv.send({"type": "session.update", "session": {"type": "realtime", "tool_choice": "required",
+                                                               "tools": [tool]}})
+        updated = await conv.wait_for("session.updated", after=n)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_value", "session.tool_choice", "s_req"),
+                      ("invalid_value", "response.tool_choice", "r_req")]
+    assert [e["type"] for e in conv.events[n:]] == ["error", "error", "session.updated"]
+    assert updated["session"]["tool_choice"] == "required"
+    assert not pipeline.requests
+
+
 async def test_instructions_past_the_prompt_budget_are_refused_where_they_are_set() -> None:
     """Instructions are sent whole with every prompt: ones longer than the prompt budget (1500 tokens) would make
     every reply fail for a context overflow, so session.update and response.create refuse them, naming the field,
