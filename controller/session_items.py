@@ -367,6 +367,12 @@ class ItemsMixin(_Base):
                 except MediaError as exc:
                     raise RemoteProtocolError(f"item.content[{i}].audio: {exc}.", code="invalid_audio",
                                               param=f"item.content[{i}].audio") from exc
+        # Its transcript becomes the whole item's text (as a spoken turn's does): beside other parts, they would be
+        # lost from the conversation and from conversation.item.done.
+        if pcms and len(content) > 1:
+            raise RemoteProtocolError("Invalid 'item.content': a message with untranscribed input_audio must have "
+                                      "that one part on this server; send the other parts as items of their own, "
+                                      "or give the audio its transcript.", code="invalid_value", param="item.content")
         return np.concatenate(pcms) if pcms else None
 
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:

@@ -99,6 +99,27 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
         validate_server_event(raw)
 
 
+async def test_an_audio_item_with_other_parts_is_refused_rather_than_losing_them() -> None:
+    """A user message of input_text and untranscribed input_audio: the audio's transcript became the item's whole
+    text, so the text part was gone from the prompt and from conversation.item.done (added showed two parts, done
+    one). It is refused, naming item.content and the event; the audio alone, or with its transcript, is accepted."""
+    pipeline = ScriptedPipeline()
+    audio = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
+    mixed = [{"type": "input_text", "text": "Listen:"}, {"type": "input_audio", "audio": audio}]
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "event_id": "ev_mixed", "item": {
+            "type": "message", "role": "user", "content": mixed}})
+        await conv.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            mixed[0], {"type": "input_audio", "audio": audio, "transcript": "what time is it"}]}})
+        done = await conv.wait_for("conversation.item.done", timeout=5)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_value", "item.content", "ev_mixed")]
+    assert [p.get("text") or p.get("transcript") for p in done["item"]["content"]] == ["Listen:", "what time is it"]
+    assert len(conv.of_type("conversation.item.added")) == 1
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_appends_that_split_samples_are_one_byte_stream_and_the_log_says_so_once(caplog) -> None:
     """A client forwarding pipe reads sends appends of any byte count: the audio/pcm appends are one byte stream, so
     the turn is heard whole. The first append that ends mid-sample is logged (a stray byte in a client would shift
