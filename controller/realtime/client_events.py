@@ -114,6 +114,7 @@ class ResponseCreate:
     conversation: str  # "auto": the reply joins the conversation; "none": out-of-band
     input: tuple[ItemSpec | ItemReference, ...] | None  # None: the whole conversation is the input
     metadata: Mapping[str, str] | None
+    ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +234,7 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
         conversation=conversation,
         input=items,
         metadata=metadata,
+        ignored=tuple(ignored_fields(r.obj, path="response")),
     )
 
 

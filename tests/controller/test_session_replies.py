@@ -79,6 +79,21 @@ async def test_a_misspelt_session_field_is_applied_as_nothing_and_named_in_the_s
     assert len(warned) == 1 and "session.instruction, session.audio.output.vioce" in warned[0]
 
 
+async def test_a_misspelt_response_field_is_named_in_the_servers_log(caplog) -> None:
+    """response.create's unknown fields are ignored as session.update's are, and named in the log as those are:
+    a misspelt "max_output_token" gave a reply of the default length and no trace anywhere of why."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"max_output_token": 5, "audio": {"output": {
+            "vioce": "x"}}}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert done["response"]["status"] == "completed" and not conv.of_type("error")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "response.create" in
+              r.getMessage()]
+    assert len(warned) == 1 and "response.max_output_token, response.audio.output.vioce" in warned[0], warned
+
+
 async def test_reply_fields_sent_to_a_transcription_session_are_named_in_the_log(caplog) -> None:
     """A transcription session has no replies: instructions, tools or a voice sent to it are accepted (the API's
     session object allows them) but do nothing, which the log says instead of nothing."""
