@@ -259,7 +259,10 @@ class ItemsMixin(_Base):
             chosen = Conversation()
             for entry in resp.input_items:
                 if isinstance(entry, it.ItemReference):
-                    chosen.add(self.conversation.get(entry.id))
+                    # Checked at response.create, but the prompt is built after the transcriptions it waits for: an
+                    # item deleted meanwhile is not heard, as a turn deleted before its reply is (below).
+                    if entry.id in self.conversation:
+                        chosen.add(self.conversation.get(entry.id))
                 else:
                     chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
             messages = chosen.messages(cfg.instructions, self.defaults.context_budget_tokens,

@@ -227,6 +227,27 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
 
 
+async def test_an_item_a_response_input_names_may_be_deleted_while_the_prompt_waits_for_a_transcription() -> None:
+    """response.create's input is checked when it comes, but the prompt is built once the transcriptions still
+    running are done: deleting a referenced item in between made the reply fail (server_error "no item with id",
+    and a traceback in the server's log). The reply now goes on without the deleted item."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 1.5  # the delete is handled well within it, even on a loaded machine
+    audio = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
+    async with conversation(pipeline) as (_, conv):
+        for item_id, text in (("kept", "it is noon"), ("gone", "forget this")):
+            await conv.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "id": item_id, "content": [{"type": "input_text", "text": text}]}})
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": audio}]}})
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "input": [
+            {"type": "item_reference", "id": "kept"}, {"type": "item_reference", "id": "gone"}]}})
+        await conv.send({"type": "conversation.item.delete", "item_id": "gone"})
+        done = await conv.wait_for("response.done", timeout=10)
+    assert done["response"]["status"] == "completed" and not conv.of_type("error")
+    assert [user_messages(r) for r in pipeline.requests] == [["it is noon"]]
+
+
 async def test_a_session_s_opening_and_its_end_are_logged_with_the_close_code() -> None:
     """An operator finds a session's start and end (and why it ended: a client cut by the keepalive, say) in the log,
     each line naming the session once (the message named it, and the log's session tag again)."""
