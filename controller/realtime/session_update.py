@@ -32,6 +32,9 @@ __all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse
 # read-only ones of the session object the server sends, which a client may send back as it got them.
 _TURN_DETECTION = ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms",
                    "create_response", "interrupt_response", "eagerness")
+# Each type's own keys: the other's are not read (semantic_vad's silence comes from its eagerness alone).
+_VAD_KEYS = {"server_vad": tuple(k for k in _TURN_DETECTION if k != "eagerness"),
+             "semantic_vad": ("type", "eagerness", "create_response", "interrupt_response")}
 _TRANSCRIPTION = ("model", "language", "prompt")
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
@@ -58,7 +61,7 @@ def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list
     out: list[str] = []
 
     def walk(obj: Mapping[str, object], rel: str) -> None:
-        known = _KNOWN[rel]
+        known = _VAD_KEYS.get(str(obj.get("type")), _KNOWN[rel]) if rel.endswith("turn_detection") else _KNOWN[rel]
         for key, value in obj.items():
             sub = f"{rel}.{key}" if rel else key
             if key not in known:

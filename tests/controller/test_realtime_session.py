@@ -210,6 +210,18 @@ def test_fields_the_server_does_not_know_are_named_for_its_log_and_its_own_sessi
                                      "session.audio.input.turn_detection.treshold"]
 
 
+def test_turn_detection_fields_of_the_other_vad_type_are_named_for_the_log() -> None:
+    """semantic_vad reads only its eagerness (and the two flags); server_vad has no eagerness. A field of the other
+    type had no effect and, being a known name, no word in the log either: a client tuning semantic_vad's
+    silence_duration_ms saw session.updated with another value and no reason."""
+    semantic = {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "low",
+                                                       "silence_duration_ms": 800, "threshold": 0.7}}}}
+    assert ignored_fields(semantic) == ["session.audio.input.turn_detection.silence_duration_ms",
+                                        "session.audio.input.turn_detection.threshold"]
+    assert ignored_fields({"turn_detection": {"type": "server_vad", "eagerness": "high", "idle_timeout_ms": 5000}}
+                          ) == ["session.turn_detection.eagerness"]
+
+
 @pytest.mark.parametrize(("session", "param"), [
     ({"audio": {"input": {"noise_reduction": {"type": "near-field"}}}}, "session.audio.input.noise_reduction.type"),
     ({"audio": {"input": {"noise_reduction": "near_field"}}}, "session.audio.input.noise_reduction"),
