@@ -7,14 +7,13 @@ rehash 491 MB.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from model_files.cache import assembling, default_cache_dir
 
 EMBEDDED_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 EMBEDDED_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -26,12 +25,6 @@ _CHUNK = 8 << 20  # copy/hash in 8 MiB pieces: big enough to be fast, small enou
 
 class AssetError(RuntimeError):
     """A packaged model file is missing or corrupt; the message says which package to (re)install."""
-
-
-def default_cache_dir() -> Path:
-    """The folder that holds assembled model files: $STEPAUDIO_RT_CACHE or ~/.cache/stepaudio-rt."""
-    env = os.environ.get("STEPAUDIO_RT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "stepaudio-rt"
 
 
 def embedded_gguf_path(cache_dir: Path | str | None = None) -> Path:
@@ -49,11 +42,9 @@ def embedded_gguf_path(cache_dir: Path | str | None = None) -> Path:
     if _is_verified(target, marker):
         return target
     parts = _part_paths()
-    folder.mkdir(parents=True, exist_ok=True)
-    with _assembly_lock(target):
+    with assembling(target):
         if _is_verified(target, marker):  # another start assembled it while this one waited for the lock
             return target
-        _remove_stale_parts(target)
         if target.exists() and target.stat().st_size == EMBEDDED_GGUF_SIZE:
             # Present but never marked (an older run, or a copy): hash once instead of rebuilding.
             if _sha256_file(target) == EMBEDDED_GGUF_SHA256:
@@ -62,22 +53,6 @@ def embedded_gguf_path(cache_dir: Path | str | None = None) -> Path:
         _assemble(parts, target)
         marker.write_text(EMBEDDED_GGUF_SHA256 + "\n")
     return target
-
-
-@contextlib.contextmanager
-def _assembly_lock(target: Path) -> Iterator[None]:
-    """One assembler per cache folder at a time; the others wait, then find the file done. The kernel drops the
-    lock of a process that dies, so a killed start never blocks the next one."""
-    with open(target.with_name(target.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _remove_stale_parts(target: Path) -> None:
-    # A start killed mid-assembly (kill -9, a closed terminal's SIGHUP: no `finally` runs) leaves its temp file, up
-    # to 469 MB, which nothing else would ever delete. Under the lock no live start is writing one.
-    for stale in target.parent.glob(target.name + ".*.part"):
-        stale.unlink(missing_ok=True)
 
 
 def _is_verified(target: Path, marker: Path) -> bool:

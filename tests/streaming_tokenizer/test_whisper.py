@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -87,7 +89,8 @@ def test_whisper_base_assembles_once_and_transcribes(tmp_path: Path, beckett: np
     asr = WhisperAsr.load(language="fr", cpu_threads=2, cache_dir=tmp_path)
     assert asr.name == "base" and asr.multilingual
     folder = tmp_path / "whisper-base-ct2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["whisper-base-ct2"]  # no temp folder left
+    # no temp folder left; the lock file stays, as the chat GGUF's does
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.bin", "tokenizer.json",
                                                         "vocabulary.txt"]
     mtime = os.stat(folder / "model.bin").st_mtime_ns
@@ -95,6 +98,22 @@ def test_whisper_base_assembles_once_and_transcribes(tmp_path: Path, beckett: np
     assert os.stat(folder / "model.bin").st_mtime_ns == mtime  # reused, not rebuilt
     text = words(asr.transcribe(beckett[: int(4.2 * SR)], "en"))
     assert "ever tried" in text and "no matter" in text
+
+
+def test_a_start_killed_mid_assembly_leaves_no_half_folder_behind(tmp_path: Path) -> None:
+    """`serve --language de` killed while it assembled Whisper base (kill -9, a closed terminal) left its temp
+    folder in the cache for good, one more per such start; the next start removes it."""
+    # The child dies at its first progress update, that is with part of model.bin written.
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, signal, tqdm\n"
+         "tqdm.tqdm.update = lambda self, n=1: os.kill(os.getpid(), signal.SIGKILL)\n"
+         f"from streaming_tokenizer import whisper_base_dir\nwhisper_base_dir({str(tmp_path)!r})"],
+        capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.suffix for p in tmp_path.iterdir() if p.is_dir()] == [".part"]
+    folder = whisper_base_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
+    assert (folder / "model.bin").stat().st_size > 100_000_000
 
 
 def test_missing_part_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

