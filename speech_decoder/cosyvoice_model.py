@@ -7,13 +7,13 @@ speech_decoder.streaming_decoder.StreamingDecoder. Flow tokens are the TTS LM's 
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from model_files.weights import load_torch_state
 from speech_decoder.cosyvoice_config import CosyVoiceConfig, load_cosyvoice_config
 from speech_decoder.cosyvoice_frontend import CampPlus, prompt_mel
 from speech_decoder.flow.flow import MaskedDiffWithXvec
@@ -39,17 +39,6 @@ class SpeakerPrompt:
     @staticmethod
     def empty(n_mels: int = 80, spk_dim: int = 192) -> "SpeakerPrompt":
         return SpeakerPrompt(torch.zeros(0, dtype=torch.int64), torch.zeros(0, n_mels), torch.zeros(spk_dim))
-
-
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CosyVoiceCheckpointError(f"missing {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
-        # torch names no file, and for a file that is not a checkpoint at all it advises weights_only=False
-        raise CosyVoiceCheckpointError(f"cannot read {path} ({type(exc).__name__}): a download cut short? Its size "
-                                       f"is {path.stat().st_size:,} bytes") from exc
 
 
 def _strict_load(module: torch.nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:
@@ -93,9 +82,10 @@ class CosyVoiceModel:
         dtype = flow_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
         logger.info("loading CosyVoice flow/hift from %s", d)
         flow = MaskedDiffWithXvec(cfg.flow)
-        _strict_load(flow, _load_state(d / "flow.pt"), "flow.pt")
+        _strict_load(flow, load_torch_state(d / "flow.pt", CosyVoiceCheckpointError), "flow.pt")
         hift = HiFTGenerator(cfg.hift)
-        _strict_load(hift, normalize_hift_state_dict(_load_state(d / "hift.pt")), "hift.pt")
+        hift_state = load_torch_state(d / "hift.pt", CosyVoiceCheckpointError)
+        _strict_load(hift, normalize_hift_state_dict(hift_state), "hift.pt")
         campplus = CampPlus(d / "campplus.onnx") if (d / "campplus.onnx").is_file() else None
         flow = flow.to(dev, dtype).eval()
         graphed = dev.type == "cuda" and cuda_graphs

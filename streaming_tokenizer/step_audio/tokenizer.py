@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import enum
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
 import soxr
 import torch
+
+from model_files.weights import load_torch_state, unreadable_message
 
 from .config import (
     AUDIO_ID_BASE, KMEANS_FILE, PARAFORMER_DIR, REQUIRED_FILES, S3_ONNX_FILE, VQ02_CODES, StepTokenizerError,
@@ -100,13 +101,6 @@ def running_peak_normalize(x: np.ndarray, peak: float) -> tuple[np.ndarray, floa
     return (x / np.maximum(cum, 0.01) * 0.999).astype(np.float32), float(cum[-1])
 
 
-def _unreadable(path: Path, exc: Exception) -> TokenizerConfigError:
-    """A weights file of the folder that its reader could not read, named with its size (the reader's own message
-    names no file)."""
-    return TokenizerConfigError(f"cannot read {path} ({type(exc).__name__}): a download cut short? Its size is "
-                                f"{path.stat().st_size:,} bytes")
-
-
 class StepAudioTokenizer:
     """Shared, read-only models. Create one per process; one StreamingStepTokenizer per session."""
 
@@ -131,18 +125,11 @@ class StepAudioTokenizer:
         fb_cfg, sanm_cfg = read_paraformer_config(para / "config.yaml")
         frontend = Vq02Frontend(fb_cfg, *load_am_mvn(para / "am.mvn"))
         sanm = SanmEncoder(sanm_cfg)
-        try:
-            state = torch.load(para / "model.pt", map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
-            # torch names no file, and for a file that is not a checkpoint at all it advises weights_only=False
-            raise _unreadable(para / "model.pt", exc) from exc
-        if isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
-            state = state.get("state_dict", state.get("model"))  # FunASR checkpoints may nest the weights
-        sanm.load_funasr(state)
+        sanm.load_funasr(load_torch_state(para / "model.pt", TokenizerConfigError))
         try:
             kmeans = torch.from_numpy(np.load(root / KMEANS_FILE).astype(np.float32))
         except (ValueError, OSError, EOFError) as exc:  # numpy names no file, and for a non-array advises pickle
-            raise _unreadable(root / KMEANS_FILE, exc) from exc
+            raise TokenizerConfigError(unreadable_message(root / KMEANS_FILE, exc)) from exc
         if kmeans.shape != (VQ02_CODES, sanm_cfg.output_size):
             raise TokenizerConfigError(
                 f"{KMEANS_FILE}: shape {tuple(kmeans.shape)}, want (1024, {sanm_cfg.output_size})")

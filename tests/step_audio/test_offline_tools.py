@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from tests.conftest import speech_asset
 from tests.llama_server import LlamaServer
@@ -240,6 +241,18 @@ def test_a_damaged_file_is_named(tiny_model_dir: Path, tmp_path: Path, command: 
     got = _fails_in_one_line(command, "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
                              "--out", str(tmp_path / "x.wav"))
     assert message.format(folder=folder) in got
+
+
+@pytest.mark.parametrize("damaged", ["Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt",
+                                     f"Step-Audio-Tokenizer/{PARAFORMER}/model.pt"])
+def test_a_weights_file_that_holds_no_state_dict_is_named(tiny_model_dir: Path, tmp_path: Path, damaged: str) -> None:
+    """A .pt saved from something else (here a bare tensor) failed as "AttributeError: 'Tensor' object has no
+    attribute 'items'" (tokenizer) or a list of tensor reprs (flow), naming no file."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", damaged)
+    torch.save(torch.zeros(3), folder / damaged)
+    got = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                             "--out", str(tmp_path / "x.wav"))
+    assert f"{folder / damaged} holds a Tensor that is not a state dict" in got
 
 
 @pytest.mark.parametrize("command", ["tts", "chat"])
