@@ -89,14 +89,16 @@ def main(argv: list[str]) -> int:
             return 2
     try:
         asyncio.run(_serve(config, args.call_log))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            print(f"sip-bridge: cannot listen on {args.host}:{args.port} (UDP): address already in use (another "
-                  "bridge or SIP phone? choose a free one with --port)", file=sys.stderr)
-        else:
-            print(f"sip-bridge: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:  # binding the SIP socket: like a bad option, the start fails with status 2, as serve's
+        print(f"sip-bridge: cannot listen on {args.host}:{args.port} (UDP): {_bind_failure(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _bind_failure(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another bridge or SIP phone? choose a free one with --port)"
+    return exc.strerror or str(exc)  # without asyncio's "[Errno 99]": the address is named before it
 
 
 async def _serve(config: BridgeConfig, call_log: Path | None) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import random
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -119,18 +122,26 @@ def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path)
 
 
 def test_a_sip_port_in_use_is_named_with_its_address() -> None:
-    """A second bridge (or a softphone) on the port: one line naming the address and what to do, exit 1 (it was
-    `sip-bridge: [Errno 98] Address already in use`)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    """A second bridge (or a softphone) on the port: one line naming the address and what to do, exit 2 as
+    `serve` and the bridge's option errors (it was `sip-bridge: [Errno 98] Address already in use`, then exit 1)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--port", str(port), "--server-url",
-                               "ws://127.0.0.1:9/v1/realtime"], capture_output=True, text=True, timeout=60,
-                              cwd=Path(__file__).resolve().parents[2])
-    assert (proc.returncode, proc.stderr) == (1, f"sip-bridge: cannot listen on 127.0.0.1:{port} (UDP): address "
+        proc = _start_bridge("--port", str(port))
+    assert (proc.returncode, proc.stderr) == (2, f"sip-bridge: cannot listen on 127.0.0.1:{port} (UDP): address "
                                                  "already in use (another bridge or SIP phone? choose a free one "
                                                  "with --port)\n"), proc.stderr
+
+
+def test_an_address_that_is_not_ours_is_named() -> None:
+    """--host with an address of no interface here: exit 2 and the address named, as `serve` does (it was
+    `sip-bridge: [Errno 99] Cannot assign requested address`, exit 1)."""
+    proc = _start_bridge("--host", "192.0.2.1", "--port", "5060")  # TEST-NET-1 (RFC 5737): never a local address
+    assert (proc.returncode, proc.stderr) == (
+        2, "sip-bridge: cannot listen on 192.0.2.1:5060 (UDP): Cannot assign requested address\n"), proc.stderr
+
+
+def _start_bridge(*options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "clients.sip.cli", *options, "--server-url",
+                           "ws://127.0.0.1:9/v1/realtime"], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
