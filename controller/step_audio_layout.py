@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
+from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-checkpoint writes
 from controller.errors import ConfigError
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, find_speakers_dir, read_speakers_info,
@@ -74,6 +75,40 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
         raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")
+
+
+def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:
+    """Raises ConfigError when a random profile is given a folder of the other size: `--profile full-random` (a
+    benchmark at the real dimensions) on a tiny folder served tiny models without a word, and `--profile tiny` on a
+    full-size one would load 3.5 B-parameter models on the CPU. A folder that passed check_layout is read."""
+    from lm_engine.checkpoint import profile_hidden_size
+
+    if profile not in RANDOM_PROFILES:  # step-audio: the real checkpoints, whatever their size
+        return
+    parts = ((TTS_DIR, "tts"), (CHAT_DIR, "chat")) if chat is ChatNeed.WEIGHTS else ((TTS_DIR, "tts"),)
+    for sub, what in parts:
+        got = _hidden_size(root / sub)
+        want = profile_hidden_size(profile, what)
+        if got is not None and got != want:
+            size, hint = _OTHER_SIZE[profile]
+            raise ConfigError(f"--profile {profile}: {root / sub} is not {size} (hidden_size {got}, {profile} has "
+                              f"{want}): {hint}")
+
+
+# profile -> (what its folders are, what to do with a folder of the other size)
+_OTHER_SIZE = {
+    "tiny": ("tiny", "serve it with --profile full-random (random weights, on a GPU) or --profile step-audio (real "
+                     "ones)"),
+    "full-random": ("full-size", "a folder from `make-checkpoint --profile tiny`? Serve it with --profile tiny, or "
+                                 "write a full-size one with `stepaudio-rt make-checkpoint --profile full-random DIR`"),
+}
+
+
+def _hidden_size(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # the loader names a damaged config.json with its fault
+        return None
 
 
 def speaker_names(root: Path) -> list[str]:

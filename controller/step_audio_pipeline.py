@@ -36,7 +36,7 @@ from controller.bridge import iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import ConfigError
 from controller.pipeline import Listener, PromptCut, ReplyText, SpeechChunk, VadStream
-from controller.step_audio_layout import ChatNeed, check_layout, missing_files
+from controller.step_audio_layout import ChatNeed, check_layout, check_model_size, missing_files
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
@@ -154,6 +154,7 @@ def check_model_folder(app_config: Any) -> int:
     if app_config.model_path is not None:
         cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
         check_layout(cfg.model_path, chat_need(cfg))
+        check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
     return tp
 
 

@@ -54,6 +54,11 @@ human assistant system tool function call arguments result
 """
 
 
+def profile_hidden_size(profile: str, what: str) -> int:
+    """The hidden_size of the Step-1 model that `write_step1_checkpoint(profile=profile, what=what)` writes."""
+    return int(_PROFILES[(profile, what)]["hidden_size"])
+
+
 def step1_tensor_shapes(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
     """(key, shape) of every tensor of a Step-1 checkpoint, in file order."""
     h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]

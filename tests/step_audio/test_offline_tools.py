@@ -174,6 +174,12 @@ def _fails_in_one_line(*args: str) -> str:
 @pytest.mark.parametrize(("args", "message"), [
     (["serve", "--profile", "step-audio"], "needs --model-path DIR"),
     (["serve", "--profile", "full-random", "--port", "0"], "--profile full-random needs --model-path DIR"),
+    # a tiny folder was served (or spoken) as the full-size benchmark profile, without a word
+    (["serve", "--profile", "full-random", "--model-path", "{tiny}", "--port", "0"],
+     "--profile full-random: {tiny}/Step-Audio-TTS-3B is not full-size (hidden_size 96, full-random has 3072): a "
+     "folder from `make-checkpoint --profile tiny`? Serve it with --profile tiny"),
+    (["tts", "--model-path", "{tiny}", "--profile", "full-random", "--text", "Hi.", "--out", "x.wav"],
+     "--profile full-random: {tiny}/Step-Audio-TTS-3B is not full-size"),
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "", "--out", "x.wav"],
      "--text '' says nothing to answer"),
     (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "Hi.", "--speaker", "TingtingRAP",
@@ -241,6 +247,18 @@ def test_a_damaged_file_is_named(tiny_model_dir: Path, tmp_path: Path, command: 
     got = _fails_in_one_line(command, "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
                              "--out", str(tmp_path / "x.wav"))
     assert message.format(folder=folder) in got
+
+
+def test_a_full_size_folder_given_to_the_tiny_profile_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--profile tiny runs on the CPU: a full-size Chat LM's config there (as make-checkpoint --profile full-random
+    writes it, without its 264 GB of weights) is named before anything loads."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-Chat/config.json")
+    config = json.loads((tiny_model_dir / "Step-Audio-Chat/config.json").read_text())
+    (folder / "Step-Audio-Chat/config.json").write_text(json.dumps({**config, "hidden_size": 12288}))
+    got = _fails_in_one_line("chat", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                             "--out", str(tmp_path / "x.wav"))
+    assert (f"--profile tiny: {folder}/Step-Audio-Chat is not tiny (hidden_size 12288, tiny has 192): serve it with "
+            "--profile full-random") in got
 
 
 @pytest.mark.parametrize("damaged", ["Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt",
