@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from clients.sip.errors import BridgeConfigError
+
 __all__ = ["BridgeConfig"]
 
 
@@ -36,27 +38,27 @@ class BridgeConfig:
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("ws://", "wss://")):
-            raise ValueError("server_url must be a ws:// or wss:// URL")
+            raise BridgeConfigError("server_url", f"must be a ws:// or wss:// URL, got {self.server_url!r}")
         for host in (self.host, self.public_host):  # sockets, Via, Contact and SDP are written for IPv4
             if isinstance(_ip(host), ipaddress.IPv6Address):
                 raise ValueError(f"{host} is an IPv6 address: the SIP bridge speaks IPv4 only")
         public = _ip(self.public_host)  # None: a host name, taken as it is
         if public is not None and public.is_unspecified:
             # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
-            raise ValueError(f"listening on {self.host} needs an advertise address that callers can reach")
+            raise BridgeConfigError("advertise", f"is needed when listening on {self.host}: the address callers reach")
         if not 1 <= self.port <= 65535:  # checked here, not first in the UA core: the CLI says which option is wrong
             raise ValueError(f"the SIP port must be within 1-65535, got {self.port}")
         if self.max_calls < 1:
-            raise ValueError(f"max_calls must be at least 1, got {self.max_calls}")
+            raise BridgeConfigError("max_calls", f"must be at least 1, got {self.max_calls}")
         if self.silence_duration_ms is not None and self.silence_duration_ms <= 0:
-            raise ValueError("silence_duration_ms must be positive")
+            raise BridgeConfigError("silence_duration_ms", f"must be positive, got {self.silence_duration_ms}")
         # `not > 0`, not `<= 0`: NaN compares false both ways, and a NaN timeout hung every call up at once
         if self.rtp_timeout_s is not None and not self.rtp_timeout_s > 0:
-            raise ValueError("rtp_timeout_s must be positive")
+            raise BridgeConfigError("rtp_timeout_s", f"must be positive, got {self.rtp_timeout_s}")
         if self.hold_keepalive_s is not None and not self.hold_keepalive_s > 0:
-            raise ValueError("hold_keepalive_s must be positive")
+            raise BridgeConfigError("hold_keepalive_s", f"must be positive, got {self.hold_keepalive_s}")
         if self.dtmf_pause_s <= 0:
-            raise ValueError("dtmf_pause_s must be positive")
+            raise BridgeConfigError("dtmf_pause_s", f"must be positive, got {self.dtmf_pause_s}")
         if self.rtp_ports is not None and not 1 <= self.rtp_ports[0] <= self.rtp_ports[1] <= 65535:
             raise ValueError(f"the RTP port range must be LOW-HIGH within 1-65535, got {self.rtp_ports}")
 

@@ -19,8 +19,14 @@ import sys
 from pathlib import Path
 
 from clients.sip.bridge import BridgeConfig, CallRecord, SipBridge
+from clients.sip.errors import BridgeConfigError
 
 __all__ = ["build_parser", "main"]
+
+# The BridgeConfig field each option sets: its errors name the field, the user typed the option.
+_OPTION_OF_FIELD = {"server_url": "--server-url", "advertise": "--advertise", "max_calls": "--max-calls",
+                    "silence_duration_ms": "--silence-ms", "rtp_timeout_s": "--rtp-timeout",
+                    "hold_keepalive_s": "--hold-keepalive"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +84,9 @@ def main(argv: list[str]) -> int:
                               silence_duration_ms=args.silence_ms, max_calls=args.max_calls,
                               rtp_timeout_s=args.rtp_timeout or None, hold_keepalive_s=args.hold_keepalive or None,
                               rtp_ports=args.rtp_ports)
+    except BridgeConfigError as exc:
+        print(f"sip-bridge: {_OPTION_OF_FIELD.get(exc.field, exc.field)} {exc.problem}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"sip-bridge: {exc}", file=sys.stderr)
         return 2

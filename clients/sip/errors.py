@@ -1,6 +1,7 @@
 """Errors of the SIP bridge cores (one tree).
 
     SipError
+    ├── BridgeConfigError     a BridgeConfig field with a value the bridge cannot work with (also a ValueError)
     ├── LocalProtocolError    the caller misused a core (an illegal transition, an unknown call id)
     └── RemoteProtocolError   bad input from the peer; `status` is the SIP response it deserves (400, 488, ...)
         ├── NoCommonCodec     an SDP offer with nothing we can speak (488 Not Acceptable Here)
@@ -13,11 +14,22 @@ lets it escape `receive_datagram`.
 
 from __future__ import annotations
 
-__all__ = ["IncompatibleAddress", "LocalProtocolError", "NoCommonCodec", "NotSdp", "RemoteProtocolError", "SipError"]
+__all__ = ["BridgeConfigError", "IncompatibleAddress", "LocalProtocolError", "NoCommonCodec", "NotSdp",
+           "RemoteProtocolError", "SipError"]
 
 
 class SipError(Exception):
     """Base of every error raised by clients.sip."""
+
+
+class BridgeConfigError(SipError, ValueError):
+    """A field of BridgeConfig holds a value the bridge cannot work with. `field` names it so that a front end can
+    name what its user typed instead (the CLI: `--rtp-timeout`, not `rtp_timeout_s`); `problem` is the rest."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class LocalProtocolError(SipError):

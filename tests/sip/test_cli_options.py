@@ -17,9 +17,15 @@ from tests.sip.media import free_udp_port
 @pytest.mark.parametrize(("option", "said"), [
     (["--port", "70000"], "sip-bridge: the SIP port must be within 1-65535, got 70000"),
     (["--port", "0"], "sip-bridge: the SIP port must be within 1-65535, got 0"),
-    (["--max-calls", "0"], "sip-bridge: max_calls must be at least 1, got 0"),
-    (["--rtp-timeout", "nan"], "sip-bridge: rtp_timeout_s must be positive"),
-    (["--hold-keepalive", "nan"], "sip-bridge: hold_keepalive_s must be positive"),
+    # the options the user typed, not BridgeConfig's fields (max_calls, rtp_timeout_s, silence_duration_ms, ...)
+    (["--max-calls", "0"], "sip-bridge: --max-calls must be at least 1, got 0"),
+    (["--rtp-timeout", "nan"], "sip-bridge: --rtp-timeout must be positive, got nan"),
+    (["--rtp-timeout", "-5"], "sip-bridge: --rtp-timeout must be positive, got -5.0"),
+    (["--hold-keepalive", "nan"], "sip-bridge: --hold-keepalive must be positive, got nan"),
+    (["--silence-ms", "0"], "sip-bridge: --silence-ms must be positive, got 0"),
+    (["--server-url", "http://127.0.0.1:8765/v1/realtime"],
+     "sip-bridge: --server-url must be a ws:// or wss:// URL, got 'http://127.0.0.1:8765/v1/realtime'"),
+    (["--host", "0.0.0.0"], "sip-bridge: --advertise is needed when listening on 0.0.0.0: the address callers reach"),
 ])
 def test_an_impossible_port_or_call_limit_is_named(option: list[str], said: str) -> None:
     """They had ended in a traceback, "ValueError: invalid UaConfig". A NaN --rtp-timeout was taken: the bridge
