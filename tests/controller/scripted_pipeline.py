@@ -195,3 +195,12 @@ async def speak_turn(conv: Conversation, pause_wait: float = 0.3) -> dict[str, o
     await asyncio.sleep(pause_wait)
     await conv.stream(silence(0.5), pace=0)
     return await conv.wait_for("response.done", after=n, timeout=10)
+
+
+async def push_to_talk_turn(conv: Conversation) -> None:
+    """One push-to-talk turn as the browser page and the openai SDK example send it: turn_detection null, a second
+    of speech, then input_audio_buffer.commit and response.create at once (the reply is not awaited)."""
+    await conv.update_session(audio={"input": {"turn_detection": None}})
+    await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
+    await conv.send({"type": "input_audio_buffer.commit"})
+    await conv.send({"type": "response.create"})

@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from controller.errors import RemoteProtocolError
 from lm_engine.chat import ChatBackendError
-from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, scripted_server, served_log, speak_turn,
-                                               speech, user_messages)
+from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, scripted_server,
+                                               served_log, speak_turn, speech, user_messages)
 from tests.e2e.helpers import open_conversation, silence
 from tests.realtime_schema import validate_server_event
 
@@ -345,10 +345,7 @@ async def test_a_reply_cancelled_while_its_turn_is_transcribed_ends_with_respons
     pipeline = ScriptedPipeline()
     pipeline.asr_seconds = 0.5
     async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}})
-        await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
-        await conv.send({"type": "input_audio_buffer.commit"})
-        await conv.send({"type": "response.create"})
+        await push_to_talk_turn(conv)
         created = await conv.wait_for("response.created", timeout=0.3)  # before the transcription is done
         await conv.send({"type": "response.cancel", "event_id": "ev_cancel"})
         done = await conv.wait_for("response.done", timeout=5)

@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speak_turn, speech, user_messages
+from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, speak_turn, speech,
+                                               user_messages)
 from tests.e2e.helpers import RATE, silence
 from tests.realtime_schema import validate_server_event
 
@@ -26,10 +27,7 @@ async def test_push_to_talk_reply_hears_the_committed_turn() -> None:
     pipeline = ScriptedPipeline()
     pipeline.asr_seconds = 0.3
     async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}})
-        await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
-        await conv.send({"type": "input_audio_buffer.commit"})
-        await conv.send({"type": "response.create"})
+        await push_to_talk_turn(conv)
         await conv.wait_for("response.done", timeout=10)
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     for raw in conv.raw:
@@ -63,10 +61,7 @@ async def test_a_reply_that_reads_the_turn_s_audio_ids_does_not_wait_for_its_tra
         for push_to_talk in (False, True):  # a committed speculation, then a reply to input_audio_buffer.commit
             n = len(conv.events)
             if push_to_talk:
-                await conv.update_session(audio={"input": {"turn_detection": None}})
-                await conv.stream(np.concatenate([speech(1.0), silence(0.2)]), pace=0)
-                await conv.send({"type": "input_audio_buffer.commit"})
-                await conv.send({"type": "response.create"})
+                await push_to_talk_turn(conv)
             else:
                 await speak_turn(conv)
             first_audio = await conv.wait_for("response.output_audio.delta", after=n, timeout=5)
