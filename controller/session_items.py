@@ -455,7 +455,8 @@ class ItemsMixin(_Base):
         if not live and not isinstance(self.conversation.get(event.item_id), AssistantMessage):
             resp = None
         if resp is None or not resp.audio_out:
-            raise InvalidEditError("only assistant audio messages can be truncated")
+            raise InvalidEditError("only an assistant message whose audio this server sent can be truncated (not a "
+                                   "user item, nor an assistant item created by the client, nor a text-only reply)")
         if event.content_index != 0:
             raise RemoteProtocolError("content_index must be 0", code="invalid_value", param="content_index")
         sent = resp.audio_ms_sent_so_far if resp.truncated_at_ms is None else resp.truncated_at_ms

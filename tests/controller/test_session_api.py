@@ -742,3 +742,18 @@ async def test_event_ids_are_unique_across_sessions() -> None:
             await conv.close()
     ids = [[e["event_id"] for e in conv.events] for conv in convs]
     assert all(ids) and not set(ids[0]) & set(ids[1]), ids
+
+
+async def test_truncating_an_assistant_item_the_client_created_says_why_it_cannot_be() -> None:
+    """A client-created assistant item has no audio on this server: the refusal must say so, not call it something
+    other than an assistant audio message (which it is, by its content type)."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "item": {
+            "id": "a2", "type": "message", "role": "assistant",
+            "content": [{"type": "output_audio", "transcript": "spoken"}]}})
+        await conv.wait_for("conversation.item.done", timeout=5)
+        await conv.send({"type": "conversation.item.truncate", "event_id": "t", "item_id": "a2",
+                         "content_index": 0, "audio_end_ms": 0})
+        error = (await conv.wait_for("error", timeout=5))["error"]
+    assert error["event_id"] == "t"
+    assert "created by the client" in error["message"], error
