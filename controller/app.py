@@ -56,6 +56,7 @@ class AppConfig:
     threads: int = 2
     lm_nice: int = 0
     lm_slots: int = 1
+    tp_step_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.profile in ("step-audio", "full-random") and self.model_path is None:  # tiny writes its own
@@ -174,7 +175,7 @@ class App:
         """Why the chat LM cannot answer now (a --chat-url server down), for /healthz: asked of the pipeline at most
         every CHAT_CHECK_EVERY_S and one ask at a time, since a load balancer polls often and each ask is a request
         to that server."""
-        check = getattr(self.pipeline, "chat_problem", None)  # only pipelines with a remote chat LM have one
+        check = getattr(self.pipeline, "chat_problem", None)  # pipelines whose chat LM can be down have one
         if check is None:
             return None
         now = time.monotonic()

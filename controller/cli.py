@@ -94,6 +94,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="replies the in-process chat LM generates at once (embedded profile): with 1, a session's "
                         "reply waits until another session's reply has been written out; with N, up to N sessions' "
                         "replies share the cores, each more slowly")
+    p.add_argument("--tp-step-timeout", type=_positive_int, default=60, metavar="S",
+                   help="tensor-parallel serving (torchrun): how long a Chat LM step waits for the other ranks; past "
+                        "it a rank counts as hung, and replies fail and /healthz says chat_lm_down until a restart")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="what the server logs")
 
 
@@ -193,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         early_prefill=args.early_prefill == "on",
         language=args.language, threads=args.threads, lm_nice=args.lm_nice,
-        lm_slots=args.lm_slots,
+        lm_slots=args.lm_slots, tp_step_timeout_s=args.tp_step_timeout,
     )
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
         from controller.step_audio_pipeline import follow_chat_rank

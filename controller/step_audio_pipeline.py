@@ -67,6 +67,7 @@ class StepAudioConfig:
     tts_max_tokens: int = 2048  # audio tokens per sentence at most (tiny: 75)
     constrain_text: bool = False  # sample the Chat LM under a text-pieces mask (random checkpoints)
     seed: int = 0
+    tp_step_timeout_s: float = 60.0  # tp > 1: a Chat LM step waits this long for the other ranks
 
     @classmethod
     def for_profile(cls, profile: str, model_path: Path, **kw: Any) -> StepAudioConfig:
@@ -89,11 +90,12 @@ def tiny_cache_dir() -> Path:
     return default_cache_dir() / "tiny"
 
 
-def chat_engine_config(on_cpu: bool, seed: int) -> Any:
+def chat_engine_config(config: StepAudioConfig, on_cpu: bool) -> Any:
     """The Chat LM's engine settings; every tensor-parallel rank must build the same."""
     from lm_engine import EngineConfig
 
-    return EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.9, seed=seed)
+    return EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.9, seed=config.seed,
+                        tp_step_timeout_s=config.tp_step_timeout_s)
 
 
 def follow_chat_rank(app_config: Any) -> None:
@@ -107,7 +109,8 @@ def follow_chat_rank(app_config: Any) -> None:
     from lm_engine.utils.loader import CheckpointError
 
     tp = check_model_folder(app_config)  # rank 0's checks, so that a bad folder is one line from every rank
-    cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp)
+    cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp,
+                                      tp_step_timeout_s=app_config.tp_step_timeout_s)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         torch.set_num_threads(1)  # as rank 0 does for tiny: the ranks share the machine's cores
@@ -115,7 +118,7 @@ def follow_chat_rank(app_config: Any) -> None:
     logger.info("rank %s: following rank 0 with %s (tp=%d)", os.environ.get("RANK"), chat_dir, tp)
     try:
         Engine.from_pretrained(chat_dir, device=device, tp=tp, progress=False,
-                               config=chat_engine_config(device == "cpu", cfg.seed))
+                               config=chat_engine_config(cfg, device == "cpu"))
     except (CheckpointError, OSError) as exc:  # the folder's files, as rank 0 says it; not the gloo errors of
         raise _load_error(chat_dir, exc) from exc  # following, which are rank 0's to explain
     raise SystemExit(0)  # from_pretrained returns only on rank 0
@@ -175,7 +178,8 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
             make_checkpoint(model_path, profile="tiny")
     tp = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = StepAudioConfig.for_profile(profile, model_path, threads=app_config.threads,
-                                      language=app_config.language, tp=tp, chat_url=app_config.chat_url)
+                                      language=app_config.language, tp=tp, chat_url=app_config.chat_url,
+                                      tp_step_timeout_s=app_config.tp_step_timeout_s)
     return StepAudioPipeline(cfg)
 
 
@@ -272,7 +276,7 @@ class StepAudioPipeline:
         else:
             with _loading(chat_dir, f"tp={config.tp}"):
                 self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
-                                                          config=chat_engine_config(device == "cpu", config.seed))
+                                                          config=chat_engine_config(config, device == "cpu"))
                 self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
             self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
 
@@ -571,7 +575,10 @@ class StepAudioPipeline:
             return decoder.push(flow)
 
     def chat_problem(self) -> str | None:
-        return remote_chat_problem(self._remote_chat) if self._remote_chat is not None else None
+        if self._remote_chat is not None:
+            return remote_chat_problem(self._remote_chat)
+        problem = self.chat_engine.problem if self.chat_engine is not None else None
+        return f"the chat LM is down: {problem}; the server needs a restart" if problem else None
 
     def close(self) -> None:
         for pool in (self.tok_pool, self.asr_pool, self._llm_pool, self._dec_pool):

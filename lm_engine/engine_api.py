@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 
 from lm_engine.engine.config import EngineConfig, SamplingParams
-from lm_engine.engine.llm_engine import EngineError, LLMEngine, StepError, TokenDelta
+from lm_engine.engine.llm_engine import EngineDown, EngineError, LLMEngine, StepError, TokenDelta
 from lm_engine.engine.model_runner import ModelRunner
 from lm_engine.engine.sequence import Mode
 from lm_engine.models import build_model
@@ -64,6 +64,7 @@ class Engine:
         self._closed = False
         self._holds = 0  # hold() calls under way: streams take no new step meanwhile
         self._errors: dict[int, StepError] = {}  # seq_id -> the failed step that ended its stream or generate()
+        self._down: str | None = None  # why no step can run any more
 
     # ------------------------------------------------------------------ loading
 
@@ -120,9 +121,9 @@ class Engine:
         model.to(device).eval()
         runner = ModelRunner(model, model_cfg, cfg, device, dtype)
         if rank > 0:
-            tp_worker.follow(runner)
+            tp_worker.follow(runner, cfg.tp_step_timeout_s)
             raise SystemExit(0)
-        driver = tp_worker.TPDriver(runner) if tp > 1 else None
+        driver = tp_worker.TPDriver(runner, cfg.tp_step_timeout_s) if tp > 1 else None
         llm = LLMEngine(runner, cfg, model_cfg.eos_token_ids, run=driver.run if driver else None)
         engine = cls(llm, model_cfg, tokenizer, driver.shutdown if driver else None)
         if driver is not None:  # a script may end without close(), as it can at tp=1: the followers still must
@@ -145,6 +146,8 @@ class Engine:
         try:
             deltas = self.llm.step()
         except StepError as exc:
+            if isinstance(exc.__cause__, EngineDown):
+                self._down = str(exc.__cause__)
             # Tell the failed sequences' listeners (streams raise it), then let the caller see it too.
             for sid in exc.seq_ids:
                 listener = self._listeners.pop(sid, None)
@@ -194,6 +197,11 @@ class Engine:
             with self._cv:
                 self._holds -= 1
                 self._cv.notify_all()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the engine cannot generate any more (a tensor-parallel rank hung or exited), or None."""
+        return self._down
 
     @property
     def active_streams(self) -> int:
@@ -359,3 +367,4 @@ class Engine:
         with self._cv:
             self._listeners.pop(sid, None)
             self.llm.abort(sid)
+

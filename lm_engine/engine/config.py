@@ -23,6 +23,9 @@ class EngineConfig:
     # engines and the speech path on one GPU do not queue behind each other's kernels; None: the default stream.
     stream_priority: int | None = 0
     tp_master_port: int = 29533          # only when the engine itself initialises torch.distributed
+    # tp > 1: how long a step's collectives wait for the other ranks. Past it a rank counts as hung and the engine
+    # refuses every later step (the ranks are out of step for good); gloo's own default is 30 min.
+    tp_step_timeout_s: float = 60.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -32,6 +35,8 @@ class EngineConfig:
             raise EngineConfigError("num_kv_blocks must be > 0")
         if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
             raise EngineConfigError("max_num_seqs and max_num_batched_tokens must be > 0")
+        if not self.tp_step_timeout_s > 0:
+            raise EngineConfigError(f"tp_step_timeout_s must be > 0, got {self.tp_step_timeout_s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

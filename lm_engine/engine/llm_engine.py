@@ -24,6 +24,11 @@ class EngineError(RuntimeError):
     """Caller misuse of the engine (unknown sequence, forking a busy one, ...)."""
 
 
+class EngineDown(EngineError):
+    """The engine can run no step any more (a tensor-parallel rank hung or exited): every later step fails alike.
+    Its message is written for the engine's users; the cause holds the detail."""
+
+
 class StepError(EngineError):
     """A step failed (its sequences were ended with finish_reason "error"); the cause is __cause__."""
 

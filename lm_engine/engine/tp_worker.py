@@ -2,18 +2,30 @@
 
 Commands travel on a gloo group as (Command, payload) pickles; the tensors of the forward itself use the default
 group (gloo on CPU, NCCL on GPU) inside the parallel layers.
+
+Timeouts: a step's collectives wait at most EngineConfig.tp_step_timeout_s for the other ranks; a follower waits for
+rank 0's next command without limit (a server may sit idle for hours between replies). A step that fails on rank 0,
+by that timeout or a rank gone, leaves the ranks out of step for good: every later step is refused (EngineDown).
 """
 from __future__ import annotations
 
 import enum
+import logging
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from lm_engine.engine.llm_engine import EngineDown
 from lm_engine.engine.model_runner import ModelRunner
 from lm_engine.engine.scheduler import StepInput
+
+logger = logging.getLogger(__name__)
+
+# A follower's wait for the next command: unbounded in effect (gloo's default, 30 min, ended an idle server).
+WAIT_FOR_COMMANDS = timedelta(days=365)
 
 
 class Command(enum.Enum):
@@ -38,20 +50,40 @@ def init_distributed(tp: int, device: torch.device, master_port: int) -> int:
     return rank
 
 
+def _bound_steps(step_timeout_s: float) -> None:
+    """The forward's collectives (default group) wait at most step_timeout_s from now on. Set once every rank has
+    loaded: the loads may end minutes apart, under the default timeout."""
+    dist.group.WORLD.set_timeout(timedelta(seconds=step_timeout_s))
+
+
 class TPDriver:
     """Rank 0's view of the runners: run() first tells the followers to run the same step."""
 
-    def __init__(self, runner: ModelRunner) -> None:
+    def __init__(self, runner: ModelRunner, step_timeout_s: float) -> None:
         self.runner = runner
-        self.group = dist.new_group(backend="gloo")
+        self.step_timeout_s = step_timeout_s
+        self.group = dist.new_group(backend="gloo", timeout=timedelta(seconds=step_timeout_s))
+        _bound_steps(step_timeout_s)
+        self.down: str | None = None  # why no step can run any more
 
     def run(self, step: StepInput) -> torch.Tensor:
-        dist.broadcast_object_list([Command.RUN, step], src=0, group=self.group)
-        return self.runner.run(step)
+        if self.down is not None:
+            raise EngineDown(self.down)
+        try:
+            dist.broadcast_object_list([Command.RUN, step], src=0, group=self.group)
+            return self.runner.run(step)
+        except Exception as exc:
+            # Some rank may still wait inside this step's collectives: no later step would pair up with it.
+            self.down = f"a tensor-parallel step failed (a rank hung for {self.step_timeout_s:g} s or exited)"
+            logger.error("tensor-parallel step failed, refusing every later step: %s: %s", type(exc).__name__, exc)
+            raise EngineDown(self.down) from exc
 
     def shutdown(self) -> None:
-        dist.broadcast_object_list([Command.EXIT, None], src=0, group=self.group)
-        _leave()
+        try:
+            if self.down is None:  # else no follower waits for a command: a hung one would hold the stop up
+                dist.broadcast_object_list([Command.EXIT, None], src=0, group=self.group)
+        finally:
+            _leave()
 
 
 def _leave() -> None:
@@ -61,9 +93,10 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
-def follow(runner: ModelRunner) -> None:
+def follow(runner: ModelRunner, step_timeout_s: float) -> None:
     """Ranks > 0: runs rank 0's steps until it sends EXIT."""
-    group = dist.new_group(backend="gloo")
+    group = dist.new_group(backend="gloo", timeout=WAIT_FOR_COMMANDS)
+    _bound_steps(step_timeout_s)
     while True:
         msg: list[Any] = [None, None]
         dist.broadcast_object_list(msg, src=0, group=group)

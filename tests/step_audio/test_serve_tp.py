@@ -3,7 +3,12 @@ half of the Chat LM (gloo on the CPU). A greedy turn gives the reply that the on
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -130,3 +135,66 @@ def test_ctrl_c_during_the_model_load_stops_every_rank_at_once(tiny_model_dir, t
     assert "SIGINT: stopped during the tensor-parallel model load" in text, text
     assert "cannot load" not in text and "ready:" not in text, text
     assert "Unable to shutdown process" not in text, text  # torchrun's SIGKILL, 30 s after its SIGINT went unheard
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int:
+    """The pid of torchrun's worker that runs `rank`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher_pid and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    raise AssertionError(f"no rank {rank} under {launcher_pid}")
+
+
+def _healthz(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def _failed_reply(url: str) -> str:
+    """A text turn whose reply must fail; returns the message of the error event that says so."""
+    conv = await open_conversation(url)
+    try:
+        await conv.update_session(output_modalities=["text"])
+        n = await conv.ask("Are you there?")
+        done = await conv.wait_for("response.done", after=n, timeout=60)
+        assert done["response"]["status"] == "failed", done
+        error = await conv.wait_for("error", after=n, timeout=10)
+        assert error["error"]["code"] == "response_failed", error
+        return error["error"]["message"]
+    finally:
+        await conv.close()
+
+
+async def test_a_hung_rank_fails_the_reply_and_healthz_says_the_chat_lm_is_down(tiny_model_dir):
+    """A follower that stops answering (kill -STOP): every reply hung for good (gloo waits 30 min) while /healthz
+    said ok. Now the step gives up after --tp-step-timeout, the reply fails with an error event, /healthz answers
+    503 chat_lm_down, and the server still takes sessions, whose replies fail at once."""
+    launcher = ("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()))
+    tp2 = ServerProcess("--profile", "tiny", "--model-path", str(tiny_model_dir), "--threads", "2",
+                        "--tp-step-timeout", "5", launcher=launcher)
+    follower = _rank_pid(tp2.proc.pid, 1)
+    try:
+        os.kill(follower, signal.SIGSTOP)
+        said = await _failed_reply(tp2.ws)
+        why = "a tensor-parallel step failed (a rank hung for 5 s or exited)"
+        assert why in said, said
+        for _ in range(300):  # /healthz asks the pipeline at most every 5 s
+            status, body = await asyncio.to_thread(_healthz, tp2.http)
+            if status != 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (status, body["status"]) == (503, "chat_lm_down"), body
+        assert body["reason"].startswith(f"the chat LM is down: {why}"), body
+        assert why in await _failed_reply(tp2.ws)  # a new session, refused no step
+        assert "tensor-parallel step failed" in tp2.log(), tp2.log()  # the detail, for the operator
+    finally:
+        os.kill(follower, signal.SIGKILL)
+        tp2.stop()
