@@ -450,12 +450,13 @@ class StepAudioPipeline:
                                 stop_token_ids=(tok.eot_id, tok.bot_id))
         detok = Detokenizer(tok)
         n = 0
-        async with contextlib.aclosing(self.chat_engine.stream(ids, params)) as stream:
-            async for token in stream:
-                n += 1
-                text = detok.push(token)
-                if text:
-                    yield ChatDelta(text=text)
+        with self._chat_lm_down():
+            async with contextlib.aclosing(self.chat_engine.stream(ids, params)) as stream:
+                async for token in stream:
+                    n += 1
+                    text = detok.push(token)
+                    if text:
+                        yield ChatDelta(text=text)
         text = detok.flush()
         if text:
             yield ChatDelta(text=text)
@@ -479,7 +480,8 @@ class StepAudioPipeline:
                 for step in range(max_tokens):
                     if cancel.is_set():
                         return
-                    logits = engine.next_logits(sid).float().clone()
+                    with self._chat_lm_down():
+                        logits = engine.next_logits(sid).float().clone()
                     logits[~mask[: logits.numel()]] = float("-inf")
                     if step < 3 and tok.eot_id < logits.numel():
                         logits[tok.eot_id] = float("-inf")  # a few words at least
@@ -573,6 +575,21 @@ class StepAudioPipeline:
         """decoder.push(flow) on a decoder thread, with the TTS LM held meanwhile if asked (TTS_HOLD_MAX_STREAMS)."""
         with self.tts_engine.hold() if hold_tts else contextlib.nullcontext():
             return decoder.push(flow)
+
+    @contextlib.contextmanager
+    def _chat_lm_down(self) -> Iterator[None]:
+        """A Chat LM that is down (a tensor-parallel rank lost) fails a reply as a --chat-url server that is down does:
+        with why, in one log line; not with the failed step's text (gloo's, sequence ids), nor a traceback each reply.
+        The detail was logged once, when it went down."""
+        from lm_engine import ChatBackendError, EngineError
+
+        try:
+            yield
+        except EngineError as exc:
+            problem = self.chat_problem()
+            if problem is None:
+                raise
+            raise ChatBackendError(problem) from exc
 
     def chat_problem(self) -> str | None:
         if self._remote_chat is not None:

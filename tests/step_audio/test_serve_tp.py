@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -158,6 +160,18 @@ def _healthz(url: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+async def _healthz_once_down(url: str) -> dict:
+    """/healthz's answer once it is no longer 200 (it asks the pipeline at most every 5 s), which must be 503
+    chat_lm_down."""
+    for _ in range(300):
+        status, body = await asyncio.to_thread(_healthz, url)
+        if status != 200:
+            break
+        await asyncio.sleep(0.1)
+    assert (status, body["status"]) == (503, "chat_lm_down"), body
+    return body
+
+
 async def _failed_reply(url: str) -> str:
     """A text turn whose reply must fail; returns the message of the error event that says so."""
     conv = await open_conversation(url)
@@ -186,15 +200,41 @@ async def test_a_hung_rank_fails_the_reply_and_healthz_says_the_chat_lm_is_down(
         said = await _failed_reply(tp2.ws)
         why = "a tensor-parallel step failed (a rank hung for 5 s or exited)"
         assert why in said, said
-        for _ in range(300):  # /healthz asks the pipeline at most every 5 s
-            status, body = await asyncio.to_thread(_healthz, tp2.http)
-            if status != 200:
-                break
-            await asyncio.sleep(0.1)
-        assert (status, body["status"]) == (503, "chat_lm_down"), body
+        body = await _healthz_once_down(tp2.http)
         assert body["reason"].startswith(f"the chat LM is down: {why}"), body
         assert why in await _failed_reply(tp2.ws)  # a new session, refused no step
         assert "tensor-parallel step failed" in tp2.log(), tp2.log()  # the detail, for the operator
     finally:
         os.kill(follower, signal.SIGKILL)
         tp2.stop()
+
+
+async def test_a_dead_rank_fails_replies_with_a_clean_message(tiny_model_dir, tmp_path):
+    """Rank 1 killed while rank 0 lives on (the ranks started without torchrun, which would stop rank 0 too, as on
+    two hosts): the client's error read "response generation failed: engine step failed for sequences [1]:
+    RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer
+    [127.0.0.1]:43188. This is typically caused by a remote worker crashing. ... GLHF! 🏖️", and the server logged
+    two chained tracebacks a reply. Now the client reads why, and the log has gloo's detail once."""
+    args = ("--profile", "tiny", "--model-path", str(tiny_model_dir), "--threads", "2")
+    ranks = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    with open(tmp_path / "rank1.log", "wb") as log:
+        follower = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0", *args],
+                                    env={**os.environ, **ranks, "RANK": "1", "LOCAL_RANK": "1"},
+                                    stdout=log, stderr=subprocess.STDOUT)
+    try:
+        server = ServerProcess(*args, env={**ranks, "RANK": "0", "LOCAL_RANK": "0"})
+        try:
+            follower.kill()
+            follower.wait(30)
+            for _ in range(2):  # the step that finds rank 1 gone, then one refused
+                said = await _failed_reply(server.ws)
+                assert said == ("response generation failed: the chat LM is down: a tensor-parallel step failed "
+                                "(a rank hung for 60 s or exited); the server needs a restart"), said
+            await _healthz_once_down(server.http)
+            log = server.log()
+            assert "Traceback" not in log and log.count("Connection closed by peer") == 1, log
+        finally:
+            server.stop()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
