@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_offline_tool(args)
     except ConfigError as exc:  # the user's options or folders: one line, not a traceback
         parser.exit(2, f"stepaudio-rt {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        # Ctrl-C before a command's own handling of it: `serve` spends its first seconds importing (Whisper, torch)
+        # before its signal handlers are in, and under torchrun each rank printed a traceback of those imports.
+        return 130
     raise AssertionError(args.command)
 
 

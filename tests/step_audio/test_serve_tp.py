@@ -238,3 +238,33 @@ async def test_a_dead_rank_fails_replies_with_a_clean_message(tiny_model_dir, tm
     finally:
         if follower.poll() is None:
             follower.kill()
+
+
+def test_ctrl_c_while_the_ranks_import_exits_without_their_tracebacks(tiny_model_dir, tmp_path) -> None:
+    """Ctrl-C in a torchrun serve's first seconds, while rank 0 still imports (Whisper, torch) before its signal
+    handlers are in: it printed a KeyboardInterrupt traceback of those imports. A faster_whisper that takes a minute
+    to import holds the ranks in that window here. (torchrun's own SignalException traceback is expected.)"""
+    import time
+
+    slow = tmp_path / "slow" / "faster_whisper"
+    slow.mkdir(parents=True)
+    (slow / "__init__.py").write_text("import time\nprint('importing faster_whisper', flush=True)\ntime.sleep(60)\n")
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow.parent), str(Path(__file__).parents[2])])}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                 "--master-port", str(free_port()), "-m", "controller.cli", "serve",
+                                 "--profile", "tiny", "--model-path", str(tiny_model_dir), "--port", "0"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("importing faster_whisper") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: torchrun and every rank
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert text.count("importing faster_whisper") == 2, text
+    assert "KeyboardInterrupt" not in text and "[rank" not in text, text
