@@ -63,7 +63,9 @@ async def test_tensor_parallel_serve_gives_the_single_process_reply(tiny_model_d
         assert "Exception ignored" not in log, log  # rank 1 may have left first: the engine's atexit close is quiet
     finally:
         tp2.stop()
-    assert want.strip() and got == want
+    # Random weights answer near-ties: the single-process reply was once empty (EOS first; seen 1 in 3 loaded runs),
+    # so an empty reply is no failure as long as the tensor-parallel one is empty too.
+    assert got == want
 
 
 @pytest.mark.parametrize(("extra", "said"), [
