@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "CLIENT_RECONNECTED", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
     "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
-    "parse_server_event", "session_update_event", "truncate_event",
+    "merge_session", "parse_server_event", "session_update_event", "truncate_event",
 ]
 
 Json = dict[str, object]
@@ -192,6 +192,25 @@ def session_update_event(session: Mapping[str, object]) -> Json:
     body = dict(session)
     body.setdefault("type", "realtime")
     return {"type": "session.update", "session": body}
+
+
+# The objects whose fields a session.update sets one by one (a field it leaves out keeps its value): the session,
+# audio, and audio.input / audio.output. Deeper objects (format, transcription, turn_detection) are set whole.
+_Merged = Mapping[str, "_Merged"]
+_MERGED_FIELDS: _Merged = {"audio": {"input": {}, "output": {}}}
+
+
+def merge_session(earlier: Mapping[str, object], later: Mapping[str, object],
+                  merged: _Merged = _MERGED_FIELDS) -> Json:
+    """The session object that sets what `earlier` then `later` set when sent as two session.updates (pure)."""
+    out = dict(earlier)
+    for key, value in later.items():
+        nested, prev = merged.get(key), out.get(key)
+        if nested is not None and isinstance(prev, Mapping) and isinstance(value, Mapping):
+            out[key] = merge_session(prev, value, nested)
+        else:
+            out[key] = value
+    return out
 
 
 def append_event(pcm: bytes) -> Json:

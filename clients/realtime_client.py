@@ -4,10 +4,10 @@ The protocol parts live in pure modules (events, audio, playback); this module o
 task, sleeping for pacing and the monotonic clock.
 
 Reconnect: when the connection drops (anything but a close code in `ReconnectPolicy.final_close_codes`), the
-reader retries with exponential backoff and, once connected, re-sends the last session.update and puts a
-`client.reconnected` event into the stream. The server session is a new one: conversation state is gone, and
-input audio timestamps restart at 0. Sends made while reconnecting wait for it; when the policy gives up,
-`events()` raises `RealtimeConnectionError` and sends raise it too.
+reader retries with exponential backoff and, once connected, re-sends every session field set so far (all the
+session.updates merged into one) and puts a `client.reconnected` event into the stream. The server session is a new
+one: conversation state is gone, and input audio timestamps restart at 0. Sends made while reconnecting wait for it;
+when the policy gives up, `events()` raises `RealtimeConnectionError` and sends raise it too.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class RealtimeClient:
         self._failure: BaseException | None = None
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
-        self._last_session: dict[str, object] | None = None
+        self._session_fields: dict[str, object] | None = None  # every session.update so far, merged
         self._out_bytes_per_sample = _BYTES_PER_WIRE_SAMPLE["audio/pcm"]
         self._server_interrupts = True  # the session's turn_detection.interrupt_response
 
@@ -162,11 +162,11 @@ class RealtimeClient:
         raise RealtimeConnectionError("connection lost while sending")
 
     async def session_update(self, session: Mapping[str, object] | None = None, **fields: object) -> None:
-        """session.update with `session` and/or keyword fields; remembered and re-sent after a reconnect."""
+        """session.update with `session` and/or keyword fields. After a reconnect the new server session gets every
+        field set so far, merged as the server merged them (a later update's field wins), in one session.update."""
         body = {**(session or {}), **fields}
-        event = ev.session_update_event(body)
-        self._last_session = event
-        await self.send(event)
+        self._session_fields = ev.merge_session(self._session_fields or {}, body)
+        await self.send(ev.session_update_event(body))
 
     async def append_audio(self, pcm16: bytes) -> None:
         """input_audio_buffer.append of PCM16 24 kHz mono bytes."""
@@ -332,9 +332,9 @@ class RealtimeClient:
             except (OSError, WebSocketException, TimeoutError) as exc:
                 last = exc
                 continue
-            if self._last_session is not None:
+            if self._session_fields is not None:
                 try:
-                    await ws.send(json.dumps(self._last_session, separators=(",", ":")))
+                    await ws.send(json.dumps(ev.session_update_event(self._session_fields), separators=(",", ":")))
                 except ConnectionClosed as exc:
                     last = exc
                     continue

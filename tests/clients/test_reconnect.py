@@ -150,3 +150,31 @@ async def test_a_client_built_with_the_constructor_says_how_to_connect_instead_o
     with pytest.raises(RealtimeConnectionError, match="not connected"):
         await asyncio.wait_for(anext(rt.events()), 2)
     await rt.close()
+
+
+async def test_a_reconnect_restores_every_session_field_not_only_the_last_update() -> None:
+    """Instructions set by one session.update and modalities by a later one: after a drop, the new server session
+    got only the later update, so the agent silently lost its instructions. It gets both, merged as the server
+    merges updates (audio.input and audio.output field by field; a later value wins)."""
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": f"s{n}"}))
+        if n == 0:
+            for _ in range(3):
+                await s.recv(n, ws)
+            ws.transport.abort()
+            return
+        await s.recv(n, ws)
+        await ws.send(json.dumps({"type": "session.updated", "event_id": "u"}))
+        await ws.wait_closed()
+
+    s = Scripted(script)
+    async for url in _server(s):
+        async with await RealtimeClient.connect(url, reconnect=FAST) as client:
+            await client.session_update(instructions="be brief", audio={"output": {"voice": "marin"}})
+            await client.session_update(output_modalities=["text"])
+            await client.session_update(audio={"input": {"turn_detection": None}, "output": {"speed": 1.2}})
+            assert await _next_types(client, 4) == ["session.created", "client.reconnected", "session.created",
+                                                    "session.updated"]
+    assert s.received[1] == [{"type": "session.update", "session": {
+        "type": "realtime", "instructions": "be brief", "output_modalities": ["text"],
+        "audio": {"input": {"turn_detection": None}, "output": {"voice": "marin", "speed": 1.2}}}}]
