@@ -22,6 +22,9 @@ __all__ = [
 ]
 
 WIRE_RATE = 24_000  # audio/pcm in the Realtime API: 24 kHz, mono, 16-bit little endian
+# More columns than this in a 2-D array are samples, not channels (a [channels, n] array); 64 covers 7th-order
+# ambisonics. A row count is no test: a stream's last [n, channels] block may hold a single frame.
+MAX_CHANNELS = 64
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -30,7 +33,7 @@ def to_mono_float32(x: npt.ArrayLike | bytes) -> FloatArray:
     """Samples as float32 in [-1, 1], downmixed to mono.
 
     Accepts PCM16 LE bytes, int16 arrays (scaled by 1/32768), float arrays (taken as is), shape [n] or
-    [n, channels] (soundfile's layout).
+    [n, channels] (soundfile's layout; raises ValueError for more than MAX_CHANNELS columns, a [channels, n] array).
     """
     if isinstance(x, (bytes, bytearray, memoryview)):
         if len(x) % 2:
@@ -44,6 +47,9 @@ def to_mono_float32(x: npt.ArrayLike | bytes) -> FloatArray:
         raise ValueError(f"integer audio must be int16, got {arr.dtype}")
     arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 2:
+        if arr.shape[1] > MAX_CHANNELS:  # torchaudio's and librosa's layout: downmixed, it was a few samples
+            raise ValueError(f"audio must be [n, channels] (soundfile's layout), got shape {arr.shape}: is it "
+                             "[channels, n]? Pass it transposed (x.T)")
         arr = arr.mean(axis=1, dtype=np.float32)
     elif arr.ndim != 1:
         raise ValueError(f"audio must be [n] or [n, channels], got shape {arr.shape}")

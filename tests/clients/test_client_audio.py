@@ -115,3 +115,13 @@ def test_stream_resampler_matches_length() -> None:
     assert abs(out.size - 24000) <= 1
     same = StreamResampler(24000)
     assert same.process(x) is x and same.flush().size == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 48_000), (2, 48_000)])
+def test_a_channels_first_array_is_refused_instead_of_sent_as_a_few_samples(shape: tuple[int, int]) -> None:
+    """torchaudio.load and librosa.load(mono=False) give [channels, n]: stream_audio downmixed each of its rows to
+    one sample, so 2 s of speech went out as 1 or 2 samples, and the app waited for a turn that never began."""
+    with pytest.raises(ValueError, match=r"\[channels, n\]\? Pass it transposed"):
+        to_mono_float32(np.zeros(shape, np.float32))
+    assert to_mono_float32(np.zeros(shape, np.float32).T).shape == (48_000,)
+    assert to_mono_float32(np.zeros((1, 2), np.float32)).shape == (1,)  # a stream's last stereo block: one frame
