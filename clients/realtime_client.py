@@ -125,8 +125,10 @@ class RealtimeClient:
                       open_timeout: float = 10.0) -> RealtimeClient:
         """Open the WebSocket (no retry for the first connection: a wrong URL or key should fail fast). Raises what
         the connection attempt met: OSError for a refused, unreachable or unknown host (ConnectionRefusedError,
-        socket.gaierror, TimeoutError), websockets' InvalidStatus for a refused handshake (its response: 401 a
-        key, 404 a path, 503 a full server), InvalidURI for a URL that is not ws(s)/http(s)."""
+        socket.gaierror, TimeoutError after `open_timeout`), websockets' InvalidStatus for a refused handshake (its
+        response: 401 a key, 404 a path, 503 a full or loading server; response.body gives the server's reason),
+        InvalidMessage when what answered is not a WebSocket server (a wrong port), InvalidURI for a URL that is not
+        ws(s)/http(s)."""
         client = cls(url, api_key=api_key, model=model, reconnect=reconnect, auto_truncate=auto_truncate,
                      open_timeout=open_timeout)
         client._ws = await client._open()
