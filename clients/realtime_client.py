@@ -93,7 +93,8 @@ class RealtimeClient:
     """A Realtime API session over one (reconnecting) WebSocket. Build it with `await RealtimeClient.connect(...)`.
 
     Attributes:
-        playback: barge-in bookkeeping of received audio (a virtual real-time player).
+        playback: barge-in bookkeeping of received audio (a virtual real-time player); its `now` arguments are
+            the event loop's clock, `asyncio.get_running_loop().time()`.
         input_samples_sent: 24 kHz samples appended in the current server session.
         reconnects: how many times the connection was re-established.
     """
@@ -192,6 +193,11 @@ class RealtimeClient:
         await self.send(ev.cancel_response_event(response_id))
 
     async def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
+        """conversation.item.truncate: the user heard assistant item `item_id` only up to `audio_end_ms` (ms of that
+        item's audio); the server stops that reply and keeps only the heard words. With auto_truncate the client
+        sends it itself when the server reports speech over a playing reply; for a barge-in of your own (say,
+        push-to-talk), send each of `self.playback.interrupt(loop.time())`'s truncations (with `loop` the running
+        event loop): the reply stops, and its audio still to come is no longer counted as played."""
         await self.send(ev.truncate_event(item_id, audio_end_ms, content_index))
 
     async def stream_audio(self, source: AudioSource, sample_rate: int, realtime: bool | float = True, *,
