@@ -35,7 +35,7 @@ __all__ = ["AudioSource", "RealtimeClient", "RealtimeConnectionError", "Reconnec
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave headroom
-AudioSource = np.ndarray | Iterable[np.ndarray | bytes] | AsyncIterable[np.ndarray | bytes]
+AudioSource = np.ndarray | bytes | Iterable[np.ndarray | bytes] | AsyncIterable[np.ndarray | bytes]
 
 # Bytes of output audio per 24 kHz sample, by output format: PCM16 24 kHz = 2; G.711 8 kHz = 1 byte per 3.
 _BYTES_PER_WIRE_SAMPLE = {"audio/pcm": 2.0, "audio/pcmu": 1 / 3, "audio/pcma": 1 / 3}
@@ -205,8 +205,8 @@ class RealtimeClient:
         """Resample `source` to 24 kHz PCM16 and append it in `chunk_ms` chunks, paced like a microphone.
 
         Args:
-            source: a whole array ([n] or [n, channels], float or int16), or a (async) iterable of such blocks
-                or PCM16 bytes, all at `sample_rate`.
+            source: a whole array ([n] or [n, channels], float or int16) or whole PCM16 bytes (mono), or a (async)
+                iterable of such blocks or PCM16 bytes, all at `sample_rate`.
             realtime: True = real time, False = as fast as possible, a float = that speed factor.
             silence_ms: digital silence appended after the source (lets server VAD end the turn).
             log: an empty SendLog to fill while streaming (lets a concurrent task read send times live).
@@ -417,6 +417,8 @@ def _output_bytes_per_sample(event: ServerEvent) -> float:
 
 async def _wire_blocks(source: AudioSource, rate: int) -> AsyncIterator[np.ndarray]:
     """Normalise any audio source to float32 mono blocks at 24 kHz."""
+    if isinstance(source, (bytes, bytearray, memoryview)):  # whole PCM16: iterated, it would be a stream of ints
+        source = to_mono_float32(source)
     if isinstance(source, np.ndarray):
         x = to_mono_float32(source)
         # One-shot resampling of a whole array has no streaming delay, so sample i maps to i * 24000 / rate.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 
 import numpy as np
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from clients.audio import (Chunker, Pacing, SendLog, StreamResampler, chunk_samples, float_to_pcm16,
                            last_voiced_at_or_before, last_voiced_index, pcm16_to_float, to_mono_float32,
                            voiced_indices)
+from clients.realtime_client import RealtimeClient
 
 
 def test_to_mono_float32_downmixes_and_scales() -> None:
@@ -125,3 +129,22 @@ def test_a_channels_first_array_is_refused_instead_of_sent_as_a_few_samples(shap
         to_mono_float32(np.zeros(shape, np.float32))
     assert to_mono_float32(np.zeros(shape, np.float32).T).shape == (48_000,)
     assert to_mono_float32(np.zeros((1, 2), np.float32)).shape == (1,)  # a stream's last stereo block: one frame
+
+
+async def test_stream_audio_sends_whole_pcm16_bytes_as_the_audio_they_hold() -> None:
+    """stream_audio(pcm16_bytes, rate), the bytes append_audio takes, failed with 'integer audio must be int16, got
+    int64' after the connection was up: a bytes object was iterated as a stream of ints. The server gets its samples."""
+    pcm = (np.sin(np.arange(4800) * 0.05) * 12000).astype("<i2").tobytes()
+    received: list[bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        async for raw in ws:
+            event = json.loads(raw)
+            if event["type"] == "input_audio_buffer.append":
+                received.append(base64.b64decode(event["audio"]))
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
+        async with await RealtimeClient.connect(url) as rt:
+            log = await rt.stream_audio(pcm, 24_000, realtime=False)
+    assert log.samples_sent == 4800 and b"".join(received) == pcm
