@@ -92,6 +92,9 @@ def build_url(url: str, model: str | None) -> str:
 class RealtimeClient:
     """A Realtime API session over one (reconnecting) WebSocket. Build it with `await RealtimeClient.connect(...)`.
 
+    Not thread-safe: call it only on the event loop it was connected on. A thread-based program runs that loop in a
+    thread of its own and hands it each call, e.g. `asyncio.run_coroutine_threadsafe(rt.commit(), loop).result()`.
+
     Attributes:
         playback: barge-in bookkeeping of received audio (a virtual real-time player); its `now` arguments are
             the event loop's clock, `asyncio.get_running_loop().time()`.
