@@ -175,7 +175,18 @@ class RealtimeClient:
         await self.send(ev.session_update_event(body))
 
     async def append_audio(self, pcm16: bytes) -> None:
-        """input_audio_buffer.append of PCM16 24 kHz mono bytes."""
+        """input_audio_buffer.append of PCM16 24 kHz mono bytes.
+
+        Raises:
+            ValueError: this client set the session's input format to G.711 (audio/pcmu, audio/pcma), which the
+                server would read these bytes as; send G.711 bytes with `send(clients.events.append_event(...))`.
+        """
+        fmt = _input_format(self._session_fields or {})
+        encoder = _G711_ENCODERS.get(fmt)
+        if encoder is not None:
+            raise ValueError(f"append_audio and stream_audio send PCM16 at 24 kHz, but this session's input format "
+                             f"is {fmt}: set audio.input.format to audio/pcm, or send G.711 bytes yourself with "
+                             f"send(clients.events.append_event(clients.g711.{encoder}(pcm16_at_8khz)))")
         await self.send(ev.append_event(pcm16))
         self.input_samples_sent += len(pcm16) // 2
 
@@ -398,24 +409,33 @@ def _log_send_failure(task: asyncio.Future[None]) -> None:
         logger.warning("sending a truncate failed: %s", task.exception())
 
 
+def _field(obj: object, *path: str) -> object:
+    """The value at `path` in nested JSON objects, or None where one is missing or not an object."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    return obj
+
+
 def _interrupts_response(event: ServerEvent) -> bool:
     """turn_detection.interrupt_response of a session event (true unless the session turns it off)."""
-    session = event.get("session")
-    audio = session.get("audio") if isinstance(session, Mapping) else None
-    inp = audio.get("input") if isinstance(audio, Mapping) else None
-    td = inp.get("turn_detection") if isinstance(inp, Mapping) else None
-    return not (isinstance(td, Mapping) and td.get("interrupt_response") is False)
+    return _field(event.data, "session", "audio", "input", "turn_detection", "interrupt_response") is not False
 
 
 def _output_bytes_per_sample(event: ServerEvent) -> float:
-    session = event.get("session")
-    fmt: object = None
-    if isinstance(session, Mapping):
-        audio = session.get("audio")
-        out = audio.get("output") if isinstance(audio, Mapping) else None
-        f = out.get("format") if isinstance(out, Mapping) else None
-        fmt = f.get("type") if isinstance(f, Mapping) else None
+    fmt = _field(event.data, "session", "audio", "output", "format", "type")
     return _BYTES_PER_WIRE_SAMPLE.get(fmt if isinstance(fmt, str) else "audio/pcm", 2.0)
+
+
+# The beta API's names of the input formats (session.update input_audio_format), which the server also takes.
+_BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+_G711_ENCODERS: dict[object, str] = {"audio/pcmu": "ulaw_encode", "audio/pcma": "alaw_encode"}  # in clients.g711
+
+
+def _input_format(session: Mapping[str, object]) -> object:
+    """The input format the session fields set (GA name; audio/pcm, the API's default, when they set none)."""
+    fmt = _field(session, "audio", "input", "format", "type")
+    beta = session.get("input_audio_format")
+    return fmt or (_BETA_FORMATS.get(beta, beta) if isinstance(beta, str) else None) or "audio/pcm"
 
 
 async def _wire_blocks(source: AudioSource, rate: int) -> AsyncIterator[np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -131,20 +132,50 @@ def test_a_channels_first_array_is_refused_instead_of_sent_as_a_few_samples(shap
     assert to_mono_float32(np.zeros((1, 2), np.float32)).shape == (1,)  # a stream's last stereo block: one frame
 
 
-async def test_stream_audio_sends_whole_pcm16_bytes_as_the_audio_they_hold() -> None:
-    """stream_audio(pcm16_bytes, rate), the bytes append_audio takes, failed with 'integer audio must be int16, got
-    int64' after the connection was up: a bytes object was iterated as a stream of ints. The server gets its samples."""
-    pcm = (np.sin(np.arange(4800) * 0.05) * 12000).astype("<i2").tobytes()
-    received: list[bytes] = []
+async def _received_by_server(use: Callable[[RealtimeClient], Awaitable[None]]) -> list[dict[str, object]]:
+    """The client events an in-test server got while `use` ran with a client connected to it."""
+    received: list[dict[str, object]] = []
 
     async def handler(ws: ServerConnection) -> None:
         async for raw in ws:
-            event = json.loads(raw)
-            if event["type"] == "input_audio_buffer.append":
-                received.append(base64.b64decode(event["audio"]))
+            received.append(json.loads(raw))
 
     async with serve(handler, "127.0.0.1", 0) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
         async with await RealtimeClient.connect(url) as rt:
-            log = await rt.stream_audio(pcm, 24_000, realtime=False)
-    assert log.samples_sent == 4800 and b"".join(received) == pcm
+            await use(rt)
+    return received  # complete: leaving serve() waited for the handler
+
+
+def _appended(events: list[dict[str, object]]) -> bytes:
+    return b"".join(base64.b64decode(str(e["audio"])) for e in events if e["type"] == "input_audio_buffer.append")
+
+
+async def test_stream_audio_sends_whole_pcm16_bytes_as_the_audio_they_hold() -> None:
+    """stream_audio(pcm16_bytes, rate), the bytes append_audio takes, failed with 'integer audio must be int16, got
+    int64' after the connection was up: a bytes object was iterated as a stream of ints. The server gets its samples."""
+    pcm = (np.sin(np.arange(4800) * 0.05) * 12000).astype("<i2").tobytes()
+    logs: list[SendLog] = []
+
+    async def use(rt: RealtimeClient) -> None:
+        logs.append(await rt.stream_audio(pcm, 24_000, realtime=False))
+
+    assert _appended(await _received_by_server(use)) == pcm and logs[0].samples_sent == 4800
+
+
+@pytest.mark.parametrize("session", [{"audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+                                     {"input_audio_format": "g711_alaw"}])
+async def test_pcm16_is_not_sent_to_a_session_whose_input_is_g711(session: dict[str, object]) -> None:
+    """After session_update set a G.711 input format, stream_audio still sent PCM16 at 24 kHz, which the server read
+    as G.711: noise, no turn, and the app waited until its timeout. It now refuses, naming the format and the way to
+    send G.711; audio/pcm set again streams as before."""
+    pcm = (np.sin(np.arange(4800) * 0.05) * 12000).astype("<i2").tobytes()
+
+    async def use(rt: RealtimeClient) -> None:
+        await rt.session_update(session)
+        with pytest.raises(ValueError, match=r"input format is audio/pcm([ua]): .*g711\.\1"):
+            await rt.stream_audio(pcm, 24_000, realtime=False)
+        await rt.session_update(audio={"input": {"format": {"type": "audio/pcm", "rate": 24_000}}})
+        await rt.stream_audio(pcm, 24_000, realtime=False)
+
+    assert _appended(await _received_by_server(use)) == pcm
