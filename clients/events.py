@@ -12,6 +12,7 @@ The client also injects a few local events into the same stream; their type star
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,10 +104,17 @@ class ServerEvent:
 
     @property
     def audio(self) -> bytes:
-        """Decoded audio bytes of response.output_audio.delta (b"" for other events)."""
+        """Decoded audio bytes of response.output_audio.delta (b"" for other events).
+
+        Raises:
+            ServerEventError: the delta is not base64.
+        """
         if self.type not in ("response.output_audio.delta", "response.audio.delta"):
             return b""
-        return base64.b64decode(self.delta)
+        try:
+            return base64.b64decode(self.delta)
+        except binascii.Error as exc:
+            raise ServerEventError(f"{self.type} {self.event_id or ''}: its audio is not base64 ({exc})") from exc
 
     @property
     def audio_start_ms(self) -> int | None:

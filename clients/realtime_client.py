@@ -377,7 +377,10 @@ class RealtimeClient:
             logger.warning("ignoring a bad server frame: %s", exc)
             return
         self._queue.put_nowait(event)
-        self._track(event, asyncio.get_running_loop().time())
+        try:
+            self._track(event, asyncio.get_running_loop().time())
+        except ev.ServerEventError as exc:  # one bad audio delta must not end the session (its reader is this task)
+            logger.warning("not playing a bad server event: %s", exc)
 
     def _track(self, event: ServerEvent, now: float) -> None:
         """Playback bookkeeping and automatic barge-in truncation."""

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from clients.events import ServerEventError
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
 
 FAST = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.05, max_attempts=3)
@@ -178,3 +179,22 @@ async def test_a_reconnect_restores_every_session_field_not_only_the_last_update
     assert s.received[1] == [{"type": "session.update", "session": {
         "type": "realtime", "instructions": "be brief", "output_modalities": ["text"],
         "audio": {"input": {"turn_detection": None}, "output": {"voice": "marin", "speed": 1.2}}}}]
+
+
+async def test_an_audio_delta_that_is_not_base64_does_not_end_the_session() -> None:
+    """One response.output_audio.delta with broken base64 ended the client: events() raised RealtimeConnectionError
+    'Incorrect padding' while the socket stayed open, and nothing more was read. The event is still delivered (its
+    .audio raises ServerEventError naming the problem) and the events after it come."""
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "response.output_audio.delta", "event_id": "bad", "item_id": "i",
+                                  "delta": "abc"}))
+        await ws.send(json.dumps({"type": "session.created", "event_id": "s"}))
+        await ws.wait_closed()
+
+    s = Scripted(script)
+    async for url in _server(s):
+        async with await RealtimeClient.connect(url, reconnect=FAST) as client:
+            bad = await client.recv(timeout=5)
+            with pytest.raises(ServerEventError, match="bad: its audio is not base64"):
+                _ = bad.audio
+            assert (await client.recv(timeout=5)).type == "session.created"
