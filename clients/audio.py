@@ -1,5 +1,5 @@
 """Audio helpers for the client: format conversion, chunking, pacing maths and the send log. Pure: the caller
-passes time in; nothing here sleeps or reads a clock.
+passes time in; nothing here sleeps or reads a clock (wire_blocks only awaits its source).
 
 Pacing models a microphone: the chunk that covers audio [a, b) can only leave once that audio has been captured,
 so it is sent `b / rate / speed` seconds after the stream started. With speed = inf everything leaves at once.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,10 +18,11 @@ import soxr
 
 __all__ = [
     "WIRE_RATE", "Chunker", "Pacing", "SendLog", "StreamResampler", "chunk_samples", "float_to_pcm16",
-    "last_voiced_at_or_before", "last_voiced_index", "pcm16_to_float", "to_mono_float32", "voiced_indices",
+    "last_voiced_at_or_before", "last_voiced_index", "pcm16_to_float", "to_mono_float32", "voiced_indices", "AudioSource", "wire_blocks",
 ]
 
 WIRE_RATE = 24_000  # audio/pcm in the Realtime API: 24 kHz, mono, 16-bit little endian
+AudioSource = np.ndarray | bytes | Iterable[np.ndarray | bytes] | AsyncIterable[np.ndarray | bytes]
 # More columns than this in a 2-D array are samples, not channels (a [channels, n] array); 64 covers 7th-order
 # ambisonics. A row count is no test: a stream's last [n, channels] block may hold a single frame.
 MAX_CHANNELS = 64
@@ -212,3 +213,34 @@ def last_voiced_at_or_before(indices: Sequence[int] | npt.NDArray[np.int64], lim
     """The largest voiced index <= limit (None if there is none)."""
     i = int(np.searchsorted(np.asarray(indices), limit, side="right"))
     return int(indices[i - 1]) if i > 0 else None
+
+
+async def wire_blocks(source: AudioSource, rate: int) -> AsyncIterator[np.ndarray]:
+    """Normalise any audio source to float32 mono blocks at 24 kHz."""
+    if isinstance(source, (bytes, bytearray, memoryview)):  # whole PCM16: iterated, it would be a stream of ints
+        source = to_mono_float32(source)
+    if isinstance(source, np.ndarray):
+        x = to_mono_float32(source)
+        # One-shot resampling of a whole array has no streaming delay, so sample i maps to i * 24000 / rate.
+        yield x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
+        return
+    rs = StreamResampler(rate, WIRE_RATE)
+    odd = b""  # PCM16 bytes read in any pieces (a pipe) may split a sample: its first byte waits for the next piece
+
+    def samples(block: object) -> np.ndarray:
+        nonlocal odd
+        if isinstance(block, (bytes, bytearray, memoryview)):
+            data = odd + bytes(block)
+            whole = len(data) - len(data) % 2
+            block, odd = data[:whole], data[whole:]
+        return rs.process(to_mono_float32(block))  # type: ignore[arg-type]
+
+    if isinstance(source, AsyncIterable):
+        async for block in source:
+            yield samples(block)
+    else:
+        for block in source:
+            yield samples(block)
+    if odd:
+        raise ValueError("the PCM16 audio bytes end mid-sample (an odd count in all): is this PCM16 audio?")
+    yield rs.flush()

@@ -21,6 +21,7 @@ __all__ = [
     "CLIENT_RECONNECTED", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
     "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
     "merge_session", "parse_server_event", "session_update_event", "truncate_event",
+    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "input_format", "interrupts_response", "output_bytes_per_sample",
 ]
 
 Json = dict[str, object]
@@ -252,3 +253,36 @@ def truncate_event(item_id: str, audio_end_ms: int, content_index: int = 0) -> J
         raise ValueError("audio_end_ms must be >= 0")
     return {"type": "conversation.item.truncate", "item_id": item_id,
             "content_index": content_index, "audio_end_ms": int(audio_end_ms)}
+
+
+# Bytes of output audio per 24 kHz sample, by output format: PCM16 24 kHz = 2; G.711 8 kHz = 1 byte per 3.
+BYTES_PER_WIRE_SAMPLE = {"audio/pcm": 2.0, "audio/pcmu": 1 / 3, "audio/pcma": 1 / 3}
+
+
+def _field(obj: object, *path: str) -> object:
+    """The value at `path` in nested JSON objects, or None where one is missing or not an object."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    return obj
+
+
+def interrupts_response(event: ServerEvent) -> bool:
+    """turn_detection.interrupt_response of a session event (true unless the session turns it off)."""
+    return _field(event.data, "session", "audio", "input", "turn_detection", "interrupt_response") is not False
+
+
+def output_bytes_per_sample(event: ServerEvent) -> float:
+    fmt = _field(event.data, "session", "audio", "output", "format", "type")
+    return BYTES_PER_WIRE_SAMPLE.get(fmt if isinstance(fmt, str) else "audio/pcm", 2.0)
+
+
+# The beta API's names of the input formats (session.update input_audio_format), which the server also takes.
+_BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+G711_ENCODERS: dict[object, str] = {"audio/pcmu": "ulaw_encode", "audio/pcma": "alaw_encode"}  # in clients.g711
+
+
+def input_format(session: Mapping[str, object]) -> object:
+    """The input format the session fields set (GA name; audio/pcm, the API's default, when they set none)."""
+    fmt = _field(session, "audio", "input", "format", "type")
+    beta = session.get("input_audio_format")
+    return fmt or (_BETA_FORMATS.get(beta, beta) if isinstance(beta, str) else None) or "audio/pcm"

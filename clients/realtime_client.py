@@ -15,18 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
-import soxr
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from clients import events as ev
-from clients.audio import WIRE_RATE, Chunker, Pacing, SendLog, StreamResampler, chunk_samples, float_to_pcm16, \
-    to_mono_float32
+from clients.audio import WIRE_RATE, AudioSource, Chunker, Pacing, SendLog, chunk_samples, float_to_pcm16, wire_blocks
 from clients.events import ServerEvent
 from clients.playback import Playback
 
@@ -35,10 +33,7 @@ __all__ = ["AudioSource", "RealtimeClient", "RealtimeConnectionError", "Reconnec
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave headroom
-AudioSource = np.ndarray | bytes | Iterable[np.ndarray | bytes] | AsyncIterable[np.ndarray | bytes]
 
-# Bytes of output audio per 24 kHz sample, by output format: PCM16 24 kHz = 2; G.711 8 kHz = 1 byte per 3.
-_BYTES_PER_WIRE_SAMPLE = {"audio/pcm": 2.0, "audio/pcmu": 1 / 3, "audio/pcma": 1 / 3}
 
 
 class RealtimeConnectionError(ConnectionError):
@@ -120,7 +115,7 @@ class RealtimeClient:
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._session_fields: dict[str, object] | None = None  # every session.update so far, merged
-        self._out_bytes_per_sample = _BYTES_PER_WIRE_SAMPLE["audio/pcm"]
+        self._out_bytes_per_sample = ev.BYTES_PER_WIRE_SAMPLE["audio/pcm"]
         self._server_interrupts = True  # the session's turn_detection.interrupt_response
 
     @classmethod
@@ -181,8 +176,8 @@ class RealtimeClient:
             ValueError: this client set the session's input format to G.711 (audio/pcmu, audio/pcma), which the
                 server would read these bytes as; send G.711 bytes with `send(clients.events.append_event(...))`.
         """
-        fmt = _input_format(self._session_fields or {})
-        encoder = _G711_ENCODERS.get(fmt)
+        fmt = ev.input_format(self._session_fields or {})
+        encoder = ev.G711_ENCODERS.get(fmt)
         if encoder is not None:
             raise ValueError(f"append_audio and stream_audio send PCM16 at 24 kHz, but this session's input format "
                              f"is {fmt}: set audio.input.format to audio/pcm, or send G.711 bytes yourself with "
@@ -244,7 +239,7 @@ class RealtimeClient:
                 await self.append_audio(float_to_pcm16(chunk))
                 log.record(end, loop.time())
 
-        async for block in _wire_blocks(source, sample_rate):
+        async for block in wire_blocks(source, sample_rate):
             await emit(chunker.push(block))
         if silence_ms > 0:
             await emit(chunker.push(np.zeros(WIRE_RATE * silence_ms // 1000, np.float32)))
@@ -386,8 +381,8 @@ class RealtimeClient:
         """Playback bookkeeping and automatic barge-in truncation."""
         t = event.type
         if t in ("session.created", "session.updated"):
-            self._out_bytes_per_sample = _output_bytes_per_sample(event)
-            self._server_interrupts = _interrupts_response(event)
+            self._out_bytes_per_sample = ev.output_bytes_per_sample(event)
+            self._server_interrupts = ev.interrupts_response(event)
         elif t == "response.output_audio.delta" and event.item_id:
             n = int(len(event.audio) / self._out_bytes_per_sample)
             self.playback.enqueue(event.item_id, n, now, event.content_index)
@@ -410,63 +405,3 @@ class RealtimeClient:
 def _log_send_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("sending a truncate failed: %s", task.exception())
-
-
-def _field(obj: object, *path: str) -> object:
-    """The value at `path` in nested JSON objects, or None where one is missing or not an object."""
-    for key in path:
-        obj = obj.get(key) if isinstance(obj, Mapping) else None
-    return obj
-
-
-def _interrupts_response(event: ServerEvent) -> bool:
-    """turn_detection.interrupt_response of a session event (true unless the session turns it off)."""
-    return _field(event.data, "session", "audio", "input", "turn_detection", "interrupt_response") is not False
-
-
-def _output_bytes_per_sample(event: ServerEvent) -> float:
-    fmt = _field(event.data, "session", "audio", "output", "format", "type")
-    return _BYTES_PER_WIRE_SAMPLE.get(fmt if isinstance(fmt, str) else "audio/pcm", 2.0)
-
-
-# The beta API's names of the input formats (session.update input_audio_format), which the server also takes.
-_BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
-_G711_ENCODERS: dict[object, str] = {"audio/pcmu": "ulaw_encode", "audio/pcma": "alaw_encode"}  # in clients.g711
-
-
-def _input_format(session: Mapping[str, object]) -> object:
-    """The input format the session fields set (GA name; audio/pcm, the API's default, when they set none)."""
-    fmt = _field(session, "audio", "input", "format", "type")
-    beta = session.get("input_audio_format")
-    return fmt or (_BETA_FORMATS.get(beta, beta) if isinstance(beta, str) else None) or "audio/pcm"
-
-
-async def _wire_blocks(source: AudioSource, rate: int) -> AsyncIterator[np.ndarray]:
-    """Normalise any audio source to float32 mono blocks at 24 kHz."""
-    if isinstance(source, (bytes, bytearray, memoryview)):  # whole PCM16: iterated, it would be a stream of ints
-        source = to_mono_float32(source)
-    if isinstance(source, np.ndarray):
-        x = to_mono_float32(source)
-        # One-shot resampling of a whole array has no streaming delay, so sample i maps to i * 24000 / rate.
-        yield x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
-        return
-    rs = StreamResampler(rate, WIRE_RATE)
-    odd = b""  # PCM16 bytes read in any pieces (a pipe) may split a sample: its first byte waits for the next piece
-
-    def samples(block: object) -> np.ndarray:
-        nonlocal odd
-        if isinstance(block, (bytes, bytearray, memoryview)):
-            data = odd + bytes(block)
-            whole = len(data) - len(data) % 2
-            block, odd = data[:whole], data[whole:]
-        return rs.process(to_mono_float32(block))  # type: ignore[arg-type]
-
-    if isinstance(source, AsyncIterable):
-        async for block in source:
-            yield samples(block)
-    else:
-        for block in source:
-            yield samples(block)
-    if odd:
-        raise ValueError("the PCM16 audio bytes end mid-sample (an odd count in all): is this PCM16 audio?")
-    yield rs.flush()

@@ -38,13 +38,13 @@ def test_pcm16_bytes_of_odd_length_are_named_as_such() -> None:
 async def test_pcm16_bytes_read_in_odd_pieces_stream_as_the_whole() -> None:
     """stream_audio's source may be PCM16 bytes as a pipe gives them: a piece that splits a sample is joined with the
     next, as the server joins appends (it failed with numpy's 'buffer size must be a multiple of element size')."""
-    from clients.realtime_client import _wire_blocks
+    from clients.audio import wire_blocks
 
     pcm = (np.sin(np.arange(4800) * 0.05) * 12000).astype("<i2").tobytes()
     pieces = [pcm[i:i + 333] for i in range(0, len(pcm), 333)]  # odd sizes: most pieces split a sample
 
     async def gather(source: object) -> np.ndarray:
-        return np.concatenate([b async for b in _wire_blocks(source, 24000)])  # type: ignore[arg-type]
+        return np.concatenate([b async for b in wire_blocks(source, 24000)])  # type: ignore[arg-type]
 
     assert np.array_equal(await gather(pieces), await gather([pcm]))
     with pytest.raises(ValueError, match="end mid-sample"):
