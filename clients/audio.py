@@ -17,8 +17,9 @@ import numpy.typing as npt
 import soxr
 
 __all__ = [
-    "WIRE_RATE", "Chunker", "Pacing", "SendLog", "StreamResampler", "chunk_samples", "float_to_pcm16",
-    "last_voiced_at_or_before", "last_voiced_index", "pcm16_to_float", "to_mono_float32", "voiced_indices", "AudioSource", "wire_blocks",
+    "WIRE_RATE", "AudioSource", "Chunker", "Pacing", "SendLog", "StreamResampler", "chunk_samples", "float_to_pcm16",
+    "last_voiced_at_or_before", "last_voiced_index", "pcm16_to_float", "to_mono_float32", "voiced_indices",
+    "wire_blocks",
 ]
 
 WIRE_RATE = 24_000  # audio/pcm in the Realtime API: 24 kHz, mono, 16-bit little endian
