@@ -4,8 +4,9 @@ The wav (any rate, any channel count: downmixed) is streamed at real-time pace f
 that server VAD ends the turn; with --no-vad the client commits and asks for a response itself. A server still
 loading its models is waited for, up to the reply timeout, so talk can be started beside `make serve`. Exit status:
 0 on success; 1 on a file that is not audio or holds only silence, no server at the URL, a refused handshake,
-an error event, a failed reply, a lost connection, a timeout or an --out it cannot write; 2 on a missing wav or
-an --out in a missing folder (the message goes to stderr, checked before connecting where it can be).
+an error event, a failed reply, a lost connection, a timeout or an --out it cannot write; 2 on a missing wav, an
+--out in a missing folder or a --url that is not ws(s):// or http(s):// (the message goes to stderr, checked before
+connecting where it can be).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import numpy as np
 import soundfile as sf
@@ -349,6 +351,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _server_url(text: str) -> str:
+    # Checked with the command line: websockets refused `127.0.0.1:8765` (no scheme) only once talk had read the wav,
+    # as a failed connection (exit 1), in a message that showed the URL with ?model= added to it.
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ws:// or http:// URL, e.g. {DEFAULT_URL}")
+    return text
+
+
 def reply_path(out: Path) -> Path:
     """--out as the wav to write: a folder gets reply.wav in it (as the offline tools' folders get their files)."""
     return out / "reply.wav" if out.is_dir() else out
@@ -357,7 +368,8 @@ def reply_path(out: Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
     p.add_argument("wav", type=Path, help="speech to send (any rate or channel count)")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
+    p.add_argument("--url", type=_server_url, default=DEFAULT_URL,
+                   help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
     p.add_argument("--out", type=Path, default=Path("reply.wav"),
                    help="where to write the assistant's audio: every reply as far as it was sent, cut ones "
                    "included (24 kHz wav; a folder gets reply.wav; default ./reply.wav)")

@@ -157,6 +157,20 @@ def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path
     assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
 
 
+@pytest.mark.parametrize("typed", ["127.0.0.1:8765", "localhost:8765", "ws://", "ftp://127.0.0.1:8765"])
+def test_a_url_talk_cannot_reach_is_a_usage_error(tmp_path: Path, capsys, typed: str) -> None:
+    """The server's address typed without its scheme failed after the wav was read, with exit 1, as
+    "talk: 127.0.0.1:8765?model=stepaudio-rt isn't a valid URI": the README calls a bad command line exit 2."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(wav), "--url", typed])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"stepaudio-rt talk: error: argument --url: {typed!r} is not a ws:// or http:// URL, "
+        "e.g. ws://127.0.0.1:8765/v1/realtime\n")
+
+
 @pytest.mark.parametrize("typed", ["ws://127.0.0.1:8765", "ws://127.0.0.1:8765/", "http://127.0.0.1:8765/v1",
                                    "ws://127.0.0.1:8765/v1/realtime?model=stepaudio-rt"])
 def test_the_server_address_alone_reaches_the_realtime_api(typed: str) -> None:
