@@ -10,6 +10,9 @@ PROFILE ?= embedded
 .PHONY: serve test venv clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@# A PY that is not installed read as "is ...: not found; needs Python 3.11 or newer", as if it were too old.
+	@command -v $(PY) >/dev/null || { echo "make: $(PY) not found (PY names the Python that builds $(VENV));"\
+	  "install it, or pick one you have: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }
 	@# An older Python fails only after minutes of installing, in a pip resolver message: say it first.
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PY) is $$($(PY) --version 2>&1);"\
 	  "stepaudio-rt needs Python 3.11 or newer: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }
