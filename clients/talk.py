@@ -35,6 +35,7 @@ __all__ = ["DEFAULT_URL", "TalkError", "TalkResult", "load_wav_24k", "main", "ru
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
 TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a late input transcript
+READABLE = "wav, flac, ogg and mp3"  # what soundfile's bundled libsndfile (1.1 and later) decodes
 LOADING_POLL_S = 1.0  # below the server's Retry-After (5 s): a local user waits for the load, not for the hint
 # Errors that tell of a turn the server heard only the end of and answers all the same: talk says them and waits for
 # the reply; any other error ends talk.
@@ -53,14 +54,14 @@ class TalkResult:
 
 
 def load_wav_24k(path: str | Path) -> np.ndarray:
-    """Read any wav soundfile understands, downmix to mono and resample to 24 kHz float32.
+    """Read any audio file soundfile understands, downmix to mono and resample to 24 kHz float32.
 
     Raises TalkError for a file soundfile cannot read (not audio, truncated).
     """
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
-        raise TalkError(f"cannot read {path} as audio: {exc.error_string}") from exc
+        raise TalkError(f"cannot read {path} as audio: {exc.error_string} (talk reads {READABLE})") from exc
     x = to_mono_float32(data)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:  # a float wav from a broken export: its NaN went out as full-scale clicks, and all-NaN read as silent
@@ -367,7 +368,7 @@ def reply_path(out: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
-    p.add_argument("wav", type=Path, help="speech to send (any rate or channel count)")
+    p.add_argument("wav", type=Path, help=f"speech to send: {READABLE}, any rate or channel count")
     p.add_argument("--url", type=_server_url, default=DEFAULT_URL,
                    help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
     p.add_argument("--out", type=Path, default=Path("reply.wav"),

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from clients.events import ServerEvent
 from clients.realtime_client import build_url
-from clients.talk import _Printer, main, reply_path
+from clients.talk import _Printer, load_wav_24k, main, reply_path
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
@@ -88,7 +88,19 @@ def test_a_file_that_is_not_audio_is_named_before_connecting(tmp_path: Path, cap
     notes = tmp_path / "notes.wav"
     notes.write_text("not a recording\n")
     assert talk(capsys, str(notes), "--url", no_server()) == (
-        1, f"talk: cannot read {notes} as audio: Format not recognised.\n")
+        1, f"talk: cannot read {notes} as audio: Format not recognised. (talk reads wav, flac, ogg and mp3)\n")
+
+
+@pytest.mark.parametrize("suffix", ["flac", "ogg", "mp3"])
+def test_flac_ogg_and_mp3_files_are_read_and_said_to_be(tmp_path: Path, capsys, suffix: str) -> None:
+    """talk read them (soundfile's libsndfile decodes them), but its help and the README spoke of wav files only, and a
+    file it could not read (an m4a, say) was refused without naming what it reads."""
+    recording = tmp_path / f"turn.{suffix}"
+    sf.write(str(recording), speech(1.0), 24000)
+    assert abs(load_wav_24k(recording).size - 24000) < 2400  # an mp3 is padded by its encoder
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "speech to send: wav, flac, ogg and mp3" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("nan_from", [0, 12000])
