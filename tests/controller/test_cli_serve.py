@@ -104,6 +104,14 @@ def test_help_gives_the_pause_ms_range_the_server_enforces() -> None:
     assert_one_line_error(serve("--pause-ms", "2001"), "--pause-ms must be between 50 and 2000")
 
 
+def test_help_says_the_tiny_profile_needs_no_model_path() -> None:
+    """`serve --help` listed tiny among the profiles --model-path is for, beside step-audio and full-random, which
+    refuse to start without one: it read as if tiny needed one too, though `serve --profile tiny` writes its own."""
+    text = " ".join(serve("--help").stdout.split())
+    assert ("--model-path MODEL_PATH model folder (step-audio, full-random; tiny: optional, by default one written on "
+            "first use to $STEPAUDIO_RT_CACHE/tiny)") in text
+
+
 def test_log_level_debug_shows_websockets_handshakes() -> None:
     """`serve --log-level DEBUG` showed none of websockets' DEBUG lines (the requests and answers of each handshake):
     the level that quiets them at INFO held them at WARNING whatever --log-level said."""
