@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import http
@@ -29,6 +30,7 @@ from controller.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 REALTIME_PATH = "/v1/realtime"
+SHUTDOWN_REASON = "server shutting down"  # the close reason of every session at Ctrl-C or SIGTERM (1001)
 # Browsers cannot set headers on a WebSocket: they pass the key as a subprotocol, as OpenAI's API accepts.
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -280,6 +282,9 @@ class RealtimeServer:
 
     async def close(self) -> None:
         if self._server is not None:
+            # With a reason, which clients show: websockets' own 1001 has none, and talk said "connection lost:
+            # server closed the connection (code 1001)", a fault to the user who had only stopped the server.
+            await asyncio.gather(*(c.close(1001, SHUTDOWN_REASON) for c in self._server.connections))
             self._server.close()
             await self._server.wait_closed()
 

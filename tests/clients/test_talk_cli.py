@@ -377,6 +377,25 @@ async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -
                                                "hangup)"), err
 
 
+async def test_a_server_stopped_mid_conversation_says_it_is_shutting_down(tmp_path: Path, capsys) -> None:
+    """The server stopped (Ctrl-C) while talk talked: talk said 'connection lost: server closed the connection (code
+    1001)', which reads as a fault; the server's close now says why."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(20.0)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url,
+                                                                          "--out", str(tmp_path / "reply.wav")])
+        for _ in range(300):  # until talk's session is open (real-time pace: the file lasts 21 s)
+            if server.sessions:
+                break
+            await asyncio.sleep(0.1)
+    code = await talking
+    err = capsys.readouterr().err
+    assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: server closed the connection (code 1001: "
+                                               "server shutting down)"), err
+
+
 @pytest.mark.slow
 async def test_talk_keeps_waiting_while_a_loading_server_does_not_answer_at_all(tmp_path: Path, capsys) -> None:
     """While the chat LM's loader holds the interpreter a loading server answers nothing (README: /healthz), for
