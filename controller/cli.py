@@ -71,7 +71,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-path", type=Path,
                    help="model folder (step-audio, full-random; tiny: optional, by default one written on first use "
                         "to $STEPAUDIO_RT_CACHE/tiny)")
-    p.add_argument("--chat-url", help="OpenAI-compatible server for the Chat LM (remote backend)")
+    p.add_argument("--chat-url", help="OpenAI-compatible server (vLLM, llama.cpp, ...) for the Chat LM, its URL "
+                                      "ending in /v1, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key", action="append", default=[],
                    help="accept this key (repeatable); env STEPAUDIO_RT_API_KEYS, comma separated")
     p.add_argument("--mqtt-url", help="publish session events to this MQTT broker")

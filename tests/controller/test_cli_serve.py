@@ -112,6 +112,14 @@ def test_help_says_the_tiny_profile_needs_no_model_path() -> None:
             "first use to $STEPAUDIO_RT_CACHE/tiny)") in text
 
 
+def test_help_says_what_a_chat_url_looks_like() -> None:
+    """`serve --help` said only "OpenAI-compatible server for the Chat LM": that the URL is the server's API root,
+    ending in /v1, was said only by a refusal ('foo') or a log warning (`--chat-url http://host:8000`)."""
+    text = " ".join(serve("--help").stdout.split())
+    assert ("--chat-url CHAT_URL OpenAI-compatible server (vLLM, llama.cpp, ...) for the Chat LM, its URL ending in "
+            "/v1, e.g. http://127.0.0.1:8000/v1") in text
+
+
 def test_log_level_debug_shows_websockets_handshakes() -> None:
     """`serve --log-level DEBUG` showed none of websockets' DEBUG lines (the requests and answers of each handshake):
     the level that quiets them at INFO held them at WARNING whatever --log-level said."""
