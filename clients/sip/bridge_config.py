@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from clients.sip.errors import BridgeConfigError
 
@@ -37,8 +38,11 @@ class BridgeConfig:
     dtmf_pause_s: float = 1.5
 
     def __post_init__(self) -> None:
-        if not self.server_url.startswith(("ws://", "wss://")):
-            raise BridgeConfigError("server_url", f"must be a ws:// or wss:// URL, got {self.server_url!r}")
+        # http(s):// as talk and the openai SDK take it: the client turns it into ws(s)://.../v1/realtime.
+        parts = urlsplit(self.server_url)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise BridgeConfigError("server_url", "must be a ws:// or http:// URL, e.g. ws://127.0.0.1:8765/v1/realtime, "
+                                                  f"got {self.server_url!r}")
         for host in (self.host, self.public_host):  # sockets, Via, Contact and SDP are written for IPv4
             if isinstance(_ip(host), ipaddress.IPv6Address):
                 raise ValueError(f"{host} is an IPv6 address: the SIP bridge speaks IPv4 only")

@@ -23,8 +23,8 @@ from tests.sip.media import free_udp_port
     (["--rtp-timeout", "-5"], "sip-bridge: --rtp-timeout must be positive, got -5.0"),
     (["--hold-keepalive", "nan"], "sip-bridge: --hold-keepalive must be positive, got nan"),
     (["--silence-ms", "0"], "sip-bridge: --silence-ms must be positive, got 0"),
-    (["--server-url", "http://127.0.0.1:8765/v1/realtime"],
-     "sip-bridge: --server-url must be a ws:// or wss:// URL, got 'http://127.0.0.1:8765/v1/realtime'"),
+    (["--server-url", "127.0.0.1:8765"], "sip-bridge: --server-url must be a ws:// or http:// URL, "
+                                          "e.g. ws://127.0.0.1:8765/v1/realtime, got '127.0.0.1:8765'"),
     (["--host", "0.0.0.0"], "sip-bridge: --advertise is needed when listening on 0.0.0.0: the address callers reach"),
 ])
 def test_an_impossible_port_or_call_limit_is_named(option: list[str], said: str) -> None:
@@ -55,3 +55,10 @@ def test_the_readme_names_every_sip_bridge_option() -> None:
     documented = set(re.findall(r"`(--[a-z-]+)", paragraph))
     options = set(re.findall(r"(?m)^  (?:-\w, )?(--[a-z-]+)", build_parser().format_help())) - {"--help"}
     assert options <= documented, sorted(options - documented)
+
+
+def test_an_http_server_url_is_taken_as_talk_takes_it() -> None:
+    """talk and the openai SDK take the server's http:// address; the bridge refused it."""
+    from clients.sip.bridge_config import BridgeConfig
+
+    assert BridgeConfig(server_url="http://127.0.0.1:8765").server_url == "http://127.0.0.1:8765"
