@@ -366,5 +366,7 @@ class Engine:
     def _abort_stream(self, sid: int) -> None:
         with self._cv:
             self._listeners.pop(sid, None)
+            # A stream closed before it read its error delta never pops the failure, whose traceback holds the step.
+            self._errors.pop(sid, None)
             self.llm.abort(sid)
 

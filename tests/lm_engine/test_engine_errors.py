@@ -3,6 +3,8 @@ every other session."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 import torch
@@ -55,6 +57,38 @@ async def test_a_failing_step_ends_its_streams_with_an_error_and_later_streams_s
     assert await asyncio.wait_for(collect(prompt), 20) == want  # the stepping thread survived
     assert eng.generate(prompt, GREEDY) == want
     assert not eng.llm.has_unfinished()
+
+
+class DeviceFault(RuntimeError):
+    """A step's failure a test can hold a weak reference to (a bare RuntimeError takes none)."""
+
+
+async def test_a_failed_stream_closed_before_it_read_its_error_keeps_nothing_of_that_failure(eng, monkeypatch):
+    """A client that leaves while its reply's step fails closes the stream before it reads the error: the failure
+    (its traceback holds the step's frames) must go with the stream, not stay in the engine for good."""
+    run = eng.llm._run
+    calls = {"n": 0}
+    failure: list[weakref.ref[DeviceFault]] = []
+
+    def fail_second(step):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            exc = DeviceFault("device fell over")
+            failure.append(weakref.ref(exc))
+            raise exc
+        return run(step)
+
+    monkeypatch.setattr(eng.llm, "_run", fail_second)
+    stream = eng.stream([1, 5, 6, 7], GREEDY)
+    await asyncio.wait_for(anext(stream), 20)
+    for _ in range(200):  # the stepping thread fails the next step on its own
+        if failure and not eng.llm.has_unfinished():
+            break
+        await asyncio.sleep(0.05)
+    await stream.aclose()  # the error delta is still queued, unread
+    gc.collect()
+    assert failure and failure[0]() is None
+    assert eng.num_sequences == 0
 
 
 def test_loading_mistakes_are_named(tiny_ckpt, tmp_path):
