@@ -179,6 +179,8 @@ class Session(ItemsMixin, RepliesMixin):
             if resp.visible and resp.status == "in_progress":
                 self.log.info("response %s cancelled (session closed): %s", resp.response_id, resp.timeline())
                 self.metrics.responses_total.labels(status="cancelled").inc()
+            if resp.speculative and "committed" not in resp.marks:  # dropped uncommitted: started = committed + this
+                self.metrics.speculations_rolled_back.inc()
         tasks = ([task for _, task in self._responses.values()] + list(self._tasks)
                  + [resp.release_task for resp, _ in self._responses.values() if resp.release_task]
                  + list(self._turn_inputs.values()) + list(self._item_transcriptions.values()))

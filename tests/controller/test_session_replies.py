@@ -310,6 +310,25 @@ async def test_cancelling_while_only_a_speculation_runs_is_refused_and_the_specu
         validate_server_event(raw)
 
 
+async def test_a_speculation_dropped_by_a_client_leaving_mid_pause_counts_as_rolled_back() -> None:
+    """Every speculation started ends committed or rolled back in /metrics (the commit rate's two sides): one
+    whose client hung up during the pause had counted as neither."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        conv = await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime")
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
+        deadline = time.monotonic() + 10
+        while "stepaudio_speculations_started_total 1.0" not in server.metrics.render().decode():
+            assert time.monotonic() < deadline, "no speculation started"
+            await asyncio.sleep(0.05)
+        await conv.close()
+        while server.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        metrics = server.metrics.render().decode()
+    assert "stepaudio_speculations_committed_total 0.0" in metrics
+    assert "stepaudio_speculations_rolled_back_total 1.0" in metrics, metrics
+
+
 @pytest.mark.timeout(60)
 async def test_a_client_that_stops_reading_then_drops_ends_its_session() -> None:
     """A client stops reading: the server's socket buffers fill, then the session's output queue. The client sends
