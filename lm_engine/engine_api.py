@@ -63,7 +63,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._holds = 0  # hold() calls under way: streams take no new step meanwhile
-        self._errors: dict[int, StepError] = {}  # seq_id -> the failed step that ended its stream or generate()
+        self._errors: dict[int, StepError] = {}  # seq_id -> the failed step that ended it, until its owner reads it
         self._down: str | None = None  # why no step can run any more
 
     # ------------------------------------------------------------------ loading
@@ -148,11 +148,12 @@ class Engine:
         except StepError as exc:
             if isinstance(exc.__cause__, EngineDown):
                 self._down = str(exc.__cause__)
-            # Tell the failed sequences' listeners (streams raise it), then let the caller see it too.
+            # Whichever thread ran the step, each failed sequence's owner (a stream, generate(), a scoring call)
+            # finds its error under its id; the listeners are told now.
             for sid in exc.seq_ids:
+                self._errors[sid] = exc
                 listener = self._listeners.pop(sid, None)
                 if listener is not None:
-                    self._errors[sid] = exc
                     listener(TokenDelta(sid, None, True, "error"))
             raise
         for delta in deltas:
@@ -162,15 +163,21 @@ class Engine:
                 if delta.finished:
                     del self._listeners[delta.seq_id]
 
-    def _drive(self, done: Callable[[], bool]) -> None:
-        """Steps until done(), the lock taken step by step: streams and other callers step in between."""
+    def _drive(self, seq_id: int, done: Callable[[], bool]) -> None:
+        """Steps until done(), the lock taken step by step: streams and other callers step in between. A failed step
+        raises here if it failed seq_id, whichever thread ran it, and not if it failed only other sequences."""
         while True:
             with self._cv:
                 if done():
                     return
+                if (error := self._errors.pop(seq_id, None)) is not None:
+                    raise EngineError(str(error)) from error
                 if not self.llm.has_unfinished():
                     raise EngineError("engine is idle but the request has not completed")
-                self._step_locked()
+                try:
+                    self._step_locked()
+                except StepError:
+                    continue  # its sequences' owners were told; ours, if among them, is raised above
 
     def _loop(self) -> None:
         while True:
@@ -215,7 +222,7 @@ class Engine:
         """Logits at every position, [len(token_ids), vocab] float32 (CPU), through the paged-cache path."""
         with self._cv:
             sid = self.llm.add_request(token_ids, mode=Mode.SCORE, all_logits=True)
-        self._drive(lambda: sid in self.llm.scores)
+        self._drive(sid, lambda: sid in self.llm.scores)
         with self._cv:
             return self.llm.scores.pop(sid)
 
@@ -228,7 +235,8 @@ class Engine:
         """Logits for the token after the session's last one, [vocab] float32."""
         with self._cv:
             self.llm.score(seq_id)
-        self._drive(lambda: seq_id in self.llm.scores)
+            self._errors.pop(seq_id, None)  # an earlier request's failure that nobody read is not this one's
+        self._drive(seq_id, lambda: seq_id in self.llm.scores)
         with self._cv:
             return self.llm.scores.pop(seq_id)[-1]
 
@@ -306,7 +314,7 @@ class Engine:
             sid = self._start(prompt, seq_id, params or SamplingParams())
             self._listeners[sid] = on_delta
         try:
-            self._drive(finished.is_set)
+            self._drive(sid, finished.is_set)
         finally:
             error = self._errors.pop(sid, None)  # a step that another thread ran failed this request
         if error is not None:

@@ -125,3 +125,30 @@ def test_bad_sampling_params_name_the_field(kw, message):
 
     with pytest.raises(EngineConfigError, match=message):
         SamplingParams(**kw)
+
+
+def test_a_step_that_failed_only_another_sessions_work_does_not_fail_this_call(eng, monkeypatch):
+    """Scoring steps whatever work is queued: a step of another session's that fails in this caller's thread was
+    raised to this caller (whose own request then never ran), while that session's own caller was told "engine is
+    idle but the request has not completed" instead of its step's error."""
+    a, b = eng.open([1, 5, 6]), eng.open([1, 7, 8, 9])
+    want = eng.next_logits(a)
+    eng.next_logits(b)  # both computed: both are scheduled as running sequences, in the order they ask
+    eng.extend(a, [3])
+    eng.extend(b, [4])
+    run = eng.llm._run
+
+    def fail_steps_of_b(step):  # type: ignore[no-untyped-def]
+        if any(s.seq_id == b for s in eng.llm.scheduler.running):
+            raise RuntimeError("device fell over")
+        return run(step)
+
+    monkeypatch.setattr(eng.llm, "_run", fail_steps_of_b)
+    monkeypatch.setattr(eng.llm.scheduler, "max_num_seqs", 1)  # one session a step: b's step, then a's
+    with eng._cv:
+        eng.llm.score(b)  # b's scoring is queued first, as another thread's would be
+    got = eng.next_logits(a)
+    with pytest.raises(EngineError, match="device fell over"):  # b's caller, waiting in its own call meanwhile
+        eng._drive(b, lambda: b in eng.llm.scores)
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    assert not eng.llm.has_unfinished()
