@@ -135,7 +135,7 @@ class App:
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Listen, load the models, then accept sessions; not the last if `stop` was set during the load."""
         if self.pipeline is None and (self.config.profile != "embedded" or os.environ.get("WORLD_SIZE", "1") != "1"):
-            from controller.step_audio_pipeline import check_model_folder
+            from controller.step_audio_setup import check_model_folder
             check_model_folder(self.config)
         if self.config.mqtt_url:
             from controller.mqtt_protocol import parse_mqtt_url

@@ -202,7 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
         lm_slots=args.lm_slots, tp_step_timeout_s=args.tp_step_timeout,
     )
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server
-        from controller.step_audio_pipeline import follow_chat_rank
+        from controller.step_audio_setup import follow_chat_rank
 
         follow_chat_rank(config)
     try:

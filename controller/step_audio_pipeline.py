@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,15 @@ from controller.bridge import iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import ConfigError
 from controller.pipeline import Listener, PromptCut, ReplyText, SpeechChunk, VadStream
-from controller.step_audio_layout import ChatNeed, check_layout, check_model_size, missing_files
+from controller.step_audio_layout import ChatNeed, check_layout, missing_files
 from controller.step_audio_listener import StreamingTokenListener
+from controller.step_audio_setup import (
+    RANDOM_PROFILES, StepAudioConfig, chat_engine_config, chat_need, loading, tiny_cache_dir,
+)
 from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
 logger = logging.getLogger(__name__)
 
-RANDOM_PROFILES = ("tiny", "full-random")
 FLOW_MAX_BATCH = 32  # flow windows of concurrent sessions run as one batch, up to this many
 # An utterance's first flow window runs with the TTS LM held (its decoding paused, ~one window's time) while the LM
 # speaks at most this many utterances: on an H100 the first audio came 30 ms sooner with the LM paused (run4: 190 vs
@@ -50,115 +52,6 @@ FLOW_MAX_BATCH = 32  # flow windows of concurrent sessions run as one batch, up 
 TTS_HOLD_MAX_STREAMS = 2
 MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
 _REPLY_OPENING = "<|BOT|>assistant\n"  # a chat prompt's end: the reply's turn, opened
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StepAudioConfig:
-    model_path: Path
-    profile: str = "step-audio"  # step-audio | tiny | full-random
-    threads: int = 2
-    language: str = "en"
-    tp: int = 1
-    chat_url: str | None = None
-    chat: bool = True  # False: no Chat LM and no Step-Audio-Chat/ (the `tts` tool, as upstream's tts_inference.py)
-    asr: bool = True  # Whisper transcripts for the history (when the package is installed)
-    device: str | None = None  # None: cuda when available
-    max_reply_tokens: int | None = None  # None: the request's max_tokens (tiny: 24)
-    tts_max_tokens: int = 2048  # audio tokens per sentence at most (tiny: 75)
-    constrain_text: bool = False  # sample the Chat LM under a text-pieces mask (random checkpoints)
-    seed: int = 0
-    tp_step_timeout_s: float = 60.0  # tp > 1: a Chat LM step waits this long for the other ranks
-
-    @classmethod
-    def for_profile(cls, profile: str, model_path: Path, **kw: Any) -> StepAudioConfig:
-        random = profile in RANDOM_PROFILES
-        defaults: dict[str, Any] = dict(constrain_text=random)
-        if profile == "tiny":
-            defaults.update(max_reply_tokens=24, tts_max_tokens=75, device="cpu")
-        return cls(model_path=Path(model_path), profile=profile, **{**defaults, **kw})
-
-
-def chat_need(config: StepAudioConfig) -> ChatNeed:
-    """How much of Step-Audio-Chat/ this pipeline reads."""
-    return ChatNeed.TOKENIZER if config.chat_url else ChatNeed.WEIGHTS if config.chat else ChatNeed.NONE
-
-
-def tiny_cache_dir() -> Path:
-    """Where `serve --profile tiny` without --model-path keeps its folder: $STEPAUDIO_RT_CACHE/tiny."""
-    from lm_engine.assets import default_cache_dir
-
-    return default_cache_dir() / "tiny"
-
-
-def chat_engine_config(config: StepAudioConfig, on_cpu: bool) -> Any:
-    """The Chat LM's engine settings; every tensor-parallel rank must build the same."""
-    from lm_engine import EngineConfig
-
-    return EngineConfig(kv_cache_memory_gib=0.25 if on_cpu else 1.0, gpu_memory_utilization=0.9, seed=config.seed,
-                        tp_step_timeout_s=config.tp_step_timeout_s)
-
-
-def follow_chat_rank(app_config: Any) -> None:
-    """Ranks > 0 of `torchrun --nproc-per-node N stepaudio-rt serve --profile P --model-path DIR`: load this
-    rank's shard of the Chat LM and run rank 0's engine steps until rank 0 closes it; no server, no other model.
-    Rank 0 serves as usual and drives the others (lm_engine.engine.tp_worker). Exits the process when done."""
-    import torch
-
-    from controller.checkpoints import CHAT_DIR
-    from lm_engine import Engine
-    from lm_engine.utils.loader import CheckpointError
-
-    tp = check_model_folder(app_config)  # rank 0's checks, so that a bad folder is one line from every rank
-    cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, tp=tp,
-                                      tp_step_timeout_s=app_config.tp_step_timeout_s)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        torch.set_num_threads(1)  # as rank 0 does for tiny: the ranks share the machine's cores
-    chat_dir = cfg.model_path / CHAT_DIR
-    logger.info("rank %s: following rank 0 with %s (tp=%d)", os.environ.get("RANK"), chat_dir, tp)
-    try:
-        Engine.from_pretrained(chat_dir, device=device, tp=tp, progress=False,
-                               config=chat_engine_config(cfg, device == "cpu"))
-    except (CheckpointError, OSError) as exc:  # the folder's files, as rank 0 says it; not the gloo errors of
-        raise _load_error(chat_dir, exc) from exc  # following, which are rank 0's to explain
-    raise SystemExit(0)  # from_pretrained returns only on rank 0
-
-
-def check_tensor_parallel(app_config: Any) -> int:
-    """Under torchrun (WORLD_SIZE > 1), on every rank before anything loads: a profile with a Chat LM to shard, a
-    --model-path, no --chat-url, and a size that divides the Chat LM (from its config.json; a folder without one
-    is check_layout's to report). Returns the size, 1 without torchrun."""
-    from controller.checkpoints import CHAT_DIR
-    from lm_engine.models.config import ModelConfig, ModelConfigError
-
-    tp = int(os.environ.get("WORLD_SIZE", "1"))
-    if tp == 1:
-        return 1
-    if app_config.profile not in ("step-audio", *RANDOM_PROFILES):
-        raise ConfigError(f"torchrun (WORLD_SIZE={tp}) shards the Step-Audio Chat LM; profile "
-                          f"{app_config.profile!r} has none")
-    if app_config.model_path is None or app_config.chat_url:
-        raise ConfigError("tensor parallel serving needs --model-path DIR (the same on every rank) and no "
-                          "--chat-url")
-    chat_dir = Path(app_config.model_path) / CHAT_DIR
-    if (chat_dir / "config.json").is_file():
-        try:
-            ModelConfig.from_dir(chat_dir).check_tp(tp)
-        except ModelConfigError as exc:
-            raise ConfigError(f"torchrun --nproc-per-node {tp}: {chat_dir}: {exc}") from exc
-    return tp
-
-
-def check_model_folder(app_config: Any) -> int:
-    """The serve command's checks before it listens: a missing or partial folder, or a torchrun size that cannot
-    split the Chat LM, is one error line, not a server that says it listens and then stops. (Without
-    --model-path, tiny writes its own folder at load.) Returns the tensor-parallel size (check_tensor_parallel)."""
-    tp = check_tensor_parallel(app_config)
-    if app_config.model_path is not None:
-        cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
-        check_layout(cfg.model_path, chat_need(cfg))
-        check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
-    return tp
 
 
 def load_step_audio(app_config: Any) -> StepAudioPipeline:
@@ -223,22 +116,22 @@ class StepAudioPipeline:
         from streaming_tokenizer.step_audio import StepAudioTokenizer
 
         root = self.config.model_path
-        with _loading(root / TOKENIZER_DIR):
+        with loading(root / TOKENIZER_DIR):
             self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
         # TTS first with a small GPU share, then the Chat LM takes most of what is left (budgets are cumulative).
         # On one GPU the speech path's stream goes first, then the TTS LM's (the reply's next audio), then Chat's.
         tts_dir = root / TTS_DIR
-        with _loading(tts_dir):
+        with loading(tts_dir):
             self.tts_engine = Engine.from_pretrained(
                 tts_dir, device=device, progress=False,
                 config=EngineConfig(kv_cache_memory_gib=0.25 if device == "cpu" else 1.0, gpu_memory_utilization=0.3,
                                     seed=self.config.seed, stream_priority=-1))
             tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
-        with _loading(tts_dir / COMMON_DIR):
+        with loading(tts_dir / COMMON_DIR):
             common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
         music = None
         if (tts_dir / MUSIC_DIR).is_dir():
-            with _loading(tts_dir / MUSIC_DIR):
+            with loading(tts_dir / MUSIC_DIR):
                 music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device)
         else:  # optional, as in the layout check, but a (RAP) or (哼唱) reply then sounds otherwise than upstream's
             logger.warning("%s has no %s/: RAP and humming are spoken with %s/ instead", tts_dir, MUSIC_DIR,
@@ -247,7 +140,7 @@ class StepAudioPipeline:
         self.output_rate = int(common.sample_rate)
         speakers = find_speakers_dir(tts_dir, root)
         assert speakers is not None, "check_layout has found it"
-        with _loading(speakers):
+        with loading(speakers):
             self._register_speakers(speakers)
         self.default_voice = self.tts.default_speaker()  # Tingting, as upstream's scripts speak
         speaker, model = self.tts.resolve("", None)
@@ -274,7 +167,7 @@ class StepAudioPipeline:
         elif not config.chat:
             self.chat_tok = None  # `tts`: neither the Chat LM nor its folder
         else:
-            with _loading(chat_dir, f"tp={config.tp}"):
+            with loading(chat_dir, f"tp={config.tp}"):
                 self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
                                                           config=chat_engine_config(config, device == "cpu"))
                 self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
@@ -611,32 +504,6 @@ def _turn(message: dict[str, str]) -> str:
     """One chat_messages() turn in Step-Audio's chat template."""
     role = "human" if message["role"] == "user" else message["role"]
     return f"<|BOT|>{role}\n{message['content']}<|EOT|>"
-
-
-@contextlib.contextmanager
-def _loading(folder: Path, note: str = "") -> Iterator[None]:
-    """Loads from one folder of the user's layout. Its failures (a truncated download, a file of another model, a
-    folder mixed up with another) come from torch, safetensors, onnx or json and say nothing of where: they are
-    raised again as a ConfigError naming the folder, which the CLI prints in one line."""
-    logger.info("loading %s%s", folder, f" ({note})" if note else "")
-    try:
-        yield
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise _load_error(folder, exc) from exc
-
-
-def _load_error(folder: Path, exc: Exception) -> ConfigError:
-    import yaml
-
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        # a config cut short: yaml's first line is only its context ("while scanning a quoted scalar"), no file
-        mark = exc.problem_mark
-        return ConfigError(f"cannot load {folder}: {mark.name} is not valid YAML (line {mark.line + 1}: "
-                           f"{exc.problem}): a download cut short?")
-    first_line = next(iter(str(exc).splitlines()), "")  # torch.load's run on for a page
-    return ConfigError(f"cannot load {folder}: {type(exc).__name__}: {first_line}")
 
 
 async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:

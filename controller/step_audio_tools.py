@@ -12,7 +12,8 @@ import numpy as np
 from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.step_audio_layout import check_layout, check_model_size, speaker_names
-from controller.step_audio_pipeline import StepAudioConfig, StepAudioPipeline, chat_need
+from controller.step_audio_pipeline import StepAudioPipeline
+from controller.step_audio_setup import StepAudioConfig, chat_need
 
 
 SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
