@@ -94,14 +94,22 @@ def _leave() -> None:
 
 
 def follow(runner: ModelRunner, step_timeout_s: float) -> None:
-    """Ranks > 0: runs rank 0's steps until it sends EXIT."""
+    """Ranks > 0: runs rank 0's steps until it sends EXIT, or until a step fails here (this rank hung past the step
+    timeout and resumed, or rank 0 went away): rank 0 has then refused every step since (EngineDown), and this rank
+    leaves without a traceback and with status 0, so that torchrun does not stop rank 0, which goes on answering
+    /healthz with chat_lm_down until the server is restarted."""
     group = dist.new_group(backend="gloo", timeout=WAIT_FOR_COMMANDS)
     _bound_steps(step_timeout_s)
-    while True:
-        msg: list[Any] = [None, None]
-        dist.broadcast_object_list(msg, src=0, group=group)
-        if msg[0] is Command.EXIT:
-            _leave()
-            return
-        with runner.on_stream():
-            runner.run(msg[1])
+    try:
+        while True:
+            msg: list[Any] = [None, None]
+            dist.broadcast_object_list(msg, src=0, group=group)
+            if msg[0] is Command.EXIT:
+                break
+            with runner.on_stream():
+                runner.run(msg[1])
+    except Exception as exc:  # noqa: BLE001 - any failure of a collective: this rank is out of step for good
+        first_line = next(iter(str(exc).splitlines()), "")
+        logger.error("rank %d: left tensor parallelism after a failed step (%s: %s)", dist.get_rank(),
+                     type(exc).__name__, first_line)
+    _leave()

@@ -4,6 +4,7 @@ half of the Chat LM (gloo on the CPU). A greedy turn gives the reply that the on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -206,8 +207,21 @@ async def test_a_hung_rank_fails_the_reply_and_healthz_says_the_chat_lm_is_down(
         assert body["reason"].startswith(f"the chat LM is down: {why}"), body
         assert why in await _failed_reply(tp2.ws)  # a new session, refused no step
         assert "tensor-parallel step failed" in tp2.log(), tp2.log()  # the detail, for the operator
+        # The follower resumes: its step fails, it leaves quietly (a traceback and a non-zero exit had made torchrun
+        # stop rank 0, the whole server), and rank 0 goes on saying why.
+        os.kill(follower, signal.SIGCONT)
+        for _ in range(120):
+            if not os.path.exists(f"/proc/{follower}") or open(f"/proc/{follower}/stat").read().split()[2] == "Z":
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(2.0)  # time for torchrun to have stopped rank 0, had it meant to
+        assert tp2.proc.poll() is None, tp2.log()
+        assert (await _healthz_once_down(tp2.http))["status"] == "chat_lm_down"
+        log = tp2.log()
+        assert "rank 1: left tensor parallelism after a failed step" in log and "Traceback" not in log, log
     finally:
-        os.kill(follower, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(follower, signal.SIGKILL)
         tp2.stop()
 
 
