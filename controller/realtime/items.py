@@ -103,6 +103,8 @@ def parse_item(f: Fields) -> ItemSpec | ItemReference:
     """Parse a conversation item object (f.path is e.g. "item" or "response.input[0]")."""
     kind = f.choice("type", ("message", "function_call", "function_call_output", "item_reference"))
     item_id = f.opt_str("id")
+    if f.obj.get("status") is not None:  # the API's values; a client's own item is shown "completed" whatever it says
+        f.choice("status", ("completed", "incomplete", "in_progress"))
     if kind == "item_reference":
         return ItemReference(id=f.str_("id"))
     if kind == "function_call":

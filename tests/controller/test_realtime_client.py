@@ -389,6 +389,9 @@ def test_response_create_and_cancel() -> None:
          "invalid_value", "response.metadata.k", None),
         ({"type": "response.create", "response": {"output_modalities": ["speech"]}},
          "invalid_value", "response.output_modalities[0]", None),
+        ({"type": "conversation.item.create", "event_id": "c", "item": {
+            "type": "message", "role": "user", "status": "bogus", "content": [{"type": "input_text", "text": "x"}]}},
+         "invalid_value", "item.status", "c"),
     ],
 )
 # fmt: on
@@ -500,3 +503,10 @@ def test_unknown_session_keys_are_ignored() -> None:
         }
     )
     assert ev == ce.SessionUpdate(event_id=None, patch=SessionPatch(kind="realtime"))
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "in_progress", None])
+def test_an_item_status_the_api_allows_is_accepted(status: str | None) -> None:
+    ev = parse({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "assistant", "status": status, "content": [{"type": "output_text", "text": "x"}]}})
+    assert isinstance(ev, ce.ConversationItemCreate)
