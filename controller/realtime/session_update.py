@@ -96,6 +96,9 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
             out.append(f"{path}.{rel}: this server has no noise reduction; the audio is used as sent")
     if payload.get("tracing") is not None:
         out.append(f"{path}.tracing: this server keeps no traces")
+    for key in ("parallel_tool_calls", "reasoning"):
+        if payload.get(key) is not None:
+            out.append(f"{path}.{key}: for the API's reasoning models; this server's chat LM does not take it")
     for rel, t in asked("transcription", "input_audio_transcription").items():
         if isinstance(t, Mapping) and t.get("model") not in (None, "whisper-1"):
             out.append(f"{path}.{rel}.model: {t.get('model')!r} is served by this server's own Whisper")
@@ -186,6 +189,7 @@ def parse_session_patch(
         raise invalid(f.param("truncation"), f"Invalid value for '{f.param('truncation')}': only 'auto' is "
                       "supported (the oldest turns are dropped to fit the context budget).", event_id)
     _check_tracing(f)
+    _check_reasoning(f)
     if f.has("type") and f.obj["type"] is not None:  # a response has no type of its own: only a session's
         ch["kind"] = f.choice("type", ("realtime", "transcription") if path == "session" else ("realtime",))
     if f.has("instructions"):
@@ -247,6 +251,15 @@ def _check_tracing(f: Fields) -> None:
         tracing.opt_str("workflow_name")
         tracing.opt_str("group_id")
         tracing.opt_obj("metadata")
+
+
+def _check_reasoning(f: Fields) -> None:
+    """parallel_tool_calls and reasoning are for the API's reasoning models (served_as names them): checked as the
+    API types them, a boolean and {effort}."""
+    if f.obj.get("parallel_tool_calls") is not None:
+        f.bool_("parallel_tool_calls")
+    if (reasoning := f.opt_obj("reasoning")) is not None and reasoning.obj.get("effort") is not None:
+        reasoning.choice("effort", ("minimal", "low", "medium", "high", "xhigh"))
 
 
 def _parse_beta_audio(f: Fields, ch: dict[str, object]) -> None:

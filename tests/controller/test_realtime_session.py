@@ -17,7 +17,7 @@ from controller.realtime.session_config import (
     apply_patch,
     session_to_wire,
 )
-from controller.realtime.session_update import apply_session_update, ignored_fields, parse_session_patch
+from controller.realtime.session_update import apply_session_update, ignored_fields, parse_session_patch, served_as
 from tests.realtime_schema import validate_server_event
 
 
@@ -230,6 +230,9 @@ def test_turn_detection_fields_of_the_other_vad_type_are_named_for_the_log() -> 
     ({"tracing": 5}, "session.tracing"),
     ({"tracing": {"workflow_name": 5}}, "session.tracing.workflow_name"),
     ({"tracing": {"metadata": "x"}}, "session.tracing.metadata"),
+    ({"parallel_tool_calls": "yes"}, "session.parallel_tool_calls"),
+    ({"reasoning": "high"}, "session.reasoning"),
+    ({"reasoning": {"effort": "max"}}, "session.reasoning.effort"),
 ])
 def test_malformed_noise_reduction_and_tracing_are_refused_though_neither_is_served(session: dict, param: str) -> None:
     """This server has no noise reduction and keeps no traces (session.updated shows both null), but a malformed
@@ -245,6 +248,12 @@ def test_malformed_noise_reduction_and_tracing_are_refused_though_neither_is_ser
     {"input_audio_noise_reduction": {"type": "far_field"}, "tracing": {"workflow_name": "w", "group_id": "g",
                                                                        "metadata": {"k": 1}}},
     {"audio": {"input": {"noise_reduction": None}}, "tracing": None},
+    {"parallel_tool_calls": False, "reasoning": {"effort": "low"}},
 ])
 def test_well_formed_noise_reduction_and_tracing_are_accepted(session: dict) -> None:
     assert apply_session_update(SessionConfig(), session) == SessionConfig()
+
+
+def test_reasoning_fields_are_named_for_the_log_as_not_taken() -> None:
+    said = served_as({"parallel_tool_calls": True, "reasoning": {"effort": "high"}})
+    assert [line.split(":")[0] for line in said] == ["session.parallel_tool_calls", "session.reasoning"], said
