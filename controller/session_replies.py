@@ -204,17 +204,25 @@ class RepliesMixin(_Base):
         it. The API documents one response's audio at a time; with out-of-band replies speaking beside the
         conversation's, all of them are cut off, each with its own cleared event (undocumented: the least surprising
         reading of "clear the buffer", since the client hears them all)."""
+        cleared = False
         # The conversation's reply: there is none to stop while only a speculation runs.
         if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
             response_id = self._current_response_id()
             await self._apply_for(event, tt.CancelRequested())
             if response_id is not None:
                 await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
+                cleared = True
         # Out-of-band replies that speak; a text-only one puts nothing in the output audio buffer and goes on.
         for resp in [r for r, _ in self._responses.values() if r.out_of_band and r.audio_out]:
             self._drop_queued_audio(resp.gen_id)
             await self._cancel_response(resp.gen_id, "client_cancelled")
             await self.emit(self.events.output_audio_buffer_cleared(response_id=resp.response_id))
+            cleared = True
+        # Nothing left to cut (the documented order is response.cancel first, then this): the buffer is empty, and a
+        # client that waits for cleared gets it, naming the reply whose audio was sent last.
+        last = next((r for r in reversed(self._spoken.values()) if r.audio_out), None)
+        if not cleared and last is not None:
+            await self.emit(self.events.output_audio_buffer_cleared(response_id=last.response_id))
 
     async def _cancel_response(self, gen_id: int, reason: str) -> None:
         entry = self._responses.pop(gen_id, None)

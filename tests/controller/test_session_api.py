@@ -243,6 +243,20 @@ async def test_clearing_the_output_audio_buffer_cancels_the_reply_and_says_so() 
         validate_server_event(raw)
 
 
+async def test_clearing_the_output_audio_buffer_after_response_cancel_still_says_cleared() -> None:
+    """The documented order is response.cancel, then output_audio_buffer.clear: the cancel had already stopped the
+    audio, so the clear found nothing to cut and answered nothing, and a client waiting for cleared hung."""
+    async with speaking(NOON, 0.2) as (conv, n, delta):
+        await conv.send({"type": "response.cancel"})
+        await conv.wait_for("response.done", after=n, timeout=5)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        cleared = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+    assert cleared["response_id"] == delta["response_id"]
+    assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_the_speaking_rate_set_by_session_update_reaches_the_speech() -> None:
     """audio.output.speed is echoed and the reply's audio is spoken at it (the scripted voice speaks 50 ms a word at
     speed 1.0: 12 words of reply = 600 ms, 400 ms at 1.5)."""
