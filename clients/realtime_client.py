@@ -99,12 +99,14 @@ class RealtimeClient:
 
     def __init__(self, url: str, *, api_key: str | None = None, model: str | None = "stepaudio-rt",
                  reconnect: ReconnectPolicy = ReconnectPolicy(), auto_truncate: bool = True,
-                 open_timeout: float = 10.0) -> None:
+                 open_timeout: float = 10.0, ping_interval: float | None = 20.0,
+                 ping_timeout: float | None = 20.0) -> None:
         self.url = build_url(url, model)
         self.api_key = api_key
         self.policy = reconnect
         self.auto_truncate = auto_truncate
         self.open_timeout = open_timeout
+        self.keepalive = {"ping_interval": ping_interval, "ping_timeout": ping_timeout}
         self.playback = Playback(WIRE_RATE)
         self.input_samples_sent = 0
         self.reconnects = 0
@@ -121,15 +123,18 @@ class RealtimeClient:
     @classmethod
     async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
                       reconnect: ReconnectPolicy = ReconnectPolicy(), auto_truncate: bool = True,
-                      open_timeout: float = 10.0) -> RealtimeClient:
+                      open_timeout: float = 10.0, ping_interval: float | None = 20.0,
+                      ping_timeout: float | None = 20.0) -> RealtimeClient:
         """Open the WebSocket (no retry for the first connection: a wrong URL or key should fail fast). Raises what
         the connection attempt met: OSError for a refused, unreachable or unknown host (ConnectionRefusedError,
         socket.gaierror, TimeoutError after `open_timeout`), websockets' InvalidStatus for a refused handshake (its
         response: 401 a key, 404 a path, 503 a full or loading server; response.body gives the server's reason),
         InvalidMessage when what answered is not a WebSocket server (a wrong port), InvalidURI for a URL that is not
-        ws(s)/http(s)."""
+        ws(s)/http(s). A server that stops answering is found by websockets' keepalive: a ping every
+        `ping_interval` s, the connection lost (and reconnected, per `reconnect`) when no pong comes within
+        `ping_timeout` s and websockets' 10 s close timeout (None turns either off)."""
         client = cls(url, api_key=api_key, model=model, reconnect=reconnect, auto_truncate=auto_truncate,
-                     open_timeout=open_timeout)
+                     open_timeout=open_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout)
         client._ws = await client._open()
         client._connected.set()
         client._reader = asyncio.create_task(client._read_loop(), name="realtime-client-reader")
@@ -294,7 +299,7 @@ class RealtimeClient:
     async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
         return await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
-                                open_timeout=self.open_timeout)
+                                open_timeout=self.open_timeout, **self.keepalive)
 
     async def _wait_connected(self) -> ClientConnection:
         while not self._connected.is_set():

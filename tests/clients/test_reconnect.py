@@ -198,3 +198,25 @@ async def test_an_audio_delta_that_is_not_base64_does_not_end_the_session() -> N
             with pytest.raises(ServerEventError, match="bad: its audio is not base64"):
                 _ = bad.audio
             assert (await client.recv(timeout=5)).type == "session.created"
+
+
+async def test_a_server_that_stops_answering_is_found_by_the_keepalive_asked_for() -> None:
+    """A frozen server (its process stopped, a dead NAT mapping) sends no close frame: only pings find it, after
+    websockets' 20 s + 20 s (+ 10 s to close) by default; connect() now takes both, so an app can find it sooner."""
+    found = asyncio.Event()
+
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": "s0"}))
+        ws.transport.pause_reading()  # frozen: reads nothing more, so answers no ping
+        await found.wait()
+        ws.transport.resume_reading()  # so that the server's own close is quick
+
+    s = Scripted(script)
+    async for url in _server(s):
+        client = await RealtimeClient.connect(url, reconnect=ReconnectPolicy(enabled=False),
+                                              ping_interval=0.2, ping_timeout=0.3)
+        assert (await client.recv(timeout=5)).type == "session.created"
+        with pytest.raises(RealtimeConnectionError):  # the ping times out, then the close handshake's 10 s
+            await asyncio.wait_for(client.recv(), 20)
+        found.set()
+        await client.close()
