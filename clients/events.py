@@ -21,7 +21,7 @@ __all__ = [
     "CLIENT_RECONNECTED", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
     "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
     "merge_session", "parse_server_event", "session_update_event", "truncate_event",
-    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "input_format", "interrupts_response", "output_bytes_per_sample",
+    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "SessionFields", "input_format", "interrupts_response", "output_bytes_per_sample",
 ]
 
 Json = dict[str, object]
@@ -220,6 +220,33 @@ def merge_session(earlier: Mapping[str, object], later: Mapping[str, object],
         else:
             out[key] = value
     return out
+
+
+class SessionFields:
+    """The session fields a client set, as the server holds them: every session.update merged in order (a later
+    field wins), less each one the server refused (an error naming that update's event_id). Pure."""
+
+    def __init__(self) -> None:
+        self._updates: dict[str, Json] = {}  # event_id -> the update's session object, in sending order
+
+    def update(self, session: Mapping[str, object]) -> Json:
+        """The session.update event to send for `session`, with an event_id of its own."""
+        event_id = f"client_session_update_{len(self._updates) + 1}"
+        self._updates[event_id] = dict(session)
+        return {**session_update_event(session), "event_id": event_id}
+
+    def refused(self, event_id: str | None) -> None:
+        if event_id is not None:
+            self._updates.pop(event_id, None)
+
+    def merged(self) -> Json | None:
+        """All accepted fields as one session object; None when none were set."""
+        if not self._updates:
+            return None
+        out: Json = {}
+        for session in self._updates.values():
+            out = merge_session(out, session)
+        return out
 
 
 def append_event(pcm: bytes) -> Json:

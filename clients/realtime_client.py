@@ -116,7 +116,7 @@ class RealtimeClient:
         self._failure: BaseException | None = None
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
-        self._session_fields: dict[str, object] | None = None  # every session.update so far, merged
+        self._session = ev.SessionFields()  # what every session.update so far set, less what the server refused
         self._out_bytes_per_sample = ev.BYTES_PER_WIRE_SAMPLE["audio/pcm"]
         self._server_interrupts = True  # the session's turn_detection.interrupt_response
 
@@ -170,9 +170,7 @@ class RealtimeClient:
     async def session_update(self, session: Mapping[str, object] | None = None, **fields: object) -> None:
         """session.update with `session` and/or keyword fields. After a reconnect the new server session gets every
         field set so far, merged as the server merged them (a later update's field wins), in one session.update."""
-        body = {**(session or {}), **fields}
-        self._session_fields = ev.merge_session(self._session_fields or {}, body)
-        await self.send(ev.session_update_event(body))
+        await self.send(self._session.update({**(session or {}), **fields}))
 
     async def append_audio(self, pcm16: bytes) -> None:
         """input_audio_buffer.append of PCM16 24 kHz mono bytes.
@@ -181,7 +179,7 @@ class RealtimeClient:
             ValueError: this client set the session's input format to G.711 (audio/pcmu, audio/pcma), which the
                 server would read these bytes as; send G.711 bytes with `send(clients.events.append_event(...))`.
         """
-        fmt = ev.input_format(self._session_fields or {})
+        fmt = ev.input_format(self._session.merged() or {})
         encoder = ev.G711_ENCODERS.get(fmt)
         if encoder is not None:
             raise ValueError(f"append_audio and stream_audio send PCM16 at 24 kHz, but this session's input format "
@@ -354,9 +352,9 @@ class RealtimeClient:
             except (OSError, WebSocketException, TimeoutError) as exc:
                 last = exc
                 continue
-            if self._session_fields is not None:
+            if (fields := self._session.merged()) is not None:
                 try:
-                    await ws.send(json.dumps(ev.session_update_event(self._session_fields), separators=(",", ":")))
+                    await ws.send(json.dumps(ev.session_update_event(fields), separators=(",", ":")))
                 except ConnectionClosed as exc:
                     last = exc
                     continue
@@ -385,7 +383,9 @@ class RealtimeClient:
     def _track(self, event: ServerEvent, now: float) -> None:
         """Playback bookkeeping and automatic barge-in truncation."""
         t = event.type
-        if t in ("session.created", "session.updated"):
+        if t == "error" and event.error is not None:  # one of our session.updates refused: not re-sent
+            self._session.refused(event.error.event_id)
+        elif t in ("session.created", "session.updated"):
             self._out_bytes_per_sample = ev.output_bytes_per_sample(event)
             self._server_interrupts = ev.interrupts_response(event)
         elif t == "response.output_audio.delta" and event.item_id:

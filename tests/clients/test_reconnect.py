@@ -75,7 +75,7 @@ async def test_drop_reconnects_and_resends_last_session_update() -> None:
             assert await _next_types(client, 1) == ["input_audio_buffer.committed"]
 
     update = {"type": "session.update", "session": {"instructions": "be brief", "type": "realtime"}}
-    assert s.received[0][0] == update and s.received[1][0] == update
+    assert s.received[0][0] == {**update, "event_id": "client_session_update_1"} and s.received[1][0] == update
     assert s.received[0][1]["type"] == "input_audio_buffer.append"
     assert s.received[1][1] == {"type": "input_audio_buffer.commit"}
     assert s.headers == ["Bearer k1", "Bearer k1"]
@@ -179,6 +179,35 @@ async def test_a_reconnect_restores_every_session_field_not_only_the_last_update
     assert s.received[1] == [{"type": "session.update", "session": {
         "type": "realtime", "instructions": "be brief", "output_modalities": ["text"],
         "audio": {"input": {"turn_detection": None}, "output": {"voice": "marin", "speed": 1.2}}}}]
+
+
+async def test_a_reconnect_does_not_resend_a_session_update_the_server_refused() -> None:
+    """A refused field (output_modalities ["video"]) merged into the re-sent update made the new server refuse the
+    whole of it after a drop: the instructions set before were lost."""
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": f"s{n}"}))
+        if n == 0:
+            await s.recv(n, ws)
+            bad = await s.recv(n, ws)
+            await ws.send(json.dumps({"type": "error", "event_id": "e", "error": {
+                "type": "invalid_request_error", "code": "invalid_value", "message": "no video",
+                "param": "session.output_modalities", "event_id": bad["event_id"]}}))
+            await s.recv(n, ws)  # a commit: the error reached the client before the drop
+            ws.transport.abort()
+            return
+        await s.recv(n, ws)
+        await ws.send(json.dumps({"type": "session.updated", "event_id": "u"}))
+        await ws.wait_closed()
+
+    s = Scripted(script)
+    async for url in _server(s):
+        async with await RealtimeClient.connect(url, reconnect=FAST) as client:
+            await client.session_update(instructions="be brief")
+            await client.session_update(output_modalities=["video"])
+            assert await _next_types(client, 2) == ["session.created", "error"]
+            await client.commit()
+            assert await _next_types(client, 3) == ["client.reconnected", "session.created", "session.updated"]
+    assert s.received[1] == [{"type": "session.update", "session": {"type": "realtime", "instructions": "be brief"}}]
 
 
 async def test_an_audio_delta_that_is_not_base64_does_not_end_the_session() -> None:
