@@ -6,8 +6,9 @@ task, sleeping for pacing and the monotonic clock.
 Reconnect: when the connection drops (anything but a close code in `ReconnectPolicy.final_close_codes`), the
 reader retries with exponential backoff and, once connected, re-sends every session field set so far (all the
 session.updates merged into one, less those the server refused) and puts a `client.reconnected` event into the
-stream. The server session is a new one: conversation state is gone, and input audio timestamps restart at 0. Sends made while reconnecting wait for it;
-when the policy gives up, `events()` raises `RealtimeConnectionError` and sends raise it too.
+stream. The server session is a new one: conversation state is gone, and input audio timestamps restart at 0.
+Sends made while reconnecting wait for it; when the policy gives up, `events()` raises `RealtimeConnectionError`
+and sends raise it too.
 """
 
 from __future__ import annotations
