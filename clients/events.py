@@ -21,7 +21,8 @@ __all__ = [
     "CLIENT_RECONNECTED", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
     "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
     "merge_session", "parse_server_event", "session_update_event", "truncate_event",
-    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "SessionFields", "input_format", "interrupts_response", "output_bytes_per_sample",
+    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "SessionFields", "input_format", "interrupts_response",
+    "output_bytes_per_sample",
 ]
 
 Json = dict[str, object]

@@ -41,8 +41,8 @@ class BridgeConfig:
         # http(s):// as talk and the openai SDK take it: the client turns it into ws(s)://.../v1/realtime.
         parts = urlsplit(self.server_url)
         if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise BridgeConfigError("server_url", "must be a ws:// or http:// URL, e.g. ws://127.0.0.1:8765/v1/realtime, "
-                                                  f"got {self.server_url!r}")
+            raise BridgeConfigError("server_url", "must be a ws:// or http:// URL, e.g. "
+                                                  f"ws://127.0.0.1:8765/v1/realtime, got {self.server_url!r}")
         for host in (self.host, self.public_host):  # sockets, Via, Contact and SDP are written for IPv4
             if isinstance(_ip(host), ipaddress.IPv6Address):
                 raise ValueError(f"{host} is an IPv6 address: the SIP bridge speaks IPv4 only")
