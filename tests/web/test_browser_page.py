@@ -579,7 +579,7 @@ def test_a_server_shutting_down_says_so_not_only_its_close_code(browser: object)
     finally:
         server.stop()
     state = wait_until(browser, lambda s: s["errors"], 30)
-    shown = "the server shut down (code 1001): connect again once it is back"
+    shown = "the server shut down (code 1001: server shutting down): connect again once it is back"  # its reason
     assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
     assert state["state"] == "closed", state
 
