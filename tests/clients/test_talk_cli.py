@@ -357,19 +357,25 @@ async def test_a_port_where_another_service_listens_is_named_as_not_a_realtime_s
                                                   "HTTP response (is that `stepaudio-rt serve`'s port?)\n")
 
 
+async def _talking_in_a_session(server, tmp_path: Path) -> asyncio.Future[int]:  # type: ignore[no-untyped-def]
+    """talk (its main(), in a thread) sending a 21 s file to `server`, once its session is open."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(20.0)]), 24000)
+    url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+    talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url,
+                                                                      "--out", str(tmp_path / "reply.wav")])
+    for _ in range(300):  # real-time pace: the file lasts 21 s
+        if server.sessions:
+            break
+        await asyncio.sleep(0.1)
+    return talking
+
+
 async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -> None:
     """An operator's `cmd/hangup` (MQTT) closes the session with 1000 "hangup": talk said only 'connection lost:
     server closed the connection (code 1000)', which reads as a fault; the server's reason now comes with it."""
-    wav = tmp_path / "turn.wav"
-    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(20.0)]), 24000)
     async with scripted_server(ScriptedPipeline()) as server:
-        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
-        talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url,
-                                                                          "--out", str(tmp_path / "reply.wav")])
-        for _ in range(300):  # until talk's session is open (real-time pace: the file lasts 21 s)
-            if server.sessions:
-                break
-            await asyncio.sleep(0.1)
+        talking = await _talking_in_a_session(server, tmp_path)
         await server.command(next(iter(server.sessions)), "hangup", {})
         code = await talking
     err = capsys.readouterr().err
@@ -380,16 +386,8 @@ async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -
 async def test_a_server_stopped_mid_conversation_says_it_is_shutting_down(tmp_path: Path, capsys) -> None:
     """The server stopped (Ctrl-C) while talk talked: talk said 'connection lost: server closed the connection (code
     1001)', which reads as a fault; the server's close now says why."""
-    wav = tmp_path / "turn.wav"
-    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(20.0)]), 24000)
     async with scripted_server(ScriptedPipeline()) as server:
-        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
-        talking = asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url,
-                                                                          "--out", str(tmp_path / "reply.wav")])
-        for _ in range(300):  # until talk's session is open (real-time pace: the file lasts 21 s)
-            if server.sessions:
-                break
-            await asyncio.sleep(0.1)
+        talking = await _talking_in_a_session(server, tmp_path)
     code = await talking
     err = capsys.readouterr().err
     assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: server closed the connection (code 1001: "
