@@ -52,7 +52,11 @@ def init_distributed(tp: int, device: torch.device, master_port: int) -> int:
 
 def _bound_steps(step_timeout_s: float) -> None:
     """The forward's collectives (default group) wait at most step_timeout_s from now on. Set once every rank has
-    loaded: the loads may end minutes apart, under the default timeout."""
+    loaded: the loads may end minutes apart, under the default timeout.
+
+    Under gloo a late collective raises, and TPDriver turns that into EngineDown. Under NCCL, torch's watchdog
+    aborts the process when a collective outlives the group's timeout (its documented behaviour: the GPU may hold
+    half-done work), so a hung rank ends the server after step_timeout_s rather than after NCCL's default 10 min."""
     dist.group.WORLD.set_timeout(timedelta(seconds=step_timeout_s))
 
 
