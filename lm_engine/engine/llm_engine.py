@@ -33,7 +33,9 @@ class StepError(EngineError):
     """A step failed (its sequences were ended with finish_reason "error"); the cause is __cause__."""
 
     def __init__(self, cause: BaseException, seq_ids: list[int]) -> None:
-        super().__init__(f"engine step failed for sequences {seq_ids}: {type(cause).__name__}: {cause}")
+        # EngineDown's text is already written for the engine's users; sequence ids would only hide it
+        super().__init__(str(cause) if isinstance(cause, EngineDown)
+                         else f"engine step failed for sequences {seq_ids}: {type(cause).__name__}: {cause}")
         self.seq_ids = seq_ids
 
 

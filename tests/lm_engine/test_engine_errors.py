@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lm_engine.engine.config import SamplingParams
-from lm_engine.engine.llm_engine import EngineError
+from lm_engine.engine.llm_engine import EngineDown, EngineError
 from lm_engine.engine_api import Engine
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
@@ -57,6 +57,22 @@ async def test_a_failing_step_ends_its_streams_with_an_error_and_later_streams_s
     assert await asyncio.wait_for(collect(prompt), 20) == want  # the stepping thread survived
     assert eng.generate(prompt, GREEDY) == want
     assert not eng.llm.has_unfinished()
+
+
+async def test_an_engine_that_went_down_says_why_in_its_own_words(eng, monkeypatch):
+    """A tensor-parallel rank lost (EngineDown from the runner): a Python API user read "engine step failed for
+    sequences [3]: EngineDown: ..."; now the engine's own sentence, each time, and Engine.problem says the same."""
+    why = "a tensor-parallel step failed (a rank hung for 60 s or exited)"
+
+    def down(step):  # type: ignore[no-untyped-def]
+        raise EngineDown(why)
+
+    monkeypatch.setattr(eng.llm, "_run", down)
+    for _ in range(2):
+        with pytest.raises(EngineError) as info:
+            await asyncio.wait_for(anext(aiter(eng.stream([1, 5, 6], GREEDY))), 20)
+        assert str(info.value) == why
+    assert eng.problem == why
 
 
 class DeviceFault(RuntimeError):
