@@ -44,6 +44,23 @@ async def _server(s: Scripted) -> AsyncIterator[str]:
         yield f"ws://127.0.0.1:{port}/v1/realtime"
 
 
+def _dropping_first_connection(before_drop: Callable[[Scripted, ServerConnection], Awaitable[None]]) -> Scripted:
+    """Greets each connection with session.created; the first runs `before_drop` and then fails with no close frame,
+    a later one answers the client's re-sent session.update and stays open."""
+    async def script(n: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": f"s{n}"}))
+        if n == 0:
+            await before_drop(s, ws)
+            ws.transport.abort()
+            return
+        await s.recv(n, ws)
+        await ws.send(json.dumps({"type": "session.updated", "event_id": "u"}))
+        await ws.wait_closed()
+
+    s = Scripted(script)
+    return s
+
+
 async def _next_types(client: RealtimeClient, n: int) -> list[str]:
     return [(await client.recv(timeout=5)).type for _ in range(n)]
 
@@ -157,18 +174,11 @@ async def test_a_reconnect_restores_every_session_field_not_only_the_last_update
     """Instructions set by one session.update and modalities by a later one: after a drop, the new server session
     got only the later update, so the agent silently lost its instructions. It gets both, merged as the server
     merges updates (audio.input and audio.output field by field; a later value wins)."""
-    async def script(n: int, ws: ServerConnection) -> None:
-        await ws.send(json.dumps({"type": "session.created", "event_id": f"s{n}"}))
-        if n == 0:
-            for _ in range(3):
-                await s.recv(n, ws)
-            ws.transport.abort()
-            return
-        await s.recv(n, ws)
-        await ws.send(json.dumps({"type": "session.updated", "event_id": "u"}))
-        await ws.wait_closed()
+    async def before_drop(s: Scripted, ws: ServerConnection) -> None:
+        for _ in range(3):
+            await s.recv(0, ws)
 
-    s = Scripted(script)
+    s = _dropping_first_connection(before_drop)
     async for url in _server(s):
         async with await RealtimeClient.connect(url, reconnect=FAST) as client:
             await client.session_update(instructions="be brief", audio={"output": {"voice": "marin"}})
@@ -184,22 +194,15 @@ async def test_a_reconnect_restores_every_session_field_not_only_the_last_update
 async def test_a_reconnect_does_not_resend_a_session_update_the_server_refused() -> None:
     """A refused field (output_modalities ["video"]) merged into the re-sent update made the new server refuse the
     whole of it after a drop: the instructions set before were lost."""
-    async def script(n: int, ws: ServerConnection) -> None:
-        await ws.send(json.dumps({"type": "session.created", "event_id": f"s{n}"}))
-        if n == 0:
-            await s.recv(n, ws)
-            bad = await s.recv(n, ws)
-            await ws.send(json.dumps({"type": "error", "event_id": "e", "error": {
-                "type": "invalid_request_error", "code": "invalid_value", "message": "no video",
-                "param": "session.output_modalities", "event_id": bad["event_id"]}}))
-            await s.recv(n, ws)  # a commit: the error reached the client before the drop
-            ws.transport.abort()
-            return
-        await s.recv(n, ws)
-        await ws.send(json.dumps({"type": "session.updated", "event_id": "u"}))
-        await ws.wait_closed()
+    async def before_drop(s: Scripted, ws: ServerConnection) -> None:
+        await s.recv(0, ws)
+        bad = await s.recv(0, ws)
+        await ws.send(json.dumps({"type": "error", "event_id": "e", "error": {
+            "type": "invalid_request_error", "code": "invalid_value", "message": "no video",
+            "param": "session.output_modalities", "event_id": bad["event_id"]}}))
+        await s.recv(0, ws)  # a commit: the error reached the client before the drop
 
-    s = Scripted(script)
+    s = _dropping_first_connection(before_drop)
     async for url in _server(s):
         async with await RealtimeClient.connect(url, reconnect=FAST) as client:
             await client.session_update(instructions="be brief")
