@@ -10,8 +10,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,9 +81,6 @@ def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tin
     """A size that does not divide the Chat LM, or --chat-url: the ranks say so in one line each (no rank's
     traceback, rank 0 never says ready), before any model loads. torchrun stops the other ranks once one has
     failed, so not every rank may get to say it."""
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3", "--master-port",
                            str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
                            str(tiny_model_dir), "--port", "0", *extra], capture_output=True, text=True, timeout=120)
@@ -95,9 +94,6 @@ def test_every_rank_refuses_what_tensor_parallel_cannot_serve_before_loading(tin
 def test_a_cut_short_chat_checkpoint_is_one_line_from_every_rank(tiny_model_dir, tmp_path) -> None:
     """A Chat LM weights file cut short (a download that stopped): the ranks name the file in one line each, as
     rank 0 does for every folder it loads. Rank 1 printed a CheckpointError traceback of 30 lines."""
-    import subprocess
-    import sys
-
     from tests.step_audio.conftest import layout_without
 
     weights = Path("Step-Audio-Chat") / "model-00001.safetensors"
@@ -112,31 +108,33 @@ def test_a_cut_short_chat_checkpoint_is_one_line_from_every_rank(tiny_model_dir,
     assert "[rank" not in out and "ready" not in out, out
 
 
+def _ctrl_c_tp_serve(model_dir: Path, log: Path, when: Callable[[str], bool], *, wait_s: float,
+                     env: dict[str, str] | None = None) -> str:
+    """Starts a two-rank torchrun serve of `model_dir`, sends its process group SIGINT once `when(log text)` holds
+    (or after 120 s), waits up to `wait_s` for it to exit, and returns its log."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                 "--master-port", str(free_port()), "-m", "controller.cli", "serve",
+                                 "--profile", "tiny", "--model-path", str(model_dir), "--port", "0"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not when(log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: torchrun and every rank
+        proc.wait(wait_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return log.read_text()
+
+
 def test_ctrl_c_during_the_model_load_stops_every_rank_at_once(tiny_model_dir, tmp_path) -> None:
     """Ctrl-C while the models load: rank 0 went on loading and then waited in gloo for rank 1, which had stopped,
     until torchrun killed it 30 s later, or failed with a wrong "cannot load ...: Gloo ... Connection closed by
     peer"."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                                 "--master-port", str(free_port()), "-m", "controller.cli", "serve",
-                                 "--profile", "tiny", "--model-path", str(tiny_model_dir), "--port", "0"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:  # rank 0's load begins
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: torchrun and every rank
-        proc.wait(120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
+    # "listening on": rank 0's load begins
+    text = _ctrl_c_tp_serve(tiny_model_dir, tmp_path / "serve.log", lambda log: "listening on" in log, wait_s=120)
     assert "SIGINT: stopped during the tensor-parallel model load" in text, text
     assert "cannot load" not in text and "ready:" not in text, text
     assert "Unable to shutdown process" not in text, text  # torchrun's SIGKILL, 30 s after its SIGINT went unheard
@@ -260,27 +258,11 @@ def test_ctrl_c_while_the_ranks_import_exits_without_their_tracebacks(tiny_model
     """Ctrl-C in a torchrun serve's first seconds, while rank 0 still imports (Whisper, torch) before its signal
     handlers are in: it printed a KeyboardInterrupt traceback of those imports. A faster_whisper that takes a minute
     to import holds the ranks in that window here. (torchrun's own SignalException traceback is expected.)"""
-    import time
-
     slow = tmp_path / "slow" / "faster_whisper"
     slow.mkdir(parents=True)
     (slow / "__init__.py").write_text("import time\nprint('importing faster_whisper', flush=True)\ntime.sleep(60)\n")
-    log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow.parent), str(Path(__file__).parents[2])])}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                                 "--master-port", str(free_port()), "-m", "controller.cli", "serve",
-                                 "--profile", "tiny", "--model-path", str(tiny_model_dir), "--port", "0"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while log.read_text().count("importing faster_whisper") < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: torchrun and every rank
-        proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
+    text = _ctrl_c_tp_serve(tiny_model_dir, tmp_path / "serve.log",
+                            lambda log: log.count("importing faster_whisper") >= 2, wait_s=60, env=env)
     assert text.count("importing faster_whisper") == 2, text
     assert "KeyboardInterrupt" not in text and "[rank" not in text, text
