@@ -14,6 +14,12 @@ from clients.sip.cli import build_parser
 from tests.sip.media import free_udp_port
 
 
+def _sip_bridge(*args: str) -> subprocess.CompletedProcess[str]:
+    """`stepaudio-rt sip-bridge` with a server URL that nothing answers and `args`: these options stop it at start."""
+    return subprocess.run([sys.executable, "-m", "clients.sip.cli", "--server-url", "ws://127.0.0.1:9/v1/realtime",
+                           *args], capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+
+
 @pytest.mark.parametrize(("option", "said"), [
     (["--port", "70000"], "sip-bridge: the SIP port must be within 1-65535, got 70000"),
     (["--port", "0"], "sip-bridge: the SIP port must be within 1-65535, got 0"),
@@ -30,9 +36,7 @@ from tests.sip.media import free_udp_port
 def test_an_impossible_port_or_call_limit_is_named(option: list[str], said: str) -> None:
     """They had ended in a traceback, "ValueError: invalid UaConfig". A NaN --rtp-timeout was taken: the bridge
     started, and hung up every call it answered 20 ms later ("RTP timeout")."""
-    run = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--server-url", "ws://127.0.0.1:9/v1/realtime",
-                          *option], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[2])
+    run = _sip_bridge(*option)
     assert (run.returncode, run.stderr.strip()) == (2, said)
 
 
@@ -40,9 +44,7 @@ def test_a_call_log_that_cannot_be_written_stops_the_start(tmp_path: Path) -> No
     """Found only at the first call's end, every call's line was lost (a traceback per call in the bridge's log)
     while the bridge went on answering: the call log is where calls are counted."""
     missing = tmp_path / "no-such-dir" / "calls.jsonl"
-    run = subprocess.run([sys.executable, "-m", "clients.sip.cli", "--server-url", "ws://127.0.0.1:9/v1/realtime",
-                          "--port", str(free_udp_port()), "--call-log", str(missing)], capture_output=True, text=True,
-                         timeout=20, cwd=Path(__file__).resolve().parents[2])
+    run = _sip_bridge("--port", str(free_udp_port()), "--call-log", str(missing))
     assert (run.returncode, run.stderr.strip()) == (
         2, f"sip-bridge: cannot write the call log {missing}: No such file or directory")
 
