@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from context_manager import Conversation
+from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import InputConverter
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
@@ -65,12 +66,12 @@ class SessionDefaults:
     early_prefill: bool = True  # warm the LM's prompt cache with the words heard while the user speaks
 
 
-def turn_config(cfg: SessionConfig, speculation: bool) -> tt.TurnConfig:
+def turn_config(cfg: SessionConfig, speculation: bool) -> te.TurnConfig:
     vad = cfg.turn_detection
     if vad is None:
-        return tt.TurnConfig(server_vad=False, speculation=False)
+        return te.TurnConfig(server_vad=False, speculation=False)
     answers = cfg.kind == "realtime"  # a transcription session's turns are only transcribed
-    return tt.TurnConfig(
+    return te.TurnConfig(
         server_vad=True, speculation=speculation and answers, create_response=vad.create_response and answers,
         interrupt_response=vad.interrupt_response,
         idle_timeout_s=None if vad.idle_timeout_ms is None or not answers else vad.idle_timeout_ms / 1000.0)
@@ -296,14 +297,14 @@ class Session(ItemsMixin, RepliesMixin):
                 # The turn ends here even if the user is still speaking: what they say next is a turn of its own
                 # (with its own speech_started), not the tail of the committed one.
                 self.detector.reset()
-                await self.apply(tt.BufferCommitted())
+                await self.apply(te.BufferCommitted())
             case ce.InputAudioBufferClear():
                 self.converter.reset()
                 self._turn_start_ms = self.audio.total_ms
                 self.audio.trim(self._turn_start_ms)
                 self.vad.reset()
                 self.detector = self._new_detector(self.audio.total_ms)
-                await self.apply(tt.BufferCleared())
+                await self.apply(te.BufferCleared())
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
                 await self.clear_output_audio(event)
@@ -324,7 +325,7 @@ class Session(ItemsMixin, RepliesMixin):
                     await self._start_out_of_band(event)
                 else:
                     self._response_overrides = event
-                    await self._apply_for(event, tt.ResponseRequested())
+                    await self._apply_for(event, te.ResponseRequested())
             case ce.ResponseCancel():
                 oob = self._out_of_band(event.response_id)
                 if oob is not None:
@@ -336,7 +337,7 @@ class Session(ItemsMixin, RepliesMixin):
                                               f"{event.response_id!r}.", code="response_cancel_not_active",
                                               param="response_id")
                 else:  # the reply in the default conversation, as the API's cancel without a response_id
-                    await self._apply_for(event, tt.CancelRequested())
+                    await self._apply_for(event, te.CancelRequested())
             case _:
                 await self.handle_item_event(event)
 
@@ -351,7 +352,7 @@ class Session(ItemsMixin, RepliesMixin):
             else:
                 self._check_item_size(self._item_from_spec(entry, entry.id or "inline"), at=f"response.input[{i}]")
 
-    async def _apply_for(self, event: ce.ClientEvent, request: tt.Event) -> None:
+    async def _apply_for(self, event: ce.ClientEvent, request: te.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""
         self._client_event_id = event.event_id
         try:
@@ -394,7 +395,7 @@ class Session(ItemsMixin, RepliesMixin):
                              else self._new_detector(self.audio.total_ms))
         await self.emit(self.events.session_updated(session_to_wire(
             new, session_id=self.session_id, model=self.model)))
-        await self.apply(tt.ConfigChanged(turn_config(new, self.defaults.speculation)))
+        await self.apply(te.ConfigChanged(turn_config(new, self.defaults.speculation)))
 
     def _check_instructions(self, instructions: str, param: str) -> None:
         """Instructions count against the conversation's token budget and are always sent whole: past it, every
@@ -448,13 +449,13 @@ class Session(ItemsMixin, RepliesMixin):
                 case vd.SpeechStarted():
                     if self.turns.state in (tt.TurnState.IDLE, tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
                         self._turn_start_ms = vad_event.audio_start_ms
-                    await self.apply(tt.SpeechStarted(vad_event.audio_start_ms))
+                    await self.apply(te.SpeechStarted(vad_event.audio_start_ms))
                 case vd.Pause():
-                    await self.apply(tt.Pause(vad_event.audio_ms))
+                    await self.apply(te.Pause(vad_event.audio_ms))
                 case vd.SpeechResumed():
-                    await self.apply(tt.SpeechResumed(vad_event.audio_ms))
+                    await self.apply(te.SpeechResumed(vad_event.audio_ms))
                 case vd.SpeechStopped():
-                    await self.apply(tt.SpeechStopped(vad_event.audio_end_ms))
+                    await self.apply(te.SpeechStopped(vad_event.audio_end_ms))
         self._forget_idle_audio(self.cfg.turn_detection.prefix_padding_ms)
         self.drop_stale_turn_inputs()
         self.maybe_warm_turn_input()
@@ -471,62 +472,62 @@ class Session(ItemsMixin, RepliesMixin):
 
     # ---- core actions ------------------------------------------------------------------------
 
-    async def apply(self, event: tt.Event) -> None:
+    async def apply(self, event: te.Event) -> None:
         for action in self.turns.handle(event, time.monotonic()):
             await self._carry_out(action)
 
-    async def _carry_out(self, action: tt.Action) -> None:
+    async def _carry_out(self, action: te.Action) -> None:
         match action:
-            case tt.EmitSpeechStarted(audio_ms=ms):
+            case te.EmitSpeechStarted(audio_ms=ms):
                 await self.emit(self.events.speech_started(item_id=self._turn_item_id, audio_start_ms=ms))
-            case tt.EmitSpeechStopped(audio_ms=ms):
+            case te.EmitSpeechStopped(audio_ms=ms):
                 await self.emit(self.events.speech_stopped(item_id=self._turn_item_id, audio_end_ms=ms))
-            case tt.CommitUserTurn(audio_end_ms=end):
+            case te.CommitUserTurn(audio_end_ms=end):
                 await self.commit_user_turn(end)
-            case tt.StartGeneration(speculative=speculative):
+            case te.StartGeneration(speculative=speculative):
                 resp = self._start_response(action)
                 if not speculative:
                     # response.created goes out before the next client event is handled: a response.cancel or a
                     # second response.create right behind the response.create concerns a response the client saw.
                     await resp.announce()
-            case tt.CommitGeneration(gen_id=gen_id):
+            case te.CommitGeneration(gen_id=gen_id):
                 self.metrics.speculations_committed.inc()
                 resp, _ = self._responses[gen_id]
                 await resp.commit()
                 self.count_input_wait(resp)
                 resp.release_task = asyncio.create_task(resp.release())
-            case tt.CancelGeneration(gen_id=gen_id, reason=reason):
+            case te.CancelGeneration(gen_id=gen_id, reason=reason):
                 if reason in ("rollback", "stale"):  # the core's word: a speculation dropped before its commit
                     self.metrics.speculations_rolled_back.inc()
                 await self._cancel_response(gen_id, reason)
-            case tt.FlushAudio(gen_id=gen_id):
+            case te.FlushAudio(gen_id=gen_id):
                 self._drop_queued_audio(gen_id)
-            case tt.RejectRequest(code=code, message=message, active_gen=active):
+            case te.RejectRequest(code=code, message=message, active_gen=active):
                 # A refused response.create (or operator say) leaves nothing behind for the next reply.
                 self._response_overrides, self._say = None, None
                 if active in self._responses:  # named as the Realtime API names it, so a client can cancel it
                     message = (f"{message[:-1]}: {self._responses[active][0].response_id}. Wait until the response "
                                "is finished before creating a new one.")
                 await self.error(RemoteProtocolError(message, code=code), self._client_event_id)
-            case tt.StartTimer(key=key, deadline=deadline):
-                if key == tt.IDLE_TIMER:  # the silence it times starts here: after the last reply, in audio time
+            case te.StartTimer(key=key, deadline=deadline):
+                if key == te.IDLE_TIMER:  # the silence it times starts here: after the last reply, in audio time
                     self._idle_from_ms = self.audio.total_ms
                 loop = asyncio.get_running_loop()
                 delay = max(0.0, deadline - time.monotonic())
                 self._timers[key] = loop.call_later(
                     delay, lambda: self.spawn(self._timer_fired(key)))
-            case tt.CancelTimer(key=key):
+            case te.CancelTimer(key=key):
                 handle = self._timers.pop(key, None)
                 if handle is not None:
                     handle.cancel()
-            case tt.EmitIdleTimeout():
+            case te.EmitIdleTimeout():
                 end = self.audio.total_ms
                 await self.emit(self.events.timeout_triggered(
                     item_id=self._turn_item_id, audio_start_ms=self._idle_from_ms, audio_end_ms=end))
 
     async def _timer_fired(self, key: str) -> None:
         self._timers.pop(key, None)
-        await self.apply(tt.TimerFired(key))
+        await self.apply(te.TimerFired(key))
 
     def reset_turn(self, end_ms: int) -> None:
         if self._prefill_task is not None:
@@ -554,7 +555,7 @@ class Session(ItemsMixin, RepliesMixin):
             raise RemoteProtocolError("A response is already in progress; say again after its response.done.",
                                       code="conversation_already_has_active_response")
         self._say = Say(text)
-        await self.apply(tt.ResponseRequested())
+        await self.apply(te.ResponseRequested())
 
     async def set_instructions(self, instructions: str) -> None:
         self._refuse_in_transcription("instructions")
@@ -562,7 +563,7 @@ class Session(ItemsMixin, RepliesMixin):
         self.cfg = replace(self.cfg, instructions=instructions)
         await self.emit(self.events.session_updated(session_to_wire(
             self.cfg, session_id=self.session_id, model=self.model)))
-        await self.apply(tt.ContextChanged())
+        await self.apply(te.ContextChanged())
 
     def _refuse_in_transcription(self, what: str) -> None:
         """An operator's command that a transcription session's client could not expect (as response.create)."""

@@ -18,6 +18,7 @@ from context_manager import (
     ROOT, AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
     InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
+from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
 from controller.errors import MediaError, RemoteProtocolError
@@ -336,7 +337,7 @@ class ItemsMixin(_Base):
                     self._untranscribed.discard(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
-                    await self.apply(tt.ContextChanged())
+                    await self.apply(te.ContextChanged())
                 case ce.ConversationItemTruncate():
                     await self._item_truncate(event)
                 case _:
@@ -413,7 +414,7 @@ class ItemsMixin(_Base):
         else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
             self._untranscribed.add(item_id)
             self._transcribe(item_id, self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
-        await self.apply(tt.ContextChanged())
+        await self.apply(te.ContextChanged())
 
     async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int) -> None:
         resampler = Resampler(rate, PIPELINE_RATE)
@@ -467,12 +468,12 @@ class ItemsMixin(_Base):
         if live:
             # The listener stopped at audio_end_ms: the rest of the message would go unheard, and the context may
             # hold no text they did not hear, so the reply stops here (as a cancel) and joins the conversation.
-            await self.apply(tt.ReplyTruncated(resp.gen_id))
+            await self.apply(te.ReplyTruncated(resp.gen_id))
         self.conversation.truncate(event.item_id, resp.heard_text(float(event.audio_end_ms)))
         resp.truncated_at_ms = event.audio_end_ms
         await self.emit(self.events.item_truncated(item_id=event.item_id, content_index=0,
                                                    audio_end_ms=event.audio_end_ms))
-        await self.apply(tt.ContextChanged())
+        await self.apply(te.ContextChanged())
 
     def _retrieved_wire(self, item_id: str) -> dict:
         """The item as it is now. The items of the reply in progress (its message, its function calls) join the

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.errors import EngineError, MediaError
 from controller.pipeline import PromptCut, TurnInput
@@ -69,7 +70,7 @@ class RepliesMixin(_Base):
         return next((resp for resp, _ in self._responses.values()
                      if resp.out_of_band and resp.response_id == response_id), None)
 
-    def _start_response(self, action: tt.StartGeneration) -> Response:
+    def _start_response(self, action: te.StartGeneration) -> Response:
         create, self._response_overrides = self._response_overrides, None
         resp, cfg = self._new_response(action.gen_id, action.speculative, create)
         resp.answers_audio_end_ms = action.audio_end_ms
@@ -149,7 +150,7 @@ class RepliesMixin(_Base):
         arrived = self.audio.arrival_time(end) if end is not None else None
         if arrived is not None and resp[0].first_audio_at is not None:
             self.metrics.first_audio_latency.observe(max(0.0, resp[0].first_audio_at - arrived))
-        self.spawn(self.apply(tt.GenerationAudioStarted(gen_id)))
+        self.spawn(self.apply(te.GenerationAudioStarted(gen_id)))
 
     async def _run_response(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> None:
@@ -189,7 +190,7 @@ class RepliesMixin(_Base):
         if resp.synth_seconds and resp.audio_ms_sent:
             self.metrics.tts_rtf.observe(resp.synth_seconds / (resp.audio_ms_sent / 1000.0))
         self._responses.pop(resp.gen_id, None)
-        await self.apply(tt.GenerationFinished(resp.gen_id))
+        await self.apply(te.GenerationFinished(resp.gen_id))
 
     def count_input_wait(self, resp: Response) -> None:
         """Observe how long a reply waited for its turn's input, once it is a reply the user gets: a speculation
@@ -208,7 +209,7 @@ class RepliesMixin(_Base):
         # The conversation's reply: there is none to stop while only a speculation runs.
         if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
             response_id = self._current_response_id()
-            await self._apply_for(event, tt.CancelRequested())
+            await self._apply_for(event, te.CancelRequested())
             if response_id is not None:
                 await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
                 cleared = True

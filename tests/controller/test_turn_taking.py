@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from controller.errors import LocalProtocolError
-from controller.turn_taking import (
+from controller.turn_events import (
     IDLE_TIMER, BufferCleared, BufferCommitted, CancelGeneration, CancelRequested, CancelTimer, CommitGeneration,
     CommitUserTurn, ConfigChanged, ContextChanged, EmitIdleTimeout, EmitSpeechStarted, EmitSpeechStopped,
     FlushAudio, GenerationAudioStarted, GenerationFinished, Pause, RejectRequest, ReplyTruncated, ResponseRequested,
     SpeechResumed, SpeechStarted, SpeechStopped, StartGeneration, StartTimer, TimerFired, TurnConfig,
-    TurnState, TurnTaking,
 )
+from controller.turn_taking import TurnState, TurnTaking
 
 S = TurnState
 
