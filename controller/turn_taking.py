@@ -37,7 +37,9 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.errors import LocalProtocolError
 from controller.turn_events import (
@@ -328,7 +330,9 @@ def _on_config_changed(tt: TurnTaking, ev: ConfigChanged, target: TurnState, act
     return target
 
 
-_HANDLERS = {
+# Each handler takes its own event type, so the table's event parameter is Any: handle() looks a handler up by
+# that type.
+_HANDLERS: dict[type, Callable[[TurnTaking, Any, TurnState, list[Action], float], TurnState]] = {
     SpeechStarted: _on_speech_started,
     Pause: _on_pause,
     SpeechResumed: _on_speech_resumed,

@@ -36,13 +36,14 @@ class Resampler:
             raise ValueError(f"expected mono audio of shape [n], got shape {x.shape}")
         if self._stream is None:
             return x.copy()
-        return self._stream.resample_chunk(x)
+        out: np.ndarray = self._stream.resample_chunk(x)
+        return out
 
     def flush(self) -> np.ndarray:
         """Return the samples still held in the filter and make the resampler ready for a new stream."""
         if self._stream is None:
             return np.zeros(0, dtype=np.float32)
-        tail = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        tail: np.ndarray = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         # After last=True soxr would refuse more input; clear() lets the object be reused.
         self._stream.clear()
         return tail
