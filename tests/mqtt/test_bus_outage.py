@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, silence
-from tests.mqtt.helpers import Mosquitto, eventually, publish, retained_session_statuses, watch
+from tests.mqtt.helpers import Mosquitto, Watcher, eventually, publish, retained_session_statuses, watch
 
 pytestmark = pytest.mark.slow
 
 FAST_RETRY = "backoff_initial=0.2&backoff_max=1"
 ONE_TURN_VAD = {"type": "server_vad", "silence_duration_ms": 1200, "prefix_padding_ms": 300}
+
+
+@contextlib.asynccontextmanager
+async def _node_on_a_small_broker(tmp_path: Path, node_id: str, max_packet: int
+                                  ) -> AsyncIterator[tuple[Mosquitto, ServerProcess, Watcher]]:
+    """A broker that disconnects any client sending a packet over `max_packet` bytes (as managed brokers do, at their
+    own limit), a server told that limit, and a watcher of its topics once the node is online."""
+    broker = Mosquitto(tmp_path / "mosquitto", options=(f"max_packet_size {max_packet}",))
+    broker.start()
+    server = ServerProcess("--profile", "embedded", "--mqtt-url",
+                           f"{broker.url}?node_id={node_id}&max_message={max_packet}&{FAST_RETRY}")
+    w = await watch(broker.port, "stepaudio/#")
+    try:
+        await w.wait_for(f"nodes/{node_id}/status", timeout=10)
+        yield broker, server, w
+    finally:
+        await w.close()
+        server.stop()
+        broker.stop()
 
 
 async def test_broker_down_at_start_then_started_gets_the_buffered_events(tmp_path) -> None:
@@ -111,16 +133,9 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
 
 
 async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tmp_path) -> None:
-    # A broker that disconnects any client sending a packet over 20000 bytes (as managed brokers do, at their
-    # own limit). Before the stub, the bus resent the same too-big event on every reconnect: the node flapped
-    # online/offline (the will) and nothing after that event was ever published.
-    broker = Mosquitto(tmp_path / "mosquitto", options=("max_packet_size 20000",))
-    broker.start()
-    server = ServerProcess("--profile", "embedded", "--mqtt-url",
-                           f"{broker.url}?node_id=n3&max_message=20000&{FAST_RETRY}")
-    w = await watch(broker.port, "stepaudio/#")
-    try:
-        await w.wait_for("nodes/n3/status", timeout=10)
+    # A broker that takes packets of up to 20000 bytes. Before the stub, the bus resent the same too-big event on
+    # every reconnect: the node flapped online/offline (the will) and nothing after that event was ever published.
+    async with _node_on_a_small_broker(tmp_path, "n3", 20000) as (_, server, w):
         conv = await open_conversation(server.ws)
         try:
             sid = conv.events[0]["session"]["id"]
@@ -134,10 +149,6 @@ async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tm
         # the watcher can have a message before its publisher has the broker's acknowledgement
         await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0, timeout=15)
         m = server.metrics()
-    finally:
-        await w.close()
-        server.stop()
-        broker.stop()
     updated = [x.json() for x in w.on(f"{sid}/events/session.updated")]
     assert updated[0] == {"type": "session.updated", "event_id": big["event_id"], "truncated": True,
                           "bytes": updated[0]["bytes"]} and updated[0]["bytes"] > 30000
@@ -172,21 +183,11 @@ async def test_a_killed_node_clears_its_ghost_sessions_when_it_comes_back(tmp_pa
 async def test_an_answer_too_big_for_the_broker_is_dropped_not_resent_forever(tmp_path) -> None:
     # A command on a long topic: its cmd/error answer repeats the topic (and the error names the session), more
     # than the broker takes. Resent on every reconnect, it would wedge the bus as a too-big event did.
-    broker = Mosquitto(tmp_path / "mosquitto", options=("max_packet_size 4000",))
-    broker.start()
-    server = ServerProcess("--profile", "embedded", "--mqtt-url",
-                           f"{broker.url}?node_id=n4&max_message=4000&{FAST_RETRY}")
-    w = await watch(broker.port, "stepaudio/#")
-    try:
-        await w.wait_for("nodes/n4/status", timeout=10)
+    async with _node_on_a_small_broker(tmp_path, "n4", 4000) as (broker, server, w):
         await publish(broker.port, f"stepaudio/v1/sessions/sess_{'x' * 1500}/cmd/say", b'{"text": "hi"}')
         await publish(broker.port, "stepaudio/v1/sessions/sess_short/cmd/say", b'{"text": "hi"}')
         after = await w.wait_for("sess_short/cmd/error", timeout=20)  # the bus goes on
         m = server.metrics()
-    finally:
-        await w.close()
-        server.stop()
-        broker.stop()
     assert after.json()["error"] == "no session 'sess_short'"
     assert [x.json()["status"] for x in w.on("nodes/n4/status")] == ["online"]  # never dropped by the broker
     assert m["stepaudio_mqtt_dropped_total"] == 1
