@@ -7,12 +7,21 @@ import json
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.e2e.helpers import open_conversation
+from tests.e2e.helpers import Conversation, open_conversation
 from tests.mqtt.helpers import DelayProxy, Mosquitto, eventually, publish, watch
 
 pytestmark = pytest.mark.slow
 
 ROUND_TRIP = 1.0  # seconds the proxy adds to each acknowledgement (half each way)
+
+
+async def _ten_updates_at_once(conv: Conversation) -> str:
+    """Sends ten session.updates (instructions i0 ... i9), so that the bus has ten QoS 1 events (session.updated) to
+    publish at once, and waits until the client has the last; returns the session id."""
+    for i in range(10):
+        await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": f"i{i}"}})
+    await conv.wait_for("session.updated", where={"session.instructions": "i9"}, timeout=30)
+    return str(conv.events[0]["session"]["id"])
 
 
 async def test_a_distant_broker_gets_a_burst_of_qos1_events_without_a_round_trip_each(broker: Mosquitto) -> None:
@@ -23,10 +32,7 @@ async def test_a_distant_broker_gets_a_burst_of_qos1_events_without_a_round_trip
     try:
         conv = await open_conversation(server.ws)
         try:
-            sid = conv.events[0]["session"]["id"]
-            for i in range(10):  # ten QoS 1 events (session.updated) at once
-                await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": f"i{i}"}})
-            await conv.wait_for("session.updated", where={"session.instructions": "i9"}, timeout=30)
+            sid = await _ten_updates_at_once(conv)
             await eventually(lambda: len(w.on(f"{sid}/events/session.updated")) >= 10, timeout=60)
         finally:
             await conv.close()
@@ -53,10 +59,7 @@ async def test_events_in_flight_when_the_link_breaks_are_sent_again_in_order(bro
         await eventually(lambda: server.metrics()["stepaudio_mqtt_connected"] == 1, timeout=30)
         conv = await open_conversation(server.ws)
         try:
-            sid = conv.events[0]["session"]["id"]
-            for i in range(10):
-                await conv.send({"type": "session.update", "session": {"type": "realtime", "instructions": f"i{i}"}})
-            await conv.wait_for("session.updated", where={"session.instructions": "i9"}, timeout=30)
+            sid = await _ten_updates_at_once(conv)
             proxy.cut()  # the ten are on their way (the proxy holds them half a second): lost with the link
             await eventually(lambda: len({m.payload for m in w.on(f"{sid}/events/session.updated")}) >= 10, timeout=60)
         finally:
