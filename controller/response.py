@@ -140,7 +140,7 @@ class Response:
         self.played_until: float | None = None
         self.first_audio_at: float | None = None
         self.synth_seconds = 0.0
-        self.status = "in_progress"
+        self.status: sev.ResponseStatus = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
         self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
@@ -454,7 +454,7 @@ class Response:
                                                arguments=call.arguments, status="completed"))
         return items
 
-    async def _finish(self, status: str, reason: str | None = None, error_message: str | None = None) -> None:
+    async def _finish(self, status: sev.ResponseStatus, reason: str | None = None, error_message: str | None = None) -> None:
         """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
         A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
@@ -517,13 +517,13 @@ class Response:
             return 0.0
         return max(0.0, self.audio_ms_sent_so_far - max(0.0, self.played_until - time.monotonic()) * 1000.0)
 
-    def _response_obj(self, status: str, reason: str | None = None,
+    def _response_obj(self, status: sev.ResponseStatus, reason: str | None = None,
                       error_message: str | None = None) -> dict:
         output = [] if status == "in_progress" else self.output_items(
             "completed" if status == "completed" else "incomplete")
         details = sev.status_details(status, reason=reason, error_code="response_failed" if error_message else None,
-                                     error_message=error_message)  # type: ignore[arg-type]
-        return sev.response(self.response_id, status=status, output=output,  # type: ignore[arg-type]
+                                     error_message=error_message)
+        return sev.response(self.response_id, status=status, output=output,
                             output_modalities=self.settings.modalities, output_format=self.settings.output_format,
                             voice=self.settings.voice, details=details,
                             max_output_tokens=self.settings.requested_max_output_tokens,
