@@ -119,7 +119,7 @@ class Response:
         # response.create options: an out-of-band reply stays out of the conversation; `input_items`
         # (item specs and references) replace the conversation as the prompt.
         self.out_of_band = False
-        self.input_items: tuple[object, ...] | None = None
+        self.input_items: tuple[it.ItemSpec | it.ItemReference, ...] | None = None
         self.metadata: Mapping[str, str] | None = None  # echoed in the response object
         self.conversation_id: str | None = None  # the conversation the reply joins; None out of band
         self.previous_item_id = previous_item_id

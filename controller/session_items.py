@@ -297,7 +297,7 @@ class ItemsMixin(_Base):
         if not resp.visible or resp.out_of_band:
             return
         # Where the client was told it is: after the item it follows (kept right by deletes and inserts), or first.
-        previous = resp.previous_item_id or ROOT
+        previous: str | None = resp.previous_item_id or ROOT
         if previous != ROOT and previous not in self.conversation:  # deleted while the reply was being closed
             previous = None
         items = resp.conversation_items()
