@@ -105,12 +105,19 @@ class SpeechPipeline(Protocol):
     reply will start with (sessions call it while the user speaks when the pipeline has it); `chat_problem()`, why
     the chat LM cannot answer now or None (blocking; /healthz asks it in a thread)."""
 
-    name: str
-    output_rate: int  # sample rate of synthesize()'s chunks
-    tools_refused: str | None  # why this profile's chat model cannot call function tools (None: it can)
-    default_voice: str  # what a session speaks in until the client picks a voice (and what session.created says)
-    voices: frozenset[str] | None  # the voices a client may pick (None: any name, spoken in the one voice)
-    languages: frozenset[str] | None  # transcription language codes a session may ask for (None: any)
+    # Read-only properties: a profile may declare each narrower, as a class attribute (voices = None) or a property.
+    @property
+    def name(self) -> str: ...
+    @property
+    def output_rate(self) -> int: ...  # sample rate of synthesize()'s chunks
+    @property
+    def tools_refused(self) -> str | None: ...  # why this profile's chat LM cannot call function tools (None: it can)
+    @property
+    def default_voice(self) -> str: ...  # what a session speaks in until the client picks a voice (session.created)
+    @property
+    def voices(self) -> frozenset[str] | None: ...  # the voices a client may pick (None: any name, in the one voice)
+    @property
+    def languages(self) -> frozenset[str] | None: ...  # language codes a session may transcribe in (None: any)
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
