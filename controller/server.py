@@ -197,10 +197,12 @@ class RealtimeServer:
     async def _health(self) -> Response:
         """/healthz: whether a new session would be served. 200 {"status": "ok"}; else 503 with Retry-After and
         {"status": "loading" | "full" | "chat_lm_down", "reason": ...}; both with the sessions and --max-sessions."""
-        places = {"sessions": self._places_taken(), "max_sessions": self.config.max_sessions}
+        taken = self._places_taken()
+        places = {"sessions": taken, "max_sessions": self.config.max_sessions}
+        reason: str | None
         if not self.ready:
             status, reason = "loading", "the models are loading"
-        elif self.config.max_sessions is not None and places["sessions"] >= self.config.max_sessions:
+        elif self.config.max_sessions is not None and taken >= self.config.max_sessions:
             status, reason = "full", f"--max-sessions {self.config.max_sessions} sessions are connected"
         else:
             status, reason = "chat_lm_down", await self.chat_check() if self.chat_check is not None else None
