@@ -1,4 +1,4 @@
-"""STYLE.md §8: the pure cores type-check under `mypy --strict` (run when mypy is installed)."""
+"""STYLE.md §8: the pure cores type-check under `mypy --strict` (mypy comes with the test extra)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PURE_CORES = ["context_manager", "vad", "controller/realtime", "controller/turn_taking.py",
@@ -16,7 +15,6 @@ PURE_CORES = ["context_manager", "vad", "controller/realtime", "controller/turn_
 def test_the_pure_cores_pass_mypy_strict() -> None:
     """turn_taking's handler table was untyped ("Cannot call function of unknown type": a handler with the wrong
     signature would go unnoticed) and the resampler returned soxr's untyped result as an ndarray."""
-    pytest.importorskip("mypy")
     # silent: the cores' imports (controller.errors, numpy) are checked as far as the cores use them, not reported;
     # soxr ships no type information.
     run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
