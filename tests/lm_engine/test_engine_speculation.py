@@ -82,7 +82,14 @@ async def test_eight_concurrent_streams_give_their_solo_greedy_tokens(eng):
     async def collect(prompt: list[int]) -> list[int]:
         return [t async for t in eng.stream(prompt, GREEDY)]
 
-    assert await asyncio.gather(*(collect(p) for p in prompts)) == alone
+    # The eight start before any of them steps: on a loaded machine the streams' starts (each on an executor
+    # thread) came far enough apart that the first ran many steps alone (87 steps seen, against ~20 together).
+    with eng.hold():
+        tasks = [asyncio.ensure_future(collect(p)) for p in prompts]
+        async with asyncio.timeout(30):
+            while eng.active_streams < len(prompts):
+                await asyncio.sleep(0.01)
+    assert await asyncio.gather(*tasks) == alone
     assert steps < 8 * GREEDY.max_tokens / 2, steps  # one after another: 8 x 20
     assert eng.num_free_blocks == free
 
