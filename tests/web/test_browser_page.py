@@ -425,7 +425,8 @@ def test_a_long_url_in_a_transcript_wraps_on_a_narrow_window(embedded_server: Se
     driver.execute_script(  # type: ignore[attr-defined]
         "const m = document.getElementById('message'); m.value = arguments[0];"
         "document.getElementById('compose').requestSubmit();", f"Please repeat exactly: {url}")
-    state = wait_until(driver, lambda s: s["typed"], 10)
+    # the bubble shows once the server has added the item: read right after sending, a loaded machine saw none yet
+    state = wait_until(driver, lambda s: url in page_text(driver, ".turn.user .text"), 30)
     assert url in page_text(driver, ".turn.user .text"), state
     widths = driver.execute_script(  # type: ignore[attr-defined]
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
