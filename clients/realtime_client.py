@@ -117,6 +117,7 @@ class RealtimeClient:
         self._failure: BaseException | None = None
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
+        self._truncates: set[asyncio.Task[None]] = set()  # kept until done, so close() can end them
         self._session = ev.SessionFields()  # what every session.update so far set, less what the server refused
         self._out_bytes_per_sample = ev.BYTES_PER_WIRE_SAMPLE["audio/pcm"]
         self._server_interrupts = True  # the session's turn_detection.interrupt_response
@@ -282,6 +283,10 @@ class RealtimeClient:
     async def close(self) -> None:
         """Close the connection for good (no reconnect); events() then ends. Calling it again is harmless."""
         self._closing = True
+        # A truncate still pending would only fail on the closed socket (and be garbage-collected pending).
+        for task in self._truncates:
+            task.cancel()
+        await asyncio.gather(*self._truncates, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -402,6 +407,8 @@ class RealtimeClient:
             for tr in self.playback.interrupt(now):
                 # A task keeps the reader reading; frames still go out in order on the one socket.
                 task = asyncio.ensure_future(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
+                self._truncates.add(task)
+                task.add_done_callback(self._truncates.discard)
                 task.add_done_callback(_log_send_failure)
                 self._queue.put_nowait(ServerEvent(ev.CLIENT_TRUNCATED, {
                     "type": ev.CLIENT_TRUNCATED, "item_id": tr.item_id, "content_index": tr.content_index,
