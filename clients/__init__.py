@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "HandshakeRefused": "clients.realtime_client",
     "RealtimeClient": "clients.realtime_client",
     "RealtimeConnectionError": "clients.realtime_client",
     "ReconnectPolicy": "clients.realtime_client",

@@ -29,7 +29,8 @@ from clients.audio import WIRE_RATE, AudioSource, Chunker, Pacing, SendLog, chun
 from clients.events import ServerEvent
 from clients.playback import Playback
 
-__all__ = ["AudioSource", "RealtimeClient", "RealtimeConnectionError", "ReconnectPolicy", "build_url"]
+__all__ = ["AudioSource", "HandshakeRefused", "RealtimeClient", "RealtimeConnectionError", "ReconnectPolicy",
+           "build_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave h
 class RealtimeConnectionError(ConnectionError):
     """The connection is gone for good (closed by the server with a final code, or reconnecting gave up), or was
     never made."""
+
+
+class HandshakeRefused(InvalidStatus):
+    """The server refused the WebSocket handshake; unlike websockets' InvalidStatus (its base, so handlers of that
+    still catch it), the text carries the server's reason from the response body, e.g. "HTTP 503: full"."""
+
+    def __str__(self) -> str:
+        reason = (self.response.body or b"").decode("utf-8", "replace").strip()
+        return f"{super().__str__()}: {reason}" if reason else super().__str__()
 
 
 NOT_CONNECTED = "not connected: open the client with `await RealtimeClient.connect(url)`, not its constructor"
@@ -129,8 +139,8 @@ class RealtimeClient:
                       ping_timeout: float | None = 20.0) -> RealtimeClient:
         """Open the WebSocket (no retry for the first connection: a wrong URL or key should fail fast). Raises what
         the connection attempt met: OSError for a refused, unreachable or unknown host (ConnectionRefusedError,
-        socket.gaierror, TimeoutError after `open_timeout`), websockets' InvalidStatus for a refused handshake (its
-        response: 401 a key, 404 a path, 503 a full or loading server; response.body gives the server's reason),
+        socket.gaierror, TimeoutError after `open_timeout`), HandshakeRefused (an InvalidStatus) for a refused handshake
+        (its response: 401 a key, 404 a path, 503 a full or loading server; its text ends with the server's reason),
         InvalidMessage when what answered is not a WebSocket server (a wrong port), InvalidURI for a URL that is not
         ws(s)/http(s). A server that stops answering is found by websockets' keepalive: a ping every
         `ping_interval` s, the connection lost (and reconnected, per `reconnect`) when no pong comes within
@@ -302,8 +312,11 @@ class RealtimeClient:
 
     async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        return await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
-                                open_timeout=self.open_timeout, **self.keepalive)
+        try:
+            return await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
+                                    open_timeout=self.open_timeout, **self.keepalive)
+        except InvalidStatus as exc:
+            raise HandshakeRefused(exc.response) from exc
 
     async def _wait_connected(self) -> ClientConnection:
         while not self._connected.is_set():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Request, Response
 
 from clients.events import ServerEventError
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
@@ -252,3 +255,16 @@ async def test_a_server_that_stops_answering_is_found_by_the_keepalive_asked_for
             await asyncio.wait_for(client.recv(), 20)
         found.set()
         await client.close()
+
+
+async def test_a_refused_handshake_says_the_servers_reason() -> None:
+    """A full server answers 503 with its reason in the body; the exception read only "HTTP 503"."""
+    def full(ws: ServerConnection, request: Request) -> Response:
+        return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "server full: 4 of 4 sessions\n")
+
+    async with serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0, process_request=full) as server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(InvalidStatus) as info:
+            await RealtimeClient.connect(f"ws://127.0.0.1:{port}", reconnect=FAST)
+    assert info.value.response.status_code == 503
+    assert "server full: 4 of 4 sessions" in str(info.value)
