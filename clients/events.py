@@ -236,9 +236,20 @@ class SessionFields:
         self._updates[event_id] = dict(session)
         return {**session_update_event(session), "event_id": event_id}
 
-    def refused(self, event_id: str | None) -> None:
-        if event_id is not None:
-            self._updates.pop(event_id, None)
+    def refused(self, error: ErrorInfo) -> None:
+        """Forget the session.update an error event refused: the one its event_id names or, when the server gave
+        no event_id, the latest update that set the field its param names ("session.<field>..."); an error that
+        names neither is not about a session field and forgets nothing."""
+        if error.event_id is not None:
+            self._updates.pop(error.event_id, None)
+            return
+        field = _session_field(error.param)
+        if field is None:
+            return
+        for event_id, session in reversed(self._updates.items()):
+            if field in session:
+                del self._updates[event_id]
+                return
 
     def merged(self) -> Json | None:
         """All accepted fields as one session object; None when none were set."""
@@ -248,6 +259,13 @@ class SessionFields:
         for session in self._updates.values():
             out = merge_session(out, session)
         return out
+
+
+def _session_field(param: str | None) -> str | None:
+    """The top-level session field an error's param names: "session.audio.output.voice" -> "audio"."""
+    if param is None or not param.startswith("session."):
+        return None
+    return param.removeprefix("session.").split(".", 1)[0].split("[", 1)[0] or None
 
 
 def append_event(pcm: bytes) -> Json:

@@ -403,7 +403,7 @@ class RealtimeClient:
         """Playback bookkeeping and automatic barge-in truncation."""
         t = event.type
         if t == "error" and event.error is not None:  # one of our session.updates refused: not re-sent
-            self._session.refused(event.error.event_id)
+            self._session.refused(event.error)
         elif t in ("session.created", "session.updated"):
             self._out_bytes_per_sample = ev.output_bytes_per_sample(event)
             self._server_interrupts = ev.interrupts_response(event)

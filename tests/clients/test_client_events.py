@@ -82,3 +82,21 @@ def test_client_events_validate_with_openai_types() -> None:
               ev.create_response_event(), ev.cancel_response_event("r"), ev.truncate_event("i", 5),
               ev.clear_event()):
         assert adapter.validate_python(e).type == e["type"]
+
+
+def test_a_refused_session_update_without_event_id_is_not_resent() -> None:
+    """A server error naming only the refused field (no event_id) left that field in what a reconnect re-sends,
+    so the new server refused the whole update and the instructions set before were lost too."""
+    fields = ev.SessionFields()
+    fields.update({"instructions": "be brief"})
+    fields.update({"output_modalities": ["video"]})
+    fields.refused(ev.ErrorInfo("invalid_request_error", "no video", "invalid_value", "session.output_modalities"))
+    assert fields.merged() == {"instructions": "be brief"}
+
+
+def test_an_error_about_no_session_field_forgets_no_session_update() -> None:
+    fields = ev.SessionFields()
+    fields.update({"instructions": "be brief"})
+    fields.refused(ev.ErrorInfo("invalid_request_error", "no such item", "invalid_value", "item_id"))
+    fields.refused(ev.ErrorInfo("server_error", "busy"))
+    assert fields.merged() == {"instructions": "be brief"}
