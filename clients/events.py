@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
-    "CLIENT_RECONNECTED", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
+    "CLIENT_RECONNECTED", "CLIENT_RESPONSE_LOST", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
     "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
     "merge_session", "parse_server_event", "session_update_event", "truncate_event",
     "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "SessionFields", "input_format", "interrupts_response",
@@ -28,6 +28,8 @@ __all__ = [
 Json = dict[str, object]
 
 CLIENT_RECONNECTED = "client.reconnected"  # data: {"attempt": int}; the server session is a new one
+# data: {"response_id"}: the connection dropped while this reply was under way; it ends here, no response.done comes
+CLIENT_RESPONSE_LOST = "client.response_lost"
 CLIENT_TRUNCATED = "client.truncated"      # data: {"item_id", "content_index", "audio_end_ms"}: we sent a truncate
 
 

@@ -6,7 +6,8 @@ task, sleeping for pacing and the monotonic clock.
 Reconnect: when the connection drops (anything but a close code in `ReconnectPolicy.final_close_codes`), the
 reader retries with exponential backoff and, once connected, re-sends every session field set so far (all the
 session.updates merged into one, less those the server refused) and puts a `client.reconnected` event into the
-stream. The server session is a new one: conversation state is gone, and input audio timestamps restart at 0.
+stream. A reply under way when the connection dropped never gets its response.done: the client ends it with a
+`client.response_lost` event (data: response_id) as soon as the drop is seen. The server session is a new one: conversation state is gone, and input audio timestamps restart at 0.
 Sends made while reconnecting wait for it; when the policy gives up, `events()` raises `RealtimeConnectionError`
 and sends raise it too.
 """
@@ -131,6 +132,7 @@ class RealtimeClient:
         self._session = ev.SessionFields()  # what every session.update so far set, less what the server refused
         self._out_bytes_per_sample = ev.BYTES_PER_WIRE_SAMPLE["audio/pcm"]
         self._server_interrupts = True  # the session's turn_detection.interrupt_response
+        self._open_responses: dict[str, None] = {}  # ids of replies created and not yet done, in order
 
     @classmethod
     async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
@@ -344,6 +346,7 @@ class RealtimeClient:
                 self._connected.clear()
                 if self._closing:
                     return
+                self._end_lost_responses()
                 code = ws.close_code if ws.close_code is not None else 1006
                 if code in self.policy.final_close_codes or not (self.policy.enabled and self.policy.max_attempts):
                     # With the server's reason: "code 1000" alone reads as a fault where an operator hung up.
@@ -387,6 +390,13 @@ class RealtimeClient:
             return
         raise RealtimeConnectionError(f"reconnecting gave up: {last}")
 
+    def _end_lost_responses(self) -> None:
+        # The server session that owned them is gone: without an end, an app awaiting response.done waits forever.
+        for response_id in self._open_responses:
+            self._queue.put_nowait(ServerEvent(ev.CLIENT_RESPONSE_LOST, {"type": ev.CLIENT_RESPONSE_LOST,
+                                                                            "response_id": response_id}))
+        self._open_responses.clear()
+
     def _on_frame(self, raw: str | bytes) -> None:
         try:
             event = ev.parse_server_event(raw)
@@ -412,7 +422,10 @@ class RealtimeClient:
             self.playback.enqueue(event.item_id, n, now, event.content_index)
         elif t == "response.output_audio.done" and event.item_id:
             self.playback.finish_item(event.item_id)
+        elif t == "response.created" and event.response_id:
+            self._open_responses[event.response_id] = None
         elif t == "response.done":
+            self._open_responses.pop(event.response_id or "", None)
             self.playback.finish_all()
         elif (t == "input_audio_buffer.speech_started" and self.auto_truncate and self._server_interrupts
               and self.playback.is_playing(now)):

@@ -268,3 +268,22 @@ async def test_a_refused_handshake_says_the_servers_reason() -> None:
             await RealtimeClient.connect(f"ws://127.0.0.1:{port}", reconnect=FAST)
     assert info.value.response.status_code == 503
     assert "server full: 4 of 4 sessions" in str(info.value)
+
+
+async def test_a_reply_cut_by_a_drop_ends_with_response_lost() -> None:
+    """A reply under way when the connection dropped never got response.done: an app awaiting its end waited
+    forever. A reply that did finish gets no such event."""
+    async def before_drop(s: Scripted, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "response.created", "response": {"id": "r1"}}))
+        await ws.send(json.dumps({"type": "response.done", "response": {"id": "r1", "status": "completed"}}))
+        await ws.send(json.dumps({"type": "response.created", "response": {"id": "r2"}}))
+
+    s = _dropping_first_connection(before_drop)
+    async for url in _server(s):
+        async with await RealtimeClient.connect(url, reconnect=FAST) as client:
+            await client.session_update(instructions="be brief")
+            seen = [await client.recv(timeout=5) for _ in range(5)]
+            assert [e.type for e in seen] == ["session.created", "response.created", "response.done",
+                                              "response.created", "client.response_lost"]
+            assert seen[-1].response_id == "r2"
+            assert await _next_types(client, 1) == ["client.reconnected"]
