@@ -11,6 +11,16 @@ load the WebSocket transport.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy exports resolve to, for type checkers (else each is object); "X as X" re-exports
+    from clients.audio import Pacing as Pacing, SendLog as SendLog
+    from clients.events import (ErrorInfo as ErrorInfo, ServerEvent as ServerEvent,
+                                ServerEventError as ServerEventError, parse_server_event as parse_server_event)
+    from clients.playback import Playback as Playback, Truncation as Truncation
+    from clients.realtime_client import (HandshakeRefused as HandshakeRefused, RealtimeClient as RealtimeClient,
+                                         RealtimeConnectionError as RealtimeConnectionError,
+                                         ReconnectPolicy as ReconnectPolicy)
 
 _EXPORTS = {
     "HandshakeRefused": "clients.realtime_client",

@@ -21,3 +21,28 @@ def test_the_pure_cores_pass_mypy_strict() -> None:
                           "--ignore-missing-imports", "--no-incremental", *PURE_CORES],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+APP = '''
+import asyncio
+from clients import RealtimeClient, ServerEvent
+
+async def reply_end(url: str) -> ServerEvent:
+    async with await RealtimeClient.connect(url) as rt:
+        await rt.create_response()
+        async for event in rt.events():
+            if event.type in ("response.done", "client.response_lost"):
+                return event
+    raise RuntimeError(rt.connected)
+'''
+
+
+def test_an_app_importing_the_client_from_clients_type_checks(tmp_path: Path) -> None:
+    """`from clients import RealtimeClient` (as the README does) was typed as object by mypy, through the package's
+    lazy __getattr__: an app under mypy --strict got "Variable clients.RealtimeClient is not valid as a type"."""
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+                          "--ignore-missing-imports", "--no-incremental", str(app)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
