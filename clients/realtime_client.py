@@ -118,7 +118,8 @@ class RealtimeClient:
         self.policy = reconnect
         self.auto_truncate = auto_truncate
         self.open_timeout = open_timeout
-        self.keepalive = {"ping_interval": ping_interval, "ping_timeout": ping_timeout}
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.playback = Playback(WIRE_RATE)
         self.input_samples_sent = 0
         self.reconnects = 0
@@ -316,7 +317,8 @@ class RealtimeClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
         try:
             return await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
-                                    open_timeout=self.open_timeout, **self.keepalive)
+                                    open_timeout=self.open_timeout, ping_interval=self.ping_interval,
+                                    ping_timeout=self.ping_timeout)
         except InvalidStatus as exc:
             raise HandshakeRefused(exc.response) from exc
 

@@ -15,10 +15,14 @@ PURE_CORES = ["context_manager", "vad", "controller/realtime", "controller/turn_
 def test_the_pure_cores_pass_mypy_strict() -> None:
     """turn_taking's handler table was untyped ("Cannot call function of unknown type": a handler with the wrong
     signature would go unnoticed) and the resampler returned soxr's untyped result as an ndarray."""
+    _assert_mypy_strict_passes(*PURE_CORES)
+
+
+def _assert_mypy_strict_passes(*paths: str) -> None:
     # silent: the cores' imports (controller.errors, numpy) are checked as far as the cores use them, not reported;
     # soxr ships no type information.
     run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-                          "--ignore-missing-imports", "--no-incremental", *PURE_CORES],
+                          "--ignore-missing-imports", "--no-incremental", *paths],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -37,12 +41,15 @@ async def reply_end(url: str) -> ServerEvent:
 '''
 
 
+def test_the_client_transport_passes_mypy_strict() -> None:
+    """Its keepalive settings went to websockets' connect() as **dict[str, float | None], which mypy could not check
+    against connect's parameters (4 arg-type errors): a wrong keyword or type there passed unnoticed."""
+    _assert_mypy_strict_passes("clients/realtime_client.py")
+
+
 def test_an_app_importing_the_client_from_clients_type_checks(tmp_path: Path) -> None:
     """`from clients import RealtimeClient` (as the README does) was typed as object by mypy, through the package's
     lazy __getattr__: an app under mypy --strict got "Variable clients.RealtimeClient is not valid as a type"."""
     app = tmp_path / "app.py"
     app.write_text(APP)
-    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-                          "--ignore-missing-imports", "--no-incremental", str(app)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
+    _assert_mypy_strict_passes(str(app))
