@@ -412,10 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                                       vad=args.vad, timeout_s=args.timeout, model=args.model, session_extra=extra,
                                       voice=args.voice))
     except (TalkError, RealtimeConnectionError, WebSocketException, OSError) as exc:
-        # The server says why it refused a handshake in the body ("server full: ...", "invalid or missing API key").
-        body = exc.response.body if isinstance(exc, InvalidStatus) else b""
-        reason = f" ({body.decode(errors='replace').strip()})" if body else ""
-        print(f"talk: {exc}{reason}", file=sys.stderr)
+        # A refused handshake's text ends with the server's reason ("server full: ...", "invalid or missing API key").
+        print(f"talk: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection, serve
 
 from clients.events import ServerEvent
 from clients.realtime_client import build_url
@@ -413,3 +416,19 @@ async def test_talk_keeps_waiting_while_a_loading_server_does_not_answer_at_all(
     err = capsys.readouterr().err
     assert code == 0, err
     assert sf.info(str(out)).duration > 0.1
+
+
+def test_a_full_server_s_reason_is_said_once(tmp_path: Path, capsys) -> None:
+    """The handshake refusal now carries the server's reason in its text; talk added the body again after it."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    def full(ws: ServerConnection, request: Request) -> Response:
+        return ws.respond(503, "server full: 4 of 4 sessions\n")
+
+    with serve(lambda ws: None, "127.0.0.1", 0, process_request=full) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{server.socket.getsockname()[1]}")
+        server.shutdown()
+    assert code == 1
+    assert err.count("server full: 4 of 4 sessions") == 1, err
