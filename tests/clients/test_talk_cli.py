@@ -199,7 +199,7 @@ def test_a_url_without_the_realtime_path_is_told_where_the_api_is(embedded_serve
     the client and in the server's log (the openai SDK shows only the status)."""
     url = f"ws://127.0.0.1:{embedded_server.port}/realtime"
     assert talk(capsys, str(beckett_wav), "--url", url) == (
-        1, "talk: server rejected WebSocket connection: HTTP 404 (not found: the Realtime API is at /v1/realtime)\n")
+        1, "talk: server rejected WebSocket connection: HTTP 404: not found: the Realtime API is at /v1/realtime\n")
     assert "refused a WebSocket to /realtime (404): the Realtime API is at /v1/realtime" in embedded_server.log()
 
 
