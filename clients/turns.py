@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clients.audio import SendLog, last_voiced_at_or_before
-from clients.events import ServerEvent
+from clients.events import CLIENT_RESPONSE_LOST, ServerEvent
 
 __all__ = ["Turn", "TurnTracker"]
 
@@ -122,6 +122,9 @@ class TurnTracker:
         elif t == "response.done":
             turn.response_done = now
             turn.status, turn.reason = event.response_status, event.response_reason
+        elif t == CLIENT_RESPONSE_LOST:  # the connection dropped mid-reply: no response.done will ever come
+            turn.response_done = now
+            turn.status, turn.reason = "lost", "connection_lost"
         return turn
 
     def _commit(self, item_id: str | None) -> Turn:

@@ -84,3 +84,13 @@ def test_the_last_turn_without_a_reply_is_not_done() -> None:
     tr.feed(E("response.done", response={"id": "r1", "status": "completed"}), 1.5)
     tr.feed(E("input_audio_buffer.committed", item_id="u2"), 2.0)
     assert not tr.all_done()
+
+
+def test_a_reply_lost_with_the_connection_ends_its_turn() -> None:
+    """A reply cut by a dropped connection gets client.response_lost, never response.done: talk waited for it."""
+    tr = TurnTracker(_log(), np.array([1_000], np.int64))
+    tr.feed(E("input_audio_buffer.committed", item_id="u1"), 1.0)
+    tr.feed(E("response.created", response={"id": "r1"}), 1.1)
+    assert not tr.all_done()
+    turn = tr.feed(E("client.response_lost", response_id="r1"), 1.5)
+    assert tr.all_done() and turn is not None and (turn.status, turn.reason) == ("lost", "connection_lost")
