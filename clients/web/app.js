@@ -42,6 +42,10 @@ let turnEndAt = null; // performance.now() when the user's speech ended (or of t
 // This connection's input stream as the server counts it (audio ms), and for the end of each chunk sent the time it
 // was captured: speech_stopped comes a whole end-of-turn silence after the speech it ends, at its audio_end_ms.
 let sentMs = 0;
+let pressSentMs = 0; // sentMs when this push-to-talk press began streaming
+// The server refuses a commit of less audio (input_audio_buffer_commit_empty, as the OpenAI API does): a tap
+// released before the microphone delivered that much is no turn.
+const MIN_TURN_MS = 100;
 const sentEnds = []; // [audio ms at the chunk's end, performance.now() at its capture]
 const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-turn silence
 let activeResponse = null;
@@ -534,6 +538,7 @@ async function pressTalk() {
   // meanwhile: that press goes on, alone (this one's clear would empty the buffer the next one fills).
   if (!talkHeld || !sock || press !== presses) return;
   sock.send({ type: 'input_audio_buffer.clear' });
+  pressSentMs = sentMs;
   streaming = true;
   setState('speaking');
 }
@@ -544,6 +549,11 @@ function releaseTalk() {
   $('talk').classList.remove('held');
   if (!streaming) return;
   streaming = false;
+  if (sentMs - pressSentMs < MIN_TURN_MS) {
+    sock.send({ type: 'input_audio_buffer.clear' });
+    setState('ready');
+    return;
+  }
   sock.send({ type: 'input_audio_buffer.commit' });
   sock.send({ type: 'response.create' });
   turnEndAt = performance.now();
