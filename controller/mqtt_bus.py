@@ -42,7 +42,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -61,7 +60,7 @@ from prometheus_client import Counter, Gauge
 
 from controller.metrics import Metrics
 from controller.mqtt_protocol import (
-    Directory, MqttConfig, Outgoing, error_topic, event_message, packet_size, parse_command, session_of,
+    Directory, MqttConfig, Outgoing, command_error_message, event_message, packet_size, parse_command, session_of,
     session_status_message, subscriptions,
 )
 
@@ -251,8 +250,9 @@ class MqttBus:
             keepalive=c.keepalive, timeout=c.publish_timeout,
             tls_context=ssl.create_default_context() if c.tls else None, clean_start=False, properties=properties,
             will=aiomqtt.Will(f"{self._node}/status", self._status("lost"), qos=1, retain=True))
-        # aiomqtt warns past 10 publishes awaiting their acknowledgement; up to WINDOW is our normal flow
-        client.pending_calls_threshold = WINDOW
+        # aiomqtt warns past 10 publishes awaiting their acknowledgement. Normal flow has up to WINDOW from the
+        # publish loop plus the metrics loop's own publish (its QoS 0 waits too while the socket is busy).
+        client.pending_calls_threshold = WINDOW + 1
         return client
 
     async def _run(self) -> None:
@@ -422,23 +422,4 @@ class MqttBus:
             raise
         except Exception as exc:  # a command's failure is answered on the bus, never raised
             logger.warning("mqtt: command on %s failed: %s", topic, exc)
-            self._enqueue(Outgoing(
-                topic=error_topic(self.config.prefix, topic), qos=1,
-                payload=json.dumps({"topic": topic, "error": _message(exc), "kind": type(exc).__name__,
-                                    "node_id": self.config.node_id,
-                                    "payload": base64.b64encode(payload[:1024]).decode()
-                                    if not _is_text(payload) else payload[:1024].decode()},
-                                   separators=(",", ":")).encode()))
-
-
-def _message(exc: Exception) -> str:
-    # str(KeyError("x")) is "'x'" (the key's repr): the bus gets the message itself.
-    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-
-
-def _is_text(b: bytes) -> bool:
-    try:
-        b.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+            self._enqueue(command_error_message(self.config.prefix, topic, payload, exc, self.config.node_id))

@@ -4,13 +4,14 @@ as an argument). The topic layout and the bus's rules are in controller/mqtt_bus
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, ProtocolError, SessionClosed
 from speech_decoder.sentences import clean_for_speech
 
 COMMANDS = ("say", "instructions", "hangup")
@@ -183,6 +184,41 @@ def error_topic(prefix: str, command_topic: str) -> str:
     return f"{prefix}/v1/sessions/{_part(session_of(prefix, command_topic))}/cmd/{ERROR_REPLY}"
 
 
+def command_error_message(prefix: str, topic: str, payload: bytes, exc: Exception, node_id: str) -> Outgoing:
+    """The answer on cmd/error to a command that could not run: what went wrong, in words and as a stable `kind`,
+    with the command's payload (base64 when it is not text) so that a dashboard can show what was refused."""
+    quoted = payload[:1024].decode() if _is_text(payload[:1024]) else base64.b64encode(payload[:1024]).decode()
+    body = {"topic": topic, "error": _error_text(exc), "kind": error_kind(exc), "node_id": node_id, "payload": quoted}
+    return Outgoing(topic=error_topic(prefix, topic), payload=json.dumps(body, separators=(",", ":")).encode(), qos=1)
+
+
+def error_kind(exc: Exception) -> str:
+    """A code that programs can match: a session's own refusals carry the Realtime error code the same refusal has
+    on the WebSocket (e.g. conversation_already_has_active_response); Python class names are no API."""
+    if isinstance(exc, BadCommand):
+        return "bad_command"
+    if isinstance(exc, KeyError):
+        return "unknown_session"
+    if isinstance(exc, ProtocolError):
+        return exc.code
+    if isinstance(exc, SessionClosed):
+        return "session_closed"
+    return "command_failed"
+
+
+def _error_text(exc: Exception) -> str:
+    # str(KeyError("x")) is "'x'" (the key's repr): the bus gets the message itself.
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def _is_text(b: bytes) -> bool:
+    try:
+        b.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def session_status_message(prefix: str, session_id: str, node_id: str | None, now: float) -> Outgoing:
     """The retained status of a live session, or (node_id None) the empty retained message that deletes it."""
     payload = b"" if node_id is None else json.dumps(
@@ -265,8 +301,12 @@ def parse_command(prefix: str, topic: str, payload: bytes) -> Command | None:
     body: object = {}
     if payload.strip():
         try:
-            body = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # decoded here: json.loads would take bytes as UTF-16 or UTF-32 too (\xff\xfe reads as a UTF-16 BOM)
+            body = json.loads(payload.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadCommand(f"payload is not UTF-8 text (byte {payload[exc.start]:#04x} at {exc.start}): "
+                             "commands are JSON objects") from exc
+        except json.JSONDecodeError as exc:
             raise BadCommand(f"payload is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadCommand("payload must be a JSON object")

@@ -141,8 +141,9 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
         assert m.topic == "/".join(m.json()["topic"].split("/")[:4]) + "/cmd/error"
     assert [e["error"] for e in errors[:3]] == [f"unknown command {name!r}; the commands are say, instructions, hangup"
                                                 for name in ("reboot", "Say", "say/now")]
-    assert errors[3]["kind"] == "BadCommand" and "JSON" in errors[3]["error"]
-    assert errors[-1]["kind"] == "KeyError" and errors[-1]["error"] == "no session 'sess_nope'"
+    assert errors[3]["kind"] == "bad_command" and "JSON" in errors[3]["error"]
+    assert errors[-2]["kind"] == "bad_command" and errors[-2]["error"].startswith("payload is not UTF-8 text")
+    assert errors[-1]["kind"] == "unknown_session" and errors[-1]["error"] == "no session 'sess_nope'"
     assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
 
 
@@ -187,7 +188,8 @@ async def test_say_while_a_reply_plays_is_refused_to_the_operator_not_the_client
         await conv.close()
         await w.close()
     assert refused.qos == 1 and refused.json() == {
-        "topic": f"{base}/say", "kind": "RemoteProtocolError", "payload": '{"text": "Interrupting you."}',
+        "topic": f"{base}/say", "kind": "conversation_already_has_active_response",
+        "payload": '{"text": "Interrupting you."}',
         "node_id": refused.json()["node_id"],
         "error": "A response is already in progress; say again after its response.done."}
     assert first_done["response"]["id"] == first["response"]["id"]
@@ -214,6 +216,7 @@ async def test_a_transcription_session_refuses_say_and_instructions(broker, bus_
     assert [(m.json()["topic"], m.json()["error"]) for m in w.messages] == [
         (f"{base}/say", "A transcription session has no responses: it only transcribes the input audio."),
         (f"{base}/instructions", "A transcription session has no instructions: it only transcribes the input audio.")]
+    assert {m.json()["kind"] for m in w.messages} == {"unsupported_in_transcription_session"}
     assert [e["type"] for e in conv.events] == ["session.created", "session.updated"]  # no reply, nothing else
 
 

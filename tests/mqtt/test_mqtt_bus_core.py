@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, RemoteProtocolError, SessionClosed
 from controller.metrics import Metrics
 from controller.mqtt_bus import MqttBus
 from controller.mqtt_protocol import (
-    BadCommand, Command, Directory, error_topic, event_message, packet_size, parse_command, parse_mqtt_url,
-    subscriptions,
+    BadCommand, Command, Directory, command_error_message, error_topic, event_message, packet_size, parse_command,
+    parse_mqtt_url, subscriptions,
 )
 
 LIMIT = 262144  # max_message's default
@@ -99,6 +99,29 @@ def test_unknown_commands_are_named_and_error_replies_are_not_commands() -> None
     # a reply (ours or another node's) on cmd/error is not answered, whatever it holds
     assert parse_command("p", "p/v1/sessions/s1/cmd/error", b'{"topic": "x", "error": "y"}') is None
     assert parse_command("p", "p/v1/sessions/s1/cmd/error", b"not json") is None
+
+
+def test_a_refused_command_is_answered_with_a_stable_kind_and_its_payload() -> None:
+    """A dashboard matches `kind`: codes, not Python class names ("KeyError" told an operator nothing)."""
+    topic = "p/v1/sessions/s1/cmd/say"
+    cases = [(BadCommand("payload must be a JSON object"), "bad_command"),
+             (KeyError("no session 's1'"), "unknown_session"),
+             (RemoteProtocolError("A response is already in progress", code="conversation_already_has_active_response"),
+              "conversation_already_has_active_response"),
+             (SessionClosed("closed"), "session_closed"), (RuntimeError("boom"), "command_failed")]
+    for exc, kind in cases:
+        msg = command_error_message("p", topic, b'{"text": "hi"}', exc, "n1")
+        assert (msg.topic, msg.qos, msg.retain) == ("p/v1/sessions/s1/cmd/error", 1, False)
+        body = json.loads(msg.payload)
+        assert body == {"topic": topic, "error": str(exc.args[0]), "kind": kind, "node_id": "n1",
+                        "payload": '{"text": "hi"}'}
+    binary = json.loads(command_error_message("p", topic, b"\xff\xfe", BadCommand("x"), "n1").payload)
+    assert base64.b64decode(binary["payload"]) == b"\xff\xfe"
+
+
+def test_a_payload_that_is_not_utf8_is_called_that() -> None:
+    with pytest.raises(BadCommand, match=r"payload is not UTF-8 text \(byte 0xff at 1\): commands are JSON objects"):
+        parse_command("p", "p/v1/sessions/s1/cmd/hangup", b"{\xff}")
 
 
 def test_an_event_too_big_for_the_broker_goes_out_as_a_stub() -> None:
@@ -209,4 +232,4 @@ async def test_the_publish_window_is_not_reported_as_a_backlog() -> None:
     from controller.mqtt_bus import WINDOW
 
     bus, _ = _bus(buffer=3)
-    assert bus._client().pending_calls_threshold == WINDOW
+    assert bus._client().pending_calls_threshold == WINDOW + 1  # + the metrics loop's publish
