@@ -121,6 +121,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
         self.observer: Callable[[str, dict], None] | None = None  # sees every event once sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
+        self._last_audio_response_id: str | None = None  # the latest response that sent audio (any conversation)
         self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
         # User audio items with no transcript (still being transcribed, or it failed): retrieved with transcript null,
         # as the API's input_audio content has it until transcription completes (the conversation holds "" for them).

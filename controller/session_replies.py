@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from controller import turn_events as te
 from controller import turn_taking as tt
-from controller.errors import EngineError, MediaError
+from controller.errors import EngineError, MediaError, RemoteProtocolError
 from controller.pipeline import PromptCut, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
@@ -146,6 +146,7 @@ class RepliesMixin(_Base):
         resp = self._responses.get(gen_id)
         if resp is None:
             return
+        self._last_audio_response_id = resp[0].response_id
         end = resp[0].answers_audio_end_ms
         arrived = self.audio.arrival_time(end) if end is not None else None
         if arrived is not None and resp[0].first_audio_at is not None:
@@ -219,11 +220,17 @@ class RepliesMixin(_Base):
             await self._cancel_response(resp.gen_id, "client_cancelled")
             await self.emit(self.events.output_audio_buffer_cleared(response_id=resp.response_id))
             cleared = True
+        if cleared:
+            return
         # Nothing left to cut (the documented order is response.cancel first, then this): the buffer is empty, and a
-        # client that waits for cleared gets it, naming the reply whose audio was sent last.
-        last = next((r for r in reversed(self._spoken.values()) if r.audio_out), None)
-        if not cleared and last is not None:
-            await self.emit(self.events.output_audio_buffer_cleared(response_id=last.response_id))
+        # client that waits for cleared gets it, naming the reply whose audio was sent last, in or out of band.
+        if self._last_audio_response_id is not None:
+            await self.emit(self.events.output_audio_buffer_cleared(response_id=self._last_audio_response_id))
+            return
+        # No response ever spoke: cleared must name "the response that produced the audio", and there is none, so
+        # the client gets an error (with its event_id) rather than silence it would wait on.
+        raise RemoteProtocolError("There is no response audio to clear: no response has sent audio in this session.",
+                                  code="output_audio_buffer_empty")
 
     async def _cancel_response(self, gen_id: int, reason: str) -> None:
         entry = self._responses.pop(gen_id, None)

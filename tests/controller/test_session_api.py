@@ -257,6 +257,53 @@ async def test_clearing_the_output_audio_buffer_after_response_cancel_still_says
         validate_server_event(raw)
 
 
+async def test_clearing_the_output_audio_buffer_when_nothing_was_ever_spoken_is_answered_with_an_error() -> None:
+    """output_audio_buffer.clear on a session where no response sent audio (none yet, then a text-only reply): there
+    is no response for output_audio_buffer.cleared to name, so the client gets an error with its event_id each
+    time. It had got nothing at all, and a client waiting for cleared hung."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        await conv.send({"type": "output_audio_buffer.clear", "event_id": "clear_fresh"})
+        await conv.wait_for("error", timeout=5)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "output_audio_buffer.clear", "event_id": "clear_after_text"})
+        await conv.wait_for("error", after=n, timeout=5)
+    errors = [(e["error"]["type"], e["error"]["code"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_request_error", "output_audio_buffer_empty", "clear_fresh"),
+                      ("invalid_request_error", "output_audio_buffer_empty", "clear_after_text")]
+    assert not conv.of_type("output_audio_buffer.cleared")
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_clearing_the_output_audio_buffer_after_an_out_of_band_reply_or_a_deleted_one_says_cleared() -> None:
+    """Nothing is playing, but a reply did speak: an out-of-band one, or one whose item the client has since
+    deleted. As after any other reply, output_audio_buffer.clear answers output_audio_buffer.cleared naming the
+    response whose audio was sent last; it had answered nothing in these two cases."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["Noon."]
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"conversation": "none"}})
+        oob = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        first = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+        n = await conv.ask("what time is it?")
+        joined = await conv.wait_for("response.done", after=n, timeout=10)
+        await conv.send({"type": "conversation.item.delete", "item_id": joined["response"]["output"][0]["id"]})
+        await conv.wait_for("conversation.item.deleted", after=n, timeout=5)
+        await conv.send({"type": "output_audio_buffer.clear"})
+        second = await conv.wait_for("output_audio_buffer.cleared", after=n, timeout=5)
+    assert first["response_id"] == oob["response"]["id"]
+    assert second["response_id"] == joined["response"]["id"]
+    assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_the_speaking_rate_set_by_session_update_reaches_the_speech() -> None:
     """audio.output.speed is echoed and the reply's audio is spoken at it (the scripted voice speaks 50 ms a word at
     speed 1.0: 12 words of reply = 600 ms, 400 ms at 1.5)."""
