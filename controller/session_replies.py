@@ -244,10 +244,16 @@ class RepliesMixin(_Base):
         if resp.visible:
             heard = resp.heard_ms_now()
             await resp.finish_cancelled(_WIRE_CANCEL_REASONS.get(reason, reason))
-            self.record_reply(resp, heard_ms=heard)
+            # Only the server's own barge-in cuts the item to what was heard, and says so with
+            # conversation.item.truncated. A client's response.cancel (or output_audio_buffer.clear) leaves the item
+            # as generated up to the cancel, as response.done and conversation.item.done showed it: the API keeps
+            # what was generated and leaves cutting it to conversation.item.truncate, which the client sends since
+            # only it knows what it played (the openai SDK's interruption pattern: cancel, then truncate).
+            server_cut = reason == "barge_in"
+            self.record_reply(resp, heard_ms=heard if server_cut else None)
             self.log.info("response %s cancelled (%s, %d ms of its audio heard): %s", resp.response_id, reason,
                           int(heard), resp.timeline())
             self.metrics.responses_total.labels(status="cancelled").inc()
-            if reason == "barge_in" and resp.audio_out and resp.item_id in self.conversation:
+            if server_cut and resp.audio_out and resp.item_id in self.conversation:
                 await self.emit(self.events.item_truncated(item_id=resp.item_id, content_index=0,
                                                            audio_end_ms=int(heard)))

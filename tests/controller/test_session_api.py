@@ -344,6 +344,31 @@ async def test_a_reply_cancelled_by_the_client_is_truncated_at_once_and_retrieve
         validate_server_event(raw)
 
 
+async def test_a_reply_cancelled_by_the_client_keeps_what_was_generated_until_the_client_truncates_it() -> None:
+    """response.cancel just after the reply's first audio: response.done shows the message with the text generated
+    up to the cancel, and conversation.item.retrieve and the next reply's prompt must hold that same text. Only a
+    truncate (the client's, or the server's own at a barge-in, told by conversation.item.truncated) cuts it to what
+    was heard; the cancel alone had silently left the retrieved item and the context with the heard part only."""
+    pipeline = ScriptedPipeline()
+    async with speaking(NOON, 0.2, pipeline) as (conv, n, delta):
+        await conv.send({"type": "response.cancel"})
+        done = await conv.wait_for("response.done", after=n, timeout=5)
+        await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
+        retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+        m = await conv.ask("and then?")
+        await conv.wait_for("response.done", after=m, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert done["response"]["status_details"]["reason"] == "client_cancelled"
+    [generated] = done["response"]["output"]
+    transcript = generated["content"][0]["transcript"]
+    assert transcript and NOON.startswith(transcript)
+    assert not conv.of_type("conversation.item.truncated")
+    assert retrieved["item"] == generated
+    assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] == "assistant"] == [transcript]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_the_message_of_a_reply_in_progress_can_be_retrieved_as_it_is_so_far() -> None:
     async with speaking(NOON, 0.2) as (conv, n, delta):
         await conv.send({"type": "conversation.item.retrieve", "item_id": delta["item_id"]})
