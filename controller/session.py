@@ -343,9 +343,16 @@ class Session(ItemsMixin, RepliesMixin):
                 await self.handle_item_event(event)
 
     def _check_references(self, event: ce.ResponseCreate) -> None:
-        """response.input may name items of the conversation: a missing one is the client's error, told now
-        (with the event's id), not a server failure of the reply later."""
+        """response.input may name items of the conversation: a missing one, or an id given twice (a reference
+        repeated, or a new item under a referenced one's id: the prompt holds each item once), is the client's error,
+        told now (with the event's id), not a server failure of the reply later."""
+        seen: set[str] = set()
         for i, entry in enumerate(event.input or ()):
+            if entry.id is not None:
+                if entry.id in seen:
+                    raise RemoteProtocolError(f"Item id {entry.id!r} appears more than once in response.input.",
+                                              code="invalid_value", param=f"response.input[{i}].id")
+                seen.add(entry.id)
             if isinstance(entry, ItemReference):
                 if entry.id not in self.conversation:
                     raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",

@@ -227,6 +227,36 @@ async def test_a_response_input_naming_a_missing_item_is_refused_as_bad_input() 
     assert done["response"]["status"] == "completed" and len(conv.of_type("error")) == 1
 
 
+async def test_a_response_input_giving_an_item_id_twice_is_refused_as_bad_input() -> None:
+    """response.input mixes new items and item_references; one id given twice (the same reference repeated, or a new
+    item under a referenced item's id) is the client's mistake: an invalid_request_error naming the entry, with the
+    client's event_id, and no response. It had started the response and failed it as a server_error ("item 'u1'
+    already exists"), with a traceback in the server's log. A mix with distinct ids is answered from those items."""
+    pipeline = ScriptedPipeline()
+    u1 = {"type": "message", "role": "user", "id": "u1", "content": [{"type": "input_text", "text": "it is noon"}]}
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "item": u1})
+        await conv.wait_for("conversation.item.done", timeout=5)
+        n = len(conv.events)
+        for event_id, second in (("twice", {"type": "item_reference", "id": "u1"}),
+                                 ("clash", {**u1, "content": [{"type": "input_text", "text": "shadowed"}]})):
+            await conv.send({"type": "response.create", "event_id": event_id, "response": {
+                "conversation": "none", "input": [{"type": "item_reference", "id": "u1"}, second]}})
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "mix"},
+                                                                  "input": [{"type": "item_reference", "id": "u1"},
+                                                                            {**u1, "id": "u2"}]}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    errors = [(e["error"]["type"], e["error"]["code"], e["error"]["param"], e["error"]["event_id"])
+              for e in conv.of_type("error")]
+    assert errors == [("invalid_request_error", "invalid_value", "response.input[1].id", "twice"),
+                      ("invalid_request_error", "invalid_value", "response.input[1].id", "clash")]
+    assert [c["response"]["metadata"] for c in conv.of_type("response.created")] == [{"k": "mix"}]
+    assert (done["response"]["status"], done["response"]["metadata"]) == ("completed", {"k": "mix"})
+    assert [user_messages(r) for r in pipeline.requests] == [["it is noon", "it is noon"]]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_an_item_a_response_input_names_may_be_deleted_while_the_prompt_waits_for_a_transcription() -> None:
     """response.create's input is checked when it comes, but the prompt is built once the transcriptions still
     running are done: deleting a referenced item in between made the reply fail (server_error "no item with id",
