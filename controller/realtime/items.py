@@ -103,7 +103,10 @@ def parse_item(f: Fields) -> ItemSpec | ItemReference:
     """Parse a conversation item object (f.path is e.g. "item" or "response.input[0]")."""
     kind = f.choice("type", ("message", "function_call", "function_call_output", "item_reference"))
     item_id = f.opt_str("id")
-    if f.obj.get("status") is not None:  # the API's values; a client's own item is shown "completed" whatever it says
+    # A client's item is shown "completed" whatever status it gives: the API's item types say status "has no effect on
+    # the conversation" (beta: "accepted for consistency with the conversation.item.created event", so a client may
+    # send back an item it was given); neither documents an echo. Only the API's values are accepted.
+    if f.obj.get("status") is not None:
         f.choice("status", ("completed", "incomplete", "in_progress"))
     if kind == "item_reference":
         return ItemReference(id=f.str_("id"))
