@@ -18,7 +18,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from context_manager import Conversation
+from context_manager import Conversation, FunctionCall, FunctionCallOutput
 from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import InputConverter
@@ -315,7 +315,7 @@ class Session(ItemsMixin, RepliesMixin):
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 self._log_ignored("response.create", event.ignored)
-                self._check_references(event)
+                self._check_input(event)
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
                 overridden = apply_patch(self.cfg, event.overrides)
@@ -342,23 +342,35 @@ class Session(ItemsMixin, RepliesMixin):
             case _:
                 await self.handle_item_event(event)
 
-    def _check_references(self, event: ce.ResponseCreate) -> None:
-        """response.input may name items of the conversation: a missing one, or an id given twice (a reference
-        repeated, or a new item under a referenced one's id: the prompt holds each item once), is the client's error,
-        told now (with the event's id), not a server failure of the reply later."""
+    def _check_input(self, event: ce.ResponseCreate) -> None:
+        """response.input is the reply's whole prompt, checked when the event comes: a mistake in it is the client's
+        error, told now (with the event's id), not a server failure of the reply later nor an item silently left out
+        of the prompt. A reference names an item of the conversation; an id comes once (a reference repeated, or a new
+        item under a referenced one's id: the prompt holds each item once); a function_call_output follows its
+        function_call (the prompt has no place for an output without its call, and dropped it)."""
         seen: set[str] = set()
+        calls: set[str] = set()
         for i, entry in enumerate(event.input or ()):
+            at = f"response.input[{i}]"
             if entry.id is not None:
                 if entry.id in seen:
                     raise RemoteProtocolError(f"Item id {entry.id!r} appears more than once in response.input.",
-                                              code="invalid_value", param=f"response.input[{i}].id")
+                                              code="invalid_value", param=f"{at}.id")
                 seen.add(entry.id)
             if isinstance(entry, ItemReference):
                 if entry.id not in self.conversation:
                     raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
-                                              param=f"response.input[{i}].id")
+                                              param=f"{at}.id")
+                item = self.conversation.get(entry.id)
             else:
-                self._check_item_size(self._item_from_spec(entry, entry.id or "inline"), at=f"response.input[{i}]")
+                item = self._item_from_spec(entry, entry.id or "inline")
+                self._check_item_size(item, at=at)
+            if isinstance(item, FunctionCall):
+                calls.add(item.call_id)
+            elif isinstance(item, FunctionCallOutput) and item.call_id not in calls:
+                raise RemoteProtocolError(f"Tool call ID {item.call_id!r} not found before {at} in response.input "
+                                          "(refer to the function_call too).", code="invalid_tool_call_id",
+                                          param=f"{at}.call_id")
 
     async def _apply_for(self, event: ce.ClientEvent, request: te.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""

@@ -257,6 +257,33 @@ async def test_a_response_input_giving_an_item_id_twice_is_refused_as_bad_input(
         validate_server_event(raw)
 
 
+async def test_a_function_call_output_in_response_input_without_its_call_is_refused_not_dropped() -> None:
+    """response.input is the reply's whole prompt: a function_call_output there whose function_call is not before it
+    (only in the conversation) was left out of the prompt without a word, and the model answered without the tool's
+    result. It is refused, naming the entry's call_id; with the call referenced first the output reaches the model."""
+    pipeline = ScriptedPipeline()
+    output = {"type": "function_call_output", "call_id": "c1", "output": "{\"time\": \"noon\"}"}
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "function_call", "id": "fc1", "call_id": "c1", "name": "get_time", "arguments": "{}"}})
+        await conv.wait_for("conversation.item.done", timeout=5)
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "event_id": "orphan", "response": {
+            "conversation": "none", "output_modalities": ["text"], "input": [output]}})
+        await conv.send({"type": "response.create", "response": {
+            "conversation": "none", "output_modalities": ["text"],
+            "input": [{"type": "item_reference", "id": "fc1"}, output]}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_tool_call_id", "response.input[0].call_id", "orphan")]
+    assert done["response"]["status"] == "completed" and len(conv.of_type("response.created")) == 1
+    [request] = pipeline.requests
+    assert [m for m in request.messages if m["role"] == "tool"] == [
+        {"role": "tool", "tool_call_id": "c1", "content": output["output"]}]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_an_item_a_response_input_names_may_be_deleted_while_the_prompt_waits_for_a_transcription() -> None:
     """response.create's input is checked when it comes, but the prompt is built once the transcriptions still
     running are done: deleting a referenced item in between made the reply fail (server_error "no item with id",
