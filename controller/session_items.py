@@ -384,6 +384,8 @@ class ItemsMixin(_Base):
         item_id = spec.id or self.new_id("item")
         item = self._item_from_spec(spec, item_id)
         self._check_item_size(item)
+        if isinstance(item, FunctionCallOutput):
+            self._check_call_known(item.call_id)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
         pcm = self._item_audio(getattr(spec, "content", ()))
         call_id = item.call_id if isinstance(item, FunctionCall) else None
@@ -437,6 +439,18 @@ class ItemsMixin(_Base):
             raise RemoteProtocolError(f"The item is {n} tokens long; this server keeps each prompt within {budget} "
                                       "tokens and always sends the newest turn whole: shorten it.",
                                       code="invalid_value", param=param)
+
+    def _check_call_known(self, call_id: str) -> None:
+        """A function_call_output answers a function_call of the conversation, or of the reply in progress (a client
+        may send the output once the call's arguments are done, before response.done), as the API checks: the prompt
+        has no place for an output without its call, and dropped it unseen."""
+        calls = {i.call_id for i in self.conversation.items if isinstance(i, FunctionCall)}
+        resp = self._visible_response()
+        if resp is not None:
+            calls.update(c.call_id for c in resp.tool_calls)
+        if call_id not in calls:
+            raise RemoteProtocolError(f"Tool call ID {call_id!r} not found in conversation.",
+                                      code="invalid_tool_call_id", param="item.call_id")
 
     @staticmethod
     def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:

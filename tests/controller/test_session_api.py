@@ -599,6 +599,44 @@ async def test_a_function_call_after_the_reply_s_words_follows_them_in_the_conve
         validate_server_event(raw)
 
 
+async def test_a_function_call_output_for_an_unknown_call_is_refused_and_one_for_the_reply_s_call_is_not() -> None:
+    """conversation.item.create of a function_call_output whose call_id no function_call has: the API checks that
+    the call exists (invalid_tool_call_id, "Tool call ID ... not found in conversation."). It had been added, and
+    then left out of every prompt without a word. An output for a call of the reply still in progress (sent once its
+    output_item.added came, before response.done) is accepted, and reaches the next prompt."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta="{}"),
+                           ToolCallDelta(call_id="call_2", name="get_time", arguments_delta="{}")]
+    pipeline.tool_call_seconds = 2.0  # the reply is still in progress well after its first call is added
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool], output_modalities=["text"])
+        await conv.send({"type": "conversation.item.create", "event_id": "orphan", "item": {
+            "type": "function_call_output", "call_id": "call_nope", "output": "noon"}})
+        await conv.wait_for("error", timeout=5)
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.output_item.added", after=n, where={"item.call_id": "call_1"}, timeout=10)
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": "call_1", "output": "noon"}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+        pipeline.tool_calls = []
+        m = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.done", after=m, timeout=10)
+    errors = [(e["error"]["type"], e["error"]["code"], e["error"]["param"], e["error"]["event_id"])
+              for e in conv.of_type("error")]
+    assert errors == [("invalid_request_error", "invalid_tool_call_id", "item.call_id", "orphan")]
+    added = [e["item"] for e in conv.of_type("conversation.item.added")]
+    assert [i["call_id"] for i in added if i["type"] == "function_call_output"] == ["call_1"]
+    assert done["response"]["status"] == "completed"
+    assert [(m["role"], m["content"]) for m in pipeline.requests[-1].messages if m["role"] == "tool"] == [
+        ("tool", "noon")]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_truncated_message_cannot_be_truncated_past_its_cut() -> None:
     """After conversation.item.truncate at 100 ms the message's audio lasts 100 ms: a later truncate past that is
     "greater than the actual audio duration", which the API answers with an error; it had been accepted and had
