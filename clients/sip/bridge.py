@@ -17,7 +17,8 @@ import random
 import time
 from collections.abc import Callable, Coroutine
 
-from clients.sip.agent_call import AgentCall, CallRecord
+from clients.sip.agent_call import AgentCall
+from clients.sip.call_record import CallRecord
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.ua import UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \

@@ -165,15 +165,15 @@ def test_talking_over_a_reply_between_two_pieces_of_its_audio_is_a_barge_in() ->
         call, _ = _call()
         call._on_agent_event(_response("created"))
         call._on_agent_event(_delta(b"\x10" * 160))
-        while call.outbound.queued:
-            call.outbound.tick(fill=True)  # played out: the queue is empty
+        while call.line.outbound.queued:
+            call.line.outbound.tick(fill=True)  # played out: the queue is empty
         call._on_agent_event(ev.ServerEvent("input_audio_buffer.speech_started", {}))
         call._on_agent_event(_delta(b"\x20" * 320))  # the reply's next piece, sent before the server cancelled it
         return call
 
     call = asyncio.run(main())
     assert call.record.barge_ins == 1
-    assert call.outbound.queued == 0
+    assert call.line.outbound.queued == 0
 
 
 def test_on_hold_the_call_log_counts_what_the_caller_sent_not_the_silence_filling_its_quiet() -> None:
@@ -183,7 +183,7 @@ def test_on_hold_the_call_log_counts_what_the_caller_sent_not_the_silence_fillin
 
     async def main() -> tuple[AgentCall, _Agent]:
         call, agent = _call()
-        call._expect(source)
+        call.line.expect(source)
         for seq in range(5):  # the caller talks, then holds the call
             call._on_rtp(RtpPacket(0, seq, seq * 160, 0x1234, b"\x10" * 160).serialize(), source)
         call.media_changed(negotiate(SessionDescription.parse(OFFER + b"a=sendonly\r\n")))

@@ -68,8 +68,8 @@ def _paced(direction: str = "", host: _Host | None = None) -> list[tuple[bytes, 
         call = _call(host or _Host(), direction)
         sock = _Socket()
         call.rtp = sock  # type: ignore[assignment]
-        call._expect(("127.0.0.1", 6000))
-        call._last_rtp = asyncio.get_running_loop().time()
+        call.line.expect(("127.0.0.1", 6000))
+        call.line.last_rtp = asyncio.get_running_loop().time()
         task = asyncio.create_task(call._pace())
         await asyncio.sleep(0.5)
         task.cancel()
@@ -106,7 +106,7 @@ def test_a_held_caller_is_asked_after_the_hold_keepalive_even_with_no_rtp_timeou
     vanished kept its call and agent session forever. It has its own interval (default 60 s): asked once per
     minute on hold without RTP, with or without an RTP timeout, and never hung up for the silence itself."""
     host = _Host(rtp_timeout_s=rtp_timeout_s)
-    call = _call(host, "sendonly")  # answered at loop time 0 (_last_rtp)
+    call = _call(host, "sendonly")  # answered at loop time 0 (line.last_rtp)
     assert [call._timed_out(t) for t in (59.0, 61.0, 100.0, 122.0)] == [False] * 4
     assert host.ua.keepalives == ["call1", "call1"]  # at 61 s, and a minute after that question
 
