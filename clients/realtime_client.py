@@ -41,7 +41,12 @@ MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave h
 
 class RealtimeConnectionError(ConnectionError):
     """The connection is gone for good (closed by the server with a final code, or reconnecting gave up), or was
-    never made."""
+    never made. `close_code`: the server's WebSocket close code when it closed the connection for good (1000: it
+    ended the session on purpose, e.g. an operator's hangup), else None."""
+
+    def __init__(self, message: str, *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 class HandshakeRefused(InvalidStatus):
@@ -276,7 +281,7 @@ class RealtimeClient:
             if event is None:
                 self._queue.put_nowait(None)  # keep the end marker for any later reader
                 if self._failure is not None and not self._closing:
-                    raise RealtimeConnectionError(str(self._failure)) from self._failure
+                    raise self._ended_error() from self._failure
                 return
             yield event
 
@@ -290,8 +295,13 @@ class RealtimeClient:
             event = await self._queue.get()
         if event is None:
             self._queue.put_nowait(None)
-            raise RealtimeConnectionError(str(self._failure or "connection closed"))
+            raise self._ended_error()
         return event
+
+    def _ended_error(self) -> RealtimeConnectionError:
+        """The error for a reader of the ended event stream, with the server's close code when it closed it."""
+        code = self._failure.close_code if isinstance(self._failure, RealtimeConnectionError) else None
+        return RealtimeConnectionError(str(self._failure or "connection closed"), close_code=code)
 
     async def close(self) -> None:
         """Close the connection for good (no reconnect); events() then ends. Calling it again is harmless."""
@@ -353,7 +363,8 @@ class RealtimeClient:
                 if code in self.policy.final_close_codes or not (self.policy.enabled and self.policy.max_attempts):
                     # With the server's reason: "code 1000" alone reads as a fault where an operator hung up.
                     reason = f": {ws.close_reason}" if ws.close_reason else ""
-                    raise RealtimeConnectionError(f"server closed the connection (code {code}{reason})")
+                    raise RealtimeConnectionError(f"server closed the connection (code {code}{reason})",
+                                                  close_code=code)
                 logger.warning("realtime connection dropped (code %s); reconnecting", code)
                 await self._reconnect()
         except asyncio.CancelledError:

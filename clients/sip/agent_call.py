@@ -309,13 +309,18 @@ class AgentCall:
 
     async def _agent_loop(self) -> None:
         assert self.client is not None
+        reason = "agent session lost"
         try:
             async for event in self.client.events():
                 self._on_agent_event(event)
         except RealtimeConnectionError as exc:
-            self.log.warning("agent session of %s lost: %s", self.handle, exc)
-        if not self._ended.is_set():  # the agent went away: hang up the phone, and say why in the call log
-            self._hang_up_quietly("agent session lost")
+            if exc.close_code == 1000:  # a normal close: the agent ended the call on purpose (an operator's hangup)
+                reason = "agent hung up"
+                self.log.info("agent of %s hung up: %s", self.handle, exc)
+            else:
+                self.log.warning("agent session of %s lost: %s", self.handle, exc)
+        if not self._ended.is_set():  # hang up the phone, and say why in the BYE and the call log
+            self._hang_up_quietly(reason)
 
     def _on_agent_event(self, event: ev.ServerEvent) -> None:
         self._act(self.turns.on_event(event))

@@ -1,0 +1,86 @@
+"""The agent ends a call while the caller is still talking (sipp against the bridge CLI).
+
+The agent server's operator hangs up a session (`cmd/hangup` on the event bus): the server closes the WebSocket
+with code 1000 "hangup". The in-test agent server here does just that once it has heard the caller for a second.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from websockets.sync.server import ServerConnection, serve
+
+from clients.sip.rtp import RtpPacket
+from tests.sip.media import free_udp_port, read_pcap_udp, wait_for, write_rtp_pcap
+from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
+
+pytestmark = pytest.mark.slow
+
+HEARD_BEFORE_HANGUP = 8000  # bytes of G.711: one second of the caller's speech
+
+
+def _hang_up_after_a_second(ws: ServerConnection) -> None:
+    ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
+    heard = 0
+    for message in ws:
+        event = json.loads(message)
+        if event.get("type") == "input_audio_buffer.append":
+            heard += len(event["audio"]) * 3 // 4
+        if heard >= HEARD_BEFORE_HANGUP:
+            ws.close(1000, "hangup")  # what the server's hangup command does (controller/session.py)
+            return
+
+
+@contextmanager
+def hanging_up_agent() -> Iterator[str]:
+    """The ws:// URL of an agent server that hangs up each session once it heard a second of the caller."""
+    with serve(_hang_up_after_a_second, "127.0.0.1", 0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/v1/realtime"
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
+# The caller waits for our BYE; sipp fails the call unless its Reason says the agent hung up (RFC 3326).
+BYE_SAYING_AGENT_HUNG_UP = (
+    '<recv request="BYE" timeout="60000"><action><ereg regexp="agent hung up" search_in="hdr" header="Reason:" '
+    'check_it="true" assign_to="m"/></action></recv>\n<Reference variables="m"/>\n'
+    '<send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\n'
+    'Content-Length: 0\n\n]]></send>\n')
+
+
+def test_the_agent_hanging_up_while_the_caller_talks_ends_the_call_as_a_hang_up(tmp_path: Path) -> None:
+    """The caller talks on (10 s of audio) when the agent hangs up after a second: the caller gets our BYE (RFC
+    3261 15.1.1) and no more RTP after it. The BYE's Reason and the call log say the agent hung up: it said "agent
+    session lost", the words for a server that crashed or went away, and the bridge logged a warning, so an
+    operator could not tell a deliberate hang-up from a fault."""
+    need("sipp", "tshark")
+    media_port = free_udp_port()
+    seconds = write_rtp_pcap(tmp_path / "talk.pcap", b"\x10" * 80_000, src_port=media_port)  # 10 s, never silent
+    with hanging_up_agent() as url:
+        bridge = BridgeProcess(url, tmp_path)
+        capture = Capture(tmp_path / "caller.pcap", media_port)
+        try:
+            code, errors = run_sipp(scenario(
+                request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+                request("ACK", 1, in_dialog=True),
+                f'<nop><action><exec play_pcap_audio="{tmp_path / "talk.pcap"}"/></action></nop>\n',
+                BYE_SAYING_AGENT_HUNG_UP), bridge.port, tmp_path, media_port=media_port)
+            calls = wait_for(bridge.calls, 10)
+        finally:
+            capture.stop()
+            bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["agent hung up"]
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "caller.pcap") if dport == media_port]
+    assert ours and calls[0]["rtp_out_packets"] == len(ours)  # the RTP stopped with the call
+    assert calls[0]["ended"] - calls[0]["started"] < seconds  # the agent ended it, not the caller's talk running out
