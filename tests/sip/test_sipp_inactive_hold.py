@@ -1,0 +1,62 @@
+"""Hold with a=inactive by re-INVITE, a PBX's in-dialog OPTIONS meanwhile, and the resume (sipp against the bridge
+CLI, with a real agent server behind it).
+
+The a=sendonly hold and a=inactive in the first offer have their own tests (test_sipp_dialogs.py); here the call is
+up and talking first, then held both ways off (RFC 3264 8.4: a=inactive, answered a=inactive), asked whether it is
+still there (RFC 3261 11, an OPTIONS in the dialog), and resumed (back to a=sendrecv).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clients.sip.rtp import RtpPacket
+from tests.sip.media import free_udp_port, read_pcap_udp, wait_for
+from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
+
+pytestmark = pytest.mark.slow
+
+HOLD_S = 3
+
+
+def test_an_inactive_hold_stops_our_rtp_until_the_resume_and_options_in_it_are_answered(
+        embedded_server, tmp_path: Path) -> None:
+    need("sipp", "tshark")
+    media_port = free_udp_port()
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    capture = Capture(tmp_path / "caller.pcap", media_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+            request("ACK", 1, in_dialog=True),
+            '<pause milliseconds="1000"/>\n',
+            request("INVITE", 2, in_dialog=True, body=sdp("0", "a=inactive", version=2)),
+            expect(200, optional=(100,), match="a=inactive"),
+            request("ACK", 2, in_dialog=True),
+            request("OPTIONS", 3, in_dialog=True),
+            expect(200, optional=(), match="INVITE, ACK, CANCEL, BYE, OPTIONS, INFO", header="Allow"),
+            f'<pause milliseconds="{HOLD_S * 1000}"/>\n',
+            request("INVITE", 4, in_dialog=True, body=sdp("0", version=3)),
+            expect(200, optional=(100,), match="a=sendrecv"),
+            request("ACK", 4, in_dialog=True),
+            '<pause milliseconds="1000"/>\n',
+            request("BYE", 5, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "caller.pcap") if dport == media_port]
+    assert ours, bridge.log()
+    # Our RTP clock runs on through the hold while no packet goes out: one gap in the timestamps, at least most of
+    # the hold long (not the whole of it: a stalled loop's ticks are skipped), and no sequence number missing.
+    gaps = [b.timestamp - a.timestamp for a, b in zip(ours, ours[1:])]
+    hold = gaps.index(max(gaps))
+    assert gaps[hold] >= 8000 * HOLD_S // 2 and sorted(gaps)[-2] < 8000, gaps
+    assert [p.sequence - ours[0].sequence for p in ours] == list(range(len(ours)))
+    assert hold >= 10 and len(gaps) - hold >= 10, gaps  # RTP flowed before the hold and again after the resume
