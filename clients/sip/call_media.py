@@ -5,8 +5,8 @@ the caller is still there. The asyncio side (agent_call.py) owns the socket and 
 - Only RTP from the caller's media source counts (rtp_latch.py); ours goes back there. A packet of the call's
   codec goes to the jitter buffer; any other (DTMF, comfort noise) is skipped there, so that its sequence number
   is no loss, and RFC 4733 events become key presses.
-- Each tick sends one packet (silence while the agent is quiet: a continuous stream) unless the call is on hold,
-  and moves the caller's audio so far to a bounded queue for the agent. While the caller holds the call, what it
+- Each tick sends one packet (silence while the agent is quiet: a continuous stream) unless the call is on hold
+  (then the agent's audio waits in its queue, bounded, and plays on when the caller resumes), and moves the caller's audio so far to a bounded queue for the agent. While the caller holds the call, what it
   sends (hold music) is dropped there: the agent would take it for a turn.
 - Liveness: no RTP for `rtp_timeout_s` while the caller should send and is not holding the call means it is gone.
   A holding caller may rightly send nothing, so instead, after `hold_keepalive_s` without RTP, it is to be asked
@@ -99,12 +99,12 @@ class CallMedia:
         """The 20 ms tick: the packet to send and where (None: nothing, e.g. on hold); the caller's audio due by
         `now` joins the queue for the agent. `can_send`: the call has a socket."""
         dest = self.latch.send_to
-        sending = can_send and dest is not None and self.media.sends
-        packet = self.outbound.tick(fill=sending)  # silence while the agent is quiet: a continuous stream
         self._queue_inbound(self.jitter.poll(now))
-        if packet is None or dest is None or not sending:
+        if not (can_send and dest is not None and self.media.sends):
+            self.outbound.hold()
             return None
-        return packet, dest
+        packet = self.outbound.tick(fill=True)  # silence while the agent is quiet: a continuous stream
+        return None if packet is None else (packet, dest)
 
     def take_audio(self) -> bytes | None:
         """The caller's queued audio for the agent, emptied; None if there is none, or if it is hold music."""

@@ -137,6 +137,14 @@ class OutboundStream:
         self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
         return packet
 
+    def hold(self) -> None:
+        """A 20 ms slot in which nothing may be sent (the caller holds the call): the agent's queued audio waits for
+        the resume rather than being lost unheard (it played on, into nothing, while its transcript said it was
+        said). The timestamp follows the clock; the sequence does not move, since no packet is lost; the resumed
+        audio is a new talkspurt (marked)."""
+        self._talking = False
+        self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+
     def _packet(self, payload: bytes, *, marker: bool) -> bytes:
         packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload,
                            marker=marker).serialize()

@@ -126,3 +126,22 @@ def test_the_agents_audio_after_silence_starts_a_talkspurt() -> None:
     speech = RtpPacket.parse(out.tick(fill=True) or b"")
     assert (silence.marker, speech.marker) == (False, True)
     assert (speech.sequence - silence.sequence, speech.timestamp - silence.timestamp) == (1, 160)
+
+
+def test_the_agents_audio_waits_out_a_hold_and_plays_whole_on_resume() -> None:
+    """The agent's queued audio played on, into nothing, while the caller held the call (3 s of a 10 s reply lost,
+    its transcript still saying all of it was said): it waits for the resume now, and nothing is lost."""
+    line = _call(_Host()).line
+    line.expect(("127.0.0.1", 6000))
+    line.outbound.push(bytes(range(1, 161)) * 50)  # 1 s of the agent's speech
+    sent = [line.tick(0.0, can_send=True) for _ in range(10)]
+    line.change(negotiate(SessionDescription.parse(OFFER + b"a=sendonly\r\n")), 0.2)  # the caller holds the call
+    assert [line.tick(0.0, can_send=True) for _ in range(100)] == [None] * 100  # 2 s on hold: nothing sent
+    line.change(negotiate(SessionDescription.parse(OFFER)), 2.2)
+    sent += [line.tick(0.0, can_send=True) for _ in range(45)]
+    packets = [RtpPacket.parse(s[0]) for s in sent if s is not None]
+    speech = [p for p in packets if p.payload != b"\xff" * 160]
+    assert len(speech) == 50 and len(packets) == 55  # the whole second, then silence
+    assert [p.sequence - packets[0].sequence for p in packets] == list(range(55))  # no packet counts as lost
+    resumed = packets[10]
+    assert resumed.marker and resumed.timestamp - packets[9].timestamp == 101 * 160  # a new talkspurt, on the clock
