@@ -54,9 +54,11 @@ def _bound_steps(step_timeout_s: float) -> None:
     """The forward's collectives (default group) wait at most step_timeout_s from now on. Set once every rank has
     loaded: the loads may end minutes apart, under the default timeout.
 
-    Under gloo a late collective raises, and TPDriver turns that into EngineDown. Under NCCL, torch's watchdog
-    aborts the process when a collective outlives the group's timeout (its documented behaviour: the GPU may hold
-    half-done work), so a hung rank ends the server after step_timeout_s rather than after NCCL's default 10 min."""
+    Under gloo a late collective raises, and TPDriver turns that into EngineDown. Under NCCL (torch's c10d
+    sources) an eager step's collective that outlives the timeout is caught by the watchdog, which by default
+    (TORCH_NCCL_ASYNC_ERROR_HANDLING=3) tears the process down after step_timeout_s rather than NCCL's default 10 min;
+    collectives replayed from a CUDA graph (decode steps) are never handed to the watchdog, so this bounds them
+    not at all: rank 0 waits for a hung rank for good (README, on torchrun)."""
     dist.group.WORLD.set_timeout(timedelta(seconds=step_timeout_s))
 
 
