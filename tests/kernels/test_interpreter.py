@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-@pytest.mark.timeout(540)
+# The limits only stop a hang: the child took 604 s on a 2-core machine busy with other jobs (530 s was the limit).
+@pytest.mark.timeout(1200)
 def test_triton_kernels_under_interpreter() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the Triton tests run natively in this process")
@@ -25,7 +26,7 @@ def test_triton_kernels_under_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1", **{CHILD_ENV: "1"})
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not gpu",
            "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(HERE)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=530)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1190)
     tail = (proc.stdout + proc.stderr)[-6000:]
     print(tail)
     assert proc.returncode == 0, f"interpreter child failed (rc {proc.returncode}):\n{tail}"
