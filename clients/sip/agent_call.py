@@ -22,6 +22,7 @@ call_turns.py's (both without I/O); the SIP dialog itself is the UA core's (ua.p
   after its last key (the rule is key_answers.py's).
 - A caller gone silent (CallMedia.liveness) is hung up with our BYE; a held one is asked with an in-dialog
   OPTIONS instead, and one that does not answer is hung up by the UA core.
+- The agent hanging up (its session closed normally, code 1000) ends the call once its queued audio has played.
 - The end (BYE, CANCEL, our own hang-up): the agent session is closed, the call's record is finished and
   handed back through `CallHost.call_finished`.
 """
@@ -56,6 +57,7 @@ __all__ = ["AgentCall", "CallHost"]
 
 logger = logging.getLogger(__name__)
 TICK_S = 0.02
+PLAY_OUT_S = 10.0  # the longest wait for the agent's queued audio when it hangs up
 
 
 class CallHost(Protocol):
@@ -317,10 +319,23 @@ class AgentCall:
             if exc.close_code == 1000:  # a normal close: the agent ended the call on purpose (an operator's hangup)
                 reason = "agent hung up"
                 self.log.info("agent of %s hung up: %s", self.handle, exc)
+                await self._play_out()
             else:
                 self.log.warning("agent session of %s lost: %s", self.handle, exc)
         if not self._ended.is_set():  # hang up the phone, and say why in the BYE and the call log
             self._hang_up_quietly(reason)
+
+    async def _play_out(self) -> None:
+        """The agent's last words, still queued here when it hangs up (its farewell: the server sends audio a little
+        ahead of real time), reach the caller before the BYE; at most PLAY_OUT_S, since a held line plays nothing."""
+        client, self.client = self.client, None  # nothing more goes to the agent (a send would wait for a reconnect)
+        if client is not None:
+            await client.close()
+        self.line.outbound.finish()
+        deadline = asyncio.get_running_loop().time() + PLAY_OUT_S
+        while self.line.outbound.queued and not self._ended.is_set() \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(TICK_S)
 
     def _on_agent_event(self, event: ev.ServerEvent) -> None:
         self._act(self.turns.on_event(event))
