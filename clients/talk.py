@@ -61,12 +61,20 @@ def load_wav_24k(path: str | Path) -> np.ndarray:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
-        raise TalkError(f"cannot read {path} as audio: {exc.error_string} (talk reads {READABLE})") from exc
+        raise TalkError(f"cannot read {path} as audio: {_unreadable(path, exc)} (talk reads {READABLE})") from exc
     x = to_mono_float32(data)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:  # a float wav from a broken export: its NaN went out as full-scale clicks, and all-NaN read as silent
         raise TalkError(f"cannot read {path} as audio: {bad} of its {x.size} samples are not numbers (NaN or infinity)")
     return x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
+
+
+def _unreadable(path: str | Path, exc: sf.LibsndfileError) -> str:
+    # libsndfile's mp3 decoder answers a file that holds no MPEG audio (a web page saved as .mp3) with "File does not
+    # exist or is not a regular file": untrue of the file the user is looking at, so say what is wrong with it.
+    if exc.error_string.startswith("File does not exist") and Path(path).is_file():
+        return "not a valid audio stream"
+    return exc.error_string
 
 
 def session_config(vad: bool, voice: str | None = None) -> dict[str, object]:
