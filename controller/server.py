@@ -102,7 +102,8 @@ def _bind_failure(exc: OSError) -> str:
     if isinstance(exc, socket.gaierror) or not exc.errno:
         return exc.strerror or str(exc)
     if exc.errno == errno.EADDRINUSE:
-        return "address already in use (another server? choose a free one with --port)"
+        # Most often a second `make serve`, where --port is not the way to say it (make refuses the option).
+        return "address already in use (another server? choose a free one with --port, or make serve PORT=N)"
     return os.strerror(exc.errno)
 
 

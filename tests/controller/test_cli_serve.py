@@ -38,7 +38,7 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
         port = taken.getsockname()[1]
         proc = serve("--port", str(port))
     assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}: address already in use "
-                                "(another server? choose a free one with --port)")
+                                "(another server? choose a free one with --port, or make serve PORT=N)")
 
 
 @pytest.mark.parametrize(("args", "message"), [
