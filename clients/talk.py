@@ -354,7 +354,10 @@ async def _recv(client: RealtimeClient, timeout: float,
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:  # argparse's own words name this function: "invalid _positive_float value: 'abc'"
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value

@@ -180,6 +180,18 @@ def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path
     assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
 
 
+@pytest.mark.parametrize("option", ["--speed", "--timeout"])
+def test_a_speed_or_timeout_that_is_not_a_number_is_named_as_such(tmp_path: Path, capsys, option: str) -> None:
+    """It was 'invalid _positive_float value: ...', the name of talk's private parser."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(wav), "--url", no_server(), option, "1O"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"stepaudio-rt talk: error: argument {option}: must be a number, got '1O'\n")
+
+
 @pytest.mark.parametrize("typed", ["127.0.0.1:8765", "localhost:8765", "ws://", "ftp://127.0.0.1:8765"])
 def test_a_url_talk_cannot_reach_is_a_usage_error(tmp_path: Path, capsys, typed: str) -> None:
     """The server's address typed without its scheme failed after the wav was read, with exit 1, as
