@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -29,7 +32,12 @@ def assembling(target: Path) -> Iterator[None]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.with_name(target.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # A second start sat silent under "loading ..." while the first one's progress bar ran elsewhere.
+            logger.info("waiting for another start to finish assembling %s", target)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_stale_parts(target)
         yield
 
