@@ -142,6 +142,9 @@ def _write_weights(out: Path, cfg: dict[str, Any], shard_size: int | None, seed:
             weight_map[name] = fname
             bar.update(nbytes[k])
         save_file(tensors, str(out / fname), metadata={"format": "pt"})
+        # safetensors writes 0600 (a temp file renamed): a server run as another user (a service account, a
+        # container) could read the folder's config and tokenizer but not its weights.
+        (out / fname).chmod(0o644)
         del tensors
     bar.close()
     # Always, as the real folders have it: TTS-3B's one model-00001.safetensors is found through its index (HF's

@@ -54,6 +54,15 @@ def test_a_single_file_checkpoint_has_its_index_too(tmp_path, what):
     assert index["metadata"]["total_size"] == (path / "model-00001.safetensors").stat().st_size - _header_bytes(path)
 
 
+@pytest.mark.parametrize("shard_size", [None, 1 << 20])
+def test_the_weights_are_readable_by_other_users_as_the_rest_of_the_folder(tmp_path, shard_size):
+    """make-checkpoint's safetensors came out 0600 beside 0644 config and tokenizer files: a server run by another
+    account failed on the weights alone."""
+    path = write_step1_checkpoint(tmp_path / "c", "tiny", "chat", shard_size=shard_size)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in path.glob("*.safetensors")}
+    assert modes and all(mode & 0o044 == 0o044 for mode in modes.values()), modes
+
+
 def _header_bytes(path):
     import struct
 
