@@ -243,11 +243,11 @@ class App:
             self.pipeline.close()
 
 
-def _stop_tensor_parallel_load(sig: signal.Signals) -> None:
-    """Ctrl-C (or torchrun's SIGTERM) reaches every rank: the others stop at once, and rank 0's load would wait for
-    them in gloo until torchrun kills it (30 s), or fail on their closed sockets ("cannot load ...: Gloo ... Connection
-    closed by peer"). Nothing is served before the load ends, so nothing is left to close: the process ends now."""
-    logger.info("%s: stopped during the tensor-parallel model load", sig.name)
+def _stop_during_load(sig: signal.Signals, load: str) -> None:
+    """Ends the process in the middle of a model load, which its thread cannot be asked to cut short. Nothing is
+    served before the load ends, so nothing is left to close; what a first start leaves half made in the cache the
+    next one makes again (a `.part` entry removed under model_files.cache's lock, an incomplete tiny folder)."""
+    logger.info("%s: stopped during the %s", sig.name, load)
     logging.shutdown()
     os._exit(0)
 
@@ -260,10 +260,15 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
 
     def on_signal(sig: signal.Signals) -> None:
         if not app.server.ready and os.environ.get("WORLD_SIZE", "1") != "1":
-            _stop_tensor_parallel_load(sig)
+            # Ctrl-C (or torchrun's SIGTERM) reaches every rank: the others stop at once, and rank 0's load would
+            # wait for them in gloo until torchrun kills it (30 s), or fail on their closed sockets.
+            _stop_during_load(sig, "tensor-parallel model load")
+        if not app.server.ready and stop.is_set():  # a user who pressed Ctrl-C again will not wait minutes more
+            _stop_during_load(sig, "model load (signalled twice)")
         if not stop.is_set():
             logger.info("%s: stopping%s", sig.name, "" if app.server.ready else
-                        " once the models have loaded (a load under way cannot be cut short)")
+                        " once the models have loaded (a load under way cannot be cut short; Ctrl-C again to stop"
+                        " now)")
         stop.set()
 
     if install_signals:

@@ -211,3 +211,26 @@ def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path)
     text = log.read_text()
     assert "SIGINT: stopping once the models have loaded" in text, text
     assert "ready:" not in text and text.rstrip().endswith("stopped"), text
+
+
+def test_a_second_ctrl_c_while_the_models_load_stops_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C waits for the load (minutes with the real checkpoints); a second one did nothing at all, so a
+    user who would not wait had to kill the server. It now ends the process without waiting for the load."""
+    import signal
+    import time
+
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0"], stdout=out,
+                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        while "Ctrl-C again to stop now" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    text = log.read_text()
+    assert text.rstrip().endswith("SIGINT: stopped during the model load (signalled twice)"), text
+    assert "ready:" not in text, text
