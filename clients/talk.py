@@ -111,6 +111,7 @@ class _Printer:
         self._pending: list[str] = []  # committed user items whose text is not printed yet, in spoken order
         self._texts: dict[str, str] = {}  # finished transcripts waiting for the turns before them
         self._live: str | None = None  # the item whose deltas are on the current user line
+        self._turn_lines: list[tuple[Turn, int]] = []  # finished turns (and their numbers) waiting for their user text
 
     def _write(self, s: str) -> None:
         if self.out is not None:
@@ -145,6 +146,19 @@ class _Printer:
                 self._write(text)
             self._end()
             self._live = None
+        self._print_turns()
+
+    def _print_turns(self, *, all_left: bool = False) -> None:
+        """Turn lines in order, each once its user text is printed: a reply cut by the next turn ends before the
+        turn's transcript, whose latency then read n/a and whose text came under a later turn's line."""
+        while self._turn_lines and (all_left or self._turn_lines[0][0].user_item_id not in self._pending):
+            turn, number = self._turn_lines.pop(0)
+            self._end()
+            self._write(format_turn(turn, number) + "\n")
+
+    def finish(self) -> None:
+        """Prints the turn lines still waiting for a transcript that never came."""
+        self._print_turns(all_left=True)
 
     def event(self, e: ServerEvent, turn: Turn | None) -> None:
         t = e.type
@@ -167,7 +181,8 @@ class _Printer:
         elif t == "response.done" and turn is not None:
             self._end()
             self.turns_done += 1
-            self._write(format_turn(turn, self.turns_done) + "\n")
+            self._turn_lines.append((turn, self.turns_done))
+            self._print_turns()
         elif t == "client.truncated":
             self._end()
             self._write(f"[barge-in: truncated {e.get('item_id')} at {e.get('audio_end_ms')} ms]\n")
@@ -311,6 +326,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             printer.event(event, turn)
         finished = True
     finally:
+        printer.finish()
         if not sender.done():
             sender.cancel()
         result.reply_pcm16 = bytes(reply)

@@ -279,6 +279,36 @@ def test_user_turns_print_in_the_order_spoken_when_their_transcripts_finish_out_
     assert out.getvalue().splitlines() == ["user> Ever tried.", "user> Ever failed.", "user> [transcription failed]"]
 
 
+def test_a_turn_whose_reply_was_cut_before_its_transcript_came_prints_after_its_text_with_the_latency() -> None:
+    """Beckett's third phrase: its reply is cut by the fourth phrase 0.4 s after the pause, and its transcript comes
+    0.7 s after: talk printed '[turn 3: cancelled] ... input transcript n/a' and 'user> No matter.' under a later
+    turn's line. The turn's line now waits for its text and has the transcript's latency."""
+    from clients.turns import Turn
+
+    out = io.StringIO()
+    printer = _Printer(out)
+    cut = Turn(user_item_id="a", end_of_speech=10.0, status="cancelled", reason="turn_detected", response_done=10.4)
+    nothing_heard = Turn(user_item_id="b", end_of_speech=12.0, status="cancelled", reason="turn_detected",
+                         response_done=12.4)
+
+    def event(data: dict, turn: Turn | None = None) -> None:
+        printer.event(ServerEvent(data["type"], data), turn)
+
+    event({"type": "input_audio_buffer.committed", "item_id": "a"})
+    event({"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}, cut)
+    assert out.getvalue() == ""
+    event({"type": "input_audio_buffer.committed", "item_id": "b"})
+    cut.transcript_done = 10.7  # as TurnTracker records it before the printer sees the event
+    event({"type": "conversation.item.input_audio_transcription.completed", "item_id": "a", "transcript": "No matter."},
+          cut)
+    event({"type": "response.done", "response": {"id": "r2", "status": "cancelled"}}, nothing_heard)
+    printer.finish()  # b's transcript never came: its line is printed all the same when talk ends
+    lines = out.getvalue().splitlines()
+    assert [line.split(" from ")[0] for line in lines] == [
+        "user> No matter.", "  [turn 1: cancelled (turn_detected)]", "  [turn 2: cancelled (turn_detected)]"]
+    assert "| input transcript  0.700 s |" in lines[1] and "| input transcript    n/a s |" in lines[2]
+
+
 def test_a_turn_line_says_why_its_reply_was_cut() -> None:
     """A reply cut at max_output_tokens showed "[turn 1: incomplete]" and no reason."""
     from clients.talk import format_turn
