@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
     p.add_argument("wav", type=Path, help=f"speech to send: {READABLE}, any rate or channel count")
     p.add_argument("--url", type=_server_url, default=DEFAULT_URL,
-                   help=f"Realtime WebSocket URL (default {DEFAULT_URL})")
+                   help=f"the server: its Realtime WebSocket URL, or its http://HOST:PORT (default {DEFAULT_URL})")
     p.add_argument("--out", type=Path, default=Path("reply.wav"),
                    help="where to write the assistant's audio: every reply as far as it was sent, cut ones "
                    "included (24 kHz wav; a folder gets reply.wav; default ./reply.wav)")

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--advertise", default=None, metavar="ADDRESS",
                    help="the address callers reach, for Contact and SDP (needed with --host 0.0.0.0)")
     p.add_argument("--port", type=int, default=5060, help="SIP UDP port (default 5060)")
-    p.add_argument("--server-url", required=True, help="the agent server, ws://HOST:PORT/v1/realtime")
+    p.add_argument("--server-url", required=True,
+                   help="the agent server, ws://HOST:PORT/v1/realtime (or its http://HOST:PORT)")
     p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
                    help="Bearer key for the server (env STEPAUDIO_RT_API_KEY)")
     p.add_argument("--model", default="stepaudio-rt",

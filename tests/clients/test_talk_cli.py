@@ -321,6 +321,15 @@ def test_a_turn_line_says_why_its_reply_was_cut() -> None:
     assert (done.response_status, done.response_reason) == ("cancelled", "turn_detected")
 
 
+def test_help_says_the_url_may_be_the_servers_http_address(capsys) -> None:
+    """talk takes `--url http://HOST:PORT` (the address `make serve` prints), but its help named a WebSocket URL
+    alone."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--url URL the server: its Realtime WebSocket URL, or its http://HOST:PORT (default " in " ".join(
+        capsys.readouterr().out.split())
+
+
 def test_help_says_how_long_talk_waits_for_the_reply(capsys) -> None:
     """`talk --help` names --timeout's default, as it does every other option's: a user on a slow machine must know
     when to raise it."""

@@ -64,3 +64,9 @@ def test_an_http_server_url_is_taken_as_talk_takes_it() -> None:
     from clients.sip.bridge_config import BridgeConfig
 
     assert BridgeConfig(server_url="http://127.0.0.1:8765").server_url == "http://127.0.0.1:8765"
+
+
+def test_help_says_the_server_url_may_be_the_servers_http_address() -> None:
+    """The bridge takes `http://HOST:PORT`, as talk does and the README says, but its help named ws:// alone."""
+    help_text = " ".join(build_parser().format_help().split())
+    assert "--server-url SERVER_URL the agent server, ws://HOST:PORT/v1/realtime (or its http://HOST:PORT)" in help_text
