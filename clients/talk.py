@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -219,11 +220,7 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
     try:
         client = await _connect_when_loaded(url, api_key, model, reconnect, timeout_s)
     except OSError as exc:  # refused, unreachable, timed out: InvalidStatus (a refused handshake) passes through
-        # asyncio's strerror is "Connect call failed (...)": name the errno. An unknown host's errno is a
-        # getaddrinfo code (negative), which os.strerror reads as "Unknown error -2": its strerror says it.
-        errno_text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
-        reason = errno_text or str(exc) or type(exc).__name__
-        raise TalkError(f"cannot connect to {url}: {reason} (is `stepaudio-rt serve` running there?)") from exc
+        raise TalkError(f"cannot connect to {url}: {_connect_failure(url, exc)}") from exc
     except InvalidMessage as exc:  # something else listens there (another service, a mistyped port)
         raise TalkError(f"{url} is not a Realtime server: {exc} (is that `stepaudio-rt serve`'s port?)") from exc
     try:
@@ -231,6 +228,18 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
                            {**session_config(vad, voice), **(session_extra or {})})
     finally:
         await client.close()
+
+
+def _connect_failure(url: str, exc: OSError) -> str:
+    """Why a connection failed, and what to check."""
+    if urlsplit(url).scheme in ("wss", "https") and isinstance(exc, (ssl.SSLEOFError, ConnectionResetError)):
+        # The server has no TLS: it answers the TLS hello as a bad HTTP request and hangs up, which read as a bare
+        # "ConnectionResetError (is `stepaudio-rt serve` running there?)" while it was.
+        return "the TLS handshake failed (`stepaudio-rt serve` speaks plain ws:// and http://, with no TLS)"
+    # asyncio's strerror is "Connect call failed (...)": name the errno. An unknown host's errno is a getaddrinfo
+    # code (negative), which os.strerror reads as "Unknown error -2": its strerror says it.
+    errno_text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
+    return f"{errno_text or str(exc) or type(exc).__name__} (is `stepaudio-rt serve` running there?)"
 
 
 def _is_loading(exc: InvalidStatus) -> bool:

@@ -143,6 +143,22 @@ def test_no_server_at_the_url_says_so_and_what_to_check(tmp_path: Path, capsys) 
         1, f"talk: cannot connect to {url}: Connection refused (is `stepaudio-rt serve` running there?)\n")
 
 
+@pytest.mark.parametrize("scheme", ["wss", "https"])
+def test_a_tls_url_to_the_plain_server_says_the_server_has_no_tls(tmp_path: Path, capsys, scheme: str) -> None:
+    """talk printed 'cannot connect to wss://...: ConnectionResetError (is `stepaudio-rt serve` running there?)'
+    about a server that was running, with no word of TLS."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    with serve(lambda ws: None, "127.0.0.1", 0) as server:  # a plain WebSocket server, as `serve` is
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"{scheme}://127.0.0.1:{server.socket.getsockname()[1]}"
+        code, err = talk(capsys, str(wav), "--url", url)
+        server.shutdown()
+    assert (code, err) == (1, f"talk: cannot connect to {url}: the TLS handshake failed (`stepaudio-rt serve` speaks "
+                              "plain ws:// and http://, with no TLS)\n")
+
+
 def test_an_out_file_in_a_missing_folder_is_refused_before_talking(tmp_path: Path, capsys) -> None:
     """The reply is written at the end: a bad --out must not cost the user the whole conversation."""
     wav = tmp_path / "turn.wav"
