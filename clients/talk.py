@@ -236,6 +236,9 @@ def _connect_failure(url: str, exc: OSError) -> str:
         # The server has no TLS: it answers the TLS hello as a bad HTTP request and hangs up, which read as a bare
         # "ConnectionResetError (is `stepaudio-rt serve` running there?)" while it was.
         return "the TLS handshake failed (`stepaudio-rt serve` speaks plain ws:// and http://, with no TLS)"
+    if isinstance(exc, ssl.SSLCertVerificationError):  # its errno is OpenSSL's: it read "Operation not permitted"
+        return (f"the server's TLS certificate is not trusted here: {exc.verify_message} (for a private CA, point "
+                "SSL_CERT_FILE at its certificate)")
     # asyncio's strerror is "Connect call failed (...)": name the errno. An unknown host's errno is a getaddrinfo
     # code (negative), which os.strerror reads as "Unknown error -2": its strerror says it.
     errno_text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -157,6 +159,30 @@ def test_a_tls_url_to_the_plain_server_says_the_server_has_no_tls(tmp_path: Path
         server.shutdown()
     assert (code, err) == (1, f"talk: cannot connect to {url}: the TLS handshake failed (`stepaudio-rt serve` speaks "
                               "plain ws:// and http://, with no TLS)\n")
+
+
+def test_a_tls_server_whose_certificate_is_not_trusted_says_so(tmp_path: Path, capsys) -> None:
+    """A TLS proxy in front of the server with a private CA's certificate: talk printed 'cannot connect to wss://...:
+    Operation not permitted (is `stepaudio-rt serve` running there?)', OpenSSL's error code read as an OS errno."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=120)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    with serve(lambda ws: None, "127.0.0.1", 0, ssl=tls) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"wss://127.0.0.1:{server.socket.getsockname()[1]}"
+        code, err = talk(capsys, str(wav), "--url", url)
+        server.shutdown()
+    assert code == 1
+    assert err.startswith(f"talk: cannot connect to {url}: the server's TLS certificate is not trusted here: self"), err
+    assert err.endswith(" (for a private CA, point SSL_CERT_FILE at its certificate)\n"), err
 
 
 def test_an_out_file_in_a_missing_folder_is_refused_before_talking(tmp_path: Path, capsys) -> None:
