@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from tqdm import tqdm
+
 from controller.errors import ConfigError
 
 logger = logging.getLogger("stepaudio_rt")
@@ -41,10 +43,22 @@ class _SessionTag(logging.Filter):
         return True
 
 
+class _BarAwareHandler(logging.StreamHandler[TextIO]):
+    """Writes each line through tqdm, which clears a progress bar under way first and draws it again after: a line
+    logged while the first start assembled the chat model (Ctrl-C's "stopping once the models have loaded") was
+    glued to the end of the bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def log_handler(stream: TextIO | None = None) -> logging.Handler:
     """The command's log output (stderr by default): each session's lines name their session, once, after the
     logger's name; so a session's messages leave its id out."""
-    handler = logging.StreamHandler(stream)
+    handler = _BarAwareHandler(stream)
     handler.addFilter(_SessionTag())
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     return handler

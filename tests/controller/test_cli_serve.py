@@ -234,3 +234,26 @@ def test_a_second_ctrl_c_while_the_models_load_stops_at_once(tmp_path: Path) -> 
     text = log.read_text()
     assert text.rstrip().endswith("SIGINT: stopped during the model load (signalled twice)"), text
     assert "ready:" not in text, text
+
+
+def test_a_line_logged_while_a_progress_bar_runs_starts_a_line_of_its_own() -> None:
+    """Ctrl-C while the first start assembled the chat model: 'SIGINT: stopping once the models have loaded' came
+    glued to the end of the assembly's progress bar ('... 133M/469M [00:00<00:01, 311MB/s]2026-11-28 ... INFO ...')."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from controller.cli import log_handler
+
+    out = io.StringIO()
+    handler = log_handler(out)
+    with tqdm(total=469, file=out, desc="assembling model.gguf", mininterval=0) as bar:
+        bar.update(133)
+        handler.handle(logging.makeLogRecord({"name": "controller.app", "levelno": logging.INFO, "levelname": "INFO",
+                                              "msg": "SIGINT: stopping once the models have loaded"}))
+        bar.update(336)
+    line = next(part for part in re.split(r"[\r\n]", out.getvalue()) if "SIGINT" in part)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ INFO controller\.app: SIGINT: stopping once the models have loaded",
+                        line), repr(out.getvalue())
+    assert "469/469" in out.getvalue().split(line)[1]  # and the bar went on below it
