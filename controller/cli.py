@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
@@ -176,10 +177,20 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat-url", help="OpenAI-compatible server running the Chat LM (vLLM), instead of loading it here")
 
 
+def _version() -> str:
+    """The installed distribution's version (what a bug report needs first); a source tree run without
+    `pip install` has none, and its commands must still work."""
+    try:
+        return importlib.metadata.version("stepaudio-rt")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stepaudio-rt", description="A real-time voice agent server (Step-Audio) speaking the OpenAI "
         "Realtime API, and its tools. `stepaudio-rt COMMAND --help` tells more.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_talk(sub)

@@ -257,3 +257,15 @@ def test_a_line_logged_while_a_progress_bar_runs_starts_a_line_of_its_own() -> N
     assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ INFO controller\.app: SIGINT: stopping once the models have loaded",
                         line), repr(out.getvalue())
     assert "469/469" in out.getvalue().split(line)[1]  # and the bar went on below it
+
+
+def test_version_is_the_projects(capsys: pytest.CaptureFixture[str]) -> None:
+    """`stepaudio-rt --version` said "the following arguments are required: command"."""
+    import tomllib
+
+    from controller.cli import build_parser
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"stepaudio-rt {project['version']}\n"
