@@ -42,6 +42,12 @@ def run_offline_tool(args: Any) -> int:
     if args.command == "chat" and args.wav is None and not speakable(args.text or ""):
         raise ConfigError(f"--text {args.text!r} says nothing to answer")
     out = output_file(args.out, _upstream_name(args))
+    # Read before the models load (the real ones take minutes): a mistyped or silent wav is told at once.
+    clone = question = None
+    if args.command == "tts" and args.prompt_wav is not None:
+        clone = _read_wav(args.prompt_wav, "--prompt-wav")
+    if args.command == "chat" and args.wav is not None:
+        question = _read_wav(args.wav, "--wav")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
     # Before the models load (the real Chat LM takes minutes): the folder, the speaker, then the chat server.
@@ -55,8 +61,8 @@ def run_offline_tool(args: Any) -> int:
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
-        if args.command == "tts" and args.prompt_wav is not None:
-            wav, rate = _read_wav(args.prompt_wav, "--prompt-wav")
+        if clone is not None:
+            wav, rate = clone
             voice = "clone"
             try:
                 pipeline.register_speaker(voice, wav, rate, args.prompt_text, cloned=True)
@@ -68,7 +74,7 @@ def run_offline_tool(args: Any) -> int:
         else:
             from lm_engine import ChatBackendError
             try:
-                text, audio = asyncio.run(_chat_once(pipeline, args, voice))
+                text, audio = asyncio.run(_chat_once(pipeline, args, question, voice))
             except ChatBackendError as exc:  # the --chat-url server: down, wrong URL, or it refused the request
                 raise ConfigError(f"--chat-url: {exc}") from exc
             print(text)
@@ -101,12 +107,13 @@ async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) 
     return audio.astype(np.float32)
 
 
-async def _chat_once(pipeline: StepAudioPipeline, args: Any, voice: str | None) -> tuple[str, np.ndarray]:
+async def _chat_once(pipeline: StepAudioPipeline, args: Any, question: tuple[np.ndarray, int] | None,
+                     voice: str | None) -> tuple[str, np.ndarray]:
     from lm_engine import ChatRequest
     from streaming_tokenizer.step_audio import ids_to_text
 
-    if args.wav is not None:
-        wav, rate = _read_wav(args.wav, "--wav")
+    if question is not None:
+        wav, rate = question
         # the whole file at once, as upstream's offline_inference.py tokenises it (no streaming here to wait for)
         ids = pipeline.audio_tokenizer.tokenize_offline(wav, rate, upstream=True)
         if not ids:  # the model would be asked to answer an empty turn

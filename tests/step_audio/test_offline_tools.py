@@ -200,6 +200,11 @@ def _fails_in_one_line(*args: str) -> str:
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--speaker", "tingting",
       "--log-level", "INFO"], "unknown speaker 'tingting'; known: Tingting, TingtingRAP, Tingting哼唱"),
     (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "/nonexistent does not exist"),
+    # a wrong or silent wav was told only once the models had loaded (the real Chat LM takes minutes)
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--prompt-wav",
+      "{silence}", "--prompt-text", "Hello.", "--log-level", "INFO"], "--prompt-wav {silence}: silent"),
+    (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--wav", "/nonexistent.wav", "--out", "x.wav",
+      "--log-level", "INFO"], "--wav /nonexistent.wav: no such file"),
     # found after the synthesis, and /nonexistent made at the root on the way
     (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "/nonexistent/x.wav",
       "--log-level", "INFO"], "--out /nonexistent/x.wav: no such folder: /nonexistent"),
