@@ -111,11 +111,17 @@ def _hidden_size(folder: Path) -> int | None:
         return None
 
 
-def speaker_names(root: Path) -> list[str]:
-    """The speakers of a folder that passed check_layout (what --speaker may name)."""
+def check_speaker(root: Path, name: str) -> None:
+    """Raises ConfigError unless `name` is a speaker of a folder that passed check_layout (what --speaker may name)."""
     folder = find_speakers_dir(root / TTS_DIR, root)
     assert folder is not None, "check_layout has found it"
-    return list(read_speakers_info(folder))
+    names = read_speakers_info(folder)
+    if name in names:
+        return
+    wav = folder / f"{name}_prompt.wav"
+    # a voice added to the folder without its line in speakers_info.json: "unknown" alone sent the user looking
+    why = f" ({wav} is there, but {SPEAKERS_INFO} gives no transcript for it)" if wav.is_file() else ""
+    raise ConfigError(f"unknown speaker {name!r}; known: {', '.join(sorted(names))}{why}")
 
 
 def _missing_in(root: Path, sub: str, names: tuple[str, ...]) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
-from controller.step_audio_layout import check_layout, check_model_size, speaker_names
+from controller.step_audio_layout import check_layout, check_model_size, check_speaker
 from controller.step_audio_pipeline import StepAudioPipeline
 from controller.step_audio_setup import StepAudioConfig, chat_need
 
@@ -53,8 +53,8 @@ def run_offline_tool(args: Any) -> int:
     # Before the models load (the real Chat LM takes minutes): the folder, the speaker, then the chat server.
     check_layout(cfg.model_path, chat_need(cfg))
     check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
-    if args.speaker is not None and args.speaker not in (names := speaker_names(cfg.model_path)):
-        raise ConfigError(f"unknown speaker {args.speaker!r}; known: {', '.join(sorted(names))}")
+    if args.speaker is not None:
+        check_speaker(cfg.model_path, args.speaker)
     if cfg.chat_url is not None:
         check_chat_url(cfg.chat_url)
         open_remote_chat(cfg.chat_url, required=True).close()

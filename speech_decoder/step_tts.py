@@ -146,8 +146,13 @@ def read_speakers_info(folder: Path) -> dict[str, str]:
         info = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:  # JSON's own message names no file
         raise StepTtsError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+    if not isinstance(info, dict):
         raise StepTtsError(f"{path} must map speaker names to prompt texts")
+    # TTS-3B's voice prompt pairs the transcript with the wav's audio tokens: without it the voice is misread
+    untold = [name for name, text in info.items() if not isinstance(text, str) or not text.strip()]
+    if untold:
+        raise StepTtsError(f"{path} gives no transcript for {', '.join(map(repr, untold))} (each speaker maps to "
+                           f"what its NAME_prompt.wav says)")
     return info
 
 

@@ -88,6 +88,30 @@ def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir
     assert f"Step-Audio-TTS-3B/speakers/speakers_info.json {said}" in message
 
 
+@pytest.mark.parametrize("transcript", ['""', '" "', "null"])
+def test_a_speaker_without_its_transcript_is_refused_naming_it(tiny_model_dir: Path, tmp_path: Path,
+                                                               transcript: str) -> None:
+    """An empty transcript was taken (a voice prompt whose words the model is not told); null was refused without
+    saying which speaker."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
+    (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text(
+        f'{{"Tingting": {transcript}, "TingtingRAP": "Yo.", "Tingting哼唱": "La la."}}')
+    message = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
+                                 "--out", str(tmp_path / "x.wav"))
+    assert "Step-Audio-TTS-3B/speakers/speakers_info.json gives no transcript for 'Tingting'" in message
+
+
+def test_a_speaker_wav_missing_from_the_speakers_file_is_named(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Bob_prompt.wav copied into speakers/ without its line in speakers_info.json: "unknown speaker 'Bob'" alone."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model")
+    speakers = folder / "Step-Audio-TTS-3B/speakers"
+    (speakers / "Bob_prompt.wav").symlink_to(tiny_model_dir / "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav")
+    message = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
+                                 "--speaker", "Bob", "--out", str(tmp_path / "x.wav"))
+    assert (f"unknown speaker 'Bob'; known: Tingting, TingtingRAP, Tingting哼唱 ({speakers}/Bob_prompt.wav is there, "
+            "but speakers_info.json gives no transcript for it)") in message
+
+
 def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
     """As tts_inference.py's clone mode: the prompt wav and its prompt_text; --output-path names a folder, which
     gets upstream's file name."""
