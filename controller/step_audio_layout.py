@@ -28,6 +28,8 @@ LM_FILES = ("config.json", "tokenizer.model")
 COSYVOICE_FILES = ("cosyvoice.yaml", "flow.pt", "hift.pt")
 CAMPPLUS_FILE = "campplus.onnx"
 WEIGHTS_INDEX = "model.safetensors.index.json"
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # how every Git LFS pointer file starts
+LFS_NOTE = " (a Git LFS pointer)"
 
 
 class ChatNeed(enum.Enum):
@@ -42,8 +44,8 @@ def missing_files(root: Path, chat: ChatNeed) -> list[str]:
     """What of the layout `root` lacks, as paths relative to it ("X/" for a whole missing folder)."""
     missing = _missing_in(root, TOKENIZER_DIR, TOKENIZER_FILES)
     chat_dir = root / CHAT_DIR
-    if chat is ChatNeed.TOKENIZER and not (chat_dir / "tokenizer.model").is_file():  # the one file read then
-        missing.append(f"{CHAT_DIR}/tokenizer.model (which --chat-url still needs)")
+    if chat is ChatNeed.TOKENIZER and (lacks := _absent(root, f"{CHAT_DIR}/tokenizer.model")):  # the one file read
+        missing.append(f"{lacks[0]} (which --chat-url still needs)")
     elif chat is ChatNeed.WEIGHTS and not chat_dir.is_dir():  # alone missing: perhaps left out on purpose
         alone = (root / TOKENIZER_DIR).is_dir() and (root / TTS_DIR).is_dir()
         missing.append(f"{CHAT_DIR}/" + (" (or run the Chat LM on a server and pass --chat-url)" if alone else ""))
@@ -72,6 +74,9 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
         hint = (f"; --model-path is the folder that holds it: {parent}?"
                 if root.resolve().name in (TOKENIZER_DIR, CHAT_DIR, TTS_DIR) and not missing_files(parent, chat)
                 else "")
+        if any(LFS_NOTE in m for m in missing):
+            hint += ("; a Git LFS pointer stands in for a file in a clone made without git-lfs: `git lfs install` "
+                     "then `git lfs pull` in that clone fetches the files")
         raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")
@@ -127,7 +132,22 @@ def check_speaker(root: Path, name: str) -> None:
 def _missing_in(root: Path, sub: str, names: tuple[str, ...]) -> list[str]:
     if not (root / sub).is_dir():
         return [f"{sub}/"]
-    return [f"{sub}/{n}" for n in names if not (root / sub / n).is_file()]
+    return [m for n in names for m in _absent(root, f"{sub}/{n}")]
+
+
+def _absent(root: Path, rel: str) -> list[str]:
+    """[rel] when root/rel is no file, [rel + LFS_NOTE] when it is a Git LFS pointer, else []. A clone made without
+    git-lfs holds ~130-byte pointers in place of the weights: each loader failed on the first one with an error of
+    its own ("header too large", "Protobuf parsing failed"), one file per try."""
+    path = root / rel
+    if not path.is_file():
+        return [rel]
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(LFS_POINTER))
+    except OSError:  # unreadable: its loader names it with the reason
+        return []
+    return [rel + LFS_NOTE] if head == LFS_POINTER else []
 
 
 def _missing_weights(root: Path, sub: str) -> list[str]:
@@ -140,9 +160,9 @@ def _missing_weights(root: Path, sub: str) -> list[str]:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (ValueError, KeyError, AttributeError) as exc:
             raise ConfigError(f"{index} is not a safetensors index ({exc})") from exc
-        missing = [f"{sub}/{s}" for s in shards if not (folder / s).is_file()]
     else:
-        missing = [] if any(folder.glob("*.safetensors")) else [f"{sub}/*.safetensors"]
+        shards = sorted(f.name for f in folder.glob("*.safetensors")) or ["*.safetensors"]
+    missing = [m for shard in shards for m in _absent(root, f"{sub}/{shard}")]
     if missing and sub == CHAT_DIR:
         missing[-1] += " (its weights; or run the Chat LM on a server and pass --chat-url)"
     return missing
@@ -153,11 +173,13 @@ def _missing_speakers(root: Path) -> list[str]:
     if folder is None:
         return [f"{TTS_DIR}/{SPEAKERS_DIR}/{SPEAKERS_INFO} (the speakers/ folder of the Step-Audio code repository, "
                 f"github.com/stepfun-ai/Step-Audio, copied here or into {root})"]
+    rel = folder.relative_to(root)
+    if lacks := _absent(root, f"{rel}/{SPEAKERS_INFO}"):  # a pointer: there are no names to read yet
+        return lacks
     try:
         names = read_speakers_info(folder)
     except (StepTtsError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     if not names:
         raise ConfigError(f"{folder / SPEAKERS_INFO} names no speaker (upstream's maps Tingting to its transcript)")
-    rel = folder.relative_to(root)
-    return [f"{rel}/{name}_prompt.wav" for name in names if not (folder / f"{name}_prompt.wav").is_file()]
+    return [m for name in names for m in _absent(root, f"{rel}/{name}_prompt.wav")]

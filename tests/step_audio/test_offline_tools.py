@@ -317,6 +317,23 @@ def test_a_partial_download_names_every_missing_file_before_loading(tiny_model_d
             "--chat-url)" in message) == (command == "chat"), message
 
 
+def test_a_clone_made_without_git_lfs_names_every_pointer_before_loading(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """`git clone` of the Hugging Face folders (or of upstream's speakers/) without git-lfs leaves ~130-byte pointer
+    files in place of the weights: the load failed on the first one ("header too large", "Protobuf parsing
+    failed"), one file per try."""
+    pointers = ("Step-Audio-TTS-3B/model-00001.safetensors", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/campplus.onnx",
+                "Step-Audio-Tokenizer/speech_tokenizer_v1.onnx", "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav")
+    folder = layout_without(tiny_model_dir, tmp_path / "model", *pointers)
+    for rel in pointers:
+        (folder / rel).write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 +
+                                  "\nsize 7059412992\n")
+    message = _fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                                 "--out", str(tmp_path / "x.wav"), "--log-level", "INFO")  # INFO: "loading" lines
+    assert all(f"{rel} (a Git LFS pointer)" in message for rel in pointers), message
+    assert "`git lfs pull`" in message
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("bad-inputs")
