@@ -14,7 +14,8 @@ TTS-3B, whose audio tokens stream into the decoder so that audio leaves as soon 
 
 Random checkpoints (tiny, full-random) emit mostly audio / reserved ids as "text". For those profiles the Chat
 LM samples under a mask of the tokenizer's normal text pieces (so that replies are speakable words, never
-empty) and replies are capped (tiny: 24 tokens; TTS: 75 audio tokens per sentence) so that CPU tests stay fast.
+empty) and replies are capped (tiny: 24 tokens, unless a real Chat LM answers behind --chat-url; TTS: 75 audio
+tokens per sentence) so that CPU tests stay fast.
 """
 from __future__ import annotations
 

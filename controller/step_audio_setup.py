@@ -29,7 +29,7 @@ class StepAudioConfig:
     chat: bool = True  # False: no Chat LM and no Step-Audio-Chat/ (the `tts` tool, as upstream's tts_inference.py)
     asr: bool = True  # Whisper transcripts for the history (when the package is installed)
     device: str | None = None  # None: cuda when available
-    max_reply_tokens: int | None = None  # None: the request's max_tokens (tiny: 24)
+    max_reply_tokens: int | None = None  # None: the request's max_tokens (tiny: 24, unless --chat-url)
     tts_max_tokens: int = 2048  # audio tokens per sentence at most (tiny: 75)
     constrain_text: bool = False  # sample the Chat LM under a text-pieces mask (random checkpoints)
     seed: int = 0
@@ -40,7 +40,9 @@ class StepAudioConfig:
         random = profile in RANDOM_PROFILES
         defaults: dict[str, Any] = dict(constrain_text=random)
         if profile == "tiny":
-            defaults.update(max_reply_tokens=24, tts_max_tokens=75, device="cpu")
+            # The reply cap keeps the random Chat LM's rambling short; one behind --chat-url is a real model, whose
+            # answers the cap cut mid-sentence (and called complete).
+            defaults.update(max_reply_tokens=None if kw.get("chat_url") else 24, tts_max_tokens=75, device="cpu")
         return cls(model_path=Path(model_path), profile=profile, **{**defaults, **kw})
 
 

@@ -178,6 +178,17 @@ def test_tts_never_loads_the_chat_lm_and_chat_can_use_a_remote_one(tiny_model_di
     _check_wav(reply, 4 * MAX_TINY_SECONDS)
 
 
+def test_chat_through_a_remote_lm_prints_its_whole_answer(tiny_model_dir: Path, tmp_path: Path,
+                                                          llama_server: LlamaServer) -> None:
+    """--profile tiny caps its random Chat LM's replies at 24 tokens; the real LM behind --chat-url was cut there
+    too, mid-sentence ("... He was excited to see the birds")."""
+    folder = without_chat_weights(tiny_model_dir, tmp_path / "model")
+    proc = run_cli("chat", "--model-path", str(folder), "--profile", "tiny", "--text", "Describe the sea in five "
+                   "sentences.", "--chat-url", llama_server.url + "/v1",
+                   "--out", str(tmp_path / "reply.wav"))
+    assert len(proc.stdout.split()) > 40, proc.stdout  # 24 tokens are fewer than 24 words
+
+
 def test_tts_needs_only_the_tokenizer_and_tts_folders(tiny_model_dir: Path, tmp_path: Path) -> None:
     """As upstream's tts_inference.py: a user who downloaded Step-Audio-Tokenizer and Step-Audio-TTS-3B only."""
     folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-Chat")
