@@ -33,14 +33,14 @@ def run_offline_tool(args: Any) -> int:
         raise ConfigError(f"stepaudio-rt {args.command} runs in one process, not under torchrun (WORLD_SIZE={world}): "
                           "only serve shards the Chat LM over the ranks")
     if args.command == "tts" and not speakable(args.text):
-        raise ConfigError(f"--text {args.text!r} has nothing to speak (no letter or digit past its tag)")
+        raise ConfigError(f"--text {_quoted(args.text)} has nothing to speak (no letter or digit past its tag)")
     if args.command == "tts" and ((args.prompt_wav is None) != (args.prompt_text is None)
                                   or (args.prompt_text is not None and not args.prompt_text.strip())):
         raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
     if args.command == "tts" and args.prompt_wav is not None and args.speaker is not None:
         raise ConfigError("--speaker names a voice of the speakers folder; --prompt-wav clones another: give one")
     if args.command == "chat" and args.wav is None and not speakable(args.text or ""):
-        raise ConfigError(f"--text {args.text!r} says nothing to answer")
+        raise ConfigError(f"--text {_quoted(args.text)} says nothing to answer")
     out = output_file(args.out, _upstream_name(args))
     # Read before the models load (the real ones take minutes): a mistyped or silent wav is told at once.
     clone = question = None
@@ -101,8 +101,7 @@ async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) 
             async for chunk in pipeline.synthesize(sentence, voice or ""):
                 chunks.append(chunk.pcm)
         except EngineError as exc:  # a piece past the context of a TTS-3B configured smaller than the pieces
-            raise ConfigError(f"TTS-3B cannot speak the sentence {sentence[:60]!r}... ({len(sentence)} characters): "
-                              f"{exc}") from exc
+            raise ConfigError(f"TTS-3B cannot speak the sentence {_quoted(sentence)}: {exc}") from exc
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     return audio.astype(np.float32)
 
@@ -128,6 +127,11 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, question: tuple[np.
     async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
         text += delta.text
     return text, await _speak_all(pipeline, text, voice)
+
+
+def _quoted(text: str, limit: int = 60) -> str:
+    """A text in an error line, its start only when long: a 5000-character --text of dots filled the terminal."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def output_file(out: Path, upstream_name: str) -> Path:

@@ -360,6 +360,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(("args", "message"), [
     (["tts", "--text", "...!?"], "--text '...!?' has nothing to speak"),
     (["tts", "--text", "(RAP) ..."], "--text '(RAP) ...' has nothing to speak"),
+    # the whole text was quoted: a line of 5000 dots
+    (["tts", "--text", "." * 5000], "--text '" + "." * 60 + "'... (5000 characters) has nothing to speak"),
+    (["chat", "--text", "?" * 5000], "--text '" + "?" * 60 + "'... (5000 characters) says nothing to answer"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "Hi."],
      "--prompt-wav {d}/blip.wav: 0.05 s of audio"),
     (["tts", "--text", "Hi.", "--prompt-text", "Hi."], "takes --prompt-wav and --prompt-text (the wav's transcript)"),
