@@ -77,6 +77,15 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
     return StepAudioPipeline(cfg)
 
 
+def check_voice_prompt(name: str, wav: np.ndarray, rate: int) -> None:
+    """Raises StepTtsError for a prompt wav too short to be a voice (the tools check a clone's before loading)."""
+    from speech_decoder.step_tts import StepTtsError
+
+    # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
+    if len(wav) < MIN_PROMPT_S * rate:
+        raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
+
+
 class StepAudioPipeline:
     """SpeechPipeline over a Step-Audio model folder."""
 
@@ -231,9 +240,7 @@ class StepAudioPipeline:
         tts.py preprocess_prompt_wav tokenises the silence-trimmed wav, the flow's prompt mel is of the whole wav)."""
         from speech_decoder.step_tts import StepTtsError
 
-        # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
-        if len(wav) < MIN_PROMPT_S * rate:
-            raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
+        check_voice_prompt(name, wav, rate)
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True, trim=True)
         # Every sentence's prompt repeats the voice's: a long prompt wav (a clone of a whole recording) or a config.json
         # with a small context would make each sentence fail with an error blaming the sentence; half the context

@@ -3,7 +3,9 @@ tts_inference.py) and `stepaudio-rt chat` (wav or text -> reply text and wav, as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ import numpy as np
 from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.step_audio_layout import check_layout, check_model_size, check_speaker
-from controller.step_audio_pipeline import StepAudioPipeline
+from controller.step_audio_pipeline import StepAudioPipeline, check_voice_prompt
 from controller.step_audio_setup import StepAudioConfig, chat_need
+from speech_decoder.step_tts import StepTtsError
 
 
 SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
@@ -26,7 +29,7 @@ def run_offline_tool(args: Any) -> int:
 
     import soundfile as sf
 
-    from speech_decoder.step_tts import StepTtsError, speakable
+    from speech_decoder.step_tts import speakable
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # else every rank runs the whole tool (the whole Chat LM on each) and writes the same --out
@@ -46,6 +49,8 @@ def run_offline_tool(args: Any) -> int:
     clone = question = None
     if args.command == "tts" and args.prompt_wav is not None:
         clone = _read_wav(args.prompt_wav, "--prompt-wav")
+        with _prompt_wav_errors(args.prompt_wav, *clone):
+            check_voice_prompt("clone", *clone)
     if args.command == "chat" and args.wav is not None:
         question = _read_wav(args.wav, "--wav")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
@@ -64,10 +69,8 @@ def run_offline_tool(args: Any) -> int:
         if clone is not None:
             wav, rate = clone
             voice = "clone"
-            try:
+            with _prompt_wav_errors(args.prompt_wav, wav, rate):  # too long for TTS-3B's context, or no tokens
                 pipeline.register_speaker(voice, wav, rate, args.prompt_text, cloned=True)
-            except StepTtsError as exc:  # a prompt too short to give audio tokens
-                raise ConfigError(f"--prompt-wav {args.prompt_wav}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
         t0 = time.monotonic()
         if args.command == "tts":
             audio = asyncio.run(_speak_all(pipeline, args.text, voice))
@@ -127,6 +130,15 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, question: tuple[np.
     async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
         text += delta.text
     return text, await _speak_all(pipeline, text, voice)
+
+
+@contextlib.contextmanager
+def _prompt_wav_errors(path: Path, wav: np.ndarray, rate: int) -> Iterator[None]:
+    """A StepTtsError about the clone's prompt wav as one line naming the wav and its length."""
+    try:
+        yield
+    except StepTtsError as exc:
+        raise ConfigError(f"--prompt-wav {path}: {len(wav) / rate:.2f} s of audio: {exc}") from exc
 
 
 def _quoted(text: str, limit: int = 60) -> str:

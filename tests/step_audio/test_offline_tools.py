@@ -365,6 +365,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["chat", "--text", "?" * 5000], "--text '" + "?" * 60 + "'... (5000 characters) says nothing to answer"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "Hi."],
      "--prompt-wav {d}/blip.wav: 0.05 s of audio"),
+    # before the models load (INFO would log each "loading" line): it came after, minutes with the real TTS-3B
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "Hi.", "--log-level", "INFO"],
+     "--prompt-wav {d}/blip.wav: 0.05 s of audio: speaker 'clone': a voice prompt needs at least 0.5 s of speech"),
     (["tts", "--text", "Hi.", "--prompt-text", "Hi."], "takes --prompt-wav and --prompt-text (the wav's transcript)"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", " "],
      "takes --prompt-wav and --prompt-text (the wav's transcript)"),
