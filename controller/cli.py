@@ -167,6 +167,9 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                    help="clone this voice (upstream's clone mode, its wav_path), with --prompt-text")
     p.add_argument("--prompt-text", "--clone-text", dest="prompt_text",
                    help="the transcript of --prompt-wav (upstream's prompt_text)")
+    p.add_argument("--synthesis-type", choices=("tts", "clone"),
+                   help="as upstream's tts_inference.py: clone takes --prompt-wav and --prompt-text, tts neither "
+                        "(by default: clone when --prompt-wav is given)")
     p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)",
                        description="A question as speech (wav) or text to the Chat LM's reply, printed and spoken "
                        "into a wav (as upstream's offline_inference.py).", formatter_class=DefaultsHelpFormatter)

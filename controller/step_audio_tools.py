@@ -40,6 +40,12 @@ def run_offline_tool(args: Any) -> int:
     if args.command == "tts" and ((args.prompt_wav is None) != (args.prompt_text is None)
                                   or (args.prompt_text is not None and not args.prompt_text.strip())):
         raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
+    cloning = args.command == "tts" and args.prompt_wav is not None
+    if args.command == "tts" and args.synthesis_type not in (None, "clone" if cloning else "tts"):
+        # upstream's clone mode reads its voice from a dict in the script; here it comes on the command line
+        raise ConfigError("--synthesis-type clone takes the voice to clone: --prompt-wav WAV --prompt-text TRANSCRIPT"
+                          if args.synthesis_type == "clone" else "--synthesis-type tts speaks a speaker of the "
+                          "speakers folder; --prompt-wav clones a voice: give one")
     if args.command == "tts" and args.prompt_wav is not None and args.speaker is not None:
         raise ConfigError("--speaker names a voice of the speakers folder; --prompt-wav clones another: give one")
     if args.command == "chat" and args.wav is None and not speakable(args.text or ""):

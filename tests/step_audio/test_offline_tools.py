@@ -118,7 +118,7 @@ def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path,
     folder = tmp_path / "outputs"
     run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hello there, friend.",
             "--prompt-wav", str(speech_asset("beckett.wav")), "--prompt-text", "Ever tried. Ever failed.",
-            "--output-path", str(folder))
+            "--output-path", str(folder), "--synthesis-type", "clone")
     assert [p.name for p in folder.iterdir()] == ["output_clone.wav"]
     _check_wav(folder / "output_clone.wav", MAX_TINY_SECONDS)
 
@@ -235,6 +235,11 @@ def _fails_in_one_line(*args: str) -> str:
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--speaker", "tingting",
       "--log-level", "INFO"], "unknown speaker 'tingting'; known: Tingting, TingtingRAP, Tingting哼唱"),
     (["tts", "--model-path", "/nonexistent", "--text", "hi", "--out", "x.wav"], "/nonexistent does not exist"),
+    # upstream's tts_inference.py option was "unrecognized arguments: --synthesis-type clone" after a usage line
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--synthesis-type",
+      "clone"], "--synthesis-type clone takes the voice to clone: --prompt-wav WAV --prompt-text TRANSCRIPT"),
+    (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--synthesis-type",
+      "tts", "--prompt-wav", "{silence}", "--prompt-text", "Hello."], "--synthesis-type tts speaks a speaker"),
     # a wrong or silent wav was told only once the models had loaded (the real Chat LM takes minutes)
     (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "hi", "--out", "x.wav", "--prompt-wav",
       "{silence}", "--prompt-text", "Hello.", "--log-level", "INFO"], "--prompt-wav {silence}: silent"),
