@@ -7,7 +7,8 @@ Reconnect: when the connection drops (anything but a close code in `ReconnectPol
 reader retries with exponential backoff and, once connected, re-sends every session field set so far (all the
 session.updates merged into one, less those the server refused) and puts a `client.reconnected` event into the
 stream. A reply under way when the connection dropped never gets its response.done: the client ends it with a
-`client.response_lost` event (data: response_id) as soon as the drop is seen. The server session is a new one: conversation state is gone, and input audio timestamps restart at 0.
+`client.response_lost` event (data: response_id) as soon as the drop is seen. The server session is a new one:
+conversation state is gone, and input audio timestamps restart at 0.
 Sends made while reconnecting wait for it; when the policy gives up, `events()` raises `RealtimeConnectionError`
 and sends raise it too.
 """

@@ -6,8 +6,9 @@ the caller is still there. The asyncio side (agent_call.py) owns the socket and 
   codec goes to the jitter buffer; any other (DTMF, comfort noise) is skipped there, so that its sequence number
   is no loss, and RFC 4733 events become key presses.
 - Each tick sends one packet (silence while the agent is quiet: a continuous stream) unless the call is on hold
-  (then the agent's audio waits in its queue, bounded, and plays on when the caller resumes), and moves the caller's audio so far to a bounded queue for the agent. While the caller holds the call, what it
-  sends (hold music) is dropped there: the agent would take it for a turn.
+  (then the agent's audio waits in its queue, bounded, and plays on when the caller resumes), and moves the
+  caller's audio so far to a bounded queue for the agent. While the caller holds the call, what it sends (hold
+  music) is dropped there: the agent would take it for a turn.
 - Liveness: no RTP for `rtp_timeout_s` while the caller should send and is not holding the call means it is gone.
   A holding caller may rightly send nothing, so instead, after `hold_keepalive_s` without RTP, it is to be asked
   (an in-dialog OPTIONS, once per interval).
