@@ -193,9 +193,9 @@ def test_listening_on_all_interfaces_prints_urls_a_browser_here_can_open() -> No
         server.stop()
 
 
-def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path) -> None:
-    """SIGINT after "listening on" and before the load ends: no "ready" line (a server that announces itself as it
-    quits looks hung), a line saying why the exit waits for the load, "stopped", exit status 0."""
+def _interrupt_the_load(tmp_path: Path, presses: int) -> str:
+    """`serve` Ctrl-C'd once it listens (the models still loading), each further press once the first one's line
+    is out; it must exit with status 0. Returns its log."""
     import signal
     import time
 
@@ -204,11 +204,18 @@ def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path)
         proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0"], stdout=out,
                                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        for awaited in ["listening on"] + ["Ctrl-C again to stop now"] * (presses - 1):
+            while awaited not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0
-    text = log.read_text()
+    return log.read_text()
+
+
+def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path) -> None:
+    """SIGINT after "listening on" and before the load ends: no "ready" line (a server that announces itself as it
+    quits looks hung), a line saying why the exit waits for the load, "stopped", exit status 0."""
+    text = _interrupt_the_load(tmp_path, 1)
     assert "SIGINT: stopping once the models have loaded" in text, text
     assert "ready:" not in text and text.rstrip().endswith("stopped"), text
 
@@ -216,22 +223,7 @@ def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path)
 def test_a_second_ctrl_c_while_the_models_load_stops_at_once(tmp_path: Path) -> None:
     """The first Ctrl-C waits for the load (minutes with the real checkpoints); a second one did nothing at all, so a
     user who would not wait had to kill the server. It now ends the process without waiting for the load."""
-    import signal
-    import time
-
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0"], stdout=out,
-                                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        while "Ctrl-C again to stop now" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
-    text = log.read_text()
+    text = _interrupt_the_load(tmp_path, 2)
     assert text.rstrip().endswith("SIGINT: stopped during the model load (signalled twice)"), text
     assert "ready:" not in text, text
 
