@@ -125,6 +125,24 @@ def test_follow_up_turn_reuses_the_cached_prefix(backend: LlamaCppBackend) -> No
     assert evaluated < 30, "only the new user message (and template tokens) should be evaluated"
 
 
+def test_dropping_the_oldest_turns_reuses_the_rest_of_the_prompt(backend: LlamaCppBackend) -> None:
+    """The context manager drops a long session's oldest turns; the turns kept move forward in the prompt. Only the
+    common prefix was reused, so the whole rest was evaluated again (a reply ~30 s late on 2 cores, every ~13 turns);
+    llama.cpp now shifts the kept turns' cache to their new place."""
+    turns: list[dict[str, str]] = []
+    for i in range(12):
+        turns += [{"role": "user", "content": f"Question {i}: what is a good name for a pet number {i}, and why?"},
+                  {"role": "assistant", "content": f"For pet {i}, I would pick Biscuit {i}: short, friendly and easy "
+                                                   "to call out in a park, which matters for a small dog."}]
+    ask = [{"role": "user", "content": "Which name did you like best?"}]
+    collect(backend, ChatRequest(messages=[SYSTEM, *turns, *ask], temperature=0, max_tokens=1))
+    before = backend.counters()
+    collect(backend, ChatRequest(messages=[SYSTEM, *turns[8:], *ask], temperature=0, max_tokens=1))
+    after = backend.counters()
+    evaluated = after["prompt_tokens_total"] - before["prompt_tokens_total"]
+    assert evaluated < 150, f"{evaluated} prompt tokens evaluated again after dropping the first four turns"
+
+
 def test_weather_tool_call_then_tool_result_gives_text(backend: LlamaCppBackend) -> None:
     messages = [SYSTEM, {"role": "user", "content": "What's the weather like in Paris right now?"}]
     deltas = collect(backend, ChatRequest(messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=80))
