@@ -195,7 +195,10 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     try:
         wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except sf.SoundFileError as exc:
-        raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({exc})") from exc
+        # libsndfile's mp3 decoder says "File does not exist" of a file holding no MPEG audio (a web page saved as
+        # .mp3); the file is there (checked above), so its own words would only mislead
+        why = "not a valid audio stream" if "File does not exist" in str(exc) else str(exc)
+        raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({why})") from exc
     mono = wav.mean(axis=1)
     bad = int(np.count_nonzero(~np.isfinite(mono)))
     if bad:  # a float wav from a broken export: NaN passes the silence test, and a clone of it spoke at full scale
