@@ -12,7 +12,7 @@ from tests.bench.cli import ROOT
 # One option of each benchmark whose default a user needs before starting a run of minutes.
 DEFAULTS = {"bench.latency": ("--runs", "(default: 5)"), "bench.engine": ("--steps", "(default: 32 tiny, 128 else)"),
             "bench.tts": ("--tokens", "(default: 500)"), "bench.kernels": ("--iters", "(default: 20)"),
-            "bench.soak": ("--sessions", "(default: 300)")}
+            "bench.soak": ("--sessions", "(default: 300)"), "bench.context_drop": ("--turns", "(default: 40)")}
 
 
 def option_help(help_text: str) -> dict[str, str]:
