@@ -2,7 +2,8 @@
 
 Pure parts: `clients.events` (server event parsing, client event builders), `clients.audio` (conversion,
 chunking, pacing, send log), `clients.playback` (barge-in truncation bookkeeping), `clients.g711`.
-Transport: `clients.realtime_client.RealtimeClient` (asyncio, websockets). CLI: `clients.talk`.
+Transport: `clients.realtime_client.RealtimeClient` (asyncio, websockets). CLI: `clients.talk` (command line) over
+`clients.talk_session` (run loop), `clients.talk_connect`, `clients.talk_printer` and `clients.talk_wav`.
 
 Exports are resolved lazily so that `import clients.g711` (used by the server and the SIP bridge) does not
 load the WebSocket transport.

@@ -1,0 +1,115 @@
+"""talk's live transcript: user and assistant lines as the events arrive, and one timing line per finished turn."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from clients.events import ServerEvent
+from clients.turns import Turn
+
+__all__ = ["TranscriptPrinter", "format_turn"]
+
+
+class TranscriptPrinter:
+    """Live transcript lines: user deltas, user final text, assistant deltas, per-turn timings.
+
+    User turns print in the order they were spoken: their transcripts may finish out of order (a file sent at once
+    holds several turns, transcribed concurrently), so a turn's text waits for the turns committed before it, and
+    only the oldest pending turn's deltas print live."""
+
+    def __init__(self, out: TextIO | None) -> None:
+        self.out = out
+        self.turns_done = 0
+        self._line: str | None = None  # what the current unfinished line is ("user"/"assistant")
+        self._pending: list[str] = []  # committed user items whose text is not printed yet, in spoken order
+        self._texts: dict[str, str] = {}  # finished transcripts waiting for the turns before them
+        self._live: str | None = None  # the item whose deltas are on the current user line
+        self._turn_lines: list[tuple[Turn, int]] = []  # finished turns (and their numbers) waiting for their user text
+
+    def _write(self, s: str) -> None:
+        if self.out is not None:
+            self.out.write(s)
+            self.out.flush()
+
+    def _open(self, who: str) -> None:
+        if self._line != who:
+            self._end()
+            self._write(f"{who}> ")
+            self._line = who
+
+    def _end(self) -> None:
+        if self._line is not None:
+            self._write("\n")
+            self._line = None
+
+    def _user_text(self, item: str | None, text: str) -> None:
+        """A user item's transcript is final: print it, and the finished ones after it, once the items before it
+        are printed (an item never committed prints at once)."""
+        if item is None or item not in self._pending:
+            self._open("user")
+            self._write(text)
+            self._end()
+            return
+        self._texts[item] = text
+        while self._pending and self._pending[0] in self._texts:
+            first = self._pending.pop(0)
+            text = self._texts.pop(first)
+            if first != self._live or self._line != "user":  # its deltas are not on the current line
+                self._open("user")
+                self._write(text)
+            self._end()
+            self._live = None
+        self._print_turns()
+
+    def _print_turns(self, *, all_left: bool = False) -> None:
+        """Turn lines in order, each once its user text is printed: a reply cut by the next turn ends before the
+        turn's transcript, whose latency then read n/a and whose text came under a later turn's line."""
+        while self._turn_lines and (all_left or self._turn_lines[0][0].user_item_id not in self._pending):
+            turn, number = self._turn_lines.pop(0)
+            self._end()
+            self._write(format_turn(turn, number) + "\n")
+
+    def finish(self) -> None:
+        """Prints the turn lines still waiting for a transcript that never came."""
+        self._print_turns(all_left=True)
+
+    def event(self, e: ServerEvent, turn: Turn | None) -> None:
+        t = e.type
+        if t == "input_audio_buffer.committed" and e.item_id:
+            self._pending.append(e.item_id)
+        elif t == "conversation.item.input_audio_transcription.delta" and e.delta:
+            if not self._pending or e.item_id == self._pending[0]:  # later turns' deltas would interleave
+                self._open("user")
+                self._write(e.delta)
+                self._live = e.item_id
+        elif t == "conversation.item.input_audio_transcription.completed":
+            self._user_text(e.item_id, e.transcript or "")
+        elif t == "conversation.item.input_audio_transcription.failed":
+            self._user_text(e.item_id, "[transcription failed]")
+        elif t == "conversation.item.deleted" and e.item_id in self._pending:
+            self._user_text(e.item_id, "[deleted]")
+        elif t in ("response.output_audio_transcript.delta", "response.output_text.delta") and e.delta:
+            self._open("assistant")
+            self._write(e.delta)
+        elif t == "response.done" and turn is not None:
+            self._end()
+            self.turns_done += 1
+            self._turn_lines.append((turn, self.turns_done))
+            self._print_turns()
+        elif t == "client.truncated":
+            self._end()
+            self._write(f"[barge-in: truncated {e.get('item_id')} at {e.get('audio_end_ms')} ms]\n")
+        elif t == "client.reconnected":
+            self._end()
+            self._write("[reconnected: the server started a new session]\n")
+
+
+def _fmt(v: float | None) -> str:
+    return "   n/a" if v is None else f"{v:6.3f}"
+
+
+def format_turn(turn: Turn, number: int) -> str:
+    status = f"{turn.status or '?'}" + (f" ({turn.reason})" if turn.reason else "")
+    return (f"  [turn {number}: {status}] from end of user speech: first audio "
+            f"{_fmt(turn.first_audio_latency)} s | input transcript {_fmt(turn.transcript_latency)} s"
+            f" | response.done {_fmt(turn.done_latency)} s | reply audio {turn.audio_s:.2f} s")

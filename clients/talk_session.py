@@ -1,0 +1,180 @@
+"""talk's run loop: stream the audio to the server, follow its turns, collect and save the spoken reply."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from websockets.exceptions import InvalidMessage
+
+from clients.audio import WIRE_RATE, Pacing, SendLog, last_voiced_index, voiced_indices
+from clients.events import ServerEvent
+from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
+from clients.talk_connect import connect_failure, connect_when_loaded
+from clients.talk_printer import TranscriptPrinter
+from clients.talk_wav import TalkError, load_wav_24k, write_reply
+from clients.turns import Turn, TurnTracker
+
+__all__ = ["DEFAULT_URL", "TalkResult", "run_talk", "session_config"]
+
+DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
+TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a late input transcript
+# Errors that tell of a turn the server heard only the end of and answers all the same: talk says them and waits for
+# the reply; any other error ends talk.
+NOTICE_CODES = frozenset({"input_audio_truncated", "turn_truncated"})
+
+
+@dataclass(slots=True)
+class TalkResult:
+    turns: list[Turn]
+    reply_pcm16: bytes = b""          # every reply's audio, 24 kHz PCM16, in arrival order
+    send_log: SendLog = field(default_factory=SendLog)
+
+
+def session_config(vad: bool, voice: str | None = None) -> dict[str, object]:
+    """The session.update body talk and the benchmark use: PCM16 24 kHz both ways, input transcription on; the
+    reply's voice when named (a Step-Audio speaker, say: the server lists its voices if the name is not one)."""
+    output: dict[str, object] = {"format": {"type": "audio/pcm", "rate": WIRE_RATE}}
+    if voice is not None:
+        output["voice"] = voice
+    return {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": WIRE_RATE},
+                "transcription": {"model": "whisper-1"},
+                "turn_detection": {"type": "server_vad"} if vad else None,
+            },
+            "output": output,
+        },
+    }
+
+
+async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path | None = None,
+                   api_key: str | None = None, realtime: bool | float = True, vad: bool = True,
+                   timeout_s: float = 60.0, silence_ms: int = 1500, model: str | None = "stepaudio-rt",
+                   reconnect: ReconnectPolicy = ReconnectPolicy(enabled=False),
+                   printer: TextIO | None = sys.stdout,
+                   session_extra: dict[str, object] | None = None, voice: str | None = None) -> TalkResult:
+    """Stream `wav` to the server at `url` and collect the reply (see `clients.talk`'s docstring).
+
+    `timeout_s` bounds the wait after the audio has been sent, and the wait for a server still loading its models.
+    Reconnect is off by default: a new server session would lose the turn. Raises TalkError.
+    """
+    x24 = load_wav_24k(wav)
+    if last_voiced_index(x24) is None:  # the server's VAD would never start a turn: fail now, not at the timeout
+        raise TalkError(f"{wav} is silent (no sample above -40 dBFS): there is no speech to send")
+    try:
+        client = await connect_when_loaded(url, api_key, model, reconnect, timeout_s)
+    except OSError as exc:  # refused, unreachable, timed out: InvalidStatus (a refused handshake) passes through
+        raise TalkError(f"cannot connect to {url}: {connect_failure(url, exc)}") from exc
+    except InvalidMessage as exc:  # something else listens there (another service, a mistyped port)
+        raise TalkError(f"{url} is not a Realtime server: {exc} (is that `stepaudio-rt serve`'s port?)") from exc
+    try:
+        return await _talk(client, x24, out, realtime, vad, timeout_s, silence_ms, TranscriptPrinter(printer),
+                           {**session_config(vad, voice), **(session_extra or {})})
+    finally:
+        await client.close()
+
+
+async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None, realtime: bool | float,
+                vad: bool, timeout_s: float, silence_ms: int, printer: TranscriptPrinter,
+                session: dict[str, object]) -> TalkResult:
+    loop = asyncio.get_running_loop()
+    first = await _recv(client, timeout_s)
+    if first is None or first.type != "session.created":
+        raise TalkError(f"expected session.created, got {first.type if first else 'nothing'}")
+    await client.session_update(session)
+    log = SendLog()
+    tracker = TurnTracker(log, voiced_indices(x24))
+    result = TalkResult(turns=tracker.turns, send_log=log)
+    reply = bytearray()
+
+    async def send() -> None:
+        await client.stream_audio(x24, WIRE_RATE, realtime, silence_ms=silence_ms if vad else 0, log=log)
+        if not vad:
+            await client.commit()
+            await client.create_response()
+
+    sender = asyncio.create_task(send(), name="talk-sender")
+    # A hang-up fails the send too, and the receiver may see it first (it then reports the close): the send's own
+    # error is read here, else asyncio printed "Task exception was never retrieved" with a traceback on the way out.
+    sender.add_done_callback(lambda t: t.cancelled() or t.exception())
+    finished = False
+    try:
+        audio_s = x24.size / WIRE_RATE + silence_ms / 1000
+        deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
+        done_at: float | None = None  # when every turn's response was done (then wait briefly for transcripts)
+        while True:
+            now = loop.time()
+            if sender.done():
+                sender.result()  # re-raise a failed send
+                if tracker.all_done():
+                    done_at = now if done_at is None else done_at
+                    if tracker.transcripts_done() or now - done_at >= TRANSCRIPT_GRACE_S:
+                        break
+                else:
+                    done_at = None  # a new turn began
+            limit = deadline if done_at is None else min(deadline, done_at + TRANSCRIPT_GRACE_S)
+            if now >= limit:
+                if done_at is not None:
+                    break  # replies complete; a transcript never came
+                if not tracker.turns:  # noise, music, or speech too quiet for the server's VAD
+                    raise TalkError(f"the server heard no speech: no turn began within {timeout_s:g} s after "
+                                    "the audio was sent")
+                raise TalkError(f"no complete reply within {timeout_s:g} s after the audio was sent")
+            try:
+                event = await _recv(client, limit - now, until=sender)
+            except TimeoutError:
+                continue
+            if event is None:
+                continue
+            if event.is_error and event.error is not None and event.error.code in NOTICE_CODES:
+                print(f"talk: server notice: {event.error}", file=sys.stderr)
+                continue
+            if event.is_error:
+                raise TalkError(f"server error: {event.error}")
+            if event.type == "response.done" and event.response_status == "failed":  # no error event comes
+                raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
+            turn = tracker.feed(event, loop.time())
+            if event.type == "response.output_audio.delta":
+                reply += event.audio
+            printer.event(event, turn)
+        finished = True
+    finally:
+        printer.finish()
+        if not sender.done():
+            sender.cancel()
+        result.reply_pcm16 = bytes(reply)
+        # Also when talk ends early (Ctrl-C, a timeout, a lost connection): what was said so far is kept.
+        if out is not None and (finished or reply):
+            write_reply(out, result.reply_pcm16)
+    return result
+
+
+async def _recv(client: RealtimeClient, timeout: float,
+                until: asyncio.Task[None] | None = None) -> ServerEvent | None:
+    """Next event within `timeout`; with `until`, returns None early when that task finishes first."""
+    try:
+        if until is None or until.done():
+            return await client.recv(timeout=timeout)
+        getter = asyncio.ensure_future(client.recv())
+        try:
+            done, _ = await asyncio.wait({getter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this wait is cancelled (Ctrl-C): a getter left behind fails once the client closes, and
+            # asyncio prints "Task exception was never retrieved" with a traceback on the way out.
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        if not done:
+            raise TimeoutError
+        return None
+    except RealtimeConnectionError as exc:
+        raise TalkError(f"connection lost: {exc}") from exc
