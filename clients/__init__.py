@@ -1,7 +1,8 @@
 """Python client of the stepaudio-rt server (OpenAI Realtime protocol, GA event names).
 
 Pure parts: `clients.events` (server event parsing, client event builders), `clients.audio` (conversion,
-chunking, pacing, send log), `clients.playback` (barge-in truncation bookkeeping), `clients.g711`.
+chunking, pacing, send log), `clients.playback` (barge-in truncation bookkeeping), `clients.g711`,
+`clients.connection` (URL, reconnect policy, connection errors).
 Transport: `clients.realtime_client.RealtimeClient` (asyncio, websockets). CLI: `clients.talk` (command line) over
 `clients.talk_session` (run loop), `clients.talk_connect`, `clients.talk_printer` and `clients.talk_wav`.
 

@@ -1,7 +1,7 @@
 """Asyncio transport of the Python client: one WebSocket to a Realtime server, with reconnect and barge-in.
 
-The protocol parts live in pure modules (events, audio, playback); this module only owns the socket, the reader
-task, sleeping for pacing and the monotonic clock.
+The protocol parts live in pure modules (events, audio, playback, connection); this module only owns the socket,
+the reader task, sleeping for pacing and the monotonic clock.
 
 Reconnect: when the connection drops (anything but a close code in `ReconnectPolicy.final_close_codes`), the
 reader retries with exponential backoff and, once connected, re-sends every session field set so far (all the
@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Mapping
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
@@ -28,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from clients import events as ev
 from clients.audio import WIRE_RATE, AudioSource, Chunker, Pacing, SendLog, chunk_samples, float_to_pcm16, wire_blocks
+from clients.connection import HandshakeRefused, RealtimeConnectionError, ReconnectPolicy, build_url
 from clients.events import ServerEvent
 from clients.playback import Playback
 
@@ -37,69 +36,7 @@ __all__ = ["AudioSource", "HandshakeRefused", "RealtimeClient", "RealtimeConnect
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave headroom
-
-
-
-class RealtimeConnectionError(ConnectionError):
-    """The connection is gone for good (closed by the server with a final code, or reconnecting gave up), or was
-    never made. `close_code`: the server's WebSocket close code when it closed the connection for good (1000: it
-    ended the session on purpose, e.g. an operator's hangup), else None."""
-
-    def __init__(self, message: str, *, close_code: int | None = None) -> None:
-        super().__init__(message)
-        self.close_code = close_code
-
-
-class HandshakeRefused(InvalidStatus):
-    """The server refused the WebSocket handshake; unlike websockets' InvalidStatus (its base, so handlers of that
-    still catch it), the text carries the server's reason from the response body, e.g. "HTTP 503: full"."""
-
-    def __str__(self) -> str:
-        reason = (self.response.body or b"").decode("utf-8", "replace").strip()
-        return f"{super().__str__()}: {reason}" if reason else super().__str__()
-
-
 NOT_CONNECTED = "not connected: open the client with `await RealtimeClient.connect(url)`, not its constructor"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReconnectPolicy:
-    """Exponential backoff: delays initial, initial*factor, ... capped at max_delay_s, max_attempts tries."""
-
-    enabled: bool = True
-    initial_delay_s: float = 0.25
-    factor: float = 2.0
-    max_delay_s: float = 8.0
-    max_attempts: int = 8
-    final_close_codes: tuple[int, ...] = (1000, 1008)  # normal close, policy (e.g. bad key): do not retry
-
-    def __post_init__(self) -> None:
-        if self.initial_delay_s < 0 or self.factor < 1 or self.max_delay_s < 0 or self.max_attempts < 0:
-            raise ValueError(f"invalid reconnect policy {self}: delays and attempts must be >= 0, factor >= 1")
-
-    def delays(self) -> Iterator[float]:
-        """The wait before each reconnect attempt (pure)."""
-        if not self.enabled:
-            return
-        d = self.initial_delay_s
-        for _ in range(self.max_attempts):
-            yield min(d, self.max_delay_s)
-            d *= self.factor
-
-
-def build_url(url: str, model: str | None) -> str:
-    """The Realtime WebSocket URL for what a user may type: the server's address alone (ws://host:port, or the
-    http(s) base URL the openai SDK takes, with or without /v1) reaches /v1/realtime; ?model= is added unless the
-    URL names one."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    if path in ("", "/v1"):
-        path = "/v1/realtime"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if model and not any(k == "model" for k, _ in query):
-        query.append(("model", model))
-    return urlunsplit(parts._replace(scheme=scheme, path=path, query=urlencode(query)))
 
 
 class RealtimeClient:
