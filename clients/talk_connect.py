@@ -39,7 +39,7 @@ def _is_loading(exc: InvalidStatus) -> bool:
 
 
 async def connect_when_loaded(url: str, api_key: str | None, model: str | None, reconnect: ReconnectPolicy,
-                               wait_s: float) -> RealtimeClient:
+                              wait_s: float) -> RealtimeClient:
     """Connects, waiting up to `wait_s` for a server that is still loading its models: its first start (model
     assembly included) takes tens of seconds, and a user starts talk as soon as `make serve` is running."""
     deadline = time.monotonic() + wait_s
