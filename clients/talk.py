@@ -22,15 +22,13 @@ from websockets.exceptions import WebSocketException
 
 from clients.audio import WIRE_RATE
 from clients.realtime_client import RealtimeConnectionError
-from clients.talk_printer import TranscriptPrinter, format_turn
+from clients.talk_printer import format_turn
 from clients.talk_session import DEFAULT_URL, TalkResult, run_talk, session_config
 from clients.talk_wav import READABLE, TalkError, load_wav_24k
 
 # The command line lives here; the names bench/, tests and controller/cli import from clients.talk are re-exported.
 __all__ = ["DEFAULT_URL", "TalkError", "TalkResult", "format_turn", "load_wav_24k", "main", "reply_path", "run_talk",
            "session_config"]
-
-_Printer = TranscriptPrinter  # its name before the split, which the talk tests import
 
 
 def _positive_float(text: str) -> float:

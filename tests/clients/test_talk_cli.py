@@ -22,7 +22,8 @@ from websockets.sync.server import ServerConnection, serve
 
 from clients.events import ServerEvent
 from clients.realtime_client import build_url
-from clients.talk import _Printer, load_wav_24k, main, reply_path
+from clients.talk import load_wav_24k, main, reply_path
+from clients.talk_printer import TranscriptPrinter
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
@@ -305,7 +306,7 @@ def test_user_turns_print_in_the_order_spoken_when_their_transcripts_finish_out_
     """A file sent at once holds several turns, transcribed at the same time: the second may finish first. Each
     turn's line still comes in the order spoken, whole, and a later turn's deltas never break into an earlier's."""
     out = io.StringIO()
-    printer = _Printer(out)
+    printer = TranscriptPrinter(out)
     for data in ({"type": "input_audio_buffer.committed", "item_id": "a"},
                  {"type": "input_audio_buffer.committed", "item_id": "b"},
                  {"type": "input_audio_buffer.committed", "item_id": "c"},
@@ -328,7 +329,7 @@ def test_a_turn_whose_reply_was_cut_before_its_transcript_came_prints_after_its_
     from clients.turns import Turn
 
     out = io.StringIO()
-    printer = _Printer(out)
+    printer = TranscriptPrinter(out)
     cut = Turn(user_item_id="a", end_of_speech=10.0, status="cancelled", reason="turn_detected", response_done=10.4)
     nothing_heard = Turn(user_item_id="b", end_of_speech=12.0, status="cancelled", reason="turn_detected",
                          response_done=12.4)
