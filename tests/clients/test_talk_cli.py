@@ -10,7 +10,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from websockets.http11 import Request, Response
-from websockets.sync.server import ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from clients.events import ServerEvent
 from clients.realtime_client import build_url
@@ -27,6 +26,7 @@ from clients.talk_printer import TranscriptPrinter
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
+from tests.ws_thread import ws_server_thread
 
 
 async def test_talk_sends_its_instructions_and_writes_the_reply(tmp_path: Path) -> None:
@@ -152,12 +152,9 @@ def test_a_tls_url_to_the_plain_server_says_the_server_has_no_tls(tmp_path: Path
     about a server that was running, with no word of TLS."""
     wav = tmp_path / "turn.wav"
     sf.write(str(wav), speech(0.5), 24000)
-    with serve(lambda ws: None, "127.0.0.1", 0) as server:  # a plain WebSocket server, as `serve` is
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        url = f"{scheme}://127.0.0.1:{server.socket.getsockname()[1]}"
+    with ws_server_thread(lambda ws: None) as port:  # a plain WebSocket server, as `serve` is
+        url = f"{scheme}://127.0.0.1:{port}"
         code, err = talk(capsys, str(wav), "--url", url)
-        server.shutdown()
     assert (code, err) == (1, f"talk: cannot connect to {url}: the TLS handshake failed (`stepaudio-rt serve` speaks "
                               "plain ws:// and http://, with no TLS)\n")
 
@@ -175,12 +172,9 @@ def test_a_tls_server_whose_certificate_is_not_trusted_says_so(tmp_path: Path, c
     tls.load_cert_chain(cert, key)
     wav = tmp_path / "turn.wav"
     sf.write(str(wav), speech(0.5), 24000)
-    with serve(lambda ws: None, "127.0.0.1", 0, ssl=tls) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        url = f"wss://127.0.0.1:{server.socket.getsockname()[1]}"
+    with ws_server_thread(lambda ws: None, ssl=tls) as port:
+        url = f"wss://127.0.0.1:{port}"
         code, err = talk(capsys, str(wav), "--url", url)
-        server.shutdown()
     assert code == 1
     assert err.startswith(f"talk: cannot connect to {url}: the server's TLS certificate is not trusted here: self"), err
     assert err.endswith(" (for a private CA, point SSL_CERT_FILE at its certificate)\n"), err
@@ -214,25 +208,17 @@ def test_noise_the_server_hears_no_speech_in_is_reported_as_such(embedded_server
 
 
 @pytest.mark.parametrize("option", ["--speed", "--timeout"])
-def test_a_speed_or_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path, capsys, option: str) -> None:
+@pytest.mark.parametrize(("value", "why"), [("0", "must be above 0, got 0"),
+                                            # was 'invalid _positive_float value: ...', talk's private parser's name
+                                            ("1O", "must be a number, got '1O'")])
+def test_a_speed_or_timeout_that_is_not_a_positive_number_is_a_usage_error(tmp_path: Path, capsys, option: str,
+                                                                          value: str, why: str) -> None:
     wav = tmp_path / "turn.wav"
     sf.write(str(wav), speech(0.5), 24000)
     with pytest.raises(SystemExit) as exit_:
-        main([str(wav), "--url", no_server(), option, "0"])
+        main([str(wav), "--url", no_server(), option, value])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: must be above 0, got 0\n")
-
-
-@pytest.mark.parametrize("option", ["--speed", "--timeout"])
-def test_a_speed_or_timeout_that_is_not_a_number_is_named_as_such(tmp_path: Path, capsys, option: str) -> None:
-    """It was 'invalid _positive_float value: ...', the name of talk's private parser."""
-    wav = tmp_path / "turn.wav"
-    sf.write(str(wav), speech(0.5), 24000)
-    with pytest.raises(SystemExit) as exit_:
-        main([str(wav), "--url", no_server(), option, "1O"])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert err.endswith(f"stepaudio-rt talk: error: argument {option}: must be a number, got '1O'\n")
+    assert capsys.readouterr().err.endswith(f"stepaudio-rt talk: error: argument {option}: {why}\n")
 
 
 @pytest.mark.parametrize("typed", ["127.0.0.1:8765", "localhost:8765", "ws://", "ftp://127.0.0.1:8765"])
@@ -527,10 +513,7 @@ def test_a_full_server_s_reason_is_said_once(tmp_path: Path, capsys) -> None:
     def full(ws: ServerConnection, request: Request) -> Response:
         return ws.respond(503, "server full: 4 of 4 sessions\n")
 
-    with serve(lambda ws: None, "127.0.0.1", 0, process_request=full) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{server.socket.getsockname()[1]}")
-        server.shutdown()
+    with ws_server_thread(lambda ws: None, process_request=full) as port:
+        code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{port}")
     assert code == 1
     assert err.count("server full: 4 of 4 sessions") == 1, err

@@ -9,18 +9,18 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from websockets.sync.server import ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from clients.sip.rtp import RtpPacket
 from tests.sip.media import free_udp_port, read_pcap_udp, wait_for, write_rtp_pcap
 from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
+from tests.ws_thread import ws_server_thread
 
 pytestmark = pytest.mark.slow
 
@@ -51,14 +51,8 @@ def _hang_up_after_a_second(ws: ServerConnection, farewell: bytes) -> None:
 def hanging_up_agent(farewell: bytes = b"") -> Iterator[str]:
     """The ws:// URL of an agent server that hangs up each session once it heard a second of the caller, right
     after sending `farewell` (G.711 bytes) if any."""
-    with serve(functools.partial(_hang_up_after_a_second, farewell=farewell), "127.0.0.1", 0) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/v1/realtime"
-        finally:
-            server.shutdown()
-            thread.join(10)
+    with ws_server_thread(functools.partial(_hang_up_after_a_second, farewell=farewell)) as port:
+        yield f"ws://127.0.0.1:{port}/v1/realtime"
 
 
 # The caller waits for our BYE; sipp fails the call unless its Reason says the agent hung up (RFC 3326).
