@@ -414,9 +414,13 @@ class Response:
             return " ".join(s.text for s in self.spans)
         words: list[str] = []
         for span in self.spans:
+            # A sentence whose audio begins at the cut (or is not made yet: no audio, ending where it starts) was not
+            # heard, even though its empty audio ends before the cut.
+            if span.start_ms >= heard_ms:
+                break
             if span.end_ms <= heard_ms:
                 words.append(span.text)
-            elif span.start_ms < heard_ms:
+            else:
                 words.append(truncate_text_to_heard(span.text, int(heard_ms - span.start_ms),
                                                     int(span.end_ms - span.start_ms)))
         return " ".join(w for w in words if w)

@@ -49,6 +49,9 @@ const MIN_TURN_MS = 100;
 const sentEnds = []; // [audio ms at the chunk's end, performance.now() at its capture]
 const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-turn silence
 let activeResponse = null;
+// The message of the reply in progress: cut before any of it played, the server would keep every word generated so
+// far as said, and answer the next turn as if the user had heard them.
+let replyItem = null;
 let defaultInstructions = ''; // the server's persona, from session.created: what an emptied box goes back to
 let appliedInstructions = ''; // the session's persona as the server last said (session.updated)
 let appliedVoice = ''; // ... and its voice
@@ -188,13 +191,16 @@ function onPlayback(msg) {
 async function bargeIn() {
   if (!audio) return;
   const asked = performance.now();
+  const unheard = replyItem; // read before the flush: the reply's response.done may come meanwhile
   const flushed = await audio.flush();
-  if (!flushed || !flushed.item || !flushed.wasPlaying || dropped.has(flushed.item)) return;
-  dropped.add(flushed.item);
-  sock.send({ type: 'conversation.item.truncate', item_id: flushed.item, content_index: 0,
-              audio_end_ms: flushed.playedMs });
-  hook.truncates.push({ item: flushed.item, audioEndMs: flushed.playedMs, droppedMs: flushed.droppedMs,
-                       flushMs: Math.round(performance.now() - asked), playedSeconds: hook.playedSeconds });
+  if (!flushed) return;
+  const cut = flushed.item && flushed.wasPlaying
+    ? { item: flushed.item, audioEndMs: flushed.playedMs, droppedMs: flushed.droppedMs }
+    : { item: unheard, audioEndMs: 0, droppedMs: 0 };
+  if (!cut.item || dropped.has(cut.item) || !sock) return;
+  dropped.add(cut.item);
+  sock.send({ type: 'conversation.item.truncate', item_id: cut.item, content_index: 0, audio_end_ms: cut.audioEndMs });
+  hook.truncates.push({ ...cut, flushMs: Math.round(performance.now() - asked), playedSeconds: hook.playedSeconds });
 }
 
 // The reply was cut where its audio stopped playing (the server confirms each cut, its own barge-in's too): say so
@@ -277,7 +283,10 @@ const handlers = {
     setState('responding');
   },
   'response.output_item.added': (e) => {
-    if (e.item && e.item.type === 'message') line(e.item.id, 'assistant');
+    if (e.item && e.item.type === 'message') {
+      line(e.item.id, 'assistant');
+      replyItem = e.item.id;
+    }
   },
   'response.output_audio.delta': (e) => {
     if (dropped.has(e.item_id)) return;
@@ -310,6 +319,7 @@ const handlers = {
     // playback had finished, and no truncate would be sent.
     if (r.status === 'cancelled') bargeIn(); else audio.endOfReply();
     activeResponse = null;
+    replyItem = null;
     if (r.status === 'failed') {
       const err = r.status_details && r.status_details.error;
       showError(`reply failed: ${err ? err.message || err.code : 'unknown error'}`);
@@ -506,6 +516,7 @@ async function teardown(state) {
   $('talk').classList.remove('held');
   preroll = [];
   activeResponse = null;
+  replyItem = null;
   turnEndAt = null;
   if (sock) sock.close();
   sock = null;

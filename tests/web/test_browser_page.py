@@ -713,3 +713,29 @@ def test_the_voice_picker_offers_the_servers_voices_and_the_reply_speaks_in_the_
     assert len(state["errors"]) == 1, state
     assert state["errors"][0].startswith("the server kept the previous voice (cannot_update_voice): "), state
     assert picker().first_selected_option.text == "Tingting哼唱" and state["voice"] == "Tingting哼唱", state
+
+
+def test_push_to_talk_over_a_reply_not_yet_heard_leaves_none_of_its_words(tiny_server: ServerProcess,
+                                                                          browser: object) -> None:
+    """Push-to-talk pressed while a reply was being made, before any of it played, cancelled it, but the reply's bubble
+    showed the words generated so far and the server kept them as said: the next answer followed words the user never
+    heard. The page truncates such a reply at 0 ms, the server keeps nothing of it, and the bubble says so."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    # A jitter buffer longer than any tiny reply: nothing plays before the press.
+    connect_page(browser, tiny_server.http, "mode=ptt&prebuffer_ms=60000")
+    browser.execute_script(SEND_TYPED, "Tell me a long story about a cat.")  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["events"].get("response.output_audio_transcript.delta"), 60)
+    assert not state["events"].get("response.done") and state["playedSeconds"] == 0, state
+    talk = browser.find_element(By.ID, "talk")  # type: ignore[attr-defined]
+    ActionChains(browser).click_and_hold(talk).perform()
+    state = wait_until(browser, lambda s: s["heard"], 30)
+    ActionChains(browser).release(talk).perform()
+    context = f"page: { {k: v for k, v in state.items() if k != 'timeline'} }\nserver: {tiny_server.log()[-2000:]}"
+    assert state["errors"] == [] and [t["audioEndMs"] for t in state["truncates"]] == [0], context
+    item = state["truncates"][0]["item"]
+    assert state["heard"] == {item: ""}, context  # the server's item: no words kept
+    bubble = browser.find_element(By.CSS_SELECTOR, f'.turn.assistant[data-item="{item}"]')  # type: ignore
+    assert bubble.find_element(By.CSS_SELECTOR, ".text").text == "(nothing said)", context
+    assert bubble.find_element(By.CSS_SELECTOR, ".note").text == "interrupted after 0.00 s", context
