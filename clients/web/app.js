@@ -234,9 +234,24 @@ function recordLatency() {
   $('latency').textContent = `${ms} ms (median ${median} ms over ${sorted.length})`;
 }
 
+// A new session's conversation on the server is empty: the turns still shown from an earlier one read as remembered
+// unless a line says otherwise, and their item ids (another server's may repeat) must not take this session's text.
+function startConversation() {
+  lines.clear();
+  dropped.clear();
+  const last = $('conversation').lastElementChild;
+  if (!last || last.classList.contains('session-break')) return;
+  const el = document.createElement('div');
+  el.className = 'session-break';
+  el.textContent = 'new session: the assistant does not remember the conversation above';
+  $('conversation').append(el);
+  el.scrollIntoView({ block: 'nearest' });
+}
+
 const handlers = {
   'session.created': (e) => {
     hook.sessionId = e.session && e.session.id;
+    startConversation();
     defaultInstructions = (e.session && e.session.instructions) || '';
     $('instructions').placeholder = defaultInstructions;
     appliedInstructions = defaultInstructions;

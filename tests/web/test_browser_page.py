@@ -739,3 +739,25 @@ def test_push_to_talk_over_a_reply_not_yet_heard_leaves_none_of_its_words(tiny_s
     bubble = browser.find_element(By.CSS_SELECTOR, f'.turn.assistant[data-item="{item}"]')  # type: ignore
     assert bubble.find_element(By.CSS_SELECTOR, ".text").text == "(nothing said)", context
     assert bubble.find_element(By.CSS_SELECTOR, ".note").text == "interrupted after 0.00 s", context
+
+
+def test_connecting_again_says_the_new_session_does_not_remember_the_turns_shown(tiny_server: ServerProcess,
+                                                                                  browser: object) -> None:
+    """After a disconnect (or a server restart) and Connect, the new session's conversation is empty, yet the page went
+    on showing the old turns right above the new ones, as if the assistant remembered them. A line between them says
+    that it does not; connecting again with nothing said adds no second line."""
+    from selenium.webdriver.common.by import By
+
+    connect_page(browser, tiny_server.http)
+    browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["events"].get("response.done"), 60)
+    for _ in range(2):
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]  # Disconnect
+        wait_until(browser, lambda s: s["state"] == "idle", 30)
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]  # Connect
+        state = wait_until(browser, lambda s: s["state"] == "ready", 60)
+    assert state["errors"] == [] and state["state"] == "ready", state
+    shown = browser.find_elements(By.CSS_SELECTOR, "#conversation > *")  # type: ignore[attr-defined]
+    assert [e.get_attribute("class").split()[:2] for e in shown] == \
+        [["turn", "user"], ["turn", "assistant"], ["session-break"]], state
+    assert shown[-1].text == "new session: the assistant does not remember the conversation above"
