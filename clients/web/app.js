@@ -57,6 +57,9 @@ let appliedInstructions = ''; // the session's persona as the server last said (
 let appliedVoice = ''; // ... and its voice
 let instructionsTimer = null;
 const dropped = new Set(); // items flushed by a barge-in: their late audio deltas are ignored
+// A failed reply was shown from its response.done: the server's error event about the same failure (code
+// response_failed, right after it) would show it a second time.
+let replyFailureShown = false;
 const lines = new Map(); // item_id -> {el, text}
 
 function setState(state) {
@@ -338,6 +341,7 @@ const handlers = {
     if (r.status === 'failed') {
       const err = r.status_details && r.status_details.error;
       showError(`reply failed: ${err ? err.message || err.code : 'unknown error'}`);
+      replyFailureShown = true;
     }
     if (hook.state === 'responding') setState(mode === 'vad' ? 'listening' : 'ready');
   },
@@ -360,6 +364,10 @@ const handlers = {
   },
   error: (e) => {
     const err = e.error || {};
+    if (err.code === 'response_failed' && replyFailureShown) {
+      replyFailureShown = false;
+      return;
+    }
     // A refused connect-time update leaves none of it applied (another turn detection, the default persona), so the
     // session is not the one asked for: disconnect, so that the setting can be corrected and connected again.
     if (err.event_id === CONNECT_UPDATE_ID) {

@@ -761,3 +761,27 @@ def test_connecting_again_says_the_new_session_does_not_remember_the_turns_shown
     assert [e.get_attribute("class").split()[:2] for e in shown] == \
         [["turn", "user"], ["turn", "assistant"], ["session-break"]], state
     assert shown[-1].text == "new session: the assistant does not remember the conversation above"
+
+
+def test_a_failed_reply_is_shown_once(tiny_server: ServerProcess, browser: object) -> None:
+    """A reply whose model failed ends, on stepaudio-rt, with response.done 'failed' and then an error event
+    (response_failed) about the same failure: the page showed two red lines for one failure. It shows one."""
+    def fail_the_reply(ws: object, event: dict) -> None:
+        if event["type"] != "response.create":
+            return
+        send(ws, "response.created", response={"id": "resp_1", "status": "in_progress"})
+        error = {"type": "server_error", "code": None, "message": "the chat model is down"}
+        send(ws, "response.done", response={"id": "resp_1", "status": "failed",
+                                            "status_details": {"type": "failed", "error": error}})
+        send(ws, "error", error={"type": "server_error", "code": "response_failed",
+                                 "message": "response generation failed: the chat model is down"})
+
+    with fake_realtime_server(fail_the_reply) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["events"].get("error"), 30)
+        time.sleep(1)  # a second line, if any, is shown as the error event comes
+        state = hook(browser)
+    shown = "reply failed: the chat model is down"
+    assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
+    assert state["state"] == "ready", state
