@@ -95,7 +95,13 @@ function setText(entry, text) {
   entry.text = text;
   entry.el.classList.remove('pending');
   entry.el.querySelector('.text').textContent = text;
-  entry.el.scrollIntoView({ block: 'nearest' });
+  showLatest();
+}
+
+// The newest text is at the bottom of the conversation, right above the message box: bringing the box into view shows
+// both (scrolling to the bubble alone left the box, where the user types next, just below the window).
+function showLatest() {
+  $('compose').scrollIntoView({ block: 'nearest' });
 }
 
 function settings() {
@@ -248,7 +254,7 @@ function startConversation() {
   el.className = 'session-break';
   el.textContent = 'new session: the assistant does not remember the conversation above';
   $('conversation').append(el);
-  el.scrollIntoView({ block: 'nearest' });
+  showLatest();
 }
 
 const handlers = {

@@ -785,3 +785,23 @@ def test_a_failed_reply_is_shown_once(tiny_server: ServerProcess, browser: objec
     shown = "reply failed: the chat model is down"
     assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
     assert state["state"] == "ready", state
+
+
+def test_a_conversation_taller_than_the_window_keeps_the_newest_reply_and_the_message_box_in_view(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """Once the conversation outgrew the window, each new word scrolled its bubble into view and no further: the
+    message box, right below it, stayed just out of the window, and the user had to scroll down to type the next turn.
+    The newest reply and the message box both stay in view."""
+    browser.set_window_size(800, 500)  # type: ignore[attr-defined]
+    connect_page(browser, tiny_server.http)
+    for turn in range(1, 4):
+        browser.execute_script(SEND_TYPED, f"Tell me story number {turn}.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s, n=turn: s["events"].get("response.done", 0) >= n, 60)
+    assert state["errors"] == [], state
+    where = """
+        const bottom = (el) => el.getBoundingClientRect().bottom;
+        return {reply: bottom([...document.querySelectorAll('.turn.assistant')].pop()),
+                box: bottom(document.getElementById('compose')), window: innerHeight, scrolled: scrollY};"""
+    rects = browser.execute_script(where)  # type: ignore[attr-defined]
+    assert rects["scrolled"] > 0, rects  # the conversation is taller than the window
+    assert rects["reply"] <= rects["window"] and rects["box"] <= rects["window"], rects
