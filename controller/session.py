@@ -358,10 +358,10 @@ class Session(ItemsMixin, RepliesMixin):
                                               code="invalid_value", param=f"{at}.id")
                 seen.add(entry.id)
             if isinstance(entry, ItemReference):
-                if entry.id not in self.conversation:
+                if (referred := self.referenced_item(entry.id)) is None:
                     raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
                                               param=f"{at}.id")
-                item = self.conversation.get(entry.id)
+                item = referred
             else:
                 item = self._item_from_spec(entry, entry.id or "inline")
                 self._check_item_size(item, at=at)

@@ -262,8 +262,8 @@ class ItemsMixin(_Base):
                 if isinstance(entry, it.ItemReference):
                     # Checked at response.create, but the prompt is built after the transcriptions it waits for: an
                     # item deleted meanwhile is not heard, as a turn deleted before its reply is (below).
-                    if entry.id in self.conversation:
-                        chosen.add(self.conversation.get(entry.id))
+                    if (referred := self.referenced_item(entry.id)) is not None:
+                        chosen.add(referred)
                 else:
                     chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
             messages = chosen.messages(cfg.instructions, self.defaults.context_budget_tokens,
@@ -496,6 +496,24 @@ class ItemsMixin(_Base):
         resp = self._visible_response()
         live = resp.item_so_far(item_id) if resp is not None else None
         return live if live is not None else self._item_wire(self.conversation.get(item_id))
+
+    def referenced_item(self, item_id: str) -> Item | None:
+        """The item an item_reference in response.input names, as it stands now; None if there is none.
+
+        The reply in progress's items join this server's conversation only when it ends, but the API's conversation
+        holds them from their conversation.item.added on, and conversation.item.retrieve shows them in progress. A
+        reference to one (an out-of-band aside about what is being said) reads it as retrieve shows it, the part
+        generated so far, rather than item_not_found for an item the client saw added, or a wait for a reply that
+        may talk for a minute and is interrupted by nothing the aside does."""
+        if item_id in self.conversation:
+            return self.conversation.get(item_id)
+        resp = self._visible_response()
+        if resp is None or item_id not in resp.conversation_items():
+            return None
+        if item_id == resp.item_id:
+            return AssistantMessage(id=item_id, text=resp.heard_text(None), complete=False)
+        call = next(c for c in resp.tool_calls if c.item_id == item_id)
+        return FunctionCall(id=item_id, call_id=call.call_id, name=call.name, arguments=call.arguments)
 
     def _item_wire(self, item: object) -> dict:
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""

@@ -711,6 +711,59 @@ async def test_a_function_call_whose_arguments_are_streaming_can_be_retrieved_as
         validate_server_event(raw)
 
 
+async def test_an_out_of_band_reply_may_refer_to_the_message_still_being_spoken_as_it_is_so_far() -> None:
+    """The client has seen conversation.item.added for the reply's message; an out-of-band response.create whose input
+    holds an item_reference to it (an aside about what is being said) had answered item_not_found until the reply
+    ended. As conversation.item.retrieve does, the reference reads the message as it stands: the text generated so
+    far. The reply in progress goes on to the end."""
+    pipeline = ScriptedPipeline()
+    async with speaking(NOON, 0.3, pipeline) as (conv, n, delta):
+        await conv.send({"type": "response.create", "event_id": "aside", "response": {
+            "conversation": "none", "metadata": {"k": "aside"}, "output_modalities": ["text"], "input": [
+                {"type": "item_reference", "id": delta["item_id"]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "say it shorter"}]}]}})
+        aside = await conv.wait_for("response.done", after=n, where={"response.metadata.k": "aside"}, timeout=10)
+        done = await conv.wait_for("response.done", after=n, where={"response.id": delta["response_id"]}, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    assert aside["response"]["status"] == "completed" and done["response"]["status"] == "completed"
+    created = conv.wait_for("response.created", after=n, where={"response.metadata.k": "aside"}, timeout=0)
+    assert conv.events.index(await created) < conv.events.index(done)  # asked while the message was being spoken
+    said, asked = [(m["role"], m["content"]) for m in pipeline.requests[1].messages if m["role"] != "system"]
+    assert said[0] == "assistant" and said[1] and NOON.startswith(said[1])
+    assert asked == ("user", "say it shorter")
+    assert done["response"]["output"][0]["content"][0]["transcript"] == NOON
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_an_out_of_band_reply_may_refer_to_a_function_call_whose_arguments_are_streaming() -> None:
+    """As for the message: a function call of the reply in progress that the client saw added is referred to as it
+    stands (its arguments so far), and a function_call_output for it may follow it in the same input."""
+    from lm_engine.chat import ToolCallDelta
+
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = []
+    pipeline.tool_call_seconds = 1.0
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
+                           ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        n = await conv.ask("what time is it?")
+        delta = await conv.wait_for("response.function_call_arguments.delta", after=n, timeout=5)
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "tools": [], "input": [
+            {"type": "item_reference", "id": delta["item_id"]},
+            {"type": "function_call_output", "call_id": "call_1", "output": "noon"}]}})
+        await conv.wait_for("response.done", after=n, where={"response.conversation_id": None}, timeout=10)
+        await conv.wait_for("response.done", after=n, where={"response.id": delta["response_id"]}, timeout=10)
+    assert not conv.of_type("error"), conv.of_type("error")
+    call, output = [m for m in pipeline.requests[1].messages if m["role"] != "system"]
+    assert call["tool_calls"][0]["function"]["name"] == "get_time" and output == {
+        **output, "role": "tool", "content": "noon"}
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 @pytest.mark.parametrize(("how", "asr_error"), [("committed", None), ("created", None),
                                                 ("committed", "the recogniser went away")])
 async def test_a_user_audio_item_s_transcript_is_null_until_its_transcription_completes(
