@@ -400,9 +400,7 @@ class Session(ItemsMixin, RepliesMixin):
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
         self._check_instructions(new.instructions, "session.instructions")
-        language = new.transcription.language if new.transcription is not None else None
-        check_language(language, normalize_language(language), languages=self.pipeline.languages,
-                       param="session.audio.input.transcription.language")
+        self._check_languages(new.transcription)
         check_tools(new, path="session", refused=self.pipeline.tools_refused)
         check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new
@@ -427,6 +425,15 @@ class Session(ItemsMixin, RepliesMixin):
             raise RemoteProtocolError(
                 f"The instructions are {n} tokens long; this server keeps each prompt within {budget} tokens, "
                 "instructions included: shorten them.", code="invalid_value", param=param)
+
+    def _check_languages(self, transcription: Transcription | None) -> None:
+        """`language` and each of `languages` is one the ASR knows: either may become the language it is asked for."""
+        if transcription is None:
+            return
+        param = "session.audio.input.transcription"
+        for language, at in [(transcription.language, f"{param}.language"),
+                             *((code, f"{param}.languages[{i}]") for i, code in enumerate(transcription.languages))]:
+            check_language(language, normalize_language(language), languages=self.pipeline.languages, param=at)
 
     def _check_voice(self, voice: str, param: str) -> None:
         """A voice of the profile's, and as the Realtime API: a conversation keeps the voice its assistant audio was

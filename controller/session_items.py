@@ -66,7 +66,7 @@ class ItemsMixin(_Base):
 
     @property
     def input_language(self) -> str | None:
-        return self.cfg.transcription.language if self.cfg.transcription else None
+        return self.cfg.transcription.asr_language if self.cfg.transcription else None
 
     def turn_task(self, start_ms: int, end_ms: int, *, unless_silent: bool = False) -> asyncio.Task[TurnInput]:
         """The input of turn [start_ms, end_ms), computed once and shared by everyone who needs it; with

@@ -105,9 +105,22 @@ class Transcription:
     model: str = "whisper-1"
     language: str | None = None
     prompt: str | None = None
+    # GA's possible languages of the input audio. Whisper takes one language or detects it: a single possible language
+    # is asked for as `language` is; of several, it detects the language (and cannot be held to the list).
+    languages: tuple[str, ...] = ()
+
+    @property
+    def asr_language(self) -> str | None:
+        """The language the ASR is asked to transcribe in; None: it detects it."""
+        if self.language is not None or len(self.languages) != 1:
+            return self.language
+        return self.languages[0]
 
     def to_wire(self) -> dict[str, object]:
-        return {"model": self.model, "language": self.language, "prompt": self.prompt}
+        wire: dict[str, object] = {"model": self.model, "language": self.language, "prompt": self.prompt}
+        if self.languages:  # only when sent: the session object of a client that sent none stays as it was
+            wire["languages"] = list(self.languages)
+        return wire
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,7 +35,7 @@ _TURN_DETECTION = ("type", "threshold", "prefix_padding_ms", "silence_duration_m
 # Each type's own keys: the other's are not read (semantic_vad's silence comes from its eagerness alone).
 _VAD_KEYS = {"server_vad": tuple(k for k in _TURN_DETECTION if k != "eagerness"),
              "semantic_vad": ("type", "eagerness", "create_response", "interrupt_response")}
-_TRANSCRIPTION = ("model", "language", "prompt")
+_TRANSCRIPTION = ("model", "language", "prompt", "languages")
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
          "max_output_tokens", "prompt", "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls",
@@ -77,7 +77,7 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
     """What a session object asks for that this server serves in another way, one line each for the log (the client
     sees the result in session.updated): semantic_vad, as server_vad; a noise_reduction, as none (the audio is used
     as sent); tracing, as none; a transcription model, as the server's own Whisper; a transcription prompt, as none
-    (Whisper transcribes each turn without one)."""
+    (Whisper transcribes each turn without one); several possible languages, as Whisper's detection."""
     audio = payload.get("audio")
     audio_input = audio.get("input") if isinstance(audio, Mapping) else None
     audio_input = audio_input if isinstance(audio_input, Mapping) else {}
@@ -100,10 +100,16 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
         if payload.get(key) is not None:
             out.append(f"{path}.{key}: for the API's reasoning models; this server's chat LM does not take it")
     for rel, t in asked("transcription", "input_audio_transcription").items():
-        if isinstance(t, Mapping) and t.get("model") not in (None, "whisper-1"):
+        if not isinstance(t, Mapping):
+            continue
+        if t.get("model") not in (None, "whisper-1"):
             out.append(f"{path}.{rel}.model: {t.get('model')!r} is served by this server's own Whisper")
-        if isinstance(t, Mapping) and t.get("prompt"):
+        if t.get("prompt"):
             out.append(f"{path}.{rel}.prompt: not used; this server's Whisper transcribes without a prompt")
+        languages = t.get("languages")
+        if isinstance(languages, list) and len(languages) > 1 and not t.get("language"):
+            out.append(f"{path}.{rel}.languages: Whisper detects the language of each turn; it cannot be held to "
+                       "several")
     return out
 
 
@@ -326,7 +332,20 @@ def _transcription(f: Fields) -> Transcription:
         model=f.opt_str("model") or "whisper-1",
         language=f.opt_str("language") or None,
         prompt=f.opt_str("prompt") or None,
+        languages=_strings(f, "languages"),
     )
+
+
+def _strings(f: Fields, key: str) -> tuple[str, ...]:
+    """An optional array of strings; () when absent or null."""
+    if f.obj.get(key) is None:
+        return ()
+    values = f.list_(key)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise invalid(f"{f.param(key)}[{i}]", f"Invalid type for '{f.param(key)}[{i}]': expected a string.",
+                          f.event_id)
+    return tuple(str(v) for v in values)
 
 
 # semantic_vad's eagerness as server_vad's silence before a turn ends: this server has no model of whether the user

@@ -51,6 +51,7 @@ class ScriptedListener:
     async def turn_input(self, pcm16k: np.ndarray, start_ms: int, end_ms: int,
                          language: str | None) -> TurnInput:
         p = self._pipeline
+        p.languages_asked.append(language)
         seconds, transcript = p.turn_scripts.pop(0) if p.turn_scripts else (p.asr_seconds, p.transcript)
         async with p.asr_lock or contextlib.nullcontext():
             await asyncio.sleep(seconds)
@@ -95,6 +96,7 @@ class ScriptedPipeline:
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
         self.tool_call_seconds = 0.0  # LM time before each tool call delta
         self.requests: list[ChatRequest] = []
+        self.languages_asked: list[str | None] = []  # the language of each turn_input() call (None: detect it)
         # Prompt tokens the LM reads (None: all): a longer last message loses its start, as Step-Audio's Chat LM cuts
         # a turn longer than its context, and the reply says so first (PromptCut).
         self.prompt_limit: int | None = None

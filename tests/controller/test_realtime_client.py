@@ -478,6 +478,28 @@ def test_fields_served_another_way_are_named_for_the_log() -> None:
     assert isinstance(quiet, ce.SessionUpdate) and quiet.served_as == ()
 
 
+def test_transcription_languages_are_possible_languages_one_of_which_is_the_language_asked_for() -> None:
+    """GA transcription.languages: one possible language is asked of the ASR as `language` is; of several it detects
+    the language, and the log says so; `language` wins over both. An array of strings, checked as the API types it."""
+    def transcription(**t: object) -> tuple[Transcription, tuple[str, ...]]:
+        ev = parse({"type": "session.update", "session": {"audio": {"input": {"transcription": t}}}})
+        assert isinstance(ev, ce.SessionUpdate) and isinstance(ev.patch.transcription, Transcription)
+        return ev.patch.transcription, ev.served_as
+
+    one, one_said = transcription(languages=["de"])
+    several, several_said = transcription(languages=["de", "fr"])
+    chosen, chosen_said = transcription(language="fr", languages=["de", "fr"])
+    assert (one.asr_language, one_said) == ("de", ())
+    assert (several.languages, several.asr_language) == (("de", "fr"), None)
+    assert several_said == ("session.audio.input.transcription.languages: Whisper detects the language of each turn; "
+                            "it cannot be held to several",)
+    assert (chosen.asr_language, chosen_said) == ("fr", ())
+    for bad, param in (("de", "languages"), ([1], "languages[0]")):
+        err = error_of({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+            "languages": bad}}}}})
+        assert (err.code, err.param) == ("invalid_value", f"session.audio.input.transcription.{param}")
+
+
 def test_beta_transcription_session_update_is_a_transcription_sessions_update() -> None:
     """The beta API's transcription_session.update (openai's client.beta.realtime): its session object, which has no
     type, updates a transcription session (language, VAD, format), as session.update with type transcription does."""

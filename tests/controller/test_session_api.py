@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server, speech
+from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, scripted_server,
+                                               speech)
 from tests.e2e.helpers import Conversation, silence
 from tests.realtime_schema import validate_server_event
 
@@ -760,6 +761,28 @@ async def test_an_out_of_band_reply_may_refer_to_a_function_call_whose_arguments
     call, output = [m for m in pipeline.requests[1].messages if m["role"] != "system"]
     assert call["tool_calls"][0]["function"]["name"] == "get_time" and output == {
         **output, "role": "tool", "content": "noon"}
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_transcription_languages_is_checked_and_one_possible_language_is_the_language_asked_for() -> None:
+    """GA transcription's `languages` (the possible languages of the input) had been ignored: a client that set
+    ["de"] had its German transcribed by a Whisper left to guess, and an unknown code was accepted, where the same
+    code as `language` is refused. One possible language is now asked for as `language` is, each code is checked as
+    `language` is, and session.updated shows the list."""
+    pipeline = ScriptedPipeline()
+    pipeline.languages = frozenset({"en", "de"})
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "session.update", "event_id": "bad", "session": {"type": "realtime", "audio": {
+            "input": {"transcription": {"model": "gpt-transcribe", "languages": ["de", "klingon"]}}}}})
+        refused = await conv.wait_for("error", timeout=5)
+        updated = await conv.update_session(audio={"input": {"transcription": {"languages": ["de"]}}})
+        await push_to_talk_turn(conv)
+        await conv.wait_for("response.done", timeout=10)
+    assert (refused["error"]["code"], refused["error"]["param"], refused["error"]["event_id"]) == (
+        "invalid_value", "session.audio.input.transcription.languages[1]", "bad")
+    assert updated["session"]["audio"]["input"]["transcription"]["languages"] == ["de"]
+    assert pipeline.languages_asked and set(pipeline.languages_asked) == {"de"}
     for raw in conv.raw:
         validate_server_event(raw)
 
