@@ -35,7 +35,8 @@ _TURN_DETECTION = ("type", "threshold", "prefix_padding_ms", "silence_duration_m
 # Each type's own keys: the other's are not read (semantic_vad's silence comes from its eagerness alone).
 _VAD_KEYS = {"server_vad": tuple(k for k in _TURN_DETECTION if k != "eagerness"),
              "semantic_vad": ("type", "eagerness", "create_response", "interrupt_response")}
-_TRANSCRIPTION = ("model", "language", "prompt", "languages")
+_TRANSCRIPTION = ("model", "language", "prompt", "languages", "keywords", "delay")
+TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
          "max_output_tokens", "prompt", "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls",
@@ -77,7 +78,8 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
     """What a session object asks for that this server serves in another way, one line each for the log (the client
     sees the result in session.updated): semantic_vad, as server_vad; a noise_reduction, as none (the audio is used
     as sent); tracing, as none; a transcription model, as the server's own Whisper; a transcription prompt, as none
-    (Whisper transcribes each turn without one); several possible languages, as Whisper's detection."""
+    (Whisper transcribes each turn without one), and so are its keywords and delay; several possible languages, as
+    Whisper's detection."""
     audio = payload.get("audio")
     audio_input = audio.get("input") if isinstance(audio, Mapping) else None
     audio_input = audio_input if isinstance(audio_input, Mapping) else {}
@@ -106,6 +108,10 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
             out.append(f"{path}.{rel}.model: {t.get('model')!r} is served by this server's own Whisper")
         if t.get("prompt"):
             out.append(f"{path}.{rel}.prompt: not used; this server's Whisper transcribes without a prompt")
+        if t.get("keywords"):
+            out.append(f"{path}.{rel}.keywords: not used; this server's Whisper transcribes without hints")
+        if t.get("delay") is not None:
+            out.append(f"{path}.{rel}.delay: not used; this server transcribes each turn once it has ended")
         languages = t.get("languages")
         if isinstance(languages, list) and len(languages) > 1 and not t.get("language"):
             out.append(f"{path}.{rel}.languages: Whisper detects the language of each turn; it cannot be held to "
@@ -328,6 +334,11 @@ def _voice(f: Fields) -> str:
 
 
 def _transcription(f: Fields) -> Transcription:
+    # keywords and delay tune the API's newer transcription models; served as nothing (served_as), but checked as the
+    # API types them, as noise_reduction is.
+    _strings(f, "keywords")
+    if f.obj.get("delay") is not None:
+        f.choice("delay", TRANSCRIPTION_DELAYS)
     return Transcription(
         model=f.opt_str("model") or "whisper-1",
         language=f.opt_str("language") or None,

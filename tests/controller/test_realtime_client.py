@@ -459,7 +459,9 @@ def test_semantic_vad_is_server_vad_with_its_eagerness_as_the_silence_and_the_lo
 
 
 def test_fields_served_another_way_are_named_for_the_log() -> None:
-    """Accepted so that existing clients work, but not as asked: each named in the log, none silently."""
+    """Accepted so that existing clients work, but not as asked: each named in the log, none silently. They are
+    checked as the API checks them: transcription's keywords and delay had been named as unknown fields, and a delay
+    the API refuses ("never") was accepted."""
     ev = parse({"type": "session.update", "session": {
         "tracing": "auto", "audio": {"input": {"noise_reduction": {"type": "near_field"},
                                                "transcription": {"model": "gpt-4o-transcribe", "prompt": "Beckett"}}}}})
@@ -473,6 +475,16 @@ def test_fields_served_another_way_are_named_for_the_log() -> None:
     assert isinstance(beta, ce.SessionUpdate)
     assert beta.served_as == ("session.input_audio_transcription.prompt: not used; this server's Whisper transcribes "
                               "without a prompt",)
+    hints = parse({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+        "keywords": ["Kubernetes"], "delay": "high"}}}}})
+    assert isinstance(hints, ce.SessionUpdate) and hints.ignored == ()
+    assert hints.served_as == (
+        "session.audio.input.transcription.keywords: not used; this server's Whisper transcribes without hints",
+        "session.audio.input.transcription.delay: not used; this server transcribes each turn once it has ended")
+    for bad, param in (({"delay": "never"}, "delay"), ({"keywords": "Kubernetes"}, "keywords"),
+                       ({"keywords": [7]}, "keywords[0]")):
+        err = error_of({"type": "session.update", "session": {"audio": {"input": {"transcription": bad}}}})
+        assert (err.code, err.param) == ("invalid_value", f"session.audio.input.transcription.{param}")
     quiet = parse({"type": "session.update", "session": {"tracing": None, "audio": {"input": {
         "noise_reduction": None, "transcription": {"model": "whisper-1", "prompt": ""}}}}})
     assert isinstance(quiet, ce.SessionUpdate) and quiet.served_as == ()
