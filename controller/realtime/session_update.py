@@ -37,15 +37,13 @@ _VAD_KEYS = {"server_vad": tuple(k for k in _TURN_DETECTION if k != "eagerness")
              "semantic_vad": ("type", "eagerness", "create_response", "interrupt_response")}
 _TRANSCRIPTION = ("model", "language", "prompt", "languages", "keywords", "delay")
 TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
-_KNOWN: dict[str, tuple[str, ...]] = {
+_SESSION_KNOWN: dict[str, tuple[str, ...]] = {
     "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
          "max_output_tokens", "prompt", "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls",
          "reasoning", "expires_at", "client_secret",
          # beta
          "modalities", "voice", "speed", "input_audio_format", "output_audio_format", "input_audio_transcription",
-         "input_audio_noise_reduction", "turn_detection", "temperature", "max_response_output_tokens",
-         # response.create only
-         "conversation", "input", "metadata"),
+         "input_audio_noise_reduction", "turn_detection", "temperature", "max_response_output_tokens"),
     "audio": ("input", "output"),
     "audio.input": ("format", "transcription", "noise_reduction", "turn_detection"),
     "audio.output": ("format", "voice", "speed"),
@@ -54,20 +52,32 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "turn_detection": _TURN_DETECTION,
     "input_audio_transcription": _TRANSCRIPTION,
 }
+# A response takes the reply's settings of a session, and its own (conversation, input, metadata): the input side
+# (format, transcription, turn detection, noise reduction), model and tracing are the session's, and have no effect on
+# one response, so a response.create carrying them hears of it as of any field this server does not read.
+_RESPONSE_KNOWN: dict[str, tuple[str, ...]] = {
+    **_SESSION_KNOWN,
+    "": ("conversation", "input", "metadata", "instructions", "output_modalities", "audio", "include",
+         "max_output_tokens", "prompt", "tool_choice", "tools", "truncation", "parallel_tool_calls", "reasoning",
+         # beta
+         "modalities", "voice", "speed", "output_audio_format", "temperature", "max_response_output_tokens"),
+    "audio": ("output",),
+}
 
 
 def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list[str]:
-    """The fields of a session (or response) object that this server does not know, as paths
+    """The fields of a session (or response, path "response") object that this server does not read there, as paths
     ("session.audio.output.vioce"): ignored, so that a client newer than the server keeps working."""
     out: list[str] = []
+    known_at = _RESPONSE_KNOWN if path == "response" else _SESSION_KNOWN
 
     def walk(obj: Mapping[str, object], rel: str) -> None:
-        known = _VAD_KEYS.get(str(obj.get("type")), _KNOWN[rel]) if rel.endswith("turn_detection") else _KNOWN[rel]
+        known = _VAD_KEYS.get(str(obj.get("type")), known_at[rel]) if rel.endswith("turn_detection") else known_at[rel]
         for key, value in obj.items():
             sub = f"{rel}.{key}" if rel else key
             if key not in known:
                 out.append(f"{path}.{sub}")
-            elif sub in _KNOWN and isinstance(value, Mapping):
+            elif sub in known_at and isinstance(value, Mapping):
                 walk(value, sub)
 
     walk(payload, "")

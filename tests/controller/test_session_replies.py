@@ -94,6 +94,26 @@ async def test_a_misspelt_response_field_is_named_in_the_servers_log(caplog) -> 
     assert len(warned) == 1 and "response.max_output_token, response.audio.output.vioce" in warned[0], warned
 
 
+async def test_a_session_field_sent_in_a_response_and_a_response_field_in_a_session_are_named_in_the_log(
+        caplog) -> None:
+    """A response takes the reply's settings, not the session's input side (format, transcription, turn detection),
+    model or tracing; a session has no conversation, input or metadata. Sent in the wrong event, each was accepted as
+    a known field and had no effect, with no word anywhere; the log now names them as it names unknown fields."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}}, metadata={"k": "v"}, conversation="none")
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {
+            "model": "gpt-realtime-mini", "tracing": "auto", "turn_detection": None, "instructions": "be brief",
+            "audio": {"input": {"transcription": {"language": "de"}}, "output": {"voice": "joe"}}}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert done["response"]["status"] == "completed" and not conv.of_type("error")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "ignored" in r.getMessage()]
+    assert warned == [
+        "session.update: ignored field(s) this server does not know: session.metadata, session.conversation",
+        "response.create: ignored field(s) this server does not know: response.model, response.tracing, "
+        "response.turn_detection, response.audio.input"], warned
+
+
 async def test_reply_fields_sent_to_a_transcription_session_are_named_in_the_log(caplog) -> None:
     """A transcription session has no replies: instructions, tools or a voice sent to it are accepted (the API's
     session object allows them) but do nothing, which the log says instead of nothing."""
