@@ -34,7 +34,7 @@ class ResponseSettings:
     output_format: AudioFormat = AudioFormat.PCM
     temperature: float = 0.7
     max_output_tokens: int | None = None  # the LM's cap
-    # The limit as the client set it, which the response object echoes ("inf": the server's own cap).
+    # The limit the response object shows: the client's, within the server's cap ("inf": the server's own cap).
     requested_max_output_tokens: int | Literal["inf"] = "inf"
     # How far audio may run ahead of real time at the client.
     pacing_lead_s: float = 0.3

@@ -60,6 +60,23 @@ async def test_the_response_object_echoes_metadata_max_output_tokens_and_its_con
         validate_server_event(raw)
 
 
+async def test_a_max_output_tokens_above_the_servers_cap_is_shown_as_the_cap_the_reply_runs_under() -> None:
+    """This server stops an explicit max_output_tokens at four times its default reply length (1024 tokens): a client
+    asking for 2000 had the reply cut there, ending incomplete for max_output_tokens, while the response object said
+    2000 (the API's field is the limit "used in this response"). It now says 1024, the limit the LM was given."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"max_output_tokens": 2000}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    created = conv.of_type("response.created")[-1]
+    assert pipeline.requests[-1].max_tokens == 1024
+    assert created["response"]["max_output_tokens"] == done["response"]["max_output_tokens"] == 1024
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 def _text_item(item_id: str | None = None, role: str = "user", text: str = "hi") -> dict:
     item: dict = {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}]}
     return item if item_id is None else {**item, "id": item_id}
