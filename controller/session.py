@@ -314,7 +314,7 @@ class Session(ItemsMixin, RepliesMixin):
                                           "audio (connect without intent=transcription for a conversation).",
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
-                self._log_ignored("response.create", event.ignored)
+                self._log_ignored("response.create", event.ignored, event.served_as)
                 self._check_input(event)
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
@@ -380,14 +380,14 @@ class Session(ItemsMixin, RepliesMixin):
         finally:
             self._client_event_id = None
 
-    def _log_ignored(self, event_type: str, fields: tuple[str, ...]) -> None:
+    def _log_ignored(self, event_type: str, fields: tuple[str, ...], served_as: tuple[str, ...]) -> None:
         if fields:  # a newer client's field, or a misspelt one: the client gets no word of it, the log does
             self.log.warning("%s: ignored field(s) this server does not know: %s", event_type, ", ".join(fields))
+        for line in served_as:
+            self.log.warning("%s: %s", event_type, line)
 
     async def _session_update(self, event: ce.SessionUpdate) -> None:
-        self._log_ignored("session.update", event.ignored)
-        for line in event.served_as:
-            self.log.warning("session.update: %s", line)
+        self._log_ignored("session.update", event.ignored, event.served_as)
         if self.cfg.kind == "transcription" and (unused := sorted(event.patch.changes().keys() & REPLY_FIELDS)):
             self.log.warning("session.update: %s: not used by a transcription session, which has no replies",
                              ", ".join(unused))

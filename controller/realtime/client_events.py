@@ -26,7 +26,7 @@ from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
 from controller.realtime.items import ItemReference, ItemSpec, MessageSpec, parse_item
 from controller.realtime.session_config import SessionPatch
-from controller.realtime.session_update import ignored_fields, parse_session_patch, served_as
+from controller.realtime.session_update import ignored_fields, parse_session_patch, reasoning_served_as, served_as
 
 __all__ = [
     "SessionUpdate",
@@ -115,6 +115,7 @@ class ResponseCreate:
     input: tuple[ItemSpec | ItemReference, ...] | None  # None: the whole conversation is the input
     metadata: Mapping[str, str] | None
     ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
+    served_as: tuple[str, ...] = ()  # what it serves another way (session_update.reasoning_served_as), for the log
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +236,7 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
         input=items,
         metadata=metadata,
         ignored=tuple(ignored_fields(r.obj, path="response")),
+        served_as=tuple(reasoning_served_as(r.obj, "response")),
     )
 
 

@@ -25,7 +25,8 @@ from controller.realtime.session_config import (
     apply_patch,
 )
 
-__all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch", "served_as"]
+__all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch", "reasoning_served_as",
+           "served_as"]
 
 
 # The keys each object of a session (or response) may carry: the GA and beta names this module reads, and the
@@ -108,9 +109,7 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
             out.append(f"{path}.{rel}: this server has no noise reduction; the audio is used as sent")
     if payload.get("tracing") is not None:
         out.append(f"{path}.tracing: this server keeps no traces")
-    for key in ("parallel_tool_calls", "reasoning"):
-        if payload.get(key) is not None:
-            out.append(f"{path}.{key}: for the API's reasoning models; this server's chat LM does not take it")
+    out.extend(reasoning_served_as(payload, path))
     for rel, t in asked("transcription", "input_audio_transcription").items():
         if not isinstance(t, Mapping):
             continue
@@ -127,6 +126,13 @@ def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]
             out.append(f"{path}.{rel}.languages: Whisper detects the language of each turn; it cannot be held to "
                        "several")
     return out
+
+
+def reasoning_served_as(payload: Mapping[str, object], path: str) -> list[str]:
+    """The part of served_as that a response has too: its reasoning fields, which this server's chat LM does not take
+    (the API's non-reasoning models do not either)."""
+    return [f"{path}.{key}: for the API's reasoning models; this server's chat LM does not take it"
+            for key in ("parallel_tool_calls", "reasoning") if payload.get(key) is not None]
 
 
 def apply_session_update(

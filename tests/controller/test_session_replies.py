@@ -114,6 +114,21 @@ async def test_a_session_field_sent_in_a_response_and_a_response_field_in_a_sess
         "response.turn_detection, response.audio.input"], warned
 
 
+async def test_reasoning_fields_of_a_response_are_named_in_the_log_as_those_of_a_session_are(caplog) -> None:
+    """response.create's reasoning and parallel_tool_calls (GA, for the API's reasoning models) were accepted with no
+    word anywhere, where the same fields in session.update are named in the log as not taken."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        n = len(conv.events)
+        await conv.send({"type": "response.create", "response": {"reasoning": {"effort": "low"},
+                                                                  "parallel_tool_calls": False}})
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert done["response"]["status"] == "completed" and not conv.of_type("error")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"response.create: response.{key}: for the API's reasoning models; this server's chat LM does "
+                      "not take it" for key in ("parallel_tool_calls", "reasoning")], warned
+
+
 async def test_reply_fields_sent_to_a_transcription_session_are_named_in_the_log(caplog) -> None:
     """A transcription session has no replies: instructions, tools or a voice sent to it are accepted (the API's
     session object allows them) but do nothing, which the log says instead of nothing."""
