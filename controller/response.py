@@ -458,7 +458,8 @@ class Response:
                                                arguments=call.arguments, status="completed"))
         return items
 
-    async def _finish(self, status: sev.ResponseStatus, reason: str | None = None, error_message: str | None = None) -> None:
+    async def _finish(self, status: sev.ResponseStatus, reason: str | None = None,
+                      error_message: str | None = None) -> None:
         """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
         A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
