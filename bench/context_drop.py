@@ -34,8 +34,9 @@ def conversation(turns: int, run: int) -> list[dict[str, str]]:
     messages = []
     for i in range(turns):
         messages += [{"role": "user", "content": f"Question {run}.{i}: what is a good name for pet {i}, and why?"},
-                     {"role": "assistant", "content": f"For pet {i}, I would pick Biscuit {run}{i}: short, friendly and "
-                                                      "easy to call out in a park, which matters for a small dog."}]
+                     {"role": "assistant",
+                      "content": f"For pet {i}, I would pick Biscuit {run}{i}: short, friendly and "
+                                 "easy to call out in a park, which matters for a small dog."}]
     return messages
 
 
