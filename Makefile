@@ -3,13 +3,17 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
 HOST ?= 127.0.0.1
 PORT ?= 8765
 PROFILE ?= embedded
+# The embedded profile runs no torch: its `make serve` installs only what it serves with. The Step-Audio profiles
+# (tiny, step-audio, full-random) run our torch engine, so they install everything, as `make test` does.
+SERVE_NEEDS := $(if $(filter embedded,$(PROFILE)),$(SERVE_STAMP),$(STAMP))
 
 .PHONY: serve test venv clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(BIN)/python:
 	@# A PY that is not installed read as "is ...: not found; needs Python 3.11 or newer", as if it were too old.
 	@command -v $(PY) >/dev/null || { echo "make: $(PY) not found (PY names the Python that builds $(VENV));"\
 	  "install it, or pick one you have: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }
@@ -18,16 +22,28 @@ $(STAMP): pyproject.toml constraints.txt
 	  "stepaudio-rt needs Python 3.11 or newer: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+# Beckett's speech for the README's examples and the tests, without its runtime deps: we only read its wav files.
+# Last in each install: a later pip install would report those deps as missing.
+INSTALL_SAMPLE_SPEECH := $(BIN)/pip install -q --no-deps 'moonshine-voice==0.1.5'
+
+# Order-only on the venv: a venv newer than a stamp is no reason to install again.
+$(SERVE_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,mqtt,remote]'
+	$(INSTALL_SAMPLE_SPEECH)
+	touch $@
+
+# Everything, serving included.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	# torch first, pinned: from PyPI, Linux gets the CUDA build (with its nvidia-* packages about 4.7 GB installed).
 	$(BIN)/pip install -q -c constraints.txt 'torch==2.13.0'
 	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,engine,kernels,mqtt,remote,test]'
-	# Test-only data without its runtime deps (we only read its bundled wav files).
-	$(BIN)/pip install -q --no-deps 'moonshine-voice==0.1.5'
-	touch $(STAMP)
+	$(INSTALL_SAMPLE_SPEECH)
+	touch $@ $(SERVE_STAMP)
 
 venv: $(STAMP)
 
-serve: $(STAMP)
+serve: $(SERVE_NEEDS)
 	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)
 
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""The Makefile as a new user meets it: `make serve` on a machine whose python3 is too old."""
+"""The Makefile as a new user meets it: what `make serve` installs, and `make serve` with a python3 too old."""
 from __future__ import annotations
 
 import shutil
@@ -38,3 +38,28 @@ def test_make_serve_with_a_python_that_is_not_installed_says_not_found(tmp_path:
     assert f"make: {missing} not found (PY names the Python that builds {venv}); install it" in proc.stderr, proc.stderr
     assert "needs Python 3.11 or newer" not in proc.stderr, proc.stderr
     assert not venv.exists()
+
+
+def _pip_installs(tmp_path: Path, *make_args: str) -> list[str]:
+    """The pip install lines a fresh `make ...` would run (make -n: nothing runs)."""
+    proc = subprocess.run(["make", "-n", "-C", str(ROOT), *make_args, f"VENV={tmp_path / 'venv'}"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return [line for line in proc.stdout.splitlines() if "/bin/pip install" in line]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_installs_no_torch_for_the_embedded_profile(tmp_path: Path) -> None:
+    """The first `make serve` installed torch (on Linux PyPI's CUDA build, 4.7 GB with its nvidia-* packages) and the
+    test tools, though the embedded profile it serves runs neither: it now installs only the serving extras."""
+    installs = _pip_installs(tmp_path, "serve")
+    assert any(line.endswith("-c constraints.txt -e '.[embedded,mqtt,remote]'") for line in installs), installs
+    assert not any("torch" in line or "test]" in line for line in installs), installs
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("make_args", [("test",), ("serve", "PROFILE=tiny"), ("serve", "PROFILE=step-audio")])
+def test_make_test_and_the_engine_profiles_install_torch_and_everything(tmp_path: Path,
+                                                                        make_args: tuple[str, ...]) -> None:
+    installs = _pip_installs(tmp_path, *make_args)
+    assert any(line.endswith("-c constraints.txt 'torch==2.13.0'") for line in installs), installs
+    assert any(line.endswith("-e '.[embedded,engine,kernels,mqtt,remote,test]'") for line in installs), installs
