@@ -17,6 +17,8 @@ const VOICE_UPDATE_ID = 'page_voice'; // ... and of a voice picked while connect
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
+// A page from another host over http: the browser gives it no microphone and no audio worklets.
+const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
 
 // The test hook: plain counters and lists, never read back by the page itself.
 const hook = {
@@ -483,6 +485,8 @@ async function connect() {
   $('connect').disabled = true;
   setState('starting');
   try {
+    // Said before trying: the attempt fails on a missing browser API ("reading 'addModule'"), which says nothing.
+    if (!window.isSecureContext) throw new Error(INSECURE_PAGE);
     const problem = await serverProblem(s.url);
     if (problem) throw new Error(problem);
     await refreshVoices(s.url);
@@ -683,9 +687,7 @@ function init() {
     }
   });
   document.addEventListener('keyup', (e) => { if (e.code === 'Space') releaseTalk(); });
-  if (!window.isSecureContext) {
-    showError('the microphone needs a secure page: open it as http://localhost or over https');
-  }
+  if (!window.isSecureContext) showError(INSECURE_PAGE);
   refreshMicrophones().catch(() => {});
   refreshVoices($('url').value.trim());
 }

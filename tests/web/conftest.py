@@ -1,8 +1,9 @@
-"""The `browser` fixture: Debian's headless Chromium through Selenium (see browser.py)."""
+"""The `browser` fixture: Debian's headless Chromium through Selenium (see browser.py); `launch_browser` starts one
+with other flags (a microphone that is refused, a host that is not a secure origin)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,12 @@ import pytest
 from tests.conftest import missing_peer
 from tests.web.browser import CHROMEDRIVER, CHROMIUM, chromium_flags, fake_mic_wav
 
+EditFlags = Callable[[list[str]], list[str]]  # the usual flags -> the flags to start Chromium with
+
 
 @pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def launch_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[EditFlags], object]]:
+    """Starts Chromium with the usual flags as `edit` changes them; every browser started quits after the test."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         missing_peer("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -26,14 +30,26 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
     wav = fake_mic_wav(tmp_path / "beckett-48k.wav")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in chromium_flags(wav, tmp_path / "chromium-profile"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
+    drivers: list[object] = []
+
+    def launch(edit: EditFlags) -> object:
+        n = len(drivers)  # each browser its own profile: two cannot share one
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in edit(chromium_flags(wav, tmp_path / f"chromium-profile{n or ''}")):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / f"chromedriver{n or ''}.log"))
+        drivers.append(webdriver.Chrome(options=options, service=service))
+        return drivers[-1]
+
     try:
-        yield driver
+        yield launch
     finally:
-        driver.quit()
+        for driver in drivers:
+            driver.quit()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def browser(launch_browser: Callable[[EditFlags], object]) -> object:
+    return launch_browser(lambda flags: flags)

@@ -18,7 +18,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -805,3 +805,21 @@ def test_a_conversation_taller_than_the_window_keeps_the_newest_reply_and_the_me
     rects = browser.execute_script(where)  # type: ignore[attr-defined]
     assert rects["scrolled"] > 0, rects  # the conversation is taller than the window
     assert rects["reply"] <= rects["window"] and rects["box"] <= rects["window"], rects
+
+
+INSECURE = "the microphone needs a secure page: open it as http://localhost or over https"
+
+
+def test_connect_on_a_page_that_is_not_secure_says_why_it_cannot_start(tiny_server: ServerProcess,
+                                                                         launch_browser: Callable) -> None:
+    """A page opened over http from another host (a LAN address) is no secure origin: the browser gives it neither
+    a microphone nor audio worklets. Connect said only "could not start: Cannot read properties of undefined (reading
+    'addModule')". It says that the page must be opened as localhost or over https."""
+    from selenium.webdriver.common.by import By
+
+    driver = launch_browser(lambda flags: [*flags, "--host-resolver-rules=MAP lan-host.test 127.0.0.1"])
+    driver.get(f"http://lan-host.test:{tiny_server.port}/?mode=ptt")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "error", 20)
+    assert state["errors"][-1] == f"could not start: {INSECURE}", state
+    assert state["state"] == "error", state
