@@ -484,6 +484,9 @@ async function connect() {
   mode = s.mode;
   $('connect').disabled = true;
   setState('starting');
+  // What went wrong before (a refused key, a server that was down, a dropped connection) was an earlier attempt's: this
+  // one's outcome is the page's one current line, not a line under a stale one. Counted in hook.errors all the same.
+  $('errors').replaceChildren();
   try {
     // Said before trying: the attempt fails on a missing browser API ("reading 'addModule'"), which says nothing.
     if (!window.isSecureContext) throw new Error(INSECURE_PAGE);
@@ -520,9 +523,6 @@ async function connect() {
       streaming = true;
     }
     preroll = [];
-    // Connected: what went wrong before (a refused key, a server that was down, a dropped connection) is over, and a
-    // red line about it next to a working session reads as a current fault. Counted in hook.errors all the same.
-    $('errors').replaceChildren();
     $('connect').textContent = 'Disconnect';
     $('connect').disabled = false;
     $('talk').disabled = mode !== 'ptt';

@@ -822,4 +822,32 @@ def test_connect_on_a_page_that_is_not_secure_says_why_it_cannot_start(tiny_serv
     driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     state = wait_until(driver, lambda s: s["state"] == "error", 20)
     assert state["errors"][-1] == f"could not start: {INSECURE}", state
+    assert page_text(driver, "#errors li") == f"could not start: {INSECURE}", state  # not under the same, from load
     assert state["state"] == "error", state
+
+
+def test_connect_after_the_server_was_killed_shows_one_line_the_current_one(browser: object) -> None:
+    """The server killed mid-session (1006), then Connect while it was still down: the page showed 'the connection
+    to the server was lost' and, under it, 'could not start: ... does not answer', two red lines of which the first
+    was over. A new attempt's line replaces the earlier one."""
+    from selenium.webdriver.common.by import By
+
+    server = ServerProcess("--profile", "tiny")
+    try:
+        connect_page(browser, server.http)
+        server.proc.kill()  # no close frame: the page sees 1006
+        state = wait_until(browser, lambda s: s["errors"], 30)
+    finally:
+        server.stop()
+    assert page_text(browser, "#errors li") == "the connection to the server was lost (code 1006): connect again", state
+    browser.get_log("browser")  # type: ignore[attr-defined]  # read (and so emptied) up to here
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "error", 30)
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#errors li")]  # type: ignore[attr-defined]
+    assert shown == [f"could not start: the server at 127.0.0.1:{server.port} does not answer: is stepaudio-rt serve "
+                     "running? Press Connect again once it is."], state
+    assert state["state"] == "error", state
+    # Chromium logs any refused request as a console error, which no page can prevent: the one /healthz request that
+    # finds the server down is the only one (no worklet, /voices or WebSocket tried after it, no script error).
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
+    assert severe == [f"{server.http}/healthz - Failed to load resource: net::ERR_CONNECTION_REFUSED"], severe
