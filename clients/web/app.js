@@ -529,9 +529,19 @@ async function connect() {
     setConnectSettingsDisabled(true);
     $('message').disabled = $('send').disabled = false;
   } catch (err) {
-    showError(`could not start: ${err.message || err}`);
+    showError(`could not start: ${problemText(err)}`);
     await teardown('error');
   }
+}
+
+// The microphone's refusals name a DOMException ("Permission denied", "Requested device not found"): say what to do.
+function problemText(err) {
+  if (err.name === 'NotAllowedError') {
+    return 'the microphone is blocked for this page: allow it in the browser (the icon at the left of the address '
+      + 'bar) and press Connect again';
+  }
+  if (err.name === 'NotFoundError') return 'no microphone was found: plug one in and press Connect again';
+  return err.message || String(err);
 }
 
 // A bare close code reads as a fault of the page: say what the server's codes mean and what to do.

@@ -851,3 +851,23 @@ def test_connect_after_the_server_was_killed_shows_one_line_the_current_one(brow
     # finds the server down is the only one (no worklet, /voices or WebSocket tried after it, no script error).
     severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
     assert severe == [f"{server.http}/healthz - Failed to load resource: net::ERR_CONNECTION_REFUSED"], severe
+
+
+@pytest.mark.parametrize(("flag", "shown"), [
+    ("--use-fake-ui-for-media-stream", "the microphone is blocked for this page: allow it in the browser (the icon at "
+                                       "the left of the address bar) and press Connect again"),
+    ("--use-fake-device-for-media-stream", "no microphone was found: plug one in and press Connect again"),
+])
+def test_a_microphone_refused_or_missing_says_what_to_do(tiny_server: ServerProcess, launch_browser: Callable,
+                                                         flag: str, shown: str) -> None:
+    """Microphone permission denied (no flag granting it: headless Chromium then denies it) said only 'could not start:
+    Permission denied', and a machine without a microphone 'could not start: Requested device not found'. Each says
+    what is wrong and what to do."""
+    from selenium.webdriver.common.by import By
+
+    driver = launch_browser(lambda flags: [f for f in flags if f != flag])
+    driver.get(f"{tiny_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "error", 30)
+    assert state["errors"] == [f"could not start: {shown}"], state
+    assert page_text(driver, "#errors li") == f"could not start: {shown}", state
