@@ -581,8 +581,12 @@ function setConnectSettingsDisabled(on) {
 
 // ---- push-to-talk -----------------------------------------------------------------------------
 
+function pushToTalkLive() {
+  return mode === 'ptt' && sock !== null && sock.isOpen;
+}
+
 async function pressTalk() {
-  if (mode !== 'ptt' || !sock || !sock.isOpen || talkHeld) return;
+  if (!pushToTalkLive() || talkHeld) return;
   talkHeld = true;
   const press = ++presses;
   $('talk').classList.add('held');
@@ -595,6 +599,15 @@ async function pressTalk() {
   pressSentMs = sentMs;
   streaming = true;
   setState('speaking');
+}
+
+// The space bar talks while a push-to-talk session is live (outside text boxes). Otherwise it does what it does on any
+// page, pressing the focused button or opening the focused list: taken always, it left Connect unreachable by it.
+function spaceDown(e) {
+  const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
+  if (e.code !== 'Space' || e.repeat || typing || !pushToTalkLive()) return;
+  e.preventDefault();
+  pressTalk();
 }
 
 function releaseTalk() {
@@ -689,13 +702,7 @@ function init() {
   const talk = $('talk');
   talk.addEventListener('pointerdown', pressTalk);
   for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
-  document.addEventListener('keydown', (e) => {
-    const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
-    if (e.code === 'Space' && !e.repeat && !typing) {
-      e.preventDefault();
-      pressTalk();
-    }
-  });
+  document.addEventListener('keydown', spaceDown);
   document.addEventListener('keyup', (e) => { if (e.code === 'Space') releaseTalk(); });
   if (!window.isSecureContext) showError(INSECURE_PAGE);
   refreshMicrophones().catch(() => {});

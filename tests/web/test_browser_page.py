@@ -871,3 +871,28 @@ def test_a_microphone_refused_or_missing_says_what_to_do(tiny_server: ServerProc
     state = wait_until(driver, lambda s: s["state"] == "error", 30)
     assert state["errors"] == [f"could not start: {shown}"], state
     assert page_text(driver, "#errors li") == f"could not start: {shown}", state
+
+
+def tab_to(driver: object, element_id: str, most: int = 30) -> None:
+    """Press Tab, as a keyboard user does, until the element with that id has the focus."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for _ in range(most):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        if driver.execute_script("return document.activeElement.id") == element_id:  # type: ignore[attr-defined]
+            return
+    raise AssertionError(f"Tab never reached #{element_id}")
+
+
+def test_the_space_bar_presses_the_focused_connect_button(tiny_server: ServerProcess, browser: object) -> None:
+    """Space on a focused button presses it on any page; here the page took the space bar for push-to-talk even with
+    no session, so a keyboard user who tabbed to Connect pressed Space and nothing happened."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{tiny_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    tab_to(browser, "connect")
+    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    state = wait_until(browser, lambda s: s["state"] == "ready", 60)
+    assert state["state"] == "ready" and state["sessionId"] and state["errors"] == [], state
