@@ -482,6 +482,8 @@ function updateVoice() {
 async function connect() {
   const s = settings();
   mode = s.mode;
+  // Disabled while connecting, the button drops the keyboard's focus to the page, and Tab would start over at the top.
+  const refocus = document.activeElement === $('connect');
   $('connect').disabled = true;
   setState('starting');
   // What went wrong before (a refused key, a server that was down, a dropped connection) was an earlier attempt's: this
@@ -531,6 +533,8 @@ async function connect() {
   } catch (err) {
     showError(`could not start: ${problemText(err)}`);
     await teardown('error');
+  } finally {
+    if (refocus && document.activeElement === document.body) $('connect').focus();
   }
 }
 

@@ -896,3 +896,31 @@ def test_the_space_bar_presses_the_focused_connect_button(tiny_server: ServerPro
     ActionChains(browser).send_keys(Keys.SPACE).perform()
     state = wait_until(browser, lambda s: s["state"] == "ready", 60)
     assert state["state"] == "ready" and state["sessionId"] and state["errors"] == [], state
+
+
+def test_connect_by_keyboard_keeps_the_focus_on_its_button_and_the_space_bar_then_talks(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """Connect is disabled while it connects, which dropped the keyboard's focus to the page: once connected, the next
+    Tab started over at the Server box instead of going on from Disconnect. The button keeps the focus, and holding
+    the space bar there talks (push-to-talk) without pressing Disconnect."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{tiny_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    tab_to(browser, "connect")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    state = wait_until(browser, lambda s: s["state"] == "ready", 60)
+    assert state["state"] == "ready", state
+    focused = "return document.activeElement.id"
+    assert browser.execute_script(focused) == "connect", state  # type: ignore[attr-defined]
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    assert browser.execute_script(focused) == "talk", state  # type: ignore[attr-defined]  # the next control
+
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()  # back to Disconnect
+    assert browser.execute_script(focused) == "connect", state  # type: ignore[attr-defined]
+    ActionChains(browser).key_down(Keys.SPACE).perform()
+    state = wait_until(browser, lambda s: s["sentChunks"] >= 25, 20)  # a second of speech
+    ActionChains(browser).key_up(Keys.SPACE).perform()
+    state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.committed"), 20)
+    assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
+    assert state["sessionId"] and state["state"] != "idle", state  # Disconnect was not pressed
