@@ -924,3 +924,31 @@ def test_connect_by_keyboard_keeps_the_focus_on_its_button_and_the_space_bar_the
     state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.committed"), 20)
     assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
     assert state["sessionId"] and state["state"] != "idle", state  # Disconnect was not pressed
+
+
+def accessibility_tree(driver: object) -> list[tuple[str, str, dict]]:
+    """(role, name, properties) of each node of Chromium's accessibility tree: what a screen reader is given."""
+    nodes = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]  # type: ignore[attr-defined]
+    return [(n.get("role", {}).get("value", ""), n.get("name", {}).get("value", ""),
+             {p["name"]: p["value"].get("value") for p in n.get("properties", [])}) for n in nodes]
+
+
+def test_a_screen_reader_hears_named_controls_and_new_lines_not_the_playback_counters(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """The microphone meter and the Latency, Played and Buffered readouts had no name, and being outputs each was a
+    polite live region: while a reply played, a screen reader read 'Played' ten times a second over the conversation.
+    Every control and readout is named, and the only live regions are the error line and the conversation, whose new
+    lines are announced."""
+    from selenium.webdriver.common.by import By
+
+    connect_page(browser, tiny_server.http)
+    browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+    wait_until(browser, lambda s: s["playedSeconds"] > 0, 60)
+    tree = accessibility_tree(browser)
+    named = {"textbox", "combobox", "spinbutton", "checkbox", "button", "meter", "status"}
+    assert [(role, props) for role, name, props in tree if role in named and not name.strip()] == [], tree
+    live = sorted((role, name, props["live"]) for role, name, props in tree if props.get("live"))
+    assert live == [("alert", "", "assertive"), ("region", "Conversation", "polite")], live
+    # the new lines are the conversation's own children (announced as they come), the user's and the reply's
+    lines = browser.find_elements(By.CSS_SELECTOR, '#conversation[aria-live="polite"] > .turn')  # type: ignore
+    assert [e.get_attribute("class").split()[1] for e in lines] == ["user", "assistant"], tree
