@@ -93,10 +93,26 @@ function line(itemId, role) {
   return entry;
 }
 
+// The conversation is a live region: a screen reader reads what is put into it. A line whose text is unchanged (a
+// transcript's done after its deltas) is left as it is, or it would be read out a second time.
 function setText(entry, text) {
+  if (text === entry.text && !entry.el.classList.contains('pending')) return;
   entry.text = text;
   entry.el.classList.remove('pending');
   entry.el.querySelector('.text').textContent = text;
+  showLatest();
+}
+
+// A transcript's next words, added as their own text: rewriting the whole line for each delta made a screen reader
+// read the line again from its first word every time.
+function appendText(entry, delta) {
+  const span = entry.el.querySelector('.text');
+  if (entry.el.classList.contains('pending')) {
+    entry.el.classList.remove('pending');
+    span.textContent = '';
+  }
+  entry.text += delta;
+  span.append(delta);
   showLatest();
 }
 
@@ -292,10 +308,7 @@ const handlers = {
     setState('thinking');
   },
   'input_audio_buffer.committed': (e) => line(e.item_id, 'user'),
-  'conversation.item.input_audio_transcription.delta': (e) => {
-    const entry = line(e.item_id, 'user');
-    setText(entry, entry.text + e.delta);
-  },
+  'conversation.item.input_audio_transcription.delta': (e) => appendText(line(e.item_id, 'user'), e.delta),
   'conversation.item.input_audio_transcription.completed': (e) => {
     setText(line(e.item_id, 'user'), e.transcript || '(nothing heard)');
     hook.userTranscripts.push(e.transcript);
@@ -322,19 +335,13 @@ const handlers = {
     hook.audioBytes += bytes.length;
     audio.play(e.item_id, pcm16ToFloat(bytes));
   },
-  'response.output_audio_transcript.delta': (e) => {
-    const entry = line(e.item_id, 'assistant');
-    setText(entry, entry.text + e.delta);
-  },
+  'response.output_audio_transcript.delta': (e) => appendText(line(e.item_id, 'assistant'), e.delta),
   'response.output_audio_transcript.done': (e) => {
     // Empty when the reply was cut (a new message, talking over it) before its first words: say so, not a blank.
     setText(line(e.item_id, 'assistant'), e.transcript || NOTHING_SAID);
     hook.assistantTranscripts.push(e.transcript);
   },
-  'response.output_text.delta': (e) => {
-    const entry = line(e.item_id, 'assistant');
-    setText(entry, entry.text + e.delta);
-  },
+  'response.output_text.delta': (e) => appendText(line(e.item_id, 'assistant'), e.delta),
   // No end of playback at response.output_audio.done: an interrupted reply's items close too, right before its
   // cancelled response.done, and ending playback there would hide a barge-in that falls between two sentences.
   'response.done': (e) => {

@@ -952,3 +952,34 @@ def test_a_screen_reader_hears_named_controls_and_new_lines_not_the_playback_cou
     # the new lines are the conversation's own children (announced as they come), the user's and the reply's
     lines = browser.find_elements(By.CSS_SELECTOR, '#conversation[aria-live="polite"] > .turn')  # type: ignore
     assert [e.get_attribute("class").split()[1] for e in lines] == ["user", "assistant"], tree
+
+
+def test_a_screen_reader_is_given_each_word_of_a_reply_once(tiny_server: ServerProcess, browser: object) -> None:
+    """The conversation is a live region: what is put into it is read out. Each transcript delta rewrote the whole
+    line, so a screen reader read 'Once', 'Once upon', 'Once upon a time.' (and the whole line again at its done).
+    Each delta adds only its words, and a done that changes nothing changes nothing."""
+    words = ["Once ", "upon ", "a time."]
+
+    def reply_word_by_word(ws: object, event: dict) -> None:
+        if event["type"] != "response.create":
+            return
+        send(ws, "response.created", response={"id": "resp_1", "status": "in_progress"})
+        send(ws, "response.output_item.added", item={"id": "item_reply", "type": "message", "role": "assistant"})
+        for word in words:
+            send(ws, "response.output_audio_transcript.delta", item_id="item_reply", delta=word)
+        send(ws, "response.output_audio_transcript.done", item_id="item_reply", transcript="".join(words))
+        send(ws, "response.done", response={"id": "resp_1", "status": "completed"})
+
+    watch = """
+        window.inserted = [];
+        new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes)
+          window.inserted.push(n.textContent); }).observe(document.getElementById('conversation'),
+          {childList: true, subtree: true, characterData: true});"""
+    with fake_realtime_server(reply_word_by_word) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(watch)  # type: ignore[attr-defined]
+        browser.execute_script(SEND_TYPED, "Tell me a story.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["events"].get("response.done"), 30)
+    assert page_text(browser, ".turn.assistant .text") == "Once upon a time.", state
+    # the new line (its 'assistant' label and placeholder), then each word once
+    assert browser.execute_script("return window.inserted") == ["assistant…", *words], state  # type: ignore
