@@ -616,9 +616,10 @@ async function pressTalk() {
 // page, pressing the focused button or opening the focused list: taken always, it left Connect unreachable by it.
 function spaceDown(e) {
   const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
-  if (e.code !== 'Space' || e.repeat || typing || !pushToTalkLive()) return;
+  if (e.code !== 'Space' || typing || !pushToTalkLive()) return;
+  // A held key repeats: a repeat let through pressed the focused button (Disconnect) when the key was released.
   e.preventDefault();
-  pressTalk();
+  if (!e.repeat) pressTalk();
 }
 
 function releaseTalk() {

@@ -983,3 +983,32 @@ def test_a_screen_reader_is_given_each_word_of_a_reply_once(tiny_server: ServerP
     assert page_text(browser, ".turn.assistant .text") == "Once upon a time.", state
     # the new line (its 'assistant' label and placeholder), then each word once
     assert browser.execute_script("return window.inserted") == ["assistant…", *words], state  # type: ignore
+
+
+def space_key(driver: object, kind: str, repeat: bool = False) -> None:
+    """A Space key event as a keyboard sends it (Selenium's key_down sends no auto-repeats)."""
+    driver.execute_cdp_cmd("Input.dispatchKeyEvent", {  # type: ignore[attr-defined]
+        "type": kind, "key": " ", "code": "Space", "windowsVirtualKeyCode": 32, "autoRepeat": repeat,
+        **({"text": " "} if kind == "keyDown" else {})})
+
+
+def test_holding_the_space_bar_on_the_focused_disconnect_button_talks_and_stays_connected(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """A held key repeats. The page took only the first Space press for push-to-talk; the repeats reached the focused
+    button, so holding Space to talk with the focus on Disconnect (where it is after Connect) ended the session
+    when the key was released, instead of sending the turn."""
+    from selenium.webdriver.common.by import By
+
+    connect_page(browser, tiny_server.http)  # clicked: the focus stays on the button, now Disconnect
+    assert browser.execute_script("return document.activeElement.id") == "connect"  # type: ignore[attr-defined]
+    space_key(browser, "keyDown")
+    state = wait_until(browser, lambda s: s["state"] == "speaking", 20)
+    for _ in range(20):  # about the rate of a keyboard's repeats, for a second
+        space_key(browser, "keyDown", repeat=True)
+        time.sleep(0.05)
+    wait_until(browser, lambda s: s["sentChunks"] >= 10, 20)
+    space_key(browser, "keyUp")
+    state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.committed"), 20)
+    assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
+    button = browser.find_element(By.ID, "connect")  # type: ignore[attr-defined]
+    assert state["state"] != "idle" and button.text == "Disconnect", state
