@@ -436,8 +436,8 @@ async function serverProblem(wsUrl) {
   try {
     res = await fetch(healthUrl, { cache: 'no-store' });
   } catch {
-    // Another host's /healthz that cannot be read (down, or a server without CORS headers) tells nothing for sure.
-    if (healthUrl.host !== location.host) return null;
+    // Another host's /healthz can be unreadable only for want of CORS headers: then that server answers all the same.
+    if (healthUrl.host !== location.host && await answers(healthUrl)) return null;
     return `the server at ${healthUrl.host} does not answer: is stepaudio-rt serve running? `
       + 'Press Connect again once it is.';
   }
@@ -447,6 +447,18 @@ async function serverProblem(wsUrl) {
   if (health.status === 'full') return 'the server is full (all its sessions are taken): try again later';
   if (health.status === 'chat_lm_down') return `the server cannot answer now: ${health.reason}`;
   return 'the server is still loading its models: connect again in a few seconds';
+}
+
+// Whether anything answers at url, its response unread (so that no CORS header is needed). An https page may not ask
+// an http URL at all: that tells nothing, and the WebSocket says why it cannot connect.
+async function answers(url) {
+  if (location.protocol === 'https:' && url.protocol === 'http:') return true;
+  try {
+    await fetch(url, { cache: 'no-store', mode: 'no-cors' });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 // A refused handshake is asked about again: another page may have taken the server's last place since the check

@@ -1013,3 +1013,22 @@ def test_holding_the_space_bar_on_the_focused_disconnect_button_talks_and_stays_
     assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
     button = browser.find_element(By.ID, "connect")  # type: ignore[attr-defined]
     assert state["state"] != "idle" and button.text == "Disconnect", state
+
+
+def test_connect_to_a_server_on_another_host_that_is_down_says_so_before_opening_the_microphone(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """A page whose Server box names another host (?url=) that is not running: its /healthz could not be read, which
+    the page took as 'a server without CORS headers', so it opened the microphone (a permission prompt, for nothing),
+    tried the WebSocket and said only 'could not connect ... (close code 1006; check the server and the API key)'. The
+    page asks once more without reading the answer (no CORS needed): nothing answers, so it says the server is down."""
+    from selenium.webdriver.common.by import By
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    browser.get(f"{tiny_server.http}/?mode=ptt&url=ws://127.0.0.1:{port}/v1/realtime")  # type: ignore[attr-defined]
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "error", 30)
+    assert state["errors"] == [f"could not start: the server at 127.0.0.1:{port} does not answer: is stepaudio-rt "
+                               "serve running? Press Connect again once it is."], state
+    assert state["micSettings"] is None and state["capturedChunks"] == 0, state  # the microphone was never opened
