@@ -14,6 +14,7 @@ const PREROLL_CHUNKS = 75; // 3 s of 40 ms chunks captured before the socket ope
 const CONNECT_UPDATE_ID = 'page_connect_settings';
 const INSTRUCTIONS_UPDATE_ID = 'page_instructions'; // ... and of an instructions edit
 const VOICE_UPDATE_ID = 'page_voice'; // ... and of a voice picked while connected
+const VOICE_LOCKED = 'the conversation keeps the voice it has spoken in: Disconnect and Connect to pick another';
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
@@ -330,6 +331,7 @@ const handlers = {
   'response.output_audio.delta': (e) => {
     if (dropped.has(e.item_id)) return;
     hook.audioDeltas += 1;
+    lockVoice();
     recordLatency();
     const bytes = fromBase64(e.delta);
     hook.audioBytes += bytes.length;
@@ -490,6 +492,14 @@ async function refreshVoices(wsUrl) {
   select.value = chosen;
 }
 
+// Once the session has spoken, the server keeps its voice (cannot_update_voice): a picker left open would only
+// lead to that refusal. A new session (Connect) may pick again.
+function lockVoice() {
+  if ($('voice').disabled) return;
+  $('voice').disabled = true;
+  $('voice').title = VOICE_LOCKED;
+}
+
 // A voice picked while connected applies at once, so that the next reply speaks in it.
 function updateVoice() {
   const voice = $('voice').value;
@@ -592,6 +602,8 @@ async function teardown(state) {
   $('connect').disabled = false;
   $('talk').disabled = true;
   setConnectSettingsDisabled(false);
+  $('voice').disabled = false;
+  $('voice').title = '';
   $('message').disabled = $('send').disabled = true;
   setState(state);
 }

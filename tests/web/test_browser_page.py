@@ -682,8 +682,9 @@ def test_the_voice_picker_offers_the_servers_voices_and_the_reply_speaks_in_the_
         tiny_server: ServerProcess, browser: object) -> None:
     """The page had no way to pick a voice: every session spoke in the server's default (Tingting on the Step-Audio
     profiles, which have several). It lists the server's voices (GET /voices) and sends the one picked at connect and
-    when changed before a reply; a change after a spoken reply is refused by the server (a conversation keeps its
-    voice): the page says so and the picker goes back to the voice in use."""
+    when changed before a reply. The server refuses a change after a spoken reply (a conversation keeps its voice),
+    and the picker stayed open only to earn a red refusal line: it is locked from the first audio, with a tooltip
+    saying why, until the next Connect."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -708,11 +709,13 @@ def test_the_voice_picker_offers_the_servers_voices_and_the_reply_speaks_in_the_
     state = wait_until(driver, lambda s: s["playedSeconds"] > 0 and s["events"].get("response.done"), 60)
     assert state["replyVoices"] == ["Tingting哼唱"] and state["playedSeconds"] > 0, state
 
-    picker().select_by_value("Tingting")
-    state = wait_until(driver, lambda s: s["errors"], 20)
-    assert len(state["errors"]) == 1, state
-    assert state["errors"][0].startswith("the server kept the previous voice (cannot_update_voice): "), state
-    assert picker().first_selected_option.text == "Tingting哼唱" and state["voice"] == "Tingting哼唱", state
+    voice = driver.find_element(By.ID, "voice")  # type: ignore[attr-defined]
+    assert not voice.is_enabled() and "Disconnect and Connect" in voice.get_attribute("title"), state
+    assert state["errors"] == [] and picker().first_selected_option.text == "Tingting哼唱", state
+
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]  # Disconnect
+    wait_until(driver, lambda s: s["state"] == "idle", 30)
+    assert voice.is_enabled() and not voice.get_attribute("title"), "a new session may pick again"
 
 
 def test_push_to_talk_over_a_reply_not_yet_heard_leaves_none_of_its_words(tiny_server: ServerProcess,
