@@ -18,6 +18,7 @@ from context_manager.conversation import (
 )
 from context_manager.heard import truncate_text_to_heard
 from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
+from context_manager.token_counts import TokenCounts
 
 __all__ = [
     "ROOT",
@@ -35,4 +36,5 @@ __all__ = [
     "truncate_text_to_heard",
     "DEFAULT_INSTRUCTIONS",
     "Persona",
+    "TokenCounts",
 ]

@@ -17,7 +17,9 @@ Rules:
   oldest turns are dropped until the total fits; the newest turn and the instructions are always
   kept, even if they alone exceed the budget (the engine then reports the overflow).
 - Token cost of a message = MESSAGE_OVERHEAD_TOKENS + count_tokens(content) + for each tool
-  call count_tokens(name) + count_tokens(arguments).
+  call count_tokens(name) + count_tokens(arguments); the prompt also pays REPLY_OPENING_TOKENS once.
+  count_tokens is the LM's own tokenizer where the server has it: the prompt the LM reads is then
+  within the budget (tool schemas and tool-call markup aside).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Final
 __all__ = [
     "ROOT",
     "MESSAGE_OVERHEAD_TOKENS",
+    "REPLY_OPENING_TOKENS",
     "UserMessage",
     "AssistantMessage",
     "SystemMessage",
@@ -45,8 +48,10 @@ __all__ = [
 ]
 
 ROOT: Final = "root"
-# Chat templates wrap each message in role markers (ChatML: "<|im_start|>role\n" ... "<|im_end|>\n").
-MESSAGE_OVERHEAD_TOKENS: Final = 4
+# Chat templates wrap each message in role markers: ChatML's "<|im_start|>role\n" ... "<|im_end|>\n" is 5 tokens.
+MESSAGE_OVERHEAD_TOKENS: Final = 5
+# The prompt ends by opening the reply, "<|im_start|>assistant\n" in ChatML: prompt tokens too.
+REPLY_OPENING_TOKENS: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,11 +196,9 @@ class Conversation:
         stays the same for several turns, so the LM's prefix cache still holds it (dropping one turn at a time
         changes the prompt's first tokens every turn: the whole history is evaluated again for each reply).
         """
-        head: list[Message] = [{"role": "system", "content": instructions}] if instructions else []
-        turns = _turns(self._items)
-        rendered = [_render(turn, overrides or {}) for turn in turns]
+        head, turns, rendered = self._rendered(instructions, overrides)
         costs = [sum(_cost(m, count_tokens) for m in turn) for turn in rendered]
-        total = sum(_cost(m, count_tokens) for m in head) + sum(costs)
+        total = REPLY_OPENING_TOKENS + sum(_cost(m, count_tokens) for m in head) + sum(costs)
         start = 0
         if keep_below is not None and self._keep_from is not None:
             first = [i for i, turn in enumerate(turns) if turn[0].id == self._keep_from]
@@ -213,6 +216,18 @@ class Conversation:
         for turn in rendered[start:]:
             out.extend(turn)
         return out
+
+    def prompt_texts(self, instructions: str, overrides: Mapping[str, str] | None = None) -> list[str]:
+        """Every text that messages() with these arguments gives to count_tokens: count them ahead (off the event
+        loop, where the LM's tokenizer is slow) and messages() then only looks them up."""
+        head, _, rendered = self._rendered(instructions, overrides)
+        return [text for m in head + [m for turn in rendered for m in turn] for text in _counted_texts(m)]
+
+    def _rendered(self, instructions: str, overrides: Mapping[str, str] | None
+                  ) -> tuple[list[Message], list[list[Item]], list[list[Message]]]:
+        head: list[Message] = [{"role": "system", "content": instructions}] if instructions else []
+        turns = _turns(self._items)
+        return head, turns, [_render(turn, overrides or {}) for turn in turns]
 
     def _index(self, item_id: str) -> int:
         for i, it in enumerate(self._items):
@@ -285,12 +300,16 @@ def _json_arguments(arguments: str) -> str:
     return arguments
 
 
-def _cost(m: Message, count_tokens: Callable[[str], int]) -> int:
+def _counted_texts(m: Message) -> list[str]:
+    """The texts of a message that count against the budget: its content, each tool call's name and arguments."""
     content = m.get("content")
-    n = MESSAGE_OVERHEAD_TOKENS + (count_tokens(content) if isinstance(content, str) else 0)
+    texts = [content] if isinstance(content, str) else []
     calls = m.get("tool_calls")
     if isinstance(calls, list):
         for c in calls:
-            fn = c["function"]
-            n += count_tokens(fn["name"]) + count_tokens(fn["arguments"])
-    return n
+            texts += [c["function"]["name"], c["function"]["arguments"]]
+    return texts
+
+
+def _cost(m: Message, count_tokens: Callable[[str], int]) -> int:
+    return MESSAGE_OVERHEAD_TOKENS + sum(count_tokens(text) for text in _counted_texts(m))

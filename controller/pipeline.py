@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -124,7 +124,7 @@ class SpeechPipeline(Protocol):
     def reply(self, request: object) -> AsyncIterator[ChatDeltaLike | PromptCut]: ...
     def new_reply_text(self) -> ReplyText: ...
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]: ...
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str) -> int: ...  # the chat LM's tokens of a text; may block for milliseconds
     def close(self) -> None: ...
 
 
@@ -168,13 +168,15 @@ class EmbeddedPipeline:
         self.output_rate = int(self._tts.sample_rate)
         self._llm: ChatBackend
         self._remote = bool(config.chat_url)
+        self._count_tokens: Callable[[str], int]
         if config.chat_url:
             self._llm = open_remote_chat(config.chat_url)
+            self._count_tokens = self._llm.estimate_tokens  # the server's model and tokenizer are not here
         else:
             logger.info("loading the chat LM")
-            self._llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads,
-                                             n_ctx=config.n_ctx, nice=config.lm_nice,
-                                             n_parallel=config.lm_slots)
+            llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads, n_ctx=config.n_ctx,
+                                       nice=config.lm_nice, n_parallel=config.lm_slots)
+            self._llm, self._count_tokens = llm, llm.count_tokens
         # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
         # generation of the next; llama.cpp serialises its own requests.
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")
@@ -223,8 +225,8 @@ class EmbeddedPipeline:
         return iterate_in_thread(run, self._tts_pool, maxsize=8)
 
     def count_tokens(self, text: str) -> int:
-        # A budget estimate: about 4 characters per token for English with Qwen's BPE.
-        return max(1, len(text) // 4)
+        """Blocking (a loopback call to llama.cpp): sessions count on a worker thread, each text once."""
+        return self._count_tokens(text)
 
     def chat_problem(self) -> str | None:
         return remote_chat_problem(self._llm) if self._remote else None

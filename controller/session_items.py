@@ -157,9 +157,8 @@ class ItemsMixin(_Base):
             heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms,
                                                    self.input_language)
             if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
-                messages = self.conversation.messages(self.cfg.instructions, self.defaults.context_budget_tokens,
-                                                      self.pipeline.count_tokens,
-                                                      keep_below=self.defaults.context_keep_below_tokens)
+                messages = await self.prompt(self.conversation, self.cfg.instructions,
+                                             keep_below=self.defaults.context_keep_below_tokens)
                 await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
                     messages=[*messages, {"role": "user", "content": heard.lm_content}],
                     tools=_tools_for_chat(self.cfg), tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
@@ -266,8 +265,7 @@ class ItemsMixin(_Base):
                         chosen.add(referred)
                 else:
                     chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
-            messages = chosen.messages(cfg.instructions, self.defaults.context_budget_tokens,
-                                       self.pipeline.count_tokens)
+            messages = await self.prompt(chosen, cfg.instructions)
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
         overrides: dict[str, str] = {}
@@ -281,9 +279,8 @@ class ItemsMixin(_Base):
             elif self.turn_open(item_id):  # a speculation answers a turn that is not in the conversation yet
                 extra.append({"role": "user", "content": heard.lm_content})
             # else the client deleted the turn before the reply was created: the reply does not hear it
-        messages = self.conversation.messages(cfg.instructions, self.defaults.context_budget_tokens,
-                                              self.pipeline.count_tokens, overrides,
-                                              keep_below=self.defaults.context_keep_below_tokens) + extra
+        messages = await self.prompt(self.conversation, cfg.instructions, overrides,
+                                     keep_below=self.defaults.context_keep_below_tokens) + extra
         return self._chat_request(resp, cfg, messages)
 
     @staticmethod
@@ -434,9 +431,9 @@ class ItemsMixin(_Base):
             text, param = item.output, f"{at}.output"
         else:
             text, param = item.text, f"{at}.content"
-        budget = self.defaults.context_budget_tokens
-        if (n := self.pipeline.count_tokens(text)) > budget:
-            raise RemoteProtocolError(f"The item is {n} tokens long; this server keeps each prompt within {budget} "
+        if (n := self.tokens_past_budget(text)) is not None:
+            raise RemoteProtocolError(f"The item is {n} tokens long; this server keeps each prompt within "
+                                      f"{self.defaults.context_budget_tokens} "
                                       "tokens and always sends the newest turn whole: shorten it.",
                                       code="invalid_value", param=param)
 

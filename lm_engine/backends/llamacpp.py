@@ -16,6 +16,8 @@ by barge-in, a warm-up whose session closed or that a waiting reply pre-empts) s
 """
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
 import queue
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lm_engine.backends.oai_stream import (
     END, OaiChunkTranslator, OaiStreamError, chat_completion_body, drain, tool_names,
@@ -33,6 +36,7 @@ from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
 
+TOKENIZE_TIMEOUT_S = 30.0  # a loopback call that tokenizes in the server's HTTP thread, beside any decode
 
 
 class LlamaCppConfigError(ValueError):
@@ -144,7 +148,8 @@ class LlamaCppBackend:
         params.prefill_assistant = False
         params.verbosity = config.log_verbosity
         params.endpoint_metrics = True  # counters() reads llama.cpp's Prometheus counters
-        # The server also listens on 127.0.0.1 (an ephemeral port); we only use the in-process calls.
+        # The server also listens on 127.0.0.1 (an ephemeral port); of its endpoints only /tokenize is used
+        # (count_tokens), the rest through the in-process calls.
         params.port = 0
         before = _native_threads()
         try:
@@ -246,6 +251,30 @@ class LlamaCppBackend:
             errors.append(result["error"])
         if errors:
             raise _failure(str(errors[0]))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the model's own vocabulary (special tokens such as <|im_start|> in it count as one).
+
+        Blocking (1-5 ms for 2,000 characters on 2 loaded cores): call it off the event loop. It asks the loopback
+        HTTP server that xllamacpp starts beside the model: its /tokenize runs in an HTTP thread on the loaded
+        vocabulary, without waiting for the decode under way, and xllamacpp has no in-process tokenize call."""
+        server = self._server
+        if server is None:
+            raise ChatBackendError("backend is closed")
+        address = urlsplit(server.listening_address)
+        conn = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=TOKENIZE_TIMEOUT_S)
+        try:
+            conn.request("POST", "/tokenize", json.dumps({"content": text}),
+                         {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise ChatBackendError(f"llama.cpp could not tokenize: {exc}") from exc
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise ChatBackendError(f"llama.cpp could not tokenize: HTTP {response.status} {body[:200]!r}")
+        return len(json.loads(body)["tokens"])
 
     def counters(self) -> dict[str, float]:
         """llama.cpp's cumulative counters and gauges (Prometheus names without the `llamacpp:` prefix), e.g.

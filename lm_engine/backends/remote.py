@@ -136,6 +136,14 @@ class RemoteChatBackend:
         """Ask the server whether it answers now (GET /models, a few seconds at most); ChatBackendError if not."""
         self._fetch_model()
 
+    @staticmethod
+    def estimate_tokens(text: str) -> int:
+        """An estimate of `text`'s tokens: 4 characters a token, about what BPE vocabularies give English.
+
+        Not the real count: the server may serve any model, whose tokenizer this process does not have, and asking
+        the server (vLLM's /tokenize) would cost a round trip per text to a remote, busy server."""
+        return max(1, len(text) // 4)
+
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[ChatDelta]:
         """Stream the reply (see ChatBackend.stream). Raises ChatBackendError when the server fails."""
         client = self._client

@@ -17,7 +17,7 @@ from context_manager import (
     UnknownItemError,
     UserMessage,
 )
-from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS, ROOT
+from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS, REPLY_OPENING_TOKENS, ROOT
 
 
 def words(text: str) -> int:
@@ -131,28 +131,28 @@ def test_messages_skip_empty_texts_orphan_outputs_and_empty_instructions() -> No
 
 def _history() -> Conversation:
     return conv_of(
-        UserMessage(id="u1", text="one two three"),  # 4 + 3 = 7
-        AssistantMessage(id="a1", text="four five"),  # 4 + 2 = 6
-        UserMessage(id="u2", text="six"),  # 5
-        AssistantMessage(id="a2", text="seven"),  # 5
-        UserMessage(id="u3", text="eight nine"),  # 6
+        UserMessage(id="u1", text="one two three"),  # 5 + 3 = 8
+        AssistantMessage(id="a1", text="four five"),  # 5 + 2 = 7
+        UserMessage(id="u2", text="six"),  # 6
+        AssistantMessage(id="a2", text="seven"),  # 6
+        UserMessage(id="u3", text="eight nine"),  # 7
     )
 
 
 def test_budget_drops_oldest_whole_turns() -> None:
-    assert MESSAGE_OVERHEAD_TOKENS == 4
+    assert (MESSAGE_OVERHEAD_TOKENS, REPLY_OPENING_TOKENS) == (5, 3)
     c = _history()
-    system = {"role": "system", "content": "Be brief."}  # 4 + 2 = 6
-    # everything: 6 + 13 + 10 + 6 = 35
-    assert len(c.messages("Be brief.", 35, words)) == 6
-    assert c.messages("Be brief.", 34, words) == [
+    system = {"role": "system", "content": "Be brief."}  # 5 + 2 = 7
+    # everything: 3 (the reply's opening) + 7 + 15 + 12 + 7 = 44
+    assert len(c.messages("Be brief.", 44, words)) == 6
+    assert c.messages("Be brief.", 43, words) == [
         system,
         {"role": "user", "content": "six"},
         {"role": "assistant", "content": "seven"},
         {"role": "user", "content": "eight nine"},
     ]
-    assert len(c.messages("Be brief.", 22, words)) == 4  # 6 + 10 + 6 fits exactly
-    assert c.messages("Be brief.", 21, words) == [system, {"role": "user", "content": "eight nine"}]
+    assert len(c.messages("Be brief.", 29, words)) == 4  # 3 + 7 + 12 + 7 fits exactly
+    assert c.messages("Be brief.", 28, words) == [system, {"role": "user", "content": "eight nine"}]
     # the newest turn is kept even when it alone is over budget
     assert c.messages("Be brief.", 1, words) == [system, {"role": "user", "content": "eight nine"}]
 
@@ -169,10 +169,10 @@ def test_budget_never_splits_a_call_from_its_output() -> None:
         AssistantMessage(id="a2", text="Booked."),
     )
     full = c.messages("", 10_000, words)
-    # turn u1 costs 12; the merged turn u2..a2 costs 6 + (4+1+1) + 5 + 5 + 5 = 27
+    # turn u1 costs 14; the merged turn u2..a2 costs 7 + (5+1+1) + 6 + 6 + 6 = 32; the reply's opening 3
     assert len(full) == 7
-    assert c.messages("", 39, words) == full
-    trimmed = c.messages("", 38, words)
+    assert c.messages("", 49, words) == full
+    trimmed = c.messages("", 48, words)
     assert trimmed == full[2:]
     assert trimmed[1] == {
         "role": "assistant",

@@ -113,9 +113,10 @@ class ScriptedPipeline:
     async def reply(self, request: object) -> AsyncIterator[ChatDelta | PromptCut]:
         assert isinstance(request, ChatRequest)
         self.requests.append(request)
-        last = self.count_tokens(request.messages[-1]["content"])
-        if self.prompt_limit is not None and last > self.prompt_limit:
-            yield PromptCut(tokens=last, kept=self.prompt_limit, limit=self.prompt_limit)
+        if self.prompt_limit is not None:  # the LM's own count, apart from the session's (only when it cuts)
+            last = self.count_tokens(request.messages[-1]["content"])
+            if last > self.prompt_limit:
+                yield PromptCut(tokens=last, kept=self.prompt_limit, limit=self.prompt_limit)
         for i, word in enumerate(self.reply_words):
             if self.fail_after_words == i:
                 raise self.fail_with("the LM backend went away")

@@ -1,0 +1,34 @@
+"""The session counts its prompts' tokens with the pipeline's counter, which may be the LM's tokenizer (milliseconds
+a long text: a loopback call to llama.cpp). Counting every text of the history for every reply, on the event loop,
+held every session's audio and events meanwhile; each text is now counted once, on a worker thread."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation
+
+
+class RecordingCounter(ScriptedPipeline):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: list[tuple[str, int]] = []  # (text, thread id)
+
+    def count_tokens(self, text: str) -> int:
+        self.counted.append((text, threading.get_ident()))
+        return super().count_tokens(text)
+
+
+async def test_each_prompt_text_is_counted_once_and_off_the_event_loop() -> None:
+    pipeline = RecordingCounter()
+    questions = ["what time is it?", "and in Tokyo?", "thanks, and tomorrow?"]
+    async with conversation(pipeline) as (_, conv):
+        for question in questions:
+            n = await conv.ask(question)
+            await conv.wait_for("response.done", after=n, timeout=10)
+    assert len(pipeline.requests) == 3
+    texts = Counter(text for text, _ in pipeline.counted)
+    assert set(questions) | {"It is noon."} <= set(texts)
+    assert max(texts.values()) == 1, texts
+    assert threading.get_ident() not in {thread for _, thread in pipeline.counted}  # this test runs the event loop
