@@ -13,7 +13,7 @@ import pytest
 
 from context_manager import AssistantMessage, Conversation, UserMessage
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline
-from lm_engine import ChatRequest
+from lm_engine import ChatRequest, RemoteChatBackend
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, user_messages
 
 pytestmark = pytest.mark.slow
@@ -131,3 +131,13 @@ def turns_kept_at_4_characters_a_token(instructions: str, asked: list[str], repl
         kept.append(sum(m["role"] == "user" for m in messages))
         c.add(AssistantMessage(id=f"a{i}", text=reply))
     return kept
+
+
+def test_the_remote_estimate_is_not_below_qwens_count_for_digits_and_cjk(embedded: EmbeddedPipeline) -> None:
+    """A --chat-url server's tokenizer is not here: its estimate must not let digit-heavy or CJK prompts overflow
+    (4 characters a token counted a third to a quarter of them), and should stay near the real count for English."""
+    for text in (digits(7), cjk(7), "1234567890" * 40, "今日は東京で会議があります。" * 20, "한국어 문장입니다. " * 10,
+                 "Call me at +1 (555) 123-4567 or email bob@example.com!", "def f(x):\n    return {'a': [1, 2]}\n",
+                 english(3), "Hello, how are you today? I'd like to book a table for two at seven, please."):
+        assert RemoteChatBackend.estimate_tokens(text) >= embedded.count_tokens(text), text
+    assert RemoteChatBackend.estimate_tokens(english(3)) <= 1.3 * embedded.count_tokens(english(3))
