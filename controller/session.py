@@ -316,11 +316,11 @@ class Session(ItemsMixin, RepliesMixin):
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 self._log_ignored("response.create", event.ignored, event.served_as)
-                self._check_input(event)
+                await self._check_input(event)
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
                 overridden = apply_patch(self.cfg, event.overrides)
-                self._check_instructions(overridden.instructions, "response.instructions")
+                await self._check_instructions(overridden.instructions, "response.instructions")
                 check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
                 check_tool_choice(overridden, path="response")
                 if event.conversation == "none":
@@ -343,7 +343,7 @@ class Session(ItemsMixin, RepliesMixin):
             case _:
                 await self.handle_item_event(event)
 
-    def _check_input(self, event: ce.ResponseCreate) -> None:
+    async def _check_input(self, event: ce.ResponseCreate) -> None:
         """response.input is the reply's whole prompt, checked when the event comes: a mistake in it is the client's
         error, told now (with the event's id), not a server failure of the reply later nor an item silently left out
         of the prompt. A reference names an item of the conversation; an id comes once (a reference repeated, or a new
@@ -365,7 +365,7 @@ class Session(ItemsMixin, RepliesMixin):
                 item = referred
             else:
                 item = self._item_from_spec(entry, entry.id or "inline")
-                self._check_item_size(item, at=at)
+                await self._check_item_size(item, at=at)
             if isinstance(item, FunctionCall):
                 calls.add(item.call_id)
             elif isinstance(item, FunctionCallOutput) and item.call_id not in calls:
@@ -400,7 +400,7 @@ class Session(ItemsMixin, RepliesMixin):
                 code="invalid_value", param="session.type")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
-        self._check_instructions(new.instructions, "session.instructions")
+        await self._check_instructions(new.instructions, "session.instructions")
         self._check_languages(new.transcription)
         check_tools(new, path="session", refused=self.pipeline.tools_refused)
         check_tool_choice(new, path="session")
@@ -418,31 +418,35 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
                      *, keep_below: int | None = None) -> list[dict]:
-        """conversation.messages() within the session's budget. Its new texts are counted first, on a worker
-        thread: the LM's tokenizer takes milliseconds for a long text (llama.cpp's, 1-5 ms for 2,000 characters)."""
-        counts = self.token_counts
-        if missing := counts.missing(conversation.prompt_texts(instructions, overrides)):
-            counts.store(await asyncio.to_thread(counts.count, missing))
-        return conversation.messages(instructions, self.defaults.context_budget_tokens, counts, overrides,
+        """conversation.messages() within the session's budget, its new texts counted first (count_ahead)."""
+        await self.count_ahead(conversation.prompt_texts(instructions, overrides))
+        return conversation.messages(instructions, self.defaults.context_budget_tokens, self.token_counts, overrides,
                                      keep_below=keep_below)
 
-    def tokens_past_budget(self, text: str) -> int | None:
+    async def count_ahead(self, texts: list[str]) -> None:
+        """Count the texts not counted yet, on a worker thread: the LM's tokenizer takes milliseconds for a long text
+        (llama.cpp's: 1-5 ms for 2,000 characters, 1.1 s for a megabyte), and the event loop serves every session."""
+        counts = self.token_counts
+        if missing := counts.missing(texts):
+            counts.store(await asyncio.to_thread(counts.count, missing))
+
+    async def tokens_past_budget(self, text: str) -> int | None:
         """Tokens of a text that must fit the budget alone (instructions, a client's item), when they are more.
         A token holds at least one byte of its text (byte-level BPE, sentencepiece's byte fallback; sentencepiece's
-        leading "▁" and the counters' own markup are within 8), so a short text is not counted here, on the event
-        loop; a longer one is, once (the prompt then finds its count)."""
+        leading "▁" and the counters' own markup are within 8): a short text needs no count."""
         budget = self.defaults.context_budget_tokens
         if len(text.encode()) + 8 <= budget:
             return None
+        await self.count_ahead([text])
         n = self.token_counts(text)
         return n if n > budget else None
 
-    def _check_instructions(self, instructions: str, param: str) -> None:
+    async def _check_instructions(self, instructions: str, param: str) -> None:
         """Instructions count against the conversation's token budget and are always sent whole: past it, every
         reply would fail for a context overflow that the client cannot see coming."""
         if instructions == self.cfg.instructions or not instructions:
             return
-        if (n := self.tokens_past_budget(instructions)) is not None:
+        if (n := await self.tokens_past_budget(instructions)) is not None:
             raise RemoteProtocolError(
                 f"The instructions are {n} tokens long; this server keeps each prompt within "
                 f"{self.defaults.context_budget_tokens} tokens, "
@@ -608,7 +612,7 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def set_instructions(self, instructions: str) -> None:
         self._refuse_in_transcription("instructions")
-        self._check_instructions(instructions, "instructions")
+        await self._check_instructions(instructions, "instructions")
         self.cfg = replace(self.cfg, instructions=instructions)
         await self.emit(self.events.session_updated(session_to_wire(
             self.cfg, session_id=self.session_id, model=self.model)))

@@ -380,7 +380,7 @@ class ItemsMixin(_Base):
         spec = event.item
         item_id = spec.id or self.new_id("item")
         item = self._item_from_spec(spec, item_id)
-        self._check_item_size(item)
+        await self._check_item_size(item)
         if isinstance(item, FunctionCallOutput):
             self._check_call_known(item.call_id)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
@@ -422,7 +422,7 @@ class ItemsMixin(_Base):
         turn = asyncio.ensure_future(self._heard_unless_silent(pcm16k, 0, end_ms))
         await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
 
-    def _check_item_size(self, item: Item, at: str = "item") -> None:
+    async def _check_item_size(self, item: Item, at: str = "item") -> None:
         """The newest turn is always sent whole, beside the instructions: an item longer than the prompt budget
         would make every reply fail for a context overflow that the client cannot see coming."""
         if isinstance(item, FunctionCall):
@@ -431,7 +431,7 @@ class ItemsMixin(_Base):
             text, param = item.output, f"{at}.output"
         else:
             text, param = item.text, f"{at}.content"
-        if (n := self.tokens_past_budget(text)) is not None:
+        if (n := await self.tokens_past_budget(text)) is not None:
             raise RemoteProtocolError(f"The item is {n} tokens long; this server keeps each prompt within "
                                       f"{self.defaults.context_budget_tokens} "
                                       "tokens and always sends the newest turn whole: shorten it.",

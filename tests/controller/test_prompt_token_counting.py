@@ -32,3 +32,23 @@ async def test_each_prompt_text_is_counted_once_and_off_the_event_loop() -> None
     assert set(questions) | {"It is noon."} <= set(texts)
     assert max(texts.values()) == 1, texts
     assert threading.get_ident() not in {thread for _, thread in pipeline.counted}  # this test runs the event loop
+
+
+async def test_long_instructions_and_items_are_counted_off_the_event_loop() -> None:
+    """A text that must fit the budget alone is counted when it arrives; one pasted by a client may be a megabyte
+    (1.1 s in llama.cpp's tokenizer), which held every session's audio and events while it was counted."""
+    pipeline = RecordingCounter()
+    long_text = "word " * 5000  # over the budget: refused, with its token count
+    fitting = "word " * 1000  # longer than the budget in characters, within it in tokens
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(instructions=fitting)
+        await conv.send({"type": "conversation.item.create", "event_id": "ev_long", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": long_text}]}})
+        await conv.send({"type": "response.create", "event_id": "ev_inline", "response": {
+            "conversation": "none", "instructions": long_text}})
+        for event_id in ("ev_long", "ev_inline"):
+            await conv.wait_for("error", where={"error.event_id": event_id}, timeout=10)
+    errors = {e["error"]["event_id"]: e["error"]["message"] for e in conv.of_type("error")}
+    assert set(errors) == {"ev_long", "ev_inline"} and all("6250 tokens" in m for m in errors.values()), errors
+    assert {text for text, _ in pipeline.counted} >= {long_text, fitting}
+    assert threading.get_ident() not in {thread for _, thread in pipeline.counted}
