@@ -419,7 +419,10 @@ class Session(ItemsMixin, RepliesMixin):
     async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
                      *, keep_below: int | None = None) -> list[dict]:
         """conversation.messages() within the session's budget, its new texts counted first (count_ahead)."""
-        await self.count_ahead(conversation.prompt_texts(instructions, overrides))
+        texts = conversation.prompt_texts(instructions, overrides)
+        await self.count_ahead(texts)
+        if conversation is self.conversation:  # the counts kept are the history's: a long session's stay bounded
+            self.token_counts.retain(texts)
         return conversation.messages(instructions, self.defaults.context_budget_tokens, self.token_counts, overrides,
                                      keep_below=keep_below)
 
@@ -437,9 +440,12 @@ class Session(ItemsMixin, RepliesMixin):
         budget = self.defaults.context_budget_tokens
         if len(text.encode()) + 8 <= budget:
             return None
-        await self.count_ahead([text])
-        n = self.token_counts(text)
-        return n if n > budget else None
+        counts = self.token_counts
+        n = (await asyncio.to_thread(counts.count, [text]))[text] if counts.missing([text]) else counts(text)
+        if n > budget:
+            return n  # not kept: refused, it is in no prompt, and a client may send megabytes of such texts
+        counts.store({text: n})
+        return None
 
     async def _check_instructions(self, instructions: str, param: str) -> None:
         """Instructions count against the conversation's token budget and are always sent whole: past it, every

@@ -14,14 +14,14 @@ class Counter:
         return len(text.split())
 
 
-def test_each_text_is_counted_once_until_it_is_the_least_recently_used_past_the_bound() -> None:
+def test_each_text_is_counted_once_until_it_is_no_longer_retained() -> None:
     counter = Counter()
-    counts = TokenCounts(counter, max_texts=2)
+    counts = TokenCounts(counter)
     assert [counts("a b"), counts("a b"), counts("c")] == [2, 2, 1]
     assert counter.asked == ["a b", "c"]
-    counts("a b")  # now "c" is the least recently used
-    counts("d e f")
-    assert counts.missing(["a b", "c", "d e f", "c"]) == ["c"]
+    counts.retain(["a b", "d e f"])
+    assert counts.missing(["a b", "c", "d e f", "c"]) == ["c", "d e f"]
+    assert counts("a b") == 2 and counter.asked == ["a b", "c"]
 
 
 def test_texts_counted_elsewhere_are_looked_up_by_the_prompt() -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+import pytest
+
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation
 
 
@@ -52,3 +54,30 @@ async def test_long_instructions_and_items_are_counted_off_the_event_loop() -> N
     assert set(errors) == {"ev_long", "ev_inline"} and all("6250 tokens" in m for m in errors.values()), errors
     assert {text for text, _ in pipeline.counted} >= {long_text, fitting}
     assert threading.get_ident() not in {thread for _, thread in pipeline.counted}
+
+
+def _user_item(text: str, event_id: str | None = None) -> dict:
+    event = {"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}
+    return event if event_id is None else {**event, "event_id": event_id}
+
+
+@pytest.mark.timeout(300)
+async def test_a_long_history_is_counted_once_and_refused_texts_are_not_kept() -> None:
+    """The counts kept were the 4,096 texts used last: a longer conversation (2,000 turns and their replies) had its
+    oldest texts counted again for every reply, and a refused text was kept among them, so that a client could fill
+    the server's memory with megabyte items sent to be refused."""
+    pipeline = RecordingCounter()
+    refused = "word " * 5000
+    async with conversation(pipeline) as (server, conv):
+        for i in range(4200):
+            await conv.send(_user_item(f"note {i}"))
+        await conv.send(_user_item(refused, "ev_long"))
+        await conv.wait_for("error", where={"error.event_id": "ev_long"}, timeout=120)
+        (session,) = server.sessions.values()
+        assert session.token_counts.missing([refused]) == [refused]
+        for question in ("first?", "second?"):
+            n = await conv.ask(question)
+            await conv.wait_for("response.done", after=n, timeout=120)
+    texts = Counter(text for text, _ in pipeline.counted)
+    assert len(texts) > 4200 and max(texts.values()) == 1, texts.most_common(3)
