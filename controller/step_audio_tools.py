@@ -15,7 +15,7 @@ from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.step_audio_layout import check_layout, check_model_size, check_speaker
 from controller.step_audio_pipeline import StepAudioPipeline, check_voice_prompt
-from controller.step_audio_setup import StepAudioConfig, chat_need
+from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
 from speech_decoder.step_tts import StepTtsError
 
 
@@ -61,14 +61,7 @@ def run_offline_tool(args: Any) -> int:
         question = _read_wav(args.wav, "--wav")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
-    # Before the models load (the real Chat LM takes minutes): the folder, the speaker, then the chat server.
-    check_layout(cfg.model_path, chat_need(cfg))
-    check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
-    if args.speaker is not None:
-        check_speaker(cfg.model_path, args.speaker)
-    if cfg.chat_url is not None:
-        check_chat_url(cfg.chat_url)
-        open_remote_chat(cfg.chat_url, required=True).close()
+    _check_before_loading(args, cfg, question)
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
@@ -99,6 +92,37 @@ def run_offline_tool(args: Any) -> int:
     return 0
 
 
+def _check_before_loading(args: Any, cfg: StepAudioConfig, question: tuple[np.ndarray, int] | None) -> None:
+    """Before the models load (the real Chat LM takes minutes): the folder, the wav, the speaker, the chat server."""
+    check_layout(cfg.model_path, chat_need(cfg))
+    check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
+    if question is not None and not _audio_ids(cfg.model_path, *question):  # the model would answer an empty turn
+        wav, rate = question
+        raise ConfigError(f"--wav {args.wav}: {len(wav) / rate:.2f} s of audio is too short to give Step-Audio's "
+                          f"tokenizer one audio token")
+    if args.speaker is not None:
+        check_speaker(cfg.model_path, args.speaker)
+    if cfg.chat_url is not None:
+        check_chat_url(cfg.chat_url)
+        open_remote_chat(cfg.chat_url, required=True).close()
+
+
+def _audio_ids(root: Path, wav: np.ndarray, rate: int, *, trim: bool = False) -> int:
+    """How many audio tokens Step-Audio's tokenizer makes of a wav (as the tools tokenise it), counted from its
+    config alone: no model has to load to refuse a wav."""
+    import yaml
+
+    from controller.checkpoints import TOKENIZER_DIR
+    from streaming_tokenizer.step_audio import StepTokenizerError
+    from streaming_tokenizer.step_audio.tokenizer import offline_id_count
+
+    folder = root / TOKENIZER_DIR
+    try:
+        return offline_id_count(folder, wav, rate, trim=trim)
+    except (StepTokenizerError, yaml.YAMLError) as exc:  # a damaged config.yaml, named as its loading would name it
+        raise load_error(folder, exc) from exc
+
+
 async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) -> np.ndarray:
     """The whole text, sentence by sentence (its leading tag on each), as one float32 waveform."""
     from lm_engine.engine.llm_engine import EngineError
@@ -122,12 +146,9 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, question: tuple[np.
 
     if question is not None:
         wav, rate = question
-        # the whole file at once, as upstream's offline_inference.py tokenises it (no streaming here to wait for)
-        ids = pipeline.audio_tokenizer.tokenize_offline(wav, rate, upstream=True)
-        if not ids:  # the model would be asked to answer an empty turn
-            raise ConfigError(f"--wav {args.wav}: {len(wav) / rate:.2f} s of audio is too short to give Step-Audio's "
-                              f"tokenizer one audio token")
-        content = ids_to_text(ids)
+        # the whole file at once, as upstream's offline_inference.py tokenises it (no streaming here to wait for);
+        # never empty: _check_before_loading has counted its ids
+        content = ids_to_text(pipeline.audio_tokenizer.tokenize_offline(wav, rate, upstream=True))
     else:
         content = args.text
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [

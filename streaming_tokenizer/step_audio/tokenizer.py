@@ -32,10 +32,10 @@ import torch
 from model_files.weights import load_torch_state, unreadable_message
 
 from .config import (
-    AUDIO_ID_BASE, KMEANS_FILE, PARAFORMER_DIR, REQUIRED_FILES, S3_ONNX_FILE, VQ02_CODES, StepTokenizerError,
-    StreamConfig, TokenizerConfigError, read_paraformer_config,
+    AUDIO_ID_BASE, KMEANS_FILE, PARAFORMER_DIR, REQUIRED_FILES, S3_ONNX_FILE, VQ02_CODES, FbankConfig,
+    StepTokenizerError, StreamConfig, TokenizerConfigError, read_paraformer_config,
 )  # fmt: skip
-from .fbank import Vq02Frontend, load_am_mvn
+from .fbank import KaldiFbank, Vq02Frontend, load_am_mvn
 from .s3 import OnnxS3, S3TokenizerV1, token_count, torch_from_onnx
 from .sanm import SanmEncoder
 from .whisper_mel import WhisperMel, WhisperMelStream
@@ -43,6 +43,7 @@ from .whisper_mel import WhisperMel, WhisperMelStream
 SAMPLE_RATE = 16000
 HOP_SAMPLES = 3840  # 240 ms = 4 LFR frames = 24 mel frames = 6 vq06 tokens = 2 groups
 UPSTREAM_PIECE = 30 * SAMPLE_RATE
+UPSTREAM_MIN_PIECE = 480  # upstream drops a last piece shorter than this (30 ms)
 
 
 class Vq06Backend(enum.Enum):
@@ -57,6 +58,28 @@ def interleave(vq02: list[int], vq06: list[int]) -> list[int]:
         out += [AUDIO_ID_BASE + c for c in vq02[2 * g : 2 * g + 2]]
         out += [AUDIO_ID_BASE + VQ02_CODES + c for c in vq06[3 * g : 3 * g + 3]]
     return out
+
+
+def upstream_id_count(n_samples16k: int, fbank: FbankConfig) -> int:
+    """How many LM ids tokenize_offline(upstream=True) gives for that many prepared 16 kHz samples, from lengths
+    alone: one vq02 code per LFR frame, token_count(mel frames) vq06 codes per 30 s piece, 5 ids per whole group."""
+    n02 = math.ceil(KaldiFbank(fbank).num_frames(n_samples16k) / fbank.lfr_n)
+    n06 = sum(token_count(WhisperMel.num_frames(p.stop - p.start)) for p in _upstream_pieces(n_samples16k))
+    return 5 * min(n02 // 2, n06 // 3)
+
+
+def offline_id_count(folder: str | Path, audio: np.ndarray, sample_rate: int, *, trim: bool = False) -> int:
+    """len(tokenize_offline(audio, sample_rate, upstream=True, trim=trim)) for the tokenizer of `folder`, without
+    loading its models (the real ones take a while, and the tools check a wav before anything loads)."""
+    fbank, _ = read_paraformer_config(Path(folder) / PARAFORMER_DIR / "config.yaml")
+    return upstream_id_count(len(StepAudioTokenizer.prepare(audio, sample_rate, upstream=True, trim=trim)), fbank)
+
+
+def _upstream_pieces(n_samples16k: int) -> list[slice]:
+    """Upstream's vq06 pieces of a whole utterance: 30 s each, the last one dropped when too short."""
+    starts = range(0, n_samples16k, UPSTREAM_PIECE)
+    pieces = [slice(i, min(i + UPSTREAM_PIECE, n_samples16k)) for i in starts]
+    return [p for p in pieces if p.stop - p.start >= UPSTREAM_MIN_PIECE]
 
 
 def ids_to_text(ids: list[int]) -> str:
@@ -159,7 +182,8 @@ class StepAudioTokenizer:
 
     # --- whole utterance ---
 
-    def prepare(self, audio: np.ndarray, sample_rate: int, *, upstream: bool = False, trim: bool = False) -> np.ndarray:
+    @staticmethod
+    def prepare(audio: np.ndarray, sample_rate: int, *, upstream: bool = False, trim: bool = False) -> np.ndarray:
         """Mono, 16 kHz, peak-normalised float32; trim (upstream only): then trim_silence, as upstream's wav2token
         does by default (speaker and clone prompts; its Chat path passes enable_trim=False)."""
         x = to_mono(audio)
@@ -182,11 +206,9 @@ class StepAudioTokenizer:
         for i in range(0, feats.shape[0], stride):
             vq02 += self.vq02_chunk(feats[i : i + stride], state)
         vq06: list[int] = []
-        if upstream:  # 30 s pieces with full attention; pieces shorter than 480 samples are dropped
-            for i in range(0, len(wav16k), UPSTREAM_PIECE):
-                piece = wav16k[i : i + UPSTREAM_PIECE]
-                if len(piece) >= 480:
-                    vq06 += [int(c) for c in self.s3.tokens(self.mel.upstream(piece))]
+        if upstream:  # 30 s pieces with full attention
+            for piece in _upstream_pieces(len(wav16k)):
+                vq06 += [int(c) for c in self.s3.tokens(self.mel.upstream(wav16k[piece]))]
             return vq02, vq06
         raw = self.mel.whole_log10(wav16k)
         n06 = token_count(raw.shape[0])

@@ -394,6 +394,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "--prompt-wav {d}: a folder, not an audio file"),  # it said "no such file" of a folder that is there
     (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
     (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
+    # before the models load (INFO would log each "loading" line): it came after, minutes with the real Chat LM
+    (["chat", "--wav", "{d}/blip.wav", "--log-level", "INFO"],
+     "--wav {d}/blip.wav: 0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
     # a reply to noise, and a clone speaking a full-scale square wave, both with exit status 0
     (["chat", "--wav", "{d}/nan.wav"], "--wav {d}/nan.wav: 8000 of its 16000 samples are not numbers"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/nan.wav", "--prompt-text", "Hi."],

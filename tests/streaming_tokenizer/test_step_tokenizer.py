@@ -155,6 +155,20 @@ def test_telephony_and_multichannel(tok: StepAudioTokenizer, rate: int, channels
         assert tok.tokenize_offline(audio.T, rate) == ids  # [C, N] is read the same way
 
 
+@pytest.mark.parametrize(("seconds", "rate", "trim"), [
+    (0.05, 16000, False), (0.09, 22050, False), (0.13, 44100, False), (1.0, 8000, True), (2.37, 16000, True),
+    (30.05, 16000, False),  # a second 30 s piece of 800 samples (one under 480 is dropped)
+])
+def test_offline_id_count_is_the_number_of_ids_tokenize_offline_gives(  # type: ignore[no-untyped-def]
+        folder, tok: StepAudioTokenizer, seconds: float, rate: int, trim: bool) -> None:
+    """The tools refuse a wav by this count before any model loads; it must be the tokenizer's own."""
+    from streaming_tokenizer.step_audio.tokenizer import offline_id_count
+
+    wav = _speech_like(seconds, rate, seed=3)
+    assert offline_id_count(folder, wav, rate, trim=trim) == len(tok.tokenize_offline(wav, rate, upstream=True,
+                                                                                      trim=trim))
+
+
 def test_upstream_mode_counts_and_backends(folder, tok: StepAudioTokenizer) -> None:  # type: ignore[no-untyped-def]
     wav = _speech_like(2.5, seed=5)
     vq02, vq06 = tok.codes_offline(tok.prepare(wav, 16000, upstream=True), upstream=True)
