@@ -238,18 +238,11 @@ class StepAudioPipeline:
                          cloned: bool = False) -> None:
         """A voice from a prompt wav and its transcript (upstream registers speakers and clones this way: its
         tts.py preprocess_prompt_wav tokenises the silence-trimmed wav, the flow's prompt mel is of the whole wav)."""
-        from speech_decoder.step_tts import StepTtsError
+        from speech_decoder.step_tts import check_prompt_ids
 
         check_voice_prompt(name, wav, rate)
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True, trim=True)
-        # Every sentence's prompt repeats the voice's: a long prompt wav (a clone of a whole recording) or a config.json
-        # with a small context would make each sentence fail with an error blaming the sentence; half the context
-        # is left to the sentence and its speech.
-        context = self.tts_engine.model_config.max_seq_len
-        if len(ids) > context // 2:
-            raise StepTtsError(f"speaker {name!r}: its prompt wav gives {len(ids)} audio tokens, more than half of "
-                               f"TTS-3B's context of {context} (a sentence and its speech need the rest); use a "
-                               f"shorter wav (upstream's are 3-12 s)")
+        check_prompt_ids(name, len(ids), self.tts_engine.model_config.max_seq_len)
         self.tts.register(name, wav, rate, prompt_text, ids, cloned=cloned)
 
     @property

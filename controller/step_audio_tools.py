@@ -16,7 +16,7 @@ from controller.errors import ConfigError
 from controller.step_audio_layout import check_layout, check_model_size, check_speaker
 from controller.step_audio_pipeline import StepAudioPipeline, check_voice_prompt
 from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
-from speech_decoder.step_tts import StepTtsError
+from speech_decoder.step_tts import StepTtsError, check_prompt_ids
 
 
 SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
@@ -61,14 +61,14 @@ def run_offline_tool(args: Any) -> int:
         question = _read_wav(args.wav, "--wav")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
-    _check_before_loading(args, cfg, question)
+    _check_before_loading(args, cfg, clone, question)
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker
         if clone is not None:
             wav, rate = clone
             voice = "clone"
-            with _prompt_wav_errors(args.prompt_wav, wav, rate):  # too long for TTS-3B's context, or no tokens
+            with _prompt_wav_errors(args.prompt_wav, wav, rate):  # no valid audio tokens in it
                 pipeline.register_speaker(voice, wav, rate, args.prompt_text, cloned=True)
         t0 = time.monotonic()
         if args.command == "tts":
@@ -92,10 +92,14 @@ def run_offline_tool(args: Any) -> int:
     return 0
 
 
-def _check_before_loading(args: Any, cfg: StepAudioConfig, question: tuple[np.ndarray, int] | None) -> None:
-    """Before the models load (the real Chat LM takes minutes): the folder, the wav, the speaker, the chat server."""
+def _check_before_loading(args: Any, cfg: StepAudioConfig, clone: tuple[np.ndarray, int] | None,
+                          question: tuple[np.ndarray, int] | None) -> None:
+    """Before the models load (the real Chat LM takes minutes): the folder, the wavs, the speaker, the chat server."""
     check_layout(cfg.model_path, chat_need(cfg))
     check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
+    if clone is not None:  # too long for TTS-3B's context: register_speaker's own check, on the same count
+        with _prompt_wav_errors(args.prompt_wav, *clone):
+            check_prompt_ids("clone", _audio_ids(cfg.model_path, *clone, trim=True), _tts_context(cfg.model_path))
     if question is not None and not _audio_ids(cfg.model_path, *question):  # the model would answer an empty turn
         wav, rate = question
         raise ConfigError(f"--wav {args.wav}: {len(wav) / rate:.2f} s of audio is too short to give Step-Audio's "
@@ -121,6 +125,17 @@ def _audio_ids(root: Path, wav: np.ndarray, rate: int, *, trim: bool = False) ->
         return offline_id_count(folder, wav, rate, trim=trim)
     except (StepTokenizerError, yaml.YAMLError) as exc:  # a damaged config.yaml, named as its loading would name it
         raise load_error(folder, exc) from exc
+
+
+def _tts_context(root: Path) -> int:
+    """TTS-3B's context, from its config.json (as its engine will read it)."""
+    from controller.checkpoints import TTS_DIR
+    from lm_engine.models.config import ModelConfig, ModelConfigError
+
+    try:
+        return ModelConfig.from_dir(root / TTS_DIR).max_seq_len
+    except ModelConfigError as exc:
+        raise load_error(root / TTS_DIR, exc) from exc
 
 
 async def _speak_all(pipeline: StepAudioPipeline, text: str, voice: str | None) -> np.ndarray:

@@ -71,6 +71,16 @@ class StepTtsError(RuntimeError):
     """A TTS-3B folder, speaker or request that cannot be served."""
 
 
+def check_prompt_ids(name: str, n_ids: int, context: int) -> None:
+    """Raises StepTtsError for a voice prompt of more audio tokens than half of TTS-3B's context: every sentence's
+    prompt repeats the voice's, so a long prompt wav (a clone of a whole recording) or a config.json with a small
+    context would make each sentence fail with an error blaming the sentence; its speech needs the other half."""
+    if n_ids > context // 2:
+        raise StepTtsError(f"speaker {name!r}: its prompt wav gives {n_ids} audio tokens, more than half of "
+                           f"TTS-3B's context of {context} (a sentence and its speech need the rest); use a "
+                           f"shorter wav (upstream's are 3-12 s)")
+
+
 def instruction_name(text: str) -> str:
     """The leading (tag) of the text, without brackets ("" when there is none)."""
     m = _LEADING_TAG.match(text)

@@ -457,6 +457,20 @@ def test_a_clone_prompt_too_long_for_tts_3b_is_refused_naming_the_prompt_wav(tin
     assert not out.exists()
 
 
+def test_a_clone_prompt_too_long_for_tts_3b_is_refused_before_the_models_load(tiny_model_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """A 60 s recording to clone from was refused only once the tokenizer, TTS-3B and the decoders had loaded
+    (minutes with the real ones): INFO logs a "loading" line for each."""
+    speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    long_wav = tmp_path / "minute.wav"
+    sf.write(long_wav, np.tile(speech, -(-60 * rate // len(speech)))[:60 * rate], rate)
+    stderr = _fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text",
+                                "Hi there.", "--prompt-wav", str(long_wav), "--prompt-text", "Ever tried.",
+                                "--out", str(tmp_path / "out.wav"), "--log-level", "INFO")
+    assert f"--prompt-wav {long_wav}: 60.00 s of audio: speaker 'clone': its prompt wav gives " in stderr, stderr
+    assert "more than half of TTS-3B's context of 4096" in stderr and "use a shorter wav" in stderr, stderr
+
+
 def test_a_tts_context_too_small_for_the_speakers_is_refused_in_one_line(tiny_model_dir: Path,
                                                                           tmp_path: Path) -> None:
     """A config.json whose max_seq_len cannot hold a speaker's voice prompt: it was a traceback from the warm-up."""
