@@ -9,6 +9,7 @@ import soundfile as sf
 import soxr
 
 from clients.audio import WIRE_RATE, to_mono_float32
+from clients.audio_file import read_audio_file
 
 __all__ = ["READABLE", "TalkError", "load_wav_24k", "write_reply"]
 
@@ -25,7 +26,7 @@ def load_wav_24k(path: str | Path) -> np.ndarray:
     Raises TalkError for a file soundfile cannot read (not audio, truncated).
     """
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = read_audio_file(path)
     except sf.LibsndfileError as exc:
         raise TalkError(f"cannot read {path} as audio: {_unreadable(path, exc)} (talk reads {READABLE})") from exc
     x = to_mono_float32(data)

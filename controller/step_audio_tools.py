@@ -224,12 +224,14 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     """A wav named on the command line: mono float32 (channels averaged, as upstream does) and its rate."""
     import soundfile as sf
 
+    from clients.audio_file import read_audio_file
+
     if not path.is_file():  # as talk says it
         raise ConfigError(f"{option} {path}: {'a folder, not an audio file' if path.is_dir() else 'no such file'}")
     if path.stat().st_size == 0:
         raise ConfigError(f"{option} {path}: an empty file")
     try:
-        wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        wav, rate = read_audio_file(path)
     except sf.SoundFileError as exc:
         # libsndfile's mp3 decoder says "File does not exist" of a file holding no MPEG audio (a web page saved as
         # .mp3); the file is there (checked above), so its own words would only mislead
@@ -242,4 +244,4 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     if not mono.size or float(np.abs(mono).max()) < SILENT_PEAK:  # as `talk` refuses a silent file
         raise ConfigError(f"{option} {path}: silent ({len(mono) / rate:.2f} s, no sample above -40 dBFS): "
                           "there is no voice in it")
-    return mono, int(rate)
+    return mono, rate

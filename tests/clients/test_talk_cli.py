@@ -97,11 +97,12 @@ def test_a_file_that_is_not_audio_is_named_before_connecting(tmp_path: Path, cap
         1, f"talk: cannot read {notes} as audio: Format not recognised. (talk reads wav, flac, ogg and mp3)\n")
 
 
-def test_an_mp3_that_holds_no_audio_is_not_said_to_be_missing(tmp_path: Path, capsys) -> None:
-    """A web page saved as .mp3: libsndfile's mp3 decoder calls it a file that does not exist, which it plainly does."""
+def test_an_mp3_that_holds_no_audio_is_not_said_to_be_missing(tmp_path: Path, capfd) -> None:
+    """A web page saved as .mp3: libsndfile's mp3 decoder calls it a file that does not exist, which it plainly does.
+    capfd: libmpg123's three "Note: Illegal Audio-MPEG-Header ..." lines went to fd 2 before ours."""
     page = tmp_path / "song.mp3"
     page.write_text("<html><body>404 Not Found</body></html>\n")
-    assert talk(capsys, str(page), "--url", no_server()) == (
+    assert talk(capfd, str(page), "--url", no_server()) == (
         1, f"talk: cannot read {page} as audio: not a valid audio stream (talk reads wav, flac, ogg and mp3)\n")
 
 

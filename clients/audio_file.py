@@ -1,0 +1,52 @@
+"""Reading a whole audio file with soundfile (talk's wav to send, the offline tools' --wav and --prompt-wav)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+__all__ = ["mpg123_notes_hidden", "read_audio_file"]
+
+# libmpg123's own diagnostics: "Note: Illegal Audio-MPEG-Header 0x00000000 at offset 716.", "Note: Trying to
+# resync...", "Warning: ...", and its debug macros' "[src/libmpg123/parse.c:...] error: ...".
+_MPG123_LINE = re.compile(rb"Note: |Warning: |\[[^\]\n]*libmpg123")
+_FD2 = threading.Lock()  # fd 2 belongs to the whole process: one redirect at a time
+
+
+def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
+    """The whole file as [frames, channels] float32 and its rate; raises soundfile's errors (SoundFileError)."""
+    with mpg123_notes_hidden():
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data, int(rate)
+
+
+@contextlib.contextmanager
+def mpg123_notes_hidden() -> Iterator[None]:
+    """Drops libmpg123's lines from what the process writes to fd 2 inside the block; keeps everything else."""
+    # libsndfile hands any file named .mp3 to libmpg123, which says of a web page saved as .mp3 three "Note: ..."
+    # lines with fprintf(stderr): C's stderr, out of reach of sys.stderr, and soundfile has no switch for it. The
+    # caller says what is wrong in one line of its own. So fd 2 points at a temporary file for the block and is put
+    # back on every path; whatever else reached it meanwhile (another thread's log line) is written out after it.
+    with _FD2, tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()  # text written before the block goes out before it, not into the file
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = b"".join(line for line in caught.read().splitlines(keepends=True) if not _MPG123_LINE.match(line))
+            if kept:
+                os.write(2, kept)

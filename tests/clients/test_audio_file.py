@@ -1,0 +1,31 @@
+"""clients.audio_file: a whole audio file read without libmpg123's notes on the process's stderr."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from clients.audio_file import mpg123_notes_hidden, read_audio_file
+
+
+def test_a_web_page_saved_as_mp3_raises_without_a_word_on_fd_2(tmp_path: Path, capfd) -> None:
+    """libmpg123 wrote "Note: Illegal Audio-MPEG-Header ..." three times to fd 2 before the caller's own error."""
+    page = tmp_path / "page.mp3"
+    page.write_text("<html><body>404 Not Found</body></html>\n" * 20)
+    with pytest.raises(sf.LibsndfileError):
+        read_audio_file(page)
+    assert capfd.readouterr().err == ""
+
+
+def test_only_libmpg123_lines_are_dropped_and_fd_2_comes_back_after_an_error(capfd) -> None:
+    """What anything else writes to fd 2 inside the block comes out after it, in order; an exception out of the
+    block leaves fd 2 where it was."""
+    with pytest.raises(RuntimeError), mpg123_notes_hidden():
+        os.write(2, b"Note: Illegal Audio-MPEG-Header 0x00000000 at offset 716.\nour line\n")
+        os.write(2, b"Note: Trying to resync...\n[src/libmpg123/parse.c:1234] error: x\nanother\n")
+        raise RuntimeError("decoder failed")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "our line\nanother\nafter\n"
