@@ -13,6 +13,7 @@ import numpy as np
 
 from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
+from controller.pipeline import PromptCut
 from controller.step_audio_layout import check_layout, check_model_size, check_speaker
 from controller.step_audio_pipeline import StepAudioPipeline, check_voice_prompt
 from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
@@ -170,8 +171,24 @@ async def _chat_once(pipeline: StepAudioPipeline, args: Any, question: tuple[np.
         {"role": "user", "content": content}]
     text = ""
     async for delta in pipeline.reply(ChatRequest(messages=messages, temperature=0.7, max_tokens=2048)):
-        text += delta.text
+        if isinstance(delta, PromptCut):  # serve tells its client the same with a turn_truncated error
+            _tell_prompt_cut(args, question, delta)
+        else:
+            text += delta.text
     return text, await _speak_all(pipeline, text, voice)
+
+
+def _tell_prompt_cut(args: Any, question: tuple[np.ndarray, int] | None, cut: PromptCut) -> None:
+    """One line on stderr: the Chat LM answered only the end of the question, which the reply alone would not say."""
+    import sys
+
+    if question is not None:
+        seconds = len(question[0]) / question[1]
+        what = (f"--wav {args.wav}: {seconds:.0f} s of audio, of which the Chat LM heard only the last "
+                f"{seconds * cut.kept / cut.tokens:.0f} s")
+    else:
+        what = f"--text: the Chat LM read only the last {cut.kept} of its {cut.tokens} tokens"
+    print(f"{what} (it reads at most {cut.limit} tokens of prompt, its context less the reply)", file=sys.stderr)
 
 
 @contextlib.contextmanager

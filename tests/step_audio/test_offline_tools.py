@@ -471,6 +471,20 @@ def test_a_clone_prompt_too_long_for_tts_3b_is_refused_before_the_models_load(ti
     assert "more than half of TTS-3B's context of 4096" in stderr and "use a shorter wav" in stderr, stderr
 
 
+def test_chat_from_a_wav_longer_than_the_chat_lm_reads_answers_its_end_and_says_so(tiny_model_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    """120 s of speech outgrow the tiny Chat LM's context: the reply came, then a traceback
+    ("'PromptCut' object has no attribute 'text'") and exit status 1, and no wav."""
+    speech, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    long_wav, out = tmp_path / "long.wav", tmp_path / "reply.wav"
+    sf.write(long_wav, np.tile(speech, -(-120 * rate // len(speech)))[:120 * rate], rate)
+    proc = run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--wav", str(long_wav),
+                   "--out", str(out))
+    assert f"--wav {long_wav}: 120 s of audio, of which the Chat LM heard only the last " in proc.stderr, proc.stderr
+    assert proc.stdout.strip(), proc.stdout  # the reply's text
+    _check_wav(out, MAX_TINY_SECONDS)
+
+
 def test_a_tts_context_too_small_for_the_speakers_is_refused_in_one_line(tiny_model_dir: Path,
                                                                           tmp_path: Path) -> None:
     """A config.json whose max_seq_len cannot hold a speaker's voice prompt: it was a traceback from the warm-up."""
