@@ -11,11 +11,10 @@ to ids). Its transcript, which the conversation keeps as history (the paper keep
 embedded Whisper ASR when that package is installed, else it is "". The reply is the chat template
 `<|BOT|>{role}\\n{content}<|EOT|>` (user -> human) streamed from the Chat LM; each sentence of it is spoken by
 TTS-3B, whose audio tokens stream into the decoder so that audio leaves as soon as the first window is ready.
+The Chat LM's side (prompts, context cuts, replies) is controller.step_audio_chat.
 
-Random checkpoints (tiny, full-random) emit mostly audio / reserved ids as "text". For those profiles the Chat
-LM samples under a mask of the tokenizer's normal text pieces (so that replies are speakable words, never
-empty) and replies are capped (tiny: 24 tokens, unless a real Chat LM answers behind --chat-url; TTS: 75 audio
-tokens per sentence) so that CPU tests stay fast.
+Random checkpoints (tiny, full-random) are capped so that CPU tests stay fast: replies at 24 tokens (unless a real
+Chat LM answers behind --chat-url), TTS at 75 audio tokens per sentence.
 """
 from __future__ import annotations
 
@@ -24,25 +23,19 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from controller.bridge import iterate_in_thread
-from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import ConfigError
-from controller.pipeline import Listener, PromptCut, ReplyText, SpeechChunk, VadStream
+from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
+from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, missing_files
 from controller.step_audio_listener import StreamingTokenListener
-from controller.step_audio_setup import (
-    RANDOM_PROFILES, StepAudioConfig, chat_engine_config, chat_need, loading, tiny_cache_dir,
-)
-from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
+from controller.step_audio_setup import RANDOM_PROFILES, StepAudioConfig, chat_need, loading, tiny_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +45,6 @@ FLOW_MAX_BATCH = 32  # flow windows of concurrent sessions run as one batch, up 
 # 220 ms), on 2 CPU cores 98 ms (114 vs 212). Busier, the pauses would add up for everyone; the window runs beside.
 TTS_HOLD_MAX_STREAMS = 2
 MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
-_REPLY_OPENING = "<|BOT|>assistant\n"  # a chat prompt's end: the reply's turn, opened
 
 
 def load_step_audio(app_config: Any) -> StepAudioPipeline:
@@ -110,7 +102,7 @@ class StepAudioPipeline:
             torch.set_num_threads(1 if config.profile == "tiny" else max(1, config.threads))
         self._vad_model = SileroModel.load()
         self._load_speech_side(device)
-        self._load_chat(device)
+        self.chat = StepAudioChat(config, device)
         self._load_asr()
         self._start_workers()
         logger.info("step-audio pipeline ready (%s, device %s, speakers %s)", config.profile, device,
@@ -160,29 +152,6 @@ class StepAudioPipeline:
         # prefix cache, the first sentence of the first reply computes only its own tokens.
         self.tts_engine.generate(self.tts.prompt_ids("", speaker), SamplingParams(temperature=0.0, max_tokens=1))
 
-    def _load_chat(self, device: str) -> None:
-        """The Chat LM in lm_engine, or only its tokenizer when a --chat-url server runs it, or nothing (`tts`)."""
-        from controller.checkpoints import CHAT_DIR
-        from lm_engine import Engine, Step1Tokenizer
-
-        config = self.config
-        chat_dir = config.model_path / CHAT_DIR
-        self.chat_engine: Any = None
-        self._remote_chat: Any = None
-        if config.chat_url:
-            # Chat on an OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N): it applies the
-            # chat template itself; audio turns travel as their <audio_N> text. Only the tokenizer is read here.
-            self._remote_chat = open_remote_chat(config.chat_url)
-            self.chat_tok = Step1Tokenizer.from_dir(chat_dir)
-        elif not config.chat:
-            self.chat_tok = None  # `tts`: neither the Chat LM nor its folder
-        else:
-            with loading(chat_dir, f"tp={config.tp}"):
-                self.chat_engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
-                                                          config=chat_engine_config(config, device == "cpu"))
-                self.chat_tok = self.chat_engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
-            self._text_mask = text_piece_mask(self.chat_tok, self.chat_engine.model_config.vocab_size)
-
     def _load_asr(self) -> None:
         self.asr = None
         self.languages: frozenset[str] | None = None  # without an ASR no transcript is made, in any language
@@ -202,7 +171,6 @@ class StepAudioPipeline:
         n = max(2, self.config.threads)
         self.tok_pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sa-tokenizer")
         self.asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sa-asr")
-        self._llm_pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sa-chat")
         # Decoder threads spend most of a window blocked in the flow batcher, which needs many sessions' windows in
         # flight at once to batch them: one thread per concurrently speaking session, up to its batch size.
         self._flow_batcher = FlowBatcher(max_batch=FLOW_MAX_BATCH)
@@ -216,7 +184,7 @@ class StepAudioPipeline:
                                     registry=None)
         self.lm_sequences = Gauge("stepaudio_lm_sequences", "Sequences an LM engine holds (sessions, replies, forks)",
                                   ["engine"], registry=None)
-        for name, engine in (("tts", self.tts_engine), ("chat", self.chat_engine)):
+        for name, engine in (("tts", self.tts_engine), ("chat", self.chat.engine)):
             if engine is not None:
                 self.kv_free_blocks.labels(engine=name).set_function(lambda e=engine: e.num_free_blocks)
                 self.lm_sequences.labels(engine=name).set_function(lambda e=engine: e.num_sequences)
@@ -264,138 +232,10 @@ class StepAudioPipeline:
         return StreamingTokenListener(self)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.chat_tok.encode(text)) + 3  # + <|BOT|> role \n ... <|EOT|>
-
-    def render_chat(self, messages: list[dict]) -> str:
-        """Step-Audio's chat template over `chat_messages(messages)`."""
-        return "".join(_turn(m) for m in chat_messages(messages)) + _REPLY_OPENING
-
-    def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.chat_tok.encode(self.render_chat(messages), add_bos=True)
+        return self.chat.count_tokens(text)
 
     def reply(self, request: Any) -> AsyncIterator[Any]:
-        max_tokens = request.max_tokens
-        if self.config.max_reply_tokens is not None and self.config.max_reply_tokens < max_tokens:
-            # The profile's own cap (random checkpoints ramble): a reply it ends is complete as far as the client's
-            # max_output_tokens goes.
-            return _length_as_stop(self._reply(request, self.config.max_reply_tokens))
-        return self._reply(request, max_tokens)
-
-    def _reply(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
-        if self._remote_chat is not None:
-            return self._reply_remote(request, max_tokens)
-        ids = self.chat_prompt_ids(request.messages)
-        limit = self.chat_engine.model_config.max_seq_len - max_tokens
-        cut = None
-        if len(ids) > limit:
-            ids, cut = self._fit_prompt(request.messages, ids, limit)
-        if self.config.constrain_text:
-            deltas = self._reply_constrained(ids, request.temperature, max_tokens)
-        else:
-            deltas = self._reply_stream(ids, request.temperature, max_tokens)
-        return deltas if cut is None else _after(cut, deltas)
-
-    def _fit_prompt(self, messages: list[dict], ids: list[int], limit: int) -> tuple[list[int], PromptCut | None]:
-        """A prompt longer than the Chat LM's context less the reply: the system turns at its start (the
-        instructions) and the newest tokens that fit beside them, the middle dropped, which is logged. A system
-        part of more than half the room is cut too (the newest tokens are the turn being answered). Returns the
-        kept ids, and a PromptCut when the last turn itself lost its start (not only older turns went)."""
-        turns = chat_messages(messages)
-        lead = []
-        for m in turns:
-            if m["role"] != "system":
-                break
-            lead.append(_turn(m))
-        head = self.chat_tok.encode("".join(lead), add_bos=True)
-        if ids[:len(head)] != head or len(head) > limit // 2:
-            head = ids[:1]  # the BOS alone
-        kept = head + ids[len(ids) - (limit - len(head)):]
-        logger.warning("chat prompt of %d tokens is longer than the %d that fit (the model's %d less the reply's "
-                       "%d): kept the system message (%d tokens) and the newest %d, dropped %d", len(ids), limit,
-                       self.chat_engine.model_config.max_seq_len, self.chat_engine.model_config.max_seq_len - limit,
-                       len(head), len(kept) - len(head), len(ids) - len(kept))
-        # The prompt ends with the last turn, then the reply's opening: what the kept tail holds of that turn.
-        last = len(self.chat_tok.encode(_turn(turns[-1])))
-        heard = max(0, min(last, limit - len(head) - len(self.chat_tok.encode(_REPLY_OPENING))))
-        return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
-
-    def _usage(self, ids: list[int], generated: int) -> Any:
-        from lm_engine import ChatUsage
-
-        offset = self.chat_tok.audio_offset
-        audio = sum(1 for i in ids if i >= offset) if offset >= 0 else 0
-        return ChatUsage(prompt_tokens=len(ids), completion_tokens=generated, prompt_audio_tokens=audio)
-
-    def _reply_remote(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
-        remote = self._remote_chat
-        plain = replace(request, messages=chat_messages(request.messages), max_tokens=max_tokens,
-                                    tools=None, tool_choice="auto")
-
-        def run(cancel: threading.Event) -> Iterator[Any]:
-            return iter(remote.stream(plain, cancel))
-
-        return iterate_in_thread(run, self._llm_pool)
-
-    async def _reply_stream(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
-        from lm_engine import ChatDelta, SamplingParams
-
-        tok = self.chat_tok
-        params = SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens,
-                                stop_token_ids=(tok.eot_id, tok.bot_id))
-        detok = Detokenizer(tok)
-        n = 0
-        with self._chat_lm_down():
-            async with contextlib.aclosing(self.chat_engine.stream(ids, params)) as stream:
-                async for token in stream:
-                    n += 1
-                    text = detok.push(token)
-                    if text:
-                        yield ChatDelta(text=text)
-        text = detok.flush()
-        if text:
-            yield ChatDelta(text=text)
-        yield ChatDelta(finish_reason="length" if n >= max_tokens else "stop", usage=self._usage(ids, n))
-
-    def _reply_constrained(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
-        """Token-by-token sampling under the text-piece mask (worker thread; the engine serialises steps)."""
-        import torch
-
-        from lm_engine import ChatDelta
-
-        engine, tok, mask = self.chat_engine, self.chat_tok, self._text_mask
-        gen = torch.Generator().manual_seed(self.config.seed + len(ids))
-
-        def run(cancel: threading.Event) -> Iterator[Any]:
-            detok = Detokenizer(tok)
-            sid = engine.open(ids)
-            finish = "length"
-            generated = 0
-            try:
-                for step in range(max_tokens):
-                    if cancel.is_set():
-                        return
-                    with self._chat_lm_down():
-                        logits = engine.next_logits(sid).float().clone()
-                    logits[~mask[: logits.numel()]] = float("-inf")
-                    if step < 3 and tok.eot_id < logits.numel():
-                        logits[tok.eot_id] = float("-inf")  # a few words at least
-                    token = sample_text_token(logits, temperature, 0.9, gen)
-                    generated += 1
-                    if token == tok.eot_id:
-                        finish = "stop"
-                        break
-                    engine.extend(sid, [token])
-                    text = detok.push(token)
-                    if text:
-                        yield ChatDelta(text=text)
-                text = detok.flush()
-                if text:
-                    yield ChatDelta(text=text)
-                yield ChatDelta(finish_reason=finish, usage=self._usage(ids, generated))
-            finally:
-                engine.release(sid)
-
-        return iterate_in_thread(run, self._llm_pool)
+        return self.chat.reply(request)
 
     def new_reply_text(self) -> ReplyText:
         """The reply's leading (tag) reaches each of its sentences, as it would the whole text read at once."""
@@ -470,52 +310,14 @@ class StepAudioPipeline:
         with self.tts_engine.hold() if hold_tts else contextlib.nullcontext():
             return decoder.push(flow)
 
-    @contextlib.contextmanager
-    def _chat_lm_down(self) -> Iterator[None]:
-        """A Chat LM that is down (a tensor-parallel rank lost) fails a reply as a --chat-url server that is down does:
-        with why, in one log line; not with the failed step's text (gloo's, sequence ids), nor a traceback each reply.
-        The detail was logged once, when it went down."""
-        from lm_engine import ChatBackendError, EngineError
-
-        try:
-            yield
-        except EngineError as exc:
-            problem = self.chat_problem()
-            if problem is None:
-                raise
-            raise ChatBackendError(problem) from exc
-
     def chat_problem(self) -> str | None:
-        if self._remote_chat is not None:
-            return remote_chat_problem(self._remote_chat)
-        problem = self.chat_engine.problem if self.chat_engine is not None else None
-        return f"the chat LM is down: {problem}; the server needs a restart" if problem else None
+        return self.chat.problem()
 
     def close(self) -> None:
-        for pool in (self.tok_pool, self.asr_pool, self._llm_pool, self._dec_pool):
+        for pool in (self.tok_pool, self.asr_pool, self._dec_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         self._flow_batcher.close()
-        for closable in (self._remote_chat, self.chat_engine, self.tts_engine):
-            if closable is not None:
-                with contextlib.suppress(Exception):
-                    closable.close()
+        self.chat.close()
+        with contextlib.suppress(Exception):
+            self.tts_engine.close()
 
-
-def _turn(message: dict[str, str]) -> str:
-    """One chat_messages() turn in Step-Audio's chat template."""
-    role = "human" if message["role"] == "user" else message["role"]
-    return f"<|BOT|>{role}\n{message['content']}<|EOT|>"
-
-
-async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
-        async for delta in deltas:
-            yield replace(delta, finish_reason="stop") if getattr(delta, "finish_reason", None) == "length" else delta
-
-
-async def _after(cut: PromptCut, deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The reply's deltas, told first that its prompt was cut (the session tells the client)."""
-    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
-        yield cut
-        async for delta in deltas:
-            yield delta

@@ -61,15 +61,15 @@ def test_step_audio_profile_loads_the_tiny_folder(step_audio) -> None:
 
 def test_chat_template_and_audio_ids(step_audio) -> None:
     p = step_audio
-    text = p.render_chat([{"role": "system", "content": "Be brief."},
+    text = p.chat.render([{"role": "system", "content": "Be brief."},
                           {"role": "user", "content": "<audio_3><audio_1027>"},
                           {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "hello"}])
     assert text == ("<|BOT|>system\nBe brief.<|EOT|><|BOT|>human\n<audio_3><audio_1027><|EOT|>"
                     "<|BOT|>assistant\nHi.<|EOT|><|BOT|>human\nhello<|EOT|><|BOT|>assistant\n")
-    assert p.render_chat([{"role": "user", "content": "x"}]).startswith(
+    assert p.chat.render([{"role": "user", "content": "x"}]).startswith(
         "<|BOT|>system\nYou are a helpful assistant.<|EOT|>")
-    ids = p.chat_prompt_ids([{"role": "user", "content": "<audio_3><audio_1027>"}])
-    tok = p.chat_tok
+    ids = p.chat.prompt_ids([{"role": "user", "content": "<audio_3><audio_1027>"}])
+    tok = p.chat.tok
     assert ids[0] == tok.bos_id and ids[-1] != tok.eot_id
     assert tok.audio_id(3) in ids and tok.audio_id(1027) in ids  # <audio_N> text -> one id each
 
@@ -78,13 +78,13 @@ def test_a_prompt_too_long_for_the_chat_lm_keeps_its_system_message(step_audio, 
     """A turn longer than the Chat LM's context less the reply (a long recording, say): the system message (the
     instructions) and the newest tokens are kept, the middle dropped, and a warning says so. The cut says how much
     of the turn the LM reads (the session tells the client); a cut of older turns only is no cut of the turn."""
-    p, tok = step_audio, step_audio.chat_tok
+    p, tok = step_audio, step_audio.chat.tok
     system = "<|BOT|>system\nYou are a pirate. Answer in one line.<|EOT|>"
     turn = {"role": "user", "content": "".join(f"<audio_{i % 1024}>" for i in range(500))}
     messages = [{"role": "system", "content": "You are a pirate. Answer in one line."}, turn]
-    ids = p.chat_prompt_ids(messages)
+    ids = p.chat.prompt_ids(messages)
     with caplog.at_level("WARNING"):
-        kept, cut = p._fit_prompt(messages, ids, 120)
+        kept, cut = p.chat.fit_prompt(messages, ids, 120)
     assert len(kept) == 120 and kept[-60:] == ids[-60:]
     assert tok.decode(kept).startswith(system)
     assert "kept the system message" in caplog.text and f"dropped {len(ids) - 120}" in caplog.text
@@ -93,11 +93,11 @@ def test_a_prompt_too_long_for_the_chat_lm_keeps_its_system_message(step_audio, 
     assert cut == PromptCut(tokens=len(tok.encode(f"<|BOT|>human\n{turn['content']}<|EOT|>")), kept=heard, limit=120)
     assert kept[-opening - heard:-opening] == ids[-opening - heard:-opening]
     long_system = [{"role": "system", "content": " ".join(["Be a pirate."] * 40)}, turn]
-    ids = p.chat_prompt_ids(long_system)
-    kept, _ = p._fit_prompt(long_system, ids, 120)  # instructions of more than half the room: the newest tokens win
+    ids = p.chat.prompt_ids(long_system)
+    kept, _ = p.chat.fit_prompt(long_system, ids, 120)  # instructions of more than half the room: the newest tokens win
     assert len(kept) == 120 and kept[0] == tok.bos_id and kept[1:] == ids[-119:]
     history = [*messages, {"role": "assistant", "content": "Arr."}, {"role": "user", "content": "<audio_5>" * 20}]
-    kept, cut = p._fit_prompt(history, p.chat_prompt_ids(history), 120)
+    kept, cut = p.chat.fit_prompt(history, p.chat.prompt_ids(history), 120)
     assert cut is None and tok.decode(kept).endswith("<audio_5>" * 20 + "<|EOT|><|BOT|>assistant\n")
 
 

@@ -1,0 +1,238 @@
+"""Step-Audio-Chat, the Step-Audio pipeline's reply side: the Chat LM in lm_engine (tensor parallel under torchrun), or
+only its tokenizer when a --chat-url server runs it, or nothing (the `tts` tool); the conversation in its chat
+template `<|BOT|>{role}\\n{content}<|EOT|>` (user -> human), cut to its context; replies streamed as ChatDeltas.
+
+Random checkpoints (tiny, full-random) emit mostly audio / reserved ids as "text": for those the Chat LM samples under
+a mask of the tokenizer's normal text pieces (so that replies are speakable words, never empty), and replies are
+capped (config.max_reply_tokens) so that CPU tests stay fast.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
+
+from controller.bridge import iterate_in_thread
+from controller.chat_url import open_remote_chat, remote_chat_problem
+from controller.pipeline import PromptCut
+from controller.step_audio_setup import StepAudioConfig, chat_engine_config, loading
+from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
+
+logger = logging.getLogger(__name__)
+
+_REPLY_OPENING = "<|BOT|>assistant\n"  # a chat prompt's end: the reply's turn, opened
+
+
+class StepAudioChat:
+    """The Chat LM of a Step-Audio model folder, loaded as its config asks."""
+
+    def __init__(self, config: StepAudioConfig, device: str) -> None:
+        from controller.checkpoints import CHAT_DIR
+        from lm_engine import Engine, Step1Tokenizer
+
+        self.config = config
+        chat_dir = config.model_path / CHAT_DIR
+        self.engine: Any = None
+        self._remote: Any = None
+        if config.chat_url:
+            # Chat on an OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N): it applies the
+            # chat template itself; audio turns travel as their <audio_N> text. Only the tokenizer is read here.
+            self._remote = open_remote_chat(config.chat_url)
+            self.tok = Step1Tokenizer.from_dir(chat_dir)
+        elif not config.chat:
+            self.tok = None  # `tts`: neither the Chat LM nor its folder
+        else:
+            with loading(chat_dir, f"tp={config.tp}"):
+                self.engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
+                                                     config=chat_engine_config(config, device == "cpu"))
+                self.tok = self.engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)
+            self._text_mask = text_piece_mask(self.tok, self.engine.model_config.vocab_size)
+        self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sa-chat")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text)) + 3  # + <|BOT|> role \n ... <|EOT|>
+
+    def render(self, messages: list[dict]) -> str:
+        """Step-Audio's chat template over `chat_messages(messages)`."""
+        return "".join(_turn(m) for m in chat_messages(messages)) + _REPLY_OPENING
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tok.encode(self.render(messages), add_bos=True)
+
+    def reply(self, request: Any) -> AsyncIterator[Any]:
+        """The reply's ChatDeltas (a PromptCut first when its prompt had to be cut to fit)."""
+        max_tokens = request.max_tokens
+        if self.config.max_reply_tokens is not None and self.config.max_reply_tokens < max_tokens:
+            # The profile's own cap (random checkpoints ramble): a reply it ends is complete as far as the client's
+            # max_output_tokens goes.
+            return _length_as_stop(self._reply(request, self.config.max_reply_tokens))
+        return self._reply(request, max_tokens)
+
+    def _reply(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
+        if self._remote is not None:
+            return self._reply_remote(request, max_tokens)
+        ids = self.prompt_ids(request.messages)
+        limit = self.engine.model_config.max_seq_len - max_tokens
+        cut = None
+        if len(ids) > limit:
+            ids, cut = self.fit_prompt(request.messages, ids, limit)
+        if self.config.constrain_text:
+            deltas = self._reply_constrained(ids, request.temperature, max_tokens)
+        else:
+            deltas = self._reply_stream(ids, request.temperature, max_tokens)
+        return deltas if cut is None else _after(cut, deltas)
+
+    def fit_prompt(self, messages: list[dict], ids: list[int], limit: int) -> tuple[list[int], PromptCut | None]:
+        """A prompt longer than the Chat LM's context less the reply: the system turns at its start (the
+        instructions) and the newest tokens that fit beside them, the middle dropped, which is logged. A system
+        part of more than half the room is cut too (the newest tokens are the turn being answered). Returns the
+        kept ids, and a PromptCut when the last turn itself lost its start (not only older turns went)."""
+        turns = chat_messages(messages)
+        lead = []
+        for m in turns:
+            if m["role"] != "system":
+                break
+            lead.append(_turn(m))
+        head = self.tok.encode("".join(lead), add_bos=True)
+        if ids[:len(head)] != head or len(head) > limit // 2:
+            head = ids[:1]  # the BOS alone
+        kept = head + ids[len(ids) - (limit - len(head)):]
+        logger.warning("chat prompt of %d tokens is longer than the %d that fit (the model's %d less the reply's "
+                       "%d): kept the system message (%d tokens) and the newest %d, dropped %d", len(ids), limit,
+                       self.engine.model_config.max_seq_len, self.engine.model_config.max_seq_len - limit,
+                       len(head), len(kept) - len(head), len(ids) - len(kept))
+        # The prompt ends with the last turn, then the reply's opening: what the kept tail holds of that turn.
+        last = len(self.tok.encode(_turn(turns[-1])))
+        heard = max(0, min(last, limit - len(head) - len(self.tok.encode(_REPLY_OPENING))))
+        return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
+
+    def _usage(self, ids: list[int], generated: int) -> Any:
+        from lm_engine import ChatUsage
+
+        offset = self.tok.audio_offset
+        audio = sum(1 for i in ids if i >= offset) if offset >= 0 else 0
+        return ChatUsage(prompt_tokens=len(ids), completion_tokens=generated, prompt_audio_tokens=audio)
+
+    def _reply_remote(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
+        remote = self._remote
+        plain = replace(request, messages=chat_messages(request.messages), max_tokens=max_tokens,
+                                    tools=None, tool_choice="auto")
+
+        def run(cancel: threading.Event) -> Iterator[Any]:
+            return iter(remote.stream(plain, cancel))
+
+        return iterate_in_thread(run, self._pool)
+
+    async def _reply_stream(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
+        from lm_engine import ChatDelta, SamplingParams
+
+        tok = self.tok
+        params = SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens,
+                                stop_token_ids=(tok.eot_id, tok.bot_id))
+        detok = Detokenizer(tok)
+        n = 0
+        with self._lm_down():
+            async with contextlib.aclosing(self.engine.stream(ids, params)) as stream:
+                async for token in stream:
+                    n += 1
+                    text = detok.push(token)
+                    if text:
+                        yield ChatDelta(text=text)
+        text = detok.flush()
+        if text:
+            yield ChatDelta(text=text)
+        yield ChatDelta(finish_reason="length" if n >= max_tokens else "stop", usage=self._usage(ids, n))
+
+    def _reply_constrained(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
+        """Token-by-token sampling under the text-piece mask (worker thread; the engine serialises steps)."""
+        import torch
+
+        from lm_engine import ChatDelta
+
+        engine, tok, mask = self.engine, self.tok, self._text_mask
+        gen = torch.Generator().manual_seed(self.config.seed + len(ids))
+
+        def run(cancel: threading.Event) -> Iterator[Any]:
+            detok = Detokenizer(tok)
+            sid = engine.open(ids)
+            finish = "length"
+            generated = 0
+            try:
+                for step in range(max_tokens):
+                    if cancel.is_set():
+                        return
+                    with self._lm_down():
+                        logits = engine.next_logits(sid).float().clone()
+                    logits[~mask[: logits.numel()]] = float("-inf")
+                    if step < 3 and tok.eot_id < logits.numel():
+                        logits[tok.eot_id] = float("-inf")  # a few words at least
+                    token = sample_text_token(logits, temperature, 0.9, gen)
+                    generated += 1
+                    if token == tok.eot_id:
+                        finish = "stop"
+                        break
+                    engine.extend(sid, [token])
+                    text = detok.push(token)
+                    if text:
+                        yield ChatDelta(text=text)
+                text = detok.flush()
+                if text:
+                    yield ChatDelta(text=text)
+                yield ChatDelta(finish_reason=finish, usage=self._usage(ids, generated))
+            finally:
+                engine.release(sid)
+
+        return iterate_in_thread(run, self._pool)
+
+    @contextlib.contextmanager
+    def _lm_down(self) -> Iterator[None]:
+        """A Chat LM that is down (a tensor-parallel rank lost) fails a reply as a --chat-url server that is down does:
+        with why, in one log line; not with the failed step's text (gloo's, sequence ids), nor a traceback each reply.
+        The detail was logged once, when it went down."""
+        from lm_engine import ChatBackendError, EngineError
+
+        try:
+            yield
+        except EngineError as exc:
+            problem = self.problem()
+            if problem is None:
+                raise
+            raise ChatBackendError(problem) from exc
+
+    def problem(self) -> str | None:
+        """Why the Chat LM cannot answer a reply now, or None (blocks for a --chat-url server's answer)."""
+        if self._remote is not None:
+            return remote_chat_problem(self._remote)
+        problem = self.engine.problem if self.engine is not None else None
+        return f"the chat LM is down: {problem}; the server needs a restart" if problem else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for closable in (self._remote, self.engine):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+
+
+def _turn(message: dict[str, str]) -> str:
+    """One chat_messages() turn in Step-Audio's chat template."""
+    role = "human" if message["role"] == "user" else message["role"]
+    return f"<|BOT|>{role}\n{message['content']}<|EOT|>"
+
+
+async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        async for delta in deltas:
+            yield replace(delta, finish_reason="stop") if getattr(delta, "finish_reason", None) == "length" else delta
+
+
+async def _after(cut: PromptCut, deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The reply's deltas, told first that its prompt was cut (the session tells the client)."""
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        yield cut
+        async for delta in deltas:
+            yield delta
