@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import random
 import socket
@@ -44,6 +43,7 @@ from websockets.exceptions import InvalidStatus
 
 from clients import events as ev
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
+from clients.sip.addresses import parse_ip
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.call_media import CallMedia, Liveness
 from clients.sip.call_record import CallRecord
@@ -86,17 +86,9 @@ def _retry_after(exc: BaseException) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 async def _address_of(host: str) -> str:
     """An IPv4 literal for an SDP connection address: itself, or a host name looked up (in the loop's executor)."""
-    if _is_address(host):
+    if parse_ip(host) is not None:
         return host
     infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM)
     return str(infos[0][4][0])
@@ -131,7 +123,7 @@ class AgentCall:
         self.line.change(media, asyncio.get_running_loop().time())
         self.log.info("call %s media now %s:%d, %s", self.handle, media.remote_host, media.remote_port,
                       media.direction)
-        if _is_address(media.remote_host):
+        if parse_ip(media.remote_host) is not None:
             self.line.expect((media.remote_host, media.remote_port))
         else:  # until it is looked up, our audio goes where it went
             self._spawn(self._move_to(media))

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from clients.sip.addresses import parse_ip
 from clients.sip.errors import BridgeConfigError
 
 __all__ = ["BridgeConfig"]
@@ -44,9 +45,9 @@ class BridgeConfig:
             raise BridgeConfigError("server_url", "must be a ws:// or http:// URL, e.g. "
                                                   f"ws://127.0.0.1:8765/v1/realtime, got {self.server_url!r}")
         for host in (self.host, self.public_host):  # sockets, Via, Contact and SDP are written for IPv4
-            if isinstance(_ip(host), ipaddress.IPv6Address):
+            if isinstance(parse_ip(host), ipaddress.IPv6Address):
                 raise ValueError(f"{host} is an IPv6 address: the SIP bridge speaks IPv4 only")
-        public = _ip(self.public_host)  # None: a host name, taken as it is
+        public = parse_ip(self.public_host)  # None: a host name, taken as it is
         if public is not None and public.is_unspecified:
             # c=0.0.0.0 in our SDP means hold, and ACK/BYE to Contact 0.0.0.0 go nowhere
             raise BridgeConfigError("advertise", f"is needed when listening on {self.host}: the address callers reach")
@@ -69,10 +70,3 @@ class BridgeConfig:
     @property
     def public_host(self) -> str:
         return self.advertise or self.host
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None

@@ -20,6 +20,7 @@ import enum
 import logging
 import random
 
+from clients.sip.addresses import Addr
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.call_record import CallRecord
 from clients.sip.errors import RemoteProtocolError
@@ -29,8 +30,6 @@ from clients.sip.rtp_latch import RtpLatch
 from clients.sip.sdp import Negotiated
 
 __all__ = ["CallMedia", "Liveness"]
-
-Addr = tuple[str, int]
 
 
 class Liveness(enum.Enum):

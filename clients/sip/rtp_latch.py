@@ -42,9 +42,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from clients.sip.addresses import Addr, parse_ip
+
 __all__ = ["MAX_CANDIDATES", "MAX_DROPOUT", "RtpLatch"]
 
-Addr = tuple[str, int]
 MAX_CANDIDATES = 8  # sources on probation at a time
 MAX_DROPOUT = 3000  # RFC 3550 A.1: a sequence number this far past the last one still continues the stream
 # Ranks, best first; _NEVER: a source that may not feed the call at all.
@@ -153,17 +154,10 @@ _NAT_SPACES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/
 
 
 def _behind_nat(host: str) -> bool:
-    address = _ip(host)
+    address = parse_ip(host)
     return address is not None and any(address in net for net in _NAT_SPACES)
 
 
 def _unspecified(host: str) -> bool:
-    address = _ip(host)
+    address = parse_ip(host)
     return address is not None and address.is_unspecified
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None

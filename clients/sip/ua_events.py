@@ -6,12 +6,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from clients.sip.addresses import Addr
 from clients.sip.sdp import Negotiated
 
 __all__ = ["CallConfirmed", "CallEnded", "CallEvent", "CallState", "CancelTimer", "Datagram", "DtmfReceived",
            "IncomingCall", "MediaChanged", "Refused", "StartTimer", "TimerAction", "TRANSITIONS", "UaConfig"]
-
-Addr = tuple[str, int]
 
 
 class CallState(enum.Enum):
