@@ -17,7 +17,7 @@ from controller.errors import EngineError, MediaError, RemoteProtocolError
 from controller.pipeline import PromptCut, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
-from controller.response import Response, ResponseSettings
+from controller.response import Response, ResponseSettings, Say
 from lm_engine.chat import ChatBackendError
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ _WIRE_CANCEL_REASONS: dict[str, str | None] = {"barge_in": "turn_detected", "ser
 
 
 class RepliesMixin(_Base):
+    # Declared here as Session sets them: mypy reads the mixin's own assignments of None as their types otherwise.
+    _response_overrides: ce.ResponseCreate | None  # the next reply's response.create (its overrides)
+    _say: Say | None  # the next reply speaks this text instead of asking the LM
+
     def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
         limit = cfg.max_output_tokens
         default = self.defaults.max_output_tokens
