@@ -1,7 +1,7 @@
 """Asyncio transport of the Python client: one WebSocket to a Realtime server, with reconnect and barge-in.
 
-The protocol parts live in pure modules (events, audio, playback, connection); this module only owns the socket,
-the reader task, sleeping for pacing and the monotonic clock.
+The protocol parts live in pure modules (events, audio, playback, connection, session_tracker); this module only owns
+the socket, the reader task, sleeping for pacing and the monotonic clock.
 
 Reconnect: when the connection drops (anything but a close code in `ReconnectPolicy.final_close_codes`), the
 reader retries with exponential backoff and, once connected, re-sends every session field set so far (all the
@@ -29,6 +29,7 @@ from clients.audio import WIRE_RATE, AudioSource, Chunker, Pacing, SendLog, chun
 from clients.connection import HandshakeRefused, RealtimeConnectionError, ReconnectPolicy, build_url
 from clients.events import ServerEvent
 from clients.playback import Playback
+from clients.session_tracker import SessionTracker
 
 __all__ = ["AudioSource", "HandshakeRefused", "RealtimeClient", "RealtimeConnectionError", "ReconnectPolicy",
            "build_url"]
@@ -63,7 +64,7 @@ class RealtimeClient:
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.playback = Playback(WIRE_RATE)
+        self._tracker = SessionTracker()
         self.input_samples_sent = 0
         self.reconnects = 0
         self._ws: ClientConnection | None = None
@@ -73,10 +74,6 @@ class RealtimeClient:
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._truncates: set[asyncio.Task[None]] = set()  # kept until done, so close() can end them
-        self._session = ev.SessionFields()  # what every session.update so far set, less what the server refused
-        self._out_bytes_per_sample = ev.BYTES_PER_WIRE_SAMPLE["audio/pcm"]
-        self._server_interrupts = True  # the session's turn_detection.interrupt_response
-        self._open_responses: dict[str, None] = {}  # ids of replies created and not yet done, in order
 
     @classmethod
     async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
@@ -105,6 +102,10 @@ class RealtimeClient:
         await self.close()
 
     @property
+    def playback(self) -> Playback:
+        return self._tracker.playback
+
+    @property
     def connected(self) -> bool:
         """Whether the WebSocket is up now (False while a reconnect is under way, and after close())."""
         return self._connected.is_set()
@@ -128,7 +129,7 @@ class RealtimeClient:
     async def session_update(self, session: Mapping[str, object] | None = None, **fields: object) -> None:
         """session.update with `session` and/or keyword fields. After a reconnect the new server session gets every
         field set so far, merged as the server merged them (a later update's field wins), in one session.update."""
-        await self.send(self._session.update({**(session or {}), **fields}))
+        await self.send(self._tracker.session.update({**(session or {}), **fields}))
 
     async def append_audio(self, pcm16: bytes) -> None:
         """input_audio_buffer.append of PCM16 24 kHz mono bytes.
@@ -137,7 +138,7 @@ class RealtimeClient:
             ValueError: this client set the session's input format to G.711 (audio/pcmu, audio/pcma), which the
                 server would read these bytes as; send G.711 bytes with `send(clients.events.append_event(...))`.
         """
-        fmt = ev.input_format(self._session.merged() or {})
+        fmt = ev.input_format(self._tracker.session.merged() or {})
         encoder = ev.G711_ENCODERS.get(fmt)
         if encoder is not None:
             raise ValueError(f"append_audio and stream_audio send PCM16 at 24 kHz, but this session's input format "
@@ -296,7 +297,8 @@ class RealtimeClient:
                 self._connected.clear()
                 if self._closing:
                     return
-                self._end_lost_responses()
+                for lost in self._tracker.lost_responses():
+                    self._queue.put_nowait(lost)
                 code = ws.close_code if ws.close_code is not None else 1006
                 if code in self.policy.final_close_codes or not (self.policy.enabled and self.policy.max_attempts):
                     # With the server's reason: "code 1000" alone reads as a fault where an operator hung up.
@@ -325,7 +327,7 @@ class RealtimeClient:
             except (OSError, WebSocketException, TimeoutError) as exc:
                 last = exc
                 continue
-            if (fields := self._session.merged()) is not None:
+            if (fields := self._tracker.session.merged()) is not None:
                 try:
                     await ws.send(json.dumps(ev.session_update_event(fields), separators=(",", ":")))
                 except ConnectionClosed as exc:
@@ -341,13 +343,6 @@ class RealtimeClient:
             return
         raise RealtimeConnectionError(f"reconnecting gave up: {last}")
 
-    def _end_lost_responses(self) -> None:
-        # The server session that owned them is gone: without an end, an app awaiting response.done waits forever.
-        for response_id in self._open_responses:
-            self._queue.put_nowait(ServerEvent(ev.CLIENT_RESPONSE_LOST, {"type": ev.CLIENT_RESPONSE_LOST,
-                                                                            "response_id": response_id}))
-        self._open_responses.clear()
-
     def _on_frame(self, raw: str | bytes) -> None:
         try:
             event = ev.parse_server_event(raw)
@@ -361,35 +356,16 @@ class RealtimeClient:
             logger.warning("not playing a bad server event: %s", exc)
 
     def _track(self, event: ServerEvent, now: float) -> None:
-        """Playback bookkeeping and automatic barge-in truncation."""
-        t = event.type
-        if t == "error" and event.error is not None:  # one of our session.updates refused: not re-sent
-            self._session.refused(event.error)
-        elif t in ("session.created", "session.updated"):
-            self._out_bytes_per_sample = ev.output_bytes_per_sample(event)
-            self._server_interrupts = ev.interrupts_response(event)
-        elif t == "response.output_audio.delta" and event.item_id:
-            n = int(len(event.audio) / self._out_bytes_per_sample)
-            self.playback.enqueue(event.item_id, n, now, event.content_index)
-        elif t == "response.output_audio.done" and event.item_id:
-            self.playback.finish_item(event.item_id)
-        elif t == "response.created" and event.response_id:
-            self._open_responses[event.response_id] = None
-        elif t == "response.done":
-            self._open_responses.pop(event.response_id or "", None)
-            self.playback.finish_all()
-        elif (t == "input_audio_buffer.speech_started" and self.auto_truncate and self._server_interrupts
-              and self.playback.is_playing(now)):
-            # With interrupt_response off the server lets the reply play on over the user: nothing is cut.
-            for tr in self.playback.interrupt(now):
-                # A task keeps the reader reading; frames still go out in order on the one socket.
-                task = asyncio.ensure_future(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
-                self._truncates.add(task)
-                task.add_done_callback(self._truncates.discard)
-                task.add_done_callback(_log_send_failure)
-                self._queue.put_nowait(ServerEvent(ev.CLIENT_TRUNCATED, {
-                    "type": ev.CLIENT_TRUNCATED, "item_id": tr.item_id, "content_index": tr.content_index,
-                    "audio_end_ms": tr.audio_end_ms}))
+        """The tracker's bookkeeping, and the truncations it asks for sent (automatic barge-in)."""
+        for tr in self._tracker.on_event(event, now, auto_truncate=self.auto_truncate):
+            # A task keeps the reader reading; frames still go out in order on the one socket.
+            task = asyncio.ensure_future(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
+            self._truncates.add(task)
+            task.add_done_callback(self._truncates.discard)
+            task.add_done_callback(_log_send_failure)
+            self._queue.put_nowait(ServerEvent(ev.CLIENT_TRUNCATED, {
+                "type": ev.CLIENT_TRUNCATED, "item_id": tr.item_id, "content_index": tr.content_index,
+                "audio_end_ms": tr.audio_end_ms}))
 
 
 def _log_send_failure(task: asyncio.Future[None]) -> None:

@@ -44,7 +44,7 @@ async def reply_end(url: str) -> ServerEvent:
 def test_the_client_transport_passes_mypy_strict() -> None:
     """Its keepalive settings went to websockets' connect() as **dict[str, float | None], which mypy could not check
     against connect's parameters (4 arg-type errors): a wrong keyword or type there passed unnoticed."""
-    _assert_mypy_strict_passes("clients/realtime_client.py", "clients/connection.py")
+    _assert_mypy_strict_passes("clients/realtime_client.py", "clients/connection.py", "clients/session_tracker.py")
 
 
 def test_an_app_importing_the_client_from_clients_type_checks(tmp_path: Path) -> None:
