@@ -110,12 +110,16 @@ class StepAudioChat:
         heard = max(0, min(last, limit - len(head) - len(self.tok.encode(_REPLY_OPENING))))
         return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
 
-    def _usage(self, ids: list[int], generated: int) -> Any:
-        from lm_engine import ChatUsage
+    def _last_deltas(self, detok: Detokenizer, ids: list[int], generated: int, finish: str) -> list[Any]:
+        """A reply's end: the text its detokenizer still held, if any, then its finish reason and usage."""
+        from lm_engine import ChatDelta, ChatUsage
 
         offset = self.tok.audio_offset
         audio = sum(1 for i in ids if i >= offset) if offset >= 0 else 0
-        return ChatUsage(prompt_tokens=len(ids), completion_tokens=generated, prompt_audio_tokens=audio)
+        done = ChatDelta(finish_reason=finish, usage=ChatUsage(prompt_tokens=len(ids), completion_tokens=generated,
+                                                               prompt_audio_tokens=audio))
+        text = detok.flush()
+        return [ChatDelta(text=text), done] if text else [done]
 
     def _reply_remote(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
         remote = self._remote
@@ -142,10 +146,8 @@ class StepAudioChat:
                     text = detok.push(token)
                     if text:
                         yield ChatDelta(text=text)
-        text = detok.flush()
-        if text:
-            yield ChatDelta(text=text)
-        yield ChatDelta(finish_reason="length" if n >= max_tokens else "stop", usage=self._usage(ids, n))
+        for delta in self._last_deltas(detok, ids, n, "length" if n >= max_tokens else "stop"):
+            yield delta
 
     def _reply_constrained(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
         """Token-by-token sampling under the text-piece mask (worker thread; the engine serialises steps)."""
@@ -179,10 +181,7 @@ class StepAudioChat:
                     text = detok.push(token)
                     if text:
                         yield ChatDelta(text=text)
-                text = detok.flush()
-                if text:
-                    yield ChatDelta(text=text)
-                yield ChatDelta(finish_reason=finish, usage=self._usage(ids, generated))
+                yield from self._last_deltas(detok, ids, generated, finish)
             finally:
                 engine.release(sid)
 
