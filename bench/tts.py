@@ -131,7 +131,7 @@ def tts3b_figures(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, pro
                lambda: first_audio_ms(eng, model, prompt, sentence()), stages, "cached"),
            "tts_prompt_len": prompt_len, "first_audio_runs": REPEATS}
     # As served: the LM decodes on in its own thread, held while the first window runs (the server does so while
-    # it speaks few utterances: controller.step_audio_pipeline.TTS_HOLD_MAX_STREAMS); then without the hold.
+    # it speaks few utterances: controller.step_audio_synthesis.TTS_HOLD_MAX_STREAMS); then without the hold.
     out["first_audio_served_ms"] = _median(
         lambda: first_audio_served_ms(eng, model, prompt, sentence(), hold=True), stages, "served")
     out["first_audio_served_no_hold_ms"] = _median(
