@@ -698,20 +698,28 @@ async def test_the_message_of_a_reply_in_progress_can_be_deleted() -> None:
         validate_server_event(raw)
 
 
-async def test_a_function_call_whose_arguments_are_streaming_can_be_retrieved_as_it_is_so_far() -> None:
-    """The client has seen the call's conversation.item.added and some response.function_call_arguments.delta: a
-    conversation.item.retrieve of it answers the item as it stands (in_progress, the arguments so far), as for the
-    reply's message; it had answered item_not_found until the reply ended. After response.done it is completed."""
+GET_TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+def streaming_get_time(seconds: float) -> ScriptedPipeline:
+    """A pipeline whose reply is one get_time call, its arguments in two deltas `seconds` apart."""
     from lm_engine.chat import ToolCallDelta
 
     pipeline = ScriptedPipeline()
     pipeline.reply_words = []
-    pipeline.tool_call_seconds = 0.3
+    pipeline.tool_call_seconds = seconds
     pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
                            ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
-    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    return pipeline
+
+
+async def test_a_function_call_whose_arguments_are_streaming_can_be_retrieved_as_it_is_so_far() -> None:
+    """The client has seen the call's conversation.item.added and some response.function_call_arguments.delta: a
+    conversation.item.retrieve of it answers the item as it stands (in_progress, the arguments so far), as for the
+    reply's message; it had answered item_not_found until the reply ended. After response.done it is completed."""
+    pipeline = streaming_get_time(0.3)
     async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[GET_TIME])
         n = await conv.ask("what time is it?")
         delta = await conv.wait_for("response.function_call_arguments.delta", after=n, timeout=5)
         await conv.send({"type": "conversation.item.retrieve", "event_id": "get", "item_id": delta["item_id"]})
@@ -757,16 +765,9 @@ async def test_an_out_of_band_reply_may_refer_to_the_message_still_being_spoken_
 async def test_an_out_of_band_reply_may_refer_to_a_function_call_whose_arguments_are_streaming() -> None:
     """As for the message: a function call of the reply in progress that the client saw added is referred to as it
     stands (its arguments so far), and a function_call_output for it may follow it in the same input."""
-    from lm_engine.chat import ToolCallDelta
-
-    pipeline = ScriptedPipeline()
-    pipeline.reply_words = []
-    pipeline.tool_call_seconds = 1.0
-    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
-                           ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
-    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    pipeline = streaming_get_time(1.0)
     async with conversation(pipeline) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[tool])
+        await conv.update_session(audio={"input": {"turn_detection": None}}, tools=[GET_TIME])
         n = await conv.ask("what time is it?")
         delta = await conv.wait_for("response.function_call_arguments.delta", after=n, timeout=5)
         await conv.send({"type": "response.create", "response": {"conversation": "none", "tools": [], "input": [
