@@ -18,6 +18,7 @@ from context_manager.conversation import (
 )
 from context_manager.heard import truncate_text_to_heard
 from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
+from context_manager.template_costs import TemplateCosts, measure_template_costs
 from context_manager.token_counts import TokenCounts
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "InvalidEditError",
     "Item",
     "SystemMessage",
+    "TemplateCosts",
+    "measure_template_costs",
     "UnknownItemError",
     "UserMessage",
     "truncate_text_to_heard",

@@ -17,9 +17,10 @@ Rules:
   oldest turns are dropped until the total fits; the newest turn and the instructions are always
   kept, even if they alone exceed the budget (the engine then reports the overflow).
 - Token cost of a message = MESSAGE_OVERHEAD_TOKENS + count_tokens(content) + for each tool
-  call count_tokens(name) + count_tokens(arguments); the prompt also pays REPLY_OPENING_TOKENS once.
-  count_tokens is the LM's own tokenizer where the server has it: the prompt the LM reads is then
-  within the budget (tool schemas and tool-call markup aside).
+  call count_tokens(name) + count_tokens(arguments) + TemplateCosts.call, + TemplateCosts.result for a
+  tool result; the prompt also pays REPLY_OPENING_TOKENS and TemplateCosts.tools (the tool schemas) once.
+  count_tokens is the LM's own tokenizer where the server has it, and TemplateCosts measured on its chat
+  template: the prompt the LM reads is then within the budget.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from context_manager.template_costs import TemplateCosts
 
 __all__ = [
     "ROOT",
@@ -185,7 +188,8 @@ class Conversation:
         return result
 
     def messages(self, instructions: str, budget_tokens: int, count_tokens: Callable[[str], int],
-                 overrides: Mapping[str, str] | None = None, *, keep_below: int | None = None) -> list[Message]:
+                 overrides: Mapping[str, str] | None = None, *, keep_below: int | None = None,
+                 template: TemplateCosts = TemplateCosts()) -> list[Message]:
         """The chat-format prompt, oldest whole turns dropped to fit `budget_tokens`.
 
         `overrides` replaces the content of the named messages in this prompt only: the turn being
@@ -195,10 +199,16 @@ class Conversation:
         `keep_below`, and keep starting at that turn while the prompt fits the budget. The prompt's start then
         stays the same for several turns, so the LM's prefix cache still holds it (dropping one turn at a time
         changes the prompt's first tokens every turn: the whole history is evaluated again for each reply).
+
+        `template`: what the LM's chat template adds for tools, counted as the prompt's (see TemplateCosts).
         """
         head, turns, rendered = self._rendered(instructions, overrides)
-        costs = [sum(_cost(m, count_tokens) for m in turn) for turn in rendered]
-        total = REPLY_OPENING_TOKENS + sum(_cost(m, count_tokens) for m in head) + sum(costs)
+
+        def cost(m: Message) -> int:
+            return _cost(m, count_tokens, template)
+
+        costs = [sum(cost(m) for m in turn) for turn in rendered]
+        total = REPLY_OPENING_TOKENS + template.tools + sum(cost(m) for m in head) + sum(costs)
         start = 0
         if keep_below is not None and self._keep_from is not None:
             first = [i for i, turn in enumerate(turns) if turn[0].id == self._keep_from]
@@ -311,5 +321,9 @@ def _counted_texts(m: Message) -> list[str]:
     return texts
 
 
-def _cost(m: Message, count_tokens: Callable[[str], int]) -> int:
-    return MESSAGE_OVERHEAD_TOKENS + sum(count_tokens(text) for text in _counted_texts(m))
+def _cost(m: Message, count_tokens: Callable[[str], int], template: TemplateCosts) -> int:
+    calls = m.get("tool_calls")
+    markup = template.call * len(calls) if isinstance(calls, list) else 0
+    if m["role"] == "tool":
+        markup += template.result
+    return MESSAGE_OVERHEAD_TOKENS + markup + sum(count_tokens(text) for text in _counted_texts(m))

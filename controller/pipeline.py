@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,10 +17,14 @@ from typing import Protocol
 
 import numpy as np
 
+from context_manager import TemplateCosts, measure_template_costs
+from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS
 from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 
 logger = logging.getLogger(__name__)
+
+TEMPLATE_COSTS_KEPT = 64  # tools lists whose template costs the embedded pipeline keeps (sessions mostly share one)
 
 
 class VadStream(Protocol):
@@ -103,7 +108,9 @@ class SpeechPipeline(Protocol):
 
     Optional: `async prefill(request)`, warming the LM's prompt cache with a request whose prompt a later
     reply will start with (sessions call it while the user speaks when the pipeline has it); `chat_problem()`, why
-    the chat LM cannot answer now or None (blocking; /healthz asks it in a thread)."""
+    the chat LM cannot answer now or None (blocking; /healthz asks it in a thread); `template_costs(tools, system)`,
+    the TemplateCosts of a ChatRequest's tools in the chat LM's template (blocking; sessions ask on a worker thread,
+    and count none without it)."""
 
     # Read-only properties: a profile may declare each narrower, as a class attribute (voices = None) or a property.
     @property
@@ -168,7 +175,10 @@ class EmbeddedPipeline:
         self.output_rate = int(self._tts.sample_rate)
         self._llm: ChatBackend
         self._remote = bool(config.chat_url)
+        self._template_costs: dict[tuple[str, bool], TemplateCosts] = {}
+        self._template_costs_lock = threading.Lock()  # sessions ask from worker threads
         self._count_tokens: Callable[[str], int]
+        self._render_prompt: Callable[[list[dict], list[dict] | None], str] | None = None  # None: not here
         if config.chat_url:
             self._llm = open_remote_chat(config.chat_url)
             self._count_tokens = self._llm.estimate_tokens  # the server's model and tokenizer are not here
@@ -176,7 +186,7 @@ class EmbeddedPipeline:
             logger.info("loading the chat LM")
             llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads, n_ctx=config.n_ctx,
                                        nice=config.lm_nice, n_parallel=config.lm_slots)
-            self._llm, self._count_tokens = llm, llm.count_tokens
+            self._llm, self._count_tokens, self._render_prompt = llm, llm.count_tokens, llm.render_prompt
         # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
         # generation of the next; llama.cpp serialises its own requests.
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")
@@ -227,6 +237,23 @@ class EmbeddedPipeline:
     def count_tokens(self, text: str) -> int:
         """Blocking (a loopback call to llama.cpp): sessions count on a worker thread, each text once."""
         return self._count_tokens(text)
+
+    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+        """Blocking (about 15 loopback calls the first time a tools list is seen): sessions ask on a worker thread.
+        A --chat-url server's template is not here: none counted (its prompts are estimated anyway)."""
+        if self._render_prompt is None:
+            return TemplateCosts()
+        key = (json.dumps(tools, sort_keys=True), system)
+        with self._template_costs_lock:
+            costs = self._template_costs.get(key)
+        if costs is None:
+            costs = measure_template_costs(self._render_prompt, self._count_tokens, tools, system=system,
+                                           message_overhead=MESSAGE_OVERHEAD_TOKENS)
+            with self._template_costs_lock:
+                if len(self._template_costs) >= TEMPLATE_COSTS_KEPT:  # a client may send new tools every turn
+                    del self._template_costs[next(iter(self._template_costs))]
+                self._template_costs[key] = costs
+        return costs
 
     def chat_problem(self) -> str | None:
         return remote_chat_problem(self._llm) if self._remote else None

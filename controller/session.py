@@ -18,7 +18,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from context_manager import Conversation, FunctionCall, FunctionCallOutput, TokenCounts
+from context_manager import Conversation, FunctionCall, FunctionCallOutput, TemplateCosts, TokenCounts
 from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import InputConverter
@@ -417,14 +417,23 @@ class Session(ItemsMixin, RepliesMixin):
         await self.apply(te.ConfigChanged(turn_config(new, self.defaults.speculation)))
 
     async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
-                     *, keep_below: int | None = None) -> list[dict]:
-        """conversation.messages() within the session's budget, its new texts counted first (count_ahead)."""
+                     *, keep_below: int | None = None, tools: list[dict] | None = None) -> list[dict]:
+        """conversation.messages() within the session's budget, its new texts counted first (count_ahead), and what
+        the LM's chat template adds for `tools` (the request's) counted as the prompt's."""
         texts = conversation.prompt_texts(instructions, overrides)
         await self.count_ahead(texts)
+        template = await self.template_costs(tools, instructions)
         if conversation is self.conversation:  # the counts kept are the history's: a long session's stay bounded
             self.token_counts.retain(texts)
         return conversation.messages(instructions, self.defaults.context_budget_tokens, self.token_counts, overrides,
-                                     keep_below=keep_below)
+                                     keep_below=keep_below, template=template)
+
+    async def template_costs(self, tools: list[dict] | None, instructions: str) -> TemplateCosts:
+        """Measured by the pipeline on a worker thread: the first time for a tools list it renders the template."""
+        measure = getattr(self.pipeline, "template_costs", None)
+        if not tools or measure is None:
+            return TemplateCosts()
+        return await asyncio.to_thread(measure, tools, bool(instructions))
 
     async def count_ahead(self, texts: list[str]) -> None:
         """Count the texts not counted yet, on a worker thread: the LM's tokenizer takes milliseconds for a long text

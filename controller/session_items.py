@@ -157,11 +157,12 @@ class ItemsMixin(_Base):
             heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms,
                                                    self.input_language)
             if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
+                tools = _tools_for_chat(self.cfg)
                 messages = await self.prompt(self.conversation, self.cfg.instructions,
-                                             keep_below=self.defaults.context_keep_below_tokens)
+                                             keep_below=self.defaults.context_keep_below_tokens, tools=tools)
                 await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
                     messages=[*messages, {"role": "user", "content": heard.lm_content}],
-                    tools=_tools_for_chat(self.cfg), tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
+                    tools=tools, tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
                 self.metrics.early_prefills.inc()
         except Exception as exc:  # a cache warm-up that fails changes nothing the user sees
             self.log.debug("early prefill failed: %s", exc)
@@ -265,7 +266,7 @@ class ItemsMixin(_Base):
                         chosen.add(referred)
                 else:
                     chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
-            messages = await self.prompt(chosen, cfg.instructions)
+            messages = await self.prompt(chosen, cfg.instructions, tools=_tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
         overrides: dict[str, str] = {}
@@ -280,7 +281,8 @@ class ItemsMixin(_Base):
                 extra.append({"role": "user", "content": heard.lm_content})
             # else the client deleted the turn before the reply was created: the reply does not hear it
         messages = await self.prompt(self.conversation, cfg.instructions, overrides,
-                                     keep_below=self.defaults.context_keep_below_tokens) + extra
+                                     keep_below=self.defaults.context_keep_below_tokens,
+                                     tools=_tools_for_chat(cfg)) + extra
         return self._chat_request(resp, cfg, messages)
 
     @staticmethod

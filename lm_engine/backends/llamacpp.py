@@ -148,8 +148,8 @@ class LlamaCppBackend:
         params.prefill_assistant = False
         params.verbosity = config.log_verbosity
         params.endpoint_metrics = True  # counters() reads llama.cpp's Prometheus counters
-        # The server also listens on 127.0.0.1 (an ephemeral port); of its endpoints only /tokenize is used
-        # (count_tokens), the rest through the in-process calls.
+        # The server also listens on 127.0.0.1 (an ephemeral port); of its endpoints only /tokenize and
+        # /apply-template are used (count_tokens, render_prompt), the rest through the in-process calls.
         params.port = 0
         before = _native_threads()
         try:
@@ -258,23 +258,34 @@ class LlamaCppBackend:
         Blocking (1-5 ms for 2,000 characters on 2 loaded cores): call it off the event loop. It asks the loopback
         HTTP server that xllamacpp starts beside the model: its /tokenize runs in an HTTP thread on the loaded
         vocabulary, without waiting for the decode under way, and xllamacpp has no in-process tokenize call."""
+        return len(self._loopback("/tokenize", {"content": text}, "tokenize")["tokens"])
+
+    def render_prompt(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The prompt text the LM reads for these messages and tools: the GGUF's chat template applied (and the
+        tool_result_hint added) as stream() sends them, the reply opened. Blocking, as count_tokens."""
+        body: dict[str, Any] = {"messages": _with_hint(messages, self.config.tool_result_hint)}
+        if tools:
+            body["tools"] = tools
+        return str(self._loopback("/apply-template", body, "apply its chat template")["prompt"])
+
+    def _loopback(self, path: str, body: dict[str, Any], doing: str) -> dict[str, Any]:
+        """POST to the loopback HTTP server xllamacpp runs beside the model (see count_tokens)."""
         server = self._server
         if server is None:
             raise ChatBackendError("backend is closed")
         address = urlsplit(server.listening_address)
         conn = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=TOKENIZE_TIMEOUT_S)
         try:
-            conn.request("POST", "/tokenize", json.dumps({"content": text}),
-                         {"Content-Type": "application/json"})
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             response = conn.getresponse()
-            body = response.read()
+            answer = response.read()
         except OSError as exc:
-            raise ChatBackendError(f"llama.cpp could not tokenize: {exc}") from exc
+            raise ChatBackendError(f"llama.cpp could not {doing}: {exc}") from exc
         finally:
             conn.close()
         if response.status != 200:
-            raise ChatBackendError(f"llama.cpp could not tokenize: HTTP {response.status} {body[:200]!r}")
-        return len(json.loads(body)["tokens"])
+            raise ChatBackendError(f"llama.cpp could not {doing}: HTTP {response.status} {answer[:200]!r}")
+        return json.loads(answer)
 
     def counters(self) -> dict[str, float]:
         """llama.cpp's cumulative counters and gauges (Prometheus names without the `llamacpp:` prefix), e.g.
@@ -337,10 +348,14 @@ def _make_callback(chunks: queue.Queue[object], cancel: threading.Event, consume
     return on_chunk
 
 
-def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[str, Any]:
-    messages = request.messages
+def _with_hint(messages: list[dict], tool_result_hint: str | None) -> list[dict]:
     if tool_result_hint and messages[-1].get("role") == "tool":
-        messages = [*messages, {"role": "system", "content": tool_result_hint}]
+        return [*messages, {"role": "system", "content": tool_result_hint}]
+    return messages
+
+
+def _request_body(request: ChatRequest, tool_result_hint: str | None) -> dict[str, Any]:
+    messages = _with_hint(request.messages, tool_result_hint)
     # return_progress: a callback after each prompt batch, the first chance to stop a request nobody wants any more
     # (without it the first comes with the first token, after the whole prompt). Its chunks carry no content.
     return chat_completion_body(request, messages=messages, cache_prompt=True, return_progress=True)

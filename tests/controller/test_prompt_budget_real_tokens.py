@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from context_manager import AssistantMessage, Conversation, UserMessage
+from context_manager import AssistantMessage, Conversation, TemplateCosts, UserMessage
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline
 from lm_engine import ChatRequest, RemoteChatBackend
+from lm_engine.chat import ToolCallDelta
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, user_messages
 
 pytestmark = pytest.mark.slow
@@ -40,10 +41,13 @@ class EmbeddedCounting(ScriptedPipeline):
     def count_tokens(self, text: str) -> int:
         return self.embedded.count_tokens(text)
 
+    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+        return self.embedded.template_costs(tools, system)
 
-async def lm_prompt_tokens(embedded: EmbeddedPipeline, messages: list[dict]) -> int:
+
+async def lm_prompt_tokens(embedded: EmbeddedPipeline, messages: list[dict], tools: list[dict] | None = None) -> int:
     """Tokens the embedded LM evaluates for a prompt (its chat template applied, the reply opened)."""
-    async for delta in embedded.reply(ChatRequest(messages=messages, temperature=0, max_tokens=1)):
+    async for delta in embedded.reply(ChatRequest(messages=messages, tools=tools, temperature=0, max_tokens=1)):
         if delta.finish_reason is not None:
             assert delta.usage is not None
             return delta.usage.prompt_tokens
@@ -119,6 +123,52 @@ async def test_an_english_session_keeps_as_many_turns_as_the_budget_holds(embedd
     estimated = turns_kept_at_4_characters_a_token(system["content"], asked, reply)
     # Each prompt's turns, on average over the session: the 4-characters estimate undercounts this text a little.
     assert sum(kept) >= 0.85 * sum(estimated), (kept, estimated)
+
+
+def weather_tool(name: str, about: str) -> dict:
+    return {"type": "function", "name": name, "description": f"The {about} for a city, from the national service.",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "description": "The city's name, e.g. Paris"},
+                "day": {"type": "string", "description": "The date, YYYY-MM-DD; today when left out"}},
+                "required": ["city"]}}
+
+
+@pytest.mark.timeout(600)
+async def test_function_tools_and_calls_keep_the_prompt_the_lm_reads_within_the_budget(
+        embedded: EmbeddedPipeline) -> None:
+    """Qwen2.5's template writes the tool schemas into the system message (~100 tokens a tool) and wraps each call
+    and result in markup: none of it was counted, so a long session with tools sent the LM ~300 tokens over the
+    budget. Every turn here calls a tool and answers from its result."""
+    pipeline = EmbeddedCounting(embedded)
+    pipeline.reply_words = "Let me check that for you: 2026-11-28, 17:45.".split()
+    tools = [weather_tool("get_weather", "weather"), weather_tool("get_forecast", "ten-day forecast"),
+             weather_tool("get_air_quality", "air quality index")]
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(tools=tools)
+        for i in range(TURNS // 2):
+            pipeline.tool_calls = [ToolCallDelta(call_id=f"call_{i}", name="get_weather",
+                                                 arguments_delta=f'{{"city":"Paris {i}","day":"2026-11-{i + 1:02d}"}}')]
+            n = await conv.ask(digits(i))
+            await conv.wait_for("response.done", after=n, timeout=60)
+            pipeline.tool_calls = []
+            n = len(conv.events)
+            await conv.send({"type": "conversation.item.create", "item": {
+                "type": "function_call_output", "call_id": f"call_{i}",
+                "output": f'{{"temperature_c": {i}.5, "wind_kmh": 1{i}, "observed": "2026-11-{i + 1:02d}T17:45"}}'}})
+            await conv.send({"type": "response.create"})
+            done = await conv.wait_for("response.done", after=n, timeout=60)
+            assert done["response"]["status"] == "completed", done
+
+    chat_tools = pipeline.requests[-1].tools
+    assert chat_tools and len(pipeline.requests) == TURNS
+    last = await lm_prompt_tokens(embedded, pipeline.requests[-1].messages, chat_tools)
+    assert last <= BUDGET
+    # Every prompt, counted as the LM counted the last one (an LM prefill each would take minutes here).
+    render = embedded._llm.render_prompt
+    assert embedded.count_tokens(render(pipeline.requests[-1].messages, chat_tools)) == last
+    tokens = [embedded.count_tokens(render(r.messages, chat_tools)) for r in pipeline.requests]
+    assert max(tokens) <= BUDGET, tokens
+    assert len(user_messages(pipeline.requests[-1])) < TURNS // 2  # the budget did drop turns
 
 
 def turns_kept_at_4_characters_a_token(instructions: str, asked: list[str], reply: str) -> list[int]:
