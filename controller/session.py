@@ -108,6 +108,9 @@ class Session(ItemsMixin, RepliesMixin):
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._item_transcriptions: dict[str, asyncio.Future[None]] = {}  # user items still being transcribed
+        # A session.update and the bus's instructions command each build the new config from the current one, across
+        # an await (a long text is counted on a worker thread): one at a time, or the later one's change is lost.
+        self._config_changes = asyncio.Lock()
         self._last_transcription: asyncio.Future[None] | None = None  # the latest of them: the next one's events follow
         self._turn_start_ms = 0  # where the current user turn's audio begins
         self._prefill_task: asyncio.Task[object] | None = None
@@ -392,6 +395,10 @@ class Session(ItemsMixin, RepliesMixin):
         if self.cfg.kind == "transcription" and (unused := sorted(event.patch.changes().keys() & REPLY_FIELDS)):
             self.log.warning("session.update: %s: not used by a transcription session, which has no replies",
                              ", ".join(unused))
+        async with self._config_changes:
+            await self._apply_session_update(event)
+
+    async def _apply_session_update(self, event: ce.SessionUpdate) -> None:
         new = apply_patch(self.cfg, event.patch)
         if new.kind != self.cfg.kind:
             raise RemoteProtocolError(
@@ -627,10 +634,11 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def set_instructions(self, instructions: str) -> None:
         self._refuse_in_transcription("instructions")
-        await self._check_instructions(instructions, "instructions")
-        self.cfg = replace(self.cfg, instructions=instructions)
-        await self.emit(self.events.session_updated(session_to_wire(
-            self.cfg, session_id=self.session_id, model=self.model)))
+        async with self._config_changes:
+            await self._check_instructions(instructions, "instructions")
+            self.cfg = replace(self.cfg, instructions=instructions)
+            await self.emit(self.events.session_updated(session_to_wire(
+                self.cfg, session_id=self.session_id, model=self.model)))
         await self.apply(te.ContextChanged())
 
     def _refuse_in_transcription(self, what: str) -> None:

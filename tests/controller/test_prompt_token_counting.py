@@ -4,6 +4,7 @@ held every session's audio and events meanwhile; each text is now counted once, 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 
@@ -81,3 +82,40 @@ async def test_a_long_history_is_counted_once_and_refused_texts_are_not_kept() -
             await conv.wait_for("response.done", after=n, timeout=120)
     texts = Counter(text for text, _ in pipeline.counted)
     assert len(texts) > 4200 and max(texts.values()) == 1, texts.most_common(3)
+
+
+class HeldCounter(ScriptedPipeline):
+    """Counting a text holds its worker thread until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counting = threading.Event()
+        self.release = threading.Event()
+
+    def count_tokens(self, text: str) -> int:
+        self.counting.set()
+        assert self.release.wait(60), "the test never released the count"
+        return super().count_tokens(text)
+
+
+@pytest.mark.timeout(120)
+async def test_bus_instructions_sent_while_a_session_update_is_being_checked_are_not_lost() -> None:
+    """session.update's long instructions are counted on a worker thread; an operator's instructions command that
+    came meanwhile was applied, then overwritten by the update's config, built before it: every later reply
+    followed the client's older instructions, though the operator's session.updated had been sent."""
+    pipeline = HeldCounter()
+    client_instructions = "You answer questions about the weather. " * 50  # longer than the budget in bytes
+    async with conversation(pipeline) as (server, conv):
+        await conv.send({"type": "session.update", "session": {"type": "realtime",
+                                                                 "instructions": client_instructions}})
+        assert await asyncio.to_thread(pipeline.counting.wait, 30)
+        (session_id,) = server.sessions
+        operator = asyncio.ensure_future(server.command(session_id, "instructions", {"instructions": "Speak French."}))
+        await asyncio.wait([operator], timeout=0)  # the command runs up to its first wait, as the bus's would
+        pipeline.release.set()
+        await asyncio.wait_for(operator, 30)
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+    updated = [e["session"]["instructions"] for e in conv.of_type("session.updated")]
+    assert updated[-1] == "Speak French.", updated
+    assert pipeline.requests[-1].messages[0] == {"role": "system", "content": "Speak French."}
