@@ -57,8 +57,8 @@ def measure_template_costs(render: Render, count: Callable[[str], int], tools: l
 
 
 def _sample_call(tools: list[Message]) -> tuple[str, str, str]:
-    """A call of the first tool with one compact argument, and a short result: the per-call markup measured on it
-    includes the space the template's JSON adds after a colon."""
+    """A call of the first tool, its arguments as the conversation counts them (as templates write JSON), and a
+    short result."""
     function = tools[0].get("function")
     name = function.get("name") if isinstance(function, dict) else None
-    return str(name or "f"), json.dumps({"city": "Paris"}, separators=(",", ":")), "Sunny, 21 C."
+    return str(name or "f"), json.dumps({"city": "Paris"}), "Sunny, 21 C."

@@ -7,7 +7,8 @@ the session built are then counted as the real LM reads them (its usage.prompt_t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -133,9 +134,20 @@ def weather_tool(name: str, about: str) -> dict:
                 "required": ["city"]}}
 
 
+def short_arguments(i: int) -> str:
+    return f'{{"city":"Paris {i}","day":"2026-11-{i + 1:02d}"}}'
+
+
+def many_arguments(i: int) -> str:
+    """Compact, as a client or another LM may write them: the template writes them back with a space after each
+    ':' and ',' (a token more a key)."""
+    return json.dumps({f"k{k}": [i, k] for k in range(16)}, separators=(",", ":"))
+
+
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("arguments", [short_arguments, many_arguments])
 async def test_function_tools_and_calls_keep_the_prompt_the_lm_reads_within_the_budget(
-        embedded: EmbeddedPipeline) -> None:
+        embedded: EmbeddedPipeline, arguments: Callable[[int], str]) -> None:
     """Qwen2.5's template writes the tool schemas into the system message (~100 tokens a tool) and wraps each call
     and result in markup: none of it was counted, so a long session with tools sent the LM ~300 tokens over the
     budget. Every turn here calls a tool and answers from its result."""
@@ -146,8 +158,7 @@ async def test_function_tools_and_calls_keep_the_prompt_the_lm_reads_within_the_
     async with conversation(pipeline) as (_, conv):
         await conv.update_session(tools=tools)
         for i in range(TURNS // 2):
-            pipeline.tool_calls = [ToolCallDelta(call_id=f"call_{i}", name="get_weather",
-                                                 arguments_delta=f'{{"city":"Paris {i}","day":"2026-11-{i + 1:02d}"}}')]
+            pipeline.tool_calls = [ToolCallDelta(call_id=f"call_{i}", name="get_weather", arguments_delta=arguments(i))]
             n = await conv.ask(digits(i))
             await conv.wait_for("response.done", after=n, timeout=60)
             pipeline.tool_calls = []
