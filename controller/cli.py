@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import signal
@@ -189,6 +190,15 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _require_engine(profile: str) -> None:
+    """The Step-Audio profiles (serve, make-checkpoint, tts, chat) run our torch engine, which `make serve` and the
+    embedded extras leave out: without it each command ended in a ModuleNotFoundError traceback from deep in an
+    import (serve's after it had said it was listening). find_spec imports nothing: torch takes seconds to load."""
+    if profile != "embedded" and importlib.util.find_spec("torch") is None:
+        raise ConfigError(f"--profile {profile} needs torch (the `engine` extra), which `make serve` does not "
+                          "install: run `make venv` to add it to .venv (or pip install -c constraints.txt '.[engine]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stepaudio-rt", description="A real-time voice agent server (Step-Audio) speaking the OpenAI "
@@ -277,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("websockets.server", "faster_whisper", "httpx2"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        _require_engine(args.profile)
         if args.command == "serve":
             return _serve(args)
         if args.command == "make-checkpoint":
