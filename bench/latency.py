@@ -294,7 +294,9 @@ def default_clips(folder: Path) -> list[Path]:
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, object]:
-    wavs = [Path(args.wav)] if args.wav else default_clips(RESULTS.parent)
+    # Clips and server logs go beside the report: --out elsewhere left them in bench/results/.
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    wavs = [Path(args.wav)] if args.wav else default_clips(args.out.parent)
     clips: list[tuple[Path, int]] = []
     for wav in wavs:
         eos = last_voiced_index(load_wav_24k(wav))
@@ -317,7 +319,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, object]:
                 port = args.port + i
                 url = f"ws://127.0.0.1:{port}/v1/realtime"
                 print(f"starting server (speculation {mode}) on port {port}", file=sys.stderr)
-                logs[mode] = RESULTS.parent / f"server-{mode}.log"
+                logs[mode] = args.out.parent / f"server-{mode}.log"
                 proc = start_server(port, args.profile, mode == "on", logs[mode], args.serve_arg)
                 procs.append(proc)
                 await wait_healthy(url, proc, args.startup_timeout)

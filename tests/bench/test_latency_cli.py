@@ -87,6 +87,8 @@ def test_the_json_names_the_tree_and_the_settings(tmp_path: Path) -> None:
     assert result["timeout_s"] == 7.5 and result["serve_args"] == [] and result["date"].endswith("Z")
     assert result["warmup_runs"] == 1 and len(result["modes"]["server"]["runs"]) == 1  # the warm-up is not counted
     assert result["modes"]["server"]["summary"]["errors"] == 1
+    # The clips it cut go beside the report (they went to bench/results/ whatever --out said)
+    assert [Path(c["wav"]).parent for c in result["clips"]] == [tmp_path] * 4
 
 
 def test_the_table_counts_the_sessions_that_failed(tmp_path: Path) -> None:
