@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+# Before any test imports onnxruntime: the suite leaves no onnxruntime telemetry behind either (controller/__init__.py)
+import controller  # noqa: F401,E402
+
 if TYPE_CHECKING:
     from tests.llama_server import LlamaServer
 
