@@ -32,7 +32,7 @@ from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.realtime.session_update import check_language, check_tool_choice, check_tools, check_voice
 from controller.response import Response, Say
-from controller.session_items import ItemsMixin
+from controller.session_items import ItemsMixin, tools_for_chat
 from controller.session_replies import RepliesMixin
 from streaming_tokenizer.whisper_asr import normalize_language
 from vad import TurnDetector, TurnDetectorConfig
@@ -323,8 +323,8 @@ class Session(ItemsMixin, RepliesMixin):
                 if event.overrides.voice is not UNSET:
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
                 overridden = apply_patch(self.cfg, event.overrides)
-                await self._check_instructions(overridden.instructions, "response.instructions")
                 check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
+                await self._check_instructions(overridden, "response.instructions")
                 check_tool_choice(overridden, path="response")
                 if event.conversation == "none":
                     await self._start_out_of_band(event)
@@ -407,9 +407,9 @@ class Session(ItemsMixin, RepliesMixin):
                 code="invalid_value", param="session.type")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
-        await self._check_instructions(new.instructions, "session.instructions")
         self._check_languages(new.transcription)
         check_tools(new, path="session", refused=self.pipeline.tools_refused)
+        await self._check_instructions(new, "session.instructions")
         check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new
         if new.input_format != old.input_format:
@@ -449,11 +449,12 @@ class Session(ItemsMixin, RepliesMixin):
         if missing := counts.missing(texts):
             counts.store(await asyncio.to_thread(counts.count, missing))
 
-    async def tokens_past_budget(self, text: str) -> int | None:
-        """Tokens of a text that must fit the budget alone (instructions, a client's item), when they are more.
+    async def tokens_past_budget(self, text: str, reserved: int = 0) -> int | None:
+        """Tokens of a text that must fit the budget alone (instructions, a client's item), when they are more;
+        reserved: what the prompt holds besides it in any case (the tools block beside instructions).
         A token holds at least one byte of its text (byte-level BPE, sentencepiece's byte fallback; sentencepiece's
         leading "▁" and the counters' own markup are within 8): a short text needs no count."""
-        budget = self.defaults.context_budget_tokens
+        budget = self.defaults.context_budget_tokens - reserved
         if len(text.encode()) + 8 <= budget:
             return None
         counts = self.token_counts
@@ -463,16 +464,20 @@ class Session(ItemsMixin, RepliesMixin):
         counts.store({text: n})
         return None
 
-    async def _check_instructions(self, instructions: str, param: str) -> None:
-        """Instructions count against the conversation's token budget and are always sent whole: past it, every
-        reply would fail for a context overflow that the client cannot see coming."""
-        if instructions == self.cfg.instructions or not instructions:
+    async def _check_instructions(self, cfg: SessionConfig, param: str) -> None:
+        """Instructions count against the conversation's token budget and are always sent whole, as the tools block
+        the chat template writes for cfg's tools: past it, every reply would fail for a context overflow that the
+        client cannot see coming. cfg: the configuration being applied (the session's updated, a response's)."""
+        instructions, tools = cfg.instructions, tools_for_chat(cfg)
+        if not instructions or (instructions == self.cfg.instructions and tools == tools_for_chat(self.cfg)):
             return
-        if (n := await self.tokens_past_budget(instructions)) is not None:
+        reserved = (await self.template_costs(tools, instructions)).tools
+        if (n := await self.tokens_past_budget(instructions, reserved)) is not None:
+            tools_share = f" and the {len(tools)} function tools take {reserved} more" if reserved else ""
             raise RemoteProtocolError(
-                f"The instructions are {n} tokens long; this server keeps each prompt within "
+                f"The instructions are {n} tokens long{tools_share}; this server keeps each prompt within "
                 f"{self.defaults.context_budget_tokens} tokens, "
-                "instructions included: shorten them.", code="invalid_value", param=param)
+                "instructions and tools included: shorten them.", code="invalid_value", param=param)
 
     def _check_languages(self, transcription: Transcription | None) -> None:
         """`language` and each of `languages` is one the ASR knows: either may become the language it is asked for."""
@@ -635,8 +640,9 @@ class Session(ItemsMixin, RepliesMixin):
     async def set_instructions(self, instructions: str) -> None:
         self._refuse_in_transcription("instructions")
         async with self._config_changes:
-            await self._check_instructions(instructions, "instructions")
-            self.cfg = replace(self.cfg, instructions=instructions)
+            new = replace(self.cfg, instructions=instructions)
+            await self._check_instructions(new, "instructions")
+            self.cfg = new
             await self.emit(self.events.session_updated(session_to_wire(
                 self.cfg, session_id=self.session_id, model=self.model)))
         await self.apply(te.ContextChanged())

@@ -48,7 +48,7 @@ PREFILL_EVERY_MS = 1000  # of user speech between two early prefills (each costs
 WARM_TURN_INPUT_MS = 96
 
 
-def _tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
+def tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
     if not cfg.tools or cfg.tool_choice == "none":
         return None
     return [t.to_chat() for t in cfg.tools]
@@ -157,7 +157,7 @@ class ItemsMixin(_Base):
             heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms,
                                                    self.input_language)
             if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
-                tools = _tools_for_chat(self.cfg)
+                tools = tools_for_chat(self.cfg)
                 messages = await self.prompt(self.conversation, self.cfg.instructions,
                                              keep_below=self.defaults.context_keep_below_tokens, tools=tools)
                 await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
@@ -266,7 +266,7 @@ class ItemsMixin(_Base):
                         chosen.add(referred)
                 else:
                     chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
-            messages = await self.prompt(chosen, cfg.instructions, tools=_tools_for_chat(cfg))
+            messages = await self.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
         overrides: dict[str, str] = {}
@@ -282,12 +282,12 @@ class ItemsMixin(_Base):
             # else the client deleted the turn before the reply was created: the reply does not hear it
         messages = await self.prompt(self.conversation, cfg.instructions, overrides,
                                      keep_below=self.defaults.context_keep_below_tokens,
-                                     tools=_tools_for_chat(cfg)) + extra
+                                     tools=tools_for_chat(cfg)) + extra
         return self._chat_request(resp, cfg, messages)
 
     @staticmethod
     def _chat_request(resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest:
-        return ChatRequest(messages=messages, tools=_tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
+        return ChatRequest(messages=messages, tools=tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
                            temperature=resp.settings.temperature,
                            max_tokens=resp.settings.max_output_tokens or MAX_REPLY_TOKENS)
 

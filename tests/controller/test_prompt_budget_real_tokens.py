@@ -182,6 +182,40 @@ async def test_function_tools_and_calls_keep_the_prompt_the_lm_reads_within_the_
     assert len(user_messages(pipeline.requests[-1])) < TURNS // 2  # the budget did drop turns
 
 
+@pytest.mark.timeout(300)
+async def test_instructions_that_fit_only_without_the_tools_are_refused_with_them(embedded: EmbeddedPipeline) -> None:
+    """The tools block is sent with every prompt, as the instructions: ~1400 tokens of instructions were accepted
+    with 3 function tools (~400 template tokens), and every prompt was then over the budget with nothing to drop.
+    Such instructions are refused with the tools, whether they come together or the tools come later, and accepted
+    without them; a refused update leaves the session as it was."""
+    instructions = "You answer questions about the weather in one short sentence, citing the national service. " * 88
+    assert 1350 < embedded.count_tokens(instructions) < 1450
+    tools = [weather_tool("get_weather", "weather"), weather_tool("get_forecast", "ten-day forecast"),
+             weather_tool("get_air_quality", "air quality index")]
+    async with conversation(EmbeddedCounting(embedded)) as (_, conv):
+        before = (await conv.update_session())["session"]
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "both", "session": {
+            "type": "realtime", "instructions": instructions, "tools": tools}})
+        unchanged = await conv.update_session()
+        accepted = await conv.update_session(instructions=instructions)
+        m = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "then_tools", "session": {
+            "type": "realtime", "tools": tools}})
+        await conv.send({"type": "response.create", "event_id": "reply_tools", "response": {"tools": tools}})
+        after = await conv.update_session()
+    errors = [(e["error"]["code"], e["error"]["param"], e["error"]["event_id"]) for e in conv.of_type("error")]
+    assert errors == [("invalid_value", "session.instructions", "both"),
+                      ("invalid_value", "session.instructions", "then_tools"),
+                      ("invalid_value", "response.instructions", "reply_tools")]
+    assert "3 function tools" in conv.of_type("error")[0]["error"]["message"]
+    assert [e["type"] for e in conv.events[n:m]] == ["error", "session.updated", "session.updated"]
+    assert unchanged["session"] == before
+    assert accepted["session"]["instructions"] == instructions and not accepted["session"]["tools"]
+    assert after["session"] == accepted["session"]
+    assert not conv.of_type("response.created")
+
+
 def turns_kept_at_4_characters_a_token(instructions: str, asked: list[str], reply: str) -> list[int]:
     """The session's turns replayed with the former estimate: how many turns each prompt kept."""
     c = Conversation()
