@@ -139,10 +139,11 @@ async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tm
         conv = await open_conversation(server.ws)
         try:
             sid = conv.events[0]["session"]["id"]
-            # ~30 kB as session.updated (a tool's long description: instructions that long are refused)
-            big = await conv.update_session(tools=[{"type": "function", "name": "lookup", "description": "word " * 6000,
-                                                    "parameters": {"type": "object", "properties": {}}}])
-            await conv.update_session(instructions="short", tools=[])
+            # ~30 kB as session.updated: a transcription prompt (echoed, not used). Instructions or tools that long
+            # are refused, as over the prompt budget.
+            whisper = {"model": "whisper-1", "prompt": "word " * 6000}
+            big = await conv.update_session(audio={"input": {"transcription": whisper}})
+            await conv.update_session(instructions="short", audio={"input": {"transcription": whisper | {"prompt": ""}}})
         finally:
             await conv.close()
         await w.wait_for(f"{sid}/events/session.closed", timeout=20)
