@@ -117,8 +117,14 @@ async def test_broker_killed_mid_run_server_still_serves_drops_are_counted_then_
         enqueued = 4 + sum(e["type"] != "response.output_audio.delta" for e in conv.events)
         assert m["stepaudio_mqtt_dropped_total"] == enqueued - 8  # ... and everything past it was counted
 
-        broker.start()
-        w = await watch(broker.port, "stepaudio/#")
+        # The server is held while the broker comes back and the watcher subscribes: its next retry would otherwise
+        # race the watcher, and the buffered events it flushes first would reach nobody (seen on a loaded CI box).
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            broker.start()
+            w = await watch(broker.port, "stepaudio/#")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
         try:
             await eventually(lambda: server.metrics()["stepaudio_mqtt_buffered"] == 0, timeout=15)
             closed = await w.wait_for("/events/session.closed", timeout=10)  # the newest events survived
