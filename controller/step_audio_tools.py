@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,13 +222,35 @@ def output_file(out: Path, upstream_name: str) -> Path:
 
 
 def _writable(out: Path) -> Path:
-    """`out`, unless it (or the nearest folder of it that exists) cannot be written: found after the models had
-    loaded and spoken, the work was lost, and soundfile's own error says only "System error"."""
-    existing = out if out.exists() else next(p for p in out.parents if p.exists())
-    if not os.access(existing, os.W_OK):
+    """`out`, unless it cannot be written: found after the models had loaded and spoken, the work was lost, and
+    soundfile's own error says only "System error". Tried, not asked: os.access says yes to root everywhere, and
+    /proc refused the file only when it was written."""
+    try:
+        _try_writing(out)
+    except OSError as exc:
+        existing = out if out.exists() else next(p for p in out.parents if p.exists())
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ConfigError(f"--out {out}: cannot write it ({exc.strerror or exc})") from exc
         raise ConfigError(f"--out {out}: cannot write {'it' if existing == out else f'in {existing}'} "
-                          "(permission denied, or a read-only file system)")
+                          "(permission denied, or a read-only file system)") from exc
     return out
+
+
+def _try_writing(out: Path) -> None:
+    """Open `out` for writing as the tool's write will, making what that makes (the file, at most one folder) and
+    taking it away again; a file already there is left as it is (opened, not truncated)."""
+    if out.exists():
+        os.close(os.open(out, os.O_WRONLY))
+        return
+    folder = None if out.parent.exists() else out.parent
+    if folder is not None:
+        folder.mkdir()
+    try:
+        os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        out.unlink()
+    finally:
+        if folder is not None:
+            folder.rmdir()
 
 
 def _upstream_name(args: Any) -> str:

@@ -133,6 +133,17 @@ def test_an_output_that_cannot_be_written_is_refused_in_one_line(tiny_model_dir:
                                          "--text", "Hi there.", "--out", out)
 
 
+@pytest.mark.parametrize("command", [["tts", "--text", "Hi there."], ["chat", "--text", "Hi there."]])
+def test_an_output_the_system_refuses_is_refused_before_the_models_load(tiny_model_dir: Path,
+                                                                       command: list[str]) -> None:
+    """Root may write anywhere by the mode bits, so /proc passed the early check and was refused only when the
+    speech (minutes of model loading and synthesis on real weights) was written. INFO logs each model's "loading"
+    line: the one line of the error is all there is."""
+    stderr = _fails_in_one_line(*command, "--model-path", str(tiny_model_dir), "--profile", "tiny",
+                                "--out", "/proc/reply.wav", "--log-level", "INFO")
+    assert "--out /proc/reply.wav: cannot write " in stderr, stderr  # root: "it (No such file...)"; others: "in /proc"
+
+
 def test_make_checkpoint_into_a_path_it_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "models").write_text("a file, not a folder\n")
     message = _fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path / "models"))
