@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from context_manager import truncate_text_to_heard
 from controller.audio_io import OutputConverter, bytes_per_ms
@@ -33,9 +32,9 @@ class ResponseSettings:
     speed: float = 1.0
     output_format: AudioFormat = AudioFormat.PCM
     temperature: float = 0.7
-    max_output_tokens: int | None = None  # the LM's cap
-    # The limit the response object shows: the client's, within the server's cap ("inf": the server's own cap).
-    requested_max_output_tokens: int | Literal["inf"] = "inf"
+    # The LM's cap, which the response object shows as the limit "used in this response" (the API's words): a reply
+    # cut at the server's cap is not shown as cut below the client's "inf" or larger number.
+    max_output_tokens: int | None = None
     # How far audio may run ahead of real time at the client.
     pacing_lead_s: float = 0.3
     delta_ms: int = 100
@@ -531,7 +530,7 @@ class Response:
         return sev.response(self.response_id, status=status, output=output,
                             output_modalities=self.settings.modalities, output_format=self.settings.output_format,
                             voice=self.settings.voice, details=details,
-                            max_output_tokens=self.settings.requested_max_output_tokens,
+                            max_output_tokens=self.settings.max_output_tokens,
                             conversation_id=self.conversation_id, metadata=self.metadata,
                             usage=None if status == "in_progress" else self._usage())
 

@@ -38,9 +38,9 @@ else:
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REPLIES = 32
-# max_output_tokens "inf" (the API's default: "the maximum available") as this server has it: a reply stopped here
-# ends incomplete (max_output_tokens); about a minute of speech, well inside every profile's context, and a small
-# model that loops stops there.
+# A reply's length when no max_output_tokens is set (as SessionDefaults' default): a reply stopped here ends
+# incomplete (max_output_tokens); about a minute of speech, well inside every profile's context, and a small model
+# that loops stops there.
 MAX_REPLY_TOKENS = 256
 PREFILL_EVERY_MS = 1000  # of user speech between two early prefills (each costs one ASR pass and an LM prefill)
 # Trailing silence after which the turn's input (its ASR pass) starts, ahead of the speculation's pause. The turn

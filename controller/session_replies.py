@@ -39,13 +39,11 @@ class RepliesMixin(_Base):
     def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
         limit = cfg.max_output_tokens
         default = self.defaults.max_output_tokens
-        # An explicit limit is kept within four default replies; the response object shows the limit "used in this
-        # response" (the API's words), so a reply cut at the server's cap is not shown as cut below the client's.
-        capped = limit if limit == "inf" else min(int(limit), default * 4)
+        cap = default * 4  # the longest reply: "inf", and any larger number, get this
         return ResponseSettings(
             modalities=cfg.output_modalities, voice=cfg.voice, speed=cfg.speed, output_format=cfg.output_format,
             temperature=cfg.temperature if cfg.temperature is not None else 0.7,
-            requested_max_output_tokens=capped, max_output_tokens=default if capped == "inf" else capped)
+            max_output_tokens=default if limit is None else cap if limit == "inf" else min(limit, cap))
 
     def _new_response(self, gen_id: int, speculative: bool,
                       create: ce.ResponseCreate | None) -> tuple[Response, SessionConfig]:

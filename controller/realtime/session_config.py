@@ -180,12 +180,14 @@ class SessionConfig:
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice = "auto"
     temperature: float | None = None
-    max_output_tokens: int | Literal["inf"] = "inf"
+    # None: the client set no limit, and replies get this server's default length; "inf" ("the maximum available
+    # tokens", the API says) is the longest reply the server allows. Kept apart through every merge.
+    max_output_tokens: int | Literal["inf"] | None = None
 
     def __post_init__(self) -> None:
         if self.output_modalities not in (("audio",), ("text",)):
             raise ConfigError(f"output_modalities must be ('audio',) or ('text',), got {self.output_modalities}")
-        if self.max_output_tokens != "inf" and not 1 <= self.max_output_tokens <= MAX_OUTPUT_TOKENS_LIMIT:
+        if isinstance(self.max_output_tokens, int) and not 1 <= self.max_output_tokens <= MAX_OUTPUT_TOKENS_LIMIT:
             raise ConfigError(f"max_output_tokens must be 'inf' or 1..{MAX_OUTPUT_TOKENS_LIMIT}")
         if not 0.25 <= self.speed <= 1.5:
             raise ConfigError(f"speed must be in [0.25, 1.5], got {self.speed}")
@@ -216,7 +218,7 @@ class SessionPatch:
     tools: tuple[FunctionTool, ...] | Unset = UNSET
     tool_choice: ToolChoice | Unset = UNSET
     temperature: float | None | Unset = UNSET
-    max_output_tokens: int | Literal["inf"] | Unset = UNSET
+    max_output_tokens: int | Literal["inf"] | None | Unset = UNSET
 
     def changes(self) -> dict[str, object]:
         """The fields that were sent, by SessionConfig field name."""

@@ -435,10 +435,10 @@ def _tool_choice(f: Fields) -> ToolChoice:
     return "none" if choice == "none" else "required"
 
 
-def _max_tokens(f: Fields, key: str) -> int | Literal["inf"]:
-    if f.obj.get(key) == "inf":
-        return "inf"
+def _max_tokens(f: Fields, key: str) -> int | Literal["inf"] | None:
     value = f.obj.get(key)
+    if value is None or value == "inf":  # null, as session.updated shows an unset limit: the server's default
+        return value
     if isinstance(value, str):
         f.choice(key, ("inf",))
     n = f.int_(key, minimum=1)

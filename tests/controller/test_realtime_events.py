@@ -223,7 +223,7 @@ def test_session_wire_default_exact() -> None:
         },
         "tools": [],
         "tool_choice": "auto",
-        "max_output_tokens": "inf",
+        "max_output_tokens": None,  # none set: the server's default reply length ("inf" is the longest it allows)
         "tracing": None,
         "truncation": "auto",
         "prompt": None,

@@ -38,7 +38,7 @@ def test_defaults() -> None:
         (),
         "auto",
         None,
-        "inf",
+        None,  # no limit set: the server's default reply length, which "inf" (the longest reply it allows) is not
     )
     assert [f.sample_rate for f in AudioFormat] == [24000, 8000, 8000]
 

@@ -77,6 +77,32 @@ async def test_a_max_output_tokens_above_the_servers_cap_is_shown_as_the_cap_the
         validate_server_event(raw)
 
 
+async def test_max_output_tokens_inf_gives_the_longest_reply_the_server_allows() -> None:
+    """"inf" is the API's "maximum available tokens", but a session or response asking for it got the server's
+    default reply length (256 tokens), four times shorter than an explicit 1024: after the session config's merge
+    "inf" could not be told from no limit at all. "inf" now gets the server's cap; no limit (shown null) and null
+    sent back get the default; session.updated keeps "inf" and the response object shows the limit used."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        unset = await conv.update_session(audio={"input": {"turn_detection": None}})
+        for session, response, limit in (({}, {}, 256), ({}, {"max_output_tokens": "inf"}, 1024),
+                                         ({"max_output_tokens": "inf"}, {}, 1024),
+                                         ({"max_output_tokens": None}, {}, 256)):
+            if session:
+                updated = await conv.update_session(**session)
+                assert updated["session"]["max_output_tokens"] == session["max_output_tokens"]
+            n = len(conv.events)
+            await conv.send({"type": "response.create", "response": response})
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+            created = conv.of_type("response.created")[-1]
+            assert (pipeline.requests[-1].max_tokens, created["response"]["max_output_tokens"],
+                    done["response"]["max_output_tokens"]) == (limit, limit, limit), (session, response)
+    assert conv.of_type("session.created")[0]["session"]["max_output_tokens"] is None
+    assert unset["session"]["max_output_tokens"] is None
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 def _text_item(item_id: str | None = None, role: str = "user", text: str = "hi") -> dict:
     item: dict = {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}]}
     return item if item_id is None else {**item, "id": item_id}
