@@ -405,6 +405,10 @@ class Session(ItemsMixin, RepliesMixin):
                 f"This is a {self.cfg.kind} session; session.type cannot change to {new.kind!r} (a session's type "
                 "is set when it connects: ?intent=transcription for transcription).",
                 code="invalid_value", param="session.type")
+        if event.model is not None and event.model != self.model:  # as the API: "any field except voice and model"
+            raise RemoteProtocolError(
+                f"This session runs model {self.model!r} (the ?model= it connected with); session.model cannot "
+                f"change to {event.model!r}.", code="invalid_value", param="session.model")
         # The whole update is refused, so that nothing of it half-applies.
         self._check_voice(new.voice, "session.audio.output.voice")
         self._check_languages(new.transcription)

@@ -53,6 +53,9 @@ DEFAULT_MAX_EVENT_BYTES = 15 * 1024 * 1024
 class SessionUpdate:
     event_id: str | None
     patch: SessionPatch
+    # session.model as sent: not a setting (the API lets no update change it), but the model a session connected
+    # with (?model=) and shows, which a client may send back as it got it
+    model: str | None = None
     ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
     served_as: tuple[str, ...] = ()  # what it serves another way (session_update.served_as), for the log
 
@@ -179,7 +182,8 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
 def _session_update(f: Fields, eid: str | None) -> SessionUpdate:
     session = f.obj_("session")
     return SessionUpdate(event_id=eid, patch=parse_session_patch(session.obj, path="session", event_id=eid),
-                         ignored=tuple(ignored_fields(session.obj)), served_as=tuple(served_as(session.obj)))
+                         model=session.opt_str("model"), ignored=tuple(ignored_fields(session.obj)),
+                         served_as=tuple(served_as(session.obj)))
 
 
 def _transcription_session_update(f: Fields, eid: str | None) -> ClientEvent:

@@ -206,6 +206,35 @@ async def test_the_openai_sdk_tells_an_out_of_band_reply_by_its_metadata(monkeyp
     assert (events[-1].error.code, events[-1].error.event_id) == ("item_not_found", "get_oob")
 
 
+async def test_a_session_update_to_another_model_is_refused_and_the_session_goes_on(monkeypatch) -> None:
+    """The API lets session.update change any field "except voice and model". Another model was kept silently:
+    session.updated still showed the connect-time one, a client believing it had switched. It is refused with an
+    invalid_value error naming session.model; the model sent back as session.updated showed it is fine, and the
+    session goes on."""
+    from openai import AsyncOpenAI
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    async with scripted_server(ScriptedPipeline()) as server:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{server.server.port}/v1")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = [conn.parse_event(await conn.recv_bytes())]
+            await conn.session.update(session={"type": "realtime", "model": "gpt-4o-realtime-preview",
+                                               "instructions": "Be terse."}, event_id="other_model")
+            await conn.send({"type": "session.update", "event_id": "not_a_name", "session": {
+                "type": "realtime", "model": 4}})
+            await conn.session.update(session={"type": "realtime", "model": "gpt-realtime", "instructions": "Hi."})
+            while len(events) < 4:
+                events.append(conn.parse_event(await conn.recv_bytes()))
+    assert [e.type for e in events] == ["session.created", "error", "error", "session.updated"]
+    created, *errors, updated = events
+    assert [(e.error.code, e.error.param, e.error.event_id) for e in errors] == [
+        ("invalid_value", "session.model", "other_model"), ("invalid_value", "session.model", "not_a_name")]
+    assert "gpt-realtime" in errors[0].error.message and "gpt-4o-realtime-preview" in errors[0].error.message
+    assert created.session.model == updated.session.model == "gpt-realtime"
+    assert updated.session.instructions == "Hi."
+
+
 async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_refused() -> None:
     """tool_choice {"type": "function", "name": ...} must name one of the tools: otherwise session.update and
     response.create are refused with an error naming tool_choice.name (not accepted, to fail the reply later)."""
