@@ -7,6 +7,7 @@ update carried that this server does not know, for its log: a misspelt field is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -37,6 +38,7 @@ _TURN_DETECTION = ("type", "threshold", "prefix_padding_ms", "silence_duration_m
 _VAD_KEYS = {"server_vad": tuple(k for k in _TURN_DETECTION if k != "eagerness"),
              "semantic_vad": ("type", "eagerness", "create_response", "interrupt_response")}
 _TRANSCRIPTION = ("model", "language", "prompt", "languages", "keywords", "delay")
+_NOISE_REDUCTION = ("type", "strength")
 TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
 _SESSION_KNOWN: dict[str, tuple[str, ...]] = {
     "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
@@ -50,6 +52,8 @@ _SESSION_KNOWN: dict[str, tuple[str, ...]] = {
     "audio.output": ("format", "voice", "speed"),
     "audio.input.turn_detection": _TURN_DETECTION,
     "audio.input.transcription": _TRANSCRIPTION,
+    "audio.input.noise_reduction": _NOISE_REDUCTION,
+    "input_audio_noise_reduction": _NOISE_REDUCTION,
     "turn_detection": _TURN_DETECTION,
     "input_audio_transcription": _TRANSCRIPTION,
 }
@@ -269,6 +273,8 @@ def _check_noise_reduction(f: Fields, key: str) -> None:
     nr = f.opt_obj(key)
     if nr is not None and nr.obj.get("type") is not None:
         nr.choice("type", ("near_field", "far_field"))
+    if nr is not None and nr.obj.get("strength") is not None:
+        nr.number("strength", low=-math.inf, high=math.inf)  # a number: the API's types give it no range
 
 
 def _check_tracing(f: Fields) -> None:

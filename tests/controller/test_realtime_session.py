@@ -226,6 +226,9 @@ def test_turn_detection_fields_of_the_other_vad_type_are_named_for_the_log() -> 
     ({"audio": {"input": {"noise_reduction": {"type": "near-field"}}}}, "session.audio.input.noise_reduction.type"),
     ({"audio": {"input": {"noise_reduction": "near_field"}}}, "session.audio.input.noise_reduction"),
     ({"input_audio_noise_reduction": {"type": "bogus"}}, "session.input_audio_noise_reduction.type"),
+    ({"audio": {"input": {"noise_reduction": {"type": "far_field", "strength": "high"}}}},
+     "session.audio.input.noise_reduction.strength"),
+    ({"audio": {"input": {"noise_reduction": {"strength": True}}}}, "session.audio.input.noise_reduction.strength"),
     ({"tracing": "manual"}, "session.tracing"),
     ({"tracing": 5}, "session.tracing"),
     ({"tracing": {"workflow_name": 5}}, "session.tracing.workflow_name"),
@@ -248,10 +251,18 @@ def test_malformed_noise_reduction_and_tracing_are_refused_though_neither_is_ser
     {"input_audio_noise_reduction": {"type": "far_field"}, "tracing": {"workflow_name": "w", "group_id": "g",
                                                                        "metadata": {"k": 1}}},
     {"audio": {"input": {"noise_reduction": None}}, "tracing": None},
+    {"audio": {"input": {"noise_reduction": {"type": "near_field", "strength": 0.5}}}},
     {"parallel_tool_calls": False, "reasoning": {"effort": "low"}},
 ])
 def test_well_formed_noise_reduction_and_tracing_are_accepted(session: dict) -> None:
     assert apply_session_update(SessionConfig(), session) == SessionConfig()
+
+
+def test_a_misspelt_noise_reduction_field_is_named_for_the_log() -> None:
+    """noise_reduction's own fields were never looked at: a misspelt strength had no word in the log."""
+    assert ignored_fields({"audio": {"input": {"noise_reduction": {"type": "near_field", "strenght": 0.5}}},
+                           "input_audio_noise_reduction": {"typ": "far_field"}}) == [
+        "session.audio.input.noise_reduction.strenght", "session.input_audio_noise_reduction.typ"]
 
 
 def test_reasoning_fields_are_named_for_the_log_as_not_taken() -> None:

@@ -235,6 +235,25 @@ async def test_a_session_update_to_another_model_is_refused_and_the_session_goes
     assert updated.session.instructions == "Hi."
 
 
+async def test_a_noise_reduction_strength_of_the_wrong_type_is_refused_and_the_session_goes_on() -> None:
+    """A strength the API's types refuse ("high") was accepted. It is refused, naming the field and the event; a
+    well-formed noise reduction is accepted, and session.updated shows it null: this server has none (its log says
+    so), and the audio is used as sent."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        n = len(conv.events)
+        await conv.send({"type": "session.update", "event_id": "s_nr", "session": {
+            "type": "realtime", "audio": {"input": {"noise_reduction": {"type": "far_field", "strength": "high"}}}}})
+        updated = await conv.update_session(audio={"input": {"noise_reduction": {"type": "near_field",
+                                                                                 "strength": 0.5}}})
+    assert [e["type"] for e in conv.events[n:]] == ["error", "session.updated"]
+    error = conv.events[n]["error"]
+    assert (error["code"], error["param"], error["event_id"]) == (
+        "invalid_value", "session.audio.input.noise_reduction.strength", "s_nr")
+    assert updated["session"]["audio"]["input"]["noise_reduction"] is None
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_tool_choice_forcing_a_function_that_is_not_among_the_tools_is_refused() -> None:
     """tool_choice {"type": "function", "name": ...} must name one of the tools: otherwise session.update and
     response.create are refused with an error naming tool_choice.name (not accepted, to fail the reply later)."""
