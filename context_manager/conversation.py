@@ -16,11 +16,12 @@ Rules:
   function output is merged with the turn holding its call, so dropping never splits them. The
   oldest turns are dropped until the total fits; the newest turn and the instructions are always
   kept, even if they alone exceed the budget (the engine then reports the overflow).
-- Token cost of a message = MESSAGE_OVERHEAD_TOKENS + count_tokens(content) + for each tool
-  call count_tokens(name) + count_tokens(arguments as templates write them) + TemplateCosts.call,
-  + TemplateCosts.result for a tool result; the prompt also pays REPLY_OPENING_TOKENS and
-  TemplateCosts.tools (the tool schemas) once. count_tokens is the LM's own tokenizer where the server
-  has it, and TemplateCosts measured on its chat template: the prompt the LM reads is then within the budget.
+- Token cost of a message = TemplateCosts.message(role) (MESSAGE_OVERHEAD_TOKENS unless the template says)
+  + count_tokens(content) + for each tool call count_tokens(name) + count_tokens(arguments as templates
+  write them) + TemplateCosts.call, + TemplateCosts.result for a tool result; the prompt also pays
+  TemplateCosts.prompt (REPLY_OPENING_TOKENS unless the template says) and TemplateCosts.tools (the tool
+  schemas) once. count_tokens is the LM's own tokenizer where the server has it, and TemplateCosts measured
+  on its chat template: the prompt the LM reads is then within the budget.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from context_manager.template_costs import TemplateCosts
+from context_manager.template_costs import MESSAGE_OVERHEAD_TOKENS, REPLY_OPENING_TOKENS, TemplateCosts
 
 __all__ = [
     "ROOT",
@@ -51,10 +52,6 @@ __all__ = [
 ]
 
 ROOT: Final = "root"
-# Chat templates wrap each message in role markers: ChatML's "<|im_start|>role\n" ... "<|im_end|>\n" is 5 tokens.
-MESSAGE_OVERHEAD_TOKENS: Final = 5
-# The prompt ends by opening the reply, "<|im_start|>assistant\n" in ChatML: prompt tokens too.
-REPLY_OPENING_TOKENS: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,7 +205,7 @@ class Conversation:
             return _cost(m, count_tokens, template)
 
         costs = [sum(cost(m) for m in turn) for turn in rendered]
-        total = REPLY_OPENING_TOKENS + template.tools + sum(cost(m) for m in head) + sum(costs)
+        total = template.prompt + template.tools + sum(cost(m) for m in head) + sum(costs)
         start = 0
         if keep_below is not None and self._keep_from is not None:
             first = [i for i, turn in enumerate(turns) if turn[0].id == self._keep_from]
@@ -333,4 +330,4 @@ def _cost(m: Message, count_tokens: Callable[[str], int], template: TemplateCost
     markup = template.call * len(calls) if isinstance(calls, list) else 0
     if m["role"] == "tool":
         markup += template.result
-    return MESSAGE_OVERHEAD_TOKENS + markup + sum(count_tokens(text) for text in _counted_texts(m))
+    return template.message(str(m["role"])) + markup + sum(count_tokens(text) for text in _counted_texts(m))

@@ -1,4 +1,5 @@
-"""What a chat template adds to a prompt for function tools, measured by rendering the template.
+"""What a chat template adds to a prompt: role markers around each message, the reply's opening, and for function
+tools what is measured by rendering the template.
 
 Qwen2.5's template writes the tool schemas and a paragraph on how to call them into the system message (~140 tokens
 for one small tool), wraps each call in <tool_call> markup and each result in <tool_response> (as a user turn). None
@@ -8,10 +9,16 @@ of it is a text of the conversation, so the budget counted none of it; measured 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
 
-__all__ = ["TemplateCosts", "measure_template_costs"]
+__all__ = ["MESSAGE_OVERHEAD_TOKENS", "REPLY_OPENING_TOKENS", "TemplateCosts", "measure_template_costs"]
+
+# Chat templates wrap each message in role markers: ChatML's "<|im_start|>role\n" ... "<|im_end|>\n" is 5 tokens.
+MESSAGE_OVERHEAD_TOKENS: Final = 5
+# The prompt ends by opening the reply, "<|im_start|>assistant\n" in ChatML: prompt tokens too.
+REPLY_OPENING_TOKENS: Final = 3
 
 Message = dict[str, object]
 Render = Callable[[list[Message], list[Message] | None], str]  # (messages, tools) -> the prompt the LM reads
@@ -19,14 +26,22 @@ Render = Callable[[list[Message], list[Message] | None], str]  # (messages, tool
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TemplateCosts:
-    """Tokens a chat template adds for function tools, beyond the texts and MESSAGE_OVERHEAD_TOKENS a message costs.
+    """Tokens a chat template adds to a conversation's texts (ChatML's by default).
 
-    tools: once per prompt (the tool schemas and their instructions, and what a backend adds after a tool result);
-    call: per tool call (its markup); result: per tool result (its wrapper)."""
+    markers: per message, by role, the role markers around its texts (a role not named: MESSAGE_OVERHEAD_TOKENS);
+    prompt: once per prompt, the reply's opening and what else the template always writes (a BOS, a default system
+    message); tools: once per prompt (the tool schemas and their instructions, and what a backend adds after a tool
+    result); call: per tool call (its markup); result: per tool result (its wrapper)."""
 
+    markers: Mapping[str, int] = field(default_factory=dict)
+    prompt: int = REPLY_OPENING_TOKENS
     tools: int = 0
     call: int = 0
     result: int = 0
+
+    def message(self, role: str) -> int:
+        """The role markers of a message of `role`."""
+        return self.markers.get(role, MESSAGE_OVERHEAD_TOKENS)
 
 
 def measure_template_costs(render: Render, count: Callable[[str], int], tools: list[Message], *, system: bool,

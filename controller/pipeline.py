@@ -109,8 +109,8 @@ class SpeechPipeline(Protocol):
     Optional: `async prefill(request)`, warming the LM's prompt cache with a request whose prompt a later
     reply will start with (sessions call it while the user speaks when the pipeline has it); `chat_problem()`, why
     the chat LM cannot answer now or None (blocking; /healthz asks it in a thread); `template_costs(tools, system)`,
-    the TemplateCosts of a ChatRequest's tools in the chat LM's template (blocking; sessions ask on a worker thread,
-    and count none without it)."""
+    the TemplateCosts of the chat LM's template for a ChatRequest's tools, or none (blocking; sessions ask on
+    a worker thread for every prompt, and count ChatML's markers and no tools without it)."""
 
     # Read-only properties: a profile may declare each narrower, as a class attribute (voices = None) or a property.
     @property
@@ -241,7 +241,7 @@ class EmbeddedPipeline:
     def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
         """Blocking (about 15 loopback calls the first time a tools list is seen): sessions ask on a worker thread.
         A --chat-url server's template is not here: none counted (its prompts are estimated anyway)."""
-        if self._render_prompt is None:
+        if self._render_prompt is None or not tools:  # ChatML's markers are TemplateCosts' own
             return TemplateCosts()
         key = (json.dumps(tools, sort_keys=True), system)
         with self._template_costs_lock:

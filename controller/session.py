@@ -442,9 +442,9 @@ class Session(ItemsMixin, RepliesMixin):
     async def template_costs(self, tools: list[dict] | None, instructions: str) -> TemplateCosts:
         """Measured by the pipeline on a worker thread: the first time for a tools list it renders the template."""
         measure = getattr(self.pipeline, "template_costs", None)
-        if not tools or measure is None:
+        if measure is None:
             return TemplateCosts()
-        return await asyncio.to_thread(measure, tools, bool(instructions))
+        return await asyncio.to_thread(measure, tools or [], bool(instructions))
 
     async def count_ahead(self, texts: list[str]) -> None:
         """Count the texts not counted yet, on a worker thread: the LM's tokenizer takes milliseconds for a long text

@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
+from context_manager import TemplateCosts
 from controller.bridge import iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.pipeline import PromptCut
 from controller.step_audio_setup import StepAudioConfig, chat_engine_config, loading
-from controller.step_audio_text import Detokenizer, chat_messages, sample_text_token, text_piece_mask
+from controller.step_audio_text import DEFAULT_SYSTEM, Detokenizer, chat_messages, sample_text_token, text_piece_mask
 
 logger = logging.getLogger(__name__)
 
 _REPLY_OPENING = "<|BOT|>assistant\n"  # a chat prompt's end: the reply's turn, opened
+_EOT = "<|EOT|>"
 
 
 class StepAudioChat:
@@ -54,7 +56,23 @@ class StepAudioChat:
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sa-chat")
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tok.encode(text)) + 3  # + <|BOT|> role \n ... <|EOT|>
+        """The tokens of a message's text in the chat template (its role markers are template_costs'): between
+        <|EOT|>s sentencepiece pieces cannot cross, so neither the prompt's leading "▁" nor a neighbour's pieces
+        reach it; the newline before it is the markers', and what the text's start makes of it is the text's."""
+        return len(self.tok.encode(f"{_EOT}\n{text}{_EOT}")) - len(self.tok.encode(f"{_EOT}\n{_EOT}"))
+
+    def template_costs(self, system: bool) -> TemplateCosts:
+        """What Step-Audio's template writes around the conversation's texts, counted as count_tokens counts them:
+        each role's markers (`<|BOT|>role\n` ... `<|EOT|>`), and once the BOS, the leading "▁", the reply's opening
+        and, for a conversation without a system message (`system` false), the default one chat_messages adds."""
+        def markers(role: str) -> int:
+            return len(self.tok.encode(_EOT + _turn({"role": role, "content": ""}))) - len(self.tok.encode(_EOT))
+
+        roles = {role: markers(role) for role in ("system", "user", "assistant", "tool")}
+        prompt = len(self.tok.encode(_REPLY_OPENING, add_bos=True))
+        if not system:
+            prompt += roles["system"] + self.count_tokens(DEFAULT_SYSTEM)
+        return TemplateCosts(markers=roles, prompt=prompt)
 
     def render(self, messages: list[dict]) -> str:
         """Step-Audio's chat template over `chat_messages(messages)`."""

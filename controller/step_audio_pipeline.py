@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from context_manager import TemplateCosts
 from controller.errors import ConfigError
 from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_chat import StepAudioChat
@@ -222,6 +223,10 @@ class StepAudioPipeline:
 
     def count_tokens(self, text: str) -> int:
         return self.chat.count_tokens(text)
+
+    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+        """The chat template's role markers and fixed part; no tools (this profile refuses them)."""
+        return self.chat.template_costs(system)
 
     def reply(self, request: Any) -> AsyncIterator[Any]:
         return self.chat.reply(request)

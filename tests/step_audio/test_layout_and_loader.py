@@ -74,6 +74,32 @@ def test_chat_template_and_audio_ids(step_audio) -> None:
     assert tok.audio_id(3) in ids and tok.audio_id(1027) in ids  # <audio_N> text -> one id each
 
 
+@pytest.mark.parametrize("instructions", ["Be brief.\nAnswer in English.", ""])
+def test_the_prompt_budget_counts_the_tokens_of_the_rendered_template(step_audio, instructions: str) -> None:
+    """The session's budget counted 5 tokens a message for ChatML's markers plus 3 a text for Step-Audio's (the same
+    markers twice), 3 for the reply's opening, and nothing for the default system message written when there are
+    no instructions: this prompt of 6 messages was counted 18 tokens over what the Chat LM read (older turns were
+    dropped sooner than the budget asked). Counted with the Chat LM's tokenizer and its template's markers, a
+    prompt fits a budget of exactly its rendered length and no fewer."""
+    from context_manager import AssistantMessage, Conversation, UserMessage
+
+    p = step_audio
+    conversation = Conversation()
+    for i, text in enumerate(["Hello there!", "Hi. It is noon; the sun is high.\n\nLunch is soon.", "数字 123 你好 ",
+                              " leading space", "\nwhat now?"]):
+        conversation.add((UserMessage if i % 2 == 0 else AssistantMessage)(id=f"i{i}", text=text))
+    audio = {"i4": "<audio_3><audio_1027><audio_12>"}  # the turn being answered reaches the Chat LM as its audio ids
+
+    def prompt(budget: int) -> list[dict]:
+        return conversation.messages(instructions, budget, p.count_tokens, audio,
+                                     template=p.template_costs([], bool(instructions)))
+
+    rendered = len(p.chat.prompt_ids(prompt(10_000)))
+    assert len(prompt(10_000)) == 5 + bool(instructions)
+    assert prompt(rendered) == prompt(10_000)
+    assert len(prompt(rendered - 1)) == len(prompt(10_000)) - 2  # the oldest turn dropped
+
+
 def test_a_prompt_too_long_for_the_chat_lm_keeps_its_system_message(step_audio, caplog) -> None:
     """A turn longer than the Chat LM's context less the reply (a long recording, say): the system message (the
     instructions) and the newest tokens are kept, the middle dropped, and a warning says so. The cut says how much
