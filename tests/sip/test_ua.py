@@ -221,6 +221,19 @@ def test_options_488_400_405_501_and_busy() -> None:
     assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
 
 
+def test_an_options_ping_of_a_full_bridge_gets_the_503_an_invite_would() -> None:
+    """RFC 3261 11.2: OPTIONS is answered as an INVITE would be. A proxy that probes its gateways with OPTIONS
+    (a dispatcher's health check) must see the full bridge as unavailable, not keep routing calls into 503s; a
+    keep-alive in the live call's dialog still gets 200, and the ping gets 200 again once a slot is free."""
+    h = Harness(max_calls=1)
+    call, tag = h.established()
+    full = h.feed(req("OPTIONS", call_id="ping"))
+    assert statuses(full) == [503] and full[0].headers.get("Retry-After") == "5"
+    assert full[0].headers.get("Allow") == ALLOW_HEADER
+    assert statuses(h.feed(req("OPTIONS", to_tag=tag, cseq=2))) == [200]
+    h.feed(req("BYE", to_tag=tag, cseq=3))
+    assert statuses(h.feed(req("OPTIONS", call_id="ping2"))) == [200]
+
 def test_a_message_over_the_size_limit_gets_513_not_silence() -> None:
     """RFC 3261 21.5.14: a request longer than the UA takes (8 KiB here) is answered 513 Message Too Large, naming
     the sizes in a Warning, instead of dropped (the caller would retransmit it until its transaction timed out)."""
