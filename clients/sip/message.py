@@ -11,7 +11,8 @@ Rules this module keeps:
 - A request must carry Via, From, To, Call-ID and CSeq, and the CSeq method must equal the request method (8.1.1).
 - `serialize()` always writes Content-Length from the actual body (a stale value is replaced).
 - Every syntax error raises RemoteProtocolError (status 400). `parse_message` attaches whatever it could parse
-  (`exc.partial`) so the UA can still address a 400 response to a request whose start line and Via were readable.
+  (`exc.partial`) so the UA can still address a 400 response to a request whose start line and Via were readable;
+  a head that is not UTF-8 (25.1) is read for that with its bad bytes replaced.
 """
 
 from __future__ import annotations
@@ -285,12 +286,9 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Request 
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SipParseError("head is not UTF-8") from exc
-    lines = text.split("\n")
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-    start = lines[0]
-    headers = Headers.of(_header_pairs(lines[1:]))
-    msg = _start_line(start, headers, body)
+        raise SipParseError(f"head is not UTF-8 (byte 0x{head[exc.start]:02x})", _readable(head, body)) from exc
+    msg = _read_head(text, body)
+    headers = msg.headers
     if not has_blank:
         raise SipParseError("no empty line after the headers", msg)
     body = _apply_content_length(msg, headers, body)
@@ -306,6 +304,21 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Request 
     except SipParseError as exc:
         raise SipParseError(str(exc), msg) from exc
     return msg
+
+
+def _read_head(text: str, body: bytes) -> Request | Response:
+    """The start line and headers of a decoded head (unchecked: body and required headers come later)."""
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+    return _start_line(lines[0], Headers.of(_header_pairs(lines[1:])), body)
+
+
+def _readable(head: bytes, body: bytes) -> Request | Response | None:
+    """What a head that is not UTF-8 (a PBX writing a caller's name in Latin-1) holds when read leniently: enough
+    to answer it 400 with the reason, rather than leave the sender retransmitting into silence."""
+    try:
+        return _read_head(head.decode("utf-8", "replace"), body)
+    except SipParseError as exc:
+        return exc.partial
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:

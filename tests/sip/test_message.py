@@ -76,6 +76,7 @@ def test_response_parse() -> None:
     (INVITE.replace(b"SIP/2.0/UDP 127.0.0.1:5070", b"SIP/2.0/UDP 127.0.0.1:99999"), True),
     (INVITE.replace(b"<sip:agent@127.0.0.1:5080>", b"<sip:agent@127.0.0.1:5080"), True),
     (INVITE.split(b"\r\n\r\n")[0], True),  # no empty line
+    (INVITE.replace(b'"Caller"', b'"M\xfcller"'), True),  # a caller's name in Latin-1, not UTF-8
     (INVITE + b"x" * 70000, False),  # past the size bound
 ])
 def test_malformed_messages_raise_with_what_was_read(raw: bytes, partial: bool) -> None:

@@ -246,6 +246,19 @@ def test_a_message_over_the_size_limit_gets_513_not_silence() -> None:
     assert statuses(h.feed(req("INVITE", body=SDP, call_id="small"))) == [100, 180]  # the UA goes on
 
 
+def test_a_request_that_is_not_utf8_gets_400_saying_so_not_silence() -> None:
+    """RFC 3261 7.3.1/25: header text is UTF-8. An INVITE from a PBX that writes the caller's name in Latin-1 is
+    malformed, and is answered 400 with the reason in a Warning (its sender's log says why) instead of dropped
+    (the caller retransmitted it into silence until its transaction timed out)."""
+    h = Harness()
+    latin1 = req("INVITE", body=SDP, call_id="latin1").replace(b"From: <sip:", b'From: "M\xfcller" <sip:')
+    refused = h.feed(latin1)
+    assert statuses(refused) == [400]
+    assert refused[0].headers.get("Warning") == '399 127.0.0.1 "head is not UTF-8 (byte 0xfc)"'
+    assert (refused[0].headers.get("Call-ID"), str(refused[0].cseq)) == ("latin1", "1 INVITE")
+    assert h.ua.stats.bad_requests == 1 and not h.events
+    assert statuses(h.feed(req("INVITE", body=SDP, call_id="utf8"))) == [100, 180]  # the UA goes on
+
 def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     h = Harness()
     call, tag = h.established()
