@@ -6,7 +6,8 @@
     └── RemoteProtocolError   bad input from the peer; `status` is the SIP response it deserves (400, 488, ...)
         ├── NoCommonCodec     an SDP offer with nothing we can speak (488 Not Acceptable Here)
         ├── NotSdp            a body that carries no SDP (415 Unsupported Media Type, with Accept)
-        └── IncompatibleAddress  an SDP offer whose media addresses are all IPv6 (488; we speak IPv4)
+        ├── IncompatibleAddress  an SDP offer whose media addresses are all IPv6 (488; we speak IPv4)
+        └── IncompatibleTransport  an SDP offer whose audio is all over SRTP or another non-RTP/AVP profile (488)
 
 Parsers raise RemoteProtocolError; the UA core turns it into an error response or a counted drop and never
 lets it escape `receive_datagram`.
@@ -14,8 +15,8 @@ lets it escape `receive_datagram`.
 
 from __future__ import annotations
 
-__all__ = ["BridgeConfigError", "IncompatibleAddress", "LocalProtocolError", "NoCommonCodec", "NotSdp",
-           "RemoteProtocolError", "SipError"]
+__all__ = ["BridgeConfigError", "IncompatibleAddress", "IncompatibleTransport", "LocalProtocolError", "NoCommonCodec",
+           "NotSdp", "RemoteProtocolError", "SipError"]
 
 
 class SipError(Exception):
@@ -72,6 +73,15 @@ class IncompatibleAddress(RemoteProtocolError):
     """The offer's usable audio streams all have IPv6 connection addresses; our sockets are IPv4."""
 
     warn_code = 301  # incompatible network address formats
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 488, "Not Acceptable Here")
+
+
+class IncompatibleTransport(RemoteProtocolError):
+    """The offer's audio streams all use a profile we do not speak (RTP/SAVP and other SRTP profiles)."""
+
+    warn_code = 302  # incompatible transport protocol
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 488, "Not Acceptable Here")

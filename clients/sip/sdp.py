@@ -4,7 +4,10 @@ Rules:
 - We answer audio only, with one voice codec: the first of the offer's formats (the offerer's preference order,
   RFC 3264 6.1) that is PCMU (static 0) or PCMA (static 8), or a dynamic type whose rtpmap names PCMU/8000 or
   PCMA/8000. If the offer names telephone-event/8000 (RFC 4733) we answer it with the offerer's payload type.
-- An offer with no usable audio stream, or an audio stream with no PCMU/PCMA, raises NoCommonCodec (488).
+- An offer with no usable audio stream, or an audio stream with no PCMU/PCMA, raises NoCommonCodec (488). One
+  whose audio is offered only over another profile than RTP/AVP(F) (SRTP: RTP/SAVP, UDP/TLS/RTP/SAVPF) raises
+  IncompatibleTransport (488, Warning 302) naming it: its codecs may well be ours, and the caller's operator
+  must learn that encrypted media is what we cannot take.
 - The answer has one m= line per offered m= line (6): audio we accept gets our port, every other stream port 0.
 - Direction mirrors the offer: sendonly -> recvonly, recvonly -> sendonly, inactive -> inactive, else sendrecv.
   A media-level direction attribute wins over a session-level one (RFC 4566 6). We send media only when our
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clients.sip.errors import IncompatibleAddress, NoCommonCodec, RemoteProtocolError
+from clients.sip.errors import IncompatibleAddress, IncompatibleTransport, NoCommonCodec, RemoteProtocolError
 
 __all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate",
            "stand_in_offer"]
@@ -213,10 +216,15 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
     Raises:
         NoCommonCodec: no audio stream with PCMU or PCMA (or with `keep`).
         IncompatibleAddress: there are such streams, but only on IPv6 addresses.
+        IncompatibleTransport: audio is offered only over profiles other than RTP/AVP (SRTP).
     """
     ipv6: str | None = None  # the address of a usable stream passed over for being IPv6
+    profile: str | None = None  # the profile of an audio stream passed over for it
     for index, m in enumerate(offer.media):
-        if m.media != "audio" or m.port == 0 or not m.proto.startswith("RTP/AVP"):
+        if m.media != "audio" or m.port == 0:
+            continue
+        if not m.proto.startswith("RTP/AVP"):
+            profile = profile or m.proto
             continue
         rtpmap = m.rtpmap()
         codec, dtmf = None, None
@@ -242,6 +250,8 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
         return Negotiated(codec, dtmf, host, m.port, _MIRROR[m.direction(offer.direction)], index)
     if ipv6 is not None:
         raise IncompatibleAddress(f"media address IN IP6 {ipv6}: this bridge speaks IPv4 only")
+    if profile is not None:
+        raise IncompatibleTransport(f"audio over {profile}: this bridge speaks plain RTP/AVP, no SRTP")
     raise NoCommonCodec(f"no {keep.name if keep else 'PCMU/PCMA'} audio stream in the offer")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.sip.errors import IncompatibleAddress, NoCommonCodec, RemoteProtocolError
+from clients.sip.errors import IncompatibleAddress, IncompatibleTransport, NoCommonCodec, RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
 from clients.sip.rtp import DtmfDigit, DtmfReceiver, OutboundStream, RtpPacket, TelephoneEvent
 from clients.sip.sdp import Codec, SessionDescription, build_answer, negotiate
@@ -62,6 +62,19 @@ def test_an_ipv6_only_offer_is_488_with_warning_301() -> None:
             negotiate(SessionDescription.parse(sdp))
         assert (info.value.status, info.value.warn_code) == (488, 301)
 
+
+@pytest.mark.parametrize("proto", ["RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVPF"])
+def test_an_srtp_only_offer_is_488_with_warning_302_naming_its_profile(proto: str) -> None:
+    """An offer of PCMU over SRTP is refused for its profile (RFC 3261 20.43, warning 302: incompatible transport
+    protocol), not with "no PCMU/PCMA" (the codec is there: that message sent the caller's operator to the wrong
+    setting); an offer of the same audio also over RTP/AVP is answered on that stream."""
+    srtp = f"m=audio 6000 {proto} 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abc\r\n".encode()
+    sdp = b"v=0\r\no=x 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\n" + srtp
+    with pytest.raises(IncompatibleTransport) as info:
+        negotiate(SessionDescription.parse(sdp))
+    assert (info.value.status, info.value.warn_code) == (488, 302)
+    assert str(info.value) == f"audio over {proto}: this bridge speaks plain RTP/AVP, no SRTP"
+    assert negotiate(SessionDescription.parse(sdp + b"m=audio 6002 RTP/AVP 0\r\n")).media_index == 1
 
 def test_a_dual_stack_offer_is_answered_on_its_ipv4_stream() -> None:
     """RFC 4091-style offers list the stream once per address family: the IPv6 one is rejected with port 0
