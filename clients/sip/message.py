@@ -10,9 +10,10 @@ Rules this module keeps:
   follow the head; extra bytes are discarded. When absent (allowed over UDP) the body is the rest of the datagram.
 - A request must carry Via, From, To, Call-ID and CSeq, and the CSeq method must equal the request method (8.1.1).
 - `serialize()` always writes Content-Length from the actual body (a stale value is replaced).
-- Every syntax error raises RemoteProtocolError (status 400). `parse_message` attaches whatever it could parse
-  (`exc.partial`) so the UA can still address a 400 response to a request whose start line and Via were readable;
-  a head that is not UTF-8 (25.1) is read for that with its bad bytes replaced.
+- Every syntax error raises RemoteProtocolError (status 400; a request of another SIP version 505).
+  `parse_message` attaches whatever it could parse (`exc.partial`) so the UA can still address a 400 response to
+  a request whose start line and Via were readable; a head that is not UTF-8 (25.1) is read for that with its bad
+  bytes replaced.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 4
             481: "Call/Transaction Does Not Exist",
             482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
             491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
-            513: "Message Too Large"}
+            505: "Version Not Supported", 513: "Message Too Large"}
 
 
 def reason_phrase(status: int) -> str:
@@ -361,7 +362,7 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
         raise SipParseError(f"bad request line {line[:60]!r}")
     request = Request(parts[0], parts[1], headers, body)
     if parts[2] != "SIP/2.0":
-        raise SipParseError(f"unsupported version {parts[2][:20]!r}", request)
+        raise SipParseError(f"unsupported version {parts[2][:20]!r}", request, 505)  # 21.5.6
     return request
 
 

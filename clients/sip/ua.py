@@ -49,9 +49,9 @@ Rules:
   response again.
 - 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
   follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
-- Malformed requests whose start line and Via could be read get 400 Bad Request; anything else malformed is
-  dropped and counted. ACK never gets a response. Responses go to the source address of the request (as with
-  rport, RFC 3581); the top Via gets received/rport filled in.
+- Malformed requests whose start line and Via could be read get 400 Bad Request (505 in another SIP version,
+  21.5.6); anything else malformed is dropped and counted. ACK never gets a response. Responses go to the source
+  address of the request (as with rport, RFC 3581); the top Via gets received/rport filled in.
 - Per call: `{state: {event: next state}}` in TRANSITIONS (ua_events.py); an event missing from it raises
   LocalProtocolError and changes nothing (ua_call.transition).
 """

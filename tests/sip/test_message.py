@@ -65,7 +65,7 @@ def test_response_parse() -> None:
     (b"", False),
     (b"\x00\xff\xfe", False),
     (b"hello world\r\n\r\n", False),
-    (b"INVITE sip:x SIP/3.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", True),
+    (b"INVITE sip:x SIP/3.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", True),  # 505 Version Not Supported (21.5.6)
     (b"INVITE sip:x SIP/2.0\r\nbad header\r\n\r\n", False),
     (b"SIP/2.0 99 Nope\r\n\r\n", False),
     (INVITE.replace(b"Call-ID: c1@host\r\n", b""), True),
@@ -80,9 +80,9 @@ def test_response_parse() -> None:
     (INVITE + b"x" * 70000, False),  # past the size bound
 ])
 def test_malformed_messages_raise_with_what_was_read(raw: bytes, partial: bool) -> None:
-    """Every malformed input raises SipParseError (status 400; 513 past the size bound); `partial` holds the request
-    when readable."""
+    """Every malformed input raises SipParseError (status 400; 513 past the size bound, 505 for another SIP
+    version); `partial` holds the request when readable."""
     with pytest.raises(SipParseError) as info:
         parse_message(raw)
-    assert info.value.status == (513 if len(raw) > 65535 else 400)
+    assert info.value.status == (513 if len(raw) > 65535 else 505 if b" SIP/3.0\r\n" in raw else 400)
     assert (info.value.partial is not None) == partial

@@ -259,6 +259,13 @@ def test_a_request_that_is_not_utf8_gets_400_saying_so_not_silence() -> None:
     assert h.ua.stats.bad_requests == 1 and not h.events
     assert statuses(h.feed(req("INVITE", body=SDP, call_id="utf8"))) == [100, 180]  # the UA goes on
 
+def test_a_request_of_another_sip_version_gets_505() -> None:
+    """RFC 3261 21.5.6: a request in a SIP version we do not speak is answered 505 Version Not Supported, not
+    400 (nothing in it is malformed for its own version)."""
+    refused = Harness().feed(req("OPTIONS").replace(b" SIP/2.0\r\n", b" SIP/3.0\r\n", 1))
+    assert [(m.status, m.reason) for m in refused] == [(505, "Version Not Supported")]
+    assert refused[0].headers.get("Warning") == "399 127.0.0.1 \"unsupported version 'SIP/3.0'\""
+
 def test_local_hangup_sends_bye_until_answered_and_info_dtmf() -> None:
     h = Harness()
     call, tag = h.established()
