@@ -13,7 +13,9 @@ Rules:
   bound the oldest audio is dropped and counted.
 - `DtmfReceiver` turns RFC 4733 telephone-event packets into digits: one event is identified by its RTP timestamp;
   the digit is reported once, on the first packet with the End bit (the end packet is sent three times, 2.5.1.4),
-  or when a new event starts before an end was seen (the end packets were lost).
+  or when a new event starts before an end was seen (the end packets were lost). Only key presses are reported
+  (0-9 * # A-D, events 0-15): a hook flash (16) or a tone of RFC 4734 (a fax's CNG, 36) is no key, and as text in
+  the agent's conversation ("DTMF event-36") it drew a reply, as an INFO's non-keys would (body.py drops those).
 """
 
 from __future__ import annotations
@@ -177,11 +179,9 @@ class TelephoneEvent:
         return struct.pack("!BBH", self.event, (0x80 if self.end else 0) | (self.volume & 0x3F), self.duration)
 
     @property
-    def digit(self) -> str:
-        """"0"-"9", "*", "#", "A"-"D", "flash" (16), or "event-N"."""
-        if self.event < len(_DIGITS):
-            return _DIGITS[self.event]
-        return "flash" if self.event == 16 else f"event-{self.event}"
+    def digit(self) -> str | None:
+        """"0"-"9", "*", "#", "A"-"D"; None for an event that is no key (flash, a tone)."""
+        return _DIGITS[self.event] if self.event < len(_DIGITS) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,24 +198,21 @@ class DtmfReceiver:
         self._done: set[int] = set()  # timestamps already reported (end retransmissions are ignored)
 
     def feed(self, packet: RtpPacket) -> list[DtmfDigit]:
+        """One telephone-event packet; returns the key presses it ended."""
         ev = TelephoneEvent.parse(packet.payload)
-        out: list[DtmfDigit] = []
+        ended: list[TelephoneEvent] = []
         ts = packet.timestamp
         if ts in self._done:
-            return out
+            return []
         if self._current is not None and self._current[0] != ts:  # a new event: the old one lost its end
-            out.append(self._digit(self._current[1]))
+            ended.append(self._current[1])
             self._done.add(self._current[0])
         if ev.end:
-            out.append(self._digit(ev))
+            ended.append(ev)
             self._done.add(ts)
             self._current = None
         else:
             self._current = (ts, ev)
         if len(self._done) > 64:  # bounded memory: keep the recent events only
             self._done = set(sorted(self._done)[-32:])
-        return out
-
-    @staticmethod
-    def _digit(ev: TelephoneEvent) -> DtmfDigit:
-        return DtmfDigit(ev.digit, ev.duration // 8)
+        return [DtmfDigit(key, e.duration // 8) for e in ended if (key := e.digit) is not None]

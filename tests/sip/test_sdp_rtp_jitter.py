@@ -152,6 +152,21 @@ def _pkt(seq: int, payload: bytes = b"") -> RtpPacket:
     return RtpPacket(0, seq & 0xFFFF, seq * 160 & 0xFFFFFFFF, 1, payload or bytes([seq % 256]) * 160)
 
 
+def test_events_that_are_no_key_are_not_reported() -> None:
+    """RFC 4733 3.2 / RFC 4734: a hook flash (16) and a fax's CNG tone (36) are events, not key presses; they
+    reached the agent as "DTMF flash" and "DTMF event-36" and drew replies. Only the key after them is reported,
+    whether their end packets came or were lost."""
+    rx = DtmfReceiver()
+
+    def event(number: int, ts: int, end: bool) -> RtpPacket:
+        return RtpPacket(101, ts // 100, ts, 9, TelephoneEvent(number, end, 10, 800).serialize())
+
+    heard = [d for ts, number in ((1000, 16), (2000, 36)) for packet in (event(number, ts, False),
+             *[event(number, ts, True)] * 3) for d in rx.feed(packet)]
+    heard += rx.feed(event(16, 3000, False))  # its end packets lost: the next event ends it
+    heard += rx.feed(event(5, 4000, True))
+    assert heard == [DtmfDigit("5", 100)]
+
 def test_jitter_buffer_reorders_conceals_and_drains() -> None:
     jb = JitterBuffer(0xFF, depth=3, max_wait_s=0.06)
     assert jb.push(_pkt(10), 0.0) == [_pkt(10).payload]
