@@ -12,7 +12,9 @@ is out of place (481, 491, a retransmission's repeat) and hands the rest here.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
   SDP and a MediaChanged event. The codec in use must still be offered: otherwise the error's status (488) and the
   call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the codec in use, answered in the
-  ACK. Its Contact is the caller's new remote target (12.2.2), and its source where the caller now is.
+  ACK; until then the media stays as it was (RFC 3264 8: an offer changes nothing before its answer), so a
+  session refresh without SDP neither pauses our RTP nor loses a NAT caller's latched source. Its Contact is the
+  caller's new remote target (12.2.2), and its source where the caller now is.
 - The ACK of the INVITE transaction stops the retransmissions: it confirms a first answer (CallConfirmed), lets a
   refused call be forgotten after 32 s, and sends a BYE that waited for it (we hung up meanwhile, 15). An ACK that
   brings the answer to our offer gives MediaChanged, or ends the call with BYE when the answer is unusable. Any
@@ -102,7 +104,8 @@ class InviteServer:
         call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
         transition(call, "reinvite")
         self.final(call, 200, now, body=self._answer_sdp(call, offer))
-        self._out.events.append(MediaChanged(call.handle, media))
+        if req.body:  # else our offer: the ACK's answer changes the media (_on_answer)
+            self._out.events.append(MediaChanged(call.handle, media))
 
     def on_ack(self, call: Call | None, req: Request, now: float) -> None:
         if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
