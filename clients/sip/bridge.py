@@ -28,6 +28,7 @@ from clients.sip.udp import DatagramHandler
 __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
 
 logger = logging.getLogger(__name__)
+SHUTTING_DOWN = "bridge shutting down"  # why the calls still up when the bridge stops end
 
 
 class SipBridge:
@@ -56,9 +57,10 @@ class SipBridge:
         """Hang up every call, wait for their agent sessions to close, release the socket."""
         now = asyncio.get_running_loop().time()
         for handle, call in list(self._calls.items()):
+            call.end(SHUTTING_DOWN)  # the call log says so, not "local hangup" as for a call whose handling failed
             with contextlib.suppress(Exception):
                 if call.answered:
-                    self.ua.hangup(handle, now)
+                    self.ua.hangup(handle, now, SHUTTING_DOWN)  # and our BYE's Reason, for the far end's CDR
                 else:
                     self.ua.reject(handle, 503, now)
         self.pump()

@@ -31,11 +31,20 @@ def expect(*statuses: int, optional: tuple[int, ...] = (100, 180), match: str | 
     """Expected responses; `match`: a regular expression the last one's body (or `header`) must match, or sipp
     fails the call."""
     opt = "".join(f'<recv response="{s}" optional="true"/>\n' for s in optional)
-    where = f'search_in="hdr" header="{header}:"' if header else 'search_in="body"'
-    check = f'<action><ereg regexp="{match}" {where} check_it="true" assign_to="m"/></action>' if match else ""
-    used = '<Reference variables="m"/>\n' if match else ""  # sipp refuses a variable it never reads
+    check, used = ereg(match, header)
     return opt + "".join(f'<recv response="{s}"/>\n' for s in statuses[:-1]) + \
         f'<recv response="{statuses[-1]}">{check}</recv>\n{used}'
+
+
+def ereg(match: str | None, header: str | None = None) -> tuple[str, str]:
+    """(the action inside a <recv>, the step after it) that fail the call unless the message's body (or `header`)
+    matches the regular expression `match`; ("", "") without one."""
+    if match is None:
+        return "", ""
+    where = f'search_in="hdr" header="{header}:"' if header else 'search_in="body"'
+    # sipp refuses a variable it never reads: hence the Reference step
+    return (f'<action><ereg regexp="{match}" {where} check_it="true" assign_to="m"/></action>',
+            '<Reference variables="m"/>\n')
 
 
 def scenario(*steps: str) -> str:

@@ -22,15 +22,17 @@ from tests.sip.media import decode, free_udp_port, heard_beckett, peak_rms_dbfs,
     write_rtp_pcap
 from tests.sip.peers import LISTEN_FOR_REPLY, BridgeProcess, Capture, agent_replied, call_until_replied, need, \
     run_sipp, sipp_call
-from tests.sip.sipp_scenario import expect, request, scenario, sdp
+from tests.sip.sipp_scenario import ereg, expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
 
 
-def answered(method: str, status: str = "200 OK") -> str:
-    """Scenario steps: the caller waits for our `method` request and answers it `status`."""
-    return (f'<recv request="{method}" timeout="20000"/>\n<send><![CDATA[\nSIP/2.0 {status}\n[last_Via:]\n'
-            '[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
+def answered(method: str, status: str = "200 OK", *, reason: str | None = None) -> str:
+    """Scenario steps: the caller waits for our `method` request and answers it `status`; `reason`: a regular
+    expression the request's Reason header must match, or sipp fails the call."""
+    check, used = ereg(reason, "Reason")
+    return (f'<recv request="{method}" timeout="20000">{check}</recv>\n{used}<send><![CDATA[\nSIP/2.0 {status}\n'
+            '[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n')
 
 
 BYE_IN = answered("BYE")
@@ -242,6 +244,28 @@ def test_the_caller_gets_bye_when_the_agent_session_is_lost(tmp_path: Path) -> N
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in calls] == ["agent session lost"]
 
+
+def test_a_call_ended_by_the_bridge_stopping_says_so(embedded_server, tmp_path: Path) -> None:
+    """The bridge stops (SIGINT, as systemd's SIGTERM) with a call up: the caller's BYE carries RFC 3326's Reason
+    "bridge shutting down" and the call log says the same, where both said "local hangup", as for a call whose
+    handling failed, and an operator could not tell a restart from a fault."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    outcome: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+        request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
+        request("ACK", 1, in_dialog=True), answered("BYE", reason="bridge shutting down")), bridge.port,
+        tmp_path)))
+    try:
+        caller.start()
+        assert wait_for(lambda: "confirmed (ACK)" in bridge.log(), 20), bridge.log()
+        bridge.stop()
+        caller.join()
+    finally:
+        bridge.stop()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in bridge.calls()] == ["bridge shutting down"]
 
 def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
     """RFC 4961 symmetric RTP: a caller behind a NAT sends from another port than its SDP names; the agent's
