@@ -477,7 +477,7 @@ class Session(ItemsMixin, RepliesMixin):
             return
         reserved = (await self.template_costs(tools, instructions)).tools
         if (n := await self.tokens_past_budget(instructions, reserved)) is not None:
-            tools_share = f" and the {len(tools)} function tools take {reserved} more" if reserved else ""
+            tools_share = f" and the {len(tools)} function tools take {reserved} more" if tools and reserved else ""
             raise RemoteProtocolError(
                 f"The instructions are {n} tokens long{tools_share}; this server keeps each prompt within "
                 f"{self.defaults.context_budget_tokens} tokens, "

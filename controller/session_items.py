@@ -1,7 +1,7 @@
 """The conversation side of a session: user turns and their transcripts, client item edits, replies.
 
 Split from session.py to keep each file about one thing; `ItemsMixin` is only ever mixed into
-Session and uses its emit/metrics/pipeline.
+Session and uses its emit/metrics/pipeline (session_host.SessionHost declares what it uses, for mypy).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from lm_engine.chat import ChatRequest
 from vad import Resampler, TurnDetectorConfig
 
 if TYPE_CHECKING:
-    from controller.session import Session as _Base
+    from controller.session_host import SessionHost as _Base
 else:
     _Base = object
 

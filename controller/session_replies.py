@@ -2,7 +2,7 @@
 not, and out-of-band ones), and where their items sit on the wire.
 
 Split from session.py to keep each file about one thing; `RepliesMixin` is only ever mixed into Session and uses
-its turn-taking core, emit, metrics and pipeline.
+its turn-taking core, emit, metrics and pipeline (session_host.SessionHost declares what it uses, for mypy).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from controller.errors import EngineError, MediaError, RemoteProtocolError
 from controller.pipeline import PromptCut, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
-from controller.response import Response, ResponseSettings, Say
+from controller.response import Response, ResponseSettings
 from lm_engine.chat import ChatBackendError
 
 if TYPE_CHECKING:
-    from controller.session import Session as _Base
+    from controller.session_host import SessionHost as _Base
 else:
     _Base = object
 
@@ -32,10 +32,6 @@ _WIRE_CANCEL_REASONS: dict[str, str | None] = {"barge_in": "turn_detected", "ser
 
 
 class RepliesMixin(_Base):
-    # Declared here as Session sets them: mypy reads the mixin's own assignments of None as their types otherwise.
-    _response_overrides: ce.ResponseCreate | None  # the next reply's response.create (its overrides)
-    _say: Say | None  # the next reply speaks this text instead of asking the LM
-
     def _response_settings(self, cfg: SessionConfig) -> ResponseSettings:
         limit = cfg.max_output_tokens
         default = self.defaults.max_output_tokens

@@ -18,11 +18,22 @@ def test_the_pure_cores_pass_mypy_strict() -> None:
     _assert_mypy_strict_passes(*PURE_CORES)
 
 
+def test_the_session_and_its_mixins_pass_mypy() -> None:
+    """The mixins took Session itself for their base under TYPE_CHECKING, a class inheriting from itself: mypy typed
+    their `self` as Any, so a misspelt `self.field` in session_items.py or session_replies.py passed unnoticed."""
+    _assert_mypy_passes("controller/session.py", "controller/session_host.py", "controller/session_items.py",
+                        "controller/session_replies.py")
+
+
 def _assert_mypy_strict_passes(*paths: str) -> None:
-    # silent: the cores' imports (controller.errors, numpy) are checked as far as the cores use them, not reported;
+    _assert_mypy_passes("--strict", *paths)
+
+
+def _assert_mypy_passes(*args: str) -> None:
+    # silent: the imports (controller.errors, numpy) are checked as far as the files named use them, not reported;
     # soxr ships no type information.
-    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-                          "--ignore-missing-imports", "--no-incremental", *paths],
+    run = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent",
+                          "--ignore-missing-imports", "--no-incremental", *args],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
 

@@ -1,0 +1,98 @@
+"""What Session's mixins (session_items.ItemsMixin, session_replies.RepliesMixin) use of the Session they are mixed
+into: its state (SessionHost) and its methods (the SessionMethods protocol, which SessionHost extends).
+
+Each mixin has SessionHost as its base for the type checker only (at run time the base is object): mypy then checks
+every `self.x` in a mixin against these declarations, and Session's own definitions against them in turn. Session
+itself could not be that base: it inherits from the mixins, so mypy saw a cycle and typed the mixins' `self` as Any.
+Session, the one class made of the mixins, implements each method here (or fails to instantiate under mypy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
+
+from context_manager import Conversation
+from controller import turn_events as te
+from controller import turn_taking as tt
+from controller.errors import EngineError, MediaError, ProtocolError
+from controller.input_audio import InputAudio
+from controller.metrics import Metrics
+from controller.pipeline import Listener, SpeechPipeline, TurnInput
+from controller.realtime import client_events as ce
+from controller.realtime.server_events import ServerEvents
+from controller.realtime.session_config import SessionConfig
+from controller.response import Response, Say
+from lm_engine.chat import ChatRequest
+from vad import TurnDetector
+
+if TYPE_CHECKING:  # session.py imports the mixins
+    from controller.session import SessionDefaults
+
+
+class SessionMethods(Protocol):
+    """Session's methods, and those each mixin lends the other."""
+
+    async def apply(self, event: te.Event) -> None: ...
+    async def _apply_for(self, event: ce.ClientEvent, request: te.Event) -> None: ...
+    async def emit(self, event: dict, gen_id: int | None = None) -> None: ...
+    async def error(self, exc: ProtocolError | MediaError | EngineError, event_id: str | None = None,
+                    code: str | None = None) -> None: ...
+    def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]: ...
+    def _task_done(self, task: asyncio.Task[object]) -> None: ...
+    def _drop_queued_audio(self, gen_id: int) -> None: ...
+    def new_id(self, kind: str) -> str: ...
+    def reset_turn(self, end_ms: int) -> None: ...
+    async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
+                     *, keep_below: int | None = None, tools: list[dict] | None = None) -> list[dict]: ...
+    async def tokens_past_budget(self, text: str, reserved: int = 0) -> int | None: ...
+
+    # ---- what each mixin lends the other ------------------------------------------------------
+    # ItemsMixin's, for RepliesMixin:
+    def turn_task(self, start_ms: int, end_ms: int, *, unless_silent: bool = False) -> asyncio.Task[TurnInput]: ...
+    def turn_open(self, item_id: str) -> bool: ...
+    async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
+                            cfg: SessionConfig) -> ChatRequest | None: ...
+    def record_reply(self, resp: Response, heard_ms: float | None) -> None: ...
+    # RepliesMixin's, for ItemsMixin:
+    def _visible_response(self) -> Response | None: ...
+    def reply_items_added(self) -> list[str]: ...
+    def wire_previous(self, item_id: str) -> str | None: ...
+    def last_item_sent(self) -> str | None: ...
+
+
+class SessionHost(SessionMethods):
+    """Session's state. A plain class, not a Protocol: mypy takes a protocol's bare `x: T` for an abstract member,
+    which a mixin's own `self.x = ...` would redefine with the type of that value, unchecked against T."""
+
+    conversation_id: str
+    pipeline: SpeechPipeline
+    metrics: Metrics
+    defaults: SessionDefaults
+    events: ServerEvents
+    cfg: SessionConfig
+    turns: tt.TurnTaking
+    conversation: Conversation
+    listener: Listener
+    detector: TurnDetector
+    audio: InputAudio
+    log: logging.LoggerAdapter[logging.Logger]
+    _responses: dict[int, tuple[Response, asyncio.Task[None]]]
+    _turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]]
+    _item_transcriptions: dict[str, asyncio.Future[None]]
+    _last_transcription: asyncio.Future[None] | None
+    _turn_start_ms: int
+    _turn_item_id: str
+    _prefill_task: asyncio.Task[object] | None
+    _prefilled_to_ms: int
+    _committed_turn: tuple[str, int, int] | None
+    _cut_turns: set[str]
+    _response_overrides: ce.ResponseCreate | None
+    _say: Say | None
+    _last_oob_gen: int
+    _spoken: dict[str, Response]
+    _last_audio_response_id: str | None
+    _audio_items: set[str]
+    _untranscribed: set[str]
