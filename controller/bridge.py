@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
@@ -20,7 +21,7 @@ async def call_in_thread(executor: concurrent.futures.Executor, fn: Callable[...
     its thread and model for whoever comes next unless it gives up when it sees the event."""
     cancel = threading.Event()
     try:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args, cancel)
+        return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args, cancel))
     finally:
         cancel.set()
 

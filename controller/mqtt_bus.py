@@ -349,7 +349,7 @@ class MqttBus:
                     continue
                 self._wake.clear()
                 wake = asyncio.create_task(self._wake.wait())
-                waits = [self._sending[0][1]] if self._sending else []
+                waits: list[asyncio.Task[object]] = [self._sending[0][1]] if self._sending else []
                 if len(self._sending) < WINDOW:  # room for more: a new message wakes us too
                     waits.append(wake)
                 try:

@@ -13,9 +13,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -23,6 +24,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from controller.errors import ConfigError
 from controller.metrics import Metrics
@@ -112,7 +114,8 @@ class _ConnectionLog(logging.LoggerAdapter):
     no HTTP request before the handshake ended: a TCP health check, a port scan, a probe that gave up waiting.
     That is the client's doing, not a server failure: one DEBUG line says what happened."""
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+    # kwargs: logging's own keywords (exc_info, stack_info, stacklevel, extra), each of its own type, passed on.
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]  # websockets logs this from inside its `except`
         if msg == "opening handshake failed" and isinstance(exc, (InvalidMessage, ConnectionClosed)):
             level, msg, args = logging.DEBUG, "opening handshake failed: %s", (exc,)
@@ -240,7 +243,7 @@ class RealtimeServer:
         return True
 
     @staticmethod
-    def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+    def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
         # Echo the browser's key subprotocol (or "realtime"): a browser refuses a handshake that
         # doesn't pick one of the protocols it offered.
         for proto in offered:

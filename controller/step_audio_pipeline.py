@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -38,6 +38,9 @@ from controller.step_audio_layout import ChatNeed, check_layout, missing_files
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir
 from controller.step_audio_synthesis import SentenceSynthesizer
+
+if TYPE_CHECKING:  # imported where the models load: it brings torch
+    from lm_engine.engine_api import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +179,11 @@ class StepAudioPipeline:
                                   ["engine"], registry=None)
         for name, engine in (("tts", self.tts_engine), ("chat", self.chat.engine)):
             if engine is not None:
-                self.kv_free_blocks.labels(engine=name).set_function(lambda e=engine: e.num_free_blocks)
-                self.lm_sequences.labels(engine=name).set_function(lambda e=engine: e.num_sequences)
+                self._watch_engine(name, engine)
+
+    def _watch_engine(self, name: str, engine: Engine) -> None:
+        self.kv_free_blocks.labels(engine=name).set_function(lambda: engine.num_free_blocks)
+        self.lm_sequences.labels(engine=name).set_function(lambda: engine.num_sequences)
 
     def _register_speakers(self, folder: Path) -> None:
         import soundfile as sf
