@@ -605,8 +605,8 @@ def paged_attention_triton(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_ta
     group = num_heads // num_kv_heads
     num_seqs = block_tables.shape[0]
     out = torch.empty_like(q)
-    if num_seqs and max_seqlen_q is None:
-        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
+    if max_seqlen_q is None:
+        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item()) if num_seqs else 0
     if new_kv is not None and (num_seqs == 0 or max_seqlen_q > 1):
         # Not a decode step: the prefill kernel reads every key from the cache, so they are stored first.
         store_kv_triton(new_kv[0], new_kv[1], k_cache, v_cache, new_kv[2])

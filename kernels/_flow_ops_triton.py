@@ -24,7 +24,9 @@ MAX_NORM_WIDTH = 256
 # 1032 rows under a CUDA graph, 12.6 us fused against 7.1 us for cuBLAS + the add_layer_norm kernel. K = 256 (the
 # attention output projection, 128 KB a program) keeps the epilogue (unmeasured alone; bench.kernels times both).
 MAX_NORM_K = 256
-_GELU = {"none": 1, "tanh": 2}  # linear_triton's EPILOGUE; 3 is the add + LayerNorm, 4 the add alone
+# linear_triton's EPILOGUE by its gelu argument (None, no GELU, goes with a residual); 3 is the add + LayerNorm, 4 the
+# add alone
+_GELU: dict[str | None, int] = {"none": 1, "tanh": 2}
 
 
 @triton.jit

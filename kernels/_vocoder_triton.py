@@ -178,7 +178,7 @@ def sine_source_triton(f0: Tensor, noise: Tensor, phase_offsets: Tensor, *, upsa
     noise = noise if noise.stride(2) == 1 else noise.contiguous()
     merge = merge_weight is not None
     out = torch.empty((batch, 1 if merge else num_harm, length), dtype=torch.float32, device=f0.device)
-    w = merge_weight.float().contiguous() if merge else out
+    w = merge_weight.float().contiguous() if merge_weight is not None else out
     bias = merge_bias.float().reshape(1) if merge_bias is not None else torch.zeros(1, device=f0.device)
     f0 = f0.contiguous()
     phase_offsets = phase_offsets.float().contiguous()

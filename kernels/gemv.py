@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -147,7 +148,7 @@ def _run(x: Tensor, w: Tensor, bias: Tensor | None, fused: str, ours: Callable[[
             return theirs()
         n_out = w.shape[0] // 2 if fused.endswith("swiglu") else w.shape[0]
         splits = split_candidates(n_out, w.shape[1], x.device)
-        t = timings[key] = _time_all(key, x, {s: (lambda s=s: ours(tri, s)) for s in splits}, theirs)
+        t = timings[key] = _time_all(key, x, {s: functools.partial(ours, tri, s) for s in splits}, theirs)
     side = _side.get() or ("triton" if t[0] < t[1] else "library")
     return ours(tri, t[2]) if side == "triton" and t[0] != float("inf") else theirs()
 

@@ -59,7 +59,7 @@ class Engine:
         self.tokenizer = tokenizer
         self._shutdown = shutdown
         self._cv = threading.Condition(threading.RLock())
-        self._listeners: dict[int, Callable[[TokenDelta], None]] = {}
+        self._listeners: dict[int, Callable[[TokenDelta], object]] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
         self._holds = 0  # hold() calls under way: streams take no new step meanwhile
@@ -361,7 +361,7 @@ class Engine:
                 await loop.run_in_executor(None, self._abort_stream, sid)
 
     def _start_stream(self, prompt: list[int] | None, seq_id: int | None, params: SamplingParams,
-                      listener: Callable[[TokenDelta], None]) -> int:
+                      listener: Callable[[TokenDelta], object]) -> int:
         with self._cv:
             sid = self._start(prompt, seq_id, params)
             self._listeners[sid] = listener

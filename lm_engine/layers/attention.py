@@ -13,6 +13,8 @@ from lm_engine.engine.forward_context import get_forward_context
 
 
 class PagedAttention(nn.Module):
+    alibi_slopes: torch.Tensor | None  # a buffer: declared, as nn.Module's attributes are untyped
+
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, bias: str,
                  alibi_slopes: torch.Tensor | None) -> None:
         super().__init__()

@@ -91,13 +91,13 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
                 param = _lookup(params, pname, name)
                 _, rows = param.weight_loader.__self__.shard(shard)  # type: ignore[attr-defined]
                 _check_shape(name, tensor, (rows, *param.shape[1:]))
-                param.weight_loader(param, tensor.to(param.device), shard)  # type: ignore[operator]
+                param.weight_loader(param, tensor.to(param.device), shard)  # type: ignore[attr-defined]
                 loaded.add(f"{pname}:{shard}")
                 break
         else:
             param = _lookup(params, name, name)
             _check_shape(name, tensor, tuple(param.shape))
-            param.weight_loader(param, tensor.to(param.device))  # type: ignore[operator]
+            param.weight_loader(param, tensor.to(param.device))  # type: ignore[attr-defined]
             loaded.add(name)
     expected = _expected_names(params, packed, tied)
     missing = sorted(expected - loaded)

@@ -25,7 +25,7 @@ from .config import FbankConfig, TokenizerConfigError
 _EPS32 = float(np.finfo(np.float32).eps)
 
 
-def _kaldi_mel(f: np.ndarray) -> np.ndarray:
+def _kaldi_mel(f: np.ndarray | np.float64) -> np.ndarray:
     return 1127.0 * np.log1p(f / 700.0)
 
 

@@ -71,6 +71,8 @@ class Block(nn.Module):
 
 
 class AudioEncoder(nn.Module):
+    positional_embedding: torch.Tensor  # [n_ctx, n_state] buffer: declared, as nn.Module's attributes are untyped
+
     def __init__(self, cfg: S3Config) -> None:
         super().__init__()
         self.stride = cfg.conv1_stride
@@ -97,6 +99,8 @@ class AudioEncoder(nn.Module):
 
 
 class Codebook(nn.Module):
+    embed: torch.Tensor  # [size, dim] buffer: declared, as nn.Module's attributes are untyped
+
     def __init__(self, dim: int, size: int) -> None:
         super().__init__()
         self.register_buffer("embed", torch.zeros(size, dim))
