@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -19,14 +20,27 @@ from lm_engine.engine import sampling
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.forward_context import ForwardContext, forward_context
 from lm_engine.engine.scheduler import StepInput
+from lm_engine.layers.attention import PagedAttention
 from lm_engine.layers.tp import tp_size
 from lm_engine.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    # CUDAGraph.pool()'s type, the handle torch.cuda.graph takes to share a pool: torch names it only privately.
+    from torch.cuda import _POOL_HANDLE as GraphPool
 
 logger = logging.getLogger(__name__)
 
 
+class CausalLM(Protocol):
+    """The model a runner steps (models.decoder.DecoderForCausalLM)."""
+
+    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...  # [T] -> [T, hidden]
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...  # [n, hidden] -> [n, vocab] fp32
+    def attention_layers(self) -> list[PagedAttention]: ...
+
+
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, model_cfg: ModelConfig, cfg: EngineConfig,
+    def __init__(self, model: CausalLM, model_cfg: ModelConfig, cfg: EngineConfig,
                  device: torch.device, dtype: torch.dtype) -> None:
         self.model = model
         self.model_cfg = model_cfg
@@ -89,7 +103,7 @@ class ModelRunner:
 
     def _allocate_kv_cache(self) -> None:
         m = self.model_cfg
-        layers = self.model.attention_layers()  # type: ignore[operator]
+        layers = self.model.attention_layers()
         kv_local = m.num_kv_heads // tp_size()
         # [2, layers, num_blocks, block_size, kv_heads_local, head_dim]; zeros so padded graph rows stay finite.
         self.kv_cache = torch.zeros(2, len(layers), self.num_blocks, self.block_size, kv_local, m.head_dim,
@@ -134,7 +148,7 @@ class ModelRunner:
         if not step.logits_rows:
             return torch.empty(0, self.model_cfg.vocab_size, device=self.device)
         rows = self._tensor(step.logits_rows, torch.int64)
-        return self.model.compute_logits(hidden[rows])  # type: ignore[operator,no-any-return]
+        return self.model.compute_logits(hidden[rows])
 
     @torch.inference_mode()
     def warm_up_prefill(self) -> None:
@@ -223,7 +237,7 @@ class ModelRunner:
                 return
             logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
 
-    def _capture_step(self, buf: dict[str, torch.Tensor], pool: tuple | None
+    def _capture_step(self, buf: dict[str, torch.Tensor], pool: GraphPool | None
                       ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """One decode step captured on buf's inputs: (the graph, its logits). The LM head runs inside the graph too:
         a step's logits need no launch of their own."""
@@ -234,8 +248,8 @@ class ModelRunner:
             logits = self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
         return graph, logits
 
-    def _capture_fastest_step(self, bs: int, buf: dict[str, torch.Tensor], pool: tuple | None
-                              ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]:
+    def _capture_fastest_step(self, bs: int, buf: dict[str, torch.Tensor], pool: GraphPool | None
+                              ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, GraphPool]:
         """The step captured with each GEMV side (kernels.gemv.serve_all_by: each shape by its timing, all on our
         kernel, all on cuBLAS) where the batch is GEMV-sized, and the one that replays fastest kept: (its graph,
         its logits, the memory pool all share). The per-shape timings see one kernel after a norm; a step's
@@ -255,6 +269,7 @@ class ModelRunner:
         if ms:
             logger.info("decode graph, batch %d: %s -> GEMVs %s", bs,
                         ", ".join(f"{s or 'as timed'} {t:.3f} ms" for s, t in ms.items()), side or "as timed")
+        assert pool is not None  # for mypy: sides is never empty, and the first capture made the pool
         return (*captured[side], pool)
 
     def _replay(self, step: StepInput) -> torch.Tensor:

@@ -59,7 +59,10 @@ def _bound_steps(step_timeout_s: float) -> None:
     (TORCH_NCCL_ASYNC_ERROR_HANDLING=3) tears the process down after step_timeout_s rather than NCCL's default 10 min;
     collectives replayed from a CUDA graph (decode steps) are never handed to the watchdog, so this bounds them
     not at all: rank 0 waits for a hung rank for good (README, on torchrun)."""
-    dist.group.WORLD.set_timeout(timedelta(seconds=step_timeout_s))
+    world = dist.group.WORLD
+    if world is None:
+        raise RuntimeError("no default process group: init_distributed comes first")
+    world.set_timeout(timedelta(seconds=step_timeout_s))
 
 
 class TPDriver:

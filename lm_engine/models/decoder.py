@@ -11,20 +11,30 @@ Module names follow the HF checkpoints (model.layers.N.self_attn..., lm_head), s
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 import torch
 from torch import nn
 
 from lm_engine.layers.attention import PagedAttention
 from lm_engine.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
-from lm_engine.layers.linear import MergedColumnParallelLinear, RowParallelLinear
+from lm_engine.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from lm_engine.layers.norm import RMSNorm
 from lm_engine.models.config import ModelConfig
 
-# An attention module: (positions [T] int64, qkv [T, (H + 2G) * head_dim], its qkv_proj's output) -> [T, hidden],
-# with its q/k/v projection at `.qkv_proj` (DecoderLayer runs it) and its PagedAttention at `.attn`.
-AttentionFactory = Callable[[], nn.Module]
+class Attention(Protocol):
+    """A family's attention module: (positions [T] int64, qkv [T, (H + 2G) * head_dim], its qkv_proj's output)
+    -> [T, hidden], with its q/k/v projection at `.qkv_proj` (DecoderLayer runs it) and its PagedAttention at
+    `.attn`."""
+
+    qkv_proj: QKVParallelLinear
+    attn: PagedAttention
+
+    def __call__(self, positions: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor: ...
+
+
+AttentionFactory = Callable[[], Attention]
 
 
 class GatedMLP(nn.Module):
@@ -38,7 +48,7 @@ class GatedMLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, attention: nn.Module) -> None:
+    def __init__(self, cfg: ModelConfig, attention: Attention) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = attention
@@ -93,4 +103,5 @@ class DecoderForCausalLM(nn.Module):
         return self.lm_head(hidden)
 
     def attention_layers(self) -> list[PagedAttention]:
-        return [layer.self_attn.attn for layer in self.model.layers]
+        layers = cast(Iterable[DecoderLayer], self.model.layers)  # an nn.ModuleList yields untyped Modules
+        return [layer.self_attn.attn for layer in layers]
