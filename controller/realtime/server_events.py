@@ -99,7 +99,7 @@ def response(
     output_modalities: tuple[str, ...] = ("audio",),
     output_format: AudioFormat = AudioFormat.PCM,
     voice: str = "joe",
-    max_output_tokens: int | Literal["inf"] = "inf",
+    max_output_tokens: int | Literal["inf"] | None = "inf",
     conversation_id: str | None = None,
     details: Json | None = None,
     usage: Json | None = None,
