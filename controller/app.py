@@ -54,6 +54,7 @@ class AppConfig:
     pause_ms: int = 200
     language: str = "en"
     threads: int = 2
+    lm_threads: int = 1
     lm_nice: int = 0
     lm_slots: int = 1
     tp_step_timeout_s: float = 60.0
@@ -86,7 +87,8 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
     if config.profile == "embedded":
         try:
             return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
-                                                    chat_url=config.chat_url, lm_nice=config.lm_nice,
+                                                    lm_threads=config.lm_threads, chat_url=config.chat_url,
+                                                    lm_nice=config.lm_nice,
                                                     lm_slots=config.lm_slots))
         except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
             raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc

@@ -24,6 +24,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s%(session_tag)s: %(message)s"
 
 
+def _model_threads() -> int:
+    """--threads' default."""
+    return min(4, os.cpu_count() or 2)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -103,8 +108,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "evaluated at the pause")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply, 50-2000 ms")
     p.add_argument("--language", default="en", help="default language of user speech")
-    p.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),
-                   help="CPU threads for the models (speech recognition, the chat LM, synthesis)")
+    p.add_argument("--threads", type=_positive_int, default=_model_threads(),
+                   help="CPU threads for the models (speech recognition, synthesis; the embedded chat LM has "
+                        "--lm-threads)")
+    p.add_argument("--lm-threads", type=_positive_int, default=max(1, _model_threads() - 1),
+                   metavar="N", help="threads of the in-process chat LM (embedded profile): one core fewer than the "
+                   "models' --threads by default, since speech recognition and synthesis run beside its decoding")
     p.add_argument("--lm-nice", type=int, default=0, choices=range(20), metavar="0..19",
                    help="niceness of the in-process chat LM's threads (Linux): above 0, speech recognition and "
                         "synthesis win the cores they share with it, but the LM then starves behind any other busy "
@@ -154,7 +163,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                              "file name (tts: output_tts.wav, or output_clone.wav when cloning; chat: "
                              "output_e2e_tqta.wav for text in, output_e2e_aqta.wav for speech in)")
     common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
-    common.add_argument("--threads", type=_positive_int, default=min(4, os.cpu_count() or 2),
+    common.add_argument("--threads", type=_positive_int, default=_model_threads(),
                         help="CPU threads for the models")
     common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                         help="what the tool logs on stderr")
@@ -236,7 +245,7 @@ def _serve(args: argparse.Namespace) -> int:
         profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         early_prefill=args.early_prefill == "on",
-        language=args.language, threads=args.threads, lm_nice=args.lm_nice,
+        language=args.language, threads=args.threads, lm_threads=args.lm_threads, lm_nice=args.lm_nice,
         lm_slots=args.lm_slots, tp_step_timeout_s=args.tp_step_timeout,
     )
     if int(os.environ.get("RANK", "0")) > 0:  # a tensor-parallel follower under torchrun: no server

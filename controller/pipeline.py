@@ -139,6 +139,10 @@ class SpeechPipeline(Protocol):
 class EmbeddedConfig:
     language: str = "en"
     threads: int = 2
+    # llama.cpp's threads wait for each other at every step of a token: as many of them as cores, beside the ASR and
+    # TTS that run while it decodes (and any other busy process), and one of them descheduled stalls the others.
+    # On 2 loaded cores 2 threads gave 0.6 tokens/s (below speaking pace), 1 thread 4.5 (bench/RESULTS.md).
+    lm_threads: int = 1
     n_ctx: int = 4096
     chat_url: str | None = None  # an OpenAI-compatible server for the chat LM instead of in-process llama.cpp
     lm_nice: int = 0  # niceness of llama.cpp's threads (Linux); see LlamaCppConfig.nice
@@ -169,7 +173,7 @@ class EmbeddedPipeline:
         self._asr = WhisperAsr.load(language=config.language, cpu_threads=config.threads)
         self.languages = whisper_languages()
         logger.info("loading Piper TTS")
-        # Two threads even on two cores, beside llama.cpp's two: the latency bench measured synthesis RTF
+        # Two threads even on two cores, beside llama.cpp's: the latency bench measured synthesis RTF
         # 0.124 -> 0.096 with them (2 vCPUs), and every later sentence is synthesised well ahead of playback.
         self._tts = PiperTts.load(cpu_threads=min(2, config.threads))
         self.output_rate = int(self._tts.sample_rate)
@@ -184,7 +188,7 @@ class EmbeddedPipeline:
             self._count_tokens = self._llm.estimate_tokens  # the server's model and tokenizer are not here
         else:
             logger.info("loading the chat LM")
-            llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.threads, n_ctx=config.n_ctx,
+            llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.lm_threads, n_ctx=config.n_ctx,
                                        nice=config.lm_nice, n_parallel=config.lm_slots)
             self._llm, self._count_tokens, self._render_prompt = llm, llm.count_tokens, llm.render_prompt
         # ASR, LLM and TTS each get their own thread so that synthesis of one sentence overlaps
