@@ -7,6 +7,8 @@ SERVE_STAMP := $(VENV)/.installed-serve
 HOST ?= 127.0.0.1
 PORT ?= 8765
 PROFILE ?= embedded
+# The model folder of the Step-Audio profiles (serve's --model-path): step-audio and full-random cannot start without it.
+MODEL_PATH ?=
 # The embedded profile runs no torch: its `make serve` installs only what it serves with. The Step-Audio profiles
 # (tiny, step-audio, full-random) run our torch engine, so they install everything, as `make test` does.
 SERVE_NEEDS := $(if $(filter embedded,$(PROFILE)),$(SERVE_STAMP),$(STAMP))
@@ -48,7 +50,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 venv: $(STAMP)
 
 serve: $(SERVE_NEEDS)
-	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)
+	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)$(if $(MODEL_PATH), --model-path '$(MODEL_PATH)')
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

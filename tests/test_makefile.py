@@ -63,3 +63,18 @@ def test_make_test_and_the_engine_profiles_install_torch_and_everything(tmp_path
     installs = _pip_installs(tmp_path, *make_args)
     assert any(line.endswith("-c constraints.txt 'torch==2.13.0'") for line in installs), installs
     assert any(line.endswith("-e '.[embedded,engine,kernels,mqtt,remote,test]'") for line in installs), installs
+
+
+def _serve_line(tmp_path: Path, *make_args: str) -> str:
+    proc = subprocess.run(["make", "-n", "-C", str(ROOT), "serve", *make_args, f"VENV={tmp_path / 'venv'}"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return next(line for line in proc.stdout.splitlines() if "stepaudio-rt serve" in line)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_passes_a_model_path_to_the_step_audio_profiles(tmp_path: Path) -> None:
+    """`make serve PROFILE=step-audio`, which the README offers, could only fail ("needs --model-path DIR"): make had
+    no way to pass the model folder. MODEL_PATH now reaches serve's --model-path, a folder with a space included."""
+    line = _serve_line(tmp_path, "PROFILE=step-audio", "MODEL_PATH=/data/Step Audio")
+    assert line.endswith("--profile step-audio --model-path '/data/Step Audio'"), line
+    assert "--model-path" not in _serve_line(tmp_path), "the embedded profile takes no model folder"
