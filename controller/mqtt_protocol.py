@@ -99,16 +99,7 @@ def parse_mqtt_url(url: str, *, default_node_id: str, default_password: str | No
     unknown = sorted(set(query) - known)
     if unknown:
         raise ConfigError(f"--mqtt-url: unknown option(s) {unknown}; known: {sorted(known)}")
-    options: dict[str, object] = {}
-    try:
-        for k in _INT_OPTIONS:
-            if k in query:
-                options[k] = int(query[k])
-        for k in _FLOAT_OPTIONS:
-            if k in query:
-                options[k] = float(query[k])
-    except ValueError as exc:
-        raise ConfigError(f"--mqtt-url: {exc}") from exc
+    options = {k: _number_option(k, query[k]) for k in (*_INT_OPTIONS, *_FLOAT_OPTIONS) if k in query}
     return MqttConfig(
         # `port or ...` made an explicit :0 the default port; it is refused as out of range
         host=parts.hostname or "", port=(8883 if parts.scheme == "mqtts" else 1883) if port is None else port,
@@ -118,6 +109,16 @@ def parse_mqtt_url(url: str, *, default_node_id: str, default_password: str | No
         # an empty ?prefix= (`prefix=$PREFIX` with it unset) is refused, as an empty node_id is, not made the default
         prefix=query.get("prefix", "stepaudio").strip("/"),
         node_id=query.get("node_id", default_node_id), **options)  # type: ignore[arg-type]
+
+
+def _number_option(name: str, text: str) -> int | float:
+    """A numeric ?option= of the URL. int()'s and float()'s own message ("invalid literal for int() with base 10:
+    'abc'") named no option: with several in the URL, the user could not tell which one was wrong."""
+    kind, what = (int, "a whole number") if name in _INT_OPTIONS else (float, "a number")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"--mqtt-url {name}={text!r} is not {what}") from None
 
 
 def _without_password(url: str) -> str:

@@ -233,3 +233,15 @@ async def test_the_publish_window_is_not_reported_as_a_backlog() -> None:
 
     bus, _ = _bus(buffer=3)
     assert bus._client().pending_calls_threshold == WINDOW + 1  # + the metrics loop's publish
+
+
+@pytest.mark.parametrize(("url", "named"), [
+    ("mqtt://b?buffer=5&keepalive=abc", "keepalive='abc' is not a whole number"),
+    ("mqtt://b?metrics_interval=10s", "metrics_interval='10s' is not a number"),
+])
+def test_an_option_that_is_not_a_number_is_named(url: str, named: str) -> None:
+    """`?buffer=5&keepalive=abc` stopped serve with "--mqtt-url: invalid literal for int() with base 10: 'abc'",
+    naming no option; the error now says which one, and what it needs."""
+    with pytest.raises(ConfigError) as err:
+        parse_mqtt_url(url, default_node_id="n")
+    assert str(err.value) == f"--mqtt-url {named}"
