@@ -60,8 +60,8 @@ from prometheus_client import Counter, Gauge
 
 from controller.metrics import Metrics
 from controller.mqtt_protocol import (
-    Directory, MqttConfig, Outgoing, command_error_message, event_message, packet_size, parse_command, session_of,
-    session_status_message, subscriptions,
+    Directory, MqttConfig, Outgoing, command_error_message, error_text, event_message, packet_size, parse_command,
+    session_of, session_status_message, subscriptions,
 )
 
 logger = logging.getLogger(__name__)
@@ -421,5 +421,5 @@ class MqttBus:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a command's failure is answered on the bus, never raised
-            logger.warning("mqtt: command on %s failed: %s", topic, exc)
+            logger.warning("mqtt: command on %s failed: %s", topic, error_text(exc))
             self._enqueue(command_error_message(self.config.prefix, topic, payload, exc, self.config.node_id))

@@ -189,7 +189,7 @@ def command_error_message(prefix: str, topic: str, payload: bytes, exc: Exceptio
     """The answer on cmd/error to a command that could not run: what went wrong, in words and as a stable `kind`,
     with the command's payload (base64 when it is not text) so that a dashboard can show what was refused."""
     quoted = payload[:1024].decode() if _is_text(payload[:1024]) else base64.b64encode(payload[:1024]).decode()
-    body = {"topic": topic, "error": _error_text(exc), "kind": error_kind(exc), "node_id": node_id, "payload": quoted}
+    body = {"topic": topic, "error": error_text(exc), "kind": error_kind(exc), "node_id": node_id, "payload": quoted}
     return Outgoing(topic=error_topic(prefix, topic), payload=json.dumps(body, separators=(",", ":")).encode(), qos=1)
 
 
@@ -207,8 +207,9 @@ def error_kind(exc: Exception) -> str:
     return "command_failed"
 
 
-def _error_text(exc: Exception) -> str:
-    # str(KeyError("x")) is "'x'" (the key's repr): the bus gets the message itself.
+def error_text(exc: Exception) -> str:
+    """What a failed command's answer and the log say. str(KeyError("x")) is "'x'" (the key's repr): both get the
+    message itself."""
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 

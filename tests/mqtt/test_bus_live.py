@@ -145,6 +145,8 @@ async def test_bad_commands_are_answered_on_cmd_error_and_change_nothing(broker,
     assert errors[-2]["kind"] == "bad_command" and errors[-2]["error"].startswith("payload is not UTF-8 text")
     assert errors[-1]["kind"] == "unknown_session" and errors[-1]["error"] == "no session 'sess_nope'"
     assert w.messages[-1].topic == "stepaudio/v1/sessions/sess_nope/cmd/error"
+    # the log said `failed: "no session 'sess_nope'"`, the KeyError's repr in quotes: it now says what the bus says
+    assert "/sess_nope/cmd/hangup failed: no session 'sess_nope'\n" in bus_server.log()
 
 
 async def test_last_will_marks_a_killed_node_offline(broker: Mosquitto) -> None:
