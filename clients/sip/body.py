@@ -23,23 +23,27 @@ from __future__ import annotations
 
 from clients.sip.errors import RemoteProtocolError
 
-__all__ = ["dtmf_keys", "sdp_body"]
+__all__ = ["ACCEPT", "dtmf_keys", "sdp_body"]
 
+SDP = "application/sdp"
+MULTIPART = ("multipart/mixed", "multipart/alternative")  # read for their SDP part
+DTMF_RELAY, DTMF = "application/dtmf-relay", "application/dtmf"  # INFO's key presses
+ACCEPT = ", ".join((SDP, *MULTIPART, DTMF_RELAY, DTMF))  # every body type read here: OPTIONS' Accept (11.2)
 _KEYS = "0123456789*#ABCD"  # in RFC 4733 event order (3.2)
 
 
 def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
     """The SDP carried by a body of `content_type`, or None when there is none."""
     kind, params = _media_type(content_type or "")
-    if kind == "application/sdp":
+    if kind == SDP:
         return body
-    if kind not in ("multipart/mixed", "multipart/alternative"):
+    if kind not in MULTIPART:
         return None
     boundary = params.get("boundary")
     if not boundary:
         raise RemoteProtocolError(f"{kind} body without a boundary")
     for part_type, content in _parts(boundary.encode(), body):
-        if _media_type(part_type)[0] == "application/sdp":
+        if _media_type(part_type)[0] == SDP:
             return content
     return None
 
@@ -48,9 +52,9 @@ def dtmf_keys(content_type: str | None, body: bytes) -> list[str]:
     """The key presses an INFO body of `content_type` carries (none for any other body)."""
     kind, _ = _media_type(content_type or "")
     text = body.decode("utf-8", "replace")
-    if kind == "application/dtmf":
+    if kind == DTMF:
         values = [text]
-    elif kind == "application/dtmf-relay":
+    elif kind == DTMF_RELAY:
         values = [value for name, _, value in (line.partition("=") for line in text.splitlines())
                   if name.strip().lower() == "signal"]
     else:

@@ -30,8 +30,9 @@ Rules:
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
-- OPTIONS -> 200 OK with Allow/Accept, or while `max_calls` calls are live the 503 + Retry-After an INVITE would
-  get (11.2: a proxy that probes with OPTIONS then routes elsewhere); an in-dialog one (a To tag: a PBX's or
+- OPTIONS -> 200 OK with Allow and Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py), or
+  while `max_calls` calls are live the 503 + Retry-After an INVITE would get (11.2: a proxy that probes with
+  OPTIONS then routes elsewhere); an in-dialog one (a To tag: a PBX's or
   proxy's dialog keep-alive) for a dialog that does not exist, or no longer does, -> 481 (12.2.2), so the peer
   tears down a call we have lost.
   INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
@@ -61,7 +62,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from clients.sip.body import dtmf_keys
+from clients.sip.body import ACCEPT, dtmf_keys
 from clients.sip.errors import LocalProtocolError, RemoteProtocolError
 from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
 from clients.sip.ua_call import TIMEOUT, Call, Outbox, transition
@@ -301,7 +302,7 @@ class UserAgent:
             return
         if in_dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
             call.remote_cseq = req.cseq  # a later request must not go below it
-        capabilities = (("Allow", ALLOW), ("Accept", "application/sdp"))
+        capabilities = (("Allow", ALLOW), ("Accept", ACCEPT))
         if not in_dialog and self.live_calls >= self.config.max_calls:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
             # health check) sends its calls elsewhere while we are full instead of into our 503s

@@ -234,6 +234,14 @@ def test_an_options_ping_of_a_full_bridge_gets_the_503_an_invite_would() -> None
     h.feed(req("BYE", to_tag=tag, cseq=3))
     assert statuses(h.feed(req("OPTIONS", call_id="ping2"))) == [200]
 
+def test_an_options_answer_accepts_every_body_type_the_bridge_reads() -> None:
+    """RFC 3261 11.2: Accept in the answer to OPTIONS lists the body types we take: a peer that reads it learns
+    that INFO's DTMF bodies and SIP-T/SIP-I multipart offers are taken, not application/sdp alone."""
+    accept = Harness().feed(req("OPTIONS"))[0].headers.get("Accept") or ""
+    assert [t.strip() for t in accept.split(",")] == [
+        "application/sdp", "multipart/mixed", "multipart/alternative", "application/dtmf-relay", "application/dtmf"]
+
+
 def test_a_message_over_the_size_limit_gets_513_not_silence() -> None:
     """RFC 3261 21.5.14: a request longer than the UA takes (8 KiB here) is answered 513 Message Too Large, naming
     the sizes in a Warning, instead of dropped (the caller would retransmit it until its transaction timed out)."""
