@@ -75,8 +75,10 @@ from clients.sip.ua_requests import OwnRequests
 
 __all__ = ["UserAgent"]
 
-# A call slot frees whenever any call ends: a proxy that got our 503 may come back this soon (21.5.4).
-FULL_RETRY_AFTER_S = 5
+# Every 503 of ours carries Retry-After: without one it counts as a 500 (21.5.4) and a proxy tries no other bridge.
+# A call slot frees whenever any call ends, so a proxy may come back this soon; the other causes (an agent server
+# that cannot be reached, no RTP port free, the bridge shutting down) use it too, having no better estimate.
+RETRY_AFTER_S = 5
 OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
 
@@ -167,10 +169,12 @@ class UserAgent:
 
     def reject(self, call: str, status: int, now: float, *, retry_after: int | None = None) -> None:
         """Refuse a ringing call with a final 3xx-6xx status (e.g. 503 when the agent is unreachable); `retry_after`
-        seconds go in Retry-After (a 503 without one counts as a 500 to the caller, 21.5.4: no retry elsewhere
-        later, no back-off)."""
+        seconds go in Retry-After, and a 503 without them gets RETRY_AFTER_S (one without Retry-After counts as a
+        500 to the caller, 21.5.4: no retry elsewhere later, no back-off)."""
         if not 300 <= status <= 699:
             raise LocalProtocolError(f"reject needs a 3xx-6xx status, got {status}")
+        if status == 503 and retry_after is None:
+            retry_after = RETRY_AFTER_S
         c = self._get(call)
         transition(c, "reject")
         self._invites.final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
@@ -233,7 +237,7 @@ class UserAgent:
         self._out.send(self._responses.build(req, 100, addr, to_tag=None), addr)
         if self.live_calls > self.config.max_calls:
             self._refuse(call, 503, now, f"max_calls ({self.config.max_calls}) reached",
-                         extra=(("Retry-After", str(FULL_RETRY_AFTER_S)),))
+                         extra=(("Retry-After", str(RETRY_AFTER_S)),))
             return
         unsupported = ", ".join(_unsupported(req))
         if unsupported:
@@ -306,7 +310,7 @@ class UserAgent:
         if not in_dialog and self.live_calls >= self.config.max_calls:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
             # health check) sends its calls elsewhere while we are full instead of into our 503s
-            self._reply(req, addr, 503, extra=(("Retry-After", str(FULL_RETRY_AFTER_S)), *capabilities))
+            self._reply(req, addr, 503, extra=(("Retry-After", str(RETRY_AFTER_S)), *capabilities))
             return
         self._reply(req, addr, 200, extra=capabilities)
 
