@@ -4,6 +4,9 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
 - SIP: one UDP socket. Each datagram goes to `UserAgent.receive_datagram(data, addr, loop.time())`; its drains
   are applied at once (datagrams sent, timers scheduled with loop.call_at, call events dispatched). A failure in
   a core while handling one datagram is logged and the bridge carries on.
+- The agent server's /healthz is asked every HEALTH_EVERY_S (server_health.py), and the UA core told, so that an
+  OPTIONS ping gets the 503 an INVITE would while the server is down or full (a ping before the first answer, at
+  the start, gets 200).
 - Per call: an `AgentCall` (agent_call.py) owns the call's RTP socket and agent session; the bridge hands it the
   UA's events for that call (media changed, DTMF, the end) and, once it is over, its record to `on_call_end`.
 """
@@ -20,7 +23,8 @@ from collections.abc import Callable, Coroutine
 from clients.sip.agent_call import AgentCall
 from clients.sip.call_record import CallRecord
 from clients.sip.bridge_config import BridgeConfig
-from clients.sip.ua import UserAgent
+from clients.sip.server_health import HEALTH_EVERY_S, agent_health
+from clients.sip.ua import RETRY_AFTER_S, UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
     Refused, StartTimer, UaConfig
 from clients.sip.udp import DatagramHandler
@@ -29,6 +33,7 @@ __all__ = ["BridgeConfig", "CallRecord", "SipBridge"]
 
 logger = logging.getLogger(__name__)
 SHUTTING_DOWN = "bridge shutting down"  # why the calls still up when the bridge stops end
+HEALTH_TIMEOUT_S = 2.0  # a /healthz that takes longer counts as down (the first one delays the start this long)
 
 
 class SipBridge:
@@ -45,16 +50,21 @@ class SipBridge:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._health: asyncio.Task[None] | None = None
+        self._server_up: bool | None = None  # as /healthz said last; None: not asked yet
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: DatagramHandler(self._on_sip), local_addr=(self.config.host, self.config.port))
+        self._health = asyncio.create_task(self._watch_server())
         logger.info("sip-bridge listening on udp:%s:%d -> %s", self.config.host, self.config.port,
                     self.config.server_url)
 
     async def close(self) -> None:
         """Hang up every call, wait for their agent sessions to close, release the socket."""
+        if self._health is not None:
+            self._health.cancel()
         now = asyncio.get_running_loop().time()
         for handle, call in list(self._calls.items()):
             call.end(SHUTTING_DOWN)  # the call log says so, not "local hangup" as for a call whose handling failed
@@ -70,6 +80,19 @@ class SipBridge:
             h.cancel()
         if self._transport is not None:
             self._transport.close()
+
+    async def _check_server(self) -> None:
+        down = await agent_health(self.config.server_url, HEALTH_TIMEOUT_S, RETRY_AFTER_S)
+        self.ua.agent_server(down)
+        if self._server_up is not (down is None):  # logged when it changes, not every HEALTH_EVERY_S
+            self._server_up = down is None
+            logger.log(logging.INFO if self._server_up else logging.WARNING, "agent server %s %s",
+                       self.config.server_url, "available" if self._server_up else "unavailable: OPTIONS get 503")
+
+    async def _watch_server(self) -> None:
+        while True:
+            await self._check_server()
+            await asyncio.sleep(HEALTH_EVERY_S)
 
     # ----- the SIP side -----
 

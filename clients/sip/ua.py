@@ -31,10 +31,10 @@ Rules:
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
 - OPTIONS -> 200 OK with Allow and Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py), or
-  while `max_calls` calls are live the 503 + Retry-After an INVITE would get (11.2: a proxy that probes with
-  OPTIONS then routes elsewhere); an in-dialog one (a To tag: a PBX's or
-  proxy's dialog keep-alive) for a dialog that does not exist, or no longer does, -> 481 (12.2.2), so the peer
-  tears down a call we have lost.
+  while `max_calls` calls are live, or the agent server is down as the shell last saw it (`agent_server()`), the
+  503 + Retry-After an INVITE would get (11.2: a proxy that probes with OPTIONS then routes elsewhere); an
+  in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a dialog that does not exist, or no longer
+  does, -> 481 (12.2.2), so the peer tears down a call we have lost.
   INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
   application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
   caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
@@ -102,6 +102,7 @@ class UserAgent:
         self._responses = Responses(config)
         self._ours = OwnRequests(config, self._out, self._token)  # our BYE and OPTIONS in the calls' dialogs
         self._invites = InviteServer(config, self._out, rng, self._ours, self._responses)  # INVITE, re-INVITE, ACK
+        self._agent_retry_after: int | None = None  # the agent server is down: our 503s' Retry-After
 
     # ----- drains -----
 
@@ -179,6 +180,11 @@ class UserAgent:
         transition(c, "reject")
         self._invites.final(c, status, now, extra=() if retry_after is None else (("Retry-After", str(retry_after)),))
         self._out.events.append(CallEnded(c.handle, "rejected"))
+
+    def agent_server(self, retry_after: int | None) -> None:
+        """What the shell last learned of the agent server: None, it would take a session; else it is down (or
+        full) and an out-of-dialog OPTIONS gets 503 with Retry-After `retry_after` meanwhile, as an INVITE would."""
+        self._agent_retry_after = retry_after
 
     def hangup(self, call: str, now: float, reason: str = "local hangup") -> None:
         """End an answered call from our side: BYE (retransmitted until answered) saying `reason` in its Reason
@@ -307,10 +313,11 @@ class UserAgent:
         if in_dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
             call.remote_cseq = req.cseq  # a later request must not go below it
         capabilities = (("Allow", ALLOW), ("Accept", ACCEPT))
-        if not in_dialog and self.live_calls >= self.config.max_calls:
+        retry_after = RETRY_AFTER_S if self.live_calls >= self.config.max_calls else self._agent_retry_after
+        if not in_dialog and retry_after is not None:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
-            # health check) sends its calls elsewhere while we are full instead of into our 503s
-            self._reply(req, addr, 503, extra=(("Retry-After", str(RETRY_AFTER_S)), *capabilities))
+            # health check) sends its calls elsewhere while we are full or our agent server is down, not into 503s
+            self._reply(req, addr, 503, extra=(("Retry-After", str(retry_after)), *capabilities))
             return
         self._reply(req, addr, 200, extra=capabilities)
 

@@ -234,6 +234,19 @@ def test_an_options_ping_of_a_full_bridge_gets_the_503_an_invite_would() -> None
     h.feed(req("BYE", to_tag=tag, cseq=3))
     assert statuses(h.feed(req("OPTIONS", call_id="ping2"))) == [200]
 
+def test_an_options_ping_while_the_agent_server_is_down_gets_the_503_an_invite_would() -> None:
+    """11.2 again: while the shell reports the agent server down (or full, with its Retry-After), a ping gets 503
+    as an INVITE would, a keep-alive in a live call's dialog still 200; once it is back, pings get 200."""
+    h = Harness()
+    call, tag = h.established()
+    h.ua.agent_server(30)
+    down = h.feed(req("OPTIONS", call_id="ping"))
+    assert statuses(down) == [503] and down[0].headers.get("Retry-After") == "30"
+    assert statuses(h.feed(req("OPTIONS", to_tag=tag, cseq=2))) == [200]
+    h.ua.agent_server(None)
+    assert statuses(h.feed(req("OPTIONS", call_id="ping2"))) == [200]
+
+
 def test_an_options_answer_accepts_every_body_type_the_bridge_reads() -> None:
     """RFC 3261 11.2: Accept in the answer to OPTIONS lists the body types we take: a peer that reads it learns
     that INFO's DTMF bodies and SIP-T/SIP-I multipart offers are taken, not application/sdp alone."""
