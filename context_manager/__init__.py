@@ -16,7 +16,7 @@ from context_manager.conversation import (
     UnknownItemError,
     UserMessage,
 )
-from context_manager.heard import truncate_text_to_heard
+from context_manager.heard import heard_of_sentences, truncate_text_to_heard
 from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
 from context_manager.template_costs import TemplateCosts, measure_template_costs
 from context_manager.token_counts import TokenCounts
@@ -36,6 +36,7 @@ __all__ = [
     "measure_template_costs",
     "UnknownItemError",
     "UserMessage",
+    "heard_of_sentences",
     "truncate_text_to_heard",
     "DEFAULT_INSTRUCTIONS",
     "Persona",

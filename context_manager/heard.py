@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["truncate_text_to_heard"]
+from collections.abc import Iterable
+
+__all__ = ["heard_of_sentences", "truncate_text_to_heard"]
 
 
 def truncate_text_to_heard(text: str, played_ms: int, total_ms: int) -> str:
@@ -31,3 +33,20 @@ def truncate_text_to_heard(text: str, played_ms: int, total_ms: int) -> str:
         space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut), text.rfind("\t", 0, cut))
         cut = space if space >= 0 else 0
     return text[:cut].rstrip()
+
+
+def heard_of_sentences(sentences: Iterable[tuple[str, float, float]], heard_ms: float) -> str:
+    """A reply's text as far as the listener heard the first `heard_ms` of its audio. `sentences` are its spoken
+    sentences in order, each (text, start_ms, end_ms) of its audio; the one the cut falls in keeps its heard part
+    (truncate_text_to_heard)."""
+    words: list[str] = []
+    for text, start_ms, end_ms in sentences:
+        # A sentence whose audio begins at the cut (or is not made yet: no audio, ending where it starts) was not
+        # heard, even though its empty audio ends before the cut.
+        if start_ms >= heard_ms:
+            break
+        if end_ms <= heard_ms:
+            words.append(text)
+        else:
+            words.append(truncate_text_to_heard(text, int(heard_ms - start_ms), int(end_ms - start_ms)))
+    return " ".join(w for w in words if w)

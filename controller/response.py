@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from context_manager import truncate_text_to_heard
+from context_manager import heard_of_sentences
 from controller.audio_io import OutputConverter, bytes_per_ms
 from controller.realtime.session_config import AudioFormat
 from controller.pipeline import PromptCut, SpeechPipeline
@@ -411,18 +411,7 @@ class Response:
         """The reply's text as far as the listener heard it (all of it when heard_ms is None)."""
         if not self.audio_out or heard_ms is None:
             return " ".join(s.text for s in self.spans)
-        words: list[str] = []
-        for span in self.spans:
-            # A sentence whose audio begins at the cut (or is not made yet: no audio, ending where it starts) was not
-            # heard, even though its empty audio ends before the cut.
-            if span.start_ms >= heard_ms:
-                break
-            if span.end_ms <= heard_ms:
-                words.append(span.text)
-            else:
-                words.append(truncate_text_to_heard(span.text, int(heard_ms - span.start_ms),
-                                                    int(span.end_ms - span.start_ms)))
-        return " ".join(w for w in words if w)
+        return heard_of_sentences(((s.text, s.start_ms, s.end_ms) for s in self.spans), heard_ms)
 
     def _pos(self) -> dict:
         return {"response_id": self.response_id, "item_id": self.item_id, "output_index": 0,

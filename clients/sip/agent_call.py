@@ -352,6 +352,7 @@ class AgentCall:
                 await self.client.close()
         if self.rtp is not None:
             self.rtp.close()
+        self.turns.call_ended()
         self.line.finish()
         self.record.ended = time.time()
         self.log.info("call %s ended (%s): %d RTP in, %d out", self.handle, self.record.end_reason,

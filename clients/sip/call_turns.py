@@ -6,6 +6,10 @@ feeds it the agent's events and the key pause's timer, and does what it answers 
 - speech_started (the caller talks over the agent) flushes the queue and drops the rest of that reply's audio:
   while its audio is queued, and also while its reply is under way with the queue empty for a moment (between
   two synthesized pieces), when the rest still to come must not play over the caller either.
+- The agent's words go to the call log with response.output_audio_transcript.done. A reply still under way when
+  the call ends (the caller hung up mid-reply: that event never comes) is logged as far as the caller heard it,
+  marked CUT: each transcript delta is the sentence whose audio follows it, and what is heard is the reply's audio
+  that went out (pushed, less what is still queued or was flushed), cut as the server cuts a barged-in reply.
 - A turn of the caller's that held no words (a cough, a noise its VAD took for speech) gets a reply that says
   nothing: keys left to it are asked for after it.
 """
@@ -14,13 +18,27 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 
 from clients import events as ev
 from clients.sip.call_record import CallRecord
 from clients.sip.key_answers import KeyAnswers
 from clients.sip.rtp import OutboundStream
+from context_manager import heard_of_sentences
 
-__all__ = ["AgentTurns", "TurnAction"]
+__all__ = ["CUT", "AgentTurns", "TurnAction"]
+
+CUT = " [cut]"  # ends a reply's words in the call log when the call ended while the caller heard it
+G711_BYTES_PER_MS = 8  # 8 kHz, a byte a sample
+
+
+@dataclass(slots=True)
+class _Sentence:
+    """One transcript delta of the reply under way and the reply's audio bytes pushed before and after it."""
+
+    text: str
+    start: int
+    end: int
 
 
 class TurnAction(enum.Enum):
@@ -40,6 +58,8 @@ class AgentTurns:
         self.responding = False  # between response.created and response.done
         self._response_id: str | None = None
         self._dropped_responses: set[str] = set()
+        self._sentences: list[_Sentence] = []  # the reply under way's, until its transcript is logged
+        self._pushed = 0  # bytes of the reply's audio pushed to the outbound queue and not flushed
 
     def key_pressed(self) -> None:
         """A key press went to the agent: the pause after it (re)starts."""
@@ -55,16 +75,24 @@ class AgentTurns:
         if t == "response.output_audio.delta":
             if event.response_id not in self._dropped_responses:
                 self.outbound.push(event.audio)
+                self._pushed += len(event.audio)
+                if self._sentences:
+                    self._sentences[-1].end = self._pushed
+        elif t == "response.output_audio_transcript.delta":
+            self._sentences.append(_Sentence(event.delta.strip(), self._pushed, self._pushed))
         elif t == "response.output_audio.done":
             self.outbound.finish()
         elif t == "response.created":
             self._response_id, self.responding = event.response_id, True
+            self._sentences, self._pushed = [], 0
             self.keys.reply_started(event.response_id)
             return self._keys_taken()
         elif t == "response.done":
             return self._reply_done(event)
         elif t == "input_audio_buffer.speech_started":
-            if (self.outbound.flush() or self.responding) and self._response_id is not None:
+            flushed = self.outbound.flush()
+            self._pushed -= flushed
+            if (flushed or self.responding) and self._response_id is not None:
                 self.record.barge_ins += 1
                 self._dropped_responses.add(self._response_id)
             self.keys.caller_speaks()  # no reply asked for while the caller speaks
@@ -72,6 +100,15 @@ class AgentTurns:
         else:
             self._note(event)
         return []
+
+    def call_ended(self) -> None:
+        """The call is over: a reply whose words were not logged yet is, as far as the caller heard it."""
+        sentences, self._sentences = self._sentences, []
+        heard_ms = max(0, self._pushed - self.outbound.queued) / G711_BYTES_PER_MS
+        heard = heard_of_sentences(((s.text, s.start / G711_BYTES_PER_MS, s.end / G711_BYTES_PER_MS)
+                                    for s in sentences), heard_ms)
+        if heard:
+            self.record.agent_transcripts.append(heard + CUT)
 
     def _reply_done(self, event: ev.ServerEvent) -> list[TurnAction]:
         self.responding = False
@@ -91,6 +128,7 @@ class AgentTurns:
             self.log.debug("caller said: %s", event.transcript)
         elif t == "response.output_audio_transcript.done":
             self.record.agent_transcripts.append(event.transcript or "")
+            self._sentences = []
             self.log.debug("agent said: %s", event.transcript)
         elif t == "session.created":
             session = event.get("session")
