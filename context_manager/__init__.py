@@ -16,7 +16,6 @@ from context_manager.conversation import (
     UnknownItemError,
     UserMessage,
 )
-from context_manager.heard import heard_of_sentences, truncate_text_to_heard
 from context_manager.persona import DEFAULT_INSTRUCTIONS, Persona
 from context_manager.template_costs import TemplateCosts, measure_template_costs
 from context_manager.token_counts import TokenCounts
@@ -36,8 +35,6 @@ __all__ = [
     "measure_template_costs",
     "UnknownItemError",
     "UserMessage",
-    "heard_of_sentences",
-    "truncate_text_to_heard",
     "DEFAULT_INSTRUCTIONS",
     "Persona",
     "TokenCounts",

@@ -176,7 +176,7 @@ class Conversation:
         return item
 
     def truncate(self, item_id: str, heard_text: str) -> AssistantMessage:
-        """Keep only what the user heard of an assistant reply (see heard.truncate_text_to_heard)."""
+        """Keep only what the user heard of an assistant reply (see clients.heard.truncate_text_to_heard)."""
         item = self.get(item_id)
         if not isinstance(item, AssistantMessage):
             raise InvalidEditError(f"only assistant messages can be truncated, {item_id!r} is a {type(item).__name__}")

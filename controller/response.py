@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from context_manager import heard_of_sentences
+from clients.heard import heard_of_sentences
 from controller.audio_io import OutputConverter, bytes_per_ms
 from controller.realtime.session_config import AudioFormat
 from controller.pipeline import PromptCut, SpeechPipeline

@@ -24,7 +24,7 @@ from clients import events as ev
 from clients.sip.call_record import CallRecord
 from clients.sip.key_answers import KeyAnswers
 from clients.sip.rtp import OutboundStream
-from context_manager import heard_of_sentences
+from clients.heard import heard_of_sentences
 
 __all__ = ["CUT", "AgentTurns", "TurnAction"]
 

@@ -1,4 +1,8 @@
-"""What the user actually heard of a reply that was cut off (barge-in, conversation.item.truncate)."""
+"""What the user actually heard of a reply that was cut off (barge-in, conversation.item.truncate, a hang-up).
+
+The server keeps this much of a truncated reply in the conversation, and a client that knows how much audio it
+played (the SIP bridge's call log) tells the same part: one rule, here because clients depend on nothing of the
+server's (DESIGN.md, 2) while the server may use the clients' pure helpers (as it does g711)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from context_manager import truncate_text_to_heard
+from clients.heard import truncate_text_to_heard
 
 TEXT = "The weather is sunny today."  # 27 characters
 
