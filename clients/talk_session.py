@@ -63,7 +63,8 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
                    session_extra: dict[str, object] | None = None, voice: str | None = None) -> TalkResult:
     """Stream `wav` to the server at `url` and collect the reply (see `clients.talk`'s docstring).
 
-    `timeout_s` bounds the wait after the audio has been sent, and the wait for a server still loading its models.
+    `timeout_s` bounds the wait for a turn after the audio has been sent, a reply's silence while it streams, and
+    the wait for a server still loading its models.
     Reconnect is off by default: a new server session would lose the turn. Raises TalkError.
     """
     x24 = load_wav_24k(wav)
@@ -127,7 +128,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 if not tracker.turns:  # noise, music, or speech too quiet for the server's VAD
                     raise TalkError(f"the server heard no speech: no turn began within {timeout_s:g} s after "
                                     "the audio was sent")
-                raise TalkError(f"no complete reply within {timeout_s:g} s after the audio was sent")
+                raise TalkError(f"no complete reply: nothing came from the server for {timeout_s:g} s")
             try:
                 event = await _recv(client, limit - now, until=sender)
             except TimeoutError:
@@ -142,6 +143,10 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             if event.type == "response.done" and event.response_status == "failed":  # no error event comes
                 raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
             turn = tracker.feed(event, loop.time())
+            if tracker.turns and not tracker.all_done():
+                # A reply still streaming is waited for as long as it comes (a minute of speech is paced in real
+                # time): the timeout bounds the silence of a stalled reply, not the length of a good one.
+                deadline = max(deadline, loop.time() + timeout_s)
             if event.type == "response.output_audio.delta":
                 reply += event.audio
             printer.event(event, turn)

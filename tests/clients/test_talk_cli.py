@@ -380,19 +380,36 @@ def test_an_unknown_host_is_named_as_such(tmp_path: Path, capsys) -> None:
 
 
 async def test_a_reply_cut_short_by_the_timeout_is_still_written(tmp_path: Path, capsys) -> None:
-    """--out keeps 'every reply as far as it was sent': a reply still streaming at --timeout (or at Ctrl-C, the
-    same path) used to leave no file at all."""
+    """--out keeps 'every reply as far as it was sent': a reply that stalls mid-way until --timeout (or one cut
+    by Ctrl-C, the same path) used to leave no file at all."""
     wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
     sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
     pipeline = ScriptedPipeline()
     pipeline.reply_words = ["It", "is", "noon.", "And", "it", "will", "be", "noon", "for", "a", "while."]
-    pipeline.word_seconds = 0.5
+    pipeline.word_pauses = {4: 60.0}  # the LM stalls in the second sentence
     async with scripted_server(pipeline) as server:
         url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
         argv = [str(wav), "--url", url, "--out", str(out), "--fast", "--timeout", "3"]
         code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
-    assert (code, capsys.readouterr().err) == (1, "talk: no complete reply within 3 s after the audio was sent\n")
+    assert (code, capsys.readouterr().err) == (1, "talk: no complete reply: nothing came from the server for 3 s\n")
     assert sf.info(str(out)).frames > 0  # the words spoken before the timeout
+
+
+async def test_a_reply_longer_than_the_timeout_is_waited_for_while_it_streams(tmp_path: Path, capsys) -> None:
+    """--timeout (60 s) bounded the whole reply after the audio was sent: a long story that streamed fine failed
+    with exit 1 after 60 s of its paced speech. It bounds a reply's silence: this one streams for longer than
+    the timeout, a sentence at a time, and completes."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = ["It", "is", "noon."] * 6
+    pipeline.word_pauses = {i: 1.5 for i in range(0, 18, 3)}  # a sentence every ~1.5 s: 9 s in all
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        argv = [str(wav), "--url", url, "--out", str(out), "--fast", "--timeout", "5"]
+        code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+    assert (code, capsys.readouterr().err) == (0, "")
+    assert sf.info(str(out)).frames > 0
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a file every write to fails)")

@@ -91,6 +91,7 @@ class ScriptedPipeline:
         self.transcript_lag_seconds = 0.0
         self.reply_words = ["It", "is", "noon."]
         self.word_seconds = 0.0  # LM time per word
+        self.word_pauses: dict[int, float] = {}  # more LM time before the word of that index (a stalled LM)
         self.fail_after_words: int | None = None  # the LM raises after this many words
         self.fail_with: type[Exception] = RuntimeError  # ... this (a backend's own failures are ChatBackendError)
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
@@ -120,7 +121,7 @@ class ScriptedPipeline:
         for i, word in enumerate(self.reply_words):
             if self.fail_after_words == i:
                 raise self.fail_with("the LM backend went away")
-            await asyncio.sleep(self.word_seconds)
+            await asyncio.sleep(self.word_seconds + self.word_pauses.get(i, 0.0))
             yield ChatDelta(text=word if i == 0 else " " + word)
         for call in self.tool_calls:
             await asyncio.sleep(self.tool_call_seconds)
