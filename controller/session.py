@@ -58,6 +58,9 @@ class SessionDefaults:
     pause_ms: int = 200
     max_event_bytes: int = 15 * 1024 * 1024
     out_queue_events: int = 256
+    # A send that has waited this long on a full socket means a client that stopped reading: it is cut off. The
+    # keepalive cannot tell, as its ping waits behind the same full buffer, and the session held its place for ever.
+    send_stall_s: float = 60.0
     context_budget_tokens: int = 1500
     # Over the budget, the oldest turns are dropped down to this, so that the prompt's start (the LM's prefix cache)
     # stays the same for the next few turns instead of changing with every turn (a whole re-prefill per reply).
@@ -153,6 +156,9 @@ class Session(ItemsMixin, RepliesMixin):
             await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
             if reader.done():
                 reader.result()  # a failure of the session itself surfaces to the server
+            elif isinstance(writer.exception(), TimeoutError):
+                self.log.warning("client stopped reading: nothing could be sent for %.0f s, %d events queued; "
+                                 "connection dropped", self.defaults.send_stall_s, self._out.qsize())
             elif not isinstance(writer.exception(), ConnectionClosed):  # a gone connection is the usual end
                 self.log.error("sending to the client failed", exc_info=writer.exception())
         finally:
@@ -218,7 +224,14 @@ class Session(ItemsMixin, RepliesMixin):
     async def _writer(self, ws: ServerConnection) -> None:
         while True:
             _, data, event = await self._out.get()
-            await ws.send(data)
+            try:
+                async with asyncio.timeout(self.defaults.send_stall_s):
+                    await ws.send(data)
+            except TimeoutError:
+                # No close frame can reach a peer that reads nothing, and websockets' close() would wait on the same
+                # full buffer: the connection is aborted, as websockets does itself when a close times out.
+                ws.transport.abort()
+                raise
             # Seen once sent: a barge-in drops the audio still queued, which an event bus counted as the client's.
             if self.observer is not None:
                 self.observer(self.session_id, event)
