@@ -34,6 +34,7 @@ from controller.realtime.session_update import check_language, check_tool_choice
 from controller.response import Response, Say
 from controller.session_items import ItemsMixin, tools_for_chat
 from controller.session_replies import RepliesMixin
+from controller.throttle import Throttle
 from streaming_tokenizer.whisper_asr import normalize_language
 from vad import TurnDetector, TurnDetectorConfig
 from vad import turn_detector as vd
@@ -61,6 +62,11 @@ class SessionDefaults:
     # A send that has waited this long on a full socket means a client that stopped reading: it is cut off. The
     # keepalive cannot tell, as its ping waits behind the same full buffer, and the session held its place for ever.
     send_stall_s: float = 60.0
+    # Error events a client may cause, a second on average, in bursts of error_burst: past that, its next events are
+    # read only as fast. A client looping on invalid JSON got ~3,500 errors a second, and the event loop busy with
+    # them held every other session's replies for 4-20 s.
+    error_rate: float = 20.0
+    error_burst: int = 100
     context_budget_tokens: int = 1500
     # Over the budget, the oldest turns are dropped down to this, so that the prompt's start (the LM's prefix cache)
     # stays the same for the next few turns instead of changing with every turn (a whole re-prefill per reply).
@@ -106,6 +112,7 @@ class Session(ItemsMixin, RepliesMixin):
         self.log = logging.LoggerAdapter(logger, {"session_id": session_id})
         # (audio's generation or None, the event's JSON, the event for the observer)
         self._out: asyncio.Queue[tuple[int | None, str, dict]] = asyncio.Queue(defaults.out_queue_events)
+        self._errors = Throttle(defaults.error_rate, defaults.error_burst)
         self._responses: dict[int, tuple[Response, asyncio.Task[None]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
@@ -175,6 +182,9 @@ class Session(ItemsMixin, RepliesMixin):
         with contextlib.suppress(ConnectionClosed):
             async for raw in ws:
                 await self.receive(raw)
+                # Not reading meanwhile holds the client back through the socket (websockets' max_queue).
+                if (wait := self._errors.delay(time.monotonic())) > 0:
+                    await asyncio.sleep(wait)
 
     async def close(self) -> None:
         """Free every task, timer and buffer of the session."""
@@ -269,6 +279,7 @@ class Session(ItemsMixin, RepliesMixin):
                                       error_type="invalid_request_error" if isinstance(exc, MediaError)
                                       else "server_error")
         self.metrics.errors_total.labels(code=code).inc()
+        self._errors.charge(time.monotonic())
         await self.emit(event)
 
     def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:

@@ -4,6 +4,8 @@ ValueError), and a session that crashes all the same is closed as an internal er
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from controller.errors import RemoteProtocolError
@@ -51,3 +53,18 @@ async def test_a_crashed_session_closes_with_1011_and_the_others_go_on(monkeypat
         finally:
             await doomed.close()
             await other.close()
+
+
+async def test_a_client_looping_on_invalid_events_gets_errors_at_a_bounded_rate() -> None:
+    """A client sending invalid JSON in a loop got an error event back for each, ~3,500 a second: the event loop was
+    busy with them and every other session's replies waited 4-20 s. Past a burst of error_burst, the session now
+    reads that client's events only at error_rate a second."""
+    async with conversation(ScriptedPipeline()) as (server, conv):
+        started = asyncio.get_running_loop().time()
+        for _ in range(600):
+            await conv.ws.send("not json")
+        await asyncio.sleep(3)
+        elapsed = asyncio.get_running_loop().time() - started
+        errors = [e for e in conv.events if e["type"] == "error"]
+        defaults = server.defaults
+        assert 0 < len(errors) <= defaults.error_burst + defaults.error_rate * (elapsed + 1), len(errors)
