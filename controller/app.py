@@ -193,7 +193,7 @@ class App:
         names = self.pipeline.voices or {self.pipeline.default_voice}
         return VoiceList(default=self.pipeline.default_voice, names=tuple(sorted(names)))
 
-    async def _session(self, ws: ServerConnection, model: str, kind: str) -> None:
+    async def _session(self, ws: ServerConnection, model: str | None, kind: str) -> None:
         if self.pipeline is None:  # the server refuses sessions until ready; this is a second guard
             await ws.close(1013, "loading")
             return

@@ -62,7 +62,7 @@ class ServerConfig:
 
 REFUSAL_LOG_EVERY_S = 60.0
 
-SessionHandler = Callable[[ServerConnection, str, str], Awaitable[None]]  # (connection, model, session kind)
+SessionHandler = Callable[[ServerConnection, str | None, str], Awaitable[None]]  # (connection, ?model=, session kind)
 ChatCheck = Callable[[], Awaitable[str | None]]  # why the chat LM cannot answer a reply now, or None
 
 
@@ -253,7 +253,7 @@ class RealtimeServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
-        model = (query.get("model") or ["stepaudio-rt"])[0]
+        model = (query.get("model") or [None])[0]
         kind = "transcription" if (query.get("intent") or [""])[0] == "transcription" else "realtime"
         self._in_session.add(connection)
         try:

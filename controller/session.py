@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 # pass alone held every other session's audio and events for seconds.
 HEAR_SLICE_SAMPLES = 16000
 IDLE_AUDIO_SLACK_MS = 5000
+DEFAULT_MODEL = "stepaudio-rt"  # the model a session shows until its client names one
 
 
 # What only a session's replies use (SessionConfig field names): a transcription session has none.
@@ -87,12 +88,16 @@ def turn_config(cfg: SessionConfig, speculation: bool) -> te.TurnConfig:
 
 
 class Session(ItemsMixin, RepliesMixin):
-    def __init__(self, *, session_id: str, model: str, pipeline: SpeechPipeline, metrics: Metrics,
+    def __init__(self, *, session_id: str, model: str | None, pipeline: SpeechPipeline, metrics: Metrics,
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
-        """kind: "realtime", or "transcription" for a connection made with ?intent=transcription."""
+        """model: the ?model= the client connected with, None if it named none; kind: "realtime", or
+        "transcription" for a connection made with ?intent=transcription."""
         self.session_id = session_id
         self.conversation_id = "conv_" + session_id.removeprefix("sess_")  # the session's one conversation
-        self.model = model
+        self.model = model or DEFAULT_MODEL
+        # The API fixes a session's model when it connects (?model=, or the client secret's session). A client that
+        # named none there (the Agents SDK given a url without ?model=) names it in its first session.update.
+        self._model_chosen = model is not None
         self.pipeline = pipeline
         self.metrics = metrics
         self.defaults = defaults
@@ -429,7 +434,8 @@ class Session(ItemsMixin, RepliesMixin):
                 f"This is a {self.cfg.kind} session; session.type cannot change to {new.kind!r} (a session's type "
                 "is set when it connects: ?intent=transcription for transcription).",
                 code="invalid_value", param="session.type")
-        if event.model is not None and event.model != self.model:  # as the API: "any field except voice and model"
+        if event.model is not None and event.model != self.model and self._model_chosen:
+            # as the API: "any field except voice and model"
             raise RemoteProtocolError(
                 f"This session runs model {self.model!r} (the ?model= it connected with); session.model cannot "
                 f"change to {event.model!r}.", code="invalid_value", param="session.model")
@@ -440,6 +446,8 @@ class Session(ItemsMixin, RepliesMixin):
         await self._check_instructions(new, "session.instructions")
         check_tool_choice(new, path="session")
         old, self.cfg = self.cfg, new
+        if event.model is not None:
+            self.model, self._model_chosen = event.model, True
         if new.input_format != old.input_format:
             self.converter = InputConverter(new.input_format)
         if new.turn_detection != old.turn_detection:

@@ -235,6 +235,30 @@ async def test_a_session_update_to_another_model_is_refused_and_the_session_goes
     assert updated.session.instructions == "Hi."
 
 
+async def test_a_session_connected_without_a_model_takes_the_one_its_first_update_names() -> None:
+    """The OpenAI Agents SDK pointed at this server by url (no ?model=) sends its model name (gpt-realtime-2.1) in
+    every session.update. Each was refused as a model change, so its instructions and tools never reached the
+    session. The API fixes the model when a session connects; one that named none there takes the first update's,
+    which is then fixed as any other."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        created = conv.of_type("session.created")[0]
+        for event_id, model in (("first", "gpt-realtime-2.1"), ("other", "gpt-4o-realtime-preview"),
+                                ("again", "gpt-realtime-2.1")):
+            n = len(conv.events)
+            await conv.send({"type": "session.update", "event_id": event_id, "session": {
+                "type": "realtime", "model": model, "instructions": f"Be terse ({event_id})."}})
+            await conv.wait_for("session.updated" if event_id != "other" else "error", after=n, timeout=10)
+    answers = [e for e in conv.events if e["type"] in ("session.updated", "error")]
+    assert [e["type"] for e in answers] == ["session.updated", "error", "session.updated"]
+    assert created["session"]["model"] == "stepaudio-rt"
+    assert [e["session"]["model"] for e in answers if e["type"] == "session.updated"] == ["gpt-realtime-2.1"] * 2
+    assert answers[0]["session"]["instructions"] == "Be terse (first)."
+    assert (answers[1]["error"]["code"], answers[1]["error"]["param"], answers[1]["error"]["event_id"]) == (
+        "invalid_value", "session.model", "other")
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_noise_reduction_strength_of_the_wrong_type_is_refused_and_the_session_goes_on() -> None:
     """A strength the API's types refuse ("high") was accepted. It is refused, naming the field and the event; a
     well-formed noise reduction is accepted, and session.updated shows it null: this server has none (its log says
