@@ -138,6 +138,10 @@ class Session(ItemsMixin, RepliesMixin):
         self._last_oob_gen = 0  # out-of-band replies' generation ids: -1, -2, ...
         self._client_event_id: str | None = None  # the client event being applied (errors echo it)
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
+        # The reply the client's conversation.item.truncate ended while it was being spoken. The API keeps such a reply
+        # going until the client cancels it, and the Agents SDK sends response.cancel right behind its truncate: that
+        # cancel finds the reply already cancelled here, which is no error. Cleared when the next reply starts.
+        self._cut_by_truncate: str | None = None
         self.observer: Callable[[str, dict], None] | None = None  # sees every event once sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self._last_audio_response_id: str | None = None  # the latest response that sent audio (any conversation)
@@ -365,6 +369,8 @@ class Session(ItemsMixin, RepliesMixin):
                 if oob is not None:
                     self._drop_queued_audio(oob.gen_id)
                     await self._cancel_response(oob.gen_id, "client_cancelled")
+                elif self._cut_by_truncate is not None and event.response_id in (None, self._cut_by_truncate):
+                    self._cut_by_truncate = None  # its response.done (cancelled) went out with the truncate
                 elif event.response_id is not None and event.response_id != self._current_response_id():
                     # A cancel aimed at a reply that has ended must not cancel the one in progress now.
                     raise RemoteProtocolError(f"Cancellation failed: no active response with id "

@@ -481,6 +481,7 @@ class ItemsMixin(_Base):
         if live:
             # The listener stopped at audio_end_ms: the rest of the message would go unheard, and the context may
             # hold no text they did not hear, so the reply stops here (as a cancel) and joins the conversation.
+            self._cut_by_truncate = resp.response_id  # before a reply owed to a turn starts (and clears it)
             await self.apply(te.ReplyTruncated(resp.gen_id))
         self.conversation.truncate(event.item_id, resp.heard_text(float(event.audio_end_ms)))
         resp.truncated_at_ms = event.audio_end_ms

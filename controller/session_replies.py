@@ -74,6 +74,7 @@ class RepliesMixin(_Base):
         create, self._response_overrides = self._response_overrides, None
         resp, cfg = self._new_response(action.gen_id, action.speculative, create)
         resp.answers_audio_end_ms = action.audio_end_ms
+        self._cut_by_truncate = None  # a cancel from now on concerns this reply
         resp.say, self._say = self._say, None
         turn = None
         if action.audio_end_ms is not None:

@@ -533,6 +533,28 @@ async def test_truncating_the_reply_being_spoken_stops_it_at_the_heard_audio() -
         validate_server_event(raw)
 
 
+@pytest.mark.parametrize("named", [False, True])
+async def test_a_response_cancel_right_behind_a_truncate_of_the_reply_being_spoken_is_no_error(named: bool) -> None:
+    """The OpenAI Agents SDK interrupts a reply (session.interrupt(), or its barge-in when interrupt_response is
+    false, as in its CLI demo) with conversation.item.truncate and then response.cancel: the API keeps a truncated
+    reply going until it is cancelled. The truncate had already ended the reply here, so the cancel got a
+    response_cancel_not_active error, shown to the SDK's user as an error event at every interruption. That cancel
+    (with or without the reply's id) is taken as done; a later one, with no reply left, still gets the error."""
+    async with speaking(NOON, 0.2) as (conv, n, delta):
+        cancel = {"type": "response.cancel", **({"response_id": delta["response_id"]} if named else {})}
+        await conv.send({"type": "conversation.item.truncate", "item_id": delta["item_id"], "content_index": 0,
+                         "audio_end_ms": 100})
+        await conv.send({**cancel, "event_id": "right_behind"})
+        await conv.wait_for("conversation.item.truncated", after=n, timeout=5)
+        await conv.send({**cancel, "event_id": "later"})
+        late = await conv.wait_for("error", after=n, timeout=5)
+    assert [e["error"]["event_id"] for e in conv.of_type("error")] == ["later"]
+    assert late["error"]["code"] == "response_cancel_not_active"
+    assert [e["response"]["status"] for e in conv.of_type("response.done")] == ["cancelled"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_out_of_band_replies_run_beside_the_conversations_reply_and_vad_leaves_them_alone() -> None:
     """The API: "Only one Response can write to the default Conversation at a time, but otherwise multiple Responses
     can be created in parallel", and VAD interrupts only a response with output to the default conversation. An
