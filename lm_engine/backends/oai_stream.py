@@ -111,8 +111,8 @@ class OaiChunkTranslator:
                     out.append(ChatDelta(tool_call=ToolCallDelta(
                         call_id=_new_call_id(), name=name, arguments_delta=arguments)))
                 reason = reason if cut else "tool_calls"
-            else:
-                out.append(ChatDelta(text=_salvage_text(self._held) if self._holding else self._held))
+            elif text := _salvage_text(self._held) if self._holding else self._held:
+                out.append(ChatDelta(text=text))
             self._held = ""
         out.append(ChatDelta(finish_reason=reason, usage=self._usage))
         return out
@@ -275,17 +275,34 @@ def _as_call(obj: Any, tool_names: frozenset[str]) -> tuple[str, str] | None:
 def _salvage_text(text: str) -> str:
     """A held reply that is not a call to a known tool. A small model sometimes wraps its answer in a made-up
     tool (`{"name": "Joke", "arguments": {"joke": "..."}}`); speaking JSON aloud is worse than speaking the
-    strings inside it, so return those. Anything that is not JSON comes back unchanged."""
+    strings inside it, so return those: none for a made-up call without any, and those it got to for one cut
+    short (max_tokens) or malformed. Anything else comes back unchanged."""
     body = _TAG_RE.sub(" ", text).strip()
+    call_shaped = _CALL_HEAD_RE.match(body) is not None
     try:
         obj, _ = json.JSONDecoder().raw_decode(body)
     except json.JSONDecodeError:
-        return text
+        return " ".join(_string_values(body.partition('"arguments"')[2])) if call_shaped else text
     if not isinstance(obj, dict):
         return text
-    arguments = obj.get("arguments", obj)
-    strings = [v for v in _iter_strings(arguments)]
-    return " ".join(strings) if strings else text
+    strings = list(_iter_strings(obj.get("arguments", obj)))
+    return " ".join(strings) if strings or call_shaped else text
+
+
+_CALL_HEAD_RE = re.compile(r'\{\s*"name"\s*:')
+# A JSON string value, the last one possibly cut short: its characters, escapes kept.
+_STRING_VALUE_RE = re.compile(r':\s*"((?:[^"\\]|\\.)*)')
+
+
+def _string_values(fragment: str) -> list[str]:
+    """The string values written in a piece of JSON that may not parse (cut short, or malformed)."""
+    values = []
+    for raw in _STRING_VALUE_RE.findall(fragment):
+        try:
+            values.append(json.loads(f'"{raw.rstrip(chr(92))}"'))
+        except json.JSONDecodeError:
+            values.append(raw)
+    return [v for v in values if v.strip()]
 
 
 def _iter_strings(value: Any) -> Iterable[str]:

@@ -71,6 +71,19 @@ def test_json_calling_an_unknown_tool_is_salvaged_as_its_strings() -> None:
     assert deltas == [ChatDelta(text="Why did the tomato turn red?"), ChatDelta(finish_reason="stop")]
 
 
+@pytest.mark.parametrize(("text", "spoken"), [
+    ('{"name": "hi", "arguments": {}}', []),  # a made-up call with nothing to say: silence, not JSON read aloud
+    ('{"name": "say", "arguments": {"text": "Hi there! How can I he', ["Hi there! How can I he"]),  # cut at max_tokens
+    ('<tool_call>{"name": "greet", "arguments": {"to": "you", "msg": "Hello \\"friend\\"', ["you Hello \"friend\""]),
+])
+def test_a_made_up_call_that_is_empty_or_cut_short_is_not_spoken_as_json(text: str, spoken: list[str]) -> None:
+    """A small model with tools answered "Say hi." with `{"name": "hi", "arguments": ...}`, and that JSON was
+    spoken aloud: a made-up call without strings, or one that does not parse (cut short), was returned as it came."""
+    deltas = run(OaiChunkTranslator(["get_weather"]), [chunk(text), chunk(finish="stop")])
+    assert [d.text for d in deltas if d.text] == spoken
+    assert deltas[-1].finish_reason == "stop"
+
+
 def test_held_text_that_is_not_json_comes_back_unchanged() -> None:
     deltas = run(OaiChunkTranslator(["f"]), [chunk("{not json"), chunk(finish="stop")])
     assert deltas == [ChatDelta(text="{not json"), ChatDelta(finish_reason="stop")]
