@@ -79,7 +79,10 @@ def test_baresip_caller_hears_the_agent(embedded_server, beckett_wav: Path, tmp_
     audio = audio.mean(axis=1)
     assert rate == 8000
     assert peak_rms_dbfs(audio, rate) > -35.0
-    assert speech_seconds(audio, rate) > 0.5
+    # A one-sentence answer may be a word ("Hello!" is ~0.5 s: a CI run heard exactly 0.5 s); the call log says the
+    # agent spoke, the recording that the caller heard at least a word of it.
+    assert call["agent_transcripts"], call
+    assert speech_seconds(audio, rate) >= 0.3, (call, speech_seconds(audio, rate))
     assert np.isfinite(audio).all()
 
 
