@@ -253,7 +253,7 @@ class RealtimeServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
-        model = (query.get("model") or [None])[0]
+        model = query["model"][0] if query.get("model") else None
         kind = "transcription" if (query.get("intent") or [""])[0] == "transcription" else "realtime"
         self._in_session.add(connection)
         try:

@@ -91,6 +91,7 @@ class SessionHost(SessionMethods):
     _cut_turns: set[str]
     _response_overrides: ce.ResponseCreate | None
     _say: Say | None
+    _cut_by_truncate: str | None
     _last_oob_gen: int
     _spoken: dict[str, Response]
     _last_audio_response_id: str | None

@@ -89,5 +89,5 @@ def test_serve_default_lm_threads_do_not_spin_beside_busy_cores(
     lm_threads = build_parser().parse_args(["serve"]).lm_threads
     all_cores = os.cpu_count() or 2
     default, per_core = _cpu_ticks_per_token(lm_threads), _cpu_ticks_per_token(all_cores)
-    assert default < 0.4 * per_core, (f"{lm_threads} LM threads used {default:.1f} ticks per token, {all_cores} "
+    assert default < 0.6 * per_core, (f"{lm_threads} LM threads used {default:.1f} ticks per token, {all_cores} "
                                       f"threads {per_core:.1f}")
