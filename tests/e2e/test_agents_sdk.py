@@ -63,6 +63,11 @@ def assistant_transcripts(history: list[object]) -> list[str]:
             for part in item.content if getattr(part, "transcript", None) or getattr(part, "text", None)]
 
 
+def spoken(pipeline: ScriptedPipeline) -> str:
+    """All the text the server gave its synthesiser, in order: what the caller heard."""
+    return " ".join(" ".join(pipeline.synthesized).split())
+
+
 def errors(events: list[object]) -> list[object]:
     return [e for e in events if e.type == "error"]  # type: ignore[attr-defined]
 
@@ -108,7 +113,7 @@ async def test_a_function_tool_is_run_by_the_sdk_and_its_answer_spoken() -> None
     assert [t["function"]["name"] for t in pipeline.requests[0].tools] == ["get_time"]
     # the second request reads the SDK's function_call_output, and its reply is what the caller hears last
     assert len(pipeline.requests) == 2 and "12:00" in str(pipeline.requests[1].messages)
-    assert pipeline.synthesized[-1].strip().endswith("in Paris.")
+    assert spoken(pipeline).endswith("It is noon in Paris.")
 
 
 async def test_audio_sent_with_send_audio_is_a_turn_the_server_detects_and_answers() -> None:
@@ -149,3 +154,21 @@ async def test_talking_over_a_reply_interrupts_it_and_the_next_turn_is_answered(
     assert "word39" not in said[0]  # the story was cut, not finished behind the caller's words
     # the second request's history holds what was played of the story before the caller spoke, and no more
     assert len(story) == 1 and story[0].startswith("word0") and "word39" not in story[0], story
+
+
+async def test_a_handoff_moves_the_conversation_to_the_other_agents_instructions() -> None:
+    billing = agents_realtime.RealtimeAgent(name="billing", instructions="You handle billing questions.")
+    triage = agents_realtime.RealtimeAgent(name="triage", instructions="Route the caller.", handoffs=[billing])
+    pipeline = ToolOnce()
+    pipeline.reply_words = ["One", "moment."]
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="transfer_to_billing", arguments_delta="{}")]
+    async with agent_session(pipeline, triage) as session:
+        await session.send_message("I was charged twice.")  # type: ignore[attr-defined]
+        events = await events_until(session, "handoff")
+        pipeline.reply_words = ["Let", "me", "refund", "that."]
+        events += await events_until(session, "agent_end", count=1)
+    assert errors(events) == []
+    assert "Route the caller." in pipeline.requests[0].messages[0]["content"]
+    # the reply after the handoff is the billing agent's: its instructions, and the caller hears its words
+    assert "You handle billing questions." in pipeline.requests[-1].messages[0]["content"]
+    assert spoken(pipeline).endswith("One moment. Let me refund that.")
