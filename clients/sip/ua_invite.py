@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 
-from clients.sip.body import sdp_body
+from clients.sip.body import ACCEPT, sdp_body
 from clients.sip.errors import NotSdp, RemoteProtocolError
 from clients.sip.message import Request
 from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
@@ -161,5 +161,5 @@ def _offer(invite: Request, codec: Codec, dtmf_payload_type: int | None) -> Sess
 def _sdp(msg: Request) -> SessionDescription:
     sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
     if sdp is None:
-        raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP")
+        raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP", ACCEPT)
     return SessionDescription.parse(sdp)
