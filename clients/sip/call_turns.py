@@ -6,10 +6,11 @@ feeds it the agent's events and the key pause's timer, and does what it answers 
 - speech_started (the caller talks over the agent) flushes the queue and drops the rest of that reply's audio:
   while its audio is queued, and also while its reply is under way with the queue empty for a moment (between
   two synthesized pieces), when the rest still to come must not play over the caller either.
-- The agent's words go to the call log with response.output_audio_transcript.done. A reply still under way when
-  the call ends (the caller hung up mid-reply: that event never comes) is logged as far as the caller heard it,
-  marked CUT: each transcript delta is the sentence whose audio follows it, and what is heard is the reply's audio
-  that went out (pushed, less what is still queued or was flushed), cut as the server cuts a barged-in reply.
+- The agent's words go to the call log with response.output_audio_transcript.done. A reply cut short, by the
+  caller talking over it or by the end of the call (the caller hung up mid-reply: that event never comes), is
+  logged as far as the caller heard it, marked CUT, and its transcript.done (the whole reply's words) is not:
+  each transcript delta is the sentence whose audio follows it, and what is heard is the reply's audio that went
+  out (pushed, less what is still queued or was flushed), cut as the server cuts a barged-in reply.
 - A turn of the caller's that held no words (a cough, a noise its VAD took for speech) gets a reply that says
   nothing: keys left to it are asked for after it.
 """
@@ -79,7 +80,8 @@ class AgentTurns:
                 if self._sentences:
                     self._sentences[-1].end = self._pushed
         elif t == "response.output_audio_transcript.delta":
-            self._sentences.append(_Sentence(event.delta.strip(), self._pushed, self._pushed))
+            if event.response_id not in self._dropped_responses:
+                self._sentences.append(_Sentence(event.delta.strip(), self._pushed, self._pushed))
         elif t == "response.output_audio.done":
             self.outbound.finish()
         elif t == "response.created":
@@ -95,6 +97,7 @@ class AgentTurns:
             if (flushed or self.responding) and self._response_id is not None:
                 self.record.barge_ins += 1
                 self._dropped_responses.add(self._response_id)
+                self._log_heard()
             self.keys.caller_speaks()  # no reply asked for while the caller speaks
             return self._keys_taken()
         else:
@@ -103,6 +106,10 @@ class AgentTurns:
 
     def call_ended(self) -> None:
         """The call is over: a reply whose words were not logged yet is, as far as the caller heard it."""
+        self._log_heard()
+
+    def _log_heard(self) -> None:
+        """The reply under way is cut short: its words so far go to the call log as far as the caller heard them."""
         sentences, self._sentences = self._sentences, []
         heard_ms = max(0, self._pushed - self.outbound.queued) / G711_BYTES_PER_MS
         heard = heard_of_sentences(((s.text, s.start / G711_BYTES_PER_MS, s.end / G711_BYTES_PER_MS)
@@ -127,8 +134,9 @@ class AgentTurns:
             self.record.user_transcripts.append(event.transcript or "")
             self.log.debug("caller said: %s", event.transcript)
         elif t == "response.output_audio_transcript.done":
-            self.record.agent_transcripts.append(event.transcript or "")
-            self._sentences = []
+            if event.response_id not in self._dropped_responses:  # a barged-in one was logged as heard then
+                self.record.agent_transcripts.append(event.transcript or "")
+                self._sentences = []
             self.log.debug("agent said: %s", event.transcript)
         elif t == "session.created":
             session = event.get("session")

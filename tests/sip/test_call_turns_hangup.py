@@ -1,5 +1,6 @@
-"""The caller hangs up while the agent speaks: the call log keeps what the caller heard of that reply, marked cut
-(its response.output_audio_transcript.done never comes, since the bridge closes the session). Pure: AgentTurns
+"""The caller hangs up or talks while the agent speaks: the call log keeps what the caller heard of that reply,
+marked cut (after a hang-up its response.output_audio_transcript.done never comes, since the bridge closes the
+session; after a barge-in it comes with every word of the reply). Pure: AgentTurns
 fed the agent's events, the outbound stream ticked as the 20 ms clock would."""
 
 from __future__ import annotations
@@ -62,3 +63,19 @@ def test_a_reply_the_caller_heard_nothing_of_leaves_no_words() -> None:
     _speak(turns, FIRST, 1.0, first=True)
     turns.call_ended()  # the BYE came before its first packet went out
     assert record.agent_transcripts == []
+
+
+def test_a_reply_talked_over_is_logged_as_far_as_it_was_heard_not_as_its_transcript_says() -> None:
+    """The caller barges in 2 s into a 6 s reply: the server's transcript.done still carries all its words, but the
+    call log keeps only what the caller heard, marked cut, once (not again at the end of the call)."""
+    turns, record = _turns()
+    turns.on_event(ev.ServerEvent("response.created", {"type": "response.created", "response": {"id": "resp_1"}}))
+    _speak(turns, FIRST, 4.0, first=True)
+    _speak(turns, SECOND, 2.0, first=False)
+    for _ in range(100):
+        turns.outbound.tick()
+    turns.on_event(ev.ServerEvent("input_audio_buffer.speech_started", {"type": "input_audio_buffer.speech_started"}))
+    _speak(turns, "And on Sundays.", 1.0, first=False)  # what was still on its way is not heard either
+    turns.on_event(_event("response.output_audio_transcript.done", transcript=f"{FIRST} {SECOND}"))
+    turns.call_ended()
+    assert record.agent_transcripts == ["Our opening hours are [cut]"] and record.barge_ins == 1
