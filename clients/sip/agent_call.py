@@ -19,7 +19,8 @@ call_turns.py's (both without I/O); the SIP dialog itself is the UA core's (ua.p
 - A re-INVITE the UA accepted (hold, resume, a new media address) redirects or pauses our RTP at once.
 - RFC 4733 DTMF (and SIP INFO, application/dtmf-relay or application/dtmf) becomes a user text item
   "DTMF <digit>" in the agent's conversation, and the agent answers once the caller paused `dtmf_pause_s`
-  after its last key (the rule is key_answers.py's).
+  after its last key (the rule is key_answers.py's). Keys sent in INFO while the call still rings (an early
+  dialog, where the UA core takes INFO with 200) wait for the answer: the agent gets them then, in order.
 - A caller gone silent (CallMedia.liveness) is hung up with our BYE; a held one is asked with an in-dialog
   OPTIONS instead, and one that does not answer is hung up by the UA core.
 - The agent hanging up (its session closed normally, code 1000) ends the call once its queued audio has played.
@@ -110,6 +111,7 @@ class AgentCall:
         self._keys_timer: asyncio.TimerHandle | None = None  # the pause after the caller's last key press
         self._ended = asyncio.Event()
         self._opening: asyncio.Future[None] | None = None  # the agent session being opened, before the answer
+        self._ringing_keys: list[str] = []  # pressed before the answer, for the agent once the call is answered
 
     def end(self, reason: str) -> None:
         if self.record.end_reason is None:
@@ -141,6 +143,12 @@ class AgentCall:
     def dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
         self.log.info("DTMF %s on %s", digit, self.handle)
+        if not self.answered:  # the 200 to the INFO said we took it: it must not be lost while the session opens
+            self._ringing_keys.append(digit)
+        else:
+            self._key_to_agent(digit)
+
+    def _key_to_agent(self, digit: str) -> None:
         if self.client is None:
             return
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"DTMF {digit}"}]}
@@ -177,6 +185,8 @@ class AgentCall:
             self.answered = True
             self.bridge.pump()
             self.log.info("call %s answered: %s -> rtp %d", self.handle, self.record.codec, port)
+            for digit in self._ringing_keys:
+                self._key_to_agent(digit)
             tasks = [asyncio.create_task(self._agent_loop()), asyncio.create_task(self._pace())]
             await self._ended.wait()
         except Exception:

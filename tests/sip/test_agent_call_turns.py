@@ -50,6 +50,7 @@ def _call() -> tuple[AgentCall, _Agent]:
     call = AgentCall(_Host(), offer)  # type: ignore[arg-type]
     agent = _Agent()
     call.client = agent  # type: ignore[assignment]
+    call.answered = True  # a call in progress: keys pressed while it rings wait for the answer
     return call, agent
 
 

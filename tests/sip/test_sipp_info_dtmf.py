@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.sync.server import ServerConnection
 
 from tests.conftest import ServerProcess
 from tests.mqtt.helpers import Mosquitto
@@ -19,6 +21,7 @@ from tests.sip.media import free_udp_port, wait_for
 from tests.sip.peers import LISTEN_FOR_REPLY, BridgeProcess, Capture, agent_replied, call_until_replied, need, \
     sipp_call
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
+from tests.ws_thread import ws_server_thread
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +105,31 @@ def test_the_agent_answers_a_key_press(embedded_server, tmp_path: Path) -> None:
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert calls[0]["dtmf"] == ["1"] and calls[0]["agent_transcripts"], calls
     assert agent_replied(bridge, tmp_path / "rtp.pcap", media_port), bridge.log()
+
+
+def test_keys_sent_in_info_while_the_call_rings_reach_the_agent_once_it_answers(tmp_path: Path) -> None:
+    """RFC 6086 (legacy INFO usage) in the early dialog of our 180 (its To tag): the bridge answers 200, so the
+    keys are taken. An agent server slow to accept the session (3 s) keeps the call ringing; the keys the caller
+    pressed meanwhile reach the agent, in order, once the call is answered (they were in the call log only)."""
+    need("sipp")
+    texts: list[str] = []
+
+    def agent(ws: ServerConnection) -> None:
+        ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
+        for raw in ws:
+            event = json.loads(raw)
+            if event.get("type") == "conversation.item.create":
+                texts.extend(c.get("text") for c in event["item"]["content"])
+
+    with ws_server_thread(agent, process_request=lambda conn, request: time.sleep(3)) as port:
+        bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path, "--rtp-timeout", "0")
+        ringing = '<recv response="100" optional="true"/>\n<recv response="180"/>\n'
+        calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")), ringing,
+            request("INFO", 2, in_dialog=True, body="4", content_type="application/dtmf"), expect(200, optional=()),
+            request("INFO", 3, in_dialog=True, body="Signal=2\n", content_type="application/dtmf-relay"),
+            expect(200, optional=()),
+            expect(200, optional=(180,)), request("ACK", 1, in_dialog=True), '<pause milliseconds="1500"/>\n',
+            request("BYE", 4, in_dialog=True), expect(200, optional=())))
+    assert calls[0]["dtmf"] == ["4", "2"], calls
+    assert texts == ["DTMF 4", "DTMF 2"], (texts, bridge.log())
