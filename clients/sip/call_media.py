@@ -25,7 +25,7 @@ from clients.sip.bridge_config import BridgeConfig
 from clients.sip.call_record import CallRecord
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
-from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket
+from clients.sip.rtp import DtmfReceiver, OutboundStream, RtpPacket, is_rtcp
 from clients.sip.rtp_latch import RtpLatch
 from clients.sip.sdp import Negotiated
 
@@ -68,6 +68,10 @@ class CallMedia:
 
     def receive(self, data: bytes, source: Addr, now: float) -> list[str]:
         """One datagram on the call's RTP port; returns the DTMF keys it completed."""
+        # A report, the caller's or a neighbouring call's (rtp.py): neither audio nor a stranger's RTP. Without
+        # rtcp-mux a caller may still map a payload type of 64-95 (a telephone-event's marked first packet).
+        if is_rtcp(data) and data[1] & 0x7F not in (self.media.codec.payload_type, self.media.dtmf_payload_type):
+            return []
         try:
             packet = RtpPacket.parse(data)
         except RemoteProtocolError:

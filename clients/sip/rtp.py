@@ -11,6 +11,10 @@ Rules:
   FreeSWITCH media_timeout) and a far end that latches to our source (symmetric RTP, comedia; a bridge behind
   NAT) learns where to send the caller's audio only from our first packet. Queued audio is bounded; past the
   bound the oldest audio is dropped and counted.
+- `is_rtcp` tells RTCP from RTP on one port by the second octet (RFC 5761 4: 192-223, RTCP's packet types, read
+  as RTP are payload types 64-95 with the marker bit: no static mapping, 72-76 reserved for this). The bridge
+  sends no RTCP and binds no RTCP port; what reaches an RTP port anyway (a muxing peer's, or a neighbouring
+  call's sent to its RTP port + 1) carries no audio and no stranger's RTP.
 - `DtmfReceiver` turns RFC 4733 telephone-event packets into digits: one event is identified by its RTP timestamp;
   the digit is reported once, on the first packet with the End bit (the end packet is sent three times, 2.5.1.4),
   or when a new event starts before an end was seen (the end packets were lost). Only key presses are reported
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 
 from clients.sip.errors import RemoteProtocolError
 
-__all__ = ["DtmfDigit", "DtmfReceiver", "OutboundStream", "RtpPacket", "TelephoneEvent"]
+__all__ = ["DtmfDigit", "DtmfReceiver", "OutboundStream", "RtpPacket", "TelephoneEvent", "is_rtcp"]
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz, one byte per sample for G.711
 _HEADER = struct.Struct("!BBHII")
@@ -79,6 +83,11 @@ class RtpPacket:
         b1 = (0x80 if self.marker else 0) | self.payload_type
         head = _HEADER.pack(b0, b1, self.sequence, self.timestamp, self.ssrc)
         return head + b"".join(struct.pack("!I", c) for c in self.csrcs) + self.payload
+
+
+def is_rtcp(data: bytes) -> bool:
+    """Whether a datagram on an RTP port is an RTCP packet (version 2, packet type 192-223; RFC 5761 4)."""
+    return len(data) >= 2 and data[0] >> 6 == 2 and 192 <= data[1] <= 223
 
 
 class OutboundStream:

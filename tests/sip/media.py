@@ -30,6 +30,20 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def held_port_with_free_neighbour() -> tuple[socket.socket, int]:
+    """A UDP socket holding some port p whose neighbour p + 1 is free: the range p..p+1 has one free port."""
+    while True:
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+                return held, port
+            except OSError:
+                held.close()
+
+
 def free_udp_tcp_port() -> int:
     """A port free for UDP and TCP both (baresip's sip_listen binds every transport on it; its ctrl_tcp listens on
     TCP): a UDP-free port can be some TCP connection's ephemeral local port (a run failed with baresip's TCP bind in

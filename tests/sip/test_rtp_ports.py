@@ -6,31 +6,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
-import socket
 
 import pytest
 
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.cli import build_parser
 from clients.sip.udp import open_rtp_socket
-
-
-def _free_pair() -> tuple[socket.socket, int]:
-    """A UDP socket holding some port p whose neighbour p + 1 is free: the range p..p+1 has one free port."""
-    while True:
-        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        held.bind(("127.0.0.1", 0))
-        port = held.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-                return held, port
-            except OSError:
-                held.close()
+from tests.sip.media import held_port_with_free_neighbour
 
 
 def test_a_call_takes_the_free_port_of_the_range_and_none_when_all_are_taken() -> None:
-    held, port = _free_pair()
+    held, port = held_port_with_free_neighbour()
 
     async def main() -> None:
         for seed in range(4):  # whichever port the random order tries first

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
 import pytest
 
+from clients.sip.bridge_config import BridgeConfig
+from clients.sip.call_media import CallMedia
+from clients.sip.call_record import CallRecord
 from clients.sip.errors import IncompatibleAddress, IncompatibleTransport, NoCommonCodec, RemoteProtocolError
 from clients.sip.jitter import JitterBuffer
-from clients.sip.rtp import DtmfDigit, DtmfReceiver, OutboundStream, RtpPacket, TelephoneEvent
+from clients.sip.rtp import DtmfDigit, DtmfReceiver, OutboundStream, RtpPacket, TelephoneEvent, is_rtcp
 from clients.sip.sdp import Codec, SessionDescription, build_answer, negotiate
 from tests.sip.media import read_pcap_udp
 from tests.conftest import missing_peer
@@ -234,3 +238,34 @@ def test_jitter_buffer_restarts_on_a_new_ssrc() -> None:
     assert jb.push(new, 0.02) == [b"\xff" * 160, _pkt(102).payload, new.payload]
     assert jb.push(RtpPacket(0, 91, 160, 2, b"\x08" * 160), 0.04) == [b"\x08" * 160]
     assert (jb.stats.late, jb.stats.resets) == (0, 1)
+
+
+def _call_media(offer: bytes) -> tuple[CallMedia, CallRecord]:
+    media = negotiate(SessionDescription.parse(offer))
+    record = CallRecord("call1", "c1", "sip:a@10.0.0.2", media.codec.name)
+    line = CallMedia(media, "10.0.0.2", BridgeConfig(server_url="ws://h/v1/realtime"), random.Random(0), record,
+                     logging.LoggerAdapter(logging.getLogger()))
+    line.expect((media.remote_host, media.remote_port))
+    return line, record
+
+
+def test_rtcp_on_the_rtp_port_is_no_audio_and_no_strangers_rtp() -> None:
+    """RFC 5761 4: an RTCP packet (type 200-204: RTP payload types 72-76 with the marker) on a call's RTP port, the
+    caller's or a neighbouring call's to its port + 1, is ignored: not the caller's audio, not counted as foreign
+    or bad. A marked packet of a payload type the call does map in that range (telephone-event 77) is still RTP."""
+    sdp = b"v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 77\r\n" \
+        b"a=rtpmap:77 telephone-event/8000\r\n"
+    line, record = _call_media(sdp)
+    receiver_report = bytes([0x81, 201, 0, 7]) + bytes(28)  # baresip's: RR with one report block
+    sender_report = bytes([0x80, 200, 0, 6]) + bytes(24)
+    for n, report in enumerate((receiver_report, sender_report)):
+        assert is_rtcp(report)
+        assert line.receive(report, ("10.0.0.2", 6001), float(n)) == []  # the caller's RTCP port
+        assert line.receive(report, ("10.0.0.2", 7001), float(n)) == []  # a neighbour's
+    assert (record.rtp_in_packets, record.rtp_in_bad, line.latch.dropped) == (0, 0, 0)
+    key = RtpPacket(77, 1, 160, 5, TelephoneEvent(5, end=True, volume=10, duration=800).serialize(), marker=True)
+    assert is_rtcp(key.serialize()) and line.receive(key.serialize(), ("10.0.0.2", 6000), 2.0) == ["5"]
+    audio = RtpPacket(0, 2, 320, 5, b"\xff" * 160, marker=True).serialize()
+    assert not is_rtcp(audio)
+    line.receive(audio, ("10.0.0.2", 6000), 2.02)
+    assert record.rtp_in_packets == 1 and line.latch.dropped == 0
