@@ -10,7 +10,9 @@ feeds it the agent's events and the key pause's timer, and does what it answers 
   caller talking over it or by the end of the call (the caller hung up mid-reply: that event never comes), is
   logged as far as the caller heard it, marked CUT, and its transcript.done (the whole reply's words) is not:
   each transcript delta is the sentence whose audio follows it, and what is heard is the reply's audio that went
-  out (pushed, less what is still queued or was flushed), cut as the server cuts a barged-in reply.
+  out (pushed, less what is still queued or was flushed), cut as the server cuts a barged-in reply. Words logged
+  whole at transcript.done are cut back so when some of the reply's audio then never plays: it came ahead of
+  real time (a server that synthesizes faster and sends at once) or waited out a hold.
 - A turn of the caller's that held no words (a cough, a noise its VAD took for speech) gets a reply that says
   nothing: keys left to it are asked for after it.
 """
@@ -59,7 +61,8 @@ class AgentTurns:
         self.responding = False  # between response.created and response.done
         self._response_id: str | None = None
         self._dropped_responses: set[str] = set()
-        self._sentences: list[_Sentence] = []  # the reply under way's, until its transcript is logged
+        self._sentences: list[_Sentence] = []  # the reply under way's, until its audio has played or was cut
+        self._logged_at: int | None = None  # its words' place in agent_transcripts once transcript.done logged them
         self._pushed = 0  # bytes of the reply's audio pushed to the outbound queue and not flushed
 
     def key_pressed(self) -> None:
@@ -86,7 +89,7 @@ class AgentTurns:
             self.outbound.finish()
         elif t == "response.created":
             self._response_id, self.responding = event.response_id, True
-            self._sentences, self._pushed = [], 0
+            self._sentences, self._pushed, self._logged_at = [], 0, None
             self.keys.reply_started(event.response_id)
             return self._keys_taken()
         elif t == "response.done":
@@ -97,7 +100,7 @@ class AgentTurns:
             if (flushed or self.responding) and self._response_id is not None:
                 self.record.barge_ins += 1
                 self._dropped_responses.add(self._response_id)
-                self._log_heard()
+                self._log_heard(unheard=flushed > 0)
             self.keys.caller_speaks()  # no reply asked for while the caller speaks
             return self._keys_taken()
         else:
@@ -105,17 +108,24 @@ class AgentTurns:
         return []
 
     def call_ended(self) -> None:
-        """The call is over: a reply whose words were not logged yet is, as far as the caller heard it."""
-        self._log_heard()
+        """The call is over: the reply under way is logged as far as the caller heard it."""
+        self._log_heard(unheard=self.outbound.queued > 0)
 
-    def _log_heard(self) -> None:
-        """The reply under way is cut short: its words so far go to the call log as far as the caller heard them."""
-        sentences, self._sentences = self._sentences, []
+    def _log_heard(self, *, unheard: bool) -> None:
+        """The reply under way is cut short: its words go to the call log as far as the caller heard them.
+        `unheard`: some of its audio never played (flushed, or still queued); words logged whole stay so without."""
+        sentences, logged_at = self._sentences, self._logged_at
+        self._sentences, self._logged_at = [], None
+        if logged_at is not None and not unheard:
+            return
         heard_ms = max(0, self._pushed - self.outbound.queued) / G711_BYTES_PER_MS
         heard = heard_of_sentences(((s.text, s.start / G711_BYTES_PER_MS, s.end / G711_BYTES_PER_MS)
                                     for s in sentences), heard_ms)
-        if heard:
-            self.record.agent_transcripts.append(heard + CUT)
+        words = [heard + CUT] if heard else []
+        if logged_at is None:
+            self.record.agent_transcripts += words
+        else:
+            self.record.agent_transcripts[logged_at:logged_at + 1] = words
 
     def _reply_done(self, event: ev.ServerEvent) -> list[TurnAction]:
         self.responding = False
@@ -136,7 +146,9 @@ class AgentTurns:
         elif t == "response.output_audio_transcript.done":
             if event.response_id not in self._dropped_responses:  # a barged-in one was logged as heard then
                 self.record.agent_transcripts.append(event.transcript or "")
-                self._sentences = []
+                self._logged_at = len(self.record.agent_transcripts) - 1
+                if not self._sentences:  # no deltas came: the whole text is one sentence over all its audio
+                    self._sentences = [_Sentence(event.transcript or "", 0, self._pushed)]
             self.log.debug("agent said: %s", event.transcript)
         elif t == "session.created":
             session = event.get("session")

@@ -79,3 +79,23 @@ def test_a_reply_talked_over_is_logged_as_far_as_it_was_heard_not_as_its_transcr
     turns.on_event(_event("response.output_audio_transcript.done", transcript=f"{FIRST} {SECOND}"))
     turns.call_ended()
     assert record.agent_transcripts == ["Our opening hours are [cut]"] and record.barge_ins == 1
+
+
+def test_a_reply_whose_words_all_came_before_its_audio_played_is_cut_back_to_what_was_heard() -> None:
+    """A server that synthesizes faster than real time sends a reply's transcript.done long before its audio has
+    played (here at once: 6 s of audio queued). The caller hangs up, or talks over it, 2 s in: the words logged
+    whole are cut back to what the caller heard."""
+    for barge_in in (False, True):
+        turns, record = _turns()
+        turns.on_event(ev.ServerEvent("response.created", {"type": "response.created", "response": {"id": "resp_1"}}))
+        _speak(turns, FIRST, 4.0, first=True)
+        _speak(turns, SECOND, 2.0, first=False)
+        turns.on_event(_event("response.output_audio_transcript.done", transcript=f"{FIRST} {SECOND}"))
+        assert record.agent_transcripts == [f"{FIRST} {SECOND}"]
+        for _ in range(100):
+            turns.outbound.tick()
+        if barge_in:
+            turns.on_event(ev.ServerEvent("input_audio_buffer.speech_started",
+                                          {"type": "input_audio_buffer.speech_started"}))
+        turns.call_ended()
+        assert record.agent_transcripts == ["Our opening hours are [cut]"], barge_in

@@ -24,16 +24,21 @@ REPLY = "Thank you for calling. Our opening hours are nine to five on weekdays, 
 REPLY_S = 20  # far longer than the caller stays on the line
 
 
-def _long_reply(ws: ServerConnection, *, barge_in_after_s: float | None = None) -> None:
+def _long_reply(ws: ServerConnection, *, barge_in_after_s: float | None = None, done_at_once: bool = False) -> None:
     """Replies at once, all of it (as a server that synthesises faster than real time sends it), then waits; with
     `barge_in_after_s`, the caller's speech starts that long after (as the server's VAD tells it), and the reply
-    ends as the server ends a reply talked over: its transcript's done event with the whole reply's words."""
+    ends as the server ends a reply talked over: its transcript's done event with the whole reply's words. With
+    `done_at_once` that event follows the audio at once, as from a server that does not pace its audio."""
     ids = {"response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0}
     ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
     ws.send(json.dumps({"type": "response.created", "response": {"id": "resp_1"}}))
     ws.send(json.dumps({"type": "response.output_audio_transcript.delta", **ids, "delta": REPLY}))
     ws.send(json.dumps({"type": "response.output_audio.delta", **ids,
                         "delta": base64.b64encode(b"\x2a" * 8000 * REPLY_S).decode()}))
+    if done_at_once:
+        ws.send(json.dumps({"type": "response.output_audio.done", **ids}))
+        ws.send(json.dumps({"type": "response.output_audio_transcript.done", **ids, "transcript": REPLY}))
+        ws.send(json.dumps({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}))
     if barge_in_after_s is not None:
         time.sleep(barge_in_after_s)
         ws.send(json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 3000, "item_id": "i2"}))
@@ -51,9 +56,12 @@ def _heard_part(transcripts: list[str]) -> str:
     return heard
 
 
-def test_a_caller_hanging_up_mid_reply_leaves_the_heard_words_in_the_call_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("done_at_once", [False, True], ids=["paced", "all-at-once"])
+def test_a_caller_hanging_up_mid_reply_leaves_the_heard_words_in_the_call_log(tmp_path: Path,
+                                                                             done_at_once: bool) -> None:
+    """Also when the reply's words had all come (transcript.done) with its audio, long before that played."""
     need("sipp")
-    with ws_server_thread(_long_reply) as port:
+    with ws_server_thread(lambda ws: _long_reply(ws, done_at_once=done_at_once)) as port:
         bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path)
         try:
             code, errors = run_sipp(scenario(
