@@ -45,9 +45,10 @@ Rules:
   has been silent long enough), and their retransmissions are ua_requests.py's; a call's record, the timers and
   the outbox are ua_call.py's.
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered by
-  ua_invite.py (200 OK with SDP and MediaChanged, or 488 and the call unchanged). One for no live dialog or a
-  ringing call -> 481; one while the last is unacknowledged -> 491; its retransmission (same CSeq) gets the same
-  response again.
+  ua_invite.py (200 OK with SDP and MediaChanged, or 488 and the call unchanged). One for no live dialog -> 481;
+  one in the early dialog of a ringing call (its INVITE still unanswered) -> 500 + Retry-After (14.2: 481 would
+  tell the caller the dialog is gone); one while the last is unacknowledged -> 491; its retransmission (same
+  CSeq) gets the same response again.
 - 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
   follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request (505 in another SIP version,
@@ -219,7 +220,7 @@ class UserAgent:
             elif req.cseq.number == call.invite.cseq.number:  # merged (8.2.2.2)
                 self._reply(req, addr, 482)
             else:  # a second INVITE while the first is live (14.2)
-                self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
+                self._retry_later(req, addr)
         elif self._out_of_order(call, req):  # 12.2.2: below the caller's last request in the dialog
             self._reply(req, addr, 500)
         elif method == "INVITE":
@@ -267,8 +268,10 @@ class UserAgent:
         self._out.events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
 
     def _on_reinvite(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
-        if call is None or not self._in_dialog(call, req) or call.state in (S.PROCEEDING, S.REJECTED, S.ENDED):
+        if call is None or not self._in_dialog(call, req) or call.state in (S.REJECTED, S.ENDED):
             self._reply(req, addr, 481)
+        elif call.state is S.PROCEEDING:  # the first INVITE is not answered yet (14.2)
+            self._retry_later(req, addr)
         elif req.cseq.number == call.transaction.cseq.number:  # retransmission
             self._out.send(call.last_response, addr)
         elif call.state is not S.CONFIRMED:  # the last INVITE's ACK is still due (14.2)
@@ -355,6 +358,11 @@ class UserAgent:
         self.stats.bad_requests += 1
         self._out.send(self._responses.build(partial, error.status, addr, to_tag=self._token(),
                                   extra=(self._responses.warning(error.warn_code, str(error)),)), addr)
+
+    def _retry_later(self, req: Request, addr: Addr) -> None:
+        """500 to an INVITE that came while an earlier one of its dialog is unanswered, with Retry-After 1-10 s
+        (14.2)."""
+        self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
 
     def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""

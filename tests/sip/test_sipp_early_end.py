@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.sync.server import ServerConnection
 
 from tests.conftest import ServerProcess
 from tests.sip.media import wait_for
 from tests.sip.peers import BridgeProcess, need, run_sipp
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
+from tests.ws_thread import ws_server_thread
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +138,30 @@ def test_a_call_cancelled_while_its_agent_session_opens_never_gets_one(embedded_
     assert calls[1]["agent_session_id"], calls
     assert front.passed == 1  # only the answered call's connection reached the server
     assert embedded_server.metrics()["stepaudio_sessions_total"] == sessions + 1
+
+
+def test_a_reinvite_while_the_call_rings_gets_500_and_the_call_goes_on(tmp_path: Path) -> None:
+    """RFC 3261 14.2: an INVITE in the early dialog of our 180, before the first one is answered, gets 500 with
+    Retry-After; it got 481, which tells the caller the dialog is gone (12.2.1.2), though the bridge answers the
+    call a moment later. Here the call rings 3 s (an agent server slow to accept) and is then answered."""
+    need("sipp")
+
+    def agent(ws: ServerConnection) -> None:
+        for _ in ws:
+            pass
+
+    with ws_server_thread(agent, process_request=lambda conn, request: time.sleep(3)) as port:
+        bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path)
+        try:
+            code, errors = run_sipp(scenario(
+                request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(180, optional=(100,)),
+                request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)),
+                expect(500, optional=(), match="^ *([1-9]|10) *$", header="Retry-After"),
+                request("ACK", 2, in_dialog=True),
+                expect(200, optional=(180,)), request("ACK", 1, in_dialog=True), '<pause milliseconds="500"/>\n',
+                request("BYE", 3, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path)
+            calls = wait_for(bridge.calls, 10)
+        finally:
+            bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"], calls

@@ -180,6 +180,19 @@ def test_bye_in_the_early_dialog_gets_200_and_the_invite_487() -> None:
         h.ua.answer(call, 40000, h.now)  # the shell's late answer is refused
 
 
+def test_a_reinvite_in_the_early_dialog_gets_500_with_retry_after_and_the_call_rings_on() -> None:
+    """14.2: a second INVITE before the first is answered gets 500 with Retry-After (0-10 s), not 481 (which says
+    the dialog is gone, 12.2.1.2); the call still rings and is answered as before."""
+    h = Harness()
+    call = h.call()
+    tag = to_tag([m for _, m in h.sent if isinstance(m, Response) and m.status == 180][0])
+    (out,) = h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re", body=SDP))
+    assert out.status == 500 and 1 <= int(out.headers.get("Retry-After") or 0) <= 10
+    assert h.ua.state(call) is CallState.PROCEEDING and h.ua.live_calls == 1
+    h.ua.answer(call, 40000, h.now)
+    assert statuses(h._drain()) == [200]
+
+
 def test_cancel_before_answer_gives_200_and_487_retransmitted_until_ack() -> None:
     """9.2: 200 to the CANCEL, 487 to the INVITE."""
     h = Harness()
