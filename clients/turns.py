@@ -81,12 +81,16 @@ class TurnTracker:
     voiced: npt.NDArray[np.int64]
     turns: list[Turn] = field(default_factory=list)
     _stopped_ms: dict[str, int] = field(default_factory=dict)
+    # Index of the first turn whose response may answer the next commit: a response created before the speech
+    # stopped (an operator's `say` while the user talks) cannot answer that speech.
+    _answers_from: int = 0
 
     def feed(self, event: ServerEvent, now: float) -> Turn | None:
         """Record `event` (arrived at `now`); returns the turn it touched, if any."""
         t = event.type
         if t == "input_audio_buffer.speech_stopped" and event.item_id and event.audio_end_ms is not None:
             self._stopped_ms[event.item_id] = event.audio_end_ms
+            self._answers_from = len(self.turns)
             return None
         if t == "input_audio_buffer.committed":
             return self._commit(event.item_id)
@@ -128,8 +132,10 @@ class TurnTracker:
         return turn
 
     def _commit(self, item_id: str | None) -> Turn:
-        # A server may announce its (speculative) response before the commit: that response answers this item.
-        turn = next((x for x in self.turns if x.user_item_id is None and x.response_done is None), None)
+        # A server may announce its (speculative) response before the commit, once the speech stopped: that response
+        # answers this item.
+        unanswered = (x for x in self.turns[self._answers_from:] if x.user_item_id is None and x.response_done is None)
+        turn = next(unanswered, None)
         if turn is None:
             turn = Turn()
             self.turns.append(turn)

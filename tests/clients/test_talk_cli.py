@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -490,6 +491,29 @@ async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: server closed the connection (code 1000: "
                                                "hangup)"), err
+
+
+async def test_an_operators_say_spoken_while_the_user_talks_gets_its_own_turn_line(tmp_path: Path) -> None:
+    """An MQTT `cmd/say` while the user spoke, its reply still playing when the user's turn was committed: talk gave
+    the say's reply the user's turn line (first audio -0.952 s) and the user's own reply a line of n/a."""
+    from clients.talk_session import run_talk
+
+    wav, printed = tmp_path / "turn.wav", io.StringIO()
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(2.0), silence(3.0)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.ensure_future(run_talk(wav, url, out=tmp_path / "reply.wav", printer=printed))
+        for _ in range(600):  # until the user is heard speaking (real-time pace)
+            if server.sessions and next(iter(server.sessions.values())).detector.in_speech:
+                break
+            await asyncio.sleep(0.05)
+        long_say = " ".join(["Hello from the control room."] * 12)  # still spoken when the user's turn ends
+        await server.command(next(iter(server.sessions)), "say", {"text": long_say})
+        await talking
+    turn_lines = [line for line in printed.getvalue().splitlines() if line.startswith("  [turn ")]
+    assert len(turn_lines) == 2, turn_lines
+    assert "first audio    n/a s" in turn_lines[0]  # the say: nobody's speech asked for it
+    assert re.search(r"\[turn 2: completed\] from end of user speech: first audio +\d+\.\d{3} s", turn_lines[1])
 
 
 async def test_a_server_stopped_mid_conversation_says_it_is_shutting_down(tmp_path: Path, capsys) -> None:

@@ -94,3 +94,38 @@ def test_a_reply_lost_with_the_connection_ends_its_turn() -> None:
     assert not tr.all_done()
     turn = tr.feed(E("client.response_lost", response_id="r1"), 1.5)
     assert tr.all_done() and turn is not None and (turn.status, turn.reason) == ("lost", "connection_lost")
+
+
+def test_an_operators_say_while_the_user_talks_is_not_the_reply_to_that_speech() -> None:
+    """`stepaudio-rt talk` with an MQTT `cmd/say` sent while the user spoke: the say's reply took the user's turn,
+    whose line showed a negative first-audio latency, and the user's own reply came under a line of n/a. The say
+    now has its own line, and the user's turn is timed from its own reply."""
+    import io
+
+    from clients.talk_printer import TranscriptPrinter
+
+    out = io.StringIO()
+    tr, printer = TurnTracker(_log(), np.array([1_000, 23_999], np.int64)), TranscriptPrinter(out)  # speech ends 1.0 s
+    audio = base64.b64encode(b"\x00\x00" * 2400).decode()
+    for now, data in (
+            (0.1, {"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 40}),
+            (0.5, {"type": "response.created", "response": {"id": "say"}}),
+            (0.6, {"type": "response.output_audio.delta", "response_id": "say", "delta": audio}),
+            (0.6, {"type": "response.output_audio_transcript.delta", "response_id": "say", "delta": "Hello."}),
+            (1.5, {"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 980}),
+            (1.5, {"type": "input_audio_buffer.committed", "item_id": "u1"}),
+            (1.8, {"type": "response.done", "response": {"id": "say", "status": "completed"}}),
+            (1.9, {"type": "response.created", "response": {"id": "r2"}}),
+            (2.0, {"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1",
+                   "transcript": "Ever tried."}),
+            (2.2, {"type": "response.output_audio.delta", "response_id": "r2", "delta": audio}),
+            (2.2, {"type": "response.output_audio_transcript.delta", "response_id": "r2", "delta": "Yes."}),
+            (2.5, {"type": "response.done", "response": {"id": "r2", "status": "completed"}})):
+        event = E(data.pop("type"), **data)
+        printer.event(event, tr.feed(event, now))
+    lines = out.getvalue().splitlines()
+    assert [line.split(" from ")[0] for line in lines] == [
+        "assistant> Hello.", "  [turn 1: completed]", "user> Ever tried.", "assistant> Yes.", "  [turn 2: completed]"]
+    assert "first audio    n/a s" in lines[1]
+    assert "first audio  1.200 s | input transcript  1.000 s | response.done  1.500 s" in lines[4]
+    assert tr.all_done() and [t.user_item_id for t in tr.turns] == [None, "u1"]
