@@ -163,13 +163,13 @@ class EmbeddedPipeline:
         from lm_engine.assets import embedded_gguf_path
         from speech_decoder import PiperTts
         from streaming_tokenizer import WhisperAsr
-        from streaming_tokenizer.whisper_asr import whisper_languages
+        from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
         from vad import SileroModel
 
         self.config = config
         logger.info("loading silero-vad")
         self._vad_model = SileroModel.load()
-        logger.info("loading Whisper (%s)", config.language)
+        logger.info("loading Whisper (%s)", normalize_language(config.language))  # as Whisper reads it: "EN-us" is en
         self._asr = WhisperAsr.load(language=config.language, cpu_threads=config.threads)
         self.languages = whisper_languages()
         logger.info("loading Piper TTS")

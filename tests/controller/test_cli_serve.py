@@ -261,3 +261,13 @@ def test_version_is_the_projects(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         build_parser().parse_args(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out == f"stepaudio-rt {project['version']}\n"
+
+
+@pytest.mark.slow
+def test_the_log_names_the_language_as_whisper_reads_it() -> None:
+    """`serve --language EN-us` logged 'loading Whisper (EN-us)', as typed, where Whisper is given 'en'."""
+    server = ServerProcess("--language", "EN-us")
+    try:
+        assert "loading Whisper (en)" in server.log(), server.log()
+    finally:
+        server.stop()
