@@ -107,7 +107,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "cache with it (embedded profile, not with --chat-url), so the reply's prompt is mostly "
                         "evaluated at the pause")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply, 50-2000 ms")
-    p.add_argument("--language", default="en", help="default language of user speech")
+    p.add_argument("--language", default="en",
+                   help="default language of user speech, a code Whisper knows (en, de, fr, zh, ...; en-US reads as "
+                        "en); English is transcribed by Whisper tiny.en, any other language by the multilingual "
+                        "Whisper base")
     p.add_argument("--threads", type=_positive_int, default=_model_threads(),
                    help="CPU threads for the models (speech recognition, synthesis; the embedded chat LM has "
                         "--lm-threads)")

@@ -112,6 +112,15 @@ def test_help_says_the_tiny_profile_needs_no_model_path() -> None:
             "first use to $STEPAUDIO_RT_CACHE/tiny)") in text
 
 
+def test_help_says_which_language_codes_are_taken_and_what_they_load() -> None:
+    """`serve --help` said only "default language of user speech": not that it is a Whisper code, that en-US reads
+    as en, nor that a language other than English loads another Whisper model."""
+    text = " ".join(serve("--help").stdout.split())
+    assert ("--language LANGUAGE default language of user speech, a code Whisper knows (en, de, fr, zh, ...; en-US "
+            "reads as en); English is transcribed by Whisper tiny.en, any other language by the multilingual Whisper "
+            "base (default: en)") in text
+
+
 def test_help_says_what_a_chat_url_looks_like() -> None:
     """`serve --help` said only "OpenAI-compatible server for the Chat LM": that the URL is the server's API root,
     ending in /v1, was said only by a refusal ('foo') or a log warning (`--chat-url http://host:8000`)."""
