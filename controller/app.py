@@ -78,7 +78,7 @@ class AppConfig:
             known = whisper_languages()
         except ImportError:  # no faster-whisper: a Step-Audio profile then makes no transcripts, in any language
             known = None
-        if language is not None and known is not None and language not in known:
+        if known is not None and language not in known:  # None ("") too: else served as English without a word
             raise ConfigError(f"--language {self.language!r} is not one of Whisper's language codes "
                               "(en, de, fr, es, zh, ja, ...)")
 

@@ -47,6 +47,8 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
      "cannot listen on no-such-host.invalid:0: "),  # then the resolver's words
     # Whisper refused it at every turn, after the server had loaded its models and said it was ready.
     (["--language", "xx"], "--language 'xx' is not one of Whisper's language codes (en, de, fr, es, zh, ja, ...)"),
+    # `--language "$LANG_CODE"` with the variable unset: served as English, the log said 'loading Whisper (None)'
+    (["--language", ""], "--language '' is not one of Whisper's language codes"),
     # ... in the Step-Audio profiles too, which transcribe the user with Whisper as well
     (["--profile", "tiny", "--language", "xx"], "--language 'xx' is not one of Whisper's language codes"),
     (["--chat-url", "127.0.0.1:8000/v1"], "--chat-url '127.0.0.1:8000/v1': an http:// or https:// URL ending in "
