@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 from websockets.exceptions import WebSocketException
 
-from clients.audio import WIRE_RATE
 from clients.realtime_client import RealtimeConnectionError
 from clients.talk_printer import format_turn
 from clients.talk_session import DEFAULT_URL, TalkResult, run_talk, session_config
@@ -98,16 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         extra = {"instructions": args.instructions} if args.instructions is not None else None
-        result = asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key, realtime=args.speed,
-                                      vad=args.vad, timeout_s=args.timeout, model=args.model, session_extra=extra,
-                                      voice=args.voice))
+        asyncio.run(run_talk(args.wav, args.url, out=args.out, api_key=args.api_key, realtime=args.speed,
+                             vad=args.vad, timeout_s=args.timeout, model=args.model, session_extra=extra,
+                             voice=args.voice))
     except (TalkError, RealtimeConnectionError, WebSocketException, OSError) as exc:
         # A refused handshake's text ends with the server's reason ("server full: ...", "invalid or missing API key").
         print(f"talk: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    print(f"wrote {len(result.reply_pcm16) / 2 / WIRE_RATE:.2f} s of reply audio to {args.out}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TextIO
 
 from clients.events import ServerEvent
@@ -72,6 +73,11 @@ class TranscriptPrinter:
     def finish(self) -> None:
         """Prints the turn lines still waiting for a transcript that never came."""
         self._print_turns(all_left=True)
+
+    def reply_written(self, out: str | Path, seconds: float) -> None:
+        """Where the reply audio went; also when talk ends early, whose error line does not say it."""
+        self._end()
+        self._write(f"wrote {seconds:.2f} s of reply audio to {out}\n")
 
     def event(self, e: ServerEvent, turn: Turn | None) -> None:
         t = e.type

@@ -159,6 +159,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
         # Also when talk ends early (Ctrl-C, a timeout, a lost connection): what was said so far is kept.
         if out is not None and (finished or reply):
             write_reply(out, result.reply_pcm16)
+            printer.reply_written(out, len(reply) / 2 / WIRE_RATE)
     return result
 
 

@@ -516,6 +516,29 @@ async def test_an_operators_say_spoken_while_the_user_talks_gets_its_own_turn_li
     assert re.search(r"\[turn 2: completed\] from end of user speech: first audio +\d+\.\d{3} s", turn_lines[1])
 
 
+async def test_talk_ended_by_a_hangup_says_where_the_replies_so_far_went(tmp_path: Path) -> None:
+    """An operator hung up after a reply: talk wrote that reply to reply.wav, as it keeps what was said when it ends
+    early, but said only 'talk: connection lost: ...', so the user never learnt the file was there."""
+    from clients.talk_session import run_talk
+    from clients.talk_wav import TalkError
+
+    wav, out, printed = tmp_path / "turn.wav", tmp_path / "reply.wav", io.StringIO()
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(20.0)]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.ensure_future(run_talk(wav, url, out=out, printer=printed))
+        for _ in range(600):  # until the first reply is done (real-time pace)
+            if "[turn 1: completed]" in printed.getvalue():
+                break
+            await asyncio.sleep(0.05)
+        await server.command(next(iter(server.sessions)), "hangup", {})
+        with pytest.raises(TalkError, match="hangup"):
+            await talking
+    seconds = sf.info(str(out)).duration
+    assert seconds > 0.1
+    assert printed.getvalue().splitlines()[-1] == f"wrote {seconds:.2f} s of reply audio to {out}"
+
+
 async def test_a_server_stopped_mid_conversation_says_it_is_shutting_down(tmp_path: Path, capsys) -> None:
     """The server stopped (Ctrl-C) while talk talked: talk said 'connection lost: server closed the connection (code
     1001)', which reads as a fault; the server's close now says why."""
