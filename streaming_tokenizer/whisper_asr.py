@@ -128,22 +128,26 @@ class WhisperAsr:
             if cancel is not None and cancel.is_set():
                 return ""
             self.calls += 1
+            looped = False
             if audio.size <= SHORT_CLIP_SAMPLES:
                 text = self._transcribe_window(audio, lang)
                 # A cut window can make Whisper loop on a phrase (seen with base and tiny.en): then decode the
                 # standard way.
                 if _compression_ratio(text) <= MAX_COMPRESSION_RATIO and not _starts_over(text):
                     return text
+                looped = True
             # Greedy decoding at temperature 0 only: the fallback ladder can re-decode up to six times,
             # which would make latency unpredictable. Timestamps and conditioning on earlier windows
             # are off: we transcribe one short turn at a time and want only its text. No VAD filter:
             # silero already cut the turn. Past one 30 s window timestamps stay on: without them faster-whisper moves
             # on by whole windows, and a window that starts mid-phrase is often decoded as a few words then the end
             # of text, so most of a long turn's words were lost; with them each window starts where the last
-            # decoded segment ended.
+            # decoded segment ended. They stay on for a clip whose window decode looped, too: without them the
+            # standard decode of an 18 s turn looped as well ("bail again" to the length cap), with them each
+            # segment ends.
             segments, _info = self._model.transcribe(
                 audio, language=lang, task="transcribe", beam_size=1, best_of=1, temperature=0.0,
-                vad_filter=False, without_timestamps=audio.size <= WINDOW_SAMPLES,
+                vad_filter=False, without_timestamps=audio.size <= WINDOW_SAMPLES and not looped,
                 condition_on_previous_text=False)
             # The segments are a lazy generator: decoding happens here, still under the lock.
             texts = []
