@@ -106,10 +106,10 @@ class TurnTracker:
                 turn.transcript_done = now
             return turn
         if t == "response.created":
-            # It answers the latest turn: an earlier one still without a reply was spoken over before its reply
-            # became visible, and the server dropped that reply.
-            turn = next((x for x in reversed(self.turns) if x.response_id is None), None)
-            if turn is None:  # a response nobody's speech asked for (e.g. response.create alone)
+            # It answers the latest turn, if that has no reply yet: an earlier one still without a reply was spoken
+            # over before its reply became visible, and the server dropped that reply for good.
+            turn = self.turns[-1] if self.turns and self.turns[-1].response_id is None else None
+            if turn is None:  # a response nobody's speech asked for (e.g. response.create alone, an operator's say)
                 turn = Turn()
                 self.turns.append(turn)
             turn.response_id = event.response_id

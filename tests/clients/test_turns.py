@@ -129,3 +129,17 @@ def test_an_operators_say_while_the_user_talks_is_not_the_reply_to_that_speech()
     assert "first audio    n/a s" in lines[1]
     assert "first audio  1.200 s | input transcript  1.000 s | response.done  1.500 s" in lines[4]
     assert tr.all_done() and [t.user_item_id for t in tr.turns] == [None, "u1"]
+
+
+def test_a_say_after_a_turn_that_was_spoken_over_is_not_that_turns_reply() -> None:
+    """Beckett's "Fail again." spoken over by "Fail better." before its reply showed, then an operator's MQTT
+    `cmd/say`: the say's reply took "Fail again."'s turn, timed from that turn's end of speech long before."""
+    tr = TurnTracker(_log(), np.array([1_000, 30_000], np.int64))
+    tr.feed(E("input_audio_buffer.committed", item_id="u1"), 1.0)  # "Fail again." ...
+    tr.feed(E("input_audio_buffer.speech_started", item_id="u2"), 1.3)  # ... spoken over: its reply never showed
+    tr.feed(E("input_audio_buffer.committed", item_id="u2"), 2.0)
+    tr.feed(E("response.created", response={"id": "r2"}), 2.1)
+    tr.feed(E("response.done", response={"id": "r2", "status": "completed"}), 2.5)
+    say = tr.feed(E("response.created", response={"id": "say"}), 30.0)
+    assert say is not None and (say.user_item_id, say.end_of_speech) == (None, None)
+    assert [t.response_id for t in tr.turns] == [None, "r2", "say"]
