@@ -53,6 +53,11 @@ class SipBridge:
         self._health: asyncio.Task[None] | None = None
         self._server_up: bool | None = None  # as /healthz said last; None: not asked yet
 
+    @property
+    def calls_up(self) -> int:
+        """Calls ringing or answered now."""
+        return len(self._calls)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(

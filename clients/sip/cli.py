@@ -23,6 +23,8 @@ from clients.sip.errors import BridgeConfigError
 
 __all__ = ["build_parser", "main"]
 
+logger = logging.getLogger(__name__)
+
 # The BridgeConfig field each option sets: its errors name the field, the user typed the option.
 _OPTION_OF_FIELD = {"server_url": "--server-url", "advertise": "--advertise", "max_calls": "--max-calls",
                     "silence_duration_ms": "--silence-ms", "rtp_timeout_s": "--rtp-timeout",
@@ -119,15 +121,23 @@ async def _serve(config: BridgeConfig, call_log: Path | None) -> None:
 
     bridge = SipBridge(config, on_call_end=record)
     await bridge.start()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopped_by: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stopped_by.done():
+            stopped_by.set_result(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await stop.wait()
+        sig = await stopped_by
+        # as serve's log does: an operator reading it after a restart sees the stop was asked for, and when it ended
+        logger.info("%s: stopping (%d call(s) up)", sig.name, bridge.calls_up)
     finally:
         await bridge.close()
+    logger.info("stopped")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ option errors, before it answers any call."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from clients.sip.cli import build_parser
 from tests.sip.media import free_udp_port
+from tests.sip.peers import BridgeProcess
 
 
 def _sip_bridge(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +72,14 @@ def test_help_says_the_server_url_may_be_the_servers_http_address() -> None:
     """The bridge takes `http://HOST:PORT`, as talk does and the README says, but its help named ws:// alone."""
     help_text = " ".join(build_parser().format_help().split())
     assert "--server-url SERVER_URL the agent server, ws://HOST:PORT/v1/realtime (or its http://HOST:PORT)" in help_text
+
+
+def test_a_bridge_stopped_by_sigterm_says_so_in_its_log(tmp_path: Path) -> None:
+    """systemd stops the bridge with SIGTERM: its log ended at its start-up lines, as if it were still running,
+    where serve's says 'SIGTERM: stopping' and 'stopped'. It exits 0."""
+    bridge = BridgeProcess("ws://127.0.0.1:9/v1/realtime", tmp_path)
+    bridge.proc.send_signal(signal.SIGTERM)
+    assert bridge.proc.wait(30) == 0
+    lines = bridge.log().splitlines()
+    assert any(line.endswith("SIGTERM: stopping (0 call(s) up)") for line in lines), lines
+    assert lines[-1].endswith("stopped"), lines
