@@ -58,6 +58,7 @@ class AppConfig:
     lm_nice: int = 0
     lm_slots: int = 1
     tp_step_timeout_s: float = 60.0
+    max_pending_turns: int = 2  # SessionDefaults'
 
     def __post_init__(self) -> None:
         if self.profile in ("step-audio", "full-random") and self.model_path is None:  # tiny writes its own
@@ -69,6 +70,8 @@ class AppConfig:
                               "use: add --profile step-audio (or tiny, full-random)")
         if not 50 <= self.pause_ms <= 2000:
             raise ConfigError("--pause-ms must be between 50 and 2000")
+        if self.max_pending_turns < 0:
+            raise ConfigError("--max-pending-turns must be 0 (no limit) or more")
         if self.chat_url is not None:
             check_chat_url(self.chat_url)
         # Every profile transcribes the user with Whisper in this language (the Step-Audio ones where the embedded
@@ -132,7 +135,8 @@ class App:
                                         # a --chat-url server has no prompt-cache warm-up to take: the speech
                                         # would be transcribed each second for nothing
                                         early_prefill=config.early_prefill and config.chat_url is None,
-                                        max_event_bytes=config.server.max_event_bytes)
+                                        max_event_bytes=config.server.max_event_bytes,
+                                        max_pending_turns=config.max_pending_turns)
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Listen, load the models, then accept sessions; not the last if `stop` was set during the load."""

@@ -106,6 +106,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="while the user speaks, transcribe what was said so far and warm the chat LM's prompt "
                         "cache with it (embedded profile, not with --chat-url), so the reply's prompt is mostly "
                         "evaluated at the pause")
+    p.add_argument("--max-pending-turns", type=int, default=2, metavar="N",
+                   help="read a session's input audio no further while N of its turns wait for their transcripts: "
+                        "a client sending faster than real time is slowed to the server's pace (0: no limit)")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply, 50-2000 ms")
     p.add_argument("--language", default="en",
                    help="default language of user speech, a code Whisper knows (en, de, fr, zh, ...; en-US reads as "
@@ -247,7 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
         server=ServerConfig(host=args.host, port=args.port, api_keys=keys, max_sessions=args.max_sessions),
         profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
-        early_prefill=args.early_prefill == "on",
+        early_prefill=args.early_prefill == "on", max_pending_turns=args.max_pending_turns,
         language=args.language, threads=args.threads, lm_threads=args.lm_threads, lm_nice=args.lm_nice,
         lm_slots=args.lm_slots, tp_step_timeout_s=args.tp_step_timeout,
     )

@@ -68,6 +68,11 @@ class SessionDefaults:
     # them held every other session's replies for 4-20 s.
     error_rate: float = 20.0
     error_burst: int = 100
+    # While this many of a session's turns wait for their transcripts, its input audio is read no further: the socket
+    # holds the client back, and nothing it sent is lost. A client streaming ~15x faster than real time was read as
+    # fast as it sent (215 turns in 2 minutes, each queued for speech recognition) and the other clients' replies
+    # came 5-22 s late. 0: no limit.
+    max_pending_turns: int = 2
     context_budget_tokens: int = 1500
     # Over the budget, the oldest turns are dropped down to this, so that the prompt's start (the LM's prefix cache)
     # stays the same for the next few turns instead of changing with every turn (a whole re-prefill per reply).
@@ -118,6 +123,7 @@ class Session(ItemsMixin, RepliesMixin):
         # (audio's generation or None, the event's JSON, the event for the observer)
         self._out: asyncio.Queue[tuple[int | None, str, dict]] = asyncio.Queue(defaults.out_queue_events)
         self._errors = Throttle(defaults.error_rate, defaults.error_burst)
+        self._paced = False  # the input was held back once for turns waiting for transcripts (logged once)
         self._responses: dict[int, tuple[Response, asyncio.Task[None]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]] = {}
@@ -558,7 +564,20 @@ class Session(ItemsMixin, RepliesMixin):
         for start in range(0, len(pcm), HEAR_SLICE_SAMPLES):
             if start:
                 await asyncio.sleep(0)
+            await self._keep_pace()  # between slices too: one append may hold many turns (a whole recording)
             await self._hear(pcm[start:start + HEAR_SLICE_SAMPLES])
+
+    async def _keep_pace(self) -> None:
+        """Wait while max_pending_turns of the session's turns (or audio items) wait for their transcripts. Their
+        recognition never waits for more input, so the wait ends; a reader waiting here reads nothing, so the client's
+        sends block once the socket's buffers are full (websockets' max_queue, then TCP)."""
+        limit = self.defaults.max_pending_turns
+        while limit and len(pending := self._item_transcriptions) >= limit:
+            if not self._paced:  # once a session: an operator sees why a client's upload went slower
+                self._paced = True
+                self.log.info("input audio comes faster than its turns are transcribed: read only as fast as they "
+                              "are (%d turns waiting)", len(pending))
+            await asyncio.wait(list(pending.values()), return_when=asyncio.FIRST_COMPLETED)
 
     async def _hear(self, pcm: np.ndarray) -> None:
         now = time.monotonic()
