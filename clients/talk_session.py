@@ -101,12 +101,17 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
         if not vad:
             await client.commit()
             await client.create_response()
+        # A server may read the audio slower than it was sent (ours holds a client that sends faster than its turns
+        # are transcribed): the turns it has not heard yet cannot be awaited. Events are handled in order, so this
+        # update's session.updated comes once the server has heard everything sent before it.
+        await client.session_update({"type": "realtime"})
 
     sender = asyncio.create_task(send(), name="talk-sender")
     # A hang-up fails the send too, and the receiver may see it first (it then reports the close): the send's own
     # error is read here, else asyncio printed "Task exception was never retrieved" with a traceback on the way out.
     sender.add_done_callback(lambda t: t.cancelled() or t.exception())
     finished = False
+    updates = 0  # session.updated events: the session's, then the one that says all the audio was heard
     try:
         audio_s = x24.size / WIRE_RATE + silence_ms / 1000
         deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
@@ -115,7 +120,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             now = loop.time()
             if sender.done():
                 sender.result()  # re-raise a failed send
-                if tracker.all_done():
+                if tracker.all_done() and updates >= 2:
                     done_at = now if done_at is None else done_at
                     if tracker.transcripts_done() or now - done_at >= TRANSCRIPT_GRACE_S:
                         break
@@ -142,6 +147,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 raise TalkError(f"server error: {event.error}")
             if event.type == "response.done" and event.response_status == "failed":  # no error event comes
                 raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
+            updates += event.type == "session.updated"
             turn = tracker.feed(event, loop.time())
             if tracker.turns and not tracker.all_done():
                 # A reply still streaming is waited for as long as it comes (a minute of speech is paced in real

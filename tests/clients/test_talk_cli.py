@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from clients.events import ServerEvent
 from clients.realtime_client import build_url
 from clients.talk import load_wav_24k, main, reply_path
 from clients.talk_printer import TranscriptPrinter
+from clients.talk_session import run_talk
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
@@ -496,7 +498,6 @@ async def test_a_session_the_operator_hangs_up_says_so(tmp_path: Path, capsys) -
 async def test_an_operators_say_spoken_while_the_user_talks_gets_its_own_turn_line(tmp_path: Path) -> None:
     """An MQTT `cmd/say` while the user spoke, its reply still playing when the user's turn was committed: talk gave
     the say's reply the user's turn line (first audio -0.952 s) and the user's own reply a line of n/a."""
-    from clients.talk_session import run_talk
 
     wav, printed = tmp_path / "turn.wav", io.StringIO()
     sf.write(str(wav), np.concatenate([silence(0.3), speech(2.0), silence(3.0)]), 24000)
@@ -519,7 +520,6 @@ async def test_an_operators_say_spoken_while_the_user_talks_gets_its_own_turn_li
 async def test_talk_ended_by_a_hangup_says_where_the_replies_so_far_went(tmp_path: Path) -> None:
     """An operator hung up after a reply: talk wrote that reply to reply.wav, as it keeps what was said when it ends
     early, but said only 'talk: connection lost: ...', so the user never learnt the file was there."""
-    from clients.talk_session import run_talk
     from clients.talk_wav import TalkError
 
     wav, out, printed = tmp_path / "turn.wav", tmp_path / "reply.wav", io.StringIO()
@@ -582,3 +582,40 @@ def test_a_full_server_s_reason_is_said_once(tmp_path: Path, capsys) -> None:
         code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{port}")
     assert code == 1
     assert err.count("server full: 4 of 4 sessions") == 1, err
+
+
+def test_talk_fast_waits_for_the_turns_a_pacing_server_has_not_heard_yet(tmp_path: Path) -> None:
+    """`talk --fast` against a server that reads input only as fast as it transcribes it (`serve` holds such a
+    client back): talk had sent everything long before the server heard it, saw every turn so far answered, and
+    ended with the later turns unheard (2 of Beckett's 4 turns, 'wrote 0.00 s'). It now ends once the server has
+    heard all of it: the session.update it sends after the audio is answered only then. This server hears the
+    second turn only when that update comes, as a pacing server does once it has read that far."""
+    def turn(n: int) -> list[dict]:
+        item, resp = f"item_{n}", {"id": f"resp_{n}", "status": "completed", "output": []}
+        return [{"type": "input_audio_buffer.speech_stopped", "item_id": item, "audio_end_ms": 1000 * n},
+                {"type": "input_audio_buffer.committed", "item_id": item},
+                {"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
+                 "content_index": 0, "transcript": f"turn {n}"},
+                {"type": "response.created", "response": {**resp, "status": "in_progress"}},
+                {"type": "response.done", "response": resp}]
+
+    def pacing_server(ws: ServerConnection) -> None:
+        ws.send(json.dumps({"type": "session.created", "session": {"type": "realtime"}}))
+        updates, heard = 0, 0
+        for message in ws:
+            event = json.loads(message)
+            later = []
+            if event["type"] == "input_audio_buffer.append" and not heard:
+                heard, later = 1, turn(1)
+            elif event["type"] == "session.update":
+                updates += 1
+                later = (turn(2) if updates == 2 else []) + [{"type": "session.updated", "session": {}}]
+            for out in later:
+                ws.send(json.dumps(out))
+
+    wav = tmp_path / "turns.wav"
+    sf.write(str(wav), np.tile(np.concatenate([speech(0.4), silence(0.8)]), 2), 24000)
+    with ws_server_thread(pacing_server) as port:
+        result = asyncio.run(run_talk(wav, f"ws://127.0.0.1:{port}/v1/realtime", realtime=False,
+                                      printer=io.StringIO(), timeout_s=30))
+    assert [t.user_transcript for t in result.turns] == ["turn 1", "turn 2"]
