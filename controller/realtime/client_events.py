@@ -4,7 +4,7 @@ Rules:
 - `parse_client_event` takes one WebSocket text (or binary) message and returns exactly one
   event or raises RemoteProtocolError; it never returns partial results. Errors carry the
   client's `event_id` whenever it could be read, so the `error` event can echo it.
-- Codes: "message_too_large" (over max_bytes), "invalid_json", "invalid_event" (JSON but not an
+- Codes: "message_too_large" (over max_bytes), "invalid_json" (a lone surrogate too), "invalid_event" (JSON but not an
   object), "missing_required_parameter", "unknown_event_type" (param "type"), "invalid_value"
   (wrong type or value; param is the dotted path), "invalid_base64" (param "audio").
 - GA names and shapes are the reference; beta shapes are accepted where they differ (session
@@ -164,6 +164,11 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
     if not isinstance(doc, dict):
         raise RemoteProtocolError("The event must be a JSON object.", code="invalid_event")
     event_id = doc.get("event_id")
+    if _holds_lone_surrogate(doc):
+        raise RemoteProtocolError(
+            "The event is not valid JSON: a string holds half of a UTF-16 surrogate pair (\\ud800-\\udfff alone), "
+            "which is no Unicode text.", code="invalid_json",
+            event_id=event_id if isinstance(event_id, str) and not _holds_lone_surrogate(event_id) else None)
     if event_id is not None and not isinstance(event_id, str):
         raise invalid("event_id", "Invalid type for 'event_id': expected a string.")
     f = Fields(doc, "", event_id)
@@ -177,6 +182,28 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
             event_id=event_id,
         )
     return parser(f, event_id)
+
+
+def _holds_lone_surrogate(doc: object) -> bool:
+    """Whether a string of the document holds half of a surrogate pair: json.loads joins an escaped pair into one
+    character but keeps a lone half ("\\ud800"), which no text can be encoded with (the session failed on it where a
+    text was first encoded). A binary frame in UTF-16 or UTF-32 may hold one unescaped."""
+    pending = [doc]  # a loop: a document nested nearly as deep as json.loads takes would overflow a recursive walk
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if value.isascii():  # known to the str object: no scan (a base64 append costs nothing here)
+                continue
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _session_update(f: Fields, eid: str | None) -> SessionUpdate:

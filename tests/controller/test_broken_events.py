@@ -32,6 +32,27 @@ async def test_a_deeply_nested_event_gets_an_error_and_the_session_goes_on() -> 
         await conv.wait_for("input_audio_buffer.cleared", timeout=10)
 
 
+@pytest.mark.parametrize("raw", [
+    r'{"type": "session.update", "event_id": "ev_s", "session": {"type": "realtime", "instructions": "a\ud800b"}}',
+    r'{"type": "conversation.item.create", "event_id": "ev_s", "item": {"type": "message", "role": "user", '
+    r'"content": [{"type": "input_text", "text": "\udfff"}]}}',
+    '{"type": "conversation.item.create", "event_id": "ev_s", "item": {"type": "message", "role": "user", '
+    '"content": [{"type": "input_text", "text": "\ud800"}]}}'.encode("utf-16", "surrogatepass"),
+])
+async def test_a_lone_surrogate_in_a_text_is_invalid_json_and_the_session_goes_on(raw: str | bytes) -> None:
+    """A text holding half of a UTF-16 surrogate pair ("\\ud800" alone, as a client that cuts a string between the
+    halves of an emoji sends) is no Unicode text: it failed deep in the session, when the text was first encoded, as
+    an internal server_error naming no field. It is invalid JSON (RFC 8259 section 8.2), told like any other."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.ws.send(raw)
+        error = await conv.wait_for("error", timeout=10)
+        assert error["error"]["code"] == "invalid_json" and error["error"]["event_id"] == "ev_s", error
+        await conv.send({"type": "conversation.item.create", "event_id": "after", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "\U0001f600 ok"}]}})
+        await conv.wait_for("conversation.item.added", timeout=10)
+        assert len(conv.of_type("error")) == 1, conv.of_type("error")
+
+
 async def test_a_crashed_session_closes_with_1011_and_the_others_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
     receive = Session.receive
 
