@@ -70,24 +70,25 @@ class Fields:
             raise self._bad(key, "a string")
         return value
 
-    def int_(self, key: str, *, minimum: int | None = None) -> int:
+    def int_(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
         if key not in self.obj:
             raise self._missing(key)
         value = self.obj[key]
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._bad(key, "an integer")
         if minimum is not None and value < minimum:
-            raise invalid(
-                self.param(key),
-                f"Invalid value for '{self.param(key)}': {value} is below the minimum of {minimum}.",
-                self.event_id,
-            )
+            raise self._out_of_range(key, f"{value} is below the minimum of {minimum}")
+        if maximum is not None and value > maximum:
+            raise self._out_of_range(key, f"{value} is above the maximum of {maximum}")
         return value
 
-    def opt_int(self, key: str, *, minimum: int | None = None) -> int | None:
+    def _out_of_range(self, key: str, why: str) -> RemoteProtocolError:
+        return invalid(self.param(key), f"Invalid value for '{self.param(key)}': {why}.", self.event_id)
+
+    def opt_int(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
         if self.obj.get(key) is None:
             return None
-        return self.int_(key, minimum=minimum)
+        return self.int_(key, minimum=minimum, maximum=maximum)
 
     def number(self, key: str, *, low: float, high: float) -> float:
         value = self.obj.get(key)

@@ -386,6 +386,11 @@ def _strings(f: Fields, key: str) -> tuple[str, ...]:
 SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
 
 
+# The API's schema types the turn detection times int32. Past it, idle_timeout_ms (10**400) failed converting to
+# seconds, after the session had taken the update.
+INT32_MAX = 2**31 - 1
+
+
 def _turn_detection(f: Fields) -> ServerVad:
     kind = f.choice("type", ("server_vad", "semantic_vad"))
     flags: dict[str, object] = {}
@@ -404,8 +409,8 @@ def _turn_detection(f: Fields) -> ServerVad:
                           "sound as speech, so no turn would ever end; use a value above 0.", f.event_id)
     for key in ("prefix_padding_ms", "silence_duration_ms"):
         if f.obj.get(key) is not None:
-            vals[key] = f.int_(key, minimum=0)
-    vals["idle_timeout_ms"] = f.opt_int("idle_timeout_ms", minimum=0)
+            vals[key] = f.int_(key, minimum=0, maximum=INT32_MAX)
+    vals["idle_timeout_ms"] = f.opt_int("idle_timeout_ms", minimum=0, maximum=INT32_MAX)
     return ServerVad(**vals)  # type: ignore[arg-type]  # each value checked above
 
 

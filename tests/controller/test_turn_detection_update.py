@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech
 from tests.e2e.helpers import silence
@@ -18,6 +19,21 @@ async def test_a_zero_vad_threshold_is_refused_by_name_and_the_session_keeps_its
         updated = await conv.update_session(instructions="Be brief.")
     assert error["error"]["code"] == "invalid_value" and error["error"]["event_id"] == "td0"
     assert error["error"]["param"] == "session.audio.input.turn_detection.threshold"
+    assert updated["session"]["audio"]["input"]["turn_detection"]["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("key", ["idle_timeout_ms", "silence_duration_ms", "prefix_padding_ms"])
+async def test_a_turn_detection_time_past_int32_is_refused_by_name_and_the_session_keeps_its_settings(key: str) -> None:
+    """The API's schema types these times int32. idle_timeout_ms 10**400 failed as an internal server_error ("int too
+    large to convert to float") after the session had taken the update, which no session.updated showed. Past int32
+    the update is refused as the client's error, naming the field, and nothing of it applies."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.send({"type": "session.update", "event_id": "big", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "threshold": 0.9, key: 10**400}}}}})
+        error = await conv.wait_for("error", timeout=10)
+        updated = await conv.update_session(instructions="Be brief.")
+    assert error["error"]["code"] == "invalid_value" and error["error"]["event_id"] == "big", error
+    assert error["error"]["param"] == f"session.audio.input.turn_detection.{key}"
     assert updated["session"]["audio"]["input"]["turn_detection"]["threshold"] == 0.5
 
 
