@@ -247,7 +247,8 @@ class ItemsMixin(_Base):
 
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None:
-        """The LM request for a reply; None when the user's turn held nothing to answer."""
+        """The LM request for a reply; None when there is nothing to answer (the user's turn held no words, or the
+        prompt holds no message)."""
         # The transcription tasks awaited here are shared (with the transcript events, with later replies): a reply
         # cancelled while it waits must not cancel them, hence the shields.
         # Committed turns and audio items the client sent whole are part of the prompt, as their transcripts; the
@@ -286,7 +287,9 @@ class ItemsMixin(_Base):
         return self._chat_request(resp, cfg, messages)
 
     @staticmethod
-    def _chat_request(resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest:
+    def _chat_request(resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest | None:
+        if not messages:  # no instructions and nothing said (or response.input []): nothing to answer, as a silent turn
+            return None
         return ChatRequest(messages=messages, tools=tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
                            temperature=resp.settings.temperature,
                            max_tokens=resp.settings.max_output_tokens or MAX_REPLY_TOKENS)

@@ -292,6 +292,25 @@ async def test_a_response_input_giving_an_item_id_twice_is_refused_as_bad_input(
         validate_server_event(raw)
 
 
+@pytest.mark.parametrize("response", [{}, {"input": []}, {"conversation": "none"}])
+async def test_a_reply_with_an_empty_prompt_is_an_empty_reply_not_a_server_failure(response: dict) -> None:
+    """A session with no instructions asked for a reply before anything was said (or given response.input []): the
+    prompt holds no message for the LM. The reply failed as a server_error ("messages must not be empty") with a
+    traceback in the log; it is answered as a turn that held no words is, an empty completed reply."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(instructions="")
+        await conv.send({"type": "response.create", "event_id": "empty", "response": response})
+        done = await conv.wait_for("response.done", timeout=10)
+        await conv.ask("Hello?")
+        second = await conv.wait_for("response.done", after=conv.events.index(done) + 1, timeout=10)
+    assert done["response"]["status"] == "completed" and done["response"]["output"] == [], done
+    assert second["response"]["status"] == "completed"
+    assert not conv.of_type("error")
+    assert [user_messages(r) for r in pipeline.requests] == [["Hello?"]]
+    closed_in_order(conv.events, done["response"]["id"])
+
+
 async def test_a_function_call_output_in_response_input_without_its_call_is_refused_not_dropped() -> None:
     """response.input is the reply's whole prompt: a function_call_output there whose function_call is not before it
     (only in the conversation) was left out of the prompt without a word, and the model answered without the tool's
