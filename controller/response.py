@@ -82,6 +82,16 @@ def _note_unheeded_tool_choice(request: object, calls: list[ToolCall], log: logg
                        f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
 
 
+# The events that close a reply's output, each sent once per item (Response._close).
+_CLOSING_EVENTS = frozenset({"response.output_audio.done", "response.output_audio_transcript.done",
+                             "response.output_text.done", "response.content_part.done", "response.output_item.done",
+                             "conversation.item.done", "response.function_call_arguments.done"})
+
+
+def _closing_key(event: dict) -> tuple[str, str]:
+    return event["type"], event["item"]["id"] if "item" in event else event["item_id"]
+
+
 async def _cancelled_unless_done(task: asyncio.Task[None]) -> None:
     """A helper task whose owner left early (cancelled, or failed) is stopped with it, and waited for."""
     if not task.done():
@@ -147,7 +157,7 @@ class Response:
         # them any more, and they do not join the conversation.
         self.deleted: set[str] = set()
         self._created = False  # response.created was emitted (sent or held)
-        self._items_closed = False
+        self._closes_sent: set[tuple[str, str]] = set()  # (type, item id) of the closing events sent
         self._release_event = asyncio.Event()
         if self.released:
             self._release_event.set()
@@ -206,6 +216,8 @@ class Response:
 
     async def _send(self, event: dict) -> None:
         self.visible = True
+        if event["type"] in _CLOSING_EVENTS:
+            self._closes_sent.add(_closing_key(event))
         if event["type"] == "response.output_audio.delta" and self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
             self.mark("first_audio_sent")
@@ -451,31 +463,36 @@ class Response:
         """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
         A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
-        # Once: a reply cancelled while its closing events go out is not closed a second time by finish_cancelled.
-        closing, self._items_closed = not self._items_closed, True
-        if closing and self.message_opened:
+        if self.message_opened:
             text = self.heard_text(None)
             if self.audio_out:
-                await self._emit(self.ev.output_audio_done(**self._pos()))
-                await self._emit(self.ev.output_audio_transcript_done(**self._pos(), transcript=text))
+                await self._close(self.ev.output_audio_done(**self._pos()))
+                await self._close(self.ev.output_audio_transcript_done(**self._pos(), transcript=text))
             else:
-                await self._emit(self.ev.output_text_done(**self._pos(), text=text))
-            await self._emit(self.ev.content_part_done(**self._pos(), part=self._part(text)))
+                await self._close(self.ev.output_text_done(**self._pos(), text=text))
+            await self._close(self.ev.content_part_done(**self._pos(), part=self._part(text)))
             item = self.message_item("completed" if status == "completed" else "incomplete", text)
-            await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
+            await self._close(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
             if self.item_id in self.conversation_items():
-                await self._emit(self.ev.item_done(item, previous_item_id=self.previous_item_id))
-        for call in self.tool_calls if closing else ():
+                await self._close(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+        for call in self.tool_calls:
             index = self._index_of(call)
-            await self._emit(self.ev.function_call_arguments_done(
+            await self._close(self.ev.function_call_arguments_done(
                 response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
                 name=call.name, arguments=call.arguments))
             item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
                                          arguments=call.arguments, status="completed")
-            await self._emit(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
+            await self._close(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
             if call.item_id in self.conversation_items():
-                await self._emit(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
+                await self._close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
         await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
+
+    async def _close(self, event: dict) -> None:
+        """A closing event, unless the client has it: a reply cancelled while its closing events go out is not closed
+        a second time, and one whose closing events were still held when it was cancelled (a finished speculation's,
+        behind its paced audio) is closed by finish_cancelled, as the client saw its items open."""
+        if _closing_key(event) not in self._closes_sent:
+            await self._emit(event)
 
     async def finish_empty(self) -> None:
         """Nothing to answer (the user's audio held no words): an empty, completed response."""

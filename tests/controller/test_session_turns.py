@@ -511,3 +511,31 @@ async def test_a_minute_of_audio_in_one_append_does_not_hold_the_server_for_its_
         took = time.monotonic() - began
         ticker.cancel()
     assert max(gaps) < took / 3, (max(gaps), took)
+
+
+async def test_a_barge_in_while_a_finished_speculation_s_audio_is_paced_out_closes_what_the_client_saw_open() -> None:
+    """A speculation that generated its whole reply during the pause holds its closing events behind its audio; the
+    commit releases them at playback pace. The user spoke over it while the audio went out: response.done (cancelled)
+    came with no output_audio.done, content_part.done, output_item.done nor conversation.item.done for the message
+    the client had seen added, which a client waiting for them (to finish its transcript, free its player) never got.
+    The reply now closes what it opened, as any reply cancelled mid-way."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = NOON.split() * 3  # 3 s of speech, paced out in real time
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # pause: the whole reply is made
+        await asyncio.sleep(0.5)
+        await conv.stream(silence(0.5), pace=0)  # end of turn: committed and released
+        delta = await conv.wait_for("response.output_audio.delta", timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)  # barge-in
+        done = await conv.wait_for("response.done", timeout=10)
+    assert done["response"]["status"] == "cancelled", done
+    mine = [e["type"] for e in conv.events if e.get("response_id") == delta["response_id"]
+            or e.get("item", {}).get("id") == delta["item_id"]]
+    assert mine[-4:] == ["response.output_audio_transcript.done", "response.content_part.done",
+                         "response.output_item.done", "conversation.item.done"], mine
+    assert mine.count("response.output_audio.done") == 1, mine
+    assert [o["status"] for o in done["response"]["output"]] == ["incomplete"]
+    assert [e["item"]["status"] for e in conv.of_type("conversation.item.done")
+            if e["item"]["id"] == delta["item_id"]] == ["incomplete"]
+    for raw in conv.raw:
+        validate_server_event(raw)
