@@ -158,6 +158,7 @@ class Response:
         self.deleted: set[str] = set()
         self._created = False  # response.created was emitted (sent or held)
         self._closes_sent: set[tuple[str, str]] = set()  # (type, item id) of the closing events sent
+        self.ended = False  # its response.done went out: the response is over for the client
         self._release_event = asyncio.Event()
         if self.released:
             self._release_event.set()
@@ -223,6 +224,7 @@ class Response:
             self.mark("first_audio_sent")
             self._on_first_audio()
         await self._emit_out(event)
+        self.ended = self.ended or event["type"] == "response.done"
 
     async def _pace(self, event: dict) -> None:
         # Paced on the client's playback, not on the time since the first delta: after a gap (a sentence slower to

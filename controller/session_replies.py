@@ -67,8 +67,9 @@ class RepliesMixin(_Base):
         await resp.announce()
 
     def _out_of_band(self, response_id: str | None) -> Response | None:
+        """The out-of-band reply in progress of that id (one whose response.done is out has none left to cancel)."""
         return next((resp for resp, _ in self._responses.values()
-                     if resp.out_of_band and resp.response_id == response_id), None)
+                     if resp.out_of_band and resp.response_id == response_id and not resp.ended), None)
 
     def _start_response(self, action: te.StartGeneration) -> Response:
         create, self._response_overrides = self._response_overrides, None
@@ -234,9 +235,12 @@ class RepliesMixin(_Base):
                                   code="output_audio_buffer_empty")
 
     async def _cancel_response(self, gen_id: int, reason: str) -> None:
-        entry = self._responses.pop(gen_id, None)
-        if entry is None:
+        entry = self._responses.get(gen_id)
+        # A reply whose response.done is out (a speculation's release has just sent it) is over for the client: its
+        # task, about to resume, records it as it ended. Cancelling it sent a second response.done, cancelled.
+        if entry is None or entry[0].ended:
             return
+        del self._responses[gen_id]
         resp, task = entry
         tasks = [task] + ([resp.release_task] if resp.release_task else [])
         for t in tasks:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from controller.response import Response
 from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, speak_turn, speech,
                                                user_messages)
 from tests.e2e.helpers import RATE, silence
@@ -537,5 +538,34 @@ async def test_a_barge_in_while_a_finished_speculation_s_audio_is_paced_out_clos
     assert [o["status"] for o in done["response"]["output"]] == ["incomplete"]
     assert [e["item"]["status"] for e in conv.of_type("conversation.item.done")
             if e["item"]["id"] == delta["item_id"]] == ["incomplete"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_barge_in_just_after_a_reply_s_response_done_does_not_end_it_a_second_time(monkeypatch) -> None:
+    """A speculation's release sends its response.done; the session takes the reply off its list when the reply's
+    task next runs. A barge-in handled in between (the event loop busy with other sessions: here, the task is made
+    to wait) cancelled the finished reply: a second response.done for the same response, cancelled after completed,
+    and its message truncated as if it had been cut. A reply whose response.done is out is over for the client, as
+    it is for a barge-in a moment later."""
+    wait_released = Response.wait_released
+
+    async def slow_to_resume(self: Response) -> None:
+        await wait_released(self)
+        await asyncio.sleep(1.0)
+
+    monkeypatch.setattr(Response, "wait_released", slow_to_resume)
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # pause: the whole reply is made
+        await asyncio.sleep(0.5)
+        await conv.stream(silence(0.5), pace=0)  # end of turn: committed and released
+        done = await conv.wait_for("response.done", timeout=10)
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)  # barge-in
+        await conv.wait_for("input_audio_buffer.committed", after=conv.events.index(done), timeout=10)
+        await asyncio.sleep(1.5)
+    rid = done["response"]["id"]
+    assert [e["response"]["status"] for e in conv.of_type("response.done") if e["response"]["id"] == rid] == \
+        ["completed"]
+    assert not conv.of_type("conversation.item.truncated")
     for raw in conv.raw:
         validate_server_event(raw)
