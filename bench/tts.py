@@ -174,7 +174,7 @@ def first_audio_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt,
     audio_samples = 0
     while audio_samples == 0 and eng.llm.has_unfinished():
         for d in eng.llm.step():
-            if d.seq_id == seq:
+            if d.seq_id == seq and d.token_id is not None:  # None only for an aborted sequence: none is here
                 got.append(d.token_id % 5120)
                 marks.mark("first_token")
         if len(got) >= 25 or not eng.llm.has_unfinished():
@@ -207,7 +207,7 @@ def first_audio_served_ms(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPro
         while not stop.is_set() and eng.llm.has_unfinished():
             go.wait()
             for d in eng.llm.step():
-                if d.seq_id == seq:
+                if d.seq_id == seq and d.token_id is not None:
                     made += 1
                     marks.mark("first_token")
                     if made == 25:
