@@ -9,6 +9,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.server import ServerConnection
@@ -56,41 +57,35 @@ def _heard_part(transcripts: list[str]) -> str:
     return heard
 
 
-@pytest.mark.parametrize("done_at_once", [False, True], ids=["paced", "all-at-once"])
-def test_a_caller_hanging_up_mid_reply_leaves_the_heard_words_in_the_call_log(tmp_path: Path,
-                                                                             done_at_once: bool) -> None:
-    """Also when the reply's words had all come (transcript.done) with its audio, long before that played."""
+def _call_the_long_reply(tmp_path: Path, hang_up_after_ms: int, **reply: Any) -> dict:
+    """sipp calls the bridge in front of _long_reply(**reply), hangs up after hang_up_after_ms; the call's log line."""
     need("sipp")
-    with ws_server_thread(lambda ws: _long_reply(ws, done_at_once=done_at_once)) as port:
+    with ws_server_thread(lambda ws: _long_reply(ws, **reply)) as port:
         bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path)
         try:
             code, errors = run_sipp(scenario(
                 request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
-                request("ACK", 1, in_dialog=True), '<pause milliseconds="4000"/>\n',
+                request("ACK", 1, in_dialog=True), f'<pause milliseconds="{hang_up_after_ms}"/>\n',
                 request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
                 media_port=free_udp_port())
             calls = wait_for(bridge.calls, 10)
         finally:
             bridge.stop()
     assert code == 0, f"{errors}\n{bridge.log()}"
-    _heard_part(calls[0]["agent_transcripts"])
+    return calls[0]
+
+
+@pytest.mark.parametrize("done_at_once", [False, True], ids=["paced", "all-at-once"])
+def test_a_caller_hanging_up_mid_reply_leaves_the_heard_words_in_the_call_log(tmp_path: Path,
+                                                                             done_at_once: bool) -> None:
+    """Also when the reply's words had all come (transcript.done) with its audio, long before that played."""
+    call = _call_the_long_reply(tmp_path, 4000, done_at_once=done_at_once)
+    _heard_part(call["agent_transcripts"])
 
 
 def test_a_reply_the_caller_talked_over_is_logged_as_far_as_it_was_heard(tmp_path: Path) -> None:
     """The caller talks 3 s into a 20 s reply and stays on the line: the call log has the words it heard, marked
     cut, not the whole reply that the server's transcript.done carries."""
-    need("sipp")
-    with ws_server_thread(lambda ws: _long_reply(ws, barge_in_after_s=3.0)) as port:
-        bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path)
-        try:
-            code, errors = run_sipp(scenario(
-                request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200),
-                request("ACK", 1, in_dialog=True), '<pause milliseconds="8000"/>\n',
-                request("BYE", 2, in_dialog=True), expect(200, optional=())), bridge.port, tmp_path,
-                media_port=free_udp_port())
-            calls = wait_for(bridge.calls, 10)
-        finally:
-            bridge.stop()
-    assert code == 0, f"{errors}\n{bridge.log()}"
-    assert calls[0]["barge_ins"] == 1, calls[0]
-    _heard_part(calls[0]["agent_transcripts"])
+    call = _call_the_long_reply(tmp_path, 8000, barge_in_after_s=3.0)
+    assert call["barge_ins"] == 1, call
+    _heard_part(call["agent_transcripts"])
