@@ -19,6 +19,7 @@ from pathlib import Path
 from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
 from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-checkpoint writes
 from controller.errors import ConfigError
+from lm_engine.utils.safetensors_header import SafetensorsHeaderError, read_header
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, find_speakers_dir, read_speakers_info,
 )  # fmt: skip
@@ -30,6 +31,7 @@ CAMPPLUS_FILE = "campplus.onnx"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # how every Git LFS pointer file starts
 LFS_NOTE = " (a Git LFS pointer)"
+CUT_NOTE = "cut short: "
 
 
 class ChatNeed(enum.Enum):
@@ -77,6 +79,8 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
         if any(LFS_NOTE in m for m in missing):
             hint += ("; a Git LFS pointer stands in for a file in a clone made without git-lfs: `git lfs install` "
                      "then `git lfs pull` in that clone fetches the files")
+        if any(CUT_NOTE in m for m in missing):
+            hint += "; a file cut short by its download: download it again"
         raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")
@@ -162,10 +166,25 @@ def _missing_weights(root: Path, sub: str) -> list[str]:
             raise ConfigError(f"{index} is not a safetensors index ({exc})") from exc
     else:
         shards = sorted(f.name for f in folder.glob("*.safetensors")) or ["*.safetensors"]
-    missing = [m for shard in shards for m in _absent(root, f"{sub}/{shard}")]
+    rels = [f"{sub}/{shard}" for shard in shards]
+    missing = [m for rel in rels for m in _absent(root, rel) or _damaged_shard(root, rel)]
     if missing and sub == CHAT_DIR:
         missing[-1] += " (its weights; or run the Chat LM on a server and pass --chat-url)"
     return missing
+
+
+def _damaged_shard(root: Path, rel: str) -> list[str]:
+    """[rel + why] for a safetensors file its download cut short, read from its header, else []. Its loader found
+    it only once the models before it had loaded (minutes, before the real Chat LM), one shard per try."""
+    path = root / rel
+    try:
+        header = read_header(path)
+        size = path.stat().st_size
+    except OSError:  # unreadable: its loader names it with the reason
+        return []
+    except SafetensorsHeaderError as exc:
+        return [f"{rel} ({exc})"]
+    return [f"{rel} ({CUT_NOTE}{size:,} of its {header.whole_size:,} bytes)"] if size < header.whole_size else []
 
 
 def _missing_speakers(root: Path) -> list[str]:

@@ -19,6 +19,16 @@ def run_cli(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
     return proc
 
 
+def fails_in_one_line(*args: str) -> str:
+    """The stderr of `stepaudio-rt ARGS`, which must fail with exit code 2 and one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"stepaudio-rt {args[0]}: error: ")
+    return proc.stderr
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("step-audio-tiny")

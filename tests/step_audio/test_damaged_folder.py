@@ -1,0 +1,45 @@
+"""A damaged or odd model folder is one line on stderr naming the file (and config.json's field by its name there),
+exit code 2, before any model loads: `--log-level INFO` logs a "loading" line for each model, so a one-line stderr
+under it shows that nothing had begun to load (the real models take minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.step_audio.conftest import fails_in_one_line, layout_without
+
+pytestmark = pytest.mark.slow
+
+
+def _with_file(tiny_model_dir: Path, tmp_path: Path, rel: str, data: bytes) -> Path:
+    """The tiny folder (as links) with `rel` replaced by `data`."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", rel)
+    (folder / rel).write_bytes(data)
+    return folder
+
+
+def _chat_fails(folder: Path, tmp_path: Path, *more: str) -> str:
+    return fails_in_one_line("chat", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
+                             "--out", str(tmp_path / "x.wav"), "--log-level", "INFO", *more)
+
+
+@pytest.mark.parametrize("shard", ["Step-Audio-TTS-3B/model-00001.safetensors",
+                                   "Step-Audio-Chat/model-00001.safetensors"])
+def test_a_weights_file_cut_short_is_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                  shard: str) -> None:
+    """Its loader found it only after the models before it had loaded (for a Chat shard: the tokenizer, TTS-3B and
+    both decoders), one shard per try."""
+    data = (tiny_model_dir / shard).read_bytes()
+    folder = _with_file(tiny_model_dir, tmp_path, shard, data[:len(data) // 2])
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"{shard} (cut short: {len(data) // 2:,} of its {len(data):,} bytes)" in stderr, stderr
+    assert "download it again" in stderr
+
+
+def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    shard = "Step-Audio-TTS-3B/model-00001.safetensors"
+    folder = _with_file(tiny_model_dir, tmp_path, shard, b"<html><body>Not found</body></html>\n")
+    assert f"{shard} (no safetensors header" in _chat_fails(folder, tmp_path)
