@@ -65,7 +65,8 @@ def missing_files(root: Path, chat: ChatNeed) -> list[str]:
 
 
 def check_layout(root: Path, chat: ChatNeed) -> None:
-    """Raises ConfigError naming every missing file of the layout (or the folder itself)."""
+    """Raises ConfigError naming every missing file of the layout (or the folder itself), else the first config.json
+    field that the loaded LMs cannot run."""
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise ConfigError(f"{root} {what} (the Step-Audio model folder: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
@@ -84,6 +85,24 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
         raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")
+    _check_lm_configs(root, chat)
+
+
+def _lm_dirs(chat: ChatNeed) -> tuple[str, ...]:
+    """The Step-1 folders whose models this command loads."""
+    return (TTS_DIR, CHAT_DIR) if chat is ChatNeed.WEIGHTS else (TTS_DIR,)
+
+
+def _check_lm_configs(root: Path, chat: ChatNeed) -> None:
+    """Each loaded LM's config.json, read as its engine reads it: a field it cannot run (a head count of 0) was found
+    only when that model loaded, after those before it (minutes, for the real Chat LM)."""
+    from lm_engine.models.config import ModelConfig, ModelConfigError
+
+    for sub in _lm_dirs(chat):
+        try:
+            ModelConfig.from_dir(root / sub)
+        except ModelConfigError as exc:  # names the file and the field
+            raise ConfigError(str(exc)) from exc
 
 
 def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:
@@ -94,10 +113,9 @@ def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:
 
     if profile not in RANDOM_PROFILES:  # step-audio: the real checkpoints, whatever their size
         return
-    parts = ((TTS_DIR, "tts"), (CHAT_DIR, "chat")) if chat is ChatNeed.WEIGHTS else ((TTS_DIR, "tts"),)
-    for sub, what in parts:
+    for sub in _lm_dirs(chat):
         got = _hidden_size(root / sub)
-        want = profile_hidden_size(profile, what)
+        want = profile_hidden_size(profile, "tts" if sub == TTS_DIR else "chat")
         if got is not None and got != want:
             size, hint = _OTHER_SIZE[profile]
             raise ConfigError(f"--profile {profile}: {root / sub} is not {size} (hidden_size {got}, {profile} has "

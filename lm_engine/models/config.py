@@ -69,16 +69,16 @@ class ModelConfig:
         eos = d.get("eos_token_id", 3)
         eos_ids = tuple(eos) if isinstance(eos, list) else (int(eos),)
         if model_type == "step1":
-            heads = int(d["num_attention_heads"])
+            heads, groups = _heads(d, "num_attention_groups")
             return cls(
                 family="step1",
-                vocab_size=int(d["vocab_size"]),
-                hidden_size=int(d["hidden_size"]),
-                intermediate_size=int(d["intermediate_size"]),
-                num_layers=int(d["num_hidden_layers"]),
+                vocab_size=_count(d, "vocab_size"),
+                hidden_size=_count(d, "hidden_size"),
+                intermediate_size=_count(d, "intermediate_size"),
+                num_layers=_count(d, "num_hidden_layers"),
                 num_heads=heads,
-                num_kv_heads=int(d["num_attention_groups"]),
-                head_dim=int(d.get("head_dim") or d["hidden_size"] // heads),
+                num_kv_heads=groups,
+                head_dim=_head_dim(d, heads),
                 rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
                 max_seq_len=int(d.get("max_seq_len") or d.get("max_position_embeddings") or 32768),
                 torch_dtype=str(d.get("torch_dtype", "bfloat16")),
@@ -88,16 +88,16 @@ class ModelConfig:
                 pad_token_id=int(d.get("pad_token_id", 0)),
             )
         if model_type == "qwen2":
-            heads = int(d["num_attention_heads"])
+            heads, kv_heads = _heads(d, "num_key_value_heads", kv_optional=True)
             return cls(
                 family="qwen2",
-                vocab_size=int(d["vocab_size"]),
-                hidden_size=int(d["hidden_size"]),
-                intermediate_size=int(d["intermediate_size"]),
-                num_layers=int(d["num_hidden_layers"]),
+                vocab_size=_count(d, "vocab_size"),
+                hidden_size=_count(d, "hidden_size"),
+                intermediate_size=_count(d, "intermediate_size"),
+                num_layers=_count(d, "num_hidden_layers"),
                 num_heads=heads,
-                num_kv_heads=int(d.get("num_key_value_heads", heads)),
-                head_dim=int(d.get("head_dim") or d["hidden_size"] // heads),
+                num_kv_heads=kv_heads,
+                head_dim=_head_dim(d, heads),
                 rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
                 max_seq_len=int(d.get("max_position_embeddings", 32768)),
                 torch_dtype=str(d.get("torch_dtype", "bfloat16")),
@@ -115,10 +115,44 @@ class ModelConfig:
         file = Path(path) / "config.json"
         try:
             return cls.from_hf(json.loads(file.read_text(encoding="utf-8")))
+        except ModelConfigError as exc:  # its fields, by their names in config.json
+            raise ModelConfigError(f"{file}: {exc}") from exc
         except (ValueError, KeyError, TypeError) as exc:  # not JSON, or a field missing or of the wrong kind
-            if isinstance(exc, ModelConfigError):
-                raise
             raise ModelConfigError(f"{file}: {type(exc).__name__}: {exc}") from exc
+
+
+def _count(d: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A config.json count that must be at least 1 (a head count is divided by, a layer count loops)."""
+    if key not in d:
+        if default is None:
+            raise ModelConfigError(f"{key} is missing")
+        return default
+    value = int(d[key])
+    if value < 1:
+        raise ModelConfigError(f"{key} is {value}; it must be at least 1")
+    return value
+
+
+def _heads(d: dict[str, Any], kv_key: str, *, kv_optional: bool = False) -> tuple[int, int]:
+    """(query heads, KV heads) of a config.json, checked before anything divides by them: a KV head count of 0 was a
+    ZeroDivisionError naming no field. `kv_key` is the family's name for the KV heads (Step-1's groups); absent and
+    optional, there are as many as query heads."""
+    heads = _count(d, "num_attention_heads")
+    kv_heads = _count(d, kv_key, heads if kv_optional else None)
+    if heads % kv_heads:
+        raise ModelConfigError(f"num_attention_heads ({heads}) is not a multiple of {kv_key} ({kv_heads}): each KV "
+                               "head serves the same number of query heads")
+    return heads, kv_heads
+
+
+def _head_dim(d: dict[str, Any], heads: int) -> int:
+    if d.get("head_dim"):
+        return _count(d, "head_dim")
+    hidden = _count(d, "hidden_size")
+    if hidden % heads:  # hidden_size // heads silently gave a head_dim the weights then contradicted
+        raise ModelConfigError(f"hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}), so "
+                               "there is no head_dim (hidden_size / num_attention_heads)")
+    return hidden // heads
 
 
 def step1_hf_config(*, hidden_size: int, intermediate_size: int, num_attention_heads: int,

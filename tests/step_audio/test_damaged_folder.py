@@ -4,6 +4,7 @@ under it shows that nothing had begun to load (the real models take minutes)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ def _with_file(tiny_model_dir: Path, tmp_path: Path, rel: str, data: bytes) -> P
     folder = layout_without(tiny_model_dir, tmp_path / "model", rel)
     (folder / rel).write_bytes(data)
     return folder
+
+
+def _with_config(tiny_model_dir: Path, tmp_path: Path, lm: str, **fields: object) -> Path:
+    """The tiny folder with `fields` changed in `lm`'s config.json (lm: Step-Audio-TTS-3B or Step-Audio-Chat)."""
+    config = json.loads((tiny_model_dir / lm / "config.json").read_text())
+    return _with_file(tiny_model_dir, tmp_path, f"{lm}/config.json", json.dumps({**config, **fields}).encode())
 
 
 def _chat_fails(folder: Path, tmp_path: Path, *more: str) -> str:
@@ -43,3 +50,20 @@ def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny
     shard = "Step-Audio-TTS-3B/model-00001.safetensors"
     folder = _with_file(tiny_model_dir, tmp_path, shard, b"<html><body>Not found</body></html>\n")
     assert f"{shard} (no safetensors header" in _chat_fails(folder, tmp_path)
+
+
+@pytest.mark.parametrize(("lm", "fields", "message"), [
+    # was "ZeroDivisionError: integer modulo by zero", naming no field
+    ("Step-Audio-TTS-3B", {"num_attention_groups": 0}, "num_attention_groups is 0; it must be at least 1"),
+    ("Step-Audio-Chat", {"num_attention_groups": 5},
+     "num_attention_heads (24) is not a multiple of num_attention_groups (5)"),
+    # was "num_layers must be > 0" (the engine's name), once TTS-3B's engine loaded
+    ("Step-Audio-TTS-3B", {"num_hidden_layers": 0}, "num_hidden_layers is 0; it must be at least 1"),
+    # hidden_size // heads gave 19, and the load failed on a k_proj shape
+    ("Step-Audio-TTS-3B", {"num_attention_heads": 5},
+     "hidden_size (96) is not a multiple of num_attention_heads (5), so there is no head_dim"),
+])
+def test_a_config_json_the_engine_cannot_run_is_named_with_its_field_before_any_model_loads(
+        tiny_model_dir: Path, tmp_path: Path, lm: str, fields: dict, message: str) -> None:
+    folder = _with_config(tiny_model_dir, tmp_path, lm, **fields)
+    assert f"error: {folder}/{lm}/config.json: {message}" in _chat_fails(folder, tmp_path)
