@@ -121,13 +121,20 @@ class ModelConfig:
             raise ModelConfigError(f"{file}: {type(exc).__name__}: {exc}") from exc
 
 
+_JSON_KINDS = {str: "string (in quotes)", float: "decimal number", bool: "boolean", list: "list", dict: "object",
+               type(None): "null"}
+
+
 def _count(d: dict[str, Any], key: str, default: int | None = None) -> int:
     """A config.json count that must be at least 1 (a head count is divided by, a layer count loops)."""
     if key not in d:
         if default is None:
             raise ModelConfigError(f"{key} is missing")
         return default
-    value = int(d[key])
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int):  # "96" was a TypeError from hidden_size // heads
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        raise ModelConfigError(f"{key} is {json.dumps(value)}, a {kind}; it must be a whole number")
     if value < 1:
         raise ModelConfigError(f"{key} is {value}; it must be at least 1")
     return value

@@ -67,3 +67,13 @@ def test_a_config_json_the_engine_cannot_run_is_named_with_its_field_before_any_
         tiny_model_dir: Path, tmp_path: Path, lm: str, fields: dict, message: str) -> None:
     folder = _with_config(tiny_model_dir, tmp_path, lm, **fields)
     assert f"error: {folder}/{lm}/config.json: {message}" in _chat_fails(folder, tmp_path)
+
+
+@pytest.mark.parametrize(("value", "said"), [("96", '"96", a string (in quotes)'), (96.0, "96.0, a decimal number")])
+def test_a_count_in_config_json_that_is_no_whole_number_is_named_with_its_field(tiny_model_dir: Path, tmp_path: Path,
+                                                                              value: object, said: str) -> None:
+    """"hidden_size": "96" was 'TypeError: unsupported operand type(s) for //: 'str' and 'int'', naming the file
+    but not the field; 96.0 loaded."""
+    folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-TTS-3B", hidden_size=value)
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"{folder}/Step-Audio-TTS-3B/config.json: hidden_size is {said}; it must be a whole number" in stderr
