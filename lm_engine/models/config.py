@@ -80,7 +80,8 @@ class ModelConfig:
                 num_kv_heads=groups,
                 head_dim=_head_dim(d, heads),
                 rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
-                max_seq_len=int(d.get("max_seq_len") or d.get("max_position_embeddings") or 32768),
+                # an `or` chain here made a max_seq_len of 0 the default 32768, without a word
+                max_seq_len=_count(d, "max_seq_len" if "max_seq_len" in d else "max_position_embeddings", 32768),
                 torch_dtype=str(d.get("torch_dtype", "bfloat16")),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                 bos_token_id=int(d.get("bos_token_id", 1)),
@@ -99,7 +100,7 @@ class ModelConfig:
                 num_kv_heads=kv_heads,
                 head_dim=_head_dim(d, heads),
                 rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
-                max_seq_len=int(d.get("max_position_embeddings", 32768)),
+                max_seq_len=_count(d, "max_position_embeddings", 32768),
                 torch_dtype=str(d.get("torch_dtype", "bfloat16")),
                 rope_theta=float(d.get("rope_theta", 1e6)),
                 attention_bias=True,

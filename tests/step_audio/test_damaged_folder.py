@@ -77,3 +77,13 @@ def test_a_count_in_config_json_that_is_no_whole_number_is_named_with_its_field(
     folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-TTS-3B", hidden_size=value)
     stderr = _chat_fails(folder, tmp_path)
     assert f"{folder}/Step-Audio-TTS-3B/config.json: hidden_size is {said}; it must be a whole number" in stderr
+
+
+@pytest.mark.parametrize("context", [0, -5])
+def test_a_chat_context_of_no_tokens_is_refused_naming_max_seq_len(tiny_model_dir: Path, tmp_path: Path,
+                                                                   context: int) -> None:
+    """0 became the default context of 32768 without a word (an `or` fallback), past what the weights were trained
+    for; -5 was 'max_seq_len must be > 0' once the Chat LM loaded."""
+    folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-Chat", max_seq_len=context)
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"{folder}/Step-Audio-Chat/config.json: max_seq_len is {context}; it must be at least 1" in stderr
