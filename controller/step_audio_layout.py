@@ -32,6 +32,7 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # how every Git LFS pointer file starts
 LFS_NOTE = " (a Git LFS pointer)"
 CUT_NOTE = "cut short: "
+_LAYER_PREFIX = "model.layers."  # Step-1's (and Qwen2's) decoder layers: model.layers.N.<part>.weight
 
 
 class ChatNeed(enum.Enum):
@@ -100,9 +101,30 @@ def _check_lm_configs(root: Path, chat: ChatNeed) -> None:
 
     for sub in _lm_dirs(chat):
         try:
-            ModelConfig.from_dir(root / sub)
+            layers = ModelConfig.from_dir(root / sub).num_layers
         except ModelConfigError as exc:  # names the file and the field
             raise ConfigError(str(exc)) from exc
+        held = _layers_in_weights(root / sub)
+        if held and len(held) != layers:
+            # the loader named one tensor ("lacks 9 tensors, e.g. model.layers.2...", "has no parameter"), not why
+            raise ConfigError(f"{root / sub / 'config.json'}: num_hidden_layers is {layers}, but the weights beside "
+                              f"it hold {len(held)} layers (model.layers.{min(held)}-{max(held)}): is config.json "
+                              "the one that came with these weights?")
+
+
+def _layers_in_weights(folder: Path) -> set[int]:
+    """The N of every model.layers.N. tensor of a folder's safetensors files (read from their headers)."""
+    held: set[int] = set()
+    for shard in _weight_files(folder):
+        try:
+            names = read_header(folder / shard).names
+        except OSError:  # unreadable: its loader names it with the reason
+            return set()
+        for name in names:
+            parts = name.split(".")
+            if name.startswith(_LAYER_PREFIX) and len(parts) > 2 and parts[2].isdigit():
+                held.add(int(parts[2]))
+    return held
 
 
 def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:
@@ -172,19 +194,22 @@ def _absent(root: Path, rel: str) -> list[str]:
     return [rel + LFS_NOTE] if head == LFS_POINTER else []
 
 
+def _weight_files(folder: Path) -> list[str]:
+    """The names of an LM folder's safetensors files: its index's, else those there ("*.safetensors" if none)."""
+    index = folder / WEIGHTS_INDEX
+    if index.is_file():
+        try:
+            return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"{index} is not a safetensors index ({exc})") from exc
+    return sorted(f.name for f in folder.glob("*.safetensors")) or ["*.safetensors"]
+
+
 def _missing_weights(root: Path, sub: str) -> list[str]:
     folder = root / sub
     if not folder.is_dir():
         return []
-    index = folder / WEIGHTS_INDEX
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (ValueError, KeyError, AttributeError) as exc:
-            raise ConfigError(f"{index} is not a safetensors index ({exc})") from exc
-    else:
-        shards = sorted(f.name for f in folder.glob("*.safetensors")) or ["*.safetensors"]
-    rels = [f"{sub}/{shard}" for shard in shards]
+    rels = [f"{sub}/{shard}" for shard in _weight_files(folder)]
     missing = [m for rel in rels for m in _absent(root, rel) or _damaged_shard(root, rel)]
     if missing and sub == CHAT_DIR:
         missing[-1] += " (its weights; or run the Chat LM on a server and pass --chat-url)"

@@ -87,3 +87,13 @@ def test_a_chat_context_of_no_tokens_is_refused_naming_max_seq_len(tiny_model_di
     folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-Chat", max_seq_len=context)
     stderr = _chat_fails(folder, tmp_path)
     assert f"{folder}/Step-Audio-Chat/config.json: max_seq_len is {context}; it must be at least 1" in stderr
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_a_layer_count_at_odds_with_the_weights_says_both_counts(tiny_model_dir: Path, tmp_path: Path,
+                                                                 layers: int) -> None:
+    """It was the loader's 'checkpoint lacks 9 tensors, e.g. [model.layers.2...]' or "'model.layers.1...' has no
+    parameter in this model", once the models before it had loaded."""
+    folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-Chat", num_hidden_layers=layers)
+    assert (f"{folder}/Step-Audio-Chat/config.json: num_hidden_layers is {layers}, but the weights beside it hold 2 "
+            "layers (model.layers.0-1)") in _chat_fails(folder, tmp_path)
