@@ -94,7 +94,11 @@ class StepAudioChat:
         if self._remote is not None:
             return self._reply_remote(request, max_tokens)
         ids = self.prompt_ids(request.messages)
-        limit = self.engine.model_config.max_seq_len - max_tokens
+        context = self.engine.model_config.max_seq_len
+        # A reply of more than half the context leaves its prompt too little room: a context of 20 against the tiny
+        # profile's 24-token cap had "the -4 that fit" and failed each reply with the engine's context error.
+        max_tokens = min(max_tokens, context // 2)
+        limit = context - max_tokens
         cut = None
         if len(ids) > limit:
             ids, cut = self.fit_prompt(request.messages, ids, limit)

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
-from tests.step_audio.conftest import fails_in_one_line, layout_without
+from tests.step_audio.conftest import fails_in_one_line, layout_without, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +98,14 @@ def test_a_layer_count_at_odds_with_the_weights_says_both_counts(tiny_model_dir:
     folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-Chat", num_hidden_layers=layers)
     assert (f"{folder}/Step-Audio-Chat/config.json: num_hidden_layers is {layers}, but the weights beside it hold 2 "
             "layers (model.layers.0-1)") in _chat_fails(folder, tmp_path)
+
+
+def test_a_chat_context_smaller_than_the_reply_cap_still_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A Chat max_seq_len of 20 against the tiny profile's 24-token reply cap: the prompt had "the -4 that fit" and
+    the reply ended in the engine's EngineError traceback. A reply takes at most half the context."""
+    folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-Chat", max_seq_len=20)
+    out = tmp_path / "reply.wav"
+    proc = run_cli("chat", "--model-path", str(folder), "--profile", "tiny", "--text", "Hello there, how are you?",
+                   "--out", str(out))
+    assert proc.stdout.strip() and sf.info(str(out)).duration > 0.3
+    assert "it reads at most 10 tokens of prompt, its context less the reply" in proc.stderr, proc.stderr
