@@ -97,8 +97,16 @@ def run_offline_tool(args: Any) -> int:
 def _check_before_loading(args: Any, cfg: StepAudioConfig, clone: tuple[np.ndarray, int] | None,
                           question: tuple[np.ndarray, int] | None) -> None:
     """Before the models load (the real Chat LM takes minutes): the folder, the wavs, the speaker, the chat server."""
+    import sys
+
+    from speech_decoder.step_tts import TAGS, unknown_tag
+
     check_layout(cfg.model_path, chat_need(cfg))
     check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
+    if args.command == "tts" and (tag := unknown_tag(args.text)) is not None:
+        # a warning, not a refusal: the text is spoken, but "(rap)" or "(Happy)" is not what it looks like
+        print(f"stepaudio-rt tts: warning: --text leads with {tag}, none of the tags TTS-3B was trained on (matched "
+              f"exactly): {' '.join(f'({t})' for t in TAGS)}", file=sys.stderr)
     if clone is not None:  # too long for TTS-3B's context: register_speaker's own check, on the same count
         with _prompt_wav_errors(args.prompt_wav, *clone):
             check_prompt_ids("clone", _audio_ids(cfg.model_path, *clone, trim=True), _tts_context(cfg.model_path))

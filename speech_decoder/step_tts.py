@@ -55,6 +55,7 @@ _TAGS_HELP = (
     "# 音乐哼唱标签包含多种类型歌曲哼唱，包括但不限于：\n- \"RAP\"\n- \"哼唱\"\n\n"
     "# 语音调整标签，包括但不限于：\n- \"慢速1\"\n- \"慢速2\"\n- \"快速1\"\n- \"快速2\"\n\n"
 )
+TAGS = tuple(re.findall(r'- "([^"]+)"', _TAGS_HELP))  # those the system prompt lists, which TTS-3B was trained on
 SYS_WITHOUT_SPEAKER = _TAGS_HELP + (
     "请在朗读时，根据这些情感标签的指示，调整你的情感、语气、语调和哼唱节奏，以确保文本的情感和意义得到准确而生动的传达，"
     "如果没有()或（）括号，则根据文本语义内容自由演绎。")
@@ -85,6 +86,13 @@ def instruction_name(text: str) -> str:
     """The leading (tag) of the text, without brackets ("" when there is none)."""
     m = _LEADING_TAG.match(text)
     return m.group(1).strip("()（）") if m else ""
+
+
+def unknown_tag(text: str) -> str | None:
+    """The text's leading (tag) as written, when it is none of TAGS (upstream matches them exactly: "(rap)" picks
+    neither RAP's prompt nor the Music decoder), else None."""
+    m = _LEADING_TAG.match(text.strip())
+    return m.group(1) if m and instruction_name(m.group(1)) not in TAGS else None
 
 
 def speakable(text: str) -> bool:
