@@ -21,7 +21,8 @@ from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-
 from controller.errors import ConfigError
 from lm_engine.utils.safetensors_header import SafetensorsHeaderError, read_header
 from speech_decoder.step_tts import (
-    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, find_speakers_dir, read_speakers_info,
+    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, check_prompt_wav, find_speakers_dir,
+    read_prompt_wav, read_speakers_info,
 )  # fmt: skip
 from streaming_tokenizer.step_audio.config import REQUIRED_FILES as TOKENIZER_FILES
 
@@ -87,6 +88,22 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")
     _check_lm_configs(root, chat)
+    _check_speaker_wavs(root)
+
+
+def _check_speaker_wavs(root: Path) -> None:
+    """Each speaker's NAME_prompt.wav, by the rules a clone's prompt wav meets: a silent one was registered once the
+    models had loaded, and /voices listed it."""
+    import soundfile as sf
+
+    folder = find_speakers_dir(root / TTS_DIR, root)
+    assert folder is not None, "_missing_speakers has found it"
+    for name in read_speakers_info(folder):
+        file = folder / f"{name}_prompt.wav"
+        try:
+            check_prompt_wav(name, *read_prompt_wav(file))
+        except (sf.SoundFileError, StepTtsError) as exc:  # neither names the file
+            raise ConfigError(f"{file}: {exc}") from exc
 
 
 def _lm_dirs(chat: ChatNeed) -> tuple[str, ...]:

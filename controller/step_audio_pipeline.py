@@ -44,8 +44,6 @@ if TYPE_CHECKING:  # imported where the models load: it brings torch
 
 logger = logging.getLogger(__name__)
 
-MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
-
 
 def load_step_audio(app_config: Any) -> StepAudioPipeline:
     """controller.app.load_pipeline's entry for step-audio / tiny / full-random."""
@@ -67,15 +65,6 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
                                       language=app_config.language, tp=tp, chat_url=app_config.chat_url,
                                       tp_step_timeout_s=app_config.tp_step_timeout_s)
     return StepAudioPipeline(cfg)
-
-
-def check_voice_prompt(name: str, wav: np.ndarray, rate: int) -> None:
-    """Raises StepTtsError for a prompt wav too short to be a voice (the tools check a clone's before loading)."""
-    from speech_decoder.step_tts import StepTtsError
-
-    # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
-    if len(wav) < MIN_PROMPT_S * rate:
-        raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
 
 
 class StepAudioPipeline:
@@ -188,13 +177,12 @@ class StepAudioPipeline:
     def _register_speakers(self, folder: Path) -> None:
         import soundfile as sf
 
-        from speech_decoder.step_tts import StepTtsError, read_speakers_info
+        from speech_decoder.step_tts import StepTtsError, read_prompt_wav, read_speakers_info
 
         for name, text in read_speakers_info(folder).items():
             file = folder / f"{name}_prompt.wav"
             try:
-                wav, rate = sf.read(str(file), dtype="float32", always_2d=True)
-                self.register_speaker(name, wav.mean(axis=1), int(rate), text)
+                self.register_speaker(name, *read_prompt_wav(file), text)
             except (sf.SoundFileError, StepTtsError) as exc:  # neither names the file
                 raise ConfigError(f"{file}: {exc}") from exc
 
@@ -202,9 +190,9 @@ class StepAudioPipeline:
                          cloned: bool = False) -> None:
         """A voice from a prompt wav and its transcript (upstream registers speakers and clones this way: its
         tts.py preprocess_prompt_wav tokenises the silence-trimmed wav, the flow's prompt mel is of the whole wav)."""
-        from speech_decoder.step_tts import check_prompt_ids
+        from speech_decoder.step_tts import check_prompt_ids, check_prompt_wav
 
-        check_voice_prompt(name, wav, rate)
+        check_prompt_wav(name, wav, rate)
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True, trim=True)
         check_prompt_ids(name, len(ids), self.tts_engine.model_config.max_seq_len)
         self.tts.register(name, wav, rate, prompt_text, ids, cloned=cloned)

@@ -16,12 +16,10 @@ from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.pipeline import PromptCut
 from controller.step_audio_layout import check_layout, check_model_size, check_speaker
-from controller.step_audio_pipeline import StepAudioPipeline, check_voice_prompt
+from controller.step_audio_pipeline import StepAudioPipeline
 from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
-from speech_decoder.step_tts import StepTtsError, check_prompt_ids
+from speech_decoder.step_tts import SILENT_PEAK, StepTtsError, check_prompt_ids, check_prompt_wav
 
-
-SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
 
 
 def run_offline_tool(args: Any) -> int:
@@ -58,7 +56,7 @@ def run_offline_tool(args: Any) -> int:
     if args.command == "tts" and args.prompt_wav is not None:
         clone = _read_wav(args.prompt_wav, "--prompt-wav")
         with _prompt_wav_errors(args.prompt_wav, *clone):
-            check_voice_prompt("clone", *clone)
+            check_prompt_wav("clone", *clone)
     if args.command == "chat" and args.wav is not None:
         question = _read_wav(args.wav, "--wav")
     cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,

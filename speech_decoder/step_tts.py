@@ -72,6 +72,29 @@ class StepTtsError(RuntimeError):
     """A TTS-3B folder, speaker or request that cannot be served."""
 
 
+MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
+SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
+
+
+def read_prompt_wav(path: Path) -> tuple[np.ndarray, int]:
+    """A speakers folder's NAME_prompt.wav as mono float32 (channels averaged, as upstream does) and its rate;
+    soundfile.SoundFileError when it is no sound file."""
+    import soundfile as sf
+
+    wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return wav.mean(axis=1), int(rate)
+
+
+def check_prompt_wav(name: str, wav: np.ndarray, rate: int) -> None:
+    """Raises StepTtsError for a prompt wav that cannot be a voice: too short, or silent."""
+    # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
+    if len(wav) < MIN_PROMPT_S * rate:
+        raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
+    if float(np.abs(wav).max()) < SILENT_PEAK:
+        raise StepTtsError(f"speaker {name!r}: its prompt wav is silent ({len(wav) / rate:.2f} s, no sample above "
+                           "-40 dBFS): there is no voice in it")
+
+
 def check_prompt_ids(name: str, n_ids: int, context: int) -> None:
     """Raises StepTtsError for a voice prompt of more audio tokens than half of TTS-3B's context: every sentence's
     prompt repeats the voice's, so a long prompt wav (a clone of a whole recording) or a config.json with a small
