@@ -282,8 +282,13 @@ def _transport_message(url: str, exc: httpx2.HTTPError) -> str:
 
 
 def _http_error(url: str, response: httpx2.Response) -> ChatBackendError:
-    # a 404 for /models or /chat/completions: most often a base URL without the API version (vLLM's is .../v1)
-    hint = "; the base URL is the API root, which usually ends in /v1" if response.status_code == 404 else ""
+    # a 404 for /models or /chat/completions: most often a base URL without the API version (vLLM's is .../v1);
+    # with it, a server that is not an OpenAI-compatible one (a voice agent's own /v1, another service)
+    hint = ""
+    if response.status_code == 404:
+        hint = ("; the base URL is the API root, which usually ends in /v1" if "/v1/" not in url else
+                "; nothing there serves the OpenAI API: is the URL that of the Chat LM's server (vLLM, llama.cpp's "
+                "llama-server), not of another service?")
     return ChatBackendError(f"chat server {url} answered HTTP {response.status_code}: "
                             f"{_error_message(response.text)}{hint}")
 
@@ -296,8 +301,13 @@ def _error_message(text: str) -> str:
     except ValueError:
         if text.lstrip().startswith("<"):
             return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:_HTML_TEXT_MAX] or "(an empty HTML page)"
-        return text[:_ERROR_BODY_MAX] or "(empty body)"
+        return _one_line(text) or "(empty body)"
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:_ERROR_BODY_MAX]
-    return text[:_ERROR_BODY_MAX]
+        return _one_line(str(error["message"]))
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """A server's text on one line: a plain "not found\n" body broke the CLI's one-line error in two."""
+    return " ".join(text.split())[:_ERROR_BODY_MAX]

@@ -14,7 +14,7 @@ from tests.conftest import ServerProcess
 from tests.e2e.helpers import RATE, load_pcm24k, open_conversation, rms, silence
 from tests.llama_server import LlamaServer
 from tests.realtime_schema import validate_server_event
-from tests.step_audio.conftest import without_chat_weights
+from tests.step_audio.conftest import fails_in_one_line, without_chat_weights
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,14 @@ async def test_spoken_turn_through_a_remote_chat_server(tiny_model_dir: Path, tm
     assert len(ids) >= 5 * 15, len(ids)  # >= 1.8 s of the 2.6 s of speech
     assert len(ids) % 5 == 0
     assert all(i < 1024 for i in ids[0::5]) and all(i >= 1024 for i in ids[2::5])  # the 2:3 interleave
+
+
+def test_a_chat_url_whose_v1_is_no_chat_api_is_told_in_one_line(tiny_model_dir: Path, tmp_path: Path,
+                                                                 tiny_server: ServerProcess) -> None:
+    """--chat-url naming a server whose /v1 is not an OpenAI API (here a voice agent's own, the Realtime API): its
+    plain 404 body "not found\n" broke the error in two lines, and the hint said the URL "usually ends in /v1",
+    which it did."""
+    stderr = fails_in_one_line("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hi.",
+                               "--out", str(tmp_path / "x.wav"), "--chat-url", f"{tiny_server.http}/v1")
+    assert f"chat server {tiny_server.http}/v1/models answered HTTP 404: not found; nothing there serves the " \
+           "OpenAI API: is the URL that of the Chat LM's server" in stderr, stderr
