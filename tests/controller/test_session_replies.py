@@ -601,3 +601,56 @@ async def test_the_event_bus_counts_the_reply_audio_the_client_was_sent_not_what
     sent = sum(len(base64.b64decode(e["delta"])) for e in link.sent if e["type"] == "response.output_audio.delta")
     published = [json.loads(m.payload) for m in bus._buffer if m.topic.endswith("/response.output_audio.done")]
     assert [m["audio_bytes"] for m in published] == [sent], (published, sent)
+
+
+class _CancelOnDone:
+    """An event sink (the App's event-bus port) that hands the session a response.cancel the moment the reply's
+    response.done has left: a client's stop button pressed as the reply ends, handled before the reply's task
+    resumes to take the reply off the session's list (the protocol fuzzer's window)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.state_then: str | None = None
+
+    def session_opened(self, session_id: str) -> None:
+        pass
+
+    def session_event(self, session_id: str, event: dict) -> None:
+        if event["type"] != "response.done" or self.state_then is not None:
+            return
+        session = self.server.sessions[session_id]
+        self.state_then = session.turns.state.value
+        # A sink is called synchronously; the cancel's handling never waits (an error put on a queue with room), so
+        # it completes in this one step, as the reader's would in the same turn of the event loop.
+        handling = session.receive(json.dumps({"type": "response.cancel", "event_id": "ev_late"}))
+        with pytest.raises(StopIteration):
+            handling.send(None)
+
+    def session_closed(self, session_id: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_cancel_just_after_a_reply_ended_is_answered_with_an_error() -> None:
+    """response.cancel without a response_id, handled after a speculative reply's release sent its response.done but
+    before its task took it off the session's list, got no answer at all (the client waits on a response.done or an
+    error). As the API: the response is over, nothing is active, response_cancel_not_active with the event's id."""
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        sink = _CancelOnDone(server)
+        server.sinks.append(sink)
+        conv = await open_conversation(f"ws://127.0.0.1:{server.server.port}/v1/realtime")
+        try:
+            done = await speak_turn(conv)
+            error = await conv.wait_for("error", timeout=5)
+            await asyncio.sleep(0.2)
+        finally:
+            await conv.close()
+    assert sink.state_then in ("responding", "speaking")  # the window: the session still held the reply
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("response_cancel_not_active", "ev_late")
+    assert done["response"]["status"] == "completed"
+    assert len(conv.of_type("response.done")) == 1
+    for raw in conv.raw:
+        validate_server_event(raw)
