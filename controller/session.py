@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed
 from context_manager import Conversation, FunctionCall, FunctionCallOutput, TemplateCosts, TokenCounts
 from controller import turn_events as te
 from controller import turn_taking as tt
-from controller.audio_io import InputConverter
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
 from controller.input_audio import InputAudio
 from controller.metrics import Metrics
@@ -33,10 +32,11 @@ from controller.realtime.session_config import UNSET, SessionConfig, Transcripti
 from controller.realtime.session_update import check_language, check_tool_choice, check_tools, check_voice
 from controller.response import Response, Say
 from controller.session_items import ItemsMixin, tools_for_chat
+from controller.session_parts import SessionParts, detector_config, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
 from controller.throttle import Throttle
 from streaming_tokenizer.whisper_asr import normalize_language
-from vad import TurnDetector, TurnDetectorConfig
+from vad import TurnDetector
 from vad import turn_detector as vd
 
 logger = logging.getLogger(__name__)
@@ -81,17 +81,6 @@ class SessionDefaults:
     early_prefill: bool = True  # warm the LM's prompt cache with the words heard while the user speaks
 
 
-def turn_config(cfg: SessionConfig, speculation: bool) -> te.TurnConfig:
-    vad = cfg.turn_detection
-    if vad is None:
-        return te.TurnConfig(server_vad=False, speculation=False)
-    answers = cfg.kind == "realtime"  # a transcription session's turns are only transcribed
-    return te.TurnConfig(
-        server_vad=True, speculation=speculation and answers, create_response=vad.create_response and answers,
-        interrupt_response=vad.interrupt_response,
-        idle_timeout_s=None if vad.idle_timeout_ms is None or not answers else vad.idle_timeout_ms / 1000.0)
-
-
 class Session(ItemsMixin, RepliesMixin):
     def __init__(self, *, session_id: str, model: str | None, pipeline: SpeechPipeline, metrics: Metrics,
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
@@ -111,13 +100,13 @@ class Session(ItemsMixin, RepliesMixin):
         self._id_sources: dict[str, SequentialIds] = {}
         self.cfg = (SessionConfig(kind="transcription", transcription=Transcription(), voice=pipeline.default_voice)
                     if kind == "transcription" else SessionConfig(voice=pipeline.default_voice))
-        self.turns = tt.TurnTaking(config=turn_config(self.cfg, defaults.speculation))
+        parts = initial_parts(self.cfg, pause_ms=defaults.pause_ms, speculation=defaults.speculation)
+        self.turns = tt.TurnTaking(config=parts.turns)
         self.conversation = Conversation()
         self.token_counts = TokenCounts(pipeline.count_tokens)  # the LM's tokenizer: count each text once
         self.vad = pipeline.new_vad()
         self.listener = pipeline.new_listener()
-        self.detector = self._new_detector()
-        self.converter = InputConverter(self.cfg.input_format)
+        self.detector, self.converter = parts.detector, parts.converter
         self.audio = InputAudio()
         self.log = logging.LoggerAdapter(logger, {"session_id": session_id})
         # (audio's generation or None, the event's JSON, the event for the observer)
@@ -347,7 +336,8 @@ class Session(ItemsMixin, RepliesMixin):
                 self._turn_start_ms = self.audio.total_ms
                 self.audio.trim(self._turn_start_ms)
                 self.vad.reset()
-                self.detector = self._new_detector(self.audio.total_ms)
+                self.detector = TurnDetector(detector_config(self.cfg, self.defaults.pause_ms),
+                                             origin_ms=self.audio.total_ms)
                 await self.apply(te.BufferCleared())
                 await self.emit(self.events.cleared())
             case ce.OutputAudioBufferClear():
@@ -462,19 +452,17 @@ class Session(ItemsMixin, RepliesMixin):
         check_tools(new, path="session", refused=self.pipeline.tools_refused)
         await self._check_instructions(new, "session.instructions")
         check_tool_choice(new, path="session")
-        old, self.cfg = self.cfg, new
-        if event.model is not None:
-            self.model, self._model_chosen = event.model, True
-        if new.input_format != old.input_format:
-            self.converter = InputConverter(new.input_format)
-        if new.turn_detection != old.turn_detection:
-            # A turn the user is in the middle of goes on under the new parameters: a fresh detector would never
-            # end it (it never saw it start). One that was idle (no turn detection) starts its clock now.
-            self.detector = (self.detector.retuned(self._detector_config()) if old.turn_detection is not None
-                             else self._new_detector(self.audio.total_ms))
-        await self.emit(self.events.session_updated(session_to_wire(
-            new, session_id=self.session_id, model=self.model)))
-        await self.apply(te.ConfigChanged(turn_config(new, self.defaults.speculation)))
+        # Everything is built before the session takes any of it: a step that fails leaves it as it was.
+        parts = updated_parts(self.cfg, new, SessionParts(converter=self.converter, detector=self.detector,
+                                                          turns=self.turns.config),
+                              audio_ms=self.audio.total_ms, pause_ms=self.defaults.pause_ms,
+                              speculation=self.defaults.speculation)
+        model = self.model if event.model is None else event.model
+        updated = self.events.session_updated(session_to_wire(new, session_id=self.session_id, model=model))
+        self.cfg, self.converter, self.detector = new, parts.converter, parts.detector
+        self.model, self._model_chosen = model, self._model_chosen or event.model is not None
+        await self.emit(updated)
+        await self.apply(te.ConfigChanged(parts.turns))
 
     async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
                      *, keep_below: int | None = None, tools: list[dict] | None = None) -> list[dict]:
@@ -548,16 +536,6 @@ class Session(ItemsMixin, RepliesMixin):
         if voice != self.cfg.voice and self._voice_locked:
             raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
                                       code="cannot_update_voice", param=param)
-
-    def _detector_config(self) -> TurnDetectorConfig:
-        vad = self.cfg.turn_detection
-        return TurnDetectorConfig(pause_ms=self.defaults.pause_ms) if vad is None else TurnDetectorConfig(
-            threshold=vad.threshold, prefix_padding_ms=vad.prefix_padding_ms,
-            silence_duration_ms=vad.silence_duration_ms,
-            pause_ms=min(self.defaults.pause_ms, vad.silence_duration_ms))
-
-    def _new_detector(self, origin_ms: int = 0) -> TurnDetector:
-        return TurnDetector(self._detector_config(), origin_ms=origin_ms)
 
     async def _append(self, data: bytes) -> None:
         split = self.converter.split_samples

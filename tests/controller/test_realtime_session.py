@@ -175,7 +175,7 @@ def test_function_tool_chat_form() -> None:
 
 
 def test_a_transcription_session_never_answers_and_has_the_transcription_shape() -> None:
-    from controller.session import turn_config
+    from controller.session_parts import turn_config
 
     cfg = SessionConfig(kind="transcription", transcription=Transcription(),
                         turn_detection=ServerVad(idle_timeout_ms=5000))
