@@ -16,7 +16,9 @@ class TranscriptPrinter:
 
     User turns print in the order they were spoken: their transcripts may finish out of order (a file sent at once
     holds several turns, transcribed concurrently), so a turn's text waits for the turns committed before it, and
-    only the oldest pending turn's deltas print live."""
+    only the oldest pending turn's deltas print live. A reply prints under its turn's user line: its text waits for
+    that line when the reply streams before the turn's transcript is done (the server speaks as soon as the turn ends,
+    and recognition may take longer)."""
 
     def __init__(self, out: TextIO | None) -> None:
         self.out = out
@@ -26,6 +28,7 @@ class TranscriptPrinter:
         self._texts: dict[str, str] = {}  # finished transcripts waiting for the turns before them
         self._live: str | None = None  # the item whose deltas are on the current user line
         self._turn_lines: list[tuple[Turn, int]] = []  # finished turns (and their numbers) waiting for their user text
+        self._replies: dict[str, str] = {}  # reply text held for the user item it answers, until that item prints
 
     def _write(self, s: str) -> None:
         if self.out is not None:
@@ -60,7 +63,13 @@ class TranscriptPrinter:
                 self._write(text)
             self._end()
             self._live = None
+            self._reply_text(self._replies.pop(first, ""))  # left open: the rest of the reply may still stream
         self._print_turns()
+
+    def _reply_text(self, text: str) -> None:
+        if text:
+            self._open("assistant")
+            self._write(text)
 
     def _print_turns(self, *, all_left: bool = False) -> None:
         """Turn lines in order, each once its user text is printed: a reply cut by the next turn ends before the
@@ -71,7 +80,9 @@ class TranscriptPrinter:
             self._write(format_turn(turn, number) + "\n")
 
     def finish(self) -> None:
-        """Prints the turn lines still waiting for a transcript that never came."""
+        """Prints the replies and turn lines still waiting for a transcript that never came."""
+        for item in self._pending:
+            self._reply_text(self._replies.pop(item, ""))
         self._print_turns(all_left=True)
 
     def reply_written(self, out: str | Path, seconds: float) -> None:
@@ -95,10 +106,14 @@ class TranscriptPrinter:
         elif t == "conversation.item.deleted" and e.item_id in self._pending:
             self._user_text(e.item_id, "[deleted]")
         elif t in ("response.output_audio_transcript.delta", "response.output_text.delta") and e.delta:
-            self._open("assistant")
-            self._write(e.delta)
+            answers = turn.user_item_id if turn is not None else None
+            if answers is not None and answers in self._pending:
+                self._replies[answers] = self._replies.get(answers, "") + e.delta
+            else:
+                self._reply_text(e.delta)
         elif t == "response.done" and turn is not None:
-            self._end()
+            if turn.user_item_id not in self._pending:  # else its text is held, and a user line may be streaming
+                self._end()
             self.turns_done += 1
             self._turn_lines.append((turn, self.turns_done))
             self._print_turns()

@@ -619,3 +619,49 @@ def test_talk_fast_waits_for_the_turns_a_pacing_server_has_not_heard_yet(tmp_pat
         result = asyncio.run(run_talk(wav, f"ws://127.0.0.1:{port}/v1/realtime", realtime=False,
                                       printer=io.StringIO(), timeout_s=30))
     assert [t.user_transcript for t in result.turns] == ["turn 1", "turn 2"]
+
+
+def test_a_reply_that_streams_before_its_turns_transcript_prints_under_that_turns_user_line() -> None:
+    """The server speaks as soon as the turn ends; its transcript may come later (Whisper slower than the reply's
+    first sentence): talk printed 'assistant> It is' before 'user> What time is it?' of the same turn. The reply's
+    text now waits for its turn's user line, then streams on; a reply nobody's turn asked for prints at once."""
+    from clients.turns import Turn
+
+    out = io.StringIO()
+    printer = TranscriptPrinter(out)
+    turn = Turn(user_item_id="a", response_id="r1", status="completed")
+    say = Turn(response_id="r0", status="completed")
+
+    def event(data: dict, of: Turn | None = None) -> None:
+        printer.event(ServerEvent(data["type"], data), of)
+
+    event({"type": "response.output_audio_transcript.delta", "response_id": "r0", "delta": "Hello."}, say)
+    event({"type": "response.done", "response": {"id": "r0", "status": "completed"}}, say)
+    event({"type": "input_audio_buffer.committed", "item_id": "a"})
+    event({"type": "response.output_audio_transcript.delta", "response_id": "r1", "delta": "It is"}, turn)
+    event({"type": "conversation.item.input_audio_transcription.delta", "item_id": "a", "delta": "What time "})
+    assert out.getvalue().splitlines()[-1] == "user> What time "
+    event({"type": "conversation.item.input_audio_transcription.delta", "item_id": "a", "delta": "is it?"})
+    event({"type": "conversation.item.input_audio_transcription.completed", "item_id": "a",
+           "transcript": "What time is it?"}, turn)
+    event({"type": "response.output_audio_transcript.delta", "response_id": "r1", "delta": " noon."}, turn)
+    event({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, turn)
+    lines = out.getvalue().splitlines()
+    assert [line.split(" from ")[0] for line in lines] == [
+        "assistant> Hello.", "  [turn 1: completed]", "user> What time is it?", "assistant> It is noon.",
+        "  [turn 2: completed]"]
+
+
+def test_a_reply_whose_turn_never_got_a_transcript_is_printed_when_talk_ends() -> None:
+    from clients.turns import Turn
+
+    out = io.StringIO()
+    printer = TranscriptPrinter(out)
+    turn = Turn(user_item_id="a", response_id="r1", status="completed")
+    printer.event(ServerEvent("input_audio_buffer.committed", {"item_id": "a"}), None)
+    printer.event(ServerEvent("response.output_audio_transcript.delta", {"response_id": "r1", "delta": "Noon."}), turn)
+    printer.event(ServerEvent("response.done", {"response": {"id": "r1", "status": "completed"}}), turn)
+    assert out.getvalue() == ""
+    printer.finish()
+    assert [line.split(" from ")[0] for line in out.getvalue().splitlines()] == [
+        "assistant> Noon.", "  [turn 1: completed]"]
