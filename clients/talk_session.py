@@ -26,6 +26,17 @@ TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a
 # Errors that tell of a turn the server heard only the end of and answers all the same: talk says them and waits for
 # the reply; any other error ends talk.
 NOTICE_CODES = frozenset({"input_audio_truncated", "turn_truncated"})
+# The session.update talk sends after the audio: its session.updated says the server has heard all of it. An
+# operator's instructions command (event bus) makes a session.updated too, which talk took for this one and ended with
+# turns unheard. Talk's session has no tools, so tool_choice "none" changes nothing, and only this update sets it: the
+# first session.updated showing it is this update's (one handled later shows it too, but comes after).
+BARRIER_UPDATE: dict[str, object] = {"type": "realtime", "tool_choice": "none"}
+
+
+def _is_barrier(event: ServerEvent) -> bool:
+    session = event.get("session")
+    return (event.type == "session.updated" and isinstance(session, dict)
+            and session.get("tool_choice") == BARRIER_UPDATE["tool_choice"])
 
 
 @dataclass(slots=True)
@@ -104,14 +115,14 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
         # A server may read the audio slower than it was sent (ours holds a client that sends faster than its turns
         # are transcribed): the turns it has not heard yet cannot be awaited. Events are handled in order, so this
         # update's session.updated comes once the server has heard everything sent before it.
-        await client.session_update({"type": "realtime"})
+        await client.session_update(BARRIER_UPDATE)
 
     sender = asyncio.create_task(send(), name="talk-sender")
     # A hang-up fails the send too, and the receiver may see it first (it then reports the close): the send's own
     # error is read here, else asyncio printed "Task exception was never retrieved" with a traceback on the way out.
     sender.add_done_callback(lambda t: t.cancelled() or t.exception())
     finished = False
-    updates = 0  # session.updated events: the session's, then the one that says all the audio was heard
+    heard_all = False  # the session.updated of BARRIER_UPDATE came
     try:
         audio_s = x24.size / WIRE_RATE + silence_ms / 1000
         deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
@@ -120,7 +131,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             now = loop.time()
             if sender.done():
                 sender.result()  # re-raise a failed send
-                if tracker.all_done() and updates >= 2:
+                if tracker.all_done() and heard_all:
                     done_at = now if done_at is None else done_at
                     if tracker.transcripts_done() or now - done_at >= TRANSCRIPT_GRACE_S:
                         break
@@ -147,7 +158,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 raise TalkError(f"server error: {event.error}")
             if event.type == "response.done" and event.response_status == "failed":  # no error event comes
                 raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
-            updates += event.type == "session.updated"
+            heard_all = heard_all or _is_barrier(event)
             turn = tracker.feed(event, loop.time())
             if tracker.turns and not tracker.all_done():
                 # A reply still streaming is waited for as long as it comes (a minute of speech is paced in real

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -584,12 +585,10 @@ def test_a_full_server_s_reason_is_said_once(tmp_path: Path, capsys) -> None:
     assert err.count("server full: 4 of 4 sessions") == 1, err
 
 
-def test_talk_fast_waits_for_the_turns_a_pacing_server_has_not_heard_yet(tmp_path: Path) -> None:
-    """`talk --fast` against a server that reads input only as fast as it transcribes it (`serve` holds such a
-    client back): talk had sent everything long before the server heard it, saw every turn so far answered, and
-    ended with the later turns unheard (2 of Beckett's 4 turns, 'wrote 0.00 s'). It now ends once the server has
-    heard all of it: the session.update it sends after the audio is answered only then. This server hears the
-    second turn only when that update comes, as a pacing server does once it has read that far."""
+def _pacing_server(operator_update: bool) -> Callable[[ServerConnection], None]:
+    """A server that hears the second of two turns only when talk's update after the audio comes, as a pacing server
+    does once it has read that far; with operator_update, it also sends the session.updated of an operator's
+    instructions command (event bus) right after the first turn."""
     def turn(n: int) -> list[dict]:
         item, resp = f"item_{n}", {"id": f"resp_{n}", "status": "completed", "output": []}
         return [{"type": "input_audio_buffer.speech_stopped", "item_id": item, "audio_end_ms": 1000 * n},
@@ -599,23 +598,38 @@ def test_talk_fast_waits_for_the_turns_a_pacing_server_has_not_heard_yet(tmp_pat
                 {"type": "response.created", "response": {**resp, "status": "in_progress"}},
                 {"type": "response.done", "response": resp}]
 
-    def pacing_server(ws: ServerConnection) -> None:
-        ws.send(json.dumps({"type": "session.created", "session": {"type": "realtime"}}))
+    def serve(ws: ServerConnection) -> None:
+        ws.send(json.dumps({"type": "session.created", "session": {"type": "realtime", "tool_choice": "auto"}}))
         updates, heard = 0, 0
         for message in ws:
             event = json.loads(message)
             later = []
             if event["type"] == "input_audio_buffer.append" and not heard:
                 heard, later = 1, turn(1)
+                if operator_update:
+                    later.append({"type": "session.updated", "session": {"instructions": "Be brief.",
+                                                                         "tool_choice": "auto"}})
             elif event["type"] == "session.update":
                 updates += 1
-                later = (turn(2) if updates == 2 else []) + [{"type": "session.updated", "session": {}}]
+                echo = {"tool_choice": event["session"].get("tool_choice", "auto")}
+                later = (turn(2) if updates == 2 else []) + [{"type": "session.updated", "session": echo}]
             for out in later:
                 ws.send(json.dumps(out))
 
+    return serve
+
+
+@pytest.mark.parametrize("operator_update", [False, True], ids=["alone", "with-an-operators-instructions"])
+def test_talk_fast_waits_for_the_turns_a_pacing_server_has_not_heard_yet(tmp_path: Path, operator_update) -> None:
+    """`talk --fast` against a server that reads input only as fast as it transcribes it (`serve` holds such a
+    client back): talk had sent everything long before the server heard it, saw every turn so far answered, and
+    ended with the later turns unheard (2 of Beckett's 4 turns, 'wrote 0.00 s'). It now ends once the server has
+    heard all of it: the session.update it sends after the audio is answered only then. It took any session.updated
+    for that one, and an operator's instructions command (the event bus) meanwhile ended it as early: it now waits
+    for its own update's (tool_choice "none", which talk alone sets)."""
     wav = tmp_path / "turns.wav"
     sf.write(str(wav), np.tile(np.concatenate([speech(0.4), silence(0.8)]), 2), 24000)
-    with ws_server_thread(pacing_server) as port:
+    with ws_server_thread(_pacing_server(operator_update)) as port:
         result = asyncio.run(run_talk(wav, f"ws://127.0.0.1:{port}/v1/realtime", realtime=False,
                                       printer=io.StringIO(), timeout_s=30))
     assert [t.user_transcript for t in result.turns] == ["turn 1", "turn 2"]
@@ -665,3 +679,4 @@ def test_a_reply_whose_turn_never_got_a_transcript_is_printed_when_talk_ends() -
     printer.finish()
     assert [line.split(" from ")[0] for line in out.getvalue().splitlines()] == [
         "assistant> Noon.", "  [turn 1: completed]"]
+
