@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from clients.sip.addresses import parse_ip
 from clients.sip.errors import BridgeConfigError
+from clients.sip.rtp import rtp_ports
 
 __all__ = ["BridgeConfig"]
 
@@ -33,7 +34,9 @@ class BridgeConfig:
     # in-dialog OPTIONS after this long without RTP, whether it is still there. Kept when rtp_timeout_s is None:
     # a held caller that vanished must not keep its call forever either. None: never asked.
     hold_keepalive_s: float | None = 60.0
-    rtp_ports: tuple[int, int] | None = None  # each call's RTP port from this range (inclusive); None: any free one
+    # Each call's RTP port (even, its RTCP port the odd one above: both in the range) from this range (inclusive);
+    # None: any free even port.
+    rtp_ports: tuple[int, int] | None = None
     # The agent answers key presses once no key came for this long: a caller keying in a number presses the next
     # key sooner, and wants one answer to the number, not one per digit.
     dtmf_pause_s: float = 1.5
@@ -66,6 +69,11 @@ class BridgeConfig:
             raise BridgeConfigError("dtmf_pause_s", f"must be positive, got {self.dtmf_pause_s}")
         if self.rtp_ports is not None and not 1 <= self.rtp_ports[0] <= self.rtp_ports[1] <= 65535:
             raise ValueError(f"the RTP port range must be LOW-HIGH within 1-65535, got {self.rtp_ports}")
+        if self.rtp_ports is not None and not rtp_ports(*self.rtp_ports):
+            low, high = self.rtp_ports
+            pair = min(low + low % 2, 65534)
+            raise BridgeConfigError("rtp_ports", f"{low}-{high} holds no even RTP port with its RTCP port, the odd one "
+                                                 f"above it (RFC 3550 11), e.g. {pair}-{pair + 1}")
 
     @property
     def public_host(self) -> str:

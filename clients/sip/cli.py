@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 # The BridgeConfig field each option sets: its errors name the field, the user typed the option.
 _OPTION_OF_FIELD = {"server_url": "--server-url", "advertise": "--advertise", "max_calls": "--max-calls",
                     "silence_duration_ms": "--silence-ms", "rtp_timeout_s": "--rtp-timeout",
-                    "hold_keepalive_s": "--hold-keepalive"}
+                    "hold_keepalive_s": "--hold-keepalive", "rtp_ports": "--rtp-ports"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gone; applies with --rtp-timeout 0 too (default 60; 0: never)")
     p.add_argument("--rtp-ports", type=_port_range, default=None, metavar="LOW-HIGH",
                    help="take each call's RTP port from this range, e.g. 10000-20000 (a firewall's); default: any "
-                        "free port. A call that finds all of them taken is refused 503")
+                        "free port. A call takes an even port and leaves the odd one above it, in the range too, for "
+                        "RTCP (RFC 3550), so a range holds half as many calls as ports. A call that finds all of them "
+                        "taken is refused 503")
     p.add_argument("--call-log", type=Path, default=None,
                    help="append one JSON line per finished call (includes transcripts: personal data)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -13,8 +13,10 @@ Rules:
   bound the oldest audio is dropped and counted.
 - `is_rtcp` tells RTCP from RTP on one port by the second octet (RFC 5761 4: 192-223, RTCP's packet types, read
   as RTP are payload types 64-95 with the marker bit: no static mapping, 72-76 reserved for this). The bridge
-  sends no RTCP and binds no RTCP port; what reaches an RTP port anyway (a muxing peer's, or a neighbouring
-  call's sent to its RTP port + 1) carries no audio and no stranger's RTP.
+  sends no RTCP and binds no RTCP port; what reaches an RTP port anyway (a muxing peer's) carries no audio and no
+  stranger's RTP.
+- Our RTP ports are even (`rtp_ports`), RFC 3550 11: a caller sends its RTCP to the odd port above, which is then
+  no other call's RTP port.
 - `DtmfReceiver` turns RFC 4733 telephone-event packets into digits: one event is identified by its RTP timestamp;
   the digit is reported once, on the first packet with the End bit (the end packet is sent three times, 2.5.1.4),
   or when a new event starts before an end was seen (the end packets were lost). Only key presses are reported
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from clients.sip.errors import RemoteProtocolError
 
-__all__ = ["DtmfDigit", "DtmfReceiver", "OutboundStream", "RtpPacket", "TelephoneEvent", "is_rtcp"]
+__all__ = ["DtmfDigit", "DtmfReceiver", "OutboundStream", "RtpPacket", "TelephoneEvent", "is_rtcp", "rtp_ports"]
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz, one byte per sample for G.711
 _HEADER = struct.Struct("!BBHII")
@@ -88,6 +90,12 @@ class RtpPacket:
 def is_rtcp(data: bytes) -> bool:
     """Whether a datagram on an RTP port is an RTCP packet (version 2, packet type 192-223; RFC 5761 4)."""
     return len(data) >= 2 and data[0] >> 6 == 2 and 192 <= data[1] <= 223
+
+
+def rtp_ports(low: int, high: int) -> range:
+    """The RTP ports of the range `low`-`high` (inclusive): its even ports whose odd neighbour, the RTCP port (RFC
+    3550 11), is in the range too; so a range holds half as many calls as ports."""
+    return range(low + low % 2, high, 2)
 
 
 class OutboundStream:

@@ -30,18 +30,31 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def held_port_with_free_neighbour() -> tuple[socket.socket, int]:
-    """A UDP socket holding some port p whose neighbour p + 1 is free: the range p..p+1 has one free port."""
+def free_rtp_port() -> int:
+    """A free even UDP port: an RTP port (RFC 3550 11), as the bridge takes them."""
     while True:
-        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        held.bind(("127.0.0.1", 0))
-        port = held.getsockname()[1]
+        port = free_udp_port() & ~1
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             try:
-                probe.bind(("127.0.0.1", port + 1))
-                return held, port
+                probe.bind(("127.0.0.1", port))
+                return port
             except OSError:
-                held.close()
+                continue
+
+
+def held_rtp_port_with_free_pair_above() -> tuple[socket.socket, int]:
+    """A UDP socket holding some even port p while p + 2 is free: of the range p..p+3 (two RTP port pairs), a call
+    can take p + 2 only."""
+    while True:
+        port = free_rtp_port()
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            held.bind(("127.0.0.1", port))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind(("127.0.0.1", port + 2))
+            return held, port
+        except OSError:
+            held.close()
 
 
 def free_udp_tcp_port() -> int:

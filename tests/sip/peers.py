@@ -140,16 +140,16 @@ def sipp_call(bridge: BridgeProcess, workdir: Path, scenario: str, *, records: b
 
 def run_sipp(scenario: str, bridge_port: int, workdir: Path, *, media_port: int | None = None,
              timeout_s: int = 60, sip_port: int | None = None, call_id: str | None = None,
-             media_ip: str = "127.0.0.1") -> tuple[int, str]:
-    """Run one sipp UAC call of `scenario` (XML text) against the bridge: (exit code, stderr + error log); its RTP
-    goes from `media_ip`:`media_port`."""
+             media_ip: str = "127.0.0.1", calls: int = 1) -> tuple[int, str]:
+    """Run sipp UAC calls of `scenario` (XML text), `calls` of them one after the other, against the bridge: (exit
+    code, stderr + error log); their RTP goes from `media_ip`:`media_port`."""
     path = workdir / "scenario.xml"
     path.write_text(scenario)
     media = ["-mi", media_ip, "-mp", str(media_port or free_udp_port())]
     named = ["-cid_str", call_id] if call_id else []
     proc = subprocess.run(["sipp", "-sf", str(path), "-s", "agent", f"127.0.0.1:{bridge_port}", "-i", "127.0.0.1",
-                           "-p", str(sip_port or free_udp_port()), *media, *named, "-m", "1", "-l", "1", "-timeout",
-                           f"{timeout_s}s", "-timeout_error", "-trace_err", "-nostdin"], cwd=workdir,
+                           "-p", str(sip_port or free_udp_port()), *media, *named, "-m", str(calls), "-l", "1",
+                           "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err", "-nostdin"], cwd=workdir,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout_s + 30)
     errors = "".join(p.read_text(errors="replace") for p in workdir.glob("*errors.log"))
     return proc.returncode, proc.stderr + errors

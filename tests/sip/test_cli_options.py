@@ -34,6 +34,9 @@ def _sip_bridge(*args: str) -> subprocess.CompletedProcess[str]:
     (["--server-url", "127.0.0.1:8765"], "sip-bridge: --server-url must be a ws:// or http:// URL, "
                                           "e.g. ws://127.0.0.1:8765/v1/realtime, got '127.0.0.1:8765'"),
     (["--host", "0.0.0.0"], "sip-bridge: --advertise is needed when listening on 0.0.0.0: the address callers reach"),
+    # RFC 3550 11: an even RTP port and its RTCP port above it; this one was taken, and its calls got odd ports
+    (["--rtp-ports", "10001-10002"], "sip-bridge: --rtp-ports 10001-10002 holds no even RTP port with its RTCP port, "
+                                     "the odd one above it (RFC 3550 11), e.g. 10002-10003"),
 ])
 def test_an_impossible_port_or_call_limit_is_named(option: list[str], said: str) -> None:
     """They had ended in a traceback, "ValueError: invalid UaConfig". A NaN --rtp-timeout was taken: the bridge

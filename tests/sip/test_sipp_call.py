@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from clients.sip.rtp import RtpPacket
-from tests.sip.media import decode, free_udp_port, heard_beckett, peak_rms_dbfs, read_pcap_udp, speech_seconds, \
-    ulaw_speech, wait_for, write_rtp_pcap
+from tests.sip.media import decode, free_rtp_port, free_udp_port, heard_beckett, peak_rms_dbfs, read_pcap_udp, \
+    speech_seconds, ulaw_speech, wait_for, write_rtp_pcap
 from tests.sip.peers import LISTEN_FOR_REPLY, REPLY_TIMEOUT_S, BridgeProcess, Capture, agent_replied, need, \
     nudge_caller
 
@@ -87,14 +87,14 @@ Content-Length: 0
 def test_sipp_caller_is_heard_and_answered(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
     need("sipp", "sox", "tshark")
     speech = ulaw_speech(beckett_wav, tmp_path / "beckett", lead_s=0.3, tail_s=0.2, seconds=2.9)
-    media_port, sip_port, rtp_port = free_udp_port(), free_udp_port(), free_udp_port()
+    media_port, sip_port, rtp_port = free_udp_port(), free_udp_port(), free_rtp_port()
     seconds = write_rtp_pcap(tmp_path / "beckett.pcap", speech, src_port=media_port)
     scenario = tmp_path / "uac.xml"
     scenario.write_text(UAC.format(speech=tmp_path / "beckett.pcap", speech_ms=int(seconds * 1000) + 200,
                                    listen=LISTEN_FOR_REPLY))
     call_id = f"sipp-call-{time.time_ns()}@127.0.0.1"
     bridge = BridgeProcess(embedded_server.ws, tmp_path, "--silence-ms", "1000",
-                           "--rtp-ports", f"{rtp_port}-{rtp_port}",
+                           "--rtp-ports", f"{rtp_port}-{rtp_port + 1}",
                            "--instructions", "You are on the phone. Answer in one short sentence.")
     capture = Capture(tmp_path / "rtp.pcap", media_port)
     try:
@@ -126,7 +126,7 @@ def test_sipp_caller_is_heard_and_answered(embedded_server, beckett_wav: Path, t
     assert len(calls) == 1, bridge.log()
     call = calls[0]
     assert call["end_reason"] == "remote hangup"
-    assert f"answered: PCMU -> rtp {rtp_port}" in bridge.log_path.read_text()  # the one port --rtp-ports allowed
+    assert f"answered: PCMU -> rtp {rtp_port}" in bridge.log_path.read_text()  # the one RTP port --rtp-ports allowed
     assert call["codec"] == "PCMU"
     # The agent heard the caller: the server's transcript of the caller's speech.
     assert heard_beckett(call["user_transcripts"]), call
