@@ -204,7 +204,7 @@ class CSeq:
         parts = value.split()
         if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN.match(parts[1]) or int(parts[0]) >= 2**31:
             raise SipParseError(f"bad CSeq {value!r}")
-        return cls(int(parts[0]), parts[1].upper())
+        return cls(int(parts[0]), parts[1])  # case-sensitive, as the method (7.1): "options" is not OPTIONS
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

@@ -94,3 +94,17 @@ def test_an_invite_whose_body_is_not_sdp_gets_415_with_the_accept_options_names(
                    "application/dtmf-relay, application/dtmf", header="Accept"),
             request("ACK", 1, in_dialog=True)))
     assert [c["end_reason"] for c in bridge.calls()] == ["refused 415: INVITE body of type text/plain carries no SDP"]
+
+
+@pytest.mark.parametrize("method", ["options", "!interesting-Method0123456789_*+`.%indeed'~"])
+def test_an_unknown_method_spelt_in_any_case_gets_501_with_allow(method: str, tmp_path: Path) -> None:
+    """RFC 3261 7.1: method names are case-sensitive, so "options" is an extension method we do not know, and gets
+    501 Not Implemented with Allow (8.2.1), as RFC 4475 3.1.1.2's method of unusual characters does. Both got 400
+    Bad Request saying "CSeq method OPTIONS differs from options": the CSeq's copy was upper-cased, the request's
+    was not. Refused before any agent session: no agent server needed."""
+    need("sipp")
+    bridge = BridgeProcess(f"ws://127.0.0.1:{free_udp_port()}/v1/realtime", tmp_path)
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
+            request(method, 1, in_dialog=False),
+            expect(501, optional=(), match="^ *INVITE, ACK, CANCEL, BYE, OPTIONS, INFO *$", header="Allow")))
+    assert bridge.calls() == []
