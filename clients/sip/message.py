@@ -39,6 +39,8 @@ _CANONICAL = {n.lower(): n for n in (
     "Content-Type", "User-Agent", "Proxy-Authenticate", "Proxy-Authorization", "Accept-Encoding", "Content-Encoding",
     "Content-Disposition", "Allow-Events", "Refer-To", "Session-Expires")}
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+# A Via element: protocol name / version / transport, then sent-by and its parameters.
+_SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)", re.DOTALL)
 _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
             405: "Method Not Allowed", 415: "Unsupported Media Type", 420: "Bad Extension",
             481: "Call/Transaction Does Not Exist",
@@ -139,13 +141,13 @@ class Via:
 
     @classmethod
     def parse(cls, value: str) -> Via:
-        proto, _, rest = value.strip().partition(" ")
-        parts = proto.split("/")
-        if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0":
-            raise SipParseError(f"bad Via protocol {proto!r}")
-        sent_by, _, params = rest.strip().partition(";")
+        # sent-protocol's SLASH may have whitespace around it (25.1 SWS "/" SWS; RFC 4475 3.1.1.1 "SIP  /   2.0 /UDP")
+        match = _SENT_PROTOCOL.match(value)
+        if match is None or match[1].upper() != "SIP" or match[2] != "2.0":
+            raise SipParseError(f"bad Via protocol {value.strip().partition(' ')[0]!r}")
+        sent_by, _, params = match[4].strip().partition(";")
         host, port = _host_port(sent_by.strip())
-        return cls(parts[2].upper(), host, port, _params(params))
+        return cls(match[3].upper(), host, port, _params(params))
 
     @property
     def branch(self) -> str | None:
