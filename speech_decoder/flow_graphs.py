@@ -28,7 +28,7 @@ def row_bucket(rows: int) -> int:
     return 1 << (rows - 1).bit_length()
 
 
-class FlowGraphs(ShapeGraphs):
+class FlowGraphs(ShapeGraphs[ShapeKey, torch.Tensor]):
     """Drop-in for `flow.inference(token, prompt_token, prompt_feat, embedding, noise=, mel_len2=)` on CUDA."""
 
     def __init__(self, flow: MaskedDiffWithXvec, max_graphs: int = 64, max_rows: int = 64) -> None:

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 
@@ -30,17 +31,19 @@ logger = logging.getLogger(__name__)
 _capturing = threading.Lock()
 
 
-Output = torch.Tensor | tuple[torch.Tensor, ...]
+K = TypeVar("K", bound=Hashable)
+# What the captured function returns: one tensor (the flow) or several (the vocoder's step).
+Output = TypeVar("Output", torch.Tensor, tuple[torch.Tensor, ...])
 
 
 @dataclass(frozen=True, slots=True)
-class _Captured:
+class _Captured(Generic[Output]):
     graph: torch.cuda.CUDAGraph
     inputs: tuple[torch.Tensor, ...]  # static copies the replays read
     output: Output
 
 
-class ShapeGraphs:
+class ShapeGraphs(Generic[K, Output]):
     """Captured graphs by key, for one CUDA device."""
 
     def __init__(self, device: torch.device, name: str, max_graphs: int = 64) -> None:
@@ -50,13 +53,13 @@ class ShapeGraphs:
         self.captures = 0
         self.replays = 0
         self.failed = False
-        self._graphs: dict[Hashable, _Captured] = {}
-        self._seen: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly
-        self._pool: tuple[int, int] | None = None
+        self._graphs: dict[K, _Captured[Output]] = {}
+        self._seen: OrderedDict[K, None] = OrderedDict()  # keys run once, eagerly
+        self._pool: torch.cuda._POOL_HANDLE | None = None
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def __call__(self, key: Hashable, fn: Callable[..., Output], inputs: tuple[torch.Tensor, ...],
+    def __call__(self, key: K, fn: Callable[..., Output], inputs: tuple[torch.Tensor, ...],
                  eager: Callable[[], Output], capture: bool = True) -> Output:
         """fn(*inputs) replayed from key's graph (a copy of its output tensor or tensors), captured now if
         `capture` allows it and the key was seen before; else eager(), which computes the same (without padding,
@@ -76,12 +79,12 @@ class ShapeGraphs:
             out = captured.output
             return out.clone() if isinstance(out, torch.Tensor) else tuple(t.clone() for t in out)
 
-    def keys(self) -> list[Hashable]:
+    def keys(self) -> list[K]:
         """The keys that have a graph, in the order they were captured."""
         with self._lock:
             return list(self._graphs)
 
-    def _seen_before(self, key: Hashable) -> bool:
+    def _seen_before(self, key: K) -> bool:
         if key in self._seen:
             del self._seen[key]
             return True
@@ -90,8 +93,8 @@ class ShapeGraphs:
             self._seen.popitem(last=False)
         return False
 
-    def _capture_or_none(self, key: Hashable, fn: Callable[..., Output],
-                         inputs: tuple[torch.Tensor, ...]) -> _Captured | None:
+    def _capture_or_none(self, key: K, fn: Callable[..., Output],
+                         inputs: tuple[torch.Tensor, ...]) -> _Captured[Output] | None:
         try:
             try:
                 return self._capture(key, fn, inputs)
@@ -106,8 +109,8 @@ class ShapeGraphs:
             self.failed = True  # the graphs captured so far stay referenced, unused (module docstring)
             return None
 
-    def _capture(self, key: Hashable, fn: Callable[..., Output],
-                 inputs: tuple[torch.Tensor, ...]) -> _Captured:
+    def _capture(self, key: K, fn: Callable[..., Output],
+                 inputs: tuple[torch.Tensor, ...]) -> _Captured[Output]:
         static = tuple(x.clone() for x in inputs)
         # One run outside the capture, on a side stream, as CUDA graphs require: cuBLAS / cuDNN set up lazily.
         side = torch.cuda.Stream(self.device)

@@ -37,6 +37,7 @@ from torch import nn
 
 from kernels.flow_ops import group_norm_mish, linear_add, linear_add_layer_norm, linear_gelu
 from speech_decoder.cosyvoice_config import EstimatorConfig
+from speech_decoder.typed_children import child
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
@@ -63,7 +64,8 @@ class Block1D(nn.Module):
     def forward(self, x: torch.Tensor, add: torch.Tensor | None = None,
                 add_bias: torch.Tensor | None = None) -> torch.Tensor:
         """mish(group_norm(conv(x))) (+ add + add_bias, broadcast to [B, C, T]); the Mish module holds nothing."""
-        return conv_group_norm_mish(self.block[0], self.block[1], x, add, add_bias)
+        conv, norm = child(self.block, 0, nn.Conv1d), child(self.block, 1, nn.GroupNorm)
+        return conv_group_norm_mish(conv, norm, x, add, add_bias)
 
 
 class ResnetBlock1D(nn.Module):
@@ -142,9 +144,13 @@ class _Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # full attention, no mask (upstream passes none)
         return out.transpose(1, 2).reshape(b, t, -1)
 
+    @property
+    def out_proj(self) -> nn.Linear:
+        return child(self.to_out, 0, nn.Linear)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upstream's attn1(x). The estimator's blocks apply to_out themselves, fused with what follows it."""
-        return self.to_out[0](self.attend(x))
+        return self.out_proj(self.attend(x))
 
 
 class _GELUProj(nn.Module):
@@ -157,6 +163,23 @@ class _GELUProj(nn.Module):
         return linear_gelu(x, self.proj.weight, self.proj.bias, self.approximate)
 
 
+class _FeedForward(nn.Module):
+    """Holds upstream's ff.net.0.proj and ff.net.2 (net.1 is a Dropout: a no-op in inference); TransformerBlock runs
+    them, fused with the residual add and LayerNorm that follow."""
+
+    def __init__(self, dim: int, approximate: str) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([_GELUProj(dim, 4 * dim, approximate), nn.Dropout(0.0), nn.Linear(4 * dim, dim)])
+
+    @property
+    def proj(self) -> _GELUProj:
+        return child(self.net, 0, _GELUProj)
+
+    @property
+    def down(self) -> nn.Linear:
+        return child(self.net, 2, nn.Linear)
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, dim: int, heads: int, head_dim: int, act_fn: str) -> None:
         super().__init__()
@@ -164,19 +187,18 @@ class TransformerBlock(nn.Module):
         self.attn1 = _Attention(dim, heads, head_dim)
         self.norm3 = nn.LayerNorm(dim)
         approx = "tanh" if act_fn == "gelu-approximate" else "none"
-        self.ff = nn.Module()
-        self.ff.net = nn.ModuleList([_GELUProj(dim, 4 * dim, approx), nn.Dropout(0.0), nn.Linear(4 * dim, dim)])
+        self.ff = _FeedForward(dim, approx)
 
     def forward(self, h: torch.Tensor, residual: torch.Tensor, next_norm: nn.LayerNorm | None,
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """h = norm1(residual), the residual stream [B, T, dim]. Returns (next_norm of the new stream, or None
         without one; the new stream): upstream's x = x + attn(norm1(x)); x = x + ff(norm3(x)), each add done in
         the epilogue of the projection before it together with the LayerNorm after it."""
-        out = self.attn1.to_out[0]
+        out = self.attn1.out_proj
         h, residual = linear_add_layer_norm(self.attn1.attend(h), out.weight, out.bias, residual, self.norm3.weight,
                                             self.norm3.bias, self.norm3.eps)
-        proj, down = self.ff.net[0], self.ff.net[2]  # net[1] is a Dropout: a no-op in inference
-        h = proj(h)
+        down = self.ff.down
+        h = self.ff.proj(h)
         if next_norm is None:
             return None, linear_add(h, down.weight, down.bias, residual)
         return linear_add_layer_norm(h, down.weight, down.bias, residual, next_norm.weight, next_norm.bias,
@@ -188,7 +210,7 @@ def _channels_cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.transpose(1, 2) for p in parts], dim=2).transpose(1, 2)
 
 
-def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+def _run_blocks(blocks: Sequence[TransformerBlock], x: torch.Tensor) -> torch.Tensor:
     # [B, C, T] -> [B, T, C]: already contiguous for the channels-last activations (module docstring); made
     # contiguous here otherwise, once: a transposed view stays transposed through every residual add, so each
     # LayerNorm and reshape of each block copied it again (~170 copy kernels per estimator call).
@@ -199,6 +221,20 @@ def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     for blk, next_norm in zip(blocks, [*(b.norm1 for b in blocks[1:]), None]):
         h, residual = blk(h, residual, next_norm)
     return residual.transpose(1, 2)
+
+
+def _levels(stages: nn.ModuleList) -> Iterator[tuple[ResnetBlock1D, list[TransformerBlock], nn.Module]]:
+    """Each U-Net level of down_blocks, mid_blocks or up_blocks as upstream's keys number it: its ResnetBlock1D,
+    its TransformerBlocks and its down/up sampler (a middle level has none: an identity stands in)."""
+    for i in range(len(stages)):
+        stage = child(stages, i, nn.ModuleList)
+        tblocks = child(stage, 1, nn.ModuleList)
+        sampler = stage[2] if len(stage) > 2 else _NO_SAMPLER
+        yield (child(stage, 0, ResnetBlock1D), [child(tblocks, j, TransformerBlock) for j in range(len(tblocks))],
+               sampler)
+
+
+_NO_SAMPLER = nn.Identity()
 
 
 class ConditionalDecoder(nn.Module):
@@ -237,9 +273,9 @@ class ConditionalDecoder(nn.Module):
 
     def _resnets(self) -> Iterator[ResnetBlock1D]:
         """The ResNet blocks in the order forward() runs them."""
-        for blocks in (self.down_blocks, self.mid_blocks, self.up_blocks):
-            for block in blocks:
-                yield block[0]
+        for stages in (self.down_blocks, self.mid_blocks, self.up_blocks):
+            for resnet, _, _ in _levels(stages):
+                yield resnet
 
     def time_terms(self, t: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
         """t [N] -> for each ResNet block, in forward()'s order, its time term mlp(time_mlp(embedding(t))) [N, C].
@@ -258,13 +294,13 @@ class ConditionalDecoder(nn.Module):
         terms = iter(self.time_terms(t, x.dtype) if time_terms is None else time_terms)
         h = _channels_cat([x, mu, spks[:, :, None].expand(-1, -1, x.size(-1)), cond])
         skips = []
-        for resnet, tblocks, down in self.down_blocks:
+        for resnet, tblocks, down in _levels(self.down_blocks):
             h = _run_blocks(tblocks, resnet(h, next(terms)))
             skips.append(h)
             h = down(h)
-        for resnet, tblocks in self.mid_blocks:
+        for resnet, tblocks, _ in _levels(self.mid_blocks):
             h = _run_blocks(tblocks, resnet(h, next(terms)))
-        for resnet, tblocks, up in self.up_blocks:
+        for resnet, tblocks, up in _levels(self.up_blocks):
             skip = skips.pop()
             h = _channels_cat([h[:, :, : skip.size(-1)], skip])
             h = up(_run_blocks(tblocks, resnet(h, next(terms))))

@@ -21,6 +21,7 @@ from speech_decoder.cosyvoice_config import CFMConfig, FlowConfig, LengthRegulat
 from speech_decoder.cosyvoice_noise import cfm_noise
 from speech_decoder.flow.encoder import ConformerEncoder
 from speech_decoder.flow.estimator import ConditionalDecoder, conv_group_norm_mish
+from speech_decoder.typed_children import child
 
 
 def window_noise(seed: int, mel_len1: int, first_frame: int, mel_len2: int, n_mels: int,
@@ -52,7 +53,7 @@ class InterpolateRegulator(nn.Module):
         h = torch.cat(parts, dim=2)
         layers = self.model
         for i in range(0, len(layers) - 1, 3):  # (Conv, GroupNorm, Mish): the Mish holds nothing, fused below
-            h = conv_group_norm_mish(layers[i], layers[i + 1], h)
+            h = conv_group_norm_mish(child(layers, i, nn.Conv1d), child(layers, i + 1, nn.GroupNorm), h)
         return layers[-1](h).transpose(1, 2)
 
 

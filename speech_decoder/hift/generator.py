@@ -22,6 +22,7 @@ from torch import nn
 from kernels import vocoder as KV
 from speech_decoder.cosyvoice_config import HiFTConfig
 from speech_decoder.hift.source import nsf_source, source_stft
+from speech_decoder.typed_children import child
 
 
 class WNConv1d(nn.Module):
@@ -83,7 +84,7 @@ class ResBlock(nn.Module):
         for i in range(n):
             xt = self.convs2[i](self.activations2[i](self.convs1[i](act)))
             if i + 1 < n:
-                x, act = KV.add_snake(x, xt, self.activations1[i + 1].alpha)
+                x, act = KV.add_snake(x, xt, child(self.activations1, i + 1, Snake).alpha)
             else:
                 x = x + xt
         return x

@@ -19,7 +19,8 @@ from kernels import vocoder as KV
 from speech_decoder.cosyvoice_noise import hash_uniform, hashed_normal
 
 
-def harmonic_phase_offsets(seed: int, n_harmonics: int, device: torch.device | None = None) -> torch.Tensor:
+def harmonic_phase_offsets(seed: int | torch.Tensor, n_harmonics: int,
+                           device: torch.device | None = None) -> torch.Tensor:
     """phi [H+1] float64: 0 for the fundamental, U(-pi, pi) for each overtone (fixed per session seed)."""
     u = hash_uniform(torch.arange(n_harmonics + 1, device=device, dtype=torch.int64) + (1 << 40), seed)
     phi = (u * 2.0 - 1.0) * math.pi

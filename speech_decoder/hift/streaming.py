@@ -24,7 +24,7 @@ from speech_decoder.shape_graphs import ShapeGraphs
 F0_EDGE = 5  # ConvRNNF0Predictor: five k=3 convs -> f0 is exact 5 frames away from a window edge
 
 
-class VocoderGraphs(ShapeGraphs):
+class VocoderGraphs(ShapeGraphs[tuple[int, ...], tuple[torch.Tensor, ...]]):
     """HiFTStream's CUDA graphs: one vocoder step (f0 predictor, NSF source, decoder) per window shape. A stream's
     windows come in few shapes (context + lookahead + the frames of one of the streaming decoder's hops), the same
     for every utterance; the last ones of an utterance are arbitrary and run eagerly (a final step always does;
@@ -40,7 +40,7 @@ class VocoderGraphs(ShapeGraphs):
             inputs: tuple[torch.Tensor, ...], final: bool) -> tuple[torch.Tensor, ...]:
         """fn(*inputs) for a window of shape[0] mel frames, replayed where it has a graph."""
         capture = not final and (self.window_lengths is None or shape[0] in self.window_lengths)
-        return self(shape, fn, inputs, lambda: fn(*inputs), capture)  # type: ignore[return-value]
+        return self(shape, fn, inputs, lambda: fn(*inputs), capture)
 
 
 class HiFTStream:
