@@ -1,4 +1,6 @@
-"""Which files of the real Step-Audio layout a command needs, and which of them a model folder lacks.
+"""Which files of the real Step-Audio layout a command needs, which of them a model folder lacks, and what a cheap
+read of them shows to be damaged: safetensors files cut short (their headers), config.json fields the engine cannot
+run or its weights contradict, speakers' prompt wavs that hold no voice.
 
 Checked before anything loads: the real Chat LM takes minutes to load, and a user who downloaded the folders should
 learn every missing file at once, by its place in the layout, instead of one traceback per try.
