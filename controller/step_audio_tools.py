@@ -287,6 +287,12 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     bad = int(np.count_nonzero(~np.isfinite(mono)))
     if bad:  # a float wav from a broken export: NaN passes the silence test, and a clone of it spoke at full scale
         raise ConfigError(f"{option} {path}: {bad} of its {mono.size} samples are not numbers (NaN or infinity)")
+    if mono.size and float(np.abs(mono).max()) < SILENT_PEAK <= float(np.abs(wav).max()):
+        # "silent" sent the user looking at a file that plays loud: a stereo recording with one channel's
+        # polarity inverted (a miswired microphone) mixes to nothing
+        raise ConfigError(f"{option} {path}: its {wav.shape[1]} channels cancel out when mixed to mono, as "
+                          f"Step-Audio mixes them (one is the other inverted): keep one, e.g. `sox {path.name} "
+                          "mono.wav remix 1`")
     if not mono.size or float(np.abs(mono).max()) < SILENT_PEAK:  # as `talk` refuses a silent file
         raise ConfigError(f"{option} {path}: silent ({len(mono) / rate:.2f} s, no sample above -40 dBFS): "
                           "there is no voice in it")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.step_audio.conftest import run_cli
+from tests.conftest import speech_asset
+from tests.step_audio.conftest import fails_in_one_line, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +33,37 @@ def test_a_known_tag_is_taken_without_a_word(tiny_model_dir: Path, tmp_path: Pat
     proc = run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "（高兴1）Hello.",
                    "--out", str(tmp_path / "x.wav"))
     assert "warning" not in proc.stderr, proc.stderr
+
+
+def _beckett(seconds: float) -> np.ndarray:
+    """The first seconds of "Ever tried. Ever failed." at 16 kHz."""
+    wav, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    assert rate == 16000
+    return wav[:int(seconds * rate)]
+
+
+@pytest.mark.parametrize(("name", "channels", "rate", "subtype"), [
+    ("8k.wav", 1, 8000, "PCM_16"),  # telephony; upstream asserts a rate above 16 kHz
+    ("stereo.wav", 2, 16000, "PCM_16"), ("24bit.wav", 1, 16000, "PCM_24"), ("voice.flac", 1, 16000, "PCM_16"),
+])
+def test_a_clone_prompt_in_any_common_format_is_spoken(tiny_model_dir: Path, tmp_path: Path, name: str,
+                                                       channels: int, rate: int, subtype: str) -> None:
+    voice = _beckett(4.0)[::16000 // rate]
+    sf.write(tmp_path / name, np.stack([voice] * channels, axis=1), rate, subtype=subtype)
+    out = tmp_path / "x.wav"
+    run_cli("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hello there.",
+            "--prompt-wav", str(tmp_path / name), "--prompt-text", "Ever tried. Ever failed.", "--out", str(out))
+    assert sf.info(str(out)).duration > 0.3
+
+
+def test_a_stereo_prompt_whose_channels_cancel_out_is_not_called_silent(tiny_model_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """One channel the other inverted (a miswired microphone) mixes to nothing, as Step-Audio mixes channels: the
+    error called the file "silent", which plays loud."""
+    voice = _beckett(4.0)
+    wav = tmp_path / "inverted.wav"
+    sf.write(wav, np.stack([voice, -voice], axis=1), 16000, subtype="PCM_16")
+    stderr = fails_in_one_line("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hi.",
+                               "--prompt-wav", str(wav), "--prompt-text", "Ever tried.", "--out",
+                               str(tmp_path / "x.wav"))
+    assert f"--prompt-wav {wav}: its 2 channels cancel out when mixed to mono" in stderr, stderr
