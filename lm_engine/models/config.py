@@ -7,11 +7,13 @@ num_key_value_heads / max_position_embeddings / rope_theta fields.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 FAMILIES = ("step1", "qwen2")
+_Scalar = TypeVar("_Scalar", int, float)
 
 
 class ModelConfigError(ValueError):
@@ -66,8 +68,8 @@ class ModelConfig:
     def from_hf(cls, d: dict[str, Any]) -> ModelConfig:
         """Builds a config from a config.json dict (Step-1 or Qwen2 spelling)."""
         model_type = d.get("model_type", "")
-        eos = d.get("eos_token_id", 3)
-        eos_ids = tuple(eos) if isinstance(eos, list) else (int(eos),)
+        eos = d.get("eos_token_id")
+        eos_ids = tuple(_value("eos_token_id", e, 3, int) for e in (eos if isinstance(eos, list) else [eos]))
         if model_type == "step1":
             heads, groups = _heads(d, "num_attention_groups")
             return cls(
@@ -79,14 +81,14 @@ class ModelConfig:
                 num_heads=heads,
                 num_kv_heads=groups,
                 head_dim=_head_dim(d, heads),
-                rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
+                rms_norm_eps=_value("rms_norm_eps", d.get("rms_norm_eps"), 1e-5, float),
                 # an `or` chain here made a max_seq_len of 0 the default 32768, without a word
                 max_seq_len=_count(d, "max_seq_len" if "max_seq_len" in d else "max_position_embeddings", 32768),
                 torch_dtype=str(d.get("torch_dtype", "bfloat16")),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-                bos_token_id=int(d.get("bos_token_id", 1)),
+                bos_token_id=_value("bos_token_id", d.get("bos_token_id"), 1, int),
                 eos_token_ids=eos_ids,
-                pad_token_id=int(d.get("pad_token_id", 0)),
+                pad_token_id=_value("pad_token_id", d.get("pad_token_id"), 0, int),
             )
         if model_type == "qwen2":
             heads, kv_heads = _heads(d, "num_key_value_heads", kv_optional=True)
@@ -99,15 +101,15 @@ class ModelConfig:
                 num_heads=heads,
                 num_kv_heads=kv_heads,
                 head_dim=_head_dim(d, heads),
-                rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+                rms_norm_eps=_value("rms_norm_eps", d.get("rms_norm_eps"), 1e-6, float),
                 max_seq_len=_count(d, "max_position_embeddings", 32768),
                 torch_dtype=str(d.get("torch_dtype", "bfloat16")),
-                rope_theta=float(d.get("rope_theta", 1e6)),
+                rope_theta=_value("rope_theta", d.get("rope_theta"), 1e6, float),
                 attention_bias=True,
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-                bos_token_id=int(d.get("bos_token_id") or 151643),
+                bos_token_id=_value("bos_token_id", d.get("bos_token_id"), 151643, int),
                 eos_token_ids=eos_ids,
-                pad_token_id=int(d.get("pad_token_id") or 151643),
+                pad_token_id=_value("pad_token_id", d.get("pad_token_id"), 151643, int),
             )
         raise ModelConfigError(f"unsupported model_type {model_type!r} (architectures {d.get('architectures')})")
 
@@ -139,6 +141,18 @@ def _count(d: dict[str, Any], key: str, default: int | None = None) -> int:
     if value < 1:
         raise ModelConfigError(f"{key} is {value}; it must be at least 1")
     return value
+
+
+def _value(key: str, value: Any, default: _Scalar, kind: Callable[[Any], _Scalar]) -> _Scalar:
+    """A config.json value of `kind` (absent or null: `default`), named by its key when it is none: "rms_norm_eps":
+    "x" was 'ValueError: could not convert string to float', naming no field."""
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ModelConfigError(f"{key} is {json.dumps(value)}; it must be a "
+                               f"{'number' if kind is float else 'whole number'}") from exc
 
 
 def _heads(d: dict[str, Any], kv_key: str, *, kv_optional: bool = False) -> tuple[int, int]:

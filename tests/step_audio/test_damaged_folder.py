@@ -123,3 +123,13 @@ def test_a_silent_speaker_prompt_is_refused_before_any_model_loads(tiny_model_di
     sf.write(wav, np.full(3 * 16000, 0.005, np.float32), 16000)  # -46 dBFS: hiss, no voice
     assert (f"{wav}: speaker 'Mute': its prompt wav is silent (3.00 s, no sample above -40 dBFS)"
             in _chat_fails(folder, tmp_path))
+
+
+@pytest.mark.parametrize(("fields", "said"), [
+    ({"rms_norm_eps": "x"}, 'rms_norm_eps is "x"; it must be a number'),  # was "ValueError: could not convert ..."
+    ({"eos_token_id": [3, "x"]}, 'eos_token_id is "x"; it must be a whole number'),
+])
+def test_a_config_json_value_of_the_wrong_kind_is_named_with_its_field(tiny_model_dir: Path, tmp_path: Path,
+                                                                     fields: dict, said: str) -> None:
+    folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-TTS-3B", **fields)
+    assert f"{folder}/Step-Audio-TTS-3B/config.json: {said}" in _chat_fails(folder, tmp_path)
