@@ -18,13 +18,15 @@ import enum
 import json
 from pathlib import Path
 
+import numpy as np
+
 from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
 from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-checkpoint writes
 from controller.errors import ConfigError
 from lm_engine.utils.safetensors_header import SafetensorsHeaderError, read_header
 from speech_decoder.step_tts import (
-    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, check_prompt_wav, find_speakers_dir,
-    read_prompt_wav, read_speakers_info,
+    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, check_prompt_ids, check_prompt_wav,
+    find_speakers_dir, read_prompt_wav, read_speakers_info,
 )  # fmt: skip
 from streaming_tokenizer.step_audio.config import REQUIRED_FILES as TOKENIZER_FILES
 
@@ -95,17 +97,38 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
 
 def _check_speaker_wavs(root: Path) -> None:
     """Each speaker's NAME_prompt.wav, by the rules a clone's prompt wav meets: a silent one was registered once the
-    models had loaded, and /voices listed it."""
+    models had loaded, and /voices listed it; one too long for TTS-3B's context was refused only once the tokenizer,
+    TTS-3B and the decoders had loaded."""
     import soundfile as sf
+
+    from lm_engine.models.config import ModelConfig
 
     folder = find_speakers_dir(root / TTS_DIR, root)
     assert folder is not None, "_missing_speakers has found it"
+    context = ModelConfig.from_dir(root / TTS_DIR).max_seq_len  # _check_lm_configs has read it
     for name in read_speakers_info(folder):
         file = folder / f"{name}_prompt.wav"
         try:
-            check_prompt_wav(name, *read_prompt_wav(file))
+            wav, rate = read_prompt_wav(file)
+            check_prompt_wav(name, wav, rate)
+            if (ids := _prompt_id_count(root, wav, rate)) is not None:
+                check_prompt_ids(name, ids, context)
         except (sf.SoundFileError, StepTtsError) as exc:  # neither names the file
             raise ConfigError(f"{file}: {exc}") from exc
+
+
+def _prompt_id_count(root: Path, wav: np.ndarray, rate: int) -> int | None:
+    """The audio tokens of a voice prompt wav as TTS-3B's prompt holds them, counted from the tokenizer's config
+    alone; None when that config is damaged (the tokenizer, which loads first, names it)."""
+    import yaml
+
+    from streaming_tokenizer.step_audio import StepTokenizerError
+    from streaming_tokenizer.step_audio.tokenizer import offline_id_count
+
+    try:
+        return offline_id_count(root / TOKENIZER_DIR, wav, rate, trim=True)
+    except (StepTokenizerError, yaml.YAMLError, OSError):
+        return None
 
 
 def _lm_dirs(chat: ChatNeed) -> tuple[str, ...]:

@@ -133,3 +133,18 @@ def test_a_config_json_value_of_the_wrong_kind_is_named_with_its_field(tiny_mode
                                                                      fields: dict, said: str) -> None:
     folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-TTS-3B", **fields)
     assert f"{folder}/Step-Audio-TTS-3B/config.json: {said}" in _chat_fails(folder, tmp_path)
+
+
+def test_a_speaker_prompt_too_long_for_tts_3b_is_refused_before_any_model_loads(tiny_model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """A speaker's prompt wav of more audio tokens than half of TTS-3B's context (70 s against the tiny folder's
+    ~49 s) was refused only once the tokenizer, TTS-3B and both decoders had loaded; a clone's, before."""
+    from tests.conftest import speech_asset
+
+    rel = "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav"
+    folder = layout_without(tiny_model_dir, tmp_path / "model", rel)
+    wav, rate = sf.read(speech_asset("beckett.wav"), dtype="float32")
+    sf.write(folder / rel, np.tile(wav, 7), rate)
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"{folder / rel}: speaker 'Tingting': its prompt wav gives " in stderr, stderr
+    assert "more than half of TTS-3B's context of 4096" in stderr
