@@ -111,7 +111,11 @@ def check_tensor_parallel(app_config: Any) -> int:
     chat_dir = Path(app_config.model_path) / CHAT_DIR
     if (chat_dir / "config.json").is_file():
         try:
-            ModelConfig.from_dir(chat_dir).check_tp(tp)
+            config = ModelConfig.from_dir(chat_dir)
+        except ModelConfigError as exc:  # config.json's own fault, which names its file and field: not torchrun's
+            raise ConfigError(str(exc)) from exc
+        try:
+            config.check_tp(tp)
         except ModelConfigError as exc:
             raise ConfigError(f"torchrun --nproc-per-node {tp}: {chat_dir}: {exc}") from exc
     return tp

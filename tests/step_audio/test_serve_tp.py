@@ -266,3 +266,23 @@ def test_ctrl_c_while_the_ranks_import_exits_without_their_tracebacks(tiny_model
                             lambda log: log.count("importing faster_whisper") >= 2, wait_s=60, env=env)
     assert text.count("importing faster_whisper") == 2, text
     assert "KeyboardInterrupt" not in text and "[rank" not in text, text
+
+
+def test_a_chat_config_json_fault_is_not_blamed_on_torchrun(tiny_model_dir, tmp_path) -> None:
+    """A Chat config.json the engine cannot run, under torchrun: its one line read 'torchrun --nproc-per-node 2:
+    DIR/Step-Audio-Chat: DIR/Step-Audio-Chat/config.json: ...', a fault of the folder told as one of the launch."""
+    import json
+
+    from tests.step_audio.conftest import layout_without
+
+    rel = "Step-Audio-Chat/config.json"
+    model = layout_without(tiny_model_dir, tmp_path / "model", rel)
+    config = json.loads((tiny_model_dir / rel).read_text())
+    (model / rel).write_text(json.dumps({**config, "max_seq_len": 0}))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
+                           str(model), "--port", "0"], capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"stepaudio-rt serve: error: {model / rel}: max_seq_len is 0; it must be at least 1\n" in out, out
+    assert "error: torchrun" not in out and "[rank" not in out and "loading" not in out, out
