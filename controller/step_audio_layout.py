@@ -25,7 +25,7 @@ from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-
 from controller.errors import ConfigError
 from lm_engine.utils.safetensors_header import SafetensorsHeaderError, read_header
 from speech_decoder.step_tts import (
-    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTtsError, check_prompt_ids, check_prompt_wav,
+    COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTts, StepTtsError, check_prompt_ids, check_prompt_wav,
     find_speakers_dir, read_prompt_wav, read_speakers_info,
 )  # fmt: skip
 from streaming_tokenizer.step_audio.config import REQUIRED_FILES as TOKENIZER_FILES
@@ -137,10 +137,15 @@ def _lm_dirs(chat: ChatNeed) -> tuple[str, ...]:
 
 
 def _check_lm_configs(root: Path, chat: ChatNeed) -> None:
-    """Each loaded LM's config.json, read as its engine reads it: a field it cannot run (a head count of 0) was found
-    only when that model loaded, after those before it (minutes, for the real Chat LM)."""
+    """Each loaded LM's config.json, read as its engine reads it (and TTS-3B's tokenizer_config.json): a field it
+    cannot run (a head count of 0) was found only when that model loaded, after those before it (minutes, for the
+    real Chat LM)."""
     from lm_engine.models.config import ModelConfig, ModelConfigError
 
+    try:  # read once TTS-3B and the decoders have loaded, where a JSONDecodeError traceback ended the command
+        StepTts.tokenizer_adds_bos(root / TTS_DIR)
+    except StepTtsError as exc:
+        raise ConfigError(str(exc)) from exc
     for sub in _lm_dirs(chat):
         try:
             layers = ModelConfig.from_dir(root / sub).num_layers

@@ -223,7 +223,13 @@ class StepTts:
         path = tts_dir / "tokenizer_config.json"
         if not path.is_file():
             return True
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("add_bos_token", True))
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # JSON's own message names no file
+            raise StepTtsError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(config, dict):
+            raise StepTtsError(f"{path} is not a JSON object")
+        return bool(config.get("add_bos_token", True))
 
     # ------------------------------------------------------------------ speakers
 

@@ -148,3 +148,13 @@ def test_a_speaker_prompt_too_long_for_tts_3b_is_refused_before_any_model_loads(
     stderr = _chat_fails(folder, tmp_path)
     assert f"{folder / rel}: speaker 'Tingting': its prompt wav gives " in stderr, stderr
     assert "more than half of TTS-3B's context of 4096" in stderr
+
+
+@pytest.mark.parametrize("data", [b"<html><body>Not found</body></html>", b"[1, 2]"])
+def test_a_damaged_tts_tokenizer_config_is_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                        data: bytes) -> None:
+    """Read (for add_bos_token) once the tokenizer, TTS-3B and the decoders had loaded: a JSONDecodeError (or
+    AttributeError) traceback, exit code 1."""
+    rel = "Step-Audio-TTS-3B/tokenizer_config.json"
+    folder = _with_file(tiny_model_dir, tmp_path, rel, data)
+    assert f"error: {folder / rel} is not " in _chat_fails(folder, tmp_path)
