@@ -120,13 +120,16 @@ class StepAudioChat:
                 break
             lead.append(_turn(m))
         head = self.tok.encode("".join(lead), add_bos=True)
-        if ids[:len(head)] != head or len(head) > limit // 2:
+        system = ids[:len(head)] == head and len(head) <= limit // 2
+        if not system:
             head = ids[:1]  # the BOS alone
         kept = head + ids[len(ids) - (limit - len(head)):]
+        # "kept the system message (1 tokens)" was said of the BOS alone, when the system message was cut with the rest
+        opening = f"kept the system message ({len(head)} tokens)" if system else "kept no system message (too long)"
         logger.warning("chat prompt of %d tokens is longer than the %d that fit (the model's %d less the reply's "
-                       "%d): kept the system message (%d tokens) and the newest %d, dropped %d", len(ids), limit,
-                       self.engine.model_config.max_seq_len, self.engine.model_config.max_seq_len - limit,
-                       len(head), len(kept) - len(head), len(ids) - len(kept))
+                       "%d): %s and the newest %d, dropped %d", len(ids), limit, self.engine.model_config.max_seq_len,
+                       self.engine.model_config.max_seq_len - limit, opening, len(kept) - len(head),
+                       len(ids) - len(kept))
         # The prompt ends with the last turn, then the reply's opening: what the kept tail holds of that turn.
         last = len(self.tok.encode(_turn(turns[-1])))
         heard = max(0, min(last, limit - len(head) - len(self.tok.encode(_REPLY_OPENING))))

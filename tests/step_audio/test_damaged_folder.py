@@ -110,6 +110,8 @@ def test_a_chat_context_smaller_than_the_reply_cap_still_answers(tiny_model_dir:
                    "--out", str(out))
     assert proc.stdout.strip() and sf.info(str(out)).duration > 0.3
     assert "it reads at most 10 tokens of prompt, its context less the reply" in proc.stderr, proc.stderr
+    # the default system message is more than half of 10 tokens: it went with the rest (the BOS alone stays)
+    assert "kept no system message (too long) and the newest 9" in proc.stderr, proc.stderr
 
 
 def test_a_silent_speaker_prompt_is_refused_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
