@@ -75,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vad", dest="vad", action="store_false",
                    help="turn server VAD off; commit and request the response explicitly")
     p.add_argument("--timeout", type=_positive_float, default=60.0,
-                   help="seconds to wait for a turn after sending, for a reply's next event while it streams (a "
-                   "long reply is waited for as long as it comes), and for a server still loading its models "
-                   "(default 60)")
+                   help="seconds to wait for a turn after sending (a file in which the server heard no speech "
+                   "ends 2 s after it has heard it all), for a reply's next event while it streams (a long reply is "
+                   "waited for as long as it comes), and for a server still loading its models (default 60)")
     p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
     p.add_argument("--voice", help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the "
                    "server's; a Step-Audio server refuses an unknown name with its list, the embedded profile's "

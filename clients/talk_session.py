@@ -23,6 +23,9 @@ __all__ = ["DEFAULT_URL", "TalkResult", "run_talk", "session_config"]
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
 TRANSCRIPT_GRACE_S = 2.0  # after the last response.done, how long to wait for a late input transcript
+# Once the server has heard all the audio (BARRIER_UPDATE's session.updated) with no turn begun, how long a turn may
+# still take to show (ours runs its VAD before it answers the update; another server may lag): then there is none.
+NO_SPEECH_GRACE_S = 2.0
 # Errors that tell of a turn the server heard only the end of and answers all the same: talk says them and waits for
 # the reply; any other error ends talk.
 NOTICE_CODES = frozenset({"input_audio_truncated", "turn_truncated"})
@@ -122,7 +125,8 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
     # error is read here, else asyncio printed "Task exception was never retrieved" with a traceback on the way out.
     sender.add_done_callback(lambda t: t.cancelled() or t.exception())
     finished = False
-    heard_all = False  # the session.updated of BARRIER_UPDATE came
+    heard_at: float | None = None  # when the session.updated of BARRIER_UPDATE came
+    began = False  # a turn began (speech_started, a commit or a response)
     try:
         audio_s = x24.size / WIRE_RATE + silence_ms / 1000
         deadline = loop.time() + audio_s / Pacing.from_arg(realtime).speed + timeout_s
@@ -131,19 +135,22 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
             now = loop.time()
             if sender.done():
                 sender.result()  # re-raise a failed send
-                if tracker.all_done() and heard_all:
+                if tracker.all_done() and heard_at is not None:
                     done_at = now if done_at is None else done_at
                     if tracker.transcripts_done() or now - done_at >= TRANSCRIPT_GRACE_S:
                         break
                 else:
                     done_at = None  # a new turn began
             limit = deadline if done_at is None else min(deadline, done_at + TRANSCRIPT_GRACE_S)
+            if heard_at is not None and not began:  # a noise-only file: not waited on for the whole timeout
+                limit = min(limit, heard_at + NO_SPEECH_GRACE_S)
             if now >= limit:
                 if done_at is not None:
                     break  # replies complete; a transcript never came
-                if not tracker.turns:  # noise, music, or speech too quiet for the server's VAD
-                    raise TalkError(f"the server heard no speech: no turn began within {timeout_s:g} s after "
-                                    "the audio was sent")
+                if not began:  # noise, music, or speech too quiet for the server's VAD
+                    raise TalkError("the server heard no speech: no turn began " + (
+                        f"within {timeout_s:g} s after the audio was sent" if heard_at is None else
+                        f"in the {NO_SPEECH_GRACE_S:g} s after it had heard all the audio"))
                 raise TalkError(f"no complete reply: nothing came from the server for {timeout_s:g} s")
             try:
                 event = await _recv(client, limit - now, until=sender)
@@ -158,8 +165,10 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 raise TalkError(f"server error: {event.error}")
             if event.type == "response.done" and event.response_status == "failed":  # no error event comes
                 raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
-            heard_all = heard_all or _is_barrier(event)
+            if heard_at is None and _is_barrier(event):
+                heard_at = loop.time()
             turn = tracker.feed(event, loop.time())
+            began = began or event.type == "input_audio_buffer.speech_started" or bool(tracker.turns)
             if tracker.turns and not tracker.all_done():
                 # A reply still streaming is waited for as long as it comes (a minute of speech is paced in real
                 # time): the timeout bounds the silence of a stalled reply, not the length of a good one.

@@ -205,11 +205,15 @@ def test_a_folder_given_as_the_wav_is_named_as_a_folder_and_as_out_gets_reply_wa
 
 @pytest.mark.slow
 def test_noise_the_server_hears_no_speech_in_is_reported_as_such(embedded_server, tmp_path: Path, capsys) -> None:
-    """Audible but not speech (white noise): silero hears no turn, and talk says that rather than 'no reply'."""
+    """Audible but not speech (white noise): silero hears no turn, and talk says that rather than 'no reply', once
+    the server has heard it all rather than at the end of --timeout."""
     hiss = tmp_path / "hiss.wav"
     sf.write(str(hiss), np.random.default_rng(0).normal(0, 0.05, 3 * 16000).astype(np.float32), 16000)
-    code, err = talk(capsys, str(hiss), "--url", embedded_server.ws, "--fast", "--timeout", "3")
-    assert (code, err) == (1, "talk: the server heard no speech: no turn began within 3 s after the audio was sent\n")
+    started = time.monotonic()
+    code, err = talk(capsys, str(hiss), "--url", embedded_server.ws, "--fast", "--timeout", "60")
+    assert (code, err) == (
+        1, "talk: the server heard no speech: no turn began in the 2 s after it had heard all the audio\n")
+    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize("option", ["--speed", "--timeout"])
@@ -680,3 +684,23 @@ def test_a_reply_whose_turn_never_got_a_transcript_is_printed_when_talk_ends() -
     assert [line.split(" from ")[0] for line in out.getvalue().splitlines()] == [
         "assistant> Noon.", "  [turn 1: completed]"]
 
+
+
+async def test_a_file_the_server_hears_no_turn_in_ends_talk_once_it_has_heard_it_all(tmp_path: Path, capsys) -> None:
+    """Clicks (10 ms each, 0.4 s apart): audible, so talk sends them, but never long enough for the VAD to hear
+    speech. talk waited the whole --timeout (60 s by default) before saying so; it now says it 2 s after the server
+    has heard all the audio (the session.updated of its update after the audio)."""
+    clicks = np.zeros(3 * 24000, np.float32)
+    for start in range(2400, clicks.size, 9600):
+        clicks[start:start + 240] = 0.3
+    wav = tmp_path / "clicks.wav"
+    sf.write(str(wav), clicks, 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        started = time.monotonic()
+        code = await asyncio.get_running_loop().run_in_executor(None, main, [str(wav), "--url", url, "--fast",
+                                                                              "--out", os.devnull, "--timeout", "30"])
+        took = time.monotonic() - started
+    assert (code, capsys.readouterr().err) == (
+        1, "talk: the server heard no speech: no turn began in the 2 s after it had heard all the audio\n")
+    assert 2.0 <= took < 6.0, took
