@@ -59,6 +59,7 @@ class AppConfig:
     lm_slots: int = 1
     tp_step_timeout_s: float = 60.0
     max_pending_turns: int = 2  # SessionDefaults'
+    max_input_audio_s: float = 300.0  # SessionDefaults'
 
     def __post_init__(self) -> None:
         if self.profile in ("step-audio", "full-random") and self.model_path is None:  # tiny writes its own
@@ -72,6 +73,8 @@ class AppConfig:
             raise ConfigError("--pause-ms must be between 50 and 2000")
         if self.max_pending_turns < 0:
             raise ConfigError("--max-pending-turns must be 0 (no limit) or more")
+        if not 10 <= self.max_input_audio_s <= 3600:
+            raise ConfigError("--max-input-audio-s must be between 10 and 3600")
         if self.chat_url is not None:
             check_chat_url(self.chat_url)
         # Every profile transcribes the user with Whisper in this language (the Step-Audio ones where the embedded
@@ -136,7 +139,8 @@ class App:
                                         # would be transcribed each second for nothing
                                         early_prefill=config.early_prefill and config.chat_url is None,
                                         max_event_bytes=config.server.max_event_bytes,
-                                        max_pending_turns=config.max_pending_turns)
+                                        max_pending_turns=config.max_pending_turns,
+                                        max_input_audio_s=config.max_input_audio_s)
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Listen, load the models, then accept sessions; not the last if `stop` was set during the load."""

@@ -109,6 +109,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pending-turns", type=int, default=2, metavar="N",
                    help="read a session's input audio no further while N of its turns wait for their transcripts: "
                         "a client sending faster than real time is slowed to the server's pace (0: no limit)")
+    p.add_argument("--max-input-audio-s", type=float, default=300.0, metavar="S",
+                   help="input audio a session keeps, 10-3600 s: a turn longer (or a buffer never committed) keeps "
+                        "its last S s, and the client gets an input_audio_truncated error when its start is dropped "
+                        "(default 300: about 750 words, within the chat prompt's 1500 tokens with room for history)")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply, 50-2000 ms")
     p.add_argument("--language", default="en",
                    help="default language of user speech, a code Whisper knows (en, de, fr, zh, ...; en-US reads as "
@@ -251,6 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
         profile=args.profile, model_path=args.model_path, chat_url=args.chat_url,
         mqtt_url=args.mqtt_url, speculation=args.speculation == "on", pause_ms=args.pause_ms,
         early_prefill=args.early_prefill == "on", max_pending_turns=args.max_pending_turns,
+        max_input_audio_s=args.max_input_audio_s,
         language=args.language, threads=args.threads, lm_threads=args.lm_threads, lm_nice=args.lm_nice,
         lm_slots=args.lm_slots, tp_step_timeout_s=args.tp_step_timeout,
     )

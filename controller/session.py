@@ -73,6 +73,9 @@ class SessionDefaults:
     # fast as it sent (215 turns in 2 minutes, each queued for speech recognition) and the other clients' replies
     # came 5-22 s late. 0: no limit.
     max_pending_turns: int = 2
+    # Input audio kept: past it the oldest goes (a turn keeps its end), and the client is told once per turn. 300 s of
+    # speech is ~750 words, ~1000 tokens: the chat prompt's budget (1500) with room for instructions and history.
+    max_input_audio_s: float = 300.0
     context_budget_tokens: int = 1500
     # Over the budget, the oldest turns are dropped down to this, so that the prompt's start (the LM's prefix cache)
     # stays the same for the next few turns instead of changing with every turn (a whole re-prefill per reply).
@@ -107,7 +110,8 @@ class Session(ItemsMixin, RepliesMixin):
         self.vad = pipeline.new_vad()
         self.listener = pipeline.new_listener()
         self.detector, self.converter = parts.detector, parts.converter
-        self.audio = InputAudio()
+        self.audio = InputAudio(defaults.max_input_audio_s)
+        self._cut_told: int | None = None  # the start (audio ms) of the turn whose lost start the client was told of
         self.log = logging.LoggerAdapter(logger, {"session_id": session_id})
         # (audio's generation or None, the event's JSON, the event for the observer)
         self._out: asyncio.Queue[tuple[int | None, str, dict]] = asyncio.Queue(defaults.out_queue_events)
@@ -217,7 +221,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._tasks.clear()
         self._turn_inputs.clear()
         self.listener.close()
-        self.audio = InputAudio()
+        self.audio = InputAudio(self.defaults.max_input_audio_s)
 
     @property
     def live_tasks(self) -> int:
@@ -566,6 +570,10 @@ class Session(ItemsMixin, RepliesMixin):
         now = time.monotonic()
         self.audio.append(pcm, now)
         self.listener.feed(pcm)
+        if self.audio.dropped_before_ms > self._turn_start_ms and self._cut_told != self._turn_start_ms and (
+                self.cfg.turn_detection is None or self.turns.state in (tt.TurnState.LISTENING,
+                                                                        tt.TurnState.SPECULATING)):
+            await self._notice_full_buffer()
         if self.cfg.turn_detection is None:
             return
         for vad_event in self.detector.feed(self.vad.process(pcm)):
@@ -584,6 +592,16 @@ class Session(ItemsMixin, RepliesMixin):
         self.drop_stale_turn_inputs()
         self.maybe_warm_turn_input()
         self.maybe_prefill()
+
+    async def _notice_full_buffer(self) -> None:
+        """The turn under way (with turn_detection null: the buffer since its last commit or clear) has outgrown the
+        input audio kept, and its start is being dropped. Told once, as it happens: a buffer never committed, or a turn
+        a huge silence_duration_ms never ends, lost its audio unseen; a commit later tells what was answered."""
+        self._cut_told = self._turn_start_ms
+        await self.error(MediaError(
+            f"The input audio buffer holds at most {self.audio.max_seconds:.0f} s: the audio since "
+            f"{self._turn_start_ms} ms, not yet committed, has outgrown it, and its oldest part is dropped as more "
+            "comes. Commit the buffer more often, or speak in shorter turns."), code="input_audio_truncated")
 
     def _forget_idle_audio(self, prefix_padding_ms: int) -> None:
         """Between turns, keep only what the next speech start's padding can reach back to."""
