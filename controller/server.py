@@ -52,6 +52,12 @@ class ServerConfig:
     # slowing every session down: each one needs real-time speech recognition, LM and synthesis. None: no limit.
     max_sessions: int | None = None
     retry_after_s: int = 5
+    # Each connection's socket receive buffer (the kernel doubles it; 0: the kernel's, which it grows by itself). A
+    # session that reads its input only as fast as it transcribes it (max_pending_turns) leaves a fast sender's data
+    # in this buffer, and the sender's keepalive pings behind it: Linux grew it to 3 MB, 35 s of audio ahead of a
+    # ping, and the sender's websockets closed with 1011 keepalive ping timeout (one seen under a 15x sender).
+    # 128 KB is 1.5 s of 24 kHz audio events, and takes a 15 MiB event in 6 s over a 50 ms round trip.
+    recv_buffer_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:  # 0: any free port (tests)
@@ -252,6 +258,9 @@ class RealtimeServer:
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
+        sock = connection.transport.get_extra_info("socket")
+        if self.config.recv_buffer_bytes and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.recv_buffer_bytes)
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
         model = query["model"][0] if query.get("model") else None
         kind = "transcription" if (query.get("intent") or [""])[0] == "transcription" else "realtime"
