@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Mapping
 
 import numpy as np
@@ -37,6 +38,10 @@ __all__ = ["AudioSource", "HandshakeRefused", "RealtimeClient", "RealtimeConnect
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 2**20  # the Realtime API allows 15 MiB events; leave headroom
+# The socket's send buffer (the kernel doubles it). Audio streamed faster than the server reads it (a server that reads
+# input only as fast as it transcribes it) waits there, and this client's keepalive pings behind it: Linux grew it to
+# 4 MB on loopback, 45 s of audio ahead of a ping, and the connection closed with 1011 keepalive ping timeout.
+SEND_BUFFER_BYTES = 64 * 1024
 NOT_CONNECTED = "not connected: open the client with `await RealtimeClient.connect(url)`, not its constructor"
 
 
@@ -265,11 +270,15 @@ class RealtimeClient:
     async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
         try:
-            return await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
-                                    open_timeout=self.open_timeout, ping_interval=self.ping_interval,
-                                    ping_timeout=self.ping_timeout)
+            ws = await ws_connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
+                                  open_timeout=self.open_timeout, ping_interval=self.ping_interval,
+                                  ping_timeout=self.ping_timeout)
         except InvalidStatus as exc:
             raise HandshakeRefused(exc.response) from exc
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        return ws
 
     async def _wait_connected(self) -> ClientConnection:
         while not self._connected.is_set():
