@@ -21,23 +21,12 @@ Rules:
   8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK (T1 doubling to T2, 32 s at
   most); the answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are ua_invite.py's.
-- CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
-  for it (9.2). CANCEL for an unknown transaction -> 481.
-- BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
-  caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
-  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
+- CANCEL, BYE, OPTIONS and INFO are answered by ua_non_invite.py (an OPTIONS ping gets 503 + Retry-After while
+  `max_calls` calls are live, or the agent server is down as the shell last saw it: `agent_server()`).
 - A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
-- OPTIONS -> 200 OK with Allow and Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py), or
-  while `max_calls` calls are live, or the agent server is down as the shell last saw it (`agent_server()`), the
-  503 + Retry-After an INVITE would get (11.2: a proxy that probes with OPTIONS then routes elsewhere); an
-  in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a dialog that does not exist, or no longer
-  does, -> 481 (12.2.2), so the peer tears down a call we have lost.
-  INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
-  application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
-  caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
 - Any request in a live dialog (re-INVITE, BYE, OPTIONS, INFO) whose CSeq is below the caller's last in-dialog
   request's gets 500 and changes nothing (12.2.2): a BYE overtaken by a later request does not end the call.
   Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
@@ -63,15 +52,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from clients.sip.body import ACCEPT, dtmf_keys
 from clients.sip.errors import LocalProtocolError, RemoteProtocolError
 from clients.sip.message import NameAddr, Request, Response, SipParseError, Via, parse_message
-from clients.sip.ua_call import TIMEOUT, Call, Outbox, transition
+from clients.sip.ua_call import Call, Outbox, in_dialog, live_dialog, transition
 from clients.sip.ua_events import (
-    Addr, CallEnded, CallEvent, CallState, Datagram, DtmfReceived, IncomingCall, Refused, TimerAction, UaConfig,
+    Addr, CallEnded, CallEvent, CallState, Datagram, IncomingCall, Refused, TimerAction, UaConfig,
 )
 from clients.sip.ua_invite import InviteServer
 from clients.sip.ua_messages import ALLOW, Extra, Responses
+from clients.sip.ua_non_invite import NonInviteServer
 from clients.sip.ua_requests import OwnRequests
 
 __all__ = ["UserAgent"]
@@ -103,6 +92,7 @@ class UserAgent:
         self._responses = Responses(config)
         self._ours = OwnRequests(config, self._out, self._token)  # our BYE and OPTIONS in the calls' dialogs
         self._invites = InviteServer(config, self._out, rng, self._ours, self._responses)  # INVITE, re-INVITE, ACK
+        self._others = NonInviteServer(self._out, self._responses, self._invites, self._token)  # CANCEL, BYE, ...
         self._agent_retry_after: int | None = None  # the agent server is down: our 503s' Retry-After
 
     # ----- drains -----
@@ -226,13 +216,14 @@ class UserAgent:
         elif method == "INVITE":
             self._on_reinvite(call, req, addr, now)
         elif method == "CANCEL":
-            self._on_cancel(call, req, addr, now)
+            self._others.cancel(call, req, addr, now)
         elif method == "BYE":
-            self._on_bye(call, req, addr, now)
+            self._others.bye(call, req, addr, now)
         elif method == "OPTIONS":
-            self._on_options(call, req, addr)
+            busy = RETRY_AFTER_S if self.live_calls >= self.config.max_calls else self._agent_retry_after
+            self._others.options(call, req, addr, busy)
         elif method == "INFO":
-            self._on_info(call, req, addr)
+            self._others.info(call, req, addr)
         else:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take (8.2.1)
             self._reply(req, addr, 405 if method in OTHER_SIP_METHODS else 501, extra=(("Allow", ALLOW),))
 
@@ -268,7 +259,7 @@ class UserAgent:
         self._out.events.append(Refused(call.invite.call_id, call.invite.from_.uri, status, why))
 
     def _on_reinvite(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
-        if call is None or not self._in_dialog(call, req) or call.state in (S.REJECTED, S.ENDED):
+        if call is None or not in_dialog(call, req) or call.state in (S.REJECTED, S.ENDED):
             self._reply(req, addr, 481)
         elif call.state is S.PROCEEDING:  # the first INVITE is not answered yet (14.2)
             self._retry_later(req, addr)
@@ -278,65 +269,6 @@ class UserAgent:
             self._reply(req, addr, 491)
         else:
             self._invites.reinvite(call, req, addr, now)
-
-    def _on_cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
-        if call is None or req.top_via.branch != call.invite.top_via.branch:
-            self._reply(req, addr, 481)
-            return
-        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
-        if call.state is S.PROCEEDING:
-            transition(call, "cancel")
-            self._invites.final(call, 487, now)
-            self._out.events.append(CallEnded(call.handle, "cancelled"))
-
-    def _on_bye(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
-        if not self._in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
-            self._reply(req, addr, 481)
-            return
-        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
-        if call.state in (S.ENDED, S.REJECTED):
-            return  # retransmitted BYE, or BYEs crossed
-        if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
-            call.early_bye = True
-            transition(call, "bye")
-            self._invites.final(call, 487, now)
-            self._out.events.append(CallEnded(call.handle, "remote hangup"))
-            return
-        self._out.cancel(call, "retx")
-        self._out.cancel(call, "timeout")
-        transition(call, "bye")
-        self._out.events.append(CallEnded(call.handle, "remote hangup"))
-        self._out.start(call, "forget", now + TIMEOUT)
-
-    def _on_options(self, call: Call | None, req: Request, addr: Addr) -> None:
-        in_dialog = req.to.tag is not None  # a PBX's dialog keep-alive; without a To tag, a plain ping
-        if in_dialog and (call is None or not self._live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
-            self._reply(req, addr, 481)
-            return
-        if in_dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
-            call.remote_cseq = req.cseq  # a later request must not go below it
-        capabilities = (("Allow", ALLOW), ("Accept", ACCEPT))
-        retry_after = RETRY_AFTER_S if self.live_calls >= self.config.max_calls else self._agent_retry_after
-        if not in_dialog and retry_after is not None:
-            # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
-            # health check) sends its calls elsewhere while we are full or our agent server is down, not into 503s
-            self._reply(req, addr, 503, extra=(("Retry-After", str(retry_after)), *capabilities))
-            return
-        self._reply(req, addr, 200, extra=capabilities)
-
-    def _on_info(self, call: Call | None, req: Request, addr: Addr) -> None:
-        if call is None or not self._live_dialog(call, req):
-            self._reply(req, addr, 481)
-            return
-        last = call.remote_cseq or call.invite.cseq
-        if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
-            retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
-            self._out.send(self._responses.build(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
-            return
-        call.remote_cseq = req.cseq
-        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
-        keys = dtmf_keys(req.headers.get("Content-Type"), req.body)
-        self._out.events += [DtmfReceived(call.handle, key) for key in keys]
 
     def _on_response(self, resp: Response, now: float) -> None:
         to_tag = NameAddr.parse(resp.headers.get("To") or "").tag if resp.headers.get("To") else None
@@ -366,26 +298,17 @@ class UserAgent:
 
     def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""
-        call = self._calls.get(self._key(req))
-        tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
-        self._out.send(self._responses.build(req, status, addr, to_tag=tag, extra=extra), addr)
-
-    def _in_dialog(self, call: Call | None, req: Request) -> bool:
-        return call is not None and req.to.tag == call.local_tag
+        self._others.reply(self._calls.get(self._key(req)), req, addr, status, extra)
 
     def _out_of_order(self, call: Call | None, req: Request) -> bool:
         """Whether an in-dialog request's CSeq is below the caller's last request's in the dialog: it must get 500
         whatever its method (12.2.2). ACK and CANCEL carry their INVITE's number, and a retransmitted re-INVITE
         belongs to its transaction (17.2.3), not the dialog's order."""
-        if call is None or not self._live_dialog(call, req) or req.method in ("ACK", "CANCEL"):
+        if call is None or not live_dialog(call, req) or req.method in ("ACK", "CANCEL"):
             return False
         if req.method == "INVITE" and req.cseq == call.transaction.cseq:
             return False
         return req.cseq.number < (call.remote_cseq or call.invite.cseq).number
-
-    def _live_dialog(self, call: Call | None, req: Request) -> bool:
-        """`req` is in a dialog that exists now (early or confirmed; not ended, nor refused before it began)."""
-        return call is not None and self._in_dialog(call, req) and call.state not in (S.REJECTED, S.ENDED)
 
     def _get(self, handle: str) -> Call:
         call = self._by_handle.get(handle)

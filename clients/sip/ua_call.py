@@ -1,6 +1,7 @@
 """What the parts of the SIP user agent core share: a call's record, the SIP timers, and the outbox the shell
-drains (datagrams, call events, timer actions). ua.py answers the caller's requests, its INVITEs and ACKs through
-ua_invite.py; ua_requests.py sends ours.
+drains (datagrams, call events, timer actions), and whether a request is in a call's dialog. ua.py answers the
+caller's requests, its INVITEs and ACKs through ua_invite.py and the others through ua_non_invite.py; ua_requests.py
+sends ours.
 Sans-I/O: plain data and bookkeeping, no clock, no socket.
 
 - Timers: T1 = 0.5 s doubling to T2 = 4 s between retransmissions, and 64*T1 = 32 s for giving up (17.1.2,
@@ -21,7 +22,7 @@ from clients.sip.ua_events import (
     TRANSITIONS, Addr, CallEvent, CallState, CancelTimer, Datagram, StartTimer, TimerAction,
 )
 
-__all__ = ["T1", "T2", "TIMEOUT", "Call", "Outbox", "Sent", "transition"]
+__all__ = ["T1", "T2", "TIMEOUT", "Call", "Outbox", "Sent", "in_dialog", "live_dialog", "transition"]
 
 T1 = 0.5
 T2 = 4.0
@@ -85,6 +86,16 @@ class Outbox:
         if key in call.timers:
             call.timers.discard(key)
             self.timers.append(CancelTimer(key))
+
+
+def in_dialog(call: Call | None, req: Request) -> bool:
+    """`req` carries the To tag of `call`'s dialog (of any state)."""
+    return call is not None and req.to.tag == call.local_tag
+
+
+def live_dialog(call: Call | None, req: Request) -> bool:
+    """`req` is in a dialog that exists now (early or confirmed; not ended, nor refused before it began)."""
+    return call is not None and in_dialog(call, req) and call.state not in (CallState.REJECTED, CallState.ENDED)
 
 
 def transition(call: Call, event: str) -> None:

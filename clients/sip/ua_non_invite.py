@@ -1,0 +1,108 @@
+"""The caller's non-INVITE requests to a call, where the bridge answers as a UAS (RFC 3261 17.2.2): CANCEL, BYE,
+OPTIONS and INFO. Sans-I/O; the UA core (ua.py) finds the call a request belongs to (or none), refuses what is out
+of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
+
+- CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
+  for it (9.2). CANCEL for an unknown transaction -> 481.
+- BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
+  caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
+  gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
+- OPTIONS -> 200 OK with Allow and Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py), or
+  while the core says we are busy (`max_calls` calls live, or the agent server down as the shell last saw it) the
+  503 + Retry-After an INVITE would get (11.2: a proxy that probes with OPTIONS then routes elsewhere); an
+  in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a dialog that does not exist, or no longer
+  does, -> 481 (12.2.2), so the peer tears down a call we have lost.
+- INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
+  application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
+  caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clients.sip.body import ACCEPT, dtmf_keys
+from clients.sip.message import Request
+from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, transition
+from clients.sip.ua_events import Addr, CallEnded, CallState, DtmfReceived
+from clients.sip.ua_invite import InviteServer
+from clients.sip.ua_messages import ALLOW, Extra, Responses
+
+__all__ = ["NonInviteServer"]
+
+S = CallState
+
+
+class NonInviteServer:
+    """Answers CANCEL, BYE, OPTIONS and INFO for calls whose records the UA core keeps (see the module rules)."""
+
+    def __init__(self, out: Outbox, responses: Responses, invites: InviteServer, token: Callable[[], str]) -> None:
+        self._out = out
+        self._responses = responses
+        self._invites = invites  # for the 487 that a CANCEL or an early BYE gets the INVITE
+        self._token = token  # the UA core's: tags come from its rng, in the order of its calls
+
+    def reply(self, call: Call | None, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
+        """A stateless final response to `req`, whose call (by Call-ID and From tag) is `call`: in its dialog with
+        the dialog's tag, else with a tag of its own."""
+        tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
+        self._out.send(self._responses.build(req, status, addr, to_tag=tag, extra=extra), addr)
+
+    def cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
+        if call is None or req.top_via.branch != call.invite.top_via.branch:
+            self.reply(call, req, addr, 481)
+            return
+        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
+        if call.state is S.PROCEEDING:
+            transition(call, "cancel")
+            self._invites.final(call, 487, now)
+            self._out.events.append(CallEnded(call.handle, "cancelled"))
+
+    def bye(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
+        if not in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
+            self.reply(call, req, addr, 481)
+            return
+        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
+        if call.state in (S.ENDED, S.REJECTED):
+            return  # retransmitted BYE, or BYEs crossed
+        if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
+            call.early_bye = True
+            transition(call, "bye")
+            self._invites.final(call, 487, now)
+            self._out.events.append(CallEnded(call.handle, "remote hangup"))
+            return
+        self._out.cancel(call, "retx")
+        self._out.cancel(call, "timeout")
+        transition(call, "bye")
+        self._out.events.append(CallEnded(call.handle, "remote hangup"))
+        self._out.start(call, "forget", now + TIMEOUT)
+
+    def options(self, call: Call | None, req: Request, addr: Addr, retry_after: int | None) -> None:
+        """`retry_after`: None, we would take a call; else the Retry-After of the 503 an INVITE would get."""
+        dialog = req.to.tag is not None  # a PBX's dialog keep-alive; without a To tag, a plain ping
+        if dialog and (call is None or not live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
+            self.reply(call, req, addr, 481)
+            return
+        if dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
+            call.remote_cseq = req.cseq  # a later request must not go below it
+        capabilities = (("Allow", ALLOW), ("Accept", ACCEPT))
+        if not dialog and retry_after is not None:
+            # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
+            # health check) sends its calls elsewhere while we are full or our agent server is down, not into 503s
+            self.reply(call, req, addr, 503, extra=(("Retry-After", str(retry_after)), *capabilities))
+            return
+        self.reply(call, req, addr, 200, extra=capabilities)
+
+    def info(self, call: Call | None, req: Request, addr: Addr) -> None:
+        if call is None or not live_dialog(call, req):
+            self.reply(call, req, addr, 481)
+            return
+        last = call.remote_cseq or call.invite.cseq
+        if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
+            retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
+            self._out.send(self._responses.build(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
+            return
+        call.remote_cseq = req.cseq
+        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
+        keys = dtmf_keys(req.headers.get("Content-Type"), req.body)
+        self._out.events += [DtmfReceived(call.handle, key) for key in keys]
