@@ -42,8 +42,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 # A Via element: protocol name / version / transport, then sent-by and its parameters.
 _SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)", re.DOTALL)
 _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
-            405: "Method Not Allowed", 415: "Unsupported Media Type", 420: "Bad Extension",
-            481: "Call/Transaction Does Not Exist",
+            405: "Method Not Allowed", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
+            420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
             482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
             491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
             505: "Version Not Supported", 513: "Message Too Large"}

@@ -23,6 +23,8 @@ Rules:
   most); the answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are ua_invite.py's.
 - CANCEL, BYE, OPTIONS and INFO are answered by ua_non_invite.py (an OPTIONS ping gets 503 + Retry-After while
   `max_calls` calls are live, or the agent server is down as the shell last saw it: `agent_server()`).
+- A request whose Request-URI has a scheme other than sip, sips or tel gets 416 Unsupported URI Scheme (8.2.2.1;
+  RFC 4475's unksm), as one requiring an extension gets 420, below: we are no endpoint for such an address.
 - A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
   gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
@@ -198,7 +200,10 @@ class UserAgent:
         method = req.method
         starts_call = method == "INVITE" and req.to.tag is None
         unsupported = _unsupported(req)
-        if unsupported and method not in ("ACK", "CANCEL") and not starts_call:  # a new call's: see _on_invite
+        refuse_now = method not in ("ACK", "CANCEL") and not starts_call  # a new call's: see _on_invite
+        if refuse_now and _unknown_scheme(req):
+            self._reply(req, addr, 416)
+        elif unsupported and refuse_now:
             self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported)),))
         elif method == "ACK":
             self._invites.on_ack(call, req, now)
@@ -236,6 +241,10 @@ class UserAgent:
         if self.live_calls > self.config.max_calls:
             self._refuse(call, 503, now, f"max_calls ({self.config.max_calls}) reached",
                          extra=(("Retry-After", str(RETRY_AFTER_S)),))
+            return
+        scheme = _unknown_scheme(req)
+        if scheme:
+            self._refuse(call, 416, now, f"Request-URI scheme {scheme} unsupported")
             return
         unsupported = ", ".join(_unsupported(req))
         if unsupported:
@@ -328,6 +337,12 @@ def _same_transaction(a: Request, b: Request) -> bool:
     """Whether two requests of one method belong to one server transaction (17.2.3: top Via branch and sent-by)."""
     va, vb = a.top_via, b.top_via
     return (va.branch, va.host, va.port) == (vb.branch, vb.host, vb.port)
+
+
+def _unknown_scheme(req: Request) -> str | None:
+    """The scheme of `req`'s Request-URI unless it is one we answer (8.2.2.1): sip, sips, or tel (a gateway's)."""
+    scheme = req.uri.partition(":")[0]
+    return None if scheme.lower() in ("sip", "sips", "tel") else scheme
 
 
 def _unsupported(req: Request) -> list[str]:

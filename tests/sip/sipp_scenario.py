@@ -17,12 +17,12 @@ def sdp(formats: str, *extra: str, port: str = "[media_port]", version: int = 1,
 
 
 def request(method: str, cseq: int, *, in_dialog: bool, body: str = "", headers: str = "",
-            content_type: str = "application/sdp") -> str:
+            content_type: str = "application/sdp", uri: str = "sip:[service]@[remote_ip]:[remote_port]") -> str:
     to = "To: <sip:[service]@[remote_ip]:[remote_port]>" + ("[peer_tag_param]" if in_dialog else "")
     ctype = f"Content-Type: {content_type}\n" if body else ""
     ctype += headers
     retrans = ' retrans="500"' if method != "ACK" else ""
-    return (f"<send{retrans}><![CDATA[\n{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{HEAD}\n{to}\n"
+    return (f"<send{retrans}><![CDATA[\n{method} {uri} SIP/2.0\n{HEAD}\n{to}\n"
             f"CSeq: {cseq} {method}\n{ctype}Content-Length: [len]\n\n{body}]]></send>\n")
 
 

@@ -108,3 +108,18 @@ def test_an_unknown_method_spelt_in_any_case_gets_501_with_allow(method: str, tm
             request(method, 1, in_dialog=False),
             expect(501, optional=(), match="^ *INVITE, ACK, CANCEL, BYE, OPTIONS, INFO *$", header="Allow")))
     assert bridge.calls() == []
+
+
+def test_a_request_uri_of_an_unknown_scheme_gets_416(tmp_path: Path) -> None:
+    """RFC 3261 8.2.2.1 (RFC 4475's unksm): a request to an address we cannot be, of a scheme other than sip, sips
+    or tel, gets 416 Unsupported URI Scheme. Such an INVITE was answered as a call and an OPTIONS with 200; now
+    the INVITE is refused before any agent session (no agent server needed), in the call log too."""
+    need("sipp")
+    unknown = "nobodyKnowsThisScheme:totallyopaquecontent"
+    bridge = BridgeProcess(f"ws://127.0.0.1:{free_udp_port()}/v1/realtime", tmp_path)
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
+            request("OPTIONS", 1, in_dialog=False, uri=unknown), expect(416, optional=()),
+            request("INVITE", 2, in_dialog=False, body=sdp("0"), uri=unknown), expect(416, optional=(100,)),
+            request("ACK", 2, in_dialog=True)))
+    assert [c["end_reason"] for c in bridge.calls()] == [
+        "refused 416: Request-URI scheme nobodyKnowsThisScheme unsupported"]
