@@ -4,7 +4,8 @@ the caller is still there. The asyncio side (agent_call.py) owns the socket and 
 
 - Only RTP from the caller's media source counts (rtp_latch.py); ours goes back there. A packet of the call's
   codec goes to the jitter buffer; any other (DTMF, comfort noise) is skipped there, so that its sequence number
-  is no loss, and RFC 4733 events become key presses.
+  is no loss, and RFC 4733 events become key presses. A payload type our answer did not name is logged once per
+  call: a caller whose offer lacked telephone-event may send key presses as events anyway, and they are lost.
 - Each tick sends one packet (silence while the agent is quiet: a continuous stream) unless the call is on hold
   (then the agent's audio waits in its queue, bounded, and plays on when the caller resumes), and moves the
   caller's audio so far to a bounded queue for the agent. While the caller holds the call, what it sends (hold
@@ -55,6 +56,7 @@ class CallMedia:
         self.last_rtp = 0.0  # time of the caller's last RTP packet (or answer, re-INVITE, keep-alive question)
         self._inbound: list[bytes] = []
         self._dest: Addr | None = None  # latch.send_to when media_to was last written
+        self._unnamed_types: set[int] = set()  # payload types the caller sent that our answer did not name
 
     def change(self, media: Negotiated, now: float) -> None:
         """A re-INVITE moved the caller's media or put the call on hold or off it."""
@@ -92,6 +94,7 @@ class CallMedia:
             return []
         self._queue_inbound(self.jitter.skip(packet, now))
         if packet.payload_type != self.media.dtmf_payload_type:
+            self._note_unnamed(packet.payload_type)
             return []
         try:
             return [d.digit for d in self.dtmf_rx.feed(packet)]
@@ -141,6 +144,17 @@ class CallMedia:
         if over > 0:
             del self._inbound[:over]
             self.record.inbound_dropped_frames += over
+
+    def _note_unnamed(self, payload_type: int) -> None:
+        """Log, once per type, RTP of a type our answer did not name (RFC 3264 7: the caller sends only those)."""
+        if payload_type in self._unnamed_types:
+            return
+        self._unnamed_types.add(payload_type)
+        codec, dtmf = self.media.codec, self.media.dtmf_payload_type
+        named = f"{codec.name} {codec.payload_type}, " + (f"telephone-event {dtmf}" if dtmf is not None else
+                                                          "no telephone-event: the offer had none")
+        self.log.info("call %s: RTP of payload type %d ignored: our answer named %s", self.record.call, payload_type,
+                      named)
 
     def _note_destination(self) -> None:
         """Keep the call log's media_to on where our RTP goes, and say so when a NAT source was latched."""
