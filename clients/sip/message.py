@@ -9,6 +9,8 @@ Rules this module keeps:
 - Content-Length (18.3, 20.14): when present it must be a non-negative integer no larger than the bytes that
   follow the head; extra bytes are discarded. When absent (allowed over UDP) the body is the rest of the datagram.
 - A request must carry Via, From, To, Call-ID and CSeq, and the CSeq method must equal the request method (8.1.1).
+  From, To, Call-ID, CSeq and Max-Forwards hold one value: a second line of one is an error (7.3.1; RFC 4475's
+  multi01), for the dialog and transaction a request belongs to would be ambiguous.
 - `serialize()` always writes Content-Length from the actual body (a stale value is replaced).
 - Every syntax error raises RemoteProtocolError (status 400; a request of another SIP version 505).
   `parse_message` attaches whatever it could parse (`exc.partial`) so the UA can still address a 400 response to
@@ -41,6 +43,7 @@ _CANONICAL = {n.lower(): n for n in (
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 # A Via element: protocol name / version / transport, then sent-by and its parameters.
 _SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)", re.DOTALL)
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards")  # headers that may not appear twice in a request
 _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
             405: "Method Not Allowed", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
             420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
@@ -384,6 +387,9 @@ def _check_request(req: Request) -> None:
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not req.headers.get(name):
             raise SipParseError(f"missing {name} header", req)
+    for name in _SINGLE:
+        if len(req.headers.lines(name)) > 1:
+            raise SipParseError(f"more than one {name} header", req)
     try:
         req.top_via  # noqa: B018 - each property validates its header
         req.from_  # noqa: B018

@@ -123,3 +123,16 @@ def test_a_request_uri_of_an_unknown_scheme_gets_416(tmp_path: Path) -> None:
             request("ACK", 2, in_dialog=True)))
     assert [c["end_reason"] for c in bridge.calls()] == [
         "refused 416: Request-URI scheme nobodyKnowsThisScheme unsupported"]
+
+
+def test_a_request_with_two_call_ids_gets_400(tmp_path: Path) -> None:
+    """RFC 3261 7.3.1 (RFC 4475's multi01: "a UAS must respond with 400"): Call-ID, From, To, CSeq and Max-Forwards
+    hold one value each. An INVITE with a second Call-ID was answered under the first, leaving the dialog it
+    belonged to ambiguous between us and the proxies on the path; now it gets 400 saying which header, and no
+    call (no agent server needed)."""
+    need("sipp")
+    bridge = BridgeProcess(f"ws://127.0.0.1:{free_udp_port()}/v1/realtime", tmp_path)
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0"), headers="Call-ID: another-[call_id]\n"),
+            expect(400, optional=(100,), match='more than one Call-ID header', header="Warning")))
+    assert bridge.calls() == []
