@@ -8,6 +8,9 @@ Rules this module keeps:
   every name is stored in one canonical spelling, so `get("call-id")`, `get("i")` and `get("Call-ID")` agree.
 - Content-Length (18.3, 20.14): when present it must be a non-negative integer no larger than the bytes that
   follow the head; extra bytes are discarded. When absent (allowed over UDP) the body is the rest of the datagram.
+- A request line's elements may be set apart by more than one SP, and followed by some (RFC 4475's lwsstart and
+  trws allow that liberal reading). One with a space inside its Request-URI (lwsruri) keeps its headers in the
+  error, so that the request gets its 400 (a retransmitting sender is told why, not left to time out).
 - A request must carry Via, From, To, Call-ID and CSeq, and the CSeq method must equal the request method (8.1.1).
   From, To, Call-ID, CSeq and Max-Forwards hold one value: a second line of one is an error (7.3.1; RFC 4475's
   multi01), for the dialog and transaction a request belongs to would be ambiguous.
@@ -362,9 +365,13 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
         if not 100 <= status <= 699:
             raise SipParseError(f"bad status code {status}")
         return Response(status, parts[2] if len(parts) > 2 else "", headers, body)
-    parts = line.split(" ")
+    # Runs of whitespace between the elements, or after them, are taken as one SP (RFC 4475 lwsstart, trws: a
+    # liberal reading); a request with a space in its URI (lwsruri) is refused with 400 through its headers.
+    parts = line.split()
     if len(parts) != 3 or not _TOKEN.match(parts[0]) or ":" not in parts[1]:
-        raise SipParseError(f"bad request line {line[:60]!r}")
+        looks_like_one = len(parts) > 3 and _TOKEN.match(parts[0]) and parts[-1].startswith("SIP/")
+        partial = Request(parts[0], "", headers, body) if looks_like_one else None
+        raise SipParseError(f"bad request line {line[:60]!r}", partial)
     request = Request(parts[0], parts[1], headers, body)
     if parts[2] != "SIP/2.0":
         raise SipParseError(f"unsupported version {parts[2][:20]!r}", request, 505)  # 21.5.6

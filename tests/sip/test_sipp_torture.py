@@ -43,3 +43,18 @@ def test_a_tortuous_but_valid_invite_is_answered(embedded_server, tmp_path: Path
         TORTUOUS_INVITE, expect(200), request("ACK", 1, in_dialog=True),
         request("BYE", 2, in_dialog=True), expect(200, optional=())))
     assert [c["end_reason"] for c in calls] == ["remote hangup"], bridge.log()
+
+
+def test_a_request_line_with_extra_spaces_is_answered_and_a_broken_one_gets_400(embedded_server,
+                                                                                tmp_path: Path) -> None:
+    """RFC 4475's lwsstart and trws: more than one SP between the request line's elements, or SP after them, may
+    be read liberally, and an OPTIONS so spelt now gets its 200; a request line of four elements (lwsruri: "sip:x;
+    lr" with a space in the URI) gets 400 with the reason. Both had been dropped without a response, leaving the
+    sender to retransmit until its transaction timed out."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    uri = "sip:[service]@[remote_ip]:[remote_port]"
+    sipp_call(bridge, tmp_path, records=False, scenario=scenario(
+        request("OPTIONS", 1, in_dialog=False, uri=f"  {uri}  "), expect(200, optional=()),
+        request("OPTIONS", 2, in_dialog=False, uri=f"{uri}; lr"),
+        expect(400, optional=(), match="bad request line", header="Warning")))
