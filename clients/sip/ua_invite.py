@@ -17,13 +17,15 @@ is out of place (481, 491, a retransmission's repeat) and hands the rest here.
   caller's new remote target (12.2.2), and its source where the caller now is.
 - The ACK of the INVITE transaction stops the retransmissions: it confirms a first answer (CallConfirmed), lets a
   refused call be forgotten after 32 s, and sends a BYE that waited for it (we hung up meanwhile, 15). An ACK that
-  brings the answer to our offer gives MediaChanged, or ends the call with BYE when the answer is unusable. Any
-  other ACK is absorbed, never answered (17.2.1).
+  brings the answer to our offer gives MediaChanged, or ends the call with BYE when the answer is unusable; if it
+  takes telephone-event, key presses come with our offer's payload type for it, whatever number the answer gives.
+  Any other ACK is absorbed, never answered (17.2.1).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from clients.sip.body import ACCEPT, sdp_body
 from clients.sip.errors import NotSdp, RemoteProtocolError
@@ -130,10 +132,15 @@ class InviteServer:
         assert call.media is not None  # invariant: answered calls have negotiated media
         call.awaiting_answer = False
         try:
-            call.media = negotiate(_sdp(ack), keep=call.media.codec)
+            media = negotiate(_sdp(ack), keep=call.media.codec)
         except RemoteProtocolError as exc:
             self._ours.end_with_bye(call, "hangup", f"no usable SDP answer: {exc}", now)
             return
+        if media.dtmf_payload_type is not None:
+            # The caller sends its key presses with the number our offer gave telephone-event (5.1: an SDP names
+            # the numbers its side receives), even in an answer that gives it another number (6.1 only says SHOULD)
+            media = replace(media, dtmf_payload_type=call.media.dtmf_payload_type)
+        call.media = media
         self._out.events.append(MediaChanged(call.handle, call.media))
 
     def _answer_sdp(self, call: Call, offer: SessionDescription) -> bytes:
