@@ -10,7 +10,8 @@ Rules this module keeps:
   follow the head; extra bytes are discarded. When absent (allowed over UDP) the body is the rest of the datagram.
 - A request line's elements may be set apart by more than one SP, and followed by some (RFC 4475's lwsstart and
   trws allow that liberal reading). One with a space inside its Request-URI (lwsruri) keeps its headers in the
-  error, so that the request gets its 400 (a retransmitting sender is told why, not left to time out).
+  error, so that the request gets its 400 (a retransmitting sender is told why, not left to time out); so does
+  one whose Request-URI does not start with a scheme (ltgtruri's "<sip:...>").
 - A request must carry Via, From, To, Call-ID and CSeq, and the CSeq method must equal the request method (8.1.1).
   From, To, Call-ID, CSeq and Max-Forwards hold one value: a second line of one is an error (7.3.1; RFC 4475's
   multi01), for the dialog and transaction a request belongs to would be ambiguous.
@@ -44,6 +45,7 @@ _CANONICAL = {n.lower(): n for n in (
     "Content-Type", "User-Agent", "Proxy-Authenticate", "Proxy-Authorization", "Accept-Encoding", "Content-Encoding",
     "Content-Disposition", "Allow-Events", "Refer-To", "Session-Expires")}
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # RFC 3986 3.1
 # A Via element: protocol name / version / transport, then sent-by and its parameters.
 _SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)", re.DOTALL)
 _SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards")  # headers that may not appear twice in a request
@@ -372,6 +374,8 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
         looks_like_one = len(parts) > 3 and _TOKEN.match(parts[0]) and parts[-1].startswith("SIP/")
         partial = Request(parts[0], "", headers, body) if looks_like_one else None
         raise SipParseError(f"bad request line {line[:60]!r}", partial)
+    if not _URI_SCHEME.match(parts[1]):  # RFC 4475 ltgtruri: "<sip:...>" is a name-addr, not a Request-URI
+        raise SipParseError(f"bad Request-URI {parts[1][:60]!r}", Request(parts[0], "", headers, body))
     request = Request(parts[0], parts[1], headers, body)
     if parts[2] != "SIP/2.0":
         raise SipParseError(f"unsupported version {parts[2][:20]!r}", request, 505)  # 21.5.6

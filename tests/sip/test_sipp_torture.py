@@ -50,11 +50,14 @@ def test_a_request_line_with_extra_spaces_is_answered_and_a_broken_one_gets_400(
     """RFC 4475's lwsstart and trws: more than one SP between the request line's elements, or SP after them, may
     be read liberally, and an OPTIONS so spelt now gets its 200; a request line of four elements (lwsruri: "sip:x;
     lr" with a space in the URI) gets 400 with the reason. Both had been dropped without a response, leaving the
-    sender to retransmit until its transaction timed out."""
+    sender to retransmit until its transaction timed out. A Request-URI in angle brackets (ltgtruri) gets 400 too:
+    it was taken for a URI of the unknown scheme "<sip" (416)."""
     need("sipp")
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
     uri = "sip:[service]@[remote_ip]:[remote_port]"
     sipp_call(bridge, tmp_path, records=False, scenario=scenario(
         request("OPTIONS", 1, in_dialog=False, uri=f"  {uri}  "), expect(200, optional=()),
         request("OPTIONS", 2, in_dialog=False, uri=f"{uri}; lr"),
-        expect(400, optional=(), match="bad request line", header="Warning")))
+        expect(400, optional=(), match="bad request line", header="Warning"),
+        request("OPTIONS", 3, in_dialog=False, uri=f"<{uri}>"),
+        expect(400, optional=(), match="bad Request-URI", header="Warning")))
