@@ -2,8 +2,9 @@
 in-dialog OPTIONS that asks a held caller whether it is still there. Sans-I/O; the UA core (ua.py) drives it.
 
 - Both go to the caller's remote target (ua_messages.py) in a new transaction, and are retransmitted (T1 doubling
-  to T2) until any response, for at most 64*T1 = 32 s (17.1.2). Only a response to our latest request of that
-  method in the dialog (its CSeq) counts.
+  to T2; every T2 after a provisional response) until a final response, for at most 64*T1 = 32 s (17.1.2.2): a
+  caller that answers 100 and then nothing is as gone as one that never answers. Only a response to our latest
+  request of that method in the dialog (its CSeq) counts.
 - Our BYE ends the call (CallEnded with our reason, RFC 3326 Reason in the BYE). Called while our 2xx awaits its
   ACK, `hang_up` ends the call at once but the BYE waits for that ACK or the 2xx's timeout (15). A BYE makes a
   pending keep-alive moot.
@@ -64,6 +65,9 @@ class OwnRequests:
         kind = resp.cseq.method.lower()
         sent = call.sent.get(kind)
         if sent is None or resp.cseq.number != sent.cseq:
+            return
+        if resp.status < 200:  # 17.1.2.2 Proceeding: resent every T2, and Timer F still ends a caller that stops
+            sent.interval = T2
             return
         self._out.cancel(call, f"{kind}retx")
         self._out.cancel(call, f"{kind}timeout")

@@ -115,6 +115,23 @@ def test_a_keepalive_answered_keeps_the_call_and_481_ends_it() -> None:
             assert again.cseq.number == 2
 
 
+def test_a_keepalive_answered_only_with_100_still_times_out() -> None:
+    """17.1.2.2: a provisional response moves our OPTIONS to Proceeding, where it is resent every T2 and Timer F
+    still runs. A 100 stopped both, so a caller whose stack said 100 and then vanished kept its call (and agent
+    session) up until the next keep-alive question, a minute later by default."""
+    from clients.sip.ua_events import CallEnded
+
+    h = Harness()
+    call, _ = h.established()
+    (options,) = _keepalive(h, call)
+    assert h.feed(_answer_to(options, 100)) == []
+    later = h.advance(h.now + 31)
+    assert {m.method for m in later} == {"OPTIONS"} and len(later) >= 7  # every T2 = 4 s
+    bye = h.advance(h.now + 1.5)[-1]
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["caller gone: no answer to OPTIONS"]
+
+
 def test_any_in_dialog_request_below_the_callers_last_cseq_gets_500_and_changes_nothing() -> None:
     """RFC 3261 12.2.2: a request whose CSeq is lower than the caller's last one in the dialog is out of order and
     MUST get 500, whatever its method: a stale BYE must not hang up the call, a stale re-INVITE must not move the
