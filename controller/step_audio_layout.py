@@ -23,7 +23,8 @@ import numpy as np
 from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
 from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-checkpoint writes
 from controller.errors import ConfigError
-from lm_engine.utils.safetensors_header import SafetensorsHeaderError, read_header
+from controller.file_integrity import CUT_NOTE, damage
+from lm_engine.utils.safetensors_header import read_header
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTts, StepTtsError, check_prompt_ids, check_prompt_wav,
     find_speakers_dir, read_prompt_wav, read_speakers_info,
@@ -36,7 +37,6 @@ CAMPPLUS_FILE = "campplus.onnx"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # how every Git LFS pointer file starts
 LFS_NOTE = " (a Git LFS pointer)"
-CUT_NOTE = "cut short: "
 _LAYER_PREFIX = "model.layers."  # Step-1's (and Qwen2's) decoder layers: model.layers.N.<part>.weight
 
 
@@ -223,7 +223,7 @@ def check_speaker(root: Path, name: str) -> None:
 def _missing_in(root: Path, sub: str, names: tuple[str, ...]) -> list[str]:
     if not (root / sub).is_dir():
         return [f"{sub}/"]
-    return [m for n in names for m in _absent(root, f"{sub}/{n}")]
+    return [m for n in names for m in _absent(root, f"{sub}/{n}") or _damaged(root, f"{sub}/{n}")]
 
 
 def _absent(root: Path, rel: str) -> list[str]:
@@ -257,24 +257,16 @@ def _missing_weights(root: Path, sub: str) -> list[str]:
     if not folder.is_dir():
         return []
     rels = [f"{sub}/{shard}" for shard in _weight_files(folder)]
-    missing = [m for rel in rels for m in _absent(root, rel) or _damaged_shard(root, rel)]
+    missing = [m for rel in rels for m in _absent(root, rel) or _damaged(root, rel)]
     if missing and sub == CHAT_DIR:
         missing[-1] += " (its weights; or run the Chat LM on a server and pass --chat-url)"
     return missing
 
 
-def _damaged_shard(root: Path, rel: str) -> list[str]:
-    """[rel + why] for a safetensors file its download cut short, read from its header, else []. Its loader found
-    it only once the models before it had loaded (minutes, before the real Chat LM), one shard per try."""
-    path = root / rel
-    try:
-        header = read_header(path)
-        size = path.stat().st_size
-    except OSError:  # unreadable: its loader names it with the reason
-        return []
-    except SafetensorsHeaderError as exc:
-        return [f"{rel} ({exc})"]
-    return [f"{rel} ({CUT_NOTE}{size:,} of its {header.whole_size:,} bytes)"] if size < header.whole_size else []
+def _damaged(root: Path, rel: str) -> list[str]:
+    """[rel + why] for a file that is there but not whole (file_integrity.damage), else []."""
+    why = damage(root / rel)
+    return [f"{rel} ({why})"] if why else []
 
 
 def _missing_speakers(root: Path) -> list[str]:

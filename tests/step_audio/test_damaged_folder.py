@@ -15,6 +15,8 @@ from tests.step_audio.conftest import fails_in_one_line, layout_without, run_cli
 
 pytestmark = pytest.mark.slow
 
+PARAFORMER = "dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online"
+
 
 def _with_file(tiny_model_dir: Path, tmp_path: Path, rel: str, data: bytes) -> Path:
     """The tiny folder (as links) with `rel` replaced by `data`."""
@@ -45,6 +47,21 @@ def test_a_weights_file_cut_short_is_named_before_any_model_loads(tiny_model_dir
     stderr = _chat_fails(folder, tmp_path)
     assert f"{shard} (cut short: {len(data) // 2:,} of its {len(data):,} bytes)" in stderr, stderr
     assert "download it again" in stderr
+
+
+@pytest.mark.parametrize(("rel", "why"), [
+    ("Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt", "cut short: its zip archive has no end"),
+    (f"Step-Audio-Tokenizer/{PARAFORMER}/model.pt", "cut short: its zip archive has no end"),
+    ("Step-Audio-Tokenizer/linguistic_tokenizer.npy", "cut short: 65,600 of its 131,200 bytes"),
+])
+def test_a_decoder_or_tokenizer_file_cut_short_is_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                              rel: str, why: str) -> None:
+    """Their loaders named them ("cannot read ... hift.pt (PytorchStreamReader failed ...)"), but only once the
+    models before them had loaded: for a decoder's, the tokenizer and TTS-3B (tens of seconds for the real ones)."""
+    data = (tiny_model_dir / rel).read_bytes()
+    folder = _with_file(tiny_model_dir, tmp_path, rel, data[:len(data) // 2])
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"lacks {rel} ({why})" in stderr and "download it again" in stderr, stderr
 
 
 def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,

@@ -283,15 +283,11 @@ def test_a_web_page_saved_as_mp3_is_not_said_to_be_missing(tiny_model_dir: Path,
     # torch's own message named no file and advised loading it with weights_only=False
     ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt",
      "cannot read {folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt (UnpicklingError)"),
-    ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt.cut",
-     "cannot read {folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt ("),
     ("tts", f"Step-Audio-Tokenizer/{PARAFORMER}/model.pt",
      f"cannot read {{folder}}/Step-Audio-Tokenizer/{PARAFORMER}/model.pt"),
     # numpy named no file, and for a web page advised loading it with allow_pickle
     ("tts", "Step-Audio-Tokenizer/linguistic_tokenizer.npy",
      "cannot read {folder}/Step-Audio-Tokenizer/linguistic_tokenizer.npy (ValueError)"),
-    ("tts", "Step-Audio-Tokenizer/linguistic_tokenizer.npy.cut",
-     "cannot read {folder}/Step-Audio-Tokenizer/linguistic_tokenizer.npy ("),
     # yaml named neither the file nor the line: 'ScannerError: while scanning a quoted scalar'
     ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/cosyvoice.yaml.cut",
      "{folder}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz/cosyvoice.yaml is not valid YAML (line "),
