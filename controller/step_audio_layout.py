@@ -151,27 +151,40 @@ def _check_lm_configs(root: Path, chat: ChatNeed) -> None:
             layers = ModelConfig.from_dir(root / sub).num_layers
         except ModelConfigError as exc:  # names the file and the field
             raise ConfigError(str(exc)) from exc
-        held = _layers_in_weights(root / sub)
-        if held and len(held) != layers:
-            # the loader named one tensor ("lacks 9 tensors, e.g. model.layers.2...", "has no parameter"), not why
-            raise ConfigError(f"{root / sub / 'config.json'}: num_hidden_layers is {layers}, but the weights beside "
-                              f"it hold {len(held)} layers (model.layers.{min(held)}-{max(held)}): is config.json "
-                              "the one that came with these weights?")
+        held = _weight_shapes(root / sub)
+        if held:
+            _check_weights_match(root / sub / "config.json", layers, held)
 
 
-def _layers_in_weights(folder: Path) -> set[int]:
-    """The N of every model.layers.N. tensor of a folder's safetensors files (read from their headers)."""
-    held: set[int] = set()
+def _check_weights_match(config_file: Path, layers: int, held: dict[str, tuple[int, ...]]) -> None:
+    """config.json against the tensors its weights hold: its loader named one tensor ("lacks 9 tensors, e.g.
+    model.layers.2...", "has no parameter", a shape), and only once the models before it had loaded."""
+    from lm_engine.checkpoint import step1_tensor_shapes
+
+    found = {int(n.split(".")[2]) for n in held if n.startswith(_LAYER_PREFIX) and n.split(".")[2].isdigit()}
+    if found and len(found) != layers:
+        raise ConfigError(f"{config_file}: num_hidden_layers is {layers}, but the weights beside it hold "
+                          f"{len(found)} layers (model.layers.{min(found)}-{max(found)}): is config.json the one "
+                          "that came with these weights?")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("model_type") != "step1" or config.get("head_dim"):  # the Step-Audio LMs' own layout
+        return
+    for name, shape in step1_tensor_shapes(config):
+        if name in held and held[name] != shape:
+            raise ConfigError(f"{config_file}: checkpoint tensor {name!r} is {list(held[name])}, but config.json "
+                              f"makes it {list(shape)}: is config.json the one that came with these weights?")
+
+
+def _weight_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a folder's safetensors files, read from their headers ({} when one is unreadable:
+    its loader names it with the reason)."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for shard in _weight_files(folder):
         try:
-            names = read_header(folder / shard).names
-        except OSError:  # unreadable: its loader names it with the reason
-            return set()
-        for name in names:
-            parts = name.split(".")
-            if name.startswith(_LAYER_PREFIX) and len(parts) > 2 and parts[2].isdigit():
-                held.add(int(parts[2]))
-    return held
+            shapes |= read_header(folder / shard).shapes
+        except OSError:
+            return {}
+    return shapes
 
 
 def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:

@@ -18,7 +18,7 @@ class SafetensorsHeaderError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SafetensorsHeader:
-    names: tuple[str, ...]  # the tensors' names, in the header's order
+    shapes: dict[str, tuple[int, ...]]  # each tensor's shape, by name, in the header's order
     whole_size: int  # the file's size in bytes when whole: 8 + N + the end of its last tensor
 
 
@@ -37,6 +37,7 @@ def read_header(path: Path) -> SafetensorsHeader:
             header = json.loads(f.read(length))
             tensors = {k: v for k, v in header.items() if k != "__metadata__"}
             end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+            shapes = {k: tuple(int(n) for n in v["shape"]) for k, v in tensors.items()}
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise SafetensorsHeaderError(f"its header is not a safetensors one ({type(exc).__name__})") from exc
-    return SafetensorsHeader(names=tuple(tensors), whole_size=8 + length + end)
+    return SafetensorsHeader(shapes=shapes, whole_size=8 + length + end)

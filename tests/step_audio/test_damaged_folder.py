@@ -118,6 +118,19 @@ def test_a_layer_count_at_odds_with_the_weights_says_both_counts(tiny_model_dir:
             "layers (model.layers.0-1)") in _chat_fails(folder, tmp_path)
 
 
+@pytest.mark.parametrize(("fields", "tensor"), [
+    ({"vocab_size": 7000}, "'model.embed_tokens.weight' is [6144, 192], but config.json makes it [7000, 192]"),
+    ({"num_attention_groups": 4}, "'model.layers.0.self_attn.k_proj.weight' is [16, 192], but config.json makes it "
+                                  "[32, 192]"),
+])
+def test_a_chat_config_json_at_odds_with_its_weights_is_named_before_any_model_loads(
+        tiny_model_dir: Path, tmp_path: Path, fields: dict, tensor: str) -> None:
+    """The loader named the tensor as well, but only once the tokenizer, TTS-3B and both decoders had loaded
+    (minutes for the real ones): the shapes are in the safetensors headers."""
+    folder = _with_config(tiny_model_dir, tmp_path, "Step-Audio-Chat", **fields)
+    assert f"{folder}/Step-Audio-Chat/config.json: checkpoint tensor {tensor}" in _chat_fails(folder, tmp_path)
+
+
 def test_a_chat_context_smaller_than_the_reply_cap_still_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A Chat max_seq_len of 20 against the tiny profile's 24-token reply cap: the prompt had "the -4 that fit" and
     the reply ended in the engine's EngineError traceback. A reply takes at most half the context."""

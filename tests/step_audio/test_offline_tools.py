@@ -499,8 +499,8 @@ def test_a_tts_context_too_small_for_the_speakers_is_refused_in_one_line(tiny_mo
 
 
 @pytest.mark.parametrize(("field", "value", "tensor"), [
-    ("vocab_size", 100, "'lm_head.weight' is [6144, 96], but config.json makes it [100, 96]"),  # was a traceback
-    ("intermediate_size", 96, "'model.layers.0.mlp.down_proj.weight' is [96, 192]"),  # loaded half of it, silently
+    ("vocab_size", 100, "'model.embed_tokens.weight' is [6144, 96], but config.json makes it [100, 96]"),
+    ("intermediate_size", 96, "'model.layers.0.mlp.gate_proj.weight' is [192, 96]"),  # loaded half of it, silently
     # k_proj is one part of the fused qkv weight: it was narrow()'s "start (0) + length (16) exceeds dimension size"
     ("num_attention_groups", 2, "'model.layers.0.self_attn.k_proj.weight' is [8, 96], but config.json makes it [16, "),
 ])
