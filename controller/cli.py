@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sip_bridge(sub)
     _add_make_checkpoint(sub)
     _add_offline_tools(sub)
+    for command_parser in sub.choices.values():  # for main() to say an unknown option under its command's usage
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -296,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         from clients.sip.cli import main as sip_main
         return int(sip_main(argv[1:]) or 0)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse leaves a command's unknown options to the top parser, whose error (`stepaudio-rt: error:
+        # unrecognized arguments: --prot 8800`) came under a usage that lists only the commands, not their options.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     level = getattr(args, "log_level", "INFO")
     logging.basicConfig(level=level, handlers=[log_handler()])
     # websockets logs every plain HTTP answer (/healthz, /metrics, the page) as "connection rejected", and

@@ -76,6 +76,14 @@ def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str
     assert_one_line_error(serve(*args), message)
 
 
+def test_a_mistyped_option_is_named_under_the_usage_of_serve() -> None:
+    """`serve --prot 8800` got `stepaudio-rt: error: unrecognized arguments` under the usage of the bare command,
+    which lists the commands only: the user was not shown serve's options to find the right spelling in."""
+    proc = serve("--prot", "8800")
+    assert_one_line_error(proc, "unrecognized arguments: --prot 8800")
+    assert "[--port PORT]" in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 def test_a_model_cache_that_cannot_be_written_is_named_with_the_variable_that_moves_it(tmp_path: Path) -> None:
     """The chat LM is assembled into the cache on first use; a cache that cannot be created (a read-only home in a
