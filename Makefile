@@ -7,13 +7,15 @@ SERVE_STAMP := $(VENV)/.installed-serve
 HOST ?= 127.0.0.1
 PORT ?= 8765
 PROFILE ?= embedded
+# serve's --profile choices (tests/test_makefile.py holds them equal to the command's)
+PROFILES := embedded step-audio tiny full-random
 # The model folder of the Step-Audio profiles (serve's --model-path): step-audio and full-random cannot start without it.
 MODEL_PATH ?=
 # The embedded profile runs no torch: its `make serve` installs only what it serves with. The Step-Audio profiles
 # (tiny, step-audio, full-random) run our torch engine, so they install everything, as `make test` does.
 SERVE_NEEDS := $(if $(filter embedded,$(PROFILE)),$(SERVE_STAMP),$(STAMP))
 
-.PHONY: serve test venv clean
+.PHONY: serve test venv clean serve-options
 
 $(BIN)/python:
 	@# A PY that is not installed read as "is ...: not found; needs Python 3.11 or newer", as if it were too old.
@@ -49,7 +51,13 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 venv: $(STAMP)
 
-serve: $(SERVE_NEEDS)
+# Before anything installs: a mistyped PROFILE is not `embedded`, so the first `make serve PROFILE=embeded` spent
+# minutes installing torch (3.7 GB) for serve then to refuse the name.
+serve-options:
+	@case ' $(PROFILES) ' in *' $(PROFILE) '*) ;; *) echo "make: PROFILE=$(PROFILE) is not a profile;"\
+	  "choose from $(PROFILES)" >&2; exit 1;; esac
+
+serve: serve-options $(SERVE_NEEDS)
 	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)$(if $(MODEL_PATH), --model-path '$(MODEL_PATH)')
 
 test: $(STAMP)

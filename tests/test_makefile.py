@@ -40,6 +40,29 @@ def test_make_serve_with_a_python_that_is_not_installed_says_not_found(tmp_path:
     assert not venv.exists()
 
 
+def _make_serve_refuses(tmp_path: Path, *make_args: str) -> str:
+    """`make serve ...` on a fresh machine: its stderr, once it has stopped without making the venv. PY is a stub
+    that fails, so a check that did not stop make in time fails here at the Python check instead of installing."""
+    stub = tmp_path / "python3"
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["make", "-C", str(ROOT), "serve", *make_args, f"PY={stub}", f"VENV={venv}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and not venv.exists(), proc.stderr
+    return proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_with_a_mistyped_profile_says_so_before_installing(tmp_path: Path) -> None:
+    """`make serve PROFILE=embeded` is not the embedded profile, so the first one installed torch and the test tools
+    (3.7 GB to download, minutes), for serve then to refuse the name. It now stops first, with serve's choices."""
+    from controller.cli import PROFILES
+
+    stderr = _make_serve_refuses(tmp_path, "PROFILE=embeded")
+    assert f"make: PROFILE=embeded is not a profile; choose from {' '.join(PROFILES)}" in stderr, stderr
+
+
 def _pip_installs(tmp_path: Path, *make_args: str) -> list[str]:
     """The pip install lines a fresh `make ...` would run (make -n: nothing runs)."""
     proc = subprocess.run(["make", "-n", "-C", str(ROOT), *make_args, f"VENV={tmp_path / 'venv'}"],
