@@ -51,11 +51,13 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 venv: $(STAMP)
 
-# Before anything installs: a mistyped PROFILE is not `embedded`, so the first `make serve PROFILE=embeded` spent
-# minutes installing torch (3.7 GB) for serve then to refuse the name.
+# Before anything installs: a mistyped PROFILE is not `embedded`, and step-audio or full-random cannot start without
+# MODEL_PATH, so their first `make serve` spent minutes installing torch (3.7 GB) for serve then to refuse them.
 serve-options:
 	@case ' $(PROFILES) ' in *' $(PROFILE) '*) ;; *) echo "make: PROFILE=$(PROFILE) is not a profile;"\
 	  "choose from $(PROFILES)" >&2; exit 1;; esac
+	@case '$(PROFILE):$(MODEL_PATH)' in step-audio:|full-random:) echo "make: PROFILE=$(PROFILE) needs"\
+	  "MODEL_PATH=DIR, the Step-Audio model folder: make serve PROFILE=$(PROFILE) MODEL_PATH=DIR" >&2; exit 1;; esac
 
 serve: serve-options $(SERVE_NEEDS)
 	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)$(if $(MODEL_PATH), --model-path '$(MODEL_PATH)')

@@ -63,6 +63,17 @@ def test_make_serve_with_a_mistyped_profile_says_so_before_installing(tmp_path: 
     assert f"make: PROFILE=embeded is not a profile; choose from {' '.join(PROFILES)}" in stderr, stderr
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("profile", ["step-audio", "full-random"])
+def test_make_serve_of_a_step_audio_profile_without_its_folder_says_so_before_installing(tmp_path: Path,
+                                                                                          profile: str) -> None:
+    """These profiles cannot start without a model folder: their first `make serve` installed torch (minutes), for
+    serve then to say it "needs --model-path DIR", an option make does not take (its variable is MODEL_PATH)."""
+    stderr = _make_serve_refuses(tmp_path, f"PROFILE={profile}")
+    assert (f"make: PROFILE={profile} needs MODEL_PATH=DIR, the Step-Audio model folder: make serve PROFILE={profile} "
+            "MODEL_PATH=DIR") in stderr, stderr
+
+
 def _pip_installs(tmp_path: Path, *make_args: str) -> list[str]:
     """The pip install lines a fresh `make ...` would run (make -n: nothing runs)."""
     proc = subprocess.run(["make", "-n", "-C", str(ROOT), *make_args, f"VENV={tmp_path / 'venv'}"],
@@ -80,7 +91,7 @@ def test_make_serve_installs_no_torch_for_the_embedded_profile(tmp_path: Path) -
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-@pytest.mark.parametrize("make_args", [("test",), ("serve", "PROFILE=tiny"), ("serve", "PROFILE=step-audio")])
+@pytest.mark.parametrize("make_args", [("test",), ("serve", "PROFILE=tiny"), ("serve", "PROFILE=step-audio", "MODEL_PATH=/data/sa")])
 def test_make_test_and_the_engine_profiles_install_torch_and_everything(tmp_path: Path,
                                                                         make_args: tuple[str, ...]) -> None:
     installs = _pip_installs(tmp_path, *make_args)
