@@ -148,12 +148,21 @@ def _check_lm_configs(root: Path, chat: ChatNeed) -> None:
         raise ConfigError(str(exc)) from exc
     for sub in _lm_dirs(chat):
         try:
-            layers = ModelConfig.from_dir(root / sub).num_layers
+            ModelConfig.from_dir(root / sub)
         except ModelConfigError as exc:  # names the file and the field
             raise ConfigError(str(exc)) from exc
+
+
+def check_weights_match(root: Path, chat: ChatNeed) -> None:
+    """Raises ConfigError when a loaded LM's config.json is at odds with the tensors its weights hold (their count of
+    layers, their shapes; read from the safetensors headers). After check_layout and check_model_size: a full-size
+    config.json on tiny weights is better told by the latter ("not tiny: serve it with --profile full-random")."""
+    from lm_engine.models.config import ModelConfig
+
+    for sub in _lm_dirs(chat):
         held = _weight_shapes(root / sub)
         if held:
-            _check_weights_match(root / sub / "config.json", layers, held)
+            _check_weights_match(root / sub / "config.json", ModelConfig.from_dir(root / sub).num_layers, held)
 
 
 def _check_weights_match(config_file: Path, layers: int, held: dict[str, tuple[int, ...]]) -> None:

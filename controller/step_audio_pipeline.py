@@ -34,7 +34,7 @@ from context_manager import TemplateCosts
 from controller.errors import ConfigError
 from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_chat import StepAudioChat
-from controller.step_audio_layout import ChatNeed, check_layout, missing_files
+from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
 from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir
 from controller.step_audio_synthesis import SentenceSynthesizer
@@ -84,6 +84,7 @@ class StepAudioPipeline:
         self.config = config
         self.name = config.profile
         check_layout(config.model_path, chat_need(config))
+        check_weights_match(config.model_path, chat_need(config))
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu":
             # Sessions already run the models on several threads (tokenizer, decoder, two engine loops); torch's

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ConfigError
-from controller.step_audio_layout import ChatNeed, check_layout, check_model_size
+from controller.step_audio_layout import ChatNeed, check_layout, check_model_size, check_weights_match
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def check_model_folder(app_config: Any) -> int:
         cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
         check_layout(cfg.model_path, chat_need(cfg))
         check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
+        check_weights_match(cfg.model_path, chat_need(cfg))
     return tp
 
 

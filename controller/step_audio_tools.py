@@ -15,7 +15,7 @@ import numpy as np
 from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.pipeline import PromptCut
-from controller.step_audio_layout import check_layout, check_model_size, check_speaker
+from controller.step_audio_layout import check_layout, check_model_size, check_speaker, check_weights_match
 from controller.step_audio_pipeline import StepAudioPipeline
 from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
 from speech_decoder.step_tts import SILENT_PEAK, StepTtsError, check_prompt_ids, check_prompt_wav
@@ -101,6 +101,7 @@ def _check_before_loading(args: Any, cfg: StepAudioConfig, clone: tuple[np.ndarr
 
     check_layout(cfg.model_path, chat_need(cfg))
     check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
+    check_weights_match(cfg.model_path, chat_need(cfg))
     if args.command == "tts" and (tag := unknown_tag(args.text)) is not None:
         # a warning, not a refusal: the text is spoken, but "(rap)" or "(Happy)" is not what it looks like
         print(f"stepaudio-rt tts: warning: --text leads with {tag}, none of the tags TTS-3B was trained on (matched "

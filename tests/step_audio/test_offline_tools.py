@@ -60,12 +60,15 @@ def test_tts_speaks_every_sentence_of_a_long_text(tiny_model_dir: Path, tmp_path
     assert _check_wav(no_stop, 3 * MAX_TINY_SECONDS) > 2 * MAX_TINY_SECONDS
 
 
-@pytest.mark.parametrize(("broken", "folder"), [
-    ("Step-Audio-TTS-3B/model-00001.safetensors", "Step-Audio-TTS-3B"),  # the Chat LM's weights there
-    ("Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz"),
+@pytest.mark.parametrize(("broken", "said"), [
+    # the Chat LM's weights there: told from the safetensors headers, before any model loads
+    ("Step-Audio-TTS-3B/model-00001.safetensors", "Step-Audio-TTS-3B/config.json: checkpoint tensor "
+                                                  "'model.embed_tokens.weight' is [6144, 192], but config.json makes "
+                                                  "it [6144, 96]"),
+    ("Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt", "cannot load {model}/Step-Audio-TTS-3B/CosyVoice-300M-25Hz: "),
 ])  # a broken speaker wav, shard or config.json: named itself (test_a_damaged_file_is_named)
 def test_a_corrupt_or_mixed_up_file_is_reported_with_its_folder_in_one_line(tiny_model_dir: Path, tmp_path: Path,
-                                                                           broken: str, folder: str) -> None:
+                                                                           broken: str, said: str) -> None:
     model = layout_without(tiny_model_dir, tmp_path / "model", broken)
     if broken.endswith(".safetensors"):
         (model / broken).symlink_to(tiny_model_dir / "Step-Audio-Chat/model-00001.safetensors")
@@ -73,7 +76,7 @@ def test_a_corrupt_or_mixed_up_file_is_reported_with_its_folder_in_one_line(tiny
         (model / broken).write_bytes(b"truncated download")
     message = fails_in_one_line("tts", "--model-path", str(model), "--profile", "tiny", "--text", "Hi.",
                                  "--out", str(tmp_path / "x.wav"))
-    assert f"cannot load {model}/{folder}: " in message  # then the loader's error, e.g. "RuntimeError: The size..."
+    assert said.format(model=model) in message  # then the loader's error, e.g. "RuntimeError: The size..."
 
 
 @pytest.mark.parametrize(("content", "said"), [("{}\n", "names no speaker"),
