@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["mpg123_notes_hidden", "read_audio_file"]
+__all__ = ["READABLE", "mpg123_notes_hidden", "read_audio_file", "unreadable_reason"]
+
+READABLE = "wav, flac, ogg and mp3"  # what soundfile's bundled libsndfile (1.1 and later) decodes
 
 # libmpg123's own diagnostics: "Note: Illegal Audio-MPEG-Header 0x00000000 at offset 716.", "Note: Trying to
 # resync...", "Warning: ...", and its debug macros' "[src/libmpg123/parse.c:...] error: ...".
@@ -27,6 +29,15 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
     with mpg123_notes_hidden():
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return data, int(rate)
+
+
+def unreadable_reason(path: str | Path, exc: sf.LibsndfileError) -> str:
+    """Why read_audio_file could not read the file, in libsndfile's words where they are true of it."""
+    # libsndfile's mp3 decoder answers a file that holds no MPEG audio (a web page saved as .mp3) with "File does not
+    # exist or is not a regular file": untrue of the file the user is looking at, so say what is wrong with it.
+    if exc.error_string.startswith("File does not exist") and Path(path).is_file():
+        return "not a valid audio stream"
+    return str(exc.error_string)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,9 @@ import soundfile as sf
 import soxr
 
 from clients.audio import WIRE_RATE, to_mono_float32
-from clients.audio_file import read_audio_file
+from clients.audio_file import READABLE, read_audio_file, unreadable_reason
 
 __all__ = ["READABLE", "TalkError", "load_wav_24k", "write_reply"]
-
-READABLE = "wav, flac, ogg and mp3"  # what soundfile's bundled libsndfile (1.1 and later) decodes
 
 
 class TalkError(RuntimeError):
@@ -28,20 +26,12 @@ def load_wav_24k(path: str | Path) -> np.ndarray:
     try:
         data, rate = read_audio_file(path)
     except sf.LibsndfileError as exc:
-        raise TalkError(f"cannot read {path} as audio: {_unreadable(path, exc)} (talk reads {READABLE})") from exc
+        raise TalkError(f"cannot read {path} as audio: {unreadable_reason(path, exc)} (talk reads {READABLE})") from exc
     x = to_mono_float32(data)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:  # a float wav from a broken export: its NaN went out as full-scale clicks, and all-NaN read as silent
         raise TalkError(f"cannot read {path} as audio: {bad} of its {x.size} samples are not numbers (NaN or infinity)")
     return x if rate == WIRE_RATE else soxr.resample(x, rate, WIRE_RATE, quality="HQ").astype(np.float32)
-
-
-def _unreadable(path: str | Path, exc: sf.LibsndfileError) -> str:
-    # libsndfile's mp3 decoder answers a file that holds no MPEG audio (a web page saved as .mp3) with "File does not
-    # exist or is not a regular file": untrue of the file the user is looking at, so say what is wrong with it.
-    if exc.error_string.startswith("File does not exist") and Path(path).is_file():
-        return "not a valid audio stream"
-    return exc.error_string
 
 
 def write_reply(out: str | Path, pcm16: bytes) -> None:

@@ -271,7 +271,7 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     """A wav named on the command line: mono float32 (channels averaged, as upstream does) and its rate."""
     import soundfile as sf
 
-    from clients.audio_file import read_audio_file
+    from clients.audio_file import READABLE, read_audio_file, unreadable_reason
 
     if not path.is_file():  # as talk says it
         raise ConfigError(f"{option} {path}: {'a folder, not an audio file' if path.is_dir() else 'no such file'}")
@@ -279,11 +279,9 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
         raise ConfigError(f"{option} {path}: an empty file")
     try:
         wav, rate = read_audio_file(path)
-    except sf.SoundFileError as exc:
-        # libsndfile's mp3 decoder says "File does not exist" of a file holding no MPEG audio (a web page saved as
-        # .mp3); the file is there (checked above), so its own words would only mislead
-        why = "not a valid audio stream" if "File does not exist" in str(exc) else str(exc)
-        raise ConfigError(f"{option} {path}: not a sound file soundfile can read ({why})") from exc
+    except sf.LibsndfileError as exc:  # as talk says it: not "Error opening '<the path again>': ..."
+        raise ConfigError(f"{option} {path}: cannot read it as audio: {unreadable_reason(path, exc)} (the tools "
+                          f"read {READABLE})") from exc
     mono = wav.mean(axis=1)
     bad = int(np.count_nonzero(~np.isfinite(mono)))
     if bad:  # a float wav from a broken export: NaN passes the silence test, and a clone of it spoke at full scale

@@ -265,17 +265,24 @@ def test_bad_options_say_what_is_wrong_in_one_line(tiny_model_dir: Path, tmp_pat
     assert message.format(**files) in fails_in_one_line(*[a.format(**files) for a in args])
 
 
-def test_a_web_page_saved_as_mp3_is_not_said_to_be_missing(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """libsndfile's mp3 decoder says "File does not exist" of a file with no MPEG audio in it; libmpg123 printed
-    three "Note: Illegal Audio-MPEG-Header ..." lines to the process's stderr before ours."""
-    page = tmp_path / "page.mp3"
+@pytest.mark.parametrize(("name", "why"), [
+    # libsndfile's mp3 decoder says "File does not exist" of a file with no MPEG audio in it; libmpg123 printed
+    # three "Note: Illegal Audio-MPEG-Header ..." lines to the process's stderr before ours.
+    ("page.mp3", "not a valid audio stream"),
+    # an m4a (AAC), which libsndfile does not decode: "not a sound file soundfile can read (Error opening '<the path
+    # again>': Format not recognised.)", naming a library and no format that is read, where talk names them
+    ("voice.m4a", "Format not recognised."),
+])
+def test_a_file_that_is_not_audio_it_reads_is_named_as_talk_names_it(tiny_model_dir: Path, tmp_path: Path, name: str,
+                                                                       why: str) -> None:
+    page = tmp_path / name
     page.write_bytes(b"<html><body>Not found</body></html>\n")
     proc = subprocess.run([sys.executable, "-m", "controller.cli", "chat", "--model-path", str(tiny_model_dir),
                            "--profile", "tiny", "--wav", str(page), "--out", str(tmp_path / "x.wav")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == (f"stepaudio-rt chat: error: --wav {page}: not a sound file soundfile can read (not a valid "
-                           "audio stream)\n")
+    assert proc.stderr == (f"stepaudio-rt chat: error: --wav {page}: cannot read it as audio: {why} (the tools read "
+                           "wav, flac, ogg and mp3)\n")
 
 
 @pytest.mark.parametrize(("command", "damaged", "message"), [
@@ -395,7 +402,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}", "--prompt-text", "Hi."],
      "--prompt-wav {d}: a folder, not an audio file"),  # it said "no such file" of a folder that is there
-    (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: not a sound file"),
+    (["chat", "--wav", "{d}/notes.wav"], "--wav {d}/notes.wav: cannot read it as audio"),
     (["chat", "--wav", "{d}/blip.wav"], "0.05 s of audio is too short to give Step-Audio's tokenizer one audio token"),
     # before the models load (INFO would log each "loading" line): it came after, minutes with the real Chat LM
     (["chat", "--wav", "{d}/blip.wav", "--log-level", "INFO"],
