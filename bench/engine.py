@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
+from lm_engine.models.decoder import DecoderForCausalLM, DecoderLayer
 
 
 def _sync(dev: torch.device) -> None:
@@ -100,7 +103,10 @@ class UpstreamStyle:
     (both sides decode greedily). The token goes back to the host each step, as generate's stopping checks make it."""
 
     def __init__(self, eng: Engine) -> None:
-        self.m = eng.llm.runner.model
+        model = eng.llm.runner.model
+        if not isinstance(model, DecoderForCausalLM):  # the runner sees only its CausalLM interface; this reads weights
+            raise TypeError(f"the upstream-style baseline reads a DecoderForCausalLM's weights, not a {type(model)}")
+        self.m = model
         self.cfg = eng.model_config
 
     def bias(self, L: int, q: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -128,7 +134,7 @@ class UpstreamStyle:
         H, G, D, inter = c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size
         h = F.embedding(ids, m.embed_tokens.weight)
         new_cache = []
-        for i, layer in enumerate(m.layers):
+        for i, layer in enumerate(cast(Iterable[DecoderLayer], m.layers)):  # a ModuleList yields untyped Modules
             x = self.norm(h, layer.input_layernorm.weight, layer.input_layernorm.eps)
             wq, wk, wv = layer.self_attn.qkv_proj.weight.split([H * D, G * D, G * D])
             qh, k, v = F.linear(x, wq), F.linear(x, wk), F.linear(x, wv)

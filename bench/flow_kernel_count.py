@@ -36,7 +36,7 @@ class _Count(TorchDispatchMode):
         super().__init__()
         self.ops: collections.Counter[str] = collections.Counter()
         self.muted = 0
-        self.in_estimator = collections.Counter()  # the ops counted inside estimator calls
+        self.in_estimator: collections.Counter[str] = collections.Counter()  # the ops counted inside estimator calls
         self.estimator_depth = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]

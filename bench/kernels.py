@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -100,9 +101,9 @@ def prefill_case(name: str, seq: int, heads: int, kv_heads: int, dim: int, dev: 
     def sdpa_dense_bias() -> float:
         pos = torch.arange(seq, device=dev)
         dist = (pos[:, None] - pos[None, :]).float()
-        bias = (-slopes[:, None, None] * dist.clamp(min=0).sqrt()).masked_fill(dist < 0, float("-inf"))
-        bias = bias.to(dtype)[None]
-        del dist
+        dense = (-slopes[:, None, None] * dist.clamp(min=0).sqrt()).masked_fill(dist < 0, float("-inf"))
+        bias: torch.Tensor | None = dense.to(dtype)[None]  # None once timed (finally below)
+        del dist, dense
         try:
             return bench(lambda: F.scaled_dot_product_attention(qh, kx, vx, attn_mask=bias, scale=scale),
                          iters=max(3, iters // 4))
@@ -187,7 +188,7 @@ def decode_case(name: str, batch: int, ctx_len: int, heads: int, kv_heads: int, 
     # median of three graphs: H100 run5 timed the batch-1 tts3b case at 17.7 us in its first graph and 13.2 us in
     # the by-splits pass's graph of the same 64 splits (run4: 13.0 and 12.8)
     ms = statistics.median(graphed(call, iters) for _ in range(3)) if dev == "cuda" else launched
-    by_splits = {n: graphed(lambda n=n: call(n), iters) for n in (8, 32, 64, 128)} if dev == "cuda" else {}
+    by_splits = {n: graphed(partial(call, n), iters) for n in (8, 32, 64, 128)} if dev == "cuda" else {}
     # As the engine calls it: the step's new K/V stored by the decode kernel itself, against store_kv's own launch
     # before the attention (the code before the fusion).
     new_kv = {}

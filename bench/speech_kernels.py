@@ -3,6 +3,7 @@ weights), kernels.vocoder's and kernels.flow_ops' fused ops vs their torch refer
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -68,15 +69,20 @@ def flow_case(frames: int, dev: str, dtype: torch.dtype, iters: int) -> dict:
     w_out = torch.randn(dim, dim, device=dev, dtype=dtype) / dim ** 0.5
     if dev == "cuda":
         from kernels import _flow_ops_triton as TF
-    ops = {
+
+    def fused_add_norm(a: torch.Tensor, w: torch.Tensor) -> Callable[[], object]:
+        return lambda: TF.linear_triton(a, w, b_down, residual=r, norm=(lw, lb, 1e-5))
+
+    def cublas_then_add_norm(a: torch.Tensor, w: torch.Tensor) -> Callable[[], object]:
+        return lambda: KF.add_layer_norm(F.linear(a, w, b_down), r, lw, lb, 1e-5)
+
+    ops: dict[str, Callable[[], object]] = {
         "linear_gelu": lambda: KF.linear_gelu(h, w_up, b_up),
         "cublas_then_gelu": lambda: F.gelu(F.linear(h, w_up, b_up)),
     }
     for k, a, w in ((256, h, w_out), (1024, h4, w_down)):  # the kernel itself: the dispatcher picks by K
-        ops[f"linear_add_layer_norm_k{k}"] = lambda a=a, w=w: TF.linear_triton(a, w, b_down, residual=r,
-                                                                                 norm=(lw, lb, 1e-5))
-        ops[f"cublas_then_add_layer_norm_k{k}"] = lambda a=a, w=w: KF.add_layer_norm(F.linear(a, w, b_down), r, lw,
-                                                                                     lb, 1e-5)
+        ops[f"linear_add_layer_norm_k{k}"] = fused_add_norm(a, w)
+        ops[f"cublas_then_add_layer_norm_k{k}"] = cublas_then_add_norm(a, w)
     row: dict = {"case": f"flow_estimator_T{frames}", "frames": frames}
     with torch.inference_mode():
         row["max_abs_diff_fused_vs_eager"] = float((fused() - eager()).abs().max())
@@ -84,6 +90,6 @@ def flow_case(frames: int, dev: str, dtype: torch.dtype, iters: int) -> dict:
         if dev == "cuda":
             row["ms"]["eager_cuda_graph"] = attempt(lambda: graphed(eager, iters))
             row["ms"]["fused_cuda_graph"] = attempt(lambda: graphed(fused, iters))
-            row["op_ms_cuda_graph"] = {name: (lambda v: v / 20 if isinstance(v, float) else v)(
-                attempt(lambda fn=fn: graphed(many(fn), iters))) for name, fn in ops.items()}
+            op_ms = {name: attempt(partial(graphed, many(fn), iters)) for name, fn in ops.items()}
+            row["op_ms_cuda_graph"] = {name: ms / 20 if isinstance(ms, float) else ms for name, ms in op_ms.items()}
     return row

@@ -96,7 +96,7 @@ def _figures(d: dict) -> dict:
 
 
 def tts3b_figures(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, prompt_len: int,
-                  steps: int) -> dict[str, float]:
+                  steps: int) -> dict[str, float | dict[str, dict[str, float]]]:
     vocab = eng.model_config.vocab_size
     g = torch.Generator().manual_seed(7)
     greedy = SamplingParams(temperature=0.0, max_tokens=steps, ignore_eos=True)
@@ -124,7 +124,8 @@ def tts3b_figures(eng: Engine, model: CosyVoiceModel, prompt: SpeakerPrompt, pro
 
     eng.generate(sentence(), SamplingParams(temperature=0.0, max_tokens=1))  # caches the speaker part's full blocks
     stages: dict[str, dict[str, float]] = {}
-    out = {"tts3b_decode_tok_s_b1": tok_s, "realtime_tok_s": TOKENS_PER_S,
+    out: dict[str, float | dict[str, dict[str, float]]] = {
+           "tts3b_decode_tok_s_b1": tok_s, "realtime_tok_s": TOKENS_PER_S,
            "first_text_to_first_audio_ms": _median(lambda: first_audio_ms(eng, model, prompt, cold()), stages,
                                                    "cold"),
            "first_text_to_first_audio_prefix_cached_ms": _median(
@@ -280,12 +281,12 @@ def stream_rounds(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int
 
 
 def concurrency(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int], counts: list[int],
-                rounds: int, time_limit_s: float) -> list[dict[str, float]]:
+                rounds: int, time_limit_s: float) -> list[dict[str, float | bool]]:
     """Round time for N streams, one after another (each window alone) and through a FlowBatcher (N decoder
     threads, windows of equal shape batched), side by side. The largest N (the target) first, then smaller ones until
     a row is real-time both ways (fewer streams would be too) or time_limit_s has passed: a run cut off by its time
     limit still has the row that matters."""
-    rows = []
+    rows: list[dict[str, float | bool]] = []
     budget = HOP_TOKENS / TOKENS_PER_S
     t_start = time.perf_counter()
     for n in sorted(counts, reverse=True):

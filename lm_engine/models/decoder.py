@@ -25,11 +25,12 @@ from lm_engine.models.config import ModelConfig
 
 class Attention(Protocol):
     """A family's attention module: (positions [T] int64, qkv [T, (H + 2G) * head_dim], its qkv_proj's output)
-    -> [T, hidden], with its q/k/v projection at `.qkv_proj` (DecoderLayer runs it) and its PagedAttention at
-    `.attn`."""
+    -> [T, hidden], with its q/k/v projection at `.qkv_proj` (DecoderLayer runs it), its PagedAttention at
+    `.attn` and its output projection at `.o_proj` (bench.engine's upstream-style baseline reads its weight)."""
 
     qkv_proj: QKVParallelLinear
     attn: PagedAttention
+    o_proj: RowParallelLinear
 
     def __call__(self, positions: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor: ...
 
