@@ -82,6 +82,8 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
     Reconnect is off by default: a new server session would lose the turn. Raises TalkError.
     """
     x24 = load_wav_24k(wav)
+    if x24.size == 0:
+        raise TalkError(f"{wav} holds no audio (0 samples): there is no speech to send")
     if last_voiced_index(x24) is None:  # the server's VAD would never start a turn: fail now, not at the timeout
         raise TalkError(f"{wav} is silent (no sample above -40 dBFS): there is no speech to send")
     try:

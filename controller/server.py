@@ -213,7 +213,7 @@ class RealtimeServer:
         if not self.ready:
             status, reason = "loading", "the models are loading"
         elif self.config.max_sessions is not None and taken >= self.config.max_sessions:
-            status, reason = "full", f"--max-sessions {self.config.max_sessions} sessions are connected"
+            status, reason = "full", f"server full (--max-sessions {self.config.max_sessions})"
         else:
             status, reason = "chat_lm_down", await self.chat_check() if self.chat_check is not None else None
         if reason is None:

@@ -143,6 +143,14 @@ def test_a_silent_file_fails_at_once_instead_of_after_the_reply_timeout(tmp_path
         1, f"talk: {quiet} is silent (no sample above -40 dBFS): there is no speech to send\n")
 
 
+def test_an_empty_file_is_said_to_hold_no_audio(tmp_path: Path, capsys) -> None:
+    """A wav of 0 samples (a recording that never started) was called silent, as if it held quiet audio."""
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), silence(0.0), 16000)
+    assert talk(capsys, str(empty), "--url", no_server()) == (
+        1, f"talk: {empty} holds no audio (0 samples): there is no speech to send\n")
+
+
 def test_no_server_at_the_url_says_so_and_what_to_check(tmp_path: Path, capsys) -> None:
     wav = tmp_path / "turn.wav"
     sf.write(str(wav), speech(0.5), 24000)

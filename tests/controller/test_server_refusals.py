@@ -134,7 +134,7 @@ async def test_healthz_says_when_the_server_is_full() -> None:
                                                           None)
         conv = await open_conversation(f"ws://127.0.0.1:{port}/v1/realtime")
         assert await asyncio.to_thread(_healthz, port) == (503, {
-            "status": "full", "reason": "--max-sessions 1 sessions are connected", "sessions": 1, "max_sessions": 1},
+            "status": "full", "reason": "server full (--max-sessions 1)", "sessions": 1, "max_sessions": 1},
             "5")
         await conv.close()
         for _ in range(300):
