@@ -209,13 +209,16 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _require_engine(profile: str) -> None:
+def _require_engine(command: str, profile: str) -> None:
     """The Step-Audio profiles (serve, make-checkpoint, tts, chat) run our torch engine, which `make serve` and the
     embedded extras leave out: without it each command ended in a ModuleNotFoundError traceback from deep in an
-    import (serve's after it had said it was listening). find_spec imports nothing: torch takes seconds to load."""
+    import (serve's after it had said it was listening). find_spec imports nothing: torch takes seconds to load.
+    Only serve has a profile without torch: the tools need it whatever their --profile (whose default a user of
+    `tts` never typed, so it is not named to them)."""
     if profile != "embedded" and importlib.util.find_spec("torch") is None:
-        raise ConfigError(f"--profile {profile} needs torch (the `engine` extra), which `make serve` does not "
-                          "install: run `make venv` to add it to .venv (or pip install -c constraints.txt '.[engine]')")
+        needs = f"--profile {profile}" if command == "serve" else f"{command} (Step-Audio's models)"
+        raise ConfigError(f"{needs} needs torch (the `engine` extra), which `make serve` does not install: run "
+                          "`make venv` to add it to .venv (or pip install -c constraints.txt '.[engine]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("websockets.server", "faster_whisper", "httpx2"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        _require_engine(args.profile)
+        _require_engine(args.command, args.profile)
         if args.command == "serve":
             return _serve(args)
         if args.command == "make-checkpoint":

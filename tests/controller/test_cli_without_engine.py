@@ -28,12 +28,16 @@ def run_without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess
     ["chat", "--model-path", "sa-tiny", "--text", "Hello.", "--out", "reply.wav"],
 ])
 def test_step_audio_commands_without_torch_name_the_extra_in_one_line(tmp_path: Path, args: list[str]) -> None:
+    """`chat` (and tts, make-checkpoint) without --profile said '--profile step-audio needs torch', naming a profile
+    the user never typed: the tools need torch whatever the profile, and say so by their own name."""
     proc = run_without_torch(tmp_path, *args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "listening on" not in proc.stderr, proc.stderr
-    profile = args[args.index("--profile") + 1] if "--profile" in args else "step-audio"
+    command = args[0]
+    profile = args[args.index("--profile") + 1] if "--profile" in args else None
+    needs = f"--profile {profile}" if command == "serve" else f"{command} (Step-Audio's models)"
     assert proc.stderr.splitlines() == [
-        f"stepaudio-rt {args[0]}: error: --profile {profile} needs torch (the `engine` extra), which `make serve` "
+        f"stepaudio-rt {args[0]}: error: {needs} needs torch (the `engine` extra), which `make serve` "
         "does not install: run `make venv` to add it to .venv (or pip install -c constraints.txt '.[engine]')"]
 
 
