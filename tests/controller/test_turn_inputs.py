@@ -52,7 +52,8 @@ async def test_only_the_replies_the_user_gets_count_in_the_turn_input_wait() -> 
 
 async def test_a_turn_longer_than_the_input_audio_kept_is_answered_with_a_notice_that_its_start_was_lost() -> None:
     """The session keeps 300 s of input audio. A longer spoken turn lost its beginning without a word: its transcript
-    and the reply covered only its end. The client is now told, and the turn is still transcribed and answered."""
+    and the reply covered only its end. The client is now told twice: as its start goes (while the user still
+    speaks), and at the commit, naming the item answered; the turn is still transcribed and answered."""
     pipeline = ScriptedPipeline()
     async with conversation(pipeline) as (_, conv):
         await conv.stream(np.concatenate([speech(310.0), silence(0.8)]), pace=0, chunk_s=2.0)
@@ -60,9 +61,10 @@ async def test_a_turn_longer_than_the_input_audio_kept_is_answered_with_a_notice
         done = await conv.wait_for("response.done", timeout=60)
     committed = conv.of_type("input_audio_buffer.committed")
     errors = [e["error"] for e in conv.of_type("error")]
-    assert [e["code"] for e in errors] == ["input_audio_truncated"], errors
-    assert committed[0]["item_id"] in errors[0]["message"] and "lasted 310 s" in errors[0]["message"], errors
-    assert "keeps at most 300 s" in errors[0]["message"]
+    assert [e["code"] for e in errors] == ["input_audio_truncated"] * 2, errors
+    assert "holds at most 300 s" in errors[0]["message"], errors
+    assert committed[0]["item_id"] in errors[1]["message"] and "lasted 310 s" in errors[1]["message"], errors
+    assert "keeps at most 300 s" in errors[1]["message"]
     assert heard["transcript"] == "what time is it"
     assert done["response"]["status"] == "completed"
     for raw in conv.raw:
