@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from controller import turn_taking as tt
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
 from controller.input_audio import InputAudio
 from controller.metrics import Metrics
+from controller.outbox import AUDIO_DELTA, Outbox
 from controller.pipeline import SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
@@ -113,8 +113,7 @@ class Session(ItemsMixin, RepliesMixin):
         self.audio = InputAudio(defaults.max_input_audio_s)
         self._cut_told: int | None = None  # the start (audio ms) of the turn whose lost start the client was told of
         self.log = logging.LoggerAdapter(logger, {"session_id": session_id})
-        # (audio's generation or None, the event's JSON, the event for the observer)
-        self._out: asyncio.Queue[tuple[int | None, str, dict]] = asyncio.Queue(defaults.out_queue_events)
+        self.outbox = Outbox(defaults.out_queue_events, defaults.send_stall_s)
         self._errors = Throttle(defaults.error_rate, defaults.error_burst)
         self._paced = False  # the input was held back once for turns waiting for transcripts (logged once)
         self._responses: dict[int, tuple[Response, asyncio.Task[None]]] = {}
@@ -156,7 +155,7 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def run(self, ws: ServerConnection) -> None:
         self._ws = ws
-        writer = asyncio.create_task(self._writer(ws))
+        writer = asyncio.create_task(self.outbox.send(ws, self._sent))
         reader = asyncio.create_task(self._reader(ws))
         self.metrics.sessions_live.inc()
         self.metrics.sessions_total.inc()
@@ -173,7 +172,7 @@ class Session(ItemsMixin, RepliesMixin):
                 reader.result()  # a failure of the session itself surfaces to the server
             elif isinstance(writer.exception(), TimeoutError):
                 self.log.warning("client stopped reading: nothing could be sent for %.0f s, %d events queued; "
-                                 "connection dropped", self.defaults.send_stall_s, self._out.qsize())
+                                 "connection dropped", self.defaults.send_stall_s, len(self.outbox))
             elif not isinstance(writer.exception(), ConnectionClosed):  # a gone connection is the usual end
                 self.log.error("sending to the client failed", exc_info=writer.exception())
         finally:
@@ -234,47 +233,20 @@ class Session(ItemsMixin, RepliesMixin):
         ends every response, with response.done (cancelled), and the events queued for the client go out, for at
         most drain_s (a client that stopped reading holds the shutdown no longer)."""
         for gen_id in list(self._responses):
-            self._drop_queued_audio(gen_id)
+            self.outbox.drop_audio(gen_id)
             await self._cancel_response(gen_id, "server_shutdown")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._out.join(), drain_s)
+        await self.outbox.drain(drain_s)
 
-    async def _writer(self, ws: ServerConnection) -> None:
-        while True:
-            _, data, event = await self._out.get()
-            try:
-                async with asyncio.timeout(self.defaults.send_stall_s):
-                    await ws.send(data)
-            except TimeoutError:
-                # No close frame can reach a peer that reads nothing, and websockets' close() would wait on the same
-                # full buffer: the connection is aborted, as websockets does itself when a close times out.
-                ws.transport.abort()
-                raise
-            # Seen once sent: a barge-in drops the audio still queued, which an event bus counted as the client's.
-            if self.observer is not None:
-                self.observer(self.session_id, event)
-            self._out.task_done()  # end_replies waits for the queue to be sent
+    def _sent(self, event: dict) -> None:
+        # Seen once sent: a barge-in drops the audio still queued, which an event bus counted as the client's.
+        if self.observer is not None:
+            self.observer(self.session_id, event)
 
     async def emit(self, event: dict, gen_id: int | None = None) -> None:
         if self.closed:
             return
-        # Only audio is tagged with its generation: a barge-in drops queued audio, never the events
-        # that close the response.
-        is_audio = event["type"] == "response.output_audio.delta"
-        self._voice_locked = self._voice_locked or is_audio
-        tag = gen_id if is_audio else None
-        await self._out.put((tag, json.dumps(event, separators=(",", ":")), event))
-
-    def _drop_queued_audio(self, gen_id: int) -> None:
-        """Barge-in: audio of a cancelled reply that has not left yet is dropped, not sent late."""
-        kept = []
-        while not self._out.empty():
-            item = self._out.get_nowait()
-            self._out.task_done()  # put back or dropped: not waiting to be sent any more
-            if item[0] != gen_id:
-                kept.append(item)
-        for item in kept:
-            self._out.put_nowait(item)
+        self._voice_locked = self._voice_locked or event["type"] == AUDIO_DELTA
+        await self.outbox.put(event, gen_id)
 
     async def error(self, exc: ProtocolError | MediaError | EngineError, event_id: str | None = None,
                     code: str | None = None) -> None:
@@ -367,7 +339,7 @@ class Session(ItemsMixin, RepliesMixin):
             case ce.ResponseCancel():
                 oob = self._out_of_band(event.response_id)
                 if oob is not None:
-                    self._drop_queued_audio(oob.gen_id)
+                    self.outbox.drop_audio(oob.gen_id)
                     await self._cancel_response(oob.gen_id, "client_cancelled")
                 elif self._cut_by_truncate is not None and event.response_id in (None, self._cut_by_truncate):
                     self._cut_by_truncate = None  # its response.done (cancelled) went out with the truncate
@@ -643,7 +615,7 @@ class Session(ItemsMixin, RepliesMixin):
                     self.metrics.speculations_rolled_back.inc()
                 await self._cancel_response(gen_id, reason)
             case te.FlushAudio(gen_id=gen_id):
-                self._drop_queued_audio(gen_id)
+                self.outbox.drop_audio(gen_id)
             case te.RejectRequest(code=code, message=message, active_gen=active):
                 # A refused response.create (or operator say) leaves nothing behind for the next reply.
                 self._response_overrides, self._say = None, None

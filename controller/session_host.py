@@ -20,6 +20,7 @@ from controller import turn_taking as tt
 from controller.errors import EngineError, MediaError, ProtocolError
 from controller.input_audio import InputAudio
 from controller.metrics import Metrics
+from controller.outbox import Outbox
 from controller.pipeline import Listener, SpeechPipeline, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.server_events import ServerEvents
@@ -42,7 +43,6 @@ class SessionMethods(Protocol):
                     code: str | None = None) -> None: ...
     def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]: ...
     def _task_done(self, task: asyncio.Task[object]) -> None: ...
-    def _drop_queued_audio(self, gen_id: int) -> None: ...
     def new_id(self, kind: str) -> str: ...
     def reset_turn(self, end_ms: int) -> None: ...
     async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
@@ -72,6 +72,7 @@ class SessionHost(SessionMethods):
     metrics: Metrics
     defaults: SessionDefaults
     events: ServerEvents
+    outbox: Outbox
     cfg: SessionConfig
     turns: tt.TurnTaking
     conversation: Conversation

@@ -218,7 +218,7 @@ class RepliesMixin(_Base):
                 cleared = True
         # Out-of-band replies that speak; a text-only one puts nothing in the output audio buffer and goes on.
         for resp in [r for r, _ in self._responses.values() if r.out_of_band and r.audio_out]:
-            self._drop_queued_audio(resp.gen_id)
+            self.outbox.drop_audio(resp.gen_id)
             await self._cancel_response(resp.gen_id, "client_cancelled")
             await self.emit(self.events.output_audio_buffer_cleared(response_id=resp.response_id))
             cleared = True
