@@ -17,7 +17,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from context_manager import Conversation, FunctionCall, FunctionCallOutput, TemplateCosts, TokenCounts
+from context_manager import Conversation, FunctionCall, FunctionCallOutput
 from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
@@ -25,13 +25,14 @@ from controller.input_audio import InputAudio
 from controller.metrics import Metrics
 from controller.outbox import AUDIO_DELTA, Outbox
 from controller.pipeline import SpeechPipeline, TurnInput
+from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.realtime.session_update import check_language, check_tool_choice, check_tools, check_voice
 from controller.response import Response, Say
-from controller.session_items import ItemsMixin, tools_for_chat
+from controller.session_items import ItemsMixin
 from controller.session_parts import SessionParts, detector_config, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
 from controller.throttle import Throttle
@@ -106,7 +107,7 @@ class Session(ItemsMixin, RepliesMixin):
         parts = initial_parts(self.cfg, pause_ms=defaults.pause_ms, speculation=defaults.speculation)
         self.turns = tt.TurnTaking(config=parts.turns)
         self.conversation = Conversation()
-        self.token_counts = TokenCounts(pipeline.count_tokens)  # the LM's tokenizer: count each text once
+        self.budget = PromptBudget(pipeline, defaults.context_budget_tokens, self.conversation)
         self.vad = pipeline.new_vad()
         self.listener = pipeline.new_listener()
         self.detector, self.converter = parts.detector, parts.converter
@@ -329,7 +330,7 @@ class Session(ItemsMixin, RepliesMixin):
                     self._check_voice(event.overrides.voice, "response.audio.output.voice")
                 overridden = apply_patch(self.cfg, event.overrides)
                 check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
-                await self._check_instructions(overridden, "response.instructions")
+                await self.budget.check_instructions(overridden, self.cfg, "response.instructions")
                 check_tool_choice(overridden, path="response")
                 if event.conversation == "none":
                     await self._start_out_of_band(event)
@@ -426,7 +427,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._check_voice(new.voice, "session.audio.output.voice")
         self._check_languages(new.transcription)
         check_tools(new, path="session", refused=self.pipeline.tools_refused)
-        await self._check_instructions(new, "session.instructions")
+        await self.budget.check_instructions(new, self.cfg, "session.instructions")
         check_tool_choice(new, path="session")
         # Everything is built before the session takes any of it: a step that fails leaves it as it was.
         parts = updated_parts(self.cfg, new, SessionParts(converter=self.converter, detector=self.detector,
@@ -439,62 +440,6 @@ class Session(ItemsMixin, RepliesMixin):
         self.model, self._model_chosen = model, self._model_chosen or event.model is not None
         await self.emit(updated)
         await self.apply(te.ConfigChanged(parts.turns))
-
-    async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
-                     *, keep_below: int | None = None, tools: list[dict] | None = None) -> list[dict]:
-        """conversation.messages() within the session's budget, its new texts counted first (count_ahead), and what
-        the LM's chat template adds for `tools` (the request's) counted as the prompt's."""
-        texts = conversation.prompt_texts(instructions, overrides)
-        await self.count_ahead(texts)
-        template = await self.template_costs(tools, instructions)
-        if conversation is self.conversation:  # the counts kept are the history's: a long session's stay bounded
-            self.token_counts.retain(texts)
-        return conversation.messages(instructions, self.defaults.context_budget_tokens, self.token_counts, overrides,
-                                     keep_below=keep_below, template=template)
-
-    async def template_costs(self, tools: list[dict] | None, instructions: str) -> TemplateCosts:
-        """Measured by the pipeline on a worker thread: the first time for a tools list it renders the template."""
-        measure = getattr(self.pipeline, "template_costs", None)
-        if measure is None:
-            return TemplateCosts()
-        return await asyncio.to_thread(measure, tools or [], bool(instructions))
-
-    async def count_ahead(self, texts: list[str]) -> None:
-        """Count the texts not counted yet, on a worker thread: the LM's tokenizer takes milliseconds for a long text
-        (llama.cpp's: 1-5 ms for 2,000 characters, 1.1 s for a megabyte), and the event loop serves every session."""
-        counts = self.token_counts
-        if missing := counts.missing(texts):
-            counts.store(await asyncio.to_thread(counts.count, missing))
-
-    async def tokens_past_budget(self, text: str, reserved: int = 0) -> int | None:
-        """Tokens of a text that must fit the budget alone (instructions, a client's item), when they are more;
-        reserved: what the prompt holds besides it in any case (the tools block beside instructions).
-        A token holds at least one byte of its text (byte-level BPE, sentencepiece's byte fallback; sentencepiece's
-        leading "▁" and the counters' own markup are within 8): a short text needs no count."""
-        budget = self.defaults.context_budget_tokens - reserved
-        if len(text.encode()) + 8 <= budget:
-            return None
-        counts = self.token_counts
-        n = (await asyncio.to_thread(counts.count, [text]))[text] if counts.missing([text]) else counts(text)
-        if n > budget:
-            return n  # not kept: refused, it is in no prompt, and a client may send megabytes of such texts
-        counts.store({text: n})
-        return None
-
-    async def _check_instructions(self, cfg: SessionConfig, param: str) -> None:
-        """Instructions count against the conversation's token budget and are always sent whole, as the tools block
-        the chat template writes for cfg's tools: past it, every reply would fail for a context overflow that the
-        client cannot see coming. cfg: the configuration being applied (the session's updated, a response's)."""
-        instructions, tools = cfg.instructions, tools_for_chat(cfg)
-        if not instructions or (instructions == self.cfg.instructions and tools == tools_for_chat(self.cfg)):
-            return
-        reserved = (await self.template_costs(tools, instructions)).tools
-        if (n := await self.tokens_past_budget(instructions, reserved)) is not None:
-            tools_share = f" and the {len(tools)} function tools take {reserved} more" if tools and reserved else ""
-            raise RemoteProtocolError(
-                f"The instructions are {n} tokens long{tools_share}; this server keeps each prompt within "
-                f"{self.defaults.context_budget_tokens} tokens, "
-                "instructions and tools included: shorten them.", code="invalid_value", param=param)
 
     def _check_languages(self, transcription: Transcription | None) -> None:
         """`language` and each of `languages` is one the ASR knows: either may become the language it is asked for."""
@@ -675,7 +620,7 @@ class Session(ItemsMixin, RepliesMixin):
         self._refuse_in_transcription("instructions")
         async with self._config_changes:
             new = replace(self.cfg, instructions=instructions)
-            await self._check_instructions(new, "instructions")
+            await self.budget.check_instructions(new, self.cfg, "instructions")
             self.cfg = new
             await self.emit(self.events.session_updated(session_to_wire(
                 self.cfg, session_id=self.session_id, model=self.model)))

@@ -22,6 +22,7 @@ from controller.input_audio import InputAudio
 from controller.metrics import Metrics
 from controller.outbox import Outbox
 from controller.pipeline import Listener, SpeechPipeline, TurnInput
+from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
 from controller.realtime.server_events import ServerEvents
 from controller.realtime.session_config import SessionConfig
@@ -45,9 +46,6 @@ class SessionMethods(Protocol):
     def _task_done(self, task: asyncio.Task[object]) -> None: ...
     def new_id(self, kind: str) -> str: ...
     def reset_turn(self, end_ms: int) -> None: ...
-    async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
-                     *, keep_below: int | None = None, tools: list[dict] | None = None) -> list[dict]: ...
-    async def tokens_past_budget(self, text: str, reserved: int = 0) -> int | None: ...
 
     # ---- what each mixin lends the other ------------------------------------------------------
     # ItemsMixin's, for RepliesMixin:
@@ -72,6 +70,7 @@ class SessionHost(SessionMethods):
     metrics: Metrics
     defaults: SessionDefaults
     events: ServerEvents
+    budget: PromptBudget
     outbox: Outbox
     cfg: SessionConfig
     turns: tt.TurnTaking

@@ -158,7 +158,7 @@ class ItemsMixin(_Base):
                                                    self.input_language)
             if heard.lm_content and self.turns.state is tt.TurnState.LISTENING:
                 tools = tools_for_chat(self.cfg)
-                messages = await self.prompt(self.conversation, self.cfg.instructions,
+                messages = await self.budget.prompt(self.conversation, self.cfg.instructions,
                                              keep_below=self.defaults.context_keep_below_tokens, tools=tools)
                 await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
                     messages=[*messages, {"role": "user", "content": heard.lm_content}],
@@ -267,7 +267,7 @@ class ItemsMixin(_Base):
                         chosen.add(referred)
                 else:
                     chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
-            messages = await self.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
+            messages = await self.budget.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
         overrides: dict[str, str] = {}
@@ -281,7 +281,7 @@ class ItemsMixin(_Base):
             elif self.turn_open(item_id):  # a speculation answers a turn that is not in the conversation yet
                 extra.append({"role": "user", "content": heard.lm_content})
             # else the client deleted the turn before the reply was created: the reply does not hear it
-        messages = await self.prompt(self.conversation, cfg.instructions, overrides,
+        messages = await self.budget.prompt(self.conversation, cfg.instructions, overrides,
                                      keep_below=self.defaults.context_keep_below_tokens,
                                      tools=tools_for_chat(cfg)) + extra
         return self._chat_request(resp, cfg, messages)
@@ -436,9 +436,9 @@ class ItemsMixin(_Base):
             text, param = item.output, f"{at}.output"
         else:
             text, param = item.text, f"{at}.content"
-        if (n := await self.tokens_past_budget(text)) is not None:
+        if (n := await self.budget.tokens_past_budget(text)) is not None:
             raise RemoteProtocolError(f"The item is {n} tokens long; this server keeps each prompt within "
-                                      f"{self.defaults.context_budget_tokens} "
+                                      f"{self.budget.budget_tokens} "
                                       "tokens and always sends the newest turn whole: shorten it.",
                                       code="invalid_value", param=param)
 

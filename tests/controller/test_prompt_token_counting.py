@@ -76,7 +76,7 @@ async def test_a_long_history_is_counted_once_and_refused_texts_are_not_kept() -
         await conv.send(_user_item(refused, "ev_long"))
         await conv.wait_for("error", where={"error.event_id": "ev_long"}, timeout=120)
         (session,) = server.sessions.values()
-        assert session.token_counts.missing([refused]) == [refused]
+        assert session.budget.counts.missing([refused]) == [refused]
         for question in ("first?", "second?"):
             n = await conv.ask(question)
             await conv.wait_for("response.done", after=n, timeout=120)
