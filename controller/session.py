@@ -29,14 +29,13 @@ from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
-from controller.realtime.session_config import UNSET, SessionConfig, Transcription, apply_patch, session_to_wire
-from controller.realtime.session_update import check_language, check_tool_choice, check_tools, check_voice
+from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, Say
 from controller.session_items import ItemsMixin
 from controller.session_parts import SessionParts, detector_config, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
+from controller.settings_checks import REPLY_FIELDS, SettingsChecks, log_ignored
 from controller.throttle import Throttle
-from streaming_tokenizer.whisper_asr import normalize_language
 from vad import TurnDetector
 from vad import turn_detector as vd
 
@@ -48,11 +47,6 @@ logger = logging.getLogger(__name__)
 HEAR_SLICE_SAMPLES = 16000
 IDLE_AUDIO_SLACK_MS = 5000
 DEFAULT_MODEL = "stepaudio-rt"  # the model a session shows until its client names one
-
-
-# What only a session's replies use (SessionConfig field names): a transcription session has none.
-REPLY_FIELDS = frozenset({"instructions", "voice", "speed", "output_modalities", "output_format", "tools",
-                          "tool_choice", "temperature", "max_output_tokens"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +102,7 @@ class Session(ItemsMixin, RepliesMixin):
         self.turns = tt.TurnTaking(config=parts.turns)
         self.conversation = Conversation()
         self.budget = PromptBudget(pipeline, defaults.context_budget_tokens, self.conversation)
+        self.checks = SettingsChecks(pipeline, self.budget)
         self.vad = pipeline.new_vad()
         self.listener = pipeline.new_listener()
         self.detector, self.converter = parts.detector, parts.converter
@@ -324,14 +319,9 @@ class Session(ItemsMixin, RepliesMixin):
                                           "audio (connect without intent=transcription for a conversation).",
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
-                self._log_ignored("response.create", event.ignored, event.served_as)
+                log_ignored(self.log, "response.create", event.ignored, event.served_as)
                 await self._check_input(event)
-                if event.overrides.voice is not UNSET:
-                    self._check_voice(event.overrides.voice, "response.audio.output.voice")
-                overridden = apply_patch(self.cfg, event.overrides)
-                check_tools(overridden, path="response", refused=self.pipeline.tools_refused)
-                await self.budget.check_instructions(overridden, self.cfg, "response.instructions")
-                check_tool_choice(overridden, path="response")
+                await self.checks.response_create(self.cfg, event.overrides, voice_locked=self._voice_locked)
                 if event.conversation == "none":
                     await self._start_out_of_band(event)
                 else:
@@ -397,14 +387,8 @@ class Session(ItemsMixin, RepliesMixin):
         finally:
             self._client_event_id = None
 
-    def _log_ignored(self, event_type: str, fields: tuple[str, ...], served_as: tuple[str, ...]) -> None:
-        if fields:  # a newer client's field, or a misspelt one: the client gets no word of it, the log does
-            self.log.warning("%s: ignored field(s) this server does not know: %s", event_type, ", ".join(fields))
-        for line in served_as:
-            self.log.warning("%s: %s", event_type, line)
-
     async def _session_update(self, event: ce.SessionUpdate) -> None:
-        self._log_ignored("session.update", event.ignored, event.served_as)
+        log_ignored(self.log, "session.update", event.ignored, event.served_as)
         if self.cfg.kind == "transcription" and (unused := sorted(event.patch.changes().keys() & REPLY_FIELDS)):
             self.log.warning("session.update: %s: not used by a transcription session, which has no replies",
                              ", ".join(unused))
@@ -413,22 +397,9 @@ class Session(ItemsMixin, RepliesMixin):
 
     async def _apply_session_update(self, event: ce.SessionUpdate) -> None:
         new = apply_patch(self.cfg, event.patch)
-        if new.kind != self.cfg.kind:
-            raise RemoteProtocolError(
-                f"This is a {self.cfg.kind} session; session.type cannot change to {new.kind!r} (a session's type "
-                "is set when it connects: ?intent=transcription for transcription).",
-                code="invalid_value", param="session.type")
-        if event.model is not None and event.model != self.model and self._model_chosen:
-            # as the API: "any field except voice and model"
-            raise RemoteProtocolError(
-                f"This session runs model {self.model!r} (the ?model= it connected with); session.model cannot "
-                f"change to {event.model!r}.", code="invalid_value", param="session.model")
         # The whole update is refused, so that nothing of it half-applies.
-        self._check_voice(new.voice, "session.audio.output.voice")
-        self._check_languages(new.transcription)
-        check_tools(new, path="session", refused=self.pipeline.tools_refused)
-        await self.budget.check_instructions(new, self.cfg, "session.instructions")
-        check_tool_choice(new, path="session")
+        await self.checks.session_update(self.cfg, new, model=self.model, model_chosen=self._model_chosen,
+                                         requested_model=event.model, voice_locked=self._voice_locked)
         # Everything is built before the session takes any of it: a step that fails leaves it as it was.
         parts = updated_parts(self.cfg, new, SessionParts(converter=self.converter, detector=self.detector,
                                                           turns=self.turns.config),
@@ -440,23 +411,6 @@ class Session(ItemsMixin, RepliesMixin):
         self.model, self._model_chosen = model, self._model_chosen or event.model is not None
         await self.emit(updated)
         await self.apply(te.ConfigChanged(parts.turns))
-
-    def _check_languages(self, transcription: Transcription | None) -> None:
-        """`language` and each of `languages` is one the ASR knows: either may become the language it is asked for."""
-        if transcription is None:
-            return
-        param = "session.audio.input.transcription"
-        for language, at in [(transcription.language, f"{param}.language"),
-                             *((code, f"{param}.languages[{i}]") for i, code in enumerate(transcription.languages))]:
-            check_language(language, normalize_language(language), languages=self.pipeline.languages, param=at)
-
-    def _check_voice(self, voice: str, param: str) -> None:
-        """A voice of the profile's, and as the Realtime API: a conversation keeps the voice its assistant audio was
-        spoken in, in every reply."""
-        check_voice(voice, param=param, voices=self.pipeline.voices)
-        if voice != self.cfg.voice and self._voice_locked:
-            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
-                                      code="cannot_update_voice", param=param)
 
     async def _append(self, data: bytes) -> None:
         split = self.converter.split_samples
