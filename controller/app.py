@@ -21,7 +21,8 @@ from controller.errors import ConfigError
 from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig, VoiceList
-from controller.session import Session, SessionDefaults
+from controller.session import Session
+from controller.session_defaults import SessionDefaults
 from lm_engine.assets import AssetError, default_cache_dir
 from streaming_tokenizer.assets import AsrAssetError
 from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
@@ -31,6 +31,7 @@ from controller.realtime.items import ItemReference
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, Say
+from controller.session_defaults import SessionDefaults
 from controller.session_items import ItemsMixin
 from controller.session_parts import SessionParts, detector_config, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
@@ -47,36 +48,6 @@ logger = logging.getLogger(__name__)
 HEAR_SLICE_SAMPLES = 16000
 IDLE_AUDIO_SLACK_MS = 5000
 DEFAULT_MODEL = "stepaudio-rt"  # the model a session shows until its client names one
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionDefaults:
-    speculation: bool = True
-    pause_ms: int = 200
-    max_event_bytes: int = 15 * 1024 * 1024
-    out_queue_events: int = 256
-    # A send that has waited this long on a full socket means a client that stopped reading: it is cut off. The
-    # keepalive cannot tell, as its ping waits behind the same full buffer, and the session held its place for ever.
-    send_stall_s: float = 60.0
-    # Error events a client may cause, a second on average, in bursts of error_burst: past that, its next events are
-    # read only as fast. A client looping on invalid JSON got ~3,500 errors a second, and the event loop busy with
-    # them held every other session's replies for 4-20 s.
-    error_rate: float = 20.0
-    error_burst: int = 100
-    # While this many of a session's turns wait for their transcripts, its input audio is read no further: the socket
-    # holds the client back, and nothing it sent is lost. A client streaming ~15x faster than real time was read as
-    # fast as it sent (215 turns in 2 minutes, each queued for speech recognition) and the other clients' replies
-    # came 5-22 s late. 0: no limit.
-    max_pending_turns: int = 2
-    # Input audio kept: past it the oldest goes (a turn keeps its end), and the client is told once per turn. 300 s of
-    # speech is ~750 words, ~1000 tokens: the chat prompt's budget (1500) with room for instructions and history.
-    max_input_audio_s: float = 300.0
-    context_budget_tokens: int = 1500
-    # Over the budget, the oldest turns are dropped down to this, so that the prompt's start (the LM's prefix cache)
-    # stays the same for the next few turns instead of changing with every turn (a whole re-prefill per reply).
-    context_keep_below_tokens: int = 1100
-    max_output_tokens: int = 256
-    early_prefill: bool = True  # warm the LM's prompt cache with the words heard while the user speaks
 
 
 class Session(ItemsMixin, RepliesMixin):

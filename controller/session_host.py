@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from context_manager import Conversation
 from controller import turn_events as te
@@ -27,11 +27,10 @@ from controller.realtime import client_events as ce
 from controller.realtime.server_events import ServerEvents
 from controller.realtime.session_config import SessionConfig
 from controller.response import Response, Say
+from controller.session_defaults import SessionDefaults
 from lm_engine.chat import ChatRequest
 from vad import TurnDetector
 
-if TYPE_CHECKING:  # session.py imports the mixins
-    from controller.session import SessionDefaults
 
 
 class SessionMethods(Protocol):

@@ -561,7 +561,8 @@ async def test_the_event_bus_counts_the_reply_audio_the_client_was_sent_not_what
     from controller.metrics import Metrics
     from controller.mqtt_bus import MqttBus
     from controller.mqtt_protocol import parse_mqtt_url
-    from controller.session import Session, SessionDefaults
+    from controller.session import Session
+    from controller.session_defaults import SessionDefaults
 
     async def no_commands(*_: object) -> None:
         raise AssertionError("no commands here")
