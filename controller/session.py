@@ -1,7 +1,10 @@
-"""The asyncio shell of one Realtime session: WebSocket in/out, VAD, timers, replies in flight.
+"""The asyncio shell of one Realtime session: its connection's life, client events, turn-taking's actions and timers,
+operator commands.
 
 The decisions live in pure cores (controller.turn_taking, controller.realtime, context_manager,
-vad.TurnDetector); this file only feeds them events and carries out their actions.
+vad.TurnDetector); this file only feeds them events and carries out their actions. Beside it: session_input (the
+input audio), session_items (turns and items), session_replies (responses), outbox (what goes to the client),
+prompt_budget and settings_checks.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -32,25 +34,18 @@ from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, Say
 from controller.session_defaults import SessionDefaults
+from controller.session_input import InputAudioMixin
 from controller.session_items import ItemsMixin
-from controller.session_parts import SessionParts, detector_config, initial_parts, updated_parts
+from controller.session_parts import SessionParts, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
 from controller.settings_checks import REPLY_FIELDS, SettingsChecks, log_ignored
 from controller.throttle import Throttle
-from vad import TurnDetector
-from vad import turn_detector as vd
 
 logger = logging.getLogger(__name__)
-# Between turns (no speech under way) only the next speech start's prefix padding is ever read back: the audio is cut
-# to that and this much more whenever it has grown this much past it (a copy every few seconds, not each append).
-# A long append (minutes of audio in one event) is heard a second at a time, the event loop free between: its VAD
-# pass alone held every other session's audio and events for seconds.
-HEAR_SLICE_SAMPLES = 16000
-IDLE_AUDIO_SLACK_MS = 5000
 DEFAULT_MODEL = "stepaudio-rt"  # the model a session shows until its client names one
 
 
-class Session(ItemsMixin, RepliesMixin):
+class Session(InputAudioMixin, ItemsMixin, RepliesMixin):
     def __init__(self, *, session_id: str, model: str | None, pipeline: SpeechPipeline, metrics: Metrics,
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
         """model: the ?model= the client connected with, None if it named none; kind: "realtime", or
@@ -257,32 +252,13 @@ class Session(ItemsMixin, RepliesMixin):
     async def _dispatch(self, event: ce.ClientEvent) -> None:
         match event:
             case ce.InputAudioBufferAppend():
-                await self._append(event.audio)
+                await self.append_audio(event.audio)
             case ce.SessionUpdate():
                 await self._session_update(event)
             case ce.InputAudioBufferCommit():
-                tail = self.converter.flush()  # what the client sent last is still in the resampler's filter
-                if tail.size:
-                    self.audio.append(tail, time.monotonic())
-                    self.listener.feed(tail)
-                if self.audio.total_ms - self._turn_start_ms < 100:
-                    raise RemoteProtocolError(
-                        "Error committing input audio buffer: buffer too small; expected at least 100ms "
-                        f"of audio, but buffer only has {self.audio.total_ms - self._turn_start_ms}ms.",
-                        code="input_audio_buffer_commit_empty")
-                # The turn ends here even if the user is still speaking: what they say next is a turn of its own
-                # (with its own speech_started), not the tail of the committed one.
-                self.detector.reset()
-                await self.apply(te.BufferCommitted())
+                await self.commit_input_audio()
             case ce.InputAudioBufferClear():
-                self.converter.reset()
-                self._turn_start_ms = self.audio.total_ms
-                self.audio.trim(self._turn_start_ms)
-                self.vad.reset()
-                self.detector = TurnDetector(detector_config(self.cfg, self.defaults.pause_ms),
-                                             origin_ms=self.audio.total_ms)
-                await self.apply(te.BufferCleared())
-                await self.emit(self.events.cleared())
+                await self.clear_input_audio()
             case ce.OutputAudioBufferClear():
                 await self.clear_output_audio(event)
             case ce.ResponseCreate() if self.cfg.kind == "transcription":
@@ -382,77 +358,6 @@ class Session(ItemsMixin, RepliesMixin):
         self.model, self._model_chosen = model, self._model_chosen or event.model is not None
         await self.emit(updated)
         await self.apply(te.ConfigChanged(parts.turns))
-
-    async def _append(self, data: bytes) -> None:
-        split = self.converter.split_samples
-        pcm = self.converter.convert(data)
-        if split == 0 and self.converter.split_samples:
-            self.log.warning("input_audio_buffer.append of %d bytes ends mid-sample: its odd byte joins the next "
-                             "append's (audio/pcm is a byte stream; a stray byte would shift all later audio)",
-                             len(data))
-        for start in range(0, len(pcm), HEAR_SLICE_SAMPLES):
-            if start:
-                await asyncio.sleep(0)
-            await self._keep_pace()  # between slices too: one append may hold many turns (a whole recording)
-            await self._hear(pcm[start:start + HEAR_SLICE_SAMPLES])
-
-    async def _keep_pace(self) -> None:
-        """Wait while max_pending_turns of the session's turns (or audio items) wait for their transcripts. Their
-        recognition never waits for more input, so the wait ends; a reader waiting here reads nothing, so the client's
-        sends block once the socket's buffers are full (websockets' max_queue, then TCP)."""
-        limit = self.defaults.max_pending_turns
-        while limit and len(pending := self._item_transcriptions) >= limit:
-            if not self._paced:  # once a session: an operator sees why a client's upload went slower
-                self._paced = True
-                self.log.info("input audio comes faster than its turns are transcribed: read only as fast as they "
-                              "are (%d turns waiting)", len(pending))
-            await asyncio.wait(list(pending.values()), return_when=asyncio.FIRST_COMPLETED)
-
-    async def _hear(self, pcm: np.ndarray) -> None:
-        now = time.monotonic()
-        self.audio.append(pcm, now)
-        self.listener.feed(pcm)
-        if self.audio.dropped_before_ms > self._turn_start_ms and self._cut_told != self._turn_start_ms and (
-                self.cfg.turn_detection is None or self.turns.state in (tt.TurnState.LISTENING,
-                                                                        tt.TurnState.SPECULATING)):
-            await self._notice_full_buffer()
-        if self.cfg.turn_detection is None:
-            return
-        for vad_event in self.detector.feed(self.vad.process(pcm)):
-            match vad_event:
-                case vd.SpeechStarted():
-                    if self.turns.state in (tt.TurnState.IDLE, tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
-                        self._turn_start_ms = vad_event.audio_start_ms
-                    await self.apply(te.SpeechStarted(vad_event.audio_start_ms))
-                case vd.Pause():
-                    await self.apply(te.Pause(vad_event.audio_ms))
-                case vd.SpeechResumed():
-                    await self.apply(te.SpeechResumed(vad_event.audio_ms))
-                case vd.SpeechStopped():
-                    await self.apply(te.SpeechStopped(vad_event.audio_end_ms))
-        self._forget_idle_audio(self.cfg.turn_detection.prefix_padding_ms)
-        self.drop_stale_turn_inputs()
-        self.maybe_warm_turn_input()
-        self.maybe_prefill()
-
-    async def _notice_full_buffer(self) -> None:
-        """The turn under way (with turn_detection null: the buffer since its last commit or clear) has outgrown the
-        input audio kept, and its start is being dropped. Told once, as it happens: a buffer never committed, or a turn
-        a huge silence_duration_ms never ends, lost its audio unseen; a commit later tells what was answered."""
-        self._cut_told = self._turn_start_ms
-        await self.error(MediaError(
-            f"The input audio buffer holds at most {self.audio.max_seconds:.0f} s: the audio since "
-            f"{self._turn_start_ms} ms, not yet committed, has outgrown it, and its oldest part is dropped as more "
-            "comes. Commit the buffer more often, or speak in shorter turns."), code="input_audio_truncated")
-
-    def _forget_idle_audio(self, prefix_padding_ms: int) -> None:
-        """Between turns, keep only what the next speech start's padding can reach back to."""
-        if self.detector.in_speech or self.turns.state not in (tt.TurnState.IDLE, tt.TurnState.RESPONDING,
-                                                               tt.TurnState.SPEAKING):
-            return
-        keep_ms = max(1000, prefix_padding_ms + 500)
-        if self.audio.kept_seconds * 1000 > keep_ms + IDLE_AUDIO_SLACK_MS:
-            self.audio.trim(self.audio.total_ms - keep_ms)
 
     # ---- core actions ------------------------------------------------------------------------
 

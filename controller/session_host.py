@@ -1,5 +1,6 @@
-"""What Session's mixins (session_items.ItemsMixin, session_replies.RepliesMixin) use of the Session they are mixed
-into: its state (SessionHost) and its methods (the SessionMethods protocol, which SessionHost extends).
+"""What Session's mixins (session_input.InputAudioMixin, session_items.ItemsMixin, session_replies.RepliesMixin)
+use of the Session they are mixed into: its state (SessionHost) and its methods (the SessionMethods protocol, which
+SessionHost extends).
 
 Each mixin has SessionHost as its base for the type checker only (at run time the base is object): mypy then checks
 every `self.x` in a mixin against these declarations, and Session's own definitions against them in turn. Session
@@ -17,11 +18,12 @@ from typing import Protocol
 from context_manager import Conversation
 from controller import turn_events as te
 from controller import turn_taking as tt
+from controller.audio_io import InputConverter
 from controller.errors import EngineError, MediaError, ProtocolError
 from controller.input_audio import InputAudio
 from controller.metrics import Metrics
 from controller.outbox import Outbox
-from controller.pipeline import Listener, SpeechPipeline, TurnInput
+from controller.pipeline import Listener, SpeechPipeline, TurnInput, VadStream
 from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
 from controller.realtime.server_events import ServerEvents
@@ -34,7 +36,7 @@ from vad import TurnDetector
 
 
 class SessionMethods(Protocol):
-    """Session's methods, and those each mixin lends the other."""
+    """Session's methods, and those each mixin lends another."""
 
     async def apply(self, event: te.Event) -> None: ...
     async def _apply_for(self, event: ce.ClientEvent, request: te.Event) -> None: ...
@@ -53,6 +55,10 @@ class SessionMethods(Protocol):
     async def build_request(self, resp: Response, turn: tuple[str, asyncio.Task[TurnInput]] | None,
                             cfg: SessionConfig) -> ChatRequest | None: ...
     def record_reply(self, resp: Response, heard_ms: float | None) -> None: ...
+    # ItemsMixin's, for InputAudioMixin:
+    def drop_stale_turn_inputs(self) -> None: ...
+    def maybe_warm_turn_input(self) -> None: ...
+    def maybe_prefill(self) -> None: ...
     # RepliesMixin's, for ItemsMixin:
     def _visible_response(self) -> Response | None: ...
     def reply_items_added(self) -> list[str]: ...
@@ -76,6 +82,8 @@ class SessionHost(SessionMethods):
     conversation: Conversation
     listener: Listener
     detector: TurnDetector
+    converter: InputConverter
+    vad: VadStream
     audio: InputAudio
     log: logging.LoggerAdapter[logging.Logger]
     _responses: dict[int, tuple[Response, asyncio.Task[None]]]
@@ -83,6 +91,8 @@ class SessionHost(SessionMethods):
     _item_transcriptions: dict[str, asyncio.Future[None]]
     _last_transcription: asyncio.Future[None] | None
     _turn_start_ms: int
+    _cut_told: int | None
+    _paced: bool
     _turn_item_id: str
     _prefill_task: asyncio.Task[object] | None
     _prefilled_to_ms: int
