@@ -598,6 +598,10 @@ async function teardown(state) {
   sock = null;
   if (audio) await audio.stop();
   audio = null;
+  // The microphone and the playback are closed: a meter left lit read as a microphone still live.
+  $('level').value = 0;
+  hook.bufferedMs = 0;
+  $('buffered').textContent = '0 ms';
   $('connect').textContent = 'Connect';
   $('connect').disabled = false;
   $('talk').disabled = true;

@@ -76,6 +76,9 @@ export class AudioEngine {
   }
 
   async stop() {
+    // A stopped engine reports nothing more: a chunk or stats message still queued would light the meters again.
+    if (this.capture) this.capture.port.onmessage = null;
+    if (this.playback) this.playback.port.onmessage = null;
     if (this.capture) this.capture.port.postMessage({ type: 'stop' });
     if (this.stream) for (const t of this.stream.getTracks()) t.stop();
     if (this.ctx) await this.ctx.close();

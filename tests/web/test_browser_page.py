@@ -1035,3 +1035,26 @@ def test_connect_to_a_server_on_another_host_that_is_down_says_so_before_opening
     assert state["errors"] == [f"could not start: the server at 127.0.0.1:{port} does not answer: is stepaudio-rt "
                                "serve running? Press Connect again once it is."], state
     assert state["micSettings"] is None and state["capturedChunks"] == 0, state  # the microphone was never opened
+
+
+def meters(driver: object) -> tuple[float, str]:
+    """The microphone meter's level and the Buffered readout, as the page shows them."""
+    level, buffered = driver.execute_script(  # type: ignore[attr-defined]
+        "return [document.getElementById('level').value, document.getElementById('buffered').textContent]")
+    return float(level), buffered
+
+
+def test_disconnect_while_talking_and_playing_leaves_no_meter_lit(tiny_server: ServerProcess, browser: object) -> None:
+    """Disconnect while the microphone heard speech and a reply was queued: the microphone was closed and the playback
+    gone, yet the Mic meter stayed lit at the last chunk's level (0.42 seen) and Buffered at the last stats, as if the
+    microphone were still live. Both go to zero with the audio."""
+    from selenium.webdriver.common.by import By
+
+    connect_page(browser, tiny_server.http, "mode=ptt&ec=0&ns=0&agc=0")
+    browser.execute_script(SEND_TYPED, "Tell me a story.")  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["bufferedMs"] > 0 and meters(browser)[0] > 0, 60)
+    assert state["bufferedMs"] > 0 and meters(browser)[0] > 0, state  # the fake microphone is mid-speech
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "idle", 10)
+    time.sleep(0.5)  # a chunk or stats message still queued at the close would show here
+    assert state["state"] == "idle" and meters(browser) == (0, "0 ms"), (meters(browser), state)
