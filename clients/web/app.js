@@ -18,6 +18,7 @@ const VOICE_LOCKED = 'the conversation keeps the voice it has spoken in: Disconn
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
+const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
 
@@ -596,6 +597,7 @@ async function teardown(state) {
   turnEndAt = null;
   if (sock) sock.close();
   sock = null;
+  endPendingLines();
   if (audio) await audio.stop();
   audio = null;
   // The microphone and the playback are closed: a meter left lit read as a microphone still live.
@@ -610,6 +612,16 @@ async function teardown(state) {
   $('voice').title = '';
   $('message').disabled = $('send').disabled = true;
   setState(state);
+}
+
+// A line still waiting for its words gets none from a closed session: 'listening…' left on it read as a page still
+// listening, the turn still to be answered.
+function endPendingLines() {
+  for (const entry of lines.values()) {
+    if (entry.el.classList.contains('pending')) {
+      setText(entry, entry.el.classList.contains('user') ? TURN_UNFINISHED : NOTHING_SAID);
+    }
+  }
 }
 
 // The mode, the turn's silence and the microphone's processing take effect when connecting: locked meanwhile, so

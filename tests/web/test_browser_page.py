@@ -1058,3 +1058,18 @@ def test_disconnect_while_talking_and_playing_leaves_no_meter_lit(tiny_server: S
     state = wait_until(browser, lambda s: s["state"] == "idle", 10)
     time.sleep(0.5)  # a chunk or stats message still queued at the close would show here
     assert state["state"] == "idle" and meters(browser) == (0, "0 ms"), (meters(browser), state)
+
+
+def test_disconnect_mid_turn_leaves_no_bubble_listening(tiny_server: ServerProcess, browser: object) -> None:
+    """Disconnect while talking hands-free: the user's bubble said 'listening…' for good, after the session had
+    ended, and stayed so above the next session's turns. It says that the session ended before the turn did."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{tiny_server.http}/?mode=vad&ec=0&ns=0&agc=0")  # type: ignore[attr-defined]
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "speaking", 60)
+    assert page_text(browser, ".turn.user .text") == "listening…", state
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "idle", 10)
+    assert page_text(browser, ".turn.user .text") == "(the session ended before this turn did)", state
+    assert browser.find_elements(By.CSS_SELECTOR, ".turn.pending") == [], state  # type: ignore[attr-defined]
