@@ -18,6 +18,7 @@ const VOICE_LOCKED = 'the conversation keeps the voice it has spoken in: Disconn
 const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the edit, as leaving the box does
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
+const NOT_TRANSCRIBED = '(not transcribed)'; // a turn whose transcription failed: heard, but its words unknown
 const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
@@ -316,6 +317,7 @@ const handlers = {
     hook.userTranscripts.push(e.transcript);
   },
   'conversation.item.input_audio_transcription.failed': (e) => {
+    setText(line(e.item_id, 'user'), NOT_TRANSCRIBED); // no words will come: not 'listening…' for good
     showError(`transcription failed: ${e.error ? e.error.message : 'unknown error'}`);
   },
   'response.created': (e) => {

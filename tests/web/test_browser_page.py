@@ -1073,3 +1073,30 @@ def test_disconnect_mid_turn_leaves_no_bubble_listening(tiny_server: ServerProce
     state = wait_until(browser, lambda s: s["state"] == "idle", 10)
     assert page_text(browser, ".turn.user .text") == "(the session ended before this turn did)", state
     assert browser.find_elements(By.CSS_SELECTOR, ".turn.pending") == [], state  # type: ignore[attr-defined]
+
+
+def test_a_turn_whose_transcription_failed_does_not_stay_listening(tiny_server: ServerProcess,
+                                                                  browser: object) -> None:
+    """The server heard a turn but could not transcribe it (conversation.item.input_audio_transcription.failed): the
+    page showed the error, yet the turn's bubble said 'listening…' for the rest of the session, next to 'listening'
+    in the state pill. It says that the turn was not transcribed."""
+    from selenium.webdriver.common.by import By
+
+    heard: list[bool] = []
+
+    def fail_the_first_turn(ws: object, event: dict) -> None:
+        if event["type"] != "input_audio_buffer.append" or heard:
+            return
+        heard.append(True)
+        send(ws, "input_audio_buffer.speech_started", item_id="item_turn", audio_start_ms=0)
+        send(ws, "input_audio_buffer.speech_stopped", item_id="item_turn", audio_end_ms=400)
+        send(ws, "input_audio_buffer.committed", item_id="item_turn", previous_item_id=None)
+        send(ws, "conversation.item.input_audio_transcription.failed", item_id="item_turn", content_index=0,
+             error={"type": "transcription_error", "code": "transcription_failed", "message": "the model failed"})
+
+    with fake_realtime_server(fail_the_first_turn) as url:
+        browser.get(f"{tiny_server.http}/?mode=vad&url={url}")  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["errors"], 30)
+    assert state["errors"] == ["transcription failed: the model failed"], state
+    assert page_text(browser, ".turn.user .text") == "(not transcribed)", state
