@@ -5,7 +5,7 @@
 // connected). A typed message is a user text item and asks for a spoken reply, as a spoken turn does.
 // `window.stepaudio` exposes counters for tests and curious people.
 import { AudioEngine, listMicrophones } from './audio.js';
-import { RealtimeSocket, fromBase64, toBase64 } from './realtime.js';
+import { RealtimeSocket, fromBase64, keyFitsSubprotocol, toBase64 } from './realtime.js';
 import { pcm16ToFloat } from './resampler.js';
 
 const $ = (id) => document.getElementById(id);
@@ -22,6 +22,8 @@ const NOT_TRANSCRIBED = '(not transcribed)'; // a turn whose transcription faile
 const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
+const KEY_NOT_SENDABLE = 'a browser can send only API keys of letters, digits and !#$%&\'*+-.^_`|~ (the key travels '
+  + 'as a WebSocket subprotocol): this one has other characters; give the server a key without them';
 
 // The test hook: plain counters and lists, never read back by the page itself.
 const hook = {
@@ -524,6 +526,7 @@ async function connect() {
   try {
     // Said before trying: the attempt fails on a missing browser API ("reading 'addModule'"), which says nothing.
     if (!window.isSecureContext) throw new Error(INSECURE_PAGE);
+    if (!keyFitsSubprotocol(s.key)) throw new Error(KEY_NOT_SENDABLE);
     const problem = await serverProblem(s.url);
     if (problem) throw new Error(problem);
     await refreshVoices(s.url);

@@ -2,6 +2,14 @@
 // Browsers cannot set an Authorization header on a WebSocket, so the key travels as the
 // subprotocol "openai-insecure-api-key.<key>" next to "realtime", as OpenAI's API accepts.
 
+// A subprotocol is an HTTP token (RFC 6455 4.1, RFC 7230 3.2.6): the browser refuses a key with any other character
+// ('/', '=', a space...) before connecting, in an error that quotes the key.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+export function keyFitsSubprotocol(key) {
+  return !key || TOKEN.test(key);
+}
+
 export class RealtimeSocket {
   constructor(url, key) {
     this.url = url;

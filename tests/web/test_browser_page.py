@@ -1100,3 +1100,20 @@ def test_a_turn_whose_transcription_failed_does_not_stay_listening(tiny_server: 
         state = wait_until(browser, lambda s: s["errors"], 30)
     assert state["errors"] == ["transcription failed: the model failed"], state
     assert page_text(browser, ".turn.user .text") == "(not transcribed)", state
+
+
+def test_an_api_key_a_browser_cannot_send_is_said_so_and_not_shown(tiny_server: ServerProcess, browser: object) -> None:
+    """The key travels as a WebSocket subprotocol, which only takes a token's characters: a key such as a base64 one
+    ('/', '+', '=') can never be sent by a browser. Connect opened the microphone, then said only "Failed to construct
+    'WebSocket': The subprotocol 'openai-insecure-api-key.s3cr/t+key==' is invalid.", the secret typed into a password
+    box shown in clear. It says which characters a key may have, before opening the microphone, without the key."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{tiny_server.http}/?mode=ptt&key=s3cr%2Ft%2Bkey%3D%3D")  # type: ignore[attr-defined]
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "error", 30)
+    shown = page_text(browser, "#errors li")
+    assert shown == ("could not start: a browser can send only API keys of letters, digits and !#$%&'*+-.^_`|~ (the "
+                     "key travels as a WebSocket subprotocol): this one has other characters; give the server a key "
+                     "without them"), state
+    assert "s3cr" not in shown and state["micSettings"] is None and state["capturedChunks"] == 0, state
