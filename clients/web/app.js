@@ -22,6 +22,7 @@ const NOT_TRANSCRIBED = '(not transcribed)'; // a turn whose transcription faile
 const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
+const REALTIME_PATH = '/v1/realtime'; // where the server takes sessions, as OpenAI's API does
 const KEY_NOT_SENDABLE = 'a browser can send only API keys of letters, digits and !#$%&\'*+-.^_`|~ (the key travels '
   + 'as a WebSocket subprotocol): this one has other characters; give the server a key without them';
 
@@ -474,8 +475,17 @@ async function openSocket(socket, wsUrl) {
   try {
     await socket.open();
   } catch (err) {
-    throw new Error((await serverProblem(wsUrl)) || err.message);
+    throw new Error((await serverProblem(wsUrl)) || pathProblem(wsUrl) || err.message);
   }
+}
+
+// A server that answers yet refused the handshake: an address without the API's path (the page's own, pasted into the
+// Server box) is refused as not found, which the browser reports as a bare 1006 that blamed the API key.
+function pathProblem(wsUrl) {
+  const url = new URL(wsUrl);
+  if (url.pathname.replace(/\/$/, '') === REALTIME_PATH) return null;
+  const scheme = ['wss:', 'https:'].includes(url.protocol) ? 'wss' : 'ws';
+  return `nothing takes a session at ${wsUrl}: the server's address is ${scheme}://${url.host}${REALTIME_PATH}`;
 }
 
 // The server's voices in the picker, its default chosen unless another of them was. A server without /voices (or
@@ -743,7 +753,7 @@ async function switchMicrophone() {
 
 function init() {
   const q = new URLSearchParams(location.search);
-  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/realtime`;
+  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${REALTIME_PATH}`;
   $('url').value = q.get('url') || wsBase;
   $('key').value = q.get('key') || '';
   if (q.get('mode') === 'ptt' || q.get('mode') === 'vad') $('mode').value = q.get('mode');

@@ -1117,3 +1117,21 @@ def test_an_api_key_a_browser_cannot_send_is_said_so_and_not_shown(tiny_server: 
                      "key travels as a WebSocket subprotocol): this one has other characters; give the server a key "
                      "without them"), state
     assert "s3cr" not in shown and state["micSettings"] is None and state["capturedChunks"] == 0, state
+
+
+@pytest.mark.parametrize("typed", ["{http}", "ws://127.0.0.1:{port}/"])
+def test_a_server_address_without_the_api_path_is_said_so(tiny_server: ServerProcess, browser: object,
+                                                          typed: str) -> None:
+    """The page's own address pasted into the Server box (or a ws:// one without /v1/realtime): the server refused the
+    handshake as not found, and the page said only 'could not connect ... (close code 1006; check the server and the
+    API key)', the key blamed on a server without one. It names the address to use."""
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    url = typed.format(http=tiny_server.http, port=tiny_server.port)
+    browser.get(f"{tiny_server.http}/?mode=ptt&url={quote(url, safe='')}")  # type: ignore[attr-defined]
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "error", 30)
+    assert state["errors"] == [f"could not start: nothing takes a session at {url}: the server's address is "
+                               f"{tiny_server.ws}"], state
