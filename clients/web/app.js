@@ -123,9 +123,23 @@ function appendText(entry, delta) {
 }
 
 // The newest text is at the bottom of the conversation, right above the message box: bringing the box into view shows
-// both (scrolling to the bubble alone left the box, where the user types next, just below the window).
+// both (scrolling to the bubble alone left the box, where the user types next, just below the window). Not while the
+// user has scrolled up to read an earlier turn: each new word pulled the page back down under their eyes. Scrolled
+// back to the bottom (to within a line), the page follows again.
+let followingLatest = true;
+let shownAt = 0; // window.scrollY where showLatest left the page: growing text moves no scroll position, the user does
+const FOLLOW_SLACK_PX = 48;
+
 function showLatest() {
+  if (!followingLatest) return;
   $('compose').scrollIntoView({ block: 'nearest' });
+  shownAt = window.scrollY;
+}
+
+function scrolled() {
+  const bottom = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - FOLLOW_SLACK_PX;
+  if (bottom) followingLatest = true;
+  else if (window.scrollY < shownAt) followingLatest = false;
 }
 
 function settings() {
@@ -769,6 +783,7 @@ function init() {
   const talk = $('talk');
   talk.addEventListener('pointerdown', pressTalk);
   for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
+  window.addEventListener('scroll', scrolled, { passive: true });
   document.addEventListener('keydown', spaceDown);
   document.addEventListener('keyup', (e) => { if (e.code === 'Space') releaseTalk(); });
   if (!window.isSecureContext) showError(INSECURE_PAGE);

@@ -1135,3 +1135,46 @@ def test_a_server_address_without_the_api_path_is_said_so(tiny_server: ServerPro
     state = wait_until(browser, lambda s: s["state"] == "error", 30)
     assert state["errors"] == [f"could not start: nothing takes a session at {url}: the server's address is "
                                f"{tiny_server.ws}"], state
+
+
+def test_reading_an_earlier_turn_is_not_scrolled_away_by_the_reply(tiny_server: ServerProcess, browser: object) -> None:
+    """A conversation taller than the window, scrolled up to read an earlier turn while a reply came in: each word of
+    the reply scrolled the page back to the bottom, under the reader's eyes. The page stays where the user scrolled,
+    and follows the newest words again once they scroll back down."""
+    story = "Once upon a time there was a cat who lived by the sea and watched the boats. " * 3
+
+    def reply_slowly(ws: object, event: dict) -> None:
+        if event["type"] != "response.create":
+            return
+        send(ws, "response.created", response={"id": "resp_x", "status": "in_progress"})
+        item = f"item_{time.monotonic_ns()}"
+        send(ws, "response.output_item.added", item={"id": item, "type": "message", "role": "assistant"})
+        for word in story.split(" "):
+            send(ws, "response.output_audio_transcript.delta", item_id=item, delta=word + " ")
+            time.sleep(0.02)
+        send(ws, "response.done", response={"id": "resp_x", "status": "completed"})
+
+    where = "return [scrollY, document.documentElement.scrollHeight - innerHeight]"
+    browser.set_window_size(800, 500)  # type: ignore[attr-defined]
+    with fake_realtime_server(reply_slowly) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        for turn in range(1, 4):
+            browser.execute_script(SEND_TYPED, f"Tell me story number {turn}.")  # type: ignore[attr-defined]
+            state = wait_until(browser, lambda s, n=turn: s["events"].get("response.done", 0) >= n, 30)
+        scrolled, bottom = browser.execute_script(where)  # type: ignore[attr-defined]
+        # followed the replies (the message box in view, the page's margin below it): taller than the window
+        assert 0 < bottom - 48 < scrolled, (scrolled, bottom)
+
+        browser.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]  # reading the first turn
+        time.sleep(0.3)  # the scroll event
+        browser.execute_script(SEND_TYPED, "Tell me story number 4.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["events"].get("response.done", 0) >= 4, 30)
+        scrolled, grown = browser.execute_script(where)  # type: ignore[attr-defined]
+        assert scrolled == 0 and grown > bottom, (scrolled, grown, state)  # still where the user is reading
+
+        browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight)")  # type: ignore
+        time.sleep(0.3)
+        browser.execute_script(SEND_TYPED, "Tell me story number 5.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["events"].get("response.done", 0) >= 5, 30)
+        scrolled, bottom = browser.execute_script(where)  # type: ignore[attr-defined]
+        assert bottom - 48 < scrolled, (scrolled, bottom, state)  # following the newest words again
