@@ -627,7 +627,12 @@ async function teardown(state) {
   if (sock) sock.close();
   sock = null;
   endPendingLines();
-  if (audio) await audio.stop();
+  if (audio) {
+    // A reply still playing stops here: its bubble says where, as a barge-in's does, not read as heard in full.
+    const cut = await audio.flush();
+    if (cut && cut.item && cut.remaining > 0) markCut(cut.item, cut.playedMs);
+    await audio.stop();
+  }
   audio = null;
   // The microphone and the playback are closed: a meter left lit read as a microphone still live.
   $('level').value = 0;

@@ -58,7 +58,7 @@ export class AudioEngine {
     if (this.playback) this.playback.port.postMessage({ type: 'end' });
   }
 
-  // Drop everything queued; resolves with {item, playedMs, droppedMs, wasPlaying}.
+  // Drop everything queued; resolves with {item, playedMs, droppedMs, wasPlaying, remaining (the item's samples)}.
   flush() {
     if (!this.playback) return Promise.resolve(null);
     return new Promise((resolve) => {

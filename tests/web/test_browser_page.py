@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
@@ -1178,3 +1179,32 @@ def test_reading_an_earlier_turn_is_not_scrolled_away_by_the_reply(tiny_server: 
         state = wait_until(browser, lambda s: s["events"].get("response.done", 0) >= 5, 30)
         scrolled, bottom = browser.execute_script(where)  # type: ignore[attr-defined]
         assert bottom - 48 < scrolled, (scrolled, bottom, state)  # following the newest words again
+
+
+def test_disconnect_while_a_reply_plays_marks_where_it_was_cut(tiny_server: ServerProcess, browser: object) -> None:
+    """Disconnect 0.5 s into a 6 s reply: the audio stopped, yet its bubble showed the whole reply with nothing to say
+    that most of it was never heard (a barge-in's cut says 'interrupted after ...'). It says where it was cut."""
+    from selenium.webdriver.common.by import By
+
+    tone = np.sin(np.arange(24000 * 6) * 2 * np.pi * 220 / 24000) * 8000
+    chunks = [base64.b64encode(c.astype("<i2").tobytes()).decode() for c in np.split(tone, 60)]
+
+    def reply_six_seconds(ws: object, event: dict) -> None:
+        if event["type"] != "response.create":
+            return
+        send(ws, "response.created", response={"id": "resp_long", "status": "in_progress"})
+        send(ws, "response.output_item.added", item={"id": "item_long", "type": "message", "role": "assistant"})
+        send(ws, "response.output_audio_transcript.delta", item_id="item_long", delta="A long story, told in full.")
+        for chunk in chunks:
+            send(ws, "response.output_audio.delta", item_id="item_long", delta=chunk)
+
+    with fake_realtime_server(reply_six_seconds) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(SEND_TYPED, "Tell me a story.")  # type: ignore[attr-defined]
+        wait_until(browser, lambda s: s["playedSeconds"] >= 0.5, 30)
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["state"] == "idle", 10)
+    bubble = browser.find_element(By.CSS_SELECTOR, ".turn.assistant")  # type: ignore[attr-defined]
+    note = bubble.find_elements(By.CSS_SELECTOR, ".note")
+    assert note and re.fullmatch(r"interrupted after (\d\.\d\d) s", note[0].text), state
+    assert 0.5 <= float(note[0].text.split()[2]) < 3, (note[0].text, state)
