@@ -658,10 +658,10 @@ function endPendingLines() {
   }
 }
 
-// The mode, the turn's silence and the microphone's processing take effect when connecting: locked meanwhile, so
-// that a change does not look applied when it is not.
+// The server, its key, the mode, the turn's silence and the microphone's processing take effect when connecting:
+// locked meanwhile, so that a change does not look applied when it is not.
 function setConnectSettingsDisabled(on) {
-  for (const id of ['mode', 'silence-ms', 'ec', 'ns', 'agc']) $(id).disabled = on;
+  for (const id of ['url', 'key', 'mode', 'silence-ms', 'ec', 'ns', 'agc']) $(id).disabled = on;
 }
 
 // ---- push-to-talk -----------------------------------------------------------------------------

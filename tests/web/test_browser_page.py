@@ -1208,3 +1208,17 @@ def test_disconnect_while_a_reply_plays_marks_where_it_was_cut(tiny_server: Serv
     note = bubble.find_elements(By.CSS_SELECTOR, ".note")
     assert note and re.fullmatch(r"interrupted after (\d\.\d\d) s", note[0].text), state
     assert 0.5 <= float(note[0].text.split()[2]) < 3, (note[0].text, state)
+
+
+def test_the_server_and_key_boxes_are_locked_while_connected(tiny_server: ServerProcess, browser: object) -> None:
+    """The mode, silence and microphone processing were locked while connected, as they apply at Connect; the Server
+    and API key boxes, which apply at Connect too, stayed editable: an address or key changed mid-session looked in use
+    while the session went on with the old ones. They are locked while connected and open again at Disconnect."""
+    from selenium.webdriver.common.by import By
+
+    connect_page(browser, tiny_server.http)
+    boxes = [browser.find_element(By.ID, i) for i in ("url", "key")]  # type: ignore[attr-defined]
+    assert [b.is_enabled() for b in boxes] == [False, False]
+    browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    wait_until(browser, lambda s: s["state"] == "idle", 10)
+    assert [b.is_enabled() for b in boxes] == [True, True]
