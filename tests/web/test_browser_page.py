@@ -1222,3 +1222,30 @@ def test_the_server_and_key_boxes_are_locked_while_connected(tiny_server: Server
     browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     wait_until(browser, lambda s: s["state"] == "idle", 10)
     assert [b.is_enabled() for b in boxes] == [True, True]
+
+
+def test_a_finger_that_moves_while_holding_to_talk_keeps_talking(tiny_server: ServerProcess, browser: object) -> None:
+    """On a touch screen, a finger holding 'Hold to talk' that moved a little (30 px) was taken by the browser for a
+    scroll: it cancelled the press (pointercancel), and the turn was sent half a second in, mid-sentence, while the
+    user still held the button and talked. The press lasts until the finger lifts."""
+    browser.set_window_size(400, 700)  # type: ignore[attr-defined]  # a phone: the page scrolls
+    touch_screen = {"enabled": True, "maxTouchPoints": 1}
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", touch_screen)  # type: ignore[attr-defined]
+    connect_page(browser, tiny_server.http, "mode=ptt&ec=0&ns=0&agc=0")
+    x, y = browser.execute_script(  # type: ignore[attr-defined]
+        "const r = document.getElementById('talk').getBoundingClientRect();"
+        "return [r.x + r.width / 2, r.y + r.height / 2]")
+
+    def touch(kind: str, *points: dict) -> None:
+        browser.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": list(points)})  # type: ignore
+
+    touch("touchStart", {"x": x, "y": y})
+    state = wait_until(browser, lambda s: s["state"] == "speaking", 10)
+    for step in range(1, 6):
+        touch("touchMove", {"x": x, "y": y - 6 * step})
+        time.sleep(0.05)
+    moved = wait_until(browser, lambda s: s["sentChunks"] >= state["sentChunks"] + 25, 10)  # a second more
+    assert moved["state"] == "speaking" and not moved["events"].get("input_audio_buffer.committed"), moved
+    touch("touchEnd")
+    state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.committed"), 10)
+    assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
