@@ -1156,6 +1156,9 @@ def test_reading_an_earlier_turn_is_not_scrolled_away_by_the_reply(tiny_server: 
         send(ws, "response.done", response={"id": "resp_x", "status": "completed"})
 
     where = "return [scrollY, document.documentElement.scrollHeight - innerHeight]"
+    # Scrolls the window as a user does and returns once the page has seen the scroll (its listener came first).
+    scroll_to = ("const done = arguments[arguments.length - 1];"
+                 "addEventListener('scroll', () => setTimeout(done, 0), {once: true}); scrollTo(0, arguments[0]);")
     browser.set_window_size(800, 500)  # type: ignore[attr-defined]
     with fake_realtime_server(reply_slowly) as url:
         connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
@@ -1166,15 +1169,13 @@ def test_reading_an_earlier_turn_is_not_scrolled_away_by_the_reply(tiny_server: 
         # followed the replies (the message box in view, the page's margin below it): taller than the window
         assert 0 < bottom - 48 < scrolled, (scrolled, bottom)
 
-        browser.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]  # reading the first turn
-        time.sleep(0.3)  # the scroll event
+        browser.execute_async_script(scroll_to, 0)  # type: ignore[attr-defined]  # reading the first turn
         browser.execute_script(SEND_TYPED, "Tell me story number 4.")  # type: ignore[attr-defined]
         state = wait_until(browser, lambda s: s["events"].get("response.done", 0) >= 4, 30)
         scrolled, grown = browser.execute_script(where)  # type: ignore[attr-defined]
         assert scrolled == 0 and grown > bottom, (scrolled, grown, state)  # still where the user is reading
 
-        browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight)")  # type: ignore
-        time.sleep(0.3)
+        browser.execute_async_script(scroll_to, grown)  # type: ignore[attr-defined]  # back to the bottom
         browser.execute_script(SEND_TYPED, "Tell me story number 5.")  # type: ignore[attr-defined]
         state = wait_until(browser, lambda s: s["events"].get("response.done", 0) >= 5, 30)
         scrolled, bottom = browser.execute_script(where)  # type: ignore[attr-defined]
