@@ -4,14 +4,13 @@ behind tens of seconds of its own audio in its socket."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 
 import numpy as np
 
 from clients.realtime_client import RealtimeClient
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
+from tests.ping_times import ping_round_trips
 
 
 async def test_a_fast_stream_to_a_pacing_server_gets_its_pings_answered_within_seconds() -> None:
@@ -27,14 +26,8 @@ async def test_a_fast_stream_to_a_pacing_server_gets_its_pings_answered_within_s
         ws = client._ws  # the connection's own ping, as websockets' keepalive sends it
         assert ws is not None
         sending = asyncio.create_task(client.stream_audio(audio, 24000, realtime=False))
-        rtts = []
         try:
-            for _ in range(3):
-                await asyncio.sleep(2.0)
-                started = time.monotonic()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(await ws.ping(), 12.0)
-                rtts.append(time.monotonic() - started)
+            rtts = await ping_round_trips(ws, 3)
         finally:
             ws.transport.abort()  # a close frame would wait behind the audio queued
             sending.cancel()
