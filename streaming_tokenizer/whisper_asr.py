@@ -24,6 +24,8 @@ SAMPLE_RATE = 16_000
 MIN_SAMPLES = SAMPLE_RATE // 10
 # Turns up to this long are decoded in one window sized to the audio (see _transcribe_window).
 SHORT_CLIP_SAMPLES = 25 * SAMPLE_RATE
+# A short clip whose window decode loops is decoded again in pieces of at most this, cut at pauses.
+PIECE_SAMPLES = 8 * SAMPLE_RATE
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window
 WINDOW_MAX_FRAMES = 3000
 # faster-whisper's own threshold for a looping, hallucinated decode.
@@ -40,6 +42,22 @@ def _starts_over(text: str) -> bool:
     """Whether, from some word on, the text is its own beginning again, for RESTART_WORDS words or more."""
     words = re.findall(r"[\w']+", text.lower())
     return any(words[k:] == words[:len(words) - k] for k in range(1, len(words) - RESTART_WORDS + 1))
+
+
+def _looped(text: str) -> bool:
+    return _compression_ratio(text) > MAX_COMPRESSION_RATIO or _starts_over(text)
+
+
+def split_at_pauses(audio: np.ndarray, max_samples: int) -> list[np.ndarray]:
+    """`audio` cut into pieces of at most `max_samples`, each cut at the quietest 100 ms of its piece's middle half
+    (between phrases, in speech), so that no word is cut where a pause exists."""
+    if audio.size <= max_samples:
+        return [audio]
+    frame = SAMPLE_RATE // 10
+    start, stop = audio.size // 4 // frame, audio.size * 3 // 4 // frame
+    energy = [float(np.square(audio[i * frame:(i + 1) * frame]).mean()) for i in range(start, stop)]
+    cut = (start + int(np.argmin(energy))) * frame + frame // 2
+    return split_at_pauses(audio[:cut], max_samples) + split_at_pauses(audio[cut:], max_samples)
 
 
 def _compression_ratio(text: str) -> float:
@@ -131,11 +149,19 @@ class WhisperAsr:
             looped = False
             if audio.size <= SHORT_CLIP_SAMPLES:
                 text = self._transcribe_window(audio, lang)
-                # A cut window can make Whisper loop on a phrase (seen with base and tiny.en): then decode the
-                # standard way.
-                if _compression_ratio(text) <= MAX_COMPRESSION_RATIO and not _starts_over(text):
+                if not _looped(text):
                     return text
+                # A cut window can make Whisper loop on a phrase (seen with base and tiny.en). Shorter windows, cut
+                # at pauses, loop far less: an 18 s turn without pauses looped in its window and, on some CPUs
+                # (int8 kernels differ), in the standard decode below as well, to the length cap.
                 looped = True
+                texts = []
+                for piece in split_at_pauses(audio, PIECE_SAMPLES) if audio.size > PIECE_SAMPLES else []:
+                    if cancel is not None and cancel.is_set():
+                        return ""
+                    texts.append(self._transcribe_window(piece, lang) if piece.size >= MIN_SAMPLES else "")
+                if texts and not any(_looped(t) for t in texts):
+                    return " ".join(t for t in texts if t)
             # Greedy decoding at temperature 0 only: the fallback ladder can re-decode up to six times,
             # which would make latency unpredictable. Timestamps and conditioning on earlier windows
             # are off: we transcribe one short turn at a time and want only its text. No VAD filter:
