@@ -179,16 +179,22 @@ class Speaker:
     cloned: bool = False  # clone mode: the system prompt names no speaker
 
 
+def _read_json_object(path: Path, otherwise: str) -> dict[str, Any]:
+    """The JSON object in `path`; StepTtsError naming the file if it is no JSON, or `otherwise` if no object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSON's own message names no file
+        raise StepTtsError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StepTtsError(f"{path} {otherwise}")
+    return data
+
+
 def read_speakers_info(folder: Path) -> dict[str, str]:
     path = folder / SPEAKERS_INFO
     if not path.is_file():
         raise StepTtsError(f"missing {path}")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSON's own message names no file
-        raise StepTtsError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(info, dict):
-        raise StepTtsError(f"{path} must map speaker names to prompt texts")
+    info = _read_json_object(path, "must map speaker names to prompt texts")
     # TTS-3B's voice prompt pairs the transcript with the wav's audio tokens: without it the voice is misread
     untold = [name for name, text in info.items() if not isinstance(text, str) or not text.strip()]
     if untold:
@@ -223,13 +229,7 @@ class StepTts:
         path = tts_dir / "tokenizer_config.json"
         if not path.is_file():
             return True
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:  # JSON's own message names no file
-            raise StepTtsError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(config, dict):
-            raise StepTtsError(f"{path} is not a JSON object")
-        return bool(config.get("add_bos_token", True))
+        return bool(_read_json_object(path, "is not a JSON object").get("add_bos_token", True))
 
     # ------------------------------------------------------------------ speakers
 
