@@ -99,11 +99,7 @@ def test_a_cut_short_chat_checkpoint_is_one_line_from_every_rank(tiny_model_dir,
     weights = Path("Step-Audio-Chat") / "model-00001.safetensors"
     model = layout_without(tiny_model_dir, tmp_path / "model", str(weights))
     (model / weights).write_bytes((tiny_model_dir / weights).read_bytes()[:300_000])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                           str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
-                           str(model), "--port", "0"], capture_output=True, text=True, timeout=180)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = _refused_torchrun_serve(model)
     assert f"error: {model} lacks {weights} (cut short: 300,000 of its " in out, out
     assert "[rank" not in out and "ready" not in out and "loading" not in out, out
 
@@ -279,10 +275,15 @@ def test_a_chat_config_json_fault_is_not_blamed_on_torchrun(tiny_model_dir, tmp_
     model = layout_without(tiny_model_dir, tmp_path / "model", rel)
     config = json.loads((tiny_model_dir / rel).read_text())
     (model / rel).write_text(json.dumps({**config, "max_seq_len": 0}))
+    out = _refused_torchrun_serve(model)
+    assert f"stepaudio-rt serve: error: {model / rel}: max_seq_len is 0; it must be at least 1\n" in out, out
+    assert "error: torchrun" not in out and "[rank" not in out and "loading" not in out, out
+
+
+def _refused_torchrun_serve(model: Path) -> str:
+    """The output of `torchrun --nproc-per-node 2 ... serve --profile tiny --model-path MODEL`, which must fail."""
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                            str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
                            str(model), "--port", "0"], capture_output=True, text=True, timeout=180)
-    out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert f"stepaudio-rt serve: error: {model / rel}: max_seq_len is 0; it must be at least 1\n" in out, out
-    assert "error: torchrun" not in out and "[rank" not in out and "loading" not in out, out
+    return proc.stdout + proc.stderr
