@@ -9,6 +9,9 @@ Rules for SDP:
   is application/sdp is the SDP. The other parts are ignored, as PBXs do: nothing in them changes the media.
   A multipart type without a boundary raises RemoteProtocolError (400).
 - Anything else (or no SDP part): None.
+- A response may carry SDP when its request's Accept names application/sdp (or application/*, */*, with a q above
+  0), or when the request has no Accept (RFC 3261 20.1: application/sdp is then assumed); an empty Accept takes no
+  body at all.
 
 Rules for DTMF in INFO (no RFC; the de facto formats PBXs and gateways send):
 - application/dtmf-relay: lines of name=value; each Signal=<key> is a key press (Duration= and others are
@@ -22,8 +25,9 @@ Rules for DTMF in INFO (no RFC; the de facto formats PBXs and gateways send):
 from __future__ import annotations
 
 from clients.sip.errors import RemoteProtocolError
+from clients.sip.message import split_commas
 
-__all__ = ["ACCEPT", "dtmf_keys", "sdp_body"]
+__all__ = ["ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body"]
 
 SDP = "application/sdp"
 MULTIPART = ("multipart/mixed", "multipart/alternative")  # read for their SDP part
@@ -46,6 +50,23 @@ def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
         if _media_type(part_type)[0] == SDP:
             return content
     return None
+
+
+def accepts_sdp(accept_lines: list[str]) -> bool:
+    """Whether a request whose Accept header lines are `accept_lines` takes SDP in its response (see the rules)."""
+    if not accept_lines:
+        return True
+    for kind, params in (_media_type(r) for line in accept_lines for r in split_commas(line)):
+        if kind in (SDP, "application/*", "*/*") and _quality(params.get("q", "1")) > 0:
+            return True
+    return False
+
+
+def _quality(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 1.0  # a q we cannot read does not refuse the type
 
 
 def dtmf_keys(content_type: str | None, body: bytes) -> list[str]:

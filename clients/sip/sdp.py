@@ -18,6 +18,8 @@ Rules:
 - Our sockets are IPv4: an audio stream whose address is IN IP6 is passed over (a dual-stack offer's IP4 stream
   is taken); an offer with no other usable stream raises IncompatibleAddress (488, Warning 301), not an answer
   whose audio could never be sent.
+- The answer to OPTIONS shows what we take (RFC 3264 9, `capabilities`): one audio stream of port 0 (so that
+  nobody mistakes it for an offer and sends media) listing PCMU, PCMA and telephone-event.
 - An INVITE without SDP (a delayed offer, RFC 3261 13.2.1) is answered with our offer. `stand_in_offer` is what
   that offer answers, so our answer to it is our offer: one codec, telephone-event, and no address yet (0.0.0.0:
   nothing is sent until the caller's answer names one).
@@ -29,12 +31,13 @@ from dataclasses import dataclass
 
 from clients.sip.errors import IncompatibleAddress, IncompatibleTransport, NoCommonCodec, RemoteProtocolError
 
-__all__ = ["Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer", "negotiate",
-           "stand_in_offer"]
+__all__ = ["TELEPHONE_EVENT", "Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer",
+           "capabilities", "negotiate", "stand_in_offer"]
 
 PCMU = 0
 PCMA = 8
 _STATIC = {PCMU: "PCMU", PCMA: "PCMA"}
+TELEPHONE_EVENT = 101  # the payload type our offers give telephone-event/8000 (RFC 4733)
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
 
@@ -285,3 +288,15 @@ def stand_in_offer(codec: Codec, dtmf_payload_type: int | None) -> SessionDescri
         attrs.append(("rtpmap", f"{dtmf_payload_type} telephone-event/8000"))
     stream = MediaDescription("audio", 9, "RTP/AVP", tuple(formats), attributes=tuple(attrs))
     return SessionDescription(origin="- 0 0 IN IP4 0.0.0.0", connection="0.0.0.0", media=(stream,))
+
+
+def capabilities(local_host: str, session_id: int) -> SessionDescription:
+    """What we take, for a response to OPTIONS (see the module rules); `session_id` must differ each time (RFC 3264
+    9)."""
+    formats = (str(PCMU), str(PCMA), str(TELEPHONE_EVENT))
+    attrs: tuple[tuple[str, str | None], ...] = (
+        ("rtpmap", f"{PCMU} PCMU/8000"), ("rtpmap", f"{PCMA} PCMA/8000"),
+        ("rtpmap", f"{TELEPHONE_EVENT} telephone-event/8000"), ("fmtp", f"{TELEPHONE_EVENT} 0-16"))
+    return SessionDescription(origin=f"stepaudio-rt {session_id} {session_id} IN IP4 {local_host}",
+                              session_name="stepaudio-rt", connection=local_host,
+                              media=(MediaDescription("audio", 0, "RTP/AVP", formats, attributes=attrs),))

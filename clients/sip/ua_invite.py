@@ -30,7 +30,9 @@ from dataclasses import replace
 from clients.sip.body import ACCEPT, sdp_body
 from clients.sip.errors import NotSdp, RemoteProtocolError
 from clients.sip.message import Request
-from clients.sip.sdp import PCMU, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer
+from clients.sip.sdp import (
+    PCMU, TELEPHONE_EVENT, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer,
+)
 from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import Addr, CallConfirmed, CallState, MediaChanged, Refused, UaConfig
 from clients.sip.ua_messages import ALLOW, Extra, Responses, remote_target
@@ -55,7 +57,7 @@ class InviteServer:
     def accept_offer(self, call: Call, invite: Request) -> Negotiated:
         """A new call's offer and the media negotiated from it (kept in `call`, and returned); raises
         RemoteProtocolError when the offer cannot be used."""
-        call.offer = _offer(invite, Codec(PCMU, "PCMU"), 101)
+        call.offer = _offer(invite, Codec(PCMU, "PCMU"), TELEPHONE_EVENT)
         call.media = negotiate(call.offer)
         return call.media
 

@@ -7,7 +7,8 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
   gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
-- OPTIONS -> 200 OK with Allow and Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py), or
+- OPTIONS -> 200 OK with Allow, Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py) and, unless
+  its Accept leaves SDP out, our capabilities in SDP (RFC 3261 11.2, RFC 3264 9: the codecs we take), or
   while the core says we are busy (`max_calls` calls live, or the agent server down as the shell last saw it) the
   503 + Retry-After an INVITE would get (11.2: a proxy that probes with OPTIONS then routes elsewhere); an
   in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a dialog that does not exist, or no longer
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from clients.sip.body import ACCEPT, dtmf_keys
+from clients.sip.body import ACCEPT, accepts_sdp, dtmf_keys
 from clients.sip.message import Request
+from clients.sip.sdp import capabilities
 from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, transition
 from clients.sip.ua_events import Addr, CallEnded, CallState, DtmfReceived
 from clients.sip.ua_invite import InviteServer
@@ -42,11 +44,12 @@ class NonInviteServer:
         self._invites = invites  # for the 487 that a CANCEL or an early BYE gets the INVITE
         self._token = token  # the UA core's: tags come from its rng, in the order of its calls
 
-    def reply(self, call: Call | None, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
+    def reply(self, call: Call | None, req: Request, addr: Addr, status: int, extra: Extra = (),
+              body: bytes = b"") -> None:
         """A stateless final response to `req`, whose call (by Call-ID and From tag) is `call`: in its dialog with
-        the dialog's tag, else with a tag of its own."""
+        the dialog's tag, else with a tag of its own; `body`, when given, is SDP."""
         tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
-        self._out.send(self._responses.build(req, status, addr, to_tag=tag, extra=extra), addr)
+        self._out.send(self._responses.build(req, status, addr, to_tag=tag, body=body, extra=extra), addr)
 
     def cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or req.top_via.branch != call.invite.top_via.branch:
@@ -85,13 +88,16 @@ class NonInviteServer:
             return
         if dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
             call.remote_cseq = req.cseq  # a later request must not go below it
-        capabilities = (("Allow", ALLOW), ("Accept", ACCEPT))
+        allowed = (("Allow", ALLOW), ("Accept", ACCEPT))
         if not dialog and retry_after is not None:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
             # health check) sends its calls elsewhere while we are full or our agent server is down, not into 503s
-            self.reply(call, req, addr, 503, extra=(("Retry-After", str(retry_after)), *capabilities))
+            self.reply(call, req, addr, 503, extra=(("Retry-After", str(retry_after)), *allowed))
             return
-        self.reply(call, req, addr, 200, extra=capabilities)
+        # 11.2: a UA that asks what we take (a PBX qualifying its trunk's codecs) learns it without placing a call
+        sdp = capabilities(self._responses.config.host, int(self._token(), 16)).serialize() \
+            if accepts_sdp(req.headers.lines("Accept")) else b""
+        self.reply(call, req, addr, 200, extra=allowed, body=sdp)
 
     def info(self, call: Call | None, req: Request, addr: Addr) -> None:
         if call is None or not live_dialog(call, req):
