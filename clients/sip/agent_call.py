@@ -47,7 +47,7 @@ from clients.realtime_client import RealtimeClient, RealtimeConnectionError, Rec
 from clients.sip.addresses import parse_ip
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.call_media import CallMedia, Liveness
-from clients.sip.call_record import CallRecord
+from clients.sip.call_record import CallRecord, refused
 from clients.sip.call_turns import AgentTurns, TurnAction
 from clients.sip.sdp import Negotiated
 from clients.sip.ua import UserAgent
@@ -210,7 +210,6 @@ class AgentCall:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or config.rtp_ports is None:
                 raise
-            self.log.warning("call %s refused: %s", self.handle, exc.strerror)
             if not self._ended.is_set():
                 self._hang_up_quietly(str(exc.strerror))
             return None
@@ -246,8 +245,7 @@ class AgentCall:
             return True
         why = f"no answer within {self.bridge.config.connect_timeout_s:g} s" if isinstance(exc, TimeoutError) \
             else str(exc) or type(exc).__name__
-        self.log.warning("agent server unreachable for %s: %s", self.handle, why)  # any failure: 503
-        if not self._ended.is_set():
+        if not self._ended.is_set():  # any failure: 503
             self._hang_up_quietly(f"agent server unreachable: {why}", retry_after=_retry_after(exc))
         return False
 
@@ -344,7 +342,11 @@ class AgentCall:
 
     def _hang_up_quietly(self, reason: str, refuse_with: int = 503, retry_after: int | None = None) -> None:
         """Ends the call with `reason` in the call log: a BYE once answered, else its INVITE refused `refuse_with`
-        (with Retry-After when given)."""
+        (with Retry-After when given), logged and recorded as the UA core's refusals are ("refused 503: ...")."""
+        if not self.answered:
+            self.log.warning("INVITE %s from %s refused with %d: %s", self.record.sip_call_id, self.record.caller,
+                             refuse_with, reason)
+            reason = refused(refuse_with, reason)
         self.end(reason)  # first: the UA's own CallEnded ("rejected") must not overwrite the reason
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):

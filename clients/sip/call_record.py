@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["CallRecord"]
+__all__ = ["CallRecord", "refused"]
+
+
+def refused(status: int, why: str) -> str:
+    """The end_reason of an INVITE refused before it was answered, whichever part refused it (the UA core, or the
+    call for want of an agent session or an RTP port): one form, so that the operator can count refusals."""
+    return f"refused {status}: {why}"
 
 
 @dataclass

@@ -39,7 +39,7 @@ def test_a_refused_connection_is_named(caplog: pytest.LogCaptureFixture) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     rec = _refused_call(f"ws://127.0.0.1:{port}/v1/realtime", caplog)
-    assert rec.end_reason is not None and rec.end_reason.startswith("agent server unreachable: ")
+    assert rec.end_reason is not None and rec.end_reason.startswith("refused 503: agent server unreachable: ")
     assert "Connect call failed" in rec.end_reason or "refused" in rec.end_reason.lower()
 
 
@@ -48,7 +48,7 @@ def test_a_server_that_never_answers_is_named(caplog: pytest.LogCaptureFixture) 
         stalled.bind(("127.0.0.1", 0))
         stalled.listen(4)
         rec = _refused_call(f"ws://127.0.0.1:{stalled.getsockname()[1]}/v1/realtime", caplog)
-    assert rec.end_reason == "agent server unreachable: no answer within 0.3 s"
+    assert rec.end_reason == "refused 503: agent server unreachable: no answer within 0.3 s"
     assert any(r.getMessage().endswith("no answer within 0.3 s") for r in caplog.records), caplog.text
 
 

@@ -92,3 +92,29 @@ def test_sipp_callers_get_an_even_media_port_of_the_range(embedded_server, tmp_p
     assert [c["end_reason"] for c in calls] == ["remote hangup"] * 3
     answered = [int(p) for p in re.findall(r"answered: PCMU -> rtp (\d+)", bridge.log_path.read_text())]
     assert len(answered) == 3 and set(answered) <= {port, port + 2}, answered
+
+
+@pytest.mark.slow
+def test_a_call_that_finds_no_free_port_pair_is_refused_503_as_other_refusals_read(embedded_server,
+                                                                                   tmp_path: Path) -> None:
+    """Every port pair of --rtp-ports taken: the caller gets 503 with Retry-After (RFC 3261 21.5.4), and the call log
+    and the bridge's log say so in the form of every other refusal ("refused 503: ...", "refused with 503: ..."):
+    its end_reason was the bare "no free RTP port pair in ...", which an operator counting refusals missed."""
+    need("sipp")
+    held, port = held_rtp_port_with_free_pair_above()  # p held: p-1..p+1 holds one pair, (p, p+1), and it is taken
+    try:
+        bridge = BridgeProcess(embedded_server.ws, tmp_path, "--rtp-ports", f"{port - 1}-{port + 1}")
+        try:
+            code, errors = run_sipp(scenario(
+                request("INVITE", 1, in_dialog=False, body=sdp("0")),
+                expect(503, match="^ *5 *$", header="Retry-After"),
+                request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)
+            calls = wait_for(bridge.calls, 10)
+        finally:
+            bridge.stop()
+    finally:
+        held.close()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    why = f"no free RTP port pair in {port - 1}-{port + 1} on 127.0.0.1"
+    assert [c["end_reason"] for c in calls] == [f"refused 503: {why}"]
+    assert f"refused with 503: {why}" in bridge.log()

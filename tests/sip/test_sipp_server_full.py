@@ -43,5 +43,5 @@ def test_a_full_agent_server_gets_the_caller_503_with_its_retry_after(tmp_path: 
         release.set()
         other.join(30)
         server.stop()
-    refused = [c for c in bridge.calls() if c["end_reason"].startswith("agent server unreachable")]
+    refused = [c for c in bridge.calls() if c["end_reason"].startswith("refused 503: agent server unreachable")]
     assert refused and "HTTP 503" in refused[0]["end_reason"], bridge.calls()
