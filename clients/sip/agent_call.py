@@ -135,7 +135,7 @@ class AgentCall:
             address = await _address_of(media.remote_host)
         except OSError as exc:  # the re-INVITE was answered already: the call cannot go on without media
             self.log.warning("media host %r of %s cannot be looked up: %s", media.remote_host, self.handle, exc)
-            self._hang_up_quietly("media host unknown")
+            self.hang_up("media host unknown")
             return
         if self.line.media is media:  # not overtaken by a later re-INVITE
             self.line.expect((address, media.remote_port))
@@ -191,7 +191,7 @@ class AgentCall:
             await self._ended.wait()
         except Exception:
             self.log.exception("call %s failed", self.handle)
-            self._hang_up_quietly("local hangup")
+            self.hang_up("local hangup")
         finally:
             for t in tasks:
                 t.cancel()
@@ -210,8 +210,7 @@ class AgentCall:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or config.rtp_ports is None:
                 raise
-            if not self._ended.is_set():
-                self._hang_up_quietly(str(exc.strerror))
+            self.hang_up(str(exc.strerror))
             return None
 
     async def _resolve_remote(self) -> bool:
@@ -221,8 +220,7 @@ class AgentCall:
             address = await _address_of(host)
         except OSError as exc:
             self.log.warning("media host %r of %s cannot be looked up: %s", host, self.handle, exc)
-            if not self._ended.is_set():
-                self._hang_up_quietly(f"media host {host!r} unknown", refuse_with=488)
+            self.hang_up(f"media host {host!r} unknown", refuse_with=488)
             return False
         self.line.expect((address, port))
         return True
@@ -245,8 +243,7 @@ class AgentCall:
             return True
         why = f"no answer within {self.bridge.config.connect_timeout_s:g} s" if isinstance(exc, TimeoutError) \
             else str(exc) or type(exc).__name__
-        if not self._ended.is_set():  # any failure: 503
-            self._hang_up_quietly(f"agent server unreachable: {why}", retry_after=_retry_after(exc))
+        self.hang_up(f"agent server unreachable: {why}", retry_after=_retry_after(exc))  # any failure: 503
         return False
 
     async def _open_session(self) -> None:
@@ -306,7 +303,7 @@ class AgentCall:
         if liveness is Liveness.ALIVE:
             return False
         self.log.warning("no RTP on %s for %.0f s: hanging up", self.handle, self.bridge.config.rtp_timeout_s)
-        self._hang_up_quietly("RTP timeout")
+        self.hang_up("RTP timeout")
         return True
 
     async def _agent_loop(self) -> None:
@@ -322,8 +319,7 @@ class AgentCall:
                 await self._play_out()
             else:
                 self.log.warning("agent session of %s lost: %s", self.handle, exc)
-        if not self._ended.is_set():  # hang up the phone, and say why in the BYE and the call log
-            self._hang_up_quietly(reason)
+        self.hang_up(reason)  # hang up the phone, and say why in the BYE and the call log
 
     async def _play_out(self) -> None:
         """The agent's last words, still queued here when it hangs up (its farewell: the server sends audio a little
@@ -340,9 +336,12 @@ class AgentCall:
     def _on_agent_event(self, event: ev.ServerEvent) -> None:
         self._act(self.turns.on_event(event))
 
-    def _hang_up_quietly(self, reason: str, refuse_with: int = 503, retry_after: int | None = None) -> None:
+    def hang_up(self, reason: str, refuse_with: int = 503, retry_after: int | None = None) -> None:
         """Ends the call with `reason` in the call log: a BYE once answered, else its INVITE refused `refuse_with`
-        (with Retry-After when given), logged and recorded as the UA core's refusals are ("refused 503: ...")."""
+        (with Retry-After when given), logged and recorded as the UA core's refusals are ("refused 503: ...").
+        A call that has ended already (the caller hung up or cancelled) is left as it is."""
+        if self._ended.is_set():
+            return
         if not self.answered:
             self.log.warning("INVITE %s from %s refused with %d: %s", self.record.sip_call_id, self.record.caller,
                              refuse_with, reason)

@@ -14,7 +14,6 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -70,14 +69,10 @@ class SipBridge:
         """Hang up every call, wait for their agent sessions to close, release the socket."""
         if self._health is not None:
             self._health.cancel()
-        now = asyncio.get_running_loop().time()
-        for handle, call in list(self._calls.items()):
-            call.end(SHUTTING_DOWN)  # the call log says so, not "local hangup" as for a call whose handling failed
-            with contextlib.suppress(Exception):
-                if call.answered:
-                    self.ua.hangup(handle, now, SHUTTING_DOWN)  # and our BYE's Reason, for the far end's CDR
-                else:
-                    self.ua.reject(handle, 503, now)
+        for call in list(self._calls.values()):
+            # The call log and our BYE's Reason (for the far end's CDR) say so, not "local hangup" as for a call
+            # whose handling failed; a call still ringing is refused 503 and logged as every refusal is.
+            call.hang_up(SHUTTING_DOWN)
         self.pump()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)

@@ -267,6 +267,49 @@ def test_a_call_ended_by_the_bridge_stopping_says_so(embedded_server, tmp_path: 
     assert code == 0, f"{errors}\n{bridge.log()}"
     assert [c["end_reason"] for c in bridge.calls()] == ["bridge shutting down"]
 
+
+def _session_asked(stalled: socket.socket, held: list[socket.socket]) -> bool:
+    """Whether the bridge has asked the stalled agent server for a session (a WebSocket handshake, not its
+    /healthz); the connections are accepted, kept open in `held` and never answered."""
+    stalled.settimeout(1)
+    try:
+        conn, _ = stalled.accept()
+    except TimeoutError:
+        return False
+    held.append(conn)
+    conn.settimeout(5)
+    return b"/v1/realtime" in conn.recv(4096).split(b"\r\n")[0]
+
+
+def test_a_call_ringing_when_the_bridge_stops_is_refused_as_every_refusal_reads(tmp_path: Path) -> None:
+    """The bridge stops while a call rings (its agent session still opening): the caller gets 503 with Retry-After
+    (RFC 3261 21.5.4), and the call log and the bridge's log say it was refused, in the form of every other
+    refusal ("refused 503: bridge shutting down"), where the call log said "bridge shutting down" as for an
+    answered call that the bridge hung up, and the log had no refusal line."""
+    need("sipp")
+    with socket.socket() as stalled:  # accepts TCP, never answers: the call rings until the bridge stops
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(8)
+        bridge = BridgeProcess(f"ws://127.0.0.1:{stalled.getsockname()[1]}/v1/realtime", tmp_path)
+        outcome: list[tuple[int, str]] = []
+        held: list[socket.socket] = []
+        caller = threading.Thread(target=lambda: outcome.append(run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(503, match="^ *5 *$", header="Retry-After"),
+            request("ACK", 1, in_dialog=True)), bridge.port, tmp_path)))
+        try:
+            caller.start()
+            assert wait_for(lambda: _session_asked(stalled, held), 20), bridge.log()
+            bridge.stop()
+            caller.join()
+        finally:
+            bridge.stop()
+            for conn in held:
+                conn.close()
+    ((code, errors),) = outcome
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in bridge.calls()] == ["refused 503: bridge shutting down"]
+    assert "refused with 503: bridge shutting down" in bridge.log()
+
 def test_reply_goes_where_the_callers_rtp_comes_from(embedded_server, beckett_wav: Path, tmp_path: Path) -> None:
     """RFC 4961 symmetric RTP: a caller behind a NAT sends from another port than its SDP names; the agent's
     reply must go back to that source, or the caller hears nothing. A packet from a host that is not the caller's,
