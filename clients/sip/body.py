@@ -17,6 +17,9 @@ Rules for DTMF in INFO (no RFC; the de facto formats PBXs and gateways send):
 - application/dtmf-relay: lines of name=value; each Signal=<key> is a key press (Duration= and others are
   ignored).
 - application/dtmf: the body is the key itself.
+- A body of any other type is one we cannot read (`unread_body`), unless its Content-Disposition says
+  handling=optional (RFC 3261 8.2.3, 20.11): the INFO is refused 415, so its sender does not take its key presses
+  for delivered.
 - A key is one of 0-9 * # A-D (a-d too), or its RFC 4733 event number 10-15 for * # A-D, as some gateways send
   (Asterisk reads both). Anything else is not a key and is dropped: the digit becomes text in the agent's
   conversation, where an arbitrary string from the wire has no place.
@@ -27,7 +30,7 @@ from __future__ import annotations
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.message import split_commas
 
-__all__ = ["ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body"]
+__all__ = ["ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body", "unread_body"]
 
 SDP = "application/sdp"
 MULTIPART = ("multipart/mixed", "multipart/alternative")  # read for their SDP part
@@ -81,6 +84,14 @@ def dtmf_keys(content_type: str | None, body: bytes) -> list[str]:
     else:
         return []
     return [key for key in map(_key, values) if key is not None]
+
+
+def unread_body(content_type: str | None, disposition: str | None, body: bytes) -> bool:
+    """Whether an INFO's `body` (of `content_type`, with Content-Disposition `disposition`) is one we must refuse,
+    not being able to read it (see the rules)."""
+    if not body or _media_type(content_type or "")[0] in (DTMF_RELAY, DTMF):
+        return False
+    return _media_type(disposition or "")[1].get("handling", "required").lower() != "optional"
 
 
 def _key(value: str) -> str | None:

@@ -16,13 +16,14 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
 - INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
   application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
   caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
+  One whose body is of another type, which we cannot read (body.py), gets 415 with Accept (8.2.3).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from clients.sip.body import ACCEPT, accepts_sdp, dtmf_keys
+from clients.sip.body import ACCEPT, accepts_sdp, dtmf_keys, unread_body
 from clients.sip.message import Request
 from clients.sip.sdp import capabilities
 from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, transition
@@ -103,6 +104,13 @@ class NonInviteServer:
         if call is None or not live_dialog(call, req):
             self.reply(call, req, addr, 481)
             return
+        ctype = req.headers.get("Content-Type")
+        if unread_body(ctype, req.headers.get("Content-Disposition"), req.body):
+            # 8.2.3: a 200 would tell the sender its key presses (say) were taken, where they were dropped; the
+            # Accept names the types we read, for a sender that can send them otherwise (a retransmission: 415 too)
+            extra = (("Accept", ACCEPT),)
+            self._out.send(self._responses.build(req, 415, addr, to_tag=call.local_tag, extra=extra), addr)
+            return
         last = call.remote_cseq or call.invite.cseq
         if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
             retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
@@ -110,5 +118,5 @@ class NonInviteServer:
             return
         call.remote_cseq = req.cseq
         self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
-        keys = dtmf_keys(req.headers.get("Content-Type"), req.body)
+        keys = dtmf_keys(ctype, req.body)
         self._out.events += [DtmfReceived(call.handle, key) for key in keys]

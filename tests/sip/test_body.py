@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients.sip.body import dtmf_keys, sdp_body
+from clients.sip.body import dtmf_keys, sdp_body, unread_body
 from clients.sip.errors import RemoteProtocolError
 
 SDP = b"v=0\r\no=gw 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8\r\n"
@@ -66,3 +66,12 @@ def test_dtmf_keys_of_both_info_formats(ctype: str | None, body: bytes, keys: li
     """The two INFO DTMF bodies PBXs send give the same keys: application/dtmf-relay's Signal= and
     application/dtmf's bare key."""
     assert dtmf_keys(ctype, body) == keys
+
+
+def test_an_info_body_is_unread_unless_it_is_dtmf_empty_or_optional() -> None:
+    """RFC 3261 8.2.3, 20.11: a body of a type we do not read is refused unless its handling is optional."""
+    assert unread_body("application/vnd.nortelnetworks.digits", None, b"d=5") and unread_body(None, None, b"5")
+    assert unread_body("text/plain", "signal;handling=required", b"5")
+    assert not unread_body("Application/DTMF-Relay; charset=x", None, b"Signal=5")
+    assert not unread_body("application/media_control+xml", "signal; handling=Optional", b"<x/>")
+    assert not unread_body("text/plain", None, b"")
