@@ -223,8 +223,6 @@ class ModelRunner:
                 ctx = ForwardContext(buf["slot_mapping"], buf["block_tables"], buf["cu_seqlens_q"],
                                      buf["context_lens"], 1)
                 with forward_context(ctx):
-                    # warm-up: compiles and tunes the kernels, times this batch size's GEMV shapes (kernels.gemv)
-                    self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
                     graph, buf["logits"], pool = self._capture_fastest_step(bs, buf, pool)
                 self.graphs[bs] = (graph, buf)
             torch.cuda.synchronize()
@@ -241,6 +239,11 @@ class ModelRunner:
                       ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """One decode step captured on buf's inputs: (the graph, its logits). The LM head runs inside the graph too:
         a step's logits need no launch of their own."""
+        # Warm-up, run with the kernels the capture will launch (each GEMV side its own mix): compiles and tunes
+        # them, and the first one times this batch size's GEMV shapes (kernels.gemv). A kernel first met inside
+        # the capture would compile and load its module there (a Triton kernel launched with PDL off is another
+        # compile of it: after set_pdl(False) the sides' kernels that the timed mix does not use were all new).
+        self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
         graph = torch.cuda.CUDAGraph()
         keep_until_exit(graph)  # never destroyed: other graphs share its capture stream
         # thread_local: another engine or the flow may be launching on other threads meanwhile.
