@@ -228,6 +228,14 @@ def guarded(case: Callable[..., dict], *args: object) -> dict:
         return {"case": f"{case.__name__}{args[:2]}", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
+def run_case(t0: float, label: str, case: Callable[..., dict], *args: object) -> dict:
+    """guarded(case, *args), and a progress line: its ms, or why it failed (a failed row has no "ms": reading it
+    there ended the run, and the sections after it were never measured)."""
+    row = guarded(case, *args)
+    print(f"[{time.time() - t0:6.1f}s] {label}: {row['ms'] if 'ms' in row else row['error']}", flush=True)
+    return row
+
+
 def _fmt(x: object) -> str:
     if isinstance(x, str) and x.startswith("error"):  # the message follows the row (_why)
         return f"{'error':>9}"
@@ -279,28 +287,22 @@ def main(argv: list[str] | None = None) -> int:
     result["decode"] = []
     for name, h, g, d in [("chat d128", 96, 8, 128), ("tts3b d64", 48, 4, 64)]:
         for b in (1, 32) if not args.smoke else (1, 2):
-            row = guarded(decode_case, name, b, ctx_len, h, g, d, dev, dtype, page, iters)
-            result["decode"].append(row)
-            print(f"[{time.time() - t0:6.1f}s] decode {name} B={b}: {row['ms']} ms", flush=True)
+            result["decode"].append(run_case(t0, f"decode {name} B={b} (ms)", decode_case, name, b, ctx_len, h, g,
+                                             d, dev, dtype, page, iters))
         save()
     result["vocoder"] = []
     for sec in (1.0, 10.0) if not args.smoke else (0.1,):
-        row = guarded(vocoder_case, sec, dev, iters)
-        result["vocoder"].append(row)
-        print(f"[{time.time() - t0:6.1f}s] vocoder {sec}s: {row['ms']}", flush=True)
+        result["vocoder"].append(run_case(t0, f"vocoder {sec}s", vocoder_case, sec, dev, iters))
         save()
     result["prefill"] = []
     shapes = [("chat-tp8 d128", 12, 1, 128), ("tts3b d64", 48, 4, 64)]
     for name, h, g, d in shapes:
         for s in seqs:
-            row = guarded(prefill_case, name, s, h if not args.smoke else 4, g, d, dev, dtype, page, iters)
-            result["prefill"].append(row)
-            print(f"[{time.time() - t0:6.1f}s] prefill {name} S={s}: {row['ms']}", flush=True)
+            result["prefill"].append(run_case(t0, f"prefill {name} S={s}", prefill_case, name, s,
+                                              h if not args.smoke else 4, g, d, dev, dtype, page, iters))
             save()
     # after the prefill, whose figures are the issue's targets: this one only guides the flow's kernels
-    result["flow"] = [guarded(flow_case, 516 if not args.smoke else 24, dev, dtype, iters)]
-    print(f"[{time.time() - t0:6.1f}s] flow estimator: {result['flow'][0].get('ms')} "
-          f"{result['flow'][0].get('op_ms_cuda_graph', '')}", flush=True)
+    result["flow"] = [run_case(t0, "flow estimator", flow_case, 516 if not args.smoke else 24, dev, dtype, iters)]
     save()
     print_table(result)
     print(f"wrote {out}")
