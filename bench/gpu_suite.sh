@@ -4,8 +4,10 @@
 # $OUT/report.md), then the GPU tests. Run it from the repository's root. Each step has its own time limit so that one
 # hang cannot eat the others; logs and JSON go to $OUT (default bench/results/gpu).
 #
-#   OUT=/tmp/gpu bash bench/gpu_suite.sh [steps...]     # steps: info kernels engine tts report tests (default: all);
-#                                                                 diag (bench.diag_speech_stream) only when named
+#   OUT=/tmp/gpu bash bench/gpu_suite.sh [--dry-run] [steps...]    # steps: info kernels engine tts report tests
+#                                                     (default: all); diag (bench.diag_speech_stream) only when named
+#   --dry-run: prints each step's command and its time limit, runs none and writes nothing (no GPU needed): the
+#   lent machine's minutes are not the place to find a typo in this script.
 #
 # A lent machine gives a session 15 minutes of device time in all (its start, ~1-2 min, included) and 600 s per
 # command. Run it as two calls, the figures first (run5 on an H100: 6 + 82 + 75 + 80 s; the tests 134 s; the
@@ -18,6 +20,11 @@
 # is one, else python3), CKPT (the checkpoint folder, default /tmp/stepaudio-rt-bench-tts3b). The exit status is 1
 # when a step failed (summary.txt says which), 2 for an unknown step or no GPU.
 set -u
+dry=0
+if [ "${1:-}" = "--dry-run" ]; then
+    dry=1
+    shift
+fi
 if [ ! -f bench/gpu_suite.sh ]; then  # PYTHONPATH and .venv are found from here; elsewhere it read as "no CUDA"
     echo "gpu_suite.sh: run it from the repository's root (cd there, then bash bench/gpu_suite.sh)" >&2
     exit 2
@@ -34,19 +41,24 @@ for step in $steps; do
     *) echo "gpu_suite.sh: unknown step '$step' (steps: info kernels engine tts report tests diag)" >&2; exit 2 ;;
     esac
 done
-if [ "$steps" != "report" ] && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if [ "$dry" = 0 ] && [ "$steps" != "report" ] \
+        && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu_suite.sh: $PY sees no CUDA device: these steps need a GPU (only 'report' reads JSON anywhere)" >&2
     exit 2
 fi
-mkdir -p "$OUT"
-echo "# $(date -u +%FT%TZ): $steps" >>"$OUT/summary.txt"
+[ "$dry" = 1 ] || mkdir -p "$OUT"
+[ "$dry" = 1 ] || echo "# $(date -u +%FT%TZ): $steps" >>"$OUT/summary.txt"
 CKPT=${CKPT:-/tmp/stepaudio-rt-bench-tts3b}
 writer=""
 if [[ " $steps " == *" engine "* || " $steps " == *" tts "* ]] && [ ! -d "$CKPT" ]; then
     # bench.checkpoint writes it aside and renames it when complete: a writer cut off leaves no partial $CKPT
-    $PY -c "import pathlib, bench.checkpoint as c; c.bench_checkpoint(pathlib.Path('$CKPT'), 'full-random')" \
-        >"$OUT/ckpt-writer.log" 2>&1 &
-    writer=$!
+    write_ckpt="import pathlib, bench.checkpoint as c; c.bench_checkpoint(pathlib.Path('$CKPT'), 'full-random')"
+    if [ "$dry" = 1 ]; then
+        echo "=== checkpoint writer (in the background, log $OUT/ckpt-writer.log): $PY -c \"$write_ckpt\""
+    else
+        $PY -c "$write_ckpt" >"$OUT/ckpt-writer.log" 2>&1 &
+        writer=$!
+    fi
 fi
 
 wait_checkpoint() {
@@ -60,6 +72,10 @@ wait_checkpoint() {
 run() {  # run NAME SECONDS CMD...: tee to $OUT/suite.log, record the exit status
     local name=$1 secs=$2
     shift 2
+    if [ "$dry" = 1 ]; then
+        echo "=== $name (limit ${secs}s): $*"
+        return
+    fi
     echo "=== $name (limit ${secs}s): $*" | tee -a "$OUT/suite.log"
     local t0=$SECONDS
     timeout -k 10 "$secs" "$@" 2>&1 | tee -a "$OUT/suite.log"
@@ -91,5 +107,5 @@ for step in $steps; do
     diag) run diag 260 $PY -m bench.diag_speech_stream --seconds 200 --out "$OUT/diag.json" ;;
     esac
 done
-cat "$OUT/summary.txt"
+[ "$dry" = 1 ] || cat "$OUT/summary.txt"
 exit $failed

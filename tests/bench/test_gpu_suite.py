@@ -38,3 +38,21 @@ def test_the_tests_step_leaves_the_sm90_compile_checks_to_ci(tmp_path: Path) -> 
     assert any(line.startswith("tests/kernels/test_gemv.py::") for line in collected), run.stdout[-3000:]
     assert any(line.startswith("tests/lm_engine/test_engine_gpu.py::") for line in collected)
     assert not [line for line in collected if "test_compile_hopper" in line]
+
+
+def test_a_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path: Path) -> None:
+    """--dry-run, on a machine without CUDA and with the real Python: each step's command with its time limit, the
+    checkpoint writer's first, nothing run and nothing written under OUT (the shell logic is checked for free)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PY": sys.executable, "OUT": str(out), "CKPT": str(tmp_path / "ckpt")}
+    run = subprocess.run(["bash", "bench/gpu_suite.sh", "--dry-run", "info", "kernels", "engine", "tts", "report",
+                          "tests", "diag"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("=== ")]
+    assert [line.split(" ")[1] for line in lines] == ["checkpoint", "info", "kernels", "engine", "tts", "report",
+                                                      "tests", "diag"], run.stdout
+    assert f"=== kernels (limit 170s): {sys.executable} -m bench.kernels --seqs 16384 --out {out}/kernels.json" \
+        in lines
+    assert f"=== engine (limit 170s): {sys.executable} -m bench.engine --ckpt {tmp_path}/ckpt --out {out}/engine.json" \
+        in lines
+    assert not out.exists() and not (tmp_path / "ckpt").exists()
