@@ -92,7 +92,9 @@ def test_prefill_by_tma_compiles_for_hopper(head_dim: int) -> None:
              TMA=True, **cfg.kwargs, **UNIT_STRIDES), ("scale_log2",), num_warps=cfg.num_warps,
         num_stages=cfg.num_stages, aligned=ALIGNED_STRIDES)
     ptx = kernel.asm["ptx"]
-    assert "cp.async.bulk.tensor.2d.shared::cta.global" in ptx
+    # Triton 3.6 (the lent machines' python3) spells the copy's destination shared::cluster, 3.7 shared::cta: the
+    # same copy to this block's shared memory (a one-block cluster)
+    assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::(cta|cluster)\.global", ptx)
     assert "cp.async.cg.shared.global" in ptx
     assert kernel.metadata.global_scratch_size > 0
     assert _spills_in_loops(kernel.asm["sass"]) == 0
