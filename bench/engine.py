@@ -234,6 +234,9 @@ def main() -> None:
         rows.append(row)
         write_json(a.out, result)
 
+    # saved before any row too: a first row that fails keeps the load's GEMV timings and graph sides, what the
+    # failure is then read against
+    write_json(a.out, result)
     for b in a.batches:
         add({"metric": f"decode tok/s batch {b} ({prompt_len}-token prompts)",
              "engine": engine_decode(eng, b, prompt_len, steps, vocab),
