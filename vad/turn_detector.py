@@ -30,6 +30,18 @@ import enum
 from dataclasses import dataclass
 
 
+def check_threshold(threshold: float) -> None:
+    """The one rule for server_vad's threshold, which the Realtime session config and this detector both apply.
+
+    Raises:
+        ValueError: `threshold` is outside (0, 1]. A chunk is voiced at p >= threshold, so at 0 every sound is
+            speech and no turn would ever end.
+    """
+    if not 0.0 < threshold <= 1.0:
+        why = ": at 0 every sound is speech, so no turn would ever end" if threshold == 0 else ""
+        raise ValueError(f"threshold must be above 0 and at most 1, got {threshold}{why}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnDetectorConfig:
     """server_vad parameters (names follow the Realtime API's turn_detection)."""
@@ -44,8 +56,7 @@ class TurnDetectorConfig:
     sample_rate: int = 16_000
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        check_threshold(self.threshold)
         if self.neg_threshold is not None and not 0.0 <= self.neg_threshold <= self.threshold:
             raise ValueError(f"neg_threshold must be in [0, threshold], got {self.neg_threshold}")
         for name in ("prefix_padding_ms", "min_speech_ms"):

@@ -27,6 +27,7 @@ from typing import Literal
 
 from context_manager.persona import DEFAULT_INSTRUCTIONS
 from controller.errors import ConfigError
+from vad.turn_detector import check_threshold
 
 __all__ = [
     "AudioFormat",
@@ -79,8 +80,10 @@ class ServerVad:
     interrupt_response: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        try:
+            check_threshold(self.threshold)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.prefix_padding_ms < 0 or self.silence_duration_ms < 0:
             raise ConfigError("prefix_padding_ms and silence_duration_ms must be >= 0")
         if self.idle_timeout_ms is not None and self.idle_timeout_ms < 0:

@@ -25,6 +25,7 @@ from controller.realtime.session_config import (
     Transcription,
     apply_patch,
 )
+from vad.turn_detector import check_threshold
 
 __all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch", "reasoning_served_as",
            "served_as"]
@@ -403,10 +404,12 @@ def _turn_detection(f: Fields) -> ServerVad:
         return ServerVad(silence_duration_ms=SEMANTIC_SILENCE_MS[eagerness], **flags)  # type: ignore[arg-type]
     vals: dict[str, object] = dict(flags)
     if f.obj.get("threshold") is not None:
-        vals["threshold"] = f.number("threshold", low=0.0, high=1.0)
-        if vals["threshold"] == 0.0:  # every chunk would be speech: the VAD would never end a turn
-            raise invalid(f.param("threshold"), f"Invalid value for '{f.param('threshold')}': 0 would hear every "
-                          "sound as speech, so no turn would ever end; use a value above 0.", f.event_id)
+        vals["threshold"] = threshold = f.number("threshold", low=-math.inf, high=math.inf)
+        try:
+            check_threshold(threshold)
+        except ValueError as exc:
+            raise invalid(f.param("threshold"), f"Invalid value for '{f.param('threshold')}': {exc}.",
+                          f.event_id) from None
     for key in ("prefix_padding_ms", "silence_duration_ms"):
         if f.obj.get(key) is not None:
             vals[key] = f.int_(key, minimum=0, maximum=INT32_MAX)

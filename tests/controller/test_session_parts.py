@@ -7,9 +7,11 @@ show it. The parts are now built from the new config before the session takes an
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
+from controller.errors import ConfigError
 from controller.realtime.session_config import AudioFormat, ServerVad, SessionConfig
 from controller.session_parts import initial_parts, updated_parts
 from vad import turn_detector as vd
@@ -26,16 +28,29 @@ def _speaking() -> tuple[SessionConfig, vd.TurnDetector, list[vd.VadEvent]]:
 
 
 def test_an_update_the_detector_cannot_run_raises_before_anything_of_it_is_built_and_leaves_the_parts_alone() -> None:
-    """threshold 0 (ServerVad's range allows it; the detector hears every sound as speech and refuses it) fails the
-    build: the caller has nothing to assign, and the parts it has still work as before."""
+    """A detector that cannot be built (here a negative pause, which the server's options refuse before a session
+    starts) fails the build: the caller has nothing to assign, and the parts it has still work as before."""
     cfg, detector, _ = _speaking()
     current = dataclasses.replace(initial_parts(cfg, pause_ms=PAUSE_MS, speculation=True), detector=detector)
-    bad = dataclasses.replace(cfg, turn_detection=ServerVad(threshold=0.0), input_format=AudioFormat.PCMU)
-    with pytest.raises(ValueError, match="threshold"):
-        updated_parts(cfg, bad, current, audio_ms=512, pause_ms=PAUSE_MS, speculation=True)
+    bad = dataclasses.replace(cfg, turn_detection=ServerVad(threshold=0.7), input_format=AudioFormat.PCMU)
+    with pytest.raises(ValueError, match="pause_ms"):
+        updated_parts(cfg, bad, current, audio_ms=512, pause_ms=-1, speculation=True)
     assert detector.config.threshold == 0.5 and detector.in_speech
     assert current.converter.fmt is AudioFormat.PCM
     assert [type(e) for e in detector.feed([0.0] * 20)] == [vd.Pause, vd.SpeechStopped]  # the turn still ends
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.25, 1.5, math.nan])
+def test_a_vad_threshold_the_detector_refuses_is_refused_by_the_session_config_in_the_same_words(
+        threshold: float) -> None:
+    """ServerVad took threshold 0, which the turn detector refuses (every sound would be speech): only the wire parser
+    kept it out, with a rule of its own, so a ServerVad built elsewhere failed later, at the session's detector.
+    The session config, the parser and the detector now apply one rule (vad.turn_detector.check_threshold)."""
+    with pytest.raises(ConfigError, match=r"threshold must be above 0 and at most 1") as config_error:
+        ServerVad(threshold=threshold)
+    with pytest.raises(ValueError) as detector_error:
+        vd.TurnDetectorConfig(threshold=threshold)
+    assert str(config_error.value) == str(detector_error.value)
 
 
 def test_a_turn_detection_update_mid_turn_ends_that_turn_under_the_new_silence() -> None:
