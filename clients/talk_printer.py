@@ -18,7 +18,8 @@ class TranscriptPrinter:
     holds several turns, transcribed concurrently), so a turn's text waits for the turns committed before it, and
     only the oldest pending turn's deltas print live. A reply prints under its turn's user line: its text waits for
     that line when the reply streams before the turn's transcript is done (the server speaks as soon as the turn ends,
-    and recognition may take longer)."""
+    and recognition may take longer). A live user line the final transcript does not continue is followed by the
+    final one, marked as the correction."""
 
     def __init__(self, out: TextIO | None) -> None:
         self.out = out
@@ -27,6 +28,7 @@ class TranscriptPrinter:
         self._pending: list[str] = []  # committed user items whose text is not printed yet, in spoken order
         self._texts: dict[str, str] = {}  # finished transcripts waiting for the turns before them
         self._live: str | None = None  # the item whose deltas are on the current user line
+        self._line_text = ""  # what the current user line shows after "user> "
         self._turn_lines: list[tuple[Turn, int]] = []  # finished turns (and their numbers) waiting for their user text
         self._replies: dict[str, str] = {}  # reply text held for the user item it answers, until that item prints
 
@@ -40,6 +42,7 @@ class TranscriptPrinter:
             self._end()
             self._write(f"{who}> ")
             self._line = who
+            self._line_text = ""
 
     def _end(self) -> None:
         if self._line is not None:
@@ -61,6 +64,10 @@ class TranscriptPrinter:
             if first != self._live or self._line != "user":  # its deltas are not on the current line
                 self._open("user")
                 self._write(text)
+            elif text.startswith(self._line_text):  # the deltas were the start of it (or all of it)
+                self._write(text[len(self._line_text):])
+            else:  # recognition changed its mind after the live line, or failed: that line is not what it heard
+                self._write(f"\nuser (corrected)> {text}")
             self._end()
             self._live = None
             self._reply_text(self._replies.pop(first, ""))  # left open: the rest of the reply may still stream
@@ -98,6 +105,7 @@ class TranscriptPrinter:
             if not self._pending or e.item_id == self._pending[0]:  # later turns' deltas would interleave
                 self._open("user")
                 self._write(e.delta)
+                self._line_text += e.delta
                 self._live = e.item_id
         elif t == "conversation.item.input_audio_transcription.completed":
             self._user_text(e.item_id, e.transcript or "")

@@ -694,6 +694,32 @@ def test_a_reply_whose_turn_never_got_a_transcript_is_printed_when_talk_ends() -
 
 
 
+@pytest.mark.parametrize(("deltas", "final", "lines"), [
+    (["What tim ", "is it"], "What time is it?", ["user> What tim is it", "user (corrected)> What time is it?"]),
+    (["What time "], "What time is it?", ["user> What time is it?"]),
+    (["What time "], None, ["user> What time ", "user (corrected)> [transcription failed]"]),
+], ids=["revised", "deltas-cut-short", "failed"])
+def test_a_live_user_line_the_final_transcript_does_not_match_is_corrected(deltas: list[str], final: str | None,
+                                                                          lines: list[str]) -> None:
+    """The user line streams the transcript's deltas; the final transcript only ended it. Where recognition revised
+    the words, the deltas stopped short, or it failed, the screen kept the live words (a failure said nothing): the
+    final text now completes the line, or follows it as the correction."""
+    out = io.StringIO()
+    printer = TranscriptPrinter(out)
+    item = {"item_id": "a", "content_index": 0}
+    printer.event(ServerEvent("input_audio_buffer.committed", {"item_id": "a"}), None)
+    for delta in deltas:
+        printer.event(ServerEvent("conversation.item.input_audio_transcription.delta", {**item, "delta": delta}), None)
+    if final is None:
+        printer.event(ServerEvent("conversation.item.input_audio_transcription.failed", item), None)
+    else:
+        printer.event(ServerEvent("conversation.item.input_audio_transcription.completed",
+                                  {**item, "transcript": final}), None)
+    printer.reply_written("reply.wav", 0.0)
+    assert out.getvalue().splitlines() == [*lines, "wrote 0.00 s of reply audio to reply.wav"]
+
+
+
 async def test_a_file_the_server_hears_no_turn_in_ends_talk_once_it_has_heard_it_all(tmp_path: Path, capsys) -> None:
     """Clicks (10 ms each, 0.4 s apart): audible, so talk sends them, but never long enough for the VAD to hear
     speech. talk waited the whole --timeout (60 s by default) before saying so; it now says it 2 s after the server
