@@ -19,7 +19,7 @@ class TranscriptPrinter:
     only the oldest pending turn's deltas print live. A reply prints under its turn's user line: its text waits for
     that line when the reply streams before the turn's transcript is done (the server speaks as soon as the turn ends,
     and recognition may take longer). A live user line the final transcript does not continue is followed by the
-    final one, marked as the correction."""
+    final one, marked as the correction. A barge-in note prints under the turn line of the reply it cut."""
 
     def __init__(self, out: TextIO | None) -> None:
         self.out = out
@@ -31,6 +31,8 @@ class TranscriptPrinter:
         self._line_text = ""  # what the current user line shows after "user> "
         self._turn_lines: list[tuple[Turn, int]] = []  # finished turns (and their numbers) waiting for their user text
         self._replies: dict[str, str] = {}  # reply text held for the user item it answers, until that item prints
+        self._reply_turns: dict[str, Turn] = {}  # output item id -> the turn whose reply it is
+        self._notes: list[tuple[Turn, str]] = []  # barge-in notes waiting for their turn's line
 
     def _write(self, s: str) -> None:
         if self.out is not None:
@@ -85,12 +87,29 @@ class TranscriptPrinter:
             turn, number = self._turn_lines.pop(0)
             self._end()
             self._write(format_turn(turn, number) + "\n")
+            self._print_notes(turn)
+
+    def _print_notes(self, turn: Turn | None) -> None:
+        """The notes held for `turn` (all of them for None)."""
+        for note in [n for n in self._notes if turn is None or n[0] is turn]:
+            self._notes.remove(note)
+            self._end()
+            self._write(note[1])
+
+    def _note(self, turn: Turn | None, text: str) -> None:
+        """A note about `turn`'s reply, under its turn line: now if that line is printed (or there is none)."""
+        if turn is not None and (turn.response_done is None or any(t is turn for t, _ in self._turn_lines)):
+            self._notes.append((turn, text))
+        else:
+            self._end()
+            self._write(text)
 
     def finish(self) -> None:
         """Prints the replies and turn lines still waiting for a transcript that never came."""
         for item in self._pending:
             self._reply_text(self._replies.pop(item, ""))
         self._print_turns(all_left=True)
+        self._print_notes(None)  # a reply that never ended (the connection dropped mid-reply)
 
     def reply_written(self, out: str | Path, seconds: float) -> None:
         """Where the reply audio went; also when talk ends early, whose error line does not say it."""
@@ -99,6 +118,8 @@ class TranscriptPrinter:
 
     def event(self, e: ServerEvent, turn: Turn | None) -> None:
         t = e.type
+        if t.startswith("response.output_") and e.item_id and turn is not None:
+            self._reply_turns.setdefault(e.item_id, turn)  # a truncation names the item, not its reply
         if t == "input_audio_buffer.committed" and e.item_id:
             self._pending.append(e.item_id)
         elif t == "conversation.item.input_audio_transcription.delta" and e.delta:
@@ -126,8 +147,8 @@ class TranscriptPrinter:
             self._turn_lines.append((turn, self.turns_done))
             self._print_turns()
         elif t == "client.truncated":
-            self._end()
-            self._write(f"[barge-in: truncated {e.get('item_id')} at {e.get('audio_end_ms')} ms]\n")
+            item = str(e.get("item_id"))
+            self._note(self._reply_turns.get(item), f"[barge-in: truncated {item} at {e.get('audio_end_ms')} ms]\n")
         elif t == "client.reconnected":
             self._end()
             self._write("[reconnected: the server started a new session]\n")

@@ -719,6 +719,33 @@ def test_a_live_user_line_the_final_transcript_does_not_match_is_corrected(delta
     assert out.getvalue().splitlines() == [*lines, "wrote 0.00 s of reply audio to reply.wav"]
 
 
+def test_a_barge_in_note_prints_under_the_turn_line_of_the_reply_it_cut() -> None:
+    """The user spoke over a reply whose turn's transcript had not come yet: talk printed '[barge-in: truncated ...]'
+    at once, above the user line, the reply and the turn line it is about. It now prints under that turn line, as it
+    does for a reply that had already ended."""
+    from clients.turns import Turn
+
+    out = io.StringIO()
+    printer = TranscriptPrinter(out)
+    turn = Turn(user_item_id="a", response_id="r1")
+
+    def event(data: dict, of: Turn | None = None) -> None:
+        printer.event(ServerEvent(data["type"], data), of)
+
+    event({"type": "input_audio_buffer.committed", "item_id": "a"})
+    event({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "out1", "delta": ""}, turn)
+    event({"type": "response.output_audio_transcript.delta", "response_id": "r1", "item_id": "out1",
+           "delta": "It is"}, turn)
+    event({"type": "input_audio_buffer.speech_started", "item_id": "b", "audio_start_ms": 900})
+    event({"type": "client.truncated", "item_id": "out1", "content_index": 0, "audio_end_ms": 800})
+    turn.status, turn.reason, turn.response_done = "cancelled", "turn_detected", 1.0
+    event({"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}, turn)
+    event({"type": "conversation.item.input_audio_transcription.completed", "item_id": "a",
+           "transcript": "What time is it?"}, turn)
+    assert [line.split(" from ")[0] for line in out.getvalue().splitlines()] == [
+        "user> What time is it?", "assistant> It is", "  [turn 1: cancelled (turn_detected)]",
+        "[barge-in: truncated out1 at 800 ms]"]
+
 
 async def test_a_file_the_server_hears_no_turn_in_ends_talk_once_it_has_heard_it_all(tmp_path: Path, capsys) -> None:
     """Clicks (10 ms each, 0.4 s apart): audible, so talk sends them, but never long enough for the VAD to hear
