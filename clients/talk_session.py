@@ -12,7 +12,7 @@ import numpy as np
 from websockets.exceptions import InvalidMessage
 
 from clients.audio import WIRE_RATE, Pacing, SendLog, last_voiced_index, voiced_indices
-from clients.events import ServerEvent
+from clients.events import CLIENT_RECONNECTED, ServerEvent, session_update_event
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
 from clients.talk_connect import connect_failure, connect_when_loaded
 from clients.talk_printer import TranscriptPrinter
@@ -34,6 +34,10 @@ NOTICE_CODES = frozenset({"input_audio_truncated", "turn_truncated"})
 # turns unheard. Talk's session has no tools, so tool_choice "none" changes nothing, and only this update sets it: the
 # first session.updated showing it is this update's (one handled later shows it too, but comes after).
 BARRIER_UPDATE: dict[str, object] = {"type": "realtime", "tool_choice": "none"}
+# Sent as a plain event, not with client.session_update: the client re-sends the fields set that way to the new
+# server session after a reconnect, as the user's settings, and this is a question, not a setting. Its own event_id:
+# an error about it names that, never an update of the user's.
+BARRIER_EVENT: dict[str, object] = {**session_update_event(BARRIER_UPDATE), "event_id": "talk_heard_all"}
 
 
 def _is_barrier(event: ServerEvent) -> bool:
@@ -120,7 +124,7 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
         # A server may read the audio slower than it was sent (ours holds a client that sends faster than its turns
         # are transcribed): the turns it has not heard yet cannot be awaited. Events are handled in order, so this
         # update's session.updated comes once the server has heard everything sent before it.
-        await client.session_update(BARRIER_UPDATE)
+        await client.send(BARRIER_EVENT)
 
     sender = asyncio.create_task(send(), name="talk-sender")
     # A hang-up fails the send too, and the receiver may see it first (it then reports the close): the send's own
@@ -169,6 +173,9 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 raise TalkError(f"the reply failed: {event.response_error or 'no reason given'}")
             if heard_at is None and _is_barrier(event):
                 heard_at = loop.time()
+            if event.type == CLIENT_RECONNECTED and heard_at is None and sender.done():
+                # The old session's answer went with it; the new one has heard all it was sent (nothing) at once.
+                await client.send(BARRIER_EVENT)
             turn = tracker.feed(event, loop.time())
             began = began or event.type == "input_audio_buffer.speech_started" or bool(tracker.turns)
             if tracker.turns and not tracker.all_done():
