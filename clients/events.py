@@ -21,7 +21,7 @@ __all__ = [
     "CLIENT_RECONNECTED", "CLIENT_RESPONSE_LOST", "CLIENT_TRUNCATED", "ErrorInfo", "ServerEvent", "ServerEventError",
     "commit_event", "append_event", "cancel_response_event", "clear_event", "create_response_event",
     "merge_session", "parse_server_event", "session_update_event", "truncate_event",
-    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "SessionFields", "input_format", "interrupts_response",
+    "BYTES_PER_WIRE_SAMPLE", "G711_ENCODERS", "REPLAY_EVENT_ID", "SessionFields", "input_format", "interrupts_response",
     "output_bytes_per_sample",
 ]
 
@@ -225,9 +225,14 @@ def merge_session(earlier: Mapping[str, object], later: Mapping[str, object],
     return out
 
 
+# The event_id of the session.update that restores a client's fields in the new server session after a reconnect.
+REPLAY_EVENT_ID = "client_session_replay"
+
+
 class SessionFields:
     """The session fields a client set, as the server holds them: every session.update merged in order (a later
-    field wins), less each one the server refused (an error naming that update's event_id). Pure."""
+    field wins), less each one the server refused (an error naming that update's event_id), less each field a new
+    server session refused when they were re-sent to it (see `replay`). Pure."""
 
     def __init__(self) -> None:
         self._updates: dict[str, Json] = {}  # event_id -> the update's session object, in sending order
@@ -238,20 +243,32 @@ class SessionFields:
         self._updates[event_id] = dict(session)
         return {**session_update_event(session), "event_id": event_id}
 
-    def refused(self, error: ErrorInfo) -> None:
+    def replay(self) -> Json | None:
+        """The session.update that sets every accepted field in a new server session (after a reconnect); None when
+        none were set."""
+        fields = self.merged()
+        return None if fields is None else {**session_update_event(fields), "event_id": REPLAY_EVENT_ID}
+
+    def refused(self, error: ErrorInfo) -> bool:
         """Forget the session.update an error event refused: the one its event_id names or, when the server gave
         no event_id, the latest update that set the field its param names ("session.<field>..."); an error that
-        names neither is not about a session field and forgets nothing."""
+        names neither is not about a session field and forgets nothing.
+
+        A refused replay is refused whole, for the one field its param names (a server back without a voice the old
+        one had): that field is dropped from every update, and True says the rest is to be sent again."""
+        path = _session_path(error.param)
+        if error.event_id == REPLAY_EVENT_ID:
+            before = list(self._updates.values())
+            self._updates = {k: _without(v, path) for k, v in self._updates.items()} if path else self._updates
+            return list(self._updates.values()) != before
         if error.event_id is not None:
             self._updates.pop(error.event_id, None)
-            return
-        field = _session_field(error.param)
-        if field is None:
-            return
+            return False
         for event_id, session in reversed(self._updates.items()):
-            if field in session:
+            if path and path[0] in session:
                 del self._updates[event_id]
-                return
+                break
+        return False
 
     def merged(self) -> Json | None:
         """All accepted fields as one session object; None when none were set."""
@@ -263,11 +280,32 @@ class SessionFields:
         return out
 
 
-def _session_field(param: str | None) -> str | None:
-    """The top-level session field an error's param names: "session.audio.output.voice" -> "audio"."""
+def _session_path(param: str | None) -> list[str]:
+    """The session field an error's param names, as keys: "session.audio.output.voice" -> ["audio", "output",
+    "voice"]; a list's element names the list ("session.tools[0].type" -> ["tools"]); [] for no session field."""
     if param is None or not param.startswith("session."):
-        return None
-    return param.removeprefix("session.").split(".", 1)[0].split("[", 1)[0] or None
+        return []
+    path = []
+    for key in param.removeprefix("session.").split("."):
+        name, bracket, _ = key.partition("[")
+        if name:
+            path.append(name)
+        if bracket or not name:
+            break
+    return path
+
+
+def _without(session: Mapping[str, object], path: list[str]) -> Json:
+    """`session` less the field at `path` (its deepest key present there), the objects on the way copied."""
+    out = dict(session)
+    key, rest = path[0], path[1:]
+    if key in out:
+        inner = out[key]
+        if rest and isinstance(inner, Mapping):
+            out[key] = _without(inner, rest)
+        else:
+            del out[key]
+    return out
 
 
 def append_event(pcm: bytes) -> Json:

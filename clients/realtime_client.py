@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
@@ -78,7 +78,7 @@ class RealtimeClient:
         self._failure: BaseException | None = None
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
-        self._truncates: set[asyncio.Task[None]] = set()  # kept until done, so close() can end them
+        self._sends: set[asyncio.Task[None]] = set()  # truncates and replays sent by the reader, kept until done
 
     @classmethod
     async def connect(cls, url: str, api_key: str | None = None, model: str | None = "stepaudio-rt", *,
@@ -250,10 +250,10 @@ class RealtimeClient:
     async def close(self) -> None:
         """Close the connection for good (no reconnect); events() then ends. Calling it again is harmless."""
         self._closing = True
-        # A truncate still pending would only fail on the closed socket (and be garbage-collected pending).
-        for task in self._truncates:
+        # A send still pending would only fail on the closed socket (and be garbage-collected pending).
+        for task in self._sends:
             task.cancel()
-        await asyncio.gather(*self._truncates, return_exceptions=True)
+        await asyncio.gather(*self._sends, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -336,9 +336,9 @@ class RealtimeClient:
             except (OSError, WebSocketException, TimeoutError) as exc:
                 last = exc
                 continue
-            if (fields := self._tracker.session.merged()) is not None:
+            if (replay := self._tracker.session.replay()) is not None:
                 try:
-                    await ws.send(json.dumps(ev.session_update_event(fields), separators=(",", ":")))
+                    await ws.send(json.dumps(replay, separators=(",", ":")))
                 except ConnectionClosed as exc:
                     last = exc
                     continue
@@ -367,16 +367,22 @@ class RealtimeClient:
     def _track(self, event: ServerEvent, now: float) -> None:
         """The tracker's bookkeeping, and the truncations it asks for sent (automatic barge-in)."""
         for tr in self._tracker.on_event(event, now, auto_truncate=self.auto_truncate):
-            # A task keeps the reader reading; frames still go out in order on the one socket.
-            task = asyncio.ensure_future(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
-            self._truncates.add(task)
-            task.add_done_callback(self._truncates.discard)
-            task.add_done_callback(_log_send_failure)
+            self._send_soon(self.truncate(tr.item_id, tr.audio_end_ms, tr.content_index))
             self._queue.put_nowait(ServerEvent(ev.CLIENT_TRUNCATED, {
                 "type": ev.CLIENT_TRUNCATED, "item_id": tr.item_id, "content_index": tr.content_index,
                 "audio_end_ms": tr.audio_end_ms}))
+        if (replay := self._tracker.replay_again) is not None:
+            self._tracker.replay_again = None
+            self._send_soon(self.send(replay))
+
+    def _send_soon(self, sending: Coroutine[object, object, None]) -> None:
+        # A task keeps the reader reading; frames still go out in order on the one socket.
+        task = asyncio.ensure_future(sending)
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+        task.add_done_callback(_log_send_failure)
 
 
 def _log_send_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.warning("sending a truncate failed: %s", task.exception())
+        logger.warning("sending a truncate or the session's fields failed: %s", task.exception())

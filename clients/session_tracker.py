@@ -24,6 +24,9 @@ class SessionTracker:
         self._out_bytes_per_sample = ev.BYTES_PER_WIRE_SAMPLE["audio/pcm"]
         self._server_interrupts = True  # the session's turn_detection.interrupt_response
         self._open_responses: dict[str, None] = {}  # ids of replies created and not yet done, in order
+        # The session.update to send again: the new server session refused a field of the one sent after a reconnect
+        # (dropped from it now), and with it the others.
+        self.replay_again: dict[str, object] | None = None
 
     def on_event(self, event: ServerEvent, now: float, *, auto_truncate: bool) -> list[Truncation]:
         """Take in one server event at `now` (the playback clock); returns the truncations to send: with
@@ -34,7 +37,8 @@ class SessionTracker:
         """
         t = event.type
         if t == "error" and event.error is not None:  # one of our session.updates refused: not re-sent
-            self.session.refused(event.error)
+            if self.session.refused(event.error):
+                self.replay_again = self.session.replay()
         elif t in ("session.created", "session.updated"):
             self._out_bytes_per_sample = ev.output_bytes_per_sample(event)
             self._server_interrupts = ev.interrupts_response(event)

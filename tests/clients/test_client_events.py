@@ -100,3 +100,21 @@ def test_an_error_about_no_session_field_forgets_no_session_update() -> None:
     fields.refused(ev.ErrorInfo("invalid_request_error", "no such item", "invalid_value", "item_id"))
     fields.refused(ev.ErrorInfo("server_error", "busy"))
     assert fields.merged() == {"instructions": "be brief"}
+
+
+def test_a_refused_replay_drops_only_the_field_it_names_and_leaves_the_callers_objects_alone() -> None:
+    """A new server session refuses the re-sent fields whole, for one of them: that one (a list for one of its
+    elements) is dropped from every update, the rest is sent again; an error naming no field drops nothing."""
+    fields = ev.SessionFields()
+    audio = {"output": {"voice": "Tingting", "speed": 1.2}}
+    fields.update({"instructions": "be brief", "audio": audio})
+    fields.update({"tools": [{"type": "mcp"}], "audio": {"output": {"voice": "Tingting"}}})
+    assert fields.replay() == {**ev.session_update_event(fields.merged() or {}), "event_id": ev.REPLAY_EVENT_ID}
+
+    def refused(param: str | None) -> bool:
+        return fields.refused(ev.ErrorInfo("invalid_request_error", "no", "invalid_value", param, ev.REPLAY_EVENT_ID))
+
+    assert refused("session.audio.output.voice") and refused("session.tools[0].type")
+    assert not refused(None) and not refused("session.audio.output.voice")
+    assert fields.merged() == {"instructions": "be brief", "audio": {"output": {"speed": 1.2}}}
+    assert audio == {"output": {"voice": "Tingting", "speed": 1.2}}

@@ -95,7 +95,8 @@ async def test_drop_reconnects_and_resends_last_session_update() -> None:
             assert await _next_types(client, 1) == ["input_audio_buffer.committed"]
 
     update = {"type": "session.update", "session": {"instructions": "be brief", "type": "realtime"}}
-    assert s.received[0][0] == {**update, "event_id": "client_session_update_1"} and s.received[1][0] == update
+    assert s.received[0][0] == {**update, "event_id": "client_session_update_1"}
+    assert s.received[1][0] == {**update, "event_id": "client_session_replay"}
     assert s.received[0][1]["type"] == "input_audio_buffer.append"
     assert s.received[1][1] == {"type": "input_audio_buffer.commit"}
     assert s.headers == ["Bearer k1", "Bearer k1"]
@@ -191,7 +192,8 @@ async def test_a_reconnect_restores_every_session_field_not_only_the_last_update
                                                     "session.updated"]
     assert s.received[1] == [{"type": "session.update", "session": {
         "type": "realtime", "instructions": "be brief", "output_modalities": ["text"],
-        "audio": {"input": {"turn_detection": None}, "output": {"voice": "marin", "speed": 1.2}}}}]
+        "audio": {"input": {"turn_detection": None}, "output": {"voice": "marin", "speed": 1.2}}},
+        "event_id": "client_session_replay"}]
 
 
 async def test_a_reconnect_does_not_resend_a_session_update_the_server_refused() -> None:
@@ -213,7 +215,8 @@ async def test_a_reconnect_does_not_resend_a_session_update_the_server_refused()
             assert await _next_types(client, 2) == ["session.created", "error"]
             await client.commit()
             assert await _next_types(client, 3) == ["client.reconnected", "session.created", "session.updated"]
-    assert s.received[1] == [{"type": "session.update", "session": {"type": "realtime", "instructions": "be brief"}}]
+    assert s.received[1] == [{"type": "session.update", "session": {"type": "realtime", "instructions": "be brief"},
+                              "event_id": "client_session_replay"}]
 
 
 async def test_an_audio_delta_that_is_not_base64_does_not_end_the_session() -> None:
