@@ -4,10 +4,11 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.cli import DefaultsHelpFormatter
+from controller.cli import DefaultsHelpFormatter, torch_missing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -15,6 +16,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
     """A benchmark's --help: its docstring as written (the example command lines keep their columns), then each
     option with its default, as `stepaudio-rt`'s subcommands show them."""
+
+
+def exit_without_torch(module: str) -> None:
+    """For a torch benchmark run as `python -m module`, before it imports torch: after `make serve` alone (no torch)
+    its import was a ModuleNotFoundError traceback; it is now one line saying what to install, and exit status 2."""
+    missing = torch_missing(module)
+    if missing:
+        print(f"python -m {module}: error: {missing}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def commit() -> str:

@@ -17,10 +17,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
+from bench import RESULTS, HelpFormatter, commit, count, count_list, exit_without_torch, write_json
+
+if __name__ == "__main__":  # before torch is imported: without it, one line that says what to install
+    exit_without_torch("bench.engine")
+
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, HelpFormatter, commit, count, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl

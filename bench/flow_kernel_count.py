@@ -17,12 +17,16 @@ import collections
 import tempfile
 from pathlib import Path
 
+from bench import RESULTS, commit, exit_without_torch, write_json
+
+if __name__ == "__main__":  # before torch is imported: without it, one line that says what to install
+    exit_without_torch("bench.flow_kernel_count")
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import speech_decoder.flow.estimator as estimator_module
 import speech_decoder.flow.flow as flow_module
-from bench import RESULTS, commit, write_json
 from speech_decoder.checkpoint import write_cosyvoice_folder
 from speech_decoder.cosyvoice_model import CosyVoiceModel
 

@@ -34,10 +34,14 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from bench import RESULTS, HelpFormatter, commit, count, exit_without_torch, write_json
+
+if __name__ == "__main__":  # before torch is imported: without it, one line that says what to install
+    exit_without_torch("bench.kernels")
+
 import torch
 import torch.nn.functional as F
 
-from bench import RESULTS, HelpFormatter, commit, count, write_json
 from bench.cuda_timing import attempt, bench, graphed
 from bench.speech_kernels import flow_case, vocoder_case
 from kernels import attention as KA

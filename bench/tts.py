@@ -34,9 +34,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import RESULTS, HelpFormatter, commit, count, count_list, exit_without_torch, write_json
+
+if __name__ == "__main__":  # before torch is imported: without it, one line that says what to install
+    exit_without_torch("bench.tts")
+
 import torch
 
-from bench import RESULTS, HelpFormatter, commit, count, count_list, write_json
 from bench.checkpoint import bench_checkpoint
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams

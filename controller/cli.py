@@ -209,16 +209,25 @@ def _version() -> str:
         return "(not installed)"
 
 
+def torch_missing(needs: str) -> str | None:
+    """What to install, in one line, when torch is not importable (None when it is): `make serve` and the embedded
+    extras leave it out. find_spec imports nothing: torch takes seconds to load."""
+    if importlib.util.find_spec("torch") is not None:
+        return None
+    return (f"{needs} needs torch (the `engine` extra), which `make serve` does not install: run `make venv` to add it "
+            "to .venv (or pip install -c constraints.txt '.[engine]')")
+
+
 def _require_engine(command: str, profile: str) -> None:
-    """The Step-Audio profiles (serve, make-checkpoint, tts, chat) run our torch engine, which `make serve` and the
-    embedded extras leave out: without it each command ended in a ModuleNotFoundError traceback from deep in an
-    import (serve's after it had said it was listening). find_spec imports nothing: torch takes seconds to load.
+    """The Step-Audio profiles (serve, make-checkpoint, tts, chat) run our torch engine: without it each command
+    ended in a ModuleNotFoundError traceback from deep in an import (serve's after it had said it was listening).
     Only serve has a profile without torch: the tools need it whatever their --profile (whose default a user of
     `tts` never typed, so it is not named to them)."""
-    if profile != "embedded" and importlib.util.find_spec("torch") is None:
-        needs = f"--profile {profile}" if command == "serve" else f"{command} (Step-Audio's models)"
-        raise ConfigError(f"{needs} needs torch (the `engine` extra), which `make serve` does not install: run "
-                          "`make venv` to add it to .venv (or pip install -c constraints.txt '.[engine]')")
+    if profile == "embedded":
+        return
+    missing = torch_missing(f"--profile {profile}" if command == "serve" else f"{command} (Step-Audio's models)")
+    if missing:
+        raise ConfigError(missing)
 
 
 def build_parser() -> argparse.ArgumentParser:

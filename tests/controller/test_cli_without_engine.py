@@ -3,21 +3,11 @@ one line what to install, instead of a ModuleNotFoundError traceback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def run_without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`stepaudio-rt ARGS` in a Python where torch is not importable, as in a venv that `make serve` built: a None in
-    sys.modules makes both `import torch` (ModuleNotFoundError) and importlib.util.find_spec (None) see no torch."""
-    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=Path(__file__).parents[2])
+from tests.without_torch import run_without_torch
 
 
 @pytest.mark.parametrize("args", [
@@ -30,7 +20,7 @@ def run_without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess
 def test_step_audio_commands_without_torch_name_the_extra_in_one_line(tmp_path: Path, args: list[str]) -> None:
     """`chat` (and tts, make-checkpoint) without --profile said '--profile step-audio needs torch', naming a profile
     the user never typed: the tools need torch whatever the profile, and say so by their own name."""
-    proc = run_without_torch(tmp_path, *args)
+    proc = run_without_torch(tmp_path, "controller.cli", *args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "listening on" not in proc.stderr, proc.stderr
     command = args[0]
@@ -43,5 +33,5 @@ def test_step_audio_commands_without_torch_name_the_extra_in_one_line(tmp_path: 
 
 def test_the_embedded_profile_needs_no_torch(tmp_path: Path) -> None:
     """The check is for the engine's profiles only: serve's default goes on to its own checks (here: a bad port)."""
-    proc = run_without_torch(tmp_path, "serve", "--port", "70000")
+    proc = run_without_torch(tmp_path, "controller.cli", "serve", "--port", "70000")
     assert proc.stderr.splitlines()[-1] == "stepaudio-rt serve: error: --port must be between 0 and 65535, got 70000"
