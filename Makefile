@@ -52,8 +52,15 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 venv: $(STAMP)
 
 # Before anything installs: a mistyped PROFILE is not `embedded`, and step-audio or full-random cannot start without
-# MODEL_PATH, so their first `make serve` spent minutes installing torch (3.7 GB) for serve then to refuse them.
+# MODEL_PATH, so their first `make serve` spent minutes installing torch (3.7 GB) for serve then to refuse them; a
+# PORT or HOST serve cannot take was refused only after the install too. HOST: not empty, one word, no URL and no
+# HOST:PORT (an IPv6 address has two colons or more).
 serve-options:
+	@case '$(PORT)' in ''|*[!0-9]*|??????*) false;; esac && [ '$(PORT)' -le 65535 ] || { echo "make: PORT=$(PORT)"\
+	  "is not a port: a whole number from 0 to 65535, e.g. make serve PORT=8800" >&2; exit 1; }
+	@case '$(HOST)' in ''|*[[:space:]/]*) host=;; *:*:*) host=ok;; *:*) host=;; *) host=ok;; esac;\
+	  [ -n "$$host" ] || { echo "make: HOST=$(HOST) is not an address to listen on: an IP address or host name"\
+	  "such as 127.0.0.1 or 0.0.0.0 (the port goes in PORT)" >&2; exit 1; }
 	@case ' $(PROFILES) ' in *' $(PROFILE) '*) ;; *) echo "make: PROFILE=$(PROFILE) is not a profile;"\
 	  "choose from $(PROFILES)" >&2; exit 1;; esac
 	@case '$(PROFILE):$(MODEL_PATH)' in step-audio:|full-random:) echo "make: PROFILE=$(PROFILE) needs"\

@@ -74,6 +74,32 @@ def test_make_serve_of_a_step_audio_profile_without_its_folder_says_so_before_in
             "MODEL_PATH=DIR") in stderr, stderr
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("port", ["abc", "70000", "-1", ""])
+def test_make_serve_with_a_port_serve_cannot_take_says_so_before_installing(tmp_path: Path, port: str) -> None:
+    """`make serve PORT=abc` installed everything (minutes) for serve then to refuse the port with its usage."""
+    stderr = _make_serve_refuses(tmp_path, f"PORT={port}")
+    assert f"make: PORT={port} is not a port: a whole number from 0 to 65535, e.g. make serve PORT=8800" in stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("host", ["http://0.0.0.0", "localhost:8800", "my host", ""])
+def test_make_serve_with_a_host_that_is_not_an_address_says_so_before_installing(tmp_path: Path, host: str) -> None:
+    """A URL or HOST:PORT (as a browser shows the server) was taken to serve's --host after the install, and a
+    space in it cut the command line in two."""
+    stderr = _make_serve_refuses(tmp_path, f"HOST={host}")
+    assert (f"make: HOST={host} is not an address to listen on: an IP address or host name such as 127.0.0.1 or "
+            "0.0.0.0 (the port goes in PORT)") in stderr, stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("make_args", [("PORT=0",), ("PORT=8800", "HOST=0.0.0.0"), ("HOST=::1",), ("HOST=fe80::1",)])
+def test_make_serve_takes_every_port_and_address_serve_takes(tmp_path: Path, make_args: tuple[str, ...]) -> None:
+    host = next((arg[5:] for arg in make_args if arg.startswith("HOST=")), "127.0.0.1")
+    port = next((arg[5:] for arg in make_args if arg.startswith("PORT=")), "8765")
+    assert f"--host {host} --port {port} " in _serve_line(tmp_path, *make_args)
+
+
 def _pip_installs(tmp_path: Path, *make_args: str) -> list[str]:
     """The pip install lines a fresh `make ...` would run (make -n: nothing runs)."""
     proc = subprocess.run(["make", "-n", "-C", str(ROOT), *make_args, f"VENV={tmp_path / 'venv'}"],
