@@ -302,6 +302,11 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # a first try of the command: argparse's "arguments are required: command" named no command's job
+        build_parser().print_help(sys.stderr)
+        return 2
+    if argv[0] == "help":  # `stepaudio-rt help [COMMAND]`, as git and pip take it, was "invalid choice: 'help'"
+        argv = [*argv[1:2], "--help"]
     # These commands own their options (and their --help): hand them the rest of the line untouched.
     if argv and argv[0] == "talk":
         from clients.talk import main as talk_main

@@ -1,0 +1,31 @@
+"""`stepaudio-rt` as a first try: with nothing after it, or `help`, as git and pip take it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+ROOT_HELP_LINE = "A real-time voice agent server (Step-Audio) speaking the OpenAI Realtime API,"
+
+
+def stepaudio_rt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_no_command_lists_the_commands_with_what_each_does() -> None:
+    """It said only "error: the following arguments are required: command" under a usage line."""
+    proc = stepaudio_rt()
+    assert proc.returncode == 2
+    assert "arguments are required" not in proc.stderr, proc.stderr
+    assert ROOT_HELP_LINE in proc.stderr and "send a wav to a server" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["talk"], ["sip-bridge"], ["tts"]])
+def test_help_is_the_help_of_the_command_it_names(command: list[str]) -> None:
+    """`stepaudio-rt help` (and `help talk`) said "invalid choice: 'help'"."""
+    proc = stepaudio_rt("help", *command)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == stepaudio_rt(*command, "--help").stdout
+    assert proc.stdout.startswith(f"usage: stepaudio-rt {' '.join(command)}".rstrip()), proc.stdout
