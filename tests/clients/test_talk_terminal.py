@@ -1,0 +1,36 @@
+"""`stepaudio-rt talk` printing transcripts on a terminal that is not UTF-8 (a latin-1 locale, Windows' code page when
+piped, PYTHONIOENCODING=ascii)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
+from tests.e2e.helpers import silence
+
+
+async def test_a_transcript_the_terminal_cannot_show_prints_as_question_marks(tmp_path: Path) -> None:
+    """The first character an ASCII stdout could not encode ended talk in a UnicodeEncodeError traceback, mid-turn,
+    with no reply written; the conversation now runs to its end, each such character shown as '?'."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.transcript = "¿qué hora es?"
+    pipeline.reply_words = ["现在是", "中午。"]
+    async with scripted_server(pipeline) as server:
+        talk = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controller.cli", "talk", str(wav), "--url",
+            f"ws://127.0.0.1:{server.server.port}/v1/realtime", "--out", str(out), "--fast",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONIOENCODING": "ascii"})
+        stdout, stderr = await asyncio.wait_for(talk.communicate(), 60)
+    assert talk.returncode == 0, stderr.decode()
+    lines = stdout.decode("ascii").splitlines()
+    assert lines[:2] == ["user> ?qu? hora es?", "assistant> ??? ???"], lines
+    assert sf.info(str(out)).duration > 0
