@@ -23,7 +23,8 @@ from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig, VoiceList
 from controller.session import Session
 from controller.session_defaults import SessionDefaults
-from lm_engine.assets import AssetError, default_cache_dir
+from lm_engine.assets import AssetError
+from model_files.cache import cache_hint
 from streaming_tokenizer.assets import AsrAssetError
 from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
 
@@ -100,10 +101,7 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
         except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
             raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc
         except OSError as exc:  # most likely the cache the chat LM (and Whisper base) are assembled into
-            cache = default_cache_dir()
-            hint = (f" (the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)"
-                    if exc.filename and Path(exc.filename).is_relative_to(cache) else "")
-            raise ConfigError(f"cannot prepare the embedded models: {exc}{hint}") from exc
+            raise ConfigError(f"cannot prepare the embedded models: {exc}{cache_hint(exc, '1 GB')}") from exc
     if config.profile in ("step-audio", "tiny", "full-random"):
         from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
         return load_step_audio(config)

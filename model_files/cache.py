@@ -23,6 +23,15 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "stepaudio-rt"
 
 
+def cache_hint(exc: OSError, free: str) -> str:
+    """What to do about `exc`, when it happened in the cache folder, which the user may never have named: ' (the
+    model cache, DIR: set STEPAUDIO_RT_CACHE to a writable folder with `free` free)'; '' for an error elsewhere."""
+    cache = default_cache_dir()
+    if not exc.filename or not Path(exc.filename).is_relative_to(cache):
+        return ""
+    return f" (the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with {free} free)"
+
+
 @contextlib.contextmanager
 def assembling(target: Path) -> Iterator[None]:
     """Hold the assembly lock of `target` (creating its folder) with the stale `.part` entries of it removed.
