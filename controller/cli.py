@@ -113,7 +113,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-input-audio-s", type=float, default=300.0, metavar="S",
                    help="input audio a session keeps, 10-3600 s: a turn longer (or a buffer never committed) keeps "
                         "its last S s, and the client gets an input_audio_truncated error when its start is dropped "
-                        "(default 300: about 750 words, within the chat prompt's 1500 tokens with room for history)")
+                        "(default: %(default)g, about 750 words, within the chat prompt's 1500 tokens with room for "
+                        "history)")
     p.add_argument("--pause-ms", type=int, default=200, help="silence that starts a speculative reply, 50-2000 ms")
     p.add_argument("--language", default="en",
                    help="default language of user speech, a code Whisper knows (en, de, fr, zh, ...; en-US reads as "

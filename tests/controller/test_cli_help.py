@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
+
+from tests.bench.test_help import option_help
 
 ROOT_HELP_LINE = "A real-time voice agent server (Step-Audio) speaking the OpenAI Realtime API,"
 
@@ -29,3 +32,10 @@ def test_help_is_the_help_of_the_command_it_names(command: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == stepaudio_rt(*command, "--help").stdout
     assert proc.stdout.startswith(f"usage: stepaudio-rt {' '.join(command)}".rstrip()), proc.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "talk", "sip-bridge", "make-checkpoint", "tts", "chat"])
+def test_no_option_gives_its_default_twice(command: str) -> None:
+    """serve --help said of --max-input-audio-s "(default 300: about 750 words, ...) (default: 300.0)"."""
+    described = option_help(stepaudio_rt(command, "--help").stdout)
+    assert [name for name, text in described.items() if len(re.findall(r"\(default\b", text)) > 1] == []
