@@ -14,6 +14,10 @@ MODEL_PATH ?=
 # The embedded profile runs no torch: its `make serve` installs only what it serves with. The Step-Audio profiles
 # (tiny, step-audio, full-random) run our torch engine, so they install everything, as `make test` does.
 SERVE_NEEDS := $(if $(filter embedded,$(PROFILE)),$(SERVE_STAMP),$(STAMP))
+# A variable's value as one shell word, whatever it holds: '...' with each ' in it written '\'' (a MODEL_PATH of
+# "Bob's models" was a shell syntax error).
+quote = '$(subst ','\'',$(1))'
+MODEL_PATH_OPTION = $(if $(MODEL_PATH), --model-path $(call quote,$(MODEL_PATH)))
 
 .PHONY: serve test venv clean serve-options
 
@@ -53,21 +57,21 @@ venv: $(STAMP)
 
 # Before anything installs: a mistyped PROFILE is not `embedded`, and step-audio or full-random cannot start without
 # MODEL_PATH, so their first `make serve` spent minutes installing torch (3.7 GB) for serve then to refuse them; a
-# PORT or HOST serve cannot take was refused only after the install too. HOST: not empty, one word, no URL and no
-# HOST:PORT (an IPv6 address has two colons or more).
+# PORT or HOST serve cannot take was refused only after the install too. HOST: a host name or an IP address, not a
+# URL or a HOST:PORT (an IPv6 address has two colons or more).
 serve-options:
-	@case '$(PORT)' in ''|*[!0-9]*|??????*) false;; esac && [ '$(PORT)' -le 65535 ] || { echo "make: PORT=$(PORT)"\
-	  "is not a port: a whole number from 0 to 65535, e.g. make serve PORT=8800" >&2; exit 1; }
-	@case '$(HOST)' in ''|*[[:space:]/]*) host=;; *:*:*) host=ok;; *:*) host=;; *) host=ok;; esac;\
+	@case $(call quote,$(PORT)) in ''|*[!0-9]*|??????*) false;; esac && [ $(call quote,$(PORT)) -le 65535 ] ||\
+	  { echo "make: PORT=$(PORT) is not a port: a whole number from 0 to 65535, e.g. make serve PORT=8800" >&2; exit 1; }
+	@case $(call quote,$(HOST)) in ''|*[!A-Za-z0-9.:%_-]*) host=;; *:*:*) host=ok;; *:*) host=;; *) host=ok;; esac;\
 	  [ -n "$$host" ] || { echo "make: HOST=$(HOST) is not an address to listen on: an IP address or host name"\
 	  "such as 127.0.0.1 or 0.0.0.0 (the port goes in PORT)" >&2; exit 1; }
-	@case ' $(PROFILES) ' in *' $(PROFILE) '*) ;; *) echo "make: PROFILE=$(PROFILE) is not a profile;"\
+	@case ' $(PROFILES) ' in *\ $(call quote,$(PROFILE))\ *) ;; *) echo "make: PROFILE=$(PROFILE) is not a profile;"\
 	  "choose from $(PROFILES)" >&2; exit 1;; esac
-	@case '$(PROFILE):$(MODEL_PATH)' in step-audio:|full-random:) echo "make: PROFILE=$(PROFILE) needs"\
+	@case $(call quote,$(PROFILE):$(MODEL_PATH)) in step-audio:|full-random:) echo "make: PROFILE=$(PROFILE) needs"\
 	  "MODEL_PATH=DIR, the Step-Audio model folder: make serve PROFILE=$(PROFILE) MODEL_PATH=DIR" >&2; exit 1;; esac
 
 serve: serve-options $(SERVE_NEEDS)
-	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)$(if $(MODEL_PATH), --model-path '$(MODEL_PATH)')
+	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)$(MODEL_PATH_OPTION)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

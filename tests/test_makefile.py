@@ -1,6 +1,7 @@
 """The Makefile as a new user meets it: what `make serve` installs, and `make serve` with a python3 too old."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_make_serve_with_a_port_serve_cannot_take_says_so_before_installing(tmp_
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-@pytest.mark.parametrize("host", ["http://0.0.0.0", "localhost:8800", "my host", ""])
+@pytest.mark.parametrize("host", ["http://0.0.0.0", "localhost:8800", "my host", "my'host", ""])
 def test_make_serve_with_a_host_that_is_not_an_address_says_so_before_installing(tmp_path: Path, host: str) -> None:
     """A URL or HOST:PORT (as a browser shows the server) was taken to serve's --host after the install, and a
     space in it cut the command line in two."""
@@ -138,3 +139,14 @@ def test_make_serve_passes_a_model_path_to_the_step_audio_profiles(tmp_path: Pat
     line = _serve_line(tmp_path, "PROFILE=step-audio", "MODEL_PATH=/data/Step Audio")
     assert line.endswith("--profile step-audio --model-path '/data/Step Audio'"), line
     assert "--model-path" not in _serve_line(tmp_path), "the embedded profile takes no model folder"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_model_path_with_a_quote_in_it_reaches_serve_whole(tmp_path: Path) -> None:
+    """MODEL_PATH="/data/Bob's models" stopped `make serve` in a shell syntax error ("Unterminated quoted string")."""
+    path = "/data/Bob's Step-Audio"
+    checks = subprocess.run(["make", "-s", "-C", str(ROOT), "serve-options", "PROFILE=step-audio",
+                             f"MODEL_PATH={path}"], capture_output=True, text=True, timeout=120)
+    assert checks.returncode == 0 and checks.stderr == "", checks.stderr
+    line = _serve_line(tmp_path, "PROFILE=step-audio", f"MODEL_PATH={path}")
+    assert shlex.split(line)[-4:] == ["--profile", "step-audio", "--model-path", path], line
