@@ -310,10 +310,7 @@ class RealtimeClient:
                     self._queue.put_nowait(lost)
                 code = ws.close_code if ws.close_code is not None else 1006
                 if code in self.policy.final_close_codes or not (self.policy.enabled and self.policy.max_attempts):
-                    # With the server's reason: "code 1000" alone reads as a fault where an operator hung up.
-                    reason = f": {ws.close_reason}" if ws.close_reason else ""
-                    raise RealtimeConnectionError(f"server closed the connection (code {code}{reason})",
-                                                  close_code=code)
+                    raise RealtimeConnectionError(_closed_text(code, ws.close_reason), close_code=code)
                 logger.warning("realtime connection dropped (code %s); reconnecting", code)
                 await self._reconnect()
         except asyncio.CancelledError:
@@ -386,3 +383,11 @@ class RealtimeClient:
 def _log_send_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("sending a truncate or the session's fields failed: %s", task.exception())
+
+
+def _closed_text(code: int, reason: str | None) -> str:
+    """Why the connection ended, from its close code and the server's reason."""
+    if code == 1006:  # no close frame came: "server closed the connection" read as if the server had chosen to
+        return "the server sent no close (code 1006: it stopped, or the network failed)"
+    # With the server's reason: "code 1000" alone reads as a fault where an operator hung up.
+    return f"server closed the connection (code {code}{f': {reason}' if reason else ''})"

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -561,6 +562,24 @@ async def test_a_server_stopped_mid_conversation_says_it_is_shutting_down(tmp_pa
     err = capsys.readouterr().err
     assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: server closed the connection (code 1001: "
                                                "server shutting down)"), err
+
+
+def test_a_server_that_dies_mid_conversation_is_not_said_to_have_closed_the_connection(tmp_path: Path,
+                                                                                        capsys) -> None:
+    """A server killed (kill -9, a crash) while talk talked: talk said 'server closed the connection (code 1006)',
+    as if the server had ended the session; no close came, and talk now says so."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+
+    def dies(ws: ServerConnection) -> None:
+        ws.send(json.dumps({"type": "session.created", "event_id": "event_1", "session": {"type": "realtime"}}))
+        ws.recv()  # talk's session.update
+        ws.socket.shutdown(socket.SHUT_RDWR)  # the TCP connection ends with no close frame, as when a process dies
+
+    with ws_server_thread(dies) as port:
+        code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{port}", "--out", str(tmp_path / "reply.wav"))
+    assert (code, err.splitlines()[-1]) == (1, "talk: connection lost: the server sent no close (code 1006: it "
+                                               "stopped, or the network failed)"), err
 
 
 @pytest.mark.slow
