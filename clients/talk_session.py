@@ -107,7 +107,11 @@ async def _talk(client: RealtimeClient, x24: np.ndarray, out: str | Path | None,
                 vad: bool, timeout_s: float, silence_ms: int, printer: TranscriptPrinter,
                 session: dict[str, object]) -> TalkResult:
     loop = asyncio.get_running_loop()
-    first = await _recv(client, timeout_s)
+    try:
+        first = await _recv(client, timeout_s)
+    except TimeoutError:  # its empty text made talk's whole message "talk: ", after a minute
+        raise TalkError(f"no session.created within {timeout_s:g} s of connecting: the WebSocket server there does "
+                        "not speak the Realtime API") from None
     if first is None or first.type != "session.created":
         raise TalkError(f"expected session.created, got {first.type if first else 'nothing'}")
     await client.session_update(session)

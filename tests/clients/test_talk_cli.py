@@ -564,6 +564,18 @@ async def test_a_server_stopped_mid_conversation_says_it_is_shutting_down(tmp_pa
                                                "server shutting down)"), err
 
 
+def test_a_websocket_server_that_never_starts_a_session_is_named_as_such(tmp_path: Path, capsys) -> None:
+    """Another WebSocket service on the port, which answers the handshake and then nothing: talk said only 'talk: '
+    (an empty TimeoutError) after its --timeout."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    with ws_server_thread(lambda ws: ws.recv()) as port:
+        code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{port}", "--timeout", "1",
+                         "--out", str(tmp_path / "reply.wav"))
+    assert (code, err.splitlines()[-1]) == (1, "talk: no session.created within 1 s of connecting: the WebSocket "
+                                               "server there does not speak the Realtime API"), err
+
+
 def test_a_server_that_dies_mid_conversation_is_not_said_to_have_closed_the_connection(tmp_path: Path,
                                                                                         capsys) -> None:
     """A server killed (kill -9, a crash) while talk talked: talk said 'server closed the connection (code 1006)',
