@@ -19,7 +19,15 @@ SERVE_NEEDS := $(if $(filter embedded,$(PROFILE)),$(SERVE_STAMP),$(STAMP))
 quote = '$(subst ','\'',$(1))'
 MODEL_PATH_OPTION = $(if $(MODEL_PATH), --model-path $(call quote,$(MODEL_PATH)))
 
-.PHONY: serve test venv clean serve-options
+.PHONY: help serve test venv clean serve-options
+# `make` alone ran the first rule: it made a bare .venv (pip only) and said nothing of what to run next.
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make serve   set up $(VENV) and run the voice agent on http://$(HOST):$(PORT) (PROFILE=$(PROFILE))"
+	@echo "make test    set up $(VENV) and run the whole test suite"
+	@echo "make venv    set up $(VENV) as make test does (torch, the engine, the test tools), running nothing"
+	@echo "make clean   remove $(VENV)"
 
 $(BIN)/python:
 	@# A PY that is not installed read as "is ...: not found; needs Python 3.11 or newer", as if it were too old.

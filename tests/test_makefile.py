@@ -150,3 +150,14 @@ def test_a_model_path_with_a_quote_in_it_reaches_serve_whole(tmp_path: Path) -> 
     assert checks.returncode == 0 and checks.stderr == "", checks.stderr
     line = _serve_line(tmp_path, "PROFILE=step-audio", f"MODEL_PATH={path}")
     assert shlex.split(line)[-4:] == ["--profile", "step-audio", "--model-path", path], line
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_alone_lists_what_to_run_and_installs_nothing(tmp_path: Path) -> None:
+    """`make` ran the Makefile's first rule: it made a bare venv (pip only) and said nothing of what to run next."""
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT), f"VENV={venv}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[:2] for line in proc.stdout.splitlines()] == [
+        ["make", "serve"], ["make", "test"], ["make", "venv"], ["make", "clean"]], proc.stdout
+    assert not venv.exists()
