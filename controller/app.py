@@ -23,8 +23,8 @@ from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig, VoiceList
 from controller.session import Session
 from controller.session_defaults import SessionDefaults
-from lm_engine.assets import AssetError
-from model_files.cache import cache_hint
+from lm_engine.assets import AssetError, embedded_gguf_ready
+from model_files.cache import cache_hint, check_writable, default_cache_dir
 from streaming_tokenizer.assets import AsrAssetError
 from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
 
@@ -101,11 +101,26 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
         except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
             raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc
         except OSError as exc:  # most likely the cache the chat LM (and Whisper base) are assembled into
-            raise ConfigError(f"cannot prepare the embedded models: {exc}{cache_hint(exc, '1 GB')}") from exc
+            raise _embedded_cache_error(exc) from exc
     if config.profile in ("step-audio", "tiny", "full-random"):
         from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
         return load_step_audio(config)
     raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
+
+
+def _embedded_cache_error(exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot prepare the embedded models: {exc}{cache_hint(exc, '1 GB')}")
+
+
+def check_embedded_cache(config: AppConfig) -> None:
+    """The embedded chat LM is assembled into the cache on its first start: a cache that cannot be written (a
+    read-only home, a path through a file) was said only after 'listening on' and the other models' loads."""
+    if config.profile != "embedded" or config.chat_url or embedded_gguf_ready():
+        return
+    try:
+        check_writable(default_cache_dir())
+    except OSError as exc:
+        raise _embedded_cache_error(exc) from exc
 
 
 def _reachable_host(host: str) -> str:
@@ -146,6 +161,8 @@ class App:
         if self.pipeline is None and (self.config.profile != "embedded" or os.environ.get("WORLD_SIZE", "1") != "1"):
             from controller.step_audio_setup import check_model_folder
             check_model_folder(self.config)
+        if self.pipeline is None:
+            check_embedded_cache(self.config)
         if self.config.mqtt_url:
             from controller.mqtt_protocol import parse_mqtt_url
             password = os.environ.get(MQTT_PASSWORD_ENV) or None

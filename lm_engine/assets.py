@@ -55,6 +55,12 @@ def embedded_gguf_path(cache_dir: Path | str | None = None) -> Path:
     return target
 
 
+def embedded_gguf_ready() -> bool:
+    """Whether the embedded chat LM's GGUF is assembled and verified in the cache (nothing to write there)."""
+    target = default_cache_dir() / EMBEDDED_GGUF_NAME
+    return _is_verified(target, target.with_name(target.name + ".sha256"))
+
+
 def _is_verified(target: Path, marker: Path) -> bool:
     try:
         return (target.stat().st_size == EMBEDDED_GGUF_SIZE

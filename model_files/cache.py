@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def cache_hint(exc: OSError, free: str) -> str:
     if not exc.filename or not Path(exc.filename).is_relative_to(cache):
         return ""
     return f" (the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with {free} free)"
+
+
+def check_writable(folder: Path) -> None:
+    """Raises the OSError that writing a file into `folder` (made if absent) meets, before a model load that would
+    meet it minutes later."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:  # named by the folder: the probe's own random file name means nothing to a user
+        raise OSError(exc.errno, exc.strerror, str(folder)) from exc
 
 
 @contextlib.contextmanager
