@@ -36,7 +36,7 @@ from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
 from controller.step_audio_listener import StreamingTokenListener
-from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir
+from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir, tiny_folder_error
 from controller.step_audio_synthesis import SentenceSynthesizer
 
 if TYPE_CHECKING:  # imported where the models load: it brings torch
@@ -58,13 +58,11 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
         # this folder, so an error about it would leave them nothing to act on.
         if not model_path.is_dir() or missing_files(model_path, ChatNeed.WEIGHTS):
             from controller.checkpoints import make_checkpoint
-            from model_files.cache import cache_hint
             logger.info("no --model-path: writing a tiny model folder to %s", model_path)
             try:
                 make_checkpoint(model_path, profile="tiny")
-            except OSError as exc:  # a cache through a file, read-only or full: it was a traceback
-                raise ConfigError(f"cannot write the tiny model folder: {exc}{cache_hint(exc, '100 MB')}; or give "
-                                  "--model-path DIR") from exc
+            except OSError as exc:  # full, or made unwritable since the check before listening: it was a traceback
+                raise tiny_folder_error(exc) from exc
     tp = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = StepAudioConfig.for_profile(profile, model_path, threads=app_config.threads,
                                       language=app_config.language, tp=tp, chat_url=app_config.chat_url,

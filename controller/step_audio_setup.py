@@ -124,14 +124,29 @@ def check_tensor_parallel(app_config: Any) -> int:
 def check_model_folder(app_config: Any) -> int:
     """The serve command's checks before it listens: a missing or partial folder, or a torchrun size that cannot
     split the Chat LM, is one error line, not a server that says it listens and then stops. (Without
-    --model-path, tiny writes its own folder at load.) Returns the tensor-parallel size (check_tensor_parallel)."""
+    --model-path, tiny writes its own folder at load, into a cache it can write.) Returns the tensor-parallel size
+    (check_tensor_parallel)."""
     tp = check_tensor_parallel(app_config)
     if app_config.model_path is not None:
         cfg = StepAudioConfig.for_profile(app_config.profile, app_config.model_path, chat_url=app_config.chat_url)
         check_layout(cfg.model_path, chat_need(cfg))
         check_model_size(cfg.model_path, cfg.profile, chat_need(cfg))
         check_weights_match(cfg.model_path, chat_need(cfg))
+    elif app_config.profile == "tiny" and not tiny_cache_dir().is_dir():
+        from model_files.cache import check_writable
+        try:
+            check_writable(tiny_cache_dir().parent)
+        except OSError as exc:
+            raise tiny_folder_error(exc) from exc
     return tp
+
+
+def tiny_folder_error(exc: OSError) -> ConfigError:
+    """The tiny folder that serve writes into the cache on its first start cannot be written there."""
+    from model_files.cache import cache_hint
+
+    return ConfigError(f"cannot write the tiny model folder: {exc}{cache_hint(exc, '100 MB')}; or give --model-path "
+                       "DIR")
 
 
 @contextlib.contextmanager
