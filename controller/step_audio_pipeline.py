@@ -155,6 +155,12 @@ class StepAudioPipeline:
                 self.asr = WhisperAsr.load(language=self.config.language,
                                            cpu_threads=max(1, self.config.threads // 2))
                 self.languages = whisper_languages()
+            except OSError as exc:  # the cache Whisper base (--language other than en) is assembled into: this
+                # was a warning, and a server that made every transcript empty
+                from model_files.cache import cache_hint
+
+                raise ConfigError(f"cannot prepare Whisper (--language {self.config.language}): "
+                                  f"{exc}{cache_hint(exc, '200 MB')}") from exc
             except Exception as exc:  # the embedded extra is optional here: transcripts are then ""
                 logger.warning("no Whisper ASR (%s): user transcripts will be empty", exc)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -252,3 +255,18 @@ async def test_a_spoken_turn_through_the_python_client_from_8khz_stereo(tiny_ser
     transcripts = [e.data["transcript"] for e in events
                    if e.type == "conversation.item.input_audio_transcription.completed"]
     assert any("tried" in t.lower() for t in transcripts), transcripts
+
+
+def test_a_cache_whisper_base_cannot_be_assembled_into_stops_the_server_in_one_line(tiny_model_dir, tmp_path) -> None:
+    """--language de transcribes with Whisper base, assembled into the model cache on first use: a cache it could not
+    be written into was a WARNING ("no Whisper ASR ...: user transcripts will be empty") and a server that went on
+    with every user transcript empty."""
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
+                           str(tiny_model_dir), "--language", "de", "--port", "0"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "STEPAUDIO_RT_CACHE": str(cache)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"stepaudio-rt serve: error: cannot prepare Whisper (--language de): [Errno 20] Not a directory: '{cache}' "
+        f"(the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 200 MB free)")
