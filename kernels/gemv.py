@@ -106,22 +106,39 @@ def serve_all_by(side: str | None) -> Iterator[None]:
         _side.reset(token)
 
 
+def _surviving(key: tuple, what: str, calls: dict[int, Callable[[], T]]) -> dict[int, T]:
+    """Each K split's call(), keyed by split; a split whose call raises is logged and left out. One split the
+    kernel cannot run on this device or Triton (shared memory, a compile error) must cost that split, not the
+    shape: raised from _time_all, the graph warm-up failed and every eager step timed the shape again and raised."""
+    done: dict[int, T] = {}
+    for split, call in calls.items():
+        try:
+            done[split] = call()
+        except Exception:
+            logger.exception("gemv %d x %d x %d: Triton split %d failed (%s); it is left out", *key[2:5], split, what)
+    return done
+
+
 def _time_all(key: tuple, x: Tensor, ours: dict[int, Callable[[], object]],
               theirs: Callable[[], object]) -> tuple[float, float, int]:
-    """(the best Triton split's us, cuBLAS's us, that split), each timed as a CUDA graph replays it."""
-    for run in (*ours.values(), theirs):  # compiles and autotunes the kernels outside the timing
-        run()
+    """(the best Triton split's us, cuBLAS's us, that split), each timed as a CUDA graph replays it; (inf, ., 1)
+    when no split could be timed."""
+    theirs()  # compiles and autotunes the kernels outside the timing, as _surviving's first run does for ours
+    ran = _surviving(key, "its first run", ours)
     weight = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
 
     def before() -> None:  # the latency-bound kernel a decode step's GEMV follows (RMSNorm or attention)
         rms_norm(x, weight, 1e-6)
 
+    by_split = _surviving(key, "timing under a CUDA graph",
+                          {s: functools.partial(graph_us, ours[s], before, x.device) for s in ran})
     try:
-        by_split = {split: graph_us(run, before, x.device) for split, run in ours.items()}
         lib = graph_us(theirs, before, x.device)
     except Exception:  # a capture refused (an op that synchronises, say): the library op is the safe choice
-        logger.exception("gemv %d x %d x %d: timing under a CUDA graph failed; cuBLAS serves it", *key[2:5])
+        logger.exception("gemv %d x %d x %d: timing cuBLAS under a CUDA graph failed; cuBLAS serves it", *key[2:5])
         return float("inf"), 0.0, 1
+    if not by_split:
+        return float("inf"), lib, 1
     split = min(by_split, key=by_split.__getitem__)
     logger.info("gemv %d x %d x %d%s%s: Triton %s us, cuBLAS %.1f us -> %s", key[2], key[3], key[4],
                 " +bias" if key[5] else "", f" {key[6]}" if key[6] else "",

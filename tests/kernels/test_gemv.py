@@ -2,6 +2,8 @@
 interpreter in CI: see conftest.py), the dispatcher's routing and, on a GPU, its timed choice."""
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 
@@ -170,6 +172,29 @@ def test_serve_all_by_puts_every_call_of_this_thread_on_one_side(  # type: ignor
         pass
 
 
+IMPOSSIBLE_SPLIT = 1 << 62  # its fp32 partial sums' buffer overflows torch's size calculation: the call raises
+
+
+def test_a_k_split_that_fails_is_left_out_and_logged_once(  # type: ignore[no-untyped-def]
+        triton_modules, caplog) -> None:
+    """The splits kernels.gemv times for a shape each run once first (compiling and autotuning them): one that
+    raises is logged and left out, and the others still run and are what is timed. Before, the first run of every
+    split sat outside any guard: one failing split failed the shape's graph warm-up, and every eager step timed the
+    shape again and raised."""
+    dev = triton_modules.device
+    x, w = torch.randn(1, 64).to(dev), torch.randn(32, 64).to(dev)
+    key = (x.device, x.dtype, 1, 32, 64, False, "")
+    kernel = triton_modules.gemv.gemv_triton
+    runs = {s: functools.partial(kernel, x, w, None, split=s) for s in (1, IMPOSSIBLE_SPLIT, 2)}
+    with caplog.at_level(logging.ERROR, logger="kernels.gemv"):
+        ran = G._surviving(key, "its first run", runs)
+    assert sorted(ran) == [1, 2]
+    for y in ran.values():
+        torch.testing.assert_close(y, G.gemv_ref(x, w), rtol=1e-5, atol=1e-5)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"gemv 1 x 32 x 64: Triton split {IMPOSSIBLE_SPLIT} failed (its first run); it is left out"]
+
+
 def test_fastest_takes_the_least_median_and_interleaves_the_rounds() -> None:
     """One slow outlier does not sink a candidate (the median, not the mean); every round times each candidate once,
     in order; a tie goes to the first."""
@@ -217,6 +242,20 @@ def test_gpu_dispatcher_times_both_and_keeps_the_faster() -> None:
     torch.cuda.synchronize()
     assert len(G.timings) == 2
     torch.testing.assert_close(out.float(), G.gemv_ref(y, w[:3072]).float(), rtol=0, atol=3e-2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_a_failing_split_costs_that_split_only() -> None:
+    """The timing itself with one split that cannot run: the shape is still timed, the others' best split kept."""
+    from kernels import _gemv_triton as T
+
+    x = torch.randn(1, 3072, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(3072, 3072, device="cuda", dtype=torch.bfloat16) / 60
+    key = (x.device, x.dtype, 1, *w.shape, False, "")
+    ours = {s: functools.partial(T.gemv_triton, x, w, None, split=s) for s in (1, IMPOSSIBLE_SPLIT, 2)}
+    triton_us, cublas_us, split = G._time_all(key, x, ours, lambda: G.gemv_ref(x, w))
+    assert split in (1, 2) and 0 < triton_us < 2000 and 0 < cublas_us < 2000
 
 
 @pytest.mark.gpu
