@@ -15,9 +15,12 @@
 #   OUT=$OUT bash bench/gpu_suite.sh info kernels engine tts report     (<= 575 s: timeout_s 590)
 #   OUT=$OUT bash bench/gpu_suite.sh tests diag                         (<= 500 s: timeout_s 540)
 # then, on any machine (it only reads JSON), `python -m bench.report DIR` if the first call's report step was cut off.
-# The engine and tts steps share one 7 GB TTS-3B checkpoint, written in the background while the kernels step runs.
+# The engine and tts steps share one 7 GB TTS-3B checkpoint, written in the background while the kernels step runs;
+# the first of them waits for it within its own time limit (what is left of it is the step's), and when the writer
+# failed or did not finish in that time, both are skipped and the other steps run.
 # Environment: OUT (where logs and JSON go), PY (the Python with torch + triton; default .venv/bin/python when there
-# is one, else python3), CKPT (the checkpoint folder, default /tmp/stepaudio-rt-bench-tts3b). The exit status is 1
+# is one, else python3), CKPT (the checkpoint folder, default /tmp/stepaudio-rt-bench-tts3b), CKPT_WAIT (at most
+# this many seconds of that step's limit go to the wait; default all of it). The exit status is 1
 # when a step failed (summary.txt says which), 2 for an unknown step or no GPU.
 set -u
 dry=0
@@ -61,11 +64,46 @@ if [[ " $steps " == *" engine "* || " $steps " == *" tts "* ]] && [ ! -d "$CKPT"
     fi
 fi
 
-wait_checkpoint() {
-    if [ -n "$writer" ]; then
-        echo "=== waiting for the checkpoint writer ($CKPT)" | tee -a "$OUT/suite.log"
-        wait "$writer" || { echo "checkpoint writer failed:"; tail -5 "$OUT/ckpt-writer.log"; }
-        writer=""
+ckpt_missing=""  # why the engine and tts steps have no checkpoint, once the writer's wait says so
+waited=0
+wait_checkpoint() {  # wait_checkpoint SECONDS: waits at most that long (a hung writer must not eat the call)
+    waited=0
+    [ -n "$writer" ] || return 0
+    local t0=$SECONDS
+    echo "=== waiting for the checkpoint writer ($CKPT, at most ${1}s)" | tee -a "$OUT/suite.log"
+    while kill -0 "$writer" 2>/dev/null && [ $((SECONDS - t0)) -lt "$1" ]; do sleep 1; done
+    if kill -0 "$writer" 2>/dev/null; then
+        # killed outright: it writes aside (a .part folder the next writer clears), so nothing half-written stays
+        kill -KILL "$writer"
+        wait "$writer"
+        ckpt_missing="the writer was still writing after ${1}s and was stopped"
+    elif ! wait "$writer"; then
+        ckpt_missing="the writer failed ($OUT/ckpt-writer.log): $(tail -1 "$OUT/ckpt-writer.log")"
+    fi
+    writer=""
+    waited=$((SECONDS - t0))
+    if [ -n "$ckpt_missing" ]; then
+        echo "checkpoint: $ckpt_missing" | tee -a "$OUT/suite.log"
+        echo "checkpoint failed after ${waited}s: $ckpt_missing" >>"$OUT/summary.txt"
+        failed=1
+    fi
+}
+
+with_checkpoint() {  # with_checkpoint NAME SECONDS CMD...: run, the writer's wait taken out of the step's limit
+    local name=$1 secs=$2 limit=${CKPT_WAIT:-$2}
+    shift 2
+    [ "$limit" -le "$secs" ] || limit=$secs
+    [ "$dry" = 1 ] || wait_checkpoint "$limit"
+    if [ -n "$ckpt_missing" ]; then
+        echo "=== $name skipped: no checkpoint ($ckpt_missing)" | tee -a "$OUT/suite.log"
+        echo "$name skipped: no checkpoint" >>"$OUT/summary.txt"
+        failed=1
+    elif [ "$waited" -ge "$secs" ]; then
+        echo "=== $name skipped: the wait for the checkpoint took its whole ${secs}s" | tee -a "$OUT/suite.log"
+        echo "$name skipped: the checkpoint wait took its ${secs}s" >>"$OUT/summary.txt"
+        failed=1
+    else
+        run "$name" $((secs - waited)) "$@"
     fi
 }
 
@@ -101,8 +139,8 @@ for step in $steps; do
         tests/lm_engine/test_engine_gpu.py \
         tests/speech_decoder/test_flow_graphs_gpu.py tests/speech_decoder/test_hift.py ;;
     kernels) run kernels 170 $PY -m bench.kernels --seqs 16384 --out "$OUT/kernels.json" ;;
-    engine) wait_checkpoint; run engine 170 $PY -m bench.engine --ckpt "$CKPT" --out "$OUT/engine.json" ;;
-    tts) wait_checkpoint; run tts 170 $PY -m bench.tts --tts-ckpt "$CKPT" --out "$OUT/tts.json" ;;
+    engine) with_checkpoint engine 170 $PY -m bench.engine --ckpt "$CKPT" --out "$OUT/engine.json" ;;
+    tts) with_checkpoint tts 170 $PY -m bench.tts --tts-ckpt "$CKPT" --out "$OUT/tts.json" ;;
     report) run report 30 $PY -m bench.report "$OUT" ;;
     diag) run diag 260 $PY -m bench.diag_speech_stream --seconds 200 --out "$OUT/diag.json" ;;
     esac

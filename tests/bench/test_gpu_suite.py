@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,3 +58,38 @@ def test_a_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path: Path) -
     assert f"=== engine (limit 170s): {sys.executable} -m bench.engine --ckpt {tmp_path}/ckpt --out {out}/engine.json" \
         in lines
     assert not out.exists() and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("writer", ["hung", "failed"])
+def test_a_checkpoint_writer_that_hangs_or_fails_costs_the_engine_and_tts_steps_only(tmp_path: Path,
+                                                                                     writer: str) -> None:
+    """The engine step waits for the background checkpoint writer within its own limit (CKPT_WAIT here, 2 s): a
+    writer still running then is stopped, one that failed is named, and both steps that need the checkpoint are
+    skipped while the report step still runs. Before, the wait had no limit: a hung writer ate the whole call."""
+    pid_file = tmp_path / "writer.pid"
+    behaviour = f"echo $$ > {pid_file}; exec sleep 600" if writer == "hung" else "echo 'OSError: disk full'; exit 1"
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/usr/bin/env bash
+case "$1 $2" in
+    "-c import torch, sys"*) exit 0 ;;
+    "-c import xdist") exit 1 ;;
+    "-c import pathlib, bench.checkpoint"*) {behaviour} ;;
+    "-m bench.report") echo "report ran"; exit 0 ;;
+esac
+exit 3
+""")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "PY": str(fake), "OUT": str(out), "CKPT": str(tmp_path / "ckpt"), "CKPT_WAIT": "2"}
+    run = subprocess.run(["bash", "bench/gpu_suite.sh", "engine", "tts", "report"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = (out / "summary.txt").read_text().splitlines()[1:]
+    why = "the writer was still writing after 2s and was stopped" if writer == "hung" else \
+        f"the writer failed ({out}/ckpt-writer.log): OSError: disk full"
+    assert summary[0].startswith("checkpoint failed after ") and summary[0].endswith(f"s: {why}"), summary
+    assert summary[1:3] == ["engine skipped: no checkpoint", "tts skipped: no checkpoint"], summary
+    assert summary[3].startswith("report rc=0 ") and "report ran" in run.stdout, summary
+    if writer == "hung":
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)
