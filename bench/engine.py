@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import cast
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.checkpoint import bench_checkpoint
+from bench.failure import failure
 from bench.profiling import kernel_table, profiler
 from kernels import gemv, set_pdl, use_pdl
 from lm_engine.engine.config import EngineConfig, SamplingParams
@@ -71,6 +73,12 @@ def engine_prefill(eng: Engine, batch: int, prompt_len: int, vocab: int, dev: to
         _sync(dev)
         dt = time.perf_counter() - t
     return batch * prompt_len / dt
+
+
+def release_all(eng: Engine) -> None:
+    """Ends every sequence: after a row that failed, what it left queued or running would join the next rows."""
+    for seq_id in list(eng.llm.seqs):
+        eng.llm.release(seq_id)
 
 
 def profile_decode(eng: Engine, prompt_len: int, steps: int, vocab: int, top: int = 25) -> list[dict]:
@@ -234,29 +242,50 @@ def main() -> None:
                                       "ms": {s or "as timed": t for s, t in ms.items()}}
                                      for bs, (side, ms) in sorted(eng.llm.runner.graph_sides.items()) if ms]}
 
-    def add(row: dict) -> None:  # saved row by row: a run cut off by its time limit keeps what it measured
+    def add(metric: str, ours: Callable[[], float], baseline: Callable[[], float] | None) -> dict:
+        """Measures one row and saves it (a run cut off by its time limit keeps what it measured). A row that fails
+        (batch 32 out of memory, a refused capture) keeps what it measured before and records why; its sequences
+        are released and the next row runs."""
+        row: dict = {"metric": metric}
+        try:
+            row["engine"] = ours()
+            if baseline is not None:
+                row["baseline"] = baseline()
+        except Exception as exc:
+            release_all(eng)
+            row["error"] = failure(exc)
+            print(f"{metric}: failed: {row['error']}", flush=True)
         rows.append(row)
         write_json(a.out, result)
+        return row
 
     # saved before any row too: a first row that fails keeps the load's GEMV timings and graph sides, what the
     # failure is then read against
     write_json(a.out, result)
+    b1: dict = {}
     for b in a.batches:
-        add({"metric": f"decode tok/s batch {b} ({prompt_len}-token prompts)",
-             "engine": engine_decode(eng, b, prompt_len, steps, vocab),
-             "baseline": baseline_decode(eng, b, prompt_len, base_steps, dev)})
+        row = add(f"decode tok/s batch {b} ({prompt_len}-token prompts)",
+                  lambda: engine_decode(eng, b, prompt_len, steps, vocab),
+                  lambda: baseline_decode(eng, b, prompt_len, base_steps, dev))
+        b1 = row if b == 1 else b1
     pb, pl = (2, 64) if tiny else (4, 2048)
-    add({"metric": f"prefill tok/s ({pb} x {pl} tokens)", "engine": engine_prefill(eng, pb, pl, vocab, dev),
-         "baseline": baseline_prefill(eng, pb, pl, dev)})
-    result["decode_profile_b1"] = profile_decode(eng, prompt_len, 16, vocab)
-    b1 = next((r for r in rows if r["metric"].startswith("decode tok/s batch 1 ")), None)
-    if b1 and dev.type == "cuda" and eng.llm.runner.graphs and use_pdl(torch.empty(0, device=dev)):
-        # the same engine with its kernels launched one after another (PDL off), graphs captured again: side by side
-        set_pdl(False)
-        eng.llm.runner.capture_cuda_graphs()
-        add({"metric": "decode tok/s batch 1, PDL off", "engine": engine_decode(eng, 1, prompt_len, steps, vocab),
-             "baseline": b1["baseline"]})
-        set_pdl(True)
+    add(f"prefill tok/s ({pb} x {pl} tokens)", lambda: engine_prefill(eng, pb, pl, vocab, dev),
+        lambda: baseline_prefill(eng, pb, pl, dev))
+    try:
+        result["decode_profile_b1"] = profile_decode(eng, prompt_len, 16, vocab)
+    except Exception as exc:
+        release_all(eng)
+        result["decode_profile_b1"], result["decode_profile_b1_error"] = [], failure(exc)
+    if "engine" in b1 and dev.type == "cuda" and eng.llm.runner.graphs and use_pdl(torch.empty(0, device=dev)):
+        def pdl_off() -> float:  # the same engine with its kernels launched one after another, graphs captured again
+            set_pdl(False)
+            try:
+                eng.llm.runner.capture_cuda_graphs()
+                return engine_decode(eng, 1, prompt_len, steps, vocab)
+            finally:
+                set_pdl(True)
+
+        add("decode tok/s batch 1, PDL off", pdl_off, (lambda: b1["baseline"]) if "baseline" in b1 else None)
     write_json(a.out, result)
     eng.close()
     print(f"Step-1 {a.profile} TTS dims on {card} ({dtype}), commit {result['commit']}, "
@@ -264,12 +293,18 @@ def main() -> None:
     width = max(len(r["metric"]) for r in rows) + 2  # a fixed width ran the longest metrics into the figures
     print(f"{'metric':<{width}}{'engine':>12}{'baseline':>12}{'speedup':>10}")
     for r in rows:
-        print(f"{r['metric']:<{width}}{r['engine']:>12.1f}{r['baseline']:>12.1f}{r['engine'] / r['baseline']:>9.1f}x")
+        ours, base = (f"{r[k]:>12.1f}" if k in r else f"{'-':>12}" for k in ("engine", "baseline"))
+        speedup = f"{r['engine'] / r['baseline']:>9.1f}x" if "engine" in r and "baseline" in r else f"{'-':>10}"
+        print(f"{r['metric']:<{width}}{ours}{base}{speedup}" + (f"  failed: {r['error']}" if "error" in r else ""))
     print(f"\nbatch-1 decode step, {'GPU time by kernel' if dev.type == 'cuda' else 'CPU time by op'} "
           "(us per step, calls per step, share)")
+    if "decode_profile_b1_error" in result:
+        print(f"failed: {result['decode_profile_b1_error']}")
     for k in result["decode_profile_b1"]:
         print(f"{k['us_per_step']:>9.1f} {k['calls_per_step']:>6.1f} {k['share']:>6.1%}  {k['kernel']}")
     print(f"wrote {a.out}")
+    if any("error" in r for r in rows) or "decode_profile_b1_error" in result:
+        sys.exit(1)  # the suite's summary marks the step failed; the JSON holds every row measured and why not
 
 
 if __name__ == "__main__":

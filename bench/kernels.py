@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.cuda_timing import attempt, bench, graphed
+from bench.failure import failure
 from bench.speech_kernels import flow_case, vocoder_case
 from kernels import attention as KA
 
@@ -227,9 +228,7 @@ def guarded(case: Callable[..., dict], *args: object) -> dict:
     try:
         return case(*args)
     except Exception as exc:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return {"case": f"{case.__name__}{args[:2]}", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return {"case": f"{case.__name__}{args[:2]}", "error": failure(exc)}
 
 
 def run_case(t0: float, label: str, case: Callable[..., dict], *args: object) -> dict:
