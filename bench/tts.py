@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +43,7 @@ if __name__ == "__main__":  # before torch is imported: without it, one line tha
 import torch
 
 from bench.checkpoint import bench_checkpoint
+from bench.failure import failure
 from bench.profiling import busy_us, kernel_table, profiler
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
@@ -285,29 +287,35 @@ def stream_rounds(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int
 
 
 def concurrency(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: list[int], counts: list[int],
-                rounds: int, time_limit_s: float) -> list[dict[str, float | bool]]:
+                rounds: int, time_limit_s: float) -> list[dict[str, float | bool | str]]:
     """Round time for N streams, one after another (each window alone) and through a FlowBatcher (N decoder
     threads, windows of equal shape batched), side by side. The largest N (the target) first, then smaller ones until
     a row is real-time both ways (fewer streams would be too) or time_limit_s has passed: a run cut off by its time
-    limit still has the row that matters."""
-    rows: list[dict[str, float | bool]] = []
+    limit still has the row that matters. A row that fails records why (beside what it measured before) and the
+    next, smaller N runs."""
+    rows: list[dict[str, float | bool | str]] = []
     budget = HOP_TOKENS / TOKENS_PER_S
     t_start = time.perf_counter()
     for n in sorted(counts, reverse=True):
         if rows and time.perf_counter() - t_start > time_limit_s:
             break
-        row: dict[str, float | bool] = {"streams": n, "budget_ms": budget * 1e3}
-        for label in ("alone", "batched"):
-            # Timing the last pass: with CUDA graphs a window shape is captured the second time it is seen, so every
-            # batch shape must have been seen twice before (the first window after warm_up, in this row's rows).
-            for _ in range(3 if model.flow_graphs is not None else 1):
-                ms, mean_batch = stream_rounds(model, prompt, tokens, n, label == "batched", rounds)
-            row[f"{label}_round_ms"] = ms
-            if label == "batched":
-                row["batched_mean_batch"] = mean_batch
-            row[f"{label}_realtime"] = ms <= budget * 1e3
+        row: dict[str, float | bool | str] = {"streams": n, "budget_ms": budget * 1e3}
+        try:
+            for label in ("alone", "batched"):
+                # Timing the last pass: with CUDA graphs a window shape is captured the second time it is seen, so
+                # every batch shape must have been seen twice before (the first window after warm_up, in this row's
+                # rows).
+                for _ in range(3 if model.flow_graphs is not None else 1):
+                    ms, mean_batch = stream_rounds(model, prompt, tokens, n, label == "batched", rounds)
+                row[f"{label}_round_ms"] = ms
+                if label == "batched":
+                    row["batched_mean_batch"] = mean_batch
+                row[f"{label}_realtime"] = ms <= budget * 1e3
+        except Exception as exc:  # 64 streams out of memory, say: that row says why, fewer streams are still tried
+            row["error"] = failure(exc)
+            print(f"{n} streams: failed: {row['error']}", flush=True)
         rows.append(row)
-        if row["alone_realtime"] and row["batched_realtime"]:
+        if row.get("alone_realtime") and row.get("batched_realtime"):
             break
     return sorted(rows, key=lambda r: r["streams"])
 
@@ -325,40 +333,53 @@ def concurrency_profile(model: CosyVoiceModel, prompt: SpeakerPrompt, tokens: li
             "kernels": kernel_table(prof, cuda, rounds)}
 
 
+def _failed(what: str, d: dict) -> bool:
+    """Whether a section (or row) failed; if so, prints what it was and why in its place."""
+    if "error" in d:
+        print(f"{what:<44}failed: {d['error']}")
+    return "error" in d
+
+
 def print_table(result: dict, counts: list[int], concurrency_s: float) -> None:
-    """The figures of one run, as the closing note quotes them."""
+    """The figures of one run, as the closing note quotes them; a section that failed prints why in its place."""
     d, t = result["decoder"], result["tts3b"]
     print(f"\n{result['profile']} on {result['device']}, commit {result['commit']}")
-    print(f"{'TTS-3B decode, batch 1':<44}{t['tts3b_decode_tok_s_b1']:>10.1f} tok/s (real time needs 41.7)")
-    print(f"{'first text -> first audio chunk, as served':<44}{t['first_audio_served_ms']:>10.1f} ms "
-          f"(LM held for the first window; decoding on meanwhile: {t['first_audio_served_no_hold_ms']:.1f} ms)")
-    print(f"{'  the same, LM paused for the first window':<44}{t['first_text_to_first_audio_prefix_cached_ms']:>10.1f}"
-          f" ms (speaker prompt cached; cold prompt {t['first_text_to_first_audio_ms']:.1f} ms)")
-    for name, marks in t.get("first_audio_stages", {}).items():
-        print(f"  {name + ':':<16}" + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
-    print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
-    print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
-    print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
-    print(f"{'':<14}{'time':>13} {'calls':>7} {'share':>6}  kernel (the first chunk's, by device time)")
-    for k in d["first_chunk_kernels"][:8]:
-        print(f"{'':<14}{k['us_per_step']:>10.1f} us {k['calls_per_step']:>6.0f}x {k['share']:>6.1%}  "
-              f"{k['kernel'][:60]}")
-    if "decoder_eager" in result:
-        e = result["decoder_eager"]
+    if not _failed("TTS-3B", t):
+        print(f"{'TTS-3B decode, batch 1':<44}{t['tts3b_decode_tok_s_b1']:>10.1f} tok/s (real time needs 41.7)")
+        print(f"{'first text -> first audio chunk, as served':<44}{t['first_audio_served_ms']:>10.1f} ms "
+              f"(LM held for the first window; decoding on meanwhile: {t['first_audio_served_no_hold_ms']:.1f} ms)")
+        print(f"{'  the same, LM paused for the first window':<44}"
+              f"{t['first_text_to_first_audio_prefix_cached_ms']:>10.1f} ms (speaker prompt cached; cold prompt "
+              f"{t['first_text_to_first_audio_ms']:.1f} ms)")
+        for name, marks in t.get("first_audio_stages", {}).items():
+            print(f"  {name + ':':<16}" + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
+    if not _failed("flow + HiFT (decoder figures)", d):
+        print(f"{'flow + HiFT offline RTF':<44}{d['offline_rtf']:>10.4f}")
+        print(f"{'flow + HiFT streamed RTF':<44}{d['streamed_rtf']:>10.4f}")
+        print(f"{'first chunk compute (25-token window)':<44}{d['first_chunk_ms']:>10.1f} ms")
+        print(f"{'':<14}{'time':>13} {'calls':>7} {'share':>6}  kernel (the first chunk's, by device time)")
+        for k in d["first_chunk_kernels"][:8]:
+            print(f"{'':<14}{k['us_per_step']:>10.1f} us {k['calls_per_step']:>6.0f}x {k['share']:>6.1%}  "
+                  f"{k['kernel'][:60]}")
+    e = result.get("decoder_eager")
+    if e is not None and not _failed("  the same launched op by op (no graphs)", e):
         print(f"{'  the same launched op by op (no graphs)':<44}{e['first_chunk_ms']:>10.1f} ms, streamed RTF "
               f"{e['streamed_rtf']:.4f}, offline RTF {e['offline_rtf']:.4f}")
     print(f"{'streams: round ms (budget 120)':<44}{'alone':>10}{'batched':>10}{'mean batch':>12}")
     for r in result["concurrency"]:
-        print(f"{'  ' + str(r['streams']):<44}{r['alone_round_ms']:>10.1f}{r['batched_round_ms']:>10.1f}"
-              f"{r['batched_mean_batch']:>12.1f}")
+        if not _failed(f"  {r['streams']}", r):
+            print(f"{'  ' + str(r['streams']):<44}{r['alone_round_ms']:>10.1f}{r['batched_round_ms']:>10.1f}"
+                  f"{r['batched_mean_batch']:>12.1f}")
     print(f"{'real-time streams, alone / batched':<44}{result['max_realtime_streams_alone']:>10}"
           f"{result['max_realtime_streams_batched']:>10}")
     smallest = min((r["streams"] for r in result["concurrency"]), default=None)
     if smallest is not None and any(c < smallest for c in counts) and not (
-            result["concurrency"][0]["alone_realtime"] and result["concurrency"][0]["batched_realtime"]):
+            result["concurrency"][0].get("alone_realtime") and result["concurrency"][0].get("batched_realtime")):
         print(f"  (stopped by --concurrency-s {concurrency_s:g} before trying fewer than {smallest} streams: "
               "a 0 above may only mean untried)")
     cp = result["concurrency_profile"]
+    if _failed("\nconcurrency profile", cp):
+        return
     print(f"\n{cp['streams']} streams {'batched' if cp['batched'] else 'alone'}: round {cp['round_ms']:.1f} ms, "
           f"{'CPU' if result['device'] == 'cpu' else 'device'} busy {cp['busy_ms_per_round']:.1f} ms a round; "
           "by kernel (us a round, calls a round, share):")
@@ -409,45 +430,58 @@ def main() -> None:
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "commit": commit()}
 
-    def save() -> None:  # after every section: a run cut off by its time limit keeps what it measured
+    def section(name: str, measure: Callable[[], dict]) -> None:
+        """result[name] = measure(), saved (a run cut off by its time limit keeps what it measured). A section that
+        fails (out of memory, a refused capture) records {"error": why} and the next section runs."""
+        try:
+            result[name] = measure()
+        except Exception as exc:
+            result[name] = {"error": failure(exc)}
+        print(f"{name}: {_figures(result[name])}", flush=True)
         write_json(a.out, result)
 
-    if model.flow_graphs is not None:  # side by side: flow and vocoder launched op by op, then replayed as graphs
+    graphed = model.flow_graphs is not None
+    if graphed:  # side by side: flow and vocoder launched op by op, then replayed as graphs
         graphs, model.flow_graphs, model.hift_graphs = (model.flow_graphs, model.hift_graphs), None, None
-        result["decoder_eager"] = decoder_figures(model, prompt, tokens)
-        print(f"decoder, eager flow and vocoder: {_figures(result['decoder_eager'])}", flush=True)
+        section("decoder_eager", lambda: decoder_figures(model, prompt, tokens))
         model.flow_graphs, model.hift_graphs = graphs
-        warm_up(model, prompt)
-    result["decoder"] = decoder_figures(model, prompt, tokens)
-    result["flow_cuda_graphs"] = model.flow_graphs is not None
+
+    def decoder() -> dict:
+        if graphed:  # every steady window shape captured before the figures, as the server does at start
+            warm_up(model, prompt)
+        return decoder_figures(model, prompt, tokens)
+
+    section("decoder", decoder)
+    result["flow_cuda_graphs"] = graphed
     # what the graphs did for the decoder figures (a replay count of 0 would mean a path ran eagerly)
     result["graphs"] = {name: {"captures": g.captures, "replays": g.replays, "failed": g.failed}
                         for name, g in (("flow", model.flow_graphs), ("vocoder", model.hift_graphs)) if g is not None}
-    print(f"decoder: {_figures(result['decoder'])}", flush=True)
-    save()
 
     counts = a.streams or ([1, 2, 4, 8, 16] if dev.type == "cpu" else [1, 2, 4, 8, 16, 32, 64])
     result["concurrency"] = concurrency(model, prompt, tokens, counts, rounds=ROUNDS, time_limit_s=a.concurrency_s)
     for label in ("alone", "batched"):
-        ok = [r["streams"] for r in result["concurrency"] if r[f"{label}_realtime"]]
+        ok = [r["streams"] for r in result["concurrency"] if r.get(f"{label}_realtime")]
         result[f"max_realtime_streams_{label}"] = max(ok) if ok else 0
-    save()
-    result["concurrency_profile"] = concurrency_profile(model, prompt, tokens, max(counts), rounds=ROUNDS)
-    save()
+    write_json(a.out, result)
+    section("concurrency_profile", lambda: concurrency_profile(model, prompt, tokens, max(counts), rounds=ROUNDS))
 
-    ckpt = bench_checkpoint(a.tts_ckpt, a.profile)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, progress=False,
-                                 config=EngineConfig(gpu_memory_utilization=None, kv_cache_memory_gib=4.0,
-                                                     max_model_len=4096, cuda_graph_max_batch=8))
-    try:
-        result["tts3b"] = tts3b_figures(eng, model, prompt, a.tts_prompt_len, 64 if a.profile == "tiny" else 256)
-    finally:
-        eng.close()
-    print(f"tts3b: {result['tts3b']}", flush=True)
-    save()
+    def tts3b() -> dict:
+        ckpt = bench_checkpoint(a.tts_ckpt, a.profile)
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        eng = Engine.from_pretrained(ckpt, device=dev, dtype=dtype, progress=False,
+                                     config=EngineConfig(gpu_memory_utilization=None, kv_cache_memory_gib=4.0,
+                                                         max_model_len=4096, cuda_graph_max_batch=8))
+        try:
+            return tts3b_figures(eng, model, prompt, a.tts_prompt_len, 64 if a.profile == "tiny" else 256)
+        finally:
+            eng.close()
+
+    section("tts3b", tts3b)
     print_table(result, counts, a.concurrency_s)
     print(f"wrote {a.out}")
+    sections = [result[k] for k in ("decoder_eager", "decoder", "concurrency_profile", "tts3b") if k in result]
+    if any("error" in d for d in sections + result["concurrency"]):
+        sys.exit(1)  # the suite's summary marks the step failed; the JSON holds every figure measured and why not
 
 
 if __name__ == "__main__":
