@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import report
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,3 +34,5 @@ def test_a_row_that_fails_records_why_and_the_rows_after_it_run(tmp_path: Path) 
     assert saved["decode_profile_b1"] == [] and "exceed the model's context" in saved["decode_profile_b1_error"]
     table = run.stdout[run.stdout.index("metric"):]
     assert table.count("failed: EngineError: ") == 3, table
+    assert ("| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | failed: EngineError: 100000 tokens exceed the model's "
+            "context of 4096 (max_model_len) | - |") in report(tmp_path)  # bench.report reads the failed row

@@ -132,3 +132,51 @@ def test_gpu_suite_run_from_elsewhere_says_where_to_run_it(tmp_path: Path) -> No
     run = subprocess.run(["bash", str(script), "report"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "run it from the repository's root" in run.stderr, run.stderr
     assert not (tmp_path / "bench").exists()  # nothing written where it was started
+
+
+def test_failed_rows_and_sections_say_why(tmp_path: Path) -> None:
+    """Rows and sections that a bench recorded as failed (bench.failure's "error"; a bench.kernels case failed whole
+    as bench.kernels.guarded names it; a cell that holds "oom") print "failed: <why>" in the measured column, with
+    no verdict. Before, a failed engine row raised KeyError 'engine' and no table was written at all."""
+    card = {"device": "NVIDIA H100 80GB HBM3", "commit": "abc1234"}
+    (tmp_path / "engine.json").write_text(json.dumps({**card, "rows": [
+        {"metric": "decode tok/s batch 1 (512-token prompts)", "error": "StepError: CUDA out of memory"},
+        {"metric": "prefill tok/s (4 x 2048 tokens)", "engine": 9000.0, "baseline": 900.0}],
+        "decode_profile_b1": [], "decode_profile_b1_error": "StepError: CUDA out of memory"}))
+    (tmp_path / "kernels.json").write_text(json.dumps({**card, "copy_tb_per_s": 3.0, "prefill": [
+        {"case": "prefill_case('chat-tp8 d128', 16384)", "error": "OutOfResources: shared memory | 232448"},
+        {"case": "tts3b d64", "S": 16384, "flops": 1e12, "ms": {"ours_sqrt_alibi": "oom"}}], "decode": [
+        {"case": "decode_case('chat d128', 32)", "error": "RuntimeError: CUDA error: an illegal memory access"}],
+        "vocoder": [{"case": "vocoder_case(1.0, 'cuda')", "error": "RuntimeError: capture refused"}]}))
+    (tmp_path / "tts.json").write_text(json.dumps({**card, "tts3b": {"error": "EngineError: 5000 tokens exceed"},
+                                                   "concurrency": [{"streams": 64, "budget_ms": 120.0,
+                                                                    "error": "OutOfMemoryError: 64 streams"}],
+                                                   "max_realtime_streams_alone": 0,
+                                                   "max_realtime_streams_batched": 0}))
+    text = report(tmp_path)
+    for row in ("| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | failed: StepError: CUDA out of memory | - |",
+                "| 3 | decode speed-up over the upstream-style baseline, batch 1 | >= 30x | failed: StepError: CUDA",
+                "| 4 | prefill chat-tp8 d128, S=?: TFLOP/s | >= 450 | failed: OutOfResources: shared memory / 232448 "
+                "| - |",
+                "| 4 | prefill tts3b d64, S=16384: TFLOP/s | >= 300 | failed: out of memory | - |",
+                "| 4 | paged decode chat d128, batch 32 x 16k: TB/s | >= 2.7 | failed: RuntimeError: CUDA error: an "
+                "illegal memory access | - |",
+                "| 4 | paged decode tts3b d64, batch 1 x 16k: TB/s | >= 1.5 | missing | - |",
+                "| 4 | HiFT 1 s, batch 1: eager / fused | >= 2x | failed: RuntimeError: capture refused | - |",
+                "| 5 | first reply text -> first audio chunk, ms (cold TTS prompt) | <= 150 | failed: EngineError: "
+                "5000 tokens exceed | - |",
+                "| 5 | the same, as served (the LM held for the first window) | <= 150 | failed: EngineError: 5000",
+                "| 5 | concurrent streams that stay real-time | >= 64 | failed: OutOfMemoryError: 64 streams | - |"):
+        assert row in text, row
+
+
+def test_a_step_that_left_no_json_says_why_from_the_suites_summary(tmp_path: Path) -> None:
+    """No engine.json or tts.json because gpu_suite skipped or stopped those steps: their rows give the summary's
+    line for the step (a step that passed and wrote nothing still reads as missing)."""
+    shutil.copy(RUN2 / "kernels.json", tmp_path)
+    (tmp_path / "summary.txt").write_text("# 2026-11-29T05:00:00Z: info kernels engine tts report\n"
+                                          "kernels rc=0 80s\ncheckpoint failed after 170s: the writer was still "
+                                          "writing\nengine skipped: no checkpoint\ntts rc=124 170s\n")
+    text = report(tmp_path)
+    assert "| 3 | decode tok/s, batch 1, TTS-3B | >= 300 | failed: engine skipped: no checkpoint | - |" in text
+    assert "| 5 | concurrent streams that stay real-time | >= 64 | failed: tts rc=124 170s | - |" in text
