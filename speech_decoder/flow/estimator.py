@@ -132,6 +132,11 @@ class _Attention(nn.Module):
                                                          for i, p in enumerate(ws)):
             w = torch.stack([p.detach() for p in ws])  # [3, inner, dim]: row block i is weight i
             for i, p in enumerate(ws):
+                if p.is_cuda:
+                    # The stack just queued on this stream (the speech path's) may not have read the old weight
+                    # yet, which was made on the loading stream: freed unmarked, its memory would go at once to the
+                    # next allocation there (another thread launching on it) and be overwritten before it is read.
+                    p.data.record_stream(torch.cuda.current_stream(p.device))
                 p.data = w[i]
             self._qkv = w
         return w.view(-1, w.shape[-1])

@@ -162,6 +162,26 @@ def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(tmp
 
 
 @cuda
+def test_fusing_q_k_v_on_the_speech_stream_keeps_the_old_weights_until_it_has_read_them() -> None:
+    """The estimator's first call fuses to_q, to_k and to_v into one matrix on the stream it runs on (the speech
+    path's) and drops their weights, made on the loading stream. With that stream's copy delayed, an allocation on
+    the loading stream meanwhile (another thread launching there; here this thread, right after) must not get the
+    old weights' memory before the copy has read it. Before, it got it at once: the fused matrix held its NaNs."""
+    from speech_decoder.flow.estimator import _Attention
+
+    attn = _Attention(256, 4, 64).cuda()  # weights [256, 256] each, made on the default stream
+    want = torch.cat([m.weight.detach().clone() for m in (attn.to_q, attn.to_k, attn.to_v)])
+    speech = torch.cuda.Stream()
+    speech.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(speech), torch.inference_mode():
+        torch.cuda._sleep(100_000_000)  # tens of ms: the fusing copy queues behind it
+        fused = attn._fused_qkv()
+    junk = [torch.full((256, 256), float("nan"), device="cuda") for _ in range(12)]  # on the default stream
+    torch.cuda.synchronize()
+    assert torch.equal(fused, want) and len(junk) == 12
+
+
+@cuda
 def test_vocoder_windows_replayed_equal_the_eager_vocoder(model: CosyVoiceModel) -> None:
     """HiFT windows through VocoderGraphs give the eager vocoder's audio: a steady window shape is captured on its
     second sight and replayed, the final step never captured, and one graph serves streams of other seeds (the
