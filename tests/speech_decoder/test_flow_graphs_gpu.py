@@ -190,8 +190,8 @@ def test_vocoder_windows_replayed_equal_the_eager_vocoder(model: CosyVoiceModel)
     mel = (torch.randn(80, 200, generator=torch.Generator().manual_seed(3)) - 5).cuda()
 
     def vocode(g: VocoderGraphs | None, seed: int) -> np.ndarray:
-        stream = HiFTStream(model.hift, seed=seed, graphs=g)
-        with model.on_stream():
+        with model.on_stream():  # the stream's state is made on the stream that uses it, as StreamingDecoder does
+            stream = HiFTStream(model.hift, seed=seed, graphs=g)
             parts = [stream.push_mel(mel[:, i:i + 40]) for i in range(0, 200, 40)] + [stream.finish()]
         return np.concatenate(parts)
 
