@@ -31,6 +31,8 @@ Rules:
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
 - Any request in a live dialog (re-INVITE, BYE, OPTIONS, INFO) whose CSeq is below the caller's last in-dialog
   request's gets 500 and changes nothing (12.2.2): a BYE overtaken by a later request does not end the call.
+  Every other request in the dialog (but ACK and CANCEL) raises that number, whatever its answer: one refused
+  405, 415, 420 or 488 counts as well.
   Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
 - Our own requests in a dialog, `hangup()`'s BYE and `keepalive()`'s OPTIONS (the shell asks when a held caller
   has been silent long enough), and their retransmissions are ua_requests.py's; a call's record, the timers and
@@ -201,6 +203,7 @@ class UserAgent:
         starts_call = method == "INVITE" and req.to.tag is None
         unsupported = _unsupported(req)
         refuse_now = method not in ("ACK", "CANCEL") and not starts_call  # a new call's: see _on_invite
+        in_order = refuse_now and live_dialog(call, req) and not self._out_of_order(call, req)
         if refuse_now and _unknown_scheme(req):
             self._reply(req, addr, 416)
         elif unsupported and refuse_now:
@@ -231,6 +234,10 @@ class UserAgent:
             self._others.info(call, req, addr)
         else:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take (8.2.1)
             self._reply(req, addr, 405 if method in OTHER_SIP_METHODS else 501, extra=(("Allow", ALLOW),))
+        if in_order and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
+            # 12.2.2: every request in order raises the remote CSeq, whatever we answered it (405, 415, 420, 488
+            # too), so a later one below it is out of order; the handlers above saw the number before it
+            call.remote_cseq = req.cseq
 
     def _on_invite(self, req: Request, addr: Addr, now: float) -> None:
         self._counter += 1

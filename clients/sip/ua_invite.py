@@ -103,7 +103,6 @@ class InviteServer:
             self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
             return
         call.transaction, call.media, call.awaiting_answer = req, media, not req.body
-        call.remote_cseq = req.cseq
         call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
         call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
         transition(call, "reinvite")

@@ -87,8 +87,6 @@ class NonInviteServer:
         if dialog and (call is None or not live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
             self.reply(call, req, addr, 481)
             return
-        if dialog and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
-            call.remote_cseq = req.cseq  # a later request must not go below it
         allowed = (("Allow", ALLOW), ("Accept", ACCEPT))
         if not dialog and retry_after is not None:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
@@ -116,7 +114,6 @@ class NonInviteServer:
             retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
             self._out.send(self._responses.build(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
             return
-        call.remote_cseq = req.cseq
         self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
         keys = dtmf_keys(ctype, req.body)
         self._out.events += [DtmfReceived(call.handle, key) for key in keys]

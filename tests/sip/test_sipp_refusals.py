@@ -136,3 +136,27 @@ def test_a_request_with_two_call_ids_gets_400(tmp_path: Path) -> None:
             request("INVITE", 1, in_dialog=False, body=sdp("0"), headers="Call-ID: another-[call_id]\n"),
             expect(400, optional=(100,), match='more than one Call-ID header', header="Warning")))
     assert bridge.calls() == []
+
+
+def test_a_request_below_one_refused_in_the_dialog_is_out_of_order(embedded_server, tmp_path: Path) -> None:
+    """RFC 3261 12.2.2: the UAS records the CSeq of every request in the dialog, whatever it answers, and a later
+    request below it is out of order (500). A REFER refused 405, an INFO refused 415 and an OPTIONS refused 420
+    left the number as it was, so a stale key press sent below them got 200 and reached the agent."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+
+    def key(cseq: int, digit: str, status: int) -> str:
+        return request("INFO", cseq, in_dialog=True, body=digit, content_type="application/dtmf") + \
+            expect(status, optional=())
+
+    calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0 101", "a=rtpmap:101 telephone-event/8000")),
+            expect(200), request("ACK", 1, in_dialog=True),
+            request("REFER", 3, in_dialog=True, headers="Refer-To: <sip:x@127.0.0.1>\n"), expect(405, optional=()),
+            key(2, "7", 500),
+            request("INFO", 5, in_dialog=True, body="d=5\n", content_type="application/vnd.nortelnetworks.digits"),
+            expect(415, optional=()), key(4, "8", 500),
+            request("OPTIONS", 7, in_dialog=True, headers="Require: foo\n"), expect(420, optional=()),
+            key(6, "9", 500), key(8, "1", 200),
+            request("BYE", 9, in_dialog=True), expect(200, optional=())))
+    assert [(c["end_reason"], c["dtmf"]) for c in calls] == [("remote hangup", ["1"])], bridge.log()
