@@ -14,6 +14,9 @@ Rules:
   direction allows it and the address is not the RFC 2543 hold address 0.0.0.0 (RFC 3264 8.4).
 - A re-offer is answered with the codec already in use (`keep`), so the media streams and the agent session's
   audio format never change mid-call; a re-offer without it raises NoCommonCodec (488, the call goes on).
+- A re-offer whose audio streams all have port 0 removes the audio (RFC 3264 8.2): it is answered with port 0
+  for them, and the media is "removed" (inactive, no address: nothing is sent or heard) until a later re-offer
+  adds audio again. A first offer without audio still raises NoCommonCodec: a call without it is no call.
 - The remote media address is the media-level c= when present, else the session-level c= (5.7).
 - Our sockets are IPv4: an audio stream whose address is IN IP6 is passed over (a dual-stack offer's IP4 stream
   is taken); an offer with no other usable stream raises IncompatibleAddress (488, Warning 301), not an answer
@@ -206,6 +209,11 @@ class Negotiated:
         return self.direction in ("sendrecv", "recvonly")
 
     @property
+    def removed(self) -> bool:
+        """Whether the caller's last re-offer removed the audio stream (port 0, RFC 3264 8.2)."""
+        return self.remote_port == 0
+
+    @property
     def awaits_caller_rtp(self) -> bool:
         """Whether the caller's silence means it is gone: it should send and is not holding the call. A holding
         caller (a=sendonly or c=0.0.0.0, RFC 3264 8.4) may send hold music but need not, and many phones send
@@ -214,13 +222,17 @@ class Negotiated:
 
 
 def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negotiated:
-    """Pick the codec for the first usable audio stream of `offer` (only `keep` when given: a re-offer).
+    """Pick the codec for the first usable audio stream of `offer` (only `keep` when given: a re-offer, which may
+    also remove the audio: see the module rules).
 
     Raises:
         NoCommonCodec: no audio stream with PCMU or PCMA (or with `keep`).
         IncompatibleAddress: there are such streams, but only on IPv6 addresses.
         IncompatibleTransport: audio is offered only over profiles other than RTP/AVP (SRTP).
     """
+    audio = [index for index, m in enumerate(offer.media) if m.media == "audio"]
+    if keep is not None and audio and all(offer.media[index].port == 0 for index in audio):
+        return Negotiated(keep, None, "0.0.0.0", 0, "inactive", audio[0])  # removed: the call goes on without
     ipv6: str | None = None  # the address of a usable stream passed over for being IPv6
     profile: str | None = None  # the profile of an audio stream passed over for it
     for index, m in enumerate(offer.media):
@@ -260,10 +272,11 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
 
 def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: str, rtp_port: int,
                  session_id: int, session_version: int = 1, ptime_ms: int = 20) -> SessionDescription:
-    """Our SDP answer to `offer` (RFC 3264 6): the chosen stream on `rtp_port`, every other stream rejected."""
+    """Our SDP answer to `offer` (RFC 3264 6): the chosen stream on `rtp_port` (unless the offer removed it), every
+    other stream rejected."""
     media: list[MediaDescription] = []
     for index, m in enumerate(offer.media):
-        if index != chosen.media_index:
+        if index != chosen.media_index or chosen.removed:
             media.append(MediaDescription(m.media, 0, m.proto, m.formats))
             continue
         c = chosen.codec
