@@ -3,7 +3,8 @@ OPTIONS and INFO. Sans-I/O; the UA core (ua.py) finds the call a request belongs
 of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
 
 - CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
-  for it (9.2). CANCEL for an unknown transaction -> 481.
+  for it (9.2). So does one of the last re-INVITE, answered at once: after a non-2xx (488, 491, ...) its
+  transaction lives on and the CANCEL gets 200 (and no effect); a 2xx ended it. Any other CANCEL -> 481.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
   gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
@@ -53,7 +54,7 @@ class NonInviteServer:
         self._out.send(self._responses.build(req, status, addr, to_tag=tag, body=body, extra=extra), addr)
 
     def cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
-        if call is None or req.top_via.branch != call.invite.top_via.branch:
+        if call is None or not _cancels(call, req):
             self.reply(call, req, addr, 481)
             return
         self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
@@ -117,3 +118,11 @@ class NonInviteServer:
         self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
         keys = dtmf_keys(ctype, req.body)
         self._out.events += [DtmfReceived(call.handle, key) for key in keys]
+
+
+def _cancels(call: Call, cancel: Request) -> bool:
+    """Whether `cancel` matches an INVITE server transaction of `call` (9.2, by branch, 17.2.3): its first INVITE's,
+    or its last re-INVITE's unless that was answered 2xx, which ends the transaction (17.2.1)."""
+    branch = cancel.top_via.branch
+    return branch is not None and (branch == call.invite.top_via.branch or
+                                   branch == call.reinvite_branch != call.transaction.top_via.branch)

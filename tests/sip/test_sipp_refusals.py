@@ -160,3 +160,26 @@ def test_a_request_below_one_refused_in_the_dialog_is_out_of_order(embedded_serv
             key(6, "9", 500), key(8, "1", 200),
             request("BYE", 9, in_dialog=True), expect(200, optional=())))
     assert [(c["end_reason"], c["dtmf"]) for c in calls] == [("remote hangup", ["1"])], bridge.log()
+
+
+def test_a_cancel_of_a_reinvite_refused_488_gets_200_and_of_one_answered_200_481(embedded_server,
+                                                                                 tmp_path: Path) -> None:
+    """RFC 3261 9.2: a CANCEL that matches a transaction gets 200, whatever came of its request; a re-INVITE's
+    transaction ends with its 2xx (17.2.1) but lives on after a non-2xx. The CANCEL of a re-INVITE refused 488
+    got 481, as if there had been no such re-INVITE: only the first INVITE's branch was matched."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    # A CANCEL carries its INVITE's top Via (branch) and CSeq number: here, of the re-INVITE the last response answered.
+    cancel = ("<send><![CDATA[\nCANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n[last_Via:]\n"
+              "From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n"
+              "To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\nCall-ID: [call_id]\n"
+              "CSeq: {cseq} CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n]]></send>\n")
+    calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200), request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,)),
+            request("ACK", 2, in_dialog=True), cancel.format(cseq=2), expect(481, optional=()),
+            request("INVITE", 3, in_dialog=True, body=sdp("18", "a=rtpmap:18 G729/8000", version=3)),
+            expect(488, optional=(100,)), request("ACK", 3, in_dialog=True),
+            cancel.format(cseq=3), expect(200, optional=()),
+            request("BYE", 4, in_dialog=True), expect(200, optional=())))
+    assert [c["end_reason"] for c in calls] == ["remote hangup"], bridge.log()
