@@ -9,7 +9,9 @@ packets), with the caller's signalled address (its SDP) always preferred:
 Rules:
 - `expect(address)` names the caller's media address from its SDP (at the answer, and after a re-INVITE or a
   delayed offer's ACK). A new address starts learning again; the same one again (a session refresh, hold,
-  resume) keeps what was latched, so a NAT caller's audio does not go astray after each refresh.
+  resume) keeps what was latched, so a NAT caller's audio does not go astray after each refresh. An unspecified
+  address (the RFC 2543 hold, c=0.0.0.0, or audio removed) after a real one changes nothing either: nothing is
+  sent meanwhile, and a resume to where the caller was finds the NAT source still latched.
 - The caller's hosts: the host its INVITE came from (a NAT's public address) and every SDP address this call
   has named (except the hold address 0.0.0.0). Packets from any other host are dropped, unless the expected
   address is a private one (RFC 1918, or RFC 6598 carrier-grade NAT space): then the caller is behind a NAT
@@ -94,6 +96,8 @@ class RtpLatch:
         """The caller's SDP names `remote` (an IP literal) as its media address."""
         if not _unspecified(remote[0]):
             self._hosts.add(remote[0])
+        elif self._expected is not None:
+            return  # a hold: where the caller resumes to is compared with where it was before it
         if remote == self._expected:
             return
         self._expected = remote

@@ -66,3 +66,40 @@ def test_an_inactive_hold_stops_our_rtp_until_the_resume_and_options_in_it_are_a
     assert gaps[hold] >= 8000 * HOLD_S // 2 and sorted(gaps)[-2] < 8000, gaps
     assert [p.sequence - ours[0].sequence for p in ours] == list(range(len(ours)))
     assert hold >= 10 and len(gaps) - hold >= 10, gaps  # RTP flowed before the hold and again after the resume
+
+
+def test_a_nat_callers_hold_by_the_old_address_keeps_its_latched_source(embedded_server, tmp_path: Path) -> None:
+    """A phone behind a NAT (its SDP names 10.9.8.7, unreachable; its audio comes from 127.0.0.3) holds the call
+    the RFC 2543 way (c=0.0.0.0) and resumes to the same SDP address, sending all along: every packet of ours
+    reaches it, before the hold and after the resume. The hold made the bridge forget the NAT source, so after
+    the resume its first packets (~80 ms: until the caller's had passed the latch's probation again) went to the
+    private address, and the caller missed the start of what the agent said."""
+    need("sipp", "tshark")
+    (tmp_path / "silence.ul").write_bytes(b"\xff" * 8000)
+    media_port = free_udp_port()
+    private = sdp("0", host="IP4 10.9.8.7", port="40000")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    capture = Capture(tmp_path / "nat.pcap", media_port)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=private), expect(200), request("ACK", 1, in_dialog=True),
+            f'<nop><action><exec rtp_stream="{tmp_path / "silence.ul"},-1,0"/></action></nop>\n'
+            '<pause milliseconds="1500"/>\n',
+            request("INVITE", 2, in_dialog=True, body=sdp("0", host="IP4 0.0.0.0", port="40000", version=2)),
+            expect(200, optional=(100,)), request("ACK", 2, in_dialog=True), '<pause milliseconds="1500"/>\n',
+            request("INVITE", 3, in_dialog=True, body=private.replace(" 1 IN", " 3 IN")),
+            expect(200, optional=(100,)), request("ACK", 3, in_dialog=True), '<pause milliseconds="1500"/>\n',
+            request("BYE", 4, in_dialog=True), expect(200, optional=())),
+            bridge.port, tmp_path, media_port=media_port, media_ip="127.0.0.3")
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        capture.stop()
+        bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert calls[0]["media_to"] == f"127.0.0.3:{media_port}", calls
+    ours = [RtpPacket.parse(p) for _, dport, p in read_pcap_udp(tmp_path / "nat.pcap") if dport == media_port]
+    gaps = [b.timestamp - a.timestamp for a, b in zip(ours, ours[1:])]
+    hold = gaps.index(max(gaps))
+    assert hold >= 10 and len(gaps) - hold >= 10, gaps  # RTP reached it before the hold and after the resume
+    assert [p.sequence - ours[0].sequence for p in ours] == list(range(len(ours))), \
+        [p.sequence for p in ours]  # none of ours went elsewhere
