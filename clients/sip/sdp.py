@@ -18,6 +18,10 @@ Rules:
   for them, and the media is "removed" (inactive, no address: nothing is sent or heard) until a later re-offer
   adds audio again. A first offer without audio still raises NoCommonCodec: a call without it is no call.
 - The remote media address is the media-level c= when present, else the session-level c= (5.7).
+- We send 20 ms packets (rtp.FRAME_SAMPLES): an audio stream whose a=maxptime (the most the offerer can take in
+  one packet, RFC 4566 6; media-level, else session-level) is below 20 is passed over, and an offer with no other
+  usable stream raises NoCommonCodec (488, Warning 305) saying so, rather than an answer whose audio the caller
+  could not take.
 - Our sockets are IPv4: an audio stream whose address is IN IP6 is passed over (a dual-stack offer's IP4 stream
   is taken); an offer with no other usable stream raises IncompatibleAddress (488, Warning 301), not an answer
   whose audio could never be sent.
@@ -33,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.sip.errors import IncompatibleAddress, IncompatibleTransport, NoCommonCodec, RemoteProtocolError
+from clients.sip.rtp import FRAME_SAMPLES
 
 __all__ = ["TELEPHONE_EVENT", "Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer",
            "capabilities", "negotiate", "stand_in_offer"]
@@ -40,6 +45,7 @@ __all__ = ["TELEPHONE_EVENT", "Codec", "MediaDescription", "Negotiated", "Sessio
 PCMU = 0
 PCMA = 8
 _STATIC = {PCMU: "PCMU", PCMA: "PCMA"}
+PACKET_MS = FRAME_SAMPLES * 1000 // 8000  # the audio in each RTP packet we send, 20 ms
 TELEPHONE_EVENT = 101  # the payload type our offers give telephone-event/8000 (RFC 4733)
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
@@ -235,6 +241,7 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
         return Negotiated(keep, None, "0.0.0.0", 0, "inactive", audio[0])  # removed: the call goes on without
     ipv6: str | None = None  # the address of a usable stream passed over for being IPv6
     profile: str | None = None  # the profile of an audio stream passed over for it
+    short: int | None = None  # the maxptime of a usable stream passed over for being below our packets' 20 ms
     for index, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0:
             continue
@@ -256,6 +263,10 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
                 dtmf = pt
         if codec is None:
             continue
+        maxptime = _maxptime(m, offer)
+        if maxptime is not None and maxptime < PACKET_MS:
+            short = maxptime
+            continue
         host = m.connection or offer.connection
         if host is None:
             raise RemoteProtocolError("SDP offer without a connection address")
@@ -267,11 +278,20 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
         raise IncompatibleAddress(f"media address IN IP6 {ipv6}: this bridge speaks IPv4 only")
     if profile is not None:
         raise IncompatibleTransport(f"audio over {profile}: this bridge speaks plain RTP/AVP, no SRTP")
+    if short is not None:
+        raise NoCommonCodec(f"a=maxptime:{short}: this bridge sends {PACKET_MS} ms packets")
     raise NoCommonCodec(f"no {keep.name if keep else 'PCMU/PCMA'} audio stream in the offer")
 
 
+def _maxptime(m: MediaDescription, offer: SessionDescription) -> int | None:
+    """The stream's a=maxptime in ms (RFC 4566 6), else the session's; None without one (or an unreadable one)."""
+    values = m.attr("maxptime") or [v for k, v in offer.attributes if k == "maxptime"]
+    value = (values[0] or "").strip() if values else ""
+    return int(value) if value.isdigit() else None
+
+
 def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: str, rtp_port: int,
-                 session_id: int, session_version: int = 1, ptime_ms: int = 20) -> SessionDescription:
+                 session_id: int, session_version: int = 1, ptime_ms: int = PACKET_MS) -> SessionDescription:
     """Our SDP answer to `offer` (RFC 3264 6): the chosen stream on `rtp_port` (unless the offer removed it), every
     other stream rejected."""
     media: list[MediaDescription] = []

@@ -183,3 +183,21 @@ def test_a_cancel_of_a_reinvite_refused_488_gets_200_and_of_one_answered_200_481
             cancel.format(cseq=3), expect(200, optional=()),
             request("BYE", 4, in_dialog=True), expect(200, optional=())))
     assert [c["end_reason"] for c in calls] == ["remote hangup"], bridge.log()
+
+
+def test_an_offer_that_takes_less_than_our_20_ms_packets_gets_488_saying_so(embedded_server, tmp_path: Path) -> None:
+    """RFC 4566 6: a=maxptime is the most audio the offerer can take in one packet. The bridge sends 20 ms packets
+    and answered an offer of maxptime 10 all the same, so the caller got packets it cannot take; now that offer
+    gets 488 with a Warning saying why, and a retry that takes 20 ms (maxptime 40) is answered."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0", "a=maxptime:10")),
+            expect(488, optional=(100,), match="^ *305 .*maxptime:10: this bridge sends 20 ms packets",
+                   header="Warning"),
+            request("ACK", 1, in_dialog=True),
+            request("INVITE", 2, in_dialog=False, body=sdp("0", "a=maxptime:40")), expect(200),
+            request("ACK", 2, in_dialog=True),
+            request("BYE", 3, in_dialog=True), expect(200, optional=())))
+    assert [c["end_reason"] for c in calls] == [
+        "refused 488: a=maxptime:10: this bridge sends 20 ms packets", "remote hangup"]
