@@ -47,7 +47,7 @@ from clients.realtime_client import RealtimeClient, RealtimeConnectionError, Rec
 from clients.sip.addresses import parse_ip
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.call_media import CallMedia, Liveness
-from clients.sip.call_record import CallRecord, refused
+from clients.sip.call_record import CallRecord, refusal
 from clients.sip.call_turns import AgentTurns, TurnAction
 from clients.sip.sdp import Negotiated
 from clients.sip.ua import UserAgent
@@ -343,9 +343,7 @@ class AgentCall:
         if self._ended.is_set():
             return
         if not self.answered:
-            self.log.warning("INVITE %s from %s refused with %d: %s", self.record.sip_call_id, self.record.caller,
-                             refuse_with, reason)
-            reason = refused(refuse_with, reason)
+            reason = refusal(self.log, self.record.sip_call_id, self.record.caller, refuse_with, reason)
         self.end(reason)  # first: the UA's own CallEnded ("rejected") must not overwrite the reason
         now = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 
 from clients.sip.agent_call import AgentCall
-from clients.sip.call_record import CallRecord, refused
+from clients.sip.call_record import CallRecord, refusal
 from clients.sip.bridge_config import BridgeConfig
 from clients.sip.server_health import HEALTH_EVERY_S, agent_health
 from clients.sip.ua import RETRY_AFTER_S, UserAgent
@@ -142,12 +142,11 @@ class SipBridge:
                 if ended is not None:
                     ended.end(event.reason)
             elif isinstance(event, Refused):
-                logger.warning("INVITE %s from %s refused with %d: %s", event.sip_call_id, event.caller,
-                               event.status, event.why)
+                reason = refusal(logger, event.sip_call_id, event.caller, event.status, event.why)
                 if not any(c.record.sip_call_id == event.sip_call_id for c in self._calls.values()):  # a new call's
                     now = time.time()
                     self._record(CallRecord(call="", sip_call_id=event.sip_call_id, caller=event.caller, codec="",
-                                            started=now, ended=now, end_reason=refused(event.status, event.why)))
+                                            started=now, ended=now, end_reason=reason))
             elif isinstance(event, DtmfReceived):
                 target = self._calls.get(event.call)
                 if target is not None:

@@ -1,16 +1,21 @@
-"""The call log's record of one call: plain data that the bridge writes as one JSON line when the call ends."""
+"""The call log's record of one call: plain data that the bridge writes as one JSON line when the call ends; and
+how a refused INVITE reads, in the log and in the call log."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["CallRecord", "refused"]
+__all__ = ["CallRecord", "refusal"]
 
 
-def refused(status: int, why: str) -> str:
-    """The end_reason of an INVITE refused before it was answered, whichever part refused it (the UA core, or the
-    call for want of an agent session or an RTP port): one form, so that the operator can count refusals."""
+def refusal(log: logging.Logger | logging.LoggerAdapter[logging.Logger], sip_call_id: str, caller: str, status: int,
+            why: str) -> str:
+    """Log an INVITE refused before it was answered, whichever part refused it (the UA core, or the call for want
+    of an agent session or an RTP port), and return its call log end_reason: one form for each, so that the
+    operator can count refusals."""
+    log.warning("INVITE %s from %s refused with %d: %s", sip_call_id, caller, status, why)
     return f"refused {status}: {why}"
 
 
