@@ -7,7 +7,8 @@
         ├── NoCommonCodec     an SDP offer with nothing we can speak (488 Not Acceptable Here)
         ├── NotSdp            a body that carries no SDP (415 Unsupported Media Type, with Accept)
         ├── IncompatibleAddress  an SDP offer whose media addresses are all IPv6 (488; we speak IPv4)
-        └── IncompatibleTransport  an SDP offer whose audio is all over SRTP or another non-RTP/AVP profile (488)
+        ├── IncompatibleTransport  an SDP offer whose audio is all over SRTP or another non-RTP/AVP profile (488)
+        └── IntervalTooSmall  a Session-Expires below our Min-SE (422 Session Interval Too Small, RFC 4028)
 
 Parsers raise RemoteProtocolError; the UA core turns it into an error response or a counted drop and never
 lets it escape `receive_datagram`.
@@ -15,8 +16,8 @@ lets it escape `receive_datagram`.
 
 from __future__ import annotations
 
-__all__ = ["BridgeConfigError", "IncompatibleAddress", "IncompatibleTransport", "LocalProtocolError", "NoCommonCodec",
-           "NotSdp", "RemoteProtocolError", "SipError"]
+__all__ = ["BridgeConfigError", "IncompatibleAddress", "IncompatibleTransport", "IntervalTooSmall",
+           "LocalProtocolError", "NoCommonCodec", "NotSdp", "RemoteProtocolError", "SipError"]
 
 
 class SipError(Exception):
@@ -85,3 +86,11 @@ class IncompatibleTransport(RemoteProtocolError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 488, "Not Acceptable Here")
+
+
+class IntervalTooSmall(RemoteProtocolError):
+    """An INVITE's Session-Expires is below the least we take, `min_se` seconds: 422 with Min-SE (RFC 4028 6)."""
+
+    def __init__(self, message: str, min_se: int) -> None:
+        super().__init__(message, 422, "Session Interval Too Small")
+        self.headers = (("Min-SE", str(min_se)),)

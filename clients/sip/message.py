@@ -43,7 +43,7 @@ COMPACT = {"i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Conten
 _CANONICAL = {n.lower(): n for n in (
     "Call-ID", "CSeq", "WWW-Authenticate", "Max-Forwards", "Record-Route", "MIME-Version", "Content-Length",
     "Content-Type", "User-Agent", "Proxy-Authenticate", "Proxy-Authorization", "Accept-Encoding", "Content-Encoding",
-    "Content-Disposition", "Allow-Events", "Refer-To", "Session-Expires")}
+    "Content-Disposition", "Allow-Events", "Refer-To", "Session-Expires", "Min-SE")}
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # RFC 3986 3.1
 # A Via element: protocol name / version / transport, then sent-by and its parameters.
@@ -51,7 +51,7 @@ _SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S
 _SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards")  # headers that may not appear twice in a request
 _REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
             405: "Method Not Allowed", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
-            420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
+            420: "Bad Extension", 422: "Session Interval Too Small", 481: "Call/Transaction Does Not Exist",
             482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
             491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
             505: "Version Not Supported", 513: "Message Too Large"}

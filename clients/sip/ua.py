@@ -25,8 +25,8 @@ Rules:
   `max_calls` calls are live, or the agent server is down as the shell last saw it: `agent_server()`).
 - A request whose Request-URI has a scheme other than sip, sips or tel gets 416 Unsupported URI Scheme (8.2.2.1;
   RFC 4475's unksm), as one requiring an extension gets 420, below: we are no endpoint for such an address.
-- A request whose Require names an option tag we do not support (we support none: no 100rel, no session timers)
-  gets 420 Bad Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
+- A request whose Require names an option tag we do not support (all but timer: no 100rel, say) gets 420 Bad
+  Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
   like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
   and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
 - Any request in a live dialog (re-INVITE, BYE, OPTIONS, INFO) whose CSeq is below the caller's last in-dialog
@@ -150,6 +150,9 @@ class UserAgent:
         call.timers.discard(key)
         if kind in ("retx", "timeout"):
             self._invites.timer_fired(call, kind, now)
+        elif kind == "session":  # RFC 4028 10: no refresh came
+            if call.state in (S.CONFIRMED, S.REANSWERED) and not call.hung_up:  # not ended meanwhile
+                self._ours.hang_up(call, "session expired", now)
         elif kind == "forget":
             for k in list(call.timers):
                 self._out.cancel(call, k.partition(":")[0])
@@ -260,7 +263,7 @@ class UserAgent:
             self._refuse(call, 420, now, f"requires {unsupported}", extra=(("Unsupported", unsupported),))
             return
         try:
-            media = self._invites.accept_offer(call, req)
+            media = self._invites.accept_offer(call, req)  # with the session timer its 2xx sets up, if any
         except RemoteProtocolError as exc:
             self._refuse(call, exc.status, now, str(exc),
                          extra=(self._responses.warning(exc.warn_code, str(exc)), *exc.headers))
@@ -355,5 +358,5 @@ def _unknown_scheme(req: Request) -> str | None:
 
 
 def _unsupported(req: Request) -> list[str]:
-    """The option tags `req` requires (Require, 20.32) that we do not support: all of them."""
-    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip()]
+    """The option tags `req` requires (Require, 20.32) that we do not support: all but timer (session_timer.py)."""
+    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip() and tag.strip().lower() != "timer"]

@@ -33,6 +33,7 @@ from clients.sip.message import Request
 from clients.sip.sdp import (
     PCMU, TELEPHONE_EVENT, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer,
 )
+from clients.sip.session_timer import session_timer
 from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import Addr, CallConfirmed, CallState, MediaChanged, Refused, UaConfig
 from clients.sip.ua_messages import ALLOW, Extra, Responses, remote_target
@@ -59,6 +60,7 @@ class InviteServer:
         RemoteProtocolError when the offer cannot be used."""
         call.offer = _offer(invite, Codec(PCMU, "PCMU"), TELEPHONE_EVENT)
         call.media = negotiate(call.offer)
+        call.session_timer = session_timer(invite)
         return call.media
 
     def answer(self, call: Call, rtp_port: int, now: float) -> None:
@@ -66,7 +68,7 @@ class InviteServer:
         transition(call, "answer")
         call.rtp_port, call.sdp_session = rtp_port, self._rng.getrandbits(31)
         assert call.offer is not None  # invariant: PROCEEDING calls have an accepted offer
-        self.final(call, 200, now, body=self._answer_sdp(call, call.offer))
+        self._ok(call, call.offer, now)
 
     def final(self, call: Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
@@ -77,6 +79,15 @@ class InviteServer:
         self._out.send(call.last_response, call.remote)
         self._out.start(call, "retx", now + T1)
         self._out.start(call, "timeout", now + TIMEOUT)
+
+    def _ok(self, call: Call, offer: SessionDescription, now: float) -> None:
+        """The 2xx to the call's INVITE or re-INVITE: our answer to `offer`, and the session timer it (re)starts or
+        ends (session_timer.py)."""
+        timer = call.session_timer
+        self.final(call, 200, now, body=self._answer_sdp(call, offer), extra=timer.headers if timer else ())
+        self._out.cancel(call, "session")
+        if timer is not None:
+            self._out.start(call, "session", now + timer.bye_after)
 
     def timer_fired(self, call: Call, kind: str, now: float) -> None:
         """The final response's timers: "retx" (send it again) or "timeout" (no ACK within 32 s)."""
@@ -97,16 +108,17 @@ class InviteServer:
         try:
             offer = _offer(req, call.media.codec, call.media.dtmf_payload_type)
             media = negotiate(offer, keep=call.media.codec)
+            timer = session_timer(req)
         except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
             extra = (self._responses.warning(exc.warn_code, str(exc)), *exc.headers)
             self._out.send(self._responses.build(req, exc.status, addr, to_tag=call.local_tag, extra=extra), addr)
             self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
             return
-        call.transaction, call.media, call.awaiting_answer = req, media, not req.body
+        call.transaction, call.media, call.awaiting_answer, call.session_timer = req, media, not req.body, timer
         call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
         call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
         transition(call, "reinvite")
-        self.final(call, 200, now, body=self._answer_sdp(call, offer))
+        self._ok(call, offer, now)
         if req.body:  # else our offer: the ACK's answer changes the media (_on_answer)
             self._out.events.append(MediaChanged(call.handle, media))
 

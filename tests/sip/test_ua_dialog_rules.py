@@ -10,8 +10,8 @@ from clients.sip.ua_events import CallState
 from tests.sip.test_ua import SDP, Harness, req
 
 
-def _answered(h: Harness) -> str:
-    out = h.feed(req("INVITE", body=SDP))
+def _answered(h: Harness, headers: str = "") -> str:
+    out = h.feed(req("INVITE", body=SDP, headers=headers))
     tag = out[-1].headers.get("To").split("tag=")[1]  # type: ignore[union-attr]
     h.ua.answer(h.events[-1].call, 7000, h.now)  # type: ignore[attr-defined]
     h._drain()
@@ -185,3 +185,39 @@ def test_our_bye_says_why_in_a_reason_header() -> None:
     _keepalive(h, call)
     bye = [m for m in h.advance(h.now + 33) if isinstance(m, Request) and m.method == "BYE"][0]
     assert bye.headers.get("Reason") == 'Q.850;cause=16;text="caller gone: no answer to OPTIONS"'
+
+
+
+def _no_bye_for(h: Harness, seconds: float) -> bool:
+    return not [m for m in h.advance(h.now + seconds) if isinstance(m, Request)]
+
+
+def test_a_session_timer_is_set_up_only_when_the_caller_refreshes_it() -> None:
+    """RFC 4028 9: a caller that asks us to refresh (refresher=uas), or does not support timers (a proxy added
+    Session-Expires), gets a 2xx without Session-Expires: the bridge sends no refreshes, so it sets up no timer
+    and never hangs up for one. One that refreshes itself does get it (the sipp test sees it expire); a re-INVITE
+    without Session-Expires then ends that timer."""
+    for asked in ("Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n", "Session-Expires: 90\r\n"):
+        h = Harness()
+        _answered(h, asked)
+        ok = next(m for _, m in h.sent if isinstance(m, Response) and m.status == 200)
+        assert (ok.headers.get("Session-Expires"), ok.headers.get("Require")) == (None, None), asked
+        assert _no_bye_for(h, 600.0), asked
+    h = Harness()
+    tag = _answered(h, "Supported: timer\r\nSession-Expires: 120\r\n")
+    ok = next(m for _, m in h.sent if isinstance(m, Response) and m.status == 200)
+    assert (ok.headers.get("Session-Expires"), ok.headers.get("Require")) == ("120;refresher=uac", "timer")
+    assert _no_bye_for(h, 50.0)
+    assert _status(h.feed(req("INVITE", to_tag=tag, body=SDP, cseq=2, branch="b2"))) == [200]
+    h.feed(req("ACK", to_tag=tag, cseq=2))
+    assert _no_bye_for(h, 600.0)  # where the first interval's BYE was due at 120 - 32 = 88 s
+
+
+def test_a_session_timer_due_after_the_caller_hung_up_changes_nothing() -> None:
+    """The caller's BYE ends the call; its session timer, due 10 s later (the ended call is remembered for 32 s),
+    sends no BYE of ours and raises nothing."""
+    h = Harness()
+    tag = _answered(h, "Supported: timer\r\nSession-Expires: 90\r\n")
+    assert _no_bye_for(h, 50.0)
+    assert _status(h.feed(req("BYE", to_tag=tag, cseq=2))) == [200]
+    assert _no_bye_for(h, 600.0)
