@@ -613,6 +613,9 @@ function closedMessage(e) {
   if (e.code === 1001) return `the server shut down (${code}): connect again once it is back`;
   if (e.code === 1011) return `the server failed in this session (${code}): its log says why; connect again`;
   if (e.code === 1006) return `the connection to the server was lost (${code}): connect again`;
+  // 1013 is 'try again later': stepaudio-rt sends it (reason 'loading') to a session it cannot serve until its models
+  // are loaded.
+  if (e.code === 1013) return `the server cannot take a session yet (${code}): connect again in a few seconds`;
   return `connection closed by the server (${code})`;
 }
 

@@ -618,17 +618,21 @@ def test_a_server_shutting_down_says_so_not_only_its_close_code(browser: object)
 @pytest.mark.parametrize(("code", "shown"), [
     (1011, "the server failed in this session (code 1011: internal error): its log says why; connect again"),
     (1006, "the connection to the server was lost (code 1006): connect again"),
+    (1013, "the server cannot take a session yet (code 1013: loading): connect again in a few seconds"),
 ])
 def test_a_session_ended_on_the_server_says_why_not_only_its_close_code(
         tiny_server: ServerProcess, browser: object, code: int, shown: str) -> None:
     """A session that crashed on the server is closed with 1011 'internal error', and a dropped connection reads as
     1006: the page said 'connection closed by the server (code 1011: internal error)' or '(code 1006)', numbers a user
-    cannot act on (and a dropped connection was not closed by the server). It says what happened and what to do."""
+    cannot act on (and a dropped connection was not closed by the server). A server not yet ready closes with 1013
+    'loading' (try again later), shown as a bare 'code 1013: loading'. It says what happened and what to do."""
     def end_on_a_message(ws: object, event: dict) -> None:
         if event["type"] != "conversation.item.create":
             return
         if code == 1011:
             ws.close(1011, "internal error")  # type: ignore[attr-defined]  # as controller/app.py does on a crash
+        elif code == 1013:
+            ws.close(1013, "loading")  # type: ignore[attr-defined]  # as controller/app.py does before it is ready
         else:
             ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]  # no close frame: a network failure
 
