@@ -19,6 +19,7 @@ const INSTRUCTIONS_PAUSE_MS = 800; // typing that pauses this long applies the e
 const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: not a blank bubble, which reads as a fault
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
 const NOT_TRANSCRIBED = '(not transcribed)'; // a turn whose transcription failed: heard, but its words unknown
+const MESSAGE_NOT_SENT = 'your message was not sent: the session ended first (it is back in the message box)';
 const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
@@ -726,6 +727,13 @@ async function sendTyped(event) {
   // A new message supersedes a reply still playing, as speaking over it would.
   if (activeResponse) sock.send({ type: 'response.cancel' });
   await bargeIn();
+  // The session can end during the flush (Disconnect, the server closing): the message never went out, and sending
+  // it threw on the gone socket, the text lost from the box without a word.
+  if (!sock || !sock.isOpen) {
+    if (!$('message').value) $('message').value = text;
+    showError(MESSAGE_NOT_SENT);
+    return;
+  }
   sock.send({ type: 'conversation.item.create',
               item: { type: 'message', role: 'user', content: [{ type: 'input_text', text }] } });
   sock.send({ type: 'response.create' });

@@ -644,6 +644,24 @@ def test_a_session_ended_on_the_server_says_why_not_only_its_close_code(
     assert state["state"] == "closed", state
 
 
+def test_a_message_the_session_ended_under_is_kept_and_said_unsent(tiny_server: ServerProcess,
+                                                                   browser: object) -> None:
+    """Enter, and the session ended while the page flushed the playback before sending (Disconnect here, the same
+    click's turn; a server closing does it too): sending threw 'Cannot read properties of null' in the console,
+    and the typed text was gone from the box, with nothing on the page to say it was never sent. The text goes back
+    into the box and a line says it was not sent."""
+    connect_page(browser, tiny_server.http)
+    browser.execute_script(SEND_TYPED + "document.getElementById('connect').click();",  # type: ignore[attr-defined]
+                           "Hello there.")
+    state = wait_until(browser, lambda s: s["state"] == "idle" and s["errors"], 10)
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
+    shown = "your message was not sent: the session ended first (it is back in the message box)"
+    assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, (state, severe)
+    box = browser.execute_script("return document.getElementById('message').value")  # type: ignore[attr-defined]
+    assert box == "Hello there.", state
+    assert severe == [] and state["typed"] == [], (state, severe)
+
+
 def test_a_cut_reply_whose_transcript_the_server_dropped_does_not_show_every_word(tiny_server: ServerProcess,
                                                                                   browser: object) -> None:
     """OpenAI's server deletes the transcript of a reply cut by conversation.item.truncate. The page asked for the
