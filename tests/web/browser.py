@@ -98,3 +98,19 @@ def healthz_status(server: ServerProcess) -> str:
             return json.loads(r.read())["status"]
     except urllib.error.HTTPError as e:  # 503: loading, full or chat_lm_down
         return json.loads(e.read())["status"]
+
+
+# Types arguments[0] into the message box and submits it, as Enter does.
+SEND_TYPED = ("const m = document.getElementById('message'); m.value = arguments[0];"
+              "document.getElementById('compose').requestSubmit();")
+
+
+def connect_page(driver: object, http_url: str, query: str = "mode=ptt") -> dict:
+    """Open the page with `query`, press Connect, and wait until the session is ready."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{http_url}/?{query}")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+    state = wait_until(driver, lambda s: s["state"] == "ready", 60)
+    assert state["state"] == "ready", state
+    return state

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing_peer
+from tests.conftest import ServerProcess, missing_peer
 from tests.web.browser import CHROMEDRIVER, CHROMIUM, chromium_flags, fake_mic_wav
 
 EditFlags = Callable[[list[str]], list[str]]  # the usual flags -> the flags to start Chromium with
@@ -53,3 +53,10 @@ def launch_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 @pytest.fixture
 def browser(launch_browser: Callable[[EditFlags], object]) -> object:
     return launch_browser(lambda flags: flags)
+
+
+@pytest.fixture(scope="module")
+def tiny_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "tiny")
+    yield server
+    server.stop()

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.web.browser import (
-    SILENCE_MS, artifacts_dir, healthz_status, hook, page_text, run_conversation, wait_until,
+    SEND_TYPED, SILENCE_MS, artifacts_dir, connect_page, healthz_status, hook, page_text, run_conversation, wait_until,
 )
 from tests.web.fake_realtime import fake_realtime_server, send
 
@@ -67,13 +67,6 @@ def test_page_transcribes_the_microphone_and_plays_the_reply(embedded_server: Se
     assert len(state["latenciesMs"]) >= 1 and 0 < state["latenciesMs"][0] < 30000, context
     assert state["truncates"] == [], context  # nothing interrupted the reply
     assert shot.stat().st_size > 10_000
-
-
-@pytest.fixture(scope="module")
-def tiny_server() -> Iterator[ServerProcess]:
-    server = ServerProcess("--profile", "tiny")
-    yield server
-    server.stop()
 
 
 def test_latency_readout_runs_from_the_end_of_speech(tiny_server: ServerProcess, browser: object,
@@ -584,21 +577,6 @@ def test_a_reply_cut_while_it_plays_shows_only_the_words_played(tiny_server: Ser
     assert bubble.find_element(By.CSS_SELECTOR, ".note").text == \
         f"interrupted after {cut['audioEndMs'] / 1000:.2f} s", context
     assert len(driver.find_elements(By.CSS_SELECTOR, ".turn.cut")) == 1, context  # type: ignore[attr-defined]
-
-
-SEND_TYPED = ("const m = document.getElementById('message'); m.value = arguments[0];"
-              "document.getElementById('compose').requestSubmit();")
-
-
-def connect_page(driver: object, http_url: str, query: str = "mode=ptt") -> dict:
-    """Open the page with `query`, press Connect, and wait until the session is ready."""
-    from selenium.webdriver.common.by import By
-
-    driver.get(f"{http_url}/?{query}")  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
-    state = wait_until(driver, lambda s: s["state"] == "ready", 60)
-    assert state["state"] == "ready", state
-    return state
 
 
 def test_a_server_shutting_down_says_so_not_only_its_close_code(browser: object) -> None:
