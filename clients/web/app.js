@@ -58,6 +58,7 @@ const MIN_TURN_MS = 100;
 const sentEnds = []; // [audio ms at the chunk's end, performance.now() at its capture]
 const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-turn silence
 let activeResponse = null;
+let playingOut = false; // the reply is generated (response.done) and its audio still plays
 // The message of the reply in progress: cut before any of it played, the server would keep every word generated so
 // far as said, and answer the next turn as if the user had heard them.
 let replyItem = null;
@@ -225,6 +226,7 @@ function sendChunk(chunk) {
 // ---- server -> speakers -----------------------------------------------------------------------
 
 function onPlayback(msg) {
+  if (msg.type === 'drained') replyPlayed();
   if (msg.type !== 'stats') return;
   hook.playedFrames = msg.playedFrames;
   hook.sampleRate = msg.sampleRate;
@@ -233,6 +235,18 @@ function onPlayback(msg) {
   hook.bufferedMs = msg.bufferedMs;
   $('played').textContent = `${hook.playedSeconds.toFixed(1)} s`;
   $('buffered').textContent = `${msg.bufferedMs} ms`;
+}
+
+// The reply's response.done comes as soon as it is generated, seconds before its audio has played: the pill said
+// 'listening' over the assistant's voice. It says 'responding' until the last sample is played.
+function replyPlayed() {
+  if (!playingOut) return;
+  playingOut = false;
+  if (hook.state === 'responding') setState(restingState());
+}
+
+function restingState() {
+  return mode === 'vad' ? 'listening' : 'ready';
 }
 
 // Barge-in: stop playback at once and tell the server how much of the item was really played.
@@ -312,7 +326,7 @@ const handlers = {
     appliedInstructions = hook.instructions || '';
     hook.voice = outputVoice(e.session);
     appliedVoice = hook.voice || appliedVoice;
-    if (!activeResponse) setState(mode === 'vad' ? 'listening' : 'ready');
+    if (!activeResponse) setState(restingState());
   },
   'conversation.item.added': (e) => {
     const item = e.item || {};
@@ -340,6 +354,7 @@ const handlers = {
   },
   'response.created': (e) => {
     activeResponse = e.response.id;
+    playingOut = false; // an earlier reply's end of playback is not this one's
     hook.replyVoices.push(outputVoice(e.response));
     setState('responding');
   },
@@ -381,7 +396,9 @@ const handlers = {
       showError(`reply failed: ${err ? err.message || err.code : 'unknown error'}`);
       replyFailureShown = true;
     }
-    if (hook.state === 'responding') setState(mode === 'vad' ? 'listening' : 'ready');
+    // A cancelled reply's audio was flushed: nothing of it is left to play.
+    if (hook.state === 'responding' && r.status === 'cancelled') setState(restingState());
+    else playingOut = hook.state === 'responding';
   },
   // The server kept only the words played before the cut, but its event says where the audio was cut, not which
   // words were heard: ask for the item as it is now, so that the bubble does not show words that were never played.
@@ -626,6 +643,7 @@ async function teardown(state) {
   $('talk').classList.remove('held');
   preroll = [];
   activeResponse = null;
+  playingOut = false;
   replyItem = null;
   turnEndAt = null;
   if (sock) sock.close();

@@ -7,7 +7,8 @@
 // States: idle (nothing to play) -> buffering (wait for `prebufferMs` or the end of the response)
 // -> playing; running dry before the end counts an underrun and goes back to buffering.
 // Messages in: push {item, pcm: Float32Array}, end, flush, config {prebufferMs}.
-// Messages out: stats (every ~100 ms and on changes), flushed {item, playedMs, droppedMs, wasPlaying}.
+// Messages out: stats (every ~100 ms and on changes), flushed {item, playedMs, droppedMs, wasPlaying}, drained (the
+// reply that `end` closed has played to its last sample, or had none).
 import { StreamResampler } from './resampler.js';
 
 const IN_RATE = 24000;
@@ -49,6 +50,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       }
       case 'end':
         this.ended = true;
+        if (this.state === 'idle') this.port.postMessage({ type: 'drained' });
         break;
       case 'flush':
         this._flush();
@@ -132,6 +134,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
         if (this.ended) {
           this.state = 'idle';
           this.emitted = this.nextIndex;
+          this.port.postMessage({ type: 'drained' });
         } else {
           this.underruns += 1;
           this.state = 'buffering';

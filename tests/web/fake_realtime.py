@@ -7,12 +7,14 @@ every other client event to the test's `answer`.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from itertools import count
 
+import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
@@ -25,6 +27,18 @@ _ids = count()
 
 def send(ws: ServerConnection, event_type: str, **fields: object) -> None:
     ws.send(json.dumps({"type": event_type, "event_id": f"event_fake_{next(_ids)}", **fields}))
+
+
+def send_spoken_reply(ws: ServerConnection, item_id: str, text: str, seconds: float) -> None:
+    """A reply as a server streams it: created, its words, `seconds` of a 220 Hz tone as its audio in 100 ms deltas,
+    all at once (faster than it plays)."""
+    send(ws, "response.created", response={"id": f"resp_{item_id}", "status": "in_progress"})
+    send(ws, "response.output_item.added", item={"id": item_id, "type": "message", "role": "assistant"})
+    send(ws, "response.output_audio_transcript.delta", item_id=item_id, delta=text)
+    tone = np.sin(np.arange(round(24000 * seconds)) * 2 * np.pi * 220 / 24000) * 8000
+    for chunk in np.array_split(tone, max(1, round(seconds * 10))):
+        send(ws, "response.output_audio.delta", item_id=item_id,
+             delta=base64.b64encode(chunk.astype("<i2").tobytes()).decode())
 
 
 @contextmanager

@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.web.browser import (
     SEND_TYPED, SILENCE_MS, artifacts_dir, connect_page, healthz_status, hook, page_text, run_conversation, wait_until,
 )
-from tests.web.fake_realtime import fake_realtime_server, send
+from tests.web.fake_realtime import fake_realtime_server, send, send_spoken_reply
 
 pytestmark = pytest.mark.slow
 
@@ -1187,17 +1186,9 @@ def test_disconnect_while_a_reply_plays_marks_where_it_was_cut(tiny_server: Serv
     that most of it was never heard (a barge-in's cut says 'interrupted after ...'). It says where it was cut."""
     from selenium.webdriver.common.by import By
 
-    tone = np.sin(np.arange(24000 * 6) * 2 * np.pi * 220 / 24000) * 8000
-    chunks = [base64.b64encode(c.astype("<i2").tobytes()).decode() for c in np.split(tone, 60)]
-
     def reply_six_seconds(ws: object, event: dict) -> None:
-        if event["type"] != "response.create":
-            return
-        send(ws, "response.created", response={"id": "resp_long", "status": "in_progress"})
-        send(ws, "response.output_item.added", item={"id": "item_long", "type": "message", "role": "assistant"})
-        send(ws, "response.output_audio_transcript.delta", item_id="item_long", delta="A long story, told in full.")
-        for chunk in chunks:
-            send(ws, "response.output_audio.delta", item_id="item_long", delta=chunk)
+        if event["type"] == "response.create":
+            send_spoken_reply(ws, "item_long", "A long story, told in full.", 6.0)  # type: ignore[arg-type]
 
     with fake_realtime_server(reply_six_seconds) as url:
         connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")

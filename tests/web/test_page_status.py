@@ -1,0 +1,38 @@
+"""The page's status pill and what it says while a session lives, in real headless Chromium (see test_browser_page.py
+for the setup): the pill is what a user glances at to know whether to talk."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.web.browser import SEND_TYPED, connect_page, hook, page_text
+from tests.web.fake_realtime import fake_realtime_server, send, send_spoken_reply
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_pill_says_responding_until_the_reply_has_played(tiny_server: ServerProcess, browser: object) -> None:
+    """A server sends a reply faster than it plays, and its response.done with the last of it: the pill said 'ready'
+    (or 'listening') 0.1 s into a 3 s reply, over the assistant's voice, inviting the user to talk over it. It says
+    'responding' until the last sample has played, then 'ready'."""
+    def reply_three_seconds(ws: object, event: dict) -> None:
+        if event["type"] == "response.create":
+            send_spoken_reply(ws, "item_reply", "A reply of three seconds.", 3.0)  # type: ignore[arg-type]
+            done = {"id": "resp_item_reply", "status": "completed"}
+            send(ws, "response.done", response=done)  # type: ignore[arg-type]
+
+    seen: list[tuple[float, str, str]] = []  # (seconds played, hook state, the pill's text)
+    with fake_realtime_server(reply_three_seconds) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (seen and seen[-1][0] >= 2.9 and seen[-1][1] == "ready"):
+            state = hook(browser)
+            seen.append((state["playedSeconds"], state["state"], page_text(browser, "#state")))
+            time.sleep(0.1)
+    while_playing = {(s, pill) for played, s, pill in seen if 0.3 <= played <= 2.6}
+    assert while_playing == {("responding", "responding")}, seen
+    assert seen[-1][1:] == ("ready", "ready") and 2.9 <= seen[-1][0] <= 3.2, seen
