@@ -455,16 +455,32 @@ function outputVoice(obj) {
 
 // ---- connect / disconnect ---------------------------------------------------------------------
 
-// One of the server's HTTP endpoints, on the host of its WebSocket URL (null for a malformed URL).
+// One of the server's HTTP endpoints beside its WebSocket URL (null for a malformed URL): under the same sub-path,
+// where a reverse proxy mounts the server (ws://host/voice/v1/realtime -> http://host/voice/healthz).
 function serverUrl(wsUrl, path) {
   let url;
   try {
-    url = new URL(path, wsUrl);
+    url = new URL(wsUrl);
   } catch {
     return null;
   }
-  url.protocol = ['wss:', 'https:'].includes(url.protocol) ? 'https:' : 'http:';
+  const api = url.pathname.replace(/\/$/, '');
+  const root = api.endsWith(REALTIME_PATH) ? api.slice(0, -REALTIME_PATH.length) : '';
+  url = new URL(root + path, url);
+  url.protocol = secure(url) ? 'https:' : 'http:';
   return url;
+}
+
+// The Realtime API's address for a page or server address: at that address's folder, so that a page a reverse proxy
+// serves under a sub-path (http://host/voice/) reaches the server under it too, not at the host's root.
+function realtimeUrlAt(href) {
+  const url = new URL(REALTIME_PATH.slice(1), href);
+  url.protocol = secure(url) ? 'wss:' : 'ws:';
+  return url.href;
+}
+
+function secure(url) {
+  return ['wss:', 'https:'].includes(url.protocol);
 }
 
 // Why connecting fails or would fail, from the server's /healthz: a browser reports any refused WebSocket as close
@@ -513,11 +529,12 @@ async function openSocket(socket, wsUrl) {
 
 // A server that answers yet refused the handshake: an address without the API's path (the page's own, pasted into the
 // Server box) is refused as not found, which the browser reports as a bare 1006 that blamed the API key.
+// A folder's address (a page's, http://host/voice/) has the API below it; a mistyped path (/v1/realtim) is no folder.
 function pathProblem(wsUrl) {
   const url = new URL(wsUrl);
-  if (url.pathname.replace(/\/$/, '') === REALTIME_PATH) return null;
-  const scheme = ['wss:', 'https:'].includes(url.protocol) ? 'wss' : 'ws';
-  return `nothing takes a session at ${wsUrl}: the server's address is ${scheme}://${url.host}${REALTIME_PATH}`;
+  if (url.pathname.replace(/\/$/, '').endsWith(REALTIME_PATH)) return null;
+  const api = realtimeUrlAt(url.pathname.endsWith('/') ? url : new URL('/', url));
+  return `nothing takes a session at ${wsUrl}: the server's address is ${api}`;
 }
 
 // The server's voices in the picker, its default chosen unless another of them was. A server without /voices (or
@@ -801,8 +818,7 @@ async function switchMicrophone() {
 
 function init() {
   const q = new URLSearchParams(location.search);
-  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${REALTIME_PATH}`;
-  $('url').value = q.get('url') || wsBase;
+  $('url').value = q.get('url') || realtimeUrlAt(location.href);
   $('key').value = q.get('key') || '';
   if (q.get('mode') === 'ptt' || q.get('mode') === 'vad') $('mode').value = q.get('mode');
   if (q.get('silence_ms')) $('silence-ms').value = q.get('silence_ms');
