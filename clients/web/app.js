@@ -20,6 +20,9 @@ const NOTHING_SAID = '(nothing said)'; // a reply cut before its first words: no
 const NOTHING_KEPT = '(the server kept no transcript of what was played)'; // a cut reply's, from some servers
 const NOT_TRANSCRIBED = '(not transcribed)'; // a turn whose transcription failed: heard, but its words unknown
 const MESSAGE_NOT_SENT = 'your message was not sent: the session ended first (it is back in the message box)';
+const MIC_LOST_STATE = 'microphone lost';
+const MIC_LOST = 'the microphone stopped (unplugged, or its permission taken back): nothing you say is heard. Plug it '
+  + 'in or allow it, then pick it under Microphone (or Disconnect and Connect)';
 const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
@@ -58,6 +61,7 @@ const MIN_TURN_MS = 100;
 const sentEnds = []; // [audio ms at the chunk's end, performance.now() at its capture]
 const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-turn silence
 let activeResponse = null;
+let micLost = false; // the microphone's track ended: the session goes on deaf until another microphone is picked
 let playingOut = false; // the reply is generated (response.done) and its audio still plays
 // The message of the reply in progress: cut before any of it played, the server would keep every word generated so
 // far as said, and answer the next turn as if the user had heard them.
@@ -246,6 +250,7 @@ function replyPlayed() {
 }
 
 function restingState() {
+  if (micLost) return MIC_LOST_STATE;
   return mode === 'vad' ? 'listening' : 'ready';
 }
 
@@ -589,7 +594,7 @@ async function connect() {
     const problem = await serverProblem(s.url);
     if (problem) throw new Error(problem);
     await refreshVoices(s.url);
-    audio = new AudioEngine({ onChunk, onPlayback });
+    audio = new AudioEngine({ onChunk, onPlayback, onMicEnded: microphoneEnded });
     await audio.start(micConstraints(s.deviceId), { prebufferMs: s.prebufferMs });
     hook.micSettings = audio.stream.getAudioTracks()[0].getSettings();
     hook.sampleRate = audio.sampleRate;
@@ -661,6 +666,7 @@ async function teardown(state) {
   preroll = [];
   activeResponse = null;
   playingOut = false;
+  micLost = false;
   replyItem = null;
   turnEndAt = null;
   if (sock) sock.close();
@@ -743,7 +749,7 @@ function releaseTalk() {
   streaming = false;
   if (sentMs - pressSentMs < MIN_TURN_MS) {
     sock.send({ type: 'input_audio_buffer.clear' });
-    setState('ready');
+    setState(restingState());
     return;
   }
   sock.send({ type: 'input_audio_buffer.commit' });
@@ -805,10 +811,23 @@ async function refreshMicrophones() {
   select.value = [...select.options].some((o) => o.value === current) ? current : '';
 }
 
+// Lost, the microphone was silent with the page still 'listening': the user talked to a session that heard nothing.
+function microphoneEnded() {
+  micLost = true;
+  $('level').value = 0;
+  showError(MIC_LOST);
+  if (!['thinking', 'responding'].includes(hook.state)) setState(restingState());
+  refreshMicrophones().catch(() => {});
+}
+
 async function switchMicrophone() {
   if (!audio) return;
   try {
     hook.micSettings = await audio.useMicrophone(micConstraints($('mic').value));
+    if (micLost) {
+      micLost = false;
+      if (hook.state === MIC_LOST_STATE) setState(restingState());
+    }
   } catch (err) {
     showError(`could not open that microphone: ${err.message || err}`);
   }
@@ -838,6 +857,10 @@ function init() {
   document.addEventListener('keyup', (e) => { if (e.code === 'Space') releaseTalk(); });
   if (!window.isSecureContext) showError(INSECURE_PAGE);
   refreshMicrophones().catch(() => {});
+  // A microphone plugged in (or out) shows in the list at once, to be picked.
+  if (navigator.mediaDevices) { // none on a page that is not secure
+    navigator.mediaDevices.addEventListener('devicechange', () => refreshMicrophones().catch(() => {}));
+  }
   refreshVoices($('url').value.trim());
 }
 

@@ -2,9 +2,10 @@
 // microphone and a playback worklet feeding the speakers. No resampling happens on this thread.
 
 export class AudioEngine {
-  constructor({ onChunk, onPlayback }) {
+  constructor({ onChunk, onPlayback, onMicEnded }) {
     this.onChunk = onChunk; // ({pcm, peak, sumSquares, samples}) per 40 ms of 24 kHz PCM16
     this.onPlayback = onPlayback; // playback worklet messages (stats, flushed)
+    this.onMicEnded = onMicEnded; // () once the microphone in use stops delivering for good (unplugged, revoked)
     this.ctx = null;
     this.stream = null;
     this.source = null;
@@ -47,6 +48,9 @@ export class AudioEngine {
     this.source = this.ctx.createMediaStreamSource(stream);
     this.source.connect(this.capture);
     const track = stream.getAudioTracks()[0];
+    // A track that ends (the device unplugged, the permission taken back) leaves the capture silent with no error.
+    // stop() fires no 'ended': a microphone replaced here or at stop() is not reported.
+    if (track) track.addEventListener('ended', () => this.onMicEnded());
     return track ? track.getSettings() : {};
   }
 

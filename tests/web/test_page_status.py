@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.web.browser import SEND_TYPED, connect_page, hook, page_text
+from tests.web.browser import SEND_TYPED, connect_page, hook, page_text, wait_until
 from tests.web.fake_realtime import fake_realtime_server, send, send_spoken_reply
 
 pytestmark = pytest.mark.slow
@@ -36,3 +36,33 @@ def test_the_pill_says_responding_until_the_reply_has_played(tiny_server: Server
     while_playing = {(s, pill) for played, s, pill in seen if 0.3 <= played <= 2.6}
     assert while_playing == {("responding", "responding")}, seen
     assert seen[-1][1:] == ("ready", "ready") and 2.9 <= seen[-1][0] <= 3.2, seen
+
+
+def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: ServerProcess,
+                                                                  browser: object) -> None:
+    """A microphone unplugged or whose permission was taken back ends its track: the page went on saying 'ready' (or
+    'listening'), the meter dark, nothing said, and the user talked to a session that heard nothing. The pill says
+    'microphone lost', a line says what happened and what to do, and picking a microphone brings it back. The track
+    ends for real here: Chromium stops the capture when the page's microphone permission is revoked (CDP)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    connect_page(browser, tiny_server.http)
+    permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http}
+    browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "denied"})  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] != "ready", 10)
+    lost = ("the microphone stopped (unplugged, or its permission taken back): nothing you say is heard. Plug it in "
+            "or allow it, then pick it under Microphone (or Disconnect and Connect)")
+    assert state["state"] == "microphone lost" and page_text(browser, "#state") == "microphone lost", state
+    assert state["errors"] == [lost] and page_text(browser, "#errors li") == lost, state
+
+    browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore[attr-defined]
+    mic = Select(browser.find_element(By.ID, "mic"))  # type: ignore[attr-defined]
+    mic.select_by_value([o.get_attribute("value") for o in mic.options if o.get_attribute("value")][0])
+    state = wait_until(browser, lambda s: s["state"] == "ready", 10)
+    assert state["state"] == "ready" and page_text(browser, "#state") == "ready", state
+    level = "return document.getElementById('level').value"
+    deadline = time.monotonic() + 10  # the fake microphone plays its speech again from the start: the meter lights
+    while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
+        time.sleep(0.1)
+    assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
