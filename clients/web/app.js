@@ -95,7 +95,8 @@ function line(itemId, role) {
     const el = document.createElement('div');
     el.className = `turn ${role} pending`;
     el.dataset.item = itemId;
-    el.innerHTML = '<span class="who"></span><span class="text"></span>';
+    // dir auto: a turn in Hebrew or Arabic reads right to left, its end punctuation at its left end, as its words.
+    el.innerHTML = '<span class="who"></span><span class="text" dir="auto"></span>';
     el.querySelector('.who').textContent = role === 'user' ? 'you' : 'assistant';
     el.querySelector('.text').textContent = role === 'user' ? 'listening…' : '…';
     $('conversation').append(el);
