@@ -489,15 +489,34 @@ function secure(url) {
   return ['wss:', 'https:'].includes(url.protocol);
 }
 
+// A server that takes the connection and answers nothing (stuck, its event loop blocked, a proxy holding the request)
+// left the page 'starting' for good, Connect disabled: the page's requests on the way to a session give up after this.
+const ANSWER_TIMEOUT_S = 10;
+
+function fetchOrGiveUp(url, init = {}) {
+  return fetch(url, { ...init, cache: 'no-store', signal: AbortSignal.timeout(ANSWER_TIMEOUT_S * 1000) });
+}
+
 // Why connecting fails or would fail, from the server's /healthz: a browser reports any refused WebSocket as close
 // code 1006, and a stopped server first as a worklet that failed to load.
 async function serverProblem(wsUrl) {
   const healthUrl = serverUrl(wsUrl, '/healthz');
   if (!healthUrl) return null; // the WebSocket constructor names a malformed URL itself
+  try {
+    return await healthProblem(healthUrl);
+  } catch (err) {
+    if (err.name !== 'TimeoutError') throw err;
+    return `the server at ${healthUrl.host} took the connection but did not answer in ${ANSWER_TIMEOUT_S} s: it may `
+      + 'be stuck or overloaded (its log may say why). Press Connect to try again.';
+  }
+}
+
+async function healthProblem(healthUrl) {
   let res;
   try {
-    res = await fetch(healthUrl, { cache: 'no-store' });
-  } catch {
+    res = await fetchOrGiveUp(healthUrl);
+  } catch (err) {
+    if (err.name === 'TimeoutError') throw err;
     // Another host's /healthz can be unreadable only for want of CORS headers: then that server answers all the same.
     if (healthUrl.host !== location.host && await answers(healthUrl)) return null;
     return `the server at ${healthUrl.host} does not answer: is stepaudio-rt serve running? `
@@ -516,9 +535,10 @@ async function serverProblem(wsUrl) {
 async function answers(url) {
   if (location.protocol === 'https:' && url.protocol === 'http:') return true;
   try {
-    await fetch(url, { cache: 'no-store', mode: 'no-cors' });
+    await fetchOrGiveUp(url, { mode: 'no-cors' });
     return true;
-  } catch {
+  } catch (err) {
+    if (err.name === 'TimeoutError') throw err;
     return false;
   }
 }
@@ -550,7 +570,7 @@ async function refreshVoices(wsUrl) {
   if (!url) return;
   let list;
   try {
-    const res = await fetch(url, { cache: 'no-store' });
+    const res = await fetchOrGiveUp(url);
     if (!res.ok) return;
     list = await res.json();
   } catch {

@@ -1,0 +1,59 @@
+"""Connecting the page to a server that is there but does not answer, in real headless Chromium (see
+test_browser_page.py for the setup)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.web.browser import hook, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A port that takes every connection and never says a word, as a stuck server does; yields the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def take() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed at the end of the block
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_connect_to_a_server_that_never_answers_gives_up_and_says_so(tiny_server: ServerProcess,
+                                                                     browser: object) -> None:
+    """A server that took the connection and never answered (stuck, its event loop blocked): Connect left the page
+    'starting' with the button disabled, 40 s and more, no word and no way to cancel but reloading the page. It gives
+    up after 10 s, says so, and Connect can be pressed again."""
+    from selenium.webdriver.common.by import By
+
+    with silent_server() as port:
+        browser.get(f"{tiny_server.http}/?mode=ptt&url=ws://127.0.0.1:{port}/v1/realtime")  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        started = time.monotonic()
+        state = wait_until(browser, lambda s: s["state"] != "starting", 30)
+        waited = time.monotonic() - started
+    shown = (f"could not start: the server at 127.0.0.1:{port} took the connection but did not answer in 10 s: it may "
+             "be stuck or overloaded (its log may say why). Press Connect to try again.")
+    assert state["errors"] == [shown] and state["state"] == "error", (state, waited)
+    assert 9 < waited < 15, waited
+    assert browser.find_element(By.ID, "connect").is_enabled(), hook(browser)  # type: ignore[attr-defined]
