@@ -754,9 +754,14 @@ async function pressTalk() {
 
 // The space bar talks while a push-to-talk session is live (outside text boxes). Otherwise it does what it does on any
 // page, pressing the focused button or opening the focused list: taken always, it left Connect unreachable by it.
-function spaceDown(e) {
+// Enter, the other key that presses a button, talks while held on the focused Hold-to-talk button: it did nothing.
+function talkKey(e) {
   const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
-  if (e.code !== 'Space' || typing || !pushToTalkLive()) return;
+  return (e.code === 'Space' && !typing) || (e.key === 'Enter' && e.target === $('talk'));
+}
+
+function talkKeyDown(e) {
+  if (!talkKey(e) || !pushToTalkLive()) return;
   // A held key repeats: a repeat let through pressed the focused button (Disconnect) when the key was released.
   e.preventDefault();
   if (!e.repeat) pressTalk();
@@ -874,8 +879,8 @@ function init() {
   talk.addEventListener('pointerdown', pressTalk);
   for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
   window.addEventListener('scroll', scrolled, { passive: true });
-  document.addEventListener('keydown', spaceDown);
-  document.addEventListener('keyup', (e) => { if (e.code === 'Space') releaseTalk(); });
+  document.addEventListener('keydown', talkKeyDown);
+  document.addEventListener('keyup', (e) => { if (e.code === 'Space' || talkKey(e)) releaseTalk(); });
   if (!window.isSecureContext) showError(INSECURE_PAGE);
   refreshMicrophones().catch(() => {});
   // A microphone plugged in (or out) shows in the list at once, to be picked.
