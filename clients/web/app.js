@@ -683,7 +683,7 @@ function closedMessage(e) {
 async function teardown(state) {
   streaming = false;
   talkHeld = false;
-  $('talk').classList.remove('held');
+  showHeld(false);
   preroll = [];
   activeResponse = null;
   playingOut = false;
@@ -740,7 +740,7 @@ async function pressTalk() {
   if (!pushToTalkLive() || talkHeld) return;
   talkHeld = true;
   const press = ++presses;
-  $('talk').classList.add('held');
+  showHeld(true);
   if (activeResponse) sock.send({ type: 'response.cancel' });
   await bargeIn();
   // Released (or disconnected) during the flush: a tap that said nothing, not a turn that never ends. Pressed again
@@ -767,10 +767,22 @@ function talkKeyDown(e) {
   if (!e.repeat) pressTalk();
 }
 
+// A screen reader presses a button with a click alone (no pointer down or up, no key event): 'Hold to talk' did
+// nothing for its user. Such a click starts the turn and the next one sends it; aria-pressed says which is next.
+function clickTalk(e) {
+  if (e.detail !== 0) return; // a pointer's click, after its own press and release
+  if (talkHeld) releaseTalk(); else pressTalk();
+}
+
+function showHeld(on) {
+  $('talk').classList.toggle('held', on);
+  $('talk').setAttribute('aria-pressed', String(on));
+}
+
 function releaseTalk() {
   if (!talkHeld) return;
   talkHeld = false;
-  $('talk').classList.remove('held');
+  showHeld(false);
   if (!streaming) return;
   streaming = false;
   if (sentMs - pressSentMs < MIN_TURN_MS) {
@@ -877,6 +889,7 @@ function init() {
   $('voice').addEventListener('change', updateVoice);
   const talk = $('talk');
   talk.addEventListener('pointerdown', pressTalk);
+  talk.addEventListener('click', clickTalk);
   for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) talk.addEventListener(ev, releaseTalk);
   window.addEventListener('scroll', scrolled, { passive: true });
   document.addEventListener('keydown', talkKeyDown);

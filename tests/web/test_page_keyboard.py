@@ -1,4 +1,5 @@
-"""The page used from the keyboard alone, in real headless Chromium (see test_browser_page.py for the setup)."""
+"""The page used from the keyboard alone or with a screen reader, in real headless Chromium (see test_browser_page.py
+for the setup)."""
 
 from __future__ import annotations
 
@@ -31,5 +32,26 @@ def test_enter_held_on_the_talk_button_talks(tiny_server: ServerProcess, browser
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and "response.create" not in heard:
             time.sleep(0.1)
+    assert held["state"] == "speaking" and held["sentChunks"] >= 10, held
+    assert heard[-2:] == ["input_audio_buffer.commit", "response.create"], heard
+
+
+def test_a_screen_readers_click_on_the_talk_button_starts_the_turn_and_the_next_sends_it(
+        tiny_server: ServerProcess, browser: object) -> None:
+    """A screen reader presses a button with a click alone, no pointer down or up (as the element's click() does):
+    'Hold to talk' ignored it, so push-to-talk could not be used with one. One such click starts the turn (the button
+    then says it is pressed), the next sends it."""
+    click = "const t = document.getElementById('talk'); t.click(); return t.getAttribute('aria-pressed');"
+    heard: list[str] = []
+    with fake_realtime_server(lambda ws, event: heard.append(event["type"])) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        pressed = browser.execute_script(click)  # type: ignore[attr-defined]
+        time.sleep(1.0)
+        held = hook(browser)
+        released = browser.execute_script(click)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "response.create" not in heard:
+            time.sleep(0.1)
+    assert (pressed, released) == ("true", "false"), heard
     assert held["state"] == "speaking" and held["sentChunks"] >= 10, held
     assert heard[-2:] == ["input_audio_buffer.commit", "response.create"], heard
