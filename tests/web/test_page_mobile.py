@@ -1,0 +1,46 @@
+"""The page on a phone's screen (375 px wide, touch), in real headless Chromium (see test_browser_page.py for the
+setup)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.web.browser import SEND_TYPED, connect_page, wait_until
+from tests.web.fake_realtime import fake_realtime_server, send, send_spoken_reply
+
+pytestmark = pytest.mark.slow
+
+PHONE = {"width": 375, "height": 740, "deviceScaleFactor": 2, "mobile": True}
+# Whether the element is on the screen and what a finger at its centre would touch is the element itself.
+TOUCHABLE = """const e = document.getElementById(arguments[0]); const r = e.getBoundingClientRect();
+const x = r.left + r.width / 2, y = r.top + r.height / 2;
+return r.top >= 0 && r.bottom <= window.innerHeight && document.elementFromPoint(x, y) === e;"""
+
+
+def test_on_a_phone_hold_to_talk_stays_in_reach_as_the_conversation_grows(tiny_server: ServerProcess,
+                                                                         browser: object) -> None:
+    """On a 375 px screen the settings fill the first screen, 'Hold to talk' at their end; each reply scrolls the page
+    down to the newest turn and the message box, and after a few turns the button was off the top of the screen: to
+    talk (push-to-talk, no space bar on a phone) the user had to scroll back up for every turn. The button stays at
+    the bottom of the screen, above the message box, both in reach after every reply."""
+    story = "A reply long enough to take a few lines on a phone, as most spoken replies do. " * 3
+
+    def answer(ws: object, event: dict) -> None:
+        if event["type"] == "conversation.item.create":
+            send(ws, "conversation.item.added", item={**event["item"], "id": f"u{id(event)}"})  # type: ignore[arg-type]
+        elif event["type"] == "response.create":
+            send_spoken_reply(ws, f"r{id(event)}", story, 0.1)  # type: ignore[arg-type]
+            send(ws, "response.done", response={"id": f"resp{id(event)}", "status": "completed"})  # type: ignore
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)  # type: ignore[attr-defined]
+    with fake_realtime_server(answer) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        for turn in range(1, 5):
+            browser.execute_script(SEND_TYPED, f"Question {turn}?")  # type: ignore[attr-defined]
+            state = wait_until(browser, lambda s, n=turn: len(s["typed"]) == n and s["state"] == "ready", 10)
+            assert state["state"] == "ready", state
+        reach = {e: browser.execute_script(TOUCHABLE, e) for e in ("talk", "message")}  # type: ignore[attr-defined]
+        width = browser.execute_script("return document.documentElement.scrollWidth")  # type: ignore[attr-defined]
+    assert reach == {"talk": True, "message": True}, reach
+    assert width <= PHONE["width"], width  # nothing wider than the screen
