@@ -737,7 +737,8 @@ function pushToTalkLive() {
 }
 
 async function pressTalk() {
-  if (!pushToTalkLive() || talkHeld) return;
+  // A lost microphone delivers silence: a press sent it as a turn, which the server answered as if something was said.
+  if (!pushToTalkLive() || talkHeld || micLost) return;
   talkHeld = true;
   const press = ++presses;
   showHeld(true);

@@ -66,3 +66,27 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
     while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
         time.sleep(0.1)
     assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
+
+
+def test_push_to_talk_with_the_microphone_lost_sends_no_turn(tiny_server: ServerProcess, browser: object) -> None:
+    """With the microphone lost, holding 'Hold to talk' for a second turned the pill to 'speaking' and sent the
+    silence the dead track delivers as a turn (input_audio_buffer.commit, response.create): the server was asked to
+    answer something never said. A press sends nothing and the pill stays 'microphone lost'."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    heard: list[str] = []
+    with fake_realtime_server(lambda ws, event: heard.append(event["type"])) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http, "setting": "denied"}
+        browser.execute_cdp_cmd("Browser.setPermission", permission)  # type: ignore[attr-defined]
+        wait_until(browser, lambda s: s["state"] == "microphone lost", 10)
+        talk = browser.find_element(By.ID, "talk")  # type: ignore[attr-defined]
+        ActionChains(browser).click_and_hold(talk).perform()
+        time.sleep(1.0)
+        held = hook(browser)
+        ActionChains(browser).release(talk).perform()
+        time.sleep(1.0)
+        state = hook(browser)
+    assert held["state"] == state["state"] == "microphone lost", (held, state)
+    assert "input_audio_buffer.commit" not in heard and "response.create" not in heard, heard
