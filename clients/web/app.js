@@ -332,7 +332,7 @@ const handlers = {
     appliedInstructions = hook.instructions || '';
     hook.voice = outputVoice(e.session);
     appliedVoice = hook.voice || appliedVoice;
-    if (!activeResponse) setState(restingState());
+    if (!activeResponse && !playingOut) setState(restingState()); // an edit while a reply plays leaves 'responding'
   },
   'conversation.item.added': (e) => {
     const item = e.item || {};

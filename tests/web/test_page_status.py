@@ -38,6 +38,31 @@ def test_the_pill_says_responding_until_the_reply_has_played(tiny_server: Server
     assert seen[-1][1:] == ("ready", "ready") and 2.9 <= seen[-1][0] <= 3.2, seen
 
 
+def test_an_instructions_edit_while_a_reply_plays_leaves_the_pill_responding(tiny_server: ServerProcess,
+                                                                             browser: object) -> None:
+    """The persona edited while a reply still played (its response.done already in): the server's session.updated
+    turned the pill to 'ready' over the assistant's voice. It stays 'responding' until the reply has played."""
+    from selenium.webdriver.common.by import By
+
+    def reply_three_seconds(ws: object, event: dict) -> None:
+        if event["type"] == "response.create":
+            send_spoken_reply(ws, "item_reply", "A reply of three seconds.", 3.0)  # type: ignore[arg-type]
+            done = {"id": "resp_item_reply", "status": "completed"}
+            send(ws, "response.done", response=done)  # type: ignore[arg-type]
+
+    with fake_realtime_server(reply_three_seconds) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
+        wait_until(browser, lambda s: s["playedSeconds"] >= 0.5, 10)
+        instructions = browser.find_element(By.ID, "instructions")  # type: ignore[attr-defined]
+        instructions.clear()
+        instructions.send_keys("Be brief.")
+        browser.find_element(By.ID, "message").click()  # type: ignore[attr-defined]  # leaving the box applies it
+        state = wait_until(browser, lambda s: s["events"]["session.updated"] == 2 and s["playedSeconds"] >= 1.5, 10)
+    assert state["events"]["session.updated"] == 2 and 1.5 <= state["playedSeconds"] < 2.8, state  # the edit's
+    assert state["state"] == "responding", state
+
+
 def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: ServerProcess,
                                                                   browser: object) -> None:
     """A microphone unplugged or whose permission was taken back ends its track: the page went on saying 'ready' (or
