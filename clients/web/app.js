@@ -490,7 +490,8 @@ function secure(url) {
 }
 
 // A server that takes the connection and answers nothing (stuck, its event loop blocked, a proxy holding the request)
-// left the page 'starting' for good, Connect disabled: the page's requests on the way to a session give up after this.
+// left the page 'starting' for good, Connect disabled: the page's requests and handshake on the way to a session give
+// up after this.
 const ANSWER_TIMEOUT_S = 10;
 
 function fetchOrGiveUp(url, init = {}) {
@@ -506,9 +507,13 @@ async function serverProblem(wsUrl) {
     return await healthProblem(healthUrl);
   } catch (err) {
     if (err.name !== 'TimeoutError') throw err;
-    return `the server at ${healthUrl.host} took the connection but did not answer in ${ANSWER_TIMEOUT_S} s: it may `
-      + 'be stuck or overloaded (its log may say why). Press Connect to try again.';
+    return notAnswering(healthUrl.host);
   }
+}
+
+function notAnswering(host) {
+  return `the server at ${host} took the connection but did not answer in ${ANSWER_TIMEOUT_S} s: it may be stuck or `
+    + 'overloaded (its log may say why). Press Connect to try again.';
 }
 
 async function healthProblem(healthUrl) {
@@ -547,8 +552,9 @@ async function answers(url) {
 // made before the microphone was opened.
 async function openSocket(socket, wsUrl) {
   try {
-    await socket.open();
+    await socket.open(ANSWER_TIMEOUT_S);
   } catch (err) {
+    if (err.name === 'TimeoutError') throw new Error(notAnswering(new URL(wsUrl).host));
     throw new Error((await serverProblem(wsUrl)) || pathProblem(wsUrl) || err.message);
   }
 }

@@ -25,14 +25,22 @@ export class RealtimeSocket {
     return this;
   }
 
-  open() {
+  // Rejects with a TimeoutError if the handshake has not completed in timeoutS: a browser waits for a server that
+  // takes the connection and never answers for minutes.
+  open(timeoutS) {
     const protocols = ['realtime'];
     if (this.key) protocols.push(`openai-insecure-api-key.${this.key}`);
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url, protocols);
       this.ws = ws;
       let opened = false;
+      const timer = setTimeout(() => {
+        ws.onclose = null;
+        ws.close();
+        reject(Object.assign(new Error(`${this.url} did not answer`), { name: 'TimeoutError' }));
+      }, timeoutS * 1000);
       ws.onopen = () => {
+        clearTimeout(timer);
         opened = true;
         resolve();
       };
@@ -48,6 +56,7 @@ export class RealtimeSocket {
         if (fn) fn(event);
       };
       ws.onclose = (e) => {
+        clearTimeout(timer);
         if (!opened) {
           // The handshake failed (wrong key gives HTTP 401, a loading server 503): the browser
           // only reports code 1006, so say what usually causes it.

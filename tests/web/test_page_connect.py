@@ -10,9 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection, serve
 
 from tests.conftest import ServerProcess
 from tests.web.browser import hook, wait_until
+
+STUCK = ("could not start: the server at 127.0.0.1:{port} took the connection but did not answer in 10 s: it may be "
+         "stuck or overloaded (its log may say why). Press Connect to try again.")
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +57,43 @@ def test_connect_to_a_server_that_never_answers_gives_up_and_says_so(tiny_server
         started = time.monotonic()
         state = wait_until(browser, lambda s: s["state"] != "starting", 30)
         waited = time.monotonic() - started
-    shown = (f"could not start: the server at 127.0.0.1:{port} took the connection but did not answer in 10 s: it may "
-             "be stuck or overloaded (its log may say why). Press Connect to try again.")
-    assert state["errors"] == [shown] and state["state"] == "error", (state, waited)
+    assert state["errors"] == [STUCK.format(port=port)] and state["state"] == "error", (state, waited)
+    assert 9 < waited < 15, waited
+    assert browser.find_element(By.ID, "connect").is_enabled(), hook(browser)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def server_stuck_in_the_handshake() -> Iterator[int]:
+    """A server whose /healthz answers 200 and whose WebSocket handshake never completes; yields the port."""
+    release = threading.Event()
+
+    def hold(ws: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade"):
+            release.wait(60)
+            return ws.respond(503, "gave up\n")
+        return ws.respond(200, '{"status": "ok"}\n')
+
+    with serve(lambda ws: None, "127.0.0.1", 0, process_request=hold) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield server.socket.getsockname()[1]
+        finally:
+            release.set()
+            server.shutdown()
+
+
+def test_a_handshake_that_never_completes_gives_up_and_says_so(tiny_server: ServerProcess, browser: object) -> None:
+    """A server whose /healthz answered but whose WebSocket handshake never completed (a stuck session admission, a
+    proxy holding the upgrade): the microphone opened, then the page stayed 'starting', Connect disabled, for as long
+    as the browser waits (minutes). It gives up after 10 s, says so, and Connect can be pressed again."""
+    from selenium.webdriver.common.by import By
+
+    with server_stuck_in_the_handshake() as port:
+        browser.get(f"{tiny_server.http}/?mode=ptt&url=ws://127.0.0.1:{port}/v1/realtime")  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        started = time.monotonic()
+        state = wait_until(browser, lambda s: s["state"] != "starting", 30)
+        waited = time.monotonic() - started
+    assert state["errors"] == [STUCK.format(port=port)] and state["state"] == "error", (state, waited)
     assert 9 < waited < 15, waited
     assert browser.find_element(By.ID, "connect").is_enabled(), hook(browser)  # type: ignore[attr-defined]
