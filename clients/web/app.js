@@ -61,7 +61,9 @@ const MIN_TURN_MS = 100;
 const sentEnds = []; // [audio ms at the chunk's end, performance.now() at its capture]
 const SENT_ENDS_KEPT = 1500; // 60 s of 40 ms chunks: far more than any end-of-turn silence
 let activeResponse = null;
-let micLost = false; // the microphone's track ended: the session goes on deaf until another microphone is picked
+// The microphone's track ended: the session goes on deaf until another microphone is picked. The line that says so
+// (null while the microphone works), taken away once one is: left, it said nothing was heard while all was.
+let micLost = null;
 let playingOut = false; // the reply is generated (response.done) and its audio still plays
 // The message of the reply in progress: cut before any of it played, the server would keep every word generated so
 // far as said, and answer the next turn as if the user had heard them.
@@ -87,6 +89,7 @@ function showError(message) {
   const li = document.createElement('li');
   li.textContent = message;
   $('errors').append(li);
+  return li;
 }
 
 function line(itemId, role) {
@@ -693,7 +696,7 @@ async function teardown(state) {
   preroll = [];
   activeResponse = null;
   playingOut = false;
-  micLost = false;
+  micLost = null;
   replyItem = null;
   turnEndAt = null;
   if (sock) sock.close();
@@ -858,9 +861,8 @@ async function refreshMicrophones() {
 
 // Lost, the microphone was silent with the page still 'listening': the user talked to a session that heard nothing.
 function microphoneEnded() {
-  micLost = true;
   $('level').value = 0;
-  showError(MIC_LOST);
+  micLost = showError(MIC_LOST);
   if (!['thinking', 'responding'].includes(hook.state)) setState(restingState());
   refreshMicrophones().catch(() => {});
 }
@@ -870,7 +872,8 @@ async function switchMicrophone() {
   try {
     hook.micSettings = await audio.useMicrophone(micConstraints($('mic').value));
     if (micLost) {
-      micLost = false;
+      micLost.remove();
+      micLost = null;
       if (hook.state === MIC_LOST_STATE) setState(restingState());
     }
   } catch (err) {

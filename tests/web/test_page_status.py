@@ -67,7 +67,8 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
                                                                   browser: object) -> None:
     """A microphone unplugged or whose permission was taken back ends its track: the page went on saying 'ready' (or
     'listening'), the meter dark, nothing said, and the user talked to a session that heard nothing. The pill says
-    'microphone lost', a line says what happened and what to do, and picking a microphone brings it back. The track
+    'microphone lost', a line says what happened and what to do, and picking a microphone brings it back (and takes
+    the line away). The track
     ends for real here: Chromium stops the capture when the page's microphone permission is revoked (CDP)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -86,6 +87,7 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
     mic.select_by_value([o.get_attribute("value") for o in mic.options if o.get_attribute("value")][0])
     state = wait_until(browser, lambda s: s["state"] == "ready", 10)
     assert state["state"] == "ready" and page_text(browser, "#state") == "ready", state
+    assert page_text(browser, "#errors li") == "", state  # the line is gone with what it said
     level = "return document.getElementById('level').value"
     deadline = time.monotonic() + 10  # the fake microphone plays its speech again from the start: the meter lights
     while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
