@@ -205,7 +205,7 @@ class Conversation:
             return _cost(m, count_tokens, template)
 
         costs = [sum(cost(m) for m in turn) for turn in rendered]
-        total = template.prompt + template.tools + sum(cost(m) for m in head) + sum(costs)
+        total = prompt_tokens(head, count_tokens, template) + sum(costs)
         start = 0
         if keep_below is not None and self._keep_from is not None:
             first = [i for i, turn in enumerate(turns) if turn[0].id == self._keep_from]
@@ -228,7 +228,7 @@ class Conversation:
         """Every text that messages() with these arguments gives to count_tokens: count them ahead (off the event
         loop, where the LM's tokenizer is slow) and messages() then only looks them up."""
         head, _, rendered = self._rendered(instructions, overrides)
-        return [text for m in head + [m for turn in rendered for m in turn] for text in _counted_texts(m)]
+        return prompt_texts_of(head + [m for turn in rendered for m in turn])
 
     def _rendered(self, instructions: str, overrides: Mapping[str, str] | None
                   ) -> tuple[list[Message], list[list[Item]], list[list[Message]]]:
@@ -305,6 +305,17 @@ def _json_arguments(arguments: str) -> str:
     except ValueError:
         return json.dumps(arguments)
     return arguments
+
+
+def prompt_texts_of(messages: list[Message]) -> list[str]:
+    """Every text prompt_tokens() gives to count_tokens for these messages: count them ahead off the event loop."""
+    return [text for m in messages for text in _counted_texts(m)]
+
+
+def prompt_tokens(messages: list[Message], count_tokens: Callable[[str], int], template: TemplateCosts) -> int:
+    """The tokens of a prompt as messages() counts them against the budget: its texts, each message's markup and
+    what the template writes once (its tools block, the reply's opening)."""
+    return template.prompt + template.tools + sum(_cost(m, count_tokens, template) for m in messages)
 
 
 def _counted_texts(m: Message) -> list[str]:

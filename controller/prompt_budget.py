@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from context_manager import Conversation, TemplateCosts, TokenCounts
+from context_manager.conversation import prompt_texts_of, prompt_tokens
 from controller.errors import RemoteProtocolError
 from controller.pipeline import SpeechPipeline
 from controller.realtime.session_config import SessionConfig
@@ -31,6 +32,17 @@ class PromptBudget:
             self.counts.retain(texts)
         return conversation.messages(instructions, self.budget_tokens, self.counts, overrides,
                                      keep_below=keep_below, template=template)
+
+    async def tokens_of(self, messages: list[dict], tools: list[dict] | None, instructions: str) -> int:
+        """A prompt's tokens (messages as prompt() gave them, plus any sent beside them) as the budget counts them:
+        response.done's input tokens when the LM reports none."""
+        await self.count_ahead(prompt_texts_of(messages))
+        return prompt_tokens(messages, self.counts, await self.template_costs(tools, instructions))
+
+    async def texts_tokens(self, texts: list[str]) -> int:
+        """The tokens of these texts, each counted once (a reply's own text, which the next prompt holds)."""
+        await self.count_ahead(texts)
+        return sum(self.counts(t) for t in texts)
 
     async def template_costs(self, tools: list[dict] | None, instructions: str) -> TemplateCosts:
         """Measured by the pipeline on a worker thread: the first time for a tools list it renders the template."""

@@ -20,6 +20,7 @@ from controller.realtime.session_config import AudioFormat
 from controller.pipeline import PromptCut, SpeechPipeline
 from controller.realtime import items as it
 from controller.realtime import server_events as sev
+from lm_engine.chat import ChatBackendError
 from speech_decoder import SentenceChunker
 
 Emit = Callable[[dict], Awaitable[None]]
@@ -104,7 +105,7 @@ class Response:
                  new_id: Callable[[str], str], pipeline: SpeechPipeline,
                  settings: ResponseSettings, emit: Emit, previous_item_id: str | None,
                  on_first_audio: Callable[[], None], on_prompt_cut: Callable[[PromptCut], Awaitable[None]],
-                 log: logging.LoggerAdapter) -> None:
+                 count_texts: Callable[[list[str]], Awaitable[int]], log: logging.LoggerAdapter) -> None:
         self.gen_id = gen_id
         self.log = log  # the session's: its lines name the session
         self.speculative = speculative
@@ -151,6 +152,11 @@ class Response:
         self.synth_seconds = 0.0
         self.status: sev.ResponseStatus = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
+        # The prompt's tokens as the session's budget counts them (set with the prompt; none for a fixed Say), and
+        # the counts made from it and the reply's text when the LM reported none: (prompt, output) tokens.
+        self.count_prompt: Callable[[], Awaitable[int]] | None = None
+        self._count_texts = count_texts  # the LM's tokens of texts (the session's budget's counter, off the loop)
+        self._own_counts = (0, 0)
         self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
         # Output items the client deleted from the conversation while the reply ran: no conversation.item.done for
@@ -487,6 +493,8 @@ class Response:
             await self._close(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
             if call.item_id in self.conversation_items():
                 await self._close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
+        if self.usage is None:
+            self._own_counts = await self._count_own()
         await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
 
     async def _close(self, event: dict) -> None:
@@ -542,15 +550,26 @@ class Response:
                             conversation_id=self.conversation_id, metadata=self.metadata,
                             usage=None if status == "in_progress" else self._usage())
 
-    def _usage(self) -> dict | None:
-        """response.done's usage: the LM's own counts (null when the LM reported none), plus the audio tokens that the
+    async def _count_own(self) -> tuple[int, int]:
+        """(prompt, output) tokens counted here, for a reply whose LM reported no counts: clients read response.done's
+        usage without a null check (pipecat does), so every reply has one. The prompt as the session's budget counts
+        it (all of it as text), the reply's text and calls as the LM's tokenizer counts them."""
+        texts = [t for t in [self.text] + [p for c in self.tool_calls for p in (c.name, c.arguments)] if t]
+        try:
+            prompt = await self.count_prompt() if self.count_prompt is not None else 0
+            return prompt, await self._count_texts(texts)
+        except ChatBackendError as exc:  # the LM's tokenizer is gone with the LM (a failed reply): nothing counted
+            self.log.warning("response %s: its tokens could not be counted: %s", self.response_id, exc)
+            return 0, 0
+
+    def _usage(self) -> dict:
+        """response.done's usage: the LM's own counts (else those made by _count_own), plus the audio tokens that the
         synthesiser generated for the reply's speech as output audio (Step-Audio's TTS-3B; Piper, which makes the
         waveform directly, has none). Step-Audio's <audio_N> prompt ids count as input audio."""
         u = self.usage
-        if u is None:
-            return None
+        prompt, output = self._own_counts
+        prompt = getattr(u, "prompt_tokens", prompt)
         audio_in = getattr(u, "prompt_audio_tokens", 0)
-        return sev.usage(input_text_tokens=u.prompt_tokens - audio_in,  # type: ignore[attr-defined]
-                         input_audio_tokens=audio_in,
-                         output_text_tokens=u.completion_tokens,  # type: ignore[attr-defined]
+        return sev.usage(input_text_tokens=prompt - audio_in, input_audio_tokens=audio_in,
+                         output_text_tokens=getattr(u, "completion_tokens", output),
                          output_audio_tokens=self.audio_tokens, cached_tokens=getattr(u, "cached_tokens", 0))

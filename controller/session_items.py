@@ -7,6 +7,7 @@ Session and uses its emit/metrics/pipeline (session_host.SessionHost declares wh
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Coroutine, Sequence
@@ -286,10 +287,11 @@ class ItemsMixin(_Base):
                                      tools=tools_for_chat(cfg)) + extra
         return self._chat_request(resp, cfg, messages)
 
-    @staticmethod
-    def _chat_request(resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest | None:
+    def _chat_request(self, resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest | None:
         if not messages:  # no instructions and nothing said (or response.input []): nothing to answer, as a silent turn
             return None
+        # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none).
+        resp.count_prompt = functools.partial(self.budget.tokens_of, messages, tools_for_chat(cfg), cfg.instructions)
         return ChatRequest(messages=messages, tools=tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
                            temperature=resp.settings.temperature,
                            max_tokens=resp.settings.max_output_tokens or MAX_REPLY_TOKENS)

@@ -49,7 +49,8 @@ class RepliesMixin(_Base):
                         pipeline=self.pipeline, settings=self._response_settings(cfg),
                         emit=lambda e: self.emit(e, gen_id), previous_item_id=None,
                         on_first_audio=lambda: self._first_audio(gen_id),
-                        on_prompt_cut=lambda cut: self._notice_prompt_cut(resp, cut), log=self.log)
+                        on_prompt_cut=lambda cut: self._notice_prompt_cut(resp, cut),
+                        count_texts=self.budget.texts_tokens, log=self.log)
         if create is not None:
             resp.out_of_band = create.conversation == "none"
             resp.input_items = create.input

@@ -655,3 +655,34 @@ async def test_a_cancel_just_after_a_reply_ended_is_answered_with_an_error() -> 
     assert len(conv.of_type("response.done")) == 1
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_every_response_done_has_usage_counted_by_the_server_when_the_lm_reported_none() -> None:
+    """The scripted LM, as a reply cancelled before its end or a --chat-url server that sends no counts, reports no
+    token counts: response.done's usage was null, and a client reading usage.input_tokens with no None check (pipecat)
+    crashed on each such reply. The server counts them itself: the prompt as its budget counts it (ChatML's 3 tokens
+    of reply opening, 5 of markers a message, the scripted tokenizer's len // 4 a text), the reply's text."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(instructions="Be brief.", audio={"input": {"turn_detection": None}})
+        n = await conv.ask("what time is it?")
+        completed = await conv.wait_for("response.done", after=n, timeout=10)
+        pipeline.word_seconds = 0.3
+        n = len(conv.events)
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.created", after=n, timeout=10)
+        await asyncio.sleep(0.45)  # the LM has made its first word of three
+        await conv.send({"type": "response.cancel"})
+        cancelled = await conv.wait_for("response.done", after=n, timeout=10)
+    prompt = 3 + (5 + len("Be brief.") // 4) + (5 + len("what time is it?") // 4)
+    assert completed["response"]["usage"] == {
+        "total_tokens": prompt + 2, "input_tokens": prompt, "output_tokens": 2,
+        "input_token_details": {"text_tokens": prompt, "audio_tokens": 0, "cached_tokens": 0},
+        "output_token_details": {"text_tokens": len("It is noon.") // 4, "audio_tokens": 0}}
+    usage = cancelled["response"]["usage"]
+    assert cancelled["response"]["status"] == "cancelled"
+    # The second prompt holds the first reply too, as the conversation keeps it.
+    assert usage["input_tokens"] == prompt + 5 + len("It is noon.") // 4, usage
+    assert usage["output_tokens"] == usage["output_token_details"]["text_tokens"] >= 1, usage
+    for raw in conv.raw:
+        validate_server_event(raw)
