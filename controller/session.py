@@ -109,6 +109,8 @@ class Session(InputAudioMixin, ItemsMixin, RepliesMixin):
         # User audio items with no transcript (still being transcribed, or it failed): retrieved with transcript null,
         # as the API's input_audio content has it until transcription completes (the conversation holds "" for them).
         self._untranscribed: set[str] = set()
+        # User audio items the client sent with a transcript: the item shows it, the LM reads what the ASR heard.
+        self._shown_transcripts: dict[str, str] = {}
         self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None

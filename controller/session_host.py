@@ -106,3 +106,4 @@ class SessionHost(SessionMethods):
     _last_audio_response_id: str | None
     _audio_items: set[str]
     _untranscribed: set[str]
+    _shown_transcripts: dict[str, str]

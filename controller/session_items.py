@@ -62,6 +62,19 @@ def _tool_choice_for_chat(cfg: SessionConfig) -> str | dict:
     return choice
 
 
+def _text_around_audio(content: Sequence[Any]) -> list[str | None]:
+    """A message's parts as the LM reads them, None in the place of its audio (its audio parts' audio is heard as
+    one): their text, or the transcript of an input_audio part that came without audio."""
+    pieces: list[str | None] = []
+    for part in content:
+        if part.type == "input_audio" and part.audio:
+            if None not in pieces:
+                pieces.append(None)
+        else:
+            pieces.append(part.text if part.type.endswith("_text") else part.transcript)
+    return pieces
+
+
 class ItemsMixin(_Base):
     # ---- user turns --------------------------------------------------------------------------
 
@@ -339,6 +352,7 @@ class ItemsMixin(_Base):
                         self._follow_deleted(event.item_id, before)
                     self._audio_items.discard(event.item_id)
                     self._untranscribed.discard(event.item_id)
+                    self._shown_transcripts.pop(event.item_id, None)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
                     await self.apply(te.ContextChanged())
@@ -366,18 +380,18 @@ class ItemsMixin(_Base):
             resp.previous_item_id = item_id
 
     def _item_audio(self, content: Sequence[Any]) -> np.ndarray | None:
-        """The audio of an item's input_audio parts that carry no transcript, decoded; None if there is none."""
+        """The audio of an item's input_audio parts, decoded; None if there is none."""
         pcms = []
         for i, part in enumerate(content):
-            if part.type == "input_audio" and part.audio and not part.transcript:
+            if part.type == "input_audio" and part.audio:
                 try:
                     pcms.append(decode(part.audio, self.cfg.input_format))
                 except MediaError as exc:
                     raise RemoteProtocolError(f"item.content[{i}].audio: {exc}.", code="invalid_audio",
                                               param=f"item.content[{i}].audio") from exc
-        # Its transcript becomes the whole item's text (as a spoken turn's does): beside other parts, they would be
-        # lost from the conversation and from conversation.item.done.
-        if pcms and len(content) > 1:
+        # Untranscribed, its transcript becomes the whole item's text (as a spoken turn's does): beside other parts,
+        # they would be lost from the conversation and from conversation.item.done.
+        if pcms and len(content) > 1 and any(p.type == "input_audio" and not p.transcript for p in content):
             raise RemoteProtocolError("Invalid 'item.content': a message with untranscribed input_audio must have "
                                       "that one part on this server; send the other parts as items of their own, "
                                       "or give the audio its transcript.", code="invalid_value", param="item.content")
@@ -391,7 +405,8 @@ class ItemsMixin(_Base):
         if isinstance(item, FunctionCallOutput):
             self._check_call_known(item.call_id)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
-        pcm = self._item_audio(getattr(spec, "content", ()))
+        content = getattr(spec, "content", ())
+        pcm = self._item_audio(content)
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
         # On the wire the reply in progress is in the conversation already, right after the item it follows, where it
@@ -415,19 +430,39 @@ class ItemsMixin(_Base):
             self._audio_items.add(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
-        if pcm is None:
+        transcribed = any(p.type == "input_audio" and p.transcript for p in content)
+        if pcm is None or transcribed:
             await self.emit(self.events.item_done(wire, previous_item_id=previous))
-        else:  # a user audio item sent whole gets a spoken turn's transcription, and its item.done with the transcript
-            self._untranscribed.add(item_id)
-            self._transcribe(item_id, self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate))
+        # A user audio item sent whole gets a spoken turn's transcription, and then its item.done. One with its
+        # transcript is heard too: the API sends that transcript not to the model but to show, so the LM reads what
+        # the session's ASR hears in the audio, and the item keeps showing the client's words.
+        if pcm is not None:
+            if transcribed and isinstance(spec, it.MessageSpec):
+                self._shown_transcripts[item_id] = spec.text
+            else:
+                self._untranscribed.add(item_id)
+            self._transcribe(item_id, self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate,
+                                                            _text_around_audio(content) if transcribed else None))
         await self.apply(te.ContextChanged())
 
-    async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int) -> None:
+    async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int,
+                               around: list[str | None] | None) -> None:
+        """around: for an item whose audio came with its transcript, its text parts and None where the audio is, the
+        LM reading what was heard there; None for audio alone, which gets a spoken turn's transcription events."""
         resampler = Resampler(rate, PIPELINE_RATE)
         pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
         end_ms = pcm16k.size * 1000 // PIPELINE_RATE
         turn = asyncio.ensure_future(self._heard_unless_silent(pcm16k, 0, end_ms))
-        await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
+        if around is None:
+            await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
+            return
+        try:  # the client's transcript stays what the item shows: no transcription events
+            heard = await asyncio.shield((await turn).transcript)
+        except Exception:
+            self.log.exception("transcription failed: the LM reads the item's transcript as the client sent it")
+            return
+        if item_id in self.conversation:  # else deleted meanwhile
+            self.conversation.set_text(item_id, " ".join(t for t in (heard if t is None else t for t in around) if t))
 
     async def _check_item_size(self, item: Item, at: str = "item") -> None:
         """The newest turn is always sent whole, beside the instructions: an item longer than the prompt budget
@@ -524,7 +559,8 @@ class ItemsMixin(_Base):
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""
         match item:
             case UserMessage(id=i, text=t) if i in self._audio_items:
-                return it.user_audio_item(i, transcript=None if i in self._untranscribed else t)
+                shown = self._shown_transcripts.get(i, None if i in self._untranscribed else t)
+                return it.user_audio_item(i, transcript=shown)
             case UserMessage(id=i, text=t):
                 return it.user_text_item(i, text=t)
             case AssistantMessage(id=i, text=t, complete=c):

@@ -116,6 +116,37 @@ async def test_an_audio_item_with_other_parts_is_refused_rather_than_losing_them
         validate_server_event(raw)
 
 
+async def test_an_audio_item_sent_with_a_transcript_is_heard_and_shows_the_clients_transcript() -> None:
+    """The API sends an input_audio part's transcript not to the model (the openai SDK's words) but to show: the LM
+    read the client's transcript and never heard the audio. The LM now reads what the session's ASR hears in the audio
+    (in the place of the audio among the item's parts), and the item shows the client's transcript: added, done,
+    retrieved, with no transcription events of its own."""
+    pipeline = ScriptedPipeline()  # its ASR hears "what time is it" in any speech
+    pipeline.asr_seconds = 0.3
+    audio = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"turn_detection": None}})
+        for content in ([{"type": "input_audio", "audio": audio, "transcript": "hello there"}],
+                        [{"type": "input_text", "text": "Listen:"},
+                         {"type": "input_audio", "audio": audio, "transcript": "hello there"}]):
+            n = len(conv.events)
+            await conv.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": content}})
+            await conv.send({"type": "response.create"})
+            done = await conv.wait_for("conversation.item.done", after=n, timeout=5)
+            await conv.wait_for("response.done", after=n, timeout=10)
+            await conv.send({"type": "conversation.item.retrieve", "item_id": done["item"]["id"]})
+            retrieved = await conv.wait_for("conversation.item.retrieved", after=n, timeout=5)
+            assert [p.get("text") or p.get("transcript") for p in done["item"]["content"]] == [
+                p.get("text") or p.get("transcript") for p in content]
+            assert retrieved["item"]["content"][0]["transcript"] == " ".join(
+                p.get("text") or p.get("transcript") for p in content)
+    assert [user_messages(r)[-1] for r in pipeline.requests] == ["what time is it", "Listen: what time is it"]
+    assert not [e for e in conv.events if e["type"].startswith("conversation.item.input_audio_transcription")]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_appends_that_split_samples_are_one_byte_stream_and_the_log_says_so_once(caplog) -> None:
     """A client forwarding pipe reads sends appends of any byte count: the audio/pcm appends are one byte stream, so
     the turn is heard whole. The first append that ends mid-sample is logged (a stray byte in a client would shift
