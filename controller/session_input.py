@@ -121,15 +121,16 @@ class InputAudioMixin(_Base):
         # The turn ends here even if the user is still speaking: what they say next is a turn of its own
         # (with its own speech_started), not the tail of the committed one.
         self.detector.reset()
-        await self.apply(te.BufferCommitted())
+        await self.apply(te.BufferCommitted(self.audio.total_ms))
 
     async def clear_input_audio(self) -> None:
         """input_audio_buffer.clear: the audio since the turn's start is forgotten, and the VAD starts afresh."""
+        cleared_at = self.audio.total_ms
         self.converter.reset()
         self._turn_start_ms = self.audio.total_ms
         self.audio.trim(self._turn_start_ms)
         self.vad.reset()
         self.detector = TurnDetector(detector_config(self.cfg, self.defaults.pause_ms),
                                      origin_ms=self.audio.total_ms)
-        await self.apply(te.BufferCleared())
+        await self.apply(te.BufferCleared(cleared_at))
         await self.emit(self.events.cleared())

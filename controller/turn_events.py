@@ -40,12 +40,16 @@ class SpeechStopped:
 
 @dataclass(frozen=True, slots=True)
 class BufferCommitted:
-    """The client committed the input buffer itself (input_audio_buffer.commit)."""
+    """The client committed the input buffer itself (input_audio_buffer.commit), at audio_ms."""
+
+    audio_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class BufferCleared:
-    """The client cleared the input buffer (input_audio_buffer.clear): the user's turn so far is gone."""
+    """The client cleared the input buffer (input_audio_buffer.clear) at audio_ms: the user's turn so far is gone."""
+
+    audio_ms: int
 
 
 @dataclass(frozen=True, slots=True)

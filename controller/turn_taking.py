@@ -26,6 +26,9 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
 - A turn committed while a reply goes on (spoken over it without interrupt_response, or while a requested reply
   runs) is owed a reply of its own (with create_response): it starts when the current reply finishes, never two
   at once. A client's response.cancel drops what is owed with the reply it cancels (the client took over).
+- A commit or clear from the client while the VAD hears the user (speech_started out, the turn open) ends that
+  speech for the client: speech_stopped at the commit's or clear's audio time, before the commit (or clear), so
+  that every speech_started has its speech_stopped. Speech going on after it is a new turn, with its own pair.
 - Turning the VAD off (turn_detection null) drops the user's turn it had opened from turn-taking: the client commits
   its audio, and speech heard once the VAD is back is a new turn.
 - Events about a generation that is not the current one are stale and ignored: adapters may still
@@ -231,7 +234,7 @@ def _on_buffer_committed(tt: TurnTaking, ev: BufferCommitted, target: TurnState,
                          now: float) -> TurnState:
     if tt.state is TurnState.SPECULATING:
         tt._cancel_current("stale", actions)
-    tt._user_turn_open = False
+    _close_open_speech(tt, ev.audio_ms, actions)
     actions.append(CommitUserTurn(None))
     return tt.state if tt.state in (TurnState.RESPONDING, TurnState.SPEAKING) else target
 
@@ -240,8 +243,17 @@ def _on_buffer_cleared(tt: TurnTaking, ev: BufferCleared, target: TurnState, act
                        now: float) -> TurnState:
     if tt.state is TurnState.SPECULATING:
         tt._cancel_current("rollback", actions)  # it answers audio that no longer exists
-    tt._user_turn_open = False  # the next speech is a new turn, with its own speech_started
+    _close_open_speech(tt, ev.audio_ms, actions)  # the next speech is a new turn, with its own speech_started
     return target
+
+
+def _close_open_speech(tt: TurnTaking, audio_ms: int, actions: list[Action]) -> None:
+    """The client cut the buffer while the VAD heard the user: the speech_started the client has is answered. The
+    GA docs say only that a client "should expect" speech_stopped when speech stops (its item_id may differ after a
+    manual commit); ending it at the cut keeps every client's started/stopped pairs balanced."""
+    if tt._user_turn_open:
+        tt._user_turn_open = False
+        actions.append(EmitSpeechStopped(audio_ms))
 
 
 def _on_response_requested(tt: TurnTaking, ev: ResponseRequested, target: TurnState,

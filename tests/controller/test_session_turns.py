@@ -276,6 +276,9 @@ async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> No
 
 
 async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_speech_starts_a_turn() -> None:
+    """The clear comes while the VAD hears the user: their speech_started is answered by a speech_stopped at the
+    clear (it stayed unanswered: a client's started/stopped pairs went out of balance), and what they say next is a
+    turn with its own pair."""
     pipeline = ScriptedPipeline()
     async with conversation(pipeline) as (_, conv):
         await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
@@ -284,12 +287,16 @@ async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_s
         await conv.wait_for("input_audio_buffer.cleared")
         await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
         done = await conv.wait_for("response.done", timeout=10)
-    types = [e["type"] for e in conv.events if e["type"].startswith("input_audio_buffer.")]
-    assert types == ["input_audio_buffer.speech_started", "input_audio_buffer.cleared",
-                     "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-                     "input_audio_buffer.committed"]
+    buffer = [e for e in conv.events if e["type"].startswith("input_audio_buffer.")]
+    assert [e["type"] for e in buffer] == [
+        "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.cleared",
+        "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
+    assert buffer[0]["item_id"] == buffer[1]["item_id"] and buffer[3]["item_id"] == buffer[4]["item_id"]
+    assert 1200 <= buffer[1]["audio_end_ms"] <= 1400  # where the clear cut the buffer: 1.3 s streamed
     assert done["response"]["status"] == "completed"
     assert len(conv.of_type("response.created")) == 1
+    for raw in conv.raw:
+        validate_server_event(raw)
 
 
 async def test_a_user_turn_deleted_while_it_is_transcribed_is_gone_for_the_client_and_the_reply() -> None:
@@ -420,6 +427,8 @@ async def test_a_turn_detection_update_in_the_silence_after_speech_still_ends_th
 
 
 async def test_a_commit_while_the_user_speaks_ends_the_turn_there_and_what_follows_is_the_next_turn() -> None:
+    """The turn the commit ends gets its speech_stopped, at the commit, before its committed: it had none (its
+    speech_started stayed unanswered), and a client counting speech as started and not stopped was left in it."""
     pipeline = ScriptedPipeline()
     pipeline.transcript = ""  # replies would need something said: this test is about the turns only
     async with conversation(pipeline) as (_, conv):
@@ -433,10 +442,14 @@ async def test_a_commit_while_the_user_speaks_ends_the_turn_there_and_what_follo
         second = await conv.wait_for("input_audio_buffer.committed", after=conv.events.index(first) + 1, timeout=10)
     started = conv.of_type("input_audio_buffer.speech_started")
     stopped = conv.of_type("input_audio_buffer.speech_stopped")
-    assert len(started) == 2 and len(stopped) == 1
-    assert started[1]["item_id"] == stopped[0]["item_id"] == second["item_id"] != first["item_id"]
-    assert 1500 <= stopped[0]["audio_end_ms"] <= 1700
+    assert len(started) == 2 and len(stopped) == 2
+    assert started[0]["item_id"] == stopped[0]["item_id"] == first["item_id"]
+    assert conv.events.index(stopped[0]) < conv.events.index(first) and stopped[0]["audio_end_ms"] == 800
+    assert started[1]["item_id"] == stopped[1]["item_id"] == second["item_id"] != first["item_id"]
+    assert 1500 <= stopped[1]["audio_end_ms"] <= 1700
     assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)
 
 
 async def test_an_idle_timeout_marks_the_silence_after_the_reply_and_the_assistant_speaks_again() -> None:

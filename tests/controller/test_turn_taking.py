@@ -85,7 +85,7 @@ def test_no_barge_in_when_interrupt_response_is_off() -> None:
 
 def test_manual_turns_commit_and_response_create() -> None:
     tt = TurnTaking(config=TurnConfig(server_vad=False))
-    assert tt.handle(BufferCommitted(), 0.0) == [CommitUserTurn(None)]
+    assert tt.handle(BufferCommitted(0), 0.0) == [CommitUserTurn(None)]
     assert tt.handle(ResponseRequested(), 0.1) == [StartGeneration(1, False, None)]
     assert tt.handle(ResponseRequested(), 0.2) == [
         RejectRequest("conversation_already_has_active_response",
@@ -228,7 +228,7 @@ def test_clearing_the_buffer_mid_turn_rolls_the_speculation_back_and_the_next_sp
     tt = TurnTaking()
     tt.handle(SpeechStarted(0), 0.0)
     tt.handle(Pause(1000), 1.2)
-    assert tt.handle(BufferCleared(), 1.3) == [CancelGeneration(1, "rollback")]
+    assert tt.handle(BufferCleared(1250), 1.3) == [CancelGeneration(1, "rollback"), EmitSpeechStopped(1250)]
     assert tt.state is S.IDLE and tt.current_gen is None
     assert tt.handle(SpeechStarted(1500), 1.5) == [EmitSpeechStarted(1500)]
     assert tt.handle(SpeechStopped(2500), 3.0) == [
@@ -269,7 +269,8 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
             kind = rng.choice(choices)
             event = {
                 "start": lambda: SpeechStarted(ms), "pause": lambda: Pause(ms), "resume": lambda: SpeechResumed(ms),
-                "stop": lambda: SpeechStopped(ms - 500), "commit": BufferCommitted, "clear": BufferCleared,
+                "stop": lambda: SpeechStopped(ms - 500), "commit": lambda: BufferCommitted(ms),
+                "clear": lambda: BufferCleared(ms),
                 "create": ResponseRequested, "cancel": CancelRequested, "context": ContextChanged,
                 "config": lambda: ConfigChanged(rng.choice(configs)), "timer": lambda: TimerFired(IDLE_TIMER),
                 "audio": lambda: GenerationAudioStarted(tt.current_gen),  # type: ignore[arg-type]
@@ -299,8 +300,6 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
                     turn_open = False
                 elif isinstance(action, CommitUserTurn):
                     turn_open = False
-            if isinstance(event, BufferCleared):
-                turn_open = False
             assert live == tt.current_gen
             replying = tt.state in (S.SPECULATING, S.RESPONDING, S.SPEAKING)
             assert (tt.current_gen is not None) == replying, (tt.state, tt.current_gen)
