@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.errors import LocalProtocolError, RemoteProtocolError
-from controller.realtime._json import Fields
+from controller.realtime._json import MISSING, Fields
 
 __all__ = [
     "ContentPart",
@@ -144,7 +144,11 @@ def _content_part(c: Fields, allowed: dict[str, ContentType]) -> ContentPart:
                 param=c.param("audio"),
                 event_id=c.event_id,
             ) from exc
-    return ContentPart(type=ctype, audio=audio, transcript=c.opt_str("transcript"))
+    transcript = c.opt_str("transcript")
+    if ctype == "input_audio" and not audio and transcript is None:  # nothing to hear nor read: an empty user item
+        raise RemoteProtocolError(f"Missing required parameter: '{c.param('audio')}' (an input_audio part needs its "
+                                  "audio, or a transcript).", code=MISSING, param=c.param("audio"), event_id=c.event_id)
+    return ContentPart(type=ctype, audio=audio, transcript=transcript)
 
 
 def _part_to_wire(p: ContentPart) -> dict[str, object]:

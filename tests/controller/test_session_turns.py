@@ -95,6 +95,24 @@ async def test_an_audio_item_with_a_split_sample_is_refused_with_an_error() -> N
         validate_server_event(raw)
 
 
+async def test_an_input_audio_part_with_neither_audio_nor_transcript_is_refused_naming_the_param() -> None:
+    """It was accepted as an empty user item (nothing for the LM to hear or read): now an invalid_request_error names
+    the part's audio and the event, and no item joins the conversation."""
+    pipeline = ScriptedPipeline()
+    async with conversation(pipeline) as (_, conv):
+        await conv.send({"type": "conversation.item.create", "event_id": "ev_empty", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_audio"}]}})
+        error = await conv.wait_for("error", timeout=5)
+        n = await conv.ask("what time is it?")
+        await conv.wait_for("response.done", after=n, timeout=10)
+    assert (error["error"]["type"], error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        "invalid_request_error", "missing_required_parameter", "item.content[0].audio", "ev_empty")
+    assert [e["item"]["content"][0]["type"] for e in conv.of_type("conversation.item.added")
+            if e["item"]["role"] == "user"] == ["input_text"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_an_audio_item_with_other_parts_is_refused_rather_than_losing_them() -> None:
     """A user message of input_text and untranscribed input_audio: the audio's transcript became the item's whole
     text, so the text part was gone from the prompt and from conversation.item.done (added showed two parts, done
