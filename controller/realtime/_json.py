@@ -90,10 +90,16 @@ class Fields:
             return None
         return self.int_(key, minimum=minimum, maximum=maximum)
 
-    def number(self, key: str, *, low: float, high: float) -> float:
+    def real(self, key: str) -> float:
+        """A JSON number, whatever its value (Python's json reads NaN and Infinity too): for a field whose own rule
+        says which values it takes, in its own words."""
         value = self.obj.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self._bad(key, "a number")
+        return value  # not float(): an int past a float's range is the caller's to refuse, not an OverflowError
+
+    def number(self, key: str, *, low: float, high: float) -> float:
+        value = self.real(key)
         if not low <= value <= high:
             raise invalid(
                 self.param(key),

@@ -404,12 +404,13 @@ def _turn_detection(f: Fields) -> ServerVad:
         return ServerVad(silence_duration_ms=SEMANTIC_SILENCE_MS[eagerness], **flags)  # type: ignore[arg-type]
     vals: dict[str, object] = dict(flags)
     if f.obj.get("threshold") is not None:
-        vals["threshold"] = threshold = f.number("threshold", low=-math.inf, high=math.inf)
+        threshold = f.real("threshold")  # NaN too: check_threshold says what it must be
         try:
             check_threshold(threshold)
         except ValueError as exc:
             raise invalid(f.param("threshold"), f"Invalid value for '{f.param('threshold')}': {exc}.",
                           f.event_id) from None
+        vals["threshold"] = float(threshold)
     for key in ("prefix_padding_ms", "silence_duration_ms"):
         if f.obj.get(key) is not None:
             vals[key] = f.int_(key, minimum=0, maximum=INT32_MAX)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,21 @@ async def test_a_zero_vad_threshold_is_refused_by_name_and_the_session_keeps_its
         updated = await conv.update_session(instructions="Be brief.")
     assert error["error"]["code"] == "invalid_value" and error["error"]["event_id"] == "td0"
     assert error["error"]["param"] == "session.audio.input.turn_detection.threshold"
+    assert updated["session"]["audio"]["input"]["turn_detection"]["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("threshold", [math.nan, 1.5, 10**400])
+async def test_a_vad_threshold_that_is_no_number_in_range_is_refused_saying_what_it_must_be(threshold: float) -> None:
+    """NaN (which Python's json reads) was refused as "nan is outside [-inf, inf]", which did not say what a threshold
+    must be; now the words of the threshold's own rule, as for any other value outside (0, 1]."""
+    async with conversation(ScriptedPipeline()) as (_, conv):
+        await conv.send({"type": "session.update", "event_id": "td", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "threshold": threshold}}}}})
+        error = await conv.wait_for("error")
+        updated = await conv.update_session(instructions="Be brief.")
+    assert (error["error"]["code"], error["error"]["event_id"], error["error"]["param"]) == (
+        "invalid_value", "td", "session.audio.input.turn_detection.threshold")
+    assert "threshold must be above 0 and at most 1, got " in error["error"]["message"], error
     assert updated["session"]["audio"]["input"]["turn_detection"]["threshold"] == 0.5
 
 
