@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from clients.events import ServerEvent
+from clients.events import CLIENT_RESPONSE_LOST, ServerEvent
 from clients.turns import Turn
 
 __all__ = ["TranscriptPrinter", "format_turn"]
@@ -140,7 +140,7 @@ class TranscriptPrinter:
                 self._replies[answers] = self._replies.get(answers, "") + e.delta
             else:
                 self._reply_text(e.delta)
-        elif t == "response.done" and turn is not None:
+        elif t in ("response.done", CLIENT_RESPONSE_LOST) and turn is not None:  # lost: the reply's only ending
             if turn.user_item_id not in self._pending:  # else its text is held, and a user line may be streaming
                 self._end()
             self.turns_done += 1

@@ -76,3 +76,28 @@ async def test_a_reconnect_before_the_server_has_heard_all_restores_the_users_se
     updated = [e["session"] for e in second.events if e["type"] == "session.updated"]
     assert [(s["tool_choice"], s["instructions"]) for s in updated] == [("auto", "Be brief."), ("none", "Be brief.")]
     assert [(t.status, t.assistant_transcript) for t in result.turns] == [("completed", "It is noon.")]
+
+
+async def test_a_reply_lost_with_the_connection_gets_its_turn_line(tmp_path: Path) -> None:
+    """The connection dropped mid-reply: the client ends that reply with client.response_lost (no response.done will
+    come), and the turn tracker records it as lost, but talk printed a turn line only at response.done, so the turn
+    the user spoke had none. It now prints '[turn 1: lost (connection_lost)] ...' as for any other ending."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(0.7)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 1.0  # the reply is under way for seconds
+    recorder, printed = Recorder(), io.StringIO()
+    async with scripted_server(pipeline) as server:
+        server.sinks.append(recorder)
+        talking = asyncio.ensure_future(run_talk(
+            wav, f"ws://127.0.0.1:{server.server.port}/v1/realtime", realtime=False, silence_ms=600, timeout_s=5,
+            printer=printed, reconnect=ReconnectPolicy(initial_delay_s=0.2, max_delay_s=0.2, max_attempts=50)))
+        for _ in range(200):
+            if any(e["type"] == "response.created" for e in recorder.events):
+                break
+            await asyncio.sleep(0.05)
+        [session] = server.sessions.values()
+        session._ws.transport.abort()  # type: ignore[union-attr]  # dropped, no close frame, no response.done
+        result = await asyncio.wait_for(talking, 30)
+    assert [t.status for t in result.turns] == ["lost"]
+    assert "  [turn 1: lost (connection_lost)] from end of user speech" in printed.getvalue(), printed.getvalue()
