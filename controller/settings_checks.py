@@ -37,11 +37,11 @@ class SettingsChecks:
         """A session.update that makes `new` of `current`. model: the session's; model_chosen: whether its client
         named it (on connecting or in a session.update); requested_model: the update's session.model, if any;
         voice_locked: assistant audio was sent."""
-        if new.kind != current.kind:
+        if new.kind != current.kind:  # in the GA API's words, which a beta transcription_session.update gets too
             raise RemoteProtocolError(
-                f"This is a {current.kind} session; session.type cannot change to {new.kind!r} (a session's type "
-                "is set when it connects: ?intent=transcription for transcription).",
-                code="invalid_value", param="session.type")
+                f"Passing a {new.kind} session update event to a {current.kind} session is not allowed (a session's "
+                "type is set when it connects: ?intent=transcription for a transcription session).",
+                code="invalid_parameter", param="session.type")
         if requested_model is not None and requested_model != model and model_chosen:
             # as the API: "any field except voice and model"
             raise RemoteProtocolError(

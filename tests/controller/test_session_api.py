@@ -12,7 +12,7 @@ import pytest
 
 from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, scripted_server,
                                                speech)
-from tests.e2e.helpers import Conversation, silence
+from tests.e2e.helpers import Conversation, open_conversation, silence
 from tests.realtime_schema import validate_server_event
 
 NOON = "It is noon. The sun is high. Lunch is soon."
@@ -1095,3 +1095,31 @@ async def test_truncating_an_assistant_item_the_client_created_says_why_it_canno
         error = (await conv.wait_for("error", timeout=5))["error"]
     assert error["event_id"] == "t"
     assert "created by the client" in error["message"], error
+
+
+async def test_an_update_for_the_other_session_type_is_refused_in_the_ga_apis_words() -> None:
+    """A beta transcription_session.update sent to a realtime session was answered "session.type cannot change to
+    'transcription'", naming a field the client never sent. The GA API answers a transcription update to a realtime
+    session with invalid_parameter "Passing a transcription session update event to a realtime session is not
+    allowed."; so does this server now, to that, to a GA session.update of the other type, and the other way round."""
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        realtime, transcription = await open_conversation(url), await open_conversation(url + "?intent=transcription")
+        try:
+            await realtime.send({"type": "transcription_session.update", "event_id": "beta", "session": {
+                "input_audio_transcription": {"model": "whisper-1"}}})
+            await realtime.send({"type": "session.update", "event_id": "ga", "session": {"type": "transcription"}})
+            await transcription.send({"type": "session.update", "event_id": "back", "session": {"type": "realtime"}})
+            errors = [await realtime.wait_for("error", where={"error.event_id": eid}, timeout=5)
+                      for eid in ("beta", "ga")]
+            errors.append(await transcription.wait_for("error", timeout=5))
+        finally:
+            await realtime.close()
+            await transcription.close()
+    to_realtime = "Passing a transcription session update event to a realtime session is not allowed"
+    to_transcription = "Passing a realtime session update event to a transcription session is not allowed"
+    assert [(e["error"]["code"], e["error"]["param"], e["error"]["message"].split(" (")[0]) for e in errors] == [
+        ("invalid_parameter", "session.type", to_realtime)] * 2 + [
+        ("invalid_parameter", "session.type", to_transcription)]
+    for raw in realtime.raw + transcription.raw:
+        validate_server_event(raw)
