@@ -359,7 +359,7 @@ class Session(InputAudioMixin, ItemsMixin, RepliesMixin):
         self.cfg, self.converter, self.detector = new, parts.converter, parts.detector
         self.model, self._model_chosen = model, self._model_chosen or event.model is not None
         await self.emit(updated)
-        await self.apply(te.ConfigChanged(parts.turns))
+        await self.apply(te.ConfigChanged(parts.turns, self.audio.total_ms))
 
     # ---- core actions ------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class TimerFired:
 @dataclass(frozen=True, slots=True)
 class ConfigChanged:
     config: TurnConfig
+    audio_ms: int  # the input audio heard when it changed: where a turn the VAD no longer follows ends for the client
 
 
 Event = (SpeechStarted | Pause | SpeechResumed | SpeechStopped | BufferCommitted | BufferCleared

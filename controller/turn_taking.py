@@ -29,8 +29,8 @@ Rules (the adapter in controller/session.py feeds events and carries out the act
 - A commit or clear from the client while the VAD hears the user (speech_started out, the turn open) ends that
   speech for the client: speech_stopped at the commit's or clear's audio time, before the commit (or clear), so
   that every speech_started has its speech_stopped. Speech going on after it is a new turn, with its own pair.
-- Turning the VAD off (turn_detection null) drops the user's turn it had opened from turn-taking: the client commits
-  its audio, and speech heard once the VAD is back is a new turn.
+- Turning the VAD off (turn_detection null) drops the user's turn it had opened from turn-taking, its speech_stopped
+  at that audio time: the client commits its audio, and speech heard once the VAD is back is a new turn.
 - Events about a generation that is not the current one are stale and ignored: adapters may still
   report output from a generation that was just cancelled.
 - An event that the table does not list for the current state raises LocalProtocolError and leaves
@@ -334,9 +334,10 @@ def _on_config_changed(tt: TurnTaking, ev: ConfigChanged, target: TurnState, act
         tt._cancel_current("stale", actions)  # the speculation's inputs (tools, instructions) changed
     tt.context_version += 1
     if not ev.config.server_vad and tt._user_turn_open:
-        # No VAD will end the turn it opened: its audio stays in the buffer for the client to commit, and the next
-        # speech a VAD hears (turned on again) is a turn of its own, announced by its own speech_started.
-        tt._user_turn_open = False
+        # No VAD will end the turn it opened: its speech ends for the client here, as at a commit or clear; its audio
+        # stays in the buffer for the client to commit, and the next speech a VAD hears (turned on again) is a turn of
+        # its own, announced by its own speech_started.
+        _close_open_speech(tt, ev.audio_ms, actions)
         if tt.state is TurnState.SPECULATING or target is TurnState.LISTENING:
             return TurnState.IDLE
     return target

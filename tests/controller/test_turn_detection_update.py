@@ -9,6 +9,7 @@ import pytest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech
 from tests.e2e.helpers import silence
+from tests.realtime_schema import validate_server_event
 
 
 async def test_a_zero_vad_threshold_is_refused_by_name_and_the_session_keeps_its_settings() -> None:
@@ -57,11 +58,16 @@ async def test_a_turn_detection_time_past_int32_is_refused_by_name_and_the_sessi
 async def test_speech_after_turn_detection_is_turned_off_mid_turn_and_on_again_is_announced_as_a_turn() -> None:
     """A client switching to push-to-talk while the user speaks (turn_detection null), then back to hands-free: the
     next speech the VAD hears gets its input_audio_buffer.speech_started before its speech_stopped and commit. It had
-    none (the session still counted the abandoned turn as open), so the client saw a turn end that never started."""
+    none (the session still counted the abandoned turn as open), so the client saw a turn end that never started.
+    The speech under way when the VAD went off gets its speech_stopped there (it had none: its speech_started stayed
+    unanswered), after the session.updated that turned it off."""
     async with conversation(ScriptedPipeline()) as (_, conv):
         await conv.stream(speech(0.6), pace=0)
-        await conv.wait_for("input_audio_buffer.speech_started")
-        await conv.update_session(audio={"input": {"turn_detection": None}})
+        started = await conv.wait_for("input_audio_buffer.speech_started")
+        off = await conv.update_session(audio={"input": {"turn_detection": None}})
+        stopped = await conv.wait_for("input_audio_buffer.speech_stopped", timeout=5)
+        assert conv.events.index(off) < conv.events.index(stopped)
+        assert stopped["item_id"] == started["item_id"] and 550 <= stopped["audio_end_ms"] <= 600  # 0.6 s heard
         await conv.update_session(audio={"input": {"turn_detection": {"type": "server_vad"}}})
         n = len(conv.events)
         await conv.stream(np.concatenate([silence(0.5), speech(0.6), silence(1.0)]), pace=0)
@@ -70,3 +76,5 @@ async def test_speech_after_turn_detection_is_turned_off_mid_turn_and_on_again_i
     assert after[:3] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                          "input_audio_buffer.committed"], after
     assert not conv.of_type("error")
+    for raw in conv.raw:
+        validate_server_event(raw)

@@ -105,7 +105,7 @@ def test_create_response_false_commits_the_turn_only() -> None:
 
 def test_idle_timeout_timer_is_armed_and_fires_a_response() -> None:
     tt = TurnTaking(config=TurnConfig(idle_timeout_s=5.0))
-    assert tt.handle(ConfigChanged(TurnConfig(idle_timeout_s=5.0)), 10.0) == [StartTimer(IDLE_TIMER, 15.0)]
+    assert tt.handle(ConfigChanged(TurnConfig(idle_timeout_s=5.0), 0), 10.0) == [StartTimer(IDLE_TIMER, 15.0)]
     assert tt.handle(TimerFired(IDLE_TIMER), 15.0) == [
         EmitIdleTimeout(), CommitUserTurn(None), StartGeneration(1, False, None)]
     assert tt.state is S.RESPONDING
@@ -129,7 +129,7 @@ def test_config_change_while_speculating_drops_the_speculation() -> None:
     tt = TurnTaking()
     tt.handle(SpeechStarted(0), 0.0)
     tt.handle(Pause(600), 0.8)
-    assert tt.handle(ConfigChanged(TurnConfig()), 0.9) == [CancelGeneration(1, "stale")]
+    assert tt.handle(ConfigChanged(TurnConfig(), 900), 0.9) == [CancelGeneration(1, "stale")]
     assert tt.state is S.LISTENING
 
 
@@ -272,7 +272,7 @@ def test_random_sessions_keep_the_turn_taking_invariants() -> None:
                 "stop": lambda: SpeechStopped(ms - 500), "commit": lambda: BufferCommitted(ms),
                 "clear": lambda: BufferCleared(ms),
                 "create": ResponseRequested, "cancel": CancelRequested, "context": ContextChanged,
-                "config": lambda: ConfigChanged(rng.choice(configs)), "timer": lambda: TimerFired(IDLE_TIMER),
+                "config": lambda: ConfigChanged(rng.choice(configs), ms), "timer": lambda: TimerFired(IDLE_TIMER),
                 "audio": lambda: GenerationAudioStarted(tt.current_gen),  # type: ignore[arg-type]
                 "finished": lambda: GenerationFinished(tt.current_gen),  # type: ignore[arg-type]
                 "truncated": lambda: ReplyTruncated(tt.current_gen),  # type: ignore[arg-type]
