@@ -471,6 +471,8 @@ class Response:
         """Close what is open (the message's audio/text, its part and item; the tool calls), then response.done.
         A message that did not finish (cancelled, or cut at max_output_tokens) closes as `incomplete`."""
         self.status = status
+        if self.usage is None:  # counted first: a client may answer item.done at once, as if response.done came with it
+            self._own_counts = await self._count_own()
         if self.message_opened:
             text = self.heard_text(None)
             if self.audio_out:
@@ -493,8 +495,6 @@ class Response:
             await self._close(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
             if call.item_id in self.conversation_items():
                 await self._close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
-        if self.usage is None:
-            self._own_counts = await self._count_own()
         await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
 
     async def _close(self, event: dict) -> None:
