@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from prometheus_client import Gauge
 from websockets.asyncio.server import ServerConnection
 
 from controller.chat_url import check_chat_url
-from controller.errors import ConfigError
+from controller.errors import ConfigError, LoadCancelled
 from controller.metrics import Metrics
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig, VoiceList
@@ -91,7 +92,9 @@ class AppConfig:
                               "(en, de, fr, es, zh, ja, ...)")
 
 
-def load_pipeline(config: AppConfig) -> SpeechPipeline:
+def load_pipeline(config: AppConfig, cancel: threading.Event | None = None) -> SpeechPipeline:
+    """The profile's models. The Step-Audio profiles load several, one after another (minutes with the real
+    checkpoints): once `cancel` is set they stop before the next one with LoadCancelled; the embedded one loads on."""
     if config.profile == "embedded":
         try:
             return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
@@ -104,7 +107,7 @@ def load_pipeline(config: AppConfig) -> SpeechPipeline:
             raise _embedded_cache_error(exc) from exc
     if config.profile in ("step-audio", "tiny", "full-random"):
         from controller.step_audio_pipeline import load_step_audio  # imports torch only for these profiles
-        return load_step_audio(config)
+        return load_step_audio(config, cancel)
     raise ConfigError(f"profile {config.profile!r} is not available in this build yet")
 
 
@@ -142,6 +145,7 @@ class App:
         self.server = RealtimeServer(config.server, self.metrics, self._session, self._chat_problem, self._voices)
         self._chat_check: asyncio.Future[str | None] | None = None  # the last ask of the pipeline's chat_problem()
         self._chat_checked_at = 0.0
+        self.cancel_load = threading.Event()  # set by a stop signal: the Step-Audio loads stop before their next model
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
               registry=self.metrics.registry).set_function(
             lambda: sum(s.live_tasks for s in self.sessions.values()))
@@ -185,7 +189,10 @@ class App:
             self.sinks.append(bus)
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
-            self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config)
+            try:
+                self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config, self.cancel_load)
+            except LoadCancelled:  # a stop signal's: its line is out, and run_app says "stopped"
+                return
         if stop is not None and stop.is_set():
             return
         register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
@@ -269,6 +276,14 @@ class App:
             self.pipeline.close()
 
 
+# How a stop signal during the load stops, by {embedded profile?: ...}: the Step-Audio profiles' loads (minutes each
+# with the real checkpoints) stop between two models; the embedded one's once all have loaded.
+_LOAD_STOP = {
+    True: " once the models have loaded (a load under way cannot be cut short; Ctrl-C again to stop now)",
+    False: " before the next model loads (the one loading now cannot be cut short; Ctrl-C again to stop now)",
+}
+
+
 def _stop_during_load(sig: signal.Signals, load: str) -> None:
     """Ends the process in the middle of a model load, which its thread cannot be asked to cut short. Nothing is
     served before the load ends, so nothing is left to close; what a first start leaves half made in the cache the
@@ -280,7 +295,8 @@ def _stop_during_load(sig: signal.Signals, load: str) -> None:
 
 async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
     """Serves until SIGINT or SIGTERM (with install_signals). A signal while the models load stops the server once
-    the load ends (a load in its thread cannot be cut short), without a word of "ready"."""
+    the model loading then has loaded (a load in its thread cannot be cut short; the embedded profile's, once all
+    have), without a word of "ready"."""
     app = App(config)
     stop = asyncio.Event()
 
@@ -291,10 +307,9 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
             _stop_during_load(sig, "tensor-parallel model load")
         if not app.server.ready and stop.is_set():  # a user who pressed Ctrl-C again will not wait minutes more
             _stop_during_load(sig, "model load (signalled twice)")
+        app.cancel_load.set()  # before the line: a load that starts after it must see the flag
         if not stop.is_set():
-            logger.info("%s: stopping%s", sig.name, "" if app.server.ready else
-                        " once the models have loaded (a load under way cannot be cut short; Ctrl-C again to stop"
-                        " now)")
+            logger.info("%s: stopping%s", sig.name, "" if app.server.ready else _LOAD_STOP[config.profile == "embedded"])
         stop.set()
 
     if install_signals:

@@ -7,6 +7,7 @@
     │   └── RemoteProtocolError  the peer sent something invalid; maps to Realtime "invalid_request_error"
     ├── MediaError               audio could not be decoded/encoded/resampled
     ├── EngineError              a model backend failed
+    ├── LoadCancelled            the server was stopped between two model loads (Ctrl-C while loading)
     └── SessionClosed            the session is gone; further calls are refused
 
 Cores raise; adapters map an exception to the wire exactly once (an `error` server event, or a
@@ -23,6 +24,7 @@ __all__ = [
     "RemoteProtocolError",
     "MediaError",
     "EngineError",
+    "LoadCancelled",
     "SessionClosed",
 ]
 
@@ -90,6 +92,10 @@ class MediaError(AgentError):
 
 class EngineError(AgentError):
     """A model backend (LM, ASR, TTS) failed."""
+
+
+class LoadCancelled(AgentError):
+    """A model load stopped before its next model, the server having been asked to stop."""
 
 
 class SessionClosed(AgentError):

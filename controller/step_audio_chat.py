@@ -32,7 +32,8 @@ _EOT = "<|EOT|>"
 class StepAudioChat:
     """The Chat LM of a Step-Audio model folder, loaded as its config asks."""
 
-    def __init__(self, config: StepAudioConfig, device: str) -> None:
+    def __init__(self, config: StepAudioConfig, device: str, cancel: threading.Event | None = None) -> None:
+        """Loads the Chat LM (unless behind --chat-url), or raises LoadCancelled first once `cancel` is set."""
         from controller.checkpoints import CHAT_DIR
         from lm_engine import Engine, Step1Tokenizer
 
@@ -48,7 +49,7 @@ class StepAudioChat:
         elif not config.chat:
             self.tok = None  # `tts`: neither the Chat LM nor its folder
         else:
-            with loading(chat_dir, f"tp={config.tp}"):
+            with loading(chat_dir, f"tp={config.tp}", cancel):
                 self.engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
                                                      config=chat_engine_config(config, device == "cpu"))
                 self.tok = self.engine.tokenizer or Step1Tokenizer.from_dir(chat_dir)

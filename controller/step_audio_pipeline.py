@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,8 @@ from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
 from controller.step_audio_listener import StreamingTokenListener
-from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir, tiny_folder_error
+from controller.step_audio_setup import (StepAudioConfig, chat_need, loading, stop_if_cancelled, tiny_cache_dir,
+                                         tiny_folder_error)
 from controller.step_audio_synthesis import SentenceSynthesizer
 
 if TYPE_CHECKING:  # imported where the models load: it brings torch
@@ -45,8 +47,9 @@ if TYPE_CHECKING:  # imported where the models load: it brings torch
 logger = logging.getLogger(__name__)
 
 
-def load_step_audio(app_config: Any) -> StepAudioPipeline:
-    """controller.app.load_pipeline's entry for step-audio / tiny / full-random."""
+def load_step_audio(app_config: Any, cancel: threading.Event | None = None) -> StepAudioPipeline:
+    """controller.app.load_pipeline's entry for step-audio / tiny / full-random; LoadCancelled once `cancel` is set
+    (before the next model loads)."""
     profile = app_config.profile
     model_path = app_config.model_path
     if model_path is None:
@@ -67,7 +70,7 @@ def load_step_audio(app_config: Any) -> StepAudioPipeline:
     cfg = StepAudioConfig.for_profile(profile, model_path, threads=app_config.threads,
                                       language=app_config.language, tp=tp, chat_url=app_config.chat_url,
                                       tp_step_timeout_s=app_config.tp_step_timeout_s)
-    return StepAudioPipeline(cfg)
+    return StepAudioPipeline(cfg, cancel)
 
 
 class StepAudioPipeline:
@@ -79,13 +82,15 @@ class StepAudioPipeline:
     tools_refused = ("Step-Audio-Chat has no documented tool-call output format, so this profile cannot call "
                      "function tools")
 
-    def __init__(self, config: StepAudioConfig) -> None:
+    def __init__(self, config: StepAudioConfig, cancel: threading.Event | None = None) -> None:
+        """Loads the models one after another; LoadCancelled before the next one once `cancel` is set."""
         import torch
 
         from vad import SileroModel
 
         self.config = config
         self.name = config.profile
+        self._cancel = cancel
         check_layout(config.model_path, chat_need(config))
         check_weights_match(config.model_path, chat_need(config))
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,7 +100,8 @@ class StepAudioPipeline:
             torch.set_num_threads(1 if config.profile == "tiny" else max(1, config.threads))
         self._vad_model = SileroModel.load()
         self._load_speech_side(device)
-        self.chat = StepAudioChat(config, device)
+        self.chat = StepAudioChat(config, device, cancel)
+        stop_if_cancelled(cancel)
         self._load_asr()
         self._start_workers()
         logger.info("step-audio pipeline ready (%s, device %s, speakers %s)", config.profile, device,
@@ -111,22 +117,22 @@ class StepAudioPipeline:
         from streaming_tokenizer.step_audio import StepAudioTokenizer
 
         root = self.config.model_path
-        with loading(root / TOKENIZER_DIR):
+        with loading(root / TOKENIZER_DIR, cancel=self._cancel):
             self.audio_tokenizer = StepAudioTokenizer.load(root / TOKENIZER_DIR)
         # TTS first with a small GPU share, then the Chat LM takes most of what is left (budgets are cumulative).
         # On one GPU the speech path's stream goes first, then the TTS LM's (the reply's next audio), then Chat's.
         tts_dir = root / TTS_DIR
-        with loading(tts_dir):
+        with loading(tts_dir, cancel=self._cancel):
             self.tts_engine = Engine.from_pretrained(
                 tts_dir, device=device, progress=False,
                 config=EngineConfig(kv_cache_memory_gib=0.25 if device == "cpu" else 1.0, gpu_memory_utilization=0.3,
                                     seed=self.config.seed, stream_priority=-1))
             tts_tok = self.tts_engine.tokenizer or Step1Tokenizer.from_dir(tts_dir)
-        with loading(tts_dir / COMMON_DIR):
+        with loading(tts_dir / COMMON_DIR, cancel=self._cancel):
             common = CosyVoiceModel.load(tts_dir / COMMON_DIR, device=device)
         music = None
         if (tts_dir / MUSIC_DIR).is_dir():
-            with loading(tts_dir / MUSIC_DIR):
+            with loading(tts_dir / MUSIC_DIR, cancel=self._cancel):
                 music = CosyVoiceModel.load(tts_dir / MUSIC_DIR, device=device)
         else:  # optional, as in the layout check, but a (RAP) or (哼唱) reply then sounds otherwise than upstream's
             logger.warning("%s has no %s/: RAP and humming are spoken with %s/ instead", tts_dir, MUSIC_DIR,
@@ -135,7 +141,7 @@ class StepAudioPipeline:
         self.output_rate = int(common.sample_rate)
         speakers = find_speakers_dir(tts_dir, root)
         assert speakers is not None, "check_layout has found it"
-        with loading(speakers):
+        with loading(speakers, cancel=self._cancel):
             self._register_speakers(speakers)
         self.default_voice = self.tts.default_speaker()  # Tingting, as upstream's scripts speak
         speaker, model = self.tts.resolve("", None)

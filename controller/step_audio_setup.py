@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, LoadCancelled
 from controller.step_audio_layout import ChatNeed, check_layout, check_model_size, check_weights_match
 
 logger = logging.getLogger(__name__)
@@ -149,11 +150,20 @@ def tiny_folder_error(exc: OSError) -> ConfigError:
                        "DIR")
 
 
+def stop_if_cancelled(cancel: threading.Event | None) -> None:
+    """Raises LoadCancelled once `cancel` is set: between two model loads, the only points where a load can stop
+    (one under way cannot be cut short), so a Ctrl-C while the first one loads does not wait for all the others."""
+    if cancel is not None and cancel.is_set():
+        raise LoadCancelled("stopped between two model loads")
+
+
 @contextlib.contextmanager
-def loading(folder: Path, note: str = "") -> Iterator[None]:
-    """Loads from one folder of the user's layout. Its failures (a truncated download, a file of another model, a
-    folder mixed up with another) come from torch, safetensors, onnx or json and say nothing of where: they are
-    raised again as a ConfigError naming the folder, which the CLI prints in one line."""
+def loading(folder: Path, note: str = "", cancel: threading.Event | None = None) -> Iterator[None]:
+    """Loads from one folder of the user's layout, unless `cancel` is set (stop_if_cancelled). Its failures (a
+    truncated download, a file of another model, a folder mixed up with another) come from torch, safetensors, onnx
+    or json and say nothing of where: they are raised again as a ConfigError naming the folder, which the CLI prints
+    in one line."""
+    stop_if_cancelled(cancel)
     logger.info("loading %s%s", folder, f" ({note})" if note else "")
     try:
         yield

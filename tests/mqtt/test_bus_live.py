@@ -277,7 +277,7 @@ async def test_the_node_status_says_loading_while_the_models_load(broker, monkey
 
     release = threading.Event()
 
-    def slow_load(config: AppConfig) -> ScriptedPipeline:
+    def slow_load(config: AppConfig, cancel: threading.Event) -> ScriptedPipeline:
         release.wait(60)
         return ScriptedPipeline()
 
