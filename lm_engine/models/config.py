@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 FAMILIES = ("step1", "qwen2")
+TORCH_DTYPES = ("bfloat16", "float16", "float32", "float64")  # the floating dtypes config.json's torch_dtype names
 _Scalar = TypeVar("_Scalar", int, float)
 
 
@@ -84,7 +85,7 @@ class ModelConfig:
                 rms_norm_eps=_value("rms_norm_eps", d.get("rms_norm_eps"), 1e-5, float),
                 # an `or` chain here made a max_seq_len of 0 the default 32768, without a word
                 max_seq_len=_count(d, "max_seq_len" if "max_seq_len" in d else "max_position_embeddings", 32768),
-                torch_dtype=str(d.get("torch_dtype", "bfloat16")),
+                torch_dtype=_torch_dtype(d),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                 bos_token_id=_value("bos_token_id", d.get("bos_token_id"), 1, int),
                 eos_token_ids=eos_ids,
@@ -103,7 +104,7 @@ class ModelConfig:
                 head_dim=_head_dim(d, heads),
                 rms_norm_eps=_value("rms_norm_eps", d.get("rms_norm_eps"), 1e-6, float),
                 max_seq_len=_count(d, "max_position_embeddings", 32768),
-                torch_dtype=str(d.get("torch_dtype", "bfloat16")),
+                torch_dtype=_torch_dtype(d),
                 rope_theta=_value("rope_theta", d.get("rope_theta"), 1e6, float),
                 attention_bias=True,
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
@@ -153,6 +154,17 @@ def _value(key: str, value: Any, default: _Scalar, kind: Callable[[Any], _Scalar
     except (TypeError, ValueError) as exc:
         raise ModelConfigError(f"{key} is {json.dumps(value)}; it must be a "
                                f"{'number' if kind is float else 'whole number'}") from exc
+
+
+def _torch_dtype(d: dict[str, Any]) -> str:
+    """config.json's torch_dtype (absent or null: bfloat16): the engine computes in its own dtype, but a name that is
+    no torch dtype ("bfloat17") is a config.json edited by hand or damaged, and was accepted without a word."""
+    value = d.get("torch_dtype")
+    if value is None:
+        return "bfloat16"
+    if value not in TORCH_DTYPES:
+        raise ModelConfigError(f"torch_dtype is {json.dumps(value)}; it must be one of {', '.join(TORCH_DTYPES)}")
+    return str(value)
 
 
 def _heads(d: dict[str, Any], kv_key: str, *, kv_optional: bool = False) -> tuple[int, int]:
