@@ -1,6 +1,6 @@
 """Which files of the real Step-Audio layout a command needs, which of them a model folder lacks, and what a cheap
-read of them shows to be damaged: safetensors files cut short (their headers), config.json fields the engine cannot
-run or its weights contradict, speakers' prompt wavs that hold no voice.
+read of them shows to be damaged: model files cut short or replaced by a web page (file_integrity), config.json
+fields the engine cannot run or its weights contradict, speakers' prompt wavs that hold no voice.
 
 Checked before anything loads: the real Chat LM takes minutes to load, and a user who downloaded the folders should
 learn every missing file at once, by its place in the layout, instead of one traceback per try.
@@ -23,7 +23,7 @@ import numpy as np
 from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
 from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-checkpoint writes
 from controller.errors import ConfigError
-from controller.file_integrity import CUT_NOTE, damage
+from controller.file_integrity import CUT_NOTE, PAGE_NOTE, damage
 from lm_engine.utils.safetensors_header import read_header
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTts, StepTtsError, check_prompt_ids, check_prompt_wav,
@@ -88,6 +88,9 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
                      "then `git lfs pull` in that clone fetches the files")
         if any(CUT_NOTE in m for m in missing):
             hint += "; a file cut short by its download: download it again"
+        if any(PAGE_NOTE in m for m in missing):
+            hint += ("; a web page where a model file should be (its download link answered with a login or error "
+                     "page): download the file again")
         raise ConfigError(f"{root} lacks {', '.join(missing)} (the Step-Audio layout: {TOKENIZER_DIR}/, {CHAT_DIR}/, "
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")

@@ -64,6 +64,31 @@ def test_a_decoder_or_tokenizer_file_cut_short_is_named_before_any_model_loads(t
     assert f"lacks {rel} ({why})" in stderr and "download it again" in stderr, stderr
 
 
+@pytest.mark.parametrize("rel", ["Step-Audio-TTS-3B/CosyVoice-300M-25Hz/campplus.onnx",
+                                 "Step-Audio-Tokenizer/speech_tokenizer_v1.onnx"])
+def test_an_onnx_model_cut_short_is_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                 rel: str) -> None:
+    """onnxruntime named it ("INVALID_PROTOBUF : Load model from ... failed:Protobuf parsing failed"), but only once
+    the models before it had loaded: for campplus.onnx, the tokenizer and TTS-3B."""
+    data = (tiny_model_dir / rel).read_bytes()
+    folder = _with_file(tiny_model_dir, tmp_path, rel, data[:len(data) // 2])
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"lacks {rel} (cut short: {len(data) // 2:,} of at least " in stderr, stderr
+    assert "download it again" in stderr
+
+
+@pytest.mark.parametrize("rel", ["Step-Audio-Tokenizer/speech_tokenizer_v1.onnx",
+                                 "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/campplus.onnx"])
+def test_a_web_page_saved_as_an_onnx_model_is_named_as_one_before_any_model_loads(tiny_model_dir: Path,
+                                                                                 tmp_path: Path, rel: str) -> None:
+    """Named by onnxruntime only ("INVALID_PROTOBUF ... Protobuf parsing failed"), after the models before it had
+    loaded, with nothing saying it was a web page (test_offline_tools' test_a_damaged_file_is_named: .pt, .npy)."""
+    folder = _with_file(tiny_model_dir, tmp_path, rel, b"<!DOCTYPE html>\n<html><body>Sign in</body></html>\n")
+    stderr = _chat_fails(folder, tmp_path)
+    assert f"lacks {rel} (not an ONNX model but a web page (HTML))" in stderr, stderr
+    assert "download the file again" in stderr
+
+
 def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,
                                                                            tmp_path: Path) -> None:
     shard = "Step-Audio-TTS-3B/model-00001.safetensors"
