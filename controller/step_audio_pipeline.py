@@ -51,26 +51,36 @@ def load_step_audio(app_config: Any, cancel: threading.Event | None = None) -> S
     """controller.app.load_pipeline's entry for step-audio / tiny / full-random; LoadCancelled once `cancel` is set
     (before the next model loads)."""
     profile = app_config.profile
-    model_path = app_config.model_path
-    if model_path is None:
-        if profile != "tiny":
-            raise ConfigError(f"--profile {profile} needs --model-path DIR "
-                              f"(stepaudio-rt make-checkpoint --profile {profile} DIR writes a random one)")
-        model_path = tiny_cache_dir()
-        # Written when absent, and again when incomplete (a write cut short, a file deleted): the user never named
-        # this folder, so an error about it would leave them nothing to act on.
-        if not model_path.is_dir() or missing_files(model_path, ChatNeed.WEIGHTS):
-            from controller.checkpoints import make_checkpoint
-            logger.info("no --model-path: writing a tiny model folder to %s", model_path)
-            try:
-                make_checkpoint(model_path, profile="tiny")
-            except OSError as exc:  # full, or made unwritable since the check before listening: it was a traceback
-                raise tiny_folder_error(exc) from exc
-    tp = int(os.environ.get("WORLD_SIZE", "1"))
-    cfg = StepAudioConfig.for_profile(profile, model_path, threads=app_config.threads,
-                                      language=app_config.language, tp=tp, chat_url=app_config.chat_url,
-                                      tp_step_timeout_s=app_config.tp_step_timeout_s)
-    return StepAudioPipeline(cfg, cancel)
+    if app_config.model_path is not None:
+        return StepAudioPipeline(_pipeline_config(app_config, app_config.model_path), cancel)
+    if profile != "tiny":
+        raise ConfigError(f"--profile {profile} needs --model-path DIR "
+                          f"(stepaudio-rt make-checkpoint --profile {profile} DIR writes a random one)")
+    model_path = tiny_cache_dir()
+    # Written when absent, and again when incomplete (a write cut short, a file deleted or cut short): the user never
+    # named this folder.
+    if not model_path.is_dir() or missing_files(model_path, ChatNeed.WEIGHTS):
+        from controller.checkpoints import make_checkpoint
+        logger.info("no --model-path: writing a tiny model folder to %s", model_path)
+        try:
+            make_checkpoint(model_path, profile="tiny")
+        except OSError as exc:  # full, or made unwritable since the check before listening: it was a traceback
+            raise tiny_folder_error(exc) from exc
+    try:
+        return StepAudioPipeline(_pipeline_config(app_config, model_path), cancel)
+    except ConfigError as exc:
+        if str(model_path) not in str(exc):
+            raise
+        # a damaged file there that is not missing (a config.json edited, a wav replaced): say what the folder is
+        raise ConfigError(f"{exc} ({model_path} is the tiny profile's model folder, written on the first `serve "
+                          "--profile tiny` without --model-path; rebuild it with `stepaudio-rt make-checkpoint "
+                          f"--profile tiny --overwrite {model_path}`)") from exc
+
+
+def _pipeline_config(app_config: Any, model_path: Path) -> StepAudioConfig:
+    return StepAudioConfig.for_profile(app_config.profile, model_path, threads=app_config.threads,
+                                       language=app_config.language, tp=int(os.environ.get("WORLD_SIZE", "1")),
+                                       chat_url=app_config.chat_url, tp_step_timeout_s=app_config.tp_step_timeout_s)
 
 
 class StepAudioPipeline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,3 +218,29 @@ def test_a_damaged_tts_tokenizer_config_is_named_before_any_model_loads(tiny_mod
     rel = "Step-Audio-TTS-3B/tokenizer_config.json"
     folder = _with_file(tiny_model_dir, tmp_path, rel, data)
     assert f"error: {folder / rel} is not " in _chat_fails(folder, tmp_path)
+
+
+@pytest.mark.parametrize(("rel", "edit", "said"), [
+    ("Step-Audio-TTS-3B/config.json",
+     lambda text: text.replace('"num_attention_groups": 1', '"num_attention_groups": 0'), "num_attention_groups is 0"),
+    ("Step-Audio-TTS-3B/speakers/speakers_info.json", lambda text: "<html>", "is not valid JSON"),
+])
+def test_a_damaged_tiny_folder_in_the_cache_says_what_the_folder_is_and_how_to_rebuild_it(
+        tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rel: str, edit: Any,
+        said: str) -> None:
+    """`serve --profile tiny` without --model-path named a file in $STEPAUDIO_RT_CACHE/tiny, a folder the user never
+    named, and said nothing of where it came from or what to do."""
+    import shutil
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    whole = (folder / rel).read_text(encoding="utf-8")
+    (folder / rel).write_text(edit(whole), encoding="utf-8")
+    monkeypatch.setenv("STEPAUDIO_RT_CACHE", str(tmp_path))
+    stderr = fails_in_one_line("serve", "--profile", "tiny", "--port", "0", "--log-level", "WARNING")
+    assert f"{folder / rel}: {said}" in stderr or f"{folder / rel} {said}" in stderr, stderr
+    rebuild = ["make-checkpoint", "--profile", "tiny", "--overwrite", str(folder)]
+    assert (f"({folder} is the tiny profile's model folder, written on the first `serve --profile tiny` without "
+            f"--model-path; rebuild it with `stepaudio-rt {' '.join(rebuild)}`)") in stderr, stderr
+    run_cli(*rebuild)  # the command it gives mends the folder
+    assert json.loads((folder / rel).read_text(encoding="utf-8")) == json.loads(whole)
