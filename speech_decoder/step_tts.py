@@ -73,7 +73,8 @@ class StepTtsError(RuntimeError):
 
 
 MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
-SILENT_PEAK = 10 ** (-40 / 20)  # a wav whose every sample is below -40 dBFS holds no speech (clients.talk's rule)
+PCM16_STEP = 1 / 32768  # one step of 16-bit PCM
+SILENT_NOTE = "no sample varies by a 16-bit step"  # what makes a wav silent (is_silent), in an error line
 
 
 def read_prompt_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -85,14 +86,21 @@ def read_prompt_wav(path: Path) -> tuple[np.ndarray, int]:
     return wav.mean(axis=1), int(rate)
 
 
+def is_silent(wav: np.ndarray) -> bool:
+    """Whether a wav holds no sound at all: no sample lies a 16-bit PCM step from its mean (digital silence, or a
+    constant offset, which is inaudible). Not a loudness rule: upstream's tokenizer peak-normalises every prompt and
+    question wav (x / max(peak, 0.01) * 0.999), so a quiet voice, -50 dBFS say, is spoken there as a loud one."""
+    return not wav.size or float(np.abs(wav - wav.mean()).max()) < PCM16_STEP
+
+
 def check_prompt_wav(name: str, wav: np.ndarray, rate: int) -> None:
     """Raises StepTtsError for a prompt wav that cannot be a voice: too short, or silent."""
     # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
     if len(wav) < MIN_PROMPT_S * rate:
         raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
-    if float(np.abs(wav).max()) < SILENT_PEAK:
-        raise StepTtsError(f"speaker {name!r}: its prompt wav is silent ({len(wav) / rate:.2f} s, no sample above "
-                           "-40 dBFS): there is no voice in it")
+    if is_silent(wav):
+        raise StepTtsError(f"speaker {name!r}: its prompt wav is silent ({len(wav) / rate:.2f} s, {SILENT_NOTE}): "
+                           "there is no voice in it")
 
 
 def check_prompt_ids(name: str, n_ids: int, context: int) -> None:

@@ -172,14 +172,14 @@ def test_a_chat_context_smaller_than_the_reply_cap_still_answers(tiny_model_dir:
 
 def test_a_silent_speaker_prompt_is_refused_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A silent NAME_prompt.wav in speakers/ (a bad export) was registered once the models had loaded, and /voices
-    listed it; a clone's silent prompt wav is refused by the same rule (no sample above -40 dBFS)."""
+    listed it; a clone's silent prompt wav is refused by the same rule (no sample a 16-bit step from the others)."""
     info = "Step-Audio-TTS-3B/speakers/speakers_info.json"
     speakers = json.loads((tiny_model_dir / info).read_text(encoding="utf-8"))
     folder = _with_file(tiny_model_dir, tmp_path, info,
                         json.dumps({**speakers, "Mute": "Hello there."}, ensure_ascii=False).encode())
     wav = folder / "Step-Audio-TTS-3B/speakers/Mute_prompt.wav"
-    sf.write(wav, np.full(3 * 16000, 0.005, np.float32), 16000)  # -46 dBFS: hiss, no voice
-    assert (f"{wav}: speaker 'Mute': its prompt wav is silent (3.00 s, no sample above -40 dBFS)"
+    sf.write(wav, np.full(3 * 16000, 0.005, np.float32), 16000)  # a constant offset: no sound at all
+    assert (f"{wav}: speaker 'Mute': its prompt wav is silent (3.00 s, no sample varies by a 16-bit step)"
             in _chat_fails(folder, tmp_path))
 
 

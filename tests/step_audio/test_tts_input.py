@@ -67,3 +67,35 @@ def test_a_stereo_prompt_whose_channels_cancel_out_is_not_called_silent(tiny_mod
                                "--prompt-wav", str(wav), "--prompt-text", "Ever tried.", "--out",
                                str(tmp_path / "x.wav"))
     assert f"--prompt-wav {wav}: its 2 channels cancel out when mixed to mono" in stderr, stderr
+
+
+def _at_peak(voice: np.ndarray, dbfs: float) -> np.ndarray:
+    return voice / np.abs(voice).max() * 10 ** (dbfs / 20)
+
+
+def test_a_quiet_clone_prompt_is_spoken_a_silent_one_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A real voice peaking at -50 dBFS (a microphone's gain set low) was refused as "silent (no sample above -40
+    dBFS)", though upstream's tokenizer peak-normalises a prompt wav (x / max(peak, 0.01) * 0.999) and clones it.
+    Digital silence is still refused."""
+    quiet, silent, out = tmp_path / "quiet.wav", tmp_path / "silent.wav", tmp_path / "x.wav"
+    sf.write(quiet, _at_peak(_beckett(4.0), -50.0), 16000, subtype="PCM_16")
+    sf.write(silent, np.zeros(4 * 16000, np.float32), 16000, subtype="PCM_16")
+    args = ("tts", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", "Hello there.",
+            "--prompt-text", "Ever tried. Ever failed.", "--out", str(out))
+    run_cli(*args, "--prompt-wav", str(quiet))
+    assert sf.info(str(out)).duration > 0.3
+    assert (f"--prompt-wav {silent}: silent (4.00 s, no sample varies by a 16-bit step): there is no voice in it"
+            in fails_in_one_line(*args, "--prompt-wav", str(silent)))
+
+
+def test_a_quiet_speaker_prompt_in_the_speakers_folder_is_registered(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Tingting_prompt.wav at -50 dBFS: the folder check refused it as silent before any model loaded."""
+    from tests.step_audio.conftest import layout_without
+
+    rel = "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav"
+    folder = layout_without(tiny_model_dir, tmp_path / "model", rel)
+    sf.write(folder / rel, _at_peak(_beckett(4.0), -50.0), 16000, subtype="PCM_16")
+    out = tmp_path / "x.wav"
+    run_cli("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hello there.", "--speaker",
+            "Tingting", "--out", str(out))
+    assert sf.info(str(out)).duration > 0.3
