@@ -73,10 +73,11 @@ def log_handler(stream: TextIO | None = None) -> logging.Handler:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except an absent one: "(default: None)" tells a user nothing."""
+    """Shows each option's default, except an absent one ("(default: None)" tells a user nothing) and a flag's
+    (an on/off switch is off unless given: "--overwrite ... (default: False)" read as a value to pass)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default == []:
+        if action.default is None or action.default == [] or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
 

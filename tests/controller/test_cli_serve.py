@@ -121,6 +121,20 @@ def test_help_shows_real_defaults_only() -> None:
     assert "(default: 8765)" in text and "(default: no limit)" in text
 
 
+@pytest.mark.parametrize("command", ["make-checkpoint", "tts", "chat", "serve"])
+def test_help_shows_no_default_for_a_flag(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make-checkpoint --help` showed "--overwrite ... (default: False)" and "--with-chat-weights ... (default:
+    False)": a switch is off unless given, and "False" read as a value to pass."""
+    from controller.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and "--" in text
+    assert "(default: False)" not in text and "(default: True)" not in text, text
+    assert "(default: all)" in text or command != "make-checkpoint"  # a value's default is still shown
+
+
 def test_help_gives_the_pause_ms_range_the_server_enforces() -> None:
     """`serve --help` says which --pause-ms values are taken, so a user learns it before the error does."""
     text = " ".join(serve("--help").stdout.split())
