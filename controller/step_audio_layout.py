@@ -95,6 +95,7 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
                           f"{TTS_DIR}/ as the Step-Audio README downloads them; `stepaudio-rt make-checkpoint` "
                           f"writes it with random weights){hint}")
     _check_lm_configs(root, chat)
+    _check_lm_tokenizers(root, chat)
     _check_speaker_wavs(root)
 
 
@@ -153,6 +154,18 @@ def _check_lm_configs(root: Path, chat: ChatNeed) -> None:
         try:
             ModelConfig.from_dir(root / sub)
         except ModelConfigError as exc:  # names the file and the field
+            raise ConfigError(str(exc)) from exc
+
+
+def _check_lm_tokenizers(root: Path, chat: ChatNeed) -> None:
+    """Each read LM folder's tokenizer.model, loaded (milliseconds): a damaged one (a web page saved in its place)
+    was found by its LM's load, Step-Audio-Chat's after every other model had loaded."""
+    from lm_engine.tokenizer import Step1Tokenizer
+
+    for sub in (TTS_DIR,) if chat is ChatNeed.NONE else (TTS_DIR, CHAT_DIR):
+        try:
+            Step1Tokenizer.from_dir(root / sub)
+        except OSError as exc:  # names the file
             raise ConfigError(str(exc)) from exc
 
 

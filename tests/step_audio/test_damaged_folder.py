@@ -90,6 +90,16 @@ def test_a_web_page_saved_as_an_onnx_model_is_named_as_one_before_any_model_load
     assert "download the file again" in stderr
 
 
+@pytest.mark.parametrize("lm", ["Step-Audio-Chat", "Step-Audio-TTS-3B"])
+def test_a_damaged_tokenizer_model_is_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                   lm: str) -> None:
+    """Its LM's load named it: Step-Audio-Chat's once the tokenizer, TTS-3B, both decoders and the speakers had
+    loaded (minutes with the real checkpoints)."""
+    rel = f"{lm}/tokenizer.model"
+    folder = _with_file(tiny_model_dir, tmp_path, rel, b"<!DOCTYPE html>\n<html><body>Sign in</body></html>\n")
+    assert f"error: {folder / rel}: not a sentencepiece model (" in _chat_fails(folder, tmp_path)
+
+
 def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,
                                                                            tmp_path: Path) -> None:
     shard = "Step-Audio-TTS-3B/model-00001.safetensors"
