@@ -96,6 +96,7 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
                           f"writes it with random weights){hint}")
     _check_lm_configs(root, chat)
     _check_lm_tokenizers(root, chat)
+    _check_cosyvoice_configs(root)
     _check_speaker_wavs(root)
 
 
@@ -167,6 +168,23 @@ def _check_lm_tokenizers(root: Path, chat: ChatNeed) -> None:
             Step1Tokenizer.from_dir(root / sub)
         except OSError as exc:  # names the file
             raise ConfigError(str(exc)) from exc
+
+
+def _check_cosyvoice_configs(root: Path) -> None:
+    """Each decoder folder's cosyvoice.yaml, read as its loader reads it: a damaged one was found once the tokenizer
+    and TTS-3B had loaded (the Music decoder's, once the plain one had too)."""
+    import yaml
+
+    from controller.step_audio_setup import load_error  # which imports this module: here, not at the top
+    from speech_decoder.cosyvoice_config import load_cosyvoice_config
+
+    for sub in (COMMON_DIR, MUSIC_DIR):
+        folder = root / TTS_DIR / sub
+        if folder.is_dir():  # the Music one is optional; missing_files has found the plain one
+            try:
+                load_cosyvoice_config(folder)
+            except (ValueError, TypeError, KeyError, yaml.YAMLError) as exc:  # as its loading would name it
+                raise load_error(folder, exc) from exc
 
 
 def check_weights_match(root: Path, chat: ChatNeed) -> None:

@@ -100,6 +100,17 @@ def test_a_damaged_tokenizer_model_is_named_before_any_model_loads(tiny_model_di
     assert f"error: {folder / rel}: not a sentencepiece model (" in _chat_fails(folder, tmp_path)
 
 
+@pytest.mark.parametrize("decoder", ["CosyVoice-300M-25Hz", "CosyVoice-300M-25Hz-Music"])
+def test_a_damaged_cosyvoice_yaml_is_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                  decoder: str) -> None:
+    """Its decoder's load named it, once the tokenizer and TTS-3B had loaded (the Music one's, the plain decoder
+    too)."""
+    rel = f"Step-Audio-TTS-3B/{decoder}/cosyvoice.yaml"
+    folder = _with_file(tiny_model_dir, tmp_path, rel, b"<!DOCTYPE html>\n<html><body>Sign in</body></html>\n")
+    assert (f"error: cannot load {folder / rel.removesuffix('/cosyvoice.yaml')}: CosyVoiceConfigError: "
+            "cosyvoice.yaml: top level is not a mapping") in _chat_fails(folder, tmp_path)
+
+
 def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,
                                                                            tmp_path: Path) -> None:
     shard = "Step-Audio-TTS-3B/model-00001.safetensors"
