@@ -118,6 +118,8 @@ def _check_speaker_wavs(root: Path) -> None:
             check_prompt_wav(name, wav, rate)
             if (ids := _prompt_id_count(root, wav, rate)) is not None:
                 check_prompt_ids(name, ids, context)
+        except sf.LibsndfileError as exc:  # its own words repeat the path: "Error opening '<file>': ..."
+            raise ConfigError(f"{file}: cannot read it as audio ({exc.error_string})") from exc
         except (sf.SoundFileError, StepTtsError) as exc:  # neither names the file
             raise ConfigError(f"{file}: {exc}") from exc
 

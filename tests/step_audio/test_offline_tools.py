@@ -291,8 +291,9 @@ def test_a_file_that_is_not_audio_it_reads_is_named_as_talk_names_it(tiny_model_
 @pytest.mark.parametrize(("command", "damaged", "message"), [
     ("tts", "Step-Audio-TTS-3B/config.json", "{folder}/Step-Audio-TTS-3B/config.json: JSONDecodeError"),
     ("tts", "Step-Audio-TTS-3B/tokenizer.model", "{folder}/Step-Audio-TTS-3B/tokenizer.model: not a sentencepiece"),
+    # libsndfile's words named the file again: "<file>: Error opening '<file>': Format not recognised."
     ("tts", "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav",
-     "{folder}/Step-Audio-TTS-3B/speakers/Tingting_prompt.wav: "),
+     "{folder}/Step-Audio-TTS-3B/speakers/Tingting_prompt.wav: cannot read it as audio (Format not recognised.)"),
     # torch's own message named no file and advised loading it with weights_only=False; then the loader named it,
     # once the models before it had loaded; now the folder check does, before any
     ("tts", "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt",
