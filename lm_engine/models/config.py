@@ -86,7 +86,7 @@ class ModelConfig:
                 # an `or` chain here made a max_seq_len of 0 the default 32768, without a word
                 max_seq_len=_count(d, "max_seq_len" if "max_seq_len" in d else "max_position_embeddings", 32768),
                 torch_dtype=_torch_dtype(d),
-                tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+                tie_word_embeddings=_flag(d, "tie_word_embeddings"),
                 bos_token_id=_value("bos_token_id", d.get("bos_token_id"), 1, int),
                 eos_token_ids=eos_ids,
                 pad_token_id=_value("pad_token_id", d.get("pad_token_id"), 0, int),
@@ -107,7 +107,7 @@ class ModelConfig:
                 torch_dtype=_torch_dtype(d),
                 rope_theta=_value("rope_theta", d.get("rope_theta"), 1e6, float),
                 attention_bias=True,
-                tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+                tie_word_embeddings=_flag(d, "tie_word_embeddings"),
                 bos_token_id=_value("bos_token_id", d.get("bos_token_id"), 151643, int),
                 eos_token_ids=eos_ids,
                 pad_token_id=_value("pad_token_id", d.get("pad_token_id"), 151643, int),
@@ -154,6 +154,18 @@ def _value(key: str, value: Any, default: _Scalar, kind: Callable[[Any], _Scalar
     except (TypeError, ValueError) as exc:
         raise ModelConfigError(f"{key} is {json.dumps(value)}; it must be a "
                                f"{'number' if kind is float else 'whole number'}") from exc
+
+
+def _flag(d: dict[str, Any], key: str) -> bool:
+    """A config.json true/false (absent or null: false). "tie_word_embeddings": "false" was bool("false"), true: the
+    head was tied to the embeddings and the checkpoint's own lm_head.weight skipped, without a word."""
+    value = d.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        raise ModelConfigError(f"{key} is {json.dumps(value)}, a {kind}; it must be true or false")
+    return value
 
 
 def _torch_dtype(d: dict[str, Any]) -> str:

@@ -209,6 +209,9 @@ def test_a_silent_speaker_prompt_is_refused_before_any_model_loads(tiny_model_di
     ({"eos_token_id": [3, "x"]}, 'eos_token_id is "x"; it must be a whole number'),
     # read and never used: a typo loaded without a word
     ({"torch_dtype": "bfloat17"}, 'torch_dtype is "bfloat17"; it must be one of bfloat16, float16, float32, float64'),
+    # bool("false") is true: the head was tied to the embeddings, the weights' own lm_head.weight skipped unsaid
+    ({"tie_word_embeddings": "false"},
+     'tie_word_embeddings is "false", a string (in quotes); it must be true or false'),
 ])
 def test_a_config_json_value_of_the_wrong_kind_is_named_with_its_field(tiny_model_dir: Path, tmp_path: Path,
                                                                      fields: dict, said: str) -> None:
