@@ -1,18 +1,18 @@
 """Whether a downloaded model file is whole, judged from its own bytes without loading it (the real ones take seconds
 to minutes each, and load one after another, so a file cut short was found only once those before it had loaded):
 a safetensors file from its header's last offset, a torch .pt zip archive from its end record, a .npy array from
-its header's shape, an .onnx model from its protobuf's top-level fields (read as a walk over their keys and lengths,
-not parsed: speech_tokenizer_v1.onnx is 523 MB). A file of none of these kinds, or an unreadable one, is left to its
+its header's shape, an .onnx model from its protobuf's top-level fields (onnx_walk: their keys and lengths, not
+parsed: speech_tokenizer_v1.onnx is 523 MB). A file of none of these kinds, or an unreadable one, is left to its
 loader, which names it; a .pt, .npy or .onnx file that does not start as its kind does (a web page saved in its
 place by a download) is named as what it is."""
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
+from controller.onnx_walk import MODEL_GRAPH, MODEL_OPSET_IMPORT, NotProtobuf, ProtobufCut, fields
 from lm_engine.utils.safetensors_header import SafetensorsHeaderError, read_header
 
 CUT_NOTE = "cut short: "
@@ -20,7 +20,7 @@ PAGE_NOTE = "a web page (HTML)"
 _ZIP_START = b"PK\x03\x04"  # torch.save's archive (since torch 1.6)
 _PICKLE_START = b"\x80"  # a legacy torch.save pickle: protocol 2 (torch's default) and later open with PROTO
 # ModelProto's fields that an ONNX model cannot do without: its graph, and (since IR version 3) its opset imports
-_ONNX_NEEDS = {7: "graph", 8: "opset_import"}
+_ONNX_NEEDS = {MODEL_GRAPH: "graph", MODEL_OPSET_IMPORT: "opset_import"}
 _HEAD = 16  # the first bytes shown of a file that is not of its kind
 
 
@@ -91,45 +91,16 @@ def _npy(path: Path) -> str | None:
 
 
 def _onnx(path: Path) -> str | None:
-    """An ONNX model is a protobuf ModelProto: top-level fields, each a varint key (field number << 3 | wire type)
-    then its value; the graph (field 7) holds nearly all the bytes, after its length. Walking the keys and lengths
-    from the start finds a file cut short (a length past its end, a field it needs missing) or of another kind (a
-    wire type no ModelProto field has: HTML's "<" reads as wire type 4) without parsing the graph."""
+    """Walks the ModelProto's top-level fields (onnx_walk): a length past the file's end, or a field every model
+    has (its graph, its opset imports) missing, is a file cut short; a key no protobuf has, another kind of file."""
     size = path.stat().st_size
-    fields: set[int] = set()
     with path.open("rb") as f:
         head = f.read(_HEAD)
-        f.seek(0)
-        while f.tell() < size:
-            key = _varint(f)
-            if key is None:
-                return f"{CUT_NOTE}{size:,} bytes, ending inside a field"
-            number, wire = key >> 3, key & 7
-            if number == 0 or wire not in (0, 1, 2, 5):
-                return _not_a("an ONNX model", head)
-            if wire == 0:
-                end: int | None = f.tell() if _varint(f) is not None else None
-            elif wire == 2:
-                length = _varint(f)
-                end = None if length is None else f.tell() + length
-            else:
-                end = f.tell() + (8 if wire == 1 else 4)
-            if end is None or end > size:
-                return f"{CUT_NOTE}{size:,} of at least {end or size + 1:,} bytes"
-            fields.add(number)
-            f.seek(end)
-    lacks = [name for number, name in _ONNX_NEEDS.items() if number not in fields]
+        try:
+            numbers = {field.number for field in fields(f, 0, size)}
+        except ProtobufCut as cut:
+            return f"{CUT_NOTE}{size:,} of at least {cut.needed:,} bytes"
+        except NotProtobuf:
+            return _not_a("an ONNX model", head)
+    lacks = [name for number, name in _ONNX_NEEDS.items() if number not in numbers]
     return f"{CUT_NOTE}{size:,} bytes, without its {' and '.join(lacks)}" if lacks else None
-
-
-def _varint(f: BinaryIO) -> int | None:
-    """A protobuf base-128 varint read from `f` (None at the file's end, or for more than 10 bytes)."""
-    value = 0
-    for shift in range(0, 70, 7):
-        byte = f.read(1)
-        if not byte:
-            return None
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-    return None

@@ -97,6 +97,7 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
     _check_lm_configs(root, chat)
     _check_lm_tokenizers(root, chat)
     _check_cosyvoice_configs(root)
+    _check_campplus(root)
     _check_speaker_wavs(root)
 
 
@@ -187,6 +188,19 @@ def _check_cosyvoice_configs(root: Path) -> None:
                 load_cosyvoice_config(folder)
             except (ValueError, TypeError, KeyError, yaml.YAMLError) as exc:  # as its loading would name it
                 raise load_error(folder, exc) from exc
+
+
+def _check_campplus(root: Path) -> None:
+    """campplus.onnx, which embeds every speaker, takes one input (the fbank): another model's file there (the
+    speech_tokenizer_v1.onnx beside it: feats, feats_length) loaded, and failed only once every model but the Chat
+    LM had, as the speakers were embedded ("Required inputs (['feats_length']) are missing from input feed")."""
+    from controller.onnx_walk import graph_inputs
+
+    file = root / TTS_DIR / COMMON_DIR / CAMPPLUS_FILE
+    inputs = graph_inputs(file)  # missing_files has found it whole
+    if inputs is not None and len(inputs) != 1:
+        raise ConfigError(f"{file} takes {len(inputs)} inputs ({', '.join(inputs)}), where CAM++ takes one (a "
+                          "speaker's fbank): is it another model's file?")
 
 
 def check_weights_match(root: Path, chat: ChatNeed) -> None:

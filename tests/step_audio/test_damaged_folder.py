@@ -111,6 +111,17 @@ def test_a_damaged_cosyvoice_yaml_is_named_before_any_model_loads(tiny_model_dir
             "cosyvoice.yaml: top level is not a mapping") in _chat_fails(folder, tmp_path)
 
 
+def test_another_models_onnx_file_saved_as_campplus_is_named_before_any_model_loads(tiny_model_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    """speech_tokenizer_v1.onnx copied over campplus.onnx loaded, and failed only as the speakers were embedded, once
+    every model but the Chat LM had loaded: "Required inputs (['feats_length']) are missing from input feed"."""
+    rel = "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/campplus.onnx"
+    folder = _with_file(tiny_model_dir, tmp_path, rel,
+                        (tiny_model_dir / "Step-Audio-Tokenizer/speech_tokenizer_v1.onnx").read_bytes())
+    assert (f"error: {folder / rel} takes 2 inputs (feats, feats_length), where CAM++ takes one (a speaker's fbank): "
+            "is it another model's file?") in _chat_fails(folder, tmp_path)
+
+
 def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,
                                                                            tmp_path: Path) -> None:
     shard = "Step-Audio-TTS-3B/model-00001.safetensors"
