@@ -19,7 +19,7 @@ from controller.step_audio_layout import check_layout, check_model_size, check_s
 from controller.step_audio_pipeline import StepAudioPipeline
 from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
 from speech_decoder.step_tts import (
-    SILENT_NOTE, StepTtsError, check_prompt_ids, check_prompt_wav, is_silent,
+    SILENT_NOTE, StepTtsError, check_prompt_ids, check_prompt_wav, is_silent, mix_to_mono,
 )  # fmt: skip
 
 
@@ -284,16 +284,13 @@ def _read_wav(path: Path, option: str) -> tuple[np.ndarray, int]:
     except sf.LibsndfileError as exc:  # as talk says it: not "Error opening '<the path again>': ..."
         raise ConfigError(f"{option} {path}: cannot read it as audio: {unreadable_reason(path, exc)} (the tools "
                           f"read {READABLE})") from exc
-    mono = wav.mean(axis=1)
+    try:
+        mono = mix_to_mono(wav, path.name)
+    except StepTtsError as exc:
+        raise ConfigError(f"{option} {path}: {exc}") from exc
     bad = int(np.count_nonzero(~np.isfinite(mono)))
     if bad:  # a float wav from a broken export: NaN passes the silence test, and a clone of it spoke at full scale
         raise ConfigError(f"{option} {path}: {bad} of its {mono.size} samples are not numbers (NaN or infinity)")
-    if is_silent(mono) and not all(is_silent(channel) for channel in wav.T):
-        # "silent" sent the user looking at a file that plays loud: a stereo recording with one channel's
-        # polarity inverted (a miswired microphone) mixes to nothing
-        raise ConfigError(f"{option} {path}: its {wav.shape[1]} channels cancel out when mixed to mono, as "
-                          f"Step-Audio mixes them (one is the other inverted): keep one, e.g. `sox {path.name} "
-                          "mono.wav remix 1`")
     if is_silent(mono):  # a quiet voice is not: Step-Audio's tokenizer peak-normalises it, as upstream's does
         raise ConfigError(f"{option} {path}: silent ({len(mono) / rate:.2f} s, {SILENT_NOTE}): there is no voice in "
                           "it")

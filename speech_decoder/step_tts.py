@@ -78,12 +78,23 @@ SILENT_NOTE = "no sample varies by a 16-bit step"  # what makes a wav silent (is
 
 
 def read_prompt_wav(path: Path) -> tuple[np.ndarray, int]:
-    """A speakers folder's NAME_prompt.wav as mono float32 (channels averaged, as upstream does) and its rate;
-    soundfile.SoundFileError when it is no sound file."""
+    """A speakers folder's NAME_prompt.wav as mono float32 (mix_to_mono) and its rate; soundfile.SoundFileError when
+    it is no sound file."""
     import soundfile as sf
 
     wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return wav.mean(axis=1), int(rate)
+    return mix_to_mono(wav, path.name), int(rate)
+
+
+def mix_to_mono(wav: np.ndarray, file_name: str) -> np.ndarray:
+    """[samples, channels] -> [samples], their mean, as upstream mixes a prompt or question wav; StepTtsError when
+    channels that hold sound cancel out (one the other inverted: a miswired microphone), which "silent" would have
+    sent the user looking for in a file that plays loud."""
+    mono = wav.mean(axis=1)
+    if is_silent(mono) and not all(is_silent(channel) for channel in wav.T):
+        raise StepTtsError(f"its {wav.shape[1]} channels cancel out when mixed to mono, as Step-Audio mixes them (one "
+                           f"is the other inverted): keep one, e.g. `sox {file_name} mono.wav remix 1`")
+    return mono
 
 
 def is_silent(wav: np.ndarray) -> bool:

@@ -215,6 +215,19 @@ def test_a_silent_speaker_prompt_is_refused_before_any_model_loads(tiny_model_di
             in _chat_fails(folder, tmp_path))
 
 
+def test_a_speaker_prompt_whose_channels_cancel_out_is_not_called_silent(tiny_model_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """A stereo NAME_prompt.wav with one channel the other inverted mixes to nothing, as Step-Audio mixes channels:
+    the check called the file "silent", which plays loud (a clone's --prompt-wav was told already)."""
+    rel = "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav"
+    folder = layout_without(tiny_model_dir, tmp_path / "model", rel)
+    voice, rate = sf.read(tiny_model_dir / rel, dtype="float32")
+    sf.write(folder / rel, np.stack([voice, -voice], axis=1), rate, subtype="PCM_16")
+    assert (f"error: {folder / rel}: its 2 channels cancel out when mixed to mono, as Step-Audio mixes them (one is "
+            "the other inverted): keep one, e.g. `sox Tingting_prompt.wav mono.wav remix 1`"
+            in _chat_fails(folder, tmp_path))
+
+
 @pytest.mark.parametrize(("fields", "said"), [
     ({"rms_norm_eps": "x"}, 'rms_norm_eps is "x"; it must be a number'),  # was "ValueError: could not convert ..."
     ({"eos_token_id": [3, "x"]}, 'eos_token_id is "x"; it must be a whole number'),
