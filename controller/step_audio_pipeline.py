@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,19 +59,28 @@ def load_step_audio(app_config: Any, cancel: threading.Event | None = None) -> S
     model_path = tiny_cache_dir()
     # Written when absent, and again when incomplete (a write cut short, a file deleted or cut short): the user never
     # named this folder.
-    if not model_path.is_dir() or missing_files(model_path, ChatNeed.WEIGHTS):
+    with _said_of_tiny_folder(model_path):
+        stale = not model_path.is_dir() or bool(missing_files(model_path, ChatNeed.WEIGHTS))
+    if stale:
         from controller.checkpoints import make_checkpoint
         logger.info("no --model-path: writing a tiny model folder to %s", model_path)
         try:
             make_checkpoint(model_path, profile="tiny")
         except OSError as exc:  # full, or made unwritable since the check before listening: it was a traceback
             raise tiny_folder_error(exc) from exc
-    try:
+    with _said_of_tiny_folder(model_path):
         return StepAudioPipeline(_pipeline_config(app_config, model_path), cancel)
+
+
+@contextlib.contextmanager
+def _said_of_tiny_folder(model_path: Path) -> Iterator[None]:
+    """A damaged file in the tiny folder (a config.json edited, a wav replaced) is named with what the folder is and
+    how to rebuild it: the user never named it."""
+    try:
+        yield
     except ConfigError as exc:
         if str(model_path) not in str(exc):
             raise
-        # a damaged file there that is not missing (a config.json edited, a wav replaced): say what the folder is
         raise ConfigError(f"{exc} ({model_path} is the tiny profile's model folder, written on the first `serve "
                           "--profile tiny` without --model-path; rebuild it with `stepaudio-rt make-checkpoint "
                           f"--profile tiny --overwrite {model_path}`)") from exc
