@@ -6,7 +6,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 
 import pytest
@@ -44,24 +45,6 @@ def silent_server() -> Iterator[int]:
             conn.close()
 
 
-def test_connect_to_a_server_that_never_answers_gives_up_and_says_so(tiny_server: ServerProcess,
-                                                                     browser: object) -> None:
-    """A server that took the connection and never answered (stuck, its event loop blocked): Connect left the page
-    'starting' with the button disabled, 40 s and more, no word and no way to cancel but reloading the page. It gives
-    up after 10 s, says so, and Connect can be pressed again."""
-    from selenium.webdriver.common.by import By
-
-    with silent_server() as port:
-        browser.get(f"{tiny_server.http}/?mode=ptt&url=ws://127.0.0.1:{port}/v1/realtime")  # type: ignore[attr-defined]
-        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
-        started = time.monotonic()
-        state = wait_until(browser, lambda s: s["state"] != "starting", 30)
-        waited = time.monotonic() - started
-    assert state["errors"] == [STUCK.format(port=port)] and state["state"] == "error", (state, waited)
-    assert 9 < waited < 15, waited
-    assert browser.find_element(By.ID, "connect").is_enabled(), hook(browser)  # type: ignore[attr-defined]
-
-
 @contextmanager
 def server_stuck_in_the_handshake() -> Iterator[int]:
     """A server whose /healthz answers 200 and whose WebSocket handshake never completes; yields the port."""
@@ -82,13 +65,17 @@ def server_stuck_in_the_handshake() -> Iterator[int]:
             server.shutdown()
 
 
-def test_a_handshake_that_never_completes_gives_up_and_says_so(tiny_server: ServerProcess, browser: object) -> None:
-    """A server whose /healthz answered but whose WebSocket handshake never completed (a stuck session admission, a
-    proxy holding the upgrade): the microphone opened, then the page stayed 'starting', Connect disabled, for as long
-    as the browser waits (minutes). It gives up after 10 s, says so, and Connect can be pressed again."""
+@pytest.mark.parametrize("stuck_server", [silent_server, server_stuck_in_the_handshake],
+                         ids=["never-answers", "handshake-never-completes"])
+def test_a_server_that_takes_the_connection_and_never_answers_gives_up_and_says_so(
+        tiny_server: ServerProcess, browser: object, stuck_server: Callable[[], ContextManager[int]]) -> None:
+    """A server that took the connection and never answered (stuck, its event loop blocked), or whose /healthz
+    answered but whose WebSocket handshake never completed (a stuck session admission, a proxy holding the upgrade):
+    Connect left the page 'starting' with the button disabled for as long as the browser waits (minutes), no word and
+    no way to cancel but reloading the page. It gives up after 10 s, says so, and Connect can be pressed again."""
     from selenium.webdriver.common.by import By
 
-    with server_stuck_in_the_handshake() as port:
+    with stuck_server() as port:
         browser.get(f"{tiny_server.http}/?mode=ptt&url=ws://127.0.0.1:{port}/v1/realtime")  # type: ignore[attr-defined]
         browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
         started = time.monotonic()
