@@ -207,8 +207,8 @@ class UserAgent:
         unsupported = _unsupported(req)
         refuse_now = method not in ("ACK", "CANCEL") and not starts_call  # a new call's: see _on_invite
         in_order = refuse_now and live_dialog(call, req) and not self._out_of_order(call, req)
-        if method == "INVITE" and call is not None and live_dialog(call, req):
-            call.reinvite_branch = req.top_via.branch  # whatever it is answered: a CANCEL may match it
+        if method == "INVITE" and live_dialog(call, req) and call is not None and req.cseq != call.transaction.cseq:
+            call.reinvite_branch = req.top_via.branch  # a new one, whatever it is answered: a CANCEL may match it
         if refuse_now and _unknown_scheme(req):
             self._reply(req, addr, 416)
         elif unsupported and refuse_now:

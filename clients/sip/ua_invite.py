@@ -10,11 +10,12 @@ is out of place (481, 491, a retransmission's repeat) and hands the rest here.
   is then ended with our BYE (ua_requests.py), a refused one is forgotten 32 s later.
 - Our SDP keeps its o= line, and its version goes up by one only when the answer changed (RFC 3264 8).
 - A re-INVITE on a confirmed call (hold, resume, a new media address, a session refresh) is answered 200 OK with
-  SDP and a MediaChanged event. The codec in use must still be offered: otherwise the error's status (488) and the
-  call goes on unchanged (14.2). A re-INVITE without SDP gets our offer with the codec in use, answered in the
-  ACK; until then the media stays as it was (RFC 3264 8: an offer changes nothing before its answer), so a
-  session refresh without SDP neither pauses our RTP nor loses a NAT caller's latched source. Its Contact is the
-  caller's new remote target (12.2.2), and its source where the caller now is.
+  SDP and a MediaChanged event. The codec in use must still be offered: otherwise the error's status (488; 422,
+  415, 400 alike), resent until its ACK or for 32 s as a first INVITE's (17.2.1), and the call goes on unchanged
+  (14.2). A re-INVITE without SDP gets our offer with the codec in use, answered in the ACK; until then the media
+  stays as it was (RFC 3264 8: an offer changes nothing before its answer), so a session refresh without SDP
+  neither pauses our RTP nor loses a NAT caller's latched source. Its Contact is the caller's new remote target
+  (12.2.2), and its source where the caller now is.
 - The ACK of the INVITE transaction stops the retransmissions: it confirms a first answer (CallConfirmed), lets a
   refused call be forgotten after 32 s, and sends a BYE that waited for it (we hung up meanwhile, 15). An ACK that
   brings the answer to our offer gives MediaChanged, or ends the call with BYE when the answer is unusable; if it
@@ -95,6 +96,8 @@ class InviteServer:
             self._out.send(call.last_response, call.remote)
             call.interval = min(call.interval * 2, T2)
             self._out.start(call, "retx", now + call.interval)
+        elif call.state is S.CONFIRMED:  # a re-INVITE's refusal: its transaction ends, the call goes on
+            self._out.cancel(call, "retx")
         elif call.state in (S.ANSWERED, S.REANSWERED):
             self._ours.end_with_bye(call, "no_ack", None if call.hung_up else "no ACK", now)
         else:
@@ -110,10 +113,13 @@ class InviteServer:
             media = negotiate(offer, keep=call.media.codec)
             timer = session_timer(req)
         except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
-            extra = (self._responses.warning(exc.warn_code, str(exc)), *exc.headers)
-            self._out.send(self._responses.build(req, exc.status, addr, to_tag=call.local_tag, extra=extra), addr)
+            # Its transaction is the call's now: the refusal is resent until the ACK (17.2.1), a retransmitted
+            # re-INVITE gets it again, and a CANCEL of it gets 200 (9.2)
+            call.transaction, call.remote = req, addr
+            self.final(call, exc.status, now, extra=(self._responses.warning(exc.warn_code, str(exc)), *exc.headers))
             self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
             return
+        call.reinvite_branch = None  # its 2xx ends its transaction (17.2.1): a CANCEL of it gets 481
         call.transaction, call.media, call.awaiting_answer, call.session_timer = req, media, not req.body, timer
         call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
         call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)
@@ -123,12 +129,14 @@ class InviteServer:
             self._out.events.append(MediaChanged(call.handle, media))
 
     def on_ack(self, call: Call | None, req: Request, now: float) -> None:
-        if (call is None or req.to.tag != call.local_tag or call.state not in (S.ANSWERED, S.REJECTED, S.REANSWERED)
+        if (call is None or req.to.tag != call.local_tag or call.state in (S.PROCEEDING, S.ENDED)
                 or req.cseq.number != call.transaction.cseq.number):
             return  # a stray or repeated ACK: absorbed (17.2.1), never answered
         self._out.cancel(call, "retx")
         self._out.cancel(call, "timeout")
         state = call.state
+        if state is S.CONFIRMED:  # of a re-INVITE's refusal (or a repeated one): the call goes on as it was
+            return
         transition(call, "ack")
         if call.hung_up:  # we hung up meanwhile: the BYE can go now
             self._ours.end_with_bye(call, "hangup", None, now)

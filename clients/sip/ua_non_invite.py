@@ -124,5 +124,4 @@ def _cancels(call: Call, cancel: Request) -> bool:
     """Whether `cancel` matches an INVITE server transaction of `call` (9.2, by branch, 17.2.3): its first INVITE's,
     or its last re-INVITE's unless that was answered 2xx, which ends the transaction (17.2.1)."""
     branch = cancel.top_via.branch
-    return branch is not None and (branch == call.invite.top_via.branch or
-                                   branch == call.reinvite_branch != call.transaction.top_via.branch)
+    return branch is not None and branch in (call.invite.top_via.branch, call.reinvite_branch)

@@ -450,6 +450,33 @@ def test_reinvite_hold_resume_and_move_media() -> None:
     assert statuses(h.feed(req("INVITE", to_tag=";tag=nope", cseq=7, branch="re7", body=SDP))) == [481]
 
 
+def test_a_reinvite_refused_488_is_answered_again_until_its_ack_and_the_call_goes_on() -> None:
+    """RFC 3261 17.2.1: an INVITE server transaction resends its non-2xx final on Timer G (T1 doubling to T2) until
+    the ACK or Timer H (64*T1), a re-INVITE's as a first INVITE's; its retransmission gets the same response, and a
+    CANCEL of it 200 (9.2). The call goes on as it was throughout (14.2)."""
+    h = Harness()
+    call, tag = h.established()
+    pcma = SDP.replace(b"RTP/AVP 0 101", b"RTP/AVP 8 101")  # the call's codec is PCMU
+    pcma_only = req("INVITE", to_tag=tag, cseq=2, branch="re2", body=pcma)
+    (refused,) = h.feed(pcma_only)
+    assert refused.status == 488 and refused.cseq == CSeq(2, "INVITE")
+    assert [m.serialize() for m in h.advance(h.now + 0.5)] == [refused.serialize()]  # Timer G
+    assert [m.serialize() for m in h.feed(pcma_only)] == [refused.serialize()]  # a retransmission: no new event
+    assert [e for e in h.events if isinstance(e, Refused)] == [
+        Refused("c1", "sip:caller@127.0.0.1", 488, "re-INVITE: no PCMU audio stream in the offer")]
+    assert h.feed(req("ACK", to_tag=tag, cseq=2, branch="re2")) == [] and h.timers == {}
+    assert h.advance(h.now + 40.0) == [] and h.ua.state(call) is CallState.CONFIRMED
+    assert statuses(h.feed(req("CANCEL", to_tag=tag, cseq=2, branch="re2"))) == [200]
+
+    start = h.now
+    h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re3", body=pcma))  # never acknowledged
+    h.advance(start + 40.0)
+    again = [(t - start, m.status, m.cseq.number) for t, m in h.sent if t > start]
+    assert again == [(t, 488, 3) for t in (0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5)]  # then Timer H
+    assert h.ua.state(call) is CallState.CONFIRMED and h.timers == {}
+    assert statuses(h.feed(req("BYE", to_tag=tag, cseq=4))) == [200]
+
+
 def test_reinvite_never_acknowledged_ends_the_call_with_bye() -> None:
     """13.3.1.4: a 2xx to a re-INVITE without ACK for 64*T1 ends the dialog with BYE."""
     h = Harness()
