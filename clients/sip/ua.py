@@ -63,7 +63,7 @@ from clients.sip.ua_events import (
     Addr, CallEnded, CallEvent, CallState, Datagram, IncomingCall, Refused, TimerAction, UaConfig,
 )
 from clients.sip.ua_invite import InviteServer
-from clients.sip.ua_messages import ALLOW, Extra, Responses
+from clients.sip.ua_messages import ALLOW, SUPPORTED, Extra, Responses
 from clients.sip.ua_non_invite import NonInviteServer
 from clients.sip.ua_requests import OwnRequests
 
@@ -358,5 +358,6 @@ def _unknown_scheme(req: Request) -> str | None:
 
 
 def _unsupported(req: Request) -> list[str]:
-    """The option tags `req` requires (Require, 20.32) that we do not support: all but timer (session_timer.py)."""
-    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip() and tag.strip().lower() != "timer"]
+    """The option tags `req` requires (Require, 20.32) that we do not support: all but SUPPORTED's."""
+    ours = SUPPORTED.split(", ")
+    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip() and tag.strip().lower() not in ours]

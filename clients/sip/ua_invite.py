@@ -37,7 +37,7 @@ from clients.sip.sdp import (
 from clients.sip.session_timer import session_timer
 from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import Addr, CallConfirmed, CallState, MediaChanged, Refused, UaConfig
-from clients.sip.ua_messages import ALLOW, Extra, Responses, remote_target
+from clients.sip.ua_messages import ADVERTISED, Extra, Responses, remote_target
 from clients.sip.ua_requests import OwnRequests
 
 __all__ = ["InviteServer"]
@@ -73,7 +73,7 @@ class InviteServer:
 
     def final(self, call: Call, status: int, now: float, body: bytes = b"", extra: Extra = ()) -> None:
         """A final response to the call's INVITE, retransmitted until ACK (T1 doubling to T2, 32 s at most)."""
-        extra = self._responses.contact() + ((("Allow", ALLOW),) if status == 200 else ()) + extra
+        extra = self._responses.contact() + (ADVERTISED if status == 200 else ()) + extra
         call.last_response = self._responses.build(call.transaction, status, call.remote, to_tag=call.local_tag,
                                                    body=body, extra=extra)
         call.interval = T1

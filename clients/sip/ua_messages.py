@@ -3,6 +3,8 @@
 - Responses (8.2.6): Via, From, To, Call-ID and CSeq copied from the request; the top Via gets received/rport
   (18.2.1, RFC 3581) because responses go to the request's source address; a To tag is added when absent (a
   100 Trying never gets one). 18x and 2xx to an INVITE carry its Record-Route lines, in order (12.1.1).
+- What we take, Allow (our methods) and Supported (our option tags: timer), goes in every 2xx to an INVITE
+  (13.3.1.4) and every answer to OPTIONS (11.2); a 405 or 501 names the methods in Allow (8.2.1).
 - Our BYE (15.1.1) and OPTIONS keep-alive go to the caller's Contact (the latest a re-INVITE named, 12.2.2),
   From/To swapped from the INVITE, its Record-Route as Route (12.2.1.1). Our BYE says why in Reason (RFC 3326).
 - Warning (20.43) says why we refused, quoted and cut to 120 characters, for the caller's logs.
@@ -15,10 +17,15 @@ from __future__ import annotations
 from clients.sip.message import Headers, NameAddr, Request, Response, SipParseError, Via, reason_phrase
 from clients.sip.ua_events import Addr, UaConfig
 
-__all__ = ["ALLOW", "Extra", "Responses", "build_request", "build_response", "contact", "remote_target", "warning"]
+__all__ = ["ADVERTISED", "ALLOW", "SUPPORTED", "Extra", "Responses", "build_request", "build_response", "contact",
+           "remote_target", "warning"]
 
 Extra = tuple[tuple[str, str], ...]  # headers added to a message, in order
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"  # the methods we take (Allow, 20.5)
+SUPPORTED = "timer"  # the option tags we take (Supported, 20.37): RFC 4028 session timers (session_timer.py)
+# What a 2xx to INVITE (13.3.1.4) and an answer to OPTIONS (11.2) say we take, so that a peer learns it may use
+# these methods and extensions (a PBX then asks for session timers) without trying them
+ADVERTISED: Extra = (("Allow", ALLOW), ("Supported", SUPPORTED))
 
 
 def build_response(req: Request, status: int, source: Addr, *, to_tag: str | None, server: str,

@@ -8,12 +8,12 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
   gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
-- OPTIONS -> 200 OK with Allow, Accept (every body type we read: SDP, multipart, INFO's DTMF, body.py) and, unless
-  its Accept leaves SDP out, our capabilities in SDP (RFC 3261 11.2, RFC 3264 9: the codecs we take), or
-  while the core says we are busy (`max_calls` calls live, or the agent server down as the shell last saw it) the
-  503 + Retry-After an INVITE would get (11.2: a proxy that probes with OPTIONS then routes elsewhere); an
-  in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a dialog that does not exist, or no longer
-  does, -> 481 (12.2.2), so the peer tears down a call we have lost.
+- OPTIONS -> 200 OK with Allow, Supported (ua_messages.py), Accept (every body type we read: SDP, multipart, INFO's
+  DTMF, body.py) and, unless its Accept leaves SDP out, our capabilities in SDP (RFC 3261 11.2, RFC 3264 9: the
+  codecs we take), or while the core says we are busy (`max_calls` calls live, or the agent server down as the
+  shell last saw it) the 503 + Retry-After an INVITE would get (11.2: a proxy that probes with OPTIONS then routes
+  elsewhere); an in-dialog one (a To tag: a PBX's or proxy's dialog keep-alive) for a dialog that does not exist,
+  or no longer does, -> 481 (12.2.2), so the peer tears down a call we have lost.
 - INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
   application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
   caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
@@ -30,7 +30,7 @@ from clients.sip.sdp import capabilities
 from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, transition
 from clients.sip.ua_events import Addr, CallEnded, CallState, DtmfReceived
 from clients.sip.ua_invite import InviteServer
-from clients.sip.ua_messages import ALLOW, Extra, Responses
+from clients.sip.ua_messages import ADVERTISED, Extra, Responses
 
 __all__ = ["NonInviteServer"]
 
@@ -88,7 +88,7 @@ class NonInviteServer:
         if dialog and (call is None or not live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
             self.reply(call, req, addr, 481)
             return
-        allowed = (("Allow", ALLOW), ("Accept", ACCEPT))
+        allowed = (*ADVERTISED, ("Accept", ACCEPT))
         if not dialog and retry_after is not None:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
             # health check) sends its calls elsewhere while we are full or our agent server is down, not into 503s

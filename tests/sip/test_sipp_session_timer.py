@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.sip.media import wait_for
-from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.peers import BridgeProcess, need, run_sipp, sipp_call
 from tests.sip.sipp_scenario import ereg, expect, request, scenario, sdp
 
 pytestmark = pytest.mark.slow
@@ -43,3 +43,20 @@ def test_a_session_timer_is_taken_and_an_unrefreshed_call_ends_with_bye(embedded
     assert [c["end_reason"] for c in calls] == ["session expired"], calls
     assert 5 + 58 <= calls[0]["ended"] - calls[0]["started"] <= 5 + 66, calls  # 58 s after the refresh, not the 2xx
     assert wait_for(lambda: embedded_server.metrics()["stepaudio_sessions_live"] == 0, 10)
+
+
+def test_the_options_answer_and_an_invites_200_say_session_timers_are_supported(embedded_server,
+                                                                                 tmp_path: Path) -> None:
+    """RFC 3261 11.2 and 13.3.1.4: the answer to OPTIONS and a 2xx to INVITE carry Supported with our option tags,
+    as they carry Allow with our methods. Neither had Supported, so a peer (a PBX qualifying its trunk) could not
+    learn that the bridge takes session timers (RFC 4028) but by placing a call that requires them."""
+    need("sipp")
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    supported = {"match": "^ *timer *$", "header": "Supported"}
+    sipp_call(bridge, tmp_path, scenario(
+        request("OPTIONS", 1, in_dialog=False), expect(200, optional=(), **supported),
+        request("INVITE", 2, in_dialog=False, body=sdp("0")), expect(200, **supported),
+        request("ACK", 2, in_dialog=True),
+        request("INVITE", 3, in_dialog=True, body=sdp("0", version=2)), expect(200, optional=(100,), **supported),
+        request("ACK", 3, in_dialog=True),
+        request("BYE", 4, in_dialog=True), expect(200, optional=())))
