@@ -33,7 +33,10 @@ Rules:
   request's gets 500 and changes nothing (12.2.2): a BYE overtaken by a later request does not end the call.
   Every other request in the dialog (but ACK and CANCEL) raises that number, whatever its answer: one refused
   405, 415, 420 or 488 counts as well.
-  Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
+- Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
+- The checks go in RFC 3261's order, as 12.2.2 applies 8.2's rules to a request in a dialog before its own: the
+  method (405/501, 8.2.1), the Request-URI (416, 8.2.2.1), Require (420, 8.2.2.3), and only then the dialog's
+  CSeq order (500), so a stale request of a method we do not take, or requiring an extension, gets 405/501/420.
 - Our own requests in a dialog, `hangup()`'s BYE and `keepalive()`'s OPTIONS (the shell asks when a held caller
   has been silent long enough), and their retransmissions are ua_requests.py's; a call's record, the timers and
   the outbox are ua_call.py's.
@@ -73,6 +76,7 @@ __all__ = ["UserAgent"]
 # A call slot frees whenever any call ends, so a proxy may come back this soon; the other causes (an agent server
 # that cannot be reached, no RTP port free, the bridge shutting down) use it too, having no better estimate.
 RETRY_AFTER_S = 5
+METHODS = frozenset(ALLOW.split(", "))  # those we take
 OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
 
@@ -209,7 +213,9 @@ class UserAgent:
         in_order = refuse_now and live_dialog(call, req) and not self._out_of_order(call, req)
         if method == "INVITE" and live_dialog(call, req) and call is not None and req.cseq != call.transaction.cseq:
             call.reinvite_branch = req.top_via.branch  # a new one, whatever it is answered: a CANCEL may match it
-        if refuse_now and _unknown_scheme(req):
+        if method not in METHODS:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take
+            self._reply(req, addr, 405 if method in OTHER_SIP_METHODS else 501, extra=(("Allow", ALLOW),))
+        elif refuse_now and _unknown_scheme(req):
             self._reply(req, addr, 416)
         elif unsupported and refuse_now:
             self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported)),))
@@ -235,10 +241,8 @@ class UserAgent:
         elif method == "OPTIONS":
             busy = RETRY_AFTER_S if self.live_calls >= self.config.max_calls else self._agent_retry_after
             self._others.options(call, req, addr, busy)
-        elif method == "INFO":
+        else:  # INFO
             self._others.info(call, req, addr)
-        else:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take (8.2.1)
-            self._reply(req, addr, 405 if method in OTHER_SIP_METHODS else 501, extra=(("Allow", ALLOW),))
         if in_order and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
             # 12.2.2: every request in order raises the remote CSeq, whatever we answered it (405, 415, 420, 488
             # too), so a later one below it is out of order; the handlers above saw the number before it

@@ -160,6 +160,22 @@ def test_any_in_dialog_request_below_the_callers_last_cseq_gets_500_and_changes_
     assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["remote hangup"]
 
 
+def test_a_stale_request_is_refused_for_its_method_or_extension_before_its_order() -> None:
+    """RFC 3261 12.2.2: a UAS applies 8.2's rules to a request in a dialog first, then the dialog's: a stale request
+    (CSeq below the caller's last) of a method we do not take gets 405 with Allow (8.2.1), or 501 for an unknown
+    method, and one requiring an extension 420 (8.2.2.3), not the 500 of an out-of-order request; a stale BYE
+    still gets 500, and none of them changes the call."""
+    h = Harness()
+    call, tag = h.established()
+    assert _status(h.feed(req("OPTIONS", to_tag=tag, cseq=5))) == [200]
+    refer = h.feed(req("REFER", to_tag=tag, cseq=3))
+    assert _status(refer) == [405] and refer[0].headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+    assert _status(h.feed(req("FROB", to_tag=tag, cseq=3))) == [501]
+    assert _status(h.feed(req("OPTIONS", to_tag=tag, cseq=4, headers="Require: 100rel\r\n"))) == [420]
+    assert _status(h.feed(req("BYE", to_tag=tag, cseq=4))) == [500]
+    assert h.ua.state(call) is CallState.CONFIRMED and _status(h.feed(req("BYE", to_tag=tag, cseq=6))) == [200]
+
+
 def test_our_bye_says_why_in_a_reason_header() -> None:
     """RFC 3326: the far end (a PBX's CDR, an SBC's log, the phone's display) learns why the bridge hung up: an RTP
     timeout, the agent gone, the caller not answering our keep-alive; also when the BYE had to wait for the ACK."""
