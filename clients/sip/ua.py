@@ -34,9 +34,8 @@ Rules:
   Every other request in the dialog (but ACK and CANCEL) raises that number, whatever its answer: one refused
   405, 415, 420 or 488 counts as well.
 - Other methods -> 405 (REGISTER, REFER, ... : SIP's own) or 501 (unknown), with Allow (8.2.1).
-- The checks go in RFC 3261's order, as 12.2.2 applies 8.2's rules to a request in a dialog before its own: the
-  method (405/501, 8.2.1), the Request-URI (416, 8.2.2.1), Require (420, 8.2.2.3), and only then the dialog's
-  CSeq order (500), so a stale request of a method we do not take, or requiring an extension, gets 405/501/420.
+- The checks go in RFC 3261's order (ua_inspection.py): 405/501, 416, 420, and only then the dialog's CSeq order
+  (500), so a stale request of a method we do not take, or requiring an extension, gets 405/501/420.
 - Our own requests in a dialog, `hangup()`'s BYE and `keepalive()`'s OPTIONS (the shell asks when a held caller
   has been silent long enough), and their retransmissions are ua_requests.py's; a call's record, the timers and
   the outbox are ua_call.py's.
@@ -66,7 +65,8 @@ from clients.sip.ua_events import (
     Addr, CallEnded, CallEvent, CallState, Datagram, IncomingCall, Refused, TimerAction, UaConfig,
 )
 from clients.sip.ua_invite import InviteServer
-from clients.sip.ua_messages import ALLOW, SUPPORTED, Extra, Responses
+from clients.sip.ua_inspection import method_refusal, out_of_order, same_transaction, unknown_scheme, unsupported
+from clients.sip.ua_messages import ALLOW, Extra, Responses
 from clients.sip.ua_non_invite import NonInviteServer
 from clients.sip.ua_requests import OwnRequests
 
@@ -76,8 +76,6 @@ __all__ = ["UserAgent"]
 # A call slot frees whenever any call ends, so a proxy may come back this soon; the other causes (an agent server
 # that cannot be reached, no RTP port free, the bridge shutting down) use it too, having no better estimate.
 RETRY_AFTER_S = 5
-METHODS = frozenset(ALLOW.split(", "))  # those we take
-OTHER_SIP_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"})
 S = CallState
 
 
@@ -208,29 +206,30 @@ class UserAgent:
         call = self._calls.get(self._key(req))
         method = req.method
         starts_call = method == "INVITE" and req.to.tag is None
-        unsupported = _unsupported(req)
+        unsupported_tags = unsupported(req)
         refuse_now = method not in ("ACK", "CANCEL") and not starts_call  # a new call's: see _on_invite
-        in_order = refuse_now and live_dialog(call, req) and not self._out_of_order(call, req)
+        in_order = refuse_now and live_dialog(call, req) and not out_of_order(call, req)
         if method == "INVITE" and live_dialog(call, req) and call is not None and req.cseq != call.transaction.cseq:
             call.reinvite_branch = req.top_via.branch  # a new one, whatever it is answered: a CANCEL may match it
-        if method not in METHODS:  # a method of SIP's own RFCs gets 405, an unknown one 501; both say what we take
-            self._reply(req, addr, 405 if method in OTHER_SIP_METHODS else 501, extra=(("Allow", ALLOW),))
-        elif refuse_now and _unknown_scheme(req):
+        refusal = method_refusal(method)  # the checks in RFC 3261's order (ua_inspection.py)
+        if refusal is not None:
+            self._reply(req, addr, refusal, extra=(("Allow", ALLOW),))  # both say what we take (8.2.1)
+        elif refuse_now and unknown_scheme(req):
             self._reply(req, addr, 416)
-        elif unsupported and refuse_now:
-            self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported)),))
+        elif unsupported_tags and refuse_now:
+            self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported_tags)),))
         elif method == "ACK":
             self._invites.on_ack(call, req, now)
         elif starts_call:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
-            elif req.cseq.number == call.invite.cseq.number and _same_transaction(req, call.invite):
+            elif req.cseq.number == call.invite.cseq.number and same_transaction(req, call.invite):
                 self._out.send(call.last_response, addr)  # retransmission: same response, no second dialog
             elif req.cseq.number == call.invite.cseq.number:  # merged (8.2.2.2)
                 self._reply(req, addr, 482)
             else:  # a second INVITE while the first is live (14.2)
                 self._retry_later(req, addr)
-        elif self._out_of_order(call, req):  # 12.2.2: below the caller's last request in the dialog
+        elif out_of_order(call, req):  # 12.2.2: below the caller's last request in the dialog
             self._reply(req, addr, 500)
         elif method == "INVITE":
             self._on_reinvite(call, req, addr, now)
@@ -258,13 +257,13 @@ class UserAgent:
             self._refuse(call, 503, now, f"max_calls ({self.config.max_calls}) reached",
                          extra=(("Retry-After", str(RETRY_AFTER_S)),))
             return
-        scheme = _unknown_scheme(req)
+        scheme = unknown_scheme(req)
         if scheme:
             self._refuse(call, 416, now, f"Request-URI scheme {scheme} unsupported")
             return
-        unsupported = ", ".join(_unsupported(req))
-        if unsupported:
-            self._refuse(call, 420, now, f"requires {unsupported}", extra=(("Unsupported", unsupported),))
+        tags = ", ".join(unsupported(req))
+        if tags:
+            self._refuse(call, 420, now, f"requires {tags}", extra=(("Unsupported", tags),))
             return
         try:
             media = self._invites.accept_offer(call, req)  # with the session timer its 2xx sets up, if any
@@ -325,16 +324,6 @@ class UserAgent:
         """A stateless final response (out of any INVITE transaction)."""
         self._others.reply(self._calls.get(self._key(req)), req, addr, status, extra)
 
-    def _out_of_order(self, call: Call | None, req: Request) -> bool:
-        """Whether an in-dialog request's CSeq is below the caller's last request's in the dialog: it must get 500
-        whatever its method (12.2.2). ACK and CANCEL carry their INVITE's number, and a retransmitted re-INVITE
-        belongs to its transaction (17.2.3), not the dialog's order."""
-        if call is None or not live_dialog(call, req) or req.method in ("ACK", "CANCEL"):
-            return False
-        if req.method == "INVITE" and req.cseq == call.transaction.cseq:
-            return False
-        return req.cseq.number < (call.remote_cseq or call.invite.cseq).number
-
     def _get(self, handle: str) -> Call:
         call = self._by_handle.get(handle)
         if call is None:
@@ -348,20 +337,3 @@ class UserAgent:
     def _key(req: Request) -> tuple[str, str]:
         return req.call_id, req.from_.tag or ""
 
-
-def _same_transaction(a: Request, b: Request) -> bool:
-    """Whether two requests of one method belong to one server transaction (17.2.3: top Via branch and sent-by)."""
-    va, vb = a.top_via, b.top_via
-    return (va.branch, va.host, va.port) == (vb.branch, vb.host, vb.port)
-
-
-def _unknown_scheme(req: Request) -> str | None:
-    """The scheme of `req`'s Request-URI unless it is one we answer (8.2.2.1): sip, sips, or tel (a gateway's)."""
-    scheme = req.uri.partition(":")[0]
-    return None if scheme.lower() in ("sip", "sips", "tel") else scheme
-
-
-def _unsupported(req: Request) -> list[str]:
-    """The option tags `req` requires (Require, 20.32) that we do not support: all but SUPPORTED's."""
-    ours = SUPPORTED.split(", ")
-    return [tag.strip() for tag in req.headers.get_all("Require") if tag.strip() and tag.strip().lower() not in ours]
