@@ -20,15 +20,19 @@ Rules:
   Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with other codecs after 488,
   8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK (T1 doubling to T2, 32 s at
-  most); the answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are ua_invite.py's.
+  most), a re-INVITE's on a confirmed call too (416, 420, 500 below); those of a re-INVITE that comes while
+  another INVITE of the call is in progress (500 + Retry-After, 491) are sent once, as the call's one
+  transaction is taken. The answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are
+  ua_invite.py's.
 - CANCEL, BYE, OPTIONS and INFO are answered by ua_non_invite.py (an OPTIONS ping gets 503 + Retry-After while
   `max_calls` calls are live, or the agent server is down as the shell last saw it: `agent_server()`).
 - A request whose Request-URI has a scheme other than sip, sips or tel gets 416 Unsupported URI Scheme (8.2.2.1;
   RFC 4475's unksm), as one requiring an extension gets 420, below: we are no endpoint for such an address.
 - A request whose Require names an option tag we do not support (all but timer: no 100rel, say) gets 420 Bad
   Extension with those tags in Unsupported (8.2.2.3): an INVITE that would start a call is refused
-  like a 488 (retransmitted until ACK; a retry without the tag is a new call), any other request statelessly,
-  and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored (8.2.2.3).
+  like a 488 (retransmitted until ACK; a retry without the tag is a new call), a re-INVITE too, any other
+  request statelessly, and an in-dialog one leaves the call as it was. Require in ACK and CANCEL is ignored
+  (8.2.2.3).
 - Any request in a live dialog (re-INVITE, BYE, OPTIONS, INFO) whose CSeq is below the caller's last in-dialog
   request's gets 500 and changes nothing (12.2.2): a BYE overtaken by a later request does not end the call.
   Every other request in the dialog (but ACK and CANCEL) raises that number, whatever its answer: one refused
@@ -215,9 +219,9 @@ class UserAgent:
         if refusal is not None:
             self._reply(req, addr, refusal, extra=(("Allow", ALLOW),))  # both say what we take (8.2.1)
         elif refuse_now and unknown_scheme(req):
-            self._reply(req, addr, 416)
+            self._refuse_request(call, req, addr, 416, now)
         elif unsupported_tags and refuse_now:
-            self._reply(req, addr, 420, extra=(("Unsupported", ", ".join(unsupported_tags)),))
+            self._refuse_request(call, req, addr, 420, now, extra=(("Unsupported", ", ".join(unsupported_tags)),))
         elif method == "ACK":
             self._invites.on_ack(call, req, now)
         elif starts_call:
@@ -230,7 +234,7 @@ class UserAgent:
             else:  # a second INVITE while the first is live (14.2)
                 self._retry_later(req, addr)
         elif out_of_order(call, req):  # 12.2.2: below the caller's last request in the dialog
-            self._reply(req, addr, 500)
+            self._refuse_request(call, req, addr, 500, now)
         elif method == "INVITE":
             self._on_reinvite(call, req, addr, now)
         elif method == "CANCEL":
@@ -319,6 +323,15 @@ class UserAgent:
         """500 to an INVITE that came while an earlier one of its dialog is unanswered, with Retry-After 1-10 s
         (14.2)."""
         self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
+
+    def _refuse_request(self, call: Call | None, req: Request, addr: Addr, status: int, now: float,
+                        extra: Extra = ()) -> None:
+        """A final non-2xx to a request the checks refused: a re-INVITE's on a confirmed call through its
+        transaction (resent until the ACK, 17.2.1), any other's statelessly."""
+        if req.method == "INVITE" and call is not None and live_dialog(call, req) and call.state is S.CONFIRMED:
+            self._invites.refuse(call, req, addr, status, now, extra)
+        else:
+            self._reply(req, addr, status, extra)
 
     def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
         """A stateless final response (out of any INVITE transaction)."""

@@ -112,11 +112,9 @@ class InviteServer:
             offer = _offer(req, call.media.codec, call.media.dtmf_payload_type)
             media = negotiate(offer, keep=call.media.codec)
             timer = session_timer(req)
-        except RemoteProtocolError as exc:  # the call goes on as it was (14.2)
-            # Its transaction is the call's now: the refusal is resent until the ACK (17.2.1), a retransmitted
-            # re-INVITE gets it again, and a CANCEL of it gets 200 (9.2)
-            call.transaction, call.remote = req, addr
-            self.final(call, exc.status, now, extra=(self._responses.warning(exc.warn_code, str(exc)), *exc.headers))
+        except RemoteProtocolError as exc:
+            self.refuse(call, req, addr, exc.status, now,
+                        extra=(self._responses.warning(exc.warn_code, str(exc)), *exc.headers))
             self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
             return
         call.reinvite_branch = None  # its 2xx ends its transaction (17.2.1): a CANCEL of it gets 481
@@ -127,6 +125,13 @@ class InviteServer:
         self._ok(call, offer, now)
         if req.body:  # else our offer: the ACK's answer changes the media (_on_answer)
             self._out.events.append(MediaChanged(call.handle, media))
+
+    def refuse(self, call: Call, req: Request, addr: Addr, status: int, now: float, extra: Extra = ()) -> None:
+        """A non-2xx final to a re-INVITE of a confirmed call, which goes on as it was (14.2). Its transaction is the
+        call's now: the refusal is resent until the ACK (17.2.1), a retransmitted re-INVITE gets it again, and a
+        CANCEL of it gets 200 (9.2)."""
+        call.transaction, call.remote = req, addr
+        self.final(call, status, now, extra=extra)
 
     def on_ack(self, call: Call | None, req: Request, now: float) -> None:
         if (call is None or req.to.tag != call.local_tag or call.state in (S.PROCEEDING, S.ENDED)

@@ -477,6 +477,23 @@ def test_a_reinvite_refused_488_is_answered_again_until_its_ack_and_the_call_goe
     assert statuses(h.feed(req("BYE", to_tag=tag, cseq=4))) == [200]
 
 
+def test_a_reinvite_refused_by_the_request_checks_is_answered_again_until_its_ack() -> None:
+    """RFC 3261 17.2.1 for the other non-2xx finals to a re-INVITE of a confirmed call: 420 to one requiring an
+    extension (8.2.2.3) and 500 to one below the dialog's CSeq (12.2.2) are resent until their ACK too, with the
+    same headers; the call goes on as it was."""
+    h = Harness()
+    call, tag = h.established()
+    (bad_ext,) = h.feed(req("INVITE", to_tag=tag, cseq=5, branch="re5", body=SDP, headers="Require: 100rel\r\n"))
+    assert bad_ext.status == 420 and bad_ext.headers.get("Unsupported") == "100rel"
+    assert [m.serialize() for m in h.advance(h.now + 0.5)] == [bad_ext.serialize()]
+    h.feed(req("ACK", to_tag=tag, cseq=5, branch="re5"))
+    (stale,) = h.feed(req("INVITE", to_tag=tag, cseq=4, branch="re4", body=SDP))
+    assert stale.status == 500 and [m.serialize() for m in h.advance(h.now + 0.5)] == [stale.serialize()]
+    h.feed(req("ACK", to_tag=tag, cseq=4, branch="re4"))
+    assert h.timers == {} and h.ua.state(call) is CallState.CONFIRMED
+    assert not [e for e in h.events if isinstance(e, MediaChanged)]
+
+
 def test_reinvite_never_acknowledged_ends_the_call_with_bye() -> None:
     """13.3.1.4: a 2xx to a re-INVITE without ACK for 64*T1 ends the dialog with BYE."""
     h = Harness()
