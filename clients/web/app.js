@@ -219,7 +219,8 @@ function onChunk(chunk) {
     }
     return;
   }
-  if (streaming) sendChunk(chunk);
+  // A lost microphone's track delivers silence: streamed, the server was sent 25 chunks a second of nothing.
+  if (streaming && !micLost) sendChunk(chunk);
 }
 
 function sendChunk(chunk) {

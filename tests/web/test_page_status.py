@@ -117,3 +117,39 @@ def test_push_to_talk_with_the_microphone_lost_sends_no_turn(tiny_server: Server
         state = hook(browser)
     assert held["state"] == state["state"] == "microphone lost", (held, state)
     assert "input_audio_buffer.commit" not in heard and "response.create" not in heard, heard
+
+
+def test_hands_free_with_the_microphone_lost_sends_no_audio_until_one_is_picked(tiny_server: ServerProcess,
+                                                                               browser: object) -> None:
+    """Hands-free, with the microphone lost, the page went on streaming the silence the ended track delivers (25
+    input_audio_buffer.append a second), for nothing the server could hear. It sends none while the microphone is lost
+    and streams again once one is picked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    appended: list[float] = []  # when each input_audio_buffer.append came
+
+    def count(ws: object, event: dict) -> None:
+        if event["type"] == "input_audio_buffer.append":
+            appended.append(time.monotonic())
+
+    with fake_realtime_server(count) as url:
+        browser.get(f"{tiny_server.http}/?mode=vad&url={url}")  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        assert wait_until(browser, lambda s: s["state"] == "listening", 30)["state"] == "listening"
+        permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http}
+        browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "denied"})  # type: ignore
+        assert wait_until(browser, lambda s: s["state"] == "microphone lost", 10)["state"] == "microphone lost"
+        time.sleep(0.5)  # chunks captured before the track ended may still be on their way
+        lost_at = time.monotonic()
+        time.sleep(2.0)
+        while_lost = sum(t > lost_at for t in appended)
+        browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore
+        mic = Select(browser.find_element(By.ID, "mic"))  # type: ignore[attr-defined]
+        mic.select_by_value([o.get_attribute("value") for o in mic.options if o.get_attribute("value")][0])
+        assert wait_until(browser, lambda s: s["state"] == "listening", 10)["state"] == "listening"
+        picked_at = time.monotonic()
+        time.sleep(1.0)
+        after_pick = sum(t > picked_at for t in appended)
+    assert while_lost == 0, (while_lost, hook(browser))
+    assert after_pick >= 15, (after_pick, hook(browser))  # 40 ms chunks: 25 a second
