@@ -44,3 +44,35 @@ def test_on_a_phone_hold_to_talk_stays_in_reach_as_the_conversation_grows(tiny_s
         width = browser.execute_script("return document.documentElement.scrollWidth")  # type: ignore[attr-defined]
     assert reach == {"talk": True, "message": True}, reach
     assert width <= PHONE["width"], width  # nothing wider than the screen
+
+
+# The element's rectangle on the screen: (top, bottom).
+RECT = "const r = document.getElementById(arguments[0]).getBoundingClientRect(); return [r.top, r.bottom];"
+
+
+def test_on_a_phone_the_first_latency_readout_leaves_the_message_box_above_hold_to_talk(tiny_server: ServerProcess,
+                                                                                       browser: object) -> None:
+    """On a 375 px screen the first reply's latency readout ('812 ms (median 812 ms over 1)') did not fit the meters'
+    row beside the other meters: the row wrapped, every line under it moved down, and the message box, just brought
+    into view above the fixed 'Hold to talk', slid under the button. The meters keep their height as the readout
+    comes, and the message box stays above the button."""
+    story = "A reply long enough to fill the screen of a phone, as a long spoken answer does. " * 12
+
+    def answer(ws: object, event: dict) -> None:
+        if event["type"] == "conversation.item.create":
+            send(ws, "conversation.item.added", item={**event["item"], "id": "u1"})  # type: ignore[arg-type]
+        elif event["type"] == "response.create":
+            send_spoken_reply(ws, "r1", story, 0.5)  # type: ignore[arg-type]
+            send(ws, "response.done", response={"id": "resp_r1", "status": "completed"})  # type: ignore[arg-type]
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)  # type: ignore[attr-defined]
+    with fake_realtime_server(answer) as url:
+        connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
+        meters = browser.execute_script(RECT, "meters")  # type: ignore[attr-defined]
+        browser.execute_script(SEND_TYPED, "Tell me a story.")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["latenciesMs"] and s["state"] == "ready", 10)
+        assert state["latenciesMs"] and state["state"] == "ready", state
+        shown = {e: browser.execute_script(RECT, e) for e in ("meters", "message", "talk")}  # type: ignore
+    height = shown["meters"][1] - shown["meters"][0]
+    assert height == meters[1] - meters[0], (meters, shown)
+    assert shown["message"][1] <= shown["talk"][0] and shown["talk"][1] <= PHONE["height"], shown
