@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from itertools import count
@@ -18,6 +17,8 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
+
+from tests.web.serving import serving
 
 Answer = Callable[[ServerConnection, dict], None]  # (connection, client event): sends whatever the script says
 
@@ -58,11 +59,6 @@ def fake_realtime_server(answer: Answer) -> Iterator[str]:
         # The page asks for /healthz; a server without one says 404 (not a failed handshake in the test's log).
         return None if request.headers.get("Upgrade") else ws.respond(404, "not found\n")
 
-    with serve(session, "127.0.0.1", 0, subprotocols=["realtime"], process_request=no_page) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/v1/realtime"
-        finally:
-            server.shutdown()
-            thread.join(10)
+    with serve(session, "127.0.0.1", 0, subprotocols=["realtime"], process_request=no_page) as server, \
+            serving(server) as port:
+        yield f"ws://127.0.0.1:{port}/v1/realtime"

@@ -21,6 +21,8 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
+from tests.web.serving import serving
+
 PASSED_HEADERS = ("Content-Type", "Retry-After", "Upgrade")  # of the server's HTTP answers
 
 
@@ -65,14 +67,8 @@ def reverse_proxy(server_http: str, prefix: str) -> Iterator[str]:
         down.join(10)
 
     with serve(relay, "127.0.0.1", 0, process_request=process_request, select_subprotocol=select_subprotocol,
-               max_size=None) as proxy:
-        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{proxy.socket.getsockname()[1]}{prefix}"
-        finally:
-            proxy.shutdown()
-            thread.join(10)
+               max_size=None) as proxy, serving(proxy) as port:
+        yield f"http://127.0.0.1:{port}{prefix}"
 
 
 def pump(source: ServerConnection | ClientConnection, sink: ServerConnection | ClientConnection) -> None:

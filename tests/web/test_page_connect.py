@@ -16,6 +16,7 @@ from websockets.sync.server import ServerConnection, serve
 
 from tests.conftest import ServerProcess
 from tests.web.browser import hook, wait_until
+from tests.web.serving import serving
 
 STUCK = ("could not start: the server at 127.0.0.1:{port} took the connection but did not answer in 10 s: it may be "
          "stuck or overloaded (its log may say why). Press Connect to try again.")
@@ -56,13 +57,11 @@ def server_stuck_in_the_handshake() -> Iterator[int]:
             return ws.respond(503, "gave up\n")
         return ws.respond(200, '{"status": "ok"}\n')
 
-    with serve(lambda ws: None, "127.0.0.1", 0, process_request=hold) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    with serve(lambda ws: None, "127.0.0.1", 0, process_request=hold) as server, serving(server) as port:
         try:
-            yield server.socket.getsockname()[1]
+            yield port
         finally:
             release.set()
-            server.shutdown()
 
 
 @pytest.mark.parametrize("stuck_server", [silent_server, server_stuck_in_the_handshake],
