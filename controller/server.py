@@ -175,11 +175,13 @@ class RealtimeServer:
             return _text(http.HTTPStatus.OK, self.metrics.render(),
                          "text/plain; version=0.0.4; charset=utf-8")
         if path in (REALTIME_PATH, REALTIME_PATH + "/"):
+            # The key before the upgrade: a client whose handshake was refused (a browser sees no status) asks again
+            # as a plain request with the key, and 401 or 426 tells a wrong key from a proxy that drops upgrades.
+            if not self._authorized(request):
+                return _text(http.HTTPStatus.UNAUTHORIZED, "invalid or missing API key\n")
             if not upgrade:
                 return _text(http.HTTPStatus.UPGRADE_REQUIRED, "WebSocket upgrade required\n",
                              extra=[("Upgrade", "websocket")])
-            if not self._authorized(request):
-                return _text(http.HTTPStatus.UNAUTHORIZED, "invalid or missing API key\n")
             if not self.ready:
                 return self._loading()
             if not self._admit(connection):

@@ -97,8 +97,29 @@ export async function openSocket(socket, wsUrl) {
     await socket.open(ANSWER_TIMEOUT_S);
   } catch (err) {
     if (err.name === 'TimeoutError') throw new Error(notAnswering(new URL(wsUrl).host));
-    throw new Error((await serverProblem(wsUrl)) || pathProblem(wsUrl) || err.message);
+    const problem = (await serverProblem(wsUrl)) || pathProblem(wsUrl) || (await refusal(wsUrl, socket.key));
+    throw new Error(problem || err.message);
   }
+}
+
+// Why a server that answers refused the handshake, which a browser reports as a bare 1006 whatever the status: asked
+// again as a plain request with the key, stepaudio-rt answers 401 to a wrong or missing key, and 426 (upgrade
+// required) to the right one, as it did to the handshake itself if a proxy dropped its upgrade on the way.
+// Unanswered (another host's server, which allows no Authorization header across origins), it tells nothing.
+async function refusal(wsUrl, key) {
+  const url = serverUrl(wsUrl, REALTIME_PATH);
+  let res;
+  try {
+    res = await fetchOrGiveUp(url, key ? { headers: { Authorization: `Bearer ${key}` } } : {});
+  } catch {
+    return null;
+  }
+  if (res.status === 401 && key) return 'the server refused the API key: check it under API key';
+  if (res.status === 401) return 'the server needs an API key: enter it under API key';
+  if (res.status !== 426) return null;
+  return `the server at ${url.host} answers, but the WebSocket handshake reached it without its upgrade: a proxy in `
+    + 'between does not pass WebSocket upgrades on (nginx needs proxy_http_version 1.1 and proxy_set_header '
+    + 'Upgrade $http_upgrade and Connection "upgrade")';
 }
 
 // A server that answers yet refused the handshake: an address without the API's path (the page's own, pasted into the

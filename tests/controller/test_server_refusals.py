@@ -166,3 +166,32 @@ async def test_healthz_says_when_the_chat_lm_server_does_not_answer() -> None:
     assert (status, body["status"], retry) == (503, "chat_lm_down", "5"), body
     assert body["reason"].startswith(
         f"chat LM unreachable: cannot connect to chat server http://127.0.0.1:{dead}/"), body
+
+
+async def test_a_plain_request_to_the_api_is_refused_for_its_key_before_its_missing_upgrade() -> None:
+    """A plain GET of /v1/realtime got 426 whatever its key: a browser, which sees no status of a refused handshake,
+    could not tell a wrong key (401 to the handshake) from a proxy that drops upgrades (the handshake reaching the
+    server as a plain GET, 426). The key is checked first: 401 without it or with a wrong one, 426 with the right
+    one; a server without keys answers 426."""
+    async def status(server: RealtimeServer, key: str | None) -> tuple[int, str | None]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/realtime", headers=headers)
+        try:
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+        except urllib.error.HTTPError as answer:
+            return answer.code, answer.headers.get("Upgrade")
+        raise AssertionError("a plain request to the API answered 200")
+
+    keyed = RealtimeServer(ServerConfig(port=0, api_keys=("right",)), Metrics(), _never)
+    open_server = RealtimeServer(ServerConfig(port=0), Metrics(), _never)
+    for server in (keyed, open_server):
+        await server.start()
+        server.ready = True
+    try:
+        assert await status(keyed, None) == (401, None)
+        assert await status(keyed, "wrong") == (401, None)
+        assert await status(keyed, "right") == (426, "websocket")
+        assert await status(open_server, None) == (426, "websocket")
+    finally:
+        for server in (keyed, open_server):
+            await server.close()

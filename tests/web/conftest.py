@@ -60,3 +60,10 @@ def tiny_server() -> Iterator[ServerProcess]:
     server = ServerProcess("--profile", "tiny")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[ServerProcess]:
+    server = ServerProcess("--profile", "tiny", "--api-key", "browser-key")
+    yield server
+    server.stop()

@@ -1,5 +1,7 @@
 """A reverse proxy that mounts a server under a sub-path, as nginx's `location /voice/ { proxy_pass http://server/; }`
 does: http://proxy/voice/X is the server's /X, HTTP and WebSocket alike; anything outside the sub-path is not found.
+With pass_upgrades=False it is such a proxy without `proxy_set_header Upgrade/Connection`: a WebSocket handshake
+reaches the server as a plain GET (Upgrade and Connection are hop-by-hop), and the server's answer comes back.
 
 websockets' sync server in a thread. A WebSocket is opened upstream during the client's handshake, so that the
 server's refusal (401, 503) reaches the client as its answer, and frames and the close code pass through unchanged.
@@ -27,15 +29,16 @@ PASSED_HEADERS = ("Content-Type", "Retry-After", "Upgrade")  # of the server's H
 
 
 @contextmanager
-def reverse_proxy(server_http: str, prefix: str) -> Iterator[str]:
+def reverse_proxy(server_http: str, prefix: str, *, pass_upgrades: bool = True) -> Iterator[str]:
     """Serves `server_http` (http://host:port) under `prefix` ('/voice/') until the block ends; yields the proxy's
     http:// URL of the prefix."""
     upstreams: dict[ServerConnection, ClientConnection] = {}
     server_ws = "ws" + server_http.removeprefix("http")
 
-    def forward_http(path: str) -> Response:
+    def forward_http(path: str, request: Request) -> Response:
+        passed = {k: request.headers[k] for k in ("Authorization",) if k in request.headers}  # as nginx passes it
         try:
-            with urllib.request.urlopen(server_http + path, timeout=30) as r:
+            with urllib.request.urlopen(urllib.request.Request(server_http + path, headers=passed), timeout=30) as r:
                 status, headers, body = r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
             status, headers, body = e.code, e.headers, e.read()
@@ -46,8 +49,8 @@ def reverse_proxy(server_http: str, prefix: str) -> Iterator[str]:
         if not request.path.startswith(prefix):
             return ws.respond(404, "not found\n")
         path = request.path[len(prefix) - 1:]
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return forward_http(path)
+        if request.headers.get("Upgrade", "").lower() != "websocket" or not pass_upgrades:
+            return forward_http(path, request)
         offered = [Subprotocol(p.strip()) for h in request.headers.get_all("Sec-WebSocket-Protocol")
                    for p in h.split(",")]
         try:
