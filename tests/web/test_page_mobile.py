@@ -3,10 +3,16 @@ setup)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.web.browser import SEND_TYPED, connect_page, wait_until
+from tests.web.browser import (
+    SEND_TYPED,
+    connect_page,
+    wait_until,
+)
 from tests.web.fake_realtime import fake_realtime_server, send, send_spoken_reply
 
 pytestmark = pytest.mark.slow
@@ -76,3 +82,30 @@ def test_on_a_phone_the_first_latency_readout_leaves_the_message_box_above_hold_
     height = shown["meters"][1] - shown["meters"][0]
     assert height == meters[1] - meters[0], (meters, shown)
     assert shown["message"][1] <= shown["talk"][0] and shown["talk"][1] <= PHONE["height"], shown
+
+
+def test_a_finger_that_moves_while_holding_to_talk_keeps_talking(tiny_server: ServerProcess, browser: object) -> None:
+    """On a touch screen, a finger holding 'Hold to talk' that moved a little (30 px) was taken by the browser for a
+    scroll: it cancelled the press (pointercancel), and the turn was sent half a second in, mid-sentence, while the
+    user still held the button and talked. The press lasts until the finger lifts."""
+    browser.set_window_size(400, 700)  # type: ignore[attr-defined]  # a phone: the page scrolls
+    touch_screen = {"enabled": True, "maxTouchPoints": 1}
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", touch_screen)  # type: ignore[attr-defined]
+    connect_page(browser, tiny_server.http, "mode=ptt&ec=0&ns=0&agc=0")
+    x, y = browser.execute_script(  # type: ignore[attr-defined]
+        "const r = document.getElementById('talk').getBoundingClientRect();"
+        "return [r.x + r.width / 2, r.y + r.height / 2]")
+
+    def touch(kind: str, *points: dict) -> None:
+        browser.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": list(points)})  # type: ignore
+
+    touch("touchStart", {"x": x, "y": y})
+    state = wait_until(browser, lambda s: s["state"] == "speaking", 10)
+    for step in range(1, 6):
+        touch("touchMove", {"x": x, "y": y - 6 * step})
+        time.sleep(0.05)
+    moved = wait_until(browser, lambda s: s["sentChunks"] >= state["sentChunks"] + 25, 10)  # a second more
+    assert moved["state"] == "speaking" and not moved["events"].get("input_audio_buffer.committed"), moved
+    touch("touchEnd")
+    state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.committed"), 10)
+    assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
