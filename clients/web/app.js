@@ -4,7 +4,7 @@
 // prebuffer_ms, instructions (the assistant's persona, also editable on the page and applied at once while
 // connected). A typed message is a user text item and asks for a spoken reply, as a spoken turn does.
 // `window.stepaudio` exposes counters for tests and curious people.
-import { AudioEngine, listMicrophones } from './audio.js';
+import { AudioEngine, listMicrophones, watchMicrophones } from './audio.js';
 import { RealtimeSocket, fromBase64, keyFitsSubprotocol, toBase64 } from './realtime.js';
 import { pcm16ToFloat } from './resampler.js';
 import {
@@ -25,7 +25,7 @@ const NOT_TRANSCRIBED = '(not transcribed)'; // a turn whose transcription faile
 const MESSAGE_NOT_SENT = 'your message was not sent: the session ended first (it is back in the message box)';
 const MIC_LOST_STATE = 'microphone lost';
 const MIC_LOST = 'the microphone stopped (unplugged, or its permission taken back): nothing you say is heard. Plug it '
-  + 'in or allow it, then pick it under Microphone (or Disconnect and Connect)';
+  + 'back in or allow it again and it is taken up again, or pick another under Microphone';
 const TURN_UNFINISHED = '(the session ended before this turn did)'; // a turn still open at Disconnect or a close
 // A page from another host over http: the browser gives it no microphone and no audio worklets.
 const INSECURE_PAGE = 'the microphone needs a secure page: open it as http://localhost or over https';
@@ -721,15 +721,12 @@ function instructionsTyped() {
 
 // ---- microphones ------------------------------------------------------------------------------
 
-async function refreshMicrophones() {
-  const select = $('mic');
-  const current = select.value;
-  const mics = await listMicrophones();
-  select.replaceChildren(new Option('default', ''));
-  mics.forEach((m, i) => {
-    if (m.deviceId && m.deviceId !== 'default') select.append(new Option(m.label || `microphone ${i + 1}`, m.deviceId));
-  });
-  select.value = [...select.options].some((o) => o.value === current) ? current : '';
+// The microphone picked ('' for the default): the list shows the default while it is unplugged, and it again once it
+// is back.
+let chosenMic = '';
+
+function refreshMicrophones() {
+  return listMicrophones($('mic'), chosenMic);
 }
 
 // Lost, the microphone was silent with the page still 'listening': the user talked to a session that heard nothing.
@@ -741,17 +738,30 @@ function microphoneEnded() {
 }
 
 async function switchMicrophone() {
+  chosenMic = $('mic').value;
   if (!audio) return;
   try {
-    hook.micSettings = await audio.useMicrophone(micConstraints($('mic').value));
-    if (micLost) {
-      micLost.remove();
-      micLost = null;
-      if (hook.state === MIC_LOST_STATE) setState(restingState());
-    }
+    await useChosenMicrophone();
   } catch (err) {
     showError(`could not open that microphone: ${err.message || err}`);
   }
+}
+
+async function useChosenMicrophone() {
+  hook.micSettings = await audio.useMicrophone(micConstraints($('mic').value));
+  if (micLost) {
+    micLost.remove();
+    micLost = null;
+    if (hook.state === MIC_LOST_STATE) setState(restingState());
+  }
+}
+
+// The microphone may be back (plugged in again, allowed again). Picking the option already chosen fires no change, so
+// with the microphone lost the user had to Disconnect and Connect: the chosen one is opened again once it is listed;
+// until then (another device came or went) the lost line stays. The default is whichever the system now gives.
+async function microphoneMayBeBack() {
+  await refreshMicrophones();
+  if (micLost && audio && $('mic').value === chosenMic) await useChosenMicrophone().catch(() => {});
 }
 
 // ---- page setup -------------------------------------------------------------------------------
@@ -780,9 +790,7 @@ function init() {
   if (!window.isSecureContext) showError(INSECURE_PAGE);
   refreshMicrophones().catch(() => {});
   // A microphone plugged in (or out) shows in the list at once, to be picked.
-  if (navigator.mediaDevices) { // none on a page that is not secure
-    navigator.mediaDevices.addEventListener('devicechange', () => refreshMicrophones().catch(() => {}));
-  }
+  if (navigator.mediaDevices) watchMicrophones(() => microphoneMayBeBack().catch(() => {})); // none if not secure
   refreshVoices($('url').value.trim());
 }
 

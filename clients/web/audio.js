@@ -1,5 +1,6 @@
 // The page's audio graph: one AudioContext at the device rate, a capture worklet fed by the
-// microphone and a playback worklet feeding the speakers. No resampling happens on this thread.
+// microphone and a playback worklet feeding the speakers. No resampling happens on this thread. Also the list of
+// microphones, and when one may have come back.
 
 export class AudioEngine {
   constructor({ onChunk, onPlayback, onMicEnded }) {
@@ -91,7 +92,22 @@ export class AudioEngine {
   }
 }
 
-export async function listMicrophones() {
+// The microphones as a <select>'s options after 'default' (''), `chosen` selected if it is listed, else the default.
+export async function listMicrophones(select, chosen) {
   const devices = await navigator.mediaDevices.enumerateDevices();
-  return devices.filter((d) => d.kind === 'audioinput');
+  select.replaceChildren(new Option('default', ''));
+  devices.filter((d) => d.kind === 'audioinput').forEach((m, i) => {
+    if (m.deviceId && m.deviceId !== 'default') select.append(new Option(m.label || `microphone ${i + 1}`, m.deviceId));
+  });
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : '';
+}
+
+// Calls back whenever a microphone may have come (back): one plugged in changes the devices, and one allowed again
+// changes the permission. A browser that cannot query the microphone's permission (older Firefox) rejects the query.
+export function watchMicrophones(callback) {
+  navigator.mediaDevices.addEventListener('devicechange', callback);
+  if (!navigator.permissions) return;
+  navigator.permissions.query({ name: 'microphone' })
+    .then((p) => p.addEventListener('change', () => { if (p.state === 'granted') callback(); }))
+    .catch(() => {});
 }

@@ -77,8 +77,8 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
     permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http}
     browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "denied"})  # type: ignore[attr-defined]
     state = wait_until(browser, lambda s: s["state"] != "ready", 10)
-    lost = ("the microphone stopped (unplugged, or its permission taken back): nothing you say is heard. Plug it in "
-            "or allow it, then pick it under Microphone (or Disconnect and Connect)")
+    lost = ("the microphone stopped (unplugged, or its permission taken back): nothing you say is heard. Plug it back "
+            "in or allow it again and it is taken up again, or pick another under Microphone")
     assert state["state"] == "microphone lost" and page_text(browser, "#state") == "microphone lost", state
     assert state["errors"] == [lost] and page_text(browser, "#errors li") == lost, state
 
@@ -153,3 +153,24 @@ def test_hands_free_with_the_microphone_lost_sends_no_audio_until_one_is_picked(
         after_pick = sum(t > picked_at for t in appended)
     assert while_lost == 0, (while_lost, hook(browser))
     assert after_pick >= 15, (after_pick, hook(browser))  # 40 ms chunks: 25 a second
+
+
+def test_a_microphone_allowed_again_is_taken_back_without_picking_it(tiny_server: ServerProcess,
+                                                                     browser: object) -> None:
+    """A microphone allowed again (or plugged back in) came back only by picking it under Microphone, and picking the
+    option already chosen changes nothing: the user had to Disconnect and Connect. The permission (or the devices)
+    changing while the microphone is lost reopens the chosen one: the pill says 'ready' again, the line goes and the
+    meter lights. The permission is taken back and given back for real (CDP); Chromium's fake devices never change,
+    so a microphone plugged back in (devicechange, the same reopening) is not tested."""
+    connect_page(browser, tiny_server.http)
+    permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http}
+    browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "denied"})  # type: ignore[attr-defined]
+    assert wait_until(browser, lambda s: s["state"] == "microphone lost", 10)["state"] == "microphone lost"
+    browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore[attr-defined]
+    state = wait_until(browser, lambda s: s["state"] == "ready", 10)
+    assert state["state"] == "ready" and page_text(browser, "#errors li") == "", state
+    level = "return document.getElementById('level').value"
+    deadline = time.monotonic() + 10  # the fake microphone plays its speech again from the start: the meter lights
+    while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
+        time.sleep(0.1)
+    assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
