@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["READABLE", "mpg123_notes_hidden", "read_audio_file", "unreadable_reason"]
+__all__ = ["READABLE", "mpg123_notes_hidden", "read_audio_file", "soundfile_name", "unreadable_reason"]
 
 READABLE = "wav, flac, ogg and mp3"  # what soundfile's bundled libsndfile (1.1 and later) decodes
 
@@ -27,8 +27,16 @@ _FD2 = threading.Lock()  # fd 2 belongs to the whole process: one redirect at a 
 def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
     """The whole file as [frames, channels] float32 and its rate; raises soundfile's errors (SoundFileError)."""
     with mpg123_notes_hidden():
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(soundfile_name(path), dtype="float32", always_2d=True)
     return data, int(rate)
+
+
+def soundfile_name(path: str | Path) -> str | bytes:
+    """The file's name as soundfile should get it: its bytes on POSIX."""
+    # soundfile encodes a str name with the file system encoding and no surrogateescape, so in the C locale without
+    # UTF-8 mode (PYTHONUTF8=0 LANG=C) any non-ASCII name ended talk, tts and chat in a UnicodeEncodeError traceback.
+    # os.fsencode gives back the very bytes the name came from. Windows opens a str name as wide characters.
+    return str(path) if os.name == "nt" else os.fsencode(path)
 
 
 def unreadable_reason(path: str | Path, exc: sf.LibsndfileError) -> str:

@@ -9,7 +9,7 @@ import soundfile as sf
 import soxr
 
 from clients.audio import WIRE_RATE, to_mono_float32
-from clients.audio_file import READABLE, read_audio_file, unreadable_reason
+from clients.audio_file import READABLE, read_audio_file, soundfile_name, unreadable_reason
 
 __all__ = ["READABLE", "TalkError", "load_wav_24k", "write_reply"]
 
@@ -38,7 +38,7 @@ def write_reply(out: str | Path, pcm16: bytes) -> None:
     # WAV whatever the name: soundfile guesses the format from the extension, and has none to go by in
     # `--out reply` or `--out /dev/null`.
     try:
-        sf.write(str(out), np.frombuffer(pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
+        sf.write(soundfile_name(out), np.frombuffer(pcm16, "<i2"), WIRE_RATE, format="WAV", subtype="PCM_16")
     except (sf.LibsndfileError, OSError) as exc:  # a read-only folder, a full disk: one line, not a traceback
         reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else exc.strerror or str(exc)
         raise TalkError(f"cannot write the reply to {out}: {reason}") from exc

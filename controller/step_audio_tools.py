@@ -31,6 +31,7 @@ def run_offline_tool(args: Any) -> int:
 
     import soundfile as sf
 
+    from clients.audio_file import soundfile_name
     from speech_decoder.step_tts import speakable
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -84,7 +85,7 @@ def run_offline_tool(args: Any) -> int:
             print(text)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(out), audio, pipeline.output_rate, subtype="PCM_16")
+            sf.write(soundfile_name(out), audio, pipeline.output_rate, subtype="PCM_16")
         except (OSError, sf.SoundFileError) as exc:
             raise ConfigError(f"--out {out}: cannot write it ({exc})") from exc
         print(f"wrote {out}: {len(audio) / pipeline.output_rate:.2f} s of audio in "

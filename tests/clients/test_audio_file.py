@@ -1,10 +1,13 @@
-"""clients.audio_file: a whole audio file read without libmpg123's notes on the process's stderr."""
+"""clients.audio_file: a whole audio file read without libmpg123's notes on stderr, under any file name."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -29,3 +32,18 @@ def test_only_libmpg123_lines_are_dropped_and_fd_2_comes_back_after_an_error(cap
         raise RuntimeError("decoder failed")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "our line\nanother\nafter\n"
+
+
+def test_a_non_ascii_file_name_is_read_and_written_in_the_c_locale(tmp_path: Path) -> None:
+    """PYTHONUTF8=0 LC_ALL=C (some distros' default): Python's file system encoding is ASCII and 'é' in a name is
+    held as surrogate escapes, which soundfile could not encode: talk's wav ended in a UnicodeEncodeError traceback."""
+    sf.write(tmp_path / "é.wav", np.full(2400, 0.25, np.float32), 24000)
+    script = ("import os, sys; from clients.talk_wav import load_wav_24k, write_reply; "
+              "d = sys.argv[1]; name = os.path.join(d, os.listdir(d)[0]); "
+              "print(len(load_wav_24k(name))); write_reply(name + '.reply.wav', b'\\x01\\x00' * 10)")
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    env.pop("PYTHONIOENCODING", None)
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2])
+    assert (run.returncode, run.stdout, run.stderr) == (0, "2400\n", "")
+    assert sf.info(tmp_path / "é.wav.reply.wav").frames == 10
