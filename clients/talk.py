@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from websockets.exceptions import WebSocketException
 
+from clients.cli_text import command_line_text
 from clients.realtime_client import RealtimeConnectionError
 from clients.talk_printer import format_turn
 from clients.talk_session import DEFAULT_URL, TalkResult, run_talk, session_config
@@ -78,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a turn after sending (a file in which the server heard no speech "
                    "ends 2 s after it has heard it all), for a reply's next event while it streams (a long reply is "
                    "waited for as long as it comes), and for a server still loading its models (default 60)")
-    p.add_argument("--instructions", help="the assistant's instructions for this session (default: the server's)")
-    p.add_argument("--voice", help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the "
-                   "server's; a Step-Audio server refuses an unknown name with its list, the embedded profile's "
-                   "one voice takes any name)")
+    p.add_argument("--instructions", type=command_line_text,
+                   help="the assistant's instructions for this session (default: the server's)")
+    p.add_argument("--voice", type=command_line_text,
+                   help="the reply's voice, e.g. a Step-Audio speaker such as Tingting (default: the server's; a "
+                   "Step-Audio server refuses an unknown name with its list, the embedded profile's one voice takes "
+                   "any name)")
     return p
 
 

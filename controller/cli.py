@@ -16,6 +16,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from clients.cli_text import command_line_text
 from controller.errors import ConfigError
 
 logger = logging.getLogger("stepaudio_rt")
@@ -184,11 +185,12 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                        description="Text to a speech wav with TTS-3B and its CosyVoice decoder, in a default "
                        "speaker's voice or a cloned one (as upstream's tts_inference.py).",
                        formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--text", required=True, help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
+    p.add_argument("--text", required=True, type=command_line_text,
+                   help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
                    "or (快速1) applies to all of it")
     p.add_argument("--prompt-wav", "--clone-wav", dest="prompt_wav", type=Path,
                    help="clone this voice (upstream's clone mode, its wav_path), with --prompt-text")
-    p.add_argument("--prompt-text", "--clone-text", dest="prompt_text",
+    p.add_argument("--prompt-text", "--clone-text", dest="prompt_text", type=command_line_text,
                    help="the transcript of --prompt-wav (upstream's prompt_text)")
     p.add_argument("--synthesis-type", choices=("tts", "clone"),
                    help="as upstream's tts_inference.py: clone takes --prompt-wav and --prompt-text, tts neither "
@@ -198,7 +200,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                        "into a wav (as upstream's offline_inference.py).", formatter_class=DefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="the user's speech")
-    src.add_argument("--text", help="the user's text")
+    src.add_argument("--text", type=command_line_text, help="the user's text")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--chat-url", help="OpenAI-compatible server running the Chat LM (vLLM), instead of loading it here")
 

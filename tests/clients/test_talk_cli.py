@@ -796,3 +796,26 @@ async def test_a_file_the_server_hears_no_turn_in_ends_talk_once_it_has_heard_it
     assert (code, capsys.readouterr().err) == (
         1, "talk: the server heard no speech: no turn began in the 2 s after it had heard all the audio\n")
     assert 2.0 <= took < 6.0, took
+
+
+async def test_instructions_typed_in_the_c_locale_reach_the_server_as_text(tmp_path: Path, capsys) -> None:
+    """PYTHONUTF8=0 LANG=C: Python holds argv's 'î' (UTF-8 bytes c3 ae) as two lone surrogates, which went to the
+    server as broken text: its invalid_json error and exit 1. They are read as UTF-8 now; bytes that are not UTF-8
+    (latin-1's 'î', ee) are one usage line before connecting."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        argv = [str(wav), "--url", url, "--out", str(out), "--fast", "--instructions",
+                "Parle comme un pirate, s'il te pla\udcc3\udcaet."]  # what sys.argv holds in the C locale
+        code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+    assert code == 0
+    assert pipeline.requests[-1].messages[0] == {"role": "system", "content": "Parle comme un pirate, s'il te plaît."}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([str(wav), "--url", no_server(), "--instructions", "pla\udceet"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "stepaudio-rt talk: error: argument --instructions: not UTF-8 text: set a UTF-8 locale (e.g. LANG=C.UTF-8) "
+        "or type it in UTF-8")
