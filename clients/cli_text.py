@@ -1,11 +1,14 @@
-"""Text options from the command line (talk's --instructions, tts's --text) as the UTF-8 the server and models take."""
+"""Text in and out of the command line: text options (talk's --instructions, tts's --text) as the UTF-8 the server
+and models take, and a stdout that prints what the terminal cannot show."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import sys
 
-__all__ = ["command_line_text"]
+__all__ = ["command_line_text", "printable_stdout"]
 
 
 def command_line_text(value: str) -> str:
@@ -19,3 +22,12 @@ def command_line_text(value: str) -> str:
     except (UnicodeEncodeError, UnicodeDecodeError):
         hint = "set a UTF-8 locale (e.g. LANG=C.UTF-8) or type it in UTF-8"
         raise argparse.ArgumentTypeError(f"not UTF-8 text: {hint}") from None
+
+
+def printable_stdout() -> None:
+    """On a terminal that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii, Windows' code page in a pipe) a
+    transcript's first character it cannot show ended talk in a UnicodeEncodeError traceback mid-conversation, and
+    `chat` after minutes of model load, before its wav was written: such characters now print as '?'. A stdout
+    that is not strict (surrogateescape, for file names in the C locale) is left alone."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="replace")

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import importlib.metadata
 import importlib.util
-import io
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from clients.cli_text import command_line_text
+from clients.cli_text import command_line_text, printable_stdout
 from controller.errors import ConfigError
 
 logger = logging.getLogger("stepaudio_rt")
@@ -305,18 +304,9 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _printable_stdout() -> None:
-    """On a terminal that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii, Windows' code page in a pipe) a
-    transcript's first character it cannot show ended talk in a UnicodeEncodeError traceback mid-conversation, and
-    `chat` after minutes of model load, before its wav was written: such characters now print as '?'. A stdout
-    that is not strict (surrogateescape, for file names in the C locale) is left alone."""
-    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
-        sys.stdout.reconfigure(errors="replace")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _printable_stdout()
+    printable_stdout()
     if not argv:  # a first try of the command: argparse's "arguments are required: command" named no command's job
         build_parser().print_help(sys.stderr)
         return 2

@@ -9,15 +9,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
 
 
-async def test_a_transcript_the_terminal_cannot_show_prints_as_question_marks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entry", [("controller.cli", "talk"), ("clients.talk",)], ids=["stepaudio-rt", "module"])
+async def test_a_transcript_the_terminal_cannot_show_prints_as_question_marks(tmp_path: Path,
+                                                                              entry: tuple[str, ...]) -> None:
     """The first character an ASCII stdout could not encode ended talk in a UnicodeEncodeError traceback, mid-turn,
-    with no reply written; the conversation now runs to its end, each such character shown as '?'."""
+    with no reply written; the conversation now runs to its end, each such character shown as '?'. The same from
+    `python -m clients.talk`, which skips stepaudio-rt's main (it kept the traceback)."""
     wav, out = tmp_path / "turn.wav", tmp_path / "reply.wav"
     sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
     pipeline = ScriptedPipeline()
@@ -25,7 +29,7 @@ async def test_a_transcript_the_terminal_cannot_show_prints_as_question_marks(tm
     pipeline.reply_words = ["现在是", "中午。"]
     async with scripted_server(pipeline) as server:
         talk = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controller.cli", "talk", str(wav), "--url",
+            sys.executable, "-m", *entry, str(wav), "--url",
             f"ws://127.0.0.1:{server.server.port}/v1/realtime", "--out", str(out), "--fast",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONIOENCODING": "ascii"})
