@@ -9,7 +9,8 @@ PORT ?= 8765
 PROFILE ?= embedded
 # serve's --profile choices (tests/test_makefile.py holds them equal to the command's)
 PROFILES := embedded step-audio tiny full-random
-# The model folder of the Step-Audio profiles (serve's --model-path): step-audio and full-random cannot start without it.
+# The model folder of the Step-Audio profiles (serve's --model-path): step-audio and full-random cannot start
+# without it.
 MODEL_PATH ?=
 # The embedded profile runs no torch: its `make serve` installs only what it serves with. The Step-Audio profiles
 # (tiny, step-audio, full-random) run our torch engine, so they install everything, as `make test` does.

@@ -118,7 +118,8 @@ def test_make_serve_installs_no_torch_for_the_embedded_profile(tmp_path: Path) -
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-@pytest.mark.parametrize("make_args", [("test",), ("serve", "PROFILE=tiny"), ("serve", "PROFILE=step-audio", "MODEL_PATH=/data/sa")])
+@pytest.mark.parametrize("make_args", [("test",), ("serve", "PROFILE=tiny"),
+                                       ("serve", "PROFILE=step-audio", "MODEL_PATH=/data/sa")])
 def test_make_test_and_the_engine_profiles_install_torch_and_everything(tmp_path: Path,
                                                                         make_args: tuple[str, ...]) -> None:
     installs = _pip_installs(tmp_path, *make_args)
