@@ -79,6 +79,12 @@ serve-options:
 	@case $(call quote,$(PROFILE):$(MODEL_PATH)) in step-audio:|full-random:) echo "make: PROFILE=$(PROFILE) needs"\
 	  "MODEL_PATH=DIR, the Step-Audio model folder: make serve PROFILE=$(PROFILE) MODEL_PATH=DIR" >&2; exit 1;; esac
 
+# The checks come before anything installs under `make -j` too, where serve's prerequisites ran side by side:
+# `make -j4 serve PORT=abc` made the venv while they ran. Only for serve: `make test` has no checks to wait for.
+ifneq ($(filter serve,$(MAKECMDGOALS)),)
+$(BIN)/python $(STAMP) $(SERVE_STAMP): | serve-options
+endif
+
 serve: serve-options $(SERVE_NEEDS)
 	$(BIN)/stepaudio-rt serve --host $(HOST) --port $(PORT) --profile $(PROFILE)$(MODEL_PATH_OPTION)
 

@@ -84,6 +84,23 @@ def test_make_serve_with_a_port_serve_cannot_take_says_so_before_installing(tmp_
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_j_serve_with_a_bad_port_makes_no_venv(tmp_path: Path) -> None:
+    """Under `make -j4` serve's checks and the venv's recipe ran side by side: `make -j4 serve PORT=abc` refused the
+    port while the venv was being made, one run in two here. The checks now come first. PY is a stub that succeeds
+    and writes down each call, so a recipe that started shows; tried a few times, as the old race was lost only
+    some of the time."""
+    calls = tmp_path / "calls"
+    stub = tmp_path / "python3"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    stub.chmod(0o755)
+    for _ in range(6):
+        proc = subprocess.run(["make", "-j4", "-C", str(ROOT), "serve", "PORT=abc", f"PY={stub}",
+                               f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "make: PORT=abc is not a port" in proc.stderr, proc.stderr
+        assert not calls.exists(), calls.read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize("host", ["http://0.0.0.0", "localhost:8800", "my host", "my'host", ""])
 def test_make_serve_with_a_host_that_is_not_an_address_says_so_before_installing(tmp_path: Path, host: str) -> None:
     """A URL or HOST:PORT (as a browser shows the server) was taken to serve's --host after the install, and a
