@@ -20,7 +20,7 @@ SERVE_NEEDS := $(if $(filter embedded,$(PROFILE)),$(SERVE_STAMP),$(STAMP))
 quote = '$(subst ','\'',$(1))'
 MODEL_PATH_OPTION = $(if $(MODEL_PATH), --model-path $(call quote,$(MODEL_PATH)))
 
-.PHONY: help serve test venv clean serve-options
+.PHONY: help serve test venv clean serve-options venv-python
 # `make` alone ran the first rule: it made a bare .venv (pip only) and said nothing of what to run next.
 .DEFAULT_GOAL := help
 
@@ -30,7 +30,16 @@ help:
 	@echo "make venv    set up $(VENV) as make test does (torch, the engine, the test tools), running nothing"
 	@echo "make clean   remove $(VENV)"
 
-$(BIN)/python:
+# PY picks the Python that makes $(VENV); a venv already there kept the one it was made with, so `make test
+# PY=python3.12` quietly tested the old Python. Given PY on the command line, a venv of another Python stops make.
+venv-python:
+	@[ ! -x $(BIN)/python ] || [ $(call quote,$(origin PY)) != 'command line' ] || [ "$$($(BIN)/python -c\
+	  'import sys; print(sys.version)')" = "$$($(PY) -c 'import sys; print(sys.version)' 2>&1)" ] || { echo\
+	  "make: $(VENV) runs $$($(BIN)/python --version 2>&1), not PY=$(PY) ($$($(PY) --version 2>&1)): make clean,"\
+	  "then make $(MAKECMDGOALS) PY=$(PY)" >&2; exit 1; }
+
+# Order-only on the check: it runs whether the venv is there or not.
+$(BIN)/python: | venv-python
 	@# A PY that is not installed read as "is ...: not found; needs Python 3.11 or newer", as if it were too old.
 	@command -v $(PY) >/dev/null || { echo "make: $(PY) not found (PY names the Python that builds $(VENV));"\
 	  "install it, or pick one you have: make $(MAKECMDGOALS) PY=python3.11 (or python3.12, ...)" >&2; exit 1; }

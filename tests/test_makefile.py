@@ -179,3 +179,31 @@ def test_make_alone_lists_what_to_run_and_installs_nothing(tmp_path: Path) -> No
     assert [line.split()[:2] for line in proc.stdout.splitlines()] == [
         ["make", "serve"], ["make", "test"], ["make", "venv"], ["make", "clean"]], proc.stdout
     assert not venv.exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_test_with_another_python_than_the_venvs_says_so_instead_of_testing_the_old_one(tmp_path: Path) -> None:
+    """`make test PY=python3.12` beside a .venv made with 3.11 ran the tests on 3.11 without a word. It now stops,
+    naming both Pythons and how to rebuild; without PY, or with the venv's own, the tests run as before."""
+    calls, venv = tmp_path / "calls", tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for python, version in ((venv / "bin" / "python", "3.11.9"), (tmp_path / "python3.12", "3.12.3")):
+        python.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                          f'[ "$1" = --version ] && echo "Python {version}" || echo "{version} (main)"\n')
+        python.chmod(0o755)
+    (venv / ".installed").touch()  # installed: make goes straight to the tests
+
+    def make_test(*make_args: str) -> subprocess.CompletedProcess[str]:
+        calls.unlink(missing_ok=True)
+        return subprocess.run(["make", "-C", str(ROOT), "test", f"VENV={venv}", *make_args],
+                              capture_output=True, text=True, timeout=120)
+
+    proc = make_test(f"PY={tmp_path / 'python3.12'}")
+    assert proc.returncode != 0
+    assert (f"make: {venv} runs Python 3.11.9, not PY={tmp_path / 'python3.12'} (Python 3.12.3): make clean, then "
+            f"make test PY={tmp_path / 'python3.12'}") in proc.stderr, proc.stderr
+    assert "-m pytest -q tests" not in calls.read_text()
+    for make_args in ((), (f"PY={venv / 'bin' / 'python'}",)):
+        proc = make_test(*make_args)
+        assert proc.returncode == 0, proc.stderr
+        assert calls.read_text().splitlines()[-1] == "-m pytest -q tests"
