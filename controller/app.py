@@ -26,8 +26,8 @@ from controller.session import Session
 from controller.session_defaults import SessionDefaults
 from lm_engine.assets import AssetError, embedded_gguf_ready
 from model_files.cache import cache_hint, check_writable, default_cache_dir
-from streaming_tokenizer.assets import AsrAssetError
-from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
+from streaming_tokenizer.assets import AsrAssetError, whisper_base_assembled
+from streaming_tokenizer.whisper_asr import normalize_language, uses_whisper_base, whisper_languages
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +116,12 @@ def _embedded_cache_error(exc: OSError) -> ConfigError:
 
 
 def check_embedded_cache(config: AppConfig) -> None:
-    """The embedded chat LM is assembled into the cache on its first start: a cache that cannot be written (a
-    read-only home, a path through a file) was said only after 'listening on' and the other models' loads."""
-    if config.profile != "embedded" or config.chat_url or embedded_gguf_ready():
+    """The embedded chat LM, and Whisper base for a --language other than English, are assembled into the cache on
+    their first start: a cache that cannot be written (a read-only home, a path through a file) was said only after
+    'listening on' and the other models' loads."""
+    chat_lm = not config.chat_url and not embedded_gguf_ready()
+    whisper = uses_whisper_base(config.language) and not whisper_base_assembled()
+    if config.profile != "embedded" or not (chat_lm or whisper):
         return
     try:
         check_writable(default_cache_dir())

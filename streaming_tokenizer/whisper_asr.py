@@ -72,6 +72,11 @@ def normalize_language(language: str | None) -> str | None:
     return language.replace("_", "-").split("-")[0].strip().lower() or None
 
 
+def uses_whisper_base(language: str | None) -> bool:
+    """Whether WhisperAsr.load takes Whisper base (assembled into the cache) rather than the packaged tiny.en."""
+    return normalize_language(language) not in (None, "en")
+
+
 def whisper_languages() -> frozenset[str]:
     """The language codes Whisper transcribes ("en", "de", "zh", "yue", ...), as normalize_language() writes them."""
     from faster_whisper.tokenizer import _LANGUAGE_CODES  # faster-whisper is pinned; this is its one list of them
@@ -116,7 +121,7 @@ class WhisperAsr:
         if cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
         lang = normalize_language(language)
-        english = lang in (None, "en")
+        english = not uses_whisper_base(lang)
         path = tiny_en_dir() if english else whisper_base_dir(cache_dir)
         import ctranslate2
         from faster_whisper import WhisperModel  # deferred: imports ctranslate2, av and tokenizers

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from lm_engine.assets import EMBEDDED_GGUF_NAME, embedded_gguf_ready
+from model_files.cache import default_cache_dir
 from tests.conftest import ServerProcess
 
 
@@ -318,3 +322,23 @@ def test_the_log_names_the_language_as_whisper_reads_it() -> None:
         assert "loading Whisper (en)" in server.log(), server.log()
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(not embedded_gguf_ready() or shutil.which("unshare") is None, reason="needs the assembled chat LM "
+                    "and unshare")
+def test_a_read_only_cache_that_whisper_base_must_be_written_to_is_said_before_listening(tmp_path: Path) -> None:
+    """`serve --language de` assembles Whisper base into the cache on its first start. With the chat LM already
+    there, a read-only cache was not checked (only a missing chat LM was), and the server failed after 'listening
+    on'. A read-only bind mount in a user namespace (root writes through any mode bits) stands in for it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in (EMBEDDED_GGUF_NAME, EMBEDDED_GGUF_NAME + ".sha256"):
+        (cache / name).symlink_to(default_cache_dir() / name)
+    serve_cmd = shlex.join([sys.executable, "-m", "controller.cli", "serve", "--port", "0", "--language", "de"])
+    cmd = f"mount -o bind,ro {shlex.quote(str(cache))} {shlex.quote(str(cache))} && exec {serve_cmd}"
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces here")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STEPAUDIO_RT_CACHE": str(cache)})
+    assert_one_line_error(proc, f"cannot prepare the embedded models: [Errno 30] Read-only file system: '{cache}' (the "
+                                f"model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)")
