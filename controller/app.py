@@ -93,14 +93,14 @@ class AppConfig:
 
 
 def load_pipeline(config: AppConfig, cancel: threading.Event | None = None) -> SpeechPipeline:
-    """The profile's models. The Step-Audio profiles load several, one after another (minutes with the real
-    checkpoints): once `cancel` is set they stop before the next one with LoadCancelled; the embedded one loads on."""
+    """The profile's models, loaded one after another (minutes with the real Step-Audio checkpoints): once `cancel`
+    is set the load stops before the next one with LoadCancelled."""
     if config.profile == "embedded":
         try:
             return EmbeddedPipeline(EmbeddedConfig(language=config.language, threads=config.threads,
                                                     lm_threads=config.lm_threads, chat_url=config.chat_url,
                                                     lm_nice=config.lm_nice,
-                                                    lm_slots=config.lm_slots))
+                                                    lm_slots=config.lm_slots), cancel)
         except (AssetError, AsrAssetError) as exc:  # a model package missing or damaged: the message says which
             raise ConfigError(f"cannot prepare the embedded models: {exc}") from exc
         except OSError as exc:  # most likely the cache the chat LM (and Whisper base) are assembled into
@@ -148,7 +148,7 @@ class App:
         self.server = RealtimeServer(config.server, self.metrics, self._session, self._chat_problem, self._voices)
         self._chat_check: asyncio.Future[str | None] | None = None  # the last ask of the pipeline's chat_problem()
         self._chat_checked_at = 0.0
-        self.cancel_load = threading.Event()  # set by a stop signal: the Step-Audio loads stop before their next model
+        self.cancel_load = threading.Event()  # set by a stop signal: the load stops before its next model
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
               registry=self.metrics.registry).set_function(
             lambda: sum(s.live_tasks for s in self.sessions.values()))
@@ -279,12 +279,8 @@ class App:
             self.pipeline.close()
 
 
-# How a stop signal during the load stops, by {embedded profile?: ...}: the Step-Audio profiles' loads (minutes each
-# with the real checkpoints) stop between two models; the embedded one's once all have loaded.
-_LOAD_STOP = {
-    True: " once the models have loaded (a load under way cannot be cut short; Ctrl-C again to stop now)",
-    False: " before the next model loads (the one loading now cannot be cut short; Ctrl-C again to stop now)",
-}
+# How a stop signal during the load stops: between two models (minutes each with the real Step-Audio checkpoints).
+_LOAD_STOP = " before the next model loads (the one loading now cannot be cut short; Ctrl-C again to stop now)"
 
 
 def _stop_during_load(sig: signal.Signals, load: str) -> None:
@@ -298,8 +294,7 @@ def _stop_during_load(sig: signal.Signals, load: str) -> None:
 
 async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
     """Serves until SIGINT or SIGTERM (with install_signals). A signal while the models load stops the server once
-    the model loading then has loaded (a load in its thread cannot be cut short; the embedded profile's, once all
-    have), without a word of "ready"."""
+    the model loading then has loaded (a load in its thread cannot be cut short), without a word of "ready"."""
     app = App(config)
     stop = asyncio.Event()
 
@@ -312,7 +307,7 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
             _stop_during_load(sig, "model load (signalled twice)")
         app.cancel_load.set()  # before the line: a load that starts after it must see the flag
         if not stop.is_set():
-            logger.info("%s: stopping%s", sig.name, "" if app.server.ready else _LOAD_STOP[config.profile == "embedded"])
+            logger.info("%s: stopping%s", sig.name, "" if app.server.ready else _LOAD_STOP)
         stop.set()
 
     if install_signals:

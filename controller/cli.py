@@ -53,7 +53,7 @@ class _SessionTag(logging.Filter):
 
 class _BarAwareHandler(logging.StreamHandler[TextIO]):
     """Writes each line through tqdm, which clears a progress bar under way first and draws it again after: a line
-    logged while the first start assembled the chat model (Ctrl-C's "stopping once the models have loaded") was
+    logged while the first start assembled the chat model (Ctrl-C's "stopping before the next model loads") was
     glued to the end of the bar's line."""
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -16,6 +16,11 @@ close frame when `close_code` is set).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import threading
+
 __all__ = [
     "AgentError",
     "ConfigError",
@@ -26,6 +31,7 @@ __all__ = [
     "EngineError",
     "LoadCancelled",
     "SessionClosed",
+    "stop_if_cancelled",
 ]
 
 
@@ -96,6 +102,13 @@ class EngineError(AgentError):
 
 class LoadCancelled(AgentError):
     """A model load stopped before its next model, the server having been asked to stop."""
+
+
+def stop_if_cancelled(cancel: threading.Event | None) -> None:
+    """Raises LoadCancelled once `cancel` is set: between two model loads, the only points where a load can stop
+    (one under way cannot be cut short), so a Ctrl-C while the first one loads does not wait for all the others."""
+    if cancel is not None and cancel.is_set():
+        raise LoadCancelled("stopped between two model loads")
 
 
 class SessionClosed(AgentError):

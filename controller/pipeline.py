@@ -21,6 +21,7 @@ from context_manager import TemplateCosts, measure_template_costs
 from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS
 from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
+from controller.errors import stop_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ class EmbeddedPipeline:
     default_voice = "joe"  # the one packaged Piper voice
     voices = None  # OpenAI's voice names included: stock clients send them
 
-    def __init__(self, config: EmbeddedConfig) -> None:
+    def __init__(self, config: EmbeddedConfig, cancel: threading.Event | None = None) -> None:
+        """Loads the models one after another; LoadCancelled before the next one once `cancel` is set."""
         # Imported here so that importing the controller never loads model runtimes.
         from lm_engine import ChatBackend, LlamaCppBackend
         from lm_engine.assets import embedded_gguf_path
@@ -166,13 +168,17 @@ class EmbeddedPipeline:
         from streaming_tokenizer.whisper_asr import normalize_language, whisper_languages
         from vad import SileroModel
 
+        def loading(what: str) -> None:
+            stop_if_cancelled(cancel)
+            logger.info("loading %s", what)
+
         self.config = config
-        logger.info("loading silero-vad")
+        loading("silero-vad")
         self._vad_model = SileroModel.load()
-        logger.info("loading Whisper (%s)", normalize_language(config.language))  # as Whisper reads it: "EN-us" is en
+        loading(f"Whisper ({normalize_language(config.language)})")  # as Whisper reads it: "EN-us" is en
         self._asr = WhisperAsr.load(language=config.language, cpu_threads=config.threads)
         self.languages = whisper_languages()
-        logger.info("loading Piper TTS")
+        loading("Piper TTS")
         # Two threads even on two cores, beside llama.cpp's: the latency bench measured synthesis RTF
         # 0.124 -> 0.096 with them (2 vCPUs), and every later sentence is synthesised well ahead of playback.
         self._tts = PiperTts.load(cpu_threads=min(2, config.threads))
@@ -187,7 +193,7 @@ class EmbeddedPipeline:
             self._llm = open_remote_chat(config.chat_url)
             self._count_tokens = self._llm.estimate_tokens  # the server's model and tokenizer are not here
         else:
-            logger.info("loading the chat LM")
+            loading("the chat LM")
             llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.lm_threads, n_ctx=config.n_ctx,
                                        nice=config.lm_nice, n_parallel=config.lm_slots)
             self._llm, self._count_tokens, self._render_prompt = llm, llm.count_tokens, llm.render_prompt

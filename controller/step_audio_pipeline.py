@@ -32,13 +32,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from context_manager import TemplateCosts
-from controller.errors import ConfigError
+from controller.errors import ConfigError, stop_if_cancelled
 from controller.pipeline import Listener, ReplyText, SpeechChunk, VadStream
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
 from controller.step_audio_listener import StreamingTokenListener
-from controller.step_audio_setup import (StepAudioConfig, chat_need, loading, stop_if_cancelled, tiny_cache_dir,
-                                         tiny_folder_error)
+from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir, tiny_folder_error
 from controller.step_audio_synthesis import SentenceSynthesizer
 
 if TYPE_CHECKING:  # imported where the models load: it brings torch

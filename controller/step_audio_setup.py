@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.errors import ConfigError, LoadCancelled
+from controller.errors import ConfigError, stop_if_cancelled
 from controller.step_audio_layout import ChatNeed, check_layout, check_model_size, check_weights_match
 
 logger = logging.getLogger(__name__)
@@ -148,13 +148,6 @@ def tiny_folder_error(exc: OSError) -> ConfigError:
 
     return ConfigError(f"cannot write the tiny model folder: {exc}{cache_hint(exc, '100 MB')}; or give --model-path "
                        "DIR")
-
-
-def stop_if_cancelled(cancel: threading.Event | None) -> None:
-    """Raises LoadCancelled once `cancel` is set: between two model loads, the only points where a load can stop
-    (one under way cannot be cut short), so a Ctrl-C while the first one loads does not wait for all the others."""
-    if cancel is not None and cancel.is_set():
-        raise LoadCancelled("stopped between two model loads")
 
 
 @contextlib.contextmanager

@@ -244,9 +244,9 @@ def test_listening_on_all_interfaces_prints_urls_a_browser_here_can_open() -> No
         server.stop()
 
 
-def _interrupt_the_load(tmp_path: Path, presses: int) -> str:
-    """`serve` Ctrl-C'd once it listens (the models still loading), each further press once the first one's line
-    is out; it must exit with status 0. Returns its log."""
+def _interrupt_the_load(tmp_path: Path, first_at: str, presses: int) -> str:
+    """`serve` Ctrl-C'd once its log has `first_at` (the models still loading), each further press once the first
+    one's line is out; it must exit with status 0. Returns its log."""
     import signal
     import time
 
@@ -255,32 +255,35 @@ def _interrupt_the_load(tmp_path: Path, presses: int) -> str:
         proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0"], stdout=out,
                                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        for awaited in ["listening on"] + ["Ctrl-C again to stop now"] * (presses - 1):
+        for awaited in [first_at] + ["Ctrl-C again to stop now"] * (presses - 1):
             while awaited not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.02)
+                time.sleep(0.005)
             proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0
     return log.read_text()
 
 
-def test_ctrl_c_while_the_models_load_stops_without_saying_ready(tmp_path: Path) -> None:
-    """SIGINT after "listening on" and before the load ends: no "ready" line (a server that announces itself as it
-    quits looks hung), a line saying why the exit waits for the load, "stopped", exit status 0."""
-    text = _interrupt_the_load(tmp_path, 1)
-    assert "SIGINT: stopping once the models have loaded" in text, text
-    assert "ready:" not in text and text.rstrip().endswith("stopped"), text
+def test_ctrl_c_while_the_first_model_loads_starts_no_other_load(tmp_path: Path) -> None:
+    """SIGINT while silero-vad, the first model, loads: no "ready" line (a server that announces itself as it quits
+    looks hung), a line saying the load stops before its next model, "stopped", exit status 0. The first Ctrl-C
+    said "stopping once the models have loaded" and Whisper, Piper and the chat LM loaded before the exit."""
+    text = _interrupt_the_load(tmp_path, "loading silero-vad", 1)
+    before, stop_line, after = text.partition("SIGINT: stopping before the next model loads (the one loading now "
+                                              "cannot be cut short; Ctrl-C again to stop now)")
+    assert stop_line and "loading silero-vad" in before, text
+    assert "loading" not in after and "ready:" not in text and after.rstrip().endswith("stopped"), text
 
 
 def test_a_second_ctrl_c_while_the_models_load_stops_at_once(tmp_path: Path) -> None:
-    """The first Ctrl-C waits for the load (minutes with the real checkpoints); a second one did nothing at all, so a
-    user who would not wait had to kill the server. It now ends the process without waiting for the load."""
-    text = _interrupt_the_load(tmp_path, 2)
+    """The first Ctrl-C waits for the model loading now (the chat LM, minutes with a big one); a second one did
+    nothing at all, so a user who would not wait had to kill the server. It now ends the process at once."""
+    text = _interrupt_the_load(tmp_path, "loading the chat LM", 2)
     assert text.rstrip().endswith("SIGINT: stopped during the model load (signalled twice)"), text
     assert "ready:" not in text, text
 
 
 def test_a_line_logged_while_a_progress_bar_runs_starts_a_line_of_its_own() -> None:
-    """Ctrl-C while the first start assembled the chat model: 'SIGINT: stopping once the models have loaded' came
+    """Ctrl-C while the first start assembled the chat model: 'SIGINT: stopping before the next model loads' came
     glued to the end of the assembly's progress bar ('... 133M/469M [00:00<00:01, 311MB/s]2026-11-28 ... INFO ...')."""
     import io
     import logging
@@ -294,10 +297,10 @@ def test_a_line_logged_while_a_progress_bar_runs_starts_a_line_of_its_own() -> N
     with tqdm(total=469, file=out, desc="assembling model.gguf", mininterval=0) as bar:
         bar.update(133)
         handler.handle(logging.makeLogRecord({"name": "controller.app", "levelno": logging.INFO, "levelname": "INFO",
-                                              "msg": "SIGINT: stopping once the models have loaded"}))
+                                              "msg": "SIGINT: stopping before the next model loads"}))
         bar.update(336)
     line = next(part for part in re.split(r"[\r\n]", out.getvalue()) if "SIGINT" in part)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ INFO controller\.app: SIGINT: stopping once the models have loaded",
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ INFO controller\.app: SIGINT: stopping before the next model loads",
                         line), repr(out.getvalue())
     assert "469/469" in out.getvalue().split(line)[1]  # and the bar went on below it
 
