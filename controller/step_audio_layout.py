@@ -23,7 +23,7 @@ import numpy as np
 from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR
 from controller.checkpoints import PROFILES as RANDOM_PROFILES  # the ones make-checkpoint writes
 from controller.errors import ConfigError
-from controller.file_integrity import CUT_NOTE, PAGE_NOTE, damage
+from controller.file_integrity import CUT_NOTE, PAGE_NOTE, damage, torch_names
 from lm_engine.utils.safetensors_header import read_header
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTts, StepTtsError, check_prompt_ids, check_prompt_wav,
@@ -37,6 +37,10 @@ CAMPPLUS_FILE = "campplus.onnx"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # how every Git LFS pointer file starts
 LFS_NOTE = " (a Git LFS pointer)"
+# A decoder folder's two torch files, each by a tensor name that it holds and the other lacks (the loaders load them
+# strictly, so every usable file has it; hift.pt's may sit under "generator.") and by what it holds.
+_DECODER_WEIGHTS = {"flow.pt": ("input_embedding.weight", "the flow model's weights"),
+                    "hift.pt": ("m_source.l_linear.weight", "the HiFT vocoder's weights")}
 _LAYER_PREFIX = "model.layers."  # Step-1's (and Qwen2's) decoder layers: model.layers.N.<part>.weight
 
 
@@ -97,6 +101,7 @@ def check_layout(root: Path, chat: ChatNeed) -> None:
     _check_lm_configs(root, chat)
     _check_lm_tokenizers(root, chat)
     _check_cosyvoice_configs(root)
+    _check_decoder_weights(root)
     _check_campplus(root)
     _check_speaker_wavs(root)
 
@@ -188,6 +193,28 @@ def _check_cosyvoice_configs(root: Path) -> None:
                 load_cosyvoice_config(folder)
             except (ValueError, TypeError, KeyError, yaml.YAMLError) as exc:  # as its loading would name it
                 raise load_error(folder, exc) from exc
+
+
+def _check_decoder_weights(root: Path) -> None:
+    """Each decoder folder's flow.pt and hift.pt, by the tensor names in their pickles (file_integrity.torch_names,
+    milliseconds): the two swapped, or another model's torch file in one's place, were found by the decoder's load
+    ("flow.pt does not match cosyvoice.yaml: missing [...]"), once the tokenizer and TTS-3B had loaded."""
+    for sub in (COMMON_DIR, MUSIC_DIR):
+        for name, (mark, what) in _DECODER_WEIGHTS.items():
+            file = root / TTS_DIR / sub / name
+            names = torch_names(file) if file.is_file() else None  # missing_files has found the plain folder whole
+            if names is None:
+                continue
+            held = {n.removeprefix("generator.") for n in names}
+            if mark in held:
+                continue
+            other = next((o for o, (m, _) in _DECODER_WEIGHTS.items() if m in held), None)
+            if other is not None:
+                raise ConfigError(f"{file} holds {_DECODER_WEIGHTS[other][1]}, not {what}: are {name} and {other} "
+                                  "swapped?")
+            example = min((n for n in held if "." in n), default=None)  # a tensor name (torch's own are dotless)
+            holds = f"tensors such as {example!r}" if example else "no tensor names"
+            raise ConfigError(f"{file} holds {holds}, not {what} ({mark!r} is not there): another model's file?")
 
 
 def _check_campplus(root: Path) -> None:

@@ -122,6 +122,48 @@ def test_another_models_onnx_file_saved_as_campplus_is_named_before_any_model_lo
             "is it another model's file?") in _chat_fails(folder, tmp_path)
 
 
+@pytest.mark.parametrize("decoder", ["CosyVoice-300M-25Hz", "CosyVoice-300M-25Hz-Music"])
+def test_flow_pt_and_hift_pt_swapped_are_named_before_any_model_loads(tiny_model_dir: Path, tmp_path: Path,
+                                                                     decoder: str) -> None:
+    """The decoder's load found it ("flow.pt does not match cosyvoice.yaml: missing [...] unexpected [...]"), once
+    the tokenizer and TTS-3B had loaded (the Music one's, the plain decoder too)."""
+    sub = f"Step-Audio-TTS-3B/{decoder}"
+    folder = layout_without(tiny_model_dir, tmp_path / "model", f"{sub}/flow.pt", f"{sub}/hift.pt")
+    for name, other in (("flow.pt", "hift.pt"), ("hift.pt", "flow.pt")):
+        (folder / sub / name).write_bytes((tiny_model_dir / sub / other).read_bytes())
+    assert (f"error: {folder / sub / 'flow.pt'} holds the HiFT vocoder's weights, not the flow model's weights: are "
+            "flow.pt and hift.pt swapped?") in _chat_fails(folder, tmp_path)
+
+
+def test_another_models_torch_file_saved_as_hift_pt_is_named_before_any_model_loads(tiny_model_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The Paraformer's model.pt copied over hift.pt was found by the decoder's load ("hift.pt does not match
+    cosyvoice.yaml"), once the tokenizer, TTS-3B and the flow model had loaded."""
+    rel = "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/hift.pt"
+    folder = _with_file(tiny_model_dir, tmp_path, rel, (tiny_model_dir / f"Step-Audio-Tokenizer/{PARAFORMER}/"
+                                                       "model.pt").read_bytes())
+    assert (f"error: {folder / rel} holds tensors such as 'encoder.after_norm.bias', not the HiFT vocoder's "
+            "weights ('m_source.l_linear.weight' is not there): another model's file?"
+            ) in _chat_fails(folder, tmp_path)
+
+
+def test_a_zip_archive_that_is_no_torch_file_is_named_before_any_model_loads(tiny_model_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """torch.load named it ("PytorchStreamReader failed locating file data.pkl: file not found"), once the models
+    before it had loaded."""
+    import io
+    import zipfile
+
+    rel = "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt"
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        archive.writestr("flow/weights.bin", b"\0" * 64)
+        archive.writestr("README", b"flow weights")
+    folder = _with_file(tiny_model_dir, tmp_path, rel, data.getvalue())
+    assert (f"lacks {rel} (not a torch file but a zip archive holding flow/weights.bin, README)"
+            in _chat_fails(folder, tmp_path))
+
+
 def test_a_web_page_saved_as_a_weights_file_is_named_before_any_model_loads(tiny_model_dir: Path,
                                                                            tmp_path: Path) -> None:
     shard = "Step-Audio-TTS-3B/model-00001.safetensors"
