@@ -41,6 +41,7 @@ LFS_NOTE = " (a Git LFS pointer)"
 # strictly, so every usable file has it; hift.pt's may sit under "generator.") and by what it holds.
 _DECODER_WEIGHTS = {"flow.pt": ("input_embedding.weight", "the flow model's weights"),
                     "hift.pt": ("m_source.l_linear.weight", "the HiFT vocoder's weights")}
+_LM_HEAD, _EMBEDDINGS = "lm_head.weight", "model.embed_tokens.weight"  # an untied LM's output layer, its input one
 _LAYER_PREFIX = "model.layers."  # Step-1's (and Qwen2's) decoder layers: model.layers.N.<part>.weight
 
 
@@ -239,10 +240,11 @@ def check_weights_match(root: Path, chat: ChatNeed) -> None:
     for sub in _lm_dirs(chat):
         held = _weight_shapes(root / sub)
         if held:
-            _check_weights_match(root / sub / "config.json", ModelConfig.from_dir(root / sub).num_layers, held)
+            config = ModelConfig.from_dir(root / sub)
+            _check_weights_match(root / sub / "config.json", config.num_layers, config.tie_word_embeddings, held)
 
 
-def _check_weights_match(config_file: Path, layers: int, held: dict[str, tuple[int, ...]]) -> None:
+def _check_weights_match(config_file: Path, layers: int, tied: bool, held: dict[str, tuple[int, ...]]) -> None:
     """config.json against the tensors its weights hold: its loader named one tensor ("lacks 9 tensors, e.g.
     model.layers.2...", "has no parameter", a shape), and only once the models before it had loaded."""
     from lm_engine.checkpoint import step1_tensor_shapes
@@ -252,6 +254,13 @@ def _check_weights_match(config_file: Path, layers: int, held: dict[str, tuple[i
         raise ConfigError(f"{config_file}: num_hidden_layers is {layers}, but the weights beside it hold "
                           f"{len(found)} layers (model.layers.{min(found)}-{max(found)}): is config.json the one "
                           "that came with these weights?")
+    # Tied, the loader sets a held lm_head.weight aside without a word and outputs through the embeddings (answers of
+    # nonsense); untied, it names the missing one only once the models before it have loaded.
+    if tied == (_LM_HEAD in held):
+        held_head = (f"hold their own {_LM_HEAD}, which the load would set aside to output through "
+                     f"{_EMBEDDINGS}" if tied else f"hold no {_LM_HEAD} (the output layer, untied from {_EMBEDDINGS})")
+        raise ConfigError(f"{config_file}: tie_word_embeddings is {'true' if tied else 'false (or absent)'}, but the "
+                          f"weights beside it {held_head}: is config.json the one that came with these weights?")
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if config.get("model_type") != "step1" or config.get("head_dim"):  # the Step-Audio LMs' own layout
         return

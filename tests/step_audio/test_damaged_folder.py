@@ -231,6 +231,32 @@ def test_a_chat_config_json_at_odds_with_its_weights_is_named_before_any_model_l
     assert f"{folder}/Step-Audio-Chat/config.json: checkpoint tensor {tensor}" in _chat_fails(folder, tmp_path)
 
 
+@pytest.mark.parametrize("lm", ["Step-Audio-TTS-3B", "Step-Audio-Chat"])
+def test_tied_embeddings_beside_weights_with_their_own_lm_head_are_refused(tiny_model_dir: Path, tmp_path: Path,
+                                                                           lm: str) -> None:
+    """"tie_word_embeddings": true over a folder that holds lm_head.weight: the loader set the head aside and the LM
+    spoke through its embeddings (`tts` wrote audio of nonsense tokens), without a word."""
+    folder = _with_config(tiny_model_dir, tmp_path, lm, tie_word_embeddings=True)
+    assert (f"{folder}/{lm}/config.json: tie_word_embeddings is true, but the weights beside it hold their own "
+            "lm_head.weight, which the load would set aside to output through model.embed_tokens.weight: is "
+            "config.json the one that came with these weights?") in _chat_fails(folder, tmp_path)
+
+
+def test_untied_embeddings_beside_weights_without_an_lm_head_are_named_before_any_model_loads(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The loader said "checkpoint lacks 1 tensors, e.g. ['lm_head.weight']", once the tokenizer had loaded."""
+    from safetensors.numpy import load_file, save_file
+
+    shard = "Step-Audio-TTS-3B/model-00001.safetensors"
+    tensors = load_file(tiny_model_dir / shard)
+    del tensors["lm_head.weight"]
+    folder = layout_without(tiny_model_dir, tmp_path / "model", shard)
+    save_file(tensors, folder / shard)
+    assert (f"{folder}/Step-Audio-TTS-3B/config.json: tie_word_embeddings is false (or absent), but the weights "
+            "beside it hold no lm_head.weight (the output layer, untied from model.embed_tokens.weight)"
+            ) in _chat_fails(folder, tmp_path)
+
+
 def test_a_chat_context_smaller_than_the_reply_cap_still_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A Chat max_seq_len of 20 against the tiny profile's 24-token reply cap: the prompt had "the -4 that fit" and
     the reply ended in the engine's EngineError traceback. A reply takes at most half the context."""
