@@ -291,6 +291,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _make_checkpoint(args: argparse.Namespace) -> int:
     from controller.checkpoints import make_checkpoint, written_dirs
 
+    # A file where a folder goes (DIR, one above it, a model folder in it) was mkdir's "[Errno 17] File exists".
+    # --overwrite does not move it: it writes over the files in model folders, never a file in a folder's place.
+    folders = [*reversed(args.out_dir.parents), args.out_dir, *written_dirs(args.out_dir, args.what)]
+    if (file := next((d for d in folders if d.exists() and not d.is_dir()), None)) is not None:
+        where = "" if file == args.out_dir else f", so make-checkpoint cannot write {args.out_dir}"
+        raise ConfigError(f"{file} is a file, not a folder{where}: choose another folder, or move the file away "
+                          "(--overwrite writes over model folders, never over a file)")
     # One mistyped path must not replace a downloaded checkpoint (the Chat LM is 264 GB) with random weights.
     taken = [str(d) for d in written_dirs(args.out_dir, args.what) if d.is_dir() and any(d.iterdir())]
     if taken and not args.overwrite:

@@ -151,10 +151,20 @@ def test_an_output_the_system_refuses_is_refused_before_the_models_load(tiny_mod
     assert "--out /proc/reply.wav: cannot write " in stderr, stderr  # root: "it (No such file...)"; others: "in /proc"
 
 
-def test_make_checkpoint_into_a_path_it_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
-    (tmp_path / "models").write_text("a file, not a folder\n")
-    message = fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path / "models"))
-    assert f"cannot write {tmp_path}/models: [Errno 17] File exists" in message
+@pytest.mark.parametrize(("file", "out", "more"), [
+    ("models", "models", []), ("models", "models", ["--overwrite"]),
+    ("models", "models/step-audio", []), ("models/Step-Audio-Chat", "models", ["--what", "chat"]),
+])
+def test_make_checkpoint_into_a_file_says_it_is_one_in_one_line(tmp_path: Path, file: str, out: str,
+                                                                 more: list[str]) -> None:
+    """A file at DIR (or above it, or where a model folder goes) was "cannot write DIR: [Errno 17] File exists"
+    ("[Errno 20] Not a directory" above it), --overwrite alike: which file, and that it is one, went unsaid."""
+    (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / file).write_text("a file, not a folder\n")
+    message = fails_in_one_line("make-checkpoint", "--profile", "tiny", *more, str(tmp_path / out))
+    where = "" if file == out else f", so make-checkpoint cannot write {tmp_path / out}"
+    assert message.endswith(f"error: {tmp_path / file} is a file, not a folder{where}: choose another folder, or move "
+                            "the file away (--overwrite writes over model folders, never over a file)\n"), message
 
 
 def test_make_checkpoint_never_writes_over_a_downloaded_folder_unless_told(tmp_path: Path) -> None:
