@@ -40,9 +40,11 @@ def run_offline_tool(args: Any) -> int:
                           "only serve shards the Chat LM over the ranks")
     if args.command == "tts" and not speakable(args.text):
         raise ConfigError(f"--text {_quoted(args.text)} has nothing to speak (no letter or digit past its tag)")
-    if args.command == "tts" and ((args.prompt_wav is None) != (args.prompt_text is None)
-                                  or (args.prompt_text is not None and not args.prompt_text.strip())):
+    if args.command == "tts" and (args.prompt_wav is None) != (args.prompt_text is None):
         raise ConfigError("cloning a voice takes --prompt-wav and --prompt-text (the wav's transcript) together")
+    if args.command == "tts" and args.prompt_text is not None and not speakable(args.prompt_text):
+        raise ConfigError(f"--prompt-text {_quoted(args.prompt_text)} is no transcript (no letter or digit): give the "
+                          "words that --prompt-wav says")
     cloning = args.command == "tts" and args.prompt_wav is not None
     if args.command == "tts" and args.synthesis_type not in (None, "clone" if cloning else "tts"):
         # upstream's clone mode reads its voice from a dict in the script; here it comes on the command line

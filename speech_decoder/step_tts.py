@@ -214,11 +214,12 @@ def read_speakers_info(folder: Path) -> dict[str, str]:
     if not path.is_file():
         raise StepTtsError(f"missing {path}")
     info = _read_json_object(path, "must map speaker names to prompt texts")
-    # TTS-3B's voice prompt pairs the transcript with the wav's audio tokens: without it the voice is misread
-    untold = [name for name, text in info.items() if not isinstance(text, str) or not text.strip()]
+    # TTS-3B's voice prompt pairs the transcript with the wav's audio tokens: without it the voice is misread (and
+    # punctuation alone, "...", tells the model no more than "" does)
+    untold = [name for name, text in info.items() if not isinstance(text, str) or not speakable(text)]
     if untold:
         raise StepTtsError(f"{path} gives no transcript for {', '.join(map(repr, untold))} (each speaker maps to "
-                           f"what its NAME_prompt.wav says)")
+                           f"the words its NAME_prompt.wav says)")
     return info
 
 

@@ -95,11 +95,11 @@ def test_a_speakers_file_naming_no_speaker_is_refused_in_one_line(tiny_model_dir
     assert f"Step-Audio-TTS-3B/speakers/speakers_info.json {said}" in message
 
 
-@pytest.mark.parametrize("transcript", ['""', '" "', "null"])
+@pytest.mark.parametrize("transcript", ['""', '" "', "null", '"..."', '"！？。"'])
 def test_a_speaker_without_its_transcript_is_refused_naming_it(tiny_model_dir: Path, tmp_path: Path,
                                                                transcript: str) -> None:
-    """An empty transcript was taken (a voice prompt whose words the model is not told); null was refused without
-    saying which speaker."""
+    """An empty transcript, or one of punctuation alone, was taken (a voice prompt whose words the model is not
+    told); null was refused without saying which speaker."""
     folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
     (folder / "Step-Audio-TTS-3B/speakers/speakers_info.json").write_text(
         f'{{"Tingting": {transcript}, "TingtingRAP": "Yo.", "Tingting哼唱": "La la."}}')
@@ -416,7 +416,10 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "--prompt-wav {d}/blip.wav: 0.05 s of audio: speaker 'clone': a voice prompt needs at least 0.5 s of speech"),
     (["tts", "--text", "Hi.", "--prompt-text", "Hi."], "takes --prompt-wav and --prompt-text (the wav's transcript)"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", " "],
-     "takes --prompt-wav and --prompt-text (the wav's transcript)"),
+     "--prompt-text ' ' is no transcript (no letter or digit): give the words that --prompt-wav says"),
+    # taken, as a voice prompt whose words the model is not told
+    (["tts", "--text", "Hi.", "--prompt-wav", "{d}/blip.wav", "--prompt-text", "..."],
+     "--prompt-text '...' is no transcript (no letter or digit): give the words that --prompt-wav says"),
     (["chat", "--wav", "{d}/missing.wav"], "--wav {d}/missing.wav: no such file"),
     (["tts", "--text", "Hi.", "--prompt-wav", "{d}", "--prompt-text", "Hi."],
      "--prompt-wav {d}: a folder, not an audio file"),  # it said "no such file" of a folder that is there
