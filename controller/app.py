@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from controller.chat_url import check_chat_url
 from controller.errors import ConfigError, LoadCancelled
 from controller.metrics import Metrics
-from controller.pipeline import EmbeddedConfig, EmbeddedPipeline, SpeechPipeline
+from controller.pipeline import ChecksChat, EmbeddedConfig, EmbeddedPipeline, OwnsMetrics, SpeechPipeline
 from controller.server import RealtimeServer, ServerConfig, VoiceList
 from controller.session import Session
 from controller.session_defaults import SessionDefaults
@@ -198,9 +198,8 @@ class App:
                 return
         if stop is not None and stop.is_set():
             return
-        register_metrics = getattr(self.pipeline, "register_metrics", None)  # a pipeline's own counters
-        if register_metrics is not None:
-            register_metrics(self.metrics.registry)
+        if isinstance(self.pipeline, OwnsMetrics):
+            self.pipeline.register_metrics(self.metrics.registry)
         if bus is not None and not bus.ready:
             await bus.set_ready()
         self.server.ready = True
@@ -211,13 +210,13 @@ class App:
         """Why the chat LM cannot answer now (a --chat-url server down), for /healthz: asked of the pipeline at most
         every CHAT_CHECK_EVERY_S and one ask at a time, since a load balancer polls often and each ask is a request
         to that server."""
-        check = getattr(self.pipeline, "chat_problem", None)  # pipelines whose chat LM can be down have one
-        if check is None:
+        pipeline = self.pipeline
+        if not isinstance(pipeline, ChecksChat):  # pipelines whose chat LM can be down have one
             return None
         now = time.monotonic()
         if self._chat_check is None or self._chat_check.done() and now - self._chat_checked_at >= CHAT_CHECK_EVERY_S:
             self._chat_checked_at = now
-            self._chat_check = asyncio.ensure_future(asyncio.to_thread(check))
+            self._chat_check = asyncio.ensure_future(asyncio.to_thread(pipeline.chat_problem))
         return await asyncio.shield(self._chat_check)  # a probe that hangs up leaves the ask to the others
 
     def _voices(self) -> VoiceList | None:

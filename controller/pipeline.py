@@ -13,15 +13,17 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from context_manager import TemplateCosts, measure_template_costs
 from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS
 from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import stop_if_cancelled
+from lm_engine.chat import ChatRequest, PrefillBackend
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +107,7 @@ class Listener(Protocol):
 
 
 class SpeechPipeline(Protocol):
-    """What a session needs from a profile's models.
-
-    Optional: `async prefill(request)`, warming the LM's prompt cache with a request whose prompt a later
-    reply will start with (sessions call it while the user speaks when the pipeline has it); `chat_problem()`, why
-    the chat LM cannot answer now or None (blocking; /healthz asks it in a thread); `template_costs(tools, system)`,
-    the TemplateCosts of the chat LM's template for a ChatRequest's tools, or none (blocking; sessions ask on
-    a worker thread for every prompt, and count ChatML's markers and no tools without it)."""
+    """What a session needs from a profile's models. A profile may have the optional features below too."""
 
     # Read-only properties: a profile may declare each narrower, as a class attribute (voices = None) or a property.
     @property
@@ -136,6 +132,35 @@ class SpeechPipeline(Protocol):
     def close(self) -> None: ...
 
 
+# A pipeline's optional features, one protocol each: the session or the app asks `isinstance(pipeline, Feature)`,
+# which mypy narrows, so that each call is checked against its signature as the required ones are.
+
+@runtime_checkable
+class Prefills(Protocol):
+    async def prefill(self, request: ChatRequest) -> None:
+        """Warm the LM's prompt cache with a request whose prompt a later reply will start with (sessions call it
+        while the user speaks)."""
+
+
+@runtime_checkable
+class MeasuresTemplate(Protocol):
+    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+        """The TemplateCosts of the chat LM's template for a ChatRequest's tools. Blocking: sessions ask on a worker
+        thread for every prompt, and count ChatML's markers and no tools of a pipeline without it."""
+
+
+@runtime_checkable
+class ChecksChat(Protocol):
+    def chat_problem(self) -> str | None:
+        """Why the chat LM cannot answer now (a chat server down), or None. Blocking: /healthz asks it in a thread."""
+
+
+@runtime_checkable
+class OwnsMetrics(Protocol):
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Add the pipeline's own counters to the server's /metrics."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmbeddedConfig:
     language: str = "en"
@@ -150,7 +175,7 @@ class EmbeddedConfig:
     lm_slots: int = 1  # replies llama.cpp decodes at once; see LlamaCppConfig.n_parallel
 
 
-class EmbeddedPipeline:
+class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
     """Silero VAD + Whisper (faster-whisper) + Qwen2.5-0.5B (xllamacpp) + Piper, all on the CPU."""
 
     name = "embedded"
@@ -221,14 +246,14 @@ class EmbeddedPipeline:
 
         return iterate_in_thread(run, self._llm_pool)
 
-    async def prefill(self, request: object) -> None:
+    async def prefill(self, request: ChatRequest) -> None:
         """Warm the LM's prompt cache with a request whose prompt a later reply will start with."""
-        prefill = getattr(self._llm, "prefill", None)
-        if prefill is None:
+        llm = self._llm
+        if not isinstance(llm, PrefillBackend):  # a --chat-url server's cache is not ours to warm
             return
         # Cancelling the awaiting task (the session closed, its turn ended) leaves the thread inside llama.cpp:
         # the cancel event tells it to stop there, else it would hold the LM for other sessions' replies.
-        await call_in_thread(self._llm_pool, prefill, request)
+        await call_in_thread(self._llm_pool, llm.prefill, request)
 
     def new_reply_text(self) -> ReplyText:
         return VerbatimText()  # Piper has no instruction tags

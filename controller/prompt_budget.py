@@ -7,7 +7,7 @@ import asyncio
 from context_manager import Conversation, TemplateCosts, TokenCounts
 from context_manager.conversation import prompt_texts_of, prompt_tokens
 from controller.errors import RemoteProtocolError
-from controller.pipeline import SpeechPipeline
+from controller.pipeline import MeasuresTemplate, SpeechPipeline
 from controller.realtime.session_config import SessionConfig
 from controller.session_items import tools_for_chat
 
@@ -46,10 +46,9 @@ class PromptBudget:
 
     async def template_costs(self, tools: list[dict] | None, instructions: str) -> TemplateCosts:
         """Measured by the pipeline on a worker thread: the first time for a tools list it renders the template."""
-        measure = getattr(self._pipeline, "template_costs", None)
-        if measure is None:
+        if not isinstance(self._pipeline, MeasuresTemplate):
             return TemplateCosts()
-        return await asyncio.to_thread(measure, tools or [], bool(instructions))
+        return await asyncio.to_thread(self._pipeline.template_costs, tools or [], bool(instructions))
 
     async def count_ahead(self, texts: list[str]) -> None:
         """Count the texts not counted yet, on a worker thread: the LM's tokenizer takes milliseconds for a long text

@@ -23,7 +23,7 @@ from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
 from controller.errors import MediaError, RemoteProtocolError
-from controller.pipeline import TurnInput
+from controller.pipeline import Prefills, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
 from controller.realtime.session_config import SessionConfig, ToolChoiceFunction
@@ -153,10 +153,9 @@ class ItemsMixin(_Base):
         the LM evaluate the prompt it would get now (conversation + those words) into its cache. At the pause the
         reply's prompt starts the same way, so the LM evaluates only the last words (about 10 ms a token on two
         cores) instead of the whole user turn. The CPU is idle while the user speaks; one warm-up at a time."""
-        prefill = getattr(self.pipeline, "prefill", None)
         # Not in a trailing silence: a warm-up started there would hear what the reply's own ASR pass is about
         # to hear, and compete with it for the CPU at the pause.
-        if (prefill is None or not self.defaults.early_prefill or self.cfg.kind != "realtime"
+        if (not isinstance(self.pipeline, Prefills) or not self.defaults.early_prefill or self.cfg.kind != "realtime"
                 or self.turns.state is not tt.TurnState.LISTENING
                 or not self.detector.speaking or (self._prefill_task is not None and not self._prefill_task.done())):
             return
@@ -164,9 +163,9 @@ class ItemsMixin(_Base):
         if end - max(start, self._prefilled_to_ms) < PREFILL_EVERY_MS:
             return
         self._prefilled_to_ms = end
-        self._prefill_task = self.spawn(self._prefill(start, end))
+        self._prefill_task = self.spawn(self._prefill(self.pipeline, start, end))
 
-    async def _prefill(self, start_ms: int, end_ms: int) -> None:
+    async def _prefill(self, pipeline: Prefills, start_ms: int, end_ms: int) -> None:
         try:
             heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms,
                                                    self.input_language)
@@ -174,7 +173,7 @@ class ItemsMixin(_Base):
                 tools = tools_for_chat(self.cfg)
                 messages = await self.budget.prompt(self.conversation, self.cfg.instructions,
                                              keep_below=self.defaults.context_keep_below_tokens, tools=tools)
-                await self.pipeline.prefill(ChatRequest(  # type: ignore[attr-defined]
+                await pipeline.prefill(ChatRequest(
                     messages=[*messages, {"role": "user", "content": heard.lm_content}],
                     tools=tools, tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
                 self.metrics.early_prefills.inc()

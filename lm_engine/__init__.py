@@ -15,6 +15,7 @@ _EXPORTS: dict[str, str] = {
     "ChatUsage": "lm_engine.chat",
     "ToolCallDelta": "lm_engine.chat",
     "ChatBackend": "lm_engine.chat",
+    "PrefillBackend": "lm_engine.chat",
     "ChatBackendError": "lm_engine.chat",
     "ChatRequestError": "lm_engine.chat",
     "LlamaCppBackend": "lm_engine.backends.llamacpp",

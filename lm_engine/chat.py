@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "cancelled"})
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
@@ -101,3 +101,11 @@ class ChatBackend(Protocol):
         delta has finish_reason "cancelled".
         """
         ...
+
+
+@runtime_checkable
+class PrefillBackend(Protocol):
+    """A ChatBackend whose prompt cache the controller can warm (llama.cpp's slots; a remote server's is not ours)."""
+
+    def prefill(self, request: ChatRequest, cancel: threading.Event | None = None) -> None:
+        """Evaluate the request's prompt into the cache, generating (almost) nothing. Blocking; errors are raised."""

@@ -32,7 +32,7 @@ from lm_engine.backends.oai_stream import (
     END, OaiChunkTranslator, OaiStreamError, chat_completion_body, drain, tool_names,
 )
 from lm_engine.backends.slots import Slots
-from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest
+from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest, PrefillBackend
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class LlamaCppConfig:
             raise LlamaCppConfigError(f"nice must be in 0..19, got {self.nice}")
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(PrefillBackend):
     """A ChatBackend over an in-process llama.cpp server. Thread-safe; share one per process."""
 
     def __init__(self, server: Any, config: LlamaCppConfig) -> None:
