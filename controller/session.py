@@ -4,7 +4,7 @@ operator commands.
 The decisions live in pure cores (controller.turn_taking, controller.realtime, context_manager,
 vad.TurnDetector); this file only feeds them events and carries out their actions. Beside it: session_input (the
 input audio), session_items (turns and items), session_replies (responses), outbox (what goes to the client),
-prompt_budget and settings_checks.
+item_wire (items as the client sees them), prompt_budget and settings_checks.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
 from controller.input_audio import InputAudio
+from controller.item_wire import ItemWire, item_from_spec
 from controller.metrics import Metrics
 from controller.outbox import AUDIO_DELTA, Outbox
 from controller.pipeline import SpeechPipeline, TurnInput
@@ -105,12 +106,7 @@ class Session(InputAudioMixin, ItemsMixin, RepliesMixin):
         self.observer: Callable[[str, dict], None] | None = None  # sees every event once sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self._last_audio_response_id: str | None = None  # the latest response that sent audio (any conversation)
-        self._audio_items: set[str] = set()  # messages made of audio (spoken turns, spoken replies), for retrieval
-        # User audio items with no transcript (still being transcribed, or it failed): retrieved with transcript null,
-        # as the API's input_audio content has it until transcription completes (the conversation holds "" for them).
-        self._untranscribed: set[str] = set()
-        # User audio items the client sent with a transcript: the item shows it, the LM reads what the ASR heard.
-        self._shown_transcripts: dict[str, str] = {}
+        self.item_wire = ItemWire()
         self._voice_locked = False  # assistant audio was sent: the voice may not change any more
         self.closed = False
         self._ws: ServerConnection | None = None
@@ -319,7 +315,7 @@ class Session(InputAudioMixin, ItemsMixin, RepliesMixin):
                                               param=f"{at}.id")
                 item = referred
             else:
-                item = self._item_from_spec(entry, entry.id or "inline")
+                item = item_from_spec(entry, entry.id or "inline")
                 await self._check_item_size(item, at=at)
             if isinstance(item, FunctionCall):
                 calls.add(item.call_id)

@@ -21,6 +21,7 @@ from controller import turn_taking as tt
 from controller.audio_io import InputConverter
 from controller.errors import EngineError, MediaError, ProtocolError
 from controller.input_audio import InputAudio
+from controller.item_wire import ItemWire
 from controller.metrics import Metrics
 from controller.outbox import Outbox
 from controller.pipeline import Listener, SpeechPipeline, TurnInput, VadStream
@@ -86,6 +87,7 @@ class SessionHost(SessionMethods):
     vad: VadStream
     audio: InputAudio
     log: logging.LoggerAdapter[logging.Logger]
+    item_wire: ItemWire
     _responses: dict[int, tuple[Response, asyncio.Task[None]]]
     _turn_inputs: dict[tuple[int, int], asyncio.Task[TurnInput]]
     _item_transcriptions: dict[str, asyncio.Future[None]]
@@ -104,6 +106,3 @@ class SessionHost(SessionMethods):
     _last_oob_gen: int
     _spoken: dict[str, Response]
     _last_audio_response_id: str | None
-    _audio_items: set[str]
-    _untranscribed: set[str]
-    _shown_transcripts: dict[str, str]

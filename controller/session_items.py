@@ -17,12 +17,13 @@ import numpy as np
 
 from context_manager import (
     ROOT, AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
-    InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
+    InvalidEditError, Item, UnknownItemError, UserMessage,
 )
 from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
 from controller.errors import MediaError, RemoteProtocolError
+from controller.item_wire import item_from_spec
 from controller.pipeline import Prefills, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
@@ -190,8 +191,8 @@ class ItemsMixin(_Base):
         turn = self.turn_task(start, end, unless_silent=end_ms is None)
         heard_from = min(end, max(start, self.audio.dropped_before_ms))
         self.conversation.add(UserMessage(id=item_id, text=""))
-        self._audio_items.add(item_id)
-        self._untranscribed.add(item_id)
+        self.item_wire.add_audio(item_id)
+        self.item_wire.add_untranscribed(item_id)
         self._committed_turn = (item_id, start, end)
         self.reset_turn(end)
         self.metrics.turns_total.inc()
@@ -247,7 +248,7 @@ class ItemsMixin(_Base):
         if item_id not in self.conversation:  # deleted meanwhile: after conversation.item.deleted, no more of it
             return
         self.conversation.set_text(item_id, text)
-        self._untranscribed.discard(item_id)
+        self.item_wire.transcribed(item_id)
         arrived = self.audio.arrival_time(end_ms)
         if arrived is not None:
             self.metrics.transcript_latency.observe(max(0.0, time.monotonic() - arrived))
@@ -279,7 +280,7 @@ class ItemsMixin(_Base):
                     if (referred := self.referenced_item(entry.id)) is not None:
                         chosen.add(referred)
                 else:
-                    chosen.add(self._item_from_spec(entry, entry.id or self.new_id("item")))
+                    chosen.add(item_from_spec(entry, entry.id or self.new_id("item")))
             messages = await self.budget.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
@@ -321,7 +322,7 @@ class ItemsMixin(_Base):
             self.conversation.add(AssistantMessage(id=resp.item_id, text=resp.heard_text(heard_ms),
                                                    complete=resp.status == "completed"), previous_item_id=previous)
             if resp.audio_out:
-                self._audio_items.add(resp.item_id)
+                self.item_wire.add_audio(resp.item_id)
             previous = resp.item_id
             self._spoken[resp.item_id] = resp
             while len(self._spoken) > MAX_REMEMBERED_REPLIES:
@@ -349,9 +350,7 @@ class ItemsMixin(_Base):
                         before = self.conversation.previous_item_id(event.item_id)
                         self.conversation.delete(event.item_id)
                         self._follow_deleted(event.item_id, before)
-                    self._audio_items.discard(event.item_id)
-                    self._untranscribed.discard(event.item_id)
-                    self._shown_transcripts.pop(event.item_id, None)
+                    self.item_wire.forget(event.item_id)
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
                     await self.apply(te.ContextChanged())
@@ -399,7 +398,7 @@ class ItemsMixin(_Base):
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
         item_id = spec.id or self.new_id("item")
-        item = self._item_from_spec(spec, item_id)
+        item = item_from_spec(spec, item_id)
         await self._check_item_size(item)
         if isinstance(item, FunctionCallOutput):
             self._check_call_known(item.call_id)
@@ -426,7 +425,7 @@ class ItemsMixin(_Base):
             self._follow_inserted(item_id, wire_previous)
         previous = wire_previous
         if isinstance(spec, it.MessageSpec) and any(p.type.endswith("_audio") for p in spec.content):
-            self._audio_items.add(item_id)
+            self.item_wire.add_audio(item_id)
         wire = it.spec_to_wire(spec, item_id=item_id, call_id=call_id)
         await self.emit(self.events.item_added(wire, previous_item_id=previous))
         transcribed = any(p.type == "input_audio" and p.transcript for p in content)
@@ -437,9 +436,9 @@ class ItemsMixin(_Base):
         # the session's ASR hears in the audio, and the item keeps showing the client's words.
         if pcm is not None:
             if transcribed and isinstance(spec, it.MessageSpec):
-                self._shown_transcripts[item_id] = spec.text
+                self.item_wire.show_transcript(item_id, spec.text)
             else:
-                self._untranscribed.add(item_id)
+                self.item_wire.add_untranscribed(item_id)
             self._transcribe(item_id, self._transcribe_item(item_id, pcm, self.cfg.input_format.sample_rate,
                                                             _text_around_audio(content) if transcribed else None))
         await self.apply(te.ContextChanged())
@@ -490,15 +489,6 @@ class ItemsMixin(_Base):
             raise RemoteProtocolError(f"Tool call ID {call_id!r} not found in conversation.",
                                       code="invalid_tool_call_id", param="item.call_id")
 
-    @staticmethod
-    def _item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:
-        if isinstance(spec, it.MessageSpec):
-            cls = {"user": UserMessage, "assistant": AssistantMessage, "system": SystemMessage}[spec.role]
-            return cls(id=item_id, text=spec.text)
-        if isinstance(spec, it.FunctionCallSpec):
-            return FunctionCall(id=item_id, call_id=spec.call_id or item_id, name=spec.name, arguments=spec.arguments)
-        return FunctionCallOutput(id=item_id, call_id=spec.call_id, output=spec.output)
-
     async def _item_truncate(self, event: ce.ConversationItemTruncate) -> None:
         playing = self._visible_response()
         # The message of the reply in progress joins the conversation only when the reply ends; the client has seen
@@ -534,7 +524,7 @@ class ItemsMixin(_Base):
         their text or arguments so far."""
         resp = self._visible_response()
         live = resp.item_so_far(item_id) if resp is not None else None
-        return live if live is not None else self._item_wire(self.conversation.get(item_id))
+        return live if live is not None else self.item_wire.wire(self.conversation.get(item_id))
 
     def referenced_item(self, item_id: str) -> Item | None:
         """The item an item_reference in response.input names, as it stands now; None if there is none.
@@ -553,22 +543,3 @@ class ItemsMixin(_Base):
             return AssistantMessage(id=item_id, text=resp.heard_text(None), complete=False)
         call = next(c for c in resp.tool_calls if c.item_id == item_id)
         return FunctionCall(id=item_id, call_id=call.call_id, name=call.name, arguments=call.arguments)
-
-    def _item_wire(self, item: object) -> dict:
-        """An item as conversation.item.retrieved shows it: in the content type it was made with."""
-        match item:
-            case UserMessage(id=i, text=t) if i in self._audio_items:
-                shown = self._shown_transcripts.get(i, None if i in self._untranscribed else t)
-                return it.user_audio_item(i, transcript=shown)
-            case UserMessage(id=i, text=t):
-                return it.user_text_item(i, text=t)
-            case AssistantMessage(id=i, text=t, complete=c):
-                return it.assistant_message_item(i, audio=i in self._audio_items, text=t,
-                                                 status="completed" if c else "incomplete")
-            case SystemMessage(id=i, text=t):
-                return it.system_item(i, text=t)
-            case FunctionCall(id=i, call_id=c, name=n, arguments=a):
-                return it.function_call_item(i, call_id=c, name=n, arguments=a)
-            case FunctionCallOutput(id=i, call_id=c, output=o):
-                return it.function_call_output_item(i, call_id=c, output=o)
-        raise TypeError(type(item))
