@@ -6,10 +6,10 @@ import asyncio
 
 from context_manager import Conversation, TemplateCosts, TokenCounts
 from context_manager.conversation import prompt_texts_of, prompt_tokens
+from controller.chat_request import tools_for_chat
 from controller.errors import RemoteProtocolError
 from controller.pipeline import MeasuresTemplate, SpeechPipeline
 from controller.realtime.session_config import SessionConfig
-from controller.session_items import tools_for_chat
 
 
 class PromptBudget:

@@ -22,12 +22,13 @@ from context_manager import (
 from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.audio_io import PIPELINE_RATE, decode
+from controller.chat_request import reply_request, tool_choice_for_chat, tools_for_chat
 from controller.errors import MediaError, RemoteProtocolError
 from controller.item_wire import item_from_spec
 from controller.pipeline import Prefills, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
-from controller.realtime.session_config import SessionConfig, ToolChoiceFunction
+from controller.realtime.session_config import SessionConfig
 from controller.response import Response
 from lm_engine.chat import ChatRequest
 from vad import Resampler, TurnDetectorConfig
@@ -40,27 +41,10 @@ else:
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REPLIES = 32
-# A reply's length when no max_output_tokens is set (as SessionDefaults' default): a reply stopped here ends
-# incomplete (max_output_tokens); about a minute of speech, well inside every profile's context, and a small model
-# that loops stops there.
-MAX_REPLY_TOKENS = 256
 PREFILL_EVERY_MS = 1000  # of user speech between two early prefills (each costs one ASR pass and an LM prefill)
 # Trailing silence after which the turn's input (its ASR pass) starts, ahead of the speculation's pause. The turn
 # ends where this silence began, whatever happens next, so the transcript is the one the pause will ask for.
 WARM_TURN_INPUT_MS = 96
-
-
-def tools_for_chat(cfg: SessionConfig) -> list[dict] | None:
-    if not cfg.tools or cfg.tool_choice == "none":
-        return None
-    return [t.to_chat() for t in cfg.tools]
-
-
-def _tool_choice_for_chat(cfg: SessionConfig) -> str | dict:
-    choice = cfg.tool_choice
-    if isinstance(choice, ToolChoiceFunction):
-        return {"type": "function", "function": {"name": choice.name}}
-    return choice
 
 
 def _text_around_audio(content: Sequence[Any]) -> list[str | None]:
@@ -176,7 +160,7 @@ class ItemsMixin(_Base):
                                              keep_below=self.defaults.context_keep_below_tokens, tools=tools)
                 await pipeline.prefill(ChatRequest(
                     messages=[*messages, {"role": "user", "content": heard.lm_content}],
-                    tools=tools, tool_choice=_tool_choice_for_chat(self.cfg), max_tokens=1))
+                    tools=tools, tool_choice=tool_choice_for_chat(self.cfg), max_tokens=1))
                 self.metrics.early_prefills.inc()
         except Exception as exc:  # a cache warm-up that fails changes nothing the user sees
             self.log.debug("early prefill failed: %s", exc)
@@ -301,13 +285,11 @@ class ItemsMixin(_Base):
         return self._chat_request(resp, cfg, messages)
 
     def _chat_request(self, resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest | None:
-        if not messages:  # no instructions and nothing said (or response.input []): nothing to answer, as a silent turn
-            return None
-        # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none).
-        resp.count_prompt = functools.partial(self.budget.tokens_of, messages, tools_for_chat(cfg), cfg.instructions)
-        return ChatRequest(messages=messages, tools=tools_for_chat(cfg), tool_choice=_tool_choice_for_chat(cfg),
-                           temperature=resp.settings.temperature,
-                           max_tokens=resp.settings.max_output_tokens or MAX_REPLY_TOKENS)
+        request = reply_request(cfg, resp.settings, messages)
+        if request is not None:
+            # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none).
+            resp.count_prompt = functools.partial(self.budget.tokens_of, messages, request.tools, cfg.instructions)
+        return request
 
     def record_reply(self, resp: Response, heard_ms: float | None) -> None:
         """Put what the assistant actually said into the conversation (never a rolled-back reply)."""
