@@ -3,8 +3,9 @@ operator commands.
 
 The decisions live in pure cores (controller.turn_taking, controller.realtime, context_manager,
 vad.TurnDetector); this file only feeds them events and carries out their actions. Beside it: session_input (the
-input audio), session_items (turns and items), session_replies (responses), outbox (what goes to the client),
-item_wire (items as the client sees them), prompt_budget and settings_checks.
+input audio), session_turns (user turns and their transcripts), session_items (the conversation's items),
+session_replies (responses), outbox (what goes to the client), item_wire (items as the client sees them),
+prompt_budget, chat_request and settings_checks.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from controller.session_input import InputAudioMixin
 from controller.session_items import ItemsMixin
 from controller.session_parts import SessionParts, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
+from controller.session_turns import TurnsMixin
 from controller.settings_checks import REPLY_FIELDS, SettingsChecks, log_ignored
 from controller.throttle import Throttle
 
@@ -46,7 +48,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "stepaudio-rt"  # the model a session shows until its client names one
 
 
-class Session(InputAudioMixin, ItemsMixin, RepliesMixin):
+class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
     def __init__(self, *, session_id: str, model: str | None, pipeline: SpeechPipeline, metrics: Metrics,
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
         """model: the ?model= the client connected with, None if it named none; kind: "realtime", or

@@ -2,7 +2,7 @@
 it makes, the buffer's bound), commit and clear.
 
 Split from session.py to keep each file about one thing; `InputAudioMixin` is only ever mixed into Session and uses
-its turn-taking core, emit and the ItemsMixin's turn warm-ups (session_host.SessionHost declares what it uses, for
+its turn-taking core, emit and the TurnsMixin's turn warm-ups (session_host.SessionHost declares what it uses, for
 mypy).
 """
 
