@@ -227,10 +227,11 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
     def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self.task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task[object]) -> None:
+    def task_done(self, task: asyncio.Task[object]) -> None:
+        """The done callback of the session's own tasks: forgets the task, and logs its failure."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.log.error("session task failed", exc_info=task.exception())
@@ -273,7 +274,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
                     await self._start_out_of_band(event)
                 else:
                     self._response_overrides = event
-                    await self._apply_for(event, te.ResponseRequested())
+                    await self.apply_for(event, te.ResponseRequested())
             case ce.ResponseCancel():
                 oob = self._out_of_band(event.response_id)
                 if oob is not None:
@@ -286,13 +287,13 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
                     raise RemoteProtocolError(f"Cancellation failed: no active response with id "
                                               f"{event.response_id!r}.", code="response_cancel_not_active",
                                               param="response_id")
-                elif (resp := self._visible_response()) is not None and resp.ended:
+                elif (resp := self.visible_response()) is not None and resp.ended:
                     # Its response.done is out (a speculation's release has just sent it) and its task is yet to take
                     # it off the list: over for the client, as a moment later, when the core would refuse the cancel.
                     raise RemoteProtocolError("There is no active response to cancel.",
                                               code="response_cancel_not_active")
                 else:  # the reply in the default conversation, as the API's cancel without a response_id
-                    await self._apply_for(event, te.CancelRequested())
+                    await self.apply_for(event, te.CancelRequested())
             case _:
                 await self.handle_item_event(event)
 
@@ -326,7 +327,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
                                           "(refer to the function_call too).", code="invalid_tool_call_id",
                                           param=f"{at}.call_id")
 
-    async def _apply_for(self, event: ce.ClientEvent, request: te.Event) -> None:
+    async def apply_for(self, event: ce.ClientEvent, request: te.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""
         self._client_event_id = event.event_id
         try:

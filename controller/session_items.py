@@ -137,7 +137,7 @@ class ItemsMixin(_Base):
                 case ce.ConversationItemRetrieve():
                     await self.emit(self.events.item_retrieved(self._retrieved_wire(event.item_id)))
                 case ce.ConversationItemDelete():
-                    playing = self._visible_response()
+                    playing = self.visible_response()
                     if playing is not None and event.item_id in playing.conversation_items():
                         playing.deleted.add(event.item_id)  # an output item of the reply in progress: it goes on
                     else:
@@ -167,7 +167,7 @@ class ItemsMixin(_Base):
     def _follow_inserted(self, item_id: str, previous: str | None) -> None:
         """An item put right after the one the reply in progress follows comes, on the wire, between that one and the
         reply's items already added: the reply follows the new item now."""
-        resp = self._visible_response()
+        resp = self.visible_response()
         if resp is not None and self.reply_items_added() and resp.previous_item_id == previous:
             resp.previous_item_id = item_id
 
@@ -203,7 +203,7 @@ class ItemsMixin(_Base):
         previous = event.previous_item_id
         # On the wire the reply in progress is in the conversation already, right after the item it follows, where it
         # will join the conversation: an item put after one of the reply's items goes there too, behind it.
-        resp = self._visible_response()
+        resp = self.visible_response()
         after_reply = resp is not None and previous in self.reply_items_added()
         wire_previous = previous if after_reply else self.last_item_sent()
         at = (resp.previous_item_id or ROOT) if resp is not None and after_reply else previous
@@ -257,7 +257,7 @@ class ItemsMixin(_Base):
         may send the output once the call's arguments are done, before response.done), as the API checks: the prompt
         has no place for an output without its call, and dropped it unseen."""
         calls = {i.call_id for i in self.conversation.items if isinstance(i, FunctionCall)}
-        resp = self._visible_response()
+        resp = self.visible_response()
         if resp is not None:
             calls.update(c.call_id for c in resp.tool_calls)
         if call_id not in calls:
@@ -265,7 +265,7 @@ class ItemsMixin(_Base):
                                       code="invalid_tool_call_id", param="item.call_id")
 
     async def _item_truncate(self, event: ce.ConversationItemTruncate) -> None:
-        playing = self._visible_response()
+        playing = self.visible_response()
         # The message of the reply in progress joins the conversation only when the reply ends; the client has seen
         # it added and may truncate it while its audio still comes (without response.cancel first).
         live = playing is not None and playing.item_id == event.item_id and event.item_id in self.reply_items_added()
@@ -297,7 +297,7 @@ class ItemsMixin(_Base):
         """The item as it is now. The items of the reply in progress (its message, its function calls) join the
         conversation only when the reply ends, but the client has seen them added: they are shown in progress, with
         their text or arguments so far."""
-        resp = self._visible_response()
+        resp = self.visible_response()
         live = resp.item_so_far(item_id) if resp is not None else None
         return live if live is not None else self.item_wire.wire(self.conversation.get(item_id))
 
@@ -311,7 +311,7 @@ class ItemsMixin(_Base):
         may talk for a minute and is interrupted by nothing the aside does."""
         if item_id in self.conversation:
             return self.conversation.get(item_id)
-        resp = self._visible_response()
+        resp = self.visible_response()
         if resp is None or item_id not in resp.conversation_items():
             return None
         if item_id == resp.item_id:

@@ -114,27 +114,27 @@ class RepliesMixin(_Base):
             f"prompt (its context less the reply), so only its last {seconds * cut.kept / cut.tokens:.0f} s were "
             "answered. Speak in shorter turns, or commit the buffer more often."), code="turn_truncated")
 
-    def _visible_response(self) -> Response | None:
+    def visible_response(self) -> Response | None:
         """The reply in progress in the conversation as the client knows it (a speculation it has not seen yet is
         none; out-of-band replies run beside it)."""
         entry = self._responses.get(self.turns.current_gen) if self.turns.current_gen is not None else None
         return entry[0] if entry is not None and entry[0].visible else None
 
     def _current_response_id(self) -> str | None:
-        resp = self._visible_response()
+        resp = self.visible_response()
         return resp.response_id if resp is not None else None
 
     def reply_items_added(self) -> list[str]:
         """The output items of the reply in progress that the client has seen added. They join the conversation only
         when the reply ends, right after the item the reply follows (its previous_item_id)."""
-        resp = self._visible_response()
+        resp = self.visible_response()
         return [] if resp is None else resp.conversation_items()
 
     def _as_seen(self, previous: str | None) -> str | None:
         """An item's predecessor in the conversation as the client sees it: the reply in progress's items added on the
         wire sit right after the item the reply follows, so what follows that item follows them."""
         items = self.reply_items_added()
-        resp = self._visible_response()
+        resp = self.visible_response()
         return items[-1] if items and resp is not None and previous == resp.previous_item_id else previous
 
     def wire_previous(self, item_id: str) -> str | None:
@@ -213,7 +213,7 @@ class RepliesMixin(_Base):
         # The conversation's reply: there is none to stop while only a speculation runs.
         if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
             response_id = self._current_response_id()
-            await self._apply_for(event, te.CancelRequested())
+            await self.apply_for(event, te.CancelRequested())
             if response_id is not None:
                 await self.emit(self.events.output_audio_buffer_cleared(response_id=response_id))
                 cleared = True

@@ -189,7 +189,7 @@ class TurnsMixin(_Base):
         task = self._last_transcription = asyncio.ensure_future(in_order())
         self._item_transcriptions[item_id] = task
         task.add_done_callback(lambda _: self._item_transcriptions.pop(item_id, None))
-        task.add_done_callback(self._task_done)  # logs a failure
+        task.add_done_callback(self.task_done)  # logs a failure
 
     async def _finish_transcription(self, item_id: str, turn: asyncio.Task[TurnInput], end_ms: int,
                                     seconds: float) -> None:
