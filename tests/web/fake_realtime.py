@@ -16,9 +16,9 @@ from itertools import count
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.sync.server import ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
-from tests.web.serving import serving
+from tests.ws_thread import ws_server_thread
 
 Answer = Callable[[ServerConnection, dict], None]  # (connection, client event): sends whatever the script says
 
@@ -59,6 +59,5 @@ def fake_realtime_server(answer: Answer) -> Iterator[str]:
         # The page asks for /healthz; a server without one says 404 (not a failed handshake in the test's log).
         return None if request.headers.get("Upgrade") else ws.respond(404, "not found\n")
 
-    with serve(session, "127.0.0.1", 0, subprotocols=["realtime"], process_request=no_page) as server, \
-            serving(server) as port:
+    with ws_server_thread(session, subprotocols=["realtime"], process_request=no_page) as port:
         yield f"ws://127.0.0.1:{port}/v1/realtime"

@@ -20,10 +20,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 from websockets.sync.client import ClientConnection, connect
-from websockets.sync.server import ServerConnection, serve
+from websockets.sync.server import ServerConnection
 from websockets.typing import Subprotocol
 
-from tests.web.serving import serving
+from tests.ws_thread import ws_server_thread
 
 PASSED_HEADERS = ("Content-Type", "Retry-After", "Upgrade")  # of the server's HTTP answers
 
@@ -69,8 +69,8 @@ def reverse_proxy(server_http: str, prefix: str, *, pass_upgrades: bool = True) 
         pump(ws, upstream)
         down.join(10)
 
-    with serve(relay, "127.0.0.1", 0, process_request=process_request, select_subprotocol=select_subprotocol,
-               max_size=None) as proxy, serving(proxy) as port:
+    with ws_server_thread(relay, process_request=process_request, select_subprotocol=select_subprotocol,
+                          max_size=None) as port:
         yield f"http://127.0.0.1:{port}{prefix}"
 
 

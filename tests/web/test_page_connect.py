@@ -12,11 +12,11 @@ from contextlib import contextmanager
 
 import pytest
 from websockets.http11 import Request, Response
-from websockets.sync.server import ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from tests.conftest import ServerProcess
 from tests.web.browser import hook, wait_until
-from tests.web.serving import serving
+from tests.ws_thread import ws_server_thread
 
 STUCK = ("could not start: the server at 127.0.0.1:{port} took the connection but did not answer in 10 s: it may be "
          "stuck or overloaded (its log may say why). Press Connect to try again.")
@@ -57,7 +57,7 @@ def server_stuck_in_the_handshake() -> Iterator[int]:
             return ws.respond(503, "gave up\n")
         return ws.respond(200, '{"status": "ok"}\n')
 
-    with serve(lambda ws: None, "127.0.0.1", 0, process_request=hold) as server, serving(server) as port:
+    with ws_server_thread(lambda ws: None, process_request=hold) as port:
         try:
             yield port
         finally:
