@@ -53,6 +53,8 @@ let talkHeld = false;
 let presses = 0; // counts presses: a tap's press still flushing must not start streaming for the press after it
 let preroll = [];
 let turnEndAt = null; // performance.now() when the user's speech ended (or of the push-to-talk release)
+// The user's turn the server's VAD heard start (speech_started) and has not committed: a clear that cuts it drops it.
+let heardItem = null;
 // This connection's input stream as the server counts it (audio ms), and for the end of each chunk sent the time it
 // was captured: speech_stopped comes a whole end-of-turn silence after the speech it ends, at its audio_end_ms.
 let sentMs = 0;
@@ -346,6 +348,7 @@ const handlers = {
     if (item.role === 'user' && part && part.type === 'input_text') setText(line(item.id, 'user'), part.text);
   },
   'input_audio_buffer.speech_started': (e) => {
+    heardItem = e.item_id;
     setState('speaking');
     line(e.item_id, 'user');
     bargeIn();
@@ -354,7 +357,23 @@ const handlers = {
     turnEndAt = capturedAt(e.audio_end_ms);
     setState('thinking');
   },
-  'input_audio_buffer.committed': (e) => line(e.item_id, 'user'),
+  'input_audio_buffer.committed': (e) => {
+    if (e.item_id === heardItem) heardItem = null;
+    line(e.item_id, 'user');
+  },
+  // A clear cutting the speech heard (its speech_stopped comes first) drops the turn: no reply comes, and the pill
+  // said 'thinking' for good, the turn's bubble 'listening…'.
+  'input_audio_buffer.cleared': () => {
+    if (heardItem === null) return;
+    const entry = lines.get(heardItem);
+    if (entry && entry.el.classList.contains('pending')) {
+      entry.el.remove();
+      lines.delete(heardItem);
+    }
+    heardItem = null;
+    turnEndAt = null;
+    if (hook.state === 'thinking' && !activeResponse) setState(restingState());
+  },
   'conversation.item.input_audio_transcription.delta': (e) => appendText(line(e.item_id, 'user'), e.delta),
   'conversation.item.input_audio_transcription.completed': (e) => {
     setText(line(e.item_id, 'user'), e.transcript || '(nothing heard)');
@@ -572,6 +591,7 @@ async function teardown(state) {
   micLost = null;
   replyItem = null;
   turnEndAt = null;
+  heardItem = null;
   if (sock) sock.close();
   sock = null;
   endPendingLines();

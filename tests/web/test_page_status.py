@@ -174,3 +174,28 @@ def test_a_microphone_allowed_again_is_taken_back_without_picking_it(tiny_server
     while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
         time.sleep(0.1)
     assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
+
+
+def test_speech_cut_by_a_clear_leaves_the_pill_thinking_no_more(tiny_server: ServerProcess, browser: object) -> None:
+    """A clear that cuts the speech the VAD heard comes as speech_stopped, then cleared, and no reply: the pill said
+    'thinking' for good (from the speech_stopped), the dropped turn's bubble 'listening…'. The pill says 'listening'
+    again, and the turn's bubble goes."""
+    from selenium.webdriver.common.by import By
+
+    heard: list[bool] = []
+
+    def cut_the_first_turn(ws: object, event: dict) -> None:
+        if event["type"] != "input_audio_buffer.append" or heard:
+            return
+        heard.append(True)
+        send(ws, "input_audio_buffer.speech_started", item_id="item_turn", audio_start_ms=0)  # type: ignore[arg-type]
+        send(ws, "input_audio_buffer.speech_stopped", item_id="item_turn", audio_end_ms=400)  # type: ignore[arg-type]
+        send(ws, "input_audio_buffer.cleared")  # type: ignore[arg-type]
+
+    with fake_realtime_server(cut_the_first_turn) as url:
+        browser.get(f"{tiny_server.http}/?mode=vad&url={url}")  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.cleared"), 30)
+    assert state["events"].get("input_audio_buffer.speech_stopped") == 1 and state["errors"] == [], state
+    assert state["state"] == "listening", state
+    assert browser.find_elements(By.CSS_SELECTOR, ".turn.user") == [], state  # type: ignore[attr-defined]
