@@ -150,6 +150,13 @@ class MeasuresTemplate(Protocol):
 
 
 @runtime_checkable
+class CountsAudioTokens(Protocol):
+    def count_audio_tokens(self, text: str) -> int:
+        """How many of count_tokens' tokens of a text are audio (Step-Audio's <audio_N> pieces): a reply's input
+        audio tokens when its LM reported no counts. Blocking, as count_tokens; a pipeline without it has none."""
+
+
+@runtime_checkable
 class ChecksChat(Protocol):
     def chat_problem(self) -> str | None:
         """Why the chat LM cannot answer now (a chat server down), or None. Blocking: /healthz asks it in a thread."""

@@ -8,7 +8,7 @@ from context_manager import Conversation, TemplateCosts, TokenCounts
 from context_manager.conversation import prompt_texts_of, prompt_tokens
 from controller.chat_request import tools_for_chat
 from controller.errors import RemoteProtocolError
-from controller.pipeline import MeasuresTemplate, SpeechPipeline
+from controller.pipeline import CountsAudioTokens, MeasuresTemplate, SpeechPipeline
 from controller.realtime.session_config import SessionConfig
 
 
@@ -33,11 +33,19 @@ class PromptBudget:
         return conversation.messages(instructions, self.budget_tokens, self.counts, overrides,
                                      keep_below=keep_below, template=template)
 
-    async def tokens_of(self, messages: list[dict], tools: list[dict] | None, instructions: str) -> int:
-        """A prompt's tokens (messages as prompt() gave them, plus any sent beside them) as the budget counts them:
-        response.done's input tokens when the LM reports none."""
-        await self.count_ahead(prompt_texts_of(messages))
-        return prompt_tokens(messages, self.counts, await self.template_costs(tools, instructions))
+    async def tokens_of(self, messages: list[dict], tools: list[dict] | None,
+                        instructions: str) -> tuple[int, int]:
+        """A prompt's tokens (messages as prompt() gave them, plus any sent beside them) as the budget counts them,
+        and how many of them are audio: response.done's input tokens when the LM reports none."""
+        texts = prompt_texts_of(messages)
+        await self.count_ahead(texts)
+        tokens = prompt_tokens(messages, self.counts, await self.template_costs(tools, instructions))
+        pipeline = self._pipeline
+        if not isinstance(pipeline, CountsAudioTokens):
+            return tokens, 0
+        # Encoded again on a worker thread (a turn is thousands of <audio_N> pieces): only for a reply the LM left
+        # uncounted, which is rare.
+        return tokens, await asyncio.to_thread(lambda: sum(pipeline.count_audio_tokens(t) for t in texts))
 
     async def texts_tokens(self, texts: list[str]) -> int:
         """The tokens of these texts, each counted once (a reply's own text, which the next prompt holds)."""

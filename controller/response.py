@@ -153,10 +153,10 @@ class Response:
         self.status: sev.ResponseStatus = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
         # The prompt's tokens as the session's budget counts them (set with the prompt; none for a fixed Say), and
-        # the counts made from it and the reply's text when the LM reported none: (prompt, output) tokens.
-        self.count_prompt: Callable[[], Awaitable[int]] | None = None
+        # the counts made from it and the reply's text when the LM reported none: (prompt, its audio, output) tokens.
+        self.count_prompt: Callable[[], Awaitable[tuple[int, int]]] | None = None
         self._count_texts = count_texts  # the LM's tokens of texts (the session's budget's counter, off the loop)
-        self._own_counts = (0, 0)
+        self._own_counts = (0, 0, 0)
         self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
         # Output items the client deleted from the conversation while the reply ran: no conversation.item.done for
@@ -550,26 +550,26 @@ class Response:
                             conversation_id=self.conversation_id, metadata=self.metadata,
                             usage=None if status == "in_progress" else self._usage())
 
-    async def _count_own(self) -> tuple[int, int]:
-        """(prompt, output) tokens counted here, for a reply whose LM reported no counts: clients read response.done's
-        usage without a null check (pipecat does), so every reply has one. The prompt as the session's budget counts
-        it (all of it as text), the reply's text and calls as the LM's tokenizer counts them."""
+    async def _count_own(self) -> tuple[int, int, int]:
+        """(prompt, its audio, output) tokens counted here, for a reply whose LM reported no counts: clients read
+        response.done's usage without a null check (pipecat does), so every reply has one. The prompt as the
+        session's budget counts it, the reply's text and calls as the LM's tokenizer counts them."""
         texts = [t for t in [self.text] + [p for c in self.tool_calls for p in (c.name, c.arguments)] if t]
         try:
-            prompt = await self.count_prompt() if self.count_prompt is not None else 0
-            return prompt, await self._count_texts(texts)
+            prompt, audio = await self.count_prompt() if self.count_prompt is not None else (0, 0)
+            return prompt, audio, await self._count_texts(texts)
         except ChatBackendError as exc:  # the LM's tokenizer is gone with the LM (a failed reply): nothing counted
             self.log.warning("response %s: its tokens could not be counted: %s", self.response_id, exc)
-            return 0, 0
+            return 0, 0, 0
 
     def _usage(self) -> dict:
         """response.done's usage: the LM's own counts (else those made by _count_own), plus the audio tokens that the
         synthesiser generated for the reply's speech as output audio (Step-Audio's TTS-3B; Piper, which makes the
         waveform directly, has none). Step-Audio's <audio_N> prompt ids count as input audio."""
         u = self.usage
-        prompt, output = self._own_counts
+        prompt, audio_in, output = self._own_counts
         prompt = getattr(u, "prompt_tokens", prompt)
-        audio_in = getattr(u, "prompt_audio_tokens", 0)
+        audio_in = getattr(u, "prompt_audio_tokens", audio_in)
         return sev.usage(input_text_tokens=prompt - audio_in, input_audio_tokens=audio_in,
                          output_text_tokens=getattr(u, "completion_tokens", output),
                          output_audio_tokens=self.audio_tokens, cached_tokens=getattr(u, "cached_tokens", 0))

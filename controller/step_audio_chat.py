@@ -62,6 +62,14 @@ class StepAudioChat:
         reach it; the newline before it is the markers', and what the text's start makes of it is the text's."""
         return len(self.tok.encode(f"{_EOT}\n{text}{_EOT}")) - len(self.tok.encode(f"{_EOT}\n{_EOT}"))
 
+    def count_audio_tokens(self, text: str) -> int:
+        return self._audio_ids(self.tok.encode(text))
+
+    def _audio_ids(self, ids: list[int]) -> int:
+        """How many ids are <audio_N> pieces (each one id from audio_offset on)."""
+        offset = self.tok.audio_offset
+        return sum(1 for i in ids if i >= offset) if offset >= 0 else 0
+
     def template_costs(self, system: bool) -> TemplateCosts:
         """What Step-Audio's template writes around the conversation's texts, counted as count_tokens counts them:
         each role's markers (`<|BOT|>role\n` ... `<|EOT|>`), and once the BOS, the leading "▁", the reply's opening
@@ -140,10 +148,8 @@ class StepAudioChat:
         """A reply's end: the text its detokenizer still held, if any, then its finish reason and usage."""
         from lm_engine import ChatDelta, ChatUsage
 
-        offset = self.tok.audio_offset
-        audio = sum(1 for i in ids if i >= offset) if offset >= 0 else 0
         done = ChatDelta(finish_reason=finish, usage=ChatUsage(prompt_tokens=len(ids), completion_tokens=generated,
-                                                               prompt_audio_tokens=audio))
+                                                               prompt_audio_tokens=self._audio_ids(ids)))
         text = detok.flush()
         return [ChatDelta(text=text), done] if text else [done]
 

@@ -33,7 +33,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from context_manager import TemplateCosts
 from controller.errors import ConfigError, stop_if_cancelled
-from controller.pipeline import ChecksChat, Listener, MeasuresTemplate, OwnsMetrics, ReplyText, SpeechChunk, VadStream
+from controller.pipeline import (
+    ChecksChat, CountsAudioTokens, Listener, MeasuresTemplate, OwnsMetrics, ReplyText, SpeechChunk, VadStream,
+)
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
 from controller.step_audio_listener import StreamingTokenListener
@@ -91,7 +93,7 @@ def _pipeline_config(app_config: Any, model_path: Path) -> StepAudioConfig:
                                        chat_url=app_config.chat_url, tp_step_timeout_s=app_config.tp_step_timeout_s)
 
 
-class StepAudioPipeline(MeasuresTemplate, ChecksChat, OwnsMetrics):
+class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMetrics):
     """SpeechPipeline over a Step-Audio model folder."""
 
     # Upstream documents only where Step-Audio-Chat's tool definitions go (a message of role `tool_json_schemas`,
@@ -251,6 +253,9 @@ class StepAudioPipeline(MeasuresTemplate, ChecksChat, OwnsMetrics):
 
     def count_tokens(self, text: str) -> int:
         return self.chat.count_tokens(text)
+
+    def count_audio_tokens(self, text: str) -> int:
+        return self.chat.count_audio_tokens(text)
 
     def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
         """The chat template's role markers and fixed part; no tools (this profile refuses them)."""

@@ -103,6 +103,30 @@ async def test_a_push_to_talk_turn_reaches_the_chat_lm_as_its_audio_ids(tiny_ser
         validate_server_event(raw)
 
 
+async def test_a_reply_the_lm_did_not_count_counts_its_prompts_audio_as_audio(tiny_server, beckett_wav) -> None:
+    """A reply cancelled as it begins has no counts from the LM, and the server counts its prompt itself: the spoken
+    turn's <audio_N> ids were counted as text, usage.input_token_details.audio_tokens 0. They count as audio."""
+    conv = await open_conversation(tiny_server.ws)
+    try:
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await conv.wait_for("session.updated")
+        await conv.stream(load_pcm24k(beckett_wav)[: 4 * RATE], pace=0)
+        await conv.send({"type": "input_audio_buffer.commit"})
+        await conv.send({"type": "response.create"})
+        await conv.wait_for("response.output_item.added", timeout=120)  # its prompt is built, the LM answering
+        await conv.send({"type": "response.cancel"})
+        done = await conv.wait_for("response.done", timeout=120)
+    finally:
+        await conv.close()
+    usage = done["response"]["usage"]
+    assert done["response"]["status"] == "cancelled", done
+    assert usage["input_token_details"]["audio_tokens"] >= IDS_PER_SECOND * 3.5, usage
+    assert usage["input_tokens"] > usage["input_token_details"]["audio_tokens"], usage
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_a_reply_counts_the_audio_tokens_tts_3b_spoke_it_with(tiny_server) -> None:
     """response.done's usage.output_token_details.audio_tokens is the number of audio tokens TTS-3B generated for the
     reply (what the server's stepaudio_tts_audio_tokens counter grew by), part of output_tokens and total_tokens; the
