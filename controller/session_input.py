@@ -132,5 +132,7 @@ class InputAudioMixin(_Base):
         self.vad.reset()
         self.detector = TurnDetector(detector_config(self.cfg, self.defaults.pause_ms),
                                      origin_ms=self.audio.total_ms)
-        await self.apply(te.BufferCleared(cleared_at))
+        await self.apply(te.BufferCleared(cleared_at))  # a speech_stopped it emits names the cleared speech's item
+        # The cleared speech's id went out in its speech_started: the next turn reusing it read as the same item.
+        self._turn_item_id = self.new_id("item")
         await self.emit(self.events.cleared())

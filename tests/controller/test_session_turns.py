@@ -296,7 +296,7 @@ async def test_what_the_user_says_while_a_requested_reply_starts_is_kept() -> No
 async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_speech_starts_a_turn() -> None:
     """The clear comes while the VAD hears the user: their speech_started is answered by a speech_stopped at the
     clear (it stayed unanswered: a client's started/stopped pairs went out of balance), and what they say next is a
-    turn with its own pair."""
+    turn with its own pair, under an item id of its own (it had the cleared speech's, as if both were one item)."""
     pipeline = ScriptedPipeline()
     async with conversation(pipeline) as (_, conv):
         await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # a pause: a speculation starts
@@ -310,6 +310,7 @@ async def test_clearing_the_buffer_mid_turn_drops_the_speculation_and_the_next_s
         "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.cleared",
         "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
     assert buffer[0]["item_id"] == buffer[1]["item_id"] and buffer[3]["item_id"] == buffer[4]["item_id"]
+    assert buffer[3]["item_id"] != buffer[0]["item_id"] and buffer[5]["item_id"] == buffer[3]["item_id"]
     assert 1200 <= buffer[1]["audio_end_ms"] <= 1400  # where the clear cut the buffer: 1.3 s streamed
     assert done["response"]["status"] == "completed"
     assert len(conv.of_type("response.created")) == 1
