@@ -86,10 +86,13 @@ def write_tts_folder(tts_dir: Path, profile: str, *, seed: int = 0, tokenizer_di
 def write_speakers_folder(folder: Path, *, seed: int = 0, sample_rate: int = 16000) -> Path:
     import soundfile as sf
 
+    from clients.audio_file import soundfile_name
+    from speech_decoder.step_tts import prompt_wav_name
+
     folder.mkdir(parents=True, exist_ok=True)
     for k, (name, text) in enumerate(SPEAKERS.items()):
         wav = synthetic_voice(3.0, sample_rate, seed=seed + k, f0=(210.0 if k == 0 else 180.0 + 20 * k))
-        sf.write(folder / f"{name}_prompt.wav", wav, sample_rate, subtype="PCM_16")
+        sf.write(soundfile_name(folder / prompt_wav_name(name)), wav, sample_rate, subtype="PCM_16")
     (folder / "speakers_info.json").write_text(json.dumps(SPEAKERS, ensure_ascii=False, indent=2) + "\n",
                                                encoding="utf-8")
     return folder

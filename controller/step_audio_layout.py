@@ -27,7 +27,7 @@ from controller.file_integrity import CUT_NOTE, PAGE_NOTE, damage, torch_names
 from lm_engine.utils.safetensors_header import read_header
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTts, StepTtsError, check_prompt_ids, check_prompt_wav,
-    find_speakers_dir, read_prompt_wav, read_speakers_info,
+    find_speakers_dir, prompt_wav_name, read_prompt_wav, read_speakers_info,
 )  # fmt: skip
 from streaming_tokenizer.step_audio.config import REQUIRED_FILES as TOKENIZER_FILES
 
@@ -119,7 +119,7 @@ def _check_speaker_wavs(root: Path) -> None:
     assert folder is not None, "_missing_speakers has found it"
     context = ModelConfig.from_dir(root / TTS_DIR).max_seq_len  # _check_lm_configs has read it
     for name in read_speakers_info(folder):
-        file = folder / f"{name}_prompt.wav"
+        file = folder / prompt_wav_name(name)
         try:
             wav, rate = read_prompt_wav(file)
             check_prompt_wav(name, wav, rate)
@@ -322,7 +322,7 @@ def check_speaker(root: Path, name: str) -> None:
     names = read_speakers_info(folder)
     if name in names:
         return
-    wav = folder / f"{name}_prompt.wav"
+    wav = folder / prompt_wav_name(name)
     # a voice added to the folder without its line in speakers_info.json: "unknown" alone sent the user looking
     why = f" ({wav} is there, but {SPEAKERS_INFO} gives no transcript for it)" if wav.is_file() else ""
     raise ConfigError(f"unknown speaker {name!r}; known: {', '.join(sorted(names))}{why}")
@@ -391,4 +391,4 @@ def _missing_speakers(root: Path) -> list[str]:
         raise ConfigError(str(exc)) from exc
     if not names:
         raise ConfigError(f"{folder / SPEAKERS_INFO} names no speaker (upstream's maps Tingting to its transcript)")
-    return [m for name in names for m in _absent(root, f"{rel}/{name}_prompt.wav")]
+    return [m for name in names for m in _absent(root, f"{rel}/{prompt_wav_name(name)}")]

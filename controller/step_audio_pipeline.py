@@ -213,10 +213,10 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
     def _register_speakers(self, folder: Path) -> None:
         import soundfile as sf
 
-        from speech_decoder.step_tts import StepTtsError, read_prompt_wav, read_speakers_info
+        from speech_decoder.step_tts import StepTtsError, prompt_wav_name, read_prompt_wav, read_speakers_info
 
         for name, text in read_speakers_info(folder).items():
-            file = folder / f"{name}_prompt.wav"
+            file = folder / prompt_wav_name(name)
             try:
                 self.register_speaker(name, *read_prompt_wav(file), text)
             except (sf.SoundFileError, StepTtsError) as exc:  # neither names the file

@@ -10,6 +10,7 @@ Profiles: "full-random" = the real dims (flow ~105 M params, HiFT ~20 M); "tiny"
 """
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import warnings
@@ -164,14 +165,19 @@ def write_campplus_onnx(path: Path, seed: int = 0) -> None:
     torch.manual_seed(seed)
     model = TinyCampPlus().eval()
     example = torch.randn(1, 200, 80)
+    # torch hands a str name to C++, which cannot take a non-ASCII one in the C locale. The TorchScript exporter
+    # writes to a BytesIO too (its _export_file), though torch.onnx.export's hint names paths only.
+    onnx = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
-            torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"],
+            torch.onnx.export(model, (example,), onnx,  # type: ignore[arg-type]
+                              input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "B", 1: "T"}, "output": {0: "B"}}, opset_version=17,
                               dynamo=False)
     except Exception as exc:  # torch raises OnnxExporterError when `onnx` is not installed
         raise RuntimeError(f"exporting campplus.onnx needs the `onnx` package: {exc}") from exc
+    path.write_bytes(onnx.getvalue())
 
 
 def random_state_dicts(cfg: CosyVoiceConfig, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

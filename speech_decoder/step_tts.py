@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,10 +80,17 @@ SILENT_NOTE = "no sample varies by a 16-bit step"  # what makes a wav silent (is
 
 def read_prompt_wav(path: Path) -> tuple[np.ndarray, int]:
     """A speakers folder's NAME_prompt.wav as mono float32 (mix_to_mono) and its rate; soundfile.SoundFileError when
-    it is no sound file."""
+    it is no sound file, StepTtsError when it cannot be opened."""
     import soundfile as sf
 
-    wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    # soundfile encodes a str name without surrogateescape, so a non-ASCII one failed in the C locale; Python opens
+    # the file by the very bytes its name came from (clients' soundfile_name does the same, out of this package's reach)
+    try:
+        file = path.open("rb")
+    except OSError as exc:  # the callers name the file
+        raise StepTtsError(f"cannot open it ({exc.strerror})") from exc
+    with file:
+        wav, rate = sf.read(file, dtype="float32", always_2d=True)
     return mix_to_mono(wav, path.name), int(rate)
 
 
@@ -221,6 +229,14 @@ def read_speakers_info(folder: Path) -> dict[str, str]:
         raise StepTtsError(f"{path} gives no transcript for {', '.join(map(repr, untold))} (each speaker maps to "
                            f"the words its NAME_prompt.wav says)")
     return info
+
+
+def prompt_wav_name(speaker: str) -> str:
+    """The file name of a speaker's NAME_prompt.wav as this process must spell it to open it."""
+    # The name on disk is UTF-8 (upstream's "Tingting哼唱"), while Python encodes a file name with the locale's
+    # encoding: in the C locale without UTF-8 mode (ASCII) "哼唱" could not be encoded, and that voice was "missing"
+    # from a whole folder. Decoding the UTF-8 bytes as the file system does gives back the name in any locale.
+    return os.fsdecode(f"{speaker}_prompt.wav".encode())
 
 
 def find_speakers_dir(tts_dir: Path, model_root: Path | None = None) -> Path | None:

@@ -13,6 +13,7 @@ int64 [1, 1, T']. Upstream runs it with ORT_ENABLE_ALL and intra_op_num_threads 
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -145,11 +146,15 @@ def export_onnx(model: S3TokenizerV1, path: Path) -> None:
     model = model.eval()
     t = 64
     args = (torch.randn(1, model.cfg.n_mels, t), torch.tensor([t], dtype=torch.int32))
+    # torch hands a str name to C++, which cannot take a non-ASCII one in the C locale. The TorchScript exporter
+    # writes to a BytesIO too (its _export_file), though torch.onnx.export's hint names paths only.
+    onnx = io.BytesIO()
     torch.onnx.export(
-        model, args, str(path), dynamo=False, opset_version=17, do_constant_folding=False,
+        model, args, onnx, dynamo=False, opset_version=17, do_constant_folding=False,  # type: ignore[arg-type]
         input_names=list(ONNX_INPUTS), output_names=[ONNX_OUTPUT],
         dynamic_axes={"feats": {2: "T"}, ONNX_OUTPUT: {2: "T_token"}},
     )  # fmt: skip
+    path.write_bytes(onnx.getvalue())
 
 
 class OnnxS3:
