@@ -26,7 +26,7 @@ from controller.session import Session
 from controller.session_defaults import SessionDefaults
 from lm_engine.assets import AssetError, embedded_gguf_ready
 from model_files.cache import cache_hint, check_writable, default_cache_dir
-from streaming_tokenizer.assets import AsrAssetError, whisper_base_assembled
+from streaming_tokenizer.assets import AsrAssetError, whisper_base_to_assemble
 from streaming_tokenizer.whisper_asr import normalize_language, uses_whisper_base, whisper_languages
 
 logger = logging.getLogger(__name__)
@@ -115,18 +115,21 @@ def _embedded_cache_error(exc: OSError) -> ConfigError:
     return ConfigError(f"cannot prepare the embedded models: {exc}{cache_hint(exc, '1 GB')}")
 
 
-def check_embedded_cache(config: AppConfig) -> None:
-    """The embedded chat LM, and Whisper base for a --language other than English, are assembled into the cache on
-    their first start: a cache that cannot be written (a read-only home, a path through a file) was said only after
-    'listening on' and the other models' loads."""
-    chat_lm = not config.chat_url and not embedded_gguf_ready()
-    whisper = uses_whisper_base(config.language) and not whisper_base_assembled()
-    if config.profile != "embedded" or not (chat_lm or whisper):
+def check_cache(config: AppConfig) -> None:
+    """The embedded chat LM, and Whisper base for a --language other than English (every profile transcribes with
+    it), are assembled into the cache on their first start: a cache that cannot be written (a read-only home, a path
+    through a file) was said only after 'listening on' and the other models' loads."""
+    chat_lm = config.profile == "embedded" and not config.chat_url and not embedded_gguf_ready()
+    whisper = uses_whisper_base(config.language) and whisper_base_to_assemble()
+    if not (chat_lm or whisper):
         return
     try:
         check_writable(default_cache_dir())
     except OSError as exc:
-        raise _embedded_cache_error(exc) from exc
+        if config.profile == "embedded":
+            raise _embedded_cache_error(exc) from exc
+        from controller.step_audio_setup import whisper_cache_error  # as the Step-Audio profiles' load says it
+        raise whisper_cache_error(config.language, exc) from exc
 
 
 def _reachable_host(host: str) -> str:
@@ -169,7 +172,7 @@ class App:
             from controller.step_audio_setup import check_model_folder
             check_model_folder(self.config)
         if self.pipeline is None:
-            check_embedded_cache(self.config)
+            check_cache(self.config)
         if self.config.mqtt_url:
             from controller.mqtt_protocol import parse_mqtt_url
             password = os.environ.get(MQTT_PASSWORD_ENV) or None

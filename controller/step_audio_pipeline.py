@@ -39,7 +39,8 @@ from controller.pipeline import (
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
 from controller.step_audio_listener import StreamingTokenListener
-from controller.step_audio_setup import StepAudioConfig, chat_need, loading, tiny_cache_dir, tiny_folder_error
+from controller.step_audio_setup import (StepAudioConfig, chat_need, loading, tiny_cache_dir, tiny_folder_error,
+                                         whisper_cache_error)
 from controller.step_audio_synthesis import SentenceSynthesizer
 
 if TYPE_CHECKING:  # imported where the models load: it brings torch
@@ -183,10 +184,7 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
                 self.languages = whisper_languages()
             except OSError as exc:  # the cache Whisper base (--language other than en) is assembled into: this
                 # was a warning, and a server that made every transcript empty
-                from model_files.cache import cache_hint
-
-                raise ConfigError(f"cannot prepare Whisper (--language {self.config.language}): "
-                                  f"{exc}{cache_hint(exc, '200 MB')}") from exc
+                raise whisper_cache_error(self.config.language, exc) from exc
             except Exception as exc:  # the embedded extra is optional here: transcripts are then ""
                 logger.warning("no Whisper ASR (%s): user transcripts will be empty", exc)
 

@@ -142,6 +142,13 @@ def check_model_folder(app_config: Any) -> int:
     return tp
 
 
+def whisper_cache_error(language: str, exc: OSError) -> ConfigError:
+    """Whisper base (a --language other than English) cannot be assembled into the cache."""
+    from model_files.cache import cache_hint
+
+    return ConfigError(f"cannot prepare Whisper (--language {language}): {exc}{cache_hint(exc, '200 MB')}")
+
+
 def tiny_folder_error(exc: OSError) -> ConfigError:
     """The tiny folder that serve writes into the cache on its first start cannot be written there."""
     from model_files.cache import cache_hint

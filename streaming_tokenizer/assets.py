@@ -59,13 +59,13 @@ def whisper_base_dir(cache_dir: Path | str | None = None) -> Path:
     return target
 
 
-def whisper_base_assembled(cache_dir: Path | str | None = None) -> bool:
-    """Whether whisper_base_dir would find the folder complete, with nothing to write into the cache."""
+def whisper_base_to_assemble(cache_dir: Path | str | None = None) -> bool:
+    """Whether whisper_base_dir would write the folder into the cache: its packages are there, the folder is not."""
     try:
         pieces = _base_pieces()
-    except AsrAssetError:  # whisper_base_dir says which package to install
+    except AsrAssetError:  # whisper_base_dir says which package to install, and writes nothing
         return False
-    return _is_complete(_base_target(cache_dir), sum(p.stat().st_size for p in pieces))
+    return not _is_complete(_base_target(cache_dir), sum(p.stat().st_size for p in pieces))
 
 
 def _base_target(cache_dir: Path | str | None) -> Path:

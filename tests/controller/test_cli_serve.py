@@ -327,21 +327,40 @@ def test_the_log_names_the_language_as_whisper_reads_it() -> None:
         server.stop()
 
 
-@pytest.mark.skipif(not embedded_gguf_ready() or shutil.which("unshare") is None, reason="needs the assembled chat LM "
-                    "and unshare")
+def serve_on_a_read_only_cache(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`serve --port 0 ARGS` with STEPAUDIO_RT_CACHE=cache, which a read-only bind mount in a user namespace (root
+    writes through any mode bits) makes read-only."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no unshare, or no user namespaces here")
+    serve_cmd = shlex.join([sys.executable, "-m", "controller.cli", "serve", "--port", "0", *args])
+    cmd = f"mount -o bind,ro {shlex.quote(str(cache))} {shlex.quote(str(cache))} && exec {serve_cmd}"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STEPAUDIO_RT_CACHE": str(cache)})
+
+
+@pytest.mark.skipif(not embedded_gguf_ready(), reason="needs the assembled chat LM")
 def test_a_read_only_cache_that_whisper_base_must_be_written_to_is_said_before_listening(tmp_path: Path) -> None:
     """`serve --language de` assembles Whisper base into the cache on its first start. With the chat LM already
     there, a read-only cache was not checked (only a missing chat LM was), and the server failed after 'listening
-    on'. A read-only bind mount in a user namespace (root writes through any mode bits) stands in for it."""
+    on'."""
     cache = tmp_path / "cache"
     cache.mkdir()
     for name in (EMBEDDED_GGUF_NAME, EMBEDDED_GGUF_NAME + ".sha256"):
         (cache / name).symlink_to(default_cache_dir() / name)
-    serve_cmd = shlex.join([sys.executable, "-m", "controller.cli", "serve", "--port", "0", "--language", "de"])
-    cmd = f"mount -o bind,ro {shlex.quote(str(cache))} {shlex.quote(str(cache))} && exec {serve_cmd}"
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
-        pytest.skip("no user namespaces here")
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "STEPAUDIO_RT_CACHE": str(cache)})
+    proc = serve_on_a_read_only_cache(cache, "--language", "de")
     assert_one_line_error(proc, f"cannot prepare the embedded models: [Errno 30] Read-only file system: '{cache}' (the "
                                 f"model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 1 GB free)")
+
+
+@pytest.mark.slow
+def test_a_step_audio_profile_says_a_read_only_cache_for_whisper_base_before_listening(tmp_path: Path) -> None:
+    """The tiny and Step-Audio profiles transcribe with Whisper base too for `--language de`, but only the embedded
+    profile's cache was checked: they failed after 'listening on', once the Step-Audio models had loaded."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run([sys.executable, "-m", "controller.cli", "make-checkpoint", "--profile", "tiny", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    proc = serve_on_a_read_only_cache(cache, "--profile", "tiny", "--model-path", str(tmp_path), "--language", "de")
+    assert_one_line_error(proc, f"cannot prepare Whisper (--language de): [Errno 30] Read-only file system: '{cache}' "
+                                f"(the model cache, {cache}: set STEPAUDIO_RT_CACHE to a writable folder with 200 MB "
+                                "free)")
