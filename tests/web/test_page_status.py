@@ -88,11 +88,7 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
     state = wait_until(browser, lambda s: s["state"] == "ready", 10)
     assert state["state"] == "ready" and page_text(browser, "#state") == "ready", state
     assert page_text(browser, "#errors li") == "", state  # the line is gone with what it said
-    level = "return document.getElementById('level').value"
-    deadline = time.monotonic() + 10  # the fake microphone plays its speech again from the start: the meter lights
-    while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
-        time.sleep(0.1)
-    assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
+    _assert_the_meter_lights(browser)
 
 
 def test_push_to_talk_with_the_microphone_lost_sends_no_turn(tiny_server: ServerProcess, browser: object) -> None:
@@ -169,11 +165,7 @@ def test_a_microphone_allowed_again_is_taken_back_without_picking_it(tiny_server
     browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore[attr-defined]
     state = wait_until(browser, lambda s: s["state"] == "ready", 10)
     assert state["state"] == "ready" and page_text(browser, "#errors li") == "", state
-    level = "return document.getElementById('level').value"
-    deadline = time.monotonic() + 10  # the fake microphone plays its speech again from the start: the meter lights
-    while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
-        time.sleep(0.1)
-    assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
+    _assert_the_meter_lights(browser)
 
 
 def test_speech_cut_by_a_clear_leaves_the_pill_thinking_no_more(tiny_server: ServerProcess, browser: object) -> None:
@@ -199,3 +191,12 @@ def test_speech_cut_by_a_clear_leaves_the_pill_thinking_no_more(tiny_server: Ser
     assert state["events"].get("input_audio_buffer.speech_stopped") == 1 and state["errors"] == [], state
     assert state["state"] == "listening", state
     assert browser.find_elements(By.CSS_SELECTOR, ".turn.user") == [], state  # type: ignore[attr-defined]
+
+
+def _assert_the_meter_lights(browser: object) -> None:
+    """The microphone is heard again: the fake microphone plays its speech again from the start and the meter lights."""
+    level = "return document.getElementById('level').value"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and browser.execute_script(level) < 0.05:  # type: ignore[attr-defined]
+        time.sleep(0.1)
+    assert browser.execute_script(level) >= 0.05, hook(browser)  # type: ignore[attr-defined]
