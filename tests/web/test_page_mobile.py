@@ -109,3 +109,27 @@ def test_a_finger_that_moves_while_holding_to_talk_keeps_talking(tiny_server: Se
     touch("touchEnd")
     state = wait_until(browser, lambda s: s["events"].get("input_audio_buffer.committed"), 10)
     assert state["events"].get("input_audio_buffer.committed") == 1 and state["errors"] == [], state
+
+
+# Shortens a list to its first option (the microphones' 'default', an empty voice list), as the page is drawn before
+# its lists come.
+AS_FIRST_DRAWN = """const s = document.getElementById(arguments[0]);
+while (s.options.length > (arguments[0] === 'mic' ? 1 : 0)) s.remove(s.options.length - 1);"""
+
+
+def test_on_a_phone_connect_stays_where_it_was_drawn_when_the_lists_come(tiny_server: ServerProcess,
+                                                                        browser: object) -> None:
+    """The page lists the microphones and the server's voices after it is drawn; each list widened its box, the
+    settings' line wrapped, and Connect moved 30 px down on a 375 px screen just as the page came up: a tap on it, as
+    drawn, hit the gap above it and nothing happened. The boxes keep their size as their lists come."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)  # type: ignore[attr-defined]
+    browser.get(f"{tiny_server.http}/?mode=ptt")  # type: ignore[attr-defined]
+    listed = "return [document.getElementById('mic').options.length, document.getElementById('voice').options.length]"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and min(browser.execute_script(listed)) < 2:  # type: ignore[attr-defined]
+        time.sleep(0.1)
+    assert min(browser.execute_script(listed)) >= 2  # type: ignore[attr-defined]  # fake microphones; tiny voices
+    with_lists = browser.execute_script(RECT, "connect")  # type: ignore[attr-defined]
+    for box in ("mic", "voice"):
+        browser.execute_script(AS_FIRST_DRAWN, box)  # type: ignore[attr-defined]
+    assert browser.execute_script(RECT, "connect") == with_lists  # type: ignore[attr-defined]
