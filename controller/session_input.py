@@ -129,6 +129,7 @@ class InputAudioMixin(_Base):
         self.converter.reset()
         self._turn_start_ms = self.audio.total_ms
         self.audio.trim(self._turn_start_ms)
+        self.drop_warm_up()
         self.vad.reset()
         self.detector = TurnDetector(detector_config(self.cfg, self.defaults.pause_ms),
                                      origin_ms=self.audio.total_ms)

@@ -145,6 +145,7 @@ class ItemsMixin(_Base):
                         self.conversation.delete(event.item_id)
                         self._follow_deleted(event.item_id, before)
                     self.item_wire.forget(event.item_id)
+                    self.drop_warm_up()
                     self._spoken.pop(event.item_id, None)
                     await self.emit(self.events.item_deleted(item_id=event.item_id))
                     await self.apply(te.ContextChanged())

@@ -124,6 +124,14 @@ class TurnsMixin(_Base):
         self._prefilled_to_ms = end
         self._prefill_task = self.spawn(self._prefill(self.pipeline, start, end))
 
+    def drop_warm_up(self) -> None:
+        """The early prefill running warms a prompt no reply will start with (the speech it heard was cleared, or an
+        item of the conversation before it deleted): stopped, as it holds the LM for every session's replies and,
+        one warm-up at a time, kept the speech that follows from getting its own, which starts afresh."""
+        if self._prefill_task is not None:
+            self._prefill_task.cancel()
+        self._prefilled_to_ms = 0
+
     async def _prefill(self, pipeline: Prefills, start_ms: int, end_ms: int) -> None:
         try:
             heard = await self.listener.turn_input(self.audio.segment(start_ms, end_ms), start_ms, end_ms,

@@ -4,8 +4,12 @@ wire with a scripted pipeline (no models)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import numpy as np
+
+from controller.pipeline import PromptCut
+from lm_engine.chat import ChatDelta, ChatRequest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech, user_messages
 from tests.e2e.helpers import silence
@@ -101,5 +105,80 @@ async def test_a_turn_longer_than_the_chat_lm_reads_is_answered_with_one_notice_
     assert [d["response"]["status"] for d in done] == ["completed", "completed"]
     notice = conv.events.index(conv.of_type("error")[0])
     assert conv.events.index(conv.of_type("response.created")[0]) < notice < conv.events.index(done[0])
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+class _WarmingPipeline(ScriptedPipeline):
+    """A scripted pipeline with an early-prefill warm-up that holds the one LM for `prefill_seconds`, as a prefill
+    of a long prompt holds llama.cpp (a reply waits for it); each warm-up's outcome is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm = asyncio.Lock()
+        self.prefill_seconds = 3.0
+        self.prefills: list[tuple[list[str], str]] = []  # (the warm-up's user messages, "done" or "cancelled")
+
+    async def prefill(self, request: ChatRequest) -> None:
+        async with self.lm:
+            try:
+                await asyncio.sleep(self.prefill_seconds)
+            except asyncio.CancelledError:
+                self.prefills.append((user_messages(request), "cancelled"))
+                raise
+            self.prefills.append((user_messages(request), "done"))
+
+    async def reply(self, request: object) -> AsyncIterator[ChatDelta | PromptCut]:
+        async with self.lm:
+            async for delta in super().reply(request):
+                yield delta
+
+
+async def test_clearing_the_buffer_stops_the_warm_up_of_the_cleared_speech_and_the_next_speech_gets_its_own() -> None:
+    """The user speaks past a second (an early prefill starts warming the LM with the words heard so far), then the
+    client clears the buffer. That warm-up went on computing the LM's cache for speech thrown away, holding the LM
+    (one request at a time, other sessions' replies waiting), and, one warm-up at a time, the next speech got none:
+    its reply's prompt was evaluated whole at the pause."""
+    pipeline = _WarmingPipeline()
+    pipeline.prefill_seconds = 1.0
+    pipeline.turn_scripts = [(0.0, "throw this away")]  # what the first warm-up heard
+    async with conversation(pipeline) as (server, conv):
+        await conv.stream(speech(1.5), pace=0)
+        await asyncio.sleep(0.3)  # the warm-up is in the LM
+        await conv.send({"type": "input_audio_buffer.clear"})
+        await conv.wait_for("input_audio_buffer.cleared")
+        await conv.stream(speech(1.5), pace=0)  # the next speech, past a second: a warm-up of its own
+        await asyncio.sleep(pipeline.prefill_seconds + 0.5)
+        await conv.stream(silence(0.8), pace=0)
+        done = await conv.wait_for("response.done", timeout=10)
+        warmed = server.metrics.registry.get_sample_value("stepaudio_early_prefills_total")
+    assert pipeline.prefills == [(["throw this away"], "cancelled"), (["what time is it"], "done")]
+    assert warmed == 1
+    assert done["response"]["status"] == "completed"
+    assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_deleting_an_item_stops_the_warm_up_that_read_it_and_the_speech_is_warmed_again_without_it() -> None:
+    """An item deleted while the user speaks: the early prefill running warms a prompt that still holds it, which no
+    reply will start with; it held the LM to the end, and the speech went on with no warm-up of the prompt it gets."""
+    pipeline = _WarmingPipeline()
+    pipeline.prefill_seconds = 1.0
+    async with conversation(pipeline) as (server, conv):
+        await conv.send({"type": "conversation.item.create", "item": {
+            "id": "aside", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "an aside"}]}})
+        await conv.wait_for("conversation.item.done")
+        await conv.stream(speech(1.5), pace=0)
+        await asyncio.sleep(0.3)  # the warm-up is in the LM
+        await conv.send({"type": "conversation.item.delete", "item_id": "aside"})
+        await conv.wait_for("conversation.item.deleted")
+        await conv.stream(speech(0.1), pace=0)  # the user speaks on
+        await asyncio.sleep(pipeline.prefill_seconds + 0.5)
+        await conv.stream(silence(0.8), pace=0)
+        done = await conv.wait_for("response.done", timeout=10)
+    assert pipeline.prefills == [(["an aside", "what time is it"], "cancelled"), (["what time is it"], "done")]
+    assert done["response"]["status"] == "completed"
+    assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     for raw in conv.raw:
         validate_server_event(raw)
