@@ -31,7 +31,7 @@ from controller.outbox import AUDIO_DELTA, Outbox
 from controller.pipeline import SpeechPipeline, TurnInput
 from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
-from controller.realtime.items import ItemReference
+from controller.realtime.items import ItemReference, MessageSpec
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import Response, Say
@@ -320,6 +320,8 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
             else:
                 item = item_from_spec(entry, entry.id or "inline")
                 await self._check_item_size(item, at=at)
+                if isinstance(entry, MessageSpec):
+                    self.item_audio(entry.content, at)  # heard when the prompt is built: bad audio is refused now
             if isinstance(item, FunctionCall):
                 calls.add(item.call_id)
             elif isinstance(item, FunctionCallOutput) and item.call_id not in calls:

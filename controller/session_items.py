@@ -9,6 +9,7 @@ uses, for mypy).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from context_manager import (
     ROOT, AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
-    InvalidEditError, Item, UnknownItemError,
+    InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
 from controller import turn_events as te
 from controller.audio_io import decode
@@ -76,7 +77,7 @@ class ItemsMixin(_Base):
                     if (referred := self.referenced_item(entry.id)) is not None:
                         chosen.add(referred)
                 else:
-                    chosen.add(item_from_spec(entry, entry.id or self.new_id("item")))
+                    chosen.add(await self._heard_spec(entry, entry.id or self.new_id("item")))
             messages = await self.budget.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
@@ -172,23 +173,29 @@ class ItemsMixin(_Base):
         if resp is not None and self.reply_items_added() and resp.previous_item_id == previous:
             resp.previous_item_id = item_id
 
-    def _item_audio(self, content: Sequence[Any]) -> np.ndarray | None:
-        """The audio of an item's input_audio parts, decoded; None if there is none."""
+    def item_audio(self, content: Sequence[Any], at: str = "item") -> np.ndarray | None:
+        """The audio of an item's input_audio parts, decoded; None if there is none. `at`: where the item is in the
+        client's event, for the error naming a part whose audio does not decode."""
         pcms = []
         for i, part in enumerate(content):
             if part.type == "input_audio" and part.audio:
                 try:
                     pcms.append(decode(part.audio, self.cfg.input_format))
                 except MediaError as exc:
-                    raise RemoteProtocolError(f"item.content[{i}].audio: {exc}.", code="invalid_audio",
-                                              param=f"item.content[{i}].audio") from exc
-        # Untranscribed, its transcript becomes the whole item's text (as a spoken turn's does): beside other parts,
-        # they would be lost from the conversation and from conversation.item.done.
-        if pcms and len(content) > 1 and any(p.type == "input_audio" and not p.transcript for p in content):
-            raise RemoteProtocolError("Invalid 'item.content': a message with untranscribed input_audio must have "
-                                      "that one part on this server; send the other parts as items of their own, "
-                                      "or give the audio its transcript.", code="invalid_value", param="item.content")
+                    raise RemoteProtocolError(f"{at}.content[{i}].audio: {exc}.", code="invalid_audio",
+                                              param=f"{at}.content[{i}].audio") from exc
         return np.concatenate(pcms) if pcms else None
+
+    async def _heard_spec(self, spec: it.ItemSpec, item_id: str) -> Item:
+        """An item of response.input as the LM reads it: a message's audio is heard, as a conversation item's is
+        (the API takes the audio; a transcript sent with it is not sent to the model). Should recognition fail, the
+        LM reads the client's transcript."""
+        item = item_from_spec(spec, item_id)
+        if isinstance(spec, it.MessageSpec) and (pcm := self.item_audio(spec.content)) is not None:
+            heard = await self.heard_around(pcm, self.cfg.input_format.sample_rate, _text_around_audio(spec.content))
+            if heard is not None and isinstance(item, UserMessage | AssistantMessage | SystemMessage):
+                item = dataclasses.replace(item, text=heard)
+        return item
 
     async def _item_create(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
@@ -199,7 +206,13 @@ class ItemsMixin(_Base):
             self._check_call_known(item.call_id)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
         content = getattr(spec, "content", ())
-        pcm = self._item_audio(content)
+        pcm = self.item_audio(content)
+        # Untranscribed, its transcript becomes the whole item's text (as a spoken turn's does): beside other parts,
+        # they would be lost from the conversation and from conversation.item.done.
+        if pcm is not None and len(content) > 1 and any(p.type == "input_audio" and not p.transcript for p in content):
+            raise RemoteProtocolError("Invalid 'item.content': a message with untranscribed input_audio must have "
+                                      "that one part on this server; send the other parts as items of their own, "
+                                      "or give the audio its transcript.", code="invalid_value", param="item.content")
         call_id = item.call_id if isinstance(item, FunctionCall) else None
         previous = event.previous_item_id
         # On the wire the reply in progress is in the conversation already, right after the item it follows, where it

@@ -233,17 +233,30 @@ class TurnsMixin(_Base):
 
     async def _transcribe_item(self, item_id: str, pcm: np.ndarray, rate: int,
                                around: list[str | None] | None) -> None:
-        resampler = Resampler(rate, PIPELINE_RATE)
-        pcm16k = np.concatenate([resampler.process(pcm), resampler.flush()])
-        end_ms = pcm16k.size * 1000 // PIPELINE_RATE
-        turn = asyncio.ensure_future(self._heard_unless_silent(pcm16k, 0, end_ms))
         if around is None:
+            pcm16k = _to_pipeline_rate(pcm, rate)
+            end_ms = pcm16k.size * 1000 // PIPELINE_RATE
+            turn = asyncio.ensure_future(self._heard_unless_silent(pcm16k, 0, end_ms))
             await self._finish_transcription(item_id, turn, end_ms, end_ms / 1000.0)
             return
-        try:  # the client's transcript stays what the item shows: no transcription events
-            heard = await asyncio.shield((await turn).transcript)
+        # The client's transcript stays what the item shows: no transcription events.
+        text = await self.heard_around(pcm, rate, around)
+        if text is not None and item_id in self.conversation:  # else deleted meanwhile
+            self.conversation.set_text(item_id, text)
+
+    async def heard_around(self, pcm: np.ndarray, rate: int, around: list[str | None]) -> str | None:
+        """A message's parts as the LM reads them (`around`: their text, None where the audio is), with what the
+        session's ASR hears in its audio in the place of the audio; None if recognition failed."""
+        pcm16k = _to_pipeline_rate(pcm, rate)
+        try:
+            turn = await self._heard_unless_silent(pcm16k, 0, pcm16k.size * 1000 // PIPELINE_RATE)
+            heard = await asyncio.shield(turn.transcript)
         except Exception:
             self.log.exception("transcription failed: the LM reads the item's transcript as the client sent it")
-            return
-        if item_id in self.conversation:  # else deleted meanwhile
-            self.conversation.set_text(item_id, " ".join(t for t in (heard if t is None else t for t in around) if t))
+            return None
+        return " ".join(t for t in (heard if t is None else t for t in around) if t)
+
+
+def _to_pipeline_rate(pcm: np.ndarray, rate: int) -> np.ndarray:
+    resampler = Resampler(rate, PIPELINE_RATE)
+    return np.concatenate([resampler.process(pcm), resampler.flush()])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
-from controller.realtime.items import ItemReference, ItemSpec, MessageSpec, parse_item
+from controller.realtime.items import ItemReference, ItemSpec, parse_item
 from controller.realtime.session_config import SessionPatch
 from controller.realtime.session_update import ignored_fields, parse_session_patch, reasoning_served_as, served_as
 
@@ -258,7 +258,6 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
     items: tuple[ItemSpec | ItemReference, ...] | None = None
     if r.obj.get("input") is not None:
         items = tuple(parse_item(r.item_obj("input", i, v)) for i, v in enumerate(r.list_("input")))
-        _check_no_untranscribed_audio(items, eid)
     metadata = _metadata(r.obj_("metadata")) if r.obj.get("metadata") is not None else None
     return ResponseCreate(
         event_id=eid,
@@ -269,18 +268,6 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
         ignored=tuple(ignored_fields(r.obj, path="response")),
         served_as=tuple(reasoning_served_as(r.obj, "response")),
     )
-
-
-def _check_no_untranscribed_audio(items: tuple[ItemSpec | ItemReference, ...], eid: str | None) -> None:
-    """The prompt is text: audio in response.input is heard only through a transcript. Only conversation items are
-    transcribed (conversation.item.create), so audio sent here without one would reach the model as nothing."""
-    for i, item in enumerate(items):
-        for j, part in enumerate(item.content if isinstance(item, MessageSpec) else ()):
-            if part.audio is not None and part.transcript is None:
-                param = f"response.input[{i}].content[{j}].audio"
-                raise invalid(param, f"Invalid '{param}': audio in response.input is not supported without its "
-                              "transcript; add it with conversation.item.create (which transcribes it) and refer to "
-                              "it with an item_reference, or send its transcript.", eid)
 
 
 # The API's limits on a response's metadata: 16 pairs, keys up to 64 characters, values up to 512.

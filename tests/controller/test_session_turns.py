@@ -165,6 +165,35 @@ async def test_an_audio_item_sent_with_a_transcript_is_heard_and_shows_the_clien
         validate_server_event(raw)
 
 
+async def test_audio_in_response_input_is_heard_with_or_without_a_transcript_and_bad_audio_is_refused() -> None:
+    """response.input's items are the prompt of an out-of-band reply; the API takes an input_audio part's audio (its
+    transcript is for show). The LM read the client's transcript, and audio sent without one was refused. It now
+    reads what the session's ASR hears in the audio, in the place of the audio among the item's parts, as for a
+    conversation item; audio that does not decode is refused at response.create, naming the part."""
+    pipeline = ScriptedPipeline()  # its ASR hears "what time is it" in any speech
+    audio = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
+    async with conversation(pipeline) as (_, conv):
+        for content in ([{"type": "input_audio", "audio": audio}],
+                        [{"type": "input_text", "text": "Listen:"},
+                         {"type": "input_audio", "audio": audio, "transcript": "hello there"}]):
+            n = len(conv.events)
+            await conv.send({"type": "response.create", "response": {
+                "conversation": "none", "output_modalities": ["text"],
+                "input": [{"type": "message", "role": "user", "content": content}]}})
+            done = await conv.wait_for("response.done", after=n, timeout=10)
+            assert done["response"]["status"] == "completed"
+        await conv.send({"type": "response.create", "event_id": "bad", "response": {
+            "conversation": "none", "input": [{"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "Listen:"}, {"type": "input_audio", "audio": "AA=="}]}]}})
+        error = await conv.wait_for("error", timeout=5)
+    assert [user_messages(r) for r in pipeline.requests] == [["what time is it"], ["Listen: what time is it"]]
+    assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        "invalid_audio", "response.input[0].content[1].audio", "bad")
+    assert len(conv.of_type("response.created")) == 2
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
 async def test_appends_that_split_samples_are_one_byte_stream_and_the_log_says_so_once(caplog) -> None:
     """A client forwarding pipe reads sends appends of any byte count: the audio/pcm appends are one byte stream, so
     the turn is heard whole. The first append that ends mid-sample is logged (a stray byte in a client would shift
