@@ -101,6 +101,7 @@ class ItemsMixin(_Base):
         request = reply_request(cfg, resp.settings, messages)
         if request is not None:
             # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none).
+            # Set with the prompt: a reply cancelled before it (waiting for a transcript) counts 0, as the LM read none.
             resp.count_prompt = functools.partial(self.budget.tokens_of, messages, request.tools, cfg.instructions)
         return request
 

@@ -686,3 +686,26 @@ async def test_every_response_done_has_usage_counted_by_the_server_when_the_lm_r
     assert usage["output_tokens"] == usage["output_token_details"]["text_tokens"] >= 1, usage
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_a_reply_cancelled_before_its_prompt_reached_the_lm_counts_no_tokens() -> None:
+    """Push-to-talk's response.create, cancelled while its prompt waits for the turn's transcript: the chat LM never
+    got a request, so the usage (what our models consumed; the API's corresponds to billing) is all zeros, input
+    included, and says so in the same shape as every other response.done's."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 1.0
+    async with conversation(pipeline) as (_, conv):
+        await push_to_talk_turn(conv)
+        await conv.wait_for("response.created", timeout=5)
+        await conv.send({"type": "response.cancel"})
+        cancelled = await conv.wait_for("response.done", timeout=5)
+        await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=5)
+    assert cancelled["response"]["status"] == "cancelled"
+    assert cancelled["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+    assert cancelled["response"]["usage"] == {
+        "total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": 0, "cached_tokens": 0},
+        "output_token_details": {"text_tokens": 0, "audio_tokens": 0}}
+    assert pipeline.requests == []
+    for raw in conv.raw:
+        validate_server_event(raw)
