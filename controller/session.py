@@ -290,8 +290,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
                 elif (resp := self.visible_response()) is not None and resp.ended:
                     # Its response.done is out (a speculation's release has just sent it) and its task is yet to take
                     # it off the list: over for the client, as a moment later, when the core would refuse the cancel.
-                    raise RemoteProtocolError("There is no active response to cancel.",
-                                              code="response_cancel_not_active")
+                    raise RemoteProtocolError(tt.NO_ACTIVE_RESPONSE, code="response_cancel_not_active")
                 else:  # the reply in the default conversation, as the API's cancel without a response_id
                     await self.apply_for(event, te.CancelRequested())
             case _:

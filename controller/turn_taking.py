@@ -62,6 +62,10 @@ class TurnState(enum.Enum):
     SPEAKING = "speaking"
 
 
+# The API's words for a response.cancel with no response in progress: clients match them to take the error for the
+# harmless race it is (a reply that ended as the user interrupted), and show any other error to the user.
+NO_ACTIVE_RESPONSE = "Cancellation failed: no active response found"
+
 _S = TurnState
 # The transition table. Where the next state depends on config or on the speculation's inputs,
 # the entry names the usual target and the handler below decides.
@@ -276,7 +280,7 @@ def _on_cancel_requested(tt: TurnTaking, ev: CancelRequested, target: TurnState,
         return TurnState.LISTENING if tt._user_turn_open else target
     # A speculation is invisible until committed: the client has no response to cancel, and (as the Realtime API
     # documents for a cancel with none in progress) the session stays as it was, so the speculation goes on.
-    actions.append(RejectRequest("response_cancel_not_active", "There is no active response to cancel."))
+    actions.append(RejectRequest("response_cancel_not_active", NO_ACTIVE_RESPONSE))
     return tt.state
 
 

@@ -4,6 +4,7 @@ scripted pipeline (no models): the response object's echo, item edits' errors, r
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -204,6 +205,44 @@ async def test_the_openai_sdk_tells_an_out_of_band_reply_by_its_metadata(monkeyp
     assert done.response.metadata == {"topic": "classify"} and done.response.conversation_id is None
     assert done.response.output[0].content[0].text == "It is noon."
     assert (events[-1].error.code, events[-1].error.event_id) == ("item_not_found", "get_oob")
+
+
+async def test_the_refusals_of_a_second_response_and_of_a_cancel_with_none_are_in_the_apis_words(monkeypatch) -> None:
+    """Through the openai package's client: a response.create while one runs, and a response.cancel once it is over.
+    Clients tell these races from real errors by the API's messages ("Cancellation failed: no active response
+    found", "Conversation already has an active response in progress: ..."), and show any other error to the user;
+    the cancel's said "There is no active response to cancel.", so each interruption that came as a reply ended showed
+    an error."""
+    from openai import AsyncOpenAI
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    pipeline = ScriptedPipeline()
+    pipeline.word_seconds = 0.1
+    async with scripted_server(pipeline) as server:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{server.server.port}/v1")
+        async with client.realtime.connect(model="stepaudio-rt") as conn:
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Is it noon?"}]})
+            await conn.response.create(event_id="first")
+            await conn.response.create(event_id="second")
+            raw: list[bytes] = []
+            while not raw or json.loads(raw[-1])["type"] != "response.done":
+                raw.append(await conn.recv_bytes())
+            await conn.response.cancel(event_id="late")
+            while json.loads(raw[-1])["type"] != "error" or json.loads(raw[-1])["error"]["event_id"] != "late":
+                raw.append(await conn.recv_bytes())
+    events = [conn.parse_event(r) for r in raw]
+    created = next(e for e in events if e.type == "response.created")
+    errors = [e.error for e in events if e.type == "error"]
+    assert [(e.type, e.code, e.event_id, e.message) for e in errors] == [
+        ("invalid_request_error", "conversation_already_has_active_response", "second",
+         f"Conversation already has an active response in progress: {created.response.id}. Wait until the response "
+         "is finished before creating a new one."),
+        ("invalid_request_error", "response_cancel_not_active", "late",
+         "Cancellation failed: no active response found")]
+    for r in raw:
+        validate_server_event(r)
 
 
 async def test_a_session_update_to_another_model_is_refused_and_the_session_goes_on(monkeypatch) -> None:
