@@ -294,8 +294,9 @@ class ItemsMixin(_Base):
             raise RemoteProtocolError("content_index must be 0", code="invalid_value", param="content_index")
         sent = resp.audio_ms_sent_so_far if resp.truncated_at_ms is None else resp.truncated_at_ms
         if event.audio_end_ms > sent + 1:
+            # The API's words: clients match them to take a barge-in's truncate past a reply's end for no error.
             raise RemoteProtocolError(
-                f"audio_end_ms {event.audio_end_ms} is past the {int(sent)} ms of audio this item has",
+                f"Audio content of {int(sent)}ms is already shorter than {event.audio_end_ms}ms",
                 code="invalid_value", param="audio_end_ms")
         if live:
             # The listener stopped at audio_end_ms: the rest of the message would go unheard, and the context may

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -568,6 +569,23 @@ async def test_truncating_the_reply_being_spoken_stops_it_at_the_heard_audio() -
     assert retrieved["item"]["status"] == "incomplete"
     assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "It is"}]
     assert [m["content"] for m in pipeline.requests[-1].messages if m["role"] == "assistant"] == ["It is"]
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def test_a_truncate_past_the_audio_sent_is_refused_in_the_apis_words_and_the_reply_goes_on() -> None:
+    """A barge-in's truncate names more audio than the reply has sent (the client's playback estimate ran ahead).
+    The API refuses it with "Audio content of Xms is already shorter than Yms", which clients match to take it for
+    no error; ours said "audio_end_ms Y is past the X ms of audio this item has"."""
+    async with speaking(NOON, 0.2) as (conv, n, delta):
+        await conv.send({"type": "conversation.item.truncate", "event_id": "far", "item_id": delta["item_id"],
+                         "content_index": 0, "audio_end_ms": 60000})
+        error = await conv.wait_for("error", after=n, timeout=5)
+        done = await conv.wait_for("response.done", after=n, timeout=10)
+    assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        "invalid_value", "audio_end_ms", "far")
+    assert re.fullmatch(r"Audio content of \d+ms is already shorter than 60000ms", error["error"]["message"])
+    assert done["response"]["status"] == "completed" and not conv.of_type("conversation.item.truncated")
     for raw in conv.raw:
         validate_server_event(raw)
 
