@@ -127,6 +127,7 @@ class InputAudioMixin(_Base):
         """input_audio_buffer.clear: the audio since the turn's start is forgotten, and the VAD starts afresh."""
         cleared_at = self.audio.total_ms
         self.converter.reset()
+        self.drop_open_turn_inputs()
         self._turn_start_ms = self.audio.total_ms
         self.audio.trim(self._turn_start_ms)
         self.drop_warm_up()

@@ -99,8 +99,12 @@ class TurnsMixin(_Base):
         """Speech went on after a silence: the inputs computed for the open turn up to that silence (a warm-up's, a
         rolled-back speculation's) answer a turn that no longer ends there. Left running, each held the ASR (one
         recognition at a time) and the real end of turn waited behind them."""
-        if not self.detector.speaking:
-            return
+        if self.detector.speaking:
+            self.drop_open_turn_inputs()
+
+    def drop_open_turn_inputs(self) -> None:
+        """Cancel the inputs computed so far for the open turn, which resumed speech or a clear of its audio made
+        stale: each holds the ASR while it runs."""
         for key in [key for key in self._turn_inputs if key[0] == self._turn_start_ms]:
             task = self._turn_inputs.pop(key)
             task.cancel()

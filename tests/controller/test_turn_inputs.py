@@ -182,3 +182,26 @@ async def test_deleting_an_item_stops_the_warm_up_that_read_it_and_the_speech_is
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     for raw in conv.raw:
         validate_server_event(raw)
+
+
+async def test_clearing_the_buffer_stops_the_transcription_of_the_cleared_speech_and_the_next_turn_is_heard_at_once(
+        ) -> None:
+    """The user pauses (the turn's transcription starts there, for the speculation), then the client clears the
+    buffer. That transcription heard speech thrown away: it kept the recognizer (one recognition at a time) for as
+    long as it took, and the next turn's transcript and reply waited behind it."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_lock = asyncio.Lock()
+    pipeline.turn_scripts = [(60.0, "throw this away")]  # the pass started at the pause: a minute on a loaded machine
+    async with conversation(pipeline) as (_, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # past the 200 ms pause
+        await asyncio.sleep(0.5)  # that pass has the recognizer
+        await conv.send({"type": "input_audio_buffer.clear"})
+        await conv.wait_for("input_audio_buffer.cleared")
+        await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
+        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=5)
+        done = await conv.wait_for("response.done", timeout=5)
+    assert heard["transcript"] == "what time is it"
+    assert done["response"]["status"] == "completed"
+    assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
+    for raw in conv.raw:
+        validate_server_event(raw)
