@@ -49,6 +49,12 @@ class WNConv1d(nn.Module):
             return v * (g / v.flatten(1).norm(dim=1).view(-1, 1, 1))
         key = (g._version, v._version, g.data_ptr(), v.data_ptr())
         if self._cached is None or self._cached[0] != key:
+            if self._cached is not None and self._cached[1].is_cuda:
+                # The convolutions queued on this stream may not have read the old weight yet, which may have been
+                # made on another stream (a warm-up's, a capture's): freed unmarked, its memory would go at once to
+                # the next allocation there and be overwritten before they read it.
+                old = self._cached[1]
+                old.record_stream(torch.cuda.current_stream(old.device))
             self._cached = (key, v * (g / v.flatten(1).norm(dim=1).view(-1, 1, 1)))
         return self._cached[1]
 

@@ -90,6 +90,31 @@ def test_weight_norm_cache_follows_new_weights(tmp_path) -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA streams")
+def test_new_weights_on_another_stream_keep_the_old_folded_weight_until_queued_convolutions_read_it() -> None:
+    """A weight-normed conv folds its weight once and keeps it until g or v change. The convolutions queued on
+    the speech path's stream read the folded weight made on another stream (here the default one); when new
+    weights replace it meanwhile, an allocation on that other stream must not get its memory before they have read
+    it. Before, it got it at once: the queued convolution read the NaNs written there."""
+    from speech_decoder.hift.generator import WNConv1d
+
+    conv = WNConv1d(256, 256, 3, padding=1).cuda()
+    x = torch.randn(1, 256, 400, device="cuda")
+    with torch.no_grad():
+        want = conv(x)  # folds the weight on the default stream
+    speech = torch.cuda.Stream()
+    speech.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(speech), torch.no_grad():
+        torch.cuda._sleep(100_000_000)  # tens of ms: the convolution queues behind it
+        got = conv(x)
+        conv.weight_g.mul_(1.0)  # new weights (the same values): the next call folds them again
+        conv.weight()
+    junk = [torch.full((256, 256, 3), float("nan"), device="cuda") for _ in range(12)]  # on the default stream
+    torch.cuda.synchronize()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5) and len(junk) == 12
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused vocoder kernels run on CUDA")
 def test_fused_kernels_on_cuda_match_the_references_offline_and_chunked(tmp_path) -> None:
     from kernels import vocoder as KV
