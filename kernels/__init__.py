@@ -17,6 +17,7 @@ Public ops:
     add_layer_norm, group_norm_mish, linear_gelu, linear_add, linear_add_layer_norm   (kernels.flow_ops)
     reference_ops (every dispatcher runs its reference inside it)   (kernels._dispatch)
     use_pdl, set_pdl, pdl_off_after_failed_capture (programmatic dependent launch)   (kernels.launch)
+    own_stream (a CUDA stream outside torch's shared pool, for one worker)           (kernels.streams)
 
 Importing this package does no work: names resolve lazily. It imports nothing from the rest of stepaudio-rt.
 """
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "use_pdl": "kernels.launch",
     "set_pdl": "kernels.launch",
     "pdl_off_after_failed_capture": "kernels.launch",
+    "own_stream": "kernels.streams",
 }
 
 

@@ -10,23 +10,39 @@ from __future__ import annotations
 
 import logging
 import statistics
+import threading
 from collections.abc import Callable
 
 import torch
+
+from kernels.streams import own_stream
 
 logger = logging.getLogger(__name__)
 
 FLUSH_BYTES = 256 << 20  # past an H100's 50 MB and an H200's 60 MB of L2
 
 
-def _replay_ms(body: Callable[[], object], replays: int) -> float:
-    """Median ms of one replay of `body` captured as a CUDA graph (captured on a side stream after one run outside
-    the capture, which sets libraries up)."""
-    # A high-priority stream: never the default capture stream (a low-priority one from the same pool), on which
-    # the engines and the speech path capture the graphs they keep. This graph is destroyed on return, and
-    # destroying a graph can free the cuBLAS workspaces of the stream it was captured on (pytorch/pytorch#193402).
-    side = torch.cuda.Stream(priority=-1)
-    side.wait_stream(torch.cuda.current_stream())
+_threads = threading.local()  # .streams: {device index: the thread's timing stream}
+
+
+def _timing_stream(device: torch.device) -> torch.cuda.Stream:
+    """This thread's stream for timings on `device`, made once (kernels.streams). Never a stream on which anything
+    else captures or runs: a timing graph is destroyed on return, which can free the cuBLAS workspaces of the
+    stream it was captured on (pytorch/pytorch#193402), and two threads timing at once each capture on their own.
+    A pooled stream (torch.cuda.Stream()) could be any of those: the engines' and the speech path's streams, the
+    streams their kept graphs were captured on, another thread's timing stream."""
+    streams: dict[int, torch.cuda.Stream] = _threads.__dict__.setdefault("streams", {})
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index not in streams:
+        streams[index] = own_stream(torch.device("cuda", index), priority=-1)
+    return streams[index]
+
+
+def _replay_ms(body: Callable[[], object], device: torch.device, replays: int) -> float:
+    """Median ms of one replay of `body` captured as a CUDA graph (captured on this thread's timing stream after one
+    run outside the capture, which sets libraries up)."""
+    side = _timing_stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         body()
         graph = torch.cuda.CUDAGraph()
@@ -41,7 +57,7 @@ def _replay_ms(body: Callable[[], object], replays: int) -> float:
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
-    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.current_stream(device).wait_stream(side)
     return statistics.median(times)
 
 
@@ -60,7 +76,8 @@ def graph_us(fn: Callable[[], object], before: Callable[[], object], device: tor
             if with_fn:
                 fn()
 
-    return (_replay_ms(lambda: body(True), replays) - _replay_ms(lambda: body(False), replays)) / reps * 1e3
+    return (_replay_ms(lambda: body(True), device, replays)
+            - _replay_ms(lambda: body(False), device, replays)) / reps * 1e3
 
 
 __all__ = ["FLUSH_BYTES", "graph_us"]

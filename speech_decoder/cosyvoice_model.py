@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kernels.streams import own_stream
 from model_files.weights import load_torch_state
 from speech_decoder.cosyvoice_config import CosyVoiceConfig, load_cosyvoice_config
 from speech_decoder.cosyvoice_frontend import CampPlus, prompt_mel
@@ -66,8 +67,9 @@ class CosyVoiceModel:
         # decoding on the default stream while a flow window runs (the server streams both at once), and on one
         # stream their kernels would queue behind each other, the window waiting for every decode step submitted
         # meanwhile. With priority the window's blocks go first and the decode steps fill what is left. None on
-        # the CPU (torch.cuda.stream(None) does nothing).
-        self.stream = torch.cuda.Stream(self.device, priority=-100) if self.device.type == "cuda" else None
+        # the CPU (torch.cuda.stream(None) does nothing). A stream of its own for good: torch's pooled streams are
+        # shared (kernels.streams). -100: the device's highest priority (the driver clamps it).
+        self.stream = own_stream(self.device, priority=-100) if self.device.type == "cuda" else None
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", flow_dtype: torch.dtype | None = None,

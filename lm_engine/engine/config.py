@@ -19,8 +19,9 @@ class EngineConfig:
     max_model_len: int | None = None     # None: the model's max_seq_len
     enforce_eager: bool = False          # no CUDA graphs
     cuda_graph_max_batch: int = 64
-    # CUDA: the engine's work goes to a stream of its own at this priority (lower is more urgent), so that two
-    # engines and the speech path on one GPU do not queue behind each other's kernels; None: the default stream.
+    # CUDA: the engine's work goes to a stream of its own at this priority (lower is more urgent; kernels.streams,
+    # never shared), so that two engines and the speech path on one GPU do not queue behind each other's kernels;
+    # None: the default stream.
     stream_priority: int | None = 0
     tp_master_port: int = 29533          # only when the engine itself initialises torch.distributed
     # tp > 1: how long a step's collectives wait for the other ranks. Past it a rank counts as hung and the engine

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from kernels import gemv
 from kernels.attention import PREFILL_Q_CLASSES
 from kernels.launch import fastest, graph_replay_ms, keep_until_exit, pdl_off_after_failed_capture
+from kernels.streams import own_stream
 from lm_engine.engine import sampling
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine.forward_context import ForwardContext, forward_context
@@ -49,8 +50,11 @@ class ModelRunner:
         self.dtype = dtype
         self.block_size = cfg.block_size
         cuda = device.type == "cuda"
-        self.stream = torch.cuda.Stream(device, priority=cfg.stream_priority) \
-            if cuda and cfg.stream_priority is not None else None
+        # Streams of the runner's own (kernels.streams: never one of torch's pooled streams, which another engine,
+        # the speech path or torch.cuda.graph's default capture stream may hold too). The decode graphs are captured
+        # on the runner's stream, or on one made for them when the steps run on the default stream.
+        self.stream = own_stream(device, cfg.stream_priority) if cuda and cfg.stream_priority is not None else None
+        self.capture_stream = (self.stream if self.stream is not None else own_stream(device)) if cuda else None
         if cuda:
             torch.cuda.synchronize(device)  # the weights, copied on the default stream
         self.num_blocks = self._count_blocks()
@@ -247,7 +251,7 @@ class ModelRunner:
         graph = torch.cuda.CUDAGraph()
         keep_until_exit(graph)  # never destroyed: other graphs share its capture stream
         # thread_local: another engine or the flow may be launching on other threads meanwhile.
-        with torch.cuda.graph(graph, pool, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, pool, stream=self.capture_stream, capture_error_mode="thread_local"):
             logits = self.model.compute_logits(self.model(buf["input_ids"], buf["positions"]))
         return graph, logits
 

@@ -9,6 +9,7 @@ import torch
 
 from lm_engine.engine.config import EngineConfig, SamplingParams
 from lm_engine.engine_api import Engine
+from tests.cuda_streams import pool_draws, pooled_streams
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -104,7 +105,8 @@ def test_programmatic_dependent_launch_changes_no_token(tiny_ckpt):
 def test_two_engines_stepping_at_once_on_their_own_streams_give_their_own_tokens(tiny_ckpt):
     """As served on one GPU: the TTS LM (priority -1) and another engine decode on two threads at once, each on
     a CUDA stream of its own; each gives the greedy tokens it gives alone (a tensor read on the wrong stream, before
-    its kernel ran, would not)."""
+    its kernel ran, would not). Their own for good: neither is a stream torch's pool hands out (the 33rd request at
+    a priority got the first engine's stream back), and each captures its decode graphs on it."""
     import threading
 
     path = tiny_ckpt("tts")
@@ -114,6 +116,10 @@ def test_two_engines_stepping_at_once_on_their_own_streams_give_their_own_tokens
     try:
         assert urgent.llm.runner.stream is not None and other.llm.runner.stream is not None
         assert urgent.llm.runner.stream.priority < other.llm.runner.stream.priority
+        runners = (urgent.llm.runner, other.llm.runner)
+        ours = {r.stream.cuda_stream for r in runners if r.stream is not None}
+        assert len(ours) == 2 and not ours & pooled_streams(urgent.llm.runner.device)
+        assert all(r.capture_stream is r.stream for r in runners)
         alone = [urgent.generate(p, GREEDY) for p in PROMPTS]
         got: dict[str, list[list[int]]] = {}
 
@@ -129,6 +135,21 @@ def test_two_engines_stepping_at_once_on_their_own_streams_give_their_own_tokens
     finally:
         urgent.close()
         other.close()
+
+
+def test_loading_an_engine_draws_no_stream_from_torchs_pool(tiny_ckpt):
+    """An engine's stream, the decode graphs' capture stream (torch's default one) and the stream of each GEMV
+    timing (two a timing, at priority -1, the TTS engine's level) were drawn from torch's round-robin pool of 32 per
+    priority: a load wrapped it, so a timing could capture on another engine's stream. Now none is drawn."""
+    dev = torch.device("cuda", torch.cuda.current_device())
+    with pool_draws(dev, (0, -1)) as drawn:
+        eng = _engine(tiny_ckpt("tts"), "cuda", eager=False)
+    try:
+        assert drawn == {0: 0, -1: 0}
+        assert eng.llm.runner.graphs, "no CUDA graph was captured (see the engine's warning)"
+        assert eng.llm.runner.capture_stream is not None
+    finally:
+        eng.close()
 
 
 def test_cuda_fork_rollback_is_bit_identical(tiny_ckpt):
