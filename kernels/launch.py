@@ -51,9 +51,10 @@ def keep_until_exit(graph: torch.cuda.CUDAGraph) -> None:
     """Holds a captured graph until the process exits, whatever happens to its owner. PyTorch keys cuBLAS
     workspaces by capture stream, and versions with pytorch/pytorch#175276 free a stream's workspaces when any graph
     captured on it is destroyed, while every other graph captured there keeps the freed address and may fault at
-    its next replay (pytorch/pytorch#193402). The engines' decode graphs and the speech path's flow and HiFT graphs
-    are all captured on torch's one default capture stream, so an engine closed or capturing again, or a speech
-    model dropped, would put every other live graph at risk. A graph's memory is its pool's: small for these."""
+    its next replay (pytorch/pytorch#193402). An engine's decode graphs share its capture stream, and the speech
+    path's flow graphs (and its HiFT graphs) theirs, so an engine capturing again after a failed capture, or a
+    speech model's graphs dropped, would put the graphs captured beside them at risk. A graph's memory is its
+    pool's: small for these."""
     _kept_graphs.append(graph)
 
 

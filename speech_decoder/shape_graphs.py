@@ -23,11 +23,13 @@ from typing import Generic, TypeVar
 import torch
 
 from kernels.launch import keep_until_exit, pdl_off_after_failed_capture
+from kernels.streams import own_stream
 
 logger = logging.getLogger(__name__)
-# Every ShapeGraphs captures on torch's one default capture stream, and a stream takes one capture at a time: the
-# flow's batcher thread and a decoder thread capturing at once would make the second capture fail (and its graphs
-# turn off for good).
+# The speech path's captures stay one at a time, though each ShapeGraphs captures on a stream of its own:
+# torch.cuda.graph's entry synchronises the whole device, which CUDA refuses while any of its streams captures (and
+# empties the allocator's cache, which some torch versions refuse during a capture too), so a flow and a vocoder
+# capture on two threads would fail the second (and turn its graphs off for good).
 _capturing = threading.Lock()
 
 
@@ -56,7 +58,12 @@ class ShapeGraphs(Generic[K, Output]):
         self._graphs: dict[K, _Captured[Output]] = {}
         self._seen: OrderedDict[K, None] = OrderedDict()  # keys run once, eagerly
         self._pool: torch.cuda._POOL_HANDLE | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # serialises replays and captures (module docstring)
+        # Captures (and the run before each) go to a stream of their own (kernels.streams), not torch's default
+        # capture stream, shared with whatever else in the process captures without naming a stream (the LM
+        # engines did): a stream takes one capture at a time, and what any thread launches there while it captures
+        # lands in the graph.
+        self._capture_stream = own_stream(device)
 
     @torch.inference_mode()
     def __call__(self, key: K, fn: Callable[..., Output], inputs: tuple[torch.Tensor, ...],
@@ -112,8 +119,8 @@ class ShapeGraphs(Generic[K, Output]):
     def _capture(self, key: K, fn: Callable[..., Output],
                  inputs: tuple[torch.Tensor, ...]) -> _Captured[Output]:
         static = tuple(x.clone() for x in inputs)
-        # One run outside the capture, on a side stream, as CUDA graphs require: cuBLAS / cuDNN set up lazily.
-        side = torch.cuda.Stream(self.device)
+        # One run outside the capture, on the capture stream, as CUDA graphs require: cuBLAS / cuDNN set up lazily.
+        side = self._capture_stream
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             fn(*static)
@@ -123,7 +130,7 @@ class ShapeGraphs(Generic[K, Output]):
         graph = torch.cuda.CUDAGraph()
         keep_until_exit(graph)
         # thread_local: the LM engine keeps launching (and syncing) on its own thread while this one captures.
-        with _capturing, torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool,
+        with _capturing, torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool, stream=side,
                                                                           capture_error_mode="thread_local"):
             output = fn(*static)
         captured = _Captured(graph, static, output)

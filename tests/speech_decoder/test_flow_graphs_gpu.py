@@ -18,6 +18,7 @@ from speech_decoder.flow.flow import window_noise
 from speech_decoder.flow_graphs import FlowGraphs, row_bucket
 from speech_decoder.hift.streaming import HiFTStream, VocoderGraphs
 from speech_decoder.streaming_decoder import StreamingDecoder, steady_windows, vocoder_pushes, warm_up
+from tests.cuda_streams import pool_draws, pooled_streams
 
 def cuda(test):  # type: ignore[no-untyped-def]
     """Marked `gpu` (-m "not gpu" leaves it out) and skipped without one."""
@@ -159,6 +160,34 @@ def test_the_speech_path_runs_on_its_own_stream_beside_a_busy_default_stream(tmp
                           capture_output=True, text=True, timeout=140)
     result = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), proc.stderr[-3000:])
     assert result.startswith("RESULT ok"), result
+
+
+@cuda
+def test_the_speech_stream_and_the_capture_streams_are_the_speech_paths_own(model: CosyVoiceModel) -> None:
+    """The speech path's stream, and the streams its flow and HiFT graphs are captured on, are none of the streams
+    torch's pool hands out (an engine or a timing asking for "a stream" could have been given the same one) and
+    are three different streams."""
+    assert model.stream is not None and model.flow_graphs is not None and model.hift_graphs is not None
+    ours = {s.cuda_stream for s in (model.stream, model.flow_graphs._capture_stream,
+                                     model.hift_graphs._capture_stream)}
+    assert len(ours) == 3 and not ours & pooled_streams(model.device)
+
+
+@cuda
+def test_capturing_flow_windows_draws_no_stream_from_torchs_pool(model: CosyVoiceModel) -> None:
+    """Each capture warmed up on a new torch.cuda.Stream() and captured on torch's default capture stream (drawn
+    too, the first time): ~100 draws at priority 0 for a served model, round-robin over a pool of 32 that the
+    engines' streams and the default capture stream came from, so the flow's work met theirs. Now a FlowGraphs
+    warms up and captures on its own capture stream: the pool is not drawn from, and the mels are the eager ones."""
+    prompt = _prompt(50, seed=11)
+    args, noise, mel_len2 = _window(model, 1, 40, prompt, seed=12)
+    want = model.flow.inference(*args, noise=noise, mel_len2=mel_len2)
+    graphs = FlowGraphs(model.flow)
+    with pool_draws(model.device, (0,)) as drawn:
+        got = [graphs(*args, noise=noise, mel_len2=mel_len2) for _ in range(3)]  # eager, captured, replayed
+    assert drawn == {0: 0}
+    assert not graphs.failed and (graphs.captures, graphs.replays) == (1, 2)
+    assert all(_rel(g, want) < 1e-2 for g in got)
 
 
 @cuda
