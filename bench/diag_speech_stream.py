@@ -110,6 +110,7 @@ def _trial(variant: str, folder: str) -> str:
         stop.set()
         if variant != "nobusy":
             other.join()
+    torch.cuda.synchronize()  # a fault in work still queued surfaces here, inside the trial, not at its exit
     model.stream = None
     default = decode(model, p, tokens)
     rel = float(np.linalg.norm(own - default) / np.linalg.norm(default))
@@ -131,6 +132,9 @@ def _kind(exc: BaseException) -> str:
 
 
 def _run_one(variant: str, folder: str) -> tuple[str, str]:
+    """One trial in a process of its own: (outcome, detail). A process that died, before its RESULT line or after
+    it, is a 'fault' when its output names the illegal address (torch aborts the process when the sticky error
+    meets a destructor or the exit), else 'crashed': neither is ever counted 'ok'."""
     env = {**os.environ, **VARIANTS[variant][0]}
     try:
         r = subprocess.run([sys.executable, "-m", "bench.diag_speech_stream", "--trial", variant, folder],
@@ -138,8 +142,10 @@ def _run_one(variant: str, folder: str) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         return "timeout", ""
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        return "crashed", (r.stderr or r.stdout)[-400:]
+    if line is None or r.returncode != 0:
+        said = f"{line} then " if line else ""
+        died = f"{said}exit status {r.returncode}: {(r.stderr or r.stdout)[-400:]}"
+        return ("fault" if "illegal memory access" in r.stderr + r.stdout else "crashed"), died
     outcome = line.split(" ", 2)[1]
     return outcome, line.split(" ", 2)[2] if outcome != "ok" else ""
 
