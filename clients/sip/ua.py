@@ -21,9 +21,13 @@ Rules:
   8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK (T1 doubling to T2, 32 s at
   most), a re-INVITE's on a confirmed call too (416, 420, 500 below); those of a re-INVITE that comes while
-  another INVITE of the call is in progress (500 + Retry-After, 491) are sent once, as the call's one
+  another INVITE of the call is in progress (500 + Retry-After, 491) are sent once, as the call's INVITE
   transaction is taken. The answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are
   ua_invite.py's.
+- Every request but ACK is a server transaction of its own (17.2.3: branch, sent-by, method; ua_transactions.py):
+  a retransmission of one answered with a final response gets that response again and changes nothing, whatever
+  the call did since (an INFO resent after a later OPTIONS is not out of order; a re-INVITE refused 491 is not
+  answered 200 when resent after the ACK that ended the glare).
 - CANCEL, BYE, OPTIONS and INFO are answered by ua_non_invite.py (an OPTIONS ping gets 503 + Retry-After while
   `max_calls` calls are live, or the agent server is down as the shell last saw it: `agent_server()`).
 - A request whose Request-URI has a scheme other than sip, sips or tel gets 416 Unsupported URI Scheme (8.2.2.1;
@@ -73,6 +77,7 @@ from clients.sip.ua_inspection import method_refusal, out_of_order, same_transac
 from clients.sip.ua_messages import ALLOW, Extra, Responses
 from clients.sip.ua_non_invite import NonInviteServer
 from clients.sip.ua_requests import OwnRequests
+from clients.sip.ua_transactions import ServerTransactions
 
 __all__ = ["UserAgent"]
 
@@ -101,8 +106,11 @@ class UserAgent:
         self._out = Outbox()
         self._responses = Responses(config)
         self._ours = OwnRequests(config, self._out, self._token)  # our BYE and OPTIONS in the calls' dialogs
-        self._invites = InviteServer(config, self._out, rng, self._ours, self._responses)  # INVITE, re-INVITE, ACK
-        self._others = NonInviteServer(self._out, self._responses, self._invites, self._token)  # CANCEL, BYE, ...
+        self._transactions = ServerTransactions(config.max_transactions)  # their final responses, for retransmissions
+        self._invites = InviteServer(config, self._out, rng, self._ours, self._responses,  # INVITE, re-INVITE, ACK
+                                     self._transactions)
+        self._others = NonInviteServer(self._out, self._responses, self._invites, self._token,  # CANCEL, BYE, ...
+                                       self._transactions)
         self._agent_retry_after: int | None = None  # the agent server is down: our 503s' Retry-After
 
     # ----- drains -----
@@ -207,6 +215,10 @@ class UserAgent:
     # ----- requests -----
 
     def _on_request(self, req: Request, addr: Addr, now: float) -> None:
+        answered = None if req.method == "ACK" else self._transactions.answered(req, now)
+        if answered is not None:  # a retransmission (17.2.3): its transaction's answer again, and nothing else
+            self._out.send(answered, addr)
+            return
         call = self._calls.get(self._key(req))
         method = req.method
         starts_call = method == "INVITE" and req.to.tag is None
@@ -217,7 +229,7 @@ class UserAgent:
             call.reinvite_branch = req.top_via.branch  # a new one, whatever it is answered: a CANCEL may match it
         refusal = method_refusal(method)  # the checks in RFC 3261's order (ua_inspection.py)
         if refusal is not None:
-            self._reply(req, addr, refusal, extra=(("Allow", ALLOW),))  # both say what we take (8.2.1)
+            self._reply(req, addr, refusal, now, extra=(("Allow", ALLOW),))  # both say what we take (8.2.1)
         elif refuse_now and unknown_scheme(req):
             self._refuse_request(call, req, addr, 416, now)
         elif unsupported_tags and refuse_now:
@@ -230,9 +242,9 @@ class UserAgent:
             elif req.cseq.number == call.invite.cseq.number and same_transaction(req, call.invite):
                 self._out.send(call.last_response, addr)  # retransmission: same response, no second dialog
             elif req.cseq.number == call.invite.cseq.number:  # merged (8.2.2.2)
-                self._reply(req, addr, 482)
+                self._reply(req, addr, 482, now)
             else:  # a second INVITE while the first is live (14.2)
-                self._retry_later(req, addr)
+                self._retry_later(req, addr, now)
         elif out_of_order(call, req):  # 12.2.2: below the caller's last request in the dialog
             self._refuse_request(call, req, addr, 500, now)
         elif method == "INVITE":
@@ -243,9 +255,9 @@ class UserAgent:
             self._others.bye(call, req, addr, now)
         elif method == "OPTIONS":
             busy = RETRY_AFTER_S if self.live_calls >= self.config.max_calls else self._agent_retry_after
-            self._others.options(call, req, addr, busy)
+            self._others.options(call, req, addr, busy, now)
         else:  # INFO
-            self._others.info(call, req, addr)
+            self._others.info(call, req, addr, now)
         if in_order and call is not None and req.cseq.number > (call.remote_cseq or call.invite.cseq).number:
             # 12.2.2: every request in order raises the remote CSeq, whatever we answered it (405, 415, 420, 488
             # too), so a later one below it is out of order; the handlers above saw the number before it
@@ -288,13 +300,13 @@ class UserAgent:
 
     def _on_reinvite(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not in_dialog(call, req) or call.state in (S.REJECTED, S.ENDED):
-            self._reply(req, addr, 481)
+            self._reply(req, addr, 481, now)
         elif call.state is S.PROCEEDING:  # the first INVITE is not answered yet (14.2)
-            self._retry_later(req, addr)
+            self._retry_later(req, addr, now)
         elif req.cseq.number == call.transaction.cseq.number:  # retransmission
             self._out.send(call.last_response, addr)
         elif call.state is not S.CONFIRMED:  # the last INVITE's ACK is still due (14.2)
-            self._reply(req, addr, 491)
+            self._reply(req, addr, 491, now)
         else:
             self._invites.reinvite(call, req, addr, now)
 
@@ -319,10 +331,10 @@ class UserAgent:
         self._out.send(self._responses.build(partial, error.status, addr, to_tag=self._token(),
                                   extra=(self._responses.warning(error.warn_code, str(error)),)), addr)
 
-    def _retry_later(self, req: Request, addr: Addr) -> None:
+    def _retry_later(self, req: Request, addr: Addr, now: float) -> None:
         """500 to an INVITE that came while an earlier one of its dialog is unanswered, with Retry-After 1-10 s
         (14.2)."""
-        self._reply(req, addr, 500, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
+        self._reply(req, addr, 500, now, extra=(("Retry-After", str(self.rng.randint(1, 10))),))
 
     def _refuse_request(self, call: Call | None, req: Request, addr: Addr, status: int, now: float,
                         extra: Extra = ()) -> None:
@@ -331,11 +343,11 @@ class UserAgent:
         if req.method == "INVITE" and call is not None and live_dialog(call, req) and call.state is S.CONFIRMED:
             self._invites.refuse(call, req, addr, status, now, extra)
         else:
-            self._reply(req, addr, status, extra)
+            self._reply(req, addr, status, now, extra)
 
-    def _reply(self, req: Request, addr: Addr, status: int, extra: Extra = ()) -> None:
-        """A stateless final response (out of any INVITE transaction)."""
-        self._others.reply(self._calls.get(self._key(req)), req, addr, status, extra)
+    def _reply(self, req: Request, addr: Addr, status: int, now: float, extra: Extra = ()) -> None:
+        """A final response in a transaction of its own (not the call's INVITE's: not resent by timers)."""
+        self._others.reply(self._calls.get(self._key(req)), req, addr, status, now, extra)
 
     def _get(self, handle: str) -> Call:
         call = self._by_handle.get(handle)

@@ -107,9 +107,11 @@ class UaConfig:
     user_agent: str = "stepaudio-rt sip-bridge"
     max_calls: int = 16
     max_message_bytes: int = 8192
+    max_transactions: int = 4096  # final responses kept for retransmitted requests (ua_transactions.py)
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536 or self.max_calls < 1 or self.max_message_bytes < 512:
+        if not 0 < self.port < 65536 or self.max_calls < 1 or self.max_message_bytes < 512 or \
+                self.max_transactions < 1:
             raise ValueError("invalid UaConfig")
 
     @property

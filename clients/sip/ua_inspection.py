@@ -14,6 +14,7 @@ from __future__ import annotations
 from clients.sip.message import Request
 from clients.sip.ua_call import Call, live_dialog
 from clients.sip.ua_messages import ALLOW, SUPPORTED
+from clients.sip.ua_transactions import transaction_key
 
 __all__ = ["method_refusal", "out_of_order", "same_transaction", "unknown_scheme", "unsupported"]
 
@@ -53,6 +54,5 @@ def out_of_order(call: Call | None, req: Request) -> bool:
 
 
 def same_transaction(a: Request, b: Request) -> bool:
-    """Whether two requests of one method belong to one server transaction (17.2.3: top Via branch and sent-by)."""
-    va, vb = a.top_via, b.top_via
-    return (va.branch, va.host, va.port) == (vb.branch, vb.host, vb.port)
+    """Whether two requests belong to one server transaction (17.2.3: top Via branch, sent-by and method)."""
+    return transaction_key(a) == transaction_key(b)

@@ -39,6 +39,7 @@ from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import Addr, CallConfirmed, CallState, MediaChanged, Refused, UaConfig
 from clients.sip.ua_messages import ADVERTISED, Extra, Responses, remote_target
 from clients.sip.ua_requests import OwnRequests
+from clients.sip.ua_transactions import ServerTransactions
 
 __all__ = ["InviteServer"]
 
@@ -49,12 +50,13 @@ class InviteServer:
     """Answers the INVITEs of calls whose records the UA core keeps, and takes their ACKs (see the module rules)."""
 
     def __init__(self, config: UaConfig, out: Outbox, rng: random.Random, ours: OwnRequests,
-                 responses: Responses) -> None:
+                 responses: Responses, transactions: ServerTransactions) -> None:
         self.config = config
         self._out = out
         self._rng = rng  # the UA core's: draws stay in the order of its calls
         self._ours = ours  # for the BYE that ends a call without an ACK or a usable answer
         self._responses = responses
+        self._transactions = transactions  # where a retransmitted INVITE finds its final response (ua.py)
 
     def accept_offer(self, call: Call, invite: Request) -> Negotiated:
         """A new call's offer and the media negotiated from it (kept in `call`, and returned); raises
@@ -76,6 +78,7 @@ class InviteServer:
         extra = self._responses.contact() + (ADVERTISED if status == 200 else ()) + extra
         call.last_response = self._responses.build(call.transaction, status, call.remote, to_tag=call.local_tag,
                                                    body=body, extra=extra)
+        self._transactions.record(call.transaction, call.last_response, now)
         call.interval = T1
         self._out.send(call.last_response, call.remote)
         self._out.start(call, "retx", now + T1)

@@ -16,7 +16,9 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
   or no longer does, -> 481 (12.2.2), so the peer tears down a call we have lost.
 - INFO in a live dialog -> 200 OK, and a DtmfReceived event per key its application/dtmf-relay or
   application/dtmf body carries (body.py); in no live dialog -> 481. An INFO whose CSeq is not above the
-  caller's last request's reports no key: the same INFO again (a retransmission: our 200 was lost) gets 200 again.
+  caller's last request's reports no key: of the same CSeq in another transaction (a peer that does not keep its
+  branch when it sends again) it gets 200, below it 500. (A retransmission in its transaction never comes here:
+  the core answers it from ua_transactions.py.)
   One whose body is of another type, which we cannot read (body.py), gets 415 with Accept (8.2.3).
 """
 
@@ -31,6 +33,7 @@ from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, t
 from clients.sip.ua_events import Addr, CallEnded, CallState, DtmfReceived
 from clients.sip.ua_invite import InviteServer
 from clients.sip.ua_messages import ADVERTISED, Extra, Responses
+from clients.sip.ua_transactions import ServerTransactions
 
 __all__ = ["NonInviteServer"]
 
@@ -40,24 +43,30 @@ S = CallState
 class NonInviteServer:
     """Answers CANCEL, BYE, OPTIONS and INFO for calls whose records the UA core keeps (see the module rules)."""
 
-    def __init__(self, out: Outbox, responses: Responses, invites: InviteServer, token: Callable[[], str]) -> None:
+    def __init__(self, out: Outbox, responses: Responses, invites: InviteServer, token: Callable[[], str],
+                 transactions: ServerTransactions) -> None:
         self._out = out
         self._responses = responses
+        self._transactions = transactions  # every final response is kept there for the request's retransmissions
         self._invites = invites  # for the 487 that a CANCEL or an early BYE gets the INVITE
         self._token = token  # the UA core's: tags come from its rng, in the order of its calls
 
-    def reply(self, call: Call | None, req: Request, addr: Addr, status: int, extra: Extra = (),
-              body: bytes = b"") -> None:
-        """A stateless final response to `req`, whose call (by Call-ID and From tag) is `call`: in its dialog with
-        the dialog's tag, else with a tag of its own; `body`, when given, is SDP."""
-        tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
-        self._out.send(self._responses.build(req, status, addr, to_tag=tag, body=body, extra=extra), addr)
+    def reply(self, call: Call | None, req: Request, addr: Addr, status: int, now: float, extra: Extra = (),
+              body: bytes = b"", to_tag: str | None = None) -> None:
+        """A final response to `req`, whose call (by Call-ID and From tag) is `call`, kept for its retransmissions
+        (ua_transactions.py): with `to_tag`, else in its dialog with the dialog's tag, else with a tag of its own;
+        `body`, when given, is SDP."""
+        if to_tag is None:
+            to_tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
+        response = self._responses.build(req, status, addr, to_tag=to_tag, body=body, extra=extra)
+        self._transactions.record(req, response, now)
+        self._out.send(response, addr)
 
     def cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not _cancels(call, req):
-            self.reply(call, req, addr, 481)
+            self.reply(call, req, addr, 481, now)
             return
-        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
+        self.reply(call, req, addr, 200, now, to_tag=call.local_tag)
         if call.state is S.PROCEEDING:
             transition(call, "cancel")
             self._invites.final(call, 487, now)
@@ -65,9 +74,9 @@ class NonInviteServer:
 
     def bye(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if not in_dialog(call, req) or call is None or (call.state is S.REJECTED and not call.early_bye):
-            self.reply(call, req, addr, 481)
+            self.reply(call, req, addr, 481, now)
             return
-        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
+        self.reply(call, req, addr, 200, now)
         if call.state in (S.ENDED, S.REJECTED):
             return  # retransmitted BYE, or BYEs crossed
         if call.state is S.PROCEEDING:  # an early dialog: the INVITE is still pending
@@ -82,40 +91,39 @@ class NonInviteServer:
         self._out.events.append(CallEnded(call.handle, "remote hangup"))
         self._out.start(call, "forget", now + TIMEOUT)
 
-    def options(self, call: Call | None, req: Request, addr: Addr, retry_after: int | None) -> None:
+    def options(self, call: Call | None, req: Request, addr: Addr, retry_after: int | None, now: float) -> None:
         """`retry_after`: None, we would take a call; else the Retry-After of the 503 an INVITE would get."""
         dialog = req.to.tag is not None  # a PBX's dialog keep-alive; without a To tag, a plain ping
         if dialog and (call is None or not live_dialog(call, req)):  # a probe for a dead dialog (12.2.2)
-            self.reply(call, req, addr, 481)
+            self.reply(call, req, addr, 481, now)
             return
         allowed = (*ADVERTISED, ("Accept", ACCEPT))
         if not dialog and retry_after is not None:
             # 11.2: a ping gets what an INVITE would get, so a proxy that probes with OPTIONS (a dispatcher's
             # health check) sends its calls elsewhere while we are full or our agent server is down, not into 503s
-            self.reply(call, req, addr, 503, extra=(("Retry-After", str(retry_after)), *allowed))
+            self.reply(call, req, addr, 503, now, extra=(("Retry-After", str(retry_after)), *allowed))
             return
         # 11.2: a UA that asks what we take (a PBX qualifying its trunk's codecs) learns it without placing a call
         sdp = capabilities(self._responses.config.host, int(self._token(), 16)).serialize() \
             if accepts_sdp(req.headers.lines("Accept")) else b""
-        self.reply(call, req, addr, 200, extra=allowed, body=sdp)
+        self.reply(call, req, addr, 200, now, extra=allowed, body=sdp)
 
-    def info(self, call: Call | None, req: Request, addr: Addr) -> None:
+    def info(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not live_dialog(call, req):
-            self.reply(call, req, addr, 481)
+            self.reply(call, req, addr, 481, now)
             return
         ctype = req.headers.get("Content-Type")
         if unread_body(ctype, req.headers.get("Content-Disposition"), req.body):
             # 8.2.3: a 200 would tell the sender its key presses (say) were taken, where they were dropped; the
             # Accept names the types we read, for a sender that can send them otherwise (a retransmission: 415 too)
-            extra = (("Accept", ACCEPT),)
-            self._out.send(self._responses.build(req, 415, addr, to_tag=call.local_tag, extra=extra), addr)
+            self.reply(call, req, addr, 415, now, extra=(("Accept", ACCEPT),))
             return
         last = call.remote_cseq or call.invite.cseq
         if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
             retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
-            self._out.send(self._responses.build(req, 200 if retransmitted else 500, addr, to_tag=call.local_tag), addr)
+            self.reply(call, req, addr, 200 if retransmitted else 500, now)
             return
-        self._out.send(self._responses.build(req, 200, addr, to_tag=call.local_tag), addr)
+        self.reply(call, req, addr, 200, now)
         keys = dtmf_keys(ctype, req.body)
         self._out.events += [DtmfReceived(call.handle, key) for key in keys]
 

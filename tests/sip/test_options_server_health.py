@@ -5,6 +5,7 @@ probes its gateways with OPTIONS had seen 200 from a bridge whose every call got
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
 
@@ -35,8 +36,9 @@ async def _ping_until(server_url: str, status: int, asked: asyncio.Event | None 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
         phone.bind(("127.0.0.1", 0))
         phone.setblocking(False)
-        while True:
-            await loop.sock_sendto(phone, req("OPTIONS", call_id="ping"), ("127.0.0.1", port))
+        for n in itertools.count():  # each ping a transaction of its own, as a prober's are: one sent again is answered
+            # as it was the first time (RFC 3261 17.2.2)
+            await loop.sock_sendto(phone, req("OPTIONS", call_id="ping", branch=f"ping{n}"), ("127.0.0.1", port))
             answer = parse_message(await asyncio.wait_for(loop.sock_recv(phone, 65535), 10))
             assert isinstance(answer, Response)
             if answer.status == status or loop.time() > deadline:

@@ -1,0 +1,66 @@
+"""The final responses of the bridge's server transactions (RFC 3261 17.2), by the key 17.2.3 matches a request to
+its transaction with. Sans-I/O: `now` comes in with every call.
+
+- A transaction is its request's top Via branch and sent-by, and its method (17.2.3), and its Call-ID and CSeq
+  number too: a retransmission keeps them, and a peer that wrongly reuses a branch (8.1.1.7 has it unique) for
+  another request does not get the other's answer. A request whose branch lacks RFC 3261's magic cookie
+  (z9hG4bK: an RFC 2543 peer) is matched by its From tag instead of the branch, as 17.2.3 falls back to. So a
+  CANCEL (its own transaction, of its INVITE's branch) and the requests of a call are all kept apart: each is
+  answered on its own, whatever else of the call is pending.
+- Every final response the core sends to a request is kept under its key; a retransmission of that request (our
+  response was lost) gets it again, and nothing else happens (17.2.1 Completed, 17.2.2 Completed): it is no new
+  request of the dialog, whatever the dialog did since, neither out of order (500) nor a second re-INVITE.
+- A response is kept 64*T1 = 32 s after it was sent (Timer J for non-INVITE over UDP; Timer H for an INVITE's
+  non-2xx), then forgotten; at most `limit` are kept, the oldest forgotten first, so a flood of requests cannot
+  grow the table without bound.
+- ACK is no transaction of its own here: the INVITE side (ua_invite.py) matches it to the response it acknowledges.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from clients.sip.message import Request
+from clients.sip.ua_call import TIMEOUT
+
+__all__ = ["ServerTransactions", "transaction_key"]
+
+MAGIC_COOKIE = "z9hG4bK"  # an RFC 3261 branch starts with it (8.1.1.7)
+Key = tuple[str, ...]
+
+
+def transaction_key(req: Request) -> Key:
+    """The server transaction `req` belongs to (17.2.3)."""
+    via = req.top_via
+    branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {req.from_.tag}"
+    return branch, via.host.lower(), str(via.port or ""), req.method, req.call_id, str(req.cseq.number)
+
+
+class ServerTransactions:
+    """The last final response of each server transaction of the last 32 s (see the module rules)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._answered: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()  # oldest first
+
+    def answered(self, req: Request, now: float) -> bytes | None:
+        """The final response sent to `req`'s transaction, if it has one: `req` is a retransmission."""
+        self._expire(now)
+        kept = self._answered.get(transaction_key(req))
+        return None if kept is None else kept[1]
+
+    def record(self, req: Request, response: bytes, now: float) -> None:
+        """`response` is the final response sent to `req`'s transaction (a later one replaces it)."""
+        key = transaction_key(req)
+        self._answered.pop(key, None)
+        self._answered[key] = (now, response)
+        self._expire(now)
+        while len(self._answered) > self._limit:
+            self._answered.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        while self._answered:
+            sent, _ = next(iter(self._answered.values()))
+            if sent + TIMEOUT > now:
+                return
+            self._answered.popitem(last=False)
