@@ -21,8 +21,10 @@ Rules for DTMF in INFO (no RFC; the de facto formats PBXs and gateways send):
   handling=optional (RFC 3261 8.2.3, 20.11): the INFO is refused 415, so its sender does not take its key presses
   for delivered.
 - A key is one of 0-9 * # A-D (a-d too), or its RFC 4733 event number 10-15 for * # A-D, as some gateways send
-  (Asterisk reads both). Anything else is not a key and is dropped: the digit becomes text in the agent's
-  conversation, where an arbitrary string from the wire has no place.
+  (Asterisk reads both). A hook flash (! or event 16, what Asterisk and Cisco send for it) is read and carries no
+  key. Any other value, or a dtmf-relay body without Signal, is malformed (`dtmf_keys` raises, the INFO gets 400):
+  a 200 would tell the sender its key press was taken, and an arbitrary string from the wire has no place in the
+  agent's conversation, where a key becomes text.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ MULTIPART = ("multipart/mixed", "multipart/alternative")  # read for their SDP p
 DTMF_RELAY, DTMF = "application/dtmf-relay", "application/dtmf"  # INFO's key presses
 ACCEPT = ", ".join((SDP, *MULTIPART, DTMF_RELAY, DTMF))  # every body type read here: OPTIONS' Accept (11.2)
 _KEYS = "0123456789*#ABCD"  # in RFC 4733 event order (3.2)
+HOOK_FLASH = ("!", "16")  # RFC 4733 event 16, and the sign PBXs write it with
 
 
 def sdp_body(content_type: str | None, body: bytes) -> bytes | None:
@@ -73,17 +76,26 @@ def _quality(value: str) -> float:
 
 
 def dtmf_keys(content_type: str | None, body: bytes) -> list[str]:
-    """The key presses an INFO body of `content_type` carries (none for any other body)."""
+    """The key presses an INFO body of `content_type` carries (none for an empty body or one of any other type);
+    raises RemoteProtocolError (400) for a DTMF body that is malformed (see the rules)."""
     kind, _ = _media_type(content_type or "")
     text = body.decode("utf-8", "replace")
     if kind == DTMF:
-        values = [text]
+        values = [text] if text.strip() else []
     elif kind == DTMF_RELAY:
         values = [value for name, _, value in (line.partition("=") for line in text.splitlines())
                   if name.strip().lower() == "signal"]
+        if not values and text.strip():
+            raise RemoteProtocolError(f"{DTMF_RELAY} body without Signal")
     else:
         return []
-    return [key for key in map(_key, values) if key is not None]
+    keys = []
+    for value in values:
+        key = _key(value)
+        if key is None and value.strip() not in HOOK_FLASH:
+            raise RemoteProtocolError(f"{kind} body: {value.strip()[:16]!r} is no key")
+        keys += [key] if key is not None else []
+    return keys
 
 
 def unread_body(content_type: str | None, disposition: str | None, body: bytes) -> bool:

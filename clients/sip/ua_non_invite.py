@@ -19,7 +19,8 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
   caller's last request's reports no key: of the same CSeq in another transaction (a peer that does not keep its
   branch when it sends again) it gets 200, below it 500. (A retransmission in its transaction never comes here:
   the core answers it from ua_transactions.py.)
-  One whose body is of another type, which we cannot read (body.py), gets 415 with Accept (8.2.3).
+  One whose body is of another type, which we cannot read (body.py), gets 415 with Accept (8.2.3); one whose
+  DTMF body names no key (Signal=Z, a dtmf-relay body without Signal) 400 with a Warning saying why.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clients.sip.body import ACCEPT, accepts_sdp, dtmf_keys, unread_body
+from clients.sip.errors import RemoteProtocolError
 from clients.sip.message import Request
 from clients.sip.sdp import capabilities
 from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, transition
@@ -118,13 +120,17 @@ class NonInviteServer:
             # Accept names the types we read, for a sender that can send them otherwise (a retransmission: 415 too)
             self.reply(call, req, addr, 415, now, extra=(("Accept", ACCEPT),))
             return
+        try:
+            keys = dtmf_keys(ctype, req.body)
+        except RemoteProtocolError as exc:  # 400 with why: a 200 would say the key press was taken
+            self.reply(call, req, addr, exc.status, now, extra=(self._responses.warning(exc.warn_code, str(exc)),))
+            return
         last = call.remote_cseq or call.invite.cseq
         if req.cseq.number <= last.number:  # 12.2.2: not a new request, so its keys are no new key presses
             retransmitted = req.cseq == last  # our 200 was lost and the caller sent it again: its keys were heard
             self.reply(call, req, addr, 200 if retransmitted else 500, now)
             return
         self.reply(call, req, addr, 200, now)
-        keys = dtmf_keys(ctype, req.body)
         self._out.events += [DtmfReceived(call.handle, key) for key in keys]
 
 

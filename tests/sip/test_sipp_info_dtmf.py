@@ -61,7 +61,7 @@ def user_texts(events: Path, session_id: str) -> list[str]:
 def test_info_dtmf_in_either_body_reaches_the_agent(bus_server: tuple[ServerProcess, Path], tmp_path: Path) -> None:
     """A "5" in an application/dtmf INFO (the bridge answered 200 and dropped it) and a "#" in an
     application/dtmf-relay one both become "DTMF <key>" items of the agent's conversation and call log entries;
-    a body that is no key is answered 200 and reaches nobody."""
+    a body that is no key gets 400 and reaches nobody."""
     need("sipp")
     server, events = bus_server
     bridge = BridgeProcess(server.ws, tmp_path)
@@ -72,7 +72,7 @@ def test_info_dtmf_in_either_body_reaches_the_agent(bus_server: tuple[ServerProc
             request("INFO", 3, in_dialog=True, body="Signal=#\nDuration=160\n", content_type="application/dtmf-relay"),
             expect(200, optional=()),
             request("INFO", 4, in_dialog=True, body="call me back", content_type="application/dtmf"),
-            expect(200, optional=()),
+            expect(400, optional=()),
             '<pause milliseconds="1000"/>\n',
             request("BYE", 5, in_dialog=True), expect(200, optional=())))
     assert len(calls) == 1 and calls[0]["dtmf"] == ["5", "#"], calls
@@ -153,4 +153,35 @@ def test_an_info_body_of_a_type_the_bridge_cannot_read_gets_415_with_accept(embe
             request("INFO", 5, in_dialog=True, body="Signal=5\nDuration=160\n", content_type="application/dtmf-relay"),
             expect(200, optional=()),
             request("BYE", 6, in_dialog=True), expect(200, optional=())))
+    assert [(c["end_reason"], c["dtmf"]) for c in calls] == [("remote hangup", ["5"])], bridge.log()
+
+
+def test_an_info_whose_dtmf_body_names_no_key_gets_400_and_one_after_the_bye_481(tmp_path: Path) -> None:
+    """A key press in a DTMF body that names no key (Signal=Z, or a dtmf-relay body without Signal) was answered
+    200 and dropped, so the sender took it for delivered; it gets 400 with a Warning saying why (RFC 3261 21.4.1),
+    and the call goes on. A hook flash (Signal=!) is read and is no key: 200. An INFO after the BYE gets 481 (12.2.2:
+    no such dialog), whatever its body. The agent server takes the session and says nothing."""
+    need("sipp")
+
+    def agent(ws: ServerConnection) -> None:
+        for _ in ws:
+            pass
+
+    def info(cseq: int, body: str, ctype: str = "application/dtmf-relay") -> str:
+        return request("INFO", cseq, in_dialog=True, body=body, content_type=ctype)
+
+    with ws_server_thread(agent) as port:
+        bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path, "--rtp-timeout", "0")
+        calls = sipp_call(bridge, tmp_path, scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200), request("ACK", 1, in_dialog=True),
+            info(2, "Signal=Z\nDuration=160\n"),
+            expect(400, optional=(), match="^ *399 [^ ]+ \"application/dtmf-relay body: 'Z' is no key\"$",
+                   header="Warning"),
+            info(3, "Duration=160\n"),
+            expect(400, optional=(), match="application/dtmf-relay body without Signal", header="Warning"),
+            info(4, "hello", "application/dtmf"), expect(400, optional=()),
+            info(5, "Signal=!\nDuration=100\n"), expect(200, optional=()),
+            info(6, "Signal=5\nDuration=160\n"), expect(200, optional=()),
+            request("BYE", 7, in_dialog=True), expect(200, optional=()),
+            info(8, "Signal=6\n"), expect(481, optional=())))
     assert [(c["end_reason"], c["dtmf"]) for c in calls] == [("remote hangup", ["5"])], bridge.log()
