@@ -20,10 +20,10 @@ Rules:
   Call-ID and From tag and a higher CSeq after a failed one (a retry, e.g. with other codecs after 488,
   8.1.3.5) is a new call; while the first call is live it gets 500 + Retry-After (14.2).
 - Final responses to an INVITE (2xx and non-2xx) are retransmitted until the ACK (T1 doubling to T2, 32 s at
-  most), a re-INVITE's on a confirmed call too (416, 420, 500 below); those of a re-INVITE that comes while
-  another INVITE of the call is in progress (500 + Retry-After, 491) are sent once, as the call's INVITE
-  transaction is taken. The answers to INVITE and re-INVITE, their SDP offer/answer and the ACK are
-  ua_invite.py's.
+  most), a re-INVITE's on a confirmed call too (416, 420, 500 below); those of an INVITE that comes while
+  another INVITE of the call is in progress (500 + Retry-After, 491) or for no dialog (481) are too, each in a
+  transaction of its own beside the call's (ua_refusals.py). The answers to INVITE and re-INVITE, their SDP
+  offer/answer and the ACK are ua_invite.py's.
 - Every request but ACK is a server transaction of its own (17.2.3: branch, sent-by, method; ua_transactions.py):
   a retransmission of one answered with a final response gets that response again and changes nothing, whatever
   the call did since (an INFO resent after a later OPTIONS is not out of order; a re-INVITE refused 491 is not
@@ -76,6 +76,7 @@ from clients.sip.ua_invite import InviteServer
 from clients.sip.ua_inspection import method_refusal, out_of_order, same_transaction, unknown_scheme, unsupported
 from clients.sip.ua_messages import ALLOW, Extra, Responses
 from clients.sip.ua_non_invite import NonInviteServer
+from clients.sip.ua_refusals import InviteRefusals
 from clients.sip.ua_requests import OwnRequests
 from clients.sip.ua_transactions import ServerTransactions
 
@@ -111,6 +112,7 @@ class UserAgent:
                                      self._transactions)
         self._others = NonInviteServer(self._out, self._responses, self._invites, self._token,  # CANCEL, BYE, ...
                                        self._transactions)
+        self._refusals = InviteRefusals(self._out, config.max_transactions)  # INVITEs refused beside a call's own
         self._agent_retry_after: int | None = None  # the agent server is down: our 503s' Retry-After
 
     # ----- drains -----
@@ -158,6 +160,9 @@ class UserAgent:
 
     def timer_fired(self, key: str, now: float) -> None:
         kind, _, handle = key.partition(":")
+        if kind == "refusal":
+            self._refusals.timer_fired(key, now)
+            return
         call = self._by_handle.get(handle)
         if call is None or key not in call.timers:
             return  # a timer that was cancelled while its callback was already queued
@@ -235,7 +240,8 @@ class UserAgent:
         elif unsupported_tags and refuse_now:
             self._refuse_request(call, req, addr, 420, now, extra=(("Unsupported", ", ".join(unsupported_tags)),))
         elif method == "ACK":
-            self._invites.on_ack(call, req, now)
+            if not self._refusals.acknowledged(req):
+                self._invites.on_ack(call, req, now)
         elif starts_call:
             if call is None or (call.state in (S.REJECTED, S.ENDED) and req.cseq.number > call.invite.cseq.number):
                 self._on_invite(req, addr, now)  # a new call, or a retry after a failed one (CSeq + 1, 8.1.3.5)
@@ -346,8 +352,11 @@ class UserAgent:
             self._reply(req, addr, status, now, extra)
 
     def _reply(self, req: Request, addr: Addr, status: int, now: float, extra: Extra = ()) -> None:
-        """A final response in a transaction of its own (not the call's INVITE's: not resent by timers)."""
-        self._others.reply(self._calls.get(self._key(req)), req, addr, status, now, extra)
+        """A final response in a transaction of its own (not the call's INVITE's); an INVITE's is resent until its
+        ACK (ua_refusals.py)."""
+        response = self._others.reply(self._calls.get(self._key(req)), req, addr, status, now, extra)
+        if req.method == "INVITE":
+            self._refusals.resend_until_ack(req, response, addr, now)
 
     def _get(self, handle: str) -> Call:
         call = self._by_handle.get(handle)

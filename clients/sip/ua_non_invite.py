@@ -54,15 +54,16 @@ class NonInviteServer:
         self._token = token  # the UA core's: tags come from its rng, in the order of its calls
 
     def reply(self, call: Call | None, req: Request, addr: Addr, status: int, now: float, extra: Extra = (),
-              body: bytes = b"", to_tag: str | None = None) -> None:
+              body: bytes = b"", to_tag: str | None = None) -> bytes:
         """A final response to `req`, whose call (by Call-ID and From tag) is `call`, kept for its retransmissions
         (ua_transactions.py): with `to_tag`, else in its dialog with the dialog's tag, else with a tag of its own;
-        `body`, when given, is SDP."""
+        `body`, when given, is SDP. Returns the response."""
         if to_tag is None:
             to_tag = call.local_tag if call is not None and req.to.tag == call.local_tag else self._token()
         response = self._responses.build(req, status, addr, to_tag=to_tag, body=body, extra=extra)
         self._transactions.record(req, response, now)
         self._out.send(response, addr)
+        return response
 
     def cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
         if call is None or not _cancels(call, req):

@@ -1,7 +1,8 @@
 """The final responses of the bridge's server transactions (RFC 3261 17.2), by the key 17.2.3 matches a request to
 its transaction with. Sans-I/O: `now` comes in with every call.
 
-- A transaction is its request's top Via branch and sent-by, and its method (17.2.3), and its Call-ID and CSeq
+- A transaction is its request's top Via branch and sent-by, and its method (17.2.3; an ACK's is INVITE: it
+  belongs to the transaction of the INVITE whose non-2xx final it acknowledges), and its Call-ID and CSeq
   number too: a retransmission keeps them, and a peer that wrongly reuses a branch (8.1.1.7 has it unique) for
   another request does not get the other's answer. A request whose branch lacks RFC 3261's magic cookie
   (z9hG4bK: an RFC 2543 peer) is matched by its From tag instead of the branch, as 17.2.3 falls back to. So a
@@ -13,7 +14,8 @@ its transaction with. Sans-I/O: `now` comes in with every call.
 - A response is kept 64*T1 = 32 s after it was sent (Timer J for non-INVITE over UDP; Timer H for an INVITE's
   non-2xx), then forgotten; at most `limit` are kept, the oldest forgotten first, so a flood of requests cannot
   grow the table without bound.
-- ACK is no transaction of its own here: the INVITE side (ua_invite.py) matches it to the response it acknowledges.
+- ACK is never answered, so never looked up here: ua_refusals.py and the INVITE side (ua_invite.py) match it to
+  the response it acknowledges.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def transaction_key(req: Request) -> Key:
     """The server transaction `req` belongs to (17.2.3)."""
     via = req.top_via
     branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {req.from_.tag}"
-    return branch, via.host.lower(), str(via.port or ""), req.method, req.call_id, str(req.cseq.number)
+    method = "INVITE" if req.method == "ACK" else req.method
+    return branch, via.host.lower(), str(via.port or ""), method, req.call_id, str(req.cseq.number)
 
 
 class ServerTransactions:

@@ -426,9 +426,11 @@ def test_reinvite_hold_resume_and_move_media() -> None:
     changed = h.events[-1]
     assert isinstance(changed, MediaChanged) and changed.call == call and not changed.media.sends
     assert [m.serialize() for m in h.feed(hold)] == [ok.serialize()]  # a retransmission: the same 200, no event
-    assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2", body=SDP))) == [491]
-    assert [m.serialize() for m in h.advance(h.now + 0.5)] == [ok.serialize()]  # until the ACK
+    (glare,) = h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re2", body=SDP))
+    assert glare.status == 491
+    assert [m.serialize() for m in h.advance(h.now + 0.5)] == [ok.serialize(), glare.serialize()]  # each until its ACK
     assert h.feed(req("ACK", to_tag=tag, cseq=1)) == [] and h.ua.state(call) is CallState.REANSWERED  # a stale ACK
+    h.feed(req("ACK", to_tag=tag, cseq=3, branch="re2"))  # the 491's (17.2.1: of its INVITE's branch)
     h.feed(req("ACK", to_tag=tag, cseq=2))
     assert h.ua.state(call) is CallState.CONFIRMED and h.timers == {}
 
@@ -448,6 +450,17 @@ def test_reinvite_hold_resume_and_move_media() -> None:
     assert statuses(h.feed(req("INVITE", to_tag=tag, cseq=5, branch="re5", body=pcma_only))) == [488]
     assert h.ua.state(call) is CallState.CONFIRMED  # the call goes on as it was
     assert statuses(h.feed(req("INVITE", to_tag=";tag=nope", cseq=7, branch="re7", body=SDP))) == [481]
+
+
+def test_an_invite_refused_beside_the_calls_transaction_is_answered_again_until_timer_h() -> None:
+    """RFC 3261 17.2.1: a 481 to an INVITE for no dialog, in a transaction of its own, is resent on Timer G (0.5 s
+    doubling to 4 s) until its ACK or Timer H (32 s), then forgotten: no timer left."""
+    h = Harness()
+    (refused,) = h.feed(req("INVITE", to_tag=";tag=nope", body=SDP))
+    assert refused.status == 481
+    resent = h.advance(40.0)
+    assert [t for t, m in h.sent[1:]] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert {m.serialize() for m in resent} == {refused.serialize()} and h.timers == {}
 
 
 def test_a_reinvite_refused_488_is_answered_again_until_its_ack_and_the_call_goes_on() -> None:

@@ -1,0 +1,74 @@
+"""The final responses the UA core sends to an INVITE outside its call's own INVITE transaction (ua_invite.py keeps
+one per call): 500 + Retry-After to one that comes while an earlier INVITE of the call is unanswered, 491 to one
+while our 2xx to the last awaits its ACK (14.2), 481 to one for no dialog, 482 to a merged one (8.2.2.2), and a
+refusal of the request checks (420, 416, 500 out of order) while the call is not confirmed. Sans-I/O.
+
+- Each is an INVITE server transaction of its own (17.2.3) in Completed (17.2.1): resent on Timer G, T1 = 0.5 s
+  doubling to T2 = 4 s, until its ACK (which carries the INVITE's branch, so ua_transactions' key with the method
+  INVITE matches it) or Timer H, 64*T1 = 32 s. So a lost 491 reaches the caller without its stack sending the
+  INVITE again, and the call's own transaction goes on meanwhile.
+- Timer keys are "refusal:<n>"; one that fires after its ACK (cancelled, its callback already queued) is ignored.
+  At most `limit` are resent at a time, the oldest given up first (a flood of INVITEs cannot grow them unbounded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clients.sip.message import Request
+from clients.sip.ua_call import T1, T2, TIMEOUT, Outbox
+from clients.sip.ua_events import Addr, CancelTimer, StartTimer
+from clients.sip.ua_transactions import Key, transaction_key
+
+__all__ = ["InviteRefusals"]
+
+
+@dataclass(slots=True)
+class _Refusal:
+    key: Key
+    response: bytes
+    addr: Addr
+    give_up: float  # Timer H
+    interval: float = T1
+
+
+class InviteRefusals:
+    """The INVITE refusals being resent until their ACK (see the module rules), through the UA core's outbox."""
+
+    def __init__(self, out: Outbox, limit: int) -> None:
+        self._out = out
+        self._limit = limit
+        self._live: dict[str, _Refusal] = {}  # by timer key, oldest first
+        self._count = 0
+
+    def resend_until_ack(self, invite: Request, response: bytes, addr: Addr, now: float) -> None:
+        """`response`, just sent to `invite`, is to be resent until its ACK."""
+        self._count += 1
+        timer = f"refusal:{self._count}"
+        self._live[timer] = _Refusal(transaction_key(invite), response, addr, now + TIMEOUT)
+        self._out.timers.append(StartTimer(timer, now + T1))
+        if len(self._live) > self._limit:
+            self._stop(next(iter(self._live)))
+
+    def acknowledged(self, ack: Request) -> bool:
+        """Whether `ack` acknowledges one of these refusals (then no longer resent)."""
+        key = transaction_key(ack)
+        timer = next((timer for timer, refusal in self._live.items() if refusal.key == key), None)
+        if timer is not None:
+            self._stop(timer)
+        return timer is not None
+
+    def timer_fired(self, timer: str, now: float) -> None:
+        refusal = self._live.get(timer)
+        if refusal is None:
+            return
+        if now >= refusal.give_up:  # Timer H: no ACK came
+            del self._live[timer]
+            return
+        self._out.send(refusal.response, refusal.addr)
+        refusal.interval = min(refusal.interval * 2, T2)
+        self._out.timers.append(StartTimer(timer, min(now + refusal.interval, refusal.give_up)))
+
+    def _stop(self, timer: str) -> None:
+        del self._live[timer]
+        self._out.timers.append(CancelTimer(timer))
