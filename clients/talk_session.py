@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-from websockets.exceptions import InvalidMessage
+from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from clients.audio import WIRE_RATE, Pacing, SendLog, last_voiced_index, voiced_indices
 from clients.events import CLIENT_RECONNECTED, ServerEvent, session_update_event
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
-from clients.talk_connect import connect_failure, connect_when_loaded
+from clients.talk_connect import connect_failure, connect_when_loaded, key_refusal
 from clients.talk_printer import TranscriptPrinter
 from clients.talk_wav import TalkError, load_wav_24k, write_reply
 from clients.turns import Turn, TurnTracker
@@ -92,8 +92,13 @@ async def run_talk(wav: str | Path, url: str = DEFAULT_URL, *, out: str | Path |
         raise TalkError(f"{wav} is silent (no sample above -40 dBFS): there is no speech to send")
     try:
         client = await connect_when_loaded(url, api_key, model, reconnect, timeout_s)
-    except OSError as exc:  # refused, unreachable, timed out: InvalidStatus (a refused handshake) passes through
+    except OSError as exc:  # refused, unreachable, timed out
         raise TalkError(f"cannot connect to {url}: {connect_failure(url, exc)}") from exc
+    except InvalidStatus as exc:  # a refused handshake: its reason passes through, but for the key's (401)
+        refusal = key_refusal(url, api_key, exc)
+        if refusal is None:
+            raise
+        raise TalkError(refusal) from exc
     except InvalidMessage as exc:  # something else listens there (another service, a mistyped port)
         raise TalkError(f"{url} is not a Realtime server: {exc} (is that `stepaudio-rt serve`'s port?)") from exc
     try:

@@ -28,6 +28,7 @@ from clients.realtime_client import build_url
 from clients.talk import load_wav_24k, main, reply_path
 from clients.talk_printer import TranscriptPrinter
 from clients.talk_session import run_talk
+from controller.server import ServerConfig
 from tests.conftest import ServerProcess, free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import silence
@@ -626,6 +627,26 @@ def test_a_full_server_s_reason_is_said_once(tmp_path: Path, capsys) -> None:
         code, err = talk(capsys, str(wav), "--url", f"ws://127.0.0.1:{port}")
     assert code == 1
     assert err.count("server full: 4 of 4 sessions") == 1, err
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+async def test_a_server_that_wants_a_key_says_how_talk_gives_it(tmp_path: Path, capsys, monkeypatch,
+                                                                 key: str | None) -> None:
+    """A server run with --api-key, and talk without the key or with another: talk said only "server rejected
+    WebSocket connection: HTTP 401: invalid or missing API key", naming neither --api-key nor its variable."""
+    monkeypatch.delenv("STEPAUDIO_RT_API_KEY", raising=False)
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    async with scripted_server(ScriptedPipeline(), server=ServerConfig(port=0, api_keys=("right",))) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        argv = [str(wav), "--url", url, *(["--api-key", key] if key else [])]
+        code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+    said = "needs an API key" if key is None else "refused the API key"
+    assert (code, capsys.readouterr().err) == (1, (
+        f"talk: the server at {url} {said} (HTTP 401: invalid or missing API key): "
+        + ("give it with --api-key KEY or in env STEPAUDIO_RT_API_KEY\n" if key is None else
+           "check the key given with --api-key or in env STEPAUDIO_RT_API_KEY against the server's --api-key (or its "
+           "env STEPAUDIO_RT_API_KEYS)\n")))
 
 
 def _pacing_server(operator_update: bool) -> Callable[[ServerConnection], None]:
