@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidStatus
 
-__all__ = ["HandshakeRefused", "RealtimeConnectionError", "ReconnectPolicy", "build_url"]
+__all__ = ["HandshakeRefused", "RealtimeConnectionError", "ReconnectPolicy", "build_url", "key_refusal"]
 
 
 class RealtimeConnectionError(ConnectionError):
@@ -29,6 +29,20 @@ class HandshakeRefused(InvalidStatus):
     def __str__(self) -> str:
         reason = (self.response.body or b"").decode("utf-8", "replace").strip()
         return f"{super().__str__()}: {reason}" if reason else super().__str__()
+
+
+def key_refusal(url: str, api_key: str | None, exc: BaseException) -> str | None:
+    """Why a connection refused for its key failed, and how to give the key to talk or sip-bridge, which share the
+    option and its variable (None: not refused for the key). The server's own words ("HTTP 401: invalid or missing
+    API key") named neither."""
+    if not isinstance(exc, InvalidStatus) or exc.response.status_code != 401:
+        return None
+    said = f"HTTP 401: {(exc.response.body or b'').decode('utf-8', 'replace').strip()}".rstrip(": ")
+    if api_key is None:
+        return (f"the server at {url} needs an API key ({said}): give it with --api-key KEY or in env "
+                "STEPAUDIO_RT_API_KEY")
+    return (f"the server at {url} refused the API key ({said}): check the key given with --api-key or in env "
+            "STEPAUDIO_RT_API_KEY against the server's --api-key (or its env STEPAUDIO_RT_API_KEYS)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

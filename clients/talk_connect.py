@@ -13,7 +13,7 @@ from websockets.exceptions import InvalidStatus
 
 from clients.realtime_client import RealtimeClient, ReconnectPolicy
 
-__all__ = ["connect_failure", "connect_when_loaded", "key_refusal"]
+__all__ = ["connect_failure", "connect_when_loaded"]
 
 LOADING_POLL_S = 1.0  # below the server's Retry-After (5 s): a local user waits for the load, not for the hint
 
@@ -31,19 +31,6 @@ def connect_failure(url: str, exc: OSError) -> str:
     # code (negative), which os.strerror reads as "Unknown error -2": its strerror says it.
     errno_text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
     return f"{errno_text or str(exc) or type(exc).__name__} (is `stepaudio-rt serve` running there?)"
-
-
-def key_refusal(url: str, api_key: str | None, exc: InvalidStatus) -> str | None:
-    """Why a handshake refused for its key failed, and how to give talk the key (None: refused for another reason).
-    The server's own words ("HTTP 401: invalid or missing API key") named neither talk's option nor its variable."""
-    if exc.response.status_code != 401:
-        return None
-    said = f"HTTP 401: {(exc.response.body or b'').decode('utf-8', 'replace').strip()}".rstrip(": ")
-    if api_key is None:
-        return (f"the server at {url} needs an API key ({said}): give it with --api-key KEY or in env "
-                "STEPAUDIO_RT_API_KEY")
-    return (f"the server at {url} refused the API key ({said}): check the key given with --api-key or in env "
-            "STEPAUDIO_RT_API_KEY against the server's --api-key (or its env STEPAUDIO_RT_API_KEYS)")
 
 
 def _is_loading(exc: InvalidStatus) -> bool:

@@ -13,8 +13,9 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from clients.audio import WIRE_RATE, Pacing, SendLog, last_voiced_index, voiced_indices
 from clients.events import CLIENT_RECONNECTED, ServerEvent, session_update_event
+from clients.connection import key_refusal
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
-from clients.talk_connect import connect_failure, connect_when_loaded, key_refusal
+from clients.talk_connect import connect_failure, connect_when_loaded
 from clients.talk_printer import TranscriptPrinter
 from clients.talk_wav import TalkError, load_wav_24k, write_reply
 from clients.turns import Turn, TurnTracker

@@ -43,6 +43,7 @@ from typing import Protocol
 from websockets.exceptions import InvalidStatus
 
 from clients import events as ev
+from clients.connection import key_refusal
 from clients.realtime_client import RealtimeClient, RealtimeConnectionError, ReconnectPolicy
 from clients.sip.addresses import parse_ip
 from clients.sip.bridge_config import BridgeConfig
@@ -243,7 +244,9 @@ class AgentCall:
             return True
         why = f"no answer within {self.bridge.config.connect_timeout_s:g} s" if isinstance(exc, TimeoutError) \
             else str(exc) or type(exc).__name__
-        self.hang_up(f"agent server unreachable: {why}", retry_after=_retry_after(exc))  # any failure: 503
+        cfg = self.bridge.config
+        reason = key_refusal(cfg.server_url, cfg.api_key, exc) or f"agent server unreachable: {why}"
+        self.hang_up(reason, retry_after=_retry_after(exc))  # any failure: 503
         return False
 
     async def _open_session(self) -> None:
