@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-arg", action="append", default=[],
                    help="extra option for the servers started here (repeatable), e.g. --serve-arg=--pause-ms=120")
     p.add_argument("--wav", help="speech to send instead of the default two_cities sentence")
-    p.add_argument("--api-key", help="Bearer key for the servers given by URL")
+    p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
+                   help="Bearer key for the servers given by URL (env STEPAUDIO_RT_API_KEY, as talk)")
     p.add_argument("--timeout", type=float, default=60.0, help="per run, after the audio was sent")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for /healthz")
     p.add_argument("--out", type=Path, default=RESULTS, help="the JSON report")

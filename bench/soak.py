@@ -25,10 +25,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from bench import HelpFormatter, commit, count, write_json
 from bench.latency import moonshine_wav
 from clients.audio import float_to_pcm16
+from clients.connection import key_refusal
 from clients.talk import load_wav_24k
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
@@ -78,8 +80,13 @@ async def _ask(ws: ClientConnection) -> None:
     await ws.send(json.dumps({"type": "response.create", "response": {"max_output_tokens": 30}}))
 
 
-async def one_session(url: str, kind: str, speech: bytes) -> None:
-    async with connect(url, max_size=None) as ws:
+class SoakError(Exception):
+    """The soak cannot run at all (no server at the URL, a key it refuses): one line, not a traceback."""
+
+
+async def one_session(url: str, kind: str, speech: bytes, api_key: str | None) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with connect(url, max_size=None, additional_headers=headers) as ws:
         await _wait_for(ws, "session.created")
         if kind == "close_during_input":
             for i in range(0, len(speech) // 2, 9600):  # the first half of the speech, 0.2 s an event
@@ -100,8 +107,13 @@ async def run_soak(args: argparse.Namespace) -> list[dict[str, object]]:
     speech = float_to_pcm16(load_wav_24k(moonshine_wav()))
 
     def row(done: int, started: float) -> dict[str, object]:
-        with urllib.request.urlopen(metrics_url(args.url), timeout=30) as page:
-            gauges = parse_gauges(page.read().decode())
+        try:
+            with urllib.request.urlopen(metrics_url(args.url), timeout=30) as page:
+                gauges = parse_gauges(page.read().decode())
+        except OSError as exc:  # no server there (urllib's URLError is one): every row would fail as the first
+            why = getattr(exc, "reason", exc)
+            raise SoakError(f"cannot read {metrics_url(args.url)}: {why} (is `stepaudio-rt serve` running there? "
+                            "give its address with --url)") from exc
         return {"sessions": done, "seconds": round(time.monotonic() - started), **process_row(args.pid), **gauges}
 
     started = time.monotonic()
@@ -109,7 +121,12 @@ async def run_soak(args: argparse.Namespace) -> list[dict[str, object]]:
     failures = 0
     for i in range(args.sessions):
         try:
-            await one_session(args.url, KINDS[i % len(KINDS)], speech)
+            await one_session(args.url, KINDS[i % len(KINDS)], speech, args.api_key)
+        except InvalidStatus as exc:  # a key the server refuses would refuse every session
+            refusal = key_refusal(args.url, args.api_key, exc)
+            if refusal is None:
+                raise
+            raise SoakError(refusal) from exc
         except (OSError, TimeoutError) as exc:  # a refused or lost session is counted, the soak goes on
             failures += 1
             print(f"session {i + 1} ({KINDS[i % len(KINDS)]}) failed: {exc!r}", file=sys.stderr)
@@ -136,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0],
                                 epilog="\n".join(__doc__.splitlines()[1:]), formatter_class=HelpFormatter)
     p.add_argument("--url", default="ws://127.0.0.1:8765/v1/realtime", help="the running server's Realtime URL")
+    p.add_argument("--api-key", default=os.environ.get("STEPAUDIO_RT_API_KEY"),
+                   help="Bearer key for a server run with --api-key (env STEPAUDIO_RT_API_KEY, as talk)")
     p.add_argument("--pid", type=int, help="the server's process id, for RSS, fds and threads from /proc")
     p.add_argument("--sessions", type=count, default=300, help="sessions to open and close, one after another")
     p.add_argument("--every", type=count, default=25, help="sessions between two rows of the table")
@@ -145,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rows = asyncio.run(run_soak(args))
+    try:
+        rows = asyncio.run(run_soak(args))
+    except SoakError as exc:
+        print(f"bench.soak: {exc}", file=sys.stderr)
+        return 1
     write_json(args.out, {"commit": commit(), "url": args.url, "kinds": list(KINDS), "rows": rows})
     print(format_table(rows))
     print(f"wrote {args.out}")

@@ -2,6 +2,7 @@
 made (it was a traceback, or a run of nothing, after minutes of server start-up)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.server import ServerConfig
 from tests.conftest import free_port
+from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +101,18 @@ def test_the_table_counts_the_sessions_that_failed(tmp_path: Path) -> None:
     head, _, row = proc.stdout.splitlines()[:3]
     assert head.split()[:3] == ["mode", "runs", "failed"]
     assert row.split()[:3] == ["server", "0", "2"]
+
+
+async def test_a_server_run_with_a_key_takes_the_key_from_the_environment_as_talk_does(tmp_path: Path) -> None:
+    """Its runs failed 'needs an API key ...: give it with --api-key KEY or in env STEPAUDIO_RT_API_KEY' (talk's
+    words) with that variable set: only talk read it."""
+    out = tmp_path / "latency.json"
+    async with scripted_server(ScriptedPipeline(), server=ServerConfig(port=0, api_keys=("right",))) as app:
+        url = f"ws://127.0.0.1:{app.server.port}/v1/realtime"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.latency", "--url", url, "--runs", "1", "--warmup", "0", "--out", str(out),
+            cwd=ROOT, env={**os.environ, "STEPAUDIO_RT_API_KEY": "right"}, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        assert await asyncio.wait_for(proc.wait(), 120) == 0
+    runs = json.loads(out.read_text())["modes"]["server"]["runs"]
+    assert [r["error"] for r in runs] == [None], runs

@@ -7,7 +7,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from bench.soak import main, parse_gauges
+from controller.server import ServerConfig
+from tests.conftest import free_port
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
 
 
@@ -33,3 +37,27 @@ async def test_a_soak_of_every_kind_ends_with_no_live_session_and_no_task(tmp_pa
     assert {k: rows[-1][k] for k in ("live", "tasks", "settled", "failures")} == {
         "live": 0.0, "tasks": 0.0, "settled": True, "failures": 0}
     assert rows[-1]["fds"] > 0 and rows[-1]["threads"] > 0
+
+
+async def test_a_server_run_with_a_key_is_soaked_with_it_and_refused_without_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.soak had no --api-key: against a server run with one it ended in websockets' InvalidStatus traceback."""
+    monkeypatch.delenv("STEPAUDIO_RT_API_KEY", raising=False)
+    async with scripted_server(ScriptedPipeline(), server=ServerConfig(port=0, api_keys=("right",))) as app:
+        url = f"ws://127.0.0.1:{app.server.port}/v1/realtime"
+        args = ["--url", url, "--sessions", "2", "--every", "2", "--out", str(tmp_path / "soak.json")]
+        assert await asyncio.to_thread(main, args) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"bench.soak: the server at {url} needs an API key (HTTP 401: invalid or missing API key): give it "
+            "with --api-key KEY or in env STEPAUDIO_RT_API_KEY")
+        assert await asyncio.to_thread(main, [*args, "--api-key", "right"]) == 0
+    assert json.loads((tmp_path / "soak.json").read_text())["rows"][-1]["failures"] == 0
+
+
+def test_no_server_at_the_url_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It ended in urllib's URLError traceback, from the first /metrics row."""
+    port = free_port()
+    assert main(["--url", f"ws://127.0.0.1:{port}/v1/realtime", "--out", str(tmp_path / "soak.json")]) == 1
+    assert capsys.readouterr().err == (
+        f"bench.soak: cannot read http://127.0.0.1:{port}/metrics: [Errno 111] Connection refused (is `stepaudio-rt "
+        "serve` running there? give its address with --url)\n")
