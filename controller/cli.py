@@ -166,15 +166,18 @@ def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", type=Path, help="the model folder to write (what --model-path then names)")
 
 
+def _add_out(p: argparse.ArgumentParser, upstream_names: str) -> None:
+    """Each tool's own --out: one help for both named the other tool's file names too."""
+    p.add_argument("--out", "--output-path", type=Path, required=True,
+                   help="output wav (22050 Hz), or a folder (as upstream's --output-path) that gets upstream's "
+                        f"file name: {upstream_names}")
+
+
 def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
     common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
                         help="step-audio: the real checkpoints; tiny / full-random cap the random models' output")
-    common.add_argument("--out", "--output-path", type=Path, required=True,
-                        help="output wav (22050 Hz), or a folder (as upstream's --output-path) that gets upstream's "
-                             "file name (tts: output_tts.wav, or output_clone.wav when cloning; chat: "
-                             "output_e2e_tqta.wav for text in, output_e2e_aqta.wav for speech in)")
     common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
     common.add_argument("--threads", type=_positive_int, default=_model_threads(),
                         help="CPU threads for the models")
@@ -184,6 +187,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
                        description="Text to a speech wav with TTS-3B and its CosyVoice decoder, in a default "
                        "speaker's voice or a cloned one (as upstream's tts_inference.py).",
                        formatter_class=DefaultsHelpFormatter)
+    _add_out(p, "output_tts.wav, or output_clone.wav when cloning")
     p.add_argument("--text", required=True, type=command_line_text,
                    help="what to say; a leading tag such as (RAP), (哼唱), (高兴1), (粤语) "
                    "or (快速1) applies to all of it")
@@ -197,6 +201,7 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", parents=[common], help="wav or text -> reply text and wav (as offline_inference.py)",
                        description="A question as speech (wav) or text to the Chat LM's reply, printed and spoken "
                        "into a wav (as upstream's offline_inference.py).", formatter_class=DefaultsHelpFormatter)
+    _add_out(p, "output_e2e_tqta.wav for text in, output_e2e_aqta.wav for speech in")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="the user's speech")
     src.add_argument("--text", type=command_line_text, help="the user's text")

@@ -39,3 +39,12 @@ def test_no_option_gives_its_default_twice(command: str) -> None:
     """serve --help said of --max-input-audio-s "(default 300: about 750 words, ...) (default: 300.0)"."""
     described = option_help(stepaudio_rt(command, "--help").stdout)
     assert [name for name, text in described.items() if len(re.findall(r"\(default\b", text)) > 1] == []
+
+
+@pytest.mark.parametrize(("command", "other"), [("tts", "chat"), ("chat", "tts")])
+def test_each_offline_tool_names_its_own_output_files(command: str, other: str) -> None:
+    """One --out help served both: `tts --help` listed chat's output_e2e_*.wav and `chat --help` tts's names."""
+    names = {"tts": ("output_tts.wav", "output_clone.wav"), "chat": ("output_e2e_tqta.wav", "output_e2e_aqta.wav")}
+    out_help = option_help(stepaudio_rt(command, "--help").stdout)["--out"]
+    assert all(name in out_help for name in names[command]), out_help
+    assert not any(name in out_help for name in names[other]) and f"{other}:" not in out_help, out_help
