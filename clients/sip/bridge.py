@@ -4,9 +4,9 @@ Everything that decides lives in the pure cores (ua, sdp, rtp, jitter); this mod
 - SIP: one UDP socket. Each datagram goes to `UserAgent.receive_datagram(data, addr, loop.time())`; its drains
   are applied at once (datagrams sent, timers scheduled with loop.call_at, call events dispatched). A failure in
   a core while handling one datagram is logged and the bridge carries on.
-- The agent server's /healthz is asked every HEALTH_EVERY_S (server_health.py), and the UA core told, so that an
-  OPTIONS ping gets the 503 an INVITE would while the server is down or full (a ping before the first answer, at
-  the start, gets 200).
+- The agent server's /healthz is asked every HEALTH_EVERY_S (server_health.py), and whether it refuses the bridge's
+  key, and the UA core told, so that an OPTIONS ping gets the 503 an INVITE would while the server is down, full or
+  refusing the key (a ping before the first answer, at the start, gets 200).
 - Per call: an `AgentCall` (agent_call.py) owns the call's RTP socket and agent session; the bridge hands it the
   UA's events for that call (media changed, DTMF, the end) and, once it is over, its record to `on_call_end`.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from clients.sip.agent_call import AgentCall
 from clients.sip.call_record import CallRecord, refusal
 from clients.sip.bridge_config import BridgeConfig
-from clients.sip.server_health import HEALTH_EVERY_S, agent_health
+from clients.sip.server_health import HEALTH_EVERY_S, agent_health, agent_refuses_key
 from clients.sip.ua import RETRY_AFTER_S, UserAgent
 from clients.sip.ua_events import CallConfirmed, CallEnded, CancelTimer, DtmfReceived, IncomingCall, MediaChanged, \
     Refused, StartTimer, UaConfig
@@ -50,7 +50,7 @@ class SipBridge:
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._health: asyncio.Task[None] | None = None
-        self._server_up: bool | None = None  # as /healthz said last; None: not asked yet
+        self._server_state: str | None = None  # as last logged ("available", ...); None: not asked yet
 
     @property
     def calls_up(self) -> int:
@@ -82,12 +82,18 @@ class SipBridge:
             self._transport.close()
 
     async def _check_server(self) -> None:
-        down = await agent_health(self.config.server_url, HEALTH_TIMEOUT_S, RETRY_AFTER_S)
-        self.ua.agent_server(down)
-        if self._server_up is not (down is None):  # logged when it changes, not every HEALTH_EVERY_S
-            self._server_up = down is None
-            logger.log(logging.INFO if self._server_up else logging.WARNING, "agent server %s %s",
-                       self.config.server_url, "available" if self._server_up else "unavailable: OPTIONS get 503")
+        cfg = self.config
+        down = await agent_health(cfg.server_url, HEALTH_TIMEOUT_S, RETRY_AFTER_S)
+        # Up, but refusing our key, it refuses every call: OPTIONS get the 503 an INVITE would (it said available).
+        key_refused = down is None and await agent_refuses_key(cfg.server_url, cfg.api_key, HEALTH_TIMEOUT_S)
+        self.ua.agent_server(RETRY_AFTER_S if key_refused else down)
+        state = "refuses the bridge's API key" if key_refused else "available" if down is None else "unavailable"
+        if self._server_state != state:  # logged when it changes, not every HEALTH_EVERY_S
+            self._server_state = state
+            how = (": OPTIONS get 503, calls are refused; give the key with --api-key KEY or in env "
+                   "STEPAUDIO_RT_API_KEY") if key_refused else "" if down is None else ": OPTIONS get 503"
+            logger.log(logging.INFO if state == "available" else logging.WARNING, "agent server %s %s%s",
+                       cfg.server_url, state, how)
 
     async def _watch_server(self) -> None:
         while True:

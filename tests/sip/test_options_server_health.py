@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import socket
 
@@ -13,6 +14,8 @@ import pytest
 
 from clients.sip.bridge import BridgeConfig, SipBridge
 from clients.sip.message import Response, parse_message
+from controller.server import ServerConfig
+from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
 from tests.sip.test_ua import req
 
 
@@ -22,15 +25,21 @@ def _free_port(kind: socket.SocketKind) -> int:
         return int(s.getsockname()[1])
 
 
-async def _ping_until(server_url: str, status: int, asked: asyncio.Event | None = None) -> Response:
+async def _ping_until(server_url: str, status: int, asked: asyncio.Event | None = None,
+                      api_key: str | None = None) -> Response:
     """Start a bridge for `server_url` and ping it (an out-of-dialog OPTIONS over UDP) until it answers `status`,
-    for 20 s at most; its last answer. With `asked`, the first ping waits for the server to have been asked."""
+    for 20 s at most; its last answer. With `asked`, the first ping waits for the server to have been asked; with
+    `api_key`, for the bridge to have checked the server (and its key) once."""
     port = _free_port(socket.SOCK_DGRAM)
-    bridge = SipBridge(BridgeConfig(server_url=server_url, port=port), rng=random.Random(0))
+    bridge = SipBridge(BridgeConfig(server_url=server_url, port=port, api_key=api_key), rng=random.Random(0))
     await bridge.start()
     if asked is not None:
         await asyncio.wait_for(asked.wait(), 20)
         await asyncio.sleep(0.5)  # for its answer to reach the UA core
+    for _ in range(200 if api_key is not None else 0):
+        if bridge._server_state is not None:
+            break
+        await asyncio.sleep(0.05)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
@@ -82,3 +91,23 @@ def test_an_options_ping_gets_what_the_agent_servers_healthz_says(healthz: bytes
 
     answer = asyncio.run(main())
     assert answer.status == status and answer.headers.get("Retry-After") == retry_after
+
+
+@pytest.mark.parametrize(("key", "status"), [("", 503), ("wrong", 503), ("right", 200)])
+def test_an_agent_server_that_refuses_the_bridges_key_gets_options_503_and_a_warning(
+        key: str | None, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    """A server run with --api-key and the bridge without its key ("": it sends none) or
+    with another: /healthz said 200, so the bridge logged 'agent server ... available' and answered OPTIONS 200
+    while it refused every call 503 (a proxy kept routing here)."""
+    async def main() -> tuple[str, Response]:
+        async with scripted_server(ScriptedPipeline(), server=ServerConfig(port=0, api_keys=("right",))) as app:
+            url = f"ws://127.0.0.1:{app.server.port}/v1/realtime"
+            return url, await _ping_until(url, status, api_key=key)
+
+    with caplog.at_level(logging.INFO, logger="clients.sip.bridge"):
+        url, answer = asyncio.run(main())
+    assert answer.status == status
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("agent server")]
+    assert said == [f"agent server {url} available"] if key == "right" else said == [
+        f"agent server {url} refuses the bridge's API key: OPTIONS get 503, calls are refused; give the key with "
+        "--api-key KEY or in env STEPAUDIO_RT_API_KEY"], said
