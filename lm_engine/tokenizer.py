@@ -10,6 +10,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from model_files.native import native_name
+
 BOT = "<|BOT|>"
 EOT = "<|EOT|>"
 
@@ -28,7 +30,8 @@ class Step1Tokenizer:
     def from_dir(cls, path: Path | str) -> Step1Tokenizer:
         file = Path(path) / "tokenizer.model"
         try:
-            return cls(spm.SentencePieceProcessor(model_file=str(file)))
+            with native_name(file) as name:
+                return cls(spm.SentencePieceProcessor(model_file=name))
         except (RuntimeError, OSError) as exc:  # sentencepiece's message does not name the file
             raise OSError(f"{file}: not a sentencepiece model ({exc})") from exc
 

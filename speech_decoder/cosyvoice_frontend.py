@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model_files.native import native_name
 from speech_decoder.cosyvoice_config import MelConfig
 
 
@@ -94,8 +95,8 @@ class CampPlus:
         opts = onnxruntime.SessionOptions()
         opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(str(onnx_path), sess_options=opts,
-                                                     providers=["CPUExecutionProvider"])
+        with native_name(onnx_path) as name:
+            self._session = onnxruntime.InferenceSession(name, sess_options=opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
     def embed(self, wav16k: torch.Tensor) -> torch.Tensor:

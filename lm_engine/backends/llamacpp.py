@@ -33,6 +33,7 @@ from lm_engine.backends.oai_stream import (
 )
 from lm_engine.backends.slots import Slots
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest, PrefillBackend
+from model_files.native import native_name
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,6 @@ class LlamaCppBackend(PrefillBackend):
         if not config.gguf_path.is_file():
             raise ChatBackendError(f"GGUF model not found: {config.gguf_path}")
         params = xllamacpp.CommonParams()
-        params.model.path = str(config.gguf_path)
         params.n_ctx = config.n_ctx
         params.n_parallel = config.n_parallel
         # With several slots, a unified KV pool lets one long conversation use more than n_ctx / n_parallel.
@@ -153,7 +153,9 @@ class LlamaCppBackend(PrefillBackend):
         params.port = 0
         before = _native_threads()
         try:
-            server = xllamacpp.Server(params)
+            with native_name(config.gguf_path) as name:  # llama.cpp maps the file: the name is needed only here
+                params.model.path = name
+                server = xllamacpp.Server(params)
         except RuntimeError as exc:
             raise ChatBackendError(f"llama.cpp failed to load {config.gguf_path}: {exc}") from exc
         if config.nice:

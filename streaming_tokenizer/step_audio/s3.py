@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model_files.native import native_name
+
 from .config import S3Config, TokenizerConfigError
 
 ONNX_INPUTS = ("feats", "feats_length")
@@ -168,7 +170,8 @@ class OnnxS3:
         opts.intra_op_num_threads = intra_op_threads
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            with native_name(path) as name:
+                self.session = ort.InferenceSession(name, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
             raise TokenizerConfigError(f"cannot load {path}: {exc}") from exc
         ins = self.session.get_inputs()

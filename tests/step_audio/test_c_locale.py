@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,20 +21,76 @@ from speech_decoder.step_tts import find_speakers_dir, prompt_wav_name, read_pro
 folder = find_speakers_dir(Path(sys.argv[1]) / "Step-Audio-TTS-3B")
 print(sorted(len(read_prompt_wav(folder / prompt_wav_name(name))[0]) for name in read_speakers_info(folder)))
 """
+# The embedded profile's models opened from the folder argv[1] (a non-ASCII cache), then used on argv[2], a wav.
+EMBEDDED_MODELS = """
+import sys
+from pathlib import Path
+import numpy as np, soundfile as sf
+from lm_engine.backends.llamacpp import LlamaCppBackend
+from streaming_tokenizer.whisper_asr import WhisperAsr
+from vad.silero import SileroModel, SileroVad
+cache, wav = Path(sys.argv[1]), sf.read(sys.argv[2], dtype="float32")[0]
+print(max(SileroVad(SileroModel.load(cache / "silero_vad.onnx")).process(wav)) > 0.9)
+print(WhisperAsr.load(language="fr", cache_dir=cache).transcribe(wav[:int(4.2 * 16000)], "en").lower())
+print(LlamaCppBackend.load(cache / "chat.gguf", n_ctx=512).count_tokens("Ever tried.") > 0)
+"""
 
 
-def test_make_checkpoint_into_a_non_ascii_folder_and_its_voices_read_back(tmp_path: Path) -> None:
+def c_locale() -> dict[str, str]:
+    """PYTHONUTF8=0 LC_ALL=C: the file system encoding is ASCII, other bytes of a name become surrogate escapes."""
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    env.pop("PYTHONIOENCODING", None)
+    return env
+
+
+def run_in_c_locale(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=c_locale(), capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """make-checkpoint's tiny folder written into /…/modèles/ in the C locale, and the run that wrote it."""
+    out = tmp_path_factory.mktemp("c_locale") / "modèles"
+    return out, run_in_c_locale([sys.executable, "-m", "controller.cli", "make-checkpoint", "--profile", "tiny",
+                                 str(out)], 300)
+
+
+def test_make_checkpoint_into_a_non_ascii_folder_and_its_voices_read_back(
+        made: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     """PYTHONUTF8=0 LC_ALL=C: the file system encoding is ASCII. make-checkpoint crashed with a traceback on
     torch.onnx.export's and soundfile's str names ('é' held as surrogate escapes) and on upstream's "Tingting哼唱"
     voice, which no ASCII name can spell; the server's checks called that voice missing from a whole folder."""
-    out = tmp_path / "modèles"
-    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
-    env.pop("PYTHONIOENCODING", None)
-    make = subprocess.run([sys.executable, "-m", "controller.cli", "make-checkpoint", "--profile", "tiny", str(out)],
-                          env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
+    out, make = made
     assert make.returncode == 0 and "Traceback" not in make.stderr, make.stderr[-3000:]
     assert (out / "Step-Audio-TTS-3B" / "speakers" / "Tingting哼唱_prompt.wav").is_file()  # UTF-8, as upstream's
     assert (out / "Step-Audio-Tokenizer" / "speech_tokenizer_v1.onnx").stat().st_size > 0
-    read = subprocess.run([sys.executable, "-c", READ_VOICES, str(out)], env=env, capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    read = run_in_c_locale([sys.executable, "-c", READ_VOICES, str(out)], 120)
     assert (read.returncode, read.stdout, read.stderr) == (0, "[48000, 48000, 48000]\n", "")
+
+
+def test_tts_speaks_from_a_non_ascii_model_folder(made: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """The folder make-checkpoint wrote, loaded in the same locale: sentencepiece's tokenizer.model and
+    onnxruntime's campplus.onnx and speech_tokenizer_v1.onnx took the surrogate-escaped str name, which their C++
+    bindings refused (a TypeError traceback before any model ran)."""
+    out, _ = made
+    wav = out.parent / "out.wav"
+    tts = run_in_c_locale([sys.executable, "-m", "controller.cli", "tts", "--profile", "tiny", "--model-path",
+                           str(out), "--text", "Hello there.", "--out", str(wav)], 300)
+    assert (tts.returncode, "Traceback" in tts.stderr) == (0, False), tts.stderr[-3000:]
+    assert tts.stderr.startswith(f"wrote {wav}: ") and wav.stat().st_size > 44
+
+
+def test_the_embedded_models_load_from_a_non_ascii_cache(tmp_path: Path, beckett_wav: Path) -> None:
+    """A cache under a non-ASCII HOME or STEPAUDIO_RT_CACHE: Silero (onnxruntime), Whisper base (faster-whisper
+    and CTranslate2, assembled there) and the chat GGUF (llama.cpp) were given names their bindings refused."""
+    from lm_engine.assets import embedded_gguf_path
+    from vad.silero import default_model_path
+
+    cache = tmp_path / "缓存"
+    cache.mkdir()
+    (cache / "chat.gguf").symlink_to(embedded_gguf_path())  # opened by this name, not the 491 MB of it
+    shutil.copy(default_model_path(), cache / "silero_vad.onnx")
+    run = run_in_c_locale([sys.executable, "-c", EMBEDDED_MODELS, str(cache), str(beckett_wav)], 600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    vad, heard, counted = run.stdout.splitlines()
+    assert (vad, counted) == ("True", "True") and "ever tried" in heard
