@@ -178,7 +178,9 @@ def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
     common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
                         help="step-audio: the real checkpoints; tiny / full-random cap the random models' output")
-    common.add_argument("--speaker", default=None, help="speaker from the speakers folder (default Tingting)")
+    # a name as speakers_info.json spells it (upstream's "Tingting哼唱"), not as the C locale hands argv over
+    common.add_argument("--speaker", default=None, type=command_line_text,
+                        help="speaker from the speakers folder (default Tingting)")
     common.add_argument("--threads", type=_positive_int, default=_model_threads(),
                         help="CPU threads for the models")
     common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,

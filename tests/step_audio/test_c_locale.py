@@ -94,3 +94,20 @@ def test_the_embedded_models_load_from_a_non_ascii_cache(tmp_path: Path, beckett
     assert run.returncode == 0, run.stderr[-3000:]
     vad, heard, counted = run.stdout.splitlines()
     assert (vad, counted) == ("True", "True") and "ever tried" in heard
+
+
+def test_tts_speaks_upstreams_humming_voice_named_on_the_command_line(
+        made: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """--speaker Tingting哼唱 typed in the C locale arrives as surrogate escapes: the voice's NAME_prompt.wav name
+    could not be spelled (a UnicodeEncodeError traceback) and no speakers_info.json name could match it."""
+    out, _ = made
+    wav = out.parent / "humming.wav"
+    tts = run_in_c_locale([sys.executable, "-m", "controller.cli", "tts", "--profile", "tiny", "--model-path",
+                           str(out), "--speaker", "Tingting哼唱", "--text", "(哼唱)Hello there.", "--out", str(wav)],
+                          300)
+    assert (tts.returncode, "Traceback" in tts.stderr) == (0, False), tts.stderr[-3000:]
+    assert tts.stderr.startswith(f"wrote {wav}: ") and wav.stat().st_size > 44
+    unknown = run_in_c_locale([sys.executable, "-m", "controller.cli", "tts", "--profile", "tiny", "--model-path",
+                               str(out), "--speaker", "Tingting唱", "--text", "Hello.", "--out", str(wav)], 300)
+    assert unknown.returncode == 2 and "unknown speaker 'Tingting\\u5531'; known: Tingting, TingtingRAP, " \
+                                      "Tingting\\u54fc\\u5531" in unknown.stderr, unknown.stderr[-3000:]
