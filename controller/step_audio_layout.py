@@ -27,7 +27,7 @@ from controller.file_integrity import CUT_NOTE, PAGE_NOTE, damage, torch_names
 from lm_engine.utils.safetensors_header import read_header
 from speech_decoder.step_tts import (
     COMMON_DIR, MUSIC_DIR, SPEAKERS_DIR, SPEAKERS_INFO, StepTts, StepTtsError, check_prompt_ids, check_prompt_wav,
-    find_speakers_dir, prompt_wav_name, read_prompt_wav, read_speakers_info,
+    find_speakers_dir, names_a_file, prompt_wav_name, read_prompt_wav, read_speakers_info,
 )  # fmt: skip
 from streaming_tokenizer.step_audio.config import REQUIRED_FILES as TOKENIZER_FILES
 
@@ -324,7 +324,8 @@ def check_speaker(root: Path, name: str) -> None:
         return
     wav = folder / prompt_wav_name(name)
     # a voice added to the folder without its line in speakers_info.json: "unknown" alone sent the user looking
-    why = f" ({wav} is there, but {SPEAKERS_INFO} gives no transcript for it)" if wav.is_file() else ""
+    there = names_a_file(name) and wav.is_file()  # "../x" would find a wav outside the folder
+    why = f" ({wav} is there, but {SPEAKERS_INFO} gives no transcript for it)" if there else ""
     raise ConfigError(f"unknown speaker {name!r}; known: {', '.join(sorted(names))}{why}")
 
 

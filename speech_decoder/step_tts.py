@@ -228,7 +228,18 @@ def read_speakers_info(folder: Path) -> dict[str, str]:
     if untold:
         raise StepTtsError(f"{path} gives no transcript for {', '.join(map(repr, untold))} (each speaker maps to "
                            f"the words its NAME_prompt.wav says)")
+    # upstream joins the name into the path as it is: "../x" read a wav from outside the folder, "a/b" from below it
+    elsewhere = [name for name in info if not names_a_file(name)]
+    if elsewhere:
+        raise StepTtsError(f"{path} names {', '.join(map(repr, elsewhere))}: a speaker's name spells its "
+                           f"NAME_prompt.wav in {folder}, so it cannot hold '/'")
     return info
+
+
+def names_a_file(speaker: str) -> bool:
+    """Whether the speaker's NAME_prompt.wav is a file name, so of the speakers folder itself ('/' makes it a path
+    elsewhere; NUL no name at all)."""
+    return not {"/", os.sep, "\0"} & set(speaker)
 
 
 def prompt_wav_name(speaker: str) -> str:

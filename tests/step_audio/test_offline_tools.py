@@ -119,6 +119,34 @@ def test_a_speaker_wav_missing_from_the_speakers_file_is_named(tiny_model_dir: P
             "but speakers_info.json gives no transcript for it)") in message
 
 
+def test_a_speaker_name_that_is_a_path_is_refused_naming_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A name is joined into NAME_prompt.wav as it is (as upstream's): "../Outside" in speakers_info.json was a voice
+    read from the TTS-3B folder, outside speakers/, and "Sub/Deep" one from below it; both now stop the start."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-TTS-3B/speakers/speakers_info.json")
+    tts, speakers = folder / "Step-Audio-TTS-3B", folder / "Step-Audio-TTS-3B/speakers"
+    wav = tiny_model_dir / "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav"
+    (tts / "Outside_prompt.wav").symlink_to(wav)
+    (speakers / "Sub").mkdir()
+    (speakers / "Sub/Deep_prompt.wav").symlink_to(wav)
+    said = "Hello, this is a voice."
+    (speakers / "speakers_info.json").write_text(json.dumps({"Tingting": said, "../Outside": said, "Sub/Deep": said}))
+    message = fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
+                                 "--speaker", "../Outside", "--out", str(tmp_path / "x.wav"))
+    assert message.endswith(f"{speakers}/speakers_info.json names '../Outside', 'Sub/Deep': a speaker's name spells "
+                            f"its NAME_prompt.wav in {speakers}, so it cannot hold '/'\n")
+
+
+def test_a_speaker_asked_for_by_a_path_is_unknown(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--speaker ../Outside, where TTS-3B/Outside_prompt.wav exists: the hint for a wav without its transcript
+    pointed at that file outside the speakers folder, as if adding a line would make it a voice."""
+    folder = layout_without(tiny_model_dir, tmp_path / "model")
+    (folder / "Step-Audio-TTS-3B/Outside_prompt.wav").symlink_to(
+        tiny_model_dir / "Step-Audio-TTS-3B/speakers/Tingting_prompt.wav")
+    message = fails_in_one_line("tts", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi.",
+                                 "--speaker", "../Outside", "--out", str(tmp_path / "x.wav"))
+    assert message.endswith("unknown speaker '../Outside'; known: Tingting, TingtingRAP, Tingting哼唱\n")
+
+
 def test_upstream_option_names_clone_into_an_output_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
     """As tts_inference.py's clone mode: the prompt wav and its prompt_text; --output-path names a folder, which
     gets upstream's file name."""
