@@ -74,6 +74,10 @@ class StepTtsError(RuntimeError):
 
 
 MIN_PROMPT_S = 0.5  # a speaker's or a clone's prompt wav; upstream's own are 3-12 s
+# Upstream refuses a prompt wav below 16 kHz (Step-Audio's resample_audio and CosyVoice's load_wav assert it): the
+# voice is the prompt mel and CAM++'s fbank, both up to 8 kHz, while an 8 kHz phone recording is empty above 4 kHz;
+# resampling it (as we did) fills none of that band, so the flow was conditioned on half a voice.
+MIN_PROMPT_RATE = 16_000
 PCM16_STEP = 1 / 32768  # one step of 16-bit PCM
 SILENT_NOTE = "no sample varies by a 16-bit step"  # what makes a wav silent (is_silent), in an error line
 
@@ -113,7 +117,13 @@ def is_silent(wav: np.ndarray) -> bool:
 
 
 def check_prompt_wav(name: str, wav: np.ndarray, rate: int) -> None:
-    """Raises StepTtsError for a prompt wav that cannot be a voice: too short, or silent."""
+    """Raises StepTtsError for a prompt wav that cannot be a voice: narrowband (below 16 kHz), too short, or
+    silent."""
+    if rate < MIN_PROMPT_RATE:
+        raise StepTtsError(f"speaker {name!r}: its prompt wav is sampled at {rate} Hz, so it holds nothing above "
+                           f"{rate // 2} Hz of the voice (its features reach 8000 Hz): a voice prompt needs "
+                           f"{MIN_PROMPT_RATE // 1000} kHz or more, as Step-Audio and CosyVoice require (resampling "
+                           f"adds no sound: record it at 16 kHz or more)")
     # the trim pads the voice with 0.27 s of silence: a blip would otherwise become a "voice"
     if len(wav) < MIN_PROMPT_S * rate:
         raise StepTtsError(f"speaker {name!r}: a voice prompt needs at least {MIN_PROMPT_S:g} s of speech")
