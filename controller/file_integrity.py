@@ -7,6 +7,7 @@ of these kinds, or an unreadable one, is left to its loader, which names it; a .
 start as its kind does (a web page saved in its place by a download) is named as what it is."""
 from __future__ import annotations
 
+import itertools
 import pickletools
 import zipfile
 from pathlib import Path
@@ -88,19 +89,21 @@ def _pickle_record(names: list[str]) -> str | None:
 
 
 def torch_names(path: Path) -> frozenset[str] | None:
-    """The strings that a torch .pt zip archive's pickle holds, a state dict's tensor names among them, read from
-    its pickle record (tens of KB in a file of hundreds of MB: 17 ms for a 150 MB one, where torch.load with
-    mmap=True took 140 ms after torch's import) without unpickling it, so nothing in it runs. None for a file of
-    another kind (damage names it) or a legacy pickle (the loader reads it)."""
+    """The strings that a torch .pt zip archive's pickle holds before any _metadata, a state dict's tensor names
+    among them (module paths not), read from its pickle record (tens of KB in a file of hundreds of MB: 17 ms for a
+    150 MB one, where torch.load with mmap=True took 140 ms after torch's import) without unpickling it, so nothing
+    in it runs. None for a file of another kind (damage names it) or a legacy pickle (the loader reads it)."""
     try:
         with zipfile.ZipFile(path) as archive:
             record = _pickle_record(archive.namelist())
             data = archive.read(record) if record is not None else None
         if data is None:
             return None
-        # string pushes alone: a GLOBAL's "torch._utils _rebuild_tensor_v2" is no name the pickle holds
-        return frozenset(arg for op, arg, _ in pickletools.genops(data)
-                         if "UNICODE" in op.name and isinstance(arg, str))
+        # string pushes alone: a GLOBAL's "torch._utils _rebuild_tensor_v2" is no name the pickle holds. A module's
+        # state_dict() (how upstream's checkpoints are saved) ends in its _metadata, keyed by module paths
+        # ("decoder.layers"): no tensor is named so, and one stood as the example of what a wrong file holds.
+        strings = (arg for op, arg, _ in pickletools.genops(data) if "UNICODE" in op.name and isinstance(arg, str))
+        return frozenset(itertools.takewhile(lambda name: name != "_metadata", strings))
     except (OSError, zipfile.BadZipFile, ValueError):  # a pickle cut short: genops' ValueError
         return None
 

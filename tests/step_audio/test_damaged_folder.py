@@ -147,6 +147,26 @@ def test_another_models_torch_file_saved_as_hift_pt_is_named_before_any_model_lo
             ) in _chat_fails(folder, tmp_path)
 
 
+def test_another_models_state_dict_as_flow_pt_is_named_by_a_tensor_it_holds(tiny_model_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """A file saved as upstream's checkpoints are, torch.save(model.state_dict()), keeps the module paths in its
+    _metadata ("decoder.layers"): the message gave one of those as a tensor the file held, which no tensor is
+    named (the tiny folder's plain dicts have no _metadata)."""
+    import io
+
+    import torch
+
+    other = torch.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                 dim_feedforward=8, batch_first=True)
+    saved = io.BytesIO()
+    torch.save(other.state_dict(), saved)
+    rel = "Step-Audio-TTS-3B/CosyVoice-300M-25Hz/flow.pt"
+    folder = _with_file(tiny_model_dir, tmp_path, rel, saved.getvalue())
+    assert "decoder.layers.0.linear1.bias" in other.state_dict() and "decoder.layers" not in other.state_dict()
+    assert (f"error: {folder / rel} holds tensors such as 'decoder.layers.0.linear1.bias', not the flow model's "
+            "weights ('input_embedding.weight' is not there): another model's file?") in _chat_fails(folder, tmp_path)
+
+
 def test_a_zip_archive_that_is_no_torch_file_is_named_before_any_model_loads(tiny_model_dir: Path,
                                                                             tmp_path: Path) -> None:
     """torch.load named it ("PytorchStreamReader failed locating file data.pkl: file not found"), once the models
