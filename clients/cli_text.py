@@ -4,6 +4,7 @@ and models take, and a stdout that prints what the terminal cannot show."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import io
 import os
 import sys
@@ -27,7 +28,14 @@ def command_line_text(value: str) -> str:
 def printable_stdout() -> None:
     """On a terminal that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii, Windows' code page in a pipe) a
     transcript's first character it cannot show ended talk in a UnicodeEncodeError traceback mid-conversation, and
-    `chat` after minutes of model load, before its wav was written: such characters now print as '?'. A stdout
-    that is not strict (surrogateescape, for file names in the C locale) is left alone."""
-    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+    `chat` after minutes of model load, before its wav was written: such characters now print as '?'. In the C
+    locale without UTF-8 mode the same happened to every non-ASCII character: there stdout writes UTF-8."""
+    if not isinstance(sys.stdout, io.TextIOWrapper):
+        return
+    if sys.stdout.errors == "strict":
         sys.stdout.reconfigure(errors="replace")
+    elif sys.stdout.errors == "surrogateescape" and codecs.lookup(sys.stdout.encoding).name == "ascii":
+        # Python's ASCII for the C locale means "no locale set", not an ASCII terminal (PEP 538, 540): the text
+        # options are read as UTF-8 there (command_line_text), so print so too; surrogateescape still writes a
+        # file name's own bytes.
+        sys.stdout.reconfigure(encoding="utf-8")

@@ -38,3 +38,26 @@ async def test_a_transcript_the_terminal_cannot_show_prints_as_question_marks(tm
     lines = stdout.decode("ascii").splitlines()
     assert lines[:2] == ["user> ?qu? hora es?", "assistant> ??? ???"], lines
     assert sf.info(str(out)).duration > 0
+
+
+async def test_in_the_c_locale_a_transcript_prints_as_utf8(tmp_path: Path) -> None:
+    """PYTHONUTF8=0 LC_ALL=C (Docker, ssh, systemd): stdout is ASCII with surrogateescape (so that file names print
+    as their bytes), which no CJK or accented character passes: talk ended in a UnicodeEncodeError traceback at the
+    first one, and `chat` after the models' load, before its wav was written. The text goes out as the UTF-8 its
+    options are read in (clients.cli_text.command_line_text), and a file name's bytes as they were."""
+    wav, out = tmp_path / "turn.wav", tmp_path / "réponse.wav"
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.transcript = "¿qué hora es?"
+    pipeline.reply_words = ["现在是", "中午。"]
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    env.pop("PYTHONIOENCODING", None)
+    async with scripted_server(pipeline) as server:
+        talk = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controller.cli", "talk", str(wav), "--url",
+            f"ws://127.0.0.1:{server.server.port}/v1/realtime", "--out", str(out), "--fast",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        stdout, stderr = await asyncio.wait_for(talk.communicate(), 60)
+    assert talk.returncode == 0, stderr.decode()
+    assert stdout.decode("utf-8").splitlines()[:2] == ["user> ¿qué hora es?", "assistant> 现在是 中午。"]
+    assert sf.info(str(out)).duration > 0
