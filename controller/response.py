@@ -1,9 +1,8 @@
 """One reply in flight: LM text -> sentences -> speech -> Realtime events, held until committed.
 
-A Response produces its server events into `emit`. While it is speculative, events are held in
-memory; `release()` (the commit) sends what was held and lets the rest flow. Audio is paced to the
-client at real time plus a lead, so that what was sent is close to what was heard; the spoken
-sentences and their audio spans are recorded so that a truncation keeps exactly the heard text.
+A Response produces its server events through its OutputGate, which holds them while it is speculative and paces
+its audio to the client's playback (output_gate, playback_pacing). The spoken sentences and their audio spans are
+recorded so that a truncation keeps exactly the heard text.
 """
 
 from __future__ import annotations
@@ -16,14 +15,13 @@ from dataclasses import dataclass
 
 from clients.heard import heard_of_sentences
 from controller.audio_io import OutputConverter, bytes_per_ms
+from controller.output_gate import Emit, OutputGate
 from controller.realtime.session_config import AudioFormat
 from controller.pipeline import PromptCut, SpeechPipeline
 from controller.realtime import items as it
 from controller.realtime import server_events as sev
 from lm_engine.chat import ChatBackendError
 from speech_decoder import SentenceChunker
-
-Emit = Callable[[dict], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,16 +81,6 @@ def _note_unheeded_tool_choice(request: object, calls: list[ToolCall], log: logg
                        f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
 
 
-# The events that close a reply's output, each sent once per item (Response._close).
-_CLOSING_EVENTS = frozenset({"response.output_audio.done", "response.output_audio_transcript.done",
-                             "response.output_text.done", "response.content_part.done", "response.output_item.done",
-                             "conversation.item.done", "response.function_call_arguments.done"})
-
-
-def _closing_key(event: dict) -> tuple[str, str]:
-    return event["type"], event["item"]["id"] if "item" in event else event["item_id"]
-
-
 async def _cancelled_unless_done(task: asyncio.Task[None]) -> None:
     """A helper task whose owner left early (cancelled, or failed) is stopped with it, and waited for."""
     if not task.done():
@@ -112,8 +100,9 @@ class Response:
         self.ev = events
         self.pipeline = pipeline
         self.settings = settings
-        self._emit_out = emit
         self._on_first_audio = on_first_audio
+        self._gate = OutputGate(released=not speculative, pacing_lead_s=settings.pacing_lead_s, emit=emit,
+                                on_first_audio=self._first_audio_sent)
         self._on_prompt_cut = on_prompt_cut
         self.prompt_cut: PromptCut | None = None  # the LM read only the end of the prompt (told once released)
         self._cut_told = False
@@ -133,22 +122,14 @@ class Response:
         self.metadata: Mapping[str, str] | None = None  # echoed in the response object
         self.conversation_id: str | None = None  # the conversation the reply joins; None out of band
         self.previous_item_id = previous_item_id
-        self.released = not speculative
-        self.visible = False  # some event of this response reached the client
         self.release_task: asyncio.Task[None] | None = None
-        self._held: list[dict] = []
         self.spans: list[SpokenSpan] = []
         self.text = ""
         self.tool_calls: list[ToolCall] = []
         self.audio_ms_sent = 0.0  # audio synthesised for this reply
-        self.audio_ms_sent_so_far = 0.0  # audio that has left for the client
         # Where the client's conversation.item.truncate cut the message's audio: its length from then on. (A barge-in's
         # own truncation, at the server's estimate of what was played, leaves the client free to say more exactly.)
         self.truncated_at_ms: int | None = None
-        # When the audio sent so far ends at a client that plays it as it comes, at real time, pausing when it runs
-        # dry (clients.playback's model); None before the first delta.
-        self.played_until: float | None = None
-        self.first_audio_at: float | None = None
         self.synth_seconds = 0.0
         self.status: sev.ResponseStatus = "in_progress"
         self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
@@ -163,19 +144,31 @@ class Response:
         # them any more, and they do not join the conversation.
         self.deleted: set[str] = set()
         self._created = False  # response.created was emitted (sent or held)
-        self._closes_sent: set[tuple[str, str]] = set()  # (type, item id) of the closing events sent
-        self.ended = False  # its response.done went out: the response is over for the client
-        self._release_event = asyncio.Event()
-        if self.released:
-            self._release_event.set()
 
     # ---- output gate -------------------------------------------------------------------------
 
-    async def _emit(self, event: dict) -> None:
-        if self.released:
-            await self._send(event)
-        else:
-            self._held.append(event)
+    @property
+    def visible(self) -> bool:
+        """Some event of this response reached the client."""
+        return self._gate.visible
+
+    @property
+    def ended(self) -> bool:
+        """Its response.done went out: the response is over for the client."""
+        return self._gate.ended
+
+    @property
+    def first_audio_at(self) -> float | None:
+        return self._gate.first_audio_at
+
+    @property
+    def audio_ms_sent_so_far(self) -> float:
+        """The reply's audio that has left for the client."""
+        return self._gate.playback.sent_ms
+
+    def heard_ms_now(self) -> float:
+        """The server's estimate of the audio played so far: what was sent, less what the client has yet to play."""
+        return self._gate.heard_ms_now()
 
     async def commit(self) -> None:
         """The turn it answers ended: the client learns of the reply now (response.created, sent as the Realtime API
@@ -184,24 +177,13 @@ class Response:
         release()."""
         self.mark("committed")
         await self.announce()
-        # announce() is a speculation's first event, so a held response.created leads the held ones.
-        if self._held and self._held[0]["type"] == "response.created":
-            await self._send(self._held.pop(0))
+        await self._gate.send_held_created()  # announce() is a speculation's first event: it leads the held ones
 
     async def release(self) -> None:
-        """Commit: everything held goes out now (audio beyond the pacing lead waits its turn).
-
-        The gate opens only once the backlog is drained, so events produced meanwhile keep their order.
-        """
+        """Commit: everything held goes out now (audio beyond the pacing lead waits its turn)."""
         await self._tell_prompt_cut()  # before the held audio, which is paced: as a reply released from the start
-        while self._held:
-            event = self._held.pop(0)
-            if event["type"] == "response.output_audio.delta":
-                await self._pace(event)
-            await self._send(event)
-        self.released = True
+        await self._gate.release()
         self.mark("released")
-        self._release_event.set()
         await self._tell_prompt_cut()  # one that came while the backlog drained
 
     async def _tell_prompt_cut(self) -> None:
@@ -219,42 +201,16 @@ class Response:
         return " ".join(f"{k}=+{(v - t0) * 1000:.0f}ms" for k, v in sorted(self.marks.items(), key=lambda kv: kv[1]))
 
     async def wait_released(self) -> None:
-        await self._release_event.wait()
+        await self._gate.wait_released()
 
-    async def _send(self, event: dict) -> None:
-        self.visible = True
-        if event["type"] in _CLOSING_EVENTS:
-            self._closes_sent.add(_closing_key(event))
-        if event["type"] == "response.output_audio.delta" and self.first_audio_at is None:
-            self.first_audio_at = time.monotonic()
-            self.mark("first_audio_sent")
-            self._on_first_audio()
-        await self._emit_out(event)
-        self.ended = self.ended or event["type"] == "response.done"
-
-    async def _pace(self, event: dict) -> None:
-        # Paced on the client's playback, not on the time since the first delta: after a gap (a sentence slower to
-        # make than to play) the listener resumes where they were, so what follows is sent at real time again rather
-        # than at once, and stays cancellable by a barge-in until it is nearly due.
-        start_ms = event.pop("_start_ms", 0.0)
-        end_ms = event.pop("_end_ms", start_ms)
-        if self.played_until is not None:
-            wait = self.played_until - self.settings.pacing_lead_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        self.played_until = max(time.monotonic(), self.played_until or 0.0) + (end_ms - start_ms) / 1000.0
-        self.audio_ms_sent_so_far = end_ms
+    def _first_audio_sent(self) -> None:
+        self.mark("first_audio_sent")
+        self._on_first_audio()
 
     async def _emit_audio(self, pcm: bytes, start_ms: float, end_ms: float) -> None:
         event = self.ev.output_audio_delta(response_id=self.response_id, item_id=self.item_id,
                                            output_index=0, content_index=0, audio=pcm)
-        event["_start_ms"] = start_ms
-        event["_end_ms"] = end_ms
-        if self.released:
-            await self._pace(event)
-            await self._send(event)
-        else:
-            self._held.append(event)
+        await self._gate.emit_audio(event, (start_ms, end_ms))
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -267,7 +223,7 @@ class Response:
         wait for the turn's transcription), so that a response.cancel meanwhile has a response to cancel."""
         if not self._created:
             self._created = True
-            await self._emit(self.ev.response_created(self._response_obj("in_progress")))
+            await self._gate.emit(self.ev.response_created(self._response_obj("in_progress")))
 
     async def run(self, request: object) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
@@ -283,7 +239,7 @@ class Response:
             async for delta in (_say(request) if isinstance(request, Say) else self.pipeline.reply(request)):
                 if isinstance(delta, PromptCut):
                     self.prompt_cut = delta
-                    if self.released:  # else release() tells it
+                    if self._gate.released:  # else release() tells it
                         await self._tell_prompt_cut()
                     continue
                 text = getattr(delta, "text", "") or ""
@@ -316,10 +272,10 @@ class Response:
             return
         self.message_opened = True
         item = it.assistant_message_item(self.item_id, audio=self.audio_out, text=None, status="in_progress")
-        await self._emit(self.ev.output_item_added(response_id=self.response_id, output_index=0, item=item))
+        await self._gate.emit(self.ev.output_item_added(response_id=self.response_id, output_index=0, item=item))
         if not self.out_of_band:
-            await self._emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
-        await self._emit(self.ev.content_part_added(**self._pos(), part=self._part("")))
+            await self._gate.emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
+        await self._gate.emit(self.ev.content_part_added(**self._pos(), part=self._part("")))
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         """Synthesises the sentences as fast as the synthesiser goes, recording each one's audio span; a sender task
@@ -338,7 +294,7 @@ class Response:
     async def _send_in_order(self, outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None]) -> None:
         while (item := await outbox.get()) is not None:
             if isinstance(item, dict):
-                await self._emit(item)
+                await self._gate.emit(item)
             else:
                 await self._emit_audio(*item)
 
@@ -395,15 +351,15 @@ class Response:
             self.tool_calls.append(current)
             item = it.function_call_item(current.item_id, call_id=current.call_id, name=current.name,
                                          arguments="", status="in_progress")
-            await self._emit(self.ev.output_item_added(response_id=self.response_id,
+            await self._gate.emit(self.ev.output_item_added(response_id=self.response_id,
                                                        output_index=self._index_of(current), item=item))
             if not self.out_of_band:
-                await self._emit(self.ev.item_added(item, previous_item_id=self._previous_of(current)))
+                await self._gate.emit(self.ev.item_added(item, previous_item_id=self._previous_of(current)))
         if name and not current.name:
             current.name = name
         if args:
             current.arguments += args
-            await self._emit(self.ev.function_call_arguments_delta(
+            await self._gate.emit(self.ev.function_call_arguments_delta(
                 response_id=self.response_id, item_id=current.item_id, output_index=self._index_of(current),
                 call_id=current.call_id, delta=args))
 
@@ -476,33 +432,28 @@ class Response:
         if self.message_opened:
             text = self.heard_text(None)
             if self.audio_out:
-                await self._close(self.ev.output_audio_done(**self._pos()))
-                await self._close(self.ev.output_audio_transcript_done(**self._pos(), transcript=text))
+                await self._gate.close(self.ev.output_audio_done(**self._pos()))
+                await self._gate.close(self.ev.output_audio_transcript_done(**self._pos(), transcript=text))
             else:
-                await self._close(self.ev.output_text_done(**self._pos(), text=text))
-            await self._close(self.ev.content_part_done(**self._pos(), part=self._part(text)))
+                await self._gate.close(self.ev.output_text_done(**self._pos(), text=text))
+            await self._gate.close(self.ev.content_part_done(**self._pos(), part=self._part(text)))
             item = self.message_item("completed" if status == "completed" else "incomplete", text)
-            await self._close(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
+            await self._gate.close(self.ev.output_item_done(response_id=self.response_id, output_index=0, item=item))
             if self.item_id in self.conversation_items():
-                await self._close(self.ev.item_done(item, previous_item_id=self.previous_item_id))
+                await self._gate.close(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         for call in self.tool_calls:
             index = self._index_of(call)
-            await self._close(self.ev.function_call_arguments_done(
+            await self._gate.close(self.ev.function_call_arguments_done(
                 response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
                 name=call.name, arguments=call.arguments))
             item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
                                          arguments=call.arguments, status="completed")
-            await self._close(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
+            await self._gate.close(self.ev.output_item_done(response_id=self.response_id, output_index=index,
+                                                            item=item))
             if call.item_id in self.conversation_items():
-                await self._close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
-        await self._emit(self.ev.response_done(self._response_obj(status, reason=reason, error_message=error_message)))
-
-    async def _close(self, event: dict) -> None:
-        """A closing event, unless the client has it: a reply cancelled while its closing events go out is not closed
-        a second time, and one whose closing events were still held when it was cancelled (a finished speculation's,
-        behind its paced audio) is closed by finish_cancelled, as the client saw its items open."""
-        if _closing_key(event) not in self._closes_sent:
-            await self._emit(event)
+                await self._gate.close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
+        done = self._response_obj(status, reason=reason, error_message=error_message)
+        await self._gate.emit(self.ev.response_done(done))
 
     async def finish_empty(self) -> None:
         """Nothing to answer (the user's audio held no words): an empty, completed response."""
@@ -522,20 +473,13 @@ class Response:
         self.status = "cancelled"
         # Items whose output_item.added was still held never reached the client: they are not closed (no .done for an
         # item it never saw) and do not join the conversation.
-        unseen = {e["item"]["id"] for e in self._held if e["type"] == "response.output_item.added"}
-        self._held.clear()
+        unseen = self._gate.drop_held()
         self.message_opened = self.message_opened and self.item_id not in unseen
         self.tool_calls = [c for c in self.tool_calls if c.item_id not in unseen]
         if not self.visible:
             return
-        self.released = True  # nothing else will be generated: the closing events go straight out
+        self._gate.let_out()
         await self._finish("cancelled", reason=reason)
-
-    def heard_ms_now(self) -> float:
-        """The server's estimate of the audio played so far: what was sent, less what the client has yet to play."""
-        if self.played_until is None:
-            return 0.0
-        return max(0.0, self.audio_ms_sent_so_far - max(0.0, self.played_until - time.monotonic()) * 1000.0)
 
     def _response_obj(self, status: sev.ResponseStatus, reason: str | None = None,
                       error_message: str | None = None) -> dict:
