@@ -23,7 +23,7 @@ from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS
 from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import stop_if_cancelled
-from lm_engine.chat import ChatRequest, PrefillBackend
+from lm_engine.chat import ChatDelta, ChatRequest, PrefillBackend
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,6 @@ TEMPLATE_COSTS_KEPT = 64  # tools lists whose template costs the embedded pipeli
 class VadStream(Protocol):
     def process(self, pcm16k: np.ndarray) -> list[float]: ...
     def reset(self) -> None: ...
-
-
-class ChatDeltaLike(Protocol):
-    text: str
-    finish_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +120,7 @@ class SpeechPipeline(Protocol):
 
     def new_vad(self) -> VadStream: ...
     def new_listener(self) -> Listener: ...
-    def reply(self, request: object) -> AsyncIterator[ChatDeltaLike | PromptCut]: ...
+    def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]: ...
     def new_reply_text(self) -> ReplyText: ...
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]: ...
     def count_tokens(self, text: str) -> int: ...  # the chat LM's tokens of a text; may block for milliseconds
@@ -245,11 +240,11 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
     async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str:
         return await call_in_thread(self._asr_pool, self._asr.transcribe, pcm16k, language or self.config.language)
 
-    def reply(self, request: object) -> AsyncIterator[ChatDeltaLike]:
+    def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         llm = self._llm
 
-        def run(cancel: threading.Event) -> Iterator[ChatDeltaLike]:
-            return iter(llm.stream(request, cancel))  # type: ignore[arg-type]
+        def run(cancel: threading.Event) -> Iterator[ChatDelta]:
+            return iter(llm.stream(request, cancel))
 
         return iterate_in_thread(run, self._llm_pool)
 

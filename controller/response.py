@@ -20,7 +20,7 @@ from controller.realtime.session_config import AudioFormat
 from controller.pipeline import PromptCut, SpeechPipeline
 from controller.realtime import items as it
 from controller.realtime import server_events as sev
-from lm_engine.chat import ChatBackendError
+from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest, ChatUsage, ToolCallDelta
 from speech_decoder import SentenceChunker
 
 
@@ -46,14 +46,8 @@ class Say:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Text:
-    text: str
-    tool_call: None = None
-
-
-async def _say(say: Say) -> AsyncIterator[_Text]:
-    yield _Text(say.text)
+async def _say(say: Say) -> AsyncIterator[ChatDelta]:
+    yield ChatDelta(text=say.text)
 
 
 @dataclass(slots=True)
@@ -71,10 +65,10 @@ class ToolCall:
     arguments: str = ""
 
 
-def _note_unheeded_tool_choice(request: object, calls: list[ToolCall], log: logging.LoggerAdapter) -> None:
+def _note_unheeded_tool_choice(request: ChatRequest, calls: list[ToolCall], log: logging.LoggerAdapter) -> None:
     """tool_choice "required" or a named function reaches the chat LM as asked, but the LM may still answer in words
     or call another function (the embedded 0.5 B model does, on a question no tool fits): logged, not hidden."""
-    choice = getattr(request, "tool_choice", None)
+    choice = request.tool_choice
     named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     if (choice == "required" and not calls) or (named and named not in {c.name for c in calls}):
         log.warning("tool_choice %s was not heeded: the chat LM %s", named or "required",
@@ -132,7 +126,7 @@ class Response:
         self.truncated_at_ms: int | None = None
         self.synth_seconds = 0.0
         self.status: sev.ResponseStatus = "in_progress"
-        self.usage: object | None = None  # the LM's token counts (lm_engine.ChatUsage) once it reported them
+        self.usage: ChatUsage | None = None  # the LM's token counts once it reported them
         # The prompt's tokens as the session's budget counts them (set with the prompt; none for a fixed Say), and
         # the counts made from it and the reply's text when the LM reported none: (prompt, its audio, output) tokens.
         self.count_prompt: Callable[[], Awaitable[tuple[int, int]]] | None = None
@@ -225,7 +219,7 @@ class Response:
             self._created = True
             await self._gate.emit(self.ev.response_created(self._response_obj("in_progress")))
 
-    async def run(self, request: object) -> None:
+    async def run(self, request: ChatRequest | Say) -> None:
         """Generate, synthesise and emit the whole response. Cancellation leaves via CancelledError."""
         await self.announce()
         # A short first piece (a clause of three words or more, or else a phrase of three words not ending on a
@@ -242,26 +236,25 @@ class Response:
                     if self._gate.released:  # else release() tells it
                         await self._tell_prompt_cut()
                     continue
-                text = getattr(delta, "text", "") or ""
-                call = getattr(delta, "tool_call", None)
-                finish_reason = getattr(delta, "finish_reason", None) or finish_reason
-                self.usage = getattr(delta, "usage", None) or self.usage
-                if text:
+                finish_reason = delta.finish_reason or finish_reason
+                self.usage = delta.usage or self.usage
+                if delta.text:
                     self.mark("first_token")
                     await self._open_message()
-                    self.text += text
-                    for piece in chunker.push(text):
+                    self.text += delta.text
+                    for piece in chunker.push(delta.text):
                         self.mark("first_piece")
                         sentences.put_nowait(piece)
-                if call is not None:
-                    await self._tool_call_delta(call)
+                if delta.tool_call is not None:
+                    await self._tool_call_delta(delta.tool_call)
             for piece in chunker.flush():
                 sentences.put_nowait(piece)
             sentences.put_nowait(None)
             await speaker
         finally:
             await _cancelled_unless_done(speaker)
-        _note_unheeded_tool_choice(request, self.tool_calls, self.log)
+        if isinstance(request, ChatRequest):
+            _note_unheeded_tool_choice(request, self.tool_calls, self.log)
         if finish_reason == "length":  # cut at max_output_tokens: the Realtime API calls that incomplete
             await self._finish("incomplete", reason="max_output_tokens")
         else:
@@ -341,13 +334,12 @@ class Response:
             sent_ms += len(pending) / per_ms
         self.audio_ms_sent = sent_ms
 
-    async def _tool_call_delta(self, call: object) -> None:
-        call_id = getattr(call, "call_id", None)
-        name = getattr(call, "name", None)
-        args = getattr(call, "arguments_delta", "") or ""
+    async def _tool_call_delta(self, call: ToolCallDelta) -> None:
+        # A call's first delta names it; its later ones may leave call_id and name empty.
+        call_id, name, args = call.call_id, call.name, call.arguments_delta
         current = self.tool_calls[-1] if self.tool_calls else None
         if current is None or (call_id and call_id != current.call_id):
-            current = ToolCall(self.new_id("item"), call_id or self.new_id("call"), name or "")
+            current = ToolCall(self.new_id("item"), call_id or self.new_id("call"), name)
             self.tool_calls.append(current)
             item = it.function_call_item(current.item_id, call_id=current.call_id, name=current.name,
                                          arguments="", status="in_progress")
@@ -511,9 +503,10 @@ class Response:
         synthesiser generated for the reply's speech as output audio (Step-Audio's TTS-3B; Piper, which makes the
         waveform directly, has none). Step-Audio's <audio_N> prompt ids count as input audio."""
         u = self.usage
-        prompt, audio_in, output = self._own_counts
-        prompt = getattr(u, "prompt_tokens", prompt)
-        audio_in = getattr(u, "prompt_audio_tokens", audio_in)
-        return sev.usage(input_text_tokens=prompt - audio_in, input_audio_tokens=audio_in,
-                         output_text_tokens=getattr(u, "completion_tokens", output),
-                         output_audio_tokens=self.audio_tokens, cached_tokens=getattr(u, "cached_tokens", 0))
+        if u is None:
+            (prompt, audio_in, output), cached = self._own_counts, 0
+        else:
+            prompt, audio_in, cached = u.prompt_tokens, u.prompt_audio_tokens, u.cached_tokens
+            output = u.completion_tokens
+        return sev.usage(input_text_tokens=prompt - audio_in, input_audio_tokens=audio_in, output_text_tokens=output,
+                         output_audio_tokens=self.audio_tokens, cached_tokens=cached)

@@ -22,6 +22,7 @@ from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.pipeline import PromptCut
 from controller.step_audio_setup import StepAudioConfig, chat_engine_config, loading
 from controller.step_audio_text import DEFAULT_SYSTEM, Detokenizer, chat_messages, sample_text_token, text_piece_mask
+from lm_engine.chat import ChatDelta, ChatRequest
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class StepAudioChat:
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.tok.encode(self.render(messages), add_bos=True)
 
-    def reply(self, request: Any) -> AsyncIterator[Any]:
+    def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         """The reply's ChatDeltas (a PromptCut first when its prompt had to be cut to fit)."""
         max_tokens = request.max_tokens
         if self.config.max_reply_tokens is not None and self.config.max_reply_tokens < max_tokens:
@@ -99,7 +100,7 @@ class StepAudioChat:
             return _length_as_stop(self._reply(request, self.config.max_reply_tokens))
         return self._reply(request, max_tokens)
 
-    def _reply(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
+    def _reply(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[ChatDelta | PromptCut]:
         if self._remote is not None:
             return self._reply_remote(request, max_tokens)
         ids = self.prompt_ids(request.messages)
@@ -153,12 +154,12 @@ class StepAudioChat:
         text = detok.flush()
         return [ChatDelta(text=text), done] if text else [done]
 
-    def _reply_remote(self, request: Any, max_tokens: int) -> AsyncIterator[Any]:
+    def _reply_remote(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[ChatDelta]:
         remote = self._remote
         plain = replace(request, messages=chat_messages(request.messages), max_tokens=max_tokens,
                                     tools=None, tool_choice="auto")
 
-        def run(cancel: threading.Event) -> Iterator[Any]:
+        def run(cancel: threading.Event) -> Iterator[ChatDelta]:
             return iter(remote.stream(plain, cancel))
 
         return iterate_in_thread(run, self._pool)
@@ -255,13 +256,15 @@ def _turn(message: dict[str, str]) -> str:
     return f"<|BOT|>{role}\n{message['content']}<|EOT|>"
 
 
-async def _length_as_stop(deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _length_as_stop(deltas: AsyncIterator[ChatDelta | PromptCut]) -> AsyncIterator[ChatDelta | PromptCut]:
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
         async for delta in deltas:
-            yield replace(delta, finish_reason="stop") if getattr(delta, "finish_reason", None) == "length" else delta
+            if isinstance(delta, ChatDelta) and delta.finish_reason == "length":
+                delta = replace(delta, finish_reason="stop")
+            yield delta
 
 
-async def _after(cut: PromptCut, deltas: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _after(cut: PromptCut, deltas: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta | PromptCut]:
     """The reply's deltas, told first that its prompt was cut (the session tells the client)."""
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
         yield cut

@@ -34,7 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from context_manager import TemplateCosts
 from controller.errors import ConfigError, stop_if_cancelled
 from controller.pipeline import (
-    ChecksChat, CountsAudioTokens, Listener, MeasuresTemplate, OwnsMetrics, ReplyText, SpeechChunk, VadStream,
+    ChecksChat, CountsAudioTokens, Listener, MeasuresTemplate, OwnsMetrics, PromptCut, ReplyText, SpeechChunk,
+    VadStream,
 )
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
@@ -42,6 +43,7 @@ from controller.step_audio_listener import StreamingTokenListener
 from controller.step_audio_setup import (StepAudioConfig, chat_need, loading, tiny_cache_dir, tiny_folder_error,
                                          whisper_cache_error)
 from controller.step_audio_synthesis import SentenceSynthesizer
+from lm_engine.chat import ChatDelta, ChatRequest
 
 if TYPE_CHECKING:  # imported where the models load: it brings torch
     from lm_engine.engine_api import Engine
@@ -259,7 +261,7 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
         """The chat template's role markers and fixed part; no tools (this profile refuses them)."""
         return self.chat.template_costs(system)
 
-    def reply(self, request: Any) -> AsyncIterator[Any]:
+    def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         return self.chat.reply(request)
 
     def new_reply_text(self) -> ReplyText:
