@@ -4,7 +4,7 @@ reply's request."""
 from __future__ import annotations
 
 from controller.realtime.session_config import SessionConfig, ToolChoiceFunction
-from controller.response import ResponseSettings
+from controller.response_settings import ResponseSettings
 from lm_engine.chat import ChatRequest
 
 # A reply's length when no max_output_tokens is set (as SessionDefaults' default): a reply stopped here ends

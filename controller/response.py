@@ -1,8 +1,8 @@
 """One reply in flight: LM text -> sentences -> speech -> Realtime events, held until committed.
 
 A Response produces its server events through its OutputGate, which holds them while it is speculative and paces
-its audio to the client's playback (output_gate, playback_pacing). The spoken sentences and their audio spans are
-recorded so that a truncation keeps exactly the heard text.
+its audio to the client's playback (output_gate, playback_pacing). Its ReplySpeech speaks the sentences and records
+their audio spans, so that a truncation keeps exactly the heard text (reply_speech).
 """
 
 from __future__ import annotations
@@ -14,29 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from clients.heard import heard_of_sentences
-from controller.audio_io import OutputConverter, bytes_per_ms
 from controller.output_gate import Emit, OutputGate
-from controller.realtime.session_config import AudioFormat
+from controller.owned_tasks import cancelled_unless_done
 from controller.pipeline import PromptCut, SpeechPipeline
 from controller.realtime import items as it
 from controller.realtime import server_events as sev
+from controller.reply_speech import ReplySpeech
+from controller.response_settings import ResponseSettings
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest, ChatUsage, ToolCallDelta
 from speech_decoder import SentenceChunker
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponseSettings:
-    modalities: tuple[str, ...] = ("audio",)
-    voice: str = "joe"
-    speed: float = 1.0
-    output_format: AudioFormat = AudioFormat.PCM
-    temperature: float = 0.7
-    # The LM's cap, which the response object shows as the limit "used in this response" (the API's words): a reply
-    # cut at the server's cap is not shown as cut below the client's "inf" or larger number.
-    max_output_tokens: int | None = None
-    # How far audio may run ahead of real time at the client.
-    pacing_lead_s: float = 0.3
-    delta_ms: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +34,6 @@ class Say:
 
 async def _say(say: Say) -> AsyncIterator[ChatDelta]:
     yield ChatDelta(text=say.text)
-
-
-@dataclass(slots=True)
-class SpokenSpan:
-    text: str
-    start_ms: float
-    end_ms: float
 
 
 @dataclass(slots=True)
@@ -73,13 +52,6 @@ def _note_unheeded_tool_choice(request: ChatRequest, calls: list[ToolCall], log:
     if (choice == "required" and not calls) or (named and named not in {c.name for c in calls}):
         log.warning("tool_choice %s was not heeded: the chat LM %s", named or "required",
                        f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
-
-
-async def _cancelled_unless_done(task: asyncio.Task[None]) -> None:
-    """A helper task whose owner left early (cancelled, or failed) is stopped with it, and waited for."""
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 class Response:
@@ -103,6 +75,8 @@ class Response:
         self.new_id = new_id
         self.response_id = new_id("resp")
         self.item_id = new_id("item")
+        self.speech = ReplySpeech(pipeline=pipeline, settings=settings, events=events, position=self._pos(),
+                                  gate=self._gate, mark=self.mark)
         self.answers_audio_end_ms: int | None = None
         self.answers_turn: tuple[str, int, int] | None = None  # the spoken turn it answers: (item id, start, end ms)
         # Monotonic times of the reply's milestones, logged per response: where the latency goes.
@@ -117,14 +91,11 @@ class Response:
         self.conversation_id: str | None = None  # the conversation the reply joins; None out of band
         self.previous_item_id = previous_item_id
         self.release_task: asyncio.Task[None] | None = None
-        self.spans: list[SpokenSpan] = []
         self.text = ""
         self.tool_calls: list[ToolCall] = []
-        self.audio_ms_sent = 0.0  # audio synthesised for this reply
         # Where the client's conversation.item.truncate cut the message's audio: its length from then on. (A barge-in's
         # own truncation, at the server's estimate of what was played, leaves the client free to say more exactly.)
         self.truncated_at_ms: int | None = None
-        self.synth_seconds = 0.0
         self.status: sev.ResponseStatus = "in_progress"
         self.usage: ChatUsage | None = None  # the LM's token counts once it reported them
         # The prompt's tokens as the session's budget counts them (set with the prompt; none for a fixed Say), and
@@ -132,7 +103,6 @@ class Response:
         self.count_prompt: Callable[[], Awaitable[tuple[int, int]]] | None = None
         self._count_texts = count_texts  # the LM's tokens of texts (the session's budget's counter, off the loop)
         self._own_counts = (0, 0, 0)
-        self.audio_tokens = 0  # audio tokens the synthesiser generated for this reply's speech
         self.message_opened = False
         # Output items the client deleted from the conversation while the reply ran: no conversation.item.done for
         # them any more, and they do not join the conversation.
@@ -201,16 +171,11 @@ class Response:
         self.mark("first_audio_sent")
         self._on_first_audio()
 
-    async def _emit_audio(self, pcm: bytes, start_ms: float, end_ms: float) -> None:
-        event = self.ev.output_audio_delta(response_id=self.response_id, item_id=self.item_id,
-                                           output_index=0, content_index=0, audio=pcm)
-        await self._gate.emit_audio(event, (start_ms, end_ms))
-
     # ---- the run -----------------------------------------------------------------------------
 
     @property
     def audio_out(self) -> bool:
-        return "audio" in self.settings.modalities
+        return self.settings.audio_out
 
     async def announce(self) -> None:
         """response.created, once. A reply the client asked for announces itself before its prompt is ready (it may
@@ -227,7 +192,7 @@ class Response:
         # Three words rather than four: 56 ms less from end of speech to first audio at p50 (bench.latency, 2 cores).
         chunker = SentenceChunker(min_first_words=3, first_word_cut=3)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.create_task(self._speak(sentences))
+        speaker = asyncio.create_task(self.speech.speak(sentences))
         finish_reason = None
         try:
             async for delta in (_say(request) if isinstance(request, Say) else self.pipeline.reply(request)):
@@ -252,7 +217,7 @@ class Response:
             sentences.put_nowait(None)
             await speaker
         finally:
-            await _cancelled_unless_done(speaker)
+            await cancelled_unless_done(speaker)
         if isinstance(request, ChatRequest):
             _note_unheeded_tool_choice(request, self.tool_calls, self.log)
         if finish_reason == "length":  # cut at max_output_tokens: the Realtime API calls that incomplete
@@ -269,70 +234,6 @@ class Response:
         if not self.out_of_band:
             await self._gate.emit(self.ev.item_added(item, previous_item_id=self.previous_item_id))
         await self._gate.emit(self.ev.content_part_added(**self._pos(), part=self._part("")))
-
-    async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
-        """Synthesises the sentences as fast as the synthesiser goes, recording each one's audio span; a sender task
-        paces the events out. Synthesis is not held back by the pacing: a barge-in mid-sentence cuts the text against
-        the whole sentence's audio (with a TTS that streams a sentence in pieces, as Step-Audio's does, the span
-        pulled at the pace of playback reached little past the cut, and far more text than was heard was kept)."""
-        outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None] = asyncio.Queue()
-        sender = asyncio.create_task(self._send_in_order(outbox))
-        try:
-            await self._synthesise(sentences, outbox)
-            outbox.put_nowait(None)
-            await sender
-        finally:
-            await _cancelled_unless_done(sender)
-
-    async def _send_in_order(self, outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None]) -> None:
-        while (item := await outbox.get()) is not None:
-            if isinstance(item, dict):
-                await self._gate.emit(item)
-            else:
-                await self._emit_audio(*item)
-
-    async def _synthesise(self, sentences: asyncio.Queue[str | None],
-                          outbox: asyncio.Queue[dict | tuple[bytes, float, float] | None]) -> None:
-        conv = OutputConverter(self.pipeline.output_rate, self.settings.output_format)
-        per_ms = bytes_per_ms(self.settings.output_format)
-        chunk_bytes = int(per_ms * self.settings.delta_ms)
-        pending = b""
-        sent_ms = 0.0  # audio handed to the sender
-        made_ms = 0.0  # audio synthesised, handed over or pending
-        reply_text = self.pipeline.new_reply_text()  # this reply's: what it carries across sentences is its own
-        while (sentence := await sentences.get()) is not None:
-            delta = sentence if not self.spans else " " + sentence
-            # The span is recorded before its audio goes out, so that a barge-in in the middle of
-            # this sentence can still cut the text at what was heard.
-            span = SpokenSpan(sentence, made_ms, made_ms)
-            self.spans.append(span)
-            if not self.audio_out:
-                outbox.put_nowait(self.ev.output_text_delta(**self._pos(), delta=delta))
-                continue
-            outbox.put_nowait(self.ev.output_audio_transcript_delta(**self._pos(), delta=delta))
-            waited_from = time.monotonic()
-            async for chunk in self.pipeline.synthesize(reply_text.for_synthesis(sentence), self.settings.voice,
-                                                        self.settings.speed):
-                self.audio_tokens += chunk.audio_tokens
-                if not chunk.pcm.size:
-                    continue
-                self.mark("first_synth_chunk")
-                # Time spent waiting for the synthesiser: the TTS cost as seen here.
-                self.synth_seconds += time.monotonic() - waited_from
-                out = conv.convert(chunk.pcm)
-                pending += out
-                made_ms += len(out) / per_ms
-                span.end_ms = made_ms
-                while len(pending) >= chunk_bytes:
-                    piece, pending = pending[:chunk_bytes], pending[chunk_bytes:]
-                    outbox.put_nowait((piece, sent_ms, sent_ms + len(piece) / per_ms))
-                    sent_ms += len(piece) / per_ms
-                waited_from = time.monotonic()
-        pending += conv.flush()
-        if pending:
-            outbox.put_nowait((pending, sent_ms, sent_ms + len(pending) / per_ms))
-            sent_ms += len(pending) / per_ms
-        self.audio_ms_sent = sent_ms
 
     async def _tool_call_delta(self, call: ToolCallDelta) -> None:
         # A call's first delta names it; its later ones may leave call_id and name empty.
@@ -378,8 +279,8 @@ class Response:
     def heard_text(self, heard_ms: float | None) -> str:
         """The reply's text as far as the listener heard it (all of it when heard_ms is None)."""
         if not self.audio_out or heard_ms is None:
-            return " ".join(s.text for s in self.spans)
-        return heard_of_sentences(((s.text, s.start_ms, s.end_ms) for s in self.spans), heard_ms)
+            return " ".join(s.text for s in self.speech.spans)
+        return heard_of_sentences(((s.text, s.start_ms, s.end_ms) for s in self.speech.spans), heard_ms)
 
     def _pos(self) -> dict:
         return {"response_id": self.response_id, "item_id": self.item_id, "output_index": 0,
@@ -509,4 +410,4 @@ class Response:
             prompt, audio_in, cached = u.prompt_tokens, u.prompt_audio_tokens, u.cached_tokens
             output = u.completion_tokens
         return sev.usage(input_text_tokens=prompt - audio_in, input_audio_tokens=audio_in, output_text_tokens=output,
-                         output_audio_tokens=self.audio_tokens, cached_tokens=cached)
+                         output_audio_tokens=self.speech.audio_tokens, cached_tokens=cached)

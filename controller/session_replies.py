@@ -17,7 +17,8 @@ from controller.errors import EngineError, MediaError, RemoteProtocolError
 from controller.pipeline import PromptCut, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
-from controller.response import Response, ResponseSettings
+from controller.response import Response
+from controller.response_settings import ResponseSettings
 from lm_engine.chat import ChatBackendError
 
 if TYPE_CHECKING:
@@ -191,8 +192,8 @@ class RepliesMixin(_Base):
         self.log.info("response %s %s (%s): %s", resp.response_id, resp.status,
                       "speculative" if resp.speculative else "direct", resp.timeline())
         self.metrics.responses_total.labels(status=resp.status).inc()
-        if resp.synth_seconds and resp.audio_ms_sent:
-            self.metrics.tts_rtf.observe(resp.synth_seconds / (resp.audio_ms_sent / 1000.0))
+        if resp.speech.synth_seconds and resp.speech.audio_ms:
+            self.metrics.tts_rtf.observe(resp.speech.synth_seconds / (resp.speech.audio_ms / 1000.0))
         self._responses.pop(resp.gen_id, None)
         await self.apply(te.GenerationFinished(resp.gen_id))
 
