@@ -21,6 +21,7 @@ from controller.realtime import items as it
 from controller.realtime import server_events as sev
 from controller.reply_speech import ReplySpeech
 from controller.response_settings import ResponseSettings
+from controller.response_wire import ToolCall, output_texts, usage
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest, ChatUsage, ToolCallDelta
 from speech_decoder import SentenceChunker
 
@@ -34,14 +35,6 @@ class Say:
 
 async def _say(say: Say) -> AsyncIterator[ChatDelta]:
     yield ChatDelta(text=say.text)
-
-
-@dataclass(slots=True)
-class ToolCall:
-    item_id: str
-    call_id: str
-    name: str
-    arguments: str = ""
 
 
 def _note_unheeded_tool_choice(request: ChatRequest, calls: list[ToolCall], log: logging.LoggerAdapter) -> None:
@@ -242,8 +235,7 @@ class Response:
         if current is None or (call_id and call_id != current.call_id):
             current = ToolCall(self.new_id("item"), call_id or self.new_id("call"), name)
             self.tool_calls.append(current)
-            item = it.function_call_item(current.item_id, call_id=current.call_id, name=current.name,
-                                         arguments="", status="in_progress")
+            item = current.item("in_progress")
             await self._gate.emit(self.ev.output_item_added(response_id=self.response_id,
                                                        output_index=self._index_of(current), item=item))
             if not self.out_of_band:
@@ -302,18 +294,13 @@ class Response:
             return None
         if item_id == self.item_id:
             return self.message_item("in_progress", self.heard_text(None))
-        call = next(c for c in self.tool_calls if c.item_id == item_id)
-        return it.function_call_item(call.item_id, call_id=call.call_id, name=call.name, arguments=call.arguments,
-                                     status="in_progress")
+        return next(c for c in self.tool_calls if c.item_id == item_id).item("in_progress")
 
     def output_items(self, status: str) -> list[dict]:
         items = []
         if self.message_opened:
             items.append(self.message_item(status, self.heard_text(None)))
-        for call in self.tool_calls:
-            items.append(it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
-                                               arguments=call.arguments, status="completed"))
-        return items
+        return items + [call.item("completed") for call in self.tool_calls]
 
     async def _finish(self, status: sev.ResponseStatus, reason: str | None = None,
                       error_message: str | None = None) -> None:
@@ -339,8 +326,7 @@ class Response:
             await self._gate.close(self.ev.function_call_arguments_done(
                 response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
                 name=call.name, arguments=call.arguments))
-            item = it.function_call_item(call.item_id, call_id=call.call_id, name=call.name,
-                                         arguments=call.arguments, status="completed")
+            item = call.item("completed")
             await self._gate.close(self.ev.output_item_done(response_id=self.response_id, output_index=index,
                                                             item=item))
             if call.item_id in self.conversation_items():
@@ -380,34 +366,20 @@ class Response:
             "completed" if status == "completed" else "incomplete")
         details = sev.status_details(status, reason=reason, error_code="response_failed" if error_message else None,
                                      error_message=error_message)
+        used = None if status == "in_progress" else usage(self.usage, self._own_counts, self.speech.audio_tokens)
         return sev.response(self.response_id, status=status, output=output,
                             output_modalities=self.settings.modalities, output_format=self.settings.output_format,
                             voice=self.settings.voice, details=details,
                             max_output_tokens=self.settings.max_output_tokens,
-                            conversation_id=self.conversation_id, metadata=self.metadata,
-                            usage=None if status == "in_progress" else self._usage())
+                            conversation_id=self.conversation_id, metadata=self.metadata, usage=used)
 
     async def _count_own(self) -> tuple[int, int, int]:
         """(prompt, its audio, output) tokens counted here, for a reply whose LM reported no counts: clients read
         response.done's usage without a null check (pipecat does), so every reply has one. The prompt as the
         session's budget counts it, the reply's text and calls as the LM's tokenizer counts them."""
-        texts = [t for t in [self.text] + [p for c in self.tool_calls for p in (c.name, c.arguments)] if t]
         try:
             prompt, audio = await self.count_prompt() if self.count_prompt is not None else (0, 0)
-            return prompt, audio, await self._count_texts(texts)
+            return prompt, audio, await self._count_texts(output_texts(self.text, self.tool_calls))
         except ChatBackendError as exc:  # the LM's tokenizer is gone with the LM (a failed reply): nothing counted
             self.log.warning("response %s: its tokens could not be counted: %s", self.response_id, exc)
             return 0, 0, 0
-
-    def _usage(self) -> dict:
-        """response.done's usage: the LM's own counts (else those made by _count_own), plus the audio tokens that the
-        synthesiser generated for the reply's speech as output audio (Step-Audio's TTS-3B; Piper, which makes the
-        waveform directly, has none). Step-Audio's <audio_N> prompt ids count as input audio."""
-        u = self.usage
-        if u is None:
-            (prompt, audio_in, output), cached = self._own_counts, 0
-        else:
-            prompt, audio_in, cached = u.prompt_tokens, u.prompt_audio_tokens, u.cached_tokens
-            output = u.completion_tokens
-        return sev.usage(input_text_tokens=prompt - audio_in, input_audio_tokens=audio_in, output_text_tokens=output,
-                         output_audio_tokens=self.speech.audio_tokens, cached_tokens=cached)

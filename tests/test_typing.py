@@ -9,7 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PURE_CORES = ["context_manager", "vad", "controller/realtime", "controller/turn_taking.py",
-              "controller/turn_events.py", "controller/throttle.py", "controller/playback_pacing.py"]
+              "controller/turn_events.py", "controller/throttle.py", "controller/playback_pacing.py",
+              "controller/response_wire.py"]
 
 
 def test_the_pure_cores_pass_mypy_strict() -> None:
