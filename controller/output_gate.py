@@ -108,5 +108,8 @@ class OutputGate:
         if event["type"] == "response.output_audio.delta" and self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
             self._on_first_audio()
-        await self._emit_out(event)
+        # Over for the client once its response.done is queued, before the put returns: a cancel handled while the
+        # put waits (a full outbox, a slow client) cancelled the task mid-put, and the response.done, counted as sent
+        # above, never went out; the cancel got no answer either.
         self.ended = self.ended or event["type"] == "response.done"
+        await self._emit_out(event)

@@ -605,27 +605,35 @@ async def test_the_event_bus_counts_the_reply_audio_the_client_was_sent_not_what
 
 
 class _CancelOnDone:
-    """An event sink (the App's event-bus port) that hands the session a response.cancel the moment the reply's
-    response.done has left: a client's stop button pressed as the reply ends, handled before the reply's task
-    resumes to take the reply off the session's list (the protocol fuzzer's window)."""
+    """An event sink (the App's event-bus port) that, as the session opens, has the session handle a
+    response.cancel the moment the reply's response.done is queued for the client: a client's stop button pressed as
+    the reply ends, handled before the reply's task resumes to take the reply off the session's list (the protocol
+    fuzzer's window). Hooked at the session's emit, not at the bus, which sees an event only once the outbox writer
+    has sent it: under load the reply's task had left the list by then (state 'idle'), and the window was missed."""
 
     def __init__(self, server) -> None:
         self.server = server
         self.state_then: str | None = None
 
     def session_opened(self, session_id: str) -> None:
-        pass
+        session = self.server.sessions[session_id]
+        emit = session.emit
+
+        async def emit_then_cancel(event: dict, gen_id: int | None = None) -> None:
+            await emit(event, gen_id)
+            if event["type"] != "response.done" or self.state_then is not None:
+                return
+            self.state_then = session.turns.state.value
+            # The cancel's handling never waits (an error put on a queue with room), so it completes in this one
+            # step, as the reader's would in the same turn of the event loop.
+            handling = session.receive(json.dumps({"type": "response.cancel", "event_id": "ev_late"}))
+            with pytest.raises(StopIteration):
+                handling.send(None)
+
+        session.emit = emit_then_cancel
 
     def session_event(self, session_id: str, event: dict) -> None:
-        if event["type"] != "response.done" or self.state_then is not None:
-            return
-        session = self.server.sessions[session_id]
-        self.state_then = session.turns.state.value
-        # A sink is called synchronously; the cancel's handling never waits (an error put on a queue with room), so
-        # it completes in this one step, as the reader's would in the same turn of the event loop.
-        handling = session.receive(json.dumps({"type": "response.cancel", "event_id": "ev_late"}))
-        with pytest.raises(StopIteration):
-            handling.send(None)
+        pass
 
     def session_closed(self, session_id: str) -> None:
         pass
@@ -635,9 +643,11 @@ class _CancelOnDone:
 
 
 async def test_a_cancel_just_after_a_reply_ended_is_answered_with_an_error() -> None:
-    """response.cancel without a response_id, handled after a speculative reply's release sent its response.done but
-    before its task took it off the session's list, got no answer at all (the client waits on a response.done or an
-    error). As the API: the response is over, nothing is active, response_cancel_not_active with the event's id."""
+    """response.cancel without a response_id, handled once a reply's response.done was on its way (queued, or the
+    put still waiting on a full outbox) but before its task took the reply off the session's list, got no answer at
+    all (the client waits on a response.done or an error); in the put's wait it cancelled the reply's task mid-put, and
+    the response.done itself was lost. As the API: the response is over, nothing is active,
+    response_cancel_not_active with the event's id, after the reply's one response.done (completed)."""
     pipeline = ScriptedPipeline()
     async with scripted_server(pipeline) as server:
         sink = _CancelOnDone(server)
