@@ -55,8 +55,10 @@ Rules:
 - 18x and 2xx responses to an INVITE carry its Record-Route lines, in order (12.1.1): the caller's ACK and BYE
   follow the proxies that asked to stay in the path. Our BYE carries them as Route (12.1.1, 12.2.1.1).
 - Malformed requests whose start line and Via could be read get 400 Bad Request (505 in another SIP version,
-  21.5.6); anything else malformed is dropped and counted. ACK never gets a response. Responses go to the source
-  address of the request (as with rport, RFC 3581); the top Via gets received/rport filled in.
+  21.5.6), in a server transaction like any other: a retransmission gets the same response, To tag and all
+  (8.2.6.2), and an INVITE's is resent until its ACK; anything else malformed is dropped and counted. ACK never
+  gets a response. Responses go to the source address of the request (as with rport, RFC 3581); the top Via gets
+  received/rport filled in.
 - Per call: `{state: {event: next state}}` in TRANSITIONS (ua_events.py); an event missing from it raises
   LocalProtocolError and changes nothing (ua_call.transition).
 """
@@ -147,7 +149,7 @@ class UserAgent:
             msg = parse_message(data, max_size=self.config.max_message_bytes)
         except SipParseError as exc:
             self.stats.malformed += 1
-            self._bad_request(exc.partial, addr, exc)
+            self._bad_request(exc.partial, addr, exc, now)
             return
         try:
             if isinstance(msg, Response):
@@ -156,7 +158,7 @@ class UserAgent:
                 self._on_request(msg, addr, now)
         except SipParseError as exc:  # a header only looked at here was malformed
             self.stats.malformed += 1
-            self._bad_request(msg if isinstance(msg, Request) else None, addr, exc)
+            self._bad_request(msg if isinstance(msg, Request) else None, addr, exc, now)
 
     def timer_fired(self, key: str, now: float) -> None:
         kind, _, handle = key.partition(":")
@@ -324,8 +326,8 @@ class UserAgent:
 
     # ----- helpers -----
 
-    def _bad_request(self, partial: Request | Response | None, addr: Addr, error: SipParseError) -> None:
-        if not isinstance(partial, Request) or partial.method == "ACK" or not partial.headers.get_all("Via"):
+    def _bad_request(self, partial: Request | Response | None, addr: Addr, error: SipParseError, now: float) -> None:
+        if not isinstance(partial, Request) or not partial.headers.get_all("Via"):
             self.stats.dropped += 1
             return
         try:
@@ -333,9 +335,21 @@ class UserAgent:
         except SipParseError:
             self.stats.dropped += 1
             return
+        if partial.method == "ACK":  # never answered; one that copies its malformed INVITE still stops our 400
+            self._refusals.acknowledged(partial)
+            self.stats.dropped += 1
+            return
         self.stats.bad_requests += 1
-        self._out.send(self._responses.build(partial, error.status, addr, to_tag=self._token(),
-                                  extra=(self._responses.warning(error.warn_code, str(error)),)), addr)
+        kept = self._transactions.answered(partial, now)
+        if kept is not None:  # a retransmission, malformed alike: the same 400, its To tag too (8.2.6.2, 17.2)
+            self._out.send(kept, addr)
+            return
+        response = self._responses.build(partial, error.status, addr, to_tag=self._token(),
+                                         extra=(self._responses.warning(error.warn_code, str(error)),))
+        self._transactions.record(partial, response, now)
+        self._out.send(response, addr)
+        if partial.method == "INVITE":  # a final response to an INVITE is resent until its ACK (17.2.1)
+            self._refusals.resend_until_ack(partial, response, addr, now)
 
     def _retry_later(self, req: Request, addr: Addr, now: float) -> None:
         """500 to an INVITE that came while an earlier one of its dialog is unanswered, with Retry-After 1-10 s

@@ -14,6 +14,9 @@ its transaction with. Sans-I/O: `now` comes in with every call.
 - A response is kept 64*T1 = 32 s after it was sent (Timer J for non-INVITE over UDP; Timer H for an INVITE's
   non-2xx), then forgotten; at most `limit` are kept, the oldest forgotten first, so a flood of requests cannot
   grow the table without bound.
+- A malformed request's 400 (or 505, 513) is kept as well, under the key of what could be read of it (its top
+  Via must be readable to answer it at all): its retransmission, malformed alike, gets the same 400, To tag and
+  all (8.2.6.2), rather than one with a new tag.
 - ACK is never answered, so never looked up here: ua_refusals.py and the INVITE side (ua_invite.py) match it to
   the response it acknowledges.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from clients.sip.message import Request
+from clients.sip.message import Request, SipParseError
 from clients.sip.ua_call import TIMEOUT
 
 __all__ = ["ServerTransactions", "transaction_key"]
@@ -32,11 +35,24 @@ Key = tuple[str, ...]
 
 
 def transaction_key(req: Request) -> Key:
-    """The server transaction `req` belongs to (17.2.3)."""
+    """The server transaction `req` belongs to (17.2.3); `req` may be a malformed request whose top Via could be
+    read (its From and CSeq then count as written)."""
     via = req.top_via
-    branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {req.from_.tag}"
+    branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {_from_tag(req)}"
     method = "INVITE" if req.method == "ACK" else req.method
-    return branch, via.host.lower(), str(via.port or ""), method, req.call_id, str(req.cseq.number)
+    return branch, via.host.lower(), str(via.port or ""), method, req.call_id, _cseq_number(req)
+
+
+def _from_tag(req: Request) -> str:
+    try:
+        return req.from_.tag or ""
+    except SipParseError:  # a malformed request: its retransmission has the same From as written
+        return req.headers.get("From") or ""
+
+
+def _cseq_number(req: Request) -> str:
+    """The CSeq number as written (a malformed request's CSeq may not parse; its retransmission's is the same)."""
+    return next(iter((req.headers.get("CSeq") or "").split()), "")
 
 
 class ServerTransactions:

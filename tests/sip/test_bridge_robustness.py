@@ -62,6 +62,41 @@ class Phone:
         return got
 
 
+def ack_of(invite: bytes, final: Response) -> bytes:
+    """The ACK a phone sends for a non-2xx to `invite` (17.1.1.3): its branch, Call-ID, From and CSeq number, the
+    response's To; no body. A malformed INVITE's ACK copies its flaws."""
+    head = invite.split(b"\r\n\r\n")[0].replace(b"INVITE sip:", b"ACK sip:", 1).replace(b" INVITE\r\n", b" ACK\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith((b"content-", b"to:"))]
+    lines += [b"To: " + (final.headers.get("To") or "").encode(), b"Content-Length: 0"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def test_a_malformed_invite_sent_again_gets_the_same_400_resent_until_its_ack(embedded_server, tmp_path) -> None:
+    """RFC 3261 8.2.6.2: the same To tag for the same request; 17.2.1: an INVITE's retransmission gets the same
+    final response, which is resent (Timer G, 0.5 s) until the ACK, and then no more."""
+    bridge = BridgeProcess(embedded_server.ws, tmp_path)
+    phone = Phone(bridge.port)
+    try:
+        cut = sip_request("INVITE", bridge.port, phone.port, call_id="cut", body=OFFER).replace(
+            b"Content-Length: %d" % len(OFFER), b"Content-Length: 900")  # a datagram cut short
+        phone.send(cut)
+        first = phone.recv(2)
+        phone.send(cut)  # its retransmission: the phone did not get the first
+        again = phone.recv(2)
+        resent = phone.recv(1.5)
+        assert first is not None and first.status == 400
+        assert again is not None and resent is not None
+        assert again.serialize() == first.serialize() == resent.serialize()
+        phone.send(ack_of(cut, first))
+        while phone.recv(0.3) is not None:  # a copy already on its way as the ACK went
+            pass
+        assert phone.recv(2.5) is None  # Timer G's next copies (at 1.5 s, 3.5 s from the first) never come
+    finally:
+        code = bridge.stop()
+        phone.sock.close()
+    assert code == 0, bridge.log()
+
+
 def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path) -> None:
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
     phone = Phone(bridge.port)
@@ -84,6 +119,8 @@ def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path)
             r = phone.recv(2)
             assert r is not None and r.status == 400, broken
             assert f"branch=z9hG4bK-{branch}" in (r.headers.get("Via") or "")
+            if broken.startswith(b"INVITE"):  # a phone ACKs the 400 (17.1.1.3), which stops it being resent
+                phone.send(ack_of(broken, r))
 
         phone.send(sip_request("INVITE", bridge.port, phone.port, call_id="g729", body=G729_OFFER,
                                extra="Content-Type: application/sdp\r\n"))

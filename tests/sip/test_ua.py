@@ -224,7 +224,7 @@ def test_options_488_400_405_501_and_busy() -> None:
     for method, status in (("REGISTER", 405), ("REFER", 405), ("FROBNICATE", 501)):  # SIP's own methods: 405
         refused = h.feed(req(method))
         assert statuses(refused) == [status] and refused[0].headers.get("Allow") == ALLOW_HEADER, method
-    bad = h.feed(req("OPTIONS").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"))
+    bad = h.feed(req("OPTIONS", branch="bad").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"))  # a new transaction
     assert statuses(bad) == [400] and (bad[0].headers.get("Warning") or "").startswith("399 127.0.0.1")
     assert h.feed(b"\x00garbage") == [] and h.ua.stats.dropped == 1
     h.call()

@@ -1,0 +1,51 @@
+"""INVITEs refused outside a call's own transaction, and malformed requests, as transactions of their own: the same
+response each time (RFC 3261 8.2.6.2, 17.2.1), one rule for the ACK that stops it (17.2.3, 17.1.1.3), and a
+CANCEL that crosses it (9.2). On the UA core and a fake clock."""
+
+from __future__ import annotations
+
+from clients.sip.ua_events import CancelTimer
+from tests.sip.test_ua import PEER, SDP, Harness, req, to_tag
+
+# A Content-Length longer than the body: what a UDP datagram cut short by an MTU looks like
+MALFORMED_INVITE = req("INVITE", body=SDP, call_id="cut").replace(
+    f"Content-Length: {len(SDP)}".encode(), f"Content-Length: {len(SDP) + 40}".encode())
+
+
+def test_a_malformed_invite_gets_one_400_resent_until_its_ack_with_one_to_tag() -> None:
+    """8.2.6.2: the same To tag for the same request; 17.2.1: a retransmitted INVITE gets the same final response,
+    which is resent on Timer G until the ACK (no ACK: the caller's stack would retransmit it until Timer B)."""
+    h = Harness()
+    (first,) = h.feed(MALFORMED_INVITE)
+    assert first.status == 400 and "Content-Length" in (first.headers.get("Warning") or "")
+    h.now = 0.2
+    (again,) = h.feed(MALFORMED_INVITE)  # a retransmission: the caller did not get the first
+    assert again.serialize() == first.serialize()
+    resent = h.advance(1.0)
+    assert [m.serialize() for m in resent] == [first.serialize()]  # Timer G, 0.5 s
+    ack = req("ACK", to_tag=to_tag(first), call_id="cut")
+    assert h.feed(ack) == [] and h.advance(40.0) == [] and h.timers == {}
+    assert h.ua.stats.bad_requests == 2 and not h.events
+
+
+def test_a_malformed_options_retransmitted_gets_the_same_400() -> None:
+    """17.2.2: a non-INVITE's retransmission gets the final response again: byte for byte, the To tag too."""
+    h = Harness()
+    bad = req("OPTIONS", call_id="o").replace(b"Content-Length: 0", b"Content-Length: 80")
+    (first,) = h.feed(bad)
+    (again,) = h.feed(bad)
+    assert first.status == 400 and "tag=" in (first.headers.get("To") or "")
+    assert again.serialize() == first.serialize()
+
+
+def test_the_ack_of_an_invite_without_call_id_copies_its_flaw_and_still_stops_the_400() -> None:
+    """17.1.1.3: the ACK copies the INVITE's Call-ID, so lacks it too; it matches the 400's transaction by branch
+    (17.2.3) and is never answered."""
+    ua = Harness().ua
+    no_call_id = req("INVITE", body=SDP).replace(b"Call-ID: c1\r\n", b"")
+    ua.receive_datagram(no_call_id, PEER, 0.0)
+    (refused,) = ua.data_to_send()  # a 400 without Call-ID, as its request: no message our parser takes
+    assert refused.data.startswith(b"SIP/2.0 400 Bad Request\r\n")
+    tag = refused.data.split(b";tag=")[1].split(b"\r\n")[0].decode()
+    ua.receive_datagram(req("ACK", to_tag=f";tag={tag}").replace(b"Call-ID: c1\r\n", b""), PEER, 0.1)
+    assert ua.data_to_send() == [] and CancelTimer("refusal:1") in ua.timer_actions()
