@@ -344,12 +344,13 @@ class UserAgent:
         if kept is not None:  # a retransmission, malformed alike: the same 400, its To tag too (8.2.6.2, 17.2)
             self._out.send(kept, addr)
             return
-        response = self._responses.build(partial, error.status, addr, to_tag=self._token(),
+        to_tag = self._token()
+        response = self._responses.build(partial, error.status, addr, to_tag=to_tag,
                                          extra=(self._responses.warning(error.warn_code, str(error)),))
         self._transactions.record(partial, response, now)
         self._out.send(response, addr)
         if partial.method == "INVITE":  # a final response to an INVITE is resent until its ACK (17.2.1)
-            self._refusals.resend_until_ack(partial, response, addr, now)
+            self._refusals.resend_until_ack(partial, response, to_tag, addr, now)
 
     def _retry_later(self, req: Request, addr: Addr, now: float) -> None:
         """500 to an INVITE that came while an earlier one of its dialog is unanswered, with Retry-After 1-10 s
@@ -368,9 +369,12 @@ class UserAgent:
     def _reply(self, req: Request, addr: Addr, status: int, now: float, extra: Extra = ()) -> None:
         """A final response in a transaction of its own (not the call's INVITE's); an INVITE's is resent until its
         ACK (ua_refusals.py)."""
-        response = self._others.reply(self._calls.get(self._key(req)), req, addr, status, now, extra)
-        if req.method == "INVITE":
-            self._refusals.resend_until_ack(req, response, addr, now)
+        if req.method != "INVITE":
+            self._others.reply(self._calls.get(self._key(req)), req, addr, status, now, extra)
+            return
+        to_tag = req.to.tag or self._token()  # the ACK to a refusal carries its To tag (17.1.1.3)
+        response = self._others.reply(self._calls.get(self._key(req)), req, addr, status, now, extra, to_tag=to_tag)
+        self._refusals.resend_until_ack(req, response, to_tag, addr, now)
 
     def _get(self, handle: str) -> Call:
         call = self._by_handle.get(handle)

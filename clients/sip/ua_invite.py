@@ -16,8 +16,9 @@ is out of place (481, 491, a retransmission's repeat) and hands the rest here.
   stays as it was (RFC 3264 8: an offer changes nothing before its answer), so a session refresh without SDP
   neither pauses our RTP nor loses a NAT caller's latched source. Its Contact is the caller's new remote target
   (12.2.2), and its source where the caller now is.
-- The ACK of the INVITE transaction stops the retransmissions: it confirms a first answer (CallConfirmed), lets a
-  refused call be forgotten after 32 s, and sends a BYE that waited for it (we hung up meanwhile, 15). An ACK that
+- The ACK of the INVITE transaction (ua_transactions.acknowledges, the rule for every final response to an INVITE)
+  stops the retransmissions: it confirms a first answer (CallConfirmed), lets a refused call be forgotten after
+  32 s, and sends a BYE that waited for it (we hung up meanwhile, 15). An ACK that
   brings the answer to our offer gives MediaChanged, or ends the call with BYE when the answer is unusable; if it
   takes telephone-event, key presses come with our offer's payload type for it, whatever number the answer gives.
   Any other ACK is absorbed, never answered (17.2.1).
@@ -39,7 +40,7 @@ from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
 from clients.sip.ua_events import Addr, CallConfirmed, CallState, MediaChanged, Refused, UaConfig
 from clients.sip.ua_messages import ADVERTISED, Extra, Responses, remote_target
 from clients.sip.ua_requests import OwnRequests
-from clients.sip.ua_transactions import ServerTransactions
+from clients.sip.ua_transactions import ServerTransactions, acknowledges
 
 __all__ = ["InviteServer"]
 
@@ -137,8 +138,8 @@ class InviteServer:
         self.final(call, status, now, extra=extra)
 
     def on_ack(self, call: Call | None, req: Request, now: float) -> None:
-        if (call is None or req.to.tag != call.local_tag or call.state in (S.PROCEEDING, S.ENDED)
-                or req.cseq.number != call.transaction.cseq.number):
+        if (call is None or call.state in (S.PROCEEDING, S.ENDED)
+                or not acknowledges(req, call.transaction, call.local_tag)):
             return  # a stray or repeated ACK: absorbed (17.2.1), never answered
         self._out.cancel(call, "retx")
         self._out.cancel(call, "timeout")

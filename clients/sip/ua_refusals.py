@@ -4,9 +4,9 @@ while our 2xx to the last awaits its ACK (14.2), 481 to one for no dialog, 482 t
 refusal of the request checks (420, 416, 500 out of order) while the call is not confirmed. Sans-I/O.
 
 - Each is an INVITE server transaction of its own (17.2.3) in Completed (17.2.1): resent on Timer G, T1 = 0.5 s
-  doubling to T2 = 4 s, until its ACK (which carries the INVITE's branch, so ua_transactions' key with the method
-  INVITE matches it) or Timer H, 64*T1 = 32 s. So a lost 491 reaches the caller without its stack sending the
-  INVITE again, and the call's own transaction goes on meanwhile.
+  doubling to T2 = 4 s, until its ACK (matched as the call's own, ua_transactions.acknowledges: by the INVITE's
+  branch, or an RFC 2543 peer's by Call-ID, From tag, CSeq and our To tag) or Timer H, 64*T1 = 32 s. So a lost
+  491 reaches the caller without its stack sending the INVITE again, and the call's own transaction goes on.
 - Timer keys are "refusal:<n>"; one that fires after its ACK (cancelled, its callback already queued) is ignored.
   At most `limit` are resent at a time, the oldest given up first (a flood of INVITEs cannot grow them unbounded).
 """
@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from clients.sip.message import Request
 from clients.sip.ua_call import T1, T2, TIMEOUT, Outbox
 from clients.sip.ua_events import Addr, CancelTimer, StartTimer
-from clients.sip.ua_transactions import Key, transaction_key
+from clients.sip.ua_transactions import acknowledges, tag
 
 __all__ = ["InviteRefusals"]
 
 
 @dataclass(slots=True)
 class _Refusal:
-    key: Key
+    invite: Request
+    to_tag: str  # the response's
     response: bytes
     addr: Addr
     give_up: float  # Timer H
@@ -41,19 +42,20 @@ class InviteRefusals:
         self._live: dict[str, _Refusal] = {}  # by timer key, oldest first
         self._count = 0
 
-    def resend_until_ack(self, invite: Request, response: bytes, addr: Addr, now: float) -> None:
-        """`response`, just sent to `invite`, is to be resent until its ACK."""
+    def resend_until_ack(self, invite: Request, response: bytes, to_tag: str, addr: Addr, now: float) -> None:
+        """`response`, just sent to `invite` with `to_tag` added unless its To had one, is to be resent until its
+        ACK."""
         self._count += 1
         timer = f"refusal:{self._count}"
-        self._live[timer] = _Refusal(transaction_key(invite), response, addr, now + TIMEOUT)
+        self._live[timer] = _Refusal(invite, tag(invite, "To") or to_tag, response, addr, now + TIMEOUT)
         self._out.timers.append(StartTimer(timer, now + T1))
         if len(self._live) > self._limit:
             self._stop(next(iter(self._live)))
 
     def acknowledged(self, ack: Request) -> bool:
         """Whether `ack` acknowledges one of these refusals (then no longer resent)."""
-        key = transaction_key(ack)
-        timer = next((timer for timer, refusal in self._live.items() if refusal.key == key), None)
+        timer = next((timer for timer, refusal in self._live.items()
+                      if acknowledges(ack, refusal.invite, refusal.to_tag)), None)
         if timer is not None:
             self._stop(timer)
         return timer is not None

@@ -17,18 +17,21 @@ its transaction with. Sans-I/O: `now` comes in with every call.
 - A malformed request's 400 (or 505, 513) is kept as well, under the key of what could be read of it (its top
   Via must be readable to answer it at all): its retransmission, malformed alike, gets the same 400, To tag and
   all (8.2.6.2), rather than one with a new tag.
-- ACK is never answered, so never looked up here: ua_refusals.py and the INVITE side (ua_invite.py) match it to
-  the response it acknowledges.
+- ACK is never answered, so never looked up here. `acknowledges` is the one rule by which ua_refusals.py and the
+  INVITE side (ua_invite.py) match it to the final response it acknowledges: by the INVITE's transaction (the
+  ACK to a non-2xx carries its branch, 17.1.1.3), or by Call-ID, From tag, CSeq number and the response's To tag
+  (the ACK to a 2xx is a new transaction, 13.2.2.4; an RFC 2543 peer may send any ACK on a branch of its own,
+  17.2.3), so a peer that ACKs a refusal on another branch stops its retransmissions wherever it was sent from.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from clients.sip.message import Request, SipParseError
+from clients.sip.message import NameAddr, Request, SipParseError
 from clients.sip.ua_call import TIMEOUT
 
-__all__ = ["ServerTransactions", "transaction_key"]
+__all__ = ["ServerTransactions", "acknowledges", "tag", "transaction_key"]
 
 MAGIC_COOKIE = "z9hG4bK"  # an RFC 3261 branch starts with it (8.1.1.7)
 Key = tuple[str, ...]
@@ -38,16 +41,26 @@ def transaction_key(req: Request) -> Key:
     """The server transaction `req` belongs to (17.2.3); `req` may be a malformed request whose top Via could be
     read (its From and CSeq then count as written)."""
     via = req.top_via
-    branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {_from_tag(req)}"
+    branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {tag(req, 'From')}"
     method = "INVITE" if req.method == "ACK" else req.method
     return branch, via.host.lower(), str(via.port or ""), method, req.call_id, _cseq_number(req)
 
 
-def _from_tag(req: Request) -> str:
+def acknowledges(ack: Request, invite: Request, to_tag: str) -> bool:
+    """Whether `ack` acknowledges the final response with To tag `to_tag` sent to `invite` (see the module rules)."""
+    if transaction_key(ack) == transaction_key(invite):
+        return True
+    return (ack.call_id, tag(ack, "From"), _cseq_number(ack), tag(ack, "To")) == \
+        (invite.call_id, tag(invite, "From"), _cseq_number(invite), to_tag)
+
+
+def tag(req: Request, name: str) -> str:
+    """The tag of `req`'s From or To ("" for none); a malformed one's header as written (its retransmission's, or
+    its ACK's copy, is the same)."""
     try:
-        return req.from_.tag or ""
-    except SipParseError:  # a malformed request: its retransmission has the same From as written
-        return req.headers.get("From") or ""
+        return NameAddr.parse(req.headers.get(name) or "").tag or ""
+    except SipParseError:
+        return req.headers.get(name) or ""
 
 
 def _cseq_number(req: Request) -> str:

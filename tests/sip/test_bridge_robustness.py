@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from clients.sip.message import Response, SipParseError, parse_message
-from tests.sip.media import wait_for
+from tests.sip.media import free_udp_port, wait_for
 from tests.sip.peers import BridgeProcess, sip_request
 
 pytestmark = pytest.mark.slow
@@ -91,6 +91,27 @@ def test_a_malformed_invite_sent_again_gets_the_same_400_resent_until_its_ack(em
         while phone.recv(0.3) is not None:  # a copy already on its way as the ACK went
             pass
         assert phone.recv(2.5) is None  # Timer G's next copies (at 1.5 s, 3.5 s from the first) never come
+    finally:
+        code = bridge.stop()
+        phone.sock.close()
+    assert code == 0, bridge.log()
+
+
+def test_an_ack_to_a_refusal_on_a_branch_of_its_own_stops_its_retransmissions(tmp_path) -> None:
+    """RFC 3261 17.2.3: an RFC 2543 phone gives its ACK a branch of its own and is matched by Call-ID, From tag,
+    CSeq and the response's To tag, as the bridge matched the ACK to a call's own 488. The 481 to an INVITE for no
+    dialog (an INVITE transaction beside any call's) went on being resent for 32 s after such an ACK."""
+    bridge = BridgeProcess(f"ws://127.0.0.1:{free_udp_port()}/v1/realtime", tmp_path)  # no agent needed
+    phone = Phone(bridge.port)
+    try:
+        phone.send(sip_request("INVITE", bridge.port, phone.port, call_id="gone", body=OFFER, to_tag=";tag=old",
+                               extra="Content-Type: application/sdp\r\n"))
+        refused = phone.recv(2)
+        assert refused is not None and refused.status == 481
+        ack = sip_request("ACK", bridge.port, phone.port, call_id="gone", to_tag=";tag=old")
+        assert b"branch=z9hG4bK-gone-ack" in ack  # not the INVITE's z9hG4bK-gone-invite
+        phone.send(ack)
+        assert phone.recv(2.5) is None  # no copy at 0.5 s, 1.5 s
     finally:
         code = bridge.stop()
         phone.sock.close()

@@ -5,7 +5,7 @@ CANCEL that crosses it (9.2). On the UA core and a fake clock."""
 from __future__ import annotations
 
 from clients.sip.ua_events import CancelTimer
-from tests.sip.test_ua import PEER, SDP, Harness, req, to_tag
+from tests.sip.test_ua import PEER, SDP, Harness, req, statuses, to_tag
 
 # A Content-Length longer than the body: what a UDP datagram cut short by an MTU looks like
 MALFORMED_INVITE = req("INVITE", body=SDP, call_id="cut").replace(
@@ -49,3 +49,31 @@ def test_the_ack_of_an_invite_without_call_id_copies_its_flaw_and_still_stops_th
     tag = refused.data.split(b";tag=")[1].split(b"\r\n")[0].decode()
     ua.receive_datagram(req("ACK", to_tag=f";tag={tag}").replace(b"Call-ID: c1\r\n", b""), PEER, 0.1)
     assert ua.data_to_send() == [] and CancelTimer("refusal:1") in ua.timer_actions()
+
+
+def test_an_ack_to_a_refusal_with_another_branch_stops_its_retransmissions() -> None:
+    """17.2.3: an ACK matches its INVITE's transaction by branch; an RFC 2543 peer (a new branch for the ACK)
+    by Call-ID, From tag, CSeq and the To tag of the response: either stops a 491 being resent, as it stops the
+    call's own refusals, and an ACK for the 2xx (a new transaction) leaves the 491 alone."""
+    h = Harness()
+    call, tag = h.established()
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re2", body=SDP))  # a re-INVITE, answered 200
+    (glare,) = h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re3", body=SDP))  # before the 200's ACK
+    assert glare.status == 491
+    h.feed(req("ACK", to_tag=tag, cseq=2, branch="ack2"))  # the 200's: a new transaction
+    assert statuses(h.advance(0.6)) == [491]  # still resent
+    h.feed(req("ACK", to_tag=tag, cseq=3, branch="other"))  # the 491's, on a branch of its own
+    assert h.advance(40.0) == [] and h.timers == {}
+
+
+def test_an_ack_with_another_branch_and_another_to_tag_stops_nothing() -> None:
+    """The ACK to a merged INVITE's 482 carries the 482's To tag: the call's ACK (same Call-ID, From tag, CSeq,
+    another To tag) is not it."""
+    h = Harness()
+    ringing = h.feed(req("INVITE", body=SDP))[-1]
+    (merged,) = h.feed(req("INVITE", body=SDP, branch="b2"))
+    assert merged.status == 482 and to_tag(merged) != to_tag(ringing)
+    h.feed(req("ACK", to_tag=to_tag(ringing), branch="b9"))
+    assert statuses(h.advance(0.6)) == [482]
+    h.feed(req("ACK", to_tag=to_tag(merged), branch="b9"))
+    assert statuses(h.advance(10.0)) == []
