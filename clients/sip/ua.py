@@ -258,7 +258,7 @@ class UserAgent:
         elif method == "INVITE":
             self._on_reinvite(call, req, addr, now)
         elif method == "CANCEL":
-            self._others.cancel(call, req, addr, now)
+            self._others.cancel(call, req, addr, now, self._refusals.cancelled(req))
         elif method == "BYE":
             self._others.bye(call, req, addr, now)
         elif method == "OPTIONS":

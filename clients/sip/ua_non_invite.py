@@ -4,7 +4,9 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
 
 - CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
   for it (9.2). So does one of the last re-INVITE, answered at once: after a non-2xx (488, 491, ...) its
-  transaction lives on and the CANCEL gets 200 (and no effect); a 2xx ended it. Any other CANCEL -> 481.
+  transaction lives on and the CANCEL gets 200 (and no effect); a 2xx ended it. So does one of an INVITE refused
+  in a transaction of its own (ua_refusals.py: 491, 481, 400, ...) while that refusal is resent, with its To
+  tag. Any other CANCEL -> 481.
 - BYE in a dialog -> 200 OK and CallEnded; in an early dialog (the To tag of our 180, before the answer: the
   caller gave up, 15) the INVITE also gets 487 Request Terminated (15.1.2). A retransmitted BYE after the end
   gets 200 OK again (the ended call is remembered for 32 s); a BYE for no dialog -> 481.
@@ -65,9 +67,10 @@ class NonInviteServer:
         self._out.send(response, addr)
         return response
 
-    def cancel(self, call: Call | None, req: Request, addr: Addr, now: float) -> None:
+    def cancel(self, call: Call | None, req: Request, addr: Addr, now: float, refused: str | None) -> None:
+        """`refused`: the To tag of an INVITE refusal beside the call's transaction that `req` is for, if any."""
         if call is None or not _cancels(call, req):
-            self.reply(call, req, addr, 481, now)
+            self.reply(call, req, addr, 481 if refused is None else 200, now, to_tag=refused)
             return
         self.reply(call, req, addr, 200, now, to_tag=call.local_tag)
         if call.state is S.PROCEEDING:

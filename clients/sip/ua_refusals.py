@@ -7,6 +7,8 @@ refusal of the request checks (420, 416, 500 out of order) while the call is not
   doubling to T2 = 4 s, until its ACK (matched as the call's own, ua_transactions.acknowledges: by the INVITE's
   branch, or an RFC 2543 peer's by Call-ID, From tag, CSeq and our To tag) or Timer H, 64*T1 = 32 s. So a lost
   491 reaches the caller without its stack sending the INVITE again, and the call's own transaction goes on.
+- A CANCEL that matches one while it is resent (it crossed our response, 9.1) is for a transaction that exists:
+  `cancelled` gives the response's To tag for its 200 (9.2), and the refusal goes on until its ACK.
 - Timer keys are "refusal:<n>"; one that fires after its ACK (cancelled, its callback already queued) is ignored.
   At most `limit` are resent at a time, the oldest given up first (a flood of INVITEs cannot grow them unbounded).
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from clients.sip.message import Request
 from clients.sip.ua_call import T1, T2, TIMEOUT, Outbox
 from clients.sip.ua_events import Addr, CancelTimer, StartTimer
-from clients.sip.ua_transactions import acknowledges, tag
+from clients.sip.ua_transactions import acknowledges, cancels, tag
 
 __all__ = ["InviteRefusals"]
 
@@ -59,6 +61,10 @@ class InviteRefusals:
         if timer is not None:
             self._stop(timer)
         return timer is not None
+
+    def cancelled(self, cancel: Request) -> str | None:
+        """The To tag of the refusal whose INVITE `cancel` is for (its 200 carries it, 9.2), or None for none."""
+        return next((refusal.to_tag for refusal in self._live.values() if cancels(cancel, refusal.invite)), None)
 
     def timer_fired(self, timer: str, now: float) -> None:
         refusal = self._live.get(timer)

@@ -31,18 +31,19 @@ from collections import OrderedDict
 from clients.sip.message import NameAddr, Request, SipParseError
 from clients.sip.ua_call import TIMEOUT
 
-__all__ = ["ServerTransactions", "acknowledges", "tag", "transaction_key"]
+__all__ = ["ServerTransactions", "acknowledges", "cancels", "tag", "transaction_key"]
 
 MAGIC_COOKIE = "z9hG4bK"  # an RFC 3261 branch starts with it (8.1.1.7)
 Key = tuple[str, ...]
 
 
-def transaction_key(req: Request) -> Key:
-    """The server transaction `req` belongs to (17.2.3); `req` may be a malformed request whose top Via could be
-    read (its From and CSeq then count as written)."""
+def transaction_key(req: Request, method: str | None = None) -> Key:
+    """The server transaction `req` belongs to (17.2.3), or with `method` the one of that method it would match (a
+    CANCEL's INVITE, 9.2); `req` may be a malformed request whose top Via could be read (its From and CSeq then
+    count as written)."""
     via = req.top_via
     branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {tag(req, 'From')}"
-    method = "INVITE" if req.method == "ACK" else req.method
+    method = method or ("INVITE" if req.method == "ACK" else req.method)
     return branch, via.host.lower(), str(via.port or ""), method, req.call_id, _cseq_number(req)
 
 
@@ -52,6 +53,11 @@ def acknowledges(ack: Request, invite: Request, to_tag: str) -> bool:
         return True
     return (ack.call_id, tag(ack, "From"), _cseq_number(ack), tag(ack, "To")) == \
         (invite.call_id, tag(invite, "From"), _cseq_number(invite), to_tag)
+
+
+def cancels(cancel: Request, invite: Request) -> bool:
+    """Whether `cancel` is for `invite`: it matches the INVITE's transaction by 17.2.3's rule but the method (9.2)."""
+    return transaction_key(cancel, method="INVITE") == transaction_key(invite)
 
 
 def tag(req: Request, name: str) -> str:

@@ -118,6 +118,25 @@ def test_an_ack_to_a_refusal_on_a_branch_of_its_own_stops_its_retransmissions(tm
     assert code == 0, bridge.log()
 
 
+def test_a_cancel_that_crosses_a_refusal_gets_200(tmp_path) -> None:
+    """RFC 3261 9.2: a CANCEL that matches a transaction whose final response was sent gets 200 (no effect); the
+    phone sent it before our 481 to its INVITE for a dialog we do not have reached it. It got 481, which says
+    there is no such INVITE transaction."""
+    bridge = BridgeProcess(f"ws://127.0.0.1:{free_udp_port()}/v1/realtime", tmp_path)  # no agent needed
+    phone = Phone(bridge.port)
+    try:
+        phone.send(sip_request("INVITE", bridge.port, phone.port, call_id="gone", body=OFFER, to_tag=";tag=old",
+                               extra="Content-Type: application/sdp\r\n"))
+        phone.send(sip_request("CANCEL", bridge.port, phone.port, call_id="gone", to_tag=";tag=old").replace(
+            b"z9hG4bK-gone-cancel", b"z9hG4bK-gone-invite"))  # a CANCEL carries its INVITE's branch (9.1)
+        answers = [phone.recv(2), phone.recv(2)]
+        assert [(r.status, r.cseq.method) for r in answers if r is not None] == [(481, "INVITE"), (200, "CANCEL")]
+    finally:
+        code = bridge.stop()
+        phone.sock.close()
+    assert code == 0, bridge.log()
+
+
 def test_garbage_and_broken_requests_then_a_real_call(embedded_server, tmp_path) -> None:
     bridge = BridgeProcess(embedded_server.ws, tmp_path)
     phone = Phone(bridge.port)

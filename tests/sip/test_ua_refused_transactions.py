@@ -77,3 +77,25 @@ def test_an_ack_with_another_branch_and_another_to_tag_stops_nothing() -> None:
     assert statuses(h.advance(0.6)) == [482]
     h.feed(req("ACK", to_tag=to_tag(merged), branch="b9"))
     assert statuses(h.advance(10.0)) == []
+
+
+def test_a_cancel_crossing_a_refusal_gets_200_with_its_to_tag_and_changes_nothing() -> None:
+    """9.2: a CANCEL that matches a transaction whose final response was sent gets 200 (the To tag of that
+    response) and has no effect; 481 is for a CANCEL that matches none."""
+    h = Harness()
+    call, tag = h.established()
+    h.feed(req("INVITE", to_tag=tag, cseq=2, branch="re2", body=SDP))
+    (glare,) = h.feed(req("INVITE", to_tag=tag, cseq=3, branch="re3", body=SDP))
+    (cancelled,) = h.feed(req("CANCEL", to_tag=tag, cseq=3, branch="re3"))
+    assert (cancelled.status, to_tag(cancelled)) == (200, to_tag(glare))
+    assert statuses(h.advance(0.6)) == [200, 491]  # the call's 200 (no ACK yet) and the 491 go on
+    (refused,) = h.feed(MALFORMED_INVITE)
+    cancel_cut = req("CANCEL", call_id="cut")
+    assert [(m.status, to_tag(m)) for m in h.feed(cancel_cut)] == [(200, to_tag(refused))]
+    assert statuses(h.feed(req("CANCEL", call_id="cut", branch="b7"))) == [481]  # no such transaction
+    (gone,) = h.feed(req("INVITE", to_tag=";tag=old", call_id="gone", body=SDP))  # a dialog we do not have
+    assert gone.status == 481
+    assert [(m.status, to_tag(m)) for m in h.feed(req("CANCEL", to_tag=";tag=old", call_id="gone"))] == [
+        (200, ";tag=old")]
+    assert sorted(set(statuses(h.advance(2.0)))) == [200, 400, 481, 491]  # each goes on until its own ACK
+    assert h.ua.state(call).value == "reanswered"
