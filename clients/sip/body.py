@@ -19,7 +19,8 @@ Rules for DTMF in INFO (no RFC; the de facto formats PBXs and gateways send):
 - application/dtmf: the body is the key itself.
 - A body of any other type is one we cannot read (`unread_body`), unless its Content-Disposition says
   handling=optional (RFC 3261 8.2.3, 20.11): the INFO is refused 415, so its sender does not take its key presses
-  for delivered.
+  for delivered. Its Accept is INFO_ACCEPT, the DTMF types alone: SDP or a multipart body in an INFO (SIP-T's
+  ISUP) is not read, and an Accept naming them would tell the sender to send again what was just refused.
 - A key is one of 0-9 * # A-D (a-d too), or its RFC 4733 event number 10-15 for * # A-D, as some gateways send
   (Asterisk reads both). A hook flash (! or event 16, what Asterisk and Cisco send for it) is read and carries no
   key. Any other value, or a dtmf-relay body without Signal, is malformed (`dtmf_keys` raises, the INFO gets 400):
@@ -32,12 +33,13 @@ from __future__ import annotations
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.message import split_commas
 
-__all__ = ["ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body", "unread_body"]
+__all__ = ["ACCEPT", "INFO_ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body", "unread_body"]
 
 SDP = "application/sdp"
 MULTIPART = ("multipart/mixed", "multipart/alternative")  # read for their SDP part
 DTMF_RELAY, DTMF = "application/dtmf-relay", "application/dtmf"  # INFO's key presses
 ACCEPT = ", ".join((SDP, *MULTIPART, DTMF_RELAY, DTMF))  # every body type read here: OPTIONS' Accept (11.2)
+INFO_ACCEPT = ", ".join((DTMF_RELAY, DTMF))  # the types an INFO body is read in: its 415's Accept (8.2.3)
 _KEYS = "0123456789*#ABCD"  # in RFC 4733 event order (3.2)
 HOOK_FLASH = ("!", "16")  # RFC 4733 event 16, and the sign PBXs write it with
 

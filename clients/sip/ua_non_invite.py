@@ -21,7 +21,8 @@ of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
   caller's last request's reports no key: of the same CSeq in another transaction (a peer that does not keep its
   branch when it sends again) it gets 200, below it 500. (A retransmission in its transaction never comes here:
   the core answers it from ua_transactions.py.)
-  One whose body is of another type, which we cannot read (body.py), gets 415 with Accept (8.2.3); one whose
+  One whose body is of another type, which we cannot read (body.py), gets 415 with an Accept of the DTMF types
+  (8.2.3: not OPTIONS' Accept, whose SDP and multipart an INFO is not read in); one whose
   DTMF body names no key (Signal=Z, a dtmf-relay body without Signal) 400 with a Warning saying why.
 """
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from clients.sip.body import ACCEPT, accepts_sdp, dtmf_keys, unread_body
+from clients.sip.body import ACCEPT, INFO_ACCEPT, accepts_sdp, dtmf_keys, unread_body
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.message import Request
 from clients.sip.sdp import capabilities
@@ -121,8 +122,8 @@ class NonInviteServer:
         ctype = req.headers.get("Content-Type")
         if unread_body(ctype, req.headers.get("Content-Disposition"), req.body):
             # 8.2.3: a 200 would tell the sender its key presses (say) were taken, where they were dropped; the
-            # Accept names the types we read, for a sender that can send them otherwise (a retransmission: 415 too)
-            self.reply(call, req, addr, 415, now, extra=(("Accept", ACCEPT),))
+            # Accept names the types an INFO is read in, for a sender that can send them otherwise
+            self.reply(call, req, addr, 415, now, extra=(("Accept", INFO_ACCEPT),))
             return
         try:
             keys = dtmf_keys(ctype, req.body)
