@@ -90,6 +90,14 @@ def wait_until(driver: object, done: object, timeout: float) -> dict:
     return state
 
 
+def wait_until_ended(driver: object, state: str, timeout: float) -> dict:
+    """Wait for the page's error line, then for the `state` its teardown leaves: the line is shown first, and the
+    state follows once the page has let go of its audio (a few ms; more on a loaded machine, where a test that read
+    the state with the line saw 'thinking')."""
+    wait_until(driver, lambda s: s["errors"], timeout)
+    return wait_until(driver, lambda s: s["state"] == state, timeout)
+
+
 def healthz_status(server: ServerProcess) -> str:
     import urllib.error
     import urllib.request

@@ -29,6 +29,7 @@ from tests.web.browser import (
     page_text,
     run_conversation,
     wait_until,
+    wait_until_ended,
 )
 
 pytestmark = pytest.mark.slow
@@ -298,7 +299,7 @@ def test_settings_the_server_refuses_at_connect_disconnect_and_say_so(embedded_s
     driver.execute_script(  # type: ignore[attr-defined]
         "document.getElementById('instructions').value = 'Be brief. '.repeat(1500)")
     driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
-    state = wait_until(driver, lambda s: s["state"] == "error", 30)
+    wait_until_ended(driver, "error", 30)
     time.sleep(1.0)  # the socket's own close comes after: it must not hide the error state
     state = hook(driver)
     assert state["state"] == "error", state

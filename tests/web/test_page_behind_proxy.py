@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.web.browser import SEND_TYPED, hook, wait_until
+from tests.web.browser import SEND_TYPED, hook, wait_until, wait_until_ended
 from tests.web.reverse_proxy import reverse_proxy
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,6 @@ def test_a_proxy_that_drops_websocket_upgrades_is_told_from_a_wrong_key(keyed_se
     with reverse_proxy(keyed_server.http, "/voice/", pass_upgrades=False) as page_url:
         browser.get(f"{page_url}?mode=ptt&key={key}")  # type: ignore[attr-defined]
         browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
-        wait_until(browser, lambda s: s["errors"], 30)
-        state = wait_until(browser, lambda s: s["state"] == "error", 10)  # the error is shown before the teardown
+        state = wait_until_ended(browser, "error", 30)
     host = page_url.split("/")[2]
     assert state["state"] == "error" and state["errors"] == [shown.format(host=host)], state

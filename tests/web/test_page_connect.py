@@ -15,7 +15,7 @@ from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
 from tests.conftest import ServerProcess
-from tests.web.browser import hook, wait_until
+from tests.web.browser import hook, wait_until_ended
 from tests.ws_thread import ws_server_thread
 
 STUCK = ("could not start: the server at 127.0.0.1:{port} took the connection but did not answer in 10 s: it may be "
@@ -78,7 +78,7 @@ def test_a_server_that_takes_the_connection_and_never_answers_gives_up_and_says_
         browser.get(f"{tiny_server.http}/?mode=ptt&url=ws://127.0.0.1:{port}/v1/realtime")  # type: ignore[attr-defined]
         browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
         started = time.monotonic()
-        state = wait_until(browser, lambda s: s["state"] != "starting", 30)
+        state = wait_until_ended(browser, "error", 30)
         waited = time.monotonic() - started
     assert state["errors"] == [STUCK.format(port=port)] and state["state"] == "error", (state, waited)
     assert 9 < waited < 15, waited

@@ -20,6 +20,7 @@ from tests.web.browser import (
     hook,
     page_text,
     wait_until,
+    wait_until_ended,
 )
 from tests.web.fake_realtime import fake_realtime_server
 
@@ -188,7 +189,7 @@ def test_a_server_shutting_down_says_so_not_only_its_close_code(browser: object)
         connect_page(browser, server.http)
     finally:
         server.stop()
-    state = wait_until(browser, lambda s: s["errors"], 30)
+    state = wait_until_ended(browser, "closed", 30)
     shown = "the server shut down (code 1001: server shutting down): connect again once it is back"  # its reason
     assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
     assert state["state"] == "closed", state
@@ -218,7 +219,7 @@ def test_a_session_ended_on_the_server_says_why_not_only_its_close_code(
     with fake_realtime_server(end_on_a_message) as url:
         connect_page(browser, tiny_server.http, f"mode=ptt&url={url}")
         browser.execute_script(SEND_TYPED, "Hello.")  # type: ignore[attr-defined]
-        state = wait_until(browser, lambda s: s["errors"], 30)
+        state = wait_until_ended(browser, "closed", 30)
     assert state["errors"] == [shown] and page_text(browser, "#errors li") == shown, state
     assert state["state"] == "closed", state
 
@@ -252,7 +253,7 @@ def test_connect_after_the_server_was_killed_shows_one_line_the_current_one(brow
     try:
         connect_page(browser, server.http)
         server.proc.kill()  # no close frame: the page sees 1006
-        state = wait_until(browser, lambda s: s["errors"], 30)
+        state = wait_until_ended(browser, "closed", 30)  # pressed before, Connect still read Disconnect
     finally:
         server.stop()
     assert page_text(browser, "#errors li") == "the connection to the server was lost (code 1006): connect again", state
