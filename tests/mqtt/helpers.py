@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,11 +95,13 @@ class Watcher:
             self.messages.append(Received(m.topic.value, payload, m.qos, m.retain, time.monotonic()))
             self._new.set()
 
-    async def wait_for(self, topic_suffix: str, *, timeout: float = 30.0, start: int = 0) -> Received:
+    async def wait_for(self, topic_suffix: str, *, timeout: float = 30.0, start: int = 0,
+                       where: Callable[[Received], bool] = lambda m: True) -> Received:
+        """The first message from index `start` on whose topic ends so (and that `where` takes)."""
         deadline = time.monotonic() + timeout
         while True:
             for m in self.messages[start:]:
-                if m.topic.endswith(topic_suffix):
+                if m.topic.endswith(topic_suffix) and where(m):
                     return m
             remaining = deadline - time.monotonic()
             if remaining <= 0:
