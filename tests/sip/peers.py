@@ -101,8 +101,10 @@ class Capture:
         self._err = open(path.with_suffix(".log"), "wb")
         self.proc = subprocess.Popen(["tshark", "-q", "-i", "lo", "-f", f"udp dst port {port}", "-F", "pcap",
                                       "-w", str(path)], stdout=subprocess.DEVNULL, stderr=self._err)
+        # "Capturing on" comes before dumpcap has opened the interface: a loaded machine lost the first packets after
+        # it (a call's first RTP packet, its marker). "File:" comes once dumpcap captures into the file.
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and b"Capturing on" not in path.with_suffix(".log").read_bytes():
+        while time.monotonic() < deadline and b"-- File: " not in path.with_suffix(".log").read_bytes():
             if self.proc.poll() is not None:
                 raise RuntimeError(path.with_suffix(".log").read_text())
             time.sleep(0.1)
