@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -28,7 +28,7 @@ async def call_in_thread(executor: concurrent.futures.Executor, fn: Callable[...
 
 async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
                             executor: concurrent.futures.Executor, *, maxsize: int = 64
-                            ) -> AsyncIterator[T]:
+                            ) -> AsyncGenerator[T, None]:
     """Yield the items of `make_iter(cancel)` as they are produced on a worker thread.
 
     The queue is bounded: a slow consumer blocks the producer thread (back-pressure), never the

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from controller.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lm_engine.backends.remote import RemoteChatBackend
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +33,12 @@ def check_chat_url(url: str) -> None:
                        "serve /chat/completions and /models", url)
 
 
-def open_remote_chat(url: str, *, required: bool = False) -> Any:
+def open_remote_chat(url: str, *, required: bool = False) -> RemoteChatBackend:
     """The RemoteChatBackend for url, after asking the server for its model. A server that does not answer is a
     ConfigError if `required` (a one-shot command), else logged: a server's sessions get an error event for each
     reply until it answers, and it may just be starting too."""
-    from lm_engine import ChatBackendError, RemoteChatBackend  # the optional `remote` extra
+    from lm_engine.backends.remote import RemoteChatBackend  # the optional `remote` extra
+    from lm_engine.chat import ChatBackendError
 
     # From the environment, not the command line, where a key would show in `ps`: vLLM's --api-key, a hosted server.
     backend = RemoteChatBackend(url, api_key=os.environ.get(API_KEY_ENV) or None,
@@ -50,10 +54,10 @@ def open_remote_chat(url: str, *, required: bool = False) -> Any:
     return backend
 
 
-def remote_chat_problem(backend: Any) -> str | None:
+def remote_chat_problem(backend: RemoteChatBackend) -> str | None:
     """Why the remote Chat LM cannot answer a reply now (its server down, refusing, or lost), or None. Blocks for the
     request (a few seconds at most): call it off the event loop."""
-    from lm_engine import ChatBackendError
+    from lm_engine.chat import ChatBackendError
 
     try:
         backend.check()

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -24,6 +24,9 @@ from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import stop_if_cancelled
 from lm_engine.chat import ChatDelta, ChatRequest, PrefillBackend
+
+if TYPE_CHECKING:
+    from lm_engine.backends.remote import RemoteChatBackend
 
 logger = logging.getLogger(__name__)
 
@@ -211,14 +214,14 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         self._tts = PiperTts.load(cpu_threads=min(2, config.threads))
         self.output_rate = int(self._tts.sample_rate)
         self._llm: ChatBackend
-        self._remote = bool(config.chat_url)
+        self._remote: RemoteChatBackend | None = None  # the --chat-url server, asked whether it answers
         self._template_costs: dict[tuple[str, bool], TemplateCosts] = {}
         self._template_costs_lock = threading.Lock()  # sessions ask from worker threads
         self._count_tokens: Callable[[str], int]
         self._render_prompt: Callable[[list[dict], list[dict] | None], str] | None = None  # None: not here
         if config.chat_url:
-            self._llm = open_remote_chat(config.chat_url)
-            self._count_tokens = self._llm.estimate_tokens  # the server's model and tokenizer are not here
+            self._llm = self._remote = open_remote_chat(config.chat_url)
+            self._count_tokens = self._remote.estimate_tokens  # the server's model and tokenizer are not here
         else:
             loading("the chat LM")
             llm = LlamaCppBackend.load(embedded_gguf_path(), n_threads=config.lm_threads, n_ctx=config.n_ctx,
@@ -293,7 +296,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         return costs
 
     def chat_problem(self) -> str | None:
-        return remote_chat_problem(self._llm) if self._remote else None
+        return remote_chat_problem(self._remote) if self._remote is not None else None
 
     def close(self) -> None:
         for pool in (self._asr_pool, self._llm_pool, self._tts_pool):

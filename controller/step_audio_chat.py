@@ -12,9 +12,9 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from context_manager import TemplateCosts
 from controller.bridge import iterate_in_thread
@@ -22,7 +22,10 @@ from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.pipeline import PromptCut
 from controller.step_audio_setup import StepAudioConfig, chat_engine_config, loading
 from controller.step_audio_text import DEFAULT_SYSTEM, Detokenizer, chat_messages, sample_text_token, text_piece_mask
-from lm_engine.chat import ChatDelta, ChatRequest
+from lm_engine.chat import ChatDelta, ChatRequest, ChatUsage
+
+if TYPE_CHECKING:
+    from lm_engine.backends.remote import RemoteChatBackend
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class StepAudioChat:
         self.config = config
         chat_dir = config.model_path / CHAT_DIR
         self.engine: Any = None
-        self._remote: Any = None
+        self._remote: RemoteChatBackend | None = None
         if config.chat_url:
             # Chat on an OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N): it applies the
             # chat template itself; audio turns travel as their <audio_N> text. Only the tokenizer is read here.
@@ -100,9 +103,9 @@ class StepAudioChat:
             return _length_as_stop(self._reply(request, self.config.max_reply_tokens))
         return self._reply(request, max_tokens)
 
-    def _reply(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[ChatDelta | PromptCut]:
+    def _reply(self, request: ChatRequest, max_tokens: int) -> AsyncGenerator[ChatDelta | PromptCut, None]:
         if self._remote is not None:
-            return self._reply_remote(request, max_tokens)
+            return self._reply_remote(self._remote, request, max_tokens)
         ids = self.prompt_ids(request.messages)
         context = self.engine.model_config.max_seq_len
         # A reply of more than half the context leaves its prompt too little room: a context of 20 against the tiny
@@ -145,17 +148,15 @@ class StepAudioChat:
         heard = max(0, min(last, limit - len(head) - len(self.tok.encode(_REPLY_OPENING))))
         return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
 
-    def _last_deltas(self, detok: Detokenizer, ids: list[int], generated: int, finish: str) -> list[Any]:
+    def _last_deltas(self, detok: Detokenizer, ids: list[int], generated: int, finish: str) -> list[ChatDelta]:
         """A reply's end: the text its detokenizer still held, if any, then its finish reason and usage."""
-        from lm_engine import ChatDelta, ChatUsage
-
         done = ChatDelta(finish_reason=finish, usage=ChatUsage(prompt_tokens=len(ids), completion_tokens=generated,
                                                                prompt_audio_tokens=self._audio_ids(ids)))
         text = detok.flush()
         return [ChatDelta(text=text), done] if text else [done]
 
-    def _reply_remote(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[ChatDelta]:
-        remote = self._remote
+    def _reply_remote(self, remote: RemoteChatBackend, request: ChatRequest,
+                      max_tokens: int) -> AsyncGenerator[ChatDelta, None]:
         plain = replace(request, messages=chat_messages(request.messages), max_tokens=max_tokens,
                                     tools=None, tool_choice="auto")
 
@@ -164,8 +165,9 @@ class StepAudioChat:
 
         return iterate_in_thread(run, self._pool)
 
-    async def _reply_stream(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
-        from lm_engine import ChatDelta, SamplingParams
+    async def _reply_stream(self, ids: list[int], temperature: float,
+                            max_tokens: int) -> AsyncGenerator[ChatDelta, None]:
+        from lm_engine import SamplingParams
 
         tok = self.tok
         params = SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens,
@@ -182,16 +184,15 @@ class StepAudioChat:
         for delta in self._last_deltas(detok, ids, n, "length" if n >= max_tokens else "stop"):
             yield delta
 
-    def _reply_constrained(self, ids: list[int], temperature: float, max_tokens: int) -> AsyncIterator[Any]:
+    def _reply_constrained(self, ids: list[int], temperature: float,
+                           max_tokens: int) -> AsyncGenerator[ChatDelta, None]:
         """Token-by-token sampling under the text-piece mask (worker thread; the engine serialises steps)."""
         import torch
-
-        from lm_engine import ChatDelta
 
         engine, tok, mask = self.engine, self.tok, self._text_mask
         gen = torch.Generator().manual_seed(self.config.seed + len(ids))
 
-        def run(cancel: threading.Event) -> Iterator[Any]:
+        def run(cancel: threading.Event) -> Iterator[ChatDelta]:
             detok = Detokenizer(tok)
             sid = engine.open(ids)
             finish = "length"
@@ -256,17 +257,19 @@ def _turn(message: dict[str, str]) -> str:
     return f"<|BOT|>{role}\n{message['content']}<|EOT|>"
 
 
-async def _length_as_stop(deltas: AsyncIterator[ChatDelta | PromptCut]) -> AsyncIterator[ChatDelta | PromptCut]:
-    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+async def _length_as_stop(deltas: AsyncGenerator[ChatDelta | PromptCut, None]
+                          ) -> AsyncGenerator[ChatDelta | PromptCut, None]:
+    async with contextlib.aclosing(deltas):
         async for delta in deltas:
             if isinstance(delta, ChatDelta) and delta.finish_reason == "length":
                 delta = replace(delta, finish_reason="stop")
             yield delta
 
 
-async def _after(cut: PromptCut, deltas: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta | PromptCut]:
+async def _after(cut: PromptCut, deltas: AsyncGenerator[ChatDelta, None]
+                 ) -> AsyncGenerator[ChatDelta | PromptCut, None]:
     """The reply's deltas, told first that its prompt was cut (the session tells the client)."""
-    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+    async with contextlib.aclosing(deltas):
         yield cut
         async for delta in deltas:
             yield delta
