@@ -111,8 +111,7 @@ class ScriptedPipeline:
     def new_listener(self) -> ScriptedListener:
         return ScriptedListener(self)
 
-    async def reply(self, request: object) -> AsyncIterator[ChatDelta | PromptCut]:
-        assert isinstance(request, ChatRequest)
+    async def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         self.requests.append(request)
         if self.prompt_limit is not None:  # the LM's own count, apart from the session's (only when it cuts)
             last = self.count_tokens(request.messages[-1]["content"])

@@ -257,8 +257,7 @@ class ToolPipeline(ScriptedPipeline):
         self.rng = rng
         self.calls = 0
 
-    async def reply(self, request: object) -> AsyncIterator[ChatDelta | PromptCut]:
-        assert isinstance(request, ChatRequest)
+    async def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         self.calls += 1
         self.tool_calls = [ToolCallDelta(call_id=f"call_{self.calls}", name="get_time", arguments_delta="{}")] \
             if request.tools and self.rng.random() < 0.7 else []

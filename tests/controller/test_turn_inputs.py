@@ -128,7 +128,7 @@ class _WarmingPipeline(ScriptedPipeline):
                 raise
             self.prefills.append((user_messages(request), "done"))
 
-    async def reply(self, request: object) -> AsyncIterator[ChatDelta | PromptCut]:
+    async def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         async with self.lm:
             async for delta in super().reply(request):
                 yield delta

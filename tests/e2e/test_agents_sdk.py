@@ -15,7 +15,8 @@ import agents
 import agents.realtime as agents_realtime
 import numpy as np
 
-from lm_engine.chat import ChatDelta, ToolCallDelta
+from controller.pipeline import PromptCut
+from lm_engine.chat import ChatDelta, ChatRequest, ToolCallDelta
 from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server, speech
 from tests.e2e.helpers import RATE, silence
 
@@ -26,9 +27,9 @@ TIMEOUT = 30
 class ToolOnce(ScriptedPipeline):
     """An LM that calls its tools in its first reply only, as a model does once it has the tool's answer."""
 
-    async def reply(self, request: object) -> AsyncIterator[ChatDelta]:  # type: ignore[override]
+    async def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         async for delta in super().reply(request):
-            yield delta  # type: ignore[misc]
+            yield delta
         self.tool_calls = []
 
 
