@@ -206,7 +206,7 @@ class ItemsMixin(_Base):
         if isinstance(item, FunctionCallOutput):
             self._check_call_known(item.call_id)
         # Decoded before the item joins the conversation: bad audio refuses the whole item with an error.
-        content = getattr(spec, "content", ())
+        content = spec.content if isinstance(spec, it.MessageSpec) else ()
         pcm = self.item_audio(content)
         # Untranscribed, its transcript becomes the whole item's text (as a spoken turn's does): beside other parts,
         # they would be lost from the conversation and from conversation.item.done.

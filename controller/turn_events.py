@@ -97,6 +97,8 @@ class ConfigChanged:
 Event = (SpeechStarted | Pause | SpeechResumed | SpeechStopped | BufferCommitted | BufferCleared
          | ResponseRequested | CancelRequested | ReplyTruncated | ContextChanged | GenerationAudioStarted
          | GenerationFinished | TimerFired | ConfigChanged)
+# The events about one generation: stale, and dropped, once a newer generation replaced it.
+GenerationReport = ReplyTruncated | GenerationAudioStarted | GenerationFinished
 
 
 # ---- actions (outputs) -----------------------------------------------------------------------------

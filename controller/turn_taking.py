@@ -48,9 +48,9 @@ from controller.errors import LocalProtocolError
 from controller.turn_events import (
     IDLE_TIMER, Action, BufferCleared, BufferCommitted, CancelGeneration, CancelRequested, CancelTimer,
     CommitGeneration, CommitUserTurn, ConfigChanged, ContextChanged, EmitIdleTimeout, EmitSpeechStarted,
-    EmitSpeechStopped, Event, FlushAudio, GenerationAudioStarted, GenerationFinished, Pause, RejectRequest,
-    ReplyTruncated, ResponseRequested, SpeechResumed, SpeechStarted, SpeechStopped, StartGeneration, StartTimer,
-    TimerFired, TurnConfig,
+    EmitSpeechStopped, Event, FlushAudio, GenerationAudioStarted, GenerationFinished, GenerationReport, Pause,
+    RejectRequest, ReplyTruncated, ResponseRequested, SpeechResumed, SpeechStarted, SpeechStopped, StartGeneration,
+    StartTimer, TimerFired, TurnConfig,
 )
 
 
@@ -138,8 +138,7 @@ class TurnTaking:
         if target is None:
             raise LocalProtocolError(f"{type(event).__name__} is not allowed in state {self.state.value}",
                                      code="invalid_state")
-        gen_id = getattr(event, "gen_id", None)
-        if gen_id is not None and gen_id != self.current_gen:
+        if isinstance(event, GenerationReport) and event.gen_id != self.current_gen:
             return []  # stale report from a cancelled generation
         actions: list[Action] = []
         handler = _HANDLERS.get(type(event))

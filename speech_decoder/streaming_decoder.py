@@ -44,8 +44,9 @@ class StreamingDecoderConfig:
     vocoder_lookahead: int = 16  # HiFT frames held back until their right context is final
 
     def __post_init__(self) -> None:
-        for name in ("first_chunk_tokens", "overlap_tokens", "max_hop_tokens"):
-            v = getattr(self, name)
+        tokens = {"first_chunk_tokens": self.first_chunk_tokens, "overlap_tokens": self.overlap_tokens,
+                  "max_hop_tokens": self.max_hop_tokens}
+        for name, v in tokens.items():
             if v <= 0 or v % 5:
                 raise StreamingConfigError(f"{name}={v} must be a positive multiple of 5 (one 2:3 token group)")
         if self.first_chunk_tokens <= self.overlap_tokens:

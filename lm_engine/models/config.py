@@ -46,8 +46,11 @@ class ModelConfig:
             raise ModelConfigError(f"unknown model family {self.family!r}; supported: {FAMILIES}")
         if self.num_heads % self.num_kv_heads != 0:
             raise ModelConfigError(f"num_heads {self.num_heads} is not a multiple of kv heads {self.num_kv_heads}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "head_dim", "max_seq_len"):
-            if getattr(self, name) <= 0:
+        sizes = {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+                 "intermediate_size": self.intermediate_size, "num_layers": self.num_layers,
+                 "head_dim": self.head_dim, "max_seq_len": self.max_seq_len}
+        for name, size in sizes.items():
+            if size <= 0:
                 raise ModelConfigError(f"{name} must be > 0")
 
     def check_tp(self, tp: int) -> None:
