@@ -2,7 +2,7 @@
 
     AgentError
     ├── ConfigError              bad configuration (our files, CLI, or a config object built wrong)
-    ├── ProtocolError            carries wire hints: Realtime error type/code/param, client event_id, WS close code
+    ├── ProtocolError            with wire hints: Realtime error type/code/param, client event_id, WS close code
     │   ├── LocalProtocolError   we (the caller) misused a protocol core; maps to Realtime "server_error"
     │   └── RemoteProtocolError  the peer sent something invalid; maps to Realtime "invalid_request_error"
     ├── MediaError               audio could not be decoded/encoded/resampled

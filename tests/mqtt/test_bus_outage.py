@@ -149,7 +149,8 @@ async def test_an_event_bigger_than_the_broker_accepts_does_not_wedge_the_bus(tm
             # are refused, as over the prompt budget.
             whisper = {"model": "whisper-1", "prompt": "word " * 6000}
             big = await conv.update_session(audio={"input": {"transcription": whisper}})
-            await conv.update_session(instructions="short", audio={"input": {"transcription": whisper | {"prompt": ""}}})
+            await conv.update_session(instructions="short",
+                                      audio={"input": {"transcription": whisper | {"prompt": ""}}})
         finally:
             await conv.close()
         await w.wait_for(f"{sid}/events/session.closed", timeout=20)
