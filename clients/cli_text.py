@@ -1,5 +1,5 @@
 """Text in and out of the command line: text options (talk's --instructions, tts's --text) as the UTF-8 the server
-and models take, and a stdout that prints what the terminal cannot show."""
+and models take, and a stdout and stderr that print what the terminal cannot show."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import os
 import sys
 
-__all__ = ["command_line_text", "printable_stdout"]
+__all__ = ["command_line_text", "printable_output"]
 
 
 def command_line_text(value: str) -> str:
@@ -25,17 +25,38 @@ def command_line_text(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not UTF-8 text: {hint}") from None
 
 
-def printable_stdout() -> None:
+def printable_output() -> None:
     """On a terminal that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii, Windows' code page in a pipe) a
     transcript's first character it cannot show ended talk in a UnicodeEncodeError traceback mid-conversation, and
     `chat` after minutes of model load, before its wav was written: such characters now print as '?'. In the C
-    locale without UTF-8 mode the same happened to every non-ASCII character: there stdout writes UTF-8."""
-    if not isinstance(sys.stdout, io.TextIOWrapper):
-        return
-    if sys.stdout.errors == "strict":
+    locale without UTF-8 mode the same happened to every non-ASCII character: there stdout and stderr write UTF-8,
+    and a file name's bytes as they are."""
+    codecs.register_error(_NAME_BYTES, _name_bytes)
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
         sys.stdout.reconfigure(errors="replace")
-    elif sys.stdout.errors == "surrogateescape" and codecs.lookup(sys.stdout.encoding).name == "ascii":
-        # Python's ASCII for the C locale means "no locale set", not an ASCII terminal (PEP 538, 540): the text
-        # options are read as UTF-8 there (command_line_text), so print so too; surrogateescape still writes a
-        # file name's own bytes.
-        sys.stdout.reconfigure(encoding="utf-8")
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name == "ascii" \
+                and stream.errors in ("surrogateescape", "backslashreplace"):
+            # Python's ASCII for the C locale means "no locale set", not an ASCII terminal (PEP 538, 540): the text
+            # options are read as UTF-8 there (command_line_text), so print so too. A path's non-ASCII bytes,
+            # held as surrogate escapes, came out of stderr's backslashreplace as "mod\udcc3\udca8les" beside an
+            # error line's "\u5531" (and stdout's strict UTF-8 refused them with a traceback).
+            stream.reconfigure(encoding="utf-8", errors=_NAME_BYTES)
+        elif isinstance(stream, io.TextIOWrapper) and stream.errors == "surrogateescape":
+            stream.reconfigure(errors=_NAME_BYTES)  # the same for a file name's bytes; no traceback for the rest
+
+
+_NAME_BYTES = "stepaudio-name-bytes"
+
+
+def _name_bytes(exc: UnicodeError) -> tuple[bytes, int]:
+    """Codec error handler: a surrogate escape (U+DC80..U+DCFF, a byte of a file name that the ASCII file system
+    encoding could not decode) is written as that byte, which surrogateescape alone does; any other lone surrogate
+    (from a client's JSON, say) as its backslash escape, where surrogateescape would raise."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for ch in exc.object[exc.start:exc.end]:
+        code = ord(ch)
+        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else ch.encode("ascii", "backslashreplace")
+    return bytes(out), exc.end

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from websockets.exceptions import WebSocketException
 
-from clients.cli_text import command_line_text, printable_stdout
+from clients.cli_text import command_line_text, printable_output
 from clients.realtime_client import RealtimeConnectionError
 from clients.talk_printer import format_turn
 from clients.talk_session import DEFAULT_URL, TalkResult, run_talk, session_config
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    printable_stdout()  # here, not only in stepaudio-rt's main: `python -m clients.talk` comes straight in
+    printable_output()  # here, not only in stepaudio-rt's main: `python -m clients.talk` comes straight in
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.wav.is_file():
         what = "a folder, not an audio file" if args.wav.is_dir() else "no such file"

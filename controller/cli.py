@@ -15,7 +15,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from clients.cli_text import command_line_text, printable_stdout
+from clients.cli_text import command_line_text, printable_output
 from controller.errors import ConfigError
 
 logger = logging.getLogger("stepaudio_rt")
@@ -320,7 +320,7 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    printable_stdout()
+    printable_output()
     if not argv:  # a first try of the command: argparse's "arguments are required: command" named no command's job
         build_parser().print_help(sys.stderr)
         return 2

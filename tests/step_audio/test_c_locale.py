@@ -74,6 +74,20 @@ def test_make_checkpoint_into_a_non_ascii_folder_and_its_voices_read_back(
     assert (read.returncode, read.stdout, read.stderr) == (0, "[48000, 48000, 48000]\n", "")
 
 
+def test_log_and_error_lines_show_a_non_ascii_path_as_written(
+        made: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    """stderr's ASCII backslashreplace showed the folder's name as "mod\\udcc3\\udca8les" in the log ("writing
+    ...") but an error line's text as "\\u5531": both now print as the UTF-8 the terminal gets from the name's own
+    bytes, as stdout does."""
+    out, make = made
+    assert f"INFO controller.checkpoints: writing {out}/Step-Audio-Chat (with weights)\n" in make.stderr
+    missing = tmp_path / "模型"
+    refused = run_in_c_locale([sys.executable, "-m", "controller.cli", "tts", "--profile", "tiny", "--model-path",
+                               str(missing), "--text", "你好", "--out", str(tmp_path / "x.wav")], 120)
+    assert refused.returncode == 2 and f"{missing} " in refused.stderr and "\\u" not in refused.stderr, \
+        refused.stderr
+
+
 def test_tts_speaks_from_a_non_ascii_model_folder(made: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     """The folder make-checkpoint wrote, loaded in the same locale: sentencepiece's tokenizer.model and
     onnxruntime's campplus.onnx and speech_tokenizer_v1.onnx took the surrogate-escaped str name, which their C++
@@ -115,5 +129,5 @@ def test_tts_speaks_upstreams_humming_voice_named_on_the_command_line(
     assert tts.stderr.startswith(f"wrote {wav}: ") and wav.stat().st_size > 44
     unknown = run_in_c_locale([sys.executable, "-m", "controller.cli", "tts", "--profile", "tiny", "--model-path",
                                str(out), "--speaker", "Tingting唱", "--text", "Hello.", "--out", str(wav)], 300)
-    assert unknown.returncode == 2 and "unknown speaker 'Tingting\\u5531'; known: Tingting, TingtingRAP, " \
-                                      "Tingting\\u54fc\\u5531" in unknown.stderr, unknown.stderr[-3000:]
+    assert unknown.returncode == 2 and "unknown speaker 'Tingting唱'; known: Tingting, TingtingRAP, Tingting哼唱" \
+                                      in unknown.stderr, unknown.stderr[-3000:]
