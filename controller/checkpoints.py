@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,26 @@ def make_checkpoint(out_dir: Path | str, *, profile: str, what: str = "all", wit
     if what in ("tts", "all"):
         write_tts_folder(out / TTS_DIR, profile, seed=seed, tokenizer_dir=out / TOKENIZER_DIR)
     return out
+
+
+def written_summary(out_dir: Path, *, profile: str, what: str, with_chat_weights: bool = False) -> str:
+    """What make-checkpoint says when it is done: where it wrote, that the weights are random, and the command that
+    uses the folder now (a part written alone is of use only once the folders that command reads are there too)."""
+    folder = shlex.quote(str(out_dir))
+    wrote = ", ".join(d.name for d in written_dirs(out_dir, what))
+    head = f"wrote {wrote} to {out_dir}: random weights ({profile}), for tests; replies are not meaningful"
+    present = {d.name for d in written_dirs(out_dir, "all") if d.is_dir()}
+    serve = f"stepaudio-rt serve --profile {profile} --model-path {folder}"
+    if present == {TOKENIZER_DIR, CHAT_DIR, TTS_DIR}:
+        if what in ("chat", "all") and profile != "tiny" and not with_chat_weights:
+            return f"{head}\n{CHAT_DIR} holds no weights (--with-chat-weights writes them): serve with a Chat " \
+                   f"server, {serve} --chat-url URL"
+        return f"{head}\nserve it: {serve}"
+    if {TOKENIZER_DIR, TTS_DIR} <= present:
+        return f"{head}\nspeak with it: stepaudio-rt tts --profile {profile} --model-path {folder} --text 'Hello.' " \
+               "--out hello.wav"
+    missing = ", ".join(n for n in (TOKENIZER_DIR, CHAT_DIR, TTS_DIR) if n not in present)
+    return f"{head}\nstill missing for serve: {missing} (make-checkpoint --what all writes every folder)"
 
 
 def write_tts_folder(tts_dir: Path, profile: str, *, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:

@@ -296,7 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
-    from controller.checkpoints import make_checkpoint, written_dirs
+    from controller.checkpoints import make_checkpoint, written_dirs, written_summary
 
     # A file where a folder goes (DIR, one above it, a model folder in it) was mkdir's "[Errno 17] File exists".
     # --overwrite does not move it: it writes over the files in model folders, never a file in a folder's place.
@@ -315,6 +315,8 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
                         with_chat_weights=args.with_chat_weights)
     except OSError as exc:  # a file in the way, no permission, a full disk
         raise ConfigError(f"cannot write {args.out_dir}: {exc}") from exc
+    print(written_summary(args.out_dir, profile=args.profile, what=args.what,
+                          with_chat_weights=args.with_chat_weights))
     return 0
 
 

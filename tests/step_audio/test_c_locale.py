@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def test_make_checkpoint_into_a_non_ascii_folder_and_its_voices_read_back(
     voice, which no ASCII name can spell; the server's checks called that voice missing from a whole folder."""
     out, make = made
     assert make.returncode == 0 and "Traceback" not in make.stderr, make.stderr[-3000:]
+    serve = f"serve it: stepaudio-rt serve --profile tiny --model-path {shlex.quote(str(out))}"
+    assert make.stdout.splitlines()[-1] == serve  # its closing line, the name's bytes as they are
     assert (out / "Step-Audio-TTS-3B" / "speakers" / "Tingting哼唱_prompt.wav").is_file()  # UTF-8, as upstream's
     assert (out / "Step-Audio-Tokenizer" / "speech_tokenizer_v1.onnx").stat().st_size > 0
     read = run_in_c_locale([sys.executable, "-c", READ_VOICES, str(out)], 120)

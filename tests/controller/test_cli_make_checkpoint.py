@@ -1,0 +1,51 @@
+"""`stepaudio-rt make-checkpoint` as a new user runs it: it says where it wrote, that the weights are random, and the
+command that serves the folder."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess
+
+
+def make_checkpoint(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controller.cli", "make-checkpoint", *args], capture_output=True,
+                          text=True, timeout=300, check=True)
+
+
+@pytest.mark.slow
+def test_make_checkpoint_ends_with_the_serve_command_that_works(tmp_path: Path) -> None:
+    """It ended after its last "writing ..." log line, with no word of where the folder is or how to use it. Now it
+    names the folder and the random weights, and its last line is a serve command that starts a server as given
+    (the path quoted for the shell: a space and non-ASCII in it)."""
+    out = tmp_path / "模型 tiny"
+    lines = make_checkpoint("--profile", "tiny", str(out)).stdout.splitlines()
+    assert lines[0] == (f"wrote Step-Audio-Tokenizer, Step-Audio-Chat, Step-Audio-TTS-3B to {out}: random weights "
+                        "(tiny), for tests; replies are not meaningful")
+    head, _, command = lines[-1].partition(": ")
+    assert head == "serve it"
+    argv = shlex.split(command)
+    assert argv[:2] == ["stepaudio-rt", "serve"] and argv[2:] == ["--profile", "tiny", "--model-path", str(out)]
+    server = ServerProcess(*argv[2:], "--threads", "1")
+    server.stop()
+
+
+def test_make_checkpoint_of_one_part_says_what_is_missing_then_the_command(tmp_path: Path) -> None:
+    """A part written alone: `tts` reads the tokenizer's folder too, so its command comes once both are there."""
+    lines = make_checkpoint("--profile", "tiny", "--what", "tts", str(tmp_path)).stdout.splitlines()
+    assert lines == [f"wrote Step-Audio-TTS-3B to {tmp_path}: random weights (tiny), for tests; replies are not "
+                     "meaningful",
+                     "still missing for serve: Step-Audio-Tokenizer, Step-Audio-Chat (make-checkpoint --what all "
+                     "writes every folder)"]
+    lines = make_checkpoint("--profile", "tiny", "--what", "tokenizer", str(tmp_path)).stdout.splitlines()
+    assert lines[-1] == (f"speak with it: stepaudio-rt tts --profile tiny --model-path {tmp_path} --text 'Hello.' "
+                         "--out hello.wav")
+    command = shlex.split(lines[-1].partition(": ")[2])
+    subprocess.run([sys.executable, "-m", "controller.cli", *command[1:-1], str(tmp_path / "hello.wav")],
+                   check=True, capture_output=True, timeout=300)
+    assert (tmp_path / "hello.wav").stat().st_size > 44
