@@ -264,7 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
         # it, where rank 0 stopped during the load); a follower holds nothing to save.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-    from controller.app import AppConfig, run_app
+    from controller.app import AppConfig, exit_now, run_app
     from controller.server import ServerConfig
 
     # prometheus_client adds a `<name>_created` timestamp beside each counter and histogram, which /metrics' text
@@ -292,7 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(run_app(config, install_signals=True))
     except KeyboardInterrupt:
         pass
-    return 0
+    exit_now(0)  # the server has stopped, as its last line says: the process ends with it
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
