@@ -198,3 +198,16 @@ def test_concurrent_streams_are_served_one_after_another(backend: LlamaCppBacken
 def test_prompt_longer_than_context_raises(backend: LlamaCppBackend) -> None:
     with pytest.raises(ChatBackendError, match="context"):
         collect(backend, ChatRequest(messages=[{"role": "user", "content": "hello " * 5000}], max_tokens=4))
+
+
+def test_characters_split_across_tokens_stream_whole(backend: LlamaCppBackend) -> None:
+    """Qwen's byte-level BPE spells 龘, 𠀀 and 🦜 as two or three tokens each, partial UTF-8 alone: llama.cpp holds
+    the bytes back until the character is whole, so no delta holds U+FFFD and the deltas joined are the text."""
+    text = "你好，世界！😀🎉 龘𠀀 🦜"
+    split = [c for c in "龘𠀀🦜" if backend.count_tokens(c) > 1]
+    assert split == ["龘", "𠀀", "🦜"]
+    repeat = {"role": "system", "content": "You repeat the user's text exactly, nothing else."}
+    deltas = [d.text for d in collect(backend, ChatRequest(messages=[repeat, {"role": "user", "content": text}],
+                                                           temperature=0, max_tokens=40)) if d.text]
+    assert not [d for d in deltas if "\ufffd" in d], deltas
+    assert "".join(deltas) == text, deltas

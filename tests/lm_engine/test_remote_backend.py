@@ -153,6 +153,12 @@ class _Canned(http.server.BaseHTTPRequestHandler):
                                       '"finish_reason":"stop"}]}\n\n'),
     }
 
+    # Raw UTF-8 in the JSON, as llama.cpp's server writes it; do_POST sends this reply a byte at a time.
+    replies["/byte-by-byte/chat/completions"] = ("text/event-stream", "".join(
+        "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]},
+                              ensure_ascii=False) + "\n\n" for piece in ("你好", "😀", " 🦜")) + _CHUNK.replace(
+        '"content":"Hi"},"finish_reason":null', '},"finish_reason":"stop"') + "data: [DONE]\n\n")
+
     authorizations: list[str | None] = []
     models: list[str] = []
 
@@ -178,6 +184,12 @@ class _Canned(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if self.path.startswith("/byte-by-byte/"):  # each byte its own TCP segment: a character's bytes apart
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.001)
+            return
         self.wfile.write(data)
 
     def log_message(self, *args: object) -> None:
@@ -293,3 +305,22 @@ async def test_serve_with_chat_url_completes_a_text_turn(llama_server: LlamaServ
     assert any("What is the capital of France? One word." in p for p in prompts)
     assert "llama.cpp loaded" not in log
     assert "httpx2" not in log, log  # its INFO line per request (cancelled speculations too) stays out of the log
+
+
+def test_a_character_whose_bytes_arrive_apart_is_one_delta(canned_url: str) -> None:
+    """The SSE stream read a byte at a time: no delta holds U+FFFD, the deltas are the server's."""
+    backend = RemoteChatBackend(f"{canned_url}/byte-by-byte", model="m")
+    deltas = [d.text for d in backend.stream(ask("hi"), threading.Event()) if d.text]
+    backend.close()
+    assert deltas == ["你好", "😀", " 🦜"]
+
+
+def test_characters_split_across_tokens_stream_whole(backend: RemoteChatBackend) -> None:
+    """llama.cpp's server holds a character's first tokens back until it is whole (Qwen spells 龘, 𠀀 and 🦜 in two
+    or three tokens each): no delta holds U+FFFD and the deltas joined are the text."""
+    text = "你好，世界！😀🎉 龘𠀀 🦜"
+    request = ChatRequest(messages=[{"role": "system", "content": "You repeat the user's text exactly, nothing else."},
+                                    {"role": "user", "content": text}], temperature=0, max_tokens=40)
+    deltas = [d.text for d in backend.stream(request, threading.Event()) if d.text]
+    assert not [d for d in deltas if "\ufffd" in d], deltas
+    assert "".join(deltas) == text, deltas

@@ -1,0 +1,28 @@
+"""The Step-Audio Chat LM's reply text, streamed id by id through the Detokenizer with the tokenizer.model that
+make-checkpoint writes: a character that the tokenizer spells as several byte pieces comes out whole, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.checkpoints import CHAT_DIR
+from controller.step_audio_text import Detokenizer
+from lm_engine import Step1Tokenizer
+
+TEXT = "你好，世界！😀 Hello 🎉 中文"
+
+
+def test_characters_split_into_byte_pieces_stream_whole(tiny_model_dir: Path) -> None:
+    """No delta holds U+FFFD, nothing is lost: the deltas joined are the whole decode, with an audio id (dropped
+    from the text) in the middle of a character's bytes."""
+    tok = Step1Tokenizer.from_dir(tiny_model_dir / CHAT_DIR)
+    ids = tok.encode(TEXT)
+    split = [i for i in ids if tok.sp.is_byte(i)]
+    assert len(split) >= 12, [tok.sp.id_to_piece(i) for i in ids]  # 世, 界, ！ and both emoji are byte pieces
+    first_byte = ids.index(split[0])
+    streamed = ids[:first_byte + 1] + [tok.audio_id(7)] + ids[first_byte + 1:]
+    detok = Detokenizer(tok)
+    deltas = [detok.push(i) for i in streamed] + [detok.flush()]
+    assert not [d for d in deltas if "\ufffd" in d], deltas
+    assert "".join(deltas) == tok.decode(ids) == TEXT
+    assert "世" in deltas and "😀" in deltas  # each as soon as its last byte came
