@@ -210,6 +210,16 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
         self._voice_locked = self._voice_locked or event["type"] == AUDIO_DELTA
         await self.outbox.put(event, gen_id)
 
+    def _voice_lock(self) -> str | None:
+        """Why the voice may not change now (the end of the refusal's sentence), None if it may. A reply speaks in
+        the voice its response.created named, from before its first audio delta: a change accepted then was not the
+        voice the client heard. The API fixes the voice "once the model has responded with audio"; a reply cancelled
+        before any audio leaves it free."""
+        if self._voice_locked:
+            return "if assistant audio is present"
+        speaking = next((r for r, _ in self._responses.values() if r.audio_out and r.visible and not r.ended), None)
+        return None if speaking is None else f"while response {speaking.response_id}, with audio, is in progress"
+
     async def error(self, exc: ProtocolError | MediaError | EngineError, event_id: str | None = None,
                     code: str | None = None) -> None:
         if isinstance(exc, ProtocolError):
@@ -269,7 +279,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
             case ce.ResponseCreate():
                 log_ignored(self.log, "response.create", event.ignored, event.served_as)
                 await self._check_input(event)
-                await self.checks.response_create(self.cfg, event.overrides, voice_locked=self._voice_locked)
+                await self.checks.response_create(self.cfg, event.overrides, voice_lock=self._voice_lock())
                 if event.conversation == "none":
                     await self._start_out_of_band(event)
                 else:
@@ -348,7 +358,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
         new = apply_patch(self.cfg, event.patch)
         # The whole update is refused, so that nothing of it half-applies.
         await self.checks.session_update(self.cfg, new, model=self.model, model_chosen=self._model_chosen,
-                                         requested_model=event.model, voice_locked=self._voice_locked)
+                                         requested_model=event.model, voice_lock=self._voice_lock())
         # Everything is built before the session takes any of it: a step that fails leaves it as it was.
         parts = updated_parts(self.cfg, new, SessionParts(converter=self.converter, detector=self.detector,
                                                           turns=self.turns.config),

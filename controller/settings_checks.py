@@ -33,10 +33,10 @@ class SettingsChecks:
         self._budget = budget
 
     async def session_update(self, current: SessionConfig, new: SessionConfig, *, model: str, model_chosen: bool,
-                             requested_model: str | None, voice_locked: bool) -> None:
+                             requested_model: str | None, voice_lock: str | None) -> None:
         """A session.update that makes `new` of `current`. model: the session's; model_chosen: whether its client
         named it (on connecting or in a session.update); requested_model: the update's session.model, if any;
-        voice_locked: assistant audio was sent."""
+        voice_lock: why the voice may not change now (None: it may), the end of the refusal's sentence."""
         if new.kind != current.kind:  # in the GA API's words, which a beta transcription_session.update gets too
             raise RemoteProtocolError(
                 f"Passing a {new.kind} session update event to a {current.kind} session is not allowed (a session's "
@@ -47,28 +47,28 @@ class SettingsChecks:
             raise RemoteProtocolError(
                 f"This session runs model {model!r} (the ?model= it connected with); session.model cannot "
                 f"change to {requested_model!r}.", code="invalid_value", param="session.model")
-        self._voice(new.voice, "session.audio.output.voice", current=current, locked=voice_locked)
+        self._voice(new.voice, "session.audio.output.voice", current=current, lock=voice_lock)
         self._languages(new.transcription)
         check_tools(new, path="session", refused=self._pipeline.tools_refused)
         await self._budget.check_instructions(new, current, "session.instructions")
         check_tool_choice(new, path="session")
 
-    async def response_create(self, current: SessionConfig, overrides: SessionPatch, *, voice_locked: bool) -> None:
+    async def response_create(self, current: SessionConfig, overrides: SessionPatch, *, voice_lock: str | None) -> None:
         """A response.create's overrides of the session's configuration `current`."""
         if overrides.voice is not UNSET:
-            self._voice(overrides.voice, "response.audio.output.voice", current=current, locked=voice_locked)
+            self._voice(overrides.voice, "response.audio.output.voice", current=current, lock=voice_lock)
         overridden = apply_patch(current, overrides)
         check_tools(overridden, path="response", refused=self._pipeline.tools_refused)
         await self._budget.check_instructions(overridden, current, "response.instructions")
         check_tool_choice(overridden, path="response")
 
-    def _voice(self, voice: str, param: str, *, current: SessionConfig, locked: bool) -> None:
+    def _voice(self, voice: str, param: str, *, current: SessionConfig, lock: str | None) -> None:
         """A voice of the profile's, and as the Realtime API: a conversation keeps the voice its assistant audio was
-        spoken in (locked), in every reply."""
+        spoken in, in every reply (lock says why it is fixed now)."""
         check_voice(voice, param=param, voices=self._pipeline.voices)
-        if voice != current.voice and locked:
-            raise RemoteProtocolError("Cannot update a conversation's voice if assistant audio is present.",
-                                      code="cannot_update_voice", param=param)
+        if voice != current.voice and lock is not None:
+            raise RemoteProtocolError(f"Cannot update a conversation's voice {lock}.", code="cannot_update_voice",
+                                      param=param)
 
     def _languages(self, transcription: Transcription | None) -> None:
         """`language` and each of `languages` is one the ASR knows: either may become the language it is asked for."""
