@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from clients.heard import heard_of_sentences
 from controller.output_gate import Emit, OutputGate
 from controller.owned_tasks import cancelled_unless_done
@@ -31,6 +33,16 @@ class Say:
     """A reply with fixed text (an operator's `say` command): spoken as is, no LM."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputEntry:
+    """One entry of response.input: an item, or a reference to one; and a message's audio, decoded once, when the
+    response.create came, in the session's input format then (a session.update may change it before the prompt is
+    built), with its sample rate."""
+
+    item: it.ItemSpec | it.ItemReference
+    audio: tuple[np.ndarray, int] | None = None
 
 
 async def _say(say: Say) -> AsyncIterator[ChatDelta]:
@@ -79,7 +91,7 @@ class Response:
         # response.create options: an out-of-band reply stays out of the conversation; `input_items`
         # (item specs and references) replace the conversation as the prompt.
         self.out_of_band = False
-        self.input_items: tuple[it.ItemSpec | it.ItemReference, ...] | None = None
+        self.input_items: tuple[InputEntry, ...] | None = None
         self.metadata: Mapping[str, str] | None = None  # echoed in the response object
         self.conversation_id: str | None = None  # the conversation the reply joins; None out of band
         self.previous_item_id = previous_item_id

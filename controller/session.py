@@ -34,7 +34,7 @@ from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference, MessageSpec
 from controller.realtime.server_events import SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
-from controller.response import Response, Say
+from controller.response import InputEntry, Response, Say
 from controller.session_defaults import SessionDefaults
 from controller.session_input import InputAudioMixin
 from controller.session_items import ItemsMixin
@@ -97,7 +97,8 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
         self._committed_turn: tuple[str, int, int] | None = None  # (item id, start ms, end ms)
         self._cut_turns: set[str] = set()  # spoken turns the chat LM read only the end of, the client told
         self._idle_from_ms = 0  # audio time at which the idle timeout's silence began
-        self._response_overrides: ce.ResponseCreate | None = None
+        # The response.create the next reply answers, with its response.input (checked, its audio decoded)
+        self._response_overrides: tuple[ce.ResponseCreate, tuple[InputEntry, ...] | None] | None = None
         self._last_oob_gen = 0  # out-of-band replies' generation ids: -1, -2, ...
         self._client_event_id: str | None = None  # the client event being applied (errors echo it)
         self._say: Say | None = None  # the next response speaks this text instead of asking the LM
@@ -278,12 +279,12 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 log_ignored(self.log, "response.create", event.ignored, event.served_as)
-                await self._check_input(event)
+                inputs = await self._check_input(event)
                 await self.checks.response_create(self.cfg, event.overrides, voice_lock=self._voice_lock())
                 if event.conversation == "none":
-                    await self._start_out_of_band(event)
+                    await self._start_out_of_band(event, inputs)
                 else:
-                    self._response_overrides = event
+                    self._response_overrides = (event, inputs)
                     await self.apply_for(event, te.ResponseRequested())
             case ce.ResponseCancel():
                 oob = self._out_of_band(event.response_id)
@@ -306,16 +307,19 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
             case _:
                 await self.handle_item_event(event)
 
-    async def _check_input(self, event: ce.ResponseCreate) -> None:
+    async def _check_input(self, event: ce.ResponseCreate) -> tuple[InputEntry, ...] | None:
         """response.input is the reply's whole prompt, checked when the event comes: a mistake in it is the client's
         error, told now (with the event's id), not a server failure of the reply later nor an item silently left out
         of the prompt. A reference names an item of the conversation; an id comes once (a reference repeated, or a new
         item under a referenced one's id: the prompt holds each item once); a function_call_output follows its
-        function_call (the prompt has no place for an output without its call, and dropped it)."""
+        function_call (the prompt has no place for an output without its call, and dropped it). Returns the entries
+        with their messages' audio decoded, as the prompt hears them; None without response.input."""
         seen: set[str] = set()
         calls: set[str] = set()
+        entries: list[InputEntry] = []
         for i, entry in enumerate(event.input or ()):
             at = f"response.input[{i}]"
+            audio = None
             if entry.id is not None:
                 if entry.id in seen:
                     raise RemoteProtocolError(f"Item id {entry.id!r} appears more than once in response.input.",
@@ -329,14 +333,16 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
             else:
                 item = item_from_spec(entry, entry.id or "inline")
                 await self._check_item_size(item, at=at)
-                if isinstance(entry, MessageSpec):
-                    self.item_audio(entry.content, at)  # heard when the prompt is built: bad audio is refused now
+                if isinstance(entry, MessageSpec) and (pcm := self.item_audio(entry.content, at)) is not None:
+                    audio = (pcm, self.cfg.input_format.sample_rate)  # bad audio is refused now, not when heard
             if isinstance(item, FunctionCall):
                 calls.add(item.call_id)
             elif isinstance(item, FunctionCallOutput) and item.call_id not in calls:
                 raise RemoteProtocolError(f"Tool call ID {item.call_id!r} not found before {at} in response.input "
                                           "(refer to the function_call too).", code="invalid_tool_call_id",
                                           param=f"{at}.call_id")
+            entries.append(InputEntry(entry, audio))
+        return None if event.input is None else tuple(entries)
 
     async def apply_for(self, event: ce.ClientEvent, request: te.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""

@@ -30,7 +30,7 @@ from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
 from controller.realtime.server_events import ServerEvents
 from controller.realtime.session_config import SessionConfig
-from controller.response import Response, Say
+from controller.response import InputEntry, Response, Say
 from controller.session_defaults import SessionDefaults
 from lm_engine.chat import ChatRequest
 from vad import TurnDetector
@@ -108,7 +108,7 @@ class SessionHost(SessionMethods):
     _prefilled_to_ms: int
     _committed_turn: tuple[str, int, int] | None
     _cut_turns: set[str]
-    _response_overrides: ce.ResponseCreate | None
+    _response_overrides: tuple[ce.ResponseCreate, tuple[InputEntry, ...] | None] | None
     _say: Say | None
     _cut_by_truncate: str | None
     _last_oob_gen: int

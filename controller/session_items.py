@@ -71,13 +71,13 @@ class ItemsMixin(_Base):
         if resp.input_items is not None:  # the client chose the prompt's items itself
             chosen = Conversation()
             for entry in resp.input_items:
-                if isinstance(entry, it.ItemReference):
+                if isinstance(entry.item, it.ItemReference):
                     # Checked at response.create, but the prompt is built after the transcriptions it waits for: an
                     # item deleted meanwhile is not heard, as a turn deleted before its reply is (below).
-                    if (referred := self.referenced_item(entry.id)) is not None:
+                    if (referred := self.referenced_item(entry.item.id)) is not None:
                         chosen.add(referred)
                 else:
-                    chosen.add(await self._heard_spec(entry, entry.id or self.new_id("item")))
+                    chosen.add(await self._heard_spec(entry.item, entry.item.id or self.new_id("item"), entry.audio))
             messages = await self.budget.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
         extra: list[dict] = []
@@ -187,13 +187,13 @@ class ItemsMixin(_Base):
                                               param=f"{at}.content[{i}].audio") from exc
         return np.concatenate(pcms) if pcms else None
 
-    async def _heard_spec(self, spec: it.ItemSpec, item_id: str) -> Item:
-        """An item of response.input as the LM reads it: a message's audio is heard, as a conversation item's is
-        (the API takes the audio; a transcript sent with it is not sent to the model). Should recognition fail, the
-        LM reads the client's transcript."""
+    async def _heard_spec(self, spec: it.ItemSpec, item_id: str, audio: tuple[np.ndarray, int] | None) -> Item:
+        """An item of response.input as the LM reads it: a message's audio (decoded, at its rate) is heard, as a
+        conversation item's is (the API takes the audio; a transcript sent with it is not sent to the model). Should
+        recognition fail, the LM reads the client's transcript."""
         item = item_from_spec(spec, item_id)
-        if isinstance(spec, it.MessageSpec) and (pcm := self.item_audio(spec.content)) is not None:
-            heard = await self.heard_around(pcm, self.cfg.input_format.sample_rate, _text_around_audio(spec.content))
+        if isinstance(spec, it.MessageSpec) and audio is not None:
+            heard = await self.heard_around(*audio, _text_around_audio(spec.content))
             if heard is not None and isinstance(item, UserMessage | AssistantMessage | SystemMessage):
                 item = dataclasses.replace(item, text=heard)
         return item

@@ -17,7 +17,7 @@ from controller.errors import EngineError, MediaError, RemoteProtocolError
 from controller.pipeline import PromptCut, TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime.session_config import SessionConfig, apply_patch
-from controller.response import Response
+from controller.response import InputEntry, Response
 from controller.response_settings import ResponseSettings
 from lm_engine.chat import ChatBackendError
 
@@ -42,9 +42,10 @@ class RepliesMixin(_Base):
             temperature=cfg.temperature if cfg.temperature is not None else 0.7,
             max_output_tokens=default if limit is None else cap if limit == "inf" else min(limit, cap))
 
-    def _new_response(self, gen_id: int, speculative: bool,
-                      create: ce.ResponseCreate | None) -> tuple[Response, SessionConfig]:
-        """A reply under the session's config with the response.create's overrides; and that config."""
+    def _new_response(self, gen_id: int, speculative: bool, create: ce.ResponseCreate | None,
+                      inputs: tuple[InputEntry, ...] | None = None) -> tuple[Response, SessionConfig]:
+        """A reply under the session's config with the response.create's overrides (inputs: its response.input, as
+        _check_input made it); and that config."""
         cfg = self.cfg if create is None else apply_patch(self.cfg, create.overrides)
         resp = Response(gen_id=gen_id, speculative=speculative, events=self.events, new_id=self.new_id,
                         pipeline=self.pipeline, settings=self._response_settings(cfg),
@@ -54,17 +55,17 @@ class RepliesMixin(_Base):
                         count_texts=self.budget.texts_tokens, log=self.log)
         if create is not None:
             resp.out_of_band = create.conversation == "none"
-            resp.input_items = create.input
+            resp.input_items = inputs
             resp.metadata = create.metadata
         resp.conversation_id = None if resp.out_of_band else self.conversation_id
         return resp, cfg
 
-    async def _start_out_of_band(self, create: ce.ResponseCreate) -> None:
+    async def _start_out_of_band(self, create: ce.ResponseCreate, inputs: tuple[InputEntry, ...] | None) -> None:
         """A response.create with conversation "none". The API runs these beside the conversation's reply (only one
         response writes to the conversation at a time) and VAD interrupts only that one, so turn-taking never sees
         them; their generation ids count down from -1, apart from its own."""
         self._last_oob_gen -= 1
-        resp, cfg = self._new_response(self._last_oob_gen, False, create)
+        resp, cfg = self._new_response(self._last_oob_gen, False, create, inputs)
         self._responses[resp.gen_id] = (resp, asyncio.create_task(self._run_response(resp, None, cfg)))
         await resp.announce()
 
@@ -74,8 +75,9 @@ class RepliesMixin(_Base):
                      if resp.out_of_band and resp.response_id == response_id and not resp.ended), None)
 
     def _start_response(self, action: te.StartGeneration) -> Response:
-        create, self._response_overrides = self._response_overrides, None
-        resp, cfg = self._new_response(action.gen_id, action.speculative, create)
+        create, inputs = self._response_overrides or (None, None)
+        self._response_overrides = None
+        resp, cfg = self._new_response(action.gen_id, action.speculative, create, inputs)
         resp.answers_audio_end_ms = action.audio_end_ms
         self._cut_by_truncate = None  # a cancel from now on concerns this reply
         resp.say, self._say = self._say, None

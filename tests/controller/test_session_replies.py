@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
+from clients import g711
 from controller.errors import RemoteProtocolError
 from lm_engine.chat import ChatBackendError
 from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, scripted_server,
@@ -357,6 +358,31 @@ async def test_an_item_a_response_input_names_may_be_deleted_while_the_prompt_wa
         done = await conv.wait_for("response.done", timeout=10)
     assert done["response"]["status"] == "completed" and not conv.of_type("error")
     assert [user_messages(r) for r in pipeline.requests] == [["it is noon"]]
+
+
+async def test_response_input_audio_is_heard_in_the_format_it_was_sent_in() -> None:
+    """response.input's audio is decoded when response.create comes, in the session's input format then, and that
+    audio is what the prompt hears. It was decoded again when the prompt was built, after the transcriptions still
+    running, in the format of then: a session.update to audio/pcm in between made the reply to audio sent (and
+    accepted) as audio/pcmu fail (response_failed, "audio/pcm data must be whole 16-bit little-endian samples")."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_seconds = 1.0  # the session.update is handled well within it, even on a loaded machine
+    pipeline.transcript = "is it noon"
+    pcm = base64.b64encode((speech(0.5) * 32767).astype("<i2").tobytes()).decode()
+    ulaw = base64.b64encode(g711.ulaw_encode((speech(0.3)[::3][:2399] * 32767).astype("<i2"))).decode()
+    async with conversation(pipeline) as (_, conv):
+        await conv.update_session(audio={"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None}})
+        await conv.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": pcm[:4]}]}})
+        await conv.send({"type": "response.create", "response": {"conversation": "none", "input": [{
+            "type": "message", "role": "user", "content": [{"type": "input_audio", "audio": ulaw}]}]}})
+        await conv.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}})
+        done = await conv.wait_for("response.done", timeout=10)
+    assert done["response"]["status"] == "completed" and not conv.of_type("error")
+    assert [user_messages(r) for r in pipeline.requests] == [["is it noon"]]
+    for raw in conv.raw:
+        validate_server_event(raw)
 
 
 async def test_a_session_s_opening_and_its_end_are_logged_with_the_close_code() -> None:
