@@ -106,6 +106,9 @@ class Response:
         # The prompt's tokens as the session's budget counts them (set with the prompt; none for a fixed Say), and
         # the counts made from it and the reply's text when the LM reported none: (prompt, its audio, output) tokens.
         self.count_prompt: Callable[[], Awaitable[tuple[int, int]]] | None = None
+        # The LM took the request (the reply stream's first item): from then on it reads the prompt, which counts.
+        # A reply cancelled while queued behind another session's (the LM's one slot) counts none of it.
+        self._prompt_taken = False
         self._count_texts = count_texts  # the LM's tokens of texts (the session's budget's counter, off the loop)
         self._own_counts = (0, 0, 0)
         self.message_opened = False
@@ -201,6 +204,7 @@ class Response:
         finish_reason = None
         try:
             async for delta in (_say(request) if isinstance(request, Say) else self.pipeline.reply(request)):
+                self._prompt_taken = True
                 if isinstance(delta, PromptCut):
                     self.prompt_cut = delta
                     if self._gate.released:  # else release() tells it
@@ -390,7 +394,8 @@ class Response:
         response.done's usage without a null check (pipecat does), so every reply has one. The prompt as the
         session's budget counts it, the reply's text and calls as the LM's tokenizer counts them."""
         try:
-            prompt, audio = await self.count_prompt() if self.count_prompt is not None else (0, 0)
+            count = self.count_prompt if self._prompt_taken else None
+            prompt, audio = await count() if count is not None else (0, 0)
             return prompt, audio, await self._count_texts(output_texts(self.text, self.tool_calls))
         except ChatBackendError as exc:  # the LM's tokenizer is gone with the LM (a failed reply): nothing counted
             self.log.warning("response %s: its tokens could not be counted: %s", self.response_id, exc)

@@ -100,8 +100,9 @@ class ItemsMixin(_Base):
     def _chat_request(self, resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest | None:
         request = reply_request(cfg, resp.settings, messages)
         if request is not None:
-            # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none).
-            # Set with the prompt: a reply cancelled before it (waiting for a transcript) counts 0, as the LM read none.
+            # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none),
+            # and once the LM took the request: a reply cancelled before (waiting for a transcript, or queued for the
+            # LM) counts 0, as the LM read none of it.
             resp.count_prompt = functools.partial(self.budget.tokens_of, messages, request.tools, cfg.instructions)
         return request
 

@@ -98,7 +98,8 @@ class ChatBackend(Protocol):
         """Stream the reply to `request`. Blocking; called on a worker thread.
 
         The last delta has `finish_reason` set. Once `cancel` is set the iterator stops promptly and its last
-        delta has finish_reason "cancelled".
+        delta has finish_reason "cancelled". A backend that queues requests yields an empty delta first, when the LM
+        takes the request (a reply cancelled before that cost the LM nothing).
         """
         ...
 

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lm_engine.backends.oai_stream import (
-    END, OaiChunkTranslator, OaiStreamError, chat_completion_body, drain, tool_names,
+    END, TAKEN, OaiChunkTranslator, OaiStreamError, chat_completion_body, drain, tool_names,
 )
 from lm_engine.backends.slots import Slots
 from lm_engine.chat import ChatBackendError, ChatDelta, ChatRequest, PrefillBackend
@@ -201,6 +201,7 @@ class LlamaCppBackend(PrefillBackend):
         try:
             slot = self._slots.acquire(reply=True, unwanted=unwanted)
             if slot:
+                chunks.put(TAKEN)
                 result = server.handle_chat_completions(body, on_chunk)
                 if isinstance(result, dict):  # an error answered without streaming
                     chunks.put(result)

@@ -157,6 +157,7 @@ class OaiChunkTranslator:
 
 
 END = object()  # a producer thread puts this after its last chunk
+TAKEN = object()  # ... and this when the LM takes the request (the consumer yields an empty delta: see drain)
 _POLL_S = 0.01  # how often the consumer re-checks `cancel` while waiting for the next chunk
 
 
@@ -178,6 +179,9 @@ def drain(chunks: queue.Queue[object], cancel: threading.Event, translator: OaiC
             continue
         if item is END:
             break
+        if item is TAKEN:  # out of the queue: the LM reads the prompt now (a reply cancelled before read none)
+            yield ChatDelta()
+            continue
         if isinstance(item, BaseException):
             error = failure(item)
             if error is item:  # already the backend's own error

@@ -97,6 +97,9 @@ class ScriptedPipeline:
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
         self.tool_call_seconds = 0.0  # LM time before each tool call delta
         self.requests: list[ChatRequest] = []
+        # set: one reply at a time, as llama.cpp's one slot (the others queue); a reply tells the session when the LM
+        # takes its request, with an empty delta, as the pipelines that queue do
+        self.lm_lock: asyncio.Lock | None = None
         self.languages_asked: list[str | None] = []  # the language of each turn_input() call (None: detect it)
         # Prompt tokens the LM reads (None: all): a longer last message loses its start, as Step-Audio's Chat LM cuts
         # a turn longer than its context, and the reply says so first (PromptCut).
@@ -113,6 +116,13 @@ class ScriptedPipeline:
 
     async def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         self.requests.append(request)
+        async with self.lm_lock or contextlib.nullcontext():
+            if self.lm_lock is not None:
+                yield ChatDelta()
+            async for delta in self._reply(request):
+                yield delta
+
+    async def _reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         if self.prompt_limit is not None:  # the LM's own count, apart from the session's (only when it cuts)
             last = self.count_tokens(request.messages[-1]["content"])
             if last > self.prompt_limit:

@@ -10,7 +10,9 @@ from collections import Counter
 
 import pytest
 
-from tests.controller.scripted_pipeline import ScriptedPipeline, conversation
+from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, scripted_server
+from tests.e2e.helpers import open_conversation
+from tests.realtime_schema import validate_server_event
 
 
 class RecordingCounter(ScriptedPipeline):
@@ -119,3 +121,37 @@ async def test_bus_instructions_sent_while_a_session_update_is_being_checked_are
     updated = [e["session"]["instructions"] for e in conv.of_type("session.updated")]
     assert updated[-1] == "Speak French.", updated
     assert pipeline.requests[-1].messages[0] == {"role": "system", "content": "Speak French."}
+
+
+async def test_a_reply_cancelled_while_queued_for_the_lm_counts_no_input_tokens() -> None:
+    """Two sessions share the LM, which takes one reply at a time. The second session's reply has its prompt built
+    but waits behind the first's when it is cancelled: the LM read none of it, and its response.done said it had read
+    the whole prompt (input_tokens as the prompt's length). It now counts 0, as a reply cancelled before its prompt
+    was built does; the first reply, cancelled while the LM generates it, counts its prompt."""
+    pipeline = ScriptedPipeline()
+    pipeline.lm_lock = asyncio.Lock()
+    pipeline.word_pauses = {0: 3.0}  # the first reply holds the LM, reading its prompt, for three seconds
+    question = "what is the time in Tokyo, London and New York right now, please? " * 3
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        first, second = await open_conversation(url), await open_conversation(url)
+        try:
+            for conv in (first, second):
+                await conv.update_session(audio={"input": {"turn_detection": None}})
+            for conv, requests in ((first, 1), (second, 2)):
+                await conv.ask(question)
+                while len(pipeline.requests) < requests:  # the reply's prompt is built and with the LM (queued)
+                    await asyncio.sleep(0.01)
+            for conv in (second, first):
+                await conv.send({"type": "response.cancel"})
+            done = [await conv.wait_for("response.done", timeout=10) for conv in (first, second)]
+        finally:
+            for conv in (first, second):
+                await conv.close()
+    assert [d["response"]["status"] for d in done] == ["cancelled", "cancelled"]
+    read, queued = (d["response"]["usage"] for d in done)
+    assert read["input_tokens"] > pipeline.count_tokens(question)  # the question, the instructions, the template
+    assert queued["input_tokens"] == 0 and queued["output_tokens"] == 0
+    for conv in (first, second):
+        for raw in conv.raw:
+            validate_server_event(raw)
