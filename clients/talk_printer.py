@@ -8,7 +8,7 @@ from typing import TextIO
 from clients.events import CLIENT_RESPONSE_LOST, ServerEvent
 from clients.turns import Turn
 
-__all__ = ["TranscriptPrinter", "format_turn"]
+__all__ = ["TranscriptPrinter", "format_say", "format_turn"]
 
 
 class TranscriptPrinter:
@@ -29,7 +29,8 @@ class TranscriptPrinter:
         self._texts: dict[str, str] = {}  # finished transcripts waiting for the turns before them
         self._live: str | None = None  # the item whose deltas are on the current user line
         self._line_text = ""  # what the current user line shows after "user> "
-        self._turn_lines: list[tuple[Turn, int]] = []  # finished turns (and their numbers) waiting for their user text
+        # Finished turns waiting for their user text, with their numbers (None: a reply no user turn asked for)
+        self._turn_lines: list[tuple[Turn, int | None]] = []
         self._replies: dict[str, str] = {}  # reply text held for the user item it answers, until that item prints
         self._reply_turns: dict[str, Turn] = {}  # output item id -> the turn whose reply it is
         self._notes: list[tuple[Turn, str]] = []  # barge-in notes waiting for their turn's line
@@ -86,7 +87,7 @@ class TranscriptPrinter:
         while self._turn_lines and (all_left or self._turn_lines[0][0].user_item_id not in self._pending):
             turn, number = self._turn_lines.pop(0)
             self._end()
-            self._write(format_turn(turn, number) + "\n")
+            self._write((format_say(turn) if number is None else format_turn(turn, number)) + "\n")
             self._print_notes(turn)
 
     def _print_notes(self, turn: Turn | None) -> None:
@@ -143,8 +144,11 @@ class TranscriptPrinter:
         elif t in ("response.done", CLIENT_RESPONSE_LOST) and turn is not None:  # lost: the reply's only ending
             if turn.user_item_id not in self._pending:  # else its text is held, and a user line may be streaming
                 self._end()
-            self.turns_done += 1
-            self._turn_lines.append((turn, self.turns_done))
+            if turn.user_item_id is None:  # no user turn asked for it (talk's own replies answer commits)
+                self._turn_lines.append((turn, None))
+            else:  # numbered as the user spoke them: an operator's say between two turns is no turn of theirs
+                self.turns_done += 1
+                self._turn_lines.append((turn, self.turns_done))
             self._print_turns()
         elif t == "client.truncated":
             item = str(e.get("item_id"))
@@ -158,8 +162,17 @@ def _fmt(v: float | None) -> str:
     return "   n/a" if v is None else f"{v:6.3f}"
 
 
+def _status(turn: Turn) -> str:
+    return f"{turn.status or '?'}" + (f" ({turn.reason})" if turn.reason else "")
+
+
+def format_say(turn: Turn) -> str:
+    """The line of a reply that no user turn asked for: with the server's turn detection talk asks for none, so it
+    is an operator's say (MQTT cmd/say); it has no end of user speech to time from."""
+    return f"  [operator's say: {_status(turn)}] reply audio {turn.audio_s:.2f} s"
+
+
 def format_turn(turn: Turn, number: int) -> str:
-    status = f"{turn.status or '?'}" + (f" ({turn.reason})" if turn.reason else "")
-    return (f"  [turn {number}: {status}] from end of user speech: first audio "
+    return (f"  [turn {number}: {_status(turn)}] from end of user speech: first audio "
             f"{_fmt(turn.first_audio_latency)} s | input transcript {_fmt(turn.transcript_latency)} s"
             f" | response.done {_fmt(turn.done_latency)} s | reply audio {turn.audio_s:.2f} s")

@@ -526,10 +526,32 @@ async def test_an_operators_say_spoken_while_the_user_talks_gets_its_own_turn_li
         long_say = " ".join(["Hello from the control room."] * 12)  # still spoken when the user's turn ends
         await server.command(next(iter(server.sessions)), "say", {"text": long_say})
         await talking
-    turn_lines = [line for line in printed.getvalue().splitlines() if line.startswith("  [turn ")]
+    turn_lines = [line for line in printed.getvalue().splitlines() if line.startswith("  [")]
     assert len(turn_lines) == 2, turn_lines
-    assert "first audio    n/a s" in turn_lines[0]  # the say: nobody's speech asked for it
-    assert re.search(r"\[turn 2: completed\] from end of user speech: first audio +\d+\.\d{3} s", turn_lines[1])
+    assert re.fullmatch(r"  \[operator's say: completed\] reply audio \d+\.\d\d s", turn_lines[0])
+    assert re.search(r"\[turn 1: completed\] from end of user speech: first audio +\d+\.\d{3} s", turn_lines[1])
+
+
+async def test_an_operators_say_cut_by_the_users_next_phrase_is_no_turn_of_the_users(tmp_path: Path) -> None:
+    """An MQTT `cmd/say` after the user's first turn, cut by their second phrase: talk printed the say as
+    "[turn 2: cancelled (turn_detected)]" with every timing n/a, as if the user had spoken it, and the user's three
+    turns as 1, 3 and 4. The say now has the operator's line, and the user's turns are 1, 2 and 3."""
+    wav, printed = tmp_path / "turn.wav", io.StringIO()
+    phrase = np.concatenate([speech(0.8), silence(2.0)])
+    sf.write(str(wav), np.concatenate([silence(0.3), phrase, phrase, phrase]), 24000)
+    async with scripted_server(ScriptedPipeline()) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        talking = asyncio.ensure_future(run_talk(wav, url, out=tmp_path / "reply.wav", printer=printed))
+        for _ in range(600):  # until the first reply is done (real-time pace), in the pause before the next phrase
+            if "[turn 1: completed]" in printed.getvalue():
+                break
+            await asyncio.sleep(0.05)
+        long_say = " ".join(["Hello from the control room."] * 12)  # still spoken when the user speaks again
+        await server.command(next(iter(server.sessions)), "say", {"text": long_say})
+        await talking
+    lines = [line.split("]")[0] + "]" for line in printed.getvalue().splitlines() if line.startswith("  [")]
+    assert lines == ["  [turn 1: completed]", "  [operator's say: cancelled (turn_detected)]", "  [turn 2: completed]",
+                     "  [turn 3: completed]"], printed.getvalue()
 
 
 async def test_talk_ended_by_a_hangup_says_where_the_replies_so_far_went(tmp_path: Path) -> None:
@@ -726,8 +748,8 @@ def test_a_reply_that_streams_before_its_turns_transcript_prints_under_that_turn
     event({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, turn)
     lines = out.getvalue().splitlines()
     assert [line.split(" from ")[0] for line in lines] == [
-        "assistant> Hello.", "  [turn 1: completed]", "user> What time is it?", "assistant> It is noon.",
-        "  [turn 2: completed]"]
+        "assistant> Hello.", "  [operator's say: completed] reply audio 0.00 s", "user> What time is it?",
+        "assistant> It is noon.", "  [turn 1: completed]"]
 
 
 def test_a_reply_whose_turn_never_got_a_transcript_is_printed_when_talk_ends() -> None:

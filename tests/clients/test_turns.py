@@ -99,7 +99,7 @@ def test_a_reply_lost_with_the_connection_ends_its_turn() -> None:
 def test_an_operators_say_while_the_user_talks_is_not_the_reply_to_that_speech() -> None:
     """`stepaudio-rt talk` with an MQTT `cmd/say` sent while the user spoke: the say's reply took the user's turn,
     whose line showed a negative first-audio latency, and the user's own reply came under a line of n/a. The say
-    now has its own line, and the user's turn is timed from its own reply."""
+    now has its own line, the operator's, and the user's turn 1 is timed from its own reply."""
     import io
 
     from clients.talk_printer import TranscriptPrinter
@@ -125,8 +125,8 @@ def test_an_operators_say_while_the_user_talks_is_not_the_reply_to_that_speech()
         printer.event(event, tr.feed(event, now))
     lines = out.getvalue().splitlines()
     assert [line.split(" from ")[0] for line in lines] == [
-        "assistant> Hello.", "  [turn 1: completed]", "user> Ever tried.", "assistant> Yes.", "  [turn 2: completed]"]
-    assert "first audio    n/a s" in lines[1]
+        "assistant> Hello.", "  [operator's say: completed] reply audio 0.10 s", "user> Ever tried.",
+        "assistant> Yes.", "  [turn 1: completed]"]
     assert "first audio  1.200 s | input transcript  1.000 s | response.done  1.500 s" in lines[4]
     assert tr.all_done() and [t.user_item_id for t in tr.turns] == [None, "u1"]
 
