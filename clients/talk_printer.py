@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TextIO
 
 from clients.events import CLIENT_RESPONSE_LOST, ServerEvent
+from clients.heard import SpokenReply
 from clients.turns import Turn
 
 __all__ = ["TranscriptPrinter", "format_say", "format_turn"]
@@ -19,7 +20,8 @@ class TranscriptPrinter:
     only the oldest pending turn's deltas print live. A reply prints under its turn's user line: its text waits for
     that line when the reply streams before the turn's transcript is done (the server speaks as soon as the turn ends,
     and recognition may take longer). A live user line the final transcript does not continue is followed by the
-    final one, marked as the correction. A barge-in note prints under the turn line of the reply it cut."""
+    final one, marked as the correction. A barge-in note prints under the turn line of the reply it cut. A spoken
+    reply prints as it is heard (SpokenReply): a reply cut off prints as far as the cut, as the server keeps it."""
 
     def __init__(self, out: TextIO | None) -> None:
         self.out = out
@@ -34,6 +36,9 @@ class TranscriptPrinter:
         self._replies: dict[str, str] = {}  # reply text held for the user item it answers, until that item prints
         self._reply_turns: dict[str, Turn] = {}  # output item id -> the turn whose reply it is
         self._notes: list[tuple[Turn, str]] = []  # barge-in notes waiting for their turn's line
+        # Spoken replies' transcripts, told as their audio comes (output item id ->), and where a truncation cut them
+        self._spoken: dict[str, SpokenReply] = {}
+        self._cuts: dict[str, float] = {}
 
     def _write(self, s: str) -> None:
         if self.out is not None:
@@ -75,6 +80,14 @@ class TranscriptPrinter:
             self._live = None
             self._reply_text(self._replies.pop(first, ""))  # left open: the rest of the reply may still stream
         self._print_turns()
+
+    def _assistant(self, turn: Turn | None, text: str) -> None:
+        """Reply text: printed, or held under its turn until that turn's user line prints."""
+        answers = turn.user_item_id if turn is not None else None
+        if answers is not None and answers in self._pending:
+            self._replies[answers] = self._replies.get(answers, "") + text
+        else:
+            self._reply_text(text)
 
     def _reply_text(self, text: str) -> None:
         if text:
@@ -135,13 +148,21 @@ class TranscriptPrinter:
             self._user_text(e.item_id, "[transcription failed]")
         elif t == "conversation.item.deleted" and e.item_id in self._pending:
             self._user_text(e.item_id, "[deleted]")
+        elif t == "response.output_audio_transcript.delta" and e.delta and e.item_id:
+            # Printed as heard: a sentence's transcript comes before its audio, seconds before on Step-Audio's
+            # profiles, and a reply cut before its audio printed words the user never heard. (talk's audio is PCM16
+            # at 24 kHz: 48 bytes a millisecond.)
+            self._assistant(turn, self._spoken.setdefault(e.item_id, SpokenReply()).transcript(e.delta))
+        elif t == "response.output_audio.delta" and e.item_id:
+            self._assistant(turn, self._spoken.setdefault(e.item_id, SpokenReply()).audio(len(e.audio) / 48))
         elif t in ("response.output_audio_transcript.delta", "response.output_text.delta") and e.delta:
-            answers = turn.user_item_id if turn is not None else None
-            if answers is not None and answers in self._pending:
-                self._replies[answers] = self._replies.get(answers, "") + e.delta
-            else:
-                self._reply_text(e.delta)
+            self._assistant(turn, e.delta)  # a text reply's, or one naming no item (no audio to follow)
         elif t in ("response.done", CLIENT_RESPONSE_LOST) and turn is not None:  # lost: the reply's only ending
+            for item in [i for i, x in self._reply_turns.items() if x is turn and i in self._spoken]:
+                spoken, cut = self._spoken.pop(item), self._cuts.get(item)
+                if cut is None and e.response_status != "completed":  # cut off, not truncated: as far as it came
+                    cut = spoken.audio_ms
+                self._assistant(turn, spoken.rest(cut))
             if turn.user_item_id not in self._pending:  # else its text is held, and a user line may be streaming
                 self._end()
             if turn.user_item_id is None:  # no user turn asked for it (talk's own replies answer commits)
@@ -152,6 +173,7 @@ class TranscriptPrinter:
             self._print_turns()
         elif t == "client.truncated":
             item = str(e.get("item_id"))
+            self._cuts[item] = e.audio_end_ms or 0
             self._note(self._reply_turns.get(item), f"[barge-in: truncated {item} at {e.get('audio_end_ms')} ms]\n")
         elif t == "client.reconnected":
             self._end()

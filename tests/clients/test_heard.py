@@ -1,10 +1,10 @@
-"""truncate_text_to_heard: proportional cut at a word boundary."""
+"""truncate_text_to_heard: proportional cut at a word boundary; SpokenReply: what a client tells of a reply as heard."""
 
 from __future__ import annotations
 
 import pytest
 
-from clients.heard import truncate_text_to_heard
+from clients.heard import SpokenReply, truncate_text_to_heard
 
 TEXT = "The weather is sunny today."  # 27 characters
 
@@ -32,3 +32,23 @@ def test_cuts(played_ms: int, total_ms: int, expected: str) -> None:
 
 def test_keeps_newlines_as_boundaries() -> None:
     assert truncate_text_to_heard("Hello there.\nHow are you?", 700, 1000) == "Hello there.\nHow"
+
+
+def test_a_spoken_reply_tells_each_sentence_once_played_and_the_rest_as_far_as_the_cut() -> None:
+    """Each sentence's transcript comes before its audio: nothing is told before the audio a second past a sentence's
+    end has come (by then it was played), and the reply's end tells the rest as far as the cut."""
+    reply = SpokenReply()
+    assert reply.transcript("It is noon.") == ""
+    assert reply.audio(600) == ""
+    assert reply.transcript(" The sun is high.") == ""  # the first sentence's audio is 600 ms; none past it yet
+    assert reply.audio(900) == "" and reply.audio(100) == "It is noon."
+    assert reply.transcript(" Lunch is soon.") == ""
+    assert reply.rest(1200) == " The sun"  # cut 600 ms into the second sentence's 1000 ms, inside "is"
+    assert SpokenReply().rest(0) == "" and SpokenReply().rest(None) == ""
+    unheard = SpokenReply()
+    unheard.transcript("It is noon.")
+    assert unheard.rest(unheard.audio_ms) == ""  # cut before any of its audio
+    whole = SpokenReply()
+    whole.transcript("It is noon.")
+    whole.transcript(" Bye.")
+    assert whole.rest(None) == "It is noon. Bye."

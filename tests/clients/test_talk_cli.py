@@ -554,6 +554,31 @@ async def test_an_operators_say_cut_by_the_users_next_phrase_is_no_turn_of_the_u
                      "  [turn 3: completed]"], printed.getvalue()
 
 
+@pytest.mark.parametrize("synth_seconds", [2.5, 1.0])
+async def test_a_reply_cut_off_prints_only_what_was_heard_of_it(tmp_path: Path, synth_seconds: float) -> None:
+    """A TTS slow to start (Step-Audio's: each sentence's transcript comes seconds before its audio), and the user
+    speaks again before the reply is heard: talk printed 'assistant> ' with sentences never heard, for a reply cut
+    with 0.00 s of audio (2.5 s) or cut in its first sentence (1.0 s), where the embedded profile's quick TTS printed
+    nothing. It now prints the reply as far as the cut, as the server keeps it."""
+    wav, printed = tmp_path / "turn.wav", io.StringIO()
+    sf.write(str(wav), np.concatenate([silence(0.3), speech(0.8), silence(1.2), speech(0.8), silence(2.5)]), 24000)
+    pipeline = ScriptedPipeline()
+    pipeline.synth_seconds = synth_seconds
+    pipeline.reply_words = "It is noon. The sun is high up in the sky now. Lunch is soon.".split()
+    async with scripted_server(pipeline) as server:
+        url = f"ws://127.0.0.1:{server.server.port}/v1/realtime"
+        await run_talk(wav, url, out=tmp_path / "reply.wav", printer=printed)
+    lines = [line for line in printed.getvalue().splitlines() if line.startswith(("assistant> ", "  [turn "))]
+    assert [line.split("]")[0] for line in lines if line.startswith("  [")] == [
+        "  [turn 1: cancelled (turn_detected)", "  [turn 2: completed"], printed.getvalue()
+    replies = printed.getvalue().split("  [turn 1")[0].split("assistant> ")[1:]
+    if synth_seconds > 2:  # nothing of it was heard
+        assert replies == [] and "reply audio 0.00 s" in printed.getvalue(), printed.getvalue()
+    else:
+        assert len(replies) == 1 and "It is noon.".startswith(replies[0].strip()), printed.getvalue()
+    assert lines[-2] == "assistant> It is noon. The sun is high up in the sky now. Lunch is soon."
+
+
 async def test_talk_ended_by_a_hangup_says_where_the_replies_so_far_went(tmp_path: Path) -> None:
     """An operator hung up after a reply: talk wrote that reply to reply.wav, as it keeps what was said when it ends
     early, but said only 'talk: connection lost: ...', so the user never learnt the file was there."""

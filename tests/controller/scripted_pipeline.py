@@ -107,6 +107,7 @@ class ScriptedPipeline:
         self.reply_text: Callable[[], ReplyText] = VerbatimText  # the per-reply hook new_reply_text() returns
         self.synthesized: list[str] = []  # every text synthesize() was given
         self.voices_used: list[str] = []  # the voice of each synthesize() call
+        self.synth_seconds = 0.0  # TTS time before each sentence's audio (Step-Audio's: its transcript goes first)
 
     def new_vad(self) -> ScriptedVad:
         return ScriptedVad()
@@ -143,6 +144,7 @@ class ScriptedPipeline:
     async def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
         self.synthesized.append(text)
         self.voices_used.append(voice)
+        await asyncio.sleep(self.synth_seconds)
         for _ in text.split():  # 50 ms a word at speed 1
             yield SpeechChunk(0.2 * np.sin(np.arange(int(self.output_rate / 20 / speed)) * 0.1).astype(np.float32))
 
