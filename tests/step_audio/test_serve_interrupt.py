@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -20,9 +21,7 @@ def test_ctrl_c_while_the_first_model_loads_starts_no_other_load(tiny_model_dir:
     decoders, the speakers and the Chat LM (tens of minutes with the real checkpoints) before the server stopped."""
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
-                                 str(tiny_model_dir), "--port", "0", "--threads", "2"], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = _serve_tiny(tiny_model_dir, out)
         try:
             deadline = time.monotonic() + 120
             while "Step-Audio-Tokenizer" not in log.read_text() and time.monotonic() < deadline:
@@ -47,9 +46,7 @@ def test_a_stopped_server_exits_without_more_work(tiny_model_dir: Path, tmp_path
     it before, 0.08 s now."""
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
-                                 str(tiny_model_dir), "--port", "0", "--threads", "2"], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = _serve_tiny(tiny_model_dir, out)
         try:
             deadline = time.monotonic() + 300
             while "ready:" not in log.read_text() and time.monotonic() < deadline:
@@ -67,6 +64,11 @@ def test_a_stopped_server_exits_without_more_work(tiny_model_dir: Path, tmp_path
     assert proc.returncode == 0, log.read_text()
     after = usage.ru_utime + usage.ru_stime - at_stopped
     assert after < 0.3, f"{after:.2f} s of CPU after 'stopped'"
+
+
+def _serve_tiny(tiny_model_dir: Path, out: BinaryIO) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
+                             str(tiny_model_dir), "--port", "0", "--threads", "2"], stdout=out, stderr=subprocess.STDOUT)
 
 
 def _cpu_seconds(pid: int) -> float:
