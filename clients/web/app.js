@@ -80,6 +80,9 @@ const dropped = new Set(); // items flushed by a barge-in: their late audio delt
 // A failed reply was shown from its response.done: the server's error event about the same failure (code
 // response_failed, right after it) would show it a second time.
 let replyFailureShown = false;
+// A teardown is letting go of the audio: until it has, Disconnect still shows, and a click on it (or the server's
+// close) ran a second teardown on the half-closed audio, which threw, and could leave another final state.
+let ending = false;
 const lines = new Map(); // item_id -> {el, text}
 
 function setState(state) {
@@ -582,6 +585,8 @@ async function connect() {
 }
 
 async function teardown(state) {
+  if (ending) return;
+  ending = true;
   streaming = false;
   talkHeld = false;
   showHeld(false);
@@ -614,6 +619,7 @@ async function teardown(state) {
   $('voice').title = '';
   $('message').disabled = $('send').disabled = true;
   setState(state);
+  ending = false;
 }
 
 // A line still waiting for its words gets none from a closed session: 'listening…' left on it read as a page still
