@@ -590,7 +590,6 @@ async function teardown(state) {
   streaming = false;
   talkHeld = false;
   showHeld(false);
-  preroll = [];
   activeResponse = null;
   playingOut = false;
   micLost = null;
@@ -607,6 +606,9 @@ async function teardown(state) {
     await audio.stop();
   }
   audio = null;
+  // The microphone's chunks that came while the audio was let go of were kept as a preroll (no socket): left, the
+  // next Connect sent them first, words said to this session heard as the next one's.
+  preroll = [];
   // The microphone and the playback are closed: a meter left lit read as a microphone still live.
   $('level').value = 0;
   hook.bufferedMs = 0;

@@ -84,3 +84,38 @@ def _connect_hands_free(browser: object, page: str) -> None:
     browser.get(page)  # type: ignore[attr-defined]
     browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     assert wait_until(browser, lambda s: s["state"] == "listening", 60)["state"] == "listening", hook(browser)
+
+
+def test_speech_heard_while_a_session_ends_is_not_sent_at_the_next(tiny_server: ServerProcess,
+                                                                   browser: object) -> None:
+    """Hands-free, the microphone's chunks that came while Disconnect was letting go of the audio were kept as if
+    captured before a connect, and sent at the start of the next session: the server heard speech said to the session
+    before as if the user had just said it. The next session is sent only what its own microphone captured."""
+    from selenium.webdriver.common.by import By
+
+    appends: dict[int, int] = {}  # each connection's (by the order it came) input_audio_buffer.append count
+    connections: list[object] = []
+
+    def count(ws: object, event: dict) -> None:
+        if ws not in connections:
+            connections.append(ws)
+        if event["type"] == "input_audio_buffer.append":
+            n = connections.index(ws)
+            appends[n] = appends.get(n, 0) + 1
+
+    with fake_realtime_server(count) as url:
+        _connect_hands_free(browser, f"{tiny_server.http}/?mode=vad&ec=0&ns=0&agc=0&url={url}")
+        browser.execute_async_script(HOLD_FLUSHES)  # type: ignore[attr-defined]
+        at_click = hook(browser)["capturedChunks"]
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        # 0.4 s of the microphone while the session ends
+        state = wait_until(browser, lambda s: s["capturedChunks"] >= at_click + 10, 10)
+        assert state["capturedChunks"] >= at_click + 10, state
+        browser.execute_script(RELEASE_FLUSHES)  # type: ignore[attr-defined]
+        ended = wait_until(browser, lambda s: s["state"] == "idle", 10)
+        assert ended["state"] == "idle", ended
+        browser.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
+        wait_until(browser, lambda s: s["state"] == "listening" and appends.get(1, 0) >= 5, 30)
+        received = appends.get(1, 0)  # read before the page's count, which only grows
+        captured = hook(browser)["capturedChunks"] - ended["capturedChunks"]
+    assert 5 <= received <= captured, (received, captured, ended["capturedChunks"] - at_click)
