@@ -244,22 +244,50 @@ def test_listening_on_all_interfaces_prints_urls_a_browser_here_can_open() -> No
         server.stop()
 
 
-def _interrupt_the_load(tmp_path: Path, first_at: str, presses: int) -> str:
+# `serve` whose chat LM, once loaded, holds its load forever: a chat LM that loads for minutes, as the big ones do.
+# The embedded one loads in about a second, which a loaded box's test could let pass before its next press.
+_SERVE_WITH_A_CHAT_LM_THAT_NEVER_LOADS = """
+import sys
+import threading
+
+from controller.cli import main
+from lm_engine import LlamaCppBackend
+
+real_load = LlamaCppBackend.load.__func__
+
+
+def load(cls, *args, **kwargs):
+    real_load(cls, *args, **kwargs)
+    threading.Event().wait()
+
+
+LlamaCppBackend.load = classmethod(load)
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _interrupt_the_load(tmp_path: Path, first_at: str, presses: int, *, endless_chat_lm: bool = False) -> str:
     """`serve` Ctrl-C'd once its log has `first_at` (the models still loading), each further press once the first
-    one's line is out; it must exit with status 0. Returns its log."""
+    one's line is out; it must exit with status 0. Returns its log. `endless_chat_lm`: the chat LM's load never
+    ends, so that every press comes during it however slowly this test runs."""
     import signal
     import time
 
     log = tmp_path / "serve.log"
+    launch = ["-c", _SERVE_WITH_A_CHAT_LM_THAT_NEVER_LOADS] if endless_chat_lm else ["-m", "controller.cli"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", "0"], stdout=out,
+        proc = subprocess.Popen([sys.executable, *launch, "serve", "--port", "0"], stdout=out,
                                 stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        for awaited in [first_at] + ["Ctrl-C again to stop now"] * (presses - 1):
-            while awaited not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+        try:
+            deadline = time.monotonic() + 60
+            for awaited in [first_at] + ["Ctrl-C again to stop now"] * (presses - 1):
+                while awaited not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 0
+        finally:  # a server that ignored the presses (with endless_chat_lm, it would wait forever) goes too
+            proc.kill()
+            proc.wait()
     return log.read_text()
 
 
@@ -277,7 +305,9 @@ def test_ctrl_c_while_the_first_model_loads_starts_no_other_load(tmp_path: Path)
 def test_a_second_ctrl_c_while_the_models_load_stops_at_once(tmp_path: Path) -> None:
     """The first Ctrl-C waits for the model loading now (the chat LM, minutes with a big one); a second one did
     nothing at all, so a user who would not wait had to kill the server. It now ends the process at once."""
-    text = _interrupt_the_load(tmp_path, "loading the chat LM", 2)
+    # The embedded chat LM loads in about a second: on a loaded box it had loaded, and the server stopped with
+    # "stopped" as it should, before the second press came.
+    text = _interrupt_the_load(tmp_path, "loading the chat LM", 2, endless_chat_lm=True)
     assert text.rstrip().endswith("SIGINT: stopped during the model load (signalled twice)"), text
     assert "ready:" not in text, text
 
