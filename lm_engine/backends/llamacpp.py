@@ -158,6 +158,11 @@ class LlamaCppBackend(PrefillBackend):
                 server = xllamacpp.Server(params)
         except RuntimeError as exc:
             raise ChatBackendError(f"llama.cpp failed to load {config.gguf_path}: {exc}") from exc
+        # xllamacpp's constructor returns before its loop thread enters server_queue::start_loop, which sets
+        # `running` without a lock: a destructor's terminate() in between was lost, and the destructor then joined
+        # that thread forever, with the GIL held (a close() soon after a load on a loaded box). Metrics are a task
+        # that the loop itself answers: once they come, the loop is running and terminate() reaches it.
+        server.handle_metrics()
         if config.nice:
             # The server's loop and compute threads are created by its constructor (the compute threads the
             # loop starts later inherit its niceness); a thread another part of the process starts meanwhile
