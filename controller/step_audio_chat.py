@@ -25,6 +25,7 @@ from controller.step_audio_text import DEFAULT_SYSTEM, Detokenizer, chat_message
 from lm_engine.chat import ChatDelta, ChatRequest, ChatUsage
 
 if TYPE_CHECKING:
+    from lm_engine import Engine, Step1Tokenizer
     from lm_engine.backends.remote import RemoteChatBackend
 
 logger = logging.getLogger(__name__)
@@ -43,16 +44,15 @@ class StepAudioChat:
 
         self.config = config
         chat_dir = config.model_path / CHAT_DIR
-        self.engine: Any = None
+        self.engine: Engine | None = None
+        self.tok: Step1Tokenizer | None = None  # `tts`: neither the Chat LM nor its folder
         self._remote: RemoteChatBackend | None = None
         if config.chat_url:
             # Chat on an OpenAI-compatible server (vLLM serving Step-Audio-Chat with -tp N): it applies the
             # chat template itself; audio turns travel as their <audio_N> text. Only the tokenizer is read here.
             self._remote = open_remote_chat(config.chat_url)
             self.tok = Step1Tokenizer.from_dir(chat_dir)
-        elif not config.chat:
-            self.tok = None  # `tts`: neither the Chat LM nor its folder
-        else:
+        elif config.chat:
             with loading(chat_dir, f"tp={config.tp}", cancel):
                 self.engine = Engine.from_pretrained(chat_dir, device=device, tp=config.tp, progress=False,
                                                      config=chat_engine_config(config, device == "cpu"))
@@ -64,35 +64,38 @@ class StepAudioChat:
         """The tokens of a message's text in the chat template (its role markers are template_costs'): between
         <|EOT|>s sentencepiece pieces cannot cross, so neither the prompt's leading "▁" nor a neighbour's pieces
         reach it; the newline before it is the markers', and what the text's start makes of it is the text's."""
-        return len(self.tok.encode(f"{_EOT}\n{text}{_EOT}")) - len(self.tok.encode(f"{_EOT}\n{_EOT}"))
+        tok = self._tokenizer()
+        return len(tok.encode(f"{_EOT}\n{text}{_EOT}")) - len(tok.encode(f"{_EOT}\n{_EOT}"))
 
     def count_audio_tokens(self, text: str) -> int:
-        return self._audio_ids(self.tok.encode(text))
+        return self._audio_ids(self._tokenizer().encode(text))
 
     def _audio_ids(self, ids: list[int]) -> int:
         """How many ids are <audio_N> pieces (each one id from audio_offset on)."""
-        offset = self.tok.audio_offset
+        offset = self._tokenizer().audio_offset
         return sum(1 for i in ids if i >= offset) if offset >= 0 else 0
 
     def template_costs(self, system: bool) -> TemplateCosts:
         """What Step-Audio's template writes around the conversation's texts, counted as count_tokens counts them:
         each role's markers (`<|BOT|>role\n` ... `<|EOT|>`), and once the BOS, the leading "▁", the reply's opening
         and, for a conversation without a system message (`system` false), the default one chat_messages adds."""
+        tok = self._tokenizer()
+
         def markers(role: str) -> int:
-            return len(self.tok.encode(_EOT + _turn({"role": role, "content": ""}))) - len(self.tok.encode(_EOT))
+            return len(tok.encode(_EOT + _turn({"role": role, "content": ""}))) - len(tok.encode(_EOT))
 
         roles = {role: markers(role) for role in ("system", "user", "assistant", "tool")}
-        prompt = len(self.tok.encode(_REPLY_OPENING, add_bos=True))
+        prompt = len(tok.encode(_REPLY_OPENING, add_bos=True))
         if not system:
             prompt += roles["system"] + self.count_tokens(DEFAULT_SYSTEM)
         return TemplateCosts(markers=roles, prompt=prompt)
 
-    def render(self, messages: list[dict]) -> str:
+    def render(self, messages: list[dict[str, Any]]) -> str:
         """Step-Audio's chat template over `chat_messages(messages)`."""
         return "".join(_turn(m) for m in chat_messages(messages)) + _REPLY_OPENING
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tok.encode(self.render(messages), add_bos=True)
+    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        return self._tokenizer().encode(self.render(messages), add_bos=True)
 
     def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
         """The reply's ChatDeltas (a PromptCut first when its prompt had to be cut to fit)."""
@@ -106,8 +109,9 @@ class StepAudioChat:
     def _reply(self, request: ChatRequest, max_tokens: int) -> AsyncGenerator[ChatDelta | PromptCut, None]:
         if self._remote is not None:
             return self._reply_remote(self._remote, request, max_tokens)
+        engine = self._engine()
         ids = self.prompt_ids(request.messages)
-        context = self.engine.model_config.max_seq_len
+        context = engine.model_config.max_seq_len
         # A reply of more than half the context leaves its prompt too little room: a context of 20 against the tiny
         # profile's 24-token cap had "the -4 that fit" and failed each reply with the engine's context error.
         max_tokens = min(max_tokens, context // 2)
@@ -116,23 +120,25 @@ class StepAudioChat:
         if len(ids) > limit:
             ids, cut = self.fit_prompt(request.messages, ids, limit)
         if self.config.constrain_text:
-            deltas = self._reply_constrained(ids, request.temperature, max_tokens)
+            deltas = self._reply_constrained(engine, ids, request.temperature, max_tokens)
         else:
-            deltas = self._reply_stream(ids, request.temperature, max_tokens)
+            deltas = self._reply_stream(engine, ids, request.temperature, max_tokens)
         return deltas if cut is None else _after(cut, deltas)
 
-    def fit_prompt(self, messages: list[dict], ids: list[int], limit: int) -> tuple[list[int], PromptCut | None]:
+    def fit_prompt(self, messages: list[dict[str, Any]], ids: list[int],
+                   limit: int) -> tuple[list[int], PromptCut | None]:
         """A prompt longer than the Chat LM's context less the reply: the system turns at its start (the
         instructions) and the newest tokens that fit beside them, the middle dropped, which is logged. A system
         part of more than half the room is cut too (the newest tokens are the turn being answered). Returns the
         kept ids, and a PromptCut when the last turn itself lost its start (not only older turns went)."""
+        tok, context = self._tokenizer(), self._engine().model_config.max_seq_len
         turns = chat_messages(messages)
         lead = []
         for m in turns:
             if m["role"] != "system":
                 break
             lead.append(_turn(m))
-        head = self.tok.encode("".join(lead), add_bos=True)
+        head = tok.encode("".join(lead), add_bos=True)
         system = ids[:len(head)] == head and len(head) <= limit // 2
         if not system:
             head = ids[:1]  # the BOS alone
@@ -140,12 +146,11 @@ class StepAudioChat:
         # "kept the system message (1 tokens)" was said of the BOS alone, when the system message was cut with the rest
         opening = f"kept the system message ({len(head)} tokens)" if system else "kept no system message (too long)"
         logger.warning("chat prompt of %d tokens is longer than the %d that fit (the model's %d less the reply's "
-                       "%d): %s and the newest %d, dropped %d", len(ids), limit, self.engine.model_config.max_seq_len,
-                       self.engine.model_config.max_seq_len - limit, opening, len(kept) - len(head),
-                       len(ids) - len(kept))
+                       "%d): %s and the newest %d, dropped %d", len(ids), limit, context, context - limit, opening,
+                       len(kept) - len(head), len(ids) - len(kept))
         # The prompt ends with the last turn, then the reply's opening: what the kept tail holds of that turn.
-        last = len(self.tok.encode(_turn(turns[-1])))
-        heard = max(0, min(last, limit - len(head) - len(self.tok.encode(_REPLY_OPENING))))
+        last = len(tok.encode(_turn(turns[-1])))
+        heard = max(0, min(last, limit - len(head) - len(tok.encode(_REPLY_OPENING))))
         return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
 
     def _last_deltas(self, detok: Detokenizer, ids: list[int], generated: int, finish: str) -> list[ChatDelta]:
@@ -165,17 +170,17 @@ class StepAudioChat:
 
         return iterate_in_thread(run, self._pool)
 
-    async def _reply_stream(self, ids: list[int], temperature: float,
+    async def _reply_stream(self, engine: Engine, ids: list[int], temperature: float,
                             max_tokens: int) -> AsyncGenerator[ChatDelta, None]:
         from lm_engine import SamplingParams
 
-        tok = self.tok
+        tok = self._tokenizer()
         params = SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens,
                                 stop_token_ids=(tok.eot_id, tok.bot_id))
         detok = Detokenizer(tok)
         n = 0
         with self._lm_down():
-            async with contextlib.aclosing(self.engine.stream(ids, params)) as stream:
+            async with contextlib.aclosing(engine.stream(ids, params)) as stream:
                 async for token in stream:
                     n += 1
                     text = detok.push(token)
@@ -184,12 +189,12 @@ class StepAudioChat:
         for delta in self._last_deltas(detok, ids, n, "length" if n >= max_tokens else "stop"):
             yield delta
 
-    def _reply_constrained(self, ids: list[int], temperature: float,
+    def _reply_constrained(self, engine: Engine, ids: list[int], temperature: float,
                            max_tokens: int) -> AsyncGenerator[ChatDelta, None]:
         """Token-by-token sampling under the text-piece mask (worker thread; the engine serialises steps)."""
         import torch
 
-        engine, tok, mask = self.engine, self.tok, self._text_mask
+        tok, mask = self._tokenizer(), self._text_mask
         gen = torch.Generator().manual_seed(self.config.seed + len(ids))
 
         def run(cancel: threading.Event) -> Iterator[ChatDelta]:
@@ -220,6 +225,16 @@ class StepAudioChat:
                 engine.release(sid)
 
         return iterate_in_thread(run, self._pool)
+
+    def _tokenizer(self) -> Step1Tokenizer:
+        if self.tok is None:
+            raise RuntimeError("the `tts` tool loads no Chat LM tokenizer")
+        return self.tok
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("no Chat LM here: the `tts` tool loads none, a --chat-url server runs it")
+        return self.engine
 
     @contextlib.contextmanager
     def _lm_down(self) -> Iterator[None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -322,7 +322,7 @@ class Engine:
         return out
 
     async def stream(self, prompt: list[int] | None = None, params: SamplingParams | None = None, *,
-                     seq_id: int | None = None, stop: tuple[str, ...] = ()) -> AsyncIterator[int]:
+                     seq_id: int | None = None, stop: tuple[str, ...] = ()) -> AsyncGenerator[int, None]:
         """Async token stream. Closing it early (`async with contextlib.aclosing(engine.stream(...))` around a loop
         that breaks, or cancelling the task) aborts the generation and frees its blocks.
 
