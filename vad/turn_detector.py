@@ -59,9 +59,9 @@ class TurnDetectorConfig:
         check_threshold(self.threshold)
         if self.neg_threshold is not None and not 0.0 <= self.neg_threshold <= self.threshold:
             raise ValueError(f"neg_threshold must be in [0, threshold], got {self.neg_threshold}")
-        for name in ("prefix_padding_ms", "min_speech_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, value in (("prefix_padding_ms", self.prefix_padding_ms), ("min_speech_ms", self.min_speech_ms)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if self.pause_ms < 0:
             raise ValueError(f"pause_ms must be >= 0, got {self.pause_ms}")
         if self.silence_duration_ms < self.pause_ms:

@@ -12,7 +12,7 @@ Module names follow the HF checkpoints (model.layers.N.self_attn..., lm_head), s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol, cast
+from typing import ClassVar, Protocol, cast
 
 import torch
 from torch import nn
@@ -82,7 +82,7 @@ class DecoderModel(nn.Module):
 
 class DecoderForCausalLM(nn.Module):
     # checkpoint name fragment -> (our fused parameter fragment, shard id)
-    packed_modules_mapping = {
+    packed_modules_mapping: ClassVar[dict[str, tuple[str, str | int]]] = {
         "q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
         "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
     }

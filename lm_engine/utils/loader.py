@@ -9,7 +9,7 @@ import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -17,6 +17,9 @@ from torch import nn
 from tqdm import tqdm
 
 from lm_engine.layers.tp import tp_size
+
+if TYPE_CHECKING:
+    from lm_engine.models.decoder import DecoderForCausalLM
 
 INDEX_NAME = "model.safetensors.index.json"
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -76,11 +79,11 @@ def iter_safetensors(path: Path, progress: bool = True) -> Iterator[tuple[str, t
     bar.close()
 
 
-def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+def load_weights(model: DecoderForCausalLM, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
     """Feeds (hf_name, tensor) pairs to the parameters; raises CheckpointError on unknown or missing names."""
     params = dict(model.named_parameters(remove_duplicate=False))
-    packed: dict[str, tuple[str, str | int]] = getattr(model, "packed_modules_mapping", {})
-    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    packed = model.packed_modules_mapping
+    tied = model.config.tie_word_embeddings
     loaded: set[str] = set()
     for name, tensor in tensors:
         if name.endswith(_IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
