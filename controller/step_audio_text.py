@@ -2,38 +2,51 @@
 text-pieces mask and sampler that keep random checkpoints' replies speakable."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lm_engine import Step1Tokenizer
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
 class Detokenizer:
-    """Incremental text of generated ids: audio and control ids dropped, partial UTF-8 held back."""
+    """Incremental text of generated ids: audio and control ids dropped, partial UTF-8 held back.
 
-    def __init__(self, tok: Any) -> None:
+    Each push decodes a window, not the whole reply (which made a reply's text quadratic in its length): the ids from
+    `_window` on, against those up to `_read`, the end of the last text given out. The window starts one emission back
+    so that sentencepiece's leading-space rule (a decode drops its first piece's "▁") strips the same space from both
+    decodes, and at a character's end, since an emission never ends in a partial UTF-8 character (U+FFFD)."""
+
+    def __init__(self, tok: Step1Tokenizer) -> None:
         self.tok = tok
         self.ids: list[int] = []
-        self.sent = ""
+        self._window = 0  # the first id of the decoded window
+        self._read = 0  # the ids given out as text so far
         self._special = {tok.bos_id, tok.eot_id, tok.bot_id, 0, 2}
 
     def push(self, token: int) -> str:
         if token in self._special or (self.tok.audio_offset >= 0 and token >= self.tok.audio_offset):
             return ""
         self.ids.append(token)
-        text = self.tok.decode(self.ids)
-        if text.endswith("\ufffd") or not text.startswith(self.sent):
+        done, text = self._decode_window()
+        if text.endswith("\ufffd") or not text.startswith(done):
             return ""
-        new, self.sent = text[len(self.sent):], text
-        return new
+        self._window, self._read = self._read, len(self.ids)
+        return text[len(done):]
 
     def flush(self) -> str:
-        text = self.tok.decode(self.ids).replace("\ufffd", "")
-        new = text[len(self.sent):] if text.startswith(self.sent) else ""
-        self.sent = text
-        return new
+        done, text = self._decode_window()
+        self._window = self._read = len(self.ids)
+        return text[len(done):].replace("\ufffd", "") if text.startswith(done) else ""
+
+    def _decode_window(self) -> tuple[str, str]:
+        """(the window's text up to the last emission, the window's whole text)."""
+        window = self.ids[self._window:]
+        return self.tok.decode(window[:self._read - self._window]), self.tok.decode(window)
 
 
-def chat_messages(messages: list[dict]) -> list[dict[str, str]]:
+def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The conversation as Step-Audio Chat sees it: text contents (a user audio turn is its <audio_N> text), roles
     system / user / assistant, tool calls folded into the assistant's text (the model has no tool calling), and a
     default system message when the conversation has none."""

@@ -19,14 +19,14 @@ def test_the_pure_cores_pass_mypy_strict() -> None:
     _assert_mypy_strict_passes(*PURE_CORES)
 
 
-STRICT_ADAPTERS = ["controller/step_audio_chat.py", "controller/step_audio_listener.py",
-                   "controller/step_audio_setup.py", "controller/step_audio_tools.py", "controller/step_audio_layout.py",
-                   "controller/chat_url.py", "controller/session_input.py", "controller/session_replies.py",
-                   "controller/session_turns.py", "controller/session_parts.py", "controller/session_defaults.py",
-                   "controller/response_settings.py", "controller/settings_checks.py", "controller/input_audio.py",
-                   "controller/audio_io.py", "controller/owned_tasks.py", "controller/metrics.py",
-                   "controller/mqtt_protocol.py", "controller/errors.py", "controller/file_integrity.py",
-                   "controller/onnx_walk.py"]
+STRICT_ADAPTERS = ["controller/step_audio_chat.py", "controller/step_audio_text.py",
+                   "controller/step_audio_listener.py", "controller/step_audio_setup.py",
+                   "controller/step_audio_tools.py", "controller/step_audio_layout.py", "controller/chat_url.py",
+                   "controller/session_input.py", "controller/session_replies.py", "controller/session_turns.py",
+                   "controller/session_parts.py", "controller/session_defaults.py", "controller/response_settings.py",
+                   "controller/settings_checks.py", "controller/input_audio.py", "controller/audio_io.py",
+                   "controller/owned_tasks.py", "controller/metrics.py", "controller/mqtt_protocol.py",
+                   "controller/errors.py", "controller/file_integrity.py", "controller/onnx_walk.py"]
 
 
 def test_the_adapters_that_reach_lm_engine_pass_mypy_strict() -> None:
