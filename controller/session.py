@@ -1,11 +1,10 @@
-"""The asyncio shell of one Realtime session: its connection's life, client events, turn-taking's actions and timers,
-operator commands.
+"""The asyncio shell of one Realtime session: its connection's life, client events, turn-taking's actions and timers.
 
 The decisions live in pure cores (controller.turn_taking, controller.realtime, context_manager,
 vad.TurnDetector); this file only feeds them events and carries out their actions. Beside it: session_input (the
 input audio), session_turns (user turns and their transcripts), session_items (the conversation's items),
-session_replies (responses), outbox (what goes to the client), item_wire (items as the client sees them),
-prompt_budget, chat_request and settings_checks.
+session_replies (responses), session_operator (the event bus's commands), outbox (what goes to the client),
+item_wire (items as the client sees them), prompt_budget, chat_request and settings_checks.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -38,6 +36,7 @@ from controller.response import InputEntry, Response, Say
 from controller.session_defaults import SessionDefaults
 from controller.session_input import InputAudioMixin
 from controller.session_items import ItemsMixin
+from controller.session_operator import OperatorMixin
 from controller.session_parts import SessionParts, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
 from controller.session_turns import TurnsMixin
@@ -48,7 +47,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "stepaudio-rt"  # the model a session shows until its client names one
 
 
-class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
+class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMixin):
     def __init__(self, *, session_id: str, model: str | None, pipeline: SpeechPipeline, metrics: Metrics,
                  defaults: SessionDefaults, kind: str = "realtime") -> None:
         """model: the ?model= the client connected with, None if it named none; kind: "realtime", or
@@ -449,37 +448,3 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin):
         if source is None:
             source = self._id_sources[kind] = SequentialIds(f"{kind}_{self.session_id}_")
         return source()
-
-    # ---- operator commands (event bus) --------------------------------------------------------
-
-    async def say(self, text: str) -> None:
-        """Speak `text` as the assistant's next reply.
-
-        Raises RemoteProtocolError while a reply is in progress: the operator who asked is told (on the bus),
-        not the client, who asked for nothing (turn-taking's own refusal would send the client an `error`)."""
-        self._refuse_in_transcription("responses")
-        if self.turns.state in (tt.TurnState.RESPONDING, tt.TurnState.SPEAKING):
-            raise RemoteProtocolError("A response is already in progress; say again after its response.done.",
-                                      code="conversation_already_has_active_response")
-        self._say = Say(text)
-        await self.apply(te.ResponseRequested())
-
-    async def set_instructions(self, instructions: str) -> None:
-        self._refuse_in_transcription("instructions")
-        async with self._config_changes:
-            new = replace(self.cfg, instructions=instructions)
-            await self.budget.check_instructions(new, self.cfg, "instructions")
-            self.cfg = new
-            await self.emit(self.events.session_updated(session_to_wire(
-                self.cfg, session_id=self.session_id, model=self.model)))
-        await self.apply(te.ContextChanged())
-
-    def _refuse_in_transcription(self, what: str) -> None:
-        """An operator's command that a transcription session's client could not expect (as response.create)."""
-        if self.cfg.kind == "transcription":
-            raise RemoteProtocolError(f"A transcription session has no {what}: it only transcribes the input audio.",
-                                      code="unsupported_in_transcription_session")
-
-    async def hangup(self) -> None:
-        if self._ws is not None:
-            await self._ws.close(1000, "hangup")

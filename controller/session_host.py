@@ -1,6 +1,6 @@
 """What Session's mixins (session_input.InputAudioMixin, session_turns.TurnsMixin, session_items.ItemsMixin,
-session_replies.RepliesMixin) use of the Session they are mixed into: its state (SessionHost) and its methods (the
-SessionMethods protocol, which SessionHost extends).
+session_replies.RepliesMixin, session_operator.OperatorMixin) use of the Session they are mixed into: its state
+(SessionHost) and its methods (the SessionMethods protocol, which SessionHost extends).
 
 Each mixin has SessionHost as its base for the type checker only (at run time the base is object): mypy then checks
 every `self.x` in a mixin against these declarations, and Session's own definitions against them in turn. Session
@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 import numpy as np
+from websockets.asyncio.server import ServerConnection
 from context_manager import Conversation
 from controller import turn_events as te
 from controller import turn_taking as tt
@@ -79,6 +80,8 @@ class SessionHost(SessionMethods):
     """Session's state. A plain class, not a Protocol: mypy takes a protocol's bare `x: T` for an abstract member,
     which a mixin's own `self.x = ...` would redefine with the type of that value, unchecked against T."""
 
+    session_id: str
+    model: str
     conversation_id: str
     pipeline: SpeechPipeline
     metrics: Metrics
@@ -114,3 +117,5 @@ class SessionHost(SessionMethods):
     _last_oob_gen: int
     _spoken: dict[str, Response]
     _last_audio_response_id: str | None
+    _config_changes: asyncio.Lock
+    _ws: ServerConnection | None
