@@ -4,15 +4,17 @@ wire with a scripted pipeline (no models)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
 
+from controller.app import App
 from controller.pipeline import PromptCut
 from lm_engine.chat import ChatDelta, ChatRequest
 
 from tests.controller.scripted_pipeline import ScriptedPipeline, conversation, speech, user_messages
-from tests.e2e.helpers import silence
+from tests.e2e.helpers import Conversation, silence
 from tests.realtime_schema import validate_server_event
 
 
@@ -20,21 +22,10 @@ async def test_a_transcription_made_stale_by_resumed_speech_does_not_hold_up_the
     """The user pauses (the turn's transcription starts there, for the speculation) and speaks on. That transcription
     answers a turn that no longer ends at the pause: it kept the recognizer (one recognition at a time) for as long
     as it took, and the turn's real transcript and reply waited behind it."""
-    pipeline = ScriptedPipeline()
-    pipeline.asr_lock = asyncio.Lock()
-    pipeline.turn_scripts = [(60.0, "what time")]  # the pass started at the pause: a minute on a loaded machine
-    async with conversation(pipeline) as (server, conv):
-        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # past the 200 ms pause
-        await asyncio.sleep(0.5)  # that pass has the recognizer
+    async with _a_pause_whose_transcription_holds_the_recognizer("what time") as (pipeline, server, conv):
         await conv.stream(np.concatenate([speech(1.0), silence(0.8)]), pace=0)  # speaks on, then ends the turn
-        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=20)
-        done = await conv.wait_for("response.done", timeout=20)
+        await _the_turn_is_heard_and_answered(pipeline, conv, timeout=20)
         metrics = server.metrics.render().decode()
-    assert heard["transcript"] == "what time is it"
-    assert done["response"]["status"] == "completed"
-    for raw in conv.raw:
-        validate_server_event(raw)
-    assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
     assert "stepaudio_speculations_rolled_back_total 1.0" in metrics
 
 
@@ -189,19 +180,34 @@ async def test_clearing_the_buffer_stops_the_transcription_of_the_cleared_speech
     """The user pauses (the turn's transcription starts there, for the speculation), then the client clears the
     buffer. That transcription heard speech thrown away: it kept the recognizer (one recognition at a time) for as
     long as it took, and the next turn's transcript and reply waited behind it."""
-    pipeline = ScriptedPipeline()
-    pipeline.asr_lock = asyncio.Lock()
-    pipeline.turn_scripts = [(60.0, "throw this away")]  # the pass started at the pause: a minute on a loaded machine
-    async with conversation(pipeline) as (_, conv):
-        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # past the 200 ms pause
-        await asyncio.sleep(0.5)  # that pass has the recognizer
+    async with _a_pause_whose_transcription_holds_the_recognizer("throw this away") as (pipeline, _, conv):
         await conv.send({"type": "input_audio_buffer.clear"})
         await conv.wait_for("input_audio_buffer.cleared")
         await conv.stream(np.concatenate([speech(0.6), silence(0.8)]), pace=0)
-        heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=5)
-        done = await conv.wait_for("response.done", timeout=5)
+        await _the_turn_is_heard_and_answered(pipeline, conv, timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def _a_pause_whose_transcription_holds_the_recognizer(
+        transcript: str) -> AsyncIterator[tuple[ScriptedPipeline, App, Conversation]]:
+    """The user speaks and pauses: the turn's transcription starts at the pause, for the speculation, and holds the
+    recognizer (one recognition at a time) for a minute, as on a loaded machine, before it would say `transcript`.
+    The events the client got are checked against the schema on the way out."""
+    pipeline = ScriptedPipeline()
+    pipeline.asr_lock = asyncio.Lock()
+    pipeline.turn_scripts = [(60.0, transcript)]
+    async with conversation(pipeline) as (server, conv):
+        await conv.stream(np.concatenate([speech(1.0), silence(0.3)]), pace=0)  # past the 200 ms pause
+        await asyncio.sleep(0.5)  # that pass has the recognizer
+        yield pipeline, server, conv
+    for raw in conv.raw:
+        validate_server_event(raw)
+
+
+async def _the_turn_is_heard_and_answered(pipeline: ScriptedPipeline, conv: Conversation, timeout: float) -> None:
+    """The turn's transcript is its own (not the held pass's), and the one reply answers it."""
+    heard = await conv.wait_for("conversation.item.input_audio_transcription.completed", timeout=timeout)
+    done = await conv.wait_for("response.done", timeout=timeout)
     assert heard["transcript"] == "what time is it"
     assert done["response"]["status"] == "completed"
     assert [user_messages(r) for r in pipeline.requests] == [["what time is it"]]
-    for raw in conv.raw:
-        validate_server_event(raw)

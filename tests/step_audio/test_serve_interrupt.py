@@ -23,9 +23,7 @@ def test_ctrl_c_while_the_first_model_loads_starts_no_other_load(tiny_model_dir:
     with open(log, "wb") as out:
         proc = _serve_tiny(tiny_model_dir, out)
         try:
-            deadline = time.monotonic() + 120
-            while "Step-Audio-Tokenizer" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.005)
+            _wait_for_line(log, "Step-Audio-Tokenizer", proc, time.monotonic() + 120, poll_s=0.005)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 0, log.read_text()
         finally:
@@ -49,9 +47,7 @@ def test_a_stopped_server_exits_without_more_work(tiny_model_dir: Path, tmp_path
         proc = _serve_tiny(tiny_model_dir, out)
         try:
             deadline = time.monotonic() + 300
-            while "ready:" not in log.read_text() and time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.05)
+            _wait_for_line(log, "ready:", proc, deadline, poll_s=0.05)
             proc.send_signal(signal.SIGINT)
             # Seen while the process still runs (it may stop between the line and the read: then no less work).
             while "INFO controller.app: stopped" not in log.read_text() and time.monotonic() < deadline:
@@ -68,7 +64,15 @@ def test_a_stopped_server_exits_without_more_work(tiny_model_dir: Path, tmp_path
 
 def _serve_tiny(tiny_model_dir: Path, out: BinaryIO) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
-                             str(tiny_model_dir), "--port", "0", "--threads", "2"], stdout=out, stderr=subprocess.STDOUT)
+                             str(tiny_model_dir), "--port", "0", "--threads", "2"],
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], deadline: float, poll_s: float) -> None:
+    """Until the server's log holds `text`, or the deadline (time.monotonic()) passes; the server runs till then."""
+    while text not in log.read_text() and time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        time.sleep(poll_s)
 
 
 def _cpu_seconds(pid: int) -> float:
