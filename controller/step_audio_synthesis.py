@@ -7,13 +7,18 @@ import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import Counter
 
 from controller.pipeline import SpeechChunk
 from controller.step_audio_setup import RANDOM_PROFILES, StepAudioConfig
+
+if TYPE_CHECKING:
+    from lm_engine import Engine
+    from speech_decoder import StreamingDecoder
+    from speech_decoder.step_tts import StepTts
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +32,7 @@ TTS_HOLD_MAX_STREAMS = 2
 class SentenceSynthesizer:
     """TTS-3B (`tts`, a StepTts, on `engine`) and its decoders, speaking any number of sentences at once."""
 
-    def __init__(self, tts: Any, engine: Any, config: StepAudioConfig, threads: int) -> None:
+    def __init__(self, tts: StepTts, engine: Engine, config: StepAudioConfig, threads: int) -> None:
         from speech_decoder import FlowBatcher
 
         self.tts = tts
@@ -102,7 +107,7 @@ class SentenceSynthesizer:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
 
-    def _push(self, decoder: Any, flow: list[int], hold_tts: bool) -> np.ndarray:
+    def _push(self, decoder: StreamingDecoder, flow: list[int], hold_tts: bool) -> np.ndarray:
         """decoder.push(flow) on a decoder thread, with the TTS LM held meanwhile if asked (TTS_HOLD_MAX_STREAMS)."""
         with self.engine.hold() if hold_tts else contextlib.nullcontext():
             return decoder.push(flow)

@@ -5,7 +5,16 @@ Importing this package does no work: names resolve lazily so that the embedded p
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy exports resolve to, for type checkers (else each is Any); "X as X" re-exports
+    from speech_decoder.checkpoint import write_cosyvoice_folder as write_cosyvoice_folder
+    from speech_decoder.cosyvoice_model import CosyVoiceModel as CosyVoiceModel, SpeakerPrompt as SpeakerPrompt
+    from speech_decoder.flow_batch import FlowBatcher as FlowBatcher
+    from speech_decoder.piper_tts import PiperConfig as PiperConfig, PiperError as PiperError, PiperTts as PiperTts
+    from speech_decoder.sentences import SentenceChunker as SentenceChunker, clean_for_speech as clean_for_speech
+    from speech_decoder.streaming_decoder import (StreamingDecoder as StreamingDecoder,
+                                                  StreamingDecoderConfig as StreamingDecoderConfig)
 
 # name -> module that defines it. Each section is owned by the part it names.
 _EXPORTS: dict[str, str] = {
@@ -25,7 +34,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'speech_decoder' has no attribute {name!r}")

@@ -27,14 +27,15 @@ STRICT_ADAPTERS = ["controller/step_audio_chat.py", "controller/step_audio_text.
                    "controller/settings_checks.py", "controller/input_audio.py", "controller/audio_io.py",
                    "controller/owned_tasks.py", "controller/metrics.py", "controller/mqtt_protocol.py",
                    "controller/errors.py", "controller/file_integrity.py", "controller/onnx_walk.py",
-                   "controller/session_operator.py"]
+                   "controller/session_operator.py", "controller/step_audio_synthesis.py"]
 
 
-def test_the_adapters_that_reach_lm_engine_pass_mypy_strict() -> None:
+def test_the_adapters_that_reach_lm_engine_or_speech_decoder_pass_mypy_strict() -> None:
     """lm_engine's lazy __getattr__ typed every name imported from the package as Any, so step_audio_chat's engine
     and tokenizer went unchecked: the `tts` tool's tokenizer of None was encoded from as if always there, the
     engine's token stream (typed AsyncIterator) was handed to aclosing(), which needs aclose(), and the messages
-    were bare dicts."""
+    were bare dicts. speech_decoder's lazy exports were Any the same way: step_audio_synthesis returned a
+    StreamingDecoder's audio unchecked."""
     _assert_mypy_strict_passes(*STRICT_ADAPTERS)
 
 
