@@ -9,6 +9,10 @@ Rules for SDP:
   is application/sdp is the SDP. The other parts are ignored, as PBXs do: nothing in them changes the media.
   A multipart type without a boundary raises RemoteProtocolError (400).
 - Anything else (or no SDP part): None.
+- An INVITE (or re-INVITE, or ACK) body of any other type, or a multipart one without an SDP part, carries no
+  offer: the INVITE is refused 415 whose Accept is INVITE_ACCEPT, the types its body is read in (SDP, or SDP in
+  a multipart body; RFC 3261 20.1, 21.4.13). The DTMF types are an INFO's alone: an Accept naming them would
+  tell the caller it may send its offer in one.
 - A response may carry SDP when its request's Accept names application/sdp (or application/*, */*, with a q above
   0), or when the request has no Accept (RFC 3261 20.1: application/sdp is then assumed); an empty Accept takes no
   body at all.
@@ -33,13 +37,14 @@ from __future__ import annotations
 from clients.sip.errors import RemoteProtocolError
 from clients.sip.message import split_commas
 
-__all__ = ["ACCEPT", "INFO_ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body", "unread_body"]
+__all__ = ["ACCEPT", "INFO_ACCEPT", "INVITE_ACCEPT", "accepts_sdp", "dtmf_keys", "sdp_body", "unread_body"]
 
 SDP = "application/sdp"
 MULTIPART = ("multipart/mixed", "multipart/alternative")  # read for their SDP part
 DTMF_RELAY, DTMF = "application/dtmf-relay", "application/dtmf"  # INFO's key presses
 ACCEPT = ", ".join((SDP, *MULTIPART, DTMF_RELAY, DTMF))  # every body type read here: OPTIONS' Accept (11.2)
 INFO_ACCEPT = ", ".join((DTMF_RELAY, DTMF))  # the types an INFO body is read in: its 415's Accept (8.2.3)
+INVITE_ACCEPT = ", ".join((SDP, *MULTIPART))  # the types an INVITE's offer is read in: its 415's Accept (21.4.13)
 _KEYS = "0123456789*#ABCD"  # in RFC 4733 event order (3.2)
 HOOK_FLASH = ("!", "16")  # RFC 4733 event 16, and the sign PBXs write it with
 

@@ -62,8 +62,8 @@ class NoCommonCodec(RemoteProtocolError):
 
 class NotSdp(RemoteProtocolError):
     """A request body of a type that carries no SDP: 415 naming what we accept (RFC 3261 8.2.3, 21.4.13), so that
-    the caller can send the offer again as application/sdp. `accept` is the Accept header's value: body.ACCEPT,
-    what an OPTIONS answer names too (passed in, as body.py raises errors of this module)."""
+    the caller can send the offer again as application/sdp. `accept` is the Accept header's value: body.INVITE_ACCEPT,
+    the types an offer is read in (passed in, as body.py raises errors of this module)."""
 
     def __init__(self, message: str, accept: str) -> None:
         super().__init__(message, 415, "Unsupported Media Type")

@@ -8,7 +8,7 @@ seconds) and randomness (tags, branches: the `rng` given) are inputs; nothing he
 Rules:
 - INVITE without a To tag starts a call: 100 Trying at once, then (SDP offer accepted) 180 Ringing with our To tag
   and an IncomingCall event; the shell answers with `answer(call, rtp_port)` (200 OK + SDP) or `reject(call, status)`.
-  No usable codec -> 488; unparseable SDP -> 400; a body that is not SDP -> 415 with Accept (as OPTIONS');
+  No usable codec -> 488; unparseable SDP -> 400; a body that is not SDP -> 415 with Accept (SDP, multipart);
   more than `max_calls` live calls -> 503 with Retry-After (a gateway over capacity, 21.5.4: a proxy tries another
   bridge, where 486 Busy Here tells it the callee is busy and the call ends there). An INVITE without SDP (a
   delayed offer, 13.2.1) gets our offer (PCMU, telephone-event) in the 200 OK; the caller's answer comes in the

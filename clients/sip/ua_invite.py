@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from clients.sip.body import ACCEPT, sdp_body
+from clients.sip.body import INVITE_ACCEPT, sdp_body
 from clients.sip.errors import NotSdp, RemoteProtocolError
 from clients.sip.message import Request
 from clients.sip.sdp import (
@@ -198,5 +198,6 @@ def _offer(invite: Request, codec: Codec, dtmf_payload_type: int | None) -> Sess
 def _sdp(msg: Request) -> SessionDescription:
     sdp = sdp_body(msg.headers.get("Content-Type"), msg.body)  # the body, or its SDP part (SIP-T/SIP-I)
     if sdp is None:
-        raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP", ACCEPT)
+        raise NotSdp(f"{msg.method} body of type {msg.headers.get('Content-Type') or 'none'} carries no SDP",
+                     INVITE_ACCEPT)
     return SessionDescription.parse(sdp)

@@ -82,16 +82,17 @@ def test_a_merged_invite_from_a_forking_proxy_gets_482_and_the_call_stays_one(em
     assert [c["end_reason"] for c in calls] == ["remote hangup"]
 
 
-def test_an_invite_whose_body_is_not_sdp_gets_415_with_the_accept_options_names(tmp_path: Path) -> None:
-    """RFC 3261 8.2.3, 21.4.13: a caller whose offer comes in a body type we do not read gets 415 whose Accept
-    lists what we do read, as the answer to OPTIONS does: the multipart/mixed of a SIP-T gateway too, not
-    application/sdp alone. Refused before any agent session: no agent server needed."""
+def test_an_invite_whose_body_is_not_sdp_gets_415_with_the_accept_of_an_offer(tmp_path: Path) -> None:
+    """RFC 3261 8.2.3, 21.4.13, 20.1: a caller whose offer comes in a body type we do not read gets 415 whose
+    Accept lists what an INVITE's body is read in: application/sdp, and the multipart/mixed of a SIP-T gateway
+    that carries it, but not the DTMF types only an INFO is read in (it named them: the caller was told it could
+    send its offer as application/dtmf-relay). Refused before any agent session: no agent server needed."""
     need("sipp")
     bridge = BridgeProcess(f"ws://127.0.0.1:{free_udp_port()}/v1/realtime", tmp_path)
     sipp_call(bridge, tmp_path, records=False, scenario=scenario(
             request("INVITE", 1, in_dialog=False, body=sdp("0"), content_type="text/plain"),
-            expect(415, optional=(100,), match="application/sdp, multipart/mixed, multipart/alternative, "
-                   "application/dtmf-relay, application/dtmf", header="Accept"),
+            expect(415, optional=(100,), match="^ *application/sdp, multipart/mixed, multipart/alternative *$",
+                   header="Accept"),
             request("ACK", 1, in_dialog=True)))
     assert [c["end_reason"] for c in bridge.calls()] == ["refused 415: INVITE body of type text/plain carries no SDP"]
 
