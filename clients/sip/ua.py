@@ -233,7 +233,7 @@ class UserAgent:
         refuse_now = method not in ("ACK", "CANCEL") and not starts_call  # a new call's: see _on_invite
         in_order = refuse_now and live_dialog(call, req) and not out_of_order(call, req)
         if method == "INVITE" and live_dialog(call, req) and call is not None and req.cseq != call.transaction.cseq:
-            call.reinvite_branch = req.top_via.branch  # a new one, whatever it is answered: a CANCEL may match it
+            call.reinvite = req  # a new one, whatever it is answered: a CANCEL may match it
         refusal = method_refusal(method)  # the checks in RFC 3261's order (ua_inspection.py)
         if refusal is not None:
             self._reply(req, addr, refusal, now, extra=(("Allow", ALLOW),))  # both say what we take (8.2.1)

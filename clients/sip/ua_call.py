@@ -63,7 +63,7 @@ class Call:
     sent: dict[str, Sent] = field(default_factory=dict)  # our BYE and OPTIONS by timer prefix ("bye", "options")
     target: str | None = None  # the Contact of the last re-INVITE that had one: where our BYE goes (12.2.2)
     session_timer: SessionTimer | None = None  # of the last INVITE or re-INVITE answered 2xx (RFC 4028)
-    reinvite_branch: str | None = None  # the last re-INVITE's unless answered 2xx: a CANCEL of it gets 200 (9.2)
+    reinvite: Request | None = None  # the last re-INVITE unless answered 2xx: a CANCEL of it gets 200 (9.2)
     remote_cseq: CSeq | None = None  # the caller's highest in-dialog request but ACK/CANCEL (12.2.2's remote CSeq)
     timers: set[str] = field(default_factory=set)
 

@@ -121,7 +121,7 @@ class InviteServer:
                         extra=(self._responses.warning(exc.warn_code, str(exc)), *exc.headers))
             self._out.events.append(Refused(req.call_id, req.from_.uri, exc.status, f"re-INVITE: {exc}"))
             return
-        call.reinvite_branch = None  # its 2xx ends its transaction (17.2.1): a CANCEL of it gets 481
+        call.reinvite = None  # its 2xx ends its transaction (17.2.1): a CANCEL of it gets 481
         call.transaction, call.media, call.awaiting_answer, call.session_timer = req, media, not req.body, timer
         call.remote = addr  # its 200 (and our BYE) go where the caller now is, e.g. after a NAT rebinding
         call.target = remote_target(req) or call.target  # a target refresh: our BYE's Request-URI (12.2.2)

@@ -2,8 +2,9 @@
 OPTIONS and INFO. Sans-I/O; the UA core (ua.py) finds the call a request belongs to (or none), refuses what is out
 of order (500, 12.2.2) or requires an extension (420), and hands the rest here.
 
-- CANCEL (matching the INVITE's branch) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated
-  for it (9.2). So does one of the last re-INVITE, answered at once: after a non-2xx (488, 491, ...) its
+- CANCEL (matching the INVITE's transaction and headers, ua_transactions.cancels: its branch from another
+  sent-by is no match) -> 200 OK, and while the INVITE is unanswered also 487 Request Terminated for it (9.2).
+  So does one of the last re-INVITE, answered at once: after a non-2xx (488, 491, ...) its
   transaction lives on and the CANCEL gets 200 (and no effect); a 2xx ended it. So does one of an INVITE refused
   in a transaction of its own (ua_refusals.py: 491, 481, 400, ...) while that refusal is resent, with its To
   tag. Any other CANCEL -> 481.
@@ -38,7 +39,7 @@ from clients.sip.ua_call import TIMEOUT, Call, Outbox, in_dialog, live_dialog, t
 from clients.sip.ua_events import Addr, CallEnded, CallState, DtmfReceived
 from clients.sip.ua_invite import InviteServer
 from clients.sip.ua_messages import ADVERTISED, Extra, Responses
-from clients.sip.ua_transactions import ServerTransactions
+from clients.sip.ua_transactions import ServerTransactions, cancels
 
 __all__ = ["NonInviteServer"]
 
@@ -140,7 +141,6 @@ class NonInviteServer:
 
 
 def _cancels(call: Call, cancel: Request) -> bool:
-    """Whether `cancel` matches an INVITE server transaction of `call` (9.2, by branch, 17.2.3): its first INVITE's,
-    or its last re-INVITE's unless that was answered 2xx, which ends the transaction (17.2.1)."""
-    branch = cancel.top_via.branch
-    return branch is not None and branch in (call.invite.top_via.branch, call.reinvite_branch)
+    """Whether `cancel` matches an INVITE server transaction of `call` (9.2, ua_transactions.cancels): its first
+    INVITE's, or its last re-INVITE's unless that was answered 2xx, which ends the transaction (17.2.1)."""
+    return any(cancels(cancel, invite) for invite in (call.invite, call.reinvite) if invite is not None)

@@ -5,7 +5,8 @@ its transaction with. Sans-I/O: `now` comes in with every call.
   belongs to the transaction of the INVITE whose non-2xx final it acknowledges), and its Call-ID and CSeq
   number too: a retransmission keeps them, and a peer that wrongly reuses a branch (8.1.1.7 has it unique) for
   another request does not get the other's answer. A request whose branch lacks RFC 3261's magic cookie
-  (z9hG4bK: an RFC 2543 peer) is matched by its From tag instead of the branch, as 17.2.3 falls back to. So a
+  (z9hG4bK: an RFC 2543 peer), or that has none, is matched by its whole top Via, Request-URI and From tag
+  instead of the branch, as 17.2.3 falls back to. So a
   CANCEL (its own transaction, of its INVITE's branch) and the requests of a call are all kept apart: each is
   answered on its own, whatever else of the call is pending.
 - Every final response the core sends to a request is kept under its key; a retransmission of that request (our
@@ -17,6 +18,11 @@ its transaction with. Sans-I/O: `now` comes in with every call.
 - A malformed request's 400 (or 505, 513) is kept as well, under the key of what could be read of it (its top
   Via must be readable to answer it at all): its retransmission, malformed alike, gets the same 400, To tag and
   all (8.2.6.2), rather than one with a new tag.
+- A CANCEL is for the INVITE whose transaction it matches by that rule but the method (9.2: the CANCEL's is
+  CANCEL): the same branch and sent-by, Call-ID and CSeq number; and it copies the INVITE's Request-URI and From
+  (9.1), so those must be equal too. One of an RFC 2543 peer (no magic cookie) must also carry the INVITE's To
+  tag and its whole top Via (9.2, 17.2.3). A CANCEL with the INVITE's branch from another sent-by (a stranger
+  who saw the branch, or a proxy's copy of another transaction) cancels nothing.
 - ACK is never answered, so never looked up here. `acknowledges` is the one rule by which ua_refusals.py and the
   INVITE side (ua_invite.py) match it to the final response it acknowledges: by the INVITE's transaction (the
   ACK to a non-2xx carries its branch, 17.1.1.3), or by Call-ID, From tag, CSeq number and the response's To tag
@@ -42,7 +48,8 @@ def transaction_key(req: Request, method: str | None = None) -> Key:
     CANCEL's INVITE, 9.2); `req` may be a malformed request whose top Via could be read (its From and CSeq then
     count as written)."""
     via = req.top_via
-    branch = via.branch if via.branch and via.branch.startswith(MAGIC_COOKIE) else f"from tag {tag(req, 'From')}"
+    # else 17.2.3's RFC 2543 rule: the whole top Via, the Request-URI and the From tag (the To tag: see cancels)
+    branch = _rfc3261_branch(req) or f"{via.transport} {sorted(via.params.items())} {req.uri} {tag(req, 'From')}"
     method = method or ("INVITE" if req.method == "ACK" else req.method)
     return branch, via.host.lower(), str(via.port or ""), method, req.call_id, _cseq_number(req)
 
@@ -56,8 +63,17 @@ def acknowledges(ack: Request, invite: Request, to_tag: str) -> bool:
 
 
 def cancels(cancel: Request, invite: Request) -> bool:
-    """Whether `cancel` is for `invite`: it matches the INVITE's transaction by 17.2.3's rule but the method (9.2)."""
-    return transaction_key(cancel, method="INVITE") == transaction_key(invite)
+    """Whether `cancel` is for `invite` (see the module rules)."""
+    if transaction_key(cancel, method="INVITE") != transaction_key(invite) or cancel.uri != invite.uri \
+            or tag(cancel, "From") != tag(invite, "From"):
+        return False
+    return _rfc3261_branch(invite) is not None or tag(cancel, "To") == tag(invite, "To")
+
+
+def _rfc3261_branch(req: Request) -> str | None:
+    """`req`'s top Via branch if it is an RFC 3261 one (8.1.1.7: unique, so a transaction's key), else None."""
+    branch = req.top_via.branch
+    return branch if branch is not None and branch.startswith(MAGIC_COOKIE) else None
 
 
 def tag(req: Request, name: str) -> str:

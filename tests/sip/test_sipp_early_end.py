@@ -54,6 +54,30 @@ def test_a_caller_ending_the_early_dialog_by_bye_or_cancel_gets_487(tmp_path: Pa
     assert "answered" not in bridge.log()
 
 
+def test_a_cancel_with_the_callers_branch_from_another_sent_by_does_not_end_its_call(tmp_path: Path) -> None:
+    """RFC 3261 9.2, 17.2.3: a CANCEL matches its INVITE's transaction by branch and sent-by. One with the ringing
+    call's branch but another sent-by in its Via (a stranger who saw the branch) ended the call with 487 and
+    the caller's own CANCEL then got 481; now it gets 481, and the caller's own gets 200 and 487."""
+    need("sipp")
+    stalled = socket.create_server(("127.0.0.1", 0))  # the call rings: nothing answers the agent's connection
+    bridge = BridgeProcess(f"ws://127.0.0.1:{stalled.getsockname()[1]}/v1/realtime", tmp_path)
+    same_branch = "branch=z9hG4bK-forged-[call_number]"
+    cancel = request("CANCEL", 1, in_dialog=False).replace("branch=[branch]", same_branch)
+    try:
+        code, errors = run_sipp(scenario(
+            request("INVITE", 1, in_dialog=False, body=sdp("0")).replace("branch=[branch]", same_branch),
+            expect(180, optional=(100,)),
+            cancel.replace("[local_ip]:[local_port];", "198.51.100.9:5060;"), expect(481, optional=()),
+            cancel, expect(200, 487, optional=()),
+            request("ACK", 1, in_dialog=True).replace("branch=[branch]", same_branch)), bridge.port, tmp_path)
+        calls = wait_for(bridge.calls, 10)
+    finally:
+        bridge.stop()
+        stalled.close()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["cancelled"], calls
+
+
 class SlowHandshake:
     """The agent server behind a front that holds each new connection `delay` s (a server slow to complete the
     WebSocket handshake), then passes it on with what the client sent; one the client closed meanwhile never

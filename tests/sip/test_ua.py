@@ -209,6 +209,44 @@ def test_cancel_before_answer_gives_200_and_487_retransmitted_until_ack() -> Non
     assert statuses(h.feed(req("CANCEL", branch="nope", call_id="zz"))) == [481]
 
 
+def test_a_cancel_with_its_invites_branch_from_another_sent_by_cancels_nothing() -> None:
+    """RFC 3261 9.2, 17.2.3: a CANCEL is for the INVITE whose transaction it matches (branch and sent-by), with
+    the INVITE's Request-URI, Call-ID, From tag and CSeq number. One with the ringing call's branch but another
+    sent-by (it cancelled the call), CSeq number or Request-URI gets 481 and the call still rings; the caller's
+    own CANCEL then gets 200 and 487."""
+    h = Harness()
+    call = h.call()
+    via = b"127.0.0.1:5070;branch=z9hG4bKb1"
+    for other in (req("CANCEL").replace(via, b"198.51.100.9:5070;branch=z9hG4bKb1"),
+                  req("CANCEL").replace(via, b"127.0.0.1:5071;branch=z9hG4bKb1"),
+                  req("CANCEL", cseq=2)):
+        assert statuses(h.feed(other)) == [481], other
+    assert h.ua.state(call) is CallState.PROCEEDING and not any(isinstance(e, CallEnded) for e in h.events)
+    out = h.feed(req("CANCEL"))
+    assert [(m.status, m.cseq.method) for m in out] == [(200, "CANCEL"), (487, "INVITE")]
+    assert h.events[-1] == CallEnded(call, "cancelled")
+    h.feed(req("INVITE", body=SDP, call_id="c2"))
+    second = [e for e in h.events if isinstance(e, IncomingCall)][-1].call
+    other_uri = req("CANCEL", call_id="c2").replace(b"CANCEL sip:agent@", b"CANCEL sip:other@")
+    assert statuses(h.feed(other_uri)) == [481] and h.ua.state(second) is CallState.PROCEEDING
+
+
+def test_an_rfc_2543_callers_cancel_matches_by_its_top_via_and_headers() -> None:
+    """RFC 3261 9.2, 17.2.3: an RFC 2543 caller's branch has no magic cookie, or it sends none: its CANCEL is for
+    the INVITE with the same Request-URI, To tag, From tag, Call-ID, CSeq number and top Via. Without a branch it
+    got 481 and the call it gave up on was answered; one with another top Via still gets 481."""
+    h = Harness()
+    old_via = b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb1"
+    h.feed(req("INVITE", body=SDP).replace(old_via, b"Via: SIP/2.0/UDP 127.0.0.1:5070"))
+    call = next(e.call for e in h.events if isinstance(e, IncomingCall))
+    assert statuses(h.feed(req("CANCEL").replace(old_via, b"Via: SIP/2.0/UDP 127.0.0.1:5072"))) == [481]
+    assert statuses(h.feed(req("CANCEL").replace(old_via, b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=1"))) == [481]
+    assert h.ua.state(call) is CallState.PROCEEDING
+    out = h.feed(req("CANCEL").replace(old_via, b"Via: SIP/2.0/UDP 127.0.0.1:5070"))
+    assert [(m.status, m.cseq.method) for m in out] == [(200, "CANCEL"), (487, "INVITE")]
+    assert h.events[-1] == CallEnded(call, "cancelled")
+
+
 def test_options_488_400_405_501_and_busy() -> None:
     h = Harness(max_calls=1)
     ok = h.feed(req("OPTIONS"))[0]
