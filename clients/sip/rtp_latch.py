@@ -31,10 +31,17 @@ Rules:
   first is latched only until the caller's own host (its INVITE's, a NAT's public address) has passed the
   probation; from then on the stranger is dropped. (Old Asterisk's strictrtp let whoever came first keep the
   call's audio for good.) The expected address, once heard, takes over at once.
-- A candidate that ranks no higher takes over only as a caller whose NAT moved it to a new port does: the
-  latched source has sent nothing for `quiet_s`, and the candidate goes on with its stream (the same SSRC,
-  sequence numbers at most MAX_DROPOUT past the last one heard, RFC 3550 A.1). A stranger who cannot see the
-  caller's packets cannot guess those, and one who can still cannot take the call while the caller talks.
+- A candidate that ranks no higher takes over only once the latched source has sent nothing for `quiet_s`, and
+  only as one of two moves of the caller's own media:
+  - its NAT moved it to a new port: the candidate goes on with its stream (the same SSRC, sequence numbers at
+    most MAX_DROPOUT past the last one heard, RFC 3550 A.1);
+  - its PBX re-anchored it without a re-INVITE (a transfer, the call moved to another media port): a new stream
+    (another SSRC) from the latched source's host or one of the caller's hosts, that began as the latched one
+    ended (at most `quiet_s` before its last packet: a stream that ran beside the caller's is someone else's).
+    Asterisk's strictrtp and FreeSWITCH's auto-adjust learn such a source after a few packets; without it the
+    agent heard nothing for the rest of the call and its audio went to the old port.
+  A stranger on another host cannot take the call; one who cannot see the caller's packets cannot guess its
+  stream; and none can while the caller talks, nor with a stray packet or a short burst (the probation).
 - Port 0 is never a source (no one can be sent to it).
 - Our RTP goes to the latched source, else to the expected address; `send_to` says where.
 """
@@ -56,11 +63,13 @@ _EXPECTED, _CALLER_HOST, _ANY_HOST, _NEVER = range(4)
 
 @dataclass(slots=True)
 class _Stream:
-    """The last packet heard from one source, and how many came before it in a row (one SSRC, no gap)."""
+    """The last packet heard from one source, and how many came before it in a row (one SSRC, no gap) since
+    `began`."""
 
     ssrc: int
     sequence: int
     heard: float
+    began: float
     in_a_row: int = 1
 
     def continued_by(self, ssrc: int, sequence: int) -> bool:
@@ -108,12 +117,12 @@ class RtpLatch:
         """A well-formed RTP packet (`sequence`, `ssrc`) came from `source` at `now` (monotonic seconds): whether
         its payload is the caller's."""
         if source in (self._latched, self._expected):
-            self._latch(source, _Stream(ssrc, sequence, now))
+            self._latch(source, _Stream(ssrc, sequence, now, now))
             return True
         rank = self._rank(source)
         if rank != _NEVER:
             candidate = self._probe(source, sequence, ssrc, now)
-            if self._takes_over(rank, candidate, now):
+            if self._takes_over(source, rank, candidate, now):
                 self._latch(source, candidate)
                 return True
         self.dropped += 1
@@ -130,21 +139,26 @@ class RtpLatch:
 
     def _probe(self, source: Addr, sequence: int, ssrc: int, now: float) -> _Stream:
         last = self._candidates.pop(source, None)  # put back last: the dict stays in the order sources were heard
-        in_a_row = last.in_a_row + 1 if last is not None and last.continued_by(ssrc, sequence) else 1
+        continued = last is not None and last.continued_by(ssrc, sequence)
+        in_a_row, began = (last.in_a_row + 1, last.began) if last is not None and continued else (1, now)
         if len(self._candidates) >= MAX_CANDIDATES:  # max() picks the first of the lowest rank: its stalest
             del self._candidates[max(self._candidates, key=self._rank)]
-        self._candidates[source] = _Stream(ssrc, sequence, now, in_a_row)
+        self._candidates[source] = _Stream(ssrc, sequence, now, began, in_a_row)
         return self._candidates[source]
 
-    def _takes_over(self, rank: int, candidate: _Stream, now: float) -> bool:
+    def _takes_over(self, source: Addr, rank: int, candidate: _Stream, now: float) -> bool:
         if candidate.in_a_row < self.probation:
             return False
         if self._latched is None or rank < self._rank(self._latched):
             return True
         latched = self._stream
         assert latched is not None  # set with _latched
-        return now - latched.heard >= self.quiet_s and candidate.ssrc == latched.ssrc \
-            and 0 < (candidate.sequence - latched.sequence) & 0xFFFF <= MAX_DROPOUT
+        if now - latched.heard < self.quiet_s:
+            return False
+        if candidate.ssrc != latched.ssrc:  # a new stream: re-anchored where the caller's media may come from
+            known_host = source[0] in self._hosts or source[0] == self._latched[0]
+            return known_host and candidate.began >= latched.heard - self.quiet_s
+        return 0 < (candidate.sequence - latched.sequence) & 0xFFFF <= MAX_DROPOUT
 
     def _latch(self, source: Addr, stream: _Stream) -> None:
         self._latched, self._stream = source, stream

@@ -176,3 +176,27 @@ def test_strangers_spraying_from_many_ports_do_not_push_the_callers_count_out() 
             assert one(latch, ("203.0.113.66", 10000 + port + 100 * i), 7, ssrc=port) is False
         assert one(latch, NAT, 50 + i) is (i == 3)
     assert latch.send_to == NAT
+
+
+def test_a_pbx_that_reanchors_the_media_with_a_new_ssrc_is_followed_after_the_probation() -> None:
+    """A PBX transfers the call (or moves it to another media port) without a re-INVITE: its media now comes from
+    another port of its host, with a new SSRC and sequence numbers of their own. After the old source has been
+    quiet for quiet_s and the new stream passed the probation, it is the caller's audio and ours goes there (as
+    Asterisk's strictrtp and FreeSWITCH's auto-adjust re-learn); it was dropped for the rest of the call. A stray
+    packet or a short burst of another stream does not move the call, nor does one while the old source talks,
+    nor one that ran beside the caller's stream before it ended (someone else's), nor one from a host the call
+    does not know."""
+    latch = RtpLatch("192.0.2.10", probation=4, quiet_s=0.5)
+    latch.expect(SDP)
+    assert feed(latch, SDP, 100, 50) == [True] * 50  # heard until 0.98 s
+    moved = ("192.0.2.10", 4100)
+    beside = ("192.0.2.10", 4200)  # a stream that ran beside the caller's, and goes on once it is quiet
+    assert feed(latch, beside, 500, 100, ssrc=0x5EED, at=0.2) == [False] * 100
+    assert feed(latch, moved, 9000, 10, ssrc=0xB0B, at=0.5) == [False] * 10  # while the old source talks
+    assert feed(latch, ("203.0.113.66", 4000), 0, 20, ssrc=0x5EED, at=1.5) == [False] * 20  # another host
+    assert one(latch, moved, 7, ssrc=0xBAD, at=1.6) is False  # a stray packet
+    assert feed(latch, moved, 20, 3, ssrc=0xBAD, at=1.7) == [False] * 3  # a burst shorter than the probation
+    assert latch.send_to == SDP
+    assert feed(latch, moved, 30000, 10, ssrc=0xB0B, at=2.0) == [False] * 3 + [True] * 7
+    assert latch.send_to == moved
+    assert feed(latch, ("198.51.100.66", 5000), 0, 10, ssrc=0x5EED, at=3.0) == [False] * 10  # still strict

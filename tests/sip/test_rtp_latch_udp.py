@@ -1,7 +1,7 @@
 """The RTP source policy (rtp_latch.py) of a call answered by a SipBridge on real UDP sockets, with an in-test agent
-server that records the audio it is sent. The caller's SDP names a private address: it is behind a NAT, and the
+server that records the audio it is sent. A caller whose SDP names a private address is behind a NAT, and the
 bridge must find its media source from the packets it receives (RFC 7362 latching), while strangers who learn the
-call's RTP port try to take it."""
+call's RTP port try to take it; a PBX's media may move to another of its ports mid-call."""
 
 from __future__ import annotations
 
@@ -59,10 +59,10 @@ def udp(host: str) -> socket.socket:
     return sock
 
 
-def answered(phone: socket.socket, bridge_port: int) -> tuple[str, int]:
-    """INVITE with PRIVATE_OFFER from `phone`, ACK the 200: (the To tag, the bridge's RTP port)."""
+def answered(phone: socket.socket, bridge_port: int, offer: bytes = PRIVATE_OFFER) -> tuple[str, int]:
+    """INVITE with `offer` from `phone`, ACK the 200: (the To tag, the bridge's RTP port)."""
     local = phone.getsockname()[1]
-    phone.sendto(sip_request("INVITE", bridge_port, local, call_id="nat", body=PRIVATE_OFFER,
+    phone.sendto(sip_request("INVITE", bridge_port, local, call_id="nat", body=offer,
                              extra="Content-Type: application/sdp\r\n"), ("127.0.0.1", bridge_port))
     phone.settimeout(20)
     while True:
@@ -139,3 +139,52 @@ def test_a_stranger_who_sprays_a_nat_callers_port_first_does_not_keep_the_call()
     assert first_words >= 0, "the agent never heard the caller"
     assert STRANGER not in agent.audio[first_words:], "the agent heard the stranger after the caller"
     assert records and records[0].media_to == f"127.0.0.1:{caller_port}", records  # the call log says so too
+
+
+def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_heard() -> None:
+    """A PBX (127.0.0.1, its SDP naming its media port) transfers the call without a re-INVITE: after 1 s its
+    media stops there and comes from another of its ports with a new SSRC. The agent heard nothing of the new
+    stream, and its audio went on to the old port, for the rest of the call; now the bridge follows the new
+    stream after its probation (RFC 4961 symmetric RTP: our audio goes where it comes from)."""
+    agent, records = Agent(), list[CallRecord]()
+    phone, old_rtp, new_rtp = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.1")
+    old_port, new_port = old_rtp.getsockname()[1], new_rtp.getsockname()[1]
+    offer = (f"v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             f"m=audio {old_port} RTP/AVP 0\r\n").encode()
+    moved = 0x33  # the transferred party's "speech"
+
+    def call(bridge_port: int) -> tuple[list[float], list[float]]:
+        to_tag, rtp_port = answered(phone, bridge_port, offer)
+        dest = ("127.0.0.1", rtp_port)
+        for n in range(50):
+            old_rtp.sendto(RtpPacket(0, 100 + n, n * 160, 0xCA11, bytes([CALLER]) * 160).serialize(), dest)
+            time.sleep(0.02)
+        for n in range(100):  # the PBX's new media port, its own SSRC and sequence numbers
+            new_rtp.sendto(RtpPacket(0, 40000 + n, 9999 + n * 160, 0xB0B, bytes([moved]) * 160).serialize(), dest)
+            time.sleep(0.02)
+            if n == 25:  # 0.5 s in: from here on our audio must go to the new port only
+                heard_by(old_rtp)
+                heard_by(new_rtp)
+        got = heard_by(old_rtp), heard_by(new_rtp)
+        phone.sendto(sip_request("BYE", bridge_port, phone.getsockname()[1], call_id="nat", to_tag=to_tag),
+                     ("127.0.0.1", bridge_port))
+        return got
+
+    async def main() -> tuple[list[float], list[float]]:
+        async with bridge_with_agent(agent, records) as bridge:
+            result = await asyncio.to_thread(call, bridge.config.port)
+            for _ in range(500):  # the BYE ends the call
+                if records:
+                    break
+                await asyncio.sleep(0.02)
+            return result
+
+    try:
+        to_old, to_new = asyncio.run(main())
+    finally:
+        for s in (phone, old_rtp, new_rtp):
+            s.close()
+    assert agent.audio.count(bytes([moved]) * 160) >= 60, "the agent did not hear the new stream"
+    assert to_old == [], "the agent's audio still went to the old port 0.5 s after the media moved"
+    assert len(to_new) >= 35, len(to_new)  # of ~75 packets of 20 ms in those 1.5 s (slack for a loaded box)
+    assert records and records[0].media_to == f"127.0.0.1:{new_port}", records
