@@ -5,58 +5,18 @@ call's RTP port try to take it; a PBX's media may move to another of its ports m
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from websockets.asyncio.server import ServerConnection, serve
-
-from clients.sip.bridge import BridgeConfig, CallRecord, SipBridge
 from clients.sip.message import Response, parse_message
 from clients.sip.rtp import RtpPacket
-from tests.sip.media import free_udp_port
 from tests.sip.peers import sip_request
+from tests.sip.udp_agent import Agent, heard_by, run_call, udp
 
 PRIVATE_OFFER = (b"v=0\r\no=t 1 1 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 192.168.1.20\r\nt=0 0\r\n"
                  b"m=audio 4000 RTP/AVP 0\r\n")
 CALLER, STRANGER = 0x11, 0x22  # the bytes of each one's "speech"
-
-
-class Agent:
-    """An agent server that heard `audio` (the G.711 bytes of every input_audio_buffer.append)."""
-
-    def __init__(self) -> None:
-        self.audio = bytearray()
-
-    async def handler(self, ws: ServerConnection) -> None:
-        await ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
-        async for message in ws:
-            event = json.loads(message)
-            if event.get("type") == "input_audio_buffer.append":
-                self.audio += base64.b64decode(event["audio"])
-
-
-@asynccontextmanager
-async def bridge_with_agent(agent: Agent, records: list[CallRecord]) -> AsyncIterator[SipBridge]:
-    async with serve(agent.handler, "127.0.0.1", 0) as server:
-        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
-        bridge = SipBridge(BridgeConfig(server_url=url, port=free_udp_port()), on_call_end=records.append)
-        await bridge.start()
-        try:
-            yield bridge
-        finally:
-            await bridge.close()
-
-
-def udp(host: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((host, 0))
-    return sock
 
 
 def answered(phone: socket.socket, bridge_port: int, offer: bytes = PRIVATE_OFFER) -> tuple[str, int]:
@@ -77,18 +37,6 @@ def answered(phone: socket.socket, bridge_port: int, offer: bytes = PRIVATE_OFFE
     return to_tag, int(port[1])
 
 
-def heard_by(sock: socket.socket) -> list[float]:
-    """When each packet waiting at `sock` was read (now)."""
-    sock.setblocking(False)
-    times = []
-    while True:
-        try:
-            sock.recv(2048)
-        except BlockingIOError:
-            return times
-        times.append(time.monotonic())
-
-
 def test_a_stranger_who_sprays_a_nat_callers_port_first_does_not_keep_the_call() -> None:
     """A caller behind a NAT (its SDP names 192.168.1.20) called directly: its INVITE and its RTP come from its
     NAT's public address (127.0.0.1). A stranger (127.0.0.2) who learnt the call's RTP port sprays it before the
@@ -96,7 +44,7 @@ def test_a_stranger_who_sprays_a_nat_callers_port_first_does_not_keep_the_call()
     packets in a row and kept it: the agent heard the stranger for the whole call and its replies went to the
     stranger, while the caller heard nothing. The caller's own host must win the call back: the agent hears only
     the caller once it talks, and the agent's audio goes to the caller, not the stranger."""
-    agent, records = Agent(), list[CallRecord]()
+    agent = Agent()
     phone, caller_rtp, stranger = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.2")
     caller_port = caller_rtp.getsockname()[1]
 
@@ -119,17 +67,8 @@ def test_a_stranger_who_sprays_a_nat_callers_port_first_does_not_keep_the_call()
                      ("127.0.0.1", bridge_port))
         return *got, end
 
-    async def main() -> tuple[list[float], list[float], float]:
-        async with bridge_with_agent(agent, records) as bridge:
-            result = await asyncio.to_thread(call, bridge.config.port)
-            for _ in range(500):  # the BYE ends the call
-                if records:
-                    break
-                await asyncio.sleep(0.02)
-            return result
-
     try:
-        to_stranger, to_caller, _ = asyncio.run(main())
+        (to_stranger, to_caller, _), records = run_call(agent, call)
     finally:
         for s in (phone, caller_rtp, stranger):
             s.close()
@@ -146,7 +85,7 @@ def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_hea
     media stops there and comes from another of its ports with a new SSRC. The agent heard nothing of the new
     stream, and its audio went on to the old port, for the rest of the call; now the bridge follows the new
     stream after its probation (RFC 4961 symmetric RTP: our audio goes where it comes from)."""
-    agent, records = Agent(), list[CallRecord]()
+    agent = Agent()
     phone, old_rtp, new_rtp = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.1")
     old_port, new_port = old_rtp.getsockname()[1], new_rtp.getsockname()[1]
     offer = (f"v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -170,17 +109,8 @@ def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_hea
                      ("127.0.0.1", bridge_port))
         return got
 
-    async def main() -> tuple[list[float], list[float]]:
-        async with bridge_with_agent(agent, records) as bridge:
-            result = await asyncio.to_thread(call, bridge.config.port)
-            for _ in range(500):  # the BYE ends the call
-                if records:
-                    break
-                await asyncio.sleep(0.02)
-            return result
-
     try:
-        to_old, to_new = asyncio.run(main())
+        (to_old, to_new), records = run_call(agent, call)
     finally:
         for s in (phone, old_rtp, new_rtp):
             s.close()
