@@ -153,6 +153,7 @@ class App:
         self._chat_check: asyncio.Future[str | None] | None = None  # the last ask of the pipeline's chat_problem()
         self._chat_checked_at = 0.0
         self.cancel_load = threading.Event()  # set by a stop signal: the load stops before its next model
+        self.loading = False  # while load_pipeline runs: what a second stop signal cuts short
         Gauge("stepaudio_session_tasks", "Tasks, timers and transcriptions held by live sessions",
               registry=self.metrics.registry).set_function(
             lambda: sum(s.live_tasks for s in self.sessions.values()))
@@ -196,10 +197,13 @@ class App:
             self.sinks.append(bus)
         if self.pipeline is None:
             loop = asyncio.get_running_loop()
+            self.loading = True
             try:
                 self.pipeline = await loop.run_in_executor(None, load_pipeline, self.config, self.cancel_load)
             except LoadCancelled:  # a stop signal's: its line is out, and run_app says "stopped"
                 return
+            finally:
+                self.loading = False
         if stop is not None and stop.is_set():
             return
         if isinstance(self.pipeline, OwnsMetrics):
@@ -279,18 +283,20 @@ class App:
         for sink in self.sinks:
             await sink.close()
         if self.pipeline is not None:
-            self.pipeline.close()
+            # Off the loop: the models' release may wait for their threads, and a second stop signal must be heard.
+            await asyncio.to_thread(self.pipeline.close)
 
 
 # How a stop signal during the load stops: between two models (minutes each with the real Step-Audio checkpoints).
 _LOAD_STOP = " before the next model loads (the one loading now cannot be cut short; Ctrl-C again to stop now)"
 
 
-def _stop_during_load(sig: signal.Signals, load: str) -> None:
-    """Ends the process in the middle of a model load, which its thread cannot be asked to cut short. Nothing is
-    served before the load ends, so nothing is left to close; what a first start leaves half made in the cache the
-    next one makes again (a `.part` entry removed under model_files.cache's lock, an incomplete tiny folder)."""
-    logger.info("%s: stopped during the %s", sig.name, load)
+def _stop_now(sig: signal.Signals, during: str) -> None:
+    """Ends the process in the middle of a model load, which its thread cannot be asked to cut short, or of a stop
+    that a user will not wait for (sessions' last events, the models' release). During a load nothing was served,
+    so nothing is left to close; what a first start leaves half made in the cache the next one makes again (a
+    `.part` entry removed under model_files.cache's lock, an incomplete tiny folder)."""
+    logger.info("%s: stopped during the %s", sig.name, during)
     exit_now(0)
 
 
@@ -308,20 +314,27 @@ def exit_now(code: int) -> NoReturn:
 
 async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
     """Serves until SIGINT or SIGTERM (with install_signals). A signal while the models load stops the server once
-    the model loading then has loaded (a load in its thread cannot be cut short), without a word of "ready"."""
+    the model loading then has loaded (a load in its thread cannot be cut short), without a word of "ready". A
+    second signal ends the process at once, whether a load or the stop is under way."""
     app = App(config)
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
-        if not app.server.ready and os.environ.get("WORLD_SIZE", "1") != "1":
+        tensor_parallel = os.environ.get("WORLD_SIZE", "1") != "1"
+        if not app.server.ready and tensor_parallel:
             # Ctrl-C (or torchrun's SIGTERM) reaches every rank: the others stop at once, and rank 0's load would
             # wait for them in gloo until torchrun kills it (30 s), or fail on their closed sockets.
-            _stop_during_load(sig, "tensor-parallel model load")
-        if not app.server.ready and stop.is_set():  # a user who pressed Ctrl-C again will not wait minutes more
-            _stop_during_load(sig, "model load (signalled twice)")
+            _stop_now(sig, "tensor-parallel model load")
+        if stop.is_set():  # a user who pressed Ctrl-C again will not wait minutes more
+            # The load's flag, not the server's readiness: a load that the first signal let end is no longer running.
+            if app.loading:
+                _stop_now(sig, "model load (signalled twice)")
+            if not tensor_parallel:  # there a terminal's Ctrl-C comes twice: its own, then torchrun's SIGTERM
+                _stop_now(sig, "stop (signalled twice)")
+            return
         app.cancel_load.set()  # before the line: a load that starts after it must see the flag
-        if not stop.is_set():
-            logger.info("%s: stopping%s", sig.name, "" if app.server.ready else _LOAD_STOP)
+        again = "" if tensor_parallel else " (Ctrl-C again to stop now)"
+        logger.info("%s: stopping%s", sig.name, again if app.server.ready else _LOAD_STOP)
         stop.set()
 
     if install_signals:

@@ -266,21 +266,42 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _interrupt_the_load(tmp_path: Path, first_at: str, presses: int, *, endless_chat_lm: bool = False) -> str:
-    """`serve` Ctrl-C'd once its log has `first_at` (the models still loading), each further press once the first
-    one's line is out; it must exit with status 0. Returns its log. `endless_chat_lm`: the chat LM's load never
-    ends, so that every press comes during it however slowly this test runs."""
+# `serve` whose models, once asked to close, never finish closing: a stop that a user will not wait for.
+_SERVE_WITH_MODELS_THAT_NEVER_CLOSE = """
+import sys
+import threading
+
+from controller.cli import main
+from controller.pipeline import EmbeddedPipeline
+
+
+def close(self):
+    print("closing the models", file=sys.stderr, flush=True)
+    threading.Event().wait()
+
+
+EmbeddedPipeline.close = close
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _interrupt_the_load(tmp_path: Path, first_at: str, presses: int, *, script: str | None = None,
+                        then_at: str = "Ctrl-C again to stop now") -> str:
+    """`serve` Ctrl-C'd once its log has `first_at`, each further press once its log has `then_at` after that;
+    it must exit with status 0. Returns its log. `script` runs serve in place of the CLI (its argv[1:] the
+    command), for a load or a stop that never ends, so that every press comes during it however slowly this
+    test runs."""
     import signal
     import time
 
     log = tmp_path / "serve.log"
-    launch = ["-c", _SERVE_WITH_A_CHAT_LM_THAT_NEVER_LOADS] if endless_chat_lm else ["-m", "controller.cli"]
+    launch = ["-c", script] if script else ["-m", "controller.cli"]
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, *launch, "serve", "--port", "0"], stdout=out,
                                 stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
-            for awaited in [first_at] + ["Ctrl-C again to stop now"] * (presses - 1):
+            for awaited in [first_at] + [then_at] * (presses - 1):
                 while awaited not in log.read_text() and time.monotonic() < deadline:
                     time.sleep(0.005)
                 proc.send_signal(signal.SIGINT)
@@ -307,9 +328,22 @@ def test_a_second_ctrl_c_while_the_models_load_stops_at_once(tmp_path: Path) -> 
     nothing at all, so a user who would not wait had to kill the server. It now ends the process at once."""
     # The embedded chat LM loads in about a second: on a loaded box it had loaded, and the server stopped with
     # "stopped" as it should, before the second press came.
-    text = _interrupt_the_load(tmp_path, "loading the chat LM", 2, endless_chat_lm=True)
+    text = _interrupt_the_load(tmp_path, "loading the chat LM", 2, script=_SERVE_WITH_A_CHAT_LM_THAT_NEVER_LOADS)
     assert text.rstrip().endswith("SIGINT: stopped during the model load (signalled twice)"), text
     assert "ready:" not in text, text
+
+
+@pytest.mark.parametrize("first_at", ["loading the chat LM", "ready:"])
+def test_a_second_ctrl_c_once_the_models_have_loaded_stops_the_stop_and_says_so(tmp_path: Path,
+                                                                               first_at: str) -> None:
+    """A second Ctrl-C while the server closed its models (a stop that goes on) said 'stopped during the model load
+    (signalled twice)' when the first had come during the load, which had ended since; pressed after 'ready' it
+    did nothing, and a user had to kill the server. It now ends the process at once and says it cut the stop."""
+    text = _interrupt_the_load(tmp_path, first_at, 2, script=_SERVE_WITH_MODELS_THAT_NEVER_CLOSE,
+                               then_at="closing the models")
+    assert "llama.cpp loaded" in text.partition("closing the models")[0], text
+    assert text.rstrip().endswith("SIGINT: stopped during the stop (signalled twice)"), text
+    assert "model load (signalled twice)" not in text, text
 
 
 def test_a_line_logged_while_a_progress_bar_runs_starts_a_line_of_its_own() -> None:
