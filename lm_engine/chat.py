@@ -103,6 +103,11 @@ class ChatBackend(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Stop the replies in flight and release what the backend holds (threads, listeners, connections).
+        Blocking; the backend is unusable afterwards."""
+        ...
+
 
 @runtime_checkable
 class PrefillBackend(Protocol):
