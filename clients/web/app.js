@@ -587,6 +587,19 @@ async function connect() {
 async function teardown(state) {
   if (ending) return;
   ending = true;
+  try {
+    await letGo();
+  } finally {
+    // Whatever a step of letting go threw, the page leaves its teardown: it stayed 'ending', every later Disconnect
+    // and the server's close were ignored, and Connect never came back.
+    ending = false;
+    endTeardown(state);
+  }
+}
+
+// Each step runs though one before it threw (a socket's close, an AudioContext whose close rejected): a step
+// skipped could leave the microphone live. What threw goes to the console: the session is over either way.
+async function letGo() {
   streaming = false;
   talkHeld = false;
   showHeld(false);
@@ -596,15 +609,28 @@ async function teardown(state) {
   replyItem = null;
   turnEndAt = null;
   heardItem = null;
-  if (sock) sock.close();
+  const [socket, engine] = [sock, audio];
   sock = null;
-  endPendingLines();
-  if (audio) {
-    // A reply still playing stops here: its bubble says where, as a barge-in's does, not read as heard in full.
-    const cut = await audio.flush();
+  await tryStep('closing the connection', () => socket && socket.close());
+  await tryStep('ending the pending lines', endPendingLines);
+  if (!engine) return;
+  // A reply still playing stops here: its bubble says where, as a barge-in's does, not read as heard in full.
+  await tryStep('flushing the playback', async () => {
+    const cut = await engine.flush();
     if (cut && cut.item && cut.remaining > 0) markCut(cut.item, cut.playedMs);
-    await audio.stop();
+  });
+  await tryStep('closing the audio', () => engine.stop());
+}
+
+async function tryStep(what, step) {
+  try {
+    await step();
+  } catch (err) {
+    console.error(`teardown: ${what} failed:`, err);
   }
+}
+
+function endTeardown(state) {
   audio = null;
   // The microphone's chunks that came while the audio was let go of were kept as a preroll (no socket): left, the
   // next Connect sent them first, words said to this session heard as the next one's.
@@ -621,7 +647,6 @@ async function teardown(state) {
   $('voice').title = '';
   $('message').disabled = $('send').disabled = true;
   setState(state);
-  ending = false;
 }
 
 // A line still waiting for its words gets none from a closed session: 'listening…' left on it read as a page still

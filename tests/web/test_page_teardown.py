@@ -119,3 +119,67 @@ def test_speech_heard_while_a_session_ends_is_not_sent_at_the_next(tiny_server: 
         received = appends.get(1, 0)  # read before the page's count, which only grows
         captured = hook(browser)["capturedChunks"] - ended["capturedChunks"]
     assert 5 <= received <= captured, (received, captured, ended["capturedChunks"] - at_click)
+
+
+# A step of the page's teardown fails, as each can in a browser: the AudioContext's close rejects (it was closed
+# already: InvalidStateError), the playback's flush fails. The originals are kept to put back.
+FAILING_STEPS = {
+    "the audio's close rejects": """
+const done = arguments[arguments.length - 1];
+const close = AudioContext.prototype.close;
+window.restore = () => { AudioContext.prototype.close = close; };
+AudioContext.prototype.close = function () {
+  return close.call(this).then(() => {
+    throw new DOMException('Cannot close a closed AudioContext.', 'InvalidStateError');
+  });
+};
+done();
+""",
+    "the playback's flush throws": """
+const done = arguments[arguments.length - 1];
+import('./audio.js').then(({ AudioEngine }) => {
+  const flush = AudioEngine.prototype.flush;
+  window.restore = () => { AudioEngine.prototype.flush = flush; };
+  AudioEngine.prototype.flush = function () { return Promise.reject(new Error('the worklet is gone')); };
+  done();
+});
+""",
+}
+
+# The microphone tracks the page opens, to see that its teardown stopped them.
+TRACK_MICROPHONES = """
+const devices = navigator.mediaDevices, open = devices.getUserMedia.bind(devices);
+window.micTracks = [];
+devices.getUserMedia = async (c) => {
+  const stream = await open(c);
+  window.micTracks.push(...stream.getAudioTracks());
+  return stream;
+};
+"""
+
+
+@pytest.mark.parametrize("failing", sorted(FAILING_STEPS))
+def test_a_step_of_the_teardown_that_throws_still_ends_the_session(tiny_server: ServerProcess, browser: object,
+                                                                  failing: str) -> None:
+    """A teardown step that threw left the page 'ending' for ever: the pill stayed 'listening' and the button
+    'Disconnect', whose clicks (and the server's close) were ignored, and Connect never worked again without a
+    reload. The page now ends the session all the same: the microphone stopped, 'idle', and Connect connects."""
+    from selenium.webdriver.common.by import By
+
+    with fake_realtime_server(lambda ws, event: None) as url:
+        browser.get(f"{tiny_server.http}/?mode=vad&url={url}")  # type: ignore[attr-defined]
+        browser.execute_script(TRACK_MICROPHONES)  # type: ignore[attr-defined]
+        button = browser.find_element(By.ID, "connect")  # type: ignore[attr-defined]
+        button.click()
+        assert wait_until(browser, lambda s: s["state"] == "listening", 60)["state"] == "listening", hook(browser)
+        browser.execute_async_script(FAILING_STEPS[failing])  # type: ignore[attr-defined]
+        button.click()
+        state = wait_until(browser, lambda s: s["state"] == "idle" and button.text == "Connect", 10)
+        assert state["state"] == "idle" and button.text == "Connect", state
+        mic = browser.execute_script(  # type: ignore[attr-defined]
+            "return window.micTracks.map((t) => t.readyState)")
+        browser.execute_script("window.restore()")  # type: ignore[attr-defined]
+        button.click()
+        state = wait_until(browser, lambda s: s["state"] == "listening", 30)
+    assert mic == ["ended"], mic
+    assert state["state"] == "listening" and state["events"]["session.created"] == 2, state
