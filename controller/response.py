@@ -8,6 +8,7 @@ their audio spans, so that a truncation keeps exactly the heard text (reply_spee
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -57,6 +58,16 @@ def _note_unheeded_tool_choice(request: ChatRequest, calls: list[ToolCall], log:
     if (choice == "required" and not calls) or (named and named not in {c.name for c in calls}):
         log.warning("tool_choice %s was not heeded: the chat LM %s", named or "required",
                        f"called {', '.join(c.name for c in calls)}" if calls else "answered without a call")
+
+
+def _whole_json(arguments: str) -> bool:
+    """Whether a call's arguments are whole JSON: a reply cut at max_output_tokens may have stopped inside them
+    (a backend's native calls stream), or after them (the calls parsed from the LM's text are whole ones)."""
+    try:
+        json.loads(arguments)
+    except ValueError:
+        return False
+    return True
 
 
 class Response:
@@ -221,6 +232,8 @@ class Response:
                         sentences.put_nowait(piece)
                 if delta.tool_call is not None:
                     await self._tool_call_delta(delta.tool_call)
+            if self.tool_calls and (finish_reason != "length" or _whole_json(self.tool_calls[-1].arguments)):
+                self.tool_calls[-1].complete = True  # the LM ended the reply past the call's arguments
             for piece in chunker.flush():
                 sentences.put_nowait(piece)
             sentences.put_nowait(None)
@@ -249,6 +262,8 @@ class Response:
         call_id, name, args = call.call_id, call.name, call.arguments_delta
         current = self.tool_calls[-1] if self.tool_calls else None
         if current is None or (call_id and call_id != current.call_id):
+            if current is not None:
+                current.complete = True  # the LM streams one call after another: the one before is whole
             current = ToolCall(self.new_id("item"), call_id or self.new_id("call"), name)
             self.tool_calls.append(current)
             item = current.item("in_progress")
@@ -316,7 +331,7 @@ class Response:
         items = []
         if self.message_opened:
             items.append(self.message_item(status, self.heard_text(None)))
-        return items + [call.item("completed") for call in self.tool_calls]
+        return items + [call.item() for call in self.tool_calls]
 
     async def _finish(self, status: sev.ResponseStatus, reason: str | None = None,
                       error_message: str | None = None) -> None:
@@ -339,10 +354,11 @@ class Response:
                 await self._gate.close(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         for call in self.tool_calls:
             index = self._index_of(call)
-            await self._gate.close(self.ev.function_call_arguments_done(
-                response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
-                name=call.name, arguments=call.arguments))
-            item = call.item("completed")
+            if call.complete:  # a cut call's arguments never were done: a client acting on .done would run them
+                await self._gate.close(self.ev.function_call_arguments_done(
+                    response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
+                    name=call.name, arguments=call.arguments))
+            item = call.item()
             await self._gate.close(self.ev.output_item_done(response_id=self.response_id, output_index=index,
                                                             item=item))
             if call.item_id in self.conversation_items():

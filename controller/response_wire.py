@@ -18,8 +18,13 @@ class ToolCall:
     call_id: str
     name: str
     arguments: str = ""
+    # Its arguments are whole: the LM went on to another call, or ended the reply. A call cut off (the reply
+    # cancelled, or stopped at max_output_tokens, mid-arguments) is "incomplete", and clients must not run it.
+    complete: bool = False
 
-    def item(self, status: it.ItemStatus) -> dict[str, object]:
+    def item(self, status: it.ItemStatus | None = None) -> dict[str, object]:
+        """The call as an item: `status`, or (None) as far as it got, "completed" or "incomplete"."""
+        status = status or ("completed" if self.complete else "incomplete")
         return it.function_call_item(self.item_id, call_id=self.call_id, name=self.name, arguments=self.arguments,
                                      status=status)
 

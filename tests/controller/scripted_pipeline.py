@@ -96,6 +96,7 @@ class ScriptedPipeline:
         self.fail_with: type[Exception] = RuntimeError  # ... this (a backend's own failures are ChatBackendError)
         self.tool_calls: list[ToolCallDelta] = []  # streamed after the words, then the reply stops for them
         self.tool_call_seconds = 0.0  # LM time before each tool call delta
+        self.finish_reason: str | None = None  # how the LM ends the reply (None: "tool_calls" after calls, or "stop")
         self.requests: list[ChatRequest] = []
         # set: one reply at a time, as llama.cpp's one slot (the others queue); a reply tells the session when the LM
         # takes its request, with an empty delta, as the pipelines that queue do
@@ -136,7 +137,7 @@ class ScriptedPipeline:
         for call in self.tool_calls:
             await asyncio.sleep(self.tool_call_seconds)
             yield ChatDelta(tool_call=call)
-        yield ChatDelta(finish_reason="tool_calls" if self.tool_calls else "stop")
+        yield ChatDelta(finish_reason=self.finish_reason or ("tool_calls" if self.tool_calls else "stop"))
 
     def new_reply_text(self) -> ReplyText:
         return self.reply_text()

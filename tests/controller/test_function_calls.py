@@ -1,0 +1,109 @@
+"""Function calls as the openai package's realtime client sees them: each call's events, and how a call cut off
+mid-arguments ends. Raw frames are checked against the package's GA types (tests.realtime_schema)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from lm_engine.chat import ToolCallDelta
+from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
+from tests.realtime_schema import validate_server_event
+
+GET_TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+@pytest.fixture(autouse=True)
+def _no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@asynccontextmanager
+async def connected(pipeline: ScriptedPipeline, **session: object) -> AsyncIterator[object]:
+    """The openai client connected to the real server on `pipeline`, its session updated (no turn detection, the
+    get_time tool) and its session.created/.updated read."""
+    from openai import AsyncOpenAI
+
+    async with scripted_server(pipeline) as server:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{server.server.port}/v1")
+        async with client.realtime.connect(model="stepaudio-rt") as conn:
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}},
+                                               "tools": [GET_TIME], **session})  # type: ignore[typeddict-item]
+            await read_until(conn, "session.updated")
+            yield conn
+
+
+async def read_until(conn: object, type_: str, raw: list[bytes] | None = None) -> list[dict]:
+    """The events up to and including the first of `type_`, each validated; their raw frames added to `raw`."""
+    events: list[dict] = []
+    while not events or events[-1]["type"] != type_:
+        frame = await conn.recv_bytes()  # type: ignore[attr-defined]
+        validate_server_event(frame.decode())
+        events.append(json.loads(frame))
+        if raw is not None:
+            raw.append(frame)
+    return events
+
+
+async def ask(conn: object, text: str = "what time is it?", **response: object) -> None:
+    await conn.conversation.item.create(item={  # type: ignore[attr-defined]
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+    await conn.response.create(response=response or None)  # type: ignore[attr-defined]
+
+
+def of_type(events: list[dict], type_: str) -> list[dict]:
+    return [e for e in events if e["type"] == type_]
+
+
+async def test_a_call_cancelled_mid_arguments_ends_incomplete_and_its_arguments_are_never_done() -> None:
+    """response.cancel while a call's arguments stream ('{"tz": ' of '{"tz": "UTC"}'): the call's
+    response.output_item.done, conversation.item.done and response.done's output said "completed", and a
+    response.function_call_arguments.done gave the cut arguments as final; a client running calls on either (the
+    openai-agents SDK runs a completed function_call item) ran get_time with arguments that are not JSON. The call
+    now ends "incomplete", and no .done event calls its arguments whole."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = []
+    pipeline.tool_call_seconds = 0.5
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
+                           ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
+    async with connected(pipeline, output_modalities=["text"]) as conn:
+        await ask(conn)
+        events = await read_until(conn, "response.function_call_arguments.delta")
+        await conn.response.cancel()  # type: ignore[attr-defined]
+        events += await read_until(conn, "response.done")
+    done = events[-1]["response"]
+    assert done["status"] == "cancelled"
+    assert not of_type(events, "response.function_call_arguments.done")
+    item_done = of_type(events, "response.output_item.done")
+    conv_done = [e for e in of_type(events, "conversation.item.done") if e["item"]["type"] == "function_call"]
+    assert [(i["item"]["status"], i["item"]["arguments"]) for i in item_done + conv_done] == [
+        ("incomplete", '{"tz": ')] * 2
+    assert [(o["type"], o["status"], o["call_id"]) for o in done["output"]] == [
+        ("function_call", "incomplete", "call_1")]
+
+
+async def test_max_output_tokens_reached_inside_the_second_call_leaves_the_first_whole() -> None:
+    """The LM stops at max_output_tokens (finish_reason "length") inside the arguments of its second call, as a
+    backend's native tool calls stream: the response is incomplete (reason max_output_tokens); the first call, whole,
+    is completed with its arguments done; the second had been "completed" too, its cut arguments "done". It is now
+    "incomplete", with no arguments.done."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = []
+    pipeline.finish_reason = "length"
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": "UTC"}'),
+                           ToolCallDelta(call_id="call_2", name="get_time", arguments_delta='{"tz": "Eu')]
+    async with connected(pipeline, output_modalities=["text"]) as conn:
+        await ask(conn, max_output_tokens=20)
+        events = await read_until(conn, "response.done")
+    done = events[-1]["response"]
+    assert (done["status"], done["status_details"]["reason"]) == ("incomplete", "max_output_tokens")
+    assert [(e["call_id"], e["arguments"]) for e in of_type(events, "response.function_call_arguments.done")] == [
+        ("call_1", '{"tz": "UTC"}')]
+    assert [(o["call_id"], o["status"], o["arguments"]) for o in done["output"]] == [
+        ("call_1", "completed", '{"tz": "UTC"}'), ("call_2", "incomplete", '{"tz": "Eu')]
+    assert [(e["item"]["call_id"], e["item"]["status"]) for e in of_type(events, "response.output_item.done")] == [
+        ("call_1", "completed"), ("call_2", "incomplete")]
