@@ -127,6 +127,7 @@ class Response:
         # them any more, and they do not join the conversation.
         self.deleted: set[str] = set()
         self._created = False  # response.created was emitted (sent or held)
+        self._calls_closed: set[str] = set()  # item ids of the calls whose closing events were emitted (or held)
 
     # ---- output gate -------------------------------------------------------------------------
 
@@ -234,6 +235,7 @@ class Response:
                     await self._tool_call_delta(delta.tool_call)
             if self.tool_calls and (finish_reason != "length" or _whole_json(self.tool_calls[-1].arguments)):
                 self.tool_calls[-1].complete = True  # the LM ended the reply past the call's arguments
+                await self._close_call(self.tool_calls[-1])
             for piece in chunker.flush():
                 sentences.put_nowait(piece)
             sentences.put_nowait(None)
@@ -264,6 +266,7 @@ class Response:
         if current is None or (call_id and call_id != current.call_id):
             if current is not None:
                 current.complete = True  # the LM streams one call after another: the one before is whole
+                await self._close_call(current)
             current = ToolCall(self.new_id("item"), call_id or self.new_id("call"), name)
             self.tool_calls.append(current)
             item = current.item("in_progress")
@@ -318,14 +321,14 @@ class Response:
 
     def item_so_far(self, item_id: str) -> dict | None:
         """One of the reply's conversation items as it stands while the reply runs (conversation.item.retrieve): the
-        message with its text so far, or a function call with its arguments so far; None if it is not one of them.
-        Everything is in_progress until _finish: the arguments of a call are done (function_call_arguments.done)
-        only there, even those of a call followed by another."""
+        message with its text so far, or a function call with its arguments so far (completed once its closing
+        events went out); None if it is not one of them."""
         if item_id not in self.conversation_items():
             return None
         if item_id == self.item_id:
             return self.message_item("in_progress", self.heard_text(None))
-        return next(c for c in self.tool_calls if c.item_id == item_id).item("in_progress")
+        call = next(c for c in self.tool_calls if c.item_id == item_id)
+        return call.item() if item_id in self._calls_closed else call.item("in_progress")
 
     def output_items(self, status: str) -> list[dict]:
         items = []
@@ -353,18 +356,24 @@ class Response:
             if self.item_id in self.conversation_items():
                 await self._gate.close(self.ev.item_done(item, previous_item_id=self.previous_item_id))
         for call in self.tool_calls:
-            index = self._index_of(call)
-            if call.complete:  # a cut call's arguments never were done: a client acting on .done would run them
-                await self._gate.close(self.ev.function_call_arguments_done(
-                    response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
-                    name=call.name, arguments=call.arguments))
-            item = call.item()
-            await self._gate.close(self.ev.output_item_done(response_id=self.response_id, output_index=index,
-                                                            item=item))
-            if call.item_id in self.conversation_items():
-                await self._gate.close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
+            if call.item_id not in self._calls_closed:
+                await self._close_call(call)
         done = self._response_obj(status, reason=reason, error_message=error_message)
         await self._gate.emit(self.ev.response_done(done))
+
+    async def _close_call(self, call: ToolCall) -> None:
+        """A call's closing events, as soon as it is whole (as the API sends them, before the next output item): a
+        client runs it while the reply goes on (more calls, the spoken words' audio). A cut one, at the end."""
+        self._calls_closed.add(call.item_id)
+        index = self._index_of(call)
+        if call.complete:  # a cut call's arguments never were done: a client acting on .done would run them
+            await self._gate.close(self.ev.function_call_arguments_done(
+                response_id=self.response_id, item_id=call.item_id, output_index=index, call_id=call.call_id,
+                name=call.name, arguments=call.arguments))
+        item = call.item()
+        await self._gate.close(self.ev.output_item_done(response_id=self.response_id, output_index=index, item=item))
+        if call.item_id in self.conversation_items():
+            await self._gate.close(self.ev.item_done(item, previous_item_id=self._previous_of(call)))
 
     async def finish_empty(self) -> None:
         """Nothing to answer (the user's audio held no words): an empty, completed response."""
@@ -385,6 +394,7 @@ class Response:
         # Items whose output_item.added was still held never reached the client: they are not closed (no .done for an
         # item it never saw) and do not join the conversation.
         unseen = self._gate.drop_held()
+        self._calls_closed.clear()  # closings still held are dropped with the rest; the gate skips those sent
         self.message_opened = self.message_opened and self.item_id not in unseen
         self.tool_calls = [c for c in self.tool_calls if c.item_id not in unseen]
         if not self.visible:

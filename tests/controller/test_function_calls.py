@@ -107,3 +107,34 @@ async def test_max_output_tokens_reached_inside_the_second_call_leaves_the_first
         ("call_1", "completed", '{"tz": "UTC"}'), ("call_2", "incomplete", '{"tz": "Eu')]
     assert [(e["item"]["call_id"], e["item"]["status"]) for e in of_type(events, "response.output_item.done")] == [
         ("call_1", "completed"), ("call_2", "incomplete")]
+
+
+async def test_each_of_two_calls_is_done_before_the_next_is_added() -> None:
+    """A reply of two calls, the second streamed a second after the first: the first call's arguments.done and
+    output_item.done came only with the second's, at the end of the reply (after it had been added), so a client
+    could run neither call until the LM had written both. As the API streams output items one after the other, each
+    call is now closed before the next is added; every event carries its call's call_id, item_id and output_index."""
+    pipeline = ScriptedPipeline()
+    pipeline.reply_words = []
+    pipeline.tool_call_seconds = 1.0
+    pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": "UTC"}'),
+                           ToolCallDelta(call_id="call_2", name="get_time", arguments_delta='{"tz": "CET"}')]
+    async with connected(pipeline, output_modalities=["text"]) as conn:
+        await ask(conn)
+        events = await read_until(conn, "response.done")
+    calls = {o["call_id"]: o for o in events[-1]["response"]["output"]}
+    order = []
+    for e in events:
+        item = e.get("item", {})
+        if e["type"].startswith("response.function_call_arguments."):
+            assert (e["item_id"], e["output_index"]) == (calls[e["call_id"]]["id"], list(calls).index(e["call_id"]))
+            order.append((e["type"], e["call_id"]))
+        elif e["type"].startswith("response.output_item.") and item.get("type") == "function_call":
+            order.append((e["type"], item["call_id"]))
+    assert order == [(t, c) for c in ("call_1", "call_2") for t in (
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done")]
+    done_1 = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+    assert (done_1["name"], done_1["arguments"]) == ("get_time", '{"tz": "UTC"}')
+    assert [(o["status"], o["arguments"]) for o in calls.values()] == [
+        ("completed", '{"tz": "UTC"}'), ("completed", '{"tz": "CET"}')]

@@ -105,19 +105,20 @@ def _check_items(events: list[dict]) -> None:
 
 
 def _check_outputs(events: list[dict]) -> None:
-    """response.done lists the items its output_item.done events closed, in order and as they were sent; an item of a
-    reply in the conversation is added to it (conversation.item.added) before its response is done."""
-    done_items: dict[str, list[dict]] = {}
+    """response.done lists the items its output_item.done events closed, in output_index order and as they were sent
+    (a function call is closed once whole, while the message before it may still be speaking); an item of a reply in
+    the conversation is added to it (conversation.item.added) before its response is done."""
+    done_items: dict[str, list[tuple[int, dict]]] = {}
     added: set[str] = set()
     for i, e in enumerate(events):
         t = e["type"]
         if t == "conversation.item.added":
             added.add(e["item"]["id"])
         elif t == "response.output_item.done":
-            done_items.setdefault(e["response_id"], []).append(e["item"])
+            done_items.setdefault(e["response_id"], []).append((e["output_index"], e["item"]))
         elif t == "response.done":
             resp = e["response"]
-            mine = done_items.get(resp["id"], [])
+            mine = [item for _, item in sorted(done_items.get(resp["id"], []), key=lambda d: d[0])]
             assert [o["id"] for o in resp["output"]] == [o["id"] for o in mine], (i, e, mine)
             assert resp["output"] == mine, (i, "response.done's items differ from their output_item.done", e, mine)
             if resp.get("conversation_id") is not None:
