@@ -40,7 +40,7 @@ from controller.session_operator import OperatorMixin
 from controller.session_parts import SessionParts, initial_parts, updated_parts
 from controller.session_replies import RepliesMixin
 from controller.session_turns import TurnsMixin
-from controller.settings_checks import REPLY_FIELDS, SettingsChecks, log_ignored
+from controller.settings_checks import REPLY_FIELDS, SettingsChecks, log_served_as
 from controller.throttle import Throttle
 
 logger = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMix
                                           "audio (connect without intent=transcription for a conversation).",
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
-                log_ignored(self.log, "response.create", event.ignored, event.served_as)
+                log_served_as(self.log, "response.create", event.served_as)
                 inputs = await self._check_input(event)
                 await self.checks.response_create(self.cfg, event.overrides, voice_lock=self._voice_lock())
                 if event.conversation == "none":
@@ -352,7 +352,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMix
             self._client_event_id = None
 
     async def _session_update(self, event: ce.SessionUpdate) -> None:
-        log_ignored(self.log, "session.update", event.ignored, event.served_as)
+        log_served_as(self.log, "session.update", event.served_as)
         if self.cfg.kind == "transcription" and (unused := sorted(event.patch.changes().keys() & REPLY_FIELDS)):
             self.log.warning("session.update: %s: not used by a transcription session, which has no replies",
                              ", ".join(unused))

@@ -17,10 +17,7 @@ REPLY_FIELDS = frozenset({"instructions", "voice", "speed", "output_modalities",
                           "tool_choice", "temperature", "max_output_tokens"})
 
 
-def log_ignored(log: logging.LoggerAdapter[logging.Logger], event_type: str, fields: tuple[str, ...],
-                served_as: tuple[str, ...]) -> None:
-    if fields:  # a newer client's field, or a misspelt one: the client gets no word of it, the log does
-        log.warning("%s: ignored field(s) this server does not know: %s", event_type, ", ".join(fields))
+def log_served_as(log: logging.LoggerAdapter[logging.Logger], event_type: str, served_as: tuple[str, ...]) -> None:
     for line in served_as:
         log.warning("%s: %s", event_type, line)
 

@@ -5,7 +5,8 @@ Rules:
   event or raises RemoteProtocolError; it never returns partial results. Errors carry the
   client's `event_id` whenever it could be read, so the `error` event can echo it.
 - Codes: "message_too_large" (over max_bytes), "invalid_json" (a lone surrogate too), "invalid_event" (JSON but not an
-  object), "missing_required_parameter", "unknown_event_type" (param "type"), "invalid_value"
+  object), "missing_required_parameter", "unknown_event_type" (param "type"), "unknown_parameter" (a field of a
+  session or response object this server does not know; param its path), "invalid_value"
   (wrong type or value; param is the dotted path), "invalid_base64" (param "audio").
 - GA names and shapes are the reference; beta shapes are accepted where they differ (session
   fields, assistant content types "text"/"audio", response.create `modalities` ...), and the beta
@@ -26,7 +27,7 @@ from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
 from controller.realtime.items import ItemReference, ItemSpec, parse_item
 from controller.realtime.session_config import SessionPatch
-from controller.realtime.session_update import ignored_fields, parse_session_patch, reasoning_served_as, served_as
+from controller.realtime.session_update import parse_session_patch, reasoning_served_as, served_as
 
 __all__ = [
     "SessionUpdate",
@@ -56,7 +57,6 @@ class SessionUpdate:
     # session.model as sent: not a setting (the API lets no update change it), but the model a session connected
     # with (?model=) and shows, which a client may send back as it got it
     model: str | None = None
-    ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
     served_as: tuple[str, ...] = ()  # what it serves another way (session_update.served_as), for the log
 
 
@@ -117,7 +117,6 @@ class ResponseCreate:
     conversation: str  # "auto": the reply joins the conversation; "none": out-of-band
     input: tuple[ItemSpec | ItemReference, ...] | None  # None: the whole conversation is the input
     metadata: Mapping[str, str] | None
-    ignored: tuple[str, ...] = ()  # fields this server does not know (session_update.ignored_fields)
     served_as: tuple[str, ...] = ()  # what it serves another way (session_update.reasoning_served_as), for the log
 
 
@@ -209,8 +208,7 @@ def _holds_lone_surrogate(doc: object) -> bool:
 def _session_update(f: Fields, eid: str | None) -> SessionUpdate:
     session = f.obj_("session")
     return SessionUpdate(event_id=eid, patch=parse_session_patch(session.obj, path="session", event_id=eid),
-                         model=session.opt_str("model"), ignored=tuple(ignored_fields(session.obj)),
-                         served_as=tuple(served_as(session.obj)))
+                         model=session.opt_str("model"), served_as=tuple(served_as(session.obj)))
 
 
 def _transcription_session_update(f: Fields, eid: str | None) -> ClientEvent:
@@ -265,7 +263,6 @@ def _response_create(f: Fields, eid: str | None) -> ClientEvent:
         conversation=conversation,
         input=items,
         metadata=metadata,
-        ignored=tuple(ignored_fields(r.obj, path="response")),
         served_as=tuple(reasoning_served_as(r.obj, "response")),
     )
 

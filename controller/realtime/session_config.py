@@ -9,8 +9,9 @@ Rules (OpenAI Realtime GA semantics, beta names accepted on input):
   "g711_alaw") -> audio formats, top-level `turn_detection`, `input_audio_transcription`,
   `max_response_output_tokens`. Errors name the field as the client spelled it.
 - `temperature` (beta only) is accepted and kept; it is not part of the GA session object.
-- Unknown keys (tracing, noise_reduction, model ...) are ignored so newer clients keep working;
-  `model` cannot be changed after connect.
+- Fields the API has and this server does not serve (tracing, noise_reduction, reasoning ...) are checked as the API
+  checks them and served as nothing (session.updated shows them null, the log says so); `model` cannot be changed
+  after connect. A key the API does not have either is refused with unknown_parameter, as the API refuses it.
 - Values this server cannot honour are refused, not ignored: a `prompt` (a stored prompt
   template), a non-empty `include` (transcript logprobs) and a `truncation` other than "auto".
 - semantic_vad is served by server_vad, its eagerness as the silence that ends a turn (low 1000 ms, medium/auto

@@ -1,8 +1,9 @@
 """Parsing session.update (and response.create overrides) into a SessionPatch.
 
-See session_config.py for the rules (GA semantics, beta names accepted, unknown keys ignored).
-Every error is a RemoteProtocolError naming the field as the client spelled it. `ignored_fields` names the keys an
-update carried that this server does not know, for its log: a misspelt field is otherwise silently without effect.
+See session_config.py for the rules (GA semantics, beta names accepted, unknown keys refused).
+Every error is a RemoteProtocolError naming the field as the client spelled it. A key this server does not know is
+refused as the API refuses it (unknown_parameter, "Unknown parameter: 'session.tools[0].meta'."): a misspelt field
+had been taken as nothing, the update applied without it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+from controller.errors import RemoteProtocolError
 from controller.realtime._json import Fields, invalid
 from controller.realtime.session_config import (
     BETA_FORMATS,
@@ -27,8 +29,8 @@ from controller.realtime.session_config import (
 )
 from vad.turn_detector import check_threshold
 
-__all__ = ["apply_session_update", "check_tool_choice", "ignored_fields", "parse_session_patch", "reasoning_served_as",
-           "served_as"]
+__all__ = ["apply_session_update", "check_tool_choice", "parse_session_patch", "reasoning_served_as", "served_as",
+           "unknown_fields"]
 
 
 # The keys each object of a session (or response) may carry: the GA and beta names this module reads, and the
@@ -40,6 +42,7 @@ _VAD_KEYS = {"server_vad": tuple(k for k in _TURN_DETECTION if k != "eagerness")
              "semantic_vad": ("type", "eagerness", "create_response", "interrupt_response")}
 _TRANSCRIPTION = ("model", "language", "prompt", "languages", "keywords", "delay")
 _NOISE_REDUCTION = ("type", "strength")
+_FORMAT = ("type", "rate")
 TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
 _SESSION_KNOWN: dict[str, tuple[str, ...]] = {
     "": ("type", "object", "id", "model", "instructions", "output_modalities", "audio", "include",
@@ -51,6 +54,12 @@ _SESSION_KNOWN: dict[str, tuple[str, ...]] = {
     "audio": ("input", "output"),
     "audio.input": ("format", "transcription", "noise_reduction", "turn_detection"),
     "audio.output": ("format", "voice", "speed"),
+    "audio.input.format": _FORMAT,
+    "audio.output.format": _FORMAT,
+    "tools[]": ("type", "name", "description", "parameters"),
+    "tool_choice": ("type", "name"),
+    "tracing": ("workflow_name", "group_id", "metadata"),
+    "reasoning": ("effort",),
     "audio.input.turn_detection": _TURN_DETECTION,
     "audio.input.transcription": _TRANSCRIPTION,
     "audio.input.noise_reduction": _NOISE_REDUCTION,
@@ -71,23 +80,39 @@ _RESPONSE_KNOWN: dict[str, tuple[str, ...]] = {
 }
 
 
-def ignored_fields(payload: Mapping[str, object], path: str = "session") -> list[str]:
-    """The fields of a session (or response, path "response") object that this server does not read there, as paths
-    ("session.audio.output.vioce"): ignored, so that a client newer than the server keeps working."""
+def unknown_fields(payload: Mapping[str, object], path: str = "session") -> list[str]:
+    """The fields of a session (or response, path "response") object that this server does not read there, as the
+    API names them ("session.audio.output.vioce", "session.tools[0].meta")."""
     out: list[str] = []
     known_at = _RESPONSE_KNOWN if path == "response" else _SESSION_KNOWN
 
-    def walk(obj: Mapping[str, object], rel: str) -> None:
+    def walk(obj: Mapping[str, object], rel: str, shown: str) -> None:
         known = _VAD_KEYS.get(str(obj.get("type")), known_at[rel]) if rel.endswith("turn_detection") else known_at[rel]
         for key, value in obj.items():
-            sub = f"{rel}.{key}" if rel else key
+            sub, sub_shown = (f"{rel}.{key}", f"{shown}.{key}") if rel else (key, key)
             if key not in known:
-                out.append(f"{path}.{sub}")
+                out.append(f"{path}.{sub_shown}")
             elif sub in known_at and isinstance(value, Mapping):
-                walk(value, sub)
+                walk(value, sub, sub_shown)
+            elif f"{sub}[]" in known_at and isinstance(value, list):
+                for i, entry in enumerate(value):
+                    # a function tool's keys: the API's other tools (mcp) have keys of their own, and are refused
+                    # by their type (invalid_value) as tools this server cannot call
+                    if isinstance(entry, Mapping) and entry.get("type") in (None, "function"):
+                        walk(entry, f"{sub}[]", f"{sub_shown}[{i}]")
 
-    walk(payload, "")
+    walk(payload, "", "")
     return out
+
+
+def refuse_unknown(payload: Mapping[str, object], path: str, event_id: str | None) -> None:
+    """Raises:
+        RemoteProtocolError: unknown_parameter, in the API's words, for the first field unknown_fields names.
+    """
+    unknown = unknown_fields(payload, path)
+    if unknown:
+        raise RemoteProtocolError(f"Unknown parameter: '{unknown[0]}'.", code="unknown_parameter", param=unknown[0],
+                                  event_id=event_id)
 
 
 def served_as(payload: Mapping[str, object], path: str = "session") -> list[str]:
@@ -210,6 +235,7 @@ def parse_session_patch(
     payload: Mapping[str, object], *, path: str = "session", event_id: str | None = None
 ) -> SessionPatch:
     """Validate a GA or beta session object (or response.create `response`) into a SessionPatch."""
+    refuse_unknown(payload, path, event_id)
     f = Fields(payload, path, event_id)
     ch: dict[str, object] = {}
     if f.obj.get("prompt") is not None:  # its instructions live on OpenAI's servers: ignoring it would drop them

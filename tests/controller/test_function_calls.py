@@ -3,60 +3,11 @@ mid-arguments ends. Raw frames are checked against the package's GA types (tests
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import pytest
-
 from lm_engine.chat import ToolCallDelta
-from tests.controller.scripted_pipeline import ScriptedPipeline, scripted_server
-from tests.realtime_schema import validate_server_event
+from tests.controller.openai_conn import ask, connected, of_type, read_until
+from tests.controller.scripted_pipeline import ScriptedPipeline
 
 GET_TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
-
-
-@pytest.fixture(autouse=True)
-def _no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@asynccontextmanager
-async def connected(pipeline: ScriptedPipeline, **session: object) -> AsyncIterator[object]:
-    """The openai client connected to the real server on `pipeline`, its session updated (no turn detection, the
-    get_time tool) and its session.created/.updated read."""
-    from openai import AsyncOpenAI
-
-    async with scripted_server(pipeline) as server:
-        client = AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{server.server.port}/v1")
-        async with client.realtime.connect(model="stepaudio-rt") as conn:
-            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}},
-                                               "tools": [GET_TIME], **session})  # type: ignore[typeddict-item]
-            await read_until(conn, "session.updated")
-            yield conn
-
-
-async def read_until(conn: object, type_: str, raw: list[bytes] | None = None) -> list[dict]:
-    """The events up to and including the first of `type_`, each validated; their raw frames added to `raw`."""
-    events: list[dict] = []
-    while not events or events[-1]["type"] != type_:
-        frame = await conn.recv_bytes()  # type: ignore[attr-defined]
-        validate_server_event(frame.decode())
-        events.append(json.loads(frame))
-        if raw is not None:
-            raw.append(frame)
-    return events
-
-
-async def ask(conn: object, text: str = "what time is it?", **response: object) -> None:
-    await conn.conversation.item.create(item={  # type: ignore[attr-defined]
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
-    await conn.response.create(response=response or None)  # type: ignore[attr-defined]
-
-
-def of_type(events: list[dict], type_: str) -> list[dict]:
-    return [e for e in events if e["type"] == type_]
 
 
 async def test_a_call_cancelled_mid_arguments_ends_incomplete_and_its_arguments_are_never_done() -> None:
@@ -70,10 +21,10 @@ async def test_a_call_cancelled_mid_arguments_ends_incomplete_and_its_arguments_
     pipeline.tool_call_seconds = 0.5
     pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": '),
                            ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='"UTC"}')]
-    async with connected(pipeline, output_modalities=["text"]) as conn:
+    async with connected(pipeline, tools=[GET_TIME], output_modalities=["text"]) as conn:
         await ask(conn)
         events = await read_until(conn, "response.function_call_arguments.delta")
-        await conn.response.cancel()  # type: ignore[attr-defined]
+        await conn.response.cancel()
         events += await read_until(conn, "response.done")
     done = events[-1]["response"]
     assert done["status"] == "cancelled"
@@ -96,7 +47,7 @@ async def test_max_output_tokens_reached_inside_the_second_call_leaves_the_first
     pipeline.finish_reason = "length"
     pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": "UTC"}'),
                            ToolCallDelta(call_id="call_2", name="get_time", arguments_delta='{"tz": "Eu')]
-    async with connected(pipeline, output_modalities=["text"]) as conn:
+    async with connected(pipeline, tools=[GET_TIME], output_modalities=["text"]) as conn:
         await ask(conn, max_output_tokens=20)
         events = await read_until(conn, "response.done")
     done = events[-1]["response"]
@@ -119,7 +70,7 @@ async def test_each_of_two_calls_is_done_before_the_next_is_added() -> None:
     pipeline.tool_call_seconds = 1.0
     pipeline.tool_calls = [ToolCallDelta(call_id="call_1", name="get_time", arguments_delta='{"tz": "UTC"}'),
                            ToolCallDelta(call_id="call_2", name="get_time", arguments_delta='{"tz": "CET"}')]
-    async with connected(pipeline, output_modalities=["text"]) as conn:
+    async with connected(pipeline, tools=[GET_TIME], output_modalities=["text"]) as conn:
         await ask(conn)
         events = await read_until(conn, "response.done")
     calls = {o["call_id"]: o for o in events[-1]["response"]["output"]}

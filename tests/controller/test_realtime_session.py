@@ -17,7 +17,7 @@ from controller.realtime.session_config import (
     apply_patch,
     session_to_wire,
 )
-from controller.realtime.session_update import apply_session_update, ignored_fields, parse_session_patch, served_as
+from controller.realtime.session_update import apply_session_update, unknown_fields, parse_session_patch, served_as
 from tests.realtime_schema import validate_server_event
 
 
@@ -192,33 +192,38 @@ def test_a_transcription_session_never_answers_and_has_the_transcription_shape()
 
 
 def test_fields_the_server_does_not_know_are_named_for_its_log_and_its_own_session_object_has_none() -> None:
-    """A misspelt field has no effect: ignored_fields names it (the session logs it). The session object the server
-    sends, sent back whole, is all known fields, as is every name the GA and beta updates above use."""
+    """A misspelt field is refused: unknown_fields names it, as the API does. The session object the server sends,
+    sent back whole, is all known fields, as is every name the GA and beta updates above use."""
     cfg = apply_session_update(SessionConfig(), {"audio": {"input": {"transcription": {"model": "whisper-1"}}}})
     for wire in (session_to_wire(cfg, session_id="s", model="m"),
                  session_to_wire(apply_session_update(SessionConfig(kind="transcription"), {}), session_id="s",
                                  model="m")):
-        assert ignored_fields(wire) == []
+        assert unknown_fields(wire) == []
     beta = {"modalities": ["text"], "voice": "x", "input_audio_format": "pcm16", "output_audio_format": "pcm16",
             "input_audio_transcription": {"model": "whisper-1", "language": "en"}, "temperature": 0.8,
             "turn_detection": {"type": "server_vad", "threshold": 0.5, "silence_duration_ms": 300},
             "max_response_output_tokens": "inf"}
-    assert ignored_fields(beta) == []
+    assert unknown_fields(beta) == []
     typos = {"instruction": "be brief", "audio": {"output": {"vioce": "x", "speed": 1.2},
                                                   "input": {"turn_detection": {"type": "server_vad", "treshold": 0.4}}}}
-    assert ignored_fields(typos) == ["session.instruction", "session.audio.output.vioce",
+    assert unknown_fields(typos) == ["session.instruction", "session.audio.output.vioce",
                                      "session.audio.input.turn_detection.treshold"]
+    nested = {"tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "g", "meta": {}}],
+              "tool_choice": {"type": "function", "name": "f", "strict": True}, "tracing": {"group": "x"},
+              "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000, "bits": 16}}}}
+    assert unknown_fields(nested) == ["session.tools[1].meta", "session.tool_choice.strict", "session.tracing.group",
+                                      "session.audio.input.format.bits"]
 
 
-def test_turn_detection_fields_of_the_other_vad_type_are_named_for_the_log() -> None:
+def test_turn_detection_fields_of_the_other_vad_type_are_unknown() -> None:
     """semantic_vad reads only its eagerness (and the two flags); server_vad has no eagerness. A field of the other
     type had no effect and, being a known name, no word in the log either: a client tuning semantic_vad's
     silence_duration_ms saw session.updated with another value and no reason."""
     semantic = {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "low",
                                                        "silence_duration_ms": 800, "threshold": 0.7}}}}
-    assert ignored_fields(semantic) == ["session.audio.input.turn_detection.silence_duration_ms",
+    assert unknown_fields(semantic) == ["session.audio.input.turn_detection.silence_duration_ms",
                                         "session.audio.input.turn_detection.threshold"]
-    assert ignored_fields({"turn_detection": {"type": "server_vad", "eagerness": "high", "idle_timeout_ms": 5000}}
+    assert unknown_fields({"turn_detection": {"type": "server_vad", "eagerness": "high", "idle_timeout_ms": 5000}}
                           ) == ["session.turn_detection.eagerness"]
 
 
@@ -258,9 +263,9 @@ def test_well_formed_noise_reduction_and_tracing_are_accepted(session: dict) -> 
     assert apply_session_update(SessionConfig(), session) == SessionConfig()
 
 
-def test_a_misspelt_noise_reduction_field_is_named_for_the_log() -> None:
-    """noise_reduction's own fields were never looked at: a misspelt strength had no word in the log."""
-    assert ignored_fields({"audio": {"input": {"noise_reduction": {"type": "near_field", "strenght": 0.5}}},
+def test_a_misspelt_noise_reduction_field_is_unknown() -> None:
+    """noise_reduction's own fields were never looked at: a misspelt strength had no word anywhere."""
+    assert unknown_fields({"audio": {"input": {"noise_reduction": {"type": "near_field", "strenght": 0.5}}},
                            "input_audio_noise_reduction": {"typ": "far_field"}}) == [
         "session.audio.input.noise_reduction.strenght", "session.input_audio_noise_reduction.typ"]
 

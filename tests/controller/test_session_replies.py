@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 from clients import g711
 from controller.errors import RemoteProtocolError
 from lm_engine.chat import ChatBackendError
+from tests.controller.openai_conn import connected, of_type, read_until
 from tests.controller.scripted_pipeline import (ScriptedPipeline, conversation, push_to_talk_turn, scripted_server,
                                                served_log, speak_turn, speech, user_messages)
 from tests.e2e.helpers import open_conversation, silence
@@ -69,50 +70,42 @@ async def test_a_chat_backend_failure_is_logged_in_one_line_and_a_bug_with_its_t
     assert "the LM backend went away" in failed[0].getMessage() or fail_with is RuntimeError
 
 
-async def test_a_misspelt_session_field_is_applied_as_nothing_and_named_in_the_servers_log(caplog) -> None:
-    """Unknown session fields are ignored (a newer client's must not break it), but not without a word: the log
-    names them, and what was spelt right is applied."""
-    async with conversation(ScriptedPipeline()) as (_, conv):
-        updated = await conv.update_session(instruction="be brief", audio={"output": {"vioce": "x", "speed": 1.2}})
-    assert updated["session"]["audio"]["output"]["speed"] == 1.2 and not conv.of_type("error")
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "session.update" in
-              r.getMessage()]
-    assert len(warned) == 1 and "session.instruction, session.audio.output.vioce" in warned[0]
-
-
-async def test_a_misspelt_response_field_is_named_in_the_servers_log(caplog) -> None:
-    """response.create's unknown fields are ignored as session.update's are, and named in the log as those are:
-    a misspelt "max_output_token" gave a reply of the default length and no trace anywhere of why."""
-    async with conversation(ScriptedPipeline()) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}})
-        n = len(conv.events)
-        await conv.send({"type": "response.create", "response": {"max_output_token": 5, "audio": {"output": {
-            "vioce": "x"}}}})
-        done = await conv.wait_for("response.done", after=n, timeout=10)
-    assert done["response"]["status"] == "completed" and not conv.of_type("error")
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "response.create" in
-              r.getMessage()]
-    assert len(warned) == 1 and "response.max_output_token, response.audio.output.vioce" in warned[0], warned
-
-
-async def test_a_session_field_sent_in_a_response_and_a_response_field_in_a_session_are_named_in_the_log(
-        caplog) -> None:
-    """A response takes the reply's settings, not the session's input side (format, transcription, turn detection),
-    model or tracing; a session has no conversation, input or metadata. Sent in the wrong event, each was accepted as
-    a known field and had no effect, with no word anywhere; the log now names them as it names unknown fields."""
-    async with conversation(ScriptedPipeline()) as (_, conv):
-        await conv.update_session(audio={"input": {"turn_detection": None}}, metadata={"k": "v"}, conversation="none")
-        n = len(conv.events)
-        await conv.send({"type": "response.create", "response": {
-            "model": "gpt-realtime-mini", "tracing": "auto", "turn_detection": None, "instructions": "be brief",
-            "audio": {"input": {"transcription": {"language": "de"}}, "output": {"voice": "joe"}}}})
-        done = await conv.wait_for("response.done", after=n, timeout=10)
-    assert done["response"]["status"] == "completed" and not conv.of_type("error")
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "ignored" in r.getMessage()]
-    assert warned == [
-        "session.update: ignored field(s) this server does not know: session.metadata, session.conversation",
-        "response.create: ignored field(s) this server does not know: response.model, response.tracing, "
-        "response.turn_detection, response.audio.input"], warned
+async def test_fields_the_api_does_not_have_are_refused_as_unknown_parameters_and_change_nothing() -> None:
+    """The API refuses a session.update or response.create holding a field it does not have ("Unknown parameter:
+    'session.tools[0].meta'.", code unknown_parameter, the field as param); the update or reply does not happen. This
+    server took them as nothing, the rest applied: a misspelt "instruction" or "max_output_token" gave the default
+    persona or reply length, with no word to the client; a session field sent in a response (model, tracing,
+    turn_detection, audio.input) or a response's in a session (metadata) likewise. Each is now refused, naming the
+    field, and the session goes on with its settings as they were."""
+    refused = [
+        ("s1", {"type": "session.update", "session": {"type": "realtime", "instruction": "be brief"}},
+         "session.instruction"),
+        ("s2", {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"vioce": "x",
+                                                                                            "speed": 1.2}}}},
+         "session.audio.output.vioce"),
+        ("s3", {"type": "session.update", "session": {"type": "realtime", "metadata": {"k": "v"}}}, "session.metadata"),
+        ("s4", {"type": "session.update", "session": {"type": "realtime", "tools": [
+            {"type": "function", "name": "get_time", "meta": {}}]}}, "session.tools[0].meta"),
+        ("r1", {"type": "response.create", "response": {"max_output_token": 5}}, "response.max_output_token"),
+        ("r2", {"type": "response.create", "response": {"model": "gpt-realtime-mini"}}, "response.model"),
+        ("r3", {"type": "response.create", "response": {"audio": {"input": {"transcription": None}}}},
+         "response.audio.input"),
+    ]
+    async with connected(ScriptedPipeline()) as conn:
+        for event_id, event, _ in refused:
+            await conn.send({**event, "event_id": event_id})
+        events = []
+        while len(of_type(events, "error")) < len(refused):
+            events += await read_until(conn, "error")
+        await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
+        events += await read_until(conn, "session.updated")
+    assert [(e["error"]["type"], e["error"]["code"], e["error"]["param"], e["error"]["event_id"], e["error"]["message"])
+            for e in of_type(events, "error")] == [
+        ("invalid_request_error", "unknown_parameter", param, event_id, f"Unknown parameter: '{param}'.")
+        for event_id, _, param in refused]
+    assert [e["type"] for e in events if e["type"] != "error"] == ["session.updated"]
+    session = events[-1]["session"]
+    assert (session["instructions"], session["audio"]["output"]["speed"], session["tools"]) == ("be brief", 1.0, [])
 
 
 async def test_reasoning_fields_of_a_response_are_named_in_the_log_as_those_of_a_session_are(caplog) -> None:
