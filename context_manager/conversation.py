@@ -79,6 +79,7 @@ class FunctionCall:
     call_id: str
     name: str
     arguments: str  # JSON text, as the model produced it
+    complete: bool = True  # False: cut off mid-arguments (its reply cancelled, or out of tokens)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,8 +62,9 @@ class ItemWire:
                                                  status="completed" if c else "incomplete")
             case SystemMessage(id=i, text=t):
                 return it.system_item(i, text=t)
-            case FunctionCall(id=i, call_id=c, name=n, arguments=a):
-                return it.function_call_item(i, call_id=c, name=n, arguments=a)
+            case FunctionCall(id=i, call_id=c, name=n, arguments=a, complete=done):
+                return it.function_call_item(i, call_id=c, name=n, arguments=a,
+                                             status="completed" if done else "incomplete")
             case FunctionCallOutput(id=i, call_id=c, output=o):
                 return it.function_call_output_item(i, call_id=c, output=o)
         assert_never(item)

@@ -127,7 +127,8 @@ class ItemsMixin(_Base):
         for call in resp.tool_calls:
             if call.item_id in items and call.item_id not in self.conversation:
                 self.conversation.add(FunctionCall(id=call.item_id, call_id=call.call_id, name=call.name,
-                                                   arguments=call.arguments), previous_item_id=previous)
+                                                   arguments=call.arguments, complete=call.complete),
+                                      previous_item_id=previous)
                 previous = call.item_id
 
     # ---- client item events ------------------------------------------------------------------

@@ -15,7 +15,7 @@ async def test_a_call_cancelled_mid_arguments_ends_incomplete_and_its_arguments_
     response.output_item.done, conversation.item.done and response.done's output said "completed", and a
     response.function_call_arguments.done gave the cut arguments as final; a client running calls on either (the
     openai-agents SDK runs a completed function_call item) ran get_time with arguments that are not JSON. The call
-    now ends "incomplete", and no .done event calls its arguments whole."""
+    now ends "incomplete", and no .done event calls its arguments whole; conversation.item.retrieve says so after."""
     pipeline = ScriptedPipeline()
     pipeline.reply_words = []
     pipeline.tool_call_seconds = 0.5
@@ -26,7 +26,9 @@ async def test_a_call_cancelled_mid_arguments_ends_incomplete_and_its_arguments_
         events = await read_until(conn, "response.function_call_arguments.delta")
         await conn.response.cancel()
         events += await read_until(conn, "response.done")
-    done = events[-1]["response"]
+        done = events[-1]["response"]
+        await conn.conversation.item.retrieve(item_id=done["output"][0]["id"])
+        retrieved = (await read_until(conn, "conversation.item.retrieved"))[-1]["item"]
     assert done["status"] == "cancelled"
     assert not of_type(events, "response.function_call_arguments.done")
     item_done = of_type(events, "response.output_item.done")
@@ -35,6 +37,7 @@ async def test_a_call_cancelled_mid_arguments_ends_incomplete_and_its_arguments_
         ("incomplete", '{"tz": ')] * 2
     assert [(o["type"], o["status"], o["call_id"]) for o in done["output"]] == [
         ("function_call", "incomplete", "call_1")]
+    assert retrieved == done["output"][0]
 
 
 async def test_max_output_tokens_reached_inside_the_second_call_leaves_the_first_whole() -> None:
