@@ -5,8 +5,8 @@ Rules:
   event or raises RemoteProtocolError; it never returns partial results. Errors carry the
   client's `event_id` whenever it could be read, so the `error` event can echo it.
 - Codes: "message_too_large" (over max_bytes), "invalid_json" (a lone surrogate too), "invalid_event" (JSON but not an
-  object), "missing_required_parameter", "unknown_event_type" (param "type"), "unknown_parameter" (a field of a
-  session or response object this server does not know; param its path), "invalid_value"
+  object), "missing_required_parameter", "unknown_event_type" (param "type"), "unknown_parameter" (a key of
+  the event, or of its session or response object, that this server does not know; param its path), "invalid_value"
   (wrong type or value; param is the dotted path), "invalid_base64" (param "audio").
 - GA names and shapes are the reference; beta shapes are accepted where they differ (session
   fields, assistant content types "text"/"audio", response.create `modalities` ...), and the beta
@@ -180,6 +180,10 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
             param="type",
             event_id=event_id,
         )
+    unknown = [key for key in doc if key not in ("type", "event_id", *_EVENT_KEYS.get(kind, ()))]
+    if unknown:  # as the API answers it; a misspelt "previous_item_id" had put the item at the end, without a word
+        raise RemoteProtocolError(f"Unknown parameter: '{unknown[0]}'.", code="unknown_parameter", param=unknown[0],
+                                  event_id=event_id)
     return parser(f, event_id)
 
 
@@ -284,6 +288,19 @@ def _metadata(m: Fields) -> dict[str, str]:
         out[key] = value
     return out
 
+
+# Each event's own keys, besides type and event_id.
+_EVENT_KEYS: dict[str, tuple[str, ...]] = {
+    "session.update": ("session",),
+    "transcription_session.update": ("session",),
+    "input_audio_buffer.append": ("audio",),
+    "conversation.item.create": ("previous_item_id", "item"),
+    "conversation.item.retrieve": ("item_id",),
+    "conversation.item.truncate": ("item_id", "content_index", "audio_end_ms"),
+    "conversation.item.delete": ("item_id",),
+    "response.create": ("response",),
+    "response.cancel": ("response_id",),
+}
 
 _PARSERS: dict[str, Callable[[Fields, str | None], ClientEvent]] = {
     "session.update": _session_update,

@@ -70,10 +70,11 @@ class EventMaker:
         makers = [self.session_update, self.append, self.append, self.append, self.commit, self.clear, self.item_create,
                   self.item_other, self.response_create, self.response_cancel, self.output_clear]
         event = r.choice(makers)()
-        if r.random() < 0.1:
+        unknown = r.random() < 0.1
+        if unknown:  # refused as the API refuses it (unknown_parameter)
             event["x_unknown_field"] = r.choice([1, "x", None, {"a": []}])
         event["event_id"] = eid
-        return [Sent(self._json(event), eid, must_fail=False)]
+        return [Sent(self._json(event), eid, must_fail=unknown)]
 
     def _json(self, event: dict) -> str | bytes:
         raw = json.dumps(event)

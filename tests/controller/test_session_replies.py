@@ -75,8 +75,9 @@ async def test_fields_the_api_does_not_have_are_refused_as_unknown_parameters_an
     'session.tools[0].meta'.", code unknown_parameter, the field as param); the update or reply does not happen. This
     server took them as nothing, the rest applied: a misspelt "instruction" or "max_output_token" gave the default
     persona or reply length, with no word to the client; a session field sent in a response (model, tracing,
-    turn_detection, audio.input) or a response's in a session (metadata) likewise. Each is now refused, naming the
-    field, and the session goes on with its settings as they were."""
+    turn_detection, audio.input) or a response's in a session (metadata) likewise, and a misspelt key of an event
+    itself ("previous_itemid": "root" added the item at the end). Each is now refused, naming the field, and the
+    session goes on with its settings and conversation as they were."""
     refused = [
         ("s1", {"type": "session.update", "session": {"type": "realtime", "instruction": "be brief"}},
          "session.instruction"),
@@ -90,6 +91,10 @@ async def test_fields_the_api_does_not_have_are_refused_as_unknown_parameters_an
         ("r2", {"type": "response.create", "response": {"model": "gpt-realtime-mini"}}, "response.model"),
         ("r3", {"type": "response.create", "response": {"audio": {"input": {"transcription": None}}}},
          "response.audio.input"),
+        ("e1", {"type": "conversation.item.create", "previous_itemid": "root", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "first"}]}},
+         "previous_itemid"),
+        ("e2", {"type": "response.cancel", "response": "resp_1"}, "response"),
     ]
     async with connected(ScriptedPipeline()) as conn:
         for event_id, event, _ in refused:
