@@ -38,6 +38,17 @@ class Fields:
     def has(self, key: str) -> bool:
         return key in self.obj
 
+    def refuse_unknown(self, known: Sequence[str]) -> None:
+        """The API refuses an object with a key it does not have; a misspelt key was otherwise taken as absent.
+
+        Raises:
+            RemoteProtocolError: unknown_parameter, in the API's words, for the first key not in `known`.
+        """
+        for key in self.obj:
+            if key not in known:
+                raise RemoteProtocolError(f"Unknown parameter: '{self.param(key)}'.", code="unknown_parameter",
+                                          param=self.param(key), event_id=self.event_id)
+
     def _bad(self, key: str, expected: str) -> RemoteProtocolError:
         value = self.obj.get(key)
         return invalid(

@@ -180,10 +180,7 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_B
             param="type",
             event_id=event_id,
         )
-    unknown = [key for key in doc if key not in ("type", "event_id", *_EVENT_KEYS.get(kind, ()))]
-    if unknown:  # as the API answers it; a misspelt "previous_item_id" had put the item at the end, without a word
-        raise RemoteProtocolError(f"Unknown parameter: '{unknown[0]}'.", code="unknown_parameter", param=unknown[0],
-                                  event_id=event_id)
+    f.refuse_unknown(("type", "event_id", *_EVENT_KEYS.get(kind, ())))  # a misspelt previous_item_id was ignored
     return parser(f, event_id)
 
 

@@ -99,9 +99,17 @@ _CONTENT_TYPES: dict[str, dict[str, ContentType]] = {
 }
 
 
+# Each item type's own keys, besides type, id, object and status; and a content part's (each type reads its own).
+_ITEM_KEYS: dict[str, tuple[str, ...]] = {"message": ("role", "content"),
+                                          "function_call": ("call_id", "name", "arguments"),
+                                          "function_call_output": ("call_id", "output"), "item_reference": ()}
+_PART_KEYS = ("type", "text", "audio", "transcript")
+
+
 def parse_item(f: Fields) -> ItemSpec | ItemReference:
     """Parse a conversation item object (f.path is e.g. "item" or "response.input[0]")."""
-    kind = f.choice("type", ("message", "function_call", "function_call_output", "item_reference"))
+    kind = f.choice("type", tuple(_ITEM_KEYS))
+    f.refuse_unknown(("type", "id", "object", "status", *_ITEM_KEYS[kind]))
     item_id = f.opt_str("id")
     # A client's item is shown "completed" whatever status it gives: the API's item types say status "has no effect on
     # the conversation" (beta: "accepted for consistency with the conversation.item.created event", so a client may
@@ -130,6 +138,7 @@ def _role(role: str) -> Role:
 
 def _content_part(c: Fields, allowed: dict[str, ContentType]) -> ContentPart:
     ctype = allowed[c.choice("type", tuple(allowed))]
+    c.refuse_unknown(_PART_KEYS)
     if ctype in ("input_text", "output_text"):
         return ContentPart(type=ctype, text=c.str_("text"))
     audio: bytes | None = None

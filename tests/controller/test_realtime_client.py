@@ -386,6 +386,17 @@ def test_response_create_and_cancel() -> None:
         ({"type": "conversation.item.create", "event_id": "c", "item": {
             "type": "message", "role": "user", "status": "bogus", "content": [{"type": "input_text", "text": "x"}]}},
          "invalid_value", "item.status", "c"),
+        # keys an item or content part does not have: the API refuses them; a misspelt one was read as absent
+        ({"type": "conversation.item.create", "event_id": "u", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x", "txt": "y"}]}},
+         "unknown_parameter", "item.content[0].txt", "u"),
+        ({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "c", "output": "x",
+                                                       "outptu": "y"}},
+         "unknown_parameter", "item.outptu", None),
+        ({"type": "response.create", "response": {"input": [{"type": "item_reference", "id": "i", "role": "user"}]}},
+         "unknown_parameter", "response.input[0].role", None),
+        ({"type": "conversation.item.create", "previous_itemid": "root", "item": {}},
+         "unknown_parameter", "previous_itemid", None),
     ],
 )
 # fmt: on
