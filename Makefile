@@ -87,6 +87,13 @@ serve-options:
 	  "choose from $(PROFILES)" >&2; exit 1;; esac
 	@case $(call quote,$(PROFILE):$(MODEL_PATH)) in step-audio:|full-random:) echo "make: PROFILE=$(PROFILE) needs"\
 	  "MODEL_PATH=DIR, the Step-Audio model folder: make serve PROFILE=$(PROFILE) MODEL_PATH=DIR" >&2; exit 1;; esac
+	@# Serve refuses both, but only once the install is done; its words name --profile, which make does not take.
+	@[ $(call quote,$(PROFILE)) != embedded ] || [ -z $(call quote,$(MODEL_PATH)) ] || { echo "make: MODEL_PATH is"\
+	  "a Step-Audio model folder, which PROFILE=embedded does not use: make serve PROFILE=step-audio"\
+	  "MODEL_PATH=DIR (or PROFILE=tiny, full-random)" >&2; exit 1; }
+	@[ -z $(call quote,$(MODEL_PATH)) ] || [ -d $(call quote,$(MODEL_PATH)) ] || { echo "make: MODEL_PATH=$(MODEL_PATH)"\
+	  "is not a folder: the Step-Audio model folder, which holds Step-Audio-Tokenizer/, Step-Audio-Chat/ and"\
+	  "Step-Audio-TTS-3B/" >&2; exit 1; }
 
 # The checks come before anything installs under `make -j` too, where serve's prerequisites ran side by side:
 # `make -j4 serve PORT=abc` made the venv while they ran. Only for serve: `make test` has no checks to wait for.

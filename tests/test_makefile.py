@@ -76,6 +76,23 @@ def test_make_serve_of_a_step_audio_profile_without_its_folder_says_so_before_in
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_of_a_model_folder_that_is_not_there_says_so_before_installing(tmp_path: Path) -> None:
+    """`make serve PROFILE=tiny MODEL_PATH=/data/sa-tyni` (a typo) installed torch (3.7 GB, minutes) for serve then
+    to say the folder does not exist, though the README says MODEL_PATH is checked before anything installs."""
+    stderr = _make_serve_refuses(tmp_path, "PROFILE=tiny", f"MODEL_PATH={tmp_path / 'sa-tyni'}")
+    assert f"make: MODEL_PATH={tmp_path / 'sa-tyni'} is not a folder: the Step-Audio model folder" in stderr, stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_of_a_model_folder_without_a_profile_says_to_name_one_before_installing(tmp_path: Path) -> None:
+    """`make serve MODEL_PATH=DIR`, the profile forgotten, installed the embedded profile, then serve refused the
+    folder telling to "add --profile step-audio", an option make does not take. Make now says it in its own terms."""
+    stderr = _make_serve_refuses(tmp_path, f"MODEL_PATH={tmp_path}")
+    assert ("make: MODEL_PATH is a Step-Audio model folder, which PROFILE=embedded does not use: make serve "
+            "PROFILE=step-audio MODEL_PATH=DIR (or PROFILE=tiny, full-random)") in stderr, stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize("port", ["abc", "70000", "-1", ""])
 def test_make_serve_with_a_port_serve_cannot_take_says_so_before_installing(tmp_path: Path, port: str) -> None:
     """`make serve PORT=abc` installed everything (minutes) for serve then to refuse the port with its usage."""
@@ -162,7 +179,8 @@ def test_make_serve_passes_a_model_path_to_the_step_audio_profiles(tmp_path: Pat
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_a_model_path_with_a_quote_in_it_reaches_serve_whole(tmp_path: Path) -> None:
     """MODEL_PATH="/data/Bob's models" stopped `make serve` in a shell syntax error ("Unterminated quoted string")."""
-    path = "/data/Bob's Step-Audio"
+    path = str(tmp_path / "Bob's Step-Audio")
+    Path(path).mkdir()
     checks = subprocess.run(["make", "-s", "-C", str(ROOT), "serve-options", "PROFILE=step-audio",
                              f"MODEL_PATH={path}"], capture_output=True, text=True, timeout=120)
     assert checks.returncode == 0 and checks.stderr == "", checks.stderr
