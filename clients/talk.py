@@ -5,8 +5,8 @@ that server VAD ends the turn; with --no-vad the client commits and asks for a r
 loading its models is waited for, up to the reply timeout, so talk can be started beside `make serve`. Exit status:
 0 on success; 1 on a file that is not audio or holds only silence, no server at the URL, a refused handshake,
 an error event, a failed reply, a lost connection, a timeout or an --out it cannot write; 2 on a missing wav, an
---out in a missing folder or a --url that is not ws(s):// or http(s):// (the message goes to stderr, checked before
-connecting where it can be).
+--out in a missing folder or named for another format (reply.mp3) or a --url that is not ws(s):// or http(s)://
+(the message goes to stderr, checked before connecting where it can be).
 """
 
 from __future__ import annotations
@@ -55,6 +55,16 @@ def reply_path(out: Path) -> Path:
     return out / "reply.wav" if out.is_dir() else out
 
 
+def _unwritable(out: Path) -> str | None:
+    """Why talk cannot write the reply to `out`, None when it can. A name without a suffix (`reply`, /dev/null)
+    gets WAV; one with another (reply.mp3) would have got WAV under a name that players open as something else."""
+    if not out.parent.is_dir():
+        return f"no such folder: {out.parent}"
+    if out.suffix and out.suffix.lower() != ".wav":
+        return "talk writes a WAV file (24 kHz, 16-bit): name a .wav file or a folder"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt talk", description=__doc__.splitlines()[0])
     p.add_argument("wav", type=Path, help=f"speech to send: {READABLE}, any rate or channel count")
@@ -96,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"talk: {args.wav}: {what}", file=sys.stderr)
         return 2
     args.out = reply_path(args.out)
-    if not args.out.parent.is_dir():  # found out now, not after the whole conversation
-        print(f"talk: cannot write {args.out}: no such folder: {args.out.parent}", file=sys.stderr)
+    if (why := _unwritable(args.out)) is not None:  # found out now, not after the whole conversation
+        print(f"talk: cannot write {args.out}: {why}", file=sys.stderr)
         return 2
     try:
         extra = {"instructions": args.instructions} if args.instructions is not None else None

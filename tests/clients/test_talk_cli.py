@@ -204,6 +204,18 @@ def test_an_out_file_in_a_missing_folder_is_refused_before_talking(tmp_path: Pat
         2, f"talk: cannot write {out}: no such folder: {out.parent}\n")
 
 
+@pytest.mark.parametrize("name", ["reply.mp3", "reply.FLAC", "reply.ogg"])
+def test_an_out_named_for_another_audio_format_is_refused_before_talking(tmp_path: Path, capsys, name: str) -> None:
+    """`--out reply.mp3` got a WAV file under that name after the whole conversation (the tools refuse it): a player
+    that goes by the name read it as a broken mp3."""
+    wav = tmp_path / "turn.wav"
+    sf.write(str(wav), speech(0.5), 24000)
+    out = tmp_path / name
+    assert talk(capsys, str(wav), "--url", no_server(), "--out", str(out)) == (
+        2, f"talk: cannot write {out}: talk writes a WAV file (24 kHz, 16-bit): name a .wav file or a folder\n")
+    assert not out.exists()
+
+
 def test_a_folder_given_as_the_wav_is_named_as_a_folder_and_as_out_gets_reply_wav(tmp_path: Path, capsys) -> None:
     assert talk(capsys, str(tmp_path), "--url", no_server()) == (
         2, f"talk: {tmp_path}: a folder, not an audio file\n")
