@@ -234,7 +234,7 @@ def _check_campplus(root: Path) -> None:
 def check_weights_match(root: Path, chat: ChatNeed) -> None:
     """Raises ConfigError when a loaded LM's config.json is at odds with the tensors its weights hold (their count of
     layers, their shapes; read from the safetensors headers). After check_layout and check_model_size: a full-size
-    config.json on tiny weights is better told by the latter ("not tiny: serve it with --profile full-random")."""
+    config.json on tiny weights is better told by the latter ("not tiny: use it with --profile full-random")."""
     from lm_engine.models.config import ModelConfig
 
     for sub in _lm_dirs(chat):
@@ -299,11 +299,12 @@ def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:
                               f"{want}): {hint}")
 
 
-# profile -> (what its folders are, what to do with a folder of the other size)
+# profile -> (what its folders are, what to do with a folder of the other size); serve, tts and chat say it, so the
+# hint names no one command
 _OTHER_SIZE = {
-    "tiny": ("tiny", "serve it with --profile full-random (random weights, on a GPU) or --profile step-audio (real "
+    "tiny": ("tiny", "use it with --profile full-random (random weights, on a GPU) or --profile step-audio (real "
                      "ones)"),
-    "full-random": ("full-size", "a folder from `make-checkpoint --profile tiny`? Serve it with --profile tiny, or "
+    "full-random": ("full-size", "a folder from `make-checkpoint --profile tiny`? Use it with --profile tiny, or "
                                  "write a full-size one with `stepaudio-rt make-checkpoint --profile full-random DIR`"),
 }
 

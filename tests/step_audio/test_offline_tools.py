@@ -263,9 +263,11 @@ def test_tts_needs_only_the_tokenizer_and_tts_folders(tiny_model_dir: Path, tmp_
     # a tiny folder was served (or spoken) as the full-size benchmark profile, without a word
     (["serve", "--profile", "full-random", "--model-path", "{tiny}", "--port", "0"],
      "--profile full-random: {tiny}/Step-Audio-TTS-3B is not full-size (hidden_size 96, full-random has 3072): a "
-     "folder from `make-checkpoint --profile tiny`? Serve it with --profile tiny"),
+     "folder from `make-checkpoint --profile tiny`? Use it with --profile tiny"),
+    # "Serve it with --profile tiny", said to a user who was not serving
     (["tts", "--model-path", "{tiny}", "--profile", "full-random", "--text", "Hi.", "--out", "x.wav"],
-     "--profile full-random: {tiny}/Step-Audio-TTS-3B is not full-size"),
+     "--profile full-random: {tiny}/Step-Audio-TTS-3B is not full-size (hidden_size 96, full-random has 3072): a "
+     "folder from `make-checkpoint --profile tiny`? Use it with --profile tiny, or write a full-size one"),
     (["chat", "--model-path", "{tiny}", "--profile", "tiny", "--text", "", "--out", "x.wav"],
      "--text '' says nothing to answer"),
     (["tts", "--model-path", "{tiny}", "--profile", "tiny", "--text", "Hi.", "--speaker", "TingtingRAP",
@@ -370,7 +372,7 @@ def test_a_full_size_folder_given_to_the_tiny_profile_is_refused(tiny_model_dir:
     (folder / "Step-Audio-Chat/config.json").write_text(json.dumps({**config, "hidden_size": 12288}))
     got = fails_in_one_line("chat", "--model-path", str(folder), "--profile", "tiny", "--text", "Hi there.",
                              "--out", str(tmp_path / "x.wav"))
-    assert (f"--profile tiny: {folder}/Step-Audio-Chat is not tiny (hidden_size 12288, tiny has 192): serve it with "
+    assert (f"--profile tiny: {folder}/Step-Audio-Chat is not tiny (hidden_size 12288, tiny has 192): use it with "
             "--profile full-random") in got
 
 
