@@ -296,7 +296,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
-    from controller.checkpoints import make_checkpoint, written_dirs, written_summary
+    from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR, make_checkpoint, written_dirs, written_summary
+
+    # `--what tts DIR/Step-Audio-TTS-3B` wrote DIR/Step-Audio-TTS-3B/Step-Audio-TTS-3B, inside the folder it meant to
+    # replace (a real checkpoint's, say), where no --model-path finds it, and said it had written it.
+    if (part := args.out_dir.resolve().name) in (TOKENIZER_DIR, CHAT_DIR, TTS_DIR):
+        raise ConfigError(f"{args.out_dir} is a model folder's {part}/: make-checkpoint writes the Step-Audio folders "
+                          f"inside the one it is given, which --model-path then names: give "
+                          f"{args.out_dir.resolve().parent}")
 
     # A file where a folder goes (DIR, one above it, a model folder in it) was mkdir's "[Errno 17] File exists".
     # --overwrite does not move it: it writes over the files in model folders, never a file in a folder's place.

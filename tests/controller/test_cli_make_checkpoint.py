@@ -49,3 +49,18 @@ def test_make_checkpoint_of_one_part_says_what_is_missing_then_the_command(tmp_p
     subprocess.run([sys.executable, "-m", "controller.cli", *command[1:-1], str(tmp_path / "hello.wav")],
                    check=True, capture_output=True, timeout=300)
     assert (tmp_path / "hello.wav").stat().st_size > 44
+
+
+@pytest.mark.parametrize("part", ["Step-Audio-TTS-3B", "Step-Audio-Chat", "Step-Audio-Tokenizer"])
+def test_a_part_of_the_layout_given_as_the_folder_is_refused_naming_the_model_folder(tmp_path: Path,
+                                                                                     part: str) -> None:
+    """`make-checkpoint --what tts DIR/Step-Audio-TTS-3B` wrote DIR/Step-Audio-TTS-3B/Step-Audio-TTS-3B, where no
+    --model-path finds it, and said "wrote Step-Audio-TTS-3B"; it now writes nothing and names DIR."""
+    out = tmp_path / part
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "make-checkpoint", "--profile", "tiny", "--what",
+                           "all", str(out)], capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (f"stepaudio-rt make-checkpoint: error: {out} is a model folder's {part}/: make-checkpoint "
+                           f"writes the Step-Audio folders inside the one it is given, which --model-path then "
+                           f"names: give {tmp_path}\n")
+    assert not out.exists()
