@@ -80,6 +80,17 @@ def test_bad_options_say_what_is_wrong_in_one_line(args: list[str], message: str
     assert_one_line_error(serve(*args), message)
 
 
+@pytest.mark.parametrize("host", ["localhost:8800", "127.0.0.1:8800", "http://127.0.0.1", "http://127.0.0.1:8800/"])
+def test_a_host_given_with_a_port_or_a_scheme_is_a_usage_error(host: str) -> None:
+    """`--host localhost:8800`, as a browser shows the server, was "cannot listen on localhost:8800:8765: Name or
+    service not known": the port added to it, and no word that the port goes elsewhere."""
+    proc = serve("--host", host, "--port", "0")
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: stepaudio-rt serve"), proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"stepaudio-rt serve: error: argument --host: {host!r} is not an address to listen on: an IP address or host "
+        "name such as 127.0.0.1 or 0.0.0.0, without a scheme or a port (the port goes in --port)"), proc.stderr
+
+
 def test_a_mistyped_option_is_named_under_the_usage_of_serve() -> None:
     """`serve --prot 8800` got `stepaudio-rt: error: unrecognized arguments` under the usage of the bare command,
     which lists the commands only: the user was not shown serve's options to find the right spelling in."""
