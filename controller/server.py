@@ -112,6 +112,9 @@ def _bind_failure(exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         # Most often a second `make serve`, where --port is not the way to say it (make refuses the option).
         return "address already in use (another server? choose a free one with --port, or make serve PORT=N)"
+    if exc.errno == errno.EADDRNOTAVAIL:  # the system's words alone did not say which address would do
+        return (f"{os.strerror(exc.errno)} (not an address of this machine: give one of its own, or 0.0.0.0 to "
+                "listen on all of them)")
     return os.strerror(exc.errno)
 
 

@@ -49,6 +49,10 @@ def test_a_port_in_use_is_named_before_any_model_loads() -> None:
     (["--port", "70000"], "--port must be between 0 and 65535, got 70000"),
     (["--host", "no-such-host.invalid", "--port", "0"],
      "cannot listen on no-such-host.invalid:0: "),  # then the resolver's words
+    # was the system's words alone: "Cannot assign requested address"
+    (["--host", "192.0.2.1", "--port", "0"], "cannot listen on 192.0.2.1:0: Cannot assign requested address (not "
+                                             "an address of this machine: give one of its own, or 0.0.0.0 to listen "
+                                             "on all of them)"),
     # Whisper refused it at every turn, after the server had loaded its models and said it was ready.
     (["--language", "xx"], "--language 'xx' is not one of Whisper's language codes (en, de, fr, es, zh, ja, ...)"),
     # `--language "$LANG_CODE"` with the variable unset: served as English, the log said 'loading Whisper (None)'
