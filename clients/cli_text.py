@@ -1,5 +1,6 @@
 """Text in and out of the command line: text options (talk's --instructions, tts's --text) as the UTF-8 the server
-and models take, and a stdout and stderr that print what the terminal cannot show."""
+and models take, the address serve and sip-bridge listen on, and a stdout and stderr that print what the terminal
+cannot show."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import io
 import os
 import sys
 
-__all__ = ["command_line_text", "printable_output"]
+__all__ = ["command_line_text", "listen_host", "printable_output"]
 
 
 def command_line_text(value: str) -> str:
@@ -23,6 +24,17 @@ def command_line_text(value: str) -> str:
     except (UnicodeEncodeError, UnicodeDecodeError):
         hint = "set a UTF-8 locale (e.g. LANG=C.UTF-8) or type it in UTF-8"
         raise argparse.ArgumentTypeError(f"not UTF-8 text: {hint}") from None
+
+
+def listen_host(text: str) -> str:
+    """argparse type of --host: an address or host name. A URL or HOST:PORT (as a browser shows the server) was looked
+    up whole, with the port added: "cannot listen on localhost:8800:8765: Name or service not known". IPv6 has two
+    colons or more."""
+    if "/" in text or text.count(":") == 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address to listen on: an IP address or host name such "
+                                         "as 127.0.0.1 or 0.0.0.0, without a scheme or a port (the port goes in "
+                                         "--port)")
+    return text
 
 
 def printable_output() -> None:

