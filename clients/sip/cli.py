@@ -113,6 +113,9 @@ def main(argv: list[str]) -> int:
 def _bind_failure(exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return "address already in use (another bridge or SIP phone? choose a free one with --port)"
+    if exc.errno == errno.EADDRNOTAVAIL:  # the system's words alone did not say which address would do
+        return (f"{exc.strerror} (not an address of this machine: give one of its own, or 0.0.0.0 with --advertise to "
+                "listen on all of them)")
     return exc.strerror or str(exc)  # without asyncio's "[Errno 99]": the address is named before it
 
 

@@ -212,10 +212,12 @@ def test_a_sip_port_in_use_is_named_with_its_address() -> None:
 
 def test_an_address_that_is_not_ours_is_named() -> None:
     """--host with an address of no interface here: exit 2 and the address named, as `serve` does (it was
-    `sip-bridge: [Errno 99] Cannot assign requested address`, exit 1)."""
+    `sip-bridge: [Errno 99] Cannot assign requested address`, exit 1; then the system's words alone, not which
+    address would do)."""
     proc = _start_bridge("--host", "192.0.2.1", "--port", "5060")  # TEST-NET-1 (RFC 5737): never a local address
     assert (proc.returncode, proc.stderr) == (
-        2, "sip-bridge: cannot listen on 192.0.2.1:5060 (UDP): Cannot assign requested address\n"), proc.stderr
+        2, "sip-bridge: cannot listen on 192.0.2.1:5060 (UDP): Cannot assign requested address (not an address of "
+           "this machine: give one of its own, or 0.0.0.0 with --advertise to listen on all of them)\n"), proc.stderr
 
 
 def _start_bridge(*options: str) -> subprocess.CompletedProcess[str]:
