@@ -175,7 +175,8 @@ def _add_out(p: argparse.ArgumentParser, upstream_names: str) -> None:
 
 def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model-path", type=Path, required=True, help="Step-Audio model folder")
+    common.add_argument("--model-path", type=Path, help="Step-Audio model folder (--profile tiny: optional, by default "
+                        "the one serve writes on first use to $STEPAUDIO_RT_CACHE/tiny)")
     common.add_argument("--profile", choices=("step-audio", "tiny", "full-random"), default="step-audio",
                         help="step-audio: the real checkpoints; tiny / full-random cap the random models' output")
     # a name as speakers_info.json spells it (upstream's "Tingting哼唱"), not as the C locale hands argv over

@@ -54,16 +54,24 @@ logger = logging.getLogger(__name__)
 def load_step_audio(app_config: Any, cancel: threading.Event | None = None) -> StepAudioPipeline:
     """controller.app.load_pipeline's entry for step-audio / tiny / full-random; LoadCancelled once `cancel` is set
     (before the next model loads)."""
-    profile = app_config.profile
     if app_config.model_path is not None:
         return StepAudioPipeline(_pipeline_config(app_config, app_config.model_path), cancel)
+    model_path = tiny_model_folder(app_config.profile)
+    with said_of_tiny_folder(model_path):
+        return StepAudioPipeline(_pipeline_config(app_config, model_path), cancel)
+
+
+def tiny_model_folder(profile: str) -> Path:
+    """The model folder of `--profile tiny` without --model-path (serve, tts, chat): $STEPAUDIO_RT_CACHE/tiny, written
+    when absent and again when incomplete (a write cut short, a file deleted or cut short): the user never named it.
+    ConfigError for the other profiles, which need a folder named."""
     if profile != "tiny":
-        raise ConfigError(f"--profile {profile} needs --model-path DIR "
-                          f"(stepaudio-rt make-checkpoint --profile {profile} DIR writes a random one)")
+        # make-checkpoint writes random folders only: a step-audio user has downloaded the real ones
+        where = (" (stepaudio-rt make-checkpoint --profile full-random DIR writes a random one)"
+                 if profile == "full-random" else ", the folder of the downloaded checkpoints")
+        raise ConfigError(f"--profile {profile} needs --model-path DIR{where}")
     model_path = tiny_cache_dir()
-    # Written when absent, and again when incomplete (a write cut short, a file deleted or cut short): the user never
-    # named this folder.
-    with _said_of_tiny_folder(model_path):
+    with said_of_tiny_folder(model_path):
         stale = not model_path.is_dir() or bool(missing_files(model_path, ChatNeed.WEIGHTS))
     if stale:
         from controller.checkpoints import make_checkpoint
@@ -72,12 +80,11 @@ def load_step_audio(app_config: Any, cancel: threading.Event | None = None) -> S
             make_checkpoint(model_path, profile="tiny")
         except OSError as exc:  # full, or made unwritable since the check before listening: it was a traceback
             raise tiny_folder_error(exc) from exc
-    with _said_of_tiny_folder(model_path):
-        return StepAudioPipeline(_pipeline_config(app_config, model_path), cancel)
+    return model_path
 
 
 @contextlib.contextmanager
-def _said_of_tiny_folder(model_path: Path) -> Iterator[None]:
+def said_of_tiny_folder(model_path: Path) -> Iterator[None]:
     """A damaged file in the tiny folder (a config.json edited, a wav replaced) is named with what the folder is and
     how to rebuild it: the user never named it."""
     try:
@@ -86,8 +93,8 @@ def _said_of_tiny_folder(model_path: Path) -> Iterator[None]:
         if str(model_path) not in str(exc):
             raise
         raise ConfigError(f"{exc} ({model_path} is the tiny profile's model folder, written on the first `serve "
-                          "--profile tiny` without --model-path; rebuild it with `stepaudio-rt make-checkpoint "
-                          f"--profile tiny --overwrite {model_path}`)") from exc
+                          "--profile tiny` (or tts, chat) without --model-path; rebuild it with `stepaudio-rt "
+                          f"make-checkpoint --profile tiny --overwrite {model_path}`)") from exc
 
 
 def _pipeline_config(app_config: Any, model_path: Path) -> StepAudioConfig:

@@ -16,7 +16,7 @@ from controller.chat_url import check_chat_url, open_remote_chat
 from controller.errors import ConfigError
 from controller.pipeline import PromptCut
 from controller.step_audio_layout import check_layout, check_model_size, check_speaker, check_weights_match
-from controller.step_audio_pipeline import StepAudioPipeline
+from controller.step_audio_pipeline import StepAudioPipeline, said_of_tiny_folder, tiny_model_folder
 from controller.step_audio_setup import StepAudioConfig, chat_need, load_error
 from speech_decoder.step_tts import (
     SILENT_NOTE, StepTtsError, check_prompt_ids, check_prompt_wav, is_silent, mix_to_mono,
@@ -64,9 +64,12 @@ def run_offline_tool(args: Any) -> int:
             check_prompt_wav("clone", *clone)
     if args.command == "chat" and args.wav is not None:
         question = _read_wav(args.wav, "--wav")
-    cfg = StepAudioConfig.for_profile(args.profile, args.model_path, threads=args.threads, asr=False,
+    # `--profile tiny` alone speaks with the folder `serve --profile tiny` writes, as serve does
+    model_path = args.model_path if args.model_path is not None else tiny_model_folder(args.profile)
+    cfg = StepAudioConfig.for_profile(args.profile, model_path, threads=args.threads, asr=False,
                                       chat=args.command == "chat", chat_url=getattr(args, "chat_url", None))
-    _check_before_loading(args, cfg, clone, question)
+    with contextlib.nullcontext() if args.model_path is not None else said_of_tiny_folder(model_path):
+        _check_before_loading(args, cfg, clone, question)
     pipeline = StepAudioPipeline(cfg)
     try:
         voice = args.speaker

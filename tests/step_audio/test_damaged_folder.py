@@ -376,7 +376,7 @@ def test_a_damaged_tiny_folder_in_the_cache_says_what_the_folder_is_and_how_to_r
     stderr = fails_in_one_line("serve", "--profile", "tiny", "--port", "0", "--log-level", "WARNING")
     assert f"{folder / rel}: {said}" in stderr or f"{folder / rel} {said}" in stderr, stderr
     rebuild = ["make-checkpoint", "--profile", "tiny", "--overwrite", str(folder)]
-    assert (f"({folder} is the tiny profile's model folder, written on the first `serve --profile tiny` without "
-            f"--model-path; rebuild it with `stepaudio-rt {' '.join(rebuild)}`)") in stderr, stderr
+    assert (f"({folder} is the tiny profile's model folder, written on the first `serve --profile tiny` (or tts, "
+            f"chat) without --model-path; rebuild it with `stepaudio-rt {' '.join(rebuild)}`)") in stderr, stderr
     run_cli(*rebuild)  # the command it gives mends the folder
     assert json.loads((folder / rel).read_text(encoding="utf-8")) == json.loads(whole)

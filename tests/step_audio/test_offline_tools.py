@@ -249,6 +249,22 @@ def test_chat_through_a_remote_lm_prints_its_whole_answer(tiny_model_dir: Path, 
     assert llama_server.metric("tokens_predicted_total") - before > 24, proc.stdout
 
 
+def test_the_tiny_profile_without_a_model_path_speaks_with_the_folder_serve_writes(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """`serve --profile tiny` alone writes and uses $STEPAUDIO_RT_CACHE/tiny, but `tts --profile tiny` alone stopped
+    with "the following arguments are required: --model-path". tts and chat now use that folder (written if absent);
+    the other profiles still need theirs named."""
+    monkeypatch.setenv("STEPAUDIO_RT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tts.wav"
+    run_cli("tts", "--profile", "tiny", "--text", "Hello there.", "--out", str(out))
+    _check_wav(out, MAX_TINY_SECONDS)
+    assert (tmp_path / "cache/tiny/Step-Audio-Chat/config.json").is_file()  # the whole folder, as serve writes it
+    run_cli("chat", "--profile", "tiny", "--text", "What is the weather?", "--out", str(tmp_path / "chat.wav"))
+    _check_wav(tmp_path / "chat.wav", 4 * MAX_TINY_SECONDS)
+    assert ("--profile step-audio needs --model-path DIR, the folder of the downloaded checkpoints"
+            in fails_in_one_line("tts", "--text", "Hi.", "--out", str(out)))
+
+
 def test_tts_needs_only_the_tokenizer_and_tts_folders(tiny_model_dir: Path, tmp_path: Path) -> None:
     """As upstream's tts_inference.py: a user who downloaded Step-Audio-Tokenizer and Step-Audio-TTS-3B only."""
     folder = layout_without(tiny_model_dir, tmp_path / "model", "Step-Audio-Chat")
