@@ -30,7 +30,10 @@ Rules:
   latched when none is, or when it ranks above the latched source: a stranger who sprays a NAT caller's port
   first is latched only until the caller's own host (its INVITE's, a NAT's public address) has passed the
   probation; from then on the stranger is dropped. (Old Asterisk's strictrtp let whoever came first keep the
-  call's audio for good.) The expected address, once heard, takes over at once.
+  call's audio for good.) The expected address, once heard, takes over at once, until the latch has followed a
+  move (below): from then on the caller's media is elsewhere, and the old SDP address is one of the caller's
+  hosts like any other, on probation, so that one stray or spoofed packet from there cannot take our audio back
+  (it did, for quiet_s). A new expected address (a re-INVITE) is trusted again.
 - A candidate that ranks no higher takes over only once the latched source has sent nothing for `quiet_s`, and
   only as one of two moves of the caller's own media:
   - its NAT moved it to a new port: the candidate goes on with its stream (the same SSRC, sequence numbers at
@@ -95,6 +98,7 @@ class RtpLatch:
         self._latched: Addr | None = None
         self._stream: _Stream | None = None  # the latched source's
         self._candidates: dict[Addr, _Stream] = {}  # in the order they were last heard, stalest first
+        self._moved = False  # a move was followed since the expected address was named: it is trusted no more
 
     @property
     def send_to(self) -> Addr | None:
@@ -109,17 +113,17 @@ class RtpLatch:
             return  # a hold: where the caller resumes to is compared with where it was before it
         if remote == self._expected:
             return
-        self._expected = remote
+        self._expected, self._moved = remote, False
         self._latched, self._stream = None, None
         self._candidates.clear()
 
     def receive(self, source: Addr, sequence: int, ssrc: int, now: float) -> bool:
         """A well-formed RTP packet (`sequence`, `ssrc`) came from `source` at `now` (monotonic seconds): whether
         its payload is the caller's."""
-        if source in (self._latched, self._expected):
+        rank = self._rank(source)
+        if source == self._latched or rank == _EXPECTED:
             self._latch(source, _Stream(ssrc, sequence, now, now))
             return True
-        rank = self._rank(source)
         if rank != _NEVER:
             candidate = self._probe(source, sequence, ssrc, now)
             if self._takes_over(source, rank, candidate, now):
@@ -129,7 +133,7 @@ class RtpLatch:
         return False
 
     def _rank(self, source: Addr) -> int:
-        if source == self._expected:
+        if source == self._expected and not self._moved:
             return _EXPECTED
         if source[1] == 0:
             return _NEVER
@@ -151,8 +155,15 @@ class RtpLatch:
             return False
         if self._latched is None or rank < self._rank(self._latched):
             return True
+        if not self._moved_to(source, candidate, now):
+            return False
+        self._moved = True
+        return True
+
+    def _moved_to(self, source: Addr, candidate: _Stream, now: float) -> bool:
+        """Whether `candidate`, of a source that ranks no higher than the latched one, is the caller's media moved."""
         latched = self._stream
-        assert latched is not None  # set with _latched
+        assert latched is not None and self._latched is not None  # set together
         if now - latched.heard < self.quiet_s:
             return False
         if candidate.ssrc != latched.ssrc:  # a new stream: re-anchored where the caller's media may come from

@@ -200,3 +200,24 @@ def test_a_pbx_that_reanchors_the_media_with_a_new_ssrc_is_followed_after_the_pr
     assert feed(latch, moved, 30000, 10, ssrc=0xB0B, at=2.0) == [False] * 3 + [True] * 7
     assert latch.send_to == moved
     assert feed(latch, ("198.51.100.66", 5000), 0, 10, ssrc=0x5EED, at=3.0) == [False] * 10  # still strict
+
+
+def test_once_the_media_moved_the_old_sdp_address_needs_the_probation_too() -> None:
+    """After the latch followed the PBX's media to a new port and SSRC, one stray or spoofed packet from the old
+    SDP address took our audio back there (it was still accepted at once, as the expected address) until the new
+    stream had been quiet-timed back in, 0.5 s later. The old address is now one of the caller's hosts like any
+    other: dropped while the new stream talks, and followed only as a move of its own (RFC 3550 A.1 probation).
+    A re-INVITE naming an address trusts it again."""
+    latch = RtpLatch("192.0.2.10", probation=4, quiet_s=0.5)
+    latch.expect(SDP)
+    assert feed(latch, SDP, 100, 50) == [True] * 50  # heard until 0.98 s
+    moved = ("192.0.2.10", 4100)
+    assert feed(latch, moved, 30000, 10, ssrc=0xB0B, at=2.0) == [False] * 3 + [True] * 7
+    assert one(latch, SDP, 7, ssrc=0xBAD, at=2.2) is False  # the stray packet from the old address
+    assert latch.send_to == moved
+    assert feed(latch, moved, 30010, 10, ssrc=0xB0B, at=2.22) == [True] * 10
+    assert feed(latch, SDP, 150, 10, at=2.3) == [False] * 10  # a burst from there while the new stream talks
+    assert feed(latch, SDP, 900, 10, ssrc=0xD0D, at=4.0) == [False] * 3 + [True] * 7  # moved back: followed
+    assert latch.send_to == SDP
+    latch.expect(("192.0.2.20", 6000))
+    assert one(latch, ("192.0.2.20", 6000), 1, at=5.0) is True  # a new SDP address is taken at once again

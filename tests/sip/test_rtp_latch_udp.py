@@ -9,6 +9,8 @@ import re
 import socket
 import time
 
+import pytest
+
 from clients.sip.message import Response, parse_message
 from clients.sip.rtp import RtpPacket
 from tests.sip.peers import sip_request
@@ -80,11 +82,14 @@ def test_a_stranger_who_sprays_a_nat_callers_port_first_does_not_keep_the_call()
     assert records and records[0].media_to == f"127.0.0.1:{caller_port}", records  # the call log says so too
 
 
-def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_heard() -> None:
+@pytest.mark.parametrize("stray", [False, True], ids=["moved", "then-a-stray-packet-from-the-old-port"])
+def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_heard(stray: bool) -> None:
     """A PBX (127.0.0.1, its SDP naming its media port) transfers the call without a re-INVITE: after 1 s its
     media stops there and comes from another of its ports with a new SSRC. The agent heard nothing of the new
     stream, and its audio went on to the old port, for the rest of the call; now the bridge follows the new
-    stream after its probation (RFC 4961 symmetric RTP: our audio goes where it comes from)."""
+    stream after its probation (RFC 4961 symmetric RTP: our audio goes where it comes from). One stray (or
+    spoofed) packet from the old SDP port 1 s after the move took our audio back there for 0.5 s (24 packets),
+    and its payload reached the agent; now the old port needs the probation as any other source."""
     agent = Agent()
     phone, old_rtp, new_rtp = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.1")
     old_port, new_port = old_rtp.getsockname()[1], new_rtp.getsockname()[1]
@@ -104,6 +109,8 @@ def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_hea
             if n == 25:  # 0.5 s in: from here on our audio must go to the new port only
                 heard_by(old_rtp)
                 heard_by(new_rtp)
+            if stray and n == 50:
+                old_rtp.sendto(RtpPacket(0, 7, 0, 0xBAD, bytes([STRANGER]) * 160).serialize(), dest)
         got = heard_by(old_rtp), heard_by(new_rtp)
         phone.sendto(sip_request("BYE", bridge_port, phone.getsockname()[1], call_id="nat", to_tag=to_tag),
                      ("127.0.0.1", bridge_port))
@@ -115,6 +122,7 @@ def test_a_pbx_that_moves_the_media_to_a_new_port_and_ssrc_mid_call_is_still_hea
         for s in (phone, old_rtp, new_rtp):
             s.close()
     assert agent.audio.count(bytes([moved]) * 160) >= 60, "the agent did not hear the new stream"
+    assert STRANGER not in agent.audio, "the agent heard the stray packet"
     assert to_old == [], "the agent's audio still went to the old port 0.5 s after the media moved"
     assert len(to_new) >= 35, len(to_new)  # of ~75 packets of 20 ms in those 1.5 s (slack for a loaded box)
     assert records and records[0].media_to == f"127.0.0.1:{new_port}", records
