@@ -10,8 +10,9 @@ Rules:
   must learn that encrypted media is what we cannot take.
 - The answer has one m= line per offered m= line (6): audio we accept gets our port, every other stream port 0.
 - Direction mirrors the offer: sendonly -> recvonly, recvonly -> sendonly, inactive -> inactive, else sendrecv.
-  A media-level direction attribute wins over a session-level one (RFC 4566 6). We send media only when our
-  direction allows it and the address is not the RFC 2543 hold address 0.0.0.0 (RFC 3264 8.4).
+  A media-level direction attribute wins over a session-level one (RFC 4566 6). An offer whose address is the
+  RFC 2543 hold address 0.0.0.0 gives us nowhere to send (RFC 3264 8.4): our answer says we do not send
+  (sendrecv -> recvonly, sendonly -> inactive), so that it says what we do; it said sendrecv while we sent nothing.
 - A re-offer is answered with the codec already in use (`keep`), so the media streams and the agent session's
   audio format never change mid-call; a re-offer without it raises NoCommonCodec (488, the call goes on).
 - A re-offer whose audio streams all have port 0 removes the audio (RFC 3264 8.2): it is answered with port 0
@@ -27,9 +28,9 @@ Rules:
   whose audio could never be sent.
 - The answer to OPTIONS shows what we take (RFC 3264 9, `capabilities`): one audio stream of port 0 (so that
   nobody mistakes it for an offer and sends media) listing PCMU, PCMA and telephone-event.
-- An INVITE without SDP (a delayed offer, RFC 3261 13.2.1) is answered with our offer. `stand_in_offer` is what
-  that offer answers, so our answer to it is our offer: one codec, telephone-event, and no address yet (0.0.0.0:
-  nothing is sent until the caller's answer names one).
+- An INVITE without SDP (a delayed offer, RFC 3261 13.2.1) is answered with our offer. `stand_in` is what that
+  offer answers, so our answer to it is our offer: one codec, telephone-event, sendrecv, and no address yet
+  (0.0.0.0: nothing is sent until the caller's answer names one; it is no hold).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from clients.sip.errors import IncompatibleAddress, IncompatibleTransport, NoCom
 from clients.sip.rtp import FRAME_SAMPLES
 
 __all__ = ["TELEPHONE_EVENT", "Codec", "MediaDescription", "Negotiated", "SessionDescription", "build_answer",
-           "capabilities", "negotiate", "stand_in_offer"]
+           "capabilities", "negotiate", "stand_in"]
 
 PCMU = 0
 PCMA = 8
@@ -49,6 +50,8 @@ PACKET_MS = FRAME_SAMPLES * 1000 // 8000  # the audio in each RTP packet we send
 TELEPHONE_EVENT = 101  # the payload type our offers give telephone-event/8000 (RFC 4733)
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
+_UNSENDING = {"sendrecv": "recvonly", "sendonly": "inactive", "recvonly": "recvonly", "inactive": "inactive"}
+_UNSPECIFIED = ("0.0.0.0", "::")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +209,9 @@ class Negotiated:
 
     @property
     def sends(self) -> bool:
-        """Whether we may send RTP (not on hold)."""
-        return self.direction in ("sendrecv", "sendonly") and self.remote_host not in ("0.0.0.0", "::")
+        """Whether we may send RTP: not on hold, and the caller named where (not so before a delayed offer's
+        answer)."""
+        return self.direction in ("sendrecv", "sendonly") and self.remote_host not in _UNSPECIFIED
 
     @property
     def receives(self) -> bool:
@@ -273,7 +277,9 @@ def negotiate(offer: SessionDescription, *, keep: Codec | None = None) -> Negoti
         if (m.address_type if m.connection else offer.address_type) != "IP4":
             ipv6 = host
             continue
-        return Negotiated(codec, dtmf, host, m.port, _MIRROR[m.direction(offer.direction)], index)
+        direction = _MIRROR[m.direction(offer.direction)]
+        return Negotiated(codec, dtmf, host, m.port, _UNSENDING[direction] if host in _UNSPECIFIED else direction,
+                          index)
     if ipv6 is not None:
         raise IncompatibleAddress(f"media address IN IP6 {ipv6}: this bridge speaks IPv4 only")
     if profile is not None:
@@ -312,15 +318,17 @@ def build_answer(offer: SessionDescription, chosen: Negotiated, *, local_host: s
                               session_name="stepaudio-rt", connection=local_host, media=tuple(media))
 
 
-def stand_in_offer(codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
-    """The offer we act as if we had received when an INVITE has none (see the module rules)."""
+def stand_in(codec: Codec, dtmf_payload_type: int | None) -> tuple[SessionDescription, Negotiated]:
+    """The offer we act as if we had received when an INVITE has none, and the media of our answer to it (see the
+    module rules)."""
     formats = [str(codec.payload_type)]
     attrs: list[tuple[str, str | None]] = [("rtpmap", f"{codec.payload_type} {codec.name}/8000")]
     if dtmf_payload_type is not None:
         formats.append(str(dtmf_payload_type))
         attrs.append(("rtpmap", f"{dtmf_payload_type} telephone-event/8000"))
     stream = MediaDescription("audio", 9, "RTP/AVP", tuple(formats), attributes=tuple(attrs))
-    return SessionDescription(origin="- 0 0 IN IP4 0.0.0.0", connection="0.0.0.0", media=(stream,))
+    offer = SessionDescription(origin="- 0 0 IN IP4 0.0.0.0", connection="0.0.0.0", media=(stream,))
+    return offer, Negotiated(codec, dtmf_payload_type, "0.0.0.0", 9, "sendrecv", 0)
 
 
 def capabilities(local_host: str, session_id: int) -> SessionDescription:

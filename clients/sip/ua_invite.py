@@ -33,7 +33,7 @@ from clients.sip.body import INVITE_ACCEPT, sdp_body
 from clients.sip.errors import NotSdp, RemoteProtocolError
 from clients.sip.message import Request
 from clients.sip.sdp import (
-    PCMU, TELEPHONE_EVENT, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in_offer,
+    PCMU, TELEPHONE_EVENT, Codec, Negotiated, SessionDescription, build_answer, negotiate, stand_in,
 )
 from clients.sip.session_timer import session_timer
 from clients.sip.ua_call import T1, T2, TIMEOUT, Call, Outbox, transition
@@ -62,8 +62,7 @@ class InviteServer:
     def accept_offer(self, call: Call, invite: Request) -> Negotiated:
         """A new call's offer and the media negotiated from it (kept in `call`, and returned); raises
         RemoteProtocolError when the offer cannot be used."""
-        call.offer = _offer(invite, Codec(PCMU, "PCMU"), TELEPHONE_EVENT)
-        call.media = negotiate(call.offer)
+        call.offer, call.media = _offer(invite, Codec(PCMU, "PCMU"), TELEPHONE_EVENT, keep=None)
         call.session_timer = session_timer(invite)
         return call.media
 
@@ -113,8 +112,7 @@ class InviteServer:
         """A new re-INVITE in a confirmed call's dialog."""
         assert call.media is not None  # invariant: answered calls have negotiated media
         try:
-            offer = _offer(req, call.media.codec, call.media.dtmf_payload_type)
-            media = negotiate(offer, keep=call.media.codec)
+            offer, media = _offer(req, call.media.codec, call.media.dtmf_payload_type, keep=call.media.codec)
             timer = session_timer(req)
         except RemoteProtocolError as exc:
             self.refuse(call, req, addr, exc.status, now,
@@ -190,9 +188,14 @@ class InviteServer:
         return sdp
 
 
-def _offer(invite: Request, codec: Codec, dtmf_payload_type: int | None) -> SessionDescription:
-    """The INVITE's SDP offer, or without one the stand-in whose answer is our offer of `codec`."""
-    return _sdp(invite) if invite.body else stand_in_offer(codec, dtmf_payload_type)
+def _offer(invite: Request, codec: Codec, dtmf_payload_type: int | None,
+           keep: Codec | None) -> tuple[SessionDescription, Negotiated]:
+    """The INVITE's SDP offer and the media negotiated from it (only `keep` when given), or without one the
+    stand-in whose answer is our offer of `codec`."""
+    if not invite.body:
+        return stand_in(codec, dtmf_payload_type)
+    offer = _sdp(invite)
+    return offer, negotiate(offer, keep=keep)
 
 
 def _sdp(msg: Request) -> SessionDescription:

@@ -198,7 +198,8 @@ def test_jitter_buffer_wraps_and_fills_silence_when_the_caller_stops() -> None:
 
 def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
     """RFC 4566 6: a session-level a=sendonly applies to a stream without its own; RFC 3264 8.4: c=0.0.0.0 is the
-    old hold. Either way we must not send. A re-offer is answered with the codec in use, or not at all."""
+    old hold. Either way we must not send, and the answer says so (recvonly, or inactive). A re-offer is answered
+    with the codec in use, or not at all."""
     base = b"v=0\r\no=x 1 2 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
     held = negotiate(SessionDescription.parse(base + b"a=sendonly\r\nm=audio 6000 RTP/AVP 8 0\r\n"))
     assert (held.direction, held.sends) == ("recvonly", False)
@@ -207,7 +208,10 @@ def test_hold_offers_session_level_direction_and_a_kept_codec() -> None:
     assert (media_wins.direction, media_wins.sends) == ("sendrecv", True)
     old_hold_sdp = base.replace(b"10.0.0.1", b"0.0.0.0") + b"m=audio 6000 RTP/AVP 0\r\n"
     old_hold = negotiate(SessionDescription.parse(old_hold_sdp))
-    assert (old_hold.direction, old_hold.sends) == ("sendrecv", False)
+    assert (old_hold.direction, old_hold.sends) == ("recvonly", False)  # what we do: it said sendrecv
+    for offered, answered in (("inactive", "inactive"), ("recvonly", "inactive"), ("sendonly", "recvonly")):
+        held_too = negotiate(SessionDescription.parse(old_hold_sdp + f"a={offered}\r\n".encode()))
+        assert (held_too.direction, held_too.sends) == (answered, False), offered
     both = SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8 0\r\n")
     assert negotiate(both).codec == Codec(8, "PCMA")
     assert negotiate(both, keep=Codec(0, "PCMU")).codec == Codec(0, "PCMU")

@@ -9,14 +9,17 @@ removed (port 0) and added back, which the bridge treats as such a hold.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from websockets.sync.server import ServerConnection
 
 from clients.sip.rtp import RtpPacket
 from tests.sip.media import free_udp_port, read_pcap_udp, wait_for
 from tests.sip.peers import BridgeProcess, Capture, need, run_sipp
 from tests.sip.sipp_scenario import expect, request, scenario, sdp
+from tests.ws_thread import ws_server_thread
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +106,38 @@ def test_a_nat_callers_hold_by_the_old_address_keeps_its_latched_source(embedded
     assert hold >= 10 and len(gaps) - hold >= 10, gaps  # RTP reached it before the hold and after the resume
     assert [p.sequence - ours[0].sequence for p in ours] == list(range(len(ours))), \
         [p.sequence for p in ours]  # none of ours went elsewhere
+
+
+def _quiet_agent(ws: ServerConnection) -> None:
+    ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
+    for _ in ws:
+        pass
+
+
+def test_an_rfc_2543_hold_is_answered_with_what_we_do(tmp_path: Path) -> None:
+    """RFC 3264 8.4: a hold by the old address (c=0.0.0.0, no direction: sendrecv) gives us nowhere to send; the
+    answer must say we do not (recvonly), and inactive to one that is a=inactive too. Both were answered
+    a=sendrecv while our RTP stopped. The resume gets sendrecv again."""
+    need("sipp")
+    old_hold = sdp("0", host="IP4 0.0.0.0", version=2)
+    with ws_server_thread(_quiet_agent) as port:
+        bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path)
+        try:
+            code, errors = run_sipp(scenario(
+                request("INVITE", 1, in_dialog=False, body=sdp("0")), expect(200, match="a=sendrecv"),
+                request("ACK", 1, in_dialog=True),
+                request("INVITE", 2, in_dialog=True, body=old_hold), expect(200, optional=(100,), match="a=recvonly"),
+                request("ACK", 2, in_dialog=True),
+                request("INVITE", 3, in_dialog=True, body=old_hold.replace(" 2 IN", " 3 IN") + "a=inactive\n"),
+                expect(200, optional=(100,), match="a=inactive"),
+                request("ACK", 3, in_dialog=True),
+                request("INVITE", 4, in_dialog=True, body=sdp("0", version=4)),
+                expect(200, optional=(100,), match="a=sendrecv"),
+                request("ACK", 4, in_dialog=True),
+                request("BYE", 5, in_dialog=True), expect(200, optional=())),
+                bridge.port, tmp_path, media_port=free_udp_port())
+            calls = wait_for(bridge.calls, 10)
+        finally:
+            bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
