@@ -88,7 +88,7 @@ class CallMedia:
         self.last_rtp = now  # only the caller's packets show it is still there
         if packet.payload_type == self.media.codec.payload_type:
             self.record.rtp_in_packets += 1
-            if not self.media.sends:  # counted here: tick() also drops the silence that fills a held line's quiet
+            if self.media.held:  # counted here: tick() also drops the silence that fills a held line's quiet
                 self.record.inbound_on_hold_frames += 1
             self._queue_inbound(self.jitter.push(packet, now))
             return []
@@ -114,9 +114,10 @@ class CallMedia:
         return None if packet is None else (packet, dest)
 
     def take_audio(self) -> bytes | None:
-        """The caller's queued audio for the agent, emptied; None if there is none, or if it is hold music."""
+        """The caller's queued audio for the agent, emptied; None if there is none, or if it is hold music. (Before
+        a delayed offer's answer we cannot send yet, but the caller may talk: RFC 3264 5, we offered our port.)"""
         frames, self._inbound = self._inbound, []
-        if not frames or not self.media.sends:
+        if not frames or self.media.held:
             return None
         return b"".join(frames)
 

@@ -214,6 +214,12 @@ class Negotiated:
         return self.direction in ("sendrecv", "sendonly") and self.remote_host not in _UNSPECIFIED
 
     @property
+    def held(self) -> bool:
+        """Whether the caller holds the call (its offer sendonly, inactive or at 0.0.0.0, or the audio removed):
+        what it sends meanwhile is hold music, if anything. A delayed offer's media before the answer is no hold."""
+        return self.direction in ("recvonly", "inactive")
+
+    @property
     def receives(self) -> bool:
         """Whether the caller is meant to send us RTP."""
         return self.direction in ("sendrecv", "recvonly")

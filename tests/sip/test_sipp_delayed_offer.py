@@ -1,0 +1,58 @@
+"""A delayed offer's media before its answer (sipp against the bridge CLI, with a stub agent that records what it
+hears): an INVITE without SDP gets our offer in the 200 OK, and the caller's answer comes in its ACK (RFC 3261
+13.2.1). Once we offered we must take media on the offered port (RFC 3264 5: the offerer must be ready to receive
+as soon as it sends the offer), and a caller (or the party a 3PCC controller connected, RFC 3725) may talk before
+its ACK reaches us."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from websockets.sync.server import ServerConnection
+
+from tests.sip.media import free_udp_port, wait_for
+from tests.sip.peers import BridgeProcess, need, run_sipp
+from tests.sip.sipp_scenario import expect, request, scenario, sdp
+from tests.ws_thread import ws_server_thread
+
+pytestmark = pytest.mark.slow
+
+VOICE = 0x11  # the caller's "speech": 2 s of 20 ms frames
+FRAMES = 100
+
+
+def test_what_the_caller_says_between_our_offer_and_its_ack_reaches_the_agent(tmp_path: Path) -> None:
+    """The caller talks from our 200 OK on and sends its ACK (with its answer) 1 s later. The bridge took its RTP
+    but dropped it until the ACK (it had no address to send to yet, and took that for a hold): the agent missed
+    the caller's first second. Now all but the latch's probation (3 packets of the signalling host) reach it."""
+    need("sipp")
+    (tmp_path / "voice.ul").write_bytes(bytes([VOICE]) * 160 * FRAMES)
+    heard = bytearray()
+
+    def agent(ws: ServerConnection) -> None:
+        ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
+        for message in ws:
+            event = json.loads(message)
+            if event.get("type") == "input_audio_buffer.append":
+                heard.extend(base64.b64decode(event["audio"]))
+
+    with ws_server_thread(agent) as port:
+        bridge = BridgeProcess(f"ws://127.0.0.1:{port}/v1/realtime", tmp_path)
+        try:
+            code, errors = run_sipp(scenario(
+                request("INVITE", 1, in_dialog=False), expect(200, match="m=audio [0-9]+ RTP/AVP 0 101"),
+                f'<nop><action><exec rtp_stream="{tmp_path / "voice.ul"},1,0"/></action></nop>\n'
+                '<pause milliseconds="1000"/>\n',
+                request("ACK", 1, in_dialog=True, body=sdp("0")), '<pause milliseconds="2000"/>\n',
+                request("BYE", 2, in_dialog=True), expect(200, optional=())),
+                bridge.port, tmp_path, media_port=free_udp_port())
+            calls = wait_for(bridge.calls, 10)
+        finally:
+            bridge.stop()
+    assert code == 0, f"{errors}\n{bridge.log()}"
+    assert [c["end_reason"] for c in calls] == ["remote hangup"]
+    frames = heard.count(VOICE) // 160
+    assert frames >= FRAMES - 5, f"the agent heard {frames} of the caller's {FRAMES} frames"
