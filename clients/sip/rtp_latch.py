@@ -11,7 +11,9 @@ Rules:
   delayed offer's ACK). A new address starts learning again; the same one again (a session refresh, hold,
   resume) keeps what was latched, so a NAT caller's audio does not go astray after each refresh. An unspecified
   address (the RFC 2543 hold, c=0.0.0.0, or audio removed) after a real one changes nothing either: nothing is
-  sent meanwhile, and a resume to where the caller was finds the NAT source still latched.
+  sent meanwhile, and a resume to where the caller was finds the NAT source still latched. The first real
+  address after an unspecified one (a delayed offer's answer in the ACK: the caller may talk from our offer on)
+  keeps what was latched before it too: a NAT caller's source is not learnt twice, losing its audio and ours.
 - The caller's hosts: the host its INVITE came from (a NAT's public address) and every SDP address this call
   has named (except the hold address 0.0.0.0). Packets from any other host are dropped, unless the expected
   address is a private one (RFC 1918, or RFC 6598 carrier-grade NAT space): then the caller is behind a NAT
@@ -112,6 +114,11 @@ class RtpLatch:
         elif self._expected is not None:
             return  # a hold: where the caller resumes to is compared with where it was before it
         if remote == self._expected:
+            return
+        if self._expected is not None and _unspecified(self._expected[0]):
+            # The first address after none (a delayed offer's answer, or a call offered on hold): what was latched
+            # meanwhile is the caller's, its NAT's public source, and is kept as a refresh keeps it.
+            self._expected = remote
             return
         self._expected, self._moved = remote, False
         self._latched, self._stream = None, None

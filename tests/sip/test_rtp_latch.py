@@ -221,3 +221,17 @@ def test_once_the_media_moved_the_old_sdp_address_needs_the_probation_too() -> N
     assert latch.send_to == SDP
     latch.expect(("192.0.2.20", 6000))
     assert one(latch, ("192.0.2.20", 6000), 1, at=5.0) is True  # a new SDP address is taken at once again
+
+
+def test_a_delayed_offers_answer_keeps_the_source_latched_before_it() -> None:
+    """A delayed offer: no address until the caller's answer in its ACK (the stand-in 0.0.0.0), while the caller
+    talks from our offer on. Its NAT source, latched meanwhile, is kept when the answer names its private address:
+    it had to pass the probation again (3 more packets dropped) and our first packets went to the private one."""
+    latch = RtpLatch("198.51.100.7", probation=4)
+    latch.expect(("0.0.0.0", 9))
+    assert feed(latch, NAT, 100, 10) == [False] * 3 + [True] * 7
+    latch.expect(("192.168.1.20", 4000))  # the ACK's answer
+    assert latch.send_to == NAT
+    assert feed(latch, NAT, 110, 5, at=0.2) == [True] * 5
+    latch.expect(("192.0.2.20", 6000))  # a re-INVITE that moves the media still learns again
+    assert latch.send_to == ("192.0.2.20", 6000)
