@@ -19,8 +19,9 @@ Rules:
   address is a private one (RFC 1918, or RFC 6598 carrier-grade NAT space): then the caller is behind a NAT
   that no proxy on the path anchored (the INVITE came from the proxy, the audio comes from the NAT's public
   address, and neither is in the SDP), and like Asterisk's strictrtp and FreeSWITCH's auto-adjust we may learn
-  a source on any host, ranked last (below). A routable expected address is reached directly,
-  so a stranger there is only ever a hijacker (RFC 7362 5).
+  a source on any host, ranked last (below). So we may too while no address was named yet (a delayed offer
+  before its answer, whose media may come from a host other than its INVITE's: a proxy in front of a PBX). A
+  routable expected address is reached directly, so a stranger there is only ever a hijacker (RFC 7362 5).
 - A packet from the expected address is accepted and latches at once.
 - Any other source of those hosts is a candidate (behind a NAT, RFC 4961 symmetric RTP: the caller sends from
   where it wants to receive): it is dropped until `probation` packets in a row came from it with one SSRC and
@@ -47,7 +48,7 @@ Rules:
     agent heard nothing for the rest of the call and its audio went to the old port.
   A stranger on another host cannot take the call; one who cannot see the caller's packets cannot guess its
   stream; and none can while the caller talks, nor with a stray packet or a short burst (the probation).
-- Port 0 is never a source (no one can be sent to it).
+- Port 0 and the address 0.0.0.0 are never a source (no one can be sent to them).
 - Our RTP goes to the latched source, else to the expected address; `send_to` says where.
 """
 
@@ -142,11 +143,13 @@ class RtpLatch:
     def _rank(self, source: Addr) -> int:
         if source == self._expected and not self._moved:
             return _EXPECTED
-        if source[1] == 0:
+        if source[1] == 0 or _unspecified(source[0]):
             return _NEVER
         if source[0] in self._hosts:
             return _CALLER_HOST
-        return _ANY_HOST if self._expected is not None and _behind_nat(self._expected[0]) else _NEVER
+        if self._expected is None or not (_behind_nat(self._expected[0]) or _unspecified(self._expected[0])):
+            return _NEVER
+        return _ANY_HOST
 
     def _probe(self, source: Addr, sequence: int, ssrc: int, now: float) -> _Stream:
         last = self._candidates.pop(source, None)  # put back last: the dict stays in the order sources were heard

@@ -235,3 +235,15 @@ def test_a_delayed_offers_answer_keeps_the_source_latched_before_it() -> None:
     assert feed(latch, NAT, 110, 5, at=0.2) == [True] * 5
     latch.expect(("192.0.2.20", 6000))  # a re-INVITE that moves the media still learns again
     assert latch.send_to == ("192.0.2.20", 6000)
+
+
+def test_before_a_delayed_offers_answer_a_source_on_any_host_may_be_learnt() -> None:
+    """No address named yet (the stand-in 0.0.0.0 of a delayed offer): a PBX's media from a host other than its
+    INVITE's was dropped until the ACK. It is learnt after the probation, ranked last as a NAT caller's sources."""
+    latch = RtpLatch("203.0.113.5", probation=4)  # the proxy
+    latch.expect(("0.0.0.0", 9))
+    media_server = ("198.51.100.99", 40000)
+    assert feed(latch, media_server, 100, 6) == [False] * 3 + [True] * 3
+    assert latch.send_to == media_server
+    latch.expect(media_server)  # the ACK's answer names it
+    assert feed(latch, ("198.51.100.66", 5000), 0, 10, ssrc=0x5EED, at=1.0) == [False] * 10  # strict from then on

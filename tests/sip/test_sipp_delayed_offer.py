@@ -24,14 +24,20 @@ VOICE = 0x11  # the caller's "speech": 2 s of 20 ms frames
 FRAMES = 100
 
 
-@pytest.mark.parametrize("answer", [sdp("0"), sdp("0", host="IP4 10.9.8.7", port="40000")],
-                         ids=["direct", "behind-a-nat"])
-def test_what_the_caller_says_between_our_offer_and_its_ack_reaches_the_agent(answer: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("answer", "media_ip"), [
+    (sdp("0"), "127.0.0.1"),
+    (sdp("0", host="IP4 10.9.8.7", port="40000"), "127.0.0.1"),
+    (sdp("0"), "127.0.0.3"),
+], ids=["direct", "behind-a-nat", "media-from-another-host"])
+def test_what_the_caller_says_between_our_offer_and_its_ack_reaches_the_agent(answer: str, media_ip: str,
+                                                                              tmp_path: Path) -> None:
     """The caller talks from our 200 OK on and sends its ACK (with its answer) 1 s later. The bridge took its RTP
     but dropped it until the ACK (it had no address to send to yet, and took that for a hold): the agent missed
     the caller's first second. Now all but the latch's probation (3 packets of the signalling host) reach it.
     A caller behind a NAT (its answer names its private address) had its latched source forgotten at the ACK:
-    our first packets went to the private address, and 3 more of its own were dropped; all of ours reach it."""
+    our first packets went to the private address, and 3 more of its own were dropped; all of ours reach it.
+    A PBX whose media comes from another host than its signalling (a proxy in front of it, a media server) was
+    not heard at all before its ACK named that host; it is now, as any source of a caller we know no address of."""
     need("sipp", "tshark")
     media_port = free_udp_port()
     (tmp_path / "voice.ul").write_bytes(bytes([VOICE]) * 160 * FRAMES)
@@ -54,7 +60,7 @@ def test_what_the_caller_says_between_our_offer_and_its_ack_reaches_the_agent(an
                 '<pause milliseconds="1000"/>\n',
                 request("ACK", 1, in_dialog=True, body=answer), '<pause milliseconds="2000"/>\n',
                 request("BYE", 2, in_dialog=True), expect(200, optional=())),
-                bridge.port, tmp_path, media_port=media_port)
+                bridge.port, tmp_path, media_port=media_port, media_ip=media_ip)
             calls = wait_for(bridge.calls, 10)
         finally:
             capture.stop()
@@ -65,4 +71,4 @@ def test_what_the_caller_says_between_our_offer_and_its_ack_reaches_the_agent(an
     assert frames >= FRAMES - 5, f"the agent heard {frames} of the caller's {FRAMES} frames"
     ours = [p for _, dport, p in read_pcap_udp(tmp_path / "caller.pcap") if dport == media_port]
     assert len(ours) == calls[0]["rtp_out_packets"] > 50, (len(ours), calls)  # every packet of ours reached it
-    assert calls[0]["media_to"] == f"127.0.0.1:{media_port}", calls
+    assert calls[0]["media_to"] == f"{media_ip}:{media_port}", calls
