@@ -195,7 +195,10 @@ class App:
                           meta={"port": self.server.port, "profile": self.config.profile})
             await bus.start()
             self.sinks.append(bus)
-        if self.pipeline is None:
+        # A stop signal is heard at each await: after each, a stopped server goes no further (no model load, no
+        # "ready" said to the bus or in the log).
+        stopped = stop.is_set if stop is not None else lambda: False
+        if self.pipeline is None and not stopped():
             loop = asyncio.get_running_loop()
             self.loading = True
             try:
@@ -204,12 +207,14 @@ class App:
                 return
             finally:
                 self.loading = False
-        if stop is not None and stop.is_set():
+        if stopped():
             return
         if isinstance(self.pipeline, OwnsMetrics):
             self.pipeline.register_metrics(self.metrics.registry)
         if bus is not None and not bus.ready:
             await bus.set_ready()
+            if stopped():  # a signal while the broker took "online": the bus says "offline" at the close
+                return
         self.server.ready = True
         where = f"{_reachable_host(self.config.server.host)}:{self.server.port}"
         logger.info("ready: ws://%s/v1/realtime  page: http://%s/", where, where)
@@ -334,7 +339,8 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
             return
         app.cancel_load.set()  # before the line: a load that starts after it must see the flag
         again = "" if tensor_parallel else " (Ctrl-C again to stop now)"
-        logger.info("%s: stopping%s", sig.name, again if app.server.ready else _LOAD_STOP)
+        # Once the models have loaded (the server may not be ready yet: the bus's "online"), a stop is a plain one.
+        logger.info("%s: stopping%s", sig.name, _LOAD_STOP if app.loading else again)
         stop.set()
 
     if install_signals:
