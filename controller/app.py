@@ -326,9 +326,10 @@ async def run_app(config: AppConfig, *, install_signals: bool = False) -> None:
 
     def on_signal(sig: signal.Signals) -> None:
         tensor_parallel = os.environ.get("WORLD_SIZE", "1") != "1"
-        if not app.server.ready and tensor_parallel:
+        if app.loading and tensor_parallel:
             # Ctrl-C (or torchrun's SIGTERM) reaches every rank: the others stop at once, and rank 0's load would
-            # wait for them in gloo until torchrun kills it (30 s), or fail on their closed sockets.
+            # wait for them in gloo until torchrun kills it (30 s), or fail on their closed sockets. Before the load
+            # and after it, rank 0 stops as a single process does (its engine's close is quick with the others gone).
             _stop_now(sig, "tensor-parallel model load")
         if stop.is_set():  # a user who pressed Ctrl-C again will not wait minutes more
             # The load's flag, not the server's readiness: a load that the first signal let end is no longer running.

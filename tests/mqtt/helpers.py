@@ -1,10 +1,13 @@
-"""A real mosquitto broker in a subprocess, and an aiomqtt watcher that records what it receives."""
+"""A real mosquitto broker in a subprocess, an aiomqtt watcher that records what it receives, and a serve stopped
+while the broker is held."""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
 import json
+import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -220,3 +223,45 @@ async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # no
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met in {timeout}s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+def _wait_for(log: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{log.read_text()}"
+        time.sleep(0.01)
+
+
+def ctrl_c_while_the_broker_takes_online(command: list[str], tmp_path: Path, *, held_at: str, loaded: str,
+                                         group: bool = False) -> tuple[int, str]:
+    """Runs `command` (a serve, --mqtt-url left to add) against a broker held once the log has `held_at`; once it
+    has `loaded` (the last model's) and the bus waits for the broker to take "online", SIGINTs the server (its
+    process group with `group`, as a terminal's Ctrl-C does), frees the broker 0.5 s later and returns the exit
+    status and the log of a server that must exit within 90 s."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    log = tmp_path / "serve.log"
+    try:
+        with open(log, "wb") as out:
+            # drain_timeout: the bus would wait this long for a broker that does not take "online"
+            proc = subprocess.Popen([*command, "--mqtt-url", f"{broker.url}?drain_timeout=60"], stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for(log, held_at)  # a line once the bus has connected and published its "loading"
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                _wait_for(log, loaded)
+                time.sleep(0.5)  # the bus has sent "online" and waits for the broker's answer
+                (os.killpg if group else os.kill)(proc.pid, signal.SIGINT)
+                time.sleep(0.5)  # the signal heard while the broker is still held
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+            code = proc.wait(timeout=90)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun's ranks too
+                proc.wait()
+    finally:
+        broker.stop()
+    return code, log.read_text()

@@ -136,6 +136,25 @@ def test_ctrl_c_during_the_model_load_stops_every_rank_at_once(tiny_model_dir, t
     assert "Unable to shutdown process" not in text, text  # torchrun's SIGKILL, 30 s after its SIGINT went unheard
 
 
+def test_ctrl_c_once_the_models_have_loaded_stops_the_server_as_a_loaded_one(tiny_model_dir, tmp_path) -> None:
+    """Ctrl-C (rank 0's SIGINT, then torchrun's, which forwards it) once the models had loaded, while the bus waited
+    for the broker to take "online": rank 0 said 'stopped during the tensor-parallel model load' of a load that had
+    ended, and left without closing its sessions' server, the bus or the models. It now stops as a loaded server
+    does, without cutting that stop short at torchrun's signal (the terminal's Ctrl-C comes to rank 0 twice)."""
+    from tests.mqtt.helpers import ctrl_c_while_the_broker_takes_online
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "-m", "controller.cli", "serve", "--profile", "tiny", "--model-path",
+               str(tiny_model_dir), "--port", "0"]
+    # torchrun's exit status says it was signalled
+    _, text = ctrl_c_while_the_broker_takes_online(command, tmp_path,
+                                                   held_at=f"loading {tiny_model_dir / 'Step-Audio-Chat'} (tp=2)",
+                                                   loaded="step-audio pipeline ready", group=True)
+    assert "SIGINT: stopping\n" in text.partition("step-audio pipeline ready")[2], text
+    assert "model load" not in text and "signalled twice" not in text and "ready:" not in text, text
+    assert "INFO controller.app: stopped" in text and "Unable to shutdown process" not in text, text
+
+
 def _rank_pid(launcher_pid: int, rank: int) -> int:
     """The pid of torchrun's worker that runs `rank`."""
     for entry in Path("/proc").iterdir():
