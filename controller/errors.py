@@ -8,6 +8,7 @@
     ├── MediaError               audio could not be decoded/encoded/resampled
     ├── EngineError              a model backend failed
     ├── LoadCancelled            the server was stopped between two model loads (Ctrl-C while loading)
+    ├── PipelineClosed           the speech pipeline was closed: its models are released
     └── SessionClosed            the session is gone; further calls are refused
 
 Cores raise; adapters map an exception to the wire exactly once (an `error` server event, or a
@@ -30,6 +31,7 @@ __all__ = [
     "MediaError",
     "EngineError",
     "LoadCancelled",
+    "PipelineClosed",
     "SessionClosed",
     "stop_if_cancelled",
 ]
@@ -109,6 +111,10 @@ def stop_if_cancelled(cancel: threading.Event | None) -> None:
     (one under way cannot be cut short), so a Ctrl-C while the first one loads does not wait for all the others."""
     if cancel is not None and cancel.is_set():
         raise LoadCancelled("stopped between two model loads")
+
+
+class PipelineClosed(AgentError):
+    """The speech pipeline was closed (its models released); it takes no more work."""
 
 
 class SessionClosed(AgentError):

@@ -22,7 +22,7 @@ from context_manager import TemplateCosts, measure_template_costs
 from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS
 from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
-from controller.errors import stop_if_cancelled
+from controller.errors import PipelineClosed, stop_if_cancelled
 from lm_engine.chat import ChatDelta, ChatRequest, PrefillBackend
 
 if TYPE_CHECKING:
@@ -238,15 +238,18 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
 
     def new_vad(self) -> VadStream:
         from vad import SileroVad
+        self._check_open("voice activity detection")
         return SileroVad(self._vad_model)
 
     def new_listener(self) -> Listener:
         return _TranscribingListener(self)
 
     async def transcribe(self, pcm16k: np.ndarray, language: str | None) -> str:
+        self._check_open("speech-to-text")
         return await call_in_thread(self._asr_pool, self._asr.transcribe, pcm16k, language or self.config.language)
 
     def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        self._check_open("chat LM")
         llm = self._llm
 
         def run(cancel: threading.Event) -> Iterator[ChatDelta]:
@@ -256,6 +259,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
 
     async def prefill(self, request: ChatRequest) -> None:
         """Warm the LM's prompt cache with a request whose prompt a later reply will start with."""
+        self._check_open("chat LM")
         llm = self._llm
         if not isinstance(llm, PrefillBackend):  # a --chat-url server's cache is not ours to warm
             return
@@ -267,6 +271,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         return VerbatimText()  # Piper has no instruction tags
 
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+        self._check_open("text-to-speech")
         tts = self._tts
 
         def run(cancel: threading.Event) -> Iterator[SpeechChunk]:
@@ -279,6 +284,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
 
     def count_tokens(self, text: str) -> int:
         """Blocking (a loopback call to llama.cpp): sessions count on a worker thread, each text once."""
+        self._check_open("chat LM")
         return self._count_tokens(text)
 
     def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
@@ -305,7 +311,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         """Stop taking work and release the models: llama.cpp's threads and its loopback listener once its requests
         under way have stopped (LlamaCppBackend.close waits for them), the ASR's, TTS's and VAD's native sessions
         and thread pools once no call under way holds them. Blocking (0.2-0.3 s idle on 2 cores): App calls it in a
-        thread. The pipeline is unusable afterwards."""
+        thread. Any use afterwards raises PipelineClosed."""
         if self._closed:
             return
         self._closed = True
@@ -314,6 +320,12 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         self._llm.close()
         # Their last references (a session's VAD stream holds the VAD's): the native sessions go with them.
         del self._asr, self._tts, self._vad_model
+
+    def _check_open(self, part: str) -> None:
+        """Every use of a model checks here: once close() released them, a call says so (it raised AttributeError
+        for the ones it dropped, and the chat LM's shut pool's 'cannot schedule new futures')."""
+        if self._closed:
+            raise PipelineClosed(f"the {self.name} pipeline is closed: no {part} after close()")
 
 
 class _TranscribingListener:

@@ -1,12 +1,19 @@
 """EmbeddedPipeline.close() as a library user calls it (serve's process ends anyway): the chat LM's llama.cpp goes,
-its threads and its loopback HTTP listener with it, and a close right after the load returns."""
+its threads and its loopback HTTP listener with it, a close right after the load returns, and each model used after
+it says that the pipeline is closed."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from controller.errors import PipelineClosed
+from controller.pipeline import EmbeddedConfig, EmbeddedPipeline
+from lm_engine.chat import ChatRequest
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +70,29 @@ def test_close_right_after_the_load_stops_llama_cpp_and_its_listener() -> None:
     assert second["started"] > 0 and second["left"] == 0, second
     assert not first["listening"] and not second["listening"], (first, second)
     assert first["close_s"] < 5 and second["close_s"] < 5, (first, second)
+
+
+async def test_each_model_used_after_the_close_says_the_pipeline_is_closed() -> None:
+    """After close(), speech-to-text, text-to-speech and VAD raised AttributeError ("'EmbeddedPipeline' object has
+    no attribute '_asr'"), and a reply RuntimeError("cannot schedule new futures after shutdown"): a library user
+    read a bug in the pipeline. Each now says the pipeline is closed."""
+    pipeline = EmbeddedPipeline(EmbeddedConfig())
+    pipeline.close()
+    request = ChatRequest(messages=[{"role": "user", "content": "Hello"}])
+
+    async def drain(chunks):  # type: ignore[no-untyped-def]
+        return [chunk async for chunk in chunks]
+
+    for part, use in [
+        ("voice activity detection", pipeline.new_vad),
+        ("speech-to-text", lambda: pipeline.transcribe(np.zeros(16000, np.float32), None)),
+        ("text-to-speech", lambda: drain(pipeline.synthesize("Hello.", pipeline.default_voice))),
+        ("chat LM", lambda: drain(pipeline.reply(request))),
+        ("chat LM", lambda: pipeline.prefill(request)),
+        ("chat LM", lambda: pipeline.count_tokens("Hello")),
+    ]:
+        with pytest.raises(PipelineClosed) as closed:
+            used = use()
+            if asyncio.iscoroutine(used):  # the async ones
+                await used
+        assert str(closed.value) == f"the embedded pipeline is closed: no {part} after close()"
