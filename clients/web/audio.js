@@ -86,9 +86,14 @@ export class AudioEngine {
     if (this.playback) this.playback.port.onmessage = null;
     if (this.capture) this.capture.port.postMessage({ type: 'stop' });
     if (this.stream) for (const t of this.stream.getTracks()) t.stop();
-    if (this.ctx) await this.ctx.close();
-    this.ctx = this.stream = this.source = this.capture = this.playback = null;
-    for (const w of this._flushWaiters.splice(0)) w(null);
+    try {
+      if (this.ctx) await this.ctx.close();
+    } finally {
+      // Even when the close rejects (a context closed already): the flushes awaited (a barge-in's) are answered by
+      // nothing else now that the playback's messages go unheard, and would never settle.
+      this.ctx = this.stream = this.source = this.capture = this.playback = null;
+      for (const w of this._flushWaiters.splice(0)) w(null);
+    }
   }
 }
 

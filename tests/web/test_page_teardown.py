@@ -8,12 +8,13 @@ the page's own audio module) until they have done what a user might do in that w
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.web.browser import hook, page_text, wait_until
-from tests.web.fake_realtime import fake_realtime_server
+from tests.web.browser import SEND_TYPED, hook, page_text, wait_until
+from tests.web.fake_realtime import fake_realtime_server, send_spoken_reply
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +184,52 @@ def test_a_step_of_the_teardown_that_throws_still_ends_the_session(tiny_server: 
         state = wait_until(browser, lambda s: s["state"] == "listening", 30)
     assert mic == ["ended"], mic
     assert state["state"] == "listening" and state["events"]["session.created"] == 2, state
+
+
+# A flush of the playback asked for as the audio engine stops, as a barge-in's can be: the worklet's answer is no
+# longer listened to, so only the stop can settle it. Records whether it settled.
+FLUSH_AS_IT_STOPS = """
+const done = arguments[arguments.length - 1];
+import('./audio.js').then(({ AudioEngine }) => {
+  const stop = AudioEngine.prototype.stop;
+  window.flushesAtStop = [];
+  AudioEngine.prototype.stop = function () {
+    const flush = { settled: false };
+    window.flushesAtStop.push(flush);
+    this.flush().then(() => { flush.settled = true; });
+    return stop.call(this);
+  };
+  done();
+});
+"""
+
+
+def test_a_flush_asked_as_the_audio_closes_with_a_rejection_still_ends(tiny_server: ServerProcess,
+                                                                      browser: object) -> None:
+    """An AudioContext whose close rejected left the audio engine's stop half done: a flush awaited meanwhile (a
+    barge-in's) never settled, its caller stuck for the page's life. It settles now, and a later Connect plays a
+    reply's audio."""
+    from selenium.webdriver.common.by import By
+
+    def reply(ws: object, event: dict) -> None:
+        if event["type"] == "response.create":
+            send_spoken_reply(ws, "item_reply", "Hello again.", 1.0)  # type: ignore[arg-type]
+
+    with fake_realtime_server(reply) as url:
+        browser.get(f"{tiny_server.http}/?mode=ptt&url={url}")  # type: ignore[attr-defined]
+        button = browser.find_element(By.ID, "connect")  # type: ignore[attr-defined]
+        button.click()
+        assert wait_until(browser, lambda s: s["state"] == "ready", 60)["state"] == "ready", hook(browser)
+        browser.execute_async_script(FAILING_STEPS["the audio's close rejects"])  # type: ignore[attr-defined]
+        browser.execute_async_script(FLUSH_AS_IT_STOPS)  # type: ignore[attr-defined]
+        button.click()
+        wait_until(browser, lambda s: s["state"] == "idle" and button.text == "Connect", 10)
+        time.sleep(0.5)  # a flush that settles does so within the stop
+        flushes = browser.execute_script("return window.flushesAtStop")  # type: ignore[attr-defined]
+        browser.execute_script("window.restore()")  # type: ignore[attr-defined]
+        button.click()
+        assert wait_until(browser, lambda s: s["state"] == "ready", 30)["state"] == "ready", hook(browser)
+        browser.execute_script(SEND_TYPED, "Are you there?")  # type: ignore[attr-defined]
+        state = wait_until(browser, lambda s: s["playedSeconds"] >= 0.5, 30)
+    assert flushes == [{"settled": True}], flushes
+    assert state["playedSeconds"] >= 0.5 and state["errors"] == [], state
