@@ -130,7 +130,8 @@ class StepAudioChat:
         """A prompt longer than the Chat LM's context less the reply: the system turns at its start (the
         instructions) and the newest tokens that fit beside them, the middle dropped, which is logged. A system
         part of more than half the room is cut too (the newest tokens are the turn being answered). Returns the
-        kept ids, and a PromptCut when the last turn itself lost its start (not only older turns went)."""
+        kept ids, and a PromptCut when the last turn itself lost its start (not only older turns went), counted in
+        that turn's own tokens."""
         tok, context = self._tokenizer(), self._engine().model_config.max_seq_len
         turns = chat_messages(messages)
         lead = []
@@ -144,14 +145,18 @@ class StepAudioChat:
             head = ids[:1]  # the BOS alone
         kept = head + ids[len(ids) - (limit - len(head)):]
         # "kept the system message (1 tokens)" was said of the BOS alone, when the system message was cut with the rest
+        # The prompt ends with the last turn's text, its <|EOT|>, then the reply's opening: what the kept tail holds
+        # of that text, counted as the user wrote it (the template's markers are no part of their --text or turn).
+        last = self.count_tokens(turns[-1]["content"])
+        heard = max(0, min(last, limit - len(head) - len(tok.encode(_EOT + _REPLY_OPENING))))
+        cut = PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
         opening = f"kept the system message ({len(head)} tokens)" if system else "kept no system message (too long)"
-        logger.warning("chat prompt of %d tokens is longer than the %d that fit (the model's %d less the reply's "
-                       "%d): %s and the newest %d, dropped %d", len(ids), limit, context, context - limit, opening,
-                       len(kept) - len(head), len(ids) - len(kept))
-        # The prompt ends with the last turn, then the reply's opening: what the kept tail holds of that turn.
-        last = len(tok.encode(_turn(turns[-1])))
-        heard = max(0, min(last, limit - len(head) - len(tok.encode(_REPLY_OPENING))))
-        return kept, PromptCut(tokens=last, kept=heard, limit=limit) if heard < last else None
+        # A cut into the last turn goes back to the caller, who tells the user in their own terms (chat's note, serve's
+        # turn_truncated): a warning beside it was a second line on the same cut, with other numbers.
+        logger.log(logging.INFO if cut else logging.WARNING, "chat prompt of %d tokens is longer than the %d that "
+                   "fit (the model's %d less the reply's %d): %s and the newest %d, dropped %d", len(ids), limit,
+                   context, context - limit, opening, len(kept) - len(head), len(ids) - len(kept))
+        return kept, cut
 
     def _last_deltas(self, detok: Detokenizer, ids: list[int], generated: int, finish: str) -> list[ChatDelta]:
         """A reply's end: the text its detokenizer still held, if any, then its finish reason and usage."""

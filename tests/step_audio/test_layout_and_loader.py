@@ -109,15 +109,15 @@ def test_a_prompt_too_long_for_the_chat_lm_keeps_its_system_message(step_audio, 
     turn = {"role": "user", "content": "".join(f"<audio_{i % 1024}>" for i in range(500))}
     messages = [{"role": "system", "content": "You are a pirate. Answer in one line."}, turn]
     ids = p.chat.prompt_ids(messages)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):  # INFO: the caller tells the user of a cut into the turn (chat, serve)
         kept, cut = p.chat.fit_prompt(messages, ids, 120)
     assert len(kept) == 120 and kept[-60:] == ids[-60:]
     assert tok.decode(kept).startswith(system)
     assert "kept the system message" in caplog.text and f"dropped {len(ids) - 120}" in caplog.text
-    opening = len(tok.encode("<|BOT|>assistant\n"))
-    heard = 120 - len(tok.encode(system, add_bos=True)) - opening  # the turn's tokens after the system message
-    assert cut == PromptCut(tokens=len(tok.encode(f"<|BOT|>human\n{turn['content']}<|EOT|>")), kept=heard, limit=120)
-    assert kept[-opening - heard:-opening] == ids[-opening - heard:-opening]
+    closing = len(tok.encode("<|EOT|><|BOT|>assistant\n"))
+    heard = 120 - len(tok.encode(system, add_bos=True)) - closing  # the turn's own tokens after the system message
+    assert cut == PromptCut(tokens=500, kept=heard, limit=120)  # 500 <audio_N> pieces, the template's markers not
+    assert kept[-closing - heard:-closing] == ids[-closing - heard:-closing]
     long_system = [{"role": "system", "content": " ".join(["Be a pirate."] * 40)}, turn]
     ids = p.chat.prompt_ids(long_system)
     kept, _ = p.chat.fit_prompt(long_system, ids, 120)  # instructions of more than half the room: the newest tokens win

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from lm_engine import Step1Tokenizer
 from tests.conftest import speech_asset
 from tests.llama_server import LlamaServer
 from tests.step_audio.conftest import fails_in_one_line, layout_without, run_cli, without_chat_weights
@@ -547,6 +548,23 @@ def test_a_clone_prompt_too_long_for_tts_3b_is_refused_before_the_models_load(ti
                                 "--out", str(tmp_path / "out.wav"), "--log-level", "INFO")
     assert f"--prompt-wav {long_wav}: 60.00 s of audio: speaker 'clone': its prompt wav gives " in stderr, stderr
     assert "more than half of TTS-3B's context of 4096" in stderr and "use a shorter wav" in stderr, stderr
+
+
+def test_chat_from_a_text_longer_than_the_chat_lm_reads_says_so_in_one_line(tiny_model_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """A long --text printed two lines on the one cut, with numbers that differed: a WARNING ("... the newest 4059,
+    dropped 5952", the whole prompt's tokens) and the note ("read only the last 4053 of its 10007 tokens", which
+    counted the template's markers as the text's). The note alone says it, in the --text's own tokens."""
+    text = " ".join(["the quick brown fox"] * 1500)
+    own = len(Step1Tokenizer.from_dir(tiny_model_dir / "Step-Audio-Chat").encode(text))
+    proc = run_cli("chat", "--model-path", str(tiny_model_dir), "--profile", "tiny", "--text", text,
+                   "--out", str(tmp_path / "reply.wav"))
+    told = [line for line in proc.stderr.splitlines() if "tokens" in line]
+    assert len(told) == 1 and told[0].startswith("--text: the Chat LM read only the last "), proc.stderr
+    kept = int(told[0].split("the last ")[1].split()[0])
+    assert f" of its {own} tokens (it reads at most 4072 tokens of prompt" in told[0], proc.stderr
+    # what it read is the text's end: all the room but the BOS, the system message and the template's markers
+    assert 4000 < kept < 4072, told
 
 
 def test_chat_from_a_wav_longer_than_the_chat_lm_reads_answers_its_end_and_says_so(tiny_model_dir: Path,
