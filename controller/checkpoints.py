@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -39,46 +40,55 @@ SPEAKERS = {
 }
 
 
-def written_dirs(out_dir: Path, what: str) -> list[Path]:
-    """The model folders `make_checkpoint(out_dir, what=what)` writes."""
-    names = {"tokenizer": (TOKENIZER_DIR,), "chat": (CHAT_DIR,), "tts": (TTS_DIR,)}.get(
-        what, (TOKENIZER_DIR, CHAT_DIR, TTS_DIR))
-    return [Path(out_dir) / n for n in names]
+# --what's names of the model folders, in the order written (TTS-3B's decoders take the tokenizer's onnx file)
+PARTS = {"tokenizer": TOKENIZER_DIR, "chat": CHAT_DIR, "tts": TTS_DIR}
+
+
+def written_dirs(out_dir: Path, what: str, keep: Collection[str] = ()) -> list[Path]:
+    """The model folders `make_checkpoint(out_dir, what=what, keep=keep)` writes."""
+    parts = list(PARTS) if what == "all" else [what]
+    return [Path(out_dir) / PARTS[p] for p in parts if PARTS[p] not in keep]
 
 
 def make_checkpoint(out_dir: Path | str, *, profile: str, what: str = "all", with_chat_weights: bool = False,
-                    seed: int = 0) -> Path:
-    """Writes OUT/Step-Audio-{Tokenizer,Chat,TTS-3B} (or one of them); returns OUT."""
+                    seed: int = 0, keep: Collection[str] = ()) -> Path:
+    """Writes OUT/Step-Audio-{Tokenizer,Chat,TTS-3B} (or one of them), but none named in `keep`; returns OUT."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r} (tiny | full-random)")
     if what not in WHAT:
         raise ValueError(f"unknown --what {what!r} ({' | '.join(WHAT)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if what in ("tokenizer", "all"):
+    names = {d.name for d in written_dirs(out, what, keep)}
+    if TOKENIZER_DIR in names:
         from streaming_tokenizer.step_audio import write_tokenizer_folder
         logger.info("writing %s/%s", out, TOKENIZER_DIR)
         write_tokenizer_folder(out / TOKENIZER_DIR, profile, seed=seed)
-    if what in ("chat", "all"):
+    if CHAT_DIR in names:
         from lm_engine.checkpoint import write_step1_checkpoint
         weights = profile == "tiny" or with_chat_weights
         logger.info("writing %s/%s (%s)", out, CHAT_DIR, "with weights" if weights else "config and tokenizer only")
         write_step1_checkpoint(out / CHAT_DIR, profile=profile, what="chat", weights=weights, seed=seed)
-    if what in ("tts", "all"):
+    if TTS_DIR in names:
         write_tts_folder(out / TTS_DIR, profile, seed=seed, tokenizer_dir=out / TOKENIZER_DIR)
     return out
 
 
-def written_summary(out_dir: Path, *, profile: str, what: str, with_chat_weights: bool = False) -> str:
-    """What make-checkpoint says when it is done: where it wrote, that the weights are random, and the command that
-    uses the folder now (a part written alone is of use only once the folders that command reads are there too)."""
+def written_summary(out_dir: Path, *, profile: str, what: str, with_chat_weights: bool = False,
+                    keep: Collection[str] = ()) -> str:
+    """What make-checkpoint says when it is done: where it wrote, that the weights are random, the folders it left
+    as they were, and the command that uses the folder now (a part written alone is of use only once the folders
+    that command reads are there too)."""
     folder = shlex.quote(str(out_dir))
-    wrote = ", ".join(d.name for d in written_dirs(out_dir, what))
-    head = f"wrote {wrote} to {out_dir}: random weights ({profile}), for tests; replies are not meaningful"
+    written = [d.name for d in written_dirs(out_dir, what, keep)]
+    head = f"wrote {', '.join(written)} to {out_dir}: random weights ({profile}), for tests; replies are not meaningful"
+    if keep:
+        them = "them" if len(keep) > 1 else "it"
+        head += f"\nkept the {', '.join(keep)} already there (--overwrite writes random weights over {them} too)"
     present = {d.name for d in written_dirs(out_dir, "all") if d.is_dir()}
     serve = f"stepaudio-rt serve --profile {profile} --model-path {folder}"
     if present == {TOKENIZER_DIR, CHAT_DIR, TTS_DIR}:
-        if what in ("chat", "all") and profile != "tiny" and not with_chat_weights:
+        if CHAT_DIR in written and profile != "tiny" and not with_chat_weights:
             return f"{head}\n{CHAT_DIR} holds no weights (--with-chat-weights writes them): serve with a Chat " \
                    f"server, {serve} --chat-url URL"
         return f"{head}\nserve it: {serve}"

@@ -158,11 +158,13 @@ def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=("tiny", "full-random"), required=True,
                    help="tiny: CPU-sized; full-random: the real dimensions (TTS-3B 7 GB)")
     p.add_argument("--what", choices=("chat", "tts", "tokenizer", "all"), default="all",
-                   help="which of Step-Audio-Chat/, Step-Audio-TTS-3B/, Step-Audio-Tokenizer/ to write")
+                   help="which of Step-Audio-Chat/, Step-Audio-TTS-3B/, Step-Audio-Tokenizer/ to write; all "
+                   "writes those missing from the folder and keeps those already there (real ones, say)")
     p.add_argument("--with-chat-weights", action="store_true",
                    help="full-random: also write the Chat LM's weights (about 264 GB); tiny always writes them")
     p.add_argument("--overwrite", action="store_true",
-                   help="write over model folders that already hold files (real checkpoints included)")
+                   help="write over model folders that already hold files (real checkpoints included), all "
+                   "three with --what all")
     p.add_argument("out_dir", type=Path, help="the model folder to write (what --model-path then names)")
 
 
@@ -297,7 +299,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
-    from controller.checkpoints import CHAT_DIR, TOKENIZER_DIR, TTS_DIR, make_checkpoint, written_dirs, written_summary
+    from controller.checkpoints import (CHAT_DIR, PARTS, TOKENIZER_DIR, TTS_DIR, make_checkpoint, written_dirs,
+                                       written_summary)
 
     # `--what tts DIR/Step-Audio-TTS-3B` wrote DIR/Step-Audio-TTS-3B/Step-Audio-TTS-3B, inside the folder it meant to
     # replace (a real checkpoint's, say), where no --model-path finds it, and said it had written it.
@@ -314,17 +317,20 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
         raise ConfigError(f"{file} is a file, not a folder{where}: choose another folder, or move the file away "
                           "(--overwrite writes over model folders, never over a file)")
     # One mistyped path must not replace a downloaded checkpoint (the Chat LM is 264 GB) with random weights.
-    taken = [str(d) for d in written_dirs(args.out_dir, args.what) if d.is_dir() and any(d.iterdir())]
-    if taken and not args.overwrite:
-        raise ConfigError(f"make-checkpoint would overwrite {', '.join(taken)} (already holding files) with random "
-                          f"weights; pass --overwrite to do so, or choose another folder")
+    taken = [d for d in written_dirs(args.out_dir, args.what) if d.is_dir() and any(d.iterdir())]
+    # --what all beside a real part (a downloaded Step-Audio-Tokenizer/, random Chat and TTS wanted) asked for
+    # --overwrite, which wrote over that part too: the parts already there are kept, the missing ones written.
+    keep = [] if args.overwrite or args.what != "all" else [d.name for d in taken]
+    if taken and not args.overwrite and len(keep) in (0, len(PARTS)):
+        raise ConfigError(f"make-checkpoint would overwrite {', '.join(map(str, taken))} (already holding files) "
+                          f"with random weights; pass --overwrite to do so, or choose another folder")
     try:
         make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
-                        with_chat_weights=args.with_chat_weights)
+                        with_chat_weights=args.with_chat_weights, keep=keep)
     except OSError as exc:  # a file in the way, no permission, a full disk
         raise ConfigError(f"cannot write {args.out_dir}: {exc}") from exc
     print(written_summary(args.out_dir, profile=args.profile, what=args.what,
-                          with_chat_weights=args.with_chat_weights))
+                          with_chat_weights=args.with_chat_weights, keep=keep))
     return 0
 
 

@@ -51,6 +51,26 @@ def test_make_checkpoint_of_one_part_says_what_is_missing_then_the_command(tmp_p
     assert (tmp_path / "hello.wav").stat().st_size > 44
 
 
+def test_make_checkpoint_of_all_beside_a_real_part_writes_only_the_missing_ones(tmp_path: Path) -> None:
+    """A folder holding a real Step-Audio-Tokenizer/ (random Chat and TTS wanted beside it): `--what all` asked for
+    --overwrite, which wrote random weights over the tokenizer too, and there was no other way. The parts already
+    there are kept, and said so; --overwrite still writes all three."""
+    real = tmp_path / "Step-Audio-Tokenizer" / "linguistic_tokenizer.npy"
+    real.parent.mkdir()
+    real.write_bytes(b"the downloaded tokenizer")
+    lines = make_checkpoint("--profile", "tiny", str(tmp_path)).stdout.splitlines()
+    assert lines == [f"wrote Step-Audio-Chat, Step-Audio-TTS-3B to {tmp_path}: random weights (tiny), for tests; "
+                     "replies are not meaningful",
+                     "kept the Step-Audio-Tokenizer already there (--overwrite writes random weights over it too)",
+                     f"serve it: stepaudio-rt serve --profile tiny --model-path {tmp_path}"]
+    assert real.read_bytes() == b"the downloaded tokenizer"
+    assert (tmp_path / "Step-Audio-Chat" / "config.json").is_file()
+    assert (tmp_path / "Step-Audio-TTS-3B" / "config.json").is_file()
+    lines = make_checkpoint("--profile", "tiny", "--overwrite", str(tmp_path)).stdout.splitlines()
+    assert lines[0].startswith("wrote Step-Audio-Tokenizer, Step-Audio-Chat, Step-Audio-TTS-3B to ")
+    assert real.read_bytes() != b"the downloaded tokenizer"
+
+
 @pytest.mark.parametrize("part", ["Step-Audio-TTS-3B", "Step-Audio-Chat", "Step-Audio-Tokenizer"])
 def test_a_part_of_the_layout_given_as_the_folder_is_refused_naming_the_model_folder(tmp_path: Path,
                                                                                      part: str) -> None:

@@ -200,11 +200,14 @@ def test_make_checkpoint_never_writes_over_a_downloaded_folder_unless_told(tmp_p
     downloaded = tmp_path / "Step-Audio-Chat" / "model-00001-of-00031.safetensors"
     downloaded.parent.mkdir()
     downloaded.write_bytes(b"real weights")
-    message = fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path))
+    message = fails_in_one_line("make-checkpoint", "--profile", "tiny", "--what", "chat", str(tmp_path))
     assert f"would overwrite {tmp_path}/Step-Audio-Chat (already holding files)" in message
     assert "--overwrite" in message and downloaded.read_bytes() == b"real weights"
     assert not (tmp_path / "Step-Audio-Tokenizer").exists()  # nothing written at all
-    run_cli("make-checkpoint", "--profile", "tiny", "--what", "tokenizer", str(tmp_path))  # another folder: fine
+    run_cli("make-checkpoint", "--profile", "tiny", str(tmp_path))  # --what all writes the other two beside it
+    assert downloaded.read_bytes() == b"real weights" and (tmp_path / "Step-Audio-Tokenizer").is_dir()
+    message = fails_in_one_line("make-checkpoint", "--profile", "tiny", str(tmp_path))  # all three there now
+    assert f"would overwrite {tmp_path}/Step-Audio-Tokenizer, {tmp_path}/Step-Audio-Chat, " in message
     run_cli("make-checkpoint", "--profile", "tiny", "--what", "chat", "--overwrite", str(tmp_path))
     assert (tmp_path / "Step-Audio-Chat" / "config.json").is_file()
 
