@@ -324,6 +324,7 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     if taken and not args.overwrite and len(keep) in (0, len(PARTS)):
         raise ConfigError(f"make-checkpoint would overwrite {', '.join(map(str, taken))} (already holding files) "
                           f"with random weights; pass --overwrite to do so, or choose another folder")
+    _check_kept_size(args.out_dir, args.profile, keep)
     try:
         make_checkpoint(args.out_dir, profile=args.profile, what=args.what,
                         with_chat_weights=args.with_chat_weights, keep=keep)
@@ -332,6 +333,19 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     print(written_summary(args.out_dir, profile=args.profile, what=args.what,
                           with_chat_weights=args.with_chat_weights, keep=keep))
     return 0
+
+
+def _check_kept_size(out_dir: Path, profile: str, keep: list[str]) -> None:
+    """Raises ConfigError when a model folder --what all would keep is not of the profile's size: the parts written
+    beside it made a folder that no --profile serves, and the summary's serve command said otherwise."""
+    from controller.checkpoints import TOKENIZER_DIR
+    from controller.step_audio_layout import other_size
+
+    for name in keep:
+        if name != TOKENIZER_DIR and (other := other_size(out_dir / name, profile)) is not None:
+            raise ConfigError(f"{out_dir / name}, already there, is not of --profile {profile}'s size ({other}): "
+                              f"the parts written beside it would not serve with it; give the --profile of its size, "
+                              f"or --overwrite to write over it too")
 
 
 def main(argv: list[str] | None = None) -> int:

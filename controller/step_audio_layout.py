@@ -286,17 +286,22 @@ def check_model_size(root: Path, profile: str, chat: ChatNeed) -> None:
     """Raises ConfigError when a random profile is given a folder of the other size: `--profile full-random` (a
     benchmark at the real dimensions) on a tiny folder served tiny models without a word, and `--profile tiny` on a
     full-size one would load 3.5 B-parameter models on the CPU. A folder that passed check_layout is read."""
-    from lm_engine.checkpoint import profile_hidden_size
-
     if profile not in RANDOM_PROFILES:  # step-audio: the real checkpoints, whatever their size
         return
     for sub in _lm_dirs(chat):
-        got = _hidden_size(root / sub)
-        want = profile_hidden_size(profile, "tts" if sub == TTS_DIR else "chat")
-        if got is not None and got != want:
+        if (other := other_size(root / sub, profile)) is not None:
             size, hint = _OTHER_SIZE[profile]
-            raise ConfigError(f"--profile {profile}: {root / sub} is not {size} (hidden_size {got}, {profile} has "
-                              f"{want}): {hint}")
+            raise ConfigError(f"--profile {profile}: {root / sub} is not {size} ({other}): {hint}")
+
+
+def other_size(lm_dir: Path, profile: str) -> str | None:
+    """How a Step-Audio-Chat/ or Step-Audio-TTS-3B/ folder is not of the size that random profile writes
+    ("hidden_size N, PROFILE has M"); None when it is, or its config.json does not say."""
+    from lm_engine.checkpoint import profile_hidden_size
+
+    got = _hidden_size(lm_dir)
+    want = profile_hidden_size(profile, "tts" if lm_dir.name == TTS_DIR else "chat")
+    return None if got is None or got == want else f"hidden_size {got}, {profile} has {want}"
 
 
 # profile -> (what its folders are, what to do with a folder of the other size); serve, tts and chat say it, so the

@@ -71,6 +71,19 @@ def test_make_checkpoint_of_all_beside_a_real_part_writes_only_the_missing_ones(
     assert real.read_bytes() != b"the downloaded tokenizer"
 
 
+def test_make_checkpoint_of_all_beside_a_part_of_the_other_size_is_refused(tmp_path: Path) -> None:
+    """A full-size Step-Audio-Chat/ kept, tiny Tokenizer and TTS written beside it: the summary said "serve it:
+    stepaudio-rt serve --profile tiny", and serve then refused the Chat LM. Nothing is written now."""
+    make_checkpoint("--profile", "full-random", "--what", "chat", str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "make-checkpoint", "--profile", "tiny",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"stepaudio-rt make-checkpoint: error: {tmp_path}/Step-Audio-Chat, already there, "
+                                  "is not of --profile tiny's size (hidden_size "), proc.stderr
+    assert proc.stderr.endswith("give the --profile of its size, or --overwrite to write over it too\n"), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Step-Audio-Chat"]
+
+
 @pytest.mark.parametrize("part", ["Step-Audio-TTS-3B", "Step-Audio-Chat", "Step-Audio-Tokenizer"])
 def test_a_part_of_the_layout_given_as_the_folder_is_refused_naming_the_model_folder(tmp_path: Path,
                                                                                      part: str) -> None:
