@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 
+from controller.realtime.server_events import Json
+
 AUDIO_DELTA = "response.output_audio.delta"
 
 
@@ -21,13 +23,13 @@ class Outbox:
         """max_events: queued past this, put() waits (the client reads slowly). send_stall_s: a send that has waited
         this long on a full socket means a client that stopped reading (SessionDefaults.send_stall_s)."""
         # (audio's generation or None, the event's JSON, the event for the observer)
-        self._queue: asyncio.Queue[tuple[int | None, str, dict]] = asyncio.Queue(max_events)
+        self._queue: asyncio.Queue[tuple[int | None, str, Json]] = asyncio.Queue(max_events)
         self._stall_s = send_stall_s
 
     def __len__(self) -> int:
         return self._queue.qsize()
 
-    async def put(self, event: dict, gen_id: int | None = None) -> None:
+    async def put(self, event: Json, gen_id: int | None = None) -> None:
         """Queue an event; gen_id: the generation an audio delta belongs to."""
         tag = gen_id if event["type"] == AUDIO_DELTA else None
         await self._queue.put((tag, json.dumps(event, separators=(",", ":")), event))
@@ -48,7 +50,7 @@ class Outbox:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout_s)
 
-    async def send(self, ws: ServerConnection, on_sent: Callable[[dict], None]) -> None:
+    async def send(self, ws: ServerConnection, on_sent: Callable[[Json], None]) -> None:
         """Send the events as they are queued, until the connection fails (ConnectionClosed) or a send stalls
         (TimeoutError, the connection aborted); on_sent sees each event once it is sent."""
         while True:

@@ -30,7 +30,7 @@ from controller.pipeline import SpeechPipeline, TurnInput
 from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
 from controller.realtime.items import ItemReference, MessageSpec
-from controller.realtime.server_events import SequentialIds, ServerEvents
+from controller.realtime.server_events import Json, SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import InputEntry, Response, Say
 from controller.session_defaults import SessionDefaults
@@ -105,7 +105,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMix
         # going until the client cancels it, and the Agents SDK sends response.cancel right behind its truncate: that
         # cancel finds the reply already cancelled here, which is no error. Cleared when the next reply starts.
         self._cut_by_truncate: str | None = None
-        self.observer: Callable[[str, dict], None] | None = None  # sees every event once sent (event bus)
+        self.observer: Callable[[str, Json], None] | None = None  # sees every event once sent (event bus)
         self._spoken: dict[str, Response] = {}  # recent replies, for truncation
         self._last_audio_response_id: str | None = None  # the latest response that sent audio (any conversation)
         self.item_wire = ItemWire()
@@ -199,12 +199,12 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMix
             await self._cancel_response(gen_id, "server_shutdown")
         await self.outbox.drain(drain_s)
 
-    def _sent(self, event: dict) -> None:
+    def _sent(self, event: Json) -> None:
         # Seen once sent: a barge-in drops the audio still queued, which an event bus counted as the client's.
         if self.observer is not None:
             self.observer(self.session_id, event)
 
-    async def emit(self, event: dict, gen_id: int | None = None) -> None:
+    async def emit(self, event: Json, gen_id: int | None = None) -> None:
         if self.closed:
             return
         self._voice_locked = self._voice_locked or event["type"] == AUDIO_DELTA
