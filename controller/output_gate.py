@@ -8,8 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from controller.playback_pacing import PacedPlayback
+from controller.realtime.server_events import Json
 
-Emit = Callable[[dict], Awaitable[None]]
+Emit = Callable[[Json], Awaitable[None]]
 
 # The events that close a reply's output, each sent once per item (OutputGate.close).
 _CLOSING_EVENTS = frozenset({"response.output_audio.done", "response.output_audio_transcript.done",
@@ -19,8 +20,14 @@ _CLOSING_EVENTS = frozenset({"response.output_audio.done", "response.output_audi
 AudioSpan = tuple[float, float]  # an audio delta's [start_ms, end_ms) in the reply's audio
 
 
-def _closing_key(event: dict) -> tuple[str, str]:
-    return event["type"], event["item"]["id"] if "item" in event else event["item_id"]
+def _closing_key(event: Json) -> tuple[str, str]:
+    return str(event["type"]), _item_id(event)
+
+
+def _item_id(event: Json) -> str:
+    # The item's own events carry the item; its parts' events carry its id.
+    item = event.get("item")
+    return str(item["id"]) if isinstance(item, dict) else str(event["item_id"])
 
 
 class OutputGate:
@@ -33,19 +40,19 @@ class OutputGate:
         self.playback = PacedPlayback(lead_s=pacing_lead_s)
         self._emit_out = emit
         self._on_first_audio = on_first_audio
-        self._held: list[tuple[dict, AudioSpan | None]] = []
+        self._held: list[tuple[Json, AudioSpan | None]] = []
         self._closes_sent: set[tuple[str, str]] = set()  # (type, item id) of the closing events sent
         self._release_event = asyncio.Event()
         if released:
             self._release_event.set()
 
-    async def emit(self, event: dict) -> None:
+    async def emit(self, event: Json) -> None:
         if self.released:
             await self._send(event)
         else:
             self._held.append((event, None))
 
-    async def emit_audio(self, event: dict, span: AudioSpan) -> None:
+    async def emit_audio(self, event: Json, span: AudioSpan) -> None:
         """An output_audio.delta carrying the reply's audio `span`: it waits for its turn at the client's playback."""
         if self.released:
             await self._pace(span)
@@ -53,7 +60,7 @@ class OutputGate:
         else:
             self._held.append((event, span))
 
-    async def close(self, event: dict) -> None:
+    async def close(self, event: Json) -> None:
         """A closing event, unless the client has it: a reply cancelled while its closing events go out is not closed
         a second time, and one whose closing events were still held when it was cancelled (a finished speculation's,
         behind its paced audio) is closed again, as the client saw its items open."""
@@ -84,7 +91,7 @@ class OutputGate:
     def drop_held(self) -> set[str]:
         """Drops what is held (the reply was cancelled); returns the items whose output_item.added was held, which
         the client never saw."""
-        unseen = {e["item"]["id"] for e, _ in self._held if e["type"] == "response.output_item.added"}
+        unseen = {_item_id(e) for e, _ in self._held if e["type"] == "response.output_item.added"}
         self._held.clear()
         return unseen
 
@@ -101,7 +108,7 @@ class OutputGate:
             await asyncio.sleep(wait)
         self.playback.sent(*span, time.monotonic())
 
-    async def _send(self, event: dict) -> None:
+    async def _send(self, event: Json) -> None:
         self.visible = True
         if event["type"] in _CLOSING_EVENTS:
             self._closes_sent.add(_closing_key(event))

@@ -22,7 +22,7 @@ from controller.realtime import server_events as sev
 from controller.response_settings import ResponseSettings
 
 _Audio = tuple[bytes, float, float]  # a delta's audio and its [start_ms, end_ms) in the reply's audio
-_Outbox = asyncio.Queue[dict | _Audio | None]
+_Outbox = asyncio.Queue[sev.Json | _Audio | None]
 
 
 @dataclass(slots=True)
@@ -34,7 +34,7 @@ class SpokenSpan:
 
 class ReplySpeech:
     def __init__(self, *, pipeline: SpeechPipeline, settings: ResponseSettings, events: sev.ServerEvents,
-                 position: dict, gate: OutputGate, mark: Callable[[str], None]) -> None:
+                 position: sev.PartPosition, gate: OutputGate, mark: Callable[[str], None]) -> None:
         self.pipeline = pipeline
         self.settings = settings
         self.ev = events

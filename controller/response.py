@@ -50,7 +50,8 @@ async def _say(say: Say) -> AsyncIterator[ChatDelta]:
     yield ChatDelta(text=say.text)
 
 
-def _note_unheeded_tool_choice(request: ChatRequest, calls: list[ToolCall], log: logging.LoggerAdapter) -> None:
+def _note_unheeded_tool_choice(request: ChatRequest, calls: list[ToolCall],
+                               log: logging.LoggerAdapter[logging.Logger]) -> None:
     """tool_choice "required" or a named function reaches the chat LM as asked, but the LM may still answer in words
     or call another function (the embedded 0.5 B model does, on a question no tool fits): logged, not hidden."""
     choice = request.tool_choice
@@ -75,7 +76,8 @@ class Response:
                  new_id: Callable[[str], str], pipeline: SpeechPipeline,
                  settings: ResponseSettings, emit: Emit, previous_item_id: str | None,
                  on_first_audio: Callable[[], None], on_prompt_cut: Callable[[PromptCut], Awaitable[None]],
-                 count_texts: Callable[[list[str]], Awaitable[int]], log: logging.LoggerAdapter) -> None:
+                 count_texts: Callable[[list[str]], Awaitable[int]],
+                 log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.gen_id = gen_id
         self.log = log  # the session's: its lines name the session
         self.speculative = speculative
@@ -308,18 +310,17 @@ class Response:
             return " ".join(s.text for s in self.speech.spans)
         return heard_of_sentences(((s.text, s.start_ms, s.end_ms) for s in self.speech.spans), heard_ms)
 
-    def _pos(self) -> dict:
+    def _pos(self) -> sev.PartPosition:
         return {"response_id": self.response_id, "item_id": self.item_id, "output_index": 0,
                 "content_index": 0}
 
-    def _part(self, text: str) -> dict:
+    def _part(self, text: str) -> sev.Json:
         return sev.audio_part(text) if self.audio_out else sev.text_part(text)
 
-    def message_item(self, status: str, text: str | None) -> dict:
-        return it.assistant_message_item(self.item_id, audio=self.audio_out, text=text,
-                                         status=status)  # type: ignore[arg-type]
+    def message_item(self, status: it.ItemStatus, text: str | None) -> sev.Json:
+        return it.assistant_message_item(self.item_id, audio=self.audio_out, text=text, status=status)
 
-    def item_so_far(self, item_id: str) -> dict | None:
+    def item_so_far(self, item_id: str) -> sev.Json | None:
         """One of the reply's conversation items as it stands while the reply runs (conversation.item.retrieve): the
         message with its text so far, or a function call with its arguments so far (completed once its closing
         events went out); None if it is not one of them."""
@@ -330,7 +331,7 @@ class Response:
         call = next(c for c in self.tool_calls if c.item_id == item_id)
         return call.item() if item_id in self._calls_closed else call.item("in_progress")
 
-    def output_items(self, status: str) -> list[dict]:
+    def output_items(self, status: it.ItemStatus) -> list[sev.Json]:
         items = []
         if self.message_opened:
             items.append(self.message_item(status, self.heard_text(None)))
@@ -403,7 +404,7 @@ class Response:
         await self._finish("cancelled", reason=reason)
 
     def _response_obj(self, status: sev.ResponseStatus, reason: str | None = None,
-                      error_message: str | None = None) -> dict:
+                      error_message: str | None = None) -> sev.Json:
         output = [] if status == "in_progress" else self.output_items(
             "completed" if status == "completed" else "incomplete")
         details = sev.status_details(status, reason=reason, error_code="response_failed" if error_message else None,

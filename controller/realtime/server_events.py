@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, TypedDict
 
 from controller.errors import ProtocolError
 from controller.realtime.session_config import AudioFormat
 
 __all__ = [
     "SequentialIds",
+    "PartPosition",
     "ServerEvents",
     "ResponseStatus",
     "CancelReason",
@@ -32,6 +33,15 @@ __all__ = [
 ResponseStatus = Literal["in_progress", "completed", "cancelled", "incomplete", "failed"]
 CancelReason = Literal["turn_detected", "client_cancelled"]
 Json = dict[str, object]
+
+
+class PartPosition(TypedDict):
+    """The content part a reply's part and delta events name: the builders' keywords, passed as **position."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
 
 
 class SequentialIds:
