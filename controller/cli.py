@@ -82,7 +82,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the voice agent server (Realtime API over WebSocket)",
                        description="Run the voice agent server: the OpenAI Realtime API over WebSocket, the browser "
                        "page and /metrics on one port.", formatter_class=DefaultsHelpFormatter)
@@ -141,17 +141,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="what the server logs")
 
 
-def _add_talk(sub: argparse._SubParsersAction) -> None:
+def _add_talk(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("talk", help="send a wav to a server, print transcripts, save the spoken reply")
     p.add_argument("args", nargs=argparse.REMAINDER)
 
 
-def _add_sip_bridge(sub: argparse._SubParsersAction) -> None:
+def _add_sip_bridge(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sip-bridge", help="answer SIP calls and bridge each to an agent session")
     p.add_argument("args", nargs=argparse.REMAINDER)
 
 
-def _add_make_checkpoint(sub: argparse._SubParsersAction) -> None:
+def _add_make_checkpoint(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("make-checkpoint", help="write a random-initialised model folder in the real layout",
                        description="Write a Step-Audio model folder in the real layout, random-initialised, for the "
                        "tiny and full-random profiles.", formatter_class=DefaultsHelpFormatter)
@@ -175,7 +175,7 @@ def _add_out(p: argparse.ArgumentParser, upstream_names: str) -> None:
                         f"file name: {upstream_names}")
 
 
-def _add_offline_tools(sub: argparse._SubParsersAction) -> None:
+def _add_offline_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model-path", type=Path, help="Step-Audio model folder (--profile tiny: optional, by default "
                         "the one serve writes on first use to $STEPAUDIO_RT_CACHE/tiny)")
