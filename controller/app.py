@@ -22,6 +22,7 @@ from controller.chat_url import check_chat_url
 from controller.errors import ConfigError, LoadCancelled
 from controller.metrics import Metrics
 from controller.pipeline import ChecksChat, EmbeddedConfig, EmbeddedPipeline, OwnsMetrics, SpeechPipeline
+from controller.realtime.server_events import Json
 from controller.server import RealtimeServer, ServerConfig, VoiceList
 from controller.session import Session
 from controller.session_defaults import SessionDefaults
@@ -41,7 +42,7 @@ class EventSink(Protocol):
     """Something that watches sessions (an event bus). Called on the event loop: must not block."""
 
     def session_opened(self, session_id: str) -> None: ...
-    def session_event(self, session_id: str, event: dict) -> None: ...
+    def session_event(self, session_id: str, event: Json) -> None: ...
     def session_closed(self, session_id: str) -> None: ...
     async def close(self) -> None: ...  # flush and disconnect, at server shutdown
 
@@ -261,11 +262,11 @@ class App:
             for sink in self.sinks:
                 sink.session_closed(session_id)
 
-    def _observe(self, session_id: str, event: dict) -> None:
+    def _observe(self, session_id: str, event: Json) -> None:
         for sink in self.sinks:
             sink.session_event(session_id, event)
 
-    async def command(self, session_id: str, name: str, payload: dict) -> None:
+    async def command(self, session_id: str, name: str, payload: dict[str, object]) -> None:
         """An operator's command for one session (from the event bus): say, hangup, instructions."""
         session = self.sessions.get(session_id)
         if session is None:

@@ -9,11 +9,16 @@ from typing import assert_never
 
 from context_manager import AssistantMessage, FunctionCall, FunctionCallOutput, Item, SystemMessage, UserMessage
 from controller.realtime import items as it
+from controller.realtime.server_events import Json
+
+
+_MESSAGE_CLASSES: dict[str, type[UserMessage | AssistantMessage | SystemMessage]] = {
+    "user": UserMessage, "assistant": AssistantMessage, "system": SystemMessage}
 
 
 def item_from_spec(spec: it.ItemSpec, item_id: str) -> Item:
     if isinstance(spec, it.MessageSpec):
-        cls = {"user": UserMessage, "assistant": AssistantMessage, "system": SystemMessage}[spec.role]
+        cls = _MESSAGE_CLASSES[spec.role]
         return cls(id=item_id, text=spec.text)
     if isinstance(spec, it.FunctionCallSpec):
         return FunctionCall(id=item_id, call_id=spec.call_id or item_id, name=spec.name, arguments=spec.arguments)
@@ -49,7 +54,7 @@ class ItemWire:
         self._untranscribed.discard(item_id)
         self._shown_transcripts.pop(item_id, None)
 
-    def wire(self, item: Item) -> dict:
+    def wire(self, item: Item) -> Json:
         """An item as conversation.item.retrieved shows it: in the content type it was made with."""
         match item:
             case UserMessage(id=i, text=t) if i in self._audio:

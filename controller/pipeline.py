@@ -19,7 +19,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from context_manager import TemplateCosts, measure_template_costs
-from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS
+from context_manager.conversation import MESSAGE_OVERHEAD_TOKENS, Message
 from controller.bridge import call_in_thread, iterate_in_thread
 from controller.chat_url import open_remote_chat, remote_chat_problem
 from controller.errors import PipelineClosed, stop_if_cancelled
@@ -144,7 +144,7 @@ class Prefills(Protocol):
 
 @runtime_checkable
 class MeasuresTemplate(Protocol):
-    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+    def template_costs(self, tools: list[Message], system: bool) -> TemplateCosts:
         """The TemplateCosts of the chat LM's template for a ChatRequest's tools. Blocking: sessions ask on a worker
         thread for every prompt, and count ChatML's markers and no tools of a pipeline without it."""
 
@@ -220,7 +220,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         self._template_costs: dict[tuple[str, bool], TemplateCosts] = {}
         self._template_costs_lock = threading.Lock()  # sessions ask from worker threads
         self._count_tokens: Callable[[str], int]
-        self._render_prompt: Callable[[list[dict], list[dict] | None], str] | None = None  # None: not here
+        self._render_prompt: Callable[[list[Message], list[Message] | None], str] | None = None  # None: not here
         if config.chat_url:
             self._llm = self._remote = open_remote_chat(config.chat_url)
             self._count_tokens = self._remote.estimate_tokens  # the server's model and tokenizer are not here
@@ -287,7 +287,7 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         self._check_open("chat LM")
         return self._count_tokens(text)
 
-    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+    def template_costs(self, tools: list[Message], system: bool) -> TemplateCosts:
         """Blocking (about 15 loopback calls the first time a tools list is seen): sessions ask on a worker thread.
         A --chat-url server's template is not here: none counted (its prompts are estimated anyway)."""
         if self._render_prompt is None or not tools:  # ChatML's markers are TemplateCosts' own

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from context_manager import Conversation, TemplateCosts, TokenCounts
-from context_manager.conversation import prompt_texts_of, prompt_tokens
+from context_manager.conversation import Message, prompt_texts_of, prompt_tokens
 from controller.chat_request import tools_for_chat
 from controller.errors import RemoteProtocolError
 from controller.pipeline import CountsAudioTokens, MeasuresTemplate, SpeechPipeline
@@ -22,7 +22,7 @@ class PromptBudget:
         self.counts = TokenCounts(pipeline.count_tokens)
 
     async def prompt(self, conversation: Conversation, instructions: str, overrides: dict[str, str] | None = None,
-                     *, keep_below: int | None = None, tools: list[dict] | None = None) -> list[dict]:
+                     *, keep_below: int | None = None, tools: list[Message] | None = None) -> list[Message]:
         """conversation.messages() within the budget, its new texts counted first (count_ahead), and what the LM's
         chat template adds for `tools` (the request's) counted as the prompt's."""
         texts = conversation.prompt_texts(instructions, overrides)
@@ -33,7 +33,7 @@ class PromptBudget:
         return conversation.messages(instructions, self.budget_tokens, self.counts, overrides,
                                      keep_below=keep_below, template=template)
 
-    async def tokens_of(self, messages: list[dict], tools: list[dict] | None,
+    async def tokens_of(self, messages: list[Message], tools: list[Message] | None,
                         instructions: str) -> tuple[int, int]:
         """A prompt's tokens (messages as prompt() gave them, plus any sent beside them) as the budget counts them,
         and how many of them are audio: response.done's input tokens when the LM reports none."""
@@ -52,7 +52,7 @@ class PromptBudget:
         await self.count_ahead(texts)
         return sum(self.counts(t) for t in texts)
 
-    async def template_costs(self, tools: list[dict] | None, instructions: str) -> TemplateCosts:
+    async def template_costs(self, tools: list[Message] | None, instructions: str) -> TemplateCosts:
         """Measured by the pipeline on a worker thread: the first time for a tools list it renders the template."""
         if not isinstance(self._pipeline, MeasuresTemplate):
             return TemplateCosts()

@@ -20,6 +20,7 @@ from context_manager import (
     ROOT, AssistantMessage, Conversation, ConversationError, DuplicateItemError, FunctionCall, FunctionCallOutput,
     InvalidEditError, Item, SystemMessage, UnknownItemError, UserMessage,
 )
+from context_manager.conversation import Message
 from controller import turn_events as te
 from controller.audio_io import decode
 from controller.chat_request import reply_request, tools_for_chat
@@ -28,6 +29,7 @@ from controller.item_wire import item_from_spec
 from controller.pipeline import TurnInput
 from controller.realtime import client_events as ce
 from controller.realtime import items as it
+from controller.realtime.server_events import Json
 from controller.realtime.session_config import SessionConfig
 from controller.response import Response
 from lm_engine.chat import ChatRequest
@@ -80,7 +82,7 @@ class ItemsMixin(_Base):
                     chosen.add(await self._heard_spec(entry.item, entry.item.id or self.new_id("item"), entry.audio))
             messages = await self.budget.prompt(chosen, cfg.instructions, tools=tools_for_chat(cfg))
             return self._chat_request(resp, cfg, messages)
-        extra: list[dict] = []
+        extra: list[Message] = []
         overrides: dict[str, str] = {}
         if turn is not None:
             item_id, task = turn
@@ -97,7 +99,7 @@ class ItemsMixin(_Base):
                                      tools=tools_for_chat(cfg)) + extra
         return self._chat_request(resp, cfg, messages)
 
-    def _chat_request(self, resp: Response, cfg: SessionConfig, messages: list[dict]) -> ChatRequest | None:
+    def _chat_request(self, resp: Response, cfg: SessionConfig, messages: list[Message]) -> ChatRequest | None:
         request = reply_request(cfg, resp.settings, messages)
         if request is not None:
             # Counted only if the LM reports no counts (a reply cancelled first, a --chat-url server that gives none),
@@ -311,7 +313,7 @@ class ItemsMixin(_Base):
                                                    audio_end_ms=event.audio_end_ms))
         await self.apply(te.ContextChanged())
 
-    def _retrieved_wire(self, item_id: str) -> dict:
+    def _retrieved_wire(self, item_id: str) -> Json:
         """The item as it is now. The items of the reply in progress (its message, its function calls) join the
         conversation only when the reply ends, but the client has seen them added: they are shown in progress, with
         their text or arguments so far."""

@@ -32,6 +32,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from context_manager import TemplateCosts
+from context_manager.conversation import Message
 from controller.errors import ConfigError, stop_if_cancelled
 from controller.pipeline import (
     ChecksChat, CountsAudioTokens, Listener, MeasuresTemplate, OwnsMetrics, PromptCut, ReplyText, SpeechChunk,
@@ -264,7 +265,7 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
     def count_audio_tokens(self, text: str) -> int:
         return self.chat.count_audio_tokens(text)
 
-    def template_costs(self, tools: list[dict], system: bool) -> TemplateCosts:
+    def template_costs(self, tools: list[Message], system: bool) -> TemplateCosts:
         """The chat template's role markers and fixed part; no tools (this profile refuses them)."""
         return self.chat.template_costs(system)
 
