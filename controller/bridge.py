@@ -96,7 +96,7 @@ async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
             await asyncio.shield(task)
 
 
-def _retrieve(fut: asyncio.Future) -> None:
+def _retrieve(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled():
         fut.exception()  # produce() catches everything; this only marks the future's result as seen
 

@@ -146,4 +146,5 @@ def synthetic_voice(seconds: float, rate: int, *, seed: int = 0, f0: float = 200
         x += gain / h * np.sin(h * phase)
     envelope = np.clip(np.sin(np.pi * (t * 4.0 % 1.0)), 0, None) ** 0.6
     x = x * envelope + 0.003 * rng.standard_normal(n)
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+    peak = float(np.abs(x).max())  # numpy's stubs type an array's max() as Any
+    return (0.5 * x / peak).astype(np.float32)

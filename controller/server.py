@@ -118,7 +118,7 @@ def _bind_failure(exc: OSError) -> str:
     return os.strerror(exc.errno)
 
 
-class _ConnectionLog(logging.LoggerAdapter):
+class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
     """websockets' log of the server's connections, less a traceback at ERROR for every client that hung up or sent
     no HTTP request before the handshake ended: a TCP health check, a port scan, a probe that gave up waiting.
     That is the client's doing, not a server failure: one DEBUG line says what happened."""
