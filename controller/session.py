@@ -18,18 +18,17 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from context_manager import Conversation, FunctionCall, FunctionCallOutput
+from context_manager import Conversation
 from controller import turn_events as te
 from controller import turn_taking as tt
 from controller.errors import EngineError, MediaError, ProtocolError, RemoteProtocolError
 from controller.input_audio import InputAudio
-from controller.item_wire import ItemWire, item_from_spec
+from controller.item_wire import ItemWire
 from controller.metrics import Metrics
 from controller.outbox import AUDIO_DELTA, Outbox
 from controller.pipeline import SpeechPipeline, TurnInput
 from controller.prompt_budget import PromptBudget
 from controller.realtime import client_events as ce
-from controller.realtime.items import ItemReference, MessageSpec
 from controller.realtime.server_events import Json, SequentialIds, ServerEvents
 from controller.realtime.session_config import SessionConfig, Transcription, apply_patch, session_to_wire
 from controller.response import InputEntry, Response, Say
@@ -278,7 +277,7 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMix
                                           code="unsupported_in_transcription_session")
             case ce.ResponseCreate():
                 log_served_as(self.log, "response.create", event.served_as)
-                inputs = await self._check_input(event)
+                inputs = await self.check_input(event)
                 await self.checks.response_create(self.cfg, event.overrides, voice_lock=self._voice_lock())
                 if event.conversation == "none":
                     await self._start_out_of_band(event, inputs)
@@ -305,43 +304,6 @@ class Session(InputAudioMixin, TurnsMixin, ItemsMixin, RepliesMixin, OperatorMix
                     await self.apply_for(event, te.CancelRequested())
             case _:
                 await self.handle_item_event(event)
-
-    async def _check_input(self, event: ce.ResponseCreate) -> tuple[InputEntry, ...] | None:
-        """response.input is the reply's whole prompt, checked when the event comes: a mistake in it is the client's
-        error, told now (with the event's id), not a server failure of the reply later nor an item silently left out
-        of the prompt. A reference names an item of the conversation; an id comes once (a reference repeated, or a new
-        item under a referenced one's id: the prompt holds each item once); a function_call_output follows its
-        function_call (the prompt has no place for an output without its call, and dropped it). Returns the entries
-        with their messages' audio decoded, as the prompt hears them; None without response.input."""
-        seen: set[str] = set()
-        calls: set[str] = set()
-        entries: list[InputEntry] = []
-        for i, entry in enumerate(event.input or ()):
-            at = f"response.input[{i}]"
-            audio = None
-            if entry.id is not None:
-                if entry.id in seen:
-                    raise RemoteProtocolError(f"Item id {entry.id!r} appears more than once in response.input.",
-                                              code="invalid_value", param=f"{at}.id")
-                seen.add(entry.id)
-            if isinstance(entry, ItemReference):
-                if (referred := self.referenced_item(entry.id)) is None:
-                    raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
-                                              param=f"{at}.id")
-                item = referred
-            else:
-                item = item_from_spec(entry, entry.id or "inline")
-                await self._check_item_size(item, at=at)
-                if isinstance(entry, MessageSpec) and (pcm := self.item_audio(entry.content, at)) is not None:
-                    audio = (pcm, self.cfg.input_format.sample_rate)  # bad audio is refused now, not when heard
-            if isinstance(item, FunctionCall):
-                calls.add(item.call_id)
-            elif isinstance(item, FunctionCallOutput) and item.call_id not in calls:
-                raise RemoteProtocolError(f"Tool call ID {item.call_id!r} not found before {at} in response.input "
-                                          "(refer to the function_call too).", code="invalid_tool_call_id",
-                                          param=f"{at}.call_id")
-            entries.append(InputEntry(entry, audio))
-        return None if event.input is None else tuple(entries)
 
     async def apply_for(self, event: ce.ClientEvent, request: te.Event) -> None:
         """apply() on behalf of a client event: a refusal from the state machine echoes the event's id."""

@@ -31,7 +31,7 @@ from controller.realtime import client_events as ce
 from controller.realtime import items as it
 from controller.realtime.server_events import Json
 from controller.realtime.session_config import SessionConfig
-from controller.response import Response
+from controller.response import InputEntry, Response
 from lm_engine.chat import ChatRequest
 
 if TYPE_CHECKING:
@@ -255,6 +255,43 @@ class ItemsMixin(_Base):
             self.transcribe_audio_item(item_id, pcm, self.cfg.input_format.sample_rate,
                                        _text_around_audio(content) if transcribed else None)
         await self.apply(te.ContextChanged())
+
+    async def check_input(self, event: ce.ResponseCreate) -> tuple[InputEntry, ...] | None:
+        """response.input is the reply's whole prompt, checked when the event comes: a mistake in it is the client's
+        error, told now (with the event's id), not a server failure of the reply later nor an item silently left out
+        of the prompt. A reference names an item of the conversation; an id comes once (a reference repeated, or a new
+        item under a referenced one's id: the prompt holds each item once); a function_call_output follows its
+        function_call (the prompt has no place for an output without its call, and dropped it). Returns the entries
+        with their messages' audio decoded, as the prompt hears them; None without response.input."""
+        seen: set[str] = set()
+        calls: set[str] = set()
+        entries: list[InputEntry] = []
+        for i, entry in enumerate(event.input or ()):
+            at = f"response.input[{i}]"
+            audio = None
+            if entry.id is not None:
+                if entry.id in seen:
+                    raise RemoteProtocolError(f"Item id {entry.id!r} appears more than once in response.input.",
+                                              code="invalid_value", param=f"{at}.id")
+                seen.add(entry.id)
+            if isinstance(entry, it.ItemReference):
+                if (referred := self.referenced_item(entry.id)) is None:
+                    raise RemoteProtocolError(f"Item with id {entry.id!r} not found.", code="item_not_found",
+                                              param=f"{at}.id")
+                item = referred
+            else:
+                item = item_from_spec(entry, entry.id or "inline")
+                await self._check_item_size(item, at=at)
+                if isinstance(entry, it.MessageSpec) and (pcm := self.item_audio(entry.content, at)) is not None:
+                    audio = (pcm, self.cfg.input_format.sample_rate)  # bad audio is refused now, not when heard
+            if isinstance(item, FunctionCall):
+                calls.add(item.call_id)
+            elif isinstance(item, FunctionCallOutput) and item.call_id not in calls:
+                raise RemoteProtocolError(f"Tool call ID {item.call_id!r} not found before {at} in response.input "
+                                          "(refer to the function_call too).", code="invalid_tool_call_id",
+                                          param=f"{at}.call_id")
+            entries.append(InputEntry(entry, audio))
+        return None if event.input is None else tuple(entries)
 
     async def _check_item_size(self, item: Item, at: str = "item") -> None:
         """The newest turn is always sent whole, beside the instructions: an item longer than the prompt budget

@@ -45,7 +45,7 @@ class RepliesMixin(_Base):
     def _new_response(self, gen_id: int, speculative: bool, create: ce.ResponseCreate | None,
                       inputs: tuple[InputEntry, ...] | None = None) -> tuple[Response, SessionConfig]:
         """A reply under the session's config with the response.create's overrides (inputs: its response.input, as
-        _check_input made it); and that config."""
+        check_input made it); and that config."""
         cfg = self.cfg if create is None else apply_patch(self.cfg, create.overrides)
         resp = Response(gen_id=gen_id, speculative=speculative, events=self.events, new_id=self.new_id,
                         pipeline=self.pipeline, settings=self._response_settings(cfg),
