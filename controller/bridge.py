@@ -12,7 +12,15 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-_DONE = object()
+
+class _Done:
+    """The producer's end: no item follows. A class of its own, so that the consumer's isinstance checks leave the
+    queue's items typed T."""
+
+    __slots__ = ()
+
+
+_DONE = _Done()
 
 
 async def call_in_thread(executor: concurrent.futures.Executor, fn: Callable[..., R], *args: object) -> R:
@@ -36,10 +44,10 @@ async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
     which the producer must check between items; the thread is then released promptly.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
+    queue: asyncio.Queue[T | _Failure | _Done] = asyncio.Queue(maxsize)
     cancel = threading.Event()
 
-    def put(item: object) -> bool:
+    def put(item: T | _Failure | _Done) -> bool:
         if cancel.is_set():
             return False
         try:
@@ -74,11 +82,11 @@ async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]],
     try:
         while True:
             item = await queue.get()
-            if item is _DONE:
+            if isinstance(item, _Done):
                 break
             if isinstance(item, _Failure):
                 raise item.exc
-            yield item  # type: ignore[misc]
+            yield item
     except asyncio.CancelledError:
         cancelled = True
         raise
