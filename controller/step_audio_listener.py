@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ class StreamingTokenListener:
     def __init__(self, pipeline: StepAudioPipeline) -> None:
         self._p = pipeline
         self._stream = pipeline.audio_tokenizer.new_session(16000)
-        self._jobs: deque[Any] = deque()
+        self._jobs: deque[np.ndarray | _Snapshot] = deque()  # audio to tokenise, or a turn's ids to take
         self._lock = threading.Lock()
         self._running = False
         self._closed = False
@@ -59,13 +60,13 @@ class StreamingTokenListener:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[int]] = loop.create_future()
 
-        def deliver(result: object) -> None:
+        def deliver(result: list[int] | BaseException) -> None:
             if fut.done():
                 return
             if isinstance(result, BaseException):
                 fut.set_exception(result)
             else:
-                fut.set_result(result)  # type: ignore[arg-type]
+                fut.set_result(result)
 
         end_ms = max(end_ms, start_ms)
         if self._fed * 1000 // 16000 + GROUP_MS < end_ms:
@@ -102,7 +103,7 @@ class StreamingTokenListener:
 
     # -- worker side
 
-    def _submit(self, job: Any) -> None:
+    def _submit(self, job: np.ndarray | _Snapshot) -> None:
         with self._lock:
             self._jobs.append(job)
             if self._running:
@@ -164,4 +165,4 @@ def vars_of(obj: Any) -> list[Any]:
 class _Snapshot:
     start_ms: int
     end_ms: int
-    reply: Any
+    reply: Callable[[list[int] | BaseException], object]  # the turn's ids, or why they could not be taken
