@@ -67,12 +67,9 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
                                                                   browser: object) -> None:
     """A microphone unplugged or whose permission was taken back ends its track: the page went on saying 'ready' (or
     'listening'), the meter dark, nothing said, and the user talked to a session that heard nothing. The pill says
-    'microphone lost', a line says what happened and what to do, and picking a microphone brings it back (and takes
-    the line away). The track
-    ends for real here: Chromium stops the capture when the page's microphone permission is revoked (CDP)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
+    'microphone lost', a line says what happened and what to do; allowed again it is back (the line gone), and a
+    microphone picked then is heard. The track ends for real here: Chromium stops the capture when the page's
+    microphone permission is revoked (CDP)."""
     connect_page(browser, tiny_server.http)
     permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http}
     browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "denied"})  # type: ignore[attr-defined]
@@ -82,9 +79,7 @@ def test_a_microphone_that_stops_says_so_and_another_can_be_picked(tiny_server: 
     assert state["state"] == "microphone lost" and page_text(browser, "#state") == "microphone lost", state
     assert state["errors"] == [lost] and page_text(browser, "#errors li") == lost, state
 
-    browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore[attr-defined]
-    mic = Select(browser.find_element(By.ID, "mic"))  # type: ignore[attr-defined]
-    mic.select_by_value([o.get_attribute("value") for o in mic.options if o.get_attribute("value")][0])
+    _allow_again_and_pick_a_microphone(browser, permission, "ready")
     state = wait_until(browser, lambda s: s["state"] == "ready", 10)
     assert state["state"] == "ready" and page_text(browser, "#state") == "ready", state
     assert page_text(browser, "#errors li") == "", state  # the line is gone with what it said
@@ -121,7 +116,6 @@ def test_hands_free_with_the_microphone_lost_sends_no_audio_until_one_is_picked(
     input_audio_buffer.append a second), for nothing the server could hear. It sends none while the microphone is lost
     and streams again once one is picked."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     appended: list[float] = []  # when each input_audio_buffer.append came
 
@@ -140,9 +134,7 @@ def test_hands_free_with_the_microphone_lost_sends_no_audio_until_one_is_picked(
         lost_at = time.monotonic()
         time.sleep(2.0)
         while_lost = sum(t > lost_at for t in appended)
-        browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore
-        mic = Select(browser.find_element(By.ID, "mic"))  # type: ignore[attr-defined]
-        mic.select_by_value([o.get_attribute("value") for o in mic.options if o.get_attribute("value")][0])
+        _allow_again_and_pick_a_microphone(browser, permission, "listening")
         assert wait_until(browser, lambda s: s["state"] == "listening", 10)["state"] == "listening"
         picked_at = time.monotonic()
         time.sleep(1.0)
@@ -191,6 +183,19 @@ def test_speech_cut_by_a_clear_leaves_the_pill_thinking_no_more(tiny_server: Ser
     assert state["events"].get("input_audio_buffer.speech_stopped") == 1 and state["errors"] == [], state
     assert state["state"] == "listening", state
     assert browser.find_elements(By.CSS_SELECTOR, ".turn.user") == [], state  # type: ignore[attr-defined]
+
+
+def _allow_again_and_pick_a_microphone(browser: object, permission: dict, resting: str) -> None:
+    """Allowed again, the page lists the microphones anew, replacing the list's options, and takes the chosen one back
+    (test_a_microphone_allowed_again_is_taken_back_without_picking_it). Picked before that was done, the test read
+    options the page was replacing: StaleElementReferenceException (1 of 5 runs of this file on a loaded 2-core box)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "granted"})  # type: ignore[attr-defined]
+    assert wait_until(browser, lambda s: s["state"] == resting, 10)["state"] == resting, hook(browser)
+    mic = Select(browser.find_element(By.ID, "mic"))  # type: ignore[attr-defined]
+    mic.select_by_value([o.get_attribute("value") for o in mic.options if o.get_attribute("value")][0])
 
 
 def _assert_the_meter_lights(browser: object) -> None:
