@@ -291,7 +291,10 @@ def test_ctrl_c_mid_conversation_exits_130_without_a_traceback(embedded_server, 
                               embedded_server.ws, "--out", os.devnull], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(6)  # connected and streaming: the recording is 44 s long
+    # Mid-conversation once talk prints the server's first transcript (the recording is 44 s long); a fixed wait
+    # could end while a slow machine still imported talk, outside its KeyboardInterrupt handler.
+    assert talk_.stdout is not None
+    assert talk_.stdout.read(len("user> ")) == "user> "
     talk_.send_signal(signal.SIGINT)
     _, err = talk_.communicate(timeout=30)
     assert talk_.returncode == 130 and err == "", err
