@@ -129,8 +129,13 @@ def test_hands_free_with_the_microphone_lost_sends_no_audio_until_one_is_picked(
         assert wait_until(browser, lambda s: s["state"] == "listening", 30)["state"] == "listening"
         permission = {"permission": {"name": "microphone"}, "origin": tiny_server.http}
         browser.execute_cdp_cmd("Browser.setPermission", {**permission, "setting": "denied"})  # type: ignore
-        assert wait_until(browser, lambda s: s["state"] == "microphone lost", 10)["state"] == "microphone lost"
-        time.sleep(0.5)  # chunks captured before the track ended may still be on their way
+        lost = wait_until(browser, lambda s: s["state"] == "microphone lost", 10)
+        assert lost["state"] == "microphone lost", lost
+        # The chunks sent before the loss may still be on their way: the count is the page's own, read with the state
+        deadline = time.monotonic() + 10
+        while len(appended) < lost["sentChunks"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(appended) == lost["sentChunks"], (len(appended), lost["sentChunks"])
         lost_at = time.monotonic()
         time.sleep(2.0)
         while_lost = sum(t > lost_at for t in appended)
