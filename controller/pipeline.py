@@ -168,6 +168,24 @@ class OwnsMetrics(Protocol):
         """Add the pipeline's own counters to the server's /metrics."""
 
 
+class RefusesAfterClose:
+    """A pipeline whose close() releases its models. Each use checks here first, so that one after close() says the
+    pipeline is closed: it raised AttributeError for a model dropped, or a shut pool's 'cannot schedule new futures
+    after shutdown', and a library user read a bug in the pipeline."""
+
+    name: str
+    _closed = False
+
+    def _close_once(self) -> bool:
+        """Marks the pipeline closed; False when it already was (its models are released once)."""
+        first, self._closed = not self._closed, True
+        return first
+
+    def _check_open(self, part: str) -> None:
+        if self._closed:
+            raise PipelineClosed(f"the {self.name} pipeline is closed: no {part} after close()")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmbeddedConfig:
     language: str = "en"
@@ -182,7 +200,7 @@ class EmbeddedConfig:
     lm_slots: int = 1  # replies llama.cpp decodes at once; see LlamaCppConfig.n_parallel
 
 
-class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
+class EmbeddedPipeline(RefusesAfterClose, Prefills, MeasuresTemplate, ChecksChat):
     """Silero VAD + Whisper (faster-whisper) + Qwen2.5-0.5B (xllamacpp) + Piper, all on the CPU."""
 
     name = "embedded"
@@ -234,7 +252,6 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")
         self._llm_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="llm")
         self._tts_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tts")
-        self._closed = False
 
     def new_vad(self) -> VadStream:
         from vad import SileroVad
@@ -312,20 +329,13 @@ class EmbeddedPipeline(Prefills, MeasuresTemplate, ChecksChat):
         under way have stopped (LlamaCppBackend.close waits for them), the ASR's, TTS's and VAD's native sessions
         and thread pools once no call under way holds them. Blocking (0.2-0.3 s idle on 2 cores): App calls it in a
         thread. Any use afterwards raises PipelineClosed."""
-        if self._closed:
+        if not self._close_once():
             return
-        self._closed = True
         for pool in (self._asr_pool, self._llm_pool, self._tts_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         self._llm.close()
         # Their last references (a session's VAD stream holds the VAD's): the native sessions go with them.
         del self._asr, self._tts, self._vad_model
-
-    def _check_open(self, part: str) -> None:
-        """Every use of a model checks here: once close() released them, a call says so (it raised AttributeError
-        for the ones it dropped, and the chat LM's shut pool's 'cannot schedule new futures')."""
-        if self._closed:
-            raise PipelineClosed(f"the {self.name} pipeline is closed: no {part} after close()")
 
 
 class _TranscribingListener:

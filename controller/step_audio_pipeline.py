@@ -35,8 +35,8 @@ from context_manager import TemplateCosts
 from context_manager.conversation import Message
 from controller.errors import ConfigError, stop_if_cancelled
 from controller.pipeline import (
-    ChecksChat, CountsAudioTokens, Listener, MeasuresTemplate, OwnsMetrics, PromptCut, ReplyText, SpeechChunk,
-    VadStream,
+    ChecksChat, CountsAudioTokens, Listener, MeasuresTemplate, OwnsMetrics, PromptCut, RefusesAfterClose, ReplyText,
+    SpeechChunk, VadStream,
 )
 from controller.step_audio_chat import StepAudioChat
 from controller.step_audio_layout import ChatNeed, check_layout, check_weights_match, missing_files
@@ -104,7 +104,7 @@ def _pipeline_config(app_config: Any, model_path: Path) -> StepAudioConfig:
                                        chat_url=app_config.chat_url, tp_step_timeout_s=app_config.tp_step_timeout_s)
 
 
-class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMetrics):
+class StepAudioPipeline(RefusesAfterClose, MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMetrics):
     """SpeechPipeline over a Step-Audio model folder."""
 
     # Upstream documents only where Step-Audio-Chat's tool definitions go (a message of role `tool_json_schemas`,
@@ -236,6 +236,7 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
         tts.py preprocess_prompt_wav tokenises the silence-trimmed wav, the flow's prompt mel is of the whole wav)."""
         from speech_decoder.step_tts import check_prompt_ids, check_prompt_wav
 
+        self._check_open("text-to-speech")
         check_prompt_wav(name, wav, rate)
         ids = self.audio_tokenizer.tokenize_offline(wav, rate, upstream=True, trim=True)
         check_prompt_ids(name, len(ids), self.tts_engine.model_config.max_seq_len)
@@ -254,15 +255,19 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
 
     def new_vad(self) -> VadStream:
         from vad import SileroVad
+        self._check_open("voice activity detection")
         return SileroVad(self._vad_model)
 
     def new_listener(self) -> Listener:
+        self._check_open("audio tokenizer")
         return StreamingTokenListener(self)
 
     def count_tokens(self, text: str) -> int:
+        self._check_open("chat LM")
         return self.chat.count_tokens(text)
 
     def count_audio_tokens(self, text: str) -> int:
+        self._check_open("chat LM")
         return self.chat.count_audio_tokens(text)
 
     def template_costs(self, tools: list[Message], system: bool) -> TemplateCosts:
@@ -270,6 +275,7 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
         return self.chat.template_costs(system)
 
     def reply(self, request: ChatRequest) -> AsyncIterator[ChatDelta | PromptCut]:
+        self._check_open("chat LM")
         return self.chat.reply(request)
 
     def new_reply_text(self) -> ReplyText:
@@ -279,12 +285,16 @@ class StepAudioPipeline(MeasuresTemplate, CountsAudioTokens, ChecksChat, OwnsMet
         return ReplyTag()
 
     def synthesize(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[SpeechChunk]:
+        self._check_open("text-to-speech")
         return self.synthesizer.synthesize(text, voice, speed)
 
     def chat_problem(self) -> str | None:
         return self.chat.problem()
 
     def close(self) -> None:
+        """Stops the worker threads and the engines. Any use afterwards raises PipelineClosed."""
+        if not self._close_once():
+            return
         for pool in (self.tok_pool, self.asr_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         self.synthesizer.close()

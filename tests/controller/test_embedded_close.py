@@ -3,7 +3,6 @@ its threads and its loopback HTTP listener with it, a close right after the load
 it says that the pipeline is closed."""
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -11,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from controller.errors import PipelineClosed
 from controller.pipeline import EmbeddedConfig, EmbeddedPipeline
 from lm_engine.chat import ChatRequest
+from tests.closed_pipeline import assert_each_use_says_closed, drain
 
 pytestmark = pytest.mark.slow
 
@@ -80,19 +79,11 @@ async def test_each_model_used_after_the_close_says_the_pipeline_is_closed() -> 
     pipeline.close()
     request = ChatRequest(messages=[{"role": "user", "content": "Hello"}])
 
-    async def drain(chunks):  # type: ignore[no-untyped-def]
-        return [chunk async for chunk in chunks]
-
-    for part, use in [
+    await assert_each_use_says_closed("embedded", [
         ("voice activity detection", pipeline.new_vad),
         ("speech-to-text", lambda: pipeline.transcribe(np.zeros(16000, np.float32), None)),
         ("text-to-speech", lambda: drain(pipeline.synthesize("Hello.", pipeline.default_voice))),
         ("chat LM", lambda: drain(pipeline.reply(request))),
         ("chat LM", lambda: pipeline.prefill(request)),
         ("chat LM", lambda: pipeline.count_tokens("Hello")),
-    ]:
-        with pytest.raises(PipelineClosed) as closed:
-            used = use()
-            if asyncio.iscoroutine(used):  # the async ones
-                await used
-        assert str(closed.value) == f"the embedded pipeline is closed: no {part} after close()"
+    ])
