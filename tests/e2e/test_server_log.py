@@ -13,22 +13,26 @@ pytestmark = pytest.mark.slow
 
 
 async def test_each_sessions_warnings_name_that_session(embedded_server) -> None:
-    """Two sessions each send a misspelt session field: the two warnings interleave with the other sessions' lines,
-    so each must carry the id of the session that sent it (the id a client sees in session.created)."""
-    convs = [await open_conversation(embedded_server.ws) for _ in range(2)]
+    """Two sessions each ask for something this server serves another way (traces it keeps none of, a noise
+    reduction it does not do): the two warnings interleave with the other sessions' lines, so each must carry the id
+    of the session that sent it (the id a client sees in session.created)."""
+    asks = (({"tracing": "auto"}, "session.tracing"),
+            ({"audio": {"input": {"noise_reduction": {"type": "near_field"}}}}, "session.audio.input.noise_reduction"))
+    convs = [await open_conversation(embedded_server.ws) for _ in asks]
     try:
         ids = [conv.of_type("session.created")[0]["session"]["id"] for conv in convs]
-        for conv, misspelt in zip(convs, ("instructionz", "voicee")):
-            await conv.update_session(**{misspelt: "x"})
+        for conv, (fields, _) in zip(convs, asks):
+            await conv.update_session(**fields)
     finally:
         for conv in convs:
             await conv.close()
     await asyncio.sleep(0.5)  # the server's log is a file another process writes
     log = embedded_server.log()
-    for session_id, misspelt in zip(ids, ("instructionz", "voicee")):
-        lines = [line for line in log.splitlines() if f"session.{misspelt}" in line]
+    for session_id, (_, path) in zip(ids, asks):
+        lines = [line for line in log.splitlines() if f"{path}:" in line]
         assert len(lines) == 1, log
-        assert re.search(rf" WARNING controller\.session {session_id}: session\.update: ignored", lines[0]), lines
+        assert re.search(rf" WARNING controller\.session {session_id}: session\.update: {re.escape(path)}: ",
+                         lines[0]), lines
 
 
 async def test_a_reply_cut_off_by_the_client_hanging_up_is_logged_and_counted_as_cancelled(embedded_server) -> None:
