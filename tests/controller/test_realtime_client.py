@@ -534,7 +534,7 @@ def test_beta_transcription_session_update_is_a_transcription_sessions_update() 
     assert (err.code, err.param) == ("invalid_value", "session.include")
 
 
-def test_unknown_session_keys_are_ignored() -> None:
+def test_session_keys_the_api_has_but_this_server_does_not_use_are_accepted() -> None:
     ev = parse(
         {
             "type": "session.update",
